@@ -1,0 +1,36 @@
+#pragma once
+// BlockDevice: the one interface every disk image format and the virtio-blk device meet at.
+//
+// Offsets and lengths are in bytes. Formats whose unit is the 512-byte sector require
+// offset and length to be multiples of kSectorSize and fail with kInvalidArgument otherwise.
+// Thread-safety: an implementation may be used from one thread at a time unless it says more.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "base/error.h"
+
+namespace lamina::storage {
+
+inline constexpr uint64_t kSectorSize = 512;
+
+class BlockDevice {
+ public:
+  virtual ~BlockDevice() = default;
+
+  // Virtual size in bytes as the guest sees it.
+  virtual uint64_t size() const = 0;
+  virtual bool read_only() const = 0;
+
+  // Reads data.size() bytes at offset; unallocated ranges read as zeros (or the parent's data).
+  [[nodiscard]] virtual Result<void> read(uint64_t offset, std::span<std::byte> data) = 0;
+  [[nodiscard]] virtual Result<void> write(uint64_t offset, std::span<const std::byte> data) = 0;
+  // Makes every acknowledged write durable (data, then metadata) before returning.
+  [[nodiscard]] virtual Result<void> flush() = 0;
+  // Tells the format a range's content is no longer needed; it may then read as zeros.
+  [[nodiscard]] virtual Result<void> discard(uint64_t offset, uint64_t length) = 0;
+};
+
+}  // namespace lamina::storage
