@@ -1,0 +1,60 @@
+#pragma once
+// GuestMemory: the guest's RAM, as regions of guest-physical address space each backed by an
+// anonymous host mapping. Every guest-supplied address goes through host_pointer(), read() or
+// write(), which check the whole range against RAM before any host pointer is formed.
+//
+// Ownership: owns the mappings (RAII). Thread-safety: the layout is fixed at construction and
+// may be queried from any thread; the content is shared by all vCPUs and devices, like real RAM.
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "base/error.h"
+
+namespace lamina {
+
+struct RamRegion {
+  uint64_t guest_physical;  // first byte, page-aligned
+  uint64_t size;            // bytes, page-aligned, non-zero
+};
+
+class GuestMemory {
+ public:
+  // Maps each region; fails on overlap, misalignment, zero size or a refused mapping.
+  static Result<GuestMemory> create(std::vector<RamRegion> regions);
+
+  GuestMemory(GuestMemory&& other) noexcept;
+  GuestMemory& operator=(GuestMemory&& other) noexcept;
+  GuestMemory(const GuestMemory&) = delete;
+  GuestMemory& operator=(const GuestMemory&) = delete;
+  ~GuestMemory();
+
+  // Host pointer to [guest_physical, guest_physical + length) when the range lies entirely in
+  // one RAM region, else nullptr (MMIO, holes, or a range running past the end).
+  std::byte* host_pointer(uint64_t guest_physical, uint64_t length) const;
+  bool contains(uint64_t guest_physical, uint64_t length) const {
+    return host_pointer(guest_physical, length) != nullptr;
+  }
+
+  // Checked copies; kInvalidArgument names the range when any byte is outside RAM.
+  [[nodiscard]] Result<void> read(uint64_t guest_physical, std::span<std::byte> data) const;
+  [[nodiscard]] Result<void> write(uint64_t guest_physical, std::span<const std::byte> data);
+
+  const std::vector<RamRegion>& regions() const { return regions_; }
+  uint64_t total_size() const;
+
+ private:
+  struct Mapping {
+    RamRegion region;
+    std::byte* host;
+  };
+  GuestMemory() = default;
+  void unmap_all();
+
+  std::vector<RamRegion> regions_;
+  std::vector<Mapping> mappings_;
+};
+
+}  // namespace lamina
