@@ -43,6 +43,21 @@ uint64_t ElfImage::physical_end() const {
   return end;
 }
 
+Result<uint64_t> ElfImage::physical_entry() const {
+  for (const ElfSegment& segment : load_segments) {
+    if (entry >= segment.physical_address && entry - segment.physical_address < segment.file_size) {
+      return entry;
+    }
+  }
+  for (const ElfSegment& segment : load_segments) {
+    if (entry >= segment.virtual_address && entry - segment.virtual_address < segment.file_size) {
+      return segment.physical_address + (entry - segment.virtual_address);
+    }
+  }
+  return fail(ErrorCode::kCorrupt,
+              fmt::format("ELF entry point {:#x} is in none of its segments", entry));
+}
+
 Result<ElfImage> parse_elf(std::span<const std::byte> file) {
   if (!is_elf(file) || file.size() < 52) {
     return fail(ErrorCode::kCorrupt, "not an ELF file (no ELF magic or shorter than its header)");

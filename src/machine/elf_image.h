@@ -35,6 +35,9 @@ struct ElfImage {
   // [lowest physical address, highest physical end) over the load segments.
   uint64_t physical_start() const;
   uint64_t physical_end() const;
+  // The entry point as a physical address: e_entry itself when a segment's physical range holds
+  // it, else translated through the segment whose virtual range holds it; kCorrupt otherwise.
+  Result<uint64_t> physical_entry() const;
 };
 
 // True when the bytes start with the ELF magic.

@@ -43,25 +43,6 @@ struct LoadedKernel {
   uint64_t entry;
 };
 
-// Entry point of a vmlinux ELF as a physical address: e_entry is physical (the kernel's linker
-// script sets ENTRY(phys_startup_64)); a virtual one is translated through its segment.
-Result<uint64_t> physical_entry(const ElfImage& elf) {
-  for (const ElfSegment& segment : elf.load_segments) {
-    if (elf.entry >= segment.physical_address &&
-        elf.entry - segment.physical_address < segment.file_size) {
-      return elf.entry;
-    }
-  }
-  for (const ElfSegment& segment : elf.load_segments) {
-    if (elf.entry >= segment.virtual_address &&
-        elf.entry - segment.virtual_address < segment.file_size) {
-      return segment.physical_address + (elf.entry - segment.virtual_address);
-    }
-  }
-  return fail(ErrorCode::kCorrupt,
-              fmt::format("vmlinux entry point {:#x} is in none of its segments", elf.entry));
-}
-
 Result<LoadedKernel> load_vmlinux(GuestMemory& memory, const std::vector<E820Entry>& map,
                                   std::span<const std::byte> file) {
   auto elf = parse_elf(file);
@@ -75,7 +56,8 @@ Result<LoadedKernel> load_vmlinux(GuestMemory& memory, const std::vector<E820Ent
                                segment.physical_address + segment.memory_size));
     }
   }
-  auto entry = physical_entry(*elf);
+  // e_entry is physical: the kernel's linker script says ENTRY(phys_startup_64).
+  auto entry = elf->physical_entry();
   if (!entry) return fail(entry.error());
   if (auto loaded = load_elf_segments(memory, file, *elf); !loaded) return fail(loaded.error());
   return LoadedKernel{elf->physical_start(), elf->physical_end(), *entry};
