@@ -29,7 +29,8 @@ std::string to_posix(std::string path) {
 
 bool exists(const std::string& path) {
   struct stat info {};
-  return ::stat(path.c_str(), &info) == 0 && !S_ISDIR(info.st_mode);
+  // Only regular files: a locator naming a FIFO or a device must not block or feed endless data.
+  return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
 }
 
 }  // namespace
