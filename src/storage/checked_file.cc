@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <fmt/format.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -130,6 +131,18 @@ Result<void> CheckedFile::truncate(uint64_t size) {
   }
   size_ = size;
   return {};
+}
+
+Result<bool> CheckedFile::punch_hole(uint64_t offset, uint64_t length) {
+  if (read_only_) {
+    return fail(ErrorCode::kInvalidArgument, fmt::format("{} is open read-only", name()));
+  }
+  if (::fallocate(descriptor_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(length)) != 0) {
+    if (errno == EOPNOTSUPP || errno == ENOSYS) return false;
+    return fail(os_error("punch a hole in", path_, errno));
+  }
+  return true;
 }
 
 }  // namespace lamina::storage

@@ -36,6 +36,9 @@ class CheckedFile {
   // fdatasync: data and the metadata needed to read it back are durable.
   [[nodiscard]] Result<void> flush();
   [[nodiscard]] Result<void> truncate(uint64_t size);
+  // Frees the range on the host so it reads as zeros; the file size does not change. Returns
+  // false (not an error) when the filesystem cannot punch holes.
+  [[nodiscard]] Result<bool> punch_hole(uint64_t offset, uint64_t length);
 
   // True when [offset, offset + length) lies inside the file, without overflow.
   bool contains(uint64_t offset, uint64_t length) const {

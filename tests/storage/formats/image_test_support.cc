@@ -1,5 +1,6 @@
 #include "image_test_support.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -66,6 +67,15 @@ int run_command(const std::string& command) {
 }
 
 bool have_qemu_img() { return run_command("qemu-img --version") == 0; }
+
+std::string first_difference(const std::filesystem::path& left, const std::filesystem::path& right) {
+  auto a = read_whole_file(left);
+  auto b = read_whole_file(right);
+  if (a.size() != b.size()) return fmt::format("sizes differ: {} and {}", a.size(), b.size());
+  auto mismatch = std::mismatch(a.begin(), a.end(), b.begin());
+  if (mismatch.first == a.end()) return "";
+  return fmt::format("first difference at byte {:#x}", mismatch.first - a.begin());
+}
 
 std::string compare_with_truth(BlockDevice& device, const std::filesystem::path& truth, uint64_t offset,
                                uint64_t length, uint64_t piece) {

@@ -48,6 +48,9 @@ bool have_qemu_img();
 // Compares device content with the truth file over [offset, offset + length), reading in
 // pieces of `piece` bytes (odd sizes exercise cluster boundaries). Returns "" when equal,
 // else a description of the first difference or error.
+// "" when the files hold the same bytes, else where they first differ.
+std::string first_difference(const std::filesystem::path& left, const std::filesystem::path& right);
+
 std::string compare_with_truth(BlockDevice& device, const std::filesystem::path& truth, uint64_t offset,
                                uint64_t length, uint64_t piece);
 
