@@ -183,8 +183,10 @@ TEST_F(MsrFileTest, StoredOnlyMsrsAndVendorSpecificOnes) {
   EXPECT_EQ(msrs.sysenter_cs(), 0x10u);
   ASSERT_TRUE(msrs.write(msr::kAmdHwcr, 0x1000000).has_value());
   EXPECT_EQ(*msrs.read(msr::kAmdHwcr), 0x1000000u);
+  EXPECT_EQ(*msrs.read(msr::kAmdIntPendingMessage), 0u);
   features_.vendor = "GenuineIntel";
   EXPECT_EQ(make().read(msr::kAmdSyscfg).error(), kGp0);
+  EXPECT_EQ(make().read(msr::kAmdIntPendingMessage).error(), kGp0);
 }
 
 TEST_F(MsrFileTest, StateRoundTrips) {

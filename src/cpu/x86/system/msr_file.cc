@@ -118,6 +118,9 @@ std::expected<uint64_t, Fault> MsrFile::read(uint32_t index) const {
     case msr::kAmdHwcr:
       if (amd) return state_.amd_hwcr;
       break;
+    case msr::kAmdIntPendingMessage:
+      if (amd) return 0;
+      break;
     default:
       if (features_.mtrr) return read_mtrr(index);
       break;
@@ -210,6 +213,9 @@ std::expected<void, Fault> MsrFile::write(uint32_t index, uint64_t value) {
       if (!amd) break;
       state_.amd_hwcr = value;
       return {};
+    case msr::kAmdIntPendingMessage:
+      if (!amd) break;
+      return {};  // nothing is pending and C1E never activates
     default:
       if (features_.mtrr) return write_mtrr(index, value);
       break;

@@ -13,7 +13,8 @@
 //
 // MSRs kept without further effect (documented so nobody mistakes them for features):
 // MISC_ENABLE (stored), BIOS_SIGN_ID/PATCH_LEVEL 0x8b (reads 0, writes ignored), AMD SYSCFG and
-// HWCR (stored), SYSENTER_CS/ESP/EIP (stored; the instructions are the core's), MTRRs (stored
+// HWCR (stored), AMD INT_PENDING_MSG (reads 0: no C1E; Linux reads it on K8-class models for
+// erratum 400), SYSENTER_CS/ESP/EIP (stored; the instructions are the core's), MTRRs (stored
 // and validated; Lamina's memory is always write-back).
 //
 // Ownership: owns the values; the hooks' targets must outlive it. Thread-safety: one MsrFile
@@ -58,6 +59,7 @@ inline constexpr uint32_t kKernelGsBase = 0xc0000102;
 inline constexpr uint32_t kTscAux = 0xc0000103;
 inline constexpr uint32_t kAmdSyscfg = 0xc0010010;
 inline constexpr uint32_t kAmdHwcr = 0xc0010015;
+inline constexpr uint32_t kAmdIntPendingMessage = 0xc0010055;
 }  // namespace msr
 
 inline constexpr uint32_t kVariableMtrrCount = 8;
