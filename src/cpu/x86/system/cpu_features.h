@@ -30,7 +30,8 @@ struct CpuFeatures {
   uint8_t stepping = 1;
   std::string hypervisor_vendor = "LaminaLamina";  // 12 characters, leaf 0x40000000
 
-  // Topology: vCPUs of the VM, one core per package thread-free: APIC ID = vCPU index.
+  // Topology: the VM's vCPUs are the cores of one package, one thread each; the initial APIC ID
+  // of a vCPU is its index.
   uint32_t vcpu_count = 1;
 
   // Address sizes (CPUID 0x80000008).

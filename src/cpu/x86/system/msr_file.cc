@@ -40,7 +40,7 @@ bool is_valid_pat_type(uint8_t type) { return type <= 7 && type != 2 && type != 
 bool is_valid_mtrr_type(uint8_t type) { return type <= 6 && type != 2 && type != 3; }
 
 MsrFile::MsrFile(const CpuFeatures& features, bool bootstrap, MsrHooks hooks)
-    : features_(features), hooks_(std::move(hooks)) {
+    : features_(features), hooks_(std::move(hooks)), amd_(features.vendor == "AuthenticAMD") {
   // SDM 10.4.4: APIC_BASE resets to 0xfee00000 with the global enable set, BSP flag on the BSP.
   state_.apic_base = kDefaultApicBase | kApicBaseEnable | (bootstrap ? kApicBaseBsp : 0);
 }
@@ -67,7 +67,6 @@ void MsrFile::set_long_mode_active(bool active) {
 uint64_t MsrFile::tsc() const { return clock() + state_.tsc_offset; }
 
 std::expected<uint64_t, Fault> MsrFile::read(uint32_t index) const {
-  bool amd = features_.vendor == "AuthenticAMD";
   bool sixty_four = features_.long_mode;
   switch (index) {
     case msr::kTsc:
@@ -113,13 +112,13 @@ std::expected<uint64_t, Fault> MsrFile::read(uint32_t index) const {
       if (features_.rdtscp) return state_.tsc_aux;
       break;
     case msr::kAmdSyscfg:
-      if (amd) return state_.amd_syscfg;
+      if (amd_) return state_.amd_syscfg;
       break;
     case msr::kAmdHwcr:
-      if (amd) return state_.amd_hwcr;
+      if (amd_) return state_.amd_hwcr;
       break;
     case msr::kAmdIntPendingMessage:
-      if (amd) return 0;
+      if (amd_) return 0;
       break;
     default:
       if (features_.mtrr) return read_mtrr(index);
@@ -129,7 +128,6 @@ std::expected<uint64_t, Fault> MsrFile::read(uint32_t index) const {
 }
 
 std::expected<void, Fault> MsrFile::write(uint32_t index, uint64_t value) {
-  bool amd = features_.vendor == "AuthenticAMD";
   bool sixty_four = features_.long_mode;
   auto store_canonical = [&](uint64_t& slot) -> std::expected<void, Fault> {
     if (!canonical(value)) return general_protection();
@@ -206,15 +204,15 @@ std::expected<void, Fault> MsrFile::write(uint32_t index, uint64_t value) {
       state_.tsc_aux = value;
       return {};
     case msr::kAmdSyscfg:
-      if (!amd) break;
+      if (!amd_) break;
       state_.amd_syscfg = value;
       return {};
     case msr::kAmdHwcr:
-      if (!amd) break;
+      if (!amd_) break;
       state_.amd_hwcr = value;
       return {};
     case msr::kAmdIntPendingMessage:
-      if (!amd) break;
+      if (!amd_) break;
       return {};  // nothing is pending and C1E never activates
     default:
       if (features_.mtrr) return write_mtrr(index, value);

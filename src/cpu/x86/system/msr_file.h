@@ -139,6 +139,7 @@ class MsrFile {
 
   CpuFeatures features_;
   MsrHooks hooks_;
+  bool amd_;  // AMD-specific MSRs exist only with the AMD vendor string
   MsrState state_;
 };
 
