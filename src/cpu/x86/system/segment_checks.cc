@@ -1,5 +1,7 @@
 #include "cpu/x86/system/segment_checks.h"
 
+#include "cpu/x86/system/page_walker.h"
+
 namespace lamina::cpu::x86 {
 
 namespace {
@@ -39,10 +41,6 @@ bool is_available_tss(const SegmentDescriptor& descriptor, bool long_mode) {
   if (long_mode) return descriptor.type == system_type::kTssAvailable;
   return descriptor.type == system_type::kTssAvailable ||
          descriptor.type == system_type::kTss16Available;
-}
-
-bool is_64bit_canonical(uint64_t address) {
-  return static_cast<uint64_t>(static_cast<int64_t>(address << 16) >> 16) == address;
 }
 
 }  // namespace
@@ -274,7 +272,7 @@ std::expected<LoadedSegment, Fault> check_ltr(uint16_t selector, std::optional<u
   std::optional<SegmentDescriptor> descriptor =
       long_mode ? decode_system_descriptor_64(*low, high) : decode_segment_descriptor(*low);
   if (!descriptor || !is_available_tss(*descriptor, long_mode)) return general_protection(selector);
-  if (long_mode && !is_64bit_canonical(descriptor->base)) return general_protection(selector);
+  if (long_mode && !is_canonical(descriptor->base)) return general_protection(selector);
   if (!descriptor->present) return not_present(selector);
   return loaded(selector, *descriptor);
 }
@@ -288,7 +286,7 @@ std::expected<LoadedSegment, Fault> check_lldt(uint16_t selector, std::optional<
   if (!descriptor || !descriptor->system || descriptor->type != system_type::kLdt) {
     return general_protection(selector);
   }
-  if (long_mode && !is_64bit_canonical(descriptor->base)) return general_protection(selector);
+  if (long_mode && !is_canonical(descriptor->base)) return general_protection(selector);
   if (!descriptor->present) return not_present(selector);
   return loaded(selector, *descriptor);
 }
