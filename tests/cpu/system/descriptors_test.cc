@@ -153,6 +153,31 @@ TEST(Descriptors, TssLayouts) {
   EXPECT_EQ(tss::offset16::kLdt, 0x2au);
 }
 
+TEST(Descriptors, InnerStackSlots) {
+  // 64-bit TSS: RSP0 at 4, IST3 at 0x34; the whole 8 bytes must be within the limit.
+  auto rsp0 = tss::inner_stack_slot(system_type::kTssBusy, true, 0, 0, 0x67);
+  ASSERT_TRUE(rsp0.has_value());
+  EXPECT_EQ(rsp0->offset, 4u);
+  EXPECT_EQ(rsp0->pointer_bytes, 8);
+  EXPECT_FALSE(rsp0->has_selector);
+  EXPECT_EQ(tss::inner_stack_slot(system_type::kTssBusy, true, 0, 3, 0x67)->offset, 0x34u);
+  EXPECT_TRUE(tss::inner_stack_slot(system_type::kTssBusy, true, 0, 7, 0x5b).has_value());
+  EXPECT_FALSE(tss::inner_stack_slot(system_type::kTssBusy, true, 0, 7, 0x5a).has_value());
+  // 32-bit TSS: ESP1 at 0x0c and SS1 at 0x10 (bytes up to 0x11).
+  auto esp1 = tss::inner_stack_slot(system_type::kTssBusy, false, 1, 0, 0x11);
+  ASSERT_TRUE(esp1.has_value());
+  EXPECT_EQ(esp1->offset, 0x0cu);
+  EXPECT_EQ(esp1->pointer_bytes, 4);
+  EXPECT_TRUE(esp1->has_selector);
+  EXPECT_FALSE(tss::inner_stack_slot(system_type::kTssBusy, false, 1, 0, 0x10).has_value());
+  // 16-bit TSS: SP0 at 2 and SS0 at 4.
+  auto sp0 = tss::inner_stack_slot(system_type::kTss16Busy, false, 0, 0, 0x2b);
+  ASSERT_TRUE(sp0.has_value());
+  EXPECT_EQ(sp0->offset, 2u);
+  EXPECT_EQ(sp0->pointer_bytes, 2);
+  EXPECT_FALSE(tss::inner_stack_slot(system_type::kTss16Busy, false, 0, 0, 4).has_value());
+}
+
 TEST(Descriptors, IoPermissionBitmap) {
   // Map right after a 104-byte TSS; port 0x3f8's bits live at byte 0x68 + 0x7f.
   EXPECT_EQ(tss::io_bitmap_offset(0x2067, 0x68, 0x3f8), 0xe7u);

@@ -111,6 +111,16 @@ TEST_F(PageWalkerTest, PagingDisabledIsIdentityWithin32Bits) {
   EXPECT_TRUE(result->writable && result->user && result->executable);
 }
 
+TEST(Canonical, Bits63To47MustMatch) {
+  EXPECT_TRUE(is_canonical(0));
+  EXPECT_TRUE(is_canonical(0x00007fffffffffff));
+  EXPECT_FALSE(is_canonical(0x0000800000000000));
+  EXPECT_FALSE(is_canonical(0xffff7fffffffffff));
+  EXPECT_TRUE(is_canonical(0xffff800000000000));
+  EXPECT_TRUE(is_canonical(~uint64_t{0}));
+  EXPECT_FALSE(is_canonical(0x8000000000000000));
+}
+
 TEST_F(PageWalkerTest, ModesFollowControlRegisters) {
   build_32bit();
   EXPECT_EQ(paging_mode(registers_), PagingMode::k32Bit);

@@ -27,7 +27,7 @@ uint64_t tss(bool busy, uint8_t dpl = 0, bool present = true) {
   return descriptor(0x5000, 0x67, busy ? 0xb : 0x9, false, dpl, present);
 }
 
-SegmentFault fault(uint8_t vector, uint32_t code) { return SegmentFault{vector, code}; }
+Fault fault(uint8_t vector, uint32_t code) { return Fault{vector, code}; }
 
 TEST(DataSegmentLoad, NullLoadsUnusableRegister) {
   auto result = check_data_segment_load(0x0003, std::nullopt, 3);

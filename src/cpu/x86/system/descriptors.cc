@@ -114,6 +114,29 @@ std::optional<GateDescriptor> decode_gate(uint64_t low, uint64_t high, bool long
 
 namespace tss {
 
+std::optional<StackSlot> inner_stack_slot(uint8_t tss_type, bool long_mode, uint8_t new_cpl,
+                                          uint8_t ist, uint32_t tss_limit) {
+  StackSlot slot;
+  uint32_t last = 0;  // offset of the slot's last byte
+  if (long_mode) {
+    slot.offset = ist != 0 ? ist_offset_64(ist) : stack_pointer_offset_64(new_cpl);
+    slot.pointer_bytes = 8;
+    last = slot.offset + 7;
+  } else if (tss_type == system_type::kTss16Available || tss_type == system_type::kTss16Busy) {
+    slot.offset = stack_pointer_offset_16(new_cpl);
+    slot.pointer_bytes = 2;
+    slot.has_selector = true;
+    last = slot.offset + 3;  // SP and SS
+  } else {
+    slot.offset = stack_pointer_offset_32(new_cpl);
+    slot.pointer_bytes = 4;
+    slot.has_selector = true;
+    last = slot.offset + 5;  // ESP and SS
+  }
+  if (last > tss_limit) return std::nullopt;
+  return slot;
+}
+
 std::optional<uint32_t> io_bitmap_offset(uint32_t tss_limit, uint16_t io_map_base, uint16_t port) {
   // Two bytes are always read so an access spanning a byte boundary of the map is covered; both
   // must lie within the limit.

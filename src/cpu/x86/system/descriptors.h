@@ -127,6 +127,18 @@ inline constexpr uint32_t kSp = 0x1a, kBp = 0x1c, kSi = 0x1e, kDi = 0x20;
 inline constexpr uint32_t kEs = 0x22, kCs = 0x24, kSs = 0x26, kDs = 0x28, kLdt = 0x2a;
 }  // namespace offset16
 
+// Where an inter-privilege interrupt, exception or call-gate CALL finds its new stack in the
+// current TSS (SDM Vol. 2 INT n pseudo code): `tss_type` is the TR descriptor's type, `long_mode`
+// EFER.LMA, `ist` the 64-bit gate's IST field. nullopt: the slot lies beyond `tss_limit`, which
+// is #TS(TSS selector).
+struct StackSlot {
+  uint32_t offset = 0;        // of the stack pointer (SS follows it outside IA-32e mode)
+  uint8_t pointer_bytes = 0;  // 2, 4 or 8
+  bool has_selector = false;  // an SS selector follows the pointer (16/32-bit TSS)
+};
+std::optional<StackSlot> inner_stack_slot(uint8_t tss_type, bool long_mode, uint8_t new_cpl,
+                                          uint8_t ist, uint32_t tss_limit);
+
 // The I/O permission check of IN/OUT/INS/OUTS when CPL > IOPL (or in virtual-8086 mode),
 // SDM Vol. 1 19.5.2: the core reads the 16-bit I/O map base at kIoMapBaseOffset, calls
 // io_bitmap_offset, reads the two bytes at that TSS offset (little-endian) and asks

@@ -88,6 +88,13 @@ inline constexpr uint32_t kReserved = 1u << 3;          // a reserved bit was se
 inline constexpr uint32_t kInstructionFetch = 1u << 4;  // fetch, when NX (PAE) or SMEP is on
 }  // namespace page_fault_error
 
+// Canonical form for 48-bit linear addresses (SDM 3.3.7.1): bits 63:47 all equal. The core
+// checks it before paging (#GP, or #SS for stack references).
+inline constexpr bool is_canonical(uint64_t linear) {
+  uint64_t top = linear >> 47;
+  return top == 0 || top == 0x1ffff;
+}
+
 enum class PagingMode : uint8_t { kNone, k32Bit, kPae, kFourLevel };
 
 PagingMode paging_mode(const PagingRegisters& registers);

@@ -1,28 +1,30 @@
 #include "cpu/x86/system/segment_checks.h"
 
+#include "cpu/x86/system/page_walker.h"
+
 namespace lamina::cpu::x86 {
 
 namespace {
 
-using Fault = std::unexpected<SegmentFault>;
+using Failure = std::unexpected<Fault>;
 
 uint32_t selector_error(uint16_t selector, bool external = false) {
   return (selector & 0xfffcu) | (external ? 1u : 0u);
 }
-Fault general_protection(uint16_t selector, bool external = false) {
-  return Fault({exception_vector::kGeneralProtection, selector_error(selector, external)});
+Failure general_protection(uint16_t selector, bool external = false) {
+  return Failure({exception_vector::kGeneralProtection, selector_error(selector, external)});
 }
-Fault general_protection_zero(bool external = false) {
-  return Fault({exception_vector::kGeneralProtection, external ? 1u : 0u});
+Failure general_protection_zero(bool external = false) {
+  return Failure({exception_vector::kGeneralProtection, external ? 1u : 0u});
 }
-Fault not_present(uint16_t selector, bool external = false) {
-  return Fault({exception_vector::kSegmentNotPresent, selector_error(selector, external)});
+Failure not_present(uint16_t selector, bool external = false) {
+  return Failure({exception_vector::kSegmentNotPresent, selector_error(selector, external)});
 }
-Fault stack_fault(uint16_t selector, bool external = false) {
-  return Fault({exception_vector::kStackFault, selector_error(selector, external)});
+Failure stack_fault(uint16_t selector, bool external = false) {
+  return Failure({exception_vector::kStackFault, selector_error(selector, external)});
 }
-Fault invalid_tss(uint16_t selector, bool external = false) {
-  return Fault({exception_vector::kInvalidTss, selector_error(selector, external)});
+Failure invalid_tss(uint16_t selector, bool external = false) {
+  return Failure({exception_vector::kInvalidTss, selector_error(selector, external)});
 }
 
 LoadedSegment loaded(uint16_t selector, const SegmentDescriptor& descriptor) {
@@ -41,15 +43,11 @@ bool is_available_tss(const SegmentDescriptor& descriptor, bool long_mode) {
          descriptor.type == system_type::kTss16Available;
 }
 
-bool is_64bit_canonical(uint64_t address) {
-  return static_cast<uint64_t>(static_cast<int64_t>(address << 16) >> 16) == address;
-}
-
 }  // namespace
 
-std::expected<LoadedSegment, SegmentFault> check_data_segment_load(uint16_t selector,
-                                                                   std::optional<uint64_t> raw,
-                                                                   uint8_t cpl) {
+std::expected<LoadedSegment, Fault> check_data_segment_load(uint16_t selector,
+                                                            std::optional<uint64_t> raw,
+                                                            uint8_t cpl) {
   // A null selector loads an unusable register without a fault (MOV pseudo code).
   if (selector_is_null(selector)) return LoadedSegment{selector, {}, true};
   if (!raw) return general_protection(selector);
@@ -64,9 +62,9 @@ std::expected<LoadedSegment, SegmentFault> check_data_segment_load(uint16_t sele
   return loaded(selector, descriptor);
 }
 
-std::expected<LoadedSegment, SegmentFault> check_stack_segment_load(uint16_t selector,
-                                                                    std::optional<uint64_t> raw,
-                                                                    uint8_t cpl, bool mode_64) {
+std::expected<LoadedSegment, Fault> check_stack_segment_load(uint16_t selector,
+                                                             std::optional<uint64_t> raw,
+                                                             uint8_t cpl, bool mode_64) {
   if (selector_is_null(selector)) {
     // 64-bit mode allows a null SS below CPL 3 when RPL = CPL (SDM MOV pseudo code).
     if (mode_64 && cpl != 3 && selector_rpl(selector) == cpl) {
@@ -85,9 +83,9 @@ std::expected<LoadedSegment, SegmentFault> check_stack_segment_load(uint16_t sel
   return loaded(selector, descriptor);
 }
 
-std::expected<FarTarget, SegmentFault> check_far_transfer(FarTransfer, uint16_t selector,
-                                                          std::optional<uint64_t> raw, uint8_t cpl,
-                                                          bool long_mode) {
+std::expected<FarTarget, Fault> check_far_transfer(FarTransfer, uint16_t selector,
+                                                   std::optional<uint64_t> raw, uint8_t cpl,
+                                                   bool long_mode) {
   if (selector_is_null(selector)) return general_protection_zero();
   if (!raw) return general_protection(selector);
   SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
@@ -138,10 +136,10 @@ std::expected<FarTarget, SegmentFault> check_far_transfer(FarTransfer, uint16_t 
   return target;
 }
 
-std::expected<CallGateTarget, SegmentFault> check_call_gate_target(FarTransfer transfer,
-                                                                   uint16_t code_selector,
-                                                                   std::optional<uint64_t> raw,
-                                                                   uint8_t cpl, bool long_mode) {
+std::expected<CallGateTarget, Fault> check_call_gate_target(FarTransfer transfer,
+                                                            uint16_t code_selector,
+                                                            std::optional<uint64_t> raw,
+                                                            uint8_t cpl, bool long_mode) {
   if (selector_is_null(code_selector)) return general_protection_zero();
   if (!raw) return general_protection(code_selector);
   SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
@@ -162,8 +160,8 @@ std::expected<CallGateTarget, SegmentFault> check_call_gate_target(FarTransfer t
   return target;
 }
 
-std::expected<SegmentDescriptor, SegmentFault> check_task_gate_tss(uint16_t tss_selector,
-                                                                   std::optional<uint64_t> raw) {
+std::expected<SegmentDescriptor, Fault> check_task_gate_tss(uint16_t tss_selector,
+                                                            std::optional<uint64_t> raw) {
   if (selector_is_local(tss_selector) || !raw) return general_protection(tss_selector);
   SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
   if (!is_available_tss(descriptor, false)) return general_protection(tss_selector);
@@ -171,9 +169,9 @@ std::expected<SegmentDescriptor, SegmentFault> check_task_gate_tss(uint16_t tss_
   return descriptor;
 }
 
-std::expected<ReturnTarget, SegmentFault> check_return_code_segment(uint16_t selector,
-                                                                    std::optional<uint64_t> raw,
-                                                                    uint8_t cpl, bool long_mode) {
+std::expected<ReturnTarget, Fault> check_return_code_segment(uint16_t selector,
+                                                             std::optional<uint64_t> raw,
+                                                             uint8_t cpl, bool long_mode) {
   if (selector_is_null(selector)) return general_protection_zero();
   if (!raw) return general_protection(selector);
   SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
@@ -192,10 +190,9 @@ std::expected<ReturnTarget, SegmentFault> check_return_code_segment(uint16_t sel
   return target;
 }
 
-std::expected<LoadedSegment, SegmentFault> check_return_stack_segment(uint16_t selector,
-                                                                      std::optional<uint64_t> raw,
-                                                                      uint8_t new_cpl,
-                                                                      bool to_mode_64) {
+std::expected<LoadedSegment, Fault> check_return_stack_segment(uint16_t selector,
+                                                               std::optional<uint64_t> raw,
+                                                               uint8_t new_cpl, bool to_mode_64) {
   if (selector_is_null(selector)) {
     if (to_mode_64 && new_cpl != 3) {
       LoadedSegment segment{selector, {}, true};
@@ -221,12 +218,11 @@ bool must_null_after_return(const LoadedSegment& segment, uint8_t new_cpl) {
   return data_or_nonconforming && descriptor.dpl < new_cpl;
 }
 
-std::expected<GateDescriptor, SegmentFault> check_interrupt_gate(uint8_t vector, uint64_t low,
-                                                                 uint64_t high, bool software,
-                                                                 uint8_t cpl, bool long_mode,
-                                                                 bool external) {
+std::expected<GateDescriptor, Fault> check_interrupt_gate(uint8_t vector, uint64_t low,
+                                                          uint64_t high, bool software, uint8_t cpl,
+                                                          bool long_mode, bool external) {
   auto fault = [&](uint8_t exception) {
-    return Fault({exception, idt_error_code(vector, external)});
+    return Failure({exception, idt_error_code(vector, external)});
   };
   std::optional<GateDescriptor> gate = decode_gate(low, high, long_mode);
   // SDM 6.12.1.1: only interrupt, trap and task gates may be in the IDT.
@@ -237,8 +233,10 @@ std::expected<GateDescriptor, SegmentFault> check_interrupt_gate(uint8_t vector,
   return *gate;
 }
 
-std::expected<InterruptTarget, SegmentFault> check_interrupt_code_segment(
-    uint16_t selector, std::optional<uint64_t> raw, uint8_t cpl, bool long_mode, bool external) {
+std::expected<InterruptTarget, Fault> check_interrupt_code_segment(uint16_t selector,
+                                                                   std::optional<uint64_t> raw,
+                                                                   uint8_t cpl, bool long_mode,
+                                                                   bool external) {
   if (selector_is_null(selector)) return general_protection_zero(external);
   if (!raw) return general_protection(selector, external);
   SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
@@ -252,12 +250,11 @@ std::expected<InterruptTarget, SegmentFault> check_interrupt_code_segment(
   return target;
 }
 
-std::expected<LoadedSegment, SegmentFault> check_inner_stack_segment(uint16_t selector,
-                                                                     std::optional<uint64_t> raw,
-                                                                     uint8_t new_cpl,
-                                                                     bool external) {
+std::expected<LoadedSegment, Fault> check_inner_stack_segment(uint16_t selector,
+                                                              std::optional<uint64_t> raw,
+                                                              uint8_t new_cpl, bool external) {
   if (selector_is_null(selector)) {
-    return Fault({exception_vector::kInvalidTss, external ? 1u : 0u});
+    return Failure({exception_vector::kInvalidTss, external ? 1u : 0u});
   }
   if (!raw) return invalid_tss(selector, external);
   SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
@@ -268,21 +265,20 @@ std::expected<LoadedSegment, SegmentFault> check_inner_stack_segment(uint16_t se
   return loaded(selector, descriptor);
 }
 
-std::expected<LoadedSegment, SegmentFault> check_ltr(uint16_t selector, std::optional<uint64_t> low,
-                                                     uint64_t high, bool long_mode) {
+std::expected<LoadedSegment, Fault> check_ltr(uint16_t selector, std::optional<uint64_t> low,
+                                              uint64_t high, bool long_mode) {
   if (selector_is_null(selector)) return general_protection_zero();
   if (selector_is_local(selector) || !low) return general_protection(selector);
   std::optional<SegmentDescriptor> descriptor =
       long_mode ? decode_system_descriptor_64(*low, high) : decode_segment_descriptor(*low);
   if (!descriptor || !is_available_tss(*descriptor, long_mode)) return general_protection(selector);
-  if (long_mode && !is_64bit_canonical(descriptor->base)) return general_protection(selector);
+  if (long_mode && !is_canonical(descriptor->base)) return general_protection(selector);
   if (!descriptor->present) return not_present(selector);
   return loaded(selector, *descriptor);
 }
 
-std::expected<LoadedSegment, SegmentFault> check_lldt(uint16_t selector,
-                                                      std::optional<uint64_t> low, uint64_t high,
-                                                      bool long_mode) {
+std::expected<LoadedSegment, Fault> check_lldt(uint16_t selector, std::optional<uint64_t> low,
+                                               uint64_t high, bool long_mode) {
   if (selector_is_null(selector)) return LoadedSegment{selector, {}, true};
   if (selector_is_local(selector) || !low) return general_protection(selector);
   std::optional<SegmentDescriptor> descriptor =
@@ -290,7 +286,7 @@ std::expected<LoadedSegment, SegmentFault> check_lldt(uint16_t selector,
   if (!descriptor || !descriptor->system || descriptor->type != system_type::kLdt) {
     return general_protection(selector);
   }
-  if (long_mode && !is_64bit_canonical(descriptor->base)) return general_protection(selector);
+  if (long_mode && !is_canonical(descriptor->base)) return general_protection(selector);
   if (!descriptor->present) return not_present(selector);
   return loaded(selector, *descriptor);
 }
