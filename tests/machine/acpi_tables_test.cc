@@ -294,6 +294,7 @@ TEST(AcpiTables, IaslDisassemblesEveryTable) {
         "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,",
         "0x00FF,             // Range Maximum", "0xFEBFFFFF,         // Range Maximum",
         "QWordMemory", "Name (_PRT, Package (0x80)", "EisaId (\"PNP0C02\")",
+        "EisaId (\"PNP0B00\")", "0x0070,             // Range Minimum", "{8}",
         "Memory32Fixed (ReadWrite,", "0xB0000000,         // Address Base",
         "0x10000000,         // Address Length"}) {
     EXPECT_NE(dsdt.find(expected), std::string::npos) << expected << "\n" << dsdt;
@@ -336,7 +337,7 @@ TEST(AcpiTables, AcpiexecEvaluatesTheDsdt) {
       run("acpiexec -b 'evaluate \\_S5; evaluate \\_SB.PCI0._HID; evaluate \\_SB.PCI0._CID; "
           "evaluate \\_SB.COM2._CRS; evaluate \\_SB.MRES._HID' '" + file.string() + "'");
   ASSERT_EQ(result.status, 0) << result.output;
-  EXPECT_NE(result.output.find("4 Devices"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("5 Devices"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("[Integer] = 0000000000000005"), std::string::npos) << result.output;
   // EisaId values (6.1.5): PNP0A08, PNP0A03, PNP0C02.
   EXPECT_NE(result.output.find("[Integer] = 00000000080AD041"), std::string::npos) << result.output;

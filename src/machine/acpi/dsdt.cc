@@ -59,6 +59,16 @@ aml::Bytes motherboard_resources() {
               });
 }
 
+// The CMOS RTC (PNP0B00) at ports 0x70-0x71 with ISA IRQ 8, so the OS binds rtc_cmos to it.
+aml::Bytes rtc() {
+  return aml::device("RTC", {
+                                aml::name("_HID", aml::eisa_id("PNP0B00")),
+                                aml::name("_CRS", aml::resource_template(
+                                                      {r::io(0x70, 0x70, 1, 2),
+                                                       r::irq_no_flags(8)})),
+                            });
+}
+
 aml::Bytes serial_port(size_t index, const SerialPort& port) {
   return aml::device(fmt::format("COM{}", index + 1),
                      {
@@ -74,7 +84,7 @@ aml::Bytes serial_port(size_t index, const SerialPort& port) {
 }  // namespace
 
 Bytes build_dsdt(const AcpiConfig& config) {
-  std::vector<aml::Bytes> system_bus = {host_bridge(config), motherboard_resources()};
+  std::vector<aml::Bytes> system_bus = {host_bridge(config), motherboard_resources(), rtc()};
   for (size_t i = 0; i < config.serial_ports.size(); ++i) {
     system_bus.push_back(serial_port(i, config.serial_ports[i]));
   }

@@ -7,6 +7,7 @@
 //    32-bit MMIO window and the optional 64-bit one) and _PRT (INTx of every slot to GSIs);
 //  * \_SB.MRES: motherboard resources (PNP0C02) reserving the ECAM window, so an OS can trust
 //    MCFG (PCI Firmware spec 3.2, section 4.1.2);
+//  * \_SB.RTC_: the CMOS real-time clock (PNP0B00), ports 0x70-0x71, IRQ 8;
 //  * \_SB.COMn: the 16550 serial ports (PNP0501) with their I/O range and IRQ.
 // The power button is the FADT's fixed-feature button, so it needs no AML.
 
