@@ -6,7 +6,8 @@
 // page) and jumps to the kernel. This proves the loader's and the tables' output against a real
 // kernel before Lamina's own CPU can run it.
 //
-// Usage: qemu_boot_image KERNEL INITRD RAM_MIB CPUS OUT_DIR COMMAND_LINE
+// Usage: qemu_boot_image KERNEL INITRD RAM_MIB CPUS OUT_DIR COMMAND_LINE [bzimage]
+// (bzimage: enter the kernel's own decompressor instead of decompressing on the host)
 // Prints QEMU arguments (one per line) for the blobs and the ROM.
 
 #include <cstdio>
@@ -100,8 +101,9 @@ std::vector<std::byte> make_rom(const BootState& state, const std::vector<std::b
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 7) {
-    std::fprintf(stderr, "usage: %s KERNEL INITRD RAM_MIB CPUS OUT_DIR COMMAND_LINE\n", argv[0]);
+  if (argc != 7 && argc != 8) {
+    std::fprintf(stderr, "usage: %s KERNEL INITRD RAM_MIB CPUS OUT_DIR COMMAND_LINE [bzimage]\n",
+                 argv[0]);
     return 2;
   }
   const std::vector<std::byte> kernel = read_file(argv[1]);
@@ -117,6 +119,9 @@ int main(int argc, char** argv) {
   if (!tables) return std::fprintf(stderr, "%s\n", tables.error().message().c_str()), 1;
   auto loaded = load_linux(*memory, *layout,
                            {.kernel = kernel, .initrd = initrd, .command_line = argv[6],
+                            .entry = argc == 8 && std::string(argv[7]) == "bzimage"
+                                         ? LinuxEntry::kBzImage64
+                                         : LinuxEntry::kDecompressed,
                             .acpi_rsdp_address = tables->rsdp_address});
   if (!loaded) return std::fprintf(stderr, "%s\n", loaded.error().message().c_str()), 1;
 

@@ -3,16 +3,17 @@
 # (qemu_boot_image): our e820, ACPI tables, boot_params, GDT and page tables, and the kernel
 # decompressed on the host and entered at its 64-bit entry point. QEMU's own firmware and
 # kernel loader are not used. Passes when the guest runs a command from the command line.
-#   qemu_native_boot.sh TOOL GUEST_DIR
+#   qemu_native_boot.sh TOOL GUEST_DIR [native|bzimage]
+# (bzimage: the bzImage's own 64-bit entry and in-guest decompressor instead)
 set -euo pipefail
-tool=$1 guest=$2
+tool=$1 guest=$2 entry=${3:-native}
 [[ -f $guest/vmlinuz && -f $guest/initrd.img ]] || { echo "no default guest in '$guest'"; exit 1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=$((RANDOM % 200 + 3))
 command="echo guest-says-\$((6*7)); nproc; exit $status"
 mapfile -t args < <("$tool" "$guest/vmlinuz" "$guest/initrd.img" 512 2 "$work" \
-  "console=ttyS0 panic=-1 lamina_run=\"$command\"")
+  "console=ttyS0 panic=-1 lamina_run=\"$command\"" "$([[ $entry == bzimage ]] && echo bzimage)")
 [[ ${#args[@]} -gt 2 ]] || { echo "FAIL: qemu_boot_image produced nothing"; exit 1; }
 log=$work/console.log
 # No poweroff without firmware enabling the PM device, so stop once the status line shows.
@@ -38,4 +39,4 @@ grep -q "Brought up 1 node, 2 CPUs" "$log" || fail "the second CPU from our MADT
 grep -q "guest-says-42" "$log" || fail "the command's output is missing"
 grep -q "^LAMINA-EXIT-STATUS: $status" "$log" || fail "no 'LAMINA-EXIT-STATUS: $status' line"
 grep -qx "2" "$log" || fail "nproc did not print 2 (MADT CPUs)"
-echo "ok: native-entry boot in QEMU"
+echo "ok: $entry-entry boot in QEMU"
