@@ -163,7 +163,8 @@ Result<LinuxLoadResult> load_linux(GuestMemory& memory, const MemoryLayout& layo
                             std::min<uint64_t>(cmdline_size, kCommandLineMax - 1)));
   }
   std::vector<std::byte> command_line(options.command_line.size() + 1);
-  std::memcpy(command_line.data(), options.command_line.data(), options.command_line.size());
+  std::copy(options.command_line.begin(), options.command_line.end(),
+            reinterpret_cast<char*>(command_line.data()));
   if (auto written = memory.write(kCommandLineAddress, command_line); !written) {
     return fail(written.error());
   }
