@@ -91,8 +91,9 @@ Result<BzImage> parse_bzimage(std::span<const std::byte> file) {
 
   image.header_bytes = file.subspan(kSetupHeaderOffset, header_end - kSetupHeaderOffset);
   image.protected_mode = file.subspan(setup_size);
-  // syssize counts 16-byte paragraphs of the protected-mode part; the file may be padded.
-  if (uint64_t{header.syssize} * 16 > image.protected_mode.size()) {
+  // syssize counts 16-byte paragraphs of the protected-mode part, rounded up: the file may end
+  // inside the last paragraph (Debian's memtest86+ does) or be padded beyond it.
+  if (uint64_t{header.syssize} * 16 > image.protected_mode.size() + 15) {
     return fail(ErrorCode::kCorrupt,
                 fmt::format("kernel image is truncated: syssize says {} bytes of kernel, the file "
                             "has {}",

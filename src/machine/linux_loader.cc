@@ -51,6 +51,13 @@ Result<LoadedKernel> load_vmlinux(GuestMemory& memory, const std::vector<E820Ent
     return fail(ErrorCode::kUnsupported, "vmlinux is not an x86-64 ELF kernel");
   }
   for (const ElfSegment& segment : elf->load_segments) {
+    // Below 1 MiB lie Lamina's boot structures (GDT, page tables, boot_params, command line).
+    if (segment.physical_address < kHighMemoryStart) {
+      return fail(ErrorCode::kCorrupt,
+                  fmt::format("vmlinux segment at physical {:#x} lies below 1 MiB, where no "
+                              "Linux kernel is linked",
+                              segment.physical_address));
+    }
     if (!in_usable_ram(map, segment.physical_address, segment.memory_size)) {
       return fail(does_not_fit("kernel segment", segment.physical_address,
                                segment.physical_address + segment.memory_size));
@@ -74,6 +81,10 @@ Result<LoadedKernel> load_protected_mode(GuestMemory& memory, const std::vector<
     return fail(ErrorCode::kCorrupt,
                 fmt::format("kernel load address {:#x} is not aligned to kernel_alignment {:#x}",
                             load, alignment));
+  }
+  if (load < kHighMemoryStart) {
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("kernel asks to be loaded at {:#x}, below 1 MiB", load));
   }
   const uint64_t footprint = std::max<uint64_t>(header.init_size, image.protected_mode.size());
   if (!in_usable_ram(map, load, footprint)) {
@@ -152,7 +163,8 @@ Result<LinuxLoadResult> load_linux(GuestMemory& memory, const MemoryLayout& layo
                             std::min<uint64_t>(cmdline_size, kCommandLineMax - 1)));
   }
   std::vector<std::byte> command_line(options.command_line.size() + 1);
-  std::memcpy(command_line.data(), options.command_line.data(), options.command_line.size());
+  std::copy(options.command_line.begin(), options.command_line.end(),
+            reinterpret_cast<char*>(command_line.data()));
   if (auto written = memory.write(kCommandLineAddress, command_line); !written) {
     return fail(written.error());
   }

@@ -37,6 +37,7 @@ class InfoArea {
                   "information area (about 90 KiB)");
     }
     const uint64_t address = next_;
+    if (bytes.empty()) return address;
     if (auto written = memory_.write(address, bytes); !written) return fail(written.error());
     next_ += bytes.size();
     return address;
@@ -217,7 +218,9 @@ Result<MultibootLoadResult> load_multiboot(GuestMemory& memory, const MemoryLayo
         !placed) {
       return fail(placed.error());
     }
-    if (auto written = memory.write(start, module.data); !written) return fail(written.error());
+    if (!module.data.empty()) {
+      if (auto written = memory.write(start, module.data); !written) return fail(written.error());
+    }
     auto name = area.put_string(module.command_line);
     if (!name) return fail(name.error());
     // Module structure (spec 3.3): mod_start, mod_end (exclusive), string, reserved.

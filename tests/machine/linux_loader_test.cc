@@ -4,8 +4,10 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 
+#include "machine/acpi/acpi_tables.h"
 #include "machine/boot_params.h"
 #include "machine/boot_tables.h"
 #include "machine/bzimage.h"
@@ -277,6 +279,9 @@ TEST(LinuxLoader, RejectsBombsAndCorruptPayloads) {
   put<uint64_t>(broken, 64 + 32, 0x100000);  // first segment's file size
   expect_error(make_bzimage(with_size(gzip(broken), static_cast<uint32_t>(broken.size()))),
                ErrorCode::kCorrupt, "outside");
+  // A vmlinux linked below 1 MiB would overlap the boot structures.
+  const Bytes low = make_elf(true, 62, 0x2000, {{0x2000, 0x2000, Bytes(16), 16}});
+  expect_error(low, ErrorCode::kCorrupt, "below 1 MiB");
   // A 32-bit ELF is not a 64-bit kernel.
   const Bytes elf32 = make_elf(false, 3, 0x100000, {{0x100000, 0x100000, Bytes(16), 16}});
   expect_error(elf32, ErrorCode::kUnsupported, "x86-64");
@@ -292,6 +297,62 @@ TEST(LinuxLoader, RejectsWhatDoesNotFit) {
   // An initrd larger than the free RAM.
   const Bytes huge(60 * kMiB);
   expect_error(fake_bzimage(), ErrorCode::kInvalidArgument, "initrd", {.initrd = huge});
+}
+
+// The whole boot-time picture a machine sets up: ACPI tables installed, then the kernel, with
+// boot_params pointing at a valid RSDP and nothing overlapping.
+TEST(LinuxLoader, BootsWithAcpiTablesInPlace) {
+  Guest guest = make_guest(128 * kMiB);
+  auto tables = acpi::install_acpi_tables(guest.memory, guest.layout, {.cpu_count = 2});
+  ASSERT_TRUE(tables.has_value()) << tables.error().message();
+  const Bytes initrd(8 * kMiB, std::byte{7});
+  auto loaded = load_linux(guest.memory, guest.layout,
+                           {.kernel = fake_bzimage(), .initrd = initrd,
+                            .acpi_rsdp_address = tables->rsdp_address});
+  ASSERT_TRUE(loaded.has_value()) << loaded.error().message();
+  const uint64_t rsdp = peek<uint64_t>(guest.memory, kBootParamsAddress + off::kAcpiRsdpAddr);
+  EXPECT_EQ(peek_string(guest.memory, rsdp, 8), "RSD PTR ");
+  // Every ACPI table is still intact after the kernel and initrd were written.
+  for (const acpi::PlacedTable& table : tables->tables) {
+    EXPECT_EQ(std::memcmp(guest.memory.host_pointer(table.address, table.bytes.size()),
+                          table.bytes.data(), table.bytes.size()),
+              0)
+        << table.signature;
+    EXPECT_TRUE(table.address + table.bytes.size() <= loaded->initrd_address ||
+                table.address >= loaded->initrd_address + initrd.size());
+  }
+}
+
+// memtest86+ (Debian package memtest86+) ships a 64-bit Linux-boot-protocol image, not a
+// Multiboot one: load it the bzImage way, at its fixed code32_start.
+TEST(LinuxLoader, LoadsDebiansMemtest86PlusThroughTheBzImageEntry) {
+  const char* path = "/boot/memtest86+x64.bin";
+  std::FILE* file = std::fopen(path, "rb");
+  if (file == nullptr) GTEST_SKIP() << path << " missing: install memtest86+";
+  Bytes image;
+  std::byte buffer[65536];
+  size_t got;
+  while ((got = std::fread(buffer, 1, sizeof buffer, file)) > 0) {
+    image.insert(image.end(), buffer, buffer + got);
+  }
+  std::fclose(file);
+  auto parsed = parse_bzimage(image);
+  ASSERT_TRUE(parsed.has_value()) << parsed.error().message();
+  EXPECT_FALSE(parsed->header.relocatable);
+  Guest guest = make_guest(64 * kMiB);
+  auto loaded = load_linux(guest.memory, guest.layout,
+                           {.kernel = image, .command_line = "console=ttyS0",
+                            .entry = LinuxEntry::kBzImage64});
+  ASSERT_TRUE(loaded.has_value()) << loaded.error().message();
+  EXPECT_EQ(loaded->state.rip, parsed->header.code32_start + 0x200u);
+  EXPECT_EQ(std::memcmp(guest.memory.host_pointer(parsed->header.code32_start,
+                                                  parsed->protected_mode.size()),
+                        parsed->protected_mode.data(), parsed->protected_mode.size()),
+            0);
+  // It carries no compressed payload, so the native path refuses it clearly.
+  auto native = load_linux(guest.memory, guest.layout, {.kernel = image});
+  ASSERT_FALSE(native.has_value());
+  EXPECT_NE(native.error().message().find("payload"), std::string::npos);
 }
 
 }  // namespace
