@@ -80,11 +80,12 @@ Result<void> write_new_image(HostFile& file, const CreateSpec& spec) {
 
   footer.data_offset = kFooterSize;
   DynamicHeader header;
-  header.table_offset = kFooterSize + kDynamicHeaderSize;
   header.block_size = spec.block_size;
   header.max_table_entries =
       static_cast<uint32_t>((spec.size + spec.block_size - 1) / spec.block_size);
-  uint64_t end = header.table_offset + bat_bytes(header.max_table_entries);
+  // Parent locator data goes between the header and the BAT: qemu 7.2 places new blocks right
+  // after the BAT without looking at locators, and would overwrite locator data placed there.
+  uint64_t end = kFooterSize + kDynamicHeaderSize;
 
   std::vector<std::pair<uint64_t, std::string>> locator_data;
   if (spec.parent) {
@@ -114,6 +115,8 @@ Result<void> write_new_image(HostFile& file, const CreateSpec& spec) {
       end += locator.data_space;
     }
   }
+  header.table_offset = end;
+  end += bat_bytes(header.max_table_entries);
 
   std::vector<std::byte> table(bat_bytes(header.max_table_entries), std::byte{0xff});
   auto footer_bytes = serialize_footer(footer);

@@ -312,9 +312,13 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
     return fail(ErrorCode::kUnsupported,
                 fmt::format("{}: the file reached the VHD limit of 2 TiB of blocks", path()));
   }
-  // 1. The trailing footer moves first, so the file always ends with a valid footer.
+  // 1. The trailing footer moves first, so the file always ends with a valid footer. A staged
+  // file (not durable) appends in file order instead, which file systems handle faster than
+  // filling a hole.
   auto footer_bytes = vhd::serialize_footer(footer_);
-  if (auto r = file_.write_all(new_footer_offset, footer_bytes); !r) return r;
+  if (durable_) {
+    if (auto r = file_.write_all(new_footer_offset, footer_bytes); !r) return r;
+  }
   // 2. Bitmap and data. A dynamic disk's block is whole (all bits set, unwritten sectors are the
   // zeros of the freshly extended file); a differencing disk marks only the sectors written, the
   // rest still come from the parent.
@@ -332,6 +336,8 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
   // 3. Bitmap and data reach stable storage before the BAT points at them.
   if (durable_) {
     if (auto r = file_.sync_data(); !r) return r;
+  } else {
+    if (auto r = file_.write_all(new_footer_offset, footer_bytes); !r) return r;
   }
   // 4. The BAT entry.
   std::array<std::byte, 4> entry{};
