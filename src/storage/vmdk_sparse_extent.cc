@@ -16,6 +16,7 @@ namespace {
 constexpr uint32_t kMagic = 0x564d444b;  // "KDMV" little-endian
 constexpr uint64_t kDirectoryAtEnd = ~0ull;
 constexpr uint32_t kRedundantTableFlag = 1u << 1;
+constexpr uint32_t kZeroedGrainFlag = 1u << 2;
 // Bounds no VMDK writer exceeds: 32 MiB grains, 64 Ki entries per grain table, 2^48 sectors.
 constexpr uint64_t kMaxGrainSectors = 1u << 16;
 constexpr uint32_t kMaxEntriesPerTable = 1u << 16;
@@ -82,6 +83,14 @@ Result<std::unique_ptr<VmdkSparseExtent>> VmdkSparseExtent::open(CheckedFile fil
     return fail(ErrorCode::kUnsupported, fmt::format("{}: compression algorithm {} is not supported (only deflate)",
                                                      file.name(), header.compress_algorithm));
   }
+  // The embedded descriptor, when there is one, must lie inside the file.
+  if (header.descriptor_offset != 0 &&
+      (header.descriptor_offset > file.size() / 512 || header.descriptor_sectors > kMaxVmdkDescriptorBytes / 512 ||
+       !file.contains(header.descriptor_offset * 512, header.descriptor_sectors * 512))) {
+    return corrupt(file, fmt::format("embedded descriptor at sector {} ({} sectors) lies outside the file",
+                                     header.descriptor_offset, header.descriptor_sectors));
+  }
+  if (header.descriptor_offset == 0) header.descriptor_sectors = 0;
   std::unique_ptr<VmdkSparseExtent> extent(new VmdkSparseExtent(std::move(file), header));
   if (auto loaded = extent->load_directory(); !loaded) return fail(loaded.error());
   return extent;
@@ -103,7 +112,8 @@ Result<std::string> VmdkSparseExtent::embedded_descriptor() const {
 
 bool VmdkSparseExtent::overlaps_metadata(uint64_t offset, uint64_t length) const {
   auto overlaps = [&](uint64_t start, uint64_t size) { return offset < start + size && start < offset + length; };
-  return overlaps(0, 512) || overlaps(header_.directory_offset * 512, directory_bytes_);
+  return overlaps(0, 512) || overlaps(directory_start_, directory_bytes_) ||
+         overlaps(header_.descriptor_offset * 512, header_.descriptor_sectors * 512);
 }
 
 Result<std::vector<uint32_t>> VmdkSparseExtent::read_directory(uint64_t offset_sectors) const {
@@ -136,6 +146,7 @@ Result<void> VmdkSparseExtent::load_directory() {
   auto primary = read_directory(header_.directory_offset);
   if (primary) {
     directory_ = std::move(*primary);
+    directory_start_ = header_.directory_offset * 512;
     return {};
   }
   // The redundant copy is there for exactly this (spec: "redundant grain directory").
@@ -143,6 +154,7 @@ Result<void> VmdkSparseExtent::load_directory() {
     auto redundant = read_directory(header_.redundant_directory_offset);
     if (redundant) {
       directory_ = std::move(*redundant);
+      directory_start_ = header_.redundant_directory_offset * 512;
       return {};
     }
   }
@@ -197,8 +209,8 @@ Result<void> VmdkSparseExtent::read_grain(uint64_t grain_index, uint64_t in_grai
   auto table = grain_table(directory_index);
   if (!table) return fail(table.error());
   uint64_t sector = (**table)[grain_index % header_.entries_per_table];
-  // 0: never written; 1: a zeroed grain (spec: "zeroed-grain GTE").
-  if (sector <= 1) {
+  // 0: never written; 1 with flag bit 2: a zeroed grain (spec: "zeroed-grain GTE").
+  if (sector == 0 || (sector == 1 && (header_.flags & kZeroedGrainFlag))) {
     std::ranges::fill(out, std::byte{0});
     return {};
   }

@@ -63,6 +63,7 @@ class VmdkSparseExtent {
   VmdkSparseHeader header_;
   std::vector<uint32_t> directory_;
   uint64_t directory_bytes_ = 0;
+  uint64_t directory_start_ = 0;  // bytes; the primary or the redundant directory in use
   std::unordered_map<uint64_t, std::vector<uint32_t>> table_cache_;
   std::vector<std::byte> compressed_;
   std::vector<std::byte> grain_;
