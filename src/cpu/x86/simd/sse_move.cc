@@ -238,9 +238,10 @@ SimdOutcome sse_move(Context& context) {
     case 0xd6: {
       if (prefix == 0x66) {  // MOVQ xmm/m64, xmm
         if (memory) return context.write(0, destination.lane<uint64_t>(0)) ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
+        uint64_t low = destination.lane<uint64_t>(0);
         Xmm& target = state.xmm[instruction.rm & 15];
         target = Xmm{};
-        target.set_lane<uint64_t>(0, destination.lane<uint64_t>(0));
+        target.set_lane<uint64_t>(0, low);
         return SimdOutcome::kDone;
       }
       if (memory) return SimdOutcome::kInvalidOpcode;
