@@ -1,7 +1,6 @@
 // Temporary: families not written yet.
 #include "cpu/x86/simd/sse_operands.h"
 namespace lamina::cpu::x86::simd {
-SimdOutcome sse_convert(Context&) { return SimdOutcome::kInvalidOpcode; }
 SimdOutcome ssse3(Context&) { return SimdOutcome::kInvalidOpcode; }
 SimdOutcome sse41(Context&) { return SimdOutcome::kInvalidOpcode; }
 SimdOutcome sse42_strings(Context&) { return SimdOutcome::kInvalidOpcode; }

@@ -45,7 +45,12 @@ HostSseResult host_sse(uint32_t mxcsr, const Xmm& a, const Xmm& b, Operation ope
 
 // How a lane's result relates to its operands, for the precision flag of an unmasked
 // overflow or underflow, which is judged on the result rounded with an unbounded exponent.
-enum class LaneOperation : uint8_t { kAdd, kMultiply, kDivide };
+enum class LaneOperation : uint8_t {
+  kAdd,
+  kMultiply,
+  kDivide,
+  kNarrow,  // double to single (the lane pair's `first` is the double)
+};
 
 // The two operands of result lane `index` (as raw bits of the lane format); the second is
 // negated for subtractions.

@@ -23,6 +23,8 @@ __m128i scalar(LaneOperation operation, bool doubles, __m128i x, __m128i y) {
       if (doubles) asm("divsd %1, %0" : "+x"(x) : "x"(y));
       else asm("divss %1, %0" : "+x"(x) : "x"(y));
       return x;
+    case LaneOperation::kNarrow:
+      return x;
   }
   return x;
 }
@@ -85,6 +87,15 @@ bool unbounded_inexact(const ResultLanes& lanes, uint32_t mxcsr, LanePair pair) 
     uint64_t sign = doubles ? 1ull << 63 : 1ull << 31;
     if (is_denormal(pair.first, doubles)) pair.first &= sign;
     if (is_denormal(pair.second, doubles)) pair.second &= sign;
+  }
+  if (lanes.operation == LaneOperation::kNarrow) {
+    // Inexact with an unbounded exponent when more than 24 significant bits remain.
+    uint64_t significand = pair.first & 0xfffffffffffffull;
+    if ((pair.first & 0x7ff0000000000000ull) == 0x7ff0000000000000ull) return false;
+    if (pair.first & 0x7ff0000000000000ull) significand |= 1ull << 52;
+    if (significand == 0) return false;
+    int width = 64 - __builtin_clzll(significand) - __builtin_ctzll(significand);
+    return width > 24;
   }
   Xmm plain;
   uint32_t flags = run(lanes, mxcsr, pair.first, pair.second, &plain);
