@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "cpu/x86/lazy_flags.h"
+#include "cpu/x86/register_bits.h"
 
 namespace lamina::cpu::x86 {
 
@@ -51,22 +52,6 @@ inline constexpr uint64_t kCf = 1u << 0, kFixed1 = 1u << 1, kPf = 1u << 2, kAf =
                           kVip = 1u << 20, kId = 1u << 21;
 inline constexpr uint64_t kArithmetic = kCf | kPf | kAf | kZf | kSf | kOf;
 }  // namespace rflags
-
-namespace cr0 {
-inline constexpr uint64_t kPe = 1u << 0, kMp = 1u << 1, kEm = 1u << 2, kTs = 1u << 3,
-                          kEt = 1u << 4, kNe = 1u << 5, kWp = 1u << 16, kAm = 1u << 18,
-                          kNw = 1u << 29, kCd = 1u << 30, kPg = 1u << 31;
-}
-namespace cr4 {
-inline constexpr uint64_t kVme = 1u << 0, kPvi = 1u << 1, kTsd = 1u << 2, kDe = 1u << 3,
-                          kPse = 1u << 4, kPae = 1u << 5, kMce = 1u << 6, kPge = 1u << 7,
-                          kPce = 1u << 8, kOsfxsr = 1u << 9, kOsxmmexcpt = 1u << 10,
-                          kUmip = 1u << 11, kFsgsbase = 1u << 16, kPcide = 1u << 17,
-                          kSmep = 1u << 20, kSmap = 1u << 21;
-}
-namespace efer {
-inline constexpr uint64_t kSce = 1u << 0, kLme = 1u << 8, kLma = 1u << 10, kNxe = 1u << 11;
-}
 
 // MSRs the core reads on its own paths (SYSCALL/SYSENTER/SWAPGS/TSC); the rest live in the
 // MSR file of cpu/x86/system.

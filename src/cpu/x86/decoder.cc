@@ -175,6 +175,8 @@ DecodeStatus decode(std::span<const uint8_t> bytes, CodeMode mode, Instruction& 
   out.mandatory_prefix = last_rep != 0 ? last_rep : (out.operand_size_prefix ? 0x66 : 0);
   out.rex = rex != 0;
   out.rex_w = rex & 8;
+  // Without ModRM, REX.B extends a register encoded in the opcode (B8+r, 50+r, ...).
+  out.rm = static_cast<uint8_t>((rex & 1) << 3);
 
   // Opcode and map.
   uint8_t byte = reader.next();
@@ -243,6 +245,13 @@ DecodeStatus decode(std::span<const uint8_t> bytes, CodeMode mode, Instruction& 
       if (!reader.available(displacement_size)) return reader.ran_out();
       out.displacement = sign_extend(reader.little_endian(displacement_size), displacement_size);
     }
+  }
+
+  // FF /2 /4 (near CALL/JMP) are 64-bit in 64-bit mode; FF /6 (PUSH) defaults to 64.
+  if (out.opcode == 0xff && mode == CodeMode::k64) {
+    const uint8_t group = out.group_index();
+    if (group == 2 || group == 4) out.operand_size = 8;
+    if (group == 6 && !out.rex_w) out.operand_size = out.operand_size_prefix ? 2 : 8;
   }
 
   // Immediates, in encoding order.
