@@ -1,0 +1,56 @@
+#pragma once
+// qcow2 images, read-only (for import): version 2 and 3 headers, L1/L2 tables, compressed
+// (deflate) clusters, zero clusters and backing files. Encryption, external data files,
+// extended L2 entries, zstd compression and unknown incompatible features are refused with
+// kUnsupported naming the feature. Spec: QEMU docs/interop/qcow2.txt.
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "base/error.h"
+#include "storage/block_device.h"
+
+namespace lamina::storage {
+
+// What `disk info` shows for a qcow2 image.
+struct Qcow2Info {
+  uint32_t version = 0;          // 2 or 3
+  uint64_t virtual_size = 0;     // bytes
+  uint32_t cluster_size = 0;     // bytes
+  uint64_t file_size = 0;        // bytes on the host
+  uint64_t allocated_bytes = 0;  // clusters the L2 tables map (data and compressed)
+  uint32_t snapshot_count = 0;   // snapshots are not read, only counted
+  bool dirty = false;            // incompatible bit 0: refcounts may be stale (harmless to read)
+  std::string backing_file;      // as written in the image, empty when none
+  std::string backing_format;    // from the backing format header extension, may be empty
+};
+
+// Opens a backing file named by a qcow2 header. `format` is the backing format extension's
+// value ("qcow2", "raw", or empty when the image does not say). `depth` counts the images
+// already open above it, so an opener can refuse a chain that loops.
+using BackingOpener = std::function<Result<std::unique_ptr<BlockDevice>>(
+    const std::filesystem::path& path, std::string_view format, int depth)>;
+
+inline constexpr int kMaxBackingDepth = 16;
+
+// True when the first bytes carry the qcow2 magic "QFI\xfb".
+bool looks_like_qcow2(std::span<const std::byte> first_bytes);
+
+// Parses and checks the header and L1/L2 tables; the info counts allocated clusters.
+Result<Qcow2Info> inspect_qcow2(const std::filesystem::path& path);
+
+// Opens a qcow2 image read-only (read_only = false is kUnsupported). Backing files are opened
+// through `open_backing`, or when it is empty through the built-in opener, which handles qcow2
+// and raw backing files (relative names resolve against the image's folder) and refuses chains
+// deeper than kMaxBackingDepth.
+Result<std::unique_ptr<BlockDevice>> open_qcow2(const std::filesystem::path& path,
+                                                bool read_only = true,
+                                                const BackingOpener& open_backing = {},
+                                                int depth = 0);
+
+}  // namespace lamina::storage

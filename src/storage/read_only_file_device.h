@@ -1,0 +1,16 @@
+#pragma once
+// A plain file seen as a read-only BlockDevice: the raw backing file of a qcow2 image and the
+// flat extents of a VMDK use it. (The raw image format with writes belongs to raw_image.)
+
+#include <filesystem>
+#include <memory>
+
+#include "base/error.h"
+#include "storage/block_device.h"
+
+namespace lamina::storage {
+
+// Size is the file's size; reads past it are kInvalidArgument.
+Result<std::unique_ptr<BlockDevice>> open_read_only_file_device(const std::filesystem::path& path);
+
+}  // namespace lamina::storage

@@ -1,0 +1,65 @@
+#pragma once
+// VhdxDevice: one open VHDX file as a BlockDevice (internal; open_vhdx in vhdx_image.h makes
+// it). Reads fixed, dynamic and differencing disks; writes fixed and dynamic ones.
+//
+// Ownership: owns the file, the in-memory log replay (read-only opens with a pending log),
+// the BAT copy and the parent device. Thread-safety: one thread at a time.
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <unordered_map>
+#include <vector>
+
+#include "storage/block_device.h"
+#include "storage/checked_file.h"
+#include "storage/vhdx_layout.h"
+#include "storage/vhdx_log.h"
+
+namespace lamina::storage::vhdx {
+
+class VhdxDevice final : public BlockDevice {
+ public:
+  VhdxDevice(CheckedFile file, std::unique_ptr<LogOverlay> overlay, ParsedImage parsed,
+             std::unique_ptr<BlockDevice> parent);
+  // Closing after writes clears the LogGuid (every log entry was already applied and flushed).
+  ~VhdxDevice() override;
+  VhdxDevice(const VhdxDevice&) = delete;
+  VhdxDevice& operator=(const VhdxDevice&) = delete;
+
+  uint64_t size() const override { return layout_.virtual_size; }
+  bool read_only() const override { return file_.read_only(); }
+  Result<void> read(uint64_t offset, std::span<std::byte> data) override;
+  Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
+  Result<void> flush() override { return file_.flush(); }
+  Result<void> discard(uint64_t offset, uint64_t length) override;
+
+  const Layout& layout() const { return layout_; }
+  // Payload blocks present in the file, times the block size.
+  uint64_t allocated_bytes() const;
+  // After a log replay into the file: a header update clears the LogGuid (2.2.2).
+  Result<void> clear_log_guid();
+
+ private:
+  FileView view() const { return FileView(const_cast<CheckedFile&>(file_), overlay_.get()); }
+  Result<void> check_range(uint64_t offset, uint64_t length, bool writing) const;
+  Result<void> read_piece(uint64_t block, uint64_t in_block, std::span<std::byte> out);
+  Result<void> read_partial(uint64_t block, uint64_t in_block, std::span<std::byte> out);
+  Result<void> read_parent(uint64_t offset, std::span<std::byte> out);
+  Result<const std::vector<std::byte>*> sector_bitmap(uint64_t chunk);
+  Result<void> begin_session();
+  Result<void> write_headers(Header header);
+  Result<void> allocate_block(uint64_t block, uint64_t in_block, std::span<const std::byte> data);
+  Result<void> update_bat_entry(uint64_t index);
+
+  CheckedFile file_;
+  std::unique_ptr<LogOverlay> overlay_;
+  Layout layout_;
+  std::vector<uint64_t> bat_;
+  std::unique_ptr<BlockDevice> parent_;
+  std::optional<LogWriter> log_writer_;
+  std::unordered_map<uint64_t, std::vector<std::byte>> bitmaps_;
+};
+
+}  // namespace lamina::storage::vhdx
