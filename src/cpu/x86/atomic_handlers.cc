@@ -45,12 +45,19 @@ void exchange_add(CpuCore& core, const Instruction& in) {
   LazyFlags& flags = core.state.flags;
   const T source = read_reg<T>(core, in);
   T old = 0;
-  modify_rm<T>(core, in, [&](T value) {
-    old = value;
-    return static_cast<T>(value + source);
-  });
+  if (!in.memory) {
+    // SRC <- DEST, then DEST <- sum: with one register for both, the sum wins.
+    old = core.read_register<T>(in.rm, in.rex);
+    write_reg<T>(core, in, old);
+    core.write_register<T>(in.rm, in.rex, static_cast<T>(old + source));
+  } else {
+    modify_rm<T>(core, in, [&](T value) {
+      old = value;
+      return static_cast<T>(value + source);
+    });
+    write_reg<T>(core, in, old);
+  }
   flags.set(FlagOp::kAdd, sizeof(T), static_cast<T>(old + source), old, source);
-  write_reg<T>(core, in, old);
 }
 
 // CMPXCHG8B m64 / CMPXCHG16B m128 (16B needs a 16-byte aligned operand, else #GP(0)).

@@ -10,7 +10,7 @@
 #include <cstdint>
 
 #include "cpu/x86/lazy_flags.h"
-#include "cpu/x86/register_bits.h"
+#include "cpu/x86/system/control_bits.h"
 
 namespace lamina::cpu::x86 {
 

@@ -89,7 +89,9 @@ void shift(CpuCore& core, const Instruction& in) {
   if (kSource == kCl) count = static_cast<uint8_t>(core.state.gpr[kRcx]);
   const int operation = in.group_index();
   if ((count & (kBits<T> == 64 ? 63 : 31)) == 0) {
-    (void)read_rm<T>(core, in);  // the operand is still accessed (faults)
+    // No change and no flags, but a 32-bit register destination is still zero-extended.
+    if (!in.memory && sizeof(T) == 4) write_rm<T>(core, in, read_rm<T>(core, in));
+    if (in.memory) (void)read_rm<T>(core, in);  // the operand is still accessed (faults)
     return;
   }
   modify_rm<T>(core, in, [&](T value) { return shift_value<T>(core, operation, value, count); });
@@ -103,7 +105,8 @@ void double_shift(CpuCore& core, const Instruction& in) {
                          (bits == 64 ? 63 : 31);
   const T source = read_reg<T>(core, in);
   if (count == 0) {
-    (void)read_rm<T>(core, in);
+    if (!in.memory && sizeof(T) == 4) write_rm<T>(core, in, read_rm<T>(core, in));
+    if (in.memory) (void)read_rm<T>(core, in);
     return;
   }
   modify_rm<T>(core, in, [&](T destination) {
