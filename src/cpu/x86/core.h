@@ -19,18 +19,11 @@
 #include "cpu/x86/block_cache.h"
 #include "cpu/x86/cpu_environment.h"
 #include "cpu/x86/cpu_state.h"
+#include "cpu/x86/exception_vectors.h"
 #include "cpu/x86/instruction.h"
 
 namespace lamina::cpu::x86 {
 
-namespace vector {
-inline constexpr uint8_t kDivideError = 0, kDebug = 1, kNmi = 2, kBreakpoint = 3, kOverflow = 4,
-                         kBoundRange = 5, kInvalidOpcode = 6, kDeviceNotAvailable = 7,
-                         kDoubleFault = 8, kInvalidTss = 10, kSegmentNotPresent = 11,
-                         kStackFault = 12, kGeneralProtection = 13, kPageFault = 14,
-                         kFloatingPoint = 16, kAlignmentCheck = 17, kMachineCheck = 18,
-                         kSimdFloatingPoint = 19;
-}  // namespace vector
 
 // An exception raised by the instruction being executed (SDM vol. 3A, 6.3).
 struct GuestFault {

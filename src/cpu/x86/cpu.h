@@ -15,6 +15,7 @@
 #include "base/guest_memory.h"
 #include "cpu/x86/cpu_environment.h"
 #include "cpu/x86/cpu_state.h"
+#include "cpu/x86/exception_vectors.h"
 
 namespace lamina::cpu::x86 {
 
