@@ -274,6 +274,9 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       core.retired += static_cast<uint64_t>(cursor - begin);
     } catch (const GuestFault& fault) {
       if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);
+      // A delivery counts against the budget: a fault loop (a handler that faults at once)
+      // must still end run().
+      ++core.retired;
       core.state.rip = core.instruction_rip;
       core.state.interrupt_shadow = false;
       const bool error = fault.has_error_code || has_error_code(fault.vector);
