@@ -137,7 +137,7 @@ Result<LinuxLoadResult> load_linux(GuestMemory& memory, const MemoryLayout& layo
       result.compression = *compression;
       auto vmlinux = decompress_kernel_payload(image->payload, options.max_decompressed_size);
       if (!vmlinux) return fail(vmlinux.error());
-      auto loaded = load_vmlinux(memory, map, *vmlinux);
+      auto loaded = load_vmlinux(memory, map, vmlinux->bytes());
       if (!loaded) return fail(loaded.error());
       kernel = *loaded;
       // The decompressor also needs init_size from the load address; keep the initrd clear of
