@@ -12,7 +12,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=$((RANDOM % 200 + 3))
 command="echo guest-says-\$((6*7)); nproc; exit $status"
-mapfile -t args < <("$tool" "$guest/vmlinuz" "$guest/initrd.img" 512 2 "$work" \
+mapfile -t args < <("$tool" linux "$guest/vmlinuz" "$guest/initrd.img" 512 2 "$work" \
   "console=ttyS0 panic=-1 lamina_run=\"$command\"" "$([[ $entry == bzimage ]] && echo bzimage)")
 [[ ${#args[@]} -gt 2 ]] || { echo "FAIL: qemu_boot_image produced nothing"; exit 1; }
 log=$work/console.log
