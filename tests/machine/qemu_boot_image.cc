@@ -16,12 +16,12 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <iterator>
 #include <string>
 #include <vector>
 
 #include "base/byte_order.h"
 #include "machine/acpi/acpi_tables.h"
+#include "machine/boot_file.h"
 #include "machine/linux_loader.h"
 #include "machine/multiboot_loader.h"
 #include "multiboot_probe_kernel.h"
@@ -37,13 +37,6 @@ constexpr uint64_t kTrampolineOffset = 0x1F000;     // IP 0xF000 in the reset co
 constexpr uint64_t kGdtPointerOffset = 0x1F100;
 constexpr uint64_t kLongModeOffset = 0x1F200;
 
-std::vector<std::byte> read_file(const char* path) {
-  std::ifstream file(path, std::ios::binary);
-  std::vector<char> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
-  std::vector<std::byte> result(bytes.size());
-  std::memcpy(result.data(), bytes.data(), bytes.size());
-  return result;
-}
 
 void emit(std::vector<std::byte>& rom, uint64_t& at, std::initializer_list<int> bytes) {
   for (int byte : bytes) rom[at++] = std::byte{static_cast<uint8_t>(byte)};
@@ -172,8 +165,10 @@ int fail_with(const Error& error) {
 }
 
 int boot_linux(char** argv, int argc) {
-  const std::vector<std::byte> kernel = read_file(argv[0]);
-  const std::vector<std::byte> initrd = read_file(argv[1]);
+  auto kernel = read_boot_file(argv[0], "kernel", 1 * kGiB);
+  if (!kernel) return fail_with(kernel.error());
+  auto initrd = read_boot_file(argv[1], "initrd", 1 * kGiB);
+  if (!initrd) return fail_with(initrd.error());
   const std::string out = argv[4];
   auto layout = MemoryLayout::create({.ram_size = std::stoull(argv[2]) * kMiB});
   if (!layout) return fail_with(layout.error());
@@ -185,7 +180,7 @@ int boot_linux(char** argv, int argc) {
   if (!tables) return fail_with(tables.error());
   const bool bzimage = argc == 7 && std::string(argv[6]) == "bzimage";
   auto loaded = load_linux(*memory, *layout,
-                           {.kernel = kernel, .initrd = initrd, .command_line = argv[5],
+                           {.kernel = *kernel, .initrd = *initrd, .command_line = argv[5],
                             .entry = bzimage ? LinuxEntry::kBzImage64 : LinuxEntry::kDecompressed,
                             .acpi_rsdp_address = tables->rsdp_address});
   if (!loaded) return fail_with(loaded.error());
@@ -201,7 +196,8 @@ int boot_multiboot(char** argv) {
       reinterpret_cast<const std::byte*>(testing::kMultibootProbeKernel),
       sizeof testing::kMultibootProbeKernel);
   write_file(out + "/probe.bin", kernel);
-  const std::vector<std::byte> module = read_file(argv[3]);
+  auto module = read_boot_file(argv[3], "module", 1 * kGiB);
+  if (!module) return fail_with(module.error());
   auto layout = MemoryLayout::create({.ram_size = std::stoull(argv[1]) * kMiB});
   if (!layout) return fail_with(layout.error());
   auto memory = GuestMemory::create(layout->ram_regions());
@@ -210,7 +206,7 @@ int boot_multiboot(char** argv) {
   if (!tables) return fail_with(tables.error());
   auto loaded = load_multiboot(*memory, *layout,
                                {.kernel = kernel, .command_line = argv[2],
-                                .modules = {{module, argv[4]}}});
+                                .modules = {{*module, argv[4]}}});
   if (!loaded) return fail_with(loaded.error());
   write_blobs(*memory, *layout, out);
   write_file(out + "/rom.bin", make_rom(loaded->state, tables->tables.front().bytes));
