@@ -62,6 +62,13 @@ std::vector<E820Entry> MemoryLayout::e820() const {
   return map;
 }
 
+bool in_usable_ram(const std::vector<E820Entry>& map, uint64_t address, uint64_t size) {
+  return std::any_of(map.begin(), map.end(), [&](const E820Entry& entry) {
+    return entry.type == E820Type::kUsable && address >= entry.address &&
+           address - entry.address <= entry.size && size <= entry.size - (address - entry.address);
+  });
+}
+
 Result<uint64_t> find_highest_free(const std::vector<E820Entry>& map, uint64_t size,
                                    uint64_t alignment, uint64_t limit,
                                    const std::vector<AddressRange>& avoid) {

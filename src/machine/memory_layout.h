@@ -114,6 +114,9 @@ class MemoryLayout {
   uint64_t firmware_rom_size_;
 };
 
+// True when [address, address + size) lies inside one usable e820 entry.
+bool in_usable_ram(const std::vector<E820Entry>& map, uint64_t address, uint64_t size);
+
 // Highest address range of `size` bytes, aligned to `alignment` (a power of two), lying inside a
 // usable e820 entry, ending at or below `limit` (exclusive end) and not overlapping any of the
 // `avoid` ranges. Used to place an initrd or modules high in RAM. 0 size is rejected.

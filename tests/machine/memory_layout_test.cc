@@ -124,5 +124,17 @@ TEST(FindHighestFree, PlacesHighAndAvoidsRanges) {
   EXPECT_FALSE(find_highest_free(map, 0x1000, 4096, UINT64_MAX, {{0, 0x10000000}}).has_value());
 }
 
+TEST(InUsableRam, ChecksWholeRangesAgainstUsableEntries) {
+  const std::vector<E820Entry> map = {{0x100000, 0x100000, E820Type::kUsable},
+                                      {0x200000, 0x1000, E820Type::kAcpiReclaimable}};
+  EXPECT_TRUE(in_usable_ram(map, 0x100000, 0x100000));
+  EXPECT_TRUE(in_usable_ram(map, 0x1FF000, 0x1000));
+  EXPECT_FALSE(in_usable_ram(map, 0x1FF000, 0x1001));  // runs into the ACPI entry
+  EXPECT_FALSE(in_usable_ram(map, 0x200000, 0x10));    // ACPI, not usable
+  EXPECT_FALSE(in_usable_ram(map, 0xFF000, 0x2000));   // starts below
+  EXPECT_FALSE(in_usable_ram(map, 0x100000, UINT64_MAX));
+  EXPECT_FALSE(in_usable_ram(map, UINT64_MAX - 10, 100));
+}
+
 }  // namespace
 }  // namespace lamina::machine
