@@ -261,6 +261,12 @@ TEST(AcpiTables, InstallsIntoGuestRamWhereE820SaysAcpi) {
               0)
         << table.signature;
   }
+  // Without an HPET there is no HPET table and the XSDT lists one table less.
+  auto without = build_acpi_tables({.has_hpet = false}, layout, kRsdpAddress,
+                                   layout.acpi_area_base(), layout.acpi_area_size());
+  ASSERT_TRUE(without.has_value());
+  EXPECT_EQ(without->find("HPET"), nullptr);
+  EXPECT_EQ(without->find("XSDT")->bytes.size(), 36u + 3 * 8);
   // A 64-bit PCI window overlapping RAM is refused.
   AcpiConfig overlapping;
   overlapping.pci_mmio64_base = 4 * kGiB;
