@@ -184,6 +184,7 @@ int boot_linux(char** argv, int argc) {
                             .entry = bzimage ? LinuxEntry::kBzImage64 : LinuxEntry::kDecompressed,
                             .acpi_rsdp_address = tables->rsdp_address});
   if (!loaded) return fail_with(loaded.error());
+  std::fprintf(stderr, "qemu_boot_image: %s\n", describe(loaded->state).c_str());
   write_blobs(*memory, *layout, out);
   write_file(out + "/rom.bin", make_rom(loaded->state, tables->tables.front().bytes));
   std::printf("-bios\n%s/rom.bin\n", out.c_str());
@@ -208,6 +209,7 @@ int boot_multiboot(char** argv) {
                                {.kernel = kernel, .command_line = argv[2],
                                 .modules = {{*module, argv[4]}}});
   if (!loaded) return fail_with(loaded.error());
+  std::fprintf(stderr, "qemu_boot_image: %s\n", describe(loaded->state).c_str());
   write_blobs(*memory, *layout, out);
   write_file(out + "/rom.bin", make_rom(loaded->state, tables->tables.front().bytes));
   std::printf("-bios\n%s/rom.bin\n", out.c_str());
