@@ -29,6 +29,11 @@ Result<MemoryLayout> MemoryLayout::create(const MemoryLayoutOptions& options) {
   return MemoryLayout(ram, std::min(ram, kPciHoleStart), rom);
 }
 
+uint64_t MemoryLayout::pci_mmio64_base() const {
+  const uint64_t ram_top = kAbove4GiBStart + above_4g_ram_size();
+  return std::max(kPciMmio64MinimumBase, (ram_top + kGiB - 1) & ~(kGiB - 1));
+}
+
 std::vector<RamRegion> MemoryLayout::ram_regions() const {
   std::vector<RamRegion> regions = {
       {0, kLowRamEnd},

@@ -176,6 +176,8 @@ int boot_linux(char** argv, int argc) {
   if (!memory) return fail_with(memory.error());
   acpi::AcpiConfig config;
   config.cpu_count = static_cast<uint32_t>(std::stoul(argv[3]));
+  config.pci_mmio64_base = layout->pci_mmio64_base();
+  config.pci_mmio64_size = layout->pci_mmio64_size();
   auto tables = acpi::install_acpi_tables(*memory, *layout, config);
   if (!tables) return fail_with(tables.error());
   const bool bzimage = argc == 7 && std::string(argv[6]) == "bzimage";

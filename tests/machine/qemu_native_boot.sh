@@ -37,6 +37,8 @@ grep -q "MMCONFIG for domain 0000 \[bus 00-ff\] at \[mem 0xb0000000" "$log" ||
   fail "the kernel did not take ECAM from our MCFG"
 grep -q "_OSC: OS now controls \[PCIeHotplug SHPCHotplug PME AER PCIeCapability" "$log" ||
   fail "the kernel did not take PCIe control from our _OSC"
+grep -q "root bus resource \[mem 0x8000000000-0x8fffffffff window\]" "$log" ||
+  fail "the kernel did not take the 64-bit window from our _CRS"
 grep -q "Brought up 1 node, 2 CPUs" "$log" || fail "the second CPU from our MADT did not come up"
 grep -q "guest-says-42" "$log" || fail "the command's output is missing"
 grep -q "^LAMINA-EXIT-STATUS: $status" "$log" || fail "no 'LAMINA-EXIT-STATUS: $status' line"
