@@ -6,7 +6,7 @@
 // page) and jumps to the kernel. This proves the loader's and the tables' output against a real
 // kernel before Lamina's own CPU can run it.
 //
-// Usage: qemu_boot_image linux KERNEL INITRD RAM_MIB CPUS OUT_DIR COMMAND_LINE [bzimage]
+// Usage: qemu_boot_image linux KERNEL INITRD|- RAM_MIB CPUS OUT_DIR COMMAND_LINE [bzimage]
 //          (bzimage: enter the kernel's own decompressor instead of decompressing on the host)
 //        qemu_boot_image multiboot OUT_DIR RAM_MIB COMMAND_LINE MODULE_FILE MODULE_STRING
 //          (loads the Multiboot probe kernel of multiboot_probe_kernel.h, and writes it to
@@ -167,7 +167,9 @@ int fail_with(const Error& error) {
 int boot_linux(char** argv, int argc) {
   auto kernel = read_boot_file(argv[0], "kernel", 1 * kGiB);
   if (!kernel) return fail_with(kernel.error());
-  auto initrd = read_boot_file(argv[1], "initrd", 1 * kGiB);
+  // "-" means no initrd.
+  auto initrd = std::string(argv[1]) == "-" ? Result<std::vector<std::byte>>()
+                                             : read_boot_file(argv[1], "initrd", 1 * kGiB);
   if (!initrd) return fail_with(initrd.error());
   const std::string out = argv[4];
   auto layout = MemoryLayout::create({.ram_size = std::stoull(argv[2]) * kMiB});
