@@ -23,6 +23,7 @@ time_of() {
     sync
     start=$(now)
     "$@" >/dev/null
+    sync
     end=$(now)
     elapsed=$(awk -v a="$end" -v b="$start" 'BEGIN { printf "%.3f", a - b }')
     if [[ -z $best ]] || awk -v a="$elapsed" -v b="$best" 'BEGIN { exit !(a < b) }'; then
