@@ -63,6 +63,23 @@ TEST(ImageFormats, DetectionUsesContentNotNames) {
   EXPECT_FALSE(detect_format(dir.file("absent")));
 }
 
+TEST(ImageFormats, FormatsWithoutInspectOrCheckGetGenericAnswers) {
+  test::TempDir dir;
+  make_raw(dir.file("disk.img"), 2 * kMiB, {1});
+  ImageFormat bare = raw_image_format();
+  bare.name = "bare";
+  bare.inspect = nullptr;
+  bare.check = nullptr;
+  auto info = inspect_image(bare, dir.file("disk.img"));
+  ASSERT_TRUE(info) << info.error().message();
+  EXPECT_EQ(info->format, "bare");
+  EXPECT_EQ(info->virtual_size, 2 * kMiB);
+  auto report = check_image(bare, dir.file("disk.img"), false);
+  ASSERT_TRUE(report);
+  EXPECT_TRUE(report->clean());
+  EXPECT_FALSE(check_image(bare, dir.file("absent.img"), false));
+}
+
 TEST(Convert, RawToDynamicKeepsZeroBlocksUnallocatedAndRoundTrips) {
   test::TempDir dir;
   auto raw = make_raw(dir.file("in.raw"), 16 * kMiB, {0, 5, 15});
