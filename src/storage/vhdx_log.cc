@@ -170,8 +170,19 @@ Result<LogReplay> read_log(const CheckedFile& file, const Header& header) {
     return corrupt(fmt::format("file is {} bytes but the log says it was flushed at {} bytes: it was truncated",
                                file.size(), replay.flushed_file_offset));
   }
+  // A log grows the file by a few blocks at most; anything far past the end is not a real log
+  // and must not make Lamina create a huge file.
+  uint64_t limit = std::max(file.size(), replay.flushed_file_offset) + kMaxLogGrowth;
+  if (replay.last_file_offset > limit) {
+    return corrupt(fmt::format("the log's LastFileOffset {:#x} is far beyond the end of the file", replay.last_file_offset));
+  }
   for (Entry& entry : candidate) {
-    for (LogWrite& write : entry.writes) replay.writes.push_back(std::move(write));
+    for (LogWrite& write : entry.writes) {
+      if (write.file_offset + write.length > limit) {
+        return corrupt(fmt::format("the log writes at {:#x}, far beyond the end of the file", write.file_offset));
+      }
+      replay.writes.push_back(std::move(write));
+    }
   }
   return replay;
 }

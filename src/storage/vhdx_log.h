@@ -20,6 +20,8 @@ namespace lamina::storage::vhdx {
 inline constexpr uint64_t kMaxReplayLogSize = 64 * kMiB;
 // File offsets a log may touch; beyond any VHDX (64 TB of payload plus metadata).
 inline constexpr uint64_t kMaxLogFileOffset = 1ull << 47;
+// How far past the current end of the file a replay may write or extend it.
+inline constexpr uint64_t kMaxLogGrowth = 16ull << 30;
 
 // One update in a replay: a 4 KB page of data, or (data empty) a range to zero.
 struct LogWrite {
