@@ -92,10 +92,6 @@ Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, 
   FileView view(*file, overlay.get());
   auto parsed = parse_image(view, *header, slot);
   if (!parsed) return fail(parsed.error());
-  if (parsed->layout.has_parent && !read_only) {
-    return fail(ErrorCode::kUnsupported,
-                fmt::format("{}: differencing VHDX disks can only be opened read-only", file->name()));
-  }
   std::unique_ptr<BlockDevice> parent;
   if (parsed->layout.has_parent && with_parent) {
     auto opened_parent = open_parent(path, parsed->layout, depth);
@@ -131,6 +127,7 @@ Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path) {
   info.file_size = std::filesystem::file_size(path, error);
   info.log_replay_pending = opened->log_pending;
   info.virtual_disk_id = layout.virtual_disk_id.to_string();
+  info.data_write_guid = layout.header.data_write_guid.to_string();
   info.parent_path = layout.locator("relative_path");
   if (info.parent_path.empty()) info.parent_path = layout.locator("absolute_win32_path");
   info.parent_linkage = layout.locator("parent_linkage");

@@ -120,7 +120,7 @@ TEST(FormatsRobustness, Qcow2SurvivesMutatedImages) {
   for (int version : {2, 3}) {
     auto image = testing::build_qcow2(version);
     auto [opened, refused] = run_mutations(image.file, {{0, 112}, {512, 16}, {1024, 1024}}, true, ImageFormat::kQcow2, nullptr,
-                                           1500, dir / "m.qcow2", 100 + version);
+                                           1000, dir / "m.qcow2", 100 + version);
     EXPECT_GT(opened, 0);
     EXPECT_GT(refused, 0);
   }
@@ -132,7 +132,7 @@ TEST(FormatsRobustness, VmdkSurvivesMutatedImages) {
     auto image = testing::build_vmdk_sparse(stream);
     uint64_t end = image.file.size();
     auto [opened, refused] = run_mutations(image.file, {{0, 80}, {512, 512}, {end - 4096, 4096}}, true, ImageFormat::kVmdk,
-                                           nullptr, 1500, dir / "self.vmdk", stream ? 7 : 8);
+                                           nullptr, 1000, dir / "self.vmdk", stream ? 7 : 8);
     EXPECT_GT(opened, 0);
     EXPECT_GT(refused, 0);
   }
@@ -166,13 +166,22 @@ TEST(FormatsRobustness, VhdxSurvivesMutatedImagesAndLogs) {
     ASSERT_TRUE((*device)->write(3u << 20, data));
     std::filesystem::copy_file(path, crashed);  // LogGuid still set: a pending log
   }
+  // A differencing child of the first seed, whose parent locator mutations can reach.
+  auto child = dir / "child.vhdx";
+  ASSERT_TRUE(create_vhdx_differencing(child, path));
+  {
+    auto device = open_vhdx(child, false);
+    ASSERT_TRUE(device);
+    std::vector<std::byte> data(4096, std::byte{0x33});
+    ASSERT_TRUE((*device)->write(8192, data));
+  }
   std::vector<Range> hot = {{64u << 10, 80},   {128u << 10, 80}, {192u << 10, 96}, {256u << 10, 96},
-                            {1u << 20, kLogHot},  {(2u << 20), 200}, {(2u << 20) + (64u << 10), 48}, {3u << 20, 64}};
+                            {1u << 20, kLogHot},  {(2u << 20), 200}, {(2u << 20) + (64u << 10), 512}, {3u << 20, 64}};
   int total_opened = 0;
-  for (const auto& seed_path : {path, crashed}) {
+  for (const auto& seed_path : {path, crashed, child}) {
     auto seed = testing::read_whole_file(seed_path);
-    auto [opened, refused] = run_mutations(seed, hot, false, ImageFormat::kVhdx, fix_vhdx_checksums, 400, dir / "m.vhdx",
-                                           seed_path == path ? 11 : 12);
+    auto [opened, refused] = run_mutations(seed, hot, false, ImageFormat::kVhdx, fix_vhdx_checksums, 250, dir / "m.vhdx",
+                                           seed_path == path ? 11 : seed_path == crashed ? 12 : 13);
     EXPECT_GT(refused, 0);
     total_opened += opened;
   }
