@@ -75,6 +75,12 @@ Result<void> VmdkDevice::read(uint64_t offset, std::span<std::byte> data) {
   return {};
 }
 
+// True for a relative path without ".." components.
+bool stays_in_folder(const std::filesystem::path& path) {
+  if (path.empty() || path.is_absolute() || path.has_root_name()) return false;
+  return std::ranges::none_of(path, [](const std::filesystem::path& part) { return part == ".."; });
+}
+
 struct Opened {
   std::unique_ptr<VmdkDevice> device;
   VmdkInfo info;
@@ -137,7 +143,14 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Che
     extent.length = line.sectors * 512;
     if (extent.length > (1ull << 62) - position) return fail(ErrorCode::kCorrupt, fmt::format("{}: extents are too large", name));
     std::filesystem::path extent_path(line.file);
-    if (extent_path.is_relative()) extent_path = path.parent_path() / extent_path;
+    // Extent files sit beside their descriptor. A name that leaves that folder would let an
+    // image file hand any host file to a guest, so it is refused.
+    if (line.type != VmdkExtentType::kZero && !stays_in_folder(extent_path)) {
+      return fail(ErrorCode::kUnsupported, fmt::format("{}: extent file '{}' is outside the descriptor's folder "
+                                                       "(absolute or with '..'); Lamina refuses such extents",
+                                                       name, line.file));
+    }
+    extent_path = path.parent_path() / extent_path;
     std::error_code ignored;
     if (line.type != VmdkExtentType::kZero && std::filesystem::equivalent(extent_path, path, ignored)) {
       return fail(ErrorCode::kCorrupt, fmt::format("{}: an extent names the descriptor itself", name));

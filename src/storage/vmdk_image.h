@@ -2,7 +2,8 @@
 // VMDK images, read-only: monolithicSparse and streamOptimized (one sparse file with its
 // descriptor inside), monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (a text
 // descriptor naming extent files relative to its folder), and ZERO extents. Delta disks
-// (a parent) and ESX formats (COWD, SESPARSE) are refused with kUnsupported.
+// (a parent) and ESX formats (COWD, SESPARSE) are refused with kUnsupported, and so are extent
+// files outside the descriptor's folder (absolute names or ".."), which could expose host files.
 // Spec: VMware "Virtual Disk Format 1.1".
 
 #include <cstdint>

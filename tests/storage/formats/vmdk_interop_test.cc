@@ -176,6 +176,13 @@ TEST_F(VmdkCorrupt, RejectsBadDescriptors) {
   EXPECT_EQ((*result)->size(), 8192u);
   result = write_text("# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"d.vmdk\" 0\n");
   EXPECT_FALSE(result);
+  // Extents outside the descriptor's folder would expose arbitrary host files.
+  result = write_text("# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n");
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);
+  result = write_text("# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"../short.raw\" 0\n");
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);
   result = write_text("# Disk DescriptorFile\nparentCID=12345678\nparentFileNameHint=\"p.vmdk\"\ncreateType=\"monolithicSparse\"\n");
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);
