@@ -1,8 +1,8 @@
 // create_vhdx: lays out a new fixed or dynamic VHDX the way MS-VHDX 2.1 describes: the 1 MB
 // header section, a 1 MB log, a 1 MB metadata region, the BAT, then payload blocks.
+#include <fmt/format.h>
 #include <algorithm>
 #include <bit>
-#include <fmt/format.h>
 
 #include "base/byte_order.h"
 #include "storage/checked_file.h"
@@ -23,20 +23,25 @@ constexpr uint64_t kBatOffset = 3 * kMiB;
 
 Result<void> check_options(uint64_t size, const VhdxOptions& options) {
   if (options.type == VhdxType::kDifferencing) {
-    return fail(ErrorCode::kInvalidArgument, "differencing disks are made by create_vhdx_differencing");
-  }
-  if (options.block_size < kMinBlockSize || options.block_size > kMaxBlockSize || !std::has_single_bit(options.block_size)) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("block size {} must be a power of two from 1 MiB to 256 MiB", options.block_size));
+                "differencing disks are made by create_vhdx_differencing");
+  }
+  if (options.block_size < kMinBlockSize || options.block_size > kMaxBlockSize ||
+      !std::has_single_bit(options.block_size)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("block size {} must be a power of two from 1 MiB to 256 MiB",
+                            options.block_size));
   }
   for (uint32_t sector : {options.logical_sector_size, options.physical_sector_size}) {
     if (sector != 512 && sector != 4096) {
-      return fail(ErrorCode::kInvalidArgument, fmt::format("sector size {} must be 512 or 4096", sector));
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("sector size {} must be 512 or 4096", sector));
     }
   }
   if (size == 0 || size > kMaxVirtualSize || size % options.logical_sector_size != 0) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("size {} must be a non-zero multiple of {} bytes, at most 64 TiB", size, options.logical_sector_size));
+                fmt::format("size {} must be a non-zero multiple of {} bytes, at most 64 TiB", size,
+                            options.logical_sector_size));
   }
   return {};
 }
@@ -50,7 +55,9 @@ struct ParentLink {
 
 std::vector<std::byte> encode_parent_locator(const ParentLink& link) {
   std::pair<std::string_view, std::string_view> pairs[] = {
-      {"parent_linkage", link.linkage}, {"relative_path", link.relative_path}, {"absolute_win32_path", link.absolute_path}};
+      {"parent_linkage", link.linkage},
+      {"relative_path", link.relative_path},
+      {"absolute_win32_path", link.absolute_path}};
   std::vector<std::byte> item(20 + 12 * std::size(pairs));
   store_guid(&item[0], kVhdxParentLocatorType);
   store_le<uint16_t>(&item[18], static_cast<uint16_t>(std::size(pairs)));
@@ -58,7 +65,8 @@ std::vector<std::byte> encode_parent_locator(const ParentLink& link) {
     uint32_t offset = static_cast<uint32_t>(item.size());
     for (char character : text) {
       item.resize(item.size() + 2);
-      store_le<uint16_t>(&item[item.size() - 2], static_cast<uint16_t>(static_cast<unsigned char>(character)));
+      store_le<uint16_t>(&item[item.size() - 2],
+                         static_cast<uint16_t>(static_cast<unsigned char>(character)));
     }
     return offset;
   };
@@ -74,13 +82,15 @@ std::vector<std::byte> encode_parent_locator(const ParentLink& link) {
   return item;
 }
 
-Result<void> write_image(CheckedFile& file, uint64_t size, const VhdxOptions& options, const ParentLink* parent) {
+Result<void> write_image(CheckedFile& file, uint64_t size, const VhdxOptions& options,
+                         const ParentLink* parent) {
   bool fixed = options.type == VhdxType::kFixed;
   uint64_t chunk_ratio = ((1ull << 23) * options.logical_sector_size) / options.block_size;
   uint64_t data_blocks = (size + options.block_size - 1) / options.block_size;
   // Section 2.5: a differencing disk also needs every sector bitmap entry.
   uint64_t bitmap_blocks = (data_blocks + chunk_ratio - 1) / chunk_ratio;
-  uint64_t bat_entries = parent ? bitmap_blocks * (chunk_ratio + 1) : data_blocks + (data_blocks - 1) / chunk_ratio;
+  uint64_t bat_entries =
+      parent ? bitmap_blocks * (chunk_ratio + 1) : data_blocks + (data_blocks - 1) / chunk_ratio;
   uint64_t bat_length = (bat_entries * 8 + kMiB - 1) / kMiB * kMiB;
   uint64_t payload_offset = kBatOffset + bat_length;
 
@@ -113,18 +123,21 @@ Result<void> write_image(CheckedFile& file, uint64_t size, const VhdxOptions& op
   store_le<uint32_t>(&items[36], options.physical_sector_size);
   uint32_t base = static_cast<uint32_t>(kMetadataTableSize);
   std::vector<MetadataEntry> entries = {{kFileParametersItem, base, 8, false, false, true},
-                                       {kVirtualDiskSizeItem, base + 8, 8, false, true, true},
-                                       {kVirtualDiskIdItem, base + 16, 16, false, true, true},
-                                       {kLogicalSectorSizeItem, base + 32, 4, false, true, true},
-                                       {kPhysicalSectorSizeItem, base + 36, 4, false, true, true}};
+                                        {kVirtualDiskSizeItem, base + 8, 8, false, true, true},
+                                        {kVirtualDiskIdItem, base + 16, 16, false, true, true},
+                                        {kLogicalSectorSizeItem, base + 32, 4, false, true, true},
+                                        {kPhysicalSectorSizeItem, base + 36, 4, false, true, true}};
   if (parent) {
     auto locator = encode_parent_locator(*parent);
-    if (locator.size() > kMaxMetadataItemSize - 64) return fail(ErrorCode::kInvalidArgument, "parent path is too long");
-    entries.push_back({kParentLocatorItem, base + 64, static_cast<uint32_t>(locator.size()), false, false, true});
+    if (locator.size() > kMaxMetadataItemSize - 64)
+      return fail(ErrorCode::kInvalidArgument, "parent path is too long");
+    entries.push_back(
+        {kParentLocatorItem, base + 64, static_cast<uint32_t>(locator.size()), false, false, true});
     items.resize(64);
     items.insert(items.end(), locator.begin(), locator.end());
   }
-  if (auto done = file.write_at(kMetadataOffset, encode_metadata_table(entries)); !done) return done;
+  if (auto done = file.write_at(kMetadataOffset, encode_metadata_table(entries)); !done)
+    return done;
   // The five fixed items and, for a differencing disk, the locator at +64.
   if (auto done = file.write_at(kMetadataOffset + base, items); !done) return done;
 
@@ -133,7 +146,9 @@ Result<void> write_image(CheckedFile& file, uint64_t size, const VhdxOptions& op
   if (fixed) {
     for (uint64_t block = 0; block < data_blocks; ++block) {
       uint64_t index = block + block / chunk_ratio;
-      store_le<uint64_t>(&bat[index * 8], make_bat_entry(BlockState::kFullyPresent, payload_offset + block * options.block_size));
+      store_le<uint64_t>(
+          &bat[index * 8],
+          make_bat_entry(BlockState::kFullyPresent, payload_offset + block * options.block_size));
     }
   }
   if (auto done = file.write_at(kBatOffset, bat); !done) return done;
@@ -142,8 +157,8 @@ Result<void> write_image(CheckedFile& file, uint64_t size, const VhdxOptions& op
   return file.flush();
 }
 
-Result<void> create_file(const std::filesystem::path& path, uint64_t size, const VhdxOptions& options,
-                         const ParentLink* parent) {
+Result<void> create_file(const std::filesystem::path& path, uint64_t size,
+                         const VhdxOptions& options, const ParentLink* parent) {
   auto file = CheckedFile::create_new(path);
   if (!file) return fail(file.error());
   auto written = write_image(*file, size, options, parent);
@@ -163,25 +178,33 @@ std::string windows_separators(std::string path) {
 
 }  // namespace
 
-Result<void> create_vhdx(const std::filesystem::path& path, uint64_t size, const VhdxOptions& options) {
+Result<void> create_vhdx(const std::filesystem::path& path, uint64_t size,
+                         const VhdxOptions& options) {
   if (auto checked = check_options(size, options); !checked) return checked;
   return create_file(path, size, options, nullptr);
 }
 
-Result<void> create_vhdx_differencing(const std::filesystem::path& path, const std::filesystem::path& parent) {
+Result<void> create_vhdx_differencing(const std::filesystem::path& path,
+                                      const std::filesystem::path& parent) {
   auto info = inspect_vhdx(parent);
   if (!info) return fail(info.error().with_context("parent"));
   if (info->log_replay_pending) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("parent {} has a pending log; open it read-write once to replay it", parent.string()));
+                fmt::format("parent {} has a pending log; open it read-write once to replay it",
+                            parent.string()));
   }
   std::error_code error;
-  auto parent_absolute = std::filesystem::weakly_canonical(std::filesystem::absolute(parent), error);
-  auto child_folder = std::filesystem::weakly_canonical(std::filesystem::absolute(path).parent_path(), error);
-  if (error) return fail(ErrorCode::kInvalidArgument, fmt::format("cannot resolve {}: {}", parent.string(), error.message()));
+  auto parent_absolute =
+      std::filesystem::weakly_canonical(std::filesystem::absolute(parent), error);
+  auto child_folder =
+      std::filesystem::weakly_canonical(std::filesystem::absolute(path).parent_path(), error);
+  if (error)
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("cannot resolve {}: {}", parent.string(), error.message()));
   ParentLink link;
   link.linkage = info->data_write_guid;
-  link.relative_path = windows_separators(std::filesystem::relative(parent_absolute, child_folder).generic_string());
+  link.relative_path =
+      windows_separators(std::filesystem::relative(parent_absolute, child_folder).generic_string());
   link.absolute_path = "\\\\?\\" + windows_separators(parent_absolute.generic_string());
   VhdxOptions options;
   options.type = VhdxType::kDifferencing;

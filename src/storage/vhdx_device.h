@@ -42,7 +42,7 @@ class VhdxDevice final : public BlockDevice {
   Result<void> clear_log_guid();
 
  private:
-  FileView view() const { return FileView(const_cast<CheckedFile&>(file_), overlay_.get()); }
+  FileView view() const { return FileView(file_, overlay_.get()); }
   Result<void> check_range(uint64_t offset, uint64_t length, bool writing) const;
   Result<void> read_piece(uint64_t block, uint64_t in_block, std::span<std::byte> out);
   Result<void> read_partial(uint64_t block, uint64_t in_block, std::span<std::byte> out);
@@ -57,7 +57,8 @@ class VhdxDevice final : public BlockDevice {
   };
   Result<std::byte*> pending_page(std::vector<PendingPage>& pages, uint64_t file_offset);
   Result<void> stage_bat_entry(std::vector<PendingPage>& pages, uint64_t index, uint64_t entry);
-  Result<void> stage_present_sectors(std::vector<PendingPage>& pages, uint64_t virtual_offset, uint64_t length);
+  Result<void> stage_present_sectors(std::vector<PendingPage>& pages, uint64_t virtual_offset,
+                                     uint64_t length);
   Result<void> commit(std::vector<PendingPage>& pages);
   Result<uint64_t> append_zeroed(uint64_t length);
   Result<void> write_piece(uint64_t block, uint64_t in_block, std::span<const std::byte> data);

@@ -23,9 +23,11 @@ void read_sample(BlockDevice& device, uint64_t seed) {
     length = std::min({length, size - offset, uint64_t{buffer.size()}});
     (void)device.read(offset, std::span(buffer).first(static_cast<size_t>(length)));
   };
-  for (uint64_t offset = 0; offset < 256 * 1024; offset += buffer.size()) read_at(offset, buffer.size());
+  for (uint64_t offset = 0; offset < 256 * 1024; offset += buffer.size())
+    read_at(offset, buffer.size());
   if (size > buffer.size()) read_at(size - buffer.size(), buffer.size());
-  for (int index = 0; index < 8; ++index) read_at(generator() % (size + 1) / 512 * 512, 4096 + generator() % 8192);
+  for (int index = 0; index < 8; ++index)
+    read_at(generator() % (size + 1) / 512 * 512, 4096 + generator() % 8192);
   (void)device.write(0, std::span(buffer).first(512));  // must be refused (read-only)
 }
 

@@ -29,7 +29,8 @@ class VhdxDifferencing : public ::testing::Test {
     ASSERT_TRUE(create_vhdx(parent_, kSize, options));
     auto device = open_vhdx(parent_, false);
     ASSERT_TRUE(device);
-    ASSERT_TRUE((*device)->write(0, std::span(expected_).first(3u << 20)));  // blocks 0-2 in the parent
+    ASSERT_TRUE(
+        (*device)->write(0, std::span(expected_).first(3u << 20)));  // blocks 0-2 in the parent
     std::fill(expected_.begin() + (3u << 20), expected_.end(), std::byte{0});
   }
   void write_child(BlockDevice& device, uint64_t offset, const std::vector<std::byte>& data) {
@@ -46,7 +47,8 @@ class VhdxDifferencing : public ::testing::Test {
       ASSERT_TRUE((*device)->read(offset, std::span(actual).subspan(offset, count)));
     }
     auto mismatch = std::mismatch(actual.begin(), actual.end(), expected_.begin());
-    EXPECT_EQ(mismatch.first, actual.end()) << "first difference at " << (mismatch.first - actual.begin());
+    EXPECT_EQ(mismatch.first, actual.end())
+        << "first difference at " << (mismatch.first - actual.begin());
   }
 
   TempDir dir_;
@@ -63,11 +65,11 @@ TEST_F(VhdxDifferencing, ChildReadsThroughAndKeepsItsOwnSectors) {
   {
     auto device = open_vhdx(child, false);
     ASSERT_TRUE(device) << device.error().message();
-    write_child(**device, 512 * 3, pattern(512 * 5, 1));             // inside a parent block
-    write_child(**device, (1u << 20) - 1024, pattern(4096, 2));      // across two blocks
-    write_child(**device, 5u << 20, pattern(1536, 3));               // where the parent has nothing
-    write_child(**device, 512 * 4, pattern(512, 4));                 // again into a partial block
-    write_child(**device, 6u << 20, pattern(1u << 20, 5));           // a whole block
+    write_child(**device, 512 * 3, pattern(512 * 5, 1));         // inside a parent block
+    write_child(**device, (1u << 20) - 1024, pattern(4096, 2));  // across two blocks
+    write_child(**device, 5u << 20, pattern(1536, 3));           // where the parent has nothing
+    write_child(**device, 512 * 4, pattern(512, 4));             // again into a partial block
+    write_child(**device, 6u << 20, pattern(1u << 20, 5));       // a whole block
     std::vector<std::byte> buffer(1024);
     EXPECT_FALSE((*device)->write(100, buffer)) << "unaligned";
   }
@@ -113,7 +115,8 @@ TEST_F(VhdxDifferencing, RefusesAChangedOrMissingParent) {
   }
   auto opened = open_vhdx(child, true);
   ASSERT_FALSE(opened);
-  EXPECT_NE(opened.error().message().find("modified"), std::string::npos) << opened.error().message();
+  EXPECT_NE(opened.error().message().find("modified"), std::string::npos)
+      << opened.error().message();
   std::filesystem::remove(parent_);
   opened = open_vhdx(child, true);
   ASSERT_FALSE(opened);

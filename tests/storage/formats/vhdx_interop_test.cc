@@ -15,9 +15,12 @@ using testing::Region;
 using testing::TempDir;
 
 constexpr uint64_t kSize = 24u << 20;
-const std::vector<Region> kRegions = {
-    {0, 4096}, {65536 - 512, 3072}, {(1u << 20) - 4096, 300032}, {5u << 20, 512}, {(9u << 20) + 7 * 512, 2u << 20},
-    {kSize - 70144, 70144}};
+const std::vector<Region> kRegions = {{0, 4096},
+                                      {65536 - 512, 3072},
+                                      {(1u << 20) - 4096, 300032},
+                                      {5u << 20, 512},
+                                      {(9u << 20) + 7 * 512, 2u << 20},
+                                      {kSize - 70144, 70144}};
 
 class VhdxInterop : public ::testing::Test {
  protected:
@@ -37,7 +40,9 @@ class VhdxInterop : public ::testing::Test {
   void expect_qemu_reads_truth(const std::filesystem::path& image) {
     EXPECT_EQ(testing::run_command(fmt::format("qemu-img check -f vhdx {}", image.string())), 0);
     auto raw = dir_ / "qemu-out.raw";
-    ASSERT_EQ(testing::run_command(fmt::format("qemu-img convert -f vhdx -O raw {} {}", image.string(), raw.string())), 0);
+    ASSERT_EQ(testing::run_command(fmt::format("qemu-img convert -f vhdx -O raw {} {}",
+                                               image.string(), raw.string())),
+              0);
     EXPECT_EQ(testing::first_difference(raw, truth_), "");
   }
 
@@ -46,12 +51,13 @@ class VhdxInterop : public ::testing::Test {
 };
 
 TEST_F(VhdxInterop, ReadsQemuImages) {
-  for (std::string options : {"", "-o block_size=1M", "-o subformat=fixed", "-o block_size=8M,log_size=4M"}) {
+  for (std::string options :
+       {"", "-o block_size=1M", "-o subformat=fixed", "-o block_size=8M,log_size=4M"}) {
     SCOPED_TRACE(options);
     auto image = dir_ / "qemu.vhdx";
     std::filesystem::remove(image);
-    ASSERT_EQ(testing::run_command(fmt::format("qemu-img convert -f raw -O vhdx {} {} {}", options, truth_.string(),
-                                               image.string())),
+    ASSERT_EQ(testing::run_command(fmt::format("qemu-img convert -f raw -O vhdx {} {} {}", options,
+                                               truth_.string(), image.string())),
               0);
     auto device = open_vhdx(image, true);
     ASSERT_TRUE(device) << device.error().message();
@@ -63,7 +69,9 @@ TEST_F(VhdxInterop, ReadsQemuImages) {
 
 TEST_F(VhdxInterop, WritesIntoQemuImage) {
   auto image = dir_ / "qemu.vhdx";
-  ASSERT_EQ(testing::run_command(fmt::format("qemu-img create -f vhdx -o block_size=1M {} {}", image.string(), kSize)), 0);
+  ASSERT_EQ(testing::run_command(fmt::format("qemu-img create -f vhdx -o block_size=1M {} {}",
+                                             image.string(), kSize)),
+            0);
   {
     auto device = open_vhdx(image, false);
     ASSERT_TRUE(device) << device.error().message();
@@ -102,7 +110,9 @@ TEST_F(VhdxInterop, QemuReadsDynamicAndFixedImagesLaminaWrote) {
       EXPECT_EQ(info->logical_sector_size, logical);
       EXPECT_FALSE(info->log_replay_pending);
       if (logical == 512) {
-        EXPECT_EQ(testing::run_command(fmt::format("qemu-img info -f vhdx {} | grep -q 'virtual size: 24 MiB'", image.string())), 0);
+        EXPECT_EQ(testing::run_command(fmt::format(
+                      "qemu-img info -f vhdx {} | grep -q 'virtual size: 24 MiB'", image.string())),
+                  0);
       }
     }
   }
@@ -141,7 +151,8 @@ TEST_F(VhdxInterop, LogLeftByLaminaIsReplayedByQemuAndLamina) {
   // qemu replays the same log.
   auto for_qemu = dir_ / "for-qemu.vhdx";
   std::filesystem::copy_file(crashed, for_qemu);
-  ASSERT_EQ(testing::run_command(fmt::format("qemu-img check -r all -f vhdx {}", for_qemu.string())), 0);
+  ASSERT_EQ(
+      testing::run_command(fmt::format("qemu-img check -r all -f vhdx {}", for_qemu.string())), 0);
   expect_qemu_reads_truth(for_qemu);
 
   // Read-write: replayed into the file and the LogGuid cleared.

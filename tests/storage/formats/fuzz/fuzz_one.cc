@@ -1,8 +1,8 @@
 #include "fuzz/fuzz_one.h"
 
-#include <string>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <string>
 
 namespace lamina::storage::testing {
 

@@ -1,4 +1,5 @@
-// libFuzzer target: arbitrary bytes opened as a qcow2 image (build with -DLAMINA_FUZZ=ON and clang).
+// libFuzzer target: arbitrary bytes opened as a qcow2 image (build with -DLAMINA_FUZZ=ON and
+// clang).
 #include <cstddef>
 #include <cstdint>
 
