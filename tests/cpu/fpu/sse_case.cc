@@ -84,7 +84,10 @@ std::string run_sse_case(HostRunner& runner, const InstructionForm& form, ValueS
     std::memcpy(operands.memory.data() + i, chunk.bytes.data(), 16);
   }
   for (auto& reg : operands.gpr) {
-    reg = values.chance(70) ? values.bits(64) : static_cast<uint64_t>(values.integer(32));
+    // Small values too: string lengths (RAX/RDX) and element counts near their limits.
+    reg = values.chance(60)   ? values.bits(64)
+          : values.chance(50) ? static_cast<uint64_t>(static_cast<int64_t>(values.below(40)) - 20)
+                              : static_cast<uint64_t>(values.integer(32));
   }
   operands.rflags = 0x2 | (values.bits(12) & 0x8d5);
   const std::array<uint64_t, 16> initial_gpr = operands.gpr;

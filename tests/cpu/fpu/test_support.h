@@ -65,6 +65,7 @@ struct InstructionForm {
   uint8_t rm = 0;      // register 0-15 when !memory
   bool memory = false;
   bool rex_w = false;
+  bool operand_size_prefix = false;  // a 66 before another mandatory prefix (CRC32 r/m16)
   std::optional<uint8_t> immediate;
 };
 
@@ -76,6 +77,7 @@ struct Encoded {
 // The memory operand is always [rsi] (ModRM mod=00 rm=110) on the host.
 inline Encoded encode(const InstructionForm& form) {
   Encoded out;
+  if (form.operand_size_prefix && form.prefix != 0x66) out.bytes.push_back(0x66);
   if (form.prefix) out.bytes.push_back(form.prefix);
   uint8_t rex = static_cast<uint8_t>(0x40 | (form.rex_w ? 8 : 0) | ((form.reg >> 3) << 2) |
                                      (!form.memory ? (form.rm >> 3) : 0));
@@ -93,7 +95,7 @@ inline Encoded encode(const InstructionForm& form) {
   instruction.opcode = form.opcode;
   instruction.mandatory_prefix = form.prefix == 0x66 || form.prefix == 0xf2 || form.prefix == 0xf3
                                      ? form.prefix : 0;
-  instruction.operand_size_prefix = form.prefix == 0x66;
+  instruction.operand_size_prefix = form.prefix == 0x66 || form.operand_size_prefix;
   instruction.rex_w = form.rex_w;
   instruction.rex = rex != 0x40;
   instruction.modrm = modrm;
@@ -102,7 +104,7 @@ inline Encoded encode(const InstructionForm& form) {
   instruction.memory_operand = form.memory;
   instruction.immediate = form.immediate.value_or(0);
   instruction.address_size = 64;
-  instruction.operand_size = form.rex_w ? 64 : (form.prefix == 0x66 ? 16 : 32);
+  instruction.operand_size = form.rex_w ? 64 : (instruction.operand_size_prefix ? 16 : 32);
   instruction.long_mode_64 = true;
   return out;
 }
