@@ -105,6 +105,8 @@ inline Encoded encode(const InstructionForm& form) {
   instruction.immediate = form.immediate.value_or(0);
   instruction.address_size = 64;
   instruction.operand_size = form.rex_w ? 64 : (instruction.operand_size_prefix ? 16 : 32);
+  // An x87 escape takes a 66h prefix as an operand-size override, not as a mandatory prefix.
+  if (form.map == OpcodeMap::kOneByte) instruction.mandatory_prefix = 0;
   instruction.long_mode_64 = true;
   return out;
 }

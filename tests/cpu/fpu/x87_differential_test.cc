@@ -6,6 +6,7 @@
 
 #include <sstream>
 #include <string>
+#include <tuple>
 
 #include "cpu/x86/simd/simd_state.h"
 #include "cpu/x86/simd/simd_unit.h"
@@ -82,6 +83,14 @@ void fill_memory_operand(ValueSource& values, uint8_t escape, unsigned reg, uint
       }
       break;
     default: break;
+  }
+  // FLDENV/FRSTOR images: random words, and extended values for the registers.
+  if ((escape == 0xd9 || escape == 0xdd) && reg == 4) {
+    for (int i = 0; i < 8; ++i) {
+      X87Register value = values.extended();
+      std::memcpy(memory + 28 + 10 * i, &value.significand, 8);
+      std::memcpy(memory + 36 + 10 * i, &value.sign_exponent, 2);
+    }
   }
 }
 
@@ -218,6 +227,32 @@ std::vector<InstructionForm> memory_forms(uint8_t escape) {
     forms.push_back(form);
   }
   return forms;
+}
+
+// FNSTENV/FNSAVE (32- and 16-bit layouts, with and without 66h) and FLDENV/FRSTOR from random
+// images. The pointer fields start as zero on both sides (FXRSTOR of a zero FIP/FDP/FOP on the
+// host), so the whole image is compared.
+TEST(X87Differential, EnvironmentAndSaveForms) {
+  HostRunner runner;
+  ValueSource values(0xe5);
+  int failures = 0;
+  for (uint8_t prefix : {0, 0x66}) {
+    for (auto [escape, reg, size] : {std::tuple{0xd9, 6, 28}, {0xdd, 6, 108}, {0xd9, 4, 28}, {0xdd, 4, 108}}) {
+      InstructionForm form;
+      form.map = OpcodeMap::kOneByte;
+      form.opcode = static_cast<uint8_t>(escape);
+      form.reg = static_cast<uint8_t>(reg);
+      form.prefix = prefix;
+      form.memory = true;
+      for (int i = 0; i < 300 && failures < 5; ++i) {
+        std::string message = run_case(runner, form, values, prefix ? size - 14 : size);
+        if (!message.empty()) {
+          ADD_FAILURE() << message;
+          ++failures;
+        }
+      }
+    }
+  }
 }
 
 TEST(X87Differential, ArithmeticRegisterForms) {

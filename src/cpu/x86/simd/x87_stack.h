@@ -24,6 +24,13 @@ inline void x87_raise(SimdState& state, uint16_t flags) {
   if (x87_unmasked(state, flags)) state.status |= kX87ErrorSummary | kX87Busy;
 }
 
+// ES and B follow the unmasked flags after the control or status word was loaded (FLDCW,
+// FLDENV, FRSTOR, FXRSTOR), as the hardware recomputes them.
+inline void x87_update_error_summary(SimdState& state) {
+  state.status &= static_cast<uint16_t>(~(kX87ErrorSummary | kX87Busy));
+  if (x87_unmasked(state, state.status)) state.status |= kX87ErrorSummary | kX87Busy;
+}
+
 inline void x87_set_c1(SimdState& state, bool value) {
   state.status = static_cast<uint16_t>((state.status & ~kX87C1) | (value ? kX87C1 : 0));
 }
