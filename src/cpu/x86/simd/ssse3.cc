@@ -2,11 +2,20 @@
 // (0F 38 00-0B, 1C-1E) and PALIGNR (0F 3A 0F) (SDM Vol. 2, the entries of each mnemonic).
 
 #include <algorithm>
+#include <type_traits>
 
 #include "cpu/x86/simd/sse_operands.h"
 
 namespace lamina::cpu::x86::simd {
 namespace {
+
+// Two's-complement negation without signed overflow (PSIGN/PABS of the most negative value
+// give that value back).
+template <typename T>
+T negate(T value) {
+  using Unsigned = std::make_unsigned_t<T>;
+  return static_cast<T>(static_cast<Unsigned>(0u - static_cast<Unsigned>(value)));
+}
 
 int16_t saturate_word(int32_t value) { return static_cast<int16_t>(std::clamp(value, -32768, 32767)); }
 
@@ -27,7 +36,7 @@ Xmm sign(const Xmm& a, const Xmm& b, unsigned width) {
   Xmm out;
   for (unsigned i = 0; i < width / sizeof(T); ++i) {
     T value = a.lane<T>(i), selector = b.lane<T>(i);
-    out.set_lane<T>(i, selector < 0 ? static_cast<T>(0 - value) : selector == 0 ? T{0} : value);
+    out.set_lane<T>(i, selector < 0 ? negate(value) : selector == 0 ? T{0} : value);
   }
   return out;
 }
@@ -37,7 +46,7 @@ Xmm absolute(const Xmm& b, unsigned width) {
   Xmm out;
   for (unsigned i = 0; i < width / sizeof(T); ++i) {
     T value = b.lane<T>(i);
-    out.set_lane<T>(i, value < 0 ? static_cast<T>(0 - value) : value);
+    out.set_lane<T>(i, value < 0 ? negate(value) : value);
   }
   return out;
 }
