@@ -158,7 +158,7 @@ class ValueSource {
     uint16_t sign = static_cast<uint16_t>(bits(1) << 15);
     value.significand = bits(64) | (uint64_t{1} << 63);
     unsigned exponent;
-    switch (below(16)) {
+    switch (below(18)) {
       case 0: exponent = 0; value.significand = 0; break;
       case 1: exponent = 0; value.significand &= ~(uint64_t{1} << 63); break;   // denormal
       case 2: exponent = 0x7fff; value.significand = uint64_t{1} << 63; break;  // infinity
@@ -177,6 +177,11 @@ class ValueSource {
       case 9: exponent = 0x3fff + 60 + below(8); break;  // near the 2^63 trig limit
       case 10: exponent = 0x3c00 + below(0x800); break;  // representable in double
       case 11: exponent = 0x3f80 + below(0x100); break;  // representable in float
+      case 12:  // float/double denormal range, often with few significant bits (exact there)
+        exponent = chance(50) ? 0x3f81 - below(28) : 0x3c01 - below(56);
+        if (chance(50)) value.significand &= ~((uint64_t{1} << 60) - 1);
+        break;
+      case 13: exponent = 0x407e + below(4); break;  // near float overflow
       default: exponent = 0x3fff - 70 + below(140); break;
     }
     value.sign_exponent = static_cast<uint16_t>(sign | exponent);
