@@ -195,6 +195,27 @@ TEST_F(SimdExceptions, MmxInstructionsEnterMmxModeAndEmmsLeavesIt) {
   EXPECT_EQ(state_.tag_valid, 0);
 }
 
+// MASKMOVDQU stores the bytes whose mask byte has bit 7 set, at the address the core passes
+// (DS:rDI); the differential tests cannot run it because the host stub owns rdi.
+TEST_F(SimdExceptions, MaskedMoveStoresSelectedBytesOnly) {
+  for (unsigned i = 0; i < 16; ++i) {
+    state_.xmm[1].bytes[i] = static_cast<uint8_t>(0xa0 + i);
+    state_.xmm[2].bytes[i] = (i % 3 == 0) ? 0x80 : 0x7f;
+    operands_.memory[i] = 0x11;
+  }
+  ASSERT_EQ(run(register_form(OpcodeMap::kTwoByte, 0xf7, 0x66, 1, 2)), SimdOutcome::kDone);
+  for (unsigned i = 0; i < 16; ++i) {
+    EXPECT_EQ(operands_.memory[i], (i % 3 == 0) ? 0xa0 + i : 0x11) << "byte " << i;
+  }
+  // MASKMOVQ: the same with MMX registers, and the memory form does not exist.
+  state_.x87[3].significand = 0x0807060504030201ull;
+  state_.x87[4].significand = 0x8000800080008000ull;
+  ASSERT_EQ(run(register_form(OpcodeMap::kTwoByte, 0xf7, 0, 3, 4)), SimdOutcome::kDone);
+  EXPECT_EQ(operands_.memory[1], 0x02);
+  EXPECT_EQ(operands_.memory[0], 0xa0);
+  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0xf7, 0x66, 1)), SimdOutcome::kInvalidOpcode);
+}
+
 TEST_F(SimdExceptions, RealModeEnvironmentSplitsThePointers) {
   control_.protected_mode = false;
   state_.last_instruction = 0x12345;

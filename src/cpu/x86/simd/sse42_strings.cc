@@ -56,11 +56,9 @@ uint32_t aggregate(const Elements& a, unsigned la, const Elements& b, unsigned l
       case 0:  // equal any: b[j] is one of the valid a[i]
         for (unsigned i = 0; i < la && j < lb; ++i) bit = bit || a.values[i] == b.values[j];
         break;
-      case 1:  // ranges: a holds [low, high] pairs
-        for (unsigned i = 0; i + 1 < la + 1 && i < n && j < lb; i += 2) {
-          bool low = b.values[j] >= a.values[i];
-          bool high = i + 1 < la && b.values[j] <= a.values[i + 1];
-          bit = bit || (low && high);
+      case 1:  // ranges: a holds [low, high] pairs; a pair counts only when both are valid
+        for (unsigned i = 0; i + 1 < la && j < lb; i += 2) {
+          bit = bit || (b.values[j] >= a.values[i] && b.values[j] <= a.values[i + 1]);
         }
         break;
       case 2:  // equal each: both invalid compare true, one invalid false
