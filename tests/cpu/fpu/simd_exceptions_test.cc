@@ -245,6 +245,40 @@ TEST_F(SimdExceptions, RealModeEnvironmentSplitsThePointers) {
   EXPECT_EQ(state_.control, saved.control);
 }
 
+// Outside 64-bit mode FXSAVE stores 32-bit pointers with zero selectors and XMM0-7 only
+// (SDM Vol. 2 FXSAVE, table 3-53); FXRSTOR reads the same.
+TEST_F(SimdExceptions, FxsaveOutsideLongModeUsesTheLegacyLayout) {
+  state_.last_instruction = 0x1122334455667788ull;
+  state_.last_data = 0x99aabbccddeeff00ull;
+  state_.last_opcode = 0x123;
+  state_.xmm[7].bytes.fill(0x77);
+  state_.xmm[8].bytes.fill(0x88);
+  operands_.memory.fill(0xcc);
+  SimdInstruction fxsave = memory_form(OpcodeMap::kTwoByte, 0xae, 0, 0);
+  fxsave.long_mode_64 = false;
+  ASSERT_EQ(run(fxsave), SimdOutcome::kDone);
+  auto dword = [&](size_t offset) {
+    uint32_t value;
+    std::memcpy(&value, operands_.memory.data() + offset, 4);
+    return value;
+  };
+  EXPECT_EQ(dword(8), 0x55667788u);
+  EXPECT_EQ(dword(12), 0u) << "FCS";
+  EXPECT_EQ(dword(16), 0xddeeff00u);
+  EXPECT_EQ(dword(20), 0u) << "FDS";
+  EXPECT_EQ(dword(24), kMxcsrDefault);
+  EXPECT_EQ(operands_.memory[160 + 16 * 7], 0x77);
+  EXPECT_EQ(operands_.memory[160 + 16 * 8], 0xcc) << "XMM8 is not stored";
+  state_.xmm[8].bytes.fill(0);
+  state_.xmm[7].bytes.fill(0);
+  SimdInstruction fxrstor = memory_form(OpcodeMap::kTwoByte, 0xae, 0, 1);
+  fxrstor.long_mode_64 = false;
+  ASSERT_EQ(run(fxrstor), SimdOutcome::kDone);
+  EXPECT_EQ(state_.xmm[7].bytes[0], 0x77);
+  EXPECT_EQ(state_.xmm[8].bytes[0], 0) << "XMM8 is not loaded";
+  EXPECT_EQ(state_.last_instruction, 0x55667788u);
+}
+
 TEST_F(SimdExceptions, ResetStateIsFninitWithDefaultMxcsr) {
   state_.xmm[4].bytes[0] = 1;
   state_.mxcsr = 0;
