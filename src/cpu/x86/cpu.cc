@@ -241,8 +241,9 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
   CpuExit exit;
   const uint64_t start = core.retired;
   const uint64_t end = start + instruction_budget;
+  Block* previous = nullptr;
   for (;;) {
-    if (take_requests(exit)) break;
+    if (requests_.load(std::memory_order_relaxed) != 0 && take_requests(exit)) break;
     if (core.state.halted) {
       exit.kind = CpuExit::Kind::kHalted;
       break;
@@ -251,12 +252,33 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       exit.kind = CpuExit::Kind::kBudgetExhausted;
       break;
     }
-    core.blocks.release_retired();
+    if (core.blocks.has_retired()) {
+      core.blocks.release_retired();
+      previous = nullptr;
+    }
     const Instruction* cursor = nullptr;
     const Instruction* begin = nullptr;
     core.instruction_rip = core.state.rip;
     try {
-      const Block* block = find_block(core);
+      Block* block = nullptr;
+      if (previous != nullptr) {
+        // Chained successor: same RIP after the same block, nothing invalidated since.
+        for (const Block::Link& link : previous->links) {
+          if (link.rip == core.state.rip && link.generation == core.blocks.generation()) {
+            block = link.block;
+            break;
+          }
+        }
+      }
+      if (block == nullptr) {
+        block = find_block(core);
+        if (previous != nullptr) {
+          Block::Link& link = previous->links[previous->next_link];
+          previous->next_link ^= 1;
+          link = {core.state.rip, core.blocks.generation(), block};
+        }
+      }
+      previous = block;
       const bool shadow = core.state.interrupt_shadow;
       core.state.interrupt_shadow = false;
       core.running_block = block;
@@ -273,6 +295,7 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
     } catch (const GuestFault& fault) {
+      previous = nullptr;
       if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);
       // A delivery counts against the budget: a fault loop (a handler that faults at once)
       // must still end run().
@@ -283,6 +306,8 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       if (!deliver_event(fault.vector, error, fault.error_code, false, exit)) break;
     }
     core.running_block = nullptr;
+    // A block invalidated by its own stores, or a new mode, must not be chained from.
+    if (core.stop_block) previous = nullptr;
   }
   exit.instructions = core.retired - start;
   return exit;

@@ -213,6 +213,7 @@ size_t CpuCore::fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t
 }
 
 void CpuCore::flush_tlb(bool include_global) {
+  blocks.new_generation();
   for (auto* set : {&tlb_read_, &tlb_write_, &tlb_fetch_}) {
     for (Tlb& tlb : *set) {
       for (TlbEntry& entry : tlb) {
@@ -223,6 +224,7 @@ void CpuCore::flush_tlb(bool include_global) {
 }
 
 void CpuCore::invalidate_tlb_page(uint64_t linear) {
+  blocks.new_generation();
   for (auto* set : {&tlb_read_, &tlb_write_, &tlb_fetch_}) {
     for (Tlb& tlb : *set) {
       for (TlbEntry& entry : tlb) {
@@ -279,6 +281,7 @@ uint64_t CpuCore::pop(uint8_t size) {
 }
 
 void CpuCore::update_mode() {
+  blocks.new_generation();
   const SegmentCache& code = state.segment[kCs];
   if (state.long_mode_active() && code.long_mode()) {
     code_mode = CodeMode::k64;
