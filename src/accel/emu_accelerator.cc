@@ -46,9 +46,7 @@ class EmuVcpu : public Vcpu {
   void startup(uint8_t vector) override { cpu_.post_startup(vector); }
   cpu::x86::CpuState state() const override { return cpu_.state(); }
   void set_state(const cpu::x86::CpuState& state) override {
-    cpu::x86::SimdState* simd = cpu_.state().simd;
     cpu_.state() = state;
-    cpu_.state().simd = simd;  // the SIMD unit's state stays with its vCPU
     cpu_.state_changed();
   }
   void invalidate_code(uint64_t physical, uint64_t length) override { cpu_.invalidate_code(physical, length); }

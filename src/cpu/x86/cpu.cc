@@ -132,9 +132,8 @@ void Cpu::state_changed() {
 
 void Cpu::reset() {
   CpuState& state = core_->state;
-  SimdState* simd = state.simd;
   state = CpuState{};
-  state.simd = simd;
+  x86::reset(state.simd);
   state.gpr[kRdx] = 0x600;  // processor signature family 6 after RESET, like most models
   for (SegmentCache& segment : state.segment) segment = SegmentCache{0, 0, 0xffff, 0x93};
   state.segment[kCs] = SegmentCache{0xf000, 0xffff0000, 0xffff, 0x9b};

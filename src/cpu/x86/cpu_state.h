@@ -10,11 +10,10 @@
 #include <cstdint>
 
 #include "cpu/x86/lazy_flags.h"
+#include "cpu/x86/simd/simd_state.h"
 #include "cpu/x86/system/control_bits.h"
 
 namespace lamina::cpu::x86 {
-
-struct SimdState;  // the x87/MMX/SSE unit's state (simd/simd_unit.h)
 
 enum Gpr : uint8_t {
   kRax, kRcx, kRdx, kRbx, kRsp, kRbp, kRsi, kRdi,
@@ -81,8 +80,8 @@ struct CpuState {
   bool interrupt_shadow = false;
   bool halted = false;
   bool nmi_blocked = false;
-  // Owned by the x87/MMX/SSE unit's side of Cpu; null until that unit is linked in.
-  SimdState* simd = nullptr;
+  // x87/MMX/SSE registers, operated on by the SIMD unit (simd/simd_unit.h).
+  SimdState simd;
 
   uint64_t read_rflags() const { return rflags | flags.materialize(); }
   void write_rflags(uint64_t value) {

@@ -1,7 +1,6 @@
 // The one place where the core hands x87/MMX/SSE instructions to the SIMD unit
-// (simd/simd_unit.h). Until that unit is linked into this branch every such instruction
-// raises #UD in simd_instruction(); the merge replaces its body with the call to
-// execute_simd() using the adapters below.
+// (simd/simd_unit.h): decoded form, control bits, memory through the MMU, outcome to
+// exception.
 #include "cpu/x86/simd_seam.h"
 
 #include "cpu/x86/decoder.h"
@@ -29,6 +28,7 @@ SimdInstruction to_simd_instruction(const Instruction& in) {
   out.address_size = static_cast<uint8_t>(in.address_size * 8);
   out.operand_size = static_cast<uint8_t>(in.operand_size * 8);
   out.long_mode_64 = in.mode == CodeMode::k64;
+  out.rex = in.rex;
   return out;
 }
 
@@ -40,6 +40,7 @@ SimdControl simd_control(const CpuState& state) {
   control.cr0_ne = state.cr0 & cr0::kNe;
   control.cr4_osfxsr = state.cr4 & cr4::kOsfxsr;
   control.cr4_osxmmexcpt = state.cr4 & cr4::kOsxmmexcpt;
+  control.protected_mode = state.protected_mode() && !state.virtual_8086();
   return control;
 }
 
@@ -110,7 +111,12 @@ void raise_simd_outcome(SimdOutcome outcome, const CpuState& state, const CoreSi
 
 namespace {
 
-void simd_instruction(CpuCore&, const Instruction&) { raise_fault(vector::kInvalidOpcode); }
+void simd_instruction(CpuCore& core, const Instruction& in) {
+  CoreSimdOperands operands(core, in);
+  const SimdOutcome outcome =
+      execute_simd(core.state.simd, simd_control(core.state), to_simd_instruction(in), operands);
+  raise_simd_outcome(outcome, core.state, operands);
+}
 
 }  // namespace
 

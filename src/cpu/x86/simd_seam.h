@@ -23,6 +23,8 @@ class CoreSimdOperands final : public SimdOperands {
   void write_gpr(uint8_t index, uint64_t value, uint8_t bytes) override;
   uint64_t effective_address() override { return effective_address_; }
   uint64_t instruction_address() override { return core_.instruction_rip; }
+  uint64_t read_rflags() override { return core_.read_rflags(); }
+  void write_rflags(uint64_t value) override { core_.state.write_rflags(value); }
   const std::optional<GuestFault>& fault() const { return fault_; }
 
  private:
