@@ -113,10 +113,25 @@ Block* find_block(CpuCore& core) {
 
 }  // namespace
 
-Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment)
-    : core_(std::make_unique<CpuCore>(memory, environment)) {
+namespace {
+const CpuidModel& model_or_default(const CpuConfiguration& configuration, std::optional<CpuidModel>& storage) {
+  if (configuration.model != nullptr) return *configuration.model;
+  // The default features are a valid model; failing here would be a bug in cpu/x86/system.
+  storage.emplace(CpuidModel::create(CpuFeatures{}).value());
+  return *storage;
+}
+}  // namespace
+
+Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration configuration) {
+  const CpuidModel& model = model_or_default(configuration, default_model_);
+  MsrHooks hooks = std::move(configuration.msr_hooks);
+  if (!hooks.clock) hooks.clock = [&environment] { return environment.read_tsc(); };
+  core_ = std::make_unique<CpuCore>(memory, environment, model, configuration.vcpu_index, std::move(hooks));
   reset();
 }
+
+const MsrState& Cpu::msr_state() const { return core_->msr_file.state(); }
+void Cpu::restore_msr_state(const MsrState& state) { core_->msr_file.restore(state); }
 
 Cpu::~Cpu() = default;
 

@@ -15,8 +15,13 @@ constexpr uint64_t kPageMask = ~uint64_t{0xfff};
 void raise_fault(uint8_t vector) { throw GuestFault{vector, 0, false}; }
 void raise_fault(uint8_t vector, uint32_t error_code) { throw GuestFault{vector, error_code, true}; }
 
-CpuCore::CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment)
-    : memory(guest_memory), environment(cpu_environment) {}
+CpuCore::CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment, const CpuidModel& model,
+                 uint32_t index, MsrHooks hooks)
+    : memory(guest_memory),
+      environment(cpu_environment),
+      cpuid_model(model),
+      vcpu_index(index),
+      msr_file(model.features(), index == 0, std::move(hooks)) {}
 
 uint64_t CpuCore::read_register_sized(uint8_t index, uint8_t size, bool rex) const {
   switch (size) {
