@@ -59,7 +59,7 @@ bool HostRunner::run(const std::vector<uint8_t>& instruction, HostMachine& machi
                      uint8_t* memory) {
   std::vector<uint8_t> code;
   emit(code, {0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57});  // push callee-saved
-  emit(code, {0x48, 0x81, 0xec});                                             // sub rsp, 520
+  emit(code, {0x48, 0x81, 0xec});                                            // sub rsp, 520
   emit32(code, 520);
   emit(code, {0x0f, 0xae, 0x04, 0x24});  // fxsave [rsp]: the host's own state
   emit(code, {0x48, 0x0f, 0xae, 0x0f});  // fxrstor64 [rdi]
@@ -101,7 +101,8 @@ void state_to_fxsave(const SimdState& state, uint8_t* image) {
     std::memcpy(image + 32 + 16 * i, &reg.significand, 8);
     std::memcpy(image + 40 + 16 * i, &reg.sign_exponent, 2);
   }
-  for (unsigned i = 0; i < 16; ++i) std::memcpy(image + 160 + 16 * i, state.xmm[i].bytes.data(), 16);
+  for (unsigned i = 0; i < 16; ++i)
+    std::memcpy(image + 160 + 16 * i, state.xmm[i].bytes.data(), 16);
 }
 
 void fxsave_to_state(const uint8_t* image, SimdState& state) {
@@ -114,7 +115,8 @@ void fxsave_to_state(const uint8_t* image, SimdState& state) {
     std::memcpy(&reg.significand, image + 32 + 16 * i, 8);
     std::memcpy(&reg.sign_exponent, image + 40 + 16 * i, 2);
   }
-  for (unsigned i = 0; i < 16; ++i) std::memcpy(state.xmm[i].bytes.data(), image + 160 + 16 * i, 16);
+  for (unsigned i = 0; i < 16; ++i)
+    std::memcpy(state.xmm[i].bytes.data(), image + 160 + 16 * i, 16);
 }
 
 }  // namespace lamina::cpu::x86::test
