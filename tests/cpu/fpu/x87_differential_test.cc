@@ -159,10 +159,10 @@ bool valid_register_form(uint8_t escape, uint8_t modrm) {
       if (reg == 5) return modrm != 0xef;
       return true;
     case 0xda: return reg < 4 || modrm == 0xe9;
-    case 0xdb: return reg < 4 || reg == 5 || reg == 6 || modrm == 0xe2 || modrm == 0xe3;
+    case 0xdb: return reg < 4 || reg == 5 || reg == 6 || (modrm >= 0xe0 && modrm <= 0xe4);
     case 0xdd: return reg < 6;
     case 0xde: return reg != 3 || modrm == 0xd9;
-    case 0xdf: return reg == 5 || reg == 6 || modrm == 0xe0 || reg == 1 || reg == 2 || reg == 3;
+    case 0xdf: return reg <= 3 || reg == 5 || reg == 6 || modrm == 0xe0;
     default: return true;
   }
 }

@@ -230,6 +230,7 @@ SimdOutcome x87_control(Context& context) {
       }
       if (reg == 0) {  // FFREEP (undocumented): FFREE ST(i), then pop
         state.tag_valid = static_cast<uint8_t>(state.tag_valid & ~(1u << state.physical(index)));
+        x87_set_c1(state, false);
         x87_pop(state);
         return SimdOutcome::kDone;
       }
