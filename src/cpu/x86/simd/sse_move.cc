@@ -73,6 +73,17 @@ SimdOutcome sse_move(Context& context) {
     return group >= 5 ? SimdOutcome::kDone : SimdOutcome::kInvalidOpcode;
   }
 
+  // Forms without an F2/F3 variant (SDM Vol. 2 appendix A, table A-3): #UD.
+  bool repeat_prefix = prefix == 0xf2 || prefix == 0xf3;
+  // F2/F3 0F 2B are AMD's SSE4a MOVNTSD/MOVNTSS, which the unit does not offer.
+  if (repeat_prefix &&
+      (opcode == 0x28 || opcode == 0x29 || opcode == 0x6e || opcode == 0x2b || opcode == 0xe7)) {
+    return SimdOutcome::kInvalidOpcode;
+  }
+  if (prefix == 0xf2 && (opcode == 0x6f || opcode == 0x7f || opcode == 0x7e)) {
+    return SimdOutcome::kInvalidOpcode;
+  }
+
   // MMX-register forms of the moves.
   bool mmx_form = prefix == 0 && (opcode == 0x6e || opcode == 0x7e || opcode == 0x6f ||
                                   opcode == 0x7f || opcode == 0xe7);
