@@ -15,6 +15,12 @@
 namespace lamina::cpu::x86::test {
 namespace {
 
+SimdState state_for_host() {
+  SimdState state;
+  reset(state);
+  return state;
+}
+
 TEST(DecodeTableDifferential, UndefinedFormsMatchTheHost) {
   HostRunner runner;
   int checked = 0;
@@ -85,6 +91,41 @@ TEST(DecodeTableDifferential, UndefinedFormsMatchTheHost) {
     }
   }
   EXPECT_GT(checked, 1000);
+}
+
+// The x87 escapes: every register form (ModRM C0-FF) and every memory form ([rsi], reg 0-7).
+TEST(DecodeTableDifferential, UndefinedX87FormsMatchTheHost) {
+  HostRunner runner;
+  int failures = 0;
+  for (unsigned escape = 0xd8; escape <= 0xdf; ++escape) {
+    for (unsigned modrm = 0; modrm < 256 && failures < 20; ++modrm) {
+      bool memory = modrm < 0xc0;
+      if (memory && (modrm & 0xc7) != 0x06) continue;  // mod=00 rm=110: [rsi]
+      InstructionForm form;
+      form.map = OpcodeMap::kOneByte;
+      form.opcode = static_cast<uint8_t>(escape);
+      form.reg = (modrm >> 3) & 7;
+      form.rm = modrm & 7;
+      form.memory = memory;
+      Encoded encoded = encode(form);
+      SimdState state;
+      reset(state);
+      TestOperands operands;
+      SimdControl control;
+      SimdOutcome outcome = execute_simd(state, control, encoded.instruction, operands);
+      HostMachine machine;
+      state_to_fxsave(state_for_host(), machine.fxsave);
+      alignas(64) std::array<uint8_t, kTestMemorySize> host_memory{};
+      runner.run(encoded.bytes, machine, host_memory.data());
+      bool host_undefined = runner.last_signal() == SIGILL;
+      if (host_undefined != (outcome == SimdOutcome::kInvalidOpcode)) {
+        ADD_FAILURE() << "escape " << std::hex << escape << " modrm " << modrm << ": host signal "
+                      << std::dec << runner.last_signal() << ", unit outcome "
+                      << static_cast<int>(outcome);
+        ++failures;
+      }
+    }
+  }
 }
 
 }  // namespace
