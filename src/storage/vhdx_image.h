@@ -53,7 +53,8 @@ bool looks_like_vhdx(std::span<const std::byte> first_bytes);
 Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path);
 
 // Opens a VHDX (and, for a differencing disk, its parents read-only). Writes to a
-// differencing disk must be whole logical sectors.
+// differencing disk must be whole logical sectors. The device owns its file and parents and
+// is used from one thread at a time; one writer per file (no locking between processes).
 Result<std::unique_ptr<BlockDevice>> open_vhdx(const std::filesystem::path& path, bool read_only);
 
 // Creates a new fixed or dynamic VHDX of `size` bytes (a multiple of the logical sector size,
