@@ -31,6 +31,18 @@ class BlockDevice {
   [[nodiscard]] virtual Result<void> flush() = 0;
   // Tells the format a range's content is no longer needed; it may then read as zeros.
   [[nodiscard]] virtual Result<void> discard(uint64_t offset, uint64_t length) = 0;
+
+  // One run of the device's content starting at offset, for copies that skip empty space.
+  struct Extent {
+    uint64_t length;  // 1..max_length bytes
+    bool zero;        // true: the run surely reads as zeros (a hole or an unallocated block)
+  };
+  // Describes the run at offset (offset < size(), max_length > 0). A format that cannot tell
+  // keeps this default, "the whole range may hold data"; copies then compare bytes to zero.
+  [[nodiscard]] virtual Result<Extent> map_extent(uint64_t offset, uint64_t max_length) {
+    (void)offset;
+    return Extent{max_length, false};
+  }
 };
 
 }  // namespace lamina::storage

@@ -17,7 +17,7 @@ namespace {
 
 constexpr std::string_view kDescriptorSignature = "# Disk DescriptorFile";
 
-struct Extent {
+struct OpenExtent {
   uint64_t start = 0;   // bytes into the virtual disk
   uint64_t length = 0;  // bytes
   std::unique_ptr<VmdkSparseExtent> sparse;
@@ -28,7 +28,7 @@ struct Extent {
 // The extents laid end to end. Owns them; one thread at a time.
 class VmdkDevice final : public BlockDevice {
  public:
-  VmdkDevice(std::string name, std::vector<Extent> extents, uint64_t size)
+  VmdkDevice(std::string name, std::vector<OpenExtent> extents, uint64_t size)
       : name_(std::move(name)), extents_(std::move(extents)), size_(size) {}
 
   uint64_t size() const override { return size_; }
@@ -44,7 +44,7 @@ class VmdkDevice final : public BlockDevice {
                 fmt::format("{}: VMDK images are read-only in Lamina", name_));
   }
   std::string name_;
-  std::vector<Extent> extents_;
+  std::vector<OpenExtent> extents_;
   uint64_t size_;
 };
 
@@ -56,7 +56,7 @@ Result<void> VmdkDevice::read(uint64_t offset, std::span<std::byte> data) {
   }
   size_t done = 0;
   // The last extent starting at or before offset.
-  auto extent = std::ranges::upper_bound(extents_, offset, {}, &Extent::start) - 1;
+  auto extent = std::ranges::upper_bound(extents_, offset, {}, &OpenExtent::start) - 1;
   while (done < data.size()) {
     uint64_t position = offset + done;
     uint64_t inside = position - extent->start;
@@ -118,7 +118,7 @@ Result<Opened> open_monolithic(CheckedFile file) {
   info.grain_size = (*sparse)->grain_bytes();
   info.compressed = (*sparse)->compressed();
   info.file_size = file_size;
-  std::vector<Extent> extents(1);
+  std::vector<OpenExtent> extents(1);
   extents[0].length = info.virtual_size;
   extents[0].sparse = std::move(*sparse);
   return Opened{std::make_unique<VmdkDevice>(name, std::move(extents), info.virtual_size), info};
@@ -141,10 +141,10 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Che
   VmdkInfo info;
   info.create_type = descriptor->create_type;
   info.file_size = file.size();
-  std::vector<Extent> extents;
+  std::vector<OpenExtent> extents;
   uint64_t position = 0;
   for (const VmdkExtentLine& line : descriptor->extents) {
-    Extent extent;
+    OpenExtent extent;
     extent.start = position;
     extent.length = line.sectors * 512;
     if (extent.length > (1ull << 62) - position)

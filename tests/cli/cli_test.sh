@@ -30,4 +30,21 @@ check "unknown command is a usage error" 109 'unknown-thing' -- "$lamina" unknow
 check "run --help explains" 0 'serial port' -- "$lamina" run --help
 check "vm is not built yet" 3 'not built yet' -- "$lamina" vm list
 
+# lamina run: every bad option is reported before anything starts, naming the option.
+check "run --cpus 0" 2 '^lamina run: --cpus: 0 is outside 1-64$' -- "$lamina" run --cpus 0
+check "run --cpus 65" 2 '--cpus: 65' -- "$lamina" run --cpus 65
+check "run --memory bad" 2 '--memory: invalid size' -- "$lamina" run --memory 12Q
+check "run --memory tiny" 2 '--memory: 1M is outside' -- "$lamina" run --memory 1M
+check "run --memory not MiB" 2 'not a whole number of MiB' -- "$lamina" run --memory 20000000
+check "run --kernel missing" 2 "--kernel: '/nonexistent/vmlinuz' is not a file" -- \
+  "$lamina" run --kernel /nonexistent/vmlinuz
+check "run --initrd without --kernel" 2 '--initrd needs --kernel' -- "$lamina" run --initrd "$0"
+check "run --serial bad" 2 "--serial: 'tty' is not one of" -- "$lamina" run --serial tty
+check "run --accel bad" 2 "--accel: 'xen' is not one of" -- "$lamina" run --accel xen
+check "run --on-reboot bad" 2 "--on-reboot: 'maybe'" -- "$lamina" run --on-reboot maybe
+check "run with a valid kernel says booting is not built" 3 'not built yet' -- \
+  "$lamina" run --kernel "$0" --cpus 4 --memory 1G
+check "run without a default guest says how to make it" 2 'scripts/make-guest' -- \
+  env LAMINA_CACHE=/nonexistent "$lamina" run
+
 exit $((failures > 0))

@@ -42,6 +42,8 @@ struct SimdInstruction {
   uint8_t address_size = 64;    // 16, 32 or 64 (FSTENV/FSAVE layouts depend on operand size)
   uint8_t operand_size = 32;    // 16 or 32 (or 64 with REX.W)
   bool long_mode_64 = true;     // in 64-bit mode (affects FXSAVE64 with REX.W)
+  // Any REX prefix present: byte register numbers 4-7 then mean SPL-DIL, not AH-BH (CRC32 r/m8).
+  bool rex = false;
 };
 
 // Control bits the unit checks (CR0.EM/TS/MP/NE, CR4.OSFXSR/OSXMMEXCPT).
@@ -52,6 +54,9 @@ struct SimdControl {
   bool cr0_ne = true;
   bool cr4_osfxsr = true;
   bool cr4_osxmmexcpt = true;
+  // CR0.PE=1 and not virtual-8086: FNSTENV/FLDENV/FNSAVE/FRSTOR use the protected-mode layouts
+  // (SDM Vol. 1 8.1.10, figures 8-9 to 8-12); otherwise the real-mode ones.
+  bool protected_mode = true;
 };
 
 // The core's side: memory at the instruction's effective address and the general registers.
@@ -71,6 +76,10 @@ class SimdOperands {
   virtual uint64_t effective_address() = 0;
   // Address of the instruction (FPU instruction pointer for FSTENV/FXSAVE).
   virtual uint64_t instruction_address() = 0;
+  // RFLAGS, for FCOMI/FUCOMI/COMISS/UCOMISS/PTEST/PCMPxSTRx (write) and FCMOVcc (read).
+  // The unit changes only the bits the instruction defines and passes the others back.
+  virtual uint64_t read_rflags() = 0;
+  virtual void write_rflags(uint64_t value) = 0;
 };
 
 enum class SimdOutcome : uint8_t {
@@ -83,6 +92,25 @@ enum class SimdOutcome : uint8_t {
   kGeneralProtection,   // #GP(0), e.g. a misaligned 16-byte operand of an aligned form
   kMemoryFault,         // SimdOperands reported a fault already raised by the core
 };
+
+// What the core's decoder needs to know about an opcode before handing it over: whether the
+// unit takes it, and whether it has a ModRM byte and an imm8. Unknown combinations are
+// {false, ...} and stay the core's (POPCNT, MOVBE, MOVNTI, CLFLUSH, XSAVE, PREFETCH, NOPs, ...).
+struct SimdOpcodeInfo {
+  bool handled = false;
+  bool has_modrm = false;
+  bool has_immediate = false;
+};
+// 0F AE is reported as handled (it has a ModRM): execute_simd() takes /0-/3 with memory
+// (FXSAVE, FXRSTOR, LDMXCSR, STMXCSR) and the register forms /5-/7 (LFENCE, MFENCE, SFENCE) and
+// answers kNotSimd, with no state changed, for the rest (XSAVE*, CLFLUSH).
+SimdOpcodeInfo simd_opcode_info(OpcodeMap map, uint8_t opcode, uint8_t mandatory_prefix);
+
+// Notes for the core:
+// - FWAIT (9B) is an instruction of its own: hand it over separately (FSTSW = 9B DF E0 is two).
+// - x87 escapes ignore mandatory_prefix; operand_size selects the 14- or 28-byte environment.
+// - For 0F F7 (MASKMOVQ/MASKMOVDQU) the effective address is DS:rDI (address-size masked).
+// - CR0.NE=0 (the PC's FERR#/IRQ 13 path) is not modeled: pending x87 exceptions are ignored.
 
 SimdOutcome execute_simd(SimdState& state, const SimdControl& control,
                          const SimdInstruction& instruction, SimdOperands& operands);

@@ -1,0 +1,68 @@
+#pragma once
+// The accelerator interface the machine runs vCPUs through: `emu` (the built-in x86-64 CPU)
+// today, `kvm` later behind the same interface. A vCPU reaches devices only through the
+// CpuEnvironment the machine hands it (port I/O, MMIO, interrupt controller, clock); a KVM
+// backend turns its I/O exits into the same calls, so the machine is written once.
+//
+// Ownership: the Accelerator borrows guest memory; each Vcpu borrows its environment; both
+// must outlive the vCPUs. Thread-safety: a Vcpu's run()/state()/set_state() on its own
+// thread (or while it is stopped); kick(), request_*() from any thread.
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/error.h"
+#include "base/guest_memory.h"
+#include "cpu/x86/cpu_environment.h"
+#include "cpu/x86/cpu_state.h"
+#include "cpu/x86/system/cpu_features.h"
+
+namespace lamina::accel {
+
+struct VcpuExit {
+  enum class Kind : uint8_t {
+    kYield,           // the time slice (instruction budget) ended; run again
+    kHalted,          // HLT: wait for an interrupt (request_interrupt wakes), then run again
+    kKicked,          // kick() from another thread
+    kShutdown,        // triple fault: reset or stop the VM; `reason` says why
+    kWaitForStartup,  // an AP after INIT, until startup()
+  };
+  Kind kind = Kind::kYield;
+  std::string reason;
+  uint64_t instructions = 0;  // guest instructions retired (0 when not counted)
+};
+
+class Vcpu {
+ public:
+  virtual ~Vcpu() = default;
+  // Runs guest code for about `budget` instructions at most.
+  virtual VcpuExit run(uint64_t budget) = 0;
+  virtual void kick() = 0;
+  // An interrupt may have become pending in the environment's controller.
+  virtual void request_interrupt() = 0;
+  virtual void request_nmi() = 0;
+  virtual void request_init() = 0;
+  virtual void startup(uint8_t vector) = 0;
+  // Architectural state in the core's format (a KVM backend converts).
+  virtual cpu::x86::CpuState state() const = 0;
+  virtual void set_state(const cpu::x86::CpuState& state) = 0;
+  // Guest RAM changed behind the vCPU (DMA, a loader): cached translations must go.
+  virtual void invalidate_code(uint64_t physical, uint64_t length) = 0;
+};
+
+class Accelerator {
+ public:
+  virtual ~Accelerator() = default;
+  virtual std::string_view name() const = 0;
+  virtual Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index,
+                                                    cpu::x86::CpuEnvironment& environment) = 0;
+};
+
+// The built-in CPU; always available. `features` is the VM's CPU model (CPUID, MSRs; its
+// vcpu_count sets the topology); an invalid model is kInvalidArgument.
+Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
+                                                            const cpu::x86::CpuFeatures& features = {});
+
+}  // namespace lamina::accel

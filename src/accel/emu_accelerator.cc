@@ -1,0 +1,83 @@
+// The `emu` accelerator: each Vcpu is a cpu::x86::Cpu.
+#include <atomic>
+
+#include "accel/accelerator.h"
+#include "cpu/x86/cpu.h"
+
+namespace lamina::accel {
+namespace {
+
+using cpu::x86::Cpu;
+using cpu::x86::CpuExit;
+
+VcpuExit::Kind to_vcpu_exit(CpuExit::Kind kind) {
+  switch (kind) {
+    case CpuExit::Kind::kBudgetExhausted: return VcpuExit::Kind::kYield;
+    case CpuExit::Kind::kHalted: return VcpuExit::Kind::kHalted;
+    case CpuExit::Kind::kKicked: return VcpuExit::Kind::kKicked;
+    case CpuExit::Kind::kTripleFault: return VcpuExit::Kind::kShutdown;
+    case CpuExit::Kind::kWaitForStartup: return VcpuExit::Kind::kWaitForStartup;
+  }
+  return VcpuExit::Kind::kShutdown;
+}
+
+class EmuVcpu : public Vcpu {
+ public:
+  EmuVcpu(GuestMemory& memory, cpu::x86::CpuEnvironment& environment, const cpu::x86::CpuidModel& model,
+          uint32_t index)
+      : cpu_(memory, environment, cpu::x86::CpuConfiguration{&model, index, {}}) {
+    // Application processors wait for INIT-SIPI-SIPI (MP spec B.4).
+    if (index != 0) cpu_.post(cpu::x86::request::kInit);
+  }
+
+  VcpuExit run(uint64_t budget) override {
+    const CpuExit exit = cpu_.run(budget);
+    VcpuExit result;
+    result.kind = to_vcpu_exit(exit.kind);
+    result.reason = exit.reason;
+    result.instructions = exit.instructions;
+    return result;
+  }
+  void kick() override { cpu_.post(cpu::x86::request::kKick); }
+  void request_interrupt() override {
+    cpu_.post(cpu::x86::request::kInterrupt);
+  }
+  void request_nmi() override { cpu_.post(cpu::x86::request::kNmi); }
+  void request_init() override { cpu_.post(cpu::x86::request::kInit); }
+  void startup(uint8_t vector) override { cpu_.post_startup(vector); }
+  cpu::x86::CpuState state() const override { return cpu_.state(); }
+  void set_state(const cpu::x86::CpuState& state) override {
+    cpu_.state() = state;
+    cpu_.state_changed();
+  }
+  void invalidate_code(uint64_t physical, uint64_t length) override { cpu_.invalidate_code(physical, length); }
+
+ private:
+  Cpu cpu_;
+};
+
+class EmuAccelerator : public Accelerator {
+ public:
+  EmuAccelerator(GuestMemory& memory, cpu::x86::CpuidModel model) : memory_(memory), model_(std::move(model)) {}
+  std::string_view name() const override { return "emu"; }
+  Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index, cpu::x86::CpuEnvironment& environment) override {
+    if (index >= model_.features().vcpu_count)
+      return fail(ErrorCode::kInvalidArgument, "vCPU index beyond the CPU model's vcpu_count");
+    return std::unique_ptr<Vcpu>(std::make_unique<EmuVcpu>(memory_, environment, model_, index));
+  }
+
+ private:
+  GuestMemory& memory_;
+  cpu::x86::CpuidModel model_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
+                                                            const cpu::x86::CpuFeatures& features) {
+  auto model = cpu::x86::CpuidModel::create(features);
+  if (!model) return fail(model.error().with_context("emu accelerator"));
+  return std::unique_ptr<Accelerator>(std::make_unique<EmuAccelerator>(memory, std::move(*model)));
+}
+
+}  // namespace lamina::accel

@@ -1,0 +1,64 @@
+#include "cpu/x86/block_cache.h"
+
+#include <algorithm>
+
+namespace lamina::cpu::x86 {
+
+namespace {
+constexpr uint64_t kPageMask = ~uint64_t{0xfff};
+}
+
+BlockCache::BlockCache() { lookup_.fill(nullptr); }
+
+Block* BlockCache::find_slow(uint64_t key) {
+  const auto found = blocks_.find(key);
+  if (found == blocks_.end()) return nullptr;
+  lookup_[key % kLookupSize] = found->second.get();
+  return found->second.get();
+}
+
+Block* BlockCache::insert(std::unique_ptr<Block> block) {
+  const uint64_t key = make_key(block->physical, block->mode);
+  remove(key);
+  Block* raw = block.get();
+  page_blocks_[block->physical & kPageMask].push_back(key);
+  if ((block->last_page & kPageMask) != (block->physical & kPageMask))
+    page_blocks_[block->last_page & kPageMask].push_back(key);
+  blocks_[key] = std::move(block);
+  lookup_[key % kLookupSize] = raw;
+  return raw;
+}
+
+void BlockCache::remove(uint64_t key) {
+  const auto found = blocks_.find(key);
+  if (found == blocks_.end()) return;
+  ++generation_;
+  if (lookup_[key % kLookupSize] == found->second.get()) lookup_[key % kLookupSize] = nullptr;
+  retired_.push_back(std::move(found->second));
+  blocks_.erase(found);
+}
+
+bool BlockCache::invalidate_page(uint64_t physical_page, const Block* running) {
+  const auto page = page_blocks_.find(physical_page & kPageMask);
+  if (page == page_blocks_.end()) return false;
+  bool hit_running = false;
+  const std::vector<uint64_t> keys = std::move(page->second);
+  page_blocks_.erase(page);
+  for (const uint64_t key : keys) {
+    const auto found = blocks_.find(key);
+    if (found == blocks_.end()) continue;
+    if (found->second.get() == running) hit_running = true;
+    remove(key);
+  }
+  return hit_running;
+}
+
+void BlockCache::clear() {
+  ++generation_;
+  for (auto& [key, block] : blocks_) retired_.push_back(std::move(block));
+  blocks_.clear();
+  page_blocks_.clear();
+  lookup_.fill(nullptr);
+}
+
+}  // namespace lamina::cpu::x86

@@ -1,0 +1,74 @@
+#pragma once
+// BlockCache: decoded basic blocks keyed by the guest-physical address of their first byte and
+// the code mode, with the bookkeeping to drop every block of a physical page when that page is
+// written (self-modifying code, DMA).
+//
+// Ownership: owns its blocks. A block invalidated while it runs is kept until release_retired().
+// Thread-safety: one cache per vCPU, used only by its thread.
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "cpu/x86/instruction.h"
+
+namespace lamina::cpu::x86 {
+
+struct Block {
+  uint64_t physical = 0;    // guest-physical address of the first byte
+  uint64_t last_page = 0;   // physical page of the last byte (differs when it crosses a page)
+  CodeMode mode = CodeMode::k64;
+  std::vector<Instruction> instructions;
+  // Successor cache ("chaining"): the block found last time RIP was `rip` after this one. Valid
+  // only while the cache's generation is unchanged (no invalidation, TLB flush or mode change).
+  struct Link {
+    uint64_t rip = ~uint64_t{0};
+    uint64_t generation = 0;
+    Block* block = nullptr;
+  };
+  Link links[2];
+  uint8_t next_link = 0;
+};
+
+class BlockCache {
+ public:
+  BlockCache();
+
+  Block* find(uint64_t physical, CodeMode mode) {
+    const uint64_t key = make_key(physical, mode);
+    Block* block = lookup_[key % kLookupSize];
+    if (block != nullptr && block->physical == physical && block->mode == mode) return block;
+    return find_slow(key);
+  }
+  Block* insert(std::unique_ptr<Block> block);
+
+  bool is_code_page(uint64_t physical_page) const { return page_blocks_.contains(physical_page); }
+  // Drops every block touching the page; returns true when `running` was one of them.
+  bool invalidate_page(uint64_t physical_page, const Block* running);
+  void clear();
+  // Bumped whenever a chained successor may have become wrong.
+  uint64_t generation() const { return generation_; }
+  void new_generation() { ++generation_; }
+  // Frees blocks invalidated while they were executing.
+  void release_retired() { retired_.clear(); }
+  bool has_retired() const { return !retired_.empty(); }
+  size_t size() const { return blocks_.size(); }
+
+ private:
+  static constexpr size_t kLookupSize = 4096;
+  static uint64_t make_key(uint64_t physical, CodeMode mode) {
+    return (physical << 2) | static_cast<uint64_t>(mode);
+  }
+  Block* find_slow(uint64_t key);
+  void remove(uint64_t key);
+
+  std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks_;
+  std::array<Block*, kLookupSize> lookup_{};
+  std::unordered_map<uint64_t, std::vector<uint64_t>> page_blocks_;  // page -> block keys
+  std::vector<std::unique_ptr<Block>> retired_;
+  uint64_t generation_ = 1;
+};
+
+}  // namespace lamina::cpu::x86

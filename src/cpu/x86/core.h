@@ -1,0 +1,230 @@
+#pragma once
+// CpuCore: the interpreter's working set for one vCPU: architectural state, soft TLB, block
+// cache and the helpers every instruction handler uses (registers, effective addresses,
+// segmented and linear memory access, stack). Handlers are free functions over CpuCore; the
+// public face is Cpu (cpu.h).
+//
+// Guest exceptions are thrown as GuestFault from deep inside an instruction and caught at the
+// instruction boundary by the run loop, which rolls RIP back and delivers them.
+//
+// Ownership: owns its state, TLB and blocks; borrows guest memory and the environment, which
+// must outlive it. Thread-safety: used only by its vCPU's thread.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include "base/guest_memory.h"
+#include "cpu/x86/block_cache.h"
+#include "cpu/x86/cpu_environment.h"
+#include "cpu/x86/cpu_state.h"
+#include "cpu/x86/exception_vectors.h"
+#include "cpu/x86/instruction.h"
+#include "cpu/x86/system/cpuid_model.h"
+#include "cpu/x86/system/msr_file.h"
+
+namespace lamina::cpu::x86 {
+
+
+// An exception raised by the instruction being executed (SDM vol. 3A, 6.3).
+struct GuestFault {
+  uint8_t vector;
+  uint32_t error_code;
+  bool has_error_code;
+};
+[[noreturn]] void raise_fault(uint8_t vector);
+[[noreturn]] void raise_fault(uint8_t vector, uint32_t error_code);
+
+enum class Access : uint8_t { kRead, kWrite, kExecute };
+
+struct TlbEntry {
+  static constexpr uint64_t kInvalidTag = 1;  // never equal to a page-aligned address
+  uint64_t tag = kInvalidTag;                 // linear page address
+  std::byte* host = nullptr;                  // host address of the page
+  uint64_t physical = 0;                      // guest-physical page address
+  uint64_t page_mask = ~uint64_t{0xfff};      // of the guest page it came from (INVLPG)
+  bool global = false;
+};
+
+struct CpuCore {
+  static constexpr size_t kTlbSize = 256;
+  using Tlb = std::array<TlbEntry, kTlbSize>;
+
+  CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment, const CpuidModel& model,
+          uint32_t index, MsrHooks hooks);
+
+  CpuState state;
+  GuestMemory& memory;
+  CpuEnvironment& environment;
+  const CpuidModel& cpuid_model;
+  uint32_t vcpu_index;
+  MsrFile msr_file;  // MSRs other than the ones in CpuState::msr
+  BlockCache blocks;
+
+  // Start of the instruction being executed (faults report it); RIP already points past it.
+  uint64_t instruction_rip = 0;
+  // Set by an instruction that changes how the following code must be decoded or checked
+  // (mode switch, CR writes, self-modifying store into the running block): leave the block.
+  bool stop_block = false;
+  // The block being executed (its invalidation by a store must stop it).
+  const Block* running_block = nullptr;
+  uint64_t retired = 0;
+  CodeMode code_mode = CodeMode::k16;
+  // Segment bases as used for addressing (0 for ES/CS/SS/DS in 64-bit mode).
+  std::array<uint64_t, 6> effective_base{};
+
+  // ---- registers ----
+  template <typename T>
+  T read_register(uint8_t index, bool rex) const {
+    if constexpr (sizeof(T) == 1) {
+      if (!rex && index >= 4 && index < 8) return static_cast<T>(state.gpr[index - 4] >> 8);
+    }
+    return static_cast<T>(state.gpr[index]);
+  }
+  template <typename T>
+  void write_register(uint8_t index, bool rex, T value) {
+    if constexpr (sizeof(T) == 1) {
+      if (!rex && index >= 4 && index < 8) {
+        uint64_t& full = state.gpr[index - 4];
+        full = (full & ~uint64_t{0xff00}) | (uint64_t{value} << 8);
+        return;
+      }
+      state.gpr[index] = (state.gpr[index] & ~uint64_t{0xff}) | value;
+    } else if constexpr (sizeof(T) == 2) {
+      state.gpr[index] = (state.gpr[index] & ~uint64_t{0xffff}) | value;
+    } else {
+      state.gpr[index] = value;  // 32-bit writes zero-extend (SDM vol. 1, 3.4.1.1)
+    }
+  }
+  // Sized access by byte count (1, 2, 4, 8) for handlers not templated on size.
+  uint64_t read_register_sized(uint8_t index, uint8_t size, bool rex) const;
+  void write_register_sized(uint8_t index, uint8_t size, bool rex, uint64_t value);
+
+  uint64_t effective_address(const Instruction& in) const {
+    uint64_t address = static_cast<uint64_t>(in.displacement);
+    if (in.base < 16) {
+      address += state.gpr[in.base];
+    } else if (in.base == kRipRegister) {
+      address += state.rip;
+    }
+    if (in.index < 16) address += state.gpr[in.index] << in.scale;
+    if (in.address_size == 4) return address & 0xffffffffu;
+    if (in.address_size == 2) return address & 0xffffu;
+    return address;
+  }
+
+  // ---- segmented memory ----
+  uint64_t linear_address(uint8_t segment, uint64_t offset, uint32_t size, Access access) {
+    if (code_mode == CodeMode::k64) {
+      const uint64_t linear = effective_base[segment] + offset;
+      if (static_cast<uint64_t>(static_cast<int64_t>(linear << 16) >> 16) != linear)
+        raise_fault(segment == kSs ? vector::kStackFault : vector::kGeneralProtection, 0);
+      return linear;
+    }
+    return legacy_linear_address(segment, offset, size, access);
+  }
+  uint64_t legacy_linear_address(uint8_t segment, uint64_t offset, uint32_t size, Access access);
+
+  template <typename T>
+  T read(uint8_t segment, uint64_t offset) {
+    return read_linear<T>(linear_address(segment, offset, sizeof(T), Access::kRead));
+  }
+  template <typename T>
+  void write(uint8_t segment, uint64_t offset, T value) {
+    write_linear<T>(linear_address(segment, offset, sizeof(T), Access::kWrite), value);
+  }
+  uint64_t read_sized(uint8_t segment, uint64_t offset, uint8_t size);
+  void write_sized(uint8_t segment, uint64_t offset, uint8_t size, uint64_t value);
+
+  // ---- linear memory through the soft TLB ----
+  bool user_access() const { return state.cpl == 3; }
+  template <typename T>
+  T read_linear(uint64_t linear) {
+    const TlbEntry& entry = tlb_read_[user_access()][tlb_index(linear)];
+    if (entry.tag == (linear & ~uint64_t{0xfff}) && (linear & 0xfff) <= 4096 - sizeof(T)) {
+      T value;
+      std::memcpy(&value, entry.host + (linear & 0xfff), sizeof(T));
+      return value;
+    }
+    return static_cast<T>(read_linear_slow(linear, sizeof(T), user_access()));
+  }
+  template <typename T>
+  void write_linear(uint64_t linear, T value) {
+    const TlbEntry& entry = tlb_write_[user_access()][tlb_index(linear)];
+    if (entry.tag == (linear & ~uint64_t{0xfff}) && (linear & 0xfff) <= 4096 - sizeof(T)) {
+      std::memcpy(entry.host + (linear & 0xfff), &value, sizeof(T));
+      return;
+    }
+    write_linear_slow(linear, sizeof(T), uint64_t{value}, user_access());
+  }
+  uint64_t read_linear_slow(uint64_t linear, uint8_t size, bool user);
+  void write_linear_slow(uint64_t linear, uint8_t size, uint64_t value, bool user);
+  // Supervisor-mode (implicit) accesses: descriptor tables, IDT, TSS.
+  uint64_t read_system(uint64_t linear, uint8_t size) { return read_linear_slow(linear, size, false); }
+  void write_system(uint64_t linear, uint8_t size, uint64_t value) {
+    write_linear_slow(linear, size, value, false);
+  }
+  // Host pointer for an atomic read-modify-write of `size` bytes that stays in one RAM page;
+  // nullptr when the operand is MMIO or crosses a page (then the access is not atomic).
+  std::byte* writable_host_pointer(uint64_t linear, uint8_t size);
+  // Translates for an access (walks on a TLB miss, raising #PF); returns the physical address.
+  uint64_t translate(uint64_t linear, Access access, bool user);
+  // Copies up to `count` code bytes from `linear` without crossing a page end; sets the
+  // physical address and whether it is RAM (blocks from MMIO are not cached).
+  size_t fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t& physical, bool& ram);
+
+  void flush_tlb(bool include_global);
+  void invalidate_tlb_page(uint64_t linear);
+  // Drops write entries for a physical page that now holds translated code.
+  void protect_code_page(uint64_t physical_page);
+
+  // ---- stack ----
+  uint8_t stack_address_size() const;
+  void push(uint64_t value, uint8_t size);
+  uint64_t pop(uint8_t size);
+  uint64_t stack_pointer() const;
+  void set_stack_pointer(uint64_t value);
+
+  // ---- mode bookkeeping ----
+  // Recomputes code_mode and effective_base after CS, CR0, EFER or a segment base changed.
+  void update_mode();
+  uint64_t read_rflags() const { return state.read_rflags(); }
+
+  // ---- segmentation and far transfers (segmentation.cc, far_transfer.cc) ----
+  // The 8-byte descriptor named by `selector` from the GDT or LDT; #GP(selector) when it is
+  // outside the table (`vector` picks #TS for task-switch style checks).
+  uint64_t read_descriptor(uint16_t selector, uint8_t vector = vector::kGeneralProtection);
+  static SegmentCache make_cache(uint16_t selector, uint64_t descriptor);
+  // MOV/POP/LxS to a data or stack segment register, with the protected-mode checks.
+  void load_segment(uint8_t segment, uint16_t selector);
+  // Loads CS (already checked) and switches CPL and code mode.
+  void set_code_segment(const SegmentCache& cache, uint8_t cpl);
+  void far_jump(uint16_t selector, uint64_t offset, uint8_t operand_size);
+  void far_call(uint16_t selector, uint64_t offset, uint8_t operand_size);
+  void far_return(uint8_t operand_size, uint16_t release_bytes);
+  void interrupt_return(uint8_t operand_size);
+  // Stack pointer for privilege level `cpl` from the current TSS (32-bit or 64-bit layout).
+  uint64_t tss_stack_pointer(uint8_t cpl, uint16_t* stack_selector);
+
+  // ---- exceptions and interrupts (exceptions.cc) ----
+  // Delivers an exception or interrupt through the IVT/IDT. `software` is INT n/INT3/INTO
+  // (gate DPL checked, RIP after the instruction pushed).
+  void deliver(uint8_t vector, bool has_error_code, uint32_t error_code, bool software,
+               bool external);
+
+ private:
+  static size_t tlb_index(uint64_t linear) { return (linear >> 12) & (kTlbSize - 1); }
+  struct PageTarget {
+    uint64_t physical;
+    std::byte* host;  // nullptr for MMIO
+  };
+  // Translates and, for RAM, fills the TLBs the access allows.
+  PageTarget translate_page(uint64_t linear, Access access, bool user);
+
+ public:
+  // Indexed by user_access(): supervisor and user translations are cached apart.
+  std::array<Tlb, 2> tlb_read_{}, tlb_write_{}, tlb_fetch_{};
+};
+
+}  // namespace lamina::cpu::x86

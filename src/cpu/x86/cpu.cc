@@ -1,0 +1,330 @@
+// The run loop: block lookup/translation, block execution, requests and interrupts at block
+// boundaries, and exception delivery with the double- and triple-fault rules (SDM 6.15,
+// table 6-5).
+#include "cpu/x86/cpu.h"
+
+#include <fmt/format.h>
+
+#include "cpu/x86/core.h"
+#include "cpu/x86/decoder.h"
+#include "cpu/x86/handlers.h"
+
+namespace lamina::cpu::x86 {
+namespace {
+
+constexpr size_t kMaxBlockInstructions = 64;
+
+bool contributory(uint8_t vector_number) {
+  return vector_number == 0 || (vector_number >= 10 && vector_number <= 13);
+}
+
+// SDM table 6-5: which second exception during delivery of a first one is a double fault.
+bool makes_double_fault(uint8_t first, uint8_t second) {
+  if (contributory(first)) return contributory(second);
+  if (first == vector::kPageFault) return contributory(second) || second == vector::kPageFault;
+  return false;
+}
+
+bool has_error_code(uint8_t vector_number) {
+  return vector_number == 8 || (vector_number >= 10 && vector_number <= 14) || vector_number == 17;
+}
+
+uint64_t code_linear(const CpuCore& core, uint64_t rip) {
+  const uint64_t linear = core.effective_base[kCs] + rip;
+  return core.code_mode == CodeMode::k64 ? linear : linear & 0xffffffffu;
+}
+
+// Decodes a basic block starting at RIP; faults (fetch #PF, #UD, CS limit) are raised only
+// for the first instruction, later ones end the block before them.
+Block* translate_block(CpuCore& core) {
+  auto block = std::make_unique<Block>();
+  block->mode = core.code_mode;
+  uint64_t rip = core.state.rip;
+  bool cacheable = true;
+  for (size_t count = 0; count < kMaxBlockInstructions; ++count) {
+    const bool first = count == 0;
+    const uint64_t linear = code_linear(core, rip);
+    uint8_t bytes[15];
+    uint64_t physical = 0;
+    bool ram = true;
+    size_t available = 0;
+    try {
+      available = core.fetch_code(linear, bytes, sizeof(bytes), physical, ram);
+    } catch (const GuestFault&) {
+      if (first) throw;
+      break;
+    }
+    if (first) block->physical = physical;
+    if (!ram) cacheable = false;
+    Instruction instruction;
+    DecodeStatus status = decode(std::span<const uint8_t>(bytes, available), core.code_mode, instruction);
+    uint64_t last_page = physical & ~uint64_t{0xfff};
+    if (status == DecodeStatus::kTruncated) {
+      // The instruction continues on the next page.
+      try {
+        uint64_t next_physical = 0;
+        bool next_ram = true;
+        available += core.fetch_code(linear + available, bytes + available, sizeof(bytes) - available,
+                                     next_physical, next_ram);
+        if (!next_ram) cacheable = false;
+        last_page = next_physical & ~uint64_t{0xfff};
+      } catch (const GuestFault&) {
+        if (first) throw;
+        break;
+      }
+      status = decode(std::span<const uint8_t>(bytes, available), core.code_mode, instruction);
+    }
+    if (status != DecodeStatus::kOk) {
+      if (first) raise_fault(vector::kInvalidOpcode);
+      break;
+    }
+    if (core.code_mode != CodeMode::k64 && rip + instruction.length - 1 > core.state.segment[kCs].limit) {
+      if (first) raise_fault(vector::kGeneralProtection, 0);
+      break;
+    }
+    instruction.handler = select_handler(instruction);
+    block->instructions.push_back(instruction);
+    block->last_page = last_page;
+    rip += instruction.length;
+    if (ends_block(instruction)) break;
+    if ((last_page != (block->physical & ~uint64_t{0xfff})) || ((linear + instruction.length) & 0xfff) == 0)
+      break;  // never run on into another page without translating it
+  }
+  if (!cacheable) {
+    // Code in MMIO is executed once and not kept.
+    Block* raw = block.get();
+    core.blocks.insert(std::move(block));
+    core.blocks.invalidate_page(raw->physical & ~uint64_t{0xfff}, raw);
+    return raw;
+  }
+  core.protect_code_page(block->physical & ~uint64_t{0xfff});
+  core.protect_code_page(block->last_page);
+  return core.blocks.insert(std::move(block));
+}
+
+Block* find_block(CpuCore& core) {
+  const uint64_t linear = code_linear(core, core.state.rip);
+  const TlbEntry& entry = core.tlb_fetch_[core.user_access()][(linear >> 12) & (CpuCore::kTlbSize - 1)];
+  if (entry.tag == (linear & ~uint64_t{0xfff})) {
+    if (Block* block = core.blocks.find(entry.physical | (linear & 0xfff), core.code_mode)) return block;
+  }
+  return translate_block(core);
+}
+
+}  // namespace
+
+namespace {
+const CpuidModel& model_or_default(const CpuConfiguration& configuration, std::optional<CpuidModel>& storage) {
+  if (configuration.model != nullptr) return *configuration.model;
+  // The default features are a valid model; failing here would be a bug in cpu/x86/system.
+  storage.emplace(CpuidModel::create(CpuFeatures{}).value());
+  return *storage;
+}
+}  // namespace
+
+Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration configuration) {
+  const CpuidModel& model = model_or_default(configuration, default_model_);
+  MsrHooks hooks = std::move(configuration.msr_hooks);
+  if (!hooks.clock) hooks.clock = [&environment] { return environment.read_tsc(); };
+  core_ = std::make_unique<CpuCore>(memory, environment, model, configuration.vcpu_index, std::move(hooks));
+  reset();
+}
+
+const MsrState& Cpu::msr_state() const { return core_->msr_file.state(); }
+void Cpu::restore_msr_state(const MsrState& state) { core_->msr_file.restore(state); }
+
+Cpu::~Cpu() = default;
+
+CpuState& Cpu::state() { return core_->state; }
+const CpuState& Cpu::state() const { return core_->state; }
+uint64_t Cpu::instructions_retired() const { return core_->retired; }
+size_t Cpu::cached_blocks() const { return core_->blocks.size(); }
+
+void Cpu::state_changed() {
+  core_->flush_tlb(true);
+  core_->update_mode();
+}
+
+void Cpu::reset() {
+  CpuState& state = core_->state;
+  state = CpuState{};
+  x86::reset(state.simd);
+  state.gpr[kRdx] = 0x600;  // processor signature family 6 after RESET, like most models
+  for (SegmentCache& segment : state.segment) segment = SegmentCache{0, 0, 0xffff, 0x93};
+  state.segment[kCs] = SegmentCache{0xf000, 0xffff0000, 0xffff, 0x9b};
+  state.rip = 0xfff0;
+  core_->blocks.clear();
+  state_changed();
+}
+
+void Cpu::invalidate_code(uint64_t physical, uint64_t length) {
+  if (length == 0) return;
+  const uint64_t first = physical & ~uint64_t{0xfff};
+  const uint64_t last = (physical + length - 1) & ~uint64_t{0xfff};
+  for (uint64_t page = first;; page += 0x1000) {
+    core_->blocks.invalidate_page(page, nullptr);
+    if (page == last) break;
+  }
+}
+
+// Delivers an exception or external interrupt, escalating to #DF and to a triple fault.
+bool Cpu::deliver_event(uint8_t vector_number, bool error, uint32_t error_code, bool external,
+                        CpuExit& exit) {
+  CpuCore& core = *core_;
+  uint8_t current = vector_number;
+  bool current_error = error;
+  uint32_t current_code = error_code;
+  bool current_external = external;
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    try {
+      core.deliver(current, current_error, current_code, false, current_external);
+      return true;
+    } catch (const GuestFault& second) {
+      if (current == vector::kDoubleFault) break;
+      if (makes_double_fault(current, second.vector)) {
+        current = vector::kDoubleFault;
+        current_error = true;
+        current_code = 0;
+      } else {
+        current = second.vector;
+        current_error = second.has_error_code;
+        current_code = second.error_code;
+      }
+      current_external = false;
+    }
+  }
+  exit.kind = CpuExit::Kind::kTripleFault;
+  exit.reason = fmt::format("triple fault delivering vector {} at {:04x}:{:x} (CR0 {:x}, CR2 {:x})",
+                            vector_number, core.state.segment[kCs].selector, core.state.rip,
+                            core.state.cr0, core.state.cr2);
+  return false;
+}
+
+// Requests and interrupts at a block boundary; true means run() must return `exit`.
+bool Cpu::take_requests(CpuExit& exit) {
+  CpuCore& core = *core_;
+  CpuState& state = core.state;
+  const uint32_t pending = requests_.load(std::memory_order_acquire);
+  if (pending & request::kKick) {
+    requests_.fetch_and(~request::kKick);
+    exit.kind = CpuExit::Kind::kKicked;
+    return true;
+  }
+  if (pending & request::kInit) {
+    requests_.fetch_and(~request::kInit);
+    reset();
+    waiting_for_startup_ = true;
+  }
+  if (pending & request::kStartup) {
+    requests_.fetch_and(~request::kStartup);
+    if (waiting_for_startup_) {
+      // SIPI: start at vector * 4096 in real mode (SDM 10.4.4 / MP spec B.4.2).
+      const uint8_t startup = startup_vector_.load(std::memory_order_relaxed);
+      state.segment[kCs] = SegmentCache{static_cast<uint16_t>(startup << 8), uint64_t{startup} << 12, 0xffff, 0x9b};
+      state.rip = 0;
+      waiting_for_startup_ = false;
+      state_changed();
+    }
+  }
+  if (waiting_for_startup_) {
+    exit.kind = CpuExit::Kind::kWaitForStartup;
+    return true;
+  }
+  if (state.interrupt_shadow) return false;
+  if ((pending & request::kNmi)) {
+    requests_.fetch_and(~request::kNmi);
+    if (core.environment.take_nmi()) {
+      if (!deliver_event(vector::kNmi, false, 0, true, exit)) return true;
+    }
+  }
+  if ((pending & request::kInterrupt) && (state.rflags & rflags::kIf)) {
+    requests_.fetch_and(~request::kInterrupt);
+    if (core.environment.interrupt_pending()) {
+      const uint8_t vector_number = core.environment.acknowledge_interrupt();
+      // More may be pending behind this one: look again at the next boundary.
+      requests_.fetch_or(request::kInterrupt);
+      core.instruction_rip = state.rip;
+      if (!deliver_event(vector_number, false, 0, true, exit)) return true;
+    }
+  }
+  return false;
+}
+
+CpuExit Cpu::run(uint64_t instruction_budget) {
+  CpuCore& core = *core_;
+  CpuExit exit;
+  const uint64_t start = core.retired;
+  const uint64_t end = start + instruction_budget;
+  Block* previous = nullptr;
+  for (;;) {
+    if (requests_.load(std::memory_order_relaxed) != 0 && take_requests(exit)) break;
+    if (core.state.halted) {
+      exit.kind = CpuExit::Kind::kHalted;
+      break;
+    }
+    if (core.retired >= end) {
+      exit.kind = CpuExit::Kind::kBudgetExhausted;
+      break;
+    }
+    if (core.blocks.has_retired()) {
+      core.blocks.release_retired();
+      previous = nullptr;
+    }
+    const Instruction* cursor = nullptr;
+    const Instruction* begin = nullptr;
+    core.instruction_rip = core.state.rip;
+    try {
+      Block* block = nullptr;
+      if (previous != nullptr) {
+        // Chained successor: same RIP after the same block, nothing invalidated since.
+        for (const Block::Link& link : previous->links) {
+          if (link.rip == core.state.rip && link.generation == core.blocks.generation()) {
+            block = link.block;
+            break;
+          }
+        }
+      }
+      if (block == nullptr) {
+        block = find_block(core);
+        if (previous != nullptr) {
+          Block::Link& link = previous->links[previous->next_link];
+          previous->next_link ^= 1;
+          link = {core.state.rip, core.blocks.generation(), block};
+        }
+      }
+      previous = block;
+      const bool shadow = core.state.interrupt_shadow;
+      core.state.interrupt_shadow = false;
+      core.running_block = block;
+      core.stop_block = false;
+      begin = block->instructions.data();
+      const Instruction* const last = begin + (shadow ? 1 : block->instructions.size());
+      for (cursor = begin; cursor != last;) {
+        const Instruction& instruction = *cursor;
+        core.instruction_rip = core.state.rip;
+        core.state.rip += instruction.length;
+        instruction.handler(core, instruction);
+        ++cursor;
+        if (core.stop_block) break;
+      }
+      core.retired += static_cast<uint64_t>(cursor - begin);
+    } catch (const GuestFault& fault) {
+      previous = nullptr;
+      if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);
+      // A delivery counts against the budget: a fault loop (a handler that faults at once)
+      // must still end run().
+      ++core.retired;
+      core.state.rip = core.instruction_rip;
+      core.state.interrupt_shadow = false;
+      const bool error = fault.has_error_code || has_error_code(fault.vector);
+      if (!deliver_event(fault.vector, error, fault.error_code, false, exit)) break;
+    }
+    core.running_block = nullptr;
+    // A block invalidated by its own stores, or a new mode, must not be chained from.
+    if (core.stop_block) previous = nullptr;
+  }
+  exit.instructions = core.retired - start;
+  return exit;
+}
+
+}  // namespace lamina::cpu::x86

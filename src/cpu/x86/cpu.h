@@ -1,0 +1,98 @@
+#pragma once
+// Cpu: one built-in x86-64 logical processor. run() executes guest code until the budget is
+// spent or something needs the caller (HLT, a kick, a triple fault); port I/O, MMIO, interrupts
+// and time go through the CpuEnvironment given at construction.
+//
+// Ownership: owns its core state, TLB and block cache; borrows guest memory and the
+// environment, which must outlive it. Thread-safety: run(), state() and invalidate_code() on
+// the vCPU's own thread only (or while it is not running); post() from any thread.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "base/guest_memory.h"
+#include "cpu/x86/cpu_environment.h"
+#include "cpu/x86/cpu_state.h"
+#include "cpu/x86/exception_vectors.h"
+#include "cpu/x86/system/cpuid_model.h"
+#include "cpu/x86/system/msr_file.h"
+
+namespace lamina::cpu::x86 {
+
+struct CpuCore;
+
+struct CpuExit {
+  enum class Kind : uint8_t {
+    kBudgetExhausted,  // instruction budget used up (run again)
+    kHalted,           // HLT with no interrupt to take: wait, post(kInterrupt), run again
+    kKicked,           // post(request::kKick) from another thread
+    kTripleFault,      // the VM must be reset or stopped; `reason` says why
+    kWaitForStartup,   // an application processor after INIT, waiting for a SIPI
+  };
+  Kind kind = Kind::kBudgetExhausted;
+  std::string reason;
+  uint64_t instructions = 0;  // retired during this call
+};
+
+struct CpuConfiguration {
+  // The VM's CPU model (CPUID, and which MSRs exist), shared by its vCPUs; must outlive the
+  // Cpu. Null means the default CpuFeatures model.
+  const CpuidModel* model = nullptr;
+  uint32_t vcpu_index = 0;  // initial APIC ID; vCPU 0 is the bootstrap processor
+  // MSR file hooks (TSC deadline for the LAPIC). Without a clock the environment's read_tsc()
+  // is the time base.
+  MsrHooks msr_hooks;
+};
+
+class Cpu {
+ public:
+  Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration configuration = {});
+  ~Cpu();
+  Cpu(const Cpu&) = delete;
+  Cpu& operator=(const Cpu&) = delete;
+
+  CpuExit run(uint64_t instruction_budget);
+
+  // Architectural state. After changing it from outside run() (a loader setting up long mode,
+  // a migration restore), call state_changed().
+  CpuState& state();
+  const CpuState& state() const;
+  void state_changed();
+  // Power-on/RESET state: real mode, CS:IP = F000:FFF0 with CS base FFFF0000 (SDM 9.1.4).
+  void reset();
+
+  // Thread-safe requests (request::kKick, kInterrupt, kNmi, kInit). The interrupt controller
+  // posts kInterrupt whenever an interrupt may have become pending for this vCPU.
+  void post(uint32_t requests) { requests_.fetch_or(requests, std::memory_order_release); }
+  void post_startup(uint8_t vector) {
+    startup_vector_.store(vector, std::memory_order_relaxed);
+    post(request::kStartup);
+  }
+
+  // Guest-physical bytes changed behind the CPU's back (device DMA, a loader): drop the
+  // translated code of those pages.
+  void invalidate_code(uint64_t physical, uint64_t length);
+
+  // MSRs beyond those in CpuState (APIC base, PAT, MTRRs, ...), for checkpoints.
+  const MsrState& msr_state() const;
+  void restore_msr_state(const MsrState& state);
+
+  uint64_t instructions_retired() const;
+  size_t cached_blocks() const;
+
+ private:
+  bool take_requests(CpuExit& exit);
+  bool deliver_event(uint8_t vector, bool has_error_code, uint32_t error_code, bool external,
+                     CpuExit& exit);
+
+  std::optional<CpuidModel> default_model_;
+  std::unique_ptr<CpuCore> core_;
+  std::atomic<uint32_t> requests_{0};
+  std::atomic<uint8_t> startup_vector_{0};
+  bool waiting_for_startup_ = false;
+};
+
+}  // namespace lamina::cpu::x86

@@ -1,0 +1,95 @@
+#pragma once
+// CpuState: the architectural state of one x86-64 logical processor that the core owns
+// (general registers, RIP, RFLAGS, segments with their hidden descriptor caches, descriptor
+// table registers, control/debug registers, EFER and the MSRs the core itself uses).
+//
+// Ownership: plain data, owned by its Cpu. Thread-safety: used only by its vCPU's thread (or
+// by others while that vCPU is stopped, e.g. for migration).
+
+#include <array>
+#include <cstdint>
+
+#include "cpu/x86/lazy_flags.h"
+#include "cpu/x86/simd/simd_state.h"
+#include "cpu/x86/system/control_bits.h"
+
+namespace lamina::cpu::x86 {
+
+enum Gpr : uint8_t {
+  kRax, kRcx, kRdx, kRbx, kRsp, kRbp, kRsi, kRdi,
+  kR8, kR9, kR10, kR11, kR12, kR13, kR14, kR15,
+};
+
+// Segment register order is the ModRM.reg / opcode encoding (Intel SDM vol. 2, table 3-6).
+enum Segment : uint8_t { kEs, kCs, kSs, kDs, kFs, kGs, kNoSegment = 7 };
+
+// Hidden part of a segment register (SDM vol. 3, 3.4.3). `attributes` packs descriptor bits
+// 40-47 and 52-55 as bits 0-7 and 12-15 (type, S, DPL, P, AVL, L, D/B, G).
+struct SegmentCache {
+  uint16_t selector = 0;
+  uint64_t base = 0;
+  uint32_t limit = 0xffff;   // byte granular, already scaled by G
+  uint16_t attributes = 0x93;  // present, writable data, accessed
+  uint8_t dpl() const { return (attributes >> 5) & 3; }
+  bool present() const { return attributes & 0x80; }
+  bool long_mode() const { return attributes & 0x2000; }
+  bool default_big() const { return attributes & 0x4000; }
+  uint8_t type() const { return attributes & 0xf; }
+  bool code_or_data() const { return attributes & 0x10; }
+};
+
+struct DescriptorTableRegister {
+  uint64_t base = 0;
+  uint16_t limit = 0xffff;
+};
+
+namespace rflags {
+inline constexpr uint64_t kCf = 1u << 0, kFixed1 = 1u << 1, kPf = 1u << 2, kAf = 1u << 4,
+                          kZf = 1u << 6, kSf = 1u << 7, kTf = 1u << 8, kIf = 1u << 9,
+                          kDf = 1u << 10, kOf = 1u << 11, kIopl = 3u << 12, kNt = 1u << 14,
+                          kRf = 1u << 16, kVm = 1u << 17, kAc = 1u << 18, kVif = 1u << 19,
+                          kVip = 1u << 20, kId = 1u << 21;
+inline constexpr uint64_t kArithmetic = kCf | kPf | kAf | kZf | kSf | kOf;
+}  // namespace rflags
+
+// MSRs the core reads on its own paths (SYSCALL/SYSENTER/SWAPGS/RDTSC); the rest live in the
+// MSR file of cpu/x86/system (Cpu::msr_state()).
+struct CoreMsrs {
+  uint64_t star = 0, lstar = 0, cstar = 0, sfmask = 0, kernel_gs_base = 0;
+  uint64_t sysenter_cs = 0, sysenter_esp = 0, sysenter_eip = 0;
+  uint64_t tsc_offset = 0, tsc_aux = 0;
+};
+
+struct CpuState {
+  std::array<uint64_t, 16> gpr{};
+  uint64_t rip = 0xfff0;
+  // RFLAGS without the six arithmetic flags, which live in `flags` until materialized.
+  uint64_t rflags = rflags::kFixed1;
+  LazyFlags flags;
+  std::array<SegmentCache, 6> segment{};
+  SegmentCache ldtr{0, 0, 0xffff, 0x82};
+  SegmentCache tr{0, 0, 0xffff, 0x8b};
+  DescriptorTableRegister gdtr, idtr;
+  uint64_t cr0 = cr0::kEt | cr0::kNw | cr0::kCd, cr2 = 0, cr3 = 0, cr4 = 0, cr8 = 0;
+  uint64_t efer = 0;
+  std::array<uint64_t, 8> dr{0, 0, 0, 0, 0, 0, 0xffff0ff0, 0x400};
+  CoreMsrs msr;
+  uint8_t cpl = 0;
+  // Interrupts are inhibited for one instruction after STI, MOV SS and POP SS (SDM 6.8.3).
+  bool interrupt_shadow = false;
+  bool halted = false;
+  bool nmi_blocked = false;
+  // x87/MMX/SSE registers, operated on by the SIMD unit (simd/simd_unit.h).
+  SimdState simd;
+
+  uint64_t read_rflags() const { return rflags | flags.materialize(); }
+  void write_rflags(uint64_t value) {
+    rflags = (value & ~rflags::kArithmetic) | rflags::kFixed1;
+    flags.set_materialized(value & rflags::kArithmetic);
+  }
+  bool long_mode_active() const { return efer & efer::kLma; }
+  bool protected_mode() const { return cr0 & cr0::kPe; }
+  bool virtual_8086() const { return rflags & rflags::kVm; }
+};
+
+}  // namespace lamina::cpu::x86

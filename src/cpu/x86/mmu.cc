@@ -1,0 +1,303 @@
+// Segmented and linear memory access for the core: segment limit/type checks in legacy modes,
+// the soft TLB (separate read, write and fetch entries, per privilege), page walks on a miss,
+// MMIO for addresses outside RAM, and write protection of pages that hold translated code.
+#include <algorithm>
+
+#include "cpu/x86/core.h"
+#include "cpu/x86/system/page_walker.h"
+
+namespace lamina::cpu::x86 {
+
+namespace {
+constexpr uint64_t kPageMask = ~uint64_t{0xfff};
+}
+
+void raise_fault(uint8_t vector) { throw GuestFault{vector, 0, false}; }
+void raise_fault(uint8_t vector, uint32_t error_code) { throw GuestFault{vector, error_code, true}; }
+
+CpuCore::CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment, const CpuidModel& model,
+                 uint32_t index, MsrHooks hooks)
+    : memory(guest_memory),
+      environment(cpu_environment),
+      cpuid_model(model),
+      vcpu_index(index),
+      msr_file(model.features(), index == 0, std::move(hooks)) {}
+
+uint64_t CpuCore::read_register_sized(uint8_t index, uint8_t size, bool rex) const {
+  switch (size) {
+    case 1: return read_register<uint8_t>(index, rex);
+    case 2: return read_register<uint16_t>(index, rex);
+    case 4: return read_register<uint32_t>(index, rex);
+    default: return state.gpr[index];
+  }
+}
+
+void CpuCore::write_register_sized(uint8_t index, uint8_t size, bool rex, uint64_t value) {
+  switch (size) {
+    case 1: write_register<uint8_t>(index, rex, static_cast<uint8_t>(value)); break;
+    case 2: write_register<uint16_t>(index, rex, static_cast<uint16_t>(value)); break;
+    case 4: write_register<uint32_t>(index, rex, static_cast<uint32_t>(value)); break;
+    default: state.gpr[index] = value; break;
+  }
+}
+
+// SDM vol. 3A, 5.3 (limit checking) and 5.4 (type checking).
+uint64_t CpuCore::legacy_linear_address(uint8_t segment, uint64_t offset, uint32_t size,
+                                        Access access) {
+  const SegmentCache& cache = state.segment[segment];
+  const uint8_t fault = segment == kSs ? vector::kStackFault : vector::kGeneralProtection;
+  const uint64_t last = offset + size - 1;
+  if (state.protected_mode() && !state.virtual_8086()) {
+    if (!cache.present()) raise_fault(fault, 0);
+    const uint8_t type = cache.type();
+    const bool code = type & 8;
+    if (access == Access::kWrite && (code || !(type & 2))) raise_fault(fault, 0);
+    if (access == Access::kRead && code && !(type & 2)) raise_fault(fault, 0);
+    if (!code && (type & 4)) {
+      // Expand-down: valid offsets are limit+1 .. 0xffff or 0xffffffff.
+      const uint64_t upper = cache.default_big() ? 0xffffffffu : 0xffffu;
+      if (offset <= cache.limit || last > upper) raise_fault(fault, 0);
+      return (cache.base + offset) & 0xffffffffu;
+    }
+  }
+  if (last > cache.limit) raise_fault(fault, 0);
+  return (cache.base + offset) & 0xffffffffu;
+}
+
+uint64_t CpuCore::read_sized(uint8_t segment, uint64_t offset, uint8_t size) {
+  switch (size) {
+    case 1: return read<uint8_t>(segment, offset);
+    case 2: return read<uint16_t>(segment, offset);
+    case 4: return read<uint32_t>(segment, offset);
+    default: return read<uint64_t>(segment, offset);
+  }
+}
+
+void CpuCore::write_sized(uint8_t segment, uint64_t offset, uint8_t size, uint64_t value) {
+  switch (size) {
+    case 1: write<uint8_t>(segment, offset, static_cast<uint8_t>(value)); break;
+    case 2: write<uint16_t>(segment, offset, static_cast<uint16_t>(value)); break;
+    case 4: write<uint32_t>(segment, offset, static_cast<uint32_t>(value)); break;
+    default: write<uint64_t>(segment, offset, value); break;
+  }
+}
+
+CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool user) {
+  uint64_t physical = 0;
+  bool global = false;
+  bool writable = false;
+  uint64_t page_mask = kPageMask;
+  if (!(state.cr0 & cr0::kPg)) {
+    physical = linear & 0xffffffffu;
+    writable = true;
+  } else {
+    PagingRegisters registers;
+    registers.cr0 = state.cr0;
+    registers.cr3 = state.cr3;
+    registers.cr4 = state.cr4;
+    registers.efer = state.efer;
+    AccessContext context;
+    context.type = access == Access::kRead    ? AccessType::kRead
+                   : access == Access::kWrite ? AccessType::kWrite
+                                              : AccessType::kExecute;
+    context.user = user;
+    context.eflags_ac = !user && state.cpl < 3 && (state.rflags & rflags::kAc);
+    const auto translation = walk_page_tables(registers, memory, linear, context);
+    if (!translation) {
+      state.cr2 = translation.error().linear;
+      raise_fault(vector::kPageFault, translation.error().error_code);
+    }
+    physical = translation->physical;
+    global = translation->global;
+    // A write entry needs write permission and the dirty bit already set (SDM 4.8).
+    writable = access == Access::kWrite;
+    page_mask = ~(translation->page_size - 1);
+  }
+  const uint64_t physical_page = physical & kPageMask;
+  std::byte* host = memory.host_pointer(physical_page, 4096);
+  if (host == nullptr) return {physical, nullptr};
+  const size_t user_index = user ? 1 : 0;
+  const size_t index = tlb_index(linear);
+  const TlbEntry entry{linear & kPageMask, host, physical_page, page_mask, global};
+  if (access == Access::kExecute) {
+    tlb_fetch_[user_index][index] = entry;
+  } else {
+    tlb_read_[user_index][index] = entry;
+    if (writable) {
+      if (blocks.is_code_page(physical_page)) {
+        // Self-modifying code: drop the page's blocks before the store lands.
+        if (blocks.invalidate_page(physical_page, running_block)) stop_block = true;
+      }
+      tlb_write_[user_index][index] = entry;
+    }
+  }
+  return {physical, host + (physical & 0xfff)};
+}
+
+uint64_t CpuCore::translate(uint64_t linear, Access access, bool user) {
+  return translate_page(linear, access, user).physical;
+}
+
+uint64_t CpuCore::read_linear_slow(uint64_t linear, uint8_t size, bool user) {
+  if ((linear & 0xfff) + size > 4096) {
+    // Split access: translate both pages before reading either (faults come first).
+    const uint8_t first = static_cast<uint8_t>(4096 - (linear & 0xfff));
+    const PageTarget low = translate_page(linear, Access::kRead, user);
+    const PageTarget high = translate_page(linear + first, Access::kRead, user);
+    uint64_t value = 0;
+    for (uint8_t i = 0; i < size; ++i) {
+      const PageTarget& target = i < first ? low : high;
+      const uint64_t offset = i < first ? i : i - first;
+      const uint64_t byte = target.host != nullptr
+                                ? std::to_integer<uint64_t>(target.host[offset])
+                                : environment.mmio_read(target.physical + offset, 1) & 0xff;
+      value |= byte << (8 * i);
+    }
+    return value;
+  }
+  const PageTarget target = translate_page(linear, Access::kRead, user);
+  if (target.host == nullptr) return environment.mmio_read(target.physical, size);
+  uint64_t value = 0;
+  std::memcpy(&value, target.host, size);
+  return value;
+}
+
+void CpuCore::write_linear_slow(uint64_t linear, uint8_t size, uint64_t value, bool user) {
+  if ((linear & 0xfff) + size > 4096) {
+    const uint8_t first = static_cast<uint8_t>(4096 - (linear & 0xfff));
+    const PageTarget low = translate_page(linear, Access::kWrite, user);
+    const PageTarget high = translate_page(linear + first, Access::kWrite, user);
+    for (uint8_t i = 0; i < size; ++i) {
+      const PageTarget& target = i < first ? low : high;
+      const uint64_t offset = i < first ? i : i - first;
+      const uint8_t byte = static_cast<uint8_t>(value >> (8 * i));
+      if (target.host != nullptr) {
+        target.host[offset] = std::byte{byte};
+      } else {
+        environment.mmio_write(target.physical + offset, 1, byte);
+      }
+    }
+    return;
+  }
+  const PageTarget target = translate_page(linear, Access::kWrite, user);
+  if (target.host == nullptr) {
+    environment.mmio_write(target.physical, size, value);
+    return;
+  }
+  std::memcpy(target.host, &value, size);
+}
+
+std::byte* CpuCore::writable_host_pointer(uint64_t linear, uint8_t size) {
+  if ((linear & 0xfff) + size > 4096) return nullptr;
+  const TlbEntry& entry = tlb_write_[user_access()][tlb_index(linear)];
+  if (entry.tag == (linear & kPageMask)) return entry.host + (linear & 0xfff);
+  return translate_page(linear, Access::kWrite, user_access()).host;
+}
+
+size_t CpuCore::fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t& physical,
+                           bool& ram) {
+  const size_t available = std::min<size_t>(count, 4096 - (linear & 0xfff));
+  const TlbEntry& entry = tlb_fetch_[user_access()][tlb_index(linear)];
+  const std::byte* host = nullptr;
+  if (entry.tag == (linear & kPageMask)) {
+    physical = entry.physical | (linear & 0xfff);
+    host = entry.host + (linear & 0xfff);
+  } else {
+    const PageTarget target = translate_page(linear, Access::kExecute, user_access());
+    physical = target.physical;
+    host = target.host;
+  }
+  ram = host != nullptr;
+  if (host != nullptr) {
+    std::memcpy(out, host, available);
+  } else {
+    for (size_t i = 0; i < available; ++i)
+      out[i] = static_cast<uint8_t>(environment.mmio_read(physical + i, 1));
+  }
+  return available;
+}
+
+void CpuCore::flush_tlb(bool include_global) {
+  blocks.new_generation();
+  for (auto* set : {&tlb_read_, &tlb_write_, &tlb_fetch_}) {
+    for (Tlb& tlb : *set) {
+      for (TlbEntry& entry : tlb) {
+        if (include_global || !entry.global) entry = TlbEntry{};
+      }
+    }
+  }
+}
+
+void CpuCore::invalidate_tlb_page(uint64_t linear) {
+  blocks.new_generation();
+  for (auto* set : {&tlb_read_, &tlb_write_, &tlb_fetch_}) {
+    for (Tlb& tlb : *set) {
+      for (TlbEntry& entry : tlb) {
+        // Entries made from a large page go with any address inside it.
+        if ((entry.tag & entry.page_mask) == (linear & entry.page_mask)) entry = TlbEntry{};
+      }
+    }
+  }
+}
+
+void CpuCore::protect_code_page(uint64_t physical_page) {
+  for (Tlb& tlb : tlb_write_) {
+    for (TlbEntry& entry : tlb) {
+      if (entry.tag != TlbEntry::kInvalidTag && entry.physical == physical_page) entry = TlbEntry{};
+    }
+  }
+}
+
+uint8_t CpuCore::stack_address_size() const {
+  if (code_mode == CodeMode::k64) return 8;
+  return state.segment[kSs].default_big() ? 4 : 2;
+}
+
+uint64_t CpuCore::stack_pointer() const {
+  switch (stack_address_size()) {
+    case 8: return state.gpr[kRsp];
+    case 4: return state.gpr[kRsp] & 0xffffffffu;
+    default: return state.gpr[kRsp] & 0xffffu;
+  }
+}
+
+void CpuCore::set_stack_pointer(uint64_t value) {
+  switch (stack_address_size()) {
+    case 8: state.gpr[kRsp] = value; break;
+    case 4: state.gpr[kRsp] = value & 0xffffffffu; break;
+    default: state.gpr[kRsp] = (state.gpr[kRsp] & ~uint64_t{0xffff}) | (value & 0xffff); break;
+  }
+}
+
+void CpuCore::push(uint64_t value, uint8_t size) {
+  const uint64_t new_top = stack_pointer() - size;
+  const uint64_t masked = stack_address_size() == 8 ? new_top
+                          : stack_address_size() == 4 ? new_top & 0xffffffffu
+                                                      : new_top & 0xffffu;
+  write_sized(kSs, masked, size, value);
+  set_stack_pointer(masked);
+}
+
+uint64_t CpuCore::pop(uint8_t size) {
+  const uint64_t top = stack_pointer();
+  const uint64_t value = read_sized(kSs, top, size);
+  set_stack_pointer(top + size);
+  return value;
+}
+
+void CpuCore::update_mode() {
+  blocks.new_generation();
+  const SegmentCache& code = state.segment[kCs];
+  if (state.long_mode_active() && code.long_mode()) {
+    code_mode = CodeMode::k64;
+  } else {
+    code_mode = (state.protected_mode() && !state.virtual_8086() && code.default_big())
+                    ? CodeMode::k32
+                    : CodeMode::k16;
+  }
+  for (size_t i = 0; i < effective_base.size(); ++i) {
+    effective_base[i] = (code_mode == CodeMode::k64 && i < kFs) ? 0 : state.segment[i].base;
+  }
+}
+
+}  // namespace lamina::cpu::x86

@@ -1,0 +1,67 @@
+#include "cpu/x86/system/tlb.h"
+
+#include <bit>
+
+namespace lamina::cpu::x86 {
+
+Tlb::Tlb(size_t entries) : entries_(std::bit_ceil(entries == 0 ? size_t{1} : entries)) {}
+
+void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRegisters& registers,
+                 std::byte* host_page, bool trap_writes) {
+  uint64_t page = linear & ~kPageMask;
+  TlbEntry& entry = entries_[index(linear)];
+  entry.tag = page;
+  entry.physical_page = translation.physical & ~kPageMask;
+  entry.global = translation.global;
+  entry.permitted = 0;
+  for (bool user : {false, true}) {
+    for (AccessType type : {AccessType::kRead, AccessType::kWrite, AccessType::kExecute}) {
+      unsigned slot = TlbEntry::slot(type, user);
+      // SMAP's EFLAGS.AC exception is left to the slow path: the entry assumes AC = 0.
+      bool permitted = access_permitted(translation, registers, AccessContext{type, user, false});
+      // A write through a page whose dirty flag is clear must walk so the flag gets set.
+      if (type == AccessType::kWrite && !translation.dirty) permitted = false;
+      if (permitted) entry.permitted |= static_cast<uint8_t>(1u << slot);
+      bool fast = permitted && host_page != nullptr && !(type == AccessType::kWrite && trap_writes);
+      entry.host[slot] = fast ? host_page : nullptr;
+    }
+  }
+  if (translation.page_size > 4096) {
+    uint64_t base = linear & ~(translation.page_size - 1);
+    large_low_ = std::min(large_low_, base);
+    large_high_ = std::max(large_high_, base + (translation.page_size - 1));
+  }
+}
+
+void Tlb::flush_all() {
+  for (TlbEntry& entry : entries_) entry.tag = TlbEntry::kInvalidTag;
+  large_low_ = ~uint64_t{0};
+  large_high_ = 0;
+}
+
+void Tlb::flush_non_global() {
+  // The large-page range is kept: a global large page may still be cached.
+  for (TlbEntry& entry : entries_) {
+    if (!entry.global) entry.tag = TlbEntry::kInvalidTag;
+  }
+}
+
+void Tlb::invalidate_page(uint64_t linear) {
+  if (linear >= large_low_ && linear <= large_high_) {
+    flush_all();
+    return;
+  }
+  TlbEntry& entry = entries_[index(linear)];
+  if (entry.tag == (linear & ~kPageMask)) entry.tag = TlbEntry::kInvalidTag;
+}
+
+void Tlb::trap_writes_to_physical(uint64_t physical_page) {
+  uint64_t page = physical_page & ~kPageMask;
+  for (TlbEntry& entry : entries_) {
+    if (entry.tag == TlbEntry::kInvalidTag || entry.physical_page != page) continue;
+    entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
+    entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
+  }
+}
+
+}  // namespace lamina::cpu::x86

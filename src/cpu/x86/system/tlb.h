@@ -1,0 +1,98 @@
+#pragma once
+// A soft TLB for one vCPU: a direct-mapped cache from 4 KiB linear pages to host pointers, with a
+// separate pointer for read, write and fetch in user and in supervisor mode, so the core's memory
+// fast path is one index, one tag compare and one load. A null pointer sends that access to the
+// slow path (page walk, MMIO, fault), which is the case when the page is not RAM, the access is
+// not permitted, a write would have to set the dirty flag first, or the core asked for writes to
+// be trapped (pages holding decoded code, for self-modifying-code detection).
+//
+// Each entry bakes in the rights as computed under the paging registers given at insert time, so
+// the core must flush_all() whenever CR0.PG/WP, CR4.PSE/PAE/PGE/SMEP/SMAP/PCIDE or EFER.NXE/LMA
+// change, flush_non_global() on a CR3 load (SDM 4.10.4.1), and invalidate_page() on INVLPG.
+// Large pages are cached as 4 KiB slices; INVLPG in any linear range that held a large page
+// flushes everything (SDM 4.10.4.1 requires all slices to go; flushing more is allowed).
+// PCID is not supported: every CR3 load flushes non-global entries.
+//
+// Keys are the linear addresses the core forms (32-bit in legacy modes). An access crossing a
+// page boundary must be split by the core before lookup.
+//
+// Ownership: owns its entries; host pointers borrow GuestMemory, which outlives the TLB.
+// Thread-safety: one TLB per vCPU, used only by that vCPU's thread; remote shootdowns arrive
+// through the guest's IPIs and are executed by the owning vCPU.
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "cpu/x86/system/page_walker.h"
+
+namespace lamina::cpu::x86 {
+
+struct TlbEntry {
+  static constexpr uint64_t kInvalidTag = 1;  // never a page-aligned address
+
+  uint64_t tag = kInvalidTag;  // linear page base
+  // Host pointer to the page's first byte, per [user][access type]; null: take the slow path.
+  std::array<std::byte*, 6> host{};
+  uint64_t physical_page = 0;  // guest-physical base of this 4 KiB page
+  uint8_t permitted = 0;       // bit per [user][access type]: allowed without another walk
+  bool global = false;
+
+  static constexpr unsigned slot(AccessType type, bool user) {
+    return (user ? 3u : 0u) + static_cast<unsigned>(type);
+  }
+  // Whether the access may use physical_page without walking again (also for MMIO pages).
+  bool permits(AccessType type, bool user) const { return (permitted >> slot(type, user)) & 1; }
+};
+
+class Tlb {
+ public:
+  static constexpr size_t kDefaultEntries = 1024;
+
+  // `entries` is rounded up to a power of two (at least 1).
+  explicit Tlb(size_t entries = kDefaultEntries);
+
+  // Host pointer to the byte at `linear` when this access may go straight to RAM, else nullptr.
+  std::byte* lookup(uint64_t linear, AccessType type, bool user) const {
+    const TlbEntry& entry = entries_[index(linear)];
+    if (entry.tag != (linear & ~kPageMask)) return nullptr;
+    std::byte* page = entry.host[TlbEntry::slot(type, user)];
+    return page == nullptr ? nullptr : page + (linear & kPageMask);
+  }
+
+  // The entry caching `linear`'s page, or nullptr.
+  const TlbEntry* find(uint64_t linear) const {
+    const TlbEntry& entry = entries_[index(linear)];
+    return entry.tag == (linear & ~kPageMask) ? &entry : nullptr;
+  }
+
+  // Caches the 4 KiB page of `linear` from a successful walk. `host_page` is the host pointer to
+  // the guest-physical 4 KiB page (GuestMemory::host_pointer(physical & ~0xfff, 4096)) or null
+  // when it is not RAM; `trap_writes` keeps writes on the slow path (a page with decoded code).
+  void insert(uint64_t linear, const Translation& translation, const PagingRegisters& registers,
+              std::byte* host_page, bool trap_writes = false);
+
+  void flush_all();
+  // A CR3 load: drops every entry not marked global.
+  void flush_non_global();
+  // INVLPG: drops the page of `linear` (global or not), or everything inside a large-page range.
+  void invalidate_page(uint64_t linear);
+  // Sends writes to the guest-physical page at `physical_page` (4 KiB aligned) to the slow path
+  // in every entry that maps it, e.g. when the core decodes code from that page.
+  void trap_writes_to_physical(uint64_t physical_page);
+
+  size_t size() const { return entries_.size(); }
+
+ private:
+  static constexpr uint64_t kPageMask = 0xfff;
+
+  size_t index(uint64_t linear) const { return (linear >> 12) & (entries_.size() - 1); }
+
+  std::vector<TlbEntry> entries_;
+  // Smallest range covering every large page cached since the last flush_all.
+  uint64_t large_low_ = ~uint64_t{0};
+  uint64_t large_high_ = 0;  // inclusive
+};
+
+}  // namespace lamina::cpu::x86

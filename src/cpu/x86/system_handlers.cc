@@ -1,0 +1,249 @@
+// System instructions: CLI/STI, HLT, MOV to/from CRn and DRn, CLTS, INVLPG, WBINVD/INVD,
+// RDTSC/RDTSCP/RDPMC, RDMSR/WRMSR, CPUID, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS, fences,
+// CLFLUSH, IN/OUT and the I/O permission check (SDM vol. 2 and vol. 3A chapters 2, 5, 19).
+#include <atomic>
+
+#include "cpu/x86/handlers.h"
+#include "cpu/x86/msr.h"
+#include "cpu/x86/operands.h"
+
+namespace lamina::cpu::x86 {
+namespace {
+
+void require_cpl0(const CpuCore& core) {
+  if (core.state.cpl != 0) raise_fault(vector::kGeneralProtection, 0);
+}
+
+uint8_t current_iopl(const CpuCore& core) { return (core.state.rflags & rflags::kIopl) >> 12; }
+
+void clear_interrupts(CpuCore& core, const Instruction&) {
+  if (core.state.protected_mode() && core.state.cpl > current_iopl(core))
+    raise_fault(vector::kGeneralProtection, 0);
+  core.state.rflags &= ~rflags::kIf;
+}
+
+// STI delays interrupts until after the next instruction (SDM vol. 2, STI).
+void set_interrupts(CpuCore& core, const Instruction&) {
+  if (core.state.protected_mode() && core.state.cpl > current_iopl(core))
+    raise_fault(vector::kGeneralProtection, 0);
+  if (!(core.state.rflags & rflags::kIf)) core.state.interrupt_shadow = true;
+  core.state.rflags |= rflags::kIf;
+  core.stop_block = true;
+}
+
+void halt(CpuCore& core, const Instruction&) {
+  require_cpl0(core);
+  core.state.halted = true;
+  core.stop_block = true;
+}
+
+void write_control(CpuCore& core, uint8_t index, uint64_t value) {
+  CpuState& state = core.state;
+  switch (index) {
+    case 0: {
+      if (value >> 32) raise_fault(vector::kGeneralProtection, 0);
+      value |= cr0::kEt;
+      if ((value & cr0::kPg) && !(value & cr0::kPe)) raise_fault(vector::kGeneralProtection, 0);
+      if ((value & cr0::kNw) && !(value & cr0::kCd)) raise_fault(vector::kGeneralProtection, 0);
+      const bool enabling_paging = (value & cr0::kPg) && !(state.cr0 & cr0::kPg);
+      const bool disabling_paging = !(value & cr0::kPg) && (state.cr0 & cr0::kPg);
+      // Long mode activates when paging is enabled with EFER.LME (SDM 9.8.5).
+      if (enabling_paging && (state.efer & efer::kLme)) {
+        if (!(state.cr4 & cr4::kPae)) raise_fault(vector::kGeneralProtection, 0);
+        state.efer |= efer::kLma;
+      }
+      if (disabling_paging && state.long_mode_active()) {
+        if (core.code_mode == CodeMode::k64) raise_fault(vector::kGeneralProtection, 0);
+        state.efer &= ~efer::kLma;
+      }
+      state.cr0 = value;
+      core.flush_tlb(true);
+      break;
+    }
+    case 2: state.cr2 = value; break;
+    case 3:
+      state.cr3 = value;
+      core.flush_tlb(!(state.cr4 & cr4::kPge));
+      break;
+    case 4: {
+      constexpr uint64_t kSupported = cr4::kTsd | cr4::kDe | cr4::kPse | cr4::kPae | cr4::kMce |
+                                      cr4::kPge | cr4::kPce | cr4::kOsfxsr | cr4::kOsxmmexcpt;
+      if (value & ~kSupported) raise_fault(vector::kGeneralProtection, 0);
+      if (state.long_mode_active() && !(value & cr4::kPae)) raise_fault(vector::kGeneralProtection, 0);
+      state.cr4 = value;
+      core.flush_tlb(true);
+      break;
+    }
+    case 8:
+      if (value >> 4) raise_fault(vector::kGeneralProtection, 0);
+      state.cr8 = value;
+      break;
+    default: raise_fault(vector::kInvalidOpcode);
+  }
+  core.update_mode();
+  core.stop_block = true;
+}
+
+uint64_t read_control(const CpuCore& core, uint8_t index) {
+  switch (index) {
+    case 0: return core.state.cr0;
+    case 2: return core.state.cr2;
+    case 3: return core.state.cr3;
+    case 4: return core.state.cr4;
+    case 8: return core.state.cr8;
+    default: raise_fault(vector::kInvalidOpcode);
+  }
+}
+
+// 0F 20-23: the general register is ModRM.rm whatever ModRM.mod says.
+void move_control(CpuCore& core, const Instruction& in) {
+  require_cpl0(core);
+  const uint8_t size = core.code_mode == CodeMode::k64 ? 8 : 4;
+  if (in.opcode == 0x120) {
+    core.write_register_sized(in.rm, size, false, read_control(core, in.reg));
+  } else {
+    write_control(core, in.reg, core.read_register_sized(in.rm, size, false));
+  }
+}
+
+void move_debug(CpuCore& core, const Instruction& in) {
+  require_cpl0(core);
+  uint8_t index = in.reg;
+  if (index == 4 || index == 5) {
+    if (core.state.cr4 & cr4::kDe) raise_fault(vector::kInvalidOpcode);
+    index += 2;  // DR4/DR5 alias DR6/DR7 without CR4.DE
+  }
+  const uint8_t size = core.code_mode == CodeMode::k64 ? 8 : 4;
+  if (in.opcode == 0x121) {
+    core.write_register_sized(in.rm, size, false, core.state.dr[index]);
+  } else {
+    uint64_t value = core.read_register_sized(in.rm, size, false);
+    if (index >= 6 && (value >> 32)) raise_fault(vector::kGeneralProtection, 0);
+    if (index == 6) value = (value & 0xe00f) | 0xffff0ff0;
+    if (index == 7) value = (value & 0xffff2bff) | 0x400;
+    core.state.dr[index] = value;
+  }
+}
+
+void clear_task_switched(CpuCore& core, const Instruction&) {
+  require_cpl0(core);
+  core.state.cr0 &= ~cr0::kTs;
+}
+
+void invalidate_page(CpuCore& core, const Instruction& in) {
+  require_cpl0(core);
+  core.invalidate_tlb_page(core.effective_base[in.segment] + core.effective_address(in));
+}
+
+void cache_control(CpuCore& core, const Instruction&) { require_cpl0(core); }
+
+void read_time_stamp(CpuCore& core, const Instruction& in) {
+  if ((core.state.cr4 & cr4::kTsd) && core.state.cpl != 0) raise_fault(vector::kGeneralProtection, 0);
+  const uint64_t tsc = core.environment.read_tsc() + core.state.msr.tsc_offset;
+  core.write_register<uint32_t>(kRax, false, static_cast<uint32_t>(tsc));
+  core.write_register<uint32_t>(kRdx, false, static_cast<uint32_t>(tsc >> 32));
+  if (in.opcode == 0x101) core.write_register<uint32_t>(kRcx, false, static_cast<uint32_t>(core.state.msr.tsc_aux));
+}
+
+void read_performance_counter(CpuCore&, const Instruction&) { raise_fault(vector::kGeneralProtection, 0); }
+
+void read_msr(CpuCore& core, const Instruction&) {
+  require_cpl0(core);
+  const auto value = read_model_specific(core, static_cast<uint32_t>(core.state.gpr[kRcx]));
+  if (!value) raise_fault(vector::kGeneralProtection, 0);
+  core.write_register<uint32_t>(kRax, false, static_cast<uint32_t>(*value));
+  core.write_register<uint32_t>(kRdx, false, static_cast<uint32_t>(*value >> 32));
+}
+
+void write_msr(CpuCore& core, const Instruction&) {
+  require_cpl0(core);
+  const uint64_t value = (core.state.gpr[kRdx] << 32) | (core.state.gpr[kRax] & 0xffffffffu);
+  if (!write_model_specific(core, static_cast<uint32_t>(core.state.gpr[kRcx]), value))
+    raise_fault(vector::kGeneralProtection, 0);
+  core.stop_block = true;
+}
+
+void cpu_identification(CpuCore& core, const Instruction&) {
+  CpuidState cpuid_state;
+  cpuid_state.vcpu_index = core.vcpu_index;
+  cpuid_state.apic_enabled = core.msr_file.apic_base() & kApicBaseEnable;
+  const CpuidResult result = core.cpuid_model.query(static_cast<uint32_t>(core.state.gpr[kRax]),
+                                                    static_cast<uint32_t>(core.state.gpr[kRcx]), cpuid_state);
+  core.write_register<uint32_t>(kRax, false, result.eax);
+  core.write_register<uint32_t>(kRbx, false, result.ebx);
+  core.write_register<uint32_t>(kRcx, false, result.ecx);
+  core.write_register<uint32_t>(kRdx, false, result.edx);
+}
+
+void fence(CpuCore&, const Instruction&) { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+void cache_line_flush(CpuCore& core, const Instruction& in) {
+  // Checks the address like a byte read; caches are not modelled.
+  (void)core.read<uint8_t>(in.segment, core.effective_address(in));
+}
+
+// CPL <= IOPL passes; otherwise (and always in virtual-8086 mode) the TSS bitmap decides.
+void io_permission(CpuCore& core, uint16_t port, uint8_t size) {
+  const CpuState& state = core.state;
+  if (!state.protected_mode()) return;
+  if (!state.virtual_8086() && state.cpl <= current_iopl(core)) return;
+  const uint8_t type = state.tr.type();
+  if ((type != 0x9 && type != 0xb) || state.tr.limit < 0x67) raise_fault(vector::kGeneralProtection, 0);
+  const uint64_t bitmap = core.read_system(state.tr.base + 0x66, 2);
+  const uint64_t offset = bitmap + port / 8;
+  if (offset + 1 > state.tr.limit) raise_fault(vector::kGeneralProtection, 0);
+  const uint64_t bits = core.read_system(state.tr.base + offset, 2);
+  const uint64_t mask = ((uint64_t{1} << size) - 1) << (port & 7);
+  if (bits & mask) raise_fault(vector::kGeneralProtection, 0);
+}
+
+void port_input(CpuCore& core, const Instruction& in) {
+  const uint8_t size = (in.opcode & 1) ? (in.operand_size == 2 ? 2 : 4) : 1;
+  const uint16_t port = in.opcode >= 0xec ? static_cast<uint16_t>(core.state.gpr[kRdx]) : in.immediate & 0xff;
+  io_permission(core, port, size);
+  const uint32_t value = core.environment.io_read(port, size);
+  core.write_register_sized(kRax, size, false, value);
+}
+
+void port_output(CpuCore& core, const Instruction& in) {
+  const uint8_t size = (in.opcode & 1) ? (in.operand_size == 2 ? 2 : 4) : 1;
+  const uint16_t port = in.opcode >= 0xec ? static_cast<uint16_t>(core.state.gpr[kRdx]) : in.immediate & 0xff;
+  io_permission(core, port, size);
+  core.environment.io_write(port, size, static_cast<uint32_t>(core.read_register_sized(kRax, size, false)));
+}
+
+}  // namespace
+
+void check_io_permission(CpuCore& core, uint16_t port, uint8_t size) { io_permission(core, port, size); }
+
+void invalid_opcode(CpuCore&, const Instruction&) { raise_fault(vector::kInvalidOpcode); }
+
+Handler select_system_handler(const Instruction& in) {
+  switch (in.opcode) {
+    case 0xfa: return &clear_interrupts;
+    case 0xfb: return &set_interrupts;
+    case 0xf4: return &halt;
+    case 0x120: case 0x122: return &move_control;
+    case 0x121: case 0x123: return &move_debug;
+    case 0x106: return &clear_task_switched;
+    case 0x108: case 0x109: return &cache_control;
+    case 0x131: return &read_time_stamp;
+    case 0x133: return &read_performance_counter;
+    case 0x130: return &write_msr;
+    case 0x132: return &read_msr;
+    case 0x1a2: return &cpu_identification;
+    case 0x101:
+      if (in.memory && in.group_index() == 7) return &invalidate_page;
+      if (in.modrm == 0xf9) return &read_time_stamp;
+      return nullptr;
+    case 0x1ae:
+      if (!in.memory) return &fence;
+      if (in.group_index() == 7) return &cache_line_flush;
+      return nullptr;
+    case 0xe4: case 0xe5: case 0xec: case 0xed: return &port_input;
+    case 0xe6: case 0xe7: case 0xee: case 0xef: return &port_output;
+    default: return nullptr;
+  }
+}
+
+}  // namespace lamina::cpu::x86

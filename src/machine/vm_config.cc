@@ -1,0 +1,88 @@
+#include "machine/vm_config.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include "base/size.h"
+
+namespace lamina::machine {
+
+namespace {
+
+Result<void> check_readable_file(std::string_view option, const std::filesystem::path& path) {
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(path, error)) {
+    return fail(ErrorCode::kNotFound,
+                fmt::format("{}: '{}' is not a file", option, path.string()));
+  }
+  if (::access(path.c_str(), R_OK) != 0) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: '{}' is not readable", option, path.string()));
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<SerialConfig> parse_serial(std::string_view text) {
+  if (text == "stdio") return SerialConfig{SerialKind::kStdio, {}};
+  if (text == "none") return SerialConfig{SerialKind::kNone, {}};
+  if (text.starts_with("file:") && text.size() > 5) {
+    return SerialConfig{SerialKind::kFile, std::filesystem::path(text.substr(5))};
+  }
+  return fail(ErrorCode::kInvalidArgument,
+              fmt::format("--serial: '{}' is not one of stdio, none, file:PATH", text));
+}
+
+Result<AccelKind> parse_accel(std::string_view text) {
+  if (text == "emu") return AccelKind::kEmu;
+  if (text == "kvm") return AccelKind::kKvm;
+  return fail(ErrorCode::kInvalidArgument,
+              fmt::format("--accel: '{}' is not one of emu, kvm", text));
+}
+
+Result<RebootAction> parse_reboot_action(std::string_view text) {
+  if (text == "exit") return RebootAction::kExit;
+  if (text == "restart") return RebootAction::kRestart;
+  return fail(ErrorCode::kInvalidArgument,
+              fmt::format("--on-reboot: '{}' is not one of exit, restart", text));
+}
+
+Result<void> validate(const VmConfig& config) {
+  if (config.cpus < 1 || config.cpus > kMaxCpus) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--cpus: {} is outside 1-{}", config.cpus, kMaxCpus));
+  }
+  if (config.memory_bytes < kMinMemoryBytes || config.memory_bytes > kMaxMemoryBytes) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--memory: {} is outside {}-{}", format_size(config.memory_bytes),
+                            format_size(kMinMemoryBytes), format_size(kMaxMemoryBytes)));
+  }
+  if (config.memory_bytes % (uint64_t{1} << 20) != 0) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--memory: {} bytes is not a whole number of MiB", config.memory_bytes));
+  }
+  if (config.kernel) {
+    if (auto checked = check_readable_file("--kernel", *config.kernel); !checked) return checked;
+  } else if (config.initrd) {
+    return fail(ErrorCode::kInvalidArgument, "--initrd needs --kernel");
+  }
+  if (config.initrd) {
+    if (auto checked = check_readable_file("--initrd", *config.initrd); !checked) return checked;
+  }
+  if (config.accel == AccelKind::kKvm && ::access("/dev/kvm", R_OK | W_OK) != 0) {
+    return fail(ErrorCode::kUnsupported,
+                "--accel kvm: /dev/kvm is missing or not accessible on this host (use --accel emu)");
+  }
+  if (config.serial.kind == SerialKind::kFile) {
+    auto parent = config.serial.file.parent_path();
+    std::error_code error;
+    if (!parent.empty() && !std::filesystem::is_directory(parent, error)) {
+      return fail(ErrorCode::kNotFound, fmt::format("--serial: folder '{}' does not exist",
+                                                    parent.string()));
+    }
+  }
+  return {};
+}
+
+}  // namespace lamina::machine

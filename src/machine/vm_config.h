@@ -1,0 +1,48 @@
+#pragma once
+// VmConfig: what one VM is made of, as `lamina run` (and later laminad) describes it.
+// validate() checks everything a user can get wrong before anything starts.
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+
+#include "base/error.h"
+
+namespace lamina::machine {
+
+enum class AccelKind { kEmu, kKvm };
+enum class SerialKind { kStdio, kFile, kNone };
+enum class RebootAction { kExit, kRestart };
+
+struct SerialConfig {
+  SerialKind kind = SerialKind::kStdio;
+  std::filesystem::path file;  // for kFile
+};
+
+struct VmConfig {
+  std::optional<std::filesystem::path> kernel;  // none: the default guest
+  std::optional<std::filesystem::path> initrd;
+  std::string cmdline;
+  uint32_t cpus = 1;
+  uint64_t memory_bytes = uint64_t{512} << 20;
+  AccelKind accel = AccelKind::kEmu;
+  SerialConfig serial;
+  RebootAction on_reboot = RebootAction::kExit;
+};
+
+inline constexpr uint32_t kMaxCpus = 64;
+inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
+inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
+
+// Parses "stdio", "none" or "file:PATH".
+Result<SerialConfig> parse_serial(std::string_view text);
+// Parses "emu" or "kvm".
+Result<AccelKind> parse_accel(std::string_view text);
+// Parses "exit" or "restart".
+Result<RebootAction> parse_reboot_action(std::string_view text);
+
+// Checks ranges and that the named files exist and are readable; the error names the option.
+Result<void> validate(const VmConfig& config);
+
+}  // namespace lamina::machine

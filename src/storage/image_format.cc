@@ -1,0 +1,75 @@
+#include "storage/image_format.h"
+
+#include <algorithm>
+#include <fmt/format.h>
+
+#include "storage/host_file.h"
+
+namespace lamina::storage {
+
+std::span<const ImageFormat> image_formats() {
+  // One line per format; raw matches anything, so it stays last.
+  static const ImageFormat kFormats[] = {
+      vhd_image_format(),
+      raw_image_format(),
+  };
+  return kFormats;
+}
+
+const ImageFormat* find_format(std::string_view name) {
+  for (const ImageFormat& format : image_formats()) {
+    if (format.name == name) return &format;
+  }
+  return nullptr;
+}
+
+Result<const ImageFormat*> detect_format(const std::string& path) {
+  auto file = HostFile::open(path, HostFile::Mode::kRead);
+  if (!file) return fail(file.error());
+  auto size = file->size();
+  if (!size) return fail(size.error());
+  std::vector<std::byte> head(static_cast<size_t>(std::min<uint64_t>(*size, kProbeHeadBytes)));
+  std::vector<std::byte> tail(static_cast<size_t>(std::min<uint64_t>(*size, kProbeTailBytes)));
+  if (auto r = file->read_exact(0, head); !r) return fail(r.error());
+  if (auto r = file->read_exact(*size - tail.size(), tail); !r) return fail(r.error());
+  ProbeBytes bytes{head, tail, *size};
+  for (const ImageFormat& format : image_formats()) {
+    if (format.probe(bytes)) return &format;
+  }
+  return fail(ErrorCode::kUnsupported, fmt::format("{}: unknown image format", path));
+}
+
+Result<std::unique_ptr<BlockDevice>> open_image(const std::string& path, bool writable) {
+  auto format = detect_format(path);
+  if (!format) return fail(format.error());
+  return (*format)->open(path, writable);
+}
+
+Result<ImageInfo> inspect_image(const ImageFormat& format, const std::string& path) {
+  if (format.inspect != nullptr) return format.inspect(path);
+  auto image = format.open(path, false);
+  if (!image) return fail(image.error());
+  auto file = HostFile::open(path, HostFile::Mode::kRead);
+  if (!file) return fail(file.error());
+  auto size = file->size();
+  if (!size) return fail(size.error());
+  ImageInfo info;
+  info.path = path;
+  info.format = std::string(format.name);
+  info.virtual_size = (*image)->size();
+  info.file_size = *size;
+  return info;
+}
+
+Result<CheckReport> check_image(const ImageFormat& format, const std::string& path, bool repair) {
+  if (format.check != nullptr) return format.check(path, repair);
+  // Opening is the only structural check there is; an image that opens is reported clean.
+  auto image = format.open(path, false);
+  if (!image) return fail(image.error());
+  CheckReport report;
+  report.problems.push_back({fmt::format("no structure checker for {} images; it opens", format.name),
+                             false, false});
+  return report;
+}
+
+}  // namespace lamina::storage

@@ -1,0 +1,24 @@
+#pragma once
+// Random x86-64 user-mode instruction sequences for the differential tests, per instruction
+// class, with the flags each sequence leaves architecturally defined. Registers RSP and R15
+// are never operands (R15 holds the data buffer base, RSP the stack); memory operands are
+// [R15 + disp8]. Flag readers are only emitted when the flags they read are defined.
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace lamina::cpu::x86::testing {
+
+enum class InstructionClass { kAlu, kShift, kMultiplyDivide, kBit, kMove, kString, kStack };
+
+struct GeneratedSequence {
+  std::vector<uint8_t> code;
+  uint64_t defined_flags = 0;  // arithmetic flags whose final value is defined
+};
+
+// `data_base` and `data_size`: the buffer R15 points into (R15 = data_base + data_size / 4).
+GeneratedSequence generate_sequence(std::mt19937_64& random, InstructionClass kind, int length,
+                                    uint64_t data_base, uint64_t data_size);
+
+}  // namespace lamina::cpu::x86::testing

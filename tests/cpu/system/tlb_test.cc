@@ -1,0 +1,196 @@
+#include "cpu/x86/system/tlb.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "cpu/x86/system/control_bits.h"
+
+namespace lamina::cpu::x86 {
+namespace {
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+using enum AccessType;
+
+// Long-mode registers with WP and NX on, as Linux runs.
+PagingRegisters long_mode() {
+  return {.cr0 = cr0::kPg | cr0::kPe | cr0::kWp,
+          .cr3 = 0x1000,
+          .cr4 = cr4::kPae | cr4::kPge,
+          .efer = efer::kLme | efer::kLma | efer::kNxe};
+}
+
+Translation page(uint64_t physical, bool writable, bool user, bool executable, bool dirty,
+                 bool global = false, uint64_t size = 4096) {
+  return Translation{physical, size, writable, user, executable, global, dirty};
+}
+
+class TlbTest : public ::testing::Test {
+ protected:
+  std::byte* host(uint64_t offset) { return backing_.data() + offset; }
+  alignas(4096) std::array<std::byte, 16 * 4096> backing_{};
+  PagingRegisters registers_ = long_mode();
+  Tlb tlb_;
+};
+
+TEST_F(TlbTest, MissesWhenEmptyAndHitsAfterInsert) {
+  EXPECT_EQ(tlb_.lookup(0x7000'1234, kRead, false), nullptr);
+  EXPECT_EQ(tlb_.find(0x7000'1234), nullptr);
+  tlb_.insert(0x7000'1234, page(0x5000, true, true, true, true), registers_, host(0x1000));
+  for (bool user : {false, true}) {
+    for (AccessType type : {kRead, kWrite, kExecute}) {
+      EXPECT_EQ(tlb_.lookup(0x7000'1234, type, user), host(0x1234));
+    }
+  }
+  EXPECT_EQ(tlb_.lookup(0x7000'1fff, kRead, true), host(0x1fff));
+  EXPECT_EQ(tlb_.lookup(0x7000'2000, kRead, true), nullptr);  // next page
+  // Same index, different tag.
+  EXPECT_EQ(tlb_.lookup(0x7000'1234 + tlb_.size() * 4096, kRead, true), nullptr);
+  ASSERT_NE(tlb_.find(0x7000'1000), nullptr);
+  EXPECT_EQ(tlb_.find(0x7000'1000)->physical_page, 0x5000u);
+}
+
+TEST_F(TlbTest, SizeIsRoundedToPowerOfTwo) {
+  EXPECT_EQ(Tlb(300).size(), 512u);
+  EXPECT_EQ(Tlb(0).size(), 1u);
+  Tlb one(1);
+  one.insert(0x1000, page(0x1000, true, true, true, true), registers_, host(0));
+  one.insert(0x2000, page(0x2000, true, true, true, true), registers_, host(0x1000));
+  EXPECT_EQ(one.lookup(0x1000, kRead, false), nullptr);  // evicted by the conflicting page
+  EXPECT_EQ(one.lookup(0x2000, kRead, false), host(0x1000));
+}
+
+TEST_F(TlbTest, RightsSplitByAccessAndMode) {
+  // Supervisor-only, read-only, no-execute page.
+  tlb_.insert(0x1000, page(0x1000, false, false, false, true), registers_, host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, false), host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, false), nullptr);  // CR0.WP = 1
+  EXPECT_EQ(tlb_.lookup(0x1000, kExecute, false), nullptr);
+  for (AccessType type : {kRead, kWrite, kExecute}) {
+    EXPECT_EQ(tlb_.lookup(0x1000, type, true), nullptr);
+  }
+  EXPECT_TRUE(tlb_.find(0x1000)->permits(kRead, false));
+  EXPECT_FALSE(tlb_.find(0x1000)->permits(kWrite, false));
+  // With WP = 0 supervisor writes to read-only pages go through.
+  registers_.cr0 &= ~cr0::kWp;
+  tlb_.insert(0x1000, page(0x1000, false, true, true, true), registers_, host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, false), host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, true), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x1000, kExecute, true), host(0));
+}
+
+TEST_F(TlbTest, SmepAndSmapKeepSupervisorOffUserPages) {
+  registers_.cr4 |= cr4::kSmep;
+  tlb_.insert(0x1000, page(0x1000, true, true, true, true), registers_, host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kExecute, false), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, false), host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kExecute, true), host(0));
+  registers_.cr4 |= cr4::kSmap;
+  tlb_.insert(0x1000, page(0x1000, true, true, true, true), registers_, host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, false), nullptr);  // EFLAGS.AC is the slow path's
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, false), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, true), host(0));
+}
+
+TEST_F(TlbTest, CleanPagesSendWritesToTheWalker) {
+  tlb_.insert(0x1000, page(0x1000, true, true, true, false), registers_, host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, true), host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, true), nullptr);
+  EXPECT_FALSE(tlb_.find(0x1000)->permits(kWrite, true));
+  tlb_.insert(0x1000, page(0x1000, true, true, true, true), registers_, host(0));
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, true), host(0));
+}
+
+TEST_F(TlbTest, MmioPagesAreCachedWithoutHostPointers) {
+  tlb_.insert(0xfee0'0000, page(0xfee0'0000, true, false, false, true), registers_, nullptr);
+  EXPECT_EQ(tlb_.lookup(0xfee0'0030, kRead, false), nullptr);
+  const TlbEntry* entry = tlb_.find(0xfee0'0030);
+  ASSERT_NE(entry, nullptr);
+  EXPECT_EQ(entry->physical_page, 0xfee0'0000u);
+  EXPECT_TRUE(entry->permits(kWrite, false));
+  EXPECT_FALSE(entry->permits(kRead, true));
+}
+
+TEST_F(TlbTest, TrappedWritesForCodePages) {
+  tlb_.insert(0x1000, page(0x9000, true, true, true, true), registers_, host(0), true);
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, true), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x1000, kExecute, true), host(0));
+  // Two linear aliases of one physical page; trapping the physical page covers both.
+  tlb_.insert(0x2000, page(0xa000, true, true, true, true), registers_, host(0x1000));
+  tlb_.insert(0x5000, page(0xa000, true, true, true, true), registers_, host(0x1000));
+  tlb_.insert(0x3000, page(0xb000, true, true, true, true), registers_, host(0x2000));
+  tlb_.trap_writes_to_physical(0xa000);
+  EXPECT_EQ(tlb_.lookup(0x2000, kWrite, false), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x5000, kWrite, true), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x5000, kRead, true), host(0x1000));
+  EXPECT_EQ(tlb_.lookup(0x3000, kWrite, true), host(0x2000));
+}
+
+TEST_F(TlbTest, GlobalPagesSurviveCr3Reload) {
+  tlb_.insert(0xffff'ffff'8100'0000, page(0x1000, true, false, true, true, true), registers_,
+              host(0));
+  tlb_.insert(0x40'1000, page(0x2000, true, true, true, true, false), registers_, host(0x1000));
+  tlb_.flush_non_global();
+  EXPECT_EQ(tlb_.lookup(0xffff'ffff'8100'0008, kRead, false), host(8));
+  EXPECT_EQ(tlb_.lookup(0x40'1000, kRead, true), nullptr);
+  tlb_.flush_all();
+  EXPECT_EQ(tlb_.lookup(0xffff'ffff'8100'0008, kRead, false), nullptr);
+}
+
+TEST_F(TlbTest, InvalidatePageDropsOnePageIncludingGlobal) {
+  tlb_.insert(0x1000, page(0x1000, true, true, true, true, true), registers_, host(0));
+  tlb_.insert(0x2000, page(0x2000, true, true, true, true), registers_, host(0x1000));
+  tlb_.invalidate_page(0x1abc);
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, true), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x2000, kRead, true), host(0x1000));
+  // A page with the same index but another tag is not touched.
+  tlb_.invalidate_page(0x2000 + tlb_.size() * 4096);
+  EXPECT_EQ(tlb_.lookup(0x2000, kRead, true), host(0x1000));
+}
+
+TEST_F(TlbTest, InvalidateInsideLargePageDropsEverySlice) {
+  // Two 4 KiB slices of one 2 MiB page at 0x20'0000.
+  Translation large = page(0x60'0000, true, true, true, true, false, 2 * kMiB);
+  tlb_.insert(0x20'0000, large, registers_, host(0));
+  large.physical = 0x60'5000;
+  tlb_.insert(0x20'5000, large, registers_, host(0x1000));
+  tlb_.insert(0x90'0000, page(0x3000, true, true, true, true), registers_, host(0x2000));
+  EXPECT_EQ(tlb_.find(0x20'5000)->physical_page, 0x60'5000u);
+  tlb_.invalidate_page(0x21'0000);  // another part of the same 2 MiB page
+  EXPECT_EQ(tlb_.lookup(0x20'0000, kRead, true), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x20'5000, kRead, true), nullptr);
+  // After that full flush the range is forgotten: a small-page INVLPG is exact again.
+  tlb_.insert(0x90'0000, page(0x3000, true, true, true, true), registers_, host(0x2000));
+  tlb_.insert(0x91'0000, page(0x4000, true, true, true, true), registers_, host(0x3000));
+  tlb_.invalidate_page(0x90'0000);
+  EXPECT_EQ(tlb_.lookup(0x91'0000, kRead, true), host(0x3000));
+}
+
+TEST_F(TlbTest, WorksWithTheWalker) {
+  auto memory = GuestMemory::create({{0, 16 * kMiB}});
+  ASSERT_TRUE(memory.has_value());
+  auto put = [&](uint64_t address, uint64_t value) {
+    std::memcpy(memory->host_pointer(address, 8), &value, 8);
+  };
+  // 4-level tables mapping linear 0x3000 to physical 0x70'3000, present, RW, user, clean.
+  put(0x1000, 0x2000 | 7);
+  put(0x2000, 0x3000 | 7);
+  put(0x3000, 0x4000 | 7);
+  put(0x4018, 0x70'3000 | 7);
+  AccessContext read{kRead, true};
+  auto translation = walk_page_tables(registers_, *memory, 0x3010, read);
+  ASSERT_TRUE(translation.has_value());
+  tlb_.insert(0x3010, *translation, registers_,
+              memory->host_pointer(translation->physical & ~uint64_t{0xfff}, 4096));
+  EXPECT_EQ(tlb_.lookup(0x3010, kRead, true), memory->host_pointer(0x70'3010, 1));
+  EXPECT_EQ(tlb_.lookup(0x3010, kWrite, true), nullptr);  // D is still clear
+  // The guest unmaps the page: the TLB keeps the stale entry until INVLPG, as hardware does.
+  put(0x4018, 0);
+  EXPECT_NE(tlb_.lookup(0x3010, kRead, true), nullptr);
+  tlb_.invalidate_page(0x3000);
+  EXPECT_EQ(tlb_.lookup(0x3010, kRead, true), nullptr);
+  EXPECT_FALSE(walk_page_tables(registers_, *memory, 0x3010, read).has_value());
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86

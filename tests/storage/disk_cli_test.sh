@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Drives `lamina disk` from the outside: exit statuses, messages naming the problem and the
+# file, --force, --json, and that failed commands leave nothing behind.
+set -u
+lamina=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work" || exit 1
+failures=0
+
+check() {  # check DESCRIPTION EXPECTED_STATUS PATTERN -- COMMAND...
+  local what=$1 want_status=$2 pattern=$3
+  shift 4
+  local output status
+  output=$("$@" 2>&1)
+  status=$?
+  if [[ $status -ne $want_status ]]; then
+    echo "FAIL: $what: exit $status, expected $want_status"; echo "$output"; failures=$((failures + 1))
+  elif ! grep -qE -- "$pattern" <<<"$output"; then
+    echo "FAIL: $what: output lacks /$pattern/"; echo "$output"; failures=$((failures + 1))
+  else
+    echo "ok: $what"
+  fi
+}
+
+flip_byte() {  # flip_byte FILE OFFSET
+  local byte
+  byte=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+  printf "$(printf '\\%03o' $(((byte + 1) % 256)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}
+
+check "disk needs a subcommand" 106 'subcommand' -- "$lamina" disk
+check "create dynamic" 0 'created d.vhd' -- "$lamina" disk create d.vhd --size 100M
+check "info --json has the exact size" 0 '"virtual_size": 104857600' -- "$lamina" disk info --json d.vhd
+check "info names the type" 0 'type: dynamic' -- "$lamina" disk info d.vhd
+check "create refuses an existing file" 1 'd.vhd already exists.*--force' -- "$lamina" disk create d.vhd --size 1M
+check "create --force replaces it" 0 'created' -- "$lamina" disk create d.vhd --size 2M --force
+check "size over the VHD maximum" 1 '2040 GiB' -- "$lamina" disk create big.vhd --size 2041G
+check "bad size" 1 "invalid size '10Q'" -- "$lamina" disk create x.vhd --size 10Q
+check "unknown type is a usage error" 105 'sparse' -- "$lamina" disk create x.vhd --size 1M --type sparse
+check "missing --size" 1 '--size is required' -- "$lamina" disk create x.vhd
+check "block size must be a power of two" 1 'power of two' -- "$lamina" disk create x.vhd --size 4M --block-size 3M
+check "--parent excludes --size" 1 '--size does not go with --parent' -- "$lamina" disk create c.vhd --parent d.vhd --size 1M
+check "differencing over a missing parent" 1 'nothing.vhd' -- "$lamina" disk create c.vhd --parent nothing.vhd
+check "differencing disk" 0 'differencing' -- "$lamina" disk create c.vhd --parent d.vhd
+check "info shows the chain" 0 'backing file' -- "$lamina" disk info c.vhd
+check "azure fixed disk" 0 'fixed' -- "$lamina" disk create a.vhd --size 1000K --azure
+check "azure size is whole MiB" 0 '"virtual_size": 1048576' -- "$lamina" disk info --json a.vhd
+
+head -c 3000000 /dev/urandom > in.raw
+check "convert raw to vhd" 0 '' -- "$lamina" disk convert in.raw out.vhd
+check "convert back to raw" 0 '' -- "$lamina" disk convert out.vhd back.raw --format raw
+if cmp -s <(head -c 3000000 back.raw) in.raw; then echo "ok: round trip keeps the bytes"
+else echo "FAIL: round trip changed the bytes"; failures=$((failures + 1)); fi
+check "convert missing source" 1 'missing.raw' -- "$lamina" disk convert missing.raw new.vhd
+cp out.vhd keep.vhd
+check "convert refuses an existing destination" 1 'already exists.*--force' -- "$lamina" disk convert in.raw out.vhd
+if cmp -s out.vhd keep.vhd; then echo "ok: refused convert left the destination alone"
+else echo "FAIL: refused convert changed the destination"; failures=$((failures + 1)); fi
+check "convert stderr is quiet when not a terminal" 0 '^$' -- "$lamina" disk convert in.raw quiet.vhd --force
+
+check "check a clean image" 0 'no errors' -- "$lamina" disk check out.vhd
+size=$(stat -c %s out.vhd)
+flip_byte out.vhd $((size - 512 + 70))
+check "check finds a damaged footer" 2 'footer at the end' -- "$lamina" disk check out.vhd
+check "check --json says not clean" 2 '"clean": false' -- "$lamina" disk check --json out.vhd
+check "check --repair fixes it" 0 'repaired' -- "$lamina" disk check --repair out.vhd
+check "clean after repair" 0 'no errors' -- "$lamina" disk check out.vhd
+flip_byte out.vhd 70
+flip_byte out.vhd $((size - 512 + 70))
+check "info on a corrupt image names the problem and file" 1 'out.vhd.*checksum' -- "$lamina" disk info out.vhd
+check "check on an unreadable footer" 2 'checksum' -- "$lamina" disk check --repair out.vhd
+
+check "resize refuses to shrink without --shrink" 1 '--shrink' -- "$lamina" disk resize d.vhd 1M
+check "resize grows" 0 '' -- "$lamina" disk resize d.vhd 10M
+check "resized size" 0 '"virtual_size": 10485760' -- "$lamina" disk info --json d.vhd
+check "merge needs a differencing disk" 1 'not a differencing disk' -- "$lamina" disk merge keep.vhd
+check "compact needs a dynamic VHD" 1 'compact works on' -- "$lamina" disk compact in.raw
+check "compact" 0 'bytes' -- "$lamina" disk compact keep.vhd
+
+leftovers=$(ls -A | grep -c 'lamina-')
+if [[ $leftovers -eq 0 ]]; then echo "ok: no temporary files left"
+else echo "FAIL: temporary files left behind"; ls -A; failures=$((failures + 1)); fi
+
+exit $((failures > 0))
