@@ -42,8 +42,9 @@ Result<CheckedFile> CheckedFile::open(const std::filesystem::path& path, bool re
     int saved = errno;
     ::close(descriptor);
     if (saved == EWOULDBLOCK) {
-      return fail(ErrorCode::kInvalidArgument,
-                  fmt::format("{} is open for writing by another user of the image", path.string()));
+      return fail(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{} is open for writing by another user of the image", path.string()));
     }
     return fail(os_error("lock", path, saved));
   }

@@ -54,4 +54,9 @@ Result<std::unique_ptr<BlockDevice>> open_qcow2(const std::filesystem::path& pat
                                                 const BackingOpener& open_backing = {},
                                                 int depth = 0);
 
+// The qcow2 row for the format table (storage/image_format.h): add `qcow2_image_format(),` to
+// image_formats() to make `lamina disk` and open_image() handle qcow2.
+struct ImageFormat;
+ImageFormat qcow2_image_format();
+
 }  // namespace lamina::storage

@@ -37,4 +37,9 @@ Result<VmdkInfo> inspect_vmdk(const std::filesystem::path& path);
 Result<std::unique_ptr<BlockDevice>> open_vmdk(const std::filesystem::path& path,
                                                bool read_only = true);
 
+// The VMDK row for the format table (storage/image_format.h): add `vmdk_image_format(),` to
+// image_formats() to make `lamina disk` and open_image() handle VMDK.
+struct ImageFormat;
+ImageFormat vmdk_image_format();
+
 }  // namespace lamina::storage
