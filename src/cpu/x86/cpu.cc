@@ -231,10 +231,13 @@ bool Cpu::take_requests(CpuExit& exit) {
     return true;
   }
   if (state.interrupt_shadow) return false;
-  if ((pending & request::kNmi)) {
+  // NMIs are blocked from delivery of one until the next IRET (SDM 6.7.1); the request stays.
+  if ((pending & request::kNmi) && !state.nmi_blocked) {
     requests_.fetch_and(~request::kNmi);
     if (core.environment.take_nmi()) {
+      core.instruction_rip = state.rip;
       if (!deliver_event(vector::kNmi, false, 0, true, exit)) return true;
+      state.nmi_blocked = true;
     }
   }
   if ((pending & request::kInterrupt) && (state.rflags & rflags::kIf)) {

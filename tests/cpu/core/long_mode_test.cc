@@ -284,3 +284,36 @@ TEST_F(LongModeTest, SimdWithTaskSwitchedRaisesDeviceNotAvailable) {
 
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+TEST_F(LongModeTest, NmiIsBlockedUntilIret) {
+  // NMI handler: inc qword [kData]; then either spin (no IRET) or IRETQ. Main: jmp $
+  const std::vector<uint8_t> spinning = {0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0xeb, 0xfe};
+  start(0, {0xeb, 0xfe});
+  machine.write(kHandler, spinning);
+  machine.set_long_gate(vector::kNmi, kHandler);
+  machine.environment().nmis = 2;
+  machine.cpu().post(request::kNmi);
+  run(200);
+  machine.cpu().post(request::kNmi);
+  run(200);
+  EXPECT_EQ(machine.read64(kData), 1u);  // the second NMI waits for an IRET
+
+  const std::vector<uint8_t> returning = {0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0x48, 0xcf};
+  start(0, {0xeb, 0xfe});
+  state().nmi_blocked = false;
+  machine.write64(kData, 0);
+  machine.write(kHandler, returning);
+  machine.set_long_gate(vector::kNmi, kHandler);
+  machine.environment().nmis = 2;
+  machine.cpu().post(request::kNmi);
+  run(200);
+  machine.cpu().post(request::kNmi);
+  run(200);
+  EXPECT_EQ(machine.read64(kData), 2u);
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
