@@ -67,6 +67,8 @@ struct CpuCore {
   // Set by an instruction that changes how the following code must be decoded or checked
   // (mode switch, CR writes, self-modifying store into the running block): leave the block.
   bool stop_block = false;
+  // Set by deliver(): the instruction raised an interrupt itself (INT n), no single-step trap.
+  bool event_delivered = false;
   // The block being executed (its invalidation by a store must stop it).
   const Block* running_block = nullptr;
   uint64_t retired = 0;

@@ -298,10 +298,13 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       previous = block;
       const bool shadow = core.state.interrupt_shadow;
       core.state.interrupt_shadow = false;
+      // RFLAGS.TF: one instruction, then a single-step #DB trap (SDM 17.3.1.4).
+      const bool single_step = core.state.rflags & rflags::kTf;
       core.running_block = block;
       core.stop_block = false;
+      core.event_delivered = false;
       begin = block->instructions.data();
-      const Instruction* const last = begin + (shadow ? 1 : block->instructions.size());
+      const Instruction* const last = begin + ((shadow || single_step) ? 1 : block->instructions.size());
       for (cursor = begin; cursor != last;) {
         const Instruction& instruction = *cursor;
         core.instruction_rip = core.state.rip;
@@ -311,6 +314,12 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
         if (core.stop_block) break;
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
+      if (single_step && !core.event_delivered) {
+        core.state.dr[6] |= uint64_t{1} << 14;  // DR6.BS
+        core.instruction_rip = core.state.rip;
+        previous = nullptr;
+        if (!deliver_event(vector::kDebug, false, 0, false, exit)) break;
+      }
     } catch (const GuestFault& fault) {
       previous = nullptr;
       if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);

@@ -317,3 +317,24 @@ TEST_F(LongModeTest, NmiIsBlockedUntilIret) {
 
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+TEST_F(LongModeTest, TrapFlagSingleSteps) {
+  // #DB handler: inc qword [kData]; iretq.  Code: pushf; or qword [rsp], 0x100; popf;
+  // nop; nop; nop; pushf; and qword [rsp], ~0x100; popf; hlt.
+  const std::vector<uint8_t> handler = {0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0x48, 0xcf};
+  start(0, {0x9c, 0x48, 0x81, 0x0c, 0x24, 0x00, 0x01, 0x00, 0x00, 0x9d, 0x90, 0x90, 0x90,
+            0x9c, 0x48, 0x81, 0x24, 0x24, 0xff, 0xfe, 0xff, 0xff, 0x9d, 0xf4});
+  machine.write(kHandler, handler);
+  machine.set_long_gate(vector::kDebug, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  // A trap after every instruction that began with TF set: 3 NOPs, PUSHF, AND, POPF.
+  EXPECT_EQ(machine.read64(kData), 6u);
+  EXPECT_FALSE(state().rflags & rflags::kTf);
+  EXPECT_TRUE(state().dr[6] & (1u << 14));
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
