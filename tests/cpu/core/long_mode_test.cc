@@ -338,3 +338,43 @@ TEST_F(LongModeTest, TrapFlagSingleSteps) {
 
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+TEST(CrossModifyingCode, StoreByOneVcpuInvalidatesAnothersBlocks) {
+  SharedCodePages shared(16 << 20);
+  CpuConfiguration first_configuration;
+  first_configuration.shared_code = &shared;
+  TestMachine machine(16 << 20, first_configuration);
+  machine.enter_long_mode(0);
+  CpuConfiguration second_configuration;
+  second_configuration.vcpu_index = 1;
+  second_configuration.shared_code = &shared;
+  Cpu other(machine.memory(), machine.environment(), second_configuration);
+
+  // vCPU 1 runs "mov eax, 1; hlt" at kCode and caches the block.
+  const std::vector<uint8_t> reader = {0xb8, 0x01, 0x00, 0x00, 0x00, 0xf4};
+  machine.write(kCode, reader);
+  other.state() = machine.state();
+  other.state().rip = kCode;
+  other.state_changed();
+  ASSERT_EQ(other.run(100).kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(other.state().gpr[kRax], 1u);
+
+  // vCPU 0 stores 2 into that instruction's immediate: mov byte [kCode+1], 2; hlt
+  const std::vector<uint8_t> writer = {0xc6, 0x04, 0x25, 0x01, 0x00, 0x10, 0x00, 0x02, 0xf4};
+  machine.write(kCode + 0x800, writer);
+  machine.state().rip = kCode + 0x800;
+  machine.state().gpr[kRsp] = kStackTop;
+  ASSERT_EQ(machine.cpu().run(100).kind, CpuExit::Kind::kHalted);
+
+  // vCPU 1 sees the new code on its next entry to the block.
+  other.state().rip = kCode;
+  other.state().halted = false;
+  ASSERT_EQ(other.run(100).kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(other.state().gpr[kRax], 2u);
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing

@@ -62,7 +62,7 @@ inline constexpr uint16_t kCode64 = 0xa09b, kCode32 = 0xc09b, kData32 = 0xc093, 
 
 class TestMachine {
  public:
-  explicit TestMachine(uint64_t ram_size = 16 << 20);
+  explicit TestMachine(uint64_t ram_size = 16 << 20, CpuConfiguration configuration = {});
 
   GuestMemory& memory() { return memory_; }
   RecordingEnvironment& environment() { return environment_; }
