@@ -15,23 +15,18 @@ trap 'rm -rf "$work"/bench-*' EXIT
 command -v qemu-img >/dev/null || { echo "qemu-img is not installed (Debian: qemu-utils)"; exit 1; }
 
 now() { date +%s.%N; }
-# time_of COMMAND...: seconds, best of three runs (the output is removed before each).
-time_of() {
-  local best="" start end elapsed
-  for _ in 1 2 3; do
-    rm -f "$work/bench-out"
-    sync
-    start=$(now)
-    "$@" >/dev/null
-    sync
-    end=$(now)
-    elapsed=$(awk -v a="$end" -v b="$start" 'BEGIN { printf "%.3f", a - b }')
-    if [[ -z $best ]] || awk -v a="$elapsed" -v b="$best" 'BEGIN { exit !(a < b) }'; then
-      best=$elapsed
-    fi
-  done
-  echo "$best"
+# run_once COMMAND...: seconds for one run, output removed before, sync included.
+run_once() {
+  rm -f "$work/bench-out"
+  sync
+  local start end
+  start=$(now)
+  "$@" >/dev/null
+  sync
+  end=$(now)
+  awk -v a="$end" -v b="$start" 'BEGIN { printf "%.3f", a - b }'
 }
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (b == "" || a < b) ? a : b }'; }
 
 echo "making inputs (${size_mib} MiB each) in $work"
 head -c $((size_mib << 20)) /dev/urandom > "$work/bench-random.raw"
@@ -57,10 +52,15 @@ for input in random sparse; do
   lamina_cmd[to-raw]="$lamina disk convert $vhd $work/bench-out --format raw"
   qemu_cmd[to-raw]="qemu-img convert -f vpc -O raw $vhd $work/bench-out"
   for scenario in dynamic fixed to-raw; do
-    # shellcheck disable=SC2086
-    lamina_time=$(time_of ${lamina_cmd[$scenario]})
-    # shellcheck disable=SC2086
-    qemu_time=$(time_of ${qemu_cmd[$scenario]})
+    # The tools take turns (three runs each, best kept) so neither always follows the other.
+    lamina_time=""
+    qemu_time=""
+    for _ in 1 2 3; do
+      # shellcheck disable=SC2086
+      lamina_time=$(min "$(run_once ${lamina_cmd[$scenario]})" "$lamina_time")
+      # shellcheck disable=SC2086
+      qemu_time=$(min "$(run_once ${qemu_cmd[$scenario]})" "$qemu_time")
+    done
     case $scenario in
       dynamic) label="raw->vhd dynamic" ;;
       fixed) label="raw->vhd fixed" ;;

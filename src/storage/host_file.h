@@ -40,6 +40,9 @@ class HostFile {
   [[nodiscard]] Result<void> truncate(uint64_t size);
   // fdatasync: data and the metadata needed to read it back are on stable storage.
   [[nodiscard]] Result<void> sync_data();
+  // Starts writing a range back to storage without waiting (sync_file_range), so a long
+  // sequential write does not pile up dirty pages until the kernel throttles it. Best effort.
+  void start_writeback(uint64_t offset, uint64_t length);
   // Frees a range so it reads as zeros; false when the file system cannot.
   bool punch_hole(uint64_t offset, uint64_t length);
   // Offset of the next data at or after offset (SEEK_DATA), or the file size when none.

@@ -19,7 +19,9 @@ Result<std::unique_ptr<RawImage>> RawImage::create(HostFile file, uint64_t size)
                 fmt::format("size {} is not a multiple of 512 bytes", size));
   }
   if (auto r = file.truncate(size); !r) return fail(r.error());
-  return std::unique_ptr<RawImage>(new RawImage(std::move(file), size));
+  std::unique_ptr<RawImage> image(new RawImage(std::move(file), size));
+  image->write_behind_ = true;
+  return image;
 }
 
 Result<void> RawImage::check_range(uint64_t offset, uint64_t length) const {
@@ -41,7 +43,9 @@ Result<void> RawImage::write(uint64_t offset, std::span<const std::byte> data) {
   if (read_only()) {
     return fail(ErrorCode::kInvalidArgument, fmt::format("{}: opened read-only", path()));
   }
-  return file_.write_all(offset, data);
+  if (auto r = file_.write_all(offset, data); !r) return r;
+  if (write_behind_) file_.start_writeback(offset, data.size());
+  return {};
 }
 
 Result<void> RawImage::flush() {

@@ -15,7 +15,8 @@ namespace lamina::storage {
 class RawImage final : public BlockDevice {
  public:
   static Result<std::unique_ptr<RawImage>> open(const std::string& path, bool writable);
-  // Makes `file` (empty, writable) a sparse raw disk of `size` bytes.
+  // Makes `file` (empty, writable) a sparse raw disk of `size` bytes. Its writes start their
+  // writeback at once (it is being filled as a whole, not used by a guest).
   static Result<std::unique_ptr<RawImage>> create(HostFile file, uint64_t size);
 
   uint64_t size() const override { return size_; }
@@ -35,6 +36,7 @@ class RawImage final : public BlockDevice {
 
   HostFile file_;
   uint64_t size_;
+  bool write_behind_ = false;
 };
 
 }  // namespace lamina::storage

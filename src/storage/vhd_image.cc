@@ -257,7 +257,11 @@ Result<void> VhdImage::read_block(uint32_t block, uint64_t in_block, std::span<s
 
 Result<void> VhdImage::write(uint64_t offset, std::span<const std::byte> data) {
   if (auto r = check_range(offset, data.size(), true); !r) return r;
-  if (!header_) return file_.write_all(offset, data);
+  if (!header_) {
+    if (auto r = file_.write_all(offset, data); !r) return r;
+    if (!durable_) file_.start_writeback(offset, data.size());
+    return {};
+  }
   const uint64_t block_size = header_->block_size;
   while (!data.empty()) {
     auto block = static_cast<uint32_t>(offset / block_size);
@@ -335,6 +339,7 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
     if (auto r = file_.sync_data(); !r) return r;
   } else {
     if (auto r = file_.write_all(new_footer_offset, footer_bytes); !r) return r;
+    file_.start_writeback(start, new_footer_offset - start);
   }
   // 4. The BAT entry.
   std::array<std::byte, 4> entry{};
