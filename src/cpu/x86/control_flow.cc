@@ -49,6 +49,12 @@ void call_indirect(CpuCore& core, const Instruction& in) {
 }
 
 void return_near(CpuCore& core, const Instruction& in) {
+  if (core.code_mode == CodeMode::k64 && in.immediate == 0) {
+    const uint64_t target = core.read<uint64_t>(kSs, core.state.gpr[kRsp]);
+    core.state.rip = checked_target(core, target, 8);
+    core.state.gpr[kRsp] += 8;
+    return;
+  }
   const uint64_t top = core.stack_pointer();
   const uint64_t target = checked_target(core, core.read_sized(kSs, top, in.operand_size), in.operand_size);
   core.set_stack_pointer(top + in.operand_size + (in.immediate & 0xffff));

@@ -187,8 +187,25 @@ struct CpuCore {
 
   // ---- stack ----
   uint8_t stack_address_size() const;
-  void push(uint64_t value, uint8_t size);
-  uint64_t pop(uint8_t size);
+  void push(uint64_t value, uint8_t size) {
+    if (code_mode == CodeMode::k64 && size == 8) {  // the common case, inline
+      const uint64_t top = state.gpr[kRsp] - 8;
+      write<uint64_t>(kSs, top, value);
+      state.gpr[kRsp] = top;
+      return;
+    }
+    push_slow(value, size);
+  }
+  uint64_t pop(uint8_t size) {
+    if (code_mode == CodeMode::k64 && size == 8) {
+      const uint64_t value = read<uint64_t>(kSs, state.gpr[kRsp]);
+      state.gpr[kRsp] += 8;
+      return value;
+    }
+    return pop_slow(size);
+  }
+  void push_slow(uint64_t value, uint8_t size);
+  uint64_t pop_slow(uint8_t size);
   uint64_t stack_pointer() const;
   void set_stack_pointer(uint64_t value);
 

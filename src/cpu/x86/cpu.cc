@@ -180,7 +180,8 @@ void Cpu::reset() {
   CpuState& state = core_->state;
   state = CpuState{};
   x86::reset(state.simd);
-  state.gpr[kRdx] = 0x600;  // processor signature family 6 after RESET, like most models
+  // EDX holds the processor signature (CPUID.1:EAX) after RESET and INIT (SDM 9.1.4).
+  state.gpr[kRdx] = core_->cpuid_model.query(1, 0, CpuidState{}).eax;
   for (SegmentCache& segment : state.segment) segment = SegmentCache{0, 0, 0xffff, 0x93};
   state.segment[kCs] = SegmentCache{0xf000, 0xffff0000, 0xffff, 0x9b};
   state.rip = 0xfff0;

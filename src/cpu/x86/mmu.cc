@@ -274,7 +274,7 @@ void CpuCore::set_stack_pointer(uint64_t value) {
   }
 }
 
-void CpuCore::push(uint64_t value, uint8_t size) {
+void CpuCore::push_slow(uint64_t value, uint8_t size) {
   const uint64_t new_top = stack_pointer() - size;
   const uint64_t masked = stack_address_size() == 8 ? new_top
                           : stack_address_size() == 4 ? new_top & 0xffffffffu
@@ -283,7 +283,7 @@ void CpuCore::push(uint64_t value, uint8_t size) {
   set_stack_pointer(masked);
 }
 
-uint64_t CpuCore::pop(uint8_t size) {
+uint64_t CpuCore::pop_slow(uint8_t size) {
   const uint64_t top = stack_pointer();
   const uint64_t value = read_sized(kSs, top, size);
   set_stack_pointer(top + size);

@@ -165,3 +165,64 @@ TEST_F(ProtectedModeTest, IretReturnsToOuterLevel) {
 
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+void place(TestMachine& machine, uint64_t address, std::vector<uint8_t> bytes);
+
+// The firmware pattern (SeaBIOS call16): 32-bit protected mode -> 16-bit protected mode ->
+// real mode, then a BIOS-style INT through the IVT.
+TEST(LegacyMode, ProtectedModeBackToRealMode) {
+  TestMachine machine;
+  CpuState& s = machine.state();
+  const uint64_t gdt[] = {0, segment_descriptor(0, 0xfffff, kCode32), segment_descriptor(0, 0xfffff, kData32),
+                          segment_descriptor(0, 0xffff, kCode16), segment_descriptor(0, 0xffff, kData16)};
+  for (size_t i = 0; i < std::size(gdt); ++i) machine.write64(0x1000 + i * 8, gdt[i]);
+  place(machine, 0x7000, {0xea, 0x10, 0x70, 0x00, 0x00, 0x18, 0x00});  // ljmp 0x18:0x7010
+  place(machine, 0x7010, {0xb8, 0x20, 0x00, 0x8e, 0xd8, 0x8e, 0xd0,     // mov ax,0x20; ds; ss
+                          0x0f, 0x20, 0xc0, 0x24, 0xfe, 0x0f, 0x22, 0xc0,  // clear CR0.PE
+                          0xea, 0x30, 0x70, 0x00, 0x00});                 // ljmp 0000:7030
+  place(machine, 0x7030, {0x31, 0xc0, 0x8e, 0xd8, 0x8e, 0xd0, 0xbc, 0x00, 0x60,  // ds=ss=0, sp=6000
+                          0xcd, 0x10, 0xf4});                                    // int 0x10; hlt
+  place(machine, 0x40, {0x00, 0x80, 0x00, 0x00});      // IVT[0x10] = 0000:8000
+  place(machine, 0x8000, {0xbb, 0x42, 0x42, 0xcf});    // mov bx, 0x4242; iret
+  s.cr0 = cr0::kPe | cr0::kEt;
+  s.gdtr = {0x1000, sizeof(gdt) - 1};
+  s.idtr = {0, 0x3ff};
+  s.segment[kCs] = SegmentCache{0x08, 0, 0xffffffff, kCode32};
+  for (uint8_t seg : {kEs, kSs, kDs, kFs, kGs}) s.segment[seg] = SegmentCache{0x10, 0, 0xffffffff, kData32};
+  s.rip = 0x7000;
+  s.gpr[kRsp] = 0x9000;
+  machine.cpu().state_changed();
+  const CpuExit exit = machine.cpu().run(100);
+  ASSERT_EQ(exit.kind, CpuExit::Kind::kHalted) << exit.reason;
+  EXPECT_FALSE(s.protected_mode());
+  EXPECT_EQ(s.segment[kCs].selector, 0);
+  EXPECT_EQ(s.segment[kCs].base, 0u);
+  EXPECT_EQ(s.gpr[kRbx] & 0xffff, 0x4242u);
+  EXPECT_EQ(s.gpr[kRsp] & 0xffff, 0x6000u);
+  EXPECT_EQ(s.rip, 0x703cu);
+}
+
+// An instruction that runs off the end of a mapped page into an unmapped one faults with
+// CR2 at the second page, reported at the instruction's start.
+TEST(LegacyMode, PageCrossingInstructionFetchFault) {
+  TestMachine machine;
+  machine.enter_long_mode(0, 2 << 20);
+  // mov rax, imm64 whose last bytes lie on the unmapped page 0x200000.
+  const std::vector<uint8_t> code = {0x48, 0xb8, 1, 2, 3, 4};
+  machine.write(0x200000 - code.size(), code);
+  machine.write(0x180000, std::vector<uint8_t>{0xf4});
+  machine.set_long_gate(vector::kPageFault, 0x180000);
+  CpuState& s = machine.state();
+  s.rip = 0x200000 - code.size();
+  s.gpr[kRsp] = 0x170000;
+  ASSERT_EQ(machine.cpu().run(100).kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(s.cr2, 0x200000u);
+  EXPECT_EQ(machine.read64(s.gpr[kRsp]), 0x10u);                       // not present, fetch
+  EXPECT_EQ(machine.read64(s.gpr[kRsp] + 8), 0x200000u - code.size());  // faulting RIP
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
