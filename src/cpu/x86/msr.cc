@@ -21,6 +21,7 @@ bool canonical(uint64_t address) {
 
 std::optional<uint64_t> read_model_specific(CpuCore& core, uint32_t msr) {
   const CoreMsrs& m = core.state.msr;
+  if (core.environment.platform_msr(msr)) return core.environment.read_platform_msr(msr);
   switch (msr) {
     case index::kTsc: return core.environment.read_tsc() + m.tsc_offset;
     case index::kApicBase: return m.apic_base;
@@ -44,6 +45,11 @@ std::optional<uint64_t> read_model_specific(CpuCore& core, uint32_t msr) {
 
 bool write_model_specific(CpuCore& core, uint32_t msr, uint64_t value) {
   CoreMsrs& m = core.state.msr;
+  if (core.environment.platform_msr(msr)) {
+    if (!core.environment.write_platform_msr(msr, value)) return false;
+    if (msr == index::kApicBase) m.apic_base = value;
+    return true;
+  }
   switch (msr) {
     case index::kTsc: m.tsc_offset = value - core.environment.read_tsc(); return true;
     case index::kApicBase: m.apic_base = value; return true;
