@@ -15,14 +15,15 @@ trap 'rm -rf "$work"/bench-*' EXIT
 command -v qemu-img >/dev/null || { echo "qemu-img is not installed (Debian: qemu-utils)"; exit 1; }
 
 now() { date +%s.%N; }
-# time_of COMMAND...: seconds, best of two runs (the output is removed before each).
+# time_of COMMAND...: seconds, best of three runs (the output is removed before each).
 time_of() {
   local best="" start end elapsed
-  for _ in 1 2; do
+  for _ in 1 2 3; do
     rm -f "$work/bench-out"
     sync
     start=$(now)
     "$@" >/dev/null
+    sync
     end=$(now)
     elapsed=$(awk -v a="$end" -v b="$start" 'BEGIN { printf "%.3f", a - b }')
     if [[ -z $best ]] || awk -v a="$elapsed" -v b="$best" 'BEGIN { exit !(a < b) }'; then

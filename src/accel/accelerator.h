@@ -17,6 +17,7 @@
 #include "base/guest_memory.h"
 #include "cpu/x86/cpu_environment.h"
 #include "cpu/x86/cpu_state.h"
+#include "cpu/x86/system/cpu_features.h"
 
 namespace lamina::accel {
 
@@ -59,7 +60,9 @@ class Accelerator {
                                                     cpu::x86::CpuEnvironment& environment) = 0;
 };
 
-// The built-in CPU; always available.
-std::unique_ptr<Accelerator> create_emu_accelerator(GuestMemory& memory);
+// The built-in CPU; always available. `features` is the VM's CPU model (CPUID, MSRs; its
+// vcpu_count sets the topology); an invalid model is kInvalidArgument.
+Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
+                                                            const cpu::x86::CpuFeatures& features = {});
 
 }  // namespace lamina::accel

@@ -23,10 +23,11 @@ VcpuExit::Kind to_vcpu_exit(CpuExit::Kind kind) {
 
 class EmuVcpu : public Vcpu {
  public:
-  EmuVcpu(GuestMemory& memory, cpu::x86::CpuEnvironment& environment, bool bootstrap)
-      : cpu_(memory, environment) {
+  EmuVcpu(GuestMemory& memory, cpu::x86::CpuEnvironment& environment, const cpu::x86::CpuidModel& model,
+          uint32_t index)
+      : cpu_(memory, environment, cpu::x86::CpuConfiguration{&model, index, {}}) {
     // Application processors wait for INIT-SIPI-SIPI (MP spec B.4).
-    if (!bootstrap) cpu_.post(cpu::x86::request::kInit);
+    if (index != 0) cpu_.post(cpu::x86::request::kInit);
   }
 
   VcpuExit run(uint64_t budget) override {
@@ -46,9 +47,7 @@ class EmuVcpu : public Vcpu {
   void startup(uint8_t vector) override { cpu_.post_startup(vector); }
   cpu::x86::CpuState state() const override { return cpu_.state(); }
   void set_state(const cpu::x86::CpuState& state) override {
-    cpu::x86::SimdState* simd = cpu_.state().simd;
     cpu_.state() = state;
-    cpu_.state().simd = simd;  // the SIMD unit's state stays with its vCPU
     cpu_.state_changed();
   }
   void invalidate_code(uint64_t physical, uint64_t length) override { cpu_.invalidate_code(physical, length); }
@@ -59,20 +58,26 @@ class EmuVcpu : public Vcpu {
 
 class EmuAccelerator : public Accelerator {
  public:
-  explicit EmuAccelerator(GuestMemory& memory) : memory_(memory) {}
+  EmuAccelerator(GuestMemory& memory, cpu::x86::CpuidModel model) : memory_(memory), model_(std::move(model)) {}
   std::string_view name() const override { return "emu"; }
   Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index, cpu::x86::CpuEnvironment& environment) override {
-    return std::unique_ptr<Vcpu>(std::make_unique<EmuVcpu>(memory_, environment, index == 0));
+    if (index >= model_.features().vcpu_count)
+      return fail(ErrorCode::kInvalidArgument, "vCPU index beyond the CPU model's vcpu_count");
+    return std::unique_ptr<Vcpu>(std::make_unique<EmuVcpu>(memory_, environment, model_, index));
   }
 
  private:
   GuestMemory& memory_;
+  cpu::x86::CpuidModel model_;
 };
 
 }  // namespace
 
-std::unique_ptr<Accelerator> create_emu_accelerator(GuestMemory& memory) {
-  return std::make_unique<EmuAccelerator>(memory);
+Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
+                                                            const cpu::x86::CpuFeatures& features) {
+  auto model = cpu::x86::CpuidModel::create(features);
+  if (!model) return fail(model.error().with_context("emu accelerator"));
+  return std::unique_ptr<Accelerator>(std::make_unique<EmuAccelerator>(memory, std::move(*model)));
 }
 
 }  // namespace lamina::accel

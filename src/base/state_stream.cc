@@ -79,9 +79,8 @@ std::string StateReader::where() const {
 
 Result<void> StateReader::take(void* out, size_t size, std::string_view what) {
   if (size > remaining()) {
-    return fail(ErrorCode::kCorrupt,
-                fmt::format("{}: truncated: {} needs {} bytes, {} left", where(), what, size,
-                            remaining()));
+    return fail(ErrorCode::kCorrupt, fmt::format("{}: truncated: {} needs {} bytes, {} left",
+                                                 where(), what, size, remaining()));
   }
   std::memcpy(out, data_.data() + position_, size);
   position_ += size;
@@ -91,7 +90,8 @@ Result<void> StateReader::take(void* out, size_t size, std::string_view what) {
 Result<uint32_t> StateReader::begin_section(std::string_view name) {
   uint16_t name_length = 0;
   std::byte length_bytes[2] = {};
-  if (auto result = take(length_bytes, 2, "section name length"); !result) return fail(result.error());
+  if (auto result = take(length_bytes, 2, "section name length"); !result)
+    return fail(result.error());
   name_length = load_le<uint16_t>(length_bytes);
   if (name_length > kMaxSectionNameLength) {
     return fail(ErrorCode::kCorrupt,
@@ -99,13 +99,15 @@ Result<uint32_t> StateReader::begin_section(std::string_view name) {
                             where(), name_length, name));
   }
   std::string found(name_length, '\0');
-  if (auto result = take(found.data(), name_length, "section name"); !result) return fail(result.error());
+  if (auto result = take(found.data(), name_length, "section name"); !result)
+    return fail(result.error());
   if (found != name) {
     return fail(ErrorCode::kCorrupt,
                 fmt::format("{}: expected section '{}', found '{}'", where(), name, found));
   }
   std::byte header[12] = {};
-  if (auto result = take(header, sizeof(header), "section header"); !result) return fail(result.error());
+  if (auto result = take(header, sizeof(header), "section header"); !result)
+    return fail(result.error());
   uint32_t version = load_le<uint32_t>(header);
   uint64_t payload = load_le<uint64_t>(header + 4);
   if (payload > remaining()) {
@@ -154,7 +156,8 @@ Result<bool> StateReader::get_bool() {
   auto value = get_u8();
   if (!value) return fail(value.error());
   if (*value > 1) {
-    return fail(ErrorCode::kCorrupt, fmt::format("{}: flag byte is {}, not 0 or 1", where(), *value));
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: flag byte is {}, not 0 or 1", where(), *value));
   }
   return *value == 1;
 }

@@ -52,12 +52,18 @@ class StateWriter {
  private:
   template <typename T>
   void put_one(const T& value) {
-    if constexpr (std::is_same_v<T, bool>) put_bool(value);
-    else if constexpr (std::is_same_v<T, uint8_t>) put_u8(value);
-    else if constexpr (std::is_same_v<T, uint16_t>) put_u16(value);
-    else if constexpr (std::is_same_v<T, uint32_t>) put_u32(value);
-    else if constexpr (std::is_same_v<T, uint64_t>) put_u64(value);
-    else static_assert(sizeof(T) == 0, "StateWriter::put takes bool and uint8_t..uint64_t");
+    if constexpr (std::is_same_v<T, bool>)
+      put_bool(value);
+    else if constexpr (std::is_same_v<T, uint8_t>)
+      put_u8(value);
+    else if constexpr (std::is_same_v<T, uint16_t>)
+      put_u16(value);
+    else if constexpr (std::is_same_v<T, uint32_t>)
+      put_u32(value);
+    else if constexpr (std::is_same_v<T, uint64_t>)
+      put_u64(value);
+    else
+      static_assert(sizeof(T) == 0, "StateWriter::put takes bool and uint8_t..uint64_t");
   }
   void append(const void* bytes, size_t size);
 
@@ -102,12 +108,18 @@ class StateReader {
   template <typename T>
   Result<void> get_one(T& value) {
     Result<T> got = [this] {
-      if constexpr (std::is_same_v<T, bool>) return get_bool();
-      else if constexpr (std::is_same_v<T, uint8_t>) return get_u8();
-      else if constexpr (std::is_same_v<T, uint16_t>) return get_u16();
-      else if constexpr (std::is_same_v<T, uint32_t>) return get_u32();
-      else if constexpr (std::is_same_v<T, uint64_t>) return get_u64();
-      else static_assert(sizeof(T) == 0, "StateReader::get takes bool and uint8_t..uint64_t");
+      if constexpr (std::is_same_v<T, bool>)
+        return get_bool();
+      else if constexpr (std::is_same_v<T, uint8_t>)
+        return get_u8();
+      else if constexpr (std::is_same_v<T, uint16_t>)
+        return get_u16();
+      else if constexpr (std::is_same_v<T, uint32_t>)
+        return get_u32();
+      else if constexpr (std::is_same_v<T, uint64_t>)
+        return get_u64();
+      else
+        static_assert(sizeof(T) == 0, "StateReader::get takes bool and uint8_t..uint64_t");
     }();
     if (!got) return fail(got.error());
     value = *got;

@@ -79,7 +79,7 @@ void add_disk_info_and_check(CLI::App& disk) {
   info->add_flag("--json", info_arguments->json, "Print JSON");
   info->callback([info_arguments] {
     const auto& format = detect("info", info_arguments->path);
-    auto result = format.inspect(info_arguments->path);
+    auto result = storage::inspect_image(format, info_arguments->path);
     if (!result) fail_disk_command("info", result.error());
     if (info_arguments->json) {
       fmt::print("{}\n", info_json(*result).dump(2));
@@ -99,7 +99,7 @@ void add_disk_info_and_check(CLI::App& disk) {
   check->callback([check_arguments] {
     const std::string& path = check_arguments->path;
     const auto& format = detect("check", path);
-    auto report = format.check(path, check_arguments->repair);
+    auto report = storage::check_image(format, path, check_arguments->repair);
     if (!report) fail_disk_command("check", report.error());
     if (check_arguments->json) {
       nlohmann::json json;

@@ -1,5 +1,7 @@
 #include "cli/disk_support.h"
 
+#include <pthread.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -23,16 +25,31 @@ uint64_t parse_size_option(std::string_view command, std::string_view option,
 }
 
 ProgressBar::ProgressBar(std::string label)
-    : label_(std::move(label)), enabled_(::isatty(STDERR_FILENO) == 1) {}
+    : label_(std::move(label)), enabled_(::isatty(STDERR_FILENO) == 1) {
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGHUP);
+  if (::pthread_sigmask(SIG_BLOCK, &mask, &previous_mask_) == 0) {
+    signal_fd_ = ::signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+  }
+}
 
 ProgressBar::~ProgressBar() {
   if (drawn_) fmt::print(stderr, "\r\033[K");
+  if (signal_fd_ >= 0) ::close(signal_fd_);
+  // A signal that arrived after the last check is delivered here, with its default action.
+  ::pthread_sigmask(SIG_SETMASK, &previous_mask_, nullptr);
 }
 
-void ProgressBar::update(uint64_t done, uint64_t total) {
-  if (!enabled_ || total == 0) return;
+bool ProgressBar::update(uint64_t done, uint64_t total) {
+  signalfd_siginfo info{};
+  if (signal_fd_ >= 0 && ::read(signal_fd_, &info, sizeof info) == sizeof info) interrupted_ = true;
+  if (interrupted_) return false;
+  if (!enabled_ || total == 0) return true;
   auto now = std::chrono::steady_clock::now();
-  if (drawn_ && done < total && now - last_ < std::chrono::milliseconds(100)) return;
+  if (drawn_ && done < total && now - last_ < std::chrono::milliseconds(100)) return true;
   last_ = now;
   drawn_ = true;
   constexpr int kWidth = 30;
@@ -40,6 +57,7 @@ void ProgressBar::update(uint64_t done, uint64_t total) {
   fmt::print(stderr, "\r{} [{}{}] {:3}%", label_, std::string(static_cast<size_t>(filled), '#'),
              std::string(static_cast<size_t>(kWidth - filled), ' '), done * 100 / total);
   std::fflush(stderr);
+  return true;
 }
 
 }  // namespace lamina::cli

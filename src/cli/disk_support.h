@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -31,7 +32,9 @@ uint64_t parse_size_option(std::string_view command, std::string_view option,
                            std::string_view text);
 
 // Draws "label [#####     ] 42%" on stderr when it is a terminal, at most ten times a second;
-// silent otherwise. Clears its line when destroyed. Owned by the command that runs.
+// silent otherwise. Clears its line when destroyed. While it lives, SIGINT, SIGTERM and SIGHUP
+// are blocked and read from a signalfd (no global handler state): the progress callback then
+// cancels the operation, which removes its staged output. Owned by the command that runs.
 class ProgressBar {
  public:
   explicit ProgressBar(std::string label);
@@ -39,15 +42,19 @@ class ProgressBar {
   ProgressBar(const ProgressBar&) = delete;
   ProgressBar& operator=(const ProgressBar&) = delete;
 
-  void update(uint64_t done, uint64_t total);
+  // Returns false once a termination signal has arrived.
+  bool update(uint64_t done, uint64_t total);
   storage::Progress callback() {
-    return [this](uint64_t done, uint64_t total) { update(done, total); };
+    return [this](uint64_t done, uint64_t total) { return update(done, total); };
   }
 
  private:
   std::string label_;
   bool enabled_;
   bool drawn_ = false;
+  bool interrupted_ = false;
+  int signal_fd_ = -1;
+  sigset_t previous_mask_{};
   std::chrono::steady_clock::time_point last_{};
 };
 

@@ -7,8 +7,8 @@ namespace lamina::hw {
 namespace {
 enum Window : unsigned { kEvent = 0, kControl = 1, kTimer = 2 };
 // PM1 status bits that are write-1-to-clear and the enables that route them to the SCI.
-constexpr uint16_t kStatusWritable = 0x8731;  // WAK, RTC, SLPBTN, PWRBTN, GBL, BM, TMR
-constexpr uint16_t kEnableWritable = 0x0721;  // RTC_EN, SLPBTN_EN, PWRBTN_EN, GBL_EN, TMR_EN
+constexpr uint16_t kStatusWritable = 0x8731;   // WAK, RTC, SLPBTN, PWRBTN, GBL, BM, TMR
+constexpr uint16_t kEnableWritable = 0x0721;   // RTC_EN, SLPBTN_EN, PWRBTN_EN, GBL_EN, TMR_EN
 constexpr uint16_t kControlWritable = 0x1c07;  // SCI_EN, BM_RLD, GBL_RLS, SLP_TYPx
 constexpr uint16_t kSleepEnable = 1u << 13;
 constexpr uint32_t kStateVersion = 1;
@@ -62,7 +62,10 @@ void AcpiPm::window_read(unsigned window, uint64_t offset, std::span<std::byte> 
         value = status_ | (static_cast<uint64_t>(enable_) << 16) | 0xffffffff00000000ull;
         value >>= (offset & 3) * 8;
         break;
-      case kControl: value = control_ | 0xffffffffffff0000ull; value >>= (offset & 1) * 8; break;
+      case kControl:
+        value = control_ | 0xffffffffffff0000ull;
+        value >>= (offset & 1) * 8;
+        break;
       case kTimer:
         value = timer_value() | 0xffffffff00000000ull;
         value >>= (offset & 3) * 8;

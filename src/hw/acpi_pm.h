@@ -66,7 +66,7 @@ class AcpiPm final : public WindowedDevice, public Stateful {
   mutable std::mutex mutex_;
   uint16_t status_ = 0;
   uint16_t enable_ = 0;
-  uint16_t control_ = 1;  // SCI_EN
+  uint16_t control_ = 1;       // SCI_EN
   uint64_t timer_offset_ = 0;  // ticks added to the clock-derived count (restored state)
   bool last_top_bit_ = false;
   bool sci_level_ = false;

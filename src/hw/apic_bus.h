@@ -28,18 +28,23 @@ enum class DeliveryMode : uint8_t {
   kExtInt = 7,
 };
 
-enum class DestinationShorthand : uint8_t { kNone = 0, kSelf = 1, kAllIncludingSelf = 2, kAllExcludingSelf = 3 };
+enum class DestinationShorthand : uint8_t {
+  kNone = 0,
+  kSelf = 1,
+  kAllIncludingSelf = 2,
+  kAllExcludingSelf = 3
+};
 
 // One interrupt message as it travels on the APIC bus.
 struct InterruptMessage {
   uint8_t vector = 0;
   DeliveryMode mode = DeliveryMode::kFixed;
-  bool logical = false;       // destination mode
-  uint32_t destination = 0;   // APIC ID, or logical mask; 0xff (xAPIC) or ~0 (x2APIC) broadcasts
+  bool logical = false;      // destination mode
+  uint32_t destination = 0;  // APIC ID, or logical mask; 0xff (xAPIC) or ~0 (x2APIC) broadcasts
   bool level_triggered = false;
-  bool assert_level = true;   // false only for the INIT level de-assert IPI, which is ignored
+  bool assert_level = true;  // false only for the INIT level de-assert IPI, which is ignored
   DestinationShorthand shorthand = DestinationShorthand::kNone;
-  uint32_t source_id = 0;     // sender's APIC ID, for the self shorthands
+  uint32_t source_id = 0;  // sender's APIC ID, for the self shorthands
 };
 
 // Where the IOAPIC sends its messages.

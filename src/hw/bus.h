@@ -13,12 +13,12 @@
 // Ownership: borrows the devices; a device must outlive its mappings and any access in flight,
 // so devices are destroyed only after the vCPUs have stopped.
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <shared_mutex>
 #include <span>
 #include <string>
-#include <atomic>
 
 #include "base/error.h"
 #include "hw/device.h"

@@ -55,9 +55,17 @@ constexpr uint64_t ns_to_ticks(uint64_t ns, uint64_t frequency_hz) {
 
 // Nanoseconds until a frequency_hz counter has advanced `ticks`, rounded up so a timer armed for
 // that moment never fires before the counter got there.
+// Saturates at UINT64_MAX ("never") instead of wrapping for spans beyond ~584 years.
 constexpr uint64_t ticks_to_ns(uint64_t ticks, uint64_t frequency_hz) {
-  return (ticks / frequency_hz) * kNanosecondsPerSecond +
+  const uint64_t seconds = ticks / frequency_hz;
+  if (seconds > UINT64_MAX / kNanosecondsPerSecond - 1) return UINT64_MAX;
+  return seconds * kNanosecondsPerSecond +
          ((ticks % frequency_hz) * kNanosecondsPerSecond + frequency_hz - 1) / frequency_hz;
+}
+
+// a + b, or UINT64_MAX when that overflows: deadlines far away stay far away.
+constexpr uint64_t saturating_add(uint64_t a, uint64_t b) {
+  return b > UINT64_MAX - a ? UINT64_MAX : a + b;
 }
 
 }  // namespace lamina::hw

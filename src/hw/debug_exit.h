@@ -25,7 +25,8 @@ class DebugExit final : public Device, public Stateful {
   void read(uint64_t, std::span<std::byte> data) override { store_le_sized(data, ~0ull); }
   void write(uint64_t offset, std::span<const std::byte> data) override {
     if (offset != 0 || data.empty() || !exit_request_) return;
-    const auto value = static_cast<uint32_t>(load_le_sized(data.first(std::min<size_t>(data.size(), 4))));
+    const auto value =
+        static_cast<uint32_t>(load_le_sized(data.first(std::min<size_t>(data.size(), 4))));
     exit_request_((value << 1) | 1);
   }
 

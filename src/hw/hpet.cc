@@ -13,8 +13,8 @@ constexpr uint64_t kTimerConfig = 0x00, kTimerComparator = 0x08, kTimerFsbRoute 
 
 constexpr uint64_t kPeriodFemtoseconds = 1'000'000'000'000'000ull / Hpet::kFrequencyHz;
 // Revision 1, 64-bit counter (bit 13), legacy replacement capable (bit 15), vendor 0x8086.
-constexpr uint64_t kCapabilityValue = 0x01 | ((Hpet::kTimers - 1) << 8) | (1u << 13) |
-                                      (1u << 15) | (0x8086ull << 16) | (kPeriodFemtoseconds << 32);
+constexpr uint64_t kCapabilityValue = 0x01 | ((Hpet::kTimers - 1) << 8) | (1u << 13) | (1u << 15) |
+                                      (0x8086ull << 16) | (kPeriodFemtoseconds << 32);
 
 constexpr uint64_t kLevelTriggered = 1u << 1;
 constexpr uint64_t kInterruptEnable = 1u << 2;
@@ -25,8 +25,8 @@ constexpr uint64_t kValueSet = 1u << 6;
 constexpr uint64_t kMode32 = 1u << 8;
 constexpr uint64_t kRouteShift = 9;
 constexpr uint64_t kRouteMask = 0x1full << kRouteShift;
-constexpr uint64_t kConfigWritable = kLevelTriggered | kInterruptEnable | kPeriodic | kValueSet |
-                                     kMode32 | kRouteMask;
+constexpr uint64_t kConfigWritable =
+    kLevelTriggered | kInterruptEnable | kPeriodic | kValueSet | kMode32 | kRouteMask;
 constexpr uint32_t kStateVersion = 1;
 }  // namespace
 
@@ -54,7 +54,8 @@ uint64_t Hpet::route_capability() const {
 IrqLine* Hpet::route(unsigned index) const {
   if (legacy_route() && index == 0) return routing_.legacy_timer0;
   if (legacy_route() && index == 1) return routing_.legacy_timer1;
-  const unsigned pin = static_cast<unsigned>((comparators_[index].config & kRouteMask) >> kRouteShift);
+  const unsigned pin =
+      static_cast<unsigned>((comparators_[index].config & kRouteMask) >> kRouteShift);
   return pin < routing_.ioapic.size() ? routing_.ioapic[pin] : nullptr;
 }
 
@@ -103,7 +104,8 @@ void Hpet::arm(unsigned index, uint64_t now) {
   uint64_t ticks = 0;
   if (timer.config & kMode32) {
     // 32-bit comparators match the counter's low half, which wraps every 2^32 ticks.
-    ticks = (static_cast<uint32_t>(timer.comparator) - static_cast<uint32_t>(count)) & 0xffffffffull;
+    ticks =
+        (static_cast<uint32_t>(timer.comparator) - static_cast<uint32_t>(count)) & 0xffffffffull;
   } else if (timer.comparator >= count) {
     ticks = timer.comparator - count;
   } else if (timer.config & kPeriodic) {
@@ -112,7 +114,7 @@ void Hpet::arm(unsigned index, uint64_t now) {
     host_timer.cancel();  // a 64-bit one-shot already passed matches again only after 2^64 ticks
     return;
   }
-  uint64_t deadline = now + ticks_to_ns(ticks, kFrequencyHz);
+  uint64_t deadline = saturating_add(now, ticks_to_ns(ticks, kFrequencyHz));
   if (timer.config & kPeriodic) deadline = std::max(deadline, now + kMinimumPeriodNs);
   host_timer.arm_at(deadline);
 }
@@ -208,7 +210,8 @@ bool Hpet::write_register(uint64_t offset, uint64_t value, uint64_t mask, uint64
       const unsigned pin = static_cast<unsigned>((updated & kRouteMask) >> kRouteShift);
       if (!((route_capability() >> pin) & 1)) {
         // INT_ROUTE_CNF outside INT_ROUTE_CAP is undefined (spec 2.3.9.2.1): keep the old one.
-        if (log_limiter_.allow()) log_warn("hpet: timer {} routed to unwired IOAPIC pin {}", index, pin);
+        if (log_limiter_.allow())
+          log_warn("hpet: timer {} routed to unwired IOAPIC pin {}", index, pin);
         updated = (updated & ~kRouteMask) | (timer.config & kRouteMask);
       }
       if (updated & kMode32) {
@@ -272,7 +275,8 @@ void Hpet::save(StateWriter& writer) const {
   std::lock_guard lock(mutex_);
   writer.begin_section("hpet", kStateVersion);
   writer.put(config_, interrupt_status_, counter(timers_.clock().now_ns()));
-  for (const Comparator& timer : comparators_) writer.put(timer.config, timer.comparator, timer.period);
+  for (const Comparator& timer : comparators_)
+    writer.put(timer.config, timer.comparator, timer.period);
   writer.end_section();
 }
 

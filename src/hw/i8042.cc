@@ -168,12 +168,19 @@ void I8042::keyboard_command(uint8_t value) {
       queue(kAck, false);
       return;
     case 0xee: queue(0xee, false); return;  // echo
-    case 0xf4: keyboard_scanning_ = true; queue(kAck, false); return;
-    case 0xf5: keyboard_scanning_ = false; queue(kAck, false); return;
-    case 0xf6: keyboard_scanning_ = true; queue(kAck, false); return;
-    default:
-      queue(value >= 0xf7 ? kAck : kResend, false);
+    case 0xf4:
+      keyboard_scanning_ = true;
+      queue(kAck, false);
       return;
+    case 0xf5:
+      keyboard_scanning_ = false;
+      queue(kAck, false);
+      return;
+    case 0xf6:
+      keyboard_scanning_ = true;
+      queue(kAck, false);
+      return;
+    default: queue(value >= 0xf7 ? kAck : kResend, false); return;
   }
 }
 
@@ -195,25 +202,46 @@ void I8042::mouse_command(uint8_t value) {
       queue(0xaa, true);
       queue(0x00, true);
       return;
-    case 0xf2: queue(kAck, true); queue(0x00, true); return;
+    case 0xf2:
+      queue(kAck, true);
+      queue(0x00, true);
+      return;
     case 0xf3:
     case 0xe8:
       mouse_pending_ = value;
       queue(kAck, true);
       return;
     case 0xe9: {  // status request: flags, resolution, sample rate
-      uint8_t flags = static_cast<uint8_t>((mouse_reporting_ ? 0x20 : 0) | (mouse_scaling_ ? 0x10 : 0));
+      uint8_t flags =
+          static_cast<uint8_t>((mouse_reporting_ ? 0x20 : 0) | (mouse_scaling_ ? 0x10 : 0));
       queue(kAck, true);
       queue(flags, true);
       queue(mouse_resolution_, true);
       queue(mouse_rate_, true);
       return;
     }
-    case 0xeb: queue(kAck, true); queue(0x08, true); queue(0, true); queue(0, true); return;
-    case 0xe6: mouse_scaling_ = false; queue(kAck, true); return;
-    case 0xe7: mouse_scaling_ = true; queue(kAck, true); return;
-    case 0xf4: mouse_reporting_ = true; queue(kAck, true); return;
-    case 0xf5: mouse_reporting_ = false; queue(kAck, true); return;
+    case 0xeb:
+      queue(kAck, true);
+      queue(0x08, true);
+      queue(0, true);
+      queue(0, true);
+      return;
+    case 0xe6:
+      mouse_scaling_ = false;
+      queue(kAck, true);
+      return;
+    case 0xe7:
+      mouse_scaling_ = true;
+      queue(kAck, true);
+      return;
+    case 0xf4:
+      mouse_reporting_ = true;
+      queue(kAck, true);
+      return;
+    case 0xf5:
+      mouse_reporting_ = false;
+      queue(kAck, true);
+      return;
     case 0xf6:
       mouse_reporting_ = false;
       mouse_rate_ = 100;
@@ -326,10 +354,10 @@ Result<void> I8042::load(StateReader& reader) {
     if (auto result = reader.get(entry); !result) return result;
     output.push_back(entry & 0x1ff);
   }
-  if (auto result = reader.get(command_byte_, output_port_, pending_command_,
-                               last_write_was_command_, keyboard_pending_, keyboard_scanning_,
-                               scan_set_, mouse_pending_, mouse_reporting_, mouse_rate_,
-                               mouse_resolution_, mouse_scaling_);
+  if (auto result =
+          reader.get(command_byte_, output_port_, pending_command_, last_write_was_command_,
+                     keyboard_pending_, keyboard_scanning_, scan_set_, mouse_pending_,
+                     mouse_reporting_, mouse_rate_, mouse_resolution_, mouse_scaling_);
       !result) {
     return result;
   }

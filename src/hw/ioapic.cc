@@ -49,8 +49,8 @@ void IoApic::deliver(unsigned pin) {
     return;
   }
   // Only fixed and lowest-priority level interrupts wait for an EOI (data sheet 3.2.4).
-  if (message.level_triggered && (message.mode == DeliveryMode::kFixed ||
-                                  message.mode == DeliveryMode::kLowestPriority)) {
+  if (message.level_triggered &&
+      (message.mode == DeliveryMode::kFixed || message.mode == DeliveryMode::kLowestPriority)) {
     entries_[pin] |= kRemoteIrr;
   }
   router_.deliver(message);
@@ -138,7 +138,8 @@ void IoApic::read(uint64_t offset, std::span<std::byte> data) {
 
 void IoApic::write(uint64_t offset, std::span<const std::byte> data) {
   if (data.empty()) return;
-  const auto value = static_cast<uint32_t>(load_le_sized(data.first(std::min<size_t>(data.size(), 4))));
+  const auto value =
+      static_cast<uint32_t>(load_le_sized(data.first(std::min<size_t>(data.size(), 4))));
   if (offset == kEoiOffset) {
     end_of_interrupt(static_cast<uint8_t>(value));
     return;

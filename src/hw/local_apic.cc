@@ -230,8 +230,8 @@ void LocalApic::send_ipi(uint64_t icr, Outbox& outbox) {
   message.assert_level = (icr >> 14) & 1;
   message.level_triggered = (icr >> 15) & 1;
   message.shorthand = static_cast<DestinationShorthand>((icr >> 18) & 3);
-  message.destination = x2apic() ? static_cast<uint32_t>(icr >> 32)
-                                 : static_cast<uint32_t>(icr >> 56);
+  message.destination =
+      x2apic() ? static_cast<uint32_t>(icr >> 32) : static_cast<uint32_t>(icr >> 56);
   message.source_id = id_;
   if (static_cast<unsigned>(message.mode) == 3) return;  // reserved delivery mode
   if ((message.mode == DeliveryMode::kFixed || message.mode == DeliveryMode::kLowestPriority) &&

@@ -8,9 +8,9 @@
 namespace lamina::hw::lapic_layout {
 
 // Register indexes (MMIO offset >> 4, or x2APIC MSR - 0x800); SDM table 11-1 and 11-6.
-constexpr unsigned kId = 0x02, kVersion = 0x03, kTpr = 0x08, kApr = 0x09, kPpr = 0x0a,
-                   kEoi = 0x0b, kLdr = 0x0d, kDfr = 0x0e, kSvr = 0x0f, kIsr = 0x10, kTmr = 0x18,
-                   kIrr = 0x20, kEsr = 0x28, kIcrLow = 0x30, kIcrHigh = 0x31, kLvtBase = 0x32,
+constexpr unsigned kId = 0x02, kVersion = 0x03, kTpr = 0x08, kApr = 0x09, kPpr = 0x0a, kEoi = 0x0b,
+                   kLdr = 0x0d, kDfr = 0x0e, kSvr = 0x0f, kIsr = 0x10, kTmr = 0x18, kIrr = 0x20,
+                   kEsr = 0x28, kIcrLow = 0x30, kIcrHigh = 0x31, kLvtBase = 0x32,
                    kInitialCount = 0x38, kCurrentCount = 0x39, kDivide = 0x3e, kSelfIpi = 0x3f;
 
 // Version 0x14 (integrated APIC), six LVT entries (max LVT index 5).

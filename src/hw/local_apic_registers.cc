@@ -41,7 +41,10 @@ bool LocalApic::write_register(unsigned index, uint64_t value, uint64_t now, Out
     return true;
   }
   switch (index) {
-    case kTpr: tpr_ = value32 & 0xff; outbox.kick = true; return true;
+    case kTpr:
+      tpr_ = value32 & 0xff;
+      outbox.kick = true;
+      return true;
     case kEoi: end_of_interrupt(outbox); return true;
     case kSvr: {
       // Bits 0-7 spurious vector, 8 software enable, 9 focus check; EOI broadcast suppression
@@ -214,9 +217,9 @@ void LocalApic::save(StateWriter& writer) const {
   }
   for (uint32_t lvt : lvt_) writer.put(lvt);
   // The timer as time since it started, so it resumes on another host's clock.
-  writer.put(initial_count_, divide_config_, timer_elapsed_ns(now), periods_fired_,
-             one_shot_fired_, tsc_deadline_, lint_level_[0], lint_level_[1], ext_int_pending_,
-             nmi_pending_, init_pending_, static_cast<uint16_t>(startup_vector_ & 0x1ff));
+  writer.put(initial_count_, divide_config_, timer_elapsed_ns(now), periods_fired_, one_shot_fired_,
+             tsc_deadline_, lint_level_[0], lint_level_[1], ext_int_pending_, nmi_pending_,
+             init_pending_, static_cast<uint16_t>(startup_vector_ & 0x1ff));
   writer.end_section();
 }
 

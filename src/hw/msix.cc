@@ -59,8 +59,8 @@ void MsixCapability::flush_pending(uint16_t control) {
       const Entry& entry = table_[vector];
       if ((word & bit) && !(entry.control & 1)) {
         word &= ~bit;
-        messages.push_back({(static_cast<uint64_t>(entry.address_high) << 32) | entry.address_low,
-                            entry.data});
+        messages.push_back(
+            {(static_cast<uint64_t>(entry.address_high) << 32) | entry.address_low, entry.data});
       }
     }
   }
@@ -78,8 +78,8 @@ bool MsixCapability::notify(uint16_t vector) {
     if ((control & kFunctionMask) || (entry.control & 1)) {
       pending_[vector / 64] |= 1ull << (vector % 64);
     } else {
-      messages.push_back({(static_cast<uint64_t>(entry.address_high) << 32) | entry.address_low,
-                          entry.data});
+      messages.push_back(
+          {(static_cast<uint64_t>(entry.address_high) << 32) | entry.address_low, entry.data});
     }
   }
   send(messages);
@@ -97,7 +97,8 @@ void MsixCapability::read(uint64_t offset, std::span<std::byte> data) {
       for (size_t i = 0; i < data.size(); i += 4) {
         const uint64_t at = relative + i;
         const Entry& entry = table_[at / 16];
-        const uint32_t words[4] = {entry.address_low, entry.address_high, entry.data, entry.control};
+        const uint32_t words[4] = {entry.address_low, entry.address_high, entry.data,
+                                   entry.control};
         value |= static_cast<uint64_t>(words[(at % 16) / 4] >> (8 * (at % 4))) << (8 * i);
       }
     } else if (offset >= pba_offset_ && offset - pba_offset_ + data.size() <= pba_size()) {
@@ -110,7 +111,8 @@ void MsixCapability::read(uint64_t offset, std::span<std::byte> data) {
 
 void MsixCapability::write(uint64_t offset, std::span<const std::byte> data) {
   if (data.size() != 4 && data.size() != 8) return;  // PCI 6.8.2: dword or qword accesses
-  if (offset < table_offset_ || offset - table_offset_ + data.size() > table_size() || (offset & 3)) {
+  if (offset < table_offset_ || offset - table_offset_ + data.size() > table_size() ||
+      (offset & 3)) {
     return;  // the PBA is read-only
   }
   const uint64_t value = load_le_sized(data);

@@ -237,14 +237,16 @@ Result<void> PciDevice::load(StateReader& reader) {
   }
   std::array<uint8_t, kConfigSize> saved{};
   bool intx = false;
-  if (auto result = reader.get_bytes(std::as_writable_bytes(std::span(saved))); !result) return result;
+  if (auto result = reader.get_bytes(std::as_writable_bytes(std::span(saved))); !result)
+    return result;
   if (auto result = reader.get(intx); !result) return result;
   {
     std::lock_guard lock(mutex_);
     // Only what the guest could have written is taken from the stream; identity, BAR types and
     // capability layout stay as this build of the device defines them.
     for (size_t at = 0; at < kConfigSize; ++at) {
-      config_[at] = static_cast<uint8_t>((config_[at] & ~writable_[at]) | (saved[at] & writable_[at]));
+      config_[at] =
+          static_cast<uint8_t>((config_[at] & ~writable_[at]) | (saved[at] & writable_[at]));
     }
     intx_level_ = intx;
     update_mappings();

@@ -63,7 +63,8 @@ uint32_t PciHost::config_read(unsigned bus, unsigned device, unsigned function, 
   // Header type bit 7 tells software to probe functions 1-7 of this device.
   if (function == 0 && reg <= 0x0e && reg + size > 0x0e) {
     bool multifunction = false;
-    for (unsigned other = 1; other < 8; ++other) multifunction |= functions_[device * 8 + other] != nullptr;
+    for (unsigned other = 1; other < 8; ++other)
+      multifunction |= functions_[device * 8 + other] != nullptr;
     if (multifunction) value |= 0x80u << (8 * (0x0e - reg));
   }
   return value;

@@ -36,7 +36,7 @@ class PciHost final : public WindowedDevice, public Stateful {
   struct Options {
     uint16_t vendor = 0x1b36;  // Red Hat's "QEMU PCIe host bridge" ID, which needs no driver
     uint16_t device = 0x0008;
-    unsigned ecam_buses = 1;   // ECAM window size: ecam_buses MiB (1..256)
+    unsigned ecam_buses = 1;          // ECAM window size: ecam_buses MiB (1..256)
     Device* reset_control = nullptr;  // 0xcf9 byte accesses
   };
 

@@ -292,12 +292,11 @@ Result<void> Pic8259Pair::load(StateReader& reader) {
   std::lock_guard lock(mutex_);
   for (Chip* chip : {&master_, &slave_}) {
     Chip loaded;
-    if (auto result = reader.get(loaded.irr, loaded.isr, loaded.imr, loaded.input_level,
-                                 loaded.elcr, loaded.vector_base, loaded.lowest_priority,
-                                 loaded.init_step, loaded.expect_icw4, loaded.single,
-                                 loaded.auto_eoi, loaded.rotate_on_auto_eoi,
-                                 loaded.special_fully_nested, loaded.special_mask,
-                                 loaded.read_isr, loaded.poll);
+    if (auto result = reader.get(
+            loaded.irr, loaded.isr, loaded.imr, loaded.input_level, loaded.elcr, loaded.vector_base,
+            loaded.lowest_priority, loaded.init_step, loaded.expect_icw4, loaded.single,
+            loaded.auto_eoi, loaded.rotate_on_auto_eoi, loaded.special_fully_nested,
+            loaded.special_mask, loaded.read_isr, loaded.poll);
         !result) {
       return result;
     }

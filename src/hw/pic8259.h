@@ -56,14 +56,14 @@ class Pic8259Pair final : public WindowedDevice, public Stateful {
  private:
   // One 8259A.
   struct Chip {
-    uint8_t irr = 0;          // interrupt request register
-    uint8_t isr = 0;          // in-service register
-    uint8_t imr = 0;          // interrupt mask register
-    uint8_t input_level = 0;  // current input pin levels (edge detection)
-    uint8_t elcr = 0;         // level-triggered inputs
-    uint8_t vector_base = 0;  // ICW2 & 0xf8
+    uint8_t irr = 0;              // interrupt request register
+    uint8_t isr = 0;              // in-service register
+    uint8_t imr = 0;              // interrupt mask register
+    uint8_t input_level = 0;      // current input pin levels (edge detection)
+    uint8_t elcr = 0;             // level-triggered inputs
+    uint8_t vector_base = 0;      // ICW2 & 0xf8
     uint8_t lowest_priority = 7;  // the IR with the lowest priority (rotation)
-    uint8_t init_step = 0;    // 0 = operational; 1..3 expect ICW2..ICW4
+    uint8_t init_step = 0;        // 0 = operational; 1..3 expect ICW2..ICW4
     bool expect_icw4 = false;
     bool single = false;
     bool auto_eoi = false;

@@ -13,7 +13,8 @@ constexpr uint32_t kStateVersion = 1;
 // BCD counts decode nibble by nibble; a digit above 9 (undefined in the data sheet) counts as 9.
 uint32_t decode_bcd(uint32_t raw) {
   uint32_t value = 0;
-  for (int shift = 12; shift >= 0; shift -= 4) value = value * 10 + std::min((raw >> shift) & 15, 9u);
+  for (int shift = 12; shift >= 0; shift -= 4)
+    value = value * 10 + std::min((raw >> shift) & 15, 9u);
   return value;
 }
 
@@ -83,8 +84,8 @@ bool Pit8254::output(const Channel& channel, uint64_t now) const {
 
 uint8_t Pit8254::status(const Channel& channel, uint64_t now) const {
   // Read-back status byte (8254 data sheet, figure "Status byte").
-  uint8_t value = static_cast<uint8_t>((channel.access << 4) | (channel.mode << 1) |
-                                       (channel.bcd ? 1 : 0));
+  uint8_t value =
+      static_cast<uint8_t>((channel.access << 4) | (channel.mode << 1) | (channel.bcd ? 1 : 0));
   if (output(channel, now)) value |= 0x80;
   if (!channel.loaded || channel.write_high_next) value |= 0x40;  // null count
   return value;
@@ -194,7 +195,8 @@ uint8_t Pit8254::read_channel(Channel& channel, uint64_t now) {
     channel.status_latched = false;
     return channel.latched_status;
   }
-  const uint16_t value = channel.count_latched ? channel.latched_count : current_count(channel, now);
+  const uint16_t value =
+      channel.count_latched ? channel.latched_count : current_count(channel, now);
   bool high = channel.access == 2;
   if (channel.access == 3) {
     high = channel.read_high_next;
@@ -307,8 +309,8 @@ void Pit8254::save(StateWriter& writer) const {
   for (const Channel& c : channels_) {
     // Elapsed ticks, not clock readings, so the state moves to a host with another clock.
     writer.put(c.count, c.mode, c.access, c.bcd, c.gate, c.loaded, c.triggered, c.running,
-               elapsed(c, now), c.write_high_next, c.pending_low, c.read_high_next,
-               c.count_latched, c.latched_count, c.status_latched, c.latched_status);
+               elapsed(c, now), c.write_high_next, c.pending_low, c.read_high_next, c.count_latched,
+               c.latched_count, c.status_latched, c.latched_status);
   }
   writer.end_section();
 }
@@ -324,10 +326,10 @@ Result<void> Pit8254::load(StateReader& reader) {
   const uint64_t now = timers_.clock().now_ns();
   std::array<Channel, 3> loaded{};
   for (Channel& c : loaded) {
-    if (auto result = reader.get(c.count, c.mode, c.access, c.bcd, c.gate, c.loaded, c.triggered,
-                                 c.running, c.base_elapsed, c.write_high_next, c.pending_low,
-                                 c.read_high_next, c.count_latched, c.latched_count,
-                                 c.status_latched, c.latched_status);
+    if (auto result =
+            reader.get(c.count, c.mode, c.access, c.bcd, c.gate, c.loaded, c.triggered, c.running,
+                       c.base_elapsed, c.write_high_next, c.pending_low, c.read_high_next,
+                       c.count_latched, c.latched_count, c.status_latched, c.latched_status);
         !result) {
       return result;
     }

@@ -53,9 +53,9 @@ class Pit8254 final : public Device, public Stateful {
     uint8_t access = 3;  // 1 low byte, 2 high byte, 3 low then high
     bool bcd = false;
     bool gate = false;
-    bool loaded = false;     // a count was written since the control word
-    bool triggered = false;  // modes 1 and 5: a gate edge started the count
-    bool running = false;    // the counter is decrementing now
+    bool loaded = false;        // a count was written since the control word
+    bool triggered = false;     // modes 1 and 5: a gate edge started the count
+    bool running = false;       // the counter is decrementing now
     uint64_t base_elapsed = 0;  // ticks counted before start_ns
     uint64_t start_ns = 0;
     bool write_high_next = false;

@@ -29,7 +29,9 @@ bool is_time_register(uint8_t index) {
          (index >= kWeekday && index <= kYear) || index == kCentury;
 }
 
-int64_t floor_divide(int64_t a, int64_t b) { return a / b - ((a % b != 0) && ((a < 0) != (b < 0))); }
+int64_t floor_divide(int64_t a, int64_t b) {
+  return a / b - ((a % b != 0) && ((a < 0) != (b < 0)));
+}
 }  // namespace
 
 // Days from 1970-01-01 to a proleptic Gregorian date and back, counting 400-year eras of
@@ -42,7 +44,8 @@ Rtc::Civil Rtc::to_civil(int64_t unix_seconds) {
   const int64_t day_of_era = shifted - era * 146097;
   const int64_t year_of_era =
       (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146096) / 365;
-  const int64_t day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+  const int64_t day_of_year =
+      day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
   const int64_t month_index = (5 * day_of_year + 2) / 153;  // 0 = March
   Civil civil{};
   civil.day = static_cast<unsigned>(day_of_year - (153 * month_index + 2) / 5 + 1);
@@ -162,8 +165,9 @@ void Rtc::update(uint64_t now) {
       Civil civil = to_civil(second);
       // An alarm byte of 0xc0-0xff matches any value ("don't care").
       bool match = true;
-      for (auto [alarm, time] : {std::pair{kSecondsAlarm, kSeconds}, std::pair{kMinutesAlarm, kMinutes},
-                                 std::pair{kHoursAlarm, kHours}}) {
+      for (auto [alarm, time] :
+           {std::pair{kSecondsAlarm, kSeconds}, std::pair{kMinutesAlarm, kMinutes},
+            std::pair{kHoursAlarm, kHours}}) {
         if (cmos_[alarm] < 0xc0 && cmos_[alarm] != time_register(time, civil)) match = false;
       }
       if (match) flags |= kCAlarm;
@@ -214,8 +218,8 @@ uint8_t Rtc::read_data(uint64_t now) {
     case kRegisterA: {
       uint8_t value = cmos_[kRegisterA] & 0x7f;
       bool ticking = running() && !(cmos_[kRegisterB] & kBSet);
-      if (ticking && (now - base_ns_) % kNanosecondsPerSecond >=
-                         kNanosecondsPerSecond - kUpdateInProgressNs) {
+      if (ticking &&
+          (now - base_ns_) % kNanosecondsPerSecond >= kNanosecondsPerSecond - kUpdateInProgressNs) {
         value |= kAUpdateInProgress;
       }
       return value;
@@ -387,7 +391,8 @@ Result<void> Rtc::load(StateReader& reader) {
   bool nmi_masked = false;
   uint64_t seconds = 0;
   uint64_t phase_ns = 0;
-  if (auto result = reader.get_bytes(std::as_writable_bytes(std::span(cmos))); !result) return result;
+  if (auto result = reader.get_bytes(std::as_writable_bytes(std::span(cmos))); !result)
+    return result;
   if (auto result = reader.get(index, nmi_masked, seconds, phase_ns); !result) return result;
   if (index >= cmos.size() || phase_ns >= kNanosecondsPerSecond) {
     return fail(ErrorCode::kCorrupt, "rtc: saved index or second phase is out of range");

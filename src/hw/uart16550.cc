@@ -6,7 +6,7 @@ namespace lamina::hw {
 
 namespace {
 // Register offsets (PC16550D data sheet, table II).
-constexpr uint64_t kData = 0;        // RBR/THR, or DLL with DLAB
+constexpr uint64_t kData = 0;             // RBR/THR, or DLL with DLAB
 constexpr uint64_t kInterruptEnable = 1;  // IER, or DLM with DLAB
 constexpr uint64_t kInterruptId = 2;      // IIR on read, FCR on write
 constexpr uint64_t kLineControl = 3;
@@ -41,7 +41,7 @@ constexpr uint8_t kMcrLoopback = 0x10;
 
 constexpr uint8_t kLsrDataReady = 0x01;
 constexpr uint8_t kLsrOverrun = 0x02;
-constexpr uint8_t kLsrErrors = 0x1e;  // overrun, parity, framing, break
+constexpr uint8_t kLsrErrors = 0x1e;         // overrun, parity, framing, break
 constexpr uint8_t kLsrTransmitEmpty = 0x60;  // THRE and TEMT
 constexpr uint8_t kLsrFifoError = 0x80;
 
@@ -245,8 +245,8 @@ void Uart16550::update_modem_status() {
 }
 
 void Uart16550::update_irq() {
-  bool level = (interrupt_identification() & kIirNoInterrupt) == 0 &&
-               (modem_control_ & kMcrOut2) != 0;
+  bool level =
+      (interrupt_identification() & kIirNoInterrupt) == 0 && (modem_control_ & kMcrOut2) != 0;
   if (level != irq_level_) {
     irq_level_ = level;
     irq_.set_level(level);
@@ -280,10 +280,10 @@ Result<void> Uart16550::load(StateReader& reader) {
   }
   std::lock_guard lock(mutex_);
   uint8_t count = 0;
-  if (auto result = reader.get(interrupt_enable_, line_control_, modem_control_,
-                               line_status_errors_, modem_status_deltas_, previous_lines_,
-                               scratch_, divisor_low_, divisor_high_, fifo_enabled_,
-                               trigger_level_, transmit_empty_pending_, count);
+  if (auto result =
+          reader.get(interrupt_enable_, line_control_, modem_control_, line_status_errors_,
+                     modem_status_deltas_, previous_lines_, scratch_, divisor_low_, divisor_high_,
+                     fifo_enabled_, trigger_level_, transmit_empty_pending_, count);
       !result) {
     return result;
   }

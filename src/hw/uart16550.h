@@ -81,7 +81,7 @@ class Uart16550 final : public Device, public Stateful {
   uint8_t interrupt_enable_ = 0;
   uint8_t line_control_ = 0;
   uint8_t modem_control_ = 0;
-  uint8_t line_status_errors_ = 0;  // LSR bits 1-4, cleared by reading LSR
+  uint8_t line_status_errors_ = 0;   // LSR bits 1-4, cleared by reading LSR
   uint8_t modem_status_deltas_ = 0;  // MSR bits 0-3, cleared by reading MSR
   uint8_t previous_lines_ = 0;       // MSR bits 4-7 at the last update
   uint8_t scratch_ = 0;

@@ -8,6 +8,7 @@
 // A plain value; no ownership, no synchronization.
 
 #include <cstdint>
+#include <string>
 
 namespace lamina::machine {
 
@@ -49,5 +50,8 @@ struct BootState {
   // What the page tables at cr3 map: virtual = physical for [0, identity_mapped_bytes).
   uint64_t identity_mapped_bytes = 0;
 };
+
+// One line for logs: mode, RIP, RSP, RAX, RBX, RSI, control registers, CS and the GDT.
+std::string describe(const BootState& state);
 
 }  // namespace lamina::machine

@@ -205,7 +205,7 @@ Result<Compression> detect_compression(std::span<const std::byte> data) {
   return fail(ErrorCode::kUnsupported, "kernel payload is in an unknown compression format");
 }
 
-Result<std::vector<std::byte>> decompress_kernel_payload(std::span<const std::byte> payload,
+Result<DecompressedKernel> decompress_kernel_payload(std::span<const std::byte> payload,
                                                          uint64_t max_output) {
   if (payload.size() < 8) {
     return fail(ErrorCode::kCorrupt, "kernel payload is too short to hold compressed data");
@@ -224,7 +224,8 @@ Result<std::vector<std::byte>> decompress_kernel_payload(std::span<const std::by
                             declared, max_output));
   }
   const std::span<const std::byte> input = payload.first(payload.size() - 4);
-  std::vector<std::byte> output(declared);
+  DecompressedKernel kernel(declared);
+  const std::span<std::byte> output = kernel.bytes();
   Result<void> done;
   switch (*compression) {
     case Compression::kGzip: done = inflate_gzip(input, output); break;
@@ -236,7 +237,7 @@ Result<std::vector<std::byte>> decompress_kernel_payload(std::span<const std::by
     case Compression::kLzo: break;
   }
   if (!done) return fail(done.error());
-  return output;
+  return kernel;
 }
 
 }  // namespace lamina::machine

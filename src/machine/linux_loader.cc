@@ -22,14 +22,6 @@ constexpr uint64_t kDefaultInitrdAddrMax = 0x7FFFFFFF;
 // 64-bit entry point offset from the start of the protected-mode kernel (boot.rst).
 constexpr uint64_t kEntry64Offset = 0x200;
 
-// True when [address, address + size) lies inside one usable e820 entry.
-bool in_usable_ram(const std::vector<E820Entry>& map, uint64_t address, uint64_t size) {
-  return std::any_of(map.begin(), map.end(), [&](const E820Entry& entry) {
-    return entry.type == E820Type::kUsable && address >= entry.address &&
-           address - entry.address <= entry.size && size <= entry.size - (address - entry.address);
-  });
-}
-
 Error does_not_fit(std::string_view what, uint64_t start, uint64_t end) {
   return Error(ErrorCode::kInvalidArgument,
                fmt::format("{} at {:#x}-{:#x} does not fit in the guest's usable RAM; give the VM "
@@ -137,7 +129,7 @@ Result<LinuxLoadResult> load_linux(GuestMemory& memory, const MemoryLayout& layo
       result.compression = *compression;
       auto vmlinux = decompress_kernel_payload(image->payload, options.max_decompressed_size);
       if (!vmlinux) return fail(vmlinux.error());
-      auto loaded = load_vmlinux(memory, map, *vmlinux);
+      auto loaded = load_vmlinux(memory, map, vmlinux->bytes());
       if (!loaded) return fail(loaded.error());
       kernel = *loaded;
       // The decompressor also needs init_size from the load address; keep the initrd clear of

@@ -29,6 +29,11 @@ Result<MemoryLayout> MemoryLayout::create(const MemoryLayoutOptions& options) {
   return MemoryLayout(ram, std::min(ram, kPciHoleStart), rom);
 }
 
+uint64_t MemoryLayout::pci_mmio64_base() const {
+  const uint64_t ram_top = kAbove4GiBStart + above_4g_ram_size();
+  return std::max(kPciMmio64MinimumBase, (ram_top + kGiB - 1) & ~(kGiB - 1));
+}
+
 std::vector<RamRegion> MemoryLayout::ram_regions() const {
   std::vector<RamRegion> regions = {
       {0, kLowRamEnd},
@@ -60,6 +65,13 @@ std::vector<E820Entry> MemoryLayout::e820() const {
     map.push_back({kAbove4GiBStart, above_4g_ram_size(), E820Type::kUsable});
   }
   return map;
+}
+
+bool in_usable_ram(const std::vector<E820Entry>& map, uint64_t address, uint64_t size) {
+  return std::any_of(map.begin(), map.end(), [&](const E820Entry& entry) {
+    return entry.type == E820Type::kUsable && address >= entry.address &&
+           address - entry.address <= entry.size && size <= entry.size - (address - entry.address);
+  });
 }
 
 Result<uint64_t> find_highest_free(const std::vector<E820Entry>& map, uint64_t size,

@@ -73,7 +73,11 @@ inline constexpr uint64_t kAcpiAreaSize = 64 * kKiB;
 
 // Limits on the RAM size a user may ask for.
 inline constexpr uint64_t kMinRamSize = 4 * kMiB;
-inline constexpr uint64_t kMaxRamSize = 1024 * kGiB;  // keeps every address below 2^41
+// With the 64-bit PCI window above RAM, every address stays below 2^40 (a CPU advertising 40
+// physical address bits, as QEMU's default models do, can reach all of it).
+inline constexpr uint64_t kMaxRamSize = 512 * kGiB;
+inline constexpr uint64_t kPciMmio64MinimumBase = 512 * kGiB;
+inline constexpr uint64_t kPciMmio64Size = 64 * kGiB;
 
 struct MemoryLayoutOptions {
   uint64_t ram_size = 0;                 // bytes of RAM the guest sees; a multiple of 1 MiB
@@ -94,6 +98,10 @@ class MemoryLayout {
   uint64_t above_4g_ram_size() const { return ram_size_ - below_4g_end_; }
   uint64_t firmware_rom_base() const { return kFourGiB - firmware_rom_size_; }
   uint64_t firmware_rom_size() const { return firmware_rom_size_; }
+  // The 64-bit PCI MMIO window: kPciMmio64Size bytes at 512 GiB, or at the first GiB boundary
+  // above RAM when RAM reaches past 512 GiB.
+  uint64_t pci_mmio64_base() const;
+  uint64_t pci_mmio64_size() const { return kPciMmio64Size; }
   uint64_t acpi_area_base() const { return below_4g_end_ - kAcpiAreaSize; }
   uint64_t acpi_area_size() const { return kAcpiAreaSize; }
 
@@ -113,6 +121,9 @@ class MemoryLayout {
   uint64_t below_4g_end_;
   uint64_t firmware_rom_size_;
 };
+
+// True when [address, address + size) lies inside one usable e820 entry.
+bool in_usable_ram(const std::vector<E820Entry>& map, uint64_t address, uint64_t size);
 
 // Highest address range of `size` bytes, aligned to `alignment` (a power of two), lying inside a
 // usable e820 entry, ending at or below `limit` (exclusive end) and not overlapping any of the

@@ -54,13 +54,6 @@ class InfoArea {
   uint64_t next_ = kMultibootInfoAddress + kInfoStructureSize;
 };
 
-bool in_usable_ram(const std::vector<E820Entry>& map, uint64_t address, uint64_t size) {
-  return std::any_of(map.begin(), map.end(), [&](const E820Entry& entry) {
-    return entry.type == E820Type::kUsable && address >= entry.address &&
-           address - entry.address <= entry.size && size <= entry.size - (address - entry.address);
-  });
-}
-
 Result<void> check_placement(const std::vector<E820Entry>& map, std::string_view what,
                              uint64_t start, uint64_t end) {
   if (start < kBootStackTop) {

@@ -57,6 +57,8 @@ struct MultibootModule {
 
 struct MultibootLoadOptions {
   std::span<const std::byte> kernel = {};
+  // Passed verbatim. QEMU and GRUB put the kernel's file name first ("kernel.bin args"), and
+  // many Multiboot kernels skip that first word: callers should do the same.
   std::string_view command_line = {};
   std::vector<MultibootModule> modules = {};
 };

@@ -1,13 +1,13 @@
 #include "storage/checked_file.h"
 
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/falloc.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fcntl.h>
-#include <linux/falloc.h>
-#include <fmt/format.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <utility>
 
 namespace lamina::storage {
@@ -32,7 +32,8 @@ Result<CheckedFile> CheckedFile::open(const std::filesystem::path& path, bool re
   }
   if (!S_ISREG(status.st_mode) && !S_ISBLK(status.st_mode)) {
     ::close(descriptor);
-    return fail(ErrorCode::kInvalidArgument, fmt::format("{} is not a regular file", path.string()));
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} is not a regular file", path.string()));
   }
   uint64_t size = static_cast<uint64_t>(status.st_size);
   if (S_ISBLK(status.st_mode)) {
@@ -91,7 +92,8 @@ Result<void> CheckedFile::read_at(uint64_t offset, std::span<std::byte> data,
       return fail(os_error("read", path_, errno));
     }
     if (got == 0) {
-      return fail(ErrorCode::kCorrupt, fmt::format("{}: file shrank while reading {}", name(), what));
+      return fail(ErrorCode::kCorrupt,
+                  fmt::format("{}: file shrank while reading {}", name(), what));
     }
     done += static_cast<size_t>(got);
   }
@@ -137,8 +139,8 @@ Result<bool> CheckedFile::punch_hole(uint64_t offset, uint64_t length) {
   if (read_only_) {
     return fail(ErrorCode::kInvalidArgument, fmt::format("{} is open read-only", name()));
   }
-  if (::fallocate(descriptor_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                  static_cast<off_t>(length)) != 0) {
+  if (::fallocate(descriptor_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(offset), static_cast<off_t>(length)) != 0) {
     if (errno == EOPNOTSUPP || errno == ENOSYS) return false;
     return fail(os_error("punch a hole in", path_, errno));
   }

@@ -45,4 +45,31 @@ Result<std::unique_ptr<BlockDevice>> open_image(const std::string& path, bool wr
   return (*format)->open(path, writable);
 }
 
+Result<ImageInfo> inspect_image(const ImageFormat& format, const std::string& path) {
+  if (format.inspect != nullptr) return format.inspect(path);
+  auto image = format.open(path, false);
+  if (!image) return fail(image.error());
+  auto file = HostFile::open(path, HostFile::Mode::kRead);
+  if (!file) return fail(file.error());
+  auto size = file->size();
+  if (!size) return fail(size.error());
+  ImageInfo info;
+  info.path = path;
+  info.format = std::string(format.name);
+  info.virtual_size = (*image)->size();
+  info.file_size = *size;
+  return info;
+}
+
+Result<CheckReport> check_image(const ImageFormat& format, const std::string& path, bool repair) {
+  if (format.check != nullptr) return format.check(path, repair);
+  // Opening is the only structural check there is; an image that opens is reported clean.
+  auto image = format.open(path, false);
+  if (!image) return fail(image.error());
+  CheckReport report;
+  report.problems.push_back({fmt::format("no structure checker for {} images; it opens", format.name),
+                             false, false});
+  return report;
+}
+
 }  // namespace lamina::storage

@@ -76,6 +76,8 @@ struct ImageFormat {
   // nullptr for formats Lamina only reads. The file at path must not exist.
   Result<std::unique_ptr<BlockDevice>> (*create)(const std::string& path,
                                                  const CreateOptions& options);
+  // May be nullptr: inspect_image() then reports the generic fields, check_image() says the
+  // format has no checker.
   Result<ImageInfo> (*inspect)(const std::string& path);
   Result<CheckReport> (*check)(const std::string& path, bool repair);
 };
@@ -91,5 +93,8 @@ const ImageFormat* find_format(std::string_view name);
 Result<const ImageFormat*> detect_format(const std::string& path);
 // Detects the format and opens the image (and, for differencing disks, its parents).
 Result<std::unique_ptr<BlockDevice>> open_image(const std::string& path, bool writable);
+// The format's inspect or check, with generic answers for formats that have none.
+Result<ImageInfo> inspect_image(const ImageFormat& format, const std::string& path);
+Result<CheckReport> check_image(const ImageFormat& format, const std::string& path, bool repair);
 
 }  // namespace lamina::storage

@@ -58,6 +58,10 @@ Result<void> check_clean(const std::string& path) {
 
 }  // namespace
 
+Error interrupted_error(std::string_view what) {
+  return Error(ErrorCode::kInvalidArgument, fmt::format("interrupted; {}", what));
+}
+
 Result<void> create_image(const std::string& path, std::string_view format_name,
                           const CreateOptions& options, bool overwrite) {
   const ImageFormat* format = find_format(format_name);
@@ -113,7 +117,7 @@ Result<void> copy_content(BlockDevice& source, BlockDevice& destination,
     uint64_t length = extent->length;
     if (extent->zero && length >= kSectorSize) {
       offset += length / kSectorSize * kSectorSize;
-      if (progress) progress(offset, total);
+      if (progress && !progress(offset, total)) return fail(interrupted_error("nothing was written"));
       continue;
     }
     length = std::min(std::max(round_up_sector(length), kSectorSize), total - offset);
@@ -138,7 +142,7 @@ Result<void> copy_content(BlockDevice& source, BlockDevice& destination,
       }
     }
     offset += length;
-    if (progress) progress(offset, total);
+    if (progress && !progress(offset, total)) return fail(interrupted_error("nothing was written"));
   }
   return {};
 }
@@ -193,7 +197,12 @@ Result<uint64_t> merge_image(const std::string& child_path, const Progress& prog
       if (auto r = copy_range(**child, **parent, offset, length, buffer); !r) return fail(r.error());
       merged += length;
     }
-    if (progress) progress(uint64_t{block + 1} * header.block_size, uint64_t{bat.size()} * header.block_size);
+    if (progress && !progress(uint64_t{block + 1} * header.block_size,
+                              uint64_t{bat.size()} * header.block_size)) {
+      // The child is untouched and still reads the same; the parent holds part of its data.
+      return fail(interrupted_error("the parent holds part of the child's data; the child is "
+                                    "unchanged and can be merged again"));
+    }
   }
   if (auto r = (*parent)->flush(); !r) return fail(r.error());
   // The parent now holds everything; the child becomes an empty differencing disk over it

@@ -14,8 +14,12 @@
 
 namespace lamina::storage {
 
-// Called as work advances (done <= total, in bytes of virtual disk).
-using Progress = std::function<void(uint64_t done, uint64_t total)>;
+// Called as work advances (done <= total, in bytes of virtual disk). Returning false cancels
+// the operation: it fails with "interrupted" and a staged output is removed.
+using Progress = std::function<bool(uint64_t done, uint64_t total)>;
+
+// The failure of a cancelled operation.
+Error interrupted_error(std::string_view what);
 
 struct ConvertOptions {
   std::string format = "vhd";

@@ -231,7 +231,10 @@ Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
       if (!differencing && is_all_zero(span)) continue;
       if (auto r = (*target)->write(first * kSectorSize, span); !r) return fail(r.error());
     }
-    if (progress) progress(uint64_t{block + 1} * header.block_size, uint64_t{bat.size()} * header.block_size);
+    if (progress && !progress(uint64_t{block + 1} * header.block_size,
+                              uint64_t{bat.size()} * header.block_size)) {
+      return fail(interrupted_error("the image is unchanged"));
+    }
   }
   if (auto r = (*target)->flush(); !r) return fail(r.error());
   uint64_t before = source.file_size();

@@ -1,8 +1,8 @@
 #include "storage/inflate.h"
 
-#include <climits>
 #include <fmt/format.h>
 #include <zlib.h>
+#include <climits>
 
 namespace lamina::storage {
 

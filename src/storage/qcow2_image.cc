@@ -1,9 +1,9 @@
 #include "storage/qcow2_image.h"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <fmt/format.h>
 #include <unordered_map>
 #include <vector>
 
@@ -91,7 +91,8 @@ Result<Header> parse_header(const CheckedFile& file) {
                             file.name(), crypt_method));
   }
   if (header.virtual_size > kMaxVirtualSize) {
-    return corrupt(file, fmt::format("virtual size {} is beyond the format's limit", header.virtual_size));
+    return corrupt(
+        file, fmt::format("virtual size {} is beyond the format's limit", header.virtual_size));
   }
 
   uint32_t header_length = 72;
@@ -100,9 +101,11 @@ Result<Header> parse_header(const CheckedFile& file) {
     header.incompatible = load_be<uint64_t>(&raw[72]);
     header_length = load_be<uint32_t>(&raw[100]);
     if (header_length < 104 || header_length > header.cluster_size) {
-      return corrupt(file, fmt::format("header length {} is outside 104..cluster size", header_length));
+      return corrupt(file,
+                     fmt::format("header length {} is outside 104..cluster size", header_length));
     }
-    uint8_t compression_type = header_length > 104 && header_read > 104 ? static_cast<uint8_t>(raw[104]) : 0;
+    uint8_t compression_type =
+        header_length > 104 && header_read > 104 ? static_cast<uint8_t>(raw[104]) : 0;
     if ((header.incompatible & kCompressionTypeBit) && compression_type != 0) {
       return fail(ErrorCode::kUnsupported,
                   fmt::format("{}: compression type {} (zstd) is not supported, only deflate",
@@ -110,16 +113,17 @@ Result<Header> parse_header(const CheckedFile& file) {
     }
   }
   if (header.incompatible & kExternalDataBit) {
-    return fail(ErrorCode::kUnsupported,
-                fmt::format("{}: qcow2 images with an external data file are not supported",
-                            file.name()));
+    return fail(
+        ErrorCode::kUnsupported,
+        fmt::format("{}: qcow2 images with an external data file are not supported", file.name()));
   }
   if (header.incompatible & kExtendedL2Bit) {
-    return fail(ErrorCode::kUnsupported,
-                fmt::format("{}: qcow2 extended L2 entries (subclusters) are not supported", file.name()));
+    return fail(
+        ErrorCode::kUnsupported,
+        fmt::format("{}: qcow2 extended L2 entries (subclusters) are not supported", file.name()));
   }
-  uint64_t unknown = header.incompatible &
-                     ~(kDirtyBit | kCorruptBit | kCompressionTypeBit | kExternalDataBit | kExtendedL2Bit);
+  uint64_t unknown = header.incompatible & ~(kDirtyBit | kCorruptBit | kCompressionTypeBit |
+                                             kExternalDataBit | kExtendedL2Bit);
   if (unknown != 0) {
     return fail(ErrorCode::kUnsupported,
                 fmt::format("{}: unknown incompatible qcow2 features {:#x}; refusing to read it",
@@ -131,7 +135,8 @@ Result<Header> parse_header(const CheckedFile& file) {
   uint64_t extension_end = std::min<uint64_t>(header.cluster_size, file.size());
   while (position + 8 <= extension_end) {
     std::array<std::byte, 8> extension{};
-    if (auto done = file.read_at(position, extension, "qcow2 header extension"); !done) return fail(done.error());
+    if (auto done = file.read_at(position, extension, "qcow2 header extension"); !done)
+      return fail(done.error());
     uint32_t type = load_be<uint32_t>(&extension[0]);
     uint32_t length = load_be<uint32_t>(&extension[4]);
     if (type == kExtensionEnd) break;
@@ -140,13 +145,16 @@ Result<Header> parse_header(const CheckedFile& file) {
     }
     if (type == kExtensionBackingFormat && length <= 64) {
       std::string name(length, '\0');
-      if (auto done = file.read_at(position + 8, std::as_writable_bytes(std::span(name)), "backing format"); !done) {
+      if (auto done =
+              file.read_at(position + 8, std::as_writable_bytes(std::span(name)), "backing format");
+          !done) {
         return fail(done.error());
       }
       header.backing_format = std::move(name);
     } else if (type == kExtensionExternalDataFile) {
       return fail(ErrorCode::kUnsupported,
-                  fmt::format("{}: qcow2 images with an external data file are not supported", file.name()));
+                  fmt::format("{}: qcow2 images with an external data file are not supported",
+                              file.name()));
     }
     position += 8 + ((static_cast<uint64_t>(length) + 7) & ~7ull);
   }
@@ -154,11 +162,13 @@ Result<Header> parse_header(const CheckedFile& file) {
   if (backing_offset != 0) {
     // qemu caps backing file names at 1023 bytes (qcow2.c, "Backing file name too long").
     if (backing_size == 0 || backing_size > 1023 || !file.contains(backing_offset, backing_size)) {
-      return corrupt(file, fmt::format("backing file name at {:#x} ({} bytes) is invalid", backing_offset, backing_size));
+      return corrupt(file, fmt::format("backing file name at {:#x} ({} bytes) is invalid",
+                                       backing_offset, backing_size));
     }
     header.backing_file.assign(backing_size, '\0');
-    if (auto done = file.read_at(backing_offset, std::as_writable_bytes(std::span(header.backing_file)),
-                                 "backing file name");
+    if (auto done =
+            file.read_at(backing_offset, std::as_writable_bytes(std::span(header.backing_file)),
+                         "backing file name");
         !done) {
       return fail(done.error());
     }
@@ -171,8 +181,11 @@ class Qcow2Device final : public BlockDevice {
  public:
   Qcow2Device(CheckedFile file, Header header, std::vector<uint64_t> l1,
               std::unique_ptr<BlockDevice> backing)
-      : file_(std::move(file)), header_(std::move(header)), l1_(std::move(l1)),
-        backing_(std::move(backing)), l2_entries_(header_.cluster_size / 8) {}
+      : file_(std::move(file)),
+        header_(std::move(header)),
+        l1_(std::move(l1)),
+        backing_(std::move(backing)),
+        l2_entries_(header_.cluster_size / 8) {}
 
   uint64_t size() const override { return header_.virtual_size; }
   bool read_only() const override { return true; }
@@ -188,12 +201,14 @@ class Qcow2Device final : public BlockDevice {
 
  private:
   std::unexpected<Error> refuse() const {
-    return fail(ErrorCode::kUnsupported, fmt::format("{}: qcow2 images are read-only in Lamina", file_.name()));
+    return fail(ErrorCode::kUnsupported,
+                fmt::format("{}: qcow2 images are read-only in Lamina", file_.name()));
   }
   Result<uint64_t> l2_entry(uint64_t cluster_index);
   Result<const std::vector<uint64_t>*> l2_table(uint64_t l2_offset);
   bool overlaps_metadata(uint64_t offset, uint64_t length) const;
-  Result<void> read_cluster_piece(uint64_t cluster_index, uint64_t in_cluster, std::span<std::byte> out);
+  Result<void> read_cluster_piece(uint64_t cluster_index, uint64_t in_cluster,
+                                  std::span<std::byte> out);
   Result<void> read_compressed(uint64_t entry, uint64_t in_cluster, std::span<std::byte> out);
   Result<void> read_backing(uint64_t offset, std::span<std::byte> out);
 
@@ -209,15 +224,19 @@ class Qcow2Device final : public BlockDevice {
 };
 
 bool Qcow2Device::overlaps_metadata(uint64_t offset, uint64_t length) const {
-  auto overlaps = [&](uint64_t start, uint64_t size) { return offset < start + size && start < offset + length; };
-  return overlaps(0, header_.cluster_size) || overlaps(header_.l1_offset, uint64_t{header_.l1_size} * 8);
+  auto overlaps = [&](uint64_t start, uint64_t size) {
+    return offset < start + size && start < offset + length;
+  };
+  return overlaps(0, header_.cluster_size) ||
+         overlaps(header_.l1_offset, uint64_t{header_.l1_size} * 8);
 }
 
 Result<void> Qcow2Device::check_l1() const {
   for (size_t index = 0; index < l1_.size(); ++index) {
     uint64_t l2_offset = l1_[index] & kOffsetMask;
     if (l2_offset == 0) continue;
-    if ((l2_offset & (header_.cluster_size - 1)) != 0 || !file_.contains(l2_offset, header_.cluster_size) ||
+    if ((l2_offset & (header_.cluster_size - 1)) != 0 ||
+        !file_.contains(l2_offset, header_.cluster_size) ||
         overlaps_metadata(l2_offset, header_.cluster_size)) {
       return corrupt(file_, fmt::format("L1 entry {} points at an invalid L2 table offset {:#x} "
                                         "(unaligned, outside the file or over the header/L1 table)",
@@ -234,7 +253,8 @@ Result<const std::vector<uint64_t>*> Qcow2Device::l2_table(uint64_t l2_offset) {
   std::vector<std::byte> raw(header_.cluster_size);
   if (auto done = file_.read_at(l2_offset, raw, "L2 table"); !done) return fail(done.error());
   std::vector<uint64_t> table(l2_entries_);
-  for (uint64_t index = 0; index < l2_entries_; ++index) table[index] = load_be<uint64_t>(&raw[index * 8]);
+  for (uint64_t index = 0; index < l2_entries_; ++index)
+    table[index] = load_be<uint64_t>(&raw[index * 8]);
   return &l2_cache_.emplace(l2_offset, std::move(table)).first->second;
 }
 
@@ -255,26 +275,31 @@ Result<void> Qcow2Device::read_backing(uint64_t offset, std::span<std::byte> out
   return backing_->read(offset, out.first(available));
 }
 
-Result<void> Qcow2Device::read_compressed(uint64_t entry, uint64_t in_cluster, std::span<std::byte> out) {
+Result<void> Qcow2Device::read_compressed(uint64_t entry, uint64_t in_cluster,
+                                          std::span<std::byte> out) {
   // qcow2 spec, "Compressed Clusters Descriptor": x = 62 - (cluster_bits - 8).
   uint32_t shift = 62 - (header_.cluster_bits - 8);
   uint64_t host_offset = entry & ((1ull << shift) - 1);
   uint64_t sectors = ((entry & ~kCompressedFlag) >> shift) + 1;
   uint64_t length = sectors * 512 - (host_offset & 511);
   if (host_offset >= file_.size() || overlaps_metadata(host_offset, 1)) {
-    return corrupt(file_, fmt::format("compressed cluster at {:#x} lies outside the file or over metadata", host_offset));
+    return corrupt(file_,
+                   fmt::format("compressed cluster at {:#x} lies outside the file or over metadata",
+                               host_offset));
   }
   // The last compressed cluster may end before its last sector does.
   length = std::min(length, file_.size() - host_offset);
   if (inflated_.empty() || inflated_entry_ != entry) {
     compressed_input_.resize(length);
-    if (auto done = file_.read_at(host_offset, compressed_input_, "compressed cluster"); !done) return done;
+    if (auto done = file_.read_at(host_offset, compressed_input_, "compressed cluster"); !done)
+      return done;
     inflated_.resize(header_.cluster_size);
     inflated_entry_ = 0;
     auto produced = inflate_into(compressed_input_, inflated_, InflateFormat::kRawDeflate);
     if (!produced || *produced != header_.cluster_size) {
-      return corrupt(file_, fmt::format("compressed cluster at {:#x} does not inflate to a whole cluster{}",
-                                        host_offset, produced ? "" : ": " + produced.error().message()));
+      return corrupt(
+          file_, fmt::format("compressed cluster at {:#x} does not inflate to a whole cluster{}",
+                             host_offset, produced ? "" : ": " + produced.error().message()));
     }
     inflated_entry_ = entry;
   }
@@ -282,7 +307,8 @@ Result<void> Qcow2Device::read_compressed(uint64_t entry, uint64_t in_cluster, s
   return {};
 }
 
-Result<void> Qcow2Device::read_cluster_piece(uint64_t cluster_index, uint64_t in_cluster, std::span<std::byte> out) {
+Result<void> Qcow2Device::read_cluster_piece(uint64_t cluster_index, uint64_t in_cluster,
+                                             std::span<std::byte> out) {
   auto entry = l2_entry(cluster_index);
   if (!entry) return fail(entry.error());
   uint64_t guest_offset = (cluster_index << header_.cluster_bits) + in_cluster;
@@ -295,9 +321,10 @@ Result<void> Qcow2Device::read_cluster_piece(uint64_t cluster_index, uint64_t in
   if (host == 0) return read_backing(guest_offset, out);
   if ((host & (header_.cluster_size - 1)) != 0 || !file_.contains(host, header_.cluster_size) ||
       overlaps_metadata(host, header_.cluster_size)) {
-    return corrupt(file_, fmt::format("guest cluster {} maps to invalid host offset {:#x} (unaligned, outside "
-                                      "the file or over the header/L1 table)",
-                                      cluster_index, host));
+    return corrupt(
+        file_, fmt::format("guest cluster {} maps to invalid host offset {:#x} (unaligned, outside "
+                           "the file or over the header/L1 table)",
+                           cluster_index, host));
   }
   return file_.read_at(host + in_cluster, out, "data cluster");
 }
@@ -305,14 +332,18 @@ Result<void> Qcow2Device::read_cluster_piece(uint64_t cluster_index, uint64_t in
 Result<void> Qcow2Device::read(uint64_t offset, std::span<std::byte> data) {
   if (offset > size() || data.size() > size() - offset) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("{}: read at {:#x} of {} bytes passes the end of the disk", file_.name(), offset, data.size()));
+                fmt::format("{}: read at {:#x} of {} bytes passes the end of the disk",
+                            file_.name(), offset, data.size()));
   }
   size_t done = 0;
   while (done < data.size()) {
     uint64_t position = offset + done;
     uint64_t in_cluster = position & (header_.cluster_size - 1);
-    size_t piece = static_cast<size_t>(std::min<uint64_t>(header_.cluster_size - in_cluster, data.size() - done));
-    if (auto result = read_cluster_piece(position >> header_.cluster_bits, in_cluster, data.subspan(done, piece)); !result) {
+    size_t piece = static_cast<size_t>(
+        std::min<uint64_t>(header_.cluster_size - in_cluster, data.size() - done));
+    if (auto result = read_cluster_piece(position >> header_.cluster_bits, in_cluster,
+                                         data.subspan(done, piece));
+        !result) {
       return result;
     }
     done += piece;
@@ -346,13 +377,15 @@ Result<std::unique_ptr<BlockDevice>> default_backing_opener(const std::filesyste
     auto probe = CheckedFile::open(path, true);
     if (!probe) return fail(probe.error());
     std::array<std::byte, 4> magic{};
-    kind = probe->size() >= 4 && probe->read_at(0, magic) && looks_like_qcow2(magic) ? "qcow2" : "raw";
+    kind =
+        probe->size() >= 4 && probe->read_at(0, magic) && looks_like_qcow2(magic) ? "qcow2" : "raw";
   }
   if (kind == "qcow2") return open_qcow2(path, true, {}, depth);
   if (kind == "raw") return open_read_only_file_device(path);
-  return fail(ErrorCode::kUnsupported,
-              fmt::format("backing file {} has format '{}', which the qcow2 reader cannot open by itself",
-                          path.string(), kind));
+  return fail(
+      ErrorCode::kUnsupported,
+      fmt::format("backing file {} has format '{}', which the qcow2 reader cannot open by itself",
+                  path.string(), kind));
 }
 
 struct OpenedImage {
@@ -361,11 +394,12 @@ struct OpenedImage {
   uint64_t file_size = 0;
 };
 
-Result<OpenedImage> open_image(const std::filesystem::path& path, const BackingOpener& open_backing, int depth,
-                               bool with_backing) {
+Result<OpenedImage> open_image(const std::filesystem::path& path, const BackingOpener& open_backing,
+                               int depth, bool with_backing) {
   if (depth > kMaxBackingDepth) {
-    return fail(ErrorCode::kCorrupt, fmt::format("{}: backing chain is deeper than {} images (a loop?)",
-                                                 path.string(), kMaxBackingDepth));
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: backing chain is deeper than {} images (a loop?)", path.string(),
+                            kMaxBackingDepth));
   }
   auto file = CheckedFile::open(path, true);
   if (!file) return fail(file.error());
@@ -377,31 +411,39 @@ Result<OpenedImage> open_image(const std::filesystem::path& path, const BackingO
   uint64_t l1_needed = (clusters + l2_entries - 1) / l2_entries;
   uint64_t l1_bytes = uint64_t{header->l1_size} * 8;
   if (header->l1_size < l1_needed) {
-    return corrupt(*file, fmt::format("L1 table has {} entries but the virtual size needs {}", header->l1_size, l1_needed));
+    return corrupt(*file, fmt::format("L1 table has {} entries but the virtual size needs {}",
+                                      header->l1_size, l1_needed));
   }
-  if (l1_bytes > kMaxL1Bytes) return corrupt(*file, fmt::format("L1 table of {} entries is too large", header->l1_size));
-  if ((header->l1_offset & (header->cluster_size - 1)) != 0 || (l1_bytes != 0 && header->l1_offset == 0) ||
-      !file->contains(header->l1_offset, l1_bytes)) {
-    return corrupt(*file, fmt::format("L1 table offset {:#x} is unaligned or outside the file", header->l1_offset));
+  if (l1_bytes > kMaxL1Bytes)
+    return corrupt(*file, fmt::format("L1 table of {} entries is too large", header->l1_size));
+  if ((header->l1_offset & (header->cluster_size - 1)) != 0 ||
+      (l1_bytes != 0 && header->l1_offset == 0) || !file->contains(header->l1_offset, l1_bytes)) {
+    return corrupt(*file, fmt::format("L1 table offset {:#x} is unaligned or outside the file",
+                                      header->l1_offset));
   }
   std::vector<std::byte> raw(l1_bytes);
-  if (auto done = file->read_at(header->l1_offset, raw, "L1 table"); !done) return fail(done.error());
+  if (auto done = file->read_at(header->l1_offset, raw, "L1 table"); !done)
+    return fail(done.error());
   // Entries past the virtual size are never used; keep only those that are.
   std::vector<uint64_t> l1(l1_needed);
-  for (uint64_t index = 0; index < l1_needed; ++index) l1[index] = load_be<uint64_t>(&raw[index * 8]);
+  for (uint64_t index = 0; index < l1_needed; ++index)
+    l1[index] = load_be<uint64_t>(&raw[index * 8]);
 
   std::unique_ptr<BlockDevice> backing;
   if (with_backing && !header->backing_file.empty()) {
     std::filesystem::path backing_path(header->backing_file);
     if (backing_path.is_relative()) backing_path = path.parent_path() / backing_path;
-    auto opened = open_backing ? open_backing(backing_path, header->backing_format, depth + 1)
-                               : default_backing_opener(backing_path, header->backing_format, depth + 1);
-    if (!opened) return fail(opened.error().with_context(fmt::format("{}: backing file", file->name())));
+    auto opened = open_backing
+                      ? open_backing(backing_path, header->backing_format, depth + 1)
+                      : default_backing_opener(backing_path, header->backing_format, depth + 1);
+    if (!opened)
+      return fail(opened.error().with_context(fmt::format("{}: backing file", file->name())));
     backing = std::move(*opened);
   }
   uint64_t file_size = file->size();
   Header kept = *header;
-  auto device = std::make_unique<Qcow2Device>(std::move(*file), std::move(*header), std::move(l1), std::move(backing));
+  auto device = std::make_unique<Qcow2Device>(std::move(*file), std::move(*header), std::move(l1),
+                                              std::move(backing));
   if (auto checked = device->check_l1(); !checked) return fail(checked.error());
   return OpenedImage{std::move(device), std::move(kept), file_size};
 }
@@ -433,8 +475,10 @@ Result<Qcow2Info> inspect_qcow2(const std::filesystem::path& path) {
 Result<std::unique_ptr<BlockDevice>> open_qcow2(const std::filesystem::path& path, bool read_only,
                                                 const BackingOpener& open_backing, int depth) {
   if (!read_only) {
-    return fail(ErrorCode::kUnsupported,
-                fmt::format("{}: qcow2 images can only be opened read-only (convert to VHDX to write)", path.string()));
+    return fail(
+        ErrorCode::kUnsupported,
+        fmt::format("{}: qcow2 images can only be opened read-only (convert to VHDX to write)",
+                    path.string()));
   }
   auto image = open_image(path, open_backing, depth, true);
   if (!image) return fail(image.error());

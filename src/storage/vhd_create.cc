@@ -40,6 +40,11 @@ Result<void> validate_create(const CreateSpec& spec) {
                 fmt::format("block size {} is not a power of two between 512 bytes and 256 MiB",
                             spec.block_size));
   }
+  if (spec.type != DiskType::kFixed && (spec.size + spec.block_size - 1) / spec.block_size > kMaxBatEntries) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("block size {} is too small for {} bytes (more than {} blocks)",
+                            spec.block_size, spec.size, kMaxBatEntries));
+  }
   if ((spec.type == DiskType::kDifferencing) != spec.parent.has_value()) {
     return fail(ErrorCode::kInternal, "a differencing disk needs a parent, and only it");
   }

@@ -29,6 +29,8 @@ inline constexpr uint32_t kMaxBlockSize = 256 * 1024 * 1024;
 inline constexpr uint64_t kMaxVirtualSize = uint64_t{2040} << 30;
 // Largest CHS the spec's algorithm produces (65535 cylinders, 16 heads, 255 sectors).
 inline constexpr uint64_t kMaxChsSectors = uint64_t{65535} * 16 * 255;
+// A BAT larger than this (256 MiB in memory) is refused rather than allocated.
+inline constexpr uint32_t kMaxBatEntries = uint32_t{1} << 26;
 // Seconds from the Unix epoch to the VHD epoch, 2000-01-01 00:00:00 UTC.
 inline constexpr int64_t kVhdEpoch = 946684800;
 

@@ -11,9 +11,6 @@ namespace lamina::storage {
 
 namespace {
 
-// A BAT larger than this (256 MiB in memory) is refused rather than allocated.
-constexpr uint32_t kMaxBatEntries = uint32_t{1} << 26;
-
 bool bit_set(std::span<const std::byte> bitmap, uint64_t sector) {
   // Spec: the first sector of a block is the most significant bit of the bitmap's first byte.
   return (static_cast<uint8_t>(bitmap[sector / 8]) & (0x80u >> (sector % 8))) != 0;
@@ -111,10 +108,10 @@ Result<void> VhdImage::load(Options options, std::set<Identity>& seen) {
     return corrupt(fmt::format("the BAT has {} entries of {} bytes, too few for the virtual size "
                                "of {} bytes", header_->max_table_entries, block_size, size()));
   }
-  if (header_->max_table_entries > kMaxBatEntries) {
+  if (header_->max_table_entries > vhd::kMaxBatEntries) {
     return fail(ErrorCode::kUnsupported,
                 fmt::format("{}: the BAT has {} entries, more than Lamina handles ({})", path,
-                            header_->max_table_entries, kMaxBatEntries));
+                            header_->max_table_entries, vhd::kMaxBatEntries));
   }
   if (header_->table_offset > footer_offset_ ||
       (footer_offset_ - header_->table_offset) / 4 < header_->max_table_entries) {

@@ -1,7 +1,7 @@
 #include "storage/vhdx_device.h"
 
-#include <algorithm>
 #include <fmt/format.h>
+#include <algorithm>
 
 #include "base/byte_order.h"
 
@@ -49,14 +49,16 @@ Result<void> VhdxDevice::clear_log_guid() {
 
 Result<void> VhdxDevice::check_range(uint64_t offset, uint64_t length, bool writing) const {
   if (offset > size() || length > size() - offset) {
-    return fail(ErrorCode::kInvalidArgument, fmt::format("{}: range {:#x}+{} passes the end of the disk ({} bytes)",
-                                                         file_.name(), offset, length, size()));
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: range {:#x}+{} passes the end of the disk ({} bytes)",
+                            file_.name(), offset, length, size()));
   }
   if (writing && file_.read_only()) {
     return fail(ErrorCode::kInvalidArgument, fmt::format("{} is open read-only", file_.name()));
   }
   if (writing && (offset % kSectorSize != 0 || length % kSectorSize != 0)) {
-    return fail(ErrorCode::kInvalidArgument, fmt::format("{}: writes must be whole 512-byte sectors", file_.name()));
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: writes must be whole 512-byte sectors", file_.name()));
   }
   return {};
 }
@@ -66,8 +68,12 @@ Result<void> VhdxDevice::read(uint64_t offset, std::span<std::byte> data) {
   for (size_t done = 0; done < data.size();) {
     uint64_t position = offset + done;
     uint64_t in_block = position % layout_.block_size;
-    size_t piece = static_cast<size_t>(std::min<uint64_t>(layout_.block_size - in_block, data.size() - done));
-    if (auto result = read_piece(position / layout_.block_size, in_block, data.subspan(done, piece)); !result) return result;
+    size_t piece =
+        static_cast<size_t>(std::min<uint64_t>(layout_.block_size - in_block, data.size() - done));
+    if (auto result =
+            read_piece(position / layout_.block_size, in_block, data.subspan(done, piece));
+        !result)
+      return result;
     done += piece;
   }
   return {};
@@ -78,8 +84,7 @@ Result<void> VhdxDevice::read_piece(uint64_t block, uint64_t in_block, std::span
   switch (bat_state(entry)) {
     case BlockState::kFullyPresent:
       return view().read(bat_file_offset(entry) + in_block, out, "payload block");
-    case BlockState::kPartiallyPresent:
-      return read_partial(block, in_block, out);
+    case BlockState::kPartiallyPresent: return read_partial(block, in_block, out);
     case BlockState::kNotPresent:
       if (parent_) return read_parent(block * layout_.block_size + in_block, out);
       [[fallthrough]];
@@ -100,12 +105,14 @@ Result<const std::vector<std::byte>*> VhdxDevice::sector_bitmap(uint64_t chunk) 
   if (auto found = bitmaps_.find(chunk); found != bitmaps_.end()) return &found->second;
   uint64_t entry = bat_[layout_.bitmap_index(chunk)];
   if (bat_state(entry) != BlockState::kFullyPresent) {
-    return fail(ErrorCode::kCorrupt, fmt::format("{}: chunk {} has partially present blocks but no sector bitmap",
-                                                 file_.name(), chunk));
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: chunk {} has partially present blocks but no sector bitmap",
+                            file_.name(), chunk));
   }
   if (bitmaps_.size() >= kMaxCachedBitmaps) bitmaps_.clear();
   std::vector<std::byte> bitmap(kSectorBitmapBlockSize);
-  if (auto done = view().read(bat_file_offset(entry), bitmap, "sector bitmap"); !done) return fail(done.error());
+  if (auto done = view().read(bat_file_offset(entry), bitmap, "sector bitmap"); !done)
+    return fail(done.error());
   return &bitmaps_.emplace(chunk, std::move(bitmap)).first->second;
 }
 
@@ -125,13 +132,16 @@ Result<void> VhdxDevice::read_partial(uint64_t block, uint64_t in_block, std::sp
     uint64_t position = virtual_offset + done;
     unsigned here = present(position);
     // Extend the run while the following sectors have the same bit.
-    size_t run = static_cast<size_t>(std::min<uint64_t>(sector_size - position % sector_size, out.size() - done));
+    size_t run = static_cast<size_t>(
+        std::min<uint64_t>(sector_size - position % sector_size, out.size() - done));
     while (done + run < out.size() && present(position + run) == here) {
       run += static_cast<size_t>(std::min<uint64_t>(sector_size, out.size() - done - run));
     }
     std::span<std::byte> piece = out.subspan(done, run);
-    Result<void> result = here ? view().read(block_file_offset + (position - block * layout_.block_size), piece, "payload block")
-                               : (parent_ ? read_parent(position, piece) : Result<void>{});
+    Result<void> result =
+        here ? view().read(block_file_offset + (position - block * layout_.block_size), piece,
+                           "payload block")
+             : (parent_ ? read_parent(position, piece) : Result<void>{});
     if (!parent_ && !here) std::ranges::fill(piece, std::byte{0});
     if (!result) return result;
     done += run;
@@ -156,14 +166,13 @@ Result<void> VhdxDevice::write_headers(Header header) {
 
 Result<void> VhdxDevice::begin_session() {
   if (log_writer_) return {};
-  if (layout_.has_parent) {
-    return fail(ErrorCode::kUnsupported, fmt::format("{}: writing differencing VHDX disks is not supported", file_.name()));
-  }
   const Header& current = layout_.header;
-  if (current.log_length < 2 * kLogSectorSize || current.log_length % kMiB != 0 || current.log_offset % kMiB != 0 ||
-      current.log_offset < kHeaderSectionSize || !file_.contains(current.log_offset, current.log_length)) {
-    return fail(ErrorCode::kCorrupt, fmt::format("{}: the header's log area ({:#x}, {} bytes) is unusable for writes",
-                                                 file_.name(), current.log_offset, current.log_length));
+  if (current.log_length < 2 * kLogSectorSize || current.log_length % kMiB != 0 ||
+      current.log_offset % kMiB != 0 || current.log_offset < kHeaderSectionSize ||
+      !file_.contains(current.log_offset, current.log_length)) {
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: the header's log area ({:#x}, {} bytes) is unusable for writes",
+                            file_.name(), current.log_offset, current.log_length));
   }
   // Section 2.2.2: FileWriteGuid and DataWriteGuid change before the first modification, and
   // a fresh LogGuid makes any stale entries in the log invalid.
@@ -176,48 +185,139 @@ Result<void> VhdxDevice::begin_session() {
   return {};
 }
 
-Result<void> VhdxDevice::update_bat_entry(uint64_t index) {
-  uint64_t page_start = (index * 8) / kLogSectorSize * kLogSectorSize;
-  std::vector<std::byte> page(kLogSectorSize);
-  if (auto done = file_.read_at(layout_.bat_offset + page_start, page, "BAT page"); !done) return done;
-  store_le<uint64_t>(&page[index * 8 - page_start], bat_[index]);
-  // Section 2.3: metadata goes to the log first, then to its place, each step flushed.
-  LogPage log_page{layout_.bat_offset + page_start, page};
-  uint64_t flushed = file_.size() / kMiB * kMiB;
-  if (auto done = log_writer_->write_entry(file_, std::span(&log_page, 1), flushed, round_up(file_.size(), kMiB)); !done) {
-    return done;
+Result<std::byte*> VhdxDevice::pending_page(std::vector<PendingPage>& pages, uint64_t file_offset) {
+  uint64_t page_offset = file_offset / kLogSectorSize * kLogSectorSize;
+  for (PendingPage& page : pages) {
+    if (page.file_offset == page_offset) return page.data.data() + (file_offset - page_offset);
   }
-  if (auto done = file_.write_at(layout_.bat_offset + page_start, page); !done) return done;
-  return file_.flush();
+  PendingPage page{page_offset, std::vector<std::byte>(kLogSectorSize)};
+  if (auto done = file_.read_at(page_offset, page.data, "metadata page"); !done)
+    return fail(done.error());
+  pages.push_back(std::move(page));
+  return pages.back().data.data() + (file_offset - page_offset);
 }
 
-Result<void> VhdxDevice::allocate_block(uint64_t block, uint64_t in_block, std::span<const std::byte> data) {
-  // New blocks go at the end of the file, MB-aligned (2.5.1). Extending the file gives zeros,
-  // so only the written piece needs writing.
-  uint64_t block_offset = round_up(file_.size(), kMiB);
-  if (auto done = file_.truncate(block_offset + layout_.block_size); !done) return done;
-  if (auto done = file_.write_at(block_offset + in_block, data); !done) return done;
-  // Crash consistency: the data is stable before any metadata points at it.
-  if (auto done = file_.flush(); !done) return done;
+Result<void> VhdxDevice::stage_bat_entry(std::vector<PendingPage>& pages, uint64_t index,
+                                         uint64_t entry) {
+  auto target = pending_page(pages, layout_.bat_offset + index * 8);
+  if (!target) return fail(target.error());
+  store_le<uint64_t>(*target, entry);
+  return {};
+}
+
+Result<void> VhdxDevice::commit(std::vector<PendingPage>& pages) {
+  // Section 2.3: metadata goes to the log first, then to its place, each step flushed. One
+  // entry holds at most 126 pages; larger updates become several self-contained entries.
+  for (size_t first = 0; first < pages.size(); first += 126) {
+    size_t count = std::min<size_t>(126, pages.size() - first);
+    std::vector<LogPage> log_pages;
+    for (size_t index = first; index < first + count; ++index)
+      log_pages.push_back({pages[index].file_offset, pages[index].data});
+    uint64_t flushed = file_.size() / kMiB * kMiB;
+    if (auto done =
+            log_writer_->write_entry(file_, log_pages, flushed, round_up(file_.size(), kMiB));
+        !done)
+      return done;
+    for (size_t index = first; index < first + count; ++index) {
+      if (auto done = file_.write_at(pages[index].file_offset, pages[index].data); !done)
+        return done;
+    }
+    if (auto done = file_.flush(); !done) return done;
+  }
+  return {};
+}
+
+Result<uint64_t> VhdxDevice::append_zeroed(uint64_t length) {
+  // New blocks go at the end of the file, MB-aligned (2.5.1); extending the file gives zeros.
+  uint64_t offset = round_up(file_.size(), kMiB);
+  if (auto done = file_.truncate(offset + length); !done) return fail(done.error());
+  return offset;
+}
+
+Result<void> VhdxDevice::stage_present_sectors(std::vector<PendingPage>& pages,
+                                               uint64_t virtual_offset, uint64_t length) {
+  // Section 2.4: one bit per logical sector of the chunk, bit 0 of byte 0 first.
+  uint64_t sector_size = layout_.logical_sector_size;
+  uint64_t chunk_bytes = (1ull << 23) * sector_size;
+  uint64_t chunk = virtual_offset / chunk_bytes;
+  uint64_t bitmap_index = layout_.bitmap_index(chunk);
+  uint64_t bitmap_entry = bat_[bitmap_index];
+  if (bat_state(bitmap_entry) != BlockState::kFullyPresent) {
+    auto offset = append_zeroed(kSectorBitmapBlockSize);
+    if (!offset) return fail(offset.error());
+    bitmap_entry = make_bat_entry(BlockState::kFullyPresent, *offset);
+    if (auto staged = stage_bat_entry(pages, bitmap_index, bitmap_entry); !staged) return staged;
+    staged_entries_.emplace_back(bitmap_index, bitmap_entry);
+  }
+  uint64_t first_bit = (virtual_offset % chunk_bytes) / sector_size;
+  uint64_t end_bit = first_bit + (length + sector_size - 1) / sector_size;
+  for (uint64_t bit = first_bit; bit < end_bit; ++bit) {
+    auto target = pending_page(pages, bat_file_offset(bitmap_entry) + bit / 8);
+    if (!target) return fail(target.error());
+    **target |= static_cast<std::byte>(1u << (bit % 8));
+  }
+  bitmaps_.erase(chunk);
+  return {};
+}
+
+Result<void> VhdxDevice::write_piece(uint64_t block, uint64_t in_block,
+                                     std::span<const std::byte> data) {
   uint64_t index = layout_.payload_index(block);
-  bat_[index] = make_bat_entry(BlockState::kFullyPresent, block_offset);
-  return update_bat_entry(index);
+  uint64_t entry = bat_[index];
+  BlockState state = bat_state(entry);
+  uint64_t virtual_offset = block * layout_.block_size + in_block;
+  std::vector<PendingPage> pages;
+  staged_entries_.clear();
+  if (state == BlockState::kFullyPresent || state == BlockState::kPartiallyPresent) {
+    if (auto done = file_.write_at(bat_file_offset(entry) + in_block, data); !done) return done;
+    if (state == BlockState::kFullyPresent) return {};
+    if (auto done = file_.flush(); !done) return done;
+  } else {
+    auto offset = append_zeroed(layout_.block_size);
+    if (!offset) return fail(offset.error());
+    if (auto done = file_.write_at(*offset + in_block, data); !done) return done;
+    // Crash consistency: the data is stable before any metadata points at it.
+    if (auto done = file_.flush(); !done) return done;
+    // A differencing disk keeps the parent's view of the sectors not written (NOT_PRESENT);
+    // a block that read as zeros (ZERO, UNMAPPED, UNDEFINED) stays zeros around the write.
+    bool partial = layout_.has_parent && state == BlockState::kNotPresent;
+    entry = make_bat_entry(partial ? BlockState::kPartiallyPresent : BlockState::kFullyPresent,
+                           *offset);
+    if (auto staged = stage_bat_entry(pages, index, entry); !staged) return staged;
+    staged_entries_.emplace_back(index, entry);
+    if (!partial) {
+      if (auto done = commit(pages); !done) return done;
+      bat_[index] = entry;
+      return {};
+    }
+  }
+  if (auto staged = stage_present_sectors(pages, virtual_offset, data.size()); !staged)
+    return staged;
+  if (auto done = commit(pages); !done) return done;
+  for (const auto& [staged_index, staged_entry] : staged_entries_)
+    bat_[staged_index] = staged_entry;
+  return {};
 }
 
 Result<void> VhdxDevice::write(uint64_t offset, std::span<const std::byte> data) {
   if (auto checked = check_range(offset, data.size(), true); !checked) return checked;
+  if (layout_.has_parent && (offset % layout_.logical_sector_size != 0 ||
+                             data.size() % layout_.logical_sector_size != 0)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: writes to a differencing disk must be whole {}-byte sectors",
+                            file_.name(), layout_.logical_sector_size));
+  }
   if (data.empty()) return {};
   if (auto started = begin_session(); !started) return started;
   for (size_t done = 0; done < data.size();) {
     uint64_t position = offset + done;
-    uint64_t block = position / layout_.block_size;
     uint64_t in_block = position % layout_.block_size;
-    size_t piece = static_cast<size_t>(std::min<uint64_t>(layout_.block_size - in_block, data.size() - done));
-    uint64_t entry = bat_[layout_.payload_index(block)];
-    Result<void> result = bat_state(entry) == BlockState::kFullyPresent
-                              ? file_.write_at(bat_file_offset(entry) + in_block, data.subspan(done, piece))
-                              : allocate_block(block, in_block, data.subspan(done, piece));
-    if (!result) return result;
+    size_t piece =
+        static_cast<size_t>(std::min<uint64_t>(layout_.block_size - in_block, data.size() - done));
+    if (auto result =
+            write_piece(position / layout_.block_size, in_block, data.subspan(done, piece));
+        !result)
+      return result;
     done += piece;
   }
   return {};
@@ -235,7 +335,8 @@ Result<void> VhdxDevice::discard(uint64_t offset, uint64_t length) {
     uint64_t piece = std::min<uint64_t>(layout_.block_size - in_block, length - done);
     uint64_t entry = bat_[layout_.payload_index(position / layout_.block_size)];
     if (bat_state(entry) == BlockState::kFullyPresent) {
-      if (auto punched = file_.punch_hole(bat_file_offset(entry) + in_block, piece); !punched) return fail(punched.error());
+      if (auto punched = file_.punch_hole(bat_file_offset(entry) + in_block, piece); !punched)
+        return fail(punched.error());
     }
     done += piece;
   }

@@ -1,6 +1,6 @@
 #pragma once
 // VhdxDevice: one open VHDX file as a BlockDevice (internal; open_vhdx in vhdx_image.h makes
-// it). Reads fixed, dynamic and differencing disks; writes fixed and dynamic ones.
+// it). Reads and writes fixed, dynamic and differencing disks.
 //
 // Ownership: owns the file, the in-memory log replay (read-only opens with a pending log),
 // the BAT copy and the parent device. Thread-safety: one thread at a time.
@@ -42,7 +42,7 @@ class VhdxDevice final : public BlockDevice {
   Result<void> clear_log_guid();
 
  private:
-  FileView view() const { return FileView(const_cast<CheckedFile&>(file_), overlay_.get()); }
+  FileView view() const { return FileView(file_, overlay_.get()); }
   Result<void> check_range(uint64_t offset, uint64_t length, bool writing) const;
   Result<void> read_piece(uint64_t block, uint64_t in_block, std::span<std::byte> out);
   Result<void> read_partial(uint64_t block, uint64_t in_block, std::span<std::byte> out);
@@ -50,8 +50,18 @@ class VhdxDevice final : public BlockDevice {
   Result<const std::vector<std::byte>*> sector_bitmap(uint64_t chunk);
   Result<void> begin_session();
   Result<void> write_headers(Header header);
-  Result<void> allocate_block(uint64_t block, uint64_t in_block, std::span<const std::byte> data);
-  Result<void> update_bat_entry(uint64_t index);
+  // Metadata pages one write changes, committed together through the log.
+  struct PendingPage {
+    uint64_t file_offset;
+    std::vector<std::byte> data;
+  };
+  Result<std::byte*> pending_page(std::vector<PendingPage>& pages, uint64_t file_offset);
+  Result<void> stage_bat_entry(std::vector<PendingPage>& pages, uint64_t index, uint64_t entry);
+  Result<void> stage_present_sectors(std::vector<PendingPage>& pages, uint64_t virtual_offset,
+                                     uint64_t length);
+  Result<void> commit(std::vector<PendingPage>& pages);
+  Result<uint64_t> append_zeroed(uint64_t length);
+  Result<void> write_piece(uint64_t block, uint64_t in_block, std::span<const std::byte> data);
 
   CheckedFile file_;
   std::unique_ptr<LogOverlay> overlay_;
@@ -60,6 +70,8 @@ class VhdxDevice final : public BlockDevice {
   std::unique_ptr<BlockDevice> parent_;
   std::optional<LogWriter> log_writer_;
   std::unordered_map<uint64_t, std::vector<std::byte>> bitmaps_;
+  // BAT entries staged by the write in progress; they enter bat_ once committed.
+  std::vector<std::pair<uint64_t, uint64_t>> staged_entries_;
 };
 
 }  // namespace lamina::storage::vhdx

@@ -1,8 +1,8 @@
 #include "storage/vhdx_format.h"
 
+#include <fmt/format.h>
 #include <cctype>
 #include <cstring>
-#include <fmt/format.h>
 #include <random>
 
 #include "base/byte_order.h"
@@ -12,8 +12,8 @@ namespace lamina::storage::vhdx {
 
 namespace {
 
-constexpr uint32_t kHeaderSignature = 0x64616568;         // "head"
-constexpr uint32_t kRegionSignature = 0x69676572;         // "regi"
+constexpr uint32_t kHeaderSignature = 0x64616568;               // "head"
+constexpr uint32_t kRegionSignature = 0x69676572;               // "regi"
 constexpr uint64_t kMetadataSignature = 0x617461646174656dull;  // "metadata"
 
 // Checksum of a structure whose 4-byte checksum field at `field` counts as zero.
@@ -28,10 +28,12 @@ uint32_t checksum_without_field(std::span<const std::byte> bytes, size_t field) 
 
 std::string Guid::to_string() const {
   return fmt::format("{{{:08x}-{:04x}-{:04x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}}}",
-                     load_le<uint32_t>(&bytes[0]), load_le<uint16_t>(&bytes[4]), load_le<uint16_t>(&bytes[6]),
-                     static_cast<unsigned>(bytes[8]), static_cast<unsigned>(bytes[9]), static_cast<unsigned>(bytes[10]),
-                     static_cast<unsigned>(bytes[11]), static_cast<unsigned>(bytes[12]), static_cast<unsigned>(bytes[13]),
-                     static_cast<unsigned>(bytes[14]), static_cast<unsigned>(bytes[15]));
+                     load_le<uint32_t>(&bytes[0]), load_le<uint16_t>(&bytes[4]),
+                     load_le<uint16_t>(&bytes[6]), static_cast<unsigned>(bytes[8]),
+                     static_cast<unsigned>(bytes[9]), static_cast<unsigned>(bytes[10]),
+                     static_cast<unsigned>(bytes[11]), static_cast<unsigned>(bytes[12]),
+                     static_cast<unsigned>(bytes[13]), static_cast<unsigned>(bytes[14]),
+                     static_cast<unsigned>(bytes[15]));
 }
 
 Guid random_guid() {
@@ -50,7 +52,9 @@ Guid load_guid(const std::byte* source) {
   return guid;
 }
 
-void store_guid(std::byte* destination, const Guid& guid) { std::memcpy(destination, guid.bytes.data(), 16); }
+void store_guid(std::byte* destination, const Guid& guid) {
+  std::memcpy(destination, guid.bytes.data(), 16);
+}
 
 std::optional<Guid> parse_guid(std::string_view text) {
   if (text.size() == 38 && text.front() == '{' && text.back() == '}') text = text.substr(1, 36);
@@ -64,7 +68,9 @@ std::optional<Guid> parse_guid(std::string_view text) {
       hex += text[i];
     }
   }
-  auto field = [&](size_t start, size_t length) { return std::stoull(hex.substr(start, length), nullptr, 16); };
+  auto field = [&](size_t start, size_t length) {
+    return std::stoull(hex.substr(start, length), nullptr, 16);
+  };
   return make_guid(static_cast<uint32_t>(field(0, 8)), static_cast<uint16_t>(field(8, 4)),
                    static_cast<uint16_t>(field(12, 4)), field(16, 16));
 }
@@ -140,7 +146,8 @@ Result<std::vector<MetadataEntry>> decode_metadata_table(std::span<const std::by
   }
   uint16_t count = load_le<uint16_t>(&bytes[10]);
   if (count > kMaxMetadataEntries) {
-    return fail(ErrorCode::kCorrupt, fmt::format("metadata table claims {} entries (at most 2047)", count));
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("metadata table claims {} entries (at most 2047)", count));
   }
   std::vector<MetadataEntry> entries(count);
   for (uint16_t index = 0; index < count; ++index) {
@@ -165,7 +172,8 @@ std::vector<std::byte> encode_metadata_table(std::span<const MetadataEntry> entr
     store_guid(entry, entries[index].item);
     store_le<uint32_t>(entry + 16, entries[index].offset);
     store_le<uint32_t>(entry + 20, entries[index].length);
-    uint32_t flags = (entries[index].is_user ? 1u : 0u) | (entries[index].is_virtual_disk ? 2u : 0u) |
+    uint32_t flags = (entries[index].is_user ? 1u : 0u) |
+                     (entries[index].is_virtual_disk ? 2u : 0u) |
                      (entries[index].is_required ? 4u : 0u);
     store_le<uint32_t>(entry + 24, flags);
   }
@@ -176,7 +184,8 @@ std::vector<std::byte> encode_file_identifier(std::string_view creator) {
   std::vector<std::byte> bytes(64 * kKiB);
   std::memcpy(bytes.data(), kFileSignature.data(), kFileSignature.size());
   for (size_t index = 0; index < creator.size() && index < 255; ++index) {
-    store_le<uint16_t>(&bytes[8 + 2 * index], static_cast<uint16_t>(static_cast<unsigned char>(creator[index])));
+    store_le<uint16_t>(&bytes[8 + 2 * index],
+                       static_cast<uint16_t>(static_cast<unsigned char>(creator[index])));
   }
   return bytes;
 }

@@ -65,13 +65,20 @@ std::optional<Guid> parse_guid(std::string_view text);
 inline constexpr Guid kBatRegion = make_guid(0x2DC27766, 0xF623, 0x4200, 0x9D64115E9BFD4A08);
 inline constexpr Guid kMetadataRegion = make_guid(0x8B7CA206, 0x4790, 0x4B9A, 0xB8FE575F050F886E);
 // Section 2.6.2 known metadata items.
-inline constexpr Guid kFileParametersItem = make_guid(0xCAA16737, 0xFA36, 0x4D43, 0xB3B633F0AA44E76B);
-inline constexpr Guid kVirtualDiskSizeItem = make_guid(0x2FA54224, 0xCD1B, 0x4876, 0xB2115DBED83BF4B8);
-inline constexpr Guid kVirtualDiskIdItem = make_guid(0xBECA12AB, 0xB2E6, 0x4523, 0x93EFC309E000C746);
-inline constexpr Guid kLogicalSectorSizeItem = make_guid(0x8141BF1D, 0xA96F, 0x4709, 0xBA47F233A8FAAB5F);
-inline constexpr Guid kPhysicalSectorSizeItem = make_guid(0xCDA348C7, 0x445D, 0x4471, 0x9CC9E9885251C556);
-inline constexpr Guid kParentLocatorItem = make_guid(0xA8D35F2D, 0xB30B, 0x454D, 0xABF7D3D84834AB0C);
-inline constexpr Guid kVhdxParentLocatorType = make_guid(0xB04AEFB7, 0xD19E, 0x4A81, 0xB78925B8E9445913);
+inline constexpr Guid kFileParametersItem =
+    make_guid(0xCAA16737, 0xFA36, 0x4D43, 0xB3B633F0AA44E76B);
+inline constexpr Guid kVirtualDiskSizeItem =
+    make_guid(0x2FA54224, 0xCD1B, 0x4876, 0xB2115DBED83BF4B8);
+inline constexpr Guid kVirtualDiskIdItem =
+    make_guid(0xBECA12AB, 0xB2E6, 0x4523, 0x93EFC309E000C746);
+inline constexpr Guid kLogicalSectorSizeItem =
+    make_guid(0x8141BF1D, 0xA96F, 0x4709, 0xBA47F233A8FAAB5F);
+inline constexpr Guid kPhysicalSectorSizeItem =
+    make_guid(0xCDA348C7, 0x445D, 0x4471, 0x9CC9E9885251C556);
+inline constexpr Guid kParentLocatorItem =
+    make_guid(0xA8D35F2D, 0xB30B, 0x454D, 0xABF7D3D84834AB0C);
+inline constexpr Guid kVhdxParentLocatorType =
+    make_guid(0xB04AEFB7, 0xD19E, 0x4A81, 0xB78925B8E9445913);
 
 // Section 2.2.2.
 struct Header {

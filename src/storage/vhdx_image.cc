@@ -1,7 +1,7 @@
 #include "storage/vhdx_image.h"
 
-#include <algorithm>
 #include <fmt/format.h>
+#include <algorithm>
 #include <string_view>
 
 #include "storage/checked_file.h"
@@ -29,9 +29,11 @@ std::filesystem::path host_path(std::string value) {
   return std::filesystem::path(value);
 }
 
-Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, bool with_parent, int depth);
+Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, bool with_parent,
+                             int depth);
 
-Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& child, const Layout& layout, int depth) {
+Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& child,
+                                                 const Layout& layout, int depth) {
   std::string name = child.filename().string();
   std::vector<std::filesystem::path> candidates;
   if (std::string relative = layout.locator("relative_path"); !relative.empty()) {
@@ -44,7 +46,9 @@ Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& ch
   for (std::string_view key : {"parent_linkage", "parent_linkage2"}) {
     if (auto guid = parse_guid(layout.locator(key))) linkages.push_back(*guid);
   }
-  if (linkages.empty()) return fail(ErrorCode::kCorrupt, fmt::format("{}: parent locator has no valid parent_linkage", name));
+  if (linkages.empty())
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: parent locator has no valid parent_linkage", name));
   for (const auto& candidate : candidates) {
     std::error_code error;
     if (!std::filesystem::exists(candidate, error)) continue;
@@ -53,24 +57,32 @@ Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& ch
     const Layout& parent_layout = parent->device->layout();
     // 2.6.2.6.3: the parent's DataWriteGuid must match a linkage, or the parent has changed.
     if (std::ranges::find(linkages, parent_layout.header.data_write_guid) == linkages.end()) {
-      return fail(ErrorCode::kCorrupt, fmt::format("{}: parent {} was modified after the differencing disk was made "
-                                                   "(its DataWriteGuid {} is not the linkage {})",
-                                                   name, candidate.string(), parent_layout.header.data_write_guid.to_string(),
-                                                   linkages.front().to_string()));
+      return fail(
+          ErrorCode::kCorrupt,
+          fmt::format("{}: parent {} was modified after the differencing disk was made "
+                      "(its DataWriteGuid {} is not the linkage {})",
+                      name, candidate.string(), parent_layout.header.data_write_guid.to_string(),
+                      linkages.front().to_string()));
     }
     if (parent_layout.logical_sector_size != layout.logical_sector_size) {
-      return fail(ErrorCode::kCorrupt, fmt::format("{}: parent {} has a different logical sector size", name, candidate.string()));
+      return fail(ErrorCode::kCorrupt,
+                  fmt::format("{}: parent {} has a different logical sector size", name,
+                              candidate.string()));
     }
     return std::unique_ptr<BlockDevice>(std::move(parent->device));
   }
-  return fail(ErrorCode::kNotFound, fmt::format("{}: parent disk not found (relative_path '{}', absolute_win32_path '{}')",
-                                                name, layout.locator("relative_path"), layout.locator("absolute_win32_path")));
+  return fail(
+      ErrorCode::kNotFound,
+      fmt::format("{}: parent disk not found (relative_path '{}', absolute_win32_path '{}')", name,
+                  layout.locator("relative_path"), layout.locator("absolute_win32_path")));
 }
 
-Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, bool with_parent, int depth) {
+Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, bool with_parent,
+                             int depth) {
   if (depth > kMaxParentDepth) {
-    return fail(ErrorCode::kCorrupt, fmt::format("{}: differencing chain deeper than {} disks (a loop?)", path.string(),
-                                                 kMaxParentDepth));
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: differencing chain deeper than {} disks (a loop?)", path.string(),
+                            kMaxParentDepth));
   }
   auto file = CheckedFile::open(path, read_only);
   if (!file) return fail(file.error());
@@ -92,10 +104,6 @@ Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, 
   FileView view(*file, overlay.get());
   auto parsed = parse_image(view, *header, slot);
   if (!parsed) return fail(parsed.error());
-  if (parsed->layout.has_parent && !read_only) {
-    return fail(ErrorCode::kUnsupported,
-                fmt::format("{}: differencing VHDX disks can only be opened read-only", file->name()));
-  }
   std::unique_ptr<BlockDevice> parent;
   if (parsed->layout.has_parent && with_parent) {
     auto opened_parent = open_parent(path, parsed->layout, depth);
@@ -103,7 +111,8 @@ Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, 
     parent = std::move(*opened_parent);
   }
   bool replayed_into_file = opened.log_pending && !read_only;
-  opened.device = std::make_unique<VhdxDevice>(std::move(*file), std::move(overlay), std::move(*parsed), std::move(parent));
+  opened.device = std::make_unique<VhdxDevice>(std::move(*file), std::move(overlay),
+                                               std::move(*parsed), std::move(parent));
   if (replayed_into_file) {
     if (auto cleared = opened.device->clear_log_guid(); !cleared) return fail(cleared.error());
   }
@@ -114,7 +123,8 @@ Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, 
 
 bool looks_like_vhdx(std::span<const std::byte> first_bytes) {
   return first_bytes.size() >= kFileSignature.size() &&
-         std::string_view(reinterpret_cast<const char*>(first_bytes.data()), kFileSignature.size()) == kFileSignature;
+         std::string_view(reinterpret_cast<const char*>(first_bytes.data()),
+                          kFileSignature.size()) == kFileSignature;
 }
 
 Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path) {
@@ -122,7 +132,9 @@ Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path) {
   if (!opened) return fail(opened.error());
   const Layout& layout = opened->device->layout();
   VhdxInfo info;
-  info.type = layout.has_parent ? VhdxType::kDifferencing : layout.leave_block_allocated ? VhdxType::kFixed : VhdxType::kDynamic;
+  info.type = layout.has_parent              ? VhdxType::kDifferencing
+              : layout.leave_block_allocated ? VhdxType::kFixed
+                                             : VhdxType::kDynamic;
   info.virtual_size = layout.virtual_size;
   info.block_size = layout.block_size;
   info.logical_sector_size = layout.logical_sector_size;
@@ -131,6 +143,7 @@ Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path) {
   info.file_size = std::filesystem::file_size(path, error);
   info.log_replay_pending = opened->log_pending;
   info.virtual_disk_id = layout.virtual_disk_id.to_string();
+  info.data_write_guid = layout.header.data_write_guid.to_string();
   info.parent_path = layout.locator("relative_path");
   if (info.parent_path.empty()) info.parent_path = layout.locator("absolute_win32_path");
   info.parent_linkage = layout.locator("parent_linkage");

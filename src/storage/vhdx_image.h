@@ -1,9 +1,10 @@
 #pragma once
-// VHDX images (Microsoft "VHDX Format Specification" v1.00 / MS-VHDX): read and write for
-// fixed and dynamic disks, read for differencing disks (parent found through the parent
-// locator's relative_path or absolute_win32_path and checked against parent_linkage), create
-// for fixed and dynamic disks. A pending log is replayed on open: into the file when opened
-// read-write, into memory when opened read-only (the file is not touched).
+// VHDX images (Microsoft "VHDX Format Specification" v1.00 / MS-VHDX): read, write and create
+// for fixed, dynamic and differencing disks (a differencing disk finds its parent through the
+// parent locator's relative_path or absolute_win32_path, checked against parent_linkage; the
+// parent is opened read-only, and writing to the parent later breaks the link on purpose). A
+// pending log is replayed on open: into the file when opened read-write, into memory when opened
+// read-only (the file is not touched).
 //
 // Writes allocate blocks crash-consistently: the block's data is written and flushed before
 // the BAT entry that points at it, and BAT updates go through the log (MS-VHDX 2.3).
@@ -22,7 +23,8 @@ namespace lamina::storage {
 enum class VhdxType { kFixed, kDynamic, kDifferencing };
 
 struct VhdxOptions {
-  VhdxType type = VhdxType::kDynamic;  // kFixed preallocates every block; kDifferencing is refused
+  VhdxType type = VhdxType::kDynamic;  // kFixed preallocates every block (create_vhdx_differencing
+                                       // for kDifferencing)
   uint32_t block_size = 32u << 20;     // power of two, 1 MiB .. 256 MiB
   uint32_t logical_sector_size = 512;  // 512 or 4096
   uint32_t physical_sector_size = 4096;  // 512 or 4096
@@ -36,11 +38,12 @@ struct VhdxInfo {
   uint32_t logical_sector_size = 0;
   uint32_t physical_sector_size = 0;
   uint64_t file_size = 0;
-  uint64_t allocated_bytes = 0;  // payload blocks present in the file, times the block size
+  uint64_t allocated_bytes = 0;     // payload blocks present in the file, times the block size
   bool log_replay_pending = false;  // the header's LogGuid is set: opening read-write replays it
   std::string virtual_disk_id;      // the page 83 GUID, "{...}"
-  std::string parent_path;          // differencing: the locator's relative_path (or absolute)
-  std::string parent_linkage;       // differencing: the parent's expected DataWriteGuid
+  std::string data_write_guid;  // changes whenever the disk's content changes; children link to it
+  std::string parent_path;      // differencing: the locator's relative_path (or absolute)
+  std::string parent_linkage;   // differencing: the parent's expected DataWriteGuid
 };
 
 // True when the bytes start with the file type identifier "vhdxfile".
@@ -49,11 +52,19 @@ bool looks_like_vhdx(std::span<const std::byte> first_bytes);
 // Reads the structure without changing the file (a pending log is replayed in memory).
 Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path);
 
-// Opens a VHDX. Read-write is refused for differencing disks (kUnsupported).
+// Opens a VHDX (and, for a differencing disk, its parents read-only). Writes to a
+// differencing disk must be whole logical sectors.
 Result<std::unique_ptr<BlockDevice>> open_vhdx(const std::filesystem::path& path, bool read_only);
 
 // Creates a new fixed or dynamic VHDX of `size` bytes (a multiple of the logical sector size,
 // at most 64 TiB). Refuses to overwrite an existing file; removes a partial file on failure.
-Result<void> create_vhdx(const std::filesystem::path& path, uint64_t size, const VhdxOptions& options = {});
+Result<void> create_vhdx(const std::filesystem::path& path, uint64_t size,
+                         const VhdxOptions& options = {});
+
+// Creates a differencing VHDX over an existing VHDX `parent`: same size, block size and sector
+// sizes; the locator stores the parent's path relative to the new file and absolute, and the
+// parent's current DataWriteGuid as parent_linkage.
+Result<void> create_vhdx_differencing(const std::filesystem::path& path,
+                                      const std::filesystem::path& parent);
 
 }  // namespace lamina::storage

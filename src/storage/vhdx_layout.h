@@ -29,7 +29,7 @@ struct Layout {
   bool leave_block_allocated = false;
   bool has_parent = false;
   Guid virtual_disk_id;
-  uint64_t chunk_ratio = 0;    // payload blocks per sector bitmap block (2.4)
+  uint64_t chunk_ratio = 0;  // payload blocks per sector bitmap block (2.4)
   uint64_t data_blocks = 0;
   uint64_t bat_entries = 0;
   std::vector<std::pair<std::string, std::string>> parent_locator;  // key, value
@@ -42,14 +42,16 @@ struct Layout {
 // Reads file bytes through an optional in-memory log replay (read-only opens).
 class FileView {
  public:
-  FileView(CheckedFile& file, const LogOverlay* overlay) : file_(file), overlay_(overlay) {}
+  FileView(const CheckedFile& file, const LogOverlay* overlay) : file_(file), overlay_(overlay) {}
   uint64_t size() const { return overlay_ ? overlay_->logical_size(file_.size()) : file_.size(); }
-  bool contains(uint64_t offset, uint64_t length) const { return offset <= size() && length <= size() - offset; }
+  bool contains(uint64_t offset, uint64_t length) const {
+    return offset <= size() && length <= size() - offset;
+  }
   Result<void> read(uint64_t offset, std::span<std::byte> data, std::string_view what) const;
   const CheckedFile& file() const { return file_; }
 
  private:
-  CheckedFile& file_;
+  const CheckedFile& file_;
   const LogOverlay* overlay_;
 };
 

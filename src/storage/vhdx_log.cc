@@ -1,8 +1,8 @@
 #include "storage/vhdx_log.h"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cstring>
-#include <fmt/format.h>
 #include <optional>
 
 #include "base/byte_order.h"
@@ -12,8 +12,8 @@ namespace lamina::storage::vhdx {
 
 namespace {
 
-constexpr uint32_t kEntrySignature = 0x65676f6c;  // "loge"
-constexpr uint32_t kZeroSignature = 0x6f72657a;   // "zero"
+constexpr uint32_t kEntrySignature = 0x65676f6c;           // "loge"
+constexpr uint32_t kZeroSignature = 0x6f72657a;            // "zero"
 constexpr uint32_t kDataDescriptorSignature = 0x63736564;  // "desc"
 constexpr uint32_t kDataSectorSignature = 0x61746164;      // "data"
 constexpr size_t kEntryHeaderSize = 64;
@@ -64,9 +64,13 @@ std::optional<Entry> parse_entry(const LogBuffer& log, uint64_t offset, const Gu
   if (load_guid(&first[32]) != log_guid) return std::nullopt;
   entry.flushed_file_offset = load_le<uint64_t>(&first[48]);
   entry.last_file_offset = load_le<uint64_t>(&first[56]);
-  if (entry.length < kLogSectorSize || entry.length % kLogSectorSize != 0 || entry.length > log.size()) return std::nullopt;
-  if (entry.tail % kLogSectorSize != 0 || entry.tail >= log.size() || entry.sequence == 0) return std::nullopt;
-  if (entry.last_file_offset > kMaxLogFileOffset || entry.flushed_file_offset > kMaxLogFileOffset) return std::nullopt;
+  if (entry.length < kLogSectorSize || entry.length % kLogSectorSize != 0 ||
+      entry.length > log.size())
+    return std::nullopt;
+  if (entry.tail % kLogSectorSize != 0 || entry.tail >= log.size() || entry.sequence == 0)
+    return std::nullopt;
+  if (entry.last_file_offset > kMaxLogFileOffset || entry.flushed_file_offset > kMaxLogFileOffset)
+    return std::nullopt;
   uint64_t descriptor_bytes = kEntryHeaderSize + uint64_t{descriptor_count} * kDescriptorSize;
   uint64_t descriptor_sectors = (descriptor_bytes + kLogSectorSize - 1) / kLogSectorSize;
   if (descriptor_sectors * kLogSectorSize > entry.length) return std::nullopt;
@@ -85,19 +89,23 @@ std::optional<Entry> parse_entry(const LogBuffer& log, uint64_t offset, const Gu
     uint64_t file_offset = load_le<uint64_t>(descriptor + 16);
     if (load_le<uint64_t>(descriptor + 24) != entry.sequence) return std::nullopt;
     // Updates never touch the header section (2.3: the log is not used for the headers).
-    if (file_offset % kLogSectorSize != 0 || file_offset < kHeaderSectionSize || file_offset > kMaxLogFileOffset) {
+    if (file_offset % kLogSectorSize != 0 || file_offset < kHeaderSectionSize ||
+        file_offset > kMaxLogFileOffset) {
       return std::nullopt;
     }
     LogWrite write;
     write.file_offset = file_offset;
     if (signature == kZeroSignature) {
       write.length = load_le<uint64_t>(descriptor + 8);
-      if (write.length % kLogSectorSize != 0 || write.length > kMaxLogFileOffset - file_offset) return std::nullopt;
+      if (write.length % kLogSectorSize != 0 || write.length > kMaxLogFileOffset - file_offset)
+        return std::nullopt;
     } else if (signature == kDataDescriptorSignature) {
       if ((data_sector + 1) * kLogSectorSize > entry.length) return std::nullopt;
       const std::byte* sector = &bytes[data_sector * kLogSectorSize];
-      uint64_t sequence = (uint64_t{load_le<uint32_t>(sector + 4)} << 32) | load_le<uint32_t>(sector + 4092);
-      if (load_le<uint32_t>(sector) != kDataSectorSignature || sequence != entry.sequence) return std::nullopt;
+      uint64_t sequence =
+          (uint64_t{load_le<uint32_t>(sector + 4)} << 32) | load_le<uint32_t>(sector + 4092);
+      if (load_le<uint32_t>(sector) != kDataSectorSignature || sequence != entry.sequence)
+        return std::nullopt;
       // 2.3.1.4: bytes 0-7 live in the descriptor's LeadingBytes, 4092-4095 in TrailingBytes.
       write.length = kLogSectorSize;
       write.data.resize(kLogSectorSize);
@@ -116,15 +124,20 @@ std::optional<Entry> parse_entry(const LogBuffer& log, uint64_t offset, const Gu
 }  // namespace
 
 Result<LogReplay> read_log(const CheckedFile& file, const Header& header) {
-  auto corrupt = [&](std::string_view what) { return fail(ErrorCode::kCorrupt, fmt::format("{}: {}", file.name(), what)); };
+  auto corrupt = [&](std::string_view what) {
+    return fail(ErrorCode::kCorrupt, fmt::format("{}: {}", file.name(), what));
+  };
   if (header.log_length == 0 || header.log_length % kMiB != 0 || header.log_offset % kMiB != 0 ||
-      header.log_offset < kHeaderSectionSize || !file.contains(header.log_offset, header.log_length)) {
-    return corrupt(fmt::format("log at {:#x} ({} bytes) is misaligned or outside the file", header.log_offset,
-                               header.log_length));
+      header.log_offset < kHeaderSectionSize ||
+      !file.contains(header.log_offset, header.log_length)) {
+    return corrupt(fmt::format("log at {:#x} ({} bytes) is misaligned or outside the file",
+                               header.log_offset, header.log_length));
   }
   if (header.log_length > kMaxReplayLogSize) {
-    return fail(ErrorCode::kUnsupported, fmt::format("{}: the log needs replay but is {} bytes (Lamina replays up to 64 MiB)",
-                                                     file.name(), header.log_length));
+    return fail(
+        ErrorCode::kUnsupported,
+        fmt::format("{}: the log needs replay but is {} bytes (Lamina replays up to 64 MiB)",
+                    file.name(), header.log_length));
   }
   std::vector<std::byte> bytes(header.log_length);
   if (auto done = file.read_at(header.log_offset, bytes, "log"); !done) return fail(done.error());
@@ -167,11 +180,25 @@ Result<LogReplay> read_log(const CheckedFile& file, const Header& header) {
   replay.last_file_offset = candidate.back().last_file_offset;
   replay.head_sequence = candidate.back().sequence;
   if (file.size() < replay.flushed_file_offset) {
-    return corrupt(fmt::format("file is {} bytes but the log says it was flushed at {} bytes: it was truncated",
-                               file.size(), replay.flushed_file_offset));
+    return corrupt(fmt::format(
+        "file is {} bytes but the log says it was flushed at {} bytes: it was truncated",
+        file.size(), replay.flushed_file_offset));
+  }
+  // A log grows the file by a few blocks at most; anything far past the end is not a real log
+  // and must not make Lamina create a huge file.
+  uint64_t limit = std::max(file.size(), replay.flushed_file_offset) + kMaxLogGrowth;
+  if (replay.last_file_offset > limit) {
+    return corrupt(fmt::format("the log's LastFileOffset {:#x} is far beyond the end of the file",
+                               replay.last_file_offset));
   }
   for (Entry& entry : candidate) {
-    for (LogWrite& write : entry.writes) replay.writes.push_back(std::move(write));
+    for (LogWrite& write : entry.writes) {
+      if (write.file_offset + write.length > limit) {
+        return corrupt(fmt::format("the log writes at {:#x}, far beyond the end of the file",
+                                   write.file_offset));
+      }
+      replay.writes.push_back(std::move(write));
+    }
   }
   return replay;
 }
@@ -204,7 +231,8 @@ Result<void> apply_log(CheckedFile& file, const LogReplay& replay) {
 
 uint64_t LogOverlay::logical_size(uint64_t file_size) const {
   uint64_t size = std::max(file_size, replay_.last_file_offset);
-  for (const LogWrite& write : replay_.writes) size = std::max(size, write.file_offset + write.length);
+  for (const LogWrite& write : replay_.writes)
+    size = std::max(size, write.file_offset + write.length);
   return size;
 }
 
@@ -223,8 +251,8 @@ void LogOverlay::apply(uint64_t offset, std::span<std::byte> data) const {
   }
 }
 
-Result<void> LogWriter::write_entry(CheckedFile& file, std::span<const LogPage> pages, uint64_t flushed_file_offset,
-                                    uint64_t last_file_offset) {
+Result<void> LogWriter::write_entry(CheckedFile& file, std::span<const LogPage> pages,
+                                    uint64_t flushed_file_offset, uint64_t last_file_offset) {
   if (pages.empty() || pages.size() > kMaxDescriptorsInFirstSector) {
     return fail(ErrorCode::kInternal, "a log entry holds 1 to 126 pages");
   }

@@ -20,6 +20,8 @@ namespace lamina::storage::vhdx {
 inline constexpr uint64_t kMaxReplayLogSize = 64 * kMiB;
 // File offsets a log may touch; beyond any VHDX (64 TB of payload plus metadata).
 inline constexpr uint64_t kMaxLogFileOffset = 1ull << 47;
+// How far past the current end of the file a replay may write or extend it.
+inline constexpr uint64_t kMaxLogGrowth = 16ull << 30;
 
 // One update in a replay: a 4 KB page of data, or (data empty) a range to zero.
 struct LogWrite {
@@ -59,7 +61,7 @@ class LogOverlay {
 
 // One 4 KB page of metadata to write through the log.
 struct LogPage {
-  uint64_t file_offset = 0;  // 4 KB aligned
+  uint64_t file_offset = 0;         // 4 KB aligned
   std::span<const std::byte> data;  // 4 KB
 };
 
@@ -72,8 +74,8 @@ class LogWriter {
       : log_offset_(log_offset), log_length_(log_length), log_guid_(log_guid) {}
 
   // Writes one entry holding `pages` (at most 126) and flushes it to stable storage.
-  Result<void> write_entry(CheckedFile& file, std::span<const LogPage> pages, uint64_t flushed_file_offset,
-                           uint64_t last_file_offset);
+  Result<void> write_entry(CheckedFile& file, std::span<const LogPage> pages,
+                           uint64_t flushed_file_offset, uint64_t last_file_offset);
 
  private:
   uint64_t log_offset_;

@@ -1,7 +1,7 @@
 #include "storage/vmdk_descriptor.h"
 
-#include <charconv>
 #include <fmt/format.h>
+#include <charconv>
 
 namespace lamina::storage {
 
@@ -16,7 +16,8 @@ std::string_view trim(std::string_view text) {
 
 std::string_view unquote(std::string_view text) {
   text = trim(text);
-  if (text.size() >= 2 && text.front() == '"' && text.back() == '"') return text.substr(1, text.size() - 2);
+  if (text.size() >= 2 && text.front() == '"' && text.back() == '"')
+    return text.substr(1, text.size() - 2);
   return text;
 }
 
@@ -34,19 +35,23 @@ std::string_view next_token(std::string_view& rest) {
   return token;
 }
 
-Result<VmdkExtentLine> parse_extent(std::string_view line, std::string_view file_name, size_t line_number) {
+Result<VmdkExtentLine> parse_extent(std::string_view line, std::string_view file_name,
+                                    size_t line_number) {
   auto bad = [&](std::string_view why) {
-    return fail(ErrorCode::kCorrupt, fmt::format("{}: descriptor line {}: {}", file_name, line_number, why));
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: descriptor line {}: {}", file_name, line_number, why));
   };
   VmdkExtentLine extent;
   std::string_view rest = line;
   std::string_view access = next_token(rest);
   if (access == "NOACCESS") {
     return fail(ErrorCode::kUnsupported,
-                fmt::format("{}: descriptor line {}: NOACCESS extents are not supported", file_name, line_number));
+                fmt::format("{}: descriptor line {}: NOACCESS extents are not supported", file_name,
+                            line_number));
   }
   extent.writable = access == "RW";
-  if (!parse_number(next_token(rest), extent.sectors) || extent.sectors == 0 || extent.sectors > (1ull << 50)) {
+  if (!parse_number(next_token(rest), extent.sectors) || extent.sectors == 0 ||
+      extent.sectors > (1ull << 50)) {
     return bad("extent size is not a valid sector count");
   }
   std::string_view type = next_token(rest);
@@ -58,13 +63,15 @@ Result<VmdkExtentLine> parse_extent(std::string_view line, std::string_view file
     extent.type = VmdkExtentType::kZero;
     return extent;
   } else {
-    return fail(ErrorCode::kUnsupported, fmt::format("{}: descriptor line {}: extent type '{}' is not supported",
-                                                     file_name, line_number, type));
+    return fail(ErrorCode::kUnsupported,
+                fmt::format("{}: descriptor line {}: extent type '{}' is not supported", file_name,
+                            line_number, type));
   }
   rest = trim(rest);
   if (rest.empty() || rest.front() != '"') return bad("extent file name is missing or not quoted");
   size_t close = rest.find('"', 1);
-  if (close == std::string_view::npos || close == 1) return bad("extent file name is not closed or empty");
+  if (close == std::string_view::npos || close == 1)
+    return bad("extent file name is not closed or empty");
   extent.file = std::string(rest.substr(1, close - 1));
   rest = trim(rest.substr(close + 1));
   if (!rest.empty()) {
@@ -99,7 +106,8 @@ Result<VmdkDescriptor> parse_vmdk_descriptor(std::string_view text, std::string_
     }
     if (line.starts_with("RW ") || line.starts_with("RDONLY ") || line.starts_with("NOACCESS ")) {
       if (descriptor.extents.size() >= kMaxVmdkExtents) {
-        return fail(ErrorCode::kCorrupt, fmt::format("{}: descriptor lists too many extents", file_name));
+        return fail(ErrorCode::kCorrupt,
+                    fmt::format("{}: descriptor lists too many extents", file_name));
       }
       auto extent = parse_extent(line, file_name, line_number);
       if (!extent) return fail(extent.error());
@@ -109,7 +117,8 @@ Result<VmdkDescriptor> parse_vmdk_descriptor(std::string_view text, std::string_
     size_t equals = line.find('=');
     if (equals == std::string_view::npos) {
       return fail(ErrorCode::kCorrupt,
-                  fmt::format("{}: descriptor line {} is neither a setting nor an extent", file_name, line_number));
+                  fmt::format("{}: descriptor line {} is neither a setting nor an extent",
+                              file_name, line_number));
     }
     std::string_view key = trim(line.substr(0, equals));
     std::string_view value = unquote(line.substr(equals + 1));
@@ -122,7 +131,8 @@ Result<VmdkDescriptor> parse_vmdk_descriptor(std::string_view text, std::string_
     }
   }
   if (!seen_header && descriptor.create_type.empty()) {
-    return fail(ErrorCode::kCorrupt, fmt::format("{}: not a VMDK descriptor (no createType)", file_name));
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: not a VMDK descriptor (no createType)", file_name));
   }
   return descriptor;
 }

@@ -15,17 +15,17 @@ namespace lamina::storage {
 enum class VmdkExtentType { kSparse, kFlat, kZero };
 
 struct VmdkExtentLine {
-  bool writable = true;        // RW (true) or RDONLY (false)
-  uint64_t sectors = 0;        // size in 512-byte sectors
+  bool writable = true;  // RW (true) or RDONLY (false)
+  uint64_t sectors = 0;  // size in 512-byte sectors
   VmdkExtentType type = VmdkExtentType::kFlat;
-  std::string file;            // relative to the descriptor's folder unless absolute
-  uint64_t offset_sectors = 0; // FLAT only: where the extent starts in its file
+  std::string file;             // relative to the descriptor's folder unless absolute
+  uint64_t offset_sectors = 0;  // FLAT only: where the extent starts in its file
 };
 
 struct VmdkDescriptor {
-  std::string create_type;          // e.g. "monolithicSparse", "twoGbMaxExtentFlat"
+  std::string create_type;  // e.g. "monolithicSparse", "twoGbMaxExtentFlat"
   std::string parent_file_name_hint;
-  bool has_parent = false;          // parentCID other than ffffffff
+  bool has_parent = false;  // parentCID other than ffffffff
   std::vector<VmdkExtentLine> extents;
 };
 

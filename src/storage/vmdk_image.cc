@@ -1,8 +1,8 @@
 #include "storage/vmdk_image.h"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <array>
-#include <fmt/format.h>
 #include <string_view>
 #include <vector>
 
@@ -40,7 +40,8 @@ class VmdkDevice final : public BlockDevice {
 
  private:
   std::unexpected<Error> refuse() const {
-    return fail(ErrorCode::kUnsupported, fmt::format("{}: VMDK images are read-only in Lamina", name_));
+    return fail(ErrorCode::kUnsupported,
+                fmt::format("{}: VMDK images are read-only in Lamina", name_));
   }
   std::string name_;
   std::vector<OpenExtent> extents_;
@@ -50,7 +51,8 @@ class VmdkDevice final : public BlockDevice {
 Result<void> VmdkDevice::read(uint64_t offset, std::span<std::byte> data) {
   if (offset > size_ || data.size() > size_ - offset) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("{}: read at {:#x} of {} bytes passes the end of the disk", name_, offset, data.size()));
+                fmt::format("{}: read at {:#x} of {} bytes passes the end of the disk", name_,
+                            offset, data.size()));
   }
   size_t done = 0;
   // The last extent starting at or before offset.
@@ -58,7 +60,8 @@ Result<void> VmdkDevice::read(uint64_t offset, std::span<std::byte> data) {
   while (done < data.size()) {
     uint64_t position = offset + done;
     uint64_t inside = position - extent->start;
-    size_t piece = static_cast<size_t>(std::min<uint64_t>(extent->length - inside, data.size() - done));
+    size_t piece =
+        static_cast<size_t>(std::min<uint64_t>(extent->length - inside, data.size() - done));
     std::span<std::byte> out = data.subspan(done, piece);
     Result<void> result{};
     if (extent->sparse) {
@@ -75,6 +78,12 @@ Result<void> VmdkDevice::read(uint64_t offset, std::span<std::byte> data) {
   return {};
 }
 
+// True for a relative path without ".." components.
+bool stays_in_folder(const std::filesystem::path& path) {
+  if (path.empty() || path.is_absolute() || path.has_root_name()) return false;
+  return std::ranges::none_of(path, [](const std::filesystem::path& part) { return part == ".."; });
+}
+
 struct Opened {
   std::unique_ptr<VmdkDevice> device;
   VmdkInfo info;
@@ -83,7 +92,8 @@ struct Opened {
 Result<void> refuse_parent(const VmdkDescriptor& descriptor, std::string_view name) {
   if (descriptor.has_parent || !descriptor.parent_file_name_hint.empty()) {
     return fail(ErrorCode::kUnsupported,
-                fmt::format("{}: VMDK delta disks (parent '{}') are not supported", name, descriptor.parent_file_name_hint));
+                fmt::format("{}: VMDK delta disks (parent '{}') are not supported", name,
+                            descriptor.parent_file_name_hint));
   }
   return {};
 }
@@ -120,11 +130,13 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Che
     return fail(ErrorCode::kCorrupt, fmt::format("{}: descriptor file is larger than 1 MiB", name));
   }
   std::string text(file.size(), '\0');
-  if (auto done = file.read_at(0, std::as_writable_bytes(std::span(text)), "descriptor"); !done) return fail(done.error());
+  if (auto done = file.read_at(0, std::as_writable_bytes(std::span(text)), "descriptor"); !done)
+    return fail(done.error());
   auto descriptor = parse_vmdk_descriptor(text, name);
   if (!descriptor) return fail(descriptor.error());
   if (auto refused = refuse_parent(*descriptor, name); !refused) return fail(refused.error());
-  if (descriptor->extents.empty()) return fail(ErrorCode::kCorrupt, fmt::format("{}: descriptor lists no extents", name));
+  if (descriptor->extents.empty())
+    return fail(ErrorCode::kCorrupt, fmt::format("{}: descriptor lists no extents", name));
 
   VmdkInfo info;
   info.create_type = descriptor->create_type;
@@ -135,12 +147,23 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Che
     OpenExtent extent;
     extent.start = position;
     extent.length = line.sectors * 512;
-    if (extent.length > (1ull << 62) - position) return fail(ErrorCode::kCorrupt, fmt::format("{}: extents are too large", name));
+    if (extent.length > (1ull << 62) - position)
+      return fail(ErrorCode::kCorrupt, fmt::format("{}: extents are too large", name));
     std::filesystem::path extent_path(line.file);
-    if (extent_path.is_relative()) extent_path = path.parent_path() / extent_path;
+    // Extent files sit beside their descriptor. A name that leaves that folder would let an
+    // image file hand any host file to a guest, so it is refused.
+    if (line.type != VmdkExtentType::kZero && !stays_in_folder(extent_path)) {
+      return fail(ErrorCode::kUnsupported,
+                  fmt::format("{}: extent file '{}' is outside the descriptor's folder "
+                              "(absolute or with '..'); Lamina refuses such extents",
+                              name, line.file));
+    }
+    extent_path = path.parent_path() / extent_path;
     std::error_code ignored;
-    if (line.type != VmdkExtentType::kZero && std::filesystem::equivalent(extent_path, path, ignored)) {
-      return fail(ErrorCode::kCorrupt, fmt::format("{}: an extent names the descriptor itself", name));
+    if (line.type != VmdkExtentType::kZero &&
+        std::filesystem::equivalent(extent_path, path, ignored)) {
+      return fail(ErrorCode::kCorrupt,
+                  fmt::format("{}: an extent names the descriptor itself", name));
     }
     if (line.type == VmdkExtentType::kSparse) {
       auto extent_file = CheckedFile::open(extent_path, true);
@@ -149,8 +172,9 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Che
       auto sparse = VmdkSparseExtent::open(std::move(*extent_file));
       if (!sparse) return fail(sparse.error().with_context(name));
       if ((*sparse)->capacity_bytes() < extent.length) {
-        return fail(ErrorCode::kCorrupt, fmt::format("{}: extent {} holds {} bytes but the descriptor says {}", name,
-                                                     line.file, (*sparse)->capacity_bytes(), extent.length));
+        return fail(ErrorCode::kCorrupt,
+                    fmt::format("{}: extent {} holds {} bytes but the descriptor says {}", name,
+                                line.file, (*sparse)->capacity_bytes(), extent.length));
       }
       if (info.grain_size == 0) info.grain_size = (*sparse)->grain_bytes();
       info.compressed = info.compressed || (*sparse)->compressed();
@@ -162,8 +186,11 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Che
       uint64_t flat_size = (*flat)->size();
       info.file_size += flat_size;
       if (extent.flat_offset > flat_size || extent.length > flat_size - extent.flat_offset) {
-        return fail(ErrorCode::kCorrupt, fmt::format("{}: flat extent {} is {} bytes, shorter than the descriptor's {} at offset {}",
-                                                     name, line.file, flat_size, extent.length, extent.flat_offset));
+        return fail(
+            ErrorCode::kCorrupt,
+            fmt::format(
+                "{}: flat extent {} is {} bytes, shorter than the descriptor's {} at offset {}",
+                name, line.file, flat_size, extent.length, extent.flat_offset));
       }
       extent.flat = std::move(*flat);
     }
@@ -180,13 +207,16 @@ Result<Opened> open_image(const std::filesystem::path& path) {
   if (!file) return fail(file.error());
   std::array<std::byte, 64> first{};
   size_t probe = static_cast<size_t>(std::min<uint64_t>(first.size(), file->size()));
-  if (auto done = file->read_at(0, std::span(first).first(probe), "header"); !done) return fail(done.error());
+  if (auto done = file->read_at(0, std::span(first).first(probe), "header"); !done)
+    return fail(done.error());
   std::span<const std::byte> head = std::span(first).first(probe);
   if (looks_like_vmdk_sparse(head)) return open_monolithic(std::move(*file));
   if (probe >= 4 && (std::string_view(reinterpret_cast<const char*>(head.data()), 4) == "COWD")) {
-    return fail(ErrorCode::kUnsupported, fmt::format("{}: ESX sparse (COWD) VMDK extents are not supported", file->name()));
+    return fail(ErrorCode::kUnsupported,
+                fmt::format("{}: ESX sparse (COWD) VMDK extents are not supported", file->name()));
   }
-  if (!looks_like_vmdk(head)) return fail(ErrorCode::kCorrupt, fmt::format("{}: not a VMDK image", file->name()));
+  if (!looks_like_vmdk(head))
+    return fail(ErrorCode::kCorrupt, fmt::format("{}: not a VMDK image", file->name()));
   return open_from_descriptor(path, *file);
 }
 
@@ -206,8 +236,10 @@ Result<VmdkInfo> inspect_vmdk(const std::filesystem::path& path) {
 
 Result<std::unique_ptr<BlockDevice>> open_vmdk(const std::filesystem::path& path, bool read_only) {
   if (!read_only) {
-    return fail(ErrorCode::kUnsupported,
-                fmt::format("{}: VMDK images can only be opened read-only (convert to VHDX to write)", path.string()));
+    return fail(
+        ErrorCode::kUnsupported,
+        fmt::format("{}: VMDK images can only be opened read-only (convert to VHDX to write)",
+                    path.string()));
   }
   auto opened = open_image(path);
   if (!opened) return fail(opened.error());

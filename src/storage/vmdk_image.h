@@ -2,7 +2,8 @@
 // VMDK images, read-only: monolithicSparse and streamOptimized (one sparse file with its
 // descriptor inside), monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (a text
 // descriptor naming extent files relative to its folder), and ZERO extents. Delta disks
-// (a parent) and ESX formats (COWD, SESPARSE) are refused with kUnsupported.
+// (a parent) and ESX formats (COWD, SESPARSE) are refused with kUnsupported, and so are extent
+// files outside the descriptor's folder (absolute names or ".."), which could expose host files.
 // Spec: VMware "Virtual Disk Format 1.1".
 
 #include <cstdint>
@@ -18,12 +19,12 @@ namespace lamina::storage {
 
 // What `disk info` shows for a VMDK image.
 struct VmdkInfo {
-  std::string create_type;      // from the descriptor ("monolithicSparse" when none)
-  uint64_t virtual_size = 0;    // bytes
+  std::string create_type;    // from the descriptor ("monolithicSparse" when none)
+  uint64_t virtual_size = 0;  // bytes
   uint32_t extent_count = 0;
-  uint64_t grain_size = 0;      // bytes, of the first sparse extent; 0 when all flat
-  bool compressed = false;      // stream-optimized (deflate grains)
-  uint64_t file_size = 0;       // bytes on the host, descriptor and every extent file
+  uint64_t grain_size = 0;  // bytes, of the first sparse extent; 0 when all flat
+  bool compressed = false;  // stream-optimized (deflate grains)
+  uint64_t file_size = 0;   // bytes on the host, descriptor and every extent file
 };
 
 // True for a sparse extent ("KDMV") or a text descriptor ("# Disk DescriptorFile").
@@ -32,6 +33,7 @@ bool looks_like_vmdk(std::span<const std::byte> first_bytes);
 Result<VmdkInfo> inspect_vmdk(const std::filesystem::path& path);
 
 // Opens read-only (read_only = false is kUnsupported).
-Result<std::unique_ptr<BlockDevice>> open_vmdk(const std::filesystem::path& path, bool read_only = true);
+Result<std::unique_ptr<BlockDevice>> open_vmdk(const std::filesystem::path& path,
+                                               bool read_only = true);
 
 }  // namespace lamina::storage

@@ -1,9 +1,9 @@
 #include "storage/vmdk_sparse_extent.h"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "base/byte_order.h"
 #include "storage/inflate.h"
@@ -56,39 +56,50 @@ Result<std::unique_ptr<VmdkSparseExtent>> VmdkSparseExtent::open(CheckedFile fil
   if (!looks_like_vmdk_sparse(raw)) return corrupt(file, "not a VMDK sparse extent (bad magic)");
   VmdkSparseHeader header = decode_header(raw);
   if (header.version < 1 || header.version > 3) {
-    return fail(ErrorCode::kUnsupported, fmt::format("{}: VMDK sparse version {} is not supported", file.name(), header.version));
+    return fail(ErrorCode::kUnsupported, fmt::format("{}: VMDK sparse version {} is not supported",
+                                                     file.name(), header.version));
   }
   // Stream-optimized images put the grain directory offset in a footer near the end
   // (spec: "the footer ... is a copy of the header with gdOffset set").
   if (header.directory_offset == kDirectoryAtEnd) {
-    if (file.size() < 1536) return corrupt(file, "grain directory is at the end but the file has no footer");
+    if (file.size() < 1536)
+      return corrupt(file, "grain directory is at the end but the file has no footer");
     std::array<std::byte, 512> footer{};
-    if (auto done = file.read_at(file.size() - 1024, footer, "footer"); !done) return fail(done.error());
-    if (!looks_like_vmdk_sparse(footer)) return corrupt(file, "footer (second-to-last sector) has no KDMV magic");
+    if (auto done = file.read_at(file.size() - 1024, footer, "footer"); !done)
+      return fail(done.error());
+    if (!looks_like_vmdk_sparse(footer))
+      return corrupt(file, "footer (second-to-last sector) has no KDMV magic");
     VmdkSparseHeader from_footer = decode_header(footer);
-    if (from_footer.directory_offset == kDirectoryAtEnd) return corrupt(file, "footer does not say where the grain directory is");
+    if (from_footer.directory_offset == kDirectoryAtEnd)
+      return corrupt(file, "footer does not say where the grain directory is");
     header = from_footer;
   }
   if (header.grain_sectors == 0 || header.grain_sectors > kMaxGrainSectors ||
       (header.grain_sectors & (header.grain_sectors - 1)) != 0) {
-    return corrupt(file, fmt::format("grain size of {} sectors is not a power of two up to 32 MiB", header.grain_sectors));
+    return corrupt(file, fmt::format("grain size of {} sectors is not a power of two up to 32 MiB",
+                                     header.grain_sectors));
   }
   if (header.entries_per_table == 0 || header.entries_per_table > kMaxEntriesPerTable) {
-    return corrupt(file, fmt::format("{} entries per grain table is outside 1..65536", header.entries_per_table));
+    return corrupt(file, fmt::format("{} entries per grain table is outside 1..65536",
+                                     header.entries_per_table));
   }
   if (header.capacity_sectors > kMaxCapacitySectors) {
-    return corrupt(file, fmt::format("capacity of {} sectors is too large", header.capacity_sectors));
+    return corrupt(file,
+                   fmt::format("capacity of {} sectors is too large", header.capacity_sectors));
   }
   if ((header.flags & kCompressedFlag) && header.compress_algorithm != 1) {
-    return fail(ErrorCode::kUnsupported, fmt::format("{}: compression algorithm {} is not supported (only deflate)",
-                                                     file.name(), header.compress_algorithm));
+    return fail(ErrorCode::kUnsupported,
+                fmt::format("{}: compression algorithm {} is not supported (only deflate)",
+                            file.name(), header.compress_algorithm));
   }
   // The embedded descriptor, when there is one, must lie inside the file.
   if (header.descriptor_offset != 0 &&
-      (header.descriptor_offset > file.size() / 512 || header.descriptor_sectors > kMaxVmdkDescriptorBytes / 512 ||
+      (header.descriptor_offset > file.size() / 512 ||
+       header.descriptor_sectors > kMaxVmdkDescriptorBytes / 512 ||
        !file.contains(header.descriptor_offset * 512, header.descriptor_sectors * 512))) {
-    return corrupt(file, fmt::format("embedded descriptor at sector {} ({} sectors) lies outside the file",
-                                     header.descriptor_offset, header.descriptor_sectors));
+    return corrupt(
+        file, fmt::format("embedded descriptor at sector {} ({} sectors) lies outside the file",
+                          header.descriptor_offset, header.descriptor_sectors));
   }
   if (header.descriptor_offset == 0) header.descriptor_sectors = 0;
   std::unique_ptr<VmdkSparseExtent> extent(new VmdkSparseExtent(std::move(file), header));
@@ -99,11 +110,14 @@ Result<std::unique_ptr<VmdkSparseExtent>> VmdkSparseExtent::open(CheckedFile fil
 Result<std::string> VmdkSparseExtent::embedded_descriptor() const {
   if (header_.descriptor_offset == 0 || header_.descriptor_sectors == 0) return std::string();
   if (header_.descriptor_sectors > kMaxVmdkDescriptorBytes / 512) {
-    return corrupt(file_, fmt::format("embedded descriptor of {} sectors is too large", header_.descriptor_sectors));
+    return corrupt(file_, fmt::format("embedded descriptor of {} sectors is too large",
+                                      header_.descriptor_sectors));
   }
-  if (header_.descriptor_offset > file_.size() / 512) return corrupt(file_, "embedded descriptor lies outside the file");
+  if (header_.descriptor_offset > file_.size() / 512)
+    return corrupt(file_, "embedded descriptor lies outside the file");
   std::string text(header_.descriptor_sectors * 512, '\0');
-  if (auto done = file_.read_at(header_.descriptor_offset * 512, std::as_writable_bytes(std::span(text)), "descriptor");
+  if (auto done = file_.read_at(header_.descriptor_offset * 512,
+                                std::as_writable_bytes(std::span(text)), "descriptor");
       !done) {
     return fail(done.error());
   }
@@ -111,25 +125,32 @@ Result<std::string> VmdkSparseExtent::embedded_descriptor() const {
 }
 
 bool VmdkSparseExtent::overlaps_metadata(uint64_t offset, uint64_t length) const {
-  auto overlaps = [&](uint64_t start, uint64_t size) { return offset < start + size && start < offset + length; };
+  auto overlaps = [&](uint64_t start, uint64_t size) {
+    return offset < start + size && start < offset + length;
+  };
   return overlaps(0, 512) || overlaps(directory_start_, directory_bytes_) ||
          overlaps(header_.descriptor_offset * 512, header_.descriptor_sectors * 512);
 }
 
 Result<std::vector<uint32_t>> VmdkSparseExtent::read_directory(uint64_t offset_sectors) const {
-  if (offset_sectors == 0 || offset_sectors > file_.size() / 512 || !file_.contains(offset_sectors * 512, directory_bytes_)) {
-    return corrupt(file_, fmt::format("grain directory at sector {} ({} bytes) lies outside the file", offset_sectors,
-                                      directory_bytes_));
+  if (offset_sectors == 0 || offset_sectors > file_.size() / 512 ||
+      !file_.contains(offset_sectors * 512, directory_bytes_)) {
+    return corrupt(file_,
+                   fmt::format("grain directory at sector {} ({} bytes) lies outside the file",
+                               offset_sectors, directory_bytes_));
   }
   std::vector<std::byte> raw(directory_bytes_);
-  if (auto done = file_.read_at(offset_sectors * 512, raw, "grain directory"); !done) return fail(done.error());
+  if (auto done = file_.read_at(offset_sectors * 512, raw, "grain directory"); !done)
+    return fail(done.error());
   std::vector<uint32_t> directory(directory_bytes_ / 4);
   for (size_t index = 0; index < directory.size(); ++index) {
     directory[index] = load_le<uint32_t>(&raw[index * 4]);
     uint64_t table = directory[index];
     if (table != 0 && (table > file_.size() / 512 ||
                        !file_.contains(table * 512, uint64_t{header_.entries_per_table} * 4))) {
-      return corrupt(file_, fmt::format("grain directory entry {} points at sector {}, outside the file", index, table));
+      return corrupt(file_,
+                     fmt::format("grain directory entry {} points at sector {}, outside the file",
+                                 index, table));
     }
   }
   return directory;
@@ -141,7 +162,8 @@ Result<void> VmdkSparseExtent::load_directory() {
   directory_bytes_ = entries * 4;
   // The directory lives in the file, so a directory larger than the file is a lie.
   if (directory_bytes_ > file_.size()) {
-    return corrupt(file_, fmt::format("grain directory of {} entries cannot fit in the file", entries));
+    return corrupt(file_,
+                   fmt::format("grain directory of {} entries cannot fit in the file", entries));
   }
   auto primary = read_directory(header_.directory_offset);
   if (primary) {
@@ -162,17 +184,21 @@ Result<void> VmdkSparseExtent::load_directory() {
 }
 
 Result<const std::vector<uint32_t>*> VmdkSparseExtent::grain_table(uint64_t directory_index) {
-  if (auto found = table_cache_.find(directory_index); found != table_cache_.end()) return &found->second;
+  if (auto found = table_cache_.find(directory_index); found != table_cache_.end())
+    return &found->second;
   size_t table_bytes = size_t{header_.entries_per_table} * 4;
   if ((table_cache_.size() + 1) * table_bytes > kTableCacheBytes) table_cache_.clear();
   uint64_t offset = uint64_t{directory_[directory_index]} * 512;
   if (overlaps_metadata(offset, table_bytes)) {
-    return corrupt(file_, fmt::format("grain table {} at {:#x} overlaps the header or grain directory", directory_index, offset));
+    return corrupt(file_,
+                   fmt::format("grain table {} at {:#x} overlaps the header or grain directory",
+                               directory_index, offset));
   }
   std::vector<std::byte> raw(table_bytes);
   if (auto done = file_.read_at(offset, raw, "grain table"); !done) return fail(done.error());
   std::vector<uint32_t> table(header_.entries_per_table);
-  for (size_t index = 0; index < table.size(); ++index) table[index] = load_le<uint32_t>(&raw[index * 4]);
+  for (size_t index = 0; index < table.size(); ++index)
+    table[index] = load_le<uint32_t>(&raw[index * 4]);
   return &table_cache_.emplace(directory_index, std::move(table)).first->second;
 }
 
@@ -184,23 +210,28 @@ Result<void> VmdkSparseExtent::inflate_grain(uint64_t grain_index, uint64_t sect
   uint32_t size = load_le<uint32_t>(&marker[8]);
   // Deflate never grows data by more than a few bytes per 16 KiB block.
   if (size == 0 || size > 2 * grain_bytes() + 1024) {
-    return corrupt(file_, fmt::format("compressed grain at sector {} claims {} bytes", sector, size));
+    return corrupt(file_,
+                   fmt::format("compressed grain at sector {} claims {} bytes", sector, size));
   }
   if (lba != grain_index * header_.grain_sectors) {
-    return corrupt(file_, fmt::format("compressed grain at sector {} is for sector {}, expected {}", sector, lba,
-                                      grain_index * header_.grain_sectors));
+    return corrupt(file_, fmt::format("compressed grain at sector {} is for sector {}, expected {}",
+                                      sector, lba, grain_index * header_.grain_sectors));
   }
   compressed_.resize(size);
-  if (auto done = file_.read_at(offset + kGrainMarkerBytes, compressed_, "compressed grain"); !done) return done;
+  if (auto done = file_.read_at(offset + kGrainMarkerBytes, compressed_, "compressed grain"); !done)
+    return done;
   grain_.assign(grain_bytes(), std::byte{0});
   grain_sector_ = 0;
   auto produced = inflate_into(compressed_, grain_, InflateFormat::kZlib);
-  if (!produced) return corrupt(file_, fmt::format("grain at sector {}: {}", sector, produced.error().message()));
+  if (!produced)
+    return corrupt(file_,
+                   fmt::format("grain at sector {}: {}", sector, produced.error().message()));
   grain_sector_ = sector;
   return {};
 }
 
-Result<void> VmdkSparseExtent::read_grain(uint64_t grain_index, uint64_t in_grain, std::span<std::byte> out) {
+Result<void> VmdkSparseExtent::read_grain(uint64_t grain_index, uint64_t in_grain,
+                                          std::span<std::byte> out) {
   uint64_t directory_index = grain_index / header_.entries_per_table;
   if (directory_index >= directory_.size() || directory_[directory_index] == 0) {
     std::ranges::fill(out, std::byte{0});
@@ -215,7 +246,9 @@ Result<void> VmdkSparseExtent::read_grain(uint64_t grain_index, uint64_t in_grai
     return {};
   }
   if (sector > file_.size() / 512 || overlaps_metadata(sector * 512, 512)) {
-    return corrupt(file_, fmt::format("grain {} points at sector {}, outside the file or over metadata", grain_index, sector));
+    return corrupt(file_,
+                   fmt::format("grain {} points at sector {}, outside the file or over metadata",
+                               grain_index, sector));
   }
   if (compressed()) {
     if (grain_sector_ != sector) {
@@ -229,14 +262,18 @@ Result<void> VmdkSparseExtent::read_grain(uint64_t grain_index, uint64_t in_grai
 
 Result<void> VmdkSparseExtent::read(uint64_t offset, std::span<std::byte> out) {
   if (offset > capacity_bytes() || out.size() > capacity_bytes() - offset) {
-    return fail(ErrorCode::kInvalidArgument, fmt::format("{}: read past the extent's capacity", file_.name()));
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: read past the extent's capacity", file_.name()));
   }
   size_t done = 0;
   while (done < out.size()) {
     uint64_t position = offset + done;
     uint64_t in_grain = position % grain_bytes();
-    size_t piece = static_cast<size_t>(std::min<uint64_t>(grain_bytes() - in_grain, out.size() - done));
-    if (auto result = read_grain(position / grain_bytes(), in_grain, out.subspan(done, piece)); !result) return result;
+    size_t piece =
+        static_cast<size_t>(std::min<uint64_t>(grain_bytes() - in_grain, out.size() - done));
+    if (auto result = read_grain(position / grain_bytes(), in_grain, out.subspan(done, piece));
+        !result)
+      return result;
     done += piece;
   }
   return {};

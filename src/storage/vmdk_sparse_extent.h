@@ -25,7 +25,7 @@ struct VmdkSparseHeader {
   uint64_t grain_sectors = 0;
   uint64_t descriptor_offset = 0;  // sectors
   uint64_t descriptor_sectors = 0;
-  uint32_t entries_per_table = 0;  // numGTEsPerGT
+  uint32_t entries_per_table = 0;           // numGTEsPerGT
   uint64_t redundant_directory_offset = 0;  // sectors
   uint64_t directory_offset = 0;            // sectors
   uint16_t compress_algorithm = 0;
@@ -51,7 +51,8 @@ class VmdkSparseExtent {
   static constexpr uint32_t kMarkersFlag = 1u << 17;
 
  private:
-  VmdkSparseExtent(CheckedFile file, VmdkSparseHeader header) : file_(std::move(file)), header_(header) {}
+  VmdkSparseExtent(CheckedFile file, VmdkSparseHeader header)
+      : file_(std::move(file)), header_(header) {}
   Result<void> load_directory();
   Result<std::vector<uint32_t>> read_directory(uint64_t offset_sectors) const;
   Result<const std::vector<uint32_t>*> grain_table(uint64_t directory_index);

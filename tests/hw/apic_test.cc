@@ -195,9 +195,9 @@ TEST_F(ApicTest, OneShotAndPeriodicTimer) {
   queue.run_expired();
   EXPECT_FALSE(cpu0.has_pending_interrupt()) << "one-shot fires once";
 
-  write32(cpu0, kDivide, 0xb);                 // divide by 1
-  write32(cpu0, kLvtTimer, 0x20031);           // periodic
-  write32(cpu0, kInitialCount, 50'000);        // 50 us
+  write32(cpu0, kDivide, 0xb);           // divide by 1
+  write32(cpu0, kLvtTimer, 0x20031);     // periodic
+  write32(cpu0, kInitialCount, 50'000);  // 50 us
   for (int period = 0; period < 3; ++period) {
     clock.advance(50'000);
     queue.run_expired();

@@ -86,17 +86,17 @@ TEST(Bus, RejectsZeroSizeOverflowAndOverlap) {
   EXPECT_EQ(io.map(0x10, 0, a).error().code(), ErrorCode::kInvalidArgument);
   EXPECT_FALSE(io.map(0xfff0, 0x20, a).has_value());  // passes the 16-bit space
   EXPECT_FALSE(io.map(0x10000, 1, a).has_value());
-  EXPECT_TRUE(io.map(0xffff, 1, a).has_value());        // the very last port is fine
+  EXPECT_TRUE(io.map(0xffff, 1, a).has_value());  // the very last port is fine
 
   ASSERT_TRUE(io.map(0x100, 0x10, b).has_value());
   auto overlap = io.map(0x10f, 1, a);
   ASSERT_FALSE(overlap.has_value());
   EXPECT_NE(overlap.error().message().find("b"), std::string::npos);
-  EXPECT_FALSE(io.map(0xf8, 0x10, a).has_value());    // covers the start of b
-  EXPECT_FALSE(io.map(0x104, 2, a).has_value());      // inside b
-  EXPECT_FALSE(io.map(0xf0, 0x100, a).has_value());   // encloses b
-  EXPECT_TRUE(io.map(0x110, 1, a).has_value());       // adjacent after
-  EXPECT_TRUE(io.map(0xff, 1, a).has_value());        // adjacent before
+  EXPECT_FALSE(io.map(0xf8, 0x10, a).has_value());   // covers the start of b
+  EXPECT_FALSE(io.map(0x104, 2, a).has_value());     // inside b
+  EXPECT_FALSE(io.map(0xf0, 0x100, a).has_value());  // encloses b
+  EXPECT_TRUE(io.map(0x110, 1, a).has_value());      // adjacent after
+  EXPECT_TRUE(io.map(0xff, 1, a).has_value());       // adjacent before
 
   Bus mmio("mmio");
   EXPECT_FALSE(mmio.map(UINT64_MAX - 0xf, 0x20, a).has_value());  // wraps
@@ -125,8 +125,7 @@ class RemappingDevice final : public Device {
   std::string_view name() const override { return "remapper"; }
   void read(uint64_t, std::span<std::byte> data) override { store_le_sized(data, 0); }
   void write(uint64_t, std::span<const std::byte> data) override {
-    moved = bus_.unmap(0x100).has_value() &&
-            bus_.map(load_le_sized(data), 0x10, *this).has_value();
+    moved = bus_.unmap(0x100).has_value() && bus_.map(load_le_sized(data), 0x10, *this).has_value();
   }
   bool moved = false;
 

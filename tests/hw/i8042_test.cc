@@ -4,6 +4,7 @@
 
 #include "fakes.h"
 #include "hw/debug_exit.h"
+#include "hw/port92.h"
 #include "hw/post_code_port.h"
 
 namespace lamina::hw {
@@ -190,6 +191,27 @@ TEST(PostCodePort, KeepsTheLastCodeAndReadsOnes) {
   StateReader reader(writer.data());
   ASSERT_TRUE(copy.load(reader).has_value());
   EXPECT_EQ(copy.last_code(), 0xaa);
+}
+
+}  // namespace
+}  // namespace lamina::hw
+
+namespace lamina::hw {
+namespace {
+
+TEST(Port92, FastA20AndFastReset) {
+  int resets = 0;
+  std::vector<bool> a20;
+  Port92 port([&] { ++resets; }, [&](bool enabled) { a20.push_back(enabled); });
+  EXPECT_EQ(testing::in8(port, 0), 0x02);
+  testing::out8(port, 0, 0x00);
+  EXPECT_FALSE(port.a20_enabled());
+  testing::out8(port, 0, 0x02);
+  EXPECT_EQ(a20, (std::vector<bool>{false, true}));
+  EXPECT_EQ(resets, 0);
+  testing::out8(port, 0, 0x03);
+  EXPECT_EQ(resets, 1);
+  EXPECT_EQ(testing::in8(port, 0), 0x02) << "the reset bit does not stick";
 }
 
 }  // namespace

@@ -18,7 +18,9 @@ using testing::write32;
 class EchoRegion final : public Device {
  public:
   std::string_view name() const override { return "echo"; }
-  void read(uint64_t offset, std::span<std::byte> data) override { store_le_sized(data, 0xab00 + offset); }
+  void read(uint64_t offset, std::span<std::byte> data) override {
+    store_le_sized(data, 0xab00 + offset);
+  }
   void write(uint64_t offset, std::span<const std::byte> data) override {
     last_offset = offset;
     last_value = load_le_sized(data);
@@ -30,8 +32,7 @@ class EchoRegion final : public Device {
 class TestFunction final : public PciDevice {
  public:
   TestFunction(MsiSink& sink)
-      : PciDevice("test", 0x1af4, 0x1041, 0x020000, 1),
-        msix(*this, sink, 4, 3, 0x0, 0x800) {
+      : PciDevice("test", 0x1af4, 0x1041, 0x020000, 1), msix(*this, sink, 4, 3, 0x0, 0x800) {
     add_bar(0, PciBarKind::kIo, 32, io_region);
     add_bar(1, PciBarKind::kMemory32, 0x1000, mem_region);
     add_bar(3, PciBarKind::kMemory64, 0x4000, msix, true);

@@ -44,7 +44,8 @@ class Region final : public Device {
 
 class Function final : public PciDevice {
  public:
-  explicit Function(MsiSink& sink) : PciDevice("fuzz", 0x1af4, 0x1000, 0x010000), msix(*this, sink, 8, 2, 0, 0x100) {
+  explicit Function(MsiSink& sink)
+      : PciDevice("fuzz", 0x1af4, 0x1000, 0x010000), msix(*this, sink, 8, 2, 0, 0x100) {
     add_bar(0, PciBarKind::kIo, 64, io_region);
     add_bar(2, PciBarKind::kMemory64, 0x1000, msix);
     set_interrupt_pin(1);
@@ -70,13 +71,15 @@ TEST(Robustness, RandomAccessesToEveryDeviceAreSurvived) {
   SystemControlPort port61(pit, clock);
   Rtc rtc(queue, pic.input(8), 1'700'000'000);
   int events = 0;
-  I8042 i8042(pic.input(1), pic.input(12), [&] { ++events; }, [&](bool) { ++events; });
+  I8042 i8042(
+      pic.input(1), pic.input(12), [&] { ++events; }, [&](bool) { ++events; });
   Hpet::Routing routing;
   for (unsigned pin = 20; pin < 24; ++pin) routing.ioapic[pin] = &ioapic.input(pin);
   routing.legacy_timer0 = &pic.input(0);
   routing.legacy_timer1 = &pic.input(8);
   Hpet hpet(queue, routing);
-  AcpiPm pm(clock, sci, [&] { ++events; }, true, 5);
+  AcpiPm pm(
+      clock, sci, [&] { ++events; }, true, 5);
   ResetControl reset([&] { ++events; });
   Bus io("io", 0xffff), mmio("mmio");
   PciHost::Options options;
@@ -90,13 +93,25 @@ TEST(Robustness, RandomAccessesToEveryDeviceAreSurvived) {
     Device* device;
     uint64_t span;
   };
-  std::vector<Target> targets = {
-      {&uart, 8},  {&pic.master_ports(), 2}, {&pic.slave_ports(), 2}, {&pic.elcr_ports(), 2},
-      {&pit, 4},   {&port61, 1},             {&rtc, 2},               {&i8042.data_port(), 1},
-      {&i8042.command_port(), 1}, {&hpet, Hpet::kSize}, {&ioapic, 0x100}, {&lapic, 0x1000},
-      {&pm.event_block(), 4}, {&pm.control_block(), 2}, {&pm.timer_block(), 4},
-      {&pci.config_address_port(), 4}, {&pci.config_data_port(), 4}, {&pci.ecam(), 2u << 20},
-      {&function.msix, 0x1000}};
+  std::vector<Target> targets = {{&uart, 8},
+                                 {&pic.master_ports(), 2},
+                                 {&pic.slave_ports(), 2},
+                                 {&pic.elcr_ports(), 2},
+                                 {&pit, 4},
+                                 {&port61, 1},
+                                 {&rtc, 2},
+                                 {&i8042.data_port(), 1},
+                                 {&i8042.command_port(), 1},
+                                 {&hpet, Hpet::kSize},
+                                 {&ioapic, 0x100},
+                                 {&lapic, 0x1000},
+                                 {&pm.event_block(), 4},
+                                 {&pm.control_block(), 2},
+                                 {&pm.timer_block(), 4},
+                                 {&pci.config_address_port(), 4},
+                                 {&pci.config_data_port(), 4},
+                                 {&pci.ecam(), 2u << 20},
+                                 {&function.msix, 0x1000}};
 
   std::mt19937_64 random(20261124);
   const size_t sizes[] = {1, 2, 4, 8};

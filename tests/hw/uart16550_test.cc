@@ -19,8 +19,8 @@ class BufferBackend final : public SerialBackend {
   int space_notifications = 0;
 };
 
-constexpr uint64_t kRbr = 0, kIer = 1, kIir = 2, kFcr = 2, kLcr = 3, kMcr = 4, kLsr = 5,
-                   kMsr = 6, kScr = 7;
+constexpr uint64_t kRbr = 0, kIer = 1, kIir = 2, kFcr = 2, kLcr = 3, kMcr = 4, kLsr = 5, kMsr = 6,
+                   kScr = 7;
 
 std::span<const std::byte> bytes_of(std::string_view text) {
   return std::as_bytes(std::span(text.data(), text.size()));

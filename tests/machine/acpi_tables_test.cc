@@ -261,6 +261,12 @@ TEST(AcpiTables, InstallsIntoGuestRamWhereE820SaysAcpi) {
               0)
         << table.signature;
   }
+  // Without an HPET there is no HPET table and the XSDT lists one table less.
+  auto without = build_acpi_tables({.has_hpet = false}, layout, kRsdpAddress,
+                                   layout.acpi_area_base(), layout.acpi_area_size());
+  ASSERT_TRUE(without.has_value());
+  EXPECT_EQ(without->find("HPET"), nullptr);
+  EXPECT_EQ(without->find("XSDT")->bytes.size(), 36u + 3 * 8);
   // A 64-bit PCI window overlapping RAM is refused.
   AcpiConfig overlapping;
   overlapping.pci_mmio64_base = 4 * kGiB;
@@ -294,7 +300,8 @@ TEST(AcpiTables, IaslDisassemblesEveryTable) {
         "WordBusNumber (ResourceProducer, MinFixed, MaxFixed, PosDecode,",
         "0x00FF,             // Range Maximum", "0xFEBFFFFF,         // Range Maximum",
         "QWordMemory", "Name (_PRT, Package (0x80)", "EisaId (\"PNP0C02\")",
-        "EisaId (\"PNP0B00\")", "0x0070,             // Range Minimum", "{8}",
+        "EisaId (\"PNP0B00\")", "Method (_OSC, 4, NotSerialized)",
+        "ToUUID (\"33db4d5b-1ff7-401c-9657-7441c03dd766\")", "0x0070,             // Range Minimum", "{8}",
         "Memory32Fixed (ReadWrite,", "0xB0000000,         // Address Base",
         "0x10000000,         // Address Length"}) {
     EXPECT_NE(dsdt.find(expected), std::string::npos) << expected << "\n" << dsdt;
@@ -335,7 +342,14 @@ TEST(AcpiTables, AcpiexecEvaluatesTheDsdt) {
              static_cast<std::streamsize>(dsdt.bytes.size()));
   const CommandResult result =
       run("acpiexec -b 'evaluate \\_S5; evaluate \\_SB.PCI0._HID; evaluate \\_SB.PCI0._CID; "
-          "evaluate \\_SB.COM2._CRS; evaluate \\_SB.MRES._HID' '" + file.string() + "'");
+          "evaluate \\_SB.COM2._CRS; evaluate \\_SB.MRES._HID; "
+          // _OSC: PCIe UUID asking for 0x3F (LTR too), for 0x1F, and an unknown UUID.
+          "evaluate \\_SB.PCI0._OSC (5B 4D DB 33 F7 1F 1C 40 96 57 74 41 C0 3D D7 66) 1 3 "
+          "(00 00 00 00 1F 00 00 00 3F 00 00 00); "
+          "evaluate \\_SB.PCI0._OSC (5B 4D DB 33 F7 1F 1C 40 96 57 74 41 C0 3D D7 66) 1 3 "
+          "(00 00 00 00 1F 00 00 00 1F 00 00 00); "
+          "evaluate \\_SB.PCI0._OSC (00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00) 1 3 "
+          "(00 00 00 00 1F 00 00 00 1F 00 00 00)' '" + file.string() + "'");
   ASSERT_EQ(result.status, 0) << result.output;
   EXPECT_NE(result.output.find("5 Devices"), std::string::npos) << result.output;
   EXPECT_NE(result.output.find("[Integer] = 0000000000000005"), std::string::npos) << result.output;
@@ -346,7 +360,15 @@ TEST(AcpiTables, AcpiexecEvaluatesTheDsdt) {
   // COM2: IO 0x2F8-0x2F8 align 1 length 8, IRQ mask bit 3, end tag.
   EXPECT_NE(result.output.find("47 01 F8 02 F8 02 01 08 22 08 00 79 00"), std::string::npos)
       << result.output;
+  // _OSC results: LTR masked (capabilities-masked bit 4), all granted, unknown UUID (bit 2).
+  EXPECT_NE(result.output.find("0000: 10 00 00 00 1F 00 00 00 1F 00 00 00"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("0000: 00 00 00 00 1F 00 00 00 1F 00 00 00"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("0000: 04 00 00 00 1F 00 00 00 1F 00 00 00"), std::string::npos)
+      << result.output;
   EXPECT_EQ(result.output.find("AE_"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("Warning"), std::string::npos) << result.output;
 }
 
 }  // namespace

@@ -82,7 +82,7 @@ TEST_F(RealKernel, DecompressesToAnX86_64VmlinuxAtLoadPhysicalAddr) {
   ASSERT_TRUE(image.has_value());
   auto vmlinux = decompress_kernel_payload(image->payload, 512 << 20);
   ASSERT_TRUE(vmlinux.has_value()) << vmlinux.error().message();
-  auto elf = parse_elf(*vmlinux);
+  auto elf = parse_elf(vmlinux->bytes());
   ASSERT_TRUE(elf.has_value()) << elf.error().message();
   EXPECT_TRUE(elf->is_64_bit);
   EXPECT_EQ(elf->machine, kElfMachineX86_64);

@@ -82,7 +82,7 @@ TEST(MemoryLayout, RejectsBadSizes) {
   EXPECT_FALSE(MemoryLayout::create({.ram_size = 0}).has_value());
   EXPECT_FALSE(MemoryLayout::create({.ram_size = 2 * kMiB}).has_value());
   EXPECT_FALSE(MemoryLayout::create({.ram_size = 64 * kMiB + 4096}).has_value());
-  EXPECT_FALSE(MemoryLayout::create({.ram_size = 2048 * kGiB}).has_value());
+  EXPECT_FALSE(MemoryLayout::create({.ram_size = kMaxRamSize + kMiB}).has_value());
   EXPECT_FALSE(MemoryLayout::create({.ram_size = 64 * kMiB, .firmware_rom_size = 3 * 65536})
                    .has_value());
   EXPECT_FALSE(MemoryLayout::create({.ram_size = 64 * kMiB, .firmware_rom_size = 32 * kMiB})
@@ -122,6 +122,29 @@ TEST(FindHighestFree, PlacesHighAndAvoidsRanges) {
   EXPECT_FALSE(find_highest_free(map, 0x8000000, 4096, UINT64_MAX, {}).has_value());
   // Everything avoided.
   EXPECT_FALSE(find_highest_free(map, 0x1000, 4096, UINT64_MAX, {{0, 0x10000000}}).has_value());
+}
+
+TEST(InUsableRam, ChecksWholeRangesAgainstUsableEntries) {
+  const std::vector<E820Entry> map = {{0x100000, 0x100000, E820Type::kUsable},
+                                      {0x200000, 0x1000, E820Type::kAcpiReclaimable}};
+  EXPECT_TRUE(in_usable_ram(map, 0x100000, 0x100000));
+  EXPECT_TRUE(in_usable_ram(map, 0x1FF000, 0x1000));
+  EXPECT_FALSE(in_usable_ram(map, 0x1FF000, 0x1001));  // runs into the ACPI entry
+  EXPECT_FALSE(in_usable_ram(map, 0x200000, 0x10));    // ACPI, not usable
+  EXPECT_FALSE(in_usable_ram(map, 0xFF000, 0x2000));   // starts below
+  EXPECT_FALSE(in_usable_ram(map, 0x100000, UINT64_MAX));
+  EXPECT_FALSE(in_usable_ram(map, UINT64_MAX - 10, 100));
+}
+
+TEST(MemoryLayout, Pci64BitWindowLiesAboveRamAndBelow1TiB) {
+  for (uint64_t ram : {64 * kMiB, 6 * kGiB, 510 * kGiB, kMaxRamSize}) {
+    auto layout = MemoryLayout::create({.ram_size = ram});
+    ASSERT_TRUE(layout.has_value());
+    const uint64_t ram_top = 4 * kGiB + layout->above_4g_ram_size();
+    EXPECT_GE(layout->pci_mmio64_base(), ram_top) << ram;
+    EXPECT_EQ(layout->pci_mmio64_base() % kGiB, 0u);
+    EXPECT_LE(layout->pci_mmio64_base() + layout->pci_mmio64_size(), uint64_t{1} << 40) << ram;
+  }
 }
 
 }  // namespace

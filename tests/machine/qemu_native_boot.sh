@@ -12,7 +12,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 status=$((RANDOM % 200 + 3))
 command="echo guest-says-\$((6*7)); nproc; exit $status"
-mapfile -t args < <("$tool" "$guest/vmlinuz" "$guest/initrd.img" 512 2 "$work" \
+mapfile -t args < <("$tool" linux "$guest/vmlinuz" "$guest/initrd.img" 512 2 "$work" \
   "console=ttyS0 panic=-1 lamina_run=\"$command\"" "$([[ $entry == bzimage ]] && echo bzimage)")
 [[ ${#args[@]} -gt 2 ]] || { echo "FAIL: qemu_boot_image produced nothing"; exit 1; }
 log=$work/console.log
@@ -35,6 +35,10 @@ grep -q "ACPI: PM: (supports S0 S5)" "$log" || fail "the kernel did not find \\_
 grep -q "ACPI: PCI Root Bridge \[PCI0\]" "$log" || fail "the kernel did not find PCI0 in our DSDT"
 grep -q "MMCONFIG for domain 0000 \[bus 00-ff\] at \[mem 0xb0000000" "$log" ||
   fail "the kernel did not take ECAM from our MCFG"
+grep -q "_OSC: OS now controls \[PCIeHotplug SHPCHotplug PME AER PCIeCapability" "$log" ||
+  fail "the kernel did not take PCIe control from our _OSC"
+grep -q "root bus resource \[mem 0x8000000000-0x8fffffffff window\]" "$log" ||
+  fail "the kernel did not take the 64-bit window from our _CRS"
 grep -q "Brought up 1 node, 2 CPUs" "$log" || fail "the second CPU from our MADT did not come up"
 grep -q "guest-says-42" "$log" || fail "the command's output is missing"
 grep -q "^LAMINA-EXIT-STATUS: $status" "$log" || fail "no 'LAMINA-EXIT-STATUS: $status' line"

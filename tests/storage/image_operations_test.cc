@@ -63,6 +63,23 @@ TEST(ImageFormats, DetectionUsesContentNotNames) {
   EXPECT_FALSE(detect_format(dir.file("absent")));
 }
 
+TEST(ImageFormats, FormatsWithoutInspectOrCheckGetGenericAnswers) {
+  test::TempDir dir;
+  make_raw(dir.file("disk.img"), 2 * kMiB, {1});
+  ImageFormat bare = raw_image_format();
+  bare.name = "bare";
+  bare.inspect = nullptr;
+  bare.check = nullptr;
+  auto info = inspect_image(bare, dir.file("disk.img"));
+  ASSERT_TRUE(info) << info.error().message();
+  EXPECT_EQ(info->format, "bare");
+  EXPECT_EQ(info->virtual_size, 2 * kMiB);
+  auto report = check_image(bare, dir.file("disk.img"), false);
+  ASSERT_TRUE(report);
+  EXPECT_TRUE(report->clean());
+  EXPECT_FALSE(check_image(bare, dir.file("absent.img"), false));
+}
+
 TEST(Convert, RawToDynamicKeepsZeroBlocksUnallocatedAndRoundTrips) {
   test::TempDir dir;
   auto raw = make_raw(dir.file("in.raw"), 16 * kMiB, {0, 5, 15});
@@ -127,6 +144,33 @@ TEST(Convert, FailureLeavesNoFileBehind) {
     names.push_back(entry.path().filename().string());
   }
   EXPECT_EQ(names, std::vector<std::string>{"in.raw"});
+}
+
+TEST(Convert, CancelledConversionLeavesNothing) {
+  test::TempDir dir;
+  make_raw(dir.file("in.raw"), 16 * kMiB, {0, 5, 9, 15});
+  int calls = 0;
+  auto result = convert_image(dir.file("in.raw"), dir.file("out.vhd"), {},
+                              [&](uint64_t, uint64_t) { return ++calls < 2; });
+  ASSERT_FALSE(result);
+  EXPECT_NE(result.error().message().find("interrupted"), std::string::npos);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.path()),
+                          std::filesystem::directory_iterator()), 1);
+}
+
+TEST(Convert, DifferencingChainIsFlattened) {
+  test::TempDir dir;
+  auto raw = make_raw(dir.file("in.raw"), 8 * kMiB, {1, 6});
+  ASSERT_TRUE(convert_image(dir.file("in.raw"), dir.file("base.vhd"), {}, nullptr));
+  ASSERT_TRUE(create_differencing(dir.file("child.vhd"), dir.file("base.vhd"), false));
+  auto update = test::pattern(4096, 3);
+  ASSERT_TRUE(open_any(dir.file("child.vhd"), true)->write(6 * kMiB + 8192, update));
+  std::memcpy(raw.data() + 6 * kMiB + 8192, update.data(), update.size());
+  ASSERT_TRUE(convert_image(dir.file("child.vhd"), dir.file("flat.vhd"), {}, nullptr));
+  auto flat = VhdImage::open(dir.file("flat.vhd"), {});
+  ASSERT_TRUE(flat);
+  EXPECT_EQ((*flat)->footer().disk_type, vhd::DiskType::kDynamic);
+  EXPECT_EQ(whole(dir.file("flat.vhd")), raw);
 }
 
 TEST(Merge, ChildDataLandsInTheParentAndTheChildIsEmptied) {

@@ -103,6 +103,9 @@ TEST_P(CrashTest, KilledWriterLeavesACleanImageWithEveryFlushedWrite) {
     for (const auto& problem : report->problems) {
       EXPECT_FALSE(problem.error) << "round " << round << ": " << problem.message;
     }
+    std::string output;
+    EXPECT_EQ(test::run(std::string(LAMINA_BINARY) + " disk check '" + path + "'", &output), 0)
+        << "round " << round << ": " << output;
     auto image = VhdImage::open(path, {.writable = true});
     ASSERT_TRUE(image) << image.error().message();
     auto order = slot_order(round);

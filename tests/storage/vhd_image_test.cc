@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "storage/image_operations.h"
 #include "test_support.h"
 
@@ -133,6 +136,47 @@ TEST(VhdImage, ParentIsFoundAfterMovingTheChainTogether) {
   auto child = open_vhd(dir.file("b/child.vhd"));
   ASSERT_TRUE(child);
   EXPECT_EQ(child->parent_path(), dir.file("b/base.vhd"));
+}
+
+TEST(VhdImage, AbsoluteLocatorFindsTheParentWhenTheChildMoves) {
+  test::TempDir dir;
+  std::filesystem::create_directory(dir.file("a"));
+  std::filesystem::create_directory(dir.file("b"));
+  create(dir.file("a/base.vhd"), 2 * kMiB, "dynamic");
+  ASSERT_TRUE(create_differencing(dir.file("a/child.vhd"), dir.file("a/base.vhd"), false));
+  std::filesystem::rename(dir.file("a/child.vhd"), dir.file("b/child.vhd"));
+  auto child = open_vhd(dir.file("b/child.vhd"));
+  ASSERT_TRUE(child);
+  EXPECT_EQ(child->parent_path(), dir.file("a/base.vhd"));
+}
+
+TEST(VhdImage, HyperVStyleDriveLetterLocatorIsFollowed) {
+  test::TempDir dir;
+  std::filesystem::create_directory(dir.file("vm"));
+  create(dir.file("vm/base.vhd"), 2 * kMiB, "dynamic");
+  ASSERT_TRUE(create_differencing(dir.file("vm/child.vhd"), dir.file("vm/base.vhd"), false));
+  // Rewrite as Hyper-V would on drive C: only a W2ku locator "C:\...\base.vhd", no W2ru, and
+  // no usable parent name, so the drive-letter path is the only way to the parent.
+  auto bytes = test::read_file(dir.file("vm/child.vhd"));
+  auto header = vhd::parse_dynamic_header(std::span(bytes).subspan(512, 1024));
+  ASSERT_TRUE(header);
+  std::string windows = "C:" + dir.file("vm/base.vhd");
+  std::replace(windows.begin(), windows.end(), '/', '\\');
+  std::string data = vhd::encode_utf16le(vhd::utf8_to_utf16(windows));
+  vhd::ParentLocator& absolute = header->parent_locators[1];
+  ASSERT_EQ(absolute.platform_code, vhd::kPlatformW2ku);
+  ASSERT_LE(data.size(), absolute.data_space);
+  std::memset(bytes.data() + absolute.data_offset, 0, absolute.data_space);
+  std::memcpy(bytes.data() + absolute.data_offset, data.data(), data.size());
+  absolute.data_length = static_cast<uint32_t>(data.size());
+  header->parent_locators[0].platform_code = vhd::kPlatformNone;
+  header->parent_unicode_name = u"elsewhere.vhd";
+  auto serialized = vhd::serialize_dynamic_header(*header);
+  std::memcpy(bytes.data() + 512, serialized.data(), serialized.size());
+  test::write_file(dir.file("vm/child.vhd"), bytes);
+  auto child = open_vhd(dir.file("vm/child.vhd"));
+  ASSERT_TRUE(child);
+  EXPECT_EQ(child->parent_path(), dir.file("vm/base.vhd"));
 }
 
 TEST(VhdImage, MissingParentAndWrongParentAreClearErrors) {

@@ -32,6 +32,7 @@ Block* BlockCache::insert(std::unique_ptr<Block> block) {
 void BlockCache::remove(uint64_t key) {
   const auto found = blocks_.find(key);
   if (found == blocks_.end()) return;
+  ++generation_;
   if (lookup_[key % kLookupSize] == found->second.get()) lookup_[key % kLookupSize] = nullptr;
   retired_.push_back(std::move(found->second));
   blocks_.erase(found);
@@ -53,6 +54,7 @@ bool BlockCache::invalidate_page(uint64_t physical_page, const Block* running) {
 }
 
 void BlockCache::clear() {
+  ++generation_;
   for (auto& [key, block] : blocks_) retired_.push_back(std::move(block));
   blocks_.clear();
   page_blocks_.clear();

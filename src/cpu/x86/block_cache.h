@@ -21,6 +21,15 @@ struct Block {
   uint64_t last_page = 0;   // physical page of the last byte (differs when it crosses a page)
   CodeMode mode = CodeMode::k64;
   std::vector<Instruction> instructions;
+  // Successor cache ("chaining"): the block found last time RIP was `rip` after this one. Valid
+  // only while the cache's generation is unchanged (no invalidation, TLB flush or mode change).
+  struct Link {
+    uint64_t rip = ~uint64_t{0};
+    uint64_t generation = 0;
+    Block* block = nullptr;
+  };
+  Link links[2];
+  uint8_t next_link = 0;
 };
 
 class BlockCache {
@@ -39,8 +48,12 @@ class BlockCache {
   // Drops every block touching the page; returns true when `running` was one of them.
   bool invalidate_page(uint64_t physical_page, const Block* running);
   void clear();
+  // Bumped whenever a chained successor may have become wrong.
+  uint64_t generation() const { return generation_; }
+  void new_generation() { ++generation_; }
   // Frees blocks invalidated while they were executing.
   void release_retired() { retired_.clear(); }
+  bool has_retired() const { return !retired_.empty(); }
   size_t size() const { return blocks_.size(); }
 
  private:
@@ -55,6 +68,7 @@ class BlockCache {
   std::array<Block*, kLookupSize> lookup_{};
   std::unordered_map<uint64_t, std::vector<uint64_t>> page_blocks_;  // page -> block keys
   std::vector<std::unique_ptr<Block>> retired_;
+  uint64_t generation_ = 1;
 };
 
 }  // namespace lamina::cpu::x86

@@ -21,6 +21,8 @@
 #include "cpu/x86/cpu_state.h"
 #include "cpu/x86/exception_vectors.h"
 #include "cpu/x86/instruction.h"
+#include "cpu/x86/system/cpuid_model.h"
+#include "cpu/x86/system/msr_file.h"
 
 namespace lamina::cpu::x86 {
 
@@ -49,11 +51,15 @@ struct CpuCore {
   static constexpr size_t kTlbSize = 256;
   using Tlb = std::array<TlbEntry, kTlbSize>;
 
-  CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment);
+  CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment, const CpuidModel& model,
+          uint32_t index, MsrHooks hooks);
 
   CpuState state;
   GuestMemory& memory;
   CpuEnvironment& environment;
+  const CpuidModel& cpuid_model;
+  uint32_t vcpu_index;
+  MsrFile msr_file;  // MSRs other than the ones in CpuState::msr
   BlockCache blocks;
 
   // Start of the instruction being executed (faults report it); RIP already points past it.

@@ -113,10 +113,25 @@ Block* find_block(CpuCore& core) {
 
 }  // namespace
 
-Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment)
-    : core_(std::make_unique<CpuCore>(memory, environment)) {
+namespace {
+const CpuidModel& model_or_default(const CpuConfiguration& configuration, std::optional<CpuidModel>& storage) {
+  if (configuration.model != nullptr) return *configuration.model;
+  // The default features are a valid model; failing here would be a bug in cpu/x86/system.
+  storage.emplace(CpuidModel::create(CpuFeatures{}).value());
+  return *storage;
+}
+}  // namespace
+
+Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration configuration) {
+  const CpuidModel& model = model_or_default(configuration, default_model_);
+  MsrHooks hooks = std::move(configuration.msr_hooks);
+  if (!hooks.clock) hooks.clock = [&environment] { return environment.read_tsc(); };
+  core_ = std::make_unique<CpuCore>(memory, environment, model, configuration.vcpu_index, std::move(hooks));
   reset();
 }
+
+const MsrState& Cpu::msr_state() const { return core_->msr_file.state(); }
+void Cpu::restore_msr_state(const MsrState& state) { core_->msr_file.restore(state); }
 
 Cpu::~Cpu() = default;
 
@@ -132,9 +147,8 @@ void Cpu::state_changed() {
 
 void Cpu::reset() {
   CpuState& state = core_->state;
-  SimdState* simd = state.simd;
   state = CpuState{};
-  state.simd = simd;
+  x86::reset(state.simd);
   state.gpr[kRdx] = 0x600;  // processor signature family 6 after RESET, like most models
   for (SegmentCache& segment : state.segment) segment = SegmentCache{0, 0, 0xffff, 0x93};
   state.segment[kCs] = SegmentCache{0xf000, 0xffff0000, 0xffff, 0x9b};
@@ -241,8 +255,9 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
   CpuExit exit;
   const uint64_t start = core.retired;
   const uint64_t end = start + instruction_budget;
+  Block* previous = nullptr;
   for (;;) {
-    if (take_requests(exit)) break;
+    if (requests_.load(std::memory_order_relaxed) != 0 && take_requests(exit)) break;
     if (core.state.halted) {
       exit.kind = CpuExit::Kind::kHalted;
       break;
@@ -251,12 +266,33 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       exit.kind = CpuExit::Kind::kBudgetExhausted;
       break;
     }
-    core.blocks.release_retired();
+    if (core.blocks.has_retired()) {
+      core.blocks.release_retired();
+      previous = nullptr;
+    }
     const Instruction* cursor = nullptr;
     const Instruction* begin = nullptr;
     core.instruction_rip = core.state.rip;
     try {
-      const Block* block = find_block(core);
+      Block* block = nullptr;
+      if (previous != nullptr) {
+        // Chained successor: same RIP after the same block, nothing invalidated since.
+        for (const Block::Link& link : previous->links) {
+          if (link.rip == core.state.rip && link.generation == core.blocks.generation()) {
+            block = link.block;
+            break;
+          }
+        }
+      }
+      if (block == nullptr) {
+        block = find_block(core);
+        if (previous != nullptr) {
+          Block::Link& link = previous->links[previous->next_link];
+          previous->next_link ^= 1;
+          link = {core.state.rip, core.blocks.generation(), block};
+        }
+      }
+      previous = block;
       const bool shadow = core.state.interrupt_shadow;
       core.state.interrupt_shadow = false;
       core.running_block = block;
@@ -273,6 +309,7 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
     } catch (const GuestFault& fault) {
+      previous = nullptr;
       if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);
       // A delivery counts against the budget: a fault loop (a handler that faults at once)
       // must still end run().
@@ -283,6 +320,8 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       if (!deliver_event(fault.vector, error, fault.error_code, false, exit)) break;
     }
     core.running_block = nullptr;
+    // A block invalidated by its own stores, or a new mode, must not be chained from.
+    if (core.stop_block) previous = nullptr;
   }
   exit.instructions = core.retired - start;
   return exit;

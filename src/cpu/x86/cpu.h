@@ -10,12 +10,15 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "base/guest_memory.h"
 #include "cpu/x86/cpu_environment.h"
 #include "cpu/x86/cpu_state.h"
 #include "cpu/x86/exception_vectors.h"
+#include "cpu/x86/system/cpuid_model.h"
+#include "cpu/x86/system/msr_file.h"
 
 namespace lamina::cpu::x86 {
 
@@ -34,9 +37,19 @@ struct CpuExit {
   uint64_t instructions = 0;  // retired during this call
 };
 
+struct CpuConfiguration {
+  // The VM's CPU model (CPUID, and which MSRs exist), shared by its vCPUs; must outlive the
+  // Cpu. Null means the default CpuFeatures model.
+  const CpuidModel* model = nullptr;
+  uint32_t vcpu_index = 0;  // initial APIC ID; vCPU 0 is the bootstrap processor
+  // MSR file hooks (TSC deadline for the LAPIC). Without a clock the environment's read_tsc()
+  // is the time base.
+  MsrHooks msr_hooks;
+};
+
 class Cpu {
  public:
-  Cpu(GuestMemory& memory, CpuEnvironment& environment);
+  Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration configuration = {});
   ~Cpu();
   Cpu(const Cpu&) = delete;
   Cpu& operator=(const Cpu&) = delete;
@@ -63,6 +76,10 @@ class Cpu {
   // translated code of those pages.
   void invalidate_code(uint64_t physical, uint64_t length);
 
+  // MSRs beyond those in CpuState (APIC base, PAT, MTRRs, ...), for checkpoints.
+  const MsrState& msr_state() const;
+  void restore_msr_state(const MsrState& state);
+
   uint64_t instructions_retired() const;
   size_t cached_blocks() const;
 
@@ -71,6 +88,7 @@ class Cpu {
   bool deliver_event(uint8_t vector, bool has_error_code, uint32_t error_code, bool external,
                      CpuExit& exit);
 
+  std::optional<CpuidModel> default_model_;
   std::unique_ptr<CpuCore> core_;
   std::atomic<uint32_t> requests_{0};
   std::atomic<uint8_t> startup_vector_{0};

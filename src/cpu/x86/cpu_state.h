@@ -10,11 +10,10 @@
 #include <cstdint>
 
 #include "cpu/x86/lazy_flags.h"
+#include "cpu/x86/simd/simd_state.h"
 #include "cpu/x86/system/control_bits.h"
 
 namespace lamina::cpu::x86 {
-
-struct SimdState;  // the x87/MMX/SSE unit's state (simd/simd_unit.h)
 
 enum Gpr : uint8_t {
   kRax, kRcx, kRdx, kRbx, kRsp, kRbp, kRsi, kRdi,
@@ -53,13 +52,12 @@ inline constexpr uint64_t kCf = 1u << 0, kFixed1 = 1u << 1, kPf = 1u << 2, kAf =
 inline constexpr uint64_t kArithmetic = kCf | kPf | kAf | kZf | kSf | kOf;
 }  // namespace rflags
 
-// MSRs the core reads on its own paths (SYSCALL/SYSENTER/SWAPGS/TSC); the rest live in the
-// MSR file of cpu/x86/system.
+// MSRs the core reads on its own paths (SYSCALL/SYSENTER/SWAPGS/RDTSC); the rest live in the
+// MSR file of cpu/x86/system (Cpu::msr_state()).
 struct CoreMsrs {
   uint64_t star = 0, lstar = 0, cstar = 0, sfmask = 0, kernel_gs_base = 0;
   uint64_t sysenter_cs = 0, sysenter_esp = 0, sysenter_eip = 0;
-  uint64_t tsc_offset = 0, tsc_aux = 0, pat = 0x0007040600070406ull, apic_base = 0xfee00900;
-  uint64_t misc_enable = 1;  // fast strings
+  uint64_t tsc_offset = 0, tsc_aux = 0;
 };
 
 struct CpuState {
@@ -81,8 +79,8 @@ struct CpuState {
   bool interrupt_shadow = false;
   bool halted = false;
   bool nmi_blocked = false;
-  // Owned by the x87/MMX/SSE unit's side of Cpu; null until that unit is linked in.
-  SimdState* simd = nullptr;
+  // x87/MMX/SSE registers, operated on by the SIMD unit (simd/simd_unit.h).
+  SimdState simd;
 
   uint64_t read_rflags() const { return rflags | flags.materialize(); }
   void write_rflags(uint64_t value) {

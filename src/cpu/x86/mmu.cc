@@ -15,8 +15,13 @@ constexpr uint64_t kPageMask = ~uint64_t{0xfff};
 void raise_fault(uint8_t vector) { throw GuestFault{vector, 0, false}; }
 void raise_fault(uint8_t vector, uint32_t error_code) { throw GuestFault{vector, error_code, true}; }
 
-CpuCore::CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment)
-    : memory(guest_memory), environment(cpu_environment) {}
+CpuCore::CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment, const CpuidModel& model,
+                 uint32_t index, MsrHooks hooks)
+    : memory(guest_memory),
+      environment(cpu_environment),
+      cpuid_model(model),
+      vcpu_index(index),
+      msr_file(model.features(), index == 0, std::move(hooks)) {}
 
 uint64_t CpuCore::read_register_sized(uint8_t index, uint8_t size, bool rex) const {
   switch (size) {
@@ -213,6 +218,7 @@ size_t CpuCore::fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t
 }
 
 void CpuCore::flush_tlb(bool include_global) {
+  blocks.new_generation();
   for (auto* set : {&tlb_read_, &tlb_write_, &tlb_fetch_}) {
     for (Tlb& tlb : *set) {
       for (TlbEntry& entry : tlb) {
@@ -223,6 +229,7 @@ void CpuCore::flush_tlb(bool include_global) {
 }
 
 void CpuCore::invalidate_tlb_page(uint64_t linear) {
+  blocks.new_generation();
   for (auto* set : {&tlb_read_, &tlb_write_, &tlb_fetch_}) {
     for (Tlb& tlb : *set) {
       for (TlbEntry& entry : tlb) {
@@ -279,6 +286,7 @@ uint64_t CpuCore::pop(uint8_t size) {
 }
 
 void CpuCore::update_mode() {
+  blocks.new_generation();
   const SegmentCache& code = state.segment[kCs];
   if (state.long_mode_active() && code.long_mode()) {
     code_mode = CodeMode::k64;

@@ -6,8 +6,8 @@ namespace lamina::cpu::x86 {
 namespace {
 
 namespace index {
-constexpr uint32_t kTsc = 0x10, kApicBase = 0x1b, kSysenterCs = 0x174, kSysenterEsp = 0x175,
-                   kSysenterEip = 0x176, kMiscEnable = 0x1a0, kPat = 0x277, kEfer = 0xc0000080,
+constexpr uint32_t kTsc = 0x10, kSysenterCs = 0x174, kSysenterEsp = 0x175,
+                   kSysenterEip = 0x176, kEfer = 0xc0000080,
                    kStar = 0xc0000081, kLstar = 0xc0000082, kCstar = 0xc0000083,
                    kSfmask = 0xc0000084, kFsBase = 0xc0000100, kGsBase = 0xc0000101,
                    kKernelGsBase = 0xc0000102, kTscAux = 0xc0000103;
@@ -24,12 +24,9 @@ std::optional<uint64_t> read_model_specific(CpuCore& core, uint32_t msr) {
   if (core.environment.platform_msr(msr)) return core.environment.read_platform_msr(msr);
   switch (msr) {
     case index::kTsc: return core.environment.read_tsc() + m.tsc_offset;
-    case index::kApicBase: return m.apic_base;
     case index::kSysenterCs: return m.sysenter_cs;
     case index::kSysenterEsp: return m.sysenter_esp;
     case index::kSysenterEip: return m.sysenter_eip;
-    case index::kMiscEnable: return m.misc_enable;
-    case index::kPat: return m.pat;
     case index::kEfer: return core.state.efer;
     case index::kStar: return m.star;
     case index::kLstar: return m.lstar;
@@ -39,7 +36,11 @@ std::optional<uint64_t> read_model_specific(CpuCore& core, uint32_t msr) {
     case index::kGsBase: return core.state.segment[kGs].base;
     case index::kKernelGsBase: return m.kernel_gs_base;
     case index::kTscAux: return m.tsc_aux;
-    default: return std::nullopt;
+    default: {
+      const auto value = core.msr_file.read(msr);
+      if (!value) return std::nullopt;
+      return *value;
+    }
   }
 }
 
@@ -52,12 +53,9 @@ bool write_model_specific(CpuCore& core, uint32_t msr, uint64_t value) {
   }
   switch (msr) {
     case index::kTsc: m.tsc_offset = value - core.environment.read_tsc(); return true;
-    case index::kApicBase: m.apic_base = value; return true;
     case index::kSysenterCs: m.sysenter_cs = value & 0xffff; return true;
     case index::kSysenterEsp: if (!canonical(value)) return false; m.sysenter_esp = value; return true;
     case index::kSysenterEip: if (!canonical(value)) return false; m.sysenter_eip = value; return true;
-    case index::kMiscEnable: m.misc_enable = value; return true;
-    case index::kPat: m.pat = value; return true;
     case index::kEfer: {
       constexpr uint64_t kWritable = efer::kSce | efer::kLme | efer::kNxe;
       if (value & ~(kWritable | efer::kLma)) return false;
@@ -83,7 +81,7 @@ bool write_model_specific(CpuCore& core, uint32_t msr, uint64_t value) {
       return true;
     case index::kKernelGsBase: if (!canonical(value)) return false; m.kernel_gs_base = value; return true;
     case index::kTscAux: m.tsc_aux = value & 0xffffffffu; return true;
-    default: return false;
+    default: return core.msr_file.write(msr, value).has_value();
   }
 }
 

@@ -1,7 +1,8 @@
 #pragma once
-// The model-specific registers the core implements itself (SDM vol. 4): TSC, APIC base,
-// SYSENTER, PAT, EFER, the SYSCALL and segment-base MSRs, TSC_AUX. An unknown MSR is #GP, as
-// on hardware; the guest's rdmsr_safe paths rely on that.
+// RDMSR/WRMSR for the core: the MSRs its own instructions use every time (EFER, the SYSCALL
+// and SYSENTER MSRs, FS/GS/KERNEL_GS base, TSC, TSC_AUX) live in CpuState; every other MSR
+// (APIC base, PAT, MTRRs, TSC deadline, vendor MSRs) goes to the MSR file of cpu/x86/system,
+// which also answers #GP for MSRs the CPU model does not have (SDM vol. 4).
 
 #include <cstdint>
 #include <optional>

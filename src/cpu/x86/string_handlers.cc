@@ -2,6 +2,9 @@
 // on the source, every address size and DF (SDM vol. 2; vol. 1, 7.3.9). A long REP yields
 // after a bounded number of iterations with RIP on the instruction so interrupts get in; it
 // resumes from the updated registers, exactly like an interrupted REP on hardware.
+#include <algorithm>
+#include <cstring>
+
 #include "cpu/x86/handlers.h"
 #include "cpu/x86/operands.h"
 
@@ -66,6 +69,56 @@ void iterate(CpuCore& core, const Instruction& in, uint64_t mask, int64_t delta)
     set_index(core, kRdi, in.address_size, destination + delta);
 }
 
+// REP MOVS/STOS forwards over RAM: whole runs inside one page at a time with memmove/fill.
+// Returns false (having done nothing) when the next element needs the exact path: MMIO, a
+// page-crossing element, backwards direction, or an overlap that copies forward onto itself.
+template <typename T, int kOperation>
+bool fast_repeat(CpuCore& core, const Instruction& in, uint64_t mask, uint64_t count) {
+  if (kOperation != kMovs && kOperation != kStos) return false;
+  if (core.state.rflags & rflags::kDf) return false;
+  const uint64_t destination = core.state.gpr[kRdi] & mask;
+  const uint64_t source = core.state.gpr[kRsi] & mask;
+  uint64_t elements = count;
+  // Stay inside the address-size wrap and one page on each side.
+  elements = std::min<uint64_t>(elements, (mask - destination) / sizeof(T) + 1);
+  const uint64_t destination_linear = core.linear_address(kEs, destination, sizeof(T), Access::kWrite);
+  elements = std::min<uint64_t>(elements, (4096 - (destination_linear & 0xfff)) / sizeof(T));
+  uint64_t source_linear = 0;
+  if (kOperation == kMovs) {
+    elements = std::min<uint64_t>(elements, (mask - source) / sizeof(T) + 1);
+    source_linear = core.linear_address(in.segment, source, sizeof(T), Access::kRead);
+    elements = std::min<uint64_t>(elements, (4096 - (source_linear & 0xfff)) / sizeof(T));
+  }
+  if (elements < 2) return false;
+  // Segment limits for the last element too (legacy modes).
+  (void)core.linear_address(kEs, destination + (elements - 1) * sizeof(T), sizeof(T), Access::kWrite);
+  const std::byte* from = nullptr;
+  if (kOperation == kMovs) {
+    (void)core.linear_address(in.segment, source + (elements - 1) * sizeof(T), sizeof(T), Access::kRead);
+    const uint64_t physical = core.translate(source_linear, Access::kRead, core.user_access());
+    from = core.memory.host_pointer(physical, elements * sizeof(T));
+    if (from == nullptr) return false;
+  }
+  std::byte* to = core.writable_host_pointer(destination_linear, 1);
+  if (to == nullptr) return false;
+  const uint64_t bytes = elements * sizeof(T);
+  if (kOperation == kMovs) {
+    if (to > from && to < from + bytes) return false;  // forward self-overlap replicates data
+    std::memmove(to, from, bytes);
+    core.write_register_sized(kRsi, in.address_size, false, source + bytes);
+  } else {
+    const T value = core.read_register<T>(kRax, false);
+    if constexpr (sizeof(T) == 1) {
+      std::memset(to, value, bytes);
+    } else {
+      for (uint64_t i = 0; i < elements; ++i) std::memcpy(to + i * sizeof(T), &value, sizeof(T));
+    }
+  }
+  core.write_register_sized(kRdi, in.address_size, false, destination + bytes);
+  core.write_register_sized(kRcx, in.address_size, false, count - elements);
+  return true;
+}
+
 template <typename T, int kOperation>
 void string_instruction(CpuCore& core, const Instruction& in) {
   const uint64_t mask = address_mask(in.address_size);
@@ -84,6 +137,7 @@ void string_instruction(CpuCore& core, const Instruction& in) {
       core.stop_block = true;
       return;
     }
+    if (fast_repeat<T, kOperation>(core, in, mask, count)) continue;
     iterate<T, kOperation>(core, in, mask, delta);
     set_index(core, kRcx, in.address_size, count - 1);
     if (kConditional) {

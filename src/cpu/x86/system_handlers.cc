@@ -3,7 +3,6 @@
 // CLFLUSH, IN/OUT and the I/O permission check (SDM vol. 2 and vol. 3A chapters 2, 5, 19).
 #include <atomic>
 
-#include "cpu/x86/cpuid.h"
 #include "cpu/x86/handlers.h"
 #include "cpu/x86/msr.h"
 #include "cpu/x86/operands.h"
@@ -165,8 +164,11 @@ void write_msr(CpuCore& core, const Instruction&) {
 }
 
 void cpu_identification(CpuCore& core, const Instruction&) {
-  const CpuidResult result = cpuid(static_cast<uint32_t>(core.state.gpr[kRax]),
-                                    static_cast<uint32_t>(core.state.gpr[kRcx]));
+  CpuidState cpuid_state;
+  cpuid_state.vcpu_index = core.vcpu_index;
+  cpuid_state.apic_enabled = core.msr_file.apic_base() & kApicBaseEnable;
+  const CpuidResult result = core.cpuid_model.query(static_cast<uint32_t>(core.state.gpr[kRax]),
+                                                    static_cast<uint32_t>(core.state.gpr[kRcx]), cpuid_state);
   core.write_register<uint32_t>(kRax, false, result.eax);
   core.write_register<uint32_t>(kRbx, false, result.ebx);
   core.write_register<uint32_t>(kRcx, false, result.ecx);

@@ -82,10 +82,13 @@ Result<AcpiTables> build_acpi_tables(const AcpiConfig& config, const MemoryLayou
   if (!madt_address) return fail(madt_address.error());
   auto mcfg = add("MCFG", build_mcfg(kEcamBase, 0, static_cast<uint8_t>(kEcamSize / kMiB - 1)), 16);
   if (!mcfg) return fail(mcfg.error());
-  auto hpet = add("HPET", build_hpet(config.hpet_event_timer_block_id, kHpetBase), 16);
-  if (!hpet) return fail(hpet.error());
+  std::vector<uint64_t> pointers = {*fadt, *madt_address, *mcfg};
+  if (config.has_hpet) {
+    auto hpet = add("HPET", build_hpet(config.hpet_event_timer_block_id, kHpetBase), 16);
+    if (!hpet) return fail(hpet.error());
+    pointers.push_back(*hpet);
+  }
 
-  const std::vector<uint64_t> pointers = {*fadt, *madt_address, *mcfg, *hpet};
   std::vector<uint32_t> pointers32;
   for (uint64_t pointer : pointers) pointers32.push_back(static_cast<uint32_t>(pointer));
   auto rsdt = add("RSDT", build_rsdt(pointers32), 16);

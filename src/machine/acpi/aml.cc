@@ -27,6 +27,16 @@ constexpr uint8_t kMultiNamePrefix = 0x2F;
 constexpr uint8_t kExtOpPrefix = 0x5B;
 constexpr uint8_t kDeviceOp = 0x82;  // after kExtOpPrefix
 constexpr uint8_t kReturnOp = 0xA4;
+constexpr uint8_t kLocal0Op = 0x60;
+constexpr uint8_t kArg0Op = 0x68;
+constexpr uint8_t kStoreOp = 0x70;
+constexpr uint8_t kAndOp = 0x7B;
+constexpr uint8_t kOrOp = 0x7D;
+constexpr uint8_t kCreateDWordFieldOp = 0x8A;
+constexpr uint8_t kLNotOp = 0x92;
+constexpr uint8_t kLEqualOp = 0x93;
+constexpr uint8_t kIfOp = 0xA0;
+constexpr uint8_t kElseOp = 0xA1;
 constexpr uint8_t kOnesOp = 0xFF;
 
 void append(Bytes& out, const Bytes& more) {
@@ -219,6 +229,86 @@ Bytes buffer(const Bytes& data) {
   Bytes body = integer(data.size());
   append(body, data);
   return with_pkg_length({kBufferOp}, body);
+}
+
+Bytes uuid(std::string_view text) {
+  assert(text.size() == 36);
+  auto nibble = [](char c) -> uint8_t {
+    return static_cast<uint8_t>(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+  };
+  auto byte_at = [&](size_t position) -> uint8_t {
+    return static_cast<uint8_t>((nibble(text[position]) << 4) | nibble(text[position + 1]));
+  };
+  // Text positions of each output byte: groups 1-3 reversed (little-endian), then as written.
+  constexpr size_t kOrder[16] = {6, 4, 2, 0, 11, 9, 16, 14, 19, 21, 24, 26, 28, 30, 32, 34};
+  Bytes data;
+  for (size_t position : kOrder) append_byte(data, byte_at(position));
+  return buffer(data);
+}
+
+Bytes arg(uint8_t index) { return Bytes{std::byte{static_cast<uint8_t>(kArg0Op + (index & 7))}}; }
+Bytes local(uint8_t index) {
+  return Bytes{std::byte{static_cast<uint8_t>(kLocal0Op + (index & 7))}};
+}
+
+Bytes create_dword_field(const Bytes& source, const Bytes& byte_index, std::string_view name) {
+  Bytes out;
+  append_byte(out, kCreateDWordFieldOp);
+  append(out, source);
+  append(out, byte_index);
+  append(out, name_string(name));
+  return out;
+}
+
+Bytes if_then(const Bytes& predicate, const std::vector<Bytes>& terms) {
+  Bytes body = predicate;
+  append(body, concatenate(terms));
+  return with_pkg_length({kIfOp}, body);
+}
+
+Bytes else_then(const std::vector<Bytes>& terms) {
+  return with_pkg_length({kElseOp}, concatenate(terms));
+}
+
+Bytes logical_equal(const Bytes& a, const Bytes& b) {
+  Bytes out;
+  append_byte(out, kLEqualOp);
+  append(out, a);
+  append(out, b);
+  return out;
+}
+
+Bytes logical_not(const Bytes& a) {
+  Bytes out;
+  append_byte(out, kLNotOp);
+  append(out, a);
+  return out;
+}
+
+Bytes store(const Bytes& value, const Bytes& target) {
+  Bytes out;
+  append_byte(out, kStoreOp);
+  append(out, value);
+  append(out, target);
+  return out;
+}
+
+Bytes bitwise_and(const Bytes& a, const Bytes& b, const Bytes& target) {
+  Bytes out;
+  append_byte(out, kAndOp);
+  append(out, a);
+  append(out, b);
+  append(out, target);
+  return out;
+}
+
+Bytes bitwise_or(const Bytes& a, const Bytes& b, const Bytes& target) {
+  Bytes out;
+  append_byte(out, kOrOp);
+  append(out, a);
+  append(out, b);
+  append(out, target);
+  return out;
 }
 
 namespace resource {

@@ -42,6 +42,24 @@ Bytes method(std::string_view path, uint8_t argument_count, const std::vector<By
 Bytes return_value(const Bytes& value);
 // Buffer(){bytes}
 Bytes buffer(const Bytes& data);
+// ToUUID("xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"): a 16-byte Buffer in the GUID byte order of
+// ACPI 6.5 section 19.6.142 (first three groups little-endian).
+Bytes uuid(std::string_view text);
+
+// Method arguments and locals (20.2.6.1-2): Arg0-Arg6, Local0-Local7.
+Bytes arg(uint8_t index);
+Bytes local(uint8_t index);
+// CreateDWordField(source, byte_index, name)
+Bytes create_dword_field(const Bytes& source, const Bytes& byte_index, std::string_view name);
+// If(predicate){terms}, Else{terms}
+Bytes if_then(const Bytes& predicate, const std::vector<Bytes>& terms);
+Bytes else_then(const std::vector<Bytes>& terms);
+// LEqual(a, b), LNot(a); Store(value, target); And/Or(a, b, target)
+Bytes logical_equal(const Bytes& a, const Bytes& b);
+Bytes logical_not(const Bytes& a);
+Bytes store(const Bytes& value, const Bytes& target);
+Bytes bitwise_and(const Bytes& a, const Bytes& b, const Bytes& target);
+Bytes bitwise_or(const Bytes& a, const Bytes& b, const Bytes& target);
 
 // Resource descriptors (6.4); resource_template() appends the End Tag and wraps a Buffer.
 namespace resource {

@@ -39,8 +39,10 @@ struct AcpiConfig {
   bool has_vga = false;
   std::vector<SerialPort> serial_ports = {{0x3F8, 4}, {0x2F8, 3}};
 
-  // HPET (HPET table): the low 32 bits of the device's General Capabilities register.
+  // HPET (HPET table, left out when has_hpet is false): the low 32 bits of the device's
+  // General Capabilities register.
   // 0x8086A201: vendor 8086, legacy-replacement capable, 64-bit counter, 3 timers, rev 1.
+  bool has_hpet = true;
   uint32_t hpet_event_timer_block_id = 0x8086A201;
 
   // PCI: INTx of slot S pin P (0=INTA) goes to IOAPIC input pci_gsi_base + ((S + P) % 4),

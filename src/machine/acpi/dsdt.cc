@@ -11,6 +11,35 @@ namespace {
 
 namespace r = aml::resource;
 
+// _OSC for a PCI Express host bridge (ACPI 6.5 section 6.2.11, PCI Firmware spec 3.2 section
+// 4.5): grant the OS what it asks among native hotplug, SHPC hotplug, PME, AER and the PCIe
+// capability structure (control bits 0-4); refuse the rest, flagging "capabilities masked"
+// (bit 4 of the first DWORD), an unknown revision (bit 3) or an unknown UUID (bit 2).
+aml::Bytes pci_osc() {
+  const aml::Bytes cdw1 = aml::name_string("CDW1");
+  const aml::Bytes cdw3 = aml::name_string("CDW3");
+  const aml::Bytes granted = aml::local(0);
+  return aml::method(
+      "_OSC", 4,
+      {
+          aml::create_dword_field(aml::arg(3), aml::integer(0), "CDW1"),
+          aml::if_then(
+              aml::logical_equal(aml::arg(0), aml::uuid("33DB4D5B-1FF7-401C-9657-7441C03DD766")),
+              {
+                  aml::create_dword_field(aml::arg(3), aml::integer(8), "CDW3"),
+                  aml::store(cdw3, granted),
+                  aml::bitwise_and(granted, aml::integer(0x1F), granted),
+                  aml::if_then(aml::logical_not(aml::logical_equal(aml::arg(1), aml::integer(1))),
+                               {aml::bitwise_or(cdw1, aml::integer(0x08), cdw1)}),
+                  aml::if_then(aml::logical_not(aml::logical_equal(cdw3, granted)),
+                               {aml::bitwise_or(cdw1, aml::integer(0x10), cdw1)}),
+                  aml::store(granted, cdw3),
+              }),
+          aml::else_then({aml::bitwise_or(cdw1, aml::integer(0x04), cdw1)}),
+          aml::return_value(aml::arg(3)),
+      });
+}
+
 aml::Bytes host_bridge(const AcpiConfig& config) {
   std::vector<aml::Bytes> resources = {
       r::word_bus_number(0, 255),
@@ -45,6 +74,7 @@ aml::Bytes host_bridge(const AcpiConfig& config) {
                                  aml::name("_BBN", aml::integer(0)),
                                  aml::name("_CRS", aml::resource_template(resources)),
                                  aml::name("_PRT", aml::package(routes)),
+                                 pci_osc(),
                              });
 }
 

@@ -4,7 +4,8 @@
 //  * \_S5_: the soft-off sleep type for poweroff (section 7.4.2);
 //  * \_SB.PCI0: the PCI Express host bridge (_HID PNP0A08, _CID PNP0A03), its _CRS (buses
 //    0-255, I/O 0-0xCF7 and 0xD00-0xFFFF, the config ports 0xCF8-0xCFF, the VGA window, the
-//    32-bit MMIO window and the optional 64-bit one) and _PRT (INTx of every slot to GSIs);
+//    32-bit MMIO window and the optional 64-bit one), _PRT (INTx of every slot to GSIs) and
+//    _OSC (grants the OS native PCIe hotplug, PME, AER and capability control);
 //  * \_SB.MRES: motherboard resources (PNP0C02) reserving the ECAM window, so an OS can trust
 //    MCFG (PCI Firmware spec 3.2, section 4.1.2);
 //  * \_SB.RTC_: the CMOS real-time clock (PNP0B00), ports 0x70-0x71, IRQ 8;

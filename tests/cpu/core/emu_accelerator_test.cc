@@ -12,11 +12,16 @@ namespace {
 using cpu::x86::testing::RecordingEnvironment;
 
 GuestMemory make_memory() { return std::move(*GuestMemory::create({RamRegion{0, 1 << 20}})); }
+cpu::x86::CpuFeatures features(uint32_t vcpus) {
+  cpu::x86::CpuFeatures model;
+  model.vcpu_count = vcpus;
+  return model;
+}
 
 TEST(EmuAccelerator, BootstrapVcpuRunsRealModeCodeAndHalts) {
   GuestMemory memory = make_memory();
   RecordingEnvironment environment;
-  auto accelerator = create_emu_accelerator(memory);
+  auto accelerator = std::move(*create_emu_accelerator(memory, features(2)));
   EXPECT_EQ(accelerator->name(), "emu");
   auto vcpu = accelerator->create_vcpu(0, environment);
   ASSERT_TRUE(vcpu.has_value());
@@ -38,21 +43,34 @@ TEST(EmuAccelerator, BootstrapVcpuRunsRealModeCodeAndHalts) {
 TEST(EmuAccelerator, ApplicationProcessorWaitsForStartupIpi) {
   GuestMemory memory = make_memory();
   RecordingEnvironment environment;
-  auto accelerator = create_emu_accelerator(memory);
+  auto accelerator = std::move(*create_emu_accelerator(memory, features(2)));
   auto vcpu = std::move(*accelerator->create_vcpu(1, environment));
   EXPECT_EQ(vcpu->run(1000).kind, VcpuExit::Kind::kWaitForStartup);
-  const uint8_t code[] = {0xf4};  // hlt at 0x9000 (SIPI vector 9)
+  // mov eax, 1; cpuid; hlt at 0x9000 (SIPI vector 9): EBX[31:24] is the initial APIC ID.
+  const uint8_t code[] = {0x66, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x0f, 0xa2, 0xf4};
   ASSERT_TRUE(memory.write(0x9000, std::as_bytes(std::span(code))).has_value());
   vcpu->startup(0x09);
   EXPECT_EQ(vcpu->run(1000).kind, VcpuExit::Kind::kHalted);
   EXPECT_EQ(vcpu->state().segment[cpu::x86::kCs].selector, 0x0900);
-  EXPECT_EQ(vcpu->state().rip, 1u);
+  EXPECT_EQ(vcpu->state().rip, 9u);
+  EXPECT_EQ(vcpu->state().gpr[cpu::x86::kRbx] >> 24, 1u);
+  EXPECT_EQ(vcpu->state().gpr[cpu::x86::kRcx] & (1u << 23), 1u << 23);  // POPCNT advertised
+}
+
+TEST(EmuAccelerator, RejectsVcpusBeyondTheModel) {
+  GuestMemory memory = make_memory();
+  RecordingEnvironment environment;
+  auto accelerator = std::move(*create_emu_accelerator(memory, features(1)));
+  EXPECT_FALSE(accelerator->create_vcpu(1, environment).has_value());
+  cpu::x86::CpuFeatures bad;
+  bad.vendor = "short";
+  EXPECT_FALSE(create_emu_accelerator(memory, bad).has_value());
 }
 
 TEST(EmuAccelerator, KickFromAnotherThreadStopsAnEndlessLoop) {
   GuestMemory memory = make_memory();
   RecordingEnvironment environment;
-  auto accelerator = create_emu_accelerator(memory);
+  auto accelerator = std::move(*create_emu_accelerator(memory, features(2)));
   auto vcpu = std::move(*accelerator->create_vcpu(0, environment));
   const uint8_t code[] = {0xeb, 0xfe};  // jmp $
   ASSERT_TRUE(memory.write(0x7c00, std::as_bytes(std::span(code))).has_value());

@@ -335,11 +335,12 @@ void move(Builder& b) {
 
 void string(Builder& b) {
   const uint8_t size = b.size();
-  const uint64_t area = b.data_base() + b.data_size() / 2;
   const bool backwards = b.chance(30);
-  b.set_register(6, static_cast<uint32_t>(area + b.pick(256)));   // ESI
-  b.set_register(7, static_cast<uint32_t>(area + b.pick(256)));   // EDI
-  const unsigned count = b.pick(12);
+  const uint64_t area = b.data_base() + (backwards ? b.data_size() - 1024 : b.data_size() / 2 - 512);
+  b.set_register(6, static_cast<uint32_t>(area + b.pick(512)));   // ESI
+  b.set_register(7, static_cast<uint32_t>(area + b.pick(512)));   // EDI
+  // Mostly short runs; some long ones that cross pages (the area has 8 KiB from its base).
+  const unsigned count = b.chance(20) ? b.pick(900) : b.pick(12);
   b.set_register(1, count);                                         // ECX
   b.raw({static_cast<uint8_t>(backwards ? 0xfd : 0xfc)});
   static constexpr uint8_t kOpcodes[] = {0xa4, 0xa6, 0xaa, 0xac, 0xae};

@@ -3,6 +3,7 @@
 // shadow, port I/O permission, MMIO, self-modifying code, budget and kick exits.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <vector>
 
 #include "test_machine.h"
@@ -243,6 +244,42 @@ TEST_F(LongModeTest, LockedCompareExchangeAndSwapgs) {
   EXPECT_EQ(machine.read64(kData), 9u);
   EXPECT_EQ(state().segment[kGs].base, 0x1234000u);
   EXPECT_EQ(state().msr.kernel_gs_base, 0u);
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+TEST_F(LongModeTest, SseAndX87GoThroughTheSimdUnit) {
+  // movdqu xmm0,[kData]; paddd xmm0,xmm0; movdqu [kData+16],xmm0;
+  // fld qword [kData+32]; fadd st0,st0; fstp qword [kData+40]; hlt
+  start(0, {0xf3, 0x0f, 0x6f, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0x66, 0x0f, 0xfe, 0xc0,
+            0xf3, 0x0f, 0x7f, 0x04, 0x25, 0x10, 0x00, 0x12, 0x00,
+            0xdd, 0x04, 0x25, 0x20, 0x00, 0x12, 0x00, 0xd8, 0xc0, 0xdd, 0x1c, 0x25, 0x28, 0x00, 0x12, 0x00, 0xf4});
+  machine.write64(kData, 0x0000000200000001);
+  machine.write64(kData + 8, 0x0000000400000003);
+  const double value = 1.25;
+  uint64_t bits = 0;
+  std::memcpy(&bits, &value, 8);
+  machine.write64(kData + 32, bits);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(machine.read64(kData + 16), 0x0000000400000002u);
+  EXPECT_EQ(machine.read64(kData + 24), 0x0000000800000006u);
+  uint64_t result_bits = machine.read64(kData + 40);
+  double result = 0;
+  std::memcpy(&result, &result_bits, 8);
+  EXPECT_EQ(result, 2.5);
+}
+
+TEST_F(LongModeTest, SimdWithTaskSwitchedRaisesDeviceNotAvailable) {
+  start(0, {0x66, 0x0f, 0xfe, 0xc0});  // paddd xmm0, xmm0
+  state().cr0 |= cr0::kTs;
+  halting_handler(vector::kDeviceNotAvailable, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 1);
+  EXPECT_EQ(machine.read64(state().gpr[kRsp]), kCode);
 }
 
 }  // namespace

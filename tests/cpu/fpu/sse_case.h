@@ -4,7 +4,10 @@
 // XMM0-15, MXCSR, general registers, RFLAGS, memory). An unmasked SSE exception on the host
 // (SIGFPE) must be a kSimdException from the unit with the same state.
 
+#include <functional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "host_runner.h"
 #include "test_support.h"
@@ -17,6 +20,10 @@ inline constexpr uint8_t kUsableGprs[] = {0, 1, 2, 3, 5, 8, 9, 10, 11, 12, 13, 1
 struct SseCaseOptions {
   bool unmasked_exceptions = true;  // sometimes unmask MXCSR exceptions
   size_t compared_memory = 64;
+  // Bytes [first, last) of memory not compared (fields that legitimately differ).
+  std::vector<std::pair<size_t, size_t>> ignored_memory;
+  // Adjusts the random memory operand before the case runs (e.g. a valid MXCSR image).
+  std::function<void(ValueSource&, uint8_t*)> prepare_memory;
 };
 
 Xmm random_xmm(ValueSource& values);

@@ -83,5 +83,48 @@ TEST(SseMoveDifferential, StoreMxcsr) {
   run_sse_forms({spec}, 12, 100);
 }
 
+// FXSAVE64/FXSAVE (REX.W or not) compared byte for byte except MXCSR_MASK (the host reports its
+// own extensions); bytes 416-511 are left alone by both.
+TEST(SseMoveDifferential, FxsaveImage) {
+  std::vector<FormSpec> forms;
+  for (bool rex_w : {false, true}) {
+    FormSpec spec = one(0xae, 0, true, Operand::kFixed, Operand::kXmm, false, rex_w);
+    spec.form.reg = 0;
+    forms.push_back(spec);
+  }
+  SseCaseOptions options;
+  options.compared_memory = 512;
+  options.ignored_memory = {{28, 32}};
+  run_sse_forms(forms, 13, 200, options);
+}
+
+// FXRSTOR from random images with a valid MXCSR.
+TEST(SseMoveDifferential, FxrstorImage) {
+  std::vector<FormSpec> forms;
+  for (bool rex_w : {false, true}) {
+    FormSpec spec = one(0xae, 0, true, Operand::kFixed, Operand::kXmm, false, rex_w);
+    spec.form.reg = 1;
+    forms.push_back(spec);
+  }
+  SseCaseOptions options;
+  options.prepare_memory = [](ValueSource& values, uint8_t* memory) {
+    uint32_t mxcsr = static_cast<uint32_t>(values.bits(16));
+    std::memcpy(memory + 24, &mxcsr, 4);
+  };
+  run_sse_forms(forms, 14, 200, options);
+}
+
+// LDMXCSR with valid values.
+TEST(SseMoveDifferential, LoadMxcsr) {
+  FormSpec spec = one(0xae, 0, true, Operand::kFixed, Operand::kXmm);
+  spec.form.reg = 2;
+  SseCaseOptions options;
+  options.prepare_memory = [](ValueSource& values, uint8_t* memory) {
+    uint32_t mxcsr = static_cast<uint32_t>(values.bits(16));
+    std::memcpy(memory, &mxcsr, 4);
+  };
+  run_sse_forms({spec}, 15, 300, options);
+}
+
 }  // namespace
 }  // namespace lamina::cpu::x86::test

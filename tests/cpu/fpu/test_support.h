@@ -65,6 +65,7 @@ struct InstructionForm {
   uint8_t rm = 0;      // register 0-15 when !memory
   bool memory = false;
   bool rex_w = false;
+  bool operand_size_prefix = false;  // a 66 before another mandatory prefix (CRC32 r/m16)
   std::optional<uint8_t> immediate;
 };
 
@@ -76,6 +77,7 @@ struct Encoded {
 // The memory operand is always [rsi] (ModRM mod=00 rm=110) on the host.
 inline Encoded encode(const InstructionForm& form) {
   Encoded out;
+  if (form.operand_size_prefix && form.prefix != 0x66) out.bytes.push_back(0x66);
   if (form.prefix) out.bytes.push_back(form.prefix);
   uint8_t rex = static_cast<uint8_t>(0x40 | (form.rex_w ? 8 : 0) | ((form.reg >> 3) << 2) |
                                      (!form.memory ? (form.rm >> 3) : 0));
@@ -93,7 +95,7 @@ inline Encoded encode(const InstructionForm& form) {
   instruction.opcode = form.opcode;
   instruction.mandatory_prefix = form.prefix == 0x66 || form.prefix == 0xf2 || form.prefix == 0xf3
                                      ? form.prefix : 0;
-  instruction.operand_size_prefix = form.prefix == 0x66;
+  instruction.operand_size_prefix = form.prefix == 0x66 || form.operand_size_prefix;
   instruction.rex_w = form.rex_w;
   instruction.rex = rex != 0x40;
   instruction.modrm = modrm;
@@ -102,7 +104,9 @@ inline Encoded encode(const InstructionForm& form) {
   instruction.memory_operand = form.memory;
   instruction.immediate = form.immediate.value_or(0);
   instruction.address_size = 64;
-  instruction.operand_size = form.rex_w ? 64 : (form.prefix == 0x66 ? 16 : 32);
+  instruction.operand_size = form.rex_w ? 64 : (instruction.operand_size_prefix ? 16 : 32);
+  // An x87 escape takes a 66h prefix as an operand-size override, not as a mandatory prefix.
+  if (form.map == OpcodeMap::kOneByte) instruction.mandatory_prefix = 0;
   instruction.long_mode_64 = true;
   return out;
 }
@@ -154,7 +158,7 @@ class ValueSource {
     uint16_t sign = static_cast<uint16_t>(bits(1) << 15);
     value.significand = bits(64) | (uint64_t{1} << 63);
     unsigned exponent;
-    switch (below(16)) {
+    switch (below(18)) {
       case 0: exponent = 0; value.significand = 0; break;
       case 1: exponent = 0; value.significand &= ~(uint64_t{1} << 63); break;   // denormal
       case 2: exponent = 0x7fff; value.significand = uint64_t{1} << 63; break;  // infinity
@@ -173,6 +177,11 @@ class ValueSource {
       case 9: exponent = 0x3fff + 60 + below(8); break;  // near the 2^63 trig limit
       case 10: exponent = 0x3c00 + below(0x800); break;  // representable in double
       case 11: exponent = 0x3f80 + below(0x100); break;  // representable in float
+      case 12:  // float/double denormal range, often with few significant bits (exact there)
+        exponent = chance(50) ? 0x3f81 - below(28) : 0x3c01 - below(56);
+        if (chance(50)) value.significand &= ~((uint64_t{1} << 60) - 1);
+        break;
+      case 13: exponent = 0x407e + below(4); break;  // near float overflow
       default: exponent = 0x3fff - 70 + below(140); break;
     }
     value.sign_exponent = static_cast<uint16_t>(sign | exponent);

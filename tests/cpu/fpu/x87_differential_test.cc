@@ -6,6 +6,7 @@
 
 #include <sstream>
 #include <string>
+#include <tuple>
 
 #include "cpu/x86/simd/simd_state.h"
 #include "cpu/x86/simd/simd_unit.h"
@@ -35,14 +36,14 @@ std::string describe(const SimdState& state) {
   return out.str();
 }
 
-SimdState random_x87_state(ValueSource& values) {
+SimdState random_x87_state(ValueSource& values, bool always_random_masks) {
   SimdState state;
   for (auto& reg : state.x87) reg = values.extended();
   state.tag_valid = 0;
   for (unsigned i = 0; i < 8; ++i) {
     if (values.chance(80)) state.tag_valid = static_cast<uint8_t>(state.tag_valid | (1u << i));
   }
-  uint16_t masks = values.chance(70) ? 0x3f : static_cast<uint16_t>(values.bits(6));
+  uint16_t masks = (!always_random_masks && values.chance(70)) ? 0x3f : static_cast<uint16_t>(values.bits(6));
   uint16_t precision = static_cast<uint16_t>(values.chance(60) ? 3 : values.below(4));
   state.control = static_cast<uint16_t>(0x40 | masks | (precision << 8) | (values.bits(2) << 10));
   // Flags only where masked, so no exception is pending before the instruction.
@@ -83,6 +84,14 @@ void fill_memory_operand(ValueSource& values, uint8_t escape, unsigned reg, uint
       break;
     default: break;
   }
+  // FLDENV/FRSTOR images: random words, and extended values for the registers.
+  if ((escape == 0xd9 || escape == 0xdd) && reg == 4) {
+    for (int i = 0; i < 8; ++i) {
+      X87Register value = values.extended();
+      std::memcpy(memory + 28 + 10 * i, &value.significand, 8);
+      std::memcpy(memory + 36 + 10 * i, &value.sign_exponent, 2);
+    }
+  }
 }
 
 struct Mismatch {
@@ -91,12 +100,9 @@ struct Mismatch {
 
 // Runs one random case; returns an empty message when host and unit agree.
 std::string run_case(HostRunner& runner, const InstructionForm& form, ValueSource& values,
-                     size_t compared_memory) {
+                     size_t compared_memory, bool always_random_masks = false) {
   Encoded encoded = encode(form);
-  SimdState initial = random_x87_state(values);
-  // Not modeled: the bias-adjusted result of an unmasked underflow in the transcendental
-  // functions (D9 F0-FF); the test keeps underflow masked for them.
-  if (form.opcode == 0xd9 && !form.memory && form.reg >= 6) initial.control |= kX87Underflow;
+  SimdState initial = random_x87_state(values, always_random_masks);
   TestOperands operands;
   if (form.memory) fill_memory_operand(values, form.opcode, form.reg, operands.memory.data());
   for (auto& reg : operands.gpr) reg = values.bits(64);
@@ -176,14 +182,15 @@ size_t stored_size(uint8_t escape, unsigned reg) {
   }
 }
 
-void run_forms(const std::vector<InstructionForm>& forms, uint32_t seed, int cases_per_form) {
+void run_forms(const std::vector<InstructionForm>& forms, uint32_t seed, int cases_per_form,
+               bool always_random_masks = false) {
   HostRunner runner;
   ValueSource values(seed);
   int failures = 0;
   for (const InstructionForm& form : forms) {
     for (int i = 0; i < cases_per_form && failures < 5; ++i) {
       size_t compared = form.memory ? stored_size(form.opcode, form.reg) : 0;
-      std::string message = run_case(runner, form, values, compared);
+      std::string message = run_case(runner, form, values, compared, always_random_masks);
       if (!message.empty()) {
         ADD_FAILURE() << message;
         ++failures;
@@ -220,22 +227,57 @@ std::vector<InstructionForm> memory_forms(uint8_t escape) {
   return forms;
 }
 
+// FNSTENV/FNSAVE (32- and 16-bit layouts, with and without 66h) and FLDENV/FRSTOR from random
+// images. The pointer fields start as zero on both sides (FXRSTOR of a zero FIP/FDP/FOP on the
+// host), so the whole image is compared.
+TEST(X87Differential, EnvironmentAndSaveForms) {
+  HostRunner runner;
+  ValueSource values(0xe5);
+  int failures = 0;
+  for (uint8_t prefix : {0, 0x66}) {
+    for (auto [escape, reg, size] : {std::tuple{0xd9, 6, 28}, {0xdd, 6, 108}, {0xd9, 4, 28}, {0xdd, 4, 108}}) {
+      InstructionForm form;
+      form.map = OpcodeMap::kOneByte;
+      form.opcode = static_cast<uint8_t>(escape);
+      form.reg = static_cast<uint8_t>(reg);
+      form.prefix = prefix;
+      form.memory = true;
+      for (int i = 0; i < 300 && failures < 5; ++i) {
+        std::string message = run_case(runner, form, values, prefix ? size - 14 : size);
+        if (!message.empty()) {
+          ADD_FAILURE() << message;
+          ++failures;
+        }
+      }
+    }
+  }
+}
+
 TEST(X87Differential, ArithmeticRegisterForms) {
-  for (uint8_t escape : {0xd8, 0xdc, 0xde}) run_forms(register_forms(escape), escape, 60);
+  for (uint8_t escape : {0xd8, 0xdc, 0xde}) run_forms(register_forms(escape), escape, 80);
 }
 
 TEST(X87Differential, ArithmeticMemoryForms) {
-  for (uint8_t escape : {0xd8, 0xdc, 0xda, 0xde}) run_forms(memory_forms(escape), escape, 600);
+  for (uint8_t escape : {0xd8, 0xdc, 0xda, 0xde}) run_forms(memory_forms(escape), escape, 800);
 }
 
-TEST(X87Differential, D9RegisterGroup) { run_forms(register_forms(0xd9), 0xd9, 150); }
+TEST(X87Differential, D9RegisterGroup) { run_forms(register_forms(0xd9), 0xd9, 200); }
 
 TEST(X87Differential, CompareMoveAndControlRegisterForms) {
-  for (uint8_t escape : {0xda, 0xdb, 0xdd, 0xdf}) run_forms(register_forms(escape), escape, 80);
+  for (uint8_t escape : {0xda, 0xdb, 0xdd, 0xdf}) run_forms(register_forms(escape), escape, 100);
 }
 
 TEST(X87Differential, LoadStoreMemoryForms) {
-  for (uint8_t escape : {0xd9, 0xdb, 0xdd, 0xdf}) run_forms(memory_forms(escape), escape, 800);
+  for (uint8_t escape : {0xd9, 0xdb, 0xdd, 0xdf}) run_forms(memory_forms(escape), escape, 1000);
+}
+
+// Every case with random exception masks: the unmasked responses (no store, no pop,
+// bias-adjusted results, flags) in bulk.
+TEST(X87Differential, UnmaskedExceptions) {
+  for (uint8_t escape : {0xd8, 0xd9, 0xdc, 0xde}) run_forms(register_forms(escape), 0x100 + escape, 60, true);
+  for (uint8_t escape : {0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf}) {
+    run_forms(memory_forms(escape), 0x200 + escape, 300, true);
+  }
 }
 
 }  // namespace

@@ -1,11 +1,11 @@
 #include "image_builders.h"
 
+#include <zlib.h>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <stdexcept>
 #include <string>
-#include <zlib.h>
 
 #include "base/byte_order.h"
 
@@ -64,10 +64,10 @@ BuiltImage build_qcow2(int version) {
   store_be<uint32_t>(header + 4, static_cast<uint32_t>(version));
   store_be<uint32_t>(header + 20, 9);  // cluster_bits
   store_be<uint64_t>(header + 24, kVirtual);
-  store_be<uint32_t>(header + 36, 2);              // l1_size
-  store_be<uint64_t>(header + 40, 1 * kCluster);   // l1_table_offset
+  store_be<uint32_t>(header + 36, 2);             // l1_size
+  store_be<uint64_t>(header + 40, 1 * kCluster);  // l1_table_offset
   if (version == 3) {
-    store_be<uint32_t>(header + 96, 4);    // refcount_order
+    store_be<uint32_t>(header + 96, 4);     // refcount_order
     store_be<uint32_t>(header + 100, 104);  // header_length
   }
   store_be<uint64_t>(&image.file[kCluster], (2 * kCluster) | (1ull << 63));
@@ -122,7 +122,8 @@ BuiltImage build_vmdk_sparse(bool stream_optimized) {
   store_le<uint32_t>(&header[0], 0x564d444b);
   store_le<uint32_t>(&header[4], stream_optimized ? 3 : 1);
   // Flags: valid newline test (bit 0), zeroed-grain GTEs (bit 2), compressed + markers.
-  store_le<uint32_t>(&header[8], stream_optimized ? (1u | 4u | (1u << 16) | (1u << 17)) : (1u | 4u));
+  store_le<uint32_t>(&header[8],
+                     stream_optimized ? (1u | 4u | (1u << 16) | (1u << 17)) : (1u | 4u));
   store_le<uint64_t>(&header[12], kCapacity);
   store_le<uint64_t>(&header[20], kGrainSectors);
   store_le<uint64_t>(&header[28], 1);  // descriptor at sector 1
@@ -134,9 +135,11 @@ BuiltImage build_vmdk_sparse(bool stream_optimized) {
   header[75] = std::byte{'\r'};
   header[76] = std::byte{'\n'};
   store_le<uint16_t>(&header[77], stream_optimized ? 1 : 0);
-  std::string descriptor = std::string("# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"") +
-                           (stream_optimized ? "streamOptimized" : "monolithicSparse") +
-                           "\"\nRW 128 SPARSE \"self.vmdk\"\n";
+  std::string descriptor =
+      std::string(
+          "# Disk DescriptorFile\nversion=1\nCID=12345678\nparentCID=ffffffff\ncreateType=\"") +
+      (stream_optimized ? "streamOptimized" : "monolithicSparse") +
+      "\"\nRW 128 SPARSE \"self.vmdk\"\n";
   std::vector<std::byte> descriptor_bytes(kSector);
   std::memcpy(descriptor_bytes.data(), descriptor.data(), descriptor.size());
 
@@ -165,7 +168,8 @@ BuiltImage build_vmdk_sparse(bool stream_optimized) {
   table[5] = 1;  // a zeroed grain
 
   std::vector<std::byte> table_bytes(kEntries * 4);
-  for (uint32_t index = 0; index < kEntries; ++index) store_le<uint32_t>(&table_bytes[index * 4], table[index]);
+  for (uint32_t index = 0; index < kEntries; ++index)
+    store_le<uint32_t>(&table_bytes[index * 4], table[index]);
   auto add_marker = [&](uint64_t value, uint32_t type) {
     std::vector<std::byte> marker(kSector);
     store_le<uint64_t>(&marker[0], value);

@@ -1,14 +1,14 @@
 #include "image_test_support.h"
 
-#include <algorithm>
-#include <cstdlib>
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <stdexcept>
-#include <sys/wait.h>
-#include <unistd.h>
 
 namespace lamina::storage::testing {
 
@@ -23,11 +23,12 @@ TempDir::~TempDir() {
   std::filesystem::remove_all(path_, ignored);
 }
 
-void write_pattern_file(const std::filesystem::path& path, uint64_t size, const std::vector<Region>& regions,
-                        uint32_t seed) {
+void write_pattern_file(const std::filesystem::path& path, uint64_t size,
+                        const std::vector<Region>& regions, uint32_t seed) {
   int descriptor = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644);
   if (descriptor < 0) throw std::runtime_error("cannot create " + path.string());
-  if (::ftruncate(descriptor, static_cast<off_t>(size)) != 0) throw std::runtime_error("ftruncate failed");
+  if (::ftruncate(descriptor, static_cast<off_t>(size)) != 0)
+    throw std::runtime_error("ftruncate failed");
   std::mt19937_64 generator(seed);
   for (const Region& region : regions) {
     std::vector<std::byte> bytes(region.length);
@@ -40,7 +41,8 @@ void write_pattern_file(const std::filesystem::path& path, uint64_t size, const 
   ::close(descriptor);
 }
 
-std::vector<std::byte> read_file_range(const std::filesystem::path& path, uint64_t offset, uint64_t length) {
+std::vector<std::byte> read_file_range(const std::filesystem::path& path, uint64_t offset,
+                                       uint64_t length) {
   std::vector<std::byte> bytes(length);
   int descriptor = ::open(path.c_str(), O_RDONLY);
   if (descriptor < 0) throw std::runtime_error("cannot open " + path.string());
@@ -68,7 +70,8 @@ int run_command(const std::string& command) {
 
 bool have_qemu_img() { return run_command("qemu-img --version") == 0; }
 
-std::string first_difference(const std::filesystem::path& left, const std::filesystem::path& right) {
+std::string first_difference(const std::filesystem::path& left,
+                             const std::filesystem::path& right) {
   auto a = read_whole_file(left);
   auto b = read_whole_file(right);
   if (a.size() != b.size()) return fmt::format("sizes differ: {} and {}", a.size(), b.size());
@@ -77,8 +80,8 @@ std::string first_difference(const std::filesystem::path& left, const std::files
   return fmt::format("first difference at byte {:#x}", mismatch.first - a.begin());
 }
 
-std::string compare_with_truth(BlockDevice& device, const std::filesystem::path& truth, uint64_t offset,
-                               uint64_t length, uint64_t piece) {
+std::string compare_with_truth(BlockDevice& device, const std::filesystem::path& truth,
+                               uint64_t offset, uint64_t length, uint64_t piece) {
   uint64_t position = offset;
   while (position < offset + length) {
     uint64_t count = std::min(piece, offset + length - position);
@@ -88,7 +91,8 @@ std::string compare_with_truth(BlockDevice& device, const std::filesystem::path&
     auto result = device.read(position, actual);
     if (!result) return fmt::format("read at {:#x} failed: {}", position, result.error().message());
     for (uint64_t index = 0; index < count; ++index) {
-      if (actual[index] != expected[index]) return fmt::format("first difference at byte {:#x}", position + index);
+      if (actual[index] != expected[index])
+        return fmt::format("first difference at byte {:#x}", position + index);
     }
     position += count;
   }

@@ -34,10 +34,11 @@ struct Region {
 };
 
 // Writes a sparse raw file of `size` bytes whose `regions` hold bytes from a seeded generator.
-void write_pattern_file(const std::filesystem::path& path, uint64_t size, const std::vector<Region>& regions,
-                        uint32_t seed);
+void write_pattern_file(const std::filesystem::path& path, uint64_t size,
+                        const std::vector<Region>& regions, uint32_t seed);
 
-std::vector<std::byte> read_file_range(const std::filesystem::path& path, uint64_t offset, uint64_t length);
+std::vector<std::byte> read_file_range(const std::filesystem::path& path, uint64_t offset,
+                                       uint64_t length);
 std::vector<std::byte> read_whole_file(const std::filesystem::path& path);
 void write_whole_file(const std::filesystem::path& path, std::span<const std::byte> data);
 
@@ -51,7 +52,7 @@ bool have_qemu_img();
 // "" when the files hold the same bytes, else where they first differ.
 std::string first_difference(const std::filesystem::path& left, const std::filesystem::path& right);
 
-std::string compare_with_truth(BlockDevice& device, const std::filesystem::path& truth, uint64_t offset,
-                               uint64_t length, uint64_t piece);
+std::string compare_with_truth(BlockDevice& device, const std::filesystem::path& truth,
+                               uint64_t offset, uint64_t length, uint64_t piece);
 
 }  // namespace lamina::storage::testing

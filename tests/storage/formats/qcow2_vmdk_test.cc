@@ -20,7 +20,9 @@ namespace {
 using testing::BuiltImage;
 using testing::TempDir;
 
-std::span<const std::byte> bytes_of(std::string_view text) { return std::as_bytes(std::span(text.data(), text.size())); }
+std::span<const std::byte> bytes_of(std::string_view text) {
+  return std::as_bytes(std::span(text.data(), text.size()));
+}
 
 // Reads the whole device in pieces of `piece` bytes and compares with the expected content.
 void expect_content(BlockDevice& device, const std::vector<std::byte>& expected, size_t piece) {
@@ -32,7 +34,8 @@ void expect_content(BlockDevice& device, const std::vector<std::byte>& expected,
     ASSERT_TRUE(result) << result.error().message();
   }
   auto mismatch = std::mismatch(actual.begin(), actual.end(), expected.begin());
-  EXPECT_EQ(mismatch.first, actual.end()) << "first difference at byte " << (mismatch.first - actual.begin());
+  EXPECT_EQ(mismatch.first, actual.end())
+      << "first difference at byte " << (mismatch.first - actual.begin());
 }
 
 TEST(Crc32c, MatchesTheCastagnoliCheckValue) {
@@ -58,7 +61,8 @@ TEST(Qcow2, ReadsBuiltImagesOfBothVersions) {
     testing::write_whole_file(path, image.file);
     auto device = open_qcow2(path);
     ASSERT_TRUE(device) << device.error().message();
-    for (size_t piece : {512u, 4096u, 777u, 65536u}) expect_content(**device, image.expected, piece);
+    for (size_t piece : {512u, 4096u, 777u, 65536u})
+      expect_content(**device, image.expected, piece);
     auto info = inspect_qcow2(path);
     ASSERT_TRUE(info) << info.error().message();
     EXPECT_EQ(info->version, static_cast<uint32_t>(version));
@@ -98,7 +102,8 @@ TEST(Vmdk, ReadsBuiltSparseAndStreamOptimizedImages) {
     testing::write_whole_file(path, image.file);
     auto device = open_vmdk(path);
     ASSERT_TRUE(device) << device.error().message();
-    for (size_t piece : {512u, 4096u, 1000u, 65536u}) expect_content(**device, image.expected, piece);
+    for (size_t piece : {512u, 4096u, 1000u, 65536u})
+      expect_content(**device, image.expected, piece);
     auto info = inspect_vmdk(path);
     ASSERT_TRUE(info) << info.error().message();
     EXPECT_EQ(info->create_type, stream ? "streamOptimized" : "monolithicSparse");
@@ -124,8 +129,11 @@ TEST(Vmdk, StreamOptimizedGrainForTheWrongSectorIsCorrupt) {
 
 TEST(VmdkDescriptor, ParsesExtentsAndSettings) {
   auto parsed = parse_vmdk_descriptor(
-      "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"twoGbMaxExtentFlat\"\n\n"
-      "# Extent description\nRW 4192256 FLAT \"disk name-f001.vmdk\" 0\nRDONLY 2048 FLAT \"b.vmdk\" 16\n"
+      "# Disk "
+      "DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="
+      "\"twoGbMaxExtentFlat\"\n\n"
+      "# Extent description\nRW 4192256 FLAT \"disk name-f001.vmdk\" 0\nRDONLY 2048 FLAT "
+      "\"b.vmdk\" 16\n"
       "RW 100 ZERO\nRW 64 SPARSE \"c.vmdk\"\n\n#DDB\nddb.virtualHWVersion = \"4\"\n",
       "d.vmdk");
   ASSERT_TRUE(parsed) << parsed.error().message();
@@ -142,13 +150,12 @@ TEST(VmdkDescriptor, ParsesExtentsAndSettings) {
 
 TEST(VmdkDescriptor, RejectsMalformedLines) {
   const char* bad[] = {
-      "# Disk DescriptorFile\nRW x FLAT \"a\" 0\n",         // size not a number
-      "# Disk DescriptorFile\nRW 10 FLAT a 0\n",            // unquoted name
-      "# Disk DescriptorFile\nRW 10 FLAT \"a 0\n",          // unclosed quote
-      "# Disk DescriptorFile\nRW 10 VMFSSPARSE \"a\"\n",    // unsupported type
-      "# Disk DescriptorFile\nRW 0 FLAT \"a\" 0\n",         // empty extent
-      "# Disk DescriptorFile\nthis line means nothing\n",
-      "no header, no createType\n",
+      "# Disk DescriptorFile\nRW x FLAT \"a\" 0\n",       // size not a number
+      "# Disk DescriptorFile\nRW 10 FLAT a 0\n",          // unquoted name
+      "# Disk DescriptorFile\nRW 10 FLAT \"a 0\n",        // unclosed quote
+      "# Disk DescriptorFile\nRW 10 VMFSSPARSE \"a\"\n",  // unsupported type
+      "# Disk DescriptorFile\nRW 0 FLAT \"a\" 0\n",       // empty extent
+      "# Disk DescriptorFile\nthis line means nothing\n", "no header, no createType\n",
   };
   for (const char* text : bad) EXPECT_FALSE(parse_vmdk_descriptor(text, "d.vmdk")) << text;
 }

@@ -55,15 +55,18 @@ class VhdxTest : public ::testing::Test {
     auto result = open_and_read(bytes);
     ASSERT_FALSE(result) << "expected an error mentioning '" << words << "'";
     EXPECT_NE(result.error().message().find(words), std::string::npos) << result.error().message();
-    EXPECT_NE(result.error().message().find("broken.vhdx"), std::string::npos) << result.error().message();
+    EXPECT_NE(result.error().message().find("broken.vhdx"), std::string::npos)
+        << result.error().message();
   }
   // Rewrites the current header (slot 1 after create's sequence numbers) through `change`.
   static void edit_header(std::vector<std::byte>& bytes, int slot, auto change) {
-    auto header = vx::decode_header(std::span(bytes).subspan(vx::kHeaderOffsets[slot], vx::kHeaderSize));
+    auto header =
+        vx::decode_header(std::span(bytes).subspan(vx::kHeaderOffsets[slot], vx::kHeaderSize));
     ASSERT_TRUE(header);
     change(*header);
     auto encoded = vx::encode_header(*header);
-    std::copy(encoded.begin(), encoded.end(), bytes.begin() + static_cast<std::ptrdiff_t>(vx::kHeaderOffsets[slot]));
+    std::copy(encoded.begin(), encoded.end(),
+              bytes.begin() + static_cast<std::ptrdiff_t>(vx::kHeaderOffsets[slot]));
   }
 
   TempDir dir_;
@@ -124,8 +127,10 @@ TEST_F(VhdxTest, RefusesBadRequests) {
   EXPECT_FALSE((*writable)->read(kSize - 512, buffer));
   EXPECT_FALSE(create_vhdx(image_, kSize)) << "existing file";
   EXPECT_FALSE(create_vhdx(dir_ / "a.vhdx", 1000)) << "not whole sectors";
-  EXPECT_FALSE(create_vhdx(dir_ / "b.vhdx", kSize, {VhdxType::kDynamic, 3u << 20, 512, 4096})) << "block size";
-  EXPECT_FALSE(create_vhdx(dir_ / "c.vhdx", kSize, {VhdxType::kDynamic, 1u << 20, 1024, 4096})) << "sector size";
+  EXPECT_FALSE(create_vhdx(dir_ / "b.vhdx", kSize, {VhdxType::kDynamic, 3u << 20, 512, 4096}))
+      << "block size";
+  EXPECT_FALSE(create_vhdx(dir_ / "c.vhdx", kSize, {VhdxType::kDynamic, 1u << 20, 1024, 4096}))
+      << "sector size";
   EXPECT_FALSE(create_vhdx(dir_ / "d.vhdx", 65ull << 40)) << "above 64 TiB";
   EXPECT_FALSE(std::filesystem::exists(dir_ / "a.vhdx"));
 }
@@ -138,7 +143,8 @@ TEST_F(VhdxTest, DiscardedRangesReadAsZeros) {
   std::vector<std::byte> buffer(16384);
   ASSERT_TRUE((*device)->read(0, buffer));
   EXPECT_TRUE(std::equal(buffer.begin(), buffer.begin() + 4096, first_.begin()));
-  EXPECT_TRUE(std::all_of(buffer.begin() + 4096, buffer.begin() + 12288, [](std::byte b) { return b == std::byte{0}; }));
+  EXPECT_TRUE(std::all_of(buffer.begin() + 4096, buffer.begin() + 12288,
+                          [](std::byte b) { return b == std::byte{0}; }));
   EXPECT_TRUE(std::equal(buffer.begin() + 12288, buffer.end(), first_.begin() + 12288));
 }
 
@@ -164,13 +170,16 @@ TEST_F(VhdxTest, SurvivesOneDamagedHeaderOrRegionTableButNotBoth) {
 TEST_F(VhdxTest, RejectsBadBatEntries) {
   auto bytes = make_written_image();
   auto copy = bytes;
-  store_le<uint64_t>(&copy[kBatOffset + 8 * 2], vx::make_bat_entry(vx::BlockState::kFullyPresent, 1000ull << 20));
+  store_le<uint64_t>(&copy[kBatOffset + 8 * 2],
+                     vx::make_bat_entry(vx::BlockState::kFullyPresent, 1000ull << 20));
   expect_corrupt(copy, "outside the file");
   copy = bytes;
-  store_le<uint64_t>(&copy[kBatOffset + 8 * 2], vx::make_bat_entry(vx::BlockState::kFullyPresent, kMetadataOffset));
+  store_le<uint64_t>(&copy[kBatOffset + 8 * 2],
+                     vx::make_bat_entry(vx::BlockState::kFullyPresent, kMetadataOffset));
   expect_corrupt(copy, "overlaps");
   copy = bytes;
-  store_le<uint64_t>(&copy[kBatOffset + 8 * 2], load_le<uint64_t>(&copy[kBatOffset]));  // two blocks, one place
+  store_le<uint64_t>(&copy[kBatOffset + 8 * 2],
+                     load_le<uint64_t>(&copy[kBatOffset]));  // two blocks, one place
   expect_corrupt(copy, "overlaps");
   copy = bytes;
   store_le<uint64_t>(&copy[kBatOffset + 8 * 3], 5);  // reserved state
@@ -198,7 +207,8 @@ TEST_F(VhdxTest, RejectsBadMetadata) {
   store_le<uint32_t>(&copy[kMetadataOffset + 32 + 16], 10);  // first item's offset inside the table
   expect_corrupt(copy, "lies outside the metadata region");
   copy = bytes;
-  copy[kMetadataOffset + 32] ^= std::byte{0xff};  // the file parameters GUID becomes unknown (and required)
+  copy[kMetadataOffset + 32] ^=
+      std::byte{0xff};  // the file parameters GUID becomes unknown (and required)
   auto result = open_and_read(copy);
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);
@@ -210,7 +220,10 @@ TEST_F(VhdxTest, RejectsBadMetadata) {
 TEST_F(VhdxTest, RejectsALogThatCannotBeReplayed) {
   auto bytes = make_written_image();
   auto copy = bytes;
-  edit_header(copy, 0, [](vx::Header& header) { header.log_guid = vx::random_guid(); header.sequence_number += 10; });
+  edit_header(copy, 0, [](vx::Header& header) {
+    header.log_guid = vx::random_guid();
+    header.sequence_number += 10;
+  });
   expect_corrupt(copy, "no valid log sequence");
   copy = bytes;
   edit_header(copy, 0, [](vx::Header& header) {
@@ -221,7 +234,10 @@ TEST_F(VhdxTest, RejectsALogThatCannotBeReplayed) {
   expect_corrupt(copy, "log");
   // A version this reader does not know.
   copy = bytes;
-  edit_header(copy, 0, [](vx::Header& header) { header.version = 2; header.sequence_number += 10; });
+  edit_header(copy, 0, [](vx::Header& header) {
+    header.version = 2;
+    header.sequence_number += 10;
+  });
   auto result = open_and_read(copy);
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);

@@ -15,7 +15,8 @@ using testing::Region;
 using testing::TempDir;
 
 constexpr uint64_t kSize = 8u << 20;
-const std::vector<Region> kRegions = {{0, 4096}, {65536 - 700, 3000}, {1u << 20, 300000}, {5u << 20, 1}, {kSize - 70000, 70000}};
+const std::vector<Region> kRegions = {
+    {0, 4096}, {65536 - 700, 3000}, {1u << 20, 300000}, {5u << 20, 1}, {kSize - 70000, 70000}};
 
 class VmdkInterop : public ::testing::TestWithParam<const char*> {
  protected:
@@ -24,9 +25,10 @@ class VmdkInterop : public ::testing::TestWithParam<const char*> {
   }
   std::filesystem::path convert(const std::filesystem::path& truth, const std::string& subformat) {
     auto out = dir_ / (subformat + ".vmdk");
-    EXPECT_EQ(testing::run_command(fmt::format("qemu-img convert -f raw -O vmdk -o subformat={} {} {}", subformat,
-                                               truth.string(), out.string())),
-              0);
+    EXPECT_EQ(
+        testing::run_command(fmt::format("qemu-img convert -f raw -O vmdk -o subformat={} {} {}",
+                                         subformat, truth.string(), out.string())),
+        0);
     return out;
   }
 
@@ -53,13 +55,18 @@ TEST_P(VmdkInterop, ReadsAcrossExtentBoundaries) {
   constexpr uint64_t kLarge = (5ull << 30) + (1u << 20);
   constexpr uint64_t kTwoGiB = 2ull << 30;
   auto truth = dir_ / "large.raw";
-  testing::write_pattern_file(truth, kLarge, {{kTwoGiB - 100000, 250000}, {2 * kTwoGiB - 4096, 8192}, {kLarge - 4096, 4096}}, 11);
+  testing::write_pattern_file(
+      truth, kLarge,
+      {{kTwoGiB - 100000, 250000}, {2 * kTwoGiB - 4096, 8192}, {kLarge - 4096, 4096}}, 11);
   auto image = convert(truth, GetParam());
   auto device = open_vmdk(image);
   ASSERT_TRUE(device) << device.error().message();
   EXPECT_EQ((*device)->size(), kLarge);
-  EXPECT_EQ(testing::compare_with_truth(**device, truth, kTwoGiB - (1u << 20), 2u << 20, 100000), "");
-  EXPECT_EQ(testing::compare_with_truth(**device, truth, 2 * kTwoGiB - (1u << 20), 2u << 20, 65536 + 512), "");
+  EXPECT_EQ(testing::compare_with_truth(**device, truth, kTwoGiB - (1u << 20), 2u << 20, 100000),
+            "");
+  EXPECT_EQ(
+      testing::compare_with_truth(**device, truth, 2 * kTwoGiB - (1u << 20), 2u << 20, 65536 + 512),
+      "");
   EXPECT_EQ(testing::compare_with_truth(**device, truth, kLarge - (1u << 20), 1u << 20, 4096), "");
   auto info = inspect_vmdk(image);
   ASSERT_TRUE(info);
@@ -80,9 +87,10 @@ class VmdkCorrupt : public ::testing::Test {
   }
   std::vector<std::byte> make(const std::string& subformat) {
     auto out = dir_ / "good.vmdk";
-    EXPECT_EQ(testing::run_command(fmt::format("qemu-img convert -f raw -O vmdk -o subformat={} {} {}", subformat,
-                                               truth_.string(), out.string())),
-              0);
+    EXPECT_EQ(
+        testing::run_command(fmt::format("qemu-img convert -f raw -O vmdk -o subformat={} {} {}",
+                                         subformat, truth_.string(), out.string())),
+        0);
     return testing::read_whole_file(out);
   }
   Result<void> open_and_read_all(std::span<const std::byte> bytes) {
@@ -149,7 +157,8 @@ TEST_F(VmdkCorrupt, RejectsDamagedCompressedGrains) {
   // Flip bytes inside the first compressed grain (sector after the embedded descriptor area).
   uint64_t overhead = load_le<uint64_t>(&bytes[64]) * 512;
   auto copy = bytes;
-  for (uint64_t index = overhead + 12; index < overhead + 200 && index < copy.size(); ++index) copy[index] ^= std::byte{0x5c};
+  for (uint64_t index = overhead + 12; index < overhead + 200 && index < copy.size(); ++index)
+    copy[index] ^= std::byte{0x5c};
   auto result = open_and_read_all(copy);
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code(), ErrorCode::kCorrupt);
@@ -164,19 +173,36 @@ TEST_F(VmdkCorrupt, RejectsBadDescriptors) {
     testing::write_whole_file(descriptor, std::as_bytes(std::span(text.data(), text.size())));
     return open_vmdk(descriptor);
   };
-  auto result = write_text("# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 16 FLAT \"missing.raw\" 0\n");
+  auto result = write_text(
+      "# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 16 FLAT \"missing.raw\" 0\n");
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code(), ErrorCode::kNotFound);
   testing::write_pattern_file(dir_ / "short.raw", 4096, {{0, 4096}}, 1);
-  result = write_text("# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 16 FLAT \"short.raw\" 0\n");
+  result = write_text(
+      "# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 16 FLAT \"short.raw\" 0\n");
   ASSERT_FALSE(result);
   EXPECT_NE(result.error().message().find("shorter"), std::string::npos);
-  result = write_text("# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"short.raw\" 0\nRW 8 ZERO\n");
+  result = write_text(
+      "# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"short.raw\" 0\nRW 8 "
+      "ZERO\n");
   ASSERT_TRUE(result) << result.error().message();
   EXPECT_EQ((*result)->size(), 8192u);
-  result = write_text("# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"d.vmdk\" 0\n");
+  result =
+      write_text("# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"d.vmdk\" 0\n");
   EXPECT_FALSE(result);
-  result = write_text("# Disk DescriptorFile\nparentCID=12345678\nparentFileNameHint=\"p.vmdk\"\ncreateType=\"monolithicSparse\"\n");
+  // Extents outside the descriptor's folder would expose arbitrary host files.
+  result = write_text(
+      "# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n");
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);
+  result = write_text(
+      "# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"../short.raw\" 0\n");
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);
+  result = write_text(
+      "# Disk "
+      "DescriptorFile\nparentCID=12345678\nparentFileNameHint=\"p.vmdk\"\ncreateType="
+      "\"monolithicSparse\"\n");
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);
 }

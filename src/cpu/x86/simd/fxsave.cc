@@ -3,6 +3,7 @@
 
 #include "base/byte_order.h"
 #include "cpu/x86/simd/sse_operands.h"
+#include "cpu/x86/simd/x87_stack.h"
 
 namespace lamina::cpu::x86::simd {
 
@@ -21,6 +22,7 @@ SimdOutcome fxsave_fxrstor(Context& context, bool restore) {
     if (mxcsr & ~kMxcsrWritable) return SimdOutcome::kGeneralProtection;
     state.control = static_cast<uint16_t>((load_le<uint16_t>(image) & 0x1f3f) | 0x40);
     state.status = load_le<uint16_t>(image + 2);
+    x87_update_error_summary(state);
     state.tag_valid = image[4];
     state.last_opcode = load_le<uint16_t>(image + 6) & 0x7ff;
     state.last_instruction = wide ? load_le<uint64_t>(image + 8) : load_le<uint32_t>(image + 8);

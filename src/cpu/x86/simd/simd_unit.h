@@ -101,7 +101,16 @@ struct SimdOpcodeInfo {
   bool has_modrm = false;
   bool has_immediate = false;
 };
+// 0F AE is reported as handled (it has a ModRM): execute_simd() takes /0-/3 with memory
+// (FXSAVE, FXRSTOR, LDMXCSR, STMXCSR) and the register forms /5-/7 (LFENCE, MFENCE, SFENCE) and
+// answers kNotSimd, with no state changed, for the rest (XSAVE*, CLFLUSH).
 SimdOpcodeInfo simd_opcode_info(OpcodeMap map, uint8_t opcode, uint8_t mandatory_prefix);
+
+// Notes for the core:
+// - FWAIT (9B) is an instruction of its own: hand it over separately (FSTSW = 9B DF E0 is two).
+// - x87 escapes ignore mandatory_prefix; operand_size selects the 14- or 28-byte environment.
+// - For 0F F7 (MASKMOVQ/MASKMOVDQU) the effective address is DS:rDI (address-size masked).
+// - CR0.NE=0 (the PC's FERR#/IRQ 13 path) is not modeled: pending x87 exceptions are ignored.
 
 SimdOutcome execute_simd(SimdState& state, const SimdControl& control,
                          const SimdInstruction& instruction, SimdOperands& operands);

@@ -82,20 +82,22 @@ bool is_denormal(uint64_t bits, bool doubles) {
 
 bool unbounded_inexact(const ResultLanes& lanes, uint32_t mxcsr, LanePair pair) {
   bool doubles = lanes.size == 8;
+  if (lanes.operation == LaneOperation::kNarrow) {
+    // Inexact with an unbounded exponent when more than 24 significant bits remain.
+    uint64_t significand = pair.first & 0xfffffffffffffull;
+    if ((pair.first & 0x7ff0000000000000ull) == 0x7ff0000000000000ull) return false;
+    // DAZ reads a denormal double as zero, which converts exactly.
+    if ((mxcsr & kMxcsrDenormalsAreZeros) && is_denormal(pair.first, true)) return false;
+    if (pair.first & 0x7ff0000000000000ull) significand |= 1ull << 52;
+    if (significand == 0) return false;
+    int width = 64 - __builtin_clzll(significand) - __builtin_ctzll(significand);
+    return width > 24;
+  }
   // DAZ reads denormal operands as zero before any scaling.
   if (mxcsr & kMxcsrDenormalsAreZeros) {
     uint64_t sign = doubles ? 1ull << 63 : 1ull << 31;
     if (is_denormal(pair.first, doubles)) pair.first &= sign;
     if (is_denormal(pair.second, doubles)) pair.second &= sign;
-  }
-  if (lanes.operation == LaneOperation::kNarrow) {
-    // Inexact with an unbounded exponent when more than 24 significant bits remain.
-    uint64_t significand = pair.first & 0xfffffffffffffull;
-    if ((pair.first & 0x7ff0000000000000ull) == 0x7ff0000000000000ull) return false;
-    if (pair.first & 0x7ff0000000000000ull) significand |= 1ull << 52;
-    if (significand == 0) return false;
-    int width = 64 - __builtin_clzll(significand) - __builtin_ctzll(significand);
-    return width > 24;
   }
   Xmm plain;
   uint32_t flags = run(lanes, mxcsr, pair.first, pair.second, &plain);

@@ -66,6 +66,9 @@ SimdOutcome sse_convert(Context& context);                 // CVT*
 SimdOutcome ssse3(Context& context);                       // 0F 38 00-1E, 0F 3A 0F
 SimdOutcome sse41(Context& context);                       // SSE4.1 (and PCMPGTQ)
 SimdOutcome sse42_strings(Context& context);               // PCMPESTRI/M, PCMPISTRI/M
-SimdOutcome crc32(Context& context);                       // F2 0F 38 F0/F1
+SimdOutcome crc32(Context& context);
+// DPPS/DPPD into `destination` (an XMM register of the state).
+SimdOutcome dot_product(Context& context, Xmm& destination, const Xmm& source, uint8_t control,
+                        bool doubles);                       // F2 0F 38 F0/F1
 
 }  // namespace lamina::cpu::x86::simd

@@ -1,49 +1,12 @@
 // x87 basic arithmetic and comparisons: D8, DC, DE (register and real/integer memory forms),
 // DA (integer memory forms, FUCOMPP), and FCOMI/FUCOMI(P) in DB/DF (SDM Vol. 2 FADD..FUCOMI).
 
+#include <optional>
+
 #include "cpu/x86/simd/x87_stack.h"
 
 namespace lamina::cpu::x86::simd {
 namespace {
-
-// Multiplies a finite non-zero value by 2^delta by moving its exponent (normalizing a denormal
-// first); used for the bias-adjusted results of unmasked overflow and underflow.
-X87Register scale_exponent(X87Register value, int delta) {
-  int exponent = value.sign_exponent & 0x7fff;
-  if (exponent == 0x7fff || value.significand == 0) return value;
-  uint64_t significand = value.significand;
-  if (exponent == 0) exponent = 1;
-  while (!(significand >> 63)) {
-    significand <<= 1;
-    --exponent;
-  }
-  exponent += delta;
-  if (exponent <= 0 || exponent >= 0x7fff) return value;
-  value.significand = significand;
-  value.sign_exponent = static_cast<uint16_t>((value.sign_exponent & 0x8000) | exponent);
-  return value;
-}
-
-// SDM Vol. 1 8.5.4/8.5.5: with overflow (underflow) unmasked, a register destination receives
-// the rounded result divided (multiplied) by 2^24576. The host computes it from operands scaled
-// so that the true result lands in range.
-HostX87Result bias_adjusted(X87Binary operation, uint16_t control, uint16_t codes,
-                            const X87Register& a, const X87Register& b, bool overflow) {
-  int half = overflow ? -12288 : 12288;
-  switch (operation) {
-    case X87Binary::kAdd:
-    case X87Binary::kSubtract:
-      return host_binary(operation, control, codes, scale_exponent(a, 2 * half), scale_exponent(b, 2 * half));
-    case X87Binary::kMultiply:
-      return host_binary(operation, control, codes, scale_exponent(a, half), scale_exponent(b, half));
-    case X87Binary::kDivide:
-      return host_binary(operation, control, codes, scale_exponent(a, half), scale_exponent(b, -half));
-    case X87Binary::kScale:
-      return host_binary(operation, control, codes, scale_exponent(a, 2 * half), b);
-    default:  // FPATAN, FYL2X, FYL2XP1: the result scales with ST(1)
-      return host_binary(operation, control, codes, a, scale_exponent(b, 2 * half));
-  }
-}
 
 }  // namespace
 
@@ -51,27 +14,21 @@ HostX87Result bias_adjusted(X87Binary operation, uint16_t control, uint16_t code
 // Returns false when an unmasked pre-computation exception stopped the instruction.
 bool x87_store_binary(SimdState& state, X87Binary operation, unsigned destination,
                       const X87Register& a, const X87Register& b) {
-  return x87_store_result(state, operation, destination, a, b,
-                          host_binary(operation, state.control, state.status, a, b));
+  HostX87Result result = host_binary(operation, state.control, state.status, a, b);
+  std::optional<HostX87Result> unmasked;
+  if (x87_needs_unmasked_result(state, result)) {
+    unmasked = host_binary_unmasked(operation, state.control, state.status, a, b);
+  }
+  return x87_store_result(state, destination, result, unmasked);
 }
 
-bool x87_store_result(SimdState& state, X87Binary operation, unsigned destination,
-                      const X87Register& a, const X87Register& b, HostX87Result result) {
+bool x87_store_result(SimdState& state, unsigned destination, HostX87Result result,
+                      const std::optional<HostX87Result>& unmasked) {
+  // With overflow or underflow unmasked the hardware's own result (bias-adjusted, SDM Vol. 1
+  // 8.5.4/8.5.5) and flags (underflow on any tiny result, precision of the unbounded result)
+  // replace the masked response.
+  if (unmasked) result = *unmasked;
   if (!x87_accept(state, result.status)) return false;
-  // IEEE 754 / SDM Vol. 1 4.9.1.5: with underflow unmasked, a tiny result signals underflow
-  // even when it is exact (masked, only a tiny and inexact one does).
-  bool tiny = (result.value.sign_exponent & 0x7fff) == 0 && result.value.significand != 0;
-  if (tiny && x87_unmasked(state, kX87Underflow)) {
-    result.status |= kX87Underflow;
-    x87_raise(state, kX87Underflow);
-  }
-  uint16_t adjust = x87_unmasked(state, result.status & (kX87Overflow | kX87Underflow));
-  if (adjust) {
-    HostX87Result adjusted =
-        bias_adjusted(operation, state.control, state.status, a, b, adjust & kX87Overflow);
-    result.value = adjusted.value;
-    x87_set_c1(state, adjusted.status & kX87C1);
-  }
   x87_write(state, destination, result.value);
   return true;
 }
@@ -187,17 +144,12 @@ SimdOutcome memory_form(Context& context, uint8_t escape) {
     compare_result(context, result, false, reg == 3);
     return SimdOutcome::kDone;
   }
-  // The converted operand is needed only to recompute a bias-adjusted result.
-  X87Register converted = escape == 0xdc
-                              ? host_load_float64(state.control, state.status, bits).value
-                              : host_load_float32(state.control, state.status, static_cast<uint32_t>(bits)).value;
-  X87Register st0 = state.st(0);
-  static constexpr X87Binary kOperations[8] = {
-      X87Binary::kAdd,      X87Binary::kMultiply, X87Binary::kCompare, X87Binary::kCompare,
-      X87Binary::kSubtract, X87Binary::kSubtract, X87Binary::kDivide,  X87Binary::kDivide};
-  bool reversed = reg == 5 || reg == 7;
-  x87_store_result(state, kOperations[reg], 0, reversed ? converted : st0,
-                   reversed ? st0 : converted, result);
+  std::optional<HostX87Result> unmasked;
+  if (x87_needs_unmasked_result(state, result)) {
+    unmasked = host_memory_operation_unmasked(reg, escape == 0xdc, state.control, state.status,
+                                              state.st(0), bits);
+  }
+  x87_store_result(state, 0, result, unmasked);
   return SimdOutcome::kDone;
 }
 

@@ -20,12 +20,6 @@ void initialize(SimdState& state) {
 // Control-word bits that exist (masks, PC, RC, the 287's infinity control); bit 6 reads as 1.
 uint16_t loadable_control(uint32_t value) { return static_cast<uint16_t>((value & 0x1f3f) | 0x40); }
 
-// ES and B follow the unmasked flags after the control or status word was loaded.
-void recompute_error_summary(SimdState& state) {
-  state.status &= static_cast<uint16_t>(~(kX87ErrorSummary | kX87Busy));
-  if (x87_unmasked(state, state.status)) state.status |= kX87ErrorSummary | kX87Busy;
-}
-
 // The environment image: 14 bytes with 16-bit operand size, 28 bytes otherwise. FCS and FDS are
 // stored as zero (CPUID.(EAX=7,ECX=0):EBX[13], "FCS and FDS deprecated").
 size_t build_environment(const Context& context, uint8_t* out) {
@@ -94,7 +88,7 @@ void load_environment(Context& context, const uint8_t* in) {
     state.last_opcode = static_cast<uint16_t>(field(4) & 0x7ff);
     state.last_data = (field(5) & 0xffff) | (((field(6) >> 12) & high_mask) << 16);
   }
-  recompute_error_summary(state);
+  x87_update_error_summary(state);
 }
 
 SimdOutcome memory_control(Context& context) {
@@ -113,7 +107,7 @@ SimdOutcome memory_control(Context& context) {
         uint16_t control;
         if (!context.read(0, control)) return SimdOutcome::kMemoryFault;
         state.control = loadable_control(control);
-        recompute_error_summary(state);
+        x87_update_error_summary(state);
         return SimdOutcome::kDone;
       }
       case 6: {  // FNSTENV: then all exceptions are masked (SDM Vol. 2 FSTENV)

@@ -16,11 +16,9 @@ class HostControl {
   // the hardware's own answer.
   HostControl(uint16_t guest_control, uint16_t codes) {
     asm volatile("fnstcw %0" : "=m"(saved_) : : "memory");
-    uint32_t environment[7];
-    asm volatile("fnstenv %0" : "=m"(environment) : : "memory");
-    environment[0] = 0xffff0000u | static_cast<uint16_t>(guest_control | 0x3f);
-    environment[1] = 0xffff0000u | (codes & 0x4700u);
-    environment[2] = 0xffffffffu;
+    // A fresh 32-bit environment: control, status (TOP=0, the codes), all registers empty.
+    const uint32_t environment[7] = {0xffff0000u | static_cast<uint16_t>(guest_control | 0x3f), 0xffff0000u | (codes & 0x4700u),
+                                     0xffffffffu, 0, 0, 0, 0xffff0000u};
     asm volatile("fldenv %0" : : "m"(environment) : "memory");
   }
   ~HostControl() { asm volatile("fninit\n\tfldcw %0" : : "m"(saved_) : "memory"); }

@@ -78,6 +78,16 @@ enum class X87StoreFormat : uint8_t {
 HostStoreResult host_store(X87StoreFormat format, uint16_t control, uint16_t codes,
                            const X87Register& value);
 
+// The same operations with the guest's exception masks in force on the host (the results of
+// unmasked overflow/underflow); defined in x87_host_unmasked.cc.
+HostX87Result host_binary_unmasked(X87Binary operation, uint16_t control, uint16_t codes,
+                                   const X87Register& a, const X87Register& b);
+HostX87Result host_unary_unmasked(X87Unary operation, uint16_t control, uint16_t codes,
+                                  const X87Register& a);
+HostX87Result host_memory_operation_unmasked(unsigned reg, bool double_precision,
+                                             uint16_t control, uint16_t codes,
+                                             const X87Register& a, uint64_t memory);
+
 // Exact conversion of an integer to double-extended (FILD and the integer-operand forms).
 X87Register x87_from_integer(int64_t value);
 

@@ -37,6 +37,12 @@ SimdOutcome store_converted(Context& context, X87StoreFormat format, size_t size
   if (empty) {
     if (!x87_stack_underflow(state)) return SimdOutcome::kDone;
   } else {
+    // Unmasked, underflow is signaled for any tiny result, exact or not (SDM Vol. 1 4.9.1.5).
+    bool tiny = (format == X87StoreFormat::kFloat32 && (result.bits & 0x7f800000u) == 0 &&
+                 (result.bits & 0x7fffffu) != 0) ||
+                (format == X87StoreFormat::kFloat64 && (result.bits & 0x7ff0000000000000ull) == 0 &&
+                 (result.bits & 0xfffffffffffffull) != 0);
+    if (tiny && x87_unmasked(state, kX87Underflow)) result.status |= kX87Underflow;
     uint16_t flags = result.status & kX87ExceptionFlags;
     if (x87_unmasked(state, flags & ~kX87Precision)) {
       x87_raise(state, flags & ~kX87Precision);

@@ -3,6 +3,7 @@
 // (SDM Vol. 1 8.1-8.5). Every x87 instruction family builds on these.
 
 #include <cstdint>
+#include <optional>
 
 #include "cpu/x86/simd/simd_context.h"
 #include "cpu/x86/simd/x87_host.h"
@@ -22,6 +23,13 @@ inline uint16_t x87_unmasked(const SimdState& state, uint16_t flags) {
 inline void x87_raise(SimdState& state, uint16_t flags) {
   state.status |= flags & (kX87ExceptionFlags | kX87StackFault);
   if (x87_unmasked(state, flags)) state.status |= kX87ErrorSummary | kX87Busy;
+}
+
+// ES and B follow the unmasked flags after the control or status word was loaded (FLDCW,
+// FLDENV, FRSTOR, FXRSTOR), as the hardware recomputes them.
+inline void x87_update_error_summary(SimdState& state) {
+  state.status &= static_cast<uint16_t>(~(kX87ErrorSummary | kX87Busy));
+  if (x87_unmasked(state, state.status)) state.status |= kX87ErrorSummary | kX87Busy;
 }
 
 inline void x87_set_c1(SimdState& state, bool value) {
@@ -88,15 +96,27 @@ inline bool x87_accept(SimdState& state, uint16_t host_status) {
   return true;
 }
 
+// True when the masked response differs from what the hardware does under the guest's masks:
+// overflow or underflow is unmasked and happened, or underflow is unmasked and the result is
+// tiny (unmasked, underflow is signaled even for an exact tiny result).
+inline bool x87_needs_unmasked_result(const SimdState& state, const HostX87Result& result) {
+  if (x87_unmasked(state, result.status & kX87PreComputation)) return false;
+  if (x87_unmasked(state, result.status & (kX87Overflow | kX87Underflow))) return true;
+  bool tiny = (result.value.sign_exponent & 0x7fff) == 0 && result.value.significand != 0;
+  bool tiny_second = (result.second.sign_exponent & 0x7fff) == 0 && result.second.significand != 0;
+  return (tiny || tiny_second) && x87_unmasked(state, kX87Underflow);
+}
+
 // Computes a binary operation on the host and stores it into ST(destination), including the
 // bias-adjusted results of unmasked overflow/underflow. False: an unmasked pre-computation
 // exception stopped the instruction.
 bool x87_store_binary(SimdState& state, X87Binary operation, unsigned destination,
                       const X87Register& a, const X87Register& b);
 
-// The same with the host's result already computed (memory-operand forms).
-bool x87_store_result(SimdState& state, X87Binary operation, unsigned destination,
-                      const X87Register& a, const X87Register& b, HostX87Result result);
+// Stores a computed result (`unmasked`: the same operation under the guest's masks, when
+// x87_needs_unmasked_result() asked for it).
+bool x87_store_result(SimdState& state, unsigned destination, HostX87Result result,
+                      const std::optional<HostX87Result>& unmasked);
 
 // The x87 instruction families, each given the decoded ESC instruction.
 SimdOutcome x87_arithmetic(Context& context);        // D8, DC, DA, DE arithmetic and compares

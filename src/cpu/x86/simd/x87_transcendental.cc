@@ -62,6 +62,9 @@ void unary(SimdState& state, X87Unary operation) {
   }
   if (trigonometric) x87_set_codes(state, kX87C2, 0);
   HostX87Result result = host_unary(operation, state.control, state.status, state.st(0));
+  if (x87_needs_unmasked_result(state, result)) {
+    result = host_unary_unmasked(operation, state.control, state.status, state.st(0));
+  }
   if (!x87_accept(state, result.status)) return;
   if (trigonometric) {
     x87_set_codes(state, kX87C2, result.status);
@@ -84,6 +87,9 @@ void unary_two_results(SimdState& state, X87Unary operation) {
   }
   if (operation != X87Unary::kExtract) x87_set_codes(state, kX87C2, 0);
   HostX87Result result = host_unary(operation, state.control, state.status, state.st(0));
+  if (x87_needs_unmasked_result(state, result)) {
+    result = host_unary_unmasked(operation, state.control, state.status, state.st(0));
+  }
   if (!x87_accept(state, result.status)) return;
   if (operation != X87Unary::kExtract) {
     x87_set_codes(state, kX87C2, result.status);
@@ -116,6 +122,9 @@ void remainder(SimdState& state, X87Binary operation) {
   // (zero dividend, infinite divisor, NaNs) is then the hardware's own answer.
   HostX87Result result =
       host_binary(operation, state.control, state.status, state.st(0), state.st(1));
+  if (x87_needs_unmasked_result(state, result)) {
+    result = host_binary_unmasked(operation, state.control, state.status, state.st(0), state.st(1));
+  }
   if (!x87_accept(state, result.status)) return;
   x87_set_codes(state, kX87ConditionCodes, result.status);
   x87_write(state, 0, result.value);

@@ -1,0 +1,77 @@
+#include "machine/boot_file.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace lamina::machine {
+
+namespace {
+
+// Owns one file descriptor.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+Result<std::vector<std::byte>> read_boot_file(const std::string& path, std::string_view what,
+                                              uint64_t max_size) {
+  FileDescriptor file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (file.get() < 0) {
+    const int error = errno;
+    return fail(error == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
+                fmt::format("cannot open the {} file '{}': {}", what, path, std::strerror(error)));
+  }
+  struct stat status{};
+  if (::fstat(file.get(), &status) != 0) {
+    return fail(ErrorCode::kIo, fmt::format("cannot inspect the {} file '{}': {}", what, path,
+                                            std::strerror(errno)));
+  }
+  if (!S_ISREG(status.st_mode)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("the {} '{}' is not a regular file", what, path));
+  }
+  const auto size = static_cast<uint64_t>(status.st_size);
+  if (size == 0) {
+    return fail(ErrorCode::kInvalidArgument, fmt::format("the {} file '{}' is empty", what, path));
+  }
+  if (size > max_size) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("the {} file '{}' is {} bytes; the limit is {}", what, path, size,
+                            max_size));
+  }
+  std::vector<std::byte> bytes(size);
+  uint64_t done = 0;
+  while (done < size) {
+    const ssize_t got = ::read(file.get(), bytes.data() + done, size - done);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      return fail(ErrorCode::kIo, fmt::format("cannot read the {} file '{}': {}", what, path,
+                                              std::strerror(errno)));
+    }
+    // The file shrank while we read it.
+    if (got == 0) {
+      return fail(ErrorCode::kIo,
+                  fmt::format("the {} file '{}' changed while being read", what, path));
+    }
+    done += static_cast<uint64_t>(got);
+  }
+  return bytes;
+}
+
+}  // namespace lamina::machine
