@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "base/byte_order.h"
+#include "cpu/x86/system/cpu_features.h"
 #include "machine/acpi/acpi_tables.h"
 #include "machine/acpi/config.h"
 #include "machine/multiboot_loader.h"
@@ -217,7 +218,15 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   }
 
   // vCPUs: vCPU 0 starts where the loader says; the others wait for INIT-SIPI-SIPI.
-  m.accelerator_ = accel::create_emu_accelerator(m.memory_);
+  cpu::x86::CpuFeatures features;
+  features.vcpu_count = cpus;
+  features.tsc_khz = static_cast<uint32_t>(kTscHz / 1000);
+  features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
+  // The LAPIC implements the TSC-deadline timer mode (and the environment routes its MSR).
+  features.tsc_deadline = true;
+  auto accelerator = accel::create_emu_accelerator(m.memory_, features);
+  if (!accelerator) return fail(accelerator.error().with_context("CPU model"));
+  m.accelerator_ = std::move(*accelerator);
   for (uint32_t index = 0; index < cpus; ++index) {
     m.environments_.push_back(
         std::make_unique<VcpuEnvironment>(m.io_, m.mmio_, *m.apics_[index], m.clock_));

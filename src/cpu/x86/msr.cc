@@ -48,7 +48,8 @@ bool write_model_specific(CpuCore& core, uint32_t msr, uint64_t value) {
   CoreMsrs& m = core.state.msr;
   if (core.environment.platform_msr(msr)) {
     if (!core.environment.write_platform_msr(msr, value)) return false;
-    if (msr == index::kApicBase) m.apic_base = value;
+    // The MSR file's copy only feeds the core's own view (CPUID's APIC-enable bit).
+    if (msr == 0x1b) (void)core.msr_file.write(msr, value);  // IA32_APIC_BASE
     return true;
   }
   switch (msr) {
