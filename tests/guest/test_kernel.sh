@@ -45,6 +45,24 @@ case $scenario in
     grep -qx "to-a-file" "$console" || fail "the message is not in the serial file"
     [[ ! -s $out ]] || fail "console output leaked to stdout"
     ;;
+  reset_exit)
+    set +e
+    timeout 60 "$lamina" run --kernel "$kernels/reset_multiboot.elf" </dev/null >"$out" 2>"$err"
+    code=$?
+    set -e
+    [[ $code -eq 1 ]] || fail "exit status $code, expected 1"
+    [[ $(grep -c booting "$out") -eq 1 ]] || fail "expected one boot"
+    [[ $(wc -l <"$err") -eq 1 ]] && grep -q "^lamina run: .*reboot" "$err" || fail "expected one line about the reboot"
+    ;;
+  reset_restart)
+    # Each reset boots the kernel again, so it keeps printing until the timeout stops it.
+    set +e
+    timeout 5 "$lamina" run --on-reboot restart --kernel "$kernels/reset_multiboot.elf" </dev/null >"$out" 2>"$err"
+    code=$?
+    set -e
+    [[ $code -eq 124 ]] || fail "exit status $code, expected the timeout's 124"
+    [[ $(grep -c booting "$out") -ge 3 ]] || fail "expected the kernel to boot again after each reset"
+    ;;
   *) echo "unknown scenario $scenario" >&2; exit 2 ;;
 esac
 echo "ok: $scenario"
