@@ -1,8 +1,6 @@
 #include "machine/machine_builder.h"
 
 #include <ctime>
-#include <fstream>
-#include <iterator>
 #include <vector>
 
 #include <fmt/format.h>
@@ -11,6 +9,7 @@
 #include "cpu/x86/system/cpu_features.h"
 #include "machine/acpi/acpi_tables.h"
 #include "machine/acpi/config.h"
+#include "machine/boot_file.h"
 #include "machine/multiboot_loader.h"
 
 namespace lamina::machine {
@@ -30,21 +29,6 @@ class ZeroRegisters final : public hw::Device {
   void read(uint64_t, std::span<std::byte> data) override { store_le_sized(data, 0); }
   void write(uint64_t, std::span<const std::byte>) override {}
 };
-
-Result<std::vector<std::byte>> read_file(const std::filesystem::path& path, const char* what) {
-  std::error_code error;
-  const uint64_t size = std::filesystem::file_size(path, error);
-  if (error) return fail(ErrorCode::kNotFound, fmt::format("{} {}: {}", what, path.string(), error.message()));
-  if (size > kMaxBootFileSize) {
-    return fail(ErrorCode::kInvalidArgument, fmt::format("{} {} is larger than 1 GiB", what, path.string()));
-  }
-  std::ifstream file(path, std::ios::binary);
-  std::vector<std::byte> bytes(size);
-  if (!file.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size))) {
-    return fail(ErrorCode::kIo, fmt::format("cannot read {} {}", what, path.string()));
-  }
-  return bytes;
-}
 
 cpu::x86::SegmentCache to_cache(const SegmentState& segment) {
   return cpu::x86::SegmentCache{segment.selector, segment.base, segment.limit, segment.attributes};
@@ -191,11 +175,11 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   // Firmware tables, then the kernel (which is told where the RSDP is).
   auto tables = acpi::install_acpi_tables(m.memory_, m.layout_, acpi_config);
   if (!tables) return fail(tables.error().with_context("ACPI tables"));
-  auto kernel = read_file(options.kernel, "kernel");
+  auto kernel = read_boot_file(options.kernel.string(), "kernel", kMaxBootFileSize);
   if (!kernel) return fail(kernel.error());
   std::vector<std::byte> initrd;
   if (options.initrd) {
-    auto bytes = read_file(*options.initrd, "initrd");
+    auto bytes = read_boot_file(options.initrd->string(), "initrd", kMaxBootFileSize);
     if (!bytes) return fail(bytes.error());
     initrd = std::move(*bytes);
   }
