@@ -126,6 +126,10 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   m.reset_control_ = std::make_unique<hw::ResetControl>(
       [&stops] { stops.post({MachineExit::kReset, "reset through port 0xcf9", 0}); });
   hw::Hpet::Routing hpet_routing;
+  // HPET timers may use IOAPIC pins 20-23 (free, as on ICH boards) and pin 0, which no ISA
+  // device drives here (IRQ0 is on pin 2) and which Linux leaves in INT_ROUTE_CNF (it uses
+  // legacy replacement), so its configuration writes are not refused.
+  hpet_routing.ioapic[0] = &m.ioapic_->input(0);
   for (unsigned pin = 20; pin < 24; ++pin) hpet_routing.ioapic[pin] = &m.ioapic_->input(pin);
   hpet_routing.legacy_timer0 = &isa(0);
   hpet_routing.legacy_timer1 = &isa(8);
