@@ -89,6 +89,13 @@ machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
   return options;
 }
 
+// finish() after closing the console, so the terminal has left raw mode for the last line.
+[[noreturn]] void finish_closing(std::unique_ptr<machine::SerialConsole>& console, int status,
+                                 std::string_view reason = {}) {
+  console.reset();
+  finish(status, reason);
+}
+
 // Boots the VM and returns only by throwing the exit status (see finish()).
 [[noreturn]] void run_vm(const machine::VmConfig& config) {
   if (config.accel == machine::AccelKind::kKvm) {
@@ -100,7 +107,7 @@ machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
   options.com1_backend = console->get();
   for (;;) {
     auto built = machine::MachineBuilder::build(options);
-    if (!built) finish(1, built.error().message());
+    if (!built) finish_closing(*console, 1, built.error().message());
     std::unique_ptr<machine::Machine> vm = std::move(*built);
     (*console)->attach(vm->com1(), vm->stops());
     const machine::MachineStop stop = vm->run();
@@ -109,18 +116,18 @@ machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
     switch (stop.exit) {
       case machine::MachineExit::kPowerOff:
       case machine::MachineExit::kUserQuit:
-        finish(0);
+        finish_closing(*console, 0);
       case machine::MachineExit::kDebugExit:
-        finish(static_cast<int>(stop.status & 0xff));
+        finish_closing(*console, static_cast<int>(stop.status & 0xff));
       case machine::MachineExit::kReset:
         if (config.on_reboot == machine::RebootAction::kRestart) continue;
-        finish(1, fmt::format("the guest rebooted ({}); --on-reboot restart boots it again",
+        finish_closing(*console, 1, fmt::format("the guest rebooted ({}); --on-reboot restart boots it again",
                               stop.reason));
       case machine::MachineExit::kTripleFault:
       case machine::MachineExit::kError:
-        finish(1, stop.reason);
+        finish_closing(*console, 1, stop.reason);
     }
-    finish(1, "unknown machine stop");
+    finish_closing(*console, 1, "unknown machine stop");
   }
 }
 
