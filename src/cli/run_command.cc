@@ -83,7 +83,8 @@ machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
   }
   // LAMINA_LINUX_ENTRY=bzimage enters the bzImage's own decompressor instead of the host-side
   // decompression path (for comparing the two while bringing up the CPU).
-  if (const char* entry = std::getenv("LAMINA_LINUX_ENTRY"); entry && std::string_view(entry) == "bzimage") {
+  if (const char* entry = std::getenv("LAMINA_LINUX_ENTRY");
+      entry && std::string_view(entry) == "bzimage") {
     options.linux_entry = machine::LinuxEntry::kBzImage64;
   }
   return options;
@@ -115,17 +116,16 @@ machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
     vm.reset();
     switch (stop.exit) {
       case machine::MachineExit::kPowerOff:
-      case machine::MachineExit::kUserQuit:
-        finish_closing(*console, 0);
+      case machine::MachineExit::kUserQuit: finish_closing(*console, 0);
       case machine::MachineExit::kDebugExit:
         finish_closing(*console, static_cast<int>(stop.status & 0xff));
       case machine::MachineExit::kReset:
         if (config.on_reboot == machine::RebootAction::kRestart) continue;
-        finish_closing(*console, 1, fmt::format("the guest rebooted ({}); --on-reboot restart boots it again",
-                              stop.reason));
+        finish_closing(*console, 1,
+                       fmt::format("the guest rebooted ({}); --on-reboot restart boots it again",
+                                   stop.reason));
       case machine::MachineExit::kTripleFault:
-      case machine::MachineExit::kError:
-        finish_closing(*console, 1, stop.reason);
+      case machine::MachineExit::kError: finish_closing(*console, 1, stop.reason);
     }
     finish_closing(*console, 1, "unknown machine stop");
   }

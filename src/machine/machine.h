@@ -82,7 +82,7 @@ class Machine {
   std::unique_ptr<hw::IoApic> ioapic_;
   std::unique_ptr<hw::Pic8259Pair> pic_;
   std::vector<std::unique_ptr<hw::IrqFanout>> isa_irqs_;  // ISA IRQ n -> 8259 input n + IOAPIC
-  std::unique_ptr<hw::GatedIrqLine> pit_irq0_;             // closed while HPET legacy routing
+  std::unique_ptr<hw::GatedIrqLine> pit_irq0_;            // closed while HPET legacy routing
   std::unique_ptr<hw::Pit8254> pit_;
   std::unique_ptr<hw::SystemControlPort> port61_;
   std::unique_ptr<hw::Rtc> rtc_;

@@ -79,7 +79,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   // Interrupt controllers: one LAPIC per vCPU on the APIC bus, the IOAPIC sending to it, and
   // the 8259 pair whose INTR drives the BSP's LINT0 (virtual wire mode, MP spec 3.6.2.2).
   for (uint32_t index = 0; index < cpus; ++index) {
-    m.apics_.push_back(std::make_unique<hw::LocalApic>(index, index == 0, m.apic_bus_, m.timers_, kTscHz));
+    m.apics_.push_back(
+        std::make_unique<hw::LocalApic>(index, index == 0, m.apic_bus_, m.timers_, kTscHz));
     m.apic_bus_.attach(*m.apics_.back());
   }
   acpi::AcpiConfig acpi_config;
@@ -112,7 +113,10 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   m.com2_ = std::make_unique<hw::Uart16550>("uart16550@0x2f8", isa(3), nullptr);
   StopQueue& stops = m.stops_;
   m.i8042_ = std::make_unique<hw::I8042>(
-      isa(1), isa(12), [&stops] { stops.post({MachineExit::kReset, "reset through the i8042 controller", 0}); },
+      isa(1), isa(12),
+      [&stops] {
+        stops.post({MachineExit::kReset, "reset through the i8042 controller", 0});
+      },
       [](bool) {});
   m.post_code_ = std::make_unique<hw::PostCodePort>();
   m.debug_exit_ = std::make_unique<hw::DebugExit>([&stops](uint32_t status) {
@@ -120,11 +124,14 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   });
   m.acpi_pm_ = std::make_unique<hw::AcpiPm>(
       m.clock_, isa(acpi_config.sci_irq),
-      [&stops] { stops.post({MachineExit::kPowerOff, "the guest powered off", 0}); }, true,
-      acpi_config.s5_sleep_type);
+      [&stops] {
+        stops.post({MachineExit::kPowerOff, "the guest powered off", 0});
+      },
+      true, acpi_config.s5_sleep_type);
   m.gpe0_ = std::make_unique<ZeroRegisters>();
-  m.reset_control_ = std::make_unique<hw::ResetControl>(
-      [&stops] { stops.post({MachineExit::kReset, "reset through port 0xcf9", 0}); });
+  m.reset_control_ = std::make_unique<hw::ResetControl>([&stops] {
+    stops.post({MachineExit::kReset, "reset through port 0xcf9", 0});
+  });
   hw::Hpet::Routing hpet_routing;
   // HPET timers may use IOAPIC pins 20-23 (free, as on ICH boards) and pin 0, which no ISA
   // device drives here (IRQ0 is on pin 2) and which Linux leaves in INT_ROUTE_CNF (it uses
@@ -133,7 +140,9 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   for (unsigned pin = 20; pin < 24; ++pin) hpet_routing.ioapic[pin] = &m.ioapic_->input(pin);
   hpet_routing.legacy_timer0 = &isa(0);
   hpet_routing.legacy_timer1 = &isa(8);
-  hpet_routing.legacy_route_changed = [gate = m.pit_irq0_.get()](bool enabled) { gate->set_open(!enabled); };
+  hpet_routing.legacy_route_changed = [gate = m.pit_irq0_.get()](bool enabled) {
+    gate->set_open(!enabled);
+  };
   m.hpet_ = std::make_unique<hw::Hpet>(m.timers_, std::move(hpet_routing));
   m.pci_host_ = std::make_unique<hw::PciHost>(
       m.io_, m.mmio_,
@@ -221,7 +230,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
     auto vcpu = m.accelerator_->create_vcpu(index, *m.environments_.back());
     if (!vcpu) return fail(vcpu.error().with_context(fmt::format("vCPU {}", index)));
     m.vcpus_.push_back(std::move(*vcpu));
-    m.vcpu_threads_.push_back(std::make_unique<VcpuThread>(index, *m.vcpus_.back(), *m.apics_[index], m.stops_));
+    m.vcpu_threads_.push_back(
+        std::make_unique<VcpuThread>(index, *m.vcpus_.back(), *m.apics_[index], m.stops_));
     m.apics_[index]->set_kick([thread = m.vcpu_threads_.back().get()] { thread->wake(); });
   }
   cpu::x86::CpuState state = m.vcpus_[0]->state();

@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <array>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -26,8 +26,7 @@ Result<std::unique_ptr<SerialConsole>> SerialConsole::open(const SerialConfig& c
   switch (config.kind) {
     case SerialKind::kStdio:
       return std::unique_ptr<SerialConsole>(new SerialConsole(STDOUT_FILENO, false, STDIN_FILENO));
-    case SerialKind::kNone:
-      return std::unique_ptr<SerialConsole>(new SerialConsole(-1, false, -1));
+    case SerialKind::kNone: return std::unique_ptr<SerialConsole>(new SerialConsole(-1, false, -1));
     case SerialKind::kFile: {
       const int fd = ::open(config.file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
       if (fd < 0) {
@@ -135,7 +134,8 @@ void SerialConsole::read_input(std::stop_token stop) {
     if (!filtered.to_guest.empty()) deliver(filtered.to_guest);
     if (filtered.quit) {
       std::lock_guard lock(mutex_);
-      if (stops_ != nullptr) stops_->post({MachineExit::kUserQuit, "quit from the console (Ctrl-A x)", 0});
+      if (stops_ != nullptr)
+        stops_->post({MachineExit::kUserQuit, "quit from the console (Ctrl-A x)", 0});
     }
   }
 }

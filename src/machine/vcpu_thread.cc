@@ -56,8 +56,7 @@ void VcpuThread::loop(std::stop_token stop) {
     instructions_ += exit.instructions;
     switch (exit.kind) {
       case accel::VcpuExit::Kind::kYield:
-      case accel::VcpuExit::Kind::kKicked:
-        break;
+      case accel::VcpuExit::Kind::kKicked: break;
       case accel::VcpuExit::Kind::kHalted:
       case accel::VcpuExit::Kind::kWaitForStartup:
         if (!sleep(stop)) return;

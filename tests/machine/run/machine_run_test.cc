@@ -81,8 +81,8 @@ TEST_F(VcpuEnvironmentTest, RdmsrOfApicBaseReachesTheLocalApic) {
 TEST_F(VcpuEnvironmentTest, WrmsrOfApicBaseDisablesTheApicPage) {
   ASSERT_TRUE(apic0.mmio_page().has_value());
   // mov ecx, 0x1b; mov eax, 0xfee00000; xor edx, edx; wrmsr; hlt
-  run_real_mode({0x66, 0xb9, 0x1b, 0x00, 0x00, 0x00, 0x66, 0xb8, 0x00, 0x00, 0xe0, 0xfe,
-                 0x66, 0x31, 0xd2, 0x0f, 0x30, 0xf4});
+  run_real_mode({0x66, 0xb9, 0x1b, 0x00, 0x00, 0x00, 0x66, 0xb8, 0x00, 0x00, 0xe0, 0xfe, 0x66, 0x31,
+                 0xd2, 0x0f, 0x30, 0xf4});
   EXPECT_FALSE(apic0.mmio_page().has_value()) << "the global enable bit was cleared";
   EXPECT_EQ(environment0.mmio_read(0xfee00020, 4), 0xffffffffu) << "the page is gone";
 }
@@ -129,15 +129,21 @@ std::vector<uint8_t> debug_exit_kernel() {
   constexpr uint32_t kMagic = 0x1BADB002, kFlags = 1u << 16, kLoad = 0x100000;
   const std::vector<uint8_t> code = {
       0xba, 0xf8, 0x03, 0x00, 0x00,  // mov edx, 0x3f8
-      0xb0, 'o', 0xee,               // mov al, 'o'; out dx, al
-      0xb0, 'k', 0xee,               // mov al, 'k'; out dx, al
+      0xb0, 'o',  0xee,              // mov al, 'o'; out dx, al
+      0xb0, 'k',  0xee,              // mov al, 'k'; out dx, al
       0xb0, 0x2a, 0xe6, 0xf4,        // mov al, 42; out 0xf4, al
       0xf4, 0xeb, 0xfd,              // hlt; jmp hlt
   };
   constexpr uint32_t kHeaderSize = 32;
   const uint32_t end = kLoad + kHeaderSize + static_cast<uint32_t>(code.size());
-  const uint32_t words[] = {kMagic, kFlags, static_cast<uint32_t>(-(kMagic + kFlags)),
-                            kLoad, kLoad, end, end, kLoad + kHeaderSize};
+  const uint32_t words[] = {kMagic,
+                            kFlags,
+                            static_cast<uint32_t>(-(kMagic + kFlags)),
+                            kLoad,
+                            kLoad,
+                            end,
+                            end,
+                            kLoad + kHeaderSize};
   std::vector<uint8_t> image(reinterpret_cast<const uint8_t*>(words),
                              reinterpret_cast<const uint8_t*>(words) + sizeof(words));
   image.insert(image.end(), code.begin(), code.end());
@@ -166,7 +172,8 @@ TEST(MachineTest, BootsAMultibootKernelOnTwoVcpusAndStopsOnDebugExit) {
   {
     const auto image = debug_exit_kernel();
     std::ofstream file(path, std::ios::binary);
-    file.write(reinterpret_cast<const char*>(image.data()), static_cast<std::streamsize>(image.size()));
+    file.write(reinterpret_cast<const char*>(image.data()),
+               static_cast<std::streamsize>(image.size()));
   }
   CapturingBackend console;
   MachineOptions options;

@@ -58,7 +58,9 @@ class StdinPipe {
     ::dup2(saved_, STDIN_FILENO);
     ::close(saved_);
   }
-  void write(std::string_view text) { EXPECT_EQ(::write(write_end_, text.data(), text.size()), static_cast<ssize_t>(text.size())); }
+  void write(std::string_view text) {
+    EXPECT_EQ(::write(write_end_, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  }
   void close_write_end() {
     if (write_end_ >= 0) ::close(write_end_);
     write_end_ = -1;
@@ -91,8 +93,8 @@ TEST(SerialConsoleTest, PipedInputReachesTheGuestBeyondTheFifoSize) {
 }
 
 TEST(SerialConsoleTest, FileOutputGetsWhatTheGuestTransmits) {
-  const auto path = std::filesystem::temp_directory_path() /
-                    ("lamina-serial-test-" + std::to_string(::getpid()));
+  const auto path =
+      std::filesystem::temp_directory_path() / ("lamina-serial-test-" + std::to_string(::getpid()));
   {
     auto console = SerialConsole::open({SerialKind::kFile, path});
     ASSERT_TRUE(console.has_value());
