@@ -1,11 +1,15 @@
 // Measures guest MIPS of the built-in CPU on integer loops in 64-bit mode: a register-only
-// ALU loop, a load/store loop over a 64 KiB array, and a call/return loop. Prints one line per
-// workload. Usage: lamina_cpu_bench [million-instructions-per-workload]
+// ALU loop, a load/store loop over a 64 KiB array, and a call/return loop; plus the real-mode
+// ALU loop that compare_qemu.sh also runs under QEMU TCG. Prints one line per workload.
+// Usage: lamina_cpu_bench [million-instructions-per-workload]
+//        lamina_cpu_bench --write-bios FILE ITERATIONS   (the firmware image for QEMU)
 #include <fmt/format.h>
 
 #include <chrono>
 #include <ctime>
+#include <cstdio>
 #include <cstdlib>
+#include <string_view>
 #include <cstring>
 #include <vector>
 
@@ -73,9 +77,39 @@ std::vector<Workload> workloads() {
   };
 }
 
+// A 64 KiB firmware image: at F000:0000 a real-mode loop of 8 instructions (32-bit ALU work
+// with operand-size prefixes) run `iterations` times, then OUT to port 0xf4 (QEMU's
+// isa-debug-exit) and HLT; the reset vector jumps there.
+std::vector<uint8_t> real_mode_image(uint32_t iterations) {
+  std::vector<uint8_t> image(0x10000, 0xf4);
+  const uint8_t code[] = {
+      0x66, 0xb9, static_cast<uint8_t>(iterations), static_cast<uint8_t>(iterations >> 8),
+      static_cast<uint8_t>(iterations >> 16), static_cast<uint8_t>(iterations >> 24),  // mov ecx, n
+      0x66, 0x01, 0xd8,                    // loop: add eax, ebx
+      0x66, 0x31, 0xc2,                    // xor edx, eax
+      0x67, 0x66, 0x8d, 0x5c, 0x53, 0x01,  // lea ebx, [ebx+edx*2+1]
+      0x66, 0x0f, 0xaf, 0xf0,              // imul esi, eax
+      0x66, 0xc1, 0xef, 0x03,              // shr edi, 3
+      0x66, 0x09, 0xf7,                    // or edi, esi
+      0x66, 0x49,                          // dec ecx
+      0x75, 0xe5,                          // jnz loop
+      0xb0, 0x01, 0xe6, 0xf4, 0xf4,        // mov al, 1; out 0xf4, al; hlt
+  };
+  std::memcpy(image.data(), code, sizeof(code));
+  const uint8_t reset[] = {0xea, 0x00, 0x00, 0x00, 0xf0};  // jmp far F000:0000
+  std::memcpy(image.data() + 0xfff0, reset, sizeof(reset));
+  return image;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc == 4 && std::string_view(argv[1]) == "--write-bios") {
+    const auto image = real_mode_image(static_cast<uint32_t>(std::strtoul(argv[3], nullptr, 10)));
+    std::FILE* file = std::fopen(argv[2], "wb");
+    if (file == nullptr || std::fwrite(image.data(), 1, image.size(), file) != image.size()) return 1;
+    return std::fclose(file) == 0 ? 0 : 1;
+  }
   const uint64_t millions = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 200;
   auto memory = GuestMemory::create({RamRegion{0, 64 << 20}});
   if (!memory) {
@@ -110,6 +144,26 @@ int main(int argc, char** argv) {
                                static_cast<double>(cpu_end.tv_nsec - cpu_start.tv_nsec) * 1e-9;
     fmt::print("{:8} {:12} guest instructions: {:.1f} MIPS wall ({:.3f} s), {:.1f} MIPS per CPU second\n",
                workload.name, retired, retired / seconds / 1e6, seconds, retired / cpu_seconds / 1e6);
+  }
+  {
+    // The QEMU comparison loop, from the same firmware image, in real mode from RESET.
+    const uint32_t iterations = static_cast<uint32_t>(millions * 1000000 / 8);
+    const auto image = real_mode_image(iterations);
+    std::memcpy(memory->host_pointer(0xf0000, image.size()), image.data(), image.size());
+    Cpu cpu(*memory, environment);
+    cpu.state().segment[kCs] = SegmentCache{0xf000, 0xf0000, 0xffff, 0x9b};
+    cpu.state().rip = 0xfff0;
+    cpu.state_changed();
+    const auto start = std::chrono::steady_clock::now();
+    uint64_t retired = 0;
+    for (;;) {
+      const CpuExit exit = cpu.run(100'000'000);
+      retired += exit.instructions;
+      if (exit.kind != CpuExit::Kind::kBudgetExhausted) break;
+    }
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    fmt::print("realmode {:12} guest instructions: {:.1f} MIPS wall ({:.3f} s)\n", retired,
+               retired / seconds / 1e6, seconds);
   }
   return 0;
 }

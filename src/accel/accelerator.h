@@ -4,8 +4,8 @@
 // CpuEnvironment the machine hands it (port I/O, MMIO, interrupt controller, clock); a KVM
 // backend turns its I/O exits into the same calls, so the machine is written once.
 //
-// Ownership: the Accelerator borrows guest memory; each Vcpu borrows its environment; both
-// must outlive the vCPUs. Thread-safety: a Vcpu's run()/state()/set_state() on its own
+// Ownership: the Accelerator borrows guest memory; each Vcpu borrows its environment and the
+// accelerator; all three must outlive the vCPUs. Thread-safety: a Vcpu's run()/state()/set_state() on its own
 // thread (or while it is stopped); kick(), request_*() from any thread.
 
 #include <cstdint>
@@ -48,7 +48,8 @@ class Vcpu {
   // Architectural state in the core's format (a KVM backend converts).
   virtual cpu::x86::CpuState state() const = 0;
   virtual void set_state(const cpu::x86::CpuState& state) = 0;
-  // Guest RAM changed behind the vCPU (DMA, a loader): cached translations must go.
+  // Guest RAM changed behind the vCPU (DMA, a loader): cached translations must go. Call it
+  // for every vCPU (each keeps its own translations).
   virtual void invalidate_code(uint64_t physical, uint64_t length) = 0;
 };
 

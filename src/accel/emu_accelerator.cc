@@ -1,4 +1,5 @@
 // The `emu` accelerator: each Vcpu is a cpu::x86::Cpu.
+#include <algorithm>
 #include <atomic>
 
 #include "accel/accelerator.h"
@@ -24,8 +25,8 @@ VcpuExit::Kind to_vcpu_exit(CpuExit::Kind kind) {
 class EmuVcpu : public Vcpu {
  public:
   EmuVcpu(GuestMemory& memory, cpu::x86::CpuEnvironment& environment, const cpu::x86::CpuidModel& model,
-          uint32_t index)
-      : cpu_(memory, environment, cpu::x86::CpuConfiguration{&model, index, {}}) {
+          uint32_t index, cpu::x86::SharedCodePages& shared_code)
+      : cpu_(memory, environment, cpu::x86::CpuConfiguration{&model, index, {}, &shared_code}) {
     // Application processors wait for INIT-SIPI-SIPI (MP spec B.4).
     if (index != 0) cpu_.post(cpu::x86::request::kInit);
   }
@@ -58,17 +59,27 @@ class EmuVcpu : public Vcpu {
 
 class EmuAccelerator : public Accelerator {
  public:
-  EmuAccelerator(GuestMemory& memory, cpu::x86::CpuidModel model) : memory_(memory), model_(std::move(model)) {}
+  EmuAccelerator(GuestMemory& memory, cpu::x86::CpuidModel model)
+      : memory_(memory), model_(std::move(model)), shared_code_(end_of_ram(memory)) {}
   std::string_view name() const override { return "emu"; }
   Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index, cpu::x86::CpuEnvironment& environment) override {
     if (index >= model_.features().vcpu_count)
       return fail(ErrorCode::kInvalidArgument, "vCPU index beyond the CPU model's vcpu_count");
-    return std::unique_ptr<Vcpu>(std::make_unique<EmuVcpu>(memory_, environment, model_, index));
+    return std::unique_ptr<Vcpu>(std::make_unique<EmuVcpu>(memory_, environment, model_, index, shared_code_));
   }
 
  private:
+  static uint64_t end_of_ram(const GuestMemory& memory) {
+    uint64_t end = 0;
+    for (const RamRegion& region : memory.regions()) end = std::max(end, region.guest_physical + region.size);
+    return end;
+  }
+
   GuestMemory& memory_;
   cpu::x86::CpuidModel model_;
+  // Declared after the model and before any vCPU can exist: vCPUs detach from it on destruction,
+  // so they must not outlive the accelerator.
+  cpu::x86::SharedCodePages shared_code_;
 };
 
 }  // namespace

@@ -52,6 +52,11 @@ Result<BootParams> build_boot_params(const BootParamsInput& input) {
                             kMaxE820Entries));
   }
   params[off::kTypeOfLoader] = std::byte{0xFF};
+  // setup_data is the loader's list of extra data (boot.rst, protocol 2.09); we pass none, so
+  // whatever the image file carries there must not reach the kernel.
+  if (input.setup_header.size() >= off::kSetupData + 8 - off::kSetupHeader) {
+    store_le<uint64_t>(&params[off::kSetupData], 0);
+  }
   params[off::kLoadflags] = std::byte{static_cast<uint8_t>(
       (static_cast<uint8_t>(params[off::kLoadflags]) | kLoadedHigh) & ~kKaslrFlag)};
   if (input.code32_start != 0) {

@@ -41,6 +41,7 @@ inline constexpr uint64_t kKernelAlignment = 0x230;
 inline constexpr uint64_t kRelocatableKernel = 0x234;
 inline constexpr uint64_t kXloadflags = 0x236;
 inline constexpr uint64_t kCmdlineSize = 0x238;
+inline constexpr uint64_t kSetupData = 0x250;
 inline constexpr uint64_t kE820Table = 0x2D0;
 }  // namespace boot_params_offset
 

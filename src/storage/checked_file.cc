@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <linux/falloc.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
@@ -35,6 +36,18 @@ Result<CheckedFile> CheckedFile::open(const std::filesystem::path& path, bool re
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} is not a regular file", path.string()));
   }
+  // One writer per image: a second read-write open (another VM, another `lamina disk`) would
+  // corrupt it. Read-only opens take no lock, so `disk info` works on a disk in use.
+  if (!read_only && ::flock(descriptor, LOCK_EX | LOCK_NB) != 0) {
+    int saved = errno;
+    ::close(descriptor);
+    if (saved == EWOULDBLOCK) {
+      return fail(
+          ErrorCode::kInvalidArgument,
+          fmt::format("{} is open for writing by another user of the image", path.string()));
+    }
+    return fail(os_error("lock", path, saved));
+  }
   uint64_t size = static_cast<uint64_t>(status.st_size);
   if (S_ISBLK(status.st_mode)) {
     off_t end = ::lseek(descriptor, 0, SEEK_END);
@@ -52,6 +65,8 @@ Result<CheckedFile> CheckedFile::create_new(const std::filesystem::path& path) {
     }
     return fail(os_error("create", path, errno));
   }
+  // Nobody else can have it open for writing yet; take the writer's lock like open() does.
+  (void)::flock(descriptor, LOCK_EX | LOCK_NB);
   return CheckedFile(descriptor, path, false, 0);
 }
 

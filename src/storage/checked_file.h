@@ -19,6 +19,8 @@ namespace lamina::storage {
 class CheckedFile {
  public:
   // Opens an existing file; kNotFound when it does not exist, kIo when the host refuses.
+  // A writable open takes an exclusive flock; another writable open of the same file then
+  // fails with kInvalidArgument until the first is closed.
   static Result<CheckedFile> open(const std::filesystem::path& path, bool read_only);
   // Creates a new file; refuses to replace an existing one (kInvalidArgument).
   static Result<CheckedFile> create_new(const std::filesystem::path& path);

@@ -15,8 +15,6 @@ namespace lamina::storage {
 namespace {
 
 constexpr uint64_t kCopyChunk = 4 << 20;
-// Zero detection grain: small enough to keep sparse holes, large enough to write efficiently.
-constexpr uint64_t kZeroGrain = 64 << 10;
 
 uint64_t round_up_sector(uint64_t bytes) { return (bytes + kSectorSize - 1) / kSectorSize * kSectorSize; }
 
@@ -102,48 +100,6 @@ Result<void> create_differencing(const std::string& path, const std::string& par
   // Prove the new child resolves its parent from where it now lies.
   auto child = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true});
   if (!child) return fail(child.error());
-  return {};
-}
-
-Result<void> copy_content(BlockDevice& source, BlockDevice& destination,
-                          const Progress& progress) {
-  const uint64_t source_size = source.size();
-  const uint64_t total = std::min(round_up_sector(source_size), destination.size());
-  std::vector<std::byte> buffer(kCopyChunk);
-  uint64_t offset = 0;
-  while (offset < total) {
-    auto extent = source.map_extent(offset, std::min(kCopyChunk, source_size - offset));
-    if (!extent) return fail(extent.error());
-    uint64_t length = extent->length;
-    if (extent->zero && length >= kSectorSize) {
-      offset += length / kSectorSize * kSectorSize;
-      if (progress && !progress(offset, total)) return fail(interrupted_error("nothing was written"));
-      continue;
-    }
-    length = std::min(std::max(round_up_sector(length), kSectorSize), total - offset);
-    auto span = std::span(buffer).first(static_cast<size_t>(length));
-    uint64_t readable = std::min(length, source_size - offset);
-    if (auto r = source.read(offset, span.first(static_cast<size_t>(readable))); !r) return r;
-    std::fill(span.begin() + static_cast<ptrdiff_t>(readable), span.end(), std::byte{0});
-    // Write only the grains that hold data, merged into runs.
-    uint64_t run_start = 0;
-    uint64_t run_length = 0;
-    for (uint64_t at = 0; at < length; at += kZeroGrain) {
-      uint64_t grain = std::min(kZeroGrain, length - at);
-      bool zero = is_all_zero(span.subspan(static_cast<size_t>(at), static_cast<size_t>(grain)));
-      if (!zero) {
-        if (run_length == 0) run_start = at;
-        run_length += grain;
-      }
-      if ((zero || at + grain == length) && run_length > 0) {
-        auto run = span.subspan(static_cast<size_t>(run_start), static_cast<size_t>(run_length));
-        if (auto r = destination.write(offset + run_start, run); !r) return r;
-        run_length = 0;
-      }
-    }
-    offset += length;
-    if (progress && !progress(offset, total)) return fail(interrupted_error("nothing was written"));
-  }
   return {};
 }
 

@@ -38,6 +38,7 @@ constexpr uint64_t kExtendedL2Bit = 1ull << 4;
 constexpr uint32_t kExtensionEnd = 0;
 constexpr uint32_t kExtensionBackingFormat = 0xe2792aca;
 constexpr uint32_t kExtensionExternalDataFile = 0x44415441;
+constexpr uint32_t kExtensionFeatureNames = 0x6803f857;
 
 struct Header {
   uint32_t version = 0;
@@ -124,11 +125,7 @@ Result<Header> parse_header(const CheckedFile& file) {
   }
   uint64_t unknown = header.incompatible & ~(kDirtyBit | kCorruptBit | kCompressionTypeBit |
                                              kExternalDataBit | kExtendedL2Bit);
-  if (unknown != 0) {
-    return fail(ErrorCode::kUnsupported,
-                fmt::format("{}: unknown incompatible qcow2 features {:#x}; refusing to read it",
-                            file.name(), unknown));
-  }
+  std::string unknown_names;
 
   // Header extensions follow the header, within the first cluster.
   uint64_t position = header_length;
@@ -151,12 +148,30 @@ Result<Header> parse_header(const CheckedFile& file) {
         return fail(done.error());
       }
       header.backing_format = std::move(name);
+    } else if (type == kExtensionFeatureNames && unknown != 0 && length <= 48 * 64) {
+      // Entries of 48 bytes: type (0 = incompatible), bit number, NUL-padded name.
+      std::vector<std::byte> table(length);
+      if (auto done = file.read_at(position + 8, table, "feature name table"); !done) {
+        return fail(done.error());
+      }
+      for (size_t entry = 0; entry + 48 <= table.size(); entry += 48) {
+        auto bit = static_cast<uint8_t>(table[entry + 1]);
+        if (table[entry] != std::byte{0} || bit >= 64 || !(unknown & (1ull << bit))) continue;
+        std::string name(reinterpret_cast<const char*>(&table[entry + 2]), 46);
+        name.resize(name.find('\0') == std::string::npos ? name.size() : name.find('\0'));
+        unknown_names += fmt::format(" '{}' (bit {})", name, bit);
+      }
     } else if (type == kExtensionExternalDataFile) {
       return fail(ErrorCode::kUnsupported,
                   fmt::format("{}: qcow2 images with an external data file are not supported",
                               file.name()));
     }
     position += 8 + ((static_cast<uint64_t>(length) + 7) & ~7ull);
+  }
+  if (unknown != 0) {
+    return fail(ErrorCode::kUnsupported,
+                fmt::format("{}: unknown incompatible qcow2 features {:#x}{}; refusing to read it",
+                            file.name(), unknown, unknown_names));
   }
 
   if (backing_offset != 0) {

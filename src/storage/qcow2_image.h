@@ -47,10 +47,16 @@ Result<Qcow2Info> inspect_qcow2(const std::filesystem::path& path);
 // Opens a qcow2 image read-only (read_only = false is kUnsupported). Backing files are opened
 // through `open_backing`, or when it is empty through the built-in opener, which handles qcow2
 // and raw backing files (relative names resolve against the image's folder) and refuses chains
-// deeper than kMaxBackingDepth.
+// deeper than kMaxBackingDepth. The device owns its file and backing chain and is used from
+// one thread at a time (it caches L2 tables and the last inflated cluster).
 Result<std::unique_ptr<BlockDevice>> open_qcow2(const std::filesystem::path& path,
                                                 bool read_only = true,
                                                 const BackingOpener& open_backing = {},
                                                 int depth = 0);
+
+// The qcow2 row for the format table (storage/image_format.h): add `qcow2_image_format(),` to
+// image_formats() to make `lamina disk` and open_image() handle qcow2.
+struct ImageFormat;
+ImageFormat qcow2_image_format();
 
 }  // namespace lamina::storage

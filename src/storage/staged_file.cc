@@ -53,9 +53,11 @@ StagedFile::~StagedFile() {
 
 Result<void> StagedFile::commit() {
   {
+    // Usually a no-op: the image's flush() already synced it. fdatasync rather than fsync, so
+    // no journal commit is forced for time stamps alone.
     auto file = HostFile::open(temporary_, HostFile::Mode::kReadWrite);
     if (!file) return fail(file.error());
-    if (::fsync(file->descriptor()) != 0) return fail(io_error(temporary_, "fsync"));
+    if (auto r = file->sync_data(); !r) return r;
   }
   if (overwrite_) {
     if (::rename(temporary_.c_str(), destination_.c_str()) != 0) {

@@ -29,12 +29,9 @@ std::filesystem::path host_path(std::string value) {
   return std::filesystem::path(value);
 }
 
-Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, bool with_parent,
-                             int depth);
-
-Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& child,
-                                                 const Layout& layout, int depth) {
-  std::string name = child.filename().string();
+// Where the parent may be, in the order 2.6.2.6.3 gives: relative_path, then the absolute path.
+std::vector<std::filesystem::path> parent_candidates(const std::filesystem::path& child,
+                                                     const Layout& layout) {
   std::vector<std::filesystem::path> candidates;
   if (std::string relative = layout.locator("relative_path"); !relative.empty()) {
     candidates.push_back(child.parent_path() / host_path(relative));
@@ -42,6 +39,16 @@ Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& ch
   if (std::string absolute = layout.locator("absolute_win32_path"); !absolute.empty()) {
     candidates.push_back(host_path(absolute));
   }
+  return candidates;
+}
+
+Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, bool with_parent,
+                             int depth);
+
+Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& child,
+                                                 const Layout& layout, int depth) {
+  std::string name = child.filename().string();
+  std::vector<std::filesystem::path> candidates = parent_candidates(child, layout);
   std::vector<Guid> linkages;
   for (std::string_view key : {"parent_linkage", "parent_linkage2"}) {
     if (auto guid = parse_guid(layout.locator(key))) linkages.push_back(*guid);
@@ -147,6 +154,13 @@ Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path) {
   info.parent_path = layout.locator("relative_path");
   if (info.parent_path.empty()) info.parent_path = layout.locator("absolute_win32_path");
   info.parent_linkage = layout.locator("parent_linkage");
+  for (const auto& candidate : parent_candidates(path, layout)) {
+    std::error_code exists_error;
+    if (std::filesystem::exists(candidate, exists_error)) {
+      info.parent_resolved = candidate.string();
+      break;
+    }
+  }
   info.allocated_bytes = opened->device->allocated_bytes();
   return info;
 }

@@ -44,6 +44,7 @@ struct VhdxInfo {
   std::string data_write_guid;  // changes whenever the disk's content changes; children link to it
   std::string parent_path;      // differencing: the locator's relative_path (or absolute)
   std::string parent_linkage;   // differencing: the parent's expected DataWriteGuid
+  std::string parent_resolved;  // differencing: the host path the parent was found at, or ""
 };
 
 // True when the bytes start with the file type identifier "vhdxfile".
@@ -53,7 +54,8 @@ bool looks_like_vhdx(std::span<const std::byte> first_bytes);
 Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path);
 
 // Opens a VHDX (and, for a differencing disk, its parents read-only). Writes to a
-// differencing disk must be whole logical sectors.
+// differencing disk must be whole logical sectors. The device owns its file and parents and
+// is used from one thread at a time; one writer per file (no locking between processes).
 Result<std::unique_ptr<BlockDevice>> open_vhdx(const std::filesystem::path& path, bool read_only);
 
 // Creates a new fixed or dynamic VHDX of `size` bytes (a multiple of the logical sector size,
@@ -66,5 +68,10 @@ Result<void> create_vhdx(const std::filesystem::path& path, uint64_t size,
 // parent's current DataWriteGuid as parent_linkage.
 Result<void> create_vhdx_differencing(const std::filesystem::path& path,
                                       const std::filesystem::path& parent);
+
+// The VHDX row for the format table (storage/image_format.h): add `vhdx_image_format(),` to
+// image_formats() to make `lamina disk` and open_image() handle VHDX.
+struct ImageFormat;
+ImageFormat vhdx_image_format();
 
 }  // namespace lamina::storage

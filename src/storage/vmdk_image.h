@@ -32,8 +32,14 @@ bool looks_like_vmdk(std::span<const std::byte> first_bytes);
 
 Result<VmdkInfo> inspect_vmdk(const std::filesystem::path& path);
 
-// Opens read-only (read_only = false is kUnsupported).
+// Opens read-only (read_only = false is kUnsupported). The device owns its extent files and
+// is used from one thread at a time (grain table cache).
 Result<std::unique_ptr<BlockDevice>> open_vmdk(const std::filesystem::path& path,
                                                bool read_only = true);
+
+// The VMDK row for the format table (storage/image_format.h): add `vmdk_image_format(),` to
+// image_formats() to make `lamina disk` and open_image() handle VMDK.
+struct ImageFormat;
+ImageFormat vmdk_image_format();
 
 }  // namespace lamina::storage

@@ -98,5 +98,18 @@ TEST(ResetControl, ResetsOnRstCpuRisingEdge) {
   EXPECT_EQ(resets, 2);
 }
 
+TEST(ResetControl, SaveAndLoadKeepsTheLatchedBits) {
+  ResetControl port(nullptr);
+  testing::out8(port, 0, 0x0a);
+  StateWriter writer;
+  port.save(writer);
+  int resets = 0;
+  ResetControl copy([&] { ++resets; });
+  StateReader reader(writer.data());
+  ASSERT_TRUE(copy.load(reader).has_value());
+  EXPECT_EQ(testing::in8(copy, 0), 0x0a);
+  EXPECT_EQ(resets, 0) << "restoring never resets";
+}
+
 }  // namespace
 }  // namespace lamina::hw

@@ -214,5 +214,21 @@ TEST(Port92, FastA20AndFastReset) {
   EXPECT_EQ(testing::in8(port, 0), 0x02) << "the reset bit does not stick";
 }
 
+TEST(Port92, SaveAndLoad) {
+  Port92 port(nullptr, nullptr);
+  testing::out8(port, 0, 0x00);
+  StateWriter writer;
+  port.save(writer);
+  DebugExit exit_port(nullptr);
+  exit_port.save(writer);
+  Port92 copy(nullptr, nullptr, true);
+  DebugExit exit_copy(nullptr);
+  StateReader reader(writer.data());
+  ASSERT_TRUE(copy.load(reader).has_value());
+  ASSERT_TRUE(exit_copy.load(reader).has_value());
+  EXPECT_FALSE(copy.a20_enabled());
+  EXPECT_TRUE(reader.at_end());
+}
+
 }  // namespace
 }  // namespace lamina::hw

@@ -280,9 +280,46 @@ TEST_F(PciTest, SaveAndLoadRestoresMappingsAndTable) {
   StateReader reader(writer.data());
   ASSERT_TRUE(host2.load(reader).has_value());
   ASSERT_TRUE(copy.load(reader).has_value());
-  EXPECT_EQ(copy.bar_mapping(1), 0xfe000000u);
+  EXPECT_EQ(copy.bar_mapping(1), 0xfe000000u) << "decode restored from Command and BAR1";
   EXPECT_EQ(copy.config_read(0x3c, 1), 0x0au);
   EXPECT_EQ(copy.config_read(0x00, 4), 0x10411af4u);
+}
+
+TEST_F(PciTest, MsixTableAndPendingBitsSurviveSaveAndLoad) {
+  TestFunction function(bus);
+  ASSERT_TRUE(host->attach(3, 0, function).has_value());
+  const uint8_t cap = function.msix.capability_offset();
+  config_write(3, cap + 2, 0x8000, 2);
+  std::byte entry[4];
+  store_le_sized(entry, 0xfee00000);
+  function.msix.write(2 * 16, entry);
+  store_le_sized(entry, 0x61);
+  function.msix.write(2 * 16 + 8, entry);
+  EXPECT_TRUE(function.msix.notify(2));  // masked: pending
+  StateWriter writer;
+  function.save(writer);
+  function.msix.save(writer);
+
+  TestFunction copy(bus);
+  StateReader reader(writer.data());
+  ASSERT_TRUE(copy.load(reader).has_value());
+  ASSERT_TRUE(copy.msix.load(reader).has_value());
+  EXPECT_TRUE(copy.msix.enabled());
+  std::byte out[4];
+  copy.msix.read(0x800, out);
+  EXPECT_EQ(load_le_sized(out), 0x4u) << "vector 2 pending";
+  copy.msix.read(2 * 16 + 8, out);
+  EXPECT_EQ(load_le_sized(out), 0x61u);
+  store_le_sized(entry, 0);
+  copy.msix.write(2 * 16 + 12, entry);  // unmask: delivered from the restored state
+  EXPECT_EQ(cpu.acknowledge(), 0x61);
+
+  StateWriter wrong;
+  wrong.begin_section("msix", 1);
+  wrong.put(uint16_t{9});
+  wrong.end_section();
+  StateReader wrong_reader(wrong.data());
+  EXPECT_FALSE(copy.msix.load(wrong_reader).has_value()) << "table size mismatch";
 }
 
 }  // namespace

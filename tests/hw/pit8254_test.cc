@@ -189,6 +189,16 @@ TEST_F(PitTest, Mode4StrobesOnce) {
   EXPECT_EQ(irq0.rising_edges(), 1);
 }
 
+TEST_F(PitTest, Port61SaveAndLoadKeepsItsLatch) {
+  out8(port61, 0, 0x0d);
+  StateWriter writer;
+  port61.save(writer);
+  SystemControlPort copy(pit, clock);
+  StateReader reader(writer.data());
+  ASSERT_TRUE(copy.load(reader).has_value());
+  EXPECT_EQ(in8(copy, 0) & 0x0f, 0x0d);
+}
+
 TEST_F(PitTest, RefreshBitToggles) {
   uint8_t first = in8(port61, 0) & 0x10;
   clock.advance(15'085);

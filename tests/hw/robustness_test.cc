@@ -3,6 +3,7 @@
 // still work afterwards.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <memory>
 #include <random>
 
@@ -155,6 +156,63 @@ TEST(Robustness, RandomAccessesToEveryDeviceAreSurvived) {
   out8(uart, 4, 0x00);
   out8(uart, 0, 'k');
   EXPECT_EQ(backend.last, std::byte{'k'});
+}
+
+}  // namespace
+}  // namespace lamina::hw
+
+namespace lamina::hw {
+namespace {
+
+// A checkpoint file is untrusted input too: corrupted saved state must be refused or clamped,
+// never crash a device or leave it unusable.
+TEST(Robustness, CorruptSavedStateIsRefusedOrClamped) {
+  ManualClock clock(1);
+  TimerQueue queue(clock);
+  testing::RecordingIrqLine line, sci;
+  NullBackend backend;
+  ApicBus apic_bus;
+  Bus io("io", 0xffff), mmio("mmio");
+
+  std::vector<std::function<std::unique_ptr<Stateful>()>> factories = {
+      [&] { return std::make_unique<Uart16550>("com1", line, &backend); },
+      [&] { return std::make_unique<Pic8259Pair>(line); },
+      [&] { return std::make_unique<Pit8254>(queue, line); },
+      [&] { return std::make_unique<Rtc>(queue, line, 1'700'000'000); },
+      [&] { return std::make_unique<I8042>(line, line, nullptr, nullptr); },
+      [&] { return std::make_unique<LocalApic>(0, true, apic_bus, queue, 1'000'000'000); },
+      [&] { return std::make_unique<IoApic>(0, apic_bus); },
+      [&] { return std::make_unique<Hpet>(queue, Hpet::Routing{}); },
+      [&] { return std::make_unique<AcpiPm>(clock, sci, nullptr, false, 5); },
+      [&] { return std::make_unique<PciHost>(io, mmio, PciHost::Options{}); },
+  };
+  std::mt19937_64 random(7);
+  int refused = 0, accepted = 0;
+  for (auto& factory : factories) {
+    auto original = factory();
+    StateWriter writer;
+    original->save(writer);
+    const std::vector<std::byte> good = writer.data();
+    for (int trial = 0; trial < 300; ++trial) {
+      std::vector<std::byte> bad = good;
+      const int flips = 1 + static_cast<int>(random() % 8);
+      for (int flip = 0; flip < flips; ++flip) {
+        bad[random() % bad.size()] = static_cast<std::byte>(random());
+      }
+      if (random() % 4 == 0) bad.resize(random() % bad.size());
+      auto target = factory();
+      StateReader reader(bad);
+      if (target->load(reader)) {
+        ++accepted;
+      } else {
+        ++refused;
+      }
+      clock.advance(random() % 10'000'000);
+      queue.run_expired();
+    }
+  }
+  EXPECT_GT(refused, 0);
+  EXPECT_GT(accepted, 0) << "flips inside plain data are loaded (and clamped)";
 }
 
 }  // namespace

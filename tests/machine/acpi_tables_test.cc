@@ -184,6 +184,11 @@ TEST(AcpiTables, FadtDescribesThePmDeviceAndReset) {
   EXPECT_EQ(static_cast<uint8_t>(fadt[209]), 32);
   EXPECT_EQ(u64_at(fadt, 224), 0xAFE0u);
   EXPECT_EQ(checksum_of(fadt), 0);
+  // By default there is no GPE0 block: all three forms say so.
+  const Bytes plain = build_fadt({}, 0x1234560, 0x1234500);
+  EXPECT_EQ(u32_at(plain, 80), 0u);
+  EXPECT_EQ(static_cast<uint8_t>(plain[92]), 0);
+  EXPECT_EQ(u64_at(plain, 224), 0u);
 }
 
 TEST(AcpiTables, MadtListsEveryCpuTheIoApicAndOverrides) {

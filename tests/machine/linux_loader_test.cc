@@ -108,6 +108,7 @@ TEST(LinuxLoader, DecompressesAndEntersTheVmlinux) {
   testing::TestBzImageFields fields;
   Bytes image = fake_bzimage(fields);
   image[0x211] |= std::byte{kKaslrFlag};  // the loader must clear it
+  put<uint64_t>(image, 0x250, 0xDEADBEEF000);  // setup_data: the loader passes none
   const Bytes initrd(3 * kMiB + 17, std::byte{0x5A});
   auto loaded = load_linux(guest.memory, guest.layout,
                            {.kernel = image, .initrd = initrd, .command_line = "console=ttyS0 quiet",
@@ -157,6 +158,7 @@ TEST(LinuxLoader, DecompressesAndEntersTheVmlinux) {
   EXPECT_EQ(peek<uint8_t>(guest.memory, params + off::kLoadflags) & kKaslrFlag, 0);
   EXPECT_EQ(peek<uint8_t>(guest.memory, params + off::kLoadflags) & kLoadedHigh, kLoadedHigh);
   EXPECT_EQ(peek<uint64_t>(guest.memory, params + off::kAcpiRsdpAddr), 0xE0000u);
+  EXPECT_EQ(peek<uint64_t>(guest.memory, params + off::kSetupData), 0u);
   const uint32_t cmdline = peek<uint32_t>(guest.memory, params + off::kCmdLinePtr);
   EXPECT_EQ(peek_string(guest.memory, cmdline, 20), std::string("console=ttyS0 quiet\0", 20));
   const std::vector<E820Entry> map = guest.layout.e820();

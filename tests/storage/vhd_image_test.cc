@@ -126,6 +126,26 @@ TEST(VhdImage, DifferencingChainReadsThroughEveryLevel) {
   EXPECT_EQ(top->parent()->parent()->parent(), nullptr);
 }
 
+TEST(VhdImage, DeepChainsWork) {
+  test::TempDir dir;
+  create(dir.file("disk0.vhd"), 2 * kMiB, "dynamic", 512 * 1024);
+  constexpr int kDepth = 24;
+  for (int level = 1; level <= kDepth; ++level) {
+    std::string path = dir.file("disk" + std::to_string(level) + ".vhd");
+    ASSERT_TRUE(create_differencing(path, dir.file("disk" + std::to_string(level - 1) + ".vhd"), false));
+    auto image = open_vhd(path, true);
+    ASSERT_TRUE(image);
+    // Each level owns one sector of its own.
+    ASSERT_TRUE(image->write(uint64_t(level) * 512 * 7, test::pattern(512, level)));
+  }
+  auto top = open_vhd(dir.file("disk" + std::to_string(kDepth) + ".vhd"));
+  ASSERT_TRUE(top);
+  for (int level = 1; level <= kDepth; ++level) {
+    EXPECT_EQ(read_device(*top, uint64_t(level) * 512 * 7, 512), test::pattern(512, level))
+        << "level " << level;
+  }
+}
+
 TEST(VhdImage, ParentIsFoundAfterMovingTheChainTogether) {
   test::TempDir dir;
   std::filesystem::create_directory(dir.file("a"));

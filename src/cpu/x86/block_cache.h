@@ -21,6 +21,8 @@ struct Block {
   uint64_t last_page = 0;   // physical page of the last byte (differs when it crosses a page)
   CodeMode mode = CodeMode::k64;
   std::vector<Instruction> instructions;
+  // SharedCodePages generations of the first and last page when translated.
+  uint32_t first_generation = 0, last_generation = 0;
   // Successor cache ("chaining"): the block found last time RIP was `rip` after this one. Valid
   // only while the cache's generation is unchanged (no invalidation, TLB flush or mode change).
   struct Link {

@@ -1,15 +1,26 @@
 // Near and far control transfer: Jcc, JMP, CALL, RET, LOOP/LOOPcc/JrCXZ, far JMP/CALL/RET,
 // INT n/INT3/INTO/INT1, IRET, ENTER/LEAVE (SDM vol. 2).
+#include <array>
+#include <utility>
+
 #include "cpu/x86/handlers.h"
 #include "cpu/x86/operands.h"
 
 namespace lamina::cpu::x86 {
 namespace {
 
+// One handler per condition so the condition's flag logic is resolved at compile time.
+template <uint8_t kCondition>
 void jump_conditional(CpuCore& core, const Instruction& in) {
-  if (core.state.flags.condition(in.opcode_byte() & 0xf))
-    branch_to(core, core.state.rip + in.immediate, in.operand_size);
+  if (core.state.flags.condition(kCondition)) branch_to(core, core.state.rip + in.immediate, in.operand_size);
 }
+
+template <uint8_t... kConditions>
+constexpr std::array<Handler, 16> make_jump_table(std::integer_sequence<uint8_t, kConditions...>) {
+  return {&jump_conditional<kConditions>...};
+}
+constexpr std::array<Handler, 16> kJumpConditional =
+    make_jump_table(std::make_integer_sequence<uint8_t, 16>{});
 
 void jump_relative(CpuCore& core, const Instruction& in) {
   branch_to(core, core.state.rip + in.immediate, in.operand_size);
@@ -138,7 +149,7 @@ void leave(CpuCore& core, const Instruction& in) {
 
 Handler select_control_handler(const Instruction& in) {
   const uint16_t op = in.opcode;
-  if ((op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f)) return &jump_conditional;
+  if ((op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f)) return kJumpConditional[op & 0xf];
   switch (op) {
     case 0xe9: case 0xeb: return &jump_relative;
     case 0xe8: return &call_relative;

@@ -21,6 +21,7 @@
 #include "cpu/x86/cpu_state.h"
 #include "cpu/x86/exception_vectors.h"
 #include "cpu/x86/instruction.h"
+#include "cpu/x86/shared_code_pages.h"
 #include "cpu/x86/system/cpuid_model.h"
 #include "cpu/x86/system/msr_file.h"
 
@@ -61,12 +62,16 @@ struct CpuCore {
   uint32_t vcpu_index;
   MsrFile msr_file;  // MSRs other than the ones in CpuState::msr
   BlockCache blocks;
+  SharedCodePages* shared_code = nullptr;  // cross-vCPU code invalidation (may be null)
+  const Cpu* owner = nullptr;
 
   // Start of the instruction being executed (faults report it); RIP already points past it.
   uint64_t instruction_rip = 0;
   // Set by an instruction that changes how the following code must be decoded or checked
   // (mode switch, CR writes, self-modifying store into the running block): leave the block.
   bool stop_block = false;
+  // Set by deliver(): the instruction raised an interrupt itself (INT n), no single-step trap.
+  bool event_delivered = false;
   // The block being executed (its invalidation by a store must stop it).
   const Block* running_block = nullptr;
   uint64_t retired = 0;
@@ -178,6 +183,7 @@ struct CpuCore {
   void invalidate_tlb_page(uint64_t linear);
   // Drops write entries for a physical page that now holds translated code.
   void protect_code_page(uint64_t physical_page);
+  void flush_write_tlb();
 
   // ---- stack ----
   uint8_t stack_address_size() const;

@@ -54,7 +54,12 @@ Block* translate_block(CpuCore& core) {
       if (first) throw;
       break;
     }
-    if (first) block->physical = physical;
+    if (first) {
+      block->physical = physical;
+      // Marked before decoding: a store by another vCPU from now on bumps the generation.
+      if (core.shared_code != nullptr && ram && core.shared_code->tracked(physical))
+        block->first_generation = block->last_generation = core.shared_code->mark_code(physical, core.owner);
+    }
     if (!ram) cacheable = false;
     Instruction instruction;
     DecodeStatus status = decode(std::span<const uint8_t>(bytes, available), core.code_mode, instruction);
@@ -68,6 +73,8 @@ Block* translate_block(CpuCore& core) {
                                      next_physical, next_ram);
         if (!next_ram) cacheable = false;
         last_page = next_physical & ~uint64_t{0xfff};
+        if (core.shared_code != nullptr && next_ram && core.shared_code->tracked(last_page))
+          block->last_generation = core.shared_code->mark_code(last_page, core.owner);
       } catch (const GuestFault&) {
         if (first) throw;
         break;
@@ -102,11 +109,30 @@ Block* translate_block(CpuCore& core) {
   return core.blocks.insert(std::move(block));
 }
 
+// False when another vCPU stored into the block's pages since it was translated.
+bool block_current(CpuCore& core, const Block* block) {
+  SharedCodePages* shared = core.shared_code;
+  if (shared == nullptr || !shared->tracked(block->physical)) return true;
+  if (shared->generation(block->physical) != block->first_generation) return false;
+  return (block->last_page & ~uint64_t{0xfff}) == (block->physical & ~uint64_t{0xfff}) ||
+         !shared->tracked(block->last_page) || shared->generation(block->last_page) == block->last_generation;
+}
+
+void drop_stale(CpuCore& core, const Block* block) {
+  const uint64_t first = block->physical & ~uint64_t{0xfff};
+  const uint64_t last = block->last_page & ~uint64_t{0xfff};
+  core.blocks.invalidate_page(first, nullptr);
+  if (last != first) core.blocks.invalidate_page(last, nullptr);
+}
+
 Block* find_block(CpuCore& core) {
   const uint64_t linear = code_linear(core, core.state.rip);
   const TlbEntry& entry = core.tlb_fetch_[core.user_access()][(linear >> 12) & (CpuCore::kTlbSize - 1)];
   if (entry.tag == (linear & ~uint64_t{0xfff})) {
-    if (Block* block = core.blocks.find(entry.physical | (linear & 0xfff), core.code_mode)) return block;
+    if (Block* block = core.blocks.find(entry.physical | (linear & 0xfff), core.code_mode)) {
+      if (block_current(core, block)) return block;
+      drop_stale(core, block);
+    }
   }
   return translate_block(core);
 }
@@ -127,13 +153,18 @@ Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration conf
   MsrHooks hooks = std::move(configuration.msr_hooks);
   if (!hooks.clock) hooks.clock = [&environment] { return environment.read_tsc(); };
   core_ = std::make_unique<CpuCore>(memory, environment, model, configuration.vcpu_index, std::move(hooks));
+  core_->shared_code = configuration.shared_code;
+  core_->owner = this;
+  if (core_->shared_code != nullptr) core_->shared_code->attach(this);
   reset();
 }
 
 const MsrState& Cpu::msr_state() const { return core_->msr_file.state(); }
 void Cpu::restore_msr_state(const MsrState& state) { core_->msr_file.restore(state); }
 
-Cpu::~Cpu() = default;
+Cpu::~Cpu() {
+  if (core_->shared_code != nullptr) core_->shared_code->detach(this);
+}
 
 CpuState& Cpu::state() { return core_->state; }
 const CpuState& Cpu::state() const { return core_->state; }
@@ -163,6 +194,7 @@ void Cpu::invalidate_code(uint64_t physical, uint64_t length) {
   const uint64_t last = (physical + length - 1) & ~uint64_t{0xfff};
   for (uint64_t page = first;; page += 0x1000) {
     core_->blocks.invalidate_page(page, nullptr);
+    if (core_->shared_code != nullptr && core_->shared_code->tracked(page)) core_->shared_code->note_write(page);
     if (page == last) break;
   }
 }
@@ -205,6 +237,10 @@ bool Cpu::take_requests(CpuExit& exit) {
   CpuCore& core = *core_;
   CpuState& state = core.state;
   const uint32_t pending = requests_.load(std::memory_order_acquire);
+  if (pending & request::kFlushWrites) {
+    requests_.fetch_and(~request::kFlushWrites);
+    core.flush_write_tlb();
+  }
   if (pending & request::kKick) {
     requests_.fetch_and(~request::kKick);
     exit.kind = CpuExit::Kind::kKicked;
@@ -231,10 +267,13 @@ bool Cpu::take_requests(CpuExit& exit) {
     return true;
   }
   if (state.interrupt_shadow) return false;
-  if ((pending & request::kNmi)) {
+  // NMIs are blocked from delivery of one until the next IRET (SDM 6.7.1); the request stays.
+  if ((pending & request::kNmi) && !state.nmi_blocked) {
     requests_.fetch_and(~request::kNmi);
     if (core.environment.take_nmi()) {
+      core.instruction_rip = state.rip;
       if (!deliver_event(vector::kNmi, false, 0, true, exit)) return true;
+      state.nmi_blocked = true;
     }
   }
   if ((pending & request::kInterrupt) && (state.rflags & rflags::kIf)) {
@@ -278,7 +317,8 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       if (previous != nullptr) {
         // Chained successor: same RIP after the same block, nothing invalidated since.
         for (const Block::Link& link : previous->links) {
-          if (link.rip == core.state.rip && link.generation == core.blocks.generation()) {
+          if (link.rip == core.state.rip && link.generation == core.blocks.generation() &&
+              block_current(core, link.block)) {
             block = link.block;
             break;
           }
@@ -295,10 +335,13 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       previous = block;
       const bool shadow = core.state.interrupt_shadow;
       core.state.interrupt_shadow = false;
+      // RFLAGS.TF: one instruction, then a single-step #DB trap (SDM 17.3.1.4).
+      const bool single_step = core.state.rflags & rflags::kTf;
       core.running_block = block;
       core.stop_block = false;
+      core.event_delivered = false;
       begin = block->instructions.data();
-      const Instruction* const last = begin + (shadow ? 1 : block->instructions.size());
+      const Instruction* const last = begin + ((shadow || single_step) ? 1 : block->instructions.size());
       for (cursor = begin; cursor != last;) {
         const Instruction& instruction = *cursor;
         core.instruction_rip = core.state.rip;
@@ -308,6 +351,12 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
         if (core.stop_block) break;
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
+      if (single_step && !core.event_delivered) {
+        core.state.dr[6] |= uint64_t{1} << 14;  // DR6.BS
+        core.instruction_rip = core.state.rip;
+        previous = nullptr;
+        if (!deliver_event(vector::kDebug, false, 0, false, exit)) break;
+      }
     } catch (const GuestFault& fault) {
       previous = nullptr;
       if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);

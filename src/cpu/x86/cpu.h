@@ -17,6 +17,7 @@
 #include "cpu/x86/cpu_environment.h"
 #include "cpu/x86/cpu_state.h"
 #include "cpu/x86/exception_vectors.h"
+#include "cpu/x86/shared_code_pages.h"
 #include "cpu/x86/system/cpuid_model.h"
 #include "cpu/x86/system/msr_file.h"
 
@@ -45,6 +46,8 @@ struct CpuConfiguration {
   // MSR file hooks (TSC deadline for the LAPIC). Without a clock the environment's read_tsc()
   // is the time base.
   MsrHooks msr_hooks;
+  // The VM's shared code-page tracking (needed with more than one vCPU); must outlive the Cpu.
+  SharedCodePages* shared_code = nullptr;
 };
 
 class Cpu {

@@ -20,6 +20,7 @@ void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error
                       bool software, bool external) {
   state.halted = false;
   stop_block = true;
+  event_delivered = true;
   const uint32_t idt_error = vector_number * 8u + 2u + (external ? 1u : 0u);
   const uint64_t flags = read_rflags();
 

@@ -87,6 +87,7 @@ void CpuCore::far_return(uint8_t operand_size, uint16_t release_bytes) {
 }
 
 void CpuCore::interrupt_return(uint8_t operand_size) {
+  state.nmi_blocked = false;  // IRET ends NMI blocking even if it then faults (SDM 6.7.1)
   const uint64_t top = stack_pointer();
   const uint64_t offset = read_sized(kSs, top, operand_size);
   const auto selector = static_cast<uint16_t>(read_sized(kSs, top + operand_size, operand_size));

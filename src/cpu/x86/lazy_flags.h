@@ -37,7 +37,7 @@ struct LazyFlags {
   uint64_t mask() const { return size == 8 ? ~0ull : (1ull << (size * 8)) - 1; }
   uint64_t sign_bit() const { return 1ull << (size * 8 - 1); }
 
-  bool cf() const {
+  [[gnu::always_inline]] bool cf() const {
     const uint64_t m = mask();
     switch (op) {
       case FlagOp::kMaterialized: return materialized & 1;
@@ -51,10 +51,10 @@ struct LazyFlags {
     }
     return false;
   }
-  bool zf() const {
+  [[gnu::always_inline]] bool zf() const {
     return op == FlagOp::kMaterialized ? (materialized >> 6) & 1 : (result & mask()) == 0;
   }
-  bool sf() const {
+  [[gnu::always_inline]] bool sf() const {
     return op == FlagOp::kMaterialized ? (materialized >> 7) & 1 : (result & sign_bit()) != 0;
   }
   bool pf() const {
@@ -70,7 +70,7 @@ struct LazyFlags {
       default: return ((first ^ second ^ result) & 0x10) != 0;
     }
   }
-  bool of() const {
+  [[gnu::always_inline]] bool of() const {
     const uint64_t s = sign_bit();
     switch (op) {
       case FlagOp::kMaterialized: return (materialized >> 11) & 1;
@@ -93,7 +93,7 @@ struct LazyFlags {
   }
 
   // Jcc/SETcc/CMOVcc condition by its 4-bit encoding (SDM vol. 1, appendix B).
-  bool condition(uint8_t code) const {
+  [[gnu::always_inline]] bool condition(uint8_t code) const {
     bool value = false;
     switch (code >> 1) {
       case 0: value = of(); break;

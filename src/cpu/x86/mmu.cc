@@ -128,6 +128,7 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
         // Self-modifying code: drop the page's blocks before the store lands.
         if (blocks.invalidate_page(physical_page, running_block)) stop_block = true;
       }
+      if (shared_code != nullptr && shared_code->tracked(physical_page)) shared_code->note_write(physical_page);
       tlb_write_[user_index][index] = entry;
     }
   }
@@ -238,6 +239,10 @@ void CpuCore::invalidate_tlb_page(uint64_t linear) {
       }
     }
   }
+}
+
+void CpuCore::flush_write_tlb() {
+  for (Tlb& tlb : tlb_write_) tlb.fill(TlbEntry{});
 }
 
 void CpuCore::protect_code_page(uint64_t physical_page) {

@@ -22,8 +22,10 @@ struct AcpiConfig {
   uint16_t pm1a_event_port = 0x600;    // PM1a_EVT_BLK, 4 bytes: PM1_STS (16), PM1_EN (16)
   uint16_t pm1a_control_port = 0x604;  // PM1a_CNT_BLK, 2 bytes: SCI_EN bit 0, SLP_TYP 10-12, SLP_EN 13
   uint16_t pm_timer_port = 0x608;      // PM_TMR_BLK, 4 bytes, 32-bit counter at 3.579545 MHz
-  uint16_t gpe0_port = 0x620;          // GPE0_BLK; 0: none
-  uint8_t gpe0_length = 8;             // bytes: half status, half enable
+  // GPE0_BLK (half status, half enable bytes). 0: none, the default: hw::AcpiPm has no GPE
+  // block, and a declared block that reads as all ones would look like pending events.
+  uint16_t gpe0_port = 0;
+  uint8_t gpe0_length = 8;
   uint16_t reset_port = 0xCF9;         // RESET_REG (I/O), written with reset_value
   uint8_t reset_value = 0x06;
   uint8_t sci_irq = 9;                 // ISA IRQ 9, level-triggered, active high (MADT override)

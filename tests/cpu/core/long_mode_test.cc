@@ -284,3 +284,97 @@ TEST_F(LongModeTest, SimdWithTaskSwitchedRaisesDeviceNotAvailable) {
 
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+TEST_F(LongModeTest, NmiIsBlockedUntilIret) {
+  // NMI handler: inc qword [kData]; then either spin (no IRET) or IRETQ. Main: jmp $
+  const std::vector<uint8_t> spinning = {0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0xeb, 0xfe};
+  start(0, {0xeb, 0xfe});
+  machine.write(kHandler, spinning);
+  machine.set_long_gate(vector::kNmi, kHandler);
+  machine.environment().nmis = 2;
+  machine.cpu().post(request::kNmi);
+  run(200);
+  machine.cpu().post(request::kNmi);
+  run(200);
+  EXPECT_EQ(machine.read64(kData), 1u);  // the second NMI waits for an IRET
+
+  const std::vector<uint8_t> returning = {0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0x48, 0xcf};
+  start(0, {0xeb, 0xfe});
+  state().nmi_blocked = false;
+  machine.write64(kData, 0);
+  machine.write(kHandler, returning);
+  machine.set_long_gate(vector::kNmi, kHandler);
+  machine.environment().nmis = 2;
+  machine.cpu().post(request::kNmi);
+  run(200);
+  machine.cpu().post(request::kNmi);
+  run(200);
+  EXPECT_EQ(machine.read64(kData), 2u);
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+TEST_F(LongModeTest, TrapFlagSingleSteps) {
+  // #DB handler: inc qword [kData]; iretq.  Code: pushf; or qword [rsp], 0x100; popf;
+  // nop; nop; nop; pushf; and qword [rsp], ~0x100; popf; hlt.
+  const std::vector<uint8_t> handler = {0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0x48, 0xcf};
+  start(0, {0x9c, 0x48, 0x81, 0x0c, 0x24, 0x00, 0x01, 0x00, 0x00, 0x9d, 0x90, 0x90, 0x90,
+            0x9c, 0x48, 0x81, 0x24, 0x24, 0xff, 0xfe, 0xff, 0xff, 0x9d, 0xf4});
+  machine.write(kHandler, handler);
+  machine.set_long_gate(vector::kDebug, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  // A trap after every instruction that began with TF set: 3 NOPs, PUSHF, AND, POPF.
+  EXPECT_EQ(machine.read64(kData), 6u);
+  EXPECT_FALSE(state().rflags & rflags::kTf);
+  EXPECT_TRUE(state().dr[6] & (1u << 14));
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+TEST(CrossModifyingCode, StoreByOneVcpuInvalidatesAnothersBlocks) {
+  SharedCodePages shared(16 << 20);
+  CpuConfiguration first_configuration;
+  first_configuration.shared_code = &shared;
+  TestMachine machine(16 << 20, first_configuration);
+  machine.enter_long_mode(0);
+  CpuConfiguration second_configuration;
+  second_configuration.vcpu_index = 1;
+  second_configuration.shared_code = &shared;
+  Cpu other(machine.memory(), machine.environment(), second_configuration);
+
+  // vCPU 1 runs "mov eax, 1; hlt" at kCode and caches the block.
+  const std::vector<uint8_t> reader = {0xb8, 0x01, 0x00, 0x00, 0x00, 0xf4};
+  machine.write(kCode, reader);
+  other.state() = machine.state();
+  other.state().rip = kCode;
+  other.state_changed();
+  ASSERT_EQ(other.run(100).kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(other.state().gpr[kRax], 1u);
+
+  // vCPU 0 stores 2 into that instruction's immediate: mov byte [kCode+1], 2; hlt
+  const std::vector<uint8_t> writer = {0xc6, 0x04, 0x25, 0x01, 0x00, 0x10, 0x00, 0x02, 0xf4};
+  machine.write(kCode + 0x800, writer);
+  machine.state().rip = kCode + 0x800;
+  machine.state().gpr[kRsp] = kStackTop;
+  ASSERT_EQ(machine.cpu().run(100).kind, CpuExit::Kind::kHalted);
+
+  // vCPU 1 sees the new code on its next entry to the block.
+  other.state().rip = kCode;
+  other.state().halted = false;
+  ASSERT_EQ(other.run(100).kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(other.state().gpr[kRax], 2u);
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing

@@ -23,8 +23,9 @@ GuestMemory make_memory(uint64_t size) {
 }
 }  // namespace
 
-TestMachine::TestMachine(uint64_t ram_size)
-    : memory_(make_memory(ram_size)), cpu_(std::make_unique<Cpu>(memory_, environment_)) {}
+TestMachine::TestMachine(uint64_t ram_size, CpuConfiguration configuration)
+    : memory_(make_memory(ram_size)),
+      cpu_(std::make_unique<Cpu>(memory_, environment_, std::move(configuration))) {}
 
 void TestMachine::write(uint64_t physical, std::span<const uint8_t> bytes) {
   std::memcpy(memory_.host_pointer(physical, bytes.size()), bytes.data(), bytes.size());

@@ -38,6 +38,11 @@ class RecordingEnvironment : public CpuEnvironment {
     return vector;
   }
   uint64_t read_tsc() override { return tsc += 1000; }
+  bool take_nmi() override {
+    if (nmis == 0) return false;
+    --nmis;
+    return true;
+  }
 
   struct PortAccess { uint16_t port; uint8_t size; uint32_t value = 0; };
   struct MmioAccess { uint64_t physical; uint8_t size; uint64_t value = 0; };
@@ -46,6 +51,7 @@ class RecordingEnvironment : public CpuEnvironment {
   uint32_t port_value = 0xffffffff;
   uint64_t mmio_value = ~uint64_t{0};
   std::deque<uint8_t> interrupts;
+  int nmis = 0;
   uint64_t tsc = 0;
 };
 
@@ -56,7 +62,7 @@ inline constexpr uint16_t kCode64 = 0xa09b, kCode32 = 0xc09b, kData32 = 0xc093, 
 
 class TestMachine {
  public:
-  explicit TestMachine(uint64_t ram_size = 16 << 20);
+  explicit TestMachine(uint64_t ram_size = 16 << 20, CpuConfiguration configuration = {});
 
   GuestMemory& memory() { return memory_; }
   RecordingEnvironment& environment() { return environment_; }

@@ -16,11 +16,19 @@ constexpr int32_t kFlagsOffset = 512 + 16 * 8;
 
 // A signal handler cannot receive context; the resume point lives in thread-local storage.
 thread_local uintptr_t resume_address = 0;
-thread_local bool faulted = false;
+thread_local uintptr_t page_start = 0;
+thread_local int caught_signal = 0;
 
-void on_sigfpe(int, siginfo_t*, void* raw_context) {
+// SIGFPE (#XM, #MF), SIGILL (#UD) and SIGSEGV (#GP) raised by the instruction under test resume
+// after it; any other fault gets the default action.
+void on_fault(int number, siginfo_t*, void* raw_context) {
   auto* context = static_cast<ucontext_t*>(raw_context);
-  faulted = true;
+  auto rip = static_cast<uintptr_t>(context->uc_mcontext.gregs[REG_RIP]);
+  if (rip < page_start || rip >= page_start + kPageSize) {
+    signal(number, SIG_DFL);
+    return;
+  }
+  caught_signal = number;
   context->uc_mcontext.gregs[REG_RIP] = static_cast<greg_t>(resume_address);
 }
 
@@ -47,19 +55,22 @@ HostRunner::HostRunner() {
   if (page == MAP_FAILED) throw std::runtime_error("cannot map an executable page");
   page_ = static_cast<uint8_t*>(page);
   struct sigaction action {};
-  action.sa_sigaction = on_sigfpe;
+  action.sa_sigaction = on_fault;
   action.sa_flags = SA_SIGINFO;
   sigemptyset(&action.sa_mask);
-  sigaction(SIGFPE, &action, nullptr);
+  for (int number : {SIGFPE, SIGILL, SIGSEGV}) sigaction(number, &action, nullptr);
 }
 
-HostRunner::~HostRunner() { munmap(page_, kPageSize); }
+HostRunner::~HostRunner() {
+  for (int number : {SIGFPE, SIGILL, SIGSEGV}) signal(number, SIG_DFL);
+  munmap(page_, kPageSize);
+}
 
 bool HostRunner::run(const std::vector<uint8_t>& instruction, HostMachine& machine,
                      uint8_t* memory) {
   std::vector<uint8_t> code;
   emit(code, {0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57});  // push callee-saved
-  emit(code, {0x48, 0x81, 0xec});                                             // sub rsp, 520
+  emit(code, {0x48, 0x81, 0xec});                                            // sub rsp, 520
   emit32(code, 520);
   emit(code, {0x0f, 0xae, 0x04, 0x24});  // fxsave [rsp]: the host's own state
   emit(code, {0x48, 0x0f, 0xae, 0x0f});  // fxrstor64 [rdi]
@@ -84,10 +95,12 @@ bool HostRunner::run(const std::vector<uint8_t>& instruction, HostMachine& machi
   if (code.size() > kPageSize) throw std::runtime_error("stub too long");
   std::memcpy(page_, code.data(), code.size());
   resume_address = reinterpret_cast<uintptr_t>(page_ + resume);
-  faulted = false;
+  page_start = reinterpret_cast<uintptr_t>(page_);
+  caught_signal = 0;
   auto function = reinterpret_cast<void (*)(HostMachine*, uint8_t*)>(page_);
   function(&machine, memory);
-  return faulted;
+  last_signal_ = caught_signal;
+  return caught_signal == SIGFPE;
 }
 
 void state_to_fxsave(const SimdState& state, uint8_t* image) {
@@ -101,7 +114,8 @@ void state_to_fxsave(const SimdState& state, uint8_t* image) {
     std::memcpy(image + 32 + 16 * i, &reg.significand, 8);
     std::memcpy(image + 40 + 16 * i, &reg.sign_exponent, 2);
   }
-  for (unsigned i = 0; i < 16; ++i) std::memcpy(image + 160 + 16 * i, state.xmm[i].bytes.data(), 16);
+  for (unsigned i = 0; i < 16; ++i)
+    std::memcpy(image + 160 + 16 * i, state.xmm[i].bytes.data(), 16);
 }
 
 void fxsave_to_state(const uint8_t* image, SimdState& state) {
@@ -114,7 +128,8 @@ void fxsave_to_state(const uint8_t* image, SimdState& state) {
     std::memcpy(&reg.significand, image + 32 + 16 * i, 8);
     std::memcpy(&reg.sign_exponent, image + 40 + 16 * i, 2);
   }
-  for (unsigned i = 0; i < 16; ++i) std::memcpy(state.xmm[i].bytes.data(), image + 160 + 16 * i, 16);
+  for (unsigned i = 0; i < 16; ++i)
+    std::memcpy(state.xmm[i].bytes.data(), image + 160 + 16 * i, 16);
 }
 
 }  // namespace lamina::cpu::x86::test

@@ -3,8 +3,8 @@
 // general registers, RFLAGS and a memory operand at [rsi], and reads everything back. It is the
 // oracle of the differential tests. The stub is built at run time in an executable page:
 //   save host FPU state; FXRSTOR state; load GPRs and flags; <instruction>; store them; FXSAVE.
-// An unmasked SSE exception (#XM, SIGFPE) is caught and execution resumes after the
-// instruction, with the state the CPU left (destination unchanged, MXCSR flags set).
+// An unmasked SSE exception (#XM, SIGFPE), #UD (SIGILL) or #GP (SIGSEGV) of the instruction
+// is caught and execution resumes after it, with the state the CPU left.
 //
 // Thread-safety: one runner per thread (the SIGFPE handler uses thread-local resume data).
 
@@ -35,9 +35,12 @@ class HostRunner {
   // Runs `instruction` (its memory operand must be encoded as [rsi]). Returns true when the
   // instruction raised SIGFPE (an unmasked SSE exception, or #MF on a waiting instruction).
   bool run(const std::vector<uint8_t>& instruction, HostMachine& machine, uint8_t* memory);
+  // The signal the last run() caught: 0, SIGFPE, SIGILL (#UD) or SIGSEGV (#GP).
+  int last_signal() const { return last_signal_; }
 
  private:
   uint8_t* page_ = nullptr;
+  int last_signal_ = 0;
 };
 
 // Conversions between SimdState and the FXSAVE image (64-bit layout), written independently of

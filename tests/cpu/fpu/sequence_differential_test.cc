@@ -24,26 +24,26 @@ struct PoolEntry {
 };
 
 const PoolEntry kPool[] = {
-    {OpcodeMap::kTwoByte, 0x58, 0, Operand::kXmm, Operand::kXmm},          // ADDPS
-    {OpcodeMap::kTwoByte, 0x59, 0xf2, Operand::kXmm, Operand::kXmm},       // MULSD
-    {OpcodeMap::kTwoByte, 0x5e, 0x66, Operand::kXmm, Operand::kXmm},       // DIVPD
-    {OpcodeMap::kTwoByte, 0x51, 0xf3, Operand::kXmm, Operand::kXmm},       // SQRTSS
-    {OpcodeMap::kTwoByte, 0xc2, 0, Operand::kXmm, Operand::kXmm, true},    // CMPPS
-    {OpcodeMap::kTwoByte, 0x5a, 0xf2, Operand::kXmm, Operand::kXmm},       // CVTSD2SS
-    {OpcodeMap::kTwoByte, 0x2d, 0xf2, Operand::kGpr, Operand::kXmm},       // CVTSD2SI
-    {OpcodeMap::kTwoByte, 0x2f, 0x66, Operand::kXmm, Operand::kXmm},       // COMISD
-    {OpcodeMap::kTwoByte, 0xfe, 0x66, Operand::kXmm, Operand::kXmm},       // PADDD xmm
-    {OpcodeMap::kTwoByte, 0xfc, 0, Operand::kMmx, Operand::kMmx},          // PADDB mm
-    {OpcodeMap::kTwoByte, 0x6f, 0, Operand::kMmx, Operand::kMmx},          // MOVQ mm
+    {OpcodeMap::kTwoByte, 0x58, 0, Operand::kXmm, Operand::kXmm},                   // ADDPS
+    {OpcodeMap::kTwoByte, 0x59, 0xf2, Operand::kXmm, Operand::kXmm},                // MULSD
+    {OpcodeMap::kTwoByte, 0x5e, 0x66, Operand::kXmm, Operand::kXmm},                // DIVPD
+    {OpcodeMap::kTwoByte, 0x51, 0xf3, Operand::kXmm, Operand::kXmm},                // SQRTSS
+    {OpcodeMap::kTwoByte, 0xc2, 0, Operand::kXmm, Operand::kXmm, true},             // CMPPS
+    {OpcodeMap::kTwoByte, 0x5a, 0xf2, Operand::kXmm, Operand::kXmm},                // CVTSD2SS
+    {OpcodeMap::kTwoByte, 0x2d, 0xf2, Operand::kGpr, Operand::kXmm},                // CVTSD2SI
+    {OpcodeMap::kTwoByte, 0x2f, 0x66, Operand::kXmm, Operand::kXmm},                // COMISD
+    {OpcodeMap::kTwoByte, 0xfe, 0x66, Operand::kXmm, Operand::kXmm},                // PADDD xmm
+    {OpcodeMap::kTwoByte, 0xfc, 0, Operand::kMmx, Operand::kMmx},                   // PADDB mm
+    {OpcodeMap::kTwoByte, 0x6f, 0, Operand::kMmx, Operand::kMmx},                   // MOVQ mm
     {OpcodeMap::kTwoByte, 0xd6, 0xf3, Operand::kXmm, Operand::kMmx, false, false},  // MOVQ2DQ
-    {OpcodeMap::kTwoByte, 0x70, 0x66, Operand::kXmm, Operand::kXmm, true}, // PSHUFD
+    {OpcodeMap::kTwoByte, 0x70, 0x66, Operand::kXmm, Operand::kXmm, true},          // PSHUFD
     {OpcodeMap::kTwoByte, 0xd7, 0x66, Operand::kGpr, Operand::kXmm, false, false},  // PMOVMSKB
-    {OpcodeMap::kThreeByte38, 0x00, 0x66, Operand::kXmm, Operand::kXmm},   // PSHUFB
-    {OpcodeMap::kThreeByte3A, 0x63, 0x66, Operand::kXmm, Operand::kXmm, true},  // PCMPISTRI
-    {OpcodeMap::kOneByte, 0xd8, 0, Operand::kFixed, Operand::kFixed},      // x87 D8 group
-    {OpcodeMap::kOneByte, 0xd9, 0, Operand::kFixed, Operand::kFixed},      // x87 D9 group
-    {OpcodeMap::kOneByte, 0xde, 0, Operand::kFixed, Operand::kFixed},      // x87 DE group
-    {OpcodeMap::kOneByte, 0xdd, 0, Operand::kFixed, Operand::kFixed},      // FLD/FST m64
+    {OpcodeMap::kThreeByte38, 0x00, 0x66, Operand::kXmm, Operand::kXmm},            // PSHUFB
+    {OpcodeMap::kThreeByte3A, 0x63, 0x66, Operand::kXmm, Operand::kXmm, true},      // PCMPISTRI
+    {OpcodeMap::kOneByte, 0xd8, 0, Operand::kFixed, Operand::kFixed},               // x87 D8 group
+    {OpcodeMap::kOneByte, 0xd9, 0, Operand::kFixed, Operand::kFixed},               // x87 D9 group
+    {OpcodeMap::kOneByte, 0xde, 0, Operand::kFixed, Operand::kFixed},               // x87 DE group
+    {OpcodeMap::kOneByte, 0xdd, 0, Operand::kFixed, Operand::kFixed},               // FLD/FST m64
 };
 
 // x87 forms used in sequences: register arithmetic, loads, stores and pushes.
@@ -53,8 +53,8 @@ InstructionForm x87_form(ValueSource& values, uint8_t escape) {
   form.opcode = escape;
   switch (escape) {
     case 0xd9: {
-      static constexpr uint8_t kModrm[] = {0xc0, 0xc1, 0xc9, 0xe0, 0xe1, 0xe5, 0xe8, 0xeb, 0xee,
-                                           0xfa, 0xfc, 0xf6, 0xf7, 0xf4, 0xf8, 0xfd};
+      static constexpr uint8_t kModrm[] = {0xc0, 0xc1, 0xc9, 0xe0, 0xe1, 0xe5, 0xe8, 0xeb,
+                                           0xee, 0xfa, 0xfc, 0xf6, 0xf7, 0xf4, 0xf8, 0xfd};
       uint8_t modrm = kModrm[values.below(sizeof(kModrm))];
       form.reg = (modrm >> 3) & 7;
       form.rm = modrm & 7;
@@ -138,9 +138,11 @@ TEST(SequenceDifferential, MixedX87MmxSse) {
       }
     }
     std::ostringstream out;
-    if (host_fault || unit_fault) out << "fault: host " << host_fault << " unit " << unit_fault << "\n";
+    if (host_fault || unit_fault)
+      out << "fault: host " << host_fault << " unit " << unit_fault << "\n";
     if (!(expected.status == actual.status && expected.tag_valid == actual.tag_valid &&
-          expected.x87 == actual.x87 && expected.xmm == actual.xmm && expected.mxcsr == actual.mxcsr)) {
+          expected.x87 == actual.x87 && expected.xmm == actual.xmm &&
+          expected.mxcsr == actual.mxcsr)) {
       out << "state differs\n";
     }
     for (uint8_t reg : kUsableGprs) {

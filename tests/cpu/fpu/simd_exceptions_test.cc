@@ -12,7 +12,8 @@
 namespace lamina::cpu::x86::test {
 namespace {
 
-SimdInstruction register_form(OpcodeMap map, uint8_t opcode, uint8_t prefix, uint8_t reg, uint8_t rm) {
+SimdInstruction register_form(OpcodeMap map, uint8_t opcode, uint8_t prefix, uint8_t reg,
+                              uint8_t rm) {
   InstructionForm form;
   form.map = map;
   form.opcode = opcode;
@@ -113,7 +114,7 @@ TEST_F(SimdExceptions, PendingX87ExceptionFaultsOnTheNextWaitingInstruction) {
 }
 
 TEST_F(SimdExceptions, UnmaskedSseExceptionRaisesSimdFaultOrUndefined) {
-  state_.mxcsr = kMxcsrDefault & ~(1u << 9);  // ZE unmasked
+  state_.mxcsr = kMxcsrDefault & ~(1u << 9);        // ZE unmasked
   state_.xmm[1].set_lane<uint32_t>(0, 0x3f800000);  // 1.0f / 0.0f
   Xmm before = state_.xmm[1];
   SimdInstruction divps = register_form(OpcodeMap::kTwoByte, 0x5e, 0, 1, 2);
@@ -131,11 +132,16 @@ TEST_F(SimdExceptions, MisalignedAlignedFormsRaiseGeneralProtection) {
   operands_.address = kTestEffectiveAddress + 8;
   operands_.memory[0] = 0x5a;
   Xmm before = state_.xmm[3];
-  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0x28, 0, 3)), SimdOutcome::kGeneralProtection);  // MOVAPS
-  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0x58, 0, 3)), SimdOutcome::kGeneralProtection);  // ADDPS
-  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0x6f, 0x66, 3)), SimdOutcome::kGeneralProtection);  // MOVDQA
-  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0x29, 0, 3)), SimdOutcome::kGeneralProtection);  // MOVAPS store
-  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0xae, 0, 0)), SimdOutcome::kGeneralProtection);  // FXSAVE
+  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0x28, 0, 3)),
+            SimdOutcome::kGeneralProtection);  // MOVAPS
+  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0x58, 0, 3)),
+            SimdOutcome::kGeneralProtection);  // ADDPS
+  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0x6f, 0x66, 3)),
+            SimdOutcome::kGeneralProtection);  // MOVDQA
+  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0x29, 0, 3)),
+            SimdOutcome::kGeneralProtection);  // MOVAPS store
+  EXPECT_EQ(run(memory_form(OpcodeMap::kTwoByte, 0xae, 0, 0)),
+            SimdOutcome::kGeneralProtection);  // FXSAVE
   EXPECT_EQ(state_.xmm[3], before);
   EXPECT_EQ(operands_.memory[0], 0x5a) << "nothing is stored";
   // Unaligned forms and scalar operands do not care.
@@ -176,8 +182,9 @@ TEST_F(SimdExceptions, MemoryFaultLeavesTheStateAlone) {
   EXPECT_EQ(execute_simd(state_, control_, fstp, always_faulting), SimdOutcome::kMemoryFault);
   EXPECT_EQ(state_.status, before.status);
   EXPECT_EQ(state_.tag_valid, before.tag_valid);
-  EXPECT_EQ(execute_simd(state_, control_, memory_form(OpcodeMap::kTwoByte, 0x58, 0, 1), always_faulting),
-            SimdOutcome::kMemoryFault);
+  EXPECT_EQ(
+      execute_simd(state_, control_, memory_form(OpcodeMap::kTwoByte, 0x58, 0, 1), always_faulting),
+      SimdOutcome::kMemoryFault);
   EXPECT_EQ(state_.xmm, before.xmm);
 }
 
@@ -187,7 +194,8 @@ TEST_F(SimdExceptions, MmxInstructionsEnterMmxModeAndEmmsLeavesIt) {
   EXPECT_EQ(run(kPaddb), SimdOutcome::kDone);
   EXPECT_EQ(state_.top(), 0u);
   EXPECT_EQ(state_.tag_valid, 0xff);
-  EXPECT_EQ(state_.x87[1].sign_exponent, 0xffff) << "the written MMX register's exponent is all ones";
+  EXPECT_EQ(state_.x87[1].sign_exponent, 0xffff)
+      << "the written MMX register's exponent is all ones";
   SimdInstruction emms;
   emms.map = OpcodeMap::kTwoByte;
   emms.opcode = 0x77;
@@ -224,7 +232,10 @@ TEST_F(SimdExceptions, RealModeEnvironmentSplitsThePointers) {
   SimdInstruction fnstenv = x87(0xd9, 0x36);
   fnstenv.operand_size = 16;
   ASSERT_EQ(run(fnstenv), SimdOutcome::kDone);
-  auto word = [&](int index) { return static_cast<uint16_t>(operands_.memory[2 * index] | operands_.memory[2 * index + 1] << 8); };
+  auto word = [&](int index) {
+    return static_cast<uint16_t>(operands_.memory[2 * index] | operands_.memory[2 * index + 1]
+                                                                   << 8);
+  };
   EXPECT_EQ(word(0), 0x037f);
   EXPECT_EQ(word(2), 0xffff) << "all registers empty";
   EXPECT_EQ(word(3), 0x2345);
@@ -302,11 +313,11 @@ TEST(SimdOpcodeInfo, TellsTheCoreWhatIsOurs) {
   EXPECT_TRUE(info.handled && !info.has_modrm);
   EXPECT_TRUE(simd_opcode_info(OpcodeMap::kTwoByte, 0xc2, 0xf3).has_immediate);
   EXPECT_TRUE(simd_opcode_info(OpcodeMap::kThreeByte3A, 0x0f, 0).has_immediate);
-  EXPECT_FALSE(simd_opcode_info(OpcodeMap::kTwoByte, 0xb8, 0xf3).handled);      // POPCNT
-  EXPECT_FALSE(simd_opcode_info(OpcodeMap::kThreeByte38, 0xf0, 0).handled);     // MOVBE
-  EXPECT_TRUE(simd_opcode_info(OpcodeMap::kThreeByte38, 0xf0, 0xf2).handled);   // CRC32
-  EXPECT_FALSE(simd_opcode_info(OpcodeMap::kTwoByte, 0xc3, 0).handled);         // MOVNTI
-  EXPECT_FALSE(simd_opcode_info(OpcodeMap::kTwoByte, 0x18, 0).handled);         // PREFETCH
+  EXPECT_FALSE(simd_opcode_info(OpcodeMap::kTwoByte, 0xb8, 0xf3).handled);     // POPCNT
+  EXPECT_FALSE(simd_opcode_info(OpcodeMap::kThreeByte38, 0xf0, 0).handled);    // MOVBE
+  EXPECT_TRUE(simd_opcode_info(OpcodeMap::kThreeByte38, 0xf0, 0xf2).handled);  // CRC32
+  EXPECT_FALSE(simd_opcode_info(OpcodeMap::kTwoByte, 0xc3, 0).handled);        // MOVNTI
+  EXPECT_FALSE(simd_opcode_info(OpcodeMap::kTwoByte, 0x18, 0).handled);        // PREFETCH
 }
 
 TEST(SimdOpcodeInfo, NotOursIsReportedAsSuch) {

@@ -22,7 +22,9 @@ std::string describe(const SimdState& state, const std::array<uint64_t, 16>& gpr
       << " ftw=" << hex(&state.tag_valid, 1) << " rflags=" << hex(&flags, 2) << "\n";
   for (unsigned i = 0; i < 16; ++i) {
     out << "  xmm" << i << "=" << hex(state.xmm[i].bytes.data(), 16);
-    if (i < 8) out << " mm" << i << "=" << hex(&state.x87[i].sign_exponent, 2) << ":" << hex(&state.x87[i].significand, 8);
+    if (i < 8)
+      out << " mm" << i << "=" << hex(&state.x87[i].sign_exponent, 2) << ":"
+          << hex(&state.x87[i].significand, 8);
     out << " gpr" << i << "=" << hex(&gpr[i], 8) << "\n";
   }
   return out.str();
@@ -48,7 +50,8 @@ Xmm random_xmm(ValueSource& values) {
       break;
     }
     default:
-      for (unsigned i = 0; i < 4; ++i) value.set_lane<int32_t>(i, static_cast<int32_t>(values.integer(32)));
+      for (unsigned i = 0; i < 4; ++i)
+        value.set_lane<int32_t>(i, static_cast<int32_t>(values.integer(32)));
       break;
   }
   return value;
@@ -65,8 +68,9 @@ SimdState random_sse_state(ValueSource& values, bool unmasked_exceptions) {
   state.tag_valid = static_cast<uint8_t>(values.bits(8));
   state.control = 0x037f;
   state.status = static_cast<uint16_t>(values.bits(3) << 11);
-  uint32_t masks = (!unmasked_exceptions || values.chance(60)) ? kMxcsrMasks
-                                                               : static_cast<uint32_t>(values.bits(6)) << 7;
+  uint32_t masks = (!unmasked_exceptions || values.chance(60))
+                       ? kMxcsrMasks
+                       : static_cast<uint32_t>(values.bits(6)) << 7;
   state.mxcsr = static_cast<uint32_t>(values.bits(6)) | masks |
                 (static_cast<uint32_t>(values.bits(2)) << 13) |
                 (values.chance(20) ? kMxcsrFlushToZero : 0) |
@@ -109,7 +113,8 @@ std::string run_sse_case(HostRunner& runner, const InstructionForm& form, ValueS
   std::ostringstream out;
   SimdOutcome wanted = host_fault ? SimdOutcome::kSimdException : SimdOutcome::kDone;
   if (outcome != wanted) {
-    out << "outcome " << static_cast<int>(outcome) << ", host " << (host_fault ? "SIGFPE" : "done") << "\n";
+    out << "outcome " << static_cast<int>(outcome) << ", host " << (host_fault ? "SIGFPE" : "done")
+        << "\n";
   }
   bool same = expected.control == actual.control && expected.status == actual.status &&
               expected.tag_valid == actual.tag_valid && expected.x87 == actual.x87 &&
@@ -178,7 +183,8 @@ void run_sse_forms(const std::vector<FormSpec>& forms, uint32_t seed, int cases,
       if (!varied.memory) varied.rm = pick(values, spec.rm, spec.form.rm);
       if (spec.random_immediate) {
         // Small values half of the time: shift counts and element indexes near their limits.
-        varied.immediate = static_cast<uint8_t>(values.chance(50) ? values.below(20) : values.bits(8));
+        varied.immediate =
+            static_cast<uint8_t>(values.chance(50) ? values.below(20) : values.bits(8));
       }
       std::string message = run_sse_case(runner, varied, values, options);
       if (!message.empty()) {

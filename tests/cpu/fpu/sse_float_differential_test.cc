@@ -36,7 +36,8 @@ TEST(SseFloatDifferential, ReciprocalEstimates) {
 TEST(SseFloatDifferential, Compares) {
   std::vector<FormSpec> forms;
   for (uint8_t prefix : {0, 0x66, 0xf2, 0xf3}) {
-    append(forms, both_forms(OpcodeMap::kTwoByte, 0xc2, prefix, Operand::kXmm, Operand::kXmm, true));
+    append(forms,
+           both_forms(OpcodeMap::kTwoByte, 0xc2, prefix, Operand::kXmm, Operand::kXmm, true));
   }
   for (uint8_t opcode : {0x2e, 0x2f}) {
     for (uint8_t prefix : {0, 0x66}) {

@@ -35,7 +35,8 @@ TEST(SseMoveDifferential, VectorMovesAndLogic) {
     for (uint8_t opcode : {0x28, 0x29, 0x14, 0x15, 0x54, 0x55, 0x56, 0x57}) {
       append(forms, both_forms(OpcodeMap::kTwoByte, opcode, prefix, Operand::kXmm, Operand::kXmm));
     }
-    append(forms, both_forms(OpcodeMap::kTwoByte, 0xc6, prefix, Operand::kXmm, Operand::kXmm, true));
+    append(forms,
+           both_forms(OpcodeMap::kTwoByte, 0xc6, prefix, Operand::kXmm, Operand::kXmm, true));
     forms.push_back(one(0x13, prefix, true, Operand::kXmm, Operand::kXmm));
     forms.push_back(one(0x17, prefix, true, Operand::kXmm, Operand::kXmm));
     forms.push_back(one(0x12, prefix, true, Operand::kXmm, Operand::kXmm));

@@ -93,8 +93,8 @@ inline Encoded encode(const InstructionForm& form) {
   SimdInstruction& instruction = out.instruction;
   instruction.map = form.map;
   instruction.opcode = form.opcode;
-  instruction.mandatory_prefix = form.prefix == 0x66 || form.prefix == 0xf2 || form.prefix == 0xf3
-                                     ? form.prefix : 0;
+  instruction.mandatory_prefix =
+      form.prefix == 0x66 || form.prefix == 0xf2 || form.prefix == 0xf3 ? form.prefix : 0;
   instruction.operand_size_prefix = form.prefix == 0x66 || form.operand_size_prefix;
   instruction.rex_w = form.rex_w;
   instruction.rex = rex != 0x40;
@@ -130,20 +130,29 @@ class ValueSource {
     uint64_t fraction = bits(fraction_bits);
     uint64_t exponent;
     switch (below(12)) {
-      case 0: exponent = 0; fraction = 0; break;                      // zero
-      case 1: exponent = 0; break;                                    // denormal
-      case 2: exponent = max_exponent; fraction = 0; break;           // infinity
-      case 3: exponent = max_exponent;                                // QNaN / indefinite
+      case 0:
+        exponent = 0;
+        fraction = 0;
+        break;                      // zero
+      case 1: exponent = 0; break;  // denormal
+      case 2:
+        exponent = max_exponent;
+        fraction = 0;
+        break;  // infinity
+      case 3:
+        exponent = max_exponent;  // QNaN / indefinite
         fraction |= uint64_t{1} << (fraction_bits - 1);
         if (chance(30)) fraction = uint64_t{1} << (fraction_bits - 1);
         break;
-      case 4: exponent = max_exponent;                                // SNaN
+      case 4:
+        exponent = max_exponent;  // SNaN
         fraction &= ~(uint64_t{1} << (fraction_bits - 1));
         if (fraction == 0) fraction = 1;
         break;
-      case 5: exponent = 1 + below(3); break;                         // tiny normal
-      case 6: exponent = max_exponent - 1 - below(3); break;          // huge
-      case 7: exponent = (max_exponent >> 1) + below(8);              // small integers
+      case 5: exponent = 1 + below(3); break;                 // tiny normal
+      case 6: exponent = max_exponent - 1 - below(3); break;  // huge
+      case 7:
+        exponent = (max_exponent >> 1) + below(8);  // small integers
         fraction &= ~((uint64_t{1} << (fraction_bits > 8 ? fraction_bits - 8 : 0)) - 1);
         break;
       default: exponent = (max_exponent >> 1) - 40 + below(80); break;
@@ -159,18 +168,32 @@ class ValueSource {
     value.significand = bits(64) | (uint64_t{1} << 63);
     unsigned exponent;
     switch (below(18)) {
-      case 0: exponent = 0; value.significand = 0; break;
-      case 1: exponent = 0; value.significand &= ~(uint64_t{1} << 63); break;   // denormal
-      case 2: exponent = 0x7fff; value.significand = uint64_t{1} << 63; break;  // infinity
-      case 3: exponent = 0x7fff; value.significand |= uint64_t{1} << 62;       // QNaN
+      case 0:
+        exponent = 0;
+        value.significand = 0;
+        break;
+      case 1:
+        exponent = 0;
+        value.significand &= ~(uint64_t{1} << 63);
+        break;  // denormal
+      case 2:
+        exponent = 0x7fff;
+        value.significand = uint64_t{1} << 63;
+        break;  // infinity
+      case 3:
+        exponent = 0x7fff;
+        value.significand |= uint64_t{1} << 62;  // QNaN
         if (chance(30)) value.significand = uint64_t{3} << 62;
         break;
-      case 4: exponent = 0x7fff; value.significand &= ~(uint64_t{1} << 62);    // SNaN
+      case 4:
+        exponent = 0x7fff;
+        value.significand &= ~(uint64_t{1} << 62);  // SNaN
         if ((value.significand << 1) == 0) value.significand |= 1;
         break;
       case 5: exponent = 1 + below(64); break;
       case 6: exponent = 0x7ffe - below(64); break;
-      case 7: exponent = 0x3fff + below(64);  // integer-valued, for FIST/FRNDINT/FBSTP
+      case 7:
+        exponent = 0x3fff + below(64);  // integer-valued, for FIST/FRNDINT/FBSTP
         value.significand &= ~((uint64_t{1} << (63 - std::min(63u, exponent - 0x3fff))) - 1);
         break;
       case 8: exponent = 0x3fff - 2 + below(5); break;   // near 1

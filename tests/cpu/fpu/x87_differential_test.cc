@@ -43,7 +43,8 @@ SimdState random_x87_state(ValueSource& values, bool always_random_masks) {
   for (unsigned i = 0; i < 8; ++i) {
     if (values.chance(80)) state.tag_valid = static_cast<uint8_t>(state.tag_valid | (1u << i));
   }
-  uint16_t masks = (!always_random_masks && values.chance(70)) ? 0x3f : static_cast<uint16_t>(values.bits(6));
+  uint16_t masks =
+      (!always_random_masks && values.chance(70)) ? 0x3f : static_cast<uint16_t>(values.bits(6));
   uint16_t precision = static_cast<uint16_t>(values.chance(60) ? 3 : values.below(4));
   state.control = static_cast<uint16_t>(0x40 | masks | (precision << 8) | (values.bits(2) << 10));
   // Flags only where masked, so no exception is pending before the instruction.
@@ -58,9 +59,13 @@ void fill_memory_operand(ValueSource& values, uint8_t escape, unsigned reg, uint
   auto put = [&](auto value) { std::memcpy(memory, &value, sizeof(value)); };
   switch (escape) {
     case 0xd8: put(values.float32()); break;
-    case 0xd9: if (reg == 0) put(values.float32()); break;
+    case 0xd9:
+      if (reg == 0) put(values.float32());
+      break;
     case 0xdc: put(values.float64()); break;
-    case 0xdd: if (reg == 0) put(values.float64()); break;
+    case 0xdd:
+      if (reg == 0) put(values.float64());
+      break;
     case 0xda: put(static_cast<int32_t>(values.integer(32))); break;
     case 0xde: put(static_cast<int16_t>(values.integer(16))); break;
     case 0xdb:
@@ -76,8 +81,9 @@ void fill_memory_operand(ValueSource& values, uint8_t escape, unsigned reg, uint
       if (reg == 5) put(values.integer(64));
       if (reg == 4) {
         for (int i = 0; i < 9; ++i) {
-          memory[i] = values.chance(95) ? static_cast<uint8_t>(values.below(10) * 16 + values.below(10))
-                                        : static_cast<uint8_t>(values.bits(8));
+          memory[i] = values.chance(95)
+                          ? static_cast<uint8_t>(values.below(10) * 16 + values.below(10))
+                          : static_cast<uint8_t>(values.bits(8));
         }
         memory[9] &= 0x80;
       }
@@ -153,10 +159,10 @@ bool valid_register_form(uint8_t escape, uint8_t modrm) {
       if (reg == 5) return modrm != 0xef;
       return true;
     case 0xda: return reg < 4 || modrm == 0xe9;
-    case 0xdb: return reg < 4 || reg == 5 || reg == 6 || modrm == 0xe2 || modrm == 0xe3;
+    case 0xdb: return reg < 4 || reg == 5 || reg == 6 || (modrm >= 0xe0 && modrm <= 0xe4);
     case 0xdd: return reg < 6;
     case 0xde: return reg != 3 || modrm == 0xd9;
-    case 0xdf: return reg == 5 || reg == 6 || modrm == 0xe0 || reg == 1 || reg == 2 || reg == 3;
+    case 0xdf: return reg <= 3 || reg == 5 || reg == 6 || modrm == 0xe0;
     default: return true;
   }
 }
@@ -235,7 +241,8 @@ TEST(X87Differential, EnvironmentAndSaveForms) {
   ValueSource values(0xe5);
   int failures = 0;
   for (uint8_t prefix : {0, 0x66}) {
-    for (auto [escape, reg, size] : {std::tuple{0xd9, 6, 28}, {0xdd, 6, 108}, {0xd9, 4, 28}, {0xdd, 4, 108}}) {
+    for (auto [escape, reg, size] :
+         {std::tuple{0xd9, 6, 28}, {0xdd, 6, 108}, {0xd9, 4, 28}, {0xdd, 4, 108}}) {
       InstructionForm form;
       form.map = OpcodeMap::kOneByte;
       form.opcode = static_cast<uint8_t>(escape);
@@ -274,7 +281,8 @@ TEST(X87Differential, LoadStoreMemoryForms) {
 // Every case with random exception masks: the unmasked responses (no store, no pop,
 // bias-adjusted results, flags) in bulk.
 TEST(X87Differential, UnmaskedExceptions) {
-  for (uint8_t escape : {0xd8, 0xd9, 0xdc, 0xde}) run_forms(register_forms(escape), 0x100 + escape, 60, true);
+  for (uint8_t escape : {0xd8, 0xd9, 0xdc, 0xde})
+    run_forms(register_forms(escape), 0x100 + escape, 60, true);
   for (uint8_t escape : {0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf}) {
     run_forms(memory_forms(escape), 0x200 + escape, 300, true);
   }

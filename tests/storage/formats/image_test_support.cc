@@ -63,7 +63,7 @@ void write_whole_file(const std::filesystem::path& path, std::span<const std::by
 }
 
 int run_command(const std::string& command) {
-  int status = std::system((command + " >/dev/null 2>&1").c_str());
+  int status = std::system(("(" + command + ") >/dev/null 2>&1").c_str());
   if (status == -1 || !WIFEXITED(status)) return 127;
   return WEXITSTATUS(status);
 }

@@ -259,3 +259,32 @@ TEST(BuiltImagesInterop, QemuReadsTheSpecBuiltImages) {
 
 }  // namespace
 }  // namespace lamina::storage
+
+#include "storage/image_format.h"
+
+namespace lamina::storage {
+namespace {
+
+// The qcow2 table row follows a chain of qcow2 files down to a raw base, for inspect and reads.
+TEST(Qcow2EntryInterop, InspectAndOpenFollowTheChain) {
+  if (!testing::have_qemu_img()) GTEST_SKIP() << "qemu-img is not installed";
+  testing::TempDir dir;
+  testing::write_pattern_file(dir / "base.raw", 1u << 20, {{0, 1u << 20}}, 41);
+  ASSERT_EQ(testing::run_command(
+                fmt::format("cd {} && qemu-img create -f qcow2 -b base.raw -F raw middle.qcow2 && "
+                            "qemu-img create -f qcow2 -b middle.qcow2 -F qcow2 top.qcow2",
+                            dir.path().string())),
+            0);
+  ImageFormat format = qcow2_image_format();
+  auto info = format.inspect((dir / "top.qcow2").string());
+  ASSERT_TRUE(info) << info.error().message();
+  ASSERT_EQ(info->backing_chain.size(), 2u);
+  EXPECT_EQ(info->backing_chain[0].format, "qcow2");
+  EXPECT_EQ(info->backing_chain[1].format, "raw");
+  auto device = format.open((dir / "top.qcow2").string(), false);
+  ASSERT_TRUE(device) << device.error().message();
+  EXPECT_EQ(testing::compare_with_truth(**device, dir / "base.raw", 0, 1u << 20, 65536), "");
+}
+
+}  // namespace
+}  // namespace lamina::storage

@@ -93,6 +93,27 @@ TEST(Qcow2, RejectsDamagedCompressedCluster) {
   EXPECT_TRUE((*device)->read(0, buffer));
 }
 
+TEST(Qcow2, NamesUnknownIncompatibleFeaturesFromTheFeatureTable) {
+  TempDir dir;
+  BuiltImage image = testing::build_qcow2(3);
+  // A feature name table extension right after the 104-byte header: bit 5 is "fancy".
+  store_be<uint32_t>(&image.file[104], 0x6803f857);
+  store_be<uint32_t>(&image.file[108], 48);
+  image.file[112] = std::byte{0};
+  image.file[113] = std::byte{5};
+  std::memcpy(&image.file[114], "fancy", 5);
+  auto path = dir / "feature.qcow2";
+  testing::write_whole_file(path, image.file);
+  ASSERT_TRUE(open_qcow2(path)) << "the table alone changes nothing";
+  store_be<uint64_t>(&image.file[72], 1ull << 5);
+  testing::write_whole_file(path, image.file);
+  auto device = open_qcow2(path);
+  ASSERT_FALSE(device);
+  EXPECT_EQ(device.error().code(), ErrorCode::kUnsupported);
+  EXPECT_NE(device.error().message().find("'fancy' (bit 5)"), std::string::npos)
+      << device.error().message();
+}
+
 TEST(Vmdk, ReadsBuiltSparseAndStreamOptimizedImages) {
   TempDir dir;
   for (bool stream : {false, true}) {

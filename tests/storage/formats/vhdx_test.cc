@@ -135,6 +135,18 @@ TEST_F(VhdxTest, RefusesBadRequests) {
   EXPECT_FALSE(std::filesystem::exists(dir_ / "a.vhdx"));
 }
 
+TEST_F(VhdxTest, OnlyOneWriterAtATime) {
+  make_written_image();
+  auto writer = open_vhdx(image_, false);
+  ASSERT_TRUE(writer);
+  auto second = open_vhdx(image_, false);
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.error().message().find("open for writing"), std::string::npos);
+  EXPECT_TRUE(open_vhdx(image_, true)) << "readers are not locked out";
+  writer->reset();
+  EXPECT_TRUE(open_vhdx(image_, false));
+}
+
 TEST_F(VhdxTest, DiscardedRangesReadAsZeros) {
   make_written_image();
   auto device = open_vhdx(image_, false);

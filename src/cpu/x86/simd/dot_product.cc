@@ -13,14 +13,17 @@ Xmm select(const Xmm& value, uint8_t mask, bool doubles) {
   Xmm out;
   unsigned size = doubles ? 8 : 4;
   for (unsigned i = 0; i < 16 / size; ++i) {
-    if (mask & (1u << i)) std::memcpy(out.bytes.data() + size * i, value.bytes.data() + size * i, size);
+    if (mask & (1u << i))
+      std::memcpy(out.bytes.data() + size * i, value.bytes.data() + size * i, size);
   }
   return out;
 }
 
 __m128i add(bool doubles, __m128i x, __m128i y) {
-  if (doubles) asm("addpd %1, %0" : "+x"(x) : "x"(y));
-  else asm("addps %1, %0" : "+x"(x) : "x"(y));
+  if (doubles)
+    asm("addpd %1, %0" : "+x"(x) : "x"(y));
+  else
+    asm("addps %1, %0" : "+x"(x) : "x"(y));
   return x;
 }
 
@@ -37,8 +40,10 @@ SimdOutcome dot_product(Context& context, Xmm& destination, const Xmm& source, u
   SimdOutcome outcome = commit_sse(context, products, select(destination, product_mask, doubles),
                                    select(source, product_mask, doubles), product_lanes,
                                    [doubles](__m128i x, __m128i y) {
-                                     if (doubles) asm("mulpd %1, %0" : "+x"(x) : "x"(y));
-                                     else asm("mulps %1, %0" : "+x"(x) : "x"(y));
+                                     if (doubles)
+                                       asm("mulpd %1, %0" : "+x"(x) : "x"(y));
+                                     else
+                                       asm("mulps %1, %0" : "+x"(x) : "x"(y));
                                      return x;
                                    });
   if (outcome != SimdOutcome::kDone) return outcome;

@@ -14,14 +14,15 @@ namespace {
 template <typename T, typename F>
 Xmm lanes(const Xmm& a, const Xmm& b, unsigned width, F f) {
   Xmm out;
-  for (unsigned i = 0; i < width / sizeof(T); ++i) out.set_lane<T>(i, f(a.lane<T>(i), b.lane<T>(i)));
+  for (unsigned i = 0; i < width / sizeof(T); ++i)
+    out.set_lane<T>(i, f(a.lane<T>(i), b.lane<T>(i)));
   return out;
 }
 
 template <typename T>
 T saturate(int64_t value) {
-  return static_cast<T>(std::clamp<int64_t>(value, std::numeric_limits<T>::min(),
-                                            std::numeric_limits<T>::max()));
+  return static_cast<T>(
+      std::clamp<int64_t>(value, std::numeric_limits<T>::min(), std::numeric_limits<T>::max()));
 }
 
 template <typename T>
@@ -65,9 +66,12 @@ Xmm shift(const Xmm& a, uint64_t count, unsigned width, int kind) {
   for (unsigned i = 0; i < width / sizeof(T); ++i) {
     T value = a.lane<T>(i);
     T result;
-    if (kind == 0) result = count >= kBits ? 0 : static_cast<T>(value >> count);          // right
-    else if (kind == 1) result = count >= kBits ? 0 : static_cast<T>(value << count);     // left
-    else result = static_cast<T>(static_cast<Signed>(value) >> std::min<uint64_t>(count, kBits - 1));
+    if (kind == 0)
+      result = count >= kBits ? 0 : static_cast<T>(value >> count);  // right
+    else if (kind == 1)
+      result = count >= kBits ? 0 : static_cast<T>(value << count);  // left
+    else
+      result = static_cast<T>(static_cast<Signed>(value) >> std::min<uint64_t>(count, kBits - 1));
     out.set_lane<T>(i, result);
   }
   return out;
@@ -97,9 +101,14 @@ std::optional<Xmm> binary(uint8_t opcode, const Xmm& a, const Xmm& b, unsigned w
     case 0x61: return unpack<uint16_t>(a, b, width, false);
     case 0x62: return unpack<uint32_t>(a, b, width, false);
     case 0x63: return pack<int16_t, int8_t>(a, b, width);
-    case 0x64: return lanes<int8_t>(a, b, width, [](int8_t x, int8_t y) { return static_cast<int8_t>(x > y ? -1 : 0); });
-    case 0x65: return lanes<int16_t>(a, b, width, [](int16_t x, int16_t y) { return static_cast<int16_t>(x > y ? -1 : 0); });
-    case 0x66: return lanes<int32_t>(a, b, width, [](int32_t x, int32_t y) { return x > y ? -1 : 0; });
+    case 0x64:
+      return lanes<int8_t>(a, b, width,
+                           [](int8_t x, int8_t y) { return static_cast<int8_t>(x > y ? -1 : 0); });
+    case 0x65:
+      return lanes<int16_t>(
+          a, b, width, [](int16_t x, int16_t y) { return static_cast<int16_t>(x > y ? -1 : 0); });
+    case 0x66:
+      return lanes<int32_t>(a, b, width, [](int32_t x, int32_t y) { return x > y ? -1 : 0; });
     case 0x67: return pack<int16_t, uint8_t>(a, b, width);
     case 0x68: return unpack<uint8_t>(a, b, width, true);
     case 0x69: return unpack<uint16_t>(a, b, width, true);
@@ -107,46 +116,86 @@ std::optional<Xmm> binary(uint8_t opcode, const Xmm& a, const Xmm& b, unsigned w
     case 0x6b: return pack<int32_t, int16_t>(a, b, width);
     case 0x6c: return unpack<uint64_t>(a, b, width, false);
     case 0x6d: return unpack<uint64_t>(a, b, width, true);
-    case 0x74: return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return static_cast<uint8_t>(x == y ? 0xff : 0); });
-    case 0x75: return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) { return static_cast<uint16_t>(x == y ? 0xffff : 0); });
-    case 0x76: return lanes<uint32_t>(a, b, width, [](uint32_t x, uint32_t y) { return x == y ? ~0u : 0u; });
+    case 0x74:
+      return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) {
+        return static_cast<uint8_t>(x == y ? 0xff : 0);
+      });
+    case 0x75:
+      return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) {
+        return static_cast<uint16_t>(x == y ? 0xffff : 0);
+      });
+    case 0x76:
+      return lanes<uint32_t>(a, b, width, [](uint32_t x, uint32_t y) { return x == y ? ~0u : 0u; });
     case 0xd1: return shift_by_kind(a, b.lane<uint64_t>(0), width, 2, 0);
     case 0xd2: return shift_by_kind(a, b.lane<uint64_t>(0), width, 4, 0);
     case 0xd3: return shift_by_kind(a, b.lane<uint64_t>(0), width, 8, 0);
     case 0xd4: return lanes<uint64_t>(a, b, width, [](uint64_t x, uint64_t y) { return x + y; });
-    case 0xd5: return lanes<int16_t>(a, b, width, [](int16_t x, int16_t y) { return static_cast<int16_t>(int32_t{x} * y); });
-    case 0xd8: return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return static_cast<uint8_t>(x > y ? x - y : 0); });
-    case 0xd9: return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) { return static_cast<uint16_t>(x > y ? x - y : 0); });
-    case 0xda: return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return std::min(x, y); });
+    case 0xd5:
+      return lanes<int16_t>(
+          a, b, width, [](int16_t x, int16_t y) { return static_cast<int16_t>(int32_t{x} * y); });
+    case 0xd8:
+      return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) {
+        return static_cast<uint8_t>(x > y ? x - y : 0);
+      });
+    case 0xd9:
+      return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) {
+        return static_cast<uint16_t>(x > y ? x - y : 0);
+      });
+    case 0xda:
+      return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return std::min(x, y); });
     case 0xdb: return lanes<uint64_t>(a, b, width, [](uint64_t x, uint64_t y) { return x & y; });
-    case 0xdc: return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return static_cast<uint8_t>(std::min(255, x + y)); });
-    case 0xdd: return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) { return static_cast<uint16_t>(std::min(65535, x + y)); });
-    case 0xde: return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return std::max(x, y); });
+    case 0xdc:
+      return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) {
+        return static_cast<uint8_t>(std::min(255, x + y));
+      });
+    case 0xdd:
+      return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) {
+        return static_cast<uint16_t>(std::min(65535, x + y));
+      });
+    case 0xde:
+      return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return std::max(x, y); });
     case 0xdf: return lanes<uint64_t>(a, b, width, [](uint64_t x, uint64_t y) { return ~x & y; });
-    case 0xe0: return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return static_cast<uint8_t>((x + y + 1) >> 1); });
+    case 0xe0:
+      return lanes<uint8_t>(
+          a, b, width, [](uint8_t x, uint8_t y) { return static_cast<uint8_t>((x + y + 1) >> 1); });
     case 0xe1: return shift_by_kind(a, b.lane<uint64_t>(0), width, 2, 2);
     case 0xe2: return shift_by_kind(a, b.lane<uint64_t>(0), width, 4, 2);
-    case 0xe3: return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) { return static_cast<uint16_t>((x + y + 1) >> 1); });
-    case 0xe4: return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) { return static_cast<uint16_t>((uint32_t{x} * y) >> 16); });
-    case 0xe5: return lanes<int16_t>(a, b, width, [](int16_t x, int16_t y) { return static_cast<int16_t>((int32_t{x} * y) >> 16); });
+    case 0xe3:
+      return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) {
+        return static_cast<uint16_t>((x + y + 1) >> 1);
+      });
+    case 0xe4:
+      return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) {
+        return static_cast<uint16_t>((uint32_t{x} * y) >> 16);
+      });
+    case 0xe5:
+      return lanes<int16_t>(a, b, width, [](int16_t x, int16_t y) {
+        return static_cast<int16_t>((int32_t{x} * y) >> 16);
+      });
     case 0xe8: return add_saturated<int8_t>(a, b, width, true);
     case 0xe9: return add_saturated<int16_t>(a, b, width, true);
-    case 0xea: return lanes<int16_t>(a, b, width, [](int16_t x, int16_t y) { return std::min(x, y); });
+    case 0xea:
+      return lanes<int16_t>(a, b, width, [](int16_t x, int16_t y) { return std::min(x, y); });
     case 0xeb: return lanes<uint64_t>(a, b, width, [](uint64_t x, uint64_t y) { return x | y; });
     case 0xec: return add_saturated<int8_t>(a, b, width, false);
     case 0xed: return add_saturated<int16_t>(a, b, width, false);
-    case 0xee: return lanes<int16_t>(a, b, width, [](int16_t x, int16_t y) { return std::max(x, y); });
+    case 0xee:
+      return lanes<int16_t>(a, b, width, [](int16_t x, int16_t y) { return std::max(x, y); });
     case 0xef: return lanes<uint64_t>(a, b, width, [](uint64_t x, uint64_t y) { return x ^ y; });
     case 0xf1: return shift_by_kind(a, b.lane<uint64_t>(0), width, 2, 1);
     case 0xf2: return shift_by_kind(a, b.lane<uint64_t>(0), width, 4, 1);
     case 0xf3: return shift_by_kind(a, b.lane<uint64_t>(0), width, 8, 1);
-    case 0xf4: return lanes<uint64_t>(a, b, width, [](uint64_t x, uint64_t y) { return (x & 0xffffffffu) * (y & 0xffffffffu); });
+    case 0xf4:
+      return lanes<uint64_t>(a, b, width, [](uint64_t x, uint64_t y) {
+        return (x & 0xffffffffu) * (y & 0xffffffffu);
+      });
     case 0xf5: {  // PMADDWD
       Xmm out;
       for (unsigned i = 0; i < width / 4; ++i) {
         int32_t sum = static_cast<int32_t>(
             static_cast<uint32_t>(int32_t{a.lane<int16_t>(2 * i)} * b.lane<int16_t>(2 * i)) +
-            static_cast<uint32_t>(int32_t{a.lane<int16_t>(2 * i + 1)} * b.lane<int16_t>(2 * i + 1)));
+            static_cast<uint32_t>(int32_t{a.lane<int16_t>(2 * i + 1)} *
+                                  b.lane<int16_t>(2 * i + 1)));
         out.set_lane<int32_t>(i, sum);
       }
       return out;
@@ -163,12 +212,20 @@ std::optional<Xmm> binary(uint8_t opcode, const Xmm& a, const Xmm& b, unsigned w
       }
       return out;
     }
-    case 0xf8: return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return static_cast<uint8_t>(x - y); });
-    case 0xf9: return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) { return static_cast<uint16_t>(x - y); });
+    case 0xf8:
+      return lanes<uint8_t>(a, b, width,
+                            [](uint8_t x, uint8_t y) { return static_cast<uint8_t>(x - y); });
+    case 0xf9:
+      return lanes<uint16_t>(a, b, width,
+                             [](uint16_t x, uint16_t y) { return static_cast<uint16_t>(x - y); });
     case 0xfa: return lanes<uint32_t>(a, b, width, [](uint32_t x, uint32_t y) { return x - y; });
     case 0xfb: return lanes<uint64_t>(a, b, width, [](uint64_t x, uint64_t y) { return x - y; });
-    case 0xfc: return lanes<uint8_t>(a, b, width, [](uint8_t x, uint8_t y) { return static_cast<uint8_t>(x + y); });
-    case 0xfd: return lanes<uint16_t>(a, b, width, [](uint16_t x, uint16_t y) { return static_cast<uint16_t>(x + y); });
+    case 0xfc:
+      return lanes<uint8_t>(a, b, width,
+                            [](uint8_t x, uint8_t y) { return static_cast<uint8_t>(x + y); });
+    case 0xfd:
+      return lanes<uint16_t>(a, b, width,
+                             [](uint16_t x, uint16_t y) { return static_cast<uint16_t>(x + y); });
     case 0xfe: return lanes<uint32_t>(a, b, width, [](uint32_t x, uint32_t y) { return x + y; });
     default: return std::nullopt;
   }
@@ -177,7 +234,8 @@ std::optional<Xmm> binary(uint8_t opcode, const Xmm& a, const Xmm& b, unsigned w
 Xmm shuffle_words(const Xmm& source, unsigned first_lane, uint8_t order) {
   Xmm out = source;
   for (unsigned i = 0; i < 4; ++i) {
-    out.set_lane<uint16_t>(first_lane + i, source.lane<uint16_t>(first_lane + ((order >> (2 * i)) & 3)));
+    out.set_lane<uint16_t>(first_lane + i,
+                           source.lane<uint16_t>(first_lane + ((order >> (2 * i)) & 3)));
   }
   return out;
 }
@@ -224,7 +282,9 @@ SimdOutcome packed_integer(Context& context, bool xmm) {
       result = byte_shift(value, instruction.immediate, group == 7);
     } else if (group == 2 || group == 6 || (group == 4 && opcode != 0x73)) {
       result = shift_by_kind(value, instruction.immediate, width, lane_bytes,
-                             group == 2 ? 0 : group == 6 ? 1 : 2);
+                             group == 2   ? 0
+                             : group == 6 ? 1
+                                          : 2);
     } else {
       return SimdOutcome::kInvalidOpcode;
     }
@@ -269,7 +329,8 @@ SimdOutcome packed_integer(Context& context, bool xmm) {
     switch (xmm ? instruction.mandatory_prefix : 0) {
       case 0x66: {
         Xmm out;
-        for (unsigned i = 0; i < 4; ++i) out.set_lane<uint32_t>(i, source.lane<uint32_t>((order >> (2 * i)) & 3));
+        for (unsigned i = 0; i < 4; ++i)
+          out.set_lane<uint32_t>(i, source.lane<uint32_t>((order >> (2 * i)) & 3));
         return store(out);
       }
       case 0xf3: return store(shuffle_words(source, 4, order));

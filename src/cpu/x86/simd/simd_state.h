@@ -79,7 +79,9 @@ struct SimdState {
   uint32_t mxcsr = kMxcsrDefault;
 
   unsigned top() const { return (status >> 11) & 7; }
-  void set_top(unsigned top) { status = static_cast<uint16_t>((status & ~0x3800u) | ((top & 7) << 11)); }
+  void set_top(unsigned top) {
+    status = static_cast<uint16_t>((status & ~0x3800u) | ((top & 7) << 11));
+  }
   unsigned physical(unsigned stack_index) const { return (top() + stack_index) & 7; }
   X87Register& st(unsigned stack_index) { return x87[physical(stack_index)]; }
   bool st_empty(unsigned stack_index) const { return !(tag_valid & (1u << physical(stack_index))); }

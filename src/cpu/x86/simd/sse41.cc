@@ -23,7 +23,8 @@ Xmm lanes(const Xmm& a, const Xmm& b, F f) {
 template <typename From, typename To>
 Xmm widen(const Xmm& b) {
   Xmm out;
-  for (unsigned i = 0; i < 16 / sizeof(To); ++i) out.set_lane<To>(i, static_cast<To>(b.lane<From>(i)));
+  for (unsigned i = 0; i < 16 / sizeof(To); ++i)
+    out.set_lane<To>(i, static_cast<To>(b.lane<From>(i)));
   return out;
 }
 
@@ -61,8 +62,14 @@ SimdOutcome extract(Context& context) {
   uint64_t value;
   unsigned size;
   switch (instruction.opcode) {
-    case 0x14: value = source.bytes[index & 15]; size = 1; break;
-    case 0x15: value = source.lane<uint16_t>(index & 7); size = 2; break;
+    case 0x14:
+      value = source.bytes[index & 15];
+      size = 1;
+      break;
+    case 0x15:
+      value = source.lane<uint16_t>(index & 7);
+      size = 2;
+      break;
     case 0x16:
       if (instruction.rex_w) {
         value = source.lane<uint64_t>(index & 1);
@@ -72,7 +79,10 @@ SimdOutcome extract(Context& context) {
         size = 4;
       }
       break;
-    default: value = source.lane<uint32_t>(index & 3); size = 4; break;
+    default:
+      value = source.lane<uint32_t>(index & 3);
+      size = 4;
+      break;
   }
   if (instruction.memory_operand) {
     return context.write_bytes(0, &value, size) ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
@@ -105,18 +115,30 @@ SimdOutcome insert(Context& context) {
   } else {
     value = context.operands.read_gpr(instruction.rm);
   }
-  if (size == 1) destination.bytes[control & 15] = static_cast<uint8_t>(value);
-  else if (size == 4) destination.set_lane<uint32_t>(control & 3, static_cast<uint32_t>(value));
-  else destination.set_lane<uint64_t>(control & 1, value);
+  if (size == 1)
+    destination.bytes[control & 15] = static_cast<uint8_t>(value);
+  else if (size == 4)
+    destination.set_lane<uint32_t>(control & 3, static_cast<uint32_t>(value));
+  else
+    destination.set_lane<uint64_t>(control & 1, value);
   return SimdOutcome::kDone;
 }
 
 // Source size of the 0F 38 forms that read less than 16 bytes.
 unsigned source_size(uint8_t opcode) {
   switch (opcode) {
-    case 0x20: case 0x23: case 0x25: case 0x30: case 0x33: case 0x35: return 8;
-    case 0x21: case 0x24: case 0x31: case 0x34: return 4;
-    case 0x22: case 0x32: return 2;
+    case 0x20:
+    case 0x23:
+    case 0x25:
+    case 0x30:
+    case 0x33:
+    case 0x35: return 8;
+    case 0x21:
+    case 0x24:
+    case 0x31:
+    case 0x34: return 4;
+    case 0x22:
+    case 0x32: return 2;
     default: return 16;
   }
 }
@@ -125,14 +147,17 @@ std::optional<Xmm> map38(uint8_t opcode, const Xmm& a, const Xmm& b, const Xmm& 
   switch (opcode) {
     case 0x10: {  // PBLENDVB
       Xmm out;
-      for (unsigned i = 0; i < 16; ++i) out.bytes[i] = (xmm0.bytes[i] & 0x80) ? b.bytes[i] : a.bytes[i];
+      for (unsigned i = 0; i < 16; ++i)
+        out.bytes[i] = (xmm0.bytes[i] & 0x80) ? b.bytes[i] : a.bytes[i];
       return out;
     }
-    case 0x14: case 0x15: {  // BLENDVPS, BLENDVPD
+    case 0x14:
+    case 0x15: {  // BLENDVPS, BLENDVPD
       Xmm out = a;
       unsigned size = opcode == 0x14 ? 4 : 8;
       for (unsigned i = 0; i < 16 / size; ++i) {
-        if (xmm0.bytes[size * (i + 1) - 1] & 0x80) std::memcpy(out.bytes.data() + size * i, b.bytes.data() + size * i, size);
+        if (xmm0.bytes[size * (i + 1) - 1] & 0x80)
+          std::memcpy(out.bytes.data() + size * i, b.bytes.data() + size * i, size);
       }
       return out;
     }
@@ -148,18 +173,24 @@ std::optional<Xmm> map38(uint8_t opcode, const Xmm& a, const Xmm& b, const Xmm& 
     case 0x33: return widen<uint16_t, uint32_t>(b);
     case 0x34: return widen<uint16_t, uint64_t>(b);
     case 0x35: return widen<uint32_t, uint64_t>(b);
-    case 0x28: return lanes<int64_t>(a, b, [](int64_t x, int64_t y) {
-      return int64_t{static_cast<int32_t>(x)} * static_cast<int32_t>(y); });
-    case 0x29: return lanes<uint64_t>(a, b, [](uint64_t x, uint64_t y) { return x == y ? ~0ull : 0ull; });
+    case 0x28:
+      return lanes<int64_t>(a, b, [](int64_t x, int64_t y) {
+        return int64_t{static_cast<int32_t>(x)} * static_cast<int32_t>(y);
+      });
+    case 0x29:
+      return lanes<uint64_t>(a, b, [](uint64_t x, uint64_t y) { return x == y ? ~0ull : 0ull; });
     case 0x2b: {
       Xmm out;
       for (unsigned i = 0; i < 4; ++i) {
         out.set_lane<uint16_t>(i, static_cast<uint16_t>(std::clamp(a.lane<int32_t>(i), 0, 65535)));
-        out.set_lane<uint16_t>(4 + i, static_cast<uint16_t>(std::clamp(b.lane<int32_t>(i), 0, 65535)));
+        out.set_lane<uint16_t>(4 + i,
+                               static_cast<uint16_t>(std::clamp(b.lane<int32_t>(i), 0, 65535)));
       }
       return out;
     }
-    case 0x37: return lanes<int64_t>(a, b, [](int64_t x, int64_t y) { return x > y ? int64_t{-1} : int64_t{0}; });
+    case 0x37:
+      return lanes<int64_t>(a, b,
+                            [](int64_t x, int64_t y) { return x > y ? int64_t{-1} : int64_t{0}; });
     case 0x38: return lanes<int8_t>(a, b, [](int8_t x, int8_t y) { return std::min(x, y); });
     case 0x39: return lanes<int32_t>(a, b, [](int32_t x, int32_t y) { return std::min(x, y); });
     case 0x3a: return lanes<uint16_t>(a, b, [](uint16_t x, uint16_t y) { return std::min(x, y); });
@@ -233,16 +264,25 @@ SimdOutcome sse41(Context& context) {
   // 0F 3A.
   uint8_t control = instruction.immediate;
   switch (opcode) {
-    case 0x14: case 0x15: case 0x16: case 0x17: return extract(context);
-    case 0x20: case 0x21: case 0x22: return insert(context);
-    case 0x08: case 0x09: case 0x0a: case 0x0b: {
+    case 0x14:
+    case 0x15:
+    case 0x16:
+    case 0x17: return extract(context);
+    case 0x20:
+    case 0x21:
+    case 0x22: return insert(context);
+    case 0x08:
+    case 0x09:
+    case 0x0a:
+    case 0x0b: {
       unsigned kind = opcode - 0x08;
       bool doubles = kind & 1;
       bool scalar = kind >= 2;
       unsigned size = scalar ? (doubles ? 8 : 4) : 16;
       if (auto failed = read_source(context, source, size, false, !scalar)) return *failed;
       ResultLanes lanes{doubles ? 8u : 4u, 0, false};
-      return commit_sse(context, destination, destination, source, lanes, round_function(kind, control));
+      return commit_sse(context, destination, destination, source, lanes,
+                        round_function(kind, control));
     }
     default: break;
   }
@@ -265,11 +305,8 @@ SimdOutcome sse41(Context& context) {
       return SimdOutcome::kDone;
     case 0x40: return dot_product(context, destination, source, control, false);
     case 0x41: return dot_product(context, destination, source, control, true);
-    case 0x42:
-      destination = multiple_sad(destination, source, control);
-      return SimdOutcome::kDone;
-    default:
-      return SimdOutcome::kInvalidOpcode;
+    case 0x42: destination = multiple_sad(destination, source, control); return SimdOutcome::kDone;
+    default: return SimdOutcome::kInvalidOpcode;
   }
 }
 

@@ -40,13 +40,15 @@ unsigned implicit_length(const Elements& data) {
 // Explicit length: |register| saturated to the element count (32-bit, or 64 with REX.W).
 unsigned explicit_length(uint64_t value, bool wide, unsigned count) {
   int64_t length = wide ? static_cast<int64_t>(value) : int64_t{static_cast<int32_t>(value)};
-  uint64_t magnitude = length < 0 ? 0 - static_cast<uint64_t>(length) : static_cast<uint64_t>(length);
+  uint64_t magnitude =
+      length < 0 ? 0 - static_cast<uint64_t>(length) : static_cast<uint64_t>(length);
   return magnitude > count ? count : static_cast<unsigned>(magnitude);
 }
 
 // IntRes2 of SDM Vol. 2 4.1.4-4.1.6 for `a` (the register operand, length la) and `b` (the r/m
 // operand, length lb).
-uint32_t aggregate(const Elements& a, unsigned la, const Elements& b, unsigned lb, uint8_t control) {
+uint32_t aggregate(const Elements& a, unsigned la, const Elements& b, unsigned lb,
+                   uint8_t control) {
   unsigned n = a.count;
   unsigned mode = (control >> 2) & 3;
   uint32_t result = 0;
@@ -62,15 +64,19 @@ uint32_t aggregate(const Elements& a, unsigned la, const Elements& b, unsigned l
         }
         break;
       case 2:  // equal each: both invalid compare true, one invalid false
-        if (j >= la && j >= lb) bit = true;
-        else if (j < la && j < lb) bit = a.values[j] == b.values[j];
+        if (j >= la && j >= lb)
+          bit = true;
+        else if (j < la && j < lb)
+          bit = a.values[j] == b.values[j];
         break;
       default: {  // equal ordered: the substring a starts at b[j]
         bit = true;
         for (unsigned i = 0, k = j; i < n - j && bit; ++i, ++k) {
-          if (i >= la) break;           // a ended: matches whatever follows
-          if (k >= lb) bit = false;     // b ended before a did
-          else bit = a.values[i] == b.values[k];
+          if (i >= la) break;  // a ended: matches whatever follows
+          if (k >= lb)
+            bit = false;  // b ended before a did
+          else
+            bit = a.values[i] == b.values[k];
         }
         break;
       }
@@ -119,8 +125,10 @@ SimdOutcome sse42_strings(Context& context) {
     if (control & 0x40) {
       for (unsigned i = 0; i < n; ++i) {
         if (!(result & (1u << i))) continue;
-        if (n == 8) mask.set_lane<uint16_t>(i, 0xffff);
-        else mask.bytes[i] = 0xff;
+        if (n == 8)
+          mask.set_lane<uint16_t>(i, 0xffff);
+        else
+          mask.bytes[i] = 0xff;
       }
     } else {
       mask.set_lane<uint32_t>(0, result);
@@ -141,9 +149,10 @@ SimdOutcome sse42_strings(Context& context) {
 // source bytes, little-endian, continuing from the destination's low 32 bits.
 SimdOutcome crc32(Context& context) {
   const SimdInstruction& instruction = context.instruction;
-  unsigned size = instruction.opcode == 0xf0 ? 1
-                  : instruction.rex_w         ? 8
-                  : instruction.operand_size_prefix ? 2 : 4;
+  unsigned size = instruction.opcode == 0xf0        ? 1
+                  : instruction.rex_w               ? 8
+                  : instruction.operand_size_prefix ? 2
+                                                    : 4;
   uint64_t data = 0;
   if (instruction.memory_operand) {
     if (!context.read_bytes(0, &data, size)) return SimdOutcome::kMemoryFault;

@@ -19,9 +19,7 @@ LanePair narrow_lane(const Xmm&, const Xmm& b, unsigned index, bool) {
 }
 
 // Keeps the low 64 bits of `low` and the high 64 bits of `high`.
-__m128i merge_low(__m128i high, __m128i low) {
-  return bits(_mm_move_sd(dual(high), dual(low)));
-}
+__m128i merge_low(__m128i high, __m128i low) { return bits(_mm_move_sd(dual(high), dual(low))); }
 
 // Scalar float to integer into a general register (CVT(T)SS2SI, CVT(T)SD2SI).
 SimdOutcome to_integer(Context& context, bool doubles, bool truncate) {
@@ -32,8 +30,9 @@ SimdOutcome to_integer(Context& context, bool doubles, bool truncate) {
   Xmm out;
   auto operation = [doubles, truncate, wide](__m128i, __m128i b) -> __m128i {
     if (wide) {
-      long long value = doubles ? (truncate ? _mm_cvttsd_si64(dual(b)) : _mm_cvtsd_si64(dual(b)))
-                                : (truncate ? _mm_cvttss_si64(single(b)) : _mm_cvtss_si64(single(b)));
+      long long value = doubles
+                            ? (truncate ? _mm_cvttsd_si64(dual(b)) : _mm_cvtsd_si64(dual(b)))
+                            : (truncate ? _mm_cvttss_si64(single(b)) : _mm_cvtss_si64(single(b)));
       return _mm_cvtsi64_si128(value);
     }
     int value = doubles ? (truncate ? _mm_cvttsd_si32(dual(b)) : _mm_cvtsd_si32(dual(b)))
@@ -61,11 +60,14 @@ SimdOutcome from_integer(Context& context, bool doubles) {
   auto operation = [doubles, wide](__m128i a, __m128i b) -> __m128i {
     long long value = _mm_cvtsi128_si64(b);
     if (doubles) {
-      return bits(wide ? _mm_cvtsi64_sd(dual(a), value) : _mm_cvtsi32_sd(dual(a), static_cast<int>(value)));
+      return bits(wide ? _mm_cvtsi64_sd(dual(a), value)
+                       : _mm_cvtsi32_sd(dual(a), static_cast<int>(value)));
     }
-    return bits(wide ? _mm_cvtsi64_ss(single(a), value) : _mm_cvtsi32_ss(single(a), static_cast<int>(value)));
+    return bits(wide ? _mm_cvtsi64_ss(single(a), value)
+                     : _mm_cvtsi32_ss(single(a), static_cast<int>(value)));
   };
-  return commit_sse(context, destination, destination, source, {doubles ? 8u : 4u, 1, false}, operation);
+  return commit_sse(context, destination, destination, source, {doubles ? 8u : 4u, 1, false},
+                    operation);
 }
 
 }  // namespace
@@ -104,7 +106,8 @@ SimdOutcome sse_convert(Context& context) {
       // CVT(T)PS2PI mm, xmm/m64 and CVT(T)PD2PI mm, xmm/m128: the destination is MMX.
       if (auto failed = mmx_enter(context)) return *failed;
       bool doubles = prefix == 0x66;
-      if (auto failed = read_source(context, source, doubles ? 16 : 8, false, doubles)) return *failed;
+      if (auto failed = read_source(context, source, doubles ? 16 : 8, false, doubles))
+        return *failed;
       Xmm out;
       SimdOutcome outcome = commit_sse(
           context, out, source, source, {4, 0, false}, [doubles, truncate](__m128i, __m128i b) {
@@ -131,14 +134,16 @@ SimdOutcome sse_convert(Context& context) {
         }
         case 0xf3: {  // CVTSS2SD xmm, xmm/m32
           if (auto failed = read_source(context, source, 4, false, false)) return *failed;
-          return commit_sse(context, destination, destination, source, {8, 1, false},
-                            [](__m128i a, __m128i b) { return bits(_mm_cvtss_sd(dual(a), single(b))); });
+          return commit_sse(
+              context, destination, destination, source, {8, 1, false},
+              [](__m128i a, __m128i b) { return bits(_mm_cvtss_sd(dual(a), single(b))); });
         }
         default: {  // CVTSD2SS xmm, xmm/m64
           if (auto failed = read_source(context, source, 8, false, false)) return *failed;
           ResultLanes lanes{4, 1, true, LaneOperation::kNarrow, narrow_lane};
-          return commit_sse(context, destination, destination, source, lanes,
-                            [](__m128i a, __m128i b) { return bits(_mm_cvtsd_ss(single(a), dual(b))); });
+          return commit_sse(
+              context, destination, destination, source, lanes,
+              [](__m128i a, __m128i b) { return bits(_mm_cvtsd_ss(single(a), dual(b))); });
         }
       }
     }
@@ -160,10 +165,10 @@ SimdOutcome sse_convert(Context& context) {
                           [](__m128i, __m128i b) { return bits(_mm_cvtepi32_pd(b)); });
       }
       if (auto failed = read_source(context, source, 16, false, true)) return *failed;
-      return commit_sse(context, destination, destination, source, {4, 2, false},
-                        [prefix](__m128i, __m128i b) {
-                          return prefix == 0x66 ? _mm_cvttpd_epi32(dual(b)) : _mm_cvtpd_epi32(dual(b));
-                        });
+      return commit_sse(
+          context, destination, destination, source, {4, 2, false}, [prefix](__m128i, __m128i b) {
+            return prefix == 0x66 ? _mm_cvttpd_epi32(dual(b)) : _mm_cvtpd_epi32(dual(b));
+          });
     }
   }
 }

@@ -8,7 +8,16 @@ namespace lamina::cpu::x86::simd {
 namespace {
 
 enum class Family : uint8_t {
-  kNone, kInteger, kMove, kFloat, kConvert, kEmms, kSsse3, kSse41, kStrings, kCrc32,
+  kNone,
+  kInteger,
+  kMove,
+  kFloat,
+  kConvert,
+  kEmms,
+  kSsse3,
+  kSse41,
+  kStrings,
+  kCrc32,
 };
 
 struct Route {
@@ -96,7 +105,8 @@ SimdOutcome execute(Context& context) {
     }
     case Family::kInteger: {
       uint8_t opcode = instruction.opcode;
-      if (opcode == 0x70 && (prefix == 0xf2 || prefix == 0xf3)) return packed_integer(context, true);
+      if (opcode == 0x70 && (prefix == 0xf2 || prefix == 0xf3))
+        return packed_integer(context, true);
       if (prefix != 0 && prefix != 0x66) return SimdOutcome::kInvalidOpcode;
       if (prefix == 0 && (opcode == 0x6c || opcode == 0x6d)) return SimdOutcome::kInvalidOpcode;
       return packed_integer(context, prefix == 0x66);

@@ -157,16 +157,24 @@ SimdOutcome compare_to_flags(Context& context, bool doubles, bool ordered) {
     uint8_t zero, parity, carry;
     if (doubles && ordered) {
       asm volatile("comisd %4, %3\n\tsetz %0\n\tsetp %1\n\tsetc %2"
-                   : "=q"(zero), "=q"(parity), "=q"(carry) : "x"(a), "x"(b) : "cc");
+                   : "=q"(zero), "=q"(parity), "=q"(carry)
+                   : "x"(a), "x"(b)
+                   : "cc");
     } else if (doubles) {
       asm volatile("ucomisd %4, %3\n\tsetz %0\n\tsetp %1\n\tsetc %2"
-                   : "=q"(zero), "=q"(parity), "=q"(carry) : "x"(a), "x"(b) : "cc");
+                   : "=q"(zero), "=q"(parity), "=q"(carry)
+                   : "x"(a), "x"(b)
+                   : "cc");
     } else if (ordered) {
       asm volatile("comiss %4, %3\n\tsetz %0\n\tsetp %1\n\tsetc %2"
-                   : "=q"(zero), "=q"(parity), "=q"(carry) : "x"(a), "x"(b) : "cc");
+                   : "=q"(zero), "=q"(parity), "=q"(carry)
+                   : "x"(a), "x"(b)
+                   : "cc");
     } else {
       asm volatile("ucomiss %4, %3\n\tsetz %0\n\tsetp %1\n\tsetc %2"
-                   : "=q"(zero), "=q"(parity), "=q"(carry) : "x"(a), "x"(b) : "cc");
+                   : "=q"(zero), "=q"(parity), "=q"(carry)
+                   : "x"(a), "x"(b)
+                   : "cc");
     }
     return _mm_cvtsi32_si128(carry | (parity << 2) | (zero << 6));
   };
@@ -177,10 +185,14 @@ SimdOutcome compare_to_flags(Context& context, bool doubles, bool ordered) {
   return SimdOutcome::kDone;
 }
 
-uint64_t negate(uint64_t value, bool doubles) { return value ^ (doubles ? 1ull << 63 : 1ull << 31); }
+uint64_t negate(uint64_t value, bool doubles) {
+  return value ^ (doubles ? 1ull << 63 : 1ull << 31);
+}
 
 template <typename T>
-uint64_t lane_bits(const Xmm& value, unsigned index) { return value.lane<T>(index); }
+uint64_t lane_bits(const Xmm& value, unsigned index) {
+  return value.lane<T>(index);
+}
 
 uint64_t lane_of(const Xmm& value, unsigned index, bool doubles) {
   return doubles ? lane_bits<uint64_t>(value, index) : lane_bits<uint32_t>(value, index);
@@ -224,11 +236,13 @@ SimdOutcome sse_float(Context& context) {
   Form form = form_of(prefix);
   bool horizontal = opcode == 0x7c || opcode == 0x7d || opcode == 0xd0;
   if (horizontal && prefix != 0x66 && prefix != 0xf2) return SimdOutcome::kInvalidOpcode;
-  if ((opcode == 0x52 || opcode == 0x53) && (form == Form::kPackedDouble || form == Form::kScalarDouble)) {
+  if ((opcode == 0x52 || opcode == 0x53) &&
+      (form == Form::kPackedDouble || form == Form::kScalarDouble)) {
     return SimdOutcome::kInvalidOpcode;
   }
   bool scalar = !horizontal && (form == Form::kScalarSingle || form == Form::kScalarDouble);
-  bool doubles = horizontal ? prefix == 0x66 : (form == Form::kPackedDouble || form == Form::kScalarDouble);
+  bool doubles =
+      horizontal ? prefix == 0x66 : (form == Form::kPackedDouble || form == Form::kScalarDouble);
   unsigned size = scalar ? (doubles ? 8 : 4) : 16;
   Xmm source;
   if (auto failed = read_source(context, source, size, false, !scalar)) return *failed;
@@ -237,10 +251,12 @@ SimdOutcome sse_float(Context& context) {
   if (opcode == 0xc2) {
     lanes.arithmetic = false;
     unsigned predicate = instruction.immediate;
-    return commit_sse(context, destination, destination, source, lanes,
-                      [predicate, form](__m128i a, __m128i b) { return compare(predicate, form, a, b); });
+    return commit_sse(
+        context, destination, destination, source, lanes,
+        [predicate, form](__m128i a, __m128i b) { return compare(predicate, form, a, b); });
   }
-  if (opcode == 0x5d || opcode == 0x5f || opcode == 0x52 || opcode == 0x53) lanes.arithmetic = false;
+  if (opcode == 0x5d || opcode == 0x5f || opcode == 0x52 || opcode == 0x53)
+    lanes.arithmetic = false;
   if (opcode == 0x59) lanes.operation = LaneOperation::kMultiply;
   if (opcode == 0x5e) lanes.operation = LaneOperation::kDivide;
   if (opcode == 0x5c) lanes.selector = subtract_lane;
@@ -249,8 +265,9 @@ SimdOutcome sse_float(Context& context) {
   if (opcode == 0xd0) lanes.selector = alternating_lane;
   // The horizontal forms reuse the scalar-double slot of `arithmetic` for their single forms.
   Form host_form = horizontal ? (prefix == 0x66 ? Form::kPackedDouble : Form::kScalarDouble) : form;
-  return commit_sse(context, destination, destination, source, lanes,
-                    [opcode, host_form](__m128i a, __m128i b) { return arithmetic(opcode, host_form, a, b); });
+  return commit_sse(
+      context, destination, destination, source, lanes,
+      [opcode, host_form](__m128i a, __m128i b) { return arithmetic(opcode, host_form, a, b); });
 }
 
 }  // namespace lamina::cpu::x86::simd

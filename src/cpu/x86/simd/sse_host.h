@@ -67,8 +67,8 @@ inline LanePair same_lane(const Xmm& a, const Xmm& b, unsigned index, bool doubl
 
 // Which lanes of the result an instruction writes, for overflow/underflow handling.
 struct ResultLanes {
-  unsigned size = 4;   // bytes per lane: 4 (single) or 8 (double)
-  unsigned count = 4;  // lanes written, from lane 0
+  unsigned size = 4;       // bytes per lane: 4 (single) or 8 (double)
+  unsigned count = 4;      // lanes written, from lane 0
   bool arithmetic = true;  // a tiny result can signal underflow (not for MIN/MAX/compares)
   LaneOperation operation = LaneOperation::kAdd;
   LaneSelector selector = same_lane;
@@ -93,8 +93,8 @@ SimdOutcome commit_sse(Context& context, Xmm& destination, const Xmm& a, const X
   // With underflow unmasked, a tiny result signals even when exact and FTZ does not apply
   // (SDM Vol. 1 11.5.2.2), so the host computes without FTZ and the lanes are inspected.
   bool underflow_unmasked = lanes.arithmetic && !(masks & kUnderflow);
-  HostSseResult result = host_sse(underflow_unmasked ? mxcsr & ~kMxcsrFlushToZero : mxcsr, a, b,
-                                  operation);
+  HostSseResult result =
+      host_sse(underflow_unmasked ? mxcsr & ~kMxcsrFlushToZero : mxcsr, a, b, operation);
   if (underflow_unmasked) {
     for (unsigned i = 0; i < lanes.count; ++i) {
       bool tiny = lanes.size == 4
@@ -112,14 +112,15 @@ SimdOutcome commit_sse(Context& context, Xmm& destination, const Xmm& a, const X
     // results have it, lane by lane.
     uint32_t precision = 0;
     for (unsigned i = 0; i < lanes.count; ++i) {
-      if (unbounded_inexact(lanes, mxcsr, lanes.selector(a, b, i, lanes.size == 8))) precision = 0x20;
+      if (unbounded_inexact(lanes, mxcsr, lanes.selector(a, b, i, lanes.size == 8)))
+        precision = 0x20;
     }
     result.flags = (result.flags & ~0x20u) | precision;
   }
   uint32_t unmasked = result.flags & ~masks;
   if (unmasked) {
-    context.state.mxcsr |= (unmasked & kPreComputation) ? result.flags & kPreComputation
-                                                        : result.flags;
+    context.state.mxcsr |=
+        (unmasked & kPreComputation) ? result.flags & kPreComputation : result.flags;
     return context.control.cr4_osxmmexcpt ? SimdOutcome::kSimdException
                                           : SimdOutcome::kInvalidOpcode;
   }

@@ -12,19 +12,24 @@ namespace {
 __m128i scalar(LaneOperation operation, bool doubles, __m128i x, __m128i y) {
   switch (operation) {
     case LaneOperation::kAdd:
-      if (doubles) asm("addsd %1, %0" : "+x"(x) : "x"(y));
-      else asm("addss %1, %0" : "+x"(x) : "x"(y));
+      if (doubles)
+        asm("addsd %1, %0" : "+x"(x) : "x"(y));
+      else
+        asm("addss %1, %0" : "+x"(x) : "x"(y));
       return x;
     case LaneOperation::kMultiply:
-      if (doubles) asm("mulsd %1, %0" : "+x"(x) : "x"(y));
-      else asm("mulss %1, %0" : "+x"(x) : "x"(y));
+      if (doubles)
+        asm("mulsd %1, %0" : "+x"(x) : "x"(y));
+      else
+        asm("mulss %1, %0" : "+x"(x) : "x"(y));
       return x;
     case LaneOperation::kDivide:
-      if (doubles) asm("divsd %1, %0" : "+x"(x) : "x"(y));
-      else asm("divss %1, %0" : "+x"(x) : "x"(y));
+      if (doubles)
+        asm("divsd %1, %0" : "+x"(x) : "x"(y));
+      else
+        asm("divss %1, %0" : "+x"(x) : "x"(y));
       return x;
-    case LaneOperation::kNarrow:
-      return x;
+    case LaneOperation::kNarrow: return x;
   }
   return x;
 }
@@ -65,10 +70,9 @@ uint32_t run(const ResultLanes& lanes, uint32_t mxcsr, uint64_t first, uint64_t 
   Xmm x, y;
   x.set_lane<uint64_t>(0, first);
   y.set_lane<uint64_t>(0, second);
-  HostSseResult host = host_sse(mxcsr & ~kMxcsrFlushToZero, x, y,
-                                [&lanes, doubles](__m128i p, __m128i q) {
-                                  return scalar(lanes.operation, doubles, p, q);
-                                });
+  HostSseResult host = host_sse(
+      mxcsr & ~kMxcsrFlushToZero, x, y,
+      [&lanes, doubles](__m128i p, __m128i q) { return scalar(lanes.operation, doubles, p, q); });
   if (result) *result = host.value;
   return host.flags;
 }
@@ -108,7 +112,8 @@ bool unbounded_inexact(const ResultLanes& lanes, uint32_t mxcsr, LanePair pair) 
     // A tiny sum of two values of the format is exact; an overflowing one is scaled by 1/4.
     if (!overflow) return false;
     return run(lanes, mxcsr, scale(pair.first, doubles, -2), scale(pair.second, doubles, -2),
-               nullptr) & 0x20;
+               nullptr) &
+           0x20;
   }
   // Scale factors that bring any overflowing or tiny product/quotient into the normal range
   // while keeping the scaled operands in range. Products: the chosen operand is scaled twice
@@ -116,8 +121,8 @@ bool unbounded_inexact(const ResultLanes& lanes, uint32_t mxcsr, LanePair pair) 
   // sqrt(min normal), by 2^180 / 2^1200). Quotients: dividend and divisor once each in opposite
   // directions (overflow: 2^-152 / 2^-1080 in all; tiny: 2^180 / 2^1200).
   bool multiply = lanes.operation == LaneOperation::kMultiply;
-  int step = doubles ? (overflow ? (multiply ? 520 : 540) : 600)
-                     : (overflow ? (multiply ? 66 : 76) : 90);
+  int step =
+      doubles ? (overflow ? (multiply ? 520 : 540) : 600) : (overflow ? (multiply ? 66 : 76) : 90);
   int direction = overflow ? -1 : 1;
   uint64_t first = pair.first, second = pair.second;
   if (lanes.operation == LaneOperation::kMultiply) {

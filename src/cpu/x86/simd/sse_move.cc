@@ -73,6 +73,17 @@ SimdOutcome sse_move(Context& context) {
     return group >= 5 ? SimdOutcome::kDone : SimdOutcome::kInvalidOpcode;
   }
 
+  // Forms without an F2/F3 variant (SDM Vol. 2 appendix A, table A-3): #UD.
+  bool repeat_prefix = prefix == 0xf2 || prefix == 0xf3;
+  // F2/F3 0F 2B are AMD's SSE4a MOVNTSD/MOVNTSS, which the unit does not offer.
+  if (repeat_prefix &&
+      (opcode == 0x28 || opcode == 0x29 || opcode == 0x6e || opcode == 0x2b || opcode == 0xe7)) {
+    return SimdOutcome::kInvalidOpcode;
+  }
+  if (prefix == 0xf2 && (opcode == 0x6f || opcode == 0x7f || opcode == 0x7e)) {
+    return SimdOutcome::kInvalidOpcode;
+  }
+
   // MMX-register forms of the moves.
   bool mmx_form = prefix == 0 && (opcode == 0x6e || opcode == 0x7e || opcode == 0x6f ||
                                   opcode == 0x7f || opcode == 0xe7);
@@ -84,17 +95,29 @@ SimdOutcome sse_move(Context& context) {
   Xmm& destination = state.xmm[reg];
   Xmm source;
   switch (opcode) {
-    case 0x10: case 0x11: case 0x28: case 0x29: case 0x6f: case 0x7f: case 0x2b: case 0xe7: case 0xf0: {
-      bool store = opcode == 0x11 || opcode == 0x29 || opcode == 0x7f || opcode == 0x2b || opcode == 0xe7;
+    case 0x10:
+    case 0x11:
+    case 0x28:
+    case 0x29:
+    case 0x6f:
+    case 0x7f:
+    case 0x2b:
+    case 0xe7:
+    case 0xf0: {
+      bool store =
+          opcode == 0x11 || opcode == 0x29 || opcode == 0x7f || opcode == 0x2b || opcode == 0xe7;
       bool aligned = opcode == 0x28 || opcode == 0x29 || opcode == 0x2b ||
-                     (opcode == 0xe7 && prefix == 0x66) || ((opcode == 0x6f || opcode == 0x7f) && prefix == 0x66);
-      if ((opcode == 0x2b || opcode == 0xe7 || opcode == 0xf0) && !memory) return SimdOutcome::kInvalidOpcode;
+                     (opcode == 0xe7 && prefix == 0x66) ||
+                     ((opcode == 0x6f || opcode == 0x7f) && prefix == 0x66);
+      if ((opcode == 0x2b || opcode == 0xe7 || opcode == 0xf0) && !memory)
+        return SimdOutcome::kInvalidOpcode;
       if (opcode == 0xf0 && prefix != 0xf2) return SimdOutcome::kInvalidOpcode;
       if (mmx_form) {  // MOVQ mm, mm/m64; MOVQ mm/m64, mm; MOVNTQ
         uint64_t value;
         if (store) {
           value = mmx_read(state, instruction.reg);
-          if (memory) return context.write(0, value) ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
+          if (memory)
+            return context.write(0, value) ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
           mmx_write(state, instruction.rm, value);
           return SimdOutcome::kDone;
         }
@@ -107,7 +130,9 @@ SimdOutcome sse_move(Context& context) {
         return SimdOutcome::kDone;
       }
       // MOVSS/MOVSD: scalar sizes; a load from memory zeroes the rest, register moves merge.
-      unsigned size = (opcode <= 0x11 && prefix == 0xf3) ? 4 : (opcode <= 0x11 && prefix == 0xf2) ? 8 : 16;
+      unsigned size = (opcode <= 0x11 && prefix == 0xf3)   ? 4
+                      : (opcode <= 0x11 && prefix == 0xf2) ? 8
+                                                           : 16;
       if (store) {
         if (memory) return store_memory(context, destination, size, aligned);
         Xmm& target = state.xmm[instruction.rm & 15];
@@ -126,11 +151,13 @@ SimdOutcome sse_move(Context& context) {
       }
       return SimdOutcome::kDone;
     }
-    case 0x12: case 0x16: {
+    case 0x12:
+    case 0x16: {
       bool high = opcode == 0x16;
       if (prefix == 0xf3 || (prefix == 0xf2 && !high)) {  // MOVSLDUP, MOVSHDUP, MOVDDUP
         if (prefix == 0xf2) {
-          if (auto failed = read_source(context, source, memory ? 8 : 16, false, false)) return *failed;
+          if (auto failed = read_source(context, source, memory ? 8 : 16, false, false))
+            return *failed;
           destination.set_lane<uint64_t>(0, source.lane<uint64_t>(0));
           destination.set_lane<uint64_t>(1, source.lane<uint64_t>(0));
           return SimdOutcome::kDone;
@@ -155,21 +182,30 @@ SimdOutcome sse_move(Context& context) {
       destination.set_lane<uint64_t>(high ? 1 : 0, value);
       return SimdOutcome::kDone;
     }
-    case 0x13: case 0x17:
+    case 0x13:
+    case 0x17:
       if (!memory || prefix > 0x66) return SimdOutcome::kInvalidOpcode;
       return context.write(0, destination.lane<uint64_t>(opcode == 0x17 ? 1 : 0))
-                 ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
-    case 0x14: case 0x15:
+                 ? SimdOutcome::kDone
+                 : SimdOutcome::kMemoryFault;
+    case 0x14:
+    case 0x15:
       if (prefix > 0x66) return SimdOutcome::kInvalidOpcode;
       if (auto failed = read_source(context, source, 16, false, true)) return *failed;
       destination = unpack_float(destination, source, prefix == 0x66, opcode == 0x15);
       return SimdOutcome::kDone;
-    case 0x54: case 0x55: case 0x56: case 0x57: {
+    case 0x54:
+    case 0x55:
+    case 0x56:
+    case 0x57: {
       if (prefix > 0x66) return SimdOutcome::kInvalidOpcode;
       if (auto failed = read_source(context, source, 16, false, true)) return *failed;
       for (unsigned i = 0; i < 2; ++i) {
         uint64_t a = destination.lane<uint64_t>(i), b = source.lane<uint64_t>(i);
-        uint64_t r = opcode == 0x54 ? a & b : opcode == 0x55 ? ~a & b : opcode == 0x56 ? a | b : a ^ b;
+        uint64_t r = opcode == 0x54   ? a & b
+                     : opcode == 0x55 ? ~a & b
+                     : opcode == 0x56 ? a | b
+                                      : a ^ b;
         destination.set_lane<uint64_t>(i, r);
       }
       return SimdOutcome::kDone;
@@ -196,7 +232,8 @@ SimdOutcome sse_move(Context& context) {
         const Xmm& value = state.xmm[instruction.rm & 15];
         uint32_t mask = 0;
         if (prefix == 0x66) {
-          for (unsigned i = 0; i < 2; ++i) mask |= static_cast<uint32_t>(value.lane<uint64_t>(i) >> 63) << i;
+          for (unsigned i = 0; i < 2; ++i)
+            mask |= static_cast<uint32_t>(value.lane<uint64_t>(i) >> 63) << i;
         } else {
           for (unsigned i = 0; i < 4; ++i) mask |= (value.lane<uint32_t>(i) >> 31) << i;
         }
@@ -231,13 +268,17 @@ SimdOutcome sse_move(Context& context) {
       }
       unsigned size = instruction.rex_w ? 8 : 4;
       uint64_t value = mmx_form ? mmx_read(state, instruction.reg) : destination.lane<uint64_t>(0);
-      if (memory) return context.write_bytes(0, &value, size) ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
+      if (memory)
+        return context.write_bytes(0, &value, size) ? SimdOutcome::kDone
+                                                    : SimdOutcome::kMemoryFault;
       context.operands.write_gpr(instruction.rm, value, static_cast<uint8_t>(size));
       return SimdOutcome::kDone;
     }
     case 0xd6: {
       if (prefix == 0x66) {  // MOVQ xmm/m64, xmm
-        if (memory) return context.write(0, destination.lane<uint64_t>(0)) ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
+        if (memory)
+          return context.write(0, destination.lane<uint64_t>(0)) ? SimdOutcome::kDone
+                                                                 : SimdOutcome::kMemoryFault;
         uint64_t low = destination.lane<uint64_t>(0);
         Xmm& target = state.xmm[instruction.rm & 15];
         target = Xmm{};
@@ -257,8 +298,7 @@ SimdOutcome sse_move(Context& context) {
       }
       return SimdOutcome::kInvalidOpcode;
     }
-    default:
-      return SimdOutcome::kInvalidOpcode;
+    default: return SimdOutcome::kInvalidOpcode;
   }
 }
 

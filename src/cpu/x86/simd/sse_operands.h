@@ -28,7 +28,9 @@ inline std::optional<SimdOutcome> mmx_enter(Context& context) {
   return std::nullopt;
 }
 
-inline uint64_t mmx_read(const SimdState& state, unsigned index) { return state.x87[index & 7].significand; }
+inline uint64_t mmx_read(const SimdState& state, unsigned index) {
+  return state.x87[index & 7].significand;
+}
 // Writing an MMX register sets the aliased exponent and sign to all ones (SDM Vol. 1 9.5.1).
 inline void mmx_write(SimdState& state, unsigned index, uint64_t value) {
   state.x87[index & 7] = X87Register{value, 0xffff};
@@ -37,8 +39,8 @@ inline void mmx_write(SimdState& state, unsigned index, uint64_t value) {
 // Reads the r/m operand (`size` bytes: 4, 8 or 16) into the low bytes of `value`, from an XMM
 // register, an MMX register (`mmx`) or memory. A 16-byte memory operand of an aligned form
 // must be 16-byte aligned (#GP(0), SDM Vol. 1 11.4.1). Returns nullopt on success.
-inline std::optional<SimdOutcome> read_source(Context& context, Xmm& value, unsigned size,
-                                              bool mmx, bool aligned) {
+inline std::optional<SimdOutcome> read_source(Context& context, Xmm& value, unsigned size, bool mmx,
+                                              bool aligned) {
   value = Xmm{};
   if (!context.instruction.memory_operand) {
     if (mmx) {
@@ -57,18 +59,18 @@ inline std::optional<SimdOutcome> read_source(Context& context, Xmm& value, unsi
 }
 
 // The MMX/SSE families.
-SimdOutcome packed_integer(Context& context, bool xmm);    // 0F 60-76, 0F D1-FE and friends
-SimdOutcome sse_move(Context& context);                    // MOV*, shuffles, unpacks, MXCSR
-SimdOutcome sse_float(Context& context);                   // packed/scalar FP arithmetic
+SimdOutcome packed_integer(Context& context, bool xmm);  // 0F 60-76, 0F D1-FE and friends
+SimdOutcome sse_move(Context& context);                  // MOV*, shuffles, unpacks, MXCSR
+SimdOutcome sse_float(Context& context);                 // packed/scalar FP arithmetic
 SimdOutcome fxsave_fxrstor(Context& context, bool restore);
-SimdOutcome mask_move(Context& context);                   // MASKMOVQ / MASKMOVDQU
-SimdOutcome sse_convert(Context& context);                 // CVT*
-SimdOutcome ssse3(Context& context);                       // 0F 38 00-1E, 0F 3A 0F
-SimdOutcome sse41(Context& context);                       // SSE4.1 (and PCMPGTQ)
-SimdOutcome sse42_strings(Context& context);               // PCMPESTRI/M, PCMPISTRI/M
+SimdOutcome mask_move(Context& context);      // MASKMOVQ / MASKMOVDQU
+SimdOutcome sse_convert(Context& context);    // CVT*
+SimdOutcome ssse3(Context& context);          // 0F 38 00-1E, 0F 3A 0F
+SimdOutcome sse41(Context& context);          // SSE4.1 (and PCMPGTQ)
+SimdOutcome sse42_strings(Context& context);  // PCMPESTRI/M, PCMPISTRI/M
 SimdOutcome crc32(Context& context);
 // DPPS/DPPD into `destination` (an XMM register of the state).
 SimdOutcome dot_product(Context& context, Xmm& destination, const Xmm& source, uint8_t control,
-                        bool doubles);                       // F2 0F 38 F0/F1
+                        bool doubles);  // F2 0F 38 F0/F1
 
 }  // namespace lamina::cpu::x86::simd

@@ -17,7 +17,9 @@ T negate(T value) {
   return static_cast<T>(static_cast<Unsigned>(0u - static_cast<Unsigned>(value)));
 }
 
-int16_t saturate_word(int32_t value) { return static_cast<int16_t>(std::clamp(value, -32768, 32767)); }
+int16_t saturate_word(int32_t value) {
+  return static_cast<int16_t>(std::clamp(value, -32768, 32767));
+}
 
 // PHADD/PHSUB: pairs of the destination, then pairs of the source.
 template <typename T, typename F>
@@ -73,7 +75,9 @@ SimdOutcome ssse3(Context& context) {
     unsigned shift = instruction.immediate;
     for (unsigned i = 0; i < width; ++i) {
       unsigned index = i + shift;
-      out.bytes[i] = index < width ? b.bytes[index] : index < 2 * width ? a.bytes[index - width] : 0;
+      out.bytes[i] = index < width       ? b.bytes[index]
+                     : index < 2 * width ? a.bytes[index - width]
+                                         : 0;
     }
   } else {
     switch (instruction.opcode) {
@@ -83,9 +87,17 @@ SimdOutcome ssse3(Context& context) {
           out.bytes[i] = (selector & 0x80) ? 0 : a.bytes[selector & (width - 1)];
         }
         break;
-      case 0x01: out = horizontal<int16_t>(a, b, width, [](int16_t x, int16_t y) { return static_cast<int16_t>(x + y); }); break;
-      case 0x02: out = horizontal<uint32_t>(a, b, width, [](uint32_t x, uint32_t y) { return x + y; }); break;
-      case 0x03: out = horizontal<int16_t>(a, b, width, [](int16_t x, int16_t y) { return saturate_word(x + y); }); break;
+      case 0x01:
+        out = horizontal<int16_t>(a, b, width,
+                                  [](int16_t x, int16_t y) { return static_cast<int16_t>(x + y); });
+        break;
+      case 0x02:
+        out = horizontal<uint32_t>(a, b, width, [](uint32_t x, uint32_t y) { return x + y; });
+        break;
+      case 0x03:
+        out = horizontal<int16_t>(a, b, width,
+                                  [](int16_t x, int16_t y) { return saturate_word(x + y); });
+        break;
       case 0x04:
         for (unsigned i = 0; i < width / 2; ++i) {
           int32_t sum = a.bytes[2 * i] * static_cast<int8_t>(b.bytes[2 * i]) +
@@ -93,9 +105,17 @@ SimdOutcome ssse3(Context& context) {
           out.set_lane<int16_t>(i, saturate_word(sum));
         }
         break;
-      case 0x05: out = horizontal<int16_t>(a, b, width, [](int16_t x, int16_t y) { return static_cast<int16_t>(x - y); }); break;
-      case 0x06: out = horizontal<uint32_t>(a, b, width, [](uint32_t x, uint32_t y) { return x - y; }); break;
-      case 0x07: out = horizontal<int16_t>(a, b, width, [](int16_t x, int16_t y) { return saturate_word(x - y); }); break;
+      case 0x05:
+        out = horizontal<int16_t>(a, b, width,
+                                  [](int16_t x, int16_t y) { return static_cast<int16_t>(x - y); });
+        break;
+      case 0x06:
+        out = horizontal<uint32_t>(a, b, width, [](uint32_t x, uint32_t y) { return x - y; });
+        break;
+      case 0x07:
+        out = horizontal<int16_t>(a, b, width,
+                                  [](int16_t x, int16_t y) { return saturate_word(x - y); });
+        break;
       case 0x08: out = sign<int8_t>(a, b, width); break;
       case 0x09: out = sign<int16_t>(a, b, width); break;
       case 0x0a: out = sign<int32_t>(a, b, width); break;

@@ -6,9 +6,7 @@
 #include "cpu/x86/simd/x87_stack.h"
 
 namespace lamina::cpu::x86::simd {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 // Stores the result of a binary operation into ST(destination), honoring the guest's masks.
 // Returns false when an unmasked pre-computation exception stopped the instruction.
@@ -61,11 +59,11 @@ void compare_result(Context& context, const HostX87Result& result, bool to_flags
 
 void compare(Context& context, const X87Register& source, bool unordered, bool to_flags,
              unsigned pops) {
-  compare_result(context,
-                 host_binary(unordered ? X87Binary::kCompareUnordered : X87Binary::kCompare,
-                             context.state.control, context.state.status, context.state.st(0),
-                             source),
-                 to_flags, pops);
+  compare_result(
+      context,
+      host_binary(unordered ? X87Binary::kCompareUnordered : X87Binary::kCompare,
+                  context.state.control, context.state.status, context.state.st(0), source),
+      to_flags, pops);
 }
 
 // Comparison with an empty operand: masked, the result is "unordered".

@@ -35,25 +35,33 @@ size_t build_environment(const Context& context, uint8_t* out) {
       std::memcpy(out, words, 14);
       return 14;
     }
-    uint32_t dwords[7] = {0xffff0000u | words[0], 0xffff0000u | words[1], 0xffff0000u | words[2],
-                          instruction, static_cast<uint32_t>(state.last_opcode & 0x7ff) << 16,
-                          data, 0xffff0000u};
+    uint32_t dwords[7] = {0xffff0000u | words[0],
+                          0xffff0000u | words[1],
+                          0xffff0000u | words[2],
+                          instruction,
+                          static_cast<uint32_t>(state.last_opcode & 0x7ff) << 16,
+                          data,
+                          0xffff0000u};
     std::memcpy(out, dwords, 28);
     return 28;
   }
   // Real-mode layouts: linear pointers split into a low word and the high bits shifted by 12.
   if (!wide) {
     words[3] = static_cast<uint16_t>(instruction);
-    words[4] = static_cast<uint16_t>(((instruction >> 16) & 0xf) << 12 | (state.last_opcode & 0x7ff));
+    words[4] =
+        static_cast<uint16_t>(((instruction >> 16) & 0xf) << 12 | (state.last_opcode & 0x7ff));
     words[5] = static_cast<uint16_t>(data);
     words[6] = static_cast<uint16_t>(((data >> 16) & 0xf) << 12);
     std::memcpy(out, words, 14);
     return 14;
   }
-  uint32_t dwords[7] = {0xffff0000u | words[0], 0xffff0000u | words[1], 0xffff0000u | words[2],
+  uint32_t dwords[7] = {0xffff0000u | words[0],
+                        0xffff0000u | words[1],
+                        0xffff0000u | words[2],
                         0xffff0000u | (instruction & 0xffff),
                         ((instruction >> 16) << 12) | (state.last_opcode & 0x7ffu),
-                        0xffff0000u | (data & 0xffff), (data >> 16) << 12};
+                        0xffff0000u | (data & 0xffff),
+                        (data >> 16) << 12};
   std::memcpy(out, dwords, 28);
   return 28;
 }
@@ -75,7 +83,8 @@ void load_environment(Context& context, const uint8_t* in) {
   uint16_t tags = static_cast<uint16_t>(field(2));
   state.tag_valid = 0;
   for (unsigned i = 0; i < 8; ++i) {
-    if (((tags >> (2 * i)) & 3) != 3) state.tag_valid = static_cast<uint8_t>(state.tag_valid | (1u << i));
+    if (((tags >> (2 * i)) & 3) != 3)
+      state.tag_valid = static_cast<uint8_t>(state.tag_valid | (1u << i));
   }
   if (context.control.protected_mode) {
     state.last_instruction = field(3);
@@ -99,7 +108,8 @@ SimdOutcome memory_control(Context& context) {
   if (escape == 0xd9) {
     switch (reg) {
       case 4: {  // FLDENV
-        if (!context.read_bytes(0, image, environment_size(context))) return SimdOutcome::kMemoryFault;
+        if (!context.read_bytes(0, image, environment_size(context)))
+          return SimdOutcome::kMemoryFault;
         load_environment(context, image);
         return SimdOutcome::kDone;
       }
@@ -118,8 +128,7 @@ SimdOutcome memory_control(Context& context) {
       }
       case 7:  // FNSTCW
         return context.write(0, state.control) ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
-      default:
-        return SimdOutcome::kInvalidOpcode;
+      default: return SimdOutcome::kInvalidOpcode;
     }
   }
   // DD /4 FRSTOR, /6 FNSAVE, /7 FNSTSW m16.
@@ -146,10 +155,8 @@ SimdOutcome memory_control(Context& context) {
       initialize(state);
       return SimdOutcome::kDone;
     }
-    case 7:
-      return context.write(0, state.status) ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
-    default:
-      return SimdOutcome::kInvalidOpcode;
+    case 7: return context.write(0, state.status) ? SimdOutcome::kDone : SimdOutcome::kMemoryFault;
+    default: return SimdOutcome::kInvalidOpcode;
   }
 }
 
@@ -202,9 +209,13 @@ SimdOutcome x87_control(Context& context) {
     case 0xdb:
       switch (modrm) {
         case 0xe2: state.status &= 0x7f00; return SimdOutcome::kDone;  // FNCLEX
-        case 0xe3: initialize(state); return SimdOutcome::kDone;       // FNINIT
+        case 0xe3:
+          initialize(state);
+          return SimdOutcome::kDone;  // FNINIT
         // FENI, FDISI, FSETPM: 8087/287 controls that later FPUs execute as no-ops.
-        case 0xe0: case 0xe1: case 0xe4: return SimdOutcome::kDone;
+        case 0xe0:
+        case 0xe1:
+        case 0xe4: return SimdOutcome::kDone;
         default: return SimdOutcome::kInvalidOpcode;
       }
     case 0xdd:  // FFREE (C1 undefined by the SDM; cleared, as processors do)
@@ -219,12 +230,12 @@ SimdOutcome x87_control(Context& context) {
       }
       if (reg == 0) {  // FFREEP (undocumented): FFREE ST(i), then pop
         state.tag_valid = static_cast<uint8_t>(state.tag_valid & ~(1u << state.physical(index)));
+        x87_set_c1(state, false);
         x87_pop(state);
         return SimdOutcome::kDone;
       }
       return SimdOutcome::kInvalidOpcode;
-    default:
-      return SimdOutcome::kInvalidOpcode;
+    default: return SimdOutcome::kInvalidOpcode;
   }
 }
 

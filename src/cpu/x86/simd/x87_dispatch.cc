@@ -22,8 +22,7 @@ Route route(const SimdInstruction& instruction) {
   bool memory = instruction.memory_operand;
   switch (escape) {
     case 0xd8:
-    case 0xdc:
-      return {Family::kArithmetic};
+    case 0xdc: return {Family::kArithmetic};
     case 0xd9:
       if (memory) {
         if (reg == 0 || reg == 2 || reg == 3) return {Family::kLoadStore};

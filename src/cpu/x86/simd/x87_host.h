@@ -14,21 +14,21 @@
 namespace lamina::cpu::x86::simd {
 
 struct HostX87Result {
-  X87Register value;   // ST(0) after the operation
-  X87Register second;  // ST(1) after the operation (two-result operations)
-  uint16_t status = 0; // host status word: exception flags and C0-C3
+  X87Register value;    // ST(0) after the operation
+  X87Register second;   // ST(1) after the operation (two-result operations)
+  uint16_t status = 0;  // host status word: exception flags and C0-C3
 };
 
 enum class X87Binary : uint8_t {
-  kAdd,        // a + b
-  kSubtract,   // a - b
-  kMultiply,   // a * b
-  kDivide,     // a / b
-  kScale,      // FSCALE with ST(0)=a, ST(1)=b
-  kRemainder,  // FPREM with ST(0)=a, ST(1)=b
-  kRemainderIeee,  // FPREM1
-  kArcTangent,     // FPATAN with ST(0)=a, ST(1)=b: atan(b / a)
-  kLogarithm,      // FYL2X with ST(0)=a, ST(1)=b: b * log2(a)
+  kAdd,               // a + b
+  kSubtract,          // a - b
+  kMultiply,          // a * b
+  kDivide,            // a / b
+  kScale,             // FSCALE with ST(0)=a, ST(1)=b
+  kRemainder,         // FPREM with ST(0)=a, ST(1)=b
+  kRemainderIeee,     // FPREM1
+  kArcTangent,        // FPATAN with ST(0)=a, ST(1)=b: atan(b / a)
+  kLogarithm,         // FYL2X with ST(0)=a, ST(1)=b: b * log2(a)
   kLogarithmPlusOne,  // FYL2XP1: b * log2(a + 1)
   kCompare,           // FCOM: a against b, C0/C2/C3
   kCompareUnordered,  // FUCOM
@@ -39,9 +39,9 @@ enum class X87Unary : uint8_t {
   kRound,
   kSine,
   kCosine,
-  kTangent,  // FPTAN: value=1.0 (pushed) and second=tan when in range; C2 set otherwise
+  kTangent,     // FPTAN: value=1.0 (pushed) and second=tan when in range; C2 set otherwise
   kSineCosine,  // FSINCOS: value=cos, second=sin when in range
-  kExtract,  // FXTRACT: value=significand, second=exponent
+  kExtract,     // FXTRACT: value=significand, second=exponent
   kTwoToXMinusOne,
 };
 
@@ -73,7 +73,15 @@ struct HostStoreResult {
   uint16_t status = 0;
 };
 enum class X87StoreFormat : uint8_t {
-  kFloat32, kFloat64, kInt16, kInt32, kInt64, kTruncInt16, kTruncInt32, kTruncInt64, kBcd,
+  kFloat32,
+  kFloat64,
+  kInt16,
+  kInt32,
+  kInt64,
+  kTruncInt16,
+  kTruncInt32,
+  kTruncInt64,
+  kBcd,
 };
 HostStoreResult host_store(X87StoreFormat format, uint16_t control, uint16_t codes,
                            const X87Register& value);
@@ -84,9 +92,8 @@ HostX87Result host_binary_unmasked(X87Binary operation, uint16_t control, uint16
                                    const X87Register& a, const X87Register& b);
 HostX87Result host_unary_unmasked(X87Unary operation, uint16_t control, uint16_t codes,
                                   const X87Register& a);
-HostX87Result host_memory_operation_unmasked(unsigned reg, bool double_precision,
-                                             uint16_t control, uint16_t codes,
-                                             const X87Register& a, uint64_t memory);
+HostX87Result host_memory_operation_unmasked(unsigned reg, bool double_precision, uint16_t control,
+                                             uint16_t codes, const X87Register& a, uint64_t memory);
 
 // Exact conversion of an integer to double-extended (FILD and the integer-operand forms).
 X87Register x87_from_integer(int64_t value);

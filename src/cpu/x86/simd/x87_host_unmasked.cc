@@ -16,8 +16,13 @@ class UnmaskedControl {
   UnmaskedControl(uint16_t guest_control, uint16_t codes) {
     asm volatile("fnstcw %0" : "=m"(saved_) : : "memory");
     // A fresh 32-bit environment: control, status (TOP=0, the codes), all registers empty.
-    const uint32_t environment[7] = {0xffff0000u | guest_control, 0xffff0000u | (codes & 0x4700u),
-                                     0xffffffffu, 0, 0, 0, 0xffff0000u};
+    const uint32_t environment[7] = {0xffff0000u | guest_control,
+                                     0xffff0000u | (codes & 0x4700u),
+                                     0xffffffffu,
+                                     0,
+                                     0,
+                                     0,
+                                     0xffff0000u};
     asm volatile("fldenv %0" : : "m"(environment) : "memory");
   }
   ~UnmaskedControl() { asm volatile("fninit\n\tfldcw %0" : : "m"(saved_) : "memory"); }
@@ -48,37 +53,66 @@ HostX87Result host_binary_unmasked(X87Binary operation, uint16_t control, uint16
     UnmaskedControl host(control, codes);
     switch (operation) {
       case X87Binary::kAdd:
-        asm volatile("fldt %2\n\tfldt %1\n\tfadd %%st(1), %%st\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfadd %%st(1), %%st\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
       case X87Binary::kSubtract:
-        asm volatile("fldt %2\n\tfldt %1\n\tfsub %%st(1), %%st\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfsub %%st(1), %%st\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
       case X87Binary::kMultiply:
-        asm volatile("fldt %2\n\tfldt %1\n\tfmul %%st(1), %%st\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfmul %%st(1), %%st\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
       case X87Binary::kDivide:
-        asm volatile("fldt %2\n\tfldt %1\n\tfdiv %%st(1), %%st\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfdiv %%st(1), %%st\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
       case X87Binary::kScale:
-        asm volatile("fldt %2\n\tfldt %1\n\tfscale\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfscale\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
       case X87Binary::kRemainder:
-        asm volatile("fldt %2\n\tfldt %1\n\tfprem\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfprem\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
       case X87Binary::kRemainderIeee:
-        asm volatile("fldt %2\n\tfldt %1\n\tfprem1\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfprem1\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
       case X87Binary::kArcTangent:
-        asm volatile("fldt %2\n\tfldt %1\n\tfpatan\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfpatan\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
       case X87Binary::kLogarithm:
-        asm volatile("fldt %2\n\tfldt %1\n\tfyl2x\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfyl2x\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
       case X87Binary::kLogarithmPlusOne:
-        asm volatile("fldt %2\n\tfldt %1\n\tfyl2xp1\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(b) : "memory");
+        asm volatile("fldt %2\n\tfldt %1\n\tfyl2xp1\n\tfnsave %0"
+                     : "=m"(image)
+                     : "m"(a), "m"(b)
+                     : "memory");
         break;
-      default:
-        break;
+      default: break;
     }
   }
   return from_image(image);
@@ -119,9 +153,9 @@ HostX87Result host_unary_unmasked(X87Unary operation, uint16_t control, uint16_t
   return from_image(image);
 }
 
-HostX87Result host_memory_operation_unmasked(unsigned reg, bool double_precision,
-                                             uint16_t control, uint16_t codes,
-                                             const X87Register& a, uint64_t memory) {
+HostX87Result host_memory_operation_unmasked(unsigned reg, bool double_precision, uint16_t control,
+                                             uint16_t codes, const X87Register& a,
+                                             uint64_t memory) {
   uint8_t image[108] = {};
   uint64_t m64 = memory;
   uint32_t m32 = static_cast<uint32_t>(memory);
@@ -130,58 +164,106 @@ HostX87Result host_memory_operation_unmasked(unsigned reg, bool double_precision
     switch (reg & 7) {
       case 0:
         if (double_precision) {
-          asm volatile("fldt %1\n\tfaddl %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m64) : "memory");
+          asm volatile("fldt %1\n\tfaddl %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m64)
+                       : "memory");
         } else {
-          asm volatile("fldt %1\n\tfadds %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m32) : "memory");
+          asm volatile("fldt %1\n\tfadds %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m32)
+                       : "memory");
         }
         break;
       case 1:
         if (double_precision) {
-          asm volatile("fldt %1\n\tfmull %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m64) : "memory");
+          asm volatile("fldt %1\n\tfmull %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m64)
+                       : "memory");
         } else {
-          asm volatile("fldt %1\n\tfmuls %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m32) : "memory");
+          asm volatile("fldt %1\n\tfmuls %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m32)
+                       : "memory");
         }
         break;
       case 2:
         if (double_precision) {
-          asm volatile("fldt %1\n\tfcoml %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m64) : "memory");
+          asm volatile("fldt %1\n\tfcoml %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m64)
+                       : "memory");
         } else {
-          asm volatile("fldt %1\n\tfcoms %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m32) : "memory");
+          asm volatile("fldt %1\n\tfcoms %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m32)
+                       : "memory");
         }
         break;
       case 3:
         if (double_precision) {
-          asm volatile("fldt %1\n\tfcoml %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m64) : "memory");
+          asm volatile("fldt %1\n\tfcoml %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m64)
+                       : "memory");
         } else {
-          asm volatile("fldt %1\n\tfcoms %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m32) : "memory");
+          asm volatile("fldt %1\n\tfcoms %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m32)
+                       : "memory");
         }
         break;
       case 4:
         if (double_precision) {
-          asm volatile("fldt %1\n\tfsubl %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m64) : "memory");
+          asm volatile("fldt %1\n\tfsubl %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m64)
+                       : "memory");
         } else {
-          asm volatile("fldt %1\n\tfsubs %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m32) : "memory");
+          asm volatile("fldt %1\n\tfsubs %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m32)
+                       : "memory");
         }
         break;
       case 5:
         if (double_precision) {
-          asm volatile("fldt %1\n\tfsubrl %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m64) : "memory");
+          asm volatile("fldt %1\n\tfsubrl %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m64)
+                       : "memory");
         } else {
-          asm volatile("fldt %1\n\tfsubrs %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m32) : "memory");
+          asm volatile("fldt %1\n\tfsubrs %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m32)
+                       : "memory");
         }
         break;
       case 6:
         if (double_precision) {
-          asm volatile("fldt %1\n\tfdivl %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m64) : "memory");
+          asm volatile("fldt %1\n\tfdivl %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m64)
+                       : "memory");
         } else {
-          asm volatile("fldt %1\n\tfdivs %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m32) : "memory");
+          asm volatile("fldt %1\n\tfdivs %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m32)
+                       : "memory");
         }
         break;
       case 7:
         if (double_precision) {
-          asm volatile("fldt %1\n\tfdivrl %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m64) : "memory");
+          asm volatile("fldt %1\n\tfdivrl %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m64)
+                       : "memory");
         } else {
-          asm volatile("fldt %1\n\tfdivrs %2\n\tfnsave %0" : "=m"(image) : "m"(a), "m"(m32) : "memory");
+          asm volatile("fldt %1\n\tfdivrs %2\n\tfnsave %0"
+                       : "=m"(image)
+                       : "m"(a), "m"(m32)
+                       : "memory");
         }
         break;
     }

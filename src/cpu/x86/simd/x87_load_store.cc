@@ -114,7 +114,7 @@ SimdOutcome load_memory(Context& context, uint8_t escape, unsigned reg) {
       if (!context.read(0, value)) return SimdOutcome::kMemoryFault;
       return push_loaded(state, x87_from_integer(value), 0);
     }
-    default: {  // DF
+    default: {         // DF
       if (reg == 0) {  // FILD m16int
         int16_t value;
         if (!context.read(0, value)) return SimdOutcome::kMemoryFault;
@@ -179,16 +179,21 @@ SimdOutcome x87_load_store(Context& context) {
       return store_converted(context, X87StoreFormat::kFloat64, 8, reg == 3);
     case 0xdb:
       switch (reg) {
-        case 0: case 5: return load_memory(context, escape, reg);
+        case 0:
+        case 5: return load_memory(context, escape, reg);
         case 1: return store_converted(context, X87StoreFormat::kTruncInt32, 4, true);
-        case 2: case 3: return store_converted(context, X87StoreFormat::kInt32, 4, reg == 3);
+        case 2:
+        case 3: return store_converted(context, X87StoreFormat::kInt32, 4, reg == 3);
         default: return store_extended(context, true);  // 7: FSTP m80fp
       }
     default:  // DF
       switch (reg) {
-        case 0: case 4: case 5: return load_memory(context, escape, reg);
+        case 0:
+        case 4:
+        case 5: return load_memory(context, escape, reg);
         case 1: return store_converted(context, X87StoreFormat::kTruncInt16, 2, true);
-        case 2: case 3: return store_converted(context, X87StoreFormat::kInt16, 2, reg == 3);
+        case 2:
+        case 3: return store_converted(context, X87StoreFormat::kInt16, 2, reg == 3);
         case 6: return store_converted(context, X87StoreFormat::kBcd, 10, true);
         default: return store_converted(context, X87StoreFormat::kInt64, 8, true);
       }

@@ -119,10 +119,10 @@ bool x87_store_result(SimdState& state, unsigned destination, HostX87Result resu
                       const std::optional<HostX87Result>& unmasked);
 
 // The x87 instruction families, each given the decoded ESC instruction.
-SimdOutcome x87_arithmetic(Context& context);        // D8, DC, DA, DE arithmetic and compares
-SimdOutcome x87_load_store(Context& context);        // loads, stores, integer and BCD forms
-SimdOutcome x87_d9_register(Context& context);       // D9 C0-FF: FLD ST(i) .. FCOS
-SimdOutcome x87_control(Context& context);           // environment, control, status, FXCH, FCMOV
+SimdOutcome x87_arithmetic(Context& context);   // D8, DC, DA, DE arithmetic and compares
+SimdOutcome x87_load_store(Context& context);   // loads, stores, integer and BCD forms
+SimdOutcome x87_d9_register(Context& context);  // D9 C0-FF: FLD ST(i) .. FCOS
+SimdOutcome x87_control(Context& context);      // environment, control, status, FXCH, FCMOV
 
 // Classification used by FXAM and the full tag word.
 enum class X87Class : uint8_t { kUnsupported, kNan, kNormal, kInfinity, kZero, kDenormal };

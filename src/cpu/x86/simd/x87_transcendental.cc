@@ -45,8 +45,8 @@ void test_against_zero(SimdState& state) {
     return;
   }
   // Like FCOM: the codes are reported even when an unmasked exception is signaled.
-  HostX87Result result = host_binary(X87Binary::kCompare, state.control, state.status, state.st(0),
-                                     X87Register{});
+  HostX87Result result =
+      host_binary(X87Binary::kCompare, state.control, state.status, state.st(0), X87Register{});
   x87_raise(state, result.status & kX87ExceptionFlags);
   x87_set_codes(state, kX87C0 | kX87C1 | kX87C2 | kX87C3, result.status & ~kX87C1);
 }
@@ -137,23 +137,29 @@ SimdOutcome x87_d9_register(Context& context) {
   uint8_t modrm = context.instruction.modrm;
   switch (modrm) {
     case 0xd0: return SimdOutcome::kDone;  // FNOP
-    case 0xe0:  // FCHS
-    case 0xe1:  // FABS
+    case 0xe0:                             // FCHS
+    case 0xe1:                             // FABS
       if (state.st_empty(0)) {
         if (x87_stack_underflow(state)) x87_write(state, 0, kX87Indefinite);
         return SimdOutcome::kDone;
       }
       {
         X87Register value = state.st(0);
-        value.sign_exponent = modrm == 0xe0 ? value.sign_exponent ^ 0x8000
-                                            : value.sign_exponent & 0x7fff;
+        value.sign_exponent =
+            modrm == 0xe0 ? value.sign_exponent ^ 0x8000 : value.sign_exponent & 0x7fff;
         x87_write(state, 0, value);
         x87_set_c1(state, false);
       }
       return SimdOutcome::kDone;
     case 0xe4: test_against_zero(state); return SimdOutcome::kDone;
     case 0xe5: examine(state); return SimdOutcome::kDone;
-    case 0xe8: case 0xe9: case 0xea: case 0xeb: case 0xec: case 0xed: case 0xee: {
+    case 0xe8:
+    case 0xe9:
+    case 0xea:
+    case 0xeb:
+    case 0xec:
+    case 0xed:
+    case 0xee: {
       if (x87_push_overflows(state)) {
         if (x87_stack_overflow(state)) x87_push(state, kX87Indefinite);
         return SimdOutcome::kDone;

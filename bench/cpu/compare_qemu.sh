@@ -1,0 +1,30 @@
+#!/bin/sh
+# Guest MIPS of the built-in CPU against QEMU TCG on the same real-mode integer loop (a
+# firmware image that runs the loop from RESET and exits through isa-debug-exit).
+# Usage: bench/cpu/compare_qemu.sh [build-dir] [million-instructions]
+set -eu
+build=${1:-build}
+millions=${2:-400}
+bench="$build/bench/cpu/lamina_cpu_bench"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+iterations=$((millions * 1000000 / 8))
+
+run_qemu() {  # prints wall seconds for one run of an image
+  start=$(date +%s.%N)
+  qemu-system-x86_64 -accel tcg -nodefaults -display none -bios "$1" \
+    -device isa-debug-exit,iobase=0xf4,iosize=0x01 >/dev/null 2>&1 || true
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc -l
+}
+
+"$bench" --write-bios "$work/loop.bin" "$iterations"
+"$bench" --write-bios "$work/empty.bin" 1
+empty=$(run_qemu "$work/empty.bin")
+full=$(run_qemu "$work/loop.bin")
+qemu_mips=$(echo "$iterations * 8 / ($full - $empty) / 1000000" | bc -l)
+lamina_line=$("$bench" "$millions" | grep '^realmode')
+lamina_mips=$(echo "$lamina_line" | sed -E 's/.*: ([0-9.]+) MIPS wall.*/\1/')
+printf 'QEMU TCG: %.1f MIPS (%.3f s startup subtracted)\n' "$qemu_mips" "$empty"
+printf 'Lamina:   %.1f MIPS\n' "$lamina_mips"
+printf 'ratio Lamina/QEMU: %.2f\n' "$(echo "$lamina_mips / $qemu_mips" | bc -l)"
