@@ -120,6 +120,8 @@ machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
       case machine::MachineExit::kDebugExit:
         finish_closing(*console, static_cast<int>(stop.status & 0xff));
       case machine::MachineExit::kReset:
+        // A Ctrl-A x that lost the race against the reset still quits.
+        if ((*console)->quit_requested()) finish_closing(*console, 0);
         if (config.on_reboot == machine::RebootAction::kRestart) continue;
         finish_closing(*console, 1,
                        fmt::format("the guest rebooted ({}); --on-reboot restart boots it again",

@@ -57,6 +57,7 @@ void SerialConsole::attach(hw::Uart16550& uart, StopQueue& stops) {
     std::lock_guard lock(mutex_);
     uart_ = &uart;
     stops_ = &stops;
+    if (quit_requested_) stops.post({MachineExit::kUserQuit, "quit from the console (Ctrl-A x)", 0});
     flush_pending_locked();
   }
   if (input_fd_ >= 0 && !reader_.joinable()) {
@@ -134,8 +135,10 @@ void SerialConsole::read_input(std::stop_token stop) {
     if (!filtered.to_guest.empty()) deliver(filtered.to_guest);
     if (filtered.quit) {
       std::lock_guard lock(mutex_);
-      if (stops_ != nullptr)
+      quit_requested_ = true;
+      if (stops_ != nullptr) {
         stops_->post({MachineExit::kUserQuit, "quit from the console (Ctrl-A x)", 0});
+      }
     }
   }
 }

@@ -41,6 +41,13 @@ class SerialConsole final : public hw::SerialBackend {
   void attach(hw::Uart16550& uart, StopQueue& stops);
   void detach();
 
+  // Ctrl-A x was typed. Sticky: a quit typed while no machine is attached (between a reset and
+  // the next boot) is posted to the next machine attached.
+  bool quit_requested() const {
+    std::lock_guard lock(mutex_);
+    return quit_requested_;
+  }
+
   void transmit(std::byte value) override;
   void receive_space_available() override;
 
@@ -57,7 +64,8 @@ class SerialConsole final : public hw::SerialBackend {
   int input_fd_;  // -1: no input
   std::optional<TerminalRawMode> raw_mode_;
   TerminalEscape escape_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
+  bool quit_requested_ = false;
   hw::Uart16550* uart_ = nullptr;
   StopQueue* stops_ = nullptr;
   std::string pending_;
