@@ -31,8 +31,6 @@ struct MachineStop {
   uint32_t status = 0;  // kDebugExit only
 };
 
-const char* to_string(MachineExit exit);
-
 class StopQueue {
  public:
   void post(MachineStop stop) {
