@@ -1,9 +1,14 @@
+#include <cstdlib>
+#include <string>
+
 #include <fmt/format.h>
 
 #include "base/size.h"
 #include "cli/commands.h"
 #include "cli/not_built.h"
 #include "machine/default_guest.h"
+#include "machine/machine_builder.h"
+#include "machine/serial_console.h"
 #include "machine/vm_config.h"
 
 namespace lamina::cli {
@@ -49,6 +54,85 @@ machine::VmConfig to_config(const RunOptions& options) {
   return config;
 }
 
+// Ends `lamina run` with a status; a non-zero one comes with one line naming the reason.
+[[noreturn]] void finish(int status, std::string_view reason = {}) {
+  if (!reason.empty()) {
+    std::string line(reason);
+    for (char& c : line) {
+      if (c == '\n' || c == '\r') c = ' ';
+    }
+    fmt::print(stderr, "lamina run: {}\n", line);
+  }
+  throw CLI::RuntimeError(status);
+}
+
+machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
+  machine::MachineOptions options;
+  options.cpus = config.cpus;
+  options.memory_bytes = config.memory_bytes;
+  options.cmdline = config.cmdline;
+  if (config.kernel) {
+    options.kernel = *config.kernel;
+    options.initrd = config.initrd;
+  } else {
+    auto guest = machine::find_default_guest();
+    if (!guest) report_bad_option(guest.error());
+    options.kernel = guest->kernel;
+    options.initrd = config.initrd ? *config.initrd : guest->initrd;
+    if (options.cmdline.empty()) options.cmdline = guest->cmdline;
+  }
+  // LAMINA_LINUX_ENTRY=bzimage enters the bzImage's own decompressor instead of the host-side
+  // decompression path (for comparing the two while bringing up the CPU).
+  if (const char* entry = std::getenv("LAMINA_LINUX_ENTRY");
+      entry && std::string_view(entry) == "bzimage") {
+    options.linux_entry = machine::LinuxEntry::kBzImage64;
+  }
+  return options;
+}
+
+// finish() after closing the console, so the terminal has left raw mode for the last line.
+[[noreturn]] void finish_closing(std::unique_ptr<machine::SerialConsole>& console, int status,
+                                 std::string_view reason = {}) {
+  console.reset();
+  finish(status, reason);
+}
+
+// Boots the VM and returns only by throwing the exit status (see finish()).
+[[noreturn]] void run_vm(const machine::VmConfig& config) {
+  if (config.accel == machine::AccelKind::kKvm) {
+    report_not_built("run", "--accel kvm (the built-in CPU, --accel emu, boots guests)");
+  }
+  machine::MachineOptions options = to_machine_options(config);
+  auto console = machine::SerialConsole::open(config.serial);
+  if (!console) finish(1, console.error().message());
+  options.com1_backend = console->get();
+  for (;;) {
+    auto built = machine::MachineBuilder::build(options);
+    if (!built) finish_closing(*console, 1, built.error().message());
+    std::unique_ptr<machine::Machine> vm = std::move(*built);
+    (*console)->attach(vm->com1(), vm->stops());
+    const machine::MachineStop stop = vm->run();
+    (*console)->detach();
+    vm.reset();
+    switch (stop.exit) {
+      case machine::MachineExit::kPowerOff:
+      case machine::MachineExit::kUserQuit: finish_closing(*console, 0);
+      case machine::MachineExit::kDebugExit:
+        finish_closing(*console, static_cast<int>(stop.status & 0xff));
+      case machine::MachineExit::kReset:
+        // A Ctrl-A x that lost the race against the reset still quits.
+        if ((*console)->quit_requested()) finish_closing(*console, 0);
+        if (config.on_reboot == machine::RebootAction::kRestart) continue;
+        finish_closing(*console, 1,
+                       fmt::format("the guest rebooted ({}); --on-reboot restart boots it again",
+                                   stop.reason));
+      case machine::MachineExit::kTripleFault:
+      case machine::MachineExit::kError: finish_closing(*console, 1, stop.reason);
+    }
+    finish_closing(*console, 1, "unknown machine stop");
+  }
+}
+
 }  // namespace
 
 void add_run_command(CLI::App& app) {
@@ -71,19 +155,10 @@ void add_run_command(CLI::App& app) {
                   "When the guest reboots: exit (non-zero) or restart")
       ->capture_default_str();
   run->footer(
-      "Exit status: 0 when the guest powers off; non-zero with a one-line reason otherwise.\n"
-      "Status: options are checked, but booting is not built yet: it needs the built-in x86-64 "
-      "CPU (issue #3) and the PC platform (issue #4).");
-  run->callback([options] {
-    machine::VmConfig config = to_config(*options);
-    if (!config.kernel) {
-      auto guest = machine::find_default_guest();
-      if (!guest) report_bad_option(guest.error());
-    }
-    report_not_built("run",
-                     "booting guests needs the built-in x86-64 CPU and the PC platform, which "
-                     "are in progress (issues #3 and #4)");
-  });
+      "Exit status: 0 when the guest powers off (or Ctrl-A x on the console); (N << 1) | 1 when "
+      "it writes N to the debug-exit port 0xf4 (low 8 bits); 1 with a one-line reason on a "
+      "triple fault, a reboot with --on-reboot exit, or a machine error.");
+  run->callback([options] { run_vm(to_config(*options)); });
 }
 
 }  // namespace lamina::cli

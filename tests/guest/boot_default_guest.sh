@@ -1,26 +1,33 @@
 #!/usr/bin/env bash
 # Boots the default guest in a VMM and checks what it prints.
 #   --vmm qemu       qemu-system-x86_64 -accel tcg (proves the image itself)
+#   --vmm lamina     `lamina run` on the built-in CPU (--lamina PATH names the binary)
+#   --cpus N         vCPUs (default 2)
 #   --guest DIR      folder with vmlinuz, initrd.img and modules (from scripts/make-guest)
 #   --scenario S     command_line: run a command from the kernel command line, check its output,
 #                    its exit status line and every virtio module loaded;
 #                    interactive_shell: type into the console shell and power off from it.
 set -euo pipefail
-vmm="" guest="" scenario=""
+vmm="" guest="" scenario="" lamina="" cpus=2
 while [[ $# -gt 0 ]]; do
   case $1 in
     --vmm) vmm=$2; shift 2 ;;
     --guest) guest=$2; shift 2 ;;
     --scenario) scenario=$2; shift 2 ;;
+    --lamina) lamina=$2; shift 2 ;;
+    --cpus) cpus=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [[ -f $guest/vmlinuz && -f $guest/initrd.img ]] || { echo "no default guest in '$guest'"; exit 1; }
+[[ $vmm != lamina || -x $lamina ]] || { echo "--vmm lamina needs --lamina PATH"; exit 2; }
 
 # Starts the VMM with the guest console on stdin/stdout and the given kernel command line.
 start_vmm() {
   case $vmm in
-    qemu) exec qemu-system-x86_64 -accel tcg -m 512 -smp 2 -display none -monitor none \
+    lamina) exec "$lamina" run --cpus "$cpus" --memory 512M --kernel "$guest/vmlinuz" \
+            --initrd "$guest/initrd.img" --cmdline "$1" ;;
+    qemu) exec qemu-system-x86_64 -accel tcg -m 512 -smp "$cpus" -display none -monitor none \
             -serial stdio -no-reboot -kernel "$guest/vmlinuz" -initrd "$guest/initrd.img" \
             -append "$1" ;;
     *) echo "unknown VMM '$vmm'" >&2; exit 2 ;;
@@ -36,7 +43,7 @@ case $scenario in
     # The status is chosen at random so a hard-coded line cannot pass.
     status=$((RANDOM % 200 + 3))
     command="echo guest-says-\$((6*7)); cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' '; echo; nproc; exit $status"
-    timeout 240 bash -c "$(declare -f start_vmm); vmm=$vmm guest=$guest start_vmm \"\$1\"" _ \
+    timeout 240 bash -c "$(declare -f start_vmm); vmm=$vmm guest=$guest lamina=$lamina cpus=$cpus start_vmm \"\$1\"" _ \
       "console=ttyS0 quiet panic=-1 lamina_run=\"$command\"" </dev/null >"$log" 2>&1 ||
       fail "the VMM did not exit cleanly (status $?)"
     sed -i 's/\r$//' "$log"
@@ -46,11 +53,11 @@ case $scenario in
     while read -r module; do
       [[ " $loaded " == *" $module "* ]] || fail "module $module is not loaded (loaded: $loaded)"
     done < "$guest/modules"
-    grep -qx "2" "$log" || fail "nproc did not print 2"
+    grep -qx "$cpus" "$log" || fail "nproc did not print $cpus"
     ;;
   interactive_shell)
     # Talk to the shell like a person: wait for the prompt, type, wait for the answer.
-    coproc VMM { timeout 240 bash -c "$(declare -f start_vmm); vmm=$vmm guest=$guest start_vmm \"\$1\"" _ \
+    coproc VMM { timeout 240 bash -c "$(declare -f start_vmm); vmm=$vmm guest=$guest lamina=$lamina cpus=$cpus start_vmm \"\$1\"" _ \
       "console=ttyS0 quiet panic=-1" 2>&1; }
     wait_for() {  # wait_for PATTERN: read console output into the log until PATTERN shows
       local line

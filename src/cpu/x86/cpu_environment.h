@@ -7,6 +7,7 @@
 // several vCPUs synchronize internally.
 
 #include <cstdint>
+#include <optional>
 
 namespace lamina::cpu::x86 {
 
@@ -34,6 +35,13 @@ class CpuEnvironment {
 
   // Time-stamp counter value for RDTSC/RDTSCP (before the guest's IA32_TSC offset).
   virtual uint64_t read_tsc() = 0;
+
+  // MSRs the platform implements (the local APIC's: IA32_APIC_BASE, IA32_TSC_DEADLINE, the
+  // x2APIC range). For an index platform_msr() claims, a nullopt read or a false write is #GP;
+  // the core still keeps its own copy of IA32_APIC_BASE in step.
+  virtual bool platform_msr(uint32_t) const { return false; }
+  virtual std::optional<uint64_t> read_platform_msr(uint32_t) { return std::nullopt; }
+  virtual bool write_platform_msr(uint32_t, uint64_t) { return false; }
 };
 
 // Requests another thread may post to a running vCPU (Cpu::post). The core looks at them at

@@ -39,6 +39,7 @@ class ByteReader {
 };
 
 int64_t sign_extend(uint64_t value, size_t bytes) {
+  // No displacement or immediate: a shift by 64 below would be undefined (UBSan stops there).
   if (bytes == 0) return 0;
   const int shift = 64 - static_cast<int>(bytes) * 8;
   return static_cast<int64_t>(value << shift) >> shift;

@@ -21,6 +21,7 @@ bool canonical(uint64_t address) {
 
 std::optional<uint64_t> read_model_specific(CpuCore& core, uint32_t msr) {
   const CoreMsrs& m = core.state.msr;
+  if (core.environment.platform_msr(msr)) return core.environment.read_platform_msr(msr);
   switch (msr) {
     case index::kTsc: return core.environment.read_tsc() + m.tsc_offset;
     case index::kSysenterCs: return m.sysenter_cs;
@@ -45,6 +46,12 @@ std::optional<uint64_t> read_model_specific(CpuCore& core, uint32_t msr) {
 
 bool write_model_specific(CpuCore& core, uint32_t msr, uint64_t value) {
   CoreMsrs& m = core.state.msr;
+  if (core.environment.platform_msr(msr)) {
+    if (!core.environment.write_platform_msr(msr, value)) return false;
+    // The MSR file's copy only feeds the core's own view (CPUID's APIC-enable bit).
+    if (msr == 0x1b) (void)core.msr_file.write(msr, value);  // IA32_APIC_BASE
+    return true;
+  }
   switch (msr) {
     case index::kTsc: m.tsc_offset = value - core.environment.read_tsc(); return true;
     case index::kSysenterCs: m.sysenter_cs = value & 0xffff; return true;

@@ -1,0 +1,110 @@
+#pragma once
+// Machine: one assembled PC (guest RAM, buses, the platform devices, vCPUs) and its run loop.
+// MachineBuilder (machine_builder.h) makes one, in the order its members are declared here;
+// run() starts a timer thread and one VcpuThread per vCPU, waits for the first MachineStop any
+// of them (or a device, or the console) posts, and stops and joins every thread before it
+// returns, so devices are never destroyed under a running vCPU.
+//
+// Ownership: owns everything it is made of; borrows the COM1 backend (the caller's console),
+// which must outlive it. Thread-safety: run() once, from one thread; stops() may be posted to
+// from any thread.
+
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "accel/accelerator.h"
+#include "base/guest_memory.h"
+#include "hw/acpi_pm.h"
+#include "hw/apic_bus.h"
+#include "hw/bus.h"
+#include "hw/clock.h"
+#include "hw/debug_exit.h"
+#include "hw/hpet.h"
+#include "hw/i8042.h"
+#include "hw/ioapic.h"
+#include "hw/irq_fanout.h"
+#include "hw/local_apic.h"
+#include "hw/pci_host.h"
+#include "hw/pic8259.h"
+#include "hw/pit8254.h"
+#include "hw/post_code_port.h"
+#include "hw/reset_control.h"
+#include "hw/rtc.h"
+#include "hw/system_control_port.h"
+#include "hw/timer_queue.h"
+#include "hw/uart16550.h"
+#include "machine/machine_exit.h"
+#include "machine/memory_layout.h"
+#include "machine/vcpu_environment.h"
+#include "machine/vcpu_thread.h"
+
+namespace lamina::machine {
+
+class MachineBuilder;
+
+class Machine {
+ public:
+  ~Machine();
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
+
+  // Runs the guest until something posts a stop; returns that stop.
+  MachineStop run();
+
+  StopQueue& stops() { return stops_; }
+  hw::Uart16550& com1() { return *com1_; }
+  GuestMemory& memory() { return memory_; }
+  uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
+  // Guest instructions retired by all vCPUs (after run() returned).
+  uint64_t instructions() const;
+
+ private:
+  friend class MachineBuilder;
+  Machine(MemoryLayout layout, GuestMemory memory);
+  void service_timers(std::stop_token stop);
+  void stop_threads();
+
+  // Declaration order is construction order; destruction runs backwards, vCPUs first.
+  MemoryLayout layout_;
+  GuestMemory memory_;
+  hw::HostClock clock_;
+  hw::TimerQueue timers_{clock_};
+  StopQueue stops_;
+  hw::Bus io_{"io", 0xffff};
+  hw::Bus mmio_{"mmio"};
+  hw::ApicBus apic_bus_;
+  std::vector<std::unique_ptr<hw::LocalApic>> apics_;
+  std::unique_ptr<hw::IoApic> ioapic_;
+  std::unique_ptr<hw::Pic8259Pair> pic_;
+  std::vector<std::unique_ptr<hw::IrqFanout>> isa_irqs_;  // ISA IRQ n -> 8259 input n + IOAPIC
+  std::unique_ptr<hw::GatedIrqLine> pit_irq0_;            // closed while HPET legacy routing
+  std::unique_ptr<hw::Pit8254> pit_;
+  std::unique_ptr<hw::SystemControlPort> port61_;
+  std::unique_ptr<hw::Rtc> rtc_;
+  std::unique_ptr<hw::Uart16550> com1_;
+  std::unique_ptr<hw::Uart16550> com2_;
+  std::unique_ptr<hw::I8042> i8042_;
+  std::unique_ptr<hw::PostCodePort> post_code_;
+  std::unique_ptr<hw::DebugExit> debug_exit_;
+  std::unique_ptr<hw::AcpiPm> acpi_pm_;
+  std::unique_ptr<hw::Device> gpe0_;
+  std::unique_ptr<hw::ResetControl> reset_control_;
+  std::unique_ptr<hw::Hpet> hpet_;
+  std::unique_ptr<hw::PciHost> pci_host_;
+  std::unique_ptr<accel::Accelerator> accelerator_;
+  std::vector<std::unique_ptr<VcpuEnvironment>> environments_;
+  std::vector<std::unique_ptr<accel::Vcpu>> vcpus_;
+  std::vector<std::unique_ptr<VcpuThread>> vcpu_threads_;
+
+  std::mutex timer_mutex_;
+  std::condition_variable timer_wakeup_;
+  bool timer_rearmed_ = false;
+  std::jthread timer_thread_;
+};
+
+}  // namespace lamina::machine

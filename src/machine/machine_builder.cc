@@ -1,0 +1,243 @@
+#include "machine/machine_builder.h"
+
+#include <ctime>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "base/byte_order.h"
+#include "cpu/x86/system/cpu_features.h"
+#include "machine/acpi/acpi_tables.h"
+#include "machine/acpi/config.h"
+#include "machine/boot_file.h"
+#include "machine/multiboot_loader.h"
+
+namespace lamina::machine {
+namespace {
+
+// The TSC rate the vCPUs and their LAPICs agree on (CpuFeatures' tsc_khz).
+constexpr uint64_t kTscHz = 2'000'000'000;
+// Kernel and initrd files larger than this are refused before reading them into memory.
+constexpr uint64_t kMaxBootFileSize = uint64_t{1} << 30;
+constexpr unsigned kIsaIrqs = 16;
+
+// Registers of a block the ACPI tables advertise but nothing implements (GPE0: no general
+// purpose events exist): they read as zero, so no event ever looks pending, and writes drop.
+class ZeroRegisters final : public hw::Device {
+ public:
+  std::string_view name() const override { return "gpe0"; }
+  void read(uint64_t, std::span<std::byte> data) override { store_le_sized(data, 0); }
+  void write(uint64_t, std::span<const std::byte>) override {}
+};
+
+cpu::x86::SegmentCache to_cache(const SegmentState& segment) {
+  return cpu::x86::SegmentCache{segment.selector, segment.base, segment.limit, segment.attributes};
+}
+
+Result<void> map(hw::Bus& bus, uint64_t base, uint64_t size, hw::Device& device) {
+  return bus.map(base, size, device);
+}
+
+}  // namespace
+
+void apply_boot_state(const BootState& boot, cpu::x86::CpuState& state) {
+  using namespace cpu::x86;
+  state.gpr[kRax] = boot.rax;
+  state.gpr[kRbx] = boot.rbx;
+  state.gpr[kRsi] = boot.rsi;
+  state.gpr[kRsp] = boot.rsp;
+  state.rip = boot.rip;
+  state.write_rflags(boot.rflags);
+  state.cr0 = boot.cr0;
+  state.cr3 = boot.cr3;
+  state.cr4 = boot.cr4;
+  state.efer = boot.efer;
+  state.segment[kCs] = to_cache(boot.cs);
+  state.segment[kDs] = to_cache(boot.ds);
+  state.segment[kEs] = to_cache(boot.es);
+  state.segment[kSs] = to_cache(boot.ss);
+  state.segment[kFs] = to_cache(boot.fs);
+  state.segment[kGs] = to_cache(boot.gs);
+  state.gdtr = {boot.gdt.base, boot.gdt.limit};
+  state.idtr = {boot.idt.base, boot.idt.limit};
+  state.cpl = state.segment[kCs].dpl();
+  state.halted = false;
+}
+
+Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& options) {
+  if (options.cpus == 0 || options.cpus > 255) {
+    return fail(ErrorCode::kInvalidArgument, "the vCPU count must be between 1 and 255");
+  }
+  auto layout = MemoryLayout::create({.ram_size = options.memory_bytes});
+  if (!layout) return fail(layout.error().with_context("memory"));
+  auto memory = GuestMemory::create(layout->ram_regions());
+  if (!memory) return fail(memory.error().with_context("guest RAM"));
+  std::unique_ptr<Machine> machine(new Machine(*layout, std::move(*memory)));
+  Machine& m = *machine;
+  const uint32_t cpus = options.cpus;
+
+  // Interrupt controllers: one LAPIC per vCPU on the APIC bus, the IOAPIC sending to it, and
+  // the 8259 pair whose INTR drives the BSP's LINT0 (virtual wire mode, MP spec 3.6.2.2).
+  for (uint32_t index = 0; index < cpus; ++index) {
+    m.apics_.push_back(
+        std::make_unique<hw::LocalApic>(index, index == 0, m.apic_bus_, m.timers_, kTscHz));
+    m.apic_bus_.attach(*m.apics_.back());
+  }
+  acpi::AcpiConfig acpi_config;
+  acpi_config.cpu_count = cpus;
+  acpi_config.has_i8042 = true;
+  m.ioapic_ = std::make_unique<hw::IoApic>(acpi_config.io_apic_id, m.apic_bus_);
+  m.apic_bus_.add_eoi_listener(*m.ioapic_);
+  m.pic_ = std::make_unique<hw::Pic8259Pair>(m.apics_[0]->lint0());
+  // The SCI is level-triggered (MADT override); PCI INTx would be too, but they use GSI 16+.
+  m.pic_->set_elcr(uint16_t{1} << acpi_config.sci_irq);
+  for (auto& apic : m.apics_) {
+    apic->set_ext_int_acknowledge([pic = m.pic_.get()] { return pic->acknowledge(); });
+  }
+  // ISA IRQ n is 8259 input n and IOAPIC pin n, except IRQ0 on pin 2 (the MADT's override).
+  for (unsigned irq = 0; irq < kIsaIrqs; ++irq) {
+    const unsigned pin = irq == 0 ? 2 : irq;
+    m.isa_irqs_.push_back(std::make_unique<hw::IrqFanout>(
+        std::initializer_list<hw::IrqLine*>{&m.pic_->input(irq), &m.ioapic_->input(pin)}));
+  }
+  auto isa = [&m](unsigned irq) -> hw::IrqLine& { return *m.isa_irqs_[irq]; };
+
+  // Legacy devices.
+  m.pit_irq0_ = std::make_unique<hw::GatedIrqLine>(isa(0));
+  m.pit_ = std::make_unique<hw::Pit8254>(m.timers_, *m.pit_irq0_);
+  m.port61_ = std::make_unique<hw::SystemControlPort>(*m.pit_, m.clock_);
+  m.rtc_ = std::make_unique<hw::Rtc>(m.timers_, isa(8), static_cast<int64_t>(std::time(nullptr)));
+  m.rtc_->set_memory_size(m.layout_.below_4g_ram_end(), m.layout_.above_4g_ram_size());
+  m.rtc_->set_cpu_count(cpus);
+  m.com1_ = std::make_unique<hw::Uart16550>("uart16550@0x3f8", isa(4), options.com1_backend);
+  m.com2_ = std::make_unique<hw::Uart16550>("uart16550@0x2f8", isa(3), nullptr);
+  StopQueue& stops = m.stops_;
+  m.i8042_ = std::make_unique<hw::I8042>(
+      isa(1), isa(12),
+      [&stops] {
+        stops.post({MachineExit::kReset, "reset through the i8042 controller", 0});
+      },
+      [](bool) {});
+  m.post_code_ = std::make_unique<hw::PostCodePort>();
+  m.debug_exit_ = std::make_unique<hw::DebugExit>([&stops](uint32_t status) {
+    stops.post({MachineExit::kDebugExit, fmt::format("debug-exit with status {}", status), status});
+  });
+  m.acpi_pm_ = std::make_unique<hw::AcpiPm>(
+      m.clock_, isa(acpi_config.sci_irq),
+      [&stops] {
+        stops.post({MachineExit::kPowerOff, "the guest powered off", 0});
+      },
+      true, acpi_config.s5_sleep_type);
+  m.gpe0_ = std::make_unique<ZeroRegisters>();
+  m.reset_control_ = std::make_unique<hw::ResetControl>([&stops] {
+    stops.post({MachineExit::kReset, "reset through port 0xcf9", 0});
+  });
+  hw::Hpet::Routing hpet_routing;
+  // HPET timers may use IOAPIC pins 20-23 (free, as on ICH boards) and pin 0, which no ISA
+  // device drives here (IRQ0 is on pin 2) and which Linux leaves in INT_ROUTE_CNF (it uses
+  // legacy replacement), so its configuration writes are not refused.
+  hpet_routing.ioapic[0] = &m.ioapic_->input(0);
+  for (unsigned pin = 20; pin < 24; ++pin) hpet_routing.ioapic[pin] = &m.ioapic_->input(pin);
+  hpet_routing.legacy_timer0 = &isa(0);
+  hpet_routing.legacy_timer1 = &isa(8);
+  hpet_routing.legacy_route_changed = [gate = m.pit_irq0_.get()](bool enabled) {
+    gate->set_open(!enabled);
+  };
+  m.hpet_ = std::make_unique<hw::Hpet>(m.timers_, std::move(hpet_routing));
+  m.pci_host_ = std::make_unique<hw::PciHost>(
+      m.io_, m.mmio_,
+      hw::PciHost::Options{.ecam_buses = static_cast<unsigned>(kEcamSize / kMiB),
+                           .reset_control = m.reset_control_.get()});
+
+  // Port I/O map (PC/AT ports; ACPI blocks where the FADT says).
+  struct Mapping {
+    hw::Bus& bus;
+    uint64_t base;
+    uint64_t size;
+    hw::Device& device;
+  };
+  const Mapping mappings[] = {
+      {m.io_, 0x20, 2, m.pic_->master_ports()},
+      {m.io_, 0xa0, 2, m.pic_->slave_ports()},
+      {m.io_, 0x4d0, 2, m.pic_->elcr_ports()},
+      {m.io_, 0x40, 4, *m.pit_},
+      {m.io_, 0x61, 1, *m.port61_},
+      {m.io_, 0x70, 2, *m.rtc_},
+      {m.io_, 0x3f8, 8, *m.com1_},
+      {m.io_, 0x2f8, 8, *m.com2_},
+      {m.io_, 0x60, 1, m.i8042_->data_port()},
+      {m.io_, 0x64, 1, m.i8042_->command_port()},
+      {m.io_, 0x80, 1, *m.post_code_},
+      {m.io_, 0xf4, 4, *m.debug_exit_},
+      {m.io_, acpi_config.pm1a_event_port, 4, m.acpi_pm_->event_block()},
+      {m.io_, acpi_config.pm1a_control_port, 2, m.acpi_pm_->control_block()},
+      {m.io_, acpi_config.pm_timer_port, 4, m.acpi_pm_->timer_block()},
+      {m.io_, acpi_config.gpe0_port, acpi_config.gpe0_length, *m.gpe0_},
+      {m.io_, hw::PciHost::kConfigAddressPort, 4, m.pci_host_->config_address_port()},
+      {m.io_, hw::PciHost::kConfigDataPort, 4, m.pci_host_->config_data_port()},
+      {m.mmio_, kEcamBase, m.pci_host_->ecam_size(), m.pci_host_->ecam()},
+      {m.mmio_, kIoApicBase, hw::IoApic::kSize, *m.ioapic_},
+      {m.mmio_, kHpetBase, hw::Hpet::kSize, *m.hpet_},
+  };
+  for (const Mapping& mapping : mappings) {
+    if (auto mapped = map(mapping.bus, mapping.base, mapping.size, mapping.device); !mapped) {
+      return fail(mapped.error().with_context("machine wiring"));
+    }
+  }
+
+  // Firmware tables, then the kernel (which is told where the RSDP is).
+  auto tables = acpi::install_acpi_tables(m.memory_, m.layout_, acpi_config);
+  if (!tables) return fail(tables.error().with_context("ACPI tables"));
+  auto kernel = read_boot_file(options.kernel.string(), "kernel", kMaxBootFileSize);
+  if (!kernel) return fail(kernel.error());
+  std::vector<std::byte> initrd;
+  if (options.initrd) {
+    auto bytes = read_boot_file(options.initrd->string(), "initrd", kMaxBootFileSize);
+    if (!bytes) return fail(bytes.error());
+    initrd = std::move(*bytes);
+  }
+  BootState boot;
+  if (find_multiboot_header(*kernel)) {
+    MultibootLoadOptions load{.kernel = *kernel, .command_line = options.cmdline, .modules = {}};
+    if (options.initrd) load.modules.push_back({initrd, options.initrd->filename().native()});
+    auto loaded = load_multiboot(m.memory_, m.layout_, load);
+    if (!loaded) return fail(loaded.error().with_context(options.kernel.string()));
+    boot = loaded->state;
+  } else {
+    LinuxLoadOptions load{.kernel = *kernel,
+                          .initrd = initrd,
+                          .command_line = options.cmdline,
+                          .entry = options.linux_entry,
+                          .acpi_rsdp_address = tables->rsdp_address};
+    auto loaded = load_linux(m.memory_, m.layout_, load);
+    if (!loaded) return fail(loaded.error().with_context(options.kernel.string()));
+    boot = loaded->state;
+  }
+
+  // vCPUs: vCPU 0 starts where the loader says; the others wait for INIT-SIPI-SIPI.
+  cpu::x86::CpuFeatures features;
+  features.vcpu_count = cpus;
+  features.tsc_khz = static_cast<uint32_t>(kTscHz / 1000);
+  features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
+  // The LAPIC implements the TSC-deadline timer mode (and the environment routes its MSR).
+  features.tsc_deadline = true;
+  auto accelerator = accel::create_emu_accelerator(m.memory_, features);
+  if (!accelerator) return fail(accelerator.error().with_context("CPU model"));
+  m.accelerator_ = std::move(*accelerator);
+  for (uint32_t index = 0; index < cpus; ++index) {
+    m.environments_.push_back(
+        std::make_unique<VcpuEnvironment>(m.io_, m.mmio_, *m.apics_[index], m.clock_));
+    auto vcpu = m.accelerator_->create_vcpu(index, *m.environments_.back());
+    if (!vcpu) return fail(vcpu.error().with_context(fmt::format("vCPU {}", index)));
+    m.vcpus_.push_back(std::move(*vcpu));
+    m.vcpu_threads_.push_back(
+        std::make_unique<VcpuThread>(index, *m.vcpus_.back(), *m.apics_[index], m.stops_));
+    m.apics_[index]->set_kick([thread = m.vcpu_threads_.back().get()] { thread->wake(); });
+  }
+  cpu::x86::CpuState state = m.vcpus_[0]->state();
+  apply_boot_state(boot, state);
+  m.vcpus_[0]->set_state(state);
+  return machine;
+}
+
+}  // namespace lamina::machine

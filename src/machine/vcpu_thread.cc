@@ -1,0 +1,72 @@
+#include "machine/vcpu_thread.h"
+
+#include <fmt/format.h>
+
+namespace lamina::machine {
+
+void VcpuThread::start() {
+  thread_ = std::jthread([this](std::stop_token stop) { loop(std::move(stop)); });
+}
+
+void VcpuThread::wake() {
+  vcpu_.request_interrupt();
+  vcpu_.request_nmi();
+  {
+    std::lock_guard lock(mutex_);
+    wake_pending_ = true;
+  }
+  woken_.notify_one();
+}
+
+void VcpuThread::stop() {
+  if (!thread_.joinable()) return;
+  thread_.request_stop();
+  vcpu_.kick();
+  {
+    std::lock_guard lock(mutex_);
+    wake_pending_ = true;
+  }
+  woken_.notify_one();
+  thread_.join();
+}
+
+void VcpuThread::forward_startup_messages() {
+  // INIT first: a SIPI is only accepted in the wait-for-SIPI state INIT leads to (MP spec B.4).
+  if (apic_.take_init()) vcpu_.request_init();
+  if (auto vector = apic_.take_startup()) vcpu_.startup(*vector);
+}
+
+bool VcpuThread::sleep(const std::stop_token& stop) {
+  std::unique_lock lock(mutex_);
+  woken_.wait(lock, [&] { return wake_pending_ || stop.stop_requested(); });
+  wake_pending_ = false;
+  return !stop.stop_requested();
+}
+
+void VcpuThread::loop(std::stop_token stop) {
+  while (!stop.stop_requested()) {
+    {
+      // Cleared before looking at the LAPIC: a wake after this point either is seen below or
+      // leaves the flag set, so sleep() cannot miss it.
+      std::lock_guard lock(mutex_);
+      wake_pending_ = false;
+    }
+    forward_startup_messages();
+    const accel::VcpuExit exit = vcpu_.run(kSliceInstructions);
+    instructions_ += exit.instructions;
+    switch (exit.kind) {
+      case accel::VcpuExit::Kind::kYield:
+      case accel::VcpuExit::Kind::kKicked: break;
+      case accel::VcpuExit::Kind::kHalted:
+      case accel::VcpuExit::Kind::kWaitForStartup:
+        if (!sleep(stop)) return;
+        break;
+      case accel::VcpuExit::Kind::kShutdown:
+        stops_.post({MachineExit::kTripleFault,
+                     fmt::format("vCPU {} triple fault: {}", index_, exit.reason), 0});
+        return;
+    }
+  }
+}
+
+}  // namespace lamina::machine

@@ -1,0 +1,61 @@
+#pragma once
+// VcpuThread: the host thread that runs one vCPU. It calls Vcpu::run(budget) in a loop; when the
+// guest halts (HLT) or an application processor waits for its SIPI, it sleeps until the vCPU's
+// local APIC kicks it (wake()). INIT and SIPI messages the LAPIC accepted are handed to the vCPU
+// before each slice. A triple fault posts MachineExit::kTripleFault to the machine's StopQueue
+// and ends the thread.
+//
+// Ownership: borrows the Vcpu, its LocalApic and the StopQueue, which must outlive the thread;
+// owns the std::jthread, joined by stop() or the destructor. Thread-safety: wake() and stop()
+// from any thread (wake() is the LAPIC's kick callback, called without LAPIC locks held).
+
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <thread>
+
+#include "accel/accelerator.h"
+#include "hw/local_apic.h"
+#include "machine/machine_exit.h"
+
+namespace lamina::machine {
+
+class VcpuThread {
+ public:
+  // Guest instructions per run() call: small enough that INIT/SIPI and a stop request are seen
+  // within a fraction of a millisecond, large enough that the loop costs nothing measurable.
+  static constexpr uint64_t kSliceInstructions = 200'000;
+
+  VcpuThread(uint32_t index, accel::Vcpu& vcpu, hw::LocalApic& apic, StopQueue& stops)
+      : index_(index), vcpu_(vcpu), apic_(apic), stops_(stops) {}
+  ~VcpuThread() { stop(); }
+  VcpuThread(const VcpuThread&) = delete;
+  VcpuThread& operator=(const VcpuThread&) = delete;
+
+  void start();
+  // Something may be pending in the LAPIC (interrupt, NMI, INIT, SIPI): look again.
+  void wake();
+  // Asks the thread to finish its slice and joins it.
+  void stop();
+
+  uint64_t instructions() const { return instructions_; }
+
+ private:
+  void loop(std::stop_token stop);
+  // Hands accepted INIT/SIPI messages to the vCPU.
+  void forward_startup_messages();
+  // Sleeps until wake() or stop(); returns false when stopping.
+  bool sleep(const std::stop_token& stop);
+
+  const uint32_t index_;
+  accel::Vcpu& vcpu_;
+  hw::LocalApic& apic_;
+  StopQueue& stops_;
+  std::mutex mutex_;
+  std::condition_variable woken_;
+  bool wake_pending_ = false;
+  uint64_t instructions_ = 0;  // read after join only
+  std::jthread thread_;
+};
+
+}  // namespace lamina::machine

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs one of our own Multiboot test kernels under `lamina run` and checks what it prints and
+# how lamina exits.
+#   test_kernel.sh LAMINA KERNEL_DIR debug_exit|triple_fault
+set -euo pipefail
+lamina=$1 kernels=$2 scenario=$3
+out=$(mktemp) err=$(mktemp)
+trap 'rm -f "$out" "$err"' EXIT
+fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; exit 1; }
+
+case $scenario in
+  debug_exit)
+    # Status and message are random, so no hard-coded output can pass.
+    status=$((RANDOM % 120 + 1))
+    message="hello-from-test-kernel-$RANDOM"
+    set +e
+    timeout 60 "$lamina" run --kernel "$kernels/hello_multiboot.elf" --cmdline "$status $message" \
+      </dev/null >"$out" 2>"$err"
+    code=$?
+    set -e
+    [[ $code -eq $(( (status << 1) | 1 )) ]] || fail "exit status $code, expected $(( (status << 1) | 1 ))"
+    grep -qx "$message" "$out" || fail "the kernel's message is missing from the console"
+    [[ ! -s $err ]] || fail "unexpected stderr"
+    ;;
+  triple_fault)
+    set +e
+    timeout 60 "$lamina" run --kernel "$kernels/triple_fault_multiboot.elf" </dev/null >"$out" 2>"$err"
+    code=$?
+    set -e
+    [[ $code -ne 0 && $code -ne 124 ]] || fail "exit status $code, expected a failure"
+    grep -q "about to triple-fault" "$out" || fail "the kernel did not run"
+    [[ $(wc -l <"$err") -eq 1 ]] || fail "expected exactly one line on stderr"
+    grep -q "^lamina run: .*triple fault" "$err" || fail "the reason does not name the triple fault"
+    ;;
+  file_serial)
+    # --serial file:PATH takes the console; stdout stays empty.
+    console=$(mktemp)
+    trap 'rm -f "$out" "$err" "$console"' EXIT
+    set +e
+    timeout 60 "$lamina" run --kernel "$kernels/hello_multiboot.elf" --cmdline "0 to-a-file" \
+      --serial "file:$console" </dev/null >"$out" 2>"$err"
+    code=$?
+    set -e
+    [[ $code -eq 1 ]] || fail "exit status $code, expected 1 (debug-exit 0)"
+    grep -qx "to-a-file" "$console" || fail "the message is not in the serial file"
+    [[ ! -s $out ]] || fail "console output leaked to stdout"
+    ;;
+  reset_exit)
+    set +e
+    timeout 60 "$lamina" run --kernel "$kernels/reset_multiboot.elf" </dev/null >"$out" 2>"$err"
+    code=$?
+    set -e
+    [[ $code -eq 1 ]] || fail "exit status $code, expected 1"
+    [[ $(grep -c booting "$out") -eq 1 ]] || fail "expected one boot"
+    [[ $(wc -l <"$err") -eq 1 ]] && grep -q "^lamina run: .*reboot" "$err" || fail "expected one line about the reboot"
+    ;;
+  reset_restart)
+    # Each reset boots the kernel again, so it keeps printing until the timeout stops it.
+    set +e
+    timeout 5 "$lamina" run --on-reboot restart --kernel "$kernels/reset_multiboot.elf" </dev/null >"$out" 2>"$err"
+    code=$?
+    set -e
+    [[ $code -eq 124 ]] || fail "exit status $code, expected the timeout's 124"
+    [[ $(grep -c booting "$out") -ge 3 ]] || fail "expected the kernel to boot again after each reset"
+    ;;
+  *) echo "unknown scenario $scenario" >&2; exit 2 ;;
+esac
+echo "ok: $scenario"
