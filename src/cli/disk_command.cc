@@ -77,9 +77,9 @@ void add_disk_create(CLI::App& disk) {
   create->add_option("path", arguments->path, "Image file to create")->required();
   create->add_option("--size", arguments->size, "Virtual size, e.g. 512M, 20G (at most 2040G "
                                                 "for VHD)");
-  create->add_option("--format", arguments->format, "vhd (default) or raw")
-      ->check(CLI::IsMember({"vhd", "raw"}));
-  create->add_option("--type", arguments->type, "VHD type: dynamic (default) or fixed")
+  create->add_option("--format", arguments->format, "vhd (default), vhdx or raw")
+      ->check(CLI::IsMember({"vhd", "vhdx", "raw"}));
+  create->add_option("--type", arguments->type, "dynamic (default) or fixed")
       ->check(CLI::IsMember({"dynamic", "fixed"}));
   create->add_option("--block-size", arguments->block_size,
                      "VHD dynamic block size, a power of two (default 2M)");
@@ -95,7 +95,7 @@ void add_disk_create(CLI::App& disk) {
 
 void add_disk_command(CLI::App& app) {
   auto* disk = app.add_subcommand(
-      "disk", "Create, inspect, check and convert virtual disk images (VHD, raw)");
+      "disk", "Create, inspect, check and convert virtual disk images (VHD, VHDX, raw; reads VMDK and qcow2 too)");
   disk->require_subcommand(1);
   disk->footer("Formats are detected from content. Commands that write a new file stage it "
                "under a temporary name and rename it when complete.");

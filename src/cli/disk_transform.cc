@@ -27,9 +27,9 @@ void add_disk_transforms(CLI::App& disk) {
   convert->add_option("source", convert_arguments->source, "Image to read (format detected)")
       ->required();
   convert->add_option("destination", convert_arguments->destination, "Image to write")->required();
-  convert->add_option("--format", convert_arguments->format, "vhd (default) or raw")
-      ->check(CLI::IsMember({"vhd", "raw"}));
-  convert->add_option("--type", convert_arguments->type, "VHD type: dynamic (default) or fixed")
+  convert->add_option("--format", convert_arguments->format, "vhd (default), vhdx or raw")
+      ->check(CLI::IsMember({"vhd", "vhdx", "raw"}));
+  convert->add_option("--type", convert_arguments->type, "dynamic (default) or fixed")
       ->check(CLI::IsMember({"dynamic", "fixed"}));
   convert->add_option("--block-size", convert_arguments->block_size,
                       "VHD dynamic block size (default 2M)");

@@ -1,5 +1,9 @@
 #include "storage/image_format.h"
 
+#include "storage/qcow2_image.h"
+#include "storage/vhdx_image.h"
+#include "storage/vmdk_image.h"
+
 #include <algorithm>
 #include <fmt/format.h>
 
@@ -10,6 +14,9 @@ namespace lamina::storage {
 std::span<const ImageFormat> image_formats() {
   // One line per format; raw matches anything, so it stays last.
   static const ImageFormat kFormats[] = {
+      vhdx_image_format(),
+      qcow2_image_format(),
+      vmdk_image_format(),
       vhd_image_format(),
       raw_image_format(),
   };
