@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Boot and shell-loop time of the default guest on Lamina's built-in CPU against
+# qemu-system-x86_64 -accel tcg, same kernel, initrd, command line, memory and vCPUs, in one run.
+# Prints seconds (best of N) and the ratio lamina/qemu (below 1: Lamina is faster).
+#   bench/boot_bench.sh [build/lamina] [runs=3] [cpus=1]
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+lamina=${1:-$top/build/lamina}
+runs=${2:-3}
+cpus=${3:-1}
+guest=$("$top/scripts/make-guest")
+loop='i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done'
+
+# seconds VMM COMMAND: wall time of one boot that runs COMMAND and powers off.
+seconds() {
+  local vmm=$1 command=$2 cmdline start end
+  cmdline="console=ttyS0 quiet lamina_run=\"$command\""
+  start=$(date +%s.%N)
+  case $vmm in
+    lamina) "$lamina" run --cpus "$cpus" --memory 512M --kernel "$guest/vmlinuz" \
+              --initrd "$guest/initrd.img" --cmdline "$cmdline" </dev/null >/dev/null ;;
+    qemu) qemu-system-x86_64 -accel tcg -m 512 -smp "$cpus" -display none -monitor none \
+            -serial null -no-reboot -kernel "$guest/vmlinuz" -initrd "$guest/initrd.img" \
+            -append "$cmdline" </dev/null >/dev/null ;;
+  esac
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc -l
+}
+
+best() {  # best VMM COMMAND: the fastest of $runs boots, runs alternating with the peer
+  local vmm=$1 command=$2 fastest="" t
+  for _ in $(seq "$runs"); do
+    t=$(seconds "$vmm" "$command")
+    if [[ -z $fastest ]] || (( $(echo "$t < $fastest" | bc -l) )); then fastest=$t; fi
+  done
+  echo "$fastest"
+}
+
+printf '%-28s %10s %10s %8s\n' "workload ($cpus vCPU)" "lamina s" "qemu s" "ratio"
+for row in "boot to init and poweroff|true" "boot + shell loop 30000|$loop"; do
+  name=${row%%|*} command=${row#*|}
+  l=$(best lamina "$command")
+  q=$(best qemu "$command")
+  printf '%-28s %10.2f %10.2f %8.2f\n' "$name" "$l" "$q" "$(echo "$l / $q" | bc -l)"
+done
