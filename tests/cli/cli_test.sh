@@ -3,22 +3,7 @@
 # that are reserved but not built yet.
 set -u
 lamina=$1
-failures=0
-
-check() {  # check DESCRIPTION EXPECTED_STATUS PATTERN -- COMMAND...
-  local what=$1 want_status=$2 pattern=$3
-  shift 4
-  local output status
-  output=$("$@" 2>&1)
-  status=$?
-  if [[ $status -ne $want_status ]]; then
-    echo "FAIL: $what: exit $status, expected $want_status"; echo "$output"; failures=$((failures + 1))
-  elif ! grep -qE -- "$pattern" <<<"$output"; then
-    echo "FAIL: $what: output lacks /$pattern/"; echo "$output"; failures=$((failures + 1))
-  else
-    echo "ok: $what"
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/check.sh"
 
 check "--help lists the commands" 0 'run.*disk.*vm|run' -- "$lamina" --help
 check "--help names run" 0 '^  run ' -- "$lamina" --help

@@ -6,22 +6,7 @@ lamina=$1
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
-failures=0
-
-check() {  # check DESCRIPTION EXPECTED_STATUS PATTERN -- COMMAND...
-  local what=$1 want_status=$2 pattern=$3
-  shift 4
-  local output status
-  output=$("$@" 2>&1)
-  status=$?
-  if [[ $status -ne $want_status ]]; then
-    echo "FAIL: $what: exit $status, expected $want_status"; echo "$output"; failures=$((failures + 1))
-  elif ! grep -qE -- "$pattern" <<<"$output"; then
-    echo "FAIL: $what: output lacks /$pattern/"; echo "$output"; failures=$((failures + 1))
-  else
-    echo "ok: $what"
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../lib/check.sh"
 
 flip_byte() {  # flip_byte FILE OFFSET
   local byte
