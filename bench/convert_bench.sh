@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Image conversion: `lamina disk convert` against `qemu-img convert`, same inputs, same run.
-# Scenarios: raw -> VHD dynamic, raw -> VHD fixed, VHD (dynamic) -> raw, each on a 2 GiB image
+# Scenarios: raw -> VHD dynamic, raw -> VHD fixed, VMDK (monolithicSparse, made by qemu-img) ->
+# VHD dynamic, VHD (dynamic) -> raw, each on a 2 GiB image
 # full of random data and on one with 10% of its MiB allocated (a sparse raw file). Prints the
 # time of each tool and the ratio lamina/qemu (below 1 means Lamina is faster).
 #
@@ -37,21 +38,26 @@ for ((mib = 0; mib < size_mib; mib += 10)); do
 done
 for input in random sparse; do
   "$lamina" disk convert "$work/bench-$input.raw" "$work/bench-$input.vhd" --force
+  qemu-img convert -f raw -O vmdk -o subformat=monolithicSparse "$work/bench-$input.raw" \
+    "$work/bench-$input.vmdk"
 done
 
 printf '%-30s %10s %10s %8s\n' "scenario" "lamina s" "qemu s" "ratio"
 for input in random sparse; do
   raw="$work/bench-$input.raw"
   vhd="$work/bench-$input.vhd"
-  cat "$raw" "$vhd" >/dev/null  # both tools start from a warm page cache
+  vmdk="$work/bench-$input.vmdk"
+  cat "$raw" "$vhd" "$vmdk" >/dev/null  # both tools start from a warm page cache
   declare -A lamina_cmd qemu_cmd
   lamina_cmd[dynamic]="$lamina disk convert $raw $work/bench-out --type dynamic"
   qemu_cmd[dynamic]="qemu-img convert -f raw -O vpc -o subformat=dynamic $raw $work/bench-out"
   lamina_cmd[fixed]="$lamina disk convert $raw $work/bench-out --type fixed"
   qemu_cmd[fixed]="qemu-img convert -f raw -O vpc -o subformat=fixed $raw $work/bench-out"
+  lamina_cmd[vmdk]="$lamina disk convert $vmdk $work/bench-out --type dynamic"
+  qemu_cmd[vmdk]="qemu-img convert -f vmdk -O vpc -o subformat=dynamic $vmdk $work/bench-out"
   lamina_cmd[to-raw]="$lamina disk convert $vhd $work/bench-out --format raw"
   qemu_cmd[to-raw]="qemu-img convert -f vpc -O raw $vhd $work/bench-out"
-  for scenario in dynamic fixed to-raw; do
+  for scenario in dynamic fixed vmdk to-raw; do
     # The tools take turns (three runs each, best kept) so neither always follows the other.
     lamina_time=""
     qemu_time=""
@@ -64,6 +70,7 @@ for input in random sparse; do
     case $scenario in
       dynamic) label="raw->vhd dynamic" ;;
       fixed) label="raw->vhd fixed" ;;
+      vmdk) label="vmdk->vhd dynamic" ;;
       to-raw) label="vhd->raw" ;;
     esac
     printf '%-30s %10.3f %10.3f %8.2f\n' "$label ($input)" "$lamina_time" "$qemu_time" \
