@@ -59,6 +59,10 @@ class Accelerator {
   virtual std::string_view name() const = 0;
   virtual Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index,
                                                     cpu::x86::CpuEnvironment& environment) = 0;
+  // Guest RAM in [physical, physical + length) was written by something other than a vCPU
+  // (device DMA, a loader): every vCPU drops translations of those pages at its next block
+  // boundary. Thread-safe; devices must call it for every DMA write into guest RAM.
+  virtual void guest_memory_written(uint64_t physical, uint64_t length) = 0;
 };
 
 // The built-in CPU; always available. `features` is the VM's CPU model (CPUID, MSRs; its

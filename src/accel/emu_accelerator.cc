@@ -67,6 +67,14 @@ class EmuAccelerator : public Accelerator {
       return fail(ErrorCode::kInvalidArgument, "vCPU index beyond the CPU model's vcpu_count");
     return std::unique_ptr<Vcpu>(std::make_unique<EmuVcpu>(memory_, environment, model_, index, shared_code_));
   }
+  void guest_memory_written(uint64_t physical, uint64_t length) override {
+    if (length == 0) return;
+    const uint64_t last = (physical + length - 1) & ~uint64_t{0xfff};
+    for (uint64_t page = physical & ~uint64_t{0xfff}; shared_code_.tracked(page); page += 0x1000) {
+      shared_code_.note_write(page);
+      if (page == last) break;
+    }
+  }
 
  private:
   static uint64_t end_of_ram(const GuestMemory& memory) {

@@ -128,11 +128,13 @@ void drop_stale(CpuCore& core, const Block* block) {
 Block* find_block(CpuCore& core) {
   const uint64_t linear = code_linear(core, core.state.rip);
   const TlbEntry& entry = core.tlb_fetch_[core.user_access()][(linear >> 12) & (CpuCore::kTlbSize - 1)];
-  if (entry.tag == (linear & ~uint64_t{0xfff})) {
-    if (Block* block = core.blocks.find(entry.physical | (linear & 0xfff), core.code_mode)) {
-      if (block_current(core, block)) return block;
-      drop_stale(core, block);
-    }
+  // A fetch-TLB miss walks (and may fault) here, so that blocks survive TLB flushes.
+  const uint64_t physical = entry.tag == (linear & ~uint64_t{0xfff})
+                                ? entry.physical | (linear & 0xfff)
+                                : core.translate(linear, Access::kExecute, core.user_access());
+  if (Block* block = core.blocks.find(physical, core.code_mode)) {
+    if (block_current(core, block)) return block;
+    drop_stale(core, block);
   }
   return translate_block(core);
 }

@@ -67,6 +67,34 @@ TEST(EmuAccelerator, RejectsVcpusBeyondTheModel) {
   EXPECT_FALSE(create_emu_accelerator(memory, bad).has_value());
 }
 
+TEST(EmuAccelerator, DmaWriteFromAnotherThreadReplacesCachedCode) {
+  GuestMemory memory = make_memory();
+  RecordingEnvironment environment;
+  auto accelerator = std::move(*create_emu_accelerator(memory, features(1)));
+  auto vcpu = std::move(*accelerator->create_vcpu(0, environment));
+  const uint8_t first[] = {0xb0, 0x01, 0xf4};  // mov al, 1; hlt
+  ASSERT_TRUE(memory.write(0x7c00, std::as_bytes(std::span(first))).has_value());
+  cpu::x86::CpuState state = vcpu->state();
+  state.segment[cpu::x86::kCs] = cpu::x86::SegmentCache{0, 0, 0xffff, 0x9b};
+  state.rip = 0x7c00;
+  vcpu->set_state(state);
+  ASSERT_EQ(vcpu->run(100).kind, VcpuExit::Kind::kHalted);
+  EXPECT_EQ(vcpu->state().gpr[cpu::x86::kRax] & 0xff, 1u);
+  // A "device" thread rewrites the code and reports the write.
+  std::thread device([&] {
+    const uint8_t second[] = {0xb0, 0x02, 0xf4};  // mov al, 2; hlt
+    ASSERT_TRUE(memory.write(0x7c00, std::as_bytes(std::span(second))).has_value());
+    accelerator->guest_memory_written(0x7c00, sizeof(second));
+  });
+  device.join();
+  state = vcpu->state();
+  state.rip = 0x7c00;
+  state.halted = false;
+  vcpu->set_state(state);
+  ASSERT_EQ(vcpu->run(100).kind, VcpuExit::Kind::kHalted);
+  EXPECT_EQ(vcpu->state().gpr[cpu::x86::kRax] & 0xff, 2u);
+}
+
 TEST(EmuAccelerator, KickFromAnotherThreadStopsAnEndlessLoop) {
   GuestMemory memory = make_memory();
   RecordingEnvironment environment;
