@@ -10,9 +10,12 @@ import sys
 import time
 
 
-def read_for(fd, seconds, output):
+def read_for(fd, seconds, output, until=None):
+    """Reads for `seconds`, or until `until` shows in the output; False at end of file."""
     deadline = time.time() + seconds
     while time.time() < deadline:
+        if until is not None and until in output:
+            return True
         ready, _, _ = select.select([fd], [], [], 0.1)
         if not ready:
             continue
@@ -32,7 +35,8 @@ def main():
     if pid == 0:
         os.execv(lamina, [lamina, "run", "--on-reboot", "restart", "--kernel", kernel])
     output = bytearray()
-    read_for(fd, 1.0, output)
+    # A loaded machine (the suite runs tests in parallel) may take a while to start the VM.
+    read_for(fd, 30.0, output, until=b"booting")
     if b"booting" not in output:
         print("FAIL: the kernel printed nothing before Ctrl-A x")
         return 1
