@@ -4,7 +4,8 @@
 #   --vmm lamina     `lamina run` on the built-in CPU (--lamina PATH names the binary)
 #   --cpus N         vCPUs (default 2)
 #   --guest DIR      folder with vmlinuz, initrd.img and modules (from scripts/make-guest)
-#   --scenario S     command_line: run a command from the kernel command line, check its output,
+#   --scenario S     parallel_workload: one pinned job per vCPU must compute the right sum;
+#                    command_line: run a command from the kernel command line, check its output,
 #                    its exit status line and every virtio module loaded;
 #                    interactive_shell: type into the console shell and power off from it.
 set -euo pipefail
@@ -54,6 +55,21 @@ case $scenario in
       [[ " $loaded " == *" $module "* ]] || fail "module $module is not loaded (loaded: $loaded)"
     done < "$guest/modules"
     grep -qx "$cpus" "$log" || fail "nproc did not print $cpus"
+    ;;
+  parallel_workload)
+    # One job pinned to each vCPU computes a sum of squares; every vCPU must report the right
+    # sum from itself (field 39 of /proc/self/stat is the CPU a process last ran on).
+    command='for c in $(seq 0 $(($(nproc)-1))); do taskset -c $c sh -c '"'"'i=0; s=0; while [ $i -lt 3000 ]; do s=$((s+i*i)); i=$((i+1)); done; set -- $(cat /proc/self/stat); echo job-${39}-$s'"'"' & done; wait'
+    timeout 240 bash -c "$(declare -f start_vmm); vmm=$vmm guest=$guest lamina=$lamina cpus=$cpus start_vmm \"\$1\"" _ \
+      "console=ttyS0 quiet panic=-1 lamina_run=\"$command\"" </dev/null >"$log" 2>&1 ||
+      fail "the VMM did not exit cleanly (status $?)"
+    sed -i 's/\r$//' "$log"
+    expected=$(( 2999 * 3000 * 5999 / 6 ))
+    for ((c = 0; c < cpus; c++)); do
+      grep -qx "job-$c-$expected" "$log" || fail "vCPU $c did not report the sum $expected"
+    done
+    [[ $(grep -c '^job-' "$log") -eq $cpus ]] || fail "expected $cpus job lines"
+    grep -q "^LAMINA-EXIT-STATUS: 0" "$log" || fail "the workload did not exit 0"
     ;;
   interactive_shell)
     # Talk to the shell like a person: wait for the prompt, type, wait for the answer.
