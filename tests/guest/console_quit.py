@@ -42,7 +42,12 @@ def main():
         return 1
     os.write(fd, b"\x01x")
     read_for(fd, 10.0, output)
+    # The terminal closes just before the process ends: give the exit a moment to be reaped.
+    deadline = time.time() + 10.0
     done, status = os.waitpid(pid, os.WNOHANG)
+    while done == 0 and time.time() < deadline:
+        time.sleep(0.05)
+        done, status = os.waitpid(pid, os.WNOHANG)
     if done == 0:
         os.kill(pid, 9)
         os.waitpid(pid, 0)
