@@ -69,7 +69,7 @@ HostFile::~HostFile() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-Result<void> HostFile::read_exact(uint64_t offset, std::span<std::byte> data) const {
+Result<size_t> HostFile::read_until_end(uint64_t offset, std::span<std::byte> data) const {
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n = ::pread(fd_, data.data() + done, data.size() - done,
@@ -78,31 +78,27 @@ Result<void> HostFile::read_exact(uint64_t offset, std::span<std::byte> data) co
       if (errno == EINTR) continue;
       return fail(io_error(path_, fmt::format("read at offset {}", offset + done)));
     }
-    if (n == 0) {
-      return fail(ErrorCode::kCorrupt,
-                  fmt::format("{}: file is truncated: {} bytes expected at offset {}", path_,
-                              data.size(), offset));
-    }
+    if (n == 0) break;
     done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
+Result<void> HostFile::read_exact(uint64_t offset, std::span<std::byte> data) const {
+  auto done = read_until_end(offset, data);
+  if (!done) return fail(done.error());
+  if (*done < data.size()) {
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: file is truncated: {} bytes expected at offset {}", path_,
+                            data.size(), offset));
   }
   return {};
 }
 
 Result<void> HostFile::read_padded(uint64_t offset, std::span<std::byte> data) const {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::pread(fd_, data.data() + done, data.size() - done,
-                        static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail(io_error(path_, fmt::format("read at offset {}", offset + done)));
-    }
-    if (n == 0) {
-      std::memset(data.data() + done, 0, data.size() - done);
-      break;
-    }
-    done += static_cast<size_t>(n);
-  }
+  auto done = read_until_end(offset, data);
+  if (!done) return fail(done.error());
+  std::memset(data.data() + *done, 0, data.size() - *done);
   return {};
 }
 

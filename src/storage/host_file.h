@@ -53,6 +53,8 @@ class HostFile {
   Result<std::pair<uint64_t, uint64_t>> identity() const;
 
  private:
+  // Reads until data is full or the file ends; returns how many bytes were read.
+  Result<size_t> read_until_end(uint64_t offset, std::span<std::byte> data) const;
   int fd_ = -1;
   bool writable_ = false;
   std::string path_;
