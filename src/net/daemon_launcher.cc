@@ -78,6 +78,7 @@ Result<LaunchOutcome> launch_switch_daemon(const SwitchPaths& paths, const Daemo
   }
 
   std::string report;
+  bool closed = false;
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -90,7 +91,10 @@ Result<LaunchOutcome> launch_switch_daemon(const SwitchPaths& paths, const Daemo
     char chunk[512];
     ssize_t got = ::read(ready_read.get(), chunk, sizeof(chunk));
     if (got < 0 && errno == EINTR) continue;
-    if (got <= 0) break;
+    if (got <= 0) {
+      closed = true;
+      break;
+    }
     report.append(chunk, static_cast<size_t>(got));
     if (report.size() > 4096 || report.find('\n') != std::string::npos) break;
   }
@@ -101,6 +105,11 @@ Result<LaunchOutcome> launch_switch_daemon(const SwitchPaths& paths, const Daemo
   if (line.starts_with("error: ")) {
     return fail(ErrorCode::kIo, fmt::format("the switch daemon for {} failed: {}", paths.name,
                                             line.substr(7)));
+  }
+  if (closed) {
+    return fail(ErrorCode::kIo, fmt::format("the switch daemon for {} exited without starting "
+                                            "(its log: {})",
+                                            paths.name, paths.log.string()));
   }
   return fail(ErrorCode::kIo,
               fmt::format("the switch daemon for {} did not report ready within {} ms (its "
