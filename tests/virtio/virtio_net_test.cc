@@ -16,6 +16,7 @@
 #include "net/switch_port.h"
 #include "base/byte_order.h"
 #include "base/state_stream.h"
+#include "recording_transport.h"
 #include "virtqueue_driver.h"
 
 namespace lamina::virtio {
@@ -28,44 +29,12 @@ using net::testing::mac;
 using net::testing::receive_within;
 using net::testing::send_frame;
 using net::testing::tag_of;
+using testing::RecordingTransport;
 using testing::TestDriver;
+using testing::wait_until;
 
 constexpr uint64_t kRamSize = 8 << 20;
 const MacAddress kGuestMac({0x52, 0x54, 0x00, 0x12, 0x34, 0x56});
-
-// The transport side a device sees, recording what the device asks of it.
-class RecordingTransport final : public VirtioTransport {
- public:
-  explicit RecordingTransport(DmaMemory& memory) : memory_(memory) {}
-  const DmaMemory& memory() const override { return memory_; }
-  Virtqueue* queue(uint16_t index) override {
-    return index < queues_.size() && queues_[index] ? &*queues_[index] : nullptr;
-  }
-  void signal_queue(uint16_t index) override { signals_[index & 1]++; }
-  void signal_config_change() override { config_changes_++; }
-  void device_error(std::string_view what) override {
-    std::lock_guard lock(mutex_);
-    errors_.emplace_back(what);
-  }
-
-  std::array<std::optional<Virtqueue>, 2> queues_;
-  std::array<std::atomic<int>, 2> signals_{};
-  std::atomic<int> config_changes_{0};
-  std::mutex mutex_;
-  std::vector<std::string> errors_;
-
- private:
-  DmaMemory& memory_;
-};
-
-bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 2s) {
-  auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(1ms);
-  }
-  return true;
-}
 
 class VirtioNetTest : public ::testing::Test {
  protected:
