@@ -3,6 +3,7 @@
 // in-process SwitchDaemon.
 
 #include "virtio/virtio_net.h"
+#include "virtio/virtio_net_setup.h"
 
 #include <gtest/gtest.h>
 #include <sys/eventfd.h>
@@ -307,6 +308,45 @@ TEST_F(VirtioNetTest, SaveAndLoadKeepTheAddressAndRefuseAGroupOne) {
   auto refused = (*other)->load(bad_reader);
   ASSERT_FALSE(refused);
   EXPECT_EQ((*other)->mac(), kGuestMac);
+}
+
+TEST_F(VirtioNetTest, SetupOpensTheNamedSwitchWithTheGivenAddress) {
+  auto option = net::parse_network_option("switch:lab,mac=52:54:00:aa:bb:cc");
+  ASSERT_TRUE(option);
+  net::SwitchConnectOptions connect;
+  connect.label = "vm one";
+  connect.auto_start = false;
+  auto device = open_virtio_net(*option, connect);
+  ASSERT_TRUE(device) << device.error().message();
+  EXPECT_EQ((*device)->mac().to_string(), "52:54:00:aa:bb:cc");
+  EXPECT_EQ((*device)->port().description(), "switch:lab");
+
+  auto missing = net::parse_network_option("switch:elsewhere");
+  ASSERT_TRUE(missing);
+  auto refused = open_virtio_net(*missing, connect);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("--net switch:elsewhere: switch elsewhere: no switch "
+                                           "daemon is running"),
+            std::string::npos)
+      << refused.error().message();
+}
+
+TEST(VirtioNetSetup, ValidateRefusesDuplicateAddressesAndTaps) {
+  auto a = *net::parse_network_option("switch:lab,mac=52:54:00:00:00:01");
+  auto b = *net::parse_network_option("switch:other,mac=52:54:00:00:00:01");
+  auto c = *net::parse_network_option("tap:tap0");
+  auto d = *net::parse_network_option("tap:tap0");
+  std::vector<net::NetworkOption> good{a, c};
+  EXPECT_TRUE(validate_networks(good));
+  std::vector<net::NetworkOption> same_mac{a, b};
+  auto refused = validate_networks(same_mac);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("same MAC address 52:54:00:00:00:01"),
+            std::string::npos);
+  std::vector<net::NetworkOption> same_tap{c, d};
+  refused = validate_networks(same_tap);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("tap:tap0 is given twice"), std::string::npos);
 }
 
 }  // namespace
