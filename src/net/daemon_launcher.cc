@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -36,6 +38,18 @@ constexpr int kReadyFd = 3;
   // The caller's descriptors (disk images with their locks, sockets) must not live on in a
   // daemon that outlives it.
   ::close_range(kReadyFd + 1, UINT_MAX, CLOSE_RANGE_CLOEXEC);
+  // Nor its folder (which would keep a mount busy), its umask, or what it did with signals
+  // (ignored dispositions and the blocked mask survive exec).
+  [[maybe_unused]] int ignored = ::chdir("/");
+  ::umask(077);
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  for (int signal_number : {SIGINT, SIGTERM, SIGHUP, SIGPIPE}) {
+    ::sigaction(signal_number, &default_action, nullptr);
+  }
+  sigset_t none;
+  ::sigemptyset(&none);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);
   ::execv(program, argv);
   constexpr char kMessage[] = "error: cannot run the lamina program for the switch daemon\n";
   [[maybe_unused]] ssize_t written = ::write(kReadyFd, kMessage, sizeof(kMessage) - 1);

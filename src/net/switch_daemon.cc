@@ -21,6 +21,8 @@ namespace {
 constexpr auto kHelloTimeout = std::chrono::seconds(2);
 // Frames read from one port per poll round, so one busy port cannot starve the others.
 constexpr int kFramesPerRound = 64;
+// Connections beyond max_ports that may wait for their hello at one time.
+constexpr size_t kMaxPendingConnections = 16;
 // Longest a query reply may block the daemon on a client that does not read.
 constexpr int kQuerySendTimeoutMs = 1000;
 
@@ -162,6 +164,9 @@ void SwitchDaemon::accept_connections() {
       }
       return;
     }
+    // Connections that have not said hello yet are capped too, so a stuck client cannot make
+    // the daemon run out of descriptors.
+    if (connections_.size() >= options_.max_ports + kMaxPendingConnections) continue;
     Connection connection;
     connection.since = Clock::now();
     ucred credentials{};

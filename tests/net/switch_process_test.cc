@@ -199,6 +199,20 @@ TEST_F(SwitchProcessTest, KilledDaemonIsNoticedAndReplaced) {
   EXPECT_NE(fresh->pid, status->pid);
 }
 
+TEST_F(SwitchProcessTest, DaemonStopsCleanlyOnSigterm) {
+  auto a = connect_switch("lab", auto_start_options("a", 0));
+  ASSERT_TRUE(a) << a.error().message();
+  auto status = query_switch("lab");
+  ASSERT_TRUE(status);
+  ASSERT_EQ(::kill(status->pid, SIGTERM), 0);
+  EXPECT_TRUE(wait_until([&] { return !lock_is_held(runtime_.path(), "lab"); }, 3s))
+      << "SIGTERM should stop the daemon";
+  EXPECT_FALSE(std::filesystem::exists(runtime_.path() / "lamina/switch/lab.sock"))
+      << "a stopped daemon removes its socket";
+  std::vector<std::byte> buffer(kMaxFrameSize);
+  EXPECT_FALSE((*a)->receive(buffer)) << "the port sees the switch gone";
+}
+
 TEST_F(SwitchProcessTest, DaemonThatCannotStartReportsWhy) {
   SwitchConnectOptions options = auto_start_options("a");
   options.daemon.arguments = {"--mac-age", "-1"};
