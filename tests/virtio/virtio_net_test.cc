@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <mutex>
+#include <random>
 #include <thread>
 
 #include "../net/net_test_support.h"
@@ -329,6 +330,49 @@ TEST_F(VirtioNetTest, SetupOpensTheNamedSwitchWithTheGivenAddress) {
                                            "daemon is running"),
             std::string::npos)
       << refused.error().message();
+}
+
+TEST_F(VirtioNetTest, RandomRingsNeverCrashOrHangTheDevice) {
+  activate(0);
+  std::mt19937 random(20261124);
+  for (int round = 0; round < 40; ++round) {
+    device_->reset();
+    receive_.emplace(*memory_, 16, 0x10000, 0x100000);
+    transmit_.emplace(*memory_, 16, 0x20000, 0x400000);
+    // Random descriptors (addresses mostly inside RAM, lengths of any size) and avail rings.
+    for (auto* driver : {&*receive_, &*transmit_}) {
+      for (uint16_t index = 0; index < 16; ++index) {
+        uint64_t address = random() % 2 == 0 ? random() % kRamSize : random();
+        driver->set_descriptor(driver->layout().descriptor_table, index, address,
+                               random() % 3 == 0 ? random() : random() % 4096,
+                               static_cast<uint16_t>(random() % 8), static_cast<uint16_t>(random()));
+      }
+      for (int published = random() % 20; published > 0; --published) {
+        driver->publish(static_cast<uint16_t>(random() % 20));
+      }
+    }
+    transport_->queues_[0] = *Virtqueue::create(*dma_, receive_->layout(), false, false);
+    transport_->queues_[1] = *Virtqueue::create(*dma_, transmit_->layout(), false, false);
+    uint64_t features = kFeatureVersion1 | (random() % 2 ? kNetFeatureMergeableRxBuffers : 0);
+    ASSERT_TRUE(device_->activate(*transport_, features));
+    send_frame(*peer_, frame(kGuestMac, mac(9), round, 14 + random() % 3000));
+    device_->queue_notify(VirtioNet::kTransmitQueue);
+    device_->queue_notify(VirtioNet::kReceiveQueue);
+    std::this_thread::sleep_for(2ms);
+  }
+  device_->reset();
+  // Whatever the rings held, the device is still a working NIC afterwards.
+  receive_.emplace(*memory_, 16, 0x10000, 0x100000);
+  transmit_.emplace(*memory_, 16, 0x20000, 0x400000);
+  transport_->queues_[0] = *Virtqueue::create(*dma_, receive_->layout(), false, false);
+  transport_->queues_[1] = *Virtqueue::create(*dma_, transmit_->layout(), false, false);
+  ASSERT_TRUE(device_->activate(*transport_, kFeatureVersion1));
+  while (receive_within(*peer_, 20ms)) {
+  }
+  guest_transmit(frame(MacAddress::broadcast(), kGuestMac, 77));
+  auto got = receive_within(*peer_);
+  ASSERT_TRUE(got);
+  EXPECT_EQ(tag_of(*got), 77U);
 }
 
 TEST(VirtioNetSetup, ValidateRefusesDuplicateAddressesAndTaps) {
