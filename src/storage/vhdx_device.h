@@ -34,6 +34,11 @@ class VhdxDevice final : public BlockDevice {
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override { return file_.flush(); }
   Result<void> discard(uint64_t offset, uint64_t length) override;
+  // Dynamic: a present block wholly zeroed with may_unmap becomes PAYLOAD_BLOCK_ZERO (through
+  // the log) and its space is punched; other present ranges are zeroed in the file; absent
+  // blocks already read as zeros. Fixed: zeroed in the file, blocks stay allocated
+  // (LeaveBlockAllocated). Differencing: zeros are written, since they must hide the parent.
+  Result<void> write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) override;
 
   const Layout& layout() const { return layout_; }
   // Payload blocks present in the file, times the block size.
@@ -62,6 +67,9 @@ class VhdxDevice final : public BlockDevice {
   Result<void> commit(std::vector<PendingPage>& pages);
   Result<uint64_t> append_zeroed(uint64_t length);
   Result<void> write_piece(uint64_t block, uint64_t in_block, std::span<const std::byte> data);
+  // Makes a range of the file read as zeros (a hole when free_space, else ZERO_RANGE, else
+  // written zeros).
+  Result<void> zero_file_range(uint64_t file_offset, uint64_t length, bool free_space);
 
   CheckedFile file_;
   std::unique_ptr<LogOverlay> overlay_;
