@@ -178,7 +178,7 @@ Result<void> VhdxDevice::begin_session() {
   // a fresh LogGuid makes any stale entries in the log invalid.
   Header header = current;
   header.file_write_guid = random_guid();
-  header.data_write_guid = random_guid();
+  header.data_write_guid = session_data_write_guid_.value_or(random_guid());
   header.log_guid = random_guid();
   if (auto done = write_headers(header); !done) return done;
   log_writer_.emplace(header.log_offset, header.log_length, header.log_guid);
