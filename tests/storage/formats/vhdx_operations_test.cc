@@ -285,5 +285,40 @@ TEST_F(VhdxOperations, DifferencingCreateTakesTheParentsFormatAndNeverOverwrites
   EXPECT_FALSE(std::filesystem::exists(dir_ / "other.vhdx"));
 }
 
+TEST_F(VhdxOperations, DamagedImagesAreRefusedAndLeftAlone) {
+  make_image(image_, 4 * kMiB, pattern(2 * kMiB, 21));
+  auto child = dir_ / "child.vhdx";
+  ASSERT_TRUE(create_differencing(child, image_, false));
+  write_at(child, 0, pattern(4096, 22));
+  // A payload BAT entry of the child pointing past the end of the file (its BAT is at 3 MiB).
+  auto bytes = testing::read_whole_file(child);
+  store_le<uint64_t>(&bytes[3 * kMiB + 8], (uint64_t{4096} << 20) | 6);
+  testing::write_whole_file(child, bytes);
+  auto parent_bytes = testing::read_whole_file(image_);
+  for (int operation = 0; operation < 3; ++operation) {
+    auto only_error = [](auto result) -> Result<void> {
+      if (!result) return fail(result.error());
+      return {};
+    };
+    Result<void> result = operation == 0   ? resize_image(child, 8 * kMiB, false, {})
+                          : operation == 1 ? only_error(compact_image(child, {}))
+                                           : only_error(merge_image(child, {}));
+    ASSERT_FALSE(result) << operation;
+    EXPECT_EQ(result.error().code(), ErrorCode::kCorrupt) << result.error().message();
+    EXPECT_NE(result.error().message().find("child.vhdx"), std::string::npos);
+    EXPECT_TRUE(testing::read_whole_file(child) == bytes) << operation;
+    EXPECT_TRUE(testing::read_whole_file(image_) == parent_bytes) << operation;
+  }
+  // Both headers damaged: not even recognised as a usable VHDX.
+  auto base = testing::read_whole_file(image_);
+  base[64 * 1024 + 4] ^= std::byte{1};
+  base[128 * 1024 + 4] ^= std::byte{1};
+  testing::write_whole_file(image_, base);
+  auto resized = resize_image(image_, 8 * kMiB, false, {});
+  ASSERT_FALSE(resized);
+  EXPECT_NE(resized.error().message().find("both headers"), std::string::npos);
+  EXPECT_TRUE(testing::read_whole_file(image_) == base);
+}
+
 }  // namespace
 }  // namespace lamina::storage
