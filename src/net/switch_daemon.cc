@@ -17,8 +17,6 @@ namespace lamina::net {
 
 namespace {
 
-// Hello deadline for a new connection, so an idle client cannot hold a slot forever.
-constexpr auto kHelloTimeout = std::chrono::seconds(2);
 // Frames read from one port per poll round, so one busy port cannot starve the others.
 constexpr int kFramesPerRound = 64;
 // Connections beyond max_ports that may wait for their hello at one time.
@@ -112,11 +110,12 @@ Result<void> SwitchDaemon::run(int stop_fd) {
       polled.push_back({connection.fd.get(), POLLIN, 0});
       polled_ids.push_back(id);
     }
-    int timeout_ms = 1000;
+    // Wake at least every 100 ms to expire MACs and time out silent connections.
+    int timeout_ms = 100;
     if (options_.idle_exit.count() > 0 && connections_.empty()) {
       auto left = options_.idle_exit - (Clock::now() - idle_since_);
       timeout_ms = static_cast<int>(std::clamp<int64_t>(
-          std::chrono::duration_cast<std::chrono::milliseconds>(left).count() + 1, 0, 1000));
+          std::chrono::duration_cast<std::chrono::milliseconds>(left).count() + 1, 0, 100));
     }
     if (::poll(polled.data(), polled.size(), timeout_ms) < 0 && errno != EINTR) {
       return fail(ErrorCode::kIo, fmt::format("poll: {}", std::strerror(errno)));
@@ -135,7 +134,7 @@ Result<void> SwitchDaemon::run(int stop_fd) {
     }
     auto now = Clock::now();
     for (auto& [id, connection] : connections_) {
-      if (!connection.is_port && now - connection.since > kHelloTimeout) connection.closing = true;
+      if (!connection.is_port && now - connection.since > options_.hello_timeout) connection.closing = true;
     }
     std::vector<SwitchPortId> closing;
     for (const auto& [id, connection] : connections_) {

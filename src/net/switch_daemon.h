@@ -46,6 +46,9 @@ struct SwitchDaemonOptions {
   // Exit this long after the last port left (counting from start when none came);
   // zero runs until stopped.
   std::chrono::milliseconds idle_exit{0};
+  // A connection that has not said hello this long after connecting is closed, so an idle
+  // client cannot hold a slot.
+  std::chrono::milliseconds hello_timeout{std::chrono::seconds(2)};
 };
 
 class SwitchDaemon {

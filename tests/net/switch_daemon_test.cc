@@ -329,6 +329,25 @@ TEST_F(SwitchDaemonTest, PortSeesTheDaemonGoAway) {
   EXPECT_FALSE(std::filesystem::exists(runtime_.path() / "lamina/switch/lab.sock"));
 }
 
+TEST_F(SwitchDaemonTest, SilentConnectionsAreClosedAfterTheHelloTimeout) {
+  SwitchDaemonOptions options;
+  options.hello_timeout = 100ms;
+  start(options);
+  UniqueFd silent(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  auto path = (runtime_.path() / "lamina/switch/lab.sock").string();
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::connect(silent.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  pollfd polled{silent.get(), POLLIN, 0};
+  auto started = std::chrono::steady_clock::now();
+  ASSERT_EQ(::poll(&polled, 1, 2000), 1);
+  char byte;
+  EXPECT_EQ(::recv(silent.get(), &byte, 1, 0), 0) << "closed by the daemon";
+  EXPECT_GE(std::chrono::steady_clock::now() - started, 90ms);
+  EXPECT_TRUE(status().ports.empty());
+}
+
 TEST_F(SwitchDaemonTest, WithoutDaemonAndAutoStartTheErrorSaysHowToStartOne) {
   SwitchConnectOptions options;
   options.auto_start = false;
