@@ -101,8 +101,9 @@ void run_serve(const ServeArguments& arguments) {
     net::report_to_launcher(arguments.ready_fd, "busy");
     // Started by a VM that raced another: the other daemon serves, which is what it wanted.
     if (arguments.ready_fd >= 0) return;
-    fail_switch_command("serve", Error(ErrorCode::kInvalidArgument,
-                                       fmt::format("switch {} is already running", arguments.name)));
+    fail_switch_command("serve",
+                        Error(ErrorCode::kInvalidArgument,
+                              fmt::format("switch {} is already running", arguments.name)));
   }
   if (arguments.ready_fd < 0) {
     fmt::print("switch {} listening on {}\n", arguments.name, (*daemon)->paths().socket.string());
@@ -116,9 +117,10 @@ void run_serve(const ServeArguments& arguments) {
 }  // namespace
 
 void add_switch_command(CLI::App& app) {
-  auto* command = app.add_subcommand(
-      "switch", "The Lamina virtual switch: connects VMs on this host without root "
-                "(lamina run --net switch:NAME)");
+  auto* command =
+      app.add_subcommand("switch",
+                         "The Lamina virtual switch: connects VMs on this host without root "
+                         "(lamina run --net switch:NAME)");
   command->require_subcommand(1);
 
   auto serve_arguments = std::make_shared<ServeArguments>();
@@ -128,8 +130,9 @@ void add_switch_command(CLI::App& app) {
       ->required();
   serve->add_option("--mac-age", serve_arguments->mac_age,
                     "Seconds a learned MAC address is kept unseen (default 300)");
-  serve->add_option("--max-macs", serve_arguments->max_macs,
-                    "Size of the MAC address table (default 4096)")
+  serve
+      ->add_option("--max-macs", serve_arguments->max_macs,
+                   "Size of the MAC address table (default 4096)")
       ->check(CLI::Range(size_t{1}, size_t{1} << 20));
   serve->add_option("--max-ports", serve_arguments->max_ports, "Most ports (default 256)")
       ->check(CLI::Range(size_t{1}, size_t{4096}));

@@ -61,8 +61,9 @@ constexpr int kReadyFd = 3;
 Result<LaunchOutcome> launch_switch_daemon(const SwitchPaths& paths, const DaemonProgram& daemon,
                                            std::chrono::milliseconds timeout) {
   // Everything the child needs is prepared before fork.
-  std::vector<std::string> words{daemon.program.string(), "switch", "serve", paths.name,
-                                 "--ready-fd", std::to_string(kReadyFd)};
+  std::vector<std::string> words{
+      daemon.program.string(), "switch", "serve", paths.name, "--ready-fd",
+      std::to_string(kReadyFd)};
   words.insert(words.end(), daemon.arguments.begin(), daemon.arguments.end());
   std::vector<char*> argv;
   for (auto& word : words) argv.push_back(word.data());
@@ -117,8 +118,8 @@ Result<LaunchOutcome> launch_switch_daemon(const SwitchPaths& paths, const Daemo
   if (line == "ready") return LaunchOutcome::kReady;
   if (line == "busy") return LaunchOutcome::kBusy;
   if (line.starts_with("error: ")) {
-    return fail(ErrorCode::kIo, fmt::format("the switch daemon for {} failed: {}", paths.name,
-                                            line.substr(7)));
+    return fail(ErrorCode::kIo,
+                fmt::format("the switch daemon for {} failed: {}", paths.name, line.substr(7)));
   }
   if (closed) {
     return fail(ErrorCode::kIo, fmt::format("the switch daemon for {} exited without starting "

@@ -27,7 +27,9 @@ class MacAddress {
   // bit 0 clear), from getrandom(2).
   static MacAddress random();
 
-  static constexpr MacAddress broadcast() { return MacAddress({0xff, 0xff, 0xff, 0xff, 0xff, 0xff}); }
+  static constexpr MacAddress broadcast() {
+    return MacAddress({0xff, 0xff, 0xff, 0xff, 0xff, 0xff});
+  }
 
   const std::array<uint8_t, 6>& bytes() const { return bytes_; }
   // IEEE 802: the individual/group bit, the first bit on the wire (bit 0 of byte 0). Broadcast

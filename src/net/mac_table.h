@@ -58,7 +58,9 @@ class MacTable {
     SwitchPortId port;
     Clock::time_point last_seen;
   };
-  bool expired(const Slot& slot, Clock::time_point now) const { return now - slot.last_seen >= age_; }
+  bool expired(const Slot& slot, Clock::time_point now) const {
+    return now - slot.last_seen >= age_;
+  }
 
   Clock::duration age_;
   size_t capacity_;

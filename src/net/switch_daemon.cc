@@ -40,8 +40,8 @@ Result<UniqueFd> listen_on(const std::filesystem::path& path) {
                 fmt::format("cannot remove the stale {}: {}", path.string(), std::strerror(errno)));
   }
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
-    return fail(ErrorCode::kIo, fmt::format("cannot bind {}: {}", path.string(),
-                                            std::strerror(errno)));
+    return fail(ErrorCode::kIo,
+                fmt::format("cannot bind {}: {}", path.string(), std::strerror(errno)));
   }
   // The folder is already 0700; the socket follows suit for anyone who moves it.
   ::chmod(path.c_str(), 0600);
@@ -63,13 +63,13 @@ Result<std::unique_ptr<SwitchDaemon>> SwitchDaemon::start(std::string_view name,
   }
   UniqueFd lock(::open(paths->lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock) {
-    return fail(ErrorCode::kIo, fmt::format("cannot open {}: {}", paths->lock.string(),
-                                            std::strerror(errno)));
+    return fail(ErrorCode::kIo,
+                fmt::format("cannot open {}: {}", paths->lock.string(), std::strerror(errno)));
   }
   if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno == EWOULDBLOCK) return std::unique_ptr<SwitchDaemon>();
-    return fail(ErrorCode::kIo, fmt::format("cannot lock {}: {}", paths->lock.string(),
-                                            std::strerror(errno)));
+    return fail(ErrorCode::kIo,
+                fmt::format("cannot lock {}: {}", paths->lock.string(), std::strerror(errno)));
   }
   auto listener = listen_on(paths->socket);
   if (!listener) return fail(listener.error().with_context(fmt::format("switch {}", name)));
@@ -134,7 +134,8 @@ Result<void> SwitchDaemon::run(int stop_fd) {
     }
     auto now = Clock::now();
     for (auto& [id, connection] : connections_) {
-      if (!connection.is_port && now - connection.since > options_.hello_timeout) connection.closing = true;
+      if (!connection.is_port && now - connection.since > options_.hello_timeout)
+        connection.closing = true;
     }
     std::vector<SwitchPortId> closing;
     for (const auto& [id, connection] : connections_) {
@@ -190,13 +191,13 @@ void SwitchDaemon::read_hello(Connection& connection) {
     ::send(connection.fd.get(), refusal.data(), refusal.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
   };
   if (static_cast<size_t>(length) > kMaxHelloSize) return refuse("hello too long");
-  auto hello = decode_hello(std::string_view(reinterpret_cast<const char*>(buffer_.data()),
-                                             static_cast<size_t>(length)));
+  auto hello = decode_hello(
+      std::string_view(reinterpret_cast<const char*>(buffer_.data()), static_cast<size_t>(length)));
   if (!hello) return refuse(hello.error().message());
   if (hello->role == SwitchRole::kQuery) return send_status(connection);
   if (port_count() >= options_.max_ports) {
-    return refuse(fmt::format("switch {} has its maximum of {} ports", paths_.name,
-                              options_.max_ports));
+    return refuse(
+        fmt::format("switch {} has its maximum of {} ports", paths_.name, options_.max_ports));
   }
   std::string welcome = encode_welcome(connection.status.id);
   if (::send(connection.fd.get(), welcome.data(), welcome.size(), MSG_DONTWAIT | MSG_NOSIGNAL) !=
@@ -212,8 +213,8 @@ void SwitchDaemon::read_hello(Connection& connection) {
 void SwitchDaemon::read_frames(Connection& connection) {
   for (int i = 0; i < kFramesPerRound && !connection.closing; ++i) {
     // MSG_TRUNC makes recv report a datagram's full length, so an oversized one is seen.
-    ssize_t length = ::recv(connection.fd.get(), buffer_.data(), buffer_.size(),
-                            MSG_DONTWAIT | MSG_TRUNC);
+    ssize_t length =
+        ::recv(connection.fd.get(), buffer_.data(), buffer_.size(), MSG_DONTWAIT | MSG_TRUNC);
     if (length < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;
       connection.closing = true;

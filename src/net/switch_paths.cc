@@ -29,9 +29,9 @@ Result<void> ensure_private_directory(const std::filesystem::path& path, bool cr
     return fail(ErrorCode::kIo, fmt::format("{}: {}", path.string(), std::strerror(errno)));
   }
   if (!S_ISDIR(status.st_mode)) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("{} is not a folder (a symbolic link or file is refused)",
-                            path.string()));
+    return fail(
+        ErrorCode::kInvalidArgument,
+        fmt::format("{} is not a folder (a symbolic link or file is refused)", path.string()));
   }
   if (status.st_uid != ::getuid()) {
     return fail(ErrorCode::kInvalidArgument,
@@ -52,8 +52,8 @@ Result<void> ensure_private_directory(const std::filesystem::path& path, bool cr
 
 Result<void> validate_switch_name(std::string_view name) {
   auto allowed = [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == '-';
   };
   bool ok = !name.empty() && name.size() <= kMaxSwitchNameLength && name != "." && name != "..";
   for (char c : name) ok = ok && allowed(c);

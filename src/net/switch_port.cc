@@ -126,8 +126,9 @@ Result<std::unique_ptr<SwitchPort>> connect_switch(std::string_view name,
                   fmt::format("switch {}: no switch daemon answered within {} ms (its log: {})",
                               name, options.timeout.count(), paths->log.string()));
     }
-    auto launched = launch_switch_daemon(
-        *paths, options.daemon, std::chrono::milliseconds(std::max(milliseconds_until(deadline), 1)));
+    auto launched =
+        launch_switch_daemon(*paths, options.daemon,
+                             std::chrono::milliseconds(std::max(milliseconds_until(deadline), 1)));
     if (!launched) return fail(launched.error());
     // kBusy: another daemon holds the lock; it is starting (connect soon works) or exiting
     // (its lock frees soon and the next launch wins). Either way, wait a little.

@@ -96,7 +96,8 @@ std::string encode_status(const SwitchStatus& status) {
   }
   Json macs = Json::array();
   for (const auto& mac : status.macs) {
-    macs.push_back({{"address", mac.address}, {"port", mac.port}, {"age_seconds", mac.age_seconds}});
+    macs.push_back(
+        {{"address", mac.address}, {"port", mac.port}, {"age_seconds", mac.age_seconds}});
   }
   Json json{{"name", status.name},
             {"pid", status.pid},
@@ -147,8 +148,8 @@ Result<SwitchStatus> decode_status(std::string_view text) {
     }
     return status;
   } catch (const Json::exception& error) {
-    return fail(ErrorCode::kCorrupt, fmt::format("the switch sent a malformed status: {}",
-                                                 error.what()));
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("the switch sent a malformed status: {}", error.what()));
   }
 }
 

@@ -55,8 +55,8 @@ Result<SwitchStatus> query_switch(std::string_view name, std::chrono::millisecon
     int ready = left.count() > 0 ? ::poll(&polled, 1, static_cast<int>(left.count())) : 0;
     if (ready < 0 && errno == EINTR) continue;
     if (ready <= 0) {
-      return fail(ErrorCode::kIo, fmt::format("switch {} did not answer within {} ms", name,
-                                              timeout.count()));
+      return fail(ErrorCode::kIo,
+                  fmt::format("switch {} did not answer within {} ms", name, timeout.count()));
     }
     ssize_t length = ::recv(fd.get(), chunk.data(), chunk.size(), MSG_DONTWAIT);
     if (length < 0 && (errno == EINTR || errno == EAGAIN)) continue;
@@ -73,7 +73,8 @@ Result<SwitchStatus> query_switch(std::string_view name, std::chrono::millisecon
       return fail(ErrorCode::kCorrupt, fmt::format("switch {} sent an oversized status", name));
     }
   }
-  if (text.empty()) return fail(ErrorCode::kNotFound, fmt::format("switch {} is not running", name));
+  if (text.empty())
+    return fail(ErrorCode::kNotFound, fmt::format("switch {} is not running", name));
   auto status = decode_status(text);
   if (!status) return fail(status.error().with_context(fmt::format("switch {}", name)));
   return status;
@@ -95,8 +96,8 @@ Result<std::vector<SwitchStatus>> list_switches(std::chrono::milliseconds timeou
     if (validate_switch_name(name)) names.push_back(std::move(name));
   }
   if (error) {
-    return fail(ErrorCode::kIo, fmt::format("cannot list {}: {}", directory->string(),
-                                            error.message()));
+    return fail(ErrorCode::kIo,
+                fmt::format("cannot list {}: {}", directory->string(), error.message()));
   }
   std::sort(names.begin(), names.end());
   for (const auto& name : names) {

@@ -41,11 +41,10 @@ Result<std::unique_ptr<TapPort>> TapPort::open(std::string_view interface_name) 
                   "tap: /dev/net/tun is missing: load the tun module (modprobe tun) or, in a "
                   "container, pass the device in");
     }
-    return fail(ErrorCode::kIo, fmt::format("tap: cannot open /dev/net/tun: {}{}",
-                                            std::strerror(errno),
-                                            errno == EACCES || errno == EPERM
-                                                ? " (it needs read and write access)"
-                                                : ""));
+    return fail(
+        ErrorCode::kIo,
+        fmt::format("tap: cannot open /dev/net/tun: {}{}", std::strerror(errno),
+                    errno == EACCES || errno == EPERM ? " (it needs read and write access)" : ""));
   }
   ifreq request{};
   std::memcpy(request.ifr_name, name.c_str(), name.size() + 1);
@@ -57,10 +56,11 @@ Result<std::unique_ptr<TapPort>> TapPort::open(std::string_view interface_name) 
     switch (error) {
       case EPERM:
       case EACCES:
-        why = fmt::format("no permission to attach to or create it: create it for your user "
-                          "with 'ip tuntap add dev {} mode tap user $USER', or run with "
-                          "CAP_NET_ADMIN",
-                          name);
+        why = fmt::format(
+            "no permission to attach to or create it: create it for your user "
+            "with 'ip tuntap add dev {} mode tap user $USER', or run with "
+            "CAP_NET_ADMIN",
+            name);
         break;
       case EBUSY: why = "it is in use by another program"; break;
       case EINVAL: why = "an interface of that name exists and is not a tap"; break;

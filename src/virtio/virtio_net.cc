@@ -120,8 +120,8 @@ void VirtioNet::run(std::stop_token stop) {
     if (stop.stop_requested()) break;
     if (count == 2 && (polled[1].revents & (POLLHUP | POLLERR | POLLNVAL)) != 0 &&
         (polled[1].revents & POLLIN) == 0) {
-      backend_failed(Error(ErrorCode::kIo, fmt::format("{}: the backend hung up",
-                                                       port_->description())));
+      backend_failed(
+          Error(ErrorCode::kIo, fmt::format("{}: the backend hung up", port_->description())));
     }
     if (failed) continue;
     more_work = false;
@@ -136,7 +136,8 @@ void VirtioNet::run(std::stop_token stop) {
         !receive(*receive_queue, receive_pushed, more_work)) {
       failed = true;
     }
-    if (transmit_pushed && transmit_queue->should_signal()) transport_->signal_queue(kTransmitQueue);
+    if (transmit_pushed && transmit_queue->should_signal())
+      transport_->signal_queue(kTransmitQueue);
     if (receive_pushed && receive_queue->should_signal()) transport_->signal_queue(kReceiveQueue);
   }
 }
@@ -182,9 +183,10 @@ bool VirtioNet::transmit(Virtqueue& queue, bool& pushed, bool& more_work) {
     size_t length = 0;
     if (chain.readable_length < kNetHeaderSize + net::kMinFrameSize ||
         chain.readable_length - kNetHeaderSize > net::kMaxFrameSize) {
-      drop_transmit(fmt::format("a {}-byte transmit buffer, not a header and a 14-65549 byte "
-                                "frame",
-                                chain.readable_length));
+      drop_transmit(
+          fmt::format("a {}-byte transmit buffer, not a header and a 14-65549 byte "
+                      "frame",
+                      chain.readable_length));
     } else {
       std::array<std::byte, kNetHeaderSize> header{};
       queue.copy_from(chain, 0, header);

@@ -29,10 +29,10 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <optional>
-#include <string_view>
 #include <mutex>
+#include <optional>
 #include <span>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -130,12 +130,12 @@ class VirtioNet final : public VirtioDevice {
 
   // I/O thread state (touched only by the I/O thread while it runs).
   std::vector<std::byte> tx_frame_;
-  size_t tx_length_ = 0;  // a frame the backend said kBusy to; 0: none
-  std::vector<std::byte> rx_frame_;  // header + frame
-  size_t rx_length_ = 0;  // bytes of header + frame in hand; 0: none
-  bool rx_starved_ = false;  // no guest buffers: stop reading the port until a kick
+  size_t tx_length_ = 0;                   // a frame the backend said kBusy to; 0: none
+  std::vector<std::byte> rx_frame_;        // header + frame
+  size_t rx_length_ = 0;                   // bytes of header + frame in hand; 0: none
+  bool rx_starved_ = false;                // no guest buffers: stop reading the port until a kick
   std::deque<DescriptorChain> rx_chains_;  // taken from the queue, not yet filled
-  std::atomic<bool> port_alive_{true};  // false once the backend failed; never true again
+  std::atomic<bool> port_alive_{true};     // false once the backend failed; never true again
 
   std::atomic<uint64_t> transmitted_frames_{0};
   std::atomic<uint64_t> transmit_dropped_{0};

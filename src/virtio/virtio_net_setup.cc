@@ -17,11 +17,11 @@ Result<void> validate_networks(std::span<const net::NetworkOption> networks) {
   for (size_t i = 0; i < networks.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
       if (networks[i].mac == networks[j].mac) {
-        return fail(ErrorCode::kInvalidArgument,
-                    fmt::format("--net {} and --net {} have the same MAC address {}; give each "
-                                "NIC its own mac=",
-                                describe(networks[j]), describe(networks[i]),
-                                networks[i].mac.to_string()));
+        return fail(
+            ErrorCode::kInvalidArgument,
+            fmt::format("--net {} and --net {} have the same MAC address {}; give each "
+                        "NIC its own mac=",
+                        describe(networks[j]), describe(networks[i]), networks[i].mac.to_string()));
       }
       if (networks[i].backend == net::NetworkBackend::kTap &&
           networks[j].backend == net::NetworkBackend::kTap &&
@@ -35,8 +35,8 @@ Result<void> validate_networks(std::span<const net::NetworkOption> networks) {
   return {};
 }
 
-Result<std::unique_ptr<VirtioNet>> open_virtio_net(const net::NetworkOption& network,
-                                                   const net::SwitchConnectOptions& switch_options) {
+Result<std::unique_ptr<VirtioNet>> open_virtio_net(
+    const net::NetworkOption& network, const net::SwitchConnectOptions& switch_options) {
   auto port = net::open_frame_port(network, switch_options);
   if (!port) return fail(port.error().with_context(fmt::format("--net {}", describe(network))));
   return VirtioNet::create(std::move(*port), network.mac);

@@ -23,8 +23,8 @@ TEST(MacAddress, ParsesAndFormats) {
   EXPECT_EQ(parsed->bytes(), (std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0xab, 0xcd, 0x0f}));
   EXPECT_EQ(parsed->to_string(), "52:54:00:ab:cd:0f");
   EXPECT_TRUE(MacAddress::parse("52-54-00-ab-cd-0f"));
-  for (const char* bad : {"", "52:54:00:ab:cd", "52:54:00:ab:cd:0g", "52:54:00:ab:cd:0f:",
-                          "525400abcd0f", "52:54:00:ab:cd:0f1"}) {
+  for (const char* bad : {"", "52:54:00:ab:cd", "52:54:00:ab:cd:0g",
+                          "52:54:00:ab:cd:0f:", "525400abcd0f", "52:54:00:ab:cd:0f1"}) {
     auto refused = MacAddress::parse(bad);
     ASSERT_FALSE(refused) << bad;
     EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
@@ -83,8 +83,9 @@ TEST(MacTable, FullTableRefusesNewAddressesUntilSomeAgeOut) {
 }
 
 TEST(SwitchPaths, NamesAreValidated) {
-  for (const char* good : {"a", "lab", "Lab_1.test-2", "0123456789012345678901234567890123456789"
-                                                       "012345678901234567890123"}) {
+  for (const char* good : {"a", "lab", "Lab_1.test-2",
+                           "0123456789012345678901234567890123456789"
+                           "012345678901234567890123"}) {
     EXPECT_TRUE(validate_switch_name(good)) << good;
   }
   for (const char* bad : {"", ".", "..", "a/b", "a b", "lab:1", "läb", "x\n",
@@ -208,8 +209,8 @@ TEST(SwitchProtocol, StatusRoundTrip) {
   status.name = "lab";
   status.pid = 42;
   status.flooded_frames = 3;
-  status.ports.push_back({.id = 2, .label = "vm", .pid = 7, .received_frames = 5,
-                          .dropped_frames = 1});
+  status.ports.push_back(
+      {.id = 2, .label = "vm", .pid = 7, .received_frames = 5, .dropped_frames = 1});
   status.macs.push_back({"02:00:00:00:00:01", 2, 1.5});
   auto decoded = decode_status(encode_status(status));
   ASSERT_TRUE(decoded) << decoded.error().message();

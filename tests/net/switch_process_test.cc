@@ -12,8 +12,8 @@
 
 #include <fcntl.h>
 
-#include <cstdio>
 #include <fmt/format.h>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>

@@ -69,7 +69,8 @@ void configure_interface(const std::string& name, uint32_t address, bool up) {
   inet->sin_addr.s_addr = htonl(0xffffff00);
   ASSERT_EQ(::ioctl(socket.get(), SIOCSIFNETMASK, &request), 0) << std::strerror(errno);
   ASSERT_EQ(::ioctl(socket.get(), SIOCGIFFLAGS, &request), 0);
-  request.ifr_flags = static_cast<short>(up ? request.ifr_flags | IFF_UP : request.ifr_flags & ~IFF_UP);
+  request.ifr_flags =
+      static_cast<short>(up ? request.ifr_flags | IFF_UP : request.ifr_flags & ~IFF_UP);
   ASSERT_EQ(::ioctl(socket.get(), SIOCSIFFLAGS, &request), 0) << std::strerror(errno);
 }
 
@@ -143,7 +144,7 @@ std::vector<std::byte> echo_request(const MacAddress& destination, uint16_t sequ
   put16(frame, 12, 0x0800);
   frame[14] = std::byte{0x45};
   put16(frame, 16, static_cast<uint16_t>(20 + 8 + payload.size()));
-  put16(frame, 18, 0x1234);  // identification
+  put16(frame, 18, 0x1234);   // identification
   frame[22] = std::byte{64};  // TTL
   frame[23] = std::byte{1};   // ICMP
   put32(frame, 26, kGuestAddress);
@@ -173,8 +174,8 @@ TEST_F(TapPortTest, KernelAnswersArpAndPingThroughTheTap) {
   MacAddress host_mac = interface_mac("lamtap0");
 
   // Who has 10.77.0.1? Tell 10.77.0.2.
-  testing::send_frame(**tap, arp(1, kGuestMac, kGuestAddress, MacAddress(), kHostAddress,
-                                 MacAddress::broadcast()));
+  testing::send_frame(
+      **tap, arp(1, kGuestMac, kGuestAddress, MacAddress(), kHostAddress, MacAddress::broadcast()));
   bool answered = false;
   auto deadline = std::chrono::steady_clock::now() + 3s;
   while (!answered && std::chrono::steady_clock::now() < deadline) {
@@ -196,9 +197,11 @@ TEST_F(TapPortTest, KernelAnswersArpAndPingThroughTheTap) {
   while (!replied && std::chrono::steady_clock::now() < deadline) {
     auto frame = testing::receive_within(**tap, 500ms);
     if (!frame || frame->size() < 14) continue;
-    if (get16(*frame, 12) == 0x0806 && get16(*frame, 20) == 1 && get32(*frame, 38) == kGuestAddress) {
+    if (get16(*frame, 12) == 0x0806 && get16(*frame, 20) == 1 &&
+        get32(*frame, 38) == kGuestAddress) {
       // The kernel asks for us before answering: reply as the guest would.
-      testing::send_frame(**tap, arp(2, kGuestMac, kGuestAddress, host_mac, kHostAddress, host_mac));
+      testing::send_frame(**tap,
+                          arp(2, kGuestMac, kGuestAddress, host_mac, kHostAddress, host_mac));
       continue;
     }
     if (get16(*frame, 12) != 0x0800 || frame->size() < request.size() ||
@@ -299,8 +302,9 @@ TEST_F(TapPortTest, UnprivilegedUserGetsAnActionableError) {
     }
     auto tap = TapPort::open("lamtap3");
     if (tap) ::_exit(11);
-    bool names_fix = tap.error().message().find("needs read and write access") != std::string::npos ||
-                     tap.error().message().find("ip tuntap add dev lamtap3") != std::string::npos;
+    bool names_fix =
+        tap.error().message().find("needs read and write access") != std::string::npos ||
+        tap.error().message().find("ip tuntap add dev lamtap3") != std::string::npos;
     std::fprintf(stderr, "%s\n", tap.error().message().c_str());
     ::_exit(names_fix ? 0 : 12);
   }

@@ -14,10 +14,10 @@
 #include <thread>
 
 #include "../net/net_test_support.h"
-#include "net/switch_daemon.h"
-#include "net/switch_port.h"
 #include "base/byte_order.h"
 #include "base/state_stream.h"
+#include "net/switch_daemon.h"
+#include "net/switch_port.h"
 #include "recording_transport.h"
 #include "virtqueue_driver.h"
 
@@ -345,7 +345,8 @@ TEST_F(VirtioNetTest, RandomRingsNeverCrashOrHangTheDevice) {
         uint64_t address = random() % 2 == 0 ? random() % kRamSize : random();
         driver->set_descriptor(driver->layout().descriptor_table, index, address,
                                random() % 3 == 0 ? random() : random() % 4096,
-                               static_cast<uint16_t>(random() % 8), static_cast<uint16_t>(random()));
+                               static_cast<uint16_t>(random() % 8),
+                               static_cast<uint16_t>(random()));
       }
       for (int published = random() % 20; published > 0; --published) {
         driver->publish(static_cast<uint16_t>(random() % 20));
