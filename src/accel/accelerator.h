@@ -78,7 +78,15 @@ Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
 // vCPU count the host cannot run.
 Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
                                                             const cpu::x86::CpuFeatures& features = {});
+// What probe_kvm found out about the host's KVM.
+struct KvmHost {
+  // KVM's PVM flavour (module kvm_pvm, no kvm_intel/kvm_amd): a software hypervisor for
+  // PVM-enabled guest kernels. It runs an unmodified guest kernel through KVM's instruction
+  // emulator, far slower than the built-in CPU, and stops at instructions that emulator lacks
+  // (protected-mode IRET, CMPXCHG16B): only tiny guests run there.
+  bool software_pvm = false;
+};
 // Whether create_kvm_accelerator can work here: the same checks, without making a VM.
-Result<void> probe_kvm();
+Result<KvmHost> probe_kvm();
 
 }  // namespace lamina::accel

@@ -66,10 +66,10 @@ class KvmAccelerator : public Accelerator {
 
 }  // namespace
 
-Result<void> probe_kvm() {
+Result<KvmHost> probe_kvm() {
   auto system = KvmSystem::open();
   if (!system) return fail(system.error());
-  return {};
+  return KvmHost{kvm::host_kvm_is_software_pvm()};
 }
 
 Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,

@@ -53,6 +53,10 @@ inline Result<int> checked_ioctl(int fd, unsigned long request, const void* argu
 // to check the "not available" path on hosts that have KVM).
 std::string_view kvm_device_path();
 
+// True when the host's KVM is the PVM flavour without a hardware backend (see KvmHost in
+// accelerator.h): the kvm_pvm module is loaded and neither kvm_intel nor kvm_amd is.
+bool host_kvm_is_software_pvm();
+
 class KvmSystem {
  public:
   // The API version every KVM since Linux 2.6.22 reports (api.rst 4.1).

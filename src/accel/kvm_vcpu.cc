@@ -108,6 +108,18 @@ void KvmVcpu::startup(uint8_t vector) {
   interrupt_guest(attention_);
 }
 
+VcpuExit KvmVcpu::internal_error() const {
+  // Suberror 1 is an instruction KVM's emulator cannot handle (api.rst 5, KVM_EXIT_INTERNAL_ERROR);
+  // the guest's RIP makes the report actionable.
+  const auto state = read_state();
+  const std::string where =
+      state ? fmt::format(" at {:#x}:{:#x} (CR0 {:#x})", state->segment[cpu::x86::kCs].selector, state->rip, state->cr0)
+            : std::string();
+  const char* what = run_->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? "an instruction KVM cannot emulate"
+                                                                              : "KVM internal error";
+  return shutdown(fmt::format("{} (suberror {}){}", what, run_->internal.suberror, where));
+}
+
 VcpuExit KvmVcpu::shutdown(std::string reason) const {
   VcpuExit exit;
   exit.kind = VcpuExit::Kind::kShutdown;
@@ -147,10 +159,10 @@ bool KvmVcpu::deliver_pending_events() {
   const bool interrupt = environment_.interrupt_pending();
   if (halted_) {
     // HLT ends with an NMI or an interrupt the guest can take (SDM Vol. 2A HLT).
-    if (!nmi && !(interrupt && run_->if_flag)) return false;
+    if (!nmi && !(interrupt && (!run_state_current_ || run_->if_flag))) return false;
     halted_ = false;
   }
-  if (interrupt && run_->ready_for_interrupt_injection) {
+  if (interrupt && run_state_current_ && run_->ready_for_interrupt_injection) {
     kvm_interrupt request{};
     request.irq = environment_.acknowledge_interrupt();
     if (auto injected = checked_ioctl(fd_.get(), KVM_INTERRUPT, &request, "KVM_INTERRUPT"); !injected) {
@@ -199,6 +211,7 @@ VcpuExit KvmVcpu::run(uint64_t) {
     const int result = ::ioctl(fd_.get(), KVM_RUN, 0);
     const int error = errno;
     in_guest_.store(false);
+    run_state_current_ = true;
     if (result < 0) {
       if (error != EINTR && error != EAGAIN) return shutdown(fmt::format("KVM_RUN: {}", std::strerror(error)));
       if (kick_requested_.exchange(false)) {
@@ -224,9 +237,7 @@ VcpuExit KvmVcpu::run(uint64_t) {
       case KVM_EXIT_FAIL_ENTRY:
         return shutdown(fmt::format("KVM could not enter the guest (hardware reason {:#x})",
                                     run_->fail_entry.hardware_entry_failure_reason));
-      case KVM_EXIT_INTERNAL_ERROR:
-        return shutdown(fmt::format("KVM internal error {} (e.g. an instruction KVM cannot emulate)",
-                                    run_->internal.suberror));
+      case KVM_EXIT_INTERNAL_ERROR: return internal_error();
       default: return shutdown(fmt::format("unexpected KVM exit {}", run_->exit_reason));
     }
   }
@@ -307,9 +318,13 @@ Result<void> KvmVcpu::write_state(const cpu::x86::CpuState& state) {
   }
   auto written = checked_ioctl(fd, kSetMsrs, msrs.data(), "KVM_SET_MSRS");
   if (!written) return fail(written.error());
-  if (*written != static_cast<int>(kStateMsrs.size())) {
+  // KVM_SET_MSRS stops at the first MSR it refuses. TSC_AUX (last) exists only with RDTSCP or
+  // RDPID in the guest's CPUID; a zero there is the reset value and needs no write.
+  const size_t accepted = static_cast<size_t>(*written);
+  const bool only_absent_tsc_aux = accepted == kStateMsrs.size() - 1 && kvm.msrs.back() == 0;
+  if (accepted < kStateMsrs.size() && !only_absent_tsc_aux) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("KVM refused MSR {:#x} of the vCPU state", kStateMsrs[static_cast<size_t>(*written)]));
+                fmt::format("KVM refused MSR {:#x} of the vCPU state", kStateMsrs[accepted]));
   }
   kvm_vcpu_events events{};
   if (auto got = checked_ioctl(fd, KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS"); !got) {
@@ -321,6 +336,10 @@ Result<void> KvmVcpu::write_state(const cpu::x86::CpuState& state) {
   if (auto set = checked_ioctl(fd, KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS"); !set) {
     return fail(set.error());
   }
+  // Without an in-kernel APIC, KVM loads CR8 from the run area on every entry (api.rst 5,
+  // "cr8"), and the injection bits there describe the old state until the next exit.
+  run_->cr8 = kvm.sregs.cr8;
+  run_state_current_ = false;
   halted_ = state.halted;
   return {};
 }

@@ -83,6 +83,7 @@ class KvmVcpu final : public Vcpu {
   void enter_wait_for_startup();
   void start_at(uint8_t vector);
   VcpuExit shutdown(std::string reason) const;
+  VcpuExit internal_error() const;
   Result<void> write_state(const cpu::x86::CpuState& state);
   Result<cpu::x86::CpuState> read_state() const;
   // MXCSR: KVM_GET_FPU/KVM_SET_FPU leave it out, so it goes through the XSAVE area.
@@ -111,6 +112,9 @@ class KvmVcpu final : public Vcpu {
   // vCPU-thread state.
   bool halted_ = false;
   bool wait_for_startup_ = false;
+  // The run area's if_flag/ready_for_interrupt_injection describe the current state (false
+  // after set_state until the next exit).
+  bool run_state_current_ = false;
   std::string failure_;  // a set_state() that KVM refused: the next run() stops with it
 };
 
