@@ -99,6 +99,10 @@ Result<KvmSystem> KvmSystem::open() {
         unavailable(fmt::format("cannot open {}: {} (use --accel emu)", path, std::strerror(error))));
   }
   const int version = ::ioctl(device.get(), KVM_GET_API_VERSION, 0);
+  if (version < 0) {
+    return std::unexpected(unavailable(fmt::format("{} is not a KVM device ({}; use --accel emu)",
+                                                   path, std::strerror(errno))));
+  }
   if (version != kApiVersion) {
     return std::unexpected(unavailable(fmt::format(
         "{} speaks KVM API version {}, Lamina needs {} (use --accel emu)", path, version, kApiVersion)));

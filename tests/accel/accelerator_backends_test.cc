@@ -278,6 +278,32 @@ TEST_P(Backends, ApicBaseMsrIsThePlatforms) {
   EXPECT_EQ(environment_.msr_writes, (std::vector<TestEnvironment::Access>{{0x1b, 8, 0xfee00800}}));
 }
 
+// RDMSR/WRMSR of the x2APIC range reach the platform; a refused write and an MSR nobody
+// implements raise #GP (IVT vector 13 counts them in BP and skips the 2-byte instruction).
+TEST_P(Backends, PlatformMsrsAndGeneralProtection) {
+  auto accelerator = make_accelerator(1);
+  auto vcpu = make_vcpu(*accelerator, 0);
+  ASSERT_TRUE(vcpu);
+  write(13 * 4, {0x00, 0x7e, 0x00, 0x00});  // IVT[13] = 0000:7e00
+  // #GP handler: inc bp; mov si, sp; add word [ss:si], 2 (past the faulting RDMSR/WRMSR); iret
+  write(0x7e00, {0x45, 0x89, 0xe6, 0x36, 0x83, 0x04, 0x02, 0xcf});
+  // mov ecx, 0x808; rdmsr; mov edi, eax; mov eax, 2; xor edx, edx; wrmsr (accepted);
+  // mov eax, 3; wrmsr (refused: #GP); mov ecx, 0x4b564dff; rdmsr (unknown: #GP); hlt
+  write(0x7c00, {0x66, 0xb9, 0x08, 0x08, 0x00, 0x00, 0x0f, 0x32, 0x66, 0x89, 0xc7,
+                 0x66, 0xb8, 0x02, 0x00, 0x00, 0x00, 0x66, 0x31, 0xd2, 0x0f, 0x30,
+                 0x66, 0xb8, 0x03, 0x00, 0x00, 0x00, 0x0f, 0x30,
+                 0x66, 0xb9, 0xff, 0x4d, 0x56, 0x4b, 0x0f, 0x32, 0xf4});
+  enter_real_mode(*vcpu, 0x7c00);
+  CpuState state = vcpu->state();
+  state.gpr[x86::kRbp] = 0;
+  vcpu->set_state(state);
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  state = vcpu->state();
+  EXPECT_EQ(state.gpr[x86::kRdi], 0x1008u);
+  EXPECT_EQ(state.gpr[x86::kRbp] & 0xffff, 2u);  // two #GPs
+  EXPECT_EQ(environment_.msr_writes, (std::vector<TestEnvironment::Access>{{0x808, 8, 2}}));
+}
+
 TEST_P(Backends, StateRoundTrips) {
   auto accelerator = make_accelerator(1);
   auto vcpu = make_vcpu(*accelerator, 0);

@@ -57,16 +57,20 @@ class TestEnvironment final : public cpu::x86::CpuEnvironment {
     return true;
   }
   uint64_t read_tsc() override { return 0; }
-  bool platform_msr(uint32_t index) const override { return index == 0x1b; }
+  // IA32_APIC_BASE, and the x2APIC range, which answers reads with 0x800 + the index and
+  // refuses writes of odd values (so a test can see #GP come from the platform).
+  bool platform_msr(uint32_t index) const override { return index == 0x1b || (index >= 0x800 && index <= 0x8ff); }
   std::optional<uint64_t> read_platform_msr(uint32_t index) override {
-    if (index != 0x1b) return std::nullopt;
     std::lock_guard lock(mutex_);
-    return apic_base;
+    if (index == 0x1b) return apic_base;
+    if (index >= 0x800 && index <= 0x8ff) return 0x800 + index;
+    return std::nullopt;
   }
   bool write_platform_msr(uint32_t index, uint64_t value) override {
-    if (index != 0x1b) return false;
     std::lock_guard lock(mutex_);
-    apic_base = value;
+    if (index != 0x1b && (index < 0x800 || index > 0x8ff)) return false;
+    if (index != 0x1b && (value & 1) != 0) return false;
+    if (index == 0x1b) apic_base = value;
     msr_writes.push_back({index, 8, value});
     return true;
   }
