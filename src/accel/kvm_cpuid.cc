@@ -87,6 +87,7 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::span<const kvm_cpuid_entry2> supp
       case 0x8000001d:  // cache topology (TOPOEXT)
       case 0x8000001e:  // core/node IDs (TOPOEXT)
       case 0x80000022:  // PerfMonV2
+      case 0x80000026:  // AMD extended CPU topology (the host's)
         continue;
       default:
         // Every hypervisor leaf is replaced by Lamina's below.

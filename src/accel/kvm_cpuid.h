@@ -10,7 +10,7 @@
 //   interrupt would need an in-kernel LAPIC);
 // - topology for the VM: one package of vcpu_count cores, one thread each, APIC ID = vCPU index
 //   (leaf 1, leaf 4 core counts, leaves 0xB/0x1F, AMD 0x80000001 CmpLegacy and 0x80000008 NC;
-//   AMD TOPOEXT and its leaves 0x8000001D/E are withdrawn).
+//   AMD TOPOEXT with its leaves 0x8000001D/E, and leaf 0x80000026, are withdrawn).
 // Intel SDM Vol. 2A "CPUID"; AMD CPUID Specification #25481.
 //
 // Thread-safety: a pure function.
