@@ -36,6 +36,9 @@ Result<KickSignal> KickSignal::install() {
   if (shared.users == 0) {
     struct sigaction action {};
     action.sa_handler = ignore_kick;
+    // A kick that lands after the thread left KVM_RUN (in a device's write(), say) must not
+    // fail that system call; KVM_RUN itself still returns EINTR (it is never restarted).
+    action.sa_flags = SA_RESTART;
     sigemptyset(&action.sa_mask);
     if (::sigaction(number, &action, &shared.previous) != 0) {
       return fail(ErrorCode::kIo, fmt::format("installing the vCPU kick signal: {}", std::strerror(errno)));
