@@ -1,6 +1,6 @@
 #pragma once
-// The KVM ioctl structures that end in a flexible array (kvm_cpuid2, kvm_msrs, kvm_xsave) in their C
-// layout. Linux's uapi headers declare the array with __DECLARE_FLEX_ARRAY, which in C++ adds an
+// The KVM ioctl structures that end in a flexible array (kvm_cpuid2, kvm_msrs, kvm_xsave) in their
+// C layout. Linux's uapi headers declare the array with __DECLARE_FLEX_ARRAY, which in C++ adds an
 // empty struct member: sizeof and the offset of the entries grow (12/16 instead of 8), and since
 // the ioctl number encodes the size, KVM answers EINVAL. Here the header is 8 bytes, as in C, and
 // the request numbers are computed from it (linux/kvm.h: KVM_GET_SUPPORTED_CPUID = _IOWR(KVMIO,

@@ -32,16 +32,18 @@ class KvmAccelerator : public Accelerator {
 
   std::string_view name() const override { return "kvm"; }
 
-  Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index, cpu::x86::CpuEnvironment& environment) override {
+  Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index,
+                                            cpu::x86::CpuEnvironment& environment) override {
     if (index >= features_.vcpu_count) {
       return fail(ErrorCode::kInvalidArgument, "vCPU index beyond the CPU model's vcpu_count");
     }
     // The guest's TSC runs at the rate KVM gives this vCPU (the host's, without TSC scaling);
     // the hypervisor timing leaf reports it.
     uint32_t tsc_khz = features_.tsc_khz;
-    auto vcpu = kvm::KvmVcpu::create(system_, vm_, index, environment,
-                                     kvm::guest_cpuid(supported_, features_, index, host_tsc_khz().value_or(tsc_khz)),
-                                     kick_.number());
+    auto vcpu = kvm::KvmVcpu::create(
+        system_, vm_, index, environment,
+        kvm::guest_cpuid(supported_, features_, index, host_tsc_khz().value_or(tsc_khz)),
+        kick_.number());
     if (!vcpu) return fail(vcpu.error().with_context("kvm"));
     return std::unique_ptr<Vcpu>(std::move(*vcpu));
   }
@@ -94,8 +96,9 @@ Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
   if (!kick) return fail(kick.error().with_context("kvm"));
   cpu::x86::CpuFeatures model = features;
   model.tsc_deadline = false;
-  return std::unique_ptr<Accelerator>(std::make_unique<KvmAccelerator>(
-      std::move(*system), std::move(*vm), std::move(*kick), std::move(model), std::move(*supported)));
+  return std::unique_ptr<Accelerator>(
+      std::make_unique<KvmAccelerator>(std::move(*system), std::move(*vm), std::move(*kick),
+                                       std::move(model), std::move(*supported)));
 }
 
 }  // namespace lamina::accel

@@ -60,7 +60,8 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::span<const kvm_cpuid_entry2> supp
         if (!features.tsc_deadline) leaf.ecx &= ~bit(24);
         leaf.ecx |= bit(31);
         // EBX: initial APIC ID in 31:24, logical processors per package in 23:16 (with HTT).
-        leaf.ebx = (leaf.ebx & 0xffffu) | ((multi ? count : 1u) << 16) | ((vcpu_index & 0xffu) << 24);
+        leaf.ebx =
+            (leaf.ebx & 0xffffu) | ((multi ? count : 1u) << 16) | ((vcpu_index & 0xffu) << 24);
         leaf.edx = multi ? (leaf.edx | bit(28)) : (leaf.edx & ~bit(28));
         break;
       case 0x4:
@@ -100,7 +101,8 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::span<const kvm_cpuid_entry2> supp
   if (has_leaf_1f) add_topology_leaf(table, 0x1f, count, vcpu_index);
   const std::string& name = features.hypervisor_vendor;
   // Signature in EBX, ECX, EDX; EAX is the highest hypervisor leaf.
-  table.push_back(entry(0x40000000, 0, 0x40000010, chars(name, 0), chars(name, 4), chars(name, 8), false));
+  table.push_back(
+      entry(0x40000000, 0, 0x40000010, chars(name, 0), chars(name, 4), chars(name, 8), false));
   table.push_back(entry(0x40000010, 0, tsc_khz, features.bus_khz, 0, 0, false));
   return table;
 }

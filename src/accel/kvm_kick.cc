@@ -41,7 +41,8 @@ Result<KickSignal> KickSignal::install() {
     action.sa_flags = SA_RESTART;
     sigemptyset(&action.sa_mask);
     if (::sigaction(number, &action, &shared.previous) != 0) {
-      return fail(ErrorCode::kIo, fmt::format("installing the vCPU kick signal: {}", std::strerror(errno)));
+      return fail(ErrorCode::kIo,
+                  fmt::format("installing the vCPU kick signal: {}", std::strerror(errno)));
     }
   }
   ++shared.users;

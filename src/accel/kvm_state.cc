@@ -36,10 +36,10 @@ constexpr SegmentSlot kSegmentSlots[] = {
 
 // CoreMsrs fields in kStateMsrs order.
 constexpr uint64_t cpu::x86::CoreMsrs::*kMsrFields[] = {
-    &cpu::x86::CoreMsrs::sysenter_cs, &cpu::x86::CoreMsrs::sysenter_esp,
+    &cpu::x86::CoreMsrs::sysenter_cs,  &cpu::x86::CoreMsrs::sysenter_esp,
     &cpu::x86::CoreMsrs::sysenter_eip, &cpu::x86::CoreMsrs::star,
-    &cpu::x86::CoreMsrs::lstar,       &cpu::x86::CoreMsrs::cstar,
-    &cpu::x86::CoreMsrs::sfmask,      &cpu::x86::CoreMsrs::kernel_gs_base,
+    &cpu::x86::CoreMsrs::lstar,        &cpu::x86::CoreMsrs::cstar,
+    &cpu::x86::CoreMsrs::sfmask,       &cpu::x86::CoreMsrs::kernel_gs_base,
     &cpu::x86::CoreMsrs::tsc_aux,
 };
 static_assert(std::size(kMsrFields) == kStateMsrs.size());
@@ -83,7 +83,8 @@ KvmCpuState to_kvm(const CpuState& state) {
   result.regs.rip = state.rip;
   result.regs.rflags = state.read_rflags();
 
-  for (const SegmentSlot& slot : kSegmentSlots) result.sregs.*slot.field = to_kvm_segment(state.segment[slot.segment]);
+  for (const SegmentSlot& slot : kSegmentSlots)
+    result.sregs.*slot.field = to_kvm_segment(state.segment[slot.segment]);
   result.sregs.tr = to_kvm_segment(state.tr);
   result.sregs.ldt = to_kvm_segment(state.ldtr);
   result.sregs.gdt = {state.gdtr.base, state.gdtr.limit, {}};
@@ -129,7 +130,8 @@ CpuState from_kvm(const KvmCpuState& kvm) {
   state.rip = kvm.regs.rip;
   state.write_rflags(kvm.regs.rflags);
 
-  for (const SegmentSlot& slot : kSegmentSlots) state.segment[slot.segment] = from_kvm_segment(kvm.sregs.*slot.field);
+  for (const SegmentSlot& slot : kSegmentSlots)
+    state.segment[slot.segment] = from_kvm_segment(kvm.sregs.*slot.field);
   state.tr = from_kvm_segment(kvm.sregs.tr);
   state.ldtr = from_kvm_segment(kvm.sregs.ldt);
   state.gdtr = {kvm.sregs.gdt.base, kvm.sregs.gdt.limit};
@@ -141,7 +143,7 @@ CpuState from_kvm(const KvmCpuState& kvm) {
   state.cr8 = kvm.sregs.cr8;
   state.efer = kvm.sregs.efer;
   // The CPL is the DPL of SS (SDM Vol. 3A 5.5; equal to CS's except in conforming code).
-  state.cpl = (state.cr0 & cpu::x86::cr0::kPe) == 0 ? 0
+  state.cpl = (state.cr0 & cpu::x86::cr0::kPe) == 0         ? 0
               : (state.rflags & cpu::x86::rflags::kVm) != 0 ? 3
                                                             : state.segment[cpu::x86::kSs].dpl();
 

@@ -3,8 +3,8 @@
 #include "accel/kvm_abi.h"
 
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,7 +40,9 @@ constexpr RequiredCapability kRequired[] = {
     {KVM_CAP_X86_MSR_FILTER, "KVM_CAP_X86_MSR_FILTER"},
 };
 
-Error unavailable(std::string message) { return Error(ErrorCode::kUnsupported, std::move(message)); }
+Error unavailable(std::string message) {
+  return Error(ErrorCode::kUnsupported, std::move(message));
+}
 
 }  // namespace
 
@@ -95,27 +97,30 @@ Result<KvmSystem> KvmSystem::open() {
       return std::unexpected(unavailable(fmt::format(
           "no permission to open {} (join the 'kvm' group, or use --accel emu)", path)));
     }
-    return std::unexpected(
-        unavailable(fmt::format("cannot open {}: {} (use --accel emu)", path, std::strerror(error))));
+    return std::unexpected(unavailable(
+        fmt::format("cannot open {}: {} (use --accel emu)", path, std::strerror(error))));
   }
   const int version = ::ioctl(device.get(), KVM_GET_API_VERSION, 0);
   if (version < 0) {
-    return std::unexpected(unavailable(fmt::format("{} is not a KVM device ({}; use --accel emu)",
-                                                   path, std::strerror(errno))));
+    return std::unexpected(unavailable(
+        fmt::format("{} is not a KVM device ({}; use --accel emu)", path, std::strerror(errno))));
   }
   if (version != kApiVersion) {
-    return std::unexpected(unavailable(fmt::format(
-        "{} speaks KVM API version {}, Lamina needs {} (use --accel emu)", path, version, kApiVersion)));
+    return std::unexpected(
+        unavailable(fmt::format("{} speaks KVM API version {}, Lamina needs {} (use --accel emu)",
+                                path, version, kApiVersion)));
   }
   for (const RequiredCapability& required : kRequired) {
     if (::ioctl(device.get(), KVM_CHECK_EXTENSION, required.extension) <= 0) {
-      return std::unexpected(unavailable(fmt::format(
-          "the host's KVM lacks {} (Linux 5.10 or newer is needed; use --accel emu)", required.name)));
+      return std::unexpected(unavailable(
+          fmt::format("the host's KVM lacks {} (Linux 5.10 or newer is needed; use --accel emu)",
+                      required.name)));
     }
   }
   const int run_size = ::ioctl(device.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
   if (run_size < static_cast<int>(sizeof(kvm_run))) {
-    return std::unexpected(unavailable(fmt::format("{}: bad vCPU run-area size {}", path, run_size)));
+    return std::unexpected(
+        unavailable(fmt::format("{}: bad vCPU run-area size {}", path, run_size)));
   }
   return KvmSystem(std::move(device), static_cast<size_t>(run_size));
 }
@@ -156,7 +161,8 @@ Result<KvmVm> KvmVm::create(const KvmSystem& system, GuestMemory& memory) {
     vm_fd = ::ioctl(system.fd(), KVM_CREATE_VM, 0);
     if (vm_fd >= 0 || errno != EINTR) break;
   }
-  if (vm_fd < 0) return fail(ErrorCode::kIo, fmt::format("KVM_CREATE_VM: {}", std::strerror(errno)));
+  if (vm_fd < 0)
+    return fail(ErrorCode::kIo, fmt::format("KVM_CREATE_VM: {}", std::strerror(errno)));
   KvmVm vm{FileDescriptor(vm_fd)};
 
   uint32_t slot = 0;
@@ -171,8 +177,9 @@ Result<KvmVm> KvmVm::create(const KvmSystem& system, GuestMemory& memory) {
     slot_region.guest_phys_addr = region.guest_physical;
     slot_region.memory_size = region.size;
     slot_region.userspace_addr = reinterpret_cast<uint64_t>(host);
-    if (auto set = checked_ioctl(vm.fd(), KVM_SET_USER_MEMORY_REGION, &slot_region,
-                                 fmt::format("KVM_SET_USER_MEMORY_REGION at {:#x}", region.guest_physical));
+    if (auto set = checked_ioctl(
+            vm.fd(), KVM_SET_USER_MEMORY_REGION, &slot_region,
+            fmt::format("KVM_SET_USER_MEMORY_REGION at {:#x}", region.guest_physical));
         !set) {
       return fail(set.error());
     }
@@ -180,7 +187,8 @@ Result<KvmVm> KvmVm::create(const KvmSystem& system, GuestMemory& memory) {
 
   if (system.capability(KVM_CAP_SET_IDENTITY_MAP_ADDR) > 0) {
     const uint64_t address = kIdentityMapAddress;
-    if (auto set = checked_ioctl(vm.fd(), KVM_SET_IDENTITY_MAP_ADDR, &address, "KVM_SET_IDENTITY_MAP_ADDR");
+    if (auto set = checked_ioctl(vm.fd(), KVM_SET_IDENTITY_MAP_ADDR, &address,
+                                 "KVM_SET_IDENTITY_MAP_ADDR");
         !set) {
       return fail(set.error());
     }
@@ -193,8 +201,10 @@ Result<KvmVm> KvmVm::create(const KvmSystem& system, GuestMemory& memory) {
   // CpuEnvironment's platform MSRs answer (api.rst 7.21 KVM_CAP_X86_USER_SPACE_MSR).
   kvm_enable_cap user_space_msr{};
   user_space_msr.cap = KVM_CAP_X86_USER_SPACE_MSR;
-  user_space_msr.args[0] = KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER;
-  if (auto enabled = checked_ioctl(vm.fd(), KVM_ENABLE_CAP, &user_space_msr, "KVM_CAP_X86_USER_SPACE_MSR");
+  user_space_msr.args[0] =
+      KVM_MSR_EXIT_REASON_INVAL | KVM_MSR_EXIT_REASON_UNKNOWN | KVM_MSR_EXIT_REASON_FILTER;
+  if (auto enabled =
+          checked_ioctl(vm.fd(), KVM_ENABLE_CAP, &user_space_msr, "KVM_CAP_X86_USER_SPACE_MSR");
       !enabled) {
     return fail(enabled.error());
   }
@@ -209,7 +219,8 @@ Result<KvmVm> KvmVm::create(const KvmSystem& system, GuestMemory& memory) {
     range.base = kFilteredMsrs[index];
     range.bitmap = &deny[index];
   }
-  if (auto set = checked_ioctl(vm.fd(), KVM_X86_SET_MSR_FILTER, &filter, "KVM_X86_SET_MSR_FILTER"); !set) {
+  if (auto set = checked_ioctl(vm.fd(), KVM_X86_SET_MSR_FILTER, &filter, "KVM_X86_SET_MSR_FILTER");
+      !set) {
     return fail(set.error());
   }
   return vm;

@@ -43,7 +43,8 @@ RunArea::~RunArea() {
 }
 
 Result<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmSystem& system, const KvmVm& vm,
-                                                 uint32_t index, cpu::x86::CpuEnvironment& environment,
+                                                 uint32_t index,
+                                                 cpu::x86::CpuEnvironment& environment,
                                                  std::span<const kvm_cpuid_entry2> cpuid,
                                                  int kick_signal) {
   auto created = checked_ioctl(vm.fd(), KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU");
@@ -56,7 +57,8 @@ Result<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmSystem& system, const 
   if (auto set = checked_ioctl(fd.get(), kSetCpuid2, table.data(), "KVM_SET_CPUID2"); !set) {
     return fail(set.error());
   }
-  std::unique_ptr<KvmVcpu> vcpu(new KvmVcpu(std::move(fd), std::move(*run), environment, index, kick_signal));
+  std::unique_ptr<KvmVcpu> vcpu(
+      new KvmVcpu(std::move(fd), std::move(*run), environment, index, kick_signal));
   if (const int xsave2 = system.capability(KVM_CAP_XSAVE2); xsave2 > 0) {
     vcpu->xsave2_ = true;
     vcpu->xsave_bytes_ = std::max(vcpu->xsave_bytes_, static_cast<size_t>(xsave2));
@@ -113,10 +115,12 @@ VcpuExit KvmVcpu::internal_error() const {
   // the guest's RIP makes the report actionable.
   const auto state = read_state();
   const std::string where =
-      state ? fmt::format(" at {:#x}:{:#x} (CR0 {:#x})", state->segment[cpu::x86::kCs].selector, state->rip, state->cr0)
+      state ? fmt::format(" at {:#x}:{:#x} (CR0 {:#x})", state->segment[cpu::x86::kCs].selector,
+                          state->rip, state->cr0)
             : std::string();
-  const char* what = run_->internal.suberror == KVM_INTERNAL_ERROR_EMULATION ? "an instruction KVM cannot emulate"
-                                                                              : "KVM internal error";
+  const char* what = run_->internal.suberror == KVM_INTERNAL_ERROR_EMULATION
+                         ? "an instruction KVM cannot emulate"
+                         : "KVM internal error";
   return shutdown(fmt::format("{} (suberror {}){}", what, run_->internal.suberror, where));
 }
 
@@ -139,8 +143,8 @@ void KvmVcpu::enter_wait_for_startup() {
 void KvmVcpu::start_at(uint8_t vector) {
   // SIPI: CS selector = vector << 8, base = vector << 12, IP = 0 (MP spec B.4.2).
   cpu::x86::CpuState state;
-  state.segment[cpu::x86::kCs] =
-      cpu::x86::SegmentCache{static_cast<uint16_t>(vector << 8), uint64_t{vector} << 12, 0xffff, 0x9b};
+  state.segment[cpu::x86::kCs] = cpu::x86::SegmentCache{static_cast<uint16_t>(vector << 8),
+                                                        uint64_t{vector} << 12, 0xffff, 0x9b};
   state.rip = 0;
   if (auto written = write_state(state); !written) failure_ = written.error().message();
   wait_for_startup_ = false;
@@ -165,7 +169,8 @@ bool KvmVcpu::deliver_pending_events() {
   if (interrupt && run_state_current_ && run_->ready_for_interrupt_injection) {
     kvm_interrupt request{};
     request.irq = environment_.acknowledge_interrupt();
-    if (auto injected = checked_ioctl(fd_.get(), KVM_INTERRUPT, &request, "KVM_INTERRUPT"); !injected) {
+    if (auto injected = checked_ioctl(fd_.get(), KVM_INTERRUPT, &request, "KVM_INTERRUPT");
+        !injected) {
       failure_ = injected.error().message();
     }
     run_->request_interrupt_window = 0;
@@ -213,7 +218,8 @@ VcpuExit KvmVcpu::run(uint64_t) {
     in_guest_.store(false);
     run_state_current_ = true;
     if (result < 0) {
-      if (error != EINTR && error != EAGAIN) return shutdown(fmt::format("KVM_RUN: {}", std::strerror(error)));
+      if (error != EINTR && error != EAGAIN)
+        return shutdown(fmt::format("KVM_RUN: {}", std::strerror(error)));
       if (kick_requested_.exchange(false)) {
         VcpuExit exit;
         exit.kind = VcpuExit::Kind::kKicked;
@@ -298,13 +304,17 @@ void KvmVcpu::handle_msr(bool write) {
 
 Result<void> KvmVcpu::write_state(const cpu::x86::CpuState& state) {
   KvmCpuState kvm = to_kvm(state);
-  kvm.sregs.apic_base = environment_.platform_msr(kMsrApicBase)
-                            ? environment_.read_platform_msr(kMsrApicBase).value_or(kDefaultApicBase)
-                            : kDefaultApicBase;
+  kvm.sregs.apic_base =
+      environment_.platform_msr(kMsrApicBase)
+          ? environment_.read_platform_msr(kMsrApicBase).value_or(kDefaultApicBase)
+          : kDefaultApicBase;
   const int fd = fd_.get();
-  if (auto set = checked_ioctl(fd, KVM_SET_SREGS, &kvm.sregs, "KVM_SET_SREGS"); !set) return fail(set.error());
-  if (auto set = checked_ioctl(fd, KVM_SET_REGS, &kvm.regs, "KVM_SET_REGS"); !set) return fail(set.error());
-  if (auto set = checked_ioctl(fd, KVM_SET_FPU, &kvm.fpu, "KVM_SET_FPU"); !set) return fail(set.error());
+  if (auto set = checked_ioctl(fd, KVM_SET_SREGS, &kvm.sregs, "KVM_SET_SREGS"); !set)
+    return fail(set.error());
+  if (auto set = checked_ioctl(fd, KVM_SET_REGS, &kvm.regs, "KVM_SET_REGS"); !set)
+    return fail(set.error());
+  if (auto set = checked_ioctl(fd, KVM_SET_FPU, &kvm.fpu, "KVM_SET_FPU"); !set)
+    return fail(set.error());
   if (auto set = checked_ioctl(fd, KVM_SET_DEBUGREGS, &kvm.debug, "KVM_SET_DEBUGREGS"); !set) {
     return fail(set.error());
   }
@@ -347,15 +357,19 @@ Result<void> KvmVcpu::write_state(const cpu::x86::CpuState& state) {
 Result<cpu::x86::CpuState> KvmVcpu::read_state() const {
   KvmCpuState kvm;
   const int fd = fd_.get();
-  if (auto got = checked_ioctl(fd, KVM_GET_REGS, &kvm.regs, "KVM_GET_REGS"); !got) return fail(got.error());
-  if (auto got = checked_ioctl(fd, KVM_GET_SREGS, &kvm.sregs, "KVM_GET_SREGS"); !got) return fail(got.error());
-  if (auto got = checked_ioctl(fd, KVM_GET_FPU, &kvm.fpu, "KVM_GET_FPU"); !got) return fail(got.error());
+  if (auto got = checked_ioctl(fd, KVM_GET_REGS, &kvm.regs, "KVM_GET_REGS"); !got)
+    return fail(got.error());
+  if (auto got = checked_ioctl(fd, KVM_GET_SREGS, &kvm.sregs, "KVM_GET_SREGS"); !got)
+    return fail(got.error());
+  if (auto got = checked_ioctl(fd, KVM_GET_FPU, &kvm.fpu, "KVM_GET_FPU"); !got)
+    return fail(got.error());
   if (auto got = checked_ioctl(fd, KVM_GET_DEBUGREGS, &kvm.debug, "KVM_GET_DEBUGREGS"); !got) {
     return fail(got.error());
   }
   auto xsave = read_xsave();
   if (!xsave) return fail(xsave.error());
-  std::memcpy(&kvm.fpu.mxcsr, reinterpret_cast<const std::byte*>(xsave->data()) + kXsaveMxcsrOffset, 4);
+  std::memcpy(&kvm.fpu.mxcsr, reinterpret_cast<const std::byte*>(xsave->data()) + kXsaveMxcsrOffset,
+              4);
   FlexibleList<kvm_msr_entry> msrs(kStateMsrs.size());
   for (size_t i = 0; i < kStateMsrs.size(); ++i) {
     kvm_msr_entry entry{};
@@ -364,7 +378,8 @@ Result<cpu::x86::CpuState> KvmVcpu::read_state() const {
   }
   auto read = checked_ioctl(fd, kGetMsrs, msrs.data(), "KVM_GET_MSRS");
   if (!read) return fail(read.error());
-  for (size_t i = 0; i < kStateMsrs.size() && i < static_cast<size_t>(*read); ++i) kvm.msrs[i] = msrs.get(i).data;
+  for (size_t i = 0; i < kStateMsrs.size() && i < static_cast<size_t>(*read); ++i)
+    kvm.msrs[i] = msrs.get(i).data;
   kvm_vcpu_events events{};
   if (auto got = checked_ioctl(fd, KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS"); !got) {
     return fail(got.error());
@@ -378,7 +393,8 @@ Result<cpu::x86::CpuState> KvmVcpu::read_state() const {
 
 Result<std::vector<uint32_t>> KvmVcpu::read_xsave() const {
   std::vector<uint32_t> area(xsave_bytes_ / sizeof(uint32_t));
-  auto got = checked_ioctl(fd_.get(), xsave2_ ? kGetXsave2 : kGetXsave, area.data(), "KVM_GET_XSAVE");
+  auto got =
+      checked_ioctl(fd_.get(), xsave2_ ? kGetXsave2 : kGetXsave, area.data(), "KVM_GET_XSAVE");
   if (!got) return fail(got.error());
   return area;
 }

@@ -53,7 +53,8 @@ class KvmVcpu final : public Vcpu {
  public:
   // `cpuid` is the table for this vCPU (kvm_cpuid.h).
   static Result<std::unique_ptr<KvmVcpu>> create(const KvmSystem& system, const KvmVm& vm,
-                                                 uint32_t index, cpu::x86::CpuEnvironment& environment,
+                                                 uint32_t index,
+                                                 cpu::x86::CpuEnvironment& environment,
                                                  std::span<const kvm_cpuid_entry2> cpuid,
                                                  int kick_signal);
 

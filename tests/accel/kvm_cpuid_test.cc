@@ -53,12 +53,12 @@ TEST(KvmCpuid, WithdrawsWhatThePlatformLacks) {
   const kvm_cpuid_entry2* one = find(table, 1);
   ASSERT_NE(one, nullptr);
   EXPECT_EQ(one->ecx & ((1u << 21) | (1u << 24) | (1u << 5) | (1u << 3)), 0u);
-  EXPECT_EQ(one->ecx & 1u, 1u);             // SSE3 stays: the ISA is the host's
-  EXPECT_NE(one->ecx & (1u << 31), 0u);     // hypervisor present
-  EXPECT_EQ(one->ebx >> 24, 2u);            // APIC ID = vCPU index
-  EXPECT_EQ((one->ebx >> 16) & 0xff, 3u);   // three logical processors
-  EXPECT_EQ(one->ebx & 0xffff, 0x0800u);    // CLFLUSH size kept
-  EXPECT_NE(one->edx & (1u << 28), 0u);     // HTT with more than one
+  EXPECT_EQ(one->ecx & 1u, 1u);            // SSE3 stays: the ISA is the host's
+  EXPECT_NE(one->ecx & (1u << 31), 0u);    // hypervisor present
+  EXPECT_EQ(one->ebx >> 24, 2u);           // APIC ID = vCPU index
+  EXPECT_EQ((one->ebx >> 16) & 0xff, 3u);  // three logical processors
+  EXPECT_EQ(one->ebx & 0xffff, 0x0800u);   // CLFLUSH size kept
+  EXPECT_NE(one->edx & (1u << 28), 0u);    // HTT with more than one
   EXPECT_EQ(find(table, 0xa), nullptr);
   EXPECT_EQ(find(table, 0x40000001), nullptr);
   EXPECT_EQ(find(table, 0x8000001e), nullptr);
@@ -67,8 +67,8 @@ TEST(KvmCpuid, WithdrawsWhatThePlatformLacks) {
   EXPECT_EQ(extended->ecx, (1u << 1) | 1u);  // CmpLegacy on; SVM, TOPOEXT, PerfCtrExtCore off
   const kvm_cpuid_entry2* sizes = find(table, 0x80000008);
   ASSERT_NE(sizes, nullptr);
-  EXPECT_EQ(sizes->ecx & 0xff, 2u);          // NC = cores - 1
-  EXPECT_EQ((sizes->ecx >> 12) & 0xf, 2u);   // two APIC ID bits number the core
+  EXPECT_EQ(sizes->ecx & 0xff, 2u);         // NC = cores - 1
+  EXPECT_EQ((sizes->ecx >> 12) & 0xf, 2u);  // two APIC ID bits number the core
   EXPECT_EQ(sizes->eax, 0x3030u);
 }
 
@@ -98,7 +98,7 @@ TEST(KvmCpuid, TopologyLeavesDescribeTheVm) {
   const kvm_cpuid_entry2* end = find(table, 0xb, 2);
   ASSERT_TRUE(smt && core && end);
   EXPECT_EQ(smt->ebx, 1u);
-  EXPECT_EQ(core->eax, 3u);   // five cores need three ID bits
+  EXPECT_EQ(core->eax, 3u);  // five cores need three ID bits
   EXPECT_EQ(core->ebx, 5u);
   EXPECT_EQ((core->ecx >> 8) & 0xff, 2u);  // level type: core
   EXPECT_EQ(end->ebx, 0u);

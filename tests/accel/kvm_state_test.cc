@@ -37,7 +37,7 @@ TEST(KvmState, SegmentAttributesUnpackToKvmFields) {
 
 TEST(KvmState, X87RegistersAreStoredInStackOrder) {
   cpu::x86::CpuState state;
-  state.simd.status = 5u << 11;  // TOP = 5
+  state.simd.status = 5u << 11;                      // TOP = 5
   state.simd.x87[5] = {0x8000000000000000, 0x3fff};  // ST(0) = 1.0
   state.simd.x87[6] = {0xc000000000000000, 0x4000};  // ST(1) = 3.0
   state.simd.tag_valid = 0x60;

@@ -59,7 +59,9 @@ class TestEnvironment final : public cpu::x86::CpuEnvironment {
   uint64_t read_tsc() override { return 0; }
   // IA32_APIC_BASE, and the x2APIC range, which answers reads with 0x800 + the index and
   // refuses writes of odd values (so a test can see #GP come from the platform).
-  bool platform_msr(uint32_t index) const override { return index == 0x1b || (index >= 0x800 && index <= 0x8ff); }
+  bool platform_msr(uint32_t index) const override {
+    return index == 0x1b || (index >= 0x800 && index <= 0x8ff);
+  }
   std::optional<uint64_t> read_platform_msr(uint32_t index) override {
     std::lock_guard lock(mutex_);
     if (index == 0x1b) return apic_base;
