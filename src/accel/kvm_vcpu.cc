@@ -289,12 +289,14 @@ void KvmVcpu::handle_msr(bool write) {
     if (!environment_.write_platform_msr(msr.index, msr.data)) return;
     msr.error = 0;
     if (msr.index == kMsrApicBase) {
-      // Keep KVM's copy in step: it drives CPUID.1:EDX.APIC.
-      kvm_sregs sregs{};
-      if (checked_ioctl(fd_.get(), KVM_GET_SREGS, &sregs, "KVM_GET_SREGS")) {
-        sregs.apic_base = msr.data;
-        (void)checked_ioctl(fd_.get(), KVM_SET_SREGS, &sregs, "KVM_SET_SREGS");
-      }
+      // Keep KVM's copy in step: it drives CPUID.1:EDX.APIC. A host-side write passes the
+      // filter, which applies to the guest's accesses only (api.rst 4.126).
+      FlexibleList<kvm_msr_entry> update(1);
+      kvm_msr_entry entry{};
+      entry.index = kMsrApicBase;
+      entry.data = msr.data;
+      update.set(0, entry);
+      (void)checked_ioctl(fd_.get(), kSetMsrs, update.data(), "KVM_SET_MSRS");
     }
   } else if (auto value = environment_.read_platform_msr(msr.index)) {
     msr.data = *value;

@@ -329,6 +329,25 @@ TEST_P(Backends, ApicBaseMsrIsThePlatforms) {
   EXPECT_EQ(environment_.msr_writes, (std::vector<TestEnvironment::Access>{{0x1b, 8, 0xfee00800}}));
 }
 
+// CPUID.1:EDX.APIC follows the global enable bit the guest writes to IA32_APIC_BASE (SDM Vol. 3A
+// 10.4.3), although the MSR itself belongs to the platform.
+TEST_P(Backends, CpuidApicBitFollowsTheApicBaseMsr) {
+  auto accelerator = make_accelerator(1);
+  auto vcpu = make_vcpu(*accelerator, 0);
+  ASSERT_TRUE(vcpu);
+  // mov eax, 1; cpuid; mov esi, edx; mov ecx, 0x1b; mov eax, 0xfee00100 (BSP, disabled);
+  // xor edx, edx; wrmsr; mov eax, 1; cpuid; hlt
+  write(0x7c00, {0x66, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x0f, 0xa2, 0x66, 0x89, 0xd6,
+                 0x66, 0xb9, 0x1b, 0x00, 0x00, 0x00, 0x66, 0xb8, 0x00, 0x01, 0xe0, 0xfe,
+                 0x66, 0x31, 0xd2, 0x0f, 0x30, 0x66, 0xb8, 0x01, 0x00, 0x00, 0x00, 0x0f, 0xa2, 0xf4});
+  enter_real_mode(*vcpu, 0x7c00);
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  const CpuState state = vcpu->state();
+  EXPECT_NE(state.gpr[x86::kRsi] & (1u << 9), 0u);  // enabled at reset
+  EXPECT_EQ(state.gpr[x86::kRdx] & (1u << 9), 0u);  // disabled by the guest
+  EXPECT_EQ(environment_.apic_base, 0xfee00100u);
+}
+
 // RDMSR/WRMSR of the x2APIC range reach the platform; a refused write and an MSR nobody
 // implements raise #GP (IVT vector 13 counts them in BP and skips the 2-byte instruction).
 TEST_P(Backends, PlatformMsrsAndGeneralProtection) {
