@@ -44,8 +44,6 @@ constexpr uint64_t cpu::x86::CoreMsrs::*kMsrFields[] = {
 };
 static_assert(std::size(kMsrFields) == kStateMsrs.size());
 
-// An x87 register in the 16-byte slot FXSAVE uses: 8 bytes significand, 2 bytes sign/exponent.
-constexpr size_t kX87SlotBytes = 10;
 
 }  // namespace
 
@@ -100,8 +98,8 @@ KvmCpuState to_kvm(const CpuState& state) {
   result.debug.dr6 = state.dr[6];
   result.debug.dr7 = state.dr[7];
 
-  // FXSAVE image (SDM Vol. 1 table 10-2): ST(i) in stack order, the abridged tag per physical
-  // register.
+  // FXSAVE image (SDM Vol. 1 table 10-2): ST(i) in stack order, each in a 16-byte slot (8 bytes
+  // significand, 2 bytes sign and exponent); the abridged tag per physical register.
   const cpu::x86::SimdState& simd = state.simd;
   const unsigned top = (simd.status >> 11) & 7;
   for (unsigned i = 0; i < 8; ++i) {
@@ -164,7 +162,6 @@ CpuState from_kvm(const KvmCpuState& kvm) {
     std::memcpy(&reg.significand, &kvm.fpu.fpr[i][0], 8);
     std::memcpy(&reg.sign_exponent, &kvm.fpu.fpr[i][8], 2);
   }
-  static_assert(kX87SlotBytes == sizeof(uint64_t) + sizeof(uint16_t));
   for (size_t i = 0; i < 16; ++i) std::memcpy(simd.xmm[i].bytes.data(), kvm.fpu.xmm[i], 16);
   simd.mxcsr = kvm.fpu.mxcsr;
 
