@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include "accel/accelerator.h"
 #include "base/size.h"
 #include "cli/commands.h"
 #include "cli/not_built.h"
@@ -97,12 +98,29 @@ machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
   finish(status, reason);
 }
 
+// Whether to run on KVM. --accel kvm on a host without a usable /dev/kvm ends here with status 3
+// (not available); --accel auto takes KVM only when it runs guest kernels in hardware.
+bool use_kvm(machine::AccelKind accel) {
+  if (accel == machine::AccelKind::kEmu) return false;
+  auto host = accel::probe_kvm();
+  if (accel == machine::AccelKind::kAuto) return host && !host->software_pvm;
+  if (!host) {
+    fmt::print(stderr, "lamina run: --accel kvm: {}\n", host.error().message());
+    throw CLI::RuntimeError(kNotBuiltExitCode);
+  }
+  if (host->software_pvm) {
+    fmt::print(stderr,
+               "lamina run: warning: this host's KVM is PVM without hardware virtualization; it "
+               "emulates unmodified guest kernels slowly and stops at instructions it cannot "
+               "emulate (--accel emu is faster here)\n");
+  }
+  return true;
+}
+
 // Boots the VM and returns only by throwing the exit status (see finish()).
 [[noreturn]] void run_vm(const machine::VmConfig& config) {
-  if (config.accel == machine::AccelKind::kKvm) {
-    report_not_built("run", "--accel kvm (the built-in CPU, --accel emu, boots guests)");
-  }
   machine::MachineOptions options = to_machine_options(config);
+  options.kvm = use_kvm(config.accel);
   auto console = machine::SerialConsole::open(config.serial);
   if (!console) finish(1, console.error().message());
   options.com1_backend = console->get();
@@ -146,7 +164,8 @@ void add_run_command(CLI::App& app) {
   run->add_option("--cmdline", options->cmdline, "Kernel command line");
   run->add_option("--cpus", options->cpus, "Number of vCPUs (1-64)")->capture_default_str();
   run->add_option("--memory", options->memory, "Guest RAM, e.g. 256M or 4G")->capture_default_str();
-  run->add_option("--accel", options->accel, "CPU backend: emu (built-in x86-64 CPU) or kvm")
+  run->add_option("--accel", options->accel, "CPU backend: emu (built-in x86-64 CPU), kvm (/dev/kvm; exit status 3 when "
+                  "unusable) or auto (kvm when usable, else emu)")
       ->capture_default_str();
   run->add_option("--serial", options->serial,
                   "First serial port: stdio (the terminal; Ctrl-A x quits), file:PATH or none")

@@ -221,8 +221,9 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
   // The LAPIC implements the TSC-deadline timer mode (and the environment routes its MSR).
   features.tsc_deadline = true;
-  auto accelerator = accel::create_emu_accelerator(m.memory_, features);
-  if (!accelerator) return fail(accelerator.error().with_context("CPU model"));
+  auto accelerator = options.kvm ? accel::create_kvm_accelerator(m.memory_, features)
+                                 : accel::create_emu_accelerator(m.memory_, features);
+  if (!accelerator) return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));
   m.accelerator_ = std::move(*accelerator);
   for (uint32_t index = 0; index < cpus; ++index) {
     m.environments_.push_back(

@@ -31,6 +31,7 @@ struct MachineOptions {
   uint64_t memory_bytes = uint64_t{512} << 20;
   LinuxEntry linux_entry = LinuxEntry::kDecompressed;
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
+  bool kvm = false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
 };
 
 class MachineBuilder {

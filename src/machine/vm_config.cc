@@ -37,8 +37,9 @@ Result<SerialConfig> parse_serial(std::string_view text) {
 Result<AccelKind> parse_accel(std::string_view text) {
   if (text == "emu") return AccelKind::kEmu;
   if (text == "kvm") return AccelKind::kKvm;
+  if (text == "auto") return AccelKind::kAuto;
   return fail(ErrorCode::kInvalidArgument,
-              fmt::format("--accel: '{}' is not one of emu, kvm", text));
+              fmt::format("--accel: '{}' is not one of emu, kvm, auto", text));
 }
 
 Result<RebootAction> parse_reboot_action(std::string_view text) {
@@ -69,10 +70,6 @@ Result<void> validate(const VmConfig& config) {
   }
   if (config.initrd) {
     if (auto checked = check_readable_file("--initrd", *config.initrd); !checked) return checked;
-  }
-  if (config.accel == AccelKind::kKvm && ::access("/dev/kvm", R_OK | W_OK) != 0) {
-    return fail(ErrorCode::kUnsupported,
-                "--accel kvm: /dev/kvm is missing or not accessible on this host (use --accel emu)");
   }
   if (config.serial.kind == SerialKind::kFile) {
     auto parent = config.serial.file.parent_path();

@@ -11,7 +11,8 @@
 
 namespace lamina::machine {
 
-enum class AccelKind { kEmu, kKvm };
+// kAuto: KVM when /dev/kvm is usable, else the built-in CPU (decided when the VM starts).
+enum class AccelKind { kEmu, kKvm, kAuto };
 enum class SerialKind { kStdio, kFile, kNone };
 enum class RebootAction { kExit, kRestart };
 
@@ -37,7 +38,7 @@ inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
 
 // Parses "stdio", "none" or "file:PATH".
 Result<SerialConfig> parse_serial(std::string_view text);
-// Parses "emu" or "kvm".
+// Parses "emu", "kvm" or "auto".
 Result<AccelKind> parse_accel(std::string_view text);
 // Parses "exit" or "restart".
 Result<RebootAction> parse_reboot_action(std::string_view text);
