@@ -9,6 +9,7 @@
 
 #include "storage/block_device.h"
 #include "storage/host_file.h"
+#include "storage/write_behind.h"
 
 namespace lamina::storage {
 
@@ -16,7 +17,8 @@ class RawImage final : public BlockDevice {
  public:
   static Result<std::unique_ptr<RawImage>> open(const std::string& path, bool writable);
   // Makes `file` (empty, writable) a sparse raw disk of `size` bytes. Its writes start their
-  // writeback at once (it is being filled as a whole, not used by a guest).
+  // writeback from a background thread (it is being filled as a whole, not used by a guest),
+  // and write() may then be called from several threads at once.
   static Result<std::unique_ptr<RawImage>> create(HostFile file, uint64_t size);
 
   uint64_t size() const override { return size_; }
@@ -29,6 +31,8 @@ class RawImage final : public BlockDevice {
   // the host file system offers neither.
   Result<void> write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) override;
   Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
+  // Positional writes with no metadata: safe from several threads (not alongside resize()).
+  bool concurrent_writes() const override { return true; }
 
   const std::string& path() const { return file_.path(); }
   Result<void> resize(uint64_t new_size);
@@ -39,7 +43,7 @@ class RawImage final : public BlockDevice {
 
   HostFile file_;
   uint64_t size_;
-  bool write_behind_ = false;
+  std::unique_ptr<WriteBehind> write_behind_;  // after file_: stops before it closes
 };
 
 }  // namespace lamina::storage

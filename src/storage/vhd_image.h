@@ -20,6 +20,7 @@
 #include "storage/block_device.h"
 #include "storage/host_file.h"
 #include "storage/vhd_format.h"
+#include "storage/write_behind.h"
 
 namespace lamina::storage {
 
@@ -48,6 +49,8 @@ class VhdImage final : public BlockDevice {
   // zeros). Differencing: zeros are written, since they must hide the parent's data.
   Result<void> write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) override;
   Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
+  // A fixed disk's writes are positional writes with no metadata.
+  bool concurrent_writes() const override { return !header_; }
 
   const std::string& path() const { return file_.path(); }
   const vhd::Footer& footer() const { return footer_; }
@@ -90,6 +93,8 @@ class VhdImage final : public BlockDevice {
   std::unique_ptr<VhdImage> parent_;
   std::string parent_path_;
   std::vector<std::string> warnings_;
+  // Staged (not durable) writable images start writeback in the background; after file_.
+  std::unique_ptr<WriteBehind> write_behind_;
 };
 
 // Where a differencing disk's parent is: tries the W2ru (relative) and W2ku (absolute) parent
