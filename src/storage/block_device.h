@@ -41,10 +41,6 @@ class BlockDevice {
   [[nodiscard]] virtual Result<void> write_zeroes(uint64_t offset, uint64_t length,
                                                   bool may_unmap);
 
-  // True when write() may be called from several threads at once (each call its own range);
-  // copies then keep several writes in flight. By default calls must not overlap.
-  virtual bool concurrent_writes() const { return false; }
-
   // One run of the device's content starting at offset, for copies that skip empty space.
   struct Extent {
     uint64_t length;  // 1..max_length bytes

@@ -1,9 +1,11 @@
 // copy_content (declared in image_operations.h): the data path of convert and of the rewrites
 // (resize, compact). A reader thread maps and reads the source into a few fixed buffers; a pool
-// of writer threads finds the non-zero grains of each piece and writes them, so reading,
-// zero detection and writing overlap and several writes are in flight (qemu-img convert keeps
-// several requests in flight for the same reason). A destination that takes concurrent
-// writes (raw, fixed VHD) gets them; any other gets its writes one at a time, in order.
+// of writer threads finds the non-zero grains of each piece and writes them in source order,
+// so reading, zero detection, writing and (through the destination's WriteBehind) writeback
+// overlap (qemu-img convert keeps several requests in flight for the same reason). The writes
+// themselves take turns: buffered writes to one file serialize on its inode lock anyway, and
+// in order they allocate sequentially and coalesce for writeback (measured faster than
+// concurrent writes into a raw or fixed VHD file).
 // Memory is bounded by kBuffers pieces. Progress is reported from the writers, one call at a
 // time, once per piece.
 
@@ -75,8 +77,7 @@ class Pipeline {
     filled_.pop_front();
     return piece;
   }
-  // For a destination that takes one write at a time: waits until every earlier piece was
-  // written. False when the copy stopped.
+  // Waits until every earlier piece was written. False when the copy stopped.
   bool wait_turn(uint64_t sequence) {
     std::unique_lock lock(mutex_);
     changed_.wait(lock, [&] { return stopped_ || next_turn_ == sequence; });
@@ -186,12 +187,11 @@ std::vector<std::pair<uint64_t, uint64_t>> data_runs(const Piece& piece) {
 
 void write_pieces(BlockDevice& destination, Pipeline& pipeline, uint64_t total,
                   const Progress& progress) {
-  const bool concurrent = destination.concurrent_writes();
   while (auto item = pipeline.pop()) {
     Piece& piece = *item;
-    // Zero detection runs in parallel even when the writes themselves take turns.
+    // Zero detection runs in parallel; the writes take turns.
     auto runs = data_runs(piece);
-    if (!concurrent && !pipeline.wait_turn(piece.sequence)) break;
+    if (!pipeline.wait_turn(piece.sequence)) break;
     Result<void> written;
     for (auto [start, end] : runs) {
       auto run = std::span<const std::byte>(piece.data)
@@ -199,7 +199,7 @@ void write_pieces(BlockDevice& destination, Pipeline& pipeline, uint64_t total,
       written = destination.write(piece.offset + start, run);
       if (!written) break;
     }
-    if (!concurrent) pipeline.end_turn();
+    pipeline.end_turn();
     if (!piece.zero) pipeline.give_buffer(std::move(piece.data));
     if (!written) {
       pipeline.stop(written.error());

@@ -17,8 +17,7 @@ class RawImage final : public BlockDevice {
  public:
   static Result<std::unique_ptr<RawImage>> open(const std::string& path, bool writable);
   // Makes `file` (empty, writable) a sparse raw disk of `size` bytes. Its writes start their
-  // writeback from a background thread (it is being filled as a whole, not used by a guest),
-  // and write() may then be called from several threads at once.
+  // writeback from a background thread (it is being filled as a whole, not used by a guest).
   static Result<std::unique_ptr<RawImage>> create(HostFile file, uint64_t size);
 
   uint64_t size() const override { return size_; }
@@ -31,8 +30,6 @@ class RawImage final : public BlockDevice {
   // the host file system offers neither.
   Result<void> write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) override;
   Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
-  // Positional writes with no metadata: safe from several threads (not alongside resize()).
-  bool concurrent_writes() const override { return true; }
 
   const std::string& path() const { return file_.path(); }
   Result<void> resize(uint64_t new_size);

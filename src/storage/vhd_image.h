@@ -49,8 +49,6 @@ class VhdImage final : public BlockDevice {
   // zeros). Differencing: zeros are written, since they must hide the parent's data.
   Result<void> write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) override;
   Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
-  // A fixed disk's writes are positional writes with no metadata.
-  bool concurrent_writes() const override { return !header_; }
 
   const std::string& path() const { return file_.path(); }
   const vhd::Footer& footer() const { return footer_; }
