@@ -254,8 +254,8 @@ Result<uint64_t> merge_vhdx(const std::string& child_path, const Progress& progr
   // 1. The child learns the parent's next DataWriteGuid as parent_linkage2 (MS-VHDX 2.6.2.6.3),
   //    so it keeps opening while and after the parent changes.
   const vhdx::Guid next_parent_guid = vhdx::random_guid();
-  if (auto rewritten = rewrite_child(child_path, *info, next_parent_guid.to_string(), {},
-                                     "the child is unchanged");
+  if (auto rewritten = rewrite_child(child_path, *info, next_parent_guid.to_string(), progress,
+                                     "nothing was merged; the child is unchanged");
       !rewritten)
     return fail(rewritten.error());
   // 2. The child's own sectors go into the parent, stamped with that DataWriteGuid.
