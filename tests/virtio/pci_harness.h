@@ -188,6 +188,10 @@ class PciHarness {
   }
   uint8_t msix_capability() const { return msix_capability_; }
 
+  // Programs the BARs and decoding again and re-reads the capabilities (after a test or a
+  // fuzz input wrote config space at random).
+  void reprogram() { plug(); }
+
  private:
   void plug() {
     capabilities_.clear();
