@@ -1,5 +1,5 @@
 // The transport fuzz program (fuzz/transport_program.h) on seeded random inputs in every test
-// run: no crash or hang, and after each hostile program a reset gives a working device.
+// run, with each device behind the transport: no crash or hang, and after each hostile program a reset gives a working device.
 
 #include <gtest/gtest.h>
 
@@ -11,9 +11,13 @@
 namespace lamina::virtio {
 namespace {
 
+using Device = testing::TransportProgram::Device;
+
+class TransportRobustnessTest : public ::testing::TestWithParam<Device> {};
+
 // One function lives through all programs, as a VM's would through a hostile guest's life.
-TEST(TransportRobustnessTest, RandomProgramsNeverBreakTheTransport) {
-  testing::TransportProgram program;
+TEST_P(TransportRobustnessTest, RandomProgramsNeverBreakTheTransport) {
+  testing::TransportProgram program(GetParam());
   for (uint32_t seed = 1; seed <= 300; ++seed) {
     std::mt19937 random(seed);
     std::vector<uint8_t> input(64 + random() % 2048);
@@ -24,8 +28,8 @@ TEST(TransportRobustnessTest, RandomProgramsNeverBreakTheTransport) {
 }
 
 // Programs biased toward a running device: repeated bring-ups, kicks and ring scribbles.
-TEST(TransportRobustnessTest, RunningDeviceUnderRingScribbles) {
-  testing::TransportProgram program;
+TEST_P(TransportRobustnessTest, RunningDeviceUnderRingScribbles) {
+  testing::TransportProgram program(GetParam());
   uint64_t served_by_programs = 0;
   for (uint32_t seed = 1; seed <= 200; ++seed) {
     std::mt19937 random(seed);
@@ -43,6 +47,12 @@ TEST(TransportRobustnessTest, RunningDeviceUnderRingScribbles) {
   // The scribbled rings are sometimes valid enough to be served: the data path is reached.
   EXPECT_GT(served_by_programs, 0u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Devices, TransportRobustnessTest,
+                         ::testing::Values(Device::kRng, Device::kConsole),
+                         [](const ::testing::TestParamInfo<Device>& parameter) {
+                           return parameter.param == Device::kRng ? "Rng" : "Console";
+                         });
 
 }  // namespace
 }  // namespace lamina::virtio

@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "virtio/virtio_console.h"
 #include "virtio/virtio_rng.h"
 #include "../virtqueue_driver.h"
 
@@ -35,14 +36,20 @@ constexpr uint64_t kRingArea = 0x10000;  // rings and indirect tables live below
 
 }  // namespace
 
-TransportProgram::TransportProgram()
-    : memory_(std::move(*GuestMemory::create({{0, kRamSize}}))), dma_(memory_) {
+TransportProgram::TransportProgram(Device device)
+    : memory_(std::move(*GuestMemory::create({{0, kRamSize}}))), dma_(memory_), device_(device) {
+  if (device_ == Device::kConsole) {
+    harness_.emplace(std::make_unique<VirtioConsole>(console_end_), dma_);
+    return;
+  }
   auto rng = std::make_unique<VirtioRng>();
   rng_ = rng.get();
   harness_.emplace(std::move(rng), dma_);
 }
 
-uint64_t TransportProgram::bytes_served() const { return rng_->bytes_served(); }
+uint64_t TransportProgram::bytes_served() const {
+  return rng_ != nullptr ? rng_->bytes_served() : console_end_.written;
+}
 
 void TransportProgram::run(std::span<const uint8_t> bytes) {
   Input input(bytes);
@@ -61,10 +68,11 @@ void TransportProgram::run(std::span<const uint8_t> bytes) {
         h.mmio().read(PciHarness::kRegisterBase + offset, std::span(data, kSizes[input.byte() % 4]));
         break;
       }
-      case 2: {  // doorbells, mostly well-formed
-        const uint64_t offset = input.byte() % 16;
-        h.write(pci::CapabilityType::kNotify, offset, input.byte() % 2 ? 2 : kSizes[input.byte() % 4],
-                input.take(2));
+      case 2: {  // doorbells: mostly queue 0 or 1 with a 16-bit write, sometimes anything
+        const uint8_t shape = input.byte();
+        const uint64_t offset = shape & 0x80 ? shape % 16 : (shape % 2) * 4;
+        const unsigned size = shape & 0x40 ? kSizes[shape % 4] : 2;
+        h.write(pci::CapabilityType::kNotify, offset, size, input.take(2));
         break;
       }
       case 3: (void)h.read_isr(); break;
@@ -95,7 +103,8 @@ void TransportProgram::run(std::span<const uint8_t> bytes) {
         layout.descriptor_table = (input.take(2) * 16) % kRingArea;
         layout.driver_area = (input.take(2) * 2) % kRingArea;
         layout.device_area = (input.take(2) * 4) % (kRingArea + 0x100);
-        h.setup_queue(0, layout, input.byte() % 2 ? 0 : pci::kNoVector);
+        const auto queue = static_cast<uint16_t>(input.byte() % 2);
+        h.setup_queue(queue, layout, input.byte() % 2 ? 0 : pci::kNoVector);
         h.driver_ok();
         break;
       }
@@ -118,8 +127,8 @@ void TransportProgram::run(std::span<const uint8_t> bytes) {
         (void)h.function().load(reader);
         break;
       }
-      case 10: {  // a plausible chain published on queue 0's current rings
-        h.set_common(pci::common::kQueueSelect, 2, 0);
+      case 10: {  // a plausible chain published on a queue's current rings
+        h.set_common(pci::common::kQueueSelect, 2, input.byte() % 2);
         const uint64_t size = h.common(pci::common::kQueueSize, 2);
         const uint64_t table = h.common(pci::common::kQueueDescriptor, 8);
         const uint64_t avail = h.common(pci::common::kQueueDriver, 8);
@@ -127,7 +136,9 @@ void TransportProgram::run(std::span<const uint8_t> bytes) {
         const auto slot = static_cast<uint16_t>(input.byte() % size);
         const uint32_t length = static_cast<uint32_t>(input.take(2)) % 8192;
         const uint64_t address = kRingArea + (input.take(3) * 16) % (kRamSize - kRingArea - 8192);
-        const uint16_t flags = input.byte() % 4 ? 2 : static_cast<uint16_t>(input.byte() % 8);
+        // Device-writable, driver-readable, or any flags (NEXT, INDIRECT).
+        const uint8_t kind = input.byte();
+        const uint16_t flags = kind % 3 == 0 ? 2 : kind % 3 == 1 ? 0 : static_cast<uint16_t>(kind % 8);
         std::byte descriptor[16];
         store_le<uint64_t>(descriptor, address);
         store_le<uint32_t>(descriptor + 8, length);
@@ -163,11 +174,19 @@ bool TransportProgram::recovers() {
   if (!h.negotiate(uint64_t{1} << 32)) return false;
   TestDriver driver(memory_, 8, 0x20000, 0x30000);
   h.setup_queue(0, driver.layout());
+  TestDriver transmit(memory_, 8, 0x24000, 0x34000);
+  if (device_ == Device::kConsole) h.setup_queue(1, transmit.layout());
   h.driver_ok();
   if (h.status() & pci::status::kDeviceNeedsReset) return false;
+  // Queue 0 takes device-writable buffers on both devices (entropy, console input).
   driver.add_chain({{driver.allocate(32), 32, true}});
   h.kick(0);
-  return driver.used_index() == 1 && driver.used_element(0).second == 32;
+  if (driver.used_index() != 1 || driver.used_element(0).second != 32) return false;
+  if (device_ == Device::kRng) return true;
+  const uint64_t before = console_end_.written;
+  transmit.add_chain({{transmit.allocate(8), 8, false}});
+  h.kick(1);
+  return transmit.used_index() == 1 && console_end_.written == before + 8;
 }
 
 }  // namespace lamina::virtio::testing
