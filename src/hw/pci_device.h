@@ -87,7 +87,7 @@ class PciDevice : public Stateful {
   // Hook for subclasses, after a write, without the lock.
   virtual void config_written(uint16_t /*offset*/, unsigned /*size*/) {}
   // Hook for config registers whose reads have side effects or are computed on demand (virtio's
-  // PCI configuration access window, virtio 1.2 section 4.1.4.9): called without the lock before
+  // PCI configuration access window, virtio 1.2 section 4.1.4.8): called without the lock before
   // every config read; a value returned replaces what config space holds.
   virtual std::optional<uint32_t> config_read_hook(uint16_t /*offset*/, unsigned /*size*/) const {
     return std::nullopt;

@@ -118,7 +118,7 @@ void VirtioPciFunction::add_capabilities() {
   if (config_size_ > 0) {
     add(CapabilityType::kDevice, kCapSize, kRegisterBar, kDeviceConfigOffset, config_size_);
   }
-  // The PCI configuration access window (4.1.4.9): bar, offset, length and data are the
+  // The PCI configuration access window (4.1.4.8): bar, offset, length and data are the
   // driver's to write.
   pci_config_capability_ = add(CapabilityType::kPciConfig, kPciCfgCapSize, 0, 0, 0);
   if (pci_config_capability_ != 0) {

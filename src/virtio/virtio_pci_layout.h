@@ -24,7 +24,7 @@ inline constexpr uint8_t kCapSize = 16;
 // struct virtio_pci_notify_cap: + le32 notify_off_multiplier.
 inline constexpr uint8_t kNotifyCapMultiplier = 16;
 inline constexpr uint8_t kNotifyCapSize = 20;
-// struct virtio_pci_cfg_cap: + u8 pci_cfg_data[4] (4.1.4.9).
+// struct virtio_pci_cfg_cap: + u8 pci_cfg_data[4] (4.1.4.8).
 inline constexpr uint8_t kPciCfgCapData = 16;
 inline constexpr uint8_t kPciCfgCapSize = 20;
 

@@ -228,12 +228,12 @@ void VirtioPciFunction::common_write(uint64_t offset, std::span<const std::byte>
 VirtioPciFunction::Action VirtioPciFunction::write_status(uint8_t value) {
   // 2.1.1/4.1.4.3.2: writing 0 resets the device; the read-back of 0 tells the driver it is done.
   if (value == 0) return {Action::kReset, 0, {}};
-  // Bits only accumulate until a reset (2.1.2: the driver must not clear them); the
+  // Bits only accumulate until a reset (2.1.1: the driver must not clear them); the
   // DEVICE_NEEDS_RESET bit is the device's own.
   uint8_t added = static_cast<uint8_t>(value & ~status_ & ~status::kDeviceNeedsReset);
   if (added & status::kFeaturesOk) {
     // 3.1.1 step 5-6: FEATURES_OK only for a subset of the offered features; a modern-only
-    // device needs VIRTIO_F_VERSION_1 (6.1). Left unset, the driver sees the refusal.
+    // device needs VIRTIO_F_VERSION_1 (section 6). Left unset, the driver sees the refusal.
     const bool acceptable = (driver_features_ & ~offered_features_) == 0 &&
                             (driver_features_ & kFeatureVersion1) != 0;
     if (!acceptable) added &= static_cast<uint8_t>(~status::kFeaturesOk);
@@ -301,7 +301,7 @@ std::optional<VirtioPciFunction::WindowTarget> VirtioPciFunction::pci_config_win
   const auto bar = static_cast<uint8_t>(stored_config(cap + kCapBar, 1));
   const uint32_t offset = stored_config(cap + kCapOffset, 4);
   const uint32_t length = stored_config(cap + kCapLength, 4);
-  // 4.1.4.9.1: length 1, 2 or 4, offset aligned to it, inside the BAR.
+  // 4.1.4.8: length 1, 2 or 4, offset aligned to it, inside the BAR.
   hw::Device* region = bar == kRegisterBar ? static_cast<hw::Device*>(&register_bar_)
                        : bar == kMsixBar   ? static_cast<hw::Device*>(&msix_)
                                            : nullptr;
@@ -325,7 +325,7 @@ void VirtioPciFunction::pci_config_window_write() {
 std::optional<uint32_t> VirtioPciFunction::config_read_hook(uint16_t offset, unsigned size) const {
   const unsigned data = pci_config_capability_ + kPciCfgCapData;
   if (pci_config_capability_ == 0 || offset < data || offset + size > data + 4) return std::nullopt;
-  // A read of pci_cfg_data performs the BAR read (4.1.4.9.2), which may have side effects (the
+  // A read of pci_cfg_data performs the BAR read (4.1.4.8), which may have side effects (the
   // ISR clears); every VirtioPciFunction is created non-const, so dropping const is sound.
   auto* self = const_cast<VirtioPciFunction*>(this);
   auto target = self->pci_config_window();
