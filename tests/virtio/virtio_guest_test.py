@@ -9,6 +9,7 @@ socket, and checks from inside the guest that the devices are there and work:
     kernel runs with pci=nomsi (--interrupts intx).
 With --rng none the guest must see only the console and no virtio_rng.
 Usage: virtio_guest_test.py --lamina PATH --guest DIR [--interrupts msix|intx] [--rng host|none]
+       [--cpus N]
 """
 import argparse
 import os
@@ -34,6 +35,7 @@ def main():
     parser.add_argument("--guest", required=True)
     parser.add_argument("--interrupts", choices=["msix", "intx"], default="msix")
     parser.add_argument("--rng", choices=["host", "none"], default="host")
+    parser.add_argument("--cpus", type=int, default=1)
     args = parser.parse_args()
 
     # Random tokens, so no hard-coded line can pass.
@@ -64,7 +66,7 @@ def main():
             return log.read().decode(errors="replace")
 
         vmm = subprocess.Popen(
-            [args.lamina, "run", "--cpus", "1", "--memory", "512M",
+            [args.lamina, "run", "--cpus", str(args.cpus), "--memory", "512M",
              "--kernel", os.path.join(args.guest, "vmlinuz"),
              "--initrd", os.path.join(args.guest, "initrd.img"),
              "--rng", args.rng, "--console-port", f"socket:{socket_path}",
