@@ -1,9 +1,5 @@
 #include "virtio/host_console_port.h"
 
-#include <algorithm>
-#include <array>
-#include <cerrno>
-#include <cstring>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
@@ -11,6 +7,10 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -26,8 +26,11 @@ std::string errno_text() { return std::strerror(errno); }
 }  // namespace
 
 Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_stdio() {
-  return start({.input = STDIN_FILENO, .output = STDOUT_FILENO, .owns_output = false,
-                .listen = -1, .socket_path = {}});
+  return start({.input = STDIN_FILENO,
+                .output = STDOUT_FILENO,
+                .owns_output = false,
+                .listen = -1,
+                .socket_path = {}});
 }
 
 Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_file(
@@ -64,8 +67,8 @@ Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_socket(
   if (fd < 0) return fail(ErrorCode::kIo, "--console-port: socket(): " + errno_text());
   if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
       ::listen(fd, 1) != 0) {
-    auto error = fail(ErrorCode::kIo, fmt::format("--console-port: cannot listen on '{}': {}",
-                                                  text, errno_text()));
+    auto error = fail(ErrorCode::kIo,
+                      fmt::format("--console-port: cannot listen on '{}': {}", text, errno_text()));
     ::close(fd);
     return error;
   }

@@ -43,8 +43,8 @@ uint64_t offered_features_of(const VirtioDevice& device) {
 }
 
 uint64_t register_bar_size_for(uint16_t queues) {
-  const uint64_t notify = align_up(std::max<uint64_t>(uint64_t{queues} * kNotifyOffMultiplier, 4),
-                                   kPage);
+  const uint64_t notify =
+      align_up(std::max<uint64_t>(uint64_t{queues} * kNotifyOffMultiplier, 4), kPage);
   return std::bit_ceil(kNotifyOffset + notify);
 }
 
@@ -57,16 +57,16 @@ uint64_t msix_bar_size_for(uint16_t vectors) {
 
 }  // namespace
 
-VirtioPciFunction::VirtioPciFunction(std::unique_ptr<VirtioDevice> device,
-                                     const DmaMemory& memory, hw::MsiSink& msi_sink)
+VirtioPciFunction::VirtioPciFunction(std::unique_ptr<VirtioDevice> device, const DmaMemory& memory,
+                                     hw::MsiSink& msi_sink)
     : hw::PciDevice(std::string(device->name()), kVendorId,
                     static_cast<uint16_t>(kDeviceIdBase + static_cast<uint16_t>(device->type())),
                     class_code_of(device->type()), kRevision),
       memory_(memory),
       queue_count_(clamp_queue_count(device->queue_count())),
       offered_features_(offered_features_of(*device)),
-      config_size_(static_cast<uint32_t>(
-          std::min<uint64_t>(device->config_size(), kDeviceConfigMax))),
+      config_size_(
+          static_cast<uint32_t>(std::min<uint64_t>(device->config_size(), kDeviceConfigMax))),
       register_bar_size_(register_bar_size_for(queue_count_)),
       msix_bar_size_(msix_bar_size_for(msix_vectors_for(queue_count_))),
       msix_(*this, msi_sink, msix_vectors_for(queue_count_), kMsixBar, 0,
@@ -84,8 +84,8 @@ VirtioPciFunction::VirtioPciFunction(std::unique_ptr<VirtioDevice> device,
   for (uint16_t index = 0; index < queue_count_; ++index) {
     QueueConfig& queue = queues_[index];
     // A power of two no larger than the spec's maximum (2.7).
-    const uint16_t wanted = std::clamp<uint16_t>(device_->queue_max_size(index), 1,
-                                                 Virtqueue::kMaxSize);
+    const uint16_t wanted =
+        std::clamp<uint16_t>(device_->queue_max_size(index), 1, Virtqueue::kMaxSize);
     queue.max_size = std::bit_floor(wanted);
     queue.size = queue.max_size;
     queue.msix_vector = kNoVector;

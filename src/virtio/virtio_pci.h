@@ -119,7 +119,7 @@ class VirtioPciFunction final : public hw::PciDevice, public VirtioTransport {
   uint64_t common_field_value(uint16_t field) const;  // state lock held
   void common_read(uint64_t offset, std::span<std::byte> data);
   void common_write(uint64_t offset, std::span<const std::byte> data);
-  Action write_status(uint8_t value);  // state lock held
+  Action write_status(uint8_t value);         // state lock held
   Action write_queue_enable(uint16_t value);  // state lock held
   uint8_t read_isr();
   void notify(uint64_t offset, size_t size);

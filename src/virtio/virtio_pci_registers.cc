@@ -20,15 +20,24 @@ struct Field {
 
 // struct virtio_pci_common_cfg, field by field; together they cover [0, common::kSize).
 constexpr std::array<Field, 18> kCommonFields = {{
-    {common::kDeviceFeatureSelect, 4}, {common::kDeviceFeature, 4},
-    {common::kDriverFeatureSelect, 4}, {common::kDriverFeature, 4},
-    {common::kConfigMsixVector, 2},    {common::kNumQueues, 2},
-    {common::kDeviceStatus, 1},        {common::kConfigGeneration, 1},
-    {common::kQueueSelect, 2},         {common::kQueueSize, 2},
-    {common::kQueueMsixVector, 2},     {common::kQueueEnable, 2},
-    {common::kQueueNotifyOff, 2},      {common::kQueueDescriptor, 8},
-    {common::kQueueDriver, 8},         {common::kQueueDevice, 8},
-    {common::kQueueNotifyData, 2},     {common::kQueueReset, 2},
+    {common::kDeviceFeatureSelect, 4},
+    {common::kDeviceFeature, 4},
+    {common::kDriverFeatureSelect, 4},
+    {common::kDriverFeature, 4},
+    {common::kConfigMsixVector, 2},
+    {common::kNumQueues, 2},
+    {common::kDeviceStatus, 1},
+    {common::kConfigGeneration, 1},
+    {common::kQueueSelect, 2},
+    {common::kQueueSize, 2},
+    {common::kQueueMsixVector, 2},
+    {common::kQueueEnable, 2},
+    {common::kQueueNotifyOff, 2},
+    {common::kQueueDescriptor, 8},
+    {common::kQueueDriver, 8},
+    {common::kQueueDevice, 8},
+    {common::kQueueNotifyData, 2},
+    {common::kQueueReset, 2},
 }};
 
 const Field* field_at(uint64_t offset) {
@@ -39,8 +48,7 @@ const Field* field_at(uint64_t offset) {
 }
 
 uint64_t replace_half(uint64_t value, bool high, uint32_t half) {
-  return high ? (value & 0xffffffffull) | (uint64_t{half} << 32)
-              : (value & ~0xffffffffull) | half;
+  return high ? (value & 0xffffffffull) | (uint64_t{half} << 32) : (value & ~0xffffffffull) | half;
 }
 
 }  // namespace
@@ -234,8 +242,8 @@ VirtioPciFunction::Action VirtioPciFunction::write_status(uint8_t value) {
   if (added & status::kFeaturesOk) {
     // 3.1.1 step 5-6: FEATURES_OK only for a subset of the offered features; a modern-only
     // device needs VIRTIO_F_VERSION_1 (section 6). Left unset, the driver sees the refusal.
-    const bool acceptable = (driver_features_ & ~offered_features_) == 0 &&
-                            (driver_features_ & kFeatureVersion1) != 0;
+    const bool acceptable =
+        (driver_features_ & ~offered_features_) == 0 && (driver_features_ & kFeatureVersion1) != 0;
     if (!acceptable) added &= static_cast<uint8_t>(~status::kFeaturesOk);
   }
   status_ |= added;

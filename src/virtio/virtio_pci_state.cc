@@ -16,8 +16,7 @@ using namespace pci;
 namespace {
 constexpr uint32_t kStateVersion = 1;
 constexpr uint8_t kKnownStatus = status::kAcknowledge | status::kDriver | status::kDriverOk |
-                                 status::kFeaturesOk | status::kDeviceNeedsReset |
-                                 status::kFailed;
+                                 status::kFeaturesOk | status::kDeviceNeedsReset | status::kFailed;
 }  // namespace
 
 void VirtioPciFunction::save(StateWriter& writer) const {
@@ -75,11 +74,12 @@ Result<void> VirtioPciFunction::load(StateReader& reader) {
   }
   const bool features_ok = (status & status::kFeaturesOk) != 0;
   if ((status & ~kKnownStatus) != 0 || (isr & ~(kIsrQueue | kIsrConfig)) != 0 ||
-      (activated && !(status & status::kDriverOk)) || ((status & status::kDriverOk) && !features_ok) ||
-      (features_ok && ((driver_features & ~offered_features_) != 0 ||
-                       !(driver_features & kFeatureVersion1)))) {
-    return corrupt(fmt::format("status {:#x}, ISR {:#x} or features {:#x} are inconsistent",
-                               status, isr, driver_features));
+      (activated && !(status & status::kDriverOk)) ||
+      ((status & status::kDriverOk) && !features_ok) ||
+      (features_ok &&
+       ((driver_features & ~offered_features_) != 0 || !(driver_features & kFeatureVersion1)))) {
+    return corrupt(fmt::format("status {:#x}, ISR {:#x} or features {:#x} are inconsistent", status,
+                               isr, driver_features));
   }
   const auto valid_vector = [this](uint16_t vector) {
     return vector == kNoVector || vector < msix_.vectors();
@@ -90,9 +90,8 @@ Result<void> VirtioPciFunction::load(StateReader& reader) {
   for (uint16_t index = 0; index < queue_count_; ++index) {
     QueueConfig& queue = queues[index];
     queue.max_size = queues_[index].max_size;
-    if (auto got = reader.get(queue.size, queue.msix_vector, queue.enabled,
-                              queue.descriptor_table, queue.driver_area, queue.device_area,
-                              queue.kicked_early);
+    if (auto got = reader.get(queue.size, queue.msix_vector, queue.enabled, queue.descriptor_table,
+                              queue.driver_area, queue.device_area, queue.kicked_early);
         !got) {
       return fail_reset(got.error());
     }

@@ -1,8 +1,8 @@
 #include "virtio/virtio_rng.h"
 
+#include <sys/random.h>
 #include <array>
 #include <cerrno>
-#include <sys/random.h>
 
 #include <fmt/format.h>
 

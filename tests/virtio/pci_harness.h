@@ -96,7 +96,9 @@ class PciHarness {
   bool has_capability(pci::CapabilityType type) const { return capabilities_.count(type) != 0; }
   uint32_t notify_multiplier() const { return notify_multiplier_; }
 
-  uint32_t config(uint16_t offset, unsigned size = 4) { return function_->config_read(offset, size); }
+  uint32_t config(uint16_t offset, unsigned size = 4) {
+    return function_->config_read(offset, size);
+  }
   void set_config(uint16_t offset, uint32_t value, unsigned size = 4) {
     function_->config_write(offset, size, value);
   }
@@ -145,7 +147,8 @@ class PciHarness {
     return (status() & pci::status::kFeaturesOk) != 0;
   }
   // Step 7 for one queue: size, addresses (as 32-bit halves, as Linux writes them), enable.
-  void setup_queue(uint16_t index, const VirtqueueLayout& layout, uint16_t vector = pci::kNoVector) {
+  void setup_queue(uint16_t index, const VirtqueueLayout& layout,
+                   uint16_t vector = pci::kNoVector) {
     set_common(pci::common::kQueueSelect, 2, index);
     set_common(pci::common::kQueueSize, 2, layout.size);
     set_common(pci::common::kQueueMsixVector, 2, vector);

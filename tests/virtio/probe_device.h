@@ -29,8 +29,8 @@ struct ProbeLog {
 
 class ProbeDevice final : public VirtioDevice {
  public:
-  static constexpr uint64_t kFeatures = (uint64_t{1} << 0) | (uint64_t{1} << 5) |
-                                        (uint64_t{1} << 51);
+  static constexpr uint64_t kFeatures =
+      (uint64_t{1} << 0) | (uint64_t{1} << 5) | (uint64_t{1} << 51);
   explicit ProbeDevice(ProbeLog& log) : log_(log) {}
 
   std::string_view name() const override { return "virtio-probe"; }

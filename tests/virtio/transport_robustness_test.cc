@@ -1,5 +1,6 @@
 // The transport fuzz program (fuzz/transport_program.h) on seeded random inputs in every test
-// run, with each device behind the transport: no crash or hang, and after each hostile program a reset gives a working device.
+// run, with each device behind the transport: no crash or hang, and after each hostile program a
+// reset gives a working device.
 
 #include <gtest/gtest.h>
 

@@ -29,8 +29,8 @@ class HaltKernel {
     constexpr uint32_t kMagic = 0x1BADB002, kFlags = 1u << 16, kLoad = 0x100000, kHeader = 32;
     const uint8_t code[] = {0xf4, 0xeb, 0xfd};  // hlt; jmp hlt
     const uint32_t end = kLoad + kHeader + sizeof(code);
-    const uint32_t words[] = {kMagic, kFlags, static_cast<uint32_t>(-(kMagic + kFlags)),
-                              kLoad,  kLoad,  end,
+    const uint32_t words[] = {kMagic, kFlags,         static_cast<uint32_t>(-(kMagic + kFlags)),
+                              kLoad,  kLoad,          end,
                               end,    kLoad + kHeader};
     std::ofstream file(path_, std::ios::binary);
     file.write(reinterpret_cast<const char*>(words), sizeof(words));
@@ -146,9 +146,7 @@ TEST(VirtioMachineTest, VmConfigBecomesFactories) {
 
 class Level final : public hw::IrqLine {
  public:
-  void set_level(bool asserted) override {
-    changes.push_back(asserted);
-  }
+  void set_level(bool asserted) override { changes.push_back(asserted); }
   std::vector<bool> changes;
 };
 

@@ -246,7 +246,8 @@ TEST_F(VirtioPciTest, HostileQueueLayoutsNeedReset) {
   };
   const Case cases[] = {
       {"descriptors outside RAM", {64, kRamSize - 0x100, good.driver_area, good.device_area}},
-      {"misaligned descriptors", {64, good.descriptor_table + 8, good.driver_area, good.device_area}},
+      {"misaligned descriptors",
+       {64, good.descriptor_table + 8, good.driver_area, good.device_area}},
       {"used ring wraps", {64, good.descriptor_table, good.driver_area, ~uint64_t{3}}},
       {"size not a power of two", {48, good.descriptor_table, good.driver_area, good.device_area}},
       {"size above the maximum", {128, good.descriptor_table, good.driver_area, good.device_area}},
@@ -372,8 +373,8 @@ TEST_F(VirtioPciTest, SaveAndLoadRoundTrip) {
   EXPECT_EQ(restored_log.activations, 1) << "a running device is activated again";
   ASSERT_TRUE(restored_log.activated_features);
   EXPECT_EQ(*restored_log.activated_features, kVersion1 | 1);
-  EXPECT_EQ(harness_.status(), status::kAcknowledge | status::kDriver | status::kFeaturesOk |
-                                   status::kDriverOk);
+  EXPECT_EQ(harness_.status(),
+            status::kAcknowledge | status::kDriver | status::kFeaturesOk | status::kDriverOk);
   harness_.set_common(common::kQueueSelect, 2, 1);
   EXPECT_EQ(harness_.common(common::kQueueEnable, 2), 1u);
   EXPECT_EQ(harness_.common(common::kQueueDriver, 8), queue1_.layout().driver_area);

@@ -1,5 +1,6 @@
 // libFuzzer target: a program of guest actions (transport_program.h) against the virtio-pci
-// transport with a virtio-rng or virtio-console; nothing may crash or hang, and a reset must always recover.
+// transport with a virtio-rng or virtio-console; nothing may crash or hang, and a reset must always
+// recover.
 
 #include <cstddef>
 #include <cstdint>

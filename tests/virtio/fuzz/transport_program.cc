@@ -2,9 +2,9 @@
 
 #include <vector>
 
+#include "../virtqueue_driver.h"
 #include "virtio/virtio_console.h"
 #include "virtio/virtio_rng.h"
-#include "../virtqueue_driver.h"
 
 namespace lamina::virtio::testing {
 
@@ -65,7 +65,8 @@ void TransportProgram::run(std::span<const uint8_t> bytes) {
       case 1: {  // register BAR read anywhere
         const uint64_t offset = input.take(2);
         std::byte data[8];
-        h.mmio().read(PciHarness::kRegisterBase + offset, std::span(data, kSizes[input.byte() % 4]));
+        h.mmio().read(PciHarness::kRegisterBase + offset,
+                      std::span(data, kSizes[input.byte() % 4]));
         break;
       }
       case 2: {  // doorbells: mostly queue 0 or 1 with a 16-bit write, sometimes anything
@@ -95,8 +96,7 @@ void TransportProgram::run(std::span<const uint8_t> bytes) {
         // anything.
         const uint8_t choice = input.byte();
         const uint64_t features =
-            choice % 8 == 0 ? input.take(8)
-                            : (uint64_t{1} << 32) | (input.take(1) & 0x3) << 28;
+            choice % 8 == 0 ? input.take(8) : (uint64_t{1} << 32) | (input.take(1) & 0x3) << 28;
         h.negotiate(features);
         VirtqueueLayout layout;
         layout.size = static_cast<uint16_t>(1u << (input.byte() % 10));
@@ -138,7 +138,9 @@ void TransportProgram::run(std::span<const uint8_t> bytes) {
         const uint64_t address = kRingArea + (input.take(3) * 16) % (kRamSize - kRingArea - 8192);
         // Device-writable, driver-readable, or any flags (NEXT, INDIRECT).
         const uint8_t kind = input.byte();
-        const uint16_t flags = kind % 3 == 0 ? 2 : kind % 3 == 1 ? 0 : static_cast<uint16_t>(kind % 8);
+        const uint16_t flags = kind % 3 == 0   ? 2
+                               : kind % 3 == 1 ? 0
+                                               : static_cast<uint16_t>(kind % 8);
         std::byte descriptor[16];
         store_le<uint64_t>(descriptor, address);
         store_le<uint32_t>(descriptor + 8, length);

@@ -13,10 +13,10 @@
 #include <optional>
 #include <span>
 
-#include "base/guest_memory.h"
 #include "../pci_harness.h"
-#include "virtio/dma_memory.h"
+#include "base/guest_memory.h"
 #include "virtio/console_backend.h"
+#include "virtio/dma_memory.h"
 #include "virtio/virtio_rng.h"
 
 namespace lamina::virtio::testing {
