@@ -10,6 +10,7 @@
 #include "machine/default_guest.h"
 #include "machine/machine_builder.h"
 #include "machine/serial_console.h"
+#include "machine/virtio_devices.h"
 #include "machine/vm_config.h"
 
 namespace lamina::cli {
@@ -26,6 +27,8 @@ struct RunOptions {
   std::string accel = "emu";
   std::string serial = "stdio";
   std::string on_reboot = "exit";
+  std::string rng = "host";
+  std::string console_port = "none";
 };
 
 [[noreturn]] void report_bad_option(const Error& error) {
@@ -51,6 +54,12 @@ machine::VmConfig to_config(const RunOptions& options) {
   auto on_reboot = machine::parse_reboot_action(options.on_reboot);
   if (!on_reboot) report_bad_option(on_reboot.error());
   config.on_reboot = *on_reboot;
+  auto rng = machine::parse_rng(options.rng);
+  if (!rng) report_bad_option(rng.error());
+  config.rng = *rng;
+  auto console_port = machine::parse_console_port(options.console_port);
+  if (!console_port) report_bad_option(console_port.error());
+  config.console_port = *console_port;
   if (auto valid = machine::validate(config); !valid) report_bad_option(valid.error());
   return config;
 }
@@ -124,6 +133,10 @@ bool use_kvm(machine::AccelKind accel) {
   auto console = machine::SerialConsole::open(config.serial);
   if (!console) finish(1, console.error().message());
   options.com1_backend = console->get();
+  // Host ends of the virtio devices live across restarts, like the serial console.
+  auto host_ends = machine::open_virtio_host_ends(config);
+  if (!host_ends) finish_closing(*console, 1, host_ends.error().message());
+  machine::add_virtio_devices(config, *host_ends, options);
   for (;;) {
     auto built = machine::MachineBuilder::build(options);
     if (!built) finish_closing(*console, 1, built.error().message());
@@ -169,6 +182,14 @@ void add_run_command(CLI::App& app) {
       ->capture_default_str();
   run->add_option("--serial", options->serial,
                   "First serial port: stdio (the terminal; Ctrl-A x quits), file:PATH or none")
+      ->capture_default_str();
+  run->add_option("--rng", options->rng,
+                  "Entropy device (virtio-rng): host (fed from the host's getrandom) or none")
+      ->capture_default_str();
+  run->add_option("--console-port", options->console_port,
+                  "Extra console port (virtio-console, /dev/hvc0 in Linux): none, stdio (needs "
+                  "--serial other than stdio), file:PATH (output only) or socket:PATH (a Unix "
+                  "socket lamina listens on; one client at a time)")
       ->capture_default_str();
   run->add_option("--on-reboot", options->on_reboot,
                   "When the guest reboots: exit (non-zero) or restart")
