@@ -1,7 +1,9 @@
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include "accel/accelerator.h"
 #include "base/size.h"
@@ -29,6 +31,7 @@ struct RunOptions {
   std::string on_reboot = "exit";
   std::string rng = "host";
   std::string console_port = "none";
+  std::vector<std::string> networks;  // --net, repeatable
 };
 
 [[noreturn]] void report_bad_option(const Error& error) {
@@ -60,6 +63,11 @@ machine::VmConfig to_config(const RunOptions& options) {
   auto console_port = machine::parse_console_port(options.console_port);
   if (!console_port) report_bad_option(console_port.error());
   config.console_port = *console_port;
+  for (const std::string& text : options.networks) {
+    auto network = machine::parse_network(text);
+    if (!network) report_bad_option(network.error());
+    config.networks.push_back(*network);
+  }
   if (auto valid = machine::validate(config); !valid) report_bad_option(valid.error());
   return config;
 }
@@ -134,7 +142,8 @@ bool use_kvm(machine::AccelKind accel) {
   if (!console) finish(1, console.error().message());
   options.com1_backend = console->get();
   // Host ends of the virtio devices live across restarts, like the serial console.
-  auto host_ends = machine::open_virtio_host_ends(config);
+  auto host_ends =
+      machine::open_virtio_host_ends(config, fmt::format("lamina run pid {}", ::getpid()));
   if (!host_ends) finish_closing(*console, 1, host_ends.error().message());
   machine::add_virtio_devices(config, *host_ends, options);
   for (;;) {
@@ -191,6 +200,12 @@ void add_run_command(CLI::App& app) {
                   "--serial other than stdio), file:PATH (output only) or socket:PATH (a Unix "
                   "socket lamina listens on; one client at a time)")
       ->capture_default_str();
+  run->add_option("--net", options->networks,
+                  "Network card (virtio-net), once per card: switch:NAME[,mac=M] (the Lamina "
+                  "virtual switch NAME, started when none runs) or tap:IFNAME[,mac=M]; without "
+                  "mac= a random local address")
+      ->take_all()
+      ->allow_extra_args(false);
   run->add_option("--on-reboot", options->on_reboot,
                   "When the guest reboots: exit (non-zero) or restart")
       ->capture_default_str();

@@ -1,11 +1,47 @@
 #include "machine/virtio_devices.h"
 
+#include <fmt/format.h>
+
 #include "virtio/virtio_console.h"
+#include "virtio/virtio_net.h"
 #include "virtio/virtio_rng.h"
 
 namespace lamina::machine {
 
-Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config) {
+namespace {
+
+// The FramePort a boot's VirtioNet owns: forwards to the run's port in VirtioHostEnds, so
+// destroying the device at a reboot does not unplug the VM from its switch or tap. Only one
+// VirtioNet uses a port at a time (the previous Machine is gone before the next is built), so
+// the port's one-sender/one-receiver rule holds. Thread-safety: as FramePort.
+class BorrowedFramePort final : public net::FramePort {
+ public:
+  explicit BorrowedFramePort(net::FramePort& port) : port_(port) {}
+  const std::string& description() const override { return port_.description(); }
+  int poll_fd() const override { return port_.poll_fd(); }
+  [[nodiscard]] Result<net::SendStatus> send(std::span<const std::byte> frame) override {
+    auto sent = port_.send(frame);
+    if (sent && *sent == net::SendStatus::kSent) count_sent(frame.size());
+    return sent;
+  }
+  [[nodiscard]] Result<std::optional<size_t>> receive(std::span<std::byte> buffer) override {
+    auto received = port_.receive(buffer);
+    if (received && *received) count_received(**received);
+    return received;
+  }
+
+ private:
+  net::FramePort& port_;
+};
+
+std::string describe(const net::NetworkOption& network) {
+  return fmt::format("{}:{}", network.backend == net::NetworkBackend::kTap ? "tap" : "switch",
+                     network.name);
+}
+
+}  // namespace
+
+Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string_view label) {
   VirtioHostEnds ends;
   const ConsolePortConfig& port = config.console_port;
   Result<std::unique_ptr<virtio::HostConsolePort>> opened = nullptr;
@@ -17,6 +53,16 @@ Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config) {
   }
   if (!opened) return fail(opened.error());
   ends.console_port = std::move(*opened);
+  // A missing switch daemon is started from this binary (`lamina switch serve NAME`).
+  net::SwitchConnectOptions switch_options;
+  switch_options.label = std::string(label);
+  for (const net::NetworkOption& network : config.networks) {
+    auto port = net::open_frame_port(network, switch_options);
+    if (!port) {
+      return fail(port.error().with_context(fmt::format("--net {}", describe(network))));
+    }
+    ends.network_ports.push_back(std::move(*port));
+  }
   return ends;
 }
 
@@ -30,6 +76,14 @@ void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOpt
     options.virtio_devices.push_back([port = ends.console_port.get()] {
       return DeviceResult(std::make_unique<virtio::VirtioConsole>(*port));
     });
+  }
+  for (size_t i = 0; i < config.networks.size() && i < ends.network_ports.size(); ++i) {
+    options.virtio_devices.push_back(
+        [port = ends.network_ports[i].get(), mac = config.networks[i].mac]() -> DeviceResult {
+          auto device = virtio::VirtioNet::create(std::make_unique<BorrowedFramePort>(*port), mac);
+          if (!device) return fail(device.error());
+          return std::move(*device);
+        });
   }
 }
 

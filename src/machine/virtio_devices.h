@@ -11,20 +11,27 @@
 // outlive every Machine built with those options. Thread-safety: build-time only.
 
 #include <memory>
+#include <vector>
 
 #include "base/error.h"
 #include "machine/machine_builder.h"
 #include "machine/vm_config.h"
+#include "net/frame_port.h"
 #include "virtio/host_console_port.h"
 
 namespace lamina::machine {
 
 struct VirtioHostEnds {
   std::unique_ptr<virtio::HostConsolePort> console_port;  // null for --console-port none
+  // One per --net, in order: a switch port or a tap. Each boot's VirtioNet borrows its port
+  // through an adapter, so the switch keeps the VM's port and MAC across restarts.
+  std::vector<std::unique_ptr<net::FramePort>> network_ports;
 };
 
-// Opens what the config's devices need on the host (errors name the option).
-Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config);
+// Opens what the config's devices need on the host (errors name the option). `label` names
+// the VM to the virtual switch (`lamina switch show` lists ports by it).
+Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config,
+                                             std::string_view label = "lamina run");
 
 // Appends one factory per virtio device of `config`.
 void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options);

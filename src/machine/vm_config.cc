@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "base/size.h"
+#include "virtio/virtio_net_setup.h"
 
 namespace lamina::machine {
 
@@ -52,6 +53,12 @@ Result<bool> parse_rng(std::string_view text) {
   if (text == "host") return true;
   if (text == "none") return false;
   return fail(ErrorCode::kInvalidArgument, fmt::format("--rng: '{}' is not one of host, none", text));
+}
+
+Result<net::NetworkOption> parse_network(std::string_view text) {
+  auto network = net::parse_network_option(text);
+  if (!network) return fail(network.error().with_context(fmt::format("--net {}", text)));
+  return *network;
 }
 
 Result<AccelKind> parse_accel(std::string_view text) {
@@ -113,6 +120,7 @@ Result<void> validate(const VmConfig& config) {
                                                     parent.string()));
     }
   }
+  if (auto networks = virtio::validate_networks(config.networks); !networks) return networks;
   return {};
 }
 

@@ -6,8 +6,10 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
+#include "net/network_option.h"
 
 namespace lamina::machine {
 
@@ -39,6 +41,7 @@ struct VmConfig {
   RebootAction on_reboot = RebootAction::kExit;
   bool rng = true;  // virtio-rng fed from the host's getrandom
   ConsolePortConfig console_port;
+  std::vector<net::NetworkOption> networks;  // one virtio-net card per --net, in order
 };
 
 inline constexpr uint32_t kMaxCpus = 64;
@@ -51,12 +54,15 @@ Result<SerialConfig> parse_serial(std::string_view text);
 Result<ConsolePortConfig> parse_console_port(std::string_view text);
 // Parses "host" (true) or "none" (false).
 Result<bool> parse_rng(std::string_view text);
+// Parses one --net value: "switch:NAME[,mac=M]" or "tap:IFNAME[,mac=M]" (errors name --net).
+Result<net::NetworkOption> parse_network(std::string_view text);
 // Parses "emu", "kvm" or "auto".
 Result<AccelKind> parse_accel(std::string_view text);
 // Parses "exit" or "restart".
 Result<RebootAction> parse_reboot_action(std::string_view text);
 
-// Checks ranges and that the named files exist and are readable; the error names the option.
+// Checks ranges, that the named files exist and are readable and that no two --net cards share
+// a MAC address or a tap; the error names the option.
 Result<void> validate(const VmConfig& config);
 
 }  // namespace lamina::machine
