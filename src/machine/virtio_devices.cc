@@ -57,11 +57,11 @@ Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string
   net::SwitchConnectOptions switch_options;
   switch_options.label = std::string(label);
   for (const net::NetworkOption& network : config.networks) {
-    auto port = net::open_frame_port(network, switch_options);
-    if (!port) {
-      return fail(port.error().with_context(fmt::format("--net {}", describe(network))));
+    auto network_port = net::open_frame_port(network, switch_options);
+    if (!network_port) {
+      return fail(network_port.error().with_context(fmt::format("--net {}", describe(network))));
     }
-    ends.network_ports.push_back(std::move(*port));
+    ends.network_ports.push_back(std::move(*network_port));
   }
   return ends;
 }
