@@ -53,7 +53,7 @@ def host_only_command(address, peer):
         "echo nic=$nic mac=$(cat /sys/class/net/$nic/address); "
         f"ip link set $nic up && ip addr add {address}/24 dev $nic || exit 3; "
         f"n=0; while [ $n -lt {GUEST_TRIES} ]; do n=$((n + 1)); "
-        f"ping -c 1 -W 1 {peer} >/dev/null 2>&1 && {{ echo peer-replied; exit 0; }}; done; "
+        f"ping -c 1 -W 1 {peer} >/dev/null 2>&1 && {{ echo peer-replied; sleep 1; exit 0; }}; done; "
         "exit 4"
     )
 
@@ -161,11 +161,17 @@ def run_tap(args):
     with tempfile.TemporaryDirectory() as folder:
         process, log = start_vm(args, folder, "vm", f"tap:lam0,mac={mac}",
                                 host_only_command("10.0.1.2", "10.0.1.1"))
+        # The kernel forgets lam0's neighbours when the tap loses its carrier (lamina exits),
+        # so look while the guest runs.
+        neighbours = ""
+        deadline = time.time() + 240
+        while process.poll() is None and mac not in neighbours and time.time() < deadline:
+            neighbours = subprocess.run(["ip", "neigh", "show", "dev", "lam0"],
+                                        capture_output=True, text=True).stdout
+            time.sleep(0.2)
         failures = []
         serials = {"vm": wait_vm("vm", process, log, failures)}
         check_guest("vm", serials["vm"], mac, failures, need_echo=False)
-        neighbours = subprocess.run(["ip", "neigh", "show", "dev", "lam0"], capture_output=True,
-                                    text=True).stdout
         if mac not in neighbours:
             failures.append(f"the host never saw {mac} on lam0 (neighbours: {neighbours!r})")
         report(failures, serials)
