@@ -1,0 +1,312 @@
+#include "virtio/virtio_block_request.h"
+
+#include <algorithm>
+#include <limits>
+
+#include "base/byte_order.h"
+
+namespace lamina::virtio {
+namespace {
+
+using storage::kSectorSize;
+
+// The bounce buffer for data buffers that are not whole sectors (never for Linux's requests).
+constexpr uint64_t kBounceSize = uint64_t{1} << 20;
+
+// Segment flags of DISCARD and WRITE_ZEROES (section 5.2.6): bit 0 unmap, the rest reserved.
+constexpr uint32_t kSegmentUnmap = 1;
+
+// Calls fn(address, length) for each piece of `buffers` overlapping [offset, offset + length)
+// of their concatenation, in order; stops early when fn returns false. Returns false then.
+template <typename Function>
+bool for_each_piece(const std::vector<GuestBuffer>& buffers, uint64_t offset, uint64_t length,
+                    Function&& fn) {
+  for (const GuestBuffer& buffer : buffers) {
+    if (length == 0) break;
+    if (offset >= buffer.length) {
+      offset -= buffer.length;
+      continue;
+    }
+    const uint64_t take = std::min<uint64_t>(buffer.length - offset, length);
+    if (!fn(buffer.address + offset, take)) return false;
+    offset = 0;
+    length -= take;
+  }
+  return true;
+}
+
+// True when every piece of the range is a whole number of sectors, so each can be handed to
+// the image directly (formats take sector-aligned offsets and lengths).
+bool whole_sector_pieces(const std::vector<GuestBuffer>& buffers, uint64_t offset,
+                         uint64_t length) {
+  return for_each_piece(buffers, offset, length,
+                        [](uint64_t, uint64_t piece) { return piece % kSectorSize == 0; });
+}
+
+// TODO(storage-gaps): call BlockDevice::write_zeroes(offset, length, may_unmap) once that
+// branch is in main; until then zeros are written, which is what its default does.
+Result<void> write_zeroes(storage::BlockDevice& disk, uint64_t offset, uint64_t length,
+                          bool /*may_unmap*/, std::vector<std::byte>& zeros) {
+  zeros.assign(std::min(kBounceSize, length), std::byte{0});
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t piece = std::min<uint64_t>(zeros.size(), length - done);
+    if (auto put = disk.write(offset + done, std::span(zeros).first(piece)); !put) return put;
+    done += piece;
+  }
+  return {};
+}
+
+}  // namespace
+
+BlockRequestHandler::BlockRequestHandler(storage::BlockDevice& disk, const Id& id)
+    : disk_(disk),
+      id_(id),
+      capacity_sectors_(disk.size() / kSectorSize),
+      read_only_(disk.read_only()) {}
+
+void BlockRequestHandler::set_features(uint64_t features) { features_ = features; }
+
+bool BlockRequestHandler::in_range(uint64_t sector, uint64_t count) const {
+  return sector <= capacity_sectors_ && count <= capacity_sectors_ - sector;
+}
+
+BlockStatus BlockRequestHandler::refuse(BlockStatus status, std::string_view what) {
+  if (limiter_.allow()) log_warn("virtio-blk: {}", what);
+  return status;
+}
+
+BlockStatus BlockRequestHandler::io_failure(const Error& error) {
+  if (limiter_.allow()) log_warn("virtio-blk: I/O error: {}", error.message());
+  return BlockStatus::kIoError;
+}
+
+Result<uint32_t> BlockRequestHandler::handle(Virtqueue& queue, const DmaMemory& memory,
+                                             const DescriptorChain& chain) {
+  // Section 5.2.6: the status is the last device-writable byte; without one the request cannot
+  // be answered at all.
+  if (chain.writable_length == 0) {
+    return fail(ErrorCode::kGuestFatal, "virtio-blk: request without a writable status byte");
+  }
+  Request request{queue, memory, chain, BlockRequestType::kIn, 0, chain.writable_length - 1, 0};
+  BlockStatus status;
+  std::array<std::byte, kBlockHeaderSize> header{};
+  // Message framing (section 2.6.4): the header may share descriptors with data, so it is
+  // read as the first 16 bytes of the readable stream, wherever they lie.
+  if (chain.readable_length < kBlockHeaderSize ||
+      queue.copy_from(chain, 0, header) != header.size()) {
+    status = refuse(BlockStatus::kIoError, "request shorter than its 16-byte header");
+  } else {
+    request.type = static_cast<BlockRequestType>(load_le<uint32_t>(header.data()));
+    request.sector = load_le<uint64_t>(header.data() + 8);
+    request.data_out_length = chain.readable_length - kBlockHeaderSize;
+    status = execute(request);
+  }
+  const std::byte status_byte{static_cast<uint8_t>(status)};
+  if (queue.copy_to(chain, chain.writable_length - 1, {&status_byte, 1}) != 1) {
+    return fail(ErrorCode::kGuestFatal, "virtio-blk: the status byte is not writable");
+  }
+  switch (status) {
+    case BlockStatus::kOk: ++counters_.ok; break;
+    case BlockStatus::kIoError: ++counters_.io_error; break;
+    case BlockStatus::kUnsupported: ++counters_.unsupported; break;
+  }
+  // Section 2.7.8: len counts bytes written from the first writable byte on, so the status
+  // counts only when everything before it was written too.
+  uint64_t used = request.filled;
+  if (used == request.data_in_length) used += 1;
+  return static_cast<uint32_t>(std::min<uint64_t>(used, std::numeric_limits<uint32_t>::max()));
+}
+
+BlockStatus BlockRequestHandler::execute(Request& request) {
+  switch (request.type) {
+    case BlockRequestType::kIn: return read(request);
+    case BlockRequestType::kOut: return write(request);
+    case BlockRequestType::kFlush:
+      // Section 5.2.6.1: a flush carries no data; tolerated, as it changes nothing.
+      return flush();
+    case BlockRequestType::kGetId: return get_id(request);
+    case BlockRequestType::kDiscard:
+    case BlockRequestType::kWriteZeroes: return discard_or_write_zeroes(request);
+    default: return refuse(BlockStatus::kUnsupported, "unsupported request type");
+  }
+}
+
+BlockStatus BlockRequestHandler::read(Request& request) {
+  const uint64_t length = request.data_in_length;
+  if (request.data_out_length != 0) {
+    return refuse(BlockStatus::kIoError, "read request with device-readable data buffers");
+  }
+  if (length % kSectorSize != 0 || length > kBlockMaxDataLength) {
+    return refuse(BlockStatus::kIoError, "read length is not a whole number of sectors");
+  }
+  if (!in_range(request.sector, length / kSectorSize)) {
+    return refuse(BlockStatus::kIoError, "read past the end of the disk");
+  }
+  uint64_t offset = request.sector * kSectorSize;
+  const auto& buffers = request.chain.writable;
+  if (whole_sector_pieces(buffers, 0, length)) {
+    // Zero-copy: the image reads straight into guest RAM.
+    BlockStatus status = BlockStatus::kOk;
+    for_each_piece(buffers, 0, length, [&](uint64_t address, uint64_t piece) {
+      std::span<std::byte> target = request.memory.map_for_write(address, piece);
+      if (target.size() != piece) {
+        status = refuse(BlockStatus::kIoError, "read buffer outside guest RAM");
+        return false;
+      }
+      auto done = disk_.read(offset, target);
+      // Reported even on failure: the image may have written part of the range.
+      request.memory.written(address, piece);
+      if (!done) {
+        status = io_failure(done.error());
+        return false;
+      }
+      offset += piece;
+      request.filled += piece;
+      return true;
+    });
+    return status;
+  }
+  bounce_.resize(kBounceSize);
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t piece = std::min(kBounceSize, length - done);
+    std::span<std::byte> chunk(bounce_.data(), piece);
+    if (auto got = disk_.read(offset + done, chunk); !got) return io_failure(got.error());
+    if (request.queue.copy_to(request.chain, done, chunk) != piece) {
+      return refuse(BlockStatus::kIoError, "read buffer outside guest RAM");
+    }
+    done += piece;
+    request.filled = done;
+  }
+  return BlockStatus::kOk;
+}
+
+BlockStatus BlockRequestHandler::write(Request& request) {
+  const uint64_t length = request.data_out_length;
+  // Section 5.2.6.2: a read-only device fails every write without writing anything.
+  if (read_only_) return BlockStatus::kIoError;
+  if (request.data_in_length != 0) {
+    return refuse(BlockStatus::kIoError, "write request with device-writable data buffers");
+  }
+  if (length % kSectorSize != 0 || length > kBlockMaxDataLength) {
+    return refuse(BlockStatus::kIoError, "write length is not a whole number of sectors");
+  }
+  if (!in_range(request.sector, length / kSectorSize)) {
+    return refuse(BlockStatus::kIoError, "write past the end of the disk");
+  }
+  uint64_t offset = request.sector * kSectorSize;
+  const auto& buffers = request.chain.readable;
+  if (whole_sector_pieces(buffers, kBlockHeaderSize, length)) {
+    // Zero-copy: the image writes straight from guest RAM.
+    BlockStatus status = BlockStatus::kOk;
+    for_each_piece(buffers, kBlockHeaderSize, length, [&](uint64_t address, uint64_t piece) {
+      std::span<const std::byte> source = request.memory.map_for_read(address, piece);
+      if (source.size() != piece) {
+        status = refuse(BlockStatus::kIoError, "write buffer outside guest RAM");
+        return false;
+      }
+      if (auto done = disk_.write(offset, source); !done) {
+        status = io_failure(done.error());
+        return false;
+      }
+      offset += piece;
+      return true;
+    });
+    return status == BlockStatus::kOk ? settle() : status;
+  }
+  bounce_.resize(kBounceSize);
+  for (uint64_t done = 0; done < length;) {
+    const uint64_t piece = std::min(kBounceSize, length - done);
+    std::span<std::byte> chunk(bounce_.data(), piece);
+    if (request.queue.copy_from(request.chain, kBlockHeaderSize + done, chunk) != piece) {
+      return refuse(BlockStatus::kIoError, "write buffer outside guest RAM");
+    }
+    if (auto put = disk_.write(offset + done, chunk); !put) return io_failure(put.error());
+    done += piece;
+  }
+  return settle();
+}
+
+BlockStatus BlockRequestHandler::flush() {
+  if (read_only_) return BlockStatus::kOk;  // nothing was written
+  if (auto done = disk_.flush(); !done) return io_failure(done.error());
+  return BlockStatus::kOk;
+}
+
+BlockStatus BlockRequestHandler::settle() {
+  // Section 5.2.6.2, case 1: with FLUSH offered but not negotiated, a completed write is
+  // stable, so the device is write-through.
+  if ((features_ & kBlockFeatureFlush) != 0) return BlockStatus::kOk;
+  return flush();
+}
+
+BlockStatus BlockRequestHandler::get_id(Request& request) {
+  if (request.data_out_length != 0) {
+    return refuse(BlockStatus::kIoError, "GET_ID request with device-readable data buffers");
+  }
+  // Section 5.2.6.1 asks for exactly 20 bytes; a shorter buffer gets what fits.
+  const uint64_t length = std::min<uint64_t>(request.data_in_length, kBlockIdLength);
+  if (request.queue.copy_to(request.chain, 0, std::span(id_).first(length)) != length) {
+    return refuse(BlockStatus::kIoError, "GET_ID buffer outside guest RAM");
+  }
+  request.filled = length;
+  return BlockStatus::kOk;
+}
+
+BlockStatus BlockRequestHandler::discard_or_write_zeroes(Request& request) {
+  const bool discard = request.type == BlockRequestType::kDiscard;
+  const uint64_t feature = discard ? kBlockFeatureDiscard : kBlockFeatureWriteZeroes;
+  if ((features_ & feature) == 0) {
+    return refuse(BlockStatus::kUnsupported, discard ? "DISCARD was not negotiated"
+                                                     : "WRITE_ZEROES was not negotiated");
+  }
+  if (read_only_) return BlockStatus::kIoError;
+  if (request.data_in_length != 0) {
+    return refuse(BlockStatus::kIoError, "discard/write-zeroes with device-writable data");
+  }
+  const uint64_t length = request.data_out_length;
+  const uint64_t max_segments = discard ? kBlockMaxDiscardSegments : kBlockMaxWriteZeroesSegments;
+  const uint64_t max_sectors = discard ? kBlockMaxDiscardSectors : kBlockMaxWriteZeroesSectors;
+  if (length == 0 || length % kBlockSegmentSize != 0) {
+    return refuse(BlockStatus::kIoError, "discard/write-zeroes data is not whole segments");
+  }
+  const uint64_t count = length / kBlockSegmentSize;
+  if (count > max_segments) {
+    return refuse(BlockStatus::kIoError, "discard/write-zeroes with too many segments");
+  }
+  std::array<std::byte, kBlockMaxDiscardSegments * kBlockSegmentSize> raw{};
+  std::span<std::byte> segments(raw.data(), length);
+  if (request.queue.copy_from(request.chain, kBlockHeaderSize, segments) != length) {
+    return refuse(BlockStatus::kIoError, "discard/write-zeroes segments outside guest RAM");
+  }
+  // Every segment is checked before any is executed, so a bad request changes nothing.
+  // Section 5.2.6.2: unknown flags, and unmap on a discard, are S_UNSUPP.
+  for (uint64_t index = 0; index < count; ++index) {
+    const uint32_t flags = load_le<uint32_t>(&segments[index * kBlockSegmentSize + 12]);
+    if ((flags & ~kSegmentUnmap) != 0 || (discard && (flags & kSegmentUnmap) != 0)) {
+      return refuse(BlockStatus::kUnsupported, "discard/write-zeroes segment with unknown flags");
+    }
+  }
+  for (uint64_t index = 0; index < count; ++index) {
+    const std::byte* segment = &segments[index * kBlockSegmentSize];
+    const uint64_t sector = load_le<uint64_t>(segment);
+    const uint32_t sectors = load_le<uint32_t>(segment + 8);
+    if (sectors > max_sectors) {
+      return refuse(BlockStatus::kIoError, "discard/write-zeroes segment larger than advertised");
+    }
+    if (!in_range(sector, sectors)) {
+      return refuse(BlockStatus::kIoError, "discard/write-zeroes past the end of the disk");
+    }
+  }
+  for (uint64_t index = 0; index < count; ++index) {
+    const std::byte* segment = &segments[index * kBlockSegmentSize];
+    const uint64_t offset = load_le<uint64_t>(segment) * kSectorSize;
+    const uint64_t bytes = uint64_t{load_le<uint32_t>(segment + 8)} * kSectorSize;
+    const bool unmap = (load_le<uint32_t>(segment + 12) & kSegmentUnmap) != 0;
+    if (bytes == 0) continue;
+    auto done = discard ? disk_.discard(offset, bytes) : write_zeroes(disk_, offset, bytes, unmap, bounce_);
+    if (!done) return io_failure(done.error());
+  }
+  return settle();
+}
+
+}  // namespace lamina::virtio
