@@ -101,9 +101,13 @@ class Virtqueue {
     uint16_t next;
   };
   uint16_t read_avail_index() const;
-  Result<Descriptor> read_descriptor(uint64_t table, uint32_t table_size, uint32_t index) const;
+  // table holds at least index + 1 descriptors (checked by the caller).
+  static Descriptor read_descriptor(const std::byte* table, uint32_t index);
   Result<void> append_buffer(DescriptorChain& chain, const Descriptor& descriptor) const;
-  Result<void> walk_indirect(DescriptorChain& chain, const Descriptor& descriptor) const;
+  // steps counts descriptors of the chain so far, across the table (bounded by the queue size).
+  Result<void> walk_indirect(DescriptorChain& chain, const Descriptor& descriptor,
+                             uint32_t& steps) const;
+  void publish_avail_event(uint16_t value);
 
   const DmaMemory* memory_;
   VirtqueueLayout layout_;
@@ -117,6 +121,7 @@ class Virtqueue {
   uint16_t used_index_ = 0;  // next used ring slot to fill
   uint16_t signalled_used_ = 0;  // used_index_ when the driver was last signalled
   bool signalled_valid_ = false;
+  bool notifications_enabled_ = true;
 };
 
 }  // namespace lamina::virtio
