@@ -26,15 +26,8 @@ class VirtioBlockDeviceTest : public VirtioBlockFixture {
     std::vector<Part> parts{{header(1, sector), 16, false},
                             {put(data), static_cast<uint32_t>(data.size()), false},
                             {status, 1, true}};
-    driver_.submit(parts);
+    driver_->add_chain(parts);
     return status;
-  }
-  // Zeroes the rings and starts a new driver generation (after a reset).
-  void fresh_ring() {
-    std::vector<std::byte> rings(0x4000 - 0x1000);
-    ASSERT_TRUE(memory_.write(0x1000, rings).has_value());
-    driver_.restart();
-    next_ = kDataStart;
   }
   std::string path_;
 };
@@ -45,11 +38,11 @@ TEST_F(VirtioBlockDeviceTest, OneKickServesABatchWithOneInterrupt) {
   for (uint64_t i = 0; i < 10; ++i) statuses.push_back(queue_write(i * 8, 8, i));
   device_->queue_notify(0);
   device_->wait_idle();
-  EXPECT_EQ(driver_.used_index(), 10);
+  EXPECT_EQ(driver_->used_index(), 10);
   for (uint64_t status : statuses) EXPECT_EQ(status_at(status), 0);
   EXPECT_EQ(transport_.signals(), 1u);
   // Kicks are wanted again once the device sleeps (section 2.7.10).
-  EXPECT_EQ(driver_.used_flags() & kUsedNoNotify, 0);
+  EXPECT_EQ(driver_->used_flags() & kUsedNoNotify, 0);
   std::vector<std::byte> back;
   ASSERT_EQ(read(9 * 8, 8 * 512, back).status, 0);
   EXPECT_EQ(back, pattern_bytes(8 * 512, 9));
@@ -57,11 +50,11 @@ TEST_F(VirtioBlockDeviceTest, OneKickServesABatchWithOneInterrupt) {
 
 TEST_F(VirtioBlockDeviceTest, DriverThatAsksForNoInterruptsGetsNone) {
   start();
-  driver_.set_avail_flags(kAvailNoInterrupt);
+  driver_->set_avail_flags(kAvailNoInterrupt);
   queue_write(0, 1, 1);
   device_->queue_notify(0);
   device_->wait_idle();
-  EXPECT_EQ(driver_.used_index(), 1);
+  EXPECT_EQ(driver_->used_index(), 1);
   EXPECT_EQ(transport_.signals(), 0u);
 }
 
@@ -70,7 +63,7 @@ TEST_F(VirtioBlockDeviceTest, RequestsKickedWhileTheThreadWorksAreAllServed) {
   // Kick after every request without waiting, so kicks race with the thread going to sleep;
   // 80 requests of 3 descriptors stay within the 256-entry ring.
   for (int round = 0; round < 3; ++round) {
-    const uint16_t before = driver_.used_index();
+    const uint16_t before = driver_->used_index();
     std::vector<std::pair<uint64_t, uint64_t>> writes;
     for (uint64_t i = 0; i < 80; ++i) {
       const uint64_t seed = round * 100 + i;
@@ -78,7 +71,7 @@ TEST_F(VirtioBlockDeviceTest, RequestsKickedWhileTheThreadWorksAreAllServed) {
       device_->queue_notify(0);
     }
     device_->wait_idle();
-    ASSERT_EQ(driver_.used_index(), static_cast<uint16_t>(before + 80));
+    ASSERT_EQ(driver_->used_index(), static_cast<uint16_t>(before + 80));
     for (auto [status, seed] : writes) EXPECT_EQ(status_at(status), 0);
     next_ = kDataStart;
   }
@@ -91,16 +84,16 @@ TEST_F(VirtioBlockDeviceTest, RequestsKickedWhileTheThreadWorksAreAllServed) {
 TEST_F(VirtioBlockDeviceTest, ChainWithoutStatusByteNeedsResetThenWorksAgain) {
   start();
   std::vector<Part> no_status{{header(1, 0), 16, false}, {put(pattern_bytes(512, 1)), 512, false}};
-  driver_.submit(no_status);
+  driver_->add_chain(no_status);
   device_->queue_notify(0);
   device_->wait_idle();
   ASSERT_EQ(transport_.errors().size(), 1u);
-  EXPECT_EQ(driver_.used_index(), 0);
+  EXPECT_EQ(driver_->used_index(), 0);
   // Until reset, the device serves nothing.
   queue_write(0, 1, 2);
   device_->queue_notify(0);
   device_->wait_idle();
-  EXPECT_EQ(driver_.used_index(), 0);
+  EXPECT_EQ(driver_->used_index(), 0);
 
   device_->reset();
   transport_.drop_queue();
@@ -111,15 +104,15 @@ TEST_F(VirtioBlockDeviceTest, ChainWithoutStatusByteNeedsResetThenWorksAgain) {
 
 TEST_F(VirtioBlockDeviceTest, LoopingChainIsADeviceError) {
   start();
-  const uint16_t first = driver_.reserve(2);
-  driver_.write_descriptor(first, header(0, 0), 16, kDescriptorNext, first + 1);
-  driver_.write_descriptor(first + 1, allocate(512), 512, kDescriptorNext | kDescriptorWrite,
-                           first);
-  driver_.publish(first);
+  // Descriptors 0 -> 1 -> 0 -> ...
+  const uint64_t table = driver_->layout().descriptor_table;
+  driver_->set_descriptor(table, 0, header(0, 0), 16, kDescriptorNext, 1);
+  driver_->set_descriptor(table, 1, allocate(512), 512, kDescriptorNext | kDescriptorWrite, 0);
+  driver_->publish(0);
   device_->queue_notify(0);
   device_->wait_idle();
   EXPECT_EQ(transport_.errors().size(), 1u);
-  EXPECT_EQ(driver_.used_index(), 0);
+  EXPECT_EQ(driver_->used_index(), 0);
 }
 
 TEST_F(VirtioBlockDeviceTest, ResetWhileBusyStopsAndWaits) {
@@ -128,13 +121,13 @@ TEST_F(VirtioBlockDeviceTest, ResetWhileBusyStopsAndWaits) {
   device_->queue_notify(0);
   device_->reset();
   // After reset() returns the device touches the ring no more.
-  const uint16_t done = driver_.used_index();
+  const uint16_t done = driver_->used_index();
   EXPECT_LE(done, 48);
   std::this_thread::sleep_for(std::chrono::milliseconds(30));
-  EXPECT_EQ(driver_.used_index(), done);
+  EXPECT_EQ(driver_->used_index(), done);
   device_->queue_notify(0);  // a kick after reset is ignored
   device_->wait_idle();
-  EXPECT_EQ(driver_.used_index(), done);
+  EXPECT_EQ(driver_->used_index(), done);
 
   transport_.drop_queue();
   fresh_ring();

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,26 +17,29 @@
 #include "storage/image_format.h"
 #include "virtio/virtio_block.h"
 #include "virtio_block_test_support.h"
+#include "virtqueue_driver.h"
 
 namespace lamina::virtio::test {
 
 class VirtioBlockFixture : public ::testing::Test {
  protected:
   static constexpr uint64_t kRamSize = 16 * 1024 * 1024;
-  static constexpr VirtqueueLayout kLayout{256, 0x1000, 0x2000, 0x3000};
+  static constexpr uint64_t kRingBase = 0x1000;
+  static constexpr uint16_t kQueueSize = 256;
   static constexpr uint64_t kDataStart = 0x10000;
 
   struct Outcome {
     uint8_t status = 0xff;
     uint32_t used = 0;
   };
-  using Part = SplitRingDriver::Part;
+  using Part = testing::TestBuffer;
 
   VirtioBlockFixture()
       : memory_(std::move(*GuestMemory::create({RamRegion{0, kRamSize}}))),
         dma_(memory_),
-        transport_(dma_),
-        driver_(memory_, kLayout) {}
+        transport_(dma_) {
+    fresh_ring();
+  }
   ~VirtioBlockFixture() override { device_.reset(); }
 
   std::string make_raw(const std::string& name, uint64_t size) {
@@ -63,9 +67,11 @@ class VirtioBlockFixture : public ::testing::Test {
     ASSERT_TRUE(device.has_value()) << device.error().message();
     device_ = std::move(*device);
   }
+  // Zeroes the rings and starts a new driver generation (a new device, or after a reset).
+  void fresh_ring() { driver_.emplace(memory_, kQueueSize, kRingBase, kDataStart); }
   // Creates queue 0 and activates the device with every offered feature (or `features`).
   void start(uint64_t features = 0) {
-    ASSERT_TRUE(transport_.create_queue(kLayout).has_value());
+    ASSERT_TRUE(transport_.create_queue(driver_->layout()).has_value());
     if (features == 0) features = device_->device_features() | kFeatureVersion1;
     ASSERT_TRUE(device_->activate(transport_, features).has_value());
   }
@@ -101,14 +107,14 @@ class VirtioBlockFixture : public ::testing::Test {
 
   // Publishes one chain, kicks, waits for the I/O thread; the status is read at status_address.
   Outcome submit(std::span<const Part> parts, uint64_t status_address) {
-    const uint16_t before = driver_.used_index();
-    driver_.submit(parts);
+    const uint16_t before = driver_->used_index();
+    driver_->add_chain({parts.begin(), parts.end()});
     device_->queue_notify(0);
     device_->wait_idle();
     Outcome outcome;
-    EXPECT_EQ(driver_.used_index(), static_cast<uint16_t>(before + 1)) << "request not completed";
-    if (driver_.used_index() == before) return outcome;
-    outcome.used = driver_.used_entry(before).length;
+    EXPECT_EQ(driver_->used_index(), static_cast<uint16_t>(before + 1)) << "request not completed";
+    if (driver_->used_index() == before) return outcome;
+    outcome.used = driver_->used_element(before).second;
     outcome.status = status_at(status_address);
     return outcome;
   }
@@ -149,7 +155,7 @@ class VirtioBlockFixture : public ::testing::Test {
   GuestMemory memory_;
   DmaMemory dma_;
   TestTransport transport_;
-  SplitRingDriver driver_;
+  std::optional<testing::TestDriver> driver_;
   std::unique_ptr<VirtioBlock> device_;
   uint64_t next_ = kDataStart;
 };

@@ -18,12 +18,10 @@ namespace {
 // Chains served per input: more than the queue holds, so index wrap-around is reached.
 constexpr uint32_t kMaxChains = 40;
 
-uint64_t disk_hash(storage::BlockDevice& disk) {
+std::vector<std::byte> disk_content(storage::BlockDevice& disk) {
   std::vector<std::byte> bytes(disk.size());
-  if (!disk.read(0, bytes)) return 0;
-  uint64_t hash = 0xcbf29ce484222325ull;
-  for (std::byte b : bytes) hash = (hash ^ static_cast<uint8_t>(b)) * 0x100000001b3ull;
-  return hash;
+  if (!disk.read(0, bytes)) bytes.clear();
+  return bytes;
 }
 
 }  // namespace
@@ -69,7 +67,7 @@ FuzzOutcome BlockFuzzHarness::run(std::span<const uint8_t> input) {
   std::memcpy(id.data(), "fuzz-serial", 11);
   BlockRequestHandler handler(disk, id);
   handler.set_features(features);
-  const uint64_t before = read_only ? disk_hash(disk) : 0;
+  const std::vector<std::byte> before = read_only ? disk_content(disk) : std::vector<std::byte>();
 
   queue->set_notifications(false);
   for (uint32_t served = 0; served < kMaxChains; ++served) {
@@ -110,7 +108,7 @@ FuzzOutcome BlockFuzzHarness::run(std::span<const uint8_t> input) {
   }
   (void)queue->should_signal();
   queue->set_notifications(true);
-  if (read_only && outcome.violation.empty() && disk_hash(disk) != before) {
+  if (read_only && outcome.violation.empty() && disk_content(disk) != before) {
     outcome.violation = "a read-only disk changed";
   }
   return outcome;

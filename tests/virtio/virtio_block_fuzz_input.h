@@ -18,9 +18,10 @@
 namespace lamina::virtio::test {
 
 inline constexpr uint64_t kFuzzRamSize = 64 * 1024;
-inline constexpr VirtqueueLayout kFuzzLayout{16, 0x0, 0x100, 0x200};
+// Where virtqueue_driver.h's TestDriver puts a 16-entry queue at address 0.
+inline constexpr VirtqueueLayout kFuzzLayout{16, 0x0, 0x100, 0x128};
 inline constexpr uint64_t kFuzzDataStart = 0x400;  // first byte after the rings
-inline constexpr uint64_t kFuzzDiskSize = 1024 * 1024;
+inline constexpr uint64_t kFuzzDiskSize = 256 * 1024;
 
 // Bits of the first input byte.
 inline constexpr uint8_t kFuzzEventIndex = 1;

@@ -9,9 +9,16 @@
 #include "base/guest_memory.h"
 #include "virtio_block_fuzz_input.h"
 #include "virtio_block_test_support.h"
+#include "virtqueue_driver.h"
 
 namespace lamina::virtio::test {
 namespace {
+
+std::filesystem::path fast_folder() {
+  std::error_code ignored;
+  return std::filesystem::is_directory("/dev/shm", ignored) ? std::filesystem::path("/dev/shm")
+                                                            : std::filesystem::temp_directory_path();
+}
 
 class ChainGenerator {
  public:
@@ -19,8 +26,10 @@ class ChainGenerator {
 
   // One input: flags byte + RAM image with a few requests in queue 0, then some mutations.
   std::vector<uint8_t> next() {
+    static_assert(kFuzzLayout.driver_area == 16 * kFuzzLayout.size);
     auto memory = GuestMemory::create({RamRegion{0, kFuzzRamSize}});
-    SplitRingDriver driver(*memory, kFuzzLayout);
+    testing::TestDriver driver(*memory, kFuzzLayout.size, kFuzzLayout.descriptor_table,
+                               kFuzzDataStart);
     next_ = kFuzzDataStart;
     const uint8_t flags = static_cast<uint8_t>(pick(64));
     const uint64_t requests = 1 + pick(10);
@@ -57,10 +66,10 @@ class ChainGenerator {
     }
   }
 
-  void add_request(GuestMemory& memory, SplitRingDriver& driver) {
+  void add_request(GuestMemory& memory, testing::TestDriver& driver) {
     static constexpr uint32_t kTypes[] = {0, 1, 4, 8, 11, 13, 0, 1, 2, 10, 14};
     const uint32_t type = kTypes[pick(std::size(kTypes))];
-    std::vector<SplitRingDriver::Part> parts;
+    std::vector<testing::TestBuffer> parts;
     std::array<std::byte, 16> header{};
     store_le<uint32_t>(header.data(), type);
     store_le<uint64_t>(header.data() + 8, sector());
@@ -104,7 +113,7 @@ class ChainGenerator {
     // The status byte, missing now and then.
     if (pick(20) != 0) parts.push_back({allocate(1), 1, true});
     // Readable parts must come first for a valid chain; the queue itself refuses the rest.
-    driver.submit(parts);
+    driver.add_chain(parts);
   }
 
   std::mt19937_64 random_;
@@ -112,7 +121,7 @@ class ChainGenerator {
 };
 
 TEST(VirtioBlockRobustnessTest, RandomChainsNeverBreakTheDevice) {
-  TempFolder folder;
+  TempFolder folder(fast_folder());
   BlockFuzzHarness harness(folder.file(""));
   ASSERT_TRUE(harness.ready());
   ChainGenerator generator(20261124);
@@ -131,7 +140,7 @@ TEST(VirtioBlockRobustnessTest, RandomChainsNeverBreakTheDevice) {
 }
 
 TEST(VirtioBlockRobustnessTest, ArbitraryBytesNeverBreakTheDevice) {
-  TempFolder folder;
+  TempFolder folder(fast_folder());
   BlockFuzzHarness harness(folder.file(""));
   ASSERT_TRUE(harness.ready());
   std::mt19937_64 random(7);

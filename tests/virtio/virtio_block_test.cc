@@ -19,7 +19,9 @@ std::vector<std::byte> read_image(const std::string& path, uint64_t offset, uint
   auto disk = storage::open_image(path, false);
   EXPECT_TRUE(disk.has_value());
   std::vector<std::byte> bytes(length);
-  if (disk) EXPECT_TRUE((*disk)->read(offset, bytes).has_value());
+  if (disk) {
+    EXPECT_TRUE((*disk)->read(offset, bytes).has_value());
+  }
   return bytes;
 }
 
@@ -307,10 +309,7 @@ TEST_P(VirtioBlockRequestTest, ReadOnlyDiskRefusesWritesAndOffersRo) {
   const uint64_t features = device_->device_features();
   EXPECT_NE(features & kBlockFeatureReadOnly, 0u);
   EXPECT_EQ(features & (kBlockFeatureDiscard | kBlockFeatureWriteZeroes), 0u);
-  // A fresh ring for the second device.
-  std::vector<std::byte> rings(0x4000 - 0x1000);
-  ASSERT_TRUE(memory_.write(0x1000, rings).has_value());
-  driver_.restart();
+  fresh_ring();
   start();
   EXPECT_EQ(write(0, pattern_bytes(512, 10)).status, kIoError);
   EXPECT_EQ(ranges(11, {{0, 1, 0}}).status, kUnsupported);
