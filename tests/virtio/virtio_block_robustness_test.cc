@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <random>
 
 #include "base/guest_memory.h"
@@ -127,8 +129,14 @@ TEST(VirtioBlockRobustnessTest, RandomChainsNeverBreakTheDevice) {
   ChainGenerator generator(20261124);
   uint64_t completed = 0;
   uint64_t errors = 0;
+  // LAMINA_VIRTIO_BLOCK_CORPUS=DIR saves the first inputs there as seeds for the fuzzer.
+  const char* corpus = std::getenv("LAMINA_VIRTIO_BLOCK_CORPUS");
   for (int i = 0; i < 1500; ++i) {
     const auto input = generator.next();
+    if (corpus != nullptr && i < 64) {
+      std::ofstream(std::string(corpus) + "/seed-" + std::to_string(i), std::ios::binary)
+          .write(reinterpret_cast<const char*>(input.data()), static_cast<std::streamsize>(input.size()));
+    }
     const FuzzOutcome outcome = harness.run(input);
     ASSERT_TRUE(outcome.violation.empty()) << "input " << i << ": " << outcome.violation;
     completed += outcome.completed;

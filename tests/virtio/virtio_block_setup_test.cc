@@ -39,7 +39,9 @@ TEST(VirtioBlockSetupTest, ParsesPathAndOptions) {
                           "a.vhd,readonly,,"}) {
     auto parsed = parse_disk_spec(bad);
     EXPECT_FALSE(parsed.has_value()) << bad;
-    if (!parsed) EXPECT_NE(parsed.error().message().find("--disk"), std::string::npos);
+    if (!parsed) {
+      EXPECT_NE(parsed.error().message().find("--disk"), std::string::npos);
+    }
   }
 }
 

@@ -1,5 +1,7 @@
 // libFuzzer target for virtio-blk request parsing (built with clang and -DLAMINA_FUZZ=ON):
 //   build-fuzz/tests/virtio/virtio_block_fuzz -max_len=65537 corpus/
+// Seeds: LAMINA_VIRTIO_BLOCK_CORPUS=corpus build/tests/virtio/virtio_block_test
+//   --gtest_filter=*RandomChains* writes 64 generated inputs.
 // An input is a flags byte and a guest RAM image holding queue 0 (virtio_block_fuzz_input.h).
 
 #include <cstdint>
