@@ -16,31 +16,34 @@ constexpr uint64_t kBounceSize = uint64_t{1} << 20;
 // Segment flags of DISCARD and WRITE_ZEROES (section 5.2.6): bit 0 unmap, the rest reserved.
 constexpr uint32_t kSegmentUnmap = 1;
 
-// Calls fn(address, length) for each piece of `buffers` overlapping [offset, offset + length)
-// of their concatenation, in order; stops early when fn returns false. Returns false then.
-template <typename Function>
-bool for_each_piece(const std::vector<GuestBuffer>& buffers, uint64_t offset, uint64_t length,
-                    Function&& fn) {
+// Collects the pieces of `buffers` covering [offset, offset + length) of their concatenation
+// into `runs`, merging neighbours that are contiguous in guest RAM (Linux often hands out
+// physically adjacent pages), so the image sees fewer, larger requests. Returns true when every
+// run is a whole number of sectors, so each can go to the image directly (formats take
+// sector-aligned offsets and lengths).
+bool gather_runs(const DmaMemory& memory, const std::vector<GuestBuffer>& buffers,
+                 uint64_t offset, uint64_t length, std::vector<GuestRun>& runs) {
+  runs.clear();
   for (const GuestBuffer& buffer : buffers) {
     if (length == 0) break;
     if (offset >= buffer.length) {
       offset -= buffer.length;
       continue;
     }
+    const uint64_t address = buffer.address + offset;
     const uint64_t take = std::min<uint64_t>(buffer.length - offset, length);
-    if (!fn(buffer.address + offset, take)) return false;
+    GuestRun* last = runs.empty() ? nullptr : &runs.back();
+    if (last != nullptr && last->address + last->length == address &&
+        memory.guest_memory().contains(last->address, last->length + take)) {
+      last->length += take;
+    } else {
+      runs.push_back({address, take});
+    }
     offset = 0;
     length -= take;
   }
-  return true;
-}
-
-// True when every piece of the range is a whole number of sectors, so each can be handed to
-// the image directly (formats take sector-aligned offsets and lengths).
-bool whole_sector_pieces(const std::vector<GuestBuffer>& buffers, uint64_t offset,
-                         uint64_t length) {
-  return for_each_piece(buffers, offset, length,
-                        [](uint64_t, uint64_t piece) { return piece % kSectorSize == 0; });
+  return std::all_of(runs.begin(), runs.end(),
+                     [](const GuestRun& run) { return run.length % kSectorSize == 0; });
 }
 
 // TODO(storage-gaps): call BlockDevice::write_zeroes(offset, length, may_unmap) once that
@@ -143,28 +146,21 @@ BlockStatus BlockRequestHandler::read(Request& request) {
     return refuse(BlockStatus::kIoError, "read past the end of the disk");
   }
   uint64_t offset = request.sector * kSectorSize;
-  const auto& buffers = request.chain.writable;
-  if (whole_sector_pieces(buffers, 0, length)) {
+  if (gather_runs(request.memory, request.chain.writable, 0, length, runs_)) {
     // Zero-copy: the image reads straight into guest RAM.
-    BlockStatus status = BlockStatus::kOk;
-    for_each_piece(buffers, 0, length, [&](uint64_t address, uint64_t piece) {
-      std::span<std::byte> target = request.memory.map_for_write(address, piece);
-      if (target.size() != piece) {
-        status = refuse(BlockStatus::kIoError, "read buffer outside guest RAM");
-        return false;
+    for (const GuestRun& run : runs_) {
+      std::span<std::byte> target = request.memory.map_for_write(run.address, run.length);
+      if (target.size() != run.length) {
+        return refuse(BlockStatus::kIoError, "read buffer outside guest RAM");
       }
       auto done = disk_.read(offset, target);
       // Reported even on failure: the image may have written part of the range.
-      request.memory.written(address, piece);
-      if (!done) {
-        status = io_failure(done.error());
-        return false;
-      }
-      offset += piece;
-      request.filled += piece;
-      return true;
-    });
-    return status;
+      request.memory.written(run.address, run.length);
+      if (!done) return io_failure(done.error());
+      offset += run.length;
+      request.filled += run.length;
+    }
+    return BlockStatus::kOk;
   }
   bounce_.resize(kBounceSize);
   for (uint64_t done = 0; done < length;) {
@@ -194,24 +190,17 @@ BlockStatus BlockRequestHandler::write(Request& request) {
     return refuse(BlockStatus::kIoError, "write past the end of the disk");
   }
   uint64_t offset = request.sector * kSectorSize;
-  const auto& buffers = request.chain.readable;
-  if (whole_sector_pieces(buffers, kBlockHeaderSize, length)) {
+  if (gather_runs(request.memory, request.chain.readable, kBlockHeaderSize, length, runs_)) {
     // Zero-copy: the image writes straight from guest RAM.
-    BlockStatus status = BlockStatus::kOk;
-    for_each_piece(buffers, kBlockHeaderSize, length, [&](uint64_t address, uint64_t piece) {
-      std::span<const std::byte> source = request.memory.map_for_read(address, piece);
-      if (source.size() != piece) {
-        status = refuse(BlockStatus::kIoError, "write buffer outside guest RAM");
-        return false;
+    for (const GuestRun& run : runs_) {
+      std::span<const std::byte> source = request.memory.map_for_read(run.address, run.length);
+      if (source.size() != run.length) {
+        return refuse(BlockStatus::kIoError, "write buffer outside guest RAM");
       }
-      if (auto done = disk_.write(offset, source); !done) {
-        status = io_failure(done.error());
-        return false;
-      }
-      offset += piece;
-      return true;
-    });
-    return status == BlockStatus::kOk ? settle() : status;
+      if (auto done = disk_.write(offset, source); !done) return io_failure(done.error());
+      offset += run.length;
+    }
+    return settle();
   }
   bounce_.resize(kBounceSize);
   for (uint64_t done = 0; done < length;) {

@@ -67,6 +67,12 @@ inline constexpr uint32_t kBlockMaxWriteZeroesSegments = 8;
 // holding the I/O thread, and so a reset, for long.
 inline constexpr uint64_t kBlockMaxDataLength = uint64_t{1} << 30;
 
+// A guest-physical byte range made of one or more adjacent buffers of a chain.
+struct GuestRun {
+  uint64_t address = 0;
+  uint64_t length = 0;
+};
+
 class BlockRequestHandler {
  public:
   using Id = std::array<std::byte, kBlockIdLength>;
@@ -126,6 +132,7 @@ class BlockRequestHandler {
   uint64_t features_ = 0;
   Counters counters_;
   std::vector<std::byte> bounce_;
+  std::vector<GuestRun> runs_;  // scratch for gather_runs(), kept to avoid allocations
   RateLimiter limiter_;
 };
 
