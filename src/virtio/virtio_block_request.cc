@@ -139,8 +139,11 @@ BlockStatus BlockRequestHandler::read(Request& request) {
   if (request.data_out_length != 0) {
     return refuse(BlockStatus::kIoError, "read request with device-readable data buffers");
   }
-  if (length % kSectorSize != 0 || length > kBlockMaxDataLength) {
+  if (length % kSectorSize != 0) {
     return refuse(BlockStatus::kIoError, "read length is not a whole number of sectors");
+  }
+  if (length > kBlockMaxDataLength) {
+    return refuse(BlockStatus::kIoError, "read request larger than 1 GiB");
   }
   if (!in_range(request.sector, length / kSectorSize)) {
     return refuse(BlockStatus::kIoError, "read past the end of the disk");
@@ -183,8 +186,11 @@ BlockStatus BlockRequestHandler::write(Request& request) {
   if (request.data_in_length != 0) {
     return refuse(BlockStatus::kIoError, "write request with device-writable data buffers");
   }
-  if (length % kSectorSize != 0 || length > kBlockMaxDataLength) {
+  if (length % kSectorSize != 0) {
     return refuse(BlockStatus::kIoError, "write length is not a whole number of sectors");
+  }
+  if (length > kBlockMaxDataLength) {
+    return refuse(BlockStatus::kIoError, "write request larger than 1 GiB");
   }
   if (!in_range(request.sector, length / kSectorSize)) {
     return refuse(BlockStatus::kIoError, "write past the end of the disk");

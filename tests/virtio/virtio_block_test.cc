@@ -219,6 +219,18 @@ TEST_P(VirtioBlockRequestTest, BadRangesAndLayoutsAnswerIoErrorAndWriteNothing) 
   EXPECT_TRUE(transport_.errors().empty());
 }
 
+TEST_P(VirtioBlockRequestTest, RequestsOverOneGibibyteAreRefused) {
+  attach(make_disk(), true);
+  start();
+  // Buffers may repeat, so 65 descriptors over all 16 MiB of RAM describe 1040 MiB.
+  const uint64_t status = status_buffer();
+  std::vector<Part> parts{{header(1, 0), 16, false}};
+  for (int i = 0; i < 65; ++i) parts.push_back({0, static_cast<uint32_t>(kRamSize), false});
+  parts.push_back({status, 1, true});
+  EXPECT_EQ(submit(parts, status).status, kIoError);
+  EXPECT_EQ(read_image(path_, 0, 4096), zeros(4096));
+}
+
 TEST_P(VirtioBlockRequestTest, WriteZeroesClearsExactlyTheRange) {
   attach(make_disk(), true);
   start();
