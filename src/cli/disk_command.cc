@@ -35,13 +35,21 @@ void run_create(const CreateArguments& arguments, const CLI::App& command) {
                                                       "parent", option)));
       }
     }
-    if (arguments.format != "vhd") {
+    // The child takes its parent's format; --format, when given, must agree with it.
+    auto parent_format = storage::detect_format(arguments.parent);
+    if (!parent_format) fail_disk_command("create", parent_format.error());
+    std::string_view format = (*parent_format)->name;
+    if (command.count("--format") > 0 && arguments.format != format) {
       fail_disk_command("create", Error(ErrorCode::kInvalidArgument,
-                                        "differencing disks are VHDs; drop --format"));
+                                        fmt::format("{} is a {} image; a differencing {} needs a "
+                                                    "{} parent (chains do not mix formats)",
+                                                    arguments.parent, format, arguments.format,
+                                                    arguments.format)));
     }
     auto created = storage::create_differencing(arguments.path, arguments.parent, arguments.force);
     if (!created) fail_disk_command("create", created.error());
-    fmt::print("created {} (vhd differencing, parent {})\n", arguments.path, arguments.parent);
+    fmt::print("created {} ({} differencing, parent {})\n", arguments.path, format,
+               arguments.parent);
     return;
   }
   if (arguments.size.empty()) {
@@ -64,7 +72,7 @@ void run_create(const CreateArguments& arguments, const CLI::App& command) {
   }
   auto created = storage::create_image(arguments.path, arguments.format, options, arguments.force);
   if (!created) fail_disk_command("create", created.error());
-  std::string type = arguments.azure ? "fixed" : arguments.type.empty() && arguments.format == "vhd"
+  std::string type = arguments.azure ? "fixed" : arguments.type.empty() && arguments.format != "raw"
                                                      ? "dynamic" : arguments.type;
   fmt::print("created {} ({}{}{}, {})\n", arguments.path, arguments.format, type.empty() ? "" : " ",
              type, format_size(options.size));
@@ -73,7 +81,7 @@ void run_create(const CreateArguments& arguments, const CLI::App& command) {
 void add_disk_create(CLI::App& disk) {
   auto arguments = std::make_shared<CreateArguments>();
   auto* create = disk.add_subcommand("create", "Create an empty disk image, or a differencing "
-                                               "disk over a parent VHD");
+                                               "disk over a parent VHD or VHDX");
   create->add_option("path", arguments->path, "Image file to create")->required();
   create->add_option("--size", arguments->size, "Virtual size, e.g. 512M, 20G (at most 2040G "
                                                 "for VHD)");
@@ -82,11 +90,11 @@ void add_disk_create(CLI::App& disk) {
   create->add_option("--type", arguments->type, "dynamic (default) or fixed")
       ->check(CLI::IsMember({"dynamic", "fixed"}));
   create->add_option("--block-size", arguments->block_size,
-                     "VHD dynamic block size, a power of two (default 2M)");
+                     "Block size, a power of two (VHD default 2M, VHDX default 32M)");
   create->add_flag("--azure", arguments->azure,
                    "Fixed VHD with a virtual size of whole MiB, as Azure requires");
   create->add_option("--parent", arguments->parent,
-                     "Make a differencing VHD over this parent VHD");
+                     "Make a differencing disk over this parent VHD or VHDX (same format)");
   create->add_flag("--force", arguments->force, "Replace PATH if it exists");
   create->callback([arguments, create] { run_create(*arguments, *create); });
 }

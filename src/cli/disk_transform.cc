@@ -60,7 +60,7 @@ void add_disk_transforms(CLI::App& disk) {
   auto* merge = disk.add_subcommand(
       "merge", "Commit a differencing disk into its parent; the differencing disk is left "
                "empty over the updated parent (other children of that parent become stale)");
-  merge->add_option("child", *merge_path, "Differencing VHD")->required();
+  merge->add_option("child", *merge_path, "Differencing VHD or VHDX")->required();
   merge->callback([merge_path] {
     ProgressBar progress("merging");
     auto merged = storage::merge_image(*merge_path, progress.callback());
@@ -89,7 +89,8 @@ void add_disk_transforms(CLI::App& disk) {
 
   auto compact_path = std::make_shared<std::string>();
   auto* compact = disk.add_subcommand(
-      "compact", "Rewrite a dynamic or differencing VHD without unused space and zero blocks");
+      "compact",
+      "Rewrite a dynamic or differencing VHD or VHDX without unused space and zero blocks");
   compact->add_option("path", *compact_path, "Image file")->required();
   compact->callback([compact_path] {
     ProgressBar progress("compacting");

@@ -15,6 +15,8 @@
 namespace lamina::storage {
 
 inline constexpr uint64_t kSectorSize = 512;
+// The largest zero buffer the default write_zeroes() allocates.
+inline constexpr uint64_t kZeroChunk = 1 << 20;
 
 class BlockDevice {
  public:
@@ -31,6 +33,13 @@ class BlockDevice {
   [[nodiscard]] virtual Result<void> flush() = 0;
   // Tells the format a range's content is no longer needed; it may then read as zeros.
   [[nodiscard]] virtual Result<void> discard(uint64_t offset, uint64_t length) = 0;
+  // Makes [offset, offset + length) read as zeros (virtio-blk WRITE_ZEROES). may_unmap: the
+  // format may free the space behind it (a hole, an unallocated block) instead of writing
+  // zeros; without it the space stays allocated where the format allocates. The default writes
+  // zero buffers of at most kZeroChunk bytes through write(); formats override it where they
+  // can do better. Same alignment rules and durability as write() (flush makes it durable).
+  [[nodiscard]] virtual Result<void> write_zeroes(uint64_t offset, uint64_t length,
+                                                  bool may_unmap);
 
   // One run of the device's content starting at offset, for copies that skip empty space.
   struct Extent {

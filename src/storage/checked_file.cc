@@ -162,4 +162,16 @@ Result<bool> CheckedFile::punch_hole(uint64_t offset, uint64_t length) {
   return true;
 }
 
+Result<bool> CheckedFile::zero_range(uint64_t offset, uint64_t length) {
+  if (read_only_) {
+    return fail(ErrorCode::kInvalidArgument, fmt::format("{} is open read-only", name()));
+  }
+  if (::fallocate(descriptor_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                  static_cast<off_t>(offset), static_cast<off_t>(length)) != 0) {
+    if (errno == EOPNOTSUPP || errno == ENOSYS) return false;
+    return fail(os_error("zero a range of", path_, errno));
+  }
+  return true;
+}
+
 }  // namespace lamina::storage

@@ -41,6 +41,9 @@ class CheckedFile {
   // Frees the range on the host so it reads as zeros; the file size does not change. Returns
   // false (not an error) when the filesystem cannot punch holes.
   [[nodiscard]] Result<bool> punch_hole(uint64_t offset, uint64_t length);
+  // Makes the range read as zeros and keeps it allocated (FALLOC_FL_ZERO_RANGE); false (not an
+  // error) when the filesystem cannot.
+  [[nodiscard]] Result<bool> zero_range(uint64_t offset, uint64_t length);
 
   // True when [offset, offset + length) lies inside the file, without overflow.
   bool contains(uint64_t offset, uint64_t length) const {

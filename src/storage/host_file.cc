@@ -9,6 +9,9 @@
 #include <fmt/format.h>
 #include <linux/falloc.h>
 
+#include <algorithm>
+#include <vector>
+
 namespace lamina::storage {
 
 Error io_error(const std::string& path, std::string_view operation) {
@@ -145,6 +148,25 @@ void HostFile::start_writeback(uint64_t offset, uint64_t length) {
 bool HostFile::punch_hole(uint64_t offset, uint64_t length) {
   return ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                      static_cast<off_t>(length)) == 0;
+}
+
+bool HostFile::zero_range(uint64_t offset, uint64_t length) {
+  return ::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                     static_cast<off_t>(length)) == 0;
+}
+
+Result<void> HostFile::zero(uint64_t offset, uint64_t length, bool free_space) {
+  if (length == 0) return {};
+  if (free_space ? punch_hole(offset, length) : zero_range(offset, length)) return {};
+  std::vector<std::byte> zeros(static_cast<size_t>(std::min<uint64_t>(length, 1 << 20)));
+  while (length > 0) {
+    auto piece = std::span<const std::byte>(zeros).first(
+        static_cast<size_t>(std::min<uint64_t>(length, zeros.size())));
+    if (auto r = write_all(offset, piece); !r) return r;
+    offset += piece.size();
+    length -= piece.size();
+  }
+  return {};
 }
 
 Result<uint64_t> HostFile::next_data(uint64_t offset) const {

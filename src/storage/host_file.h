@@ -45,6 +45,12 @@ class HostFile {
   void start_writeback(uint64_t offset, uint64_t length);
   // Frees a range so it reads as zeros; false when the file system cannot.
   bool punch_hole(uint64_t offset, uint64_t length);
+  // Makes a range read as zeros and keeps it allocated (FALLOC_FL_ZERO_RANGE); false when the
+  // file system cannot. Does not change the file size.
+  bool zero_range(uint64_t offset, uint64_t length);
+  // Makes a range read as zeros for sure: a hole (free_space) or FALLOC_FL_ZERO_RANGE, and
+  // written zero buffers when the file system offers neither.
+  [[nodiscard]] Result<void> zero(uint64_t offset, uint64_t length, bool free_space);
   // Offset of the next data at or after offset (SEEK_DATA), or the file size when none.
   Result<uint64_t> next_data(uint64_t offset) const;
   // Offset of the next hole at or after offset (SEEK_HOLE).

@@ -9,6 +9,7 @@
 #include "storage/vhd_check.h"
 #include "storage/vhd_create.h"
 #include "storage/vhd_image.h"
+#include "storage/vhdx_operations.h"
 
 namespace lamina::storage {
 
@@ -65,7 +66,7 @@ Result<void> create_image(const std::string& path, std::string_view format_name,
   const ImageFormat* format = find_format(format_name);
   if (format == nullptr || format->create == nullptr) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("format '{}' cannot be written (vhd, raw can)", format_name));
+                fmt::format("format '{}' cannot be written (vhd, vhdx, raw can)", format_name));
   }
   auto staged = StagedFile::prepare(path, overwrite);
   if (!staged) return fail(staged.error());
@@ -78,6 +79,15 @@ Result<void> create_image(const std::string& path, std::string_view format_name,
 
 Result<void> create_differencing(const std::string& path, const std::string& parent,
                                  bool overwrite) {
+  auto parent_format = detect_format(parent);
+  if (!parent_format) return fail(parent_format.error());
+  // A chain stays in one format: VHD parents locate VHD parents, VHDX parents VHDX ones.
+  if ((*parent_format)->name == "vhdx") return create_vhdx_child(path, parent, overwrite);
+  if ((*parent_format)->name != "vhd") {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} is a {} image; a differencing disk needs a VHD or VHDX parent",
+                            parent, (*parent_format)->name));
+  }
   auto parent_image = open_vhd(parent, false);
   if (!parent_image) return fail(parent_image.error());
   auto link = vhd::link_to_parent(parent);
@@ -108,7 +118,7 @@ Result<void> convert_image(const std::string& source_path, const std::string& de
   const ImageFormat* format = find_format(options.format);
   if (format == nullptr || format->create == nullptr) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("format '{}' cannot be written (vhd, raw can)", options.format));
+                fmt::format("format '{}' cannot be written (vhd, vhdx, raw can)", options.format));
   }
   auto source = open_image(source_path, false);
   if (!source) return fail(source.error());
@@ -126,6 +136,9 @@ Result<void> convert_image(const std::string& source_path, const std::string& de
 }
 
 Result<uint64_t> merge_image(const std::string& child_path, const Progress& progress) {
+  auto format = detect_format(child_path);
+  if (!format) return fail(format.error());
+  if ((*format)->name == "vhdx") return merge_vhdx(child_path, progress);
   auto child = open_vhd(child_path, false);
   if (!child) return fail(child.error());
   if ((*child)->footer().disk_type != vhd::DiskType::kDifferencing) {

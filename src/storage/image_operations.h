@@ -29,6 +29,7 @@ struct ConvertOptions {
 
 Result<void> create_image(const std::string& path, std::string_view format_name,
                           const CreateOptions& options, bool overwrite);
+// A differencing disk in the parent's format (VHD or VHDX; chains do not mix formats).
 Result<void> create_differencing(const std::string& path, const std::string& parent,
                                  bool overwrite);
 // Copies every byte of source that may be non-zero; destination must read as zeros already.
@@ -36,12 +37,12 @@ Result<void> copy_content(BlockDevice& source, BlockDevice& destination, const P
 Result<void> convert_image(const std::string& source, const std::string& destination,
                            const ConvertOptions& options, const Progress& progress);
 // Writes a differencing disk's own sectors into its parent, then empties the child (it stays a
-// valid differencing disk over the updated parent). Returns the bytes merged.
+// valid differencing disk over the updated parent). VHD and VHDX. Returns the bytes merged.
 Result<uint64_t> merge_image(const std::string& child, const Progress& progress);
 Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow_shrink,
                           const Progress& progress);
-// Rewrites a dynamic or differencing VHD without unused space and all-zero blocks. Returns the
-// file sizes before and after.
+// Rewrites a dynamic or differencing VHD or VHDX without unused space and all-zero blocks.
+// Returns the file sizes before and after.
 Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
                                                     const Progress& progress);
 

@@ -15,6 +15,7 @@
 #include "storage/vhd_create.h"
 #include "storage/vhd_image.h"
 #include "storage/vhd_layout.h"
+#include "storage/vhdx_operations.h"
 
 namespace lamina::storage {
 
@@ -153,6 +154,7 @@ Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow
     if (auto r = (*image)->resize(new_size); !r) return r;
     return (*image)->flush();
   }
+  if ((*format)->name == "vhdx") return resize_vhdx(path, new_size, allow_shrink, progress);
   if ((*format)->name != "vhd") {
     return fail(ErrorCode::kUnsupported,
                 fmt::format("{}: resizing {} images is not supported", path, (*format)->name));
@@ -187,9 +189,11 @@ Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
                                                     const Progress& progress) {
   auto format = detect_format(path);
   if (!format) return fail(format.error());
+  if ((*format)->name == "vhdx") return compact_vhdx(path, progress);
   auto not_compactable = [&] {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("{}: compact works on dynamic and differencing VHDs only", path));
+                fmt::format("{}: compact works on dynamic and differencing VHD and VHDX images "
+                            "only", path));
   };
   if ((*format)->name != "vhd") return not_compactable();
   auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true});

@@ -59,6 +59,15 @@ Result<void> RawImage::discard(uint64_t offset, uint64_t length) {
   return {};
 }
 
+Result<void> RawImage::write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) {
+  if (auto r = check_range(offset, length); !r) return r;
+  if (read_only()) {
+    return fail(ErrorCode::kInvalidArgument, fmt::format("{}: opened read-only", path()));
+  }
+  // Both fallocate modes guarantee zeros on read afterwards, unlike discard's best effort.
+  return file_.zero(offset, length, may_unmap);
+}
+
 Result<BlockDevice::Extent> RawImage::map_extent(uint64_t offset, uint64_t max_length) {
   max_length = std::min(max_length, size_ - offset);
   auto data = file_.next_data(offset);

@@ -25,6 +25,9 @@ class RawImage final : public BlockDevice {
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override;
   Result<void> discard(uint64_t offset, uint64_t length) override;
+  // A hole (may_unmap) or a zeroed allocated range (FALLOC_FL_ZERO_RANGE); zero buffers when
+  // the host file system offers neither.
+  Result<void> write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) override;
   Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
 
   const std::string& path() const { return file_.path(); }

@@ -367,14 +367,47 @@ Result<void> VhdImage::discard(uint64_t offset, uint64_t length) {
   uint64_t first = (offset + block_size - 1) / block_size;
   uint64_t end = (offset + length) / block_size;
   for (uint64_t block = first; block < end; ++block) {
-    if (bat_[block] == vhd::kUnusedBatEntry) continue;
-    uint64_t block_offset = uint64_t{bat_[block]} * kSectorSize;
-    std::array<std::byte, 4> entry{};
-    store_be<uint32_t>(entry.data(), vhd::kUnusedBatEntry);
-    if (auto r = file_.write_all(header_->table_offset + block * 4, entry); !r) return r;
-    bat_[block] = vhd::kUnusedBatEntry;
-    // The space stays in the file until 'lamina disk compact'; the hole only saves host space.
-    file_.punch_hole(block_offset, bitmap_size_ + block_size);
+    if (auto r = unallocate_block(static_cast<uint32_t>(block)); !r) return r;
+  }
+  return {};
+}
+
+Result<void> VhdImage::unallocate_block(uint32_t block) {
+  if (bat_[block] == vhd::kUnusedBatEntry) return {};
+  uint64_t block_offset = uint64_t{bat_[block]} * kSectorSize;
+  std::array<std::byte, 4> entry{};
+  store_be<uint32_t>(entry.data(), vhd::kUnusedBatEntry);
+  if (auto r = file_.write_all(header_->table_offset + uint64_t{block} * 4, entry); !r) return r;
+  bat_[block] = vhd::kUnusedBatEntry;
+  // The space stays in the file until 'lamina disk compact'; the hole only saves host space.
+  // Either order of the two reaching the disk reads as zeros.
+  file_.punch_hole(block_offset, bitmap_size_ + header_->block_size);
+  return {};
+}
+
+Result<void> VhdImage::write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) {
+  if (auto r = check_range(offset, length, true); !r) return r;
+  // A fixed disk's data area is the virtual disk, byte for byte.
+  if (!header_) return file_.zero(offset, length, may_unmap);
+  if (differencing()) return BlockDevice::write_zeroes(offset, length, may_unmap);
+  const uint64_t block_size = header_->block_size;
+  while (length > 0) {
+    auto block = static_cast<uint32_t>(offset / block_size);
+    uint64_t in_block = offset % block_size;
+    uint64_t piece = std::min(length, block_size - in_block);
+    uint64_t block_end = std::min(size(), uint64_t{block + 1} * block_size);
+    if (bat_[block] != vhd::kUnusedBatEntry) {
+      if (may_unmap && in_block == 0 && offset + piece == block_end) {
+        if (auto r = unallocate_block(block); !r) return r;
+      } else {
+        // Every sector of a dynamic disk's block reads from the file (absent ones as zeros),
+        // so zeroing the file range is enough; the bitmap does not change.
+        uint64_t data = uint64_t{bat_[block]} * kSectorSize + bitmap_size_ + in_block;
+        if (auto r = file_.zero(data, piece, may_unmap); !r) return r;
+      }
+    }
+    offset += piece;
+    length -= piece;
   }
   return {};
 }

@@ -43,6 +43,10 @@ class VhdImage final : public BlockDevice {
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override;
   Result<void> discard(uint64_t offset, uint64_t length) override;
+  // Fixed: a hole or a zeroed range in the file. Dynamic: whole blocks become unallocated when
+  // may_unmap, other allocated ranges are zeroed in the file (unallocated ones already read as
+  // zeros). Differencing: zeros are written, since they must hide the parent's data.
+  Result<void> write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) override;
   Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
 
   const std::string& path() const { return file_.path(); }
@@ -67,6 +71,8 @@ class VhdImage final : public BlockDevice {
   Result<void> read_block(uint32_t block, uint64_t in_block, std::span<std::byte> data);
   Result<void> write_block(uint32_t block, uint64_t in_block, std::span<const std::byte> data);
   Result<void> allocate_block(uint32_t block, uint64_t in_block, std::span<const std::byte> data);
+  // Makes a dynamic disk's block unallocated (reads as zeros) and frees its host space.
+  Result<void> unallocate_block(uint32_t block);
   Result<std::vector<std::byte>> read_bitmap(uint32_t block);
   Result<void> read_beneath(uint64_t offset, std::span<std::byte> data);
   Result<void> check_range(uint64_t offset, uint64_t length, bool for_write) const;

@@ -21,7 +21,17 @@ constexpr uint64_t kMetadataOffset = 2 * kMiB;
 constexpr uint32_t kMetadataLength = 1 * kMiB;
 constexpr uint64_t kBatOffset = 3 * kMiB;
 
+Result<void> check_identity(const VhdxOptions& options) {
+  for (const std::string* guid : {&options.virtual_disk_id, &options.data_write_guid}) {
+    if (!guid->empty() && !parse_guid(*guid)) {
+      return fail(ErrorCode::kInvalidArgument, fmt::format("'{}' is not a GUID", *guid));
+    }
+  }
+  return {};
+}
+
 Result<void> check_options(uint64_t size, const VhdxOptions& options) {
+  if (auto checked = check_identity(options); !checked) return checked;
   if (options.type == VhdxType::kDifferencing) {
     return fail(ErrorCode::kInvalidArgument,
                 "differencing disks are made by create_vhdx_differencing");
@@ -49,18 +59,20 @@ Result<void> check_options(uint64_t size, const VhdxOptions& options) {
 // The differencing part of a new image: the parent locator item (2.6.2.6).
 struct ParentLink {
   std::string linkage;        // "{...}", the parent's DataWriteGuid
+  std::string linkage2;       // "" or an alternate linkage
   std::string relative_path;  // '\'-separated
   std::string absolute_path;  // "\\?\" + the absolute path, '\'-separated
 };
 
 std::vector<std::byte> encode_parent_locator(const ParentLink& link) {
-  std::pair<std::string_view, std::string_view> pairs[] = {
+  std::vector<std::pair<std::string_view, std::string_view>> pairs = {
       {"parent_linkage", link.linkage},
       {"relative_path", link.relative_path},
       {"absolute_win32_path", link.absolute_path}};
-  std::vector<std::byte> item(20 + 12 * std::size(pairs));
+  if (!link.linkage2.empty()) pairs.emplace_back("parent_linkage2", link.linkage2);
+  std::vector<std::byte> item(20 + 12 * pairs.size());
   store_guid(&item[0], kVhdxParentLocatorType);
-  store_le<uint16_t>(&item[18], static_cast<uint16_t>(std::size(pairs)));
+  store_le<uint16_t>(&item[18], static_cast<uint16_t>(pairs.size()));
   auto append_utf16 = [&](std::string_view text) {
     uint32_t offset = static_cast<uint32_t>(item.size());
     for (char character : text) {
@@ -70,7 +82,7 @@ std::vector<std::byte> encode_parent_locator(const ParentLink& link) {
     }
     return offset;
   };
-  for (size_t index = 0; index < std::size(pairs); ++index) {
+  for (size_t index = 0; index < pairs.size(); ++index) {
     uint32_t key = append_utf16(pairs[index].first);
     uint32_t value = append_utf16(pairs[index].second);
     std::byte* entry = &item[20 + 12 * index];
@@ -99,6 +111,7 @@ Result<void> write_image(CheckedFile& file, uint64_t size, const VhdxOptions& op
   Header header;
   header.file_write_guid = random_guid();
   header.data_write_guid = random_guid();
+  if (auto guid = parse_guid(options.data_write_guid)) header.data_write_guid = *guid;
   header.log_offset = kLogOffset;
   header.log_length = kLogLength;
   for (int slot = 0; slot < 2; ++slot) {
@@ -118,7 +131,7 @@ Result<void> write_image(CheckedFile& file, uint64_t size, const VhdxOptions& op
   store_le<uint32_t>(&items[0], options.block_size);
   store_le<uint32_t>(&items[4], fixed ? 1u : parent ? 2u : 0u);  // LeaveBlockAllocated, HasParent
   store_le<uint64_t>(&items[8], size);
-  store_guid(&items[16], random_guid());
+  store_guid(&items[16], parse_guid(options.virtual_disk_id).value_or(random_guid()));
   store_le<uint32_t>(&items[32], options.logical_sector_size);
   store_le<uint32_t>(&items[36], options.physical_sector_size);
   uint32_t base = static_cast<uint32_t>(kMetadataTableSize);
@@ -185,7 +198,8 @@ Result<void> create_vhdx(const std::filesystem::path& path, uint64_t size,
 }
 
 Result<void> create_vhdx_differencing(const std::filesystem::path& path,
-                                      const std::filesystem::path& parent) {
+                                      const std::filesystem::path& parent,
+                                      const VhdxDifferencingOptions& differencing) {
   auto info = inspect_vhdx(parent);
   if (!info) return fail(info.error().with_context("parent"));
   if (info->log_replay_pending) {
@@ -203,6 +217,14 @@ Result<void> create_vhdx_differencing(const std::filesystem::path& path,
                 fmt::format("cannot resolve {}: {}", parent.string(), error.message()));
   ParentLink link;
   link.linkage = info->data_write_guid;
+  if (!differencing.parent_linkage2.empty()) {
+    auto guid = parse_guid(differencing.parent_linkage2);
+    if (!guid) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("'{}' is not a GUID", differencing.parent_linkage2));
+    }
+    link.linkage2 = guid->to_string();
+  }
   link.relative_path =
       windows_separators(std::filesystem::relative(parent_absolute, child_folder).generic_string());
   link.absolute_path = "\\\\?\\" + windows_separators(parent_absolute.generic_string());
@@ -211,6 +233,9 @@ Result<void> create_vhdx_differencing(const std::filesystem::path& path,
   options.block_size = info->block_size;
   options.logical_sector_size = info->logical_sector_size;
   options.physical_sector_size = info->physical_sector_size;
+  options.virtual_disk_id = differencing.virtual_disk_id;
+  options.data_write_guid = differencing.data_write_guid;
+  if (auto checked = check_identity(options); !checked) return checked;
   return create_file(path, info->virtual_size, options, &link);
 }
 

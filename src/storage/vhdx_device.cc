@@ -178,7 +178,7 @@ Result<void> VhdxDevice::begin_session() {
   // a fresh LogGuid makes any stale entries in the log invalid.
   Header header = current;
   header.file_write_guid = random_guid();
-  header.data_write_guid = random_guid();
+  header.data_write_guid = session_data_write_guid_.value_or(random_guid());
   header.log_guid = random_guid();
   if (auto done = write_headers(header); !done) return done;
   log_writer_.emplace(header.log_offset, header.log_length, header.log_guid);
@@ -339,6 +339,66 @@ Result<void> VhdxDevice::discard(uint64_t offset, uint64_t length) {
         return fail(punched.error());
     }
     done += piece;
+  }
+  return {};
+}
+
+Result<void> VhdxDevice::zero_file_range(uint64_t file_offset, uint64_t length, bool free_space) {
+  auto done = free_space ? file_.punch_hole(file_offset, length)
+                         : file_.zero_range(file_offset, length);
+  if (!done) return fail(done.error());
+  if (*done) return {};
+  std::vector<std::byte> zeros(static_cast<size_t>(std::min<uint64_t>(length, kMiB)));
+  for (uint64_t written = 0; written < length;) {
+    auto piece = std::span<const std::byte>(zeros).first(
+        static_cast<size_t>(std::min<uint64_t>(length - written, zeros.size())));
+    if (auto wrote = file_.write_at(file_offset + written, piece); !wrote) return wrote;
+    written += piece.size();
+  }
+  return {};
+}
+
+Result<void> VhdxDevice::write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) {
+  if (auto checked = check_range(offset, length, true); !checked) return checked;
+  if (length == 0) return {};
+  if (layout_.has_parent) return BlockDevice::write_zeroes(offset, length, may_unmap);
+  if (auto started = begin_session(); !started) return started;
+  std::vector<PendingPage> pages;
+  struct Zeroed {
+    uint64_t index, old_entry, length;  // BAT index, the entry it had, the block's bytes
+  };
+  std::vector<Zeroed> zeroed;
+  for (uint64_t done = 0; done < length;) {
+    uint64_t position = offset + done;
+    uint64_t block = position / layout_.block_size;
+    uint64_t in_block = position % layout_.block_size;
+    uint64_t piece = std::min<uint64_t>(layout_.block_size - in_block, length - done);
+    uint64_t block_end = std::min(size(), (block + 1) * layout_.block_size);
+    uint64_t index = layout_.payload_index(block);
+    uint64_t entry = bat_[index];
+    done += piece;
+    // Without a parent every other state reads as zeros already (2.5.1.1).
+    if (bat_state(entry) != BlockState::kFullyPresent) continue;
+    if (may_unmap && !layout_.leave_block_allocated && in_block == 0 &&
+        position + piece == block_end) {
+      // 2.5.1.1: PAYLOAD_BLOCK_ZERO, "the contents of the block are defined to be zeros".
+      if (auto staged = stage_bat_entry(pages, index, make_bat_entry(BlockState::kZero, 0));
+          !staged)
+        return staged;
+      zeroed.push_back({index, entry, block_end - position});
+      continue;
+    }
+    bool free_space = may_unmap && !layout_.leave_block_allocated;
+    if (auto zero = zero_file_range(bat_file_offset(entry) + in_block, piece, free_space); !zero)
+      return zero;
+  }
+  if (zeroed.empty()) return {};
+  if (auto committed = commit(pages); !committed) return committed;
+  for (const Zeroed& block : zeroed) {
+    bat_[block.index] = make_bat_entry(BlockState::kZero, 0);
+    // The block's old space is unreferenced now; compact reclaims it, the hole frees it today.
+    if (auto punched = file_.punch_hole(bat_file_offset(block.old_entry), block.length); !punched)
+      return fail(punched.error());
   }
   return {};
 }

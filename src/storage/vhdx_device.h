@@ -34,8 +34,34 @@ class VhdxDevice final : public BlockDevice {
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override { return file_.flush(); }
   Result<void> discard(uint64_t offset, uint64_t length) override;
+  // Dynamic: a present block wholly zeroed with may_unmap becomes PAYLOAD_BLOCK_ZERO (through
+  // the log) and its space is punched; other present ranges are zeroed in the file; absent
+  // blocks already read as zeros. Fixed: zeroed in the file, blocks stay allocated
+  // (LeaveBlockAllocated). Differencing: zeros are written, since they must hide the parent.
+  Result<void> write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) override;
+
+  Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
 
   const Layout& layout() const { return layout_; }
+
+  // Maintenance for resize, compact and merge (vhdx_maintenance.cc).
+  // The DataWriteGuid the next write session stamps instead of a random one: compact keeps a
+  // file's identity, merge announces the parent's new one to the child (parent_linkage2).
+  void set_session_data_write_guid(const Guid& guid) { session_data_write_guid_ = guid; }
+  // A run of the virtual disk this file itself defines: its data, or (zero, differencing disks
+  // only) a ZERO/UNMAPPED/UNDEFINED block state that hides the parent.
+  struct OwnRun {
+    uint64_t offset;
+    uint64_t length;
+    bool zero;
+  };
+  Result<std::vector<OwnRun>> own_runs(uint64_t block);
+  // True when the BAT region has room for the entries of a disk of new_size.
+  bool bat_fits(uint64_t new_size) const;
+  // Changes the virtual size in place (not for differencing disks; bat_fits(new_size)). Growing
+  // writes the new BAT entries before the size, shrinking the size first, so a crash leaves the
+  // old or the new size readable; the tail of a partly used last block reads as zeros.
+  Result<void> resize(uint64_t new_size);
   // Payload blocks present in the file, times the block size.
   uint64_t allocated_bytes() const;
   // After a log replay into the file: a header update clears the LogGuid (2.2.2).
@@ -62,6 +88,9 @@ class VhdxDevice final : public BlockDevice {
   Result<void> commit(std::vector<PendingPage>& pages);
   Result<uint64_t> append_zeroed(uint64_t length);
   Result<void> write_piece(uint64_t block, uint64_t in_block, std::span<const std::byte> data);
+  // Makes a range of the file read as zeros (a hole when free_space, else ZERO_RANGE, else
+  // written zeros).
+  Result<void> zero_file_range(uint64_t file_offset, uint64_t length, bool free_space);
 
   CheckedFile file_;
   std::unique_ptr<LogOverlay> overlay_;
@@ -72,6 +101,7 @@ class VhdxDevice final : public BlockDevice {
   std::unordered_map<uint64_t, std::vector<std::byte>> bitmaps_;
   // BAT entries staged by the write in progress; they enter bat_ once committed.
   std::vector<std::pair<uint64_t, uint64_t>> staged_entries_;
+  std::optional<Guid> session_data_write_guid_;
 };
 
 }  // namespace lamina::storage::vhdx

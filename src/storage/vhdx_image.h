@@ -28,6 +28,18 @@ struct VhdxOptions {
   uint32_t block_size = 32u << 20;     // power of two, 1 MiB .. 256 MiB
   uint32_t logical_sector_size = 512;  // 512 or 4096
   uint32_t physical_sector_size = 4096;  // 512 or 4096
+  // Identity of a rewritten disk (compact, resize, merge keep it); "" makes a random GUID.
+  std::string virtual_disk_id;  // "{...}", the page 83 identifier
+  std::string data_write_guid;  // "{...}", what children link to
+};
+
+// What create_vhdx_differencing takes beyond the parent: the identity of a rewritten child and
+// an alternate linkage (MS-VHDX 2.6.2.6.3 parent_linkage2), which merge uses to announce the
+// DataWriteGuid the parent will have once the child's data is in it.
+struct VhdxDifferencingOptions {
+  std::string virtual_disk_id;
+  std::string data_write_guid;
+  std::string parent_linkage2;
 };
 
 // What `disk info` shows for a VHDX image.
@@ -67,7 +79,8 @@ Result<void> create_vhdx(const std::filesystem::path& path, uint64_t size,
 // sizes; the locator stores the parent's path relative to the new file and absolute, and the
 // parent's current DataWriteGuid as parent_linkage.
 Result<void> create_vhdx_differencing(const std::filesystem::path& path,
-                                      const std::filesystem::path& parent);
+                                      const std::filesystem::path& parent,
+                                      const VhdxDifferencingOptions& options = {});
 
 // The VHDX row for the format table (storage/image_format.h): add `vhdx_image_format(),` to
 // image_formats() to make `lamina disk` and open_image() handle VHDX.

@@ -156,8 +156,11 @@ Result<void> parse_metadata(const FileView& view, const Regions& regions, Layout
         seen_parameters = true;
       }
     } else if (entry.item == kVirtualDiskSizeItem && !entry.is_user) {
-      if (sized = need(8); sized)
-        layout.virtual_size = load_le<uint64_t>(&item[0]), seen_size = true;
+      if (sized = need(8); sized) {
+        layout.virtual_size = load_le<uint64_t>(&item[0]);
+        layout.virtual_size_item = regions.metadata_offset + entry.offset;
+        seen_size = true;
+      }
     } else if (entry.item == kLogicalSectorSizeItem && !entry.is_user) {
       if (sized = need(4); sized)
         layout.logical_sector_size = load_le<uint32_t>(&item[0]), seen_logical = true;

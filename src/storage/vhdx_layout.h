@@ -26,6 +26,7 @@ struct Layout {
   uint32_t logical_sector_size = 0;
   uint32_t physical_sector_size = 0;
   uint64_t virtual_size = 0;
+  uint64_t virtual_size_item = 0;  // file offset of the VirtualDiskSize item (resize rewrites it)
   bool leave_block_allocated = false;
   bool has_parent = false;
   Guid virtual_disk_id;

@@ -63,6 +63,24 @@ check "merge needs a differencing disk" 1 'not a differencing disk' -- "$lamina"
 check "compact needs a dynamic VHD" 1 'compact works on' -- "$lamina" disk compact in.raw
 check "compact" 0 'bytes' -- "$lamina" disk compact keep.vhd
 
+# VHDX: differencing create, resize, compact and merge through the command line.
+check "create vhdx" 0 'created v.vhdx \(vhdx dynamic' -- "$lamina" disk create v.vhdx --size 8M --format vhdx --block-size 1M
+check "differencing vhdx takes the parent's format" 0 'vhdx differencing' -- "$lamina" disk create vc.vhdx --parent v.vhdx
+check "info shows the vhdx chain" 0 'type: differencing' -- "$lamina" disk info vc.vhdx
+check "a differencing vhd needs a vhd parent" 1 'v.vhdx is a vhdx image.*chains do not mix' -- "$lamina" disk create x.vhd --format vhd --parent v.vhdx
+check "no differencing disk over raw" 1 'VHD or VHDX parent' -- "$lamina" disk create x.vhd --parent in.raw
+check "differencing vhdx refuses an existing file" 1 'already exists.*--force' -- "$lamina" disk create vc.vhdx --parent v.vhdx
+check "differencing vhdx refuses a resize" 1 'keeps its parent.s size' -- "$lamina" disk resize vc.vhdx 16M
+check "merge an empty vhdx child" 0 'merged 0 bytes' -- "$lamina" disk merge vc.vhdx
+check "vhdx child still opens after merge" 0 'type: differencing' -- "$lamina" disk info vc.vhdx
+check "compact vhdx" 0 'bytes' -- "$lamina" disk compact v.vhdx
+check "vhdx resize refuses to shrink without --shrink" 1 '--shrink' -- "$lamina" disk resize v.vhdx 4M
+check "vhdx resize grows" 0 '' -- "$lamina" disk resize v.vhdx 12M
+check "vhdx resized size" 0 '"virtual_size": 12582912' -- "$lamina" disk info --json v.vhdx
+check "vhdx resize shrinks with --shrink" 0 '' -- "$lamina" disk resize v.vhdx 6M --shrink
+check "vhdx new size must be whole sectors" 1 'multiple' -- "$lamina" disk resize v.vhdx 6000001
+check "fixed vhdx is not compacted" 1 'fixed' -- bash -c "'$lamina' disk create f.vhdx --size 4M --format vhdx --type fixed >/dev/null && '$lamina' disk compact f.vhdx"
+
 leftovers=$(ls -A | grep -c 'lamina-')
 if [[ $leftovers -eq 0 ]]; then echo "ok: no temporary files left"
 else echo "FAIL: temporary files left behind"; ls -A; failures=$((failures + 1)); fi

@@ -4,11 +4,7 @@
    outb(STATUS, 0xf4), so `lamina run` exits with (STATUS << 1) | 1.
    Multiboot spec 0.6.96 section 3.2: EAX = 0x2BADB002, EBX = info structure, 32-bit flat. */
         .code32
-        .section .multiboot, "a"
-        .align 4
-        .long 0x1BADB002                 /* magic */
-        .long 0x00000000                 /* flags: nothing required, ELF load */
-        .long -(0x1BADB002 + 0x00000000) /* checksum */
+        .include "multiboot_header.inc"
 
         .text
         .globl _start

@@ -2,11 +2,7 @@
    reset control register (port 0xcf9: RST_CPU with SYS_RST, the value the FADT's RESET_REG
    advertises). With --on-reboot exit lamina stops; with restart it boots the kernel again. */
         .code32
-        .section .multiboot, "a"
-        .align 4
-        .long 0x1BADB002
-        .long 0x00000000
-        .long -(0x1BADB002 + 0x00000000)
+        .include "multiboot_header.inc"
 
         .text
         .globl _start

@@ -3,11 +3,7 @@
    the #GP (double fault), nor the #DF: the processor shuts down (SDM vol. 3A 6.15, "Double
    Fault Exception": a fault while delivering #DF is a triple fault). */
         .code32
-        .section .multiboot, "a"
-        .align 4
-        .long 0x1BADB002
-        .long 0x00000000
-        .long -(0x1BADB002 + 0x00000000)
+        .include "multiboot_header.inc"
 
         .text
         .globl _start

@@ -79,7 +79,7 @@ TEST(FormatEntries, VhdxCreatesOpensInspectsAndChecks) {
 TEST(FormatEntries, VhdxInspectListsTheParentChain) {
   TempDir dir;
   ImageFormat format = vhdx_image_format();
-  ASSERT_TRUE(create_vhdx(dir / "base.vhdx", 4u << 20, {VhdxType::kDynamic, 1u << 20, 512, 4096}));
+  ASSERT_TRUE(create_vhdx(dir / "base.vhdx", 4u << 20, {VhdxType::kDynamic, 1u << 20, 512, 4096, "", ""}));
   ASSERT_TRUE(create_vhdx_differencing(dir / "middle.vhdx", dir / "base.vhdx"));
   ASSERT_TRUE(create_vhdx_differencing(dir / "top.vhdx", dir / "middle.vhdx"));
   auto info = format.inspect((dir / "top.vhdx").string());

@@ -186,6 +186,35 @@ TEST_F(VhdxInterop, DiscardReadsAsZerosForQemuToo) {
   expect_qemu_reads_truth(image);
 }
 
+// write_zeroes leaves PAYLOAD_BLOCK_ZERO entries and zeroed ranges that qemu reads as zeros
+// and accepts in check.
+TEST_F(VhdxInterop, ZeroedBlocksReadAsZerosForQemu) {
+  auto image = dir_ / "zeroed.vhdx";
+  VhdxOptions options;
+  options.block_size = 1u << 20;
+  ASSERT_TRUE(create_vhdx(image, kSize, options));
+  auto truth = testing::read_whole_file(truth_);
+  std::fill(truth.begin(), truth.end(), std::byte{0x5a});
+  {
+    auto device = open_vhdx(image, false);
+    ASSERT_TRUE(device) << device.error().message();
+    ASSERT_TRUE((*device)->write(0, truth));
+    // Whole blocks 3..5 unmapped, part of block 8 zeroed in place, block 10 kept allocated.
+    ASSERT_TRUE((*device)->write_zeroes(3u << 20, 3u << 20, true));
+    ASSERT_TRUE((*device)->write_zeroes((8u << 20) + 4096, 8192, true));
+    ASSERT_TRUE((*device)->write_zeroes(10u << 20, 1u << 20, false));
+    ASSERT_TRUE((*device)->flush());
+  }
+  std::fill_n(truth.begin() + (3u << 20), 3u << 20, std::byte{0});
+  std::fill_n(truth.begin() + (8u << 20) + 4096, 8192, std::byte{0});
+  std::fill_n(truth.begin() + (10u << 20), 1u << 20, std::byte{0});
+  testing::write_whole_file(truth_, truth);
+  auto info = inspect_vhdx(image);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->allocated_bytes, kSize - (3u << 20));
+  expect_qemu_reads_truth(image);
+}
+
 }  // namespace
 }  // namespace lamina::storage
 

@@ -127,9 +127,9 @@ TEST_F(VhdxTest, RefusesBadRequests) {
   EXPECT_FALSE((*writable)->read(kSize - 512, buffer));
   EXPECT_FALSE(create_vhdx(image_, kSize)) << "existing file";
   EXPECT_FALSE(create_vhdx(dir_ / "a.vhdx", 1000)) << "not whole sectors";
-  EXPECT_FALSE(create_vhdx(dir_ / "b.vhdx", kSize, {VhdxType::kDynamic, 3u << 20, 512, 4096}))
+  EXPECT_FALSE(create_vhdx(dir_ / "b.vhdx", kSize, {VhdxType::kDynamic, 3u << 20, 512, 4096, "", ""}))
       << "block size";
-  EXPECT_FALSE(create_vhdx(dir_ / "c.vhdx", kSize, {VhdxType::kDynamic, 1u << 20, 1024, 4096}))
+  EXPECT_FALSE(create_vhdx(dir_ / "c.vhdx", kSize, {VhdxType::kDynamic, 1u << 20, 1024, 4096, "", ""}))
       << "sector size";
   EXPECT_FALSE(create_vhdx(dir_ / "d.vhdx", 65ull << 40)) << "above 64 TiB";
   EXPECT_FALSE(std::filesystem::exists(dir_ / "a.vhdx"));
