@@ -46,19 +46,6 @@ bool gather_runs(const DmaMemory& memory, const std::vector<GuestBuffer>& buffer
                      [](const GuestRun& run) { return run.length % kSectorSize == 0; });
 }
 
-// TODO(storage-gaps): call BlockDevice::write_zeroes(offset, length, may_unmap) once that
-// branch is in main; until then zeros are written, which is what its default does.
-Result<void> write_zeroes(storage::BlockDevice& disk, uint64_t offset, uint64_t length,
-                          bool /*may_unmap*/, std::vector<std::byte>& zeros) {
-  zeros.assign(std::min(kBounceSize, length), std::byte{0});
-  for (uint64_t done = 0; done < length;) {
-    const uint64_t piece = std::min<uint64_t>(zeros.size(), length - done);
-    if (auto put = disk.write(offset + done, std::span(zeros).first(piece)); !put) return put;
-    done += piece;
-  }
-  return {};
-}
-
 }  // namespace
 
 BlockRequestHandler::BlockRequestHandler(storage::BlockDevice& disk, const Id& id)
@@ -298,7 +285,7 @@ BlockStatus BlockRequestHandler::discard_or_write_zeroes(Request& request) {
     const uint64_t bytes = uint64_t{load_le<uint32_t>(segment + 8)} * kSectorSize;
     const bool unmap = (load_le<uint32_t>(segment + 12) & kSegmentUnmap) != 0;
     if (bytes == 0) continue;
-    auto done = discard ? disk_.discard(offset, bytes) : write_zeroes(disk_, offset, bytes, unmap, bounce_);
+    auto done = discard ? disk_.discard(offset, bytes) : disk_.write_zeroes(offset, bytes, unmap);
     if (!done) return io_failure(done.error());
   }
   return settle();

@@ -245,6 +245,22 @@ TEST_P(VirtioBlockRequestTest, WriteZeroesClearsExactlyTheRange) {
   EXPECT_EQ(back, expected);
 }
 
+TEST_P(VirtioBlockRequestTest, WriteZeroesWithUnmapFreesWholeBlocks) {
+  attach(make_disk(), true);
+  start();
+  const auto data = pattern_bytes(4096 * 512, 11);
+  ASSERT_EQ(write(4096, data).status, kOk);
+  // One whole 2 MiB VHD block, with unmap: the image may drop it (VHD: the BAT entry).
+  ASSERT_EQ(ranges(13, {{4096, 4096, 1}}).status, kOk);
+  ASSERT_EQ(flush().status, kOk);
+  EXPECT_EQ(read_image(path_, 4096 * 512, data.size()), zeros(data.size()));
+  auto disk = storage::open_image(path_, false);
+  ASSERT_TRUE(disk.has_value());
+  auto extent = (*disk)->map_extent(4096 * 512, 4096 * 512);
+  ASSERT_TRUE(extent.has_value());
+  EXPECT_TRUE(extent->zero);
+}
+
 TEST_P(VirtioBlockRequestTest, DiscardOfWholeBlocksReadsAsZerosAndFreesThem) {
   attach(make_disk(), true);
   start();
