@@ -7,8 +7,8 @@
 //
 // Offers SEG_MAX, BLK_SIZE (512), FLUSH (BlockDevice::flush, fdatasync for the file formats),
 // RO for a read-only disk, and DISCARD and WRITE_ZEROES for a writable one (every writable
-// format implements discard; write_zeroes falls back to writing zeros). GET_ID answers the
-// serial given at creation.
+// format implements discard; BlockDevice::write_zeroes frees space where it can). GET_ID
+// answers the serial given at creation.
 //
 // Ownership: owns the BlockDevice and the I/O thread; borrows the transport between
 // activate() and reset(). Thread-safety: as VirtioDevice says: read_config/queue_notify from
