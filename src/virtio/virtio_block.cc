@@ -60,7 +60,7 @@ std::string derive_block_serial(const std::string& image_path) {
 }
 
 Result<std::unique_ptr<VirtioBlock>> VirtioBlock::create(
-    std::unique_ptr<storage::BlockDevice> disk, std::string serial) {
+    std::shared_ptr<storage::BlockDevice> disk, std::string serial) {
   if (!disk) return fail(ErrorCode::kInvalidArgument, "virtio-blk: no disk");
   if (auto valid = check_block_serial(serial); !valid) return fail(valid.error());
   auto wakeup = BlockWakeup::create();
@@ -69,7 +69,7 @@ Result<std::unique_ptr<VirtioBlock>> VirtioBlock::create(
       new VirtioBlock(std::move(disk), std::move(serial), std::move(*wakeup)));
 }
 
-VirtioBlock::VirtioBlock(std::unique_ptr<storage::BlockDevice> disk, std::string serial,
+VirtioBlock::VirtioBlock(std::shared_ptr<storage::BlockDevice> disk, std::string serial,
                          BlockWakeup wakeup)
     : disk_(std::move(disk)),
       serial_(std::move(serial)),

@@ -10,8 +10,9 @@
 // format implements discard; BlockDevice::write_zeroes frees space where it can). GET_ID
 // answers the serial given at creation.
 //
-// Ownership: owns the BlockDevice and the I/O thread; borrows the transport between
-// activate() and reset(). Thread-safety: as VirtioDevice says: read_config/queue_notify from
+// Ownership: shares the BlockDevice (a `lamina run` keeps the image open across the Machines of
+// a --on-reboot restart; one device uses it at a time), owns the I/O thread, borrows the
+// transport between activate() and reset(). Thread-safety: as VirtioDevice says: read_config/queue_notify from
 // vCPU threads, activate/reset/save/load serialized by the caller (an internal mutex also
 // serializes them); the BlockDevice is touched only by the I/O thread (and by save/load while
 // that thread is stopped or idle).
@@ -47,7 +48,7 @@ class VirtioBlock final : public VirtioDevice {
 
   // The disk is read-only for the guest exactly when disk->read_only(). Fails on a bad serial
   // or when no eventfd can be made.
-  static Result<std::unique_ptr<VirtioBlock>> create(std::unique_ptr<storage::BlockDevice> disk,
+  static Result<std::unique_ptr<VirtioBlock>> create(std::shared_ptr<storage::BlockDevice> disk,
                                                      std::string serial);
   ~VirtioBlock() override;
   VirtioBlock(const VirtioBlock&) = delete;
@@ -79,7 +80,7 @@ class VirtioBlock final : public VirtioDevice {
   const std::string& serial() const { return serial_; }
 
  private:
-  VirtioBlock(std::unique_ptr<storage::BlockDevice> disk, std::string serial,
+  VirtioBlock(std::shared_ptr<storage::BlockDevice> disk, std::string serial,
               BlockWakeup wakeup);
   static BlockRequestHandler::Id make_id(std::string_view serial);
   void build_config();
@@ -90,7 +91,7 @@ class VirtioBlock final : public VirtioDevice {
   bool fatal(std::string_view what);
   void stop_worker();
 
-  std::unique_ptr<storage::BlockDevice> disk_;
+  std::shared_ptr<storage::BlockDevice> disk_;
   std::string serial_;
   bool read_only_;
   BlockRequestHandler handler_;

@@ -93,13 +93,17 @@ Result<void> validate_disks(std::span<const DiskSpec> disks) {
   return {};
 }
 
-Result<std::unique_ptr<VirtioBlock>> open_virtio_block(const DiskSpec& disk) {
+Result<OpenedDisk> open_disk(const DiskSpec& disk) {
   auto image = storage::open_image(disk.path, !disk.read_only);
   if (!image) return fail(image.error().with_context(fmt::format("--disk {}", disk.path)));
-  std::string serial = disk.serial.empty() ? derive_block_serial(disk.path) : disk.serial;
-  auto device = VirtioBlock::create(std::move(*image), std::move(serial));
-  if (!device) return fail(device.error().with_context(fmt::format("--disk {}", disk.path)));
-  return device;
+  OpenedDisk opened;
+  opened.image = std::move(*image);
+  opened.serial = disk.serial.empty() ? derive_block_serial(disk.path) : disk.serial;
+  return opened;
+}
+
+Result<std::unique_ptr<VirtioBlock>> make_virtio_block(const OpenedDisk& disk) {
+  return VirtioBlock::create(disk.image, disk.serial);
 }
 
 }  // namespace lamina::virtio

@@ -28,7 +28,17 @@ struct DiskSpec {
 // Errors name the --disk value and what to change.
 [[nodiscard]] Result<void> validate_disks(std::span<const DiskSpec> disks);
 
-// Opens the image (read-write unless read_only) and makes its device.
-[[nodiscard]] Result<std::unique_ptr<VirtioBlock>> open_virtio_block(const DiskSpec& disk);
+// An image opened for a VM's lifetime (it outlives the Machines of a --on-reboot restart),
+// with the serial its devices answer.
+struct OpenedDisk {
+  std::shared_ptr<storage::BlockDevice> image;
+  std::string serial;
+};
+
+// Opens the image (read-write unless read_only; a writer holds the image's lock) and settles
+// the serial (the given one, or derive_block_serial()).
+[[nodiscard]] Result<OpenedDisk> open_disk(const DiskSpec& disk);
+// A fresh device on an opened disk (one per Machine).
+[[nodiscard]] Result<std::unique_ptr<VirtioBlock>> make_virtio_block(const OpenedDisk& disk);
 
 }  // namespace lamina::virtio

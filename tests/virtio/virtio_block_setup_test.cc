@@ -74,7 +74,9 @@ TEST(VirtioBlockSetupTest, ReadOnlyFormatsNeedReadonly) {
   ASSERT_FALSE(writable.has_value());
   EXPECT_NE(writable.error().message().find("add ',readonly'"), std::string::npos);
   EXPECT_TRUE(validate_disks(std::vector<DiskSpec>{{qcow2, true, ""}}).has_value());
-  auto device = open_virtio_block({qcow2, true, ""});
+  auto disk = open_disk({qcow2, true, ""});
+  ASSERT_TRUE(disk.has_value()) << disk.error().message();
+  auto device = make_virtio_block(*disk);
   ASSERT_TRUE(device.has_value()) << device.error().message();
   EXPECT_TRUE((*device)->read_only());
   EXPECT_EQ((*device)->capacity_sectors(), 4u * 1024 * 1024 / 512);
@@ -83,12 +85,20 @@ TEST(VirtioBlockSetupTest, ReadOnlyFormatsNeedReadonly) {
 TEST(VirtioBlockSetupTest, OpensWithTheGivenOrADerivedSerial) {
   TempFolder folder;
   const std::string raw = make_file(folder, "disk.raw", 1 << 20);
-  auto named = open_virtio_block({raw, false, "MY-DISK"});
-  ASSERT_TRUE(named.has_value());
-  EXPECT_EQ((*named)->serial(), "MY-DISK");
-  EXPECT_FALSE((*named)->read_only());
-  named->reset();
-  auto derived = open_virtio_block({raw, true, ""});
+  {
+    auto disk = open_disk({raw, false, "MY-DISK"});
+    ASSERT_TRUE(disk.has_value());
+    // Devices of successive Machines share the one open image.
+    for (int boot = 0; boot < 2; ++boot) {
+      auto named = make_virtio_block(*disk);
+      ASSERT_TRUE(named.has_value());
+      EXPECT_EQ((*named)->serial(), "MY-DISK");
+      EXPECT_FALSE((*named)->read_only());
+    }
+  }
+  auto disk = open_disk({raw, true, ""});
+  ASSERT_TRUE(disk.has_value());
+  auto derived = make_virtio_block(*disk);
   ASSERT_TRUE(derived.has_value());
   EXPECT_EQ((*derived)->serial(), derive_block_serial(raw));
   EXPECT_TRUE((*derived)->read_only());
