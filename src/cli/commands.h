@@ -10,5 +10,6 @@ namespace lamina::cli {
 void add_run_command(CLI::App& app);
 void add_disk_command(CLI::App& app);
 void add_vm_command(CLI::App& app);
+void add_switch_command(CLI::App& app);
 
 }  // namespace lamina::cli

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   lamina::cli::add_run_command(app);
   lamina::cli::add_disk_command(app);
   lamina::cli::add_vm_command(app);
+  lamina::cli::add_switch_command(app);
 
   try {
     app.parse(argc, argv);

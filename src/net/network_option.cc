@@ -1,0 +1,72 @@
+#include "net/network_option.h"
+
+#include <fmt/format.h>
+
+#include "net/switch_paths.h"
+#include "net/tap_port.h"
+
+namespace lamina::net {
+
+Result<NetworkOption> parse_network_option(std::string_view text) {
+  auto colon = text.find(':');
+  if (colon == std::string_view::npos) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("'{}' is not a network: use switch:NAME or tap:IFNAME", text));
+  }
+  NetworkOption option;
+  std::string_view kind = text.substr(0, colon);
+  std::string_view rest = text.substr(colon + 1);
+  if (kind == "switch") {
+    option.backend = NetworkBackend::kSwitch;
+  } else if (kind == "tap") {
+    option.backend = NetworkBackend::kTap;
+  } else {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("'{}' is not a network backend: use switch:NAME or tap:IFNAME", kind));
+  }
+  auto comma = rest.find(',');
+  option.name = std::string(rest.substr(0, comma));
+  if (option.backend == NetworkBackend::kSwitch) {
+    if (auto valid = validate_switch_name(option.name); !valid) return fail(valid.error());
+  } else if (option.name.empty() || option.name.size() > 15) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("'{}' is not an interface name (1-15 characters)", option.name));
+  }
+  bool have_mac = false;
+  while (comma != std::string_view::npos) {
+    rest = rest.substr(comma + 1);
+    comma = rest.find(',');
+    std::string_view item = rest.substr(0, comma);
+    if (item.starts_with("mac=")) {
+      auto mac = MacAddress::parse(item.substr(4));
+      if (!mac) return fail(mac.error());
+      if (mac->is_group() || mac->is_zero()) {
+        return fail(ErrorCode::kInvalidArgument,
+                    fmt::format("mac={}: a network card needs a unicast address (the low bit of "
+                                "the first byte clear, not all zeros)",
+                                item.substr(4)));
+      }
+      option.mac = *mac;
+      have_mac = true;
+    } else {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("'{}' is not a network setting (known: mac=)", item));
+    }
+  }
+  if (!have_mac) option.mac = MacAddress::random();
+  return option;
+}
+
+Result<std::unique_ptr<FramePort>> open_frame_port(const NetworkOption& option,
+                                                   const SwitchConnectOptions& switch_options) {
+  if (option.backend == NetworkBackend::kTap) {
+    auto tap = TapPort::open(option.name);
+    if (!tap) return fail(tap.error());
+    return std::unique_ptr<FramePort>(std::move(*tap));
+  }
+  auto port = connect_switch(option.name, switch_options);
+  if (!port) return fail(port.error());
+  return std::unique_ptr<FramePort>(std::move(*port));
+}
+
+}  // namespace lamina::net

@@ -1,0 +1,36 @@
+#pragma once
+// The `--net` option of `lamina run`: which backend a VM's network card is plugged into.
+//   switch:NAME[,mac=52:54:00:12:34:56]   the Lamina virtual switch NAME (switch_port.h)
+//   tap:IFNAME[,mac=...]                  the host tap interface IFNAME (tap_port.h)
+// Without mac= the card gets a random locally administered address. Free functions and a
+// value type.
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "base/error.h"
+#include "net/frame_port.h"
+#include "net/mac_address.h"
+#include "net/switch_port.h"
+
+namespace lamina::net {
+
+enum class NetworkBackend { kSwitch, kTap };
+
+struct NetworkOption {
+  NetworkBackend backend = NetworkBackend::kSwitch;
+  std::string name;  // switch name or interface name
+  MacAddress mac;    // the guest card's address
+};
+
+// Parses one --net value; kInvalidArgument names what is wrong (unknown backend, bad name,
+// bad or group MAC address, unknown key).
+[[nodiscard]] Result<NetworkOption> parse_network_option(std::string_view text);
+
+// Opens the backend the option names. `switch_options` applies to switch backends (its label
+// and how to start a daemon).
+[[nodiscard]] Result<std::unique_ptr<FramePort>> open_frame_port(
+    const NetworkOption& option, const SwitchConnectOptions& switch_options);
+
+}  // namespace lamina::net

@@ -1,0 +1,84 @@
+#pragma once
+// The virtual switch's control protocol on NAME.sock (SOCK_SEQPACKET, one message per
+// datagram). A client opens a connection and sends one hello:
+//   {"lamina_switch": 1, "role": "port", "label": "..."}   → {"lamina_switch": 1, "port": ID}
+//        then every datagram either way is one Ethernet frame (frame_port.h), until close;
+//   {"lamina_switch": 1, "role": "query"}                  → the SwitchStatus as JSON text,
+//        split into datagrams of at most kQueryChunkSize bytes, then the daemon closes.
+// A refused hello gets {"error": "why"} and a close. Also the status the query returns, which
+// `lamina switch show` prints. Plain data, thread-safe as values.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/error.h"
+
+namespace lamina::net {
+
+inline constexpr int kSwitchProtocolVersion = 1;
+inline constexpr size_t kQueryChunkSize = 16384;
+// Largest hello a daemon reads; a longer one is refused.
+inline constexpr size_t kMaxHelloSize = 4096;
+
+enum class SwitchRole { kPort, kQuery };
+
+struct SwitchHello {
+  SwitchRole role = SwitchRole::kPort;
+  std::string label;  // shown by `lamina switch show`; at most 128 bytes are kept
+};
+
+std::string encode_hello(const SwitchHello& hello);
+[[nodiscard]] Result<SwitchHello> decode_hello(std::string_view text);
+std::string encode_welcome(uint32_t port);
+std::string encode_refusal(std::string_view why);
+// The port id of a welcome, or the daemon's refusal as kInvalidArgument.
+[[nodiscard]] Result<uint32_t> decode_welcome(std::string_view text);
+
+// One port as the switch sees it: "received" is what the switch got from the port (the VM's
+// transmissions), "sent" what it delivered to the port.
+struct SwitchPortStatus {
+  uint32_t id = 0;
+  std::string label;
+  int32_t pid = 0;  // the connected process (SO_PEERCRED)
+  double connected_seconds = 0;
+  uint64_t received_frames = 0;
+  uint64_t received_bytes = 0;
+  uint64_t sent_frames = 0;
+  uint64_t sent_bytes = 0;
+  // Frames from the port that were refused: shorter than 14 bytes, too long, or with a group
+  // (multicast) source address.
+  uint64_t malformed_frames = 0;
+  // Frames for the port that could not be queued (its socket buffer was full: the VM is not
+  // keeping up) or arrived as it was closing.
+  uint64_t dropped_frames = 0;
+};
+
+struct SwitchMacStatus {
+  std::string address;
+  uint32_t port = 0;
+  double age_seconds = 0;
+};
+
+struct SwitchStatus {
+  std::string name;
+  int32_t pid = 0;  // the daemon
+  double uptime_seconds = 0;
+  double mac_age_seconds = 0;
+  uint64_t max_macs = 0;
+  uint64_t max_ports = 0;
+  // Switch-wide counters: frames flooded (group or unknown destination), filtered (destined to
+  // the port they came from), and sources not learned because the table was full.
+  uint64_t flooded_frames = 0;
+  uint64_t filtered_frames = 0;
+  uint64_t unlearned_sources = 0;
+  std::vector<SwitchPortStatus> ports;
+  std::vector<SwitchMacStatus> macs;
+};
+
+std::string encode_status(const SwitchStatus& status);
+[[nodiscard]] Result<SwitchStatus> decode_status(std::string_view text);
+
+}  // namespace lamina::net

@@ -1,0 +1,227 @@
+// Value-level pieces of src/net: MAC addresses, the MAC table (with made-up time), switch
+// names and paths, the --net option, and the switch protocol's decoders on hostile input.
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include "net/mac_address.h"
+#include "net/mac_table.h"
+#include "net/network_option.h"
+#include "net/switch_paths.h"
+#include "net/switch_protocol.h"
+#include "net_test_support.h"
+
+namespace lamina::net {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::mac;
+
+TEST(MacAddress, ParsesAndFormats) {
+  auto parsed = MacAddress::parse("52:54:00:AB:cd:0f");
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->bytes(), (std::array<uint8_t, 6>{0x52, 0x54, 0x00, 0xab, 0xcd, 0x0f}));
+  EXPECT_EQ(parsed->to_string(), "52:54:00:ab:cd:0f");
+  EXPECT_TRUE(MacAddress::parse("52-54-00-ab-cd-0f"));
+  for (const char* bad : {"", "52:54:00:ab:cd", "52:54:00:ab:cd:0g",
+                          "52:54:00:ab:cd:0f:", "525400abcd0f", "52:54:00:ab:cd:0f1"}) {
+    auto refused = MacAddress::parse(bad);
+    ASSERT_FALSE(refused) << bad;
+    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+  }
+}
+
+TEST(MacAddress, GroupBitAndRandomAddresses) {
+  EXPECT_TRUE(MacAddress::broadcast().is_group());
+  EXPECT_TRUE(MacAddress::parse("01:00:5e:00:00:01")->is_group());  // IPv4 multicast
+  EXPECT_FALSE(MacAddress::parse("52:54:00:00:00:01")->is_group());
+  MacAddress first = MacAddress::random();
+  MacAddress second = MacAddress::random();
+  EXPECT_NE(first, second);
+  for (const auto& address : {first, second}) {
+    EXPECT_FALSE(address.is_group());
+    EXPECT_EQ(address.bytes()[0] & 0x02, 0x02) << "locally administered";
+  }
+}
+
+TEST(MacTable, LearnsMovesAgesAndForgetsPorts) {
+  MacTable table(300s, 16);
+  auto start = MacTable::Clock::time_point{} + 1000s;
+  EXPECT_EQ(table.learn(mac(1), 1, start), MacTable::Learned::kNew);
+  EXPECT_EQ(table.learn(mac(1), 1, start + 1s), MacTable::Learned::kRefreshed);
+  EXPECT_EQ(table.learn(mac(2), 2, start), MacTable::Learned::kNew);
+  EXPECT_EQ(table.lookup(mac(1), start + 2s), 1U);
+  EXPECT_EQ(table.learn(mac(1), 3, start + 2s), MacTable::Learned::kMoved);
+  EXPECT_EQ(table.lookup(mac(1), start + 3s), 3U);
+  EXPECT_EQ(table.lookup(mac(9), start), std::nullopt);
+  // mac(2) was last seen at `start`: alive until 300 s later, gone at 300 s.
+  EXPECT_EQ(table.lookup(mac(2), start + 299s), 2U);
+  EXPECT_EQ(table.lookup(mac(2), start + 300s), std::nullopt);
+  EXPECT_EQ(table.entries(start + 300s).size(), 1U);
+  EXPECT_EQ(table.expire(start + 300s), 1U);
+  EXPECT_EQ(table.size(), 1U);
+  EXPECT_EQ(table.forget_port(3), 1U);
+  EXPECT_EQ(table.size(), 0U);
+}
+
+TEST(MacTable, FullTableRefusesNewAddressesUntilSomeAgeOut) {
+  MacTable table(10s, 2);
+  auto start = MacTable::Clock::time_point{} + 100s;
+  EXPECT_EQ(table.learn(mac(1), 1, start), MacTable::Learned::kNew);
+  EXPECT_EQ(table.learn(mac(2), 1, start + 5s), MacTable::Learned::kNew);
+  EXPECT_EQ(table.learn(mac(3), 2, start + 6s), MacTable::Learned::kTableFull);
+  EXPECT_EQ(table.lookup(mac(3), start + 6s), std::nullopt);
+  // Known addresses still refresh in a full table.
+  EXPECT_EQ(table.learn(mac(2), 2, start + 7s), MacTable::Learned::kMoved);
+  // mac(1) ages out at start + 10 s, making room.
+  EXPECT_EQ(table.learn(mac(3), 2, start + 10s), MacTable::Learned::kNew);
+  auto entries = table.entries(start + 10s);
+  ASSERT_EQ(entries.size(), 2U);
+  EXPECT_EQ(entries[0].address, mac(2));
+  EXPECT_EQ(entries[0].age, 3s);
+  EXPECT_EQ(entries[1].address, mac(3));
+}
+
+TEST(SwitchPaths, NamesAreValidated) {
+  for (const char* good : {"a", "lab", "Lab_1.test-2",
+                           "0123456789012345678901234567890123456789"
+                           "012345678901234567890123"}) {
+    EXPECT_TRUE(validate_switch_name(good)) << good;
+  }
+  for (const char* bad : {"", ".", "..", "a/b", "a b", "lab:1", "läb", "x\n",
+                          "01234567890123456789012345678901234567890123456789012345678901234"}) {
+    auto refused = validate_switch_name(bad);
+    ASSERT_FALSE(refused) << bad;
+    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(refused.error().message().find("not a switch name"), std::string::npos);
+  }
+}
+
+TEST(SwitchPaths, FolderIsPrivateAndOwnedByTheUser) {
+  testing::PrivateRuntimeDirectory runtime;
+  auto missing = switch_directory(/*create=*/false);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code(), ErrorCode::kNotFound);
+  auto paths = switch_paths("lab", /*create=*/true);
+  ASSERT_TRUE(paths) << paths.error().message();
+  EXPECT_EQ(paths->socket, runtime.path() / "lamina/switch/lab.sock");
+  EXPECT_EQ(paths->lock, runtime.path() / "lamina/switch/lab.lock");
+  struct stat status {};
+  ASSERT_EQ(::stat((runtime.path() / "lamina/switch").c_str(), &status), 0);
+  EXPECT_EQ(status.st_mode & 0777, 0700U);
+  ASSERT_EQ(::stat((runtime.path() / "lamina").c_str(), &status), 0);
+  EXPECT_EQ(status.st_mode & 0777, 0700U);
+
+  // A symbolic link planted where the folder should be is refused.
+  std::filesystem::remove_all(runtime.path() / "lamina");
+  std::filesystem::create_directory(runtime.path() / "elsewhere");
+  std::filesystem::create_directory_symlink(runtime.path() / "elsewhere",
+                                            runtime.path() / "lamina");
+  auto refused = switch_paths("lab", /*create=*/true);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("not a folder"), std::string::npos);
+}
+
+TEST(SwitchPaths, SocketPathThatDoesNotFitIsRefused) {
+  testing::PrivateRuntimeDirectory runtime;
+  auto deep = runtime.path() / std::string(60, 'd');
+  std::filesystem::create_directory(deep);
+  ::setenv("XDG_RUNTIME_DIR", deep.c_str(), 1);
+  auto refused = switch_paths(std::string(64, 'n'), /*create=*/true);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("longer than a Unix socket allows"), std::string::npos);
+}
+
+TEST(NetworkOption, ParsesSwitchAndTap) {
+  auto on_switch = parse_network_option("switch:lab,mac=52:54:00:12:34:56");
+  ASSERT_TRUE(on_switch) << on_switch.error().message();
+  EXPECT_EQ(on_switch->backend, NetworkBackend::kSwitch);
+  EXPECT_EQ(on_switch->name, "lab");
+  EXPECT_EQ(on_switch->mac.to_string(), "52:54:00:12:34:56");
+
+  auto on_tap = parse_network_option("tap:tap0");
+  ASSERT_TRUE(on_tap);
+  EXPECT_EQ(on_tap->backend, NetworkBackend::kTap);
+  EXPECT_EQ(on_tap->name, "tap0");
+  EXPECT_FALSE(on_tap->mac.is_group());
+  EXPECT_FALSE(on_tap->mac.is_zero());
+}
+
+TEST(NetworkOption, RefusesBadInputNamingIt) {
+  struct Case {
+    const char* text;
+    const char* message;
+  };
+  for (const auto& [text, message] : std::initializer_list<Case>{
+           {"lab", "use switch:NAME or tap:IFNAME"},
+           {"vde:lab", "'vde' is not a network backend"},
+           {"switch:", "is not a switch name"},
+           {"switch:a/b", "is not a switch name"},
+           {"tap:", "not an interface name"},
+           {"tap:0123456789abcdef", "not an interface name"},
+           {"switch:lab,mac=01:00:5e:00:00:01", "needs a unicast address"},
+           {"switch:lab,mac=00:00:00:00:00:00", "needs a unicast address"},
+           {"switch:lab,mac=zz", "is not a MAC address"},
+           {"switch:lab,speed=10", "'speed=10' is not a network setting"},
+       }) {
+    auto refused = parse_network_option(text);
+    ASSERT_FALSE(refused) << text;
+    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument) << text;
+    EXPECT_NE(refused.error().message().find(message), std::string::npos)
+        << text << ": " << refused.error().message();
+  }
+}
+
+TEST(SwitchProtocol, HelloAndWelcomeRoundTrip) {
+  auto hello = decode_hello(encode_hello({SwitchRole::kPort, "vm one"}));
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->role, SwitchRole::kPort);
+  EXPECT_EQ(hello->label, "vm one");
+  EXPECT_EQ(decode_welcome(encode_welcome(7)), 7U);
+  auto refused = decode_welcome(encode_refusal("full"));
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("refused the port: full"), std::string::npos);
+}
+
+TEST(SwitchProtocol, HostileMessagesAreErrorsNotCrashes) {
+  for (const char* bad : {"", "{", "[]", "null", "{\"lamina_switch\": 2, \"role\": \"port\"}",
+                          "{\"lamina_switch\": 1}", "{\"lamina_switch\": 1, \"role\": 5}",
+                          "{\"lamina_switch\": 1, \"role\": \"admin\"}",
+                          "{\"lamina_switch\": \"1\", \"role\": \"port\"}"}) {
+    EXPECT_FALSE(decode_hello(bad)) << bad;
+  }
+  for (const char* bad : {"", "{}", "{\"port\": -1}", "{\"port\": \"1\"}", "{\"port\": 1e20}",
+                          "{\"port\": 4294967296}"}) {
+    EXPECT_FALSE(decode_welcome(bad)) << bad;
+  }
+  for (const char* bad : {"", "[1]", "{\"ports\": 5}", "{\"ports\": [{\"id\": \"x\"}]}",
+                          "{\"pid\": \"x\"}", "{\"macs\": [1]}"}) {
+    EXPECT_FALSE(decode_status(bad)) << bad;
+  }
+  // An over-long label is cut, not trusted.
+  auto hello = decode_hello(encode_hello({SwitchRole::kPort, std::string(1000, 'x')}));
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->label.size(), 128U);
+}
+
+TEST(SwitchProtocol, StatusRoundTrip) {
+  SwitchStatus status;
+  status.name = "lab";
+  status.pid = 42;
+  status.flooded_frames = 3;
+  status.ports.push_back(
+      {.id = 2, .label = "vm", .pid = 7, .received_frames = 5, .dropped_frames = 1});
+  status.macs.push_back({"02:00:00:00:00:01", 2, 1.5});
+  auto decoded = decode_status(encode_status(status));
+  ASSERT_TRUE(decoded) << decoded.error().message();
+  EXPECT_EQ(decoded->name, "lab");
+  EXPECT_EQ(decoded->flooded_frames, 3U);
+  ASSERT_EQ(decoded->ports.size(), 1U);
+  EXPECT_EQ(decoded->ports[0].received_frames, 5U);
+  EXPECT_EQ(decoded->ports[0].dropped_frames, 1U);
+  ASSERT_EQ(decoded->macs.size(), 1U);
+  EXPECT_EQ(decoded->macs[0].address, "02:00:00:00:00:01");
+}
+
+}  // namespace
+}  // namespace lamina::net
