@@ -74,6 +74,8 @@ class VirtioBlockFixture : public ::testing::Test {
     ASSERT_TRUE(transport_.create_queue(driver_->layout()).has_value());
     if (features == 0) features = device_->device_features() | kFeatureVersion1;
     ASSERT_TRUE(device_->activate(transport_, features).has_value());
+    // The I/O thread's first look at the (empty) queue, so tests count from a quiet device.
+    device_->wait_idle();
   }
 
   uint64_t allocate(uint64_t size) {
