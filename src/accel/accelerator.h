@@ -1,6 +1,6 @@
 #pragma once
 // The accelerator interface the machine runs vCPUs through: `emu` (the built-in x86-64 CPU)
-// today, `kvm` later behind the same interface. A vCPU reaches devices only through the
+// and `kvm` (the host CPU through /dev/kvm) behind the same interface. A vCPU reaches devices only through the
 // CpuEnvironment the machine hands it (port I/O, MMIO, interrupt controller, clock); a KVM
 // backend turns its I/O exits into the same calls, so the machine is written once.
 //
@@ -69,5 +69,24 @@ class Accelerator {
 // vcpu_count sets the topology); an invalid model is kInvalidArgument.
 Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
                                                             const cpu::x86::CpuFeatures& features = {});
+
+// Hardware virtualization through /dev/kvm (kvm_*.h). The guest sees the host's instruction set
+// with Lamina's platform (CPUID filtered as kvm_cpuid.h says); from `features` it takes
+// vcpu_count, the hypervisor signature, bus_khz and x2apic. TSC-deadline is not offered (the
+// guest TSC is the host's, which the LAPIC's deadline timer does not follow). kUnsupported with a
+// message naming the cause when KVM is missing, not permitted or too old; kInvalidArgument for a
+// vCPU count the host cannot run.
+Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
+                                                            const cpu::x86::CpuFeatures& features = {});
+// What probe_kvm found out about the host's KVM.
+struct KvmHost {
+  // KVM's PVM flavour (module kvm_pvm, no kvm_intel/kvm_amd): a software hypervisor for
+  // PVM-enabled guest kernels. It runs an unmodified guest kernel through KVM's instruction
+  // emulator, far slower than the built-in CPU, and stops at instructions that emulator lacks
+  // (protected-mode IRET, CMPXCHG16B): only tiny guests run there.
+  bool software_pvm = false;
+};
+// Whether create_kvm_accelerator can work here: the same checks, without making a VM.
+Result<KvmHost> probe_kvm();
 
 }  // namespace lamina::accel

@@ -3,12 +3,14 @@
 
 #include <fmt/format.h>
 
+#include "accel/accelerator.h"
 #include "base/size.h"
 #include "cli/commands.h"
 #include "cli/not_built.h"
 #include "machine/default_guest.h"
 #include "machine/machine_builder.h"
 #include "machine/serial_console.h"
+#include "machine/virtio_devices.h"
 #include "machine/vm_config.h"
 
 namespace lamina::cli {
@@ -25,6 +27,8 @@ struct RunOptions {
   std::string accel = "emu";
   std::string serial = "stdio";
   std::string on_reboot = "exit";
+  std::string rng = "host";
+  std::string console_port = "none";
 };
 
 [[noreturn]] void report_bad_option(const Error& error) {
@@ -50,6 +54,12 @@ machine::VmConfig to_config(const RunOptions& options) {
   auto on_reboot = machine::parse_reboot_action(options.on_reboot);
   if (!on_reboot) report_bad_option(on_reboot.error());
   config.on_reboot = *on_reboot;
+  auto rng = machine::parse_rng(options.rng);
+  if (!rng) report_bad_option(rng.error());
+  config.rng = *rng;
+  auto console_port = machine::parse_console_port(options.console_port);
+  if (!console_port) report_bad_option(console_port.error());
+  config.console_port = *console_port;
   if (auto valid = machine::validate(config); !valid) report_bad_option(valid.error());
   return config;
 }
@@ -97,15 +107,36 @@ machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
   finish(status, reason);
 }
 
+// Whether to run on KVM. --accel kvm on a host without a usable /dev/kvm ends here with status 3
+// (not available); --accel auto takes KVM only when it runs guest kernels in hardware.
+bool use_kvm(machine::AccelKind accel) {
+  if (accel == machine::AccelKind::kEmu) return false;
+  auto host = accel::probe_kvm();
+  if (accel == machine::AccelKind::kAuto) return host && !host->software_pvm;
+  if (!host) {
+    fmt::print(stderr, "lamina run: --accel kvm: {}\n", host.error().message());
+    throw CLI::RuntimeError(kNotBuiltExitCode);
+  }
+  if (host->software_pvm) {
+    fmt::print(stderr,
+               "lamina run: warning: this host's KVM is PVM without hardware virtualization; it "
+               "emulates unmodified guest kernels slowly and stops at instructions it cannot "
+               "emulate (--accel emu is faster here)\n");
+  }
+  return true;
+}
+
 // Boots the VM and returns only by throwing the exit status (see finish()).
 [[noreturn]] void run_vm(const machine::VmConfig& config) {
-  if (config.accel == machine::AccelKind::kKvm) {
-    report_not_built("run", "--accel kvm (the built-in CPU, --accel emu, boots guests)");
-  }
   machine::MachineOptions options = to_machine_options(config);
+  options.kvm = use_kvm(config.accel);
   auto console = machine::SerialConsole::open(config.serial);
   if (!console) finish(1, console.error().message());
   options.com1_backend = console->get();
+  // Host ends of the virtio devices live across restarts, like the serial console.
+  auto host_ends = machine::open_virtio_host_ends(config);
+  if (!host_ends) finish_closing(*console, 1, host_ends.error().message());
+  machine::add_virtio_devices(config, *host_ends, options);
   for (;;) {
     auto built = machine::MachineBuilder::build(options);
     if (!built) finish_closing(*console, 1, built.error().message());
@@ -146,10 +177,19 @@ void add_run_command(CLI::App& app) {
   run->add_option("--cmdline", options->cmdline, "Kernel command line");
   run->add_option("--cpus", options->cpus, "Number of vCPUs (1-64)")->capture_default_str();
   run->add_option("--memory", options->memory, "Guest RAM, e.g. 256M or 4G")->capture_default_str();
-  run->add_option("--accel", options->accel, "CPU backend: emu (built-in x86-64 CPU) or kvm")
+  run->add_option("--accel", options->accel, "CPU backend: emu (built-in x86-64 CPU), kvm (/dev/kvm; exit status 3 when "
+                  "unusable) or auto (kvm when usable, else emu)")
       ->capture_default_str();
   run->add_option("--serial", options->serial,
                   "First serial port: stdio (the terminal; Ctrl-A x quits), file:PATH or none")
+      ->capture_default_str();
+  run->add_option("--rng", options->rng,
+                  "Entropy device (virtio-rng): host (fed from the host's getrandom) or none")
+      ->capture_default_str();
+  run->add_option("--console-port", options->console_port,
+                  "Extra console port (virtio-console, /dev/hvc0 in Linux): none, stdio (needs "
+                  "--serial other than stdio), file:PATH (output only) or socket:PATH (a Unix "
+                  "socket lamina listens on; one client at a time)")
       ->capture_default_str();
   run->add_option("--on-reboot", options->on_reboot,
                   "When the guest reboots: exit (non-zero) or restart")

@@ -131,6 +131,11 @@ uint32_t PciDevice::read_config_locked(uint16_t offset, unsigned size) const {
 }
 
 uint32_t PciDevice::config_read(uint16_t offset, unsigned size) const {
+  if (auto computed = config_read_hook(offset, size)) return *computed;
+  return stored_config(offset, size);
+}
+
+uint32_t PciDevice::stored_config(uint16_t offset, unsigned size) const {
   std::lock_guard lock(mutex_);
   return read_config_locked(offset, size);
 }

@@ -86,6 +86,14 @@ class PciDevice : public Stateful {
 
   // Hook for subclasses, after a write, without the lock.
   virtual void config_written(uint16_t /*offset*/, unsigned /*size*/) {}
+  // Hook for config registers whose reads have side effects or are computed on demand (virtio's
+  // PCI configuration access window, virtio 1.2 section 4.1.4.8): called without the lock before
+  // every config read; a value returned replaces what config space holds.
+  virtual std::optional<uint32_t> config_read_hook(uint16_t /*offset*/, unsigned /*size*/) const {
+    return std::nullopt;
+  }
+  // Config space as stored (locks; bypasses config_read_hook).
+  uint32_t stored_config(uint16_t offset, unsigned size) const;
 
  private:
   friend class MsixCapability;  // adds its capability and watches Message Control

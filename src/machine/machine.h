@@ -40,8 +40,11 @@
 #include "hw/uart16550.h"
 #include "machine/machine_exit.h"
 #include "machine/memory_layout.h"
+#include "machine/shared_irq_line.h"
 #include "machine/vcpu_environment.h"
 #include "machine/vcpu_thread.h"
+#include "virtio/dma_memory.h"
+#include "virtio/virtio_pci.h"
 
 namespace lamina::machine {
 
@@ -60,6 +63,11 @@ class Machine {
   hw::Uart16550& com1() { return *com1_; }
   GuestMemory& memory() { return memory_; }
   uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
+  hw::PciHost& pci_host() { return *pci_host_; }
+  // The virtio PCI functions in slot order (00:01.0, 00:02.0, ...).
+  const std::vector<std::unique_ptr<virtio::VirtioPciFunction>>& virtio_functions() const {
+    return virtio_functions_;
+  }
   // Guest instructions retired by all vCPUs (after run() returned).
   uint64_t instructions() const;
 
@@ -97,6 +105,12 @@ class Machine {
   std::unique_ptr<hw::Hpet> hpet_;
   std::unique_ptr<hw::PciHost> pci_host_;
   std::unique_ptr<accel::Accelerator> accelerator_;
+  // Virtio PCI functions and what they use: device DMA reports to the accelerator, so these
+  // come after it (and are destroyed, devices quiesced, before it); INTx of slot S goes to the
+  // wired-OR line of GSI 16 + S % 4, as the DSDT's _PRT says.
+  std::unique_ptr<virtio::DmaMemory> dma_;
+  std::vector<std::unique_ptr<SharedIrqLine>> pci_intx_;
+  std::vector<std::unique_ptr<virtio::VirtioPciFunction>> virtio_functions_;
   std::vector<std::unique_ptr<VcpuEnvironment>> environments_;
   std::vector<std::unique_ptr<accel::Vcpu>> vcpus_;
   std::vector<std::unique_ptr<VcpuThread>> vcpu_threads_;

@@ -11,6 +11,7 @@
 #include "machine/acpi/config.h"
 #include "machine/boot_file.h"
 #include "machine/multiboot_loader.h"
+#include "machine/pci_resources.h"
 
 namespace lamina::machine {
 namespace {
@@ -20,6 +21,12 @@ constexpr uint64_t kTscHz = 2'000'000'000;
 // Kernel and initrd files larger than this are refused before reading them into memory.
 constexpr uint64_t kMaxBootFileSize = uint64_t{1} << 30;
 constexpr unsigned kIsaIrqs = 16;
+// PCI bus 0 slots for plugged functions: 0 is the host bridge.
+constexpr unsigned kFirstPciSlot = 1;
+constexpr unsigned kPciSlots = 32;
+// I/O ports firmware hands to PCI BARs (above the legacy and ACPI ports).
+constexpr uint32_t kPciIoStart = 0xc000;
+constexpr uint32_t kPciIoEnd = 0x10000;
 
 // Registers of a block the ACPI tables advertise but nothing implements (GPE0: no general
 // purpose events exist): they read as zero, so no event ever looks pending, and writes drop.
@@ -221,9 +228,13 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
   // The LAPIC implements the TSC-deadline timer mode (and the environment routes its MSR).
   features.tsc_deadline = true;
-  auto accelerator = accel::create_emu_accelerator(m.memory_, features);
-  if (!accelerator) return fail(accelerator.error().with_context("CPU model"));
+  auto accelerator = options.kvm ? accel::create_kvm_accelerator(m.memory_, features)
+                                 : accel::create_emu_accelerator(m.memory_, features);
+  if (!accelerator) return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));
   m.accelerator_ = std::move(*accelerator);
+  if (auto added = add_virtio_functions(m, options, acpi_config.pci_gsi_base); !added) {
+    return fail(added.error());
+  }
   for (uint32_t index = 0; index < cpus; ++index) {
     m.environments_.push_back(
         std::make_unique<VcpuEnvironment>(m.io_, m.mmio_, *m.apics_[index], m.clock_));
@@ -238,6 +249,42 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   apply_boot_state(boot, state);
   m.vcpus_[0]->set_state(state);
   return machine;
+}
+
+Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptions& options,
+                                                  uint32_t pci_gsi_base) {
+  if (options.virtio_devices.empty()) return {};
+  if (options.virtio_devices.size() > kPciSlots - kFirstPciSlot) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} virtio devices do not fit the {} free PCI slots",
+                            options.virtio_devices.size(), kPciSlots - kFirstPciSlot));
+  }
+  // Every device write into guest RAM drops the vCPUs' translations of the pages it touched.
+  m.dma_ = std::make_unique<virtio::DmaMemory>(
+      m.memory_, [accelerator = m.accelerator_.get()](uint64_t address, uint64_t length) {
+        accelerator->guest_memory_written(address, length);
+      });
+  for (unsigned link = 0; link < 4; ++link) {
+    m.pci_intx_.push_back(std::make_unique<SharedIrqLine>(m.ioapic_->input(pci_gsi_base + link)));
+  }
+  PciResourceAllocator resources(kPciMmio32Start, kPciMmio32End, kPciIoStart, kPciIoEnd);
+  for (size_t index = 0; index < options.virtio_devices.size(); ++index) {
+    auto device = options.virtio_devices[index]();
+    if (!device) return fail(device.error());
+    auto function =
+        std::make_unique<virtio::VirtioPciFunction>(std::move(*device), *m.dma_, m.apic_bus_);
+    const auto slot = static_cast<uint8_t>(kFirstPciSlot + index);
+    if (auto attached = m.pci_host_->attach(slot, 0, *function); !attached) {
+      return fail(attached.error());
+    }
+    // _PRT (acpi/dsdt.cc): INTA of slot S is GSI base + S % 4. The Interrupt Line register
+    // says so too, for guests that read it.
+    function->set_intx_line(&m.pci_intx_[slot % 4]->add_source());
+    function->config_write(0x3c, 1, pci_gsi_base + slot % 4);
+    if (auto assigned = resources.assign(*function); !assigned) return fail(assigned.error());
+    m.virtio_functions_.push_back(std::move(function));
+  }
+  return {};
 }
 
 }  // namespace lamina::machine

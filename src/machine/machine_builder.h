@@ -6,10 +6,15 @@
 // bzImage/vmlinux or Multiboot v1, told apart by the file) and puts vCPU 0 in the state the
 // loader asks for; the other vCPUs wait for INIT-SIPI-SIPI.
 //
+// Virtio devices are plugged into PCI bus 0 as virtio-pci functions, one per slot from 00:01.0
+// in the order of MachineOptions::virtio_devices, with BARs assigned as firmware would, INTx
+// routed per the DSDT's _PRT and MSI-X to the APIC bus.
+//
 // Stateless; the Machine it returns owns everything built.
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,8 +25,11 @@
 #include "machine/boot_state.h"
 #include "machine/linux_loader.h"
 #include "machine/machine.h"
+#include "virtio/virtio_device.h"
 
 namespace lamina::machine {
+
+using VirtioDeviceFactory = std::function<Result<std::unique_ptr<virtio::VirtioDevice>>()>;
 
 struct MachineOptions {
   std::filesystem::path kernel;
@@ -31,6 +39,12 @@ struct MachineOptions {
   uint64_t memory_bytes = uint64_t{512} << 20;
   LinuxEntry linux_entry = LinuxEntry::kDecompressed;
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
+  bool kvm = false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
+  // One entry per virtio device, called on every build (each boot of a --on-reboot restart
+  // gets fresh devices, which is the devices' machine reset). A factory may borrow host-side
+  // things that outlive the machines (a console backend, an open disk image); its error stops
+  // the build.
+  std::vector<VirtioDeviceFactory> virtio_devices;
 };
 
 class MachineBuilder {
@@ -38,6 +52,10 @@ class MachineBuilder {
   // Errors name what is wrong: kInvalidArgument (sizes), kNotFound/kIo (files), the loaders'
   // kCorrupt/kUnsupported for a kernel they cannot boot.
   static Result<std::unique_ptr<Machine>> build(const MachineOptions& options);
+
+ private:
+  static Result<void> add_virtio_functions(Machine& machine, const MachineOptions& options,
+                                           uint32_t pci_gsi_base);
 };
 
 // Loads a BootState into a CPU's architectural state (both use the descriptor access-rights

@@ -34,11 +34,32 @@ Result<SerialConfig> parse_serial(std::string_view text) {
               fmt::format("--serial: '{}' is not one of stdio, none, file:PATH", text));
 }
 
+Result<ConsolePortConfig> parse_console_port(std::string_view text) {
+  if (text == "none") return ConsolePortConfig{ConsolePortKind::kNone, {}};
+  if (text == "stdio") return ConsolePortConfig{ConsolePortKind::kStdio, {}};
+  if (text.starts_with("file:") && text.size() > 5) {
+    return ConsolePortConfig{ConsolePortKind::kFile, std::filesystem::path(text.substr(5))};
+  }
+  if (text.starts_with("socket:") && text.size() > 7) {
+    return ConsolePortConfig{ConsolePortKind::kSocket, std::filesystem::path(text.substr(7))};
+  }
+  return fail(ErrorCode::kInvalidArgument,
+              fmt::format("--console-port: '{}' is not one of none, stdio, file:PATH, socket:PATH",
+                          text));
+}
+
+Result<bool> parse_rng(std::string_view text) {
+  if (text == "host") return true;
+  if (text == "none") return false;
+  return fail(ErrorCode::kInvalidArgument, fmt::format("--rng: '{}' is not one of host, none", text));
+}
+
 Result<AccelKind> parse_accel(std::string_view text) {
   if (text == "emu") return AccelKind::kEmu;
   if (text == "kvm") return AccelKind::kKvm;
+  if (text == "auto") return AccelKind::kAuto;
   return fail(ErrorCode::kInvalidArgument,
-              fmt::format("--accel: '{}' is not one of emu, kvm", text));
+              fmt::format("--accel: '{}' is not one of emu, kvm, auto", text));
 }
 
 Result<RebootAction> parse_reboot_action(std::string_view text) {
@@ -70,15 +91,25 @@ Result<void> validate(const VmConfig& config) {
   if (config.initrd) {
     if (auto checked = check_readable_file("--initrd", *config.initrd); !checked) return checked;
   }
-  if (config.accel == AccelKind::kKvm && ::access("/dev/kvm", R_OK | W_OK) != 0) {
-    return fail(ErrorCode::kUnsupported,
-                "--accel kvm: /dev/kvm is missing or not accessible on this host (use --accel emu)");
-  }
   if (config.serial.kind == SerialKind::kFile) {
     auto parent = config.serial.file.parent_path();
     std::error_code error;
     if (!parent.empty() && !std::filesystem::is_directory(parent, error)) {
       return fail(ErrorCode::kNotFound, fmt::format("--serial: folder '{}' does not exist",
+                                                    parent.string()));
+    }
+  }
+  const ConsolePortConfig& port = config.console_port;
+  if (port.kind == ConsolePortKind::kStdio && config.serial.kind == SerialKind::kStdio) {
+    return fail(ErrorCode::kInvalidArgument,
+                "--console-port stdio: stdin and stdout already belong to --serial stdio (use "
+                "--serial none or file:PATH, or --console-port socket:PATH)");
+  }
+  if (port.kind == ConsolePortKind::kFile || port.kind == ConsolePortKind::kSocket) {
+    auto parent = port.path.parent_path();
+    std::error_code error;
+    if (!parent.empty() && !std::filesystem::is_directory(parent, error)) {
+      return fail(ErrorCode::kNotFound, fmt::format("--console-port: folder '{}' does not exist",
                                                     parent.string()));
     }
   }

@@ -11,9 +11,17 @@
 
 namespace lamina::machine {
 
-enum class AccelKind { kEmu, kKvm };
+// kAuto: KVM when /dev/kvm is usable, else the built-in CPU (decided when the VM starts).
+enum class AccelKind { kEmu, kKvm, kAuto };
 enum class SerialKind { kStdio, kFile, kNone };
 enum class RebootAction { kExit, kRestart };
+
+// The extra console port (virtio-console, /dev/hvc0 in a Linux guest).
+enum class ConsolePortKind { kNone, kStdio, kFile, kSocket };
+struct ConsolePortConfig {
+  ConsolePortKind kind = ConsolePortKind::kNone;
+  std::filesystem::path path;  // for kFile and kSocket
+};
 
 struct SerialConfig {
   SerialKind kind = SerialKind::kStdio;
@@ -29,6 +37,8 @@ struct VmConfig {
   AccelKind accel = AccelKind::kEmu;
   SerialConfig serial;
   RebootAction on_reboot = RebootAction::kExit;
+  bool rng = true;  // virtio-rng fed from the host's getrandom
+  ConsolePortConfig console_port;
 };
 
 inline constexpr uint32_t kMaxCpus = 64;
@@ -37,7 +47,11 @@ inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
 
 // Parses "stdio", "none" or "file:PATH".
 Result<SerialConfig> parse_serial(std::string_view text);
-// Parses "emu" or "kvm".
+// Parses "none", "stdio", "file:PATH" or "socket:PATH".
+Result<ConsolePortConfig> parse_console_port(std::string_view text);
+// Parses "host" (true) or "none" (false).
+Result<bool> parse_rng(std::string_view text);
+// Parses "emu", "kvm" or "auto".
 Result<AccelKind> parse_accel(std::string_view text);
 // Parses "exit" or "restart".
 Result<RebootAction> parse_reboot_action(std::string_view text);

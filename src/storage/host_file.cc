@@ -140,11 +140,6 @@ Result<void> HostFile::sync_data() {
   return {};
 }
 
-void HostFile::start_writeback(uint64_t offset, uint64_t length) {
-  ::sync_file_range(fd_, static_cast<off_t>(offset), static_cast<off_t>(length),
-                    SYNC_FILE_RANGE_WRITE);
-}
-
 bool HostFile::punch_hole(uint64_t offset, uint64_t length) {
   return ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
                      static_cast<off_t>(length)) == 0;

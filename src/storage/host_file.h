@@ -40,9 +40,6 @@ class HostFile {
   [[nodiscard]] Result<void> truncate(uint64_t size);
   // fdatasync: data and the metadata needed to read it back are on stable storage.
   [[nodiscard]] Result<void> sync_data();
-  // Starts writing a range back to storage without waiting (sync_file_range), so a long
-  // sequential write does not pile up dirty pages until the kernel throttles it. Best effort.
-  void start_writeback(uint64_t offset, uint64_t length);
   // Frees a range so it reads as zeros; false when the file system cannot.
   bool punch_hole(uint64_t offset, uint64_t length);
   // Makes a range read as zeros and keeps it allocated (FALLOC_FL_ZERO_RANGE); false when the

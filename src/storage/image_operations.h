@@ -14,8 +14,9 @@
 
 namespace lamina::storage {
 
-// Called as work advances (done <= total, in bytes of virtual disk). Returning false cancels
-// the operation: it fails with "interrupted" and a staged output is removed.
+// Called as work advances (done <= total, in bytes of virtual disk), possibly from a worker
+// thread but never from two threads at once. Returning false cancels the operation: it fails
+// with "interrupted" and a staged output is removed.
 using Progress = std::function<bool(uint64_t done, uint64_t total)>;
 
 // The failure of a cancelled operation.

@@ -20,7 +20,7 @@ Result<std::unique_ptr<RawImage>> RawImage::create(HostFile file, uint64_t size)
   }
   if (auto r = file.truncate(size); !r) return fail(r.error());
   std::unique_ptr<RawImage> image(new RawImage(std::move(file), size));
-  image->write_behind_ = true;
+  image->write_behind_ = std::make_unique<WriteBehind>(image->file_.descriptor());
   return image;
 }
 
@@ -44,12 +44,13 @@ Result<void> RawImage::write(uint64_t offset, std::span<const std::byte> data) {
     return fail(ErrorCode::kInvalidArgument, fmt::format("{}: opened read-only", path()));
   }
   if (auto r = file_.write_all(offset, data); !r) return r;
-  if (write_behind_) file_.start_writeback(offset, data.size());
+  if (write_behind_) write_behind_->add(offset, data.size());
   return {};
 }
 
 Result<void> RawImage::flush() {
   if (read_only()) return {};
+  if (write_behind_) write_behind_->drain();
   return file_.sync_data();
 }
 

@@ -9,6 +9,7 @@
 
 #include "storage/block_device.h"
 #include "storage/host_file.h"
+#include "storage/write_behind.h"
 
 namespace lamina::storage {
 
@@ -16,7 +17,7 @@ class RawImage final : public BlockDevice {
  public:
   static Result<std::unique_ptr<RawImage>> open(const std::string& path, bool writable);
   // Makes `file` (empty, writable) a sparse raw disk of `size` bytes. Its writes start their
-  // writeback at once (it is being filled as a whole, not used by a guest).
+  // writeback from a background thread (it is being filled as a whole, not used by a guest).
   static Result<std::unique_ptr<RawImage>> create(HostFile file, uint64_t size);
 
   uint64_t size() const override { return size_; }
@@ -39,7 +40,7 @@ class RawImage final : public BlockDevice {
 
   HostFile file_;
   uint64_t size_;
-  bool write_behind_ = false;
+  std::unique_ptr<WriteBehind> write_behind_;  // after file_: stops before it closes
 };
 
 }  // namespace lamina::storage

@@ -45,6 +45,7 @@ Result<void> VhdImage::load(Options options, std::set<Identity>& seen) {
     return fail(ErrorCode::kCorrupt, fmt::format("{}: {}", path, message));
   };
   durable_ = options.durable;
+  if (!durable_ && options.writable) write_behind_ = std::make_unique<WriteBehind>(file_.descriptor());
 
   auto identity = file_.identity();
   if (!identity) return fail(identity.error());
@@ -259,7 +260,7 @@ Result<void> VhdImage::write(uint64_t offset, std::span<const std::byte> data) {
   if (auto r = check_range(offset, data.size(), true); !r) return r;
   if (!header_) {
     if (auto r = file_.write_all(offset, data); !r) return r;
-    if (!durable_) file_.start_writeback(offset, data.size());
+    if (write_behind_) write_behind_->add(offset, data.size());
     return {};
   }
   const uint64_t block_size = header_->block_size;
@@ -339,7 +340,7 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
     if (auto r = file_.sync_data(); !r) return r;
   } else {
     if (auto r = file_.write_all(new_footer_offset, footer_bytes); !r) return r;
-    file_.start_writeback(start, new_footer_offset - start);
+    if (write_behind_) write_behind_->add(start, new_footer_offset - start);
   }
   // 4. The BAT entry.
   std::array<std::byte, 4> entry{};
@@ -353,6 +354,7 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
 
 Result<void> VhdImage::flush() {
   if (read_only()) return {};
+  if (write_behind_) write_behind_->drain();
   return file_.sync_data();
 }
 

@@ -20,6 +20,7 @@
 #include "storage/block_device.h"
 #include "storage/host_file.h"
 #include "storage/vhd_format.h"
+#include "storage/write_behind.h"
 
 namespace lamina::storage {
 
@@ -90,6 +91,8 @@ class VhdImage final : public BlockDevice {
   std::unique_ptr<VhdImage> parent_;
   std::string parent_path_;
   std::vector<std::string> warnings_;
+  // Staged (not durable) writable images start writeback in the background; after file_.
+  std::unique_ptr<WriteBehind> write_behind_;
 };
 
 // Where a differencing disk's parent is: tries the W2ru (relative) and W2ku (absolute) parent

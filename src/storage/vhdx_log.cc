@@ -174,7 +174,11 @@ Result<LogReplay> read_log(const CheckedFile& file, const Header& header) {
     if (current_tail <= old_tail) break;
     old_tail = current_tail;
   }
-  if (candidate.empty()) return corrupt("the log needs replay but holds no valid log sequence");
+  // No entry carries this LogGuid: the writer stopped after starting its session (headers with
+  // a fresh LogGuid) and before its first entry was flushed. Metadata only reaches its place
+  // after its entry is flushed, so nothing of that session is in place: the log is empty and
+  // there is nothing to replay (qemu's reader concludes the same).
+  if (candidate.empty()) return LogReplay{};
   LogReplay replay;
   replay.flushed_file_offset = candidate.back().flushed_file_offset;
   replay.last_file_offset = candidate.back().last_file_offset;

@@ -79,11 +79,24 @@ Result<vhdx::Guid> guid_of(const std::string& text, const std::string& path) {
   return *guid;
 }
 
+// Replays a pending log into the file (a read-write open does it; 2.3.3). Content and
+// DataWriteGuid stay the same, so children stay linked.
+Result<void> replay_pending_log(const std::string& path) {
+  auto info = inspect_vhdx(path);
+  if (!info) return fail(info.error());
+  if (!info->log_replay_pending) return {};
+  auto opened = open_vhdx(path, false);
+  if (!opened) return fail(opened.error());
+  return {};
+}
+
 // Rewrites a differencing disk through a staged file: same identity, only its own runs, and
 // (when given) parent_linkage2.
 Result<void> rewrite_child(const std::string& path, const VhdxInfo& info,
                            const std::string& linkage2, const Progress& progress,
                            std::string_view interrupted) {
+  // A new child needs its parent without a pending log (e.g. a merge killed while writing it).
+  if (auto replayed = replay_pending_log(info.parent_resolved); !replayed) return replayed;
   auto source = open_device(path, true);
   if (!source) return fail(source.error());
   auto staged = StagedFile::prepare(path, true);
@@ -241,8 +254,8 @@ Result<uint64_t> merge_vhdx(const std::string& child_path, const Progress& progr
   // 1. The child learns the parent's next DataWriteGuid as parent_linkage2 (MS-VHDX 2.6.2.6.3),
   //    so it keeps opening while and after the parent changes.
   const vhdx::Guid next_parent_guid = vhdx::random_guid();
-  if (auto rewritten = rewrite_child(child_path, *info, next_parent_guid.to_string(), {},
-                                     "the child is unchanged");
+  if (auto rewritten = rewrite_child(child_path, *info, next_parent_guid.to_string(), progress,
+                                     "nothing was merged; the child is unchanged");
       !rewritten)
     return fail(rewritten.error());
   // 2. The child's own sectors go into the parent, stamped with that DataWriteGuid.

@@ -37,6 +37,7 @@ class VmdkDevice final : public BlockDevice {
   Result<void> write(uint64_t, std::span<const std::byte>) override { return refuse(); }
   Result<void> flush() override { return {}; }
   Result<void> discard(uint64_t, uint64_t) override { return refuse(); }
+  Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
 
  private:
   std::unexpected<Error> refuse() const {
@@ -76,6 +77,20 @@ Result<void> VmdkDevice::read(uint64_t offset, std::span<std::byte> data) {
     ++extent;
   }
   return {};
+}
+
+Result<BlockDevice::Extent> VmdkDevice::map_extent(uint64_t offset, uint64_t max_length) {
+  auto extent = std::ranges::upper_bound(extents_, offset, {}, &OpenExtent::start) - 1;
+  uint64_t inside = offset - extent->start;
+  uint64_t length = std::min(max_length, extent->length - inside);
+  if (extent->sparse) return extent->sparse->map(inside, length);
+  if (extent->flat) {
+    uint64_t at = extent->flat_offset + inside;
+    // A flat file shorter than its extent: the read reports it.
+    if (at >= extent->flat->size()) return Extent{length, false};
+    return extent->flat->map_extent(at, std::min(length, extent->flat->size() - at));
+  }
+  return Extent{length, true};
 }
 
 // True for a relative path without ".." components.

@@ -230,34 +230,76 @@ Result<void> VmdkSparseExtent::inflate_grain(uint64_t grain_index, uint64_t sect
   return {};
 }
 
-Result<void> VmdkSparseExtent::read_grain(uint64_t grain_index, uint64_t in_grain,
-                                          std::span<std::byte> out) {
+Result<uint64_t> VmdkSparseExtent::grain_sector(uint64_t grain_index) {
   uint64_t directory_index = grain_index / header_.entries_per_table;
-  if (directory_index >= directory_.size() || directory_[directory_index] == 0) {
-    std::ranges::fill(out, std::byte{0});
-    return {};
-  }
+  if (directory_index >= directory_.size() || directory_[directory_index] == 0) return 0;
   auto table = grain_table(directory_index);
   if (!table) return fail(table.error());
   uint64_t sector = (**table)[grain_index % header_.entries_per_table];
   // 0: never written; 1 with flag bit 2: a zeroed grain (spec: "zeroed-grain GTE").
-  if (sector == 0 || (sector == 1 && (header_.flags & kZeroedGrainFlag))) {
-    std::ranges::fill(out, std::byte{0});
-    return {};
-  }
+  if (sector == 0 || (sector == 1 && (header_.flags & kZeroedGrainFlag))) return 0;
   if (sector > file_.size() / 512 || overlaps_metadata(sector * 512, 512)) {
     return corrupt(file_,
                    fmt::format("grain {} points at sector {}, outside the file or over metadata",
                                grain_index, sector));
   }
-  if (compressed()) {
-    if (grain_sector_ != sector) {
-      if (auto inflated = inflate_grain(grain_index, sector); !inflated) return inflated;
-    }
-    std::memcpy(out.data(), grain_.data() + in_grain, out.size());
-    return {};
+  return sector;
+}
+
+Result<size_t> VmdkSparseExtent::read_grains(uint64_t grain_index, uint64_t in_grain,
+                                             std::span<std::byte> out) {
+  auto sector = grain_sector(grain_index);
+  if (!sector) return fail(sector.error());
+  size_t length = static_cast<size_t>(std::min<uint64_t>(grain_bytes() - in_grain, out.size()));
+  if (*sector == 0) {
+    std::ranges::fill(out.first(length), std::byte{0});
+    return length;
   }
-  return file_.read_at(sector * 512 + in_grain, out, "grain");
+  if (compressed()) {
+    if (grain_sector_ != *sector) {
+      if (auto inflated = inflate_grain(grain_index, *sector); !inflated)
+        return fail(inflated.error());
+    }
+    std::memcpy(out.data(), grain_.data() + in_grain, length);
+    return length;
+  }
+  // Grains that follow each other in the file too (as writers lay them out) are one read.
+  for (uint64_t next = grain_index + 1; length < out.size(); ++next) {
+    auto next_sector = grain_sector(next);
+    if (!next_sector) return fail(next_sector.error());
+    if (*next_sector != *sector + (next - grain_index) * header_.grain_sectors) break;
+    length += static_cast<size_t>(std::min<uint64_t>(grain_bytes(), out.size() - length));
+  }
+  if (auto done = file_.read_at(*sector * 512 + in_grain, out.first(length), "grain"); !done)
+    return fail(done.error());
+  return length;
+}
+
+Result<BlockDevice::Extent> VmdkSparseExtent::map(uint64_t offset, uint64_t max_length) {
+  // Outside the capacity: let the read report it.
+  if (offset >= capacity_bytes()) return BlockDevice::Extent{max_length, false};
+  max_length = std::min(max_length, capacity_bytes() - offset);
+  uint64_t grain = offset / grain_bytes();
+  auto first = grain_sector(grain);
+  if (!first) return fail(first.error());
+  bool zero = *first == 0;
+  uint64_t length = std::min(max_length, grain_bytes() - offset % grain_bytes());
+  while (length < max_length) {
+    ++grain;
+    // A whole missing grain table is entries_per_table unallocated grains at once.
+    uint64_t directory_index = grain / header_.entries_per_table;
+    if (zero && grain % header_.entries_per_table == 0 &&
+        (directory_index >= directory_.size() || directory_[directory_index] == 0)) {
+      length = std::min(max_length, length + grain_bytes() * header_.entries_per_table);
+      grain += header_.entries_per_table - 1;
+      continue;
+    }
+    auto sector = grain_sector(grain);
+    if (!sector) return fail(sector.error());
+    if ((*sector == 0) != zero) break;
+    length = std::min(max_length, length + grain_bytes());
+  }
+  return BlockDevice::Extent{length, zero};
 }
 
 Result<void> VmdkSparseExtent::read(uint64_t offset, std::span<std::byte> out) {
@@ -269,12 +311,9 @@ Result<void> VmdkSparseExtent::read(uint64_t offset, std::span<std::byte> out) {
   while (done < out.size()) {
     uint64_t position = offset + done;
     uint64_t in_grain = position % grain_bytes();
-    size_t piece =
-        static_cast<size_t>(std::min<uint64_t>(grain_bytes() - in_grain, out.size() - done));
-    if (auto result = read_grain(position / grain_bytes(), in_grain, out.subspan(done, piece));
-        !result)
-      return result;
-    done += piece;
+    auto piece = read_grains(position / grain_bytes(), in_grain, out.subspan(done));
+    if (!piece) return fail(piece.error());
+    done += *piece;
   }
   return {};
 }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "storage/block_device.h"
 #include "storage/checked_file.h"
 
 namespace lamina::storage {
@@ -46,6 +47,8 @@ class VmdkSparseExtent {
 
   // Reads extent bytes [offset, offset + out.size()); the caller keeps it inside the capacity.
   Result<void> read(uint64_t offset, std::span<std::byte> out);
+  // The run at offset (inside the capacity) of grains that all read as zeros or all hold data.
+  Result<BlockDevice::Extent> map(uint64_t offset, uint64_t max_length);
 
   static constexpr uint32_t kCompressedFlag = 1u << 16;
   static constexpr uint32_t kMarkersFlag = 1u << 17;
@@ -56,7 +59,12 @@ class VmdkSparseExtent {
   Result<void> load_directory();
   Result<std::vector<uint32_t>> read_directory(uint64_t offset_sectors) const;
   Result<const std::vector<uint32_t>*> grain_table(uint64_t directory_index);
-  Result<void> read_grain(uint64_t grain_index, uint64_t in_grain, std::span<std::byte> out);
+  // The grain's sector in the file, 0 when it reads as zeros; kCorrupt when it points outside
+  // the file or over metadata.
+  Result<uint64_t> grain_sector(uint64_t grain_index);
+  // Reads from grain_index on into out, as many grains as lie back to back in the file (one
+  // grain when compressed or unallocated); returns the bytes filled.
+  Result<size_t> read_grains(uint64_t grain_index, uint64_t in_grain, std::span<std::byte> out);
   Result<void> inflate_grain(uint64_t grain_index, uint64_t sector);
   bool overlaps_metadata(uint64_t offset, uint64_t length) const;
 

@@ -25,12 +25,14 @@ check "run --kernel missing" 2 "--kernel: '/nonexistent/vmlinuz' is not a file" 
   "$lamina" run --kernel /nonexistent/vmlinuz
 check "run --initrd without --kernel" 2 '--initrd needs --kernel' -- "$lamina" run --initrd "$0"
 check "run --serial bad" 2 "--serial: 'tty' is not one of" -- "$lamina" run --serial tty
-check "run --accel bad" 2 "--accel: 'xen' is not one of" -- "$lamina" run --accel xen
+check "run --accel bad" 2 "--accel: 'xen' is not one of emu, kvm, auto" -- "$lamina" run --accel xen
 check "run --on-reboot bad" 2 "--on-reboot: 'maybe'" -- "$lamina" run --on-reboot maybe
 check "run with a file that is no kernel says why" 1 '^lamina run: .*no "HdrS" setup header' -- \
   "$lamina" run --kernel "$0" --cpus 4 --memory 1G
-check "run --accel kvm is not built" 3 'not built yet: --accel kvm' -- \
-  "$lamina" run --kernel "$0" --accel kvm
+check "run --accel kvm without KVM is not available" 3 '^lamina run: --accel kvm: .*does not exist' -- \
+  env LAMINA_KVM_DEVICE=/nonexistent/kvm "$lamina" run --kernel "$0" --accel kvm
+check "run --accel auto without KVM falls back to emu" 1 'no "HdrS" setup header' -- \
+  env LAMINA_KVM_DEVICE=/nonexistent/kvm "$lamina" run --kernel "$0" --accel auto
 check "run without a default guest says how to make it" 2 'scripts/make-guest' -- \
   env LAMINA_CACHE=/nonexistent "$lamina" run
 

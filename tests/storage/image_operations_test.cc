@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "storage/raw_image.h"
 #include "storage/vhd_check.h"
 #include "storage/vhd_image.h"
@@ -171,6 +173,57 @@ TEST(Convert, DifferencingChainIsFlattened) {
   ASSERT_TRUE(flat);
   EXPECT_EQ((*flat)->footer().disk_type, vhd::DiskType::kDynamic);
   EXPECT_EQ(whole(dir.file("flat.vhd")), raw);
+}
+
+// copy_content's pipeline (a reader, a writer pool): every destination gets every byte,
+// serialized destinations get their writes in source order, progress ends at the total, and a
+// failing destination stops the copy with its error.
+TEST(CopyContent, ManyPiecesReachEveryKindOfDestinationInOrder) {
+  test::TempDir dir;
+  std::vector<std::byte> raw(40 * kMiB);
+  for (uint64_t mib : {0, 1, 2, 3, 7, 8, 13, 21, 22, 23, 24, 25, 26, 39}) {
+    auto data = test::pattern(kMiB, mib + 7);
+    std::memcpy(raw.data() + mib * kMiB, data.data(), kMiB);
+  }
+  test::write_file(dir.file("in.raw"), raw);
+  auto source = open_any(dir.file("in.raw"));
+  ASSERT_TRUE(source);
+  for (auto [name, format, type] : {std::tuple{"out.raw", "raw", ""}, {"fixed.vhd", "vhd", "fixed"},
+                                    {"dynamic.vhd", "vhd", ""}, {"dynamic.vhdx", "vhdx", ""}}) {
+    SCOPED_TRACE(name);
+    CreateOptions options;
+    options.size = raw.size();
+    options.type = type;
+    ASSERT_TRUE(create_image(dir.file(name), format, options, false));
+    auto destination = open_any(dir.file(name), true);
+    ASSERT_TRUE(destination);
+    uint64_t last_done = 0;
+    bool monotonic = true;
+    ASSERT_TRUE(copy_content(*source, *destination, [&](uint64_t done, uint64_t total) {
+      monotonic = monotonic && done >= last_done && total == raw.size();
+      last_done = done;
+      return true;
+    }));
+    EXPECT_TRUE(monotonic);
+    EXPECT_EQ(last_done, raw.size());
+    ASSERT_TRUE(destination->flush());
+    EXPECT_TRUE(test::read_device(*destination, 0, raw.size()) == raw);
+  }
+  // The dynamic VHD's blocks were allocated in order: BAT offsets grow with the block index.
+  auto vhd = VhdImage::open(dir.file("dynamic.vhd"), {});
+  ASSERT_TRUE(vhd);
+  uint32_t previous = 0;
+  for (uint32_t entry : (*vhd)->bat()) {
+    if (entry == vhd::kUnusedBatEntry) continue;
+    EXPECT_GT(entry, previous);
+    previous = entry;
+  }
+  // A destination that refuses writes stops the copy with its error.
+  auto read_only = open_any(dir.file("out.raw"), false);
+  ASSERT_TRUE(read_only);
+  auto failed = copy_content(*source, *read_only, nullptr);
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message().find("read-only"), std::string::npos);
 }
 
 TEST(Merge, ChildDataLandsInTheParentAndTheChildIsEmptied) {

@@ -2,6 +2,8 @@
 // plus the shared helpers they use (CRC-32C, inflate, the VMDK descriptor parser).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstring>
 #include <string_view>
 
@@ -125,6 +127,23 @@ TEST(Vmdk, ReadsBuiltSparseAndStreamOptimizedImages) {
     ASSERT_TRUE(device) << device.error().message();
     for (size_t piece : {512u, 4096u, 1000u, 65536u})
       expect_content(**device, image.expected, piece);
+    // The extent map tiles the disk, and what it calls zero reads as zeros.
+    size_t zero_bytes = 0;
+    for (uint64_t offset = 0; offset < (*device)->size();) {
+      auto extent = (*device)->map_extent(offset, (*device)->size() - offset);
+      ASSERT_TRUE(extent) << extent.error().message();
+      ASSERT_GT(extent->length, 0u);
+      if (extent->zero) {
+        zero_bytes += extent->length;
+        EXPECT_TRUE(std::all_of(image.expected.begin() + static_cast<std::ptrdiff_t>(offset),
+                                image.expected.begin() +
+                                    static_cast<std::ptrdiff_t>(offset + extent->length),
+                                [](std::byte b) { return b == std::byte{0}; }))
+            << "zero extent at " << offset;
+      }
+      offset += extent->length;
+    }
+    EXPECT_GT(zero_bytes, 0u) << "the built image leaves grains unallocated";
     auto info = inspect_vmdk(path);
     ASSERT_TRUE(info) << info.error().message();
     EXPECT_EQ(info->create_type, stream ? "streamOptimized" : "monolithicSparse");

@@ -241,8 +241,16 @@ TEST_F(VhdxOperations, AnInterruptedMergeLeavesTheChildReadingTheSame) {
   write_at(child, 0, pattern(kMiB, 16));
   write_at(child, 5 * kMiB, pattern(kMiB, 17));
   auto expected = read_all(child);
-  // Cancel after the first block went into the parent.
-  auto merged = merge_image(child, [](uint64_t done, uint64_t) { return done < kMiB; });
+  auto parent_bytes = testing::read_whole_file(image_);
+  // Cancelled while the child is rewritten (the first of its 8 blocks): nothing changes.
+  auto early = merge_image(child, [](uint64_t done, uint64_t) { return done < kMiB; });
+  ASSERT_FALSE(early);
+  EXPECT_NE(early.error().message().find("nothing was merged"), std::string::npos);
+  EXPECT_TRUE(testing::read_whole_file(image_) == parent_bytes);
+  EXPECT_TRUE(read_all(child) == expected);
+  // Cancelled after the first block went into the parent (8 reports rewrite the child first).
+  int calls = 0;
+  auto merged = merge_image(child, [&](uint64_t, uint64_t) { return ++calls < 9; });
   ASSERT_FALSE(merged);
   EXPECT_NE(merged.error().message().find("merged again"), std::string::npos);
   EXPECT_TRUE(read_all(child) == expected) << "the child opens through parent_linkage2";

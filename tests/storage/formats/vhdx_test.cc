@@ -232,11 +232,23 @@ TEST_F(VhdxTest, RejectsBadMetadata) {
 TEST_F(VhdxTest, RejectsALogThatCannotBeReplayed) {
   auto bytes = make_written_image();
   auto copy = bytes;
+  // A LogGuid no entry carries: a writer stopped between starting its session and flushing its
+  // first entry. Nothing of that session is in place, so the log is empty (as qemu reads it).
   edit_header(copy, 0, [](vx::Header& header) {
     header.log_guid = vx::random_guid();
     header.sequence_number += 10;
   });
-  expect_corrupt(copy, "no valid log sequence");
+  EXPECT_TRUE(open_and_read(copy));
+  for (bool read_only : {true, false}) {
+    auto device = open_vhdx(broken_, read_only);
+    ASSERT_TRUE(device) << device.error().message();
+    std::vector<std::byte> buffer(second_.size());
+    ASSERT_TRUE((*device)->read(5u << 20, buffer));
+    EXPECT_TRUE(buffer == second_);
+  }
+  auto info = inspect_vhdx(broken_);
+  ASSERT_TRUE(info);
+  EXPECT_FALSE(info->log_replay_pending) << "the read-write open cleared the LogGuid";
   copy = bytes;
   edit_header(copy, 0, [](vx::Header& header) {
     header.log_guid = vx::random_guid();

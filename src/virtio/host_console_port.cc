@@ -1,0 +1,260 @@
+#include "virtio/host_console_port.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace lamina::virtio {
+
+namespace {
+
+// Bytes moved per read/write system call; a pipe that polled writable takes this much.
+constexpr size_t kChunk = 4096;
+
+std::string errno_text() { return std::strerror(errno); }
+
+}  // namespace
+
+Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_stdio() {
+  return start({.input = STDIN_FILENO,
+                .output = STDOUT_FILENO,
+                .owns_output = false,
+                .listen = -1,
+                .socket_path = {}});
+}
+
+Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_file(
+    const std::filesystem::path& path) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return fail(ErrorCode::kIo,
+                fmt::format("--console-port: cannot open '{}': {}", path.string(), errno_text()));
+  }
+  return start({.input = -1, .output = fd, .owns_output = true, .listen = -1, .socket_path = {}});
+}
+
+Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_socket(
+    const std::filesystem::path& path) {
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  const std::string text = path.string();
+  if (text.empty() || text.size() >= sizeof(address.sun_path)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--console-port: socket path '{}' is empty or longer than {} bytes",
+                            text, sizeof(address.sun_path) - 1));
+  }
+  std::memcpy(address.sun_path, text.c_str(), text.size() + 1);
+  // A stale socket from an earlier run is replaced; any other file is left alone.
+  struct stat existing {};
+  if (::lstat(text.c_str(), &existing) == 0) {
+    if (!S_ISSOCK(existing.st_mode)) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("--console-port: '{}' exists and is not a socket", text));
+    }
+    ::unlink(text.c_str());
+  }
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) return fail(ErrorCode::kIo, "--console-port: socket(): " + errno_text());
+  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::listen(fd, 1) != 0) {
+    auto error = fail(ErrorCode::kIo,
+                      fmt::format("--console-port: cannot listen on '{}': {}", text, errno_text()));
+    ::close(fd);
+    return error;
+  }
+  return start(
+      {.input = -1, .output = -1, .owns_output = false, .listen = fd, .socket_path = path});
+}
+
+Result<std::unique_ptr<HostConsolePort>> HostConsolePort::start(Descriptors descriptors) {
+  const int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake < 0) {
+    if (descriptors.owns_output) ::close(descriptors.output);
+    if (descriptors.listen >= 0) {
+      ::close(descriptors.listen);
+      ::unlink(descriptors.socket_path.c_str());
+    }
+    return fail(ErrorCode::kIo, "--console-port: eventfd(): " + errno_text());
+  }
+  std::unique_ptr<HostConsolePort> port(new HostConsolePort(std::move(descriptors), wake));
+  port->thread_ = std::jthread([raw = port.get()](std::stop_token stop) { raw->run(stop); });
+  return port;
+}
+
+HostConsolePort::HostConsolePort(Descriptors descriptors, int wake)
+    : fds_(std::move(descriptors)), wake_fd_(wake) {}
+
+HostConsolePort::~HostConsolePort() {
+  if (thread_.joinable()) {
+    thread_.request_stop();
+    wake();
+    thread_.join();
+  }
+  drop_client();
+  if (fds_.owns_output) ::close(fds_.output);
+  if (fds_.listen >= 0) {
+    ::close(fds_.listen);
+    ::unlink(fds_.socket_path.c_str());
+  }
+  ::close(wake_fd_);
+}
+
+void HostConsolePort::wake() const {
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t written = ::write(wake_fd_, &one, sizeof(one));
+}
+
+void HostConsolePort::set_listener(Listener* listener) {
+  std::lock_guard lock(listener_mutex_);
+  listener_ = listener;
+}
+
+void HostConsolePort::notify(bool input, bool output) {
+  if (!input && !output) return;
+  std::lock_guard lock(listener_mutex_);
+  if (listener_ == nullptr) return;
+  if (input) listener_->input_available();
+  if (output) listener_->output_space();
+}
+
+size_t HostConsolePort::input_pending() const {
+  std::lock_guard lock(mutex_);
+  return input_.size();
+}
+
+size_t HostConsolePort::read(std::span<std::byte> out) {
+  size_t taken = 0;
+  bool was_full = false;
+  {
+    std::lock_guard lock(mutex_);
+    was_full = input_.size() >= kInputCapacity;
+    taken = std::min(out.size(), input_.size());
+    std::copy_n(input_.begin(), taken, out.begin());
+    input_.erase(input_.begin(), input_.begin() + static_cast<std::ptrdiff_t>(taken));
+  }
+  if (was_full && taken > 0) wake();  // the I/O thread reads the host side again
+  return taken;
+}
+
+bool HostConsolePort::output_ready() const {
+  std::lock_guard lock(mutex_);
+  return output_.size() < kOutputCapacity;
+}
+
+void HostConsolePort::write(std::span<const std::byte> data) {
+  if (data.empty()) return;
+  {
+    std::lock_guard lock(mutex_);
+    output_.insert(output_.end(), data.begin(), data.end());
+  }
+  wake();
+}
+
+void HostConsolePort::drop_client() {
+  if (client_ >= 0) ::close(client_);
+  client_ = -1;
+}
+
+void HostConsolePort::run(std::stop_token stop) {
+  std::array<std::byte, kChunk> buffer;
+  while (!stop.stop_requested()) {
+    const bool socket_mode = fds_.listen >= 0;
+    const int input_fd = socket_mode ? client_ : fds_.input;
+    const int output_fd = socket_mode ? client_ : fds_.output;
+    bool want_input = false, want_output = false;
+    {
+      std::lock_guard lock(mutex_);
+      want_input = input_fd >= 0 && !input_closed_ && input_.size() < kInputCapacity;
+      want_output = output_fd >= 0 && !output_.empty();
+    }
+    std::array<pollfd, 4> polled{};
+    size_t count = 0;
+    polled[count++] = {wake_fd_, POLLIN, 0};
+    const size_t listen_slot = count;
+    if (socket_mode) polled[count++] = {fds_.listen, POLLIN, 0};
+    const size_t input_slot = count;
+    if (want_input) polled[count++] = {input_fd, POLLIN, 0};
+    const size_t output_slot = count;
+    if (want_output) polled[count++] = {output_fd, POLLOUT, 0};
+    // A connected client is watched for hang-ups even when neither direction is wanted.
+    const size_t client_slot = count;
+    const bool watch_client = socket_mode && client_ >= 0 && !want_input && !want_output;
+    if (watch_client) polled[count++] = {client_, 0, 0};
+    if (::poll(polled.data(), count, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (polled[0].revents & POLLIN) {
+      uint64_t ignored = 0;
+      [[maybe_unused]] ssize_t got = ::read(wake_fd_, &ignored, sizeof(ignored));
+    }
+    if (socket_mode && (polled[listen_slot].revents & POLLIN)) {
+      const int accepted = ::accept4(fds_.listen, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+      if (accepted >= 0) {
+        if (client_ >= 0) {
+          ::close(accepted);  // one client at a time
+        } else {
+          client_ = accepted;
+          std::lock_guard lock(mutex_);
+          input_closed_ = false;
+        }
+      }
+      continue;  // descriptors changed: poll again
+    }
+    bool input_arrived = false, output_freed = false, hang_up = false;
+    if (want_input && polled[input_slot].revents) {
+      size_t room = 0;
+      {
+        std::lock_guard lock(mutex_);
+        room = kInputCapacity - std::min(kInputCapacity, input_.size());
+      }
+      const ssize_t got = ::read(input_fd, buffer.data(), std::min(room, buffer.size()));
+      if (got > 0) {
+        std::lock_guard lock(mutex_);
+        input_.insert(input_.end(), buffer.begin(), buffer.begin() + got);
+        input_arrived = true;
+      } else if (got == 0 || (errno != EAGAIN && errno != EINTR)) {
+        hang_up = socket_mode;
+        std::lock_guard lock(mutex_);
+        input_closed_ = !socket_mode;  // stdin's EOF ends input; a client may come back
+      }
+    }
+    if (want_output && !hang_up && (polled[output_slot].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      size_t length = 0;
+      {
+        std::lock_guard lock(mutex_);
+        length = std::min(output_.size(), buffer.size());
+        std::copy_n(output_.begin(), length, buffer.begin());
+      }
+      const ssize_t sent = socket_mode ? ::send(output_fd, buffer.data(), length, MSG_NOSIGNAL)
+                                       : ::write(output_fd, buffer.data(), length);
+      std::lock_guard lock(mutex_);
+      const bool was_full = output_.size() >= kOutputCapacity;
+      if (sent > 0) {
+        output_.erase(output_.begin(), output_.begin() + sent);
+      } else if (sent < 0 && errno != EAGAIN && errno != EINTR) {
+        if (socket_mode) {
+          hang_up = true;
+        } else {
+          output_.clear();  // a broken stdout or file: drop output rather than stall the guest
+        }
+      }
+      output_freed = was_full && output_.size() < kOutputCapacity;
+    }
+    if (watch_client && (polled[client_slot].revents & (POLLHUP | POLLERR))) hang_up = true;
+    if (hang_up) drop_client();
+    notify(input_arrived, output_freed);
+  }
+}
+
+}  // namespace lamina::virtio

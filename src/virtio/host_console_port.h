@@ -1,0 +1,78 @@
+#pragma once
+// HostConsolePort: a ConsoleBackend on host file descriptors, for `lamina run --console-port`:
+//   stdio        guest output to stdout, stdin to the guest (bytes pass through untouched: no
+//                raw mode or escape keys; use it with --serial other than stdio);
+//   file:PATH    guest output written to PATH (created or truncated); no input;
+//   socket:PATH  a Unix stream socket listening at PATH (an existing socket file there is
+//                replaced; the file is removed on close); one client at a time, later ones
+//                are refused while one is connected; output waits in the buffer while no
+//                client is connected, so nothing the guest wrote before the client came is lost.
+// One I/O thread polls the descriptors and an eventfd; buffers are bounded (output 64 KiB,
+// input 4 KiB): a full output buffer makes output_ready() false, which holds the guest's
+// transmit queue (flow control, as a serial line with handshaking); input is read from the
+// host only while there is room.
+//
+// Ownership: owns its descriptors, the socket file and the I/O thread (stopped and joined by
+// the destructor). Thread-safety: see ConsoleBackend; one mutex guards the buffers, a second
+// one is held while the listener runs so set_listener() can wait for it.
+
+#include <deque>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "base/error.h"
+#include "virtio/console_backend.h"
+
+namespace lamina::virtio {
+
+class HostConsolePort final : public ConsoleBackend {
+ public:
+  static constexpr size_t kOutputCapacity = 64 * 1024;
+  static constexpr size_t kInputCapacity = 4096;
+
+  static Result<std::unique_ptr<HostConsolePort>> open_stdio();
+  static Result<std::unique_ptr<HostConsolePort>> open_file(const std::filesystem::path& path);
+  static Result<std::unique_ptr<HostConsolePort>> open_socket(const std::filesystem::path& path);
+  ~HostConsolePort() override;
+  HostConsolePort(const HostConsolePort&) = delete;
+  HostConsolePort& operator=(const HostConsolePort&) = delete;
+
+  void set_listener(Listener* listener) override;
+  size_t input_pending() const override;
+  size_t read(std::span<std::byte> out) override;
+  bool output_ready() const override;
+  void write(std::span<const std::byte> data) override;
+
+ private:
+  struct Descriptors {
+    int input = -1;   // stdin, or -1
+    int output = -1;  // stdout or the file, or -1 (socket mode: the client)
+    bool owns_output = false;
+    int listen = -1;  // socket mode
+    std::filesystem::path socket_path;
+  };
+  static Result<std::unique_ptr<HostConsolePort>> start(Descriptors descriptors);
+  explicit HostConsolePort(Descriptors descriptors, int wake);
+  void run(std::stop_token stop);
+  void wake() const;
+  void notify(bool input, bool output);
+  void drop_client();
+
+  Descriptors fds_;
+  int wake_fd_;
+  int client_ = -1;  // socket mode: the connected client (I/O thread only)
+
+  mutable std::mutex mutex_;
+  std::deque<std::byte> output_;
+  std::deque<std::byte> input_;
+  bool input_closed_ = false;
+
+  std::mutex listener_mutex_;
+  Listener* listener_ = nullptr;
+
+  std::jthread thread_;  // last: stopped before the rest is destroyed
+};
+
+}  // namespace lamina::virtio

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# `lamina run`'s virtio options: bad values are reported before anything starts, naming the
+# option; host ends that cannot be opened stop the run with one line.
+#   run_options_test.sh LAMINA
+set -uo pipefail
+lamina=$1
+source "$(dirname "$0")/../lib/check.sh"
+folder=$(mktemp -d)
+trap 'rm -rf "$folder"' EXIT
+
+check "run --help names --rng" 0 '--rng TEXT=host' -- "$lamina" run --help
+check "run --help names --console-port" 0 '--console-port TEXT=none' -- "$lamina" run --help
+check "run --rng bad" 2 "^lamina run: --rng: 'maybe' is not one of host, none$" -- \
+  "$lamina" run --rng maybe
+check "run --console-port bad" 2 "--console-port: 'tcp:80' is not one of" -- \
+  "$lamina" run --console-port tcp:80
+check "run --console-port socket: without a path" 2 "--console-port: 'socket:'" -- \
+  "$lamina" run --console-port socket:
+check "run --console-port stdio with --serial stdio" 2 'already belong to --serial stdio' -- \
+  "$lamina" run --console-port stdio
+check "run --console-port in a missing folder" 2 "--console-port: folder '/nonexistent' does not" -- \
+  "$lamina" run --console-port file:/nonexistent/out.txt
+touch "$folder/not-a-socket"
+check "run --console-port socket over a regular file" 1 'exists and is not a socket' -- \
+  "$lamina" run --kernel "$0" --serial none --console-port "socket:$folder/not-a-socket"
+[[ -f $folder/not-a-socket ]] || { echo "FAIL: the regular file was removed"; failures=$((failures + 1)); }
+exit $((failures > 0))

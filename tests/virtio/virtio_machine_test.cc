@@ -1,0 +1,168 @@
+// The machine wiring of virtio devices: MachineBuilder plugs one virtio-pci function per
+// factory into bus 0 from slot 1 with BARs assigned inside the PCI window and decoding on; a
+// factory's error or too many devices stop the build; SharedIrqLine is a wired OR; and
+// add_virtio_devices turns a VmConfig into the right factories.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "base/byte_order.h"
+#include "machine/machine_builder.h"
+#include "machine/pci_resources.h"
+#include "machine/shared_irq_line.h"
+#include "machine/virtio_devices.h"
+#include "virtio/virtio_pci_layout.h"
+#include "virtio/virtio_rng.h"
+
+namespace lamina::machine {
+namespace {
+
+// A Multiboot v1 kernel (a.out kludge) that only halts: enough for MachineBuilder to build.
+class HaltKernel {
+ public:
+  HaltKernel()
+      : path_(std::filesystem::temp_directory_path() /
+              ("lamina-virtio-machine-" + std::to_string(::getpid()) + ".bin")) {
+    constexpr uint32_t kMagic = 0x1BADB002, kFlags = 1u << 16, kLoad = 0x100000, kHeader = 32;
+    const uint8_t code[] = {0xf4, 0xeb, 0xfd};  // hlt; jmp hlt
+    const uint32_t end = kLoad + kHeader + sizeof(code);
+    const uint32_t words[] = {kMagic, kFlags,         static_cast<uint32_t>(-(kMagic + kFlags)),
+                              kLoad,  kLoad,          end,
+                              end,    kLoad + kHeader};
+    std::ofstream file(path_, std::ios::binary);
+    file.write(reinterpret_cast<const char*>(words), sizeof(words));
+    file.write(reinterpret_cast<const char*>(code), sizeof(code));
+  }
+  ~HaltKernel() { std::filesystem::remove(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+MachineOptions small_machine(const HaltKernel& kernel) {
+  MachineOptions options;
+  options.kernel = kernel.path();
+  options.memory_bytes = 64 << 20;
+  return options;
+}
+
+uint32_t ecam_read(Machine& machine, unsigned slot, uint16_t offset) {
+  std::byte bytes[4];
+  machine.pci_host().ecam().read((uint64_t{slot} << 15) | offset, bytes);
+  return load_le<uint32_t>(bytes);
+}
+
+VirtioDeviceFactory rng_factory() {
+  return [] {
+    return Result<std::unique_ptr<virtio::VirtioDevice>>(std::make_unique<virtio::VirtioRng>());
+  };
+}
+
+TEST(VirtioMachineTest, FunctionsGetSlotsBarsAndDecoding) {
+  HaltKernel kernel;
+  MachineOptions options = small_machine(kernel);
+  options.virtio_devices = {rng_factory(), rng_factory(), rng_factory()};
+  auto machine = MachineBuilder::build(options);
+  ASSERT_TRUE(machine) << machine.error().message();
+  ASSERT_EQ((*machine)->virtio_functions().size(), 3u);
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (unsigned slot = 1; slot <= 3; ++slot) {
+    SCOPED_TRACE(slot);
+    EXPECT_EQ(ecam_read(**machine, slot, 0x00), 0x10441af4u);
+    EXPECT_EQ(ecam_read(**machine, slot, 0x04) & 0x7, 0x6u) << "memory and bus master; no I/O BARs";
+    EXPECT_EQ(ecam_read(**machine, slot, 0x3c) & 0xff, 16 + slot % 4) << "GSI per _PRT";
+    auto& function = *(*machine)->virtio_functions()[slot - 1];
+    for (unsigned bar : {virtio::pci::kRegisterBar, virtio::pci::kMsixBar}) {
+      const auto mapped = function.bar_mapping(bar);
+      ASSERT_TRUE(mapped) << "BAR" << bar;
+      const uint64_t size = bar == virtio::pci::kRegisterBar ? function.register_bar_size()
+                                                             : function.msix_bar_size();
+      EXPECT_EQ(*mapped % size, 0u) << "naturally aligned";
+      EXPECT_GE(*mapped, kPciMmio32Start);
+      EXPECT_LE(*mapped + size, kPciMmio32End);
+      ranges.push_back({*mapped, *mapped + size});
+    }
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) EXPECT_LE(ranges[i - 1].second, ranges[i].first);
+  EXPECT_EQ(ecam_read(**machine, 4, 0x00), 0xffffffffu) << "nothing in slot 4";
+}
+
+TEST(VirtioMachineTest, FactoryErrorsAndTooManyDevicesStopTheBuild) {
+  HaltKernel kernel;
+  MachineOptions options = small_machine(kernel);
+  options.virtio_devices.push_back([]() -> Result<std::unique_ptr<virtio::VirtioDevice>> {
+    return fail(ErrorCode::kNotFound, "--disk: 'missing.vhd' does not exist");
+  });
+  auto failed = MachineBuilder::build(options);
+  ASSERT_FALSE(failed);
+  EXPECT_NE(failed.error().message().find("missing.vhd"), std::string::npos);
+
+  options.virtio_devices.assign(32, rng_factory());
+  auto crowded = MachineBuilder::build(options);
+  ASSERT_FALSE(crowded);
+  EXPECT_EQ(crowded.error().code(), ErrorCode::kInvalidArgument);
+  options.virtio_devices.assign(31, rng_factory());
+  EXPECT_TRUE(MachineBuilder::build(options)) << "slots 1-31 hold 31 functions";
+}
+
+TEST(VirtioMachineTest, VmConfigBecomesFactories) {
+  VmConfig config;
+  config.serial.kind = SerialKind::kNone;
+  auto ends = open_virtio_host_ends(config);
+  ASSERT_TRUE(ends);
+  MachineOptions options;
+  add_virtio_devices(config, *ends, options);
+  ASSERT_EQ(options.virtio_devices.size(), 1u) << "rng by default, no console port";
+  auto device = options.virtio_devices[0]();
+  ASSERT_TRUE(device);
+  EXPECT_EQ((*device)->type(), virtio::DeviceType::kEntropy);
+
+  config.rng = false;
+  config.console_port = {ConsolePortKind::kFile,
+                         std::filesystem::temp_directory_path() /
+                             ("lamina-virtio-port-" + std::to_string(::getpid()))};
+  ASSERT_TRUE(validate(config));
+  ends = open_virtio_host_ends(config);
+  ASSERT_TRUE(ends) << ends.error().message();
+  options.virtio_devices.clear();
+  add_virtio_devices(config, *ends, options);
+  ASSERT_EQ(options.virtio_devices.size(), 1u);
+  EXPECT_EQ((*options.virtio_devices[0]())->type(), virtio::DeviceType::kConsole);
+  std::filesystem::remove(config.console_port.path);
+
+  EXPECT_FALSE(parse_console_port("socket:"));
+  EXPECT_FALSE(parse_console_port("tcp:1234"));
+  EXPECT_EQ(parse_console_port("socket:/tmp/x")->kind, ConsolePortKind::kSocket);
+  EXPECT_FALSE(parse_rng("on"));
+  config.console_port = {ConsolePortKind::kStdio, {}};
+  config.serial.kind = SerialKind::kStdio;
+  EXPECT_FALSE(validate(config)) << "stdin cannot serve two consoles";
+}
+
+class Level final : public hw::IrqLine {
+ public:
+  void set_level(bool asserted) override { changes.push_back(asserted); }
+  std::vector<bool> changes;
+};
+
+TEST(VirtioMachineTest, SharedIrqLineIsAWiredOr) {
+  Level target;
+  SharedIrqLine shared(target);
+  hw::IrqLine& a = shared.add_source();
+  hw::IrqLine& b = shared.add_source();
+  a.set_level(true);
+  b.set_level(true);
+  a.set_level(false);
+  a.set_level(false);  // no change
+  EXPECT_EQ(target.changes, std::vector<bool>{true}) << "still asserted by b";
+  b.set_level(false);
+  EXPECT_EQ(target.changes, (std::vector<bool>{true, false}));
+}
+
+}  // namespace
+}  // namespace lamina::machine
