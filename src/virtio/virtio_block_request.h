@@ -56,7 +56,10 @@ enum class BlockStatus : uint8_t { kOk = 0, kIoError = 1, kUnsupported = 2 };
 inline constexpr uint64_t kBlockHeaderSize = 16;        // le32 type, le32 reserved, le64 sector
 inline constexpr uint64_t kBlockSegmentSize = 16;       // struct virtio_blk_discard_write_zeroes
 inline constexpr size_t kBlockIdLength = 20;            // VIRTIO_BLK_T_GET_ID
-inline constexpr uint32_t kBlockSegMax = 254;           // queue size 256 minus header and status
+// Data segments per request: Linux puts header + seg_max segments + status in one indirect
+// table, and the Virtqueue counts the ring's indirect descriptor as well against the queue size
+// (256), so 253 is the most that fits (254 made full 1 MiB requests a driver error).
+inline constexpr uint32_t kBlockSegMax = 253;
 inline constexpr uint32_t kBlockMaxDiscardSectors = uint32_t{1} << 22;  // 2 GiB per segment
 inline constexpr uint32_t kBlockMaxDiscardSegments = 32;
 inline constexpr uint32_t kBlockDiscardAlignment = 8;  // sectors (4 KiB)

@@ -43,7 +43,7 @@ TEST_P(VirtioBlockRequestTest, ConfigurationSpaceDescribesTheDisk) {
   std::array<std::byte, VirtioBlock::kConfigSize> config{};
   device_->read_config(0, config);
   EXPECT_EQ(load_le<uint64_t>(&config[0]), 16 * kMiB / 512);  // capacity
-  EXPECT_EQ(load_le<uint32_t>(&config[12]), 254u);             // seg_max
+  EXPECT_EQ(load_le<uint32_t>(&config[12]), kBlockSegMax);      // seg_max
   EXPECT_EQ(load_le<uint32_t>(&config[20]), 512u);             // blk_size
   EXPECT_GT(load_le<uint32_t>(&config[36]), 0u);               // max_discard_sectors
   EXPECT_GT(load_le<uint32_t>(&config[40]), 0u);               // max_discard_seg
@@ -114,6 +114,38 @@ TEST_P(VirtioBlockRequestTest, ScatteredBuffersAndSharedDescriptorsFollowMessage
   EXPECT_EQ(got.status, kOk);
   EXPECT_EQ(got.used, data.size() + 1);
   EXPECT_EQ(get(in, data.size()), data);
+}
+
+TEST_P(VirtioBlockRequestTest, LargestRequestInOneIndirectTableCompletes) {
+  attach(make_disk(), true);
+  start();
+  // As Linux builds it: header, seg_max page-sized segments (not contiguous), status, all in
+  // one indirect table behind a single ring descriptor.
+  const uint32_t segments = kBlockSegMax;
+  const auto data = pattern_bytes(uint64_t{segments} * 4096, 12);
+  const uint64_t table = allocate(16ull * (segments + 2));
+  const uint64_t status = status_buffer();
+  const uint64_t head = header(1, 8);
+  auto entry = [&](uint16_t index, uint64_t address, uint32_t length, uint16_t flags) {
+    driver_->set_descriptor(table, index, address, length, flags, index + 1);
+  };
+  entry(0, head, 16, kDescriptorNext);
+  for (uint32_t i = 0; i < segments; ++i) {
+    const uint64_t page = put(std::span(data).subspan(i * 4096ull, 4096));
+    allocate(4096);  // a gap, so pages do not merge
+    entry(static_cast<uint16_t>(1 + i), page, 4096, kDescriptorNext);
+  }
+  entry(static_cast<uint16_t>(segments + 1), status, 1, kDescriptorWrite);
+  const uint16_t ring_head = 0;
+  driver_->set_descriptor(driver_->layout().descriptor_table, ring_head, table,
+                          16 * (segments + 2), kDescriptorIndirect, 0);
+  driver_->publish(ring_head);
+  device_->queue_notify(0);
+  device_->wait_idle();
+  ASSERT_EQ(driver_->used_index(), 1);
+  EXPECT_EQ(status_at(status), kOk);
+  EXPECT_TRUE(transport_.errors().empty());
+  EXPECT_EQ(read_image(path_, 8 * 512, data.size()), data);
 }
 
 TEST_P(VirtioBlockRequestTest, BuffersThatSplitSectorsGoThroughTheBounceBuffer) {

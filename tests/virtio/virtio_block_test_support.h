@@ -26,6 +26,7 @@ namespace lamina::virtio::test {
 // Descriptor flags and ring flags (sections 2.7.5, 2.7.7, 2.7.8).
 inline constexpr uint16_t kDescriptorNext = 1;
 inline constexpr uint16_t kDescriptorWrite = 2;
+inline constexpr uint16_t kDescriptorIndirect = 4;
 inline constexpr uint16_t kAvailNoInterrupt = 1;
 inline constexpr uint16_t kUsedNoNotify = 1;
 
