@@ -1,5 +1,6 @@
 #include "machine/virtio_devices.h"
 
+#include "virtio/virtio_block.h"
 #include "virtio/virtio_console.h"
 #include "virtio/virtio_rng.h"
 
@@ -17,6 +18,11 @@ Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config) {
   }
   if (!opened) return fail(opened.error());
   ends.console_port = std::move(*opened);
+  for (const virtio::DiskSpec& disk : config.disks) {
+    auto image = virtio::open_disk(disk);
+    if (!image) return fail(image.error());
+    ends.disks.push_back(std::move(*image));
+  }
   return ends;
 }
 
@@ -29,6 +35,14 @@ void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOpt
   if (ends.console_port) {
     options.virtio_devices.push_back([port = ends.console_port.get()] {
       return DeviceResult(std::make_unique<virtio::VirtioConsole>(*port));
+    });
+  }
+  // Disks in --disk order, so the first is /dev/vda in a Linux guest.
+  for (const virtio::OpenedDisk& disk : ends.disks) {
+    options.virtio_devices.push_back([&disk]() -> DeviceResult {
+      auto device = virtio::make_virtio_block(disk);
+      if (!device) return fail(device.error());
+      return DeviceResult(std::move(*device));
     });
   }
 }

@@ -11,16 +11,19 @@
 // outlive every Machine built with those options. Thread-safety: build-time only.
 
 #include <memory>
+#include <vector>
 
 #include "base/error.h"
 #include "machine/machine_builder.h"
 #include "machine/vm_config.h"
 #include "virtio/host_console_port.h"
+#include "virtio/virtio_block_setup.h"
 
 namespace lamina::machine {
 
 struct VirtioHostEnds {
   std::unique_ptr<virtio::HostConsolePort> console_port;  // null for --console-port none
+  std::vector<virtio::OpenedDisk> disks;  // one per --disk, images open for the whole run
 };
 
 // Opens what the config's devices need on the host (errors name the option).

@@ -113,6 +113,7 @@ Result<void> validate(const VmConfig& config) {
                                                     parent.string()));
     }
   }
+  if (auto disks = virtio::validate_disks(config.disks); !disks) return disks;
   return {};
 }
 

@@ -6,8 +6,10 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
+#include "virtio/virtio_block_setup.h"
 
 namespace lamina::machine {
 
@@ -39,6 +41,7 @@ struct VmConfig {
   RebootAction on_reboot = RebootAction::kExit;
   bool rng = true;  // virtio-rng fed from the host's getrandom
   ConsolePortConfig console_port;
+  std::vector<virtio::DiskSpec> disks;  // --disk, in order (vda, vdb, ...)
 };
 
 inline constexpr uint32_t kMaxCpus = 64;
