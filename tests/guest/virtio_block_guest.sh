@@ -11,7 +11,9 @@
 #                         serial given on the command line shows in /sys/block/vda/serial;
 #                       readonly: /sys/block/vda/ro is 1, a write fails, the image is unchanged;
 #                       formats: a qcow2 (read-only) and a VHDX disk read back in the guest;
-#                       discard: blkdiscard in the guest frees the VHD's blocks.
+#                       discard: blkdiscard in the guest frees the VHD's blocks;
+#                       cli_errors: bad --disk values stop `lamina run` before it boots, with
+#                         exit status 2 and a line naming the problem (no guest needed).
 set -euo pipefail
 vmm="" lamina="" guest="" scenario=""
 while [[ $# -gt 0 ]]; do
@@ -23,7 +25,8 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-[[ -f $guest/vmlinuz && -f $guest/initrd.img ]] || { echo "no default guest in '$guest'"; exit 1; }
+[[ $scenario == cli_errors || ( -f $guest/vmlinuz && -f $guest/initrd.img ) ]] ||
+  { echo "no default guest in '$guest'"; exit 1; }
 [[ -x $lamina ]] || { echo "--lamina PATH is needed (for lamina disk)"; exit 2; }
 command -v qemu-img >/dev/null || { echo "SKIP: qemu-img is not installed"; exit 0; }
 
@@ -72,6 +75,26 @@ boot() {  # boot COMMAND: runs the guest with $disks and the command on the kern
 pattern() { { seq "$1" $(($1 + $2)) || true; } | head -c "$2"; }
 
 case $scenario in
+  cli_errors)
+    source "$(dirname "${BASH_SOURCE[0]}")/../lib/check.sh"
+    truncate -s 1M "$work/disk.raw"
+    qemu-img create -q -f qcow2 "$work/disk.qcow2" 1M
+    # A kernel that is never booted: every check fails before anything starts.
+    kernel=(--kernel "$work/disk.raw")
+    set +e  # check() looks at each command's status itself
+    check "missing image" 2 "--disk $work/none.vhd: no such file" -- \
+      "$lamina" run "${kernel[@]}" --disk "$work/none.vhd"
+    check "a folder" 2 "not a regular file" -- "$lamina" run "${kernel[@]}" --disk "$work"
+    check "unknown option" 2 "unknown or repeated option 'ro'" -- \
+      "$lamina" run "${kernel[@]}" --disk "$work/disk.raw,ro"
+    check "serial too long" 2 "at most 20" -- \
+      "$lamina" run "${kernel[@]}" --disk "$work/disk.raw,serial=ABCDEFGHIJKLMNOPQRSTU"
+    check "qcow2 without readonly" 2 "qcow2 images are read-only in Lamina; add ',readonly'" -- \
+      "$lamina" run "${kernel[@]}" --disk "$work/disk.qcow2"
+    check "one image twice" 2 "attached twice" -- \
+      "$lamina" run "${kernel[@]}" --disk "$work/disk.raw" --disk "$work/disk.raw,readonly"
+    [[ $failures -eq 0 ]] || exit 1
+    ;;
   vhd_pattern)
     "$lamina" disk create --size 64M "$work/disk.vhd" >/dev/null
     first=$((RANDOM * 7 + 1000)) bytes=$((3 * 1024 * 1024)) sector=4000
