@@ -142,9 +142,9 @@ case $scenario in
     grep -qx "disk-VHDX-DISK=$expected" "$log" || fail "the VHDX disk reads wrong in the guest"
     ;;
   discard)
-    "$lamina" disk create --size 16M "$work/disk.vhd" >/dev/null
+    "$lamina" disk create --size 8M "$work/disk.vhd" >/dev/null
     disks=("$work/disk.vhd|vpc|")
-    boot "seq 1 2000000 | head -c 8388608 > /tmp/p && dd if=/tmp/p of=/dev/vda bs=1M conv=fsync 2>/dev/null && echo filled && echo discard-max=\$(cat /sys/block/vda/queue/discard_max_bytes) && blkdiscard /dev/vda && sync && echo discarded"
+    boot "seq 1 1000000 | head -c 4194304 > /tmp/p && dd if=/tmp/p of=/dev/vda bs=1M conv=fsync 2>/dev/null && echo filled && echo discard-max=\$(cat /sys/block/vda/queue/discard_max_bytes) && blkdiscard /dev/vda && sync && echo discarded"
     grep -qx "filled" "$log" || fail "the guest could not fill the disk"
     grep -qx "discarded" "$log" || fail "blkdiscard failed in the guest"
     grep -q "^discard-max=[1-9]" "$log" || fail "the disk does not advertise discard"
