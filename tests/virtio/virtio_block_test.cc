@@ -1,6 +1,7 @@
 // virtio-blk requests through the real device, queue and image files (raw and VHD dynamic).
 
 #include <algorithm>
+#include <atomic>
 
 #include "virtio_block_fixture.h"
 
@@ -381,6 +382,65 @@ TEST_P(VirtioBlockRequestTest, ReadOnlyDiskRefusesWritesAndOffersRo) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Formats, VirtioBlockRequestTest, ::testing::Values("raw", "vhd"));
+
+// A real image whose host operations can be made to fail, as a dying disk or a full file
+// system would (the image formats themselves never fail on demand).
+class FaultyDisk final : public storage::BlockDevice {
+ public:
+  explicit FaultyDisk(std::unique_ptr<storage::BlockDevice> inner) : inner_(std::move(inner)) {}
+  std::atomic<bool> failing{false};
+
+  uint64_t size() const override { return inner_->size(); }
+  bool read_only() const override { return inner_->read_only(); }
+  Result<void> read(uint64_t offset, std::span<std::byte> data) override {
+    return failing ? refuse() : inner_->read(offset, data);
+  }
+  Result<void> write(uint64_t offset, std::span<const std::byte> data) override {
+    return failing ? refuse() : inner_->write(offset, data);
+  }
+  Result<void> flush() override { return failing ? refuse() : inner_->flush(); }
+  Result<void> discard(uint64_t offset, uint64_t length) override {
+    return failing ? refuse() : inner_->discard(offset, length);
+  }
+  Result<void> write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) override {
+    return failing ? refuse() : inner_->write_zeroes(offset, length, may_unmap);
+  }
+
+ private:
+  static Result<void> refuse() { return fail(ErrorCode::kIo, "injected: input/output error"); }
+  std::unique_ptr<storage::BlockDevice> inner_;
+};
+
+class VirtioBlockIoErrorTest : public VirtioBlockFixture {};
+
+TEST_F(VirtioBlockIoErrorTest, ImageFailuresAnswerIoErrorAndTheDeviceCarriesOn) {
+  auto image = storage::open_image(make_vhd("disk.vhd", 16 * kMiB, "dynamic"), true);
+  ASSERT_TRUE(image.has_value());
+  auto disk = std::make_shared<FaultyDisk>(std::move(*image));
+  auto device = VirtioBlock::create(disk, "");
+  ASSERT_TRUE(device.has_value());
+  device_ = std::move(*device);
+  start();
+  const auto data = pattern_bytes(4096, 13);
+  ASSERT_EQ(write(0, data).status, kOk);
+
+  disk->failing = true;
+  std::vector<std::byte> back;
+  Outcome got = read(0, 4096, back);
+  EXPECT_EQ(got.status, kIoError);
+  EXPECT_EQ(got.used, 0u);  // no data was written before the status
+  EXPECT_EQ(write(8, data).status, kIoError);
+  EXPECT_EQ(flush().status, kIoError);
+  EXPECT_EQ(ranges(11, {{0, 8, 0}}).status, kIoError);
+  EXPECT_EQ(ranges(13, {{0, 8, 0}}).status, kIoError);
+
+  // Not a driver error: the device goes on serving once the host recovers.
+  disk->failing = false;
+  EXPECT_TRUE(transport_.errors().empty());
+  got = read(0, 4096, back);
+  EXPECT_EQ(got.status, kOk);
+  EXPECT_EQ(back, data);
+}
 
 TEST(VirtioBlockSerialTest, SerialsAreCheckedAndDerivedStably) {
   EXPECT_TRUE(check_block_serial("").has_value());
