@@ -8,7 +8,6 @@
 #include <cerrno>
 #include <cstring>
 #include <thread>
-#include <variant>
 
 #include "net/switch_protocol.h"
 
@@ -18,19 +17,17 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Nobody answered at the socket path: no daemon, a dead one, or one that is just exiting.
-struct NotListening {};
-
 int milliseconds_until(Clock::time_point deadline) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   return static_cast<int>(std::max<int64_t>(left.count(), 0));
 }
 
-// Connects to `path`, says hello and waits for the welcome. A fatal error is one that retrying
-// will not fix (the switch refused the port).
-Result<std::variant<NotListening, std::unique_ptr<SwitchPort>>> try_connect(
-    const SwitchPaths& paths, const std::string& label, Clock::time_point deadline) {
-  using Answer = std::variant<NotListening, std::unique_ptr<SwitchPort>>;
+// Connects to `path`, says hello and waits for the welcome. A null port means nobody answered
+// at the socket path (no daemon, a dead one, or one that is just exiting); an error is one
+// that retrying will not fix (the switch refused the port).
+Result<std::unique_ptr<SwitchPort>> try_connect(const SwitchPaths& paths, const std::string& label,
+                                                Clock::time_point deadline) {
+  const auto not_listening = [] { return std::unique_ptr<SwitchPort>(); };
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return fail(ErrorCode::kIo, fmt::format("socket: {}", std::strerror(errno)));
   sockaddr_un address{};
@@ -38,25 +35,25 @@ Result<std::variant<NotListening, std::unique_ptr<SwitchPort>>> try_connect(
   std::memcpy(address.sun_path, paths.socket.c_str(), paths.socket.native().size() + 1);
   if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0) {
     // ENOENT/ECONNREFUSED: no listener; EAGAIN: its backlog is full, try again shortly.
-    if (errno == ENOENT || errno == ECONNREFUSED || errno == EAGAIN) return Answer(NotListening{});
+    if (errno == ENOENT || errno == ECONNREFUSED || errno == EAGAIN) return not_listening();
     return fail(ErrorCode::kIo, fmt::format("cannot connect to {}: {}", paths.socket.string(),
                                             std::strerror(errno)));
   }
   std::string hello = encode_hello({SwitchRole::kPort, label});
   if (::send(fd.get(), hello.data(), hello.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(hello.size())) {
-    return Answer(NotListening{});
+    return not_listening();
   }
   pollfd polled{fd.get(), POLLIN, 0};
   int ready = ::poll(&polled, 1, std::max(milliseconds_until(deadline), 1));
-  if (ready <= 0) return Answer(NotListening{});
+  if (ready <= 0) return not_listening();
   char reply[1024];
   ssize_t length = ::recv(fd.get(), reply, sizeof(reply), 0);
   // A daemon that closed its listener as we connected resets us: retry from the start.
-  if (length <= 0) return Answer(NotListening{});
+  if (length <= 0) return not_listening();
   auto port = decode_welcome(std::string_view(reply, static_cast<size_t>(length)));
   if (!port) return fail(port.error());
-  return Answer(std::make_unique<SwitchPort>(paths.name, *port, std::move(fd)));
+  return std::make_unique<SwitchPort>(paths.name, *port, std::move(fd));
 }
 
 }  // namespace
@@ -114,7 +111,7 @@ Result<std::unique_ptr<SwitchPort>> connect_switch(std::string_view name,
   for (;;) {
     auto answer = try_connect(*paths, options.label, deadline);
     if (!answer) return fail(answer.error().with_context(fmt::format("switch {}", name)));
-    if (auto* port = std::get_if<std::unique_ptr<SwitchPort>>(&*answer)) return std::move(*port);
+    if (*answer) return std::move(*answer);
     if (!options.auto_start) {
       return fail(ErrorCode::kNotFound,
                   fmt::format("switch {}: no switch daemon is running (start one with 'lamina "
