@@ -86,6 +86,8 @@ std::byte* GuestMemory::host_pointer(uint64_t guest_physical, uint64_t length) c
 }
 
 Result<void> GuestMemory::read(uint64_t guest_physical, std::span<std::byte> data) const {
+  // An empty span may carry a null pointer, which memcpy must never see.
+  if (data.empty()) return {};
   std::byte* host = host_pointer(guest_physical, data.size());
   if (host == nullptr) {
     return fail(ErrorCode::kInvalidArgument,
@@ -96,6 +98,7 @@ Result<void> GuestMemory::read(uint64_t guest_physical, std::span<std::byte> dat
 }
 
 Result<void> GuestMemory::write(uint64_t guest_physical, std::span<const std::byte> data) {
+  if (data.empty()) return {};
   std::byte* host = host_pointer(guest_physical, data.size());
   if (host == nullptr) {
     return fail(ErrorCode::kInvalidArgument,

@@ -14,6 +14,7 @@
 #include "machine/serial_console.h"
 #include "machine/virtio_devices.h"
 #include "machine/vm_config.h"
+#include "virtio/virtio_block_setup.h"
 
 namespace lamina::cli {
 
@@ -31,6 +32,7 @@ struct RunOptions {
   std::string on_reboot = "exit";
   std::string rng = "host";
   std::string console_port = "none";
+  std::vector<std::string> disks;
   std::vector<std::string> networks;  // --net, repeatable
 };
 
@@ -63,6 +65,11 @@ machine::VmConfig to_config(const RunOptions& options) {
   auto console_port = machine::parse_console_port(options.console_port);
   if (!console_port) report_bad_option(console_port.error());
   config.console_port = *console_port;
+  for (const std::string& text : options.disks) {
+    auto disk = virtio::parse_disk_spec(text);
+    if (!disk) report_bad_option(disk.error());
+    config.disks.push_back(std::move(*disk));
+  }
   for (const std::string& text : options.networks) {
     auto network = machine::parse_network(text);
     if (!network) report_bad_option(network.error());
@@ -200,6 +207,11 @@ void add_run_command(CLI::App& app) {
                   "--serial other than stdio), file:PATH (output only) or socket:PATH (a Unix "
                   "socket lamina listens on; one client at a time)")
       ->capture_default_str();
+  run->add_option("--disk", options->disks,
+                  "A virtio disk: PATH[,readonly][,serial=S]; repeat for more disks (the first "
+                  "is /dev/vda in Linux). Any image format `lamina disk` reads; qcow2 and VMDK "
+                  "need readonly. The serial (at most 20 characters) defaults to one derived "
+                  "from the path");
   run->add_option("--net", options->networks,
                   "Network card (virtio-net), once per card: switch:NAME[,mac=M] (the Lamina "
                   "virtual switch NAME, started when none runs) or tap:IFNAME[,mac=M]; without "

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "virtio/virtio_block.h"
 #include "virtio/virtio_console.h"
 #include "virtio/virtio_net.h"
 #include "virtio/virtio_rng.h"
@@ -53,6 +54,11 @@ Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string
   }
   if (!opened) return fail(opened.error());
   ends.console_port = std::move(*opened);
+  for (const virtio::DiskSpec& disk : config.disks) {
+    auto image = virtio::open_disk(disk);
+    if (!image) return fail(image.error());
+    ends.disks.push_back(std::move(*image));
+  }
   // A missing switch daemon is started from this binary (`lamina switch serve NAME`).
   net::SwitchConnectOptions switch_options;
   switch_options.label = std::string(label);
@@ -75,6 +81,14 @@ void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOpt
   if (ends.console_port) {
     options.virtio_devices.push_back([port = ends.console_port.get()] {
       return DeviceResult(std::make_unique<virtio::VirtioConsole>(*port));
+    });
+  }
+  // Disks in --disk order, so the first is /dev/vda in a Linux guest.
+  for (const virtio::OpenedDisk& disk : ends.disks) {
+    options.virtio_devices.push_back([&disk]() -> DeviceResult {
+      auto device = virtio::make_virtio_block(disk);
+      if (!device) return fail(device.error());
+      return DeviceResult(std::move(*device));
     });
   }
   for (size_t i = 0; i < config.networks.size() && i < ends.network_ports.size(); ++i) {

@@ -18,11 +18,13 @@
 #include "machine/vm_config.h"
 #include "net/frame_port.h"
 #include "virtio/host_console_port.h"
+#include "virtio/virtio_block_setup.h"
 
 namespace lamina::machine {
 
 struct VirtioHostEnds {
   std::unique_ptr<virtio::HostConsolePort> console_port;  // null for --console-port none
+  std::vector<virtio::OpenedDisk> disks;  // one per --disk, images open for the whole run
   // One per --net, in order: a switch port or a tap. Each boot's VirtioNet borrows its port
   // through an adapter, so the switch keeps the VM's port and MAC across restarts.
   std::vector<std::unique_ptr<net::FramePort>> network_ports;

@@ -120,6 +120,7 @@ Result<void> validate(const VmConfig& config) {
                                                     parent.string()));
     }
   }
+  if (auto disks = virtio::validate_disks(config.disks); !disks) return disks;
   if (auto networks = virtio::validate_networks(config.networks); !networks) return networks;
   return {};
 }

@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "net/network_option.h"
+#include "virtio/virtio_block_setup.h"
 
 namespace lamina::machine {
 
@@ -41,6 +42,7 @@ struct VmConfig {
   RebootAction on_reboot = RebootAction::kExit;
   bool rng = true;  // virtio-rng fed from the host's getrandom
   ConsolePortConfig console_port;
+  std::vector<virtio::DiskSpec> disks;  // --disk, in order (vda, vdb, ...)
   std::vector<net::NetworkOption> networks;  // one virtio-net card per --net, in order
 };
 

@@ -168,6 +168,9 @@ Result<std::optional<DescriptorChain>> Virtqueue::pop() {
     }
     const Descriptor descriptor = read_descriptor(descriptors_, index);
     if (descriptor.flags & kDescriptorIndirect) {
+      // The descriptor naming the table carries no buffer; Linux fills a table with up to
+      // queue-size entries of its own (virtio-blk: header, seg_max segments, status).
+      --steps;
       if (auto walked = walk_indirect(chain, descriptor, steps); !walked) return fail(walked.error());
       break;
     }

@@ -159,6 +159,24 @@ TEST_F(VirtqueueTest, IndirectTablesAreWalkedWhenNegotiated) {
   expect_driver_error(without_feature, "without the feature");
 }
 
+// Linux fills an indirect table with up to queue-size entries (virtio-blk: header, seg_max
+// segments, status); the ring descriptor naming the table is not one of them.
+TEST_F(VirtqueueTest, IndirectTableOfExactlyQueueSizeEntriesIsAccepted) {
+  TestDriver driver(*memory_, 8, kRingBase, kDataBase);
+  const uint64_t table = driver.allocate(8 * 16);
+  const uint64_t buffer = driver.allocate(64);
+  for (uint16_t i = 0; i < 8; ++i) {
+    driver.set_descriptor(table, i, buffer, 8, static_cast<uint16_t>(i + 1 < 8 ? 1 : 2), i + 1);
+  }
+  driver.set_descriptor(driver.layout().descriptor_table, 0, table, 8 * 16, 4, 0);
+  driver.publish(0);
+  Virtqueue queue = make_queue(driver, false, true);
+  auto popped = queue.pop();
+  ASSERT_TRUE(popped && popped->has_value()) << (popped ? "" : popped.error().message());
+  EXPECT_EQ((*popped)->readable.size(), 7u);
+  EXPECT_EQ((*popped)->writable.size(), 1u);
+}
+
 TEST_F(VirtqueueTest, HostileChainsAreDriverErrorsNotHangs) {
   struct Case {
     const char* name;

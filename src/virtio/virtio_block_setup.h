@@ -1,0 +1,44 @@
+#pragma once
+// From a user's disk description to a VirtioBlock: parses `--disk PATH[,readonly][,serial=S]`,
+// checks it before anything starts (the file exists, its format is detected, a format Lamina
+// only reads is attached read-only, the serial is valid), and opens the image.
+//
+// Thread-safety: free functions on values; opening takes the image's lock (one writer).
+
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "base/error.h"
+#include "virtio/virtio_block.h"
+
+namespace lamina::virtio {
+
+struct DiskSpec {
+  std::string path;
+  bool read_only = false;
+  std::string serial;  // empty: derived from the path (derive_block_serial)
+};
+
+// "PATH[,readonly][,serial=S]" (options in any order; a path cannot contain a comma).
+[[nodiscard]] Result<DiskSpec> parse_disk_spec(std::string_view text);
+
+// Checks one disk and, across the list, that no image is attached twice while writable.
+// Errors name the --disk value and what to change.
+[[nodiscard]] Result<void> validate_disks(std::span<const DiskSpec> disks);
+
+// An image opened for a VM's lifetime (it outlives the Machines of a --on-reboot restart),
+// with the serial its devices answer.
+struct OpenedDisk {
+  std::shared_ptr<storage::BlockDevice> image;
+  std::string serial;
+};
+
+// Opens the image (read-write unless read_only; a writer holds the image's lock) and settles
+// the serial (the given one, or derive_block_serial()).
+[[nodiscard]] Result<OpenedDisk> open_disk(const DiskSpec& disk);
+// A fresh device on an opened disk (one per Machine).
+[[nodiscard]] Result<std::unique_ptr<VirtioBlock>> make_virtio_block(const OpenedDisk& disk);
+
+}  // namespace lamina::virtio
