@@ -4,8 +4,8 @@
 // network ports) are opened once per `lamina run` and outlive the Machines built from the
 // config, so a --on-reboot restart gives the guest fresh devices on the same host ends.
 //
-// PCI slot order is the order add_virtio_devices() appends: rng, console port, then (as they
-// are wired) disks and network cards.
+// PCI slot order is the order add_virtio_devices() appends: rng, console port, disks, then
+// network cards (--disk and --net order).
 //
 // Ownership: VirtioHostEnds owns the host ends; the factories borrow them, so the ends must
 // outlive every Machine built with those options. Thread-safety: build-time only.
