@@ -22,7 +22,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
-    return app.exit(error);
+    // CLI11 numbers its usage errors from 100 (106 required, 109 extras, ...): every usage
+    // error is status 2. Commands end with CLI::RuntimeError(status) for their own statuses.
+    const int status = app.exit(error);
+    return status >= 100 ? 2 : status;
   }
   if (app.get_subcommands().empty()) std::fputs(app.help().c_str(), stdout);
   return 0;

@@ -211,7 +211,9 @@ void add_run_command(CLI::App& app) {
                   "A virtio disk: PATH[,readonly][,serial=S]; repeat for more disks (the first "
                   "is /dev/vda in Linux). Any image format `lamina disk` reads; qcow2 and VMDK "
                   "need readonly. The serial (at most 20 characters) defaults to one derived "
-                  "from the path");
+                  "from the path")
+      ->take_all()
+      ->allow_extra_args(false);
   run->add_option("--net", options->networks,
                   "Network card (virtio-net), once per card: switch:NAME[,mac=M] (the Lamina "
                   "virtual switch NAME, started when none runs) or tap:IFNAME[,mac=M]; without "

@@ -11,7 +11,7 @@ check "--help names disk" 0 '^  disk ' -- "$lamina" --help
 check "--help names vm" 0 '^  vm ' -- "$lamina" --help
 check "no arguments shows help" 0 'Usage' -- "$lamina"
 check "--version" 0 '^lamina [0-9]+\.[0-9]+\.[0-9]+$' -- "$lamina" --version
-check "unknown command is a usage error" 109 'unknown-thing' -- "$lamina" unknown-thing
+check "unknown command is a usage error" 2 'unknown-thing' -- "$lamina" unknown-thing
 check "run --help explains" 0 'serial port' -- "$lamina" run --help
 check "vm is not built yet" 3 'not built yet' -- "$lamina" vm list
 

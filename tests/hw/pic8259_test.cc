@@ -213,8 +213,9 @@ TEST_F(PicTest, SaveAndLoadRoundTrip) {
   EXPECT_TRUE(intr2.level());
   EXPECT_EQ(copy.acknowledge(), 0x24);
 
-  auto truncated = writer.data();
-  truncated.resize(truncated.size() - 3);
+  const std::vector<std::byte>& saved = writer.data();
+  ASSERT_GT(saved.size(), 3u);
+  const std::vector<std::byte> truncated(saved.begin(), saved.end() - 3);
   StateReader short_reader(truncated);
   EXPECT_FALSE(copy.load(short_reader).has_value());
 }

@@ -14,7 +14,7 @@ flip_byte() {  # flip_byte FILE OFFSET
   printf "$(printf '\\%03o' $(((byte + 1) % 256)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
 }
 
-check "disk needs a subcommand" 106 'subcommand' -- "$lamina" disk
+check "disk needs a subcommand" 2 'subcommand' -- "$lamina" disk
 check "create dynamic" 0 'created d.vhd' -- "$lamina" disk create d.vhd --size 100M
 check "info --json has the exact size" 0 '"virtual_size": 104857600' -- "$lamina" disk info --json d.vhd
 check "info names the type" 0 'type: dynamic' -- "$lamina" disk info d.vhd
@@ -22,7 +22,7 @@ check "create refuses an existing file" 1 'd.vhd already exists.*--force' -- "$l
 check "create --force replaces it" 0 'created' -- "$lamina" disk create d.vhd --size 2M --force
 check "size over the VHD maximum" 1 '2040 GiB' -- "$lamina" disk create big.vhd --size 2041G
 check "bad size" 1 "invalid size '10Q'" -- "$lamina" disk create x.vhd --size 10Q
-check "unknown type is a usage error" 105 'sparse' -- "$lamina" disk create x.vhd --size 1M --type sparse
+check "unknown type is a usage error" 2 'sparse' -- "$lamina" disk create x.vhd --size 1M --type sparse
 check "missing --size" 1 '--size is required' -- "$lamina" disk create x.vhd
 check "block size must be a power of two" 1 'power of two' -- "$lamina" disk create x.vhd --size 4M --block-size 3M
 check "--parent excludes --size" 1 '--size does not go with --parent' -- "$lamina" disk create c.vhd --parent d.vhd --size 1M

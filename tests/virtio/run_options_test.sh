@@ -24,4 +24,6 @@ touch "$folder/not-a-socket"
 check "run --console-port socket over a regular file" 1 'exists and is not a socket' -- \
   "$lamina" run --kernel "$0" --serial none --console-port "socket:$folder/not-a-socket"
 [[ -f $folder/not-a-socket ]] || { echo "FAIL: the regular file was removed"; failures=$((failures + 1)); }
+check "run --disk takes one image per occurrence" 2 'not expected: b' -- \
+  "$lamina" run --disk a b
 exit $((failures > 0))
