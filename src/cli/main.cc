@@ -21,11 +21,14 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
+  } catch (const CLI::RuntimeError& end) {
+    // How commands end with their own status (a guest's debug-exit status may be any byte).
+    return app.exit(end);
   } catch (const CLI::ParseError& error) {
     // CLI11 numbers its usage errors from 100 (106 required, 109 extras, ...): every usage
-    // error is status 2. Commands end with CLI::RuntimeError(status) for their own statuses.
+    // error is status 2; --help and --version end parsing with status 0.
     const int status = app.exit(error);
-    return status >= 100 ? 2 : status;
+    return status == 0 ? 0 : 2;
   }
   if (app.get_subcommands().empty()) std::fputs(app.help().c_str(), stdout);
   return 0;
