@@ -13,11 +13,7 @@
    SDM Vol. 3A 10.5.4 (APIC timer), 10.6.1 (ICR), 8.4.4.1 (INIT-SIPI), 9.9.2 (back to real
    mode); Multiboot 0.6.96 section 3.2. */
         .code32
-        .section .multiboot, "a"
-        .align 4
-        .long 0x1BADB002
-        .long 0x00000000
-        .long -(0x1BADB002 + 0x00000000)
+        .include "multiboot_header.inc"
 
         .set REAL_BASE, 0x1000           /* where the real-mode part runs (CS = 0) */
         .set TICKS, 0x600                /* 16-bit tick counter */
@@ -116,16 +112,7 @@ puts:   movb (%si), %al
 4:      movb $'\n', %al
         jmp putc
 
-/* Writes AL to COM1 once its transmitter holding register is empty (LSR bit 5). */
-putc:   movb %al, %cl
-        movw $0x3fd, %dx
-5:      inb %dx, %al
-        testb $0x20, %al
-        jz 5b
-        movb %cl, %al
-        movw $0x3f8, %dx
-        outb %al, %dx
-        ret
+        .include "com1_putc.inc"
 
 ivt_descriptor:
         .word 0x3ff

@@ -44,13 +44,4 @@ fail:   cli
         hlt
         jmp fail
 
-/* Writes %al to COM1 once its transmitter holding register is empty (LSR bit 5). */
-putc:   movb %al, %cl
-        movw $0x3fd, %dx
-5:      inb %dx, %al
-        testb $0x20, %al
-        jz 5b
-        movb %cl, %al
-        movw $0x3f8, %dx
-        outb %al, %dx
-        ret
+        .include "com1_putc.inc"
