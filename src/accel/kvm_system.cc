@@ -46,19 +46,6 @@ Error unavailable(std::string message) {
 
 }  // namespace
 
-FileDescriptor& FileDescriptor::operator=(FileDescriptor&& other) noexcept {
-  if (this != &other) {
-    reset();
-    fd_ = std::exchange(other.fd_, -1);
-  }
-  return *this;
-}
-
-void FileDescriptor::reset() {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
-
 Result<int> checked_ioctl(int fd, unsigned long request, unsigned long argument,
                           std::string_view what) {
   for (;;) {
@@ -84,7 +71,7 @@ bool host_kvm_is_software_pvm() {
 
 Result<KvmSystem> KvmSystem::open() {
   const std::string path(kvm_device_path());
-  FileDescriptor device(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  UniqueFd device(::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!device.valid()) {
     const int error = errno;
     if (error == ENOENT || error == ENXIO || error == ENODEV) {
@@ -163,7 +150,7 @@ Result<KvmVm> KvmVm::create(const KvmSystem& system, GuestMemory& memory) {
   }
   if (vm_fd < 0)
     return fail(ErrorCode::kIo, fmt::format("KVM_CREATE_VM: {}", std::strerror(errno)));
-  KvmVm vm{FileDescriptor(vm_fd)};
+  KvmVm vm{UniqueFd(vm_fd)};
 
   uint32_t slot = 0;
   for (const RamRegion& region : memory.regions()) {

@@ -19,27 +19,9 @@
 
 #include "base/error.h"
 #include "base/guest_memory.h"
+#include "base/unique_fd.h"
 
 namespace lamina::accel::kvm {
-
-// A file descriptor that closes itself.
-class FileDescriptor {
- public:
-  FileDescriptor() = default;
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  FileDescriptor(FileDescriptor&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  FileDescriptor& operator=(FileDescriptor&& other) noexcept;
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  ~FileDescriptor() { reset(); }
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  void reset();
-
- private:
-  int fd_ = -1;
-};
 
 // ioctl(2) retried on EINTR; a failure is kIo naming `what` and the errno text.
 Result<int> checked_ioctl(int fd, unsigned long request, unsigned long argument,
@@ -76,10 +58,10 @@ class KvmSystem {
   int max_vcpus() const;
 
  private:
-  explicit KvmSystem(FileDescriptor device, size_t run_size)
+  explicit KvmSystem(UniqueFd device, size_t run_size)
       : device_(std::move(device)), vcpu_run_size_(run_size) {}
 
-  FileDescriptor device_;
+  UniqueFd device_;
   size_t vcpu_run_size_;
 };
 
@@ -94,9 +76,9 @@ class KvmVm {
   int fd() const { return vm_.get(); }
 
  private:
-  explicit KvmVm(FileDescriptor vm) : vm_(std::move(vm)) {}
+  explicit KvmVm(UniqueFd vm) : vm_(std::move(vm)) {}
 
-  FileDescriptor vm_;
+  UniqueFd vm_;
 };
 
 // The MSRs KVM hands to user space (to the CpuEnvironment's platform MSRs): IA32_APIC_BASE

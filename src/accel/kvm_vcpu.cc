@@ -49,7 +49,7 @@ Result<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmSystem& system, const 
                                                  int kick_signal) {
   auto created = checked_ioctl(vm.fd(), KVM_CREATE_VCPU, index, "KVM_CREATE_VCPU");
   if (!created) return fail(created.error());
-  FileDescriptor fd(*created);
+  UniqueFd fd(*created);
   auto run = RunArea::map(fd.get(), system.vcpu_run_size());
   if (!run) return fail(run.error());
 
@@ -72,7 +72,7 @@ Result<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmSystem& system, const 
   return vcpu;
 }
 
-KvmVcpu::KvmVcpu(FileDescriptor fd, RunArea run, cpu::x86::CpuEnvironment& environment,
+KvmVcpu::KvmVcpu(UniqueFd fd, RunArea run, cpu::x86::CpuEnvironment& environment,
                  uint32_t index, int kick_signal)
     : fd_(std::move(fd)),
       run_area_(std::move(run)),

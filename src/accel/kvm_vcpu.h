@@ -70,7 +70,7 @@ class KvmVcpu final : public Vcpu {
   void invalidate_code(uint64_t, uint64_t) override {}
 
  private:
-  KvmVcpu(FileDescriptor fd, RunArea run, cpu::x86::CpuEnvironment& environment, uint32_t index,
+  KvmVcpu(UniqueFd fd, RunArea run, cpu::x86::CpuEnvironment& environment, uint32_t index,
           int kick_signal);
   // Makes KVM_RUN return (or not start) soon; `flag` says why.
   void interrupt_guest(std::atomic<bool>& flag);
@@ -91,7 +91,7 @@ class KvmVcpu final : public Vcpu {
   Result<std::vector<uint32_t>> read_xsave() const;
   Result<void> write_mxcsr(uint32_t mxcsr);
 
-  FileDescriptor fd_;
+  UniqueFd fd_;
   RunArea run_area_;
   kvm_run* run_;
   cpu::x86::CpuEnvironment& environment_;

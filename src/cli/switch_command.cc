@@ -93,7 +93,7 @@ void run_serve(const ServeArguments& arguments) {
   sigemptyset(&signals);
   for (int signal_number : {SIGINT, SIGTERM, SIGHUP}) sigaddset(&signals, signal_number);
   sigprocmask(SIG_BLOCK, &signals, nullptr);
-  net::UniqueFd stop(::signalfd(-1, &signals, SFD_CLOEXEC));
+  UniqueFd stop(::signalfd(-1, &signals, SFD_CLOEXEC));
 
   auto daemon = net::SwitchDaemon::start(arguments.name, options);
   if (!daemon) report_failure(daemon.error());

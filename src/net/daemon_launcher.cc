@@ -12,7 +12,7 @@
 #include <climits>
 #include <cstring>
 
-#include "net/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace lamina::net {
 

@@ -35,7 +35,7 @@
 #include "net/mac_table.h"
 #include "net/switch_paths.h"
 #include "net/switch_protocol.h"
-#include "net/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace lamina::net {
 

@@ -13,7 +13,7 @@
 
 #include "net/daemon_launcher.h"
 #include "net/frame_port.h"
-#include "net/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace lamina::net {
 

@@ -10,7 +10,7 @@
 #include <cstring>
 
 #include "net/switch_paths.h"
-#include "net/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace lamina::net {
 

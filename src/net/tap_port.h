@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "net/frame_port.h"
-#include "net/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace lamina::net {
 

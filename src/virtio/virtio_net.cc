@@ -25,7 +25,7 @@ Result<std::unique_ptr<VirtioNet>> VirtioNet::create(std::unique_ptr<net::FrameP
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("virtio-net: {} is a group address, not a NIC's", mac.to_string()));
   }
-  net::UniqueFd wakeup(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  UniqueFd wakeup(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wakeup) {
     return fail(ErrorCode::kIo, fmt::format("virtio-net: eventfd: {}", std::strerror(errno)));
   }
@@ -33,7 +33,7 @@ Result<std::unique_ptr<VirtioNet>> VirtioNet::create(std::unique_ptr<net::FrameP
 }
 
 VirtioNet::VirtioNet(std::unique_ptr<net::FramePort> port, net::MacAddress mac,
-                     net::UniqueFd wakeup)
+                     UniqueFd wakeup)
     : port_(std::move(port)),
       mac_(mac),
       wakeup_(std::move(wakeup)),

@@ -22,7 +22,7 @@
 #include <gtest/gtest.h>
 
 #include "net/mac_address.h"
-#include "net/unique_fd.h"
+#include "base/unique_fd.h"
 
 namespace lamina::net::testing {
 

@@ -110,7 +110,7 @@ class VirtioNetTest : public ::testing::Test {
   }
 
   net::testing::PrivateRuntimeDirectory runtime_;
-  net::UniqueFd stop_{::eventfd(0, EFD_CLOEXEC)};
+  UniqueFd stop_{::eventfd(0, EFD_CLOEXEC)};
   std::unique_ptr<net::SwitchDaemon> daemon_;
   std::jthread daemon_thread_;
   std::optional<GuestMemory> memory_;

@@ -24,7 +24,7 @@
 #include "../recording_transport.h"
 #include "base/guest_memory.h"
 #include "net/frame_port.h"
-#include "net/unique_fd.h"
+#include "base/unique_fd.h"
 #include "virtio/virtio_net.h"
 
 namespace {
@@ -82,7 +82,7 @@ class MemoryPort final : public net::FramePort {
 
  private:
   std::string description_ = "fuzz";
-  net::UniqueFd event_{::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
+  UniqueFd event_{::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)};
   bool busy_every_other_;
   bool dies_;
   std::mutex mutex_;

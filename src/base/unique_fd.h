@@ -1,12 +1,13 @@
 #pragma once
-// UniqueFd: owns one file descriptor and closes it when destroyed (RAII for sockets, the tun
-// device, eventfds and lock files in src/net). Not thread-safe; move-only.
+// UniqueFd: owns one file descriptor and closes it when destroyed (sockets, the tun device,
+// eventfds, lock files, /dev/kvm and its VM and vCPU fds, files read whole). Not thread-safe;
+// move-only.
 
 #include <unistd.h>
 
 #include <utility>
 
-namespace lamina::net {
+namespace lamina {
 
 class UniqueFd {
  public:
@@ -29,7 +30,7 @@ class UniqueFd {
   explicit operator bool() const { return valid(); }
   int release() { return std::exchange(fd_, -1); }
   void reset(int fd = -1) {
-    // close(2) errors on a socket or device we only read from leave nothing to recover.
+    // close(2) errors leave nothing to recover: every writer that needs durability syncs first.
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
   }
@@ -38,4 +39,4 @@ class UniqueFd {
   int fd_ = -1;
 };
 
-}  // namespace lamina::net
+}  // namespace lamina
