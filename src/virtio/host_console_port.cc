@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -77,27 +76,28 @@ Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_socket(
 }
 
 Result<std::unique_ptr<HostConsolePort>> HostConsolePort::start(Descriptors descriptors) {
-  const int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake < 0) {
+  auto wakeup = WakeupEvent::create("--console-port");
+  if (!wakeup) {
     if (descriptors.owns_output) ::close(descriptors.output);
     if (descriptors.listen >= 0) {
       ::close(descriptors.listen);
       ::unlink(descriptors.socket_path.c_str());
     }
-    return fail(ErrorCode::kIo, "--console-port: eventfd(): " + errno_text());
+    return fail(wakeup.error());
   }
-  std::unique_ptr<HostConsolePort> port(new HostConsolePort(std::move(descriptors), wake));
+  std::unique_ptr<HostConsolePort> port(
+      new HostConsolePort(std::move(descriptors), std::move(*wakeup)));
   port->thread_ = std::jthread([raw = port.get()](std::stop_token stop) { raw->run(stop); });
   return port;
 }
 
-HostConsolePort::HostConsolePort(Descriptors descriptors, int wake)
-    : fds_(std::move(descriptors)), wake_fd_(wake) {}
+HostConsolePort::HostConsolePort(Descriptors descriptors, WakeupEvent wakeup)
+    : fds_(std::move(descriptors)), wakeup_(std::move(wakeup)) {}
 
 HostConsolePort::~HostConsolePort() {
   if (thread_.joinable()) {
     thread_.request_stop();
-    wake();
+    wakeup_.signal();
     thread_.join();
   }
   drop_client();
@@ -106,12 +106,6 @@ HostConsolePort::~HostConsolePort() {
     ::close(fds_.listen);
     ::unlink(fds_.socket_path.c_str());
   }
-  ::close(wake_fd_);
-}
-
-void HostConsolePort::wake() const {
-  const uint64_t one = 1;
-  [[maybe_unused]] ssize_t written = ::write(wake_fd_, &one, sizeof(one));
 }
 
 void HostConsolePort::set_listener(Listener* listener) {
@@ -142,7 +136,7 @@ size_t HostConsolePort::read(std::span<std::byte> out) {
     std::copy_n(input_.begin(), taken, out.begin());
     input_.erase(input_.begin(), input_.begin() + static_cast<std::ptrdiff_t>(taken));
   }
-  if (was_full && taken > 0) wake();  // the I/O thread reads the host side again
+  if (was_full && taken > 0) wakeup_.signal();  // the I/O thread reads the host side again
   return taken;
 }
 
@@ -157,7 +151,7 @@ void HostConsolePort::write(std::span<const std::byte> data) {
     std::lock_guard lock(mutex_);
     output_.insert(output_.end(), data.begin(), data.end());
   }
-  wake();
+  wakeup_.signal();
 }
 
 void HostConsolePort::drop_client() {
@@ -179,7 +173,7 @@ void HostConsolePort::run(std::stop_token stop) {
     }
     std::array<pollfd, 4> polled{};
     size_t count = 0;
-    polled[count++] = {wake_fd_, POLLIN, 0};
+    polled[count++] = {wakeup_.fd(), POLLIN, 0};
     const size_t listen_slot = count;
     if (socket_mode) polled[count++] = {fds_.listen, POLLIN, 0};
     const size_t input_slot = count;
@@ -195,8 +189,7 @@ void HostConsolePort::run(std::stop_token stop) {
       break;
     }
     if (polled[0].revents & POLLIN) {
-      uint64_t ignored = 0;
-      [[maybe_unused]] ssize_t got = ::read(wake_fd_, &ignored, sizeof(ignored));
+      wakeup_.clear();
     }
     if (socket_mode && (polled[listen_slot].revents & POLLIN)) {
       const int accepted = ::accept4(fds_.listen, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);

@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/wakeup_event.h"
 #include "virtio/console_backend.h"
 
 namespace lamina::virtio {
@@ -54,14 +55,13 @@ class HostConsolePort final : public ConsoleBackend {
     std::filesystem::path socket_path;
   };
   static Result<std::unique_ptr<HostConsolePort>> start(Descriptors descriptors);
-  explicit HostConsolePort(Descriptors descriptors, int wake);
+  HostConsolePort(Descriptors descriptors, WakeupEvent wakeup);
   void run(std::stop_token stop);
-  void wake() const;
   void notify(bool input, bool output);
   void drop_client();
 
   Descriptors fds_;
-  int wake_fd_;
+  WakeupEvent wakeup_;
   int client_ = -1;  // socket mode: the connected client (I/O thread only)
 
   mutable std::mutex mutex_;

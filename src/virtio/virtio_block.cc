@@ -63,14 +63,14 @@ Result<std::unique_ptr<VirtioBlock>> VirtioBlock::create(
     std::shared_ptr<storage::BlockDevice> disk, std::string serial) {
   if (!disk) return fail(ErrorCode::kInvalidArgument, "virtio-blk: no disk");
   if (auto valid = check_block_serial(serial); !valid) return fail(valid.error());
-  auto wakeup = BlockWakeup::create();
+  auto wakeup = WakeupEvent::create("virtio-blk");
   if (!wakeup) return fail(wakeup.error());
   return std::unique_ptr<VirtioBlock>(
       new VirtioBlock(std::move(disk), std::move(serial), std::move(*wakeup)));
 }
 
 VirtioBlock::VirtioBlock(std::shared_ptr<storage::BlockDevice> disk, std::string serial,
-                         BlockWakeup wakeup)
+                         WakeupEvent wakeup)
     : disk_(std::move(disk)),
       serial_(std::move(serial)),
       read_only_(disk_->read_only()),

@@ -28,9 +28,9 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/wakeup_event.h"
 #include "storage/block_device.h"
 #include "virtio/virtio_block_request.h"
-#include "virtio/virtio_block_wakeup.h"
 #include "virtio/virtio_device.h"
 
 namespace lamina::virtio {
@@ -81,7 +81,7 @@ class VirtioBlock final : public VirtioDevice {
 
  private:
   VirtioBlock(std::shared_ptr<storage::BlockDevice> disk, std::string serial,
-              BlockWakeup wakeup);
+              WakeupEvent wakeup);
   static BlockRequestHandler::Id make_id(std::string_view serial);
   void build_config();
   void run(std::stop_token stop);
@@ -96,7 +96,7 @@ class VirtioBlock final : public VirtioDevice {
   bool read_only_;
   BlockRequestHandler handler_;
   std::array<std::byte, kConfigSize> config_{};
-  BlockWakeup wakeup_;
+  WakeupEvent wakeup_;
 
   std::mutex control_mutex_;  // serializes activate/reset/load/destruction
   VirtioTransport* transport_ = nullptr;  // set while active; read by the I/O thread

@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <poll.h>
-#include <sys/eventfd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -25,15 +24,13 @@ Result<std::unique_ptr<VirtioNet>> VirtioNet::create(std::unique_ptr<net::FrameP
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("virtio-net: {} is a group address, not a NIC's", mac.to_string()));
   }
-  UniqueFd wakeup(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!wakeup) {
-    return fail(ErrorCode::kIo, fmt::format("virtio-net: eventfd: {}", std::strerror(errno)));
-  }
-  return std::unique_ptr<VirtioNet>(new VirtioNet(std::move(port), mac, std::move(wakeup)));
+  auto wakeup = WakeupEvent::create("virtio-net");
+  if (!wakeup) return fail(wakeup.error());
+  return std::unique_ptr<VirtioNet>(new VirtioNet(std::move(port), mac, std::move(*wakeup)));
 }
 
 VirtioNet::VirtioNet(std::unique_ptr<net::FramePort> port, net::MacAddress mac,
-                     UniqueFd wakeup)
+                     WakeupEvent wakeup)
     : port_(std::move(port)),
       mac_(mac),
       wakeup_(std::move(wakeup)),
@@ -72,11 +69,7 @@ Result<void> VirtioNet::activate(VirtioTransport& transport, uint64_t features) 
   return {};
 }
 
-void VirtioNet::queue_notify(uint16_t /*index*/) {
-  uint64_t one = 1;
-  // Only fails when the counter would overflow, which kicks cannot reach.
-  [[maybe_unused]] ssize_t written = ::write(wakeup_.get(), &one, sizeof(one));
-}
+void VirtioNet::queue_notify(uint16_t /*index*/) { wakeup_.signal(); }
 
 void VirtioNet::reset() {
   std::lock_guard lock(control_mutex_);
@@ -100,7 +93,7 @@ void VirtioNet::run(std::stop_token stop) {
   bool failed = false;
   bool more_work = false;
   while (!stop.stop_requested()) {
-    pollfd polled[2] = {{wakeup_.get(), POLLIN, 0}, {port_->poll_fd(), 0, 0}};
+    pollfd polled[2] = {{wakeup_.fd(), POLLIN, 0}, {port_->poll_fd(), 0, 0}};
     nfds_t count = 1;
     if (port_alive_ && !failed) {
       if (!rx_starved_ && rx_length_ == 0) polled[1].events |= POLLIN;
@@ -112,8 +105,7 @@ void VirtioNet::run(std::stop_token stop) {
       continue;
     }
     if ((polled[0].revents & POLLIN) != 0) {
-      uint64_t kicks = 0;
-      [[maybe_unused]] ssize_t got = ::read(wakeup_.get(), &kicks, sizeof(kicks));
+      wakeup_.clear();
       // A kick may mean new receive buffers.
       rx_starved_ = false;
     }

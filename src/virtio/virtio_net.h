@@ -38,9 +38,9 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/wakeup_event.h"
 #include "net/frame_port.h"
 #include "net/mac_address.h"
-#include "base/unique_fd.h"
 #include "virtio/virtio_device.h"
 
 namespace lamina::virtio {
@@ -101,7 +101,7 @@ class VirtioNet final : public VirtioDevice {
   const net::FramePort& port() const { return *port_; }
 
  private:
-  VirtioNet(std::unique_ptr<net::FramePort> port, net::MacAddress mac, UniqueFd wakeup);
+  VirtioNet(std::unique_ptr<net::FramePort> port, net::MacAddress mac, WakeupEvent wakeup);
 
   void run(std::stop_token stop);
   // Each serves its queue until empty, blocked, or a batch of kQueueSize (then more_work);
@@ -121,7 +121,7 @@ class VirtioNet final : public VirtioDevice {
 
   std::unique_ptr<net::FramePort> port_;
   net::MacAddress mac_;
-  UniqueFd wakeup_;
+  WakeupEvent wakeup_;
   std::atomic<uint16_t> status_{kNetStatusLinkUp};
 
   std::mutex control_mutex_;  // serializes activate/reset/load/destruction
