@@ -1,4 +1,3 @@
-#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -10,11 +9,9 @@
 #include "cli/commands.h"
 #include "cli/not_built.h"
 #include "machine/default_guest.h"
-#include "machine/machine_builder.h"
-#include "machine/serial_console.h"
-#include "machine/virtio_devices.h"
 #include "machine/vm_config.h"
 #include "virtio/virtio_block_setup.h"
+#include "worker/vm_runner.h"
 
 namespace lamina::cli {
 
@@ -76,6 +73,11 @@ machine::VmConfig to_config(const RunOptions& options) {
     config.networks.push_back(*network);
   }
   if (auto valid = machine::validate(config); !valid) report_bad_option(valid.error());
+  // Without --kernel the default guest boots; a missing one is a usage error saying how to
+  // make it.
+  if (!config.kernel) {
+    if (auto guest = machine::find_default_guest(); !guest) report_bad_option(guest.error());
+  }
   return config;
 }
 
@@ -91,93 +93,21 @@ machine::VmConfig to_config(const RunOptions& options) {
   throw CLI::RuntimeError(status);
 }
 
-machine::MachineOptions to_machine_options(const machine::VmConfig& config) {
-  machine::MachineOptions options;
-  options.cpus = config.cpus;
-  options.memory_bytes = config.memory_bytes;
-  options.cmdline = config.cmdline;
-  if (config.kernel) {
-    options.kernel = *config.kernel;
-    options.initrd = config.initrd;
-  } else {
-    auto guest = machine::find_default_guest();
-    if (!guest) report_bad_option(guest.error());
-    options.kernel = guest->kernel;
-    options.initrd = config.initrd ? *config.initrd : guest->initrd;
-    if (options.cmdline.empty()) options.cmdline = guest->cmdline;
-  }
-  // LAMINA_LINUX_ENTRY=bzimage enters the bzImage's own decompressor instead of the host-side
-  // decompression path (for comparing the two while bringing up the CPU).
-  if (const char* entry = std::getenv("LAMINA_LINUX_ENTRY");
-      entry && std::string_view(entry) == "bzimage") {
-    options.linux_entry = machine::LinuxEntry::kBzImage64;
-  }
-  return options;
-}
-
-// finish() after closing the console, so the terminal has left raw mode for the last line.
-[[noreturn]] void finish_closing(std::unique_ptr<machine::SerialConsole>& console, int status,
-                                 std::string_view reason = {}) {
-  console.reset();
-  finish(status, reason);
-}
-
-// Whether to run on KVM. --accel kvm on a host without a usable /dev/kvm ends here with status 3
-// (not available); --accel auto takes KVM only when it runs guest kernels in hardware.
-bool use_kvm(machine::AccelKind accel) {
-  if (accel == machine::AccelKind::kEmu) return false;
-  auto host = accel::probe_kvm();
-  if (accel == machine::AccelKind::kAuto) return host && !host->software_pvm;
-  if (!host) {
-    fmt::print(stderr, "lamina run: --accel kvm: {}\n", host.error().message());
-    throw CLI::RuntimeError(kNotBuiltExitCode);
-  }
-  if (host->software_pvm) {
-    fmt::print(stderr,
-               "lamina run: warning: this host's KVM is PVM without hardware virtualization; it "
-               "emulates unmodified guest kernels slowly and stops at instructions it cannot "
-               "emulate (--accel emu is faster here)\n");
-  }
-  return true;
-}
-
 // Boots the VM and returns only by throwing the exit status (see finish()).
 [[noreturn]] void run_vm(const machine::VmConfig& config) {
-  machine::MachineOptions options = to_machine_options(config);
-  options.kvm = use_kvm(config.accel);
-  auto console = machine::SerialConsole::open(config.serial);
-  if (!console) finish(1, console.error().message());
-  options.com1_backend = console->get();
-  // Host ends of the virtio devices live across restarts, like the serial console.
-  auto host_ends =
-      machine::open_virtio_host_ends(config, fmt::format("lamina run pid {}", ::getpid()));
-  if (!host_ends) finish_closing(*console, 1, host_ends.error().message());
-  machine::add_virtio_devices(config, *host_ends, options);
-  for (;;) {
-    auto built = machine::MachineBuilder::build(options);
-    if (!built) finish_closing(*console, 1, built.error().message());
-    std::unique_ptr<machine::Machine> vm = std::move(*built);
-    (*console)->attach(vm->com1(), vm->stops());
-    const machine::MachineStop stop = vm->run();
-    (*console)->detach();
-    vm.reset();
-    switch (stop.exit) {
-      case machine::MachineExit::kPowerOff:
-      case machine::MachineExit::kUserQuit: finish_closing(*console, 0);
-      case machine::MachineExit::kDebugExit:
-        finish_closing(*console, static_cast<int>(stop.status & 0xff));
-      case machine::MachineExit::kReset:
-        // A Ctrl-A x that lost the race against the reset still quits.
-        if ((*console)->quit_requested()) finish_closing(*console, 0);
-        if (config.on_reboot == machine::RebootAction::kRestart) continue;
-        finish_closing(*console, 1,
-                       fmt::format("the guest rebooted ({}); --on-reboot restart boots it again",
-                                   stop.reason));
-      case machine::MachineExit::kTripleFault:
-      case machine::MachineExit::kError: finish_closing(*console, 1, stop.reason);
-    }
-    finish_closing(*console, 1, "unknown machine stop");
+  // --accel kvm on a host without a usable /dev/kvm ends here with status 3 (not available).
+  auto kvm = worker::resolve_kvm(config.accel);
+  if (!kvm) {
+    fmt::print(stderr, "lamina run: {}\n", kvm.error().message());
+    throw CLI::RuntimeError(kNotBuiltExitCode);
   }
+  auto runner =
+      worker::VmRunner::open(config, fmt::format("lamina run pid {}", ::getpid()), *kvm);
+  if (!runner) finish(1, runner.error().message());
+  const worker::VmOutcome outcome = (*runner)->run();
+  // Closing the console first leaves the terminal's raw mode before the last line.
+  runner->reset();
+  finish(outcome.status, outcome.status == 0 ? std::string_view{} : outcome.reason);
 }
 
 }  // namespace

@@ -1,14 +1,304 @@
+// `lamina vm`: manages VMs through laminad's API (cli/api_client.h). Tables for people, --json
+// for scripts, errors as one line "lamina vm VERB: why" (exit 1; usage errors exit 2).
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "cli/api_client.h"
 #include "cli/commands.h"
 #include "cli/not_built.h"
 
 namespace lamina::cli {
+namespace {
+
+struct VmOptions {
+  std::string connect;
+  bool json = false;
+};
+
+// `lamina vm create` options: the same vocabulary as `lamina run`.
+struct CreateOptions {
+  std::string name;
+  std::string from;
+  std::optional<uint32_t> cpus;
+  std::string memory, kernel, initrd, cmdline, serial, console_port, rng, accel, on_reboot;
+  std::vector<std::string> disks, networks;
+  bool autostart = false;
+  std::string on_crash;
+};
+
+[[noreturn]] void fail_verb(std::string_view verb, std::string_view message, int status = 1) {
+  fmt::print(stderr, "lamina vm {}: {}\n", verb, message);
+  throw CLI::RuntimeError(status);
+}
+
+// Calls the API; a 4xx/5xx answer ends the command with laminad's message (and the field).
+nlohmann::json call(const VmOptions& options, std::string_view verb, const std::string& method,
+                    const std::string& target, const nlohmann::json& body = nullptr) {
+  auto client = ApiClient::connect(options.connect);
+  if (!client) fail_verb(verb, client.error().message());
+  auto reply = (*client)->call(method, target, body);
+  if (!reply) fail_verb(verb, reply.error().message());
+  if (reply->status >= 400) {
+    const auto& error = reply->body.is_object() && reply->body.contains("error")
+                            ? reply->body["error"]
+                            : nlohmann::json::object();
+    std::string message = error.value("message", fmt::format("HTTP {}", reply->status));
+    const std::string field = error.value("field", "");
+    if (!field.empty() && message.find(field) == std::string::npos) {
+      message = fmt::format("{}: {}", field, message);
+    }
+    fail_verb(verb, message);
+  }
+  return reply->body;
+}
+
+std::string absolute(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code error;
+  auto made = std::filesystem::absolute(path, error);
+  return error ? path : made.string();
+}
+
+// "PATH[,options]" with PATH made absolute (laminad resolves nothing against its own cwd).
+std::string absolute_spec(const std::string& spec) {
+  const size_t comma = spec.find(',');
+  return absolute(spec.substr(0, comma)) + (comma == std::string::npos ? "" : spec.substr(comma));
+}
+
+nlohmann::json definition_of(const CreateOptions& options) {
+  nlohmann::json definition = nlohmann::json::object();
+  if (!options.from.empty()) {
+    std::ifstream file(options.from);
+    if (!file) fail_verb("create", fmt::format("--from {}: cannot read it", options.from), 2);
+    nlohmann::json loaded = nlohmann::json::parse(file, nullptr, false);
+    if (!loaded.is_object()) {
+      fail_verb("create", fmt::format("--from {}: not a JSON object", options.from), 2);
+    }
+    // Either a whole create body or a bare definition.
+    definition = loaded.contains("definition") ? loaded["definition"] : loaded;
+  }
+  if (options.cpus) definition["cpus"] = *options.cpus;
+  auto set = [&](const char* key, const std::string& value) {
+    if (!value.empty()) definition[key] = value;
+  };
+  set("memory", options.memory);
+  set("kernel", absolute(options.kernel));
+  set("initrd", absolute(options.initrd));
+  set("cmdline", options.cmdline);
+  set("serial", options.serial);
+  set("console_port", options.console_port);
+  set("rng", options.rng);
+  set("accel", options.accel);
+  set("on_reboot", options.on_reboot);
+  for (const auto& disk : options.disks) definition["disks"].push_back(absolute_spec(disk));
+  for (const auto& net : options.networks) definition["nets"].push_back(net);
+  return definition;
+}
+
+void print_vm(const nlohmann::json& vm) {
+  const auto& definition = vm.value("definition", nlohmann::json::object());
+  fmt::print("name:       {}\n", vm.value("name", ""));
+  fmt::print("uuid:       {}\n", vm.value("uuid", ""));
+  fmt::print("state:      {}\n", vm.value("state", ""));
+  if (vm.contains("pid")) fmt::print("worker pid: {}\n", vm["pid"].get<int64_t>());
+  if (vm.contains("last_stop")) fmt::print("last stop:  {}\n", vm.value("last_stop", ""));
+  fmt::print("cpus:       {}\n", definition.value("cpus", 1));
+  fmt::print("memory:     {}\n", definition.value("memory", "512M"));
+  fmt::print("kernel:     {}\n", definition.value("kernel", "(the default guest)"));
+  for (const auto& disk : definition.value("disks", nlohmann::json::array())) {
+    fmt::print("disk:       {}\n", disk.get<std::string>());
+  }
+  for (const auto& net : definition.value("nets", nlohmann::json::array())) {
+    fmt::print("net:        {}\n", net.get<std::string>());
+  }
+  fmt::print("autostart:  {}\n", vm.value("autostart", false) ? "yes" : "no");
+  fmt::print("on crash:   {}\n", vm.value("on_crash", "stay"));
+  fmt::print("console:    {}\n", vm.value("console_log", ""));
+}
+
+void print_json(const nlohmann::json& value) { fmt::print("{}\n", value.dump(2)); }
+
+void print_event(const nlohmann::json& event) {
+  std::string detail;
+  const auto& fields = event.value("detail", nlohmann::json::object());
+  if (fields.contains("reason") && fields["reason"].is_string()) {
+    detail = fields["reason"].get<std::string>();
+  } else if (!fields.empty()) {
+    detail = fields.dump();
+  }
+  fmt::print("{}  {:<12} {:<14} {}\n", event.value("time", ""), event.value("vm", ""),
+             event.value("kind", ""), detail);
+}
+
+void add_simple_action(CLI::App& vm, const std::shared_ptr<VmOptions>& options,
+                       const char* verb, const char* help) {
+  auto name = std::make_shared<std::string>();
+  auto* command = vm.add_subcommand(verb, help);
+  command->add_option("name", *name, "The VM")->required();
+  command->callback([options, name, verb] {
+    auto result = call(*options, verb, "POST", fmt::format("/v1/vms/{}/{}", *name, verb));
+    if (options->json) print_json(result);
+  });
+}
+
+}  // namespace
 
 void add_vm_command(CLI::App& app) {
-  auto* vm = app.add_subcommand("vm", "Manage VMs through the laminad management service");
-  vm->footer("Status: not built yet: laminad, the management service, does not exist yet.");
-  vm->allow_extras();
-  vm->callback([] {
-    report_not_built("vm", "the management service laminad does not exist yet");
+  auto options = std::make_shared<VmOptions>();
+  auto* vm = app.add_subcommand("vm", "Manage VMs through laminad, the management service");
+  vm->add_option("--connect", options->connect,
+                 "Where laminad listens: unix:PATH (default: LAMINA_CONNECT, else laminad's "
+                 "default socket)");
+  vm->add_flag("--json", options->json, "Print JSON for scripts");
+  vm->require_subcommand(1);
+  vm->footer("Start laminad first (build/laminad). Exit status: 0 on success, 1 with one line "
+             "when laminad refuses or cannot be reached, 2 for usage errors.");
+
+  auto create = std::make_shared<CreateOptions>();
+  auto* create_command = vm->add_subcommand(
+      "create", "Define a VM (the same options as `lamina run`, or --from FILE.json)");
+  create_command->add_option("name", create->name, "Name: [A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+      ->required();
+  create_command->add_option("--from", create->from, "A JSON definition (or create body)");
+  create_command->add_option("--cpus", create->cpus, "vCPUs (1-64)");
+  create_command->add_option("--memory", create->memory, "Guest RAM, e.g. 512M");
+  create_command->add_option("--kernel", create->kernel, "Kernel (default: the default guest)");
+  create_command->add_option("--initrd", create->initrd, "Initial RAM disk");
+  create_command->add_option("--cmdline", create->cmdline, "Kernel command line");
+  create_command->add_option("--disk", create->disks, "PATH[,readonly][,serial=S], repeatable")
+      ->take_all()
+      ->allow_extra_args(false);
+  create_command->add_option("--net", create->networks, "switch:NAME[,mac=M] or tap:IFNAME[,mac=M]")
+      ->take_all()
+      ->allow_extra_args(false);
+  create_command->add_option("--serial", create->serial,
+                             "none or file:PATH (default: console.log in laminad's VM folder)");
+  create_command->add_option("--console-port", create->console_port, "none, file:PATH, socket:PATH");
+  create_command->add_option("--rng", create->rng, "host or none");
+  create_command->add_option("--accel", create->accel, "emu, kvm or auto");
+  create_command->add_option("--on-reboot", create->on_reboot, "exit or restart");
+  create_command->add_flag("--autostart", create->autostart, "Start when laminad starts");
+  create_command->add_option("--on-crash", create->on_crash, "stay or restart");
+  create_command->callback([options, create] {
+    nlohmann::json body{{"name", create->name}, {"definition", definition_of(*create)}};
+    if (create->autostart) body["autostart"] = true;
+    if (!create->on_crash.empty()) body["on_crash"] = create->on_crash;
+    auto result = call(*options, "create", "POST", "/v1/vms", body);
+    if (options->json) {
+      print_json(result);
+    } else {
+      fmt::print("created {}\n", create->name);
+    }
+  });
+
+  auto* list = vm->add_subcommand("list", "VMs and their states");
+  list->callback([options] {
+    auto result = call(*options, "list", "GET", "/v1/vms");
+    if (options->json) return print_json(result);
+    fmt::print("{:<24} {:<9} {:>4} {:>7} {:>8}\n", "NAME", "STATE", "CPUS", "MEMORY", "PID");
+    for (const auto& entry : result.value("vms", nlohmann::json::array())) {
+      const auto& definition = entry.value("definition", nlohmann::json::object());
+      fmt::print("{:<24} {:<9} {:>4} {:>7} {:>8}\n", entry.value("name", ""),
+                 entry.value("state", ""), definition.value("cpus", 1),
+                 definition.value("memory", "512M"),
+                 entry.contains("pid") ? std::to_string(entry["pid"].get<int64_t>()) : "-");
+    }
+  });
+
+  auto show_name = std::make_shared<std::string>();
+  auto* show = vm->add_subcommand("show", "One VM in detail");
+  show->add_option("name", *show_name, "The VM")->required();
+  show->callback([options, show_name] {
+    auto result = call(*options, "show", "GET", "/v1/vms/" + *show_name);
+    if (options->json) return print_json(result);
+    print_vm(result);
+  });
+
+  add_simple_action(*vm, options, "start", "Start a VM (a sandboxed worker boots it)");
+  add_simple_action(*vm, options, "kill", "Kill a VM's worker at once");
+  add_simple_action(*vm, options, "pause", "Hold a VM's vCPUs");
+  add_simple_action(*vm, options, "resume", "Let a paused VM run");
+  add_simple_action(*vm, options, "reset", "Reset a VM's machine");
+
+  struct StopArguments {
+    std::string name;
+    bool force = false;
+    double timeout = 30;
+  };
+  auto stop_arguments = std::make_shared<StopArguments>();
+  auto* stop = vm->add_subcommand(
+      "stop", "Stop a VM: the ACPI power button, forced after --timeout seconds");
+  stop->add_option("name", stop_arguments->name, "The VM")->required();
+  stop->add_flag("--force", stop_arguments->force, "Stop at once, without asking the guest");
+  stop->add_option("--timeout", stop_arguments->timeout, "Seconds for the guest to power off")
+      ->capture_default_str();
+  stop->callback([options, stop_arguments] {
+    nlohmann::json body{{"force", stop_arguments->force}, {"timeout", stop_arguments->timeout}};
+    auto result = call(*options, "stop", "POST",
+                       fmt::format("/v1/vms/{}/stop", stop_arguments->name), body);
+    if (options->json) return print_json(result);
+    fmt::print("stopped {} ({})\n", stop_arguments->name, result.value("how", ""));
+  });
+
+  struct DeleteArguments {
+    std::string name;
+    bool with_disks = false;
+  };
+  auto delete_arguments = std::make_shared<DeleteArguments>();
+  auto* remove = vm->add_subcommand("delete", "Delete a stopped VM");
+  remove->add_option("name", delete_arguments->name, "The VM")->required();
+  remove->add_flag("--with-disks", delete_arguments->with_disks,
+                   "Also delete the disk images it names");
+  remove->callback([options, delete_arguments] {
+    auto result = call(*options, "delete", "DELETE",
+                       fmt::format("/v1/vms/{}{}", delete_arguments->name,
+                                   delete_arguments->with_disks ? "?with_disks=true" : ""));
+    if (options->json) return print_json(result);
+    fmt::print("deleted {}\n", delete_arguments->name);
+  });
+
+  struct EventArguments {
+    std::string name;
+    bool follow = false;
+  };
+  auto event_arguments = std::make_shared<EventArguments>();
+  auto* events = vm->add_subcommand("events", "State changes with their reasons");
+  events->add_option("name", event_arguments->name, "Only this VM's events");
+  events->add_flag("--follow,-f", event_arguments->follow, "Keep waiting for new events");
+  events->callback([options, event_arguments] {
+    int64_t after = 0;
+    do {
+      std::string target = fmt::format("/v1/events?after={}", after);
+      if (!event_arguments->name.empty()) target += "&vm=" + event_arguments->name;
+      if (event_arguments->follow) target += "&wait=30";
+      auto result = call(*options, "events", "GET", target);
+      for (const auto& event : result.value("events", nlohmann::json::array())) {
+        if (options->json) {
+          fmt::print("{}\n", event.dump());
+        } else {
+          print_event(event);
+        }
+        after = std::max(after, event.value("id", int64_t{0}));
+      }
+      std::fflush(stdout);
+    } while (event_arguments->follow);
+  });
+
+  auto console_name = std::make_shared<std::string>();
+  auto* console = vm->add_subcommand("console", "Attach to a VM's serial console");
+  console->add_option("name", *console_name, "The VM")->required();
+  console->callback([] {
+    report_not_built("vm console",
+                     "the console WebSocket; a VM's console output is in the file `lamina vm "
+                     "show` names");
   });
 }
 

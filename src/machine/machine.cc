@@ -22,6 +22,14 @@ uint64_t Machine::instructions() const {
   return total;
 }
 
+void Machine::pause() {
+  for (auto& thread : vcpu_threads_) thread->set_paused(true);
+}
+
+void Machine::resume() {
+  for (auto& thread : vcpu_threads_) thread->set_paused(false);
+}
+
 void Machine::service_timers(std::stop_token stop) {
   while (!stop.stop_requested()) {
     timers_.run_expired();

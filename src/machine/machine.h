@@ -68,8 +68,14 @@ class Machine {
   const std::vector<std::unique_ptr<virtio::VirtioPciFunction>>& virtio_functions() const {
     return virtio_functions_;
   }
-  // Guest instructions retired by all vCPUs (after run() returned).
+  // Guest instructions retired by all vCPUs so far (exact after run() returned).
   uint64_t instructions() const;
+  // Host requests while run() runs, from any thread: the ACPI power button (an orderly
+  // shutdown request), and holding every vCPU at an instruction boundary (devices and timers
+  // keep running, so interrupts wait in the LAPICs).
+  void press_power_button() { acpi_pm_->press_power_button(); }
+  void pause();
+  void resume();
 
  private:
   friend class MachineBuilder;

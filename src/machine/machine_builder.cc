@@ -18,8 +18,6 @@ namespace {
 
 // The TSC rate the vCPUs and their LAPICs agree on (CpuFeatures' tsc_khz).
 constexpr uint64_t kTscHz = 2'000'000'000;
-// Kernel and initrd files larger than this are refused before reading them into memory.
-constexpr uint64_t kMaxBootFileSize = uint64_t{1} << 30;
 constexpr unsigned kIsaIrqs = 16;
 // PCI bus 0 slots for plugged functions: 0 is the host bridge.
 constexpr unsigned kFirstPciSlot = 1;
@@ -195,14 +193,23 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   // Firmware tables, then the kernel (which is told where the RSDP is).
   auto tables = acpi::install_acpi_tables(m.memory_, m.layout_, acpi_config);
   if (!tables) return fail(tables.error().with_context("ACPI tables"));
-  auto kernel = read_boot_file(options.kernel.string(), "kernel", kMaxBootFileSize);
-  if (!kernel) return fail(kernel.error());
-  std::vector<std::byte> initrd;
-  if (options.initrd) {
+  // Preloaded images (a sandboxed worker can no longer open paths) or the files named.
+  std::vector<std::byte> kernel_read;
+  std::vector<std::byte> initrd_read;
+  if (!options.kernel_image) {
+    auto bytes = read_boot_file(options.kernel.string(), "kernel", kMaxBootFileSize);
+    if (!bytes) return fail(bytes.error());
+    kernel_read = std::move(*bytes);
+  }
+  if (options.initrd && !options.initrd_image) {
     auto bytes = read_boot_file(options.initrd->string(), "initrd", kMaxBootFileSize);
     if (!bytes) return fail(bytes.error());
-    initrd = std::move(*bytes);
+    initrd_read = std::move(*bytes);
   }
+  const std::vector<std::byte>* kernel = options.kernel_image ? options.kernel_image.get()
+                                                               : &kernel_read;
+  std::span<const std::byte> initrd =
+      options.initrd_image ? std::span<const std::byte>(*options.initrd_image) : initrd_read;
   BootState boot;
   if (find_multiboot_header(*kernel)) {
     MultibootLoadOptions load{.kernel = *kernel, .command_line = options.cmdline, .modules = {}};

@@ -31,9 +31,16 @@ namespace lamina::machine {
 
 using VirtioDeviceFactory = std::function<Result<std::unique_ptr<virtio::VirtioDevice>>()>;
 
+// Kernel and initrd files larger than this are refused before reading them into memory.
+inline constexpr uint64_t kMaxBootFileSize = uint64_t{1} << 30;
+
 struct MachineOptions {
   std::filesystem::path kernel;
   std::optional<std::filesystem::path> initrd;
+  // The kernel and initrd read ahead (by a worker before its sandbox closes the file system);
+  // when set they are used instead of reading the paths, which then only name them.
+  std::shared_ptr<const std::vector<std::byte>> kernel_image;
+  std::shared_ptr<const std::vector<std::byte>> initrd_image;
   std::string cmdline;
   uint32_t cpus = 1;
   uint64_t memory_bytes = uint64_t{512} << 20;

@@ -22,6 +22,7 @@ enum class MachineExit : uint8_t {
   kTripleFault,  // a vCPU shut down; `reason` says what faulted
   kDebugExit,    // a write to the debug-exit port; `status` is (value << 1) | 1
   kUserQuit,     // Ctrl-A x on the console
+  kHostStop,     // the host stopped the VM (kill, or a forced stop through the control channel)
   kError,        // the machine could not go on (a vCPU could not be created, ...)
 };
 

@@ -30,6 +30,22 @@ void VcpuThread::stop() {
   thread_.join();
 }
 
+void VcpuThread::set_paused(bool paused) {
+  {
+    std::lock_guard lock(mutex_);
+    paused_ = paused;
+    wake_pending_ = true;
+  }
+  if (paused) vcpu_.kick();
+  woken_.notify_one();
+}
+
+bool VcpuThread::wait_while_paused(const std::stop_token& stop) {
+  std::unique_lock lock(mutex_);
+  woken_.wait(lock, [&] { return !paused_ || stop.stop_requested(); });
+  return !stop.stop_requested();
+}
+
 void VcpuThread::forward_startup_messages() {
   // INIT first: a SIPI is only accepted in the wait-for-SIPI state INIT leads to (MP spec B.4).
   if (apic_.take_init()) vcpu_.request_init();
@@ -45,6 +61,7 @@ bool VcpuThread::sleep(const std::stop_token& stop) {
 
 void VcpuThread::loop(std::stop_token stop) {
   while (!stop.stop_requested()) {
+    if (!wait_while_paused(stop)) return;
     {
       // Cleared before looking at the LAPIC: a wake after this point either is seen below or
       // leaves the flag set, so sleep() cannot miss it.
@@ -53,7 +70,7 @@ void VcpuThread::loop(std::stop_token stop) {
     }
     forward_startup_messages();
     const accel::VcpuExit exit = vcpu_.run(kSliceInstructions);
-    instructions_ += exit.instructions;
+    instructions_.fetch_add(exit.instructions, std::memory_order_relaxed);
     switch (exit.kind) {
       case accel::VcpuExit::Kind::kYield:
       case accel::VcpuExit::Kind::kKicked: break;

@@ -9,6 +9,7 @@
 // owns the std::jthread, joined by stop() or the destructor. Thread-safety: wake() and stop()
 // from any thread (wake() is the LAPIC's kick callback, called without LAPIC locks held).
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -37,8 +38,12 @@ class VcpuThread {
   void wake();
   // Asks the thread to finish its slice and joins it.
   void stop();
+  // Holds the vCPU at the next slice boundary (an instruction boundary) until resumed; the
+  // LAPIC keeps accepting interrupts meanwhile. From any thread.
+  void set_paused(bool paused);
 
-  uint64_t instructions() const { return instructions_; }
+  // Guest instructions retired so far; from any thread (exact after join).
+  uint64_t instructions() const { return instructions_.load(std::memory_order_relaxed); }
 
  private:
   void loop(std::stop_token stop);
@@ -46,6 +51,8 @@ class VcpuThread {
   void forward_startup_messages();
   // Sleeps until wake() or stop(); returns false when stopping.
   bool sleep(const std::stop_token& stop);
+  // Waits while paused; returns false when stopping.
+  bool wait_while_paused(const std::stop_token& stop);
 
   const uint32_t index_;
   accel::Vcpu& vcpu_;
@@ -54,7 +61,8 @@ class VcpuThread {
   std::mutex mutex_;
   std::condition_variable woken_;
   bool wake_pending_ = false;
-  uint64_t instructions_ = 0;  // read after join only
+  bool paused_ = false;
+  std::atomic<uint64_t> instructions_ = 0;
   std::jthread thread_;
 };
 

@@ -1,0 +1,140 @@
+#include "machine/vm_definition.h"
+
+#include <array>
+#include <algorithm>
+
+#include <fmt/format.h>
+
+#include "base/size.h"
+#include "virtio/virtio_block_setup.h"
+
+namespace lamina::machine {
+namespace {
+
+constexpr std::array<std::string_view, 12> kFields = {
+    "cpus", "memory", "kernel", "initrd", "cmdline", "disks",
+    "nets", "serial", "console_port", "rng", "accel", "on_reboot"};
+
+Error field_error(std::string_view field, std::string_view what) {
+  return Error(ErrorCode::kInvalidArgument, fmt::format("{}: {}", field, what));
+}
+
+Result<std::string> string_field(const nlohmann::json& definition, std::string_view field) {
+  const auto& value = definition.at(std::string(field));
+  if (!value.is_string()) return fail(field_error(field, "must be a string"));
+  return value.get<std::string>();
+}
+
+Result<std::vector<std::string>> string_list(const nlohmann::json& definition,
+                                             std::string_view field) {
+  const auto& value = definition.at(std::string(field));
+  if (!value.is_array()) return fail(field_error(field, "must be an array of strings"));
+  std::vector<std::string> list;
+  for (const auto& entry : value) {
+    if (!entry.is_string()) return fail(field_error(field, "must be an array of strings"));
+    list.push_back(entry.get<std::string>());
+  }
+  return list;
+}
+
+// Applies one field of the definition to the config.
+Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
+                         std::string_view field) {
+  if (field == "cpus") {
+    const auto& value = definition.at("cpus");
+    if (!value.is_number_unsigned() || value.get<uint64_t>() < 1 ||
+        value.get<uint64_t>() > kMaxCpus) {
+      return fail(field_error(field, fmt::format("must be a whole number from 1 to {}", kMaxCpus)));
+    }
+    config.cpus = value.get<uint32_t>();
+    return {};
+  }
+  if (field == "disks") {
+    auto list = string_list(definition, field);
+    if (!list) return fail(list.error());
+    for (const std::string& text : *list) {
+      auto disk = virtio::parse_disk_spec(text);
+      if (!disk) return fail(disk.error());
+      config.disks.push_back(std::move(*disk));
+    }
+    return {};
+  }
+  if (field == "nets") {
+    auto list = string_list(definition, field);
+    if (!list) return fail(list.error());
+    for (const std::string& text : *list) {
+      auto network = parse_network(text);
+      if (!network) return fail(network.error());
+      config.networks.push_back(*network);
+    }
+    return {};
+  }
+  auto text = string_field(definition, field);
+  if (!text) return fail(text.error());
+  if (field == "memory") {
+    auto bytes = parse_size(*text);
+    if (!bytes) return fail(bytes.error().with_context("--memory"));
+    config.memory_bytes = *bytes;
+  } else if (field == "kernel") {
+    if (!text->empty()) config.kernel = *text;
+  } else if (field == "initrd") {
+    if (!text->empty()) config.initrd = *text;
+  } else if (field == "cmdline") {
+    config.cmdline = *text;
+  } else if (field == "serial") {
+    auto serial = parse_serial(*text);
+    if (!serial) return fail(serial.error());
+    if (serial->kind == SerialKind::kStdio) {
+      return fail(field_error(field, "a managed VM has no terminal: use none or file:PATH"));
+    }
+    config.serial = *serial;
+  } else if (field == "console_port") {
+    auto port = parse_console_port(*text);
+    if (!port) return fail(port.error());
+    if (port->kind == ConsolePortKind::kStdio) {
+      return fail(field_error(field, "a managed VM has no terminal: use none, file: or socket:"));
+    }
+    config.console_port = *port;
+  } else if (field == "rng") {
+    auto rng = parse_rng(*text);
+    if (!rng) return fail(rng.error());
+    config.rng = *rng;
+  } else if (field == "accel") {
+    auto accel = parse_accel(*text);
+    if (!accel) return fail(accel.error());
+    config.accel = *accel;
+  } else if (field == "on_reboot") {
+    auto action = parse_reboot_action(*text);
+    if (!action) return fail(action.error());
+    config.on_reboot = *action;
+  }
+  return {};
+}
+
+}  // namespace
+
+std::span<const std::string_view> vm_definition_fields() { return kFields; }
+
+Result<VmConfig> vm_config_from_definition(const nlohmann::json& definition) {
+  if (!definition.is_object()) {
+    return fail(ErrorCode::kInvalidArgument, "the definition must be a JSON object");
+  }
+  for (const auto& [key, value] : definition.items()) {
+    if (std::find(kFields.begin(), kFields.end(), key) == kFields.end()) {
+      return fail(field_error(key, "unknown field"));
+    }
+  }
+  VmConfig config;
+  // Without a terminal the default is no serial output at all (laminad names a log file).
+  config.serial.kind = SerialKind::kNone;
+  for (std::string_view field : kFields) {
+    if (!definition.contains(std::string(field))) continue;
+    if (auto applied = apply_field(config, definition, field); !applied) {
+      return fail(applied.error());
+    }
+  }
+  if (auto valid = validate(config); !valid) return fail(valid.error());
+  return config;
+}
+
+}  // namespace lamina::machine

@@ -1,0 +1,248 @@
+#include "mgmt/api_router.h"
+
+#include <charconv>
+#include <functional>
+
+#include <fmt/format.h>
+
+#include "mgmt/openapi_document.h"
+
+namespace lamina::mgmt {
+namespace {
+
+using Parameters = std::map<std::string, std::string>;
+
+struct Call {
+  const ApiRequest& request;
+  Parameters path;   // {name} values
+  Parameters query;
+  nlohmann::json body;
+};
+
+using Handler = std::function<ServiceResult<nlohmann::json>(VmService&, const Call&)>;
+
+struct Route {
+  std::string_view method;
+  std::string_view path;
+  bool wants_body;
+  Handler handler;
+};
+
+ApiResponse json_response(int status, const nlohmann::json& body) {
+  return {status, "application/json", body.dump(2) + "\n"};
+}
+
+ApiResponse error_response(const ServiceError& error) {
+  return json_response(error.status, {{"error",
+                                       {{"status", error.status},
+                                        {"field", error.field},
+                                        {"message", error.message}}}});
+}
+
+ServiceResult<bool> query_flag(const Call& call, const std::string& name) {
+  auto found = call.query.find(name);
+  if (found == call.query.end()) return false;
+  if (found->second == "true" || found->second == "1" || found->second.empty()) return true;
+  if (found->second == "false" || found->second == "0") return false;
+  return std::unexpected(ServiceError{400, name, "must be true or false"});
+}
+
+ServiceResult<int64_t> query_number(const Call& call, const std::string& name, int64_t fallback,
+                                    int64_t max) {
+  auto found = call.query.find(name);
+  if (found == call.query.end()) return fallback;
+  int64_t value = 0;
+  const auto& text = found->second;
+  auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (error != std::errc() || end != text.data() + text.size() || value < 0 || value > max) {
+    return std::unexpected(
+        ServiceError{400, name, fmt::format("must be a whole number from 0 to {}", max)});
+  }
+  return value;
+}
+
+ServiceResult<StopOptions> stop_options(const Call& call) {
+  StopOptions options;
+  if (call.body.is_null()) return options;
+  if (!call.body.is_object()) {
+    return std::unexpected(ServiceError{400, "", "the body must be a JSON object"});
+  }
+  for (const auto& [key, value] : call.body.items()) {
+    if (key == "force") {
+      if (!value.is_boolean()) return std::unexpected(ServiceError{400, key, "must be true or false"});
+      options.force = value.get<bool>();
+    } else if (key == "timeout") {
+      if (!value.is_number() || value.get<double>() < 0 || value.get<double>() > 3600) {
+        return std::unexpected(ServiceError{400, key, "must be seconds from 0 to 3600"});
+      }
+      options.timeout = std::chrono::milliseconds(static_cast<int64_t>(value.get<double>() * 1000));
+    } else {
+      return std::unexpected(ServiceError{400, key, "unknown field"});
+    }
+  }
+  return options;
+}
+
+const std::vector<Route>& route_table() {
+  static const std::vector<Route> table = {
+      {"GET", "/v1/vms", false, [](VmService& s, const Call&) { return s.list(); }},
+      {"POST", "/v1/vms", true, [](VmService& s, const Call& c) { return s.create(c.body); }},
+      {"GET", "/v1/vms/{name}", false,
+       [](VmService& s, const Call& c) { return s.get(c.path.at("name")); }},
+      {"PATCH", "/v1/vms/{name}", true,
+       [](VmService& s, const Call& c) { return s.update(c.path.at("name"), c.body); }},
+      {"DELETE", "/v1/vms/{name}", false,
+       [](VmService& s, const Call& c) -> ServiceResult<nlohmann::json> {
+         auto with_disks = query_flag(c, "with_disks");
+         if (!with_disks) return std::unexpected(with_disks.error());
+         return s.remove(c.path.at("name"), *with_disks);
+       }},
+      {"POST", "/v1/vms/{name}/start", false,
+       [](VmService& s, const Call& c) { return s.start(c.path.at("name")); }},
+      {"POST", "/v1/vms/{name}/stop", true,
+       [](VmService& s, const Call& c) -> ServiceResult<nlohmann::json> {
+         auto options = stop_options(c);
+         if (!options) return std::unexpected(options.error());
+         return s.stop(c.path.at("name"), *options);
+       }},
+      {"POST", "/v1/vms/{name}/kill", false,
+       [](VmService& s, const Call& c) { return s.kill(c.path.at("name")); }},
+      {"POST", "/v1/vms/{name}/pause", false,
+       [](VmService& s, const Call& c) { return s.control(c.path.at("name"), "pause"); }},
+      {"POST", "/v1/vms/{name}/resume", false,
+       [](VmService& s, const Call& c) { return s.control(c.path.at("name"), "resume"); }},
+      {"POST", "/v1/vms/{name}/reset", false,
+       [](VmService& s, const Call& c) { return s.control(c.path.at("name"), "reset"); }},
+      {"GET", "/v1/events", false,
+       [](VmService& s, const Call& c) -> ServiceResult<nlohmann::json> {
+         auto after = query_number(c, "after", 0, INT64_MAX);
+         if (!after) return std::unexpected(after.error());
+         auto wait = query_number(c, "wait", 0, 60);
+         if (!wait) return std::unexpected(wait.error());
+         const auto vm = c.query.contains("vm") ? c.query.at("vm") : std::string();
+         return s.events(*after, vm, std::chrono::seconds(*wait));
+       }},
+      {"GET", "/v1/version", false,
+       [](VmService&, const Call&) -> ServiceResult<nlohmann::json> {
+         return nlohmann::json{{"api", "v1"}, {"server", "laminad"}};
+       }},
+  };
+  return table;
+}
+
+// Matches "/v1/vms/web1/start" against "/v1/vms/{name}/start".
+bool match(std::string_view pattern, std::string_view path, Parameters& parameters) {
+  while (!pattern.empty() || !path.empty()) {
+    if (pattern.empty() || path.empty() || pattern[0] != '/' || path[0] != '/') return false;
+    pattern.remove_prefix(1);
+    path.remove_prefix(1);
+    const size_t pattern_end = std::min(pattern.find('/'), pattern.size());
+    const size_t path_end = std::min(path.find('/'), path.size());
+    const std::string_view want = pattern.substr(0, pattern_end);
+    const std::string_view got = path.substr(0, path_end);
+    if (want.starts_with('{') && want.ends_with('}')) {
+      if (got.empty()) return false;
+      parameters[std::string(want.substr(1, want.size() - 2))] = std::string(got);
+    } else if (want != got) {
+      return false;
+    }
+    pattern.remove_prefix(pattern_end);
+    path.remove_prefix(path_end);
+  }
+  return true;
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::string percent_decode(std::string_view text) {
+  std::string out;
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] == '%' && i + 2 < text.size() &&
+        hex_value(text[i + 1]) >= 0 && hex_value(text[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2]));
+      i += 2;
+    } else {
+      out += text[i] == '+' ? ' ' : text[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> parse_query(std::string_view query) {
+  std::map<std::string, std::string> values;
+  while (!query.empty()) {
+    const size_t end = std::min(query.find('&'), query.size());
+    const std::string_view pair = query.substr(0, end);
+    const size_t equals = pair.find('=');
+    if (!pair.empty()) {
+      values[percent_decode(pair.substr(0, equals))] =
+          equals == std::string_view::npos ? "" : percent_decode(pair.substr(equals + 1));
+    }
+    query.remove_prefix(std::min(end + 1, query.size()));
+  }
+  return values;
+}
+
+std::vector<RouteInfo> ApiRouter::routes() {
+  std::vector<RouteInfo> list;
+  for (const Route& route : route_table()) list.push_back({route.method, route.path});
+  list.push_back({"GET", "/openapi.json"});
+  list.push_back({"GET", "/metrics"});
+  return list;
+}
+
+std::string_view ApiRouter::openapi_document() { return kOpenApiDocument; }
+
+ApiResponse ApiRouter::handle(const ApiRequest& request) {
+  const std::string_view target = request.target;
+  const size_t question = target.find('?');
+  const std::string_view path = target.substr(0, question);
+  if (request.method == "GET" && path == "/openapi.json") {
+    return {200, "application/json", std::string(kOpenApiDocument)};
+  }
+  if (request.method == "GET" && path == "/metrics") {
+    return {200, "text/plain; version=0.0.4", service_.metrics()};
+  }
+  bool path_known = false;
+  for (const Route& route : route_table()) {
+    Parameters parameters;
+    if (!match(route.path, path, parameters)) continue;
+    path_known = true;
+    if (route.method != request.method) continue;
+    Call call{request, std::move(parameters), {}, nullptr};
+    if (question != std::string_view::npos) call.query = parse_query(target.substr(question + 1));
+    if (!request.body.empty()) {
+      if (!route.wants_body) {
+        return error_response({400, "", "this request takes no body"});
+      }
+      if (request.body.size() > kMaxBodyBytes) {
+        return error_response({413, "", "the body is too large"});
+      }
+      call.body = nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+      if (call.body.is_discarded()) {
+        return error_response({400, "", "the body is not valid JSON"});
+      }
+    } else if (route.wants_body && request.method != "POST") {
+      return error_response({400, "", "this request needs a JSON body"});
+    }
+    if (route.wants_body && request.method == "POST" && route.path == "/v1/vms" &&
+        call.body.is_null()) {
+      return error_response({400, "", "this request needs a JSON body"});
+    }
+    auto result = route.handler(service_, call);
+    if (!result) return error_response(result.error());
+    return json_response(request.method == "POST" && route.path == "/v1/vms" ? 201 : 200,
+                         *result);
+  }
+  if (path_known) return error_response({405, "", fmt::format("{} is not allowed here", request.method)});
+  return error_response({404, "", fmt::format("no such resource: {}", path)});
+}
+
+}  // namespace lamina::mgmt

@@ -1,0 +1,56 @@
+#pragma once
+// ApiRouter: laminad's REST API as a table of routes (method + path template) over VmService,
+// independent of the HTTP library: a request in, a response out. The routes are the API's
+// contract, listed by routes() so a test checks them against the OpenAPI document
+// (src/mgmt/openapi.json, served at GET /openapi.json) both ways.
+//
+// Bad input gets 4xx with {"error": {"status": S, "field": F, "message": M}}; bodies are JSON
+// objects of at most kMaxBodyBytes.
+//
+// Ownership: borrows the service. Thread-safety: handle() from any connection thread.
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mgmt/vm_service.h"
+
+namespace lamina::mgmt {
+
+struct ApiRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // path and query, e.g. "/v1/events?after=3"
+  std::string body;
+};
+
+struct ApiResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+struct RouteInfo {
+  std::string_view method;
+  std::string_view path;  // with {name}-style parameters, as in the OpenAPI document
+};
+
+class ApiRouter {
+ public:
+  static constexpr size_t kMaxBodyBytes = 1 << 20;
+
+  explicit ApiRouter(VmService& service) : service_(service) {}
+  ApiResponse handle(const ApiRequest& request);
+
+  static std::vector<RouteInfo> routes();
+  static std::string_view openapi_document();
+
+ private:
+  VmService& service_;
+};
+
+// Splits "a=1&b=two" (percent-decoded).
+std::map<std::string, std::string> parse_query(std::string_view query);
+
+}  // namespace lamina::mgmt

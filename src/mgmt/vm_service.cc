@@ -1,0 +1,583 @@
+#include "mgmt/vm_service.h"
+
+#include <signal.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <fstream>
+
+#include <fmt/format.h>
+
+#include "machine/vm_definition.h"
+#include "net/daemon_launcher.h"
+#include "net/switch_paths.h"
+
+namespace lamina::mgmt {
+namespace {
+
+ServiceError bad_request(std::string field, std::string message) {
+  return {400, std::move(field), std::move(message)};
+}
+ServiceError not_found(const std::string& name) {
+  return {404, "name", fmt::format("no VM named {}", name)};
+}
+ServiceError conflict(std::string message) { return {409, "", std::move(message)}; }
+ServiceError internal(const Error& error) { return {500, "", error.message()}; }
+
+std::string random_uuid() {
+  std::array<uint8_t, 16> bytes{};
+  if (::getrandom(bytes.data(), bytes.size(), 0) != static_cast<ssize_t>(bytes.size())) {
+    bytes.fill(0);
+  }
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;  // RFC 4122 version 4
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;  // variant 1
+  std::string text;
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) text += '-';
+    text += fmt::format("{:02x}", bytes[i]);
+  }
+  return text;
+}
+
+// The field a definition error names: "--console-port: ..." (lamina run's option names, which
+// the definition shares) -> "definition.console_port"; "cpus: ..." -> "definition.cpus".
+ServiceError definition_error(const Error& error) {
+  const std::string& message = error.message();
+  std::string field = "definition";
+  if (message.starts_with("--")) {
+    std::string name = message.substr(2, message.find_first_of(" :") - 2);
+    std::replace(name.begin(), name.end(), '-', '_');
+    if (name == "disk" || name == "net") name += "s";
+    field += "." + name;
+  } else if (const size_t colon = message.find(':');
+             colon != std::string::npos && message.find(' ') > colon) {
+    field += "." + message.substr(0, colon);
+  }
+  return bad_request(field, message);
+}
+
+ServiceResult<void> check_policy(const nlohmann::json& body, VmRecord& record) {
+  if (body.contains("autostart")) {
+    if (!body["autostart"].is_boolean()) return std::unexpected(bad_request("autostart", "must be true or false"));
+    record.autostart = body["autostart"].get<bool>();
+  }
+  if (body.contains("on_crash")) {
+    const auto& value = body["on_crash"];
+    if (!value.is_string() || (value != "stay" && value != "restart")) {
+      return std::unexpected(bad_request("on_crash", "must be \"stay\" or \"restart\""));
+    }
+    record.on_crash = value.get<std::string>();
+  }
+  if (body.contains("definition")) {
+    if (auto config = machine::vm_config_from_definition(body["definition"]); !config) {
+      return std::unexpected(definition_error(config.error()));
+    }
+    record.definition = body["definition"];
+  }
+  return {};
+}
+
+ServiceResult<void> check_fields(const nlohmann::json& body,
+                                 std::initializer_list<std::string_view> allowed) {
+  if (!body.is_object()) return std::unexpected(bad_request("", "the body must be a JSON object"));
+  for (const auto& [key, value] : body.items()) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      return std::unexpected(bad_request(key, "unknown field"));
+    }
+  }
+  return {};
+}
+
+// The worker's own report of the syscall its filter refused (sandbox.cc writes one line to its
+// log before dying of SIGSYS); only the log's last 4 KiB are read.
+std::string forbidden_syscall(const std::filesystem::path& log) {
+  std::ifstream file(log, std::ios::binary);
+  file.seekg(0, std::ios::end);
+  const std::streamoff size = file.tellg();
+  file.seekg(std::max<std::streamoff>(0, size - 4096));
+  std::string line;
+  std::string found = "a forbidden syscall";
+  constexpr std::string_view kMarker = "lamina-vm: forbidden syscall ";
+  while (std::getline(file, line)) {
+    if (line.starts_with(kMarker) && line.size() < 100) {
+      found = "forbidden syscall " + line.substr(kMarker.size());
+    }
+  }
+  return found;
+}
+
+}  // namespace
+
+bool valid_vm_name(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  auto alnum = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+  };
+  if (!alnum(name[0])) return false;
+  return std::all_of(name.begin(), name.end(),
+                     [&](char c) { return alnum(c) || c == '.' || c == '_' || c == '-'; });
+}
+
+Result<std::unique_ptr<VmService>> VmService::open(const ServiceOptions& options) {
+  std::error_code error;
+  std::filesystem::create_directories(options.state_dir / "vms", error);
+  if (error) {
+    return fail(ErrorCode::kIo, fmt::format("{}: {}", options.state_dir.string(), error.message()));
+  }
+  auto inventory = Inventory::open(options.state_dir / "inventory.db");
+  if (!inventory) return fail(inventory.error());
+  std::unique_ptr<VmService> service(new VmService(options, std::move(*inventory)));
+  service->reaper_ = std::jthread([raw = service.get()](std::stop_token stop) { raw->reap(stop); });
+  return service;
+}
+
+VmService::~VmService() {
+  reaper_.request_stop();
+  changed_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  detach_all();
+}
+
+void VmService::detach_all() {
+  std::map<std::string, RunningVm> running;
+  {
+    std::lock_guard lock(mutex_);
+    running.swap(running_);
+  }
+  // Destroying the handles stops listening; the workers and their VMs run on.
+  running.clear();
+}
+
+std::filesystem::path VmService::vm_dir(const std::string& name) const {
+  return options_.state_dir / "vms" / name;
+}
+
+void VmService::log_event(const std::string& vm, const std::string& kind,
+                       const nlohmann::json& detail) {
+  (void)inventory_->add_event(vm, kind, detail);
+  changed_.notify_all();
+}
+
+nlohmann::json VmService::describe(const VmRecord& record) {
+  nlohmann::json vm{{"name", record.name},
+                    {"uuid", record.uuid},
+                    {"autostart", record.autostart},
+                    {"on_crash", record.on_crash},
+                    {"created", record.created},
+                    {"definition", record.definition},
+                    {"console_log", (vm_dir(record.name) / "console.log").string()}};
+  std::lock_guard lock(mutex_);
+  if (auto found = running_.find(record.name); found != running_.end()) {
+    vm["state"] = found->second.state;
+    vm["pid"] = found->second.worker->pid();
+    vm["started"] = found->second.started;
+  } else {
+    vm["state"] = "stopped";
+    if (auto reason = last_reason_.find(record.name); reason != last_reason_.end()) {
+      vm["last_stop"] = reason->second;
+    }
+  }
+  return vm;
+}
+
+ServiceResult<nlohmann::json> VmService::create(const nlohmann::json& body) {
+  if (auto checked = check_fields(body, {"name", "autostart", "on_crash", "definition"});
+      !checked) {
+    return std::unexpected(checked.error());
+  }
+  if (!body.contains("name") || !body["name"].is_string() ||
+      !valid_vm_name(body["name"].get<std::string>())) {
+    return std::unexpected(bad_request(
+        "name", "must match [A-Za-z0-9][A-Za-z0-9._-]{0,62}"));
+  }
+  VmRecord record{.name = body["name"].get<std::string>(),
+                  .uuid = random_uuid(),
+                  .definition = nlohmann::json::object(),
+                  .autostart = false,
+                  .on_crash = "stay",
+                  .created = utc_now()};
+  if (auto checked = check_policy(body, record); !checked) return std::unexpected(checked.error());
+  if (!body.contains("definition")) {
+    if (auto config = machine::vm_config_from_definition(record.definition); !config) {
+      return std::unexpected(definition_error(config.error()));
+    }
+  }
+  if (auto inserted = inventory_->insert(record); !inserted) {
+    if (inserted.error().code() == ErrorCode::kInvalidArgument) {
+      return std::unexpected(conflict(inserted.error().message()));
+    }
+    return std::unexpected(internal(inserted.error()));
+  }
+  std::error_code error;
+  std::filesystem::create_directories(vm_dir(record.name), error);
+  log_event(record.name, "created", {{"uuid", record.uuid}});
+  return describe(record);
+}
+
+ServiceResult<nlohmann::json> VmService::list() {
+  auto records = inventory_->list();
+  if (!records) return std::unexpected(internal(records.error()));
+  nlohmann::json vms = nlohmann::json::array();
+  for (const VmRecord& record : *records) vms.push_back(describe(record));
+  return nlohmann::json{{"vms", vms}};
+}
+
+ServiceResult<nlohmann::json> VmService::get(const std::string& name) {
+  auto found = inventory_->find(name);
+  if (!found) return std::unexpected(internal(found.error()));
+  if (!*found) return std::unexpected(not_found(name));
+  return describe(**found);
+}
+
+ServiceResult<nlohmann::json> VmService::update(const std::string& name,
+                                                const nlohmann::json& body) {
+  if (auto checked = check_fields(body, {"autostart", "on_crash", "definition"}); !checked) {
+    return std::unexpected(checked.error());
+  }
+  auto found = inventory_->find(name);
+  if (!found) return std::unexpected(internal(found.error()));
+  if (!*found) return std::unexpected(not_found(name));
+  VmRecord record = **found;
+  if (auto checked = check_policy(body, record); !checked) return std::unexpected(checked.error());
+  {
+    std::lock_guard lock(mutex_);
+    if (body.contains("definition") && running_.contains(name)) {
+      return std::unexpected(conflict(fmt::format("{} is running: stop it to change its definition", name)));
+    }
+  }
+  if (auto updated = inventory_->update(record); !updated) {
+    return std::unexpected(internal(updated.error()));
+  }
+  log_event(name, "updated", nlohmann::json::object());
+  return describe(record);
+}
+
+ServiceResult<nlohmann::json> VmService::remove(const std::string& name, bool with_disks) {
+  auto found = inventory_->find(name);
+  if (!found) return std::unexpected(internal(found.error()));
+  if (!*found) return std::unexpected(not_found(name));
+  {
+    std::lock_guard lock(mutex_);
+    if (running_.contains(name)) {
+      return std::unexpected(conflict(fmt::format("{} is running: stop it first", name)));
+    }
+    last_reason_.erase(name);
+  }
+  if (auto removed = inventory_->remove(name); !removed) {
+    return std::unexpected(internal(removed.error()));
+  }
+  nlohmann::json removed_disks = nlohmann::json::array();
+  if (with_disks && (*found)->definition.contains("disks")) {
+    for (const auto& disk : (*found)->definition["disks"]) {
+      // The path is the disk spec up to its first option (PATH[,readonly][,serial=S]).
+      const std::string spec = disk.get<std::string>();
+      const std::string path = spec.substr(0, spec.find(','));
+      std::error_code error;
+      if (std::filesystem::remove(path, error)) removed_disks.push_back(path);
+    }
+  }
+  std::error_code error;
+  std::filesystem::remove_all(vm_dir(name), error);
+  log_event(name, "deleted", {{"disks_removed", removed_disks}});
+  return nlohmann::json{{"name", name}, {"deleted", true}, {"disks_removed", removed_disks}};
+}
+
+ServiceResult<void> VmService::start_switches(const nlohmann::json& definition) {
+  if (!definition.contains("nets")) return {};
+  for (const auto& net : definition["nets"]) {
+    const std::string spec = net.get<std::string>();
+    if (!spec.starts_with("switch:")) continue;
+    const std::string name = spec.substr(7, spec.find(',') == std::string::npos
+                                                ? std::string::npos
+                                                : spec.find(',') - 7);
+    auto paths = net::switch_paths(name, /*create=*/true);
+    if (!paths) return std::unexpected(bad_request("definition.nets", paths.error().message()));
+    // The daemon runs beside laminad (a worker's PID namespace would take it down with the
+    // VM); "busy" means one serves the switch already.
+    auto launched = net::launch_switch_daemon(
+        *paths, {.program = options_.lamina_program, .arguments = {"--idle-exit", "10"}},
+        std::chrono::seconds(5));
+    if (!launched) return std::unexpected(ServiceError{500, "definition.nets", launched.error().message()});
+  }
+  return {};
+}
+
+ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
+  auto found = inventory_->find(name);
+  if (!found) return std::unexpected(internal(found.error()));
+  if (!*found) return std::unexpected(not_found(name));
+  const VmRecord& record = **found;
+  {
+    std::lock_guard lock(mutex_);
+    if (running_.contains(name)) {
+      return std::unexpected(conflict(fmt::format("{} is {}", name, running_[name].state)));
+    }
+    // Claimed while the worker starts, so a second start is refused.
+    running_[name].state = "starting";
+  }
+  auto unclaim = [&] {
+    std::lock_guard lock(mutex_);
+    running_.erase(name);
+  };
+  nlohmann::json definition = record.definition;
+  if (!definition.contains("serial")) {
+    definition["serial"] = "file:" + (vm_dir(name) / "console.log").string();
+  }
+  if (auto switches = start_switches(definition); !switches) {
+    unclaim();
+    return std::unexpected(switches.error());
+  }
+  std::error_code error;
+  std::filesystem::create_directories(vm_dir(name), error);
+  WorkerSpawnOptions spawn{.program = options_.worker_program,
+                           .vm_name = name,
+                           .definition = definition,
+                           .log_file = vm_dir(name) / "worker.log",
+                           .worker_uid = options_.worker_uid,
+                           .worker_gid = options_.worker_gid,
+                           .address_space_limit = 0};
+  auto worker = WorkerProcess::spawn(
+      spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
+      [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });
+  if (!worker) {
+    unclaim();
+    log_event(name, "start_failed", {{"reason", worker.error().message()}});
+    return std::unexpected(ServiceError{422, "definition", worker.error().message()});
+  }
+  const pid_t pid = (*worker)->pid();
+  {
+    std::lock_guard lock(mutex_);
+    RunningVm& vm = running_[name];
+    vm.worker = std::move(*worker);
+    vm.state = "running";
+    vm.started = utc_now();
+    last_reason_.erase(name);
+  }
+  log_event(name, "started", {{"pid", pid}});
+  return describe(record);
+}
+
+void VmService::on_worker_event(const std::string& name, const nlohmann::json& event) {
+  const std::string kind = event.value("event", "");
+  std::lock_guard lock(mutex_);
+  auto found = running_.find(name);
+  if (found == running_.end()) return;
+  if (kind == "state" && event.contains("state") && event["state"].is_string()) {
+    const std::string state = event["state"].get<std::string>();
+    if (state == "running" || state == "paused") found->second.state = state;
+  } else if (kind == "stopped") {
+    // Kept only in its expected shape: a worker's message is not trusted.
+    nlohmann::json stop{{"exit", event.value("exit", "")},
+                        {"status", event.value("status", 0)},
+                        {"reason", event.value("reason", "")}};
+    found->second.last_stop = stop;
+  }
+}
+
+void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) {
+  nlohmann::json detail;
+  bool crashed;
+  {
+    std::lock_guard lock(mutex_);
+    auto found = running_.find(name);
+    if (found == running_.end()) return;
+    RunningVm vm = std::move(found->second);
+    running_.erase(found);
+    detail = vm.last_stop.is_null() ? nlohmann::json::object() : vm.last_stop;
+    detail["worker"] = exit.describe();
+    crashed = vm.last_stop.is_null() || exit.signaled;
+    std::string reason;
+    if (crashed) {
+      reason = fmt::format("the worker {}", exit.describe());
+      if (exit.signaled && exit.code == SIGSYS) {
+        reason += fmt::format(" ({})", forbidden_syscall(vm_dir(name) / "worker.log"));
+      }
+    } else {
+      reason = detail.value("reason", "");
+      if (reason.empty()) reason = detail.value("exit", "");
+    }
+    detail["reason"] = reason;
+    last_reason_[name] = reason;
+    // This runs on the worker's own reader thread: the handle is destroyed by the reaper.
+    finished_.push_back(std::move(vm.worker));
+    if (crashed) {
+      auto record = inventory_->find(name);
+      if (record && *record && (*record)->on_crash == "restart") restart_.push_back(name);
+    }
+  }
+  log_event(name, crashed ? "crashed" : "stopped", detail);
+}
+
+void VmService::reap(std::stop_token stop) {
+  while (!stop.stop_requested()) {
+    std::vector<std::unique_ptr<WorkerProcess>> finished;
+    std::vector<std::string> restart;
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait_for(lock, std::chrono::milliseconds(500));
+      finished.swap(finished_);
+      restart.swap(restart_);
+    }
+    finished.clear();
+    for (const std::string& name : restart) {
+      if (auto started = start(name); !started) {
+        log_event(name, "restart_failed", {{"reason", started.error().message}});
+      }
+    }
+  }
+}
+
+ServiceResult<nlohmann::json> VmService::stop(const std::string& name,
+                                              const StopOptions& options) {
+  WorkerProcess* worker = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    auto found = running_.find(name);
+    if (found == running_.end() || !found->second.worker) {
+      if (auto record = inventory_->find(name); record && !*record) {
+        return std::unexpected(not_found(name));
+      }
+      return std::unexpected(conflict(fmt::format("{} is not running", name)));
+    }
+    worker = found->second.worker.get();
+    found->second.state = "stopping";
+  }
+  // The handle stays valid until on_worker_exit hands it to the reaper, which needs the
+  // reaper's next turn, so waiting on it here is safe.
+  bool gone = false;
+  std::string how = "power button";
+  if (!options.force) {
+    if (worker->request("power_button")) gone = worker->wait_exit(options.timeout);
+  }
+  if (!gone) {
+    how = "forced";
+    if (worker->request("stop")) gone = worker->wait_exit(std::chrono::seconds(10));
+  }
+  if (!gone) {
+    how = "killed";
+    worker->kill();
+    worker->wait_exit(std::chrono::seconds(10));
+  }
+  return nlohmann::json{{"name", name}, {"state", "stopped"}, {"how", how}};
+}
+
+ServiceResult<nlohmann::json> VmService::kill(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  auto found = running_.find(name);
+  if (found == running_.end() || !found->second.worker) {
+    return std::unexpected(conflict(fmt::format("{} is not running", name)));
+  }
+  found->second.worker->kill();
+  return nlohmann::json{{"name", name}, {"killed", true}};
+}
+
+ServiceResult<nlohmann::json> VmService::control(const std::string& name, std::string_view op) {
+  WorkerProcess* worker = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    auto found = running_.find(name);
+    if (found == running_.end() || !found->second.worker) {
+      return std::unexpected(conflict(fmt::format("{} is not running", name)));
+    }
+    if (op == "pause" && found->second.state == "paused") {
+      return std::unexpected(conflict(fmt::format("{} is paused already", name)));
+    }
+    if (op == "resume" && found->second.state != "paused") {
+      return std::unexpected(conflict(fmt::format("{} is not paused", name)));
+    }
+    worker = found->second.worker.get();
+  }
+  auto reply = worker->request(op);
+  if (!reply) return std::unexpected(ServiceError{502, "", reply.error().message()});
+  {
+    std::lock_guard lock(mutex_);
+    if (auto found = running_.find(name); found != running_.end()) {
+      if (op == "pause") found->second.state = "paused";
+      if (op == "resume") found->second.state = "running";
+    }
+  }
+  log_event(name, std::string(op == "reset" ? "reset" : op == "pause" ? "paused" : "resumed"),
+         nlohmann::json::object());
+  return get(name);
+}
+
+ServiceResult<nlohmann::json> VmService::events(int64_t after, const std::string& vm,
+                                                std::chrono::milliseconds wait) {
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    auto events = inventory_->events(after, vm, 1000);
+    if (!events) return std::unexpected(internal(events.error()));
+    if (!events->empty() || std::chrono::steady_clock::now() >= deadline) {
+      nlohmann::json list = nlohmann::json::array();
+      for (const EventRecord& event : *events) {
+        list.push_back({{"id", event.id},
+                        {"time", event.time},
+                        {"vm", event.vm},
+                        {"kind", event.kind},
+                        {"detail", event.detail}});
+      }
+      return nlohmann::json{{"events", list}};
+    }
+    std::unique_lock lock(mutex_);
+    changed_.wait_until(lock, std::min(deadline, std::chrono::steady_clock::now() +
+                                                     std::chrono::milliseconds(250)));
+  }
+}
+
+std::string VmService::metrics() {
+  std::string text =
+      "# HELP lamina_vm_running Whether the VM runs (1) or not (0).\n"
+      "# TYPE lamina_vm_running gauge\n";
+  std::string details =
+      "# HELP lamina_vm_guest_instructions_total Guest instructions retired (built-in CPU).\n"
+      "# TYPE lamina_vm_guest_instructions_total counter\n";
+  std::string memory =
+      "# HELP lamina_vm_memory_bytes Guest RAM of a running VM.\n"
+      "# TYPE lamina_vm_memory_bytes gauge\n";
+  std::string vcpus =
+      "# HELP lamina_vm_vcpus vCPUs of a running VM.\n"
+      "# TYPE lamina_vm_vcpus gauge\n";
+  auto records = inventory_->list();
+  if (!records) return text;
+  for (const VmRecord& record : *records) {
+    WorkerProcess* worker = nullptr;
+    {
+      std::lock_guard lock(mutex_);
+      if (auto found = running_.find(record.name); found != running_.end()) {
+        worker = found->second.worker.get();
+      }
+    }
+    text += fmt::format("lamina_vm_running{{vm=\"{}\"}} {}\n", record.name, worker ? 1 : 0);
+    if (!worker) continue;
+    auto reply = worker->request("query", std::chrono::seconds(1));
+    if (!reply) continue;
+    // Numbers from a worker are only printed when they are numbers.
+    auto number = [&](const char* key) -> uint64_t {
+      return (*reply).contains(key) && (*reply)[key].is_number_unsigned()
+                 ? (*reply)[key].get<uint64_t>()
+                 : 0;
+    };
+    details += fmt::format("lamina_vm_guest_instructions_total{{vm=\"{}\"}} {}\n", record.name,
+                           number("instructions"));
+    memory += fmt::format("lamina_vm_memory_bytes{{vm=\"{}\"}} {}\n", record.name,
+                          number("memory_bytes"));
+    vcpus += fmt::format("lamina_vm_vcpus{{vm=\"{}\"}} {}\n", record.name, number("vcpus"));
+  }
+  return text + details + memory + vcpus;
+}
+
+void VmService::start_autostart_vms() {
+  auto records = inventory_->list();
+  if (!records) return;
+  for (const VmRecord& record : *records) {
+    if (!record.autostart) continue;
+    if (auto started = start(record.name); !started) {
+      log_event(record.name, "autostart_failed", {{"reason", started.error().message}});
+    }
+  }
+}
+
+}  // namespace lamina::mgmt

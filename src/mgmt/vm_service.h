@@ -1,0 +1,116 @@
+#pragma once
+// VmService: what laminad does with VMs, independent of HTTP: the inventory (definitions), the
+// running workers (one WorkerProcess per running VM) and the rules between them: a running VM
+// cannot be started, updated or deleted (409); a request that fails changes nothing. It records
+// every state change as an event (Inventory) and wakes event watchers.
+//
+// Ownership: owns the inventory and the workers. Thread-safety: every public call may come from
+// any HTTP connection thread; one mutex guards the running set, the inventory has its own.
+
+#include <condition_variable>
+#include <cstdint>
+#include <expected>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mgmt/inventory.h"
+#include "mgmt/worker_process.h"
+
+namespace lamina::mgmt {
+
+// An API-level failure: the HTTP status, the request field at fault (may be empty) and a
+// message a user can act on.
+struct ServiceError {
+  int status = 400;
+  std::string field;
+  std::string message;
+};
+template <typename T>
+using ServiceResult = std::expected<T, ServiceError>;
+
+struct ServiceOptions {
+  std::filesystem::path state_dir;
+  std::filesystem::path worker_program;  // lamina-vm
+  std::filesystem::path lamina_program;  // lamina (virtual switch daemons)
+  uid_t worker_uid = 65534;
+  gid_t worker_gid = 65534;
+};
+
+struct StopOptions {
+  bool force = false;                        // skip the ACPI power button
+  std::chrono::milliseconds timeout{30000};  // for the guest to power off before forcing
+};
+
+class VmService {
+ public:
+  static Result<std::unique_ptr<VmService>> open(const ServiceOptions& options);
+  ~VmService();
+  VmService(const VmService&) = delete;
+  VmService& operator=(const VmService&) = delete;
+
+  // body: {"name": N, "autostart": bool, "on_crash": "stay|restart", "definition": {...}}
+  ServiceResult<nlohmann::json> create(const nlohmann::json& body);
+  ServiceResult<nlohmann::json> list();
+  ServiceResult<nlohmann::json> get(const std::string& name);
+  // body: any of "autostart", "on_crash", "definition" (replaces it whole); stopped VMs only.
+  ServiceResult<nlohmann::json> update(const std::string& name, const nlohmann::json& body);
+  ServiceResult<nlohmann::json> remove(const std::string& name, bool with_disks);
+
+  ServiceResult<nlohmann::json> start(const std::string& name);
+  ServiceResult<nlohmann::json> stop(const std::string& name, const StopOptions& options);
+  ServiceResult<nlohmann::json> kill(const std::string& name);
+  // "pause", "resume", "reset" (the guest's reset; the VM keeps running).
+  ServiceResult<nlohmann::json> control(const std::string& name, std::string_view op);
+
+  // Events with id > after (optionally one VM's); waits up to `wait` for one when none.
+  ServiceResult<nlohmann::json> events(int64_t after, const std::string& vm,
+                                       std::chrono::milliseconds wait);
+  // Prometheus text exposition of every VM.
+  std::string metrics();
+
+  // Starts the VMs marked autostart (laminad's startup).
+  void start_autostart_vms();
+  // Stops listening to workers; running VMs keep running (laminad's shutdown).
+  void detach_all();
+
+ private:
+  struct RunningVm {
+    std::unique_ptr<WorkerProcess> worker;
+    std::string state = "running";
+    std::string started;
+    nlohmann::json last_stop;  // the worker's stopped event, when it came
+  };
+
+  explicit VmService(ServiceOptions options, std::unique_ptr<Inventory> inventory)
+      : options_(std::move(options)), inventory_(std::move(inventory)) {}
+  void log_event(const std::string& vm, const std::string& kind, const nlohmann::json& detail);
+  void on_worker_event(const std::string& name, const nlohmann::json& event);
+  void on_worker_exit(const std::string& name, const WorkerExit& exit);
+  nlohmann::json describe(const VmRecord& record);
+  std::filesystem::path vm_dir(const std::string& name) const;
+  ServiceResult<void> start_switches(const nlohmann::json& definition);
+  void reap(std::stop_token stop);
+
+  const ServiceOptions options_;
+  std::unique_ptr<Inventory> inventory_;
+
+  std::mutex mutex_;
+  std::condition_variable changed_;  // a worker ended or an event was recorded
+  std::map<std::string, RunningVm> running_;
+  std::map<std::string, std::string> last_reason_;  // why each stopped VM stopped
+  std::vector<std::unique_ptr<WorkerProcess>> finished_;  // destroyed off their own thread
+  std::vector<std::string> restart_;                       // on_crash=restart, to start again
+  std::jthread reaper_;
+};
+
+// "[A-Za-z0-9][A-Za-z0-9._-]{0,62}"
+bool valid_vm_name(std::string_view name);
+
+}  // namespace lamina::mgmt

@@ -1,0 +1,100 @@
+#pragma once
+// WorkerProcess: laminad's handle on one running lamina-vm. spawn() starts the worker in new
+// PID namespace (and, when laminad is not root, a new user namespace mapping the worker's root
+// to laminad's own uid), hands it the control channel, sends the start request and waits for
+// the answer, by which time the worker has opened everything its definition names and closed
+// its sandbox. Afterwards a reader thread delivers the worker's replies to request() and its
+// events to the callback; when the worker's process ends, on_exit gets how it ended.
+//
+// A worker is untrusted: its messages are bounded (MessageChannel), checked for shape, and a
+// reply that never comes times out.
+//
+// Ownership: owns the pidfd, the channel and the reader thread; destroying a WorkerProcess whose
+// worker still runs leaves the VM running (it is not tied to laminad's life) and only stops
+// listening. Thread-safety: request() from any thread (one at a time per worker is serialized
+// internally); callbacks run on the reader thread.
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/message_channel.h"
+#include "base/unique_fd.h"
+
+namespace lamina::mgmt {
+
+struct WorkerSpawnOptions {
+  std::filesystem::path program;  // lamina-vm
+  std::string vm_name;
+  nlohmann::json definition;
+  std::filesystem::path log_file;  // the worker's stderr (appended)
+  // When laminad runs as root: the unprivileged ids the worker becomes.
+  uid_t worker_uid = 65534;
+  gid_t worker_gid = 65534;
+  uint64_t address_space_limit = 0;
+};
+
+// How a worker process ended.
+struct WorkerExit {
+  bool signaled = false;
+  int code = 0;  // exit status, or the signal number when signaled
+  std::string describe() const;
+};
+
+class WorkerProcess {
+ public:
+  using EventCallback = std::function<void(const nlohmann::json& event)>;
+  using ExitCallback = std::function<void(const WorkerExit& exit)>;
+
+  // Starts the worker and its VM. The error is the worker's own when it refused the definition
+  // or could not open something (kInvalidArgument / kNotFound / kIo as it said).
+  static Result<std::unique_ptr<WorkerProcess>> spawn(const WorkerSpawnOptions& options,
+                                                      EventCallback on_event,
+                                                      ExitCallback on_exit);
+  ~WorkerProcess();
+  WorkerProcess(const WorkerProcess&) = delete;
+  WorkerProcess& operator=(const WorkerProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool exited() const;
+  // Sends {"op": op} and waits for the reply; kIo when the worker is gone or did not answer.
+  Result<nlohmann::json> request(std::string_view op,
+                                 std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // SIGKILL through the pidfd (no-op once it has exited).
+  void kill();
+  // Waits until the process has ended (or the timeout passed); true when it has.
+  bool wait_exit(std::chrono::milliseconds timeout);
+
+ private:
+  WorkerProcess(pid_t pid, UniqueFd pidfd, MessageChannel channel, EventCallback on_event,
+                ExitCallback on_exit);
+  void read_messages(std::stop_token stop);
+
+  pid_t pid_;
+  UniqueFd pidfd_;
+  MessageChannel channel_;
+  EventCallback on_event_;
+  ExitCallback on_exit_;
+
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::map<int, nlohmann::json> replies_;
+  int next_id_ = 2;  // 1 was the start request
+  bool exited_ = false;
+  std::mutex request_mutex_;  // one request in flight per worker
+  std::jthread reader_;
+};
+
+}  // namespace lamina::mgmt

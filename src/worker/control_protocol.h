@@ -1,0 +1,36 @@
+#pragma once
+// The worker's control protocol, version 1: JSON messages on a MessageChannel between laminad
+// (the controller) and one lamina-vm. laminad includes this header only (it never links the
+// machine code). Every message carries "v": kControlProtocolVersion.
+//
+//   worker → controller, first:   {"event": "hello", "pid": P}
+//   controller → worker, first:   {"id": N, "op": "start", "name": NAME, "definition": {...}}
+//                                  (machine/vm_definition.h; the worker opens what it names,
+//                                   then enters its sandbox, then answers and boots)
+//   controller → worker, then:    {"id": N, "op": OP}  with OP one of kOps below
+//   worker → controller replies:  {"id": N, "ok": true, ...} or {"id": N, "ok": false,
+//                                  "error": "why"}; "query" adds "state", "vcpus",
+//                                  "memory_bytes", "instructions", "boots"
+//   worker → controller events:   {"event": "state", "state": "running|paused"}
+//                                 {"event": "stopped", "exit": EXIT, "status": S, "reason": R}
+//                                  (then the worker exits with status S)
+//
+// A peer that breaks the protocol (bad JSON, wrong version, unknown op) gets an error reply or
+// a closed channel, never a crash. Plain constants; thread-safe.
+
+#include <array>
+#include <string_view>
+
+namespace lamina::worker {
+
+inline constexpr int kControlProtocolVersion = 1;
+
+// Requests after "start".
+inline constexpr std::array<std::string_view, 6> kControlOps = {
+    "query", "pause", "resume", "power_button", "reset", "stop"};
+
+// Values of "exit" in the stopped event.
+inline constexpr std::array<std::string_view, 7> kExitNames = {
+    "poweroff", "reset", "triple_fault", "debug_exit", "user_quit", "host_stop", "error"};
+
+}  // namespace lamina::worker

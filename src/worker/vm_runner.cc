@@ -1,0 +1,196 @@
+#include "worker/vm_runner.h"
+
+#include <cstdlib>
+
+#include <fmt/format.h>
+
+#include "accel/accelerator.h"
+#include "base/log.h"
+#include "machine/boot_file.h"
+#include "machine/default_guest.h"
+
+namespace lamina::worker {
+
+std::string_view to_string(VmState state) {
+  switch (state) {
+    case VmState::kStarting: return "starting";
+    case VmState::kRunning: return "running";
+    case VmState::kPaused: return "paused";
+    case VmState::kStopped: return "stopped";
+  }
+  return "unknown";
+}
+
+Result<bool> resolve_kvm(machine::AccelKind accel) {
+  if (accel == machine::AccelKind::kEmu) return false;
+  auto host = accel::probe_kvm();
+  if (accel == machine::AccelKind::kAuto) return host && !host->software_pvm;
+  if (!host) return fail(host.error().with_context("--accel kvm"));
+  if (host->software_pvm) {
+    log_warn(
+        "this host's KVM is PVM without hardware virtualization; it emulates unmodified guest "
+        "kernels slowly and stops at instructions it cannot emulate (--accel emu is faster "
+        "here)");
+  }
+  return true;
+}
+
+namespace {
+
+// The kernel, initrd and command line the config boots: its own, or the default guest's.
+Result<machine::MachineOptions> boot_options(const machine::VmConfig& config) {
+  machine::MachineOptions options;
+  options.cpus = config.cpus;
+  options.memory_bytes = config.memory_bytes;
+  options.cmdline = config.cmdline;
+  if (config.kernel) {
+    options.kernel = *config.kernel;
+    options.initrd = config.initrd;
+  } else {
+    auto guest = machine::find_default_guest();
+    if (!guest) return fail(guest.error());
+    options.kernel = guest->kernel;
+    options.initrd = config.initrd ? *config.initrd : guest->initrd;
+    if (options.cmdline.empty()) options.cmdline = guest->cmdline;
+  }
+  // LAMINA_LINUX_ENTRY=bzimage enters the bzImage's own decompressor instead of the host-side
+  // decompression path (for comparing the two while bringing up the CPU).
+  if (const char* entry = std::getenv("LAMINA_LINUX_ENTRY");
+      entry && std::string_view(entry) == "bzimage") {
+    options.linux_entry = machine::LinuxEntry::kBzImage64;
+  }
+  auto kernel = machine::read_boot_file(options.kernel.string(), "kernel",
+                                        machine::kMaxBootFileSize);
+  if (!kernel) return fail(kernel.error());
+  options.kernel_image = std::make_shared<const std::vector<std::byte>>(std::move(*kernel));
+  if (options.initrd) {
+    auto initrd = machine::read_boot_file(options.initrd->string(), "initrd",
+                                          machine::kMaxBootFileSize);
+    if (!initrd) return fail(initrd.error());
+    options.initrd_image = std::make_shared<const std::vector<std::byte>>(std::move(*initrd));
+  }
+  return options;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config,
+                                                 std::string_view label, bool kvm) {
+  std::unique_ptr<VmRunner> runner(new VmRunner(config));
+  auto options = boot_options(config);
+  if (!options) return fail(options.error());
+  runner->options_ = std::move(*options);
+  runner->options_.kvm = kvm;
+  auto console = machine::SerialConsole::open(config.serial);
+  if (!console) return fail(console.error());
+  runner->console_ = std::move(*console);
+  runner->options_.com1_backend = runner->console_.get();
+  // Host ends of the virtio devices live across restarts, like the serial console.
+  auto host_ends = machine::open_virtio_host_ends(config, label);
+  if (!host_ends) return fail(host_ends.error());
+  runner->host_ends_ = std::make_unique<machine::VirtioHostEnds>(std::move(*host_ends));
+  machine::add_virtio_devices(config, *runner->host_ends_, runner->options_);
+  return runner;
+}
+
+VmRunner::~VmRunner() = default;
+
+uint64_t VmRunner::instructions() const {
+  std::lock_guard lock(mutex_);
+  return finished_instructions_ + (machine_ ? machine_->instructions() : 0);
+}
+
+void VmRunner::power_button() {
+  std::lock_guard lock(mutex_);
+  if (machine_) machine_->press_power_button();
+}
+
+void VmRunner::pause() {
+  std::lock_guard lock(mutex_);
+  paused_ = true;
+  if (!machine_) return;
+  machine_->pause();
+  state_ = VmState::kPaused;
+}
+
+void VmRunner::resume() {
+  std::lock_guard lock(mutex_);
+  paused_ = false;
+  if (!machine_) return;
+  machine_->resume();
+  state_ = VmState::kRunning;
+}
+
+void VmRunner::reset() {
+  std::lock_guard lock(mutex_);
+  if (!machine_) return;
+  host_reset_ = true;
+  machine_->stops().post({machine::MachineExit::kReset, "reset by the host", 0});
+}
+
+void VmRunner::stop(std::string reason) {
+  std::lock_guard lock(mutex_);
+  stop_requested_ = true;
+  stop_reason_ = std::move(reason);
+  if (machine_) machine_->stops().post({machine::MachineExit::kHostStop, stop_reason_, 0});
+}
+
+VmOutcome VmRunner::outcome_of(const machine::MachineStop& stop) const {
+  using machine::MachineExit;
+  switch (stop.exit) {
+    case MachineExit::kPowerOff:
+    case MachineExit::kUserQuit: return {stop.exit, 0, {}};
+    case MachineExit::kHostStop: return {stop.exit, 0, stop.reason};
+    case MachineExit::kDebugExit: return {stop.exit, static_cast<int>(stop.status & 0xff), {}};
+    case MachineExit::kReset:
+      return {stop.exit, 1,
+              fmt::format("the guest rebooted ({}); --on-reboot restart boots it again",
+                          stop.reason)};
+    case MachineExit::kTripleFault:
+    case MachineExit::kError: return {stop.exit, 1, stop.reason};
+  }
+  return {MachineExit::kError, 1, "unknown machine stop"};
+}
+
+VmOutcome VmRunner::run() {
+  for (;;) {
+    auto built = machine::MachineBuilder::build(options_);
+    if (!built) {
+      state_ = VmState::kStopped;
+      return {machine::MachineExit::kError, 1, built.error().message()};
+    }
+    std::unique_ptr<machine::Machine> vm = std::move(*built);
+    console_->attach(vm->com1(), vm->stops());
+    {
+      std::lock_guard lock(mutex_);
+      machine_ = vm.get();
+      host_reset_ = false;
+      if (stop_requested_) vm->stops().post({machine::MachineExit::kHostStop, stop_reason_, 0});
+      if (paused_) vm->pause();
+      state_ = paused_ ? VmState::kPaused : VmState::kRunning;
+    }
+    boots_.fetch_add(1);
+    const machine::MachineStop stop = vm->run();
+    console_->detach();
+    bool restart = false;
+    {
+      std::lock_guard lock(mutex_);
+      finished_instructions_ += vm->instructions();
+      machine_ = nullptr;
+      if (stop.exit == machine::MachineExit::kReset && !stop_requested_) {
+        // A Ctrl-A x that lost the race against the reset still quits.
+        restart = !console_->quit_requested() &&
+                  (host_reset_ || config_.on_reboot == machine::RebootAction::kRestart);
+      }
+    }
+    vm.reset();
+    if (restart) continue;
+    state_ = VmState::kStopped;
+    if (stop.exit == machine::MachineExit::kReset && console_->quit_requested()) {
+      return {machine::MachineExit::kUserQuit, 0, {}};
+    }
+    return outcome_of(stop);
+  }
+}
+
+}  // namespace lamina::worker

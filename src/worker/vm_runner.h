@@ -1,0 +1,89 @@
+#pragma once
+// VmRunner: one VM from a VmConfig, from opening its host resources to its last stop. It is the
+// machine both `lamina run` (in the foreground) and `lamina-vm` (the worker laminad starts)
+// run: open() reads the kernel and initrd and opens every host end (serial console, disk
+// images, network ports) up front, so a worker can close its sandbox before run() executes
+// the first guest instruction; run() boots Machines until one stops for good (a guest reboot
+// boots a fresh Machine when the config says restart, or when the host asked for the reset).
+//
+// Ownership: owns the host ends and the current Machine. Thread-safety: run() on one thread;
+// the host requests (power_button, pause, resume, reset, stop) and the queries from any other.
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "base/error.h"
+#include "machine/machine.h"
+#include "machine/machine_builder.h"
+#include "machine/serial_console.h"
+#include "machine/virtio_devices.h"
+#include "machine/vm_config.h"
+
+namespace lamina::worker {
+
+enum class VmState { kStarting, kRunning, kPaused, kStopped };
+std::string_view to_string(VmState state);
+
+// How a VM ended: `status` is `lamina run`'s exit status (0 poweroff or quit, the debug-exit
+// value, 1 with `reason` for a triple fault, a reboot with --on-reboot exit or an error).
+struct VmOutcome {
+  machine::MachineExit exit = machine::MachineExit::kError;
+  int status = 1;
+  std::string reason;
+};
+
+// Whether `accel` runs on KVM here: kAuto takes KVM only where it runs guest kernels in
+// hardware; kKvm on a host without a usable /dev/kvm is an error saying why.
+Result<bool> resolve_kvm(machine::AccelKind accel);
+
+class VmRunner {
+ public:
+  // `label` names the VM to the virtual switch. kvm: from resolve_kvm().
+  static Result<std::unique_ptr<VmRunner>> open(const machine::VmConfig& config,
+                                                std::string_view label, bool kvm);
+  ~VmRunner();
+  VmRunner(const VmRunner&) = delete;
+  VmRunner& operator=(const VmRunner&) = delete;
+
+  // Boots the VM and returns when it has stopped for good.
+  VmOutcome run();
+
+  // Host requests; each is a no-op when no machine runs. stop() ends run() with kHostStop.
+  void power_button();
+  void pause();
+  void resume();
+  void reset();
+  void stop(std::string reason);
+
+  VmState state() const { return state_.load(); }
+  uint32_t vcpus() const { return config_.cpus; }
+  uint64_t memory_bytes() const { return config_.memory_bytes; }
+  // Guest instructions retired in this VM's life (all boots), from any thread.
+  uint64_t instructions() const;
+  // Machines booted (1 + restarts).
+  uint64_t boots() const { return boots_.load(); }
+
+ private:
+  explicit VmRunner(machine::VmConfig config) : config_(std::move(config)) {}
+  VmOutcome outcome_of(const machine::MachineStop& stop) const;
+
+  machine::VmConfig config_;
+  machine::MachineOptions options_;
+  std::unique_ptr<machine::SerialConsole> console_;
+  std::unique_ptr<machine::VirtioHostEnds> host_ends_;
+
+  mutable std::mutex mutex_;  // guards machine_ and the flags below
+  machine::Machine* machine_ = nullptr;
+  bool stop_requested_ = false;
+  std::string stop_reason_;
+  bool host_reset_ = false;
+  bool paused_ = false;
+  uint64_t finished_instructions_ = 0;  // of machines already destroyed
+  std::atomic<VmState> state_ = VmState::kStarting;
+  std::atomic<uint64_t> boots_ = 0;
+};
+
+}  // namespace lamina::worker

@@ -1,0 +1,174 @@
+// lamina-vm: the worker process laminad starts for one running VM (not for direct use). It
+// speaks the control protocol (control_protocol.h) on the socket given as --control-fd, opens
+// what the VM definition names, enters its sandbox and runs the VM until it stops.
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "base/message_channel.h"
+#include "machine/vm_definition.h"
+#include "worker/control_protocol.h"
+#include "worker/sandbox.h"
+#include "worker/vm_runner.h"
+
+namespace lamina::worker {
+namespace {
+
+// Replies and events come from two threads; the channel wants one sender at a time.
+class ControlSender {
+ public:
+  explicit ControlSender(MessageChannel& channel) : channel_(channel) {}
+  void send(nlohmann::json message) {
+    message["v"] = kControlProtocolVersion;
+    std::lock_guard lock(mutex_);
+    // A controller that went away misses the message; the worker carries on regardless.
+    (void)channel_.send(message);
+  }
+
+ private:
+  MessageChannel& channel_;
+  std::mutex mutex_;
+};
+
+std::string_view exit_name(machine::MachineExit exit) {
+  return kExitNames.at(static_cast<size_t>(exit));
+}
+
+// Threads of this process (the sandbox needs exactly one: namespaces and the new root apply to
+// the calling thread).
+size_t thread_count() {
+  DIR* tasks = ::opendir("/proc/self/task");
+  if (!tasks) return 0;
+  size_t count = 0;
+  while (dirent* entry = ::readdir(tasks)) {
+    if (entry->d_name[0] != '.') ++count;
+  }
+  ::closedir(tasks);
+  return count;
+}
+
+// Answers one request after "start".
+nlohmann::json handle(VmRunner& runner, const nlohmann::json& request) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  const std::string op = request.value("op", "");
+  if (op == "query") {
+    reply["state"] = to_string(runner.state());
+    reply["vcpus"] = runner.vcpus();
+    reply["memory_bytes"] = runner.memory_bytes();
+    reply["instructions"] = runner.instructions();
+    reply["boots"] = runner.boots();
+  } else if (op == "pause") {
+    runner.pause();
+  } else if (op == "resume") {
+    runner.resume();
+  } else if (op == "power_button") {
+    runner.power_button();
+  } else if (op == "reset") {
+    runner.reset();
+  } else if (op == "stop") {
+    runner.stop("stopped by the host");
+  } else {
+    reply["ok"] = false;
+    reply["error"] = fmt::format("unknown op '{}'", op);
+  }
+  return reply;
+}
+
+void serve_requests(MessageChannel& channel, ControlSender& sender, VmRunner& runner) {
+  for (;;) {
+    auto received = channel.receive();
+    // The controller went away (laminad restarting) or broke the protocol: the VM runs on.
+    if (!received || !*received) return;
+    const nlohmann::json& request = (*received)->message;
+    if (request.value("v", 0) != kControlProtocolVersion) {
+      sender.send({{"id", request.value("id", 0)}, {"ok", false}, {"error", "protocol version"}});
+      continue;
+    }
+    const bool state_change = request.value("op", "") == "pause" ||
+                              request.value("op", "") == "resume";
+    sender.send(handle(runner, request));
+    if (state_change) sender.send({{"event", "state"}, {"state", to_string(runner.state())}});
+  }
+}
+
+int fail_start(ControlSender& sender, int id, const Error& error) {
+  sender.send({{"id", id}, {"ok", false}, {"error", error.message()}});
+  fmt::print(stderr, "lamina-vm: {}\n", error.message());
+  return 1;
+}
+
+int run_worker(int control_fd, std::optional<std::pair<uid_t, gid_t>> drop_to,
+               uint64_t address_space_limit) {
+  MessageChannel channel{UniqueFd(control_fd)};
+  ControlSender sender(channel);
+  sender.send({{"event", "hello"}, {"pid", ::getpid()}});
+  auto received = channel.receive(std::chrono::seconds(30));
+  if (!received || !*received) {
+    fmt::print(stderr, "lamina-vm: no start request on the control channel\n");
+    return 1;
+  }
+  const nlohmann::json& start = (*received)->message;
+  const int id = start.value("id", 0);
+  if (start.value("v", 0) != kControlProtocolVersion || start.value("op", "") != "start" ||
+      !start.contains("definition") || !start["name"].is_string()) {
+    return fail_start(sender, id, Error(ErrorCode::kInvalidArgument, "expected a start request"));
+  }
+  auto config = machine::vm_config_from_definition(start["definition"]);
+  if (!config) return fail_start(sender, id, config.error());
+  auto kvm = resolve_kvm(config->accel);
+  if (!kvm) return fail_start(sender, id, kvm.error());
+  auto runner = VmRunner::open(*config, start["name"].get<std::string>(), *kvm);
+  if (!runner) return fail_start(sender, id, runner.error());
+  if (thread_count() != 1) {
+    return fail_start(sender, id,
+                      Error(ErrorCode::kInternal, "sandbox: the worker has threads before it"));
+  }
+  if (auto sandboxed = enter_sandbox({drop_to, address_space_limit}); !sandboxed) {
+    return fail_start(sender, id, sandboxed.error());
+  }
+  sender.send({{"id", id}, {"ok", true}});
+  std::jthread control([&] { serve_requests(channel, sender, **runner); });
+  control.detach();
+  const VmOutcome outcome = (*runner)->run();
+  sender.send({{"event", "stopped"},
+               {"exit", exit_name(outcome.exit)},
+               {"status", outcome.status},
+               {"reason", outcome.reason}});
+  // The control thread may sit in recvmsg; leaving through _exit skips joining it.
+  std::fflush(stderr);
+  ::_exit(outcome.status);
+}
+
+}  // namespace
+}  // namespace lamina::worker
+
+int main(int argc, char** argv) {
+  CLI::App app{"lamina-vm: runs one VM for laminad over a control channel (not for direct use)"};
+  int control_fd = -1;
+  std::string drop_to;
+  uint64_t address_space_limit = 0;
+  app.add_option("--control-fd", control_fd, "The control channel socket (inherited)")
+      ->required();
+  app.add_option("--drop-to", drop_to, "UID:GID to become when started as root");
+  app.add_option("--address-space-limit", address_space_limit, "RLIMIT_AS in bytes (0: none)");
+  CLI11_PARSE(app, argc, argv);
+  std::optional<std::pair<uid_t, gid_t>> ids;
+  if (!drop_to.empty()) {
+    unsigned uid = 0;
+    unsigned gid = 0;
+    if (std::sscanf(drop_to.c_str(), "%u:%u", &uid, &gid) != 2 || uid == 0) {
+      fmt::print(stderr, "lamina-vm: --drop-to wants UID:GID with a non-zero UID\n");
+      return 2;
+    }
+    ids = std::pair<uid_t, gid_t>{uid, gid};
+  }
+  return lamina::worker::run_worker(control_fd, ids, address_space_limit);
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# laminad end to end, with a real daemon on a real socket and real guests: raw HTTP and the
+# `lamina vm` CLI; three VMs of the default guest at once, each in a sandboxed worker checked
+# from outside (/proc: seccomp, no_new_privs, uid, namespaces, empty root, open fds); pause
+# and resume; a worker killed with SIGKILL takes down only its own VM and laminad says why;
+# stop, 409s, delete.
+#   laminad_system_test.sh LAMINA LAMINAD GUEST_DIR
+set -euo pipefail
+lamina=$1 laminad=$2 guest=$3
+[[ -f $guest/vmlinuz ]] || { echo "no default guest in $guest"; exit 1; }
+work=$(mktemp -d)
+sock=$work/laminad.sock
+export LAMINA_CONNECT=unix:$sock
+daemon=0
+cleanup() {
+  [[ $daemon == 0 ]] || kill "$daemon" 2>/dev/null || true
+  # Workers outlive laminad by design; this test's own are killed by their VM names.
+  for pid in $(pgrep -f "lamina-vm --control-fd" || true); do
+    grep -q "$work" "/proc/$pid/environ" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+fail() {
+  echo "FAIL: $*"
+  echo "---- laminad.log ----"; cat "$work/laminad.log" 2>/dev/null || true
+  for f in "$work"/state/vms/*/worker.log "$work"/state/vms/*/console.log; do
+    [[ -f $f ]] && { echo "---- $f ----"; tail -20 "$f"; }
+  done
+  exit 1
+}
+api() { curl -sS --unix-socket "$sock" -o "$work/body" -w '%{http_code}' "$@" ; }
+
+# The test's own marker in every worker's environment, so cleanup finds exactly its workers.
+LAMINA_TEST_DIR=$work "$laminad" --state-dir "$work/state" --socket "$sock" 2>"$work/laminad.log" &
+daemon=$!
+for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.1; done
+[[ -S $sock ]] || fail "laminad did not listen"
+
+# Raw HTTP: the API answers, and refuses bad input with the field named, changing nothing.
+[[ $(api http://laminad/v1/version) == 200 ]] || fail "GET /v1/version"
+[[ $(api -X POST -d '{"name":"bad name"}' http://laminad/v1/vms) == 400 ]] || fail "bad name accepted"
+grep -q '"field": "name"' "$work/body" || fail "the error does not name the field: $(cat "$work/body")"
+[[ $(api -X POST -d '{"name":"x","definition":{"memory":"lots"}}' http://laminad/v1/vms) == 400 ]] ||
+  fail "bad memory accepted"
+grep -q '"field": "definition.memory"' "$work/body" || fail "memory error: $(cat "$work/body")"
+[[ $(api -X POST -d '{"name":"x","colour":"red"}' http://laminad/v1/vms) == 400 ]] || fail "unknown field"
+[[ $(api http://laminad/v1/vms/x) == 404 ]] || fail "a refused create left a VM"
+[[ $(api http://laminad/openapi.json) == 200 ]] || fail "no OpenAPI document"
+
+# Three VMs of the default guest through the CLI; each prints its name and waits, so the
+# sandbox can be looked at while it runs.
+for name in alpha beta gamma; do
+  "$lamina" vm create "$name" --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+    --cmdline "console=ttyS0 quiet panic=-1 lamina_run=\"echo hello-from-$name-\$((6*7)); sleep 600\"" >/dev/null ||
+    fail "create $name"
+done
+"$lamina" vm create alpha >/dev/null 2>"$work/err" && fail "a second VM named alpha was created"
+grep -q "exists" "$work/err" || fail "duplicate create said: $(cat "$work/err")"
+for name in alpha beta gamma; do "$lamina" vm start "$name" || fail "start $name"; done
+"$lamina" vm start alpha 2>"$work/err" && fail "a running VM started twice"
+grep -q "alpha is running" "$work/err" || fail "double start said: $(cat "$work/err")"
+
+pid_of() { "$lamina" vm --json show "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("pid", 0))'; }
+for name in alpha beta gamma; do
+  pid=$(pid_of "$name")
+  [[ $pid -gt 0 ]] || fail "$name has no worker pid"
+  status=/proc/$pid/status
+  grep -q "^Seccomp:[[:space:]]*2" "$status" || fail "$name: seccomp filter not on ($(grep Seccomp "$status"))"
+  grep -q "^NoNewPrivs:[[:space:]]*1" "$status" || fail "$name: no_new_privs not set"
+  uid=$(awk '/^Uid:/ {print $2}' "$status")
+  [[ $uid != 0 ]] || fail "$name: the worker runs as uid 0"
+  grep -q "^CapEff:[[:space:]]*0000000000000000" "$status" || fail "$name: capabilities left"
+  for ns in mnt net pid ipc uts; do
+    [[ $(readlink "/proc/$pid/ns/$ns") != $(readlink "/proc/self/ns/$ns") ]] ||
+      fail "$name: shares laminad's $ns namespace"
+  done
+  [[ -z $(ls -A "/proc/$pid/root/" 2>/dev/null) ]] || fail "$name: its root is not empty: $(ls -A /proc/$pid/root/)"
+  # Open fds: stdio, the control channel, the serial log, the guest's own (no image, no host dirs).
+  for fd in /proc/$pid/fd/*; do
+    target=$(readlink "$fd" || true)
+    case $target in
+      /dev/null|socket:*|anon_inode:*|pipe:*|"$work"/state/vms/$name/*) ;;
+      *) fail "$name: unexpected open fd $fd -> $target" ;;
+    esac
+  done
+done
+
+# Every guest booted and ran its command.
+for name in alpha beta gamma; do
+  for _ in $(seq 300); do grep -q "hello-from-$name-42" "$work/state/vms/$name/console.log" 2>/dev/null && break; sleep 1; done
+  grep -q "hello-from-$name-42" "$work/state/vms/$name/console.log" || fail "$name did not boot"
+done
+
+# Pause and resume.
+"$lamina" vm pause beta || fail "pause"
+[[ $("$lamina" vm --json show beta | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == paused ]] ||
+  fail "beta is not paused"
+"$lamina" vm pause beta 2>/dev/null && fail "paused twice"
+"$lamina" vm resume beta || fail "resume"
+
+# SIGKILL one worker: only its VM goes, and laminad says why.
+kill -9 "$(pid_of beta)"
+for _ in $(seq 50); do "$lamina" vm list | grep -q "^beta .*stopped" && break; sleep 0.2; done
+"$lamina" vm list | grep -q "^beta .*stopped" || fail "beta's death was not noticed"
+"$lamina" vm show beta | grep -q "last stop:.*SIGKILL" || fail "no reason for beta: $("$lamina" vm show beta)"
+"$lamina" vm events beta | grep -q "crashed" || fail "no crashed event for beta"
+for name in alpha gamma; do
+  "$lamina" vm list | grep -q "^$name .*running" || fail "$name went down with beta"
+done
+
+# Stop: the default guest ignores the power button, so a short timeout forces it.
+"$lamina" vm stop alpha --timeout 1 | grep -q "stopped alpha" || fail "stop alpha"
+"$lamina" vm stop gamma --force | grep -q "forced" || fail "stop --force gamma"
+"$lamina" vm stop gamma 2>"$work/err" && fail "stopped a stopped VM"
+grep -q "not running" "$work/err" || fail "stop of a stopped VM said: $(cat "$work/err")"
+
+# Metrics list every VM.
+[[ $(api http://laminad/metrics) == 200 ]] || fail "GET /metrics"
+grep -q 'lamina_vm_running{vm="alpha"} 0' "$work/body" || fail "metrics: $(cat "$work/body")"
+
+for name in alpha beta gamma; do "$lamina" vm delete "$name" >/dev/null || fail "delete $name"; done
+[[ $("$lamina" vm --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["vms"]))') == 0 ]] ||
+  fail "VMs left after delete"
+echo "PASS"

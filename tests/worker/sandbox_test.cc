@@ -1,0 +1,94 @@
+#include "worker/sandbox.h"
+
+#include <fcntl.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace lamina::worker {
+namespace {
+
+// Each case forks (a death test), installs the worker's filter in the child and makes one call.
+void restrict_or_die() {
+  if (!restrict_process(0)) ::_exit(99);
+}
+
+TEST(SandboxFilter, AllowlistStaysWithinBudget) {
+  // ARCHITECTURE.md: at most 40 syscalls for the worker in all.
+  EXPECT_LE(syscall_allowlist().size(), 40u);
+}
+
+TEST(SandboxFilter, AllowedCallsWork) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        // write, read, futex and thread creation (clone with CLONE_THREAD) are the worker's own.
+        std::thread([] {}).join();
+        (void)!::write(2, "", 0);
+        ::_exit(0);
+      },
+      testing::ExitedWithCode(0), "");
+}
+
+TEST(SandboxFilter, OpeningAFileKills) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        ::open("/etc/passwd", O_RDONLY);
+        ::_exit(0);
+      },
+      testing::KilledBySignal(SIGSYS), "forbidden syscall openat");
+}
+
+char kTrue[] = "/bin/true";
+char* kTrueArguments[] = {kTrue, nullptr};
+
+TEST(SandboxFilter, ExecveKills) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        ::execve("/bin/true", kTrueArguments, nullptr);
+        ::_exit(0);
+      },
+      testing::KilledBySignal(SIGSYS), "forbidden syscall execve");
+}
+
+TEST(SandboxFilter, SocketKills) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        ::socket(AF_INET, SOCK_STREAM, 0);
+        ::_exit(0);
+      },
+      testing::KilledBySignal(SIGSYS), "forbidden syscall socket");
+}
+
+TEST(SandboxFilter, PtraceKills) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        ::ptrace(PTRACE_TRACEME, 0, nullptr, nullptr);
+        ::_exit(0);
+      },
+      testing::KilledBySignal(SIGSYS), "forbidden syscall ptrace");
+}
+
+TEST(SandboxFilter, ForkingAProcessKills) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        // fork() is clone without CLONE_THREAD (glibc's clone3 attempt gets ENOSYS first).
+        ::syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+        ::_exit(0);
+      },
+      testing::KilledBySignal(SIGSYS), "forbidden syscall clone");
+}
+
+}  // namespace
+}  // namespace lamina::worker
