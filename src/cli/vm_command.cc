@@ -295,7 +295,7 @@ void add_vm_command(CLI::App& app) {
   auto console_name = std::make_shared<std::string>();
   auto* console = vm->add_subcommand("console", "Attach to a VM's serial console");
   console->add_option("name", *console_name, "The VM")->required();
-  console->callback([] {
+  console->callback([console_name] {
     report_not_built("vm console",
                      "the console WebSocket; a VM's console output is in the file `lamina vm "
                      "show` names");

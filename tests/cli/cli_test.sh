@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Drives the lamina binary from the outside: help, version, and the honest answer of commands
-# that are reserved but not built yet.
+# Drives the lamina binary from the outside: help, version, usage errors, and the honest answer
+# of commands that are reserved but not built yet.
 set -u
 lamina=$1
 source "$(dirname "${BASH_SOURCE[0]}")/../lib/check.sh"
@@ -13,7 +13,11 @@ check "no arguments shows help" 0 'Usage' -- "$lamina"
 check "--version" 0 '^lamina [0-9]+\.[0-9]+\.[0-9]+$' -- "$lamina" --version
 check "unknown command is a usage error" 2 'unknown-thing' -- "$lamina" unknown-thing
 check "run --help explains" 0 'serial port' -- "$lamina" run --help
-check "vm is not built yet" 3 'not built yet' -- "$lamina" vm list
+check "vm without laminad says how to start it" 1 'cannot reach laminad at /nonexistent/l.sock.*start it' -- \
+  "$lamina" vm --connect unix:/nonexistent/l.sock list
+check "vm --connect with a bad scheme is refused" 1 'use unix:PATH' -- "$lamina" vm --connect ftp://x list
+check "vm console is not built yet" 3 'not built yet' -- "$lamina" vm --connect unix:/nonexistent/l.sock console x
+check "vm without a verb is a usage error" 2 'subcommand' -- "$lamina" vm
 
 # lamina run: every bad option is reported before anything starts, naming the option.
 check "run --cpus 0" 2 '^lamina run: --cpus: 0 is outside 1-64$' -- "$lamina" run --cpus 0
