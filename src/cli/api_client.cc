@@ -47,17 +47,18 @@ ApiClient::ApiClient(std::unique_ptr<Connection> connection)
     : connection_(std::move(connection)) {}
 ApiClient::~ApiClient() = default;
 
+Result<std::string> console_socket_path(const std::string& given) {
+  const std::string address = given.empty() ? environment("LAMINA_CONNECT") : given;
+  if (address.empty()) return default_laminad_socket();
+  if (address.starts_with("unix:")) return address.substr(5);
+  return fail(ErrorCode::kInvalidArgument,
+              fmt::format("--connect {}: use unix:PATH (HTTPS is not built yet)", address));
+}
+
 Result<std::unique_ptr<ApiClient>> ApiClient::connect(const std::string& given) {
-  std::string address = given.empty() ? environment("LAMINA_CONNECT") : given;
-  std::string path;
-  if (address.empty()) {
-    path = default_laminad_socket();
-  } else if (address.starts_with("unix:")) {
-    path = address.substr(5);
-  } else {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("--connect {}: use unix:PATH (HTTPS is not built yet)", address));
-  }
+  auto socket_path = console_socket_path(given);
+  if (!socket_path) return fail(socket_path.error());
+  const std::string& path = *socket_path;
   auto connection = std::make_unique<Connection>();
   beast::error_code error;
   connection->socket.connect(Local::endpoint(path), error);

@@ -38,6 +38,9 @@ class ApiClient {
   std::unique_ptr<Connection> connection_;
 };
 
+// The Unix socket path `address` names (as for connect()).
+Result<std::string> console_socket_path(const std::string& address);
+
 // laminad's default socket for the calling user (same rule as laminad's --socket default).
 std::string default_laminad_socket();
 

@@ -13,7 +13,7 @@
 
 #include "cli/api_client.h"
 #include "cli/commands.h"
-#include "cli/not_built.h"
+#include "cli/console_client.h"
 
 namespace lamina::cli {
 namespace {
@@ -292,13 +292,17 @@ void add_vm_command(CLI::App& app) {
     } while (event_arguments->follow);
   });
 
-  auto console_name = std::make_shared<std::string>();
-  auto* console = vm->add_subcommand("console", "Attach to a VM's serial console");
-  console->add_option("name", *console_name, "The VM")->required();
-  console->callback([console_name] {
-    report_not_built("vm console",
-                     "the console WebSocket; a VM's console output is in the file `lamina vm "
-                     "show` names");
+  auto console_options = std::make_shared<ConsoleAttachOptions>();
+  auto* console = vm->add_subcommand(
+      "console", "Attach to a running VM's serial console (Ctrl-A x detaches; the VM runs on)");
+  console->add_option("name", console_options->vm, "The VM")->required();
+  console->add_flag("--read-only", console_options->read_only,
+                    "Watch only (any number of readers; one client at a time may type)");
+  console->callback([options, console_options] {
+    console_options->connect = options->connect;
+    if (auto attached = attach_console(*console_options); !attached) {
+      fail_verb("console", attached.error().message());
+    }
   });
 }
 

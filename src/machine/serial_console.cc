@@ -39,6 +39,14 @@ Result<std::unique_ptr<SerialConsole>> SerialConsole::open(const SerialConfig& c
   return fail(ErrorCode::kInternal, "unknown serial kind");
 }
 
+std::unique_ptr<SerialConsole> SerialConsole::open_socket(UniqueFd socket) {
+  const int fd = socket.get();
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  std::unique_ptr<SerialConsole> console(new SerialConsole(fd, false, fd));
+  console->socket_ = std::move(socket);
+  return console;
+}
+
 SerialConsole::SerialConsole(int output_fd, bool owns_output, int input_fd)
     : output_fd_(output_fd), owns_output_(owns_output), input_fd_(input_fd) {
   if (input_fd_ >= 0 && ::isatty(input_fd_)) raw_mode_.emplace(input_fd_);

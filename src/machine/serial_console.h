@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/unique_fd.h"
 #include "hw/uart16550.h"
 #include "machine/machine_exit.h"
 #include "machine/terminal_escape.h"
@@ -32,6 +33,9 @@ class SerialConsole final : public hw::SerialBackend {
   // kStdio: stdout and stdin; kFile: writes the file (created or truncated), no input;
   // kNone: output dropped, no input.
   static Result<std::unique_ptr<SerialConsole>> open(const SerialConfig& config);
+  // Output to and input from a connected stream socket (a worker's console link to laminad).
+  // Output never blocks the guest: what the socket cannot take at once is dropped.
+  static std::unique_ptr<SerialConsole> open_socket(UniqueFd socket);
   ~SerialConsole() override;
   SerialConsole(const SerialConsole&) = delete;
   SerialConsole& operator=(const SerialConsole&) = delete;
@@ -62,6 +66,7 @@ class SerialConsole final : public hw::SerialBackend {
   int output_fd_;
   bool owns_output_;
   int input_fd_;  // -1: no input
+  UniqueFd socket_;  // open_socket(): both output_fd_ and input_fd_
   std::optional<TerminalRawMode> raw_mode_;
   TerminalEscape escape_;
   mutable std::mutex mutex_;

@@ -12,6 +12,9 @@ namespace {
 
 using Parameters = std::map<std::string, std::string>;
 
+// The console: a WebSocket (HttpServer) or, without an upgrade, the recent output as text.
+constexpr std::string_view kConsolePath = "/v1/vms/{name}/console";
+
 struct Call {
   const ApiRequest& request;
   Parameters path;   // {name} values
@@ -190,9 +193,33 @@ std::map<std::string, std::string> parse_query(std::string_view query) {
   return values;
 }
 
+std::expected<ApiRouter::ConsoleRequest, ApiResponse> ApiRouter::open_console(
+    const std::string& target) {
+  const std::string_view view = target;
+  const size_t question = view.find('?');
+  Parameters parameters;
+  if (!match(kConsolePath, view.substr(0, question), parameters)) {
+    return std::unexpected(error_response({404, "", "no such resource"}));
+  }
+  Parameters query;
+  if (question != std::string_view::npos) query = parse_query(view.substr(question + 1));
+  ConsoleRequest request;
+  if (auto mode = query.find("mode"); mode != query.end()) {
+    if (mode->second != "rw" && mode->second != "ro") {
+      return std::unexpected(error_response({400, "mode", "must be rw or ro"}));
+    }
+    request.write = mode->second == "rw";
+  }
+  auto hub = service_.console(parameters.at("name"));
+  if (!hub) return std::unexpected(error_response(hub.error()));
+  request.hub = std::move(*hub);
+  return request;
+}
+
 std::vector<RouteInfo> ApiRouter::routes() {
   std::vector<RouteInfo> list;
   for (const Route& route : route_table()) list.push_back({route.method, route.path});
+  list.push_back({"GET", kConsolePath});
   list.push_back({"GET", "/openapi.json"});
   list.push_back({"GET", "/metrics"});
   return list;
@@ -209,6 +236,12 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
   }
   if (request.method == "GET" && path == "/metrics") {
     return {200, "text/plain; version=0.0.4", service_.metrics()};
+  }
+  if (Parameters parameters; match(kConsolePath, path, parameters)) {
+    if (request.method != "GET") return error_response({405, "", "use GET (or a WebSocket)"});
+    auto hub = service_.console(parameters.at("name"));
+    if (!hub) return error_response(hub.error());
+    return {200, "text/plain; charset=utf-8", (*hub)->backlog()};
   }
   bool path_known = false;
   for (const Route& route : route_table()) {

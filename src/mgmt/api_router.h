@@ -43,6 +43,14 @@ class ApiRouter {
   explicit ApiRouter(VmService& service) : service_(service) {}
   ApiResponse handle(const ApiRequest& request);
 
+  // A console WebSocket's target ("/v1/vms/NAME/console?mode=rw|ro"): the VM's console hub
+  // and whether the client asks to write; the error as a response otherwise.
+  struct ConsoleRequest {
+    std::shared_ptr<ConsoleHub> hub;
+    bool write = true;
+  };
+  std::expected<ConsoleRequest, ApiResponse> open_console(const std::string& target);
+
   static std::vector<RouteInfo> routes();
   static std::string_view openapi_document();
 

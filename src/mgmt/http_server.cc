@@ -10,7 +10,10 @@
 #include <boost/beast/http.hpp>
 #include <fmt/format.h>
 
+#include <boost/beast/websocket/rfc6455.hpp>
+
 #include "base/log.h"
+#include "mgmt/console_session.h"
 
 namespace lamina::mgmt {
 namespace {
@@ -58,6 +61,12 @@ void serve_connection(Local::socket socket, ApiRouter& router) {
       break;
     }
     const auto& request = parser.get();
+    if (beast::websocket::is_upgrade(request)) {
+      auto console = router.open_console(std::string(request.target()));
+      if (console) return serve_console_session(std::move(socket), request, std::move(*console));
+      http::write(socket, to_reply(console.error(), request.version(), false), error);
+      break;
+    }
     const ApiResponse response = router.handle({std::string(request.method_string()),
                                                 std::string(request.target()), request.body()});
     auto reply = to_reply(response, request.version(), request.keep_alive());

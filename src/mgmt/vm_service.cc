@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -322,23 +323,39 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
     std::lock_guard lock(mutex_);
     running_.erase(name);
   };
-  nlohmann::json definition = record.definition;
-  if (!definition.contains("serial")) {
-    definition["serial"] = "file:" + (vm_dir(name) / "console.log").string();
-  }
+  const nlohmann::json& definition = record.definition;
   if (auto switches = start_switches(definition); !switches) {
     unclaim();
     return std::unexpected(switches.error());
   }
   std::error_code error;
   std::filesystem::create_directories(vm_dir(name), error);
+  // Without a serial setting of its own the VM's first serial port is linked to laminad: the
+  // console log, the WebSocket clients.
+  std::shared_ptr<ConsoleHub> console;
+  UniqueFd worker_console;
+  if (!definition.contains("serial")) {
+    int link[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, link) != 0) {
+      unclaim();
+      return std::unexpected(ServiceError{500, "", "socketpair for the console failed"});
+    }
+    worker_console.reset(link[1]);
+    auto hub = ConsoleHub::start(UniqueFd(link[0]), vm_dir(name) / "console.log");
+    if (!hub) {
+      unclaim();
+      return std::unexpected(internal(hub.error()));
+    }
+    console = std::move(*hub);
+  }
   WorkerSpawnOptions spawn{.program = options_.worker_program,
                            .vm_name = name,
                            .definition = definition,
                            .log_file = vm_dir(name) / "worker.log",
                            .worker_uid = options_.worker_uid,
                            .worker_gid = options_.worker_gid,
-                           .address_space_limit = 0};
+                           .address_space_limit = 0,
+                           .console_fd = worker_console.get()};
   auto worker = WorkerProcess::spawn(
       spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
       [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });
@@ -352,6 +369,7 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
     std::lock_guard lock(mutex_);
     RunningVm& vm = running_[name];
     vm.worker = std::move(*worker);
+    vm.console = std::move(console);
     vm.state = "running";
     vm.started = utc_now();
     last_reason_.erase(name);
@@ -401,8 +419,10 @@ void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) 
     }
     detail["reason"] = reason;
     last_reason_[name] = reason;
-    // This runs on the worker's own reader thread: the handle is destroyed by the reaper.
+    // This runs on the worker's own reader thread: the handle is destroyed by the reaper, and
+    // so is the console hub, after it has read the guest's last output.
     finished_.push_back(std::move(vm.worker));
+    finished_consoles_.push_back(std::move(vm.console));
     if (crashed) {
       auto record = inventory_->find(name);
       if (record && *record && (*record)->on_crash == "restart") restart_.push_back(name);
@@ -414,14 +434,19 @@ void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) 
 void VmService::reap(std::stop_token stop) {
   while (!stop.stop_requested()) {
     std::vector<std::unique_ptr<WorkerProcess>> finished;
+    std::vector<std::shared_ptr<ConsoleHub>> consoles;
     std::vector<std::string> restart;
     {
       std::unique_lock lock(mutex_);
       changed_.wait_for(lock, std::chrono::milliseconds(500));
       finished.swap(finished_);
+      consoles.swap(finished_consoles_);
       restart.swap(restart_);
     }
     finished.clear();
+    // A moment for the hub to read what the guest printed last (EOF follows the worker's end).
+    if (!consoles.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    consoles.clear();
     for (const std::string& name : restart) {
       if (auto started = start(name); !started) {
         log_event(name, "restart_failed", {{"reason", started.error().message}});
@@ -502,6 +527,23 @@ ServiceResult<nlohmann::json> VmService::control(const std::string& name, std::s
   log_event(name, std::string(op == "reset" ? "reset" : op == "pause" ? "paused" : "resumed"),
          nlohmann::json::object());
   return get(name);
+}
+
+ServiceResult<std::shared_ptr<ConsoleHub>> VmService::console(const std::string& name) {
+  {
+    std::lock_guard lock(mutex_);
+    if (auto found = running_.find(name); found != running_.end() && found->second.worker) {
+      if (!found->second.console) {
+        return std::unexpected(
+            conflict(fmt::format("{}'s serial port goes to its definition's \"serial\"", name)));
+      }
+      return found->second.console;
+    }
+  }
+  if (auto record = inventory_->find(name); record && !*record) {
+    return std::unexpected(not_found(name));
+  }
+  return std::unexpected(conflict(fmt::format("{} is not running", name)));
 }
 
 ServiceResult<nlohmann::json> VmService::events(int64_t after, const std::string& vm,

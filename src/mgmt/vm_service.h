@@ -20,6 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mgmt/console_hub.h"
 #include "mgmt/inventory.h"
 #include "mgmt/worker_process.h"
 
@@ -69,6 +70,9 @@ class VmService {
   // "pause", "resume", "reset" (the guest's reset; the VM keeps running).
   ServiceResult<nlohmann::json> control(const std::string& name, std::string_view op);
 
+  // The running VM's console (409 when it is not running or its serial port goes elsewhere).
+  ServiceResult<std::shared_ptr<ConsoleHub>> console(const std::string& name);
+
   // Events with id > after (optionally one VM's); waits up to `wait` for one when none.
   ServiceResult<nlohmann::json> events(int64_t after, const std::string& vm,
                                        std::chrono::milliseconds wait);
@@ -83,6 +87,7 @@ class VmService {
  private:
   struct RunningVm {
     std::unique_ptr<WorkerProcess> worker;
+    std::shared_ptr<ConsoleHub> console;  // null when the definition sends serial elsewhere
     std::string state = "running";
     std::string started;
     nlohmann::json last_stop;  // the worker's stopped event, when it came
@@ -106,6 +111,7 @@ class VmService {
   std::map<std::string, RunningVm> running_;
   std::map<std::string, std::string> last_reason_;  // why each stopped VM stopped
   std::vector<std::unique_ptr<WorkerProcess>> finished_;  // destroyed off their own thread
+  std::vector<std::shared_ptr<ConsoleHub>> finished_consoles_;
   std::vector<std::string> restart_;                       // on_crash=restart, to start again
   std::jthread reaper_;
 };

@@ -162,12 +162,17 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
     return abandon(Error(ErrorCode::kIo, fmt::format("the worker did not start (see {})",
                                                      options.log_file.string())));
   }
-  const nlohmann::json start{{"v", worker::kControlProtocolVersion},
-                             {"id", 1},
-                             {"op", "start"},
-                             {"name", options.vm_name},
-                             {"definition", options.definition}};
-  if (auto sent = worker->channel_.send(start); !sent) return abandon(sent.error());
+  nlohmann::json start{{"v", worker::kControlProtocolVersion},
+                       {"id", 1},
+                       {"op", "start"},
+                       {"name", options.vm_name},
+                       {"definition", options.definition}};
+  std::vector<int> fds;
+  if (options.console_fd >= 0) {
+    start["console"] = true;
+    fds.push_back(options.console_fd);
+  }
+  if (auto sent = worker->channel_.send(start, fds); !sent) return abandon(sent.error());
   auto answer = worker->channel_.receive(kStartTimeout);
   if (!answer || !*answer || (*answer)->message.value("id", 0) != 1) {
     return abandon(Error(ErrorCode::kIo, fmt::format("the worker did not answer (see {})",

@@ -44,6 +44,9 @@ struct WorkerSpawnOptions {
   uid_t worker_uid = 65534;
   gid_t worker_gid = 65534;
   uint64_t address_space_limit = 0;
+  // The worker's end of the serial console link (ConsoleHub), or -1 for none; sent with the
+  // start request, still owned by the caller.
+  int console_fd = -1;
 };
 
 // How a worker process ended.

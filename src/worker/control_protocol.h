@@ -6,7 +6,9 @@
 //   worker → controller, first:   {"event": "hello", "pid": P}
 //   controller → worker, first:   {"id": N, "op": "start", "name": NAME, "definition": {...}}
 //                                  (machine/vm_definition.h; the worker opens what it names,
-//                                   then enters its sandbox, then answers and boots)
+//                                   then enters its sandbox, then answers and boots); with
+//                                  "console": true its one fd is a stream socket that carries
+//                                  the first serial port both ways (instead of "serial")
 //   controller → worker, then:    {"id": N, "op": OP}  with OP one of kOps below
 //   worker → controller replies:  {"id": N, "ok": true, ...} or {"id": N, "ok": false,
 //                                  "error": "why"}; "query" adds "state", "vcpus",

@@ -75,15 +75,20 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config) {
 }  // namespace
 
 Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config,
-                                                 std::string_view label, bool kvm) {
+                                                 std::string_view label, bool kvm,
+                                                 UniqueFd console_socket) {
   std::unique_ptr<VmRunner> runner(new VmRunner(config));
   auto options = boot_options(config);
   if (!options) return fail(options.error());
   runner->options_ = std::move(*options);
   runner->options_.kvm = kvm;
-  auto console = machine::SerialConsole::open(config.serial);
-  if (!console) return fail(console.error());
-  runner->console_ = std::move(*console);
+  if (console_socket) {
+    runner->console_ = machine::SerialConsole::open_socket(std::move(console_socket));
+  } else {
+    auto console = machine::SerialConsole::open(config.serial);
+    if (!console) return fail(console.error());
+    runner->console_ = std::move(*console);
+  }
   runner->options_.com1_backend = runner->console_.get();
   // Host ends of the virtio devices live across restarts, like the serial console.
   auto host_ends = machine::open_virtio_host_ends(config, label);

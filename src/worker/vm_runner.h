@@ -41,9 +41,11 @@ Result<bool> resolve_kvm(machine::AccelKind accel);
 
 class VmRunner {
  public:
-  // `label` names the VM to the virtual switch. kvm: from resolve_kvm().
+  // `label` names the VM to the virtual switch. kvm: from resolve_kvm(). A valid `console`
+  // socket carries the first serial port instead of config.serial (a worker's link to laminad).
   static Result<std::unique_ptr<VmRunner>> open(const machine::VmConfig& config,
-                                                std::string_view label, bool kvm);
+                                                std::string_view label, bool kvm,
+                                                UniqueFd console = {});
   ~VmRunner();
   VmRunner(const VmRunner&) = delete;
   VmRunner& operator=(const VmRunner&) = delete;

@@ -3,6 +3,7 @@
 // what the VM definition names, enters its sandbox and runs the VM until it stops.
 
 #include <dirent.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -107,6 +108,8 @@ int fail_start(ControlSender& sender, int id, const Error& error) {
 
 int run_worker(int control_fd, std::optional<std::pair<uid_t, gid_t>> drop_to,
                uint64_t address_space_limit) {
+  // A console or control peer that went away is an error on the write, not a SIGPIPE death.
+  ::signal(SIGPIPE, SIG_IGN);
   MessageChannel channel{UniqueFd(control_fd)};
   ControlSender sender(channel);
   sender.send({{"event", "hello"}, {"pid", ::getpid()}});
@@ -125,7 +128,13 @@ int run_worker(int control_fd, std::optional<std::pair<uid_t, gid_t>> drop_to,
   if (!config) return fail_start(sender, id, config.error());
   auto kvm = resolve_kvm(config->accel);
   if (!kvm) return fail_start(sender, id, kvm.error());
-  auto runner = VmRunner::open(*config, start["name"].get<std::string>(), *kvm);
+  // The start request may carry one fd: the serial console's socket to laminad.
+  UniqueFd console;
+  if ((*received)->fds.size() == 1 && start.value("console", false)) {
+    console = std::move((*received)->fds[0]);
+  }
+  auto runner = VmRunner::open(*config, start["name"].get<std::string>(), *kvm,
+                               std::move(console));
   if (!runner) return fail_start(sender, id, runner.error());
   if (thread_count() != 1) {
     return fail_start(sender, id,

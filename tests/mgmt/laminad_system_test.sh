@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # laminad end to end, with a real daemon on a real socket and real guests: raw HTTP and the
 # `lamina vm` CLI; three VMs of the default guest at once, each in a sandboxed worker checked
-# from outside (/proc: seccomp, no_new_privs, uid, namespaces, empty root, open fds); pause
-# and resume; a worker killed with SIGKILL takes down only its own VM and laminad says why;
-# stop, 409s, delete.
+# from outside (/proc: seccomp, no_new_privs, uid, namespaces, empty root, open fds); the
+# serial console over the WebSocket (a writer, a refused second writer, a reader); pause and
+# resume; a worker killed with SIGKILL takes down only its own VM and laminad says why; stop,
+# 409s, delete.
 #   laminad_system_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
@@ -50,7 +51,10 @@ grep -q '"field": "definition.memory"' "$work/body" || fail "memory error: $(cat
 
 # Three VMs of the default guest through the CLI; each prints its name and waits, so the
 # sandbox can be looked at while it runs.
-for name in alpha beta gamma; do
+# alpha gives a shell on its console; beta and gamma run a command.
+"$lamina" vm create alpha --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+  --cmdline "console=ttyS0 quiet panic=-1" >/dev/null || fail "create alpha"
+for name in beta gamma; do
   "$lamina" vm create "$name" --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
     --cmdline "console=ttyS0 quiet panic=-1 lamina_run=\"echo hello-from-$name-\$((6*7)); sleep 600\"" >/dev/null ||
     fail "create $name"
@@ -87,10 +91,32 @@ for name in alpha beta gamma; do
 done
 
 # Every guest booted and ran its command.
-for name in alpha beta gamma; do
+for name in beta gamma; do
   for _ in $(seq 300); do grep -q "hello-from-$name-42" "$work/state/vms/$name/console.log" 2>/dev/null && break; sleep 1; done
   grep -q "hello-from-$name-42" "$work/state/vms/$name/console.log" || fail "$name did not boot"
 done
+
+# The console over the WebSocket: alpha's shell answers a command typed through `lamina vm
+# console`; a second writer is refused while the first is attached; a reader may watch; the
+# recent output is also plain text at the same path.
+for _ in $(seq 300); do grep -q "lamina-guest:/#" "$work/state/vms/alpha/console.log" 2>/dev/null && break; sleep 1; done
+grep -q "lamina-guest:/#" "$work/state/vms/alpha/console.log" || fail "alpha's shell did not start"
+(sleep 6) | timeout 8 "$lamina" vm console alpha --read-only >"$work/watch.txt" 2>&1 &
+watcher=$!
+(printf 'echo console-says-$((6*7))\n'; sleep 4) | timeout 6 "$lamina" vm console alpha >"$work/console.txt" 2>&1 &
+writer=$!
+sleep 1
+echo x | "$lamina" vm console alpha 2>"$work/err" >/dev/null && fail "a second writer was let in"
+grep -q "another client holds the console's input" "$work/err" || fail "second writer said: $(cat "$work/err")"
+wait $writer || true
+wait $watcher || true
+grep -q "console-says-42" "$work/console.txt" || fail "no answer on the console: $(tail -c 300 "$work/console.txt")"
+grep -q "console-says-42" "$work/watch.txt" || fail "the reader did not see it: $(tail -c 300 "$work/watch.txt")"
+[[ $(api http://laminad/v1/vms/alpha/console) == 200 ]] || fail "GET console"
+grep -q "console-says-42" "$work/body" || fail "the console's text lacks the answer"
+grep -q "console-says-42" "$work/state/vms/alpha/console.log" || fail "the console log lacks the answer"
+"$lamina" vm console beta --read-only </dev/null >/dev/null 2>&1 &
+reader=$!
 
 # Pause and resume.
 "$lamina" vm pause beta || fail "pause"
@@ -108,6 +134,10 @@ for _ in $(seq 50); do "$lamina" vm list | grep -q "^beta .*stopped" && break; s
 for name in alpha gamma; do
   "$lamina" vm list | grep -q "^$name .*running" || fail "$name went down with beta"
 done
+
+# beta's console client ended when beta went away.
+for _ in $(seq 50); do kill -0 $reader 2>/dev/null || break; sleep 0.2; done
+kill -0 $reader 2>/dev/null && fail "a console client outlived its VM"
 
 # Stop: the default guest ignores the power button, so a short timeout forces it.
 "$lamina" vm stop alpha --timeout 1 | grep -q "stopped alpha" || fail "stop alpha"

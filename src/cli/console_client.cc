@@ -1,0 +1,137 @@
+#include "cli/console_client.h"
+
+#include <unistd.h>
+
+#include <array>
+#include <memory>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/websocket.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "cli/api_client.h"
+#include "machine/terminal_escape.h"
+#include "machine/terminal_mode.h"
+
+namespace lamina::cli {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using Local = asio::local::stream_protocol;
+
+void write_stdout(std::string_view bytes) {
+  while (!bytes.empty()) {
+    const ssize_t written = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
+    if (written <= 0) return;
+    bytes.remove_prefix(static_cast<size_t>(written));
+  }
+}
+
+}  // namespace
+
+Result<void> attach_console(const ConsoleAttachOptions& options) {
+  auto path = console_socket_path(options.connect);
+  if (!path) return fail(path.error());
+  asio::io_context io;
+  websocket::stream<Local::socket> ws(io);
+  beast::error_code error;
+  ws.next_layer().connect(Local::endpoint(*path), error);
+  if (error) {
+    return fail(ErrorCode::kNotFound,
+                fmt::format("cannot reach laminad at {}: {}", *path, error.message()));
+  }
+  const std::string target =
+      fmt::format("/v1/vms/{}/console?mode={}", options.vm, options.read_only ? "ro" : "rw");
+  websocket::response_type response;
+  ws.handshake(response, "laminad", target, error);
+  if (error) {
+    // A refused upgrade carries laminad's JSON error.
+    const auto body = nlohmann::json::parse(response.body(), nullptr, false);
+    if (body.is_object() && body.contains("error")) {
+      return fail(ErrorCode::kInvalidArgument, body["error"].value("message", error.message()));
+    }
+    return fail(ErrorCode::kIo, fmt::format("console: {}", error.message()));
+  }
+  ws.binary(true);
+
+  const bool terminal = ::isatty(STDIN_FILENO) != 0;
+  std::optional<machine::TerminalRawMode> raw;
+  if (terminal && !options.read_only) raw.emplace(STDIN_FILENO);
+  if (terminal) {
+    fmt::print(stderr, "lamina vm console: attached to {} ({}Ctrl-A x detaches)\r\n", options.vm,
+               options.read_only ? "read-only; " : "");
+  }
+  machine::TerminalEscape escape;
+  std::string close_reason;
+
+  // Output: every message from the server to stdout, until it closes.
+  beast::flat_buffer incoming;
+  std::function<void()> read_output = [&] {
+    ws.async_read(incoming, [&](beast::error_code read_error, size_t) {
+      if (read_error) {
+        if (read_error == websocket::error::closed) close_reason = std::string(ws.reason().reason.data(), ws.reason().reason.size());
+        io.stop();
+        return;
+      }
+      const auto data = incoming.cdata();
+      write_stdout(std::string_view(static_cast<const char*>(data.data()), data.size()));
+      incoming.consume(incoming.size());
+      read_output();
+    });
+  };
+  read_output();
+
+  // Input: stdin to the server, one message per read; EOF from a pipe ends input only.
+  asio::posix::stream_descriptor input(io, ::dup(STDIN_FILENO));
+  std::array<char, 1024> buffer{};
+  std::string pending;
+  bool sending = false;
+  std::function<void()> send_pending;
+  std::function<void()> read_input = [&] {
+    input.async_read_some(asio::buffer(buffer), [&](beast::error_code read_error, size_t count) {
+      if (read_error) return;  // EOF: keep showing output
+      std::string_view chunk(buffer.data(), count);
+      if (raw && raw->active()) {
+        const auto filtered = escape.feed(std::span<const char>(chunk.data(), chunk.size()));
+        if (filtered.show_help) write_stdout(machine::TerminalEscape::help_text());
+        pending += filtered.to_guest;
+        if (filtered.quit) {
+          ws.async_close(websocket::close_code::normal, [&](beast::error_code) { io.stop(); });
+          return;
+        }
+      } else {
+        pending += chunk;
+      }
+      send_pending();
+      read_input();
+    });
+  };
+  send_pending = [&] {
+    if (sending || pending.empty()) return;
+    sending = true;
+    auto message = std::make_shared<std::string>(std::move(pending));
+    pending.clear();
+    ws.async_write(asio::buffer(*message), [&, message](beast::error_code write_error, size_t) {
+      sending = false;
+      if (write_error) return io.stop();
+      send_pending();
+    });
+  };
+  if (!options.read_only) read_input();
+  io.run();
+  raw.reset();
+  if (terminal) fmt::print(stderr, "\r\nlamina vm console: detached from {}\n", options.vm);
+  if (!close_reason.empty() && close_reason != "the VM stopped") {
+    return fail(ErrorCode::kInvalidArgument, close_reason);
+  }
+  return {};
+}
+
+}  // namespace lamina::cli
