@@ -39,6 +39,27 @@ Result<std::unique_ptr<SerialConsole>> SerialConsole::open(const SerialConfig& c
   return fail(ErrorCode::kInternal, "unknown serial kind");
 }
 
+void SerialConsole::replace_socket(UniqueFd socket) {
+  if (reader_.joinable()) {
+    reader_.request_stop();
+    reader_.join();
+  }
+  const int fd = socket.get();
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+  bool attached;
+  {
+    std::lock_guard output_lock(output_mutex_);
+    std::lock_guard lock(mutex_);
+    socket_ = std::move(socket);
+    output_fd_ = fd;
+    input_fd_ = fd;
+    attached = uart_ != nullptr;
+  }
+  if (attached) {
+    reader_ = std::jthread([this](std::stop_token stop) { read_input(std::move(stop)); });
+  }
+}
+
 std::unique_ptr<SerialConsole> SerialConsole::open_socket(UniqueFd socket) {
   const int fd = socket.get();
   ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -80,6 +101,7 @@ void SerialConsole::detach() {
 }
 
 void SerialConsole::write_out(std::string_view bytes) {
+  std::lock_guard lock(output_mutex_);
   if (output_fd_ < 0) return;
   while (!bytes.empty()) {
     const ssize_t written = ::write(output_fd_, bytes.data(), bytes.size());

@@ -36,6 +36,9 @@ class SerialConsole final : public hw::SerialBackend {
   // Output to and input from a connected stream socket (a worker's console link to laminad).
   // Output never blocks the guest: what the socket cannot take at once is dropped.
   static std::unique_ptr<SerialConsole> open_socket(UniqueFd socket);
+  // Replaces the socket of an open_socket() console (laminad restarted and linked again); the
+  // input thread restarts on the new one. From any thread but the console's own.
+  void replace_socket(UniqueFd socket);
   ~SerialConsole() override;
   SerialConsole(const SerialConsole&) = delete;
   SerialConsole& operator=(const SerialConsole&) = delete;
@@ -67,6 +70,7 @@ class SerialConsole final : public hw::SerialBackend {
   bool owns_output_;
   int input_fd_;  // -1: no input
   UniqueFd socket_;  // open_socket(): both output_fd_ and input_fd_
+  std::mutex output_mutex_;  // guards output_fd_ (and socket_) against replace_socket()
   std::optional<TerminalRawMode> raw_mode_;
   TerminalEscape escape_;
   mutable std::mutex mutex_;

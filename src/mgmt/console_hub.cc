@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <array>
@@ -21,12 +22,17 @@ constexpr int kInputWaitMilliseconds = 2000;
 }  // namespace
 
 Result<std::shared_ptr<ConsoleHub>> ConsoleHub::start(UniqueFd socket,
-                                                      const std::filesystem::path& log) {
-  UniqueFd file(::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+                                                      const std::filesystem::path& log,
+                                                      bool append) {
+  UniqueFd file(::open(log.c_str(),
+                       O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (append ? O_APPEND : O_TRUNC),
+                       0600));
   if (!file) {
     return fail(ErrorCode::kIo, fmt::format("{}: {}", log.string(), std::strerror(errno)));
   }
   std::shared_ptr<ConsoleHub> hub(new ConsoleHub(std::move(socket), std::move(file)));
+  struct stat status {};
+  if (::fstat(hub->log_.get(), &status) == 0) hub->log_bytes_ = static_cast<uint64_t>(status.st_size);
   hub->reader_ = std::jthread([raw = hub.get()](std::stop_token stop) { raw->read_output(stop); });
   return hub;
 }

@@ -34,8 +34,10 @@ class ConsoleHub {
   // bytes: output; closed: the VM's side went away (the last call for that listener).
   using Listener = std::function<void(std::string_view bytes, bool closed)>;
 
+  // append: keep what the log holds (re-linking a running VM), else start it empty.
   static Result<std::shared_ptr<ConsoleHub>> start(UniqueFd socket,
-                                                   const std::filesystem::path& log);
+                                                   const std::filesystem::path& log,
+                                                   bool append = false);
   ~ConsoleHub();
   ConsoleHub(const ConsoleHub&) = delete;
   ConsoleHub& operator=(const ConsoleHub&) = delete;

@@ -51,6 +51,14 @@ fs::path own_folder() {
 
 int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worker,
         const std::string& worker_user) {
+  // SIGTERM and SIGINT end laminad: blocked before any thread exists (threads inherit the
+  // mask) and taken by one waiting thread. A client that went away is an error, not SIGPIPE.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
   std::error_code error;
   fs::create_directories(state_dir, error);
   fs::create_directories(socket.parent_path(), error);
@@ -89,13 +97,6 @@ int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worke
     fmt::print(stderr, "laminad: {}\n", server.error().message());
     return 1;
   }
-  // SIGTERM and SIGINT end laminad; the signals are blocked here and taken by one thread, so
-  // no handler runs inside the service's threads.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::jthread waiter([&] {
     int number = 0;
     sigwait(&signals, &number);

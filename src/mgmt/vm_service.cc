@@ -131,6 +131,7 @@ Result<std::unique_ptr<VmService>> VmService::open(const ServiceOptions& options
   auto inventory = Inventory::open(options.state_dir / "inventory.db");
   if (!inventory) return fail(inventory.error());
   std::unique_ptr<VmService> service(new VmService(options, std::move(*inventory)));
+  service->adopt_running_workers();
   service->reaper_ = std::jthread([raw = service.get()](std::stop_token stop) { raw->reap(stop); });
   return service;
 }
@@ -335,13 +336,7 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
   std::shared_ptr<ConsoleHub> console;
   UniqueFd worker_console;
   if (!definition.contains("serial")) {
-    int link[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, link) != 0) {
-      unclaim();
-      return std::unexpected(ServiceError{500, "", "socketpair for the console failed"});
-    }
-    worker_console.reset(link[1]);
-    auto hub = ConsoleHub::start(UniqueFd(link[0]), vm_dir(name) / "console.log");
+    auto hub = link_console(name, worker_console, /*append=*/false);
     if (!hub) {
       unclaim();
       return std::unexpected(internal(hub.error()));
@@ -355,7 +350,8 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
                            .worker_uid = options_.worker_uid,
                            .worker_gid = options_.worker_gid,
                            .address_space_limit = 0,
-                           .console_fd = worker_console.get()};
+                           .console_fd = worker_console.get(),
+                           .control_socket = vm_dir(name) / "control.sock"};
   auto worker = WorkerProcess::spawn(
       spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
       [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });
@@ -423,6 +419,8 @@ void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) 
     // so is the console hub, after it has read the guest's last output.
     finished_.push_back(std::move(vm.worker));
     finished_consoles_.push_back(std::move(vm.console));
+    std::error_code ignored;
+    std::filesystem::remove(vm_dir(name) / "control.sock", ignored);
     if (crashed) {
       auto record = inventory_->find(name);
       if (record && *record && (*record)->on_crash == "restart") restart_.push_back(name);
@@ -527,6 +525,56 @@ ServiceResult<nlohmann::json> VmService::control(const std::string& name, std::s
   log_event(name, std::string(op == "reset" ? "reset" : op == "pause" ? "paused" : "resumed"),
          nlohmann::json::object());
   return get(name);
+}
+
+Result<std::shared_ptr<ConsoleHub>> VmService::link_console(const std::string& name,
+                                                           UniqueFd& worker_end, bool append) {
+  int link[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, link) != 0) {
+    return fail(ErrorCode::kIo, "socketpair for the console failed");
+  }
+  worker_end.reset(link[1]);
+  return ConsoleHub::start(UniqueFd(link[0]), vm_dir(name) / "console.log", append);
+}
+
+void VmService::adopt_running_workers() {
+  auto records = inventory_->list();
+  if (!records) return;
+  for (const VmRecord& record : *records) {
+    const std::string& name = record.name;
+    const std::filesystem::path socket = vm_dir(name) / "control.sock";
+    std::error_code error;
+    if (!std::filesystem::exists(socket, error)) continue;
+    auto adopted = WorkerProcess::adopt(
+        socket, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
+        [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });
+    if (!adopted) {
+      // Nobody listens: the worker ended while no laminad ran.
+      std::filesystem::remove(socket, error);
+      continue;
+    }
+    auto& [worker, hello] = *adopted;
+    std::shared_ptr<ConsoleHub> console;
+    if (!record.definition.contains("serial")) {
+      UniqueFd worker_end;
+      auto hub = link_console(name, worker_end, /*append=*/true);
+      const int fds[] = {worker_end.get()};
+      if (hub && worker->request("attach_console", std::chrono::seconds(5), fds)) {
+        console = std::move(*hub);
+      }
+    }
+    const pid_t pid = worker->pid();
+    const std::string state = hello.value("state", "running") == "paused" ? "paused" : "running";
+    {
+      std::lock_guard lock(mutex_);
+      RunningVm& vm = running_[name];
+      vm.worker = std::move(worker);
+      vm.console = std::move(console);
+      vm.state = state;
+      vm.started = utc_now();
+    }
+    log_event(name, "adopted", {{"pid", pid}, {"state", state}});
+  }
 }
 
 ServiceResult<std::shared_ptr<ConsoleHub>> VmService::console(const std::string& name) {

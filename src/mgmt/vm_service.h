@@ -102,6 +102,11 @@ class VmService {
   std::filesystem::path vm_dir(const std::string& name) const;
   ServiceResult<void> start_switches(const nlohmann::json& definition);
   void reap(std::stop_token stop);
+  // laminad's start: takes over the workers an earlier laminad left running.
+  void adopt_running_workers();
+  // A console link for a running worker: the hub, with the worker's end in `worker_end`.
+  Result<std::shared_ptr<ConsoleHub>> link_console(const std::string& name, UniqueFd& worker_end,
+                                                   bool append);
 
   const ServiceOptions options_;
   std::unique_ptr<Inventory> inventory_;

@@ -5,7 +5,10 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -51,6 +54,10 @@ Result<void> write_file(const std::string& path, std::string_view text) {
 }  // namespace
 
 std::string WorkerExit::describe() const {
+  if (!signaled && code < 0) {
+    return "ended without a stop report (killed or crashed; an earlier laminad started it, so "
+           "its exit status is unknown)";
+  }
   if (!signaled) return fmt::format("exited with status {}", code);
   const char* name = ::sigabbrev_np(code);
   return fmt::format("killed by signal SIG{}", name ? name : std::to_string(code).c_str());
@@ -85,13 +92,32 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
   auto child_null = high_copy(null.get());
   auto child_channel = high_copy(theirs.descriptor());
   if (!child_log || !child_null || !child_channel) return fail(system_error("fcntl"));
+  // The worker's listening socket for a restarted laminad, private to laminad's user.
+  UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!listener) return fail(system_error("socket"));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  const std::string socket_path = options.control_socket.string();
+  if (socket_path.size() >= sizeof(address.sun_path)) {
+    return fail(ErrorCode::kInvalidArgument, fmt::format("{}: path too long", socket_path));
+  }
+  std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  ::unlink(socket_path.c_str());
+  const mode_t previous_umask = ::umask(077);
+  const int bound = ::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  ::umask(previous_umask);
+  // The worker calls listen() itself: a client's SO_PEERCRED names the process that did.
+  if (bound != 0) return fail(system_error(socket_path));
+  auto child_listener = high_copy(listener.get());
+  if (!child_listener) return fail(child_listener.error());
   int sync[2];
   if (::pipe2(sync, O_CLOEXEC) != 0) return fail(system_error("pipe"));
   UniqueFd sync_read(sync[0]);
   UniqueFd sync_write(sync[1]);
 
   const bool root = ::geteuid() == 0;
-  std::vector<std::string> arguments = {options.program.string(), "--control-fd", "3"};
+  std::vector<std::string> arguments = {options.program.string(), "--control-fd", "3",
+                                        "--listen-fd", "4"};
   if (root) {
     arguments.push_back("--drop-to");
     arguments.push_back(fmt::format("{}:{}", options.worker_uid, options.worker_gid));
@@ -121,7 +147,8 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
     ::dup2(child_log->get(), 1);
     ::dup2(child_log->get(), 2);
     ::dup2(child_channel->get(), 3);
-    ::syscall(SYS_close_range, 4, ~0U, 0);
+    ::dup2(child_listener->get(), 4);
+    ::syscall(SYS_close_range, 5, ~0U, 0);
     ::execve(argv[0], argv.data(), environ);
     ::_exit(127);
   }
@@ -132,6 +159,8 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
   child_channel->reset();
   child_log->reset();
   child_null->reset();
+  child_listener->reset();
+  listener.reset();
   if (!root) {
     const std::string proc = fmt::format("/proc/{}/", pid);
     Result<void> mapped = write_file(proc + "uid_map", fmt::format("0 {} 1\n", ::geteuid()));
@@ -191,6 +220,41 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
   return worker;
 }
 
+Result<std::pair<std::unique_ptr<WorkerProcess>, nlohmann::json>> WorkerProcess::adopt(
+    const std::filesystem::path& control_socket, EventCallback on_event, ExitCallback on_exit) {
+  UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  if (!socket) return fail(system_error("socket"));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  const std::string path = control_socket.string();
+  if (path.size() >= sizeof(address.sun_path)) {
+    return fail(ErrorCode::kInvalidArgument, fmt::format("{}: path too long", path));
+  }
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  if (::connect(socket.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    return fail(ErrorCode::kNotFound, fmt::format("{}: {}", path, std::strerror(errno)));
+  }
+  ucred peer{};
+  socklen_t length = sizeof(peer);
+  if (::getsockopt(socket.get(), SOL_SOCKET, SO_PEERCRED, &peer, &length) != 0 || peer.pid <= 0) {
+    return fail(system_error("SO_PEERCRED"));
+  }
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, peer.pid, 0)));
+  if (!pidfd) return fail(system_error("pidfd_open"));
+  MessageChannel channel{std::move(socket)};
+  auto hello = channel.receive(kHelloTimeout);
+  if (!hello || !*hello || (*hello)->message.value("event", "") != "hello") {
+    return fail(ErrorCode::kIo, fmt::format("{}: no hello from the worker", path));
+  }
+  nlohmann::json greeting = (*hello)->message;
+  std::unique_ptr<WorkerProcess> worker(new WorkerProcess(
+      peer.pid, std::move(pidfd), std::move(channel), std::move(on_event), std::move(on_exit)));
+  worker->reader_ = std::jthread([raw = worker.get()](std::stop_token stop) {
+    raw->read_messages(std::move(stop));
+  });
+  return std::pair{std::move(worker), std::move(greeting)};
+}
+
 bool WorkerProcess::exited() const {
   std::lock_guard lock(mutex_);
   return exited_;
@@ -207,7 +271,8 @@ bool WorkerProcess::wait_exit(std::chrono::milliseconds timeout) {
 }
 
 Result<nlohmann::json> WorkerProcess::request(std::string_view op,
-                                              std::chrono::milliseconds timeout) {
+                                              std::chrono::milliseconds timeout,
+                                              std::span<const int> fds) {
   std::lock_guard one_at_a_time(request_mutex_);
   int id;
   {
@@ -217,7 +282,7 @@ Result<nlohmann::json> WorkerProcess::request(std::string_view op,
   }
   const nlohmann::json message{
       {"v", worker::kControlProtocolVersion}, {"id", id}, {"op", std::string(op)}};
-  if (auto sent = channel_.send(message); !sent) return fail(sent.error());
+  if (auto sent = channel_.send(message, fds); !sent) return fail(sent.error());
   std::unique_lock lock(mutex_);
   if (!changed_.wait_for(lock, timeout, [&] { return replies_.contains(id) || exited_; }) ||
       !replies_.contains(id)) {
@@ -262,11 +327,12 @@ void WorkerProcess::read_messages(std::stop_token stop) {
     }
     if ((fds[0].revents & POLLIN) != 0) {
       siginfo_t info{};
+      WorkerExit exit{.signaled = false, .code = -1};
+      // An adopted worker is not our child: it ended, but its status is not ours to collect.
       if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd_.get()), &info,
-                   WEXITED) != 0) {
-        break;
+                   WEXITED) == 0) {
+        exit = {.signaled = info.si_code != CLD_EXITED, .code = info.si_status};
       }
-      WorkerExit exit{.signaled = info.si_code != CLD_EXITED, .code = info.si_status};
       {
         std::lock_guard lock(mutex_);
         exited_ = true;

@@ -25,6 +25,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <span>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -47,6 +48,8 @@ struct WorkerSpawnOptions {
   // The worker's end of the serial console link (ConsoleHub), or -1 for none; sent with the
   // start request, still owned by the caller.
   int console_fd = -1;
+  // Where the worker listens for a restarted laminad (bound here, handed to the worker).
+  std::filesystem::path control_socket;
 };
 
 // How a worker process ended.
@@ -70,11 +73,18 @@ class WorkerProcess {
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;
 
+  // Re-adopts a worker a previous laminad started, through its control socket. The peer's pid
+  // comes from the kernel (SO_PEERCRED), not from what the worker says. Returns the worker and
+  // its hello (its "state"); kNotFound when nobody listens there any more.
+  static Result<std::pair<std::unique_ptr<WorkerProcess>, nlohmann::json>> adopt(
+      const std::filesystem::path& control_socket, EventCallback on_event, ExitCallback on_exit);
+
   pid_t pid() const { return pid_; }
   bool exited() const;
   // Sends {"op": op} and waits for the reply; kIo when the worker is gone or did not answer.
   Result<nlohmann::json> request(std::string_view op,
-                                 std::chrono::milliseconds timeout = std::chrono::seconds(5));
+                                 std::chrono::milliseconds timeout = std::chrono::seconds(5),
+                                 std::span<const int> fds = {});
   // SIGKILL through the pidfd (no-op once it has exited).
   void kill();
   // Waits until the process has ended (or the timeout passed); true when it has.

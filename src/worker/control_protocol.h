@@ -10,10 +10,15 @@
 //                                  "console": true its one fd is a stream socket that carries
 //                                  the first serial port both ways (instead of "serial")
 //   controller → worker, then:    {"id": N, "op": OP}  with OP one of kOps below
+//   controller → worker:          {"id": N, "op": "attach_console"} with one fd: a new console
+//                                  link (a VM started with "console": true)
 //   worker → controller replies:  {"id": N, "ok": true, ...} or {"id": N, "ok": false,
 //                                  "error": "why"}; "query" adds "state", "vcpus",
 //                                  "memory_bytes", "instructions", "boots"
 //   worker → controller events:   {"event": "state", "state": "running|paused"}
+//                                 {"event": "hello", "name": NAME, "state": S} to a
+//                                  controller that connects to the worker's listening socket
+//                                  (--listen-fd) after the first one went away
 //                                 {"event": "stopped", "exit": EXIT, "status": S, "reason": R}
 //                                  (then the worker exits with status S)
 //

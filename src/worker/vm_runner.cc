@@ -84,6 +84,7 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
   runner->options_.kvm = kvm;
   if (console_socket) {
     runner->console_ = machine::SerialConsole::open_socket(std::move(console_socket));
+    runner->console_is_socket_ = true;
   } else {
     auto console = machine::SerialConsole::open(config.serial);
     if (!console) return fail(console.error());
@@ -138,6 +139,14 @@ void VmRunner::stop(std::string reason) {
   stop_requested_ = true;
   stop_reason_ = std::move(reason);
   if (machine_) machine_->stops().post({machine::MachineExit::kHostStop, stop_reason_, 0});
+}
+
+Result<void> VmRunner::attach_console(UniqueFd socket) {
+  if (!console_is_socket_) {
+    return fail(ErrorCode::kInvalidArgument, "this VM's serial port is not linked to laminad");
+  }
+  console_->replace_socket(std::move(socket));
+  return {};
 }
 
 VmOutcome VmRunner::outcome_of(const machine::MachineStop& stop) const {

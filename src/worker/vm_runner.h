@@ -59,6 +59,8 @@ class VmRunner {
   void resume();
   void reset();
   void stop(std::string reason);
+  // A new console link (laminad restarted); only for a VM opened with a console socket.
+  [[nodiscard]] Result<void> attach_console(UniqueFd socket);
 
   VmState state() const { return state_.load(); }
   uint32_t vcpus() const { return config_.cpus; }
@@ -73,6 +75,7 @@ class VmRunner {
   VmOutcome outcome_of(const machine::MachineStop& stop) const;
 
   machine::VmConfig config_;
+  bool console_is_socket_ = false;
   machine::MachineOptions options_;
   std::unique_ptr<machine::SerialConsole> console_;
   std::unique_ptr<machine::VirtioHostEnds> host_ends_;

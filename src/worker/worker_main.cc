@@ -4,8 +4,10 @@
 
 #include <dirent.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -23,19 +25,26 @@
 namespace lamina::worker {
 namespace {
 
-// Replies and events come from two threads; the channel wants one sender at a time.
+// The current controller: replies and events come from two threads and the channel wants one
+// sender at a time; a new laminad replaces the channel of one that went away.
 class ControlSender {
  public:
-  explicit ControlSender(MessageChannel& channel) : channel_(channel) {}
+  explicit ControlSender(MessageChannel channel) : channel_(std::move(channel)) {}
   void send(nlohmann::json message) {
     message["v"] = kControlProtocolVersion;
     std::lock_guard lock(mutex_);
     // A controller that went away misses the message; the worker carries on regardless.
-    (void)channel_.send(message);
+    if (channel_.valid()) (void)channel_.send(message);
+  }
+  // The receiving side's descriptor (receives happen on the control thread only).
+  MessageChannel& channel() { return channel_; }
+  void replace(MessageChannel channel) {
+    std::lock_guard lock(mutex_);
+    channel_ = std::move(channel);
   }
 
  private:
-  MessageChannel& channel_;
+  MessageChannel channel_;
   std::mutex mutex_;
 };
 
@@ -76,6 +85,9 @@ nlohmann::json handle(VmRunner& runner, const nlohmann::json& request) {
     runner.reset();
   } else if (op == "stop") {
     runner.stop("stopped by the host");
+  } else if (op == "attach_console") {
+    reply["ok"] = false;
+    reply["error"] = "attach_console needs one socket";
   } else {
     reply["ok"] = false;
     reply["error"] = fmt::format("unknown op '{}'", op);
@@ -83,20 +95,47 @@ nlohmann::json handle(VmRunner& runner, const nlohmann::json& request) {
   return reply;
 }
 
-void serve_requests(MessageChannel& channel, ControlSender& sender, VmRunner& runner) {
+// Serves the controller until it goes away, then waits on `listener` (laminad's per-VM control
+// socket, when given) for the next one: a restarted laminad re-adopts the running VM there.
+void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& name,
+                    int listener) {
   for (;;) {
-    auto received = channel.receive();
-    // The controller went away (laminad restarting) or broke the protocol: the VM runs on.
-    if (!received || !*received) return;
+    auto received = sender.channel().receive();
+    if (!received || !*received) {
+      // The controller went away (laminad restarting) or broke the protocol: the VM runs on.
+      sender.replace(MessageChannel());
+      if (listener < 0) return;
+      int connection;
+      do {
+        connection = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      } while (connection < 0 && errno == EINTR);
+      if (connection < 0) return;
+      sender.replace(MessageChannel(UniqueFd(connection)));
+      // No pid: the controller takes it from the kernel (SO_PEERCRED), and getpid is filtered.
+      sender.send({{"event", "hello"},
+                   {"name", name},
+                   {"state", to_string(runner.state())}});
+      continue;
+    }
     const nlohmann::json& request = (*received)->message;
     if (request.value("v", 0) != kControlProtocolVersion) {
       sender.send({{"id", request.value("id", 0)}, {"ok", false}, {"error", "protocol version"}});
       continue;
     }
-    const bool state_change = request.value("op", "") == "pause" ||
-                              request.value("op", "") == "resume";
+    const std::string op = request.value("op", "");
+    if (op == "attach_console" && (*received)->fds.size() == 1) {
+      nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+      if (auto attached = runner.attach_console(std::move((*received)->fds[0])); !attached) {
+        reply["ok"] = false;
+        reply["error"] = attached.error().message();
+      }
+      sender.send(reply);
+      continue;
+    }
     sender.send(handle(runner, request));
-    if (state_change) sender.send({{"event", "state"}, {"state", to_string(runner.state())}});
+    if (op == "pause" || op == "resume") {
+      sender.send({{"event", "state"}, {"state", to_string(runner.state())}});
+    }
   }
 }
 
@@ -106,14 +145,17 @@ int fail_start(ControlSender& sender, int id, const Error& error) {
   return 1;
 }
 
-int run_worker(int control_fd, std::optional<std::pair<uid_t, gid_t>> drop_to,
+int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid_t>> drop_to,
                uint64_t address_space_limit) {
   // A console or control peer that went away is an error on the write, not a SIGPIPE death.
   ::signal(SIGPIPE, SIG_IGN);
-  MessageChannel channel{UniqueFd(control_fd)};
-  ControlSender sender(channel);
+  UniqueFd listener(listen_fd);
+  // laminad bound it; listening here makes this process the one a reconnecting laminad's
+  // SO_PEERCRED names.
+  if (listener && ::listen(listener.get(), 2) != 0) listener.reset();
+  ControlSender sender{MessageChannel(UniqueFd(control_fd))};
   sender.send({{"event", "hello"}, {"pid", ::getpid()}});
-  auto received = channel.receive(std::chrono::seconds(30));
+  auto received = sender.channel().receive(std::chrono::seconds(30));
   if (!received || !*received) {
     fmt::print(stderr, "lamina-vm: no start request on the control channel\n");
     return 1;
@@ -144,7 +186,8 @@ int run_worker(int control_fd, std::optional<std::pair<uid_t, gid_t>> drop_to,
     return fail_start(sender, id, sandboxed.error());
   }
   sender.send({{"id", id}, {"ok", true}});
-  std::jthread control([&] { serve_requests(channel, sender, **runner); });
+  const std::string name = start["name"].get<std::string>();
+  std::jthread control([&] { serve_requests(sender, **runner, name, listener.get()); });
   control.detach();
   const VmOutcome outcome = (*runner)->run();
   sender.send({{"event", "stopped"},
@@ -162,10 +205,13 @@ int run_worker(int control_fd, std::optional<std::pair<uid_t, gid_t>> drop_to,
 int main(int argc, char** argv) {
   CLI::App app{"lamina-vm: runs one VM for laminad over a control channel (not for direct use)"};
   int control_fd = -1;
+  int listen_fd = -1;
   std::string drop_to;
   uint64_t address_space_limit = 0;
   app.add_option("--control-fd", control_fd, "The control channel socket (inherited)")
       ->required();
+  app.add_option("--listen-fd", listen_fd,
+                 "A listening socket where a restarted laminad reconnects (inherited)");
   app.add_option("--drop-to", drop_to, "UID:GID to become when started as root");
   app.add_option("--address-space-limit", address_space_limit, "RLIMIT_AS in bytes (0: none)");
   CLI11_PARSE(app, argc, argv);
@@ -179,5 +225,5 @@ int main(int argc, char** argv) {
     }
     ids = std::pair<uid_t, gid_t>{uid, gid};
   }
-  return lamina::worker::run_worker(control_fd, ids, address_space_limit);
+  return lamina::worker::run_worker(control_fd, listen_fd, ids, address_space_limit);
 }

@@ -2,8 +2,8 @@
 # laminad end to end, with a real daemon on a real socket and real guests: raw HTTP and the
 # `lamina vm` CLI; three VMs of the default guest at once, each in a sandboxed worker checked
 # from outside (/proc: seccomp, no_new_privs, uid, namespaces, empty root, open fds); the
-# serial console over the WebSocket (a writer, a refused second writer, a reader); pause and
-# resume; a worker killed with SIGKILL takes down only its own VM and laminad says why; stop,
+# serial console over the WebSocket (a writer, a refused second writer, a reader); a laminad
+# restart that re-adopts the running workers and starts an autostart VM; pause and resume; a worker killed with SIGKILL takes down only its own VM and laminad says why; stop,
 # 409s, delete.
 #   laminad_system_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
@@ -118,13 +118,6 @@ grep -q "console-says-42" "$work/state/vms/alpha/console.log" || fail "the conso
 "$lamina" vm console beta --read-only </dev/null >/dev/null 2>&1 &
 reader=$!
 
-# Pause and resume.
-"$lamina" vm pause beta || fail "pause"
-[[ $("$lamina" vm --json show beta | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == paused ]] ||
-  fail "beta is not paused"
-"$lamina" vm pause beta 2>/dev/null && fail "paused twice"
-"$lamina" vm resume beta || fail "resume"
-
 # SIGKILL one worker: only its VM goes, and laminad says why.
 kill -9 "$(pid_of beta)"
 for _ in $(seq 50); do "$lamina" vm list | grep -q "^beta .*stopped" && break; sleep 0.2; done
@@ -139,6 +132,35 @@ done
 for _ in $(seq 50); do kill -0 $reader 2>/dev/null || break; sleep 0.2; done
 kill -0 $reader 2>/dev/null && fail "a console client outlived its VM"
 
+# Restarting laminad leaves the VMs running; the new one adopts them (same workers), links the
+# console again, and starts the VMs marked autostart.
+"$lamina" vm create delta --autostart --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+  --cmdline "console=ttyS0 quiet panic=-1 lamina_run=\"sleep 600\"" >/dev/null || fail "create delta"
+before=$(for name in alpha gamma; do pid_of "$name"; done)
+kill -TERM "$daemon"
+wait "$daemon" || true
+grep -q "laminad: stopped" "$work/laminad.log" || fail "laminad did not stop cleanly"
+for name in alpha gamma; do
+  [[ -S $work/state/vms/$name/control.sock ]] || fail "$name's control socket is gone"
+done
+LAMINA_TEST_DIR=$work "$laminad" --state-dir "$work/state" --socket "$sock" 2>>"$work/laminad.log" &
+daemon=$!
+for _ in $(seq 100); do [[ -S $sock ]] && "$lamina" vm list >/dev/null 2>&1 && break; sleep 0.1; done
+after=$(for name in alpha gamma; do pid_of "$name"; done)
+[[ $before == "$after" ]] || fail "the workers changed across the restart: $before / $after"
+"$lamina" vm events alpha | grep -q "adopted" || fail "no adopted event"
+(printf 'echo after-restart-$((6*7))\n'; sleep 3) | timeout 5 "$lamina" vm console alpha >"$work/console2.txt" 2>&1 || true
+grep -q "after-restart-42" "$work/console2.txt" || fail "no console after the restart: $(tail -c 300 "$work/console2.txt")"
+"$lamina" vm list | grep -q "^delta .*running" || fail "delta (autostart) did not start: $("$lamina" vm list)"
+"$lamina" vm kill delta >/dev/null || fail "kill delta"
+
+# Pause and resume.
+"$lamina" vm pause gamma || fail "pause"
+[[ $("$lamina" vm --json show gamma | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == paused ]] ||
+  fail "gamma is not paused"
+"$lamina" vm pause gamma 2>/dev/null && fail "paused twice"
+"$lamina" vm resume gamma || fail "resume"
+
 # Stop: the default guest ignores the power button, so a short timeout forces it.
 "$lamina" vm stop alpha --timeout 1 | grep -q "stopped alpha" || fail "stop alpha"
 "$lamina" vm stop gamma --force | grep -q "forced" || fail "stop --force gamma"
@@ -149,7 +171,8 @@ grep -q "not running" "$work/err" || fail "stop of a stopped VM said: $(cat "$wo
 [[ $(api http://laminad/metrics) == 200 ]] || fail "GET /metrics"
 grep -q 'lamina_vm_running{vm="alpha"} 0' "$work/body" || fail "metrics: $(cat "$work/body")"
 
-for name in alpha beta gamma; do "$lamina" vm delete "$name" >/dev/null || fail "delete $name"; done
+for _ in $(seq 50); do "$lamina" vm list | grep -q "^delta .*stopped" && break; sleep 0.2; done
+for name in alpha beta gamma delta; do "$lamina" vm delete "$name" >/dev/null || fail "delete $name"; done
 [[ $("$lamina" vm --json list | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["vms"]))') == 0 ]] ||
   fail "VMs left after delete"
 echo "PASS"
