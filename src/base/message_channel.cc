@@ -1,4 +1,5 @@
 #include "base/message_channel.h"
+#include "base/json_text.h"
 
 #include <poll.h>
 #include <sys/socket.h>
@@ -19,11 +20,11 @@ Result<std::pair<MessageChannel, MessageChannel>> MessageChannel::make_pair() {
 }
 
 Result<void> MessageChannel::send(const nlohmann::json& message, std::span<const int> fds) {
-  const std::string text = message.dump();
+  const std::string text = json_text(message);
   if (text.size() > kMaxMessageBytes || fds.size() > kMaxFds) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("control message too large ({} bytes, {} fds)", text.size(),
-                            fds.size()));
+    return fail(
+        ErrorCode::kInvalidArgument,
+        fmt::format("control message too large ({} bytes, {} fds)", text.size(), fds.size()));
   }
   iovec vector{const_cast<char*>(text.data()), text.size()};
   msghdr header{};

@@ -1,15 +1,16 @@
 #include "cli/api_client.h"
+#include "base/json_text.h"
 
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 
+#include <fmt/format.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
 
 namespace lamina::cli {
 namespace {
@@ -43,8 +44,7 @@ struct ApiClient::Connection {
   beast::flat_buffer buffer;
 };
 
-ApiClient::ApiClient(std::unique_ptr<Connection> connection)
-    : connection_(std::move(connection)) {}
+ApiClient::ApiClient(std::unique_ptr<Connection> connection) : connection_(std::move(connection)) {}
 ApiClient::~ApiClient() = default;
 
 Result<std::string> console_socket_path(const std::string& given) {
@@ -79,7 +79,7 @@ Result<ApiReply> ApiClient::call(const std::string& method, const std::string& t
   request.keep_alive(true);
   if (!body.is_null()) {
     request.set(http::field::content_type, "application/json");
-    request.body() = body.dump();
+    request.body() = json_text(body);
   }
   request.prepare_payload();
   beast::error_code error;

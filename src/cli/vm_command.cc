@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "base/json_text.h"
 #include "cli/api_client.h"
 #include "cli/commands.h"
 #include "cli/console_client.h"
@@ -124,7 +125,7 @@ void print_vm(const nlohmann::json& vm) {
   fmt::print("console:    {}\n", vm.value("console_log", ""));
 }
 
-void print_json(const nlohmann::json& value) { fmt::print("{}\n", value.dump(2)); }
+void print_json(const nlohmann::json& value) { fmt::print("{}\n", json_text(value, 2)); }
 
 void print_event(const nlohmann::json& event) {
   std::string detail;
@@ -132,14 +133,14 @@ void print_event(const nlohmann::json& event) {
   if (fields.contains("reason") && fields["reason"].is_string()) {
     detail = fields["reason"].get<std::string>();
   } else if (!fields.empty()) {
-    detail = fields.dump();
+    detail = json_text(fields);
   }
   fmt::print("{}  {:<12} {:<14} {}\n", event.value("time", ""), event.value("vm", ""),
              event.value("kind", ""), detail);
 }
 
-void add_simple_action(CLI::App& vm, const std::shared_ptr<VmOptions>& options,
-                       const char* verb, const char* help) {
+void add_simple_action(CLI::App& vm, const std::shared_ptr<VmOptions>& options, const char* verb,
+                       const char* help) {
   auto name = std::make_shared<std::string>();
   auto* command = vm.add_subcommand(verb, help);
   command->add_option("name", *name, "The VM")->required();
@@ -159,8 +160,9 @@ void add_vm_command(CLI::App& app) {
                  "default socket)");
   vm->add_flag("--json", options->json, "Print JSON for scripts");
   vm->require_subcommand(1);
-  vm->footer("Start laminad first (build/laminad). Exit status: 0 on success, 1 with one line "
-             "when laminad refuses or cannot be reached, 2 for usage errors.");
+  vm->footer(
+      "Start laminad first (build/laminad). Exit status: 0 on success, 1 with one line "
+      "when laminad refuses or cannot be reached, 2 for usage errors.");
 
   auto create = std::make_shared<CreateOptions>();
   auto* create_command = vm->add_subcommand(
@@ -181,7 +183,8 @@ void add_vm_command(CLI::App& app) {
       ->allow_extra_args(false);
   create_command->add_option("--serial", create->serial,
                              "none or file:PATH (default: console.log in laminad's VM folder)");
-  create_command->add_option("--console-port", create->console_port, "none, file:PATH, socket:PATH");
+  create_command->add_option("--console-port", create->console_port,
+                             "none, file:PATH, socket:PATH");
   create_command->add_option("--rng", create->rng, "host or none");
   create_command->add_option("--accel", create->accel, "emu, kvm or auto");
   create_command->add_option("--on-reboot", create->on_reboot, "exit or restart");
@@ -242,8 +245,8 @@ void add_vm_command(CLI::App& app) {
       ->capture_default_str();
   stop->callback([options, stop_arguments] {
     nlohmann::json body{{"force", stop_arguments->force}, {"timeout", stop_arguments->timeout}};
-    auto result = call(*options, "stop", "POST",
-                       fmt::format("/v1/vms/{}/stop", stop_arguments->name), body);
+    auto result =
+        call(*options, "stop", "POST", fmt::format("/v1/vms/{}/stop", stop_arguments->name), body);
     if (options->json) return print_json(result);
     fmt::print("stopped {} ({})\n", stop_arguments->name, result.value("how", ""));
   });
@@ -282,7 +285,7 @@ void add_vm_command(CLI::App& app) {
       auto result = call(*options, "events", "GET", target);
       for (const auto& event : result.value("events", nlohmann::json::array())) {
         if (options->json) {
-          fmt::print("{}\n", event.dump());
+          fmt::print("{}\n", json_text(event));
         } else {
           print_event(event);
         }

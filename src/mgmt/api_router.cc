@@ -1,4 +1,5 @@
 #include "mgmt/api_router.h"
+#include "base/json_text.h"
 
 #include <charconv>
 #include <functional>
@@ -17,7 +18,7 @@ constexpr std::string_view kConsolePath = "/v1/vms/{name}/console";
 
 struct Call {
   const ApiRequest& request;
-  Parameters path;   // {name} values
+  Parameters path;  // {name} values
   Parameters query;
   nlohmann::json body;
 };
@@ -32,14 +33,13 @@ struct Route {
 };
 
 ApiResponse json_response(int status, const nlohmann::json& body) {
-  return {status, "application/json", body.dump(2) + "\n"};
+  return {status, "application/json", json_text(body, 2) + "\n"};
 }
 
 ApiResponse error_response(const ServiceError& error) {
-  return json_response(error.status, {{"error",
-                                       {{"status", error.status},
-                                        {"field", error.field},
-                                        {"message", error.message}}}});
+  return json_response(
+      error.status,
+      {{"error", {{"status", error.status}, {"field", error.field}, {"message", error.message}}}});
 }
 
 ServiceResult<bool> query_flag(const Call& call, const std::string& name) {
@@ -72,7 +72,8 @@ ServiceResult<StopOptions> stop_options(const Call& call) {
   }
   for (const auto& [key, value] : call.body.items()) {
     if (key == "force") {
-      if (!value.is_boolean()) return std::unexpected(ServiceError{400, key, "must be true or false"});
+      if (!value.is_boolean())
+        return std::unexpected(ServiceError{400, key, "must be true or false"});
       options.force = value.get<bool>();
     } else if (key == "timeout") {
       if (!value.is_number() || value.get<double>() < 0 || value.get<double>() > 3600) {
@@ -165,8 +166,8 @@ int hex_value(char c) {
 std::string percent_decode(std::string_view text) {
   std::string out;
   for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() &&
-        hex_value(text[i + 1]) >= 0 && hex_value(text[i + 2]) >= 0) {
+    if (text[i] == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
+        hex_value(text[i + 2]) >= 0) {
       out += static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2]));
       i += 2;
     } else {
@@ -271,10 +272,10 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
     }
     auto result = route.handler(service_, call);
     if (!result) return error_response(result.error());
-    return json_response(request.method == "POST" && route.path == "/v1/vms" ? 201 : 200,
-                         *result);
+    return json_response(request.method == "POST" && route.path == "/v1/vms" ? 201 : 200, *result);
   }
-  if (path_known) return error_response({405, "", fmt::format("{} is not allowed here", request.method)});
+  if (path_known)
+    return error_response({405, "", fmt::format("{} is not allowed here", request.method)});
   return error_response({404, "", fmt::format("no such resource: {}", path)});
 }
 

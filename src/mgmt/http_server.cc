@@ -1,14 +1,15 @@
 #include "mgmt/http_server.h"
+#include "base/json_text.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
 
 #include <boost/beast/websocket/rfc6455.hpp>
 
@@ -38,8 +39,9 @@ http::response<http::string_body> to_reply(const ApiResponse& response, unsigned
 
 ApiResponse plain_error(int status, std::string_view message) {
   return {status, "application/json",
-          nlohmann::json{{"error", {{"status", status}, {"field", ""}, {"message", message}}}}
-                  .dump() + "\n"};
+          json_text(nlohmann::json{
+              {"error", {{"status", status}, {"field", ""}, {"message", message}}}}) +
+              "\n"};
 }
 
 void serve_connection(Local::socket socket, ApiRouter& router) {
@@ -67,8 +69,8 @@ void serve_connection(Local::socket socket, ApiRouter& router) {
       http::write(socket, to_reply(console.error(), request.version(), false), error);
       break;
     }
-    const ApiResponse response = router.handle({std::string(request.method_string()),
-                                                std::string(request.target()), request.body()});
+    const ApiResponse response = router.handle(
+        {std::string(request.method_string()), std::string(request.target()), request.body()});
     auto reply = to_reply(response, request.version(), request.keep_alive());
     http::write(socket, reply, error);
     if (error || !reply.keep_alive()) break;

@@ -1,4 +1,5 @@
 #include "mgmt/inventory.h"
+#include "base/json_text.h"
 
 #include <sqlite3.h>
 
@@ -83,8 +84,8 @@ std::string utc_now() {
   const auto now = std::chrono::system_clock::now();
   const auto millis =
       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z",
-                     std::chrono::floor<std::chrono::seconds>(now), millis);
+  return fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", std::chrono::floor<std::chrono::seconds>(now),
+                     millis);
 }
 
 Result<std::unique_ptr<Inventory>> Inventory::open(const std::filesystem::path& database) {
@@ -122,7 +123,7 @@ Result<void> Inventory::insert(const VmRecord& record) {
   if (!statement) return fail(database_error(database_, "insert"));
   statement.bind(1, record.name);
   statement.bind(2, record.uuid);
-  statement.bind(3, record.definition.dump());
+  statement.bind(3, json_text(record.definition));
   statement.bind(4, int64_t{record.autostart});
   statement.bind(5, record.on_crash);
   statement.bind(6, record.created);
@@ -141,7 +142,7 @@ Result<void> Inventory::update(const VmRecord& record) {
                       "WHERE name = ?1");
   if (!statement) return fail(database_error(database_, "update"));
   statement.bind(1, record.name);
-  statement.bind(2, record.definition.dump());
+  statement.bind(2, json_text(record.definition));
   statement.bind(3, int64_t{record.autostart});
   statement.bind(4, record.on_crash);
   if (sqlite3_step(statement.get()) != SQLITE_DONE) {
@@ -205,7 +206,7 @@ Result<EventRecord> Inventory::add_event(const std::string& vm, const std::strin
   statement.bind(1, event.time);
   statement.bind(2, vm);
   statement.bind(3, kind);
-  statement.bind(4, detail.dump());
+  statement.bind(4, json_text(detail));
   if (sqlite3_step(statement.get()) != SQLITE_DONE) return fail(database_error(database_, "event"));
   event.id = sqlite3_last_insert_rowid(database_);
   if (event.id > kMaxEvents) {
