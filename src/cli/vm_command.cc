@@ -15,14 +15,10 @@
 #include "cli/api_client.h"
 #include "cli/commands.h"
 #include "cli/console_client.h"
+#include "cli/vm_support.h"
 
 namespace lamina::cli {
 namespace {
-
-struct VmOptions {
-  std::string connect;
-  bool json = false;
-};
 
 // `lamina vm create` options: the same vocabulary as `lamina run`.
 struct CreateOptions {
@@ -35,14 +31,15 @@ struct CreateOptions {
   std::string on_crash;
 };
 
-[[noreturn]] void fail_verb(std::string_view verb, std::string_view message, int status = 1) {
+}  // namespace
+
+void fail_verb(std::string_view verb, std::string_view message, int status) {
   fmt::print(stderr, "lamina vm {}: {}\n", verb, message);
   throw CLI::RuntimeError(status);
 }
 
-// Calls the API; a 4xx/5xx answer ends the command with laminad's message (and the field).
 nlohmann::json call(const VmOptions& options, std::string_view verb, const std::string& method,
-                    const std::string& target, const nlohmann::json& body = nullptr) {
+                    const std::string& target, const nlohmann::json& body) {
   auto client = ApiClient::connect(options.connect);
   if (!client) fail_verb(verb, client.error().message());
   auto reply = (*client)->call(method, target, body);
@@ -60,6 +57,8 @@ nlohmann::json call(const VmOptions& options, std::string_view verb, const std::
   }
   return reply->body;
 }
+
+namespace {
 
 std::string absolute(const std::string& path) {
   if (path.empty()) return path;
@@ -294,6 +293,8 @@ void add_vm_command(CLI::App& app) {
       std::fflush(stdout);
     } while (event_arguments->follow);
   });
+
+  add_vm_import_command(*vm, options);
 
   auto console_options = std::make_shared<ConsoleAttachOptions>();
   auto* console = vm->add_subcommand(
