@@ -25,6 +25,28 @@ bool makes_double_fault(uint8_t first, uint8_t second) {
   return false;
 }
 
+// Fault-class exceptions (SDM table 6-1): the saved RIP is the faulting instruction's.
+// #DB is a trap here (single step), #DF and #MC are aborts.
+bool fault_class(uint8_t vector_number) {
+  switch (vector_number) {
+    case 0:
+    case 5:
+    case 6:
+    case 7:
+    case 10:
+    case 11:
+    case 12:
+    case 13:
+    case 14:
+    case 16:
+    case 17:
+    case 19:
+    case 20:
+    case 21: return true;
+    default: return false;
+  }
+}
+
 bool has_error_code(uint8_t vector_number) {
   return vector_number == 8 || (vector_number >= 10 && vector_number <= 14) || vector_number == 17;
 }
@@ -212,7 +234,8 @@ bool Cpu::deliver_event(uint8_t vector_number, bool error, uint32_t error_code, 
   bool current_external = external;
   for (int attempt = 0; attempt < 3; ++attempt) {
     try {
-      core.deliver(current, current_error, current_code, false, current_external);
+      core.deliver(current, current_error, current_code, false, current_external,
+                   !current_external && fault_class(current));
       return true;
     } catch (const GuestFault& second) {
       if (current == vector::kDoubleFault) break;
@@ -243,6 +266,12 @@ bool Cpu::take_requests(CpuExit& exit) {
   if (pending & request::kFlushWrites) {
     requests_.fetch_and(~request::kFlushWrites);
     core.flush_write_tlb();
+  }
+  if (pending & request::kA20) {
+    requests_.fetch_and(~request::kA20);
+    const bool enabled = a20_enabled_.load(std::memory_order_relaxed);
+    core.physical_address_mask = enabled ? ~uint64_t{0} : ~(uint64_t{1} << 20);
+    core.flush_tlb(true);
   }
   if (pending & request::kKick) {
     requests_.fetch_and(~request::kKick);
@@ -338,6 +367,9 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       previous = block;
       const bool shadow = core.state.interrupt_shadow;
       core.state.interrupt_shadow = false;
+      // RF suppresses instruction breakpoints for one instruction, which then completes (a
+      // fault sets it again in its pushed image): clearing it here is as if after the first.
+      core.state.rflags &= ~rflags::kRf;
       // RFLAGS.TF: one instruction, then a single-step #DB trap (SDM 17.3.1.4).
       const bool single_step = core.state.rflags & rflags::kTf;
       core.running_block = block;

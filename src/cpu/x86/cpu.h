@@ -75,6 +75,14 @@ class Cpu {
     post(request::kStartup);
   }
 
+  // The chipset's A20 gate (port 0x92, the i8042 output port), from any thread: while it is
+  // off, physical address bit 20 reads as 0 (the 8086 wraparound that real-mode firmware and
+  // old boot loaders probe). It takes effect at the next block boundary; after RESET it is on.
+  void set_a20_enabled(bool enabled) {
+    a20_enabled_.store(enabled, std::memory_order_relaxed);
+    post(request::kA20);
+  }
+
   // Guest-physical bytes changed behind the CPU's back (device DMA, a loader): drop the
   // translated code of those pages.
   void invalidate_code(uint64_t physical, uint64_t length);
@@ -95,6 +103,7 @@ class Cpu {
   std::unique_ptr<CpuCore> core_;
   std::atomic<uint32_t> requests_{0};
   std::atomic<uint8_t> startup_vector_{0};
+  std::atomic<bool> a20_enabled_{true};
   bool waiting_for_startup_ = false;
 };
 

@@ -113,6 +113,7 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
     writable = access == Access::kWrite;
     page_mask = ~(translation->page_size - 1);
   }
+  physical &= physical_address_mask;
   const uint64_t physical_page = physical & kPageMask;
   std::byte* host = memory.host_pointer(physical_page, 4096);
   if (host == nullptr) return {physical, nullptr};

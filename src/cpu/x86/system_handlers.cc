@@ -1,6 +1,7 @@
 // System instructions: CLI/STI, HLT, MOV to/from CRn and DRn, CLTS, INVLPG, WBINVD/INVD,
 // RDTSC/RDTSCP/RDPMC, RDMSR/WRMSR, CPUID, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS, fences,
-// CLFLUSH, IN/OUT and the I/O permission check (SDM vol. 2 and vol. 3A chapters 2, 5, 19).
+// CLFLUSH, VMCALL/VMMCALL, IN/OUT and the I/O permission check (SDM vol. 2 and vol. 3A chapters 2,
+// 5, 19).
 #include <atomic>
 
 #include "cpu/x86/handlers.h"
@@ -145,7 +146,16 @@ void read_time_stamp(CpuCore& core, const Instruction& in) {
   if (in.opcode == 0x101) core.write_register<uint32_t>(kRcx, false, static_cast<uint32_t>(core.state.msr.tsc_aux));
 }
 
-void read_performance_counter(CpuCore&, const Instruction&) { raise_fault(vector::kGeneralProtection, 0); }
+// RDPMC (AMD APM vol. 3): at CPL 0, or anywhere with CR4.PCE; the counters count nothing.
+void read_performance_counter(CpuCore& core, const Instruction&) {
+  if (core.state.cpl != 0 && !(core.state.cr4 & cr4::kPce))
+    raise_fault(vector::kGeneralProtection, 0);
+  const auto value =
+      core.msr_file.read_performance_counter(static_cast<uint32_t>(core.state.gpr[kRcx]));
+  if (!value) raise_fault(vector::kGeneralProtection, 0);
+  core.write_register<uint32_t>(kRax, false, static_cast<uint32_t>(*value));
+  core.write_register<uint32_t>(kRdx, false, static_cast<uint32_t>(*value >> 32));
+}
 
 void read_msr(CpuCore& core, const Instruction&) {
   require_cpl0(core);
@@ -173,6 +183,16 @@ void cpu_identification(CpuCore& core, const Instruction&) {
   core.write_register<uint32_t>(kRbx, false, result.ebx);
   core.write_register<uint32_t>(kRcx, false, result.ecx);
   core.write_register<uint32_t>(kRdx, false, result.edx);
+}
+
+// VMCALL/VMMCALL: Lamina offers no hypercalls, so it answers as KVM does for a hypercall it
+// does not know: RAX = -KVM_ENOSYS (-1000), or -KVM_EPERM (-1) above CPL 0, truncated to 32
+// bits outside 64-bit mode; RIP moves on. (Raising #UD, what bare hardware would do outside a
+// VM, kills guests that probe for a hypervisor this way.)
+void hypercall(CpuCore& core, const Instruction&) {
+  constexpr int64_t kNoSuchHypercall = -1000, kNotPermitted = -1;
+  const auto result = static_cast<uint64_t>(core.state.cpl == 0 ? kNoSuchHypercall : kNotPermitted);
+  core.state.gpr[kRax] = core.code_mode == CodeMode::k64 ? result : result & 0xffffffffu;
 }
 
 void fence(CpuCore&, const Instruction&) { std::atomic_thread_fence(std::memory_order_seq_cst); }
@@ -210,6 +230,8 @@ void port_output(CpuCore& core, const Instruction& in) {
   const uint16_t port = in.opcode >= 0xec ? static_cast<uint16_t>(core.state.gpr[kRdx]) : in.immediate & 0xff;
   io_permission(core, port, size);
   core.environment.io_write(port, size, static_cast<uint32_t>(core.read_register_sized(kRax, size, false)));
+  // A device may have posted a request that must apply before the next instruction (A20).
+  core.stop_block = true;
 }
 
 }  // namespace
@@ -235,6 +257,7 @@ Handler select_system_handler(const Instruction& in) {
     case 0x101:
       if (in.memory && in.group_index() == 7) return &invalidate_page;
       if (in.modrm == 0xf9) return &read_time_stamp;
+      if (in.modrm == 0xc1 || in.modrm == 0xd9) return &hypercall;
       return nullptr;
     case 0x1ae:
       if (!in.memory) return &fence;

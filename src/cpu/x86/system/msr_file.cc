@@ -14,6 +14,17 @@ Failure general_protection() { return Failure(general_protection_fault(0)); }
 // MTRRcap (SDM 11.11.1): VCNT in bits 7:0, FIX (bit 8), WC (bit 10); no SMRR.
 constexpr uint64_t kMtrrCapValue = kVariableMtrrCount | (uint64_t{1} << 8) | (uint64_t{1} << 10);
 
+// AMD APM vol. 2 13.2.1: counters are 48 bits wide; event-select bits reserved as in KVM's
+// AMD PMU (21, 19 and 63:36), which clears them rather than faulting.
+constexpr uint64_t kCounterMask = (uint64_t{1} << 48) - 1;
+constexpr uint64_t kEventSelectReserved = 0xfffffff000280000;
+// MCG_CAP (SDM 15.3.1.1): bank count in 7:0, MCG_CTL_P (bit 8).
+constexpr uint64_t kMcgCtlPresent = uint64_t{1} << 8;
+// MCG_STATUS: RIPV, EIPV, MCIP; the rest is reserved.
+constexpr uint64_t kMcgStatusWritable = 0x7;
+// AMD HWCR bit 18 (McStatusWrEn): MCi_STATUS takes non-zero writes (error injection).
+constexpr uint64_t kHwcrMcStatusWriteEnable = uint64_t{1} << 18;
+
 constexpr uint64_t bits_from(unsigned low) { return low >= 64 ? 0 : ~uint64_t{0} << low; }
 
 bool all_bytes_valid_mtrr_types(uint64_t value) {
@@ -120,11 +131,76 @@ std::expected<uint64_t, Fault> MsrFile::read(uint32_t index) const {
     case msr::kAmdIntPendingMessage:
       if (amd_) return 0;
       break;
-    default:
+    case msr::kMcgCap:
+      if (features_.mca) return features_.machine_check_banks | kMcgCtlPresent;
+      break;
+    case msr::kMcgStatus:
+      if (features_.mca) return state_.mcg_status;
+      break;
+    case msr::kMcgCtl:
+      if (features_.mca) return state_.mcg_ctl;
+      break;
+    default: {
+      bool counter = false;
+      if (int slot = performance_slot(index, &counter); slot >= 0) {
+        return counter ? state_.perf_counter[slot] : state_.perf_event_select[slot];
+      }
+      if (machine_check_msr(index)) return state_.machine_check_banks[index - msr::kMc0Ctl];
       if (features_.mtrr) return read_mtrr(index);
       break;
+    }
   }
   return general_protection();
+}
+
+std::expected<uint64_t, Fault> MsrFile::read_performance_counter(uint32_t index) const {
+  const uint32_t counters = !amd_                    ? 0
+                            : features_.perfctr_core ? kAmdCoreCounters
+                                                     : kAmdLegacyCounters;
+  if (index >= counters) return general_protection();
+  return state_.perf_counter[index];
+}
+
+int MsrFile::performance_slot(uint32_t index, bool* counter) const {
+  if (!amd_) return -1;
+  if (index >= msr::kAmdPerfEventSelect0 && index < msr::kAmdPerfCounter0 + kAmdLegacyCounters) {
+    *counter = index >= msr::kAmdPerfCounter0;
+    return static_cast<int>((index - msr::kAmdPerfEventSelect0) % kAmdLegacyCounters);
+  }
+  // AMD APM vol. 2 13.2.2: PERFCTR_CORE interleaves PerfEvtSeln and PerfCtrn.
+  if (features_.perfctr_core && index >= msr::kAmdCorePerfControl0 &&
+      index < msr::kAmdCorePerfControl0 + 2 * kAmdCoreCounters) {
+    *counter = (index & 1) != 0;
+    return static_cast<int>((index - msr::kAmdCorePerfControl0) / 2);
+  }
+  return -1;
+}
+
+bool MsrFile::machine_check_msr(uint32_t index) const {
+  return features_.mca && index >= msr::kMc0Ctl &&
+         index < msr::kMc0Ctl + 4u * features_.machine_check_banks;
+}
+
+std::expected<void, Fault> MsrFile::write_machine_check(uint32_t index, uint64_t value) {
+  const uint32_t slot = index - msr::kMc0Ctl;
+  switch (slot % 4) {
+    case 0:
+      // MCi_CTL takes 0 or all ones (SDM 15.3.2.1); like KVM, bit 10 (Linux's K8 GART
+      // workaround) and bit 0 (UnixWare) may be clear.
+      if (value != 0 && (value | (uint64_t{1} << 10) | 1) != ~uint64_t{0}) {
+        return general_protection();
+      }
+      break;
+    case 1:
+      // MCi_STATUS takes only 0 unless AMD's HWCR.McStatusWrEn allows error injection.
+      if (value != 0 && !(amd_ && (state_.amd_hwcr & kHwcrMcStatusWriteEnable))) {
+        return general_protection();
+      }
+      break;
+    default: break;  // ADDR and MISC hold what is written
+  }
+  state_.machine_check_banks[slot] = value;
+  return {};
 }
 
 std::expected<void, Fault> MsrFile::write(uint32_t index, uint64_t value) {
@@ -214,9 +290,31 @@ std::expected<void, Fault> MsrFile::write(uint32_t index, uint64_t value) {
     case msr::kAmdIntPendingMessage:
       if (!amd_) break;
       return {};  // nothing is pending and C1E never activates
-    default:
+    case msr::kMcgCap: break;  // read-only
+    case msr::kMcgStatus:
+      if (!features_.mca) break;
+      if ((value & ~kMcgStatusWritable) != 0) return general_protection();
+      state_.mcg_status = value;
+      return {};
+    case msr::kMcgCtl:
+      // SDM 15.3.1.3: all ones enables every feature, 0 disables them; nothing in between.
+      if (!features_.mca || (value != 0 && value != ~uint64_t{0})) break;
+      state_.mcg_ctl = value;
+      return {};
+    default: {
+      bool counter = false;
+      if (int slot = performance_slot(index, &counter); slot >= 0) {
+        if (counter) {
+          state_.perf_counter[slot] = value & kCounterMask;
+        } else {
+          state_.perf_event_select[slot] = value & ~kEventSelectReserved;
+        }
+        return {};
+      }
+      if (machine_check_msr(index)) return write_machine_check(index, value);
       if (features_.mtrr) return write_mtrr(index, value);
       break;
+    }
   }
   return general_protection();
 }

@@ -1,0 +1,179 @@
+// Architectural details that outside x86 conformance kernels check, on the core itself: the RF
+// flag in the RFLAGS image a fault pushes, SYSCALL from compatibility mode (AMD: through
+// CSTAR), VMCALL/VMMCALL answered as KVM answers an unknown hypercall, and the AMD
+// performance-counter and machine-check MSRs reached through RDMSR/WRMSR.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "test_machine.h"
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+constexpr uint64_t kCode = 0x100000, kHandler = 0x110000, kData = 0x120000, kStackTop = 0x180000;
+
+class ConformanceTest : public ::testing::Test {
+ protected:
+  void start(uint8_t cpl, std::vector<uint8_t> code) {
+    machine.enter_long_mode(cpl);
+    machine.write(kCode, code);
+    machine.write64(TestMachine::kTss + 4, 0x170000);  // RSP0
+    state().rip = kCode;
+    state().gpr[kRsp] = kStackTop;
+    state().halted = false;
+  }
+  void halting_handler(uint8_t vector, uint64_t address) {
+    const uint8_t halt[] = {0xf4};
+    machine.write(address, halt);
+    machine.set_long_gate(vector, address);
+  }
+  // The RFLAGS image of the 64-bit frame at RSP (with or without an error code).
+  uint64_t pushed_rflags(bool error_code) {
+    return machine.read64(state().gpr[kRsp] + (error_code ? 24 : 16));
+  }
+  CpuState& state() { return machine.state(); }
+  CpuExit run(uint64_t budget = 10000) { return machine.cpu().run(budget); }
+  TestMachine machine;
+};
+
+TEST_F(ConformanceTest, FaultsPushRflagsWithResumeFlag) {
+  // ud2 -> #UD (fault, no error code).
+  start(0, {0x0f, 0x0b});
+  halting_handler(vector::kInvalidOpcode, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(machine.read64(state().gpr[kRsp]), kCode) << "faulting RIP";
+  EXPECT_NE(pushed_rflags(false) & rflags::kRf, 0u) << "SDM 17.3.1.1: faults push RF = 1";
+
+  // rdmsr of an MSR the model lacks -> #GP(0) (fault, error code).
+  start(0, {0xb9, 0x78, 0x56, 0x34, 0x12, 0x0f, 0x32});
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 8), kCode + 5);
+  EXPECT_NE(pushed_rflags(true) & rflags::kRf, 0u);
+}
+
+TEST_F(ConformanceTest, TrapsAndSoftwareInterruptsPushRflagsWithoutResumeFlag) {
+  // ud2 (its handler skips it: add qword [rsp], 2; iretq), then int3, whose image must not
+  // carry the RF the IRET loaded: RF clears once an instruction completes.
+  start(0, {0x0f, 0x0b, 0x90, 0xcc});
+  const std::vector<uint8_t> skip = {0x48, 0x83, 0x04, 0x24, 0x02, 0x48, 0xcf};
+  machine.write(kHandler, skip);
+  machine.set_long_gate(vector::kInvalidOpcode, kHandler);
+  halting_handler(vector::kBreakpoint, kHandler + 0x100);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 0x101);
+  EXPECT_EQ(machine.read64(state().gpr[kRsp]), kCode + 4) << "INT3 pushes the next RIP";
+  EXPECT_EQ(pushed_rflags(false) & rflags::kRf, 0u);
+  EXPECT_EQ(state().rflags & rflags::kRf, 0u);
+}
+
+TEST_F(ConformanceTest, SyscallFromCompatibilityModeEntersThroughCstar) {
+  // 32-bit user code (CS 0x2b, L = 0) under a 64-bit kernel: mov eax, 5; syscall; hlt.
+  start(3, {0xb8, 0x05, 0, 0, 0, 0x0f, 0x05, 0xf4});
+  state().segment[kCs] = SegmentCache{0x2b, 0, 0xffffffff, static_cast<uint16_t>(kCode32 | 0x60)};
+  machine.cpu().state_changed();
+  halting_handler(vector::kInvalidOpcode, kHandler + 0x200);
+  const uint8_t halt[] = {0xf4};
+  machine.write(kHandler, halt);          // CSTAR target
+  machine.write(kHandler + 0x100, halt);  // LSTAR target (must not be taken)
+  state().msr.cstar = kHandler;
+  state().msr.lstar = kHandler + 0x100;
+  state().msr.star = (uint64_t{0x1b} << 48) | (uint64_t{0x08} << 32);
+  state().msr.sfmask = rflags::kIf | rflags::kDf;
+  state().write_rflags(rflags::kFixed1 | rflags::kIf | rflags::kDf | rflags::kCf);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 1) << "entered through CSTAR";
+  EXPECT_EQ(state().gpr[kRcx], kCode + 7) << "RCX = the next RIP";
+  EXPECT_EQ(state().gpr[kR11], rflags::kFixed1 | rflags::kIf | rflags::kDf | rflags::kCf);
+  EXPECT_EQ(state().read_rflags(), rflags::kFixed1 | rflags::kCf) << "masked by SFMASK";
+  EXPECT_EQ(state().segment[kCs].selector, 0x08);
+  EXPECT_TRUE(state().segment[kCs].long_mode());
+  EXPECT_EQ(state().segment[kSs].selector, 0x10);
+  EXPECT_EQ(state().cpl, 0);
+}
+
+TEST_F(ConformanceTest, SyscallWithoutSceIsInvalidOpcode) {
+  start(0, {0x0f, 0x05});
+  state().efer &= ~efer::kSce;
+  halting_handler(vector::kInvalidOpcode, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 1);
+}
+
+TEST_F(ConformanceTest, HypercallsAnswerAsKvmWithoutHypercalls) {
+  // vmmcall; mov rbx, rax; mov eax, 7; vmcall; hlt
+  start(0, {0x0f, 0x01, 0xd9, 0x48, 0x89, 0xc3, 0xb8, 0x07, 0, 0, 0, 0x0f, 0x01, 0xc1, 0xf4});
+  halting_handler(vector::kInvalidOpcode, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kCode + 15) << "no #UD; RIP moved past both";
+  EXPECT_EQ(state().gpr[kRbx], static_cast<uint64_t>(-1000)) << "-KVM_ENOSYS from VMMCALL";
+  EXPECT_EQ(state().gpr[kRax], static_cast<uint64_t>(-1000)) << "-KVM_ENOSYS from VMCALL";
+
+  // From CPL 3 KVM answers -KVM_EPERM; in 32-bit code the result is truncated.
+  start(3, {0x0f, 0x01, 0xd9, 0x89, 0xc3, 0x0f, 0x01, 0xc1, 0x0f, 0x0b});
+  state().segment[kCs] = SegmentCache{0x2b, 0, 0xffffffff, static_cast<uint16_t>(kCode32 | 0x60)};
+  state().gpr[kRax] = 0x1234567812345678;
+  machine.cpu().state_changed();
+  halting_handler(vector::kInvalidOpcode, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(machine.read64(state().gpr[kRsp]), kCode + 8) << "the ud2 after both";
+  EXPECT_EQ(state().gpr[kRbx], 0xffffffffu);
+  EXPECT_EQ(state().gpr[kRax], 0xffffffffu);
+}
+
+// wrmsr ECX=index EDX:EAX=value then rdmsr into EDX:EAX; a #GP handler halts.
+std::vector<uint8_t> write_then_read(uint32_t index, uint32_t low, uint32_t high) {
+  std::vector<uint8_t> code;
+  auto load = [&code](uint8_t opcode, uint32_t value) {  // mov r32, imm32
+    code.push_back(opcode);
+    for (int i = 0; i < 4; ++i) code.push_back(static_cast<uint8_t>(value >> (8 * i)));
+  };
+  load(0xb9, index);
+  load(0xb8, low);
+  load(0xba, high);
+  // wrmsr; xor eax, eax; xor edx, edx; rdmsr; hlt
+  for (uint8_t byte : {0x0f, 0x30, 0x31, 0xc0, 0x31, 0xd2, 0x0f, 0x32, 0xf4}) code.push_back(byte);
+  return code;
+}
+
+TEST_F(ConformanceTest, AmdPerformanceCounterMsrsThroughTheCore) {
+  start(0, write_then_read(0xc0010005, 0x89abcdef, 0xffff0123));
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kCode + 24) << "no #GP";
+  EXPECT_EQ(state().gpr[kRax], 0x89abcdefu);
+  EXPECT_EQ(state().gpr[kRdx], 0x0123u) << "48-bit counter";
+  EXPECT_EQ(machine.cpu().msr_state().perf_counter[1], 0x012389abcdefu);
+
+  // PERFCTR_CORE is not advertised by default: its MSRs are #GP.
+  start(0, write_then_read(0xc0010200, 0, 0));
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 1);
+}
+
+TEST_F(ConformanceTest, MachineCheckMsrsThroughTheCore) {
+  // MCi_CTL of bank 3 takes all ones and reads it back.
+  start(0, write_then_read(0x40c, 0xffffffff, 0xffffffff));
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kCode + 24);
+  EXPECT_EQ(state().gpr[kRax], 0xffffffffu);
+  EXPECT_EQ(state().gpr[kRdx], 0xffffffffu);
+  // MCi_STATUS takes only zero.
+  start(0, write_then_read(0x40d, 1, 0));
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 1);
+  // CR4.MCE is writable: mov rax, cr4; bts rax, 6; mov cr4, rax; mov rbx, cr4; hlt
+  start(0,
+        {0x0f, 0x20, 0xe0, 0x48, 0x0f, 0xba, 0xe8, 0x06, 0x0f, 0x22, 0xe0, 0x0f, 0x20, 0xe3, 0xf4});
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kCode + 15);
+  EXPECT_NE(state().gpr[kRbx] & cr4::kMce, 0u);
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
