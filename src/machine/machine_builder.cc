@@ -58,7 +58,7 @@ void apply_boot_state(const BootState& boot, cpu::x86::CpuState& state) {
   state.cr0 = boot.cr0;
   state.cr3 = boot.cr3;
   state.cr4 = boot.cr4;
-  state.efer = boot.efer;
+  state.msr.efer = boot.efer;
   state.segment[kCs] = to_cache(boot.cs);
   state.segment[kDs] = to_cache(boot.ds);
   state.segment[kEs] = to_cache(boot.es);

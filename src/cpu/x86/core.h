@@ -60,7 +60,7 @@ struct CpuCore {
   CpuEnvironment& environment;
   const CpuidModel& cpuid_model;
   uint32_t vcpu_index;
-  MsrFile msr_file;  // MSRs other than the ones in CpuState::msr
+  MsrFile msr_file;  // the rules over state.msr and the FS/GS bases (one store)
   BlockCache blocks;
   SharedCodePages* shared_code = nullptr;  // cross-vCPU code invalidation (may be null)
   const Cpu* owner = nullptr;

@@ -183,9 +183,6 @@ Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration conf
   reset();
 }
 
-const MsrState& Cpu::msr_state() const { return core_->msr_file.state(); }
-void Cpu::restore_msr_state(const MsrState& state) { core_->msr_file.restore(state); }
-
 Cpu::~Cpu() {
   if (core_->shared_code != nullptr) core_->shared_code->detach(this);
 }
@@ -203,6 +200,7 @@ void Cpu::state_changed() {
 void Cpu::reset() {
   CpuState& state = core_->state;
   state = CpuState{};
+  state.msr = msr_power_on_state(core_->vcpu_index == 0);
   x86::reset(state.simd);
   // EDX holds the processor signature (CPUID.1:EAX) after RESET and INIT (SDM 9.1.4).
   state.gpr[kRdx] = core_->cpuid_model.query(1, 0, CpuidState{}).eax;
@@ -280,7 +278,11 @@ bool Cpu::take_requests(CpuExit& exit) {
   }
   if (pending & request::kInit) {
     requests_.fetch_and(~request::kInit);
+    // INIT resets the registers but keeps the MSRs, except EFER (AMD APM vol. 2 table 14-1).
+    const MsrState msrs = state.msr;
     reset();
+    state.msr = msrs;
+    state.msr.efer = 0;
     waiting_for_startup_ = true;
   }
   if (pending & request::kStartup) {
@@ -367,9 +369,6 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       previous = block;
       const bool shadow = core.state.interrupt_shadow;
       core.state.interrupt_shadow = false;
-      // RF suppresses instruction breakpoints for one instruction, which then completes (a
-      // fault sets it again in its pushed image): clearing it here is as if after the first.
-      core.state.rflags &= ~rflags::kRf;
       // RFLAGS.TF: one instruction, then a single-step #DB trap (SDM 17.3.1.4).
       const bool single_step = core.state.rflags & rflags::kTf;
       core.running_block = block;

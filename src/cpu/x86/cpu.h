@@ -59,8 +59,8 @@ class Cpu {
 
   CpuExit run(uint64_t instruction_budget);
 
-  // Architectural state. After changing it from outside run() (a loader setting up long mode,
-  // a migration restore), call state_changed().
+  // Architectural state, every MSR included (CpuState::msr). After changing it from outside
+  // run() (a loader setting up long mode, a migration restore), call state_changed().
   CpuState& state();
   const CpuState& state() const;
   void state_changed();
@@ -86,10 +86,6 @@ class Cpu {
   // Guest-physical bytes changed behind the CPU's back (device DMA, a loader): drop the
   // translated code of those pages.
   void invalidate_code(uint64_t physical, uint64_t length);
-
-  // MSRs beyond those in CpuState (APIC base, PAT, MTRRs, ...), for checkpoints.
-  const MsrState& msr_state() const;
-  void restore_msr_state(const MsrState& state);
 
   uint64_t instructions_retired() const;
   size_t cached_blocks() const;

@@ -22,7 +22,8 @@ SegmentCache flat_stack(uint16_t selector, uint8_t dpl) {
 // next EIP; IF, VM and RF cleared).
 void system_call(CpuCore& core, const Instruction&) {
   CpuState& state = core.state;
-  if (!(state.efer & efer::kSce) || !state.protected_mode()) raise_fault(vector::kInvalidOpcode);
+  if (!(state.msr.efer & efer::kSce) || !state.protected_mode())
+    raise_fault(vector::kInvalidOpcode);
   const uint16_t selector = static_cast<uint16_t>(state.msr.star >> 32);
   const uint64_t flags = core.read_rflags();
   state.segment[kSs] = flat_stack(static_cast<uint16_t>((selector + 8) & 0xfffc), 0);
@@ -43,7 +44,7 @@ void system_call(CpuCore& core, const Instruction&) {
 
 void system_return(CpuCore& core, const Instruction& in) {
   CpuState& state = core.state;
-  if (!(state.efer & efer::kSce)) raise_fault(vector::kInvalidOpcode);
+  if (!(state.msr.efer & efer::kSce)) raise_fault(vector::kInvalidOpcode);
   if (core.code_mode != CodeMode::k64 || state.cpl != 0) raise_fault(vector::kGeneralProtection, 0);
   const uint16_t base = static_cast<uint16_t>(state.msr.star >> 48);
   uint64_t target = state.gpr[kRcx];

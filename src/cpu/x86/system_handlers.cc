@@ -49,13 +49,13 @@ void write_control(CpuCore& core, uint8_t index, uint64_t value) {
       const bool enabling_paging = (value & cr0::kPg) && !(state.cr0 & cr0::kPg);
       const bool disabling_paging = !(value & cr0::kPg) && (state.cr0 & cr0::kPg);
       // Long mode activates when paging is enabled with EFER.LME (SDM 9.8.5).
-      if (enabling_paging && (state.efer & efer::kLme)) {
+      if (enabling_paging && (state.msr.efer & efer::kLme)) {
         if (!(state.cr4 & cr4::kPae)) raise_fault(vector::kGeneralProtection, 0);
-        state.efer |= efer::kLma;
+        state.msr.efer |= efer::kLma;
       }
       if (disabling_paging && state.long_mode_active()) {
         if (core.code_mode == CodeMode::k64) raise_fault(vector::kGeneralProtection, 0);
-        state.efer &= ~efer::kLma;
+        state.msr.efer &= ~efer::kLma;
       }
       state.cr0 = value;
       core.flush_tlb(true);
@@ -140,7 +140,7 @@ void cache_control(CpuCore& core, const Instruction&) { require_cpl0(core); }
 
 void read_time_stamp(CpuCore& core, const Instruction& in) {
   if ((core.state.cr4 & cr4::kTsd) && core.state.cpl != 0) raise_fault(vector::kGeneralProtection, 0);
-  const uint64_t tsc = core.environment.read_tsc() + core.state.msr.tsc_offset;
+  const uint64_t tsc = core.msr_file.tsc();
   core.write_register<uint32_t>(kRax, false, static_cast<uint32_t>(tsc));
   core.write_register<uint32_t>(kRdx, false, static_cast<uint32_t>(tsc >> 32));
   if (in.opcode == 0x101) core.write_register<uint32_t>(kRcx, false, static_cast<uint32_t>(core.state.msr.tsc_aux));

@@ -95,7 +95,7 @@ TEST_F(ConformanceTest, SyscallFromCompatibilityModeEntersThroughCstar) {
 
 TEST_F(ConformanceTest, SyscallWithoutSceIsInvalidOpcode) {
   start(0, {0x0f, 0x05});
-  state().efer &= ~efer::kSce;
+  state().msr.efer &= ~efer::kSce;
   halting_handler(vector::kInvalidOpcode, kHandler);
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(state().rip, kHandler + 1);
@@ -144,7 +144,7 @@ TEST_F(ConformanceTest, AmdPerformanceCounterMsrsThroughTheCore) {
   EXPECT_EQ(state().rip, kCode + 24) << "no #GP";
   EXPECT_EQ(state().gpr[kRax], 0x89abcdefu);
   EXPECT_EQ(state().gpr[kRdx], 0x0123u) << "48-bit counter";
-  EXPECT_EQ(machine.cpu().msr_state().perf_counter[1], 0x012389abcdefu);
+  EXPECT_EQ(state().msr.perf_counter[1], 0x012389abcdefu) << "in the CPU state";
 
   // PERFCTR_CORE is not advertised by default: its MSRs are #GP.
   start(0, write_then_read(0xc0010200, 0, 0));
@@ -173,6 +173,42 @@ TEST_F(ConformanceTest, MachineCheckMsrsThroughTheCore) {
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(state().rip, kCode + 15);
   EXPECT_NE(state().gpr[kRbx] & cr4::kMce, 0u);
+}
+
+// One MSR store: what WRMSR writes is in CpuState::msr (what state()/set_state() move for a
+// checkpoint or migration), and a CpuState loaded into another CPU reads back the same.
+TEST_F(ConformanceTest, MsrsLiveInTheCpuState) {
+  // wrmsr PAT (0x277) = 0x0006060606060606, then hlt
+  start(0, write_then_read(0x277, 0x06060606, 0x00060606));
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  ASSERT_EQ(state().rip, kCode + 24);
+  EXPECT_EQ(state().msr.pat, 0x0006060606060606u);
+  // FS_BASE is the FS segment base.
+  start(0, write_then_read(0xc0000100, 0x12345000, 0));
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().segment[kFs].base, 0x12345000u);
+  EXPECT_EQ(state().msr.pat, 0x0006060606060606u);
+
+  // Moved into another CPU, the state answers RDMSR and SYSCALL the same.
+  TestMachine other;
+  other.enter_long_mode(0);
+  CpuState moved = state();
+  moved.msr.lstar = kHandler;
+  other.cpu().state() = moved;
+  other.cpu().state_changed();
+  // rdmsr PAT; mov rbx, rax; mov ecx, 0xc0000100; rdmsr; syscall
+  const std::vector<uint8_t> code = {0xb9, 0x77, 0x02, 0, 0,    0x0f, 0x32, 0x48, 0x89, 0xc3,
+                                     0xb9, 0x00, 0x01, 0, 0xc0, 0x0f, 0x32, 0x0f, 0x05};
+  other.write(kCode, code);
+  const uint8_t halt[] = {0xf4};
+  other.write(kHandler, halt);
+  other.state().rip = kCode;
+  other.state().halted = false;
+  ASSERT_EQ(other.cpu().run(100).kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(other.state().gpr[kRbx], 0x06060606u);
+  EXPECT_EQ(other.state().gpr[kRax], 0x12345000u);
+  EXPECT_EQ(other.state().rip, kHandler + 1) << "SYSCALL went through the moved LSTAR";
 }
 
 }  // namespace

@@ -21,13 +21,19 @@
 // MCG_STATUS, MCG_CTL and each bank's CTL/STATUS/ADDR/MISC, with MCA) hold what is written under
 // KVM's rules and no error is ever reported.
 //
-// Ownership: owns the values; the hooks' targets must outlive it. Thread-safety: one MsrFile
-// per vCPU, used by that vCPU's thread only.
+// The values live in one place, the vCPU's MsrStorage: its MsrState (in the core's CpuState,
+// so the state a checkpoint or a migration moves is the state RDMSR, SYSCALL and the page
+// walker use) and its FS/GS segment bases, which FS_BASE/GS_BASE are. MsrFile holds the rules.
+//
+// Ownership: borrows the storage it is given (which must outlive it), or owns one of its own
+// (the constructor without storage, for tools and tests); the hooks' targets must outlive it.
+// Thread-safety: one MsrFile per vCPU, used by that vCPU's thread only.
 
 #include <array>
 #include <cstdint>
 #include <expected>
 #include <functional>
+#include <memory>
 #include <utility>
 
 #include "cpu/x86/system/cpu_features.h"
@@ -82,11 +88,12 @@ inline constexpr uint64_t kApicBaseEnable = uint64_t{1} << 11;
 inline constexpr uint64_t kDefaultApicBase = 0xfee00000;
 inline constexpr uint64_t kPatPowerOn = 0x0007040600070406;  // SDM 11.12.4
 
-// Every value, for checkpoints and migration. `tsc_offset` is relative to the clock.
+// Every MSR value but the FS/GS bases (in the segment registers), for checkpoints and
+// migration. `tsc_offset` is relative to the clock. Power-on values: msr_power_on_state().
 struct MsrState {
   uint64_t efer = 0;
   uint64_t star = 0, lstar = 0, cstar = 0, sfmask = 0;
-  uint64_t fs_base = 0, gs_base = 0, kernel_gs_base = 0;
+  uint64_t kernel_gs_base = 0;
   uint64_t tsc_offset = 0;
   uint64_t tsc_aux = 0;
   uint64_t apic_base = 0;
@@ -103,6 +110,17 @@ struct MsrState {
   friend bool operator==(const MsrState&, const MsrState&) = default;
 };
 
+// The MSRs after RESET (SDM 9.1.4, 10.4.4): APIC_BASE at 0xfee00000, enabled, with the BSP
+// flag on the bootstrap processor; PAT and MISC_ENABLE at their power-on values; the rest 0.
+MsrState msr_power_on_state(bool bootstrap);
+
+// Where a vCPU's MSR values live.
+struct MsrStorage {
+  MsrState& msrs;
+  uint64_t& fs_base;
+  uint64_t& gs_base;
+};
+
 struct MsrHooks {
   // The TSC time base; must be monotonic. Without it the TSC reads as its offset alone.
   std::function<uint64_t()> clock;
@@ -115,7 +133,9 @@ struct MsrHooks {
 
 class MsrFile {
  public:
-  // `bootstrap` marks the BSP in APIC_BASE.
+  // Over the vCPU's storage, whose values it leaves as they are.
+  MsrFile(const CpuFeatures& features, MsrStorage storage, MsrHooks hooks = {});
+  // With storage of its own at the power-on values; `bootstrap` marks the BSP in APIC_BASE.
   MsrFile(const CpuFeatures& features, bool bootstrap, MsrHooks hooks = {});
 
   // RDMSR / WRMSR. The error is #GP(0).
@@ -126,29 +146,29 @@ class MsrFile {
   [[nodiscard]] std::expected<uint64_t, Fault> read_performance_counter(uint32_t index) const;
 
   // Fast accessors for the instructions that use these MSRs directly.
-  uint64_t efer() const { return state_.efer; }
+  uint64_t efer() const { return state_->efer; }
   void set_long_mode_active(bool active);  // EFER.LMA, set by the core on CR0.PG changes
-  uint64_t star() const { return state_.star; }
-  uint64_t lstar() const { return state_.lstar; }
-  uint64_t cstar() const { return state_.cstar; }
-  uint64_t sfmask() const { return state_.sfmask; }
-  uint64_t fs_base() const { return state_.fs_base; }
-  uint64_t gs_base() const { return state_.gs_base; }
-  uint64_t kernel_gs_base() const { return state_.kernel_gs_base; }
+  uint64_t star() const { return state_->star; }
+  uint64_t lstar() const { return state_->lstar; }
+  uint64_t cstar() const { return state_->cstar; }
+  uint64_t sfmask() const { return state_->sfmask; }
+  uint64_t fs_base() const { return *fs_base_; }
+  uint64_t gs_base() const { return *gs_base_; }
+  uint64_t kernel_gs_base() const { return state_->kernel_gs_base; }
   // Loads of FS/GS (MOV, POP, WRFSBASE) set the bases without MSR checks; the core checks.
-  void set_fs_base(uint64_t base) { state_.fs_base = base; }
-  void set_gs_base(uint64_t base) { state_.gs_base = base; }
-  void swap_gs() { std::swap(state_.gs_base, state_.kernel_gs_base); }  // SWAPGS
+  void set_fs_base(uint64_t base) { *fs_base_ = base; }
+  void set_gs_base(uint64_t base) { *gs_base_ = base; }
+  void swap_gs() { std::swap(*gs_base_, state_->kernel_gs_base); }  // SWAPGS
   uint64_t tsc() const;
-  uint64_t tsc_aux() const { return state_.tsc_aux; }
-  uint64_t apic_base() const { return state_.apic_base; }
-  uint64_t pat() const { return state_.pat; }
-  uint64_t sysenter_cs() const { return state_.sysenter_cs; }
-  uint64_t sysenter_esp() const { return state_.sysenter_esp; }
-  uint64_t sysenter_eip() const { return state_.sysenter_eip; }
+  uint64_t tsc_aux() const { return state_->tsc_aux; }
+  uint64_t apic_base() const { return state_->apic_base; }
+  uint64_t pat() const { return state_->pat; }
+  uint64_t sysenter_cs() const { return state_->sysenter_cs; }
+  uint64_t sysenter_esp() const { return state_->sysenter_esp; }
+  uint64_t sysenter_eip() const { return state_->sysenter_eip; }
 
-  const MsrState& state() const { return state_; }
-  void restore(const MsrState& state) { state_ = state; }
+  const MsrState& state() const { return *state_; }
+  void restore(const MsrState& state) { *state_ = state; }
 
  private:
   uint64_t clock() const { return hooks_.clock ? hooks_.clock() : 0; }
@@ -161,10 +181,18 @@ class MsrFile {
   uint64_t efer_allowed() const;
   bool canonical(uint64_t address) const;
 
+  struct OwnedStorage {
+    MsrState msrs;
+    uint64_t fs_base = 0, gs_base = 0;
+  };
+
   CpuFeatures features_;
   MsrHooks hooks_;
   bool amd_;  // AMD-specific MSRs exist only with the AMD vendor string
-  MsrState state_;
+  std::unique_ptr<OwnedStorage> owned_;  // only without borrowed storage
+  MsrState* state_;
+  uint64_t* fs_base_;
+  uint64_t* gs_base_;
 };
 
 // A valid memory type for PAT entries: UC, WC, WT, WP, WB, UC- (0, 1, 4, 5, 6, 7).
