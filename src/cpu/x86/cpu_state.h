@@ -14,6 +14,7 @@
 #include "cpu/x86/simd/simd_state.h"
 #include "cpu/x86/system/control_bits.h"
 #include "cpu/x86/system/msr_file.h"
+#include "cpu/x86/system/page_walker.h"
 
 namespace lamina::cpu::x86 {
 
@@ -76,6 +77,10 @@ struct CpuState {
   bool nmi_blocked = false;
   // x87/MMX/SSE registers, operated on by the SIMD unit (simd/simd_unit.h).
   SimdState simd;
+  // PAE paging's PDPTE registers, loaded by MOV to CR0/CR3/CR4 (system/control_registers);
+  // without them (a loader or a restore set CR3 directly) page walks read the PDPTEs.
+  std::array<uint64_t, 4> pae_pdptes{};
+  bool pae_pdptes_loaded = false;
 
   uint64_t read_rflags() const { return rflags | flags.materialize(); }
   void write_rflags(uint64_t value) {
@@ -85,6 +90,10 @@ struct CpuState {
   bool long_mode_active() const { return msr.efer & efer::kLma; }
   bool protected_mode() const { return cr0 & cr0::kPe; }
   bool virtual_8086() const { return rflags & rflags::kVm; }
+  // The registers a page walk and a control-register write take (system/page_walker.h).
+  PagingRegisters paging_registers() const {
+    return PagingRegisters{cr0, cr3, cr4, msr.efer, pae_pdptes, pae_pdptes_loaded};
+  }
 };
 
 }  // namespace lamina::cpu::x86

@@ -101,18 +101,15 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
     physical = linear & 0xffffffffu;
     writable = true;
   } else {
-    PagingRegisters registers;
-    registers.cr0 = state.cr0;
-    registers.cr3 = state.cr3;
-    registers.cr4 = state.cr4;
-    registers.efer = state.msr.efer;
+    const PagingRegisters registers = state.paging_registers();
     AccessContext context;
     context.type = access == Access::kRead    ? AccessType::kRead
                    : access == Access::kWrite ? AccessType::kWrite
                                               : AccessType::kExecute;
     context.user = user;
     context.eflags_ac = !user && state.cpl < 3 && (state.rflags & rflags::kAc);
-    const auto translation = walk_page_tables(registers, memory, linear, context);
+    const auto translation =
+        walk_page_tables(registers, memory, linear, context, cpuid_model.features().paging());
     if (!translation) {
       state.cr2 = translation.error().linear;
       raise_fault(vector::kPageFault, translation.error().error_code);

@@ -1,6 +1,7 @@
 #include "cpu/x86/msr.h"
 
 #include "cpu/x86/core.h"
+#include "cpu/x86/system/control_registers.h"
 
 namespace lamina::cpu::x86 {
 
@@ -18,11 +19,14 @@ bool write_model_specific(CpuCore& core, uint32_t index, uint64_t value) {
     if (index == msr::kApicBase) (void)core.msr_file.write(index, value);
     return true;
   }
+  const uint64_t old_efer = core.state.msr.efer;
   if (!core.msr_file.write(index, value)) return false;
   switch (index) {
     case msr::kEfer:
-      // NXE changes what the cached translations allow.
-      core.flush_tlb(true);
+      // NXE changes what the cached translations allow (system/control_registers decides).
+      if (flush_after_efer_write(old_efer, core.state.msr.efer) == TlbFlush::kAll) {
+        core.flush_tlb(true);
+      }
       core.update_mode();
       break;
     case msr::kFsBase:

@@ -7,6 +7,7 @@
 #include "cpu/x86/handlers.h"
 #include "cpu/x86/msr.h"
 #include "cpu/x86/operands.h"
+#include "cpu/x86/system/control_registers.h"
 
 namespace lamina::cpu::x86 {
 namespace {
@@ -38,46 +39,41 @@ void halt(CpuCore& core, const Instruction&) {
   core.stop_block = true;
 }
 
-void write_control(CpuCore& core, uint8_t index, uint64_t value) {
+// MOV to CR0/CR3/CR4 are system/control_registers' checks and paging transitions; the core
+// stores the result (EFER.LMA lives in the MSR store) and performs the TLB flush it asks for.
+void write_paging_control(CpuCore& core, uint8_t index, uint64_t value) {
   CpuState& state = core.state;
+  const CpuFeatures& features = core.cpuid_model.features();
+  const PagingRegisters current = state.paging_registers();
+  const auto written =
+      index == 0 ? write_cr0(current, value, core.code_mode == CodeMode::k64, features, core.memory)
+      : index == 3 ? write_cr3(current, value, features, core.memory)
+                   : write_cr4(current, value, features, core.memory);
+  if (!written) raise_fault(written.error().vector, written.error().error_code);
+  const PagingRegisters& result = written->registers;
+  state.cr0 = result.cr0;
+  state.cr3 = result.cr3;
+  state.cr4 = result.cr4;
+  core.msr_file.set_long_mode_active((result.efer & efer::kLma) != 0);
+  state.pae_pdptes = result.pae_pdptes;
+  state.pae_pdptes_loaded = result.pae_pdptes_loaded;
+  switch (written->flush) {
+    case TlbFlush::kNone: break;
+    // Entries are global only with CR4.PGE (the walker's rule), so this keeps just those.
+    case TlbFlush::kNonGlobal: core.flush_tlb(false); break;
+    case TlbFlush::kAll: core.flush_tlb(true); break;
+  }
+}
+
+void write_control(CpuCore& core, uint8_t index, uint64_t value) {
   switch (index) {
-    case 0: {
-      if (value >> 32) raise_fault(vector::kGeneralProtection, 0);
-      value |= cr0::kEt;
-      if ((value & cr0::kPg) && !(value & cr0::kPe)) raise_fault(vector::kGeneralProtection, 0);
-      if ((value & cr0::kNw) && !(value & cr0::kCd)) raise_fault(vector::kGeneralProtection, 0);
-      const bool enabling_paging = (value & cr0::kPg) && !(state.cr0 & cr0::kPg);
-      const bool disabling_paging = !(value & cr0::kPg) && (state.cr0 & cr0::kPg);
-      // Long mode activates when paging is enabled with EFER.LME (SDM 9.8.5).
-      if (enabling_paging && (state.msr.efer & efer::kLme)) {
-        if (!(state.cr4 & cr4::kPae)) raise_fault(vector::kGeneralProtection, 0);
-        state.msr.efer |= efer::kLma;
-      }
-      if (disabling_paging && state.long_mode_active()) {
-        if (core.code_mode == CodeMode::k64) raise_fault(vector::kGeneralProtection, 0);
-        state.msr.efer &= ~efer::kLma;
-      }
-      state.cr0 = value;
-      core.flush_tlb(true);
-      break;
-    }
-    case 2: state.cr2 = value; break;
+    case 0:
     case 3:
-      state.cr3 = value;
-      core.flush_tlb(!(state.cr4 & cr4::kPge));
-      break;
-    case 4: {
-      constexpr uint64_t kSupported = cr4::kTsd | cr4::kDe | cr4::kPse | cr4::kPae | cr4::kMce |
-                                      cr4::kPge | cr4::kPce | cr4::kOsfxsr | cr4::kOsxmmexcpt;
-      if (value & ~kSupported) raise_fault(vector::kGeneralProtection, 0);
-      if (state.long_mode_active() && !(value & cr4::kPae)) raise_fault(vector::kGeneralProtection, 0);
-      state.cr4 = value;
-      core.flush_tlb(true);
-      break;
-    }
+    case 4: write_paging_control(core, index, value); break;
+    case 2: core.state.cr2 = value; break;
     case 8:
       if (value >> 4) raise_fault(vector::kGeneralProtection, 0);
-      state.cr8 = value;
+      core.state.cr8 = value;
       break;
     default: raise_fault(vector::kInvalidOpcode);
   }

@@ -211,5 +211,88 @@ TEST_F(ConformanceTest, MsrsLiveInTheCpuState) {
   EXPECT_EQ(other.state().rip, kHandler + 1) << "SYSCALL went through the moved LSTAR";
 }
 
+// MOV to CR0/CR3/CR4 are system/control_registers' rules: CR3 bits above MAXPHYADDR and CR4
+// bits the model does not advertise are #GP; CR0's reserved low bits are ignored.
+TEST_F(ConformanceTest, ControlRegisterWritesFollowTheModel) {
+  // mov rax, 1 << 45; mov rbx, cr3; or rax, rbx; mov cr3, rax
+  start(0, {0x48, 0xb8, 0,    0,    0,    0,    0,    0x20, 0,    0,
+            0x0f, 0x20, 0xdb, 0x48, 0x09, 0xd8, 0x0f, 0x22, 0xd8, 0xf4});
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 1) << "CR3 bit 45 is above the model's 40 physical bits";
+  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 8), kCode + 16);
+  // mov rax, cr4; or eax, 8 (DE, not advertised); mov cr4, rax
+  start(0, {0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x08, 0x0f, 0x22, 0xe0, 0xf4});
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 1);
+  EXPECT_EQ(state().cr4 & cr4::kDe, 0u);
+  // mov rax, cr0; or eax, 0x40 (reserved); mov cr0, rax; mov rbx, cr0; hlt
+  start(0, {0x0f, 0x20, 0xc0, 0x83, 0xc8, 0x40, 0x0f, 0x22, 0xc0, 0x0f, 0x20, 0xc3, 0xf4});
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kCode + 13);
+  EXPECT_EQ(state().gpr[kRbx] & 0x40, 0u);
+}
+
+// PAE paging (32-bit): MOV to CR0/CR3 loads the four PDPTE registers (SDM 4.4.1); walks use
+// them, not the table in memory, and a present PDPTE with reserved bits makes the load #GP.
+class PaePagingTest : public ::testing::Test {
+ protected:
+  static constexpr uint64_t kGdt = 0x1000, kIdt = 0x2000, kCode32At = 0x3000, kGpHandler = 0x4000,
+                            kPdpt = 0x5000, kDirectory = 0x6000;
+  void SetUp() override {
+    machine.write64(kGdt + 8, segment_descriptor(0, 0xfffff, kCode32));
+    machine.write64(kGdt + 16, segment_descriptor(0, 0xfffff, kData32));
+    // #GP: 32-bit interrupt gate to a HLT.
+    machine.write64(kIdt + 13 * 8, (kGpHandler & 0xffff) | (uint64_t{0x08} << 16) |
+                                       (uint64_t{0x8e} << 40) | ((kGpHandler >> 16) << 48));
+    const uint8_t halt[] = {0xf4};
+    machine.write(kGpHandler, halt);
+    machine.write64(kPdpt, kDirectory | 1);
+    machine.write64(kDirectory, 0x83);  // 2 MiB page at 0: present, writable, PS
+    machine.write64(0x100, 0x12345678);
+    CpuState& s = machine.state();
+    s.cr0 = cr0::kPe | cr0::kEt;
+    s.cr4 = cr4::kPae;
+    s.cr3 = kPdpt;
+    s.gdtr = {kGdt, 23};
+    s.idtr = {kIdt, 0x7ff};
+    s.segment[kCs] = SegmentCache{0x08, 0, 0xffffffff, kCode32};
+    for (uint8_t seg : {kEs, kSs, kDs, kFs, kGs})
+      s.segment[seg] = SegmentCache{0x10, 0, 0xffffffff, kData32};
+    s.rip = kCode32At;
+    s.gpr[kRsp] = 0x80000;
+    machine.cpu().state_changed();
+  }
+  // mov eax, cr0; or eax, 0x80000000; mov cr0, eax (paging on), then `rest`.
+  void run_code(std::vector<uint8_t> rest) {
+    std::vector<uint8_t> code = {0x0f, 0x20, 0xc0, 0x0d, 0, 0, 0, 0x80, 0x0f, 0x22, 0xc0};
+    code.insert(code.end(), rest.begin(), rest.end());
+    machine.write(kCode32At, code);
+    ASSERT_EQ(machine.cpu().run(1000).kind, CpuExit::Kind::kHalted);
+  }
+  TestMachine machine;
+};
+
+TEST_F(PaePagingTest, WalksUseThePdpteRegisters) {
+  // mov dword [kPdpt], 0 (PDPTE 0 not present in memory); invlpg [0x100]; mov ebx, [0x100]; hlt
+  run_code({0xc7, 0x05, 0x00, 0x50, 0, 0,    0,    0,    0,    0, 0x0f, 0x01,
+            0x3d, 0x00, 0x01, 0,    0, 0x8b, 0x1d, 0x00, 0x01, 0, 0,    0xf4});
+  EXPECT_EQ(machine.state().rip, kCode32At + 35) << "no #PF: the loaded PDPTE still maps";
+  EXPECT_EQ(machine.state().gpr[kRbx], 0x12345678u);
+  EXPECT_TRUE(machine.state().pae_pdptes_loaded);
+}
+
+TEST_F(PaePagingTest, ReservedBitsInAPdpteMakeTheCr3LoadFault) {
+  // mov dword [kPdpt + 8], 0x6021 (present, reserved bit 5); mov eax, cr3; mov cr3, eax; hlt
+  run_code(
+      {0xc7, 0x05, 0x08, 0x50, 0, 0, 0x21, 0x60, 0, 0, 0x0f, 0x20, 0xd8, 0x0f, 0x22, 0xd8, 0xf4});
+  EXPECT_EQ(machine.state().rip, kGpHandler + 1);
+  EXPECT_EQ(machine.read64(machine.state().gpr[kRsp]) & 0xffffffff, 0u) << "#GP(0)";
+  EXPECT_EQ(machine.read64(machine.state().gpr[kRsp] + 4) & 0xffffffff, kCode32At + 24)
+      << "the MOV to CR3";
+}
+
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
