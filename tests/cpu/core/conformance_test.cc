@@ -294,5 +294,30 @@ TEST_F(PaePagingTest, ReservedBitsInAPdpteMakeTheCr3LoadFault) {
       << "the MOV to CR3";
 }
 
+// The A20 gate (Cpu::set_a20_enabled): while it is off, bit 20 of every physical address is
+// 0, so FFFF:0010 in real mode is address 0 (the 8086 wraparound); on again, it is 1 MiB.
+TEST(A20Gate, MasksPhysicalAddressBit20WhileOff) {
+  TestMachine machine;
+  machine.write64(0x000000, 0x1111);
+  machine.write64(0x100000, 0x2222);
+  // mov ax, 0xffff; mov ds, ax; mov bx, [0x10]; hlt
+  const uint8_t code[] = {0xb8, 0xff, 0xff, 0x8e, 0xd8, 0x8b, 0x1e, 0x10, 0x00, 0xf4};
+  machine.write(0x7c00, code);
+  auto run_from_start = [&machine] {
+    CpuState& state = machine.state();
+    state.segment[kCs] = SegmentCache{0, 0, 0xffff, 0x9b};
+    state.rip = 0x7c00;
+    state.halted = false;
+    machine.cpu().state_changed();
+    EXPECT_EQ(machine.cpu().run(100).kind, CpuExit::Kind::kHalted);
+    return machine.state().gpr[kRbx] & 0xffff;
+  };
+  EXPECT_EQ(run_from_start(), 0x2222u) << "A20 is on after reset";
+  machine.cpu().set_a20_enabled(false);
+  EXPECT_EQ(run_from_start(), 0x1111u) << "wrapped to 0";
+  machine.cpu().set_a20_enabled(true);
+  EXPECT_EQ(run_from_start(), 0x2222u);
+}
+
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
