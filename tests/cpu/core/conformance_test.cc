@@ -235,9 +235,11 @@ TEST_F(ConformanceTest, ControlRegisterWritesFollowTheModel) {
   EXPECT_EQ(state().gpr[kRbx] & 0x40, 0u);
 }
 
-// PAE paging (32-bit): MOV to CR0/CR3 loads the four PDPTE registers (SDM 4.4.1); walks use
-// them, not the table in memory, and a present PDPTE with reserved bits makes the load #GP.
-class PaePagingTest : public ::testing::Test {
+// 32-bit protected mode at CPL 0 (flat code 0x08, data 0x10; #GP halts at kGpHandler), with a
+// PAE table at kPdpt for CR4.PAE set: MOV to CR0/CR3 loads the four PDPTE registers (SDM
+// 4.4.1); walks use them, not the table in memory, and a present PDPTE with reserved bits makes
+// the load #GP.
+class Protected32Test : public ::testing::Test {
  protected:
   static constexpr uint64_t kGdt = 0x1000, kIdt = 0x2000, kCode32At = 0x3000, kGpHandler = 0x4000,
                             kPdpt = 0x5000, kDirectory = 0x6000;
@@ -275,7 +277,7 @@ class PaePagingTest : public ::testing::Test {
   TestMachine machine;
 };
 
-TEST_F(PaePagingTest, WalksUseThePdpteRegisters) {
+TEST_F(Protected32Test, WalksUseThePdpteRegisters) {
   // mov dword [kPdpt], 0 (PDPTE 0 not present in memory); invlpg [0x100]; mov ebx, [0x100]; hlt
   run_code({0xc7, 0x05, 0x00, 0x50, 0, 0,    0,    0,    0,    0, 0x0f, 0x01,
             0x3d, 0x00, 0x01, 0,    0, 0x8b, 0x1d, 0x00, 0x01, 0, 0,    0xf4});
@@ -284,7 +286,7 @@ TEST_F(PaePagingTest, WalksUseThePdpteRegisters) {
   EXPECT_TRUE(machine.state().pae_pdptes_loaded);
 }
 
-TEST_F(PaePagingTest, ReservedBitsInAPdpteMakeTheCr3LoadFault) {
+TEST_F(Protected32Test, ReservedBitsInAPdpteMakeTheCr3LoadFault) {
   // mov dword [kPdpt + 8], 0x6021 (present, reserved bit 5); mov eax, cr3; mov cr3, eax; hlt
   run_code(
       {0xc7, 0x05, 0x08, 0x50, 0, 0, 0x21, 0x60, 0, 0, 0x0f, 0x20, 0xd8, 0x0f, 0x22, 0xd8, 0xf4});
@@ -292,6 +294,24 @@ TEST_F(PaePagingTest, ReservedBitsInAPdpteMakeTheCr3LoadFault) {
   EXPECT_EQ(machine.read64(machine.state().gpr[kRsp]) & 0xffffffff, 0u) << "#GP(0)";
   EXPECT_EQ(machine.read64(machine.state().gpr[kRsp] + 4) & 0xffffffff, kCode32At + 24)
       << "the MOV to CR3";
+}
+
+// AMD's SYSCALL in legacy protected mode (no long mode): ECX = next EIP, CS/SS from
+// STAR[47:32], EIP = STAR[31:0], IF/VM/RF cleared (AMD APM vol. 3, SYSCALL).
+TEST_F(Protected32Test, SyscallInLegacyModeEntersThroughStar) {
+  CpuState& s = machine.state();
+  s.msr.efer = efer::kSce;
+  s.msr.star = (uint64_t{0x08} << 32) | kGpHandler;
+  s.write_rflags(rflags::kFixed1 | rflags::kIf | rflags::kCf);
+  const uint8_t code[] = {0x0f, 0x05, 0xf4};  // syscall; hlt (not reached)
+  machine.write(kCode32At, code);
+  ASSERT_EQ(machine.cpu().run(100).kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(s.rip, kGpHandler + 1) << "entered at STAR[31:0]";
+  EXPECT_EQ(s.gpr[kRcx], kCode32At + 2);
+  EXPECT_EQ(s.segment[kCs].selector, 0x08);
+  EXPECT_TRUE(s.segment[kCs].default_big());
+  EXPECT_EQ(s.segment[kSs].selector, 0x10);
+  EXPECT_EQ(s.read_rflags(), rflags::kFixed1 | rflags::kCf);
 }
 
 // The A20 gate (Cpu::set_a20_enabled): while it is off, bit 20 of every physical address is
