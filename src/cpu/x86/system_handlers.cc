@@ -1,7 +1,7 @@
 // System instructions: CLI/STI, HLT, MOV to/from CRn and DRn, CLTS, INVLPG, WBINVD/INVD,
 // RDTSC/RDTSCP/RDPMC, RDMSR/WRMSR, CPUID, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS, fences,
-// CLFLUSH, VMCALL/VMMCALL, IN/OUT and the I/O permission check (SDM vol. 2 and vol. 3A chapters 2,
-// 5, 19).
+// CLFLUSH, VMCALL/VMMCALL, IN/OUT and the I/O permission check (SDM vol. 2; vol. 3A ch. 2,
+// 5 and 19). MOV to CR0/CR3/CR4 are system/control_registers' rules.
 #include <atomic>
 
 #include "cpu/x86/handlers.h"
