@@ -47,7 +47,7 @@ void enter_long_mode(GuestMemory& memory, Cpu& cpu) {
   s.cr0 = cr0::kPe | cr0::kPg | cr0::kEt | cr0::kNe | cr0::kWp;
   s.cr4 = cr4::kPae;
   s.cr3 = kPml4;
-  s.efer = efer::kLme | efer::kLma;
+  s.msr.efer = efer::kLme | efer::kLma;
   s.segment[kCs] = SegmentCache{8, 0, 0xffffffff, 0xa09b};
   for (uint8_t segment : {kEs, kSs, kDs, kFs, kGs}) s.segment[segment] = SegmentCache{16, 0, 0xffffffff, 0xc093};
   s.gpr[kRsp] = 0x80000;

@@ -51,6 +51,9 @@ class Vcpu {
   // Guest RAM changed behind the vCPU (DMA, a loader): cached translations must go. Call it
   // for every vCPU (each keeps its own translations).
   virtual void invalidate_code(uint64_t physical, uint64_t length) = 0;
+  // The chipset's A20 gate changed (callable from any thread). KVM has no A20 mask, so its
+  // vCPUs ignore this; only firmware-era code notices.
+  virtual void set_a20_enabled(bool) {}
 };
 
 class Accelerator {

@@ -52,6 +52,7 @@ class EmuVcpu : public Vcpu {
     cpu_.state_changed();
   }
   void invalidate_code(uint64_t physical, uint64_t length) override { cpu_.invalidate_code(physical, length); }
+  void set_a20_enabled(bool enabled) override { cpu_.set_a20_enabled(enabled); }
 
  private:
   Cpu cpu_;

@@ -34,13 +34,13 @@ constexpr SegmentSlot kSegmentSlots[] = {
     {cpu::x86::kFs, &kvm_sregs::fs}, {cpu::x86::kGs, &kvm_sregs::gs},
 };
 
-// CoreMsrs fields in kStateMsrs order.
-constexpr uint64_t cpu::x86::CoreMsrs::*kMsrFields[] = {
-    &cpu::x86::CoreMsrs::sysenter_cs,  &cpu::x86::CoreMsrs::sysenter_esp,
-    &cpu::x86::CoreMsrs::sysenter_eip, &cpu::x86::CoreMsrs::star,
-    &cpu::x86::CoreMsrs::lstar,        &cpu::x86::CoreMsrs::cstar,
-    &cpu::x86::CoreMsrs::sfmask,       &cpu::x86::CoreMsrs::kernel_gs_base,
-    &cpu::x86::CoreMsrs::tsc_aux,
+// MsrState fields in kStateMsrs order.
+constexpr uint64_t cpu::x86::MsrState::*kMsrFields[] = {
+    &cpu::x86::MsrState::sysenter_cs,  &cpu::x86::MsrState::sysenter_esp,
+    &cpu::x86::MsrState::sysenter_eip, &cpu::x86::MsrState::star,
+    &cpu::x86::MsrState::lstar,        &cpu::x86::MsrState::cstar,
+    &cpu::x86::MsrState::sfmask,       &cpu::x86::MsrState::kernel_gs_base,
+    &cpu::x86::MsrState::tsc_aux,
 };
 static_assert(std::size(kMsrFields) == kStateMsrs.size());
 
@@ -92,7 +92,7 @@ KvmCpuState to_kvm(const CpuState& state) {
   result.sregs.cr3 = state.cr3;
   result.sregs.cr4 = state.cr4;
   result.sregs.cr8 = state.cr8;
-  result.sregs.efer = state.efer;
+  result.sregs.efer = state.msr.efer;
 
   for (size_t i = 0; i < 4; ++i) result.debug.db[i] = state.dr[i];
   result.debug.dr6 = state.dr[6];
@@ -139,7 +139,7 @@ CpuState from_kvm(const KvmCpuState& kvm) {
   state.cr3 = kvm.sregs.cr3;
   state.cr4 = kvm.sregs.cr4;
   state.cr8 = kvm.sregs.cr8;
-  state.efer = kvm.sregs.efer;
+  state.msr.efer = kvm.sregs.efer;
   // The CPL is the DPL of SS (SDM Vol. 3A 5.5; equal to CS's except in conforming code).
   state.cpl = (state.cr0 & cpu::x86::cr0::kPe) == 0         ? 0
               : (state.rflags & cpu::x86::rflags::kVm) != 0 ? 3

@@ -2,7 +2,7 @@
 // Conversion between the built-in CPU's architectural state (cpu::x86::CpuState) and KVM's
 // register blocks, so a boot state (machine/boot_state.h) or a saved state starts a guest on
 // either accelerator. Covered: general registers, RIP, RFLAGS, segments with their hidden parts,
-// GDTR/IDTR, control registers, EFER, debug registers, the system-call MSRs CoreMsrs holds,
+// GDTR/IDTR, control registers, EFER, debug registers, the system-call MSRs of MsrState,
 // x87/MMX/SSE (KVM_GET_FPU's FXSAVE-shaped block), the interrupt shadow and NMI blocking.
 // Not covered (CpuState has no place for them): AVX and later XSAVE components, the TSC, PAT,
 // MTRRs, pending exceptions/interrupts inside KVM.

@@ -32,6 +32,7 @@
 #include "hw/pci_host.h"
 #include "hw/pic8259.h"
 #include "hw/pit8254.h"
+#include "hw/port92.h"
 #include "hw/post_code_port.h"
 #include "hw/reset_control.h"
 #include "hw/rtc.h"
@@ -103,6 +104,7 @@ class Machine {
   std::unique_ptr<hw::Uart16550> com1_;
   std::unique_ptr<hw::Uart16550> com2_;
   std::unique_ptr<hw::I8042> i8042_;
+  std::unique_ptr<hw::Port92> port92_;
   std::unique_ptr<hw::PostCodePort> post_code_;
   std::unique_ptr<hw::DebugExit> debug_exit_;
   std::unique_ptr<hw::AcpiPm> acpi_pm_;

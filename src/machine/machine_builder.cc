@@ -56,7 +56,7 @@ void apply_boot_state(const BootState& boot, cpu::x86::CpuState& state) {
   state.cr0 = boot.cr0;
   state.cr3 = boot.cr3;
   state.cr4 = boot.cr4;
-  state.efer = boot.efer;
+  state.msr.efer = boot.efer;
   state.segment[kCs] = to_cache(boot.cs);
   state.segment[kDs] = to_cache(boot.ds);
   state.segment[kEs] = to_cache(boot.es);
@@ -117,12 +117,22 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   m.com1_ = std::make_unique<hw::Uart16550>("uart16550@0x3f8", isa(4), options.com1_backend);
   m.com2_ = std::make_unique<hw::Uart16550>("uart16550@0x2f8", isa(3), nullptr);
   StopQueue& stops = m.stops_;
+  // The A20 gate: port 0x92 and the i8042 output port both drive it, the last change wins (as
+  // in QEMU); the vCPUs mask physical address bit 20 while it is off. On after reset.
+  auto a20_changed = [&m](bool enabled) {
+    for (const auto& vcpu : m.vcpus_) vcpu->set_a20_enabled(enabled);
+  };
   m.i8042_ = std::make_unique<hw::I8042>(
       isa(1), isa(12),
       [&stops] {
         stops.post({MachineExit::kReset, "reset through the i8042 controller", 0});
       },
-      [](bool) {});
+      a20_changed);
+  m.port92_ = std::make_unique<hw::Port92>(
+      [&stops] {
+        stops.post({MachineExit::kReset, "reset through port 0x92", 0});
+      },
+      a20_changed);
   m.post_code_ = std::make_unique<hw::PostCodePort>();
   m.debug_exit_ = std::make_unique<hw::DebugExit>([&stops](uint32_t status) {
     stops.post({MachineExit::kDebugExit, fmt::format("debug-exit with status {}", status), status});
@@ -172,6 +182,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
       {m.io_, 0x2f8, 8, *m.com2_},
       {m.io_, 0x60, 1, m.i8042_->data_port()},
       {m.io_, 0x64, 1, m.i8042_->command_port()},
+      {m.io_, 0x92, 1, *m.port92_},
       {m.io_, 0x80, 1, *m.post_code_},
       {m.io_, 0xf4, 4, *m.debug_exit_},
       {m.io_, acpi_config.pm1a_event_port, 4, m.acpi_pm_->event_block()},
@@ -233,8 +244,10 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   features.vcpu_count = cpus;
   features.tsc_khz = static_cast<uint32_t>(kTscHz / 1000);
   features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
-  // The LAPIC implements the TSC-deadline timer mode (and the environment routes its MSR).
+  // The LAPIC implements the TSC-deadline timer mode and x2APIC mode (and the environment
+  // routes their MSRs).
   features.tsc_deadline = true;
+  features.x2apic = true;
   auto accelerator = options.kvm ? accel::create_kvm_accelerator(m.memory_, features)
                                  : accel::create_emu_accelerator(m.memory_, features);
   if (!accelerator) return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));

@@ -24,14 +24,33 @@ constexpr uint32_t kKnownRequiredFlags = kFlagPageAlignModules | kFlagMemoryInfo
 constexpr uint64_t kInfoStructureSize = 0x78;  // through the framebuffer fields
 constexpr uint64_t kPage = 4096;
 
-// Bump allocator over the information area [kMultibootInfoAddress, kMultibootInfoEnd).
+// Where the boot data goes: the boot GDT's page, the information area and the boot stack, in
+// this order and this layout whether at the default place or moved.
+struct BootData {
+  uint64_t gdt;
+  uint64_t info;
+  uint64_t info_end;
+  uint64_t stack_top;
+};
+constexpr BootData kDefaultBootData{kBootGdtAddress, kMultibootInfoAddress, kMultibootInfoEnd,
+                                    kBootStackTop};
+constexpr uint64_t kBootStackSize = 64 * kKiB;
+
+BootData boot_data_at(uint64_t base) {
+  const uint64_t info = base + kPage;
+  const uint64_t info_end = info + (kMultibootInfoEnd - kMultibootInfoAddress);
+  return {base, info, info_end, info_end + kBootStackSize};
+}
+
+// Bump allocator over the information area [start, end).
 class InfoArea {
  public:
-  explicit InfoArea(GuestMemory& memory) : memory_(memory) {}
+  InfoArea(GuestMemory& memory, uint64_t start, uint64_t end)
+      : memory_(memory), next_(start + kInfoStructureSize), end_(end) {}
 
   Result<uint64_t> put(std::span<const std::byte> bytes, uint64_t alignment = 8) {
     next_ = (next_ + alignment - 1) & ~(alignment - 1);
-    if (bytes.size() > kMultibootInfoEnd - next_) {
+    if (bytes.size() > end_ - next_) {
       return fail(ErrorCode::kInvalidArgument,
                   "Multiboot command lines and module strings are too long for the "
                   "information area (about 90 KiB)");
@@ -51,16 +70,12 @@ class InfoArea {
 
  private:
   GuestMemory& memory_;
-  uint64_t next_ = kMultibootInfoAddress + kInfoStructureSize;
+  uint64_t next_;
+  uint64_t end_;
 };
 
 Result<void> check_placement(const std::vector<E820Entry>& map, std::string_view what,
                              uint64_t start, uint64_t end) {
-  if (start < kBootStackTop) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("{} at {:#x} overlaps Lamina's boot data below {:#x}", what, start,
-                            kBootStackTop));
-  }
   if (end <= start || !in_usable_ram(map, start, end - start) || end > kFourGiB) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} at {:#x}-{:#x} does not fit in the guest's usable RAM below 4 GiB; "
@@ -198,10 +213,8 @@ Result<MultibootLoadResult> load_multiboot(GuestMemory& memory, const MemoryLayo
   result.kernel_start = kernel->start;
   result.kernel_end = kernel->end;
 
-  InfoArea area(memory);
   // Modules go after the kernel, page-aligned (spec 3.1.2 bit 0; we always align).
   uint64_t next_module = (kernel->end + kPage - 1) & ~(kPage - 1);
-  std::vector<std::byte> module_list(options.modules.size() * 16);
   for (size_t i = 0; i < options.modules.size(); ++i) {
     const MultibootModule& module = options.modules[i];
     const uint64_t start = next_module;
@@ -214,14 +227,34 @@ Result<MultibootLoadResult> load_multiboot(GuestMemory& memory, const MemoryLayo
     if (!module.data.empty()) {
       if (auto written = memory.write(start, module.data); !written) return fail(written.error());
     }
-    auto name = area.put_string(module.command_line);
-    if (!name) return fail(name.error());
-    // Module structure (spec 3.3): mod_start, mod_end (exclusive), string, reserved.
-    store_le<uint32_t>(&module_list[i * 16], static_cast<uint32_t>(start));
-    store_le<uint32_t>(&module_list[i * 16 + 4], static_cast<uint32_t>(end));
-    store_le<uint32_t>(&module_list[i * 16 + 8], static_cast<uint32_t>(*name));
     result.modules.push_back({start, module.data.size()});
     next_module = (end + kPage - 1) & ~(kPage - 1);
+  }
+
+  // The boot data stays at its usual place unless something was loaded there; then it goes
+  // after the last module (or the kernel), where nothing of the kernel's is.
+  BootData boot = kDefaultBootData;
+  if (kernel->start < kDefaultBootData.stack_top && kernel->end > kDefaultBootData.gdt) {
+    boot = boot_data_at(next_module);
+    if (auto placed =
+            check_placement(map, "Lamina's Multiboot boot data", boot.gdt, boot.stack_top);
+        !placed) {
+      return fail(placed.error());
+    }
+  }
+  result.boot_data = {boot.gdt, boot.stack_top - boot.gdt};
+
+  InfoArea area(memory, boot.info, boot.info_end);
+  std::vector<std::byte> module_list(options.modules.size() * 16);
+  for (size_t i = 0; i < options.modules.size(); ++i) {
+    auto name = area.put_string(options.modules[i].command_line);
+    if (!name) return fail(name.error());
+    // Module structure (spec 3.3): mod_start, mod_end (exclusive), string, reserved.
+    const AddressRange& placed = result.modules[i];
+    store_le<uint32_t>(&module_list[i * 16], static_cast<uint32_t>(placed.address));
+    store_le<uint32_t>(&module_list[i * 16 + 4],
+                       static_cast<uint32_t>(placed.address + placed.size));
+    store_le<uint32_t>(&module_list[i * 16 + 8], static_cast<uint32_t>(*name));
   }
 
   // Memory map entries (spec 3.3): size (20, not counting itself), base, length, type.
@@ -259,17 +292,15 @@ Result<MultibootLoadResult> load_multiboot(GuestMemory& memory, const MemoryLayo
   store_le<uint32_t>(&info[44], static_cast<uint32_t>(memory_map.size()));
   store_le<uint32_t>(&info[48], static_cast<uint32_t>(*map_address));
   store_le<uint32_t>(&info[64], static_cast<uint32_t>(*loader_name));
-  if (auto written = memory.write(kMultibootInfoAddress, info); !written) {
-    return fail(written.error());
-  }
-  result.info_address = kMultibootInfoAddress;
+  if (auto written = memory.write(boot.info, info); !written) return fail(written.error());
+  result.info_address = boot.info;
 
-  if (auto gdt = write_boot_gdt(memory, kBootGdtAddress); !gdt) return fail(gdt.error());
-  result.state = protected_mode_boot_state(kBootGdtAddress);
+  if (auto gdt = write_boot_gdt(memory, boot.gdt); !gdt) return fail(gdt.error());
+  result.state = protected_mode_boot_state(boot.gdt);
   result.state.rip = kernel->entry;
   result.state.rax = kMultibootBootloaderMagic;
-  result.state.rbx = kMultibootInfoAddress;
-  result.state.rsp = kBootStackTop;
+  result.state.rbx = boot.info;
+  result.state.rsp = boot.stack_top;
   return result;
 }
 

@@ -5,10 +5,15 @@
 // kernel, and the Multiboot information structure (memory sizes, e820-based memory map,
 // command line, modules, boot loader name) is written at kMultibootInfoAddress.
 //
+// Lamina's boot data (boot GDT, information area, boot stack) sits in [kBootGdtAddress,
+// kBootStackTop) unless the kernel or a module lies there (kernels linked low, e.g. at 0x8000,
+// which QEMU loads): then it moves, in the same layout, to the first pages after the last
+// module, so the kernel's segments are never overwritten.
+//
 // Entry state (spec section 3.2): 32-bit protected mode, paging off, EAX = 0x2BADB002,
 // EBX = physical address of the information structure, CS a flat 32-bit code segment
 // (selector 0x08 of the boot GDT), data segments flat (0x18), interrupts off. The spec leaves
-// ESP undefined; we point it at kBootStackTop.
+// ESP undefined; we point it at the top of the boot stack (kBootStackTop unless moved).
 //
 // Stateless; the caller owns the guest memory and the file bytes.
 
@@ -69,12 +74,13 @@ struct MultibootLoadResult {
   uint64_t kernel_start = 0;  // physical range of the image including its bss
   uint64_t kernel_end = 0;
   std::vector<AddressRange> modules;  // where each module went, in order
+  AddressRange boot_data{};           // boot GDT, information area and stack
 };
 
 // Errors: kNotFound (no header), kCorrupt (bad header addresses, bad ELF), kUnsupported
 // (a required feature bit we do not provide, an ELF64 without the a.out kludge),
-// kInvalidArgument (kernel or modules do not fit in RAM or collide with the boot data area
-// below kBootStackTop, or the strings overflow the information area).
+// kInvalidArgument (kernel, modules or the moved boot data do not fit in usable RAM below
+// 4 GiB, or the strings overflow the information area).
 Result<MultibootLoadResult> load_multiboot(GuestMemory& memory, const MemoryLayout& layout,
                                            const MultibootLoadOptions& options);
 

@@ -77,7 +77,7 @@ class Backends : public ::testing::TestWithParam<std::string> {
     state.cr0 = x86::cr0::kPe | x86::cr0::kEt | x86::cr0::kPg;
     state.cr3 = 0x10000;
     state.cr4 = 0x20;    // PAE
-    state.efer = 0x500;  // LME | LMA
+    state.msr.efer = 0x500;  // LME | LMA
     state.segment[x86::kCs] = SegmentCache{0x08, 0, 0xffffffff, 0xa09b};
     for (auto segment : {x86::kDs, x86::kEs, x86::kSs, x86::kFs, x86::kGs}) {
       state.segment[segment] = SegmentCache{0x10, 0, 0xffffffff, 0xc093};
@@ -405,7 +405,7 @@ TEST_P(Backends, StateRoundTrips) {
   EXPECT_EQ(back.msr.tsc_aux, state.msr.tsc_aux);
   EXPECT_EQ(back.cr2, state.cr2);
   EXPECT_EQ(back.cr3, state.cr3);
-  EXPECT_EQ(back.efer & 0xd01, state.efer & 0xd01);
+  EXPECT_EQ(back.msr.efer & 0xd01, state.msr.efer & 0xd01);
   EXPECT_EQ(back.segment[x86::kCs].attributes, state.segment[x86::kCs].attributes);
   EXPECT_EQ(back.segment[x86::kCs].selector, 8);
   EXPECT_EQ(back.gdtr.base, 0x13000u);

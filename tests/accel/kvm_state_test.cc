@@ -61,7 +61,7 @@ TEST(KvmState, RegistersAndMsrsRoundTrip) {
   state.write_rflags(0x247);
   state.cr0 = 0x80050033;
   state.cr4 = 0x6f0;
-  state.efer = 0xd01;
+  state.msr.efer = 0xd01;
   state.segment[cpu::x86::kSs] = {0x2b, 0, 0xffffffff, 0xc0f3};
   state.cr0 |= 1;
   state.msr.lstar = 0xffffffff81a00000;
@@ -76,7 +76,7 @@ TEST(KvmState, RegistersAndMsrsRoundTrip) {
   const cpu::x86::CpuState back = from_kvm(kvm);
   EXPECT_EQ(back.gpr, state.gpr);
   EXPECT_EQ(back.read_rflags(), 0x247u);
-  EXPECT_EQ(back.efer, state.efer);
+  EXPECT_EQ(back.msr.efer, state.msr.efer);
   EXPECT_EQ(back.tr.base, state.tr.base);
   EXPECT_EQ(back.cpl, 3);  // SS.DPL in protected mode
   EXPECT_EQ(back.msr.lstar, state.msr.lstar);

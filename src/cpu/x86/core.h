@@ -60,7 +60,7 @@ struct CpuCore {
   CpuEnvironment& environment;
   const CpuidModel& cpuid_model;
   uint32_t vcpu_index;
-  MsrFile msr_file;  // MSRs other than the ones in CpuState::msr
+  MsrFile msr_file;  // the rules over state.msr and the FS/GS bases (one store)
   BlockCache blocks;
   SharedCodePages* shared_code = nullptr;  // cross-vCPU code invalidation (may be null)
   const Cpu* owner = nullptr;
@@ -76,6 +76,8 @@ struct CpuCore {
   const Block* running_block = nullptr;
   uint64_t retired = 0;
   CodeMode code_mode = CodeMode::k16;
+  // Applied to every physical address the core computes: bit 20 is clear while A20 is off.
+  uint64_t physical_address_mask = ~uint64_t{0};
   // Segment bases as used for addressing (0 for ES/CS/SS/DS in 64-bit mode).
   std::array<uint64_t, 6> effective_base{};
 
@@ -232,9 +234,11 @@ struct CpuCore {
 
   // ---- exceptions and interrupts (exceptions.cc) ----
   // Delivers an exception or interrupt through the IVT/IDT. `software` is INT n/INT3/INTO
-  // (gate DPL checked, RIP after the instruction pushed).
+  // (gate DPL checked, RIP after the instruction pushed); `fault` is a fault-class exception,
+  // whose pushed RFLAGS image has RF set (SDM 17.3.1.1) so IRET back to the instruction
+  // does not hit its instruction breakpoint again.
   void deliver(uint8_t vector, bool has_error_code, uint32_t error_code, bool software,
-               bool external);
+               bool external, bool fault = false);
 
  private:
   static size_t tlb_index(uint64_t linear) { return (linear >> 12) & (kTlbSize - 1); }

@@ -25,6 +25,28 @@ bool makes_double_fault(uint8_t first, uint8_t second) {
   return false;
 }
 
+// Fault-class exceptions (SDM table 6-1): the saved RIP is the faulting instruction's.
+// #DB is a trap here (single step), #DF and #MC are aborts.
+bool fault_class(uint8_t vector_number) {
+  switch (vector_number) {
+    case 0:
+    case 5:
+    case 6:
+    case 7:
+    case 10:
+    case 11:
+    case 12:
+    case 13:
+    case 14:
+    case 16:
+    case 17:
+    case 19:
+    case 20:
+    case 21: return true;
+    default: return false;
+  }
+}
+
 bool has_error_code(uint8_t vector_number) {
   return vector_number == 8 || (vector_number >= 10 && vector_number <= 14) || vector_number == 17;
 }
@@ -161,9 +183,6 @@ Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration conf
   reset();
 }
 
-const MsrState& Cpu::msr_state() const { return core_->msr_file.state(); }
-void Cpu::restore_msr_state(const MsrState& state) { core_->msr_file.restore(state); }
-
 Cpu::~Cpu() {
   if (core_->shared_code != nullptr) core_->shared_code->detach(this);
 }
@@ -181,6 +200,7 @@ void Cpu::state_changed() {
 void Cpu::reset() {
   CpuState& state = core_->state;
   state = CpuState{};
+  state.msr = msr_power_on_state(core_->vcpu_index == 0);
   x86::reset(state.simd);
   // EDX holds the processor signature (CPUID.1:EAX) after RESET and INIT (SDM 9.1.4).
   state.gpr[kRdx] = core_->cpuid_model.query(1, 0, CpuidState{}).eax;
@@ -212,7 +232,8 @@ bool Cpu::deliver_event(uint8_t vector_number, bool error, uint32_t error_code, 
   bool current_external = external;
   for (int attempt = 0; attempt < 3; ++attempt) {
     try {
-      core.deliver(current, current_error, current_code, false, current_external);
+      core.deliver(current, current_error, current_code, false, current_external,
+                   !current_external && fault_class(current));
       return true;
     } catch (const GuestFault& second) {
       if (current == vector::kDoubleFault) break;
@@ -244,6 +265,12 @@ bool Cpu::take_requests(CpuExit& exit) {
     requests_.fetch_and(~request::kFlushWrites);
     core.flush_write_tlb();
   }
+  if (pending & request::kA20) {
+    requests_.fetch_and(~request::kA20);
+    const bool enabled = a20_enabled_.load(std::memory_order_relaxed);
+    core.physical_address_mask = enabled ? ~uint64_t{0} : ~(uint64_t{1} << 20);
+    core.flush_tlb(true);
+  }
   if (pending & request::kKick) {
     requests_.fetch_and(~request::kKick);
     exit.kind = CpuExit::Kind::kKicked;
@@ -251,7 +278,11 @@ bool Cpu::take_requests(CpuExit& exit) {
   }
   if (pending & request::kInit) {
     requests_.fetch_and(~request::kInit);
+    // INIT resets the registers but keeps the MSRs, except EFER (AMD APM vol. 2 table 14-1).
+    const MsrState msrs = state.msr;
     reset();
+    state.msr = msrs;
+    state.msr.efer = 0;
     waiting_for_startup_ = true;
   }
   if (pending & request::kStartup) {

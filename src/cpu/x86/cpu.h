@@ -59,8 +59,8 @@ class Cpu {
 
   CpuExit run(uint64_t instruction_budget);
 
-  // Architectural state. After changing it from outside run() (a loader setting up long mode,
-  // a migration restore), call state_changed().
+  // Architectural state, every MSR included (CpuState::msr). After changing it from outside
+  // run() (a loader setting up long mode, a migration restore), call state_changed().
   CpuState& state();
   const CpuState& state() const;
   void state_changed();
@@ -75,13 +75,17 @@ class Cpu {
     post(request::kStartup);
   }
 
+  // The chipset's A20 gate (port 0x92, the i8042 output port), from any thread: while it is
+  // off, physical address bit 20 reads as 0 (the 8086 wraparound that real-mode firmware and
+  // old boot loaders probe). It takes effect at the next block boundary; after RESET it is on.
+  void set_a20_enabled(bool enabled) {
+    a20_enabled_.store(enabled, std::memory_order_relaxed);
+    post(request::kA20);
+  }
+
   // Guest-physical bytes changed behind the CPU's back (device DMA, a loader): drop the
   // translated code of those pages.
   void invalidate_code(uint64_t physical, uint64_t length);
-
-  // MSRs beyond those in CpuState (APIC base, PAT, MTRRs, ...), for checkpoints.
-  const MsrState& msr_state() const;
-  void restore_msr_state(const MsrState& state);
 
   uint64_t instructions_retired() const;
   size_t cached_blocks() const;
@@ -95,6 +99,7 @@ class Cpu {
   std::unique_ptr<CpuCore> core_;
   std::atomic<uint32_t> requests_{0};
   std::atomic<uint8_t> startup_vector_{0};
+  std::atomic<bool> a20_enabled_{true};
   bool waiting_for_startup_ = false;
 };
 

@@ -53,6 +53,7 @@ inline constexpr uint32_t kNmi = 1u << 2;        // ask take_nmi()
 inline constexpr uint32_t kInit = 1u << 3;       // INIT: reset to the wait-for-SIPI state
 inline constexpr uint32_t kStartup = 1u << 4;    // SIPI (vector given with post_startup)
 inline constexpr uint32_t kFlushWrites = 1u << 5;  // drop write-TLB entries (SharedCodePages)
+inline constexpr uint32_t kA20 = 1u << 6;          // the A20 gate changed (Cpu::set_a20_enabled)
 }  // namespace request
 
 }  // namespace lamina::cpu::x86

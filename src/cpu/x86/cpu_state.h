@@ -1,7 +1,8 @@
 #pragma once
 // CpuState: the architectural state of one x86-64 logical processor that the core owns
 // (general registers, RIP, RFLAGS, segments with their hidden descriptor caches, descriptor
-// table registers, control/debug registers, EFER and the MSRs the core itself uses).
+// table registers, control/debug registers, and every MSR in `msr`: the one store that RDMSR/
+// WRMSR (system/msr_file), SYSCALL, SWAPGS, RDTSC and the page walks read).
 //
 // Ownership: plain data, owned by its Cpu. Thread-safety: used only by its vCPU's thread (or
 // by others while that vCPU is stopped, e.g. for migration).
@@ -12,6 +13,8 @@
 #include "cpu/x86/lazy_flags.h"
 #include "cpu/x86/simd/simd_state.h"
 #include "cpu/x86/system/control_bits.h"
+#include "cpu/x86/system/msr_file.h"
+#include "cpu/x86/system/page_walker.h"
 
 namespace lamina::cpu::x86 {
 
@@ -52,14 +55,6 @@ inline constexpr uint64_t kCf = 1u << 0, kFixed1 = 1u << 1, kPf = 1u << 2, kAf =
 inline constexpr uint64_t kArithmetic = kCf | kPf | kAf | kZf | kSf | kOf;
 }  // namespace rflags
 
-// MSRs the core reads on its own paths (SYSCALL/SYSENTER/SWAPGS/RDTSC); the rest live in the
-// MSR file of cpu/x86/system (Cpu::msr_state()).
-struct CoreMsrs {
-  uint64_t star = 0, lstar = 0, cstar = 0, sfmask = 0, kernel_gs_base = 0;
-  uint64_t sysenter_cs = 0, sysenter_esp = 0, sysenter_eip = 0;
-  uint64_t tsc_offset = 0, tsc_aux = 0;
-};
-
 struct CpuState {
   std::array<uint64_t, 16> gpr{};
   uint64_t rip = 0xfff0;
@@ -71,9 +66,10 @@ struct CpuState {
   SegmentCache tr{0, 0, 0xffff, 0x8b};
   DescriptorTableRegister gdtr, idtr;
   uint64_t cr0 = cr0::kEt | cr0::kNw | cr0::kCd, cr2 = 0, cr3 = 0, cr4 = 0, cr8 = 0;
-  uint64_t efer = 0;
   std::array<uint64_t, 8> dr{0, 0, 0, 0, 0, 0, 0xffff0ff0, 0x400};
-  CoreMsrs msr;
+  // EFER, the system-call MSRs, TSC offset, PAT, MTRRs, ...; FS_BASE/GS_BASE are segment[kFs/
+  // kGs].base. Cpu::reset() loads the power-on values (APIC_BASE differs on the BSP).
+  MsrState msr = msr_power_on_state(false);
   uint8_t cpl = 0;
   // Interrupts are inhibited for one instruction after STI, MOV SS and POP SS (SDM 6.8.3).
   bool interrupt_shadow = false;
@@ -81,15 +77,23 @@ struct CpuState {
   bool nmi_blocked = false;
   // x87/MMX/SSE registers, operated on by the SIMD unit (simd/simd_unit.h).
   SimdState simd;
+  // PAE paging's PDPTE registers, loaded by MOV to CR0/CR3/CR4 (system/control_registers);
+  // without them (a loader or a restore set CR3 directly) page walks read the PDPTEs.
+  std::array<uint64_t, 4> pae_pdptes{};
+  bool pae_pdptes_loaded = false;
 
   uint64_t read_rflags() const { return rflags | flags.materialize(); }
   void write_rflags(uint64_t value) {
     rflags = (value & ~rflags::kArithmetic) | rflags::kFixed1;
     flags.set_materialized(value & rflags::kArithmetic);
   }
-  bool long_mode_active() const { return efer & efer::kLma; }
+  bool long_mode_active() const { return msr.efer & efer::kLma; }
   bool protected_mode() const { return cr0 & cr0::kPe; }
   bool virtual_8086() const { return rflags & rflags::kVm; }
+  // The registers a page walk and a control-register write take (system/page_walker.h).
+  PagingRegisters paging_registers() const {
+    return PagingRegisters{cr0, cr3, cr4, msr.efer, pae_pdptes, pae_pdptes_loaded};
+  }
 };
 
 }  // namespace lamina::cpu::x86

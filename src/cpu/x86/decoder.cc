@@ -61,8 +61,9 @@ bool group_valid(const Instruction& in, CodeMode mode) {
     case 0x100: return reg <= 5;
     case 0x101:
       if (memory) return reg != 5;
+      // VMCALL (C1) and VMMCALL (D9) are the hypercall instructions (system_handlers.cc).
       return reg == 4 || reg == 6 || (in.modrm == 0xf8 && mode == CodeMode::k64) ||
-             in.modrm == 0xf9;
+             in.modrm == 0xf9 || in.modrm == 0xc1 || in.modrm == 0xd9;
     case 0x10d: return memory;
     case 0x120: case 0x122: {
       const uint8_t control = in.reg;

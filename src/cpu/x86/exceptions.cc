@@ -17,12 +17,12 @@ struct GateTarget {
 }  // namespace
 
 void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error_code,
-                      bool software, bool external) {
+                      bool software, bool external, bool fault) {
   state.halted = false;
   stop_block = true;
   event_delivered = true;
   const uint32_t idt_error = vector_number * 8u + 2u + (external ? 1u : 0u);
-  const uint64_t flags = read_rflags();
+  const uint64_t flags = read_rflags() | (fault ? rflags::kRf : 0);
 
   if (!state.protected_mode()) {
     // Real mode: 4-byte IVT entries (offset, segment); push FLAGS, CS, IP.

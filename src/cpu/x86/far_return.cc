@@ -97,7 +97,10 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
 
   uint64_t changeable = rflags::kArithmetic | rflags::kTf | rflags::kDf | rflags::kNt |
                         rflags::kIf | rflags::kIopl;
-  if (operand_size != 2) changeable |= rflags::kAc | rflags::kId | rflags::kRf;
+  // RF from the image would suppress the next instruction's breakpoint and clear when that
+  // instruction completes; Lamina has no instruction breakpoints, so it is not kept at all
+  // (only an interrupt taken right after the IRET pushes RF clear where hardware sets it).
+  if (operand_size != 2) changeable |= rflags::kAc | rflags::kId;
 
   if (!state.protected_mode()) {
     if (offset > state.segment[kCs].limit) raise_fault(vector::kGeneralProtection, 0);

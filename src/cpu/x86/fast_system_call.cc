@@ -1,4 +1,5 @@
-// SYSCALL/SYSRET (AMD64 APM vol. 2, 6.1.1; Intel semantics: SYSCALL only in 64-bit mode),
+// SYSCALL/SYSRET (AMD64 APM vol. 2, 6.1.1, and vol. 3; SYSCALL as on AMD, the vendor Lamina
+// advertises: also from compatibility and legacy protected mode),
 // SYSENTER/SYSEXIT (SDM vol. 2) and SWAPGS. These load flat segments without reading the GDT.
 #include "cpu/x86/handlers.h"
 #include "cpu/x86/operands.h"
@@ -15,22 +16,35 @@ SegmentCache flat_stack(uint16_t selector, uint8_t dpl) {
   return SegmentCache{selector, 0, 0xffffffff, static_cast<uint16_t>(0xc093 | (dpl << 5))};
 }
 
+// AMD64 APM vol. 3, SYSCALL: Lamina advertises AMD, so SYSCALL works in every protected mode:
+// from 64-bit mode through LSTAR, from compatibility mode through CSTAR (both with RCX = next
+// RIP, R11 = RFLAGS, RFLAGS masked by SFMASK), and in legacy mode through STAR[31:0] (ECX =
+// next EIP; IF, VM and RF cleared).
 void system_call(CpuCore& core, const Instruction&) {
   CpuState& state = core.state;
-  if (!(state.efer & efer::kSce) || core.code_mode != CodeMode::k64) raise_fault(vector::kInvalidOpcode);
+  if (!(state.msr.efer & efer::kSce) || !state.protected_mode())
+    raise_fault(vector::kInvalidOpcode);
   const uint16_t selector = static_cast<uint16_t>(state.msr.star >> 32);
-  state.gpr[kRcx] = state.rip;
   const uint64_t flags = core.read_rflags();
-  state.gpr[kR11] = flags & ~rflags::kRf;
-  state.write_rflags((flags & ~state.msr.sfmask & ~rflags::kRf) | rflags::kFixed1);
   state.segment[kSs] = flat_stack(static_cast<uint16_t>((selector + 8) & 0xfffc), 0);
-  core.set_code_segment(flat_code(selector & 0xfffc, 0, true), 0);
-  state.rip = state.msr.lstar;
+  if (state.long_mode_active()) {
+    state.gpr[kRcx] = state.rip;
+    state.gpr[kR11] = flags & ~rflags::kRf;
+    state.write_rflags((flags & ~state.msr.sfmask & ~rflags::kRf) | rflags::kFixed1);
+    const bool from_64 = core.code_mode == CodeMode::k64;
+    core.set_code_segment(flat_code(selector & 0xfffc, 0, true), 0);
+    state.rip = from_64 ? state.msr.lstar : state.msr.cstar;
+    return;
+  }
+  state.gpr[kRcx] = state.rip & 0xffffffffu;
+  state.write_rflags(flags & ~(rflags::kIf | rflags::kVm | rflags::kRf));
+  core.set_code_segment(flat_code(selector & 0xfffc, 0, false), 0);
+  state.rip = state.msr.star & 0xffffffffu;
 }
 
 void system_return(CpuCore& core, const Instruction& in) {
   CpuState& state = core.state;
-  if (!(state.efer & efer::kSce)) raise_fault(vector::kInvalidOpcode);
+  if (!(state.msr.efer & efer::kSce)) raise_fault(vector::kInvalidOpcode);
   if (core.code_mode != CodeMode::k64 || state.cpl != 0) raise_fault(vector::kGeneralProtection, 0);
   const uint16_t base = static_cast<uint16_t>(state.msr.star >> 48);
   uint64_t target = state.gpr[kRcx];

@@ -15,13 +15,23 @@ constexpr uint64_t kPageMask = ~uint64_t{0xfff};
 void raise_fault(uint8_t vector) { throw GuestFault{vector, 0, false}; }
 void raise_fault(uint8_t vector, uint32_t error_code) { throw GuestFault{vector, error_code, true}; }
 
-CpuCore::CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment, const CpuidModel& model,
-                 uint32_t index, MsrHooks hooks)
+namespace {
+// The MSR file's view of CR0.PG (EFER.LME is fixed while paging is on).
+MsrHooks with_paging_hook(MsrHooks hooks, const CpuState& state) {
+  hooks.paging_enabled = [&state] { return (state.cr0 & cr0::kPg) != 0; };
+  return hooks;
+}
+}  // namespace
+
+CpuCore::CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment,
+                 const CpuidModel& model, uint32_t index, MsrHooks hooks)
     : memory(guest_memory),
       environment(cpu_environment),
       cpuid_model(model),
       vcpu_index(index),
-      msr_file(model.features(), index == 0, std::move(hooks)) {}
+      msr_file(model.features(),
+               MsrStorage{state.msr, state.segment[kFs].base, state.segment[kGs].base},
+               with_paging_hook(std::move(hooks), state)) {}
 
 uint64_t CpuCore::read_register_sized(uint8_t index, uint8_t size, bool rex) const {
   switch (size) {
@@ -91,18 +101,15 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
     physical = linear & 0xffffffffu;
     writable = true;
   } else {
-    PagingRegisters registers;
-    registers.cr0 = state.cr0;
-    registers.cr3 = state.cr3;
-    registers.cr4 = state.cr4;
-    registers.efer = state.efer;
+    const PagingRegisters registers = state.paging_registers();
     AccessContext context;
     context.type = access == Access::kRead    ? AccessType::kRead
                    : access == Access::kWrite ? AccessType::kWrite
                                               : AccessType::kExecute;
     context.user = user;
     context.eflags_ac = !user && state.cpl < 3 && (state.rflags & rflags::kAc);
-    const auto translation = walk_page_tables(registers, memory, linear, context);
+    const auto translation =
+        walk_page_tables(registers, memory, linear, context, cpuid_model.features().paging());
     if (!translation) {
       state.cr2 = translation.error().linear;
       raise_fault(vector::kPageFault, translation.error().error_code);
@@ -113,6 +120,7 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
     writable = access == Access::kWrite;
     page_mask = ~(translation->page_size - 1);
   }
+  physical &= physical_address_mask;
   const uint64_t physical_page = physical & kPageMask;
   std::byte* host = memory.host_pointer(physical_page, 4096);
   if (host == nullptr) return {physical, nullptr};

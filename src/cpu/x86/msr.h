@@ -1,8 +1,8 @@
 #pragma once
-// RDMSR/WRMSR for the core: the MSRs its own instructions use every time (EFER, the SYSCALL
-// and SYSENTER MSRs, FS/GS/KERNEL_GS base, TSC, TSC_AUX) live in CpuState; every other MSR
-// (APIC base, PAT, MTRRs, TSC deadline, vendor MSRs) goes to the MSR file of cpu/x86/system,
-// which also answers #GP for MSRs the CPU model does not have (SDM vol. 4).
+// RDMSR/WRMSR for the core: the platform's MSRs (the LAPIC's, CpuEnvironment::platform_msr)
+// go to the environment; every other MSR to the vCPU's MSR file (system/msr_file), the one
+// store (CpuState::msr), which answers #GP for MSRs the CPU model does not have (SDM vol. 4).
+// Here are only the side effects a write has on the rest of the core (TLB, code mode).
 
 #include <cstdint>
 #include <optional>

@@ -1,11 +1,13 @@
 // System instructions: CLI/STI, HLT, MOV to/from CRn and DRn, CLTS, INVLPG, WBINVD/INVD,
 // RDTSC/RDTSCP/RDPMC, RDMSR/WRMSR, CPUID, SYSCALL/SYSRET, SYSENTER/SYSEXIT, SWAPGS, fences,
-// CLFLUSH, IN/OUT and the I/O permission check (SDM vol. 2 and vol. 3A chapters 2, 5, 19).
+// CLFLUSH, VMCALL/VMMCALL, IN/OUT and the I/O permission check (SDM vol. 2; vol. 3A ch. 2,
+// 5 and 19). MOV to CR0/CR3/CR4 are system/control_registers' rules.
 #include <atomic>
 
 #include "cpu/x86/handlers.h"
 #include "cpu/x86/msr.h"
 #include "cpu/x86/operands.h"
+#include "cpu/x86/system/control_registers.h"
 
 namespace lamina::cpu::x86 {
 namespace {
@@ -37,46 +39,41 @@ void halt(CpuCore& core, const Instruction&) {
   core.stop_block = true;
 }
 
-void write_control(CpuCore& core, uint8_t index, uint64_t value) {
+// MOV to CR0/CR3/CR4 are system/control_registers' checks and paging transitions; the core
+// stores the result (EFER.LMA lives in the MSR store) and performs the TLB flush it asks for.
+void write_paging_control(CpuCore& core, uint8_t index, uint64_t value) {
   CpuState& state = core.state;
+  const CpuFeatures& features = core.cpuid_model.features();
+  const PagingRegisters current = state.paging_registers();
+  const auto written =
+      index == 0 ? write_cr0(current, value, core.code_mode == CodeMode::k64, features, core.memory)
+      : index == 3 ? write_cr3(current, value, features, core.memory)
+                   : write_cr4(current, value, features, core.memory);
+  if (!written) raise_fault(written.error().vector, written.error().error_code);
+  const PagingRegisters& result = written->registers;
+  state.cr0 = result.cr0;
+  state.cr3 = result.cr3;
+  state.cr4 = result.cr4;
+  core.msr_file.set_long_mode_active((result.efer & efer::kLma) != 0);
+  state.pae_pdptes = result.pae_pdptes;
+  state.pae_pdptes_loaded = result.pae_pdptes_loaded;
+  switch (written->flush) {
+    case TlbFlush::kNone: break;
+    // Entries are global only with CR4.PGE (the walker's rule), so this keeps just those.
+    case TlbFlush::kNonGlobal: core.flush_tlb(false); break;
+    case TlbFlush::kAll: core.flush_tlb(true); break;
+  }
+}
+
+void write_control(CpuCore& core, uint8_t index, uint64_t value) {
   switch (index) {
-    case 0: {
-      if (value >> 32) raise_fault(vector::kGeneralProtection, 0);
-      value |= cr0::kEt;
-      if ((value & cr0::kPg) && !(value & cr0::kPe)) raise_fault(vector::kGeneralProtection, 0);
-      if ((value & cr0::kNw) && !(value & cr0::kCd)) raise_fault(vector::kGeneralProtection, 0);
-      const bool enabling_paging = (value & cr0::kPg) && !(state.cr0 & cr0::kPg);
-      const bool disabling_paging = !(value & cr0::kPg) && (state.cr0 & cr0::kPg);
-      // Long mode activates when paging is enabled with EFER.LME (SDM 9.8.5).
-      if (enabling_paging && (state.efer & efer::kLme)) {
-        if (!(state.cr4 & cr4::kPae)) raise_fault(vector::kGeneralProtection, 0);
-        state.efer |= efer::kLma;
-      }
-      if (disabling_paging && state.long_mode_active()) {
-        if (core.code_mode == CodeMode::k64) raise_fault(vector::kGeneralProtection, 0);
-        state.efer &= ~efer::kLma;
-      }
-      state.cr0 = value;
-      core.flush_tlb(true);
-      break;
-    }
-    case 2: state.cr2 = value; break;
+    case 0:
     case 3:
-      state.cr3 = value;
-      core.flush_tlb(!(state.cr4 & cr4::kPge));
-      break;
-    case 4: {
-      constexpr uint64_t kSupported = cr4::kTsd | cr4::kDe | cr4::kPse | cr4::kPae | cr4::kMce |
-                                      cr4::kPge | cr4::kPce | cr4::kOsfxsr | cr4::kOsxmmexcpt;
-      if (value & ~kSupported) raise_fault(vector::kGeneralProtection, 0);
-      if (state.long_mode_active() && !(value & cr4::kPae)) raise_fault(vector::kGeneralProtection, 0);
-      state.cr4 = value;
-      core.flush_tlb(true);
-      break;
-    }
+    case 4: write_paging_control(core, index, value); break;
+    case 2: core.state.cr2 = value; break;
     case 8:
       if (value >> 4) raise_fault(vector::kGeneralProtection, 0);
-      state.cr8 = value;
+      core.state.cr8 = value;
       break;
     default: raise_fault(vector::kInvalidOpcode);
   }
@@ -139,13 +136,22 @@ void cache_control(CpuCore& core, const Instruction&) { require_cpl0(core); }
 
 void read_time_stamp(CpuCore& core, const Instruction& in) {
   if ((core.state.cr4 & cr4::kTsd) && core.state.cpl != 0) raise_fault(vector::kGeneralProtection, 0);
-  const uint64_t tsc = core.environment.read_tsc() + core.state.msr.tsc_offset;
+  const uint64_t tsc = core.msr_file.tsc();
   core.write_register<uint32_t>(kRax, false, static_cast<uint32_t>(tsc));
   core.write_register<uint32_t>(kRdx, false, static_cast<uint32_t>(tsc >> 32));
   if (in.opcode == 0x101) core.write_register<uint32_t>(kRcx, false, static_cast<uint32_t>(core.state.msr.tsc_aux));
 }
 
-void read_performance_counter(CpuCore&, const Instruction&) { raise_fault(vector::kGeneralProtection, 0); }
+// RDPMC (AMD APM vol. 3): at CPL 0, or anywhere with CR4.PCE; the counters count nothing.
+void read_performance_counter(CpuCore& core, const Instruction&) {
+  if (core.state.cpl != 0 && !(core.state.cr4 & cr4::kPce))
+    raise_fault(vector::kGeneralProtection, 0);
+  const auto value =
+      core.msr_file.read_performance_counter(static_cast<uint32_t>(core.state.gpr[kRcx]));
+  if (!value) raise_fault(vector::kGeneralProtection, 0);
+  core.write_register<uint32_t>(kRax, false, static_cast<uint32_t>(*value));
+  core.write_register<uint32_t>(kRdx, false, static_cast<uint32_t>(*value >> 32));
+}
 
 void read_msr(CpuCore& core, const Instruction&) {
   require_cpl0(core);
@@ -173,6 +179,16 @@ void cpu_identification(CpuCore& core, const Instruction&) {
   core.write_register<uint32_t>(kRbx, false, result.ebx);
   core.write_register<uint32_t>(kRcx, false, result.ecx);
   core.write_register<uint32_t>(kRdx, false, result.edx);
+}
+
+// VMCALL/VMMCALL: Lamina offers no hypercalls, so it answers as KVM does for a hypercall it
+// does not know: RAX = -KVM_ENOSYS (-1000), or -KVM_EPERM (-1) above CPL 0, truncated to 32
+// bits outside 64-bit mode; RIP moves on. (Raising #UD, what bare hardware would do outside a
+// VM, kills guests that probe for a hypervisor this way.)
+void hypercall(CpuCore& core, const Instruction&) {
+  constexpr int64_t kNoSuchHypercall = -1000, kNotPermitted = -1;
+  const auto result = static_cast<uint64_t>(core.state.cpl == 0 ? kNoSuchHypercall : kNotPermitted);
+  core.state.gpr[kRax] = core.code_mode == CodeMode::k64 ? result : result & 0xffffffffu;
 }
 
 void fence(CpuCore&, const Instruction&) { std::atomic_thread_fence(std::memory_order_seq_cst); }
@@ -210,6 +226,8 @@ void port_output(CpuCore& core, const Instruction& in) {
   const uint16_t port = in.opcode >= 0xec ? static_cast<uint16_t>(core.state.gpr[kRdx]) : in.immediate & 0xff;
   io_permission(core, port, size);
   core.environment.io_write(port, size, static_cast<uint32_t>(core.read_register_sized(kRax, size, false)));
+  // A device may have posted a request that must apply before the next instruction (A20).
+  core.stop_block = true;
 }
 
 }  // namespace
@@ -235,6 +253,7 @@ Handler select_system_handler(const Instruction& in) {
     case 0x101:
       if (in.memory && in.group_index() == 7) return &invalidate_page;
       if (in.modrm == 0xf9) return &read_time_stamp;
+      if (in.modrm == 0xc1 || in.modrm == 0xd9) return &hypercall;
       return nullptr;
     case 0x1ae:
       if (!in.memory) return &fence;

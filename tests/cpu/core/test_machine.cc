@@ -90,7 +90,7 @@ void TestMachine::enter_long_mode(uint8_t cpl, uint64_t identity_bytes) {
   s.cr0 = cr0::kPe | cr0::kPg | cr0::kEt | cr0::kNe | cr0::kWp | cr0::kMp;
   s.cr4 = cr4::kPae | cr4::kOsfxsr | cr4::kOsxmmexcpt;
   s.cr3 = kTableRoot;
-  s.efer = efer::kLme | efer::kLma | efer::kSce | efer::kNxe;
+  s.msr.efer = efer::kLme | efer::kLma | efer::kSce | efer::kNxe;
   s.gdtr = {kGdt, static_cast<uint16_t>(sizeof(gdt) - 1)};
   s.idtr = {kIdt, 0xfff};
   const uint16_t code = cpl == 3 ? 0x1b : 0x08;

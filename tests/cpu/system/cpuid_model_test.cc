@@ -52,8 +52,8 @@ TEST(CpuidModel, Leaf1ForTheDefaultModel) {
   EXPECT_EQ(leaf.ebx, 0x00010800u);  // CLFLUSH 64 bytes, APIC ID 0
   // SSE3, SSSE3, CX16, SSE4.1, SSE4.2, POPCNT, hypervisor.
   EXPECT_EQ(leaf.ecx, bits({0, 9, 13, 19, 20, 23, 31}));
-  // FPU PSE TSC MSR PAE CX8 APIC MTRR PGE CMOV PAT PSE36 CLFSH MMX FXSR SSE SSE2.
-  EXPECT_EQ(leaf.edx, bits({0, 3, 4, 5, 6, 8, 9, 12, 13, 15, 16, 17, 19, 23, 24, 25, 26}));
+  // FPU PSE TSC MSR PAE MCE CX8 APIC MTRR PGE MCA CMOV PAT PSE36 CLFSH MMX FXSR SSE SSE2.
+  EXPECT_EQ(leaf.edx, bits({0, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26}));
 }
 
 TEST(CpuidModel, DynamicBitsFollowVcpuState) {
@@ -90,7 +90,7 @@ TEST(CpuidModel, EachFeatureFlipsItsOwnBit) {
   for (const Case& c : {
            Case{&CpuFeatures::tsc_deadline, 1, 2, 24},
            Case{&CpuFeatures::sep, 1, 3, 11},
-           Case{&CpuFeatures::mce, 1, 3, 7},
+           Case{&CpuFeatures::perfctr_core, 0x80000001, 2, 23},
            Case{&CpuFeatures::x2apic, 1, 2, 21},
            Case{&CpuFeatures::rdrand, 1, 2, 30},
            Case{&CpuFeatures::smep, 7, 1, 7},
@@ -110,6 +110,10 @@ TEST(CpuidModel, EachFeatureFlipsItsOwnBit) {
   CpuFeatures no_nx;
   no_nx.nx = false;
   EXPECT_EQ(model(no_nx).query(0x80000001, 0, {}).edx & bits({20}), 0u);
+  CpuFeatures no_machine_checks;
+  no_machine_checks.mce = no_machine_checks.mca = false;
+  EXPECT_EQ(model(no_machine_checks).query(1, 0, {}).edx & bits({7, 14}), 0u);
+  EXPECT_EQ(model(no_machine_checks).query(0x80000001, 0, {}).edx & bits({7, 14}), 0u);
 }
 
 TEST(CpuidModel, Leaf7AndXsave) {
@@ -149,7 +153,7 @@ TEST(CpuidModel, ExtendedLeaves) {
   EXPECT_EQ(features.ecx, bits({0}));  // LAHF/SAHF in 64-bit mode
   // SYSCALL 11, NX 20, Page1GB 26, RDTSCP 27, LM 29, plus the mirrored leaf 1 bits.
   EXPECT_EQ(features.edx,
-            bits({0, 3, 4, 5, 6, 8, 9, 11, 12, 13, 15, 16, 17, 20, 23, 24, 26, 27, 29}));
+            bits({0, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 20, 23, 24, 26, 27, 29}));
   std::string brand;
   for (uint32_t leaf = 0x80000002; leaf <= 0x80000004; ++leaf) {
     CpuidResult part = cpu.query(leaf, 0, {});

@@ -189,11 +189,94 @@ TEST_F(MsrFileTest, StoredOnlyMsrsAndVendorSpecificOnes) {
   EXPECT_EQ(make().read(msr::kAmdIntPendingMessage).error(), kGp0);
 }
 
+TEST_F(MsrFileTest, AmdLegacyPerformanceCountersStoreAndCountNothing) {
+  MsrFile msrs = make();
+  for (uint32_t i = 0; i < 4; ++i) {
+    const uint32_t select = msr::kAmdPerfEventSelect0 + i, counter = msr::kAmdPerfCounter0 + i;
+    EXPECT_EQ(*msrs.read(select), 0u);
+    EXPECT_EQ(*msrs.read(counter), 0u);
+    // Enable (22), OS+USR (17:16), event 0x76 (cycles); reserved bit 21 is dropped.
+    ASSERT_TRUE(msrs.write(select, 0x530076 | (uint64_t{1} << 21)).has_value());
+    EXPECT_EQ(*msrs.read(select), 0x530076u);
+    // Counters are 48 bits.
+    ASSERT_TRUE(msrs.write(counter, 0xffff800000000000 + i).has_value());
+    clock_ += 1'000'000;
+    EXPECT_EQ(*msrs.read(counter), 0x800000000000u + i) << "a counter counts nothing";
+  }
+  // Without PERFCTR_CORE the core range does not exist.
+  for (uint32_t index = msr::kAmdCorePerfControl0; index < msr::kAmdCorePerfControl0 + 12;
+       ++index) {
+    EXPECT_EQ(msrs.read(index).error(), kGp0) << std::hex << index;
+    EXPECT_EQ(msrs.write(index, 0).error(), kGp0) << std::hex << index;
+  }
+  EXPECT_EQ(msrs.read(msr::kAmdPerfEventSelect0 + 8).error(), kGp0);
+  // RDPMC reads the same counters, the legacy four only.
+  EXPECT_EQ(*msrs.read_performance_counter(2), 0x800000000002u);
+  EXPECT_EQ(msrs.read_performance_counter(4).error(), kGp0);
+  features_.vendor = "GenuineIntel";
+  EXPECT_EQ(make().read(msr::kAmdPerfCounter0).error(), kGp0);
+}
+
+TEST_F(MsrFileTest, PerfctrCoreCountersOnlyWhenAdvertisedAndAliasTheLegacyOnes) {
+  features_.perfctr_core = true;
+  MsrFile msrs = make();
+  for (uint32_t i = 0; i < kAmdCoreCounters; ++i) {
+    ASSERT_TRUE(msrs.write(msr::kAmdCorePerfControl0 + 2 * i, 0x430000 + i).has_value());
+    ASSERT_TRUE(msrs.write(msr::kAmdCorePerfControl0 + 2 * i + 1, 100 + i).has_value());
+  }
+  for (uint32_t i = 0; i < kAmdCoreCounters; ++i) {
+    EXPECT_EQ(*msrs.read(msr::kAmdCorePerfControl0 + 2 * i), 0x430000u + i);
+    EXPECT_EQ(*msrs.read(msr::kAmdCorePerfControl0 + 2 * i + 1), 100u + i);
+  }
+  // AMD APM vol. 2 13.2.2: the legacy MSRs are the first four core counters.
+  EXPECT_EQ(*msrs.read(msr::kAmdPerfEventSelect0 + 3), 0x430003u);
+  EXPECT_EQ(*msrs.read(msr::kAmdPerfCounter0 + 2), 102u);
+  EXPECT_EQ(*msrs.read_performance_counter(5), 105u);
+  EXPECT_EQ(msrs.read_performance_counter(6).error(), kGp0);
+  EXPECT_EQ(msrs.read(msr::kAmdCorePerfControl0 + 12).error(), kGp0);
+}
+
+TEST_F(MsrFileTest, MachineCheckRegistersFollowTheArchitecture) {
+  MsrFile msrs = make();
+  const uint64_t banks = features_.machine_check_banks;
+  ASSERT_GT(banks, 0u);
+  EXPECT_EQ(*msrs.read(msr::kMcgCap), banks | 0x100) << "bank count and MCG_CTL_P";
+  EXPECT_EQ(msrs.write(msr::kMcgCap, 0).error(), kGp0) << "read-only";
+  EXPECT_EQ(*msrs.read(msr::kMcgStatus), 0u);
+  ASSERT_TRUE(msrs.write(msr::kMcgStatus, 0).has_value());
+  EXPECT_EQ(msrs.write(msr::kMcgStatus, 0x10).error(), kGp0);
+  ASSERT_TRUE(msrs.write(msr::kMcgCtl, ~uint64_t{0}).has_value());
+  EXPECT_EQ(*msrs.read(msr::kMcgCtl), ~uint64_t{0});
+  EXPECT_EQ(msrs.write(msr::kMcgCtl, 0xff).error(), kGp0);
+  for (uint32_t bank = 0; bank < banks; ++bank) {
+    const uint32_t ctl = msr::kMc0Ctl + 4 * bank;
+    for (uint32_t part = 0; part < 4; ++part) EXPECT_EQ(*msrs.read(ctl + part), 0u);
+    ASSERT_TRUE(msrs.write(ctl, ~uint64_t{0}).has_value());
+    EXPECT_EQ(*msrs.read(ctl), ~uint64_t{0});
+    EXPECT_EQ(msrs.write(ctl, 0x1234).error(), kGp0);
+    ASSERT_TRUE(msrs.write(ctl, ~uint64_t{0x400}).has_value()) << "Linux's K8 GART workaround";
+    ASSERT_TRUE(msrs.write(ctl + 1, 0).has_value());
+    EXPECT_EQ(msrs.write(ctl + 1, 1).error(), kGp0) << "MCi_STATUS takes only 0";
+    ASSERT_TRUE(msrs.write(ctl + 2, 0xabc).has_value());
+    EXPECT_EQ(*msrs.read(ctl + 2), 0xabcu);
+  }
+  EXPECT_EQ(msrs.read(msr::kMc0Ctl + 4 * banks).error(), kGp0) << "past the last bank";
+  // AMD HWCR.McStatusWrEn allows injecting a status.
+  ASSERT_TRUE(msrs.write(msr::kAmdHwcr, uint64_t{1} << 18).has_value());
+  ASSERT_TRUE(msrs.write(msr::kMc0Ctl + 1, 0x8000000000000000).has_value());
+  EXPECT_EQ(*msrs.read(msr::kMc0Ctl + 1), 0x8000000000000000u);
+  features_.mca = false;
+  EXPECT_EQ(make().read(msr::kMcgCap).error(), kGp0);
+  EXPECT_EQ(make().read(msr::kMc0Ctl).error(), kGp0);
+}
+
 TEST_F(MsrFileTest, StateRoundTrips) {
   MsrFile msrs = make();
   ASSERT_TRUE(msrs.write(msr::kLstar, 0xffffffff81000000).has_value());
   ASSERT_TRUE(msrs.write(0x201, 0xff00000800).has_value());
   ASSERT_TRUE(msrs.write(msr::kTsc, 777).has_value());
+  ASSERT_TRUE(msrs.write(msr::kAmdPerfCounter0 + 1, 55).has_value());
+  ASSERT_TRUE(msrs.write(msr::kMc0Ctl + 6, 66).has_value());
   MsrState saved = msrs.state();
   MsrFile other = make(false);
   EXPECT_NE(other.state(), saved);

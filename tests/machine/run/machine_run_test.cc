@@ -119,7 +119,7 @@ TEST(ApplyBootStateTest, LoadsRegistersAndHiddenSegmentState) {
   EXPECT_TRUE(state.segment[cpu::x86::kCs].long_mode());
   EXPECT_EQ(state.segment[cpu::x86::kDs].selector, 0x18);
   EXPECT_EQ(state.gdtr.base, 0x1000u);
-  EXPECT_EQ(state.efer, 0x500u);
+  EXPECT_EQ(state.msr.efer, 0x500u);
   EXPECT_EQ(state.cpl, 0);
 }
 

@@ -7,8 +7,9 @@
 // The defaults are the set planned for Lamina's built-in CPU (project issue #3): the integer ISA
 // with CMPXCHG8B/16B and POPCNT, x87, MMX, SSE to SSE4.2, FXSR, RDTSCP, NX, long mode, SYSCALL,
 // APIC, PAT, MTRR, PGE, PSE/PSE-36, PAE, 1 GiB pages, CLFLUSH, CMOV. Off by default: XSAVE/AVX,
-// PCID, LA57, SMEP/SMAP, x2APIC, TSC-deadline (the LAPIC turns it on when it implements it),
-// machine checks, VME.
+// PCID, LA57, SMEP/SMAP, x2APIC and TSC-deadline (the machine turns them on with its LAPIC),
+// VME, DE, PERFCTR_CORE. Machine checks (MCE/MCA) are on: banks that never report an error, as
+// KVM and QEMU give guests, so a guest's machine-check setup succeeds.
 //
 // The vendor is AMD so Debian kernels keep page-table isolation (Meltdown mitigation) off; the
 // family/model/stepping default to 15/107/1, the K8-class identity QEMU's "qemu64" model also
@@ -50,13 +51,13 @@ struct CpuFeatures {
   bool tsc = true;
   bool msr = true;
   bool pae = true;
-  bool mce = false;
+  bool mce = true;
   bool cx8 = true;
   bool apic = true;
   bool sep = false;  // SYSENTER/SYSEXIT
   bool mtrr = true;
   bool pge = true;
-  bool mca = false;
+  bool mca = true;
   bool cmov = true;
   bool pat = true;
   bool pse36 = true;
@@ -101,8 +102,12 @@ struct CpuFeatures {
   bool abm = false;     // LZCNT
   bool sse4a = false;
   bool prefetchw = false;
+  bool perfctr_core = false;  // ECX[23]: six core counters at 0xC0010200 (the legacy four alias)
   // CPUID 0x80000007 EDX[8]: the TSC runs at a constant rate in every state.
   bool invariant_tsc = true;
+
+  // Machine-check banks in MCG_CAP (with MCA); 10 as QEMU's and KVM's default.
+  uint8_t machine_check_banks = 10;
 
   PagingFeatures paging() const {
     return PagingFeatures{physical_address_bits, gigabyte_pages, pse36};

@@ -52,6 +52,10 @@ Result<CpuidModel> CpuidModel::create(const CpuFeatures& features) {
     return invalid(fmt::format("address sizes {}/{} bits; supported: 32-52 physical, 48 linear",
                                features.physical_address_bits, features.linear_address_bits));
   }
+  if (features.mca && (features.machine_check_banks == 0 || features.machine_check_banks > 32)) {
+    return invalid(
+        fmt::format("{} machine-check banks; 1 to 32 are allowed", features.machine_check_banks));
+  }
   if (features.pcid || features.la57) {
     return fail(ErrorCode::kUnsupported, "CPU model: PCID and LA57 are not implemented");
   }
@@ -72,6 +76,7 @@ Result<CpuidModel> CpuidModel::create(const CpuFeatures& features) {
            Dependency{features.long_mode, features.pae, "long mode requires PAE"},
            Dependency{features.tsc_deadline, features.apic, "TSC-deadline requires the APIC"},
            Dependency{features.x2apic, features.apic, "x2APIC requires the APIC"},
+           Dependency{features.mca, features.mce, "MCA requires MCE"},
        }) {
     if (dependency.feature && !dependency.prerequisite) return invalid(dependency.text);
   }
@@ -191,8 +196,8 @@ CpuidResult CpuidModel::extended_features() const {
   bool multi = f.vcpu_count > 1;
   CpuidResult result;
   result.eax = signature();
-  result.ecx =
-      bit(0, f.lahf_lm) | bit(1, multi) | bit(5, f.abm) | bit(6, f.sse4a) | bit(8, f.prefetchw);
+  result.ecx = bit(0, f.lahf_lm) | bit(1, multi) | bit(5, f.abm) | bit(6, f.sse4a) |
+               bit(8, f.prefetchw) | bit(23, f.perfctr_core);
   // AMD mirrors leaf 1's EDX bits 0-17, 23 and 24 here (APM Vol. 3 E.4.2).
   result.edx = bit(0, f.fpu) | bit(1, f.vme) | bit(2, f.de) | bit(3, f.pse) | bit(4, f.tsc) |
                bit(5, f.msr) | bit(6, f.pae) | bit(7, f.mce) | bit(8, f.cx8) | bit(9, f.apic) |
