@@ -16,7 +16,10 @@ check "run --help explains" 0 'serial port' -- "$lamina" run --help
 check "vm without laminad says how to start it" 1 'cannot reach laminad at /nonexistent/l.sock.*start it' -- \
   "$lamina" vm --connect unix:/nonexistent/l.sock list
 check "vm --connect with a bad scheme is refused" 1 'use unix:PATH' -- "$lamina" vm --connect ftp://x list
-check "vm console is not built yet" 3 'not built yet' -- "$lamina" vm --connect unix:/nonexistent/l.sock console x
+check "vm console without laminad says so" 1 'cannot reach laminad' -- \
+  "$lamina" vm --connect unix:/nonexistent/l.sock console x
+check "vm import of a missing file" 1 'cannot read it' -- \
+  "$lamina" vm --connect unix:/nonexistent/l.sock import /nonexistent/x.vmx
 check "vm without a verb is a usage error" 2 'subcommand' -- "$lamina" vm
 
 # lamina run: every bad option is reported before anything starts, naming the option.
