@@ -110,6 +110,17 @@ std::string forbidden_syscall(const std::filesystem::path& log) {
   return found;
 }
 
+// The worker's RLIMIT_AS: guest RAM plus room for the VMM itself (its heap arenas, thread
+// stacks and device buffers; about 250 MiB of address space with one vCPU), so a worker that
+// runs away is stopped by the kernel instead of the host. 0 (none) for a definition that does
+// not parse, which start refuses anyway.
+uint64_t address_space_limit(const nlohmann::json& definition) {
+  auto config = machine::vm_config_from_definition(definition);
+  if (!config) return 0;
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  return config->memory_bytes + 1024 * kMiB + 128 * kMiB * config->cpus;
+}
+
 }  // namespace
 
 bool valid_vm_name(std::string_view name) {
@@ -349,7 +360,7 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
                            .log_file = vm_dir(name) / "worker.log",
                            .worker_uid = options_.worker_uid,
                            .worker_gid = options_.worker_gid,
-                           .address_space_limit = 0,
+                           .address_space_limit = address_space_limit(definition),
                            .console_fd = worker_console.get(),
                            .control_socket = vm_dir(name) / "control.sock"};
   auto worker = WorkerProcess::spawn(

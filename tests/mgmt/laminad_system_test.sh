@@ -75,6 +75,11 @@ for name in alpha beta gamma; do
   uid=$(awk '/^Uid:/ {print $2}' "$status")
   [[ $uid != 0 ]] || fail "$name: the worker runs as uid 0"
   grep -q "^CapEff:[[:space:]]*0000000000000000" "$status" || fail "$name: capabilities left"
+  # Bounded: an address-space limit of guest RAM plus the VMM's room, and no core dumps.
+  limit=$(awk '/^Max address space/ {print $4}' "/proc/$pid/limits")
+  [[ $limit =~ ^[0-9]+$ && $limit -le $(( (256 + 1024 + 128) << 20 )) ]] ||
+    fail "$name: address space limit '$limit'"
+  [[ $(awk '/^Max core file size/ {print $5}' "/proc/$pid/limits") == 0 ]] || fail "$name: core dumps allowed"
   for ns in mnt net pid ipc uts; do
     [[ $(readlink "/proc/$pid/ns/$ns") != $(readlink "/proc/self/ns/$ns") ]] ||
       fail "$name: shares laminad's $ns namespace"
