@@ -9,6 +9,9 @@
 #include <array>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
+#include <optional>
+#include <sstream>
 
 #include <fmt/format.h>
 
@@ -628,46 +631,137 @@ ServiceResult<nlohmann::json> VmService::events(int64_t after, const std::string
   }
 }
 
+namespace {
+
+// One Prometheus metric family: its help line, type and samples.
+struct MetricFamily {
+  const char* name;
+  const char* type;
+  const char* help;
+  std::string samples;
+};
+
+// utime + stime of a process, in seconds, from /proc (laminad reads its workers from outside:
+// a sandboxed worker cannot look at itself).
+std::optional<double> cpu_seconds(pid_t pid) {
+  std::ifstream stat(fmt::format("/proc/{}/stat", pid));
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  // The command name is in parentheses and may hold spaces: fields count from the last ')'.
+  const size_t end = text.rfind(')');
+  if (end == std::string::npos) return std::nullopt;
+  std::istringstream fields(text.substr(end + 2));
+  std::string field;
+  uint64_t utime = 0, stime = 0;
+  for (int index = 3; fields >> field; ++index) {
+    if (index == 14) utime = std::stoull(field);
+    if (index == 15) {
+      stime = std::stoull(field);
+      return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<uint64_t> resident_bytes(pid_t pid) {
+  std::ifstream status(fmt::format("/proc/{}/status", pid));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.starts_with("VmRSS:")) return std::stoull(line.substr(6)) * 1024;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 std::string VmService::metrics() {
-  std::string text =
-      "# HELP lamina_vm_running Whether the VM runs (1) or not (0).\n"
-      "# TYPE lamina_vm_running gauge\n";
-  std::string details =
-      "# HELP lamina_vm_guest_instructions_total Guest instructions retired (built-in CPU).\n"
-      "# TYPE lamina_vm_guest_instructions_total counter\n";
-  std::string memory =
-      "# HELP lamina_vm_memory_bytes Guest RAM of a running VM.\n"
-      "# TYPE lamina_vm_memory_bytes gauge\n";
-  std::string vcpus =
-      "# HELP lamina_vm_vcpus vCPUs of a running VM.\n"
-      "# TYPE lamina_vm_vcpus gauge\n";
+  MetricFamily running{"lamina_vm_running", "gauge", "Whether the VM runs (1) or not (0).", {}};
+  MetricFamily vcpus{"lamina_vm_vcpus", "gauge", "vCPUs of a running VM.", {}};
+  MetricFamily memory{"lamina_vm_memory_bytes", "gauge", "Guest RAM of a running VM.", {}};
+  MetricFamily resident{"lamina_vm_worker_resident_bytes", "gauge",
+                        "Resident memory of the VM's worker process (guest RAM it touched "
+                        "included).", {}};
+  MetricFamily cpu{"lamina_vm_cpu_seconds_total", "counter",
+                   "CPU time of the VM's worker (vCPUs, devices, I/O).", {}};
+  MetricFamily instructions{"lamina_vm_guest_instructions_total", "counter",
+                            "Guest instructions retired (built-in CPU).", {}};
+  MetricFamily disk_ops{"lamina_vm_disk_operations_total", "counter",
+                        "Completed guest disk requests by disk and operation.", {}};
+  MetricFamily disk_bytes{"lamina_vm_disk_bytes_total", "counter",
+                          "Bytes the guest read from and wrote to each disk.", {}};
+  MetricFamily frames{"lamina_vm_network_frames_total", "counter",
+                      "Frames each network card sent (tx) and received (rx).", {}};
+  MetricFamily dropped{"lamina_vm_network_dropped_frames_total", "counter",
+                       "Frames dropped by each network card, by direction.", {}};
   auto records = inventory_->list();
-  if (!records) return text;
-  for (const VmRecord& record : *records) {
-    WorkerProcess* worker = nullptr;
-    {
-      std::lock_guard lock(mutex_);
-      if (auto found = running_.find(record.name); found != running_.end()) {
-        worker = found->second.worker.get();
+  if (records) {
+    for (const VmRecord& record : *records) {
+      WorkerProcess* worker = nullptr;
+      {
+        std::lock_guard lock(mutex_);
+        if (auto found = running_.find(record.name); found != running_.end()) {
+          worker = found->second.worker.get();
+        }
+      }
+      const std::string vm = fmt::format("vm=\"{}\"", record.name);
+      running.samples += fmt::format("lamina_vm_running{{{}}} {}\n", vm, worker ? 1 : 0);
+      if (!worker) continue;
+      if (auto seconds = cpu_seconds(worker->pid())) {
+        cpu.samples += fmt::format("lamina_vm_cpu_seconds_total{{{}}} {:.2f}\n", vm, *seconds);
+      }
+      if (auto bytes = resident_bytes(worker->pid())) {
+        resident.samples += fmt::format("lamina_vm_worker_resident_bytes{{{}}} {}\n", vm, *bytes);
+      }
+      auto reply = worker->request("query", std::chrono::seconds(1));
+      if (!reply) continue;
+      // A worker's numbers are printed only when they are numbers.
+      auto number = [](const nlohmann::json& object, const char* key) -> uint64_t {
+        return object.is_object() && object.contains(key) && object[key].is_number_unsigned()
+                   ? object[key].get<uint64_t>()
+                   : 0;
+      };
+      instructions.samples += fmt::format("lamina_vm_guest_instructions_total{{{}}} {}\n", vm,
+                                          number(*reply, "instructions"));
+      memory.samples += fmt::format("lamina_vm_memory_bytes{{{}}} {}\n", vm,
+                                    number(*reply, "memory_bytes"));
+      vcpus.samples += fmt::format("lamina_vm_vcpus{{{}}} {}\n", vm, number(*reply, "vcpus"));
+      const auto empty = nlohmann::json::array();
+      const auto& disks = reply->contains("disks") && (*reply)["disks"].is_array()
+                              ? (*reply)["disks"] : empty;
+      for (size_t i = 0; i < disks.size() && i < 64; ++i) {
+        const std::string labels = fmt::format("{},disk=\"{}\"", vm, i);
+        disk_ops.samples += fmt::format(
+            "lamina_vm_disk_operations_total{{{},op=\"read\"}} {}\n"
+            "lamina_vm_disk_operations_total{{{},op=\"write\"}} {}\n"
+            "lamina_vm_disk_operations_total{{{},op=\"flush\"}} {}\n",
+            labels, number(disks[i], "read_ops"), labels, number(disks[i], "write_ops"), labels,
+            number(disks[i], "flushes"));
+        disk_bytes.samples += fmt::format(
+            "lamina_vm_disk_bytes_total{{{},op=\"read\"}} {}\n"
+            "lamina_vm_disk_bytes_total{{{},op=\"write\"}} {}\n",
+            labels, number(disks[i], "read_bytes"), labels, number(disks[i], "write_bytes"));
+      }
+      const auto& nics = reply->contains("nics") && (*reply)["nics"].is_array()
+                             ? (*reply)["nics"] : empty;
+      for (size_t i = 0; i < nics.size() && i < 64; ++i) {
+        const std::string labels = fmt::format("{},nic=\"{}\"", vm, i);
+        frames.samples += fmt::format(
+            "lamina_vm_network_frames_total{{{},direction=\"tx\"}} {}\n"
+            "lamina_vm_network_frames_total{{{},direction=\"rx\"}} {}\n",
+            labels, number(nics[i], "tx_frames"), labels, number(nics[i], "rx_frames"));
+        dropped.samples += fmt::format(
+            "lamina_vm_network_dropped_frames_total{{{},direction=\"tx\"}} {}\n"
+            "lamina_vm_network_dropped_frames_total{{{},direction=\"rx\"}} {}\n",
+            labels, number(nics[i], "tx_dropped"), labels, number(nics[i], "rx_dropped"));
       }
     }
-    text += fmt::format("lamina_vm_running{{vm=\"{}\"}} {}\n", record.name, worker ? 1 : 0);
-    if (!worker) continue;
-    auto reply = worker->request("query", std::chrono::seconds(1));
-    if (!reply) continue;
-    // Numbers from a worker are only printed when they are numbers.
-    auto number = [&](const char* key) -> uint64_t {
-      return (*reply).contains(key) && (*reply)[key].is_number_unsigned()
-                 ? (*reply)[key].get<uint64_t>()
-                 : 0;
-    };
-    details += fmt::format("lamina_vm_guest_instructions_total{{vm=\"{}\"}} {}\n", record.name,
-                           number("instructions"));
-    memory += fmt::format("lamina_vm_memory_bytes{{vm=\"{}\"}} {}\n", record.name,
-                          number("memory_bytes"));
-    vcpus += fmt::format("lamina_vm_vcpus{{vm=\"{}\"}} {}\n", record.name, number("vcpus"));
   }
-  return text + details + memory + vcpus;
+  std::string text;
+  for (const MetricFamily* family : {&running, &vcpus, &memory, &resident, &cpu, &instructions,
+                                     &disk_ops, &disk_bytes, &frames, &dropped}) {
+    text += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}", family->name, family->help,
+                        family->name, family->type, family->samples);
+  }
+  return text;
 }
 
 void VmService::start_autostart_vms() {

@@ -76,6 +76,8 @@ class VirtioBlock final : public VirtioDevice {
   void wait_idle() const;
 
   uint64_t capacity_sectors() const { return handler_.capacity_sectors(); }
+  // Guest I/O completed so far; from any thread.
+  BlockRequestHandler::Traffic traffic() const { return handler_.traffic(); }
   bool read_only() const { return read_only_; }
   const std::string& serial() const { return serial_; }
 

@@ -96,7 +96,10 @@ Result<uint32_t> BlockRequestHandler::handle(Virtqueue& queue, const DmaMemory& 
     return fail(ErrorCode::kGuestFatal, "virtio-blk: the status byte is not writable");
   }
   switch (status) {
-    case BlockStatus::kOk: ++counters_.ok; break;
+    case BlockStatus::kOk:
+      ++counters_.ok;
+      count(request);
+      break;
     case BlockStatus::kIoError: ++counters_.io_error; break;
     case BlockStatus::kUnsupported: ++counters_.unsupported; break;
   }
@@ -105,6 +108,27 @@ Result<uint32_t> BlockRequestHandler::handle(Virtqueue& queue, const DmaMemory& 
   uint64_t used = request.filled;
   if (used == request.data_in_length) used += 1;
   return static_cast<uint32_t>(std::min<uint64_t>(used, std::numeric_limits<uint32_t>::max()));
+}
+
+void BlockRequestHandler::count(const Request& request) {
+  switch (request.type) {
+    case BlockRequestType::kIn:
+      read_ops_.fetch_add(1, std::memory_order_relaxed);
+      read_bytes_.fetch_add(request.data_in_length, std::memory_order_relaxed);
+      break;
+    case BlockRequestType::kOut:
+      write_ops_.fetch_add(1, std::memory_order_relaxed);
+      write_bytes_.fetch_add(request.data_out_length, std::memory_order_relaxed);
+      break;
+    case BlockRequestType::kFlush: flushes_.fetch_add(1, std::memory_order_relaxed); break;
+    default: break;
+  }
+}
+
+BlockRequestHandler::Traffic BlockRequestHandler::traffic() const {
+  return {read_ops_.load(std::memory_order_relaxed), read_bytes_.load(std::memory_order_relaxed),
+          write_ops_.load(std::memory_order_relaxed), write_bytes_.load(std::memory_order_relaxed),
+          flushes_.load(std::memory_order_relaxed)};
 }
 
 BlockStatus BlockRequestHandler::execute(Request& request) {

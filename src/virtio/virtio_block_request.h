@@ -14,6 +14,7 @@
 // thread); set_features() only while that thread is stopped.
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -102,6 +103,17 @@ class BlockRequestHandler {
   };
   const Counters& counters() const { return counters_; }
 
+  // Completed guest reads, writes and flushes with their bytes, readable from any thread
+  // (laminad's metrics ask while the I/O thread works).
+  struct Traffic {
+    uint64_t read_ops = 0;
+    uint64_t read_bytes = 0;
+    uint64_t write_ops = 0;
+    uint64_t write_bytes = 0;
+    uint64_t flushes = 0;
+  };
+  Traffic traffic() const;
+
  private:
   struct Request {
     Virtqueue& queue;
@@ -115,6 +127,7 @@ class BlockRequestHandler {
   };
 
   BlockStatus execute(Request& request);
+  void count(const Request& request);
   BlockStatus read(Request& request);
   BlockStatus write(Request& request);
   BlockStatus flush();
@@ -134,6 +147,11 @@ class BlockRequestHandler {
   bool read_only_;
   uint64_t features_ = 0;
   Counters counters_;
+  std::atomic<uint64_t> read_ops_ = 0;
+  std::atomic<uint64_t> read_bytes_ = 0;
+  std::atomic<uint64_t> write_ops_ = 0;
+  std::atomic<uint64_t> write_bytes_ = 0;
+  std::atomic<uint64_t> flushes_ = 0;
   std::vector<std::byte> bounce_;
   std::vector<GuestRun> runs_;  // scratch for gather_runs(), kept to avoid allocations
   RateLimiter limiter_;

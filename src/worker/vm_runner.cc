@@ -106,6 +106,49 @@ uint64_t VmRunner::instructions() const {
   return finished_instructions_ + (machine_ ? machine_->instructions() : 0);
 }
 
+namespace {
+
+// The traffic of one machine's devices, in slot order (disks, then network cards).
+VmRunner::Traffic machine_traffic(const machine::Machine& vm) {
+  VmRunner::Traffic traffic;
+  for (const auto& function : vm.virtio_functions()) {
+    virtio::VirtioDevice& device = function->device();
+    if (auto* block = dynamic_cast<virtio::VirtioBlock*>(&device)) {
+      traffic.disks.push_back(block->traffic());
+    } else if (auto* net = dynamic_cast<virtio::VirtioNet*>(&device)) {
+      traffic.nics.push_back(net->stats());
+    }
+  }
+  return traffic;
+}
+
+void add(VmRunner::Traffic& total, const VmRunner::Traffic& more) {
+  total.disks.resize(std::max(total.disks.size(), more.disks.size()));
+  total.nics.resize(std::max(total.nics.size(), more.nics.size()));
+  for (size_t i = 0; i < more.disks.size(); ++i) {
+    total.disks[i].read_ops += more.disks[i].read_ops;
+    total.disks[i].read_bytes += more.disks[i].read_bytes;
+    total.disks[i].write_ops += more.disks[i].write_ops;
+    total.disks[i].write_bytes += more.disks[i].write_bytes;
+    total.disks[i].flushes += more.disks[i].flushes;
+  }
+  for (size_t i = 0; i < more.nics.size(); ++i) {
+    total.nics[i].transmitted_frames += more.nics[i].transmitted_frames;
+    total.nics[i].transmit_dropped += more.nics[i].transmit_dropped;
+    total.nics[i].received_frames += more.nics[i].received_frames;
+    total.nics[i].receive_dropped += more.nics[i].receive_dropped;
+  }
+}
+
+}  // namespace
+
+VmRunner::Traffic VmRunner::traffic() const {
+  std::lock_guard lock(mutex_);
+  Traffic total = finished_traffic_;
+  if (machine_) add(total, machine_traffic(*machine_));
+  return total;
+}
+
 void VmRunner::power_button() {
   std::lock_guard lock(mutex_);
   if (machine_) machine_->press_power_button();
@@ -190,6 +233,7 @@ VmOutcome VmRunner::run() {
     {
       std::lock_guard lock(mutex_);
       finished_instructions_ += vm->instructions();
+      add(finished_traffic_, machine_traffic(*vm));
       machine_ = nullptr;
       if (stop.exit == machine::MachineExit::kReset && !stop_requested_) {
         // A Ctrl-A x that lost the race against the reset still quits.

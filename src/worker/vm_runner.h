@@ -21,6 +21,8 @@
 #include "machine/serial_console.h"
 #include "machine/virtio_devices.h"
 #include "machine/vm_config.h"
+#include "virtio/virtio_block.h"
+#include "virtio/virtio_net.h"
 
 namespace lamina::worker {
 
@@ -67,6 +69,12 @@ class VmRunner {
   uint64_t memory_bytes() const { return config_.memory_bytes; }
   // Guest instructions retired in this VM's life (all boots), from any thread.
   uint64_t instructions() const;
+  // Guest I/O of the VM's disks and network cards (in definition order) over its life.
+  struct Traffic {
+    std::vector<virtio::BlockRequestHandler::Traffic> disks;
+    std::vector<virtio::VirtioNetStats> nics;
+  };
+  Traffic traffic() const;
   // Machines booted (1 + restarts).
   uint64_t boots() const { return boots_.load(); }
 
@@ -87,6 +95,7 @@ class VmRunner {
   bool host_reset_ = false;
   bool paused_ = false;
   uint64_t finished_instructions_ = 0;  // of machines already destroyed
+  Traffic finished_traffic_;            // of machines already destroyed
   std::atomic<VmState> state_ = VmState::kStarting;
   std::atomic<uint64_t> boots_ = 0;
 };

@@ -75,6 +75,20 @@ nlohmann::json handle(VmRunner& runner, const nlohmann::json& request) {
     reply["memory_bytes"] = runner.memory_bytes();
     reply["instructions"] = runner.instructions();
     reply["boots"] = runner.boots();
+    const VmRunner::Traffic traffic = runner.traffic();
+    for (const auto& disk : traffic.disks) {
+      reply["disks"].push_back({{"read_ops", disk.read_ops},
+                                {"read_bytes", disk.read_bytes},
+                                {"write_ops", disk.write_ops},
+                                {"write_bytes", disk.write_bytes},
+                                {"flushes", disk.flushes}});
+    }
+    for (const auto& nic : traffic.nics) {
+      reply["nics"].push_back({{"tx_frames", nic.transmitted_frames},
+                               {"tx_dropped", nic.transmit_dropped},
+                               {"rx_frames", nic.received_frames},
+                               {"rx_dropped", nic.receive_dropped}});
+    }
   } else if (op == "pause") {
     runner.pause();
   } else if (op == "resume") {

@@ -67,6 +67,13 @@ done
 "$lamina" switch show "$switch" | awk '$3 ~ /^vm[0-9]$/' | wc -l | grep -qx "$count" ||
   fail "the switch does not list $count ports: $("$lamina" switch show "$switch")"
 
+# The metrics count each card's frames.
+curl -sS --unix-socket "$sock" http://laminad/metrics >"$work/metrics"
+for i in $(seq 1 $count); do
+  grep -Eq "^lamina_vm_network_frames_total\\{vm=\"vm$i\",nic=\"0\",direction=\"rx\"\\} [1-9]" "$work/metrics" ||
+    fail "no received frames for vm$i in the metrics: $(grep "vm$i" "$work/metrics" | grep frames)"
+done
+
 # One worker dies: only its VM goes.
 kill -9 "$(pid_of vm3)"
 for _ in $(seq 50); do "$lamina" vm list | grep -q "^vm3 .*stopped" && break; sleep 0.2; done

@@ -103,12 +103,17 @@ class Unix(http.client.HTTPConnection):
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX); self.sock.connect(sys.argv[1])
 c = Unix("laminad"); c.request("GET", "/v1/vms/web-server"); d = json.loads(c.getresponse().read())["definition"]
-d["cmdline"] = "console=ttyS0 quiet panic=-1 lamina_run=\"head -c 64 /dev/vda; echo; poweroff -f\""
+d["cmdline"] = "console=ttyS0 quiet panic=-1 lamina_run=\"head -c 64 /dev/vda; echo; sleep 600\""
 c = Unix("laminad"); c.request("PATCH", "/v1/vms/web-server", json.dumps({"definition": d}))
 assert c.getresponse().status == 200
 PY
 "$lamina" vm start web-server >/dev/null || fail "start"
 for _ in $(seq 240); do grep -q "$mark" "$work/state/vms/web-server/console.log" 2>/dev/null && break; sleep 1; done
 grep -q "$mark" "$work/state/vms/web-server/console.log" || fail "the guest did not read the disk"
+# Its metrics count the guest's reads of that disk.
+curl -sS --unix-socket "$sock" http://laminad/metrics >"$work/metrics"
+grep -Eq '^lamina_vm_disk_bytes_total\{vm="web-server",disk="0",op="read"\} [1-9]' "$work/metrics" ||
+  fail "no disk reads in the metrics: $(grep disk "$work/metrics")"
+grep -Eq '^lamina_vm_cpu_seconds_total\{vm="web-server"\} [0-9.]+' "$work/metrics" || fail "no CPU time"
 "$lamina" vm stop web-server --force >/dev/null 2>&1 || true
 echo PASS
