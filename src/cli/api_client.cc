@@ -1,16 +1,21 @@
 #include "cli/api_client.h"
-#include "base/json_text.h"
 
 #include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
 
-#include <fmt/format.h>
+#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
+#include <fmt/format.h>
+
+#include "base/json_text.h"
+#include "cli/tls_client.h"
 
 namespace lamina::cli {
 namespace {
@@ -18,11 +23,42 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using Local = asio::local::stream_protocol;
+using Tcp = asio::ip::tcp;
 
 std::string environment(const char* name) {
   const char* value = std::getenv(name);
   return value ? value : "";
+}
+
+template <typename Stream>
+Result<ApiReply> exchange(Stream& stream, beast::flat_buffer& buffer, const std::string& method,
+                          const std::string& target, const nlohmann::json& body) {
+  http::request<http::string_body> request{http::string_to_verb(method), target, 11};
+  request.set(http::field::host, "laminad");
+  request.set(http::field::user_agent, "lamina");
+  if (const std::string token = environment("LAMINA_TOKEN"); !token.empty()) {
+    request.set(http::field::authorization, "Bearer " + token);
+  }
+  request.keep_alive(true);
+  if (!body.is_null()) {
+    request.set(http::field::content_type, "application/json");
+    request.body() = json_text(body);
+  }
+  request.prepare_payload();
+  beast::error_code error;
+  http::write(stream, request, error);
+  if (error) return fail(ErrorCode::kIo, fmt::format("laminad: {}", error.message()));
+  http::response_parser<http::string_body> parser;
+  parser.body_limit(64 << 20);
+  http::read(stream, buffer, parser, error);
+  if (error) return fail(ErrorCode::kIo, fmt::format("laminad: {}", error.message()));
+  ApiReply reply;
+  reply.status = static_cast<int>(parser.get().result_int());
+  reply.text = parser.get().body();
+  reply.body = nlohmann::json::parse(reply.text, nullptr, /*allow_exceptions=*/false);
+  return reply;
 }
 
 }  // namespace
@@ -38,62 +74,75 @@ std::string default_laminad_socket() {
   return environment("HOME") + "/.local/state/lamina/laminad.sock";
 }
 
+Result<ApiAddress> resolve_api_address(const std::string& given) {
+  const std::string address = given.empty() ? environment("LAMINA_CONNECT") : given;
+  if (address.empty()) return UnixAddress{default_laminad_socket()};
+  if (address.starts_with("unix:")) return UnixAddress{address.substr(5)};
+  if (address.starts_with("https://")) {
+    std::string rest = address.substr(8);
+    if (rest.ends_with('/')) rest.pop_back();
+    const size_t colon = rest.rfind(':');
+    if (colon != std::string::npos && colon > 0 && colon + 1 < rest.size()) {
+      std::string host = rest.substr(0, colon);
+      if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+      return TlsAddress{host, rest.substr(colon + 1)};
+    }
+  }
+  return fail(ErrorCode::kInvalidArgument,
+              fmt::format("--connect {}: use unix:PATH or https://HOST:PORT", address));
+}
+
 struct ApiClient::Connection {
   asio::io_context io;
-  Local::socket socket{io};
+  std::optional<Local::socket> local;
+  std::optional<Tcp::socket> tcp;
+  std::unique_ptr<TlsClientContext> tls;
+  std::optional<ssl::stream<Tcp::socket&>> secure;
   beast::flat_buffer buffer;
 };
 
-ApiClient::ApiClient(std::unique_ptr<Connection> connection) : connection_(std::move(connection)) {}
+ApiClient::ApiClient(std::unique_ptr<Connection> connection)
+    : connection_(std::move(connection)) {}
 ApiClient::~ApiClient() = default;
 
-Result<std::string> console_socket_path(const std::string& given) {
-  const std::string address = given.empty() ? environment("LAMINA_CONNECT") : given;
-  if (address.empty()) return default_laminad_socket();
-  if (address.starts_with("unix:")) return address.substr(5);
-  return fail(ErrorCode::kInvalidArgument,
-              fmt::format("--connect {}: use unix:PATH (HTTPS is not built yet)", address));
-}
-
 Result<std::unique_ptr<ApiClient>> ApiClient::connect(const std::string& given) {
-  auto socket_path = console_socket_path(given);
-  if (!socket_path) return fail(socket_path.error());
-  const std::string& path = *socket_path;
+  auto address = resolve_api_address(given);
+  if (!address) return fail(address.error());
   auto connection = std::make_unique<Connection>();
   beast::error_code error;
-  connection->socket.connect(Local::endpoint(path), error);
-  if (error) {
-    return fail(ErrorCode::kNotFound,
-                fmt::format("cannot reach laminad at {}: {} (start it with `laminad`, or say "
-                            "where it listens with --connect unix:PATH)",
-                            path, error.message()));
+  if (const auto* unix_address = std::get_if<UnixAddress>(&*address)) {
+    connection->local.emplace(connection->io);
+    connection->local->connect(Local::endpoint(unix_address->path), error);
+    if (error) {
+      return fail(ErrorCode::kNotFound,
+                  fmt::format("cannot reach laminad at {}: {} (start it with `laminad`, or say "
+                              "where it listens with --connect unix:PATH)",
+                              unix_address->path, error.message()));
+    }
+  } else {
+    const auto& tls_address = std::get<TlsAddress>(*address);
+    auto context = TlsClientContext::from_environment();
+    if (!context) return fail(context.error());
+    connection->tls = std::move(*context);
+    connection->tcp.emplace(connection->io);
+    if (auto connected = connect_tcp(*connection->tcp, tls_address.host, tls_address.port);
+        !connected) {
+      return fail(connected.error());
+    }
+    connection->secure.emplace(*connection->tcp, connection->tls->context());
+    if (auto handshaken = handshake(*connection->secure, tls_address.host); !handshaken) {
+      return fail(handshaken.error());
+    }
   }
   return std::unique_ptr<ApiClient>(new ApiClient(std::move(connection)));
 }
 
 Result<ApiReply> ApiClient::call(const std::string& method, const std::string& target,
                                  const nlohmann::json& body) {
-  http::request<http::string_body> request{http::string_to_verb(method), target, 11};
-  request.set(http::field::host, "laminad");
-  request.set(http::field::user_agent, "lamina");
-  request.keep_alive(true);
-  if (!body.is_null()) {
-    request.set(http::field::content_type, "application/json");
-    request.body() = json_text(body);
+  if (connection_->secure) {
+    return exchange(*connection_->secure, connection_->buffer, method, target, body);
   }
-  request.prepare_payload();
-  beast::error_code error;
-  http::write(connection_->socket, request, error);
-  if (error) return fail(ErrorCode::kIo, fmt::format("laminad: {}", error.message()));
-  http::response_parser<http::string_body> parser;
-  parser.body_limit(64 << 20);
-  http::read(connection_->socket, connection_->buffer, parser, error);
-  if (error) return fail(ErrorCode::kIo, fmt::format("laminad: {}", error.message()));
-  ApiReply reply;
-  reply.status = static_cast<int>(parser.get().result_int());
-  reply.text = parser.get().body();
-  reply.body = nlohmann::json::parse(reply.text, nullptr, /*allow_exceptions=*/false);
-  return reply;
+  return exchange(*connection_->local, connection_->buffer, method, target, body);
 }
 
 }  // namespace lamina::cli

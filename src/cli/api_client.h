@@ -1,12 +1,16 @@
 #pragma once
-// ApiClient: `lamina vm`'s connection to laminad: HTTP/1.1 over laminad's Unix socket
-// (Boost.Beast), JSON in and out. The address comes from --connect unix:PATH, else
-// LAMINA_CONNECT, else laminad's default socket for this user.
+// ApiClient: `lamina vm`'s connection to laminad: HTTP/1.1 (Boost.Beast), JSON in and out,
+// over laminad's Unix socket or over TLS to its --listen endpoint. The address comes from
+// --connect (unix:PATH or https://HOST:PORT), else LAMINA_CONNECT, else laminad's default
+// socket for this user. TLS settings come from the environment: LAMINA_TLS_CA (the CA that
+// signed laminad's certificate; else the system's), LAMINA_TLS_CERT and LAMINA_TLS_KEY (a
+// client certificate), LAMINA_TOKEN (a bearer token).
 //
 // Ownership: owns its connection. Thread-safety: one thread.
 
 #include <memory>
 #include <string>
+#include <variant>
 
 #include <nlohmann/json.hpp>
 
@@ -16,14 +20,26 @@ namespace lamina::cli {
 
 struct ApiReply {
   int status = 0;
-  nlohmann::json body;  // the parsed JSON body (or a string for text bodies)
+  nlohmann::json body;  // the parsed JSON body (or discarded for text bodies)
   std::string text;     // the raw body
 };
 
+// Where laminad is: a Unix socket path, or a TLS endpoint.
+struct UnixAddress {
+  std::string path;
+};
+struct TlsAddress {
+  std::string host;
+  std::string port;
+};
+using ApiAddress = std::variant<UnixAddress, TlsAddress>;
+
+// Parses `address` as given to --connect ("" for LAMINA_CONNECT or the default).
+Result<ApiAddress> resolve_api_address(const std::string& address);
+
 class ApiClient {
  public:
-  // `address` as given to --connect ("" for the default). Connects at once: kNotFound with a
-  // hint to start laminad when nothing listens.
+  // Connects at once: kNotFound with a hint to start laminad when nothing listens.
   static Result<std::unique_ptr<ApiClient>> connect(const std::string& address);
   ~ApiClient();
   ApiClient(const ApiClient&) = delete;
@@ -37,9 +53,6 @@ class ApiClient {
   explicit ApiClient(std::unique_ptr<Connection> connection);
   std::unique_ptr<Connection> connection_;
 };
-
-// The Unix socket path `address` names (as for connect()).
-Result<std::string> console_socket_path(const std::string& address);
 
 // laminad's default socket for the calling user (same rule as laminad's --socket default).
 std::string default_laminad_socket();

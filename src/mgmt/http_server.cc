@@ -1,19 +1,21 @@
 #include "mgmt/http_server.h"
-#include "base/json_text.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <fmt/format.h>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-
 #include <boost/beast/websocket/rfc6455.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+#include <fmt/format.h>
+#include <openssl/crypto.h>
 
-#include "base/log.h"
+#include "base/json_text.h"
 #include "mgmt/console_session.h"
 
 namespace lamina::mgmt {
@@ -22,7 +24,9 @@ namespace {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using Local = asio::local::stream_protocol;
+using Tcp = asio::ip::tcp;
 
 constexpr uint32_t kMaxHeaderBytes = 16 * 1024;
 
@@ -44,39 +48,82 @@ ApiResponse plain_error(int status, std::string_view message) {
               "\n"};
 }
 
-void serve_connection(Local::socket socket, ApiRouter& router) {
+// The request carries the bearer token (compared in constant time).
+bool authorized(const http::request<http::string_body>& request, const std::string& token) {
+  if (token.empty()) return true;
+  const auto header = request[http::field::authorization];
+  const std::string expected = "Bearer " + token;
+  return header.size() == expected.size() &&
+         CRYPTO_memcmp(header.data(), expected.data(), expected.size()) == 0;
+}
+
+// Requests on one connection until it closes; a console upgrade hands the stream over.
+template <typename Stream>
+void serve_requests(asio::io_context& io, Stream& stream, ApiRouter& router,
+                    const std::string& token) {
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
     parser.header_limit(kMaxHeaderBytes);
     parser.body_limit(ApiRouter::kMaxBodyBytes);
     beast::error_code error;
-    http::read(socket, buffer, parser, error);
+    http::read(stream, buffer, parser, error);
     if (error == http::error::end_of_stream || error == asio::error::eof ||
-        error == asio::error::connection_reset) {
-      break;
+        error == asio::error::connection_reset || error == ssl::error::stream_truncated) {
+      return;
     }
     if (error) {
       // A request the parser refused gets one answer, then the connection closes.
       const int status = error == http::error::body_limit ? 413 : 400;
-      http::write(socket, to_reply(plain_error(status, error.message()), 11, false), error);
-      break;
+      http::write(stream, to_reply(plain_error(status, error.message()), 11, false), error);
+      return;
     }
     const auto& request = parser.get();
+    if (!authorized(request, token)) {
+      auto reply = to_reply(plain_error(401, "a valid bearer token is needed"), request.version(),
+                            false);
+      reply.set(http::field::www_authenticate, "Bearer");
+      http::write(stream, reply, error);
+      return;
+    }
     if (beast::websocket::is_upgrade(request)) {
       auto console = router.open_console(std::string(request.target()));
-      if (console) return serve_console_session(std::move(socket), request, std::move(*console));
-      http::write(socket, to_reply(console.error(), request.version(), false), error);
-      break;
+      if (console) return serve_console_session(io, stream, request, std::move(*console));
+      http::write(stream, to_reply(console.error(), request.version(), false), error);
+      return;
     }
     const ApiResponse response = router.handle(
         {std::string(request.method_string()), std::string(request.target()), request.body()});
     auto reply = to_reply(response, request.version(), request.keep_alive());
-    http::write(socket, reply, error);
-    if (error || !reply.keep_alive()) break;
+    http::write(stream, reply, error);
+    if (error || !reply.keep_alive()) return;
   }
-  beast::error_code ignored;
-  socket.shutdown(Local::socket::shutdown_both, ignored);
+}
+
+Result<void> load_tls(ssl::context& context, const TcpListenOptions& options) {
+  beast::error_code error;
+  context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                      ssl::context::no_tlsv1_1);
+  context.use_certificate_chain_file(options.certificate.string(), error);
+  if (error) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--tls-cert {}: {}", options.certificate.string(), error.message()));
+  }
+  context.use_private_key_file(options.key.string(), ssl::context::pem, error);
+  if (error) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--tls-key {}: {}", options.key.string(), error.message()));
+  }
+  if (!options.client_ca.empty()) {
+    context.load_verify_file(options.client_ca.string(), error);
+    if (error) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("--tls-ca {}: {}", options.client_ca.string(), error.message()));
+    }
+    context.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+  }
+  return {};
 }
 
 }  // namespace
@@ -84,18 +131,23 @@ void serve_connection(Local::socket socket, ApiRouter& router) {
 struct HttpServer::State {
   asio::io_context io;
   Local::acceptor acceptor{io};
+  std::optional<Tcp::acceptor> tcp_acceptor;
+  ssl::context tls{ssl::context::tls_server};
+  std::string token;
   ApiRouter* router = nullptr;
   std::filesystem::path path;
   std::atomic<int> connections = 0;
   std::atomic<bool> stopping = false;
+  std::jthread tcp_thread;
 };
 
 HttpServer::HttpServer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 
 HttpServer::~HttpServer() { stop(); }
 
-Result<std::unique_ptr<HttpServer>> HttpServer::listen(const std::filesystem::path& path,
-                                                       ApiRouter& router) {
+Result<std::unique_ptr<HttpServer>> HttpServer::listen(
+    const std::filesystem::path& path, ApiRouter& router,
+    const std::optional<TcpListenOptions>& tcp) {
   struct stat existing {};
   if (::lstat(path.c_str(), &existing) == 0) {
     if (!S_ISSOCK(existing.st_mode)) {
@@ -107,6 +159,31 @@ Result<std::unique_ptr<HttpServer>> HttpServer::listen(const std::filesystem::pa
   auto state = std::make_unique<State>();
   state->router = &router;
   state->path = path;
+  if (tcp) {
+    if (tcp->client_ca.empty() && tcp->token.empty()) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "--listen needs client authentication: --tls-ca (client certificates) or "
+                  "--token-file (a bearer token)");
+    }
+    if (auto loaded = load_tls(state->tls, *tcp); !loaded) return fail(loaded.error());
+    state->token = tcp->token;
+    beast::error_code error;
+    const auto address = asio::ip::make_address(tcp->host, error);
+    if (error) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("--listen {}: not an IP address", tcp->host));
+    }
+    state->tcp_acceptor.emplace(state->io);
+    const Tcp::endpoint endpoint(address, tcp->port);
+    state->tcp_acceptor->open(endpoint.protocol(), error);
+    if (!error) state->tcp_acceptor->set_option(asio::socket_base::reuse_address(true), error);
+    if (!error) state->tcp_acceptor->bind(endpoint, error);
+    if (!error) state->tcp_acceptor->listen(asio::socket_base::max_listen_connections, error);
+    if (error) {
+      return fail(ErrorCode::kIo, fmt::format("--listen {}:{}: {}", tcp->host, tcp->port,
+                                              error.message()));
+    }
+  }
   beast::error_code error;
   state->acceptor.open(Local(), error);
   // Bound under a umask that leaves the socket to its owner and group only.
@@ -120,30 +197,74 @@ Result<std::unique_ptr<HttpServer>> HttpServer::listen(const std::filesystem::pa
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(state)));
 }
 
+uint16_t HttpServer::tcp_port() const {
+  if (!state_->tcp_acceptor) return 0;
+  beast::error_code error;
+  return state_->tcp_acceptor->local_endpoint(error).port();
+}
+
 void HttpServer::serve() {
-  while (!state_->stopping) {
+  State& state = *state_;
+  // Each connection runs on its own thread and io_context; the accepted socket moves there.
+  auto admit = [&state]() -> bool {
+    if (state.connections >= kMaxConnections) return false;
+    ++state.connections;
+    return true;
+  };
+  if (state.tcp_acceptor) {
+    state.tcp_thread = std::jthread([&state, admit] {
+      while (!state.stopping) {
+        beast::error_code error;
+        Tcp::socket accepted = state.tcp_acceptor->accept(error);
+        if (error) {
+          if (state.stopping) break;
+          continue;
+        }
+        if (!admit()) continue;  // closed unanswered: TLS comes before any HTTP reply
+        const auto protocol = accepted.local_endpoint(error).protocol();
+        std::thread([&state, protocol, fd = accepted.release()] {
+          asio::io_context io;
+          Tcp::socket socket(io, protocol, fd);
+          ssl::stream<Tcp::socket&> stream(socket, state.tls);
+          beast::error_code handshake_error;
+          stream.handshake(ssl::stream_base::server, handshake_error);
+          if (!handshake_error) serve_requests(io, stream, *state.router, state.token);
+          beast::error_code ignored;
+          socket.close(ignored);
+          --state.connections;
+        }).detach();
+      }
+    });
+  }
+  while (!state.stopping) {
     beast::error_code error;
-    Local::socket socket = state_->acceptor.accept(error);
+    Local::socket accepted = state.acceptor.accept(error);
     if (error) {
-      if (state_->stopping) break;
+      if (state.stopping) break;
       continue;
     }
-    if (state_->connections >= kMaxConnections) {
-      http::write(socket, to_reply(plain_error(503, "too many connections"), 11, false), error);
+    if (!admit()) {
+      http::write(accepted, to_reply(plain_error(503, "too many connections"), 11, false), error);
       continue;
     }
-    ++state_->connections;
-    std::thread([socket = std::move(socket), state = state_.get()]() mutable {
-      serve_connection(std::move(socket), *state->router);
-      --state->connections;
+    std::thread([&state, fd = accepted.release()] {
+      asio::io_context io;
+      Local::socket socket(io, Local(), fd);
+      serve_requests(io, socket, *state.router, std::string());
+      beast::error_code ignored;
+      socket.shutdown(Local::socket::shutdown_both, ignored);
+      --state.connections;
     }).detach();
   }
+  if (state.tcp_thread.joinable()) state.tcp_thread.join();
 }
 
 void HttpServer::stop() {
   if (!state_ || state_->stopping.exchange(true)) return;
-  // Wakes the blocking accept() (Linux returns EINVAL from accept on a shut-down listener).
+  // Wakes the blocking accept() calls (Linux returns EINVAL from accept on a shut-down
+  // listener).
   ::shutdown(state_->acceptor.native_handle(), SHUT_RDWR);
+  if (state_->tcp_acceptor) ::shutdown(state_->tcp_acceptor->native_handle(), SHUT_RDWR);
   ::unlink(state_->path.c_str());
 }
 

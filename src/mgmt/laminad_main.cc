@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <expected>
+#include <fstream>
+#include <optional>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -49,8 +52,69 @@ fs::path own_folder() {
   return fs::read_symlink("/proc/self/exe", error).parent_path();
 }
 
+// "HOST:PORT" or "[V6]:PORT".
+std::optional<std::pair<std::string, uint16_t>> parse_listen(const std::string& text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0) return std::nullopt;
+  std::string host = text.substr(0, colon);
+  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  unsigned port = 0;
+  const std::string digits = text.substr(colon + 1);
+  if (digits.empty() || digits.size() > 5 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  port = static_cast<unsigned>(std::stoul(digits));
+  if (port > 65535) return std::nullopt;
+  return std::pair{host, static_cast<uint16_t>(port)};
+}
+
+struct TcpArguments {
+  std::string listen;
+  fs::path certificate, key, client_ca, token_file;
+};
+
+// The TCP endpoint's settings, or an exit status for a usage error.
+std::expected<std::optional<lamina::mgmt::TcpListenOptions>, int> tcp_options(
+    const TcpArguments& arguments) {
+  if (arguments.listen.empty()) {
+    if (!arguments.certificate.empty() || !arguments.key.empty() ||
+        !arguments.client_ca.empty() || !arguments.token_file.empty()) {
+      fmt::print(stderr, "laminad: --tls-* and --token-file go with --listen\n");
+      return std::unexpected(2);
+    }
+    return std::nullopt;
+  }
+  auto endpoint = parse_listen(arguments.listen);
+  if (!endpoint) {
+    fmt::print(stderr, "laminad: --listen {}: use HOST:PORT\n", arguments.listen);
+    return std::unexpected(2);
+  }
+  if (arguments.certificate.empty() || arguments.key.empty()) {
+    fmt::print(stderr, "laminad: --listen needs --tls-cert and --tls-key (TCP is TLS only)\n");
+    return std::unexpected(2);
+  }
+  lamina::mgmt::TcpListenOptions options{.host = endpoint->first,
+                                         .port = endpoint->second,
+                                         .certificate = arguments.certificate,
+                                         .key = arguments.key,
+                                         .client_ca = arguments.client_ca,
+                                         .token = {}};
+  if (!arguments.token_file.empty()) {
+    std::ifstream file(arguments.token_file);
+    std::getline(file, options.token);
+    if (options.token.size() < 16) {
+      fmt::print(stderr, "laminad: --token-file {}: needs a token of at least 16 characters\n",
+                 arguments.token_file.string());
+      return std::unexpected(2);
+    }
+  }
+  return options;
+}
+
 int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worker,
-        const std::string& worker_user) {
+        const std::string& worker_user,
+        const std::optional<lamina::mgmt::TcpListenOptions>& tcp) {
   // SIGTERM and SIGINT end laminad: blocked before any thread exists (threads inherit the
   // mask) and taken by one waiting thread. A client that went away is an error, not SIGPIPE.
   sigset_t signals;
@@ -60,11 +124,13 @@ int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worke
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
   std::error_code error;
-  fs::create_directories(state_dir, error);
-  fs::create_directories(socket.parent_path(), error);
-  if (error) {
-    fmt::print(stderr, "laminad: {}: {}\n", socket.parent_path().string(), error.message());
-    return 1;
+  for (const fs::path& folder : {state_dir, socket.parent_path()}) {
+    if (folder.empty()) continue;
+    fs::create_directories(folder, error);
+    if (error) {
+      fmt::print(stderr, "laminad: {}: {}\n", folder.string(), error.message());
+      return 1;
+    }
   }
   fs::permissions(state_dir, fs::perms::owner_all, error);
   // One laminad per state folder.
@@ -92,7 +158,7 @@ int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worke
     return 1;
   }
   lamina::mgmt::ApiRouter router(**service);
-  auto server = lamina::mgmt::HttpServer::listen(socket, router);
+  auto server = lamina::mgmt::HttpServer::listen(socket, router, tcp);
   if (!server) {
     fmt::print(stderr, "laminad: {}\n", server.error().message());
     return 1;
@@ -104,6 +170,7 @@ int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worke
   });
   (*service)->start_autostart_vms();
   fmt::print(stderr, "laminad: serving {} (state in {})\n", socket.string(), state_dir.string());
+  if (tcp) fmt::print(stderr, "laminad: serving https on {} port {}\n", tcp->host, (*server)->tcp_port());
   (*server)->serve();
   // Running VMs keep running: their workers are not tied to laminad. Connection threads may
   // still be waiting on long polls, so leave without destroying what they use.
@@ -124,16 +191,28 @@ int main(int argc, char** argv) {
   fs::path socket = default_socket();
   fs::path worker = own_folder() / "lamina-vm";
   std::string worker_user = "nobody";
+  TcpArguments tcp;
   app.add_option("--state-dir", state_dir, "Inventory and per-VM files")->capture_default_str();
   app.add_option("--socket", socket, "The API's Unix socket")->capture_default_str();
   app.add_option("--worker", worker, "The lamina-vm program")->capture_default_str();
   app.add_option("--worker-user", worker_user,
                  "As root: the unprivileged user workers run as")->capture_default_str();
+  app.add_option("--listen", tcp.listen,
+                 "Also serve the API over TLS on HOST:PORT (needs --tls-cert, --tls-key and "
+                 "client authentication: --tls-ca and/or --token-file)");
+  app.add_option("--tls-cert", tcp.certificate, "PEM certificate chain for --listen");
+  app.add_option("--tls-key", tcp.key, "PEM private key for --listen");
+  app.add_option("--tls-ca", tcp.client_ca,
+                 "PEM CA: clients on --listen must present a certificate it signed");
+  app.add_option("--token-file", tcp.token_file,
+                 "A file whose first line is the bearer token clients on --listen must send");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& error) {
     const int code = app.exit(error);
     return code == 0 ? 0 : 2;
   }
-  return run(state_dir, socket, worker, worker_user);
+  auto listen = tcp_options(tcp);
+  if (!listen) return listen.error();
+  return run(state_dir, socket, worker, worker_user, *listen);
 }

@@ -1,0 +1,80 @@
+#include "cli/tls_client.h"
+
+#include <openssl/ssl.h>
+
+#include <cstdlib>
+
+#include <boost/asio/connect.hpp>
+#include <fmt/format.h>
+
+namespace lamina::cli {
+namespace {
+
+namespace asio = boost::asio;
+namespace ssl = asio::ssl;
+
+std::string environment(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "";
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TlsClientContext>> TlsClientContext::from_environment() {
+  std::unique_ptr<TlsClientContext> tls(new TlsClientContext());
+  boost::system::error_code error;
+  tls->context_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                            ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                            ssl::context::no_tlsv1_1);
+  tls->context_.set_verify_mode(ssl::verify_peer);
+  if (const std::string ca = environment("LAMINA_TLS_CA"); !ca.empty()) {
+    tls->context_.load_verify_file(ca, error);
+    if (error) return fail(ErrorCode::kInvalidArgument, fmt::format("LAMINA_TLS_CA {}: {}", ca, error.message()));
+  } else {
+    tls->context_.set_default_verify_paths(error);
+  }
+  const std::string certificate = environment("LAMINA_TLS_CERT");
+  const std::string key = environment("LAMINA_TLS_KEY");
+  if (certificate.empty() != key.empty()) {
+    return fail(ErrorCode::kInvalidArgument, "LAMINA_TLS_CERT and LAMINA_TLS_KEY go together");
+  }
+  if (!certificate.empty()) {
+    tls->context_.use_certificate_chain_file(certificate, error);
+    if (error) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("LAMINA_TLS_CERT {}: {}", certificate, error.message()));
+    }
+    tls->context_.use_private_key_file(key, ssl::context::pem, error);
+    if (error) {
+      return fail(ErrorCode::kInvalidArgument, fmt::format("LAMINA_TLS_KEY {}: {}", key, error.message()));
+    }
+  }
+  return tls;
+}
+
+Result<void> connect_tcp(asio::ip::tcp::socket& socket, const std::string& host,
+                         const std::string& port) {
+  boost::system::error_code error;
+  asio::ip::tcp::resolver resolver(socket.get_executor());
+  const auto endpoints = resolver.resolve(host, port, error);
+  if (!error) asio::connect(socket, endpoints, error);
+  if (error) {
+    return fail(ErrorCode::kNotFound,
+                fmt::format("cannot reach laminad at {}:{}: {}", host, port, error.message()));
+  }
+  return {};
+}
+
+Result<void> handshake(ssl::stream<asio::ip::tcp::socket&>& stream, const std::string& host) {
+  // SNI, and the certificate must name the host (RFC 6125 rules through OpenSSL).
+  SSL_set_tlsext_host_name(stream.native_handle(), host.c_str());
+  stream.set_verify_callback(ssl::host_name_verification(host));
+  boost::system::error_code error;
+  stream.handshake(ssl::stream_base::client, error);
+  if (error) {
+    return fail(ErrorCode::kIo, fmt::format("TLS with laminad at {}: {}", host, error.message()));
+  }
+  return {};
+}
+
+}  // namespace lamina::cli
