@@ -106,6 +106,10 @@ HostConsolePort::~HostConsolePort() {
     ::close(fds_.listen);
     ::unlink(fds_.socket_path.c_str());
   }
+  if (dropped_output_ > 0) {
+    log_warn("--console-port: {} bytes of guest output were dropped (nobody read them)",
+             dropped_output_);
+  }
 }
 
 void HostConsolePort::set_listener(Listener* listener) {
@@ -147,11 +151,38 @@ bool HostConsolePort::output_ready() const {
 
 void HostConsolePort::write(std::span<const std::byte> data) {
   if (data.empty()) return;
+  uint64_t dropped_total = 0;
   {
     std::lock_guard lock(mutex_);
-    output_.insert(output_.end(), data.begin(), data.end());
+    // Only the newest kOutputLimit bytes can stay; older ones go first (a console reader wants
+    // the latest output, e.g. a panic message).
+    const size_t kept = std::min(data.size(), kOutputLimit);
+    const size_t overflow =
+        (output_.size() + kept > kOutputLimit) ? output_.size() + kept - kOutputLimit : 0;
+    output_.erase(output_.begin(), output_.begin() + static_cast<std::ptrdiff_t>(overflow));
+    output_.insert(output_.end(), data.end() - static_cast<std::ptrdiff_t>(kept), data.end());
+    const size_t dropped = overflow + (data.size() - kept);
+    dropped_output_ += dropped;
+    output_erased_ += overflow;
+    if (dropped > 0) dropped_total = dropped_output_;
+  }
+  if (dropped_total > 0 && drop_log_.allow()) {
+    log_warn(
+        "--console-port: output buffer full ({} KiB, nobody reads it): dropping the oldest "
+        "guest output ({} bytes so far)",
+        kOutputLimit / 1024, dropped_total);
   }
   wakeup_.signal();
+}
+
+size_t HostConsolePort::output_pending() const {
+  std::lock_guard lock(mutex_);
+  return output_.size();
+}
+
+uint64_t HostConsolePort::dropped_output_bytes() const {
+  std::lock_guard lock(mutex_);
+  return dropped_output_;
 }
 
 void HostConsolePort::drop_client() {
@@ -224,17 +255,22 @@ void HostConsolePort::run(std::stop_token stop) {
     }
     if (want_output && !hang_up && (polled[output_slot].revents & (POLLOUT | POLLERR | POLLHUP))) {
       size_t length = 0;
+      uint64_t erased_before = 0;
       {
         std::lock_guard lock(mutex_);
         length = std::min(output_.size(), buffer.size());
         std::copy_n(output_.begin(), length, buffer.begin());
+        erased_before = output_erased_;
       }
       const ssize_t sent = socket_mode ? ::send(output_fd, buffer.data(), length, MSG_NOSIGNAL)
                                        : ::write(output_fd, buffer.data(), length);
       std::lock_guard lock(mutex_);
       const bool was_full = output_.size() >= kOutputCapacity;
       if (sent > 0) {
-        output_.erase(output_.begin(), output_.begin() + sent);
+        // write() may have dropped some of the bytes just sent from the front meanwhile.
+        const uint64_t gone = std::min<uint64_t>(output_erased_ - erased_before, sent);
+        const size_t remove = std::min<size_t>(output_.size(), sent - gone);
+        output_.erase(output_.begin(), output_.begin() + static_cast<std::ptrdiff_t>(remove));
       } else if (sent < 0 && errno != EAGAIN && errno != EINTR) {
         if (socket_mode) {
           hang_up = true;
