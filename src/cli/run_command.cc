@@ -215,9 +215,10 @@ void add_run_command(CLI::App& app) {
       ->take_all()
       ->allow_extra_args(false);
   run->add_option("--net", options->networks,
-                  "Network card (virtio-net), once per card: switch:NAME[,mac=M] (the Lamina "
-                  "virtual switch NAME, started when none runs) or tap:IFNAME[,mac=M]; without "
-                  "mac= a random local address")
+                  "Network card (virtio-net), once per card: switch:NAME[,mac=M][,mac-spoofing="
+                  "on|off] (the Lamina virtual switch NAME, started when none runs; it drops "
+                  "frames from other source MACs unless mac-spoofing=on) or tap:IFNAME[,mac=M]; "
+                  "without mac= a random local address")
       ->take_all()
       ->allow_extra_args(false);
   run->add_option("--on-reboot", options->on_reboot,
