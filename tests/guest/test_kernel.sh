@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one of our own Multiboot test kernels under `lamina run` and checks what it prints and
 # how lamina exits.
-#   test_kernel.sh LAMINA KERNEL_DIR debug_exit|triple_fault
+#   test_kernel.sh LAMINA KERNEL_DIR debug_exit|no_debug_exit|triple_fault|file_serial|...
 set -euo pipefail
 lamina=$1 kernels=$2 scenario=$3
 out=$(mktemp) err=$(mktemp)
@@ -14,13 +14,26 @@ case $scenario in
     status=$((RANDOM % 120 + 1))
     message="hello-from-test-kernel-$RANDOM"
     set +e
-    timeout 60 "$lamina" run --kernel "$kernels/hello_multiboot.elf" --cmdline "$status $message" \
-      </dev/null >"$out" 2>"$err"
+    timeout 60 "$lamina" run --debug-exit --kernel "$kernels/hello_multiboot.elf" \
+      --cmdline "$status $message" </dev/null >"$out" 2>"$err"
     code=$?
     set -e
     [[ $code -eq $(( (status << 1) | 1 )) ]] || fail "exit status $code, expected $(( (status << 1) | 1 ))"
     grep -qx "$message" "$out" || fail "the kernel's message is missing from the console"
     [[ ! -s $err ]] || fail "unexpected stderr"
+    ;;
+  no_debug_exit)
+    # Without --debug-exit the guest cannot pick the status, not even 3 ("KVM unusable"):
+    # status 1 would make (1 << 1) | 1 = 3. The kernel goes on and triple-faults instead.
+    set +e
+    timeout 60 "$lamina" run --kernel "$kernels/hello_multiboot.elf" --cmdline "1 wants-status-3" \
+      </dev/null >"$out" 2>"$err"
+    code=$?
+    set -e
+    [[ $code -eq 1 ]] || fail "exit status $code, expected 1 (the port must be absent)"
+    grep -qx "wants-status-3" "$out" || fail "the kernel did not run"
+    grep -qx "debug-exit ignored" "$out" || fail "the kernel did not go on past the port"
+    grep -q "^lamina run: .*triple fault" "$err" || fail "expected the triple fault as the reason"
     ;;
   triple_fault)
     set +e
@@ -37,7 +50,7 @@ case $scenario in
     console=$(mktemp)
     trap 'rm -f "$out" "$err" "$console"' EXIT
     set +e
-    timeout 60 "$lamina" run --kernel "$kernels/hello_multiboot.elf" --cmdline "0 to-a-file" \
+    timeout 60 "$lamina" run --debug-exit --kernel "$kernels/hello_multiboot.elf" --cmdline "0 to-a-file" \
       --serial "file:$console" </dev/null >"$out" 2>"$err"
     code=$?
     set -e
