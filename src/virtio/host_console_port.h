@@ -2,9 +2,11 @@
 // HostConsolePort: a ConsoleBackend on host file descriptors, for `lamina run --console-port`:
 //   stdio        guest output to stdout, stdin to the guest (bytes pass through untouched: no
 //                raw mode or escape keys; use it with --serial other than stdio);
-//   file:PATH    guest output written to PATH (created or truncated); no input;
-//   socket:PATH  a Unix stream socket listening at PATH (an existing socket file there is
-//                replaced; the file is removed on close); one client at a time, later ones
+//   file:PATH    guest output written to PATH (base/output_file.h: truncated, never through a
+//                symbolic link); no input;
+//   socket:PATH  a Unix stream socket listening at PATH, mode 0600 (a stale socket file of the
+//                user's is replaced; a live one, another user's or a non-socket is refused;
+//                the file is removed on close); one client at a time, later ones
 //                are refused while one is connected; output waits in the buffer while no
 //                client is connected, so nothing the guest wrote before the client came is lost.
 // One I/O thread polls the descriptors and an eventfd; buffers are bounded (output 64 KiB,

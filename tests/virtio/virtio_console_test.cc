@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -284,6 +285,52 @@ TEST_F(VirtioConsoleTest, OversizedHostWritesAreCutToTheLimitAndCounted) {
   EXPECT_EQ((*port)->output_pending(), HostConsolePort::kOutputLimit);
   EXPECT_EQ((*port)->dropped_output_bytes(), written - HostConsolePort::kOutputLimit);
   EXPECT_FALSE((*port)->output_ready()) << "flow control still holds the transmit queue";
+}
+
+TEST_F(VirtioConsoleTest, ConsoleSocketIsPrivateAndALiveOneIsNeverReplaced) {
+  const auto path = test_socket_path("private");
+  const mode_t old_mask = ::umask(0);
+  auto port = HostConsolePort::open_socket(path);
+  ::umask(old_mask);
+  ASSERT_TRUE(port) << port.error().message();
+  struct stat status {};
+  ASSERT_EQ(::lstat(path.c_str(), &status), 0);
+  EXPECT_TRUE(S_ISSOCK(status.st_mode));
+  EXPECT_EQ(status.st_mode & 0777, 0600u) << "only the user may reach the guest's console";
+
+  // A second VM asking for the same path must not take the first one's console.
+  auto second = HostConsolePort::open_socket(path);
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.error().message().find("is in use"), std::string::npos)
+      << second.error().message();
+  const int client = connect_client(path);
+  EXPECT_GE(client, 0) << "the first port still listens";
+  if (client >= 0) ::close(client);
+  port->reset();
+  EXPECT_FALSE(std::filesystem::exists(path));
+
+  // A socket nobody listens on (a killed run's) is replaced.
+  const int stale = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  ASSERT_EQ(::bind(stale, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ::close(stale);
+  ASSERT_TRUE(std::filesystem::exists(path));
+  auto replaced = HostConsolePort::open_socket(path);
+  ASSERT_TRUE(replaced) << replaced.error().message();
+  const int after = connect_client(path);
+  EXPECT_GE(after, 0);
+  if (after >= 0) ::close(after);
+  replaced->reset();
+
+  // Anything else at the path is refused and left alone.
+  { std::ofstream(path) << "data"; }
+  auto refused = HostConsolePort::open_socket(path);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("exists and is not a socket"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::is_regular_file(path));
+  std::filesystem::remove(path);
 }
 
 TEST_F(VirtioConsoleTest, HostFileReceivesOutput) {
