@@ -31,6 +31,8 @@ check "run --console-port file: through a symlink" 1 "is a symbolic link; lamina
 check "run --serial file: through a symlink" 1 "^lamina run: --serial: '$folder/link.log' is a symbolic link" -- \
   "$lamina" run --kernel "$0" --serial "file:$folder/link.log"
 [[ $(cat "$folder/precious") == keep ]] || { echo "FAIL: the link's target was written"; failures=$((failures + 1)); }
+check "run --disk with a comma written ,," 2 "^lamina run: --disk $folder/a,b.raw: no such file" -- \
+  "$lamina" run --disk "$folder/a,,b.raw"
 check "run --disk takes one image per occurrence" 2 'not expected: b' -- \
   "$lamina" run --disk a b
 exit $((failures > 0))
