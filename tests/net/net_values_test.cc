@@ -1,8 +1,11 @@
 // Value-level pieces of src/net: MAC addresses, the MAC table (with made-up time), switch
 // names and paths, the --net option, and the switch protocol's decoders on hostile input.
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
+#include <fstream>
 
 #include "net/mac_address.h"
 #include "net/mac_table.h"
@@ -182,6 +185,66 @@ TEST(SwitchPaths, FolderIsPrivateAndOwnedByTheUser) {
   auto refused = switch_paths("lab", /*create=*/true);
   ASSERT_FALSE(refused);
   EXPECT_NE(refused.error().message().find("not a folder"), std::string::npos);
+}
+
+TEST(SwitchPaths, SquattedOrLooseFoldersAreRefusedWithTheFix) {
+  testing::PrivateRuntimeDirectory scratch;
+  // Made by us even under a umask that would take the owner's bits: still exactly 0700.
+  const auto made = scratch.path() / "made";
+  const mode_t old_mask = ::umask(0277);
+  auto created = ensure_private_directory(made, /*create=*/true);
+  ::umask(old_mask);
+  ASSERT_TRUE(created) << created.error().message();
+  struct stat status {};
+  ASSERT_EQ(::stat(made.c_str(), &status), 0);
+  EXPECT_EQ(status.st_mode & 07777, 0700U);
+  EXPECT_TRUE(ensure_private_directory(made, /*create=*/true)) << "ours: used again";
+
+  auto expect_refused = [](const std::filesystem::path& path, const std::string& why) {
+    auto refused = ensure_private_directory(path, /*create=*/true);
+    ASSERT_FALSE(refused) << path;
+    EXPECT_EQ(refused.error().code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(refused.error().message().find(why), std::string::npos) << refused.error().message();
+    EXPECT_NE(refused.error().message().find("rm -r " + path.string()), std::string::npos)
+        << "the message says how to fix it: " << refused.error().message();
+  };
+  // Ours but open to others (another user may have put a socket in it): refused, not repaired.
+  const auto loose = scratch.path() / "loose";
+  ASSERT_EQ(::mkdir(loose.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(loose.c_str(), 0777), 0);
+  expect_refused(loose, "has mode 0777, not 0700");
+  ASSERT_EQ(::stat(loose.c_str(), &status), 0);
+  EXPECT_EQ(status.st_mode & 07777, 0777U) << "left as found";
+  // A file or a link where the folder should be.
+  const auto file = scratch.path() / "file";
+  std::ofstream(file) << "x";
+  expect_refused(file, "is not a folder");
+  const auto link = scratch.path() / "link";
+  std::filesystem::create_directory_symlink(made, link);
+  expect_refused(link, "is not a folder");
+  // Another user's folder with the right mode (what a squatter in /tmp makes). Only root can
+  // make one for the test.
+  if (::getuid() == 0) {
+    const auto foreign = scratch.path() / "foreign";
+    ASSERT_EQ(::mkdir(foreign.c_str(), 0700), 0);
+    ASSERT_EQ(::chown(foreign.c_str(), 4242, 4242), 0);
+    expect_refused(foreign, "belongs to uid 4242, not to you");
+  }
+}
+
+TEST(SwitchPaths, WithoutXdgRuntimeDirTheFolderIsInTmpPerUser) {
+  testing::PrivateRuntimeDirectory runtime;
+  ::unsetenv("XDG_RUNTIME_DIR");
+  const std::filesystem::path expected = fmt::format("/tmp/lamina-{}/switch", ::getuid());
+  // Not created here (other runs of this user may use it): only where it is looked for.
+  auto directory = switch_directory(/*create=*/false);
+  if (directory) {
+    EXPECT_EQ(*directory, expected);
+  } else {
+    EXPECT_NE(directory.error().message().find(fmt::format("/tmp/lamina-{}", ::getuid())),
+              std::string::npos)
+        << directory.error().message();
+  }
 }
 
 TEST(SwitchPaths, SocketPathThatDoesNotFitIsRefused) {
