@@ -6,6 +6,7 @@
 #   hostile_guest.sh LAMINA KERNEL_DIR console_flood|code_churn|irq_storm|register_fuzz
 set -euo pipefail
 lamina=$1 kernels=$2 scenario=$3
+[[ -x /usr/bin/time ]] || { echo "FAIL: needs GNU time at /usr/bin/time (Debian package time)"; exit 1; }
 folder=$(mktemp -d)
 trap 'rm -rf "$folder"' EXIT
 out=$folder/out err=$folder/err
