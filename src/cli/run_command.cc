@@ -31,6 +31,7 @@ struct RunOptions {
   std::string console_port = "none";
   std::vector<std::string> disks;
   std::vector<std::string> networks;  // --net, repeatable
+  bool debug_exit = false;
 };
 
 [[noreturn]] void report_bad_option(const Error& error) {
@@ -72,6 +73,7 @@ machine::VmConfig to_config(const RunOptions& options) {
     if (!network) report_bad_option(network.error());
     config.networks.push_back(*network);
   }
+  config.debug_exit = options.debug_exit;
   if (auto valid = machine::validate(config); !valid) report_bad_option(valid.error());
   // Without --kernel the default guest boots; a missing one is a usage error saying how to
   // make it.
@@ -123,7 +125,8 @@ void add_run_command(CLI::App& app) {
   run->add_option("--cmdline", options->cmdline, "Kernel command line");
   run->add_option("--cpus", options->cpus, "Number of vCPUs (1-64)")->capture_default_str();
   run->add_option("--memory", options->memory, "Guest RAM, e.g. 256M or 4G")->capture_default_str();
-  run->add_option("--accel", options->accel, "CPU backend: emu (built-in x86-64 CPU), kvm (/dev/kvm; exit status 3 when "
+  run->add_option("--accel", options->accel,
+                  "CPU backend: emu (built-in x86-64 CPU), kvm (/dev/kvm; exit status 3 when "
                   "unusable) or auto (kvm when usable, else emu)")
       ->capture_default_str();
   run->add_option("--serial", options->serial,
@@ -145,18 +148,24 @@ void add_run_command(CLI::App& app) {
       ->take_all()
       ->allow_extra_args(false);
   run->add_option("--net", options->networks,
-                  "Network card (virtio-net), once per card: switch:NAME[,mac=M] (the Lamina "
-                  "virtual switch NAME, started when none runs) or tap:IFNAME[,mac=M]; without "
-                  "mac= a random local address")
+                  "Network card (virtio-net), once per card: switch:NAME[,mac=M][,mac-spoofing="
+                  "on|off] (the Lamina virtual switch NAME, started when none runs; it drops "
+                  "frames from other source MACs unless mac-spoofing=on) or tap:IFNAME[,mac=M]; "
+                  "without mac= a random local address")
       ->take_all()
       ->allow_extra_args(false);
+  run->add_flag("--debug-exit", options->debug_exit,
+                "Give the guest the debug-exit port 0xf4 (QEMU's isa-debug-exit): writing N ends "
+                "the run with status (N << 1) | 1. For test guests; without it writes there are "
+                "ignored, so a guest cannot choose lamina's exit status");
   run->add_option("--on-reboot", options->on_reboot,
                   "When the guest reboots: exit (non-zero) or restart")
       ->capture_default_str();
   run->footer(
-      "Exit status: 0 when the guest powers off (or Ctrl-A x on the console); (N << 1) | 1 when "
-      "it writes N to the debug-exit port 0xf4 (low 8 bits); 1 with a one-line reason on a "
-      "triple fault, a reboot with --on-reboot exit, or a machine error.");
+      "Exit status: 0 when the guest powers off (or Ctrl-A x on the console); with --debug-exit, "
+      "(N << 1) | 1 when it writes N to port 0xf4 (low 8 bits); 1 with a one-line reason on a "
+      "triple fault, a reboot with --on-reboot exit, or a machine error; 3 when --accel kvm "
+      "finds KVM unusable.");
   run->callback([options] { run_vm(to_config(*options)); });
 }
 

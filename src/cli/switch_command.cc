@@ -38,19 +38,27 @@ nlohmann::json status_json(const net::SwitchStatus& status) {
 }
 
 void print_status(const net::SwitchStatus& status) {
-  fmt::print("switch {}: daemon pid {}, up {}, MAC age {}s, at most {} MACs and {} ports\n",
-             status.name, status.pid, format_duration(status.uptime_seconds),
-             status.mac_age_seconds, status.max_macs, status.max_ports);
+  fmt::print(
+      "switch {}: daemon pid {}, up {}, MAC age {}s, at most {} MACs ({} per port) and {} ports\n",
+      status.name, status.pid, format_duration(status.uptime_seconds), status.mac_age_seconds,
+      status.max_macs, status.max_macs_per_port, status.max_ports);
   fmt::print("frames flooded {}, filtered {}; sources not learned (table full) {}\n",
              status.flooded_frames, status.filtered_frames, status.unlearned_sources);
-  fmt::print("\n{:>5} {:>8} {:<20} {:>10} {:>12} {:>10} {:>12} {:>9} {:>8} {:>9}\n", "PORT", "PID",
-             "LABEL", "RX-FRAMES", "RX-BYTES", "TX-FRAMES", "TX-BYTES", "MALFORMED", "DROPPED",
-             "CONNECTED");
+  // SPOOFED: frames dropped for a source address other than the port's MAC (spoofing off);
+  // UNLEARNED: sources not learned because the port had its most addresses.
+  fmt::print(
+      "\n{:>5} {:>8} {:<20} {:<17} {:>5} {:>10} {:>12} {:>10} {:>12} {:>9} {:>8} {:>8} "
+      "{:>9} {:>9}\n",
+      "PORT", "PID", "LABEL", "MAC", "SPOOF", "RX-FRAMES", "RX-BYTES", "TX-FRAMES", "TX-BYTES",
+      "MALFORMED", "DROPPED", "SPOOFED", "UNLEARNED", "CONNECTED");
   for (const auto& port : status.ports) {
-    fmt::print("{:>5} {:>8} {:<20} {:>10} {:>12} {:>10} {:>12} {:>9} {:>8} {:>9}\n", port.id,
-               port.pid, port.label.empty() ? "-" : port.label, port.received_frames,
-               port.received_bytes, port.sent_frames, port.sent_bytes, port.malformed_frames,
-               port.dropped_frames, format_duration(port.connected_seconds));
+    fmt::print(
+        "{:>5} {:>8} {:<20} {:<17} {:>5} {:>10} {:>12} {:>10} {:>12} {:>9} {:>8} {:>8} "
+        "{:>9} {:>9}\n",
+        port.id, port.pid, port.label.empty() ? "-" : port.label, port.mac,
+        port.mac_spoofing ? "on" : "off", port.received_frames, port.received_bytes,
+        port.sent_frames, port.sent_bytes, port.malformed_frames, port.dropped_frames,
+        port.spoofed_frames, port.unlearned_sources, format_duration(port.connected_seconds));
   }
   fmt::print("\n{:<17} {:>5} {:>6}\n", "MAC ADDRESS", "PORT", "AGE");
   for (const auto& mac : status.macs) {
@@ -62,6 +70,7 @@ struct ServeArguments {
   std::string name;
   double mac_age = 300;
   size_t max_macs = 4096;
+  size_t max_macs_per_port = 64;
   size_t max_ports = 256;
   double idle_exit = 0;
   int ready_fd = -1;
@@ -85,6 +94,7 @@ void run_serve(const ServeArguments& arguments) {
   net::SwitchDaemonOptions options;
   options.mac_age = to_milliseconds(arguments.mac_age);
   options.max_macs = arguments.max_macs;
+  options.max_macs_per_port = arguments.max_macs_per_port;
   options.max_ports = arguments.max_ports;
   options.idle_exit = to_milliseconds(arguments.idle_exit);
 
@@ -133,6 +143,11 @@ void add_switch_command(CLI::App& app) {
   serve
       ->add_option("--max-macs", serve_arguments->max_macs,
                    "Size of the MAC address table (default 4096)")
+      ->check(CLI::Range(size_t{1}, size_t{1} << 20));
+  serve
+      ->add_option("--max-macs-per-port", serve_arguments->max_macs_per_port,
+                   "Addresses one port may have learned (only ports with MAC spoofing on have "
+                   "more than their own; default 64)")
       ->check(CLI::Range(size_t{1}, size_t{1} << 20));
   serve->add_option("--max-ports", serve_arguments->max_ports, "Most ports (default 256)")
       ->check(CLI::Range(size_t{1}, size_t{4096}));

@@ -2,7 +2,8 @@
 // DebugExit: a port (conventionally 0xf4, size 4) that lets a test guest end the VM with a
 // status, compatible with QEMU's isa-debug-exit: writing value N requests exit status
 // (N << 1) | 1, so a guest can never produce status 0 and be mistaken for a clean poweroff.
-// The write's width (1, 2 or 4 bytes) gives N; reads return all ones.
+// The write's width (1, 2 or 4 bytes) gives N; reads return all ones. The machine maps it
+// only when asked (`lamina run --debug-exit`): otherwise any guest could pick the status.
 //
 // Ownership: owns the callback. Thread-safety: stateless; the callback runs on the writing
 // vCPU's thread and must only request the exit (stop the VM through the run loop's queue).
@@ -18,6 +19,9 @@ namespace lamina::hw {
 
 class DebugExit final : public Device, public Stateful {
  public:
+  static constexpr uint64_t kPort = 0xf4;
+  static constexpr uint64_t kSize = 4;
+
   explicit DebugExit(std::function<void(uint32_t status)> exit_request)
       : exit_request_(std::move(exit_request)) {}
 

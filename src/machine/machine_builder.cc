@@ -184,7 +184,6 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
       {m.io_, 0x64, 1, m.i8042_->command_port()},
       {m.io_, 0x92, 1, *m.port92_},
       {m.io_, 0x80, 1, *m.post_code_},
-      {m.io_, 0xf4, 4, *m.debug_exit_},
       {m.io_, acpi_config.pm1a_event_port, 4, m.acpi_pm_->event_block()},
       {m.io_, acpi_config.pm1a_control_port, 2, m.acpi_pm_->control_block()},
       {m.io_, acpi_config.pm_timer_port, 4, m.acpi_pm_->timer_block()},
@@ -197,6 +196,13 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   };
   for (const Mapping& mapping : mappings) {
     if (auto mapped = map(mapping.bus, mapping.base, mapping.size, mapping.device); !mapped) {
+      return fail(mapped.error().with_context("machine wiring"));
+    }
+  }
+  // Without it, writes to 0xf4 are unmapped port writes: dropped and counted.
+  if (options.debug_exit) {
+    if (auto mapped = map(m.io_, hw::DebugExit::kPort, hw::DebugExit::kSize, *m.debug_exit_);
+        !mapped) {
       return fail(mapped.error().with_context("machine wiring"));
     }
   }
@@ -250,7 +256,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   features.x2apic = true;
   auto accelerator = options.kvm ? accel::create_kvm_accelerator(m.memory_, features)
                                  : accel::create_emu_accelerator(m.memory_, features);
-  if (!accelerator) return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));
+  if (!accelerator)
+    return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));
   m.accelerator_ = std::move(*accelerator);
   if (auto added = add_virtio_functions(m, options, acpi_config.pci_gsi_base); !added) {
     return fail(added.error());

@@ -46,7 +46,11 @@ struct MachineOptions {
   uint64_t memory_bytes = uint64_t{512} << 20;
   LinuxEntry linux_entry = LinuxEntry::kDecompressed;
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
-  bool kvm = false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
+  bool kvm =
+      false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
+  // Map the debug-exit port (0xf4, QEMU's isa-debug-exit) so the guest can end the run with a
+  // status of its choice. Off by default: only test guests may pick lamina's exit status.
+  bool debug_exit = false;
   // One entry per virtio device, called on every build (each boot of a --on-reboot restart
   // gets fresh devices, which is the devices' machine reset). A factory may borrow host-side
   // things that outlive the machines (a console backend, an open disk image); its error stops

@@ -11,6 +11,8 @@
 
 #include <fmt/format.h>
 
+#include "base/output_file.h"
+
 namespace lamina::machine {
 namespace {
 
@@ -28,12 +30,9 @@ Result<std::unique_ptr<SerialConsole>> SerialConsole::open(const SerialConfig& c
       return std::unique_ptr<SerialConsole>(new SerialConsole(STDOUT_FILENO, false, STDIN_FILENO));
     case SerialKind::kNone: return std::unique_ptr<SerialConsole>(new SerialConsole(-1, false, -1));
     case SerialKind::kFile: {
-      const int fd = ::open(config.file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd < 0) {
-        return fail(ErrorCode::kIo, fmt::format("--serial: cannot open {}: {}",
-                                                config.file.string(), std::strerror(errno)));
-      }
-      return std::unique_ptr<SerialConsole>(new SerialConsole(fd, true, -1));
+      auto file = open_output_file(config.file, "--serial");
+      if (!file) return fail(file.error());
+      return std::unique_ptr<SerialConsole>(new SerialConsole(file->release(), true, -1));
     }
   }
   return fail(ErrorCode::kInternal, "unknown serial kind");
@@ -86,7 +85,8 @@ void SerialConsole::attach(hw::Uart16550& uart, StopQueue& stops) {
     std::lock_guard lock(mutex_);
     uart_ = &uart;
     stops_ = &stops;
-    if (quit_requested_) stops.post({MachineExit::kUserQuit, "quit from the console (Ctrl-A x)", 0});
+    if (quit_requested_)
+      stops.post({MachineExit::kUserQuit, "quit from the console (Ctrl-A x)", 0});
     flush_pending_locked();
   }
   if (input_fd_ >= 0 && !reader_.joinable()) {

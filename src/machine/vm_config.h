@@ -42,8 +42,9 @@ struct VmConfig {
   RebootAction on_reboot = RebootAction::kExit;
   bool rng = true;  // virtio-rng fed from the host's getrandom
   ConsolePortConfig console_port;
-  std::vector<virtio::DiskSpec> disks;  // --disk, in order (vda, vdb, ...)
+  std::vector<virtio::DiskSpec> disks;       // --disk, in order (vda, vdb, ...)
   std::vector<net::NetworkOption> networks;  // one virtio-net card per --net, in order
+  bool debug_exit = false;  // --debug-exit: the guest may end the run with a status (port 0xf4)
 };
 
 inline constexpr uint32_t kMaxCpus = 64;

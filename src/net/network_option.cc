@@ -48,9 +48,21 @@ Result<NetworkOption> parse_network_option(std::string_view text) {
       }
       option.mac = *mac;
       have_mac = true;
+    } else if (item.starts_with("mac-spoofing=")) {
+      std::string_view value = item.substr(13);
+      if (value != "on" && value != "off") {
+        return fail(ErrorCode::kInvalidArgument,
+                    fmt::format("'{}': mac-spoofing is on or off", item));
+      }
+      if (option.backend != NetworkBackend::kSwitch) {
+        return fail(ErrorCode::kInvalidArgument,
+                    "mac-spoofing= applies to switch: networks (a tap passes what the guest "
+                    "sends to the host)");
+      }
+      option.mac_spoofing = value == "on";
     } else {
       return fail(ErrorCode::kInvalidArgument,
-                  fmt::format("'{}' is not a network setting (known: mac=)", item));
+                  fmt::format("'{}' is not a network setting (known: mac=, mac-spoofing=)", item));
     }
   }
   if (!have_mac) option.mac = MacAddress::random();
@@ -64,7 +76,11 @@ Result<std::unique_ptr<FramePort>> open_frame_port(const NetworkOption& option,
     if (!tap) return fail(tap.error());
     return std::unique_ptr<FramePort>(std::move(*tap));
   }
-  auto port = connect_switch(option.name, switch_options);
+  // The switch enforces the card's address unless spoofing is on, so it must know both.
+  SwitchConnectOptions options = switch_options;
+  options.mac = option.mac;
+  options.mac_spoofing = option.mac_spoofing;
+  auto port = connect_switch(option.name, options);
   if (!port) return fail(port.error());
   return std::unique_ptr<FramePort>(std::move(*port));
 }

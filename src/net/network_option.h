@@ -1,9 +1,11 @@
 #pragma once
 // The `--net` option of `lamina run`: which backend a VM's network card is plugged into.
-//   switch:NAME[,mac=52:54:00:12:34:56]   the Lamina virtual switch NAME (switch_port.h)
+//   switch:NAME[,mac=52:54:00:12:34:56][,mac-spoofing=on|off]
+//                                         the Lamina virtual switch NAME (switch_port.h)
 //   tap:IFNAME[,mac=...]                  the host tap interface IFNAME (tap_port.h)
-// Without mac= the card gets a random locally administered address. Free functions and a
-// value type.
+// Without mac= the card gets a random locally administered address. mac-spoofing (switch
+// only, off by default) lets the guest send from addresses other than the card's. Free
+// functions and a value type.
 
 #include <memory>
 #include <string>
@@ -20,12 +22,13 @@ enum class NetworkBackend { kSwitch, kTap };
 
 struct NetworkOption {
   NetworkBackend backend = NetworkBackend::kSwitch;
-  std::string name;  // switch name or interface name
-  MacAddress mac;    // the guest card's address
+  std::string name;           // switch name or interface name
+  MacAddress mac;             // the guest card's address
+  bool mac_spoofing = false;  // switch only: frames from other source addresses pass
 };
 
 // Parses one --net value; kInvalidArgument names what is wrong (unknown backend, bad name,
-// bad or group MAC address, unknown key).
+// bad or group MAC address, unknown key, mac-spoofing on a tap).
 [[nodiscard]] Result<NetworkOption> parse_network_option(std::string_view text);
 
 // Opens the backend the option names. `switch_options` applies to switch backends (its label

@@ -57,9 +57,10 @@ Result<std::unique_ptr<SwitchDaemon>> SwitchDaemon::start(std::string_view name,
                                                           const SwitchDaemonOptions& options) {
   auto paths = switch_paths(name, /*create=*/true);
   if (!paths) return fail(paths.error());
-  if (options.max_ports == 0 || options.max_macs == 0 || options.mac_age.count() <= 0) {
+  if (options.max_ports == 0 || options.max_macs == 0 || options.max_macs_per_port == 0 ||
+      options.mac_age.count() <= 0) {
     return fail(ErrorCode::kInvalidArgument,
-                "the MAC age, the MAC table size and the port count must be positive");
+                "the MAC age, the MAC table sizes and the port count must be positive");
   }
   UniqueFd lock(::open(paths->lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   if (!lock) {
@@ -85,7 +86,7 @@ SwitchDaemon::SwitchDaemon(SwitchPaths paths, const SwitchDaemonOptions& options
       listener_(std::move(listener)),
       started_(Clock::now()),
       idle_since_(started_),
-      table_(options.mac_age, options.max_macs),
+      table_(options.mac_age, options.max_macs, options.max_macs_per_port),
       buffer_(kMaxFrameSize) {}
 
 SwitchDaemon::~SwitchDaemon() {
@@ -208,6 +209,10 @@ void SwitchDaemon::read_hello(Connection& connection) {
   connection.is_port = true;
   connection.since = Clock::now();
   connection.status.label = hello->label;
+  connection.mac = hello->mac;
+  connection.mac_spoofing = hello->mac_spoofing;
+  connection.status.mac = hello->mac.to_string();
+  connection.status.mac_spoofing = hello->mac_spoofing;
 }
 
 void SwitchDaemon::read_frames(Connection& connection) {
@@ -235,8 +240,13 @@ void SwitchDaemon::read_frames(Connection& connection) {
       continue;
     }
     std::span<const std::byte> frame(buffer_.data(), size);
-    if (MacAddress::from_bytes(frame.subspan<6, 6>()).is_group()) {
+    const MacAddress source = MacAddress::from_bytes(frame.subspan<6, 6>());
+    if (source.is_group()) {
       log_malformed(connection, "from a group (multicast) source address", size);
+      continue;
+    }
+    if (!connection.mac_spoofing && source != connection.mac) {
+      log_spoofed(connection, source);
       continue;
     }
     switch_frame(connection, frame, Clock::now());
@@ -249,8 +259,10 @@ void SwitchDaemon::switch_frame(Connection& ingress, std::span<const std::byte> 
   ingress.status.received_bytes += frame.size();
   auto destination = MacAddress::from_bytes(frame.subspan<0, 6>());
   auto source = MacAddress::from_bytes(frame.subspan<6, 6>());
-  if (table_.learn(source, ingress.status.id, now) == MacTable::Learned::kTableFull) {
-    unlearned_sources_++;
+  switch (table_.learn(source, ingress.status.id, now)) {
+    case MacTable::Learned::kPortFull: ingress.status.unlearned_sources++; [[fallthrough]];
+    case MacTable::Learned::kTableFull: unlearned_sources_++; break;
+    default: break;
   }
   if (!destination.is_group()) {
     if (auto port = table_.lookup(destination, now)) {
@@ -323,6 +335,7 @@ SwitchStatus SwitchDaemon::status(Clock::time_point now) const {
   status.mac_age_seconds = seconds(options_.mac_age);
   status.max_macs = options_.max_macs;
   status.max_ports = options_.max_ports;
+  status.max_macs_per_port = options_.max_macs_per_port;
   status.flooded_frames = flooded_frames_;
   status.filtered_frames = filtered_frames_;
   status.unlearned_sources = unlearned_sources_;
@@ -353,6 +366,17 @@ void SwitchDaemon::log_malformed(Connection& ingress, std::string_view why, size
   if (malformed_log_.allow()) {
     log_warn("switch {}: port {} ({}): dropped a {}-byte frame {}", paths_.name, ingress.status.id,
              ingress.status.label, length, why);
+  }
+}
+
+void SwitchDaemon::log_spoofed(Connection& ingress, const MacAddress& source) {
+  ingress.status.spoofed_frames++;
+  if (spoofed_log_.allow()) {
+    log_warn(
+        "switch {}: port {} ({}): dropped a frame from {}, not the port's own {} (MAC "
+        "spoofing is off for it)",
+        paths_.name, ingress.status.id, ingress.status.label, source.to_string(),
+        ingress.mac.to_string());
   }
 }
 

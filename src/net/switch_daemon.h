@@ -9,7 +9,12 @@
 //     port; a frame never goes back to its sender;
 //   - a port's addresses are forgotten when it disconnects;
 //   - a frame shorter than 14 bytes, longer than 65549 bytes or with a group source address is
-//     dropped, counted and logged (rate-limited).
+//     dropped, counted and logged (rate-limited);
+//   - a port declares its card's MAC address in its hello; a frame whose source is another
+//     address is dropped and counted (spoofed_frames) unless the port has MAC spoofing on, as
+//     Hyper-V's switch does, so a guest cannot take another VM's address and its traffic;
+//   - a port learns at most max_macs_per_port addresses (only a spoofing port can have more
+//     than its own), so one guest cannot fill the table and make the switch flood.
 // Every frame that does not reach a port is counted (per port: malformed, dropped; per switch:
 // filtered), so nothing is lost silently. Delivery never blocks the switch: a port whose socket
 // buffer is full loses that frame (counted as its dropped_frames), like a congested switch
@@ -31,17 +36,19 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/unique_fd.h"
 #include "net/frame_port.h"
 #include "net/mac_table.h"
 #include "net/switch_paths.h"
 #include "net/switch_protocol.h"
-#include "base/unique_fd.h"
 
 namespace lamina::net {
 
 struct SwitchDaemonOptions {
   std::chrono::milliseconds mac_age{std::chrono::seconds(300)};
   size_t max_macs = 4096;
+  // Addresses learned per port (a bridging guest with MAC spoofing on may have several).
+  size_t max_macs_per_port = 64;
   size_t max_ports = 256;
   // Exit this long after the last port left (counting from start when none came);
   // zero runs until stopped.
@@ -77,6 +84,8 @@ class SwitchDaemon {
     bool is_port = false;  // false: waiting for its hello
     bool closing = false;
     Clock::time_point since;
+    MacAddress mac;  // from the hello
+    bool mac_spoofing = false;
     SwitchPortStatus status;
   };
 
@@ -94,6 +103,7 @@ class SwitchDaemon {
   bool listener_has_pending() const;
   size_t port_count() const;
   void log_malformed(Connection& ingress, std::string_view why, size_t length);
+  void log_spoofed(Connection& ingress, const MacAddress& source);
 
   SwitchPaths paths_;
   SwitchDaemonOptions options_;
@@ -109,6 +119,7 @@ class SwitchDaemon {
   uint64_t unlearned_sources_ = 0;
   std::vector<std::byte> buffer_;
   RateLimiter malformed_log_;
+  RateLimiter spoofed_log_;
 };
 
 }  // namespace lamina::net

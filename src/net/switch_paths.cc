@@ -12,44 +12,6 @@
 
 namespace lamina::net {
 
-namespace {
-
-// Makes `path` (one level) with mode 0700 if missing, then checks it is a real folder of ours
-// that nobody else can enter.
-Result<void> ensure_private_directory(const std::filesystem::path& path, bool create) {
-  if (create && ::mkdir(path.c_str(), 0700) != 0 && errno != EEXIST) {
-    return fail(ErrorCode::kIo,
-                fmt::format("cannot make {}: {}", path.string(), std::strerror(errno)));
-  }
-  struct stat status {};
-  if (::lstat(path.c_str(), &status) != 0) {
-    if (errno == ENOENT) {
-      return fail(ErrorCode::kNotFound, fmt::format("{} does not exist", path.string()));
-    }
-    return fail(ErrorCode::kIo, fmt::format("{}: {}", path.string(), std::strerror(errno)));
-  }
-  if (!S_ISDIR(status.st_mode)) {
-    return fail(
-        ErrorCode::kInvalidArgument,
-        fmt::format("{} is not a folder (a symbolic link or file is refused)", path.string()));
-  }
-  if (status.st_uid != ::getuid()) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("{} belongs to uid {}, not to you (uid {}); remove it", path.string(),
-                            status.st_uid, ::getuid()));
-  }
-  if ((status.st_mode & 077) != 0) {
-    // Our own folder with loose permissions: tighten it rather than fail.
-    if (::chmod(path.c_str(), 0700) != 0) {
-      return fail(ErrorCode::kIo, fmt::format("{} is open to other users and chmod failed: {}",
-                                              path.string(), std::strerror(errno)));
-    }
-  }
-  return {};
-}
-
-}  // namespace
-
 Result<void> validate_switch_name(std::string_view name) {
   auto allowed = [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -62,6 +24,53 @@ Result<void> validate_switch_name(std::string_view name) {
                 fmt::format("'{}' is not a switch name: use 1-{} letters, digits, '_', '.' or "
                             "'-'",
                             name, kMaxSwitchNameLength));
+  }
+  return {};
+}
+
+Result<void> ensure_private_directory(const std::filesystem::path& path, bool create) {
+  // Fix for every refusal: the folder is the user's to remove, or XDG_RUNTIME_DIR avoids /tmp.
+  const std::string fix = fmt::format(
+      "remove it (rm -r {}) if it is yours, or set XDG_RUNTIME_DIR to a private "
+      "folder",
+      path.string());
+  if (create) {
+    if (::mkdir(path.c_str(), 0700) == 0) {
+      // Ours, just made: the umask may have taken bits we need.
+      if (::chmod(path.c_str(), 0700) != 0) {
+        return fail(ErrorCode::kIo, fmt::format("cannot set the mode of {}: {}", path.string(),
+                                                std::strerror(errno)));
+      }
+    } else if (errno != EEXIST) {
+      return fail(ErrorCode::kIo,
+                  fmt::format("cannot make {}: {}", path.string(), std::strerror(errno)));
+    }
+  }
+  struct stat status {};
+  if (::lstat(path.c_str(), &status) != 0) {
+    if (errno == ENOENT) {
+      return fail(ErrorCode::kNotFound, fmt::format("{} does not exist", path.string()));
+    }
+    return fail(ErrorCode::kIo, fmt::format("{}: {}", path.string(), std::strerror(errno)));
+  }
+  // Whoever made the folder controls what is in it: another user's folder, a link or a folder
+  // others could write (someone may already have placed a socket there) is never used.
+  if (!S_ISDIR(status.st_mode)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} is not a folder (a symbolic link or file is refused); {}",
+                            path.string(), fix));
+  }
+  if (status.st_uid != ::getuid()) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} belongs to uid {}, not to you (uid {}): someone else may have "
+                            "made it to intercept your switches; {}",
+                            path.string(), status.st_uid, ::getuid(), fix));
+  }
+  if ((status.st_mode & 07777) != 0700) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} has mode {:04o}, not 0700 (others could have placed files in "
+                            "it); {}",
+                            path.string(), status.st_mode & 07777, fix));
   }
   return {};
 }

@@ -3,9 +3,10 @@
 // and its daemon's log, all in one private folder of the user:
 //   $XDG_RUNTIME_DIR/lamina/switch/        when XDG_RUNTIME_DIR is set (systemd's per-user /run),
 //   /tmp/lamina-<uid>/switch/              otherwise.
-// The folders are made with mode 0700 and must be owned by the user and closed to others (a
-// folder in /tmp another user prepared is refused), so only the user (and root) can reach a
-// switch: the folder's mode is the switch's access control. Free functions, no state.
+// The folders are made with mode 0700 and must be folders (not links) owned by the user with
+// mode exactly 0700: one in /tmp another user prepared (squatted), or one others could write,
+// is refused with the fix, never repaired, so only the user (and root) can reach a switch: the
+// folder's mode is the switch's access control. Free functions, no state.
 
 #include <filesystem>
 #include <string>
@@ -16,6 +17,11 @@
 namespace lamina::net {
 
 inline constexpr size_t kMaxSwitchNameLength = 64;
+
+// Makes `path` (one level, mode 0700) when `create` is set and it is missing, then checks it is
+// a folder of the user's with mode 0700. kNotFound when missing and not created;
+// kInvalidArgument, with how to fix it, when it is anything else.
+[[nodiscard]] Result<void> ensure_private_directory(const std::filesystem::path& path, bool create);
 
 // A switch name is 1-64 of [A-Za-z0-9_.-], not "." or ".." (it becomes a file name).
 [[nodiscard]] Result<void> validate_switch_name(std::string_view name);

@@ -25,7 +25,8 @@ int milliseconds_until(Clock::time_point deadline) {
 // Connects to `path`, says hello and waits for the welcome. A null port means nobody answered
 // at the socket path (no daemon, a dead one, or one that is just exiting); an error is one
 // that retrying will not fix (the switch refused the port).
-Result<std::unique_ptr<SwitchPort>> try_connect(const SwitchPaths& paths, const std::string& label,
+Result<std::unique_ptr<SwitchPort>> try_connect(const SwitchPaths& paths,
+                                                const SwitchConnectOptions& options,
                                                 Clock::time_point deadline) {
   const auto not_listening = [] { return std::unique_ptr<SwitchPort>(); };
   UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -39,7 +40,8 @@ Result<std::unique_ptr<SwitchPort>> try_connect(const SwitchPaths& paths, const 
     return fail(ErrorCode::kIo, fmt::format("cannot connect to {}: {}", paths.socket.string(),
                                             std::strerror(errno)));
   }
-  std::string hello = encode_hello({SwitchRole::kPort, label});
+  std::string hello =
+      encode_hello({SwitchRole::kPort, options.label, options.mac, options.mac_spoofing});
   if (::send(fd.get(), hello.data(), hello.size(), MSG_NOSIGNAL) !=
       static_cast<ssize_t>(hello.size())) {
     return not_listening();
@@ -104,12 +106,16 @@ Result<std::optional<size_t>> SwitchPort::receive(std::span<std::byte> buffer) {
 
 Result<std::unique_ptr<SwitchPort>> connect_switch(std::string_view name,
                                                    const SwitchConnectOptions& options) {
+  if (options.mac.is_group() || options.mac.is_zero()) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("switch {}: a port needs its card's unicast MAC address", name));
+  }
   auto paths = switch_paths(name, /*create=*/true);
   if (!paths) return fail(paths.error());
   auto deadline = Clock::now() + options.timeout;
   auto pause = std::chrono::milliseconds(5);
   for (;;) {
-    auto answer = try_connect(*paths, options.label, deadline);
+    auto answer = try_connect(*paths, options, deadline);
     if (!answer) return fail(answer.error().with_context(fmt::format("switch {}", name)));
     if (*answer) return std::move(*answer);
     if (!options.auto_start) {

@@ -11,15 +11,20 @@
 #include <string>
 #include <string_view>
 
+#include "base/unique_fd.h"
 #include "net/daemon_launcher.h"
 #include "net/frame_port.h"
-#include "base/unique_fd.h"
+#include "net/mac_address.h"
 
 namespace lamina::net {
 
 struct SwitchConnectOptions {
   // Shown by `lamina switch show` next to the port, e.g. "vm web1".
   std::string label;
+  // The card's own unicast address; with mac_spoofing off the switch drops frames from the
+  // port whose source is any other address.
+  MacAddress mac;
+  bool mac_spoofing = false;
   // Start a daemon when none serves the switch; otherwise a missing daemon is kNotFound.
   bool auto_start = true;
   DaemonProgram daemon{.program = "/proc/self/exe", .arguments = {"--idle-exit", "10"}};

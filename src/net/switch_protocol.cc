@@ -26,6 +26,10 @@ std::string encode_hello(const SwitchHello& hello) {
   Json json{{"lamina_switch", kSwitchProtocolVersion},
             {"role", hello.role == SwitchRole::kPort ? "port" : "query"},
             {"label", hello.label}};
+  if (hello.role == SwitchRole::kPort) {
+    json["mac"] = hello.mac.to_string();
+    json["mac_spoofing"] = hello.mac_spoofing;
+  }
   return json.dump();
 }
 
@@ -36,7 +40,8 @@ Result<SwitchHello> decode_hello(std::string_view text) {
   if (version == json->end() || !version->is_number_integer() ||
       version->get<int64_t>() != kSwitchProtocolVersion) {
     return fail(ErrorCode::kUnsupported,
-                fmt::format("unsupported switch protocol (this switch speaks version {})",
+                fmt::format("unsupported switch protocol (this switch speaks version {}; stop "
+                            "the switch or its VMs and start them with one lamina version)",
                             kSwitchProtocolVersion));
   }
   SwitchHello hello;
@@ -54,6 +59,24 @@ Result<SwitchHello> decode_hello(std::string_view text) {
   auto label = json->find("label");
   if (label != json->end() && label->is_string()) {
     hello.label = label->get<std::string>().substr(0, kMaxLabelSize);
+  }
+  if (hello.role == SwitchRole::kPort) {
+    auto mac = json->find("mac");
+    Result<MacAddress> address = fail(ErrorCode::kInvalidArgument, "no MAC");
+    if (mac != json->end() && mac->is_string())
+      address = MacAddress::parse(mac->get<std::string>());
+    if (!address || address->is_group() || address->is_zero()) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "a port hello needs the card's unicast MAC address (\"mac\")");
+    }
+    hello.mac = *address;
+    auto spoofing = json->find("mac_spoofing");
+    if (spoofing != json->end()) {
+      if (!spoofing->is_boolean()) {
+        return fail(ErrorCode::kInvalidArgument, "\"mac_spoofing\" must be true or false");
+      }
+      hello.mac_spoofing = spoofing->get<bool>();
+    }
   }
   return hello;
 }
@@ -92,7 +115,11 @@ std::string encode_status(const SwitchStatus& status) {
                      {"sent_frames", port.sent_frames},
                      {"sent_bytes", port.sent_bytes},
                      {"malformed_frames", port.malformed_frames},
-                     {"dropped_frames", port.dropped_frames}});
+                     {"dropped_frames", port.dropped_frames},
+                     {"mac", port.mac},
+                     {"mac_spoofing", port.mac_spoofing},
+                     {"spoofed_frames", port.spoofed_frames},
+                     {"unlearned_sources", port.unlearned_sources}});
   }
   Json macs = Json::array();
   for (const auto& mac : status.macs) {
@@ -105,6 +132,7 @@ std::string encode_status(const SwitchStatus& status) {
             {"mac_age_seconds", status.mac_age_seconds},
             {"max_macs", status.max_macs},
             {"max_ports", status.max_ports},
+            {"max_macs_per_port", status.max_macs_per_port},
             {"flooded_frames", status.flooded_frames},
             {"filtered_frames", status.filtered_frames},
             {"unlearned_sources", status.unlearned_sources},
@@ -125,6 +153,7 @@ Result<SwitchStatus> decode_status(std::string_view text) {
     status.mac_age_seconds = json->value("mac_age_seconds", 0.0);
     status.max_macs = json->value("max_macs", uint64_t{0});
     status.max_ports = json->value("max_ports", uint64_t{0});
+    status.max_macs_per_port = json->value("max_macs_per_port", uint64_t{0});
     status.flooded_frames = json->value("flooded_frames", uint64_t{0});
     status.filtered_frames = json->value("filtered_frames", uint64_t{0});
     status.unlearned_sources = json->value("unlearned_sources", uint64_t{0});
@@ -140,6 +169,10 @@ Result<SwitchStatus> decode_status(std::string_view text) {
       port.sent_bytes = item.value("sent_bytes", uint64_t{0});
       port.malformed_frames = item.value("malformed_frames", uint64_t{0});
       port.dropped_frames = item.value("dropped_frames", uint64_t{0});
+      port.mac = item.value("mac", "");
+      port.mac_spoofing = item.value("mac_spoofing", false);
+      port.spoofed_frames = item.value("spoofed_frames", uint64_t{0});
+      port.unlearned_sources = item.value("unlearned_sources", uint64_t{0});
       status.ports.push_back(std::move(port));
     }
     for (const auto& item : json->value("macs", Json::array())) {

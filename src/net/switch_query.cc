@@ -9,8 +9,8 @@
 #include <cerrno>
 #include <cstring>
 
-#include "net/switch_paths.h"
 #include "base/unique_fd.h"
+#include "net/switch_paths.h"
 
 namespace lamina::net {
 
@@ -41,7 +41,9 @@ Result<SwitchStatus> query_switch(std::string_view name, std::chrono::millisecon
     return fail(ErrorCode::kIo, fmt::format("switch {}: cannot connect to {}: {}", name,
                                             paths->socket.string(), std::strerror(errno)));
   }
-  std::string hello = encode_hello({SwitchRole::kQuery, ""});
+  SwitchHello query;
+  query.role = SwitchRole::kQuery;
+  std::string hello = encode_hello(query);
   if (::send(fd.get(), hello.data(), hello.size(), MSG_NOSIGNAL) < 0) {
     return fail(ErrorCode::kNotFound, fmt::format("switch {} is not running", name));
   }

@@ -13,6 +13,8 @@
 
 #include <fmt/format.h>
 
+#include "base/output_file.h"
+
 namespace lamina::virtio {
 
 namespace {
@@ -21,6 +23,47 @@ namespace {
 constexpr size_t kChunk = 4096;
 
 std::string errno_text() { return std::strerror(errno); }
+
+// Removes a socket file at `path` that nobody listens on any more (a run that was killed);
+// refuses anything else there: a non-socket, another user's socket, a live socket.
+Result<void> remove_stale_socket(const std::string& path, const sockaddr_un& address) {
+  struct stat existing {};
+  if (::lstat(path.c_str(), &existing) != 0) {
+    if (errno == ENOENT) return {};
+    return fail(ErrorCode::kIo, fmt::format("--console-port: '{}': {}", path, errno_text()));
+  }
+  if (!S_ISSOCK(existing.st_mode)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--console-port: '{}' exists and is not a socket", path));
+  }
+  if (existing.st_uid != ::getuid()) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--console-port: the socket '{}' belongs to uid {}, not to you", path,
+                            existing.st_uid));
+  }
+  const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (probe < 0) return fail(ErrorCode::kIo, "--console-port: socket(): " + errno_text());
+  const bool live =
+      ::connect(probe, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
+  const int connect_error = errno;
+  ::close(probe);
+  if (live) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--console-port: '{}' is in use (another VM's console listens "
+                            "there); choose another path",
+                            path));
+  }
+  if (connect_error != ECONNREFUSED) {
+    return fail(ErrorCode::kIo, fmt::format("--console-port: cannot tell whether '{}' is in "
+                                            "use: {}",
+                                            path, std::strerror(connect_error)));
+  }
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return fail(ErrorCode::kIo, fmt::format("--console-port: cannot remove the stale '{}': {}",
+                                            path, errno_text()));
+  }
+  return {};
+}
 
 }  // namespace
 
@@ -34,12 +77,13 @@ Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_stdio() {
 
 Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_file(
     const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return fail(ErrorCode::kIo,
-                fmt::format("--console-port: cannot open '{}': {}", path.string(), errno_text()));
-  }
-  return start({.input = -1, .output = fd, .owns_output = true, .listen = -1, .socket_path = {}});
+  auto file = open_output_file(path, "--console-port");
+  if (!file) return fail(file.error());
+  return start({.input = -1,
+                .output = file->release(),
+                .owns_output = true,
+                .listen = -1,
+                .socket_path = {}});
 }
 
 Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_socket(
@@ -53,19 +97,16 @@ Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_socket(
                             text, sizeof(address.sun_path) - 1));
   }
   std::memcpy(address.sun_path, text.c_str(), text.size() + 1);
-  // A stale socket from an earlier run is replaced; any other file is left alone.
-  struct stat existing {};
-  if (::lstat(text.c_str(), &existing) == 0) {
-    if (!S_ISSOCK(existing.st_mode)) {
-      return fail(ErrorCode::kInvalidArgument,
-                  fmt::format("--console-port: '{}' exists and is not a socket", text));
-    }
-    ::unlink(text.c_str());
-  }
+  // A stale socket of ours from an earlier run is replaced; a live one (another VM's console)
+  // or anything else is left alone.
+  if (auto replaced = remove_stale_socket(text, address); !replaced) return fail(replaced.error());
   const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) return fail(ErrorCode::kIo, "--console-port: socket(): " + errno_text());
-  if (::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::listen(fd, 1) != 0) {
+  // The console is the guest's: only the user may connect. bind() creates the file with the
+  // socket's own mode less the umask, so this holds from the first moment.
+  if (::fchmod(fd, 0600) != 0 ||
+      ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
+      ::chmod(text.c_str(), 0600) != 0 || ::listen(fd, 1) != 0) {
     auto error = fail(ErrorCode::kIo,
                       fmt::format("--console-port: cannot listen on '{}': {}", text, errno_text()));
     ::close(fd);
@@ -105,6 +146,10 @@ HostConsolePort::~HostConsolePort() {
   if (fds_.listen >= 0) {
     ::close(fds_.listen);
     ::unlink(fds_.socket_path.c_str());
+  }
+  if (dropped_output_ > 0) {
+    log_warn("--console-port: {} bytes of guest output were dropped (nobody read them)",
+             dropped_output_);
   }
 }
 
@@ -147,11 +192,38 @@ bool HostConsolePort::output_ready() const {
 
 void HostConsolePort::write(std::span<const std::byte> data) {
   if (data.empty()) return;
+  uint64_t dropped_total = 0;
   {
     std::lock_guard lock(mutex_);
-    output_.insert(output_.end(), data.begin(), data.end());
+    // Only the newest kOutputLimit bytes can stay; older ones go first (a console reader wants
+    // the latest output, e.g. a panic message).
+    const size_t kept = std::min(data.size(), kOutputLimit);
+    const size_t overflow =
+        (output_.size() + kept > kOutputLimit) ? output_.size() + kept - kOutputLimit : 0;
+    output_.erase(output_.begin(), output_.begin() + static_cast<std::ptrdiff_t>(overflow));
+    output_.insert(output_.end(), data.end() - static_cast<std::ptrdiff_t>(kept), data.end());
+    const size_t dropped = overflow + (data.size() - kept);
+    dropped_output_ += dropped;
+    output_erased_ += overflow;
+    if (dropped > 0) dropped_total = dropped_output_;
+  }
+  if (dropped_total > 0 && drop_log_.allow()) {
+    log_warn(
+        "--console-port: output buffer full ({} KiB, nobody reads it): dropping the oldest "
+        "guest output ({} bytes so far)",
+        kOutputLimit / 1024, dropped_total);
   }
   wakeup_.signal();
+}
+
+size_t HostConsolePort::output_pending() const {
+  std::lock_guard lock(mutex_);
+  return output_.size();
+}
+
+uint64_t HostConsolePort::dropped_output_bytes() const {
+  std::lock_guard lock(mutex_);
+  return dropped_output_;
 }
 
 void HostConsolePort::drop_client() {
@@ -224,17 +296,22 @@ void HostConsolePort::run(std::stop_token stop) {
     }
     if (want_output && !hang_up && (polled[output_slot].revents & (POLLOUT | POLLERR | POLLHUP))) {
       size_t length = 0;
+      uint64_t erased_before = 0;
       {
         std::lock_guard lock(mutex_);
         length = std::min(output_.size(), buffer.size());
         std::copy_n(output_.begin(), length, buffer.begin());
+        erased_before = output_erased_;
       }
       const ssize_t sent = socket_mode ? ::send(output_fd, buffer.data(), length, MSG_NOSIGNAL)
                                        : ::write(output_fd, buffer.data(), length);
       std::lock_guard lock(mutex_);
       const bool was_full = output_.size() >= kOutputCapacity;
       if (sent > 0) {
-        output_.erase(output_.begin(), output_.begin() + sent);
+        // write() may have dropped some of the bytes just sent from the front meanwhile.
+        const uint64_t gone = std::min<uint64_t>(output_erased_ - erased_before, sent);
+        const size_t remove = std::min<size_t>(output_.size(), sent - gone);
+        output_.erase(output_.begin(), output_.begin() + static_cast<std::ptrdiff_t>(remove));
       } else if (sent < 0 && errno != EAGAIN && errno != EINTR) {
         if (socket_mode) {
           hang_up = true;

@@ -2,15 +2,20 @@
 // HostConsolePort: a ConsoleBackend on host file descriptors, for `lamina run --console-port`:
 //   stdio        guest output to stdout, stdin to the guest (bytes pass through untouched: no
 //                raw mode or escape keys; use it with --serial other than stdio);
-//   file:PATH    guest output written to PATH (created or truncated); no input;
-//   socket:PATH  a Unix stream socket listening at PATH (an existing socket file there is
-//                replaced; the file is removed on close); one client at a time, later ones
+//   file:PATH    guest output written to PATH (base/output_file.h: truncated, never through a
+//                symbolic link); no input;
+//   socket:PATH  a Unix stream socket listening at PATH, mode 0600 (a stale socket file of the
+//                user's is replaced; a live one, another user's or a non-socket is refused;
+//                the file is removed on close); one client at a time, later ones
 //                are refused while one is connected; output waits in the buffer while no
 //                client is connected, so nothing the guest wrote before the client came is lost.
 // One I/O thread polls the descriptors and an eventfd; buffers are bounded (output 64 KiB,
 // input 4 KiB): a full output buffer makes output_ready() false, which holds the guest's
 // transmit queue (flow control, as a serial line with handshaking); input is read from the
-// host only while there is room.
+// host only while there is room. Writes that ignore flow control (the device's emergency
+// write register, one byte per guest register write) can push the output past that; at
+// kOutputLimit the oldest bytes are dropped and counted (dropped_output_bytes(), logged
+// rate-limited), so a guest cannot grow host memory while no client reads.
 //
 // Ownership: owns its descriptors, the socket file and the I/O thread (stopped and joined by
 // the destructor). Thread-safety: see ConsoleBackend; one mutex guards the buffers, a second
@@ -23,6 +28,7 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "base/wakeup_event.h"
 #include "virtio/console_backend.h"
 
@@ -32,6 +38,9 @@ class HostConsolePort final : public ConsoleBackend {
  public:
   static constexpr size_t kOutputCapacity = 64 * 1024;
   static constexpr size_t kInputCapacity = 4096;
+  // Hard bound of the output buffer: the flow-controlled capacity plus one largest device write
+  // (a caller that saw output_ready() may write up to 64 KiB more) never reaches it.
+  static constexpr size_t kOutputLimit = 2 * kOutputCapacity;
 
   static Result<std::unique_ptr<HostConsolePort>> open_stdio();
   static Result<std::unique_ptr<HostConsolePort>> open_file(const std::filesystem::path& path);
@@ -45,6 +54,10 @@ class HostConsolePort final : public ConsoleBackend {
   size_t read(std::span<std::byte> out) override;
   bool output_ready() const override;
   void write(std::span<const std::byte> data) override;
+
+  // Guest output waiting for the host side, and the bytes dropped because it hit kOutputLimit.
+  size_t output_pending() const;
+  uint64_t dropped_output_bytes() const;
 
  private:
   struct Descriptors {
@@ -68,6 +81,9 @@ class HostConsolePort final : public ConsoleBackend {
   std::deque<std::byte> output_;
   std::deque<std::byte> input_;
   bool input_closed_ = false;
+  uint64_t dropped_output_ = 0;
+  uint64_t output_erased_ = 0;  // bytes write() dropped from the front (the I/O thread's sends)
+  RateLimiter drop_log_{1, std::chrono::seconds(60)};
 
   std::mutex listener_mutex_;
   Listener* listener_ = nullptr;

@@ -1,27 +1,48 @@
 #include "virtio/virtio_block_setup.h"
 
-#include <filesystem>
 #include <fmt/format.h>
 #include <unistd.h>
+#include <filesystem>
+#include <string>
+#include <vector>
 
 #include "storage/image_format.h"
 
 namespace lamina::virtio {
 
+namespace {
+
+// Splits "a,,b,c" into {"a,b", "c"}: a doubled comma is a comma inside a field, as in QEMU's
+// option syntax, so paths with commas can be given.
+std::vector<std::string> split_fields(std::string_view text) {
+  std::vector<std::string> fields(1);
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text[i] != ',') {
+      fields.back().push_back(text[i]);
+    } else if (i + 1 < text.size() && text[i + 1] == ',') {
+      fields.back().push_back(',');
+      ++i;
+    } else {
+      fields.emplace_back();
+    }
+  }
+  return fields;
+}
+
+}  // namespace
+
 Result<DiskSpec> parse_disk_spec(std::string_view text) {
   DiskSpec disk;
-  const size_t comma = text.find(',');
-  disk.path = std::string(text.substr(0, comma));
+  const std::vector<std::string> fields = split_fields(text);
+  disk.path = fields.front();
   if (disk.path.empty()) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("--disk '{}': the image path is missing (PATH[,readonly][,serial=S])",
-                            text));
+    return fail(
+        ErrorCode::kInvalidArgument,
+        fmt::format("--disk '{}': the image path is missing (PATH[,readonly][,serial=S])", text));
   }
   bool have_serial = false;
-  for (size_t at = comma; at != std::string_view::npos;) {
-    const size_t next = text.find(',', at + 1);
-    const std::string_view option =
-        text.substr(at + 1, next == std::string_view::npos ? std::string_view::npos : next - at - 1);
+  for (size_t index = 1; index < fields.size(); ++index) {
+    const std::string_view option = fields[index];
     if (option == "readonly") {
       disk.read_only = true;
     } else if (option.starts_with("serial=") && !have_serial) {
@@ -37,10 +58,9 @@ Result<DiskSpec> parse_disk_spec(std::string_view text) {
     } else {
       return fail(ErrorCode::kInvalidArgument,
                   fmt::format("--disk '{}': unknown or repeated option '{}' (options are "
-                              "readonly and serial=S)",
+                              "readonly and serial=S; write a comma in the path as ',,')",
                               text, option));
     }
-    at = next;
   }
   return disk;
 }

@@ -21,7 +21,8 @@ struct DiskSpec {
   std::string serial;  // empty: derived from the path (derive_block_serial)
 };
 
-// "PATH[,readonly][,serial=S]" (options in any order; a path cannot contain a comma).
+// "PATH[,readonly][,serial=S]" (options in any order); a comma inside the path (or a value) is
+// written ",,", as in QEMU.
 [[nodiscard]] Result<DiskSpec> parse_disk_spec(std::string_view text);
 
 // Checks one disk and, across the list, that no image is attached twice while writable.

@@ -43,6 +43,7 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config) {
   options.cpus = config.cpus;
   options.memory_bytes = config.memory_bytes;
   options.cmdline = config.cmdline;
+  options.debug_exit = config.debug_exit;
   if (config.kernel) {
     options.kernel = *config.kernel;
     options.initrd = config.initrd;

@@ -52,7 +52,7 @@ case $scenario in
   debug_exit)
     status=$((RANDOM % 120 + 1))
     message="hello-from-$accel-$RANDOM"
-    run_stamped timeout 60 "$lamina" run --accel "$accel" --cpus "$cpus" --memory 64M \
+    run_stamped timeout 60 "$lamina" run --debug-exit --accel "$accel" --cpus "$cpus" --memory 64M \
       --kernel "$input" --cmdline "$status $message"
     [[ $code -eq $(( (status << 1) | 1 )) ]] || fail "exit status $code, expected $(( (status << 1) | 1 ))"
     grep -q " $message\$" "$out" || fail "the kernel's message is missing"
@@ -65,7 +65,7 @@ case $scenario in
     grep -q "^lamina run: .*triple fault" "$err" || fail "the reason does not name the triple fault"
     ;;
   timer_smp)
-    run_stamped timeout 60 "$lamina" run --accel "$accel" --cpus "$cpus" --memory 64M --kernel "$input"
+    run_stamped timeout 60 "$lamina" run --debug-exit --accel "$accel" --cpus "$cpus" --memory 64M --kernel "$input"
     [[ $code -eq 11 ]] || fail "exit status $code, expected 11 (debug-exit 5)"
     within "$(elapsed ticks-start ticks-done)" 1.7 3.5 "200 ticks at 100 Hz"
     if ((cpus > 1)); then

@@ -2,7 +2,8 @@
 # Runs one of our own Multiboot test kernels under `lamina run` and checks what it prints and
 # how lamina exits.
 #   test_kernel.sh LAMINA KERNEL_DIR SCENARIO [KERNEL]
-#   SCENARIO: debug_exit, triple_fault, file_serial, reset_exit, reset_restart, low_load, or
+#   SCENARIO: debug_exit, no_debug_exit, triple_fault, file_serial, reset_exit, reset_restart,
+#   low_load, or
 #   conformance KERNEL (a kernel built on harness.inc: prints PASS, debug-exit status 0x55).
 set -euo pipefail
 lamina=$1 kernels=$2 scenario=$3
@@ -15,7 +16,8 @@ run_kernel() {
   local limit=$1
   shift
   set +e
-  timeout "$limit" "$lamina" run "$@" </dev/null >"$out" 2>"$err"
+  # Test kernels end through the debug-exit port, which only --debug-exit maps.
+  timeout "$limit" "$lamina" run --debug-exit "$@" </dev/null >"$out" 2>"$err"
   code=$?
   set -e
 }
@@ -29,6 +31,19 @@ case $scenario in
     [[ $code -eq $(( (status << 1) | 1 )) ]] || fail "exit status $code, expected $(( (status << 1) | 1 ))"
     grep -qx "$message" "$out" || fail "the kernel's message is missing from the console"
     [[ ! -s $err ]] || fail "unexpected stderr"
+    ;;
+  no_debug_exit)
+    # Without --debug-exit the guest cannot pick the status, not even 3 ("KVM unusable"):
+    # status 1 would make (1 << 1) | 1 = 3. The kernel goes on and triple-faults instead.
+    set +e
+    timeout 60 "$lamina" run --kernel "$kernels/hello_multiboot.elf" --cmdline "1 wants-status-3" \
+      </dev/null >"$out" 2>"$err"
+    code=$?
+    set -e
+    [[ $code -eq 1 ]] || fail "exit status $code, expected 1 (the port must be absent)"
+    grep -qx "wants-status-3" "$out" || fail "the kernel did not run"
+    grep -qx "debug-exit ignored" "$out" || fail "the kernel did not go on past the port"
+    grep -q "^lamina run: .*triple fault" "$err" || fail "expected the triple fault as the reason"
     ;;
   triple_fault)
     run_kernel 60 --kernel "$kernels/triple_fault_multiboot.elf"

@@ -49,9 +49,13 @@ class SwitchDaemonTest : public ::testing::Test {
 
   void TearDown() override { stop(); }
 
-  std::unique_ptr<SwitchPort> plug(const std::string& label) {
+  // A port for a card with address `address`; with `spoofing` it may send from others too.
+  std::unique_ptr<SwitchPort> plug(const std::string& label, const MacAddress& address,
+                                   bool spoofing = false) {
     SwitchConnectOptions options;
     options.label = label;
+    options.mac = address;
+    options.mac_spoofing = spoofing;
     options.auto_start = false;
     auto port = connect_switch("lab", options);
     EXPECT_TRUE(port) << port.error().message();
@@ -79,9 +83,9 @@ class SwitchDaemonTest : public ::testing::Test {
 
 TEST_F(SwitchDaemonTest, FloodsUnknownAndBroadcastButNeverEchoes) {
   start();
-  auto a = plug("a");
-  auto b = plug("b");
-  auto c = plug("c");
+  auto a = plug("a", mac(1));
+  auto b = plug("b", mac(2));
+  auto c = plug("c", mac(3));
   ASSERT_TRUE(a && b && c);
   EXPECT_NE(a->port_id(), b->port_id());
 
@@ -108,9 +112,9 @@ TEST_F(SwitchDaemonTest, FloodsUnknownAndBroadcastButNeverEchoes) {
 
 TEST_F(SwitchDaemonTest, LearnedUnicastGoesOnlyToItsPort) {
   start();
-  auto a = plug("a");
-  auto b = plug("b");
-  auto c = plug("c");
+  auto a = plug("a", mac(1));
+  auto b = plug("b", mac(2));
+  auto c = plug("c", mac(3), /*spoofing=*/true);
   ASSERT_TRUE(a && b && c);
   // b announces mac(2) (a broadcast reaches a and c).
   send_frame(*b, frame(MacAddress::broadcast(), mac(2), 1));
@@ -153,8 +157,8 @@ TEST_F(SwitchDaemonTest, LearnedUnicastGoesOnlyToItsPort) {
 
 TEST_F(SwitchDaemonTest, FrameToTheSendersOwnPortIsFilteredAndCounted) {
   start();
-  auto a = plug("a");
-  auto b = plug("b");
+  auto a = plug("a", mac(1), /*spoofing=*/true);
+  auto b = plug("b", mac(2));
   ASSERT_TRUE(a && b);
   send_frame(*a, frame(MacAddress::broadcast(), mac(1), 1));
   ASSERT_TRUE(receive_within(*b));
@@ -169,9 +173,9 @@ TEST_F(SwitchDaemonTest, LearnedAddressesAgeOut) {
   SwitchDaemonOptions options;
   options.mac_age = 300ms;
   start(options);
-  auto a = plug("a");
-  auto b = plug("b");
-  auto c = plug("c");
+  auto a = plug("a", mac(1));
+  auto b = plug("b", mac(2));
+  auto c = plug("c", mac(3));
   ASSERT_TRUE(a && b && c);
   send_frame(*b, frame(MacAddress::broadcast(), mac(2), 1));
   ASSERT_TRUE(receive_within(*a));
@@ -193,9 +197,9 @@ TEST_F(SwitchDaemonTest, LearnedAddressesAgeOut) {
 
 TEST_F(SwitchDaemonTest, DisconnectForgetsThePortsAddresses) {
   start();
-  auto a = plug("a");
-  auto b = plug("b");
-  auto c = plug("c");
+  auto a = plug("a", mac(1));
+  auto b = plug("b", mac(2));
+  auto c = plug("c", mac(3));
   ASSERT_TRUE(a && b && c);
   send_frame(*a, frame(MacAddress::broadcast(), mac(1), 1));
   ASSERT_TRUE(receive_within(*b));
@@ -216,8 +220,8 @@ TEST_F(SwitchDaemonTest, DisconnectForgetsThePortsAddresses) {
 
 TEST_F(SwitchDaemonTest, MalformedFramesAreDroppedAndCounted) {
   start();
-  auto a = plug("a");
-  auto b = plug("b");
+  auto a = plug("a", mac(1));
+  auto b = plug("b", mac(2));
   ASSERT_TRUE(a && b);
   // Raw datagrams on a's socket, bypassing SwitchPort::send's own size check.
   std::vector<std::byte> runt(13);
@@ -253,8 +257,8 @@ TEST_F(SwitchDaemonTest, MalformedFramesAreDroppedAndCounted) {
 
 TEST_F(SwitchDaemonTest, PortThatDoesNotReadLosesFramesCountedNeverSilently) {
   start();
-  auto sender = plug("sender");
-  auto sleeper = plug("sleeper");
+  auto sender = plug("sender", mac(1));
+  auto sleeper = plug("sleeper", mac(2));
   ASSERT_TRUE(sender && sleeper);
   constexpr int kFrames = 600;
   for (int i = 0; i < kFrames; ++i) {
@@ -289,10 +293,11 @@ TEST_F(SwitchDaemonTest, RefusesPortsBeyondTheMaximum) {
   SwitchDaemonOptions options;
   options.max_ports = 2;
   start(options);
-  auto a = plug("a");
-  auto b = plug("b");
+  auto a = plug("a", mac(1));
+  auto b = plug("b", mac(2));
   ASSERT_TRUE(a && b);
   SwitchConnectOptions connect;
+  connect.mac = mac(3);
   connect.auto_start = false;
   auto third = connect_switch("lab", connect);
   ASSERT_FALSE(third);
@@ -307,12 +312,12 @@ TEST_F(SwitchDaemonTest, SecondDaemonForTheSameNameIsTurnedAway) {
   ASSERT_TRUE(second) << second.error().message();
   EXPECT_EQ(*second, nullptr);
   // The first one still serves.
-  EXPECT_TRUE(plug("a"));
+  EXPECT_TRUE(plug("a", mac(1)));
 }
 
 TEST_F(SwitchDaemonTest, PortSeesTheDaemonGoAway) {
   start();
-  auto a = plug("a");
+  auto a = plug("a", mac(1));
   ASSERT_TRUE(a);
   stop();
   std::vector<std::byte> buffer(kMaxFrameSize);
@@ -350,6 +355,7 @@ TEST_F(SwitchDaemonTest, SilentConnectionsAreClosedAfterTheHelloTimeout) {
 
 TEST_F(SwitchDaemonTest, WithoutDaemonAndAutoStartTheErrorSaysHowToStartOne) {
   SwitchConnectOptions options;
+  options.mac = mac(1);
   options.auto_start = false;
   auto port = connect_switch("nobody", options);
   ASSERT_FALSE(port);
@@ -379,12 +385,119 @@ TEST_F(SwitchDaemonTest, GarbageHelloIsRefusedAndTheSwitchGoesOn) {
   EXPECT_NE(std::string(reply, length).find("error"), std::string::npos);
   EXPECT_EQ(::recv(rogue.get(), reply, sizeof(reply), 0), 0) << "then closed";
   // The switch still works for real ports.
-  auto a = plug("a");
-  auto b = plug("b");
+  auto a = plug("a", mac(1));
+  auto b = plug("b", mac(2));
   ASSERT_TRUE(a && b);
   send_frame(*a, frame(MacAddress::broadcast(), mac(1), 5));
   EXPECT_TRUE(receive_within(*b));
   EXPECT_EQ(status().ports.size(), 2U);
+}
+
+TEST_F(SwitchDaemonTest, SpoofedSourceAddressesAreDroppedAndCountedUnlessAllowed) {
+  start();
+  auto a = plug("a", mac(1));
+  auto b = plug("b", mac(2));
+  auto c = plug("c", mac(3), /*spoofing=*/true);
+  ASSERT_TRUE(a && b && c);
+  // b announces itself; a's own address passes.
+  send_frame(*b, frame(MacAddress::broadcast(), mac(2), 1));
+  ASSERT_TRUE(receive_within(*a));
+  ASSERT_TRUE(receive_within(*c));
+  send_frame(*a, frame(MacAddress::broadcast(), mac(1), 2));
+  EXPECT_EQ(tag_of(receive_within(*b).value()), 2U);
+  EXPECT_EQ(tag_of(receive_within(*c).value()), 2U);
+
+  // a claims b's address (to steal its traffic) and a made-up one: both dropped.
+  send_frame(*a, frame(MacAddress::broadcast(), mac(2), 3));
+  send_frame(*a, frame(mac(3), mac(77), 4));
+  EXPECT_FALSE(receive_within(*b, kQuiet));
+  EXPECT_FALSE(receive_within(*c, kQuiet));
+  // b's traffic still goes to b, not to a.
+  send_frame(*c, frame(mac(2), mac(3), 5));
+  EXPECT_EQ(tag_of(receive_within(*b).value()), 5U);
+  EXPECT_FALSE(receive_within(*a, kQuiet));
+
+  // c has spoofing on: another source passes and is learned on c.
+  send_frame(*c, frame(MacAddress::broadcast(), mac(9), 6));
+  EXPECT_EQ(tag_of(receive_within(*a).value()), 6U);
+  EXPECT_EQ(tag_of(receive_within(*b).value()), 6U);
+
+  SwitchStatus seen = status();
+  const auto* a_status = port_status(seen, a->port_id());
+  const auto* c_status = port_status(seen, c->port_id());
+  ASSERT_TRUE(a_status && c_status);
+  EXPECT_EQ(a_status->spoofed_frames, 2U);
+  EXPECT_EQ(a_status->received_frames, 1U) << "spoofed frames are not switched";
+  EXPECT_EQ(a_status->mac, mac(1).to_string());
+  EXPECT_FALSE(a_status->mac_spoofing);
+  EXPECT_EQ(c_status->spoofed_frames, 0U);
+  EXPECT_TRUE(c_status->mac_spoofing);
+  for (const auto& entry : seen.macs) {
+    EXPECT_NE(entry.address, mac(77).to_string()) << "a spoofed source is never learned";
+    if (entry.address == mac(2).to_string()) {
+      EXPECT_EQ(entry.port, b->port_id());
+    }
+  }
+}
+
+TEST_F(SwitchDaemonTest, AddressFloodFromASpoofingPortIsCappedAndOthersStayLearned) {
+  SwitchDaemonOptions options;
+  options.max_macs_per_port = 8;
+  start(options);
+  auto a = plug("a", mac(1));
+  auto b = plug("b", mac(2));
+  auto flooder = plug("flooder", mac(3), /*spoofing=*/true);
+  ASSERT_TRUE(a && b && flooder);
+  send_frame(*b, frame(MacAddress::broadcast(), mac(2), 1));
+  ASSERT_TRUE(receive_within(*a));
+  ASSERT_TRUE(receive_within(*flooder));
+  // 500 made-up sources, each a unicast frame to a (learned below) so nothing floods to b.
+  send_frame(*a, frame(mac(2), mac(1), 2));
+  ASSERT_TRUE(receive_within(*b));
+  constexpr int kSources = 500;
+  for (int i = 0; i < kSources; ++i) {
+    MacAddress source({0x02, 0x10, 0x00, static_cast<uint8_t>(i >> 8), static_cast<uint8_t>(i), 1});
+    send_frame(*flooder, frame(mac(1), source, 100 + i));
+  }
+  SwitchStatus seen;
+  for (int i = 0; i < 200; ++i) {
+    seen = status();
+    const auto* port = port_status(seen, flooder->port_id());
+    if (port != nullptr && port->received_frames == kSources) break;
+    std::this_thread::sleep_for(10ms);
+  }
+  const auto* flooder_status = port_status(seen, flooder->port_id());
+  ASSERT_NE(flooder_status, nullptr);
+  EXPECT_EQ(flooder_status->received_frames, uint64_t{kSources});
+  EXPECT_EQ(flooder_status->unlearned_sources, uint64_t{kSources - 8});
+  EXPECT_EQ(seen.unlearned_sources, uint64_t{kSources - 8});
+  size_t learned_on_flooder = 0;
+  for (const auto& entry : seen.macs) learned_on_flooder += entry.port == flooder->port_id();
+  EXPECT_EQ(learned_on_flooder, 8U);
+  EXPECT_EQ(seen.max_macs_per_port, 8U);
+  // The others' addresses stayed learned: a's frame to b goes to b only.
+  send_frame(*a, frame(mac(2), mac(1), 3));
+  EXPECT_EQ(tag_of(receive_within(*b).value()), 3U);
+  while (auto got = receive_within(*flooder, kQuiet)) {
+    EXPECT_NE(tag_of(*got), 3U) << "known unicast must not flood";
+  }
+}
+
+TEST_F(SwitchDaemonTest, VersionOnePortHelloIsRefused) {
+  start();
+  UniqueFd old(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  auto path = (runtime_.path() / "lamina/switch/lab.sock").string();
+  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
+  ASSERT_EQ(::connect(old.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  const std::string hello = R"({"lamina_switch": 1, "role": "port", "label": "old"})";
+  ASSERT_GT(::send(old.get(), hello.data(), hello.size(), 0), 0);
+  char reply[512];
+  ssize_t length = ::recv(old.get(), reply, sizeof(reply), 0);
+  ASSERT_GT(length, 0);
+  EXPECT_NE(std::string(reply, length).find("speaks version 2"), std::string::npos);
+  EXPECT_TRUE(status().ports.empty());
 }
 
 }  // namespace

@@ -16,7 +16,9 @@
 #include <cstdio>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "net/switch_port.h"
@@ -37,9 +39,11 @@ using testing::receive_within;
 using testing::send_frame;
 using testing::tag_of;
 
-SwitchConnectOptions auto_start_options(const std::string& label, double idle_exit = 0.3) {
+SwitchConnectOptions auto_start_options(const std::string& label, const MacAddress& address,
+                                        double idle_exit = 0.3) {
   SwitchConnectOptions options;
   options.label = label;
+  options.mac = address;
   options.daemon.program = LAMINA_BINARY;
   options.daemon.arguments = {"--idle-exit", std::to_string(idle_exit)};
   return options;
@@ -81,9 +85,9 @@ class SwitchProcessTest : public ::testing::Test {
 
 TEST_F(SwitchProcessTest, FirstPortStartsTheDaemonWhichExitsAfterTheLastLeaves) {
   ASSERT_FALSE(lock_is_held(runtime_.path(), "lab"));
-  auto a = connect_switch("lab", auto_start_options("a"));
+  auto a = connect_switch("lab", auto_start_options("a", mac(1)));
   ASSERT_TRUE(a) << a.error().message();
-  auto b = connect_switch("lab", auto_start_options("b"));
+  auto b = connect_switch("lab", auto_start_options("b", mac(2)));
   ASSERT_TRUE(b) << b.error().message();
   auto status = query_switch("lab");
   ASSERT_TRUE(status) << status.error().message();
@@ -109,7 +113,7 @@ TEST_F(SwitchProcessTest, FirstPortStartsTheDaemonWhichExitsAfterTheLastLeaves) 
   EXPECT_EQ(gone.error().code(), ErrorCode::kNotFound);
 
   // And the next VM starts a fresh one.
-  auto c = connect_switch("lab", auto_start_options("c"));
+  auto c = connect_switch("lab", auto_start_options("c", mac(3)));
   ASSERT_TRUE(c) << c.error().message();
   auto fresh = query_switch("lab");
   ASSERT_TRUE(fresh);
@@ -130,7 +134,8 @@ TEST_F(SwitchProcessTest, TwoProcessesRacingToStartTheSwitchShareOneDaemon) {
     // The child: no gtest assertions, only an exit status.
     char byte;
     if (::read(go[0], &byte, 1) != 1) ::_exit(10);
-    auto port = connect_switch("race", auto_start_options(fmt::format("child {}", index), 1));
+    auto port = connect_switch("race", auto_start_options(fmt::format("child {}", index),
+                                                          mac(static_cast<uint8_t>(index + 1)), 1));
     if (!port) {
       std::fprintf(stderr, "child %d: %s\n", index, port.error().message().c_str());
       ::_exit(11);
@@ -178,7 +183,7 @@ TEST_F(SwitchProcessTest, TwoProcessesRacingToStartTheSwitchShareOneDaemon) {
 }
 
 TEST_F(SwitchProcessTest, KilledDaemonIsNoticedAndReplaced) {
-  auto a = connect_switch("lab", auto_start_options("a"));
+  auto a = connect_switch("lab", auto_start_options("a", mac(1)));
   ASSERT_TRUE(a) << a.error().message();
   auto status = query_switch("lab");
   ASSERT_TRUE(status);
@@ -192,7 +197,7 @@ TEST_F(SwitchProcessTest, KilledDaemonIsNoticedAndReplaced) {
   EXPECT_EQ(received.error().code(), ErrorCode::kIo);
   // The dead daemon left its socket file behind; the next port replaces it.
   EXPECT_TRUE(std::filesystem::exists(runtime_.path() / "lamina/switch/lab.sock"));
-  auto b = connect_switch("lab", auto_start_options("b"));
+  auto b = connect_switch("lab", auto_start_options("b", mac(2)));
   ASSERT_TRUE(b) << b.error().message();
   auto fresh = query_switch("lab");
   ASSERT_TRUE(fresh);
@@ -200,7 +205,7 @@ TEST_F(SwitchProcessTest, KilledDaemonIsNoticedAndReplaced) {
 }
 
 TEST_F(SwitchProcessTest, DaemonStopsCleanlyOnSigterm) {
-  auto a = connect_switch("lab", auto_start_options("a", 0));
+  auto a = connect_switch("lab", auto_start_options("a", mac(1), 0));
   ASSERT_TRUE(a) << a.error().message();
   auto status = query_switch("lab");
   ASSERT_TRUE(status);
@@ -214,7 +219,7 @@ TEST_F(SwitchProcessTest, DaemonStopsCleanlyOnSigterm) {
 }
 
 TEST_F(SwitchProcessTest, DaemonThatCannotStartReportsWhy) {
-  SwitchConnectOptions options = auto_start_options("a");
+  SwitchConnectOptions options = auto_start_options("a", mac(1));
   options.daemon.arguments = {"--mac-age", "-1"};
   auto port = connect_switch("lab", options);
   ASSERT_FALSE(port);
@@ -248,8 +253,8 @@ TEST_F(SwitchProcessTest, ListAndShowFromTheCommandLine) {
   EXPECT_EQ(empty_status, 0);
   EXPECT_NE(empty.find("no switches are running"), std::string::npos) << empty;
 
-  auto a = connect_switch("lab", auto_start_options("vm-a", 5));
-  auto b = connect_switch("lab", auto_start_options("vm-b", 5));
+  auto a = connect_switch("lab", auto_start_options("vm-a", mac(1), 5));
+  auto b = connect_switch("lab", auto_start_options("vm-b", mac(2), 5));
   ASSERT_TRUE(a && b);
   send_frame(**a, frame(MacAddress::broadcast(), mac(1), 1));
   ASSERT_TRUE(receive_within(**b));
@@ -274,8 +279,27 @@ TEST_F(SwitchProcessTest, ListAndShowFromTheCommandLine) {
   EXPECT_EQ(shown["macs"][0]["address"], mac(1).to_string());
   EXPECT_EQ(shown["macs"][0]["port"], (*a)->port_id());
 
+  EXPECT_EQ(shown["ports"][0]["mac"], mac(1).to_string());
+  EXPECT_EQ(shown["ports"][0]["mac_spoofing"], false);
+  EXPECT_EQ(shown["ports"][0]["spoofed_frames"], 0);
+
+  // A frame from another source address on a port without MAC spoofing: dropped, counted.
+  send_frame(**b, frame(MacAddress::broadcast(), mac(1), 2));
+  EXPECT_FALSE(receive_within(**a, 200ms));
   auto [text_status, text] = run(lamina + " switch show lab");
   EXPECT_EQ(text_status, 0);
+  EXPECT_NE(text.find("SPOOFED"), std::string::npos) << text;
+  std::istringstream lines(text);
+  bool counted = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("vm-b") == std::string::npos) continue;
+    std::istringstream fields(line);
+    std::vector<std::string> words{std::istream_iterator<std::string>(fields), {}};
+    // PORT PID LABEL MAC SPOOF RX-FRAMES RX-BYTES TX-FRAMES TX-BYTES MALFORMED DROPPED SPOOFED
+    counted = words.size() >= 12 && words[3] == mac(2).to_string() && words[4] == "off" &&
+              words[11] == "1";
+  }
+  EXPECT_TRUE(counted) << text;
   EXPECT_NE(text.find("vm-a"), std::string::npos) << text;
   EXPECT_NE(text.find(mac(1).to_string()), std::string::npos) << text;
 

@@ -15,6 +15,10 @@ check "run --net group MAC" 2 "mac=01:00:5e:00:00:01: a network card needs a uni
   "$lamina" run --net switch:lab,mac=01:00:5e:00:00:01
 check "run --net unknown setting" 2 "'speed=10' is not a network setting" -- \
   "$lamina" run --net switch:lab,speed=10
+check "run --net bad mac-spoofing" 2 "'mac-spoofing=maybe': mac-spoofing is on or off" -- \
+  "$lamina" run --net switch:lab,mac-spoofing=maybe
+check "run --net mac-spoofing on a tap" 2 'mac-spoofing= applies to switch: networks' -- \
+  "$lamina" run --net tap:lam9,mac-spoofing=on
 check "run --net one MAC twice" 2 'have the same MAC address 52:54:00:12:34:56' -- \
   "$lamina" run --net switch:a,mac=52:54:00:12:34:56 --net switch:b,mac=52:54:00:12:34:56
 check "run --net one tap twice" 2 'tap:lam9 is given twice' -- \

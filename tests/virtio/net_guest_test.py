@@ -10,8 +10,19 @@
 --mode tap: in a private network namespace (unshare -rn) the test makes tap interface lam0
   with 10.0.1.1, the guest (10.0.1.2, --net tap:lam0) pings it, and the host's neighbour
   table must hold the guest's MAC address. Exits 77 (skipped) when no namespace can be made.
-Usage: net_guest_test.py --lamina PATH --guest DIR [--mode switch|tap]
+--mode spoof: one VM with two NICs on a switch the test serves (`lamina switch serve`), the
+  first with MAC spoofing off (the default), the second with mac-spoofing=on. A port of the
+  test's own on the switch watches every frame. The guest sends ARP from both NICs, changes
+  both MAC addresses (`ip link set NIC address`) and sends again: traffic from the first NIC's
+  new address must never reach the switch's other ports (and be counted as spoofed in
+  `lamina switch show`), traffic from the second's must.
+Usage: net_guest_test.py --lamina PATH --guest DIR [--mode switch|tap|spoof]
 """
+import json
+import select
+import signal
+import socket
+import struct
 import argparse
 import os
 import random
@@ -64,13 +75,16 @@ def random_mac(last):
 
 
 def start_vm(args, folder, name, net, command, env=None):
+    """net: one --net value or a list of them."""
     log = open(os.path.join(folder, f"{name}.log"), "w+b")
     cmdline = f'console=ttyS0 quiet panic=-1 lamina_run="{command}"'
+    nets = [net] if isinstance(net, str) else net
     process = subprocess.Popen(
         [args.lamina, "run", "--memory", "256M",
          "--kernel", os.path.join(args.guest, "vmlinuz"),
          "--initrd", os.path.join(args.guest, "initrd.img"),
-         "--rng", "none", "--net", net, "--cmdline", cmdline],
+         "--rng", "none", *[part for value in nets for part in ("--net", value)],
+         "--cmdline", cmdline],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
     return process, log
 
@@ -178,14 +192,114 @@ def run_tap(args):
     print("ok: the guest pinged the host through a tap")
 
 
+def spoof_command(macs, new_macs):
+    """Finds the NICs by address, sends ARP (pings to absent hosts) from each, changes both
+    addresses and sends again. Targets .98 before and .99 after the change tell the phases
+    apart on the wire."""
+    return (
+        "for n in $(ls /sys/class/net); do a=$(cat /sys/class/net/$n/address); "
+        f"[ $a = {macs[0]} ] && n0=$n; [ $a = {macs[1]} ] && n1=$n; done; "
+        "echo nics=$n0,$n1; [ -n \"$n0\" ] && [ -n \"$n1\" ] || exit 3; "
+        "ip link set $n0 up && ip link set $n1 up || exit 3; "
+        "ip addr add 10.0.0.1/24 dev $n0 && ip addr add 10.0.1.1/24 dev $n1 || exit 3; "
+        "ping -c 2 -W 1 10.0.0.98 >/dev/null 2>&1; ping -c 2 -W 1 10.0.1.98 >/dev/null 2>&1; "
+        f"ip link set $n0 address {new_macs[0]} && ip link set $n1 address {new_macs[1]} || exit 5; "
+        "echo changed=$(cat /sys/class/net/$n0/address),$(cat /sys/class/net/$n1/address); "
+        "ping -c 2 -W 1 10.0.0.99 >/dev/null 2>&1; ping -c 2 -W 1 10.0.1.99 >/dev/null 2>&1; "
+        "echo sent-after-change; sleep 5; exit 0"
+    )
+
+
+def mac_text(raw):
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def arp_target(frame):
+    """The target IPv4 address of an ARP request frame, else None."""
+    if len(frame) >= 42 and frame[12:14] == b"\x08\x06":
+        return socket.inet_ntoa(frame[38:42])
+    return None
+
+
+def run_spoof(args):
+    with tempfile.TemporaryDirectory() as folder:
+        runtime = os.path.join(folder, "run")
+        os.mkdir(runtime, 0o700)
+        env = dict(os.environ, XDG_RUNTIME_DIR=runtime)
+        switch = f"spoof{random.randrange(10**6)}"
+        daemon = subprocess.Popen([args.lamina, "switch", "serve", switch], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            path = os.path.join(runtime, "lamina", "switch", f"{switch}.sock")
+            deadline = time.time() + 20
+            while not os.path.exists(path) and time.time() < deadline:
+                time.sleep(0.05)
+            watcher = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            watcher.connect(path)
+            watcher.send(json.dumps({"lamina_switch": 2, "role": "port", "label": "watcher",
+                                     "mac": "02:00:00:00:00:fe"}).encode())
+            welcome = json.loads(watcher.recv(1024))
+            if "port" not in welcome:
+                print(f"FAIL: the switch refused the watcher: {welcome}")
+                sys.exit(1)
+            macs = [random_mac(1), random_mac(2)]
+            new_macs = [random_mac(0x11), random_mac(0x12)]
+            nets = [f"switch:{switch},mac={macs[0]}",
+                    f"switch:{switch},mac={macs[1]},mac-spoofing=on"]
+            process, log = start_vm(args, folder, "vm", nets, spoof_command(macs, new_macs), env)
+            seen = {}  # source MAC -> set of ARP targets (or "other")
+            ports = None  # `lamina switch show` once the guest sent from its new addresses
+            deadline = time.time() + 240
+            while time.time() < deadline:
+                ready, _, _ = select.select([watcher], [], [], 0.5)
+                if ready:
+                    frame = watcher.recv(65536)
+                    if len(frame) >= 14:
+                        seen.setdefault(mac_text(frame[6:12]), set()).add(
+                            arp_target(frame) or "other")
+                elif process.poll() is not None:
+                    break
+                if ports is None and b"sent-after-change" in open(log.name, "rb").read():
+                    # The guest waits 5 s before it powers off, for this look at the counters.
+                    shown = subprocess.run([args.lamina, "switch", "show", switch, "--json"],
+                                           env=env, capture_output=True, text=True, timeout=30)
+                    ports = ({p["mac"]: p for p in json.loads(shown.stdout)["ports"]}
+                             if shown.returncode == 0 else {"error": shown.stderr})
+            failures = []
+            serials = {"vm": wait_vm("vm", process, log, failures)}
+            if f"changed={new_macs[0]},{new_macs[1]}" not in serials["vm"]:
+                failures.append("the guest did not change its MAC addresses")
+            if "10.0.0.98" not in seen.get(macs[0], set()):
+                failures.append(f"no ARP from {macs[0]} before the change: {seen}")
+            if new_macs[0] in seen:
+                failures.append(f"frames from the spoofed {new_macs[0]} passed the switch: "
+                                f"{seen[new_macs[0]]}")
+            if "10.0.1.99" not in seen.get(new_macs[1], set()):
+                failures.append(f"no ARP from {new_macs[1]} (mac-spoofing=on): {seen}")
+            if ports is None:
+                failures.append("the guest never reported sending from its new addresses")
+            elif (ports.get(macs[0], {}).get("spoofed_frames", 0) == 0
+                  or ports.get(macs[0], {}).get("mac_spoofing") is not False
+                  or ports.get(macs[1], {}).get("spoofed_frames", 1) != 0
+                  or ports.get(macs[1], {}).get("mac_spoofing") is not True):
+                failures.append(f"switch show does not count the spoofed frames: {ports}")
+            report(failures, serials)
+            print("ok: a guest's changed MAC is dropped by the switch unless mac-spoofing=on")
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=10)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lamina", required=True)
     parser.add_argument("--guest", required=True)
-    parser.add_argument("--mode", choices=["switch", "tap"], default="switch")
+    parser.add_argument("--mode", choices=["switch", "tap", "spoof"], default="switch")
     args = parser.parse_args()
     if args.mode == "switch":
         run_switch(args)
+    elif args.mode == "spoof":
+        run_spoof(args)
     else:
         run_tap(args)
 

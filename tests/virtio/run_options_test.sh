@@ -24,6 +24,15 @@ touch "$folder/not-a-socket"
 check "run --console-port socket over a regular file" 1 'exists and is not a socket' -- \
   "$lamina" run --kernel "$0" --serial none --console-port "socket:$folder/not-a-socket"
 [[ -f $folder/not-a-socket ]] || { echo "FAIL: the regular file was removed"; failures=$((failures + 1)); }
+echo keep >"$folder/precious"
+ln -s "$folder/precious" "$folder/link.log"
+check "run --console-port file: through a symlink" 1 "is a symbolic link; lamina does not follow" -- \
+  "$lamina" run --kernel "$0" --serial none --console-port "file:$folder/link.log"
+check "run --serial file: through a symlink" 1 "^lamina run: --serial: '$folder/link.log' is a symbolic link" -- \
+  "$lamina" run --kernel "$0" --serial "file:$folder/link.log"
+[[ $(cat "$folder/precious") == keep ]] || { echo "FAIL: the link's target was written"; failures=$((failures + 1)); }
+check "run --disk with a comma written ,," 2 "^lamina run: --disk $folder/a,b.raw: no such file" -- \
+  "$lamina" run --disk "$folder/a,,b.raw"
 check "run --disk takes one image per occurrence" 2 'not expected: b' -- \
   "$lamina" run --disk a b
 exit $((failures > 0))

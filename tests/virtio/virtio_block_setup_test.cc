@@ -2,9 +2,9 @@
 
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <fcntl.h>
 #include <unistd.h>
+#include <cstdlib>
 
 #include "virtio/virtio_block_setup.h"
 #include "virtio_block_test_support.h"
@@ -34,9 +34,19 @@ TEST(VirtioBlockSetupTest, ParsesPathAndOptions) {
   EXPECT_TRUE(full->read_only);
   EXPECT_EQ(full->serial, "DATA-01");
 
-  for (const char* bad : {"", ",readonly", "a.vhd,", "a.vhd,ro", "a.vhd,serial=",
-                          "a.vhd,serial=x,serial=y", "a.vhd,serial=123456789012345678901",
-                          "a.vhd,readonly,,"}) {
+  // A doubled comma is a comma in the path, as in QEMU.
+  auto commas = parse_disk_spec("/images/a,,b,,,,.vhd,readonly");
+  ASSERT_TRUE(commas.has_value()) << commas.error().message();
+  EXPECT_EQ(commas->path, "/images/a,b,,.vhd");
+  EXPECT_TRUE(commas->read_only);
+  auto trailing = parse_disk_spec("disk,,,serial=X");
+  ASSERT_TRUE(trailing.has_value()) << trailing.error().message();
+  EXPECT_EQ(trailing->path, "disk,");
+  EXPECT_EQ(trailing->serial, "X");
+
+  for (const char* bad :
+       {"", ",readonly", "a.vhd,", "a.vhd,ro", "a.vhd,serial=", "a.vhd,serial=x,serial=y",
+        "a.vhd,serial=123456789012345678901", "a.vhd,readonly,,"}) {
     auto parsed = parse_disk_spec(bad);
     EXPECT_FALSE(parsed.has_value()) << bad;
     if (!parsed) {

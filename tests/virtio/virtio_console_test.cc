@@ -4,12 +4,15 @@
 
 #include "virtio/virtio_console.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <fstream>
@@ -205,6 +208,129 @@ TEST_F(VirtioConsoleTest, HostSocketCarriesBothDirections) {
   harness_.reset();
   port->reset();
   EXPECT_FALSE(std::filesystem::exists(path)) << "the socket file is removed";
+}
+
+// Connects a stream client to the console socket at `path`; -1 on failure.
+int connect_client(const std::filesystem::path& path) {
+  const int client = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  if (client >= 0 &&
+      ::connect(client, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+    ::close(client);
+    return -1;
+  }
+  return client;
+}
+
+std::filesystem::path test_socket_path(std::string_view what) {
+  return std::filesystem::temp_directory_path() /
+         fmt::format("lamina-console-{}-{}.sock", what, ::getpid());
+}
+
+TEST_F(VirtioConsoleTest, EmergencyWriteFloodWithoutClientKeepsNewestBytesBounded) {
+  const auto path = test_socket_path("flood");
+  auto port = HostConsolePort::open_socket(path);
+  ASSERT_TRUE(port) << port.error().message();
+  start(**port);
+  // Three times the bound, one byte per register write, as a hostile guest does it; the pattern
+  // tells which bytes survived.
+  constexpr size_t kLimit = HostConsolePort::kOutputLimit;
+  constexpr size_t kWrites = 3 * kLimit + 123;
+  auto pattern = [](size_t i) { return static_cast<char>('a' + (i * 7 + i / 251) % 26); };
+  for (size_t i = 0; i < kWrites; ++i) {
+    harness_->write(CapabilityType::kDevice, VirtioConsole::kEmergencyWriteOffset, 4,
+                    static_cast<uint8_t>(pattern(i)));
+  }
+  EXPECT_EQ((*port)->output_pending(), kLimit) << "host memory stays bounded";
+  EXPECT_EQ((*port)->dropped_output_bytes(), kWrites - kLimit);
+
+  // A client that comes now gets exactly the newest kLimit bytes, in order.
+  const int client = connect_client(path);
+  ASSERT_GE(client, 0);
+  timeval timeout{5, 0};
+  ::setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  std::string received;
+  while (received.size() < kLimit) {
+    char buffer[8192];
+    const ssize_t got = ::recv(client, buffer, sizeof(buffer), 0);
+    ASSERT_GT(got, 0) << "after " << received.size() << " bytes";
+    received.append(buffer, static_cast<size_t>(got));
+  }
+  ASSERT_EQ(received.size(), kLimit);
+  std::string expected;
+  for (size_t i = kWrites - kLimit; i < kWrites; ++i) expected.push_back(pattern(i));
+  EXPECT_EQ(received, expected);
+  EXPECT_TRUE(eventually([&] { return (*port)->output_pending() == 0; }));
+  ::close(client);
+  harness_.reset();
+  port->reset();
+}
+
+TEST_F(VirtioConsoleTest, OversizedHostWritesAreCutToTheLimitAndCounted) {
+  const auto path = test_socket_path("oversized");
+  auto port = HostConsolePort::open_socket(path);
+  ASSERT_TRUE(port) << port.error().message();
+  std::vector<std::byte> chunk(HostConsolePort::kOutputLimit / 3 + 17, std::byte{'x'});
+  uint64_t written = 0;
+  for (int i = 0; i < 64; ++i) {
+    (*port)->write(chunk);
+    written += chunk.size();
+    ASSERT_LE((*port)->output_pending(), HostConsolePort::kOutputLimit);
+  }
+  std::vector<std::byte> huge(4 * HostConsolePort::kOutputLimit, std::byte{'y'});
+  (*port)->write(huge);
+  written += huge.size();
+  EXPECT_EQ((*port)->output_pending(), HostConsolePort::kOutputLimit);
+  EXPECT_EQ((*port)->dropped_output_bytes(), written - HostConsolePort::kOutputLimit);
+  EXPECT_FALSE((*port)->output_ready()) << "flow control still holds the transmit queue";
+}
+
+TEST_F(VirtioConsoleTest, ConsoleSocketIsPrivateAndALiveOneIsNeverReplaced) {
+  const auto path = test_socket_path("private");
+  const mode_t old_mask = ::umask(0);
+  auto port = HostConsolePort::open_socket(path);
+  ::umask(old_mask);
+  ASSERT_TRUE(port) << port.error().message();
+  struct stat status {};
+  ASSERT_EQ(::lstat(path.c_str(), &status), 0);
+  EXPECT_TRUE(S_ISSOCK(status.st_mode));
+  EXPECT_EQ(status.st_mode & 0777, 0600u) << "only the user may reach the guest's console";
+
+  // A second VM asking for the same path must not take the first one's console.
+  auto second = HostConsolePort::open_socket(path);
+  ASSERT_FALSE(second);
+  EXPECT_NE(second.error().message().find("is in use"), std::string::npos)
+      << second.error().message();
+  const int client = connect_client(path);
+  EXPECT_GE(client, 0) << "the first port still listens";
+  if (client >= 0) ::close(client);
+  port->reset();
+  EXPECT_FALSE(std::filesystem::exists(path));
+
+  // A socket nobody listens on (a killed run's) is replaced.
+  const int stale = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+  ASSERT_EQ(::bind(stale, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  ::close(stale);
+  ASSERT_TRUE(std::filesystem::exists(path));
+  auto replaced = HostConsolePort::open_socket(path);
+  ASSERT_TRUE(replaced) << replaced.error().message();
+  const int after = connect_client(path);
+  EXPECT_GE(after, 0);
+  if (after >= 0) ::close(after);
+  replaced->reset();
+
+  // Anything else at the path is refused and left alone.
+  { std::ofstream(path) << "data"; }
+  auto refused = HostConsolePort::open_socket(path);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("exists and is not a socket"), std::string::npos);
+  EXPECT_TRUE(std::filesystem::is_regular_file(path));
+  std::filesystem::remove(path);
 }
 
 TEST_F(VirtioConsoleTest, HostFileReceivesOutput) {

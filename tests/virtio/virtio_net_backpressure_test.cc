@@ -24,7 +24,9 @@ using net::MacAddress;
 
 TEST(VirtioNetBackpressure, StoppedSwitchHoldsTheGuestBackAndLosesNothing) {
   net::testing::PrivateRuntimeDirectory runtime;
+  const MacAddress guest_mac({0x52, 0x54, 0x00, 0, 0, 1});
   net::SwitchConnectOptions options;
+  options.mac = guest_mac;
   options.daemon.program = LAMINA_BINARY;
   options.daemon.arguments = {"--idle-exit", "1"};
   options.label = "guest";
@@ -32,6 +34,7 @@ TEST(VirtioNetBackpressure, StoppedSwitchHoldsTheGuestBackAndLosesNothing) {
   ASSERT_TRUE(guest_port) << guest_port.error().message();
   uint32_t guest_port_id = (*guest_port)->port_id();
   options.label = "peer";
+  options.mac = MacAddress({0x52, 0x54, 0x00, 0, 0, 2});
   auto peer = net::connect_switch("bp", options);
   ASSERT_TRUE(peer) << peer.error().message();
   auto status = net::query_switch("bp");
@@ -46,7 +49,6 @@ TEST(VirtioNetBackpressure, StoppedSwitchHoldsTheGuestBackAndLosesNothing) {
   testing::TestDriver transmit(*memory, 256, 0x20000, 0x200000);
   transport.queues_[0] = *Virtqueue::create(dma, receive.layout(), false, false);
   transport.queues_[1] = *Virtqueue::create(dma, transmit.layout(), false, false);
-  const MacAddress guest_mac({0x52, 0x54, 0x00, 0, 0, 1});
   auto device = VirtioNet::create(std::move(*guest_port), guest_mac);
   ASSERT_TRUE(device);
   ASSERT_TRUE((*device)->activate(transport, kFeatureVersion1));

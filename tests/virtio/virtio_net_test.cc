@@ -50,7 +50,7 @@ class VirtioNetTest : public ::testing::Test {
     memory_.emplace(std::move(*memory));
     dma_.emplace(*memory_);
     transport_.emplace(*dma_);
-    peer_ = plug("peer");
+    peer_ = plug("peer", mac(9));
     ASSERT_TRUE(peer_);
   }
 
@@ -68,9 +68,10 @@ class VirtioNetTest : public ::testing::Test {
     daemon_.reset();
   }
 
-  std::unique_ptr<net::SwitchPort> plug(const std::string& label) {
+  std::unique_ptr<net::SwitchPort> plug(const std::string& label, const MacAddress& address) {
     net::SwitchConnectOptions options;
     options.label = label;
+    options.mac = address;
     options.auto_start = false;
     auto port = net::connect_switch("lab", options);
     EXPECT_TRUE(port) << port.error().message();
@@ -79,7 +80,7 @@ class VirtioNetTest : public ::testing::Test {
 
   // Makes the device, both queues and activates it with `features`.
   void activate(uint64_t features) {
-    auto device = VirtioNet::create(plug("guest"), kGuestMac);
+    auto device = VirtioNet::create(plug("guest", kGuestMac), kGuestMac);
     ASSERT_TRUE(device) << device.error().message();
     device_ = std::move(*device);
     receive_.emplace(*memory_, 16, 0x10000, 0x100000);
@@ -290,7 +291,7 @@ TEST_F(VirtioNetTest, SaveAndLoadKeepTheAddressAndRefuseAGroupOne) {
   StateWriter writer;
   device_->save(writer);
   auto saved = writer.data();
-  auto other = VirtioNet::create(plug("other"), mac(7));
+  auto other = VirtioNet::create(plug("other", mac(7)), mac(7));
   ASSERT_TRUE(other);
   StateReader reader(saved);
   ASSERT_TRUE((*other)->load(reader));

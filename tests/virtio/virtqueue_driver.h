@@ -3,6 +3,7 @@
 // RAM, makes chains available the way Linux's virtio_ring does, and reads the used ring back.
 // It writes raw descriptors too, so tests can build the hostile chains a guest could.
 
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <utility>
@@ -77,18 +78,24 @@ class TestDriver {
   void publish(uint16_t head) {
     write_u16(layout_.driver_area + 4 + 2ull * (avail_index_ % layout_.size), head);
     ++avail_index_;
-    write_u16(layout_.driver_area + 2, avail_index_);
+    store_release_u16(layout_.driver_area + 2, avail_index_);
   }
   void set_avail_index(uint16_t value) {
     avail_index_ = value;
-    write_u16(layout_.driver_area + 2, value);
+    store_release_u16(layout_.driver_area + 2, value);
   }
-  void set_avail_flags(uint16_t flags) { write_u16(layout_.driver_area, flags); }
-  void set_used_event(uint16_t value) { write_u16(layout_.driver_area + 4 + 2ull * layout_.size, value); }
+  void set_avail_flags(uint16_t flags) { store_release_u16(layout_.driver_area, flags); }
+  void set_used_event(uint16_t value) {
+    store_release_u16(layout_.driver_area + 4 + 2ull * layout_.size, value);
+  }
 
-  uint16_t used_index() const { return read_u16(layout_.device_area + 2); }
-  uint16_t used_flags() const { return read_u16(layout_.device_area); }
-  uint16_t avail_event() const { return read_u16(layout_.device_area + 4 + 8ull * layout_.size); }
+  // The device's ring fields, read as a driver must (virtio 1.2 section 2.7.13: a read of the
+  // used index with acquire orders the reads of the elements and buffers it published).
+  uint16_t used_index() const { return load_acquire_u16(layout_.device_area + 2); }
+  uint16_t used_flags() const { return load_acquire_u16(layout_.device_area); }
+  uint16_t avail_event() const {
+    return load_acquire_u16(layout_.device_area + 4 + 8ull * layout_.size);
+  }
   // (id, len) of used slot `slot`.
   std::pair<uint32_t, uint32_t> used_element(uint16_t slot) const {
     std::byte element[8];
@@ -107,6 +114,20 @@ class TestDriver {
     std::byte bytes[2];
     store_le<uint16_t>(bytes, value);
     (void)memory_.write(address, bytes);
+  }
+  // Fields the device thread reads or writes while the driver runs: atomics, with the ordering
+  // the virtio memory model asks of a driver (the device's side is in virtqueue.cc).
+  void store_release_u16(uint64_t address, uint16_t value) {
+    std::byte* host = memory_.host_pointer(address, 2);
+    if (host == nullptr) return write_u16(address, value);  // outside RAM: a hostile test
+    std::atomic_ref<uint16_t>(*reinterpret_cast<uint16_t*>(host))
+        .store(value, std::memory_order_release);
+  }
+  uint16_t load_acquire_u16(uint64_t address) const {
+    std::byte* host = memory_.host_pointer(address, 2);
+    if (host == nullptr) return read_u16(address);
+    return std::atomic_ref<const uint16_t>(*reinterpret_cast<const uint16_t*>(host))
+        .load(std::memory_order_acquire);
   }
   uint16_t read_u16(uint64_t address) const {
     std::byte bytes[2];

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include <random>
 
 #include "virtqueue_driver.h"
@@ -177,6 +179,54 @@ TEST_F(VirtqueueTest, IndirectTableOfExactlyQueueSizeEntriesIsAccepted) {
   EXPECT_EQ((*popped)->writable.size(), 1u);
 }
 
+// DMA aimed at device memory: guest RAM as on a PC, with the MMIO hole below 4 GiB (LAPIC,
+// IOAPIC, HPET, PCI BARs) between two RAM regions. A buffer in the hole, one running from RAM
+// into it, one past the end of all RAM and a ring placed in the hole are all refused; nothing
+// is read from or written to a device.
+TEST(VirtqueueDmaTest, BuffersAndRingsInTheMmioHoleOrPastRamAreRefused) {
+  constexpr uint64_t kLowEnd = 2 << 20;
+  constexpr uint64_t kHighBase = uint64_t{4} << 30;
+  constexpr uint64_t kHighEnd = kHighBase + (1 << 20);
+  auto memory = GuestMemory::create({{0, kLowEnd}, {kHighBase, kHighEnd - kHighBase}});
+  ASSERT_TRUE(memory) << memory.error().message();
+  std::vector<std::pair<uint64_t, uint64_t>> written;
+  DmaMemory dma(*memory, [&](uint64_t address, uint64_t length) {
+    written.push_back({address, length});
+  });
+  for (const auto& [name, address, length] :
+       std::initializer_list<std::tuple<const char*, uint64_t, uint32_t>>{
+           {"LAPIC page", 0xfee00000, 64},
+           {"IOAPIC window", 0xfec00000, 4},
+           {"RAM into the hole", kLowEnd - 8, 16},
+           {"past the end of RAM", kHighEnd, 512},
+           {"straddling the end of RAM", kHighEnd - 4, 8}}) {
+    for (bool device_writes : {false, true}) {
+      TestDriver driver(*memory, 8, kRingBase, kDataBase);
+      auto queue = Virtqueue::create(dma, driver.layout(), false, false);
+      ASSERT_TRUE(queue) << queue.error().message();
+      driver.set_descriptor(driver.layout().descriptor_table, 0, address, length,
+                            device_writes ? 2 : 0, 0);
+      driver.publish(0);
+      auto popped = queue->pop();
+      ASSERT_FALSE(popped) << name << ": accepted";
+      EXPECT_EQ(popped.error().code(), ErrorCode::kGuestFatal) << name;
+      EXPECT_NE(popped.error().message().find("outside guest RAM"), std::string::npos)
+          << name << ": " << popped.error().message();
+    }
+  }
+  EXPECT_TRUE(written.empty()) << "nothing was written for a refused chain";
+  // The rings themselves in the hole or past RAM.
+  TestDriver driver(*memory, 8, kRingBase, kDataBase);
+  for (uint64_t base : {uint64_t{0xfee00000}, kHighEnd, kLowEnd - 64}) {
+    VirtqueueLayout layout = driver.layout();
+    layout.descriptor_table = base;
+    EXPECT_FALSE(Virtqueue::create(dma, layout, false, false)) << std::hex << base;
+    layout = driver.layout();
+    layout.device_area = base;
+    EXPECT_FALSE(Virtqueue::create(dma, layout, false, false)) << std::hex << base;
+  }
+}
+
 TEST_F(VirtqueueTest, HostileChainsAreDriverErrorsNotHangs) {
   struct Case {
     const char* name;
@@ -203,8 +253,7 @@ TEST_F(VirtqueueTest, HostileChainsAreDriverErrorsNotHangs) {
          d.publish(0);
        },
        "links to descriptor 9"},
-      {"head out of range",
-       [](TestDriver& d, uint64_t) { d.publish(200); },
+      {"head out of range", [](TestDriver& d, uint64_t) { d.publish(200); },
        "names descriptor 200"},
       {"buffer outside RAM",
        [](TestDriver& d, uint64_t) {
@@ -226,8 +275,7 @@ TEST_F(VirtqueueTest, HostileChainsAreDriverErrorsNotHangs) {
        },
        "readable buffer after a writable"},
       {"avail index jumps past the queue size",
-       [](TestDriver& d, uint64_t) { d.set_avail_index(9); },
-       "more than the queue size"},
+       [](TestDriver& d, uint64_t) { d.set_avail_index(9); }, "more than the queue size"},
       {"nested indirect",
        [](TestDriver& d, uint64_t buffer) {
          d.set_descriptor(buffer, 0, buffer, 16, 4, 0);

@@ -1,7 +1,9 @@
 /* A Multiboot v1 test kernel: prints its command line's message to COM1 and exits through the
    debug-exit port 0xf4 with a status taken from the command line.
    Command line: "STATUS MESSAGE" (STATUS decimal, 0-255). Writes "MESSAGE\n" to COM1, then
-   outb(STATUS, 0xf4), so `lamina run` exits with (STATUS << 1) | 1.
+   outb(STATUS, 0xf4), so `lamina run --debug-exit` exits with (STATUS << 1) | 1. Without that
+   option the port is absent and the write does nothing: the kernel then prints
+   "debug-exit ignored" and triple-faults, so lamina exits 1 for a reason it chose.
    Multiboot spec 0.6.96 section 3.2: EAX = 0x2BADB002, EBX = info structure, 32-bit flat. */
         .code32
         .include "multiboot_header.inc"
@@ -40,8 +42,24 @@ _start:
         movl %edi, %eax
         movw $0xf4, %dx
         outb %al, %dx
+        movl $ignored, %esi              /* still running: the port is not there */
+5:      movzbl (%esi), %eax
+        testb %al, %al
+        jz 6f
+        call putc
+        incl %esi
+        jmp 5b
+6:      lidt empty_idt                   /* no IDT: the ud2 below triple-faults */
+        ud2
 fail:   cli
         hlt
         jmp fail
 
         .include "com1_putc.inc"
+
+        .data
+ignored: .asciz "debug-exit ignored\n"
+        .align 4
+empty_idt:
+        .word 0
+        .long 0

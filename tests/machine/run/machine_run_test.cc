@@ -181,6 +181,7 @@ TEST(MachineTest, BootsAMultibootKernelOnTwoVcpusAndStopsOnDebugExit) {
   options.cpus = 2;
   options.memory_bytes = 64 << 20;
   options.com1_backend = &console;
+  options.debug_exit = true;
   auto machine = MachineBuilder::build(options);
   std::filesystem::remove(path);
   ASSERT_TRUE(machine.has_value()) << machine.error().message();
