@@ -19,6 +19,7 @@ void add_disk_transforms(CLI::App& disk) {
     std::string block_size;
     bool azure = false;
     bool force = false;
+    AccessArguments access;
   };
   auto convert_arguments = std::make_shared<ConvertArguments>();
   auto* convert = disk.add_subcommand(
@@ -36,9 +37,11 @@ void add_disk_transforms(CLI::App& disk) {
   convert->add_flag("--azure", convert_arguments->azure,
                     "Fixed VHD with a virtual size of whole MiB, as Azure requires");
   convert->add_flag("--force", convert_arguments->force, "Replace the destination if it exists");
+  add_access_options(*convert, convert_arguments->access, true);
   convert->callback([convert_arguments] {
     const ConvertArguments& arguments = *convert_arguments;
     storage::ConvertOptions options;
+    options.source_access = arguments.access.access();
     options.format = arguments.format;
     options.overwrite = arguments.force;
     options.create.type = arguments.type;

@@ -26,7 +26,7 @@ Result<std::unique_ptr<VhdImage>> open_vhd(const std::string& path, bool writabl
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} is a {} image; this needs a VHD", path, (*format)->name));
   }
-  return VhdImage::open(path, {.writable = writable, .durable = true, .open_parent = true});
+  return VhdImage::open(path, {.writable = writable, .durable = true, .open_parent = true, .access = {}});
 }
 
 // Copies [offset, offset + length) from source to destination in chunks.
@@ -108,7 +108,7 @@ Result<void> create_differencing(const std::string& path, const std::string& par
   }
   if (auto r = staged->commit(); !r) return r;
   // Prove the new child resolves its parent from where it now lies.
-  auto child = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true});
+  auto child = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true, .access = {}});
   if (!child) return fail(child.error());
   return {};
 }
@@ -120,7 +120,7 @@ Result<void> convert_image(const std::string& source_path, const std::string& de
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("format '{}' cannot be written (vhd, vhdx, raw can)", options.format));
   }
-  auto source = open_image(source_path, false);
+  auto source = open_image(source_path, false, options.source_access);
   if (!source) return fail(source.error());
   auto staged = StagedFile::prepare(destination_path, options.overwrite);
   if (!staged) return fail(staged.error());
@@ -149,7 +149,13 @@ Result<uint64_t> merge_image(const std::string& child_path, const Progress& prog
   // Refuse before writing anything if either file has a problem.
   if (auto r = check_clean(child_path); !r) return fail(r.error());
   if (auto r = check_clean(parent_path); !r) return fail(r.error());
-  auto parent = VhdImage::open(parent_path, {.writable = true, .durable = true, .open_parent = true});
+  // The child reads only its own sectors from here on; its hold on the parent (a shared lock)
+  // would refuse the parent's writer.
+  child->reset();
+  auto own = VhdImage::open(child_path, {.writable = false, .durable = true, .open_parent = false, .access = {}});
+  if (!own) return fail(own.error());
+  *child = std::move(*own);
+  auto parent = VhdImage::open(parent_path, {.writable = true, .durable = true, .open_parent = true, .access = {}});
   if (!parent) return fail(parent.error());
   const vhd::DynamicHeader& header = *(*child)->dynamic_header();
   std::vector<std::byte> buffer(kCopyChunk);

@@ -26,6 +26,8 @@ struct ConvertOptions {
   std::string format = "vhd";
   CreateOptions create;  // size is taken from the source (rounded up to whole sectors)
   bool overwrite = false;
+  // How the source is opened: --force-share and the reference policy for its chain.
+  ImageAccess source_access;
 };
 
 Result<void> create_image(const std::string& path, std::string_view format_name,

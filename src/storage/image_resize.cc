@@ -37,7 +37,7 @@ Result<void> zero_range(HostFile& file, uint64_t start, uint64_t end) {
   std::vector<std::byte> zeros(1 << 20);
   while (start < end) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), end - start));
-    if (auto r = file.write_all(start, std::span(zeros).first(n)); !r) return r;
+    if (auto r = file.write_at(start, std::span(zeros).first(n)); !r) return r;
     start += n;
   }
   return {};
@@ -53,19 +53,19 @@ Result<void> resize_fixed(const std::string& path, vhd::Footer footer, uint64_t 
   auto bytes = vhd::serialize_footer(footer);
   if (new_size > old_footer_offset) {
     // Grow: the new footer lands past the old one, then the old footer becomes zero data.
-    if (auto r = file->write_all(new_size, bytes); !r) return r;
-    if (auto r = file->sync_data(); !r) return r;
+    if (auto r = file->write_at(new_size, bytes); !r) return r;
+    if (auto r = file->flush(); !r) return r;
     if (auto r = zero_range(*file, old_size, old_footer_offset + vhd::kFooterSize); !r) return r;
   } else {
     // Shrink (or grow into padding): the old trailing footer stays valid until the truncate.
     if (old_size < new_size) {
       if (auto r = zero_range(*file, old_size, new_size); !r) return r;
     }
-    if (auto r = file->write_all(new_size, bytes); !r) return r;
-    if (auto r = file->sync_data(); !r) return r;
+    if (auto r = file->write_at(new_size, bytes); !r) return r;
+    if (auto r = file->flush(); !r) return r;
     if (auto r = file->truncate(new_size + vhd::kFooterSize); !r) return r;
   }
-  return file->sync_data();
+  return file->flush();
 }
 
 Result<void> resize_dynamic_in_place(VhdImage& image, uint64_t new_size) {
@@ -82,28 +82,27 @@ Result<void> resize_dynamic_in_place(VhdImage& image, uint64_t new_size) {
     if (auto r = image.write(new_size, zeros); !r) return r;
   }
   if (auto r = image.flush(); !r) return r;
-  const std::string path = image.path();
   const uint64_t footer_offset = image.file_size() - vhd::kFooterSize;
-  auto file = HostFile::open(path, HostFile::Mode::kReadWrite);
-  if (!file) return fail(file.error());
+  // Through the image's own file: it holds the writer's lock.
+  HostFile* file = &image.file();
   // 1. BAT entries past the new end (shrink) or newly exposed (grow) become unused.
   std::array<std::byte, 4> unused{};
   store_be<uint32_t>(unused.data(), vhd::kUnusedBatEntry);
   for (uint32_t entry = std::min(old_entries, new_entries); entry < std::max(old_entries, new_entries);
        ++entry) {
-    if (auto r = file->write_all(header.table_offset + uint64_t{entry} * 4, unused); !r) return r;
+    if (auto r = file->write_at(header.table_offset + uint64_t{entry} * 4, unused); !r) return r;
   }
-  if (auto r = file->sync_data(); !r) return r;
+  if (auto r = file->flush(); !r) return r;
   // 2. The header's entry count, 3. the footers (end first: it is the authoritative copy).
   header.max_table_entries = new_entries;
-  if (auto r = file->write_all(footer.data_offset, vhd::serialize_dynamic_header(header)); !r) return r;
-  if (auto r = file->sync_data(); !r) return r;
+  if (auto r = file->write_at(footer.data_offset, vhd::serialize_dynamic_header(header)); !r) return r;
+  if (auto r = file->flush(); !r) return r;
   footer.current_size = new_size;
   footer.geometry = vhd::geometry_for_size(new_size);
   auto bytes = vhd::serialize_footer(footer);
-  if (auto r = file->write_all(footer_offset, bytes); !r) return r;
-  if (auto r = file->write_all(0, bytes); !r) return r;
-  return file->sync_data();
+  if (auto r = file->write_at(footer_offset, bytes); !r) return r;
+  if (auto r = file->write_at(0, bytes); !r) return r;
+  return file->flush();
 }
 
 Result<void> rewrite_dynamic(const std::string& path, VhdImage& image, uint64_t new_size,
@@ -121,7 +120,7 @@ Result<void> rewrite_dynamic(const std::string& path, VhdImage& image, uint64_t 
     if (auto r = vhd::write_new_image(*file, spec); !r) return r;
   }
   auto target = VhdImage::open(staged->temporary_path(),
-                               {.writable = true, .durable = false, .open_parent = false});
+                               {.writable = true, .durable = false, .open_parent = false, .access = {}});
   if (!target) return fail(target.error());
   if (auto r = copy_content(image, **target, progress); !r) return r;
   if (auto r = (*target)->flush(); !r) return r;
@@ -164,7 +163,7 @@ Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow
                 fmt::format("new size {} is over the VHD maximum of 2040 GiB", new_size));
   }
   if (auto r = refuse_if_broken(path); !r) return r;
-  auto image = VhdImage::open(path, {.writable = true, .durable = true, .open_parent = true});
+  auto image = VhdImage::open(path, {.writable = true, .durable = true, .open_parent = true, .access = {}});
   if (!image) return fail(image.error());
   if (auto r = shrink_check((*image)->size()); !r) return r;
   if ((*image)->footer().disk_type == vhd::DiskType::kFixed) {
@@ -196,7 +195,7 @@ Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
                             "only", path));
   };
   if ((*format)->name != "vhd") return not_compactable();
-  auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true});
+  auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true, .access = {}});
   if (!image) return fail(image.error());
   if (!(*image)->dynamic_header()) return not_compactable();
   if (auto r = refuse_if_broken(path); !r) return fail(r.error());
@@ -220,7 +219,7 @@ Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
     if (auto r = vhd::write_new_image(*file, spec); !r) return fail(r.error());
   }
   auto target = VhdImage::open(staged->temporary_path(),
-                               {.writable = true, .durable = false, .open_parent = false});
+                               {.writable = true, .durable = false, .open_parent = false, .access = {}});
   if (!target) return fail(target.error());
   std::vector<std::byte> buffer(header.block_size);
   const auto& bat = source.bat();

@@ -57,7 +57,7 @@ Result<void> StagedFile::commit() {
     // no journal commit is forced for time stamps alone.
     auto file = HostFile::open(temporary_, HostFile::Mode::kReadWrite);
     if (!file) return fail(file.error());
-    if (auto r = file->sync_data(); !r) return r;
+    if (auto r = file->flush(); !r) return r;
   }
   if (overwrite_) {
     if (::rename(temporary_.c_str(), destination_.c_str()) != 0) {

@@ -19,6 +19,7 @@
 
 #include "storage/block_device.h"
 #include "storage/host_file.h"
+#include "storage/image_reference_policy.h"
 #include "storage/vhd_format.h"
 #include "storage/write_behind.h"
 
@@ -30,6 +31,8 @@ class VhdImage final : public BlockDevice {
     bool writable = false;
     bool durable = true;
     bool open_parent = true;  // false: a differencing disk reads unallocated data as zeros
+    // Locking and the reference policy the parent locators are resolved under.
+    ImageAccess access;
   };
   using Identity = std::pair<uint64_t, uint64_t>;
 
@@ -51,6 +54,9 @@ class VhdImage final : public BlockDevice {
   Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
 
   const std::string& path() const { return file_.path(); }
+  // The image's file, for in-place maintenance (resize) that rewrites metadata under the lock
+  // this image holds; the image must not be used for I/O afterwards.
+  HostFile& file() { return file_; }
   const vhd::Footer& footer() const { return footer_; }
   // Present for dynamic and differencing disks.
   const std::optional<vhd::DynamicHeader>& dynamic_header() const { return header_; }
@@ -95,8 +101,11 @@ class VhdImage final : public BlockDevice {
   std::unique_ptr<WriteBehind> write_behind_;
 };
 
-// Where a differencing disk's parent is: tries the W2ru (relative) and W2ku (absolute) parent
-// locators, then the parent's name beside the child. Returns the candidate paths that exist.
-std::vector<std::string> parent_candidates(const HostFile& child, const vhd::DynamicHeader& header);
+// Where a differencing disk's parent may be: the W2ru (relative) and W2ku (absolute) parent
+// locators, then the parent's name beside the child, each resolved under `policy`. Returns the
+// allowed candidates that exist; `refused` collects why the others were not taken.
+std::vector<std::string> parent_candidates(const HostFile& child, const vhd::DynamicHeader& header,
+                                           const ReferencePolicy& policy,
+                                           std::vector<std::string>& refused);
 
 }  // namespace lamina::storage

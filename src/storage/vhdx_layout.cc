@@ -233,7 +233,7 @@ Result<void> FileView::read(uint64_t offset, std::span<std::byte> data,
   return {};
 }
 
-Result<Header> read_current_header(const CheckedFile& file, int& slot) {
+Result<Header> read_current_header(const HostFile& file, int& slot) {
   auto corrupt_file = [&](std::string_view what) {
     return fail(ErrorCode::kCorrupt, fmt::format("{}: {}", file.name(), what));
   };

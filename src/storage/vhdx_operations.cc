@@ -23,8 +23,9 @@ struct Opened {
   VhdxDevice& vhdx() { return static_cast<VhdxDevice&>(*device); }
 };
 
-Result<Opened> open_device(const std::string& path, bool read_only) {
-  auto device = open_vhdx(path, read_only);
+// alone: without the parent (its own sectors only), so the parent can be opened for writing.
+Result<Opened> open_device(const std::string& path, bool read_only, bool alone = false) {
+  auto device = alone ? open_vhdx_alone(path, read_only) : open_vhdx(path, read_only);
   if (!device) return fail(device.error());
   if (dynamic_cast<VhdxDevice*>(device->get()) == nullptr) {
     return fail(ErrorCode::kInternal, fmt::format("{}: not opened as a VHDX device", path));
@@ -258,8 +259,9 @@ Result<uint64_t> merge_vhdx(const std::string& child_path, const Progress& progr
                                      "nothing was merged; the child is unchanged");
       !rewritten)
     return fail(rewritten.error());
-  // 2. The child's own sectors go into the parent, stamped with that DataWriteGuid.
-  auto child = open_device(child_path, true);
+  // 2. The child's own sectors go into the parent, stamped with that DataWriteGuid. The child
+  //    is read without its parent, whose shared lock would refuse the writer.
+  auto child = open_device(child_path, true, true);
   if (!child) return fail(child.error());
   auto parent = open_device(parent_path, false);
   if (!parent) return fail(parent.error());

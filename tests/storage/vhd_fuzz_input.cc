@@ -42,13 +42,13 @@ void run_vhd_input(std::span<const uint8_t> data, const std::string& folder) {
   }
   ::close(fd);
 
-  if (auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true})) {
+  if (auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true, .access = {}})) {
     exercise(**image);
   }
-  (void)vhd_image_format().inspect(path);
+  (void)vhd_image_format().inspect(path, {});
   (void)check_vhd(path, false);
   (void)check_vhd(path, true);
-  if (auto image = VhdImage::open(path, {.writable = true, .durable = false, .open_parent = true})) {
+  if (auto image = VhdImage::open(path, {.writable = true, .durable = false, .open_parent = true, .access = {}})) {
     exercise(**image);
     std::vector<std::byte> sector(512, std::byte{0x5a});
     if ((*image)->size() >= 512) (void)(*image)->write(0, sector);
