@@ -70,6 +70,12 @@ Result<ImageInfo> inspect_image(const ImageFormat& format, const std::string& pa
 
 Result<CheckReport> check_image(const ImageFormat& format, const std::string& path, bool repair,
                                 const ImageAccess& access) {
+  if (repair) {
+    // --repair may write, so it needs the image to itself even when it finds nothing to fix.
+    // The probe is closed again before the format's checker opens the file its own way.
+    auto writer = HostFile::open(path, HostFile::Mode::kReadWrite);
+    if (!writer) return fail(writer.error());
+  }
   if (format.check != nullptr) return format.check(path, repair, access);
   // Opening is the only structural check there is; an image that opens is reported clean.
   auto image = format.open(path, false, access);

@@ -105,8 +105,10 @@ Result<void> resize_dynamic_in_place(VhdImage& image, uint64_t new_size) {
   return file->flush();
 }
 
-Result<void> rewrite_dynamic(const std::string& path, VhdImage& image, uint64_t new_size,
-                             const Progress& progress) {
+// Closes `image` before the staged file replaces it (the replacement needs the writer's lock).
+Result<void> rewrite_dynamic(const std::string& path, std::unique_ptr<VhdImage>& owned,
+                             uint64_t new_size, const Progress& progress) {
+  VhdImage& image = *owned;
   auto staged = StagedFile::prepare(path, true);
   if (!staged) return fail(staged.error());
   vhd::CreateSpec spec;
@@ -125,6 +127,7 @@ Result<void> rewrite_dynamic(const std::string& path, VhdImage& image, uint64_t 
   if (auto r = copy_content(image, **target, progress); !r) return r;
   if (auto r = (*target)->flush(); !r) return r;
   target->reset();
+  owned.reset();
   return staged->commit();
 }
 
@@ -181,7 +184,7 @@ Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow
                 fmt::format("{}: growing this differencing disk needs a larger BAT; merge it or "
                             "resize its base instead", path));
   }
-  return rewrite_dynamic(path, **image, new_size, progress);
+  return rewrite_dynamic(path, *image, new_size, progress);
 }
 
 Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
