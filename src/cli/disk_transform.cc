@@ -54,8 +54,10 @@ void add_disk_transforms(CLI::App& disk) {
       options.create.block_size = static_cast<uint32_t>(block_size);
     }
     ProgressBar progress("converting");
-    auto converted = storage::convert_image(arguments.source, arguments.destination, options,
-                                            progress.callback());
+    auto converted = storage::guard_allocations(arguments.source, [&] {
+      return storage::convert_image(arguments.source, arguments.destination, options,
+                                    progress.callback());
+    });
     if (!converted) fail_disk_command("convert", converted.error());
   });
 
@@ -66,7 +68,8 @@ void add_disk_transforms(CLI::App& disk) {
   merge->add_option("child", *merge_path, "Differencing VHD or VHDX")->required();
   merge->callback([merge_path] {
     ProgressBar progress("merging");
-    auto merged = storage::merge_image(*merge_path, progress.callback());
+    auto merged = storage::guard_allocations(
+        *merge_path, [&] { return storage::merge_image(*merge_path, progress.callback()); });
     if (!merged) fail_disk_command("merge", merged.error());
     fmt::print("merged {} bytes of {} into its parent\n", *merged, *merge_path);
   });
@@ -85,8 +88,10 @@ void add_disk_transforms(CLI::App& disk) {
   resize->callback([resize_arguments] {
     uint64_t size = parse_size_option("resize", "size", resize_arguments->size);
     ProgressBar progress("resizing");
-    auto resized = storage::resize_image(resize_arguments->path, size, resize_arguments->shrink,
-                                         progress.callback());
+    auto resized = storage::guard_allocations(resize_arguments->path, [&] {
+      return storage::resize_image(resize_arguments->path, size, resize_arguments->shrink,
+                                   progress.callback());
+    });
     if (!resized) fail_disk_command("resize", resized.error());
   });
 
@@ -97,7 +102,8 @@ void add_disk_transforms(CLI::App& disk) {
   compact->add_option("path", *compact_path, "Image file")->required();
   compact->callback([compact_path] {
     ProgressBar progress("compacting");
-    auto sizes = storage::compact_image(*compact_path, progress.callback());
+    auto sizes = storage::guard_allocations(
+        *compact_path, [&] { return storage::compact_image(*compact_path, progress.callback()); });
     if (!sizes) fail_disk_command("compact", sizes.error());
     fmt::print("{}: {} -> {} bytes\n", *compact_path, sizes->first, sizes->second);
   });

@@ -49,13 +49,15 @@ Result<std::unique_ptr<BlockDevice>> open_image(const std::string& path, bool wr
                                                 const ImageAccess& access) {
   auto format = detect_format(path, access);
   if (!format) return fail(format.error());
-  return (*format)->open(path, writable, access);
+  return guard_allocations(path, [&] { return (*format)->open(path, writable, access); });
 }
 
 Result<ImageInfo> inspect_image(const ImageFormat& format, const std::string& path,
                                 const ImageAccess& access) {
-  if (format.inspect != nullptr) return format.inspect(path, access);
-  auto image = format.open(path, false, access);
+  if (format.inspect != nullptr) {
+    return guard_allocations(path, [&] { return format.inspect(path, access); });
+  }
+  auto image = guard_allocations(path, [&] { return format.open(path, false, access); });
   if (!image) return fail(image.error());
   auto file = HostFile::open(path, HostFile::Mode::kRead, {.force_share = access.force_share});
   if (!file) return fail(file.error());
@@ -76,9 +78,11 @@ Result<CheckReport> check_image(const ImageFormat& format, const std::string& pa
     auto writer = HostFile::open(path, HostFile::Mode::kReadWrite);
     if (!writer) return fail(writer.error());
   }
-  if (format.check != nullptr) return format.check(path, repair, access);
+  if (format.check != nullptr) {
+    return guard_allocations(path, [&] { return format.check(path, repair, access); });
+  }
   // Opening is the only structural check there is; an image that opens is reported clean.
-  auto image = format.open(path, false, access);
+  auto image = guard_allocations(path, [&] { return format.open(path, false, access); });
   if (!image) return fail(image.error());
   CheckReport report;
   report.problems.push_back({fmt::format("no structure checker for {} images; it opens", format.name),

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <string_view>
@@ -85,6 +86,19 @@ struct ImageFormat {
   Result<ImageInfo> (*inspect)(const std::string& path, const ImageAccess& access);
   Result<CheckReport> (*check)(const std::string& path, bool repair, const ImageAccess& access);
 };
+
+// Runs an operation on the image at `path` whose allocations its headers drive. Every such
+// allocation is bounded by the file's size and caps; should one still fail, std::bad_alloc
+// becomes a clear error instead of aborting the process (a VM's worker, `lamina disk`).
+template <typename Operation>
+auto guard_allocations(const std::string& path, Operation&& operation) -> decltype(operation()) {
+  try {
+    return operation();
+  } catch (const std::bad_alloc&) {
+    return fail(ErrorCode::kUnsupported,
+                path + ": not enough memory for what the image's headers describe; refusing it");
+  }
+}
 
 // Entries of the formats in this folder.
 ImageFormat vhd_image_format();

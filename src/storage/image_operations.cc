@@ -1,6 +1,7 @@
 #include "storage/image_operations.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fmt/format.h>
 #include <vector>
 
@@ -107,8 +108,14 @@ Result<void> create_differencing(const std::string& path, const std::string& par
     if (auto r = vhd::write_new_image(*file, spec); !r) return fail(r.error().with_context(path));
   }
   if (auto r = staged->commit(); !r) return r;
-  // Prove the new child resolves its parent from where it now lies.
-  auto child = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true, .access = {}});
+  // Prove the new child resolves its parent from where it now lies. The user named the parent,
+  // so its folder is allowed for this check (later opens need the same permission).
+  VhdImage::Options options{.writable = false, .durable = true, .open_parent = true, .access = {}};
+  options.access.references.allowed_folders = {std::filesystem::path(parent).parent_path()};
+  if (options.access.references.allowed_folders.front().empty()) {
+    options.access.references.allowed_folders.front() = ".";
+  }
+  auto child = VhdImage::open(path, options);
   if (!child) return fail(child.error());
   return {};
 }

@@ -109,20 +109,26 @@ Result<CheckReport> check_vhd(const std::string& path, bool repair, const ImageA
                               header->max_table_entries, header->table_offset));
     return checker.report;
   }
-  std::vector<std::byte> table(uint64_t{header->max_table_entries} * 4);
-  if (auto r = file.read_at(header->table_offset, table); !r) return fail(r.error());
-  std::vector<uint32_t> bat(header->max_table_entries);
-  for (size_t i = 0; i < bat.size(); ++i) bat[i] = load_be<uint32_t>(table.data() + 4 * i);
+  auto bat = vhd::read_bat(file, *header);
+  if (!bat) return fail(bat.error());
 
-  vhd::Layout layout = vhd::analyze_layout(footer, *header, bat, footer_offset);
-  std::vector<uint32_t> stray;
+  vhd::Layout layout = vhd::analyze_layout(footer, *header, *bat, footer_offset);
+  bat->clear();
+  bat->shrink_to_fit();
+  const std::vector<uint32_t>& stray = layout.entries_past_end;
   for (const vhd::LayoutProblem& problem : layout.problems) {
     bool fixable = problem.kind == vhd::LayoutProblem::Kind::kEntryPastEnd;
-    if (fixable) stray.push_back(problem.entry);
     checker.error(problem.message + (fixable ? "" : " (not repairable: data would be lost)"),
                   fixable && repair);
   }
-  if (layout.problems.empty() && layout.data_end < footer_offset) {
+  if (layout.problem_count > layout.problems.size()) {
+    // The rest are counted, not listed: a damaged BAT can hold millions of them.
+    bool all_fixable = layout.problem_count == layout.entries_past_end.size();
+    checker.error(fmt::format("... and {} more problems like these",
+                              layout.problem_count - layout.problems.size()),
+                  all_fixable && repair);
+  }
+  if (layout.problem_count == 0 && layout.data_end < footer_offset) {
     checker.note(fmt::format("{} bytes of the file are not used by any block ('lamina disk "
                              "compact' reclaims them)", footer_offset - layout.data_end));
   }

@@ -121,20 +121,19 @@ Result<void> VhdImage::load(Options options, std::set<Identity>& seen) {
     return corrupt(fmt::format("the BAT ({} entries at offset {}) runs past the end of the file",
                                header_->max_table_entries, header_->table_offset));
   }
-  std::vector<std::byte> table(uint64_t{header_->max_table_entries} * 4);
-  if (auto r = file_.read_at(header_->table_offset, table); !r) return fail(r.error());
-  bat_.resize(header_->max_table_entries);
-  for (size_t i = 0; i < bat_.size(); ++i) bat_[i] = load_be<uint32_t>(table.data() + 4 * i);
-  bitmap_state_.assign(bat_.size(), 0);
+  auto bat = vhd::read_bat(file_, *header_);
+  if (!bat) return fail(bat.error());
+  bat_ = std::move(*bat);
 
   vhd::Layout layout = vhd::analyze_layout(footer_, *header_, bat_, footer_offset_);
   if (!layout.problems.empty()) {
-    std::string more = layout.problems.size() > 1
-                           ? fmt::format(" (and {} more problems)", layout.problems.size() - 1)
+    std::string more = layout.problem_count > 1
+                           ? fmt::format(" (and {} more problems)", layout.problem_count - 1)
                            : "";
     return corrupt(layout.problems.front().message + more +
                    "; 'lamina disk check' lists them");
   }
+  bitmap_state_.assign(bat_.size(), 0);
   if (footer_offset_ % kSectorSize != 0 && options.writable) {
     return corrupt("the file size is not a whole number of sectors; refusing to write");
   }

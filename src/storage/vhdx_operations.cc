@@ -142,8 +142,12 @@ Result<void> create_vhdx_child(const std::string& path, const std::string& paren
   if (auto created = create_vhdx_differencing(staged->temporary_path(), parent); !created)
     return fail(created.error().with_context(path));
   if (auto committed = staged->commit(); !committed) return committed;
-  // Prove the new child resolves its parent from where it now lies.
-  auto child = open_vhdx(path, true);
+  // Prove the new child resolves its parent from where it now lies. The user named the parent,
+  // so its folder is allowed for this check (later opens need the same permission).
+  ImageAccess access;
+  std::filesystem::path parent_folder = std::filesystem::path(parent).parent_path();
+  access.references.allowed_folders = {parent_folder.empty() ? "." : parent_folder};
+  auto child = open_vhdx(path, true, access);
   if (!child) return fail(child.error());
   return {};
 }
