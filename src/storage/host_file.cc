@@ -128,7 +128,8 @@ HostFile::HostFile(HostFile&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       writable_(other.writable_),
       size_(other.size_),
-      path_(std::move(other.path_)) {}
+      path_(std::move(other.path_)),
+      observer_(std::exchange(other.observer_, nullptr)) {}
 
 HostFile& HostFile::operator=(HostFile&& other) noexcept {
   if (this != &other) {
@@ -137,6 +138,7 @@ HostFile& HostFile::operator=(HostFile&& other) noexcept {
     writable_ = other.writable_;
     size_ = other.size_;
     path_ = std::move(other.path_);
+    observer_ = std::exchange(other.observer_, nullptr);
   }
   return *this;
 }
@@ -201,6 +203,7 @@ Result<void> HostFile::write_at(uint64_t offset, std::span<const std::byte> data
     done += static_cast<size_t>(n);
   }
   size_ = std::max(size_, offset + data.size());
+  if (observer_ != nullptr) observer_->wrote(offset, data);
   return {};
 }
 
@@ -208,12 +211,14 @@ Result<void> HostFile::truncate(uint64_t new_size) {
   if (!writable_) return refuse_read_only();
   if (::ftruncate(fd_, static_cast<off_t>(new_size)) != 0) return fail(io_error(path_, "truncate"));
   size_ = new_size;
+  if (observer_ != nullptr) observer_->truncated(new_size);
   return {};
 }
 
 Result<void> HostFile::flush() {
   if (!writable_) return {};
   if (::fdatasync(fd_) != 0) return fail(io_error(path_, "fdatasync"));
+  if (observer_ != nullptr) observer_->flushed();
   return {};
 }
 
@@ -224,6 +229,7 @@ Result<bool> HostFile::punch_hole(uint64_t offset, uint64_t length) {
     if (errno == EOPNOTSUPP || errno == ENOSYS) return false;
     return fail(io_error(path_, "punch a hole"));
   }
+  if (observer_ != nullptr) observer_->zeroed(offset, std::min(length, size_ - std::min(size_, offset)));
   return true;
 }
 
@@ -234,6 +240,7 @@ Result<bool> HostFile::zero_range(uint64_t offset, uint64_t length) {
     if (errno == EOPNOTSUPP || errno == ENOSYS) return false;
     return fail(io_error(path_, "zero a range"));
   }
+  if (observer_ != nullptr) observer_->zeroed(offset, std::min(length, size_ - std::min(size_, offset)));
   return true;
 }
 

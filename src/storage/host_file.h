@@ -35,6 +35,19 @@ struct HostFileOptions {
   bool regular_only = false;
 };
 
+// Sees every change a HostFile makes, in order: what a power cut could keep or lose. The
+// crash-consistency tests record through it and replay every point of a write sequence.
+class HostFileObserver {
+ public:
+  virtual ~HostFileObserver() = default;
+  virtual void wrote(uint64_t offset, std::span<const std::byte> data) = 0;
+  // Ranges made to read as zeros (holes, zero ranges).
+  virtual void zeroed(uint64_t offset, uint64_t length) = 0;
+  virtual void truncated(uint64_t size) = 0;
+  // fdatasync returned: everything before it is durable.
+  virtual void flushed() = 0;
+};
+
 class HostFile {
  public:
   enum class Mode { kRead, kReadWrite, kCreateExclusive };
@@ -88,6 +101,8 @@ class HostFile {
   Result<uint64_t> next_hole(uint64_t offset) const;
   // Identity of the underlying file (device, inode), used to detect parent loops.
   Result<std::pair<uint64_t, uint64_t>> identity() const;
+  // Not owned; nullptr to stop. Reports the changes made through this object from now on.
+  void set_observer(HostFileObserver* observer) { observer_ = observer; }
 
  private:
   // Reads until data is full or the file ends; returns how many bytes were read.
@@ -98,6 +113,7 @@ class HostFile {
   bool writable_ = false;
   uint64_t size_ = 0;
   std::string path_;
+  HostFileObserver* observer_ = nullptr;
 };
 
 // Makes an error from errno naming the file and the operation.

@@ -321,16 +321,19 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
     return fail(ErrorCode::kUnsupported,
                 fmt::format("{}: the file reached the VHD limit of 2 TiB of blocks", path()));
   }
-  // 1. The trailing footer moves first, so the file always ends with a valid footer. A staged
-  // file (not durable) appends in file order instead, which file systems handle faster than
-  // filling a hole.
+  // The new block goes where the trailing footer is, so the steps are ordered for a power cut
+  // at any point (the file must always end with a valid footer, and the BAT never point at
+  // unwritten data):
+  // 1. the footer at the new end, then fdatasync: the file grows to its new size ending in a
+  //    valid footer (a write that extends the file could otherwise land alone and end it in
+  //    data; the old footer, now mid-file, is unused space).
+  // 2. bitmap (over the old footer's place) and data, then fdatasync: nothing points there yet.
+  // 3. the BAT entry (durable with the next flush; losing it loses only unflushed data).
+  // A staged file (not durable) appends in file order and syncs once at the end instead.
   auto footer_bytes = vhd::serialize_footer(footer_);
-  if (durable_) {
-    if (auto r = file_.write_at(new_footer_offset, footer_bytes); !r) return r;
-  }
-  // 2. Bitmap and data. A dynamic disk's block is whole (all bits set, unwritten sectors are the
-  // zeros of the freshly extended file); a differencing disk marks only the sectors written, the
-  // rest still come from the parent.
+  // A dynamic disk's block is whole (all bits set, unwritten sectors are the zeros of the
+  // freshly extended file); a differencing disk marks only the sectors written, the rest still
+  // come from the parent.
   std::vector<std::byte> bitmap(bitmap_size_, std::byte{0});
   if (differencing()) {
     for (uint64_t s = in_block / kSectorSize; s < (in_block + data.size()) / kSectorSize; ++s) {
@@ -340,16 +343,19 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
     std::fill(bitmap.begin(), bitmap.begin() + static_cast<ptrdiff_t>(block_size / kSectorSize / 8),
               std::byte{0xff});
   }
-  if (auto r = file_.write_at(start, bitmap); !r) return r;
-  if (auto r = file_.write_at(start + bitmap_size_ + in_block, data); !r) return r;
-  // 3. Bitmap and data reach stable storage before the BAT points at them.
   if (durable_) {
+    if (auto r = file_.write_at(new_footer_offset, footer_bytes); !r) return r;
+    if (auto r = file_.flush(); !r) return r;
+    if (auto r = file_.write_at(start, bitmap); !r) return r;
+    if (auto r = file_.write_at(start + bitmap_size_ + in_block, data); !r) return r;
     if (auto r = file_.flush(); !r) return r;
   } else {
+    if (auto r = file_.write_at(start, bitmap); !r) return r;
+    if (auto r = file_.write_at(start + bitmap_size_ + in_block, data); !r) return r;
     if (auto r = file_.write_at(new_footer_offset, footer_bytes); !r) return r;
     if (write_behind_) write_behind_->add(start, new_footer_offset - start);
   }
-  // 4. The BAT entry.
+  // The BAT entry.
   std::array<std::byte, 4> entry{};
   store_be<uint32_t>(entry.data(), static_cast<uint32_t>(start / kSectorSize));
   if (auto r = file_.write_at(header_->table_offset + uint64_t{block} * 4, entry); !r) return r;

@@ -3,9 +3,10 @@
 // owns its parent (opened read-only, found through the parent locators, its unique id checked)
 // and so, recursively, the whole chain.
 //
-// Crash consistency (design.md): a new block is laid out as footer-at-new-end, then bitmap and
-// data, then fdatasync, then the BAT entry; so the file always ends with a valid footer and the
-// BAT never points at unwritten data. flush() is fdatasync. Options::durable = false drops the
+// Crash consistency (design.md): a new block is laid out as footer-at-new-end, fdatasync, then
+// bitmap and data, fdatasync, then the BAT entry; so after a power cut at any point the file
+// ends with a valid footer and the BAT never points at unwritten data (vhd_power_loss_test
+// replays every cut). flush() is fdatasync. Options::durable = false drops the
 // per-allocation fdatasync for files being staged under a temporary name (convert, compact).
 //
 // Ownership: owns its file and its parent chain. Thread-safety: one thread at a time.
