@@ -61,23 +61,31 @@ void add_disk_transforms(CLI::App& disk) {
     if (!converted) fail_disk_command("convert", converted.error());
   });
 
-  auto merge_path = std::make_shared<std::string>();
+  struct PathArguments {
+    std::string path;
+    AccessArguments access;
+  };
+  auto merge_arguments = std::make_shared<PathArguments>();
   auto* merge = disk.add_subcommand(
       "merge", "Commit a differencing disk into its parent; the differencing disk is left "
                "empty over the updated parent (other children of that parent become stale)");
-  merge->add_option("child", *merge_path, "Differencing VHD or VHDX")->required();
-  merge->callback([merge_path] {
+  merge->add_option("child", merge_arguments->path, "Differencing VHD or VHDX")->required();
+  add_access_options(*merge, merge_arguments->access, false);
+  merge->callback([merge_arguments] {
+    const std::string& path = merge_arguments->path;
+    storage::ImageAccess access = merge_arguments->access.access();
     ProgressBar progress("merging");
     auto merged = storage::guard_allocations(
-        *merge_path, [&] { return storage::merge_image(*merge_path, progress.callback()); });
+        path, [&] { return storage::merge_image(path, progress.callback(), access); });
     if (!merged) fail_disk_command("merge", merged.error());
-    fmt::print("merged {} bytes of {} into its parent\n", *merged, *merge_path);
+    fmt::print("merged {} bytes of {} into its parent\n", *merged, path);
   });
 
   struct ResizeArguments {
     std::string path;
     std::string size;
     bool shrink = false;
+    AccessArguments access;
   };
   auto resize_arguments = std::make_shared<ResizeArguments>();
   auto* resize = disk.add_subcommand("resize", "Change an image's virtual size");
@@ -85,27 +93,32 @@ void add_disk_transforms(CLI::App& disk) {
   resize->add_option("size", resize_arguments->size, "New virtual size, e.g. 40G")->required();
   resize->add_flag("--shrink", resize_arguments->shrink,
                    "Allow making the disk smaller (drops the data past the new end)");
+  add_access_options(*resize, resize_arguments->access, false);
   resize->callback([resize_arguments] {
     uint64_t size = parse_size_option("resize", "size", resize_arguments->size);
+    storage::ImageAccess access = resize_arguments->access.access();
     ProgressBar progress("resizing");
     auto resized = storage::guard_allocations(resize_arguments->path, [&] {
       return storage::resize_image(resize_arguments->path, size, resize_arguments->shrink,
-                                   progress.callback());
+                                   progress.callback(), access);
     });
     if (!resized) fail_disk_command("resize", resized.error());
   });
 
-  auto compact_path = std::make_shared<std::string>();
+  auto compact_arguments = std::make_shared<PathArguments>();
   auto* compact = disk.add_subcommand(
       "compact",
       "Rewrite a dynamic or differencing VHD or VHDX without unused space and zero blocks");
-  compact->add_option("path", *compact_path, "Image file")->required();
-  compact->callback([compact_path] {
+  compact->add_option("path", compact_arguments->path, "Image file")->required();
+  add_access_options(*compact, compact_arguments->access, false);
+  compact->callback([compact_arguments] {
+    const std::string& path = compact_arguments->path;
+    storage::ImageAccess access = compact_arguments->access.access();
     ProgressBar progress("compacting");
     auto sizes = storage::guard_allocations(
-        *compact_path, [&] { return storage::compact_image(*compact_path, progress.callback()); });
+        path, [&] { return storage::compact_image(path, progress.callback(), access); });
     if (!sizes) fail_disk_command("compact", sizes.error());
-    fmt::print("{}: {} -> {} bytes\n", *compact_path, sizes->first, sizes->second);
+    fmt::print("{}: {} -> {} bytes\n", path, sizes->first, sizes->second);
   });
 }
 

@@ -21,8 +21,8 @@ namespace lamina::storage {
 
 namespace {
 
-Result<void> refuse_if_broken(const std::string& path) {
-  auto report = check_vhd(path, false);
+Result<void> refuse_if_broken(const std::string& path, const ImageAccess& access) {
+  auto report = check_vhd(path, false, access);
   if (!report) return fail(report.error());
   for (const CheckProblem& problem : report->problems) {
     if (problem.error) {
@@ -134,7 +134,7 @@ Result<void> rewrite_dynamic(const std::string& path, std::unique_ptr<VhdImage>&
 }  // namespace
 
 Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow_shrink,
-                          const Progress& progress) {
+                          const Progress& progress, const ImageAccess& access) {
   auto format = detect_format(path);
   if (!format) return fail(format.error());
   if (new_size == 0 || new_size % kSectorSize != 0) {
@@ -156,7 +156,9 @@ Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow
     if (auto r = (*image)->resize(new_size); !r) return r;
     return (*image)->flush();
   }
-  if ((*format)->name == "vhdx") return resize_vhdx(path, new_size, allow_shrink, progress);
+  if ((*format)->name == "vhdx") {
+    return resize_vhdx(path, new_size, allow_shrink, progress, access);
+  }
   if ((*format)->name != "vhd") {
     return fail(ErrorCode::kUnsupported,
                 fmt::format("{}: resizing {} images is not supported", path, (*format)->name));
@@ -165,8 +167,9 @@ Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("new size {} is over the VHD maximum of 2040 GiB", new_size));
   }
-  if (auto r = refuse_if_broken(path); !r) return r;
-  auto image = VhdImage::open(path, {.writable = true, .durable = true, .open_parent = true, .access = {}});
+  if (auto r = refuse_if_broken(path, access); !r) return r;
+  auto image =
+      VhdImage::open(path, {.writable = true, .durable = true, .open_parent = true, .access = access});
   if (!image) return fail(image.error());
   if (auto r = shrink_check((*image)->size()); !r) return r;
   if ((*image)->footer().disk_type == vhd::DiskType::kFixed) {
@@ -188,20 +191,22 @@ Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow
 }
 
 Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
-                                                    const Progress& progress) {
+                                                    const Progress& progress,
+                                                    const ImageAccess& access) {
   auto format = detect_format(path);
   if (!format) return fail(format.error());
-  if ((*format)->name == "vhdx") return compact_vhdx(path, progress);
+  if ((*format)->name == "vhdx") return compact_vhdx(path, progress, access);
   auto not_compactable = [&] {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{}: compact works on dynamic and differencing VHD and VHDX images "
                             "only", path));
   };
   if ((*format)->name != "vhd") return not_compactable();
-  auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true, .access = {}});
+  auto image = VhdImage::open(
+      path, {.writable = false, .durable = true, .open_parent = true, .access = access});
   if (!image) return fail(image.error());
   if (!(*image)->dynamic_header()) return not_compactable();
-  if (auto r = refuse_if_broken(path); !r) return fail(r.error());
+  if (auto r = refuse_if_broken(path, access); !r) return fail(r.error());
   VhdImage& source = **image;
   const vhd::DynamicHeader& header = *source.dynamic_header();
   const bool differencing = source.footer().disk_type == vhd::DiskType::kDifferencing;
