@@ -2,7 +2,8 @@
 # Drives `lamina disk` from the outside: exit statuses, messages naming the problem and the
 # file, --force, --json, and that failed commands leave nothing behind.
 set -u
-lamina=$1
+lamina=$(realpath "$1")
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
@@ -94,6 +95,13 @@ check "info --allow-parent-dir" 0 'backing file' -- "$lamina" disk info --allow-
 check "info --allow-reference-dir" 0 'backing file' -- \
   "$lamina" disk info --allow-reference-dir "$work/policy" policy/sub/child.vhd
 check "check --allow-parent-dir" 0 'no errors' -- "$lamina" disk check --allow-parent-dir policy/sub/child.vhd
+# lamina run --disk: the same policy, allowed per disk; the "kernel" (this script) then fails.
+check "run --disk refuses a parent outside the folder" 1 "parent '../base.vhd' lies outside" -- \
+  "$lamina" run --kernel "$here/disk_cli_test.sh" --serial none --disk policy/sub/child.vhd
+check "run --disk ...,allow-parent-dir opens it" 1 'HdrS' -- \
+  "$lamina" run --kernel "$here/disk_cli_test.sh" --serial none --disk policy/sub/child.vhd,allow-parent-dir
+check "run --disk ...,allow-dir=DIR opens it" 1 'HdrS' -- \
+  "$lamina" run --kernel "$here/disk_cli_test.sh" --serial none --disk "policy/sub/child.vhd,allow-dir=$work/policy"
 check "merge refuses a parent outside the folder" 1 'outside the image' -- \
   "$lamina" disk merge policy/sub/child.vhd
 check "merge --allow-parent-dir" 0 'merged' -- "$lamina" disk merge --allow-parent-dir policy/sub/child.vhd
