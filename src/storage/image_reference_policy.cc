@@ -52,7 +52,8 @@ Result<fs::path> resolve_reference(const fs::path& image, std::string_view name,
   if (!permitted) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{}: {} '{}' lies outside the image's folder; refusing to open it "
-                            "(allow it with --allow-parent-dir or --allow-reference-dir DIR)",
+                            "(allow it with --allow-parent-dir or --allow-reference-dir DIR; for run --disk, "
+                            ",allow-parent-dir or ,allow-dir=DIR)",
                             image_name, what, std::string(name)));
   }
   // stat, not open: a FIFO must be refused without opening it (HostFile checks again by fd).

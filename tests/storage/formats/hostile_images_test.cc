@@ -27,6 +27,8 @@
 #include "storage/image_operations.h"
 #include "storage/vhd_create.h"
 #include "storage/vhd_image.h"
+#include "storage/vhdx_image.h"
+#include "storage/vhdx_layout.h"
 
 namespace lamina::storage {
 namespace {
@@ -106,6 +108,30 @@ void make_qcow2_with_backing(const fs::path& path, const std::string& backing,
   store_be<uint32_t>(&file[16], static_cast<uint32_t>(backing.size()));
   std::memcpy(&file[256], backing.data(), backing.size());
   write_bytes(path, file);
+}
+
+// A dynamic VHDX (1 MiB blocks) with BAT entry `index` set to `entry`.
+fs::path make_vhdx_with_bat_entry(const fs::path& path, uint64_t index, uint64_t entry) {
+  VhdxOptions options;
+  options.block_size = 1u << 20;
+  EXPECT_TRUE(create_vhdx(path, 8u << 20, options));
+  uint64_t bat_offset = 0;
+  {
+    auto file = HostFile::open(path.string(), HostFile::Mode::kRead);
+    int slot = 0;
+    auto header = vhdx::read_current_header(*file, slot);
+    EXPECT_TRUE(header);
+    vhdx::FileView view(*file, nullptr);
+    auto parsed = vhdx::parse_image(view, *header, slot);
+    EXPECT_TRUE(parsed);
+    if (parsed) bat_offset = parsed->layout.bat_offset;
+  }
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  std::array<std::byte, 8> bytes{};
+  store_le<uint64_t>(bytes.data(), entry);
+  EXPECT_EQ(::pwrite(fd, bytes.data(), 8, static_cast<off_t>(bat_offset + index * 8)), 8);
+  ::close(fd);
+  return path;
 }
 
 void make_vmdk_descriptor(const fs::path& path, const std::string& extent_line) {
@@ -216,6 +242,32 @@ std::vector<HostileCase> hostile_cases() {
                      return made.path;
                    },
                    "overlaps the block of BAT entry"});
+  cases.push_back({"vhdx_bat_entry_past_the_end", [](const fs::path& dir) {
+                     // PAYLOAD_BLOCK_FULLY_PRESENT (6) at 1 TiB in a file of a few MiB.
+                     return make_vhdx_with_bat_entry(dir / "past.vhdx", 1, (1ull << 40) | 6);
+                   },
+                   "outside the file"});
+  cases.push_back({"vhdx_bat_entry_into_the_header", [](const fs::path& dir) {
+                     return make_vhdx_with_bat_entry(dir / "meta.vhdx", 0, 6);
+                   },
+                   "overlaps"});
+  cases.push_back({"vhdx_parent_through_dotdot", [](const fs::path& dir) {
+                     fs::create_directory(dir / "sub");
+                     EXPECT_TRUE(create_vhdx(dir / "parent.vhdx", 8u << 20));
+                     EXPECT_TRUE(create_vhdx_differencing(dir / "sub" / "child.vhdx",
+                                                          dir / "parent.vhdx"));
+                     return dir / "sub" / "child.vhdx";
+                   },
+                   "outside the image's folder"});
+  cases.push_back({"vhdx_parent_loop", [](const fs::path& dir) {
+                     // The parent is replaced by a copy of its child: the chain points at itself.
+                     EXPECT_TRUE(create_vhdx(dir / "parent.vhdx", 8u << 20));
+                     EXPECT_TRUE(create_vhdx_differencing(dir / "child.vhdx", dir / "parent.vhdx"));
+                     fs::copy_file(dir / "child.vhdx", dir / "parent.vhdx",
+                                   fs::copy_options::overwrite_existing);
+                     return dir / "child.vhdx";
+                   },
+                   "parent"});
   // References that leave the image's folder or are not regular files.
   cases.push_back({"vhd_parent_is_etc_passwd", [](const fs::path& dir) {
                      make_vhd_child(dir / "child.vhd", "/etc/passwd");
