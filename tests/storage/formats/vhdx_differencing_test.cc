@@ -124,6 +124,16 @@ TEST_F(VhdxDifferencing, RefusesAChangedOrMissingParent) {
   ASSERT_FALSE(opened);
   EXPECT_NE(opened.error().message().find("modified"), std::string::npos)
       << opened.error().message();
+  // Issue 16: the candidate's DataWriteGuid (and the linkage) stay out of the message; the
+  // candidate may be another user's disk, and its GUID is what a crafted child needs.
+  auto parent_info = inspect_vhdx(parent_);
+  ASSERT_TRUE(parent_info);
+  auto child_info = inspect_vhdx(child);
+  ASSERT_TRUE(child_info);
+  for (const std::string& guid : {parent_info->data_write_guid, child_info->parent_linkage}) {
+    std::string bare = guid.substr(1, guid.size() - 2);  // without the braces
+    EXPECT_EQ(opened.error().message().find(bare), std::string::npos) << opened.error().message();
+  }
   std::filesystem::remove(parent_);
   opened = open_vhdx(child, true);
   ASSERT_FALSE(opened);
