@@ -59,8 +59,9 @@ void print_info(const storage::ImageInfo& info, const std::string& indent) {
   }
 }
 
-const storage::ImageFormat& detect(std::string_view command, const std::string& path) {
-  auto format = storage::detect_format(path);
+const storage::ImageFormat& detect(std::string_view command, const std::string& path,
+                                   const storage::ImageAccess& access) {
+  auto format = storage::detect_format(path, access);
   if (!format) fail_disk_command(command, format.error());
   return **format;
 }
@@ -72,14 +73,17 @@ void add_disk_info_and_check(CLI::App& disk) {
     std::string path;
     bool json = false;
     bool repair = false;
+    AccessArguments access;
   };
   auto info_arguments = std::make_shared<Arguments>();
   auto* info = disk.add_subcommand("info", "Show an image's format, sizes and layout");
   info->add_option("path", info_arguments->path, "Image file")->required();
   info->add_flag("--json", info_arguments->json, "Print JSON");
+  add_access_options(*info, info_arguments->access, true);
   info->callback([info_arguments] {
-    const auto& format = detect("info", info_arguments->path);
-    auto result = storage::inspect_image(format, info_arguments->path);
+    storage::ImageAccess access = info_arguments->access.access();
+    const auto& format = detect("info", info_arguments->path, access);
+    auto result = storage::inspect_image(format, info_arguments->path, access);
     if (!result) fail_disk_command("info", result.error());
     if (info_arguments->json) {
       fmt::print("{}\n", info_json(*result).dump(2));
@@ -96,10 +100,16 @@ void add_disk_info_and_check(CLI::App& disk) {
   check->add_flag("--repair", check_arguments->repair,
                   "Fix what is safe: a missing or damaged footer copy, BAT entries past the end "
                   "of the file");
+  add_access_options(*check, check_arguments->access, true);
   check->callback([check_arguments] {
     const std::string& path = check_arguments->path;
-    const auto& format = detect("check", path);
-    auto report = storage::check_image(format, path, check_arguments->repair);
+    storage::ImageAccess access = check_arguments->access.access();
+    if (access.force_share && check_arguments->repair) {
+      fail_disk_command("check", Error(ErrorCode::kInvalidArgument,
+                                       "--force-share is for reading; --repair writes the image"));
+    }
+    const auto& format = detect("check", path, access);
+    auto report = storage::check_image(format, path, check_arguments->repair, access);
     if (!report) fail_disk_command("check", report.error());
     if (check_arguments->json) {
       nlohmann::json json;

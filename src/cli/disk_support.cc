@@ -17,6 +17,28 @@ void fail_disk_command(std::string_view command, const Error& error, int exit_co
   throw CLI::RuntimeError(exit_code);
 }
 
+storage::ImageAccess AccessArguments::access() const {
+  storage::ImageAccess access;
+  access.force_share = force_share;
+  access.references.allow_parent_folder = allow_parent_dir;
+  access.references.allowed_folders.assign(allowed_dirs.begin(), allowed_dirs.end());
+  return access;
+}
+
+void add_access_options(CLI::App& command, AccessArguments& arguments, bool offer_force_share) {
+  command.add_flag("--allow-parent-dir", arguments.allow_parent_dir,
+                   "Let parents, backing files and extents lie in the folder above the image's "
+                   "(by default they must be in the image's own folder)");
+  command.add_option("--allow-reference-dir", arguments.allowed_dirs,
+                     "Let parents, backing files and extents lie in DIR or below (repeatable)")
+      ->type_name("DIR");
+  if (offer_force_share) {
+    command.add_flag("--force-share", arguments.force_share,
+                     "Read an image that another process holds, without a lock (it may be "
+                     "changing while it is read)");
+  }
+}
+
 uint64_t parse_size_option(std::string_view command, std::string_view option,
                            std::string_view text) {
   auto size = parse_size(text);

@@ -8,9 +8,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/error.h"
 #include "storage/image_operations.h"
+#include "storage/image_reference_policy.h"
 
 namespace lamina::cli {
 
@@ -26,6 +28,17 @@ inline constexpr int kDiskCheckProblemsExitCode = 2;
 // Prints "lamina disk <command>: <message>" and throws CLI::RuntimeError(exit_code).
 [[noreturn]] void fail_disk_command(std::string_view command, const Error& error,
                                     int exit_code = kDiskFailureExitCode);
+
+// The options that say how an image and the files it references are opened: the reference
+// policy (--allow-parent-dir, --allow-reference-dir DIR) and, for commands that only read,
+// --force-share (no shared lock, like qemu-img -U).
+struct AccessArguments {
+  bool force_share = false;
+  bool allow_parent_dir = false;
+  std::vector<std::string> allowed_dirs;
+  storage::ImageAccess access() const;
+};
+void add_access_options(CLI::App& command, AccessArguments& arguments, bool offer_force_share);
 
 // parse_size, failing the command with the option's name on bad input.
 uint64_t parse_size_option(std::string_view command, std::string_view option,

@@ -19,6 +19,7 @@ void add_disk_transforms(CLI::App& disk) {
     std::string block_size;
     bool azure = false;
     bool force = false;
+    AccessArguments access;
   };
   auto convert_arguments = std::make_shared<ConvertArguments>();
   auto* convert = disk.add_subcommand(
@@ -36,9 +37,11 @@ void add_disk_transforms(CLI::App& disk) {
   convert->add_flag("--azure", convert_arguments->azure,
                     "Fixed VHD with a virtual size of whole MiB, as Azure requires");
   convert->add_flag("--force", convert_arguments->force, "Replace the destination if it exists");
+  add_access_options(*convert, convert_arguments->access, true);
   convert->callback([convert_arguments] {
     const ConvertArguments& arguments = *convert_arguments;
     storage::ConvertOptions options;
+    options.source_access = arguments.access.access();
     options.format = arguments.format;
     options.overwrite = arguments.force;
     options.create.type = arguments.type;
@@ -51,27 +54,38 @@ void add_disk_transforms(CLI::App& disk) {
       options.create.block_size = static_cast<uint32_t>(block_size);
     }
     ProgressBar progress("converting");
-    auto converted = storage::convert_image(arguments.source, arguments.destination, options,
-                                            progress.callback());
+    auto converted = storage::guard_allocations(arguments.source, [&] {
+      return storage::convert_image(arguments.source, arguments.destination, options,
+                                    progress.callback());
+    });
     if (!converted) fail_disk_command("convert", converted.error());
   });
 
-  auto merge_path = std::make_shared<std::string>();
+  struct PathArguments {
+    std::string path;
+    AccessArguments access;
+  };
+  auto merge_arguments = std::make_shared<PathArguments>();
   auto* merge = disk.add_subcommand(
       "merge", "Commit a differencing disk into its parent; the differencing disk is left "
                "empty over the updated parent (other children of that parent become stale)");
-  merge->add_option("child", *merge_path, "Differencing VHD or VHDX")->required();
-  merge->callback([merge_path] {
+  merge->add_option("child", merge_arguments->path, "Differencing VHD or VHDX")->required();
+  add_access_options(*merge, merge_arguments->access, false);
+  merge->callback([merge_arguments] {
+    const std::string& path = merge_arguments->path;
+    storage::ImageAccess access = merge_arguments->access.access();
     ProgressBar progress("merging");
-    auto merged = storage::merge_image(*merge_path, progress.callback());
+    auto merged = storage::guard_allocations(
+        path, [&] { return storage::merge_image(path, progress.callback(), access); });
     if (!merged) fail_disk_command("merge", merged.error());
-    fmt::print("merged {} bytes of {} into its parent\n", *merged, *merge_path);
+    fmt::print("merged {} bytes of {} into its parent\n", *merged, path);
   });
 
   struct ResizeArguments {
     std::string path;
     std::string size;
     bool shrink = false;
+    AccessArguments access;
   };
   auto resize_arguments = std::make_shared<ResizeArguments>();
   auto* resize = disk.add_subcommand("resize", "Change an image's virtual size");
@@ -79,24 +93,32 @@ void add_disk_transforms(CLI::App& disk) {
   resize->add_option("size", resize_arguments->size, "New virtual size, e.g. 40G")->required();
   resize->add_flag("--shrink", resize_arguments->shrink,
                    "Allow making the disk smaller (drops the data past the new end)");
+  add_access_options(*resize, resize_arguments->access, false);
   resize->callback([resize_arguments] {
     uint64_t size = parse_size_option("resize", "size", resize_arguments->size);
+    storage::ImageAccess access = resize_arguments->access.access();
     ProgressBar progress("resizing");
-    auto resized = storage::resize_image(resize_arguments->path, size, resize_arguments->shrink,
-                                         progress.callback());
+    auto resized = storage::guard_allocations(resize_arguments->path, [&] {
+      return storage::resize_image(resize_arguments->path, size, resize_arguments->shrink,
+                                   progress.callback(), access);
+    });
     if (!resized) fail_disk_command("resize", resized.error());
   });
 
-  auto compact_path = std::make_shared<std::string>();
+  auto compact_arguments = std::make_shared<PathArguments>();
   auto* compact = disk.add_subcommand(
       "compact",
       "Rewrite a dynamic or differencing VHD or VHDX without unused space and zero blocks");
-  compact->add_option("path", *compact_path, "Image file")->required();
-  compact->callback([compact_path] {
+  compact->add_option("path", compact_arguments->path, "Image file")->required();
+  add_access_options(*compact, compact_arguments->access, false);
+  compact->callback([compact_arguments] {
+    const std::string& path = compact_arguments->path;
+    storage::ImageAccess access = compact_arguments->access.access();
     ProgressBar progress("compacting");
-    auto sizes = storage::compact_image(*compact_path, progress.callback());
+    auto sizes = storage::guard_allocations(
+        path, [&] { return storage::compact_image(path, progress.callback(), access); });
     if (!sizes) fail_disk_command("compact", sizes.error());
-    fmt::print("{}: {} -> {} bytes\n", *compact_path, sizes->first, sizes->second);
+    fmt::print("{}: {} -> {} bytes\n", path, sizes->first, sizes->second);
   });
 }
 

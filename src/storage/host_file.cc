@@ -1,11 +1,13 @@
 #include "storage/host_file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fmt/format.h>
 #include <linux/falloc.h>
 
@@ -13,6 +15,41 @@
 #include <vector>
 
 namespace lamina::storage {
+
+namespace {
+
+// Closes a descriptor that never became a HostFile.
+struct DescriptorGuard {
+  int fd;
+  ~DescriptorGuard() {
+    if (fd >= 0) ::close(fd);
+  }
+  int release() { return std::exchange(fd, -1); }
+};
+
+// Why a non-blocking flock failed: another open file holds a conflicting lock.
+Error in_use_error(const std::string& path, int fd, bool writer) {
+  if (!writer) {
+    return Error(ErrorCode::kInvalidArgument,
+                 fmt::format("{} is in use by another process (locked for writing); use "
+                             "--force-share to inspect it read-only",
+                             path));
+  }
+  // A shared lock that succeeds means the holders only read (a VM's read-only disk, a parent
+  // of a differencing disk, `disk info`); it is dropped again at once.
+  if (::flock(fd, LOCK_SH | LOCK_NB) == 0) {
+    ::flock(fd, LOCK_UN);
+    return Error(ErrorCode::kInvalidArgument,
+                 fmt::format("{} is in use by another process (locked for reading, e.g. as a "
+                             "read-only disk or the parent of a differencing disk); refusing to "
+                             "write it",
+                             path));
+  }
+  return Error(ErrorCode::kInvalidArgument,
+               fmt::format("{} is in use by another process (locked for writing)", path));
+}
+
+}  // namespace
 
 Error io_error(const std::string& path, std::string_view operation) {
   int saved = errno;
@@ -34,42 +71,86 @@ bool is_all_zero(std::span<const std::byte> data) {
   return true;
 }
 
-Result<HostFile> HostFile::open(const std::string& path, Mode mode) {
-  int flags = O_CLOEXEC;
+Result<HostFile> HostFile::open(const std::string& path, Mode mode, Options options) {
+  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below by type.
+  int flags = O_CLOEXEC | O_NONBLOCK;
   switch (mode) {
     case Mode::kRead: flags |= O_RDONLY; break;
     case Mode::kReadWrite: flags |= O_RDWR; break;
     case Mode::kCreateExclusive: flags |= O_RDWR | O_CREAT | O_EXCL; break;
   }
-  int fd = ::open(path.c_str(), flags, 0644);
-  if (fd < 0) return fail(io_error(path, "open"));
+  DescriptorGuard guard{::open(path.c_str(), flags, 0644)};
+  if (guard.fd < 0) {
+    if (errno == EEXIST) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("{} already exists; refusing to overwrite it", path));
+    }
+    return fail(io_error(path, "open"));
+  }
   struct stat info {};
-  if (::fstat(fd, &info) == 0 && S_ISDIR(info.st_mode)) {
-    ::close(fd);
-    return fail(ErrorCode::kInvalidArgument, fmt::format("{}: is a folder, not an image", path));
+  if (::fstat(guard.fd, &info) != 0) return fail(io_error(path, "stat"));
+  bool block_device = S_ISBLK(info.st_mode) && !options.regular_only;
+  if (!S_ISREG(info.st_mode) && !block_device) {
+    std::string_view kind = S_ISDIR(info.st_mode)    ? "a folder"
+                            : S_ISFIFO(info.st_mode) ? "a FIFO"
+                            : S_ISSOCK(info.st_mode) ? "a socket"
+                            : S_ISCHR(info.st_mode)  ? "a character device"
+                            : S_ISBLK(info.st_mode)  ? "a block device"
+                                                     : "not a regular file";
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: is {}, not an image file", path, kind));
+  }
+  // Regular files and block devices never block; plain blocking I/O from here on.
+  if (::fcntl(guard.fd, F_SETFL, 0) != 0) {
+    return fail(io_error(path, "fcntl"));
+  }
+  bool writer = mode != Mode::kRead;
+  if (writer || !options.force_share) {
+    if (::flock(guard.fd, (writer ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK) return fail(in_use_error(path, guard.fd, writer));
+      return fail(io_error(path, "lock"));
+    }
   }
   HostFile file;
-  file.fd_ = fd;
-  file.writable_ = mode != Mode::kRead;
+  file.size_ = static_cast<uint64_t>(info.st_size);
+  if (S_ISBLK(info.st_mode)) {
+    off_t end = ::lseek(guard.fd, 0, SEEK_END);
+    if (end < 0) return fail(io_error(path, "seek to end"));
+    file.size_ = static_cast<uint64_t>(end);
+  }
+  file.fd_ = guard.release();
+  file.writable_ = writer;
   file.path_ = path;
   return file;
 }
 
 HostFile::HostFile(HostFile&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1)), writable_(other.writable_), path_(std::move(other.path_)) {}
+    : fd_(std::exchange(other.fd_, -1)),
+      writable_(other.writable_),
+      size_(other.size_),
+      path_(std::move(other.path_)),
+      observer_(std::exchange(other.observer_, nullptr)) {}
 
 HostFile& HostFile::operator=(HostFile&& other) noexcept {
   if (this != &other) {
     if (fd_ >= 0) ::close(fd_);
     fd_ = std::exchange(other.fd_, -1);
     writable_ = other.writable_;
+    size_ = other.size_;
     path_ = std::move(other.path_);
+    observer_ = std::exchange(other.observer_, nullptr);
   }
   return *this;
 }
 
 HostFile::~HostFile() {
   if (fd_ >= 0) ::close(fd_);
+}
+
+std::string HostFile::name() const { return std::filesystem::path(path_).filename().string(); }
+
+Result<void> HostFile::refuse_read_only() const {
+  return fail(ErrorCode::kInvalidArgument, fmt::format("{} is open read-only", name()));
 }
 
 Result<size_t> HostFile::read_until_end(uint64_t offset, std::span<std::byte> data) const {
@@ -87,13 +168,17 @@ Result<size_t> HostFile::read_until_end(uint64_t offset, std::span<std::byte> da
   return done;
 }
 
-Result<void> HostFile::read_exact(uint64_t offset, std::span<std::byte> data) const {
+Result<void> HostFile::read_at(uint64_t offset, std::span<std::byte> data,
+                               std::string_view what) const {
+  if (!contains(offset, data.size())) {
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: {} at offset {:#x} ({} bytes) lies outside the file ({} bytes)",
+                            name(), what, offset, data.size(), size_));
+  }
   auto done = read_until_end(offset, data);
   if (!done) return fail(done.error());
   if (*done < data.size()) {
-    return fail(ErrorCode::kCorrupt,
-                fmt::format("{}: file is truncated: {} bytes expected at offset {}", path_,
-                            data.size(), offset));
+    return fail(ErrorCode::kCorrupt, fmt::format("{}: file shrank while reading {}", name(), what));
   }
   return {};
 }
@@ -105,7 +190,8 @@ Result<void> HostFile::read_padded(uint64_t offset, std::span<std::byte> data) c
   return {};
 }
 
-Result<void> HostFile::write_all(uint64_t offset, std::span<const std::byte> data) {
+Result<void> HostFile::write_at(uint64_t offset, std::span<const std::byte> data) {
+  if (!writable_) return refuse_read_only();
   size_t done = 0;
   while (done < data.size()) {
     ssize_t n = ::pwrite(fd_, data.data() + done, data.size() - done,
@@ -116,48 +202,57 @@ Result<void> HostFile::write_all(uint64_t offset, std::span<const std::byte> dat
     }
     done += static_cast<size_t>(n);
   }
+  size_ = std::max(size_, offset + data.size());
+  if (observer_ != nullptr) observer_->wrote(offset, data);
   return {};
-}
-
-Result<uint64_t> HostFile::size() const {
-  struct stat info {};
-  if (::fstat(fd_, &info) != 0) return fail(io_error(path_, "stat"));
-  if (S_ISBLK(info.st_mode)) {
-    off_t end = ::lseek(fd_, 0, SEEK_END);
-    if (end < 0) return fail(io_error(path_, "seek to end"));
-    return static_cast<uint64_t>(end);
-  }
-  return static_cast<uint64_t>(info.st_size);
 }
 
 Result<void> HostFile::truncate(uint64_t new_size) {
+  if (!writable_) return refuse_read_only();
   if (::ftruncate(fd_, static_cast<off_t>(new_size)) != 0) return fail(io_error(path_, "truncate"));
+  size_ = new_size;
+  if (observer_ != nullptr) observer_->truncated(new_size);
   return {};
 }
 
-Result<void> HostFile::sync_data() {
+Result<void> HostFile::flush() {
+  if (!writable_) return {};
   if (::fdatasync(fd_) != 0) return fail(io_error(path_, "fdatasync"));
+  if (observer_ != nullptr) observer_->flushed();
   return {};
 }
 
-bool HostFile::punch_hole(uint64_t offset, uint64_t length) {
-  return ::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                     static_cast<off_t>(length)) == 0;
+Result<bool> HostFile::punch_hole(uint64_t offset, uint64_t length) {
+  if (!writable_) return fail(refuse_read_only().error());
+  if (::fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(length)) != 0) {
+    if (errno == EOPNOTSUPP || errno == ENOSYS) return false;
+    return fail(io_error(path_, "punch a hole"));
+  }
+  if (observer_ != nullptr) observer_->zeroed(offset, std::min(length, size_ - std::min(size_, offset)));
+  return true;
 }
 
-bool HostFile::zero_range(uint64_t offset, uint64_t length) {
-  return ::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
-                     static_cast<off_t>(length)) == 0;
+Result<bool> HostFile::zero_range(uint64_t offset, uint64_t length) {
+  if (!writable_) return fail(refuse_read_only().error());
+  if (::fallocate(fd_, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                  static_cast<off_t>(length)) != 0) {
+    if (errno == EOPNOTSUPP || errno == ENOSYS) return false;
+    return fail(io_error(path_, "zero a range"));
+  }
+  if (observer_ != nullptr) observer_->zeroed(offset, std::min(length, size_ - std::min(size_, offset)));
+  return true;
 }
 
 Result<void> HostFile::zero(uint64_t offset, uint64_t length, bool free_space) {
   if (length == 0) return {};
-  if (free_space ? punch_hole(offset, length) : zero_range(offset, length)) return {};
+  auto done = free_space ? punch_hole(offset, length) : zero_range(offset, length);
+  if (done && *done) return {};
   std::vector<std::byte> zeros(static_cast<size_t>(std::min<uint64_t>(length, 1 << 20)));
   while (length > 0) {
     auto piece = std::span<const std::byte>(zeros).first(
         static_cast<size_t>(std::min<uint64_t>(length, zeros.size())));
-    if (auto r = write_all(offset, piece); !r) return r;
+    if (auto r = write_at(offset, piece); !r) return r;
     offset += piece.size();
     length -= piece.size();
   }
@@ -167,7 +262,7 @@ Result<void> HostFile::zero(uint64_t offset, uint64_t length, bool free_space) {
 Result<uint64_t> HostFile::next_data(uint64_t offset) const {
   off_t at = ::lseek(fd_, static_cast<off_t>(offset), SEEK_DATA);
   if (at < 0) {
-    if (errno == ENXIO) return size();
+    if (errno == ENXIO) return size_;
     return fail(io_error(path_, "seek to data"));
   }
   return static_cast<uint64_t>(at);
@@ -176,7 +271,7 @@ Result<uint64_t> HostFile::next_data(uint64_t offset) const {
 Result<uint64_t> HostFile::next_hole(uint64_t offset) const {
   off_t at = ::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE);
   if (at < 0) {
-    if (errno == ENXIO) return size();
+    if (errno == ENXIO) return size_;
     return fail(io_error(path_, "seek to hole"));
   }
   return static_cast<uint64_t>(at);

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <string_view>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "storage/block_device.h"
+#include "storage/image_reference_policy.h"
 
 namespace lamina::storage {
 
@@ -72,15 +74,31 @@ struct ImageFormat {
   std::string_view name;
   std::string_view description;
   bool (*probe)(const ProbeBytes& bytes);
-  Result<std::unique_ptr<BlockDevice>> (*open)(const std::string& path, bool writable);
+  // `access`: locking (force_share) and the reference policy for parents, backing files and
+  // extents (storage/image_reference_policy.h).
+  Result<std::unique_ptr<BlockDevice>> (*open)(const std::string& path, bool writable,
+                                               const ImageAccess& access);
   // nullptr for formats Lamina only reads. The file at path must not exist.
   Result<std::unique_ptr<BlockDevice>> (*create)(const std::string& path,
                                                  const CreateOptions& options);
   // May be nullptr: inspect_image() then reports the generic fields, check_image() says the
   // format has no checker.
-  Result<ImageInfo> (*inspect)(const std::string& path);
-  Result<CheckReport> (*check)(const std::string& path, bool repair);
+  Result<ImageInfo> (*inspect)(const std::string& path, const ImageAccess& access);
+  Result<CheckReport> (*check)(const std::string& path, bool repair, const ImageAccess& access);
 };
+
+// Runs an operation on the image at `path` whose allocations its headers drive. Every such
+// allocation is bounded by the file's size and caps; should one still fail, std::bad_alloc
+// becomes a clear error instead of aborting the process (a VM's worker, `lamina disk`).
+template <typename Operation>
+auto guard_allocations(const std::string& path, Operation&& operation) -> decltype(operation()) {
+  try {
+    return operation();
+  } catch (const std::bad_alloc&) {
+    return fail(ErrorCode::kUnsupported,
+                path + ": not enough memory for what the image's headers describe; refusing it");
+  }
+}
 
 // Entries of the formats in this folder.
 ImageFormat vhd_image_format();
@@ -89,12 +107,16 @@ ImageFormat raw_image_format();
 // Every known format, most specific probe first; raw (which matches anything) is last.
 std::span<const ImageFormat> image_formats();
 const ImageFormat* find_format(std::string_view name);
-// The format of the file at path, from its content.
-Result<const ImageFormat*> detect_format(const std::string& path);
+// The format of the file at path, from its content. Only for files the user names: files an
+// image references are never probed (image_reference_policy.h).
+Result<const ImageFormat*> detect_format(const std::string& path, const ImageAccess& access = {});
 // Detects the format and opens the image (and, for differencing disks, its parents).
-Result<std::unique_ptr<BlockDevice>> open_image(const std::string& path, bool writable);
+Result<std::unique_ptr<BlockDevice>> open_image(const std::string& path, bool writable,
+                                                const ImageAccess& access = {});
 // The format's inspect or check, with generic answers for formats that have none.
-Result<ImageInfo> inspect_image(const ImageFormat& format, const std::string& path);
-Result<CheckReport> check_image(const ImageFormat& format, const std::string& path, bool repair);
+Result<ImageInfo> inspect_image(const ImageFormat& format, const std::string& path,
+                                const ImageAccess& access = {});
+Result<CheckReport> check_image(const ImageFormat& format, const std::string& path, bool repair,
+                                const ImageAccess& access = {});
 
 }  // namespace lamina::storage

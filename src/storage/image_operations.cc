@@ -1,6 +1,7 @@
 #include "storage/image_operations.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fmt/format.h>
 #include <vector>
 
@@ -19,14 +20,16 @@ constexpr uint64_t kCopyChunk = 4 << 20;
 
 uint64_t round_up_sector(uint64_t bytes) { return (bytes + kSectorSize - 1) / kSectorSize * kSectorSize; }
 
-Result<std::unique_ptr<VhdImage>> open_vhd(const std::string& path, bool writable) {
+Result<std::unique_ptr<VhdImage>> open_vhd(const std::string& path, bool writable,
+                                           const ImageAccess& access = {}) {
   auto format = detect_format(path);
   if (!format) return fail(format.error());
   if ((*format)->name != "vhd") {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} is a {} image; this needs a VHD", path, (*format)->name));
   }
-  return VhdImage::open(path, {.writable = writable, .durable = true, .open_parent = true});
+  return VhdImage::open(path,
+                        {.writable = writable, .durable = true, .open_parent = true, .access = access});
 }
 
 // Copies [offset, offset + length) from source to destination in chunks.
@@ -43,8 +46,8 @@ Result<void> copy_range(BlockDevice& source, BlockDevice& destination, uint64_t 
   return {};
 }
 
-Result<void> check_clean(const std::string& path) {
-  auto report = check_vhd(path, false);
+Result<void> check_clean(const std::string& path, const ImageAccess& access) {
+  auto report = check_vhd(path, false, access);
   if (!report) return fail(report.error());
   for (const CheckProblem& problem : report->problems) {
     if (problem.error) {
@@ -107,8 +110,14 @@ Result<void> create_differencing(const std::string& path, const std::string& par
     if (auto r = vhd::write_new_image(*file, spec); !r) return fail(r.error().with_context(path));
   }
   if (auto r = staged->commit(); !r) return r;
-  // Prove the new child resolves its parent from where it now lies.
-  auto child = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true});
+  // Prove the new child resolves its parent from where it now lies. The user named the parent,
+  // so its folder is allowed for this check (later opens need the same permission).
+  VhdImage::Options options{.writable = false, .durable = true, .open_parent = true, .access = {}};
+  options.access.references.allowed_folders = {std::filesystem::path(parent).parent_path()};
+  if (options.access.references.allowed_folders.front().empty()) {
+    options.access.references.allowed_folders.front() = ".";
+  }
+  auto child = VhdImage::open(path, options);
   if (!child) return fail(child.error());
   return {};
 }
@@ -120,7 +129,7 @@ Result<void> convert_image(const std::string& source_path, const std::string& de
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("format '{}' cannot be written (vhd, vhdx, raw can)", options.format));
   }
-  auto source = open_image(source_path, false);
+  auto source = open_image(source_path, false, options.source_access);
   if (!source) return fail(source.error());
   auto staged = StagedFile::prepare(destination_path, options.overwrite);
   if (!staged) return fail(staged.error());
@@ -135,11 +144,12 @@ Result<void> convert_image(const std::string& source_path, const std::string& de
   return staged->commit();
 }
 
-Result<uint64_t> merge_image(const std::string& child_path, const Progress& progress) {
+Result<uint64_t> merge_image(const std::string& child_path, const Progress& progress,
+                             const ImageAccess& access) {
   auto format = detect_format(child_path);
   if (!format) return fail(format.error());
-  if ((*format)->name == "vhdx") return merge_vhdx(child_path, progress);
-  auto child = open_vhd(child_path, false);
+  if ((*format)->name == "vhdx") return merge_vhdx(child_path, progress, access);
+  auto child = open_vhd(child_path, false, access);
   if (!child) return fail(child.error());
   if ((*child)->footer().disk_type != vhd::DiskType::kDifferencing) {
     return fail(ErrorCode::kInvalidArgument,
@@ -147,9 +157,16 @@ Result<uint64_t> merge_image(const std::string& child_path, const Progress& prog
   }
   const std::string parent_path = (*child)->parent_path();
   // Refuse before writing anything if either file has a problem.
-  if (auto r = check_clean(child_path); !r) return fail(r.error());
-  if (auto r = check_clean(parent_path); !r) return fail(r.error());
-  auto parent = VhdImage::open(parent_path, {.writable = true, .durable = true, .open_parent = true});
+  if (auto r = check_clean(child_path, access); !r) return fail(r.error());
+  if (auto r = check_clean(parent_path, access); !r) return fail(r.error());
+  // The child reads only its own sectors from here on; its hold on the parent (a shared lock)
+  // would refuse the parent's writer.
+  child->reset();
+  auto own = VhdImage::open(child_path, {.writable = false, .durable = true, .open_parent = false, .access = {}});
+  if (!own) return fail(own.error());
+  *child = std::move(*own);
+  auto parent = VhdImage::open(
+      parent_path, {.writable = true, .durable = true, .open_parent = true, .access = access});
   if (!parent) return fail(parent.error());
   const vhd::DynamicHeader& header = *(*child)->dynamic_header();
   std::vector<std::byte> buffer(kCopyChunk);

@@ -26,6 +26,8 @@ struct ConvertOptions {
   std::string format = "vhd";
   CreateOptions create;  // size is taken from the source (rounded up to whole sectors)
   bool overwrite = false;
+  // How the source is opened: --force-share and the reference policy for its chain.
+  ImageAccess source_access;
 };
 
 Result<void> create_image(const std::string& path, std::string_view format_name,
@@ -39,12 +41,16 @@ Result<void> convert_image(const std::string& source, const std::string& destina
                            const ConvertOptions& options, const Progress& progress);
 // Writes a differencing disk's own sectors into its parent, then empties the child (it stays a
 // valid differencing disk over the updated parent). VHD and VHDX. Returns the bytes merged.
-Result<uint64_t> merge_image(const std::string& child, const Progress& progress);
+// `access` (merge, resize, compact): the reference policy the parents are found under
+// (--allow-parent-dir, --allow-reference-dir); force_share is not for commands that write.
+Result<uint64_t> merge_image(const std::string& child, const Progress& progress,
+                             const ImageAccess& access = {});
 Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow_shrink,
-                          const Progress& progress);
+                          const Progress& progress, const ImageAccess& access = {});
 // Rewrites a dynamic or differencing VHD or VHDX without unused space and all-zero blocks.
 // Returns the file sizes before and after.
 Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
-                                                    const Progress& progress);
+                                                    const Progress& progress,
+                                                    const ImageAccess& access = {});
 
 }  // namespace lamina::storage

@@ -21,8 +21,8 @@ namespace lamina::storage {
 
 namespace {
 
-Result<void> refuse_if_broken(const std::string& path) {
-  auto report = check_vhd(path, false);
+Result<void> refuse_if_broken(const std::string& path, const ImageAccess& access) {
+  auto report = check_vhd(path, false, access);
   if (!report) return fail(report.error());
   for (const CheckProblem& problem : report->problems) {
     if (problem.error) {
@@ -37,7 +37,7 @@ Result<void> zero_range(HostFile& file, uint64_t start, uint64_t end) {
   std::vector<std::byte> zeros(1 << 20);
   while (start < end) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), end - start));
-    if (auto r = file.write_all(start, std::span(zeros).first(n)); !r) return r;
+    if (auto r = file.write_at(start, std::span(zeros).first(n)); !r) return r;
     start += n;
   }
   return {};
@@ -53,19 +53,19 @@ Result<void> resize_fixed(const std::string& path, vhd::Footer footer, uint64_t 
   auto bytes = vhd::serialize_footer(footer);
   if (new_size > old_footer_offset) {
     // Grow: the new footer lands past the old one, then the old footer becomes zero data.
-    if (auto r = file->write_all(new_size, bytes); !r) return r;
-    if (auto r = file->sync_data(); !r) return r;
+    if (auto r = file->write_at(new_size, bytes); !r) return r;
+    if (auto r = file->flush(); !r) return r;
     if (auto r = zero_range(*file, old_size, old_footer_offset + vhd::kFooterSize); !r) return r;
   } else {
     // Shrink (or grow into padding): the old trailing footer stays valid until the truncate.
     if (old_size < new_size) {
       if (auto r = zero_range(*file, old_size, new_size); !r) return r;
     }
-    if (auto r = file->write_all(new_size, bytes); !r) return r;
-    if (auto r = file->sync_data(); !r) return r;
+    if (auto r = file->write_at(new_size, bytes); !r) return r;
+    if (auto r = file->flush(); !r) return r;
     if (auto r = file->truncate(new_size + vhd::kFooterSize); !r) return r;
   }
-  return file->sync_data();
+  return file->flush();
 }
 
 Result<void> resize_dynamic_in_place(VhdImage& image, uint64_t new_size) {
@@ -82,32 +82,33 @@ Result<void> resize_dynamic_in_place(VhdImage& image, uint64_t new_size) {
     if (auto r = image.write(new_size, zeros); !r) return r;
   }
   if (auto r = image.flush(); !r) return r;
-  const std::string path = image.path();
   const uint64_t footer_offset = image.file_size() - vhd::kFooterSize;
-  auto file = HostFile::open(path, HostFile::Mode::kReadWrite);
-  if (!file) return fail(file.error());
+  // Through the image's own file: it holds the writer's lock.
+  HostFile* file = &image.file();
   // 1. BAT entries past the new end (shrink) or newly exposed (grow) become unused.
   std::array<std::byte, 4> unused{};
   store_be<uint32_t>(unused.data(), vhd::kUnusedBatEntry);
   for (uint32_t entry = std::min(old_entries, new_entries); entry < std::max(old_entries, new_entries);
        ++entry) {
-    if (auto r = file->write_all(header.table_offset + uint64_t{entry} * 4, unused); !r) return r;
+    if (auto r = file->write_at(header.table_offset + uint64_t{entry} * 4, unused); !r) return r;
   }
-  if (auto r = file->sync_data(); !r) return r;
+  if (auto r = file->flush(); !r) return r;
   // 2. The header's entry count, 3. the footers (end first: it is the authoritative copy).
   header.max_table_entries = new_entries;
-  if (auto r = file->write_all(footer.data_offset, vhd::serialize_dynamic_header(header)); !r) return r;
-  if (auto r = file->sync_data(); !r) return r;
+  if (auto r = file->write_at(footer.data_offset, vhd::serialize_dynamic_header(header)); !r) return r;
+  if (auto r = file->flush(); !r) return r;
   footer.current_size = new_size;
   footer.geometry = vhd::geometry_for_size(new_size);
   auto bytes = vhd::serialize_footer(footer);
-  if (auto r = file->write_all(footer_offset, bytes); !r) return r;
-  if (auto r = file->write_all(0, bytes); !r) return r;
-  return file->sync_data();
+  if (auto r = file->write_at(footer_offset, bytes); !r) return r;
+  if (auto r = file->write_at(0, bytes); !r) return r;
+  return file->flush();
 }
 
-Result<void> rewrite_dynamic(const std::string& path, VhdImage& image, uint64_t new_size,
-                             const Progress& progress) {
+// Closes `image` before the staged file replaces it (the replacement needs the writer's lock).
+Result<void> rewrite_dynamic(const std::string& path, std::unique_ptr<VhdImage>& owned,
+                             uint64_t new_size, const Progress& progress) {
+  VhdImage& image = *owned;
   auto staged = StagedFile::prepare(path, true);
   if (!staged) return fail(staged.error());
   vhd::CreateSpec spec;
@@ -121,18 +122,19 @@ Result<void> rewrite_dynamic(const std::string& path, VhdImage& image, uint64_t 
     if (auto r = vhd::write_new_image(*file, spec); !r) return r;
   }
   auto target = VhdImage::open(staged->temporary_path(),
-                               {.writable = true, .durable = false, .open_parent = false});
+                               {.writable = true, .durable = false, .open_parent = false, .access = {}});
   if (!target) return fail(target.error());
   if (auto r = copy_content(image, **target, progress); !r) return r;
   if (auto r = (*target)->flush(); !r) return r;
   target->reset();
+  owned.reset();
   return staged->commit();
 }
 
 }  // namespace
 
 Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow_shrink,
-                          const Progress& progress) {
+                          const Progress& progress, const ImageAccess& access) {
   auto format = detect_format(path);
   if (!format) return fail(format.error());
   if (new_size == 0 || new_size % kSectorSize != 0) {
@@ -154,7 +156,9 @@ Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow
     if (auto r = (*image)->resize(new_size); !r) return r;
     return (*image)->flush();
   }
-  if ((*format)->name == "vhdx") return resize_vhdx(path, new_size, allow_shrink, progress);
+  if ((*format)->name == "vhdx") {
+    return resize_vhdx(path, new_size, allow_shrink, progress, access);
+  }
   if ((*format)->name != "vhd") {
     return fail(ErrorCode::kUnsupported,
                 fmt::format("{}: resizing {} images is not supported", path, (*format)->name));
@@ -163,8 +167,9 @@ Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("new size {} is over the VHD maximum of 2040 GiB", new_size));
   }
-  if (auto r = refuse_if_broken(path); !r) return r;
-  auto image = VhdImage::open(path, {.writable = true, .durable = true, .open_parent = true});
+  if (auto r = refuse_if_broken(path, access); !r) return r;
+  auto image =
+      VhdImage::open(path, {.writable = true, .durable = true, .open_parent = true, .access = access});
   if (!image) return fail(image.error());
   if (auto r = shrink_check((*image)->size()); !r) return r;
   if ((*image)->footer().disk_type == vhd::DiskType::kFixed) {
@@ -182,24 +187,26 @@ Result<void> resize_image(const std::string& path, uint64_t new_size, bool allow
                 fmt::format("{}: growing this differencing disk needs a larger BAT; merge it or "
                             "resize its base instead", path));
   }
-  return rewrite_dynamic(path, **image, new_size, progress);
+  return rewrite_dynamic(path, *image, new_size, progress);
 }
 
 Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
-                                                    const Progress& progress) {
+                                                    const Progress& progress,
+                                                    const ImageAccess& access) {
   auto format = detect_format(path);
   if (!format) return fail(format.error());
-  if ((*format)->name == "vhdx") return compact_vhdx(path, progress);
+  if ((*format)->name == "vhdx") return compact_vhdx(path, progress, access);
   auto not_compactable = [&] {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{}: compact works on dynamic and differencing VHD and VHDX images "
                             "only", path));
   };
   if ((*format)->name != "vhd") return not_compactable();
-  auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true});
+  auto image = VhdImage::open(
+      path, {.writable = false, .durable = true, .open_parent = true, .access = access});
   if (!image) return fail(image.error());
   if (!(*image)->dynamic_header()) return not_compactable();
-  if (auto r = refuse_if_broken(path); !r) return fail(r.error());
+  if (auto r = refuse_if_broken(path, access); !r) return fail(r.error());
   VhdImage& source = **image;
   const vhd::DynamicHeader& header = *source.dynamic_header();
   const bool differencing = source.footer().disk_type == vhd::DiskType::kDifferencing;
@@ -220,7 +227,7 @@ Result<std::pair<uint64_t, uint64_t>> compact_image(const std::string& path,
     if (auto r = vhd::write_new_image(*file, spec); !r) return fail(r.error());
   }
   auto target = VhdImage::open(staged->temporary_path(),
-                               {.writable = true, .durable = false, .open_parent = false});
+                               {.writable = true, .durable = false, .open_parent = false, .access = {}});
   if (!target) return fail(target.error());
   std::vector<std::byte> buffer(header.block_size);
   const auto& bat = source.bat();

@@ -2,8 +2,6 @@
 // chain. Backing files of any format open through the table; qcow2 ones stay in this reader
 // so the depth limit holds across the chain.
 #include <fmt/format.h>
-#include <array>
-#include <cstdio>
 
 #include "storage/image_format.h"
 #include "storage/qcow2_image.h"
@@ -14,31 +12,37 @@ namespace {
 
 bool probe_qcow2(const ProbeBytes& bytes) { return looks_like_qcow2(bytes.head); }
 
-// True when the file at path starts with the qcow2 magic (checked here rather than through
-// the table so the chain logic does not depend on the table's order).
-Result<bool> is_qcow2(const std::filesystem::path& path) {
-  auto format = detect_format(path.string());
-  if (!format) return fail(format.error());
-  if ((*format)->name == "qcow2") return true;
-  std::array<std::byte, 4> magic{};
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) return false;
-  size_t got = std::fread(magic.data(), 1, magic.size(), file);
-  std::fclose(file);
-  return got == magic.size() && looks_like_qcow2(magic);
+// The format table's name for a qcow2 backing format name ("vpc" is qemu's name for VHD).
+std::string_view table_name(std::string_view backing_format) {
+  return backing_format == "vpc" ? std::string_view("vhd") : backing_format;
 }
 
+// Opens a backing file in the format the image records for it, never a probed one. qcow2
+// backing files stay in this reader so the depth limit holds across the chain; VHD, VHDX and
+// VMDK chains never lead back to qcow2, so their own limits suffice.
 Result<std::unique_ptr<BlockDevice>> open_backing(const std::filesystem::path& path,
-                                                  std::string_view format, int depth) {
-  auto qcow2 = is_qcow2(path);
-  if (!qcow2) return fail(qcow2.error());
-  if (*qcow2 || format == "qcow2") return open_qcow2(path, true, open_backing, depth);
-  // Other formats' chains (VHD, VHDX) never lead back to qcow2, so their own limits suffice.
-  return open_image(path.string(), false);
+                                                  std::string_view format, int depth,
+                                                  const ImageAccess& access) {
+  if (format == "qcow2") {
+    BackingOpener next = [&access](const std::filesystem::path& backing, std::string_view kind,
+                                   int level) { return open_backing(backing, kind, level, access); };
+    return open_qcow2(path, true, next, depth, access);
+  }
+  const ImageFormat* named = find_format(table_name(format));
+  if (named == nullptr) {
+    return fail(ErrorCode::kUnsupported,
+                fmt::format("backing file {} has format '{}', which Lamina does not read",
+                            path.string(), format));
+  }
+  // The named format's own open checks that the file is one; nothing is detected.
+  return named->open(path.string(), false, access);
 }
 
-Result<std::unique_ptr<BlockDevice>> open_entry(const std::string& path, bool writable) {
-  return open_qcow2(path, !writable, open_backing);
+Result<std::unique_ptr<BlockDevice>> open_entry(const std::string& path, bool writable,
+                                                const ImageAccess& access) {
+  BackingOpener opener = [&access](const std::filesystem::path& backing, std::string_view kind,
+                                   int level) { return open_backing(backing, kind, level, access); };
+  return open_qcow2(path, !writable, opener, 0, access);
 }
 
 ImageInfo describe(const std::string& path, const Qcow2Info& qcow2) {
@@ -61,8 +65,8 @@ ImageInfo describe(const std::string& path, const Qcow2Info& qcow2) {
   return info;
 }
 
-Result<ImageInfo> inspect_entry(const std::string& path) {
-  auto qcow2 = inspect_qcow2(path);
+Result<ImageInfo> inspect_entry(const std::string& path, const ImageAccess& access) {
+  auto qcow2 = inspect_qcow2(path, access);
   if (!qcow2) return fail(qcow2.error());
   ImageInfo info = describe(path, *qcow2);
   // Walk the chain here, iteratively, so a loop of qcow2 files ends at kMaxBackingDepth.
@@ -73,16 +77,20 @@ Result<ImageInfo> inspect_entry(const std::string& path) {
       info.warnings.push_back(fmt::format("backing chain deeper than {} images", kMaxBackingDepth));
       break;
     }
-    std::filesystem::path backing(link.backing_file);
-    if (backing.is_relative()) backing = current.parent_path() / backing;
-    auto qcow2_backing = is_qcow2(backing);
-    if (!qcow2_backing) {
-      return fail(qcow2_backing.error().with_context(fmt::format("{}: backing file", path)));
+    if (link.backing_format.empty()) {
+      info.warnings.push_back("the backing file's format is not recorded; it is not opened");
+      break;
     }
-    if (!*qcow2_backing) {
-      auto format = detect_format(backing.string());
-      if (!format) return fail(format.error());
-      auto other = inspect_image(**format, backing.string());
+    auto backing = resolve_reference(current, link.backing_file, "backing file", access.references);
+    if (!backing) return fail(backing.error());
+    if (link.backing_format != "qcow2") {
+      const ImageFormat* format = find_format(table_name(link.backing_format));
+      if (format == nullptr) {
+        info.warnings.push_back(
+            fmt::format("backing format '{}' is not one Lamina reads", link.backing_format));
+        break;
+      }
+      auto other = inspect_image(*format, backing->string(), access);
       if (!other) return fail(other.error());
       auto rest = std::move(other->backing_chain);
       other->backing_chain.clear();
@@ -90,10 +98,10 @@ Result<ImageInfo> inspect_entry(const std::string& path) {
       for (auto& parent : rest) info.backing_chain.push_back(std::move(parent));
       break;
     }
-    auto next = inspect_qcow2(backing);
+    auto next = inspect_qcow2(*backing, access);
     if (!next) return fail(next.error());
-    info.backing_chain.push_back(describe(backing.string(), *next));
-    current = backing;
+    info.backing_chain.push_back(describe(backing->string(), *next));
+    current = *backing;
     link = *next;
   }
   return info;

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "base/byte_order.h"
-#include "storage/checked_file.h"
+#include "storage/host_file.h"
 #include "storage/inflate.h"
 #include "storage/read_only_file_device.h"
 
@@ -53,11 +53,11 @@ struct Header {
   std::string backing_format;
 };
 
-std::unexpected<Error> corrupt(const CheckedFile& file, std::string_view what) {
+std::unexpected<Error> corrupt(const HostFile& file, std::string_view what) {
   return fail(ErrorCode::kCorrupt, fmt::format("{}: {}", file.name(), what));
 }
 
-Result<Header> parse_header(const CheckedFile& file) {
+Result<Header> parse_header(const HostFile& file) {
   std::array<std::byte, 112> raw{};
   if (file.size() < 72) return corrupt(file, "file is too small for a qcow2 header");
   size_t header_read = std::min<uint64_t>(raw.size(), file.size());
@@ -194,7 +194,7 @@ Result<Header> parse_header(const CheckedFile& file) {
 // The L2 entry of a guest cluster, bounded and validated; 0 when unallocated.
 class Qcow2Device final : public BlockDevice {
  public:
-  Qcow2Device(CheckedFile file, Header header, std::vector<uint64_t> l1,
+  Qcow2Device(HostFile file, Header header, std::vector<uint64_t> l1,
               std::unique_ptr<BlockDevice> backing)
       : file_(std::move(file)),
         header_(std::move(header)),
@@ -227,7 +227,7 @@ class Qcow2Device final : public BlockDevice {
   Result<void> read_compressed(uint64_t entry, uint64_t in_cluster, std::span<std::byte> out);
   Result<void> read_backing(uint64_t offset, std::span<std::byte> out);
 
-  CheckedFile file_;
+  HostFile file_;
   Header header_;
   std::vector<uint64_t> l1_;
   std::unique_ptr<BlockDevice> backing_;
@@ -386,21 +386,29 @@ Result<uint64_t> Qcow2Device::count_allocated() {
 }
 
 Result<std::unique_ptr<BlockDevice>> default_backing_opener(const std::filesystem::path& path,
-                                                            std::string_view format, int depth) {
-  std::string kind(format);
-  if (kind.empty()) {
-    auto probe = CheckedFile::open(path, true);
-    if (!probe) return fail(probe.error());
-    std::array<std::byte, 4> magic{};
-    kind =
-        probe->size() >= 4 && probe->read_at(0, magic) && looks_like_qcow2(magic) ? "qcow2" : "raw";
-  }
-  if (kind == "qcow2") return open_qcow2(path, true, {}, depth);
-  if (kind == "raw") return open_read_only_file_device(path);
+                                                            std::string_view format, int depth,
+                                                            const ImageAccess& access) {
+  if (format == "qcow2") return open_qcow2(path, true, {}, depth, access);
+  if (format == "raw") return open_read_only_file_device(path, access.force_share);
   return fail(
       ErrorCode::kUnsupported,
       fmt::format("backing file {} has format '{}', which the qcow2 reader cannot open by itself",
-                  path.string(), kind));
+                  path.string(), format));
+}
+
+// Where the backing file is, under the reference policy; its format must be recorded, since
+// probing a file the image names would let it choose how a host file is read.
+Result<std::filesystem::path> resolve_qcow2_backing(const std::filesystem::path& path,
+                                                    const Header& header,
+                                                    const ReferencePolicy& policy) {
+  if (header.backing_format.empty()) {
+    return fail(ErrorCode::kUnsupported,
+                fmt::format("{}: the backing file's format is not recorded in the image and "
+                            "Lamina does not guess it; record it with 'qemu-img rebase -u -b "
+                            "NAME -F qcow2|raw {}'",
+                            path.filename().string(), path.filename().string()));
+  }
+  return resolve_reference(path, header.backing_file, "backing file", policy);
 }
 
 struct OpenedImage {
@@ -410,13 +418,15 @@ struct OpenedImage {
 };
 
 Result<OpenedImage> open_image(const std::filesystem::path& path, const BackingOpener& open_backing,
-                               int depth, bool with_backing) {
+                               int depth, bool with_backing, const ImageAccess& access) {
   if (depth > kMaxBackingDepth) {
     return fail(ErrorCode::kCorrupt,
                 fmt::format("{}: backing chain is deeper than {} images (a loop?)", path.string(),
                             kMaxBackingDepth));
   }
-  auto file = CheckedFile::open(path, true);
+  // A backing file (depth > 0) is a file the image names: regular files only.
+  auto file = HostFile::open(path.string(), HostFile::Mode::kRead,
+                             {.force_share = access.force_share, .regular_only = depth > 0});
   if (!file) return fail(file.error());
   auto header = parse_header(*file);
   if (!header) return fail(header.error());
@@ -446,11 +456,12 @@ Result<OpenedImage> open_image(const std::filesystem::path& path, const BackingO
 
   std::unique_ptr<BlockDevice> backing;
   if (with_backing && !header->backing_file.empty()) {
-    std::filesystem::path backing_path(header->backing_file);
-    if (backing_path.is_relative()) backing_path = path.parent_path() / backing_path;
-    auto opened = open_backing
-                      ? open_backing(backing_path, header->backing_format, depth + 1)
-                      : default_backing_opener(backing_path, header->backing_format, depth + 1);
+    auto backing_path = resolve_qcow2_backing(path, *header, access.references);
+    if (!backing_path) return fail(backing_path.error());
+    auto opened =
+        open_backing
+            ? open_backing(*backing_path, header->backing_format, depth + 1)
+            : default_backing_opener(*backing_path, header->backing_format, depth + 1, access);
     if (!opened)
       return fail(opened.error().with_context(fmt::format("{}: backing file", file->name())));
     backing = std::move(*opened);
@@ -469,8 +480,8 @@ bool looks_like_qcow2(std::span<const std::byte> first_bytes) {
   return first_bytes.size() >= 4 && load_be<uint32_t>(first_bytes.data()) == kMagic;
 }
 
-Result<Qcow2Info> inspect_qcow2(const std::filesystem::path& path) {
-  auto image = open_image(path, {}, 0, false);
+Result<Qcow2Info> inspect_qcow2(const std::filesystem::path& path, const ImageAccess& access) {
+  auto image = open_image(path, {}, 0, false, access);
   if (!image) return fail(image.error());
   auto allocated = image->device->count_allocated();
   if (!allocated) return fail(allocated.error());
@@ -488,14 +499,15 @@ Result<Qcow2Info> inspect_qcow2(const std::filesystem::path& path) {
 }
 
 Result<std::unique_ptr<BlockDevice>> open_qcow2(const std::filesystem::path& path, bool read_only,
-                                                const BackingOpener& open_backing, int depth) {
+                                                const BackingOpener& open_backing, int depth,
+                                                const ImageAccess& access) {
   if (!read_only) {
     return fail(
         ErrorCode::kUnsupported,
         fmt::format("{}: qcow2 images can only be opened read-only (convert to VHDX to write)",
                     path.string()));
   }
-  auto image = open_image(path, open_backing, depth, true);
+  auto image = open_image(path, open_backing, depth, true, access);
   if (!image) return fail(image.error());
   return std::unique_ptr<BlockDevice>(std::move(image->device));
 }

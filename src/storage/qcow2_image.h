@@ -14,6 +14,7 @@
 
 #include "base/error.h"
 #include "storage/block_device.h"
+#include "storage/image_reference_policy.h"
 
 namespace lamina::storage {
 
@@ -30,9 +31,10 @@ struct Qcow2Info {
   std::string backing_format;    // from the backing format header extension, may be empty
 };
 
-// Opens a backing file named by a qcow2 header. `format` is the backing format extension's
-// value ("qcow2", "raw", or empty when the image does not say). `depth` counts the images
-// already open above it, so an opener can refuse a chain that loops.
+// Opens a backing file named by a qcow2 header. `path` is already resolved under the reference
+// policy (image_reference_policy.h); `format` is the backing format extension's value ("qcow2",
+// "raw", ...; never empty: an image that does not say is refused, formats are not probed).
+// `depth` counts the images already open above it, so an opener can refuse a chain that loops.
 using BackingOpener = std::function<Result<std::unique_ptr<BlockDevice>>(
     const std::filesystem::path& path, std::string_view format, int depth)>;
 
@@ -42,17 +44,18 @@ inline constexpr int kMaxBackingDepth = 16;
 bool looks_like_qcow2(std::span<const std::byte> first_bytes);
 
 // Parses and checks the header and L1/L2 tables; the info counts allocated clusters.
-Result<Qcow2Info> inspect_qcow2(const std::filesystem::path& path);
+Result<Qcow2Info> inspect_qcow2(const std::filesystem::path& path, const ImageAccess& access = {});
 
-// Opens a qcow2 image read-only (read_only = false is kUnsupported). Backing files are opened
-// through `open_backing`, or when it is empty through the built-in opener, which handles qcow2
-// and raw backing files (relative names resolve against the image's folder) and refuses chains
+// Opens a qcow2 image read-only (read_only = false is kUnsupported). The backing file name is
+// resolved under access.references, and its format must be recorded in the image (the backing
+// format extension). Backing files are opened through `open_backing`, or when it is empty
+// through the built-in opener, which handles qcow2 and raw backing files and refuses chains
 // deeper than kMaxBackingDepth. The device owns its file and backing chain and is used from
 // one thread at a time (it caches L2 tables and the last inflated cluster).
 Result<std::unique_ptr<BlockDevice>> open_qcow2(const std::filesystem::path& path,
                                                 bool read_only = true,
                                                 const BackingOpener& open_backing = {},
-                                                int depth = 0);
+                                                int depth = 0, const ImageAccess& access = {});
 
 // The qcow2 row for the format table (storage/image_format.h): add `qcow2_image_format(),` to
 // image_formats() to make `lamina disk` and open_image() handle qcow2.

@@ -12,8 +12,9 @@ namespace {
 
 bool probe_raw(const ProbeBytes&) { return true; }
 
-Result<std::unique_ptr<BlockDevice>> open_raw(const std::string& path, bool writable) {
-  auto image = RawImage::open(path, writable);
+Result<std::unique_ptr<BlockDevice>> open_raw(const std::string& path, bool writable,
+                                              const ImageAccess& access) {
+  auto image = RawImage::open(path, writable, access.force_share);
   if (!image) return fail(image.error());
   return std::unique_ptr<BlockDevice>(std::move(*image));
 }
@@ -35,8 +36,8 @@ Result<std::unique_ptr<BlockDevice>> create_raw(const std::string& path,
   return std::unique_ptr<BlockDevice>(std::move(*image));
 }
 
-Result<ImageInfo> inspect_raw(const std::string& path) {
-  auto image = RawImage::open(path, false);
+Result<ImageInfo> inspect_raw(const std::string& path, const ImageAccess& access) {
+  auto image = RawImage::open(path, false, access.force_share);
   if (!image) return fail(image.error());
   ImageInfo info;
   info.path = path;
@@ -46,8 +47,8 @@ Result<ImageInfo> inspect_raw(const std::string& path) {
   return info;
 }
 
-Result<CheckReport> check_raw(const std::string& path, bool) {
-  auto image = RawImage::open(path, false);
+Result<CheckReport> check_raw(const std::string& path, bool, const ImageAccess& access) {
+  auto image = RawImage::open(path, false, access.force_share);
   if (!image) return fail(image.error());
   CheckReport report;
   if ((*image)->size() % 512 != 0) {

@@ -5,12 +5,13 @@
 
 namespace lamina::storage {
 
-Result<std::unique_ptr<RawImage>> RawImage::open(const std::string& path, bool writable) {
-  auto file = HostFile::open(path, writable ? HostFile::Mode::kReadWrite : HostFile::Mode::kRead);
+Result<std::unique_ptr<RawImage>> RawImage::open(const std::string& path, bool writable,
+                                                 bool force_share) {
+  auto file = HostFile::open(path, writable ? HostFile::Mode::kReadWrite : HostFile::Mode::kRead,
+                             {.force_share = force_share});
   if (!file) return fail(file.error());
-  auto size = file->size();
-  if (!size) return fail(size.error());
-  return std::unique_ptr<RawImage>(new RawImage(std::move(*file), *size));
+  uint64_t size = file->size();
+  return std::unique_ptr<RawImage>(new RawImage(std::move(*file), size));
 }
 
 Result<std::unique_ptr<RawImage>> RawImage::create(HostFile file, uint64_t size) {
@@ -43,7 +44,7 @@ Result<void> RawImage::write(uint64_t offset, std::span<const std::byte> data) {
   if (read_only()) {
     return fail(ErrorCode::kInvalidArgument, fmt::format("{}: opened read-only", path()));
   }
-  if (auto r = file_.write_all(offset, data); !r) return r;
+  if (auto r = file_.write_at(offset, data); !r) return r;
   if (write_behind_) write_behind_->add(offset, data.size());
   return {};
 }
@@ -51,12 +52,12 @@ Result<void> RawImage::write(uint64_t offset, std::span<const std::byte> data) {
 Result<void> RawImage::flush() {
   if (read_only()) return {};
   if (write_behind_) write_behind_->drain();
-  return file_.sync_data();
+  return file_.flush();
 }
 
 Result<void> RawImage::discard(uint64_t offset, uint64_t length) {
   if (auto r = check_range(offset, length); !r) return r;
-  file_.punch_hole(offset, length);  // best effort: content after discard is unspecified
+  (void)file_.punch_hole(offset, length);  // best effort: content after discard is unspecified
   return {};
 }
 

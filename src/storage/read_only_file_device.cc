@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "storage/checked_file.h"
+#include "storage/host_file.h"
 
 namespace lamina::storage {
 
@@ -11,7 +11,7 @@ namespace {
 // Owns the file; one thread at a time.
 class ReadOnlyFileDevice final : public BlockDevice {
  public:
-  explicit ReadOnlyFileDevice(CheckedFile file) : file_(std::move(file)) {}
+  explicit ReadOnlyFileDevice(HostFile file) : file_(std::move(file)) {}
 
   uint64_t size() const override { return file_.size(); }
   bool read_only() const override { return true; }
@@ -26,13 +26,15 @@ class ReadOnlyFileDevice final : public BlockDevice {
   std::unexpected<Error> refuse() const {
     return fail(ErrorCode::kInvalidArgument, fmt::format("{} is open read-only", file_.name()));
   }
-  CheckedFile file_;
+  HostFile file_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<BlockDevice>> open_read_only_file_device(const std::filesystem::path& path) {
-  auto file = CheckedFile::open(path, true);
+Result<std::unique_ptr<BlockDevice>> open_read_only_file_device(const std::filesystem::path& path,
+                                                                bool force_share) {
+  auto file = HostFile::open(path.string(), HostFile::Mode::kRead,
+                             {.force_share = force_share, .regular_only = true});
   if (!file) return fail(file.error());
   return std::unique_ptr<BlockDevice>(std::make_unique<ReadOnlyFileDevice>(std::move(*file)));
 }

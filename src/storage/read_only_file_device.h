@@ -10,7 +10,9 @@
 
 namespace lamina::storage {
 
-// Size is the file's size; reads past it are kInvalidArgument.
-Result<std::unique_ptr<BlockDevice>> open_read_only_file_device(const std::filesystem::path& path);
+// Size is the file's size; reads past it are kInvalidArgument. The file is one an image names
+// (a backing file, an extent): regular files only, with a shared lock unless force_share.
+Result<std::unique_ptr<BlockDevice>> open_read_only_file_device(const std::filesystem::path& path,
+                                                                bool force_share = false);
 
 }  // namespace lamina::storage

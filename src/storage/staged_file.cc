@@ -57,7 +57,20 @@ Result<void> StagedFile::commit() {
     // no journal commit is forced for time stamps alone.
     auto file = HostFile::open(temporary_, HostFile::Mode::kReadWrite);
     if (!file) return fail(file.error());
-    if (auto r = file->sync_data(); !r) return r;
+    if (auto r = file->flush(); !r) return r;
+  }
+  // The writer's lock on the file being replaced: nobody (a VM, another command) may hold it,
+  // reading or writing, or they would keep using the old file while the name means the new one.
+  // Held across the rename; a process could still open the old file in between (flock gives no
+  // rename-and-lock), which the next open of the name then sees as the new file.
+  HostFile replaced;
+  if (overwrite_) {
+    struct stat info {};
+    if (::stat(destination_.c_str(), &info) == 0 && S_ISREG(info.st_mode)) {
+      auto locked = HostFile::open(destination_, HostFile::Mode::kReadWrite);
+      if (!locked) return fail(locked.error());
+      replaced = std::move(*locked);
+    }
   }
   if (overwrite_) {
     if (::rename(temporary_.c_str(), destination_.c_str()) != 0) {

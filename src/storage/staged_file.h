@@ -24,7 +24,9 @@ class StagedFile {
 
   // Where to write; the file does not exist yet.
   const std::string& temporary_path() const { return temporary_; }
-  // Makes the temporary file durable and renames it to the destination.
+  // Makes the temporary file durable and renames it to the destination. Replacing an existing
+  // file needs its writer's lock (storage/host_file.h): this process must have closed it, and
+  // no other may hold it.
   [[nodiscard]] Result<void> commit();
 
  private:

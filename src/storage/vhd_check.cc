@@ -25,26 +25,26 @@ struct Checker {
 
 }  // namespace
 
-Result<CheckReport> check_vhd(const std::string& path, bool repair) {
-  auto opened = HostFile::open(path, repair ? HostFile::Mode::kReadWrite : HostFile::Mode::kRead);
+Result<CheckReport> check_vhd(const std::string& path, bool repair, const ImageAccess& access) {
+  auto opened = HostFile::open(path, repair ? HostFile::Mode::kReadWrite : HostFile::Mode::kRead,
+                               {.force_share = access.force_share && !repair});
   if (!opened) return fail(opened.error());
   Checker checker{*opened, repair, {}};
   HostFile& file = *opened;
-  auto file_size = file.size();
-  if (!file_size) return fail(file_size.error());
-  if (*file_size < vhd::kFooterSize) {
-    checker.error(fmt::format("file is too small to be a VHD ({} bytes)", *file_size));
+  uint64_t file_size = file.size();
+  if (file_size < vhd::kFooterSize) {
+    checker.error(fmt::format("file is too small to be a VHD ({} bytes)", file_size));
     return checker.report;
   }
   std::array<std::byte, vhd::kFooterSize> tail{};
   std::array<std::byte, vhd::kFooterSize> head{};
-  if (auto r = file.read_exact(*file_size - vhd::kFooterSize, tail); !r) return fail(r.error());
-  if (auto r = file.read_exact(0, head); !r) return fail(r.error());
+  if (auto r = file.read_at(file_size - vhd::kFooterSize, tail); !r) return fail(r.error());
+  if (auto r = file.read_at(0, head); !r) return fail(r.error());
   auto trailing = vhd::parse_footer(tail);
   auto copy = vhd::parse_footer(head);
 
   vhd::Footer footer;
-  uint64_t footer_offset = *file_size - vhd::kFooterSize;
+  uint64_t footer_offset = file_size - vhd::kFooterSize;
   bool rewrite_trailing = false;
   bool rewrite_copy = false;
   if (trailing) {
@@ -60,7 +60,7 @@ Result<CheckReport> check_vhd(const std::string& path, bool repair) {
     footer = *copy;
     rewrite_trailing = true;
     // A damaged footer is overwritten in place; a missing one is appended after the data.
-    if (!vhd::has_footer_cookie(tail)) footer_offset = (*file_size + 511) / 512 * 512;
+    if (!vhd::has_footer_cookie(tail)) footer_offset = (file_size + 511) / 512 * 512;
     checker.error("the footer at the end is missing or damaged (" + trailing.error().message() +
                       "); the copy at offset 0 is intact",
                   repair);
@@ -86,8 +86,8 @@ Result<CheckReport> check_vhd(const std::string& path, bool repair) {
   }
 
   std::array<std::byte, vhd::kDynamicHeaderSize> header_bytes{};
-  if (footer.data_offset > *file_size ||
-      !file.read_exact(footer.data_offset, header_bytes)) {
+  if (footer.data_offset > file_size ||
+      !file.read_at(footer.data_offset, header_bytes)) {
     checker.error(fmt::format("the dynamic header offset {} lies past the end of the file",
                               footer.data_offset));
     return checker.report;
@@ -109,20 +109,26 @@ Result<CheckReport> check_vhd(const std::string& path, bool repair) {
                               header->max_table_entries, header->table_offset));
     return checker.report;
   }
-  std::vector<std::byte> table(uint64_t{header->max_table_entries} * 4);
-  if (auto r = file.read_exact(header->table_offset, table); !r) return fail(r.error());
-  std::vector<uint32_t> bat(header->max_table_entries);
-  for (size_t i = 0; i < bat.size(); ++i) bat[i] = load_be<uint32_t>(table.data() + 4 * i);
+  auto bat = vhd::read_bat(file, *header);
+  if (!bat) return fail(bat.error());
 
-  vhd::Layout layout = vhd::analyze_layout(footer, *header, bat, footer_offset);
-  std::vector<uint32_t> stray;
+  vhd::Layout layout = vhd::analyze_layout(footer, *header, *bat, footer_offset);
+  bat->clear();
+  bat->shrink_to_fit();
+  const std::vector<uint32_t>& stray = layout.entries_past_end;
   for (const vhd::LayoutProblem& problem : layout.problems) {
     bool fixable = problem.kind == vhd::LayoutProblem::Kind::kEntryPastEnd;
-    if (fixable) stray.push_back(problem.entry);
     checker.error(problem.message + (fixable ? "" : " (not repairable: data would be lost)"),
                   fixable && repair);
   }
-  if (layout.problems.empty() && layout.data_end < footer_offset) {
+  if (layout.problem_count > layout.problems.size()) {
+    // The rest are counted, not listed: a damaged BAT can hold millions of them.
+    bool all_fixable = layout.problem_count == layout.entries_past_end.size();
+    checker.error(fmt::format("... and {} more problems like these",
+                              layout.problem_count - layout.problems.size()),
+                  all_fixable && repair);
+  }
+  if (layout.problem_count == 0 && layout.data_end < footer_offset) {
     checker.note(fmt::format("{} bytes of the file are not used by any block ('lamina disk "
                              "compact' reclaims them)", footer_offset - layout.data_end));
   }
@@ -132,26 +138,29 @@ Result<CheckReport> check_vhd(const std::string& path, bool repair) {
     for (uint32_t entry : stray) {
       std::array<std::byte, 4> unused{};
       store_be<uint32_t>(unused.data(), vhd::kUnusedBatEntry);
-      if (auto r = file.write_all(header->table_offset + uint64_t{entry} * 4, unused); !r) {
+      if (auto r = file.write_at(header->table_offset + uint64_t{entry} * 4, unused); !r) {
         return fail(r.error());
       }
     }
     if (!stray.empty()) {
-      if (auto r = file.sync_data(); !r) return fail(r.error());
+      if (auto r = file.flush(); !r) return fail(r.error());
     }
     auto bytes = vhd::serialize_footer(footer);
     if (rewrite_trailing) {
-      if (auto r = file.write_all(footer_offset, bytes); !r) return fail(r.error());
+      if (auto r = file.write_at(footer_offset, bytes); !r) return fail(r.error());
       if (auto r = file.truncate(footer_offset + vhd::kFooterSize); !r) return fail(r.error());
     }
     if (rewrite_copy) {
-      if (auto r = file.write_all(0, bytes); !r) return fail(r.error());
+      if (auto r = file.write_at(0, bytes); !r) return fail(r.error());
     }
-    if (auto r = file.sync_data(); !r) return fail(r.error());
+    if (auto r = file.flush(); !r) return fail(r.error());
   }
 
   if (footer.disk_type == vhd::DiskType::kDifferencing && checker.report.clean()) {
-    auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true});
+    // The check's own lock goes first: a writable open would refuse the reader below.
+    *opened = HostFile();
+    auto image = VhdImage::open(
+        path, {.writable = false, .durable = true, .open_parent = true, .access = access});
     if (!image) checker.error(image.error().message());
   }
   return checker.report;

@@ -10,6 +10,7 @@
 
 namespace lamina::storage {
 
-Result<CheckReport> check_vhd(const std::string& path, bool repair);
+// access: --force-share (without --repair) and the reference policy for the parent.
+Result<CheckReport> check_vhd(const std::string& path, bool repair, const ImageAccess& access = {});
 
 }  // namespace lamina::storage

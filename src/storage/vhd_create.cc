@@ -52,7 +52,7 @@ Result<void> validate_create(const CreateSpec& spec) {
 }
 
 Result<ParentLink> link_to_parent(const std::string& parent_path) {
-  auto parent = VhdImage::open(parent_path, {.writable = false, .durable = true, .open_parent = true});
+  auto parent = VhdImage::open(parent_path, {.writable = false, .durable = true, .open_parent = true, .access = {}});
   if (!parent) return fail(parent.error());
   struct stat info {};
   if (::stat(parent_path.c_str(), &info) != 0) return fail(io_error(parent_path, "stat"));
@@ -80,7 +80,7 @@ Result<void> write_new_image(HostFile& file, const CreateSpec& spec) {
   if (spec.type == DiskType::kFixed) {
     // Spec: a fixed disk is the data followed by the footer; the data is sparse zeros here.
     if (auto r = file.truncate(spec.size); !r) return r;
-    return file.write_all(spec.size, serialize_footer(footer));
+    return file.write_at(spec.size, serialize_footer(footer));
   }
 
   footer.data_offset = kFooterSize;
@@ -125,15 +125,15 @@ Result<void> write_new_image(HostFile& file, const CreateSpec& spec) {
 
   std::vector<std::byte> table(bat_bytes(header.max_table_entries), std::byte{0xff});
   auto footer_bytes = serialize_footer(footer);
-  if (auto r = file.write_all(0, footer_bytes); !r) return r;
-  if (auto r = file.write_all(kFooterSize, serialize_dynamic_header(header)); !r) return r;
-  if (auto r = file.write_all(header.table_offset, table); !r) return r;
+  if (auto r = file.write_at(0, footer_bytes); !r) return r;
+  if (auto r = file.write_at(kFooterSize, serialize_dynamic_header(header)); !r) return r;
+  if (auto r = file.write_at(header.table_offset, table); !r) return r;
   for (const auto& [offset, bytes] : locator_data) {
     std::vector<std::byte> padded((bytes.size() + 511) / 512 * 512, std::byte{0});
     std::memcpy(padded.data(), bytes.data(), bytes.size());
-    if (auto r = file.write_all(offset, padded); !r) return r;
+    if (auto r = file.write_at(offset, padded); !r) return r;
   }
-  return file.write_all(end, footer_bytes);
+  return file.write_at(end, footer_bytes);
 }
 
 }  // namespace lamina::storage::vhd

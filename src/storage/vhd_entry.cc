@@ -21,8 +21,10 @@ bool probe_vhd(const ProbeBytes& bytes) {
   return vhd::has_footer_cookie(bytes.head);
 }
 
-Result<std::unique_ptr<BlockDevice>> open_vhd(const std::string& path, bool writable) {
-  auto image = VhdImage::open(path, {.writable = writable, .durable = true, .open_parent = true});
+Result<std::unique_ptr<BlockDevice>> open_vhd(const std::string& path, bool writable,
+                                              const ImageAccess& access) {
+  auto image = VhdImage::open(
+      path, {.writable = writable, .durable = true, .open_parent = true, .access = access});
   if (!image) return fail(image.error());
   return std::unique_ptr<BlockDevice>(std::move(*image));
 }
@@ -48,10 +50,13 @@ Result<std::unique_ptr<BlockDevice>> create_vhd(const std::string& path,
   }
   if (options.block_size != 0) spec.block_size = options.block_size;
   if (auto valid = vhd::validate_create(spec); !valid) return fail(valid.error());
-  auto file = HostFile::open(path, HostFile::Mode::kCreateExclusive);
-  if (!file) return fail(file.error());
-  if (auto r = vhd::write_new_image(*file, spec); !r) return fail(r.error());
-  auto image = VhdImage::open(path, {.writable = true, .durable = options.durable, .open_parent = true});
+  {
+    // Closed (and its lock dropped) before the image opens it again.
+    auto file = HostFile::open(path, HostFile::Mode::kCreateExclusive);
+    if (!file) return fail(file.error());
+    if (auto r = vhd::write_new_image(*file, spec); !r) return fail(r.error());
+  }
+  auto image = VhdImage::open(path, {.writable = true, .durable = options.durable, .open_parent = true, .access = {}});
   if (!image) return fail(image.error());
   return std::unique_ptr<BlockDevice>(std::move(*image));
 }
@@ -101,8 +106,9 @@ Result<ImageInfo> describe(const VhdImage& image) {
   return info;
 }
 
-Result<ImageInfo> inspect_vhd(const std::string& path) {
-  auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true});
+Result<ImageInfo> inspect_vhd(const std::string& path, const ImageAccess& access) {
+  auto image = VhdImage::open(
+      path, {.writable = false, .durable = true, .open_parent = true, .access = access});
   if (!image) return fail(image.error());
   return describe(**image);
 }

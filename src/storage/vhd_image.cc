@@ -30,8 +30,11 @@ Result<std::unique_ptr<VhdImage>> VhdImage::open(const std::string& path, Option
 Result<std::unique_ptr<VhdImage>> VhdImage::open_link(const std::string& path, Options options,
                                                       std::set<Identity>& seen) {
   std::unique_ptr<VhdImage> image(new VhdImage());
-  auto opened = HostFile::open(path, options.writable ? HostFile::Mode::kReadWrite
-                                                      : HostFile::Mode::kRead);
+  // Links below the top are files the image names: regular files only.
+  auto opened = HostFile::open(
+      path, options.writable ? HostFile::Mode::kReadWrite : HostFile::Mode::kRead,
+      {.force_share = options.access.force_share && !options.writable,
+       .regular_only = !seen.empty()});
   if (!opened) return fail(opened.error());
   image->file_ = std::move(*opened);
   if (auto loaded = image->load(options, seen); !loaded) return fail(loaded.error());
@@ -53,20 +56,19 @@ Result<void> VhdImage::load(Options options, std::set<Identity>& seen) {
     return corrupt("parent loop: this file is already part of the differencing chain");
   }
 
-  auto file_size = file_.size();
-  if (!file_size) return fail(file_size.error());
-  if (*file_size < vhd::kFooterSize) {
-    return corrupt(fmt::format("file is too small to be a VHD ({} bytes)", *file_size));
+  uint64_t file_size = file_.size();
+  if (file_size < vhd::kFooterSize) {
+    return corrupt(fmt::format("file is too small to be a VHD ({} bytes)", file_size));
   }
   std::array<std::byte, vhd::kFooterSize> tail{};
   std::array<std::byte, vhd::kFooterSize> head{};
-  if (auto r = file_.read_exact(*file_size - vhd::kFooterSize, tail); !r) return fail(r.error());
-  if (auto r = file_.read_exact(0, head); !r) return fail(r.error());
+  if (auto r = file_.read_at(file_size - vhd::kFooterSize, tail); !r) return fail(r.error());
+  if (auto r = file_.read_at(0, head); !r) return fail(r.error());
   auto trailing = vhd::parse_footer(tail);
   auto copy = vhd::parse_footer(head);
   if (trailing) {
     footer_ = *trailing;
-    footer_offset_ = *file_size - vhd::kFooterSize;
+    footer_offset_ = file_size - vhd::kFooterSize;
   } else if (copy && copy->disk_type != vhd::DiskType::kFixed) {
     // Spec: dynamic disks keep a footer copy at offset 0 for exactly this case.
     if (options.writable) {
@@ -74,7 +76,7 @@ Result<void> VhdImage::load(Options options, std::set<Identity>& seen) {
                       .with_context("refusing to write (run 'lamina disk check --repair')"));
     }
     footer_ = *copy;
-    footer_offset_ = *file_size;
+    footer_offset_ = file_size;
     warnings_.push_back("the footer at the end of the file is damaged; using the copy at offset 0");
   } else {
     return context(trailing.error());
@@ -99,7 +101,7 @@ Result<void> VhdImage::load(Options options, std::set<Identity>& seen) {
                                footer_.data_offset));
   }
   std::array<std::byte, vhd::kDynamicHeaderSize> header_bytes{};
-  if (auto r = file_.read_exact(footer_.data_offset, header_bytes); !r) return fail(r.error());
+  if (auto r = file_.read_at(footer_.data_offset, header_bytes); !r) return fail(r.error());
   auto header = vhd::parse_dynamic_header(header_bytes);
   if (!header) return context(header.error());
   header_ = *header;
@@ -119,42 +121,47 @@ Result<void> VhdImage::load(Options options, std::set<Identity>& seen) {
     return corrupt(fmt::format("the BAT ({} entries at offset {}) runs past the end of the file",
                                header_->max_table_entries, header_->table_offset));
   }
-  std::vector<std::byte> table(uint64_t{header_->max_table_entries} * 4);
-  if (auto r = file_.read_exact(header_->table_offset, table); !r) return fail(r.error());
-  bat_.resize(header_->max_table_entries);
-  for (size_t i = 0; i < bat_.size(); ++i) bat_[i] = load_be<uint32_t>(table.data() + 4 * i);
-  bitmap_state_.assign(bat_.size(), 0);
+  auto bat = vhd::read_bat(file_, *header_);
+  if (!bat) return fail(bat.error());
+  bat_ = std::move(*bat);
 
   vhd::Layout layout = vhd::analyze_layout(footer_, *header_, bat_, footer_offset_);
   if (!layout.problems.empty()) {
-    std::string more = layout.problems.size() > 1
-                           ? fmt::format(" (and {} more problems)", layout.problems.size() - 1)
+    std::string more = layout.problem_count > 1
+                           ? fmt::format(" (and {} more problems)", layout.problem_count - 1)
                            : "";
     return corrupt(layout.problems.front().message + more +
                    "; 'lamina disk check' lists them");
   }
+  bitmap_state_.assign(bat_.size(), 0);
   if (footer_offset_ % kSectorSize != 0 && options.writable) {
     return corrupt("the file size is not a whole number of sectors; refusing to write");
   }
 
   if (!differencing() || !options.open_parent) return {};
-  std::vector<std::string> candidates = parent_candidates(file_, *header_);
+  std::vector<std::string> refused;
+  std::vector<std::string> candidates =
+      parent_candidates(file_, *header_, options.access.references, refused);
   std::string parent_name = vhd::utf16_to_utf8(header_->parent_unicode_name);
   if (candidates.empty()) {
+    if (!refused.empty()) return fail(ErrorCode::kInvalidArgument, refused.front());
     return fail(ErrorCode::kNotFound,
                 fmt::format("{}: parent disk '{}' not found (looked through the relative and "
                             "absolute parent locators and beside the child)", path, parent_name));
   }
   std::string mismatch;
   for (const std::string& candidate : candidates) {
-    Options parent_options{.writable = false, .durable = true, .open_parent = true};
+    Options parent_options{
+        .writable = false, .durable = true, .open_parent = true, .access = options.access};
     std::set<Identity> trial = seen;
     auto parent = open_link(candidate, parent_options, trial);
     if (!parent) return fail(parent.error().with_context(path + ": parent"));
     if ((*parent)->footer().unique_id != header_->parent_unique_id) {
-      mismatch = fmt::format("{}: parent candidate {} has unique id {}, but the child expects {}",
-                             path, candidate, vhd::format_uuid((*parent)->footer().unique_id),
-                             vhd::format_uuid(header_->parent_unique_id));
+      // No ids in the message: the candidate is a file the user did not name, and its id is
+      // what a crafted child would need to read it.
+      mismatch = fmt::format("{}: parent candidate {} is not this disk's parent (its unique id "
+                             "differs from the one the child records)",
+                             path, candidate);
       continue;
     }
     seen = std::move(trial);
@@ -184,7 +191,7 @@ Result<void> VhdImage::check_range(uint64_t offset, uint64_t length, bool for_wr
 
 Result<void> VhdImage::read(uint64_t offset, std::span<std::byte> data) {
   if (auto r = check_range(offset, data.size(), false); !r) return r;
-  if (!header_) return file_.read_exact(offset, data);
+  if (!header_) return file_.read_at(offset, data);
   const uint64_t block_size = header_->block_size;
   while (!data.empty()) {
     auto block = static_cast<uint32_t>(offset / block_size);
@@ -199,7 +206,7 @@ Result<void> VhdImage::read(uint64_t offset, std::span<std::byte> data) {
 
 Result<std::vector<std::byte>> VhdImage::read_bitmap(uint32_t block) {
   std::vector<std::byte> bitmap(bitmap_size_);
-  if (auto r = file_.read_exact(uint64_t{bat_[block]} * kSectorSize, bitmap); !r) {
+  if (auto r = file_.read_at(uint64_t{bat_[block]} * kSectorSize, bitmap); !r) {
     return fail(r.error());
   }
   const uint64_t sectors = header_->block_size / kSectorSize;
@@ -237,7 +244,7 @@ Result<void> VhdImage::read_block(uint32_t block, uint64_t in_block, std::span<s
     if (!loaded) return fail(loaded.error());
     bitmap = std::move(*loaded);
   }
-  if (bitmap_state_[block] == 1) return file_.read_exact(data_start + in_block, data);
+  if (bitmap_state_[block] == 1) return file_.read_at(data_start + in_block, data);
   // Runs of sectors present here (read from this file) or absent (zeros or the parent).
   uint64_t sector = in_block / kSectorSize;
   const uint64_t end = sector + data.size() / kSectorSize;
@@ -247,7 +254,7 @@ Result<void> VhdImage::read_block(uint32_t block, uint64_t in_block, std::span<s
     uint64_t run_end = sector + 1;
     while (run_end < end && bit_set(bitmap, run_end) == present) ++run_end;
     auto piece = data.subspan(done, static_cast<size_t>((run_end - sector) * kSectorSize));
-    auto r = present ? file_.read_exact(data_start + sector * kSectorSize, piece)
+    auto r = present ? file_.read_at(data_start + sector * kSectorSize, piece)
                      : read_beneath(block_start + sector * kSectorSize, piece);
     if (!r) return r;
     done += piece.size();
@@ -259,7 +266,7 @@ Result<void> VhdImage::read_block(uint32_t block, uint64_t in_block, std::span<s
 Result<void> VhdImage::write(uint64_t offset, std::span<const std::byte> data) {
   if (auto r = check_range(offset, data.size(), true); !r) return r;
   if (!header_) {
-    if (auto r = file_.write_all(offset, data); !r) return r;
+    if (auto r = file_.write_at(offset, data); !r) return r;
     if (write_behind_) write_behind_->add(offset, data.size());
     return {};
   }
@@ -283,7 +290,7 @@ Result<void> VhdImage::write_block(uint32_t block, uint64_t in_block,
     return allocate_block(block, in_block, data);
   }
   const uint64_t block_offset = uint64_t{bat_[block]} * kSectorSize;
-  if (auto r = file_.write_all(block_offset + bitmap_size_ + in_block, data); !r) return r;
+  if (auto r = file_.write_at(block_offset + bitmap_size_ + in_block, data); !r) return r;
   if (bitmap_state_[block] == 1) return {};
   auto bitmap = read_bitmap(block);
   if (!bitmap) return fail(bitmap.error());
@@ -298,9 +305,9 @@ Result<void> VhdImage::write_block(uint32_t block, uint64_t in_block,
   if (!changed) return {};
   // The data must be durable before the bitmap bit that exposes it (crash consistency).
   if (durable_) {
-    if (auto r = file_.sync_data(); !r) return r;
+    if (auto r = file_.flush(); !r) return r;
   }
-  if (auto r = file_.write_all(block_offset, *bitmap); !r) return r;
+  if (auto r = file_.write_at(block_offset, *bitmap); !r) return r;
   bitmap_state_[block] = 0;
   return {};
 }
@@ -314,16 +321,19 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
     return fail(ErrorCode::kUnsupported,
                 fmt::format("{}: the file reached the VHD limit of 2 TiB of blocks", path()));
   }
-  // 1. The trailing footer moves first, so the file always ends with a valid footer. A staged
-  // file (not durable) appends in file order instead, which file systems handle faster than
-  // filling a hole.
+  // The new block goes where the trailing footer is, so the steps are ordered for a power cut
+  // at any point (the file must always end with a valid footer, and the BAT never point at
+  // unwritten data):
+  // 1. the footer at the new end, then fdatasync: the file grows to its new size ending in a
+  //    valid footer (a write that extends the file could otherwise land alone and end it in
+  //    data; the old footer, now mid-file, is unused space).
+  // 2. bitmap (over the old footer's place) and data, then fdatasync: nothing points there yet.
+  // 3. the BAT entry (durable with the next flush; losing it loses only unflushed data).
+  // A staged file (not durable) appends in file order and syncs once at the end instead.
   auto footer_bytes = vhd::serialize_footer(footer_);
-  if (durable_) {
-    if (auto r = file_.write_all(new_footer_offset, footer_bytes); !r) return r;
-  }
-  // 2. Bitmap and data. A dynamic disk's block is whole (all bits set, unwritten sectors are the
-  // zeros of the freshly extended file); a differencing disk marks only the sectors written, the
-  // rest still come from the parent.
+  // A dynamic disk's block is whole (all bits set, unwritten sectors are the zeros of the
+  // freshly extended file); a differencing disk marks only the sectors written, the rest still
+  // come from the parent.
   std::vector<std::byte> bitmap(bitmap_size_, std::byte{0});
   if (differencing()) {
     for (uint64_t s = in_block / kSectorSize; s < (in_block + data.size()) / kSectorSize; ++s) {
@@ -333,19 +343,22 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
     std::fill(bitmap.begin(), bitmap.begin() + static_cast<ptrdiff_t>(block_size / kSectorSize / 8),
               std::byte{0xff});
   }
-  if (auto r = file_.write_all(start, bitmap); !r) return r;
-  if (auto r = file_.write_all(start + bitmap_size_ + in_block, data); !r) return r;
-  // 3. Bitmap and data reach stable storage before the BAT points at them.
   if (durable_) {
-    if (auto r = file_.sync_data(); !r) return r;
+    if (auto r = file_.write_at(new_footer_offset, footer_bytes); !r) return r;
+    if (auto r = file_.flush(); !r) return r;
+    if (auto r = file_.write_at(start, bitmap); !r) return r;
+    if (auto r = file_.write_at(start + bitmap_size_ + in_block, data); !r) return r;
+    if (auto r = file_.flush(); !r) return r;
   } else {
-    if (auto r = file_.write_all(new_footer_offset, footer_bytes); !r) return r;
+    if (auto r = file_.write_at(start, bitmap); !r) return r;
+    if (auto r = file_.write_at(start + bitmap_size_ + in_block, data); !r) return r;
+    if (auto r = file_.write_at(new_footer_offset, footer_bytes); !r) return r;
     if (write_behind_) write_behind_->add(start, new_footer_offset - start);
   }
-  // 4. The BAT entry.
+  // The BAT entry.
   std::array<std::byte, 4> entry{};
   store_be<uint32_t>(entry.data(), static_cast<uint32_t>(start / kSectorSize));
-  if (auto r = file_.write_all(header_->table_offset + uint64_t{block} * 4, entry); !r) return r;
+  if (auto r = file_.write_at(header_->table_offset + uint64_t{block} * 4, entry); !r) return r;
   bat_[block] = static_cast<uint32_t>(start / kSectorSize);
   bitmap_state_[block] = 0;
   footer_offset_ = new_footer_offset;
@@ -355,13 +368,13 @@ Result<void> VhdImage::allocate_block(uint32_t block, uint64_t in_block,
 Result<void> VhdImage::flush() {
   if (read_only()) return {};
   if (write_behind_) write_behind_->drain();
-  return file_.sync_data();
+  return file_.flush();
 }
 
 Result<void> VhdImage::discard(uint64_t offset, uint64_t length) {
   if (auto r = check_range(offset, length, true); !r) return r;
   if (!header_) {
-    file_.punch_hole(offset, length);  // best effort: content after discard is unspecified
+    (void)file_.punch_hole(offset, length);  // best effort: content after discard is unspecified
     return {};
   }
   if (differencing()) return {};  // dropping a block would expose the parent's data
@@ -379,11 +392,11 @@ Result<void> VhdImage::unallocate_block(uint32_t block) {
   uint64_t block_offset = uint64_t{bat_[block]} * kSectorSize;
   std::array<std::byte, 4> entry{};
   store_be<uint32_t>(entry.data(), vhd::kUnusedBatEntry);
-  if (auto r = file_.write_all(header_->table_offset + uint64_t{block} * 4, entry); !r) return r;
+  if (auto r = file_.write_at(header_->table_offset + uint64_t{block} * 4, entry); !r) return r;
   bat_[block] = vhd::kUnusedBatEntry;
   // The space stays in the file until 'lamina disk compact'; the hole only saves host space.
   // Either order of the two reaching the disk reads as zeros.
-  file_.punch_hole(block_offset, bitmap_size_ + header_->block_size);
+  (void)file_.punch_hole(block_offset, bitmap_size_ + header_->block_size);
   return {};
 }
 

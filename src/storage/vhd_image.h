@@ -3,9 +3,10 @@
 // owns its parent (opened read-only, found through the parent locators, its unique id checked)
 // and so, recursively, the whole chain.
 //
-// Crash consistency (design.md): a new block is laid out as footer-at-new-end, then bitmap and
-// data, then fdatasync, then the BAT entry; so the file always ends with a valid footer and the
-// BAT never points at unwritten data. flush() is fdatasync. Options::durable = false drops the
+// Crash consistency (design.md): a new block is laid out as footer-at-new-end, fdatasync, then
+// bitmap and data, fdatasync, then the BAT entry; so after a power cut at any point the file
+// ends with a valid footer and the BAT never points at unwritten data (vhd_power_loss_test
+// replays every cut). flush() is fdatasync. Options::durable = false drops the
 // per-allocation fdatasync for files being staged under a temporary name (convert, compact).
 //
 // Ownership: owns its file and its parent chain. Thread-safety: one thread at a time.
@@ -19,6 +20,7 @@
 
 #include "storage/block_device.h"
 #include "storage/host_file.h"
+#include "storage/image_reference_policy.h"
 #include "storage/vhd_format.h"
 #include "storage/write_behind.h"
 
@@ -30,6 +32,8 @@ class VhdImage final : public BlockDevice {
     bool writable = false;
     bool durable = true;
     bool open_parent = true;  // false: a differencing disk reads unallocated data as zeros
+    // Locking and the reference policy the parent locators are resolved under.
+    ImageAccess access;
   };
   using Identity = std::pair<uint64_t, uint64_t>;
 
@@ -51,6 +55,9 @@ class VhdImage final : public BlockDevice {
   Result<Extent> map_extent(uint64_t offset, uint64_t max_length) override;
 
   const std::string& path() const { return file_.path(); }
+  // The image's file, for in-place maintenance (resize) that rewrites metadata under the lock
+  // this image holds; the image must not be used for I/O afterwards.
+  HostFile& file() { return file_; }
   const vhd::Footer& footer() const { return footer_; }
   // Present for dynamic and differencing disks.
   const std::optional<vhd::DynamicHeader>& dynamic_header() const { return header_; }
@@ -95,8 +102,11 @@ class VhdImage final : public BlockDevice {
   std::unique_ptr<WriteBehind> write_behind_;
 };
 
-// Where a differencing disk's parent is: tries the W2ru (relative) and W2ku (absolute) parent
-// locators, then the parent's name beside the child. Returns the candidate paths that exist.
-std::vector<std::string> parent_candidates(const HostFile& child, const vhd::DynamicHeader& header);
+// Where a differencing disk's parent may be: the W2ru (relative) and W2ku (absolute) parent
+// locators, then the parent's name beside the child, each resolved under `policy`. Returns the
+// allowed candidates that exist; `refused` collects why the others were not taken.
+std::vector<std::string> parent_candidates(const HostFile& child, const vhd::DynamicHeader& header,
+                                           const ReferencePolicy& policy,
+                                           std::vector<std::string>& refused);
 
 }  // namespace lamina::storage

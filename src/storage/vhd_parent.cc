@@ -1,9 +1,8 @@
 // Finding a differencing disk's parent from the locators Hyper-V writes (VHD spec, "Parent
 // Locator Entry"): W2ru holds a path relative to the child, W2ku an absolute Windows path, both
 // UTF-16LE. On a POSIX host a Windows path's backslashes become slashes and a drive letter is
-// dropped; the unique id check in VhdImage::load rejects any wrong file this finds.
-
-#include <sys/stat.h>
+// dropped; the unique id check in VhdImage::load rejects any wrong file this finds, and the
+// reference policy (image_reference_policy.h) any file outside the folders the user allowed.
 
 #include <algorithm>
 #include <filesystem>
@@ -27,25 +26,23 @@ std::string to_posix(std::string path) {
   return path;
 }
 
-bool exists(const std::string& path) {
-  struct stat info {};
-  // Only regular files: a locator naming a FIFO or a device must not block or feed endless data.
-  return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode);
-}
-
 }  // namespace
 
-std::vector<std::string> parent_candidates(const HostFile& child,
-                                           const vhd::DynamicHeader& header) {
-  std::filesystem::path folder = std::filesystem::path(child.path()).parent_path();
-  auto beside_child = [&](const std::string& relative) {
-    return folder.empty() ? relative : (folder / relative).lexically_normal().string();
-  };
+std::vector<std::string> parent_candidates(const HostFile& child, const vhd::DynamicHeader& header,
+                                           const ReferencePolicy& policy,
+                                           std::vector<std::string>& refused) {
   std::vector<std::string> candidates;
-  auto add = [&](const std::string& path) {
-    if (!path.empty() && exists(path) &&
-        std::find(candidates.begin(), candidates.end(), path) == candidates.end()) {
-      candidates.push_back(path);
+  // Each name goes through the reference policy: inside the child's folder unless allowed,
+  // symlinks resolved, regular files only. A name that is simply absent is not a refusal.
+  auto add = [&](const std::string& name) {
+    if (name.empty()) return;
+    auto resolved = resolve_reference(child.path(), name, "parent", policy);
+    if (!resolved) {
+      if (resolved.error().code() != ErrorCode::kNotFound) refused.push_back(resolved.error().message());
+      return;
+    }
+    if (std::find(candidates.begin(), candidates.end(), resolved->string()) == candidates.end()) {
+      candidates.push_back(resolved->string());
     }
   };
   for (uint32_t code : {vhd::kPlatformW2ru, vhd::kPlatformW2ku}) {
@@ -55,16 +52,14 @@ std::vector<std::string> parent_candidates(const HostFile& child,
         continue;
       }
       std::vector<std::byte> bytes(locator.data_length);
-      if (!child.read_exact(locator.data_offset, bytes)) continue;
-      std::string path = to_posix(vhd::utf16_to_utf8(vhd::decode_utf16le(bytes)));
-      if (path.empty()) continue;
-      add(path.front() == '/' ? path : beside_child(path));
+      if (!child.read_at(locator.data_offset, bytes, "parent locator")) continue;
+      add(to_posix(vhd::utf16_to_utf8(vhd::decode_utf16le(bytes))));
     }
   }
   // Spec: the parent's file name is also in the header, as UTF-16BE.
   std::string name = to_posix(vhd::utf16_to_utf8(header.parent_unicode_name));
   if (auto slash = name.rfind('/'); slash != std::string::npos) name = name.substr(slash + 1);
-  if (!name.empty()) add(beside_child(name));
+  add(name);
   return candidates;
 }
 

@@ -5,7 +5,7 @@
 #include <bit>
 
 #include "base/byte_order.h"
-#include "storage/checked_file.h"
+#include "storage/host_file.h"
 #include "storage/vhdx_format.h"
 #include "storage/vhdx_image.h"
 
@@ -94,7 +94,7 @@ std::vector<std::byte> encode_parent_locator(const ParentLink& link) {
   return item;
 }
 
-Result<void> write_image(CheckedFile& file, uint64_t size, const VhdxOptions& options,
+Result<void> write_image(HostFile& file, uint64_t size, const VhdxOptions& options,
                          const ParentLink* parent) {
   bool fixed = options.type == VhdxType::kFixed;
   uint64_t chunk_ratio = ((1ull << 23) * options.logical_sector_size) / options.block_size;
@@ -172,7 +172,7 @@ Result<void> write_image(CheckedFile& file, uint64_t size, const VhdxOptions& op
 
 Result<void> create_file(const std::filesystem::path& path, uint64_t size,
                          const VhdxOptions& options, const ParentLink* parent) {
-  auto file = CheckedFile::create_new(path);
+  auto file = HostFile::open(path.string(), HostFile::Mode::kCreateExclusive);
   if (!file) return fail(file.error());
   auto written = write_image(*file, size, options, parent);
   if (!written) {

@@ -15,7 +15,7 @@ uint64_t round_up(uint64_t value, uint64_t unit) { return (value + unit - 1) / u
 
 }  // namespace
 
-VhdxDevice::VhdxDevice(CheckedFile file, std::unique_ptr<LogOverlay> overlay, ParsedImage parsed,
+VhdxDevice::VhdxDevice(HostFile file, std::unique_ptr<LogOverlay> overlay, ParsedImage parsed,
                        std::unique_ptr<BlockDevice> parent)
     : file_(std::move(file)),
       overlay_(std::move(overlay)),

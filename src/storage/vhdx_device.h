@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "storage/block_device.h"
-#include "storage/checked_file.h"
+#include "storage/host_file.h"
 #include "storage/vhdx_layout.h"
 #include "storage/vhdx_log.h"
 
@@ -21,7 +21,7 @@ namespace lamina::storage::vhdx {
 
 class VhdxDevice final : public BlockDevice {
  public:
-  VhdxDevice(CheckedFile file, std::unique_ptr<LogOverlay> overlay, ParsedImage parsed,
+  VhdxDevice(HostFile file, std::unique_ptr<LogOverlay> overlay, ParsedImage parsed,
              std::unique_ptr<BlockDevice> parent);
   // Closing after writes clears the LogGuid (every log entry was already applied and flushed).
   ~VhdxDevice() override;
@@ -92,7 +92,7 @@ class VhdxDevice final : public BlockDevice {
   // written zeros).
   Result<void> zero_file_range(uint64_t file_offset, uint64_t length, bool free_space);
 
-  CheckedFile file_;
+  HostFile file_;
   std::unique_ptr<LogOverlay> overlay_;
   Layout layout_;
   std::vector<uint64_t> bat_;

@@ -13,8 +13,9 @@ constexpr int kMaxChain = 16;
 
 bool probe_vhdx(const ProbeBytes& bytes) { return looks_like_vhdx(bytes.head); }
 
-Result<std::unique_ptr<BlockDevice>> open_entry(const std::string& path, bool writable) {
-  return open_vhdx(path, !writable);
+Result<std::unique_ptr<BlockDevice>> open_entry(const std::string& path, bool writable,
+                                                const ImageAccess& access) {
+  return open_vhdx(path, !writable, access);
 }
 
 Result<std::unique_ptr<BlockDevice>> create_entry(const std::string& path,
@@ -72,8 +73,8 @@ ImageInfo describe(const std::string& path, const VhdxInfo& vhdx) {
   return info;
 }
 
-Result<ImageInfo> inspect_entry(const std::string& path) {
-  auto vhdx = inspect_vhdx(path);
+Result<ImageInfo> inspect_entry(const std::string& path, const ImageAccess& access) {
+  auto vhdx = inspect_vhdx(path, access);
   if (!vhdx) return fail(vhdx.error());
   ImageInfo info = describe(path, *vhdx);
   VhdxInfo link = *vhdx;
@@ -87,7 +88,7 @@ Result<ImageInfo> inspect_entry(const std::string& path) {
       break;
     }
     std::string parent_path = link.parent_resolved;
-    auto parent = inspect_vhdx(parent_path);
+    auto parent = inspect_vhdx(parent_path, access);
     if (!parent) return fail(parent.error().with_context(fmt::format("{}: parent", path)));
     if (parent->data_write_guid != link.parent_linkage) {
       info.warnings.push_back(
@@ -99,24 +100,26 @@ Result<ImageInfo> inspect_entry(const std::string& path) {
   return info;
 }
 
-Result<CheckReport> check_entry(const std::string& path, bool repair) {
+Result<CheckReport> check_entry(const std::string& path, bool repair, const ImageAccess& access) {
   CheckReport report;
   // Opening validates every structure (checksums, regions, metadata, each BAT entry against
   // the file and the other structures, the parent link); damage is reported, not thrown.
-  auto vhdx = inspect_vhdx(path);
+  ImageAccess reading = access;
+  reading.force_share = access.force_share && !repair;
+  auto vhdx = inspect_vhdx(path, reading);
   if (!vhdx) {
     if (vhdx.error().code() != ErrorCode::kCorrupt) return fail(vhdx.error());
     report.problems.push_back({vhdx.error().message(), true, false});
     return report;
   }
-  if (auto opened = open_vhdx(path, true); !opened) {
+  if (auto opened = open_vhdx(path, true, reading); !opened) {
     report.problems.push_back({opened.error().message(), true, false});
   }
   if (vhdx->log_replay_pending) {
     bool repaired = false;
     if (repair) {
       // A read-write open replays the log into the file and clears the LogGuid.
-      auto opened = open_vhdx(path, false);
+      auto opened = open_vhdx(path, false, access);
       if (!opened) return fail(opened.error());
       repaired = true;
     }

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <string_view>
 
-#include "storage/checked_file.h"
+#include "storage/host_file.h"
 #include "storage/vhdx_device.h"
 #include "storage/vhdx_layout.h"
 #include "storage/vhdx_log.h"
@@ -29,26 +29,37 @@ std::filesystem::path host_path(std::string value) {
   return std::filesystem::path(value);
 }
 
-// Where the parent may be, in the order 2.6.2.6.3 gives: relative_path, then the absolute path.
+// Where the parent may be, in the order 2.6.2.6.3 gives: relative_path, then the absolute path,
+// each resolved under the reference policy. Absent names are skipped; `refused` says why an
+// existing one was not allowed.
 std::vector<std::filesystem::path> parent_candidates(const std::filesystem::path& child,
-                                                     const Layout& layout) {
+                                                     const Layout& layout,
+                                                     const ReferencePolicy& policy,
+                                                     std::vector<std::string>& refused) {
   std::vector<std::filesystem::path> candidates;
-  if (std::string relative = layout.locator("relative_path"); !relative.empty()) {
-    candidates.push_back(child.parent_path() / host_path(relative));
-  }
-  if (std::string absolute = layout.locator("absolute_win32_path"); !absolute.empty()) {
-    candidates.push_back(host_path(absolute));
+  for (std::string_view key : {"relative_path", "absolute_win32_path"}) {
+    std::string value = layout.locator(key);
+    if (value.empty()) continue;
+    auto resolved = resolve_reference(child, host_path(value).string(), "parent", policy);
+    if (resolved) {
+      candidates.push_back(*resolved);
+    } else if (resolved.error().code() != ErrorCode::kNotFound) {
+      refused.push_back(resolved.error().message());
+    }
   }
   return candidates;
 }
 
 Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, bool with_parent,
-                             int depth);
+                             int depth, const ImageAccess& access);
 
 Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& child,
-                                                 const Layout& layout, int depth) {
+                                                 const Layout& layout, int depth,
+                                                 const ImageAccess& access) {
   std::string name = child.filename().string();
-  std::vector<std::filesystem::path> candidates = parent_candidates(child, layout);
+  std::vector<std::string> refused;
+  std::vector<std::filesystem::path> candidates =
+      parent_candidates(child, layout, access.references, refused);
   std::vector<Guid> linkages;
   for (std::string_view key : {"parent_linkage", "parent_linkage2"}) {
     if (auto guid = parse_guid(layout.locator(key))) linkages.push_back(*guid);
@@ -57,19 +68,17 @@ Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& ch
     return fail(ErrorCode::kCorrupt,
                 fmt::format("{}: parent locator has no valid parent_linkage", name));
   for (const auto& candidate : candidates) {
-    std::error_code error;
-    if (!std::filesystem::exists(candidate, error)) continue;
-    auto parent = open_at_depth(candidate, true, true, depth + 1);
+    auto parent = open_at_depth(candidate, true, true, depth + 1, access);
     if (!parent) return fail(parent.error().with_context(fmt::format("{}: parent", name)));
     const Layout& parent_layout = parent->device->layout();
     // 2.6.2.6.3: the parent's DataWriteGuid must match a linkage, or the parent has changed.
     if (std::ranges::find(linkages, parent_layout.header.data_write_guid) == linkages.end()) {
       return fail(
           ErrorCode::kCorrupt,
+          // No GUIDs in the message: the candidate may be a file the user did not name.
           fmt::format("{}: parent {} was modified after the differencing disk was made "
-                      "(its DataWriteGuid {} is not the linkage {})",
-                      name, candidate.string(), parent_layout.header.data_write_guid.to_string(),
-                      linkages.front().to_string()));
+                      "(its DataWriteGuid is not the linkage the child records)",
+                      name, candidate.string()));
     }
     if (parent_layout.logical_sector_size != layout.logical_sector_size) {
       return fail(ErrorCode::kCorrupt,
@@ -78,6 +87,7 @@ Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& ch
     }
     return std::unique_ptr<BlockDevice>(std::move(parent->device));
   }
+  if (!refused.empty()) return fail(ErrorCode::kInvalidArgument, refused.front());
   return fail(
       ErrorCode::kNotFound,
       fmt::format("{}: parent disk not found (relative_path '{}', absolute_win32_path '{}')", name,
@@ -85,13 +95,16 @@ Result<std::unique_ptr<BlockDevice>> open_parent(const std::filesystem::path& ch
 }
 
 Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, bool with_parent,
-                             int depth) {
+                             int depth, const ImageAccess& access) {
   if (depth > kMaxParentDepth) {
     return fail(ErrorCode::kCorrupt,
                 fmt::format("{}: differencing chain deeper than {} disks (a loop?)", path.string(),
                             kMaxParentDepth));
   }
-  auto file = CheckedFile::open(path, read_only);
+  // Parents (depth > 0) are files the image names: regular files only.
+  auto file = HostFile::open(path.string(),
+                             read_only ? HostFile::Mode::kRead : HostFile::Mode::kReadWrite,
+                             {.force_share = access.force_share && read_only, .regular_only = depth > 0});
   if (!file) return fail(file.error());
   int slot = 0;
   auto header = read_current_header(*file, slot);
@@ -113,7 +126,7 @@ Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, 
   if (!parsed) return fail(parsed.error());
   std::unique_ptr<BlockDevice> parent;
   if (parsed->layout.has_parent && with_parent) {
-    auto opened_parent = open_parent(path, parsed->layout, depth);
+    auto opened_parent = open_parent(path, parsed->layout, depth, access);
     if (!opened_parent) return fail(opened_parent.error());
     parent = std::move(*opened_parent);
   }
@@ -134,8 +147,8 @@ bool looks_like_vhdx(std::span<const std::byte> first_bytes) {
                           kFileSignature.size()) == kFileSignature;
 }
 
-Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path) {
-  auto opened = open_at_depth(path, true, false, 0);
+Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path, const ImageAccess& access) {
+  auto opened = open_at_depth(path, true, false, 0, access);
   if (!opened) return fail(opened.error());
   const Layout& layout = opened->device->layout();
   VhdxInfo info;
@@ -154,19 +167,23 @@ Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path) {
   info.parent_path = layout.locator("relative_path");
   if (info.parent_path.empty()) info.parent_path = layout.locator("absolute_win32_path");
   info.parent_linkage = layout.locator("parent_linkage");
-  for (const auto& candidate : parent_candidates(path, layout)) {
-    std::error_code exists_error;
-    if (std::filesystem::exists(candidate, exists_error)) {
-      info.parent_resolved = candidate.string();
-      break;
-    }
-  }
+  std::vector<std::string> refused;
+  auto candidates = parent_candidates(path, layout, access.references, refused);
+  if (!candidates.empty()) info.parent_resolved = candidates.front().string();
   info.allocated_bytes = opened->device->allocated_bytes();
   return info;
 }
 
-Result<std::unique_ptr<BlockDevice>> open_vhdx(const std::filesystem::path& path, bool read_only) {
-  auto opened = open_at_depth(path, read_only, true, 0);
+Result<std::unique_ptr<BlockDevice>> open_vhdx(const std::filesystem::path& path, bool read_only,
+                                               const ImageAccess& access) {
+  auto opened = open_at_depth(path, read_only, true, 0, access);
+  if (!opened) return fail(opened.error());
+  return std::unique_ptr<BlockDevice>(std::move(opened->device));
+}
+
+Result<std::unique_ptr<BlockDevice>> open_vhdx_alone(const std::filesystem::path& path,
+                                                     bool read_only) {
+  auto opened = open_at_depth(path, read_only, false, 0, {});
   if (!opened) return fail(opened.error());
   return std::unique_ptr<BlockDevice>(std::move(opened->device));
 }

@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "storage/block_device.h"
+#include "storage/image_reference_policy.h"
 
 namespace lamina::storage {
 
@@ -63,12 +64,18 @@ struct VhdxInfo {
 bool looks_like_vhdx(std::span<const std::byte> first_bytes);
 
 // Reads the structure without changing the file (a pending log is replayed in memory).
-Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path);
+Result<VhdxInfo> inspect_vhdx(const std::filesystem::path& path, const ImageAccess& access = {});
 
 // Opens a VHDX (and, for a differencing disk, its parents read-only). Writes to a
 // differencing disk must be whole logical sectors. The device owns its file and parents and
-// is used from one thread at a time; one writer per file (no locking between processes).
-Result<std::unique_ptr<BlockDevice>> open_vhdx(const std::filesystem::path& path, bool read_only);
+// is used from one thread at a time. Locks (host_file.h): exclusive for a writer, shared for
+// readers and parents; parents are found under access.references (image_reference_policy.h).
+Result<std::unique_ptr<BlockDevice>> open_vhdx(const std::filesystem::path& path, bool read_only,
+                                               const ImageAccess& access = {});
+// Opens one VHDX without its parent: a differencing disk's absent sectors read as zeros. For
+// merge, which reads the child's own sectors while it writes the parent.
+Result<std::unique_ptr<BlockDevice>> open_vhdx_alone(const std::filesystem::path& path,
+                                                     bool read_only);
 
 // Creates a new fixed or dynamic VHDX of `size` bytes (a multiple of the logical sector size,
 // at most 64 TiB). Refuses to overwrite an existing file; removes a partial file on failure.

@@ -15,10 +15,21 @@ std::unexpected<Error> corrupt(const FileView& view, std::string_view what) {
   return fail(ErrorCode::kCorrupt, fmt::format("{}: {}", view.file().name(), what));
 }
 
+// A described range of the file. The BAT adds one per present block, so the description is a
+// fixed label plus a number, formatted only for the message (a crafted BAT of millions of
+// entries must not cost a string each).
 struct Extent {
   uint64_t offset;
   uint64_t length;
   std::string what;
+  uint64_t number = kNoNumber;  // BAT extents: the payload block or the bitmap's BAT entry
+  bool bitmap = false;
+  static constexpr uint64_t kNoNumber = ~0ull;
+  std::string describe() const {
+    if (number == kNoNumber) return what;
+    return bitmap ? fmt::format("sector bitmap block (BAT entry {})", number)
+                  : fmt::format("payload block {}", number);
+  }
 };
 
 // The first pair of extents that overlap, if any.
@@ -81,7 +92,7 @@ Result<Regions> parse_regions(const FileView& view, const Header& header) {
     return corrupt(view, "the region table lacks the BAT or the metadata region");
   }
   if (auto overlap = find_overlap(extents)) {
-    return corrupt(view, fmt::format("{} overlaps {}", overlap->second.what, overlap->first.what));
+    return corrupt(view, fmt::format("{} overlaps {}", overlap->second.describe(), overlap->first.describe()));
   }
   return regions;
 }
@@ -180,7 +191,7 @@ Result<void> parse_metadata(const FileView& view, const Regions& regions, Layout
     if (!sized) return sized;
   }
   if (auto overlap = find_overlap(extents)) {
-    return corrupt(view, fmt::format("{} overlaps {}", overlap->second.what, overlap->first.what));
+    return corrupt(view, fmt::format("{} overlaps {}", overlap->second.describe(), overlap->first.describe()));
   }
   if (!seen_parameters || !seen_size || !seen_logical || !seen_physical) {
     return corrupt(
@@ -233,7 +244,7 @@ Result<void> FileView::read(uint64_t offset, std::span<std::byte> data,
   return {};
 }
 
-Result<Header> read_current_header(const CheckedFile& file, int& slot) {
+Result<Header> read_current_header(const HostFile& file, int& slot) {
   auto corrupt_file = [&](std::string_view what) {
     return fail(ErrorCode::kCorrupt, fmt::format("{}: {}", file.name(), what));
   };
@@ -319,8 +330,7 @@ Result<ParsedImage> parse_image(const FileView& view, const Header& header, int 
               view, fmt::format("sector bitmap block (BAT entry {}) at {:#x} lies outside the file",
                                 index, offset));
         }
-        extents.push_back({offset, kSectorBitmapBlockSize,
-                           fmt::format("sector bitmap block (BAT entry {})", index)});
+        extents.push_back({offset, kSectorBitmapBlockSize, {}, index, true});
       }
       continue;
     }
@@ -338,11 +348,12 @@ Result<ParsedImage> parse_image(const FileView& view, const Header& header, int 
         return corrupt(
             view, fmt::format("payload block {} at {:#x} lies outside the file", block, offset));
       }
-      extents.push_back({offset, needed, fmt::format("payload block {}", block)});
+      extents.push_back({offset, needed, {}, block, false});
     }
   }
   if (auto overlap = find_overlap(std::move(extents))) {
-    return corrupt(view, fmt::format("{} overlaps {}", overlap->second.what, overlap->first.what));
+    return corrupt(view, fmt::format("{} overlaps {}", overlap->second.describe(),
+                                     overlap->first.describe()));
   }
   return parsed;
 }

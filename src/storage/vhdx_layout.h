@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "base/error.h"
-#include "storage/checked_file.h"
+#include "storage/host_file.h"
 #include "storage/vhdx_format.h"
 #include "storage/vhdx_log.h"
 
@@ -43,16 +43,16 @@ struct Layout {
 // Reads file bytes through an optional in-memory log replay (read-only opens).
 class FileView {
  public:
-  FileView(const CheckedFile& file, const LogOverlay* overlay) : file_(file), overlay_(overlay) {}
+  FileView(const HostFile& file, const LogOverlay* overlay) : file_(file), overlay_(overlay) {}
   uint64_t size() const { return overlay_ ? overlay_->logical_size(file_.size()) : file_.size(); }
   bool contains(uint64_t offset, uint64_t length) const {
     return offset <= size() && length <= size() - offset;
   }
   Result<void> read(uint64_t offset, std::span<std::byte> data, std::string_view what) const;
-  const CheckedFile& file() const { return file_; }
+  const HostFile& file() const { return file_; }
 
  private:
-  const CheckedFile& file_;
+  const HostFile& file_;
   const LogOverlay* overlay_;
 };
 
@@ -62,7 +62,7 @@ struct ParsedImage {
   Layout layout;
   std::vector<uint64_t> bat;
 };
-Result<Header> read_current_header(const CheckedFile& file, int& slot);
+Result<Header> read_current_header(const HostFile& file, int& slot);
 Result<ParsedImage> parse_image(const FileView& view, const Header& header, int header_slot);
 
 }  // namespace lamina::storage::vhdx

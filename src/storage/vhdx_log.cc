@@ -123,7 +123,7 @@ std::optional<Entry> parse_entry(const LogBuffer& log, uint64_t offset, const Gu
 
 }  // namespace
 
-Result<LogReplay> read_log(const CheckedFile& file, const Header& header) {
+Result<LogReplay> read_log(const HostFile& file, const Header& header) {
   auto corrupt = [&](std::string_view what) {
     return fail(ErrorCode::kCorrupt, fmt::format("{}: {}", file.name(), what));
   };
@@ -207,7 +207,7 @@ Result<LogReplay> read_log(const CheckedFile& file, const Header& header) {
   return replay;
 }
 
-Result<void> apply_log(CheckedFile& file, const LogReplay& replay) {
+Result<void> apply_log(HostFile& file, const LogReplay& replay) {
   std::vector<std::byte> zeros;
   for (const LogWrite& write : replay.writes) {
     if (!write.data.empty()) {
@@ -255,7 +255,7 @@ void LogOverlay::apply(uint64_t offset, std::span<std::byte> data) const {
   }
 }
 
-Result<void> LogWriter::write_entry(CheckedFile& file, std::span<const LogPage> pages,
+Result<void> LogWriter::write_entry(HostFile& file, std::span<const LogPage> pages,
                                     uint64_t flushed_file_offset, uint64_t last_file_offset) {
   if (pages.empty() || pages.size() > kMaxDescriptorsInFirstSector) {
     return fail(ErrorCode::kInternal, "a log entry holds 1 to 126 pages");

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "base/error.h"
-#include "storage/checked_file.h"
+#include "storage/host_file.h"
 #include "storage/vhdx_format.h"
 
 namespace lamina::storage::vhdx {
@@ -40,11 +40,11 @@ struct LogReplay {
 // Reads the log the header points at and collects the active sequence's updates. kCorrupt
 // (naming the file) when no valid sequence exists or the file was truncated below the head
 // entry's FlushedFileOffset.
-Result<LogReplay> read_log(const CheckedFile& file, const Header& header);
+Result<LogReplay> read_log(const HostFile& file, const Header& header);
 
 // Applies a replay to a writable file: every update in order, then the size raised to at
 // least LastFileOffset, then a flush.
-Result<void> apply_log(CheckedFile& file, const LogReplay& replay);
+Result<void> apply_log(HostFile& file, const LogReplay& replay);
 
 // A replay kept in memory for read-only opens. Immutable after construction.
 class LogOverlay {
@@ -74,7 +74,7 @@ class LogWriter {
       : log_offset_(log_offset), log_length_(log_length), log_guid_(log_guid) {}
 
   // Writes one entry holding `pages` (at most 126) and flushes it to stable storage.
-  Result<void> write_entry(CheckedFile& file, std::span<const LogPage> pages,
+  Result<void> write_entry(HostFile& file, std::span<const LogPage> pages,
                            uint64_t flushed_file_offset, uint64_t last_file_offset);
 
  private:

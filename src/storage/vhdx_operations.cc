@@ -23,8 +23,10 @@ struct Opened {
   VhdxDevice& vhdx() { return static_cast<VhdxDevice&>(*device); }
 };
 
-Result<Opened> open_device(const std::string& path, bool read_only) {
-  auto device = open_vhdx(path, read_only);
+// alone: without the parent (its own sectors only), so the parent can be opened for writing.
+Result<Opened> open_device(const std::string& path, bool read_only, const ImageAccess& access,
+                           bool alone = false) {
+  auto device = alone ? open_vhdx_alone(path, read_only) : open_vhdx(path, read_only, access);
   if (!device) return fail(device.error());
   if (dynamic_cast<VhdxDevice*>(device->get()) == nullptr) {
     return fail(ErrorCode::kInternal, fmt::format("{}: not opened as a VHDX device", path));
@@ -81,11 +83,11 @@ Result<vhdx::Guid> guid_of(const std::string& text, const std::string& path) {
 
 // Replays a pending log into the file (a read-write open does it; 2.3.3). Content and
 // DataWriteGuid stay the same, so children stay linked.
-Result<void> replay_pending_log(const std::string& path) {
-  auto info = inspect_vhdx(path);
+Result<void> replay_pending_log(const std::string& path, const ImageAccess& access) {
+  auto info = inspect_vhdx(path, access);
   if (!info) return fail(info.error());
   if (!info->log_replay_pending) return {};
-  auto opened = open_vhdx(path, false);
+  auto opened = open_vhdx(path, false, access);
   if (!opened) return fail(opened.error());
   return {};
 }
@@ -94,10 +96,10 @@ Result<void> replay_pending_log(const std::string& path) {
 // (when given) parent_linkage2.
 Result<void> rewrite_child(const std::string& path, const VhdxInfo& info,
                            const std::string& linkage2, const Progress& progress,
-                           std::string_view interrupted) {
+                           std::string_view interrupted, const ImageAccess& access) {
   // A new child needs its parent without a pending log (e.g. a merge killed while writing it).
-  if (auto replayed = replay_pending_log(info.parent_resolved); !replayed) return replayed;
-  auto source = open_device(path, true);
+  if (auto replayed = replay_pending_log(info.parent_resolved, access); !replayed) return replayed;
+  auto source = open_device(path, true, access);
   if (!source) return fail(source.error());
   auto staged = StagedFile::prepare(path, true);
   if (!staged) return fail(staged.error());
@@ -106,7 +108,7 @@ Result<void> rewrite_child(const std::string& path, const VhdxInfo& info,
                                               options);
       !created)
     return fail(created.error().with_context(path));
-  auto target = open_device(staged->temporary_path(), false);
+  auto target = open_device(staged->temporary_path(), false, access);
   if (!target) return fail(target.error());
   auto guid = guid_of(info.data_write_guid, path);
   if (!guid) return fail(guid.error());
@@ -120,8 +122,9 @@ Result<void> rewrite_child(const std::string& path, const VhdxInfo& info,
   return staged->commit();
 }
 
-Result<VhdxInfo> inspect_differencing(const std::string& path, std::string_view action) {
-  auto info = inspect_vhdx(path);
+Result<VhdxInfo> inspect_differencing(const std::string& path, std::string_view action,
+                                      const ImageAccess& access) {
+  auto info = inspect_vhdx(path, access);
   if (!info) return fail(info.error());
   if (info->type == VhdxType::kDifferencing && info->parent_resolved.empty()) {
     return fail(ErrorCode::kNotFound,
@@ -141,15 +144,19 @@ Result<void> create_vhdx_child(const std::string& path, const std::string& paren
   if (auto created = create_vhdx_differencing(staged->temporary_path(), parent); !created)
     return fail(created.error().with_context(path));
   if (auto committed = staged->commit(); !committed) return committed;
-  // Prove the new child resolves its parent from where it now lies.
-  auto child = open_vhdx(path, true);
+  // Prove the new child resolves its parent from where it now lies. The user named the parent,
+  // so its folder is allowed for this check (later opens need the same permission).
+  ImageAccess access;
+  std::filesystem::path parent_folder = std::filesystem::path(parent).parent_path();
+  access.references.allowed_folders = {parent_folder.empty() ? "." : parent_folder};
+  auto child = open_vhdx(path, true, access);
   if (!child) return fail(child.error());
   return {};
 }
 
 Result<void> resize_vhdx(const std::string& path, uint64_t new_size, bool allow_shrink,
-                         const Progress& progress) {
-  auto info = inspect_vhdx(path);
+                         const Progress& progress, const ImageAccess& access) {
+  auto info = inspect_vhdx(path, access);
   if (!info) return fail(info.error());
   if (info->type == VhdxType::kDifferencing) {
     return fail(ErrorCode::kUnsupported,
@@ -169,7 +176,7 @@ Result<void> resize_vhdx(const std::string& path, uint64_t new_size, bool allow_
                             "pass --shrink to do it", path, info->virtual_size, new_size));
   }
   if (new_size == info->virtual_size) return {};
-  auto image = open_device(path, false);
+  auto image = open_device(path, false, access);
   if (!image) return fail(image.error());
   if (image->vhdx().bat_fits(new_size)) {
     if (auto resized = image->vhdx().resize(new_size); !resized) return resized;
@@ -186,7 +193,7 @@ Result<void> resize_vhdx(const std::string& path, uint64_t new_size, bool allow_
   options.virtual_disk_id = info->virtual_disk_id;
   if (auto created = create_vhdx(staged->temporary_path(), new_size, options); !created)
     return fail(created.error().with_context(path));
-  auto target = open_vhdx(staged->temporary_path(), false);
+  auto target = open_vhdx(staged->temporary_path(), false, access);
   if (!target) return fail(target.error());
   if (auto copied = copy_content(*image->device, **target, progress); !copied) return copied;
   if (auto flushed = (*target)->flush(); !flushed) return flushed;
@@ -196,8 +203,9 @@ Result<void> resize_vhdx(const std::string& path, uint64_t new_size, bool allow_
 }
 
 Result<std::pair<uint64_t, uint64_t>> compact_vhdx(const std::string& path,
-                                                   const Progress& progress) {
-  auto info = inspect_differencing(path, "compact");
+                                                   const Progress& progress,
+                                                   const ImageAccess& access) {
+  auto info = inspect_differencing(path, "compact", access);
   if (!info) return fail(info.error());
   const uint64_t before = file_size_of(path);
   if (info->type == VhdxType::kFixed) {
@@ -207,12 +215,12 @@ Result<std::pair<uint64_t, uint64_t>> compact_vhdx(const std::string& path,
   }
   if (info->type == VhdxType::kDifferencing) {
     // Its own sectors all stay, zeros too: they hide the parent's data.
-    if (auto rewritten = rewrite_child(path, *info, "", progress, "the image is unchanged");
+    if (auto rewritten = rewrite_child(path, *info, "", progress, "the image is unchanged", access);
         !rewritten)
       return fail(rewritten.error());
     return std::pair{before, file_size_of(path)};
   }
-  auto source = open_device(path, true);
+  auto source = open_device(path, true, access);
   if (!source) return fail(source.error());
   auto staged = StagedFile::prepare(path, true);
   if (!staged) return fail(staged.error());
@@ -224,7 +232,7 @@ Result<std::pair<uint64_t, uint64_t>> compact_vhdx(const std::string& path,
   options.data_write_guid = info->data_write_guid;
   if (auto created = create_vhdx(staged->temporary_path(), info->virtual_size, options); !created)
     return fail(created.error().with_context(path));
-  auto target = open_device(staged->temporary_path(), false);
+  auto target = open_device(staged->temporary_path(), false, access);
   if (!target) return fail(target.error());
   auto guid = guid_of(info->data_write_guid, path);
   if (!guid) return fail(guid.error());
@@ -240,8 +248,9 @@ Result<std::pair<uint64_t, uint64_t>> compact_vhdx(const std::string& path,
   return std::pair{before, file_size_of(path)};
 }
 
-Result<uint64_t> merge_vhdx(const std::string& child_path, const Progress& progress) {
-  auto info = inspect_differencing(child_path, "merge");
+Result<uint64_t> merge_vhdx(const std::string& child_path, const Progress& progress,
+                            const ImageAccess& access) {
+  auto info = inspect_differencing(child_path, "merge", access);
   if (!info) return fail(info.error());
   if (info->type != VhdxType::kDifferencing) {
     return fail(ErrorCode::kInvalidArgument,
@@ -249,19 +258,20 @@ Result<uint64_t> merge_vhdx(const std::string& child_path, const Progress& progr
                             child_path));
   }
   // Opening checks the whole chain and the parent linkage before anything is written.
-  if (auto opened = open_vhdx(child_path, true); !opened) return fail(opened.error());
+  if (auto opened = open_vhdx(child_path, true, access); !opened) return fail(opened.error());
   const std::string parent_path = info->parent_resolved;
   // 1. The child learns the parent's next DataWriteGuid as parent_linkage2 (MS-VHDX 2.6.2.6.3),
   //    so it keeps opening while and after the parent changes.
   const vhdx::Guid next_parent_guid = vhdx::random_guid();
   if (auto rewritten = rewrite_child(child_path, *info, next_parent_guid.to_string(), progress,
-                                     "nothing was merged; the child is unchanged");
+                                     "nothing was merged; the child is unchanged", access);
       !rewritten)
     return fail(rewritten.error());
-  // 2. The child's own sectors go into the parent, stamped with that DataWriteGuid.
-  auto child = open_device(child_path, true);
+  // 2. The child's own sectors go into the parent, stamped with that DataWriteGuid. The child
+  //    is read without its parent, whose shared lock would refuse the writer.
+  auto child = open_device(child_path, true, access, true);
   if (!child) return fail(child.error());
-  auto parent = open_device(parent_path, false);
+  auto parent = open_device(parent_path, false, access);
   if (!parent) return fail(parent.error());
   parent->vhdx().set_session_data_write_guid(next_parent_guid);
   auto merged = copy_own_runs(
@@ -281,7 +291,7 @@ Result<uint64_t> merge_vhdx(const std::string& child_path, const Progress& progr
       !created)
     return fail(created.error().with_context(child_path));
   if (auto committed = staged->commit(); !committed) return fail(committed.error());
-  if (auto reopened = open_vhdx(child_path, true); !reopened) return fail(reopened.error());
+  if (auto reopened = open_vhdx(child_path, true, access); !reopened) return fail(reopened.error());
   return *merged;
 }
 

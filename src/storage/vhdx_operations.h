@@ -23,11 +23,14 @@
 
 namespace lamina::storage {
 
+// access: the reference policy the parents are found under (image_reference_policy.h).
 Result<void> resize_vhdx(const std::string& path, uint64_t new_size, bool allow_shrink,
-                         const Progress& progress);
+                         const Progress& progress, const ImageAccess& access = {});
 Result<std::pair<uint64_t, uint64_t>> compact_vhdx(const std::string& path,
-                                                   const Progress& progress);
-Result<uint64_t> merge_vhdx(const std::string& child, const Progress& progress);
+                                                   const Progress& progress,
+                                                   const ImageAccess& access = {});
+Result<uint64_t> merge_vhdx(const std::string& child, const Progress& progress,
+                            const ImageAccess& access = {});
 // A staged create_vhdx_differencing (refuses an existing path unless overwrite).
 Result<void> create_vhdx_child(const std::string& path, const std::string& parent, bool overwrite);
 

@@ -8,12 +8,13 @@ namespace {
 
 bool probe_vmdk(const ProbeBytes& bytes) { return looks_like_vmdk(bytes.head); }
 
-Result<std::unique_ptr<BlockDevice>> open_entry(const std::string& path, bool writable) {
-  return open_vmdk(path, !writable);
+Result<std::unique_ptr<BlockDevice>> open_entry(const std::string& path, bool writable,
+                                                const ImageAccess& access) {
+  return open_vmdk(path, !writable, access);
 }
 
-Result<ImageInfo> inspect_entry(const std::string& path) {
-  auto vmdk = inspect_vmdk(path);
+Result<ImageInfo> inspect_entry(const std::string& path, const ImageAccess& access) {
+  auto vmdk = inspect_vmdk(path, access);
   if (!vmdk) return fail(vmdk.error());
   ImageInfo info;
   info.path = path;

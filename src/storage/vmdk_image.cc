@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-#include "storage/checked_file.h"
+#include "storage/host_file.h"
 #include "storage/read_only_file_device.h"
 #include "storage/vmdk_descriptor.h"
 #include "storage/vmdk_sparse_extent.h"
@@ -93,12 +93,6 @@ Result<BlockDevice::Extent> VmdkDevice::map_extent(uint64_t offset, uint64_t max
   return Extent{length, true};
 }
 
-// True for a relative path without ".." components.
-bool stays_in_folder(const std::filesystem::path& path) {
-  if (path.empty() || path.is_absolute() || path.has_root_name()) return false;
-  return std::ranges::none_of(path, [](const std::filesystem::path& part) { return part == ".."; });
-}
-
 struct Opened {
   std::unique_ptr<VmdkDevice> device;
   VmdkInfo info;
@@ -113,7 +107,7 @@ Result<void> refuse_parent(const VmdkDescriptor& descriptor, std::string_view na
   return {};
 }
 
-Result<Opened> open_monolithic(CheckedFile file) {
+Result<Opened> open_monolithic(HostFile file) {
   std::string name = file.name();
   uint64_t file_size = file.size();
   auto sparse = VmdkSparseExtent::open(std::move(file));
@@ -139,7 +133,8 @@ Result<Opened> open_monolithic(CheckedFile file) {
   return Opened{std::make_unique<VmdkDevice>(name, std::move(extents), info.virtual_size), info};
 }
 
-Result<Opened> open_from_descriptor(const std::filesystem::path& path, const CheckedFile& file) {
+Result<Opened> open_from_descriptor(const std::filesystem::path& path, const HostFile& file,
+                                    const ImageAccess& access) {
   std::string name = file.name();
   if (file.size() > kMaxVmdkDescriptorBytes) {
     return fail(ErrorCode::kCorrupt, fmt::format("{}: descriptor file is larger than 1 MiB", name));
@@ -164,24 +159,22 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Che
     extent.length = line.sectors * 512;
     if (extent.length > (1ull << 62) - position)
       return fail(ErrorCode::kCorrupt, fmt::format("{}: extents are too large", name));
-    std::filesystem::path extent_path(line.file);
-    // Extent files sit beside their descriptor. A name that leaves that folder would let an
-    // image file hand any host file to a guest, so it is refused.
-    if (line.type != VmdkExtentType::kZero && !stays_in_folder(extent_path)) {
-      return fail(ErrorCode::kUnsupported,
-                  fmt::format("{}: extent file '{}' is outside the descriptor's folder "
-                              "(absolute or with '..'); Lamina refuses such extents",
-                              name, line.file));
-    }
-    extent_path = path.parent_path() / extent_path;
-    std::error_code ignored;
-    if (line.type != VmdkExtentType::kZero &&
-        std::filesystem::equivalent(extent_path, path, ignored)) {
-      return fail(ErrorCode::kCorrupt,
-                  fmt::format("{}: an extent names the descriptor itself", name));
+    std::filesystem::path extent_path;
+    if (line.type != VmdkExtentType::kZero) {
+      // The policy keeps extents inside the descriptor's folder (unless allowed), resolved
+      // through symlinks: an image must not hand arbitrary host files to a guest.
+      auto resolved = resolve_reference(path, line.file, "extent file", access.references);
+      if (!resolved) return fail(resolved.error());
+      extent_path = *resolved;
+      std::error_code ignored;
+      if (std::filesystem::equivalent(extent_path, path, ignored)) {
+        return fail(ErrorCode::kCorrupt,
+                    fmt::format("{}: an extent names the descriptor itself", name));
+      }
     }
     if (line.type == VmdkExtentType::kSparse) {
-      auto extent_file = CheckedFile::open(extent_path, true);
+      auto extent_file = HostFile::open(extent_path.string(), HostFile::Mode::kRead,
+                                        {.force_share = access.force_share, .regular_only = true});
       if (!extent_file) return fail(extent_file.error().with_context(name));
       info.file_size += extent_file->size();
       auto sparse = VmdkSparseExtent::open(std::move(*extent_file));
@@ -195,7 +188,7 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Che
       info.compressed = info.compressed || (*sparse)->compressed();
       extent.sparse = std::move(*sparse);
     } else if (line.type == VmdkExtentType::kFlat) {
-      auto flat = open_read_only_file_device(extent_path);
+      auto flat = open_read_only_file_device(extent_path, access.force_share);
       if (!flat) return fail(flat.error().with_context(name));
       extent.flat_offset = line.offset_sectors * 512;
       uint64_t flat_size = (*flat)->size();
@@ -217,8 +210,9 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Che
   return Opened{std::make_unique<VmdkDevice>(name, std::move(extents), position), info};
 }
 
-Result<Opened> open_image(const std::filesystem::path& path) {
-  auto file = CheckedFile::open(path, true);
+Result<Opened> open_image(const std::filesystem::path& path, const ImageAccess& access) {
+  auto file = HostFile::open(path.string(), HostFile::Mode::kRead,
+                             {.force_share = access.force_share});
   if (!file) return fail(file.error());
   std::array<std::byte, 64> first{};
   size_t probe = static_cast<size_t>(std::min<uint64_t>(first.size(), file->size()));
@@ -232,7 +226,7 @@ Result<Opened> open_image(const std::filesystem::path& path) {
   }
   if (!looks_like_vmdk(head))
     return fail(ErrorCode::kCorrupt, fmt::format("{}: not a VMDK image", file->name()));
-  return open_from_descriptor(path, *file);
+  return open_from_descriptor(path, *file, access);
 }
 
 }  // namespace
@@ -243,20 +237,21 @@ bool looks_like_vmdk(std::span<const std::byte> first_bytes) {
   return text.starts_with(kDescriptorSignature);
 }
 
-Result<VmdkInfo> inspect_vmdk(const std::filesystem::path& path) {
-  auto opened = open_image(path);
+Result<VmdkInfo> inspect_vmdk(const std::filesystem::path& path, const ImageAccess& access) {
+  auto opened = open_image(path, access);
   if (!opened) return fail(opened.error());
   return opened->info;
 }
 
-Result<std::unique_ptr<BlockDevice>> open_vmdk(const std::filesystem::path& path, bool read_only) {
+Result<std::unique_ptr<BlockDevice>> open_vmdk(const std::filesystem::path& path, bool read_only,
+                                               const ImageAccess& access) {
   if (!read_only) {
     return fail(
         ErrorCode::kUnsupported,
         fmt::format("{}: VMDK images can only be opened read-only (convert to VHDX to write)",
                     path.string()));
   }
-  auto opened = open_image(path);
+  auto opened = open_image(path, access);
   if (!opened) return fail(opened.error());
   return std::unique_ptr<BlockDevice>(std::move(opened->device));
 }

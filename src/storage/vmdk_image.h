@@ -2,8 +2,10 @@
 // VMDK images, read-only: monolithicSparse and streamOptimized (one sparse file with its
 // descriptor inside), monolithicFlat, twoGbMaxExtentSparse and twoGbMaxExtentFlat (a text
 // descriptor naming extent files relative to its folder), and ZERO extents. Delta disks
-// (a parent) and ESX formats (COWD, SESPARSE) are refused with kUnsupported, and so are extent
-// files outside the descriptor's folder (absolute names or ".."), which could expose host files.
+// (a parent) and ESX formats (COWD, SESPARSE) are refused with kUnsupported. Extent names go
+// through the reference policy (image_reference_policy.h): inside the descriptor's folder
+// unless the user allowed more, symlinks resolved, regular files only; an extent's format is
+// the one its descriptor line names (SPARSE or FLAT), never probed.
 // Spec: VMware "Virtual Disk Format 1.1".
 
 #include <cstdint>
@@ -14,6 +16,7 @@
 
 #include "base/error.h"
 #include "storage/block_device.h"
+#include "storage/image_reference_policy.h"
 
 namespace lamina::storage {
 
@@ -30,12 +33,13 @@ struct VmdkInfo {
 // True for a sparse extent ("KDMV") or a text descriptor ("# Disk DescriptorFile").
 bool looks_like_vmdk(std::span<const std::byte> first_bytes);
 
-Result<VmdkInfo> inspect_vmdk(const std::filesystem::path& path);
+Result<VmdkInfo> inspect_vmdk(const std::filesystem::path& path, const ImageAccess& access = {});
 
 // Opens read-only (read_only = false is kUnsupported). The device owns its extent files and
 // is used from one thread at a time (grain table cache).
 Result<std::unique_ptr<BlockDevice>> open_vmdk(const std::filesystem::path& path,
-                                               bool read_only = true);
+                                               bool read_only = true,
+                                               const ImageAccess& access = {});
 
 // The VMDK row for the format table (storage/image_format.h): add `vmdk_image_format(),` to
 // image_formats() to make `lamina disk` and open_image() handle VMDK.

@@ -24,7 +24,7 @@ constexpr uint64_t kMaxCapacitySectors = 1ull << 48;
 constexpr size_t kTableCacheBytes = 16u << 20;
 constexpr size_t kGrainMarkerBytes = 12;  // lba (8) + compressed size (4)
 
-std::unexpected<Error> corrupt(const CheckedFile& file, std::string_view what) {
+std::unexpected<Error> corrupt(const HostFile& file, std::string_view what) {
   return fail(ErrorCode::kCorrupt, fmt::format("{}: {}", file.name(), what));
 }
 
@@ -49,7 +49,7 @@ bool looks_like_vmdk_sparse(std::span<const std::byte> first_bytes) {
   return first_bytes.size() >= 4 && load_le<uint32_t>(first_bytes.data()) == kMagic;
 }
 
-Result<std::unique_ptr<VmdkSparseExtent>> VmdkSparseExtent::open(CheckedFile file) {
+Result<std::unique_ptr<VmdkSparseExtent>> VmdkSparseExtent::open(HostFile file) {
   std::array<std::byte, 512> raw{};
   if (file.size() < raw.size()) return corrupt(file, "file is too small for a VMDK sparse header");
   if (auto done = file.read_at(0, raw, "sparse extent header"); !done) return fail(done.error());

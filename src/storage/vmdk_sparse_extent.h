@@ -15,7 +15,7 @@
 
 #include "base/error.h"
 #include "storage/block_device.h"
-#include "storage/checked_file.h"
+#include "storage/host_file.h"
 
 namespace lamina::storage {
 
@@ -34,7 +34,7 @@ struct VmdkSparseHeader {
 
 class VmdkSparseExtent {
  public:
-  static Result<std::unique_ptr<VmdkSparseExtent>> open(CheckedFile file);
+  static Result<std::unique_ptr<VmdkSparseExtent>> open(HostFile file);
 
   // The descriptor embedded in a monolithic sparse file; empty when it has none.
   Result<std::string> embedded_descriptor() const;
@@ -43,7 +43,7 @@ class VmdkSparseExtent {
   uint64_t capacity_bytes() const { return header_.capacity_sectors * 512; }
   uint64_t grain_bytes() const { return header_.grain_sectors * 512; }
   bool compressed() const { return (header_.flags & kCompressedFlag) != 0; }
-  const CheckedFile& file() const { return file_; }
+  const HostFile& file() const { return file_; }
 
   // Reads extent bytes [offset, offset + out.size()); the caller keeps it inside the capacity.
   Result<void> read(uint64_t offset, std::span<std::byte> out);
@@ -54,7 +54,7 @@ class VmdkSparseExtent {
   static constexpr uint32_t kMarkersFlag = 1u << 17;
 
  private:
-  VmdkSparseExtent(CheckedFile file, VmdkSparseHeader header)
+  VmdkSparseExtent(HostFile file, VmdkSparseHeader header)
       : file_(std::move(file)), header_(header) {}
   Result<void> load_directory();
   Result<std::vector<uint32_t>> read_directory(uint64_t offset_sectors) const;
@@ -68,7 +68,7 @@ class VmdkSparseExtent {
   Result<void> inflate_grain(uint64_t grain_index, uint64_t sector);
   bool overlaps_metadata(uint64_t offset, uint64_t length) const;
 
-  CheckedFile file_;
+  HostFile file_;
   VmdkSparseHeader header_;
   std::vector<uint32_t> directory_;
   uint64_t directory_bytes_ = 0;

@@ -45,6 +45,11 @@ Result<DiskSpec> parse_disk_spec(std::string_view text) {
     const std::string_view option = fields[index];
     if (option == "readonly") {
       disk.read_only = true;
+    } else if (option == "allow-parent-dir") {
+      // The image reference policy (storage/image_reference_policy.h) for its parents.
+      disk.references.allow_parent_folder = true;
+    } else if (option.starts_with("allow-dir=") && option.size() > 10) {
+      disk.references.allowed_folders.emplace_back(std::string(option.substr(10)));
     } else if (option.starts_with("serial=") && !have_serial) {
       if (option.size() == 7) {
         return fail(ErrorCode::kInvalidArgument,
@@ -58,7 +63,8 @@ Result<DiskSpec> parse_disk_spec(std::string_view text) {
     } else {
       return fail(ErrorCode::kInvalidArgument,
                   fmt::format("--disk '{}': unknown or repeated option '{}' (options are "
-                              "readonly and serial=S; write a comma in the path as ',,')",
+                              "readonly, serial=S, allow-parent-dir and allow-dir=DIR; write a "
+                              "comma in the path as ',,')",
                               text, option));
     }
   }
@@ -114,7 +120,9 @@ Result<void> validate_disks(std::span<const DiskSpec> disks) {
 }
 
 Result<OpenedDisk> open_disk(const DiskSpec& disk) {
-  auto image = storage::open_image(disk.path, !disk.read_only);
+  storage::ImageAccess access;
+  access.references = disk.references;
+  auto image = storage::open_image(disk.path, !disk.read_only, access);
   if (!image) return fail(image.error().with_context(fmt::format("--disk {}", disk.path)));
   OpenedDisk opened;
   opened.image = std::move(*image);

@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "base/error.h"
+#include "storage/image_reference_policy.h"
 #include "virtio/virtio_block.h"
 
 namespace lamina::virtio {
@@ -19,10 +20,13 @@ struct DiskSpec {
   std::string path;
   bool read_only = false;
   std::string serial;  // empty: derived from the path (derive_block_serial)
+  // Where the image's parents and backing files may lie besides its own folder
+  // (`allow-parent-dir`, `allow-dir=DIR`).
+  storage::ReferencePolicy references = {};
 };
 
-// "PATH[,readonly][,serial=S]" (options in any order); a comma inside the path (or a value) is
-// written ",,", as in QEMU.
+// "PATH[,readonly][,serial=S][,allow-parent-dir][,allow-dir=DIR]..." (options in any order);
+// a comma inside the path (or a value) is written ",,", as in QEMU.
 [[nodiscard]] Result<DiskSpec> parse_disk_spec(std::string_view text);
 
 // Checks one disk and, across the list, that no image is attached twice while writable.

@@ -2,7 +2,8 @@
 # Drives `lamina disk` from the outside: exit statuses, messages naming the problem and the
 # file, --force, --json, and that failed commands leave nothing behind.
 set -u
-lamina=$1
+lamina=$(realpath "$1")
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work" || exit 1
@@ -80,6 +81,49 @@ check "vhdx resized size" 0 '"virtual_size": 12582912' -- "$lamina" disk info --
 check "vhdx resize shrinks with --shrink" 0 '' -- "$lamina" disk resize v.vhdx 6M --shrink
 check "vhdx new size must be whole sectors" 1 'multiple' -- "$lamina" disk resize v.vhdx 6000001
 check "fixed vhdx is not compacted" 1 'fixed' -- bash -c "'$lamina' disk create f.vhdx --size 4M --format vhdx --type fixed >/dev/null && '$lamina' disk compact f.vhdx"
+
+
+# The image reference policy: parents and backing files stay in the image's folder unless the
+# user allows more; what an image names is never read otherwise, and never printed.
+mkdir -p policy/sub
+"$lamina" disk create policy/base.vhd --size 4M >/dev/null
+check "create --parent in another folder" 0 'differencing' -- \
+  "$lamina" disk create policy/sub/child.vhd --parent policy/base.vhd
+check "info refuses a parent outside the folder" 1 "parent '.*base.vhd' lies outside the image's folder.*--allow-parent-dir" -- \
+  "$lamina" disk info policy/sub/child.vhd
+check "info --allow-parent-dir" 0 'backing file' -- "$lamina" disk info --allow-parent-dir policy/sub/child.vhd
+check "info --allow-reference-dir" 0 'backing file' -- \
+  "$lamina" disk info --allow-reference-dir "$work/policy" policy/sub/child.vhd
+check "check --allow-parent-dir" 0 'no errors' -- "$lamina" disk check --allow-parent-dir policy/sub/child.vhd
+# lamina run --disk: the same policy, allowed per disk; the "kernel" (this script) then fails.
+check "run --disk refuses a parent outside the folder" 1 "parent '../base.vhd' lies outside" -- \
+  "$lamina" run --kernel "$here/disk_cli_test.sh" --serial none --disk policy/sub/child.vhd
+check "run --disk ...,allow-parent-dir opens it" 1 'HdrS' -- \
+  "$lamina" run --kernel "$here/disk_cli_test.sh" --serial none --disk policy/sub/child.vhd,allow-parent-dir
+check "run --disk ...,allow-dir=DIR opens it" 1 'HdrS' -- \
+  "$lamina" run --kernel "$here/disk_cli_test.sh" --serial none --disk "policy/sub/child.vhd,allow-dir=$work/policy"
+check "merge refuses a parent outside the folder" 1 'outside the image' -- \
+  "$lamina" disk merge policy/sub/child.vhd
+check "merge --allow-parent-dir" 0 'merged' -- "$lamina" disk merge --allow-parent-dir policy/sub/child.vhd
+check "compact --allow-parent-dir" 0 'bytes' -- "$lamina" disk compact --allow-parent-dir policy/sub/child.vhd
+check "resize has no --force-share" 2 'force-share' -- "$lamina" disk resize --force-share policy/base.vhd 8M
+if command -v qemu-img >/dev/null; then
+  qemu-img create -q -f qcow2 -u -b /etc/passwd -F raw policy/passwd.qcow2 1M
+  check "convert of a qcow2 over /etc/passwd is refused" 1 "backing file '/etc/passwd' lies outside" -- \
+    "$lamina" disk convert --format raw policy/passwd.qcow2 policy/out.raw
+  [[ -e policy/out.raw ]] && { echo "FAIL: a refused convert left output"; failures=$((failures + 1)); }
+  mkfifo policy/pipe
+  qemu-img create -q -f qcow2 -u -b pipe -F raw policy/fifo.qcow2 1M
+  check "a FIFO backing file is refused, not waited on" 1 'not a regular file' -- \
+    timeout 20 "$lamina" disk info policy/fifo.qcow2
+  qemu-img create -q -f qcow2 -u -b base.vhd policy/unnamed.qcow2 1M 2>/dev/null ||
+    qemu-img create -q -f qcow2 -u -b base.vhd -F vpc policy/unnamed.qcow2 1M
+  if qemu-img info policy/unnamed.qcow2 2>/dev/null | grep -q 'backing file format'; then :; else
+    check "a backing file of unrecorded format is not probed" 1 'does not guess' -- \
+      "$lamina" disk convert policy/unnamed.qcow2 policy/out.vhd
+  fi
+fi
+rm -rf policy
 
 leftovers=$(ls -A | grep -c 'lamina-')
 if [[ $leftovers -eq 0 ]]; then echo "ok: no temporary files left"

@@ -165,7 +165,7 @@ TEST(Interop, LibvhdiFollowsALaminaDifferencingDisk) {
   ASSERT_TRUE(create_differencing(dir.file("child.vhd"), dir.file("base.vhd"), false));
   std::vector<std::byte> expected;
   {
-    auto child = VhdImage::open(dir.file("child.vhd"), {.writable = true});
+    auto child = VhdImage::open(dir.file("child.vhd"), {.writable = true, .durable = true, .open_parent = true, .access = {}});
     ASSERT_TRUE(child);
     // Whole blocks only: libvhdi 20210425 mishandles partly-set sector bitmaps.
     ASSERT_TRUE((*child)->write(2 * kMiB, test::pattern(2 * kMiB, 5)));

@@ -23,7 +23,7 @@ class CorruptVhd : public ::testing::Test {
     CreateOptions options;
     options.size = 8 * kMiB;
     ASSERT_TRUE(create_image(path_, "vhd", options, false));
-    auto image = VhdImage::open(path_, {.writable = true});
+    auto image = VhdImage::open(path_, {.writable = true, .durable = true, .open_parent = true, .access = {}});
     ASSERT_TRUE(image);
     ASSERT_TRUE((*image)->write(0, test::pattern(4 * kMiB, 1)));  // blocks 0 and 1
     ASSERT_TRUE((*image)->flush());
@@ -76,12 +76,13 @@ TEST_F(CorruptVhd, DamagedTrailingFooterIsReadFromTheCopyAndRepaired) {
   auto read_only = VhdImage::open(path_, {});
   ASSERT_TRUE(read_only) << read_only.error().message();
   EXPECT_FALSE((*read_only)->warnings().empty());
-  EXPECT_FALSE(VhdImage::open(path_, {.writable = true})) << "wrote to a damaged image";
+  read_only->reset();  // its shared lock would refuse the writers below
+  EXPECT_FALSE(VhdImage::open(path_, {.writable = true, .durable = true, .open_parent = true, .access = {}})) << "wrote to a damaged image";
   EXPECT_FALSE(check(false).clean());
   CheckReport repaired = check(true);
   EXPECT_TRUE(repaired.clean());
   EXPECT_TRUE(check(false).clean());
-  auto image = VhdImage::open(path_, {.writable = true});
+  auto image = VhdImage::open(path_, {.writable = true, .durable = true, .open_parent = true, .access = {}});
   ASSERT_TRUE(image);
   EXPECT_EQ(test::read_device(**image, 0, 4 * kMiB), test::pattern(4 * kMiB, 1));
 }

@@ -36,7 +36,7 @@ std::vector<uint32_t> slot_order(uint32_t seed) {
 
 // The writer: never returns. Reports each flushed count through the pipe.
 [[noreturn]] void writer(const std::string& path, uint32_t seed, int report) {
-  auto image = VhdImage::open(path, {.writable = true, .durable = true, .open_parent = true});
+  auto image = VhdImage::open(path, {.writable = true, .durable = true, .open_parent = true, .access = {}});
   if (!image) ::_exit(10);
   auto order = slot_order(seed);
   for (uint32_t i = 0; i < kSlots; ++i) {
@@ -63,7 +63,7 @@ TEST_P(CrashTest, KilledWriterLeavesACleanImageWithEveryFlushedWrite) {
   options.block_size = 512 * 1024;
   if (differencing) {
     ASSERT_TRUE(create_image(dir.file("base.vhd"), "vhd", options, false));
-    auto base = VhdImage::open(dir.file("base.vhd"), {.writable = true});
+    auto base = VhdImage::open(dir.file("base.vhd"), {.writable = true, .durable = true, .open_parent = true, .access = {}});
     ASSERT_TRUE((*base)->write(0, test::pattern(kDiskSize, 7)));
   }
   for (uint32_t round = 1; round <= 5; ++round) {
@@ -106,7 +106,7 @@ TEST_P(CrashTest, KilledWriterLeavesACleanImageWithEveryFlushedWrite) {
     std::string output;
     EXPECT_EQ(test::run(std::string(LAMINA_BINARY) + " disk check '" + path + "'", &output), 0)
         << "round " << round << ": " << output;
-    auto image = VhdImage::open(path, {.writable = true});
+    auto image = VhdImage::open(path, {.writable = true, .durable = true, .open_parent = true, .access = {}});
     ASSERT_TRUE(image) << image.error().message();
     auto order = slot_order(round);
     for (uint32_t i = 0; i < flushed; ++i) {

@@ -1,5 +1,7 @@
 #include "vhd_fuzz_input.h"
 
+#include "sparse_fuzz_file.h"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -34,21 +36,18 @@ void run_vhd_input(std::span<const uint8_t> data, const std::string& folder) {
   std::string path = folder + "/input.vhd";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return;
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n <= 0) break;
-    done += static_cast<size_t>(n);
-  }
+  // Plain bytes, or a sparse file from the "SPRS" encoding (sparse_fuzz_file.h).
+  bool written = write_fuzz_file(fd, data);
   ::close(fd);
+  if (!written) return;
 
-  if (auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true})) {
+  if (auto image = VhdImage::open(path, {.writable = false, .durable = true, .open_parent = true, .access = {}})) {
     exercise(**image);
   }
-  (void)vhd_image_format().inspect(path);
+  (void)vhd_image_format().inspect(path, {});
   (void)check_vhd(path, false);
   (void)check_vhd(path, true);
-  if (auto image = VhdImage::open(path, {.writable = true, .durable = false, .open_parent = true})) {
+  if (auto image = VhdImage::open(path, {.writable = true, .durable = false, .open_parent = true, .access = {}})) {
     exercise(**image);
     std::vector<std::byte> sector(512, std::byte{0x5a});
     if ((*image)->size() >= 512) (void)(*image)->write(0, sector);

@@ -9,7 +9,8 @@
 
 namespace lamina::storage::test {
 
-// Writes data to folder/input.vhd and runs it through the parser. Never throws; a crash, hang
+// Writes data to folder/input.vhd (sparse when it starts with "SPRS", sparse_fuzz_file.h) and
+// runs it through the parser. Never throws; a crash, hang
 // or sanitizer report is the failure.
 void run_vhd_input(std::span<const uint8_t> data, const std::string& folder);
 

@@ -19,7 +19,7 @@ using test::read_device;
 constexpr uint64_t kMiB = 1 << 20;
 
 std::unique_ptr<VhdImage> open_vhd(const std::string& path, bool writable = false) {
-  auto image = VhdImage::open(path, {.writable = writable, .durable = true, .open_parent = true});
+  auto image = VhdImage::open(path, {.writable = writable, .durable = true, .open_parent = true, .access = {}});
   EXPECT_TRUE(image) << image.error().message();
   return image ? std::move(*image) : nullptr;
 }
@@ -91,6 +91,7 @@ TEST(VhdImage, RejectsUnalignedAndOutOfRangeAccess) {
   EXPECT_FALSE(image->read(100, buffer));
   EXPECT_FALSE(image->read(4 * kMiB, buffer));
   EXPECT_FALSE(image->write(4 * kMiB - 512, std::vector<std::byte>(1024)));
+  image.reset();  // its exclusive lock would refuse the reader
   auto read_only = open_vhd(path, false);
   EXPECT_FALSE(read_only->write(0, buffer));
 }
@@ -165,9 +166,17 @@ TEST(VhdImage, AbsoluteLocatorFindsTheParentWhenTheChildMoves) {
   create(dir.file("a/base.vhd"), 2 * kMiB, "dynamic");
   ASSERT_TRUE(create_differencing(dir.file("a/child.vhd"), dir.file("a/base.vhd"), false));
   std::filesystem::rename(dir.file("a/child.vhd"), dir.file("b/child.vhd"));
-  auto child = open_vhd(dir.file("b/child.vhd"));
-  ASSERT_TRUE(child);
-  EXPECT_EQ(child->parent_path(), dir.file("a/base.vhd"));
+  // Reference policy: the absolute locator leaves the child's folder, so it is refused...
+  auto refused = VhdImage::open(dir.file("b/child.vhd"), {});
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("outside the image's folder"), std::string::npos)
+      << refused.error().message();
+  // ...unless the user allows the parent's folder.
+  VhdImage::Options allowed{};
+  allowed.access.references.allowed_folders = {dir.file("a")};
+  auto child = VhdImage::open(dir.file("b/child.vhd"), allowed);
+  ASSERT_TRUE(child) << child.error().message();
+  EXPECT_EQ((*child)->parent_path(), dir.file("a/base.vhd"));
 }
 
 TEST(VhdImage, HyperVStyleDriveLetterLocatorIsFollowed) {

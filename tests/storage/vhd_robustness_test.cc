@@ -11,6 +11,7 @@
 #include "storage/image_operations.h"
 #include "storage/vhd_format.h"
 #include "test_support.h"
+#include "sparse_fuzz_file.h"
 #include "vhd_fuzz_input.h"
 
 namespace lamina::storage {
@@ -101,6 +102,31 @@ TEST_F(Robustness, GarbageAndTinyFilesNeverCrash) {
       fix_checksums(file);
     }
     test::run_vhd_input(file, dir_.file("fuzz"));
+  }
+}
+
+// Sparse inputs (sparse_fuzz_file.h): the head and the footer of a seed around a hole, with
+// the header's BAT size and place mutated, so the BAT (or what the header claims is one) lies
+// in the hole: the shape of issue 16's 8 KB image with a 4M-entry BAT.
+TEST_F(Robustness, SparseImagesWithClaimedTablesNeverCrash) {
+  std::mt19937 random(16);
+  for (int iteration = 0; iteration < 24; ++iteration) {
+    std::vector<uint8_t> file = seeds_[random() % seeds_.size()];
+    if (file.size() < 4096 + 512) continue;
+    std::vector<uint8_t> head(file.begin(), file.begin() + 4096);
+    std::vector<uint8_t> tail(file.end() - 512, file.end());
+    // Dynamic header at 512: table offset (16..23) and max table entries (28..31), big-endian.
+    uint32_t entries = 1u << (random() % 23);  // up to 4M, the issue's image
+    for (int i = 0; i < 4; ++i) head[512 + 28 + i] = static_cast<uint8_t>(entries >> (24 - 8 * i));
+    if (random() % 2 == 0) head[512 + 16 + 7] = static_cast<uint8_t>(random() % 8 * 2);
+    std::vector<uint8_t> joined = head;
+    joined.insert(joined.end(), tail.begin(), tail.end());
+    fix_checksums(joined);
+    std::copy(joined.begin(), joined.begin() + 4096, head.begin());
+    std::copy(joined.end() - 512, joined.end(), tail.begin());
+    uint32_t hole_sectors = static_cast<uint32_t>(random() % (1u << 20));
+    auto input = test::encode_sparse({{0, head}, {hole_sectors, tail}});
+    test::run_vhd_input(input, dir_.file("fuzz"));
   }
 }
 

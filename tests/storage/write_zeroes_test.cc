@@ -189,6 +189,7 @@ TEST(WriteZeroes, DynamicVhdxMarksWholeBlocksZero) {
     ASSERT_TRUE(reopened);
     EXPECT_TRUE(all_zero(test::read_device(**reopened, 3 * kMiB / 2, 5 * kMiB / 2)));
     // A zeroed block written again holds the new data and zeros around it.
+    reopened->reset();  // its shared lock would refuse the writer
     auto writable = open_image(path, true);
     ASSERT_TRUE(writable);
     auto small = test::pattern(4096, 9);
@@ -212,6 +213,10 @@ TEST(WriteZeroes, RefusesBadRanges) {
   auto raw = create_and_open(dir.file("a.raw"), "raw", 4 * kMiB);
   ASSERT_TRUE(raw);
   EXPECT_FALSE(raw->write_zeroes(0, 4 * kMiB + 1, false)) << "past the end";
+  // Their exclusive locks would refuse the readers.
+  vhd.reset();
+  vhdx.reset();
+  raw.reset();
   for (const char* name : {"a.vhd", "a.vhdx", "a.raw"}) {
     auto read_only = open_image(dir.file(name), false);
     ASSERT_TRUE(read_only);

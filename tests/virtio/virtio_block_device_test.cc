@@ -169,7 +169,7 @@ TEST_F(VirtioBlockDeviceTest, SaveAndLoadCheckTheDisk) {
     ASSERT_FALSE(loaded.has_value());
     EXPECT_NE(loaded.error().message().find("65536 sectors"), std::string::npos);
   }
-  auto read_only_disk = storage::open_image(path_, false);
+  auto read_only_disk = storage::open_image(path_, false, {.force_share = true, .references = {}});
   ASSERT_TRUE(read_only_disk.has_value());
   auto read_only = VirtioBlock::create(std::move(*read_only_disk), "");
   ASSERT_TRUE(read_only.has_value());

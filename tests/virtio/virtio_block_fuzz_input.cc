@@ -34,7 +34,8 @@ BlockFuzzHarness::BlockFuzzHarness(const std::string& folder) {
   ::close(fd);
   if (!sized) return;
   if (auto opened = storage::open_image(path, true)) writable_ = std::move(*opened);
-  if (auto opened = storage::open_image(path, false)) read_only_ = std::move(*opened);
+  // The same file read-only beside the writer: without a lock (--force-share).
+  if (auto opened = storage::open_image(path, false, {.force_share = true, .references = {}})) read_only_ = std::move(*opened);
 }
 
 BlockFuzzHarness::~BlockFuzzHarness() = default;

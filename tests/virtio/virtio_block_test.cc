@@ -15,9 +15,10 @@ constexpr uint8_t kUnsupported = 2;
 
 std::vector<std::byte> zeros(size_t length) { return std::vector<std::byte>(length); }
 
-// Reads the image file back through a separate, fresh open (what a later process sees).
+// Reads the image file back through a separate, fresh open (what a later process sees);
+// --force-share, since the device under test still holds the writer's lock.
 std::vector<std::byte> read_image(const std::string& path, uint64_t offset, uint64_t length) {
-  auto disk = storage::open_image(path, false);
+  auto disk = storage::open_image(path, false, {.force_share = true, .references = {}});
   EXPECT_TRUE(disk.has_value());
   std::vector<std::byte> bytes(length);
   if (disk) {
@@ -287,7 +288,7 @@ TEST_P(VirtioBlockRequestTest, WriteZeroesWithUnmapFreesWholeBlocks) {
   ASSERT_EQ(ranges(13, {{4096, 4096, 1}}).status, kOk);
   ASSERT_EQ(flush().status, kOk);
   EXPECT_EQ(read_image(path_, 4096 * 512, data.size()), zeros(data.size()));
-  auto disk = storage::open_image(path_, false);
+  auto disk = storage::open_image(path_, false, {.force_share = true, .references = {}});
   ASSERT_TRUE(disk.has_value());
   auto extent = (*disk)->map_extent(4096 * 512, 4096 * 512);
   ASSERT_TRUE(extent.has_value());
@@ -306,7 +307,7 @@ TEST_P(VirtioBlockRequestTest, DiscardOfWholeBlocksReadsAsZerosAndFreesThem) {
   ASSERT_EQ(read(4096, 64 * 1024, back).status, kOk);
   EXPECT_EQ(back, zeros(64 * 1024));
   // The image itself reports the range as empty now.
-  auto disk = storage::open_image(path_, false);
+  auto disk = storage::open_image(path_, false, {.force_share = true, .references = {}});
   ASSERT_TRUE(disk.has_value());
   auto extent = (*disk)->map_extent(4096 * 512, 4096 * 512);
   ASSERT_TRUE(extent.has_value());

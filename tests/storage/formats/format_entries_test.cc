@@ -47,31 +47,31 @@ TEST(FormatEntries, VhdxCreatesOpensInspectsAndChecks) {
   EXPECT_TRUE(format.probe(probe_of(testing::read_whole_file(path))));
   EXPECT_FALSE(format.probe(probe_of(testing::build_qcow2(3).file)));
 
-  auto info = format.inspect(path);
+  auto info = format.inspect(path, {});
   ASSERT_TRUE(info) << info.error().message();
   EXPECT_EQ(info->format, "vhdx");
   EXPECT_EQ(info->virtual_size, 4u << 20);
   ASSERT_NE(field(*info, "type"), nullptr);
   EXPECT_EQ(std::get<std::string>(field(*info, "type")->value), "dynamic");
   EXPECT_EQ(std::get<uint64_t>(field(*info, "allocated_bytes")->value), 1u << 20);
-  auto report = format.check(path, false);
+  auto report = format.check(path, false, {});
   ASSERT_TRUE(report);
   EXPECT_TRUE(report->clean());
 
-  report = format.check(crashed.string(), false);
+  report = format.check(crashed.string(), false, {});
   ASSERT_TRUE(report);
   EXPECT_FALSE(report->clean()) << "a pending log is reported";
-  report = format.check(crashed.string(), true);
+  report = format.check(crashed.string(), true, {});
   ASSERT_TRUE(report);
   EXPECT_TRUE(report->clean()) << "and replayed by --repair";
-  EXPECT_TRUE(format.check(crashed.string(), false)->clean());
+  EXPECT_TRUE(format.check(crashed.string(), false, {})->clean());
 
   // Damage is a problem in the report, not a failure of the command.
   auto bytes = testing::read_whole_file(path);
   bytes[(64u << 10) + 4] ^= std::byte{1};
   bytes[(128u << 10) + 4] ^= std::byte{1};
   testing::write_whole_file(dir / "broken.vhdx", bytes);
-  report = format.check((dir / "broken.vhdx").string(), false);
+  report = format.check((dir / "broken.vhdx").string(), false, {});
   ASSERT_TRUE(report);
   EXPECT_FALSE(report->clean());
 }
@@ -82,7 +82,7 @@ TEST(FormatEntries, VhdxInspectListsTheParentChain) {
   ASSERT_TRUE(create_vhdx(dir / "base.vhdx", 4u << 20, {VhdxType::kDynamic, 1u << 20, 512, 4096, "", ""}));
   ASSERT_TRUE(create_vhdx_differencing(dir / "middle.vhdx", dir / "base.vhdx"));
   ASSERT_TRUE(create_vhdx_differencing(dir / "top.vhdx", dir / "middle.vhdx"));
-  auto info = format.inspect((dir / "top.vhdx").string());
+  auto info = format.inspect((dir / "top.vhdx").string(), {});
   ASSERT_TRUE(info) << info.error().message();
   ASSERT_EQ(info->backing_chain.size(), 2u);
   EXPECT_EQ(std::filesystem::path(info->backing_chain[0].path).filename(), "middle.vhdx");
@@ -103,15 +103,15 @@ TEST(FormatEntries, Qcow2AndVmdkRowsAreReadOnly) {
   EXPECT_FALSE(vmdk_format.probe(probe_of(qcow2.file)));
   EXPECT_EQ(qcow2_format.create, nullptr);
   EXPECT_EQ(vmdk_format.create, nullptr);
-  EXPECT_FALSE(qcow2_format.open((dir / "disk.qcow2").string(), true));
-  EXPECT_FALSE(vmdk_format.open((dir / "self.vmdk").string(), true));
-  auto device = qcow2_format.open((dir / "disk.qcow2").string(), false);
+  EXPECT_FALSE(qcow2_format.open((dir / "disk.qcow2").string(), true, {}));
+  EXPECT_FALSE(vmdk_format.open((dir / "self.vmdk").string(), true, {}));
+  auto device = qcow2_format.open((dir / "disk.qcow2").string(), false, {});
   ASSERT_TRUE(device);
   EXPECT_EQ((*device)->size(), qcow2.expected.size());
-  auto info = qcow2_format.inspect((dir / "disk.qcow2").string());
+  auto info = qcow2_format.inspect((dir / "disk.qcow2").string(), {});
   ASSERT_TRUE(info);
   EXPECT_EQ(std::get<uint64_t>(field(*info, "cluster_size")->value), 512u);
-  info = vmdk_format.inspect((dir / "self.vmdk").string());
+  info = vmdk_format.inspect((dir / "self.vmdk").string(), {});
   ASSERT_TRUE(info);
   EXPECT_EQ(std::get<std::string>(field(*info, "create_type")->value), "streamOptimized");
   EXPECT_EQ(std::get<bool>(field(*info, "compressed")->value), true);

