@@ -8,27 +8,11 @@
 #include "base/size.h"
 #include "cli/disk_support.h"
 #include "storage/image_format.h"
+#include "storage/image_info_json.h"
 
 namespace lamina::cli {
 
 namespace {
-
-nlohmann::json info_json(const storage::ImageInfo& info) {
-  nlohmann::json json;
-  json["path"] = info.path;
-  json["format"] = info.format;
-  json["virtual_size"] = info.virtual_size;
-  json["file_size"] = info.file_size;
-  for (const auto& field : info.fields) {
-    std::visit([&](const auto& value) { json[field.key] = value; }, field.value);
-  }
-  json["warnings"] = info.warnings;
-  if (!info.backing_chain.empty()) {
-    json["backing_chain"] = nlohmann::json::array();
-    for (const auto& parent : info.backing_chain) json["backing_chain"].push_back(info_json(parent));
-  }
-  return json;
-}
 
 void print_info(const storage::ImageInfo& info, const std::string& indent) {
   fmt::print("{}image: {}\n", indent, info.path);
@@ -86,7 +70,7 @@ void add_disk_info_and_check(CLI::App& disk) {
     auto result = storage::inspect_image(format, info_arguments->path, access);
     if (!result) fail_disk_command("info", result.error());
     if (info_arguments->json) {
-      fmt::print("{}\n", info_json(*result).dump(2));
+      fmt::print("{}\n", storage::image_info_json(*result).dump(2));
     } else {
       print_info(*result, "");
     }

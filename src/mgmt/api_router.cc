@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "mgmt/openapi_document.h"
+#include "mgmt/resource_service.h"
 
 namespace lamina::mgmt {
 namespace {
@@ -126,6 +127,18 @@ const std::vector<Route>& route_table() {
          const auto vm = c.query.contains("vm") ? c.query.at("vm") : std::string();
          return s.events(*after, vm, std::chrono::seconds(*wait));
        }},
+      {"GET", "/v1/disks/info", false,
+       [](VmService&, const Call& c) -> ServiceResult<nlohmann::json> {
+         auto force_share = query_flag(c, "force_share");
+         if (!force_share) return std::unexpected(force_share.error());
+         const auto path = c.query.contains("path") ? c.query.at("path") : std::string();
+         return inspect_disk(path, *force_share);
+       }},
+      {"POST", "/v1/disks", true,
+       [](VmService&, const Call& c) { return create_disk(c.body); }},
+      {"GET", "/v1/switches", false, [](VmService&, const Call&) { return list_switches(); }},
+      {"GET", "/v1/switches/{name}", false,
+       [](VmService&, const Call& c) { return get_switch(c.path.at("name")); }},
       {"GET", "/v1/version", false,
        [](VmService&, const Call&) -> ServiceResult<nlohmann::json> {
          return nlohmann::json{{"api", "v1"}, {"server", "laminad"}};
@@ -266,13 +279,15 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
     } else if (route.wants_body && request.method != "POST") {
       return error_response({400, "", "this request needs a JSON body"});
     }
-    if (route.wants_body && request.method == "POST" && route.path == "/v1/vms" &&
-        call.body.is_null()) {
+    if (route.wants_body && request.method == "POST" &&
+        (route.path == "/v1/vms" || route.path == "/v1/disks") && call.body.is_null()) {
       return error_response({400, "", "this request needs a JSON body"});
     }
     auto result = route.handler(service_, call);
     if (!result) return error_response(result.error());
-    return json_response(request.method == "POST" && route.path == "/v1/vms" ? 201 : 200, *result);
+    const bool creates = request.method == "POST" &&
+                         (route.path == "/v1/vms" || route.path == "/v1/disks");
+    return json_response(creates ? 201 : 200, *result);
   }
   if (path_known)
     return error_response({405, "", fmt::format("{} is not allowed here", request.method)});

@@ -69,9 +69,10 @@ TEST_F(ApiRouterTest, EveryRouteIsInTheOpenApiDocumentAndBack) {
     if (auto at = concrete.find("{name}"); at != std::string::npos) concrete.replace(at, 6, "nosuchvm");
     const ApiResponse response = call(method, concrete, method == "PATCH" ? "{}" : "");
     if (response.status == 404) {
-      EXPECT_NE(json(response)["error"]["message"].get<std::string>().find("no VM"),
-                std::string::npos)
-          << method << " " << path;
+      const std::string message = json(response)["error"]["message"].get<std::string>();
+      EXPECT_TRUE(message.find("no VM") != std::string::npos ||
+                  message.find("no switch") != std::string::npos)
+          << method << " " << path << ": " << message;
     }
     EXPECT_NE(response.status, 405) << method << " " << path;
   }
@@ -167,6 +168,39 @@ TEST_F(ApiRouterTest, DeleteWithDisksRemovesOnlyTheNamedImages) {
   EXPECT_EQ(call("DELETE", "/v1/vms/withdisk?with_disks=true").status, 200);
   EXPECT_FALSE(fs::exists(image));
   EXPECT_TRUE(fs::exists(other));
+}
+
+TEST_F(ApiRouterTest, DisksAreCreatedAndInspectedWithTheDiskCode) {
+  const std::string path = (dir_ / "new.vhdx").string();
+  auto created = call("POST", "/v1/disks",
+                      nlohmann::json{{"path", path}, {"size", "64M"}, {"format", "vhdx"}}.dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  EXPECT_EQ(json(created)["format"], "vhdx");
+  EXPECT_EQ(json(created)["virtual_size"], 64 << 20);
+  // Never replaces a file.
+  EXPECT_EQ(call("POST", "/v1/disks", nlohmann::json{{"path", path}, {"size", "1M"}}.dump()).status,
+            409);
+  const std::string child = (dir_ / "child.vhdx").string();
+  auto differencing =
+      call("POST", "/v1/disks", nlohmann::json{{"path", child}, {"parent", path}}.dump());
+  ASSERT_EQ(differencing.status, 201) << differencing.body;
+  EXPECT_EQ(json(differencing)["backing_chain"].size(), 1u);
+  auto info = call("GET", "/v1/disks/info?path=" + path);
+  ASSERT_EQ(info.status, 200) << info.body;
+  EXPECT_EQ(json(info)["virtual_size"], 64 << 20);
+  EXPECT_EQ(field(call("GET", "/v1/disks/info?path=relative.vhdx")), "path");
+  EXPECT_EQ(call("GET", "/v1/disks/info?path=" + (dir_ / "missing.vhd").string()).status, 404);
+  EXPECT_EQ(field(call("POST", "/v1/disks", R"({"path":"/tmp/x.vhdx","size":"lots"})")), "size");
+  EXPECT_EQ(field(call("POST", "/v1/disks", R"({"path":"/tmp/x.vhdx","size":"1M","format":"qcow9"})")),
+            "format");
+  EXPECT_EQ(field(call("POST", "/v1/disks", R"({"path":"x.vhdx","size":"1M"})")), "path");
+  EXPECT_EQ(field(call("POST", "/v1/disks", R"({"path":"/tmp/x.vhdx","colour":1})")), "colour");
+  EXPECT_FALSE(fs::exists("/tmp/x.vhdx"));
+}
+
+TEST_F(ApiRouterTest, SwitchesThatDoNotRunAreNotFound) {
+  EXPECT_EQ(call("GET", "/v1/switches/lamina-test-nonexistent").status, 404);
+  EXPECT_EQ(call("GET", "/v1/switches").status, 200);
 }
 
 TEST(QueryParsing, DecodesPercentEscapes) {

@@ -67,6 +67,11 @@ done
 "$lamina" switch show "$switch" | awk '$3 ~ /^vm[0-9]$/' | wc -l | grep -qx "$count" ||
   fail "the switch does not list $count ports: $("$lamina" switch show "$switch")"
 
+# The API lists the switch with the six ports too.
+curl -sS --unix-socket "$sock" "http://laminad/v1/switches/$switch" >"$work/switch.json"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert len(d["ports"]) == int(sys.argv[2]), d' \
+  "$work/switch.json" "$count" || fail "GET /v1/switches/$switch: $(cat "$work/switch.json")"
+
 # The metrics count each card's frames.
 curl -sS --unix-socket "$sock" http://laminad/metrics >"$work/metrics"
 for i in $(seq 1 $count); do

@@ -74,6 +74,8 @@ std::string ApiFuzzHarness::run(std::span<const uint8_t> input) {
     std::string target = pattern;
     for (size_t at; (at = target.find("{}")) != std::string::npos;) target.replace(at, 2, hole);
     const std::string body = reader.piece(255);
+    // Creating disks writes files where the body says: not for generated requests.
+    if (target.starts_with("/v1/disks") || target.starts_with("//v1/disks")) continue;
     const ApiResponse response = router_->handle({method, target, body});
     if (response.status < 200 || response.status > 599) {
       return fmt::format("{} {}: status {}", method, target, response.status);
