@@ -12,18 +12,9 @@ set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${1:-$top/build}
 count=${2:-20}
-work=$(mktemp -d)
-sock=$work/laminad.sock
-export LAMINA_CONNECT=unix:$sock XDG_RUNTIME_DIR=$work
-daemon=0
-cleanup() {
-  for pid in $(pgrep -f "lamina-vm --control-fd" || true); do
-    grep -q "$work" "/proc/$pid/environ" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  done
-  [[ $daemon == 0 ]] || kill "$daemon" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+lamina=$build/lamina laminad=$build/laminad
+source "$top/tests/mgmt/laminad_lib.sh"
+laminad_setup
 
 # The idle guest: Multiboot header, then cli; hlt forever.
 kernels=$top/tests/guest/kernels
@@ -37,9 +28,7 @@ ASM
 as --32 -I "$kernels" -o "$work/idle.o" "$work/idle.S"
 ld -m elf_i386 -T "$kernels/link.ld" -o "$work/idle.elf" "$work/idle.o"
 
-"$build/laminad" --state-dir "$work/state" --socket "$sock" 2>"$work/laminad.log" &
-daemon=$!
-for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.1; done
+start_laminad
 
 latencies=()
 for i in $(seq 1 "$count"); do

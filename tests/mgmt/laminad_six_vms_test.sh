@@ -7,36 +7,9 @@
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
 [[ -f $guest/vmlinuz ]] || { echo "no default guest in $guest"; exit 1; }
-work=$(mktemp -d)
-sock=$work/laminad.sock
-export LAMINA_CONNECT=unix:$sock
-# A private runtime folder: the switch daemon and its socket are this test's own.
-export XDG_RUNTIME_DIR=$work/run
-mkdir -m 0700 "$work/run"
-daemon=0
-cleanup() {
-  for pid in $(pgrep -f "lamina-vm --control-fd" || true); do
-    grep -q "$work" "/proc/$pid/environ" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  done
-  [[ $daemon == 0 ]] || kill "$daemon" 2>/dev/null || true
-  pkill -f "lamina switch serve ring6-$$" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  "$lamina" vm list 2>/dev/null || true
-  for f in "$work"/state/vms/*/console.log "$work"/state/vms/*/worker.log; do
-    [[ -s $f ]] && { echo "---- $f ----"; tail -8 "$f"; }
-  done
-  exit 1
-}
-pid_of() { "$lamina" vm --json show "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("pid", 0))'; }
-
-"$laminad" --state-dir "$work/state" --socket "$sock" 2>"$work/laminad.log" &
-daemon=$!
-for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.1; done
-[[ -S $sock ]] || fail "laminad did not listen"
+source "$(dirname "${BASH_SOURCE[0]}")/laminad_lib.sh"
+laminad_setup
+start_laminad
 
 count=6
 switch=ring6-$$

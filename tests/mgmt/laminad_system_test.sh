@@ -3,40 +3,16 @@
 # `lamina vm` CLI; three VMs of the default guest at once, each in a sandboxed worker checked
 # from outside (/proc: seccomp, no_new_privs, uid, namespaces, empty root, open fds); the
 # serial console over the WebSocket (a writer, a refused second writer, a reader); a laminad
-# restart that re-adopts the running workers and starts an autostart VM; pause and resume; a worker killed with SIGKILL takes down only its own VM and laminad says why; stop,
-# 409s, delete.
+# restart that re-adopts the running workers and starts an autostart VM; pause and resume; a
+# worker killed with SIGKILL takes down only its own VM and laminad says why; stop, 409s,
+# delete.
 #   laminad_system_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
 [[ -f $guest/vmlinuz ]] || { echo "no default guest in $guest"; exit 1; }
-work=$(mktemp -d)
-sock=$work/laminad.sock
-export LAMINA_CONNECT=unix:$sock
-daemon=0
-cleanup() {
-  [[ $daemon == 0 ]] || kill "$daemon" 2>/dev/null || true
-  # Workers outlive laminad by design; this test's own are killed by their VM names.
-  for pid in $(pgrep -f "lamina-vm --control-fd" || true); do
-    grep -q "$work" "/proc/$pid/environ" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*"
-  echo "---- laminad.log ----"; cat "$work/laminad.log" 2>/dev/null || true
-  for f in "$work"/state/vms/*/worker.log "$work"/state/vms/*/console.log; do
-    [[ -f $f ]] && { echo "---- $f ----"; tail -20 "$f"; }
-  done
-  exit 1
-}
-api() { curl -sS --unix-socket "$sock" -o "$work/body" -w '%{http_code}' "$@" ; }
-
-# The test's own marker in every worker's environment, so cleanup finds exactly its workers.
-LAMINA_TEST_DIR=$work "$laminad" --state-dir "$work/state" --socket "$sock" 2>"$work/laminad.log" &
-daemon=$!
-for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.1; done
-[[ -S $sock ]] || fail "laminad did not listen"
+source "$(dirname "${BASH_SOURCE[0]}")/laminad_lib.sh"
+laminad_setup
+start_laminad
 
 # Raw HTTP: the API answers, and refuses bad input with the field named, changing nothing.
 [[ $(api http://laminad/v1/version) == 200 ]] || fail "GET /v1/version"
@@ -65,7 +41,6 @@ for name in alpha beta gamma; do "$lamina" vm start "$name" || fail "start $name
 "$lamina" vm start alpha 2>"$work/err" && fail "a running VM started twice"
 grep -q "alpha is running" "$work/err" || fail "double start said: $(cat "$work/err")"
 
-pid_of() { "$lamina" vm --json show "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("pid", 0))'; }
 for name in alpha beta gamma; do
   pid=$(pid_of "$name")
   [[ $pid -gt 0 ]] || fail "$name has no worker pid"
@@ -148,9 +123,8 @@ grep -q "laminad: stopped" "$work/laminad.log" || fail "laminad did not stop cle
 for name in alpha gamma; do
   [[ -S $work/state/vms/$name/control.sock ]] || fail "$name's control socket is gone"
 done
-LAMINA_TEST_DIR=$work "$laminad" --state-dir "$work/state" --socket "$sock" 2>>"$work/laminad.log" &
-daemon=$!
-for _ in $(seq 100); do [[ -S $sock ]] && "$lamina" vm list >/dev/null 2>&1 && break; sleep 0.1; done
+start_laminad
+for _ in $(seq 100); do "$lamina" vm list >/dev/null 2>&1 && break; sleep 0.1; done
 after=$(for name in alpha gamma; do pid_of "$name"; done)
 [[ $before == "$after" ]] || fail "the workers changed across the restart: $before / $after"
 "$lamina" vm events alpha | grep -q "adopted" || fail "no adopted event"

@@ -9,24 +9,9 @@
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
 [[ -f $guest/vmlinuz ]] || { echo "no default guest in $guest"; exit 1; }
-work=$(mktemp -d)
-sock=$work/laminad.sock
-export LAMINA_CONNECT=unix:$sock XDG_RUNTIME_DIR=$work/run
-mkdir -m 0700 "$work/run"
-daemon=0
-cleanup() {
-  for pid in $(pgrep -f "lamina-vm --control-fd" || true); do
-    grep -q "$work" "/proc/$pid/environ" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
-  done
-  [[ $daemon == 0 ]] || kill "$daemon" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*"; tail -5 "$work"/state/vms/*/console.log 2>/dev/null || true; exit 1; }
-
-"$laminad" --state-dir "$work/state" --socket "$sock" 2>"$work/laminad.log" &
-daemon=$!
-for _ in $(seq 100); do [[ -S $sock ]] && break; sleep 0.1; done
+source "$(dirname "${BASH_SOURCE[0]}")/laminad_lib.sh"
+laminad_setup
+start_laminad
 
 # The source data: 24 MiB with a mark at the start, in the middle and near the end.
 vm=$work/vmware
