@@ -140,8 +140,10 @@ grep -q "after-restart-42" "$work/console2.txt" || fail "no console after the re
 "$lamina" vm pause gamma 2>/dev/null && fail "paused twice"
 "$lamina" vm resume gamma || fail "resume"
 
-# Stop: the default guest ignores the power button, so a short timeout forces it.
-"$lamina" vm stop alpha --timeout 1 | grep -q "stopped alpha" || fail "stop alpha"
+# Stop: the default guest answers the ACPI power button (its acpid powers it off).
+"$lamina" vm stop alpha --timeout 60 | grep -q "stopped alpha (power button)" || fail "stop alpha"
+"$lamina" vm events alpha | grep -q "stopped .*poweroff" || fail "alpha did not power off"
+grep -q "power button: powering off" "$work/state/vms/alpha/console.log" || fail "no acpid in the guest"
 "$lamina" vm stop gamma --force | grep -q "forced" || fail "stop --force gamma"
 "$lamina" vm stop gamma 2>"$work/err" && fail "stopped a stopped VM"
 grep -q "not running" "$work/err" || fail "stop of a stopped VM said: $(cat "$work/err")"
