@@ -2,8 +2,9 @@
 # laminad run by an ordinary user (nobody, through setpriv when the test runs as root): its
 # workers start in a user namespace that maps their uid 0 to that user, and are sandboxed the
 # same way (seccomp, no_new_privs, no capabilities, their own user namespace); a VM (an idle
-# Multiboot kernel the test builds) starts, is listed and stops. Exits 77 (skipped) where
-# unprivileged user namespaces are off.
+# Multiboot kernel the test builds) starts, is listed and stops; a VM with on_crash=restart
+# whose worker is killed is started again. Exits 77 (skipped) where unprivileged user
+# namespaces are off.
 #   laminad_user_test.sh BUILD_DIR KERNELS_SOURCE_DIR
 set -euo pipefail
 build=$1 kernels=$2
@@ -55,4 +56,21 @@ for ns in user mnt net pid; do
 done
 as_user "$work/lamina" vm list | grep -q "^idle .*running" || fail "not listed as running"
 as_user "$work/lamina" vm stop idle --force | grep -q "stopped idle" || fail "stop"
+
+# on_crash=restart: a worker that dies is replaced, and the log says both.
+as_user "$work/lamina" vm create phoenix --on-crash restart --memory 64M --rng none \
+  --kernel "$work/idle.elf" >/dev/null || fail "create phoenix"
+as_user "$work/lamina" vm start phoenix >/dev/null || fail "start phoenix"
+first=$(as_user "$work/lamina" vm --json show phoenix | python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+kill -9 "$first"
+second=0
+for _ in $(seq 50); do
+  second=$(as_user "$work/lamina" vm --json show phoenix | python3 -c 'import json,sys; print(json.load(sys.stdin).get("pid", 0))')
+  [[ $second != 0 && $second != "$first" ]] && break
+  sleep 0.2
+done
+[[ $second != 0 && $second != "$first" ]] || fail "phoenix was not restarted"
+as_user "$work/lamina" vm events phoenix | awk '{print $3}' | tr '\n' ' ' | grep -q "started crashed started" ||
+  fail "events: $(as_user "$work/lamina" vm events phoenix)"
+as_user "$work/lamina" vm stop phoenix --force >/dev/null || fail "stop phoenix"
 echo PASS
