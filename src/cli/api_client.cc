@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include <fmt/format.h>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -12,10 +13,10 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
-#include <fmt/format.h>
 
 #include "base/json_text.h"
 #include "cli/tls_client.h"
+#include "mgmt/default_paths.h"
 
 namespace lamina::cli {
 namespace {
@@ -63,20 +64,9 @@ Result<ApiReply> exchange(Stream& stream, beast::flat_buffer& buffer, const std:
 
 }  // namespace
 
-std::string default_laminad_socket() {
-  if (::geteuid() == 0) return "/run/lamina/laminad.sock";
-  if (auto runtime = environment("XDG_RUNTIME_DIR"); !runtime.empty()) {
-    return runtime + "/lamina/laminad.sock";
-  }
-  if (auto state = environment("XDG_STATE_HOME"); !state.empty()) {
-    return state + "/lamina/laminad.sock";
-  }
-  return environment("HOME") + "/.local/state/lamina/laminad.sock";
-}
-
 Result<ApiAddress> resolve_api_address(const std::string& given) {
   const std::string address = given.empty() ? environment("LAMINA_CONNECT") : given;
-  if (address.empty()) return UnixAddress{default_laminad_socket()};
+  if (address.empty()) return UnixAddress{mgmt::default_socket().string()};
   if (address.starts_with("unix:")) return UnixAddress{address.substr(5)};
   if (address.starts_with("https://")) {
     std::string rest = address.substr(8);
@@ -101,8 +91,7 @@ struct ApiClient::Connection {
   beast::flat_buffer buffer;
 };
 
-ApiClient::ApiClient(std::unique_ptr<Connection> connection)
-    : connection_(std::move(connection)) {}
+ApiClient::ApiClient(std::unique_ptr<Connection> connection) : connection_(std::move(connection)) {}
 ApiClient::~ApiClient() = default;
 
 Result<std::unique_ptr<ApiClient>> ApiClient::connect(const std::string& given) {

@@ -2,9 +2,9 @@
 // ApiClient: `lamina vm`'s connection to laminad: HTTP/1.1 (Boost.Beast), JSON in and out,
 // over laminad's Unix socket or over TLS to its --listen endpoint. The address comes from
 // --connect (unix:PATH or https://HOST:PORT), else LAMINA_CONNECT, else laminad's default
-// socket for this user. TLS settings come from the environment: LAMINA_TLS_CA (the CA that
-// signed laminad's certificate; else the system's), LAMINA_TLS_CERT and LAMINA_TLS_KEY (a
-// client certificate), LAMINA_TOKEN (a bearer token).
+// socket for this user (mgmt/default_paths.h). TLS settings come from the environment:
+// LAMINA_TLS_CA (the CA that signed laminad's certificate; else the system's), LAMINA_TLS_CERT and
+// LAMINA_TLS_KEY (a client certificate), LAMINA_TOKEN (a bearer token).
 //
 // Ownership: owns its connection. Thread-safety: one thread.
 
@@ -53,8 +53,5 @@ class ApiClient {
   explicit ApiClient(std::unique_ptr<Connection> connection);
   std::unique_ptr<Connection> connection_;
 };
-
-// laminad's default socket for the calling user (same rule as laminad's --socket default).
-std::string default_laminad_socket();
 
 }  // namespace lamina::cli

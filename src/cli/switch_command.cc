@@ -32,11 +32,6 @@ std::string format_duration(double seconds) {
   return fmt::format("{}h", whole / 3600);
 }
 
-nlohmann::json status_json(const net::SwitchStatus& status) {
-  // The daemon's own wire form is already the documented JSON shape.
-  return nlohmann::json::parse(net::encode_status(status));
-}
-
 void print_status(const net::SwitchStatus& status) {
   fmt::print(
       "switch {}: daemon pid {}, up {}, MAC age {}s, at most {} MACs ({} per port) and {} ports\n",
@@ -195,7 +190,7 @@ void add_switch_command(CLI::App& app) {
     auto status = net::query_switch(*show_name);
     if (!status) fail_switch_command("show", status.error());
     if (*show_json) {
-      fmt::print("{}\n", status_json(*status).dump(2));
+      fmt::print("{}\n", net::status_json(*status).dump(2));
     } else {
       print_status(*status);
     }

@@ -9,42 +9,24 @@
 
 #include <cstdlib>
 #include <expected>
+#include <filesystem>
 #include <fstream>
 #include <optional>
-#include <filesystem>
 #include <string>
 #include <thread>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "base/unique_fd.h"
 #include "mgmt/api_router.h"
+#include "mgmt/default_paths.h"
 #include "mgmt/http_server.h"
 #include "mgmt/vm_service.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string environment(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? value : "";
-}
-
-fs::path default_state_dir() {
-  if (::geteuid() == 0) return "/var/lib/lamina";
-  if (auto state = environment("XDG_STATE_HOME"); !state.empty()) return fs::path(state) / "lamina";
-  return fs::path(environment("HOME")) / ".local/state/lamina";
-}
-
-fs::path default_socket() {
-  if (::geteuid() == 0) return "/run/lamina/laminad.sock";
-  if (auto runtime = environment("XDG_RUNTIME_DIR"); !runtime.empty()) {
-    return fs::path(runtime) / "lamina/laminad.sock";
-  }
-  return default_state_dir() / "laminad.sock";
-}
 
 // The folder of this executable: lamina-vm and lamina are built (and installed) beside it.
 fs::path own_folder() {
@@ -78,8 +60,8 @@ struct TcpArguments {
 std::expected<std::optional<lamina::mgmt::TcpListenOptions>, int> tcp_options(
     const TcpArguments& arguments) {
   if (arguments.listen.empty()) {
-    if (!arguments.certificate.empty() || !arguments.key.empty() ||
-        !arguments.client_ca.empty() || !arguments.token_file.empty()) {
+    if (!arguments.certificate.empty() || !arguments.key.empty() || !arguments.client_ca.empty() ||
+        !arguments.token_file.empty()) {
       fmt::print(stderr, "laminad: --tls-* and --token-file go with --listen\n");
       return std::unexpected(2);
     }
@@ -113,8 +95,7 @@ std::expected<std::optional<lamina::mgmt::TcpListenOptions>, int> tcp_options(
 }
 
 int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worker,
-        const std::string& worker_user,
-        const std::optional<lamina::mgmt::TcpListenOptions>& tcp) {
+        const std::string& worker_user, const std::optional<lamina::mgmt::TcpListenOptions>& tcp) {
   // SIGTERM and SIGINT end laminad: blocked before any thread exists (threads inherit the
   // mask) and taken by one waiting thread. A client that went away is an error, not SIGPIPE.
   sigset_t signals;
@@ -140,9 +121,8 @@ int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worke
     fmt::print(stderr, "laminad: another laminad uses {}\n", state_dir.string());
     return 1;
   }
-  lamina::mgmt::ServiceOptions options{.state_dir = state_dir,
-                                       .worker_program = worker,
-                                       .lamina_program = own_folder() / "lamina"};
+  lamina::mgmt::ServiceOptions options{
+      .state_dir = state_dir, .worker_program = worker, .lamina_program = own_folder() / "lamina"};
   if (::geteuid() == 0) {
     const passwd* user = ::getpwnam(worker_user.c_str());
     if (!user || user->pw_uid == 0) {
@@ -170,7 +150,8 @@ int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worke
   });
   (*service)->start_autostart_vms();
   fmt::print(stderr, "laminad: serving {} (state in {})\n", socket.string(), state_dir.string());
-  if (tcp) fmt::print(stderr, "laminad: serving https on {} port {}\n", tcp->host, (*server)->tcp_port());
+  if (tcp)
+    fmt::print(stderr, "laminad: serving https on {} port {}\n", tcp->host, (*server)->tcp_port());
   (*server)->serve();
   // Running VMs keep running: their workers are not tied to laminad. Connection threads may
   // still be waiting on long polls, so leave without destroying what they use.
@@ -187,16 +168,16 @@ int main(int argc, char** argv) {
       "laminad: Lamina's management service. Keeps the VM inventory (SQLite), runs one "
       "sandboxed lamina-vm worker per running VM and serves the REST API on a Unix socket "
       "(`lamina vm` talks to it)."};
-  fs::path state_dir = default_state_dir();
-  fs::path socket = default_socket();
+  fs::path state_dir = lamina::mgmt::default_state_dir();
+  fs::path socket = lamina::mgmt::default_socket();
   fs::path worker = own_folder() / "lamina-vm";
   std::string worker_user = "nobody";
   TcpArguments tcp;
   app.add_option("--state-dir", state_dir, "Inventory and per-VM files")->capture_default_str();
   app.add_option("--socket", socket, "The API's Unix socket")->capture_default_str();
   app.add_option("--worker", worker, "The lamina-vm program")->capture_default_str();
-  app.add_option("--worker-user", worker_user,
-                 "As root: the unprivileged user workers run as")->capture_default_str();
+  app.add_option("--worker-user", worker_user, "As root: the unprivileged user workers run as")
+      ->capture_default_str();
   app.add_option("--listen", tcp.listen,
                  "Also serve the API over TLS on HOST:PORT (needs --tls-cert, --tls-key and "
                  "client authentication: --tls-ca and/or --token-file)");

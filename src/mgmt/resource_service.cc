@@ -26,7 +26,8 @@ ServiceError storage_error(const Error& error) {
     case ErrorCode::kNotFound: return {404, "path", error.message()};
     case ErrorCode::kIo: return {500, "path", error.message()};
     case ErrorCode::kInvalidArgument:
-      if (error.message().find("in use") != std::string::npos) return {409, "path", error.message()};
+      if (error.message().find("in use") != std::string::npos)
+        return {409, "path", error.message()};
       return {422, "path", error.message()};
     default: return {422, "path", error.message()};
   }
@@ -46,17 +47,13 @@ ServiceResult<std::string> absolute_path(const nlohmann::json& body, const char*
   return path;
 }
 
-nlohmann::json switch_json(const net::SwitchStatus& status) {
-  return nlohmann::json::parse(net::encode_status(status), nullptr, false);
-}
-
 }  // namespace
 
 ServiceResult<nlohmann::json> create_disk(const nlohmann::json& body) {
   if (!body.is_object()) return std::unexpected(bad("", "the body must be a JSON object"));
   for (const auto& [key, value] : body.items()) {
-    static constexpr std::array<std::string_view, 5> kFields = {"path", "size", "format",
-                                                                "type", "parent"};
+    static constexpr std::array<std::string_view, 5> kFields = {"path", "size", "format", "type",
+                                                                "parent"};
     if (std::find(kFields.begin(), kFields.end(), key) == kFields.end()) {
       return std::unexpected(bad(key, "unknown field"));
     }
@@ -71,8 +68,9 @@ ServiceResult<nlohmann::json> create_disk(const nlohmann::json& body) {
   }
   if (!parent->empty()) {
     if (body.contains("size") || body.contains("format") || body.contains("type")) {
-      return std::unexpected(bad("parent", "a differencing disk takes its size and format from "
-                                           "the parent"));
+      return std::unexpected(bad("parent",
+                                 "a differencing disk takes its size and format from "
+                                 "the parent"));
     }
     if (auto made = storage::create_differencing(*path, *parent, /*overwrite=*/false); !made) {
       return std::unexpected(storage_error(made.error()));
@@ -90,8 +88,7 @@ ServiceResult<nlohmann::json> create_disk(const nlohmann::json& body) {
     storage::CreateOptions options;
     options.size = *size;
     if (body.contains("type")) {
-      if (!body["type"].is_string() ||
-          (body["type"] != "dynamic" && body["type"] != "fixed")) {
+      if (!body["type"].is_string() || (body["type"] != "dynamic" && body["type"] != "fixed")) {
         return std::unexpected(bad("type", "must be dynamic or fixed"));
       }
       options.type = body["type"].get<std::string>();
@@ -120,7 +117,7 @@ ServiceResult<nlohmann::json> list_switches() {
   auto switches = net::list_switches();
   if (!switches) return std::unexpected(ServiceError{500, "", switches.error().message()});
   nlohmann::json list = nlohmann::json::array();
-  for (const net::SwitchStatus& status : *switches) list.push_back(switch_json(status));
+  for (const net::SwitchStatus& status : *switches) list.push_back(net::status_json(status));
   return nlohmann::json{{"switches", list}};
 }
 
@@ -128,14 +125,15 @@ ServiceResult<nlohmann::json> get_switch(const std::string& name) {
   auto status = net::query_switch(name);
   if (!status) {
     if (status.error().code() == ErrorCode::kNotFound) {
-      return std::unexpected(ServiceError{404, "name", fmt::format("no switch named {} runs", name)});
+      return std::unexpected(
+          ServiceError{404, "name", fmt::format("no switch named {} runs", name)});
     }
     if (status.error().code() == ErrorCode::kInvalidArgument) {
       return std::unexpected(bad("name", status.error().message()));
     }
     return std::unexpected(ServiceError{500, "", status.error().message()});
   }
-  return switch_json(*status);
+  return net::status_json(*status);
 }
 
 }  // namespace lamina::mgmt

@@ -19,6 +19,7 @@
 
 #include <fmt/format.h>
 
+#include "base/unix_address.h"
 #include "worker/control_protocol.h"
 
 extern char** environ;
@@ -95,16 +96,13 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
   // The worker's listening socket for a restarted laminad, private to laminad's user.
   UniqueFd listener(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!listener) return fail(system_error("socket"));
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
+  auto address = unix_socket_address(options.control_socket);
+  if (!address) return fail(address.error());
   const std::string socket_path = options.control_socket.string();
-  if (socket_path.size() >= sizeof(address.sun_path)) {
-    return fail(ErrorCode::kInvalidArgument, fmt::format("{}: path too long", socket_path));
-  }
-  std::memcpy(address.sun_path, socket_path.c_str(), socket_path.size() + 1);
   ::unlink(socket_path.c_str());
   const mode_t previous_umask = ::umask(077);
-  const int bound = ::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address));
+  const int bound =
+      ::bind(listener.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(*address));
   ::umask(previous_umask);
   // The worker calls listen() itself: a client's SO_PEERCRED names the process that did.
   if (bound != 0) return fail(system_error(socket_path));
@@ -176,9 +174,9 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
   if (::write(sync_write.get(), &go, 1) != 1) return fail(system_error("starting the worker"));
   sync_write.reset();
 
-  std::unique_ptr<WorkerProcess> worker(new WorkerProcess(
-      static_cast<pid_t>(pid), std::move(owned_pidfd), std::move(ours), std::move(on_event),
-      std::move(on_exit)));
+  std::unique_ptr<WorkerProcess> worker(new WorkerProcess(static_cast<pid_t>(pid),
+                                                          std::move(owned_pidfd), std::move(ours),
+                                                          std::move(on_event), std::move(on_exit)));
   // Until the start answer, the worker is read here; a worker that fails is killed and reaped.
   auto abandon = [&](Error error) -> Result<std::unique_ptr<WorkerProcess>> {
     worker->kill();
@@ -214,9 +212,8 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
                           : std::string("the worker refused to start");
     return abandon(Error(ErrorCode::kInvalidArgument, why));
   }
-  worker->reader_ = std::jthread([raw = worker.get()](std::stop_token stop) {
-    raw->read_messages(std::move(stop));
-  });
+  worker->reader_ = std::jthread(
+      [raw = worker.get()](std::stop_token stop) { raw->read_messages(std::move(stop)); });
   return worker;
 }
 
@@ -224,14 +221,11 @@ Result<std::pair<std::unique_ptr<WorkerProcess>, nlohmann::json>> WorkerProcess:
     const std::filesystem::path& control_socket, EventCallback on_event, ExitCallback on_exit) {
   UniqueFd socket(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
   if (!socket) return fail(system_error("socket"));
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
+  auto address = unix_socket_address(control_socket);
+  if (!address) return fail(address.error());
   const std::string path = control_socket.string();
-  if (path.size() >= sizeof(address.sun_path)) {
-    return fail(ErrorCode::kInvalidArgument, fmt::format("{}: path too long", path));
-  }
-  std::memcpy(address.sun_path, path.c_str(), path.size() + 1);
-  if (::connect(socket.get(), reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
+  if (::connect(socket.get(), reinterpret_cast<const sockaddr*>(&*address), sizeof(*address)) !=
+      0) {
     return fail(ErrorCode::kNotFound, fmt::format("{}: {}", path, std::strerror(errno)));
   }
   ucred peer{};
@@ -249,9 +243,8 @@ Result<std::pair<std::unique_ptr<WorkerProcess>, nlohmann::json>> WorkerProcess:
   nlohmann::json greeting = (*hello)->message;
   std::unique_ptr<WorkerProcess> worker(new WorkerProcess(
       peer.pid, std::move(pidfd), std::move(channel), std::move(on_event), std::move(on_exit)));
-  worker->reader_ = std::jthread([raw = worker.get()](std::stop_token stop) {
-    raw->read_messages(std::move(stop));
-  });
+  worker->reader_ = std::jthread(
+      [raw = worker.get()](std::stop_token stop) { raw->read_messages(std::move(stop)); });
   return std::pair{std::move(worker), std::move(greeting)};
 }
 
@@ -291,9 +284,9 @@ Result<nlohmann::json> WorkerProcess::request(std::string_view op,
   nlohmann::json reply = std::move(replies_[id]);
   replies_.erase(id);
   if (!reply.value("ok", false)) {
-    const std::string why =
-        reply.contains("error") && reply["error"].is_string() ? reply["error"].get<std::string>()
-                                                              : "refused";
+    const std::string why = reply.contains("error") && reply["error"].is_string()
+                                ? reply["error"].get<std::string>()
+                                : "refused";
     return fail(ErrorCode::kInvalidArgument, fmt::format("the worker refused '{}': {}", op, why));
   }
   return reply;

@@ -103,7 +103,7 @@ Result<uint32_t> decode_welcome(std::string_view text) {
   return port->get<uint32_t>();
 }
 
-std::string encode_status(const SwitchStatus& status) {
+nlohmann::json status_json(const SwitchStatus& status) {
   Json ports = Json::array();
   for (const auto& port : status.ports) {
     ports.push_back({{"id", port.id},
@@ -138,8 +138,10 @@ std::string encode_status(const SwitchStatus& status) {
             {"unlearned_sources", status.unlearned_sources},
             {"ports", std::move(ports)},
             {"macs", std::move(macs)}};
-  return json.dump();
+  return json;
 }
+
+std::string encode_status(const SwitchStatus& status) { return status_json(status).dump(); }
 
 Result<SwitchStatus> decode_status(std::string_view text) {
   auto json = parse_json(text, "status");

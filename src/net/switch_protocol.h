@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "base/error.h"
 #include "net/mac_address.h"
 
@@ -93,6 +95,9 @@ struct SwitchStatus {
   std::vector<SwitchMacStatus> macs;
 };
 
+// The status as JSON (the documented shape `lamina switch show --json` and laminad's
+// GET /v1/switches print), and as the text the daemon sends.
+nlohmann::json status_json(const SwitchStatus& status);
 std::string encode_status(const SwitchStatus& status);
 [[nodiscard]] Result<SwitchStatus> decode_status(std::string_view text);
 

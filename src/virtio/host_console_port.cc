@@ -1,5 +1,7 @@
 #include "virtio/host_console_port.h"
 
+#include "base/unix_address.h"
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -88,15 +90,10 @@ Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_file(
 
 Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_socket(
     const std::filesystem::path& path) {
-  sockaddr_un address{};
-  address.sun_family = AF_UNIX;
+  auto made = unix_socket_address(path);
+  if (!made) return fail(made.error().with_context("--console-port"));
+  const sockaddr_un& address = *made;
   const std::string text = path.string();
-  if (text.empty() || text.size() >= sizeof(address.sun_path)) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("--console-port: socket path '{}' is empty or longer than {} bytes",
-                            text, sizeof(address.sun_path) - 1));
-  }
-  std::memcpy(address.sun_path, text.c_str(), text.size() + 1);
   // A stale socket of ours from an earlier run is replaced; a live one (another VM's console)
   // or anything else is left alone.
   if (auto replaced = remove_stale_socket(text, address); !replaced) return fail(replaced.error());

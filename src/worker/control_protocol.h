@@ -1,7 +1,7 @@
 #pragma once
 // The worker's control protocol, version 1: JSON messages on a MessageChannel between laminad
-// (the controller) and one lamina-vm. laminad includes this header only (it never links the
-// machine code). Every message carries "v": kControlProtocolVersion.
+// (the controller) and one lamina-vm. laminad includes this header only from the worker (it
+// never runs machine code). Every message carries "v": kControlProtocolVersion.
 //
 //   worker → controller, first:   {"event": "hello", "pid": P}
 //   controller → worker, first:   {"id": N, "op": "start", "name": NAME, "definition": {...}}
@@ -9,12 +9,14 @@
 //                                   then enters its sandbox, then answers and boots); with
 //                                  "console": true its one fd is a stream socket that carries
 //                                  the first serial port both ways (instead of "serial")
-//   controller → worker, then:    {"id": N, "op": OP}  with OP one of kOps below
+//   controller → worker, then:    {"id": N, "op": OP}  with OP one of "query", "pause",
+//                                  "resume", "power_button", "reset", "stop"
 //   controller → worker:          {"id": N, "op": "attach_console"} with one fd: a new console
 //                                  link (a VM started with "console": true)
 //   worker → controller replies:  {"id": N, "ok": true, ...} or {"id": N, "ok": false,
 //                                  "error": "why"}; "query" adds "state", "vcpus",
-//                                  "memory_bytes", "instructions", "boots"
+//                                  "memory_bytes", "instructions", "boots", "disks" and
+//                                  "nics" (traffic counters, in definition order)
 //   worker → controller events:   {"event": "state", "state": "running|paused"}
 //                                 {"event": "hello", "name": NAME, "state": S} to a
 //                                  controller that connects to the worker's listening socket
@@ -31,10 +33,6 @@
 namespace lamina::worker {
 
 inline constexpr int kControlProtocolVersion = 1;
-
-// Requests after "start".
-inline constexpr std::array<std::string_view, 6> kControlOps = {
-    "query", "pause", "resume", "power_button", "reset", "stop"};
 
 // Values of "exit" in the stopped event.
 inline constexpr std::array<std::string_view, 7> kExitNames = {
