@@ -6,35 +6,18 @@
 
 #include <vector>
 
+#include "long_mode_fixture.h"
 #include "test_machine.h"
 
 namespace lamina::cpu::x86::testing {
 namespace {
 
-constexpr uint64_t kCode = 0x100000, kHandler = 0x110000, kData = 0x120000, kStackTop = 0x180000;
-
-class ConformanceTest : public ::testing::Test {
+class ConformanceTest : public LongModeFixture {
  protected:
-  void start(uint8_t cpl, std::vector<uint8_t> code) {
-    machine.enter_long_mode(cpl);
-    machine.write(kCode, code);
-    machine.write64(TestMachine::kTss + 4, 0x170000);  // RSP0
-    state().rip = kCode;
-    state().gpr[kRsp] = kStackTop;
-    state().halted = false;
-  }
-  void halting_handler(uint8_t vector, uint64_t address) {
-    const uint8_t halt[] = {0xf4};
-    machine.write(address, halt);
-    machine.set_long_gate(vector, address);
-  }
   // The RFLAGS image of the 64-bit frame at RSP (with or without an error code).
   uint64_t pushed_rflags(bool error_code) {
     return machine.read64(state().gpr[kRsp] + (error_code ? 24 : 16));
   }
-  CpuState& state() { return machine.state(); }
-  CpuExit run(uint64_t budget = 10000) { return machine.cpu().run(budget); }
-  TestMachine machine;
 };
 
 TEST_F(ConformanceTest, FaultsPushRflagsWithResumeFlag) {

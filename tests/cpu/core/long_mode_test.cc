@@ -6,33 +6,12 @@
 #include <cstring>
 #include <vector>
 
-#include "test_machine.h"
+#include "long_mode_fixture.h"
 
 namespace lamina::cpu::x86::testing {
 namespace {
 
-constexpr uint64_t kCode = 0x100000, kHandler = 0x110000, kData = 0x120000, kStackTop = 0x180000;
-
-class LongModeTest : public ::testing::Test {
- protected:
-  void start(uint8_t cpl, std::vector<uint8_t> code) {
-    machine.enter_long_mode(cpl);
-    machine.write(kCode, code);
-    machine.write64(TestMachine::kTss + 4, 0x170000);  // RSP0
-    state().rip = kCode;
-    state().gpr[kRsp] = kStackTop;
-    state().halted = false;
-  }
-  CpuState& state() { return machine.state(); }
-  CpuExit run(uint64_t budget = 10000) { return machine.cpu().run(budget); }
-  // A handler that stores its error code (or RIP) at kData+8*vector... then halts.
-  void halting_handler(uint8_t vector, uint64_t address, uint8_t ist = 0) {
-    const uint8_t halt[] = {0xf4};
-    machine.write(address, halt);
-    machine.set_long_gate(vector, address, ist);
-  }
-  TestMachine machine;
-};
+class LongModeTest : public LongModeFixture {};
 
 TEST_F(LongModeTest, ExternalInterruptAndIretq) {
   // handler: inc qword [kData]; iretq
@@ -72,9 +51,9 @@ TEST_F(LongModeTest, PageFaultReportsAddressAndErrorCode) {
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(state().rip, kHandler + 1);
   EXPECT_EQ(state().cr2, 0x5000000u);
-  EXPECT_EQ(machine.read64(state().gpr[kRsp]), 0x2u);             // write, not present, supervisor
-  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 8), kCode);        // faulting RIP
-  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 16), 0x08u);       // CS
+  EXPECT_EQ(machine.read64(state().gpr[kRsp]), 0x2u);        // write, not present, supervisor
+  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 8), kCode);   // faulting RIP
+  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 16), 0x08u);  // CS
 }
 
 TEST_F(LongModeTest, UserModeFaultsSwitchToRsp0AndIst) {
@@ -86,10 +65,10 @@ TEST_F(LongModeTest, UserModeFaultsSwitchToRsp0AndIst) {
   EXPECT_EQ(state().rip, kHandler + 1);
   EXPECT_EQ(state().cpl, 0);
   EXPECT_EQ(state().gpr[kRsp], 0x170000u - 6 * 8);
-  EXPECT_EQ(machine.read64(state().gpr[kRsp]), 0u);                 // error code
-  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 16), 0x1bu);         // user CS
-  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 32), kStackTop);     // user RSP
-  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 40), 0x23u);         // user SS
+  EXPECT_EQ(machine.read64(state().gpr[kRsp]), 0u);              // error code
+  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 16), 0x1bu);      // user CS
+  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 32), kStackTop);  // user RSP
+  EXPECT_EQ(machine.read64(state().gpr[kRsp] + 40), 0x23u);      // user SS
 
   start(3, {0x0f, 0x0b});
   machine.write64(TestMachine::kTss + 0x24 + 8, 0x160000);
@@ -117,12 +96,13 @@ TEST_F(LongModeTest, SyscallAndSysretRoundTrip) {
   machine.write(kHandler, kernel);
   halting_handler(vector::kGeneralProtection, kHandler + 0x100);
   state().msr.lstar = kHandler;
-  state().msr.star = (uint64_t{0x13} << 48) | (uint64_t{0x08} << 32);  // SYSRET CS = 0x13+16 = 0x23|3
+  state().msr.star =
+      (uint64_t{0x13} << 48) | (uint64_t{0x08} << 32);  // SYSRET CS = 0x13+16 = 0x23|3
   state().msr.sfmask = rflags::kIf;
   state().write_rflags(rflags::kFixed1 | rflags::kIf);
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(state().gpr[kRbx], 15u);
-  EXPECT_EQ(state().gpr[kRcx], kCode + 7);  // SYSCALL saved the return RIP
+  EXPECT_EQ(state().gpr[kRcx], kCode + 7);                       // SYSCALL saved the return RIP
   EXPECT_EQ(machine.read64(state().gpr[kRsp] + 16), 0x23u | 3);  // CS of the user code at #GP
   EXPECT_EQ(state().rip, kHandler + 0x101);
 }
@@ -178,7 +158,8 @@ TEST_F(LongModeTest, PortIoHonoursIoplAndTssBitmap) {
 
 TEST_F(LongModeTest, MmioGoesToTheEnvironment) {
   // mov rbx, 0xfee00000 (not RAM): mov dword [rbx+0x30], 0x1234; mov eax, [rbx+0x20]; hlt
-  start(0, {0xbb, 0x00, 0x00, 0xe0, 0xfe, 0xc7, 0x43, 0x30, 0x34, 0x12, 0x00, 0x00, 0x8b, 0x43, 0x20, 0xf4});
+  start(0, {0xbb, 0x00, 0x00, 0xe0, 0xfe, 0xc7, 0x43, 0x30, 0x34, 0x12, 0x00, 0x00, 0x8b, 0x43,
+            0x20, 0xf4});
   machine.map_range(0xfee00000, 0xfee00000, 0x1000, false, true);
   machine.environment().mmio_value = 0xabcd;
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
@@ -256,8 +237,8 @@ TEST_F(LongModeTest, SseAndX87GoThroughTheSimdUnit) {
   // movdqu xmm0,[kData]; paddd xmm0,xmm0; movdqu [kData+16],xmm0;
   // fld qword [kData+32]; fadd st0,st0; fstp qword [kData+40]; hlt
   start(0, {0xf3, 0x0f, 0x6f, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0x66, 0x0f, 0xfe, 0xc0,
-            0xf3, 0x0f, 0x7f, 0x04, 0x25, 0x10, 0x00, 0x12, 0x00,
-            0xdd, 0x04, 0x25, 0x20, 0x00, 0x12, 0x00, 0xd8, 0xc0, 0xdd, 0x1c, 0x25, 0x28, 0x00, 0x12, 0x00, 0xf4});
+            0xf3, 0x0f, 0x7f, 0x04, 0x25, 0x10, 0x00, 0x12, 0x00, 0xdd, 0x04, 0x25, 0x20,
+            0x00, 0x12, 0x00, 0xd8, 0xc0, 0xdd, 0x1c, 0x25, 0x28, 0x00, 0x12, 0x00, 0xf4});
   machine.write64(kData, 0x0000000200000001);
   machine.write64(kData + 8, 0x0000000400000003);
   const double value = 1.25;
@@ -290,7 +271,8 @@ namespace {
 
 TEST_F(LongModeTest, NmiIsBlockedUntilIret) {
   // NMI handler: inc qword [kData]; then either spin (no IRET) or IRETQ. Main: jmp $
-  const std::vector<uint8_t> spinning = {0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0xeb, 0xfe};
+  const std::vector<uint8_t> spinning = {0x48, 0xff, 0x04, 0x25, 0x00,
+                                         0x00, 0x12, 0x00, 0xeb, 0xfe};
   start(0, {0xeb, 0xfe});
   machine.write(kHandler, spinning);
   machine.set_long_gate(vector::kNmi, kHandler);
@@ -301,7 +283,8 @@ TEST_F(LongModeTest, NmiIsBlockedUntilIret) {
   run(200);
   EXPECT_EQ(machine.read64(kData), 1u);  // the second NMI waits for an IRET
 
-  const std::vector<uint8_t> returning = {0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0x48, 0xcf};
+  const std::vector<uint8_t> returning = {0x48, 0xff, 0x04, 0x25, 0x00,
+                                          0x00, 0x12, 0x00, 0x48, 0xcf};
   start(0, {0xeb, 0xfe});
   state().nmi_blocked = false;
   machine.write64(kData, 0);
@@ -325,8 +308,8 @@ TEST_F(LongModeTest, TrapFlagSingleSteps) {
   // #DB handler: inc qword [kData]; iretq.  Code: pushf; or qword [rsp], 0x100; popf;
   // nop; nop; nop; pushf; and qword [rsp], ~0x100; popf; hlt.
   const std::vector<uint8_t> handler = {0x48, 0xff, 0x04, 0x25, 0x00, 0x00, 0x12, 0x00, 0x48, 0xcf};
-  start(0, {0x9c, 0x48, 0x81, 0x0c, 0x24, 0x00, 0x01, 0x00, 0x00, 0x9d, 0x90, 0x90, 0x90,
-            0x9c, 0x48, 0x81, 0x24, 0x24, 0xff, 0xfe, 0xff, 0xff, 0x9d, 0xf4});
+  start(0, {0x9c, 0x48, 0x81, 0x0c, 0x24, 0x00, 0x01, 0x00, 0x00, 0x9d, 0x90, 0x90,
+            0x90, 0x9c, 0x48, 0x81, 0x24, 0x24, 0xff, 0xfe, 0xff, 0xff, 0x9d, 0xf4});
   machine.write(kHandler, handler);
   machine.set_long_gate(vector::kDebug, kHandler);
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
@@ -353,24 +336,24 @@ TEST(CrossModifyingCode, StoreByOneVcpuInvalidatesAnothersBlocks) {
   second_configuration.shared_code = &shared;
   Cpu other(machine.memory(), machine.environment(), second_configuration);
 
-  // vCPU 1 runs "mov eax, 1; hlt" at kCode and caches the block.
+  // vCPU 1 runs "mov eax, 1; hlt" at LongModeFixture::kCode and caches the block.
   const std::vector<uint8_t> reader = {0xb8, 0x01, 0x00, 0x00, 0x00, 0xf4};
-  machine.write(kCode, reader);
+  machine.write(LongModeFixture::kCode, reader);
   other.state() = machine.state();
-  other.state().rip = kCode;
+  other.state().rip = LongModeFixture::kCode;
   other.state_changed();
   ASSERT_EQ(other.run(100).kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(other.state().gpr[kRax], 1u);
 
-  // vCPU 0 stores 2 into that instruction's immediate: mov byte [kCode+1], 2; hlt
+  // vCPU 0 stores 2 into that instruction's immediate: mov byte [LongModeFixture::kCode+1], 2; hlt
   const std::vector<uint8_t> writer = {0xc6, 0x04, 0x25, 0x01, 0x00, 0x10, 0x00, 0x02, 0xf4};
-  machine.write(kCode + 0x800, writer);
-  machine.state().rip = kCode + 0x800;
-  machine.state().gpr[kRsp] = kStackTop;
+  machine.write(LongModeFixture::kCode + 0x800, writer);
+  machine.state().rip = LongModeFixture::kCode + 0x800;
+  machine.state().gpr[kRsp] = LongModeFixture::kStackTop;
   ASSERT_EQ(machine.cpu().run(100).kind, CpuExit::Kind::kHalted);
 
   // vCPU 1 sees the new code on its next entry to the block.
-  other.state().rip = kCode;
+  other.state().rip = LongModeFixture::kCode;
   other.state().halted = false;
   ASSERT_EQ(other.run(100).kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(other.state().gpr[kRax], 2u);
