@@ -10,16 +10,22 @@ lamina=$1 kernels=$2 scenario=$3
 out=$(mktemp) err=$(mktemp)
 trap 'rm -f "$out" "$err"' EXIT
 fail() { echo "FAIL: $*"; echo "--- stdout"; cat "$out"; echo "--- stderr"; cat "$err"; exit 1; }
-# Every scenario starts lamina here: `run_kernel TIMEOUT ARGS...` runs `lamina run ARGS` with
-# stdout and stderr in $out and $err, and sets $code to its exit status.
-run_kernel() {
+# Every scenario starts lamina here: `run_lamina TIMEOUT ARGS...` runs `lamina run ARGS` with
+# stdout and stderr in $out and $err, and sets $code to its exit status; `run_kernel` does the
+# same with --debug-exit.
+run_lamina() {
   local limit=$1
   shift
   set +e
-  # Test kernels end through the debug-exit port, which only --debug-exit maps.
-  timeout "$limit" "$lamina" run --debug-exit "$@" </dev/null >"$out" 2>"$err"
+  timeout "$limit" "$lamina" run "$@" </dev/null >"$out" 2>"$err"
   code=$?
   set -e
+}
+# Test kernels end through the debug-exit port, which only --debug-exit maps.
+run_kernel() {
+  local limit=$1
+  shift
+  run_lamina "$limit" --debug-exit "$@"
 }
 
 case $scenario in
@@ -35,11 +41,7 @@ case $scenario in
   no_debug_exit)
     # Without --debug-exit the guest cannot pick the status, not even 3 ("KVM unusable"):
     # status 1 would make (1 << 1) | 1 = 3. The kernel goes on and triple-faults instead.
-    set +e
-    timeout 60 "$lamina" run --kernel "$kernels/hello_multiboot.elf" --cmdline "1 wants-status-3" \
-      </dev/null >"$out" 2>"$err"
-    code=$?
-    set -e
+    run_lamina 60 --kernel "$kernels/hello_multiboot.elf" --cmdline "1 wants-status-3"
     [[ $code -eq 1 ]] || fail "exit status $code, expected 1 (the port must be absent)"
     grep -qx "wants-status-3" "$out" || fail "the kernel did not run"
     grep -qx "debug-exit ignored" "$out" || fail "the kernel did not go on past the port"
