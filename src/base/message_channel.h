@@ -23,7 +23,7 @@ namespace lamina {
 class MessageChannel {
  public:
   static constexpr size_t kMaxMessageBytes = 64 * 1024;
-  static constexpr size_t kMaxFds = 16;
+  static constexpr size_t kMaxFds = 64;
 
   struct Received {
     nlohmann::json message;

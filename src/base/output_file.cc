@@ -11,7 +11,9 @@
 
 namespace lamina {
 
-Result<UniqueFd> open_output_file(const std::filesystem::path& path, std::string_view option) {
+namespace {
+
+Result<UniqueFd> open_output_path(const std::filesystem::path& path, std::string_view option) {
   // O_NONBLOCK: a FIFO without a reader fails (ENXIO) instead of hanging the open.
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600));
   if (!fd) {
@@ -50,6 +52,17 @@ Result<UniqueFd> open_output_file(const std::filesystem::path& path, std::string
                 fmt::format("{}: '{}': {}", option, path.string(), std::strerror(errno)));
   }
   return fd;
+}
+
+}  // namespace
+
+Result<UniqueFd> open_output_file(const std::filesystem::path& path, std::string_view option,
+                                  GrantedFiles* granted) {
+  if (!granted) return open_output_path(path, option);
+  auto obtained = granted->obtain(path.string(), FileAccess::kOutput,
+                                  [&] { return open_output_path(path, option); });
+  if (!obtained) return fail(obtained.error());
+  return std::move(obtained->fd);
 }
 
 }  // namespace lamina

@@ -8,17 +8,21 @@
 //   - a character device (/dev/null, a terminal) is written as it is; a FIFO, socket or folder
 //     is refused (the guest's output must never block the VM on a reader that is not there);
 //   - opening never blocks, and nothing is truncated before every check has passed.
-// `option` names the option in errors ("--serial"). Free function; thread-safe.
+// `option` names the option in errors ("--serial"). With `granted` the file is opened through
+// it (granted_files.h: laminad records the open, a sandboxed worker replays it). Free
+// function; thread-safe.
 
 #include <filesystem>
 #include <string_view>
 
 #include "base/error.h"
+#include "base/granted_files.h"
 #include "base/unique_fd.h"
 
 namespace lamina {
 
 [[nodiscard]] Result<UniqueFd> open_output_file(const std::filesystem::path& path,
-                                                std::string_view option);
+                                                std::string_view option,
+                                                GrantedFiles* granted = nullptr);
 
 }  // namespace lamina

@@ -12,14 +12,30 @@
 
 namespace lamina::machine {
 
+Result<UniqueFd> open_boot_file(const std::string& path, std::string_view what,
+                                GrantedFiles* granted) {
+  const auto open_file = [&]() -> Result<UniqueFd> {
+    // O_NONBLOCK: a FIFO must not hang the open; it is refused by type when read.
+    UniqueFd opened(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+    if (opened.get() < 0) {
+      const int error = errno;
+      return fail(error == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
+                  fmt::format("cannot open the {} file '{}': {}", what, path,
+                              std::strerror(error)));
+    }
+    return opened;
+  };
+  if (!granted) return open_file();
+  auto obtained = granted->obtain(path, FileAccess::kRead, open_file);
+  if (!obtained) return fail(obtained.error());
+  return std::move(obtained->fd);
+}
+
 Result<std::vector<std::byte>> read_boot_file(const std::string& path, std::string_view what,
-                                              uint64_t max_size) {
-  UniqueFd file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (file.get() < 0) {
-    const int error = errno;
-    return fail(error == ENOENT ? ErrorCode::kNotFound : ErrorCode::kIo,
-                fmt::format("cannot open the {} file '{}': {}", what, path, std::strerror(error)));
-  }
+                                              uint64_t max_size, GrantedFiles* granted) {
+  auto opened = open_boot_file(path, what, granted);
+  if (!opened) return fail(opened.error());
+  const UniqueFd file = std::move(*opened);
   struct stat status{};
   if (::fstat(file.get(), &status) != 0) {
     return fail(ErrorCode::kIo, fmt::format("cannot inspect the {} file '{}': {}", what, path,
@@ -41,7 +57,9 @@ Result<std::vector<std::byte>> read_boot_file(const std::string& path, std::stri
   std::vector<std::byte> bytes(size);
   uint64_t done = 0;
   while (done < size) {
-    const ssize_t got = ::read(file.get(), bytes.data() + done, size - done);
+    // Positional: a granted descriptor shares its file offset with the grant's copy.
+    const ssize_t got = ::pread(file.get(), bytes.data() + done, size - done,
+                                static_cast<off_t>(done));
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) {
       return fail(ErrorCode::kIo, fmt::format("cannot read the {} file '{}': {}", what, path,

@@ -24,13 +24,14 @@ constexpr int kPollMilliseconds = 100;
 
 }  // namespace
 
-Result<std::unique_ptr<SerialConsole>> SerialConsole::open(const SerialConfig& config) {
+Result<std::unique_ptr<SerialConsole>> SerialConsole::open(const SerialConfig& config,
+                                                           GrantedFiles* granted) {
   switch (config.kind) {
     case SerialKind::kStdio:
       return std::unique_ptr<SerialConsole>(new SerialConsole(STDOUT_FILENO, false, STDIN_FILENO));
     case SerialKind::kNone: return std::unique_ptr<SerialConsole>(new SerialConsole(-1, false, -1));
     case SerialKind::kFile: {
-      auto file = open_output_file(config.file, "--serial");
+      auto file = open_output_file(config.file, "--serial", granted);
       if (!file) return fail(file.error());
       return std::unique_ptr<SerialConsole>(new SerialConsole(file->release(), true, -1));
     }

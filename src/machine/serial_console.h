@@ -22,6 +22,7 @@
 #include "base/unique_fd.h"
 #include "hw/uart16550.h"
 #include "machine/machine_exit.h"
+#include "base/granted_files.h"
 #include "machine/terminal_escape.h"
 #include "machine/terminal_mode.h"
 #include "machine/vm_config.h"
@@ -31,8 +32,9 @@ namespace lamina::machine {
 class SerialConsole final : public hw::SerialBackend {
  public:
   // kStdio: stdout and stdin; kFile: writes the file (created or truncated), no input;
-  // kNone: output dropped, no input.
-  static Result<std::unique_ptr<SerialConsole>> open(const SerialConfig& config);
+  // kNone: output dropped, no input. `granted`: where the file comes from (base/output_file.h).
+  static Result<std::unique_ptr<SerialConsole>> open(const SerialConfig& config,
+                                                     GrantedFiles* granted = nullptr);
   // Output to and input from a connected stream socket (a worker's console link to laminad).
   // Output never blocks the guest: what the socket cannot take at once is dropped.
   static std::unique_ptr<SerialConsole> open_socket(UniqueFd socket);

@@ -42,19 +42,25 @@ std::string describe(const net::NetworkOption& network) {
 
 }  // namespace
 
-Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string_view label) {
+Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string_view label,
+                                             GrantedFiles* granted) {
   VirtioHostEnds ends;
   const ConsolePortConfig& port = config.console_port;
   Result<std::unique_ptr<virtio::HostConsolePort>> opened = nullptr;
   switch (port.kind) {
     case ConsolePortKind::kNone: break;
     case ConsolePortKind::kStdio: opened = virtio::HostConsolePort::open_stdio(); break;
-    case ConsolePortKind::kFile: opened = virtio::HostConsolePort::open_file(port.path); break;
-    case ConsolePortKind::kSocket: opened = virtio::HostConsolePort::open_socket(port.path); break;
+    case ConsolePortKind::kFile:
+      opened = virtio::HostConsolePort::open_file(port.path, granted);
+      break;
+    case ConsolePortKind::kSocket:
+      opened = virtio::HostConsolePort::open_socket(port.path, granted);
+      break;
   }
   if (!opened) return fail(opened.error());
   ends.console_port = std::move(*opened);
-  for (const virtio::DiskSpec& disk : config.disks) {
+  for (virtio::DiskSpec disk : config.disks) {
+    disk.references.granted = granted;
     auto image = virtio::open_disk(disk);
     if (!image) return fail(image.error());
     ends.disks.push_back(std::move(*image));
@@ -63,7 +69,7 @@ Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string
   net::SwitchConnectOptions switch_options;
   switch_options.label = std::string(label);
   for (const net::NetworkOption& network : config.networks) {
-    auto network_port = net::open_frame_port(network, switch_options);
+    auto network_port = net::open_frame_port(network, switch_options, granted);
     if (!network_port) {
       return fail(network_port.error().with_context(fmt::format("--net {}", describe(network))));
     }

@@ -31,9 +31,11 @@ struct VirtioHostEnds {
 };
 
 // Opens what the config's devices need on the host (errors name the option). `label` names
-// the VM to the virtual switch (`lamina switch show` lists ports by it).
+// the VM to the virtual switch (`lamina switch show` lists ports by it). With `granted`, every
+// host file, socket and tap comes through it (a sandboxed worker: base/granted_files.h).
 Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config,
-                                             std::string_view label = "lamina run");
+                                             std::string_view label = "lamina run",
+                                             GrantedFiles* granted = nullptr);
 
 // Appends one factory per virtio device of `config`.
 void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options);

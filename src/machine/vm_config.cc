@@ -76,7 +76,7 @@ Result<RebootAction> parse_reboot_action(std::string_view text) {
               fmt::format("--on-reboot: '{}' is not one of exit, restart", text));
 }
 
-Result<void> validate(const VmConfig& config) {
+Result<void> validate(const VmConfig& config, HostChecks checks) {
   if (config.cpus < 1 || config.cpus > kMaxCpus) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("--cpus: {} is outside 1-{}", config.cpus, kMaxCpus));
@@ -90,10 +90,19 @@ Result<void> validate(const VmConfig& config) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("--memory: {} bytes is not a whole number of MiB", config.memory_bytes));
   }
+  if (!config.kernel && config.initrd) {
+    return fail(ErrorCode::kInvalidArgument, "--initrd needs --kernel");
+  }
+  const ConsolePortConfig& port = config.console_port;
+  if (port.kind == ConsolePortKind::kStdio && config.serial.kind == SerialKind::kStdio) {
+    return fail(ErrorCode::kInvalidArgument,
+                "--console-port stdio: stdin and stdout already belong to --serial stdio (use "
+                "--serial none or file:PATH, or --console-port socket:PATH)");
+  }
+  if (auto networks = virtio::validate_networks(config.networks); !networks) return networks;
+  if (checks == HostChecks::kNone) return {};
   if (config.kernel) {
     if (auto checked = check_readable_file("--kernel", *config.kernel); !checked) return checked;
-  } else if (config.initrd) {
-    return fail(ErrorCode::kInvalidArgument, "--initrd needs --kernel");
   }
   if (config.initrd) {
     if (auto checked = check_readable_file("--initrd", *config.initrd); !checked) return checked;
@@ -106,12 +115,6 @@ Result<void> validate(const VmConfig& config) {
                                                     parent.string()));
     }
   }
-  const ConsolePortConfig& port = config.console_port;
-  if (port.kind == ConsolePortKind::kStdio && config.serial.kind == SerialKind::kStdio) {
-    return fail(ErrorCode::kInvalidArgument,
-                "--console-port stdio: stdin and stdout already belong to --serial stdio (use "
-                "--serial none or file:PATH, or --console-port socket:PATH)");
-  }
   if (port.kind == ConsolePortKind::kFile || port.kind == ConsolePortKind::kSocket) {
     auto parent = port.path.parent_path();
     std::error_code error;
@@ -121,7 +124,6 @@ Result<void> validate(const VmConfig& config) {
     }
   }
   if (auto disks = virtio::validate_disks(config.disks); !disks) return disks;
-  if (auto networks = virtio::validate_networks(config.networks); !networks) return networks;
   return {};
 }
 

@@ -64,8 +64,12 @@ Result<AccelKind> parse_accel(std::string_view text);
 // Parses "exit" or "restart".
 Result<RebootAction> parse_reboot_action(std::string_view text);
 
-// Checks ranges, that the named files exist and are readable and that no two --net cards share
-// a MAC address or a tap; the error names the option.
-Result<void> validate(const VmConfig& config);
+// Whether validate() also looks at the host: files exist and are readable, folders exist, disk
+// images open. kNone is for a sandboxed worker, whose host ends laminad opened and checked.
+enum class HostChecks { kHost, kNone };
+
+// Checks ranges, that no two --net cards share a MAC address or a tap and (kHost) that the
+// named files exist and are readable; the error names the option.
+Result<void> validate(const VmConfig& config, HostChecks checks = HostChecks::kHost);
 
 }  // namespace lamina::machine

@@ -115,7 +115,7 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
 
 std::span<const std::string_view> vm_definition_fields() { return kFields; }
 
-Result<VmConfig> vm_config_from_definition(const nlohmann::json& definition) {
+Result<VmConfig> vm_config_from_definition(const nlohmann::json& definition, HostChecks checks) {
   if (!definition.is_object()) {
     return fail(ErrorCode::kInvalidArgument, "the definition must be a JSON object");
   }
@@ -133,7 +133,7 @@ Result<VmConfig> vm_config_from_definition(const nlohmann::json& definition) {
       return fail(applied.error());
     }
   }
-  if (auto valid = validate(config); !valid) return fail(valid.error());
+  if (auto valid = validate(config, checks); !valid) return fail(valid.error());
   return config;
 }
 

@@ -22,8 +22,9 @@ namespace lamina::machine {
 
 // Parses and validates (machine::validate: ranges, files that exist, distinct MACs) a
 // definition. A VM without a terminal cannot use stdio, so "stdio" is refused for serial and
-// console_port.
-Result<VmConfig> vm_config_from_definition(const nlohmann::json& definition);
+// console_port. A worker passes HostChecks::kNone: laminad checked the host side.
+Result<VmConfig> vm_config_from_definition(const nlohmann::json& definition,
+                                           HostChecks checks = HostChecks::kHost);
 
 // The field names a definition may have, in the order the API documents them.
 std::span<const std::string_view> vm_definition_fields();

@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "machine/host_grants.h"
 #include "machine/vm_definition.h"
 #include "net/daemon_launcher.h"
 #include "net/switch_paths.h"
@@ -115,13 +116,10 @@ std::string forbidden_syscall(const std::filesystem::path& log) {
 
 // The worker's RLIMIT_AS: guest RAM plus room for the VMM itself (its heap arenas, thread
 // stacks and device buffers; about 250 MiB of address space with one vCPU), so a worker that
-// runs away is stopped by the kernel instead of the host. 0 (none) for a definition that does
-// not parse, which start refuses anyway.
-uint64_t address_space_limit(const nlohmann::json& definition) {
-  auto config = machine::vm_config_from_definition(definition);
-  if (!config) return 0;
+// runs away is stopped by the kernel instead of the host.
+uint64_t address_space_limit(const machine::VmConfig& config) {
   constexpr uint64_t kMiB = uint64_t{1} << 20;
-  return config->memory_bytes + 1024 * kMiB + 128 * kMiB * config->cpus;
+  return config.memory_bytes + 1024 * kMiB + 128 * kMiB * config.cpus;
 }
 
 }  // namespace
@@ -343,6 +341,17 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
     unclaim();
     return std::unexpected(switches.error());
   }
+  // laminad opens everything the VM uses (images under the reference policy with their locks,
+  // boot files, taps, switch ports) and hands the descriptors over: the worker's sandbox can
+  // open no host path. Held until the worker answers, then laminad's copies close.
+  net::SwitchConnectOptions switch_options;
+  switch_options.daemon = {.program = options_.lamina_program, .arguments = {"--idle-exit", "10"}};
+  auto grants = machine::grant_host_ends(definition, name, switch_options);
+  if (!grants) {
+    unclaim();
+    log_event(name, "start_failed", {{"reason", grants.error().message()}});
+    return std::unexpected(ServiceError{422, "definition", grants.error().message()});
+  }
   std::error_code error;
   std::filesystem::create_directories(vm_dir(name), error);
   // Without a serial setting of its own the VM's first serial port is linked to laminad: the
@@ -359,13 +368,14 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
   }
   WorkerSpawnOptions spawn{.program = options_.worker_program,
                            .vm_name = name,
-                           .definition = definition,
+                           .definition = grants->definition,
                            .log_file = vm_dir(name) / "worker.log",
                            .worker_uid = options_.worker_uid,
                            .worker_gid = options_.worker_gid,
-                           .address_space_limit = address_space_limit(definition),
+                           .address_space_limit = address_space_limit(grants->config),
                            .console_fd = worker_console.get(),
-                           .control_socket = vm_dir(name) / "control.sock"};
+                           .control_socket = vm_dir(name) / "control.sock",
+                           .grants = &grants->files};
   auto worker = WorkerProcess::spawn(
       spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
       [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });

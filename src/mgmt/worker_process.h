@@ -31,6 +31,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/granted_files.h"
 #include "base/message_channel.h"
 #include "base/unique_fd.h"
 
@@ -50,6 +51,9 @@ struct WorkerSpawnOptions {
   int console_fd = -1;
   // Where the worker listens for a restarted laminad (bound here, handed to the worker).
   std::filesystem::path control_socket;
+  // Everything the VM uses on the host, opened by laminad (machine/host_grants.h); sent with
+  // the start request, still owned by the caller.
+  const GrantedFiles* grants = nullptr;
 };
 
 // How a worker process ended.

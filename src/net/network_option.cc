@@ -1,5 +1,7 @@
 #include "net/network_option.h"
 
+#include <cstdlib>
+
 #include <fmt/format.h>
 
 #include "net/switch_paths.h"
@@ -70,19 +72,46 @@ Result<NetworkOption> parse_network_option(std::string_view text) {
 }
 
 Result<std::unique_ptr<FramePort>> open_frame_port(const NetworkOption& option,
-                                                   const SwitchConnectOptions& switch_options) {
+                                                   const SwitchConnectOptions& switch_options,
+                                                   GrantedFiles* granted) {
   if (option.backend == NetworkBackend::kTap) {
-    auto tap = TapPort::open(option.name);
-    if (!tap) return fail(tap.error());
-    return std::unique_ptr<FramePort>(std::move(*tap));
+    if (!granted) {
+      auto tap = TapPort::open(option.name);
+      if (!tap) return fail(tap.error());
+      return std::unique_ptr<FramePort>(std::move(*tap));
+    }
+    auto obtained = granted->obtain("tap:" + option.name, FileAccess::kConnected,
+                                    [&] { return TapPort::open_descriptor(option.name); });
+    if (!obtained) return fail(obtained.error());
+    return std::unique_ptr<FramePort>(TapPort::adopt(option.name, std::move(obtained->fd)));
   }
   // The switch enforces the card's address unless spoofing is on, so it must know both.
   SwitchConnectOptions options = switch_options;
   options.mac = option.mac;
   options.mac_spoofing = option.mac_spoofing;
-  auto port = connect_switch(option.name, options);
-  if (!port) return fail(port.error());
-  return std::unique_ptr<FramePort>(std::move(*port));
+  if (!granted) {
+    auto port = connect_switch(option.name, options);
+    if (!port) return fail(port.error());
+    return std::unique_ptr<FramePort>(std::move(*port));
+  }
+  // One port per card: the MAC (distinct across a VM's cards) tells two cards on one switch
+  // apart. The port id comes with the grant, for `lamina switch show`'s description.
+  const std::string key = fmt::format("switch:{} mac={}", option.name, option.mac.to_string());
+  uint32_t port_id = 0;
+  auto obtained = granted->obtain(key, FileAccess::kConnected, [&]() -> Result<UniqueFd> {
+    auto port = connect_switch(option.name, options);
+    if (!port) return fail(port.error());
+    port_id = (*port)->port_id();
+    return (*port)->release_socket();
+  });
+  if (!obtained) return fail(obtained.error());
+  auto id = granted->resolve(key + " port", [&]() -> Result<std::string> {
+    return std::to_string(port_id);
+  });
+  if (!id) return fail(id.error());
+  return std::unique_ptr<FramePort>(std::make_unique<SwitchPort>(
+      option.name, static_cast<uint32_t>(std::strtoul(id->c_str(), nullptr, 10)),
+      std::move(obtained->fd)));
 }
 
 }  // namespace lamina::net

@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "base/error.h"
+#include "base/granted_files.h"
 #include "net/frame_port.h"
 #include "net/mac_address.h"
 #include "net/switch_port.h"
@@ -32,8 +33,10 @@ struct NetworkOption {
 [[nodiscard]] Result<NetworkOption> parse_network_option(std::string_view text);
 
 // Opens the backend the option names. `switch_options` applies to switch backends (its label
-// and how to start a daemon).
+// and how to start a daemon). With `granted` the tap or switch connection comes through it
+// (base/granted_files.h: laminad connects, a sandboxed worker gets the descriptor).
 [[nodiscard]] Result<std::unique_ptr<FramePort>> open_frame_port(
-    const NetworkOption& option, const SwitchConnectOptions& switch_options);
+    const NetworkOption& option, const SwitchConnectOptions& switch_options,
+    GrantedFiles* granted = nullptr);
 
 }  // namespace lamina::net

@@ -43,6 +43,8 @@ class SwitchPort final : public FramePort {
 
   // The id the switch gave this port (as `lamina switch show` lists it).
   uint32_t port_id() const { return port_id_; }
+  // Hands the connection over (laminad passes it to a worker); the port is unusable after.
+  UniqueFd release_socket() { return std::move(socket_); }
 
  private:
   Error gone(int error_number) const;

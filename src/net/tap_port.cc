@@ -32,6 +32,16 @@ Result<void> validate_interface_name(std::string_view name) {
 }  // namespace
 
 Result<std::unique_ptr<TapPort>> TapPort::open(std::string_view interface_name) {
+  auto fd = open_descriptor(interface_name);
+  if (!fd) return fail(fd.error());
+  return adopt(std::string(interface_name), std::move(*fd));
+}
+
+std::unique_ptr<TapPort> TapPort::adopt(std::string interface_name, UniqueFd fd) {
+  return std::unique_ptr<TapPort>(new TapPort(std::move(interface_name), std::move(fd)));
+}
+
+Result<UniqueFd> TapPort::open_descriptor(std::string_view interface_name) {
   if (auto valid = validate_interface_name(interface_name); !valid) return fail(valid.error());
   std::string name(interface_name);
   UniqueFd fd(::open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC));
@@ -69,9 +79,7 @@ Result<std::unique_ptr<TapPort>> TapPort::open(std::string_view interface_name) 
     return fail(error == EINVAL ? ErrorCode::kInvalidArgument : ErrorCode::kIo,
                 fmt::format("tap {}: {}", name, why));
   }
-  // The kernel may complete a name pattern like "tap%d"; keep the name it chose.
-  request.ifr_name[IFNAMSIZ - 1] = '\0';
-  return std::unique_ptr<TapPort>(new TapPort(request.ifr_name, std::move(fd)));
+  return fd;
 }
 
 TapPort::TapPort(std::string interface_name, UniqueFd fd)

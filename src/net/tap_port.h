@@ -25,6 +25,10 @@ class TapPort final : public FramePort {
   // a bad name or an interface that exists but is not a tap; kNotFound without /dev/net/tun;
   // kIo for a refused open naming the fix (permission, busy).
   [[nodiscard]] static Result<std::unique_ptr<TapPort>> open(std::string_view interface_name);
+  // The attached /dev/net/tun descriptor alone (laminad opens it for a sandboxed worker), and
+  // the port on such a descriptor.
+  [[nodiscard]] static Result<UniqueFd> open_descriptor(std::string_view interface_name);
+  static std::unique_ptr<TapPort> adopt(std::string interface_name, UniqueFd fd);
 
   const std::string& description() const override { return description_; }
   int poll_fd() const override { return fd_.get(); }

@@ -71,7 +71,56 @@ bool is_all_zero(std::span<const std::byte> data) {
   return true;
 }
 
+namespace {
+
+// The file's type must be one an image may be (fstat before the first read, so a FIFO or a
+// device named by an image can neither hang nor feed endless data); returns its size.
+Result<uint64_t> checked_size(int fd, const std::string& path, const HostFileOptions& options) {
+  struct stat info {};
+  if (::fstat(fd, &info) != 0) return fail(io_error(path, "stat"));
+  bool block_device = S_ISBLK(info.st_mode) && !options.regular_only;
+  if (!S_ISREG(info.st_mode) && !block_device) {
+    std::string_view kind = S_ISDIR(info.st_mode)    ? "a folder"
+                            : S_ISFIFO(info.st_mode) ? "a FIFO"
+                            : S_ISSOCK(info.st_mode) ? "a socket"
+                            : S_ISCHR(info.st_mode)  ? "a character device"
+                            : S_ISBLK(info.st_mode)  ? "a block device"
+                                                     : "not a regular file";
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{}: is {}, not an image file", path, kind));
+  }
+  if (!S_ISBLK(info.st_mode)) return static_cast<uint64_t>(info.st_size);
+  off_t end = ::lseek(fd, 0, SEEK_END);
+  if (end < 0) return fail(io_error(path, "seek to end"));
+  return static_cast<uint64_t>(end);
+}
+
+}  // namespace
+
 Result<HostFile> HostFile::open(const std::string& path, Mode mode, Options options) {
+  GrantedFiles* granted = std::exchange(options.granted, nullptr);
+  if (!granted || mode == Mode::kCreateExclusive) return open_path(path, mode, options);
+  // Through the grants: opened (checked and locked) for real while laminad records, or the
+  // descriptor laminad opened, whose lock came with it, while a worker replays.
+  auto obtained = granted->obtain(
+      path, mode == Mode::kRead ? FileAccess::kRead : FileAccess::kReadWrite,
+      [&]() -> Result<UniqueFd> {
+        auto file = open_path(path, mode, options);
+        if (!file) return fail(file.error());
+        return UniqueFd(std::exchange(file->fd_, -1));
+      });
+  if (!obtained) return fail(obtained.error());
+  auto size = checked_size(obtained->fd.get(), path, options);
+  if (!size) return fail(size.error());
+  HostFile file;
+  file.size_ = *size;
+  file.fd_ = obtained->fd.release();
+  file.writable_ = mode != Mode::kRead;
+  file.path_ = path;
+  return file;
+}
+
+Result<HostFile> HostFile::open_path(const std::string& path, Mode mode, const Options& options) {
   // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below by type.
   int flags = O_CLOEXEC | O_NONBLOCK;
   switch (mode) {
@@ -87,19 +136,8 @@ Result<HostFile> HostFile::open(const std::string& path, Mode mode, Options opti
     }
     return fail(io_error(path, "open"));
   }
-  struct stat info {};
-  if (::fstat(guard.fd, &info) != 0) return fail(io_error(path, "stat"));
-  bool block_device = S_ISBLK(info.st_mode) && !options.regular_only;
-  if (!S_ISREG(info.st_mode) && !block_device) {
-    std::string_view kind = S_ISDIR(info.st_mode)    ? "a folder"
-                            : S_ISFIFO(info.st_mode) ? "a FIFO"
-                            : S_ISSOCK(info.st_mode) ? "a socket"
-                            : S_ISCHR(info.st_mode)  ? "a character device"
-                            : S_ISBLK(info.st_mode)  ? "a block device"
-                                                     : "not a regular file";
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("{}: is {}, not an image file", path, kind));
-  }
+  auto size = checked_size(guard.fd, path, options);
+  if (!size) return fail(size.error());
   // Regular files and block devices never block; plain blocking I/O from here on.
   if (::fcntl(guard.fd, F_SETFL, 0) != 0) {
     return fail(io_error(path, "fcntl"));
@@ -112,12 +150,7 @@ Result<HostFile> HostFile::open(const std::string& path, Mode mode, Options opti
     }
   }
   HostFile file;
-  file.size_ = static_cast<uint64_t>(info.st_size);
-  if (S_ISBLK(info.st_mode)) {
-    off_t end = ::lseek(guard.fd, 0, SEEK_END);
-    if (end < 0) return fail(io_error(path, "seek to end"));
-    file.size_ = static_cast<uint64_t>(end);
-  }
+  file.size_ = *size;
   file.fd_ = guard.release();
   file.writable_ = writer;
   file.path_ = path;

@@ -23,6 +23,7 @@
 #include <utility>
 
 #include "base/error.h"
+#include "base/granted_files.h"
 
 namespace lamina::storage {
 
@@ -33,6 +34,9 @@ struct HostFileOptions {
   // Regular files only (a file an image names: parent, backing file, extent). Otherwise
   // block devices are accepted too, for an image the user named.
   bool regular_only = false;
+  // Not owned; when set, the descriptor comes through it (recorded by laminad, or granted to
+  // a sandboxed worker, whose lock came with it): see base/granted_files.h.
+  GrantedFiles* granted = nullptr;
 };
 
 // Sees every change a HostFile makes, in order: what a power cut could keep or lose. The
@@ -105,6 +109,7 @@ class HostFile {
   void set_observer(HostFileObserver* observer) { observer_ = observer; }
 
  private:
+  static Result<HostFile> open_path(const std::string& path, Mode mode, const Options& options);
   // Reads until data is full or the file ends; returns how many bytes were read.
   Result<size_t> read_until_end(uint64_t offset, std::span<std::byte> data) const;
   Result<void> refuse_read_only() const;

@@ -31,7 +31,9 @@ const ImageFormat* find_format(std::string_view name) {
 }
 
 Result<const ImageFormat*> detect_format(const std::string& path, const ImageAccess& access) {
-  auto file = HostFile::open(path, HostFile::Mode::kRead, {.force_share = access.force_share});
+  auto file = HostFile::open(path, HostFile::Mode::kRead,
+                             {.force_share = access.force_share,
+                              .granted = access.references.granted});
   if (!file) return fail(file.error());
   uint64_t size = file->size();
   std::vector<std::byte> head(static_cast<size_t>(std::min<uint64_t>(size, kProbeHeadBytes)));

@@ -25,8 +25,31 @@ fs::path canonical_or_empty(const fs::path& path) {
 
 }  // namespace
 
+namespace {
+
+Result<fs::path> resolve_on_host(const fs::path& image, std::string_view name,
+                                 std::string_view what, const ReferencePolicy& policy);
+
+}  // namespace
+
 Result<fs::path> resolve_reference(const fs::path& image, std::string_view name,
                                    std::string_view what, const ReferencePolicy& policy) {
+  if (!policy.granted) return resolve_on_host(image, name, what, policy);
+  // laminad resolved it under this policy while recording; a worker replays the answer.
+  const std::string key = fmt::format("{} {}: {}", image.string(), what, name);
+  auto answer = policy.granted->resolve(key, [&]() -> Result<std::string> {
+    auto resolved = resolve_on_host(image, name, what, policy);
+    if (!resolved) return fail(resolved.error());
+    return resolved->string();
+  });
+  if (!answer) return fail(answer.error());
+  return fs::path(*answer);
+}
+
+namespace {
+
+Result<fs::path> resolve_on_host(const fs::path& image, std::string_view name,
+                                 std::string_view what, const ReferencePolicy& policy) {
   const std::string image_name = image.filename().string();
   if (name.empty()) {
     return fail(ErrorCode::kCorrupt, fmt::format("{}: the {} name is empty", image_name, what));
@@ -65,5 +88,7 @@ Result<fs::path> resolve_reference(const fs::path& image, std::string_view name,
   }
   return target;
 }
+
+}  // namespace
 
 }  // namespace lamina::storage

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "base/granted_files.h"
 
 namespace lamina::storage {
 
@@ -26,6 +27,10 @@ struct ReferencePolicy {
   std::vector<std::filesystem::path> allowed_folders;
   // The folder above each image's own folder is allowed too (`../base.vhd`).
   bool allow_parent_folder = false;
+  // Not owned. When set, references are resolved (and their files opened) through it: laminad
+  // records what the policy allowed, a sandboxed worker replays exactly that
+  // (base/granted_files.h). A name not resolved while recording is kNotFound when replayed.
+  GrantedFiles* granted = nullptr;
 };
 
 // How an image and the files it references are opened, beyond read-only or read-write.

@@ -389,7 +389,7 @@ Result<std::unique_ptr<BlockDevice>> default_backing_opener(const std::filesyste
                                                             std::string_view format, int depth,
                                                             const ImageAccess& access) {
   if (format == "qcow2") return open_qcow2(path, true, {}, depth, access);
-  if (format == "raw") return open_read_only_file_device(path, access.force_share);
+  if (format == "raw") return open_read_only_file_device(path, access.force_share, access.references.granted);
   return fail(
       ErrorCode::kUnsupported,
       fmt::format("backing file {} has format '{}', which the qcow2 reader cannot open by itself",
@@ -426,7 +426,9 @@ Result<OpenedImage> open_image(const std::filesystem::path& path, const BackingO
   }
   // A backing file (depth > 0) is a file the image names: regular files only.
   auto file = HostFile::open(path.string(), HostFile::Mode::kRead,
-                             {.force_share = access.force_share, .regular_only = depth > 0});
+                             {.force_share = access.force_share,
+                              .regular_only = depth > 0,
+                              .granted = access.references.granted});
   if (!file) return fail(file.error());
   auto header = parse_header(*file);
   if (!header) return fail(header.error());

@@ -14,7 +14,7 @@ bool probe_raw(const ProbeBytes&) { return true; }
 
 Result<std::unique_ptr<BlockDevice>> open_raw(const std::string& path, bool writable,
                                               const ImageAccess& access) {
-  auto image = RawImage::open(path, writable, access.force_share);
+  auto image = RawImage::open(path, writable, access.force_share, access.references.granted);
   if (!image) return fail(image.error());
   return std::unique_ptr<BlockDevice>(std::move(*image));
 }

@@ -6,9 +6,9 @@
 namespace lamina::storage {
 
 Result<std::unique_ptr<RawImage>> RawImage::open(const std::string& path, bool writable,
-                                                 bool force_share) {
+                                                 bool force_share, GrantedFiles* granted) {
   auto file = HostFile::open(path, writable ? HostFile::Mode::kReadWrite : HostFile::Mode::kRead,
-                             {.force_share = force_share});
+                             {.force_share = force_share, .granted = granted});
   if (!file) return fail(file.error());
   uint64_t size = file->size();
   return std::unique_ptr<RawImage>(new RawImage(std::move(*file), size));

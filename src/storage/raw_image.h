@@ -15,9 +15,11 @@ namespace lamina::storage {
 
 class RawImage final : public BlockDevice {
  public:
-  // force_share: read-only without the shared lock (storage/host_file.h).
+  // force_share: read-only without the shared lock; granted: where the descriptor comes from
+  // (storage/host_file.h).
   static Result<std::unique_ptr<RawImage>> open(const std::string& path, bool writable,
-                                                bool force_share = false);
+                                                bool force_share = false,
+                                                GrantedFiles* granted = nullptr);
   // Makes `file` (empty, writable) a sparse raw disk of `size` bytes. Its writes start their
   // writeback from a background thread (it is being filled as a whole, not used by a guest).
   static Result<std::unique_ptr<RawImage>> create(HostFile file, uint64_t size);

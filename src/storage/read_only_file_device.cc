@@ -32,9 +32,10 @@ class ReadOnlyFileDevice final : public BlockDevice {
 }  // namespace
 
 Result<std::unique_ptr<BlockDevice>> open_read_only_file_device(const std::filesystem::path& path,
-                                                                bool force_share) {
+                                                                bool force_share,
+                                                                GrantedFiles* granted) {
   auto file = HostFile::open(path.string(), HostFile::Mode::kRead,
-                             {.force_share = force_share, .regular_only = true});
+                             {.force_share = force_share, .regular_only = true, .granted = granted});
   if (!file) return fail(file.error());
   return std::unique_ptr<BlockDevice>(std::make_unique<ReadOnlyFileDevice>(std::move(*file)));
 }

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "base/error.h"
+#include "base/granted_files.h"
 #include "storage/block_device.h"
 
 namespace lamina::storage {
@@ -13,6 +14,7 @@ namespace lamina::storage {
 // Size is the file's size; reads past it are kInvalidArgument. The file is one an image names
 // (a backing file, an extent): regular files only, with a shared lock unless force_share.
 Result<std::unique_ptr<BlockDevice>> open_read_only_file_device(const std::filesystem::path& path,
-                                                                bool force_share = false);
+                                                                bool force_share = false,
+                                                                GrantedFiles* granted = nullptr);
 
 }  // namespace lamina::storage

@@ -34,7 +34,8 @@ Result<std::unique_ptr<VhdImage>> VhdImage::open_link(const std::string& path, O
   auto opened = HostFile::open(
       path, options.writable ? HostFile::Mode::kReadWrite : HostFile::Mode::kRead,
       {.force_share = options.access.force_share && !options.writable,
-       .regular_only = !seen.empty()});
+       .regular_only = !seen.empty(),
+       .granted = options.access.references.granted});
   if (!opened) return fail(opened.error());
   image->file_ = std::move(*opened);
   if (auto loaded = image->load(options, seen); !loaded) return fail(loaded.error());

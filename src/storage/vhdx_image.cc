@@ -104,7 +104,9 @@ Result<Opened> open_at_depth(const std::filesystem::path& path, bool read_only, 
   // Parents (depth > 0) are files the image names: regular files only.
   auto file = HostFile::open(path.string(),
                              read_only ? HostFile::Mode::kRead : HostFile::Mode::kReadWrite,
-                             {.force_share = access.force_share && read_only, .regular_only = depth > 0});
+                             {.force_share = access.force_share && read_only,
+                              .regular_only = depth > 0,
+                              .granted = access.references.granted});
   if (!file) return fail(file.error());
   int slot = 0;
   auto header = read_current_header(*file, slot);

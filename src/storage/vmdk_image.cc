@@ -174,7 +174,9 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Hos
     }
     if (line.type == VmdkExtentType::kSparse) {
       auto extent_file = HostFile::open(extent_path.string(), HostFile::Mode::kRead,
-                                        {.force_share = access.force_share, .regular_only = true});
+                                        {.force_share = access.force_share,
+                                         .regular_only = true,
+                                         .granted = access.references.granted});
       if (!extent_file) return fail(extent_file.error().with_context(name));
       info.file_size += extent_file->size();
       auto sparse = VmdkSparseExtent::open(std::move(*extent_file));
@@ -188,7 +190,8 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Hos
       info.compressed = info.compressed || (*sparse)->compressed();
       extent.sparse = std::move(*sparse);
     } else if (line.type == VmdkExtentType::kFlat) {
-      auto flat = open_read_only_file_device(extent_path, access.force_share);
+      auto flat = open_read_only_file_device(extent_path, access.force_share,
+                                             access.references.granted);
       if (!flat) return fail(flat.error().with_context(name));
       extent.flat_offset = line.offset_sectors * 512;
       uint64_t flat_size = (*flat)->size();
@@ -212,7 +215,8 @@ Result<Opened> open_from_descriptor(const std::filesystem::path& path, const Hos
 
 Result<Opened> open_image(const std::filesystem::path& path, const ImageAccess& access) {
   auto file = HostFile::open(path.string(), HostFile::Mode::kRead,
-                             {.force_share = access.force_share});
+                             {.force_share = access.force_share,
+                              .granted = access.references.granted});
   if (!file) return fail(file.error());
   std::array<std::byte, 64> first{};
   size_t probe = static_cast<size_t>(std::min<uint64_t>(first.size(), file->size()));

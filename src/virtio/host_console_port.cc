@@ -78,8 +78,8 @@ Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_stdio() {
 }
 
 Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_file(
-    const std::filesystem::path& path) {
-  auto file = open_output_file(path, "--console-port");
+    const std::filesystem::path& path, GrantedFiles* granted) {
+  auto file = open_output_file(path, "--console-port", granted);
   if (!file) return fail(file.error());
   return start({.input = -1,
                 .output = file->release(),
@@ -88,29 +88,45 @@ Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_file(
                 .socket_path = {}});
 }
 
+Result<UniqueFd> HostConsolePort::listen_socket(const std::filesystem::path& path,
+                                                GrantedFiles* granted) {
+  const auto listen_here = [&]() -> Result<UniqueFd> {
+    auto made = unix_socket_address(path);
+    if (!made) return fail(made.error().with_context("--console-port"));
+    const sockaddr_un& address = *made;
+    const std::string text = path.string();
+    // A stale socket of ours from an earlier run is replaced; a live one (another VM's
+    // console) or anything else is left alone.
+    if (auto replaced = remove_stale_socket(text, address); !replaced) {
+      return fail(replaced.error());
+    }
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) return fail(ErrorCode::kIo, "--console-port: socket(): " + errno_text());
+    // The console is the guest's: only the user may connect. bind() creates the file with the
+    // socket's own mode less the umask, so this holds from the first moment.
+    if (::fchmod(fd.get(), 0600) != 0 ||
+        ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
+        ::chmod(text.c_str(), 0600) != 0 || ::listen(fd.get(), 1) != 0) {
+      return fail(ErrorCode::kIo, fmt::format("--console-port: cannot listen on '{}': {}", text,
+                                              errno_text()));
+    }
+    return fd;
+  };
+  if (!granted) return listen_here();
+  auto obtained = granted->obtain(path.string(), FileAccess::kListen, listen_here);
+  if (!obtained) return fail(obtained.error());
+  return std::move(obtained->fd);
+}
+
 Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_socket(
-    const std::filesystem::path& path) {
-  auto made = unix_socket_address(path);
-  if (!made) return fail(made.error().with_context("--console-port"));
-  const sockaddr_un& address = *made;
-  const std::string text = path.string();
-  // A stale socket of ours from an earlier run is replaced; a live one (another VM's console)
-  // or anything else is left alone.
-  if (auto replaced = remove_stale_socket(text, address); !replaced) return fail(replaced.error());
-  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) return fail(ErrorCode::kIo, "--console-port: socket(): " + errno_text());
-  // The console is the guest's: only the user may connect. bind() creates the file with the
-  // socket's own mode less the umask, so this holds from the first moment.
-  if (::fchmod(fd, 0600) != 0 ||
-      ::bind(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
-      ::chmod(text.c_str(), 0600) != 0 || ::listen(fd, 1) != 0) {
-    auto error = fail(ErrorCode::kIo,
-                      fmt::format("--console-port: cannot listen on '{}': {}", text, errno_text()));
-    ::close(fd);
-    return error;
-  }
-  return start(
-      {.input = -1, .output = -1, .owns_output = false, .listen = fd, .socket_path = path});
+    const std::filesystem::path& path, GrantedFiles* granted) {
+  auto listening = listen_socket(path, granted);
+  if (!listening) return fail(listening.error());
+  return start({.input = -1,
+                .output = -1,
+                .owns_output = false,
+                .listen = listening->release(),
+                .socket_path = path});
 }
 
 Result<std::unique_ptr<HostConsolePort>> HostConsolePort::start(Descriptors descriptors) {

@@ -28,6 +28,8 @@
 #include <thread>
 
 #include "base/error.h"
+#include "base/granted_files.h"
+#include "base/unique_fd.h"
 #include "base/log.h"
 #include "base/wakeup_event.h"
 #include "virtio/console_backend.h"
@@ -43,8 +45,14 @@ class HostConsolePort final : public ConsoleBackend {
   static constexpr size_t kOutputLimit = 2 * kOutputCapacity;
 
   static Result<std::unique_ptr<HostConsolePort>> open_stdio();
-  static Result<std::unique_ptr<HostConsolePort>> open_file(const std::filesystem::path& path);
-  static Result<std::unique_ptr<HostConsolePort>> open_socket(const std::filesystem::path& path);
+  // `granted`: where the file or listening socket comes from (base/granted_files.h).
+  static Result<std::unique_ptr<HostConsolePort>> open_file(const std::filesystem::path& path,
+                                                            GrantedFiles* granted = nullptr);
+  static Result<std::unique_ptr<HostConsolePort>> open_socket(const std::filesystem::path& path,
+                                                              GrantedFiles* granted = nullptr);
+  // The socket open_socket() listens on, without a port (laminad records it for a worker).
+  static Result<UniqueFd> listen_socket(const std::filesystem::path& path,
+                                        GrantedFiles* granted = nullptr);
   ~HostConsolePort() override;
   HostConsolePort(const HostConsolePort&) = delete;
   HostConsolePort& operator=(const HostConsolePort&) = delete;

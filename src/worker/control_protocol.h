@@ -4,11 +4,15 @@
 // never runs machine code). Every message carries "v": kControlProtocolVersion.
 //
 //   worker → controller, first:   {"event": "hello", "pid": P}
-//   controller → worker, first:   {"id": N, "op": "start", "name": NAME, "definition": {...}}
-//                                  (machine/vm_definition.h; the worker opens what it names,
-//                                   then enters its sandbox, then answers and boots); with
-//                                  "console": true its one fd is a stream socket that carries
-//                                  the first serial port both ways (instead of "serial")
+//   controller → worker, first:   {"id": N, "op": "start", "name": NAME, "definition": {...},
+//                                   "grants": {"files": [...], "answers": {...}}}
+//                                  (machine/vm_definition.h, with the kernel named; the
+//                                   worker opens what it names through the grants — the
+//                                   descriptors laminad opened, base/granted_files.h — then
+//                                   enters its sandbox, then answers and boots); with
+//                                  "console": true its first fd is a stream socket that
+//                                  carries the first serial port both ways (instead of
+//                                  "serial"); the grants' fds follow, in their order
 //   controller → worker, then:    {"id": N, "op": OP}  with OP one of "query", "pause",
 //                                  "resume", "power_button", "reset", "stop"
 //   controller → worker:          {"id": N, "op": "attach_console"} with one fd: a new console

@@ -38,7 +38,8 @@ Result<bool> resolve_kvm(machine::AccelKind accel) {
 namespace {
 
 // The kernel, initrd and command line the config boots: its own, or the default guest's.
-Result<machine::MachineOptions> boot_options(const machine::VmConfig& config) {
+Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
+                                             GrantedFiles* granted) {
   machine::MachineOptions options;
   options.cpus = config.cpus;
   options.memory_bytes = config.memory_bytes;
@@ -61,12 +62,12 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config) {
     options.linux_entry = machine::LinuxEntry::kBzImage64;
   }
   auto kernel = machine::read_boot_file(options.kernel.string(), "kernel",
-                                        machine::kMaxBootFileSize);
+                                        machine::kMaxBootFileSize, granted);
   if (!kernel) return fail(kernel.error());
   options.kernel_image = std::make_shared<const std::vector<std::byte>>(std::move(*kernel));
   if (options.initrd) {
     auto initrd = machine::read_boot_file(options.initrd->string(), "initrd",
-                                          machine::kMaxBootFileSize);
+                                          machine::kMaxBootFileSize, granted);
     if (!initrd) return fail(initrd.error());
     options.initrd_image = std::make_shared<const std::vector<std::byte>>(std::move(*initrd));
   }
@@ -77,9 +78,10 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config) {
 
 Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config,
                                                  std::string_view label, bool kvm,
-                                                 UniqueFd console_socket) {
+                                                 UniqueFd console_socket,
+                                                 GrantedFiles* granted) {
   std::unique_ptr<VmRunner> runner(new VmRunner(config));
-  auto options = boot_options(config);
+  auto options = boot_options(config, granted);
   if (!options) return fail(options.error());
   runner->options_ = std::move(*options);
   runner->options_.kvm = kvm;
@@ -87,13 +89,13 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
     runner->console_ = machine::SerialConsole::open_socket(std::move(console_socket));
     runner->console_is_socket_ = true;
   } else {
-    auto console = machine::SerialConsole::open(config.serial);
+    auto console = machine::SerialConsole::open(config.serial, granted);
     if (!console) return fail(console.error());
     runner->console_ = std::move(*console);
   }
   runner->options_.com1_backend = runner->console_.get();
   // Host ends of the virtio devices live across restarts, like the serial console.
-  auto host_ends = machine::open_virtio_host_ends(config, label);
+  auto host_ends = machine::open_virtio_host_ends(config, label, granted);
   if (!host_ends) return fail(host_ends.error());
   runner->host_ends_ = std::make_unique<machine::VirtioHostEnds>(std::move(*host_ends));
   machine::add_virtio_devices(config, *runner->host_ends_, runner->options_);

@@ -45,9 +45,13 @@ class VmRunner {
  public:
   // `label` names the VM to the virtual switch. kvm: from resolve_kvm(). A valid `console`
   // socket carries the first serial port instead of config.serial (a worker's link to laminad).
+  // With `granted` every host end (kernel, initrd, images, output files, sockets, taps, switch
+  // ports) comes from the descriptors laminad opened (base/granted_files.h); the config must
+  // then name its kernel (laminad fills in the default guest's).
   static Result<std::unique_ptr<VmRunner>> open(const machine::VmConfig& config,
                                                 std::string_view label, bool kvm,
-                                                UniqueFd console = {});
+                                                UniqueFd console = {},
+                                                GrantedFiles* granted = nullptr);
   ~VmRunner();
   VmRunner(const VmRunner&) = delete;
   VmRunner& operator=(const VmRunner&) = delete;

@@ -12,10 +12,12 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include "base/granted_files.h"
 #include "base/message_channel.h"
 #include "machine/vm_definition.h"
 #include "worker/control_protocol.h"
@@ -180,17 +182,31 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
       !start.contains("definition") || !start["name"].is_string()) {
     return fail_start(sender, id, Error(ErrorCode::kInvalidArgument, "expected a start request"));
   }
-  auto config = machine::vm_config_from_definition(start["definition"]);
+  // laminad checked the definition against the host and opened what it names.
+  auto config =
+      machine::vm_config_from_definition(start["definition"], machine::HostChecks::kNone);
   if (!config) return fail_start(sender, id, config.error());
   auto kvm = resolve_kvm(config->accel);
   if (!kvm) return fail_start(sender, id, kvm.error());
-  // The start request may carry one fd: the serial console's socket to laminad.
+  // The fds: the serial console's socket to laminad (with "console"), then the grants'.
+  std::vector<UniqueFd> fds = std::move((*received)->fds);
   UniqueFd console;
-  if ((*received)->fds.size() == 1 && start.value("console", false)) {
-    console = std::move((*received)->fds[0]);
+  if (start.value("console", false)) {
+    if (fds.empty()) {
+      return fail_start(sender, id, Error(ErrorCode::kInvalidArgument, "no console socket"));
+    }
+    console = std::move(fds.front());
+    fds.erase(fds.begin());
   }
-  auto runner = VmRunner::open(*config, start["name"].get<std::string>(), *kvm,
-                               std::move(console));
+  // The grants' own copies close when this returns, before the sandbox: the VM keeps only
+  // what it opened through them.
+  auto runner = [&]() -> Result<std::unique_ptr<VmRunner>> {
+    auto granted = GrantedFiles::from_wire(start.value("grants", nlohmann::json::object()),
+                                           std::move(fds));
+    if (!granted) return fail(granted.error());
+    return VmRunner::open(*config, start["name"].get<std::string>(), *kvm, std::move(console),
+                          &*granted);
+  }();
   if (!runner) return fail_start(sender, id, runner.error());
   if (thread_count() != 1) {
     return fail_start(sender, id,

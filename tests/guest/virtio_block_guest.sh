@@ -57,7 +57,7 @@ boot() {  # boot COMMAND: runs the guest with $disks and the command on the kern
       index=$((index + 1))
     fi
   done
-  local cmdline="console=ttyS0 quiet panic=-1 lamina_run=\"$1\""
+  local cmdline="console=ttyS0 quiet no_timer_check panic=-1 lamina_run=\"$1\""
   case $vmm in
     lamina) timeout 280 "$lamina" run --cpus 1 --memory 512M --kernel "$guest/vmlinuz" \
               --initrd "$guest/initrd.img" --cmdline "$cmdline" "${args[@]}" ;;

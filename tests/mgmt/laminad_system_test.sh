@@ -29,12 +29,31 @@ grep -q '"field": "definition.memory"' "$work/body" || fail "memory error: $(cat
 # sandbox can be looked at while it runs.
 # alpha gives a shell on its console; beta and gamma run a command.
 "$lamina" vm create alpha --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
-  --cmdline "console=ttyS0 quiet panic=-1" >/dev/null || fail "create alpha"
+  --cmdline "console=ttyS0 quiet no_timer_check panic=-1" >/dev/null || fail "create alpha"
+# gamma's disk is a differencing VHD over a parent: laminad opens both (under the reference
+# policy, locks taken) and hands the worker their descriptors.
+mkdir -p "$work/images" "$work/elsewhere"
+"$lamina" disk create "$work/images/base.vhd" --size 64M >/dev/null || fail "create base.vhd"
+"$lamina" disk create "$work/images/gamma.vhd" --parent "$work/images/base.vhd" >/dev/null ||
+  fail "create gamma.vhd"
 for name in beta gamma; do
-  "$lamina" vm create "$name" --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
-    --cmdline "console=ttyS0 quiet panic=-1 lamina_run=\"echo hello-from-$name-\$((6*7)); sleep 600\"" >/dev/null ||
+  disk=()
+  [[ $name == gamma ]] && disk=(--disk "$work/images/gamma.vhd")
+  "$lamina" vm create "$name" --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" "${disk[@]}" \
+    --cmdline "console=ttyS0 quiet no_timer_check panic=-1 lamina_run=\"echo hello-from-$name-\$((6*7)); sleep 600\"" >/dev/null ||
     fail "create $name"
 done
+# A parent outside the child's folder is refused at start (the worker never sees it), with
+# the option that would allow it, and nothing is left running.
+"$lamina" disk create "$work/elsewhere/remote-base.vhd" --size 64M >/dev/null || fail "create elsewhere/remote-base.vhd"
+"$lamina" disk create "$work/images/stray.vhd" --parent "$work/elsewhere/remote-base.vhd" >/dev/null ||
+  fail "create stray.vhd"
+"$lamina" vm create stray --memory 256M --kernel "$guest/vmlinuz" --disk "$work/images/stray.vhd" >/dev/null ||
+  fail "create stray"
+"$lamina" vm start stray 2>"$work/err" && fail "a VM with a parent outside its disk's folder started"
+grep -q "outside the image's folder.*allow-parent-dir" "$work/err" || fail "stray start said: $(cat "$work/err")"
+"$lamina" vm list | grep -q "^stray .*stopped" || fail "stray is not stopped: $("$lamina" vm list)"
+"$lamina" vm delete stray >/dev/null || fail "delete stray"
 "$lamina" vm create alpha >/dev/null 2>"$work/err" && fail "a second VM named alpha was created"
 grep -q "exists" "$work/err" || fail "duplicate create said: $(cat "$work/err")"
 for name in alpha beta gamma; do "$lamina" vm start "$name" || fail "start $name"; done
@@ -60,15 +79,29 @@ for name in alpha beta gamma; do
       fail "$name: shares laminad's $ns namespace"
   done
   [[ -z $(ls -A "/proc/$pid/root/" 2>/dev/null) ]] || fail "$name: its root is not empty: $(ls -A /proc/$pid/root/)"
-  # Open fds: stdio, the control channel, the serial log, the guest's own (no image, no host dirs).
+  # Open fds: stdio, the control channel, the serial log, the guest's own, and only gamma's
+  # two images (no kernel or initrd once read, no host folders).
+  images=""
   for fd in /proc/$pid/fd/*; do
     target=$(readlink "$fd" || true)
     case $target in
       /dev/null|socket:*|anon_inode:*|pipe:*|"$work"/state/vms/$name/*) ;;
+      "$work"/images/gamma.vhd|"$work"/images/base.vhd)
+        [[ $name == gamma ]] || fail "$name holds gamma's image $target"
+        images+="${target##*/} " ;;
       *) fail "$name: unexpected open fd $fd -> $target" ;;
     esac
   done
+  if [[ $name == gamma ]]; then
+    [[ $(tr ' ' '\n' <<<"$images" | sort -u | xargs) == "base.vhd gamma.vhd" ]] ||
+      fail "gamma's worker holds images '$images', not its disk and parent"
+  fi
 done
+# The locks laminad took came with the descriptors: the running VM's disk cannot be opened
+# for writing by anyone else, and its parent only for reading.
+"$lamina" disk check "$work/images/gamma.vhd" --repair 2>"$work/err" && fail "repaired a disk in use"
+grep -q "in use by another process" "$work/err" || fail "disk in use said: $(cat "$work/err")"
+"$lamina" disk info "$work/images/base.vhd" >/dev/null || fail "the parent cannot be read while in use"
 
 # Every guest booted and ran its command.
 for name in beta gamma; do
@@ -115,7 +148,7 @@ kill -0 $reader 2>/dev/null && fail "a console client outlived its VM"
 # Restarting laminad leaves the VMs running; the new one adopts them (same workers), links the
 # console again, and starts the VMs marked autostart.
 "$lamina" vm create delta --autostart --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
-  --cmdline "console=ttyS0 quiet panic=-1 lamina_run=\"sleep 600\"" >/dev/null || fail "create delta"
+  --cmdline "console=ttyS0 quiet no_timer_check panic=-1 lamina_run=\"sleep 600\"" >/dev/null || fail "create delta"
 before=$(for name in alpha gamma; do pid_of "$name"; done)
 kill -TERM "$daemon"
 wait "$daemon" || true

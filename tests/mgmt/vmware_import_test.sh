@@ -88,7 +88,7 @@ class Unix(http.client.HTTPConnection):
     def connect(self):
         self.sock = socket.socket(socket.AF_UNIX); self.sock.connect(sys.argv[1])
 c = Unix("laminad"); c.request("GET", "/v1/vms/web-server"); d = json.loads(c.getresponse().read())["definition"]
-d["cmdline"] = "console=ttyS0 quiet panic=-1 lamina_run=\"head -c 64 /dev/vda; echo; sleep 600\""
+d["cmdline"] = "console=ttyS0 quiet no_timer_check panic=-1 lamina_run=\"head -c 64 /dev/vda; echo; sleep 600\""
 c = Unix("laminad"); c.request("PATCH", "/v1/vms/web-server", json.dumps({"definition": d}))
 assert c.getresponse().status == 200
 PY

@@ -77,7 +77,7 @@ def random_mac(last):
 def start_vm(args, folder, name, net, command, env=None):
     """net: one --net value or a list of them."""
     log = open(os.path.join(folder, f"{name}.log"), "w+b")
-    cmdline = f'console=ttyS0 quiet panic=-1 lamina_run="{command}"'
+    cmdline = f'console=ttyS0 quiet no_timer_check panic=-1 lamina_run="{command}"'
     nets = [net] if isinstance(net, str) else net
     process = subprocess.Popen(
         [args.lamina, "run", "--memory", "256M",

@@ -51,7 +51,7 @@ def main():
         "exec 3<>/dev/hvc0; stty raw -echo <&3; "
         f"echo {to_host} >&3; read -r line <&3; echo got:$line"
     )
-    cmdline = "console=ttyS0 quiet panic=-1 "
+    cmdline = "console=ttyS0 quiet no_timer_check panic=-1 "
     if args.interrupts == "intx":
         cmdline += "pci=nomsi "
     cmdline += f'lamina_run="{command}"'

@@ -1,0 +1,85 @@
+#include "machine/host_grants.h"
+
+#include <fmt/format.h>
+
+#include "base/output_file.h"
+#include "machine/boot_file.h"
+#include "machine/default_guest.h"
+#include "machine/vm_definition.h"
+#include "net/network_option.h"
+#include "virtio/host_console_port.h"
+#include "virtio/virtio_block_setup.h"
+
+namespace lamina::machine {
+
+namespace {
+
+// The default guest's files stand in for the ones the definition leaves out (as VmRunner's
+// boot_options does for `lamina run`).
+Result<nlohmann::json> with_boot_files(const nlohmann::json& definition) {
+  nlohmann::json named = definition;
+  if (named.contains("kernel")) return named;
+  auto guest = find_default_guest();
+  if (!guest) return fail(guest.error());
+  named["kernel"] = guest->kernel.string();
+  if (!named.contains("initrd")) named["initrd"] = guest->initrd.string();
+  if (named.value("cmdline", std::string()).empty()) named["cmdline"] = guest->cmdline;
+  return named;
+}
+
+}  // namespace
+
+Result<WorkerGrants> grant_host_ends(const nlohmann::json& definition, std::string_view label,
+                                     const net::SwitchConnectOptions& switch_options) {
+  auto named = with_boot_files(definition);
+  if (!named) return fail(named.error());
+  auto parsed = vm_config_from_definition(*named);
+  if (!parsed) return fail(parsed.error());
+  WorkerGrants grants{std::move(*named), std::move(*parsed), GrantedFiles::recording()};
+  const VmConfig* config = &grants.config;
+  GrantedFiles* files = &grants.files;
+  // What is opened here is dropped at once: the grants keep a duplicate of each descriptor
+  // (and with it the image locks) for the worker.
+  if (config->kernel) {
+    if (auto opened = open_boot_file(config->kernel->string(), "kernel", files); !opened) {
+      return fail(opened.error());
+    }
+  }
+  if (config->initrd) {
+    if (auto opened = open_boot_file(config->initrd->string(), "initrd", files); !opened) {
+      return fail(opened.error());
+    }
+  }
+  if (config->serial.kind == SerialKind::kFile) {
+    if (auto opened = open_output_file(config->serial.file, "--serial", files); !opened) {
+      return fail(opened.error());
+    }
+  }
+  const ConsolePortConfig& port = config->console_port;
+  if (port.kind == ConsolePortKind::kFile) {
+    if (auto opened = open_output_file(port.path, "--console-port", files); !opened) {
+      return fail(opened.error());
+    }
+  } else if (port.kind == ConsolePortKind::kSocket) {
+    if (auto opened = virtio::HostConsolePort::listen_socket(port.path, files); !opened) {
+      return fail(opened.error());
+    }
+  }
+  for (virtio::DiskSpec disk : config->disks) {
+    disk.references.granted = files;
+    if (auto opened = virtio::open_disk(disk); !opened) return fail(opened.error());
+  }
+  net::SwitchConnectOptions connect = switch_options;
+  connect.label = std::string(label);
+  for (const net::NetworkOption& network : config->networks) {
+    if (auto opened = net::open_frame_port(network, connect, files); !opened) {
+      return fail(opened.error().with_context(
+          fmt::format("--net {}:{}",
+                      network.backend == net::NetworkBackend::kTap ? "tap" : "switch",
+                      network.name)));
+    }
+  }
+  return grants;
+}
+
+}  // namespace lamina::machine
