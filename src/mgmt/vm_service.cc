@@ -122,6 +122,13 @@ uint64_t address_space_limit(const machine::VmConfig& config) {
   return config.memory_bytes + 1024 * kMiB + 128 * kMiB * config.cpus;
 }
 
+// The worker's memory cgroup limit: guest RAM plus what the worker itself uses (about 7 MiB,
+// bench/laminad_bench.sh), its page cache for image I/O and thread stacks, with a wide margin.
+uint64_t memory_cgroup_limit(const machine::VmConfig& config) {
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  return config.memory_bytes + 256 * kMiB + 32 * kMiB * config.cpus;
+}
+
 }  // namespace
 
 bool valid_vm_name(std::string_view name) {
@@ -376,6 +383,9 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
                            .console_fd = worker_console.get(),
                            .control_socket = vm_dir(name) / "control.sock",
                            .grants = &grants->files};
+  // The kernel bounds the VM's memory where the host has a memory cgroup laminad may use.
+  auto cgroup = WorkerCgroup::create(name, memory_cgroup_limit(grants->config));
+  if (cgroup) spawn.cgroup = &*cgroup;
   auto worker = WorkerProcess::spawn(
       spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
       [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });
@@ -394,7 +404,10 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
     vm.started = utc_now();
     last_reason_.erase(name);
   }
-  log_event(name, "started", {{"pid", pid}});
+  log_event(name, "started",
+            {{"pid", pid},
+             {"memory_cgroup", cgroup ? cgroup->path().string()
+                                      : "none (" + cgroup.error().message() + ")"}});
   return describe(record);
 }
 
@@ -450,6 +463,8 @@ void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) 
       if (record && *record && (*record)->on_crash == "restart") restart_.push_back(name);
     }
   }
+  // An exited process has left its cgroup (even before it is reaped).
+  WorkerCgroup::remove(name);
   log_event(name, crashed ? "crashed" : "stopped", detail);
 }
 

@@ -170,6 +170,13 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
       return fail(mapped.error().with_context("mapping the worker's user namespace"));
     }
   }
+  if (options.cgroup) {
+    if (auto joined = options.cgroup->add(static_cast<pid_t>(pid)); !joined) {
+      ::syscall(SYS_pidfd_send_signal, owned_pidfd.get(), SIGKILL, nullptr, 0);
+      ::waitpid(static_cast<pid_t>(pid), nullptr, 0);
+      return fail(joined.error().with_context("moving the worker into its memory cgroup"));
+    }
+  }
   const char go = 1;
   if (::write(sync_write.get(), &go, 1) != 1) return fail(system_error("starting the worker"));
   sync_write.reset();

@@ -34,6 +34,7 @@
 #include "base/granted_files.h"
 #include "base/message_channel.h"
 #include "base/unique_fd.h"
+#include "mgmt/worker_cgroup.h"
 
 namespace lamina::mgmt {
 
@@ -54,6 +55,8 @@ struct WorkerSpawnOptions {
   // Everything the VM uses on the host, opened by laminad (machine/host_grants.h); sent with
   // the start request, still owned by the caller.
   const GrantedFiles* grants = nullptr;
+  // The memory cgroup the worker starts in (joined before it runs a line of its own), if any.
+  const WorkerCgroup* cgroup = nullptr;
 };
 
 // How a worker process ended.

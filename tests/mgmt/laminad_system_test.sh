@@ -92,6 +92,21 @@ for name in alpha beta gamma; do
       *) fail "$name: unexpected open fd $fd -> $target" ;;
     esac
   done
+  # The memory cgroup: guest RAM (256M) + 256M + 32M per vCPU, where the host has one.
+  want=$(( (256 + 256 + 32) << 20 ))
+  v1=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' "/proc/$pid/cgroup")
+  v2=$(awk -F: '$1 == "0" {print $3}' "/proc/$pid/cgroup")
+  if [[ -n $v1 && -d /sys/fs/cgroup/memory ]]; then
+    [[ $v1 == */lamina/$name ]] || fail "$name: memory cgroup '$v1'"
+    [[ $(cat "/sys/fs/cgroup/memory$v1/memory.limit_in_bytes") == "$want" ]] || fail "$name: cgroup v1 limit"
+    cgroup_dir=/sys/fs/cgroup/memory$v1
+  elif grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    [[ $v2 == */lamina/$name ]] || fail "$name: memory cgroup '$v2'"
+    [[ $(cat "/sys/fs/cgroup$v2/memory.max") == "$want" ]] || fail "$name: cgroup v2 limit"
+    cgroup_dir=/sys/fs/cgroup$v2
+  else
+    "$lamina" vm events "$name" | grep -q "memory_cgroup.*none" || fail "$name: no word on its cgroup"
+  fi
   if [[ $name == gamma ]]; then
     [[ $(tr ' ' '\n' <<<"$images" | sort -u | xargs) == "base.vhd gamma.vhd" ]] ||
       fail "gamma's worker holds images '$images', not its disk and parent"
@@ -178,6 +193,11 @@ grep -q "after-restart-42" "$work/console2.txt" || fail "no console after the re
 "$lamina" vm events alpha | grep -q "stopped .*poweroff" || fail "alpha did not power off"
 grep -q "power button: powering off" "$work/state/vms/alpha/console.log" || fail "no acpid in the guest"
 "$lamina" vm stop gamma --force | grep -q "forced" || fail "stop --force gamma"
+# Its memory cgroup went with it.
+if [[ -n ${cgroup_dir:-} ]]; then
+  for _ in $(seq 50); do [[ -d $cgroup_dir ]] || break; sleep 0.1; done
+  [[ ! -d $cgroup_dir ]] || fail "gamma's cgroup $cgroup_dir is left"
+fi
 "$lamina" vm stop gamma 2>"$work/err" && fail "stopped a stopped VM"
 grep -q "not running" "$work/err" || fail "stop of a stopped VM said: $(cat "$work/err")"
 
