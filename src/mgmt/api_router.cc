@@ -16,6 +16,8 @@ using Parameters = std::map<std::string, std::string>;
 
 // The console: a WebSocket (HttpServer) or, without an upgrade, the recent output as text.
 constexpr std::string_view kConsolePath = "/v1/vms/{name}/console";
+// Events as they happen: Server-Sent Events on a response that stays open (HttpServer).
+constexpr std::string_view kEventStreamPath = "/v1/events/stream";
 
 struct Call {
   const ApiRequest& request;
@@ -230,10 +232,47 @@ std::expected<ApiRouter::ConsoleRequest, ApiResponse> ApiRouter::open_console(
   return request;
 }
 
+bool ApiRouter::is_event_stream(std::string_view target) {
+  return target.substr(0, target.find('?')) == kEventStreamPath;
+}
+
+std::expected<ApiRouter::EventStream, ApiResponse> ApiRouter::open_event_stream(
+    const std::string& target, std::string_view last_event_id) {
+  const std::string_view view = target;
+  const size_t question = view.find('?');
+  ApiRequest request{"GET", target, ""};
+  Call call{request, {}, {}, nullptr};
+  if (question != std::string_view::npos) call.query = parse_query(view.substr(question + 1));
+  auto after = query_number(call, "after", 0, INT64_MAX);
+  if (!after) return std::unexpected(error_response(after.error()));
+  EventStream stream;
+  stream.after = *after;
+  if (!last_event_id.empty()) {
+    // A reconnecting SSE client says where it stopped.
+    call.query["Last-Event-ID"] = std::string(last_event_id);
+    auto resumed = query_number(call, "Last-Event-ID", 0, INT64_MAX);
+    if (!resumed) return std::unexpected(error_response(resumed.error()));
+    stream.after = std::max(stream.after, *resumed);
+  }
+  if (auto vm = call.query.find("vm"); vm != call.query.end()) stream.vm = vm->second;
+  return stream;
+}
+
+ServiceResult<nlohmann::json> ApiRouter::next_events(EventStream& stream,
+                                                     std::chrono::milliseconds wait) {
+  auto batch = service_.events(stream.after, stream.vm, wait);
+  if (!batch) return batch;
+  for (const auto& event : (*batch)["events"]) {
+    stream.after = std::max(stream.after, event["id"].get<int64_t>());
+  }
+  return (*batch)["events"];
+}
+
 std::vector<RouteInfo> ApiRouter::routes() {
   std::vector<RouteInfo> list;
   for (const Route& route : route_table()) list.push_back({route.method, route.path});
   list.push_back({"GET", kConsolePath});
+  list.push_back({"GET", kEventStreamPath});
   list.push_back({"GET", "/openapi.json"});
   list.push_back({"GET", "/metrics"});
   return list;
@@ -250,6 +289,10 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
   }
   if (request.method == "GET" && path == "/metrics") {
     return {200, "text/plain; version=0.0.4", service_.metrics()};
+  }
+  if (path == kEventStreamPath) {
+    // HttpServer serves it as a stream (open_event_stream); nothing else can.
+    return error_response({406, "", "a text/event-stream: read it with an SSE client (curl -N)"});
   }
   if (Parameters parameters; match(kConsolePath, path, parameters)) {
     if (request.method != "GET") return error_response({405, "", "use GET (or a WebSocket)"});

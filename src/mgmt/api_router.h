@@ -51,6 +51,18 @@ class ApiRouter {
   };
   std::expected<ConsoleRequest, ApiResponse> open_console(const std::string& target);
 
+  // The event stream ("/v1/events/stream?after=N&vm=NAME", or after the Last-Event-ID header
+  // of a reconnecting client): where it stands; next_events() waits up to `wait` for the next
+  // batch (empty when nothing happened) and moves it on.
+  struct EventStream {
+    int64_t after = 0;
+    std::string vm;
+  };
+  static bool is_event_stream(std::string_view target);
+  std::expected<EventStream, ApiResponse> open_event_stream(const std::string& target,
+                                                            std::string_view last_event_id);
+  ServiceResult<nlohmann::json> next_events(EventStream& stream, std::chrono::milliseconds wait);
+
   static std::vector<RouteInfo> routes();
   static std::string_view openapi_document();
 

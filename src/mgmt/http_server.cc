@@ -57,10 +57,39 @@ bool authorized(const http::request<http::string_body>& request, const std::stri
          CRYPTO_memcmp(header.data(), expected.data(), expected.size()) == 0;
 }
 
-// Requests on one connection until it closes; a console upgrade hands the stream over.
+// The event stream as Server-Sent Events (HTML Living Standard, "Server-sent events"): one
+// message per event (id, event = its kind, data = the event as one line of JSON), and a
+// comment every 15 s while nothing happens so idle connections and proxies stay open. Ends
+// when the client goes (the next write fails) or laminad stops.
+template <typename Stream>
+void serve_event_stream(Stream& stream, unsigned version, ApiRouter& router,
+                        ApiRouter::EventStream events, const std::atomic<bool>& stopping) {
+  http::response<http::empty_body> header{http::status::ok, version};
+  header.set(http::field::content_type, "text/event-stream");
+  header.set(http::field::cache_control, "no-cache");
+  header.chunked(true);
+  http::response_serializer<http::empty_body> serializer{header};
+  beast::error_code error;
+  http::write_header(stream, serializer, error);
+  while (!error && !stopping) {
+    auto batch = router.next_events(events, std::chrono::seconds(15));
+    if (!batch) break;
+    std::string text;
+    for (const auto& event : *batch) {
+      text += fmt::format("id: {}\nevent: {}\ndata: {}\n\n", event.value("id", int64_t{0}),
+                          event.value("kind", std::string()), json_text(event));
+    }
+    if (text.empty()) text = ": nothing new\n\n";
+    asio::write(stream, http::make_chunk(asio::buffer(text)), error);
+  }
+  if (!error) asio::write(stream, http::make_chunk_last(), error);
+}
+
+// Requests on one connection until it closes; a console upgrade or the event stream hands the
+// stream over.
 template <typename Stream>
 void serve_requests(asio::io_context& io, Stream& stream, ApiRouter& router,
-                    const std::string& token) {
+                    const std::string& token, const std::atomic<bool>& stopping) {
   beast::flat_buffer buffer;
   for (;;) {
     http::request_parser<http::string_body> parser;
@@ -90,6 +119,15 @@ void serve_requests(asio::io_context& io, Stream& stream, ApiRouter& router,
       auto console = router.open_console(std::string(request.target()));
       if (console) return serve_console_session(io, stream, request, std::move(*console));
       http::write(stream, to_reply(console.error(), request.version(), false), error);
+      return;
+    }
+    const std::string target(request.target());
+    if (request.method() == http::verb::get && ApiRouter::is_event_stream(target)) {
+      const auto last_id = request.find("Last-Event-ID");
+      const std::string resume = last_id == request.end() ? "" : std::string(last_id->value());
+      auto events = router.open_event_stream(target, resume);
+      if (events) return serve_event_stream(stream, request.version(), router, *events, stopping);
+      http::write(stream, to_reply(events.error(), request.version(), false), error);
       return;
     }
     const ApiResponse response = router.handle(
@@ -228,7 +266,9 @@ void HttpServer::serve() {
           ssl::stream<Tcp::socket&> stream(socket, state.tls);
           beast::error_code handshake_error;
           stream.handshake(ssl::stream_base::server, handshake_error);
-          if (!handshake_error) serve_requests(io, stream, *state.router, state.token);
+          if (!handshake_error) {
+            serve_requests(io, stream, *state.router, state.token, state.stopping);
+          }
           beast::error_code ignored;
           socket.close(ignored);
           --state.connections;
@@ -250,7 +290,7 @@ void HttpServer::serve() {
     std::thread([&state, fd = accepted.release()] {
       asio::io_context io;
       Local::socket socket(io, Local(), fd);
-      serve_requests(io, socket, *state.router, std::string());
+      serve_requests(io, socket, *state.router, std::string(), state.stopping);
       beast::error_code ignored;
       socket.shutdown(Local::socket::shutdown_both, ignored);
       --state.connections;

@@ -56,6 +56,9 @@ grep -q "outside the image's folder.*allow-parent-dir" "$work/err" || fail "stra
 "$lamina" vm delete stray >/dev/null || fail "delete stray"
 "$lamina" vm create alpha >/dev/null 2>"$work/err" && fail "a second VM named alpha was created"
 grep -q "exists" "$work/err" || fail "duplicate create said: $(cat "$work/err")"
+# beta's events as they happen, over Server-Sent Events, from before it starts.
+curl -sN --unix-socket "$sock" "http://laminad/v1/events/stream?vm=beta" >"$work/stream.txt" 2>/dev/null &
+streamer=$!
 for name in alpha beta gamma; do "$lamina" vm start "$name" || fail "start $name"; done
 "$lamina" vm start alpha 2>"$work/err" && fail "a running VM started twice"
 grep -q "alpha is running" "$work/err" || fail "double start said: $(cat "$work/err")"
@@ -155,6 +158,19 @@ for _ in $(seq 50); do "$lamina" vm list | grep -q "^beta .*stopped" && break; s
 for name in alpha gamma; do
   "$lamina" vm list | grep -q "^$name .*running" || fail "$name went down with beta"
 done
+# The stream saw beta start and crash, in order, each with its id and JSON; a client that
+# reconnects with Last-Event-ID gets only what came after.
+for _ in $(seq 50); do grep -q "^event: crashed" "$work/stream.txt" && break; sleep 0.2; done
+kill $streamer 2>/dev/null || true
+[[ $(grep "^event: " "$work/stream.txt" | xargs) == "event: created event: started event: crashed" ]] ||
+  fail "the event stream said: $(cat "$work/stream.txt")"
+grep -q '^data: {.*"vm":"beta".*"kind":"crashed"\|^data: {.*"kind":"crashed".*"vm":"beta"' "$work/stream.txt" ||
+  fail "no crashed data line: $(cat "$work/stream.txt")"
+started_id=$(grep -B1 "^event: started" "$work/stream.txt" | sed -n 's/^id: //p')
+curl -sN --max-time 2 --unix-socket "$sock" -H "Last-Event-ID: $started_id" \
+  "http://laminad/v1/events/stream?vm=beta" >"$work/resumed.txt" 2>/dev/null || true
+[[ $(grep "^event: " "$work/resumed.txt" | xargs) == "event: crashed" ]] ||
+  fail "resuming after $started_id gave: $(cat "$work/resumed.txt")"
 
 # beta's console client ended when beta went away.
 for _ in $(seq 50); do kill -0 $reader 2>/dev/null || break; sleep 0.2; done
