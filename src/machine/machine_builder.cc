@@ -269,7 +269,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
     if (!vcpu) return fail(vcpu.error().with_context(fmt::format("vCPU {}", index)));
     m.vcpus_.push_back(std::move(*vcpu));
     m.vcpu_threads_.push_back(
-        std::make_unique<VcpuThread>(index, *m.vcpus_.back(), *m.apics_[index], m.stops_));
+        std::make_unique<VcpuThread>(index, *m.vcpus_.back(), *m.apics_[index], m.stops_,
+                                     options.guest_thread_setup));
     m.apics_[index]->set_kick([thread = m.vcpu_threads_.back().get()] { thread->wake(); });
   }
   cpu::x86::CpuState state = m.vcpus_[0]->state();

@@ -56,6 +56,10 @@ struct MachineOptions {
   // things that outlive the machines (a console backend, an open disk image); its error stops
   // the build.
   std::vector<VirtioDeviceFactory> virtio_devices;
+  // Runs first on every vCPU thread, before its first guest instruction (a sandboxed worker
+  // tightens that thread's seccomp filter here). Threads a vCPU thread starts — the device I/O
+  // threads a guest's DRIVER_OK starts — inherit what it did. Empty: nothing.
+  std::function<void()> guest_thread_setup;
 };
 
 class MachineBuilder {

@@ -5,7 +5,10 @@
 namespace lamina::machine {
 
 void VcpuThread::start() {
-  thread_ = std::jthread([this](std::stop_token stop) { loop(std::move(stop)); });
+  thread_ = std::jthread([this](std::stop_token stop) {
+    if (setup_) setup_();
+    loop(std::move(stop));
+  });
 }
 
 void VcpuThread::wake() {

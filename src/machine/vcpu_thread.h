@@ -9,6 +9,7 @@
 // owns the std::jthread, joined by stop() or the destructor. Thread-safety: wake() and stop()
 // from any thread (wake() is the LAPIC's kick callback, called without LAPIC locks held).
 
+#include <functional>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -27,8 +28,10 @@ class VcpuThread {
   // within a fraction of a millisecond, large enough that the loop costs nothing measurable.
   static constexpr uint64_t kSliceInstructions = 200'000;
 
-  VcpuThread(uint32_t index, accel::Vcpu& vcpu, hw::LocalApic& apic, StopQueue& stops)
-      : index_(index), vcpu_(vcpu), apic_(apic), stops_(stops) {}
+  // `setup` (may be empty) runs first on the new thread (MachineOptions::guest_thread_setup).
+  VcpuThread(uint32_t index, accel::Vcpu& vcpu, hw::LocalApic& apic, StopQueue& stops,
+             std::function<void()> setup = {})
+      : index_(index), vcpu_(vcpu), apic_(apic), stops_(stops), setup_(std::move(setup)) {}
   ~VcpuThread() { stop(); }
   VcpuThread(const VcpuThread&) = delete;
   VcpuThread& operator=(const VcpuThread&) = delete;
@@ -58,6 +61,7 @@ class VcpuThread {
   accel::Vcpu& vcpu_;
   hw::LocalApic& apic_;
   StopQueue& stops_;
+  std::function<void()> setup_;
   std::mutex mutex_;
   std::condition_variable woken_;
   bool wake_pending_ = false;

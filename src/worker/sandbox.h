@@ -40,4 +40,13 @@ struct SandboxOptions {
 // The names of the syscalls the filter allows (for ARCHITECTURE.md and the tests).
 std::span<const std::string_view> syscall_allowlist();
 
+// The guest-facing threads' tighter filter, stacked on the process's for the calling thread
+// (and the threads it starts) only: a vCPU thread runs the code a guest steers (instruction
+// emulation, device registers) and starts the device I/O threads at the guest's DRIVER_OK, so
+// both lose what only the control and console threads need: accepting connections, receiving
+// descriptors, and on the built-in CPU (kvm false) every ioctl. Denied calls trap like the
+// process filter's (the worker dies of SIGSYS, naming the call).
+[[nodiscard]] Result<void> restrict_guest_thread(bool kvm);
+std::span<const std::string_view> guest_thread_denylist(bool kvm);
+
 }  // namespace lamina::worker

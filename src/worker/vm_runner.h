@@ -65,6 +65,11 @@ class VmRunner {
   void resume();
   void reset();
   void stop(std::string reason);
+  // Runs first on every vCPU thread of every Machine booted from now on (before run()):
+  // MachineOptions::guest_thread_setup.
+  void set_guest_thread_setup(std::function<void()> setup) {
+    options_.guest_thread_setup = std::move(setup);
+  }
   // A new console link (laminad restarted); only for a VM opened with a console socket.
   [[nodiscard]] Result<void> attach_console(UniqueFd socket);
 

@@ -215,6 +215,14 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   if (auto sandboxed = enter_sandbox({drop_to, address_space_limit}); !sandboxed) {
     return fail_start(sender, id, sandboxed.error());
   }
+  // Each vCPU thread (and the device threads it starts) narrows its own filter first.
+  (*runner)->set_guest_thread_setup([kvm = *kvm] {
+    if (auto restricted = restrict_guest_thread(kvm); !restricted) {
+      fmt::print(stderr, "lamina-vm: {}\n", restricted.error().message());
+      std::fflush(stderr);
+      ::_exit(1);
+    }
+  });
   sender.send({{"id", id}, {"ok", true}});
   const std::string name = start["name"].get<std::string>();
   std::jthread control([&] { serve_requests(sender, **runner, name, listener.get()); });

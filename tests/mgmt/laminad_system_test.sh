@@ -69,6 +69,18 @@ for name in alpha beta gamma; do
   status=/proc/$pid/status
   grep -q "^Seccomp:[[:space:]]*2" "$status" || fail "$name: seccomp filter not on ($(grep Seccomp "$status"))"
   grep -q "^NoNewPrivs:[[:space:]]*1" "$status" || fail "$name: no_new_privs not set"
+  # The vCPU thread (and the device threads it started) stacked the guest-facing filter: two
+  # filters there, one on the main thread (Seccomp_filters is in Linux 5.9 and later).
+  if grep -q "^Seccomp_filters:" "$status"; then
+    grep -q "^Seccomp_filters:[[:space:]]*1$" "$status" || fail "$name: main thread filters"
+    # (the vCPU thread starts just after the worker answered the start request)
+    for _ in $(seq 100); do
+      grep -l "^Seccomp_filters:[[:space:]]*2$" /proc/$pid/task/*/status >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    grep -l "^Seccomp_filters:[[:space:]]*2$" /proc/$pid/task/*/status >/dev/null 2>&1 ||
+      fail "$name: no thread has the guest-facing filter"
+  fi
   uid=$(awk '/^Uid:/ {print $2}' "$status")
   [[ $uid != 0 ]] || fail "$name: the worker runs as uid 0"
   grep -q "^CapEff:[[:space:]]*0000000000000000" "$status" || fail "$name: capabilities left"

@@ -1,6 +1,7 @@
 #include "worker/sandbox.h"
 
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -88,6 +89,67 @@ TEST(SandboxFilter, ForkingAProcessKills) {
         ::_exit(0);
       },
       testing::KilledBySignal(SIGSYS), "forbidden syscall clone");
+}
+
+// The guest-facing threads' filter: stacked in one thread, it takes accept, recvmsg and (on the
+// built-in CPU) ioctl from that thread and the threads it starts, and leaves the others alone.
+TEST(GuestThreadFilter, AThreadLosesOnlyItsDenylist) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        std::thread([] {
+          if (!restrict_guest_thread(false)) ::_exit(98);
+          // Still allowed: writing, threads (a device's I/O thread started from here).
+          (void)!::write(2, "", 0);
+          std::thread([] {}).join();
+        }).join();
+        // The main thread kept its ioctl.
+        int pending = 0;
+        ::ioctl(2, FIONREAD, &pending);
+        ::_exit(0);
+      },
+      testing::ExitedWithCode(0), "");
+}
+
+TEST(GuestThreadFilter, IoctlOnTheBuiltInCpuKills) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        std::thread([] {
+          if (!restrict_guest_thread(false)) ::_exit(98);
+          int pending = 0;
+          ::ioctl(2, FIONREAD, &pending);
+        }).join();
+        ::_exit(0);
+      },
+      testing::KilledBySignal(SIGSYS), "forbidden syscall ioctl");
+}
+
+TEST(GuestThreadFilter, ThreadsItStartsInheritIt) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        std::thread([] {
+          if (!restrict_guest_thread(true)) ::_exit(98);
+          std::thread([] { ::accept4(0, nullptr, nullptr, 0); }).join();
+        }).join();
+        ::_exit(0);
+      },
+      testing::KilledBySignal(SIGSYS), "forbidden syscall accept4");
+}
+
+TEST(GuestThreadFilter, KvmKeepsIoctl) {
+  EXPECT_EXIT(
+      {
+        restrict_or_die();
+        std::thread([] {
+          if (!restrict_guest_thread(true)) ::_exit(98);
+          int pending = 0;
+          ::ioctl(2, FIONREAD, &pending);
+        }).join();
+        ::_exit(0);
+      },
+      testing::ExitedWithCode(0), "");
 }
 
 }  // namespace
