@@ -24,6 +24,7 @@
 namespace lamina::cpu::x86 {
 
 struct CpuCore;
+struct Block;
 
 struct CpuExit {
   enum class Kind : uint8_t {
@@ -92,8 +93,22 @@ class Cpu {
 
  private:
   bool take_requests(CpuExit& exit);
+  // `fault_frame`: the pushed RFLAGS image gets RF set (fault-class exceptions, SDM 17.3.1.1).
   bool deliver_event(uint8_t vector, bool has_error_code, uint32_t error_code, bool external,
-                     CpuExit& exit);
+                     bool fault_frame, CpuExit& exit);
+
+  // The run loop's checked path (debug.cc), taken by a block while EFLAGS.TF or RF, an
+  // interrupt shadow or an enabled DR7 breakpoint needs it.
+  struct CheckedStep {
+    size_t count = 0;          // instructions of the block that may run; 0: an event came first
+    bool single_step = false;  // EFLAGS.TF when the instruction began
+    bool held = false;         // after MOV SS/POP SS: this instruction's #DB traps merge in
+  };
+  // Clears RF, raises a due instruction breakpoint (#DB fault) and sets how many of the
+  // block's instructions may run. False when run() must return `exit`.
+  bool begin_checked_step(const Block& block, bool shadow, CheckedStep& step, CpuExit& exit);
+  // Raises the #DB trap (single step, data and I/O breakpoints) after the instructions ran.
+  bool finish_checked_step(const CheckedStep& step, CpuExit& exit);
 
   std::optional<CpuidModel> default_model_;
   std::unique_ptr<CpuCore> core_;

@@ -112,7 +112,8 @@ void pop_flags(CpuCore& core, const Instruction& in) {
   if (in.operand_size == 2) changeable &= 0xffff;
   const uint64_t current = core.read_rflags();
   state.write_rflags((current & ~changeable) | (value & changeable));
-  core.stop_block = true;  // IF may have opened an interrupt window
+  core.update_alignment_check();
+  core.stop_block = true;  // IF may have opened an interrupt window; TF starts single steps
 }
 
 }  // namespace
