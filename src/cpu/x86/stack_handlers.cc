@@ -62,7 +62,9 @@ void pop_segment(CpuCore& core, const Instruction& in) {
   core.load_segment(segment, selector);
   core.set_stack_pointer(top + in.operand_size);
   if (segment == kSs) {
+    // Interrupts and debug exceptions wait for the next instruction (SDM 6.8.3).
     core.state.interrupt_shadow = true;
+    core.state.debug_shadow = true;
     core.stop_block = true;
   }
 }
