@@ -204,12 +204,12 @@ TEST_F(ConformanceTest, ControlRegisterWritesFollowTheModel) {
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(state().rip, kHandler + 1) << "CR3 bit 45 is above the model's 40 physical bits";
   EXPECT_EQ(machine.read64(state().gpr[kRsp] + 8), kCode + 16);
-  // mov rax, cr4; or eax, 8 (DE, not advertised); mov cr4, rax
-  start(0, {0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x08, 0x0f, 0x22, 0xe0, 0xf4});
+  // mov rax, cr4; or eax, 1 (VME, not advertised); mov cr4, rax
+  start(0, {0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x01, 0x0f, 0x22, 0xe0, 0xf4});
   halting_handler(vector::kGeneralProtection, kHandler);
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(state().rip, kHandler + 1);
-  EXPECT_EQ(state().cr4 & cr4::kDe, 0u);
+  EXPECT_EQ(state().cr4 & cr4::kVme, 0u);
   // mov rax, cr0; or eax, 0x40 (reserved); mov cr0, rax; mov rbx, cr0; hlt
   start(0, {0x0f, 0x20, 0xc0, 0x83, 0xc8, 0x40, 0x0f, 0x22, 0xc0, 0x0f, 0x20, 0xc3, 0xf4});
   halting_handler(vector::kGeneralProtection, kHandler);

@@ -327,6 +327,16 @@ TEST_F(DebugTest, MovSsHoldsDebugExceptionsForOneInstruction) {
   EXPECT_EQ(dr6(1) & 0xe00f, dr6::kBs | 2) << "BS with the held data breakpoint, not B0";
 }
 
+TEST_F(DebugTest, DebugExtensionsAreAdvertisedAndCr4DeIsWritable) {
+  // mov eax, 1; cpuid; mov rax, cr4; or eax, 8; mov cr4, rax; hlt
+  start(0, {0xb8, 1, 0, 0, 0, 0x0f, 0xa2, 0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x08, 0x0f, 0x22, 0xe0, 0xf4});
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_NE(state().gpr[kRdx] & (1u << 2), 0u) << "CPUID.1:EDX.DE";
+  EXPECT_NE(state().cr4 & cr4::kDe, 0u);
+  EXPECT_EQ(state().rip, kCode + 17);
+}
+
 TEST_F(DebugTest, IoBreakpointsNeedDebugExtensions) {
   Code code(kCode);
   code.raw({0xe6, 0x80});  // out 0x80, al
