@@ -78,8 +78,6 @@ template <typename T, int kOperation>
 bool fast_repeat(CpuCore& core, const Instruction& in, uint64_t mask, uint64_t count) {
   if (kOperation != kMovs && kOperation != kStos) return false;
   if (core.state.rflags & rflags::kDf) return false;
-  // Each element must meet the alignment check and the data breakpoints.
-  if (core.alignment_check || core.breakpoints.data_mask != 0) return false;
   const uint64_t destination = core.state.gpr[kRdi] & mask;
   const uint64_t source = core.state.gpr[kRsi] & mask;
   uint64_t elements = count;
@@ -133,10 +131,12 @@ void string_instruction(CpuCore& core, const Instruction& in) {
     return;
   }
   constexpr bool kConditional = kOperation == kCmps || kOperation == kScas;
-  // Single step and data or I/O breakpoints trap after each iteration (SDM 17.3.1.2, 17.3.1.4).
-  const bool debug = (core.state.rflags & rflags::kTf) || core.breakpoints.data_mask != 0 ||
-                     core.breakpoints.io_mask != 0;
-  const uint64_t iterations = debug ? 1 : kIterationsPerStep;
+  // Single step and data or I/O breakpoints trap after each iteration (SDM 17.3.1.2, 17.3.1.4);
+  // they and alignment checks need each element's own access.
+  const bool per_iteration = (core.state.rflags & rflags::kTf) || core.breakpoints.data_mask != 0 ||
+                             core.breakpoints.io_mask != 0;
+  const bool exact = per_iteration || core.alignment_check;
+  const uint64_t iterations = per_iteration ? 1 : kIterationsPerStep;
   for (uint64_t step = 0;; ++step) {
     const uint64_t count = core.state.gpr[kRcx] & mask;
     if (count == 0) return;
@@ -148,7 +148,7 @@ void string_instruction(CpuCore& core, const Instruction& in) {
       core.stop_block = true;
       return;
     }
-    if (fast_repeat<T, kOperation>(core, in, mask, count)) continue;
+    if (!exact && fast_repeat<T, kOperation>(core, in, mask, count)) continue;
     iterate<T, kOperation>(core, in, mask, delta);
     set_index(core, kRcx, in.address_size, count - 1);
     if (kConditional) {
