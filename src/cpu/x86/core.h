@@ -83,16 +83,6 @@ struct CpuCore {
   std::array<uint64_t, 6> effective_base{};
 
   // ---- debug and alignment checks (debug.cc) ----
-  // DR7's enabled breakpoints, decoded from state.dr and CR4.DE by update_breakpoints().
-  BreakpointSet breakpoints;
-  // Any breakpoint enabled: every block takes the run loop's checked path. Data breakpoints
-  // also keep their pages out of the read/write TLB, so those accesses reach the slow path.
-  bool breakpoints_armed = false;
-  // DR6 B0-B3 of the data and I/O breakpoints the current instruction hit (#DB trap after it).
-  uint8_t debug_hits = 0;
-  // CR0.AM, EFLAGS.AC and CPL 3: user data accesses must be aligned (#AC(0), SDM 6.15 vector
-  // 17). User read/write entries are then kept out of the TLB so each access is checked.
-  bool alignment_check = false;
   // After a write to DR0-DR3, DR7 or CR4, and after a state change from outside.
   void update_breakpoints();
   // After CR0.AM, EFLAGS.AC or the CPL may have changed (update_mode() does it too).
@@ -294,6 +284,19 @@ struct CpuCore {
  public:
   // Indexed by user_access(): supervisor and user translations are cached apart.
   std::array<Tlb, 2> tlb_read_{}, tlb_write_{}, tlb_fetch_{};
+
+  // ---- debug and alignment check state (debug.cc), after the TLBs: the hot fields above keep
+  // their places ----
+  // DR7's enabled breakpoints, decoded from state.dr and CR4.DE by update_breakpoints().
+  BreakpointSet breakpoints;
+  // Any breakpoint enabled: every block takes the run loop's checked path. Data breakpoints
+  // also keep their pages out of the read/write TLB, so those accesses reach the slow path.
+  bool breakpoints_armed = false;
+  // DR6 B0-B3 of the data and I/O breakpoints the current instruction hit (#DB trap after it).
+  uint8_t debug_hits = 0;
+  // CR0.AM, EFLAGS.AC and CPL 3: user data accesses must be aligned (#AC(0), SDM 6.15 vector
+  // 17). User read/write entries are then kept out of the TLB so each access is checked.
+  bool alignment_check = false;
 };
 
 }  // namespace lamina::cpu::x86

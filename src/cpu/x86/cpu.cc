@@ -367,23 +367,21 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       previous = block;
       const bool shadow = core.state.interrupt_shadow;
       core.state.interrupt_shadow = false;
-      size_t count = block->instructions.size();
       // One cheap test keeps the debug checks off the hot path: TF (single step), RF (an
       // instruction breakpoint to skip), an interrupt shadow or an enabled DR7 breakpoint.
       const bool checked = shadow || (core.state.rflags & (rflags::kTf | rflags::kRf)) != 0 ||
                            core.breakpoints_armed;
-      CheckedStep step;
       if (checked) [[unlikely]] {
         previous = nullptr;
-        if (!begin_checked_step(*block, shadow, step, exit)) break;
-        if (step.count == 0) continue;
-        count = step.count;
+        if (!begin_checked_step(*block, shadow, exit)) break;
+        if (checked_step_.count == 0) continue;
       }
+      begin = block->instructions.data();
+      const Instruction* const last =
+          begin + (checked ? checked_step_.count : block->instructions.size());
       core.running_block = block;
       core.stop_block = false;
       core.event_delivered = false;
-      begin = block->instructions.data();
-      const Instruction* const last = begin + count;
       for (cursor = begin; cursor != last;) {
         const Instruction& instruction = *cursor;
         core.instruction_rip = core.state.rip;
@@ -393,7 +391,7 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
         if (core.stop_block) break;
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
-      if (checked && !finish_checked_step(step, exit)) [[unlikely]] break;
+      if (checked && !finish_checked_step(exit)) [[unlikely]] break;
     } catch (const GuestFault& fault) {
       previous = nullptr;
       if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);

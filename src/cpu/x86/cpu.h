@@ -106,9 +106,9 @@ class Cpu {
   };
   // Clears RF, raises a due instruction breakpoint (#DB fault) and sets how many of the
   // block's instructions may run. False when run() must return `exit`.
-  bool begin_checked_step(const Block& block, bool shadow, CheckedStep& step, CpuExit& exit);
+  bool begin_checked_step(const Block& block, bool shadow, CpuExit& exit);
   // Raises the #DB trap (single step, data and I/O breakpoints) after the instructions ran.
-  bool finish_checked_step(const CheckedStep& step, CpuExit& exit);
+  bool finish_checked_step(CpuExit& exit);
 
   std::optional<CpuidModel> default_model_;
   std::unique_ptr<CpuCore> core_;
@@ -116,6 +116,7 @@ class Cpu {
   std::atomic<uint8_t> startup_vector_{0};
   std::atomic<bool> a20_enabled_{true};
   bool waiting_for_startup_ = false;
+  CheckedStep checked_step_;  // of the block being run on the checked path
 };
 
 }  // namespace lamina::cpu::x86

@@ -76,11 +76,6 @@ struct CpuState {
   uint8_t cpl = 0;
   // Interrupts are inhibited for one instruction after STI, MOV SS and POP SS (SDM 6.8.3).
   bool interrupt_shadow = false;
-  // MOV SS and POP SS also hold #DB (single step, breakpoints) until after the next
-  // instruction (SDM 6.8.3); set only together with interrupt_shadow. The DR6 bits (B0-B3,
-  // BS) of the #DB traps held meanwhile are in pending_debug.
-  bool debug_shadow = false;
-  uint64_t pending_debug = 0;
   bool halted = false;
   bool nmi_blocked = false;
   // x87/MMX/SSE registers, operated on by the SIMD unit (simd/simd_unit.h).
@@ -89,6 +84,11 @@ struct CpuState {
   // without them (a loader or a restore set CR3 directly) page walks read the PDPTEs.
   std::array<uint64_t, 4> pae_pdptes{};
   bool pae_pdptes_loaded = false;
+  // MOV SS and POP SS also hold #DB (single step, breakpoints) until after the next
+  // instruction (SDM 6.8.3); set only together with interrupt_shadow. The DR6 bits (B0-B3,
+  // BS) of the #DB traps held meanwhile are in pending_debug.
+  bool debug_shadow = false;
+  uint64_t pending_debug = 0;
 
   uint64_t read_rflags() const { return rflags | flags.materialize(); }
   void write_rflags(uint64_t value) {

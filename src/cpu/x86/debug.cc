@@ -21,8 +21,9 @@ void CpuCore::update_alignment_check() {
   alignment_check = armed;
 }
 
-bool Cpu::begin_checked_step(const Block& block, bool shadow, CheckedStep& step, CpuExit& exit) {
+bool Cpu::begin_checked_step(const Block& block, bool shadow, CpuExit& exit) {
   CpuCore& core = *core_;
+  CheckedStep& step = checked_step_;
   CpuState& state = core.state;
   step.held = state.debug_shadow;
   state.debug_shadow = false;
@@ -64,8 +65,9 @@ bool Cpu::begin_checked_step(const Block& block, bool shadow, CheckedStep& step,
   return true;
 }
 
-bool Cpu::finish_checked_step(const CheckedStep& step, CpuExit& exit) {
+bool Cpu::finish_checked_step(CpuExit& exit) {
   CpuCore& core = *core_;
+  const CheckedStep& step = checked_step_;
   CpuState& state = core.state;
   uint64_t bits = core.debug_hits;
   core.debug_hits = 0;
