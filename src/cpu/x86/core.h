@@ -101,6 +101,12 @@ struct CpuCore {
     return (alignment_check && user) ||
            (breakpoints.data_mask != 0 && data_breakpoint_in_page(breakpoints, linear & ~uint64_t{0xfff}));
   }
+  // The page walker's registers, with the A20 gate for the paging-structure addresses.
+  PagingRegisters paging_registers() const {
+    PagingRegisters registers = state.paging_registers();
+    registers.a20_mask = physical_address_mask;
+    return registers;
+  }
   // Linear address of the code at `rip` in the current code segment.
   uint64_t code_linear(uint64_t rip) const {
     const uint64_t linear = effective_base[kCs] + rip;

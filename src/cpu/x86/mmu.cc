@@ -101,7 +101,7 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
     physical = linear & 0xffffffffu;
     writable = true;
   } else {
-    const PagingRegisters registers = state.paging_registers();
+    const PagingRegisters registers = paging_registers();
     AccessContext context;
     context.type = access == Access::kRead    ? AccessType::kRead
                    : access == Access::kWrite ? AccessType::kWrite
@@ -122,6 +122,12 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
   }
   physical &= physical_address_mask;
   const uint64_t physical_page = physical & kPageMask;
+  // The xAPIC page is decoded before memory, even when relocated over RAM (SDM 11.4.5): it
+  // takes the MMIO path and is never cached.
+  const uint64_t apic_base = msr_file.apic_base();
+  if ((apic_base & (kApicBaseEnable | kApicBaseExtended)) == kApicBaseEnable &&
+      (apic_base & kPageMask) == physical_page)
+    return {physical, nullptr};
   std::byte* host = memory.host_pointer(physical_page, 4096);
   if (host == nullptr) return {physical, nullptr};
   const size_t user_index = user ? 1 : 0;

@@ -45,7 +45,7 @@ void halt(CpuCore& core, const Instruction&) {
 void write_paging_control(CpuCore& core, uint8_t index, uint64_t value) {
   CpuState& state = core.state;
   const CpuFeatures& features = core.cpuid_model.features();
-  const PagingRegisters current = state.paging_registers();
+  const PagingRegisters current = core.paging_registers();
   const auto written =
       index == 0 ? write_cr0(current, value, core.code_mode == CodeMode::k64, features, core.memory)
       : index == 3 ? write_cr3(current, value, features, core.memory)

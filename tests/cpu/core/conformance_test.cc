@@ -324,3 +324,65 @@ TEST(A20Gate, MasksPhysicalAddressBit20WhileOff) {
 
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+// With A20 off, the page walk's table addresses lose bit 20 too: CR3 = 1 MiB + the real PML4
+// walks the real tables. With A20 on, that page is empty: nothing is mapped, not even the IDT,
+// so the fetch #PF ends in a triple fault. Code and data sit at addresses with bit 20 clear.
+TEST_F(ConformanceTest, PageWalksFollowTheA20Gate) {
+  constexpr uint64_t kLowCode = 0x200000, kValue = 0x400000;
+  // mov rax, [0x400000]; hlt
+  const std::vector<uint8_t> code = {0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00, 0xf4};
+  for (const bool a20 : {false, true}) {
+    start(0, {0xf4});
+    machine.write(kLowCode, code);
+    machine.write64(kValue, 0x1234);
+    state().rip = kLowCode;
+    state().cr3 = TestMachine::kTableRoot + 0x100000;
+    machine.cpu().state_changed();
+    machine.cpu().set_a20_enabled(a20);
+    const CpuExit exit = run();
+    if (a20) {
+      EXPECT_EQ(exit.kind, CpuExit::Kind::kTripleFault) << "A20 on: the empty PML4 at 1 MiB + root";
+    } else {
+      ASSERT_EQ(exit.kind, CpuExit::Kind::kHalted) << exit.reason;
+      EXPECT_EQ(state().rip, kLowCode + code.size());
+      EXPECT_EQ(state().gpr[kRax], 0x1234u);
+    }
+  }
+}
+
+// IA32_APIC_BASE moved over RAM: the xAPIC page there is the LAPIC's (MMIO), not memory, until
+// the base moves away or the APIC is disabled (SDM 11.4.4-11.4.5).
+TEST_F(ConformanceTest, RelocatedApicPageOverRamIsDecoded) {
+  constexpr uint64_t kPage = 0x300000;
+  // mov rsi, [kPage + 0x30]; relocate APIC_BASE (wrmsr with EDX:EAX); mov rbx, [kPage + 0x30]
+  auto program = [](uint32_t base) {
+    std::vector<uint8_t> bytes = {0x48, 0x8b, 0x34, 0x25, 0x30, 0x00, 0x30, 0x00,  // mov rsi, [..]
+                                  0xb9, 0x1b, 0x00, 0x00, 0x00, 0xb8};           // mov ecx; mov eax
+    for (int i = 0; i < 4; ++i) bytes.push_back(static_cast<uint8_t>(base >> (8 * i)));
+    for (uint8_t byte : {0x31, 0xd2, 0x0f, 0x30,                             // xor edx, edx; wrmsr
+                         0x48, 0x8b, 0x1c, 0x25, 0x30, 0x00, 0x30, 0x00, 0xf4})  // mov rbx, [..]; hlt
+      bytes.push_back(byte);
+    return bytes;
+  };
+  machine.write64(kPage + 0x30, 0x5555);
+  machine.environment().mmio_value = 0x50014;
+  // RAM first, then the APIC page moved there (enabled, xAPIC): MMIO.
+  start(0, program(static_cast<uint32_t>(kPage | kApicBaseEnable | kApicBaseBsp)));
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().gpr[kRsi], 0x5555u);
+  EXPECT_EQ(state().gpr[kRbx], 0x50014u) << "the LAPIC answers at its relocated page";
+  ASSERT_EQ(machine.environment().mmio_reads.size(), 1u);
+  EXPECT_EQ(machine.environment().mmio_reads[0].physical, kPage + 0x30);
+  // Disabled (EN clear): RAM again.
+  start(0, program(static_cast<uint32_t>(kPage | kApicBaseBsp)));
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().gpr[kRsi], 0x50014u);
+  EXPECT_EQ(state().gpr[kRbx], 0x5555u);
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
