@@ -99,7 +99,8 @@ struct CpuCore {
   // A page whose data accesses must take the checked slow path (not cached in the TLB).
   bool data_page_checked(uint64_t linear, bool user) const {
     return (alignment_check && user) ||
-           (breakpoints.data_mask != 0 && data_breakpoint_in_page(breakpoints, linear & ~uint64_t{0xfff}));
+           (breakpoints.data_mask != 0 &&
+            data_breakpoint_in_page(breakpoints, linear & ~uint64_t{0xfff}));
   }
   // The page walker's registers, with the A20 gate for the paging-structure addresses.
   PagingRegisters paging_registers() const {
@@ -202,7 +203,9 @@ struct CpuCore {
   void write_linear_slow(uint64_t linear, uint8_t size, uint64_t value, bool user);
   // Supervisor-mode (implicit) accesses: descriptor tables, IDT, TSS; neither alignment
   // checked nor matched against data breakpoints.
-  uint64_t read_system(uint64_t linear, uint8_t size) { return read_linear_unchecked(linear, size, false); }
+  uint64_t read_system(uint64_t linear, uint8_t size) {
+    return read_linear_unchecked(linear, size, false);
+  }
   void write_system(uint64_t linear, uint8_t size, uint64_t value) {
     write_linear_unchecked(linear, size, value, false);
   }

@@ -391,7 +391,8 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
         if (core.stop_block) break;
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
-      if (checked && !finish_checked_step(exit)) [[unlikely]] break;
+      if (checked && !finish_checked_step(exit)) [[unlikely]]
+        break;
     } catch (const GuestFault& fault) {
       previous = nullptr;
       if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);

@@ -28,6 +28,9 @@ bool Cpu::begin_checked_step(const Block& block, bool shadow, CpuExit& exit) {
   step.held = state.debug_shadow;
   state.debug_shadow = false;
   if (!step.held) state.pending_debug = 0;
+  // Hits of the pushes of an exception or interrupt delivered between instructions belong to
+  // no instruction.
+  core.debug_hits = 0;
   step.single_step = (state.rflags & rflags::kTf) != 0;
   const bool resume = (state.rflags & rflags::kRf) != 0;
   // SDM 17.3.1.1: RF is cleared at the start of the instruction, after the instruction

@@ -156,15 +156,18 @@ uint64_t CpuCore::translate(uint64_t linear, Access access, bool user) {
 
 uint64_t CpuCore::read_linear_slow(uint64_t linear, uint8_t size, bool user) {
   // SDM 6.15, interrupt 17: a 2-, 4- or 8-byte operand must be aligned to its size.
-  if (alignment_check && user && (linear & (size - 1u)) != 0) raise_fault(vector::kAlignmentCheck, 0);
+  if (alignment_check && user && (linear & (size - 1u)) != 0)
+    raise_fault(vector::kAlignmentCheck, 0);
   const uint64_t value = read_linear_unchecked(linear, size, user);
   // Data breakpoints are traps: the access completes, the #DB follows the instruction.
-  if (breakpoints.data_mask != 0) note_breakpoint_hits(match_data(breakpoints, linear, size, false));
+  if (breakpoints.data_mask != 0)
+    note_breakpoint_hits(match_data(breakpoints, linear, size, false));
   return value;
 }
 
 void CpuCore::write_linear_slow(uint64_t linear, uint8_t size, uint64_t value, bool user) {
-  if (alignment_check && user && (linear & (size - 1u)) != 0) raise_fault(vector::kAlignmentCheck, 0);
+  if (alignment_check && user && (linear & (size - 1u)) != 0)
+    raise_fault(vector::kAlignmentCheck, 0);
   write_linear_unchecked(linear, size, value, user);
   if (breakpoints.data_mask != 0) note_breakpoint_hits(match_data(breakpoints, linear, size, true));
 }

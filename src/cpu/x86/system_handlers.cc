@@ -116,9 +116,11 @@ void move_control(CpuCore& core, const Instruction& in) {
 // fault); a write to DR0-DR3 or DR7 re-decodes the breakpoints before the next instruction.
 void move_debug(CpuCore& core, const Instruction& in) {
   CpuState& state = core.state;
-  const auto index = check_debug_register_access(in.reg, state.cpl, (state.cr4 & cr4::kDe) != 0, state.dr[7]);
+  const auto index =
+      check_debug_register_access(in.reg, state.cpl, (state.cr4 & cr4::kDe) != 0, state.dr[7]);
   if (!index) {
-    if (index.error().vector == vector::kDebug) state.dr[6] = (state.dr[6] & ~dr6::kBreakpointHits) | dr6::kBd;
+    if (index.error().vector == vector::kDebug)
+      state.dr[6] = (state.dr[6] & ~dr6::kBreakpointHits) | dr6::kBd;
     raise(index.error());
   }
   const uint8_t size = core.code_mode == CodeMode::k64 ? 8 : 4;

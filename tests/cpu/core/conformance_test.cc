@@ -361,10 +361,11 @@ TEST_F(ConformanceTest, RelocatedApicPageOverRamIsDecoded) {
   // mov rsi, [kPage + 0x30]; relocate APIC_BASE (wrmsr with EDX:EAX); mov rbx, [kPage + 0x30]
   auto program = [](uint32_t base) {
     std::vector<uint8_t> bytes = {0x48, 0x8b, 0x34, 0x25, 0x30, 0x00, 0x30, 0x00,  // mov rsi, [..]
-                                  0xb9, 0x1b, 0x00, 0x00, 0x00, 0xb8};           // mov ecx; mov eax
+                                  0xb9, 0x1b, 0x00, 0x00, 0x00, 0xb8};  // mov ecx; mov eax
     for (int i = 0; i < 4; ++i) bytes.push_back(static_cast<uint8_t>(base >> (8 * i)));
-    for (uint8_t byte : {0x31, 0xd2, 0x0f, 0x30,                             // xor edx, edx; wrmsr
-                         0x48, 0x8b, 0x1c, 0x25, 0x30, 0x00, 0x30, 0x00, 0xf4})  // mov rbx, [..]; hlt
+    for (uint8_t byte :
+         {0x31, 0xd2, 0x0f, 0x30,                                 // xor edx, edx; wrmsr
+          0x48, 0x8b, 0x1c, 0x25, 0x30, 0x00, 0x30, 0x00, 0xf4})  // mov rbx, [..]; hlt
       bytes.push_back(byte);
     return bytes;
   };

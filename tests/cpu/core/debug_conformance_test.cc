@@ -36,8 +36,12 @@ class Code {
     return *this;
   }
   Code& mov_edx(uint32_t value) { return raw({0xba}).imm32(value); }
-  Code& to_dr(uint8_t index) { return raw({0x0f, 0x23, static_cast<uint8_t>(0xc0 | (index << 3))}); }
-  Code& from_dr(uint8_t index) { return raw({0x0f, 0x21, static_cast<uint8_t>(0xc0 | (index << 3))}); }
+  Code& to_dr(uint8_t index) {
+    return raw({0x0f, 0x23, static_cast<uint8_t>(0xc0 | (index << 3))});
+  }
+  Code& from_dr(uint8_t index) {
+    return raw({0x0f, 0x21, static_cast<uint8_t>(0xc0 | (index << 3))});
+  }
   Code& set_tf() { return raw({0x9c, 0x48, 0x81, 0x0c, 0x24}).imm32(0x100).raw({0x9d}); }
   Code& clear_tf() { return raw({0x9c, 0x48, 0x81, 0x24, 0x24}).imm32(~0x100u).raw({0x9d}); }
   Code& nop() { return raw({0x90}); }
@@ -58,20 +62,20 @@ class DebugTest : public LongModeFixture {
   // returns; after `limit` exceptions it halts instead.
   void recording_handler(bool set_resume_flag, uint64_t limit = 16, bool clear_dr6 = true) {
     Code h(kHandler);
-    h.raw({0x50, 0x53});                                          // push rax; push rbx
-    h.raw({0x48, 0x8b, 0x1c, 0x25}).imm32(kCount);                // mov rbx, [kCount]
+    h.raw({0x50, 0x53});                                            // push rax; push rbx
+    h.raw({0x48, 0x8b, 0x1c, 0x25}).imm32(kCount);                  // mov rbx, [kCount]
     h.raw({0x48, 0x81, 0xfb}).imm32(static_cast<uint32_t>(limit));  // cmp rbx, limit
-    h.raw({0x72, 0x01}).hlt();                                    // jb +1; hlt
-    h.raw({0x48, 0x8b, 0x44, 0x24, 0x10});                        // mov rax, [rsp+16] (RIP)
-    h.raw({0x48, 0x89, 0x04, 0xdd}).imm32(kRips);                 // mov [rbx*8+kRips], rax
-    h.raw({0x48, 0x8b, 0x44, 0x24, 0x20});                        // mov rax, [rsp+32] (RFLAGS)
+    h.raw({0x72, 0x01}).hlt();                                      // jb +1; hlt
+    h.raw({0x48, 0x8b, 0x44, 0x24, 0x10});                          // mov rax, [rsp+16] (RIP)
+    h.raw({0x48, 0x89, 0x04, 0xdd}).imm32(kRips);                   // mov [rbx*8+kRips], rax
+    h.raw({0x48, 0x8b, 0x44, 0x24, 0x20});                          // mov rax, [rsp+32] (RFLAGS)
     h.raw({0x48, 0x89, 0x04, 0xdd}).imm32(kImages);
-    h.from_dr(6);                                                 // mov rax, dr6
+    h.from_dr(6);  // mov rax, dr6
     h.raw({0x48, 0x89, 0x04, 0xdd}).imm32(kDr6);
-    if (clear_dr6) h.raw({0x31, 0xc0}).to_dr(6);                  // xor eax, eax; mov dr6, rax
+    if (clear_dr6) h.raw({0x31, 0xc0}).to_dr(6);  // xor eax, eax; mov dr6, rax
     if (set_resume_flag) h.raw({0x48, 0x81, 0x4c, 0x24, 0x20}).imm32(0x10000);  // or [rsp+32]
-    h.raw({0x48, 0xff, 0x04, 0x25}).imm32(kCount);                // inc qword [kCount]
-    h.raw({0x5b, 0x58, 0x48, 0xcf});                              // pop rbx; pop rax; iretq
+    h.raw({0x48, 0xff, 0x04, 0x25}).imm32(kCount);  // inc qword [kCount]
+    h.raw({0x5b, 0x58, 0x48, 0xcf});                // pop rbx; pop rax; iretq
     machine.write(kHandler, h.bytes());
     machine.set_long_gate(vector::kDebug, kHandler);
   }
@@ -190,7 +194,7 @@ TEST_F(DebugTest, DataBreakpointsAreTrapsAfterTheAccess) {
   code.raw({0xb0, 0x5a});        // mov al, 0x5a
   code.raw({0x88, 0x42, 0x07});  // mov [rdx+7], al: hits DR1
   const uint64_t after_write = code.here();
-  code.raw({0x8b, 0x42, 0x0c});  // mov eax, [rdx+12]: outside both
+  code.raw({0x8b, 0x42, 0x0c});        // mov eax, [rdx+12]: outside both
   code.raw({0x66, 0x8b, 0x42, 0x10});  // mov ax, [rdx+0x10]: hits DR2 (aligned down)
   const uint64_t after_read = code.here();
   code.hlt();
@@ -216,7 +220,7 @@ TEST_F(DebugTest, DataBreakpointCatchesStackAndLockedAccesses) {
   Code code(kCode);
   code.mov_edx(static_cast<uint32_t>(kTarget + 0x40));
   code.raw({0x48, 0xc7, 0xc4}).imm32(static_cast<uint32_t>(kTarget + 0x10));  // mov rsp, imm
-  code.raw({0x50});  // push rax
+  code.raw({0x50});                                                           // push rax
   const uint64_t after_push = code.here();
   code.raw({0xf0, 0x0f, 0xc1, 0x02});  // lock xadd [rdx], eax
   const uint64_t after_xadd = code.here();
@@ -329,7 +333,8 @@ TEST_F(DebugTest, MovSsHoldsDebugExceptionsForOneInstruction) {
 
 TEST_F(DebugTest, DebugExtensionsAreAdvertisedAndCr4DeIsWritable) {
   // mov eax, 1; cpuid; mov rax, cr4; or eax, 8; mov cr4, rax; hlt
-  start(0, {0xb8, 1, 0, 0, 0, 0x0f, 0xa2, 0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x08, 0x0f, 0x22, 0xe0, 0xf4});
+  start(0,
+        {0xb8, 1, 0, 0, 0, 0x0f, 0xa2, 0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x08, 0x0f, 0x22, 0xe0, 0xf4});
   halting_handler(vector::kGeneralProtection, kHandler);
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_NE(state().gpr[kRdx] & (1u << 2), 0u) << "CPUID.1:EDX.DE";
@@ -364,9 +369,9 @@ TEST_F(DebugTest, RepeatedStringTrapsPerIterationWithRf) {
   // iteration with RIP on the instruction, RCX = 1 and RF = 1 pushed.
   Code code(kCode);
   code.raw({0xbf}).imm32(static_cast<uint32_t>(kTarget));  // mov edi, kTarget
-  code.raw({0xb9}).imm32(4);                                // mov ecx, 4
+  code.raw({0xb9}).imm32(4);                               // mov ecx, 4
   const uint64_t string = code.here();
-  code.raw({0xf3, 0xaa}).hlt();                             // rep stosb
+  code.raw({0xf3, 0xaa}).hlt();  // rep stosb
   start_code(0, code);
   recording_handler(false);
   set_debug_registers({{3, kTarget + 2}, {7, 0x400 | 0x40 | (uint64_t{0b0001} << 28)}});
@@ -382,9 +387,9 @@ TEST_F(DebugTest, RepeatedStringTrapsPerIterationWithRf) {
 TEST_F(DebugTest, AlignmentCheckAtCpl3) {
   Code code(kCode);
   code.mov_edx(static_cast<uint32_t>(kTarget));
-  code.raw({0x8b, 0x02});        // mov eax, [rdx]: aligned
+  code.raw({0x8b, 0x02});              // mov eax, [rdx]: aligned
   code.raw({0x66, 0x8b, 0x42, 0x02});  // mov ax, [rdx+2]: aligned
-  code.raw({0x8a, 0x42, 0x03});  // mov al, [rdx+3]: bytes never fault
+  code.raw({0x8a, 0x42, 0x03});        // mov al, [rdx+3]: bytes never fault
   const uint64_t faulting = code.here();
   code.raw({0x8b, 0x42, 0x01});  // mov eax, [rdx+1]
   code.hlt();
@@ -401,8 +406,8 @@ TEST_F(DebugTest, AlignmentCheckAtCpl3) {
   EXPECT_EQ(state().rip, kHandler + 1) << "#AC";
   EXPECT_EQ(machine.read64(state().gpr[kRsp]), 0u) << "error code 0";
   EXPECT_EQ(machine.read64(state().gpr[kRsp] + 8), faulting);
-  for (const auto& [cpl, am, ac] : {std::tuple{0, true, true}, std::tuple{3, false, true},
-                                    std::tuple{3, true, false}}) {
+  for (const auto& [cpl, am, ac] :
+       {std::tuple{0, true, true}, std::tuple{3, false, true}, std::tuple{3, true, false}}) {
     prepare(static_cast<uint8_t>(cpl), am, ac);
     // The HLT at CPL 3 is #GP; at CPL 0 it halts in place.
     ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
@@ -416,7 +421,7 @@ TEST_F(DebugTest, AlignmentCheckArmedByPopfInUserMode) {
   code.mov_edx(static_cast<uint32_t>(kTarget));
   code.raw({0x8b, 0x42, 0x01});  // mov eax, [rdx+1]: AC clear, fine
   code.raw({0x9c, 0x48, 0x81, 0x0c, 0x24}).imm32(0x40000).raw({0x9d});  // set AC
-  code.raw({0x48, 0x83, 0xec, 0x04});  // sub rsp, 4
+  code.raw({0x48, 0x83, 0xec, 0x04});                                   // sub rsp, 4
   const uint64_t faulting = code.here();
   code.raw({0x50}).hlt();  // push rax
   start_code(3, code);

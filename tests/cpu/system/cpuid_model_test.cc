@@ -53,7 +53,8 @@ TEST(CpuidModel, Leaf1ForTheDefaultModel) {
   // SSE3, SSSE3, CX16, SSE4.1, SSE4.2, POPCNT, hypervisor.
   EXPECT_EQ(leaf.ecx, bits({0, 9, 13, 19, 20, 23, 31}));
   // FPU DE PSE TSC MSR PAE MCE CX8 APIC MTRR PGE MCA CMOV PAT PSE36 CLFSH MMX FXSR SSE SSE2.
-  EXPECT_EQ(leaf.edx, bits({0, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26}));
+  EXPECT_EQ(leaf.edx,
+            bits({0, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26}));
 }
 
 TEST(CpuidModel, DynamicBitsFollowVcpuState) {

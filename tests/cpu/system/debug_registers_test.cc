@@ -7,7 +7,8 @@
 namespace lamina::cpu::x86 {
 namespace {
 
-std::array<uint64_t, 8> registers(uint64_t dr0, uint64_t dr1, uint64_t dr2, uint64_t dr3, uint64_t dr7) {
+std::array<uint64_t, 8> registers(uint64_t dr0, uint64_t dr1, uint64_t dr2, uint64_t dr3,
+                                  uint64_t dr7) {
   return {dr0, dr1, dr2, dr3, 0, 0, dr6::kInitial, dr7};
 }
 
@@ -22,15 +23,19 @@ TEST(DebugRegisters, WritesKeepTheWritableBitsAndReadTheFixedOnes) {
   EXPECT_EQ(debug_register_value(7, 0), 0x400u);
   EXPECT_EQ(debug_register_value(7, 0xffffffff), 0xffff27ffu);
   EXPECT_EQ(debug_register_value(0, 0xffff800000000000), 0xffff800000000000u);
-  EXPECT_EQ(debug_register_value(7, uint64_t{1} << 32), std::unexpected(general_protection_fault()));
-  EXPECT_EQ(debug_register_value(6, uint64_t{1} << 63), std::unexpected(general_protection_fault()));
+  EXPECT_EQ(debug_register_value(7, uint64_t{1} << 32),
+            std::unexpected(general_protection_fault()));
+  EXPECT_EQ(debug_register_value(6, uint64_t{1} << 63),
+            std::unexpected(general_protection_fault()));
 }
 
 TEST(DebugRegisters, AccessChecksInPriorityOrder) {
   const Fault undefined{exception_vector::kInvalidOpcode, 0}, debug{exception_vector::kDebug, 0};
-  EXPECT_EQ(check_debug_register_access(4, 3, true, dr7::kGd), std::unexpected(general_protection_fault()));
+  EXPECT_EQ(check_debug_register_access(4, 3, true, dr7::kGd),
+            std::unexpected(general_protection_fault()));
   EXPECT_EQ(check_debug_register_access(5, 0, true, dr7::kGd), std::unexpected(undefined));
-  EXPECT_EQ(check_debug_register_access(0, 0, false, dr7::kGd | dr7::kFixed1), std::unexpected(debug));
+  EXPECT_EQ(check_debug_register_access(0, 0, false, dr7::kGd | dr7::kFixed1),
+            std::unexpected(debug));
   EXPECT_EQ(check_debug_register_access(4, 0, false, dr7::kFixed1), 6);
   EXPECT_EQ(check_debug_register_access(5, 0, false, dr7::kFixed1), 7);
   EXPECT_EQ(check_debug_register_access(3, 0, true, dr7::kFixed1), 3);
@@ -38,9 +43,11 @@ TEST(DebugRegisters, AccessChecksInPriorityOrder) {
 
 TEST(DebugRegisters, DecodesEnabledBreakpointsOnly) {
   // Global enables count too; a disabled breakpoint's fields are ignored.
-  const uint64_t control = enable(0, 0, 0) | (uint64_t{2} << 2) /* G1 */ | (uint64_t{0b1101} << 20) |
+  const uint64_t control = enable(0, 0, 0) | (uint64_t{2} << 2) /* G1 */ |
+                           (uint64_t{0b1101} << 20) |
                            (uint64_t{0b1111} << 24) /* DR2 fields, not enabled */;
-  const BreakpointSet set = decode_breakpoints(registers(0x1000, 0x2003, 0x3000, 0, control), false);
+  const BreakpointSet set =
+      decode_breakpoints(registers(0x1000, 0x2003, 0x3000, 0, control), false);
   EXPECT_EQ(set.instruction_mask, 1);
   EXPECT_EQ(set.data_mask, 2);
   EXPECT_EQ(set.io_mask, 0);

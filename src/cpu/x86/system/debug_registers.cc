@@ -37,7 +37,8 @@ BreakpointSet decode_breakpoints(const std::array<uint64_t, 8>& dr, bool debug_e
         break;
       default:
         if (!debug_extensions) break;
-        breakpoint = Breakpoint{BreakpointType::kIo, dr[index] & 0xffff & ~uint64_t{length - 1u}, length};
+        breakpoint =
+            Breakpoint{BreakpointType::kIo, dr[index] & 0xffff & ~uint64_t{length - 1u}, length};
         set.io_mask |= bit;
         break;
     }

@@ -174,8 +174,8 @@ class Walker {
       pdpte = registers_.pae_pdptes[index];
     } else {
       // Read at walk time; PAE PDPTEs have no accessed flag, so this entry is not recorded.
-      std::byte* host =
-          memory_.host_pointer(((registers_.cr3 & 0xffffffe0u) + index * 8) & registers_.a20_mask, 8);
+      std::byte* host = memory_.host_pointer(
+          ((registers_.cr3 & 0xffffffe0u) + index * 8) & registers_.a20_mask, 8);
       if (host == nullptr) return std::unexpected(fault(true, true, true));
       pdpte = load_entry(host, true);
     }
