@@ -395,6 +395,9 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
         break;
     } catch (const GuestFault& fault) {
       previous = nullptr;
+      // A code breakpoint outranks the faults of fetching and decoding its instruction (SDM
+      // table 6-2); the block lookup faulted before the checked path could look.
+      const uint8_t code_breakpoints = cursor == nullptr ? due_instruction_breakpoints() : 0;
       if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);
       // A delivery counts against the budget: a fault loop (a handler that faults at once)
       // must still end run().
@@ -409,7 +412,11 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       const bool error = fault.has_error_code || has_error_code(fault.vector);
       // A #DB raised by an instruction is general detect (MOV DR with DR7.GD), a fault.
       const bool fault_frame = fault_class(fault.vector) || fault.vector == vector::kDebug;
-      if (!deliver_event(fault.vector, error, fault.error_code, false, fault_frame, exit)) break;
+      if (code_breakpoints != 0) [[unlikely]] {
+        if (!raise_instruction_breakpoint(code_breakpoints, exit)) break;
+      } else if (!deliver_event(fault.vector, error, fault.error_code, false, fault_frame, exit)) {
+        break;
+      }
     }
     core.running_block = nullptr;
     // A block invalidated by its own stores, or a new mode, must not be chained from.

@@ -109,6 +109,10 @@ class Cpu {
   bool begin_checked_step(const Block& block, bool shadow, CpuExit& exit);
   // Raises the #DB trap (single step, data and I/O breakpoints) after the instructions ran.
   bool finish_checked_step(CpuExit& exit);
+  // The B0-B3 bits of the instruction breakpoints due at RIP (none while RF masks them or
+  // after MOV SS/POP SS), and the #DB fault that reports them.
+  uint8_t due_instruction_breakpoints() const;
+  bool raise_instruction_breakpoint(uint8_t hits, CpuExit& exit);
 
   std::optional<CpuidModel> default_model_;
   std::unique_ptr<CpuCore> core_;

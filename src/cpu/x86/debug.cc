@@ -41,13 +41,9 @@ bool Cpu::begin_checked_step(const Block& block, bool shadow, CpuExit& exit) {
   if (breakpoints.instruction_mask != 0 && !resume && !step.held) {
     const uint8_t hits = match_instruction(breakpoints, core.code_linear(state.rip));
     if (hits != 0) {
-      // An instruction breakpoint is a fault taken before the instruction; the image pushed
-      // keeps RF as it is (0 here), so the handler sets RF to resume (SDM 17.3.1.1).
-      state.dr[6] = (state.dr[6] & ~dr6::kBreakpointHits) | hits;
-      core.instruction_rip = state.rip;
       ++core.retired;  // a breakpoint loop must still end run()
       step.count = 0;
-      return deliver_event(vector::kDebug, false, 0, false, false, exit);
+      return raise_instruction_breakpoint(hits, exit);
     }
   }
   const std::vector<Instruction>& instructions = block.instructions;
@@ -66,6 +62,24 @@ bool Cpu::begin_checked_step(const Block& block, bool shadow, CpuExit& exit) {
     }
   }
   return true;
+}
+
+uint8_t Cpu::due_instruction_breakpoints() const {
+  const CpuCore& core = *core_;
+  const CpuState& state = core.state;
+  if (core.breakpoints.instruction_mask == 0 || (state.rflags & rflags::kRf) ||
+      (state.interrupt_shadow && state.debug_shadow))
+    return 0;
+  return match_instruction(core.breakpoints, core.code_linear(state.rip));
+}
+
+bool Cpu::raise_instruction_breakpoint(uint8_t hits, CpuExit& exit) {
+  CpuState& state = core_->state;
+  // An instruction breakpoint is a fault taken before the instruction; the image pushed keeps
+  // RF as it is (0 here), so the handler sets RF to resume (SDM 17.3.1.1).
+  state.dr[6] = (state.dr[6] & ~dr6::kBreakpointHits) | hits;
+  core_->instruction_rip = state.rip;
+  return deliver_event(vector::kDebug, false, 0, false, false, exit);
 }
 
 bool Cpu::finish_checked_step(CpuExit& exit) {

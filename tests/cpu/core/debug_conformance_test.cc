@@ -185,6 +185,23 @@ TEST_F(DebugTest, InstructionBreakpointFaultsAndRfResumes) {
   EXPECT_EQ(state().rip, code.here());
 }
 
+TEST_F(DebugTest, InstructionBreakpointComesBeforeTheFetchPageFault) {
+  // jmp to an unmapped page with a breakpoint on it: #DB first (SDM table 6-2: code breakpoint
+  // before fetch faults); resumed with RF, the fetch then faults.
+  constexpr uint64_t kUnmapped = 0x900000;
+  Code code(kCode);
+  code.raw({0xb8}).imm32(static_cast<uint32_t>(kUnmapped)).raw({0xff, 0xe0});  // mov eax; jmp rax
+  start_code(0, code);
+  recording_handler(true);
+  halting_handler(vector::kPageFault, kHandler + 0x200);
+  set_debug_registers({{0, kUnmapped}, {7, 0x401}});
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  ASSERT_EQ(count(), 1u);
+  EXPECT_EQ(rip(0), kUnmapped);
+  EXPECT_EQ(state().rip, kHandler + 0x201) << "then the #PF";
+  EXPECT_EQ(state().cr2, kUnmapped);
+}
+
 TEST_F(DebugTest, DataBreakpointsAreTrapsAfterTheAccess) {
   // DR1: 4-byte write breakpoint at kTarget + 4; DR2: 8-byte read/write at kTarget + 0x13
   // (taken aligned down to kTarget + 0x10).
