@@ -143,6 +143,12 @@ TEST_F(DebugTest, MoveDebugRegisterFaults) {
   halting_handler(vector::kInvalidOpcode, kHandler);
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(state().rip, kHandler + 1);
+  // REX.R names DR8: #UD.
+  start_code(0, Code(kCode).raw({0x44, 0x0f, 0x21, 0xc0}));  // mov rax, dr8
+  halting_handler(vector::kInvalidOpcode, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 1);
+  EXPECT_EQ(machine.read64(state().gpr[kRsp]), kCode);
 }
 
 TEST_F(DebugTest, GeneralDetectFaultsOnTheNextMoveDebugRegister) {

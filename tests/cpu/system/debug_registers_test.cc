@@ -36,6 +36,8 @@ TEST(DebugRegisters, AccessChecksInPriorityOrder) {
   EXPECT_EQ(check_debug_register_access(5, 0, true, dr7::kGd), std::unexpected(undefined));
   EXPECT_EQ(check_debug_register_access(0, 0, false, dr7::kGd | dr7::kFixed1),
             std::unexpected(debug));
+  EXPECT_EQ(check_debug_register_access(8, 0, false, dr7::kFixed1), std::unexpected(undefined));
+  EXPECT_EQ(check_debug_register_access(15, 0, false, dr7::kGd), std::unexpected(undefined));
   EXPECT_EQ(check_debug_register_access(4, 0, false, dr7::kFixed1), 6);
   EXPECT_EQ(check_debug_register_access(5, 0, false, dr7::kFixed1), 7);
   EXPECT_EQ(check_debug_register_access(3, 0, true, dr7::kFixed1), 3);

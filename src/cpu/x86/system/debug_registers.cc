@@ -85,6 +85,8 @@ uint8_t match_io(const BreakpointSet& set, uint16_t port, uint8_t size) {
 std::expected<uint8_t, Fault> check_debug_register_access(uint8_t index, uint8_t cpl,
                                                           bool debug_extensions, uint64_t dr7) {
   if (cpl != 0) return std::unexpected(general_protection_fault());
+  // REX.R names DR8-DR15, which do not exist.
+  if (index > 7) return std::unexpected(Fault{exception_vector::kInvalidOpcode, 0});
   if (index == 4 || index == 5) {
     // With CR4.DE, DR4 and DR5 are reserved; without it they alias DR6 and DR7.
     if (debug_extensions) return std::unexpected(Fault{exception_vector::kInvalidOpcode, 0});

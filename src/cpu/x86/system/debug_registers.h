@@ -75,7 +75,8 @@ bool data_breakpoint_in_page(const BreakpointSet& set, uint64_t page);
 uint8_t match_io(const BreakpointSet& set, uint16_t port, uint8_t size);
 
 // MOV to or from DRn (SDM vol. 2, "MOV—Move to/from Debug Registers"): #GP(0) above CPL 0, #UD
-// for DR4/DR5 with CR4.DE, #DB (general detect; the caller sets DR6.BD) while DR7.GD is set.
+// for DR8-DR15 (REX.R) and for DR4/DR5 with CR4.DE, #DB (general detect; the caller sets
+// DR6.BD) while DR7.GD is set.
 // On success, the register actually accessed: DR4/DR5 alias DR6/DR7 without CR4.DE.
 std::expected<uint8_t, Fault> check_debug_register_access(uint8_t index, uint8_t cpl,
                                                           bool debug_extensions, uint64_t dr7);
