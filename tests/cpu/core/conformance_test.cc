@@ -269,6 +269,31 @@ TEST_F(Protected32Test, WalksUseThePdpteRegisters) {
   EXPECT_TRUE(machine.state().pae_pdptes_loaded);
 }
 
+// The pushes of an event's frame match no data breakpoint (like the long-mode frame and the
+// IDT/TSS reads, implicit accesses), while an instruction's own push does: a write breakpoint
+// on the stack below ESP = 0x80000 stays quiet through INT 0x20 and catches PUSH EAX.
+TEST_F(Protected32Test, EventFramePushesMatchNoDataBreakpoint) {
+  constexpr uint64_t kDebugHandler = 0x4100, kIntHandler = 0x4200;
+  for (const auto& [vector, handler] : {std::pair{1, kDebugHandler}, std::pair{0x20, kIntHandler}})
+    machine.write64(kIdt + vector * 8, (handler & 0xffff) | (uint64_t{0x08} << 16) |
+                                           (uint64_t{0x8e} << 40) | ((handler >> 16) << 48));
+  const uint8_t halt[] = {0xf4};
+  machine.write(kDebugHandler, halt);
+  // The INT 0x20 handler: push eax (hits); hlt
+  const uint8_t push_then_halt[] = {0x50, 0xf4};
+  machine.write(kIntHandler, push_then_halt);
+  // DR0 on the frame's EIP slot, DR1 where the handler's PUSH goes; both write, 4 bytes.
+  machine.state().dr[0] = 0x7fff4;
+  machine.state().dr[1] = 0x7fff0;
+  machine.state().dr[7] = 0x405 | (uint64_t{0b1101'1101} << 16);
+  machine.cpu().state_changed();
+  run_code({0xcd, 0x20});  // int 0x20: EFLAGS, CS, EIP at 0x7fffc, 0x7fff8, 0x7fff4
+  EXPECT_EQ(machine.state().rip, kDebugHandler + 1) << "#DB after the handler's PUSH";
+  EXPECT_EQ(machine.read64(machine.state().gpr[kRsp]) & 0xffffffff, kIntHandler + 1)
+      << "the #DB trap follows PUSH EAX, not the INT frame";
+  EXPECT_EQ(machine.state().dr[6] & 0xf, 2u) << "B1 only: the frame's push matched nothing";
+}
+
 TEST_F(Protected32Test, ReservedBitsInAPdpteMakeTheCr3LoadFault) {
   // mov dword [kPdpt + 8], 0x6021 (present, reserved bit 5); mov eax, cr3; mov cr3, eax; hlt
   run_code(
