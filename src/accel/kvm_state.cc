@@ -117,7 +117,8 @@ KvmCpuState to_kvm(const CpuState& state) {
   result.fpu.mxcsr = simd.mxcsr;
 
   for (size_t i = 0; i < kStateMsrs.size(); ++i) result.msrs[i] = state.msr.*kMsrFields[i];
-  result.interrupt_shadow = state.interrupt_shadow;
+  result.interrupt_shadow = state.interrupt_shadow || state.debug_shadow;
+  result.mov_ss_shadow = state.debug_shadow;
   result.nmi_masked = state.nmi_blocked;
   return result;
 }
@@ -167,6 +168,7 @@ CpuState from_kvm(const KvmCpuState& kvm) {
 
   for (size_t i = 0; i < kStateMsrs.size(); ++i) state.msr.*kMsrFields[i] = kvm.msrs[i];
   state.interrupt_shadow = kvm.interrupt_shadow;
+  state.debug_shadow = kvm.interrupt_shadow && kvm.mov_ss_shadow;
   state.nmi_blocked = kvm.nmi_masked;
   state.halted = false;
   return state;

@@ -38,6 +38,7 @@ struct KvmCpuState {
   kvm_debugregs debug{};
   std::array<uint64_t, kStateMsrs.size()> msrs{};  // in kStateMsrs order
   bool interrupt_shadow = false;
+  bool mov_ss_shadow = false;  // the shadow holds #DB too (KVM_X86_SHADOW_INT_MOV_SS, not _STI)
   bool nmi_masked = false;
 };
 

@@ -342,7 +342,9 @@ Result<void> KvmVcpu::write_state(const cpu::x86::CpuState& state) {
   if (auto got = checked_ioctl(fd, KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS"); !got) {
     return fail(got.error());
   }
-  events.interrupt.shadow = state.interrupt_shadow ? KVM_X86_SHADOW_INT_MOV_SS : 0;
+  events.interrupt.shadow = kvm.mov_ss_shadow      ? KVM_X86_SHADOW_INT_MOV_SS
+                            : kvm.interrupt_shadow ? KVM_X86_SHADOW_INT_STI
+                                                   : 0;
   events.nmi.masked = state.nmi_blocked ? 1 : 0;
   events.flags = KVM_VCPUEVENT_VALID_SHADOW;
   if (auto set = checked_ioctl(fd, KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS"); !set) {
@@ -387,6 +389,7 @@ Result<cpu::x86::CpuState> KvmVcpu::read_state() const {
     return fail(got.error());
   }
   kvm.interrupt_shadow = events.interrupt.shadow != 0;
+  kvm.mov_ss_shadow = (events.interrupt.shadow & KVM_X86_SHADOW_INT_MOV_SS) != 0;
   kvm.nmi_masked = events.nmi.masked != 0;
   cpu::x86::CpuState state = from_kvm(kvm);
   state.halted = halted_;

@@ -54,6 +54,22 @@ TEST(KvmState, X87RegistersAreStoredInStackOrder) {
   EXPECT_EQ(back.simd.status, state.simd.status);
 }
 
+// A MOV SS shadow also holds #DB (KVM_X86_SHADOW_INT_MOV_SS); an STI shadow only interrupts.
+TEST(KvmState, InterruptShadowsKeepTheirKind) {
+  cpu::x86::CpuState state;
+  state.interrupt_shadow = true;
+  KvmCpuState kvm = to_kvm(state);
+  EXPECT_TRUE(kvm.interrupt_shadow);
+  EXPECT_FALSE(kvm.mov_ss_shadow);
+  EXPECT_FALSE(from_kvm(kvm).debug_shadow);
+  state.debug_shadow = true;
+  kvm = to_kvm(state);
+  EXPECT_TRUE(kvm.mov_ss_shadow);
+  const cpu::x86::CpuState back = from_kvm(kvm);
+  EXPECT_TRUE(back.interrupt_shadow);
+  EXPECT_TRUE(back.debug_shadow);
+}
+
 TEST(KvmState, RegistersAndMsrsRoundTrip) {
   cpu::x86::CpuState state;
   for (size_t i = 0; i < 16; ++i) state.gpr[i] = 0x1111 * (i + 1);

@@ -23,6 +23,7 @@
 #include "cpu/x86/instruction.h"
 #include "cpu/x86/shared_code_pages.h"
 #include "cpu/x86/system/cpuid_model.h"
+#include "cpu/x86/system/debug_registers.h"
 #include "cpu/x86/system/msr_file.h"
 
 namespace lamina::cpu::x86 {
@@ -80,6 +81,38 @@ struct CpuCore {
   uint64_t physical_address_mask = ~uint64_t{0};
   // Segment bases as used for addressing (0 for ES/CS/SS/DS in 64-bit mode).
   std::array<uint64_t, 6> effective_base{};
+
+  // ---- debug and alignment checks (debug.cc) ----
+  // After a write to DR0-DR3, DR7 or CR4, and after a state change from outside.
+  void update_breakpoints();
+  // After CR0.AM, EFLAGS.AC or the CPL may have changed (update_mode() does it too).
+  void update_alignment_check();
+  // Records the I/O breakpoints an IN/OUT/INS/OUTS of `port` hits.
+  void check_io_breakpoints(uint16_t port, uint8_t size) {
+    if (breakpoints.io_mask != 0) note_breakpoint_hits(match_io(breakpoints, port, size));
+  }
+  void note_breakpoint_hits(uint8_t hits) {
+    if (hits == 0) return;
+    debug_hits |= hits;
+    stop_block = true;  // the #DB trap comes right after this instruction
+  }
+  // A page whose data accesses must take the checked slow path (not cached in the TLB).
+  bool data_page_checked(uint64_t linear, bool user) const {
+    return (alignment_check && user) ||
+           (breakpoints.data_mask != 0 &&
+            data_breakpoint_in_page(breakpoints, linear & ~uint64_t{0xfff}));
+  }
+  // The page walker's registers, with the A20 gate for the paging-structure addresses.
+  PagingRegisters paging_registers() const {
+    PagingRegisters registers = state.paging_registers();
+    registers.a20_mask = physical_address_mask;
+    return registers;
+  }
+  // Linear address of the code at `rip` in the current code segment.
+  uint64_t code_linear(uint64_t rip) const {
+    const uint64_t linear = effective_base[kCs] + rip;
+    return code_mode == CodeMode::k64 ? linear : linear & 0xffffffffu;
+  }
 
   // ---- registers ----
   template <typename T>
@@ -165,13 +198,19 @@ struct CpuCore {
     }
     write_linear_slow(linear, sizeof(T), uint64_t{value}, user_access());
   }
+  // Explicit data accesses off the TLB's fast path: alignment check and data breakpoints.
   uint64_t read_linear_slow(uint64_t linear, uint8_t size, bool user);
   void write_linear_slow(uint64_t linear, uint8_t size, uint64_t value, bool user);
-  // Supervisor-mode (implicit) accesses: descriptor tables, IDT, TSS.
-  uint64_t read_system(uint64_t linear, uint8_t size) { return read_linear_slow(linear, size, false); }
-  void write_system(uint64_t linear, uint8_t size, uint64_t value) {
-    write_linear_slow(linear, size, value, false);
+  // Supervisor-mode (implicit) accesses: descriptor tables, IDT, TSS; neither alignment
+  // checked nor matched against data breakpoints.
+  uint64_t read_system(uint64_t linear, uint8_t size) {
+    return read_linear_unchecked(linear, size, false);
   }
+  void write_system(uint64_t linear, uint8_t size, uint64_t value) {
+    write_linear_unchecked(linear, size, value, false);
+  }
+  uint64_t read_linear_unchecked(uint64_t linear, uint8_t size, bool user);
+  void write_linear_unchecked(uint64_t linear, uint8_t size, uint64_t value, bool user);
   // Host pointer for an atomic read-modify-write of `size` bytes that stays in one RAM page;
   // nullptr when the operand is MMIO or crosses a page (then the access is not atomic).
   std::byte* writable_host_pointer(uint64_t linear, uint8_t size);
@@ -186,6 +225,8 @@ struct CpuCore {
   // Drops write entries for a physical page that now holds translated code.
   void protect_code_page(uint64_t physical_page);
   void flush_write_tlb();
+  // Drops the read and write entries (of user pages only: `user_only`), not the fetch ones.
+  void flush_data_tlb(bool user_only);
 
   // ---- stack ----
   uint8_t stack_address_size() const;
@@ -252,6 +293,19 @@ struct CpuCore {
  public:
   // Indexed by user_access(): supervisor and user translations are cached apart.
   std::array<Tlb, 2> tlb_read_{}, tlb_write_{}, tlb_fetch_{};
+
+  // ---- debug and alignment check state (debug.cc), after the TLBs: the hot fields above keep
+  // their places ----
+  // DR7's enabled breakpoints, decoded from state.dr and CR4.DE by update_breakpoints().
+  BreakpointSet breakpoints;
+  // Any breakpoint enabled: every block takes the run loop's checked path. Data breakpoints
+  // also keep their pages out of the read/write TLB, so those accesses reach the slow path.
+  bool breakpoints_armed = false;
+  // DR6 B0-B3 of the data and I/O breakpoints the current instruction hit (#DB trap after it).
+  uint8_t debug_hits = 0;
+  // CR0.AM, EFLAGS.AC and CPL 3: user data accesses must be aligned (#AC(0), SDM 6.15 vector
+  // 17). User read/write entries are then kept out of the TLB so each access is checked.
+  bool alignment_check = false;
 };
 
 }  // namespace lamina::cpu::x86

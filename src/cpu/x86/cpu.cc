@@ -26,7 +26,8 @@ bool makes_double_fault(uint8_t first, uint8_t second) {
 }
 
 // Fault-class exceptions (SDM table 6-1): the saved RIP is the faulting instruction's.
-// #DB is a trap here (single step), #DF and #MC are aborts.
+// #DB is a trap or an instruction-breakpoint fault (RF as it is; see run()), #DF and #MC
+// are aborts.
 bool fault_class(uint8_t vector_number) {
   switch (vector_number) {
     case 0:
@@ -51,11 +52,6 @@ bool has_error_code(uint8_t vector_number) {
   return vector_number == 8 || (vector_number >= 10 && vector_number <= 14) || vector_number == 17;
 }
 
-uint64_t code_linear(const CpuCore& core, uint64_t rip) {
-  const uint64_t linear = core.effective_base[kCs] + rip;
-  return core.code_mode == CodeMode::k64 ? linear : linear & 0xffffffffu;
-}
-
 // Decodes a basic block starting at RIP; faults (fetch #PF, #UD, CS limit) are raised only
 // for the first instruction, later ones end the block before them.
 Block* translate_block(CpuCore& core) {
@@ -65,7 +61,7 @@ Block* translate_block(CpuCore& core) {
   bool cacheable = true;
   for (size_t count = 0; count < kMaxBlockInstructions; ++count) {
     const bool first = count == 0;
-    const uint64_t linear = code_linear(core, rip);
+    const uint64_t linear = core.code_linear(rip);
     uint8_t bytes[15];
     uint64_t physical = 0;
     bool ram = true;
@@ -148,7 +144,7 @@ void drop_stale(CpuCore& core, const Block* block) {
 }
 
 Block* find_block(CpuCore& core) {
-  const uint64_t linear = code_linear(core, core.state.rip);
+  const uint64_t linear = core.code_linear(core.state.rip);
   const TlbEntry& entry = core.tlb_fetch_[core.user_access()][(linear >> 12) & (CpuCore::kTlbSize - 1)];
   // A fetch-TLB miss walks (and may fault) here, so that blocks survive TLB flushes.
   const uint64_t physical = entry.tag == (linear & ~uint64_t{0xfff})
@@ -195,6 +191,7 @@ size_t Cpu::cached_blocks() const { return core_->blocks.size(); }
 void Cpu::state_changed() {
   core_->flush_tlb(true);
   core_->update_mode();
+  core_->update_breakpoints();
 }
 
 void Cpu::reset() {
@@ -224,16 +221,16 @@ void Cpu::invalidate_code(uint64_t physical, uint64_t length) {
 
 // Delivers an exception or external interrupt, escalating to #DF and to a triple fault.
 bool Cpu::deliver_event(uint8_t vector_number, bool error, uint32_t error_code, bool external,
-                        CpuExit& exit) {
+                        bool fault_frame, CpuExit& exit) {
   CpuCore& core = *core_;
   uint8_t current = vector_number;
   bool current_error = error;
   uint32_t current_code = error_code;
   bool current_external = external;
+  bool current_fault = fault_frame;
   for (int attempt = 0; attempt < 3; ++attempt) {
     try {
-      core.deliver(current, current_error, current_code, false, current_external,
-                   !current_external && fault_class(current));
+      core.deliver(current, current_error, current_code, false, current_external, current_fault);
       return true;
     } catch (const GuestFault& second) {
       if (current == vector::kDoubleFault) break;
@@ -247,6 +244,7 @@ bool Cpu::deliver_event(uint8_t vector_number, bool error, uint32_t error_code, 
         current_code = second.error_code;
       }
       current_external = false;
+      current_fault = fault_class(current);
     }
   }
   exit.kind = CpuExit::Kind::kTripleFault;
@@ -306,7 +304,7 @@ bool Cpu::take_requests(CpuExit& exit) {
     requests_.fetch_and(~request::kNmi);
     if (core.environment.take_nmi()) {
       core.instruction_rip = state.rip;
-      if (!deliver_event(vector::kNmi, false, 0, true, exit)) return true;
+      if (!deliver_event(vector::kNmi, false, 0, true, false, exit)) return true;
       state.nmi_blocked = true;
     }
   }
@@ -317,7 +315,7 @@ bool Cpu::take_requests(CpuExit& exit) {
       // More may be pending behind this one: look again at the next boundary.
       requests_.fetch_or(request::kInterrupt);
       core.instruction_rip = state.rip;
-      if (!deliver_event(vector_number, false, 0, true, exit)) return true;
+      if (!deliver_event(vector_number, false, 0, true, false, exit)) return true;
     }
   }
   return false;
@@ -369,13 +367,21 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       previous = block;
       const bool shadow = core.state.interrupt_shadow;
       core.state.interrupt_shadow = false;
-      // RFLAGS.TF: one instruction, then a single-step #DB trap (SDM 17.3.1.4).
-      const bool single_step = core.state.rflags & rflags::kTf;
+      // One cheap test keeps the debug checks off the hot path: TF (single step), RF (an
+      // instruction breakpoint to skip), an interrupt shadow or an enabled DR7 breakpoint.
+      const bool checked = shadow || (core.state.rflags & (rflags::kTf | rflags::kRf)) != 0 ||
+                           core.breakpoints_armed;
+      if (checked) [[unlikely]] {
+        previous = nullptr;
+        if (!begin_checked_step(*block, shadow, exit)) break;
+        if (checked_step_.count == 0) continue;
+      }
+      begin = block->instructions.data();
+      const Instruction* const last =
+          begin + (checked ? checked_step_.count : block->instructions.size());
       core.running_block = block;
       core.stop_block = false;
       core.event_delivered = false;
-      begin = block->instructions.data();
-      const Instruction* const last = begin + ((shadow || single_step) ? 1 : block->instructions.size());
       for (cursor = begin; cursor != last;) {
         const Instruction& instruction = *cursor;
         core.instruction_rip = core.state.rip;
@@ -385,22 +391,32 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
         if (core.stop_block) break;
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
-      if (single_step && !core.event_delivered) {
-        core.state.dr[6] |= uint64_t{1} << 14;  // DR6.BS
-        core.instruction_rip = core.state.rip;
-        previous = nullptr;
-        if (!deliver_event(vector::kDebug, false, 0, false, exit)) break;
-      }
+      if (checked && !finish_checked_step(exit)) [[unlikely]]
+        break;
     } catch (const GuestFault& fault) {
       previous = nullptr;
+      // A code breakpoint outranks the faults of fetching and decoding its instruction (SDM
+      // table 6-2); the block lookup faulted before the checked path could look.
+      const uint8_t code_breakpoints = cursor == nullptr ? due_instruction_breakpoints() : 0;
       if (cursor != nullptr) core.retired += static_cast<uint64_t>(cursor - begin);
       // A delivery counts against the budget: a fault loop (a handler that faults at once)
       // must still end run().
       ++core.retired;
       core.state.rip = core.instruction_rip;
       core.state.interrupt_shadow = false;
+      // A faulting instruction completes nothing: its breakpoint hits and the #DB traps a
+      // MOV SS held before it are dropped.
+      core.debug_hits = 0;
+      core.state.debug_shadow = false;
+      core.state.pending_debug = 0;
       const bool error = fault.has_error_code || has_error_code(fault.vector);
-      if (!deliver_event(fault.vector, error, fault.error_code, false, exit)) break;
+      // A #DB raised by an instruction is general detect (MOV DR with DR7.GD), a fault.
+      const bool fault_frame = fault_class(fault.vector) || fault.vector == vector::kDebug;
+      if (code_breakpoints != 0) [[unlikely]] {
+        if (!raise_instruction_breakpoint(code_breakpoints, exit)) break;
+      } else if (!deliver_event(fault.vector, error, fault.error_code, false, fault_frame, exit)) {
+        break;
+      }
     }
     core.running_block = nullptr;
     // A block invalidated by its own stores, or a new mode, must not be chained from.

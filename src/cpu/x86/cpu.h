@@ -24,6 +24,7 @@
 namespace lamina::cpu::x86 {
 
 struct CpuCore;
+struct Block;
 
 struct CpuExit {
   enum class Kind : uint8_t {
@@ -92,8 +93,26 @@ class Cpu {
 
  private:
   bool take_requests(CpuExit& exit);
+  // `fault_frame`: the pushed RFLAGS image gets RF set (fault-class exceptions, SDM 17.3.1.1).
   bool deliver_event(uint8_t vector, bool has_error_code, uint32_t error_code, bool external,
-                     CpuExit& exit);
+                     bool fault_frame, CpuExit& exit);
+
+  // The run loop's checked path (debug.cc), taken by a block while EFLAGS.TF or RF, an
+  // interrupt shadow or an enabled DR7 breakpoint needs it.
+  struct CheckedStep {
+    size_t count = 0;          // instructions of the block that may run; 0: an event came first
+    bool single_step = false;  // EFLAGS.TF when the instruction began
+    bool held = false;         // after MOV SS/POP SS: this instruction's #DB traps merge in
+  };
+  // Clears RF, raises a due instruction breakpoint (#DB fault) and sets how many of the
+  // block's instructions may run. False when run() must return `exit`.
+  bool begin_checked_step(const Block& block, bool shadow, CpuExit& exit);
+  // Raises the #DB trap (single step, data and I/O breakpoints) after the instructions ran.
+  bool finish_checked_step(CpuExit& exit);
+  // The B0-B3 bits of the instruction breakpoints due at RIP (none while RF masks them or
+  // after MOV SS/POP SS), and the #DB fault that reports them.
+  uint8_t due_instruction_breakpoints() const;
+  bool raise_instruction_breakpoint(uint8_t hits, CpuExit& exit);
 
   std::optional<CpuidModel> default_model_;
   std::unique_ptr<CpuCore> core_;
@@ -101,6 +120,7 @@ class Cpu {
   std::atomic<uint8_t> startup_vector_{0};
   std::atomic<bool> a20_enabled_{true};
   bool waiting_for_startup_ = false;
+  CheckedStep checked_step_;  // of the block being run on the checked path
 };
 
 }  // namespace lamina::cpu::x86

@@ -1,8 +1,9 @@
 #pragma once
 // CpuState: the architectural state of one x86-64 logical processor that the core owns
 // (general registers, RIP, RFLAGS, segments with their hidden descriptor caches, descriptor
-// table registers, control/debug registers, and every MSR in `msr`: the one store that RDMSR/
-// WRMSR (system/msr_file), SYSCALL, SWAPGS, RDTSC and the page walks read).
+// table registers, control/debug registers with the #DB traps a MOV SS holds, and every MSR
+// in `msr`: the one store that RDMSR/WRMSR (system/msr_file), SYSCALL, SWAPGS, RDTSC and the
+// page walks read).
 //
 // Ownership: plain data, owned by its Cpu. Thread-safety: used only by its vCPU's thread (or
 // by others while that vCPU is stopped, e.g. for migration).
@@ -13,6 +14,7 @@
 #include "cpu/x86/lazy_flags.h"
 #include "cpu/x86/simd/simd_state.h"
 #include "cpu/x86/system/control_bits.h"
+#include "cpu/x86/system/debug_registers.h"
 #include "cpu/x86/system/msr_file.h"
 #include "cpu/x86/system/page_walker.h"
 
@@ -66,7 +68,8 @@ struct CpuState {
   SegmentCache tr{0, 0, 0xffff, 0x8b};
   DescriptorTableRegister gdtr, idtr;
   uint64_t cr0 = cr0::kEt | cr0::kNw | cr0::kCd, cr2 = 0, cr3 = 0, cr4 = 0, cr8 = 0;
-  std::array<uint64_t, 8> dr{0, 0, 0, 0, 0, 0, 0xffff0ff0, 0x400};
+  // DR0-DR7; DR4/DR5 are unused (MOV DR4/DR5 reaches DR6/DR7 or raises #UD with CR4.DE).
+  std::array<uint64_t, 8> dr{0, 0, 0, 0, 0, 0, dr6::kInitial, dr7::kInitial};
   // EFER, the system-call MSRs, TSC offset, PAT, MTRRs, ...; FS_BASE/GS_BASE are segment[kFs/
   // kGs].base. Cpu::reset() loads the power-on values (APIC_BASE differs on the BSP).
   MsrState msr = msr_power_on_state(false);
@@ -81,6 +84,11 @@ struct CpuState {
   // without them (a loader or a restore set CR3 directly) page walks read the PDPTEs.
   std::array<uint64_t, 4> pae_pdptes{};
   bool pae_pdptes_loaded = false;
+  // MOV SS and POP SS also hold #DB (single step, breakpoints) until after the next
+  // instruction (SDM 6.8.3); set only together with interrupt_shadow. The DR6 bits (B0-B3,
+  // BS) of the #DB traps held meanwhile are in pending_debug.
+  bool debug_shadow = false;
+  uint64_t pending_debug = 0;
 
   uint64_t read_rflags() const { return rflags | flags.materialize(); }
   void write_rflags(uint64_t value) {

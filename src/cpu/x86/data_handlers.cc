@@ -163,12 +163,14 @@ void move_from_segment(CpuCore& core, const Instruction& in) {
   }
 }
 
-// 8E: MOV Sreg, r/m. Loading SS inhibits interrupts for one instruction (SDM 6.8.3).
+// 8E: MOV Sreg, r/m. Loading SS inhibits interrupts and debug exceptions for one instruction
+// (SDM 6.8.3).
 void move_to_segment(CpuCore& core, const Instruction& in) {
   const uint8_t segment = in.group_index();
   core.load_segment(segment, read_rm<uint16_t>(core, in));
   if (segment == kSs) {
     core.state.interrupt_shadow = true;
+    core.state.debug_shadow = true;
     core.stop_block = true;
   }
 }

@@ -21,6 +21,15 @@ void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error
   state.halted = false;
   stop_block = true;
   event_delivered = true;
+  // SDM 17.2.4: GD is cleared on entry to the #DB handler, so it can use the debug registers.
+  if (vector_number == vector::kDebug && !software) state.dr[7] &= ~dr7::kGd;
+  // The frame's pushes are implicit accesses, like the IDT and TSS reads: Lamina matches them
+  // against no data breakpoint, in every mode (the long-mode frame is written directly).
+  struct KeepHits {
+    uint8_t& hits;
+    const uint8_t saved;
+    ~KeepHits() { hits = saved; }
+  } keep_hits{debug_hits, debug_hits};
   const uint32_t idt_error = vector_number * 8u + 2u + (external ? 1u : 0u);
   const uint64_t flags = read_rflags() | (fault ? rflags::kRf : 0);
 

@@ -97,10 +97,9 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
 
   uint64_t changeable = rflags::kArithmetic | rflags::kTf | rflags::kDf | rflags::kNt |
                         rflags::kIf | rflags::kIopl;
-  // RF from the image would suppress the next instruction's breakpoint and clear when that
-  // instruction completes; Lamina has no instruction breakpoints, so it is not kept at all
-  // (only an interrupt taken right after the IRET pushes RF clear where hardware sets it).
-  if (operand_size != 2) changeable |= rflags::kAc | rflags::kId;
+  // RF from the image masks the next instruction's breakpoint and clears when that
+  // instruction starts (SDM 17.3.1.1; the run loop's checked path).
+  if (operand_size != 2) changeable |= rflags::kAc | rflags::kId | rflags::kRf;
 
   if (!state.protected_mode()) {
     if (offset > state.segment[kCs].limit) raise_fault(vector::kGeneralProtection, 0);
@@ -141,6 +140,7 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
     set_code_segment(code, rpl);
     state.rip = offset;
     state.write_rflags(new_flags);
+    update_alignment_check();
     return;
   }
   const uint64_t new_sp = read_sized(kSs, top + 3 * operand_size, operand_size);
@@ -168,6 +168,7 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
   }
   state.rip = offset;
   state.write_rflags(new_flags);
+  update_alignment_check();
   if (outer) drop_inaccessible_segments(*this);
 }
 

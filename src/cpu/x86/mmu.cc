@@ -101,7 +101,7 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
     physical = linear & 0xffffffffu;
     writable = true;
   } else {
-    const PagingRegisters registers = state.paging_registers();
+    const PagingRegisters registers = paging_registers();
     AccessContext context;
     context.type = access == Access::kRead    ? AccessType::kRead
                    : access == Access::kWrite ? AccessType::kWrite
@@ -122,6 +122,12 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
   }
   physical &= physical_address_mask;
   const uint64_t physical_page = physical & kPageMask;
+  // The xAPIC page is decoded before memory, even when relocated over RAM (SDM 11.4.5): it
+  // takes the MMIO path and is never cached.
+  const uint64_t apic_base = msr_file.apic_base();
+  if ((apic_base & (kApicBaseEnable | kApicBaseExtended)) == kApicBaseEnable &&
+      (apic_base & kPageMask) == physical_page)
+    return {physical, nullptr};
   std::byte* host = memory.host_pointer(physical_page, 4096);
   if (host == nullptr) return {physical, nullptr};
   const size_t user_index = user ? 1 : 0;
@@ -130,14 +136,15 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
   if (access == Access::kExecute) {
     tlb_fetch_[user_index][index] = entry;
   } else {
-    tlb_read_[user_index][index] = entry;
+    const bool cached = !data_page_checked(linear, user);
+    if (cached) tlb_read_[user_index][index] = entry;
     if (writable) {
       if (blocks.is_code_page(physical_page)) {
         // Self-modifying code: drop the page's blocks before the store lands.
         if (blocks.invalidate_page(physical_page, running_block)) stop_block = true;
       }
       if (shared_code != nullptr && shared_code->tracked(physical_page)) shared_code->note_write(physical_page);
-      tlb_write_[user_index][index] = entry;
+      if (cached) tlb_write_[user_index][index] = entry;
     }
   }
   return {physical, host + (physical & 0xfff)};
@@ -148,6 +155,24 @@ uint64_t CpuCore::translate(uint64_t linear, Access access, bool user) {
 }
 
 uint64_t CpuCore::read_linear_slow(uint64_t linear, uint8_t size, bool user) {
+  // SDM 6.15, interrupt 17: a 2-, 4- or 8-byte operand must be aligned to its size.
+  if (alignment_check && user && (linear & (size - 1u)) != 0)
+    raise_fault(vector::kAlignmentCheck, 0);
+  const uint64_t value = read_linear_unchecked(linear, size, user);
+  // Data breakpoints are traps: the access completes, the #DB follows the instruction.
+  if (breakpoints.data_mask != 0)
+    note_breakpoint_hits(match_data(breakpoints, linear, size, false));
+  return value;
+}
+
+void CpuCore::write_linear_slow(uint64_t linear, uint8_t size, uint64_t value, bool user) {
+  if (alignment_check && user && (linear & (size - 1u)) != 0)
+    raise_fault(vector::kAlignmentCheck, 0);
+  write_linear_unchecked(linear, size, value, user);
+  if (breakpoints.data_mask != 0) note_breakpoint_hits(match_data(breakpoints, linear, size, true));
+}
+
+uint64_t CpuCore::read_linear_unchecked(uint64_t linear, uint8_t size, bool user) {
   if ((linear & 0xfff) + size > 4096) {
     // Split access: translate both pages before reading either (faults come first).
     const uint8_t first = static_cast<uint8_t>(4096 - (linear & 0xfff));
@@ -171,7 +196,7 @@ uint64_t CpuCore::read_linear_slow(uint64_t linear, uint8_t size, bool user) {
   return value;
 }
 
-void CpuCore::write_linear_slow(uint64_t linear, uint8_t size, uint64_t value, bool user) {
+void CpuCore::write_linear_unchecked(uint64_t linear, uint8_t size, uint64_t value, bool user) {
   if ((linear & 0xfff) + size > 4096) {
     const uint8_t first = static_cast<uint8_t>(4096 - (linear & 0xfff));
     const PageTarget low = translate_page(linear, Access::kWrite, user);
@@ -200,7 +225,9 @@ std::byte* CpuCore::writable_host_pointer(uint64_t linear, uint8_t size) {
   if ((linear & 0xfff) + size > 4096) return nullptr;
   const TlbEntry& entry = tlb_write_[user_access()][tlb_index(linear)];
   if (entry.tag == (linear & kPageMask)) return entry.host + (linear & 0xfff);
-  return translate_page(linear, Access::kWrite, user_access()).host;
+  std::byte* host = translate_page(linear, Access::kWrite, user_access()).host;
+  // Checked pages go through write_linear_slow (alignment, data breakpoints).
+  return data_page_checked(linear, user_access()) ? nullptr : host;
 }
 
 size_t CpuCore::fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t& physical,
@@ -251,6 +278,16 @@ void CpuCore::invalidate_tlb_page(uint64_t linear) {
 
 void CpuCore::flush_write_tlb() {
   for (Tlb& tlb : tlb_write_) tlb.fill(TlbEntry{});
+}
+
+void CpuCore::flush_data_tlb(bool user_only) {
+  for (auto* set : {&tlb_read_, &tlb_write_}) {
+    if (user_only) {
+      (*set)[1].fill(TlbEntry{});
+    } else {
+      for (Tlb& tlb : *set) tlb.fill(TlbEntry{});
+    }
+  }
 }
 
 void CpuCore::protect_code_page(uint64_t physical_page) {
@@ -311,6 +348,7 @@ void CpuCore::update_mode() {
   for (size_t i = 0; i < effective_base.size(); ++i) {
     effective_base[i] = (code_mode == CodeMode::k64 && i < kFs) ? 0 : state.segment[i].base;
   }
+  update_alignment_check();
 }
 
 }  // namespace lamina::cpu::x86

@@ -15,8 +15,11 @@ std::optional<uint64_t> read_model_specific(CpuCore& core, uint32_t index) {
 bool write_model_specific(CpuCore& core, uint32_t index, uint64_t value) {
   if (core.environment.platform_msr(index)) {
     if (!core.environment.write_platform_msr(index, value)) return false;
-    // The MSR file's copy of IA32_APIC_BASE feeds CPUID's APIC-enable bit.
-    if (index == msr::kApicBase) (void)core.msr_file.write(index, value);
+    // The MSR file's copy of IA32_APIC_BASE feeds CPUID's APIC-enable bit and the xAPIC page.
+    if (index == msr::kApicBase) {
+      (void)core.msr_file.write(index, value);
+      core.flush_tlb(true);
+    }
     return true;
   }
   const uint64_t old_efer = core.state.msr.efer;
@@ -31,7 +34,8 @@ bool write_model_specific(CpuCore& core, uint32_t index, uint64_t value) {
       break;
     case msr::kFsBase:
     case msr::kGsBase: core.update_mode(); break;  // effective_base follows the segment bases
-    case msr::kPat: core.flush_tlb(true); break;
+    case msr::kPat:
+    case msr::kApicBase: core.flush_tlb(true); break;  // memory types; the xAPIC page moved
     default: break;
   }
   return true;

@@ -62,7 +62,9 @@ void pop_segment(CpuCore& core, const Instruction& in) {
   core.load_segment(segment, selector);
   core.set_stack_pointer(top + in.operand_size);
   if (segment == kSs) {
+    // Interrupts and debug exceptions wait for the next instruction (SDM 6.8.3).
     core.state.interrupt_shadow = true;
+    core.state.debug_shadow = true;
     core.stop_block = true;
   }
 }
@@ -112,7 +114,8 @@ void pop_flags(CpuCore& core, const Instruction& in) {
   if (in.operand_size == 2) changeable &= 0xffff;
   const uint64_t current = core.read_rflags();
   state.write_rflags((current & ~changeable) | (value & changeable));
-  core.stop_block = true;  // IF may have opened an interrupt window
+  core.update_alignment_check();
+  core.stop_block = true;  // IF may have opened an interrupt window; TF starts single steps
 }
 
 }  // namespace

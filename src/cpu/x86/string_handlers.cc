@@ -51,6 +51,7 @@ void iterate(CpuCore& core, const Instruction& in, uint64_t mask, int64_t delta)
     case kIns: {
       const uint16_t port = static_cast<uint16_t>(core.state.gpr[kRdx]);
       check_io_permission(core, port, sizeof(T));
+      core.check_io_breakpoints(port, sizeof(T));
       // The destination is checked before the port is read (a fault must not lose data).
       (void)core.linear_address(kEs, destination, sizeof(T), Access::kWrite);
       core.write<T>(kEs, destination, static_cast<T>(core.environment.io_read(port, sizeof(T))));
@@ -59,6 +60,7 @@ void iterate(CpuCore& core, const Instruction& in, uint64_t mask, int64_t delta)
     case kOuts: {
       const uint16_t port = static_cast<uint16_t>(core.state.gpr[kRdx]);
       check_io_permission(core, port, sizeof(T));
+      core.check_io_breakpoints(port, sizeof(T));
       core.environment.io_write(port, sizeof(T), core.read<T>(in.segment, source));
       break;
     }
@@ -129,15 +131,24 @@ void string_instruction(CpuCore& core, const Instruction& in) {
     return;
   }
   constexpr bool kConditional = kOperation == kCmps || kOperation == kScas;
+  // Single step and data or I/O breakpoints trap after each iteration (SDM 17.3.1.2, 17.3.1.4);
+  // they and alignment checks need each element's own access.
+  const bool per_iteration = (core.state.rflags & rflags::kTf) || core.breakpoints.data_mask != 0 ||
+                             core.breakpoints.io_mask != 0;
+  const bool exact = per_iteration || core.alignment_check;
+  const uint64_t iterations = per_iteration ? 1 : kIterationsPerStep;
   for (uint64_t step = 0;; ++step) {
     const uint64_t count = core.state.gpr[kRcx] & mask;
     if (count == 0) return;
-    if (step == kIterationsPerStep) {
+    if (step == iterations) {
       core.state.rip = core.instruction_rip;  // resume here after the block boundary
+      // An event after an iteration but the last pushes RF = 1, so the instruction resumes
+      // without its instruction breakpoint firing again (SDM 17.3.1.1).
+      core.state.rflags |= rflags::kRf;
       core.stop_block = true;
       return;
     }
-    if (fast_repeat<T, kOperation>(core, in, mask, count)) continue;
+    if (!exact && fast_repeat<T, kOperation>(core, in, mask, count)) continue;
     iterate<T, kOperation>(core, in, mask, delta);
     set_index(core, kRcx, in.address_size, count - 1);
     if (kConditional) {

@@ -8,6 +8,7 @@
 #include "cpu/x86/msr.h"
 #include "cpu/x86/operands.h"
 #include "cpu/x86/system/control_registers.h"
+#include "cpu/x86/system/debug_registers.h"
 
 namespace lamina::cpu::x86 {
 namespace {
@@ -44,7 +45,7 @@ void halt(CpuCore& core, const Instruction&) {
 void write_paging_control(CpuCore& core, uint8_t index, uint64_t value) {
   CpuState& state = core.state;
   const CpuFeatures& features = core.cpuid_model.features();
-  const PagingRegisters current = state.paging_registers();
+  const PagingRegisters current = core.paging_registers();
   const auto written =
       index == 0 ? write_cr0(current, value, core.code_mode == CodeMode::k64, features, core.memory)
       : index == 3 ? write_cr3(current, value, features, core.memory)
@@ -68,8 +69,11 @@ void write_paging_control(CpuCore& core, uint8_t index, uint64_t value) {
 void write_control(CpuCore& core, uint8_t index, uint64_t value) {
   switch (index) {
     case 0:
-    case 3:
-    case 4: write_paging_control(core, index, value); break;
+    case 3: write_paging_control(core, index, value); break;
+    case 4:
+      write_paging_control(core, index, value);
+      core.update_breakpoints();  // CR4.DE gives R/W = 10b its meaning (I/O breakpoints)
+      break;
     case 2: core.state.cr2 = value; break;
     case 8:
       if (value >> 4) raise_fault(vector::kGeneralProtection, 0);
@@ -103,22 +107,33 @@ void move_control(CpuCore& core, const Instruction& in) {
   }
 }
 
+[[noreturn]] void raise(const Fault& fault) {
+  if (fault.vector == vector::kGeneralProtection) raise_fault(fault.vector, fault.error_code);
+  raise_fault(fault.vector);
+}
+
+// MOV to/from DRn: system/debug_registers' checks (general detect reports DR6.BD and is a
+// fault); a write to DR0-DR3 or DR7 re-decodes the breakpoints before the next instruction.
 void move_debug(CpuCore& core, const Instruction& in) {
-  require_cpl0(core);
-  uint8_t index = in.reg;
-  if (index == 4 || index == 5) {
-    if (core.state.cr4 & cr4::kDe) raise_fault(vector::kInvalidOpcode);
-    index += 2;  // DR4/DR5 alias DR6/DR7 without CR4.DE
+  CpuState& state = core.state;
+  const auto index =
+      check_debug_register_access(in.reg, state.cpl, (state.cr4 & cr4::kDe) != 0, state.dr[7]);
+  if (!index) {
+    if (index.error().vector == vector::kDebug)
+      state.dr[6] = (state.dr[6] & ~dr6::kBreakpointHits) | dr6::kBd;
+    raise(index.error());
   }
   const uint8_t size = core.code_mode == CodeMode::k64 ? 8 : 4;
   if (in.opcode == 0x121) {
-    core.write_register_sized(in.rm, size, false, core.state.dr[index]);
-  } else {
-    uint64_t value = core.read_register_sized(in.rm, size, false);
-    if (index >= 6 && (value >> 32)) raise_fault(vector::kGeneralProtection, 0);
-    if (index == 6) value = (value & 0xe00f) | 0xffff0ff0;
-    if (index == 7) value = (value & 0xffff2bff) | 0x400;
-    core.state.dr[index] = value;
+    core.write_register_sized(in.rm, size, false, state.dr[*index]);
+    return;
+  }
+  const auto value = debug_register_value(*index, core.read_register_sized(in.rm, size, false));
+  if (!value) raise(value.error());
+  state.dr[*index] = *value;
+  if (*index != 6) {
+    core.update_breakpoints();
+    core.stop_block = true;
   }
 }
 
@@ -217,6 +232,7 @@ void port_input(CpuCore& core, const Instruction& in) {
   const uint8_t size = (in.opcode & 1) ? (in.operand_size == 2 ? 2 : 4) : 1;
   const uint16_t port = in.opcode >= 0xec ? static_cast<uint16_t>(core.state.gpr[kRdx]) : in.immediate & 0xff;
   io_permission(core, port, size);
+  core.check_io_breakpoints(port, size);
   const uint32_t value = core.environment.io_read(port, size);
   core.write_register_sized(kRax, size, false, value);
 }
@@ -225,6 +241,7 @@ void port_output(CpuCore& core, const Instruction& in) {
   const uint8_t size = (in.opcode & 1) ? (in.operand_size == 2 ? 2 : 4) : 1;
   const uint16_t port = in.opcode >= 0xec ? static_cast<uint16_t>(core.state.gpr[kRdx]) : in.immediate & 0xff;
   io_permission(core, port, size);
+  core.check_io_breakpoints(port, size);
   core.environment.io_write(port, size, static_cast<uint32_t>(core.read_register_sized(kRax, size, false)));
   // A device may have posted a request that must apply before the next instruction (A20).
   core.stop_block = true;

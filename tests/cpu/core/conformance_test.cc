@@ -204,12 +204,12 @@ TEST_F(ConformanceTest, ControlRegisterWritesFollowTheModel) {
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(state().rip, kHandler + 1) << "CR3 bit 45 is above the model's 40 physical bits";
   EXPECT_EQ(machine.read64(state().gpr[kRsp] + 8), kCode + 16);
-  // mov rax, cr4; or eax, 8 (DE, not advertised); mov cr4, rax
-  start(0, {0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x08, 0x0f, 0x22, 0xe0, 0xf4});
+  // mov rax, cr4; or eax, 1 (VME, not advertised); mov cr4, rax
+  start(0, {0x0f, 0x20, 0xe0, 0x83, 0xc8, 0x01, 0x0f, 0x22, 0xe0, 0xf4});
   halting_handler(vector::kGeneralProtection, kHandler);
   ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(state().rip, kHandler + 1);
-  EXPECT_EQ(state().cr4 & cr4::kDe, 0u);
+  EXPECT_EQ(state().cr4 & cr4::kVme, 0u);
   // mov rax, cr0; or eax, 0x40 (reserved); mov cr0, rax; mov rbx, cr0; hlt
   start(0, {0x0f, 0x20, 0xc0, 0x83, 0xc8, 0x40, 0x0f, 0x22, 0xc0, 0x0f, 0x20, 0xc3, 0xf4});
   halting_handler(vector::kGeneralProtection, kHandler);
@@ -269,6 +269,31 @@ TEST_F(Protected32Test, WalksUseThePdpteRegisters) {
   EXPECT_TRUE(machine.state().pae_pdptes_loaded);
 }
 
+// The pushes of an event's frame match no data breakpoint (like the long-mode frame and the
+// IDT/TSS reads, implicit accesses), while an instruction's own push does: a write breakpoint
+// on the stack below ESP = 0x80000 stays quiet through INT 0x20 and catches PUSH EAX.
+TEST_F(Protected32Test, EventFramePushesMatchNoDataBreakpoint) {
+  constexpr uint64_t kDebugHandler = 0x4100, kIntHandler = 0x4200;
+  for (const auto& [vector, handler] : {std::pair{1, kDebugHandler}, std::pair{0x20, kIntHandler}})
+    machine.write64(kIdt + vector * 8, (handler & 0xffff) | (uint64_t{0x08} << 16) |
+                                           (uint64_t{0x8e} << 40) | ((handler >> 16) << 48));
+  const uint8_t halt[] = {0xf4};
+  machine.write(kDebugHandler, halt);
+  // The INT 0x20 handler: push eax (hits); hlt
+  const uint8_t push_then_halt[] = {0x50, 0xf4};
+  machine.write(kIntHandler, push_then_halt);
+  // DR0 on the frame's EIP slot, DR1 where the handler's PUSH goes; both write, 4 bytes.
+  machine.state().dr[0] = 0x7fff4;
+  machine.state().dr[1] = 0x7fff0;
+  machine.state().dr[7] = 0x405 | (uint64_t{0b1101'1101} << 16);
+  machine.cpu().state_changed();
+  run_code({0xcd, 0x20});  // int 0x20: EFLAGS, CS, EIP at 0x7fffc, 0x7fff8, 0x7fff4
+  EXPECT_EQ(machine.state().rip, kDebugHandler + 1) << "#DB after the handler's PUSH";
+  EXPECT_EQ(machine.read64(machine.state().gpr[kRsp]) & 0xffffffff, kIntHandler + 1)
+      << "the #DB trap follows PUSH EAX, not the INT frame";
+  EXPECT_EQ(machine.state().dr[6] & 0xf, 2u) << "B1 only: the frame's push matched nothing";
+}
+
 TEST_F(Protected32Test, ReservedBitsInAPdpteMakeTheCr3LoadFault) {
   // mov dword [kPdpt + 8], 0x6021 (present, reserved bit 5); mov eax, cr3; mov cr3, eax; hlt
   run_code(
@@ -320,6 +345,69 @@ TEST(A20Gate, MasksPhysicalAddressBit20WhileOff) {
   EXPECT_EQ(run_from_start(), 0x1111u) << "wrapped to 0";
   machine.cpu().set_a20_enabled(true);
   EXPECT_EQ(run_from_start(), 0x2222u);
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+// With A20 off, the page walk's table addresses lose bit 20 too: CR3 = 1 MiB + the real PML4
+// walks the real tables. With A20 on, that page is empty: nothing is mapped, not even the IDT,
+// so the fetch #PF ends in a triple fault. Code and data sit at addresses with bit 20 clear.
+TEST_F(ConformanceTest, PageWalksFollowTheA20Gate) {
+  constexpr uint64_t kLowCode = 0x200000, kValue = 0x400000;
+  // mov rax, [0x400000]; hlt
+  const std::vector<uint8_t> code = {0x48, 0x8b, 0x04, 0x25, 0x00, 0x00, 0x40, 0x00, 0xf4};
+  for (const bool a20 : {false, true}) {
+    start(0, {0xf4});
+    machine.write(kLowCode, code);
+    machine.write64(kValue, 0x1234);
+    state().rip = kLowCode;
+    state().cr3 = TestMachine::kTableRoot + 0x100000;
+    machine.cpu().state_changed();
+    machine.cpu().set_a20_enabled(a20);
+    const CpuExit exit = run();
+    if (a20) {
+      EXPECT_EQ(exit.kind, CpuExit::Kind::kTripleFault) << "A20 on: the empty PML4 at 1 MiB + root";
+    } else {
+      ASSERT_EQ(exit.kind, CpuExit::Kind::kHalted) << exit.reason;
+      EXPECT_EQ(state().rip, kLowCode + code.size());
+      EXPECT_EQ(state().gpr[kRax], 0x1234u);
+    }
+  }
+}
+
+// IA32_APIC_BASE moved over RAM: the xAPIC page there is the LAPIC's (MMIO), not memory, until
+// the base moves away or the APIC is disabled (SDM 11.4.4-11.4.5).
+TEST_F(ConformanceTest, RelocatedApicPageOverRamIsDecoded) {
+  constexpr uint64_t kPage = 0x300000;
+  // mov rsi, [kPage + 0x30]; relocate APIC_BASE (wrmsr with EDX:EAX); mov rbx, [kPage + 0x30]
+  auto program = [](uint32_t base) {
+    std::vector<uint8_t> bytes = {0x48, 0x8b, 0x34, 0x25, 0x30, 0x00, 0x30, 0x00,  // mov rsi, [..]
+                                  0xb9, 0x1b, 0x00, 0x00, 0x00, 0xb8};  // mov ecx; mov eax
+    for (int i = 0; i < 4; ++i) bytes.push_back(static_cast<uint8_t>(base >> (8 * i)));
+    for (uint8_t byte :
+         {0x31, 0xd2, 0x0f, 0x30,                                 // xor edx, edx; wrmsr
+          0x48, 0x8b, 0x1c, 0x25, 0x30, 0x00, 0x30, 0x00, 0xf4})  // mov rbx, [..]; hlt
+      bytes.push_back(byte);
+    return bytes;
+  };
+  machine.write64(kPage + 0x30, 0x5555);
+  machine.environment().mmio_value = 0x50014;
+  // RAM first, then the APIC page moved there (enabled, xAPIC): MMIO.
+  start(0, program(static_cast<uint32_t>(kPage | kApicBaseEnable | kApicBaseBsp)));
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().gpr[kRsi], 0x5555u);
+  EXPECT_EQ(state().gpr[kRbx], 0x50014u) << "the LAPIC answers at its relocated page";
+  ASSERT_EQ(machine.environment().mmio_reads.size(), 1u);
+  EXPECT_EQ(machine.environment().mmio_reads[0].physical, kPage + 0x30);
+  // Disabled (EN clear): RAM again.
+  start(0, program(static_cast<uint32_t>(kPage | kApicBaseBsp)));
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().gpr[kRsi], 0x50014u);
+  EXPECT_EQ(state().gpr[kRbx], 0x5555u);
 }
 
 }  // namespace

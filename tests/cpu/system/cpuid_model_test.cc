@@ -52,8 +52,9 @@ TEST(CpuidModel, Leaf1ForTheDefaultModel) {
   EXPECT_EQ(leaf.ebx, 0x00010800u);  // CLFLUSH 64 bytes, APIC ID 0
   // SSE3, SSSE3, CX16, SSE4.1, SSE4.2, POPCNT, hypervisor.
   EXPECT_EQ(leaf.ecx, bits({0, 9, 13, 19, 20, 23, 31}));
-  // FPU PSE TSC MSR PAE MCE CX8 APIC MTRR PGE MCA CMOV PAT PSE36 CLFSH MMX FXSR SSE SSE2.
-  EXPECT_EQ(leaf.edx, bits({0, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26}));
+  // FPU DE PSE TSC MSR PAE MCE CX8 APIC MTRR PGE MCA CMOV PAT PSE36 CLFSH MMX FXSR SSE SSE2.
+  EXPECT_EQ(leaf.edx,
+            bits({0, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 14, 15, 16, 17, 19, 23, 24, 25, 26}));
 }
 
 TEST(CpuidModel, DynamicBitsFollowVcpuState) {
@@ -153,7 +154,7 @@ TEST(CpuidModel, ExtendedLeaves) {
   EXPECT_EQ(features.ecx, bits({0}));  // LAHF/SAHF in 64-bit mode
   // SYSCALL 11, NX 20, Page1GB 26, RDTSCP 27, LM 29, plus the mirrored leaf 1 bits.
   EXPECT_EQ(features.edx,
-            bits({0, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 20, 23, 24, 26, 27, 29}));
+            bits({0, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 20, 23, 24, 26, 27, 29}));
   std::string brand;
   for (uint32_t leaf = 0x80000002; leaf <= 0x80000004; ++leaf) {
     CpuidResult part = cpu.query(leaf, 0, {});

@@ -121,6 +121,29 @@ TEST(Canonical, Bits63To47MustMatch) {
   EXPECT_FALSE(is_canonical(0x8000000000000000));
 }
 
+// With A20 off every paging-structure address has bit 20 clear: CR3 = 1 MiB + 0x1000 reads the
+// tables at 0x1000 (the empty copy at 1 MiB + 0x1000 would be #PF), the PDPTE load too.
+TEST_F(PageWalkerTest, A20MaskAppliesToTableAddresses) {
+  build_long();
+  registers_.cr3 = kMiB + 0x1000;
+  EXPECT_FALSE(walk(kLongBase + 0x3000, kSupervisorRead).has_value());
+  registers_.a20_mask = ~kMiB;
+  auto translation = walk(kLongBase + 0x3000, kSupervisorRead);
+  ASSERT_TRUE(translation.has_value());
+  EXPECT_EQ(translation->physical, 0x703000u);
+  build_32bit();
+  registers_.cr3 = kMiB + 0x1000;
+  registers_.a20_mask = ~kMiB;
+  EXPECT_TRUE(walk(0x00405000, kSupervisorRead).has_value());
+  build_pae();
+  registers_.cr3 = kMiB + 0x1000;
+  registers_.a20_mask = ~kMiB;
+  EXPECT_TRUE(walk(0x40001000, kSupervisorRead).has_value()) << "PDPTEs read at walk time";
+  const auto pdptes = load_pae_pdptes(registers_, *memory_);
+  ASSERT_TRUE(pdptes.has_value());
+  EXPECT_EQ((*pdptes)[1], 0x2000 | P);
+}
+
 TEST_F(PageWalkerTest, ModesFollowControlRegisters) {
   build_32bit();
   EXPECT_EQ(paging_mode(registers_), PagingMode::k32Bit);

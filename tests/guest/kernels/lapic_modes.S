@@ -4,12 +4,14 @@
    all ones) and CPUID.1:EDX.APIC is clear; setting EN restores it. xAPIC -> x2APIC (EN|EXTD)
    moves the registers to MSRs 0x800+ and out of the page; x2APIC -> xAPIC directly, EXTD
    without EN and disabled -> x2APIC are #GP; x2APIC -> disabled -> xAPIC is the legal way back.
+   Relocated over RAM, the xAPIC page is decoded there instead of the memory behind it.
    Prints PASS and exits with status 0x55. */
         .code32
         .include "multiboot_header.inc"
         .include "harness_macros.inc"
 
         .set APIC_VERSION, 0xfee00030
+        .set RELOCATED, 0x400000          /* RAM, above this kernel */
         .set EN, 0x800
         .set EXTD, 0x400
 
@@ -92,6 +94,17 @@ _start:
         movl $0x803, %ecx
         try rdmsr
         expect fault_vector, $13, 24      /* nor in xAPIC mode */
+
+        /* Relocated over RAM: the page at the new base is the APIC's, not memory; moved back,
+           the RAM behind it is untouched. */
+        movl $0x5a5a5a5a, RELOCATED + 0x30
+        set_apic_base $(RELOCATED | EN)
+        expect fault_vector, $-1, 25
+        expect RELOCATED + 0x30, %ebp, 26
+        expect APIC_VERSION, $-1, 27      /* the old page is no longer decoded */
+        set_apic_base $(0xfee00000 | EN)
+        expect RELOCATED + 0x30, $0x5a5a5a5a, 28
+        expect APIC_VERSION, %ebp, 29
         jmp pass
 
         .include "harness.inc"

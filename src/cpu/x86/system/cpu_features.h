@@ -6,9 +6,10 @@
 //
 // The defaults are the set planned for Lamina's built-in CPU (project issue #3): the integer ISA
 // with CMPXCHG8B/16B and POPCNT, x87, MMX, SSE to SSE4.2, FXSR, RDTSCP, NX, long mode, SYSCALL,
-// APIC, PAT, MTRR, PGE, PSE/PSE-36, PAE, 1 GiB pages, CLFLUSH, CMOV. Off by default: XSAVE/AVX,
+// APIC, PAT, MTRR, PGE, PSE/PSE-36, PAE, 1 GiB pages, CLFLUSH, CMOV, DE (debug extensions: CR4.DE,
+// I/O breakpoints; the core's debug registers are SDM ch. 17). Off by default: XSAVE/AVX,
 // PCID, LA57, SMEP/SMAP, x2APIC and TSC-deadline (the machine turns them on with its LAPIC),
-// VME, DE, PERFCTR_CORE. Machine checks (MCE/MCA) are on: banks that never report an error, as
+// VME, PERFCTR_CORE. Machine checks (MCE/MCA) are on: banks that never report an error, as
 // KVM and QEMU give guests, so a guest's machine-check setup succeeds.
 //
 // The vendor is AMD so Debian kernels keep page-table isolation (Meltdown mitigation) off; the
@@ -46,7 +47,7 @@ struct CpuFeatures {
   // CPUID 1 EDX.
   bool fpu = true;
   bool vme = false;
-  bool de = false;
+  bool de = true;
   bool pse = true;
   bool tsc = true;
   bool msr = true;

@@ -7,6 +7,8 @@
 namespace lamina::cpu::x86 {
 
 namespace exception_vector {
+inline constexpr uint8_t kDebug = 1;               // #DB
+inline constexpr uint8_t kInvalidOpcode = 6;       // #UD
 inline constexpr uint8_t kInvalidTss = 10;         // #TS
 inline constexpr uint8_t kSegmentNotPresent = 11;  // #NP
 inline constexpr uint8_t kStackFault = 12;         // #SS

@@ -241,7 +241,7 @@ std::expected<void, Fault> MsrFile::write(uint32_t index, uint64_t value) {
       // Bits 12..MAXPHYADDR-1 hold the base; 10 (x2APIC) only when advertised; BSP is fixed.
       uint64_t writable =
           kApicBaseEnable | (bits_from(12) & ~bits_from(features_.physical_address_bits));
-      if (features_.x2apic) writable |= uint64_t{1} << 10;
+      if (features_.x2apic) writable |= kApicBaseExtended;
       if ((value & ~(writable | kApicBaseBsp)) != 0) return general_protection();
       state_->apic_base = (value & writable) | (state_->apic_base & kApicBaseBsp);
       return {};

@@ -85,6 +85,7 @@ inline constexpr uint32_t kAmdCoreCounters = 6;  // PERFCTR_CORE; the legacy MSR
 inline constexpr uint32_t kAmdLegacyCounters = 4;
 inline constexpr uint64_t kApicBaseBsp = uint64_t{1} << 8;
 inline constexpr uint64_t kApicBaseEnable = uint64_t{1} << 11;
+inline constexpr uint64_t kApicBaseExtended = uint64_t{1} << 10;  // x2APIC mode (EXTD)
 inline constexpr uint64_t kDefaultApicBase = 0xfee00000;
 inline constexpr uint64_t kPatPowerOn = 0x0007040600070406;  // SDM 11.12.4
 

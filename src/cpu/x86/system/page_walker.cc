@@ -110,7 +110,7 @@ class Walker {
 
   // Reads the entry at `address` and records it as used by the walk.
   std::expected<uint64_t, PageFault> read_entry(uint64_t address, bool wide) {
-    std::byte* host = memory_.host_pointer(address, wide ? 8 : 4);
+    std::byte* host = memory_.host_pointer(address & registers_.a20_mask, wide ? 8 : 4);
     if (host == nullptr) return std::unexpected(fault(true, true, true));
     uint64_t value = load_entry(host, wide);
     used_[used_count_++] = UsedEntry{host, value, wide};
@@ -174,7 +174,8 @@ class Walker {
       pdpte = registers_.pae_pdptes[index];
     } else {
       // Read at walk time; PAE PDPTEs have no accessed flag, so this entry is not recorded.
-      std::byte* host = memory_.host_pointer((registers_.cr3 & 0xffffffe0u) + index * 8, 8);
+      std::byte* host = memory_.host_pointer(
+          ((registers_.cr3 & 0xffffffe0u) + index * 8) & registers_.a20_mask, 8);
       if (host == nullptr) return std::unexpected(fault(true, true, true));
       pdpte = load_entry(host, true);
     }
@@ -320,7 +321,7 @@ std::optional<std::array<uint64_t, 4>> load_pae_pdptes(const PagingRegisters& re
                                                        const PagingFeatures& features) {
   unsigned bits = std::clamp<unsigned>(features.physical_address_bits, 32, 52);
   uint64_t reserved = bit_range(1, 2) | bit_range(5, 8) | bit_range(bits, 63);
-  std::byte* host = memory.host_pointer(registers.cr3 & 0xffffffe0u, 32);
+  std::byte* host = memory.host_pointer(registers.cr3 & 0xffffffe0u & registers.a20_mask, 32);
   if (host == nullptr) return std::nullopt;
   std::array<uint64_t, 4> pdptes{};
   for (unsigned i = 0; i < 4; ++i) {

@@ -42,6 +42,9 @@ struct PagingRegisters {
   uint64_t efer = 0;
   std::array<uint64_t, 4> pae_pdptes{};
   bool pae_pdptes_loaded = false;
+  // The chipset's A20 gate: bit 20 is clear while A20 is off. Applied to the address of every
+  // paging-structure entry the walk or a PDPTE load reads (the core applies it to the result).
+  uint64_t a20_mask = ~uint64_t{0};
 };
 
 // Model-specific paging capabilities; must match what CPUID advertises.
