@@ -51,6 +51,10 @@ class EmuVcpu : public Vcpu {
     cpu_.state() = state;
     cpu_.state_changed();
   }
+  void restore_state(const cpu::x86::CpuState& state) override {
+    cpu_.discard_startup_requests();
+    set_state(state);
+  }
   void invalidate_code(uint64_t physical, uint64_t length) override { cpu_.invalidate_code(physical, length); }
   void set_a20_enabled(bool enabled) override { cpu_.set_a20_enabled(enabled); }
 

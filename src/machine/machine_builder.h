@@ -23,6 +23,7 @@
 #include "cpu/x86/cpu_state.h"
 #include "hw/uart16550.h"
 #include "machine/boot_state.h"
+#include "machine/acpi/config.h"
 #include "machine/linux_loader.h"
 #include "machine/machine.h"
 #include "virtio/virtio_device.h"
@@ -56,6 +57,10 @@ struct MachineOptions {
   // things that outlive the machines (a console backend, an open disk image); its error stops
   // the build.
   std::vector<VirtioDeviceFactory> virtio_devices;
+  // A machine whose RAM and vCPU state a saved machine state will replace
+  // (migration/machine_state.h): no ACPI tables and no kernel are loaded, so the kernel and
+  // initrd may be absent.
+  bool for_restore = false;
 };
 
 class MachineBuilder {
@@ -65,6 +70,8 @@ class MachineBuilder {
   static Result<std::unique_ptr<Machine>> build(const MachineOptions& options);
 
  private:
+  static Result<BootState> load_boot_images(Machine& machine, const MachineOptions& options,
+                                            const acpi::AcpiConfig& acpi_config);
   static Result<void> add_virtio_functions(Machine& machine, const MachineOptions& options,
                                            uint32_t pci_gsi_base);
 };
