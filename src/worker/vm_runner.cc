@@ -193,6 +193,23 @@ Result<void> VmRunner::attach_console(UniqueFd socket) {
   return {};
 }
 
+Result<migration::SaveStatistics> VmRunner::save_and_stop(int state) {
+  std::lock_guard lock(mutex_);
+  if (!machine_ || stop_requested_) {
+    return fail(ErrorCode::kInvalidArgument, "the VM is not running, so there is nothing to save");
+  }
+  machine_->quiesce();
+  auto saved = migration::save_machine_state(*machine_, state);
+  if (!saved) {
+    machine_->release();
+    return fail(saved.error());
+  }
+  stop_requested_ = true;
+  stop_reason_ = "the VM's state was saved";
+  machine_->stops().post({machine::MachineExit::kHostStop, stop_reason_, 0});
+  return saved;
+}
+
 VmOutcome VmRunner::outcome_of(const machine::MachineStop& stop) const {
   using machine::MachineExit;
   switch (stop.exit) {
@@ -212,12 +229,23 @@ VmOutcome VmRunner::outcome_of(const machine::MachineStop& stop) const {
 
 VmOutcome VmRunner::run() {
   for (;;) {
-    auto built = machine::MachineBuilder::build(options_);
+    const bool restoring = restore_state_.valid();
+    machine::MachineOptions options = options_;
+    options.for_restore = restoring;
+    auto built = machine::MachineBuilder::build(options);
     if (!built) {
       state_ = VmState::kStopped;
       return {machine::MachineExit::kError, 1, built.error().message()};
     }
     std::unique_ptr<machine::Machine> vm = std::move(*built);
+    if (restoring) {
+      const UniqueFd state = std::move(restore_state_);
+      if (auto restored = migration::restore_machine_state(*vm, state.get()); !restored) {
+        state_ = VmState::kStopped;
+        return {machine::MachineExit::kError, 1,
+                restored.error().with_context("restoring the saved state").message()};
+      }
+    }
     console_->attach(vm->com1(), vm->stops());
     {
       std::lock_guard lock(mutex_);
