@@ -321,7 +321,7 @@ ServiceResult<void> VmService::start_switches(const nlohmann::json& definition) 
   return {};
 }
 
-ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
+ServiceResult<nlohmann::json> VmService::start(const std::string& name, int restore_fd) {
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(internal(found.error()));
   if (!*found) return std::unexpected(not_found(name));
@@ -365,7 +365,8 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
                            .worker_gid = options_.worker_gid,
                            .address_space_limit = address_space_limit(definition),
                            .console_fd = worker_console.get(),
-                           .control_socket = vm_dir(name) / "control.sock"};
+                           .control_socket = vm_dir(name) / "control.sock",
+                           .restore_fd = restore_fd};
   auto worker = WorkerProcess::spawn(
       spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
       [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });

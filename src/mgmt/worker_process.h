@@ -50,6 +50,9 @@ struct WorkerSpawnOptions {
   int console_fd = -1;
   // Where the worker listens for a restarted laminad (bound here, handed to the worker).
   std::filesystem::path control_socket;
+  // A machine state file the VM continues from (a checkpoint), or -1 to boot; sent with the
+  // start request, still owned by the caller.
+  int restore_fd = -1;
 };
 
 // How a worker process ended.

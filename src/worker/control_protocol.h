@@ -8,11 +8,18 @@
 //                                  (machine/vm_definition.h; the worker opens what it names,
 //                                   then enters its sandbox, then answers and boots); with
 //                                  "console": true its one fd is a stream socket that carries
-//                                  the first serial port both ways (instead of "serial")
+//                                  the first serial port both ways (instead of "serial");
+//                                  with "restore": true its last fd is a machine state file
+//                                  (migration/machine_state.h) the VM continues from
 //   controller → worker, then:    {"id": N, "op": OP}  with OP one of "query", "pause",
 //                                  "resume", "power_button", "reset", "stop"
 //   controller → worker:          {"id": N, "op": "attach_console"} with one fd: a new console
 //                                  link (a VM started with "console": true)
+//   controller → worker:          {"id": N, "op": "save"} with one fd: a regular file the
+//                                  worker writes the VM's state into (flushed) before it
+//                                  answers; the VM then stops ("stopped", exit "host_stop").
+//                                  The reply adds "state_bytes", "ram_bytes", "ram_written",
+//                                  "file_bytes"; on an error the VM runs on
 //   worker → controller replies:  {"id": N, "ok": true, ...} or {"id": N, "ok": false,
 //                                  "error": "why"}; "query" adds "state", "vcpus",
 //                                  "memory_bytes", "instructions", "boots", "disks" and

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 
@@ -18,6 +19,7 @@
 
 #include "base/message_channel.h"
 #include "machine/vm_definition.h"
+#include "migration/machine_state.h"
 #include "worker/control_protocol.h"
 #include "worker/sandbox.h"
 #include "worker/vm_runner.h"
@@ -109,6 +111,30 @@ nlohmann::json handle(VmRunner& runner, const nlohmann::json& request) {
   return reply;
 }
 
+// "save" with one fd, the state file laminad opened (a temporary name it renames once this
+// answers): the VM is quiesced, saved and stopped (the stopped event follows); on an error it
+// runs on.
+nlohmann::json save_state(VmRunner& runner, const nlohmann::json& request,
+                          std::span<UniqueFd> fds) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  if (fds.size() != 1) {
+    reply["ok"] = false;
+    reply["error"] = "save needs one file descriptor: the state file";
+    return reply;
+  }
+  auto saved = runner.save_and_stop(fds[0].get());
+  if (!saved) {
+    reply["ok"] = false;
+    reply["error"] = saved.error().message();
+    return reply;
+  }
+  reply["state_bytes"] = saved->state_bytes;
+  reply["ram_bytes"] = saved->ram_bytes;
+  reply["ram_written"] = saved->ram_written;
+  reply["file_bytes"] = saved->file_bytes;
+  return reply;
+}
+
 // Serves the controller until it goes away, then waits on `listener` (laminad's per-VM control
 // socket, when given) for the next one: a restarted laminad re-adopts the running VM there.
 void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& name,
@@ -144,6 +170,10 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
         reply["error"] = attached.error().message();
       }
       sender.send(reply);
+      continue;
+    }
+    if (op == "save") {
+      sender.send(save_state(runner, request, (*received)->fds));
       continue;
     }
     sender.send(handle(runner, request));
@@ -184,14 +214,36 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   if (!config) return fail_start(sender, id, config.error());
   auto kvm = resolve_kvm(config->accel);
   if (!kvm) return fail_start(sender, id, kvm.error());
-  // The start request may carry one fd: the serial console's socket to laminad.
+  // The start request may carry fds: the serial console's socket to laminad ("console"),
+  // then a saved state to continue from ("restore", always the last).
+  auto& fds = (*received)->fds;
+  const bool with_console = start.value("console", false);
+  const bool restoring = start.value("restore", false);
+  if (fds.size() != size_t{with_console} + size_t{restoring}) {
+    return fail_start(sender, id,
+                      Error(ErrorCode::kInvalidArgument,
+                            "the start request's descriptors do not match console/restore"));
+  }
   UniqueFd console;
-  if ((*received)->fds.size() == 1 && start.value("console", false)) {
-    console = std::move((*received)->fds[0]);
+  if (with_console) console = std::move(fds[0]);
+  UniqueFd restore;
+  if (restoring) {
+    restore = std::move(fds.back());
+    auto shape = migration::read_state_shape(restore.get());
+    if (!shape) return fail_start(sender, id, shape.error());
+    if (shape->vcpus != config->cpus || shape->memory_bytes != config->memory_bytes) {
+      return fail_start(sender, id,
+                        Error(ErrorCode::kInvalidArgument,
+                              fmt::format("the saved state is of a VM with {} vCPUs and {} MiB, "
+                                          "this definition has {} and {} MiB",
+                                          shape->vcpus, shape->memory_bytes >> 20, config->cpus,
+                                          config->memory_bytes >> 20)));
+    }
   }
   auto runner = VmRunner::open(*config, start["name"].get<std::string>(), *kvm,
                                std::move(console));
   if (!runner) return fail_start(sender, id, runner.error());
+  if (restore) (*runner)->restore_from(std::move(restore));
   if (thread_count() != 1) {
     return fail_start(sender, id,
                       Error(ErrorCode::kInternal, "sandbox: the worker has threads before it"));
