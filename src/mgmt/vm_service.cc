@@ -282,12 +282,21 @@ ServiceResult<nlohmann::json> VmService::remove(const std::string& name, bool wi
     }
     last_reason_.erase(name);
   }
+  // Images its checkpoints froze are its disks too (the definition names their children).
+  nlohmann::json disks = (*found)->definition.value("disks", nlohmann::json::array());
+  if (auto checkpoints = inventory_->checkpoints(name); checkpoints) {
+    for (const CheckpointRecord& checkpoint : *checkpoints) {
+      for (const auto& frozen : checkpoint.disks) {
+        if (frozen.is_string()) disks.push_back(frozen);
+      }
+    }
+  }
   if (auto removed = inventory_->remove(name); !removed) {
     return std::unexpected(internal(removed.error()));
   }
   nlohmann::json removed_disks = nlohmann::json::array();
-  if (with_disks && (*found)->definition.contains("disks")) {
-    for (const auto& disk : (*found)->definition["disks"]) {
+  if (with_disks) {
+    for (const auto& disk : disks) {
       // The path is the disk spec up to its first option (PATH[,readonly][,serial=S]).
       const std::string spec = disk.get<std::string>();
       const std::string path = spec.substr(0, spec.find(','));
