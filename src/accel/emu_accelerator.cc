@@ -27,8 +27,10 @@ class EmuVcpu : public Vcpu {
   EmuVcpu(GuestMemory& memory, cpu::x86::CpuEnvironment& environment, const cpu::x86::CpuidModel& model,
           uint32_t index, cpu::x86::SharedCodePages& shared_code)
       : cpu_(memory, environment, cpu::x86::CpuConfiguration{&model, index, {}, &shared_code}) {
-    // Application processors wait for INIT-SIPI-SIPI (MP spec B.4).
-    if (index != 0) cpu_.post(cpu::x86::request::kInit);
+    // Application processors wait for INIT-SIPI-SIPI (MP spec B.4): they start in the state
+    // an INIT leaves (RESET's registers, waiting for a SIPI), held in CpuState rather than as
+    // a pending request, so a machine saved before an AP ever ran records it waiting.
+    if (index != 0) cpu_.state().waiting_for_startup = true;
   }
 
   VcpuExit run(uint64_t budget) override {

@@ -332,7 +332,11 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
   const uint64_t end = start + instruction_budget;
   Block* previous = nullptr;
   for (;;) {
-    if (requests_.load(std::memory_order_relaxed) != 0 && take_requests(exit)) break;
+    // A vCPU waiting for its SIPI (an AP from creation, or a restored one) runs nothing.
+    if ((requests_.load(std::memory_order_relaxed) != 0 || core.state.waiting_for_startup) &&
+        take_requests(exit)) {
+      break;
+    }
     if (core.state.halted) {
       exit.kind = CpuExit::Kind::kHalted;
       break;
