@@ -134,6 +134,7 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
   }
 
   WorkerProcess* worker = nullptr;
+  bool was_paused = false;
   {
     std::lock_guard lock(mutex_);
     if (auto running = running_.find(name); running != running_.end()) {
@@ -141,6 +142,7 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
         return std::unexpected(conflict(fmt::format("{} is {}", name, running->second.state)));
       }
       worker = running->second.worker.get();
+      was_paused = running->second.state == "paused";
     }
   }
   const std::filesystem::path folder = vm_dir(name) / "checkpoints";
@@ -195,6 +197,8 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
     if (!state) return std::unexpected(internal(fmt::format("{}: {}", saved_state, std::strerror(errno))));
     auto started = start(name, state.get());
     if (!started) return std::unexpected(started.error());
+    // A paused VM is paused again (its vCPUs ran for the moment of the worker's start).
+    if (was_paused) (void)control(name, "pause");
     return {};
   };
   auto undo = [&](std::vector<std::string>& children, const ServiceError& why) {

@@ -227,8 +227,20 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   UniqueFd console;
   if (with_console) console = std::move(fds[0]);
   UniqueFd restore;
-  if (restoring) {
-    restore = std::move(fds.back());
+  if (restoring) restore = std::move(fds.back());
+  auto runner = VmRunner::open(*config, start["name"].get<std::string>(), *kvm,
+                               std::move(console));
+  if (!runner) return fail_start(sender, id, runner.error());
+  if (thread_count() != 1) {
+    return fail_start(sender, id,
+                      Error(ErrorCode::kInternal, "sandbox: the worker has threads before it"));
+  }
+  if (auto sandboxed = enter_sandbox({drop_to, address_space_limit}); !sandboxed) {
+    return fail_start(sender, id, sandboxed.error());
+  }
+  // A state file is parsed only inside the sandbox (an earlier worker wrote it). Its shape is
+  // checked here so a mismatch is the start's answer; restore() checks everything else.
+  if (restore) {
     auto shape = migration::read_state_shape(restore.get());
     if (!shape) return fail_start(sender, id, shape.error());
     if (shape->vcpus != config->cpus || shape->memory_bytes != config->memory_bytes) {
@@ -239,17 +251,7 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
                                           shape->vcpus, shape->memory_bytes >> 20, config->cpus,
                                           config->memory_bytes >> 20)));
     }
-  }
-  auto runner = VmRunner::open(*config, start["name"].get<std::string>(), *kvm,
-                               std::move(console));
-  if (!runner) return fail_start(sender, id, runner.error());
-  if (restore) (*runner)->restore_from(std::move(restore));
-  if (thread_count() != 1) {
-    return fail_start(sender, id,
-                      Error(ErrorCode::kInternal, "sandbox: the worker has threads before it"));
-  }
-  if (auto sandboxed = enter_sandbox({drop_to, address_space_limit}); !sandboxed) {
-    return fail_start(sender, id, sandboxed.error());
+    (*runner)->restore_from(std::move(restore));
   }
   sender.send({{"id", id}, {"ok", true}});
   const std::string name = start["name"].get<std::string>();

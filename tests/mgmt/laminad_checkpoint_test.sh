@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Checkpoints through laminad and `lamina vm` (issue 11), with a real daemon and the default
 # guest on a VHDX disk: a checkpoint of the running VM (state saved, the disk gets a
-# differencing child, the VM runs on); the guest changes a file in RAM and a block on its disk;
-# restoring the checkpoint (refused while the VM runs) brings back both old contents; deleting
-# the checkpoint merges the disk back into its original image. Every refusal names its cause.
+# differencing child, the VM runs on); a second one of the paused VM (it stays paused); the
+# guest changes a file in RAM and a block on its disk; deleting the second (refused while the
+# VM runs) merges its disk; restoring the first (refused while the VM runs) brings back both
+# old contents; deleting it merges the disk back into the original image. Every refusal names
+# its cause.
 #   laminad_checkpoint_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
@@ -57,11 +59,24 @@ refused "has a checkpoint named first" "$lamina" vm checkpoint cp first
 type_line 'echo after-checkpoint-$((3+3)) $(cat /tmp/file)'
 wait_console "after-checkpoint-6 v1-2"
 
+# A paused VM's checkpoint leaves it paused; deleting that checkpoint would merge the VM's
+# disk, which is refused while it runs and done once it is stopped.
+"$lamina" vm pause cp >/dev/null || fail "pause"
+"$lamina" vm checkpoint cp second >/dev/null || fail "checkpoint of the paused VM"
+[[ $("$lamina" vm --json show cp | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == paused ]] ||
+  fail "the paused VM is not paused after its checkpoint"
+"$lamina" vm resume cp >/dev/null || fail "resume"
+refused "needs the VM stopped" "$lamina" vm checkpoint-delete cp second
+
 # The guest changes both; a restore is refused while it runs.
 type_line 'echo v2-$((2+2)) >/tmp/file; echo disk-v2 | dd of=/dev/vda bs=512 conv=sync 2>/dev/null; sync; echo changed-$((4+4))'
 wait_console "changed-8"
 refused "stop it before restoring" "$lamina" vm restore cp first
 "$lamina" vm stop cp --force >/dev/null || fail "stop"
+"$lamina" vm checkpoint-delete cp second >"$work/out" || fail "checkpoint-delete second: $(cat "$work/out")"
+grep -q "1 disk(s) merged" "$work/out" || fail "deleting second said: $(cat "$work/out")"
+"$lamina" vm --json show cp | grep -q 'disk@first.vhdx' || fail "the VM is not back on disk@first.vhdx"
+[[ ! -e $work/disk@second.vhdx ]] || fail "disk@second.vhdx was left"
 
 # The restore: the VM runs on from the checkpoint, with the old file and the old disk block.
 start_ms=$(date +%s%3N)
