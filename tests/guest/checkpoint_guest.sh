@@ -44,6 +44,14 @@ wait "$VMM_PID" || fail "lamina run did not exit 0 after saving"
 [[ -s $work/state ]] || fail "no state file"
 [[ -z $(find "$work" -name '.*lamina-*') ]] || fail "a temporary file was left behind"
 echo "saved: $(stat -c %s "$work/state") bytes, $(du -k "$work/state" | cut -f1) KiB on disk"
+# A state restored into another shape, or a file that is no state, is refused with the reason.
+other=("${common[@]}"); other[1]=$((cpus == 1 ? 2 : 1))
+"$lamina" run "${other[@]}" --restore "$work/state" </dev/null >"$work/out" 2>&1 &&
+  fail "a state restored into a VM with other vCPUs ran"
+grep -q "saved machine had $cpus vCPUs" "$work/out" || fail "a wrong shape said: $(cat "$work/out")"
+"$lamina" run "${common[@]}" --restore "$work/disk.vhd" </dev/null >"$work/out" 2>&1 &&
+  fail "a disk image restored as a state ran"
+grep -q "not a Lamina machine state file" "$work/out" || fail "a non-state said: $(cat "$work/out")"
 sleep 2  # the VM is away; its clock must not count this
 
 echo "---- restored ----" >>"$log"

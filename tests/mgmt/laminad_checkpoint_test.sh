@@ -99,6 +99,22 @@ grep -q "1 disk(s) merged" "$work/out" || fail "checkpoint-delete said: $(cat "$
 [[ $(head -c 7 "$work/disk.raw") == disk-v1 ]] || fail "the merged disk holds '$(head -c 7 "$work/disk.raw")'"
 refused "no checkpoint named first" "$lamina" vm checkpoint-delete cp first
 
+# A stopped VM's checkpoint freezes its disks only; restoring it gives the VM a fresh child of
+# the frozen image (the VM stays stopped) and removes the child it was on; deleting merges.
+"$lamina" disk create "$work/cold.vhd" --size 1M >/dev/null
+"$lamina" vm create cold --disk "$work/cold.vhd,serial=COLD" >/dev/null
+"$lamina" vm checkpoint cold c1 >"$work/out" || fail "checkpoint of a stopped VM: $(cat "$work/out")"
+grep -q "disks frozen (the VM was stopped)" "$work/out" || fail "stopped checkpoint said: $(cat "$work/out")"
+"$lamina" vm --json show cold | grep -q 'cold@c1.vhd,serial=COLD' || fail "cold is not on its child"
+"$lamina" vm restore cold c1 >/dev/null || fail "restore of a disk-only checkpoint"
+[[ $("$lamina" vm --json show cold | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == stopped ]] ||
+  fail "a disk-only restore started the VM"
+"$lamina" vm --json show cold | grep -q 'cold@c1-2.vhd' || fail "cold is not on a fresh child"
+[[ ! -e $work/cold@c1.vhd ]] || fail "the discarded child cold@c1.vhd was left"
+"$lamina" vm checkpoint-delete cold c1 >/dev/null || fail "delete c1"
+"$lamina" vm --json show cold | grep -q "$work/cold.vhd,serial=COLD" || fail "cold is not back on cold.vhd"
+[[ -z $(find "$work" -maxdepth 1 -name 'cold@*') ]] || fail "cold's children left: $(ls "$work")"
+
 # Disks without differencing children are refused before anything happens.
 "$lamina" disk create "$work/plain.raw" --size 1M --format raw >/dev/null
 "$lamina" vm create plain --disk "$work/plain.raw" >/dev/null
