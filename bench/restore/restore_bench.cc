@@ -80,7 +80,8 @@ int main(int argc, char** argv) {
                               std::byte{0x10}, std::byte{0xeb}, std::byte{0xf9}};
     (void)vm.memory().write(0x7c00, code);
     std::byte* ram = vm.memory().host_pointer(uint64_t{16} << 20, kTouched);
-    for (uint64_t at = 0; at < kTouched; at += 8) store_le<uint64_t>(ram + at, at * 0x9e3779b97f4a7c15ull | 1);
+    for (uint64_t at = 0; at < kTouched; at += 8)
+      store_le<uint64_t>(ram + at, at * 0x9e3779b97f4a7c15ull | 1);
     cpu::x86::CpuState state = vm.vcpu(0).state();
     state.segment[cpu::x86::kCs] = {0, 0, 0xffff, 0x9b};
     state.rip = 0x7c00;
@@ -120,10 +121,11 @@ int main(int argc, char** argv) {
       restore_ms.push_back(ms(was_restored - was_built));
       running_ms.push_back(ms(running - start));
     }
-    fmt::print("restore ({}), median of {}: build {:.1f} ms, restore {:.1f} ms, guest running "
-               "again after {:.1f} ms (target <= 50 ms; Firecracker ~5-10 ms)\n",
-               ram == migration::RamLoad::kMap ? "RAM mapped lazily" : "RAM copied", rounds,
-               median(build_ms), median(restore_ms), median(running_ms));
+    fmt::print(
+        "restore ({}), median of {}: build {:.1f} ms, restore {:.1f} ms, guest running "
+        "again after {:.1f} ms (target <= 50 ms; Firecracker ~5-10 ms)\n",
+        ram == migration::RamLoad::kMap ? "RAM mapped lazily" : "RAM copied", rounds,
+        median(build_ms), median(restore_ms), median(running_ms));
   }
   ::unlink(path.c_str());
   return 0;

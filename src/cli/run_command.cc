@@ -123,17 +123,15 @@ void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std
       log_warn("cannot save the VM: {}", staged.error().message());
       continue;
     }
-    UniqueFd file(::open(staged->temporary_path().c_str(),
-                         O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    UniqueFd file(
+        ::open(staged->temporary_path().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!file) {
-      log_warn("cannot save the VM: {}: {}", staged->temporary_path(),
-               std::strerror(errno));
+      log_warn("cannot save the VM: {}: {}", staged->temporary_path(), std::strerror(errno));
       continue;
     }
     auto saved = runner.save_and_stop(file.get());
     if (!saved) {
-      log_warn("the VM's state was not saved (it runs on): {}",
-               saved.error().message());
+      log_warn("the VM's state was not saved (it runs on): {}", saved.error().message());
       continue;
     }
     file.reset();

@@ -37,8 +37,8 @@ void add_vm_checkpoint_commands(CLI::App& vm, const std::shared_ptr<VmOptions>& 
   checkpoint->callback([options, take] {
     nlohmann::json body = nlohmann::json::object();
     if (!take->checkpoint.empty()) body["name"] = take->checkpoint;
-    auto result = call(*options, "checkpoint", "POST",
-                       fmt::format("/v1/vms/{}/checkpoints", take->vm), body);
+    auto result =
+        call(*options, "checkpoint", "POST", fmt::format("/v1/vms/{}/checkpoints", take->vm), body);
     if (options->json) return print_json(result);
     const auto figures = result.value("saved", nlohmann::json::object());
     if (result.value("state_saved", false)) {
@@ -57,7 +57,8 @@ void add_vm_checkpoint_commands(CLI::App& vm, const std::shared_ptr<VmOptions>& 
   auto* list = vm.add_subcommand("checkpoints", "A VM's checkpoints, oldest first");
   list->add_option("name", *list_vm, "The VM")->required();
   list->callback([options, list_vm] {
-    auto result = call(*options, "checkpoints", "GET", fmt::format("/v1/vms/{}/checkpoints", *list_vm));
+    auto result =
+        call(*options, "checkpoints", "GET", fmt::format("/v1/vms/{}/checkpoints", *list_vm));
     if (options->json) return print_json(result);
     fmt::print("{:<24} {:<26} {:<6} {}\n", "CHECKPOINT", "CREATED", "STATE", "DISKS");
     for (const auto& entry : result.value("checkpoints", nlohmann::json::array())) {
@@ -75,8 +76,9 @@ void add_vm_checkpoint_commands(CLI::App& vm, const std::shared_ptr<VmOptions>& 
   restore->add_option("name", back->vm, "The VM")->required();
   restore->add_option("checkpoint", back->checkpoint, "The checkpoint")->required();
   restore->callback([options, back] {
-    auto result = call(*options, "restore", "POST",
-                       fmt::format("/v1/vms/{}/checkpoints/{}/restore", back->vm, back->checkpoint));
+    auto result =
+        call(*options, "restore", "POST",
+             fmt::format("/v1/vms/{}/checkpoints/{}/restore", back->vm, back->checkpoint));
     if (options->json) return print_json(result);
     fmt::print("restored {} to checkpoint {} ({})\n", back->vm, back->checkpoint,
                result.value("state", ""));

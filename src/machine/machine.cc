@@ -92,9 +92,9 @@ std::vector<Machine::NamedState> Machine::stateful_devices() {
   devices.push_back({"hpet", hpet_.get()});
   devices.push_back({"pci-host", pci_host_.get()});
   for (size_t index = 0; index < virtio_functions_.size(); ++index) {
-    devices.push_back({fmt::format("pci-00:{:02x}.0-{}", index + 1,
-                                   virtio_functions_[index]->device().name()),
-                       virtio_functions_[index].get()});
+    devices.push_back(
+        {fmt::format("pci-00:{:02x}.0-{}", index + 1, virtio_functions_[index]->device().name()),
+         virtio_functions_[index].get()});
   }
   return devices;
 }

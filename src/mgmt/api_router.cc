@@ -300,9 +300,9 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
     }
     auto result = route.handler(service_, call);
     if (!result) return error_response(result.error());
-    const bool creates = request.method == "POST" &&
-                         (route.path == "/v1/vms" || route.path == "/v1/disks" ||
-                          route.path == "/v1/vms/{name}/checkpoints");
+    const bool creates =
+        request.method == "POST" && (route.path == "/v1/vms" || route.path == "/v1/disks" ||
+                                     route.path == "/v1/vms/{name}/checkpoints");
     return json_response(creates ? 201 : 200, *result);
   }
   if (path_known)

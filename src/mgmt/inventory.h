@@ -67,8 +67,7 @@ class Inventory {
 
   // Checkpoints. Adding and removing one changes the VM's definition (its disks) in the same
   // transaction; `vm` is the record to store, or null to leave the VM as it is.
-  [[nodiscard]] Result<void> add_checkpoint(const CheckpointRecord& checkpoint,
-                                            const VmRecord& vm);
+  [[nodiscard]] Result<void> add_checkpoint(const CheckpointRecord& checkpoint, const VmRecord& vm);
   [[nodiscard]] Result<void> remove_checkpoint(const std::string& vm, const std::string& name,
                                                const VmRecord* updated_vm);
   [[nodiscard]] Result<std::optional<CheckpointRecord>> find_checkpoint(const std::string& vm,

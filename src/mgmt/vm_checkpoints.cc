@@ -99,7 +99,8 @@ ServiceResult<nlohmann::json> VmService::checkpoints(const std::string& name) {
 
 ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
                                                     const nlohmann::json& body) {
-  if (!body.is_object()) return std::unexpected(ServiceError{400, "", "the body must be an object"});
+  if (!body.is_object())
+    return std::unexpected(ServiceError{400, "", "the body must be an object"});
   for (const auto& [key, value] : body.items()) {
     if (key != "name") return std::unexpected(ServiceError{400, key, "unknown field"});
   }
@@ -111,8 +112,9 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
     }
     checkpoint_name = body["name"].get<std::string>();
   } else {
-    checkpoint_name = fmt::format("{:%Y%m%d-%H%M%S}", std::chrono::floor<std::chrono::seconds>(
-                                                          std::chrono::system_clock::now()));
+    checkpoint_name =
+        fmt::format("{:%Y%m%d-%H%M%S}",
+                    std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()));
   }
   std::lock_guard serial(checkpoint_mutex_);
   auto found = inventory_->find(name);
@@ -163,13 +165,14 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
     auto reply = worker->request("save", kSaveTimeout, fds);
     if (!reply || !reply->value("ok", false)) {
       remove_file(temporary);
-      const std::string why = reply ? reply->value("error", std::string("no reason given"))
-                                    : reply.error().message();
-      return std::unexpected(
-          ServiceError{502, "", fmt::format("{} could not save its state (it runs on): {}", name, why)});
+      const std::string why =
+          reply ? reply->value("error", std::string("no reason given")) : reply.error().message();
+      return std::unexpected(ServiceError{
+          502, "", fmt::format("{} could not save its state (it runs on): {}", name, why)});
     }
     for (const char* key : {"ram_bytes", "ram_written", "file_bytes"}) {
-      if (reply->contains(key) && (*reply)[key].is_number_unsigned()) saved_figures[key] = (*reply)[key];
+      if (reply->contains(key) && (*reply)[key].is_number_unsigned())
+        saved_figures[key] = (*reply)[key];
     }
     file.reset();
     // The worker stops itself once saved; wait until laminad has seen it go.
@@ -194,7 +197,8 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
   auto continue_vm = [&]() -> ServiceResult<void> {
     if (saved_state.empty()) return {};
     UniqueFd state(::open(saved_state.c_str(), O_RDONLY | O_CLOEXEC));
-    if (!state) return std::unexpected(internal(fmt::format("{}: {}", saved_state, std::strerror(errno))));
+    if (!state)
+      return std::unexpected(internal(fmt::format("{}: {}", saved_state, std::strerror(errno))));
     auto started = start(name, state.get());
     if (!started) return std::unexpected(started.error());
     // A paused VM is paused again (its vCPUs ran for the moment of the worker's start).
@@ -234,7 +238,8 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
   if (auto added = inventory_->add_checkpoint(checkpoint, updated); !added) {
     return undo(children, internal(added.error().message()));
   }
-  log_event(name, "checkpoint", {{"checkpoint", checkpoint_name}, {"state_saved", !saved_state.empty()}});
+  log_event(name, "checkpoint",
+            {{"checkpoint", checkpoint_name}, {"state_saved", !saved_state.empty()}});
   // 4. The VM runs on from the saved instant, on the children.
   nlohmann::json reply = describe_checkpoint(checkpoint);
   reply["saved"] = saved_figures;
@@ -258,26 +263,26 @@ ServiceResult<nlohmann::json> VmService::restore(const std::string& name,
   {
     std::lock_guard lock(mutex_);
     if (running_.contains(name)) {
-      return std::unexpected(conflict(fmt::format(
-          "{} is {}: stop it before restoring a checkpoint (lamina vm stop {})", name,
-          running_[name].state, name)));
+      return std::unexpected(conflict(
+          fmt::format("{} is {}: stop it before restoring a checkpoint (lamina vm stop {})", name,
+                      running_[name].state, name)));
     }
   }
   auto disks = definition_disks(record.definition);
   if (!disks) return std::unexpected(internal(disks.error().message()));
   const nlohmann::json& frozen = (*checkpoint)->disks;
   if (!frozen.is_array() || frozen.size() != disks->size()) {
-    return std::unexpected(conflict(fmt::format(
-        "{}'s disks changed since checkpoint {} was taken; it cannot be restored", name,
-        checkpoint_name)));
+    return std::unexpected(conflict(
+        fmt::format("{}'s disks changed since checkpoint {} was taken; it cannot be restored", name,
+                    checkpoint_name)));
   }
   UniqueFd state;
   if (!(*checkpoint)->state_file.empty()) {
     state = UniqueFd(::open((*checkpoint)->state_file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!state) {
-      return std::unexpected(internal(fmt::format("checkpoint {}'s state {}: {}", checkpoint_name,
-                                                  (*checkpoint)->state_file,
-                                                  std::strerror(errno))));
+      return std::unexpected(
+          internal(fmt::format("checkpoint {}'s state {}: {}", checkpoint_name,
+                               (*checkpoint)->state_file, std::strerror(errno))));
     }
   }
   // New children of the frozen images; the current disks are dropped once the VM is on them.
@@ -289,7 +294,8 @@ ServiceResult<nlohmann::json> VmService::restore(const std::string& name,
   };
   for (const DiskEntry& disk : *disks) {
     if (frozen[disk.index].is_null()) continue;
-    if (!frozen[disk.index].is_string()) return std::unexpected(internal("a corrupt checkpoint row"));
+    if (!frozen[disk.index].is_string())
+      return std::unexpected(internal("a corrupt checkpoint row"));
     const std::string parent = frozen[disk.index].get<std::string>();
     const std::string child = child_image_path(parent, checkpoint_name);
     if (auto made = storage::create_differencing(child, parent, false); !made) {
@@ -414,7 +420,8 @@ ServiceResult<nlohmann::json> VmService::delete_checkpoint(const std::string& na
     if (plan.merge_child.empty()) continue;
     auto done = storage::merge_image(plan.merge_child, {});
     if (!done) {
-      return std::unexpected(internal(done.error().with_context("merging " + plan.merge_child).message()));
+      return std::unexpected(
+          internal(done.error().with_context("merging " + plan.merge_child).message()));
     }
     const DiskEntry& current = (*disks)[plan.disk_index];
     updated.definition["disks"][plan.disk_index] = replace_disk_path(current.text, plan.frozen);

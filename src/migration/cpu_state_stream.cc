@@ -26,8 +26,8 @@ Result<void> get_segment(StateReader& reader, SegmentCache& segment, std::string
   }
   if ((segment.attributes & ~kSegmentAttributeBits) != 0) {
     return fail(ErrorCode::kCorrupt,
-                fmt::format("saved vCPU state: segment {} has undefined attribute bits {:#x}",
-                            name, segment.attributes));
+                fmt::format("saved vCPU state: segment {} has undefined attribute bits {:#x}", name,
+                            segment.attributes));
   }
   return {};
 }
@@ -49,9 +49,9 @@ Result<void> get_array(StateReader& reader, std::array<uint64_t, N>& values,
   auto count = reader.get_u32();
   if (!count) return fail(count.error());
   if (*count != N) {
-    return fail(ErrorCode::kUnsupported,
-                fmt::format("saved vCPU state has {} {} registers, this CPU model {}", *count,
-                            name, N));
+    return fail(
+        ErrorCode::kUnsupported,
+        fmt::format("saved vCPU state has {} {} registers, this CPU model {}", *count, name, N));
   }
   for (uint64_t& value : values) {
     if (auto got = reader.get(value); !got) return got;
@@ -61,8 +61,8 @@ Result<void> get_array(StateReader& reader, std::array<uint64_t, N>& values,
 
 void put_msrs(StateWriter& writer, const cpu::x86::MsrState& msr) {
   writer.put(msr.efer, msr.star, msr.lstar, msr.cstar, msr.sfmask, msr.kernel_gs_base,
-             msr.tsc_offset, msr.tsc_aux, msr.apic_base, msr.pat, msr.sysenter_cs,
-             msr.sysenter_esp, msr.sysenter_eip, msr.misc_enable, msr.mtrr_default_type);
+             msr.tsc_offset, msr.tsc_aux, msr.apic_base, msr.pat, msr.sysenter_cs, msr.sysenter_esp,
+             msr.sysenter_eip, msr.misc_enable, msr.mtrr_default_type);
   put_array(writer, msr.mtrr_fixed);
   put_array(writer, msr.mtrr_variable);
   writer.put(msr.amd_syscfg, msr.amd_hwcr);
@@ -73,10 +73,10 @@ void put_msrs(StateWriter& writer, const cpu::x86::MsrState& msr) {
 }
 
 Result<void> get_msrs(StateReader& reader, cpu::x86::MsrState& msr) {
-  if (auto got = reader.get(msr.efer, msr.star, msr.lstar, msr.cstar, msr.sfmask,
-                            msr.kernel_gs_base, msr.tsc_offset, msr.tsc_aux, msr.apic_base,
-                            msr.pat, msr.sysenter_cs, msr.sysenter_esp, msr.sysenter_eip,
-                            msr.misc_enable, msr.mtrr_default_type);
+  if (auto got =
+          reader.get(msr.efer, msr.star, msr.lstar, msr.cstar, msr.sfmask, msr.kernel_gs_base,
+                     msr.tsc_offset, msr.tsc_aux, msr.apic_base, msr.pat, msr.sysenter_cs,
+                     msr.sysenter_esp, msr.sysenter_eip, msr.misc_enable, msr.mtrr_default_type);
       !got) {
     return got;
   }

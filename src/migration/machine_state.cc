@@ -31,9 +31,7 @@ Error io_error(std::string_view what) {
   return Error(ErrorCode::kIo, fmt::format("machine state: {}: {}", what, std::strerror(errno)));
 }
 
-Error corrupt(std::string what) {
-  return Error(ErrorCode::kCorrupt, "machine state: " + what);
-}
+Error corrupt(std::string what) { return Error(ErrorCode::kCorrupt, "machine state: " + what); }
 
 Result<void> write_all(int fd, std::span<const std::byte> data, uint64_t offset) {
   while (!data.empty()) {
@@ -158,9 +156,10 @@ Result<Header> read_header(int fd) {
   struct stat status {};
   if (::fstat(fd, &status) != 0) return fail(io_error("fstat"));
   if (static_cast<uint64_t>(status.st_size) < header.ram_offset + header.ram_length) {
-    return fail(corrupt(fmt::format("the file is {} bytes long, its header describes {} (a "
-                                    "truncated copy?)",
-                                    status.st_size, header.ram_offset + header.ram_length)));
+    return fail(
+        corrupt(fmt::format("the file is {} bytes long, its header describes {} (a "
+                            "truncated copy?)",
+                            status.st_size, header.ram_offset + header.ram_length)));
   }
   return header;
 }
@@ -194,8 +193,8 @@ Result<SavedMachine> read_machine_section(StateReader& reader, const Header& hea
   saved.shape.major = header.major;
   saved.shape.minor = header.minor;
   uint32_t region_count = 0;
-  if (auto got = reader.get(saved.shape.vcpus, saved.shape.memory_bytes, saved.clock_ns,
-                            saved.a20, region_count);
+  if (auto got = reader.get(saved.shape.vcpus, saved.shape.memory_bytes, saved.clock_ns, saved.a20,
+                            region_count);
       !got) {
     return fail(got.error().with_context("machine state"));
   }
@@ -219,14 +218,16 @@ Result<SavedMachine> read_machine_section(StateReader& reader, const Header& hea
     return fail(corrupt("the RAM regions do not add up to the RAM in the file"));
   }
   uint32_t device_count = 0;
-  if (auto got = reader.get(device_count); !got) return fail(got.error().with_context("machine state"));
+  if (auto got = reader.get(device_count); !got)
+    return fail(got.error().with_context("machine state"));
   if (device_count > kMaxDevices) return fail(corrupt(fmt::format("{} devices", device_count)));
   for (uint32_t index = 0; index < device_count; ++index) {
     auto name = reader.get_blob(kMaxDeviceName);
     if (!name) return fail(name.error().with_context("machine state"));
     saved.shape.devices.emplace_back(reinterpret_cast<const char*>(name->data()), name->size());
   }
-  if (auto left = reader.end_section(); !left) return fail(left.error().with_context("machine state"));
+  if (auto left = reader.end_section(); !left)
+    return fail(left.error().with_context("machine state"));
   return saved;
 }
 
@@ -281,7 +282,8 @@ Result<SaveStatistics> save_machine_state(machine::Machine& machine, int fd) {
     statistics.ram_written += *written;
     offset += region.size;
   }
-  if (::ftruncate(fd, static_cast<off_t>(offset)) != 0) return fail(io_error("size the state file"));
+  if (::ftruncate(fd, static_cast<off_t>(offset)) != 0)
+    return fail(io_error("size the state file"));
   // The header last: a file cut short anywhere before this has no valid header.
   if (::fdatasync(fd) != 0) return fail(io_error("flush the state file"));
   if (auto done = write_all(fd, encode_header(header), 0); !done) return fail(done.error());
@@ -373,9 +375,11 @@ Result<void> restore_machine_state(machine::Machine& machine, int fd, RamLoad ra
     if (auto loaded = device.state->load(reader); !loaded) {
       return fail(loaded.error().with_context(device.name));
     }
-    if (auto left = reader.end_section(); !left) return fail(left.error().with_context(device.name));
+    if (auto left = reader.end_section(); !left)
+      return fail(left.error().with_context(device.name));
   }
-  if (auto left = reader.end_section(); !left) return fail(left.error().with_context("machine state"));
+  if (auto left = reader.end_section(); !left)
+    return fail(left.error().with_context("machine state"));
   if (!reader.at_end()) return fail(corrupt("bytes follow the last section"));
   machine.kick_vcpus();
   return {};

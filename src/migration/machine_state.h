@@ -44,10 +44,10 @@ inline constexpr size_t kHeaderSize = 64;
 inline constexpr uint64_t kMaxStateStream = uint64_t{64} << 20;
 
 struct SaveStatistics {
-  uint64_t state_bytes = 0;      // the stream
-  uint64_t ram_bytes = 0;        // guest RAM in the machine
-  uint64_t ram_written = 0;      // RAM bytes actually written (zero pages are holes)
-  uint64_t file_bytes = 0;       // the file's length
+  uint64_t state_bytes = 0;  // the stream
+  uint64_t ram_bytes = 0;    // guest RAM in the machine
+  uint64_t ram_written = 0;  // RAM bytes actually written (zero pages are holes)
+  uint64_t file_bytes = 0;   // the file's length
 };
 
 // Writes the state of a quiesced machine to `fd` (a regular file, replaced from offset 0) and

@@ -94,8 +94,8 @@ TEST(CpuStateStreamTest, RefusesStatesNoVcpuCanBeIn) {
     return !load_cpu_state(reader).has_value();
   };
   EXPECT_TRUE(refused([](CpuState& s) { s.cpl = 4; }));
-  EXPECT_TRUE(refused([](CpuState& s) { s.cr0 &= ~uint64_t{1}; }));        // paging without PE
-  EXPECT_TRUE(refused([](CpuState& s) { s.cr4 = 0; }));                    // LMA without PAE
+  EXPECT_TRUE(refused([](CpuState& s) { s.cr0 &= ~uint64_t{1}; }));  // paging without PE
+  EXPECT_TRUE(refused([](CpuState& s) { s.cr4 = 0; }));              // LMA without PAE
   EXPECT_TRUE(refused([](CpuState& s) { s.simd.mxcsr = 0x10000; }));
   EXPECT_TRUE(refused([](CpuState& s) { s.segment[1].attributes = 0x0f00; }));
   EXPECT_TRUE(refused([](CpuState& s) { s.rflags |= uint64_t{1} << 40; }));
