@@ -48,6 +48,9 @@ class Vcpu {
   // Architectural state in the core's format (a KVM backend converts).
   virtual cpu::x86::CpuState state() const = 0;
   virtual void set_state(const cpu::x86::CpuState& state) = 0;
+  // A restore (checkpoint, migration): `state` replaces everything, so INIT/SIPI requests still
+  // queued (an application processor is created with one) are dropped first.
+  virtual void restore_state(const cpu::x86::CpuState& state) { set_state(state); }
   // Guest RAM changed behind the vCPU (DMA, a loader): cached translations must go. Call it
   // for every vCPU (each keeps its own translations).
   virtual void invalidate_code(uint64_t physical, uint64_t length) = 0;

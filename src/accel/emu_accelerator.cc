@@ -27,8 +27,10 @@ class EmuVcpu : public Vcpu {
   EmuVcpu(GuestMemory& memory, cpu::x86::CpuEnvironment& environment, const cpu::x86::CpuidModel& model,
           uint32_t index, cpu::x86::SharedCodePages& shared_code)
       : cpu_(memory, environment, cpu::x86::CpuConfiguration{&model, index, {}, &shared_code}) {
-    // Application processors wait for INIT-SIPI-SIPI (MP spec B.4).
-    if (index != 0) cpu_.post(cpu::x86::request::kInit);
+    // Application processors wait for INIT-SIPI-SIPI (MP spec B.4): they start in the state
+    // an INIT leaves (RESET's registers, waiting for a SIPI), held in CpuState rather than as
+    // a pending request, so a machine saved before an AP ever ran records it waiting.
+    if (index != 0) cpu_.state().waiting_for_startup = true;
   }
 
   VcpuExit run(uint64_t budget) override {
@@ -50,6 +52,10 @@ class EmuVcpu : public Vcpu {
   void set_state(const cpu::x86::CpuState& state) override {
     cpu_.state() = state;
     cpu_.state_changed();
+  }
+  void restore_state(const cpu::x86::CpuState& state) override {
+    cpu_.discard_startup_requests();
+    set_state(state);
   }
   void invalidate_code(uint64_t physical, uint64_t length) override { cpu_.invalidate_code(physical, length); }
   void set_a20_enabled(bool enabled) override { cpu_.set_a20_enabled(enabled); }

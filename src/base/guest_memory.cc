@@ -108,6 +108,23 @@ Result<void> GuestMemory::write(uint64_t guest_physical, std::span<const std::by
   return {};
 }
 
+Result<void> GuestMemory::map_file(size_t index, int fd, uint64_t file_offset) {
+  if (index >= mappings_.size() || file_offset % kPageSize != 0) {
+    return fail(
+        ErrorCode::kInvalidArgument,
+        fmt::format("RAM region {} cannot be mapped from file offset {:#x}", index, file_offset));
+  }
+  const Mapping& mapping = mappings_[index];
+  // MAP_FIXED replaces the anonymous pages in place, so host pointers handed out stay valid.
+  void* host = ::mmap(mapping.host, mapping.region.size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, fd, static_cast<off_t>(file_offset));
+  if (host == MAP_FAILED) {
+    return fail(ErrorCode::kIo, fmt::format("cannot map {} bytes of saved guest RAM: {}",
+                                            mapping.region.size, std::strerror(errno)));
+  }
+  return {};
+}
+
 uint64_t GuestMemory::total_size() const {
   uint64_t total = 0;
   for (const RamRegion& region : regions_) total += region.size;

@@ -42,6 +42,13 @@ class GuestMemory {
   [[nodiscard]] Result<void> read(uint64_t guest_physical, std::span<std::byte> data) const;
   [[nodiscard]] Result<void> write(uint64_t guest_physical, std::span<const std::byte> data);
 
+  // Replaces region `index`'s contents with a private copy-on-write mapping of `fd` from
+  // `file_offset` (page-aligned; the file must hold the whole region): pages are read from the
+  // file when the guest first touches them, and writes never reach the file. The host address
+  // stays the same. For restoring a saved machine's RAM lazily; only while nothing else
+  // touches the region.
+  [[nodiscard]] Result<void> map_file(size_t index, int fd, uint64_t file_offset);
+
   const std::vector<RamRegion>& regions() const { return regions_; }
   uint64_t total_size() const;
 

@@ -1,15 +1,26 @@
 #include <string>
 #include <vector>
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
 #include "accel/accelerator.h"
+#include "base/log.h"
 #include "base/size.h"
+#include "base/unique_fd.h"
 #include "cli/commands.h"
 #include "cli/not_built.h"
 #include "machine/default_guest.h"
 #include "machine/vm_config.h"
+#include "migration/machine_state.h"
+#include "storage/staged_file.h"
 #include "virtio/virtio_block_setup.h"
 #include "worker/vm_runner.h"
 
@@ -32,6 +43,8 @@ struct RunOptions {
   std::vector<std::string> disks;
   std::vector<std::string> networks;  // --net, repeatable
   bool debug_exit = false;
+  std::string state_file;  // --state-file: SIGUSR1 saves the VM there and ends the run
+  std::string restore;     // --restore: continue a saved VM
 };
 
 [[noreturn]] void report_bad_option(const Error& error) {
@@ -95,18 +108,78 @@ machine::VmConfig to_config(const RunOptions& options) {
   throw CLI::RuntimeError(status);
 }
 
+// Saves the VM's state to `path` when SIGUSR1 arrives (blocked in every thread, taken here):
+// written under a temporary name, flushed and renamed, so `path` is always a whole state or
+// absent. Saving ends the run; a failed save leaves the VM running.
+void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std::string& path) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGUSR1);
+  const timespec poll_interval{0, 100'000'000};
+  while (!stop.stop_requested()) {
+    if (::sigtimedwait(&signals, nullptr, &poll_interval) != SIGUSR1) continue;
+    auto staged = storage::StagedFile::prepare(path, true);
+    if (!staged) {
+      log_warn("cannot save the VM: {}", staged.error().message());
+      continue;
+    }
+    UniqueFd file(
+        ::open(staged->temporary_path().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!file) {
+      log_warn("cannot save the VM: {}: {}", staged->temporary_path(), std::strerror(errno));
+      continue;
+    }
+    auto saved = runner.save_and_stop(file.get());
+    if (!saved) {
+      log_warn("the VM's state was not saved (it runs on): {}", saved.error().message());
+      continue;
+    }
+    file.reset();
+    if (auto committed = staged->commit(); !committed) {
+      log_warn("the VM's state was not saved: {}", committed.error().message());
+      return;
+    }
+    log_line(LogLevel::kInfo,
+             fmt::format("saved the VM's state to {} ({} of RAM written, {} in the file)", path,
+                         format_size(saved->ram_written), format_size(saved->file_bytes)));
+    return;
+  }
+}
+
 // Boots the VM and returns only by throwing the exit status (see finish()).
-[[noreturn]] void run_vm(const machine::VmConfig& config) {
+[[noreturn]] void run_vm(const machine::VmConfig& config, const RunOptions& options) {
   // --accel kvm on a host without a usable /dev/kvm ends here with status 3 (not available).
   auto kvm = worker::resolve_kvm(config.accel);
   if (!kvm) {
     fmt::print(stderr, "lamina run: {}\n", kvm.error().message());
     throw CLI::RuntimeError(kNotBuiltExitCode);
   }
+  UniqueFd restore;
+  if (!options.restore.empty()) {
+    restore = UniqueFd(::open(options.restore.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!restore) finish(1, fmt::format("--restore {}: {}", options.restore, std::strerror(errno)));
+    auto shape = migration::read_state_shape(restore.get());
+    if (!shape) finish(1, shape.error().with_context("--restore " + options.restore).message());
+  }
+  if (!options.state_file.empty()) {
+    // Blocked before any thread starts, so only serve_save_signal takes it.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGUSR1);
+    ::pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  }
   auto runner =
       worker::VmRunner::open(config, fmt::format("lamina run pid {}", ::getpid()), *kvm);
   if (!runner) finish(1, runner.error().message());
+  if (restore) (*runner)->restore_from(std::move(restore));
+  std::jthread saver;
+  if (!options.state_file.empty()) {
+    saver = std::jthread([&runner, &options](std::stop_token stop) {
+      serve_save_signal(std::move(stop), **runner, options.state_file);
+    });
+  }
   const worker::VmOutcome outcome = (*runner)->run();
+  saver = std::jthread();
   // Closing the console first leaves the terminal's raw mode before the last line.
   runner->reset();
   finish(outcome.status, outcome.status == 0 ? std::string_view{} : outcome.reason);
@@ -166,7 +239,14 @@ void add_run_command(CLI::App& app) {
       "(N << 1) | 1 when it writes N to port 0xf4 (low 8 bits); 1 with a one-line reason on a "
       "triple fault, a reboot with --on-reboot exit, or a machine error; 3 when --accel kvm "
       "finds KVM unusable.");
-  run->callback([options] { run_vm(to_config(*options)); });
+  run->add_option("--state-file", options->state_file,
+                  "Where SIGUSR1 saves the VM's whole state (vCPUs, devices, RAM; written under "
+                  "a temporary name, then renamed); saving ends the run with status 0 and "
+                  "--restore continues it");
+  run->add_option("--restore", options->restore,
+                  "Continue a VM from a state file --state-file saved; the other options must "
+                  "describe the same VM (vCPUs, memory, devices, the same disks unchanged since)");
+  run->callback([options] { run_vm(to_config(*options), *options); });
 }
 
 }  // namespace lamina::cli

@@ -295,6 +295,7 @@ void add_vm_command(CLI::App& app) {
   });
 
   add_vm_import_command(*vm, options);
+  add_vm_checkpoint_commands(*vm, options);
 
   auto console_options = std::make_shared<ConsoleAttachOptions>();
   auto* console = vm->add_subcommand(

@@ -25,5 +25,8 @@ nlohmann::json call(const VmOptions& options, std::string_view verb, const std::
 
 // `lamina vm import` (vm_import_command.cc).
 void add_vm_import_command(CLI::App& vm, const std::shared_ptr<VmOptions>& options);
+// `lamina vm checkpoint`, `checkpoints`, `restore`, `checkpoint-delete`
+// (vm_checkpoint_command.cc).
+void add_vm_checkpoint_commands(CLI::App& vm, const std::shared_ptr<VmOptions>& options);
 
 }  // namespace lamina::cli

@@ -27,6 +27,12 @@ class HostClock final : public Clock {
                                      std::chrono::steady_clock::now() - start_)
                                      .count());
   }
+  // Makes now_ns() read `ns` at this moment and count on from there: a restored machine's
+  // time goes on where the saved one stopped. Only while nothing else reads the clock (before
+  // the machine runs), since it may move the clock backwards.
+  void continue_from(uint64_t ns) {
+    start_ = std::chrono::steady_clock::now() - std::chrono::nanoseconds(ns);
+  }
 
  private:
   std::chrono::steady_clock::time_point start_;

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include <fmt/format.h>
+
 namespace lamina::machine {
 namespace {
 
@@ -23,16 +25,103 @@ uint64_t Machine::instructions() const {
 }
 
 void Machine::pause() {
+  std::lock_guard lock(timer_mutex_);
+  paused_ = true;
   for (auto& thread : vcpu_threads_) thread->set_paused(true);
 }
 
 void Machine::resume() {
+  std::lock_guard lock(timer_mutex_);
+  paused_ = false;
+  if (quiesced_) return;
   for (auto& thread : vcpu_threads_) thread->set_paused(false);
+}
+
+void Machine::quiesce() {
+  {
+    std::lock_guard lock(timer_mutex_);
+    if (quiesced_) return;
+    quiesced_ = true;
+  }
+  // vCPUs first: with none running, no new request reaches a device and no timer is armed by
+  // the guest; then timers, whose callbacks raise interrupts; then the devices' own threads.
+  for (auto& thread : vcpu_threads_) thread->set_paused(true);
+  for (auto& thread : vcpu_threads_) thread->wait_parked();
+  {
+    std::unique_lock lock(timer_mutex_);
+    timers_frozen_ = true;
+    timer_idle_.wait(lock, [this] { return !timers_servicing_; });
+  }
+  for (auto& function : virtio_functions_) function->device().pause_io();
+}
+
+void Machine::release() {
+  {
+    std::lock_guard lock(timer_mutex_);
+    if (!quiesced_) return;
+  }
+  for (auto& function : virtio_functions_) function->device().resume_io();
+  std::lock_guard lock(timer_mutex_);
+  quiesced_ = false;
+  timers_frozen_ = false;
+  timer_rearmed_ = true;
+  timer_wakeup_.notify_all();
+  if (!paused_) {
+    for (auto& thread : vcpu_threads_) thread->set_paused(false);
+  }
+}
+
+std::vector<Machine::NamedState> Machine::stateful_devices() {
+  std::vector<NamedState> devices;
+  for (size_t index = 0; index < apics_.size(); ++index) {
+    devices.push_back({fmt::format("lapic{}", index), apics_[index].get()});
+  }
+  devices.push_back({"ioapic", ioapic_.get()});
+  devices.push_back({"pic", pic_.get()});
+  devices.push_back({"pit", pit_.get()});
+  devices.push_back({"port61", port61_.get()});
+  devices.push_back({"rtc", rtc_.get()});
+  devices.push_back({"com1", com1_.get()});
+  devices.push_back({"com2", com2_.get()});
+  devices.push_back({"i8042", i8042_.get()});
+  devices.push_back({"port92", port92_.get()});
+  devices.push_back({"post-code", post_code_.get()});
+  devices.push_back({"debug-exit", debug_exit_.get()});
+  devices.push_back({"acpi-pm", acpi_pm_.get()});
+  devices.push_back({"reset-control", reset_control_.get()});
+  devices.push_back({"hpet", hpet_.get()});
+  devices.push_back({"pci-host", pci_host_.get()});
+  for (size_t index = 0; index < virtio_functions_.size(); ++index) {
+    devices.push_back(
+        {fmt::format("pci-00:{:02x}.0-{}", index + 1, virtio_functions_[index]->device().name()),
+         virtio_functions_[index].get()});
+  }
+  return devices;
+}
+
+void Machine::set_a20_enabled(bool enabled) {
+  a20_enabled_.store(enabled, std::memory_order_relaxed);
+  for (const auto& vcpu : vcpus_) vcpu->set_a20_enabled(enabled);
+}
+
+void Machine::kick_vcpus() {
+  for (auto& thread : vcpu_threads_) thread->wake();
 }
 
 void Machine::service_timers(std::stop_token stop) {
   while (!stop.stop_requested()) {
+    {
+      std::unique_lock lock(timer_mutex_);
+      timer_wakeup_.wait(lock, [&] { return !timers_frozen_ || stop.stop_requested(); });
+      if (stop.stop_requested()) return;
+      timers_servicing_ = true;
+    }
     timers_.run_expired();
+    {
+      std::lock_guard lock(timer_mutex_);
+      timers_servicing_ = false;
+    }
+    timer_idle_.notify_all();
     const std::optional<uint64_t> next = timers_.next_deadline();
     const uint64_t now = clock_.now_ns();
     uint64_t sleep_ns = kIdleTimerSleepNs;

@@ -9,11 +9,13 @@
 // which must outlive it. Thread-safety: run() once, from one thread; stops() may be posted to
 // from any thread.
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -78,6 +80,31 @@ class Machine {
   void pause();
   void resume();
 
+  // Machine-wide quiesce for checkpoints and migration, from a host thread while run() runs
+  // (or before it): every vCPU held at an instruction boundary, the timer thread stopped
+  // between timers (guest timers frozen: none fires, and the clock is read once by save), and
+  // every virtio device's I/O threads drained (virtio_device.h's pause_io). Guest RAM and every
+  // device's state then stay still until release(), which undoes it (vCPUs stay held when
+  // pause() had held them).
+  void quiesce();
+  void release();
+
+  // What a machine state is made of (migration/machine_state.h), valid while quiesced or
+  // before run(): the vCPUs, the platform devices and virtio functions by a stable name, in
+  // wiring order, the time base and the A20 gate.
+  struct NamedState {
+    std::string name;  // "lapic0", "ioapic", ..., "pci-00:01.0"
+    hw::Stateful* state;
+  };
+  std::vector<NamedState> stateful_devices();
+  accel::Vcpu& vcpu(uint32_t index) { return *vcpus_.at(index); }
+  hw::HostClock& clock() { return clock_; }
+  const MemoryLayout& layout() const { return layout_; }
+  bool a20_enabled() const { return a20_enabled_.load(std::memory_order_relaxed); }
+  void set_a20_enabled(bool enabled);
+  // After a restore: each vCPU looks at its LAPIC again (interrupts, NMI pending there).
+  void kick_vcpus();
+
  private:
   friend class MachineBuilder;
   Machine(MemoryLayout layout, GuestMemory memory);
@@ -125,7 +152,13 @@ class Machine {
 
   std::mutex timer_mutex_;
   std::condition_variable timer_wakeup_;
+  std::condition_variable timer_idle_;
   bool timer_rearmed_ = false;
+  bool timers_frozen_ = false;     // quiesce(): the timer thread services nothing
+  bool timers_servicing_ = false;  // the timer thread is inside run_expired()
+  bool quiesced_ = false;
+  bool paused_ = false;  // pause() holds the vCPUs (release() keeps them held)
+  std::atomic<bool> a20_enabled_{true};
   std::jthread timer_thread_;
 };
 

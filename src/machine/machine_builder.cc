@@ -119,9 +119,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   StopQueue& stops = m.stops_;
   // The A20 gate: port 0x92 and the i8042 output port both drive it, the last change wins (as
   // in QEMU); the vCPUs mask physical address bit 20 while it is off. On after reset.
-  auto a20_changed = [&m](bool enabled) {
-    for (const auto& vcpu : m.vcpus_) vcpu->set_a20_enabled(enabled);
-  };
+  auto a20_changed = [&m](bool enabled) { m.set_a20_enabled(enabled); };
   m.i8042_ = std::make_unique<hw::I8042>(
       isa(1), isa(12),
       [&stops] {
@@ -207,7 +205,53 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
     }
   }
 
-  // Firmware tables, then the kernel (which is told where the RSDP is).
+  // Firmware tables, then the kernel (which is told where the RSDP is); a machine made to be
+  // restored gets its RAM and vCPU state from the saved state instead.
+  BootState boot;
+  if (!options.for_restore) {
+    auto booted = load_boot_images(m, options, acpi_config);
+    if (!booted) return fail(booted.error());
+    boot = *booted;
+  }
+
+  // vCPUs: vCPU 0 starts where the loader says; the others wait for INIT-SIPI-SIPI.
+  cpu::x86::CpuFeatures features;
+  features.vcpu_count = cpus;
+  features.tsc_khz = static_cast<uint32_t>(kTscHz / 1000);
+  features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
+  // The LAPIC implements the TSC-deadline timer mode and x2APIC mode (and the environment
+  // routes their MSRs).
+  features.tsc_deadline = true;
+  features.x2apic = true;
+  auto accelerator = options.kvm ? accel::create_kvm_accelerator(m.memory_, features)
+                                 : accel::create_emu_accelerator(m.memory_, features);
+  if (!accelerator)
+    return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));
+  m.accelerator_ = std::move(*accelerator);
+  if (auto added = add_virtio_functions(m, options, acpi_config.pci_gsi_base); !added) {
+    return fail(added.error());
+  }
+  for (uint32_t index = 0; index < cpus; ++index) {
+    m.environments_.push_back(
+        std::make_unique<VcpuEnvironment>(m.io_, m.mmio_, *m.apics_[index], m.clock_));
+    auto vcpu = m.accelerator_->create_vcpu(index, *m.environments_.back());
+    if (!vcpu) return fail(vcpu.error().with_context(fmt::format("vCPU {}", index)));
+    m.vcpus_.push_back(std::move(*vcpu));
+    m.vcpu_threads_.push_back(
+        std::make_unique<VcpuThread>(index, *m.vcpus_.back(), *m.apics_[index], m.stops_,
+                                     options.guest_thread_setup));
+    m.apics_[index]->set_kick([thread = m.vcpu_threads_.back().get()] { thread->wake(); });
+  }
+  if (!options.for_restore) {
+    cpu::x86::CpuState state = m.vcpus_[0]->state();
+    apply_boot_state(boot, state);
+    m.vcpus_[0]->set_state(state);
+  }
+  return machine;
+}
+
+Result<BootState> MachineBuilder::load_boot_images(Machine& m, const MachineOptions& options,
+                                                   const acpi::AcpiConfig& acpi_config) {
   auto tables = acpi::install_acpi_tables(m.memory_, m.layout_, acpi_config);
   if (!tables) return fail(tables.error().with_context("ACPI tables"));
   // Preloaded images (a sandboxed worker can no longer open paths) or the files named.
@@ -245,38 +289,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
     boot = loaded->state;
   }
 
-  // vCPUs: vCPU 0 starts where the loader says; the others wait for INIT-SIPI-SIPI.
-  cpu::x86::CpuFeatures features;
-  features.vcpu_count = cpus;
-  features.tsc_khz = static_cast<uint32_t>(kTscHz / 1000);
-  features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
-  // The LAPIC implements the TSC-deadline timer mode and x2APIC mode (and the environment
-  // routes their MSRs).
-  features.tsc_deadline = true;
-  features.x2apic = true;
-  auto accelerator = options.kvm ? accel::create_kvm_accelerator(m.memory_, features)
-                                 : accel::create_emu_accelerator(m.memory_, features);
-  if (!accelerator)
-    return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));
-  m.accelerator_ = std::move(*accelerator);
-  if (auto added = add_virtio_functions(m, options, acpi_config.pci_gsi_base); !added) {
-    return fail(added.error());
-  }
-  for (uint32_t index = 0; index < cpus; ++index) {
-    m.environments_.push_back(
-        std::make_unique<VcpuEnvironment>(m.io_, m.mmio_, *m.apics_[index], m.clock_));
-    auto vcpu = m.accelerator_->create_vcpu(index, *m.environments_.back());
-    if (!vcpu) return fail(vcpu.error().with_context(fmt::format("vCPU {}", index)));
-    m.vcpus_.push_back(std::move(*vcpu));
-    m.vcpu_threads_.push_back(
-        std::make_unique<VcpuThread>(index, *m.vcpus_.back(), *m.apics_[index], m.stops_,
-                                     options.guest_thread_setup));
-    m.apics_[index]->set_kick([thread = m.vcpu_threads_.back().get()] { thread->wake(); });
-  }
-  cpu::x86::CpuState state = m.vcpus_[0]->state();
-  apply_boot_state(boot, state);
-  m.vcpus_[0]->set_state(state);
-  return machine;
+  return boot;
 }
 
 Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptions& options,

@@ -22,6 +22,7 @@
 #include "base/error.h"
 #include "cpu/x86/cpu_state.h"
 #include "hw/uart16550.h"
+#include "machine/acpi/config.h"
 #include "machine/boot_state.h"
 #include "machine/linux_loader.h"
 #include "machine/machine.h"
@@ -60,6 +61,10 @@ struct MachineOptions {
   // tightens that thread's seccomp filter here). Threads a vCPU thread starts — the device I/O
   // threads a guest's DRIVER_OK starts — inherit what it did. Empty: nothing.
   std::function<void()> guest_thread_setup;
+  // A machine whose RAM and vCPU state a saved machine state will replace
+  // (migration/machine_state.h): no ACPI tables and no kernel are loaded, so the kernel and
+  // initrd may be absent.
+  bool for_restore = false;
 };
 
 class MachineBuilder {
@@ -69,6 +74,8 @@ class MachineBuilder {
   static Result<std::unique_ptr<Machine>> build(const MachineOptions& options);
 
  private:
+  static Result<BootState> load_boot_images(Machine& machine, const MachineOptions& options,
+                                            const acpi::AcpiConfig& acpi_config);
   static Result<void> add_virtio_functions(Machine& machine, const MachineOptions& options,
                                            uint32_t pci_gsi_base);
 };

@@ -45,8 +45,19 @@ void VcpuThread::set_paused(bool paused) {
 
 bool VcpuThread::wait_while_paused(const std::stop_token& stop) {
   std::unique_lock lock(mutex_);
-  woken_.wait(lock, [&] { return !paused_ || stop.stop_requested(); });
+  if (paused_ && !stop.stop_requested()) {
+    parked_ = true;
+    parked_changed_.notify_all();
+    woken_.wait(lock, [&] { return !paused_ || stop.stop_requested(); });
+    parked_ = false;
+  }
   return !stop.stop_requested();
+}
+
+void VcpuThread::wait_parked() {
+  std::unique_lock lock(mutex_);
+  if (!thread_.joinable()) return;
+  parked_changed_.wait(lock, [&] { return parked_ || finished_ || !paused_; });
 }
 
 void VcpuThread::forward_startup_messages() {
@@ -63,6 +74,13 @@ bool VcpuThread::sleep(const std::stop_token& stop) {
 }
 
 void VcpuThread::loop(std::stop_token stop) {
+  run_slices(stop);
+  std::lock_guard lock(mutex_);
+  finished_ = true;
+  parked_changed_.notify_all();
+}
+
+void VcpuThread::run_slices(const std::stop_token& stop) {
   while (!stop.stop_requested()) {
     if (!wait_while_paused(stop)) return;
     {

@@ -44,12 +44,16 @@ class VcpuThread {
   // Holds the vCPU at the next slice boundary (an instruction boundary) until resumed; the
   // LAPIC keeps accepting interrupts meanwhile. From any thread.
   void set_paused(bool paused);
+  // After set_paused(true): returns once the thread holds at the boundary (or has ended, or
+  // never started), so its vCPU's state may be read. From any thread but the vCPU's.
+  void wait_parked();
 
   // Guest instructions retired so far; from any thread (exact after join).
   uint64_t instructions() const { return instructions_.load(std::memory_order_relaxed); }
 
  private:
   void loop(std::stop_token stop);
+  void run_slices(const std::stop_token& stop);
   // Hands accepted INIT/SIPI messages to the vCPU.
   void forward_startup_messages();
   // Sleeps until wake() or stop(); returns false when stopping.
@@ -64,8 +68,11 @@ class VcpuThread {
   std::function<void()> setup_;
   std::mutex mutex_;
   std::condition_variable woken_;
+  std::condition_variable parked_changed_;
   bool wake_pending_ = false;
   bool paused_ = false;
+  bool parked_ = false;    // the thread waits in wait_while_paused()
+  bool finished_ = false;  // the loop has returned (stopped, or a triple fault)
   std::atomic<uint64_t> instructions_ = 0;
   std::jthread thread_;
 };

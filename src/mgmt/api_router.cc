@@ -120,6 +120,21 @@ const std::vector<Route>& route_table() {
        [](VmService& s, const Call& c) { return s.control(c.path.at("name"), "resume"); }},
       {"POST", "/v1/vms/{name}/reset", false,
        [](VmService& s, const Call& c) { return s.control(c.path.at("name"), "reset"); }},
+      {"GET", "/v1/vms/{name}/checkpoints", false,
+       [](VmService& s, const Call& c) { return s.checkpoints(c.path.at("name")); }},
+      {"POST", "/v1/vms/{name}/checkpoints", true,
+       [](VmService& s, const Call& c) {
+         return s.checkpoint(c.path.at("name"),
+                             c.body.is_null() ? nlohmann::json::object() : c.body);
+       }},
+      {"DELETE", "/v1/vms/{name}/checkpoints/{checkpoint}", false,
+       [](VmService& s, const Call& c) {
+         return s.delete_checkpoint(c.path.at("name"), c.path.at("checkpoint"));
+       }},
+      {"POST", "/v1/vms/{name}/checkpoints/{checkpoint}/restore", false,
+       [](VmService& s, const Call& c) {
+         return s.restore(c.path.at("name"), c.path.at("checkpoint"));
+       }},
       {"GET", "/v1/events", false,
        [](VmService& s, const Call& c) -> ServiceResult<nlohmann::json> {
          auto after = query_number(c, "after", 0, INT64_MAX);
@@ -328,8 +343,9 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
     }
     auto result = route.handler(service_, call);
     if (!result) return error_response(result.error());
-    const bool creates = request.method == "POST" &&
-                         (route.path == "/v1/vms" || route.path == "/v1/disks");
+    const bool creates =
+        request.method == "POST" && (route.path == "/v1/vms" || route.path == "/v1/disks" ||
+                                     route.path == "/v1/vms/{name}/checkpoints");
     return json_response(creates ? 201 : 200, *result);
   }
   if (path_known)

@@ -24,6 +24,14 @@ constexpr const char* kSchema = R"sql(
     on_crash TEXT NOT NULL DEFAULT 'stay',
     created TEXT NOT NULL
   );
+  CREATE TABLE IF NOT EXISTS checkpoints (
+    vm TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created TEXT NOT NULL,
+    state_file TEXT NOT NULL,
+    disks TEXT NOT NULL,
+    PRIMARY KEY (vm, name)
+  );
   CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     time TEXT NOT NULL,
@@ -137,6 +145,10 @@ Result<void> Inventory::insert(const VmRecord& record) {
 
 Result<void> Inventory::update(const VmRecord& record) {
   std::lock_guard lock(mutex_);
+  return update_locked(record);
+}
+
+Result<void> Inventory::update_locked(const VmRecord& record) {
   Statement statement(database_,
                       "UPDATE vms SET definition = ?2, autostart = ?3, on_crash = ?4 "
                       "WHERE name = ?1");
@@ -156,16 +168,117 @@ Result<void> Inventory::update(const VmRecord& record) {
 
 Result<void> Inventory::remove(const std::string& name) {
   std::lock_guard lock(mutex_);
-  Statement statement(database_, "DELETE FROM vms WHERE name = ?1");
-  if (!statement) return fail(database_error(database_, "delete"));
-  statement.bind(1, name);
-  if (sqlite3_step(statement.get()) != SQLITE_DONE) {
-    return fail(database_error(database_, "delete"));
+  if (auto begun = execute("BEGIN IMMEDIATE"); !begun) return begun;
+  auto removed = [&]() -> Result<void> {
+    Statement statement(database_, "DELETE FROM vms WHERE name = ?1");
+    if (!statement) return fail(database_error(database_, "delete"));
+    statement.bind(1, name);
+    if (sqlite3_step(statement.get()) != SQLITE_DONE) {
+      return fail(database_error(database_, "delete"));
+    }
+    if (sqlite3_changes(database_) == 0) {
+      return fail(ErrorCode::kNotFound, fmt::format("no VM named {}", name));
+    }
+    // A VM's checkpoints go with it.
+    Statement checkpoints(database_, "DELETE FROM checkpoints WHERE vm = ?1");
+    if (!checkpoints) return fail(database_error(database_, "delete"));
+    checkpoints.bind(1, name);
+    if (sqlite3_step(checkpoints.get()) != SQLITE_DONE) {
+      return fail(database_error(database_, "delete"));
+    }
+    return {};
+  }();
+  (void)execute(removed ? "COMMIT" : "ROLLBACK");
+  return removed;
+}
+
+Result<void> Inventory::add_checkpoint(const CheckpointRecord& checkpoint, const VmRecord& vm) {
+  std::lock_guard lock(mutex_);
+  if (auto begun = execute("BEGIN IMMEDIATE"); !begun) return begun;
+  auto added = [&]() -> Result<void> {
+    Statement statement(database_,
+                        "INSERT INTO checkpoints (vm, name, created, state_file, disks) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5)");
+    if (!statement) return fail(database_error(database_, "checkpoint"));
+    statement.bind(1, checkpoint.vm);
+    statement.bind(2, checkpoint.name);
+    statement.bind(3, checkpoint.created);
+    statement.bind(4, checkpoint.state_file);
+    statement.bind(5, json_text(checkpoint.disks));
+    const int result = sqlite3_step(statement.get());
+    if (result == SQLITE_CONSTRAINT) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("{} has a checkpoint named {}", checkpoint.vm, checkpoint.name));
+    }
+    if (result != SQLITE_DONE) return fail(database_error(database_, "checkpoint"));
+    return update_locked(vm);
+  }();
+  (void)execute(added ? "COMMIT" : "ROLLBACK");
+  return added;
+}
+
+Result<void> Inventory::remove_checkpoint(const std::string& vm, const std::string& name,
+                                          const VmRecord* updated_vm) {
+  std::lock_guard lock(mutex_);
+  if (auto begun = execute("BEGIN IMMEDIATE"); !begun) return begun;
+  auto removed = [&]() -> Result<void> {
+    Statement statement(database_, "DELETE FROM checkpoints WHERE vm = ?1 AND name = ?2");
+    if (!statement) return fail(database_error(database_, "checkpoint"));
+    statement.bind(1, vm);
+    statement.bind(2, name);
+    if (sqlite3_step(statement.get()) != SQLITE_DONE) {
+      return fail(database_error(database_, "checkpoint"));
+    }
+    if (sqlite3_changes(database_) == 0) {
+      return fail(ErrorCode::kNotFound, fmt::format("{} has no checkpoint named {}", vm, name));
+    }
+    return updated_vm ? update_locked(*updated_vm) : Result<void>{};
+  }();
+  (void)execute(removed ? "COMMIT" : "ROLLBACK");
+  return removed;
+}
+
+namespace {
+
+CheckpointRecord read_checkpoint(const Statement& row) {
+  return CheckpointRecord{.vm = row.text(0),
+                          .name = row.text(1),
+                          .created = row.text(2),
+                          .state_file = row.text(3),
+                          .disks = nlohmann::json::parse(row.text(4), nullptr, false)};
+}
+
+}  // namespace
+
+Result<std::optional<CheckpointRecord>> Inventory::find_checkpoint(const std::string& vm,
+                                                                   const std::string& name) {
+  std::lock_guard lock(mutex_);
+  Statement statement(database_,
+                      "SELECT vm, name, created, state_file, disks FROM checkpoints "
+                      "WHERE vm = ?1 AND name = ?2");
+  if (!statement) return fail(database_error(database_, "checkpoint"));
+  statement.bind(1, vm);
+  statement.bind(2, name);
+  const int result = sqlite3_step(statement.get());
+  if (result == SQLITE_DONE) return std::optional<CheckpointRecord>{};
+  if (result != SQLITE_ROW) return fail(database_error(database_, "checkpoint"));
+  return std::optional<CheckpointRecord>{read_checkpoint(statement)};
+}
+
+Result<std::vector<CheckpointRecord>> Inventory::checkpoints(const std::string& vm) {
+  std::lock_guard lock(mutex_);
+  Statement statement(database_,
+                      "SELECT vm, name, created, state_file, disks FROM checkpoints "
+                      "WHERE vm = ?1 ORDER BY created, name");
+  if (!statement) return fail(database_error(database_, "checkpoints"));
+  statement.bind(1, vm);
+  std::vector<CheckpointRecord> records;
+  int result;
+  while ((result = sqlite3_step(statement.get())) == SQLITE_ROW) {
+    records.push_back(read_checkpoint(statement));
   }
-  if (sqlite3_changes(database_) == 0) {
-    return fail(ErrorCode::kNotFound, fmt::format("no VM named {}", name));
-  }
-  return {};
+  if (result != SQLITE_DONE) return fail(database_error(database_, "checkpoints"));
+  return records;
 }
 
 Result<std::optional<VmRecord>> Inventory::find(const std::string& name) {

@@ -38,6 +38,18 @@ struct EventRecord {
   nlohmann::json detail;
 };
 
+// A checkpoint (Hyper-V's name for a snapshot) of one VM: the machine state file (empty for a
+// VM that was stopped when it was taken) and, per disk of the definition at that moment, the
+// image frozen by it (null for a read-only disk): the VM's disk then became a differencing child
+// of it.
+struct CheckpointRecord {
+  std::string vm;
+  std::string name;
+  std::string created;  // ISO 8601, UTC
+  std::string state_file;
+  nlohmann::json disks = nlohmann::json::array();
+};
+
 class Inventory {
  public:
   static Result<std::unique_ptr<Inventory>> open(const std::filesystem::path& database);
@@ -53,6 +65,16 @@ class Inventory {
   [[nodiscard]] Result<std::optional<VmRecord>> find(const std::string& name);
   [[nodiscard]] Result<std::vector<VmRecord>> list();
 
+  // Checkpoints. Adding and removing one changes the VM's definition (its disks) in the same
+  // transaction; `vm` is the record to store, or null to leave the VM as it is.
+  [[nodiscard]] Result<void> add_checkpoint(const CheckpointRecord& checkpoint, const VmRecord& vm);
+  [[nodiscard]] Result<void> remove_checkpoint(const std::string& vm, const std::string& name,
+                                               const VmRecord* updated_vm);
+  [[nodiscard]] Result<std::optional<CheckpointRecord>> find_checkpoint(const std::string& vm,
+                                                                        const std::string& name);
+  // Oldest first.
+  [[nodiscard]] Result<std::vector<CheckpointRecord>> checkpoints(const std::string& vm);
+
   // Appends an event and returns it with its id and time.
   Result<EventRecord> add_event(const std::string& vm, const std::string& kind,
                                 const nlohmann::json& detail);
@@ -63,6 +85,7 @@ class Inventory {
  private:
   explicit Inventory(sqlite3* database) : database_(database) {}
   Result<void> execute(const char* sql);
+  Result<void> update_locked(const VmRecord& record);
 
   std::mutex mutex_;
   sqlite3* database_;

@@ -287,12 +287,21 @@ ServiceResult<nlohmann::json> VmService::remove(const std::string& name, bool wi
     }
     last_reason_.erase(name);
   }
+  // Images its checkpoints froze are its disks too (the definition names their children).
+  nlohmann::json disks = (*found)->definition.value("disks", nlohmann::json::array());
+  if (auto checkpoints = inventory_->checkpoints(name); checkpoints) {
+    for (const CheckpointRecord& checkpoint : *checkpoints) {
+      for (const auto& frozen : checkpoint.disks) {
+        if (frozen.is_string()) disks.push_back(frozen);
+      }
+    }
+  }
   if (auto removed = inventory_->remove(name); !removed) {
     return std::unexpected(internal(removed.error()));
   }
   nlohmann::json removed_disks = nlohmann::json::array();
-  if (with_disks && (*found)->definition.contains("disks")) {
-    for (const auto& disk : (*found)->definition["disks"]) {
+  if (with_disks) {
+    for (const auto& disk : disks) {
       // The path is the disk spec up to its first option (PATH[,readonly][,serial=S]).
       const std::string spec = disk.get<std::string>();
       const std::string path = spec.substr(0, spec.find(','));
@@ -326,7 +335,7 @@ ServiceResult<void> VmService::start_switches(const nlohmann::json& definition) 
   return {};
 }
 
-ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
+ServiceResult<nlohmann::json> VmService::start(const std::string& name, int restore_fd) {
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(internal(found.error()));
   if (!*found) return std::unexpected(not_found(name));
@@ -382,7 +391,8 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name) {
                            .address_space_limit = address_space_limit(grants->config),
                            .console_fd = worker_console.get(),
                            .control_socket = vm_dir(name) / "control.sock",
-                           .grants = &grants->files};
+                           .grants = &grants->files,
+                           .restore_fd = restore_fd};
   // The kernel bounds the VM's memory where the host has a memory cgroup laminad may use.
   auto cgroup = WorkerCgroup::create(name, memory_cgroup_limit(grants->config));
   if (cgroup) spawn.cgroup = &*cgroup;

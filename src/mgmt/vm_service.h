@@ -64,7 +64,9 @@ class VmService {
   ServiceResult<nlohmann::json> update(const std::string& name, const nlohmann::json& body);
   ServiceResult<nlohmann::json> remove(const std::string& name, bool with_disks);
 
-  ServiceResult<nlohmann::json> start(const std::string& name);
+  // With restore_fd, the VM continues from a saved machine state (a checkpoint) instead of
+  // booting; the caller keeps the descriptor.
+  ServiceResult<nlohmann::json> start(const std::string& name, int restore_fd = -1);
   ServiceResult<nlohmann::json> stop(const std::string& name, const StopOptions& options);
   ServiceResult<nlohmann::json> kill(const std::string& name);
   // "pause", "resume", "reset" (the guest's reset; the VM keeps running).
@@ -83,6 +85,19 @@ class VmService {
   void start_autostart_vms();
   // Stops listening to workers; running VMs keep running (laminad's shutdown).
   void detach_all();
+
+  // Checkpoints (vm_checkpoints.cc). checkpoint: body {"name": CP} (optional; a time-based
+  // name without it); a running VM is saved, its disks get differencing children, and it runs
+  // on from the saved state; a stopped VM's checkpoint holds its disks only. restore: the VM
+  // must be stopped; its disks go back to the checkpoint's (new children of the frozen images)
+  // and, when the checkpoint saved a running VM, it runs on from there. delete_checkpoint:
+  // drops the saved state and merges disk changes into the frozen image where nothing else
+  // depends on it (the VM must be stopped for a merge).
+  ServiceResult<nlohmann::json> checkpoint(const std::string& name, const nlohmann::json& body);
+  ServiceResult<nlohmann::json> checkpoints(const std::string& name);
+  ServiceResult<nlohmann::json> restore(const std::string& name, const std::string& checkpoint);
+  ServiceResult<nlohmann::json> delete_checkpoint(const std::string& name,
+                                                  const std::string& checkpoint);
 
  private:
   struct RunningVm {
@@ -119,6 +134,7 @@ class VmService {
   std::vector<std::shared_ptr<ConsoleHub>> finished_consoles_;
   std::vector<std::string> restart_;                       // on_crash=restart, to start again
   std::jthread reaper_;
+  std::mutex checkpoint_mutex_;  // one checkpoint operation at a time (they span worker restarts)
 };
 
 // "[A-Za-z0-9][A-Za-z0-9._-]{0,62}"

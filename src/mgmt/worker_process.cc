@@ -210,6 +210,10 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
     start["grants"] = options.grants->to_json();
     for (int fd : options.grants->descriptors()) fds.push_back(fd);
   }
+  if (options.restore_fd >= 0) {
+    start["restore"] = true;
+    fds.push_back(options.restore_fd);
+  }
   if (auto sent = worker->channel_.send(start, fds); !sent) return abandon(sent.error());
   auto answer = worker->channel_.receive(kStartTimeout);
   if (!answer || !*answer || (*answer)->message.value("id", 0) != 1) {

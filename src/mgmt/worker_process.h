@@ -57,6 +57,9 @@ struct WorkerSpawnOptions {
   const GrantedFiles* grants = nullptr;
   // The memory cgroup the worker starts in (joined before it runs a line of its own), if any.
   const WorkerCgroup* cgroup = nullptr;
+  // A machine state file the VM continues from (a checkpoint), or -1 to boot; sent with the
+  // start request, still owned by the caller.
+  int restore_fd = -1;
 };
 
 // How a worker process ended.

@@ -74,6 +74,10 @@ class VirtioBlock final : public VirtioDevice {
 
   // Returns once the I/O thread has completed every request kicked so far (or is stopped).
   void wait_idle() const;
+  // With the vCPUs held no new kick arrives, so once idle the thread stays asleep: pausing is
+  // waiting for the requests in flight to complete (their data is in the image, their used
+  // entries in the ring).
+  void pause_io() override { wait_idle(); }
 
   uint64_t capacity_sectors() const { return handler_.capacity_sectors(); }
   // Guest I/O completed so far; from any thread.

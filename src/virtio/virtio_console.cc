@@ -55,11 +55,24 @@ void VirtioConsole::queue_notify(uint16_t index) {
 
 void VirtioConsole::input_available() {
   std::lock_guard lock(mutex_);
-  receive_locked();
+  if (!io_paused_) receive_locked();
 }
 
 void VirtioConsole::output_space() {
   std::lock_guard lock(mutex_);
+  if (!io_paused_) transmit_locked();
+}
+
+void VirtioConsole::pause_io() {
+  std::lock_guard lock(mutex_);
+  io_paused_ = true;
+}
+
+void VirtioConsole::resume_io() {
+  std::lock_guard lock(mutex_);
+  io_paused_ = false;
+  // Input or output room that arrived meanwhile was not served.
+  receive_locked();
   transmit_locked();
 }
 

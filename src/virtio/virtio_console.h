@@ -53,6 +53,9 @@ class VirtioConsole final : public VirtioDevice, private ConsoleBackend::Listene
   void queue_notify(uint16_t index) override;
   void reset() override;
 
+  // Host input and output room wait in the backend while paused; resume_io() serves them.
+  void pause_io() override;
+  void resume_io() override;
   void save(StateWriter& writer) const override;
   [[nodiscard]] Result<void> load(StateReader& reader) override;
 
@@ -67,6 +70,7 @@ class VirtioConsole final : public VirtioDevice, private ConsoleBackend::Listene
   ConsoleBackend& backend_;
   mutable std::mutex mutex_;
   VirtioTransport* transport_ = nullptr;  // set while active
+  bool io_paused_ = false;                // pause_io(): the backend's calls serve nothing
   bool broken_ = false;
 };
 

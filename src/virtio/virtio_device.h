@@ -80,6 +80,14 @@ class VirtioDevice : public hw::Stateful {
   virtual void queue_notify(uint16_t index) = 0;
   // Back to the state after construction; see the threading rule above.
   virtual void reset() = 0;
+
+  // Machine quiesce (checkpoints, migration), called with every vCPU held: returns once the
+  // device's own threads no longer touch its queues or guest RAM, and keeps them so until
+  // resume_io(). Requests in flight are completed or kept (a device that held buffers it
+  // cannot finish now gives them back to the queue), so save() sees a consistent ring.
+  // The default suits a device whose work runs only on the notifying vCPU thread.
+  virtual void pause_io() {}
+  virtual void resume_io() {}
 };
 
 }  // namespace lamina::virtio

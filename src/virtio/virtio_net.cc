@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -15,6 +16,7 @@ namespace {
 // Section 5.1.6: offsets in struct virtio_net_hdr.
 constexpr size_t kHeaderGsoType = 1;
 constexpr size_t kHeaderNumBuffers = 10;
+constexpr uint32_t kStateVersion = 2;
 
 }  // namespace
 
@@ -61,12 +63,43 @@ Result<void> VirtioNet::activate(VirtioTransport& transport, uint64_t features) 
   }
   transport_ = &transport;
   mergeable_ = (features & kNetFeatureMergeableRxBuffers) != 0;
-  tx_length_ = 0;
-  rx_length_ = 0;
+  // Frames in hand are kept: reset() already dropped those of an old session, and load() may
+  // have restored some.
   rx_starved_ = false;
   rx_chains_.clear();
-  worker_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
+  io_paused_ = false;
+  start_worker();
   return {};
+}
+
+void VirtioNet::start_worker() {
+  worker_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
+}
+
+void VirtioNet::pause_io() {
+  std::lock_guard lock(control_mutex_);
+  if (!worker_.joinable()) return;
+  worker_.request_stop();
+  wakeup_.signal();
+  worker_.join();
+  worker_ = std::jthread();
+  io_paused_ = true;
+  // The chains in hand are the queue's last pops, oldest first (take_receive_chain takes from
+  // them before popping more, and puts gathered ones back in order).
+  if (!rx_chains_.empty() && transport_ != nullptr) {
+    if (Virtqueue* queue = transport_->queue(kReceiveQueue)) {
+      queue->give_back(static_cast<uint16_t>(rx_chains_.size()));
+    }
+  }
+  rx_chains_.clear();
+  rx_starved_ = false;
+}
+
+void VirtioNet::resume_io() {
+  std::lock_guard lock(control_mutex_);
+  if (!io_paused_) return;
+  io_paused_ = false;
+  if (transport_ != nullptr) start_worker();
 }
 
 void VirtioNet::queue_notify(uint16_t /*index*/) { wakeup_.signal(); }
@@ -80,6 +113,7 @@ void VirtioNet::reset() {
   }
   worker_ = std::jthread();
   transport_ = nullptr;
+  io_paused_ = false;
   // Frames in hand belong to the old driver's session; a reset loses them like a NIC reset.
   if (tx_length_ != 0) transmit_dropped_++;
   if (rx_length_ != 0) receive_dropped_++;
@@ -332,9 +366,12 @@ VirtioNetStats VirtioNet::stats() const {
 }
 
 void VirtioNet::save(StateWriter& writer) const {
-  writer.begin_section("virtio-net", 1);
+  writer.begin_section("virtio-net", kStateVersion);
   writer.put_bytes(std::as_bytes(std::span(mac_.bytes())));
   writer.put_bool(link_up());
+  // v2: frames in flight. The I/O thread is stopped (pause_io) or was never started here.
+  writer.put_bytes(std::span<const std::byte>(tx_frame_.data(), tx_length_));
+  writer.put_bytes(std::span<const std::byte>(rx_frame_.data(), rx_length_));
   writer.end_section();
 }
 
@@ -342,7 +379,7 @@ Result<void> VirtioNet::load(StateReader& reader) {
   std::lock_guard lock(control_mutex_);
   auto version = reader.begin_section("virtio-net");
   if (!version) return fail(version.error());
-  if (*version != 1) {
+  if (*version != 1 && *version != kStateVersion) {
     return fail(ErrorCode::kUnsupported,
                 fmt::format("virtio-net: state version {} is not known", *version));
   }
@@ -354,8 +391,27 @@ Result<void> VirtioNet::load(StateReader& reader) {
   if (address.is_group()) {
     return fail(ErrorCode::kCorrupt, "virtio-net: the saved MAC address is a group address");
   }
+  std::vector<std::byte> transmit_frame;
+  std::vector<std::byte> receive_frame;
+  if (*version >= 2) {
+    auto tx = reader.get_blob(net::kMaxFrameSize);
+    if (!tx) return fail(tx.error());
+    auto rx = reader.get_blob(kNetHeaderSize + net::kMaxFrameSize);
+    if (!rx) return fail(rx.error());
+    // A held frame is a whole Ethernet frame; a received one has its header in front.
+    if ((!tx->empty() && tx->size() < net::kMinFrameSize) ||
+        (!rx->empty() && rx->size() < kNetHeaderSize + net::kMinFrameSize)) {
+      return fail(ErrorCode::kCorrupt, "virtio-net: a saved frame in flight is too short");
+    }
+    transmit_frame = std::move(*tx);
+    receive_frame = std::move(*rx);
+  }
   if (auto done = reader.end_section(); !done) return done;
   mac_ = address;
+  std::copy(transmit_frame.begin(), transmit_frame.end(), tx_frame_.begin());
+  tx_length_ = transmit_frame.size();
+  std::copy(receive_frame.begin(), receive_frame.end(), rx_frame_.begin());
+  rx_length_ = receive_frame.size();
   // The backend of this run decides whether the link can be up.
   status_.store(*link && port_alive_ ? kNetStatusLinkUp : 0);
   return {};

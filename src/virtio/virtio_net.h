@@ -89,9 +89,14 @@ class VirtioNet final : public VirtioDevice {
   void queue_notify(uint16_t index) override;
   void reset() override;
 
-  // Section "virtio-net" v1: the MAC address and the link state. Frames in flight (one held
-  // frame each way, receive chains taken but not yet filled) are not saved: like a real
-  // network, a checkpoint may lose a few frames.
+  // Quiesce: the I/O thread is stopped with frames in hand kept, and receive chains taken but
+  // not filled are given back to the queue; resume_io() starts the thread again.
+  void pause_io() override;
+  void resume_io() override;
+
+  // Section "virtio-net" v2: the MAC address, the link state and the frames in flight (the
+  // frame waiting for a busy backend, the received frame waiting for guest buffers), so a
+  // checkpoint taken while paused loses none. v1 (no frames) still loads.
   void save(StateWriter& writer) const override;
   [[nodiscard]] Result<void> load(StateReader& reader) override;
 
@@ -104,6 +109,8 @@ class VirtioNet final : public VirtioDevice {
   VirtioNet(std::unique_ptr<net::FramePort> port, net::MacAddress mac, WakeupEvent wakeup);
 
   void run(std::stop_token stop);
+  void start_worker();
+  bool io_paused_ = false;  // pause_io() stopped the thread; guarded by control_mutex_
   // Each serves its queue until empty, blocked, or a batch of kQueueSize (then more_work);
   // false once the driver broke the protocol (the transport was told).
   bool transmit(Virtqueue& queue, bool& pushed, bool& more_work);

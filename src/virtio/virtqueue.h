@@ -87,6 +87,10 @@ class Virtqueue {
 
   // Ring positions (last_avail_idx, used_idx and the signalling point) for checkpoints; the
   // layout and features are saved by the transport, which re-creates the queue before load.
+  // Un-pops the last `count` chains popped and not pushed (a device pausing for a checkpoint
+  // gives back buffers it took but cannot fill now): the next pop() returns them again. The
+  // caller guarantees they are the most recent pops, in order, and not used yet.
+  void give_back(uint16_t count) { last_avail_ = static_cast<uint16_t>(last_avail_ - count); }
   void save(StateWriter& writer) const;
   [[nodiscard]] Result<void> load(StateReader& reader);
 

@@ -9,14 +9,20 @@
 //                                  (machine/vm_definition.h, with the kernel named; the
 //                                   worker opens what it names through the grants — the
 //                                   descriptors laminad opened, base/granted_files.h — then
-//                                   enters its sandbox, then answers and boots); with
-//                                  "console": true its first fd is a stream socket that
-//                                  carries the first serial port both ways (instead of
-//                                  "serial"); the grants' fds follow, in their order
+//                                   enters its sandbox, then answers and boots). Its fds, in
+//                                  order: with "console": true a stream socket that carries
+//                                  the first serial port both ways (instead of "serial"); the
+//                                  grants'; with "restore": true, last, a machine state file
+//                                  (migration/machine_state.h) the VM continues from
 //   controller → worker, then:    {"id": N, "op": OP}  with OP one of "query", "pause",
 //                                  "resume", "power_button", "reset", "stop"
 //   controller → worker:          {"id": N, "op": "attach_console"} with one fd: a new console
 //                                  link (a VM started with "console": true)
+//   controller → worker:          {"id": N, "op": "save"} with one fd: a regular file the
+//                                  worker writes the VM's state into (flushed) before it
+//                                  answers; the VM then stops ("stopped", exit "host_stop").
+//                                  The reply adds "state_bytes", "ram_bytes", "ram_written",
+//                                  "file_bytes"; on an error the VM runs on
 //   worker → controller replies:  {"id": N, "ok": true, ...} or {"id": N, "ok": false,
 //                                  "error": "why"}; "query" adds "state", "vcpus",
 //                                  "memory_bytes", "instructions", "boots", "disks" and

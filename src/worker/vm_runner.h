@@ -21,6 +21,7 @@
 #include "machine/serial_console.h"
 #include "machine/virtio_devices.h"
 #include "machine/vm_config.h"
+#include "migration/machine_state.h"
 #include "virtio/virtio_block.h"
 #include "virtio/virtio_net.h"
 
@@ -73,6 +74,15 @@ class VmRunner {
   // A new console link (laminad restarted); only for a VM opened with a console socket.
   [[nodiscard]] Result<void> attach_console(UniqueFd socket);
 
+  // Checkpoints (migration/machine_state.h). restore_from(), before run(): the first machine
+  // is built for restore and takes its RAM (mapped lazily) and state from `state`, which must
+  // come from a VM of the same shape (vCPUs, memory, devices). save_and_stop(), while running:
+  // quiesces the machine, writes its state to `state` (flushed), and ends run() with
+  // kHostStop, the machine held so nothing (disk writes included) happens after the saved
+  // instant; when saving fails the VM runs on and the error says why.
+  void restore_from(UniqueFd state) { restore_state_ = std::move(state); }
+  [[nodiscard]] Result<migration::SaveStatistics> save_and_stop(int state);
+
   VmState state() const { return state_.load(); }
   uint32_t vcpus() const { return config_.cpus; }
   uint64_t memory_bytes() const { return config_.memory_bytes; }
@@ -107,6 +117,7 @@ class VmRunner {
   Traffic finished_traffic_;            // of machines already destroyed
   std::atomic<VmState> state_ = VmState::kStarting;
   std::atomic<uint64_t> boots_ = 0;
+  UniqueFd restore_state_;  // restore_from(): the state the first machine restores
 };
 
 }  // namespace lamina::worker

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -20,6 +21,7 @@
 #include "base/granted_files.h"
 #include "base/message_channel.h"
 #include "machine/vm_definition.h"
+#include "migration/machine_state.h"
 #include "worker/control_protocol.h"
 #include "worker/sandbox.h"
 #include "worker/vm_runner.h"
@@ -111,6 +113,30 @@ nlohmann::json handle(VmRunner& runner, const nlohmann::json& request) {
   return reply;
 }
 
+// "save" with one fd, the state file laminad opened (a temporary name it renames once this
+// answers): the VM is quiesced, saved and stopped (the stopped event follows); on an error it
+// runs on.
+nlohmann::json save_state(VmRunner& runner, const nlohmann::json& request,
+                          std::span<UniqueFd> fds) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  if (fds.size() != 1) {
+    reply["ok"] = false;
+    reply["error"] = "save needs one file descriptor: the state file";
+    return reply;
+  }
+  auto saved = runner.save_and_stop(fds[0].get());
+  if (!saved) {
+    reply["ok"] = false;
+    reply["error"] = saved.error().message();
+    return reply;
+  }
+  reply["state_bytes"] = saved->state_bytes;
+  reply["ram_bytes"] = saved->ram_bytes;
+  reply["ram_written"] = saved->ram_written;
+  reply["file_bytes"] = saved->file_bytes;
+  return reply;
+}
+
 // Serves the controller until it goes away, then waits on `listener` (laminad's per-VM control
 // socket, when given) for the next one: a restarted laminad re-adopts the running VM there.
 void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& name,
@@ -146,6 +172,10 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
         reply["error"] = attached.error().message();
       }
       sender.send(reply);
+      continue;
+    }
+    if (op == "save") {
+      sender.send(save_state(runner, request, (*received)->fds));
       continue;
     }
     sender.send(handle(runner, request));
@@ -188,15 +218,25 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   if (!config) return fail_start(sender, id, config.error());
   auto kvm = resolve_kvm(config->accel);
   if (!kvm) return fail_start(sender, id, kvm.error());
-  // The fds: the serial console's socket to laminad (with "console"), then the grants'.
+  // The fds: the serial console's socket to laminad ("console"), the grants' (base/
+  // granted_files.h), then a saved state to continue from ("restore", always the last).
   std::vector<UniqueFd> fds = std::move((*received)->fds);
+  const bool with_console = start.value("console", false);
+  const bool restoring = start.value("restore", false);
+  if (fds.size() < size_t{with_console} + size_t{restoring}) {
+    return fail_start(sender, id,
+                      Error(ErrorCode::kInvalidArgument,
+                            "the start request's descriptors do not match console/restore"));
+  }
   UniqueFd console;
-  if (start.value("console", false)) {
-    if (fds.empty()) {
-      return fail_start(sender, id, Error(ErrorCode::kInvalidArgument, "no console socket"));
-    }
+  if (with_console) {
     console = std::move(fds.front());
     fds.erase(fds.begin());
+  }
+  UniqueFd restore;
+  if (restoring) {
+    restore = std::move(fds.back());
+    fds.pop_back();
   }
   // The grants' own copies close when this returns, before the sandbox: the VM keeps only
   // what it opened through them.
@@ -223,6 +263,21 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
       ::_exit(1);
     }
   });
+  // A state file is parsed only inside the sandbox (an earlier worker wrote it). Its shape is
+  // checked here so a mismatch is the start's answer; restore() checks everything else.
+  if (restore) {
+    auto shape = migration::read_state_shape(restore.get());
+    if (!shape) return fail_start(sender, id, shape.error());
+    if (shape->vcpus != config->cpus || shape->memory_bytes != config->memory_bytes) {
+      return fail_start(sender, id,
+                        Error(ErrorCode::kInvalidArgument,
+                              fmt::format("the saved state is of a VM with {} vCPUs and {} MiB, "
+                                          "this definition has {} and {} MiB",
+                                          shape->vcpus, shape->memory_bytes >> 20, config->cpus,
+                                          config->memory_bytes >> 20)));
+    }
+    (*runner)->restore_from(std::move(restore));
+  }
   sender.send({{"id", id}, {"ok", true}});
   const std::string name = start["name"].get<std::string>();
   std::jthread control([&] { serve_requests(sender, **runner, name, listener.get()); });

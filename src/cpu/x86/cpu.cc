@@ -269,11 +269,6 @@ bool Cpu::take_requests(CpuExit& exit) {
     core.physical_address_mask = enabled ? ~uint64_t{0} : ~(uint64_t{1} << 20);
     core.flush_tlb(true);
   }
-  if (pending & request::kKick) {
-    requests_.fetch_and(~request::kKick);
-    exit.kind = CpuExit::Kind::kKicked;
-    return true;
-  }
   if (pending & request::kInit) {
     requests_.fetch_and(~request::kInit);
     // INIT resets the registers but keeps the MSRs, except EFER (AMD APM vol. 2 table 14-1).
@@ -281,20 +276,27 @@ bool Cpu::take_requests(CpuExit& exit) {
     reset();
     state.msr = msrs;
     state.msr.efer = 0;
-    waiting_for_startup_ = true;
+    state.waiting_for_startup = true;
   }
   if (pending & request::kStartup) {
     requests_.fetch_and(~request::kStartup);
-    if (waiting_for_startup_) {
+    if (state.waiting_for_startup) {
       // SIPI: start at vector * 4096 in real mode (SDM 10.4.4 / MP spec B.4.2).
       const uint8_t startup = startup_vector_.load(std::memory_order_relaxed);
       state.segment[kCs] = SegmentCache{static_cast<uint16_t>(startup << 8), uint64_t{startup} << 12, 0xffff, 0x9b};
       state.rip = 0;
-      waiting_for_startup_ = false;
+      state.waiting_for_startup = false;
       state_changed();
     }
   }
-  if (waiting_for_startup_) {
+  // After INIT and SIPI, so a vCPU kicked to a stop (a pause for a checkpoint) holds no
+  // startup message outside its CpuState.
+  if (pending & request::kKick) {
+    requests_.fetch_and(~request::kKick);
+    exit.kind = CpuExit::Kind::kKicked;
+    return true;
+  }
+  if (state.waiting_for_startup) {
     exit.kind = CpuExit::Kind::kWaitForStartup;
     return true;
   }
@@ -328,7 +330,11 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
   const uint64_t end = start + instruction_budget;
   Block* previous = nullptr;
   for (;;) {
-    if (requests_.load(std::memory_order_relaxed) != 0 && take_requests(exit)) break;
+    // A vCPU waiting for its SIPI (an AP from creation, or a restored one) runs nothing.
+    if ((requests_.load(std::memory_order_relaxed) != 0 || core.state.waiting_for_startup) &&
+        take_requests(exit)) {
+      break;
+    }
     if (core.state.halted) {
       exit.kind = CpuExit::Kind::kHalted;
       break;

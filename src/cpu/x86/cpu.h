@@ -71,6 +71,11 @@ class Cpu {
   // Thread-safe requests (request::kKick, kInterrupt, kNmi, kInit). The interrupt controller
   // posts kInterrupt whenever an interrupt may have become pending for this vCPU.
   void post(uint32_t requests) { requests_.fetch_or(requests, std::memory_order_release); }
+  // Drops INIT and SIPI requests not yet taken (a restored state replaces what vCPU creation
+  // queued, such as an application processor's initial INIT).
+  void discard_startup_requests() {
+    requests_.fetch_and(~(request::kInit | request::kStartup), std::memory_order_acq_rel);
+  }
   void post_startup(uint8_t vector) {
     startup_vector_.store(vector, std::memory_order_relaxed);
     post(request::kStartup);
@@ -119,7 +124,6 @@ class Cpu {
   std::atomic<uint32_t> requests_{0};
   std::atomic<uint8_t> startup_vector_{0};
   std::atomic<bool> a20_enabled_{true};
-  bool waiting_for_startup_ = false;
   CheckedStep checked_step_;  // of the block being run on the checked path
 };
 

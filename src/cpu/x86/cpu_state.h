@@ -78,6 +78,8 @@ struct CpuState {
   bool interrupt_shadow = false;
   bool halted = false;
   bool nmi_blocked = false;
+  // An application processor after INIT, waiting for its SIPI (MP spec B.4).
+  bool waiting_for_startup = false;
   // x87/MMX/SSE registers, operated on by the SIMD unit (simd/simd_unit.h).
   SimdState simd;
   // PAE paging's PDPTE registers, loaded by MOV to CR0/CR3/CR4 (system/control_registers);

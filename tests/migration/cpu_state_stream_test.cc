@@ -1,0 +1,114 @@
+// The "vcpu" section: every field of CpuState survives a round trip, and states no vCPU can
+// be in are refused.
+#include "migration/cpu_state_stream.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+namespace lamina::migration {
+namespace {
+
+using cpu::x86::CpuState;
+
+CpuState random_state(uint64_t seed) {
+  std::mt19937_64 random(seed);
+  CpuState state;
+  for (uint64_t& value : state.gpr) value = random();
+  state.rip = random();
+  state.write_rflags(0x202 | (random() & 0x8d5));
+  for (auto& segment : state.segment) {
+    segment = {static_cast<uint16_t>(random()), random(), static_cast<uint32_t>(random()),
+               static_cast<uint16_t>(random() & 0xf0ff)};
+  }
+  state.ldtr.base = random();
+  state.tr.base = random();
+  state.gdtr = {random(), static_cast<uint16_t>(random())};
+  state.idtr = {random(), static_cast<uint16_t>(random())};
+  state.cr0 = 0x80000011;
+  state.cr2 = random();
+  state.cr3 = random() & ~uint64_t{0xfff};
+  state.cr4 = 0x6a0;
+  state.cr8 = 5;
+  for (uint64_t& value : state.dr) value = random();
+  state.msr.efer = 0xd01;
+  state.msr.lstar = random();
+  state.msr.kernel_gs_base = random();
+  state.msr.tsc_offset = random();
+  state.msr.mtrr_fixed[3] = random();
+  state.msr.mtrr_variable[5] = random();
+  state.msr.perf_counter[1] = random();
+  state.msr.machine_check_banks[7] = random();
+  state.cpl = 3;
+  state.halted = true;
+  state.waiting_for_startup = true;
+  state.nmi_blocked = true;
+  state.interrupt_shadow = true;
+  for (auto& reg : state.simd.x87) reg = {random(), static_cast<uint16_t>(random())};
+  state.simd.status = 0x3800;
+  state.simd.tag_valid = 0x81;
+  state.simd.last_opcode = 0x5ab;
+  for (auto& xmm : state.simd.xmm) xmm.set_lane<uint64_t>(1, random());
+  state.simd.mxcsr = 0x9fc0;
+  state.pae_pdptes[2] = random();
+  state.pae_pdptes_loaded = true;
+  return state;
+}
+
+std::vector<std::byte> saved(const CpuState& state) {
+  StateWriter writer;
+  save_cpu_state(writer, state);
+  return writer.data();
+}
+
+TEST(CpuStateStreamTest, EveryFieldSurvivesARoundTrip) {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    const CpuState state = random_state(seed);
+    const std::vector<std::byte> bytes = saved(state);
+    StateReader reader(bytes);
+    auto loaded = load_cpu_state(reader);
+    ASSERT_TRUE(loaded.has_value()) << loaded.error().message();
+    EXPECT_TRUE(reader.at_end());
+    EXPECT_EQ(loaded->gpr, state.gpr);
+    EXPECT_EQ(loaded->rip, state.rip);
+    EXPECT_EQ(loaded->read_rflags(), state.read_rflags());
+    EXPECT_EQ(loaded->segment[cpu::x86::kGs].base, state.segment[cpu::x86::kGs].base);
+    EXPECT_EQ(loaded->msr, state.msr);
+    EXPECT_EQ(loaded->simd.x87, state.simd.x87);
+    EXPECT_EQ(loaded->simd.xmm, state.simd.xmm);
+    EXPECT_EQ(loaded->simd.mxcsr, state.simd.mxcsr);
+    EXPECT_EQ(loaded->waiting_for_startup, state.waiting_for_startup);
+    EXPECT_EQ(loaded->halted, state.halted);
+    EXPECT_EQ(loaded->pae_pdptes, state.pae_pdptes);
+    // Whatever the comparisons above miss, a second save must be the same bytes.
+    EXPECT_EQ(saved(*loaded), bytes);
+  }
+}
+
+TEST(CpuStateStreamTest, RefusesStatesNoVcpuCanBeIn) {
+  auto refused = [](void (*damage)(CpuState&)) {
+    CpuState state = random_state(7);
+    damage(state);
+    const std::vector<std::byte> bytes = saved(state);
+    StateReader reader(bytes);
+    return !load_cpu_state(reader).has_value();
+  };
+  EXPECT_TRUE(refused([](CpuState& s) { s.cpl = 4; }));
+  EXPECT_TRUE(refused([](CpuState& s) { s.cr0 &= ~uint64_t{1}; }));  // paging without PE
+  EXPECT_TRUE(refused([](CpuState& s) { s.cr4 = 0; }));              // LMA without PAE
+  EXPECT_TRUE(refused([](CpuState& s) { s.simd.mxcsr = 0x10000; }));
+  EXPECT_TRUE(refused([](CpuState& s) { s.segment[1].attributes = 0x0f00; }));
+  EXPECT_TRUE(refused([](CpuState& s) { s.rflags |= uint64_t{1} << 40; }));
+  EXPECT_FALSE(refused([](CpuState&) {}));
+}
+
+TEST(CpuStateStreamTest, EveryTruncationIsAnError) {
+  const std::vector<std::byte> bytes = saved(random_state(3));
+  for (size_t length = 0; length < bytes.size(); ++length) {
+    StateReader reader{std::span<const std::byte>(bytes).first(length)};
+    EXPECT_FALSE(load_cpu_state(reader).has_value()) << length;
+  }
+}
+
+}  // namespace
+}  // namespace lamina::migration
