@@ -214,12 +214,12 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   if (!config) return fail_start(sender, id, config.error());
   auto kvm = resolve_kvm(config->accel);
   if (!kvm) return fail_start(sender, id, kvm.error());
-  // The start request may carry fds: the serial console's socket to laminad ("console"),
-  // then a saved state to continue from ("restore", always the last).
+  // The start request may carry fds: the serial console's socket to laminad ("console", the
+  // first), and a saved state to continue from ("restore", always the last).
   auto& fds = (*received)->fds;
   const bool with_console = start.value("console", false);
   const bool restoring = start.value("restore", false);
-  if (fds.size() != size_t{with_console} + size_t{restoring}) {
+  if (fds.size() < size_t{with_console} + size_t{restoring}) {
     return fail_start(sender, id,
                       Error(ErrorCode::kInvalidArgument,
                             "the start request's descriptors do not match console/restore"));
