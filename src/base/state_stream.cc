@@ -82,6 +82,8 @@ Result<void> StateReader::take(void* out, size_t size, std::string_view what) {
     return fail(ErrorCode::kCorrupt, fmt::format("{}: truncated: {} needs {} bytes, {} left",
                                                  where(), what, size, remaining()));
   }
+  // An empty blob reads into an empty vector, whose data() may be null (no memcpy then).
+  if (size == 0) return {};
   std::memcpy(out, data_.data() + position_, size);
   position_ += size;
   return {};

@@ -5,6 +5,11 @@
 namespace lamina::machine {
 
 void VcpuThread::start() {
+  {
+    // Under the mutex: wait_parked() on another thread asks whether a thread will exist.
+    std::lock_guard lock(mutex_);
+    started_ = true;
+  }
   thread_ = std::jthread([this](std::stop_token stop) {
     if (setup_) setup_();
     loop(std::move(stop));
@@ -56,7 +61,8 @@ bool VcpuThread::wait_while_paused(const std::stop_token& stop) {
 
 void VcpuThread::wait_parked() {
   std::unique_lock lock(mutex_);
-  if (!thread_.joinable()) return;
+  // Not started: when it starts, a paused thread holds before its first instruction.
+  if (!started_) return;
   parked_changed_.wait(lock, [&] { return parked_ || finished_ || !paused_; });
 }
 

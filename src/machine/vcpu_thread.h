@@ -73,6 +73,7 @@ class VcpuThread {
   bool paused_ = false;
   bool parked_ = false;    // the thread waits in wait_while_paused()
   bool finished_ = false;  // the loop has returned (stopped, or a triple fault)
+  bool started_ = false;   // start() was called
   std::atomic<uint64_t> instructions_ = 0;
   std::jthread thread_;
 };

@@ -353,6 +353,22 @@ TEST_F(VirtioNetTest, PauseAndSaveKeepAFrameInFlightAndGiveTheChainsBack) {
   EXPECT_EQ(device_->stats().receive_dropped, 0U);
 }
 
+// A state saved by an older Lamina (section v1: no frames in flight) still loads.
+TEST_F(VirtioNetTest, AVersionOneSectionStillLoads) {
+  StateWriter older;
+  older.begin_section("virtio-net", 1);
+  older.put_bytes(std::as_bytes(std::span(kGuestMac.bytes())));
+  older.put_bool(true);
+  older.end_section();
+  const auto bytes = older.data();
+  auto device = VirtioNet::create(plug("older", mac(7)), mac(7));
+  ASSERT_TRUE(device);
+  StateReader reader(bytes);
+  ASSERT_TRUE((*device)->load(reader));
+  EXPECT_EQ((*device)->mac(), kGuestMac);
+  EXPECT_TRUE(reader.at_end());
+}
+
 TEST_F(VirtioNetTest, ResumeAfterPauseServesWhatArrivedMeanwhile) {
   activate(0);
   device_->pause_io();
