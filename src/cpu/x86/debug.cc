@@ -92,7 +92,7 @@ bool Cpu::finish_checked_step(CpuExit& exit) {
   if (step.single_step && !core.event_delivered) bits |= dr6::kBs;
   if (state.debug_shadow) {
     // This instruction loaded SS: its traps wait until after the next one.
-    state.pending_debug |= bits;
+    state.pending_debug = static_cast<uint16_t>(state.pending_debug | bits);
     return true;
   }
   if (step.held) {
