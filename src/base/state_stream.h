@@ -103,6 +103,9 @@ class StateReader {
 
   // True when every byte of the stream (outside any open section) has been consumed.
   bool at_end() const { return position_ == data_.size() && limits_.empty(); }
+  // Bytes readable before the innermost section (or the stream) ends: a loader reads fields a
+  // later writer appended to a section only when they are there.
+  uint64_t remaining() const;
 
  private:
   template <typename T>
@@ -125,8 +128,6 @@ class StateReader {
     value = *got;
     return {};
   }
-  // Bytes readable before the innermost section (or the stream) ends.
-  uint64_t remaining() const;
   [[nodiscard]] Result<void> take(void* out, size_t size, std::string_view what);
   std::string where() const;
 

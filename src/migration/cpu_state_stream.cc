@@ -138,6 +138,8 @@ void save_cpu_state(StateWriter& writer, const CpuState& state) {
   put_simd(writer, state.simd);
   for (uint64_t value : state.pae_pdptes) writer.put_u64(value);
   writer.put(state.pae_pdptes_loaded);
+  // Appended: the #DB a MOV SS/POP SS holds (a stream without them holds none).
+  writer.put(state.debug_shadow, state.pending_debug);
   writer.end_section();
 }
 
@@ -189,7 +191,21 @@ Result<CpuState> load_cpu_state(StateReader& reader) {
     if (auto got = reader.get(value); !got) return fail(got.error());
   }
   if (auto got = reader.get(state.pae_pdptes_loaded); !got) return fail(got.error());
+  if (reader.remaining() > 0) {
+    if (auto got = reader.get(state.debug_shadow, state.pending_debug); !got) {
+      return fail(got.error());
+    }
+  }
   if (auto left = reader.end_section(); !left) return fail(left.error());
+  // The held #DB: only under a MOV SS shadow, and only DR6's B0-B3 and BS bits.
+  constexpr uint16_t kHeldDebugBits = 0x400f;
+  if ((state.debug_shadow && !state.interrupt_shadow) ||
+      (state.pending_debug & ~kHeldDebugBits) != 0) {
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("saved vCPU state: a held #DB ({:#x}) without its MOV SS shadow or "
+                            "with bits DR6 does not hold there",
+                            state.pending_debug));
+  }
 
   using namespace cpu::x86;
   // States no vCPU reaches (SDM vol. 3, 2.5 and 9.8.5): the core relies on these never

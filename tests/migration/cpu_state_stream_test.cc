@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 
 namespace lamina::migration {
@@ -99,7 +100,43 @@ TEST(CpuStateStreamTest, RefusesStatesNoVcpuCanBeIn) {
   EXPECT_TRUE(refused([](CpuState& s) { s.simd.mxcsr = 0x10000; }));
   EXPECT_TRUE(refused([](CpuState& s) { s.segment[1].attributes = 0x0f00; }));
   EXPECT_TRUE(refused([](CpuState& s) { s.rflags |= uint64_t{1} << 40; }));
+  // A held #DB without its MOV SS shadow, or with bits DR6 never holds there.
+  EXPECT_TRUE(refused([](CpuState& s) {
+    s.interrupt_shadow = false;
+    s.debug_shadow = true;
+  }));
+  EXPECT_TRUE(refused([](CpuState& s) {
+    s.interrupt_shadow = s.debug_shadow = true;
+    s.pending_debug = 0x2000;  // BD is a fault, never held
+  }));
   EXPECT_FALSE(refused([](CpuState&) {}));
+}
+
+// The #DB a MOV SS holds crosses a checkpoint; a stream from before those fields holds none.
+TEST(CpuStateStreamTest, HeldDebugTrapsSurviveAndOlderStreamsHoldNone) {
+  CpuState state = random_state(3);
+  state.interrupt_shadow = state.debug_shadow = true;
+  state.pending_debug = 0x4001;  // BS and B0
+  const std::vector<std::byte> bytes = saved(state);
+  StateReader reader(bytes);
+  auto loaded = load_cpu_state(reader);
+  ASSERT_TRUE(loaded.has_value()) << loaded.error().message();
+  EXPECT_TRUE(loaded->debug_shadow);
+  EXPECT_EQ(loaded->pending_debug, 0x4001);
+  // The same section without its last three bytes (bool + u16), with its length patched, is
+  // what the first writer of version 1 wrote.
+  std::vector<std::byte> older(bytes.begin(), bytes.end() - 3);
+  const size_t name_length = static_cast<size_t>(older[0]) | static_cast<size_t>(older[1]) << 8;
+  const size_t length_at = 2 + name_length + 4;
+  uint64_t payload = 0;
+  std::memcpy(&payload, older.data() + length_at, 8);
+  payload -= 3;
+  std::memcpy(older.data() + length_at, &payload, 8);
+  StateReader older_reader(older);
+  auto from_older = load_cpu_state(older_reader);
+  ASSERT_TRUE(from_older.has_value()) << from_older.error().message();
+  EXPECT_FALSE(from_older->debug_shadow);
+  EXPECT_EQ(from_older->pending_debug, 0);
 }
 
 TEST(CpuStateStreamTest, EveryTruncationIsAnError) {

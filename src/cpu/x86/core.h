@@ -73,6 +73,10 @@ struct CpuCore {
   bool stop_block = false;
   // Set by deliver(): the instruction raised an interrupt itself (INT n), no single-step trap.
   bool event_delivered = false;
+  // Any DR7 breakpoint enabled (debug.cc): every block takes the run loop's checked path. Data
+  // breakpoints also keep their pages out of the read/write TLB, so those accesses reach the
+  // slow path. Kept beside the flags the run loop writes per block (one cache line).
+  bool breakpoints_armed = false;
   // The block being executed (its invalidation by a store must stop it).
   const Block* running_block = nullptr;
   uint64_t retired = 0;
@@ -298,9 +302,6 @@ struct CpuCore {
   // their places ----
   // DR7's enabled breakpoints, decoded from state.dr and CR4.DE by update_breakpoints().
   BreakpointSet breakpoints;
-  // Any breakpoint enabled: every block takes the run loop's checked path. Data breakpoints
-  // also keep their pages out of the read/write TLB, so those accesses reach the slow path.
-  bool breakpoints_armed = false;
   // DR6 B0-B3 of the data and I/O breakpoints the current instruction hit (#DB trap after it).
   uint8_t debug_hits = 0;
   // CR0.AM, EFLAGS.AC and CPL 3: user data accesses must be aligned (#AC(0), SDM 6.15 vector

@@ -80,17 +80,17 @@ struct CpuState {
   bool nmi_blocked = false;
   // An application processor after INIT, waiting for its SIPI (MP spec B.4).
   bool waiting_for_startup = false;
+  // MOV SS and POP SS also hold #DB (single step, breakpoints) until after the next
+  // instruction (SDM 6.8.3); set only together with interrupt_shadow. The DR6 bits (B0-B3,
+  // BS) of the #DB traps held meanwhile are in pending_debug.
+  bool debug_shadow = false;
+  uint16_t pending_debug = 0;
   // x87/MMX/SSE registers, operated on by the SIMD unit (simd/simd_unit.h).
   SimdState simd;
   // PAE paging's PDPTE registers, loaded by MOV to CR0/CR3/CR4 (system/control_registers);
   // without them (a loader or a restore set CR3 directly) page walks read the PDPTEs.
   std::array<uint64_t, 4> pae_pdptes{};
   bool pae_pdptes_loaded = false;
-  // MOV SS and POP SS also hold #DB (single step, breakpoints) until after the next
-  // instruction (SDM 6.8.3); set only together with interrupt_shadow. The DR6 bits (B0-B3,
-  // BS) of the #DB traps held meanwhile are in pending_debug.
-  bool debug_shadow = false;
-  uint64_t pending_debug = 0;
 
   uint64_t read_rflags() const { return rflags | flags.materialize(); }
   void write_rflags(uint64_t value) {

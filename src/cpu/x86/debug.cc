@@ -28,8 +28,7 @@ bool Cpu::begin_checked_step(const Block& block, bool shadow, CpuExit& exit) {
   step.held = state.debug_shadow;
   state.debug_shadow = false;
   if (!step.held) state.pending_debug = 0;
-  // Hits of the pushes of an exception or interrupt delivered between instructions belong to
-  // no instruction.
+  // Hits belong to the instruction that made them; none carry over from before this step.
   core.debug_hits = 0;
   step.single_step = (state.rflags & rflags::kTf) != 0;
   const bool resume = (state.rflags & rflags::kRf) != 0;
@@ -92,7 +91,7 @@ bool Cpu::finish_checked_step(CpuExit& exit) {
   if (step.single_step && !core.event_delivered) bits |= dr6::kBs;
   if (state.debug_shadow) {
     // This instruction loaded SS: its traps wait until after the next one.
-    state.pending_debug |= bits;
+    state.pending_debug = static_cast<uint16_t>(state.pending_debug | bits);
     return true;
   }
   if (step.held) {
