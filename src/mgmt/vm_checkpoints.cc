@@ -44,6 +44,18 @@ ServiceError missing_checkpoint(const std::string& vm, const std::string& name) 
   return {404, "checkpoint", fmt::format("{} has no checkpoint named {}", vm, name)};
 }
 
+// A VM and one of its checkpoints, or the 404 naming which one is missing.
+ServiceResult<std::pair<VmRecord, CheckpointRecord>> find_checkpoint_of(
+    Inventory& inventory, const std::string& vm, const std::string& checkpoint) {
+  auto found = inventory.find(vm);
+  if (!found) return std::unexpected(internal(found.error().message()));
+  if (!*found) return std::unexpected(missing_vm(vm));
+  auto record = inventory.find_checkpoint(vm, checkpoint);
+  if (!record) return std::unexpected(internal(record.error().message()));
+  if (!*record) return std::unexpected(missing_checkpoint(vm, checkpoint));
+  return std::pair{**found, **record};
+}
+
 void remove_file(const std::string& path) {
   std::error_code ignored;
   std::filesystem::remove(path, ignored);
@@ -253,13 +265,10 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
 ServiceResult<nlohmann::json> VmService::restore(const std::string& name,
                                                  const std::string& checkpoint_name) {
   std::lock_guard serial(checkpoint_mutex_);
-  auto found = inventory_->find(name);
-  if (!found) return std::unexpected(internal(found.error().message()));
-  if (!*found) return std::unexpected(missing_vm(name));
-  VmRecord record = **found;
-  auto checkpoint = inventory_->find_checkpoint(name, checkpoint_name);
-  if (!checkpoint) return std::unexpected(internal(checkpoint.error().message()));
-  if (!*checkpoint) return std::unexpected(missing_checkpoint(name, checkpoint_name));
+  auto found = find_checkpoint_of(*inventory_, name, checkpoint_name);
+  if (!found) return std::unexpected(found.error());
+  VmRecord record = found->first;
+  const CheckpointRecord* checkpoint = &found->second;
   {
     std::lock_guard lock(mutex_);
     if (running_.contains(name)) {
@@ -270,19 +279,19 @@ ServiceResult<nlohmann::json> VmService::restore(const std::string& name,
   }
   auto disks = definition_disks(record.definition);
   if (!disks) return std::unexpected(internal(disks.error().message()));
-  const nlohmann::json& frozen = (*checkpoint)->disks;
+  const nlohmann::json& frozen = checkpoint->disks;
   if (!frozen.is_array() || frozen.size() != disks->size()) {
     return std::unexpected(conflict(
         fmt::format("{}'s disks changed since checkpoint {} was taken; it cannot be restored", name,
                     checkpoint_name)));
   }
   UniqueFd state;
-  if (!(*checkpoint)->state_file.empty()) {
-    state = UniqueFd(::open((*checkpoint)->state_file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!checkpoint->state_file.empty()) {
+    state = UniqueFd(::open(checkpoint->state_file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!state) {
       return std::unexpected(
           internal(fmt::format("checkpoint {}'s state {}: {}", checkpoint_name,
-                               (*checkpoint)->state_file, std::strerror(errno))));
+                               checkpoint->state_file, std::strerror(errno))));
     }
   }
   // New children of the frozen images; the current disks are dropped once the VM is on them.
@@ -343,13 +352,10 @@ ServiceResult<nlohmann::json> VmService::restore(const std::string& name,
 ServiceResult<nlohmann::json> VmService::delete_checkpoint(const std::string& name,
                                                            const std::string& checkpoint_name) {
   std::lock_guard serial(checkpoint_mutex_);
-  auto found = inventory_->find(name);
-  if (!found) return std::unexpected(internal(found.error().message()));
-  if (!*found) return std::unexpected(missing_vm(name));
-  VmRecord record = **found;
-  auto checkpoint = inventory_->find_checkpoint(name, checkpoint_name);
-  if (!checkpoint) return std::unexpected(internal(checkpoint.error().message()));
-  if (!*checkpoint) return std::unexpected(missing_checkpoint(name, checkpoint_name));
+  auto found = find_checkpoint_of(*inventory_, name, checkpoint_name);
+  if (!found) return std::unexpected(found.error());
+  VmRecord record = found->first;
+  const CheckpointRecord* checkpoint = &found->second;
   auto all = inventory_->checkpoints(name);
   if (!all) return std::unexpected(internal(all.error().message()));
   auto disks = definition_disks(record.definition);
@@ -376,7 +382,7 @@ ServiceResult<nlohmann::json> VmService::delete_checkpoint(const std::string& na
     bool remove_frozen = false;
   };
   std::vector<Plan> plans;
-  for (const auto& disk : (*checkpoint)->disks) {
+  for (const auto& disk : checkpoint->disks) {
     if (!disk.is_string()) continue;
     Plan plan;
     plan.frozen = disk.get<std::string>();
@@ -434,9 +440,9 @@ ServiceResult<nlohmann::json> VmService::delete_checkpoint(const std::string& na
     return std::unexpected(internal(removed.error().message()));
   }
   nlohmann::json removed_files = nlohmann::json::array();
-  if (!(*checkpoint)->state_file.empty()) {
-    remove_file((*checkpoint)->state_file);
-    removed_files.push_back((*checkpoint)->state_file);
+  if (!checkpoint->state_file.empty()) {
+    remove_file(checkpoint->state_file);
+    removed_files.push_back(checkpoint->state_file);
   }
   for (const Plan& plan : plans) {
     if (!plan.merge_child.empty()) {
