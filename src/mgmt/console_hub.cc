@@ -12,6 +12,8 @@
 
 #include <fmt/format.h>
 
+#include "base/wakeup_event.h"
+
 namespace lamina::mgmt {
 namespace {
 
@@ -58,11 +60,16 @@ void ConsoleHub::record(std::string_view bytes) {
 
 void ConsoleHub::read_output(std::stop_token stop) {
   std::array<char, 4096> buffer{};
+  // A stop request wakes the poll (without an eventfd, a 200 ms timeout notices it).
+  auto wakeup = WakeupEvent::create("laminad's console hub");
+  std::stop_callback wake_on_stop(stop, [&wakeup] {
+    if (wakeup) wakeup->signal();
+  });
   while (!stop.stop_requested()) {
-    pollfd waiting{socket_.get(), POLLIN, 0};
-    const int ready = ::poll(&waiting, 1, 200);
+    pollfd waiting[2] = {{socket_.get(), POLLIN, 0}, {wakeup ? wakeup->fd() : -1, POLLIN, 0}};
+    const int ready = ::poll(waiting, 2, wakeup ? -1 : 200);
     if (ready < 0 && errno != EINTR) break;
-    if (ready <= 0) continue;
+    if (ready <= 0 || (waiting[0].revents & (POLLIN | POLLHUP | POLLERR)) == 0) continue;
     const ssize_t count = ::recv(socket_.get(), buffer.data(), buffer.size(), 0);
     if (count < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (count <= 0) break;

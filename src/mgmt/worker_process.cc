@@ -20,6 +20,7 @@
 #include <fmt/format.h>
 
 #include "base/unix_address.h"
+#include "base/wakeup_event.h"
 #include "worker/control_protocol.h"
 
 extern char** environ;
@@ -308,13 +309,21 @@ Result<nlohmann::json> WorkerProcess::request(std::string_view op,
 }
 
 void WorkerProcess::read_messages(std::stop_token stop) {
+  // A stop request wakes the poll below, so an idle worker costs laminad no wakeups (without
+  // an eventfd, a 200 ms timeout bounds how late the request is noticed).
+  auto wakeup = WakeupEvent::create("laminad's worker reader");
+  std::stop_callback wake_on_stop(stop, [&wakeup] {
+    if (wakeup) wakeup->signal();
+  });
+  const int wakeup_fd = wakeup ? wakeup->fd() : -1;
   bool channel_open = true;
   while (!stop.stop_requested()) {
-    pollfd fds[2] = {{pidfd_.get(), POLLIN, 0}, {channel_.descriptor(), POLLIN, 0}};
-    // The timeout only bounds how late a stop request is noticed.
-    const int ready = ::poll(fds, channel_open ? 2 : 1, 200);
+    pollfd fds[3] = {{pidfd_.get(), POLLIN, 0},
+                     {wakeup_fd, POLLIN, 0},
+                     {channel_open ? channel_.descriptor() : -1, POLLIN, 0}};
+    const int ready = ::poll(fds, 3, wakeup ? -1 : 200);
     if (ready < 0 && errno != EINTR) break;
-    if (channel_open && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+    if (channel_open && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
       auto received = channel_.receive(std::chrono::milliseconds(0));
       if (!received || !*received) {
         // Closed, or the worker broke the protocol: nothing more is read from it.
