@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <cstdlib>
 #include <filesystem>
 
@@ -33,9 +34,8 @@ std::string environment(const char* name) {
   return value ? value : "";
 }
 
-template <typename Stream>
-Result<ApiReply> exchange(Stream& stream, beast::flat_buffer& buffer, const std::string& method,
-                          const std::string& target, const nlohmann::json& body) {
+http::request<http::string_body> make_request(const std::string& method, const std::string& target,
+                                              const nlohmann::json& body) {
   http::request<http::string_body> request{http::string_to_verb(method), target, 11};
   request.set(http::field::host, "laminad");
   request.set(http::field::user_agent, "lamina");
@@ -48,8 +48,14 @@ Result<ApiReply> exchange(Stream& stream, beast::flat_buffer& buffer, const std:
     request.body() = json_text(body);
   }
   request.prepare_payload();
+  return request;
+}
+
+template <typename Stream>
+Result<ApiReply> exchange(Stream& stream, beast::flat_buffer& buffer, const std::string& method,
+                          const std::string& target, const nlohmann::json& body) {
   beast::error_code error;
-  http::write(stream, request, error);
+  http::write(stream, make_request(method, target, body), error);
   if (error) return fail(ErrorCode::kIo, fmt::format("laminad: {}", error.message()));
   http::response_parser<http::string_body> parser;
   parser.body_limit(64 << 20);
@@ -60,6 +66,43 @@ Result<ApiReply> exchange(Stream& stream, beast::flat_buffer& buffer, const std:
   reply.text = parser.get().body();
   reply.body = nlohmann::json::parse(reply.text, nullptr, /*allow_exceptions=*/false);
   return reply;
+}
+
+// A GET whose body arrives piece by piece (an event stream): `on_text` sees each piece as it
+// comes. A refused request's body is collected and returned as the reply.
+template <typename Stream>
+Result<ApiReply> follow(Stream& stream, beast::flat_buffer& buffer, const std::string& target,
+                        const std::function<bool(std::string_view)>& on_text) {
+  beast::error_code error;
+  http::write(stream, make_request("GET", target, nullptr), error);
+  if (error) return fail(ErrorCode::kIo, fmt::format("laminad: {}", error.message()));
+  http::response_parser<http::buffer_body> parser;
+  parser.body_limit(boost::none);
+  http::read_header(stream, buffer, parser, error);
+  if (error) return fail(ErrorCode::kIo, fmt::format("laminad: {}", error.message()));
+  ApiReply reply;
+  reply.status = static_cast<int>(parser.get().result_int());
+  std::array<char, 4096> piece{};
+  while (!parser.is_done()) {
+    parser.get().body().data = piece.data();
+    parser.get().body().size = piece.size();
+    // read_some: hand over what has come (an event is small; read() would wait for 4 KiB).
+    http::read_some(stream, buffer, parser, error);
+    if (error == http::error::need_buffer) error = {};
+    if (error) break;
+    const std::string_view text(piece.data(), piece.size() - parser.get().body().size);
+    if (reply.status >= 400) {
+      reply.text += text;
+    } else if (!on_text(text)) {
+      return reply;
+    }
+  }
+  if (reply.status >= 400) {
+    reply.body = nlohmann::json::parse(reply.text, nullptr, /*allow_exceptions=*/false);
+    return reply;
+  }
+  return fail(ErrorCode::kIo, fmt::format("laminad closed the stream{}",
+                                          error ? ": " + error.message() : std::string()));
 }
 
 }  // namespace
@@ -132,6 +175,14 @@ Result<ApiReply> ApiClient::call(const std::string& method, const std::string& t
     return exchange(*connection_->secure, connection_->buffer, method, target, body);
   }
   return exchange(*connection_->local, connection_->buffer, method, target, body);
+}
+
+Result<ApiReply> ApiClient::follow(const std::string& target,
+                                   const std::function<bool(std::string_view)>& on_text) {
+  if (connection_->secure) {
+    return lamina::cli::follow(*connection_->secure, connection_->buffer, target, on_text);
+  }
+  return lamina::cli::follow(*connection_->local, connection_->buffer, target, on_text);
 }
 
 }  // namespace lamina::cli

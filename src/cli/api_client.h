@@ -8,8 +8,10 @@
 //
 // Ownership: owns its connection. Thread-safety: one thread.
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <variant>
 
 #include <nlohmann/json.hpp>
@@ -47,6 +49,11 @@ class ApiClient {
 
   Result<ApiReply> call(const std::string& method, const std::string& target,
                         const nlohmann::json& body = nullptr);
+  // GETs a body that keeps coming (the event stream): each piece goes to `on_text` as it
+  // arrives, until it returns false (the reply so far) or the stream ends (kIo). A refused
+  // request returns its reply (status and body) without calling `on_text`.
+  Result<ApiReply> follow(const std::string& target,
+                          const std::function<bool(std::string_view)>& on_text);
 
  private:
   struct Connection;

@@ -276,22 +276,40 @@ void add_vm_command(CLI::App& app) {
   events->add_option("name", event_arguments->name, "Only this VM's events");
   events->add_flag("--follow,-f", event_arguments->follow, "Keep waiting for new events");
   events->callback([options, event_arguments] {
-    int64_t after = 0;
-    do {
-      std::string target = fmt::format("/v1/events?after={}", after);
-      if (!event_arguments->name.empty()) target += "&vm=" + event_arguments->name;
-      if (event_arguments->follow) target += "&wait=30";
-      auto result = call(*options, "events", "GET", target);
-      for (const auto& event : result.value("events", nlohmann::json::array())) {
-        if (options->json) {
-          fmt::print("{}\n", json_text(event));
-        } else {
-          print_event(event);
-        }
-        after = std::max(after, event.value("id", int64_t{0}));
+    const auto print_one = [&](const nlohmann::json& event) {
+      if (options->json) {
+        fmt::print("{}\n", json_text(event));
+      } else {
+        print_event(event);
       }
       std::fflush(stdout);
-    } while (event_arguments->follow);
+    };
+    const std::string only = event_arguments->name.empty() ? "" : "vm=" + event_arguments->name;
+    if (!event_arguments->follow) {
+      auto result = call(*options, "events", "GET", "/v1/events?" + only);
+      for (const auto& event : result.value("events", nlohmann::json::array())) print_one(event);
+      return;
+    }
+    // --follow reads the Server-Sent Events stream: each message's data line is one event.
+    auto client = ApiClient::connect(options->connect);
+    if (!client) fail_verb("events", client.error().message());
+    std::string pending;
+    auto reply = (*client)->follow("/v1/events/stream?" + only, [&](std::string_view text) {
+      pending += text;
+      for (size_t end; (end = pending.find('\n')) != std::string::npos;) {
+        const std::string line = pending.substr(0, end);
+        pending.erase(0, end + 1);
+        if (!line.starts_with("data: ")) continue;  // id, event, comments: the data says all
+        auto event = nlohmann::json::parse(line.substr(6), nullptr, /*allow_exceptions=*/false);
+        if (event.is_object()) print_one(event);
+      }
+      return true;
+    });
+    if (!reply) fail_verb("events", reply.error().message());
+    const auto& error = reply->body.is_object() && reply->body.contains("error")
+                            ? reply->body["error"]
+                            : nlohmann::json::object();
+    fail_verb("events", error.value("message", fmt::format("HTTP {}", reply->status)));
   });
 
   add_vm_import_command(*vm, options);

@@ -183,6 +183,10 @@ curl -sN --max-time 2 --unix-socket "$sock" -H "Last-Event-ID: $started_id" \
   "http://laminad/v1/events/stream?vm=beta" >"$work/resumed.txt" 2>/dev/null || true
 [[ $(grep "^event: " "$work/resumed.txt" | xargs) == "event: crashed" ]] ||
   fail "resuming after $started_id gave: $(cat "$work/resumed.txt")"
+# `lamina vm events --follow` reads the same stream (and keeps reading until stopped).
+timeout 3 "$lamina" vm --json events beta --follow >"$work/follow.txt" 2>&1 && fail "--follow ended by itself"
+[[ $(python3 -c 'import json,sys; print(" ".join(json.loads(l)["kind"] for l in sys.stdin))' <"$work/follow.txt") == \
+   "created started crashed" ]] || fail "events --follow printed: $(cat "$work/follow.txt")"
 
 # beta's console client ended when beta went away.
 for _ in $(seq 50); do kill -0 $reader 2>/dev/null || break; sleep 0.2; done
