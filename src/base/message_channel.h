@@ -23,7 +23,8 @@ namespace lamina {
 class MessageChannel {
  public:
   static constexpr size_t kMaxMessageBytes = 64 * 1024;
-  static constexpr size_t kMaxFds = 64;
+  // The kernel's SCM_MAX_FD: a VM's grants (an image split into many extents) may need many.
+  static constexpr size_t kMaxFds = 253;
 
   struct Received {
     nlohmann::json message;
