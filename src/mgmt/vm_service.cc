@@ -441,6 +441,8 @@ void VmService::on_worker_event(const std::string& name, const nlohmann::json& e
 void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) {
   nlohmann::json detail;
   bool crashed;
+  // Read before the cgroup goes: a SIGKILL from the OOM killer is the VM's memory limit.
+  const std::optional<uint64_t> oom_kills = WorkerCgroup::oom_kills(name);
   {
     std::lock_guard lock(mutex_);
     auto found = running_.find(name);
@@ -455,6 +457,9 @@ void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) 
       reason = fmt::format("the worker {}", exit.describe());
       if (exit.signaled && exit.code == SIGSYS) {
         reason += fmt::format(" ({})", forbidden_syscall(vm_dir(name) / "worker.log"));
+      }
+      if (exit.signaled && exit.code == SIGKILL && oom_kills.value_or(0) > 0) {
+        reason += " (out of memory: the kernel's OOM killer, at the VM's memory cgroup limit)";
       }
     } else {
       reason = detail.value("reason", "");

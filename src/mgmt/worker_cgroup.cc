@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -172,6 +173,28 @@ void WorkerCgroup::remove(const std::string& vm_name) {
   // rmdir, not a recursive delete: a cgroup's control files are not files to delete, and a
   // cgroup that still has a process stays (EBUSY).
   ::rmdir((parent->folder / vm_name).c_str());
+}
+
+std::optional<uint64_t> parse_oom_kills(const std::string& text) {
+  for (const std::string& line : split(text, '\n')) {
+    if (!line.starts_with("oom_kill ")) continue;
+    uint64_t count = 0;
+    const char* first = line.data() + 9;
+    const char* last = line.data() + line.size();
+    if (auto [end, error] = std::from_chars(first, last, count);
+        error == std::errc() && end == last) {
+      return count;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<uint64_t> WorkerCgroup::oom_kills(const std::string& vm_name) {
+  auto parent = find_cgroup_parent(read_text("/proc/self/cgroup"), read_text("/proc/mounts"));
+  if (!parent) return std::nullopt;
+  const fs::path path = parent->folder / vm_name;
+  return parse_oom_kills(read_text(
+      path / (parent->version == Version::kV2 ? "memory.events" : "memory.oom_control")));
 }
 
 Result<void> WorkerCgroup::add(pid_t pid) const {

@@ -19,6 +19,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 #include "base/error.h"
@@ -35,6 +36,10 @@ class WorkerCgroup {
   // Deletes the VM's cgroup folder if there is one and nothing runs in it (a worker that has
   // exited, or one from a laminad before this one).
   static void remove(const std::string& vm_name);
+
+  // How many times the kernel's OOM killer struck in the VM's cgroup (while it exists: read
+  // before remove()); nullopt without a cgroup or a counter.
+  static std::optional<uint64_t> oom_kills(const std::string& vm_name);
 
   // Moves process `pid` (with its threads) into the cgroup.
   [[nodiscard]] Result<void> add(pid_t pid) const;
@@ -58,5 +63,7 @@ struct CgroupParent {
 };
 Result<CgroupParent> find_cgroup_parent(const std::string& proc_self_cgroup,
                                         const std::string& proc_mounts);
+// The "oom_kill N" line of memory.events (v2) or memory.oom_control (v1); exposed for tests.
+std::optional<uint64_t> parse_oom_kills(const std::string& text);
 
 }  // namespace lamina::mgmt

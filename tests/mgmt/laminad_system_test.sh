@@ -213,6 +213,32 @@ grep -q "after-restart-42" "$work/console2.txt" || fail "no console after the re
 "$lamina" vm list | grep -q "^delta .*running" || fail "delta (autostart) did not start: $("$lamina" vm list)"
 "$lamina" vm kill delta >/dev/null || fail "kill delta"
 
+# The kernel's OOM killer at a worker's memory cgroup limit (lowered here while the guest
+# boots): only that VM goes, and laminad says it ran out of memory.
+if [[ -n ${cgroup_dir:-} ]]; then
+  "$lamina" vm create oomer --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+    --cmdline "console=ttyS0 quiet no_timer_check panic=-1" >/dev/null || fail "create oomer"
+  "$lamina" vm start oomer >/dev/null || fail "start oomer"
+  pid=$(pid_of oomer)
+  v1=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' "/proc/$pid/cgroup")
+  v2=$(awk -F: '$1 == "0" {print $3}' "/proc/$pid/cgroup")
+  if [[ $cgroup_dir == /sys/fs/cgroup/memory/* ]]; then
+    dir=/sys/fs/cgroup/memory$v1 usage_file=memory.usage_in_bytes limit_file=memory.limit_in_bytes
+  else
+    dir=/sys/fs/cgroup$v2 usage_file=memory.current limit_file=memory.max
+  fi
+  # Just above what it uses now: booting the guest needs more (a limit below the usage of
+  # memory without swap would be refused).
+  echo $(( $(cat "$dir/$usage_file") + (8 << 20) )) >"$dir/$limit_file" || fail "lowering oomer's limit"
+  for _ in $(seq 300); do "$lamina" vm list | grep -q "^oomer .*stopped" && break; sleep 0.2; done
+  "$lamina" vm show oomer | grep -q "last stop:.*out of memory" ||
+    fail "no out-of-memory reason for oomer: $("$lamina" vm show oomer)"
+  for name in alpha gamma; do
+    "$lamina" vm list | grep -q "^$name .*running" || fail "$name went down with oomer"
+  done
+  "$lamina" vm delete oomer >/dev/null || fail "delete oomer"
+fi
+
 # Pause and resume.
 "$lamina" vm pause gamma || fail "pause"
 [[ $("$lamina" vm --json show gamma | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == paused ]] ||

@@ -39,5 +39,14 @@ TEST(WorkerCgroupPlace, NoMemoryCgroupIsUnsupported) {
   EXPECT_FALSE(find_cgroup_parent("4:memory:/x\n", "proc /proc proc rw 0 0\n"));
 }
 
+TEST(WorkerCgroupOom, CountsFromEitherHierarchy) {
+  // cgroup v1 memory.oom_control and v2 memory.events.
+  EXPECT_EQ(parse_oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"), 2u);
+  EXPECT_EQ(parse_oom_kills("low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n"), 1u);
+  EXPECT_EQ(parse_oom_kills("oom_kill_disable 0\nunder_oom 0\n"), std::nullopt);
+  EXPECT_EQ(parse_oom_kills("oom_kill x\n"), std::nullopt);
+  EXPECT_EQ(parse_oom_kills(""), std::nullopt);
+}
+
 }  // namespace
 }  // namespace lamina::mgmt
