@@ -1,14 +1,11 @@
 #include "machine/host_grants.h"
 
-#include <fmt/format.h>
-
 #include "base/output_file.h"
 #include "machine/boot_file.h"
 #include "machine/default_guest.h"
+#include "machine/virtio_devices.h"
 #include "machine/vm_definition.h"
-#include "net/network_option.h"
 #include "virtio/host_console_port.h"
-#include "virtio/virtio_block_setup.h"
 
 namespace lamina::machine {
 
@@ -65,19 +62,11 @@ Result<WorkerGrants> grant_host_ends(const nlohmann::json& definition, std::stri
       return fail(opened.error());
     }
   }
-  for (virtio::DiskSpec disk : config->disks) {
-    disk.references.granted = files;
-    if (auto opened = virtio::open_disk(disk); !opened) return fail(opened.error());
-  }
+  if (auto opened = open_disks(*config, files); !opened) return fail(opened.error());
   net::SwitchConnectOptions connect = switch_options;
   connect.label = std::string(label);
-  for (const net::NetworkOption& network : config->networks) {
-    if (auto opened = net::open_frame_port(network, connect, files); !opened) {
-      return fail(opened.error().with_context(
-          fmt::format("--net {}:{}",
-                      network.backend == net::NetworkBackend::kTap ? "tap" : "switch",
-                      network.name)));
-    }
+  if (auto opened = open_network_ports(*config, connect, files); !opened) {
+    return fail(opened.error());
   }
   return grants;
 }

@@ -35,11 +35,6 @@ class BorrowedFramePort final : public net::FramePort {
   net::FramePort& port_;
 };
 
-std::string describe(const net::NetworkOption& network) {
-  return fmt::format("{}:{}", network.backend == net::NetworkBackend::kTap ? "tap" : "switch",
-                     network.name);
-}
-
 }  // namespace
 
 Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string_view label,
@@ -59,23 +54,42 @@ Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string
   }
   if (!opened) return fail(opened.error());
   ends.console_port = std::move(*opened);
+  auto disks = open_disks(config, granted);
+  if (!disks) return fail(disks.error());
+  ends.disks = std::move(*disks);
+  // A missing switch daemon is started from this binary (`lamina switch serve NAME`).
+  net::SwitchConnectOptions switch_options;
+  switch_options.label = std::string(label);
+  auto ports = open_network_ports(config, switch_options, granted);
+  if (!ports) return fail(ports.error());
+  ends.network_ports = std::move(*ports);
+  return ends;
+}
+
+Result<std::vector<virtio::OpenedDisk>> open_disks(const VmConfig& config,
+                                                   GrantedFiles* granted) {
+  std::vector<virtio::OpenedDisk> disks;
   for (virtio::DiskSpec disk : config.disks) {
     disk.references.granted = granted;
     auto image = virtio::open_disk(disk);
     if (!image) return fail(image.error());
-    ends.disks.push_back(std::move(*image));
+    disks.push_back(std::move(*image));
   }
-  // A missing switch daemon is started from this binary (`lamina switch serve NAME`).
-  net::SwitchConnectOptions switch_options;
-  switch_options.label = std::string(label);
+  return disks;
+}
+
+Result<std::vector<std::unique_ptr<net::FramePort>>> open_network_ports(
+    const VmConfig& config, const net::SwitchConnectOptions& switch_options,
+    GrantedFiles* granted) {
+  std::vector<std::unique_ptr<net::FramePort>> ports;
   for (const net::NetworkOption& network : config.networks) {
-    auto network_port = net::open_frame_port(network, switch_options, granted);
-    if (!network_port) {
-      return fail(network_port.error().with_context(fmt::format("--net {}", describe(network))));
+    auto port = net::open_frame_port(network, switch_options, granted);
+    if (!port) {
+      return fail(port.error().with_context(fmt::format("--net {}", net::describe(network))));
     }
-    ends.network_ports.push_back(std::move(*network_port));
+    ports.push_back(std::move(*port));
   }
-  return ends;
+  return ports;
 }
 
 void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options) {

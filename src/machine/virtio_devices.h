@@ -37,6 +37,14 @@ Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config,
                                              std::string_view label = "lamina run",
                                              GrantedFiles* granted = nullptr);
 
+// The two parts of open_virtio_host_ends that laminad also runs, recording, for a worker
+// (machine/host_grants.h): every --disk image, and every --net port in order.
+Result<std::vector<virtio::OpenedDisk>> open_disks(const VmConfig& config,
+                                                   GrantedFiles* granted = nullptr);
+Result<std::vector<std::unique_ptr<net::FramePort>>> open_network_ports(
+    const VmConfig& config, const net::SwitchConnectOptions& switch_options,
+    GrantedFiles* granted = nullptr);
+
 // Appends one factory per virtio device of `config`.
 void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options);
 

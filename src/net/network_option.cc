@@ -71,6 +71,11 @@ Result<NetworkOption> parse_network_option(std::string_view text) {
   return option;
 }
 
+std::string describe(const NetworkOption& option) {
+  return fmt::format("{}:{}", option.backend == NetworkBackend::kTap ? "tap" : "switch",
+                     option.name);
+}
+
 Result<std::unique_ptr<FramePort>> open_frame_port(const NetworkOption& option,
                                                    const SwitchConnectOptions& switch_options,
                                                    GrantedFiles* granted) {

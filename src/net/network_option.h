@@ -32,6 +32,9 @@ struct NetworkOption {
 // bad or group MAC address, unknown key, mac-spoofing on a tap).
 [[nodiscard]] Result<NetworkOption> parse_network_option(std::string_view text);
 
+// "switch:NAME" or "tap:NAME", as --net names it (for messages).
+std::string describe(const NetworkOption& option);
+
 // Opens the backend the option names. `switch_options` applies to switch backends (its label
 // and how to start a daemon). With `granted` the tap or switch connection comes through it
 // (base/granted_files.h: laminad connects, a sandboxed worker gets the descriptor).

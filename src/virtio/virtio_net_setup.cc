@@ -4,15 +4,6 @@
 
 namespace lamina::virtio {
 
-namespace {
-
-std::string describe(const net::NetworkOption& network) {
-  return fmt::format("{}:{}", network.backend == net::NetworkBackend::kTap ? "tap" : "switch",
-                     network.name);
-}
-
-}  // namespace
-
 Result<void> validate_networks(std::span<const net::NetworkOption> networks) {
   for (size_t i = 0; i < networks.size(); ++i) {
     for (size_t j = 0; j < i; ++j) {
@@ -21,7 +12,7 @@ Result<void> validate_networks(std::span<const net::NetworkOption> networks) {
             ErrorCode::kInvalidArgument,
             fmt::format("--net {} and --net {} have the same MAC address {}; give each "
                         "NIC its own mac=",
-                        describe(networks[j]), describe(networks[i]), networks[i].mac.to_string()));
+                        net::describe(networks[j]), net::describe(networks[i]), networks[i].mac.to_string()));
       }
       if (networks[i].backend == net::NetworkBackend::kTap &&
           networks[j].backend == net::NetworkBackend::kTap &&
@@ -38,7 +29,7 @@ Result<void> validate_networks(std::span<const net::NetworkOption> networks) {
 Result<std::unique_ptr<VirtioNet>> open_virtio_net(
     const net::NetworkOption& network, const net::SwitchConnectOptions& switch_options) {
   auto port = net::open_frame_port(network, switch_options);
-  if (!port) return fail(port.error().with_context(fmt::format("--net {}", describe(network))));
+  if (!port) return fail(port.error().with_context(fmt::format("--net {}", net::describe(network))));
   return VirtioNet::create(std::move(*port), network.mac);
 }
 
