@@ -441,8 +441,9 @@ void VmService::on_worker_event(const std::string& name, const nlohmann::json& e
 void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) {
   nlohmann::json detail;
   bool crashed;
-  // Read before the cgroup goes: a SIGKILL from the OOM killer is the VM's memory limit.
-  const std::optional<uint64_t> oom_kills = WorkerCgroup::oom_kills(name);
+  // An exited process has left its cgroup (even before it is reaped), which goes now; a
+  // SIGKILL from the OOM killer counted there is the VM's memory limit.
+  const std::optional<uint64_t> oom_kills = WorkerCgroup::remove(name);
   {
     std::lock_guard lock(mutex_);
     auto found = running_.find(name);
@@ -478,8 +479,6 @@ void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) 
       if (record && *record && (*record)->on_crash == "restart") restart_.push_back(name);
     }
   }
-  // An exited process has left its cgroup (even before it is reaped).
-  WorkerCgroup::remove(name);
   log_event(name, crashed ? "crashed" : "stopped", detail);
 }
 

@@ -167,14 +167,6 @@ Result<WorkerCgroup> WorkerCgroup::create(const std::string& vm_name, uint64_t m
   return WorkerCgroup(path, parent->version);
 }
 
-void WorkerCgroup::remove(const std::string& vm_name) {
-  auto parent = find_cgroup_parent(read_text("/proc/self/cgroup"), read_text("/proc/mounts"));
-  if (!parent) return;
-  // rmdir, not a recursive delete: a cgroup's control files are not files to delete, and a
-  // cgroup that still has a process stays (EBUSY).
-  ::rmdir((parent->folder / vm_name).c_str());
-}
-
 std::optional<uint64_t> parse_oom_kills(const std::string& text) {
   for (const std::string& line : split(text, '\n')) {
     if (!line.starts_with("oom_kill ")) continue;
@@ -189,12 +181,16 @@ std::optional<uint64_t> parse_oom_kills(const std::string& text) {
   return std::nullopt;
 }
 
-std::optional<uint64_t> WorkerCgroup::oom_kills(const std::string& vm_name) {
+std::optional<uint64_t> WorkerCgroup::remove(const std::string& vm_name) {
   auto parent = find_cgroup_parent(read_text("/proc/self/cgroup"), read_text("/proc/mounts"));
   if (!parent) return std::nullopt;
   const fs::path path = parent->folder / vm_name;
-  return parse_oom_kills(read_text(
+  const auto oom_kills = parse_oom_kills(read_text(
       path / (parent->version == Version::kV2 ? "memory.events" : "memory.oom_control")));
+  // rmdir, not a recursive delete: a cgroup's control files are not files to delete, and a
+  // cgroup that still has a process stays (EBUSY).
+  ::rmdir(path.c_str());
+  return oom_kills;
 }
 
 Result<void> WorkerCgroup::add(pid_t pid) const {

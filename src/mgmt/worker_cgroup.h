@@ -34,12 +34,9 @@ class WorkerCgroup {
   // kUnsupported when the host offers no memory cgroup laminad may use, with the reason.
   static Result<WorkerCgroup> create(const std::string& vm_name, uint64_t memory_limit);
   // Deletes the VM's cgroup folder if there is one and nothing runs in it (a worker that has
-  // exited, or one from a laminad before this one).
-  static void remove(const std::string& vm_name);
-
-  // How many times the kernel's OOM killer struck in the VM's cgroup (while it exists: read
-  // before remove()); nullopt without a cgroup or a counter.
-  static std::optional<uint64_t> oom_kills(const std::string& vm_name);
+  // exited, or one from a laminad before this one). Returns how many times the kernel's OOM
+  // killer struck in it, read just before; nullopt without a cgroup or a counter.
+  static std::optional<uint64_t> remove(const std::string& vm_name);
 
   // Moves process `pid` (with its threads) into the cgroup.
   [[nodiscard]] Result<void> add(pid_t pid) const;
