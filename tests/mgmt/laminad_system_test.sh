@@ -14,6 +14,21 @@ source "$(dirname "${BASH_SOURCE[0]}")/laminad_lib.sh"
 laminad_setup
 start_laminad
 
+# The memory cgroup process $1 is in, as "FOLDER LIMIT_FILE USAGE_FILE": cgroup v1's memory
+# hierarchy, else v2 with the memory controller; an empty line on a host with neither.
+memory_cgroup() {
+  local v1 v2
+  v1=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' "/proc/$1/cgroup")
+  v2=$(awk -F: '$1 == "0" {print $3}' "/proc/$1/cgroup")
+  if [[ -n $v1 && -d /sys/fs/cgroup/memory ]]; then
+    echo "/sys/fs/cgroup/memory$v1 memory.limit_in_bytes memory.usage_in_bytes"
+  elif grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
+    echo "/sys/fs/cgroup$v2 memory.max memory.current"
+  else
+    echo
+  fi
+}
+
 # Raw HTTP: the API answers, and refuses bad input with the field named, changing nothing.
 [[ $(api http://laminad/v1/version) == 200 ]] || fail "GET /v1/version"
 [[ $(api -X POST -d '{"name":"bad name"}' http://laminad/v1/vms) == 400 ]] || fail "bad name accepted"
@@ -109,16 +124,11 @@ for name in alpha beta gamma; do
   done
   # The memory cgroup: guest RAM (256M) + 256M + 32M per vCPU, where the host has one.
   want=$(( (256 + 256 + 32) << 20 ))
-  v1=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' "/proc/$pid/cgroup")
-  v2=$(awk -F: '$1 == "0" {print $3}' "/proc/$pid/cgroup")
-  if [[ -n $v1 && -d /sys/fs/cgroup/memory ]]; then
-    [[ $v1 == */lamina/$name ]] || fail "$name: memory cgroup '$v1'"
-    [[ $(cat "/sys/fs/cgroup/memory$v1/memory.limit_in_bytes") == "$want" ]] || fail "$name: cgroup v1 limit"
-    cgroup_dir=/sys/fs/cgroup/memory$v1
-  elif grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null; then
-    [[ $v2 == */lamina/$name ]] || fail "$name: memory cgroup '$v2'"
-    [[ $(cat "/sys/fs/cgroup$v2/memory.max") == "$want" ]] || fail "$name: cgroup v2 limit"
-    cgroup_dir=/sys/fs/cgroup$v2
+  read -r dir limit_file _ <<<"$(memory_cgroup "$pid")"
+  if [[ -n $dir ]]; then
+    [[ $dir == */lamina/$name ]] || fail "$name: memory cgroup '$dir'"
+    [[ $(cat "$dir/$limit_file") == "$want" ]] || fail "$name: cgroup limit ($dir/$limit_file)"
+    cgroup_dir=$dir
   else
     "$lamina" vm events "$name" | grep -q "memory_cgroup.*none" || fail "$name: no word on its cgroup"
   fi
@@ -220,13 +230,8 @@ if [[ -n ${cgroup_dir:-} ]]; then
     --cmdline "console=ttyS0 quiet no_timer_check panic=-1" >/dev/null || fail "create oomer"
   "$lamina" vm start oomer >/dev/null || fail "start oomer"
   pid=$(pid_of oomer)
-  v1=$(awk -F: '$2 ~ /(^|,)memory(,|$)/ {print $3}' "/proc/$pid/cgroup")
-  v2=$(awk -F: '$1 == "0" {print $3}' "/proc/$pid/cgroup")
-  if [[ $cgroup_dir == /sys/fs/cgroup/memory/* ]]; then
-    dir=/sys/fs/cgroup/memory$v1 usage_file=memory.usage_in_bytes limit_file=memory.limit_in_bytes
-  else
-    dir=/sys/fs/cgroup$v2 usage_file=memory.current limit_file=memory.max
-  fi
+  read -r dir limit_file usage_file <<<"$(memory_cgroup "$pid")"
+  [[ $dir == */lamina/oomer ]] || fail "oomer: memory cgroup '$dir'"
   # Just above what it uses now: booting the guest needs more (a limit below the usage of
   # memory without swap would be refused).
   echo $(( $(cat "$dir/$usage_file") + (8 << 20) )) >"$dir/$limit_file" || fail "lowering oomer's limit"
