@@ -53,18 +53,22 @@ ServiceResult<bool> query_flag(const Call& call, const std::string& name) {
   return std::unexpected(ServiceError{400, name, "must be true or false"});
 }
 
-ServiceResult<int64_t> query_number(const Call& call, const std::string& name, int64_t fallback,
-                                    int64_t max) {
-  auto found = call.query.find(name);
-  if (found == call.query.end()) return fallback;
+// A whole number from 0 to max given as `name` (a query parameter or a header).
+ServiceResult<int64_t> whole_number(const std::string& name, std::string_view text, int64_t max) {
   int64_t value = 0;
-  const auto& text = found->second;
   auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
   if (error != std::errc() || end != text.data() + text.size() || value < 0 || value > max) {
     return std::unexpected(
         ServiceError{400, name, fmt::format("must be a whole number from 0 to {}", max)});
   }
   return value;
+}
+
+ServiceResult<int64_t> query_number(const Call& call, const std::string& name, int64_t fallback,
+                                    int64_t max) {
+  auto found = call.query.find(name);
+  if (found == call.query.end()) return fallback;
+  return whole_number(name, found->second, max);
 }
 
 ServiceResult<StopOptions> stop_options(const Call& call) {
@@ -255,21 +259,21 @@ std::expected<ApiRouter::EventStream, ApiResponse> ApiRouter::open_event_stream(
     const std::string& target, std::string_view last_event_id) {
   const std::string_view view = target;
   const size_t question = view.find('?');
-  ApiRequest request{"GET", target, ""};
-  Call call{request, {}, {}, nullptr};
-  if (question != std::string_view::npos) call.query = parse_query(view.substr(question + 1));
-  auto after = query_number(call, "after", 0, INT64_MAX);
-  if (!after) return std::unexpected(error_response(after.error()));
+  Parameters query;
+  if (question != std::string_view::npos) query = parse_query(view.substr(question + 1));
   EventStream stream;
-  stream.after = *after;
+  if (auto given = query.find("after"); given != query.end()) {
+    auto after = whole_number("after", given->second, INT64_MAX);
+    if (!after) return std::unexpected(error_response(after.error()));
+    stream.after = *after;
+  }
   if (!last_event_id.empty()) {
     // A reconnecting SSE client says where it stopped.
-    call.query["Last-Event-ID"] = std::string(last_event_id);
-    auto resumed = query_number(call, "Last-Event-ID", 0, INT64_MAX);
+    auto resumed = whole_number("Last-Event-ID", last_event_id, INT64_MAX);
     if (!resumed) return std::unexpected(error_response(resumed.error()));
     stream.after = std::max(stream.after, *resumed);
   }
-  if (auto vm = call.query.find("vm"); vm != call.query.end()) stream.vm = vm->second;
+  if (auto vm = query.find("vm"); vm != query.end()) stream.vm = vm->second;
   return stream;
 }
 
