@@ -57,6 +57,11 @@ class Vcpu {
   // The chipset's A20 gate changed (callable from any thread). KVM has no A20 mask, so its
   // vCPUs ignore this; only firmware-era code notices.
   virtual void set_a20_enabled(bool) {}
+  // Live migration: GuestMemory's dirty log was just taken; every guest store from here on
+  // must mark its page again (the built-in CPU drops its write translations, which mark the
+  // page when they are made). False when this backend cannot log its writes (KVM, whose
+  // dirty log is not wired up yet). Call it while the vCPU is held at a boundary.
+  virtual bool restart_write_logging() { return false; }
 };
 
 class Accelerator {

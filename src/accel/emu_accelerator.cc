@@ -59,6 +59,12 @@ class EmuVcpu : public Vcpu {
   }
   void invalidate_code(uint64_t physical, uint64_t length) override { cpu_.invalidate_code(physical, length); }
   void set_a20_enabled(bool enabled) override { cpu_.set_a20_enabled(enabled); }
+  // Applied at the next block boundary, before any further store (a parked vCPU: before its
+  // first instruction).
+  bool restart_write_logging() override {
+    cpu_.post(cpu::x86::request::kFlushWrites);
+    return true;
+  }
 
  private:
   Cpu cpu_;

@@ -45,12 +45,16 @@ Result<GuestMemory> GuestMemory::create(std::vector<RamRegion> regions) {
     }
     memory.mappings_.push_back({region, static_cast<std::byte*>(host)});
   }
+  memory.dirty_ = std::make_unique<DirtyLog>(
+      regions.empty() ? 0 : regions.back().guest_physical + regions.back().size);
   memory.regions_ = std::move(regions);
   return memory;
 }
 
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
-    : regions_(std::move(other.regions_)), mappings_(std::move(other.mappings_)) {
+    : regions_(std::move(other.regions_)),
+      mappings_(std::move(other.mappings_)),
+      dirty_(std::move(other.dirty_)) {
   other.mappings_.clear();
   other.regions_.clear();
 }
@@ -60,6 +64,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
     unmap_all();
     regions_ = std::move(other.regions_);
     mappings_ = std::move(other.mappings_);
+    dirty_ = std::move(other.dirty_);
     other.mappings_.clear();
     other.regions_.clear();
   }
@@ -105,6 +110,7 @@ Result<void> GuestMemory::write(uint64_t guest_physical, std::span<const std::by
                 fmt::format("guest range {:#x}+{:#x} is not RAM", guest_physical, data.size()));
   }
   std::memcpy(host, data.data(), data.size());
+  note_written(guest_physical, data.size());
   return {};
 }
 

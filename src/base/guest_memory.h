@@ -8,9 +8,11 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
+#include "base/dirty_log.h"
 #include "base/error.h"
 
 namespace lamina {
@@ -49,6 +51,13 @@ class GuestMemory {
   // touches the region.
   [[nodiscard]] Result<void> map_file(size_t index, int fd, uint64_t file_offset);
 
+  // Which pages were written while logging (live migration; base/dirty_log.h). Writers of
+  // guest RAM other than write() (vCPUs, device DMA) call note_written() after each write.
+  DirtyLog& dirty_log() { return *dirty_; }
+  void note_written(uint64_t guest_physical, uint64_t length) {
+    if (dirty_) dirty_->mark(guest_physical, length);
+  }
+
   const std::vector<RamRegion>& regions() const { return regions_; }
   uint64_t total_size() const;
 
@@ -62,6 +71,7 @@ class GuestMemory {
 
   std::vector<RamRegion> regions_;
   std::vector<Mapping> mappings_;
+  std::unique_ptr<DirtyLog> dirty_;  // on the heap: vCPUs keep its address across moves
 };
 
 }  // namespace lamina

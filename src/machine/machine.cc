@@ -33,7 +33,7 @@ void Machine::pause() {
 void Machine::resume() {
   std::lock_guard lock(timer_mutex_);
   paused_ = false;
-  if (quiesced_) return;
+  if (quiesced_ || holding_) return;
   for (auto& thread : vcpu_threads_) thread->set_paused(false);
 }
 
@@ -66,9 +66,47 @@ void Machine::release() {
   timers_frozen_ = false;
   timer_rearmed_ = true;
   timer_wakeup_.notify_all();
-  if (!paused_) {
+  if (!paused_ && !holding_) {
     for (auto& thread : vcpu_threads_) thread->set_paused(false);
   }
+}
+
+bool Machine::start_dirty_logging() {
+  for (auto& vcpu : vcpus_) {
+    // Asking each vCPU now also drops write translations made before the log started.
+    if (!vcpu->restart_write_logging()) return false;
+  }
+  memory_.dirty_log().start();
+  // Translations made between the request above and start() did not mark their pages: take
+  // once more so that every vCPU restarts after the log was on.
+  (void)take_dirty_pages();
+  return true;
+}
+
+void Machine::stop_dirty_logging() { memory_.dirty_log().stop(); }
+
+std::vector<uint64_t> Machine::take_dirty_pages() {
+  {
+    std::lock_guard lock(timer_mutex_);
+    holding_ = true;
+    for (auto& thread : vcpu_threads_) thread->set_paused(true);
+  }
+  for (auto& thread : vcpu_threads_) thread->wait_parked();
+  // No vCPU stores now. A page written through a translation made since the last take was
+  // marked when the translation was made, so it is in this bitmap and is read after this;
+  // the translations go before the vCPUs run again, so later stores mark the next bitmap.
+  std::vector<uint64_t> dirty = memory_.dirty_log().take();
+  for (auto& vcpu : vcpus_) (void)vcpu->restart_write_logging();
+  std::lock_guard lock(timer_mutex_);
+  holding_ = false;
+  if (!paused_ && !quiesced_) {
+    for (auto& thread : vcpu_threads_) thread->set_paused(false);
+  }
+  return dirty;
+}
+
+void Machine::set_vcpu_throttle(unsigned percent) {
+  for (auto& thread : vcpu_threads_) thread->set_throttle(percent);
 }
 
 std::vector<Machine::NamedState> Machine::stateful_devices() {

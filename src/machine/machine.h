@@ -89,6 +89,17 @@ class Machine {
   void quiesce();
   void release();
 
+  // Live migration's pre-copy (migration/live_migration.h), while run() runs. start: the
+  // memory's dirty log on, false (and nothing changed) when the accelerator cannot log its
+  // writes. take_dirty_pages: holds every vCPU at an instruction boundary for the moment it
+  // takes the log (DirtyLog::take's bitmap) and has each restart its write logging, so a store
+  // after that marks its page again. set_vcpu_throttle: auto-converge, each vCPU sleeps
+  // `percent` of its time (0 to 99).
+  bool start_dirty_logging();
+  void stop_dirty_logging();
+  std::vector<uint64_t> take_dirty_pages();
+  void set_vcpu_throttle(unsigned percent);
+
   // What a machine state is made of (migration/machine_state.h), valid while quiesced or
   // before run(): the vCPUs, the platform devices and virtio functions by a stable name, in
   // wiring order, the time base and the A20 gate.
@@ -158,6 +169,7 @@ class Machine {
   bool timers_servicing_ = false;  // the timer thread is inside run_expired()
   bool quiesced_ = false;
   bool paused_ = false;  // pause() holds the vCPUs (release() keeps them held)
+  bool holding_ = false;  // take_dirty_pages() holds them for a moment
   std::atomic<bool> a20_enabled_{true};
   std::jthread timer_thread_;
 };

@@ -79,6 +79,23 @@ bool VcpuThread::sleep(const std::stop_token& stop) {
   return !stop.stop_requested();
 }
 
+void VcpuThread::throttle_sleep(const std::stop_token& stop,
+                               std::chrono::steady_clock::duration ran, unsigned percent) {
+  // Sleep percent/(100-percent) of the slice's time, in steps that notice a stop or a pause;
+  // at most 50 ms at once so a throttled guest still sees its timers.
+  auto left = std::min<std::chrono::steady_clock::duration>(ran * percent / (100 - percent),
+                                                            std::chrono::milliseconds(50));
+  while (left > std::chrono::steady_clock::duration::zero() && !stop.stop_requested()) {
+    {
+      std::lock_guard lock(mutex_);
+      if (paused_) return;
+    }
+    const auto step = std::min<std::chrono::steady_clock::duration>(left, std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(step);
+    left -= step;
+  }
+}
+
 void VcpuThread::loop(std::stop_token stop) {
   run_slices(stop);
   std::lock_guard lock(mutex_);
@@ -96,8 +113,11 @@ void VcpuThread::run_slices(const std::stop_token& stop) {
       wake_pending_ = false;
     }
     forward_startup_messages();
+    const unsigned throttle = throttle_percent_.load(std::memory_order_relaxed);
+    const auto slice_start = std::chrono::steady_clock::now();
     const accel::VcpuExit exit = vcpu_.run(kSliceInstructions);
     instructions_.fetch_add(exit.instructions, std::memory_order_relaxed);
+    if (throttle != 0) throttle_sleep(stop, std::chrono::steady_clock::now() - slice_start, throttle);
     switch (exit.kind) {
       case accel::VcpuExit::Kind::kYield:
       case accel::VcpuExit::Kind::kKicked: break;

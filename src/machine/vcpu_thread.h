@@ -9,8 +9,10 @@
 // owns the std::jthread, joined by stop() or the destructor. Thread-safety: wake() and stop()
 // from any thread (wake() is the LAPIC's kick callback, called without LAPIC locks held).
 
-#include <functional>
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -48,6 +50,10 @@ class VcpuThread {
   // never started), so its vCPU's state may be read. From any thread but the vCPU's.
   void wait_parked();
 
+  // Auto-converge (live migration): after each slice the thread sleeps so that the vCPU runs
+  // (100 - percent)% of the time; 0 to 99. From any thread.
+  void set_throttle(unsigned percent) { throttle_percent_.store(std::min(percent, 99u)); }
+
   // Guest instructions retired so far; from any thread (exact after join).
   uint64_t instructions() const { return instructions_.load(std::memory_order_relaxed); }
 
@@ -58,6 +64,9 @@ class VcpuThread {
   void forward_startup_messages();
   // Sleeps until wake() or stop(); returns false when stopping.
   bool sleep(const std::stop_token& stop);
+  // Auto-converge's sleep after a slice that ran for `ran`.
+  void throttle_sleep(const std::stop_token& stop, std::chrono::steady_clock::duration ran,
+                      unsigned percent);
   // Waits while paused; returns false when stopping.
   bool wait_while_paused(const std::stop_token& stop);
 
@@ -75,6 +84,7 @@ class VcpuThread {
   bool finished_ = false;  // the loop has returned (stopped, or a triple fault)
   bool started_ = false;   // start() was called
   std::atomic<uint64_t> instructions_ = 0;
+  std::atomic<unsigned> throttle_percent_ = 0;
   std::jthread thread_;
 };
 

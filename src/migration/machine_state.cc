@@ -239,8 +239,7 @@ std::string join(const std::vector<std::string>& names) {
 
 }  // namespace
 
-Result<SaveStatistics> save_machine_state(machine::Machine& machine, int fd) {
-  SaveStatistics statistics;
+std::vector<std::byte> encode_machine_stream(machine::Machine& machine) {
   const auto devices = machine.stateful_devices();
   const std::vector<RamRegion>& regions = machine.memory().regions();
   StateWriter writer;
@@ -261,20 +260,41 @@ Result<SaveStatistics> save_machine_state(machine::Machine& machine, int fd) {
     writer.end_section();
   }
   writer.end_section();
-  const std::vector<std::byte>& stream = writer.data();
+  return writer.data();
+}
 
+Result<void> write_stream_and_header(int fd, std::span<const std::byte> stream,
+                                     uint64_t ram_offset, uint64_t ram_length) {
+  if (stream.size() > kMaxStateStream || ram_offset % kPageSize != 0 ||
+      ram_offset < kHeaderSize + stream.size()) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("machine state: a {}-byte stream does not fit before RAM at {:#x}",
+                            stream.size(), ram_offset));
+  }
   Header header;
   header.major = kStateMajor;
   header.minor = kStateMinor;
   header.state_offset = kHeaderSize;
   header.state_length = stream.size();
-  header.ram_offset = (kHeaderSize + stream.size() + kPageSize - 1) / kPageSize * kPageSize;
-  header.ram_length = machine.memory().total_size();
+  header.ram_offset = ram_offset;
+  header.ram_length = ram_length;
   header.state_crc = storage::crc32c(stream);
+  if (auto done = write_all(fd, stream, header.state_offset); !done) return fail(done.error());
+  // The header last: a file cut short anywhere before this has no valid header.
+  if (::fdatasync(fd) != 0) return fail(io_error("flush the state file"));
+  if (auto done = write_all(fd, encode_header(header), 0); !done) return fail(done.error());
+  if (::fdatasync(fd) != 0) return fail(io_error("flush the state file"));
+  return {};
+}
+
+Result<SaveStatistics> save_machine_state(machine::Machine& machine, int fd) {
+  SaveStatistics statistics;
+  const std::vector<std::byte> stream = encode_machine_stream(machine);
+  const std::vector<RamRegion>& regions = machine.memory().regions();
+  const uint64_t ram_offset = (kHeaderSize + stream.size() + kPageSize - 1) / kPageSize * kPageSize;
   // From an empty file: RAM pages left as holes must read as zeros, not as older bytes.
   if (::ftruncate(fd, 0) != 0) return fail(io_error("truncate the state file"));
-  if (auto done = write_all(fd, stream, header.state_offset); !done) return fail(done.error());
-  uint64_t offset = header.ram_offset;
+  uint64_t offset = ram_offset;
   for (const RamRegion& region : regions) {
     const std::byte* host = machine.memory().host_pointer(region.guest_physical, region.size);
     auto written = write_ram(fd, host, region.size, offset);
@@ -284,12 +304,12 @@ Result<SaveStatistics> save_machine_state(machine::Machine& machine, int fd) {
   }
   if (::ftruncate(fd, static_cast<off_t>(offset)) != 0)
     return fail(io_error("size the state file"));
-  // The header last: a file cut short anywhere before this has no valid header.
-  if (::fdatasync(fd) != 0) return fail(io_error("flush the state file"));
-  if (auto done = write_all(fd, encode_header(header), 0); !done) return fail(done.error());
-  if (::fdatasync(fd) != 0) return fail(io_error("flush the state file"));
+  const uint64_t ram_length = machine.memory().total_size();
+  if (auto done = write_stream_and_header(fd, stream, ram_offset, ram_length); !done) {
+    return fail(done.error());
+  }
   statistics.state_bytes = stream.size();
-  statistics.ram_bytes = header.ram_length;
+  statistics.ram_bytes = ram_length;
   statistics.file_bytes = offset;
   return statistics;
 }

@@ -54,6 +54,17 @@ struct SaveStatistics {
 // flushes it to stable storage (fdatasync). kIo names the failed step.
 [[nodiscard]] Result<SaveStatistics> save_machine_state(machine::Machine& machine, int fd);
 
+// The parts of save_machine_state, for live migration's receiving side, which assembles a
+// state file from pages as they arrive (RAM at a fixed kIncomingRamOffset, each region after
+// the previous one, holes for pages never sent) and then the stream and the header.
+// encode_machine_stream: the stream of a quiesced machine (every section but RAM).
+// write_stream_and_header: writes `stream` after the header, then the header (flushed), for
+// RAM already at ram_offset (the file must already be ram_offset + ram_length long).
+inline constexpr uint64_t kIncomingRamOffset = kMaxStateStream + 4096;  // past any stream
+[[nodiscard]] std::vector<std::byte> encode_machine_stream(machine::Machine& machine);
+[[nodiscard]] Result<void> write_stream_and_header(int fd, std::span<const std::byte> stream,
+                                                   uint64_t ram_offset, uint64_t ram_length);
+
 enum class RamLoad {
   kMap,   // map RAM from the file (MAP_PRIVATE): pages load when the guest touches them
   kCopy,  // read all of RAM now (any file, including ones later changed or removed)

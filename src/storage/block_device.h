@@ -48,6 +48,16 @@ class BlockDevice {
   };
   // Describes the run at offset (offset < size(), max_length > 0). A format that cannot tell
   // keeps this default, "the whole range may hold data"; copies then compare bytes to zero.
+  // Live migration with shared storage: releases (false) or retakes (true) the write lock of
+  // the image file this device writes, leaving parents' shared locks alone. kUnsupported for
+  // formats that cannot; a retake fails when another process holds the file.
+  [[nodiscard]] virtual Result<void> set_write_lock(bool locked) {
+    (void)locked;
+    return fail(ErrorCode::kUnsupported,
+                "this image format cannot hand its lock over (live migration needs raw, VHD or "
+                "VHDX disks)");
+  }
+
   [[nodiscard]] virtual Result<Extent> map_extent(uint64_t offset, uint64_t max_length) {
     (void)offset;
     return Extent{max_length, false};

@@ -157,6 +157,18 @@ Result<HostFile> HostFile::open_path(const std::string& path, Mode mode, const O
   return file;
 }
 
+Result<void> HostFile::set_locked(bool locked) {
+  if (!locked) {
+    if (::flock(fd_, LOCK_UN) != 0) return fail(io_error(path_, "unlock"));
+    return {};
+  }
+  if (::flock(fd_, (writable_ ? LOCK_EX : LOCK_SH) | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return fail(in_use_error(path_, fd_, writable_));
+    return fail(io_error(path_, "lock"));
+  }
+  return {};
+}
+
 HostFile::HostFile(HostFile&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)),
       writable_(other.writable_),

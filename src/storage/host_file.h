@@ -103,6 +103,10 @@ class HostFile {
   Result<uint64_t> next_data(uint64_t offset) const;
   // Offset of the next hole at or after offset (SEEK_HOLE).
   Result<uint64_t> next_hole(uint64_t offset) const;
+  // Drops the file's lock (false) or takes it again (true, non-blocking: kInvalidArgument
+  // when another process took it meanwhile). Live migration hands a disk's lock to the
+  // destination at switchover and takes it back when the destination does not run the VM.
+  [[nodiscard]] Result<void> set_locked(bool locked);
   // Identity of the underlying file (device, inode), used to detect parent loops.
   Result<std::pair<uint64_t, uint64_t>> identity() const;
   // Not owned; nullptr to stop. Reports the changes made through this object from now on.

@@ -29,6 +29,7 @@ class RawImage final : public BlockDevice {
   Result<void> read(uint64_t offset, std::span<std::byte> data) override;
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override;
+  Result<void> set_write_lock(bool locked) override { return file_.set_locked(locked); }
   Result<void> discard(uint64_t offset, uint64_t length) override;
   // A hole (may_unmap) or a zeroed allocated range (FALLOC_FL_ZERO_RANGE); zero buffers when
   // the host file system offers neither.

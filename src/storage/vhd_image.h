@@ -47,6 +47,7 @@ class VhdImage final : public BlockDevice {
   Result<void> read(uint64_t offset, std::span<std::byte> data) override;
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override;
+  Result<void> set_write_lock(bool locked) override { return file_.set_locked(locked); }
   Result<void> discard(uint64_t offset, uint64_t length) override;
   // Fixed: a hole or a zeroed range in the file. Dynamic: whole blocks become unallocated when
   // may_unmap, other allocated ranges are zeroed in the file (unallocated ones already read as

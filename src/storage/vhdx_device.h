@@ -33,6 +33,7 @@ class VhdxDevice final : public BlockDevice {
   Result<void> read(uint64_t offset, std::span<std::byte> data) override;
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override { return file_.flush(); }
+  Result<void> set_write_lock(bool locked) override { return file_.set_locked(locked); }
   Result<void> discard(uint64_t offset, uint64_t length) override;
   // Dynamic: a present block wholly zeroed with may_unmap becomes PAYLOAD_BLOCK_ZERO (through
   // the log) and its space is punched; other present ranges are zeroed in the file; absent

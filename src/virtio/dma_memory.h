@@ -1,7 +1,8 @@
 #pragma once
 // DmaMemory: guest RAM as a device sees it. Every guest-supplied address is checked against RAM
 // before a host pointer is formed, and every write is reported to the accelerator so vCPUs drop
-// translations of code the device overwrote (Accelerator::guest_memory_written).
+// translations of code the device overwrote (Accelerator::guest_memory_written), and to the
+// memory's dirty log (live migration).
 //
 // Ownership: borrows the GuestMemory; the report callback is set once by the machine. Thread-
 // safety: all members may be called from any thread (guest RAM is shared like real RAM; the
@@ -39,6 +40,7 @@ class DmaMemory {
     return host ? std::span<std::byte>(host, length) : std::span<std::byte>();
   }
   void written(uint64_t guest_physical, uint64_t length) const {
+    memory_.note_written(guest_physical, length);
     if (observer_ && length != 0) observer_(guest_physical, length);
   }
 

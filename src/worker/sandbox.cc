@@ -28,11 +28,13 @@ Error system_error(std::string_view what) {
 }
 
 // What the worker does once sandboxed, and nothing else. Why each is there:
-constexpr std::array<std::string_view, 40> kAllowlist = {
+constexpr std::array<std::string_view, 41> kAllowlist = {
     // guest I/O, disk images, sockets and eventfds already open (fcntl: O_NONBLOCK on a
     // console client; lseek: SEEK_DATA/SEEK_HOLE in sparse images)
     "read", "write", "pread64", "pwrite64", "close", "lseek", "newfstatat", "fcntl",
     "fdatasync", "fsync", "fallocate", "ftruncate",
+    // live migration hands a disk's lock to the destination and takes it back on failure
+    "flock",
     // the control channel, switch ports, the console socket and its one client
     "sendmsg", "recvmsg", "sendto", "recvfrom", "accept", "accept4",
     // waiting: I/O threads poll their fds and eventfds, vCPUs sleep on futexes

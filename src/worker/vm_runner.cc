@@ -221,6 +221,69 @@ Result<migration::SaveStatistics> VmRunner::save_and_stop(int state) {
   return saved;
 }
 
+Result<migration::LiveMigrationResult> VmRunner::migrate_out(
+    int link, const migration::LiveMigrationOptions& options,
+    std::function<void(const migration::LiveMigrationProgress&)> progress) {
+  machine::Machine* vm = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (!machine_ || stop_requested_ || machine_stopping_) {
+      return fail(ErrorCode::kInvalidArgument, "the VM is not running, so there is nothing to migrate");
+    }
+    if (options_.kvm) return fail(kvm_state_unsupported());
+    if (migrating_) return fail(ErrorCode::kInvalidArgument, "the VM is already migrating");
+    vm = machine_;
+    migrating_ = true;
+  }
+  // Every writable disk must be able to hand its lock over; asking to lock what is locked
+  // already is that check, before anything is sent.
+  std::vector<storage::BlockDevice*> writable;
+  for (const virtio::OpenedDisk& disk : host_ends_->disks) {
+    if (disk.image->read_only()) continue;
+    writable.push_back(disk.image.get());
+  }
+  Result<void> checked;
+  for (storage::BlockDevice* disk : writable) {
+    if (checked = disk->set_write_lock(true); !checked) break;
+  }
+  Result<migration::LiveMigrationResult> result = fail(ErrorCode::kInternal, "not run");
+  if (checked) {
+    migration::LiveMigrationHooks hooks;
+    hooks.release_disks = [&]() -> Result<void> {
+      for (storage::BlockDevice* disk : writable) {
+        if (auto flushed = disk->flush(); !flushed) return flushed;
+      }
+      for (storage::BlockDevice* disk : writable) {
+        if (auto released = disk->set_write_lock(false); !released) return released;
+      }
+      return {};
+    };
+    hooks.reacquire_disks = [&]() -> Result<void> {
+      for (storage::BlockDevice* disk : writable) {
+        if (auto taken = disk->set_write_lock(true); !taken) return taken;
+      }
+      return {};
+    };
+    hooks.cancelled = [this] {
+      std::lock_guard lock(mutex_);
+      return machine_stopping_;
+    };
+    hooks.progress = std::move(progress);
+    result = migration::migrate_out(*vm, link, options, hooks);
+  } else {
+    result = fail(checked.error());
+  }
+  std::lock_guard lock(mutex_);
+  if (result) {
+    stop_requested_ = true;
+    stop_reason_ = "migrated to another host";
+    vm->stops().post({machine::MachineExit::kHostStop, stop_reason_, 0});
+  }
+  migrating_ = false;
+  migration_done_.notify_all();
+  return result;
+}
+
 VmOutcome VmRunner::outcome_of(const machine::MachineStop& stop) const {
   using machine::MachineExit;
   switch (stop.exit) {
@@ -275,7 +338,11 @@ VmOutcome VmRunner::run() {
     console_->detach();
     bool restart = false;
     {
-      std::lock_guard lock(mutex_);
+      std::unique_lock lock(mutex_);
+      // A migration still reading this machine gives up first.
+      machine_stopping_ = true;
+      migration_done_.wait(lock, [this] { return !migrating_; });
+      machine_stopping_ = false;
       finished_instructions_ += vm->instructions();
       add(finished_traffic_, machine_traffic(*vm));
       machine_ = nullptr;

@@ -10,7 +10,9 @@
 // the host requests (power_button, pause, resume, reset, stop) and the queries from any other.
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +23,7 @@
 #include "machine/serial_console.h"
 #include "machine/virtio_devices.h"
 #include "machine/vm_config.h"
+#include "migration/live_migration.h"
 #include "migration/machine_state.h"
 #include "virtio/virtio_block.h"
 #include "virtio/virtio_net.h"
@@ -83,6 +86,15 @@ class VmRunner {
   void restore_from(UniqueFd state) { restore_state_ = std::move(state); }
   [[nodiscard]] Result<migration::SaveStatistics> save_and_stop(int state);
 
+  // Live migration's source side (migration/live_migration.h), from a host thread while the
+  // VM runs: pre-copies the VM over `link` (the stream socket to the destination, through
+  // laminad) and, when the destination runs it, ends run() with kHostStop ("migrated"). On a
+  // failure the VM runs on and the error says why. Disks hand their write locks over at the
+  // switchover (raw, VHD, VHDX; others are refused before anything is sent).
+  [[nodiscard]] Result<migration::LiveMigrationResult> migrate_out(
+      int link, const migration::LiveMigrationOptions& options,
+      std::function<void(const migration::LiveMigrationProgress&)> progress);
+
   VmState state() const { return state_.load(); }
   uint32_t vcpus() const { return config_.cpus; }
   uint64_t memory_bytes() const { return config_.memory_bytes; }
@@ -113,6 +125,9 @@ class VmRunner {
   std::string stop_reason_;
   bool host_reset_ = false;
   bool paused_ = false;
+  bool migrating_ = false;          // migrate_out() uses machine_: run() waits before ending it
+  bool machine_stopping_ = false;   // machine_'s run() returned: a migration gives up
+  std::condition_variable migration_done_;
   uint64_t finished_instructions_ = 0;  // of machines already destroyed
   Traffic finished_traffic_;            // of machines already destroyed
   std::atomic<VmState> state_ = VmState::kStarting;

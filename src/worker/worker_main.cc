@@ -137,6 +137,51 @@ nlohmann::json save_state(VmRunner& runner, const nlohmann::json& request,
   return reply;
 }
 
+nlohmann::json progress_event(const migration::LiveMigrationProgress& progress) {
+  return {{"event", "migration"},
+          {"phase", progress.phase},
+          {"round", progress.round},
+          {"ram_bytes", progress.ram_bytes},
+          {"transferred_bytes", progress.transferred_bytes},
+          {"remaining_bytes", progress.remaining_bytes},
+          {"dirty_rate", progress.dirty_rate},
+          {"bandwidth", progress.bandwidth},
+          {"throttle_percent", progress.throttle_percent}};
+}
+
+// "migrate" with one fd, the link to the destination (laminad relays it, already past the
+// offer): answers at once and migrates on a thread of its own, reporting "migration" events
+// (progress, then "completed" or "failed"); on success the VM stops ("migrated").
+nlohmann::json start_migration(ControlSender& sender, VmRunner& runner,
+                               const nlohmann::json& request, std::span<UniqueFd> fds) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  const auto downtime = request.value("max_downtime_ms", int64_t{50});
+  if (fds.size() != 1 || downtime < 1 || downtime > 600000) {
+    reply["ok"] = false;
+    reply["error"] = "migrate needs one file descriptor (the link) and max_downtime_ms of 1 to 600000";
+    return reply;
+  }
+  migration::LiveMigrationOptions options;
+  options.max_downtime = std::chrono::milliseconds(downtime);
+  std::thread([&sender, &runner, options, link = std::move(fds[0])] {
+    auto result = runner.migrate_out(link.get(), options,
+                                      [&sender](const migration::LiveMigrationProgress& progress) {
+                                        sender.send(progress_event(progress));
+                                      });
+    if (result) {
+      sender.send({{"event", "migration"},
+                   {"phase", "completed"},
+                   {"rounds", result->rounds},
+                   {"transferred_bytes", result->transferred_bytes},
+                   {"downtime_ms", result->downtime.count()},
+                   {"total_ms", result->total.count()}});
+    } else {
+      sender.send({{"event", "migration"}, {"phase", "failed"}, {"error", result.error().message()}});
+    }
+  }).detach();
+  return reply;
+}
+
 // Serves the controller until it goes away, then waits on `listener` (laminad's per-VM control
 // socket, when given) for the next one: a restarted laminad re-adopts the running VM there.
 void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& name,
@@ -172,6 +217,10 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
         reply["error"] = attached.error().message();
       }
       sender.send(reply);
+      continue;
+    }
+    if (op == "migrate") {
+      sender.send(start_migration(sender, runner, request, (*received)->fds));
       continue;
     }
     if (op == "save") {

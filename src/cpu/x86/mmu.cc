@@ -130,6 +130,10 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
     return {physical, nullptr};
   std::byte* host = memory.host_pointer(physical_page, 4096);
   if (host == nullptr) return {physical, nullptr};
+  // Live migration's dirty log: a page is marked when it becomes writable here, before the
+  // store; Machine::take_dirty_pages flushes the write entries as it takes the log, so every
+  // later store comes back through this point.
+  if (writable) memory.note_written(physical_page, 4096);
   const size_t user_index = user ? 1 : 0;
   const size_t index = tlb_index(linear);
   const TlbEntry entry{linear & kPageMask, host, physical_page, page_mask, global};

@@ -36,6 +36,7 @@ constexpr int kMaxWalkRestarts = 16;
 
 struct UsedEntry {
   std::byte* host = nullptr;
+  uint64_t physical = 0;  // for the dirty log when accessed/dirty bits are set
   uint64_t value = 0;
   bool wide = false;  // 8-byte entry (PAE, 4-level) or 4-byte (32-bit paging)
 };
@@ -98,6 +99,7 @@ class Walker {
       uint64_t bits = kEntryAccessed;
       if (i == used_count_ - 1 && context_.type == AccessType::kWrite) bits |= kEntryDirty;
       if (!set_entry_bits(used_[i], bits, force)) return false;
+      memory_.note_written(used_[i].physical, used_[i].wide ? 8 : 4);
     }
     return true;
   }
@@ -110,10 +112,11 @@ class Walker {
 
   // Reads the entry at `address` and records it as used by the walk.
   std::expected<uint64_t, PageFault> read_entry(uint64_t address, bool wide) {
-    std::byte* host = memory_.host_pointer(address & registers_.a20_mask, wide ? 8 : 4);
+    const uint64_t physical = address & registers_.a20_mask;
+    std::byte* host = memory_.host_pointer(physical, wide ? 8 : 4);
     if (host == nullptr) return std::unexpected(fault(true, true, true));
     uint64_t value = load_entry(host, wide);
-    used_[used_count_++] = UsedEntry{host, value, wide};
+    used_[used_count_++] = UsedEntry{host, physical, value, wide};
     return value;
   }
 

@@ -1,0 +1,84 @@
+#pragma once
+// Live migration's wire protocol: messages between the source worker, the two laminads and
+// the destination (ARCHITECTURE.md, "Live migration"). Between the laminads each message is
+// one binary WebSocket message on laminad's TLS endpoint (GET /v1/migrations/incoming, mutual
+// TLS); between the source worker and its laminad each is a frame on a stream socket: a u32
+// little-endian length, then the message. A message's first byte is its MessageType.
+//
+//   source laminad → destination   kOffer    JSON {"name", "definition", "autostart",
+//                                             "on_crash", "vcpus", "memory_bytes"}
+//   destination → source laminad   kAccept   JSON {}   or kRefuse JSON {"error"}
+//   source worker → destination    kPages*   RAM pages (encode_pages), any number of rounds
+//                                  kState    the machine stream (machine_state.h) of the
+//                                            quiesced VM, after its last pages
+//                                  kSwitchover  the source has stopped for good unless told
+//                                            otherwise, flushed its disks and released their
+//                                            locks: the destination may take them and start
+//   destination → source worker    kStarted  JSON {} (the VM runs there; the source ends it)
+//                                  kFailed   JSON {"error"} (the source runs on)
+//
+// Everything received is checked (bounded sizes, page addresses inside RAM), so a corrupt or
+// hostile stream is an Error, never a crash or an unbounded allocation.
+//
+// Thread-safety: free functions on values and descriptors.
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+
+namespace lamina::migration {
+
+enum class MessageType : uint8_t {
+  kOffer = 1,
+  kAccept = 2,
+  kRefuse = 3,
+  kPages = 4,
+  kState = 5,
+  kSwitchover = 6,
+  kStarted = 7,
+  kFailed = 8,
+};
+
+// The largest message: a kState of kMaxStateStream plus its type byte.
+inline constexpr uint32_t kMaxMessage = (uint32_t{64} << 20) + 16;
+// Pages per kPages message (1 MiB of RAM before compression).
+inline constexpr uint32_t kMaxPagesPerMessage = 256;
+inline constexpr uint64_t kPageBytes = 4096;
+
+// A message of `type` carrying `payload` (JSON or bytes).
+std::vector<std::byte> make_message(MessageType type, std::span<const std::byte> payload = {});
+std::vector<std::byte> make_json_message(MessageType type, const nlohmann::json& body);
+// The type of a message (kCorrupt when empty or unknown) and its JSON body.
+Result<MessageType> message_type(std::span<const std::byte> message);
+Result<nlohmann::json> message_json(std::span<const std::byte> message);
+
+// One page in a kPages message: its guest-physical address, and its bytes (empty: the page is
+// all zeros).
+struct Page {
+  uint64_t guest_physical = 0;
+  std::span<const std::byte> data;
+};
+// kPages: u8 type, 3 bytes zero, u32 count, u32 compressed length, count x u64 (address | 1
+// for a zero page), then one zstd frame of the non-zero pages back to back.
+std::vector<std::byte> encode_pages(std::span<const Page> pages, int compression_level = 1);
+// Decodes into `out` (the non-zero pages' bytes, kPageBytes each, in order) and the addresses
+// with their zero flags; sizes are checked before anything is allocated.
+struct DecodedPages {
+  std::vector<uint64_t> addresses;
+  std::vector<bool> zero;
+  std::vector<std::byte> data;  // the non-zero pages, in order
+};
+Result<DecodedPages> decode_pages(std::span<const std::byte> message);
+
+// Frames on a stream socket (blocking). read_frame: kNotFound at a clean end of stream
+// before a frame starts, kIo on errors or after `timeout_ms` (-1: none) without data,
+// kCorrupt for a frame over kMaxMessage.
+Result<void> write_frame(int fd, std::span<const std::byte> message);
+Result<std::vector<std::byte>> read_frame(int fd, int timeout_ms = -1);
+
+}  // namespace lamina::migration
