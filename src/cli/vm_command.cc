@@ -38,6 +38,32 @@ void fail_verb(std::string_view verb, std::string_view message, int status) {
   throw CLI::RuntimeError(status);
 }
 
+void follow_events(const VmOptions& options, std::string_view verb, const std::string& query,
+                   const std::function<bool(const nlohmann::json&)>& on_event) {
+  // The Server-Sent Events stream: each message's data line is one event.
+  auto client = ApiClient::connect(options.connect);
+  if (!client) fail_verb(verb, client.error().message());
+  std::string pending;
+  bool more = true;
+  auto reply = (*client)->follow("/v1/events/stream?" + query, [&](std::string_view text) {
+    pending += text;
+    for (size_t end; more && (end = pending.find('\n')) != std::string::npos;) {
+      const std::string line = pending.substr(0, end);
+      pending.erase(0, end + 1);
+      if (!line.starts_with("data: ")) continue;  // id, event, comments: the data says all
+      auto event = nlohmann::json::parse(line.substr(6), nullptr, /*allow_exceptions=*/false);
+      if (event.is_object()) more = on_event(event);
+    }
+    return more;
+  });
+  if (!reply) fail_verb(verb, reply.error().message());
+  if (!more) return;
+  const auto& error = reply->body.is_object() && reply->body.contains("error")
+                          ? reply->body["error"]
+                          : nlohmann::json::object();
+  fail_verb(verb, error.value("message", fmt::format("HTTP {}", reply->status)));
+}
+
 nlohmann::json call(const VmOptions& options, std::string_view verb, const std::string& method,
                     const std::string& target, const nlohmann::json& body) {
   auto client = ApiClient::connect(options.connect);
@@ -290,30 +316,16 @@ void add_vm_command(CLI::App& app) {
       for (const auto& event : result.value("events", nlohmann::json::array())) print_one(event);
       return;
     }
-    // --follow reads the Server-Sent Events stream: each message's data line is one event.
-    auto client = ApiClient::connect(options->connect);
-    if (!client) fail_verb("events", client.error().message());
-    std::string pending;
-    auto reply = (*client)->follow("/v1/events/stream?" + only, [&](std::string_view text) {
-      pending += text;
-      for (size_t end; (end = pending.find('\n')) != std::string::npos;) {
-        const std::string line = pending.substr(0, end);
-        pending.erase(0, end + 1);
-        if (!line.starts_with("data: ")) continue;  // id, event, comments: the data says all
-        auto event = nlohmann::json::parse(line.substr(6), nullptr, /*allow_exceptions=*/false);
-        if (event.is_object()) print_one(event);
-      }
+    follow_events(*options, "events", only, [&](const nlohmann::json& event) {
+      print_one(event);
       return true;
     });
-    if (!reply) fail_verb("events", reply.error().message());
-    const auto& error = reply->body.is_object() && reply->body.contains("error")
-                            ? reply->body["error"]
-                            : nlohmann::json::object();
-    fail_verb("events", error.value("message", fmt::format("HTTP {}", reply->status)));
+    fail_verb("events", "the event stream ended");
   });
 
   add_vm_import_command(*vm, options);
   add_vm_checkpoint_commands(*vm, options);
+  add_vm_migrate_command(*vm, options);
 
   auto console_options = std::make_shared<ConsoleAttachOptions>();
   auto* console = vm->add_subcommand(

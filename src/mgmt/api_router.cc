@@ -18,6 +18,8 @@ using Parameters = std::map<std::string, std::string>;
 constexpr std::string_view kConsolePath = "/v1/vms/{name}/console";
 // Events as they happen: Server-Sent Events on a response that stays open (HttpServer).
 constexpr std::string_view kEventStreamPath = "/v1/events/stream";
+// Another laminad's live migration into this one: a WebSocket (HttpServer, IncomingMigration).
+constexpr std::string_view kIncomingMigrationPath = "/v1/migrations/incoming";
 
 struct Call {
   const ApiRequest& request;
@@ -138,6 +140,10 @@ const std::vector<Route>& route_table() {
       {"POST", "/v1/vms/{name}/checkpoints/{checkpoint}/restore", false,
        [](VmService& s, const Call& c) {
          return s.restore(c.path.at("name"), c.path.at("checkpoint"));
+       }},
+      {"POST", "/v1/vms/{name}/migrate", true,
+       [](VmService& s, const Call& c) {
+         return s.migrate(c.path.at("name"), c.body.is_null() ? nlohmann::json::object() : c.body);
        }},
       {"GET", "/v1/events", false,
        [](VmService& s, const Call& c) -> ServiceResult<nlohmann::json> {
@@ -292,9 +298,14 @@ std::vector<RouteInfo> ApiRouter::routes() {
   for (const Route& route : route_table()) list.push_back({route.method, route.path});
   list.push_back({"GET", kConsolePath});
   list.push_back({"GET", kEventStreamPath});
+  list.push_back({"GET", kIncomingMigrationPath});
   list.push_back({"GET", "/openapi.json"});
   list.push_back({"GET", "/metrics"});
   return list;
+}
+
+bool ApiRouter::is_incoming_migration(std::string_view target) {
+  return target == kIncomingMigrationPath;
 }
 
 std::string_view ApiRouter::openapi_document() { return kOpenApiDocument; }
@@ -308,6 +319,10 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
   }
   if (request.method == "GET" && path == "/metrics") {
     return {200, "text/plain; version=0.0.4", service_.metrics()};
+  }
+  if (path == kIncomingMigrationPath) {
+    return error_response({426, "", "this is where another laminad sends a live migration (a "
+                                    "WebSocket); use `lamina vm migrate` on the source"});
   }
   if (path == kEventStreamPath) {
     // HttpServer serves it as a stream (open_event_stream); nothing else can.
@@ -350,7 +365,9 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
     const bool creates =
         request.method == "POST" && (route.path == "/v1/vms" || route.path == "/v1/disks" ||
                                      route.path == "/v1/vms/{name}/checkpoints");
-    return json_response(creates ? 201 : 200, *result);
+    // A migration runs on after the answer: 202 Accepted.
+    const bool accepted = request.method == "POST" && route.path == "/v1/vms/{name}/migrate";
+    return json_response(creates ? 201 : accepted ? 202 : 200, *result);
   }
   if (path_known)
     return error_response({405, "", fmt::format("{} is not allowed here", request.method)});

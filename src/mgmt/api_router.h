@@ -63,6 +63,12 @@ class ApiRouter {
                                                             std::string_view last_event_id);
   ServiceResult<nlohmann::json> next_events(EventStream& stream, std::chrono::milliseconds wait);
 
+  // An incoming live migration's target (a WebSocket HttpServer hands to IncomingMigration,
+  // with the service).
+  static bool is_incoming_migration(std::string_view target);
+  // The service, for the connections a route does not answer (an incoming migration).
+  VmService& service() { return service_; }
+
   static std::vector<RouteInfo> routes();
   static std::string_view openapi_document();
 

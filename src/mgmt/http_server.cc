@@ -16,7 +16,10 @@
 #include <openssl/crypto.h>
 
 #include "base/json_text.h"
+#include "base/log.h"
 #include "mgmt/console_session.h"
+#include "mgmt/incoming_migration.h"
+#include "migration/migration_protocol.h"
 
 namespace lamina::mgmt {
 namespace {
@@ -85,6 +88,49 @@ void serve_event_stream(Stream& stream, unsigned version, ApiRouter& router,
   if (!error) asio::write(stream, http::make_chunk_last(), error);
 }
 
+// An incoming live migration (GET /v1/migrations/incoming with a WebSocket upgrade): each
+// binary message goes to IncomingMigration, whose answers go back; the connection ends with
+// the migration. A peer that stops sending for two minutes ends it too.
+template <typename Stream>
+void serve_incoming_migration(Stream& stream, const http::request<http::string_body>& request,
+                              VmService& service) {
+  const int fd = beast::get_lowest_layer(stream).native_handle();
+  timeval timeout{120, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  beast::websocket::stream<Stream&> ws(stream);
+  ws.read_message_max(migration::kMaxMessage);
+  beast::error_code error;
+  ws.accept(request, error);
+  if (error) return;
+  ws.binary(true);
+  auto next = [&]() -> std::optional<std::vector<std::byte>> {
+    beast::flat_buffer buffer;
+    ws.read(buffer, error);
+    if (error) return std::nullopt;
+    const auto* data = static_cast<const std::byte*>(buffer.data().data());
+    return std::vector<std::byte>(data, data + buffer.size());
+  };
+  auto first = next();
+  if (!first) return;
+  auto opened = IncomingMigration::offer(service, *first);
+  ws.write(asio::buffer(opened.reply), error);
+  if (error || !opened.migration) return;
+  while (!opened.migration->finished()) {
+    auto message = next();
+    if (!message) return;
+    auto reply = opened.migration->receive(*message);
+    if (!reply) {
+      log_warn("incoming migration: {}", reply.error().message());
+      return;
+    }
+    if (*reply) {
+      ws.write(asio::buffer(**reply), error);
+      if (error) return;
+    }
+  }
+  ws.close(beast::websocket::close_code::normal, error);
+}
+
 // Requests on one connection until it closes; a console upgrade or the event stream hands the
 // stream over.
 template <typename Stream>
@@ -114,6 +160,9 @@ void serve_requests(asio::io_context& io, Stream& stream, ApiRouter& router,
       reply.set(http::field::www_authenticate, "Bearer");
       http::write(stream, reply, error);
       return;
+    }
+    if (beast::websocket::is_upgrade(request) && ApiRouter::is_incoming_migration(std::string_view(request.target().data(), request.target().size()))) {
+      return serve_incoming_migration(stream, request, router.service());
     }
     if (beast::websocket::is_upgrade(request)) {
       auto console = router.open_console(std::string(request.target()));

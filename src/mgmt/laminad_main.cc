@@ -121,8 +121,16 @@ int run(const fs::path& state_dir, const fs::path& socket, const fs::path& worke
     fmt::print(stderr, "laminad: another laminad uses {}\n", state_dir.string());
     return 1;
   }
-  lamina::mgmt::ServiceOptions options{
-      .state_dir = state_dir, .worker_program = worker, .lamina_program = own_folder() / "lamina"};
+  lamina::mgmt::ServiceOptions options{.state_dir = state_dir,
+                                       .worker_program = worker,
+                                       .lamina_program = own_folder() / "lamina",
+                                       .migration_tls = std::nullopt};
+  // The TLS endpoint's identity is also this laminad's identity as a migration source, and
+  // its CA the one that signed the laminads it sends VMs to.
+  if (tcp && !tcp->client_ca.empty()) {
+    options.migration_tls =
+        lamina::mgmt::MigrationTls{tcp->certificate, tcp->key, tcp->client_ca};
+  }
   if (::geteuid() == 0) {
     const passwd* user = ::getpwnam(worker_user.c_str());
     if (!user || user->pw_uid == 0) {

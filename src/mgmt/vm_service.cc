@@ -429,6 +429,19 @@ void VmService::on_worker_event(const std::string& name, const nlohmann::json& e
   if (kind == "state" && event.contains("state") && event["state"].is_string()) {
     const std::string state = event["state"].get<std::string>();
     if (state == "running" || state == "paused") found->second.state = state;
+  } else if (kind == "migration" && event.contains("phase") && event["phase"].is_string()) {
+    // Progress and outcome, kept in their expected shape (a worker's message is not trusted).
+    const std::string phase = event["phase"].get<std::string>();
+    nlohmann::json detail{{"phase", phase}};
+    for (const char* field : {"round", "ram_bytes", "transferred_bytes", "remaining_bytes",
+                              "dirty_rate", "bandwidth", "throttle_percent", "rounds",
+                              "downtime_ms", "total_ms"}) {
+      if (event.contains(field) && event[field].is_number_unsigned()) detail[field] = event[field];
+    }
+    if (event.contains("error") && event["error"].is_string()) detail["error"] = event["error"];
+    if (phase == "completed") found->second.migrated = true;
+    if (phase == "completed" || phase == "failed") found->second.migrating = false;
+    log_event(name, "migration", detail);
   } else if (kind == "stopped") {
     // Kept only in its expected shape: a worker's message is not trusted.
     nlohmann::json stop{{"exit", event.value("exit", "")},
@@ -441,6 +454,7 @@ void VmService::on_worker_event(const std::string& name, const nlohmann::json& e
 void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) {
   nlohmann::json detail;
   bool crashed;
+  bool migrated = false;
   // An exited process has left its cgroup (even before it is reaped), which goes now; a
   // SIGKILL from the OOM killer counted there is the VM's memory limit.
   const std::optional<uint64_t> oom_kills = WorkerCgroup::remove(name);
@@ -453,6 +467,7 @@ void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) 
     detail = vm.last_stop.is_null() ? nlohmann::json::object() : vm.last_stop;
     detail["worker"] = exit.describe();
     crashed = vm.last_stop.is_null() || exit.signaled;
+    migrated = vm.migrated && !crashed;
     std::string reason;
     if (crashed) {
       reason = fmt::format("the worker {}", exit.describe());
@@ -480,6 +495,16 @@ void VmService::on_worker_exit(const std::string& name, const WorkerExit& exit) 
     }
   }
   log_event(name, crashed ? "crashed" : "stopped", detail);
+  if (migrated) {
+    // The VM lives on the destination now: its definition leaves this host (its disks, on
+    // shared storage, stay where they are).
+    {
+      std::lock_guard lock(mutex_);
+      last_reason_.erase(name);
+    }
+    (void)inventory_->remove(name);
+    log_event(name, "migrated", nlohmann::json::object());
+  }
 }
 
 void VmService::reap(std::stop_token stop) {

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,12 +37,22 @@ struct ServiceError {
 template <typename T>
 using ServiceResult = std::expected<T, ServiceError>;
 
+// laminad's identity as a live migration's source: its TLS certificate and key (the
+// destination's --tls-ca must have signed them) and the CA that signed destinations'
+// certificates. laminad's own --tls-cert, --tls-key and --tls-ca.
+struct MigrationTls {
+  std::filesystem::path certificate;
+  std::filesystem::path key;
+  std::filesystem::path ca;
+};
+
 struct ServiceOptions {
   std::filesystem::path state_dir;
   std::filesystem::path worker_program;  // lamina-vm
   std::filesystem::path lamina_program;  // lamina (virtual switch daemons)
   uid_t worker_uid = 65534;
   gid_t worker_gid = 65534;
+  std::optional<MigrationTls> migration_tls = std::nullopt;  // none: cannot send VMs away
 };
 
 struct StopOptions {
@@ -86,6 +97,17 @@ class VmService {
   // Stops listening to workers; running VMs keep running (laminad's shutdown).
   void detach_all();
 
+  // Live migration (vm_migration.cc; protocol in migration/migration_protocol.h). migrate:
+  // body {"to": "HOST:PORT", "storage": "shared", "max_downtime_ms": N}; the VM must run;
+  // answers 202 at once and migrates in the background, reporting "migration" events
+  // (progress, then "completed" and the VM's "migrated" with its removal here, or "failed"
+  // with the VM running on). The destination side is IncomingMigration.
+  ServiceResult<nlohmann::json> migrate(const std::string& name, const nlohmann::json& body);
+  // Records an event (for IncomingMigration).
+  void record_event(const std::string& vm, const std::string& kind, const nlohmann::json& detail) {
+    log_event(vm, kind, detail);
+  }
+
   // Checkpoints (vm_checkpoints.cc). checkpoint: body {"name": CP} (optional; a time-based
   // name without it); a running VM is saved, its disks get differencing children, and it runs
   // on from the saved state; a stopped VM's checkpoint holds its disks only. restore: the VM
@@ -106,6 +128,8 @@ class VmService {
     std::string state = "running";
     std::string started;
     nlohmann::json last_stop;  // the worker's stopped event, when it came
+    bool migrating = false;    // a migration runs (one at a time)
+    bool migrated = false;     // the worker reported a completed migration: the VM left
   };
 
   explicit VmService(ServiceOptions options, std::unique_ptr<Inventory> inventory)
@@ -113,6 +137,9 @@ class VmService {
   void log_event(const std::string& vm, const std::string& kind, const nlohmann::json& detail);
   void on_worker_event(const std::string& name, const nlohmann::json& event);
   void on_worker_exit(const std::string& name, const WorkerExit& exit);
+  // The source side's thread: the link to the destination and the relay for the worker.
+  void run_migration(std::string name, std::string host, std::string port,
+                     nlohmann::json offer, int64_t max_downtime_ms);
   nlohmann::json describe(const VmRecord& record);
   std::filesystem::path vm_dir(const std::string& name) const;
   ServiceResult<void> start_switches(const nlohmann::json& definition);

@@ -281,7 +281,8 @@ bool WorkerProcess::wait_exit(std::chrono::milliseconds timeout) {
 
 Result<nlohmann::json> WorkerProcess::request(std::string_view op,
                                               std::chrono::milliseconds timeout,
-                                              std::span<const int> fds) {
+                                              std::span<const int> fds,
+                                              const nlohmann::json& arguments) {
   std::lock_guard one_at_a_time(request_mutex_);
   int id;
   {
@@ -289,8 +290,10 @@ Result<nlohmann::json> WorkerProcess::request(std::string_view op,
     if (exited_) return fail(ErrorCode::kIo, "the worker has exited");
     id = next_id_++;
   }
-  const nlohmann::json message{
-      {"v", worker::kControlProtocolVersion}, {"id", id}, {"op", std::string(op)}};
+  nlohmann::json message = arguments;
+  message["v"] = worker::kControlProtocolVersion;
+  message["id"] = id;
+  message["op"] = std::string(op);
   if (auto sent = channel_.send(message, fds); !sent) return fail(sent.error());
   std::unique_lock lock(mutex_);
   if (!changed_.wait_for(lock, timeout, [&] { return replies_.contains(id) || exited_; }) ||

@@ -91,10 +91,11 @@ class WorkerProcess {
 
   pid_t pid() const { return pid_; }
   bool exited() const;
-  // Sends {"op": op} and waits for the reply; kIo when the worker is gone or did not answer.
+  // Sends {"op": op} (plus the members of `arguments`) and waits for the reply; kIo when the worker is gone or did not answer.
   Result<nlohmann::json> request(std::string_view op,
                                  std::chrono::milliseconds timeout = std::chrono::seconds(5),
-                                 std::span<const int> fds = {});
+                                 std::span<const int> fds = {},
+                                 const nlohmann::json& arguments = nlohmann::json::object());
   // SIGKILL through the pidfd (no-op once it has exited).
   void kill();
   // Waits until the process has ended (or the timeout passed); true when it has.

@@ -1,0 +1,230 @@
+// VmService's live migration, source side: the API call, the TLS link to the destination
+// laminad (a WebSocket on its --listen endpoint, mutual TLS), the offer, and the relay between
+// the worker's frames and the link's messages. Protocol: migration/migration_protocol.h.
+
+#include <sys/socket.h>
+
+#include <fmt/format.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+
+#include "machine/vm_definition.h"
+#include "migration/migration_protocol.h"
+#include "mgmt/vm_service.h"
+
+namespace lamina::mgmt {
+namespace {
+
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+namespace websocket = boost::beast::websocket;
+using migration::MessageType;
+
+ServiceError bad_request(std::string field, std::string message) {
+  return {400, std::move(field), std::move(message)};
+}
+
+// "HOST:PORT" or "[V6]:PORT".
+std::optional<std::pair<std::string, std::string>> split_destination(const std::string& text) {
+  const size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return std::nullopt;
+  std::string host = text.substr(0, colon);
+  const std::string port = text.substr(colon + 1);
+  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
+      std::stoul(port) == 0 || std::stoul(port) > 65535) {
+    return std::nullopt;
+  }
+  return std::pair{host, port};
+}
+
+// The link to the destination laminad: TCP, TLS with this laminad's certificate, the
+// destination's verified against the migration CA and its name, then the WebSocket.
+class DestinationLink {
+ public:
+  DestinationLink() : tls_(ssl::context::tls_client), socket_(io_), stream_(socket_, tls_), ws_(stream_) {}
+
+  Result<void> open(const MigrationTls& identity, const std::string& host, const std::string& port) {
+    beast::error_code error;
+    tls_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+    tls_.use_certificate_chain_file(identity.certificate.string(), error);
+    if (!error) tls_.use_private_key_file(identity.key.string(), ssl::context::pem, error);
+    if (!error) tls_.load_verify_file(identity.ca.string(), error);
+    if (error) return fail(ErrorCode::kInvalidArgument, fmt::format("migration TLS files: {}", error.message()));
+    asio::ip::tcp::resolver resolver(io_);
+    const auto endpoints = resolver.resolve(host, port, error);
+    if (!error) asio::connect(socket_, endpoints, error);
+    if (error) return fail(ErrorCode::kIo, fmt::format("cannot reach {}:{}: {}", host, port, error.message()));
+    // A destination that stops answering ends the migration rather than hanging it.
+    timeval timeout{120, 0};
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    stream_.set_verify_mode(ssl::verify_peer);
+    stream_.set_verify_callback(ssl::host_name_verification(host));
+    SSL_set_tlsext_host_name(stream_.native_handle(), host.c_str());
+    stream_.handshake(ssl::stream_base::client, error);
+    if (error) return fail(ErrorCode::kIo, fmt::format("TLS with {}:{}: {}", host, port, error.message()));
+    ws_.read_message_max(migration::kMaxMessage);
+    ws_.handshake(host, "/v1/migrations/incoming", error);
+    if (error) {
+      return fail(ErrorCode::kIo, fmt::format("{}:{} did not take the migration: {}", host, port,
+                                              error.message()));
+    }
+    ws_.binary(true);
+    return {};
+  }
+
+  Result<void> send(std::span<const std::byte> message) {
+    beast::error_code error;
+    ws_.write(asio::buffer(message.data(), message.size()), error);
+    if (error) return fail(ErrorCode::kIo, fmt::format("the link to the destination: {}", error.message()));
+    return {};
+  }
+
+  Result<std::vector<std::byte>> receive() {
+    beast::flat_buffer buffer;
+    beast::error_code error;
+    ws_.read(buffer, error);
+    if (error) return fail(ErrorCode::kIo, fmt::format("the link to the destination: {}", error.message()));
+    const auto* data = static_cast<const std::byte*>(buffer.data().data());
+    return std::vector<std::byte>(data, data + buffer.size());
+  }
+
+ private:
+  asio::io_context io_;
+  ssl::context tls_;
+  asio::ip::tcp::socket socket_;
+  ssl::stream<asio::ip::tcp::socket&> stream_;
+  websocket::stream<ssl::stream<asio::ip::tcp::socket&>&> ws_;
+};
+
+}  // namespace
+
+ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const nlohmann::json& body) {
+  if (!body.is_object()) return std::unexpected(bad_request("", "the body must be a JSON object"));
+  for (const auto& [key, value] : body.items()) {
+    if (key != "to" && key != "storage" && key != "max_downtime_ms") {
+      return std::unexpected(bad_request(key, fmt::format("unknown field '{}'", key)));
+    }
+  }
+  if (!body.contains("to") || !body["to"].is_string()) {
+    return std::unexpected(bad_request("to", "'to' names the destination laminad as HOST:PORT"));
+  }
+  const auto destination = split_destination(body["to"].get<std::string>());
+  if (!destination) {
+    return std::unexpected(bad_request("to", "'to' must be HOST:PORT (the destination laminad's --listen)"));
+  }
+  const std::string storage = body.value("storage", std::string("shared"));
+  if (storage == "copy") {
+    return std::unexpected(ServiceError{
+        501, "storage", "--storage copy (shared-nothing migration) is not built yet; with "
+                        "--storage shared both hosts must see the VM's disks at the same paths"});
+  }
+  if (storage != "shared") {
+    return std::unexpected(bad_request("storage", "'storage' is shared or copy"));
+  }
+  const auto& downtime = body.contains("max_downtime_ms") ? body["max_downtime_ms"] : nlohmann::json(50);
+  if (!downtime.is_number_integer() || downtime.get<int64_t>() < 1 || downtime.get<int64_t>() > 600000) {
+    return std::unexpected(bad_request("max_downtime_ms", "max_downtime_ms is a whole number of 1 to 600000"));
+  }
+  if (!options_.migration_tls) {
+    return std::unexpected(ServiceError{
+        409, "", "this laminad cannot send VMs away: start it with --listen, --tls-cert, "
+                 "--tls-key and --tls-ca (its certificate identifies it to the destination)"});
+  }
+  auto found = inventory_->find(name);
+  if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
+  if (!*found) return std::unexpected(ServiceError{404, "", fmt::format("no VM named {}", name)});
+  nlohmann::json offer{{"name", name},
+                       {"definition", (*found)->definition},
+                       {"autostart", (*found)->autostart},
+                       {"on_crash", (*found)->on_crash}};
+  auto config = machine::vm_config_from_definition((*found)->definition, machine::HostChecks::kNone);
+  if (!config) return std::unexpected(ServiceError{500, "", config.error().message()});
+  offer["vcpus"] = config->cpus;
+  offer["memory_bytes"] = config->memory_bytes;
+  {
+    std::lock_guard lock(mutex_);
+    auto running = running_.find(name);
+    if (running == running_.end()) {
+      return std::unexpected(ServiceError{409, "", fmt::format("{} is not running: only a running VM migrates", name)});
+    }
+    if (running->second.migrating) {
+      return std::unexpected(ServiceError{409, "", fmt::format("{} is already migrating", name)});
+    }
+    running->second.migrating = true;
+  }
+  log_event(name, "migration", {{"phase", "connecting"}, {"to", body["to"]}});
+  std::thread(&VmService::run_migration, this, name, destination->first, destination->second,
+              std::move(offer), downtime.get<int64_t>())
+      .detach();
+  return nlohmann::json{{"name", name}, {"migration", "started"}, {"to", body["to"]}};
+}
+
+void VmService::run_migration(std::string name, std::string host, std::string port,
+                              nlohmann::json offer, int64_t max_downtime_ms) {
+  auto failed = [&](const std::string& why) {
+    log_event(name, "migration", {{"phase", "failed"}, {"error", why}});
+    std::lock_guard lock(mutex_);
+    if (auto running = running_.find(name); running != running_.end()) running->second.migrating = false;
+  };
+  DestinationLink link;
+  if (auto opened = link.open(*options_.migration_tls, host, port); !opened) {
+    return failed(opened.error().message());
+  }
+  if (auto sent = link.send(migration::make_json_message(MessageType::kOffer, offer)); !sent) {
+    return failed(sent.error().message());
+  }
+  auto answer = link.receive();
+  if (!answer) return failed(answer.error().message());
+  auto type = migration::message_type(*answer);
+  if (!type || *type != MessageType::kAccept) {
+    auto body = migration::message_json(*answer);
+    return failed(fmt::format("the destination refused: {}",
+                              body ? body->value("error", std::string("no reason given"))
+                                   : std::string("an answer that is not JSON")));
+  }
+  int pair[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+    return failed(fmt::format("socketpair: {}", std::strerror(errno)));
+  }
+  UniqueFd relay(pair[0]);
+  UniqueFd worker_end(pair[1]);
+  WorkerProcess* worker = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto running = running_.find(name); running != running_.end()) worker = running->second.worker.get();
+  }
+  if (worker == nullptr) return failed("the VM stopped before its migration began");
+  const int fds[] = {worker_end.get()};
+  if (auto started = worker->request("migrate", std::chrono::seconds(5), fds,
+                                     {{"max_downtime_ms", max_downtime_ms}});
+      !started) {
+    return failed(started.error().message());
+  }
+  worker_end.reset();
+  // The relay: the worker's frames go out as messages; the destination's one answer, after
+  // the switchover, comes back as a frame. A broken link closes the relay, which the worker
+  // takes as a failed migration (its VM runs on). The worker reports the outcome itself.
+  for (;;) {
+    auto frame = migration::read_frame(relay.get());
+    if (!frame) break;  // the worker is done (or gone)
+    if (!link.send(*frame)) break;
+    auto frame_type = migration::message_type(*frame);
+    if (frame_type && *frame_type == MessageType::kSwitchover) {
+      auto reply = link.receive();
+      if (!reply || !migration::write_frame(relay.get(), *reply)) break;
+    }
+  }
+  std::lock_guard lock(mutex_);
+  if (auto running = running_.find(name); running != running_.end()) running->second.migrating = false;
+}
+
+}  // namespace lamina::mgmt
