@@ -89,7 +89,11 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
                         phase, number(detail, "round"), mib(number(detail, "transferred_bytes")),
                         mib(number(detail, "remaining_bytes")), mib(number(detail, "dirty_rate")),
                         mib(number(detail, "bandwidth")), number(detail, "throttle_percent"));
-                    fmt::print(stderr, terminal ? "\r\033[K{}" : "{}\n", line);
+                    if (terminal) {
+                      fmt::print(stderr, "\r\033[K{}", line);
+                    } else {
+                      fmt::print(stderr, "{}\n", line);
+                    }
                     std::fflush(stderr);
                     return true;
                   });
