@@ -75,7 +75,13 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
     nlohmann::json outcome;
     follow_events(*options, "migrate", fmt::format("vm={}&after={}", arguments->vm, after),
                   [&](const nlohmann::json& event) {
-                    if (event.value("kind", "") != "migration") return true;
+                    const std::string kind = event.value("kind", "");
+                    if (kind == "crashed" || kind == "stopped") {
+                      outcome = {{"phase", "failed"},
+                                 {"error", fmt::format("the VM {} during its migration", kind)}};
+                      return false;
+                    }
+                    if (kind != "migration") return true;
                     const auto detail = event.value("detail", nlohmann::json::object());
                     const std::string phase = detail.value("phase", "");
                     if (phase == "completed" || phase == "failed") {

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 
 #include "machine/memory_layout.h"
 #include "machine/vm_definition.h"
@@ -68,7 +69,17 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
                         {"definition", definition},
                         {"autostart", body->value("autostart", false)},
                         {"on_crash", body->value("on_crash", std::string("stay"))}};
-  auto created = service.create(create);
+  // Shared storage: this host must see every disk where the source does (the source holds
+  // their locks until the switchover, so they are not opened yet).
+  for (const auto& disk : config->disks) {
+    std::error_code error;
+    if (!std::filesystem::is_regular_file(disk.path, error)) {
+      return {nullptr, refusal(fmt::format("this host does not see the disk {} (--storage shared "
+                                           "needs the same paths on both hosts)",
+                                           disk.path))};
+    }
+  }
+  auto created = service.create(create, machine::HostChecks::kNone);
   if (!created) return {nullptr, refusal(created.error().message)};
   const std::vector<RamRegion> regions = layout->ram_regions();
   uint64_t ram_length = 0;

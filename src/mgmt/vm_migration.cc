@@ -48,7 +48,7 @@ std::optional<std::pair<std::string, std::string>> split_destination(const std::
 // destination's verified against the migration CA and its name, then the WebSocket.
 class DestinationLink {
  public:
-  DestinationLink() : tls_(ssl::context::tls_client), socket_(io_), stream_(socket_, tls_), ws_(stream_) {}
+  DestinationLink() : tls_(ssl::context::tls_client), socket_(io_) {}
 
   Result<void> open(const MigrationTls& identity, const std::string& host, const std::string& port) {
     beast::error_code error;
@@ -58,6 +58,9 @@ class DestinationLink {
     if (!error) tls_.use_private_key_file(identity.key.string(), ssl::context::pem, error);
     if (!error) tls_.load_verify_file(identity.ca.string(), error);
     if (error) return fail(ErrorCode::kInvalidArgument, fmt::format("migration TLS files: {}", error.message()));
+    // The stream copies the context's certificate when it is made: after loading it.
+    stream_.emplace(socket_, tls_);
+    ws_.emplace(*stream_);
     asio::ip::tcp::resolver resolver(io_);
     const auto endpoints = resolver.resolve(host, port, error);
     if (!error) asio::connect(socket_, endpoints, error);
@@ -66,24 +69,24 @@ class DestinationLink {
     timeval timeout{120, 0};
     ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
     ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
-    stream_.set_verify_mode(ssl::verify_peer);
-    stream_.set_verify_callback(ssl::host_name_verification(host));
-    SSL_set_tlsext_host_name(stream_.native_handle(), host.c_str());
-    stream_.handshake(ssl::stream_base::client, error);
+    stream_->set_verify_mode(ssl::verify_peer);
+    stream_->set_verify_callback(ssl::host_name_verification(host));
+    SSL_set_tlsext_host_name(stream_->native_handle(), host.c_str());
+    stream_->handshake(ssl::stream_base::client, error);
     if (error) return fail(ErrorCode::kIo, fmt::format("TLS with {}:{}: {}", host, port, error.message()));
-    ws_.read_message_max(migration::kMaxMessage);
-    ws_.handshake(host, "/v1/migrations/incoming", error);
+    ws_->read_message_max(migration::kMaxMessage);
+    ws_->handshake(host, "/v1/migrations/incoming", error);
     if (error) {
       return fail(ErrorCode::kIo, fmt::format("{}:{} did not take the migration: {}", host, port,
                                               error.message()));
     }
-    ws_.binary(true);
+    ws_->binary(true);
     return {};
   }
 
   Result<void> send(std::span<const std::byte> message) {
     beast::error_code error;
-    ws_.write(asio::buffer(message.data(), message.size()), error);
+    ws_->write(asio::buffer(message.data(), message.size()), error);
     if (error) return fail(ErrorCode::kIo, fmt::format("the link to the destination: {}", error.message()));
     return {};
   }
@@ -91,7 +94,7 @@ class DestinationLink {
   Result<std::vector<std::byte>> receive() {
     beast::flat_buffer buffer;
     beast::error_code error;
-    ws_.read(buffer, error);
+    ws_->read(buffer, error);
     if (error) return fail(ErrorCode::kIo, fmt::format("the link to the destination: {}", error.message()));
     const auto* data = static_cast<const std::byte*>(buffer.data().data());
     return std::vector<std::byte>(data, data + buffer.size());
@@ -101,8 +104,8 @@ class DestinationLink {
   asio::io_context io_;
   ssl::context tls_;
   asio::ip::tcp::socket socket_;
-  ssl::stream<asio::ip::tcp::socket&> stream_;
-  websocket::stream<ssl::stream<asio::ip::tcp::socket&>&> ws_;
+  std::optional<ssl::stream<asio::ip::tcp::socket&>> stream_;
+  std::optional<websocket::stream<ssl::stream<asio::ip::tcp::socket&>&>> ws_;
 };
 
 }  // namespace

@@ -64,7 +64,8 @@ ServiceError definition_error(const Error& error) {
   return bad_request(field, message);
 }
 
-ServiceResult<void> check_policy(const nlohmann::json& body, VmRecord& record) {
+ServiceResult<void> check_policy(const nlohmann::json& body, VmRecord& record,
+                                 machine::HostChecks checks = machine::HostChecks::kHost) {
   if (body.contains("autostart")) {
     if (!body["autostart"].is_boolean()) return std::unexpected(bad_request("autostart", "must be true or false"));
     record.autostart = body["autostart"].get<bool>();
@@ -77,7 +78,7 @@ ServiceResult<void> check_policy(const nlohmann::json& body, VmRecord& record) {
     record.on_crash = value.get<std::string>();
   }
   if (body.contains("definition")) {
-    if (auto config = machine::vm_config_from_definition(body["definition"]); !config) {
+    if (auto config = machine::vm_config_from_definition(body["definition"], checks); !config) {
       return std::unexpected(definition_error(config.error()));
     }
     record.definition = body["definition"];
@@ -204,7 +205,8 @@ nlohmann::json VmService::describe(const VmRecord& record) {
   return vm;
 }
 
-ServiceResult<nlohmann::json> VmService::create(const nlohmann::json& body) {
+ServiceResult<nlohmann::json> VmService::create(const nlohmann::json& body,
+                                                machine::HostChecks checks) {
   if (auto checked = check_fields(body, {"name", "autostart", "on_crash", "definition"});
       !checked) {
     return std::unexpected(checked.error());
@@ -220,7 +222,9 @@ ServiceResult<nlohmann::json> VmService::create(const nlohmann::json& body) {
                   .autostart = false,
                   .on_crash = "stay",
                   .created = utc_now()};
-  if (auto checked = check_policy(body, record); !checked) return std::unexpected(checked.error());
+  if (auto checked = check_policy(body, record, checks); !checked) {
+    return std::unexpected(checked.error());
+  }
   if (!body.contains("definition")) {
     if (auto config = machine::vm_config_from_definition(record.definition); !config) {
       return std::unexpected(definition_error(config.error()));

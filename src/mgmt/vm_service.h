@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "machine/vm_config.h"
 #include "mgmt/console_hub.h"
 #include "mgmt/inventory.h"
 #include "mgmt/worker_process.h"
@@ -68,7 +69,10 @@ class VmService {
   VmService& operator=(const VmService&) = delete;
 
   // body: {"name": N, "autostart": bool, "on_crash": "stay|restart", "definition": {...}}
-  ServiceResult<nlohmann::json> create(const nlohmann::json& body);
+  // `checks`: kNone for an incoming migration, whose disks the source still holds (locked);
+  // they are opened, and checked, when the VM starts here.
+  ServiceResult<nlohmann::json> create(const nlohmann::json& body,
+                                       machine::HostChecks checks = machine::HostChecks::kHost);
   ServiceResult<nlohmann::json> list();
   ServiceResult<nlohmann::json> get(const std::string& name);
   // body: any of "autostart", "on_crash", "definition" (replaces it whole); stopped VMs only.

@@ -223,7 +223,8 @@ Result<migration::SaveStatistics> VmRunner::save_and_stop(int state) {
 
 Result<migration::LiveMigrationResult> VmRunner::migrate_out(
     int link, const migration::LiveMigrationOptions& options,
-    std::function<void(const migration::LiveMigrationProgress&)> progress) {
+    std::function<void(const migration::LiveMigrationProgress&)> progress,
+    const std::function<void(const Result<migration::LiveMigrationResult>&)>& finished) {
   machine::Machine* vm = nullptr;
   {
     std::lock_guard lock(mutex_);
@@ -273,6 +274,8 @@ Result<migration::LiveMigrationResult> VmRunner::migrate_out(
   } else {
     result = fail(checked.error());
   }
+  // Reported before the VM stops, so the report is out before the worker's stopped event.
+  if (finished) finished(result);
   std::lock_guard lock(mutex_);
   if (result) {
     stop_requested_ = true;

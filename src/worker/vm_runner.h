@@ -88,12 +88,14 @@ class VmRunner {
 
   // Live migration's source side (migration/live_migration.h), from a host thread while the
   // VM runs: pre-copies the VM over `link` (the stream socket to the destination, through
-  // laminad) and, when the destination runs it, ends run() with kHostStop ("migrated"). On a
+  // laminad) and, when the destination runs it, ends run() with kHostStop ("migrated"); the
+  // outcome goes to `finished` before that stop is posted. On a
   // failure the VM runs on and the error says why. Disks hand their write locks over at the
   // switchover (raw, VHD, VHDX; others are refused before anything is sent).
   [[nodiscard]] Result<migration::LiveMigrationResult> migrate_out(
       int link, const migration::LiveMigrationOptions& options,
-      std::function<void(const migration::LiveMigrationProgress&)> progress);
+      std::function<void(const migration::LiveMigrationProgress&)> progress,
+      const std::function<void(const Result<migration::LiveMigrationResult>&)>& finished = {});
 
   VmState state() const { return state_.load(); }
   uint32_t vcpus() const { return config_.cpus; }

@@ -3,11 +3,13 @@
 // what the VM definition names, enters its sandbox and runs the VM until it stops.
 
 #include <dirent.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <mutex>
 #include <span>
@@ -164,20 +166,23 @@ nlohmann::json start_migration(ControlSender& sender, VmRunner& runner,
   migration::LiveMigrationOptions options;
   options.max_downtime = std::chrono::milliseconds(downtime);
   std::thread([&sender, &runner, options, link = std::move(fds[0])] {
-    auto result = runner.migrate_out(link.get(), options,
-                                      [&sender](const migration::LiveMigrationProgress& progress) {
-                                        sender.send(progress_event(progress));
-                                      });
-    if (result) {
+    auto report = [&sender](const Result<migration::LiveMigrationResult>& result) {
+      if (!result) {
+        sender.send({{"event", "migration"}, {"phase", "failed"}, {"error", result.error().message()}});
+        return;
+      }
       sender.send({{"event", "migration"},
                    {"phase", "completed"},
                    {"rounds", result->rounds},
                    {"transferred_bytes", result->transferred_bytes},
-                   {"downtime_ms", result->downtime.count()},
-                   {"total_ms", result->total.count()}});
-    } else {
-      sender.send({{"event", "migration"}, {"phase", "failed"}, {"error", result.error().message()}});
-    }
+                   {"downtime_ms", static_cast<uint64_t>(result->downtime.count())},
+                   {"total_ms", static_cast<uint64_t>(result->total.count())}});
+    };
+    (void)runner.migrate_out(link.get(), options,
+                             [&sender](const migration::LiveMigrationProgress& progress) {
+                               sender.send(progress_event(progress));
+                             },
+                             report);
   }).detach();
   return reply;
 }
@@ -301,6 +306,14 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
     return fail_start(sender, id,
                       Error(ErrorCode::kInternal, "sandbox: the worker has threads before it"));
   }
+  // glibc's malloc reads files the sandbox forbids (openat) in two places: past eight arenas
+  // it sizes the arena limit from the CPU count in /sys, and shrinking a thread's arena heap
+  // first reads /proc/sys/vm/overcommit_memory. A fixed arena limit and a trim threshold no
+  // heap reaches mean it never asks; a fixed mmap threshold keeps large buffers (a migration's
+  // page batches) in mappings of their own, returned to the host when freed.
+  ::mallopt(M_ARENA_MAX, 8);
+  ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  ::mallopt(M_TRIM_THRESHOLD, INT_MAX);
   if (auto sandboxed = enter_sandbox({drop_to, address_space_limit}); !sandboxed) {
     return fail_start(sender, id, sandboxed.error());
   }

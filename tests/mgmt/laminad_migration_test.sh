@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Live migration between two laminads (issue 11), each with its own state folder, API socket
+# and TLS endpoint (mutual TLS from a CA the test makes), with the default guest on a VHDX both
+# see at the same path (--storage shared). The guest appends numbered, time-stamped records to
+# its disk in a loop while it moves A -> B -> A; afterwards the records on the image are
+# continuous (none lost or repeated) and their guest uptime never goes backwards, and the VM's
+# definition lives only where the VM runs. A migration to a laminad that is not there, and one
+# whose destination refuses (the name is taken there), leave the VM running where it was, and
+# bad requests are refused with their reasons.
+#   laminad_migration_test.sh LAMINA LAMINAD GUEST_DIR
+set -euo pipefail
+lamina=$1 laminad=$2 guest=$3
+[[ -f $guest/vmlinuz ]] || { echo "no default guest in $guest"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/laminad_lib.sh"
+laminad_setup
+# Both hosts' logs on a failure.
+fail() {
+  echo "FAIL: $*"
+  for f in "$work"/laminad*.log "$work"/state*/vms/*/worker.log "$work"/state*/vms/*/console.log; do
+    [[ -s $f ]] && { echo "---- $f ----"; tail -20 "$f"; }
+  done
+  exit 1
+}
+daemon_b=0
+trap '[[ $daemon_b == 0 ]] || kill "$daemon_b" 2>/dev/null || true; laminad_cleanup' EXIT
+
+cd "$work"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=ca" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout host.key -out host.csr -subj "/CN=laminad" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' >host.ext
+openssl x509 -req -in host.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out host.crt -days 2 \
+  -extfile host.ext 2>/dev/null
+tls=(--listen 127.0.0.1:0 --tls-cert host.crt --tls-key host.key --tls-ca ca.crt)
+
+# Host A on $sock (laminad_lib's), host B on its own socket and state folder.
+start_laminad "${tls[@]}"
+sock_b=$work/b.sock
+"$laminad" --state-dir "$work/state-b" --socket "$sock_b" "${tls[@]}" 2>>"$work/laminad-b.log" &
+daemon_b=$!
+port_of() {
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*serving https on .* port \([0-9]*\)/\1/p' "$1" | head -1)
+    [[ -n $port ]] && { echo "$port"; return; }
+    sleep 0.1
+  done
+  fail "no TLS endpoint in $1"
+}
+port_a=$(port_of "$work/laminad.log")
+port_b=$(port_of "$work/laminad-b.log")
+on_a() { LAMINA_CONNECT=unix:$sock "$lamina" "$@"; }
+on_b() { LAMINA_CONNECT=unix:$sock_b "$lamina" "$@"; }
+state_of() { # HOST-FUNCTION VM: its state there, or "absent"
+  "$1" vm --json show "$2" 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null || echo absent
+}
+console_log() { echo "$work/$1/vms/mover/console.log"; }
+wait_console() { # STATE-FOLDER PATTERN
+  for _ in $(seq 240); do grep -q -- "$2" "$(console_log "$1")" 2>/dev/null && return 0; sleep 0.5; done
+  fail "the console in $1 never showed '$2'"
+}
+type_line() { # HOST-FUNCTION TEXT
+  local socket=$sock
+  [[ $1 == on_b ]] && socket=$sock_b
+  (printf '%s\n' "$2"; sleep 1) |
+    LAMINA_CONNECT=unix:$socket timeout 3 "$lamina" vm console mover >/dev/null 2>&1 || true
+}
+refused() {
+  local expected=$1; shift
+  "$@" >/dev/null 2>"$work/err" && fail "'$*' was not refused"
+  grep -q -- "$expected" "$work/err" || fail "'$*' said: $(cat "$work/err")"
+}
+
+on_a disk create "$work/disk.vhdx" --size 16M >/dev/null
+on_a vm create mover --memory 192M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+  --cmdline "console=ttyS0 quiet panic=-1 no_timer_check" --disk "$work/disk.vhdx" >/dev/null ||
+  fail "create"
+refused "is not running" on_a vm migrate mover --to "127.0.0.1:$port_b"
+on_a vm start mover >/dev/null || fail "start"
+wait_console state "lamina-guest:/#"
+# The workload: record N (and the guest's uptime) at byte 32*N of the disk, forever.
+type_line on_a 'i=0; while :; do i=$((i+1)); printf "rec %08d %12s\n" $i "$(cut -d" " -f1 /proc/uptime)" | dd of=/dev/vda bs=32 seek=$i conv=notrunc 2>/dev/null; done &'
+sleep 3
+
+# Refusals first: each leaves the VM running on A.
+[[ -n ${MIGRATION_TEST_PAUSE:-} ]] && { echo "worker: $(pid_of mover)"; sleep "$MIGRATION_TEST_PAUSE"; }
+refused "HOST:PORT" on_a vm migrate mover --to nowhere
+refused "not built yet" on_a vm migrate mover --to "127.0.0.1:$port_b" --storage copy
+refused "did not move and runs on here" on_a vm migrate mover --to "127.0.0.1:1"
+on_b vm create mover --memory 64M >/dev/null
+refused "a VM named mover exists" on_a vm migrate mover --to "127.0.0.1:$port_b"
+on_b vm delete mover >/dev/null
+[[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the refusals"
+
+# A -> B while the guest writes.
+on_a vm migrate mover --to "127.0.0.1:$port_b" >"$work/out" 2>"$work/progress" ||
+  fail "migrate A->B: $(cat "$work/out" "$work/progress")"
+echo "A->B: $(cat "$work/out")"
+grep -q "^migrated mover to 127.0.0.1:$port_b" "$work/out" || fail "migrate said: $(cat "$work/out")"
+grep -q "copying round" "$work/progress" || fail "no progress was shown: $(cat "$work/progress")"
+[[ $(state_of on_b mover) == running ]] || fail "the VM does not run on B"
+[[ $(state_of on_a mover) == absent ]] || fail "A still lists the VM"
+on_a vm events | grep -q "migrated" || fail "A recorded no 'migrated' event"
+type_line on_b 'echo on-b-$((6*7)) $(cat /proc/uptime)'
+wait_console state-b "on-b-42"
+sleep 2
+
+# B -> A.
+on_b vm migrate mover --to "127.0.0.1:$port_a" >"$work/out" 2>/dev/null ||
+  fail "migrate B->A: $(cat "$work/out")"
+echo "B->A: $(cat "$work/out")"
+[[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A again"
+[[ $(state_of on_b mover) == absent ]] || fail "B still lists the VM"
+type_line on_a 'kill %1; wait; sync; echo stopped-$((7*8))'
+wait_console state "stopped-56"
+on_a vm stop mover --force >/dev/null || fail "stop"
+
+# The records: 1..N without a gap or a repeat, uptime never going backwards.
+python3 - "$work/disk.vhdx" "$lamina" <<'PY' || fail "the records on the disk are not continuous"
+import subprocess, sys, tempfile, os
+image, lamina = sys.argv[1], sys.argv[2]
+raw = tempfile.mktemp(suffix=".raw")
+subprocess.run([lamina, "disk", "convert", image, raw, "--format", "raw"], check=True,
+               stdout=subprocess.DEVNULL)
+data = open(raw, "rb").read()
+os.unlink(raw)
+expected, last_uptime = 1, 0.0
+while True:
+    record = data[32 * expected: 32 * expected + 32]
+    if not record.startswith(b"rec "):
+        break
+    number, uptime = int(record[4:12]), float(record[13:25])
+    if number != expected or uptime < last_uptime:
+        sys.exit(f"record {expected} reads {record!r} after uptime {last_uptime}")
+    expected, last_uptime = expected + 1, uptime
+if expected < 20:
+    sys.exit(f"only {expected - 1} records")
+print(f"{expected - 1} continuous records, guest uptime {last_uptime} s at the last")
+PY
+echo "ok: live migration between two laminads"
