@@ -1,7 +1,7 @@
 #pragma once
-// CpuCore: the interpreter's working set for one vCPU: architectural state, soft TLB, block
-// cache and the helpers every instruction handler uses (registers, effective addresses,
-// segmented and linear memory access, stack). Handlers are free functions over CpuCore; the
+// CpuCore: the interpreter's working set for one vCPU: architectural state, soft TLB
+// (system/tlb), block cache and the helpers every instruction handler uses (registers, effective
+// addresses, segmented and linear memory access, stack). Handlers are free functions over CpuCore; the
 // public face is Cpu (cpu.h).
 //
 // Guest exceptions are thrown as GuestFault from deep inside an instruction and caught at the
@@ -25,6 +25,7 @@
 #include "cpu/x86/system/cpuid_model.h"
 #include "cpu/x86/system/debug_registers.h"
 #include "cpu/x86/system/msr_file.h"
+#include "cpu/x86/system/tlb.h"
 
 namespace lamina::cpu::x86 {
 
@@ -38,21 +39,10 @@ struct GuestFault {
 [[noreturn]] void raise_fault(uint8_t vector);
 [[noreturn]] void raise_fault(uint8_t vector, uint32_t error_code);
 
-enum class Access : uint8_t { kRead, kWrite, kExecute };
-
-struct TlbEntry {
-  static constexpr uint64_t kInvalidTag = 1;  // never equal to a page-aligned address
-  uint64_t tag = kInvalidTag;                 // linear page address
-  std::byte* host = nullptr;                  // host address of the page
-  uint64_t physical = 0;                      // guest-physical page address
-  uint64_t page_mask = ~uint64_t{0xfff};      // of the guest page it came from (INVLPG)
-  bool global = false;
-};
+// The page walker's access types serve the core's segmented accesses too.
+using Access = AccessType;
 
 struct CpuCore {
-  static constexpr size_t kTlbSize = 256;
-  using Tlb = std::array<TlbEntry, kTlbSize>;
-
   CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment, const CpuidModel& model,
           uint32_t index, MsrHooks hooks);
 
@@ -185,20 +175,22 @@ struct CpuCore {
   bool user_access() const { return state.cpl == 3; }
   template <typename T>
   T read_linear(uint64_t linear) {
-    const TlbEntry& entry = tlb_read_[user_access()][tlb_index(linear)];
-    if (entry.tag == (linear & ~uint64_t{0xfff}) && (linear & 0xfff) <= 4096 - sizeof(T)) {
-      T value;
-      std::memcpy(&value, entry.host + (linear & 0xfff), sizeof(T));
-      return value;
+    if ((linear & 0xfff) <= 4096 - sizeof(T)) {
+      if (const std::byte* host = tlb.lookup(linear, AccessType::kRead, user_access())) {
+        T value;
+        std::memcpy(&value, host, sizeof(T));
+        return value;
+      }
     }
     return static_cast<T>(read_linear_slow(linear, sizeof(T), user_access()));
   }
   template <typename T>
   void write_linear(uint64_t linear, T value) {
-    const TlbEntry& entry = tlb_write_[user_access()][tlb_index(linear)];
-    if (entry.tag == (linear & ~uint64_t{0xfff}) && (linear & 0xfff) <= 4096 - sizeof(T)) {
-      std::memcpy(entry.host + (linear & 0xfff), &value, sizeof(T));
-      return;
+    if ((linear & 0xfff) <= 4096 - sizeof(T)) {
+      if (std::byte* host = tlb.lookup(linear, AccessType::kWrite, user_access())) {
+        std::memcpy(host, &value, sizeof(T));
+        return;
+      }
     }
     write_linear_slow(linear, sizeof(T), uint64_t{value}, user_access());
   }
@@ -224,13 +216,14 @@ struct CpuCore {
   // physical address and whether it is RAM (blocks from MMIO are not cached).
   size_t fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t& physical, bool& ram);
 
+  // The TLB flushes; each also starts a new block-chaining generation, since chained blocks
+  // assume the linear-to-physical mappings they were made under.
   void flush_tlb(bool include_global);
   void invalidate_tlb_page(uint64_t linear);
-  // Drops write entries for a physical page that now holds translated code.
-  void protect_code_page(uint64_t physical_page);
-  void flush_write_tlb();
-  // Drops the read and write entries (of user pages only: `user_only`), not the fetch ones.
-  void flush_data_tlb(bool user_only);
+  // Sends writes to a physical page that now holds translated code to the slow path.
+  void protect_code_page(uint64_t physical_page) { tlb.trap_writes_to_physical(physical_page); }
+  // Guest-physical address of the code at `linear` from the TLB, else by a walk (may fault).
+  uint64_t code_physical(uint64_t linear);
 
   // ---- stack ----
   uint8_t stack_address_size() const;
@@ -286,7 +279,6 @@ struct CpuCore {
                bool external, bool fault = false);
 
  private:
-  static size_t tlb_index(uint64_t linear) { return (linear >> 12) & (kTlbSize - 1); }
   struct PageTarget {
     uint64_t physical;
     std::byte* host;  // nullptr for MMIO
@@ -295,8 +287,8 @@ struct CpuCore {
   PageTarget translate_page(uint64_t linear, Access access, bool user);
 
  public:
-  // Indexed by user_access(): supervisor and user translations are cached apart.
-  std::array<Tlb, 2> tlb_read_{}, tlb_write_{}, tlb_fetch_{};
+  // The one soft TLB (system/tlb): read, write and fetch pointers per privilege in one entry.
+  Tlb tlb;
 
   // ---- debug and alignment check state (debug.cc), after the TLBs: the hot fields above keep
   // their places ----

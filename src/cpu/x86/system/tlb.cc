@@ -1,13 +1,11 @@
 #include "cpu/x86/system/tlb.h"
 
-#include <bit>
+#include <algorithm>
 
 namespace lamina::cpu::x86 {
 
-Tlb::Tlb(size_t entries) : entries_(std::bit_ceil(entries == 0 ? size_t{1} : entries)) {}
-
 void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRegisters& registers,
-                 std::byte* host_page, bool trap_writes) {
+                 std::byte* host_page, TlbTraps traps) {
   uint64_t page = linear & ~kPageMask;
   TlbEntry& entry = entries_[index(linear)];
   entry.tag = page;
@@ -22,7 +20,10 @@ void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRe
       // A write through a page whose dirty flag is clear must walk so the flag gets set.
       if (type == AccessType::kWrite && !translation.dirty) permitted = false;
       if (permitted) entry.permitted |= static_cast<uint8_t>(1u << slot);
-      bool fast = permitted && host_page != nullptr && !(type == AccessType::kWrite && trap_writes);
+      const bool data = type != AccessType::kExecute;
+      const bool trapped = (type == AccessType::kWrite && traps.writes) ||
+                           (data && (traps.data || (user && traps.user_data)));
+      bool fast = permitted && host_page != nullptr && !trapped;
       entry.host[slot] = fast ? host_page : nullptr;
     }
   }
@@ -61,6 +62,23 @@ void Tlb::trap_writes_to_physical(uint64_t physical_page) {
     if (entry.tag == TlbEntry::kInvalidTag || entry.physical_page != page) continue;
     entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
     entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
+  }
+}
+
+void Tlb::trap_all_writes() {
+  for (TlbEntry& entry : entries_) {
+    entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
+    entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
+  }
+}
+
+void Tlb::trap_data(bool user_only) {
+  for (TlbEntry& entry : entries_) {
+    for (bool user : {false, true}) {
+      if (!user && user_only) continue;
+      entry.host[TlbEntry::slot(AccessType::kRead, user)] = nullptr;
+      entry.host[TlbEntry::slot(AccessType::kWrite, user)] = nullptr;
+    }
   }
 }
 
