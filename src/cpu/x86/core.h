@@ -14,6 +14,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <expected>
+#include <optional>
+#include <utility>
 
 #include "base/guest_memory.h"
 #include "cpu/x86/block_cache.h"
@@ -25,6 +28,7 @@
 #include "cpu/x86/system/cpuid_model.h"
 #include "cpu/x86/system/debug_registers.h"
 #include "cpu/x86/system/msr_file.h"
+#include "cpu/x86/system/segment_checks.h"
 #include "cpu/x86/system/tlb.h"
 
 namespace lamina::cpu::x86 {
@@ -38,6 +42,16 @@ struct GuestFault {
 };
 [[noreturn]] void raise_fault(uint8_t vector);
 [[noreturn]] void raise_fault(uint8_t vector, uint32_t error_code);
+// A fault found by a system/ check: selector faults, which all carry an error code.
+[[noreturn]] inline void raise_fault(const Fault& fault) {
+  raise_fault(fault.vector, fault.error_code);
+}
+// The value of a system/ check, or its fault raised.
+template <typename T>
+T checked(std::expected<T, Fault> result) {
+  if (!result) raise_fault(result.error());
+  return std::move(*result);
+}
 
 // The page walker's access types serve the core's segmented accesses too.
 using Access = AccessType;
@@ -254,11 +268,29 @@ struct CpuCore {
   void update_mode();
   uint64_t read_rflags() const { return state.read_rflags(); }
 
-  // ---- segmentation and far transfers (segmentation.cc, far_transfer.cc) ----
-  // The 8-byte descriptor named by `selector` from the GDT or LDT; #GP(selector) when it is
-  // outside the table (`vector` picks #TS for task-switch style checks).
-  uint64_t read_descriptor(uint16_t selector, uint8_t vector = vector::kGeneralProtection);
-  static SegmentCache make_cache(uint16_t selector, uint64_t descriptor);
+  // ---- segmentation and far transfers (segmentation.cc, far_transfer.cc, far_return.cc) ----
+  // The privilege and type rules are system/segment_checks; these read the tables for them.
+  // The 8-byte descriptor named by a non-null `selector` in the GDT or LDT; nullopt for a null
+  // selector, or when its bytes are not all within the table's limit or the LDT is unusable
+  // (the checks turn that into #GP or #TS with the selector).
+  std::optional<uint64_t> read_descriptor(uint16_t selector) {
+    if (selector_is_null(selector)) return std::nullopt;
+    return read_descriptor_bytes(selector, 0);
+  }
+  // The upper 8 bytes of a 16-byte IA-32e system descriptor or call gate (SDM 7.2.3, 5.8.3.1).
+  std::optional<uint64_t> read_descriptor_high(uint16_t selector) {
+    return read_descriptor_bytes(selector, 8);
+  }
+  std::optional<uint64_t> read_descriptor_bytes(uint16_t selector, uint32_t offset);
+  // The hidden part the core keeps for a checked segment, and back (for the checks that look
+  // at loaded registers).
+  static SegmentCache segment_cache(const LoadedSegment& segment);
+  static LoadedSegment loaded_segment(const SegmentCache& cache);
+  // Sets the accessed bit of the descriptor in its table when clear (SDM 3.4.5.1).
+  void mark_accessed(uint16_t selector, uint64_t descriptor);
+  // Loads a checked data or stack segment register (`descriptor`: what the check was given).
+  void install_segment(uint8_t segment, const LoadedSegment& loaded,
+                       std::optional<uint64_t> descriptor);
   // MOV/POP/LxS to a data or stack segment register, with the protected-mode checks.
   void load_segment(uint8_t segment, uint16_t selector);
   // Loads CS (already checked) and switches CPL and code mode.
@@ -267,8 +299,31 @@ struct CpuCore {
   void far_call(uint16_t selector, uint64_t offset, uint8_t operand_size);
   void far_return(uint8_t operand_size, uint16_t release_bytes);
   void interrupt_return(uint8_t operand_size);
-  // Stack pointer for privilege level `cpl` from the current TSS (32-bit or 64-bit layout).
-  uint64_t tss_stack_pointer(uint8_t cpl, uint16_t* stack_selector);
+  // The stack of privilege level `new_cpl`, or IST entry `ist` (1-7) of a 64-bit TSS, from the
+  // current TSS (system/descriptors' layouts): #TS(TR) when it lies past the TSS limit.
+  struct InnerStack {
+    uint64_t pointer = 0;
+    uint16_t selector = 0;  // outside IA-32e mode
+  };
+  InnerStack tss_inner_stack(uint8_t new_cpl, uint8_t ist);
+  // #GP(0) unless `offset` is a valid RIP in `code` (within its limit; canonical for 64-bit).
+  void check_code_offset(const SegmentCache& code, uint64_t offset) const;
+  void push_return_address(uint16_t code_selector, uint64_t return_rip, uint8_t size);
+  void protected_far_transfer(FarTransfer transfer, uint16_t selector, uint64_t offset,
+                              uint8_t operand_size);
+  void through_call_gate(FarTransfer transfer, uint16_t selector, uint64_t low);
+  // The protected-mode end of far RET and IRET: checks and loads CS:RIP and, for a return to an
+  // outer level (or `always_pop_stack`: IRET in 64-bit mode), SS:RSP from `stack_slot`.
+  void complete_return(uint16_t selector, uint64_t offset, uint8_t operand_size,
+                       uint64_t stack_slot, uint16_t release_bytes, bool always_pop_stack);
+
+  // ---- hardware task switches (task_switch.cc, SDM vol. 3A ch. 7) ----
+  // Far JMP/CALL to a TSS descriptor or through a task gate (`target` checked, `descriptor` raw).
+  void far_task_switch(FarTransfer transfer, uint16_t selector, const FarTarget& target,
+                       uint64_t descriptor);
+  // An interrupt or exception through a task gate in the IDT.
+  void event_task_switch(uint16_t tss_selector, uint8_t vector, bool has_error_code,
+                         uint32_t error_code, bool external);
 
   // ---- exceptions and interrupts (exceptions.cc) ----
   // Delivers an exception or interrupt through the IVT/IDT. `software` is INT n/INT3/INTO

@@ -207,6 +207,8 @@ TEST(ReturnChecks, StackSegmentAndDataSegmentClearing) {
   EXPECT_EQ(check_return_stack_segment(0x3, std::nullopt, 3, true).error(), fault(kGp, 0));
   EXPECT_TRUE(check_return_stack_segment(0x1, std::nullopt, 1, true).has_value());
   EXPECT_EQ(check_return_stack_segment(0x1, std::nullopt, 1, false).error(), fault(kGp, 0));
+  // A null SS returned to 64-bit mode still needs RPL = the new CPL, as MOV SS does.
+  EXPECT_EQ(check_return_stack_segment(0x0, std::nullopt, 1, true).error(), fault(kGp, 0));
   LoadedSegment kernel_data{0x18, decode_segment_descriptor(data(0)), false};
   LoadedSegment user_data{0x2b, decode_segment_descriptor(data(3)), false};
   LoadedSegment conforming{0x10, decode_segment_descriptor(code(0, true)), false};
@@ -289,6 +291,10 @@ TEST(SystemRegisterLoads, LtrAndLldt) {
   EXPECT_EQ(check_lldt(0x30, descriptor(0x6000, 0xff, 0x2, false, 0, false), 0, false).error(),
             fault(kNp, 0x30));
   EXPECT_EQ(check_lldt(0x30, ldt, uint64_t{1} << 40, true).error(), fault(kGp, 0x30));
+  // IA-32e mode: the upper 8 bytes past the GDT limit are #GP(selector), not read as zero.
+  EXPECT_EQ(check_ltr(0x40, tss(false), std::nullopt, true).error(), fault(kGp, 0x40));
+  EXPECT_EQ(check_lldt(0x30, ldt, std::nullopt, true).error(), fault(kGp, 0x30));
+  EXPECT_TRUE(check_lldt(0x30, ldt, std::nullopt, false).has_value());
 }
 
 }  // namespace

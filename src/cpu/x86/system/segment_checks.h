@@ -89,8 +89,9 @@ struct ReturnTarget {
 std::expected<ReturnTarget, Fault> check_return_code_segment(uint16_t selector,
                                                              std::optional<uint64_t> descriptor,
                                                              uint8_t cpl, bool long_mode);
-// The SS popped by a return to an outer level. `to_mode_64`: the new CS is a 64-bit segment in
-// IA-32e mode, where a null SS is allowed unless returning to CPL 3.
+// The SS popped by a return to an outer level (or by IRET in 64-bit mode): the rules of an SS
+// load at the new CPL. `to_mode_64`: the new CS is a 64-bit segment in IA-32e mode, where a null
+// SS with RPL = new CPL is allowed unless returning to CPL 3.
 std::expected<LoadedSegment, Fault> check_return_stack_segment(uint16_t selector,
                                                                std::optional<uint64_t> descriptor,
                                                                uint8_t new_cpl, bool to_mode_64);
@@ -119,11 +120,12 @@ std::expected<LoadedSegment, Fault> check_inner_stack_segment(uint16_t selector,
                                                               uint8_t new_cpl, bool external);
 
 // LTR: an available TSS in the GDT (16- or 32-bit outside IA-32e mode, 64-bit inside, where
-// `high` is the descriptor's upper 8 bytes). The core then sets the busy bit (with_busy_bit).
+// `high` is the descriptor's upper 8 bytes: nullopt when they lie past the GDT limit, which is
+// #GP(selector); ignored outside IA-32e mode). The core then sets the busy bit (with_busy_bit).
 std::expected<LoadedSegment, Fault> check_ltr(uint16_t selector, std::optional<uint64_t> low,
-                                              uint64_t high, bool long_mode);
-// LLDT: an LDT descriptor in the GDT, or a null selector (no LDT).
+                                              std::optional<uint64_t> high, bool long_mode);
+// LLDT: an LDT descriptor in the GDT, or a null selector (no LDT); `high` as for LTR.
 std::expected<LoadedSegment, Fault> check_lldt(uint16_t selector, std::optional<uint64_t> low,
-                                               uint64_t high, bool long_mode);
+                                               std::optional<uint64_t> high, bool long_mode);
 
 }  // namespace lamina::cpu::x86
