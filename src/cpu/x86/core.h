@@ -16,6 +16,7 @@
 #include <cstring>
 #include <expected>
 #include <optional>
+#include <span>
 #include <utility>
 
 #include "base/guest_memory.h"
@@ -29,6 +30,7 @@
 #include "cpu/x86/system/debug_registers.h"
 #include "cpu/x86/system/msr_file.h"
 #include "cpu/x86/system/segment_checks.h"
+#include "cpu/x86/system/task_state.h"
 #include "cpu/x86/system/tlb.h"
 
 namespace lamina::cpu::x86 {
@@ -317,6 +319,10 @@ struct CpuCore {
   void complete_return(uint16_t selector, uint64_t offset, uint8_t operand_size,
                        uint64_t stack_slot, uint16_t release_bytes, bool always_pop_stack);
 
+  // MOV to CR0/CR3/CR4 (system_handlers.cc): system/control_registers' checks, the paging
+  // transition and the TLB flush it asks for; a task switch loads CR3 the same way.
+  void write_paging_control(uint8_t index, uint64_t value);
+
   // ---- hardware task switches (task_switch.cc, SDM vol. 3A ch. 7) ----
   // Far JMP/CALL to a TSS descriptor or through a task gate (`target` checked, `descriptor` raw).
   void far_task_switch(FarTransfer transfer, uint16_t selector, const FarTarget& target,
@@ -324,6 +330,15 @@ struct CpuCore {
   // An interrupt or exception through a task gate in the IDT.
   void event_task_switch(uint16_t tss_selector, uint8_t vector, bool has_error_code,
                          uint32_t error_code, bool external);
+  // IRET with EFLAGS.NT outside IA-32e mode: back to the task the back-link names.
+  void return_to_previous_task();
+  // SDM 7.3: saves the current task into its TSS and loads the one at `selector`; an event's
+  // error code is pushed on the new task's stack.
+  void switch_task(uint16_t selector, uint64_t descriptor, TaskSwitchReason reason,
+                   std::optional<uint32_t> error_code);
+  void load_task_segments(const TaskImage& next);
+  void read_task_image(uint64_t base, std::span<uint8_t> image);
+  void set_tss_busy(uint16_t selector, bool busy);
 
   // ---- exceptions and interrupts (exceptions.cc) ----
   // Delivers an exception or interrupt through the IVT/IDT. `software` is INT n/INT3/INTO

@@ -96,7 +96,12 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
     return;
   }
   if (state.virtual_8086()) raise_fault(vector::kGeneralProtection, 0);
-  if (!state.long_mode_active() && (current & rflags::kNt)) raise_fault(vector::kGeneralProtection, 0);
+  if (current & rflags::kNt) {
+    // IA-32e mode has no task switches (SDM vol. 2, IRET: #GP(0)).
+    if (state.long_mode_active()) raise_fault(vector::kGeneralProtection, 0);
+    return_to_previous_task();
+    return;
+  }
   if ((flags & rflags::kVm) && state.cpl == 0 && operand_size == 4 && !state.long_mode_active())
     raise_fault(vector::kGeneralProtection, 0);  // return to virtual-8086 mode: not supported
 
