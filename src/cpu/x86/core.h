@@ -318,6 +318,8 @@ struct CpuCore {
   // outer level (or `always_pop_stack`: IRET in 64-bit mode), SS:RSP from `stack_slot`.
   void complete_return(uint16_t selector, uint64_t offset, uint8_t operand_size,
                        uint64_t stack_slot, uint16_t release_bytes, bool always_pop_stack);
+  // IRET from CPL 0 to virtual-8086 mode, its nine-dword frame at `top` (far_return.cc).
+  void return_to_virtual_8086(uint64_t top);
 
   // MOV to CR0/CR3/CR4 (system_handlers.cc): system/control_registers' checks, the paging
   // transition and the TLB flush it asks for; a task switch loads CR3 the same way.

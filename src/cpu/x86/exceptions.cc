@@ -1,7 +1,10 @@
 // Exception and interrupt delivery through the real-mode IVT, the protected-mode IDT and the
 // long-mode IDT, with privilege-level stack switches from the TSS and IST stacks
 // (SDM vol. 3A, 6.10-6.14; 20.1.4 for real mode).
+#include <array>
+
 #include "cpu/x86/core.h"
+#include "cpu/x86/system/virtual_8086.h"
 #include "cpu/x86/transfer_rollback.h"
 
 namespace lamina::cpu::x86 {
@@ -9,6 +12,17 @@ namespace lamina::cpu::x86 {
 namespace {
 
 constexpr uint64_t kClearedOnDelivery = rflags::kTf | rflags::kNt | rflags::kRf | rflags::kVm;
+
+// SDM Figure 20-5: an event from virtual-8086 mode pushes GS, FS, DS, ES, SS, ESP, EFLAGS, CS,
+// EIP (and the error code) on the ring-0 stack.
+void push_virtual_8086_frame(CpuCore& core, uint8_t size, const std::array<uint16_t, 6>& segments,
+                             uint64_t flags, uint64_t old_rsp, bool has_error_code,
+                             uint32_t error_code) {
+  const Virtual8086InterruptFrame frame = virtual_8086_interrupt_frame(
+      segments, static_cast<uint32_t>(old_rsp), static_cast<uint32_t>(flags),
+      static_cast<uint32_t>(core.state.rip), has_error_code, error_code);
+  for (uint8_t i = 0; i < frame.count; ++i) core.push(frame.values[i], size);
+}
 
 }  // namespace
 
@@ -43,8 +57,7 @@ void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error
     update_mode();
     return;
   }
-  if (state.virtual_8086()) raise_fault(vector::kGeneralProtection, 0);  // VM86 not supported
-
+  const bool from_virtual_8086 = state.virtual_8086();
   const bool long_mode = state.long_mode_active();
   const uint32_t entry_size = long_mode ? 16 : 8;
   if (vector_number * entry_size + entry_size - 1 > state.idtr.limit)
@@ -60,7 +73,7 @@ void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error
   }
   const std::optional<uint64_t> code_descriptor = read_descriptor(gate.selector);
   const InterruptTarget target = checked(check_interrupt_code_segment(
-      gate.selector, code_descriptor, state.cpl, long_mode, external));
+      gate.selector, code_descriptor, state.cpl, long_mode, external, from_virtual_8086));
   const SegmentCache code = segment_cache(target.code);
   // SDM vol. 2 INT n: an entry point outside CS (or not canonical) is #GP(EXT).
   if (long_mode ? !is_canonical(gate.offset) : gate.offset > code.limit)
@@ -70,6 +83,9 @@ void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error
   const uint16_t old_ss = state.segment[kSs].selector;
   const uint64_t old_rsp = state.gpr[kRsp];
   const uint16_t old_cs = state.segment[kCs].selector;
+  // Virtual-8086 mode's segments, pushed by push_virtual_8086_frame before they are cleared.
+  std::array<uint16_t, 6> old_segments{};
+  for (size_t i = 0; i < old_segments.size(); ++i) old_segments[i] = state.segment[i].selector;
   TransferRollback rollback(*this);
 
   if (long_mode) {
@@ -96,18 +112,31 @@ void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error
       const LoadedSegment stack_segment = checked(
           check_inner_stack_segment(stack.selector, stack_descriptor, new_cpl, external));
       state.cpl = new_cpl;  // the pushes below are supervisor accesses on the new stack
+      // Leaving virtual-8086 mode: the new SS and the pushes use protected-mode rules.
+      state.rflags &= ~rflags::kVm;
       install_segment(kSs, stack_segment, stack_descriptor);
       set_stack_pointer(stack.pointer);
-      push(old_ss, size);
-      push(old_rsp, size);
+      if (from_virtual_8086) {
+        push_virtual_8086_frame(*this, size, old_segments, flags, old_rsp, has_error_code,
+                                error_code);
+      } else {
+        push(old_ss, size);
+        push(old_rsp, size);
+      }
     }
-    push(flags, size);
-    push(old_cs, size);
-    push(state.rip, size);
-    if (has_error_code) push(error_code, size);
+    if (!from_virtual_8086) {
+      push(flags, size);
+      push(old_cs, size);
+      push(state.rip, size);
+      if (has_error_code) push(error_code, size);
+    }
   }
   mark_accessed(gate.selector, *code_descriptor);
   rollback.commit();
+  // SDM 20.3.1.1: the handler starts with null data segments; it finds the v86 ones pushed.
+  if (from_virtual_8086) {
+    for (uint8_t segment : {kEs, kDs, kFs, kGs}) state.segment[segment] = SegmentCache{0, 0, 0, 0};
+  }
   state.rflags &= ~kClearedOnDelivery;
   // An interrupt gate clears IF, a trap gate leaves it (SDM 6.12.1.3).
   if (gate.kind == GateKind::kInterrupt) state.rflags &= ~rflags::kIf;

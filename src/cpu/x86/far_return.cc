@@ -1,7 +1,10 @@
 // Far RET and IRET/IRETD/IRETQ in real, protected and long mode, including returns to an outer
 // privilege level (SDM vol. 2, "RET", "IRET"; vol. 3A 5.8.6). Both end in complete_return: the
 // code and stack segment rules are system/segment_checks'.
+#include <array>
+
 #include "cpu/x86/core.h"
+#include "cpu/x86/system/virtual_8086.h"
 
 namespace lamina::cpu::x86 {
 
@@ -82,7 +85,12 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
   // instruction starts (SDM 17.3.1.1; the run loop's checked path).
   if (operand_size != 2) changeable |= rflags::kAc | rflags::kId | rflags::kRf;
 
-  if (!state.protected_mode()) {
+  if (!state.protected_mode() || state.virtual_8086()) {
+    // Virtual-8086 mode: IRET is IOPL-sensitive, and with IOPL = 3 it works as in real mode
+    // but cannot change IOPL (or VM, VIF, VIP, which are not in `changeable`).
+    if (virtual_8086_sensitive_fault(state.virtual_8086(), iopl))
+      raise_fault(vector::kGeneralProtection, 0);
+    if (state.virtual_8086()) changeable &= ~rflags::kIopl;
     if (offset > state.segment[kCs].limit) raise_fault(vector::kGeneralProtection, 0);
     SegmentCache& code = state.segment[kCs];
     code.selector = selector;
@@ -95,15 +103,16 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
     stop_block = true;
     return;
   }
-  if (state.virtual_8086()) raise_fault(vector::kGeneralProtection, 0);
   if (current & rflags::kNt) {
     // IA-32e mode has no task switches (SDM vol. 2, IRET: #GP(0)).
     if (state.long_mode_active()) raise_fault(vector::kGeneralProtection, 0);
     return_to_previous_task();
     return;
   }
-  if ((flags & rflags::kVm) && state.cpl == 0 && operand_size == 4 && !state.long_mode_active())
-    raise_fault(vector::kGeneralProtection, 0);  // return to virtual-8086 mode: not supported
+  if ((flags & rflags::kVm) && state.cpl == 0 && operand_size == 4 && !state.long_mode_active()) {
+    return_to_virtual_8086(top);
+    return;
+  }
 
   // IOPL changes only at CPL 0, IF only at CPL <= IOPL (SDM vol. 2, IRET).
   if (state.cpl != 0) changeable &= ~rflags::kIopl;
@@ -117,6 +126,27 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
                   code_mode == CodeMode::k64);
   state.write_rflags(new_flags);
   update_alignment_check();
+}
+
+// SDM vol. 2 IRET, RETURN-TO-VIRTUAL-8086-MODE: from CPL 0 with VM in the EFLAGS image, IRET
+// pops EIP, CS, EFLAGS, ESP, SS, ES, DS, FS and GS and resumes at CPL 3 in virtual-8086 mode.
+void CpuCore::return_to_virtual_8086(uint64_t top) {
+  std::array<uint32_t, 9> popped{};
+  for (size_t i = 0; i < popped.size(); ++i)
+    popped[i] = static_cast<uint32_t>(read_sized(kSs, top + 4 * i, 4));
+  const Virtual8086Return next = checked(decode_virtual_8086_return(popped));
+  // From CPL 0 every flag of the image loads, IOPL and VM included.
+  state.write_rflags(next.eflags);
+  for (size_t i = 0; i < next.segments.size(); ++i) {
+    state.segment[i] = SegmentCache{next.segments[i], virtual_8086_segment_base(next.segments[i]),
+                                    kVirtual8086SegmentLimit, 0xf3};
+  }
+  state.gpr[kRsp] = next.esp;
+  state.rip = next.eip;
+  state.cpl = 3;
+  update_mode();
+  update_alignment_check();
+  stop_block = true;
 }
 
 }  // namespace lamina::cpu::x86

@@ -5,6 +5,7 @@
 #include <array>
 
 #include "cpu/x86/core.h"
+#include "cpu/x86/system/virtual_8086.h"
 #include "cpu/x86/system/task_state.h"
 
 namespace lamina::cpu::x86 {
@@ -137,17 +138,19 @@ void CpuCore::switch_task(uint16_t selector, uint64_t descriptor, TaskSwitchReas
 }
 
 void CpuCore::load_task_segments(const TaskImage& next) {
+  const uint16_t ldt = next.ldt;
+  state.ldtr = segment_cache(checked(
+      check_task_ldt(ldt, selector_is_local(ldt) ? std::nullopt : read_descriptor(ldt))));
   if (state.virtual_8086()) {
     // A task entered with EFLAGS.VM runs in virtual-8086 mode at CPL 3 (SDM 20.2.5).
-    for (size_t i = 0; i < next.segment.size(); ++i)
-      state.segment[i] = SegmentCache{next.segment[i], uint64_t{next.segment[i]} << 4, 0xffff, 0xf3};
+    for (size_t i = 0; i < next.segment.size(); ++i) {
+      state.segment[i] = SegmentCache{next.segment[i], virtual_8086_segment_base(next.segment[i]),
+                                      kVirtual8086SegmentLimit, 0xf3};
+    }
     state.cpl = 3;
     update_mode();
     return;
   }
-  const uint16_t ldt = next.ldt;
-  state.ldtr = segment_cache(checked(
-      check_task_ldt(ldt, selector_is_local(ldt) ? std::nullopt : read_descriptor(ldt))));
   const uint16_t code_selector = next.segment[kCs];
   const std::optional<uint64_t> code_descriptor = read_descriptor(code_selector);
   const LoadedSegment code = checked(check_task_code_segment(code_selector, code_descriptor));

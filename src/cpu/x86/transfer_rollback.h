@@ -1,5 +1,5 @@
 #pragma once
-// TransferRollback: puts CPL, CS, SS and RSP back when a far transfer, return or event delivery
+// TransferRollback: puts CPL, CS, SS, RSP and RFLAGS (VM) back when a far transfer, return or event delivery
 // faults after it began switching them (a push to the new stack, a descriptor write), so the
 // fault is delivered from the state the instruction started in (SDM 6.5: faults are restartable).
 //
@@ -16,7 +16,8 @@ class TransferRollback {
         cpl_(core.state.cpl),
         code_(core.state.segment[kCs]),
         stack_(core.state.segment[kSs]),
-        stack_pointer_(core.state.gpr[kRsp]) {}
+        stack_pointer_(core.state.gpr[kRsp]),
+        rflags_(core.state.rflags) {}
   TransferRollback(const TransferRollback&) = delete;
   TransferRollback& operator=(const TransferRollback&) = delete;
   ~TransferRollback() {
@@ -25,6 +26,7 @@ class TransferRollback {
     core_.state.segment[kCs] = code_;
     core_.state.segment[kSs] = stack_;
     core_.state.gpr[kRsp] = stack_pointer_;
+    core_.state.rflags = rflags_;
     core_.update_mode();
   }
   // The transfer completed: keep what it changed.
@@ -36,6 +38,7 @@ class TransferRollback {
   const SegmentCache code_;
   const SegmentCache stack_;
   const uint64_t stack_pointer_;
+  const uint64_t rflags_;  // without the lazy arithmetic flags, which a transfer leaves alone
   bool committed_ = false;
 };
 

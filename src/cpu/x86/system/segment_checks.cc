@@ -223,7 +223,8 @@ std::expected<GateDescriptor, Fault> check_interrupt_gate(uint8_t vector, uint64
 std::expected<InterruptTarget, Fault> check_interrupt_code_segment(uint16_t selector,
                                                                    std::optional<uint64_t> raw,
                                                                    uint8_t cpl, bool long_mode,
-                                                                   bool external) {
+                                                                   bool external,
+                                                                   bool from_virtual_8086) {
   if (selector_is_null(selector)) return general_protection_zero(external);
   if (!raw) return general_protection(selector, external);
   SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
@@ -232,6 +233,8 @@ std::expected<InterruptTarget, Fault> check_interrupt_code_segment(uint16_t sele
   if (long_mode && !descriptor.is_64bit_code()) return general_protection(selector, external);
   InterruptTarget target;
   target.more_privileged = !descriptor.conforming() && descriptor.dpl < cpl;
+  if (from_virtual_8086 && (!target.more_privileged || descriptor.dpl != 0))
+    return general_protection(selector, external);
   target.new_cpl = target.more_privileged ? descriptor.dpl : cpl;
   target.code = loaded(static_cast<uint16_t>((selector & 0xfffc) | target.new_cpl), descriptor);
   return target;

@@ -110,9 +110,11 @@ struct InterruptTarget {
   uint8_t new_cpl = 0;
   bool more_privileged = false;  // switch to the stack of new_cpl from the TSS (or IST)
 };
+// `from_virtual_8086`: the event interrupts virtual-8086 mode (CPL 3), whose handler must be a
+// non-conforming DPL 0 segment (SDM 20.3.1.1), else #GP(selector).
 std::expected<InterruptTarget, Fault> check_interrupt_code_segment(
     uint16_t selector, std::optional<uint64_t> descriptor, uint8_t cpl, bool long_mode,
-    bool external);
+    bool external, bool from_virtual_8086 = false);
 // The SS read from the TSS for an inter-privilege interrupt or call gate outside IA-32e mode
 // (IA-32e mode loads a null SS with RPL = new CPL instead). Faults are #TS, or #SS if absent.
 std::expected<LoadedSegment, Fault> check_inner_stack_segment(uint16_t selector,
