@@ -255,6 +255,12 @@ TEST(InterruptChecks, CodeAndStackSegments) {
   EXPECT_EQ(check_interrupt_code_segment(0x08, code(0, false, false), 0, false, false).error(),
             fault(kNp, 0x08));
   EXPECT_EQ(check_interrupt_code_segment(0x08, code(0), 0, true, false).error(), fault(kGp, 0x08));
+  // From virtual-8086 mode only a non-conforming DPL 0 handler will do (SDM 20.3.1.1).
+  EXPECT_TRUE(check_interrupt_code_segment(0x08, code(0), 3, false, false, true).has_value());
+  EXPECT_EQ(check_interrupt_code_segment(0x08, code(1), 3, false, false, true).error(),
+            fault(kGp, 0x08));
+  EXPECT_EQ(check_interrupt_code_segment(0x08, code(0, true), 3, false, true, true).error(),
+            fault(kGp, 0x09));
   // The stack segment from the TSS: faults are #TS, absence is #SS.
   EXPECT_TRUE(check_inner_stack_segment(0x18, data(0), 0, false).has_value());
   EXPECT_EQ(check_inner_stack_segment(0, std::nullopt, 0, true).error(), fault(kTs, 1));
