@@ -35,25 +35,15 @@ class TaskSwitchTest : public ::testing::Test {
     write32(kTssB + 0x38, 0x9000);
     for (uint32_t offset : {0x48u, 0x50u, 0x54u, 0x58u, 0x5cu}) write32(kTssB + offset, 0x10);
     write32(kTssB + 0x4c, 0x08);
+    machine.enter_protected_mode(kGdt, sizeof(gdt) - 1, kIdt,
+                                 SegmentCache{kSelectorA, kTssA, 0x67, 0x8b});
     CpuState& s = machine.state();
-    s.cr0 = cr0::kPe | cr0::kEt;
-    s.gdtr = {kGdt, sizeof(gdt) - 1};
-    s.idtr = {kIdt, 0x7ff};
-    s.segment[kCs] = SegmentCache{0x08, 0, 0xffffffff, kCode32};
-    for (uint8_t seg : {kEs, kSs, kDs, kFs, kGs}) s.segment[seg] = SegmentCache{0x10, 0, 0xffffffff, kData32};
-    s.tr = SegmentCache{kSelectorA, kTssA, 0x67, 0x8b};
-    s.ldtr = SegmentCache{0, 0, 0, 0};
-    s.cpl = 0;
     s.rip = kCodeA;
     s.gpr[kRsp] = 0x8000;
     s.gpr[kRbx] = 0xb0b;
-    machine.cpu().state_changed();
   }
-  void write32(uint64_t address, uint32_t value) {
-    machine.write(address, std::vector<uint8_t>{static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8),
-                                                static_cast<uint8_t>(value >> 16), static_cast<uint8_t>(value >> 24)});
-  }
-  uint32_t read32(uint64_t address) { return static_cast<uint32_t>(machine.read64(address)); }
+  void write32(uint64_t address, uint32_t value) { machine.write32(address, value); }
+  uint32_t read32(uint64_t address) { return machine.read32(address); }
   uint8_t descriptor_type(uint16_t selector) { return (machine.read64(kGdt + selector) >> 40) & 0xf; }
   // A #GP/#TS/#NP handler (interrupt gate) that halts.
   void halting_handler(uint8_t vector) {

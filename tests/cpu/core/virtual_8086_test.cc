@@ -24,15 +24,8 @@ class Virtual8086Test : public ::testing::Test {
     gate(vector::kGeneralProtection, kHandler, 0);
     machine.write(kHandler, std::vector<uint8_t>{0xf4});
     machine.write(kReturner, std::vector<uint8_t>{0xcf});  // iret
-    CpuState& s = machine.state();
-    s.cr0 = cr0::kPe | cr0::kEt;
-    s.gdtr = {kGdt, sizeof(gdt) - 1};
-    s.idtr = {kIdt, 0x7ff};
-    s.segment[kCs] = SegmentCache{0x08, 0, 0xffffffff, kCode32};
-    for (uint8_t seg : {kEs, kSs, kDs, kFs, kGs}) s.segment[seg] = SegmentCache{0x10, 0, 0xffffffff, kData32};
-    s.tr = SegmentCache{0x18, kTss, 0x67, 0x8b};
-    s.cpl = 0;
-    s.rip = kMonitor;
+    machine.enter_protected_mode(kGdt, sizeof(gdt) - 1, kIdt, SegmentCache{0x18, kTss, 0x67, 0x8b});
+    machine.state().rip = kMonitor;
     machine.write(kMonitor, std::vector<uint8_t>{0xcf});  // iret into virtual-8086 mode
   }
   void gate(uint8_t vector, uint64_t handler, uint8_t dpl) {
@@ -46,11 +39,8 @@ class Virtual8086Test : public ::testing::Test {
     machine.state().gpr[kRsp] = 0x8000;
     machine.cpu().state_changed();
   }
-  void write32(uint64_t address, uint32_t value) {
-    machine.write(address, std::vector<uint8_t>{static_cast<uint8_t>(value), static_cast<uint8_t>(value >> 8),
-                                                static_cast<uint8_t>(value >> 16), static_cast<uint8_t>(value >> 24)});
-  }
-  uint32_t stack32(int slot) { return static_cast<uint32_t>(machine.read64(machine.state().gpr[kRsp] + 4 * slot)); }
+  void write32(uint64_t address, uint32_t value) { machine.write32(address, value); }
+  uint32_t stack32(int slot) { return machine.read32(machine.state().gpr[kRsp] + 4 * slot); }
   TestMachine machine;
 };
 

@@ -18,21 +18,15 @@ _start:
         call harness_init
         movl $gdt + MAIN_TSS, %edi
         movl $main_tss, %eax
-        call set_base
+        call set_descriptor_base
         movl $gdt + TASK_B, %edi
         movl $tss_b, %eax
-        call set_base
+        call set_descriptor_base
         movl $gdt + SMALL_TSS, %edi
         movl $small_tss, %eax
-        call set_base
-        lgdt gdt_descriptor
-        ljmp $0x08, $1f
-1:      movw $0x10, %ax
-        movw %ax, %ds
-        movw %ax, %es
-        movw %ax, %ss
-        movw %ax, %fs
-        movw %ax, %gs
+        call set_descriptor_base
+        movl $gdt_descriptor, %eax
+        call load_gdt
         /* Task B: flat ring 0 at task_b on its own stack. */
         movl $task_b, tss_b + 0x20
         movl $2, tss_b + 0x24
@@ -109,14 +103,6 @@ task_b: incl b_entries
         movl %eax, b_saw_nt
         iret
         jmp task_b
-
-/* set_base: puts base %eax into the descriptor at %edi. */
-set_base:
-        movw %ax, 2(%edi)
-        shrl $16, %eax
-        movb %al, 4(%edi)
-        movb %ah, 7(%edi)
-        ret
 
         .include "harness.inc"
 

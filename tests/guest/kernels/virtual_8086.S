@@ -19,18 +19,9 @@ _start:
         call harness_init
         movl $gdt + TSS_SELECTOR, %edi
         movl $tss, %eax
-        movw %ax, 2(%edi)
-        shrl $16, %eax
-        movb %al, 4(%edi)
-        movb %ah, 7(%edi)
-        lgdt gdt_descriptor
-        ljmp $0x08, $1f
-1:      movw $0x10, %ax
-        movw %ax, %ds
-        movw %ax, %es
-        movw %ax, %ss
-        movw %ax, %fs
-        movw %ax, %gs
+        call set_descriptor_base
+        movl $gdt_descriptor, %eax
+        call load_gdt
         movl $monitor_stack_top, tss + 4       /* ESP0 */
         movl $0x10, tss + 8                    /* SS0 */
         movw $TSS_SELECTOR, %ax
