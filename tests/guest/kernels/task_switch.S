@@ -107,17 +107,11 @@ task_b: incl b_entries
         .include "harness.inc"
 
         .data
-        .align 8
-gdt:    .quad 0
-        .quad 0x00cf9b000000ffff               /* 0x08: flat 32-bit code */
-        .quad 0x00cf93000000ffff               /* 0x10: flat data */
+        flat_gdt
         .quad 0x0000890000000067               /* 0x18: our TSS (base set at run time) */
         .quad 0x0000890000000067               /* 0x20: task B's TSS */
         .quad 0x0000890000000060               /* 0x28: a TSS below the minimum limit */
-gdt_end:
-gdt_descriptor:
-        .word gdt_end - gdt - 1
-        .long gdt
+        end_gdt
 b_entries:  .long 0
 b_saw_ebx:  .long 0
 b_saw_nt:   .long 0

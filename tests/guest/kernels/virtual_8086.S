@@ -155,15 +155,9 @@ v86_iopl3_hlt:
         .include "harness.inc"
 
         .data
-        .align 8
-gdt:    .quad 0
-        .quad 0x00cf9b000000ffff               /* 0x08: flat 32-bit code */
-        .quad 0x00cf93000000ffff               /* 0x10: flat data */
+        flat_gdt
         .quad 0x0000890000000067               /* 0x18: TSS (base set at run time) */
-gdt_end:
-gdt_descriptor:
-        .word gdt_end - gdt - 1
-        .long gdt
+        end_gdt
 saved_esp:      .long 0
 continuation:   .long 0
 gp_error:       .long 0
