@@ -135,6 +135,12 @@ void CpuCore::switch_task(uint16_t selector, uint64_t descriptor, TaskSwitchReas
   check_code_offset(state.segment[kCs], state.rip);
   // An exception's error code goes onto the new task's stack (SDM 6.12.2).
   if (error_code) push(*error_code, next32 ? 4 : 2);
+  // SDM 17.2.3, 7.2.1: a new task whose TSS has T set starts with a #DB (DR6.BT), before its
+  // first instruction.
+  if (next.debug_trap) {
+    state.dr[6] |= dr6::kBt;
+    raise_fault(vector::kDebug);
+  }
 }
 
 void CpuCore::load_task_segments(const TaskImage& next) {

@@ -145,5 +145,18 @@ TEST_F(TaskSwitchTest, BadDataSegmentFaultsInTheNewTask) {
   EXPECT_EQ(s.segment[kDs].selector, 0x40);   // visible, unusable
 }
 
+TEST_F(TaskSwitchTest, TrapFlagInTheNewTssRaisesDebugBeforeItsFirstInstruction) {
+  write32(kTssB + 0x64, 1);  // T
+  machine.write(kCodeA, std::vector<uint8_t>{0xea, 0, 0, 0, 0, 0x20, 0x00});
+  machine.write(kCodeB, std::vector<uint8_t>{0x90, 0xf4});
+  halting_handler(vector::kDebug);
+  ASSERT_EQ(machine.cpu().run(50).kind, CpuExit::Kind::kHalted);
+  CpuState& s = machine.state();
+  EXPECT_EQ(s.rip, kHandler + 1);
+  EXPECT_EQ(s.tr.selector, kSelectorB);
+  EXPECT_TRUE(s.dr[6] & dr6::kBt);
+  EXPECT_EQ(read32(s.gpr[kRsp]), kCodeB);  // the #DB came before B's first instruction
+}
+
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
