@@ -213,7 +213,7 @@ std::byte* CpuCore::writable_host_pointer(uint64_t linear, uint8_t size) {
 uint64_t CpuCore::code_physical(uint64_t linear) {
   const TlbEntry* entry = tlb.find(linear);
   if (entry != nullptr && entry->permits(AccessType::kExecute, user_access()))
-    return entry->physical_page | (linear & 0xfff);
+    return entry->physical_page() | (linear & 0xfff);
   return translate(linear, Access::kExecute, user_access());
 }
 
@@ -222,7 +222,7 @@ size_t CpuCore::fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t
   const size_t available = std::min<size_t>(count, 4096 - (linear & 0xfff));
   const std::byte* host = tlb.lookup(linear, AccessType::kExecute, user_access());
   if (host != nullptr) {
-    physical = tlb.find(linear)->physical_page | (linear & 0xfff);
+    physical = tlb.find(linear)->physical_page() | (linear & 0xfff);
   } else {
     const PageTarget target = translate_page(linear, Access::kExecute, user_access());
     physical = target.physical;

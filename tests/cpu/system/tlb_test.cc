@@ -47,7 +47,7 @@ TEST_F(TlbTest, MissesWhenEmptyAndHitsAfterInsert) {
   // Same index, different tag.
   EXPECT_EQ(tlb_.lookup(0x7000'1234 + tlb_.size() * 4096, kRead, true), nullptr);
   ASSERT_NE(tlb_.find(0x7000'1000), nullptr);
-  EXPECT_EQ(tlb_.find(0x7000'1000)->physical_page, 0x5000u);
+  EXPECT_EQ(tlb_.find(0x7000'1000)->physical_page(), 0x5000u);
 }
 
 TEST_F(TlbTest, ConflictingPagesEvictEachOther) {
@@ -105,7 +105,7 @@ TEST_F(TlbTest, MmioPagesAreCachedWithoutHostPointers) {
   EXPECT_EQ(tlb_.lookup(0xfee0'0030, kRead, false), nullptr);
   const TlbEntry* entry = tlb_.find(0xfee0'0030);
   ASSERT_NE(entry, nullptr);
-  EXPECT_EQ(entry->physical_page, 0xfee0'0000u);
+  EXPECT_EQ(entry->physical_page(), 0xfee0'0000u);
   EXPECT_TRUE(entry->permits(kWrite, false));
   EXPECT_FALSE(entry->permits(kRead, true));
 }
@@ -154,7 +154,7 @@ TEST_F(TlbTest, InvalidateInsideLargePageDropsEverySlice) {
   large.physical = 0x60'5000;
   tlb_.insert(0x20'5000, large, registers_, host(0x1000));
   tlb_.insert(0x90'0000, page(0x3000, true, true, true, true), registers_, host(0x2000));
-  EXPECT_EQ(tlb_.find(0x20'5000)->physical_page, 0x60'5000u);
+  EXPECT_EQ(tlb_.find(0x20'5000)->physical_page(), 0x60'5000u);
   tlb_.invalidate_page(0x21'0000);  // another part of the same 2 MiB page
   EXPECT_EQ(tlb_.lookup(0x20'0000, kRead, true), nullptr);
   EXPECT_EQ(tlb_.lookup(0x20'5000, kRead, true), nullptr);

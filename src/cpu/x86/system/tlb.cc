@@ -9,9 +9,7 @@ void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRe
   uint64_t page = linear & ~kPageMask;
   TlbEntry& entry = entries_[index(linear)];
   entry.tag = page;
-  entry.physical_page = translation.physical & ~kPageMask;
-  entry.global = translation.global;
-  entry.permitted = 0;
+  uint64_t flags = translation.global ? TlbEntry::kGlobal : 0;
   for (bool user : {false, true}) {
     for (AccessType type : {AccessType::kRead, AccessType::kWrite, AccessType::kExecute}) {
       unsigned slot = TlbEntry::slot(type, user);
@@ -19,7 +17,7 @@ void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRe
       bool permitted = access_permitted(translation, registers, AccessContext{type, user, false});
       // A write through a page whose dirty flag is clear must walk so the flag gets set.
       if (type == AccessType::kWrite && !translation.dirty) permitted = false;
-      if (permitted) entry.permitted |= static_cast<uint8_t>(1u << slot);
+      if (permitted) flags |= uint64_t{1} << slot;
       const bool data = type != AccessType::kExecute;
       const bool trapped = (type == AccessType::kWrite && traps.writes) ||
                            (data && (traps.data || (user && traps.user_data)));
@@ -27,6 +25,7 @@ void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRe
       entry.host[slot] = fast ? host_page : nullptr;
     }
   }
+  entry.physical_and_flags = (translation.physical & ~kPageMask) | flags;
   if (translation.page_size > 4096) {
     uint64_t base = linear & ~(translation.page_size - 1);
     large_low_ = std::min(large_low_, base);
@@ -43,7 +42,7 @@ void Tlb::flush_all() {
 void Tlb::flush_non_global() {
   // The large-page range is kept: a global large page may still be cached.
   for (TlbEntry& entry : entries_) {
-    if (!entry.global) entry.tag = TlbEntry::kInvalidTag;
+    if (!entry.global()) entry.tag = TlbEntry::kInvalidTag;
   }
 }
 
@@ -59,7 +58,7 @@ void Tlb::invalidate_page(uint64_t linear) {
 void Tlb::trap_writes_to_physical(uint64_t physical_page) {
   uint64_t page = physical_page & ~kPageMask;
   for (TlbEntry& entry : entries_) {
-    if (entry.tag == TlbEntry::kInvalidTag || entry.physical_page != page) continue;
+    if (entry.tag == TlbEntry::kInvalidTag || entry.physical_page() != page) continue;
     entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
     entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
   }

@@ -29,22 +29,30 @@
 
 namespace lamina::cpu::x86 {
 
-struct TlbEntry {
+// One cache line: the tag and the host pointer a lookup reads never straddle two lines, and the
+// index scales by a shift.
+struct alignas(64) TlbEntry {
   static constexpr uint64_t kInvalidTag = 1;  // never a page-aligned address
 
   uint64_t tag = kInvalidTag;  // linear page base
   // Host pointer to the page's first byte, per [user][access type]; null: take the slow path.
   std::array<std::byte*, 6> host{};
-  uint64_t physical_page = 0;  // guest-physical base of this 4 KiB page
-  uint8_t permitted = 0;       // bit per [user][access type]: allowed without another walk
-  bool global = false;
+  // The guest-physical base of this 4 KiB page; its low 12 bits (zero in a page address) hold
+  // the `permitted` bit per [user][access type] (bits 0-5) and the global flag (bit 6).
+  uint64_t physical_and_flags = 0;
 
   static constexpr unsigned slot(AccessType type, bool user) {
     return (user ? 3u : 0u) + static_cast<unsigned>(type);
   }
-  // Whether the access may use physical_page without walking again (also for MMIO pages).
-  bool permits(AccessType type, bool user) const { return (permitted >> slot(type, user)) & 1; }
+  static constexpr uint64_t kGlobal = uint64_t{1} << 6;
+  uint64_t physical_page() const { return physical_and_flags & ~uint64_t{0xfff}; }
+  bool global() const { return (physical_and_flags & kGlobal) != 0; }
+  // Whether the access may use physical_page() without walking again (also for MMIO pages).
+  bool permits(AccessType type, bool user) const {
+    return (physical_and_flags >> slot(type, user)) & 1;
+  }
 };
+static_assert(sizeof(TlbEntry) == 64);
 
 // Accesses an insert keeps on the slow path although the page permits them.
 struct TlbTraps {
