@@ -5,6 +5,7 @@
 
 #include "cpu/x86/handlers.h"
 #include "cpu/x86/operands.h"
+#include "cpu/x86/system/virtual_8086.h"
 
 namespace lamina::cpu::x86 {
 namespace {
@@ -102,6 +103,9 @@ void return_far(CpuCore& core, const Instruction& in) {
 }
 
 void interrupt_immediate(CpuCore& core, const Instruction& in) {
+  // INT n is IOPL-sensitive in virtual-8086 mode (no VME): #GP(0) to the monitor.
+  if (virtual_8086_sensitive_fault(core.state.virtual_8086(), core.state.iopl()))
+    raise_fault(vector::kGeneralProtection, 0);
   core.deliver(static_cast<uint8_t>(in.immediate), false, 0, true, false);
 }
 void breakpoint(CpuCore& core, const Instruction&) { core.deliver(vector::kBreakpoint, false, 0, true, false); }

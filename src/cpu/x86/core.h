@@ -1,7 +1,7 @@
 #pragma once
-// CpuCore: the interpreter's working set for one vCPU: architectural state, soft TLB, block
-// cache and the helpers every instruction handler uses (registers, effective addresses,
-// segmented and linear memory access, stack). Handlers are free functions over CpuCore; the
+// CpuCore: the interpreter's working set for one vCPU: architectural state, soft TLB
+// (system/tlb), block cache and the helpers every instruction handler uses (registers, effective
+// addresses, segmented and linear memory access, stack). Handlers are free functions over CpuCore; the
 // public face is Cpu (cpu.h).
 //
 // Guest exceptions are thrown as GuestFault from deep inside an instruction and caught at the
@@ -14,6 +14,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <expected>
+#include <optional>
+#include <span>
+#include <utility>
 
 #include "base/guest_memory.h"
 #include "cpu/x86/block_cache.h"
@@ -25,6 +29,9 @@
 #include "cpu/x86/system/cpuid_model.h"
 #include "cpu/x86/system/debug_registers.h"
 #include "cpu/x86/system/msr_file.h"
+#include "cpu/x86/system/segment_checks.h"
+#include "cpu/x86/system/task_state.h"
+#include "cpu/x86/system/tlb.h"
 
 namespace lamina::cpu::x86 {
 
@@ -37,22 +44,21 @@ struct GuestFault {
 };
 [[noreturn]] void raise_fault(uint8_t vector);
 [[noreturn]] void raise_fault(uint8_t vector, uint32_t error_code);
+// A fault found by a system/ check: selector faults, which all carry an error code.
+[[noreturn]] inline void raise_fault(const Fault& fault) {
+  raise_fault(fault.vector, fault.error_code);
+}
+// The value of a system/ check, or its fault raised.
+template <typename T>
+T checked(std::expected<T, Fault> result) {
+  if (!result) raise_fault(result.error());
+  return std::move(*result);
+}
 
-enum class Access : uint8_t { kRead, kWrite, kExecute };
-
-struct TlbEntry {
-  static constexpr uint64_t kInvalidTag = 1;  // never equal to a page-aligned address
-  uint64_t tag = kInvalidTag;                 // linear page address
-  std::byte* host = nullptr;                  // host address of the page
-  uint64_t physical = 0;                      // guest-physical page address
-  uint64_t page_mask = ~uint64_t{0xfff};      // of the guest page it came from (INVLPG)
-  bool global = false;
-};
+// The page walker's access types serve the core's segmented accesses too.
+using Access = AccessType;
 
 struct CpuCore {
-  static constexpr size_t kTlbSize = 256;
-  using Tlb = std::array<TlbEntry, kTlbSize>;
-
   CpuCore(GuestMemory& guest_memory, CpuEnvironment& cpu_environment, const CpuidModel& model,
           uint32_t index, MsrHooks hooks);
 
@@ -185,20 +191,22 @@ struct CpuCore {
   bool user_access() const { return state.cpl == 3; }
   template <typename T>
   T read_linear(uint64_t linear) {
-    const TlbEntry& entry = tlb_read_[user_access()][tlb_index(linear)];
-    if (entry.tag == (linear & ~uint64_t{0xfff}) && (linear & 0xfff) <= 4096 - sizeof(T)) {
-      T value;
-      std::memcpy(&value, entry.host + (linear & 0xfff), sizeof(T));
-      return value;
+    if ((linear & 0xfff) <= 4096 - sizeof(T)) {
+      if (const std::byte* host = tlb.lookup(linear, AccessType::kRead, user_access())) {
+        T value;
+        std::memcpy(&value, host, sizeof(T));
+        return value;
+      }
     }
     return static_cast<T>(read_linear_slow(linear, sizeof(T), user_access()));
   }
   template <typename T>
   void write_linear(uint64_t linear, T value) {
-    const TlbEntry& entry = tlb_write_[user_access()][tlb_index(linear)];
-    if (entry.tag == (linear & ~uint64_t{0xfff}) && (linear & 0xfff) <= 4096 - sizeof(T)) {
-      std::memcpy(entry.host + (linear & 0xfff), &value, sizeof(T));
-      return;
+    if ((linear & 0xfff) <= 4096 - sizeof(T)) {
+      if (std::byte* host = tlb.lookup(linear, AccessType::kWrite, user_access())) {
+        std::memcpy(host, &value, sizeof(T));
+        return;
+      }
     }
     write_linear_slow(linear, sizeof(T), uint64_t{value}, user_access());
   }
@@ -224,13 +232,14 @@ struct CpuCore {
   // physical address and whether it is RAM (blocks from MMIO are not cached).
   size_t fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t& physical, bool& ram);
 
+  // The TLB flushes; each also starts a new block-chaining generation, since chained blocks
+  // assume the linear-to-physical mappings they were made under.
   void flush_tlb(bool include_global);
   void invalidate_tlb_page(uint64_t linear);
-  // Drops write entries for a physical page that now holds translated code.
-  void protect_code_page(uint64_t physical_page);
-  void flush_write_tlb();
-  // Drops the read and write entries (of user pages only: `user_only`), not the fetch ones.
-  void flush_data_tlb(bool user_only);
+  // Sends writes to a physical page that now holds translated code to the slow path.
+  void protect_code_page(uint64_t physical_page) { tlb.trap_writes_to_physical(physical_page); }
+  // Guest-physical address of the code at `linear` from the TLB, else by a walk (may fault).
+  uint64_t code_physical(uint64_t linear);
 
   // ---- stack ----
   uint8_t stack_address_size() const;
@@ -261,11 +270,29 @@ struct CpuCore {
   void update_mode();
   uint64_t read_rflags() const { return state.read_rflags(); }
 
-  // ---- segmentation and far transfers (segmentation.cc, far_transfer.cc) ----
-  // The 8-byte descriptor named by `selector` from the GDT or LDT; #GP(selector) when it is
-  // outside the table (`vector` picks #TS for task-switch style checks).
-  uint64_t read_descriptor(uint16_t selector, uint8_t vector = vector::kGeneralProtection);
-  static SegmentCache make_cache(uint16_t selector, uint64_t descriptor);
+  // ---- segmentation and far transfers (segmentation.cc, far_transfer.cc, far_return.cc) ----
+  // The privilege and type rules are system/segment_checks; these read the tables for them.
+  // The 8-byte descriptor named by a non-null `selector` in the GDT or LDT; nullopt for a null
+  // selector, or when its bytes are not all within the table's limit or the LDT is unusable
+  // (the checks turn that into #GP or #TS with the selector).
+  std::optional<uint64_t> read_descriptor(uint16_t selector) {
+    if (selector_is_null(selector)) return std::nullopt;
+    return read_descriptor_bytes(selector, 0);
+  }
+  // The upper 8 bytes of a 16-byte IA-32e system descriptor or call gate (SDM 7.2.3, 5.8.3.1).
+  std::optional<uint64_t> read_descriptor_high(uint16_t selector) {
+    return read_descriptor_bytes(selector, 8);
+  }
+  std::optional<uint64_t> read_descriptor_bytes(uint16_t selector, uint32_t offset);
+  // The hidden part the core keeps for a checked segment, and back (for the checks that look
+  // at loaded registers).
+  static SegmentCache segment_cache(const LoadedSegment& segment);
+  static LoadedSegment loaded_segment(const SegmentCache& cache);
+  // Sets the accessed bit of the descriptor in its table when clear (SDM 3.4.5.1).
+  void mark_accessed(uint16_t selector, uint64_t descriptor);
+  // Loads a checked data or stack segment register (`descriptor`: what the check was given).
+  void install_segment(uint8_t segment, const LoadedSegment& loaded,
+                       std::optional<uint64_t> descriptor);
   // MOV/POP/LxS to a data or stack segment register, with the protected-mode checks.
   void load_segment(uint8_t segment, uint16_t selector);
   // Loads CS (already checked) and switches CPL and code mode.
@@ -274,8 +301,46 @@ struct CpuCore {
   void far_call(uint16_t selector, uint64_t offset, uint8_t operand_size);
   void far_return(uint8_t operand_size, uint16_t release_bytes);
   void interrupt_return(uint8_t operand_size);
-  // Stack pointer for privilege level `cpl` from the current TSS (32-bit or 64-bit layout).
-  uint64_t tss_stack_pointer(uint8_t cpl, uint16_t* stack_selector);
+  // The stack of privilege level `new_cpl`, or IST entry `ist` (1-7) of a 64-bit TSS, from the
+  // current TSS (system/descriptors' layouts): #TS(TR) when it lies past the TSS limit.
+  struct InnerStack {
+    uint64_t pointer = 0;
+    uint16_t selector = 0;  // outside IA-32e mode
+  };
+  InnerStack tss_inner_stack(uint8_t new_cpl, uint8_t ist);
+  // #GP(0) unless `offset` is a valid RIP in `code` (within its limit; canonical for 64-bit).
+  void check_code_offset(const SegmentCache& code, uint64_t offset) const;
+  void push_return_address(uint16_t code_selector, uint64_t return_rip, uint8_t size);
+  void protected_far_transfer(FarTransfer transfer, uint16_t selector, uint64_t offset,
+                              uint8_t operand_size);
+  void through_call_gate(FarTransfer transfer, uint16_t selector, uint64_t low);
+  // The protected-mode end of far RET and IRET: checks and loads CS:RIP and, for a return to an
+  // outer level (or `always_pop_stack`: IRET in 64-bit mode), SS:RSP from `stack_slot`.
+  void complete_return(uint16_t selector, uint64_t offset, uint8_t operand_size,
+                       uint64_t stack_slot, uint16_t release_bytes, bool always_pop_stack);
+  // IRET from CPL 0 to virtual-8086 mode, its nine-dword frame at `top` (far_return.cc).
+  void return_to_virtual_8086(uint64_t top);
+
+  // MOV to CR0/CR3/CR4 (system_handlers.cc): system/control_registers' checks, the paging
+  // transition and the TLB flush it asks for; a task switch loads CR3 the same way.
+  void write_paging_control(uint8_t index, uint64_t value);
+
+  // ---- hardware task switches (task_switch.cc, SDM vol. 3A ch. 7) ----
+  // Far JMP/CALL to a TSS descriptor or through a task gate (`target` checked, `descriptor` raw).
+  void far_task_switch(FarTransfer transfer, uint16_t selector, const FarTarget& target,
+                       uint64_t descriptor);
+  // An interrupt or exception through a task gate in the IDT.
+  void event_task_switch(uint16_t tss_selector, uint8_t vector, bool has_error_code,
+                         uint32_t error_code, bool external);
+  // IRET with EFLAGS.NT outside IA-32e mode: back to the task the back-link names.
+  void return_to_previous_task();
+  // SDM 7.3: saves the current task into its TSS and loads the one at `selector`; an event's
+  // error code is pushed on the new task's stack.
+  void switch_task(uint16_t selector, uint64_t descriptor, TaskSwitchReason reason,
+                   std::optional<uint32_t> error_code);
+  void load_task_segments(const TaskImage& next);
+  void read_task_image(uint64_t base, std::span<uint8_t> image);
+  void set_tss_busy(uint16_t selector, bool busy);
 
   // ---- exceptions and interrupts (exceptions.cc) ----
   // Delivers an exception or interrupt through the IVT/IDT. `software` is INT n/INT3/INTO
@@ -286,7 +351,6 @@ struct CpuCore {
                bool external, bool fault = false);
 
  private:
-  static size_t tlb_index(uint64_t linear) { return (linear >> 12) & (kTlbSize - 1); }
   struct PageTarget {
     uint64_t physical;
     std::byte* host;  // nullptr for MMIO
@@ -295,8 +359,8 @@ struct CpuCore {
   PageTarget translate_page(uint64_t linear, Access access, bool user);
 
  public:
-  // Indexed by user_access(): supervisor and user translations are cached apart.
-  std::array<Tlb, 2> tlb_read_{}, tlb_write_{}, tlb_fetch_{};
+  // The one soft TLB (system/tlb): read, write and fetch pointers per privilege in one entry.
+  Tlb tlb;
 
   // ---- debug and alignment check state (debug.cc), after the TLBs: the hot fields above keep
   // their places ----

@@ -145,11 +145,8 @@ void drop_stale(CpuCore& core, const Block* block) {
 
 Block* find_block(CpuCore& core) {
   const uint64_t linear = core.code_linear(core.state.rip);
-  const TlbEntry& entry = core.tlb_fetch_[core.user_access()][(linear >> 12) & (CpuCore::kTlbSize - 1)];
   // A fetch-TLB miss walks (and may fault) here, so that blocks survive TLB flushes.
-  const uint64_t physical = entry.tag == (linear & ~uint64_t{0xfff})
-                                ? entry.physical | (linear & 0xfff)
-                                : core.translate(linear, Access::kExecute, core.user_access());
+  const uint64_t physical = core.code_physical(linear);
   if (Block* block = core.blocks.find(physical, core.code_mode)) {
     if (block_current(core, block)) return block;
     drop_stale(core, block);
@@ -261,7 +258,7 @@ bool Cpu::take_requests(CpuExit& exit) {
   const uint32_t pending = requests_.load(std::memory_order_acquire);
   if (pending & request::kFlushWrites) {
     requests_.fetch_and(~request::kFlushWrites);
-    core.flush_write_tlb();
+    core.tlb.trap_all_writes();
   }
   if (pending & request::kA20) {
     requests_.fetch_and(~request::kA20);

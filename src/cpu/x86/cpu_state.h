@@ -100,6 +100,7 @@ struct CpuState {
   bool long_mode_active() const { return msr.efer & efer::kLma; }
   bool protected_mode() const { return cr0 & cr0::kPe; }
   bool virtual_8086() const { return rflags & rflags::kVm; }
+  uint8_t iopl() const { return static_cast<uint8_t>((rflags & rflags::kIopl) >> 12); }
   // The registers a page walk and a control-register write take (system/page_walker.h).
   PagingRegisters paging_registers() const {
     return PagingRegisters{cr0, cr3, cr4, msr.efer, pae_pdptes, pae_pdptes_loaded};

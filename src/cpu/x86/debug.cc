@@ -12,12 +12,12 @@ void CpuCore::update_breakpoints() {
   breakpoints = decode_breakpoints(state.dr, (state.cr4 & cr4::kDe) != 0);
   breakpoints_armed = breakpoints.any();
   // Pages cached before must now reach the slow path, which matches the breakpoints.
-  if (breakpoints.data_mask != 0) flush_data_tlb(false);
+  if (breakpoints.data_mask != 0) tlb.trap_data(false);
 }
 
 void CpuCore::update_alignment_check() {
   const bool armed = (state.cr0 & cr0::kAm) && (state.rflags & rflags::kAc) && state.cpl == 3;
-  if (armed && !alignment_check) flush_data_tlb(true);
+  if (armed && !alignment_check) tlb.trap_data(true);
   alignment_check = armed;
 }
 

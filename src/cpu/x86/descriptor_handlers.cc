@@ -63,69 +63,76 @@ void load_machine_status(CpuCore& core, const Instruction& in) {
   core.stop_block = true;
 }
 
-// A system descriptor from the GDT; 16 bytes in long mode (SDM 7.2.3).
-SegmentCache system_descriptor(CpuCore& core, uint16_t selector, uint64_t& descriptor) {
-  if (selector & 4) raise_fault(vector::kGeneralProtection, selector & ~3u);
-  descriptor = core.read_descriptor(selector);
-  SegmentCache cache = CpuCore::make_cache(selector, descriptor);
-  if (core.state.long_mode_active())
-    cache.base |= core.read_system(core.state.gdtr.base + (selector & ~7u) + 8, 4) << 32;
-  return cache;
+// The descriptor LLDT or LTR names in the GDT: 16 bytes in IA-32e mode (SDM 7.2.3), the upper
+// half nullopt when it lies past the GDT limit. An LDT selector is refused by the checks.
+struct SystemDescriptor {
+  std::optional<uint64_t> low;
+  std::optional<uint64_t> high;
+};
+SystemDescriptor read_system_descriptor(CpuCore& core, uint16_t selector) {
+  if (selector_is_local(selector)) return {};
+  SystemDescriptor descriptor{core.read_descriptor(selector), uint64_t{0}};
+  if (descriptor.low && core.state.long_mode_active())
+    descriptor.high = core.read_descriptor_high(selector);
+  return descriptor;
+}
+
+void load_local_descriptor_table(CpuCore& core, uint16_t selector) {
+  const SystemDescriptor descriptor = read_system_descriptor(core, selector);
+  core.state.ldtr = CpuCore::segment_cache(checked(check_lldt(
+      selector, descriptor.low, descriptor.high, core.state.long_mode_active())));
+}
+
+void load_task_register(CpuCore& core, uint16_t selector) {
+  const SystemDescriptor descriptor = read_system_descriptor(core, selector);
+  SegmentCache task = CpuCore::segment_cache(checked(
+      check_ltr(selector, descriptor.low, descriptor.high, core.state.long_mode_active())));
+  // LTR marks the TSS busy in the GDT (SDM 7.2.4).
+  core.write_system(core.state.gdtr.base + selector_index(selector) * 8u + 5, 1,
+                    (with_busy_bit(*descriptor.low, true) >> 40) & 0xff);
+  task.attributes |= 2;
+  core.state.tr = task;
+}
+
+// A descriptor LAR, LSL, VERR and VERW may look at: a code or data segment the CPL and RPL
+// see (conforming code is always seen), or for LAR/LSL the system types `system_allowed` takes.
+template <typename SystemAllowed>
+std::optional<SegmentDescriptor> visible_descriptor(CpuCore& core, uint16_t selector,
+                                                    std::optional<uint64_t> raw,
+                                                    SystemAllowed system_allowed) {
+  if (!raw) return std::nullopt;  // null or outside the table: ZF = 0, no fault
+  const SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
+  if (descriptor.system && !system_allowed(descriptor.type)) return std::nullopt;
+  const bool visible = descriptor.conforming() ||
+                       (descriptor.dpl >= core.state.cpl && descriptor.dpl >= selector_rpl(selector));
+  if (!visible) return std::nullopt;
+  return descriptor;
+}
+
+// VERR (0F 00 /4) and VERW (/5).
+void verify_segment(CpuCore& core, const Instruction& in) {
+  const uint16_t selector = read_rm<uint16_t>(core, in);
+  const auto descriptor = visible_descriptor(core, selector, core.read_descriptor(selector),
+                                             [](uint8_t) { return false; });
+  const bool ok = descriptor &&
+                  (in.group_index() == 4 ? descriptor->readable() : descriptor->writable());
+  update_flags(core, rflags::kZf, ok ? rflags::kZf : 0);
 }
 
 void group6(CpuCore& core, const Instruction& in) {
   require_protected(core);
-  const uint8_t group = in.group_index();
-  switch (group) {
+  switch (in.group_index()) {
     case 0: store_selector(core, in, core.state.ldtr.selector); return;
     case 1: store_selector(core, in, core.state.tr.selector); return;
-    case 2: {  // LLDT
+    case 2:
       require_cpl0(core);
-      const uint16_t selector = read_rm<uint16_t>(core, in);
-      if ((selector & ~3u) == 0) {
-        core.state.ldtr = SegmentCache{selector, 0, 0, 0};
-        return;
-      }
-      uint64_t descriptor = 0;
-      const SegmentCache cache = system_descriptor(core, selector, descriptor);
-      if (cache.code_or_data() || cache.type() != 2) raise_fault(vector::kGeneralProtection, selector & ~3u);
-      if (!cache.present()) raise_fault(vector::kSegmentNotPresent, selector & ~3u);
-      core.state.ldtr = cache;
+      load_local_descriptor_table(core, read_rm<uint16_t>(core, in));
       return;
-    }
-    case 3: {  // LTR: an available TSS, marked busy in the GDT
+    case 3:
       require_cpl0(core);
-      const uint16_t selector = read_rm<uint16_t>(core, in);
-      if ((selector & ~3u) == 0) raise_fault(vector::kGeneralProtection, 0);
-      uint64_t descriptor = 0;
-      SegmentCache cache = system_descriptor(core, selector, descriptor);
-      const uint8_t type = cache.type();
-      const bool available = core.state.long_mode_active() ? type == 9 : (type == 9 || type == 1);
-      if (cache.code_or_data() || !available) raise_fault(vector::kGeneralProtection, selector & ~3u);
-      if (!cache.present()) raise_fault(vector::kSegmentNotPresent, selector & ~3u);
-      core.write_system(core.state.gdtr.base + (selector & ~7u) + 5, 1, ((descriptor >> 40) & 0xff) | 2);
-      cache.attributes |= 2;
-      core.state.tr = cache;
+      load_task_register(core, read_rm<uint16_t>(core, in));
       return;
-    }
-    default: {  // VERR (4), VERW (5)
-      const uint16_t selector = read_rm<uint16_t>(core, in);
-      bool ok = false;
-      if ((selector & ~3u) != 0) {
-        try {
-          const SegmentCache cache = CpuCore::make_cache(selector, core.read_descriptor(selector));
-          const bool code = cache.type() & 8;
-          const bool conforming = code && (cache.type() & 4);
-          const bool visible = conforming || (cache.dpl() >= core.state.cpl && cache.dpl() >= (selector & 3));
-          const bool allowed = group == 4 ? (!code || (cache.type() & 2)) : (!code && (cache.type() & 2));
-          ok = cache.code_or_data() && visible && allowed;
-        } catch (const GuestFault&) {
-          ok = false;  // outside the table: ZF=0, no fault
-        }
-      }
-      update_flags(core, rflags::kZf, ok ? rflags::kZf : 0);
-      return;
-    }
+    default: verify_segment(core, in); return;
   }
 }
 
@@ -133,32 +140,22 @@ void group6(CpuCore& core, const Instruction& in) {
 void load_access(CpuCore& core, const Instruction& in) {
   require_protected(core);
   const uint16_t selector = read_rm<uint16_t>(core, in);
-  bool ok = false;
-  uint64_t value = 0;
-  if ((selector & ~3u) != 0) {
-    try {
-      const uint64_t descriptor = core.read_descriptor(selector);
-      const SegmentCache cache = CpuCore::make_cache(selector, descriptor);
-      const uint8_t type = cache.type();
-      bool valid_type = cache.code_or_data();
-      if (!valid_type) {
-        // System types LAR/LSL accept (SDM vol. 2, LAR table 3-60 and LSL).
-        const bool long_mode = core.state.long_mode_active();
-        const bool lar = in.opcode == 0x102;
-        valid_type = long_mode ? (type == 2 || type == 9 || type == 11 || (lar && type == 12))
-                               : (type == 1 || type == 2 || type == 3 || type == 9 || type == 11 ||
-                                  (lar && (type == 4 || type == 5 || type == 12)));
-      }
-      const bool conforming = cache.code_or_data() && (type & 0xc) == 0xc;
-      const bool visible = conforming || (cache.dpl() >= core.state.cpl && cache.dpl() >= (selector & 3));
-      ok = valid_type && visible;
-      value = in.opcode == 0x102 ? (descriptor >> 32) & 0x00f0ff00 : cache.limit;
-    } catch (const GuestFault&) {
-      ok = false;
-    }
+  const bool lar = in.opcode == 0x102;
+  const bool long_mode = core.state.long_mode_active();
+  // System types LAR/LSL accept (SDM vol. 2, LAR table 3-60 and LSL).
+  auto system_allowed = [&](uint8_t type) {
+    using namespace system_type;
+    if (long_mode) return type == kLdt || type == kTssAvailable || type == kTssBusy || (lar && type == kCallGate);
+    return type == kTss16Available || type == kLdt || type == kTss16Busy || type == kTssAvailable ||
+           type == kTssBusy || (lar && (type == kCallGate16 || type == kTaskGate || type == kCallGate));
+  };
+  const std::optional<uint64_t> raw = core.read_descriptor(selector);
+  const auto descriptor = visible_descriptor(core, selector, raw, system_allowed);
+  if (descriptor) {
+    const uint64_t value = lar ? (*raw >> 32) & 0x00f0ff00 : descriptor->limit;
+    core.write_register_sized(in.reg, in.operand_size, in.rex, value);
   }
-  if (ok) core.write_register_sized(in.reg, in.operand_size, in.rex, value);
-  update_flags(core, rflags::kZf, ok ? rflags::kZf : 0);
+  update_flags(core, rflags::kZf, descriptor ? rflags::kZf : 0);
 }
 
 void adjust_rpl(CpuCore& core, const Instruction& in) {

@@ -1,7 +1,11 @@
 // Exception and interrupt delivery through the real-mode IVT, the protected-mode IDT and the
 // long-mode IDT, with privilege-level stack switches from the TSS and IST stacks
 // (SDM vol. 3A, 6.10-6.14; 20.1.4 for real mode).
+#include <array>
+
 #include "cpu/x86/core.h"
+#include "cpu/x86/system/virtual_8086.h"
+#include "cpu/x86/transfer_rollback.h"
 
 namespace lamina::cpu::x86 {
 
@@ -9,10 +13,16 @@ namespace {
 
 constexpr uint64_t kClearedOnDelivery = rflags::kTf | rflags::kNt | rflags::kRf | rflags::kVm;
 
-struct GateTarget {
-  SegmentCache code;
-  uint8_t new_cpl;
-};
+// SDM Figure 20-5: an event from virtual-8086 mode pushes GS, FS, DS, ES, SS, ESP, EFLAGS, CS,
+// EIP (and the error code) on the ring-0 stack.
+void push_virtual_8086_frame(CpuCore& core, uint8_t size, const std::array<uint16_t, 6>& segments,
+                             uint64_t flags, uint64_t old_rsp, bool has_error_code,
+                             uint32_t error_code) {
+  const Virtual8086InterruptFrame frame = virtual_8086_interrupt_frame(
+      segments, static_cast<uint32_t>(old_rsp), static_cast<uint32_t>(flags),
+      static_cast<uint32_t>(core.state.rip), has_error_code, error_code);
+  for (uint8_t i = 0; i < frame.count; ++i) core.push(frame.values[i], size);
+}
 
 }  // namespace
 
@@ -30,7 +40,6 @@ void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error
     const uint8_t saved;
     ~KeepHits() { hits = saved; }
   } keep_hits{debug_hits, debug_hits};
-  const uint32_t idt_error = vector_number * 8u + 2u + (external ? 1u : 0u);
   const uint64_t flags = read_rflags() | (fault ? rflags::kRf : 0);
 
   if (!state.protected_mode()) {
@@ -48,93 +57,91 @@ void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error
     update_mode();
     return;
   }
-  if (state.virtual_8086()) raise_fault(vector::kGeneralProtection, 0);  // VM86 not supported
-
+  const bool from_virtual_8086 = state.virtual_8086();
   const bool long_mode = state.long_mode_active();
   const uint32_t entry_size = long_mode ? 16 : 8;
   if (vector_number * entry_size + entry_size - 1 > state.idtr.limit)
-    raise_fault(vector::kGeneralProtection, idt_error);
+    raise_fault(vector::kGeneralProtection, idt_error_code(vector_number, external));
   const uint64_t gate_address = state.idtr.base + vector_number * entry_size;
   const uint64_t low = read_system(gate_address, 8);
   const uint64_t high = long_mode ? read_system(gate_address + 8, 8) : 0;
-  const uint8_t type = (low >> 40) & 0xf;
-  const uint8_t gate_dpl = (low >> 45) & 3;
-  const bool gate_present = (low >> 47) & 1;
-  const bool valid_type = long_mode ? (type == 0xe || type == 0xf)
-                                    : (type == 0x6 || type == 0x7 || type == 0xe || type == 0xf);
-  // Task gates (type 5) would need a hardware task switch, which is not supported.
-  if (!valid_type) raise_fault(vector::kGeneralProtection, idt_error);
-  if (software && gate_dpl < state.cpl) raise_fault(vector::kGeneralProtection, idt_error);
-  if (!gate_present) raise_fault(vector::kSegmentNotPresent, idt_error);
-
-  const uint16_t code_selector = static_cast<uint16_t>(low >> 16);
-  uint64_t offset = (low & 0xffff) | ((low >> 32) & 0xffff0000);
-  if (long_mode) offset |= high << 32;
-  if (type == 0x6 || type == 0x7) offset &= 0xffff;
-  if ((code_selector & ~3u) == 0) raise_fault(vector::kGeneralProtection, external ? 1u : 0u);
-  const uint64_t descriptor = read_descriptor(code_selector);
-  SegmentCache code = make_cache(code_selector, descriptor);
-  const uint32_t selector_error = (code_selector & ~3u) | (external ? 1u : 0u);
-  if (!code.code_or_data() || !(code.type() & 8) || code.dpl() > state.cpl)
-    raise_fault(vector::kGeneralProtection, selector_error);
-  if (long_mode && (!code.long_mode() || code.default_big()))
-    raise_fault(vector::kGeneralProtection, selector_error);
-  if (!code.present()) raise_fault(vector::kSegmentNotPresent, selector_error);
-  const bool conforming = code.type() & 4;
-  const uint8_t new_cpl = conforming ? state.cpl : code.dpl();
+  const GateDescriptor gate = checked(
+      check_interrupt_gate(vector_number, low, high, software, state.cpl, long_mode, external));
+  if (gate.kind == GateKind::kTask) {
+    event_task_switch(gate.selector, vector_number, has_error_code, error_code, external);
+    return;
+  }
+  const std::optional<uint64_t> code_descriptor = read_descriptor(gate.selector);
+  const InterruptTarget target = checked(check_interrupt_code_segment(
+      gate.selector, code_descriptor, state.cpl, long_mode, external, from_virtual_8086));
+  const SegmentCache code = segment_cache(target.code);
+  // SDM vol. 2 INT n: an entry point outside CS (or not canonical) is #GP(EXT).
+  if (long_mode ? !is_canonical(gate.offset) : gate.offset > code.limit)
+    raise_fault(vector::kGeneralProtection, external ? 1u : 0u);
+  const uint8_t new_cpl = target.new_cpl;
 
   const uint16_t old_ss = state.segment[kSs].selector;
   const uint64_t old_rsp = state.gpr[kRsp];
   const uint16_t old_cs = state.segment[kCs].selector;
+  // Virtual-8086 mode's segments, pushed by push_virtual_8086_frame before they are cleared.
+  std::array<uint16_t, 6> old_segments{};
+  for (size_t i = 0; i < old_segments.size(); ++i) old_segments[i] = state.segment[i].selector;
+  TransferRollback rollback(*this);
 
   if (long_mode) {
     // 64-bit frame: SS, RSP, RFLAGS, CS, RIP, error code; aligned to 16 (SDM 6.14.2).
-    const uint8_t ist = (low >> 32) & 7;
     uint64_t rsp = old_rsp;
-    if (ist != 0) {
-      const uint32_t ist_offset = 0x24 + (ist - 1) * 8;
-      if (ist_offset + 7 > state.tr.limit) raise_fault(vector::kInvalidTss, state.tr.selector & ~3u);
-      rsp = read_system(state.tr.base + ist_offset, 8);
-    } else if (new_cpl < state.cpl) {
-      rsp = tss_stack_pointer(new_cpl, nullptr);
-    }
+    if (gate.ist != 0 || target.more_privileged)
+      rsp = tss_inner_stack(new_cpl, gate.ist).pointer;
     rsp &= ~uint64_t{15};
     const uint64_t frame[6] = {old_ss, old_rsp, flags, old_cs, state.rip, error_code};
     const int count = has_error_code ? 6 : 5;
     const uint64_t top = rsp - count * 8u;
     for (int i = 0; i < count; ++i) write_system(top + (count - 1 - i) * 8u, 8, frame[i]);
-    if (new_cpl < state.cpl) {
+    if (target.more_privileged) {
+      // The new SS is a null selector with RPL = the new CPL (SDM 6.14.4).
       state.segment[kSs] = SegmentCache{new_cpl, 0, 0xffffffff,
                                         static_cast<uint16_t>(0xc093 | (new_cpl << 5))};
     }
     state.gpr[kRsp] = top;
   } else {
-    const uint8_t size = (type & 8) ? 4 : 2;
-    if (new_cpl < state.cpl) {
-      uint16_t stack_selector = 0;
-      const uint64_t esp = tss_stack_pointer(new_cpl, &stack_selector);
-      if ((stack_selector & ~3u) == 0) raise_fault(vector::kInvalidTss, external ? 1u : 0u);
-      const SegmentCache stack = make_cache(stack_selector, read_descriptor(stack_selector, vector::kInvalidTss));
-      if ((stack_selector & 3) != new_cpl || stack.dpl() != new_cpl || (stack.type() & 8) ||
-          !(stack.type() & 2))
-        raise_fault(vector::kInvalidTss, stack_selector & ~3u);
-      if (!stack.present()) raise_fault(vector::kStackFault, stack_selector & ~3u);
-      state.segment[kSs] = stack;
-      state.gpr[kRsp] = stack.default_big() ? esp : (state.gpr[kRsp] & ~uint64_t{0xffff}) | (esp & 0xffff);
+    const uint8_t size = gate.bits / 8;
+    if (target.more_privileged) {
+      const InnerStack stack = tss_inner_stack(new_cpl, 0);
+      const std::optional<uint64_t> stack_descriptor = read_descriptor(stack.selector);
+      const LoadedSegment stack_segment = checked(
+          check_inner_stack_segment(stack.selector, stack_descriptor, new_cpl, external));
       state.cpl = new_cpl;  // the pushes below are supervisor accesses on the new stack
-      update_mode();
-      push(old_ss, size);
-      push(old_rsp, size);
+      // Leaving virtual-8086 mode: the new SS and the pushes use protected-mode rules.
+      state.rflags &= ~rflags::kVm;
+      install_segment(kSs, stack_segment, stack_descriptor);
+      set_stack_pointer(stack.pointer);
+      if (from_virtual_8086) {
+        push_virtual_8086_frame(*this, size, old_segments, flags, old_rsp, has_error_code,
+                                error_code);
+      } else {
+        push(old_ss, size);
+        push(old_rsp, size);
+      }
     }
-    push(flags, size);
-    push(old_cs, size);
-    push(state.rip, size);
-    if (has_error_code) push(error_code, size);
+    if (!from_virtual_8086) {
+      push(flags, size);
+      push(old_cs, size);
+      push(state.rip, size);
+      if (has_error_code) push(error_code, size);
+    }
+  }
+  mark_accessed(gate.selector, *code_descriptor);
+  rollback.commit();
+  // SDM 20.3.1.1: the handler starts with null data segments; it finds the v86 ones pushed.
+  if (from_virtual_8086) {
+    for (uint8_t segment : {kEs, kDs, kFs, kGs}) state.segment[segment] = SegmentCache{0, 0, 0, 0};
   }
   state.rflags &= ~kClearedOnDelivery;
-  if (!(type & 1)) state.rflags &= ~rflags::kIf;  // interrupt gate, not trap gate
+  // An interrupt gate clears IF, a trap gate leaves it (SDM 6.12.1.3).
+  if (gate.kind == GateKind::kInterrupt) state.rflags &= ~rflags::kIf;
   set_code_segment(code, new_cpl);
-  state.rip = offset;
+  state.rip = gate.offset;
 }
 
 }  // namespace lamina::cpu::x86

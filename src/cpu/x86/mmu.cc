@@ -1,5 +1,5 @@
 // Segmented and linear memory access for the core: segment limit/type checks in legacy modes,
-// the soft TLB (separate read, write and fetch entries, per privilege), page walks on a miss,
+// the soft TLB (system/tlb: read, write and fetch pointers per privilege), page walks on a miss,
 // MMIO for addresses outside RAM, and write protection of pages that hold translated code.
 #include <algorithm>
 
@@ -93,34 +93,18 @@ void CpuCore::write_sized(uint8_t segment, uint64_t offset, uint8_t size, uint64
 }
 
 CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool user) {
-  uint64_t physical = 0;
-  bool global = false;
-  bool writable = false;
-  uint64_t page_mask = kPageMask;
-  if (!(state.cr0 & cr0::kPg)) {
-    physical = linear & 0xffffffffu;
-    writable = true;
-  } else {
-    const PagingRegisters registers = paging_registers();
-    AccessContext context;
-    context.type = access == Access::kRead    ? AccessType::kRead
-                   : access == Access::kWrite ? AccessType::kWrite
-                                              : AccessType::kExecute;
-    context.user = user;
-    context.eflags_ac = !user && state.cpl < 3 && (state.rflags & rflags::kAc);
-    const auto translation =
-        walk_page_tables(registers, memory, linear, context, cpuid_model.features().paging());
-    if (!translation) {
-      state.cr2 = translation.error().linear;
-      raise_fault(vector::kPageFault, translation.error().error_code);
-    }
-    physical = translation->physical;
-    global = translation->global;
-    // A write entry needs write permission and the dirty bit already set (SDM 4.8).
-    writable = access == Access::kWrite;
-    page_mask = ~(translation->page_size - 1);
+  const PagingRegisters registers = paging_registers();
+  const AccessContext context{access, user, !user && state.cpl < 3 && (state.rflags & rflags::kAc)};
+  auto translation =
+      walk_page_tables(registers, memory, linear, context, cpuid_model.features().paging());
+  if (!translation) {
+    state.cr2 = translation.error().linear;
+    raise_fault(vector::kPageFault, translation.error().error_code);
   }
-  physical &= physical_address_mask;
+  // Without paging the walker gives the identity; legacy linear addresses are 32 bits.
+  if (!(state.cr0 & cr0::kPg)) translation->physical &= 0xffffffffu;
+  translation->physical &= physical_address_mask;
+  const uint64_t physical = translation->physical;
   const uint64_t physical_page = physical & kPageMask;
   // The xAPIC page is decoded before memory, even when relocated over RAM (SDM 11.4.5): it
   // takes the MMIO path and is never cached.
@@ -130,27 +114,24 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
     return {physical, nullptr};
   std::byte* host = memory.host_pointer(physical_page, 4096);
   if (host == nullptr) return {physical, nullptr};
-  // Live migration's dirty log: a page is marked when it becomes writable here, before the
-  // store; Machine::take_dirty_pages flushes the write entries as it takes the log, so every
-  // later store comes back through this point.
-  if (writable) memory.note_written(physical_page, 4096);
-  const size_t user_index = user ? 1 : 0;
-  const size_t index = tlb_index(linear);
-  const TlbEntry entry{linear & kPageMask, host, physical_page, page_mask, global};
-  if (access == Access::kExecute) {
-    tlb_fetch_[user_index][index] = entry;
-  } else {
-    const bool cached = !data_page_checked(linear, user);
-    if (cached) tlb_read_[user_index][index] = entry;
-    if (writable) {
-      if (blocks.is_code_page(physical_page)) {
-        // Self-modifying code: drop the page's blocks before the store lands.
-        if (blocks.invalidate_page(physical_page, running_block)) stop_block = true;
-      }
-      if (shared_code != nullptr && shared_code->tracked(physical_page)) shared_code->note_write(physical_page);
-      if (cached) tlb_write_[user_index][index] = entry;
+  if (access == Access::kWrite) {
+    // Live migration's dirty log: a page is marked when a write makes it writable here,
+    // before the store; Machine::take_dirty_pages flushes the write entries as it takes the
+    // log, so every later store comes back through this point.
+    memory.note_written(physical_page, 4096);
+    if (blocks.is_code_page(physical_page)) {
+      // Self-modifying code: drop the page's blocks before the store lands.
+      if (blocks.invalidate_page(physical_page, running_block)) stop_block = true;
     }
+    if (shared_code != nullptr && shared_code->tracked(physical_page))
+      shared_code->note_write(physical_page);
   }
+  // Only a write fills the write pointers: the code-page checks above must come first.
+  const TlbTraps traps{.writes = access != Access::kWrite,
+                       .data = breakpoints.data_mask != 0 &&
+                               data_breakpoint_in_page(breakpoints, linear & kPageMask),
+                       .user_data = alignment_check};
+  tlb.insert(linear, *translation, registers, host, traps);
   return {physical, host + (physical & 0xfff)};
 }
 
@@ -227,21 +208,25 @@ void CpuCore::write_linear_unchecked(uint64_t linear, uint8_t size, uint64_t val
 
 std::byte* CpuCore::writable_host_pointer(uint64_t linear, uint8_t size) {
   if ((linear & 0xfff) + size > 4096) return nullptr;
-  const TlbEntry& entry = tlb_write_[user_access()][tlb_index(linear)];
-  if (entry.tag == (linear & kPageMask)) return entry.host + (linear & 0xfff);
+  if (std::byte* host = tlb.lookup(linear, AccessType::kWrite, user_access())) return host;
   std::byte* host = translate_page(linear, Access::kWrite, user_access()).host;
   // Checked pages go through write_linear_slow (alignment, data breakpoints).
   return data_page_checked(linear, user_access()) ? nullptr : host;
 }
 
+uint64_t CpuCore::code_physical(uint64_t linear) {
+  const TlbEntry* entry = tlb.find(linear);
+  if (entry != nullptr && entry->permits(AccessType::kExecute, user_access()))
+    return entry->physical_page() | (linear & 0xfff);
+  return translate(linear, Access::kExecute, user_access());
+}
+
 size_t CpuCore::fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t& physical,
                            bool& ram) {
   const size_t available = std::min<size_t>(count, 4096 - (linear & 0xfff));
-  const TlbEntry& entry = tlb_fetch_[user_access()][tlb_index(linear)];
-  const std::byte* host = nullptr;
-  if (entry.tag == (linear & kPageMask)) {
-    physical = entry.physical | (linear & 0xfff);
-    host = entry.host + (linear & 0xfff);
+  const std::byte* host = tlb.lookup(linear, AccessType::kExecute, user_access());
+  if (host != nullptr) {
+    physical = tlb.find(linear)->physical_page() | (linear & 0xfff);
   } else {
     const PageTarget target = translate_page(linear, Access::kExecute, user_access());
     physical = target.physical;
@@ -259,47 +244,16 @@ size_t CpuCore::fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t
 
 void CpuCore::flush_tlb(bool include_global) {
   blocks.new_generation();
-  for (auto* set : {&tlb_read_, &tlb_write_, &tlb_fetch_}) {
-    for (Tlb& tlb : *set) {
-      for (TlbEntry& entry : tlb) {
-        if (include_global || !entry.global) entry = TlbEntry{};
-      }
-    }
+  if (include_global) {
+    tlb.flush_all();
+  } else {
+    tlb.flush_non_global();
   }
 }
 
 void CpuCore::invalidate_tlb_page(uint64_t linear) {
   blocks.new_generation();
-  for (auto* set : {&tlb_read_, &tlb_write_, &tlb_fetch_}) {
-    for (Tlb& tlb : *set) {
-      for (TlbEntry& entry : tlb) {
-        // Entries made from a large page go with any address inside it.
-        if ((entry.tag & entry.page_mask) == (linear & entry.page_mask)) entry = TlbEntry{};
-      }
-    }
-  }
-}
-
-void CpuCore::flush_write_tlb() {
-  for (Tlb& tlb : tlb_write_) tlb.fill(TlbEntry{});
-}
-
-void CpuCore::flush_data_tlb(bool user_only) {
-  for (auto* set : {&tlb_read_, &tlb_write_}) {
-    if (user_only) {
-      (*set)[1].fill(TlbEntry{});
-    } else {
-      for (Tlb& tlb : *set) tlb.fill(TlbEntry{});
-    }
-  }
-}
-
-void CpuCore::protect_code_page(uint64_t physical_page) {
-  for (Tlb& tlb : tlb_write_) {
-    for (TlbEntry& entry : tlb) {
-      if (entry.tag != TlbEntry::kInvalidTag && entry.physical == physical_page) entry = TlbEntry{};
-    }
-  }
+  tlb.invalidate_page(linear);
 }
 
 uint8_t CpuCore::stack_address_size() const {

@@ -1,33 +1,77 @@
-// Segment descriptors and segment-register loads (SDM vol. 3A, 3.4-3.5 and 5.5-5.6; the MOV,
-// POP and LDS/LES/LFS/LGS/LSS instruction pages of vol. 2).
+// Segment-register loads and the descriptor reads every segment check starts from (SDM vol. 3A,
+// 3.4-3.5 and 5.5-5.6; the MOV, POP and LDS/LES/LFS/LGS/LSS pages of vol. 2). The checks
+// themselves are system/segment_checks; this file reads the descriptor tables for them and
+// installs what they return.
 #include "cpu/x86/core.h"
 
 namespace lamina::cpu::x86 {
 
-uint64_t CpuCore::read_descriptor(uint16_t selector, uint8_t fault_vector) {
-  const bool local = selector & 4;
-  const uint16_t index_offset = selector & ~7u;
+std::optional<uint64_t> CpuCore::read_descriptor_bytes(uint16_t selector, uint32_t offset) {
   uint64_t base = state.gdtr.base;
   uint32_t limit = state.gdtr.limit;
-  if (local) {
-    if (!state.ldtr.present()) raise_fault(fault_vector, selector & ~3u);
+  if (selector_is_local(selector)) {
+    if (!state.ldtr.present()) return std::nullopt;
     base = state.ldtr.base;
     limit = state.ldtr.limit;
   }
-  if (uint32_t{index_offset} + 7 > limit) raise_fault(fault_vector, selector & ~3u);
-  return read_system(base + index_offset, 8);
+  // SDM 3.5.1: every byte of the descriptor must lie within the table's limit.
+  const uint32_t first = uint32_t{selector_index(selector)} * 8 + offset;
+  if (first + 7 > limit) return std::nullopt;
+  return read_system(base + first, 8);
 }
 
-SegmentCache CpuCore::make_cache(uint16_t selector, uint64_t descriptor) {
+SegmentCache CpuCore::segment_cache(const LoadedSegment& segment) {
+  const SegmentDescriptor& descriptor = segment.descriptor;
   SegmentCache cache;
-  cache.selector = selector;
-  cache.base = ((descriptor >> 16) & 0xffffff) | ((descriptor >> 32) & 0xff000000);
-  uint32_t limit = static_cast<uint32_t>((descriptor & 0xffff) | ((descriptor >> 32) & 0xf0000));
-  if (descriptor & (uint64_t{1} << 55)) limit = (limit << 12) | 0xfff;
-  cache.limit = limit;
-  cache.attributes = static_cast<uint16_t>(((descriptor >> 40) & 0xff) |
-                                           (((descriptor >> 52) & 0xf) << 12));
+  cache.selector = segment.selector;
+  cache.base = descriptor.base;
+  cache.limit = descriptor.limit;
+  // The attribute word mirrors descriptor bits 47:40 and 55:52.
+  cache.attributes = static_cast<uint16_t>(
+      descriptor.type | (descriptor.system ? 0 : 0x10) | (descriptor.dpl << 5) |
+      (descriptor.present ? 0x80 : 0) | (descriptor.available ? 0x1000 : 0) |
+      (descriptor.long_mode ? 0x2000 : 0) | (descriptor.default_big ? 0x4000 : 0) |
+      (descriptor.granularity ? 0x8000 : 0));
+  if (segment.null) cache = SegmentCache{segment.selector, 0, 0, 0};
   return cache;
+}
+
+LoadedSegment CpuCore::loaded_segment(const SegmentCache& cache) {
+  LoadedSegment segment;
+  segment.selector = cache.selector;
+  segment.null = selector_is_null(cache.selector) && !cache.present();
+  SegmentDescriptor& descriptor = segment.descriptor;
+  descriptor.base = cache.base;
+  descriptor.limit = cache.limit;
+  descriptor.type = cache.type();
+  descriptor.system = !cache.code_or_data();
+  descriptor.dpl = cache.dpl();
+  descriptor.present = cache.present();
+  descriptor.long_mode = cache.long_mode();
+  descriptor.default_big = cache.default_big();
+  return segment;
+}
+
+void CpuCore::mark_accessed(uint16_t selector, uint64_t descriptor) {
+  if (with_accessed_bit(descriptor) == descriptor) return;
+  // SDM 3.4.5.1: the processor sets the accessed bit of a segment descriptor it loads.
+  const uint64_t table = selector_is_local(selector) ? state.ldtr.base : state.gdtr.base;
+  write_system(table + selector_index(selector) * 8u + 5, 1,
+               (with_accessed_bit(descriptor) >> 40) & 0xff);
+}
+
+void CpuCore::install_segment(uint8_t segment, const LoadedSegment& loaded,
+                              std::optional<uint64_t> descriptor) {
+  SegmentCache cache = segment_cache(loaded);
+  if (!loaded.null && descriptor) {
+    mark_accessed(loaded.selector, *descriptor);
+    cache.attributes |= 1;
+  }
+  // A null SS of 64-bit mode keeps a usable stack at the CPL (SDM 3.4.4): flat, writable.
+  if (loaded.null && segment == kSs)
+    cache.attributes = static_cast<uint16_t>(0x93 | (loaded.descriptor.dpl << 5));
+  state.segment[segment] = cache;
+  update_mode();
 }
 
 void CpuCore::set_code_segment(const SegmentCache& cache, uint8_t cpl) {
@@ -51,63 +95,24 @@ void CpuCore::load_segment(uint8_t segment, uint16_t selector) {
     update_mode();
     return;
   }
-  const uint8_t rpl = selector & 3;
-  const uint8_t cpl = state.cpl;
-  if ((selector & ~3u) == 0) {
-    // Null selector: allowed except in SS (outside 64-bit mode at CPL < 3); using it faults.
-    if (segment == kSs && !(code_mode == CodeMode::k64 && cpl < 3 && rpl == cpl))
-      raise_fault(vector::kGeneralProtection, 0);
-    target = SegmentCache{selector, 0, 0, 0};
-    if (segment == kSs) target.attributes = static_cast<uint16_t>(0x93 | (cpl << 5));
-    update_mode();
-    return;
-  }
-  const uint64_t descriptor = read_descriptor(selector);
-  SegmentCache cache = make_cache(selector, descriptor);
-  const uint8_t type = cache.type();
-  const bool code = type & 8;
-  const uint32_t error = selector & ~3u;
-  if (!cache.code_or_data()) raise_fault(vector::kGeneralProtection, error);
-  if (segment == kSs) {
-    if (rpl != cpl || cache.dpl() != cpl || code || !(type & 2))
-      raise_fault(vector::kGeneralProtection, error);
-    if (!cache.present()) raise_fault(vector::kStackFault, error);
-  } else {
-    if (code && !(type & 2)) raise_fault(vector::kGeneralProtection, error);  // execute-only
-    const bool conforming = code && (type & 4);
-    if (!conforming && (cache.dpl() < cpl || cache.dpl() < rpl))
-      raise_fault(vector::kGeneralProtection, error);
-    if (!cache.present()) raise_fault(vector::kSegmentNotPresent, error);
-  }
-  // Set the accessed bit in the descriptor the way the processor does (SDM 3.4.5.1).
-  if (!(descriptor & (uint64_t{1} << 40))) {
-    const uint64_t table = (selector & 4) ? state.ldtr.base : state.gdtr.base;
-    write_system(table + (selector & ~7u) + 5, 1, ((descriptor >> 40) & 0xff) | 1);
-    cache.attributes |= 1;
-  }
-  target = cache;
-  update_mode();
+  const std::optional<uint64_t> descriptor = read_descriptor(selector);
+  const LoadedSegment loaded =
+      segment == kSs
+          ? checked(check_stack_segment_load(selector, descriptor, state.cpl,
+                                             code_mode == CodeMode::k64))
+          : checked(check_data_segment_load(selector, descriptor, state.cpl));
+  install_segment(segment, loaded, descriptor);
 }
 
-uint64_t CpuCore::tss_stack_pointer(uint8_t cpl, uint16_t* stack_selector) {
-  const uint8_t tss_type = state.tr.type();
-  if (state.long_mode_active()) {
-    // 64-bit TSS: RSP0-2 at offsets 4, 12, 20 (SDM 7.7).
-    if (uint32_t{4} + cpl * 8 + 7 > state.tr.limit) raise_fault(vector::kInvalidTss, state.tr.selector & ~3u);
-    return read_system(state.tr.base + 4 + cpl * 8, 8);
-  }
-  if ((tss_type & 8) != 0) {
-    // 32-bit TSS: ESPn at 4 + 8n, SSn at 8 + 8n (SDM 7.2.1).
-    const uint32_t offset = 4 + cpl * 8;
-    if (offset + 5 > state.tr.limit) raise_fault(vector::kInvalidTss, state.tr.selector & ~3u);
-    *stack_selector = static_cast<uint16_t>(read_system(state.tr.base + offset + 4, 2));
-    return read_system(state.tr.base + offset, 4);
-  }
-  // 16-bit TSS: SPn at 2 + 4n, SSn at 4 + 4n.
-  const uint32_t offset = 2 + cpl * 4;
-  if (offset + 3 > state.tr.limit) raise_fault(vector::kInvalidTss, state.tr.selector & ~3u);
-  *stack_selector = static_cast<uint16_t>(read_system(state.tr.base + offset + 2, 2));
-  return read_system(state.tr.base + offset, 2);
+CpuCore::InnerStack CpuCore::tss_inner_stack(uint8_t new_cpl, uint8_t ist) {
+  const std::optional<tss::StackSlot> slot =
+      tss::inner_stack_slot(state.tr.type(), state.long_mode_active(), new_cpl, ist, state.tr.limit);
+  if (!slot) raise_fault(vector::kInvalidTss, state.tr.selector & ~3u);
+  InnerStack stack;
+  stack.pointer = read_system(state.tr.base + slot->offset, slot->pointer_bytes);
+  if (slot->has_selector)
+    stack.selector = static_cast<uint16_t>(read_system(state.tr.base + slot->offset + slot->pointer_bytes, 2));
+  return stack;
 }
 
 }  // namespace lamina::cpu::x86

@@ -2,6 +2,7 @@
 // PUSHA/POPA, PUSHF/POPF with the IOPL and CPL rules (SDM vol. 2).
 #include "cpu/x86/handlers.h"
 #include "cpu/x86/operands.h"
+#include "cpu/x86/system/virtual_8086.h"
 
 namespace lamina::cpu::x86 {
 namespace {
@@ -95,7 +96,7 @@ void pop_all(CpuCore& core, const Instruction& in) {
 }
 
 void push_flags(CpuCore& core, const Instruction& in) {
-  if (core.state.virtual_8086() && ((core.state.rflags & rflags::kIopl) >> 12) < 3)
+  if (virtual_8086_sensitive_fault(core.state.virtual_8086(), core.state.iopl()))
     raise_fault(vector::kGeneralProtection, 0);
   // The image pushed has VM and RF clear (SDM vol. 2, PUSHF).
   core.push(core.read_rflags() & ~(rflags::kVm | rflags::kRf), in.operand_size);
@@ -103,8 +104,9 @@ void push_flags(CpuCore& core, const Instruction& in) {
 
 void pop_flags(CpuCore& core, const Instruction& in) {
   CpuState& state = core.state;
-  const uint8_t iopl = (state.rflags & rflags::kIopl) >> 12;
-  if (state.virtual_8086() && iopl < 3) raise_fault(vector::kGeneralProtection, 0);
+  const uint8_t iopl = state.iopl();
+  if (virtual_8086_sensitive_fault(state.virtual_8086(), iopl))
+    raise_fault(vector::kGeneralProtection, 0);
   const uint64_t value = core.pop(in.operand_size);
   uint64_t changeable = rflags::kArithmetic | rflags::kTf | rflags::kDf | rflags::kNt;
   if (in.operand_size != 2) changeable |= rflags::kAc | rflags::kId;

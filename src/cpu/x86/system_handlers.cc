@@ -40,38 +40,12 @@ void halt(CpuCore& core, const Instruction&) {
   core.stop_block = true;
 }
 
-// MOV to CR0/CR3/CR4 are system/control_registers' checks and paging transitions; the core
-// stores the result (EFER.LMA lives in the MSR store) and performs the TLB flush it asks for.
-void write_paging_control(CpuCore& core, uint8_t index, uint64_t value) {
-  CpuState& state = core.state;
-  const CpuFeatures& features = core.cpuid_model.features();
-  const PagingRegisters current = core.paging_registers();
-  const auto written =
-      index == 0 ? write_cr0(current, value, core.code_mode == CodeMode::k64, features, core.memory)
-      : index == 3 ? write_cr3(current, value, features, core.memory)
-                   : write_cr4(current, value, features, core.memory);
-  if (!written) raise_fault(written.error().vector, written.error().error_code);
-  const PagingRegisters& result = written->registers;
-  state.cr0 = result.cr0;
-  state.cr3 = result.cr3;
-  state.cr4 = result.cr4;
-  core.msr_file.set_long_mode_active((result.efer & efer::kLma) != 0);
-  state.pae_pdptes = result.pae_pdptes;
-  state.pae_pdptes_loaded = result.pae_pdptes_loaded;
-  switch (written->flush) {
-    case TlbFlush::kNone: break;
-    // Entries are global only with CR4.PGE (the walker's rule), so this keeps just those.
-    case TlbFlush::kNonGlobal: core.flush_tlb(false); break;
-    case TlbFlush::kAll: core.flush_tlb(true); break;
-  }
-}
-
 void write_control(CpuCore& core, uint8_t index, uint64_t value) {
   switch (index) {
     case 0:
-    case 3: write_paging_control(core, index, value); break;
+    case 3: core.write_paging_control(index, value); break;
     case 4:
-      write_paging_control(core, index, value);
+      core.write_paging_control(index, value);
       core.update_breakpoints();  // CR4.DE gives R/W = 10b its meaning (I/O breakpoints)
       break;
     case 2: core.state.cr2 = value; break;
@@ -248,6 +222,31 @@ void port_output(CpuCore& core, const Instruction& in) {
 }
 
 }  // namespace
+
+// MOV to CR0/CR3/CR4 are system/control_registers' checks and paging transitions; the core
+// stores the result (EFER.LMA lives in the MSR store) and performs the TLB flush it asks for.
+void CpuCore::write_paging_control(uint8_t index, uint64_t value) {
+  const CpuFeatures& features = cpuid_model.features();
+  const PagingRegisters current = paging_registers();
+  const auto written =
+      index == 0 ? write_cr0(current, value, code_mode == CodeMode::k64, features, memory)
+      : index == 3 ? write_cr3(current, value, features, memory)
+                   : write_cr4(current, value, features, memory);
+  if (!written) raise_fault(written.error().vector, written.error().error_code);
+  const PagingRegisters& result = written->registers;
+  state.cr0 = result.cr0;
+  state.cr3 = result.cr3;
+  state.cr4 = result.cr4;
+  msr_file.set_long_mode_active((result.efer & efer::kLma) != 0);
+  state.pae_pdptes = result.pae_pdptes;
+  state.pae_pdptes_loaded = result.pae_pdptes_loaded;
+  switch (written->flush) {
+    case TlbFlush::kNone: break;
+    // Entries are global only with CR4.PGE (the walker's rule), so this keeps just those.
+    case TlbFlush::kNonGlobal: flush_tlb(false); break;
+    case TlbFlush::kAll: flush_tlb(true); break;
+  }
+}
 
 void check_io_permission(CpuCore& core, uint16_t port, uint8_t size) { io_permission(core, port, size); }
 

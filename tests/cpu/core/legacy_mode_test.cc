@@ -140,6 +140,29 @@ TEST_F(ProtectedModeTest, SegmentLoadPrivilegeChecks) {
   EXPECT_EQ(s.segment[kDs].selector, 0x23);
 }
 
+TEST_F(ProtectedModeTest, DescriptorReachingPastTheGdtLimitIsGeneralProtection) {
+  // The GDT limit cuts descriptor 4 (0x20-0x27) in half: loading 0x23 is #GP(0x20), even
+  // though the descriptor's bytes are in memory (SDM 3.5.1).
+  machine.state().gdtr.limit = 0x23;
+  place(machine, kUser, {0x66, 0xb8, 0x23, 0x00, 0x8e, 0xd8});  // mov ax, 0x23; mov ds, ax
+  place(machine, 0x5000, {0xf4});
+  machine.write64(0x6000 + 13 * 8, 0x5000 | (uint64_t{0x08} << 16) | (uint64_t{0x8e} << 40));
+  ASSERT_EQ(machine.cpu().run(50).kind, CpuExit::Kind::kHalted);
+  CpuState& s = machine.state();
+  EXPECT_EQ(s.rip, 0x5001u);
+  EXPECT_EQ(machine.read64(s.gpr[kRsp]) & 0xffffffff, 0x20u);          // error code
+  EXPECT_EQ(machine.read64(s.gpr[kRsp] + 4) & 0xffffffff, kUser + 4);  // faulting EIP
+}
+
+TEST_F(ProtectedModeTest, SegmentLoadSetsTheAccessedBitInTheGdt) {
+  // Descriptor 4 without its accessed bit (type 2): MOV DS writes type 3 back (SDM 3.4.5.1).
+  machine.write64(kGdt + 4 * 8, segment_descriptor(0, 0xfffff, (kData32 & ~1u) | 0x60));
+  place(machine, kUser, {0x66, 0xb8, 0x23, 0x00, 0x8e, 0xd8, 0xeb, 0xfe});
+  machine.cpu().run(20);
+  EXPECT_EQ(machine.state().segment[kDs].selector, 0x23);
+  EXPECT_EQ((machine.read64(kGdt + 4 * 8) >> 40) & 0xff, 0xf3u);
+}
+
 TEST_F(ProtectedModeTest, IretReturnsToOuterLevel) {
   // Build an IRET frame on the ring 0 stack and return to ring 3.
   CpuState& s = machine.state();

@@ -88,6 +88,26 @@ TEST_F(LongModeTest, SoftwareInterruptChecksGateDpl) {
   EXPECT_EQ(machine.read64(state().gpr[kRsp]), 0x80u * 8 + 2);
 }
 
+TEST_F(LongModeTest, LtrReadsTheWhole16ByteDescriptor) {
+  // mov ax, 0x30; ltr ax; hlt. The TSS descriptor's upper half (0x38-0x3f) must be within the
+  // GDT limit in IA-32e mode (SDM 7.2.3): with the limit at 0x37 LTR is #GP(0x30).
+  const std::vector<uint8_t> code = {0x66, 0xb8, 0x30, 0x00, 0x0f, 0x00, 0xd8, 0xf4};
+  start(0, code);
+  state().gdtr.limit = 0x37;
+  halting_handler(vector::kGeneralProtection, kHandler);
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kHandler + 1);
+  EXPECT_EQ(machine.read64(state().gpr[kRsp]), 0x30u);
+  // With the whole descriptor in the table, LTR loads it and marks it busy in memory.
+  start(0, code);
+  machine.write64(TestMachine::kGdt + 0x38, 0xffff8000u);  // base bits 63:32
+  ASSERT_EQ(run().kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(state().rip, kCode + 8);
+  EXPECT_EQ(state().tr.selector, 0x30);
+  EXPECT_EQ(state().tr.base, 0xffff8000'00000000u | TestMachine::kTss);
+  EXPECT_EQ((machine.read64(TestMachine::kGdt + 0x30) >> 40) & 0xf, 0xbu);
+}
+
 TEST_F(LongModeTest, SyscallAndSysretRoundTrip) {
   // user: mov eax, 5; syscall; mov ebx, eax; hlt(#GP at CPL3 -> ends test)
   // kernel (LSTAR): add eax, 10; o64 sysret

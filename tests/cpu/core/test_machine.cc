@@ -34,6 +34,22 @@ void TestMachine::write(uint64_t physical, std::span<const uint8_t> bytes) {
 void TestMachine::write64(uint64_t physical, uint64_t value) {
   std::memcpy(memory_.host_pointer(physical, 8), &value, 8);
 }
+void TestMachine::write32(uint64_t physical, uint32_t value) {
+  std::memcpy(memory_.host_pointer(physical, 4), &value, 4);
+}
+void TestMachine::enter_protected_mode(uint64_t gdt, uint16_t gdt_limit, uint64_t idt,
+                                       SegmentCache task) {
+  CpuState& s = cpu_->state();
+  s.cr0 = cr0::kPe | cr0::kEt;
+  s.gdtr = {gdt, gdt_limit};
+  s.idtr = {idt, 0x7ff};
+  s.segment[kCs] = SegmentCache{0x08, 0, 0xffffffff, kCode32};
+  for (uint8_t seg : {kEs, kSs, kDs, kFs, kGs}) s.segment[seg] = SegmentCache{0x10, 0, 0xffffffff, kData32};
+  s.tr = task;
+  s.ldtr = SegmentCache{0, 0, 0, 0};
+  s.cpl = 0;
+  cpu_->state_changed();
+}
 uint64_t TestMachine::read64(uint64_t physical) {
   uint64_t value = 0;
   std::memcpy(&value, memory_.host_pointer(physical, 8), 8);

@@ -71,7 +71,9 @@ class TestMachine {
 
   void write(uint64_t physical, std::span<const uint8_t> bytes);
   void write64(uint64_t physical, uint64_t value);
+  void write32(uint64_t physical, uint32_t value);
   uint64_t read64(uint64_t physical);
+  uint32_t read32(uint64_t physical) { return static_cast<uint32_t>(read64(physical)); }
   uint8_t read8(uint64_t physical);
 
   // Page tables for 4-level paging rooted at `root` (allocated from `table_pool`).
@@ -82,6 +84,9 @@ class TestMachine {
   // code64 DPL3 (0x1b), data DPL3 (0x23), code32 DPL3 (0x2b as used by SYSRET), TSS (0x30).
   // The first 1 MiB... `identity_bytes` of RAM are identity mapped.
   void enter_long_mode(uint8_t cpl = 0, uint64_t identity_bytes = 8 << 20);
+  // Flat 32-bit protected mode at CPL 0 (CS 0x08, the data segments 0x10) with the GDT and IDT
+  // the test wrote and TR `task`; no LDT.
+  void enter_protected_mode(uint64_t gdt, uint16_t gdt_limit, uint64_t idt, SegmentCache task);
   // Sets a 64-bit interrupt gate for `vector` at `handler` (IST index, DPL).
   void set_long_gate(uint8_t vector, uint64_t handler, uint8_t ist = 0, uint8_t dpl = 0, bool trap = false);
 

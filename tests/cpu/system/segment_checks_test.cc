@@ -207,6 +207,8 @@ TEST(ReturnChecks, StackSegmentAndDataSegmentClearing) {
   EXPECT_EQ(check_return_stack_segment(0x3, std::nullopt, 3, true).error(), fault(kGp, 0));
   EXPECT_TRUE(check_return_stack_segment(0x1, std::nullopt, 1, true).has_value());
   EXPECT_EQ(check_return_stack_segment(0x1, std::nullopt, 1, false).error(), fault(kGp, 0));
+  // A null SS returned to 64-bit mode still needs RPL = the new CPL, as MOV SS does.
+  EXPECT_EQ(check_return_stack_segment(0x0, std::nullopt, 1, true).error(), fault(kGp, 0));
   LoadedSegment kernel_data{0x18, decode_segment_descriptor(data(0)), false};
   LoadedSegment user_data{0x2b, decode_segment_descriptor(data(3)), false};
   LoadedSegment conforming{0x10, decode_segment_descriptor(code(0, true)), false};
@@ -253,6 +255,12 @@ TEST(InterruptChecks, CodeAndStackSegments) {
   EXPECT_EQ(check_interrupt_code_segment(0x08, code(0, false, false), 0, false, false).error(),
             fault(kNp, 0x08));
   EXPECT_EQ(check_interrupt_code_segment(0x08, code(0), 0, true, false).error(), fault(kGp, 0x08));
+  // From virtual-8086 mode only a non-conforming DPL 0 handler will do (SDM 20.3.1.1).
+  EXPECT_TRUE(check_interrupt_code_segment(0x08, code(0), 3, false, false, true).has_value());
+  EXPECT_EQ(check_interrupt_code_segment(0x08, code(1), 3, false, false, true).error(),
+            fault(kGp, 0x08));
+  EXPECT_EQ(check_interrupt_code_segment(0x08, code(0, true), 3, false, true, true).error(),
+            fault(kGp, 0x09));
   // The stack segment from the TSS: faults are #TS, absence is #SS.
   EXPECT_TRUE(check_inner_stack_segment(0x18, data(0), 0, false).has_value());
   EXPECT_EQ(check_inner_stack_segment(0, std::nullopt, 0, true).error(), fault(kTs, 1));
@@ -289,6 +297,10 @@ TEST(SystemRegisterLoads, LtrAndLldt) {
   EXPECT_EQ(check_lldt(0x30, descriptor(0x6000, 0xff, 0x2, false, 0, false), 0, false).error(),
             fault(kNp, 0x30));
   EXPECT_EQ(check_lldt(0x30, ldt, uint64_t{1} << 40, true).error(), fault(kGp, 0x30));
+  // IA-32e mode: the upper 8 bytes past the GDT limit are #GP(selector), not read as zero.
+  EXPECT_EQ(check_ltr(0x40, tss(false), std::nullopt, true).error(), fault(kGp, 0x40));
+  EXPECT_EQ(check_lldt(0x30, ldt, std::nullopt, true).error(), fault(kGp, 0x30));
+  EXPECT_TRUE(check_lldt(0x30, ldt, std::nullopt, false).has_value());
 }
 
 }  // namespace

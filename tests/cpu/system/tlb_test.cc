@@ -47,17 +47,16 @@ TEST_F(TlbTest, MissesWhenEmptyAndHitsAfterInsert) {
   // Same index, different tag.
   EXPECT_EQ(tlb_.lookup(0x7000'1234 + tlb_.size() * 4096, kRead, true), nullptr);
   ASSERT_NE(tlb_.find(0x7000'1000), nullptr);
-  EXPECT_EQ(tlb_.find(0x7000'1000)->physical_page, 0x5000u);
+  EXPECT_EQ(tlb_.find(0x7000'1000)->physical_page(), 0x5000u);
 }
 
-TEST_F(TlbTest, SizeIsRoundedToPowerOfTwo) {
-  EXPECT_EQ(Tlb(300).size(), 512u);
-  EXPECT_EQ(Tlb(0).size(), 1u);
-  Tlb one(1);
-  one.insert(0x1000, page(0x1000, true, true, true, true), registers_, host(0));
-  one.insert(0x2000, page(0x2000, true, true, true, true), registers_, host(0x1000));
-  EXPECT_EQ(one.lookup(0x1000, kRead, false), nullptr);  // evicted by the conflicting page
-  EXPECT_EQ(one.lookup(0x2000, kRead, false), host(0x1000));
+TEST_F(TlbTest, ConflictingPagesEvictEachOther) {
+  static_assert((Tlb::size() & (Tlb::size() - 1)) == 0, "the index is a mask");
+  const uint64_t conflicting = 0x1000 + Tlb::size() * 4096;
+  tlb_.insert(0x1000, page(0x1000, true, true, true, true), registers_, host(0));
+  tlb_.insert(conflicting, page(0x2000, true, true, true, true), registers_, host(0x1000));
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, false), nullptr);  // evicted by the conflicting page
+  EXPECT_EQ(tlb_.lookup(conflicting, kRead, false), host(0x1000));
 }
 
 TEST_F(TlbTest, RightsSplitByAccessAndMode) {
@@ -106,13 +105,13 @@ TEST_F(TlbTest, MmioPagesAreCachedWithoutHostPointers) {
   EXPECT_EQ(tlb_.lookup(0xfee0'0030, kRead, false), nullptr);
   const TlbEntry* entry = tlb_.find(0xfee0'0030);
   ASSERT_NE(entry, nullptr);
-  EXPECT_EQ(entry->physical_page, 0xfee0'0000u);
+  EXPECT_EQ(entry->physical_page(), 0xfee0'0000u);
   EXPECT_TRUE(entry->permits(kWrite, false));
   EXPECT_FALSE(entry->permits(kRead, true));
 }
 
 TEST_F(TlbTest, TrappedWritesForCodePages) {
-  tlb_.insert(0x1000, page(0x9000, true, true, true, true), registers_, host(0), true);
+  tlb_.insert(0x1000, page(0x9000, true, true, true, true), registers_, host(0), TlbTraps{.writes = true});
   EXPECT_EQ(tlb_.lookup(0x1000, kWrite, true), nullptr);
   EXPECT_EQ(tlb_.lookup(0x1000, kExecute, true), host(0));
   // Two linear aliases of one physical page; trapping the physical page covers both.
@@ -155,7 +154,7 @@ TEST_F(TlbTest, InvalidateInsideLargePageDropsEverySlice) {
   large.physical = 0x60'5000;
   tlb_.insert(0x20'5000, large, registers_, host(0x1000));
   tlb_.insert(0x90'0000, page(0x3000, true, true, true, true), registers_, host(0x2000));
-  EXPECT_EQ(tlb_.find(0x20'5000)->physical_page, 0x60'5000u);
+  EXPECT_EQ(tlb_.find(0x20'5000)->physical_page(), 0x60'5000u);
   tlb_.invalidate_page(0x21'0000);  // another part of the same 2 MiB page
   EXPECT_EQ(tlb_.lookup(0x20'0000, kRead, true), nullptr);
   EXPECT_EQ(tlb_.lookup(0x20'5000, kRead, true), nullptr);
@@ -164,6 +163,51 @@ TEST_F(TlbTest, InvalidateInsideLargePageDropsEverySlice) {
   tlb_.insert(0x91'0000, page(0x4000, true, true, true, true), registers_, host(0x3000));
   tlb_.invalidate_page(0x90'0000);
   EXPECT_EQ(tlb_.lookup(0x91'0000, kRead, true), host(0x3000));
+}
+
+TEST_F(TlbTest, TrappedDataStaysOnTheSlowPathButFetchesDoNot) {
+  // A data breakpoint in the page: reads and writes of both modes trap.
+  tlb_.insert(0x1000, page(0x1000, true, true, true, true), registers_, host(0),
+              TlbTraps{.data = true});
+  for (bool user : {false, true}) {
+    EXPECT_EQ(tlb_.lookup(0x1000, kRead, user), nullptr);
+    EXPECT_EQ(tlb_.lookup(0x1000, kWrite, user), nullptr);
+    EXPECT_EQ(tlb_.lookup(0x1000, kExecute, user), host(0));
+    EXPECT_TRUE(tlb_.find(0x1000)->permits(kRead, user));
+  }
+  // Alignment checking: only user data accesses trap.
+  tlb_.insert(0x2000, page(0x2000, true, true, true, true), registers_, host(0x1000),
+              TlbTraps{.user_data = true});
+  EXPECT_EQ(tlb_.lookup(0x2000, kRead, true), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x2000, kWrite, true), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x2000, kRead, false), host(0x1000));
+  EXPECT_EQ(tlb_.lookup(0x2000, kWrite, false), host(0x1000));
+}
+
+TEST_F(TlbTest, TrapAllWritesAndTrapDataDropOnlyThoseSlots) {
+  tlb_.insert(0x1000, page(0x1000, true, true, true, true), registers_, host(0));
+  tlb_.trap_data(true);
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, true), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, true), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, false), host(0));
+  tlb_.trap_all_writes();
+  EXPECT_EQ(tlb_.lookup(0x1000, kWrite, false), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, false), host(0));
+  tlb_.trap_data(false);
+  EXPECT_EQ(tlb_.lookup(0x1000, kRead, false), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x1000, kExecute, true), host(0));
+}
+
+TEST_F(TlbTest, WithoutPagingEveryAccessIsPermittedEvenWithSmapSet) {
+  // CR4.SMAP may be set while CR0.PG is clear; it means nothing until paging is on.
+  const PagingRegisters flat{.cr4 = cr4::kSmap | cr4::kSmep};
+  Translation identity{0x5000, 4096, true, true, true, false, true};
+  tlb_.insert(0x5000, identity, flat, host(0));
+  for (bool user : {false, true}) {
+    for (AccessType type : {kRead, kWrite, kExecute}) {
+      EXPECT_EQ(tlb_.lookup(0x5000, type, user), host(0));
+    }
+  }
 }
 
 TEST_F(TlbTest, WorksWithTheWalker) {

@@ -16,16 +16,10 @@
 _start:
         call harness_init
         movl $tss, %eax                   /* the TSS descriptor's base */
-        movw %ax, gdt_tss + 2
-        shrl $16, %eax
-        movb %al, gdt_tss + 4
-        movb %ah, gdt_tss + 7
-        lgdt gdt_descriptor
-        ljmp $0x08, $1f
-1:      movw $0x10, %ax
-        movw %ax, %ds
-        movw %ax, %es
-        movw %ax, %ss
+        movl $gdt_tss, %edi
+        call set_descriptor_base
+        movl $gdt_descriptor, %eax
+        call load_gdt
         movl %esp, tss + 4                /* ESP0: the #AC handler runs on this stack */
         movw $0x28, %ax
         ltr %ax

@@ -266,6 +266,8 @@ PagingMode paging_mode(const PagingRegisters& registers) {
 
 bool access_permitted(const Translation& translation, const PagingRegisters& registers,
                       const AccessContext& context) {
+  // Without paging there are no page rights; CR4.SMEP/SMAP only act once CR0.PG is set.
+  if ((registers.cr0 & cr0::kPg) == 0) return true;
   // SDM 4.6.1: a supervisor data access to a user-mode address is refused under SMAP unless it
   // is explicit with EFLAGS.AC = 1.
   bool smap_blocks =

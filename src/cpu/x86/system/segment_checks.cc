@@ -193,21 +193,8 @@ std::expected<ReturnTarget, Fault> check_return_code_segment(uint16_t selector,
 std::expected<LoadedSegment, Fault> check_return_stack_segment(uint16_t selector,
                                                                std::optional<uint64_t> raw,
                                                                uint8_t new_cpl, bool to_mode_64) {
-  if (selector_is_null(selector)) {
-    if (to_mode_64 && new_cpl != 3) {
-      LoadedSegment segment{selector, {}, true};
-      segment.descriptor.dpl = new_cpl;
-      return segment;
-    }
-    return general_protection_zero();
-  }
-  if (!raw) return general_protection(selector);
-  SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
-  if (selector_rpl(selector) != new_cpl || !descriptor.writable() || descriptor.dpl != new_cpl) {
-    return general_protection(selector);
-  }
-  if (!descriptor.present) return stack_fault(selector);
-  return loaded(selector, descriptor);
+  // RET and IRET pseudo code: the returned SS obeys what MOV SS at the new CPL would.
+  return check_stack_segment_load(selector, raw, new_cpl, to_mode_64);
 }
 
 bool must_null_after_return(const LoadedSegment& segment, uint8_t new_cpl) {
@@ -236,7 +223,8 @@ std::expected<GateDescriptor, Fault> check_interrupt_gate(uint8_t vector, uint64
 std::expected<InterruptTarget, Fault> check_interrupt_code_segment(uint16_t selector,
                                                                    std::optional<uint64_t> raw,
                                                                    uint8_t cpl, bool long_mode,
-                                                                   bool external) {
+                                                                   bool external,
+                                                                   bool from_virtual_8086) {
   if (selector_is_null(selector)) return general_protection_zero(external);
   if (!raw) return general_protection(selector, external);
   SegmentDescriptor descriptor = decode_segment_descriptor(*raw);
@@ -245,6 +233,8 @@ std::expected<InterruptTarget, Fault> check_interrupt_code_segment(uint16_t sele
   if (long_mode && !descriptor.is_64bit_code()) return general_protection(selector, external);
   InterruptTarget target;
   target.more_privileged = !descriptor.conforming() && descriptor.dpl < cpl;
+  if (from_virtual_8086 && (!target.more_privileged || descriptor.dpl != 0))
+    return general_protection(selector, external);
   target.new_cpl = target.more_privileged ? descriptor.dpl : cpl;
   target.code = loaded(static_cast<uint16_t>((selector & 0xfffc) | target.new_cpl), descriptor);
   return target;
@@ -266,11 +256,13 @@ std::expected<LoadedSegment, Fault> check_inner_stack_segment(uint16_t selector,
 }
 
 std::expected<LoadedSegment, Fault> check_ltr(uint16_t selector, std::optional<uint64_t> low,
-                                              uint64_t high, bool long_mode) {
+                                              std::optional<uint64_t> high, bool long_mode) {
   if (selector_is_null(selector)) return general_protection_zero();
   if (selector_is_local(selector) || !low) return general_protection(selector);
+  // SDM 7.2.3: in IA-32e mode the whole 16-byte descriptor must lie within the GDT.
+  if (long_mode && !high) return general_protection(selector);
   std::optional<SegmentDescriptor> descriptor =
-      long_mode ? decode_system_descriptor_64(*low, high) : decode_segment_descriptor(*low);
+      long_mode ? decode_system_descriptor_64(*low, *high) : decode_segment_descriptor(*low);
   if (!descriptor || !is_available_tss(*descriptor, long_mode)) return general_protection(selector);
   if (long_mode && !is_canonical(descriptor->base)) return general_protection(selector);
   if (!descriptor->present) return not_present(selector);
@@ -278,11 +270,12 @@ std::expected<LoadedSegment, Fault> check_ltr(uint16_t selector, std::optional<u
 }
 
 std::expected<LoadedSegment, Fault> check_lldt(uint16_t selector, std::optional<uint64_t> low,
-                                               uint64_t high, bool long_mode) {
+                                               std::optional<uint64_t> high, bool long_mode) {
   if (selector_is_null(selector)) return LoadedSegment{selector, {}, true};
   if (selector_is_local(selector) || !low) return general_protection(selector);
+  if (long_mode && !high) return general_protection(selector);
   std::optional<SegmentDescriptor> descriptor =
-      long_mode ? decode_system_descriptor_64(*low, high) : decode_segment_descriptor(*low);
+      long_mode ? decode_system_descriptor_64(*low, *high) : decode_segment_descriptor(*low);
   if (!descriptor || !descriptor->system || descriptor->type != system_type::kLdt) {
     return general_protection(selector);
   }

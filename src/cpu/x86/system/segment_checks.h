@@ -89,8 +89,9 @@ struct ReturnTarget {
 std::expected<ReturnTarget, Fault> check_return_code_segment(uint16_t selector,
                                                              std::optional<uint64_t> descriptor,
                                                              uint8_t cpl, bool long_mode);
-// The SS popped by a return to an outer level. `to_mode_64`: the new CS is a 64-bit segment in
-// IA-32e mode, where a null SS is allowed unless returning to CPL 3.
+// The SS popped by a return to an outer level (or by IRET in 64-bit mode): the rules of an SS
+// load at the new CPL. `to_mode_64`: the new CS is a 64-bit segment in IA-32e mode, where a null
+// SS with RPL = new CPL is allowed unless returning to CPL 3.
 std::expected<LoadedSegment, Fault> check_return_stack_segment(uint16_t selector,
                                                                std::optional<uint64_t> descriptor,
                                                                uint8_t new_cpl, bool to_mode_64);
@@ -109,9 +110,11 @@ struct InterruptTarget {
   uint8_t new_cpl = 0;
   bool more_privileged = false;  // switch to the stack of new_cpl from the TSS (or IST)
 };
+// `from_virtual_8086`: the event interrupts virtual-8086 mode (CPL 3), whose handler must be a
+// non-conforming DPL 0 segment (SDM 20.3.1.1), else #GP(selector).
 std::expected<InterruptTarget, Fault> check_interrupt_code_segment(
     uint16_t selector, std::optional<uint64_t> descriptor, uint8_t cpl, bool long_mode,
-    bool external);
+    bool external, bool from_virtual_8086 = false);
 // The SS read from the TSS for an inter-privilege interrupt or call gate outside IA-32e mode
 // (IA-32e mode loads a null SS with RPL = new CPL instead). Faults are #TS, or #SS if absent.
 std::expected<LoadedSegment, Fault> check_inner_stack_segment(uint16_t selector,
@@ -119,11 +122,12 @@ std::expected<LoadedSegment, Fault> check_inner_stack_segment(uint16_t selector,
                                                               uint8_t new_cpl, bool external);
 
 // LTR: an available TSS in the GDT (16- or 32-bit outside IA-32e mode, 64-bit inside, where
-// `high` is the descriptor's upper 8 bytes). The core then sets the busy bit (with_busy_bit).
+// `high` is the descriptor's upper 8 bytes: nullopt when they lie past the GDT limit, which is
+// #GP(selector); ignored outside IA-32e mode). The core then sets the busy bit (with_busy_bit).
 std::expected<LoadedSegment, Fault> check_ltr(uint16_t selector, std::optional<uint64_t> low,
-                                              uint64_t high, bool long_mode);
-// LLDT: an LDT descriptor in the GDT, or a null selector (no LDT).
+                                              std::optional<uint64_t> high, bool long_mode);
+// LLDT: an LDT descriptor in the GDT, or a null selector (no LDT); `high` as for LTR.
 std::expected<LoadedSegment, Fault> check_lldt(uint16_t selector, std::optional<uint64_t> low,
-                                               uint64_t high, bool long_mode);
+                                               std::optional<uint64_t> high, bool long_mode);
 
 }  // namespace lamina::cpu::x86

@@ -1,19 +1,15 @@
 #include "cpu/x86/system/tlb.h"
 
-#include <bit>
+#include <algorithm>
 
 namespace lamina::cpu::x86 {
 
-Tlb::Tlb(size_t entries) : entries_(std::bit_ceil(entries == 0 ? size_t{1} : entries)) {}
-
 void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRegisters& registers,
-                 std::byte* host_page, bool trap_writes) {
+                 std::byte* host_page, TlbTraps traps) {
   uint64_t page = linear & ~kPageMask;
   TlbEntry& entry = entries_[index(linear)];
   entry.tag = page;
-  entry.physical_page = translation.physical & ~kPageMask;
-  entry.global = translation.global;
-  entry.permitted = 0;
+  uint64_t flags = translation.global ? TlbEntry::kGlobal : 0;
   for (bool user : {false, true}) {
     for (AccessType type : {AccessType::kRead, AccessType::kWrite, AccessType::kExecute}) {
       unsigned slot = TlbEntry::slot(type, user);
@@ -21,11 +17,15 @@ void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRe
       bool permitted = access_permitted(translation, registers, AccessContext{type, user, false});
       // A write through a page whose dirty flag is clear must walk so the flag gets set.
       if (type == AccessType::kWrite && !translation.dirty) permitted = false;
-      if (permitted) entry.permitted |= static_cast<uint8_t>(1u << slot);
-      bool fast = permitted && host_page != nullptr && !(type == AccessType::kWrite && trap_writes);
+      if (permitted) flags |= uint64_t{1} << slot;
+      const bool data = type != AccessType::kExecute;
+      const bool trapped = (type == AccessType::kWrite && traps.writes) ||
+                           (data && (traps.data || (user && traps.user_data)));
+      bool fast = permitted && host_page != nullptr && !trapped;
       entry.host[slot] = fast ? host_page : nullptr;
     }
   }
+  entry.physical_and_flags = (translation.physical & ~kPageMask) | flags;
   if (translation.page_size > 4096) {
     uint64_t base = linear & ~(translation.page_size - 1);
     large_low_ = std::min(large_low_, base);
@@ -42,7 +42,7 @@ void Tlb::flush_all() {
 void Tlb::flush_non_global() {
   // The large-page range is kept: a global large page may still be cached.
   for (TlbEntry& entry : entries_) {
-    if (!entry.global) entry.tag = TlbEntry::kInvalidTag;
+    if (!entry.global()) entry.tag = TlbEntry::kInvalidTag;
   }
 }
 
@@ -58,9 +58,26 @@ void Tlb::invalidate_page(uint64_t linear) {
 void Tlb::trap_writes_to_physical(uint64_t physical_page) {
   uint64_t page = physical_page & ~kPageMask;
   for (TlbEntry& entry : entries_) {
-    if (entry.tag == TlbEntry::kInvalidTag || entry.physical_page != page) continue;
+    if (entry.tag == TlbEntry::kInvalidTag || entry.physical_page() != page) continue;
     entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
     entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
+  }
+}
+
+void Tlb::trap_all_writes() {
+  for (TlbEntry& entry : entries_) {
+    entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
+    entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
+  }
+}
+
+void Tlb::trap_data(bool user_only) {
+  for (TlbEntry& entry : entries_) {
+    for (bool user : {false, true}) {
+      if (!user && user_only) continue;
+      entry.host[TlbEntry::slot(AccessType::kRead, user)] = nullptr;
+      entry.host[TlbEntry::slot(AccessType::kWrite, user)] = nullptr;
+    }
   }
 }
 

@@ -3,8 +3,9 @@
 // separate pointer for read, write and fetch in user and in supervisor mode, so the core's memory
 // fast path is one index, one tag compare and one load. A null pointer sends that access to the
 // slow path (page walk, MMIO, fault), which is the case when the page is not RAM, the access is
-// not permitted, a write would have to set the dirty flag first, or the core asked for writes to
-// be trapped (pages holding decoded code, for self-modifying-code detection).
+// not permitted, a write would have to set the dirty flag first, or the core asked for the access
+// to be trapped (TlbTraps: writes to pages holding decoded code, for self-modifying-code
+// detection; data accesses it must check one by one, for alignment checks and data breakpoints).
 //
 // Each entry bakes in the rights as computed under the paging registers given at insert time, so
 // the core must flush_all() whenever CR0.PG/WP, CR4.PSE/PAE/PGE/SMEP/SMAP/PCIDE or EFER.NXE/LMA
@@ -23,35 +24,48 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <vector>
 
 #include "cpu/x86/system/page_walker.h"
 
 namespace lamina::cpu::x86 {
 
-struct TlbEntry {
+// One cache line: the tag and the host pointer a lookup reads never straddle two lines, and the
+// index scales by a shift.
+struct alignas(64) TlbEntry {
   static constexpr uint64_t kInvalidTag = 1;  // never a page-aligned address
 
   uint64_t tag = kInvalidTag;  // linear page base
   // Host pointer to the page's first byte, per [user][access type]; null: take the slow path.
   std::array<std::byte*, 6> host{};
-  uint64_t physical_page = 0;  // guest-physical base of this 4 KiB page
-  uint8_t permitted = 0;       // bit per [user][access type]: allowed without another walk
-  bool global = false;
+  // The guest-physical base of this 4 KiB page; its low 12 bits (zero in a page address) hold
+  // the `permitted` bit per [user][access type] (bits 0-5) and the global flag (bit 6).
+  uint64_t physical_and_flags = 0;
 
   static constexpr unsigned slot(AccessType type, bool user) {
     return (user ? 3u : 0u) + static_cast<unsigned>(type);
   }
-  // Whether the access may use physical_page without walking again (also for MMIO pages).
-  bool permits(AccessType type, bool user) const { return (permitted >> slot(type, user)) & 1; }
+  static constexpr uint64_t kGlobal = uint64_t{1} << 6;
+  uint64_t physical_page() const { return physical_and_flags & ~uint64_t{0xfff}; }
+  bool global() const { return (physical_and_flags & kGlobal) != 0; }
+  // Whether the access may use physical_page() without walking again (also for MMIO pages).
+  bool permits(AccessType type, bool user) const {
+    return (physical_and_flags >> slot(type, user)) & 1;
+  }
+};
+static_assert(sizeof(TlbEntry) == 64);
+
+// Accesses an insert keeps on the slow path although the page permits them.
+struct TlbTraps {
+  bool writes = false;     // every write (a page with decoded code; or filled by a read)
+  bool data = false;       // every read and write (a data breakpoint lies in the page)
+  bool user_data = false;  // user reads and writes (alignment checking is armed)
 };
 
 class Tlb {
  public:
-  static constexpr size_t kDefaultEntries = 1024;
-
-  // `entries` is rounded up to a power of two (at least 1).
-  explicit Tlb(size_t entries = kDefaultEntries);
+  // A power of two. Fixed, so the core's fast path indexes an array at a known place in its
+  // working set (no pointer or size to load first).
+  static constexpr size_t kEntries = 1024;
 
   // Host pointer to the byte at `linear` when this access may go straight to RAM, else nullptr.
   std::byte* lookup(uint64_t linear, AccessType type, bool user) const {
@@ -69,9 +83,9 @@ class Tlb {
 
   // Caches the 4 KiB page of `linear` from a successful walk. `host_page` is the host pointer to
   // the guest-physical 4 KiB page (GuestMemory::host_pointer(physical & ~0xfff, 4096)) or null
-  // when it is not RAM; `trap_writes` keeps writes on the slow path (a page with decoded code).
+  // when it is not RAM; `traps` keeps accesses on the slow path.
   void insert(uint64_t linear, const Translation& translation, const PagingRegisters& registers,
-              std::byte* host_page, bool trap_writes = false);
+              std::byte* host_page, TlbTraps traps = {});
 
   void flush_all();
   // A CR3 load: drops every entry not marked global.
@@ -81,15 +95,20 @@ class Tlb {
   // Sends writes to the guest-physical page at `physical_page` (4 KiB aligned) to the slow path
   // in every entry that maps it, e.g. when the core decodes code from that page.
   void trap_writes_to_physical(uint64_t physical_page);
+  // Sends every write to the slow path (another vCPU decoded code on a page: SharedCodePages).
+  void trap_all_writes();
+  // Sends reads and writes (of user mode only: `user_only`) to the slow path, where the core
+  // checks alignment and data breakpoints; fetches stay.
+  void trap_data(bool user_only);
 
-  size_t size() const { return entries_.size(); }
+  static constexpr size_t size() { return kEntries; }
 
  private:
   static constexpr uint64_t kPageMask = 0xfff;
 
-  size_t index(uint64_t linear) const { return (linear >> 12) & (entries_.size() - 1); }
+  static size_t index(uint64_t linear) { return (linear >> 12) & (kEntries - 1); }
 
-  std::vector<TlbEntry> entries_;
+  std::array<TlbEntry, kEntries> entries_{};
   // Smallest range covering every large page cached since the last flush_all.
   uint64_t large_low_ = ~uint64_t{0};
   uint64_t large_high_ = 0;  // inclusive
