@@ -6,7 +6,6 @@
 
 #include <fmt/format.h>
 
-#include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
@@ -63,7 +62,13 @@ class DestinationLink {
     ws_.emplace(*stream_);
     asio::ip::tcp::resolver resolver(io_);
     const auto endpoints = resolver.resolve(host, port, error);
-    if (!error) asio::connect(socket_, endpoints, error);
+    if (!error) {
+      // A bounded send buffer (no autotuning to megabytes): what the worker has written is
+      // then close to what crossed the link, which its bandwidth estimate relies on.
+      socket_.open(endpoints.begin()->endpoint().protocol(), error);
+      if (!error) socket_.set_option(asio::socket_base::send_buffer_size(512 * 1024), error);
+      if (!error) socket_.connect(endpoints.begin()->endpoint(), error);
+    }
     if (error) return fail(ErrorCode::kIo, fmt::format("cannot reach {}:{}: {}", host, port, error.message()));
     // A destination that stops answering ends the migration rather than hanging it.
     timeval timeout{120, 0};

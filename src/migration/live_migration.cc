@@ -140,10 +140,15 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
   uint64_t round_bytes = progress.ram_bytes;
   uint64_t previous_dirty = 0;
   std::vector<uint64_t> dirty;
+  uint64_t sent_bytes = round_bytes;
   for (;;) {
     const double seconds =
         std::max(1e-4, std::chrono::duration<double>(Clock::now() - round_start).count());
-    progress.bandwidth = static_cast<uint64_t>(static_cast<double>(round_bytes) / seconds);
+    // Bandwidth over the whole migration so far: a round that only filled socket buffers
+    // does not make the link look faster than it is.
+    progress.bandwidth = static_cast<uint64_t>(
+        static_cast<double>(sent_bytes) /
+        std::max(1e-4, std::chrono::duration<double>(Clock::now() - started).count()));
     dirty = machine.take_dirty_pages();
     const uint64_t dirty_pages = count_pages(dirty);
     progress.dirty_rate = static_cast<uint64_t>(static_cast<double>(dirty_pages * kPageBytes) / seconds);
@@ -167,6 +172,7 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
       return give_up(sent.error());
     }
     round_bytes = dirty_pages * kPageBytes;
+    sent_bytes += round_bytes;
   }
 
   // Switchover: the guest stops here.

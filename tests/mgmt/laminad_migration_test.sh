@@ -4,9 +4,11 @@
 # see at the same path (--storage shared). The guest appends numbered, time-stamped records to
 # its disk in a loop while it moves A -> B -> A; afterwards the records on the image are
 # continuous (none lost or repeated) and their guest uptime never goes backwards, and the VM's
-# definition lives only where the VM runs. A migration to a laminad that is not there, and one
-# whose destination refuses (the name is taken there), leave the VM running where it was, and
-# bad requests are refused with their reasons.
+# definition lives only where the VM runs. A migration to a laminad that is not there, one
+# whose destination refuses (the name is taken there), one whose link is cut during the RAM
+# rounds (while the guest also churns memory) and one whose destination cannot start the VM at
+# the switchover all leave the VM running where it was, its disk lock held; under the churn a
+# migration converges by throttling the vCPUs; bad requests are refused with their reasons.
 #   laminad_migration_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
@@ -21,8 +23,8 @@ fail() {
   done
   exit 1
 }
-daemon_b=0
-trap '[[ $daemon_b == 0 ]] || kill "$daemon_b" 2>/dev/null || true; laminad_cleanup' EXIT
+daemon_b=0 daemon_c=0 relay=0
+trap 'for p in $daemon_b $daemon_c $relay; do [[ $p == 0 ]] || kill "$p" 2>/dev/null || true; done; laminad_cleanup' EXIT
 
 cd "$work"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=ca" 2>/dev/null
@@ -77,6 +79,8 @@ on_a vm create mover --memory 192M --kernel "$guest/vmlinuz" --initrd "$guest/in
 refused "is not running" on_a vm migrate mover --to "127.0.0.1:$port_b"
 on_a vm start mover >/dev/null || fail "start"
 wait_console state "lamina-guest:/#"
+locked() { [[ $("$lamina" disk info "$work/disk.vhdx" 2>&1) == *"in use by another process"* ]]; }
+locked || fail "the running VM does not hold its disk's lock"
 # The workload: record N (and the guest's uptime) at byte 32*N of the disk, forever.
 type_line on_a 'i=0; while :; do i=$((i+1)); printf "rec %08d %12s\n" $i "$(cut -d" " -f1 /proc/uptime)" | dd of=/dev/vda bs=32 seek=$i conv=notrunc 2>/dev/null; done &'
 sleep 3
@@ -98,6 +102,7 @@ echo "A->B: $(cat "$work/out")"
 grep -q "^migrated mover to 127.0.0.1:$port_b" "$work/out" || fail "migrate said: $(cat "$work/out")"
 grep -q "copying round" "$work/progress" || fail "no progress was shown: $(cat "$work/progress")"
 [[ $(state_of on_b mover) == running ]] || fail "the VM does not run on B"
+locked || fail "the VM on B does not hold its disk's lock"
 [[ $(state_of on_a mover) == absent ]] || fail "A still lists the VM"
 on_a vm events | grep -q "migrated" || fail "A recorded no 'migrated' event"
 type_line on_b 'echo on-b-$((6*7)) $(cat /proc/uptime)'
@@ -110,9 +115,78 @@ on_b vm migrate mover --to "127.0.0.1:$port_a" >"$work/out" 2>/dev/null ||
 echo "B->A: $(cat "$work/out")"
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A again"
 [[ $(state_of on_b mover) == absent ]] || fail "B still lists the VM"
-type_line on_a 'kill %1; wait; sync; echo stopped-$((7*8))'
-wait_console state "stopped-56"
-on_a vm stop mover --force >/dev/null || fail "stop"
+
+# A guest that dirties memory faster than the rounds converge, through a TCP relay that is
+# cut during the RAM rounds: the VM runs on at A, and B drops what it had received.
+type_line on_a 'while :; do yes 0123456789abcdef | head -c 6000000 >/tmp/churn; done &'
+# relay PORT-FILE: a TCP relay to B that carries about 8 MB/s (a slow link), its port in
+# PORT-FILE; $! is its pid.
+cat >"$work/relay.py" <<'PY'
+import socket, sys, threading, time
+listener = socket.socket()
+# Small buffers: the link's speed shows at the sender, as on a real slow link.
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+listener.bind(("127.0.0.1", 0))
+listener.listen(4)
+print(listener.getsockname()[1], flush=True)
+def pipe(source, sink):
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+            time.sleep(len(data) / 8e6)
+    except OSError:
+        pass
+    for end in (source, sink):
+        try:
+            end.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+while True:
+    client, _ = listener.accept()
+    upstream = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    for ends in ((client, upstream), (upstream, client)):
+        threading.Thread(target=pipe, args=ends, daemon=True).start()
+PY
+relay_to_b() {
+  python3 "$work/relay.py" "$port_b" >"$1" &
+  for _ in $(seq 50); do [[ -s $1 ]] && return; sleep 0.1; done
+  fail "the relay did not start"
+}
+relay_to_b "$work/relay.port"
+relay=$!
+on_a vm migrate mover --to "127.0.0.1:$(cat "$work/relay.port")" --max-downtime 1 \
+  >"$work/out" 2>"$work/progress" &
+migrating=$!
+sleep 1
+kill -9 "$relay"
+wait "$migrating" && fail "a migration over a cut link succeeded: $(cat "$work/out")"
+[[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the cut link"
+for _ in $(seq 50); do [[ $(state_of on_b mover) == absent ]] && break; sleep 0.1; done
+[[ $(state_of on_b mover) == absent ]] || fail "B kept the half-migrated VM"
+on_b vm events mover | grep -q "ended before the VM started" || fail "B recorded no failed incoming migration"
+
+# A destination that cannot start the VM at the switchover (its worker program fails): the
+# source takes its disk's lock back and runs on.
+"$laminad" --state-dir "$work/state-c" --socket "$work/c.sock" --worker /bin/false "${tls[@]}" \
+  2>>"$work/laminad-c.log" &
+daemon_c=$!
+port_c=$(port_of "$work/laminad-c.log")
+refused "did not start the VM" on_a vm migrate mover --to "127.0.0.1:$port_c"
+kill "$daemon_c"
+[[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the failed switchover"
+locked || fail "A does not hold its disk's lock again"
+
+# Over the slow link the same churn converges only with the vCPUs throttled; it then stops
+# at B.
+relay_to_b "$work/relay2.port"
+relay=$!
+on_a vm migrate mover --to "127.0.0.1:$(cat "$work/relay2.port")" --max-downtime 1 >"$work/out" 2>"$work/progress" ||
+  fail "migrate A->B under load: $(cat "$work/out" "$work/progress")"
+echo "A->B under load: $(cat "$work/out")"
+grep -q "throttle [1-9]" "$work/progress" || fail "auto-converge never throttled: $(cat "$work/progress")"
+type_line on_b 'kill %1 %2; wait; sync; echo stopped-$((7*8))'
+wait_console state-b "stopped-56"
+on_b vm stop mover --force >/dev/null || fail "stop"
 
 # The records: 1..N without a gap or a repeat, uptime never going backwards.
 python3 - "$work/disk.vhdx" "$lamina" <<'PY' || fail "the records on the disk are not continuous"
