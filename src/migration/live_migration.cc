@@ -8,22 +8,12 @@
 
 #include "migration/machine_state.h"
 #include "migration/migration_protocol.h"
+#include "storage/host_file.h"
 
 namespace lamina::migration {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-bool all_zero(const std::byte* page) {
-  uint64_t accumulated = 0;
-  for (size_t at = 0; at < kPageBytes; at += sizeof(uint64_t)) {
-    uint64_t word;
-    std::memcpy(&word, page + at, sizeof(word));
-    accumulated |= word;
-    if ((at & 511) == 504 && accumulated != 0) return false;
-  }
-  return accumulated == 0;
-}
 
 // Sends pages in kPages messages of up to kMaxPagesPerMessage.
 class PageSender {
@@ -34,7 +24,7 @@ class PageSender {
   Result<void> add(uint64_t guest_physical, bool skip_zero) {
     const std::byte* host = memory_.host_pointer(guest_physical, kPageBytes);
     if (host == nullptr) return {};  // a marked address outside RAM (MMIO): nothing to send
-    const bool zero = all_zero(host);
+    const bool zero = storage::is_all_zero({host, kPageBytes});
     if (zero && skip_zero) return {};
     pages_.push_back({guest_physical, zero ? std::span<const std::byte>()
                                            : std::span<const std::byte>(host, kPageBytes)});

@@ -11,6 +11,7 @@
 #include "base/byte_order.h"
 #include "migration/cpu_state_stream.h"
 #include "storage/crc32c.h"
+#include "storage/host_file.h"
 
 namespace lamina::migration {
 namespace {
@@ -60,25 +61,13 @@ Result<void> read_exact(int fd, std::span<std::byte> data, uint64_t offset, std:
   return {};
 }
 
-bool all_zero(const std::byte* page) {
-  // Word compares: a page of zeros is the common case in a fresh guest's RAM.
-  uint64_t accumulated = 0;
-  for (size_t at = 0; at < kPageSize; at += sizeof(uint64_t)) {
-    uint64_t word;
-    std::memcpy(&word, page + at, sizeof(word));
-    accumulated |= word;
-    if ((at & 511) == 504 && accumulated != 0) return false;
-  }
-  return accumulated == 0;
-}
-
 // Writes one RAM region from `host` at `offset`, leaving holes for all-zero pages.
 Result<uint64_t> write_ram(int fd, const std::byte* host, uint64_t size, uint64_t offset) {
   uint64_t written = 0;
   uint64_t run_start = 0;
   bool in_run = false;
   for (uint64_t page = 0; page <= size; page += kPageSize) {
-    const bool data = page < size && !all_zero(host + page);
+    const bool data = page < size && !storage::is_all_zero({host + page, kPageSize});
     if (data && !in_run) {
       run_start = page;
       in_run = true;
