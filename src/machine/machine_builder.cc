@@ -26,14 +26,10 @@ constexpr unsigned kPciSlots = 32;
 constexpr uint32_t kPciIoStart = 0xc000;
 constexpr uint32_t kPciIoEnd = 0x10000;
 
-// Registers of a block the ACPI tables advertise but nothing implements (GPE0: no general
-// purpose events exist): they read as zero, so no event ever looks pending, and writes drop.
-class ZeroRegisters final : public hw::Device {
- public:
-  std::string_view name() const override { return "gpe0"; }
-  void read(uint64_t, std::span<std::byte> data) override { store_le_sized(data, 0); }
-  void write(uint64_t, std::span<const std::byte>) override {}
-};
+// ACPI PCI hotplug's register block (QEMU's PIIX4 uses the same port for its own) and
+// GPE0 (QEMU's PIIX4 GPE0 block is there too).
+constexpr uint16_t kPciHotplugPort = 0xae00;
+constexpr uint16_t kGpe0Port = 0xafe0;
 
 cpu::x86::SegmentCache to_cache(const SegmentState& segment) {
   return cpu::x86::SegmentCache{segment.selector, segment.base, segment.limit, segment.attributes};
@@ -91,6 +87,13 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   acpi::AcpiConfig acpi_config;
   acpi_config.cpu_count = cpus;
   acpi_config.has_i8042 = true;
+  acpi_config.gpe0_port = kGpe0Port;
+  acpi_config.gpe0_length = hw::AcpiPm::kGpe0Length;
+  acpi_config.pci_hotplug_port = kPciHotplugPort;
+  // Every slot but the host bridge's takes hotplug, the boot-time devices' included.
+  for (unsigned slot = kFirstPciSlot; slot < kPciSlots; ++slot) {
+    acpi_config.pci_hotplug_slots |= uint32_t{1} << slot;
+  }
   m.ioapic_ = std::make_unique<hw::IoApic>(acpi_config.io_apic_id, m.apic_bus_);
   m.apic_bus_.add_eoi_listener(*m.ioapic_);
   m.pic_ = std::make_unique<hw::Pic8259Pair>(m.apics_[0]->lint0());
@@ -141,7 +144,9 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
         stops.post({MachineExit::kPowerOff, "the guest powered off", 0});
       },
       true, acpi_config.s5_sleep_type);
-  m.gpe0_ = std::make_unique<ZeroRegisters>();
+  m.pci_hotplug_ = std::make_unique<hw::PciHotplug>(
+      acpi_config.pci_hotplug_slots,
+      [pm = m.acpi_pm_.get(), gpe = acpi_config.pci_hotplug_gpe] { pm->raise_gpe(gpe); });
   m.reset_control_ = std::make_unique<hw::ResetControl>([&stops] {
     stops.post({MachineExit::kReset, "reset through port 0xcf9", 0});
   });
@@ -185,7 +190,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
       {m.io_, acpi_config.pm1a_event_port, 4, m.acpi_pm_->event_block()},
       {m.io_, acpi_config.pm1a_control_port, 2, m.acpi_pm_->control_block()},
       {m.io_, acpi_config.pm_timer_port, 4, m.acpi_pm_->timer_block()},
-      {m.io_, acpi_config.gpe0_port, acpi_config.gpe0_length, *m.gpe0_},
+      {m.io_, acpi_config.gpe0_port, acpi_config.gpe0_length, m.acpi_pm_->gpe0_block()},
+      {m.io_, acpi_config.pci_hotplug_port, hw::PciHotplug::kSize, *m.pci_hotplug_},
       {m.io_, hw::PciHost::kConfigAddressPort, 4, m.pci_host_->config_address_port()},
       {m.io_, hw::PciHost::kConfigDataPort, 4, m.pci_host_->config_data_port()},
       {m.mmio_, kEcamBase, m.pci_host_->ecam_size(), m.pci_host_->ecam()},
@@ -294,7 +300,6 @@ Result<BootState> MachineBuilder::load_boot_images(Machine& m, const MachineOpti
 
 Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptions& options,
                                                   uint32_t pci_gsi_base) {
-  if (options.virtio_devices.empty()) return {};
   if (options.virtio_devices.size() > kPciSlots - kFirstPciSlot) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} virtio devices do not fit the {} free PCI slots",
@@ -305,25 +310,24 @@ Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptio
       m.memory_, [accelerator = m.accelerator_.get()](uint64_t address, uint64_t length) {
         accelerator->guest_memory_written(address, length);
       });
+  m.pci_gsi_base_ = pci_gsi_base;
   for (unsigned link = 0; link < 4; ++link) {
     m.pci_intx_.push_back(std::make_unique<SharedIrqLine>(m.ioapic_->input(pci_gsi_base + link)));
   }
   PciResourceAllocator resources(kPciMmio32Start, kPciMmio32End, kPciIoStart, kPciIoEnd);
   for (size_t index = 0; index < options.virtio_devices.size(); ++index) {
+    // An empty factory is an empty slot (a device hot-unplugged before this boot).
+    if (!options.virtio_devices[index]) continue;
     auto device = options.virtio_devices[index]();
     if (!device) return fail(device.error());
-    auto function =
-        std::make_unique<virtio::VirtioPciFunction>(std::move(*device), *m.dma_, m.apic_bus_);
     const auto slot = static_cast<uint8_t>(kFirstPciSlot + index);
-    if (auto attached = m.pci_host_->attach(slot, 0, *function); !attached) {
+    auto function = m.make_virtio_function(slot, std::move(*device));
+    if (!function) return fail(function.error());
+    if (auto attached = m.pci_host_->attach(slot, 0, **function); !attached) {
       return fail(attached.error());
     }
-    // _PRT (acpi/dsdt.cc): INTA of slot S is GSI base + S % 4. The Interrupt Line register
-    // says so too, for guests that read it.
-    function->set_intx_line(&m.pci_intx_[slot % 4]->add_source());
-    function->config_write(0x3c, 1, pci_gsi_base + slot % 4);
-    if (auto assigned = resources.assign(*function); !assigned) return fail(assigned.error());
-    m.virtio_functions_.push_back(std::move(function));
+    if (auto assigned = resources.assign(**function); !assigned) return fail(assigned.error());
+    m.insert_virtio_function(slot, std::move(*function));
   }
   return {};
 }

@@ -378,3 +378,61 @@ TEST(AcpiTables, AcpiexecEvaluatesTheDsdt) {
 
 }  // namespace
 }  // namespace lamina::machine::acpi
+
+namespace lamina::machine::acpi {
+namespace {
+
+AcpiConfig hotplug_config() {
+  AcpiConfig config;
+  config.gpe0_port = 0xAFE0;
+  config.gpe0_length = 4;
+  config.pci_hotplug_port = 0xAE00;
+  config.pci_hotplug_slots = 0xFFFFFFFE;  // slots 1-31
+  return config;
+}
+
+// ACPI PCI hotplug's AML (acpi/pci_hotplug.h) reads back as the ASL it stands for.
+TEST(AcpiTables, IaslDisassemblesThePciHotplugAml) {
+  if (run("iasl -v").status != 0) GTEST_FAIL() << "iasl missing: install acpica-tools";
+  const AcpiTables tables = build(hotplug_config());
+  ScratchFolder folder;
+  ASSERT_FALSE(folder.path().empty());
+  const std::string dsdt = disassemble(folder.path(), *tables.find("DSDT"), "dsdt");
+  for (const char* expected :
+       {"OperationRegion (PCST, SystemIO, 0xAE00, 0x10)",
+        "Field (PCST, DWordAcc, NoLock, WriteAsZeros)", "PCIU,   32", "PCID,   32",
+        "B0EJ,   32", "Device (S01)", "Device (S1F)", "Name (_ADR, 0x001F0000)",
+        "Name (_SUN, 0x1F)", "Method (_EJ0, 1, NotSerialized)", "B0EJ = 0x80000000",
+        "Method (PCNT, 0, Serialized)", "Notify (S1F, 0x03)", "Notify (S01, One)",
+        "Scope (\\_GPE)", "Method (_E01, 0, NotSerialized)", "\\_SB.PCI0.PCNT ()"}) {
+    EXPECT_NE(dsdt.find(expected), std::string::npos) << expected << "\n" << dsdt;
+  }
+  EXPECT_EQ(dsdt.find("Device (S00)"), std::string::npos) << "the host bridge is no hotplug slot";
+  const std::string fadt = disassemble(folder.path(), *tables.find("FACP"), "fadt");
+  EXPECT_NE(fadt.find("GPE0 Block Address : 0000AFE0"), std::string::npos) << fadt;
+  EXPECT_NE(fadt.find("GPE0 Block Length : 04"), std::string::npos) << fadt;
+}
+
+// acpiexec runs the event method and an eject (its SystemIO handler simulates the ports).
+TEST(AcpiTables, AcpiexecRunsThePciHotplugMethods) {
+  if (run("acpiexec -v").status != 0) GTEST_FAIL() << "acpiexec missing: install acpica-tools";
+  const AcpiTables tables = build(hotplug_config());
+  ScratchFolder folder;
+  ASSERT_FALSE(folder.path().empty());
+  const PlacedTable& dsdt = *tables.find("DSDT");
+  const fs::path file = folder.path() / "dsdt.dat";
+  std::ofstream(file, std::ios::binary)
+      .write(reinterpret_cast<const char*>(dsdt.bytes.data()),
+             static_cast<std::streamsize>(dsdt.bytes.size()));
+  const CommandResult result =
+      run("acpiexec -b 'evaluate \\_GPE._E01; evaluate \\_SB.PCI0.S05._EJ0 1; "
+          "evaluate \\_SB.PCI0.S05._ADR; evaluate \\_SB.PCI0.S05._SUN' '" +
+          file.string() + "'");
+  ASSERT_EQ(result.status, 0) << result.output;
+  EXPECT_NE(result.output.find("[Integer] = 0000000000050000"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.output.find("AE_"), std::string::npos) << result.output;
+}
+
+}  // namespace
+}  // namespace lamina::machine::acpi

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "machine/acpi/aml.h"
+#include "machine/acpi/pci_hotplug.h"
 #include "machine/memory_layout.h"
 
 namespace lamina::machine::acpi {
@@ -65,17 +66,19 @@ aml::Bytes host_bridge(const AcpiConfig& config) {
                                      aml::integer(config.pci_gsi_base + (slot + pin) % 4)}));
     }
   }
-  return aml::device("PCI0", {
-                                 aml::name("_HID", aml::eisa_id("PNP0A08")),
-                                 aml::name("_CID", aml::eisa_id("PNP0A03")),
-                                 aml::name("_ADR", aml::integer(0)),
-                                 aml::name("_UID", aml::integer(0)),
-                                 aml::name("_SEG", aml::integer(0)),
-                                 aml::name("_BBN", aml::integer(0)),
-                                 aml::name("_CRS", aml::resource_template(resources)),
-                                 aml::name("_PRT", aml::package(routes)),
-                                 pci_osc(),
-                             });
+  std::vector<aml::Bytes> terms = {
+      aml::name("_HID", aml::eisa_id("PNP0A08")),
+      aml::name("_CID", aml::eisa_id("PNP0A03")),
+      aml::name("_ADR", aml::integer(0)),
+      aml::name("_UID", aml::integer(0)),
+      aml::name("_SEG", aml::integer(0)),
+      aml::name("_BBN", aml::integer(0)),
+      aml::name("_CRS", aml::resource_template(resources)),
+      aml::name("_PRT", aml::package(routes)),
+      pci_osc(),
+  };
+  for (aml::Bytes& slot : pci_hotplug_slots(config)) terms.push_back(std::move(slot));
+  return aml::device("PCI0", terms);
 }
 
 aml::Bytes motherboard_resources() {
@@ -126,6 +129,7 @@ Bytes build_dsdt(const AcpiConfig& config) {
   Table dsdt("DSDT", 2);
   dsdt.append(s5);
   dsdt.append(aml::scope("\\_SB", system_bus));
+  if (config.pci_hotplug_port != 0) dsdt.append(pci_hotplug_gpe_scope(config));
   return std::move(dsdt).finish();
 }
 
