@@ -113,11 +113,9 @@ void print_vm(const nlohmann::json& vm) {
   fmt::print("cpus:       {}\n", definition.value("cpus", 1));
   fmt::print("memory:     {}\n", definition.value("memory", "512M"));
   fmt::print("kernel:     {}\n", definition.value("kernel", "(the default guest)"));
-  for (const auto& disk : definition.value("disks", nlohmann::json::array())) {
-    fmt::print("disk:       {}\n", disk.get<std::string>());
-  }
-  for (const auto& net : definition.value("nets", nlohmann::json::array())) {
-    fmt::print("net:        {}\n", net.get<std::string>());
+  // Each disk and card with the id `vm detach` takes.
+  for (const auto& device : vm.value("devices", nlohmann::json::array())) {
+    fmt::print("{:<11} {}\n", device.value("id", "") + ":", device.value("spec", ""));
   }
   fmt::print("autostart:  {}\n", vm.value("autostart", false) ? "yes" : "no");
   fmt::print("on crash:   {}\n", vm.value("on_crash", "stay"));
@@ -248,6 +246,74 @@ void add_vm_command(CLI::App& app) {
         call(*options, "stop", "POST", fmt::format("/v1/vms/{}/stop", stop_arguments->name), body);
     if (options->json) return print_json(result);
     fmt::print("stopped {} ({})\n", stop_arguments->name, result.value("how", ""));
+  });
+
+  struct AttachArguments {
+    std::string name;
+    std::string disk;
+    std::string net;
+  };
+  auto attach_arguments = std::make_shared<AttachArguments>();
+  auto* attach = vm->add_subcommand(
+      "attach", "Add a disk or network card; a running guest gets it at once (PCI hotplug)");
+  attach->add_option("name", attach_arguments->name, "The VM")->required();
+  auto* attach_disk = attach->add_option("--disk", attach_arguments->disk,
+                                         "PATH[,readonly][,serial=S]: a disk image");
+  auto* attach_net =
+      attach->add_option("--net", attach_arguments->net, "switch:NAME[,mac=M] or tap:IFNAME");
+  attach_disk->excludes(attach_net);
+  attach->callback([options, attach_arguments] {
+    if (attach_arguments->disk.empty() == attach_arguments->net.empty()) {
+      fail_verb("attach", "give one of --disk or --net", 2);
+    }
+    const nlohmann::json body = attach_arguments->disk.empty()
+                                    ? nlohmann::json{{"net", attach_arguments->net}}
+                                    : nlohmann::json{{"disk", absolute_spec(attach_arguments->disk)}};
+    auto result = call(*options, "attach", "POST",
+                       fmt::format("/v1/vms/{}/devices", attach_arguments->name), body);
+    if (options->json) return print_json(result);
+    fmt::print("attached {} to {}\n", result.value("attached", ""), attach_arguments->name);
+  });
+
+  struct DetachArguments {
+    std::string name;
+    std::string device;
+    unsigned timeout = 10;
+  };
+  auto detach_arguments = std::make_shared<DetachArguments>();
+  auto* detach = vm->add_subcommand(
+      "detach", "Remove a disk or network card; a running guest is asked to release it first");
+  detach->add_option("name", detach_arguments->name, "The VM")->required();
+  detach->add_option("device", detach_arguments->device,
+                     "Its id from `lamina vm show` (disk1, net0) or a disk's path")
+      ->required();
+  detach->add_option("--timeout", detach_arguments->timeout,
+                     "Seconds for the guest to release it")
+      ->check(CLI::Range(1, 120))
+      ->capture_default_str();
+  detach->callback([options, detach_arguments] {
+    std::string device = detach_arguments->device;
+    // A path goes by its id: the API's path segment cannot hold one.
+    if (device.find('/') != std::string::npos) {
+      auto described = call(*options, "detach", "GET", "/v1/vms/" + detach_arguments->name);
+      const std::string wanted = absolute(device);
+      std::string id;
+      for (const auto& entry : described.value("devices", nlohmann::json::array())) {
+        const std::string spec = entry.value("spec", "");
+        if (entry.value("kind", "") == "disk" && spec.substr(0, spec.find(',')) == wanted) {
+          id = entry.value("id", "");
+        }
+      }
+      if (id.empty()) {
+        fail_verb("detach", fmt::format("{} has no disk {}", detach_arguments->name, wanted));
+      }
+      device = id;
+    }
+    auto result = call(*options, "detach", "DELETE",
+                       fmt::format("/v1/vms/{}/devices/{}?timeout={}", detach_arguments->name,
+                                   device, detach_arguments->timeout));
+    if (options->json) return print_json(result);
+    fmt::print("detached {} from {}\n", result.value("detached", ""), detach_arguments->name);
   });
 
   struct DeleteArguments {

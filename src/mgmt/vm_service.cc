@@ -189,6 +189,7 @@ nlohmann::json VmService::describe(const VmRecord& record) {
                     {"on_crash", record.on_crash},
                     {"created", record.created},
                     {"definition", record.definition},
+                    {"devices", devices_of(record.definition)},
                     {"console_log", (vm_dir(record.name) / "console.log").string()}};
   std::lock_guard lock(mutex_);
   if (auto found = running_.find(record.name); found != running_.end()) {

@@ -95,6 +95,11 @@ class WorkerProcess {
   Result<nlohmann::json> request(std::string_view op,
                                  std::chrono::milliseconds timeout = std::chrono::seconds(5),
                                  std::span<const int> fds = {});
+  // The same with the request's other fields in `fields` (an object; its "op" names it). A
+  // refusal keeps the reply: kInvalidArgument's message is the worker's "error", and
+  // `refusal`, when given, receives the whole reply.
+  Result<nlohmann::json> request(nlohmann::json fields, std::chrono::milliseconds timeout,
+                                 std::span<const int> fds, nlohmann::json* refusal);
   // SIGKILL through the pidfd (no-op once it has exited).
   void kill();
   // Waits until the process has ended (or the timeout passed); true when it has.

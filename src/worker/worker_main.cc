@@ -21,6 +21,7 @@
 #include "base/granted_files.h"
 #include "base/message_channel.h"
 #include "machine/vm_definition.h"
+#include "virtio/virtio_block_setup.h"
 #include "migration/machine_state.h"
 #include "worker/control_protocol.h"
 #include "worker/sandbox.h"
@@ -137,6 +138,66 @@ nlohmann::json save_state(VmRunner& runner, const nlohmann::json& request,
   return reply;
 }
 
+// "attach" with {"disk": SPEC} or {"net": SPEC} (`lamina run`'s --disk/--net values), the
+// grants laminad recorded while opening it and their fds: the device is plugged into the
+// running VM (ACPI PCI hotplug); the reply names its PCI slot.
+nlohmann::json attach_device(VmRunner& runner, const nlohmann::json& request,
+                             std::vector<UniqueFd> fds) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  auto refuse = [&](const Error& error) {
+    reply["ok"] = false;
+    reply["error"] = error.message();
+    return reply;
+  };
+  auto granted = GrantedFiles::from_wire(request.value("grants", nlohmann::json::object()),
+                                         std::move(fds));
+  if (!granted) return refuse(granted.error());
+  Result<uint8_t> slot = fail(ErrorCode::kInvalidArgument, "attach needs \"disk\" or \"net\"");
+  if (request.contains("disk") && request["disk"].is_string()) {
+    auto spec = virtio::parse_disk_spec(request["disk"].get<std::string>());
+    if (!spec) return refuse(spec.error());
+    slot = runner.attach_disk(std::move(*spec), &*granted);
+  } else if (request.contains("net") && request["net"].is_string()) {
+    auto option = machine::parse_network(request["net"].get<std::string>());
+    if (!option) return refuse(option.error());
+    slot = runner.attach_network(*option, &*granted);
+  }
+  if (!slot) return refuse(slot.error());
+  reply["slot"] = *slot;
+  return reply;
+}
+
+// "detach" with {"disk": INDEX} or {"net": INDEX} (definition order) and "timeout_ms": the
+// guest is asked to release the device and waited for; a guest that does not is answered
+// {"ok": false, "timed_out": true} and keeps the device.
+nlohmann::json detach_device(VmRunner& runner, const nlohmann::json& request) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  constexpr int64_t kMaxTimeoutMs = 120'000;
+  const nlohmann::json& timeout = request.contains("timeout_ms") ? request["timeout_ms"]
+                                                                 : nlohmann::json(10'000);
+  const bool disk = request.contains("disk") && request["disk"].is_number_unsigned();
+  const bool net = request.contains("net") && request["net"].is_number_unsigned();
+  if ((!disk && !net) || !timeout.is_number_unsigned() ||
+      timeout.get<int64_t>() > kMaxTimeoutMs) {
+    reply["ok"] = false;
+    reply["error"] = "detach needs \"disk\" or \"net\" (an index) and timeout_ms <= 120000";
+    return reply;
+  }
+  const std::chrono::milliseconds wait(timeout.get<int64_t>());
+  const size_t before = disk ? runner.disk_count() : runner.network_count();
+  auto detached = disk ? runner.detach_disk(request["disk"].get<size_t>(), wait)
+                       : runner.detach_network(request["net"].get<size_t>(), wait);
+  if (!detached) {
+    reply["ok"] = false;
+    reply["error"] = detached.error().message();
+    // Machine::hot_remove_virtio's kIo with the device still there: the guest kept it.
+    const size_t after = disk ? runner.disk_count() : runner.network_count();
+    if (detached.error().code() == ErrorCode::kIo && after == before) reply["timed_out"] = true;
+    reply["detached"] = after < before;
+  }
+  return reply;
+}
+
 // Serves the controller until it goes away, then waits on `listener` (laminad's per-VM control
 // socket, when given) for the next one: a restarted laminad re-adopts the running VM there.
 void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& name,
@@ -176,6 +237,14 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
     }
     if (op == "save") {
       sender.send(save_state(runner, request, (*received)->fds));
+      continue;
+    }
+    if (op == "attach") {
+      sender.send(attach_device(runner, request, std::move((*received)->fds)));
+      continue;
+    }
+    if (op == "detach") {
+      sender.send(detach_device(runner, request));
       continue;
     }
     sender.send(handle(runner, request));

@@ -1,0 +1,219 @@
+// VmService's hotplug (vm_service.h): attach and detach of disks and network cards. The order
+// of the steps keeps a failure from changing anything:
+//   attach: the new definition (old + the device) is checked as a whole (files, the same image
+//     twice) -> a running VM: laminad opens the image or port (lock taken: an image in use is
+//     refused here) -> the worker plugs it in -> the definition is stored. A stopped VM only
+//     gets the definition.
+//   detach: the device is found (id or path) -> a running VM: the worker asks the guest, waits
+//     for its eject, flushes and closes the image -> the definition is stored without it.
+
+#include <fmt/format.h>
+
+#include "machine/host_grants.h"
+#include "machine/vm_definition.h"
+#include "mgmt/vm_service.h"
+#include "virtio/virtio_block_setup.h"
+
+namespace lamina::mgmt {
+namespace {
+
+// A device's place in a definition: "disks" or "nets", and its index there.
+struct DeviceRef {
+  std::string list;
+  size_t index = 0;
+};
+
+std::string id_of(const std::string& list, size_t index) {
+  return fmt::format("{}{}", list == "disks" ? "disk" : "net", index);
+}
+
+// The path of a disk spec ("PATH[,options]", ",," escaping a comma).
+std::string disk_path(const std::string& spec) {
+  auto parsed = virtio::parse_disk_spec(spec);
+  return parsed ? parsed->path : spec;
+}
+
+std::optional<DeviceRef> find_device(const nlohmann::json& definition, const std::string& device) {
+  for (const std::string list : {"disks", "nets"}) {
+    if (!definition.contains(list) || !definition[list].is_array()) continue;
+    for (size_t index = 0; index < definition[list].size(); ++index) {
+      const auto& spec = definition[list][index];
+      if (id_of(list, index) == device ||
+          (list == "disks" && spec.is_string() && disk_path(spec.get<std::string>()) == device)) {
+        return DeviceRef{list, index};
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+std::string device_names(const nlohmann::json& definition) {
+  std::string names;
+  for (const auto& device : VmService::devices_of(definition)) {
+    names += (names.empty() ? "" : ", ") + device["id"].get<std::string>();
+  }
+  return names.empty() ? "none" : names;
+}
+
+}  // namespace
+
+nlohmann::json VmService::devices_of(const nlohmann::json& definition) {
+  nlohmann::json devices = nlohmann::json::array();
+  for (const std::string list : {"disks", "nets"}) {
+    if (!definition.contains(list) || !definition[list].is_array()) continue;
+    for (size_t index = 0; index < definition[list].size(); ++index) {
+      devices.push_back({{"id", id_of(list, index)},
+                         {"kind", list == "disks" ? "disk" : "net"},
+                         {"spec", definition[list][index]}});
+    }
+  }
+  return devices;
+}
+
+ServiceResult<nlohmann::json> VmService::attach(const std::string& name,
+                                                const nlohmann::json& body) {
+  if (!body.is_object() || body.size() != 1 || !(body.contains("disk") || body.contains("net"))) {
+    return std::unexpected(ServiceError{
+        400, "", "the body must be {\"disk\": \"PATH[,readonly]\"} or {\"net\": \"switch:NAME\"}"});
+  }
+  const bool disk = body.contains("disk");
+  const std::string field = disk ? "disk" : "net";
+  if (!body[field].is_string()) {
+    return std::unexpected(ServiceError{400, field, "must be a string"});
+  }
+  const std::string spec = body[field].get<std::string>();
+  std::lock_guard one_at_a_time(hotplug_mutex_);
+  auto found = inventory_->find(name);
+  if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
+  if (!*found) return std::unexpected(ServiceError{404, "name", fmt::format("no VM named {}", name)});
+  VmRecord record = **found;
+  // The whole definition without the host (a running VM's own images are locked by its
+  // worker), the one host rule between disks (an image is attached twice only read-only),
+  // then the device against the host (its file, its format, its lock).
+  const std::string list = disk ? "disks" : "nets";
+  record.definition[list].push_back(spec);
+  auto config =
+      machine::vm_config_from_definition(record.definition, machine::HostChecks::kNone);
+  if (!config) return std::unexpected(ServiceError{400, field, config.error().message()});
+  if (disk) {
+    const virtio::DiskSpec& added = config->disks.back();
+    for (size_t index = 0; index + 1 < config->disks.size(); ++index) {
+      const virtio::DiskSpec& other = config->disks[index];
+      std::error_code error;
+      if (std::filesystem::equivalent(added.path, other.path, error) &&
+          !(added.read_only && other.read_only)) {
+        return std::unexpected(ServiceError{
+            400, field,
+            fmt::format("{} is attached to {} already (as {}); an image may be attached twice "
+                        "only read-only",
+                        added.path, name, id_of("disks", index))});
+      }
+    }
+  }
+  auto alone = machine::vm_config_from_definition({{list, {spec}}});
+  if (!alone) return std::unexpected(ServiceError{400, field, alone.error().message()});
+  const std::string id = id_of(list, record.definition[list].size() - 1);
+
+  WorkerProcess* worker = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto running = running_.find(name); running != running_.end()) {
+      if (!running->second.worker) {
+        return std::unexpected(ServiceError{409, "", fmt::format("{} is starting", name)});
+      }
+      worker = running->second.worker.get();
+    }
+  }
+  nlohmann::json detail{{"device", id}, {field, spec}};
+  if (worker != nullptr) {
+    machine::VmConfig device;
+    if (disk) {
+      device.disks.push_back(config->disks.back());
+    } else {
+      device.networks.push_back(config->networks.back());
+      if (auto switches = start_switches({{"nets", {spec}}}); !switches) {
+        return std::unexpected(switches.error());
+      }
+    }
+    net::SwitchConnectOptions switch_options;
+    switch_options.daemon = {.program = options_.lamina_program,
+                             .arguments = {"--idle-exit", "10"}};
+    // laminad opens (and locks) what the worker will use; the worker opens no path.
+    auto grants = machine::grant_device(device, name, switch_options);
+    if (!grants) return std::unexpected(ServiceError{422, field, grants.error().message()});
+    nlohmann::json request{{"op", "attach"}, {field, spec}, {"grants", grants->to_json()}};
+    const std::vector<int> fds = grants->descriptors();
+    auto reply = worker->request(std::move(request), std::chrono::seconds(10), fds, nullptr);
+    if (!reply) return std::unexpected(ServiceError{422, field, reply.error().message()});
+    detail["slot"] = reply->value("slot", 0);
+  }
+  if (auto updated = inventory_->update(record); !updated) {
+    return std::unexpected(ServiceError{500, "", updated.error().message()});
+  }
+  log_event(name, "attached", detail);
+  auto described = get(name);
+  if (described) (*described)["attached"] = id;
+  return described;
+}
+
+ServiceResult<nlohmann::json> VmService::detach(const std::string& name, const std::string& device,
+                                                std::chrono::milliseconds timeout) {
+  std::lock_guard one_at_a_time(hotplug_mutex_);
+  auto found = inventory_->find(name);
+  if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
+  if (!*found) return std::unexpected(ServiceError{404, "name", fmt::format("no VM named {}", name)});
+  VmRecord record = **found;
+  const auto where = find_device(record.definition, device);
+  if (!where) {
+    return std::unexpected(ServiceError{
+        404, "device", fmt::format("{} has no device {} (its devices: {})", name, device,
+                                   device_names(record.definition))});
+  }
+  const std::string id = id_of(where->list, where->index);
+  WorkerProcess* worker = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto running = running_.find(name); running != running_.end()) {
+      if (!running->second.worker) {
+        return std::unexpected(ServiceError{409, "", fmt::format("{} is starting", name)});
+      }
+      if (running->second.state == "paused") {
+        return std::unexpected(ServiceError{
+            409, "", fmt::format("{} is paused, so its guest cannot release {}: resume it first",
+                                 name, id)});
+      }
+      worker = running->second.worker.get();
+    }
+  }
+  nlohmann::json detail{{"device", id}, {"spec", record.definition[where->list][where->index]}};
+  if (worker != nullptr) {
+    const std::string kind = where->list == "disks" ? "disk" : "net";
+    nlohmann::json refusal;
+    auto reply = worker->request(
+        nlohmann::json{{"op", "detach"}, {kind, where->index}, {"timeout_ms", timeout.count()}},
+        timeout + std::chrono::seconds(10), {}, &refusal);
+    if (!reply && !refusal.value("detached", false)) {
+      if (refusal.value("timed_out", false)) {
+        return std::unexpected(ServiceError{
+            409, "device",
+            fmt::format("the guest of {} did not release {} within {} s (it has no ACPI PCI "
+                        "hotplug support, or it keeps the device in use); {} stays attached",
+                        name, id, timeout.count() / 1000.0, id)});
+      }
+      return std::unexpected(ServiceError{502, "", reply.error().message()});
+    }
+    if (!reply) detail["warning"] = refusal.value("error", "");
+  }
+  auto& list = record.definition[where->list];
+  list.erase(list.begin() + static_cast<ptrdiff_t>(where->index));
+  if (list.empty()) record.definition.erase(where->list);
+  if (auto updated = inventory_->update(record); !updated) {
+    return std::unexpected(ServiceError{500, "", updated.error().message()});
+  }
+  log_event(name, "detached", detail);
+  auto described = get(name);
+  if (described) (*described)["detached"] = id;
+  return described;
+}
+
+}  // namespace lamina::mgmt

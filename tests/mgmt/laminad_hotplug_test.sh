@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Hotplug through laminad and `lamina vm` (issue 12), with a real daemon and the default guest:
+# a VHD holding known data is attached to the running VM (ACPI PCI hotplug): the guest sees
+# /dev/vdb by itself and reads the data; `lamina vm show` lists it with its id and the stored
+# definition keeps it; detach asks the guest, which lets go, and the image is closed (its lock
+# released, so `lamina disk check` opens it). A network card on a virtual switch comes and
+# goes the same way. Bad requests are refused with what is wrong and change nothing. Prints
+# the time from the API call to the guest seeing the disk.
+#   laminad_hotplug_test.sh LAMINA LAMINAD GUEST_DIR
+set -euo pipefail
+lamina=$1 laminad=$2 guest=$3
+[[ -f $guest/vmlinuz ]] || { echo "no default guest in $guest"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/laminad_lib.sh"
+laminad_setup
+start_laminad
+
+console_log=$work/state/vms/hp/console.log
+# wait_console PATTERN [TRIES]: until the console log shows PATTERN (0.05 s per try).
+wait_console() {
+  for _ in $(seq "${2:-2400}"); do grep -q -- "$1" "$console_log" 2>/dev/null && return 0; sleep 0.05; done
+  fail "the console never showed '$1'"
+}
+type_line() { (printf '%s\n' "$1"; sleep 1) | timeout 3 "$lamina" vm console hp >/dev/null 2>&1 || true; }
+refused() {
+  local expected=$1; shift
+  "$@" >/dev/null 2>"$work/err" && fail "'$*' was not refused"
+  grep -q -- "$expected" "$work/err" || fail "'$*' said: $(cat "$work/err")"
+}
+definition() { "$lamina" vm --json show hp | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["definition"]))'; }
+
+# A VHD whose first sector holds a known line.
+head -c 8M /dev/zero >"$work/data.raw"
+printf 'hotplug-data-4711\n' | dd of="$work/data.raw" conv=notrunc status=none
+"$lamina" disk convert "$work/data.raw" "$work/data.vhd" >/dev/null
+
+# The VM has a disk of its own (vda), so the attached one is vdb.
+"$lamina" disk create "$work/boot.vhd" --size 4M >/dev/null
+"$lamina" vm create hp --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+  --cmdline "console=ttyS0 quiet panic=-1" --disk "$work/boot.vhd" >/dev/null || fail "create"
+"$lamina" vm start hp >/dev/null || fail "start"
+wait_console "lamina-guest:/#"
+# The guest only watches; nothing it runs makes the disk appear.
+type_line 'while [ ! -b /dev/vdb ]; do usleep 10000; done; echo seen-$((40+2)) $(head -c 17 /dev/vdb)'
+
+# Refusals first: none of them changes the definition.
+before=$(definition)
+refused "data-missing.vhd" "$lamina" vm attach hp --disk "$work/data-missing.vhd"
+refused "give one of --disk or --net" "$lamina" vm attach hp
+refused "has no device disk7" "$lamina" vm detach hp disk7
+refused "no VM named nothere" "$lamina" vm attach nothere --disk "$work/data.vhd"
+[[ $(definition) == "$before" ]] || fail "a refused request changed the definition: $(definition)"
+
+start_ms=$(date +%s%3N)
+"$lamina" vm attach hp --disk "$work/data.vhd" >"$work/out" || fail "attach: $(cat "$work/out")"
+api_ms=$(( $(date +%s%3N) - start_ms ))
+grep -q "attached disk1 to hp" "$work/out" || fail "attach said: $(cat "$work/out")"
+wait_console "seen-42 hotplug-data-4711"
+seen_ms=$(( $(date +%s%3N) - start_ms ))
+echo "hot-add of a disk on the built-in CPU: the API answered in $api_ms ms, the guest read it $seen_ms ms after the call"
+"$lamina" vm show hp | grep -q "^disk1: *$work/data.vhd" || fail "show: $("$lamina" vm show hp)"
+# The image is held: a second VM's writer cannot have it.
+refused "is attached to hp already (as disk1)" "$lamina" vm attach hp --disk "$work/data.vhd"
+"$lamina" disk check "$work/data.vhd" >/dev/null 2>&1 && fail "the attached image was not locked"
+
+# The guest writes to it, then it goes; the written data is flushed and the lock released.
+type_line 'echo written-by-guest | dd of=/dev/vdb bs=512 seek=1 conv=sync 2>/dev/null; sync; echo wrote-$((3+4))'
+wait_console "wrote-7"
+type_line 'while [ -b /dev/vdb ]; do usleep 10000; done; echo vdb-gone-$((5+5))'
+"$lamina" vm detach hp "$work/data.vhd" >"$work/out" || fail "detach: $(cat "$work/out")"
+grep -q "detached disk1 from hp" "$work/out" || fail "detach said: $(cat "$work/out")"
+wait_console "vdb-gone-10" 200
+"$lamina" disk check "$work/data.vhd" >"$work/out" 2>&1 || fail "disk check after detach: $(cat "$work/out")"
+"$lamina" disk convert --format raw "$work/data.vhd" "$work/back.raw" >/dev/null
+[[ $(dd if="$work/back.raw" bs=512 skip=1 count=1 status=none | head -c 16) == written-by-guest ]] ||
+  fail "the guest's write did not reach the image"
+[[ $(definition) == "$before" ]] || fail "the definition still names the disk: $(definition)"
+grep -q '"detached"' <("$lamina" vm --json events hp) || fail "no detached event"
+
+# A network card on a virtual switch comes and goes.
+type_line 'while [ ! -e /sys/class/net/eth0 ]; do usleep 10000; done; echo nic-$((6+6))'
+"$lamina" vm attach hp --net switch:hpnet >"$work/out" || fail "attach --net: $(cat "$work/out")"
+wait_console "nic-12" 400
+"$lamina" vm show hp | grep -q "^net0: *switch:hpnet" || fail "show: $("$lamina" vm show hp)"
+type_line 'while [ -e /sys/class/net/eth0 ]; do usleep 10000; done; echo nic-gone-$((7+7))'
+"$lamina" vm detach hp net0 >/dev/null || fail "detach net0"
+wait_console "nic-gone-14" 200
+
+# The guest still runs normally.
+type_line 'echo alive-$((8+8))'
+wait_console "alive-16" 200
+"$lamina" vm stop hp --force >/dev/null
+echo "PASS"
