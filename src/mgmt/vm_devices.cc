@@ -81,7 +81,7 @@ ServiceResult<nlohmann::json> VmService::attach(const std::string& name,
   if (!body[field].is_string()) {
     return std::unexpected(ServiceError{400, field, "must be a string"});
   }
-  const std::string spec = body[field].get<std::string>();
+  std::string spec = body[field].get<std::string>();
   std::lock_guard one_at_a_time(hotplug_mutex_);
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
@@ -113,6 +113,12 @@ ServiceResult<nlohmann::json> VmService::attach(const std::string& name,
   auto alone = machine::vm_config_from_definition({{list, {spec}}});
   if (!alone) return std::unexpected(ServiceError{400, field, alone.error().message()});
   const std::string id = id_of(list, record.definition[list].size() - 1);
+  // A card without a MAC gets one here, kept in the definition: the worker opens the switch
+  // port laminad connected for this address, and the guest sees the same card after a restart.
+  if (!disk && spec.find("mac=") == std::string::npos) {
+    spec += ",mac=" + config->networks.back().mac.to_string();
+    record.definition[list].back() = spec;
+  }
 
   WorkerProcess* worker = nullptr;
   {
