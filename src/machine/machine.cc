@@ -84,13 +84,13 @@ void Machine::insert_virtio_function(uint8_t slot,
 }
 
 Result<void> Machine::hot_add_virtio(uint8_t slot, std::unique_ptr<virtio::VirtioDevice> device) {
-  if (!(pci_hotplug_->hotplug_slots() & (uint32_t{1} << (slot & 31))) || slot >= 32) {
+  if (!(pci_hotplug_->hotplug_units() & (uint64_t{1} << (slot & 31))) || slot >= 32) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("PCI slot {:02x} does not take hotplug", slot));
   }
   auto function = make_virtio_function(slot, std::move(device));
   if (!function) return fail(function.error());
-  hw::PciHotplug& hotplug = *pci_hotplug_;
+  hw::HotplugController& hotplug = *pci_hotplug_;
   {
     // The bus and the function list change only while no vCPU is inside a device.
     hold_vcpus();
@@ -107,7 +107,7 @@ Result<void> Machine::hot_remove_virtio(uint8_t slot, std::chrono::milliseconds 
   if (virtio_function_at(slot) == nullptr) {
     return fail(ErrorCode::kNotFound, fmt::format("PCI slot {:02x} holds no virtio device", slot));
   }
-  hw::PciHotplug& hotplug = *pci_hotplug_;
+  hw::HotplugController& hotplug = *pci_hotplug_;
   hotplug.request_removal(slot);
   if (!hotplug.wait_for_eject(slot, timeout) && hotplug.cancel_removal(slot)) {
     return fail(ErrorCode::kIo,

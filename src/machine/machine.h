@@ -32,7 +32,7 @@
 #include "hw/irq_fanout.h"
 #include "hw/local_apic.h"
 #include "hw/pci_host.h"
-#include "hw/pci_hotplug.h"
+#include "hw/hotplug_controller.h"
 #include "hw/pic8259.h"
 #include "hw/pit8254.h"
 #include "hw/port92.h"
@@ -76,7 +76,7 @@ class Machine {
   // The function in `slot`, or null.
   virtio::VirtioPciFunction* virtio_function_at(uint8_t slot) const;
 
-  // ACPI PCI hotplug (hw/pci_hotplug.h), from a host thread while run() runs (one hotplug
+  // ACPI PCI hotplug (hw/hotplug_controller.h), from a host thread while run() runs (one hotplug
   // operation at a time). hot_add_virtio plugs `device` into the free `slot` with the vCPUs
   // held at an instruction boundary, then tells the guest, which finds it by rescanning the
   // slot and assigns its BARs itself. hot_remove_virtio asks the guest to release the slot
@@ -87,7 +87,7 @@ class Machine {
   [[nodiscard]] Result<void> hot_add_virtio(uint8_t slot,
                                             std::unique_ptr<virtio::VirtioDevice> device);
   [[nodiscard]] Result<void> hot_remove_virtio(uint8_t slot, std::chrono::milliseconds timeout);
-  hw::PciHotplug& pci_hotplug() { return *pci_hotplug_; }
+  hw::HotplugController& pci_hotplug() { return *pci_hotplug_; }
   // Guest instructions retired by all vCPUs so far (exact after run() returned).
   uint64_t instructions() const;
   // Host requests while run() runs, from any thread: the ACPI power button (an orderly
@@ -163,7 +163,7 @@ class Machine {
   std::unique_ptr<hw::ResetControl> reset_control_;
   std::unique_ptr<hw::Hpet> hpet_;
   std::unique_ptr<hw::PciHost> pci_host_;
-  std::unique_ptr<hw::PciHotplug> pci_hotplug_;
+  std::unique_ptr<hw::HotplugController> pci_hotplug_;
   std::unique_ptr<accel::Accelerator> accelerator_;
   // Virtio PCI functions and what they use: device DMA reports to the accelerator, so these
   // come after it (and are destroyed, devices quiesced, before it); INTx of slot S goes to the

@@ -144,8 +144,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
         stops.post({MachineExit::kPowerOff, "the guest powered off", 0});
       },
       true, acpi_config.s5_sleep_type);
-  m.pci_hotplug_ = std::make_unique<hw::PciHotplug>(
-      acpi_config.pci_hotplug_slots,
+  m.pci_hotplug_ = std::make_unique<hw::HotplugController>(
+      "pci-hotplug", acpi_config.pci_hotplug_slots, 0,
       [pm = m.acpi_pm_.get(), gpe = acpi_config.pci_hotplug_gpe] { pm->raise_gpe(gpe); });
   m.reset_control_ = std::make_unique<hw::ResetControl>([&stops] {
     stops.post({MachineExit::kReset, "reset through port 0xcf9", 0});
@@ -191,7 +191,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
       {m.io_, acpi_config.pm1a_control_port, 2, m.acpi_pm_->control_block()},
       {m.io_, acpi_config.pm_timer_port, 4, m.acpi_pm_->timer_block()},
       {m.io_, acpi_config.gpe0_port, acpi_config.gpe0_length, m.acpi_pm_->gpe0_block()},
-      {m.io_, acpi_config.pci_hotplug_port, hw::PciHotplug::kSize, *m.pci_hotplug_},
+      {m.io_, acpi_config.pci_hotplug_port, hw::HotplugController::kSize, *m.pci_hotplug_},
       {m.io_, hw::PciHost::kConfigAddressPort, 4, m.pci_host_->config_address_port()},
       {m.io_, hw::PciHost::kConfigDataPort, 4, m.pci_host_->config_data_port()},
       {m.mmio_, kEcamBase, m.pci_host_->ecam_size(), m.pci_host_->ecam()},

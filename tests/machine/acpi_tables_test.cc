@@ -399,7 +399,7 @@ TEST(AcpiTables, IaslDisassemblesThePciHotplugAml) {
   ASSERT_FALSE(folder.path().empty());
   const std::string dsdt = disassemble(folder.path(), *tables.find("DSDT"), "dsdt");
   for (const char* expected :
-       {"OperationRegion (PCST, SystemIO, 0xAE00, 0x10)",
+       {"OperationRegion (PCST, SystemIO, 0xAE00, 0x28)",
         "Field (PCST, DWordAcc, NoLock, WriteAsZeros)", "PCIU,   32", "PCID,   32",
         "B0EJ,   32", "Device (S01)", "Device (S1F)", "Name (_ADR, 0x001F0000)",
         "Name (_SUN, 0x1F)", "Method (_EJ0, 1, NotSerialized)", "B0EJ = 0x80000000",

@@ -50,7 +50,7 @@ struct AcpiConfig {
   // PCI: INTx of slot S pin P (0=INTA) goes to IOAPIC input pci_gsi_base + ((S + P) % 4),
   // level-triggered, active low (the default for PCI interrupts from _PRT).
   uint32_t pci_gsi_base = 16;
-  // ACPI PCI hotplug on bus 0 (hw/pci_hotplug.h, acpi/pci_hotplug.h): the register block's
+  // ACPI PCI hotplug on bus 0 (hw/hotplug_controller.h, acpi/pci_hotplug.h): the register block's
   // I/O port (0: no hotplug), the slots that take it (bit n = slot n) and the GPE0 bit that
   // announces a change (needs gpe0_port).
   uint16_t pci_hotplug_port = 0;

@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include "hw/pci_hotplug.h"
+#include "hw/hotplug_controller.h"
 
 namespace lamina::machine::acpi {
 
@@ -27,12 +27,13 @@ aml::Bytes slot_device(unsigned slot) {
 std::vector<aml::Bytes> pci_hotplug_slots(const AcpiConfig& config) {
   if (config.pci_hotplug_port == 0) return {};
   std::vector<aml::Bytes> terms;
+  using Registers = hw::HotplugController;
   terms.push_back(aml::system_io_region("PCST", config.pci_hotplug_port,
-                                        static_cast<uint16_t>(hw::PciHotplug::kSize)));
-  static_assert(hw::PciHotplug::kUp == 0 && hw::PciHotplug::kDown == 4 &&
-                hw::PciHotplug::kEject == 8 && hw::PciHotplug::kSlots == 12);
-  terms.push_back(aml::dword_field("PCST", {{"PCIU", 32}, {"PCID", 32}, {"B0EJ", 32},
-                                            {"PCSL", 32}}));
+                                        static_cast<uint16_t>(Registers::kSize)));
+  // The low dwords of UP, DOWN and EJECT: slots are 0-31.
+  static_assert(Registers::kUp == 0 && Registers::kDown == 8 && Registers::kEject == 16);
+  terms.push_back(aml::dword_field("PCST", {{"PCIU", 32}, {"", 32}, {"PCID", 32}, {"", 32},
+                                            {"B0EJ", 32}}));
   // PCNT reads each register once (reading clears it), then notifies slot by slot.
   const aml::Bytes up = aml::local(0);
   const aml::Bytes down = aml::local(1);

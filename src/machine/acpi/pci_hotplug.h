@@ -1,5 +1,5 @@
 #pragma once
-// The AML of ACPI PCI hotplug on the root bus (hw/pci_hotplug.h is the register block):
+// The AML of ACPI PCI hotplug on the root bus (hw/hotplug_controller.h is the register block):
 //  * in \_SB.PCI0: an operation region over the block with fields PCIU, PCID, B0EJ; one
 //    device object per hotplug slot, Sxx, with _ADR (slot << 16), _SUN (the slot number, which
 //    Linux's acpiphp names the slot after) and _EJ0 (ACPI 6.5 section 6.3.3: the OS has let
