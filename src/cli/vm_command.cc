@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "base/json_text.h"
 #include "cli/api_client.h"
 #include "cli/commands.h"
+#include "machine/vm_config.h"
 #include "cli/console_client.h"
 #include "cli/vm_support.h"
 
@@ -24,7 +26,7 @@ namespace {
 struct CreateOptions {
   std::string name;
   std::string from;
-  std::optional<uint32_t> cpus;
+  std::string cpus;
   std::string memory, kernel, initrd, cmdline, serial, console_port, rng, accel, on_reboot;
   std::vector<std::string> disks, networks;
   bool autostart = false;
@@ -85,7 +87,12 @@ nlohmann::json definition_of(const CreateOptions& options) {
     // Either a whole create body or a bare definition.
     definition = loaded.contains("definition") ? loaded["definition"] : loaded;
   }
-  if (options.cpus) definition["cpus"] = *options.cpus;
+  if (!options.cpus.empty()) {
+    auto cpus = machine::parse_cpus(options.cpus);
+    if (!cpus) fail_verb("create", cpus.error().message(), 2);
+    definition["cpus"] = cpus->cpus;
+    if (cpus->max_cpus != 0) definition["max_cpus"] = cpus->max_cpus;
+  }
   auto set = [&](const char* key, const std::string& value) {
     if (!value.empty()) definition[key] = value;
   };
@@ -110,7 +117,10 @@ void print_vm(const nlohmann::json& vm) {
   fmt::print("state:      {}\n", vm.value("state", ""));
   if (vm.contains("pid")) fmt::print("worker pid: {}\n", vm["pid"].get<int64_t>());
   if (vm.contains("last_stop")) fmt::print("last stop:  {}\n", vm.value("last_stop", ""));
-  fmt::print("cpus:       {}\n", definition.value("cpus", 1));
+  fmt::print("cpus:       {}{}\n", definition.value("cpus", 1),
+             definition.contains("max_cpus")
+                 ? fmt::format(" (max {})", definition.value("max_cpus", 0))
+                 : std::string());
   fmt::print("memory:     {}\n", definition.value("memory", "512M"));
   fmt::print("kernel:     {}\n", definition.value("kernel", "(the default guest)"));
   // Each disk and card with the id `vm detach` takes.
@@ -167,7 +177,8 @@ void add_vm_command(CLI::App& app) {
   create_command->add_option("name", create->name, "Name: [A-Za-z0-9][A-Za-z0-9._-]{0,62}")
       ->required();
   create_command->add_option("--from", create->from, "A JSON definition (or create body)");
-  create_command->add_option("--cpus", create->cpus, "vCPUs (1-64)");
+  create_command->add_option("--cpus", create->cpus,
+                             "vCPUs (1-64); N,max=M: up to M while it runs (lamina vm set)");
   create_command->add_option("--memory", create->memory, "Guest RAM, e.g. 512M");
   create_command->add_option("--kernel", create->kernel, "Kernel (default: the default guest)");
   create_command->add_option("--initrd", create->initrd, "Initial RAM disk");
@@ -273,6 +284,29 @@ void add_vm_command(CLI::App& app) {
                        fmt::format("/v1/vms/{}/devices", attach_arguments->name), body);
     if (options->json) return print_json(result);
     fmt::print("attached {} to {}\n", result.value("attached", ""), attach_arguments->name);
+  });
+
+  struct SetArguments {
+    std::string name;
+    std::optional<uint32_t> cpus;
+    std::string memory;
+  };
+  auto set_arguments = std::make_shared<SetArguments>();
+  auto* set = vm->add_subcommand(
+      "set", "Change a VM's vCPUs: live when it runs (up to its max), stored when stopped");
+  set->add_option("name", set_arguments->name, "The VM")->required();
+  set->add_option("--cpus", set_arguments->cpus, "vCPUs present (1 to the VM's max)");
+  set->add_option("--memory", set_arguments->memory, "Guest RAM (not built yet)");
+  set->callback([options, set_arguments] {
+    nlohmann::json body = nlohmann::json::object();
+    if (set_arguments->cpus) body["cpus"] = *set_arguments->cpus;
+    if (!set_arguments->memory.empty()) body["memory"] = set_arguments->memory;
+    if (body.empty()) fail_verb("set", "give --cpus", 2);
+    auto result = call(*options, "set", "POST",
+                       fmt::format("/v1/vms/{}/resize", set_arguments->name), body);
+    if (options->json) return print_json(result);
+    fmt::print("{} has {} vCPUs\n", set_arguments->name,
+               result.value("definition", nlohmann::json::object()).value("cpus", 1));
   });
 
   struct DetachArguments {

@@ -1,5 +1,6 @@
 #include "machine/machine.h"
 
+#include <bit>
 #include <chrono>
 
 #include <fmt/format.h>
@@ -137,6 +138,46 @@ Result<void> Machine::hot_remove_virtio(uint8_t slot, std::chrono::milliseconds 
   return {};
 }
 
+uint32_t Machine::present_vcpus() const {
+  if (!cpu_hotplug_) return vcpu_count();
+  return static_cast<uint32_t>(std::popcount(cpu_hotplug_->present()));
+}
+
+Result<void> Machine::hot_add_vcpu(uint32_t index) {
+  if (!cpu_hotplug_) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the VM was created without vCPU headroom: give it --cpus N,max=M");
+  }
+  if (index >= vcpu_count()) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("vCPU {} is past the VM's maximum of {}", index, vcpu_count()));
+  }
+  if (cpu_hotplug_->present() & (uint64_t{1} << index)) {
+    return fail(ErrorCode::kInvalidArgument, fmt::format("vCPU {} is present already", index));
+  }
+  cpu_hotplug_->announce_insert(index);
+  return {};
+}
+
+Result<void> Machine::hot_remove_vcpu(uint32_t index, std::chrono::milliseconds timeout) {
+  if (!cpu_hotplug_) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the VM was created without vCPU headroom: give it --cpus N,max=M");
+  }
+  if (index == 0 || index >= vcpu_count() || !(cpu_hotplug_->present() & (uint64_t{1} << index))) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("vCPU {} is not a present vCPU that can be removed", index));
+  }
+  cpu_hotplug_->request_removal(index);
+  if (!cpu_hotplug_->wait_for_eject(index, timeout) && cpu_hotplug_->cancel_removal(index)) {
+    return fail(ErrorCode::kIo,
+                fmt::format("the guest did not offline and eject vCPU {} within {} ms (no ACPI "
+                            "CPU hotplug support, or it refused); it stays",
+                            index, timeout.count()));
+  }
+  return {};
+}
+
 void Machine::quiesce() {
   {
     std::lock_guard lock(timer_mutex_);
@@ -192,6 +233,7 @@ std::vector<Machine::NamedState> Machine::stateful_devices() {
   devices.push_back({"hpet", hpet_.get()});
   devices.push_back({"pci-host", pci_host_.get()});
   devices.push_back({"pci-hotplug", pci_hotplug_.get()});
+  if (cpu_hotplug_) devices.push_back({"cpu-hotplug", cpu_hotplug_.get()});
   for (size_t index = 0; index < virtio_functions_.size(); ++index) {
     devices.push_back({fmt::format("pci-00:{:02x}.0-{}", virtio_slots_[index],
                                    virtio_functions_[index]->device().name()),
@@ -265,6 +307,7 @@ MachineStop Machine::run() {
   stop_threads();
   // No guest will eject anything now.
   pci_hotplug_->abort_waits();
+  if (cpu_hotplug_) cpu_hotplug_->abort_waits();
   return *stop;
 }
 

@@ -88,6 +88,18 @@ class Machine {
                                             std::unique_ptr<virtio::VirtioDevice> device);
   [[nodiscard]] Result<void> hot_remove_virtio(uint8_t slot, std::chrono::milliseconds timeout);
   hw::HotplugController& pci_hotplug() { return *pci_hotplug_; }
+
+  // ACPI CPU hotplug, from a host thread while run() runs, on a machine built with
+  // MachineOptions::max_cpus above cpus (kInvalidArgument otherwise, naming what to change).
+  // hot_add_vcpu marks vCPU `index` present and tells the guest, which starts it with
+  // INIT/SIPI like a physical one (its thread already waits for them). hot_remove_vcpu asks the
+  // guest to offline and eject it and waits up to `timeout` (kIo naming the timeout when it
+  // does not; the request is withdrawn); the ejected vCPU stays parked where the guest left it
+  // (halted, offline) until it is added again. vCPU 0 stays.
+  [[nodiscard]] Result<void> hot_add_vcpu(uint32_t index);
+  [[nodiscard]] Result<void> hot_remove_vcpu(uint32_t index, std::chrono::milliseconds timeout);
+  // The vCPUs present now (all of them without CPU hotplug).
+  uint32_t present_vcpus() const;
   // Guest instructions retired by all vCPUs so far (exact after run() returned).
   uint64_t instructions() const;
   // Host requests while run() runs, from any thread: the ACPI power button (an orderly
@@ -164,6 +176,7 @@ class Machine {
   std::unique_ptr<hw::Hpet> hpet_;
   std::unique_ptr<hw::PciHost> pci_host_;
   std::unique_ptr<hw::HotplugController> pci_hotplug_;
+  std::unique_ptr<hw::HotplugController> cpu_hotplug_;  // null without CPU hotplug
   std::unique_ptr<accel::Accelerator> accelerator_;
   // Virtio PCI functions and what they use: device DMA reports to the accelerator, so these
   // come after it (and are destroyed, devices quiesced, before it); INTx of slot S goes to the

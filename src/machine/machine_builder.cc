@@ -30,6 +30,8 @@ constexpr uint32_t kPciIoEnd = 0x10000;
 // GPE0 (QEMU's PIIX4 GPE0 block is there too).
 constexpr uint16_t kPciHotplugPort = 0xae00;
 constexpr uint16_t kGpe0Port = 0xafe0;
+// ACPI CPU hotplug's register block (where QEMU's legacy CPU hotplug bitmap is).
+constexpr uint16_t kCpuHotplugPort = 0xaf00;
 
 cpu::x86::SegmentCache to_cache(const SegmentState& segment) {
   return cpu::x86::SegmentCache{segment.selector, segment.base, segment.limit, segment.attributes};
@@ -69,13 +71,19 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   if (options.cpus == 0 || options.cpus > 255) {
     return fail(ErrorCode::kInvalidArgument, "the vCPU count must be between 1 and 255");
   }
+  if (options.max_cpus != 0 && (options.max_cpus < options.cpus || options.max_cpus > 64)) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the vCPU maximum must be between the vCPU count and 64 (CPU hotplug's bitmap)");
+  }
   auto layout = MemoryLayout::create({.ram_size = options.memory_bytes});
   if (!layout) return fail(layout.error().with_context("memory"));
   auto memory = GuestMemory::create(layout->ram_regions());
   if (!memory) return fail(memory.error().with_context("guest RAM"));
   std::unique_ptr<Machine> machine(new Machine(*layout, std::move(*memory)));
   Machine& m = *machine;
-  const uint32_t cpus = options.cpus;
+  // Every possible vCPU is built; those past options.cpus wait, absent, for CPU hotplug.
+  const uint32_t cpus = std::max(options.cpus, options.max_cpus);
+  const bool cpu_hotplug = cpus > options.cpus;
 
   // Interrupt controllers: one LAPIC per vCPU on the APIC bus, the IOAPIC sending to it, and
   // the 8259 pair whose INTR drives the BSP's LINT0 (virtual wire mode, MP spec 3.6.2.2).
@@ -86,6 +94,10 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   }
   acpi::AcpiConfig acpi_config;
   acpi_config.cpu_count = cpus;
+  if (cpu_hotplug) {
+    acpi_config.present_cpus = options.cpus;
+    acpi_config.cpu_hotplug_port = kCpuHotplugPort;
+  }
   acpi_config.has_i8042 = true;
   acpi_config.gpe0_port = kGpe0Port;
   acpi_config.gpe0_length = hw::AcpiPm::kGpe0Length;
@@ -116,7 +128,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   m.port61_ = std::make_unique<hw::SystemControlPort>(*m.pit_, m.clock_);
   m.rtc_ = std::make_unique<hw::Rtc>(m.timers_, isa(8), static_cast<int64_t>(std::time(nullptr)));
   m.rtc_->set_memory_size(m.layout_.below_4g_ram_end(), m.layout_.above_4g_ram_size());
-  m.rtc_->set_cpu_count(cpus);
+  m.rtc_->set_cpu_count(options.cpus);
   m.com1_ = std::make_unique<hw::Uart16550>("uart16550@0x3f8", isa(4), options.com1_backend);
   m.com2_ = std::make_unique<hw::Uart16550>("uart16550@0x2f8", isa(3), nullptr);
   StopQueue& stops = m.stops_;
@@ -144,6 +156,12 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
         stops.post({MachineExit::kPowerOff, "the guest powered off", 0});
       },
       true, acpi_config.s5_sleep_type);
+  if (cpu_hotplug) {
+    const uint64_t all = cpus >= 64 ? ~0ull : (uint64_t{1} << cpus) - 1;
+    m.cpu_hotplug_ = std::make_unique<hw::HotplugController>(
+        "cpu-hotplug", all, (uint64_t{1} << options.cpus) - 1,
+        [pm = m.acpi_pm_.get(), gpe = acpi_config.cpu_hotplug_gpe] { pm->raise_gpe(gpe); });
+  }
   m.pci_hotplug_ = std::make_unique<hw::HotplugController>(
       "pci-hotplug", acpi_config.pci_hotplug_slots, 0,
       [pm = m.acpi_pm_.get(), gpe = acpi_config.pci_hotplug_gpe] { pm->raise_gpe(gpe); });
@@ -200,6 +218,12 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   };
   for (const Mapping& mapping : mappings) {
     if (auto mapped = map(mapping.bus, mapping.base, mapping.size, mapping.device); !mapped) {
+      return fail(mapped.error().with_context("machine wiring"));
+    }
+  }
+  if (cpu_hotplug) {
+    if (auto mapped = map(m.io_, kCpuHotplugPort, hw::HotplugController::kSize, *m.cpu_hotplug_);
+        !mapped) {
       return fail(mapped.error().with_context("machine wiring"));
     }
   }

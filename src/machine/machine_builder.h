@@ -45,6 +45,9 @@ struct MachineOptions {
   std::shared_ptr<const std::vector<std::byte>> initrd_image;
   std::string cmdline;
   uint32_t cpus = 1;
+  // vCPUs the machine is built with (0: cpus); those past `cpus` are absent until ACPI CPU
+  // hotplug brings them (Machine::hot_add_vcpu).
+  uint32_t max_cpus = 0;
   uint64_t memory_bytes = uint64_t{512} << 20;
   LinuxEntry linux_entry = LinuxEntry::kDecompressed;
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output

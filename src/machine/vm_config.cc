@@ -1,5 +1,8 @@
 #include "machine/vm_config.h"
 
+#include <charconv>
+#include <optional>
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -76,10 +79,39 @@ Result<RebootAction> parse_reboot_action(std::string_view text) {
               fmt::format("--on-reboot: '{}' is not one of exit, restart", text));
 }
 
+Result<CpuCount> parse_cpus(std::string_view text) {
+  auto number = [&](std::string_view digits) -> std::optional<uint32_t> {
+    uint32_t value = 0;
+    auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+    return value;
+  };
+  const size_t comma = text.find(',');
+  CpuCount count;
+  const auto cpus = number(text.substr(0, comma));
+  std::optional<uint32_t> max = 0;
+  if (comma != std::string_view::npos) {
+    const std::string_view rest = text.substr(comma + 1);
+    max = rest.starts_with("max=") ? number(rest.substr(4)) : std::nullopt;
+  }
+  if (!cpus || !max) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--cpus: '{}' is not N or N,max=M (whole numbers)", text));
+  }
+  count.cpus = *cpus;
+  count.max_cpus = *max;
+  return count;
+}
+
 Result<void> validate(const VmConfig& config, HostChecks checks) {
   if (config.cpus < 1 || config.cpus > kMaxCpus) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("--cpus: {} is outside 1-{}", config.cpus, kMaxCpus));
+  }
+  if (config.max_cpus != 0 && (config.max_cpus < config.cpus || config.max_cpus > kMaxCpus)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--cpus: max={} must be from the vCPU count ({}) to {}",
+                            config.max_cpus, config.cpus, kMaxCpus));
   }
   if (config.memory_bytes < kMinMemoryBytes || config.memory_bytes > kMaxMemoryBytes) {
     return fail(ErrorCode::kInvalidArgument,

@@ -36,6 +36,8 @@ struct VmConfig {
   std::optional<std::filesystem::path> initrd;
   std::string cmdline;
   uint32_t cpus = 1;
+  // vCPUs the VM may grow to while it runs (ACPI CPU hotplug); 0: cpus, no headroom.
+  uint32_t max_cpus = 0;
   uint64_t memory_bytes = uint64_t{512} << 20;
   AccelKind accel = AccelKind::kEmu;
   SerialConfig serial;
@@ -50,6 +52,13 @@ struct VmConfig {
 inline constexpr uint32_t kMaxCpus = 64;
 inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
 inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
+
+// Parses --cpus "N" or "N,max=M" (M >= N: vCPUs that may be added while the VM runs).
+struct CpuCount {
+  uint32_t cpus = 1;
+  uint32_t max_cpus = 0;  // 0: none given
+};
+Result<CpuCount> parse_cpus(std::string_view text);
 
 // Parses "stdio", "none" or "file:PATH".
 Result<SerialConfig> parse_serial(std::string_view text);

@@ -11,8 +11,8 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 12> kFields = {
-    "cpus", "memory", "kernel", "initrd", "cmdline", "disks",
+constexpr std::array<std::string_view, 13> kFields = {
+    "cpus", "max_cpus", "memory", "kernel", "initrd", "cmdline", "disks",
     "nets", "serial", "console_port", "rng", "accel", "on_reboot"};
 
 Error field_error(std::string_view field, std::string_view what) {
@@ -47,6 +47,14 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
       return fail(field_error(field, fmt::format("must be a whole number from 1 to {}", kMaxCpus)));
     }
     config.cpus = value.get<uint32_t>();
+    return {};
+  }
+  if (field == "max_cpus") {
+    const auto& value = definition.at("max_cpus");
+    if (!value.is_number_unsigned() || value.get<uint64_t>() > kMaxCpus) {
+      return fail(field_error(field, fmt::format("must be a whole number up to {}", kMaxCpus)));
+    }
+    config.max_cpus = value.get<uint32_t>();
     return {};
   }
   if (field == "disks") {

@@ -124,6 +124,8 @@ const std::vector<Route>& route_table() {
        [](VmService& s, const Call& c) { return s.control(c.path.at("name"), "resume"); }},
       {"POST", "/v1/vms/{name}/reset", false,
        [](VmService& s, const Call& c) { return s.control(c.path.at("name"), "reset"); }},
+      {"POST", "/v1/vms/{name}/resize", true,
+       [](VmService& s, const Call& c) { return s.resize(c.path.at("name"), c.body); }},
       {"POST", "/v1/vms/{name}/devices", true,
        [](VmService& s, const Call& c) { return s.attach(c.path.at("name"), c.body); }},
       {"DELETE", "/v1/vms/{name}/devices/{device}", false,

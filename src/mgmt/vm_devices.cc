@@ -222,4 +222,85 @@ ServiceResult<nlohmann::json> VmService::detach(const std::string& name, const s
   return described;
 }
 
+ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
+                                                const nlohmann::json& body) {
+  if (!body.is_object() || body.empty()) {
+    return std::unexpected(ServiceError{400, "", "the body must be {\"cpus\": N}"});
+  }
+  for (const auto& [key, value] : body.items()) {
+    if (key == "memory") {
+      return std::unexpected(
+          ServiceError{400, key, "changing a VM's memory is not built yet (issue 12, virtio-mem)"});
+    }
+    if (key != "cpus") return std::unexpected(ServiceError{400, key, "unknown field"});
+    if (!value.is_number_unsigned()) {
+      return std::unexpected(ServiceError{400, key, "must be a whole number"});
+    }
+  }
+  const uint32_t cpus = body["cpus"].get<uint32_t>();
+  std::lock_guard one_at_a_time(hotplug_mutex_);
+  auto found = inventory_->find(name);
+  if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
+  if (!*found) return std::unexpected(ServiceError{404, "name", fmt::format("no VM named {}", name)});
+  VmRecord record = **found;
+  const uint32_t maximum = record.definition.value("max_cpus", 0u);
+  const uint32_t current = record.definition.value("cpus", 1u);
+  if (cpus != current && maximum <= 1) {
+    return std::unexpected(ServiceError{
+        400, "cpus",
+        fmt::format("{} was created without vCPU headroom; give it --cpus N,max=M (stopped) "
+                    "first",
+                    name)});
+  }
+  if (cpus < 1 || cpus > std::max(maximum, current)) {
+    return std::unexpected(ServiceError{
+        400, "cpus", fmt::format("{} vCPUs: {} takes 1 to {} (its max_cpus)", cpus, name,
+                                 std::max(maximum, current))});
+  }
+  WorkerProcess* worker = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto running = running_.find(name); running != running_.end()) {
+      if (!running->second.worker) {
+        return std::unexpected(ServiceError{409, "", fmt::format("{} is starting", name)});
+      }
+      if (running->second.state == "paused" && cpus < current) {
+        return std::unexpected(ServiceError{
+            409, "", fmt::format("{} is paused, so its guest cannot release vCPUs: resume it "
+                                 "first",
+                                 name)});
+      }
+      worker = running->second.worker.get();
+    }
+  }
+  nlohmann::json detail{{"cpus", cpus}, {"from", current}};
+  std::optional<ServiceError> failure;
+  if (worker != nullptr) {
+    constexpr int64_t kTimeoutMs = 10'000;
+    nlohmann::json refusal;
+    auto reply = worker->request(
+        nlohmann::json{{"op", "set_vcpus"}, {"vcpus", cpus}, {"timeout_ms", kTimeoutMs}},
+        std::chrono::milliseconds(kTimeoutMs * 64 + 10'000), {}, &refusal);
+    const nlohmann::json& answer = reply ? *reply : refusal;
+    if (!answer.contains("vcpus") || !answer["vcpus"].is_number_unsigned()) {
+      return std::unexpected(ServiceError{502, "", reply ? "the worker said no vCPU count"
+                                                         : reply.error().message()});
+    }
+    // What the worker reached is what the VM has, also when it stopped early.
+    record.definition["cpus"] = answer["vcpus"].get<uint32_t>();
+    if (!reply) failure = ServiceError{409, "cpus", refusal.value("error", "refused")};
+  } else {
+    record.definition["cpus"] = cpus;
+  }
+  if (record.definition["cpus"] != current) {
+    if (auto updated = inventory_->update(record); !updated) {
+      return std::unexpected(ServiceError{500, "", updated.error().message()});
+    }
+    detail["cpus"] = record.definition["cpus"];
+    log_event(name, "resized", detail);
+  }
+  if (failure) return std::unexpected(*failure);
+  return get(name);
+}
+
 }  // namespace lamina::mgmt

@@ -98,6 +98,11 @@ class VmService {
   ServiceResult<nlohmann::json> attach(const std::string& name, const nlohmann::json& body);
   ServiceResult<nlohmann::json> detach(const std::string& name, const std::string& device,
                                        std::chrono::milliseconds timeout);
+  // resize: body {"cpus": N}: a running VM (created with max_cpus) gets or loses vCPUs at
+  // once (ACPI CPU hotplug: the guest starts the new ones itself, and offlines and ejects the
+  // ones that go, each waited for up to `timeout`), a stopped one at its next start; the
+  // definition follows. Refused: more than max_cpus, no headroom, a paused VM (409).
+  ServiceResult<nlohmann::json> resize(const std::string& name, const nlohmann::json& body);
   // [{"id": "disk0", "kind": "disk", "spec": "PATH..."}, ...] of a definition.
   static nlohmann::json devices_of(const nlohmann::json& definition);
 

@@ -42,6 +42,7 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
                                              GrantedFiles* granted) {
   machine::MachineOptions options;
   options.cpus = config.cpus;
+  options.max_cpus = config.max_cpus;
   options.memory_bytes = config.memory_bytes;
   options.cmdline = config.cmdline;
   options.debug_exit = config.debug_exit;
@@ -163,6 +164,41 @@ VmRunner::Traffic VmRunner::machine_traffic(const machine::Machine& vm) const {
     traffic.nics.push_back(net ? net->stats() : virtio::VirtioNetStats{});
   }
   return traffic;
+}
+
+Result<void> VmRunner::set_vcpus(uint32_t count, std::chrono::milliseconds timeout) {
+  std::lock_guard hotplug(hotplug_mutex_);
+  machine::Machine* vm = nullptr;
+  uint32_t present = 0;
+  {
+    std::lock_guard lock(mutex_);
+    const uint32_t maximum = std::max(config_.cpus, config_.max_cpus);
+    if (config_.max_cpus <= 1 && count != config_.cpus) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "the VM was created without vCPU headroom: create it with --cpus N,max=M");
+    }
+    if (count < 1 || count > maximum) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("{} vCPUs: the VM takes 1 to {} (its max)", count, maximum));
+    }
+    vm = machine_;
+    present = config_.cpus;
+  }
+  // Added in order and removed from the top, so the present vCPUs are always 0..count-1.
+  Result<void> result;
+  while (present != count && result) {
+    if (present < count) {
+      if (vm) result = vm->hot_add_vcpu(present);
+      if (result) ++present;
+    } else {
+      if (vm) result = vm->hot_remove_vcpu(present - 1, timeout);
+      if (result) --present;
+    }
+  }
+  std::lock_guard lock(mutex_);
+  config_.cpus = present;
+  options_.cpus = present;
+  return result;
 }
 
 size_t VmRunner::disk_count() const {

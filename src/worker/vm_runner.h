@@ -97,11 +97,19 @@ class VmRunner {
                                                GrantedFiles* granted);
   [[nodiscard]] Result<void> detach_disk(size_t index, std::chrono::milliseconds timeout);
   [[nodiscard]] Result<void> detach_network(size_t index, std::chrono::milliseconds timeout);
+  // vCPUs (ACPI CPU hotplug, Machine::hot_add_vcpu): adds or removes vCPUs until `count` are
+  // present, in the running VM and the machines booted after it; refused past the VM's
+  // maximum (config max_cpus) or on a VM without headroom. A removal the guest does not
+  // answer within `timeout` stops there with an error (those removed so far stay removed).
+  [[nodiscard]] Result<void> set_vcpus(uint32_t count, std::chrono::milliseconds timeout);
   size_t disk_count() const;
   size_t network_count() const;
 
   VmState state() const { return state_.load(); }
-  uint32_t vcpus() const { return config_.cpus; }
+  uint32_t vcpus() const {
+    std::lock_guard lock(mutex_);
+    return config_.cpus;
+  }
   uint64_t memory_bytes() const { return config_.memory_bytes; }
   // Guest instructions retired in this VM's life (all boots), from any thread.
   uint64_t instructions() const;

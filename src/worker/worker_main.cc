@@ -198,6 +198,27 @@ nlohmann::json detach_device(VmRunner& runner, const nlohmann::json& request) {
   return reply;
 }
 
+// "set_vcpus" with "vcpus": N and "timeout_ms": vCPUs are added (ACPI CPU hotplug; the guest
+// starts them) or removed (each waits for the guest's eject) until N are present.
+nlohmann::json set_vcpus(VmRunner& runner, const nlohmann::json& request) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  const nlohmann::json timeout = request.value("timeout_ms", nlohmann::json(10'000));
+  if (!request.contains("vcpus") || !request["vcpus"].is_number_unsigned() ||
+      !timeout.is_number_unsigned() || timeout.get<int64_t>() > 120'000) {
+    reply["ok"] = false;
+    reply["error"] = "set_vcpus needs \"vcpus\" (a count) and timeout_ms <= 120000";
+    return reply;
+  }
+  auto set = runner.set_vcpus(request["vcpus"].get<uint32_t>(),
+                              std::chrono::milliseconds(timeout.get<int64_t>()));
+  if (!set) {
+    reply["ok"] = false;
+    reply["error"] = set.error().message();
+  }
+  reply["vcpus"] = runner.vcpus();
+  return reply;
+}
+
 // Serves the controller until it goes away, then waits on `listener` (laminad's per-VM control
 // socket, when given) for the next one: a restarted laminad re-adopts the running VM there.
 void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& name,
@@ -241,6 +262,10 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
     }
     if (op == "attach") {
       sender.send(attach_device(runner, request, std::move((*received)->fds)));
+      continue;
+    }
+    if (op == "set_vcpus") {
+      sender.send(set_vcpus(runner, request));
       continue;
     }
     if (op == "detach") {
@@ -337,12 +362,13 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   if (restore) {
     auto shape = migration::read_state_shape(restore.get());
     if (!shape) return fail_start(sender, id, shape.error());
-    if (shape->vcpus != config->cpus || shape->memory_bytes != config->memory_bytes) {
+    const uint32_t built_cpus = std::max(config->cpus, config->max_cpus);
+    if (shape->vcpus != built_cpus || shape->memory_bytes != config->memory_bytes) {
       return fail_start(sender, id,
                         Error(ErrorCode::kInvalidArgument,
                               fmt::format("the saved state is of a VM with {} vCPUs and {} MiB, "
                                           "this definition has {} and {} MiB",
-                                          shape->vcpus, shape->memory_bytes >> 20, config->cpus,
+                                          shape->vcpus, shape->memory_bytes >> 20, built_cpus,
                                           config->memory_bytes >> 20)));
     }
     (*runner)->restore_from(std::move(restore));

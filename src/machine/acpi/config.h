@@ -17,6 +17,12 @@ struct SerialPort {
 
 struct AcpiConfig {
   uint32_t cpu_count = 1;  // 1..255: xAPIC IDs 0..cpu_count-1, ACPI processor UIDs the same
+  // vCPUs present at boot (0: all); the others are listed disabled in the MADT and come and
+  // go through ACPI CPU hotplug (hw/hotplug_controller.h, acpi/cpu_hotplug.h) at
+  // cpu_hotplug_port (needs gpe0_port), announced by GPE0 bit cpu_hotplug_gpe.
+  uint32_t present_cpus = 0;
+  uint16_t cpu_hotplug_port = 0;
+  uint8_t cpu_hotplug_gpe = 2;
 
   // ACPI fixed hardware (FADT), all in I/O space.
   uint16_t pm1a_event_port = 0x600;    // PM1a_EVT_BLK, 4 bytes: PM1_STS (16), PM1_EN (16)

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "machine/acpi/aml.h"
+#include "machine/acpi/cpu_hotplug.h"
 #include "machine/acpi/pci_hotplug.h"
 #include "machine/memory_layout.h"
 
@@ -121,6 +122,7 @@ Bytes build_dsdt(const AcpiConfig& config) {
   for (size_t i = 0; i < config.serial_ports.size(); ++i) {
     system_bus.push_back(serial_port(i, config.serial_ports[i]));
   }
+  for (aml::Bytes& term : cpu_hotplug_objects(config)) system_bus.push_back(std::move(term));
   // \_S5_: Package {SLP_TYPa, SLP_TYPb, reserved, reserved} (section 7.4.2).
   const aml::Bytes s5 = aml::name(
       "\\_S5", aml::package({aml::integer(config.s5_sleep_type),
@@ -130,6 +132,7 @@ Bytes build_dsdt(const AcpiConfig& config) {
   dsdt.append(s5);
   dsdt.append(aml::scope("\\_SB", system_bus));
   if (config.pci_hotplug_port != 0) dsdt.append(pci_hotplug_gpe_scope(config));
+  if (config.cpu_hotplug_port != 0) dsdt.append(cpu_hotplug_gpe_scope(config));
   return std::move(dsdt).finish();
 }
 
