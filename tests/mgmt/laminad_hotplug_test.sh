@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Hotplug through laminad and `lamina vm` (issue 12), with a real daemon and the default guest:
+# Hotplug through laminad and `lamina vm` (issue 12), with a real daemon and the default guest
+# (which onlines hot-added CPUs itself, guest/hotplug):
 # a VHD holding known data is attached to the running VM (ACPI PCI hotplug): the guest sees
 # /dev/vdb by itself and reads the data; `lamina vm show` lists it with its id and the stored
 # definition keeps it; detach asks the guest, which lets go, and the image is closed (its lock
 # released, so `lamina disk check` opens it). A network card on a virtual switch comes and
-# goes the same way. Bad requests are refused with what is wrong and change nothing. Prints
-# the time from the API call to the guest seeing the disk.
+# goes the same way. vCPUs go from 1 to 3 (nproc says 3 with no command typed in the guest
+# to bring them up) and back to 1. Bad requests are refused with what is wrong and change
+# nothing. Prints the time from the API call to the guest seeing the disk and the vCPUs.
 #   laminad_hotplug_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
@@ -35,7 +37,7 @@ printf 'hotplug-data-4711\n' | dd of="$work/data.raw" conv=notrunc status=none
 
 # The VM has a disk of its own (vda), so the attached one is vdb.
 "$lamina" disk create "$work/boot.vhd" --size 4M >/dev/null
-"$lamina" vm create hp --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+"$lamina" vm create hp --cpus 1,max=3 --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
   --cmdline "console=ttyS0 quiet panic=-1" --disk "$work/boot.vhd" >/dev/null || fail "create"
 "$lamina" vm start hp >/dev/null || fail "start"
 wait_console "lamina-guest:/#"
@@ -48,6 +50,7 @@ refused "data-missing.vhd" "$lamina" vm attach hp --disk "$work/data-missing.vhd
 refused "give one of --disk or --net" "$lamina" vm attach hp
 refused "has no device disk7" "$lamina" vm detach hp disk7
 refused "no VM named nothere" "$lamina" vm attach nothere --disk "$work/data.vhd"
+refused "takes 1 to 3" "$lamina" vm set hp --cpus 4
 [[ $(definition) == "$before" ]] || fail "a refused request changed the definition: $(definition)"
 
 start_ms=$(date +%s%3N)
@@ -84,6 +87,18 @@ wait_console "nic-12" 400
 type_line 'while [ -e /sys/class/net/eth0 ]; do usleep 10000; done; echo nic-gone-$((7+7))'
 "$lamina" vm detach hp net0 >/dev/null || fail "detach net0"
 wait_console "nic-gone-14" 200
+
+# vCPUs: the guest only watches nproc; the new ones are started and onlined by the guest.
+type_line 'while [ $(nproc) -lt 3 ]; do usleep 10000; done; echo cpus-up-$(nproc)'
+start_ms=$(date +%s%3N)
+"$lamina" vm set hp --cpus 3 >"$work/out" || fail "set --cpus 3: $(cat "$work/out")"
+wait_console "cpus-up-3" 400
+echo "hot-add of 2 vCPUs on the built-in CPU: nproc was 3 $(( $(date +%s%3N) - start_ms )) ms after the call"
+"$lamina" vm show hp | grep -q "^cpus: *3 (max 3)" || fail "show: $("$lamina" vm show hp)"
+type_line 'while [ $(nproc) -gt 1 ]; do usleep 10000; done; echo cpus-down-$(nproc)'
+"$lamina" vm set hp --cpus 1 >"$work/out" || fail "set --cpus 1: $(cat "$work/out")"
+wait_console "cpus-down-1" 400
+"$lamina" vm show hp | grep -q "^cpus: *1 (max 3)" || fail "show: $("$lamina" vm show hp)"
 
 # The guest still runs normally.
 type_line 'echo alive-$((8+8))'
