@@ -5,7 +5,8 @@
 # /dev/vdb by itself and reads the data; `lamina vm show` lists it with its id and the stored
 # definition keeps it; detach asks the guest, which lets go, and the image is closed (its lock
 # released, so `lamina disk check` opens it). A network card on a virtual switch comes and
-# goes the same way. vCPUs go from 1 to 3 (nproc says 3 with no command typed in the guest
+# goes the same way. A second guest that never releases a device keeps it: the detach times
+# out with a clear error and the image stays locked. vCPUs go from 1 to 3 (nproc says 3 with no command typed in the guest
 # to bring them up) and back to 1. Bad requests are refused with what is wrong and change
 # nothing. Prints the time from the API call to the guest seeing the disk and the vCPUs.
 #   laminad_hotplug_test.sh LAMINA LAMINAD GUEST_DIR
@@ -104,4 +105,21 @@ wait_console "cpus-down-1" 400
 type_line 'echo alive-$((8+8))'
 wait_console "alive-16" 200
 "$lamina" vm stop hp --force >/dev/null
+
+# A guest that never lets go (its ACPI PCI hotplug driver is off): the detach waits its
+# timeout, says so, and the disk stays attached, its image still locked by the VM.
+console_log=$work/state/vms/deaf/console.log
+"$lamina" vm create deaf --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+  --cmdline "console=ttyS0 quiet panic=-1 acpiphp.disable=1" >/dev/null || fail "create deaf"
+"$lamina" vm start deaf >/dev/null || fail "start deaf"
+wait_console "lamina-guest:/#"
+"$lamina" vm attach deaf --disk "$work/data.vhd" >/dev/null || fail "attach to deaf"
+start_ms=$(date +%s%3N)
+refused "did not release disk0 within 2 s" "$lamina" vm detach deaf disk0 --timeout 2
+waited_ms=$(( $(date +%s%3N) - start_ms ))
+(( waited_ms >= 2000 && waited_ms < 8000 )) || fail "the refused detach took $waited_ms ms"
+"$lamina" vm show deaf | grep -q "^disk0: *$work/data.vhd" || fail "the kept disk left the definition"
+"$lamina" disk check "$work/data.vhd" >/dev/null 2>&1 && fail "the kept disk's image was not locked"
+"$lamina" vm stop deaf --force >/dev/null
+"$lamina" disk check "$work/data.vhd" >/dev/null || fail "the image stayed locked after the VM stopped"
 echo "PASS"
