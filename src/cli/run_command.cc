@@ -61,9 +61,10 @@ machine::VmConfig to_config(const RunOptions& options) {
   if (!cpus) report_bad_option(cpus.error());
   config.cpus = cpus->cpus;
   config.max_cpus = cpus->max_cpus;
-  auto memory = parse_size(options.memory);
-  if (!memory) report_bad_option(memory.error().with_context("--memory"));
-  config.memory_bytes = *memory;
+  auto memory = machine::parse_memory(options.memory);
+  if (!memory) report_bad_option(memory.error());
+  config.memory_bytes = memory->bytes;
+  config.max_memory_bytes = memory->max_bytes;
   auto accel = machine::parse_accel(options.accel);
   if (!accel) report_bad_option(accel.error());
   config.accel = *accel;
@@ -202,7 +203,7 @@ void add_run_command(CLI::App& app) {
   run->add_option("--cpus", options->cpus,
                   "Number of vCPUs (1-64); N,max=M lets a VM under laminad grow to M")
       ->capture_default_str();
-  run->add_option("--memory", options->memory, "Guest RAM, e.g. 256M or 4G")->capture_default_str();
+  run->add_option("--memory", options->memory, "Guest RAM, e.g. 256M or 4G; SIZE,max=MAX adds a virtio-mem device")->capture_default_str();
   run->add_option("--accel", options->accel,
                   "CPU backend: emu (built-in x86-64 CPU), kvm (/dev/kvm; exit status 3 when "
                   "unusable) or auto (kvm when usable, else emu)")

@@ -293,20 +293,22 @@ void add_vm_command(CLI::App& app) {
   };
   auto set_arguments = std::make_shared<SetArguments>();
   auto* set = vm->add_subcommand(
-      "set", "Change a VM's vCPUs: live when it runs (up to its max), stored when stopped");
+      "set", "Change a VM's vCPUs and memory: live when it runs (up to its max), stored when stopped");
   set->add_option("name", set_arguments->name, "The VM")->required();
   set->add_option("--cpus", set_arguments->cpus, "vCPUs present (1 to the VM's max)");
-  set->add_option("--memory", set_arguments->memory, "Guest RAM (not built yet)");
+  set->add_option("--memory", set_arguments->memory,
+                  "Guest RAM (up to the VM's max; a running guest plugs it through virtio-mem)");
   set->callback([options, set_arguments] {
     nlohmann::json body = nlohmann::json::object();
     if (set_arguments->cpus) body["cpus"] = *set_arguments->cpus;
     if (!set_arguments->memory.empty()) body["memory"] = set_arguments->memory;
-    if (body.empty()) fail_verb("set", "give --cpus", 2);
+    if (body.empty()) fail_verb("set", "give --cpus and/or --memory", 2);
     auto result = call(*options, "set", "POST",
                        fmt::format("/v1/vms/{}/resize", set_arguments->name), body);
     if (options->json) return print_json(result);
-    fmt::print("{} has {} vCPUs\n", set_arguments->name,
-               result.value("definition", nlohmann::json::object()).value("cpus", 1));
+    const auto definition = result.value("definition", nlohmann::json::object());
+    fmt::print("{} has {} vCPUs and {} of memory\n", set_arguments->name,
+               definition.value("cpus", 1), definition.value("memory", "512M"));
   });
 
   struct DetachArguments {

@@ -178,6 +178,24 @@ Result<void> Machine::hot_remove_vcpu(uint32_t index, std::chrono::milliseconds 
   return {};
 }
 
+Result<void> Machine::set_memory_size(uint64_t bytes) {
+  if (virtio_mem_ == nullptr) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the VM was created without memory headroom: give it --memory SIZE,max=MAX");
+  }
+  if (bytes < layout_.ram_size() || bytes - layout_.ram_size() > virtio_mem_->region_size()) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} MiB is outside the VM's {} MiB to {} MiB", bytes >> 20,
+                            layout_.ram_size() >> 20,
+                            (layout_.ram_size() + virtio_mem_->region_size()) >> 20));
+  }
+  return virtio_mem_->set_requested_size(bytes - layout_.ram_size());
+}
+
+uint64_t Machine::memory_size() const {
+  return layout_.ram_size() + (virtio_mem_ ? virtio_mem_->plugged_size() : 0);
+}
+
 void Machine::quiesce() {
   {
     std::lock_guard lock(timer_mutex_);

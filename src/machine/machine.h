@@ -48,6 +48,7 @@
 #include "machine/vcpu_environment.h"
 #include "machine/vcpu_thread.h"
 #include "virtio/dma_memory.h"
+#include "virtio/virtio_mem.h"
 #include "virtio/virtio_pci.h"
 
 namespace lamina::machine {
@@ -100,6 +101,14 @@ class Machine {
   [[nodiscard]] Result<void> hot_remove_vcpu(uint32_t index, std::chrono::milliseconds timeout);
   // The vCPUs present now (all of them without CPU hotplug).
   uint32_t present_vcpus() const;
+
+  // Memory (virtio-mem, MachineOptions::max_memory_bytes): the guest is asked to use `bytes`
+  // of RAM in all (boot RAM + plugged), from any thread; its driver plugs or unplugs blocks
+  // by itself, and unplugged memory goes back to the host. kInvalidArgument past the maximum,
+  // below the boot RAM, or on a machine without the device (naming what to change).
+  [[nodiscard]] Result<void> set_memory_size(uint64_t bytes);
+  // Boot RAM + what the guest has plugged now.
+  uint64_t memory_size() const;
   // Guest instructions retired by all vCPUs so far (exact after run() returned).
   uint64_t instructions() const;
   // Host requests while run() runs, from any thread: the ACPI power button (an orderly
@@ -185,6 +194,7 @@ class Machine {
   std::vector<std::unique_ptr<SharedIrqLine>> pci_intx_;
   std::vector<std::unique_ptr<virtio::VirtioPciFunction>> virtio_functions_;
   std::vector<uint8_t> virtio_slots_;  // virtio_functions_[i] sits in slot virtio_slots_[i]
+  virtio::VirtioMem* virtio_mem_ = nullptr;  // owned by its function; null without one
   uint32_t pci_gsi_base_ = 16;
   std::vector<std::unique_ptr<VcpuEnvironment>> environments_;
   std::vector<std::unique_ptr<accel::Vcpu>> vcpus_;

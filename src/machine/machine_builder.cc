@@ -1,5 +1,7 @@
 #include "machine/machine_builder.h"
 
+#include <sys/mman.h>
+
 #include <ctime>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "machine/boot_file.h"
 #include "machine/multiboot_loader.h"
 #include "machine/pci_resources.h"
+#include "virtio/virtio_mem.h"
 
 namespace lamina::machine {
 namespace {
@@ -75,7 +78,14 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
     return fail(ErrorCode::kInvalidArgument,
                 "the vCPU maximum must be between the vCPU count and 64 (CPU hotplug's bitmap)");
   }
-  auto layout = MemoryLayout::create({.ram_size = options.memory_bytes});
+  uint64_t hotplug_size = 0;
+  if (options.max_memory_bytes > options.memory_bytes) {
+    constexpr uint64_t kMemoryBlock = 128 * kMiB;
+    hotplug_size = (options.max_memory_bytes - options.memory_bytes + kMemoryBlock - 1) &
+                   ~(kMemoryBlock - 1);
+  }
+  auto layout =
+      MemoryLayout::create({.ram_size = options.memory_bytes, .hotplug_size = hotplug_size});
   if (!layout) return fail(layout.error().with_context("memory"));
   auto memory = GuestMemory::create(layout->ram_regions());
   if (!memory) return fail(memory.error().with_context("guest RAM"));
@@ -324,10 +334,11 @@ Result<BootState> MachineBuilder::load_boot_images(Machine& m, const MachineOpti
 
 Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptions& options,
                                                   uint32_t pci_gsi_base) {
-  if (options.virtio_devices.size() > kPciSlots - kFirstPciSlot) {
+  // Slot 31 is virtio-mem's.
+  if (options.virtio_devices.size() > kPciSlots - 1 - kFirstPciSlot) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} virtio devices do not fit the {} free PCI slots",
-                            options.virtio_devices.size(), kPciSlots - kFirstPciSlot));
+                            options.virtio_devices.size(), kPciSlots - 1 - kFirstPciSlot));
   }
   // Every device write into guest RAM drops the vCPUs' translations of the pages it touched.
   m.dma_ = std::make_unique<virtio::DmaMemory>(
@@ -339,6 +350,26 @@ Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptio
     m.pci_intx_.push_back(std::make_unique<SharedIrqLine>(m.ioapic_->input(pci_gsi_base + link)));
   }
   PciResourceAllocator resources(kPciMmio32Start, kPciMmio32End, kPciIoStart, kPciIoEnd);
+  // The virtio-mem device takes the last slot, outside the factories' range.
+  if (m.layout_.hotplug_size() > 0) {
+    auto memory_device = std::make_unique<virtio::VirtioMem>(
+        m.layout_.hotplug_base(), m.layout_.hotplug_size(),
+        [&memory = m.memory_](uint64_t address, uint64_t size) {
+          // Unplugged memory goes back to the host; the guest reads zeros there if it looks.
+          if (std::byte* host = memory.host_pointer(address, size)) {
+            (void)::madvise(host, size, MADV_DONTNEED);
+          }
+        });
+    m.virtio_mem_ = memory_device.get();
+    const auto slot = static_cast<uint8_t>(kPciSlots - 1);
+    auto function = m.make_virtio_function(slot, std::move(memory_device));
+    if (!function) return fail(function.error());
+    if (auto attached = m.pci_host_->attach(slot, 0, **function); !attached) {
+      return fail(attached.error());
+    }
+    if (auto assigned = resources.assign(**function); !assigned) return fail(assigned.error());
+    m.insert_virtio_function(slot, std::move(*function));
+  }
   for (size_t index = 0; index < options.virtio_devices.size(); ++index) {
     // An empty factory is an empty slot (a device hot-unplugged before this boot).
     if (!options.virtio_devices[index]) continue;

@@ -49,6 +49,9 @@ struct MachineOptions {
   // hotplug brings them (Machine::hot_add_vcpu).
   uint32_t max_cpus = 0;
   uint64_t memory_bytes = uint64_t{512} << 20;
+  // Guest RAM the machine may grow to while it runs (0: memory_bytes): the difference, rounded
+  // up to 128 MiB, is a virtio-mem device's region in PCI slot 31 (Machine::set_memory_size).
+  uint64_t max_memory_bytes = 0;
   LinuxEntry linux_entry = LinuxEntry::kDecompressed;
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
   bool kvm =

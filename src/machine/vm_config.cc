@@ -103,6 +103,25 @@ Result<CpuCount> parse_cpus(std::string_view text) {
   return count;
 }
 
+Result<MemorySize> parse_memory(std::string_view text) {
+  const size_t comma = text.find(',');
+  MemorySize size;
+  auto bytes = parse_size(text.substr(0, comma));
+  if (!bytes) return fail(bytes.error().with_context("--memory"));
+  size.bytes = *bytes;
+  if (comma != std::string_view::npos) {
+    const std::string_view rest = text.substr(comma + 1);
+    if (!rest.starts_with("max=")) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("--memory: '{}' is not SIZE or SIZE,max=MAX", text));
+    }
+    auto max = parse_size(rest.substr(4));
+    if (!max) return fail(max.error().with_context("--memory max"));
+    size.max_bytes = *max;
+  }
+  return size;
+}
+
 Result<void> validate(const VmConfig& config, HostChecks checks) {
   if (config.cpus < 1 || config.cpus > kMaxCpus) {
     return fail(ErrorCode::kInvalidArgument,
@@ -117,6 +136,14 @@ Result<void> validate(const VmConfig& config, HostChecks checks) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("--memory: {} is outside {}-{}", format_size(config.memory_bytes),
                             format_size(kMinMemoryBytes), format_size(kMaxMemoryBytes)));
+  }
+  if (config.max_memory_bytes != 0 &&
+      (config.max_memory_bytes < config.memory_bytes || config.max_memory_bytes > kMaxMemoryBytes ||
+       config.max_memory_bytes % (uint64_t{2} << 20) != 0)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--memory: max={} must be whole 2 MiB from the memory size ({}) to {}",
+                            format_size(config.max_memory_bytes),
+                            format_size(config.memory_bytes), format_size(kMaxMemoryBytes)));
   }
   if (config.memory_bytes % (uint64_t{1} << 20) != 0) {
     return fail(ErrorCode::kInvalidArgument,

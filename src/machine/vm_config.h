@@ -39,6 +39,8 @@ struct VmConfig {
   // vCPUs the VM may grow to while it runs (ACPI CPU hotplug); 0: cpus, no headroom.
   uint32_t max_cpus = 0;
   uint64_t memory_bytes = uint64_t{512} << 20;
+  // RAM the VM may grow to while it runs (virtio-mem); 0: memory_bytes, no headroom.
+  uint64_t max_memory_bytes = 0;
   AccelKind accel = AccelKind::kEmu;
   SerialConfig serial;
   RebootAction on_reboot = RebootAction::kExit;
@@ -59,6 +61,14 @@ struct CpuCount {
   uint32_t max_cpus = 0;  // 0: none given
 };
 Result<CpuCount> parse_cpus(std::string_view text);
+
+// Parses --memory "SIZE" or "SIZE,max=MAX" (MAX >= SIZE: RAM that may be added while the VM
+// runs).
+struct MemorySize {
+  uint64_t bytes = 0;
+  uint64_t max_bytes = 0;  // 0: none given
+};
+Result<MemorySize> parse_memory(std::string_view text);
 
 // Parses "stdio", "none" or "file:PATH".
 Result<SerialConfig> parse_serial(std::string_view text);

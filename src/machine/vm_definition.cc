@@ -80,9 +80,10 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
   auto text = string_field(definition, field);
   if (!text) return fail(text.error());
   if (field == "memory") {
-    auto bytes = parse_size(*text);
-    if (!bytes) return fail(bytes.error().with_context("--memory"));
-    config.memory_bytes = *bytes;
+    auto size = parse_memory(*text);
+    if (!size) return fail(size.error());
+    config.memory_bytes = size->bytes;
+    config.max_memory_bytes = size->max_bytes;
   } else if (field == "kernel") {
     if (!text->empty()) config.kernel = *text;
   } else if (field == "initrd") {

@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "base/size.h"
 #include "machine/host_grants.h"
 #include "machine/vm_definition.h"
 #include "mgmt/vm_service.h"
@@ -222,40 +223,75 @@ ServiceResult<nlohmann::json> VmService::detach(const std::string& name, const s
   return described;
 }
 
+namespace {
+
+// "SIZE[,max=MAX]" with SIZE replaced, in MiB.
+std::string with_memory(const machine::MemorySize& size, uint64_t bytes) {
+  std::string text = fmt::format("{}M", bytes >> 20);
+  if (size.max_bytes != 0) text += fmt::format(",max={}M", size.max_bytes >> 20);
+  return text;
+}
+
+}  // namespace
+
 ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
                                                 const nlohmann::json& body) {
   if (!body.is_object() || body.empty()) {
-    return std::unexpected(ServiceError{400, "", "the body must be {\"cpus\": N}"});
+    return std::unexpected(
+        ServiceError{400, "", "the body must be {\"cpus\": N} and/or {\"memory\": \"SIZE\"}"});
   }
+  std::optional<uint32_t> cpus;
+  std::optional<uint64_t> memory;
   for (const auto& [key, value] : body.items()) {
-    if (key == "memory") {
-      return std::unexpected(
-          ServiceError{400, key, "changing a VM's memory is not built yet (issue 12, virtio-mem)"});
-    }
-    if (key != "cpus") return std::unexpected(ServiceError{400, key, "unknown field"});
-    if (!value.is_number_unsigned()) {
-      return std::unexpected(ServiceError{400, key, "must be a whole number"});
+    if (key == "cpus") {
+      if (!value.is_number_unsigned()) {
+        return std::unexpected(ServiceError{400, key, "must be a whole number"});
+      }
+      cpus = value.get<uint32_t>();
+    } else if (key == "memory") {
+      auto bytes = value.is_string() ? parse_size(value.get<std::string>())
+                                     : Result<uint64_t>(fail(ErrorCode::kInvalidArgument, "x"));
+      if (!bytes) return std::unexpected(ServiceError{400, key, "must be a size like \"512M\""});
+      memory = *bytes;
+    } else {
+      return std::unexpected(ServiceError{400, key, "unknown field"});
     }
   }
-  const uint32_t cpus = body["cpus"].get<uint32_t>();
   std::lock_guard one_at_a_time(hotplug_mutex_);
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
   if (!*found) return std::unexpected(ServiceError{404, "name", fmt::format("no VM named {}", name)});
   VmRecord record = **found;
-  const uint32_t maximum = record.definition.value("max_cpus", 0u);
-  const uint32_t current = record.definition.value("cpus", 1u);
-  if (cpus != current && maximum <= 1) {
+  auto config = machine::vm_config_from_definition(record.definition, machine::HostChecks::kNone);
+  if (!config) return std::unexpected(ServiceError{500, "", config.error().message()});
+  const uint32_t current = config->cpus;
+  const uint32_t maximum = std::max(config->max_cpus, current);
+  if (cpus && *cpus != current && config->max_cpus <= 1) {
     return std::unexpected(ServiceError{
         400, "cpus",
         fmt::format("{} was created without vCPU headroom; give it --cpus N,max=M (stopped) "
                     "first",
                     name)});
   }
-  if (cpus < 1 || cpus > std::max(maximum, current)) {
+  if (cpus && (*cpus < 1 || *cpus > maximum)) {
     return std::unexpected(ServiceError{
-        400, "cpus", fmt::format("{} vCPUs: {} takes 1 to {} (its max_cpus)", cpus, name,
-                                 std::max(maximum, current))});
+        400, "cpus", fmt::format("{} vCPUs: {} takes 1 to {} (its max_cpus)", *cpus, name,
+                                 maximum)});
+  }
+  machine::MemorySize memory_size{config->memory_bytes, config->max_memory_bytes};
+  if (memory && *memory != config->memory_bytes) {
+    if (config->max_memory_bytes <= config->memory_bytes) {
+      return std::unexpected(ServiceError{
+          400, "memory",
+          fmt::format("{} was created without memory headroom; give it --memory SIZE,max=MAX "
+                      "(stopped) first",
+                      name)});
+    }
+    if (*memory > config->max_memory_bytes || *memory % (2 << 20) != 0) {
+      return std::unexpected(ServiceError{
+          400, "memory", fmt::format("{} MiB: {} takes whole 2 MiB up to {} MiB (its max)",
+                                     *memory >> 20, name, config->max_memory_bytes >> 20)});
+    }
   }
   WorkerProcess* worker = nullptr;
   {
@@ -264,7 +300,7 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
       if (!running->second.worker) {
         return std::unexpected(ServiceError{409, "", fmt::format("{} is starting", name)});
       }
-      if (running->second.state == "paused" && cpus < current) {
+      if (running->second.state == "paused" && cpus && *cpus < current) {
         return std::unexpected(ServiceError{
             409, "", fmt::format("{} is paused, so its guest cannot release vCPUs: resume it "
                                  "first",
@@ -273,13 +309,30 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
       worker = running->second.worker.get();
     }
   }
-  nlohmann::json detail{{"cpus", cpus}, {"from", current}};
+  // A running guest's boot RAM cannot shrink: virtio-mem gives back only what it plugged.
+  if (worker != nullptr && memory && *memory < config->memory_bytes) {
+    return std::unexpected(ServiceError{
+        400, "memory", fmt::format("{} MiB is below the RAM {} booted with ({} MiB); stop it "
+                                   "to shrink that",
+                                   *memory >> 20, name, config->memory_bytes >> 20)});
+  }
+  nlohmann::json detail = nlohmann::json::object();
   std::optional<ServiceError> failure;
-  if (worker != nullptr) {
+  if (worker != nullptr && memory) {
+    auto reply = worker->request(nlohmann::json{{"op", "set_memory"}, {"bytes", *memory}},
+                                 std::chrono::seconds(5), {}, nullptr);
+    if (!reply) return std::unexpected(ServiceError{409, "memory", reply.error().message()});
+    detail["memory"] = *memory;
+  }
+  if (memory && *memory != config->memory_bytes) {
+    // The next start boots with it (and the same maximum).
+    record.definition["memory"] = with_memory(memory_size, *memory);
+  }
+  if (cpus && worker != nullptr) {
     constexpr int64_t kTimeoutMs = 10'000;
     nlohmann::json refusal;
     auto reply = worker->request(
-        nlohmann::json{{"op", "set_vcpus"}, {"vcpus", cpus}, {"timeout_ms", kTimeoutMs}},
+        nlohmann::json{{"op", "set_vcpus"}, {"vcpus", *cpus}, {"timeout_ms", kTimeoutMs}},
         std::chrono::milliseconds(kTimeoutMs * 64 + 10'000), {}, &refusal);
     const nlohmann::json& answer = reply ? *reply : refusal;
     if (!answer.contains("vcpus") || !answer["vcpus"].is_number_unsigned()) {
@@ -289,14 +342,15 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
     // What the worker reached is what the VM has, also when it stopped early.
     record.definition["cpus"] = answer["vcpus"].get<uint32_t>();
     if (!reply) failure = ServiceError{409, "cpus", refusal.value("error", "refused")};
-  } else {
-    record.definition["cpus"] = cpus;
+  } else if (cpus) {
+    record.definition["cpus"] = *cpus;
   }
-  if (record.definition["cpus"] != current) {
+  if (record.definition != (**found).definition) {
     if (auto updated = inventory_->update(record); !updated) {
       return std::unexpected(ServiceError{500, "", updated.error().message()});
     }
-    detail["cpus"] = record.definition["cpus"];
+    detail["cpus"] = record.definition.value("cpus", 1);
+    detail["memory"] = record.definition.value("memory", "");
     log_event(name, "resized", detail);
   }
   if (failure) return std::unexpected(*failure);

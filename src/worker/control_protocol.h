@@ -34,6 +34,12 @@
 //                                  within T gets {"ok": false, "timed_out": true} and keeps it.
 //                                  An error reply says "detached": true when the device went
 //                                  but its last flush failed
+//   controller → worker:          {"id": N, "op": "set_vcpus", "vcpus": C, "timeout_ms": T}:
+//                                  ACPI CPU hotplug until C vCPUs are present; the reply (also
+//                                  an error's) says "vcpus" reached
+//   controller → worker:          {"id": N, "op": "set_memory", "bytes": B}: the guest is
+//                                  asked to use B bytes of RAM (virtio-mem); "query"'s
+//                                  "memory_bytes" then says what it has
 //   worker → controller replies:  {"id": N, "ok": true, ...} or {"id": N, "ok": false,
 //                                  "error": "why"}; "query" adds "state", "vcpus",
 //                                  "memory_bytes", "instructions", "boots", "disks" and

@@ -44,6 +44,7 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
   options.cpus = config.cpus;
   options.max_cpus = config.max_cpus;
   options.memory_bytes = config.memory_bytes;
+  options.max_memory_bytes = config.max_memory_bytes;
   options.cmdline = config.cmdline;
   options.debug_exit = config.debug_exit;
   if (config.kernel) {
@@ -201,6 +202,31 @@ Result<void> VmRunner::set_vcpus(uint32_t count, std::chrono::milliseconds timeo
   return result;
 }
 
+Result<void> VmRunner::set_memory(uint64_t bytes) {
+  std::lock_guard hotplug(hotplug_mutex_);
+  std::lock_guard lock(mutex_);
+  if (config_.max_memory_bytes <= config_.memory_bytes) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the VM was created without memory headroom: create it with --memory SIZE,max=MAX");
+  }
+  if (bytes < config_.memory_bytes || bytes > config_.max_memory_bytes || bytes % (2 << 20) != 0) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} MiB: the VM takes whole 2 MiB from {} MiB to {} MiB (its max)",
+                            bytes >> 20, config_.memory_bytes >> 20,
+                            config_.max_memory_bytes >> 20));
+  }
+  if (machine_) {
+    if (auto set = machine_->set_memory_size(bytes); !set) return set;
+  }
+  memory_target_ = bytes;
+  return {};
+}
+
+uint64_t VmRunner::memory_bytes() const {
+  std::lock_guard lock(mutex_);
+  return machine_ ? machine_->memory_size() : config_.memory_bytes;
+}
+
 size_t VmRunner::disk_count() const {
   std::lock_guard lock(mutex_);
   return config_.disks.size();
@@ -219,9 +245,9 @@ Result<uint8_t> VmRunner::plug(machine::VirtioDeviceFactory factory) {
     while (index < options_.virtio_devices.size() && options_.virtio_devices[index]) ++index;
     vm = machine_;
   }
-  // Slot 0 is the host bridge: 31 functions at most.
-  if (index >= 31) {
-    return fail(ErrorCode::kInvalidArgument, "every PCI slot of the VM is taken (31 devices)");
+  // Slot 0 is the host bridge and slot 31 virtio-mem's: 30 functions at most.
+  if (index >= 30) {
+    return fail(ErrorCode::kInvalidArgument, "every PCI slot of the VM is taken (30 devices)");
   }
   const auto slot = static_cast<uint8_t>(index + 1);
   if (vm != nullptr) {
@@ -489,6 +515,10 @@ VmOutcome VmRunner::run() {
         return {machine::MachineExit::kError, 1,
                 restored.error().with_context("restoring the saved state").message()};
       }
+    }
+    // The memory the host asked for outlives a reboot: the new guest's driver plugs it again.
+    if (memory_target_ > options.memory_bytes && !restoring) {
+      (void)vm->set_memory_size(memory_target_);
     }
     console_->attach(vm->com1(), vm->stops());
     {

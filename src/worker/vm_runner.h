@@ -110,7 +110,12 @@ class VmRunner {
     std::lock_guard lock(mutex_);
     return config_.cpus;
   }
-  uint64_t memory_bytes() const { return config_.memory_bytes; }
+  // RAM the guest has now: boot RAM + what it plugged (virtio-mem).
+  uint64_t memory_bytes() const;
+  // Memory (virtio-mem, Machine::set_memory_size): the guest is asked to use `bytes` in all,
+  // now and after a reboot; it plugs or unplugs by itself (poll memory_bytes()). Refused past
+  // the VM's max, below its boot RAM, or on a VM without headroom.
+  [[nodiscard]] Result<void> set_memory(uint64_t bytes);
   // Guest instructions retired in this VM's life (all boots), from any thread.
   uint64_t instructions() const;
   // Guest I/O of the VM's disks and network cards (in definition order) over its life.
@@ -151,6 +156,7 @@ class VmRunner {
   std::atomic<VmState> state_ = VmState::kStarting;
   std::atomic<uint64_t> boots_ = 0;
   UniqueFd restore_state_;  // restore_from(): the state the first machine restores
+  uint64_t memory_target_ = 0;          // set_memory(); 0: the boot RAM
   std::vector<uint8_t> disk_slots_;     // PCI slot of config_.disks[i]
   std::vector<uint8_t> network_slots_;  // PCI slot of config_.networks[i]
 };

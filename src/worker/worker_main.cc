@@ -264,6 +264,18 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
       sender.send(attach_device(runner, request, std::move((*received)->fds)));
       continue;
     }
+    if (op == "set_memory") {
+      nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+      if (!request.contains("bytes") || !request["bytes"].is_number_unsigned()) {
+        reply["ok"] = false;
+        reply["error"] = "set_memory needs \"bytes\"";
+      } else if (auto set = runner.set_memory(request["bytes"].get<uint64_t>()); !set) {
+        reply["ok"] = false;
+        reply["error"] = set.error().message();
+      }
+      sender.send(reply);
+      continue;
+    }
     if (op == "set_vcpus") {
       sender.send(set_vcpus(runner, request));
       continue;
@@ -363,6 +375,7 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
     auto shape = migration::read_state_shape(restore.get());
     if (!shape) return fail_start(sender, id, shape.error());
     const uint32_t built_cpus = std::max(config->cpus, config->max_cpus);
+    // The state's shape counts boot RAM (the virtio-mem region is a region of its own).
     if (shape->vcpus != built_cpus || shape->memory_bytes != config->memory_bytes) {
       return fail_start(sender, id,
                         Error(ErrorCode::kInvalidArgument,
