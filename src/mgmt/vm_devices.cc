@@ -280,7 +280,7 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
   }
   machine::MemorySize memory_size{config->memory_bytes, config->max_memory_bytes};
   if (memory && *memory != config->memory_bytes) {
-    if (config->max_memory_bytes <= config->memory_bytes) {
+    if (config->max_memory_bytes == 0) {
       return std::unexpected(ServiceError{
           400, "memory",
           fmt::format("{} was created without memory headroom; give it --memory SIZE,max=MAX "
@@ -309,19 +309,14 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
       worker = running->second.worker.get();
     }
   }
-  // A running guest's boot RAM cannot shrink: virtio-mem gives back only what it plugged.
-  if (worker != nullptr && memory && *memory < config->memory_bytes) {
-    return std::unexpected(ServiceError{
-        400, "memory", fmt::format("{} MiB is below the RAM {} booted with ({} MiB); stop it "
-                                   "to shrink that",
-                                   *memory >> 20, name, config->memory_bytes >> 20)});
-  }
+  // A running guest's boot RAM cannot shrink (virtio-mem gives back only what it plugged):
+  // the worker, which knows what the VM booted with, refuses that.
   nlohmann::json detail = nlohmann::json::object();
   std::optional<ServiceError> failure;
   if (worker != nullptr && memory) {
     auto reply = worker->request(nlohmann::json{{"op", "set_memory"}, {"bytes", *memory}},
                                  std::chrono::seconds(5), {}, nullptr);
-    if (!reply) return std::unexpected(ServiceError{409, "memory", reply.error().message()});
+    if (!reply) return std::unexpected(ServiceError{400, "memory", reply.error().message()});
     detail["memory"] = *memory;
   }
   if (memory && *memory != config->memory_bytes) {

@@ -211,7 +211,8 @@ Result<void> VmRunner::set_memory(uint64_t bytes) {
   }
   if (bytes < config_.memory_bytes || bytes > config_.max_memory_bytes || bytes % (2 << 20) != 0) {
     return fail(ErrorCode::kInvalidArgument,
-                fmt::format("{} MiB: the VM takes whole 2 MiB from {} MiB to {} MiB (its max)",
+                fmt::format("{} MiB: the running VM takes whole 2 MiB from the {} MiB it booted "
+                            "with to {} MiB (its max); stop it to shrink below that",
                             bytes >> 20, config_.memory_bytes >> 20,
                             config_.max_memory_bytes >> 20));
   }

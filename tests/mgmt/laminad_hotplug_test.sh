@@ -5,7 +5,9 @@
 # /dev/vdb by itself and reads the data; `lamina vm show` lists it with its id and the stored
 # definition keeps it; detach asks the guest, which lets go, and the image is closed (its lock
 # released, so `lamina disk check` opens it). A network card on a virtual switch comes and
-# goes the same way. A second guest that never releases a device keeps it: the detach times
+# goes the same way. Memory goes from 256 MiB to 512 MiB (virtio-mem): MemTotal grows by
+# itself, the guest fills the new memory with a pattern and checks it, and giving it back
+# lowers MemTotal and the worker's resident memory. A second guest that never releases a device keeps it: the detach times
 # out with a clear error and the image stays locked. vCPUs go from 1 to 3 (nproc says 3 with no command typed in the guest
 # to bring them up) and back to 1. Bad requests are refused with what is wrong and change
 # nothing. Prints the time from the API call to the guest seeing the disk and the vCPUs.
@@ -38,7 +40,7 @@ printf 'hotplug-data-4711\n' | dd of="$work/data.raw" conv=notrunc status=none
 
 # The VM has a disk of its own (vda), so the attached one is vdb.
 "$lamina" disk create "$work/boot.vhd" --size 4M >/dev/null
-"$lamina" vm create hp --cpus 1,max=3 --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+"$lamina" vm create hp --cpus 1,max=3 --memory 256M,max=512M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
   --cmdline "console=ttyS0 quiet panic=-1" --disk "$work/boot.vhd" >/dev/null || fail "create"
 "$lamina" vm start hp >/dev/null || fail "start"
 wait_console "lamina-guest:/#"
@@ -52,6 +54,7 @@ refused "give one of --disk or --net" "$lamina" vm attach hp
 refused "has no device disk7" "$lamina" vm detach hp disk7
 refused "no VM named nothere" "$lamina" vm attach nothere --disk "$work/data.vhd"
 refused "takes 1 to 3" "$lamina" vm set hp --cpus 4
+refused "up to 512 MiB (its max)" "$lamina" vm set hp --memory 1G
 [[ $(definition) == "$before" ]] || fail "a refused request changed the definition: $(definition)"
 
 start_ms=$(date +%s%3N)
@@ -100,6 +103,32 @@ type_line 'while [ $(nproc) -gt 1 ]; do usleep 10000; done; echo cpus-down-$(npr
 "$lamina" vm set hp --cpus 1 >"$work/out" || fail "set --cpus 1: $(cat "$work/out")"
 wait_console "cpus-down-1" 400
 "$lamina" vm show hp | grep -q "^cpus: *1 (max 3)" || fail "show: $("$lamina" vm show hp)"
+
+# Memory: 256 MiB -> 512 MiB; the guest only watches MemTotal, then fills 48 MiB of tmpfs with
+# a pattern and checks it (page cache goes to the new memory first: the guest onlines it
+# movable, the highest zone) while a 200 MiB fill on the built-in CPU would take a minute;
+# giving it back frees the host's pages.
+type_line 'while [ $(awk "/MemTotal/ {print \$2}" /proc/meminfo) -lt 400000 ]; do usleep 20000; done; echo mem-up-$((9+9))'
+start_ms=$(date +%s%3N)
+"$lamina" vm set hp --memory 512M >"$work/out" || fail "set --memory 512M: $(cat "$work/out")"
+wait_console "mem-up-18" 400
+echo "hot-add of 256 MiB on the built-in CPU: MemTotal grew $(( $(date +%s%3N) - start_ms )) ms after the call"
+# 1 MiB of the pattern by doubling (few large writes: small ones are slow on the built-in CPU).
+fill='printf lamina-pattern-0123456789abc >/tmp/b; for i in $(seq 15); do cat /tmp/b /tmp/b >/tmp/c; mv /tmp/c /tmp/b; done; for i in $(seq 48); do cat /tmp/b; done >/tmp/fill; rm /tmp/b'
+expected=$(cd "$work" && bash -c "${fill//\/tmp/$work}; md5sum <$work/fill" | cut -d" " -f1)
+rm -f "$work/fill"
+type_line "mount -o remount,size=400M /tmp; $fill; echo sum-\$(md5sum </tmp/fill)"
+wait_console "sum-$expected" 800
+pid=$(pid_of hp)
+rss_full=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+type_line 'rm /tmp/fill; while [ $(awk "/MemTotal/ {print \$2}" /proc/meminfo) -gt 300000 ]; do usleep 20000; done; echo mem-down-$((10+10))'
+"$lamina" vm set hp --memory 256M >"$work/out" || fail "set --memory 256M: $(cat "$work/out")"
+wait_console "mem-down-20" 400
+sleep 0.5
+rss_back=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+echo "worker RSS with the memory filled: $rss_full kB, after giving it back: $rss_back kB"
+(( rss_back + 24576 < rss_full )) || fail "the worker's RSS did not fall: $rss_full kB -> $rss_back kB"
+"$lamina" vm show hp | grep -q "^memory: *256M,max=512M" || fail "show: $("$lamina" vm show hp)"
 
 # The guest still runs normally.
 type_line 'echo alive-$((8+8))'
