@@ -121,7 +121,10 @@ void print_vm(const nlohmann::json& vm) {
              definition.contains("max_cpus")
                  ? fmt::format(" (max {})", definition.value("max_cpus", 0))
                  : std::string());
-  fmt::print("memory:     {}\n", definition.value("memory", "512M"));
+  fmt::print("memory:     {}{}\n", definition.value("memory", "512M"),
+             definition.contains("memory_target")
+                 ? fmt::format(" (set to {})", definition.value("memory_target", ""))
+                 : std::string());
   fmt::print("kernel:     {}\n", definition.value("kernel", "(the default guest)"));
   // Each disk and card with the id `vm detach` takes.
   for (const auto& device : vm.value("devices", nlohmann::json::array())) {
@@ -308,7 +311,8 @@ void add_vm_command(CLI::App& app) {
     if (options->json) return print_json(result);
     const auto definition = result.value("definition", nlohmann::json::object());
     fmt::print("{} has {} vCPUs and {} of memory\n", set_arguments->name,
-               definition.value("cpus", 1), definition.value("memory", "512M"));
+               definition.value("cpus", 1),
+               definition.value("memory_target", definition.value("memory", "512M")));
   });
 
   struct DetachArguments {

@@ -145,6 +145,16 @@ Result<void> validate(const VmConfig& config, HostChecks checks) {
                             format_size(config.max_memory_bytes),
                             format_size(config.memory_bytes), format_size(kMaxMemoryBytes)));
   }
+  if (config.memory_target_bytes != 0 &&
+      (config.memory_target_bytes < config.memory_bytes ||
+       config.memory_target_bytes > std::max(config.memory_bytes, config.max_memory_bytes) ||
+       config.memory_target_bytes % (uint64_t{2} << 20) != 0)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("memory_target: {} must be whole 2 MiB from the memory size ({}) to "
+                            "its max",
+                            format_size(config.memory_target_bytes),
+                            format_size(config.memory_bytes)));
+  }
   if (config.memory_bytes % (uint64_t{1} << 20) != 0) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("--memory: {} bytes is not a whole number of MiB", config.memory_bytes));

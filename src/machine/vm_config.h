@@ -41,6 +41,10 @@ struct VmConfig {
   uint64_t memory_bytes = uint64_t{512} << 20;
   // RAM the VM may grow to while it runs (virtio-mem); 0: memory_bytes, no headroom.
   uint64_t max_memory_bytes = 0;
+  // RAM the guest is asked to use after it boots (virtio-mem plugs the difference): what a
+  // live `lamina vm set --memory` left; 0: memory_bytes. The machine's shape stays that of
+  // memory_bytes and max_memory_bytes, so a checkpoint restores.
+  uint64_t memory_target_bytes = 0;
   AccelKind accel = AccelKind::kEmu;
   SerialConfig serial;
   RebootAction on_reboot = RebootAction::kExit;

@@ -11,8 +11,8 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 13> kFields = {
-    "cpus", "max_cpus", "memory", "kernel", "initrd", "cmdline", "disks",
+constexpr std::array<std::string_view, 14> kFields = {
+    "cpus", "max_cpus", "memory", "memory_target", "kernel", "initrd", "cmdline", "disks",
     "nets", "serial", "console_port", "rng", "accel", "on_reboot"};
 
 Error field_error(std::string_view field, std::string_view what) {
@@ -79,7 +79,11 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
   }
   auto text = string_field(definition, field);
   if (!text) return fail(text.error());
-  if (field == "memory") {
+  if (field == "memory_target") {
+    auto bytes = parse_size(*text);
+    if (!bytes) return fail(bytes.error().with_context("memory_target"));
+    config.memory_target_bytes = *bytes;
+  } else if (field == "memory") {
     auto size = parse_memory(*text);
     if (!size) return fail(size.error());
     config.memory_bytes = size->bytes;

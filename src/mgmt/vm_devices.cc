@@ -223,17 +223,6 @@ ServiceResult<nlohmann::json> VmService::detach(const std::string& name, const s
   return described;
 }
 
-namespace {
-
-// "SIZE[,max=MAX]" with SIZE replaced, in MiB.
-std::string with_memory(const machine::MemorySize& size, uint64_t bytes) {
-  std::string text = fmt::format("{}M", bytes >> 20);
-  if (size.max_bytes != 0) text += fmt::format(",max={}M", size.max_bytes >> 20);
-  return text;
-}
-
-}  // namespace
-
 ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
                                                 const nlohmann::json& body) {
   if (!body.is_object() || body.empty()) {
@@ -278,20 +267,11 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
         400, "cpus", fmt::format("{} vCPUs: {} takes 1 to {} (its max_cpus)", *cpus, name,
                                  maximum)});
   }
-  machine::MemorySize memory_size{config->memory_bytes, config->max_memory_bytes};
-  if (memory && *memory != config->memory_bytes) {
-    if (config->max_memory_bytes == 0) {
-      return std::unexpected(ServiceError{
-          400, "memory",
-          fmt::format("{} was created without memory headroom; give it --memory SIZE,max=MAX "
-                      "(stopped) first",
-                      name)});
-    }
-    if (*memory > config->max_memory_bytes || *memory % (2 << 20) != 0) {
-      return std::unexpected(ServiceError{
-          400, "memory", fmt::format("{} MiB: {} takes whole 2 MiB up to {} MiB (its max)",
-                                     *memory >> 20, name, config->max_memory_bytes >> 20)});
-    }
+  if (memory && config->max_memory_bytes != 0 &&
+      (*memory > config->max_memory_bytes || *memory % (2 << 20) != 0)) {
+    return std::unexpected(ServiceError{
+        400, "memory", fmt::format("{} MiB: {} takes whole 2 MiB up to {} MiB (its max)",
+                                   *memory >> 20, name, config->max_memory_bytes >> 20)});
   }
   WorkerProcess* worker = nullptr;
   {
@@ -309,19 +289,35 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
       worker = running->second.worker.get();
     }
   }
-  // A running guest's boot RAM cannot shrink (virtio-mem gives back only what it plugged):
-  // the worker, which knows what the VM booted with, refuses that.
+  // With headroom the boot RAM stays (the machine's shape, which a checkpoint restores) and
+  // memory_target says what the guest is asked to use; the worker, which knows what the VM
+  // booted with, refuses less than that. A stopped VM without headroom just boots with it.
   nlohmann::json detail = nlohmann::json::object();
   std::optional<ServiceError> failure;
-  if (worker != nullptr && memory) {
-    auto reply = worker->request(nlohmann::json{{"op", "set_memory"}, {"bytes", *memory}},
-                                 std::chrono::seconds(5), {}, nullptr);
-    if (!reply) return std::unexpected(ServiceError{400, "memory", reply.error().message()});
-    detail["memory"] = *memory;
-  }
-  if (memory && *memory != config->memory_bytes) {
-    // The next start boots with it (and the same maximum).
-    record.definition["memory"] = with_memory(memory_size, *memory);
+  if (memory && config->max_memory_bytes == 0) {
+    if (worker != nullptr) {
+      return std::unexpected(ServiceError{
+          400, "memory",
+          fmt::format("{} was created without memory headroom; give it --memory SIZE,max=MAX "
+                      "(stopped) first",
+                      name)});
+    }
+    record.definition["memory"] = fmt::format("{}M", *memory >> 20);
+  } else if (memory) {
+    if (worker != nullptr) {
+      auto reply = worker->request(nlohmann::json{{"op", "set_memory"}, {"bytes", *memory}},
+                                   std::chrono::seconds(5), {}, nullptr);
+      if (!reply) return std::unexpected(ServiceError{400, "memory", reply.error().message()});
+    } else if (*memory < config->memory_bytes) {
+      // Stopped: the boot RAM itself may shrink.
+      record.definition["memory"] =
+          fmt::format("{}M,max={}M", *memory >> 20, config->max_memory_bytes >> 20);
+    }
+    if (*memory > config->memory_bytes) {
+      record.definition["memory_target"] = fmt::format("{}M", *memory >> 20);
+    } else {
+      record.definition.erase("memory_target");
+    }
   }
   if (cpus && worker != nullptr) {
     constexpr int64_t kTimeoutMs = 10'000;
@@ -345,7 +341,7 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
       return std::unexpected(ServiceError{500, "", updated.error().message()});
     }
     detail["cpus"] = record.definition.value("cpus", 1);
-    detail["memory"] = record.definition.value("memory", "");
+    detail["memory"] = record.definition.value("memory_target", record.definition.value("memory", ""));
     log_event(name, "resized", detail);
   }
   if (failure) return std::unexpected(*failure);

@@ -109,6 +109,7 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
   if (!host_ends) return fail(host_ends.error());
   runner->host_ends_ = std::make_unique<machine::VirtioHostEnds>(std::move(*host_ends));
   machine::add_virtio_devices(config, *runner->host_ends_, runner->options_);
+  runner->memory_target_ = config.memory_target_bytes;
   // add_virtio_devices' order: rng, console port, disks, network cards from slot 1.
   const size_t others = runner->options_.virtio_devices.size() - runner->host_ends_->disks.size() -
                         runner->host_ends_->network_ports.size();

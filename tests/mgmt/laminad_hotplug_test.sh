@@ -112,6 +112,7 @@ type_line 'while [ $(awk "/MemTotal/ {print \$2}" /proc/meminfo) -lt 400000 ]; d
 start_ms=$(date +%s%3N)
 "$lamina" vm set hp --memory 512M >"$work/out" || fail "set --memory 512M: $(cat "$work/out")"
 wait_console "mem-up-18" 400
+"$lamina" vm show hp | grep -q "^memory: *256M,max=512M (set to 512M)" || fail "show: $("$lamina" vm show hp)"
 echo "hot-add of 256 MiB on the built-in CPU: MemTotal grew $(( $(date +%s%3N) - start_ms )) ms after the call"
 # 1 MiB of the pattern by doubling (few large writes: small ones are slow on the built-in CPU).
 fill='printf lamina-pattern-0123456789abc >/tmp/b; for i in $(seq 15); do cat /tmp/b /tmp/b >/tmp/c; mv /tmp/c /tmp/b; done; for i in $(seq 48); do cat /tmp/b; done >/tmp/fill; rm /tmp/b'
@@ -128,7 +129,7 @@ sleep 0.5
 rss_back=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 echo "worker RSS with the memory filled: $rss_full kB, after giving it back: $rss_back kB"
 (( rss_back + 24576 < rss_full )) || fail "the worker's RSS did not fall: $rss_full kB -> $rss_back kB"
-"$lamina" vm show hp | grep -q "^memory: *256M,max=512M" || fail "show: $("$lamina" vm show hp)"
+"$lamina" vm show hp | grep -q "^memory: *256M,max=512M$" || fail "show: $("$lamina" vm show hp)"
 
 # The guest still runs normally.
 type_line 'echo alive-$((8+8))'
