@@ -3,11 +3,13 @@
 // what the VM definition names, enters its sandbox and runs the VM until it stops.
 
 #include <dirent.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <mutex>
 #include <span>
@@ -358,6 +360,11 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
     return fail_start(sender, id,
                       Error(ErrorCode::kInternal, "sandbox: the worker has threads before it"));
   }
+  // glibc shrinks a thread's malloc heap only after reading /proc/sys/vm/overcommit_memory
+  // (check_may_shrink_heap), an openat the sandbox kills: a worker whose hot-added vCPU
+  // threads had freed enough died in its next save. No trimming, so no shrink (the heaps keep
+  // their memory, which the cgroup limit counts anyway).
+  ::mallopt(M_TRIM_THRESHOLD, INT_MAX);
   if (auto sandboxed = enter_sandbox({drop_to, address_space_limit}); !sandboxed) {
     return fail_start(sender, id, sandboxed.error());
   }

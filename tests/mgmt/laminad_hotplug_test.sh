@@ -114,6 +114,12 @@ start_ms=$(date +%s%3N)
 wait_console "mem-up-18" 400
 "$lamina" vm show hp | grep -q "^memory: *256M,max=512M (set to 512M)" || fail "show: $("$lamina" vm show hp)"
 echo "hot-add of 256 MiB on the built-in CPU: MemTotal grew $(( $(date +%s%3N) - start_ms )) ms after the call"
+# A checkpoint of the grown VM (the hotplug controllers, the CPUs present and the plugged
+# memory are machine state) continues with the memory it had.
+"$lamina" vm checkpoint hp grown >"$work/out" || fail "checkpoint: $(cat "$work/out")"
+wait_console "lamina-guest" 200
+type_line 'echo after-restore-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)-$(nproc)'
+wait_console "after-restore-4[0-9][0-9][0-9][0-9][0-9]-1" 400
 # 1 MiB of the pattern by doubling (few large writes: small ones are slow on the built-in CPU).
 fill='printf lamina-pattern-0123456789abc >/tmp/b; for i in $(seq 15); do cat /tmp/b /tmp/b >/tmp/c; mv /tmp/c /tmp/b; done; for i in $(seq 48); do cat /tmp/b; done >/tmp/fill; rm /tmp/b'
 expected=$(cd "$work" && bash -c "${fill//\/tmp/$work}; md5sum <$work/fill" | cut -d" " -f1)
