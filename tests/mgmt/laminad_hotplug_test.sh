@@ -117,7 +117,6 @@ echo "hot-add of 256 MiB on the built-in CPU: MemTotal grew $(( $(date +%s%3N) -
 # A checkpoint of the grown VM (the hotplug controllers, the CPUs present and the plugged
 # memory are machine state) continues with the memory it had.
 "$lamina" vm checkpoint hp grown >"$work/out" || fail "checkpoint: $(cat "$work/out")"
-wait_console "lamina-guest" 200
 type_line 'echo after-restore-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)-$(nproc)'
 wait_console "after-restore-4[0-9][0-9][0-9][0-9][0-9]-1" 400
 # 1 MiB of the pattern by doubling (few large writes: small ones are slow on the built-in CPU).
