@@ -334,11 +334,12 @@ Result<BootState> MachineBuilder::load_boot_images(Machine& m, const MachineOpti
 
 Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptions& options,
                                                   uint32_t pci_gsi_base) {
-  // Slot 31 is virtio-mem's.
-  if (options.virtio_devices.size() > kPciSlots - 1 - kFirstPciSlot) {
+  // Slot 31 is virtio-mem's when the machine has memory headroom.
+  const unsigned free_slots = kPciSlots - kFirstPciSlot - (m.layout_.hotplug_size() > 0 ? 1 : 0);
+  if (options.virtio_devices.size() > free_slots) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} virtio devices do not fit the {} free PCI slots",
-                            options.virtio_devices.size(), kPciSlots - 1 - kFirstPciSlot));
+                            options.virtio_devices.size(), free_slots));
   }
   // Every device write into guest RAM drops the vCPUs' translations of the pages it touched.
   m.dma_ = std::make_unique<virtio::DmaMemory>(
