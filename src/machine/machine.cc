@@ -105,6 +105,12 @@ Result<void> Machine::hot_add_virtio(uint8_t slot, std::unique_ptr<virtio::Virti
 }
 
 Result<void> Machine::hot_remove_virtio(uint8_t slot, std::chrono::milliseconds timeout) {
+  if (auto released = wait_for_virtio_release(slot, timeout); !released) return released;
+  remove_virtio_function(slot);
+  return {};
+}
+
+Result<void> Machine::wait_for_virtio_release(uint8_t slot, std::chrono::milliseconds timeout) {
   if (virtio_function_at(slot) == nullptr) {
     return fail(ErrorCode::kNotFound, fmt::format("PCI slot {:02x} holds no virtio device", slot));
   }
@@ -116,6 +122,10 @@ Result<void> Machine::hot_remove_virtio(uint8_t slot, std::chrono::milliseconds 
                             "PCI hotplug support, or the device is in use); it stays attached",
                             slot, timeout.count()));
   }
+  return {};
+}
+
+void Machine::remove_virtio_function(uint8_t slot) {
   std::unique_ptr<virtio::VirtioPciFunction> removed;
   hold_vcpus();
   for (size_t index = 0; index < virtio_slots_.size(); ++index) {
@@ -135,7 +145,6 @@ Result<void> Machine::hot_remove_virtio(uint8_t slot, std::chrono::milliseconds 
     removed.reset();
   }
   unhold_vcpus();
-  return {};
 }
 
 uint32_t Machine::present_vcpus() const {

@@ -88,6 +88,11 @@ class Machine {
   [[nodiscard]] Result<void> hot_add_virtio(uint8_t slot,
                                             std::unique_ptr<virtio::VirtioDevice> device);
   [[nodiscard]] Result<void> hot_remove_virtio(uint8_t slot, std::chrono::milliseconds timeout);
+  // hot_remove_virtio's two halves, for a caller that must hold its own lock over the second
+  // (the function list changes there) but not over the wait.
+  [[nodiscard]] Result<void> wait_for_virtio_release(uint8_t slot,
+                                                     std::chrono::milliseconds timeout);
+  void remove_virtio_function(uint8_t slot);
   hw::HotplugController& pci_hotplug() { return *pci_hotplug_; }
 
   // ACPI CPU hotplug, from a host thread while run() runs, on a machine built with

@@ -240,26 +240,22 @@ size_t VmRunner::network_count() const {
 }
 
 Result<uint8_t> VmRunner::plug(machine::VirtioDeviceFactory factory) {
+  // Under mutex_: traffic() looks at the machine's functions, which this changes (briefly).
+  std::lock_guard lock(mutex_);
   size_t index = 0;
-  machine::Machine* vm = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    while (index < options_.virtio_devices.size() && options_.virtio_devices[index]) ++index;
-    vm = machine_;
-  }
+  while (index < options_.virtio_devices.size() && options_.virtio_devices[index]) ++index;
   // Slot 0 is the host bridge and slot 31 virtio-mem's: 30 functions at most.
   if (index >= 30) {
     return fail(ErrorCode::kInvalidArgument, "every PCI slot of the VM is taken (30 devices)");
   }
   const auto slot = static_cast<uint8_t>(index + 1);
-  if (vm != nullptr) {
+  if (machine_ != nullptr) {
     auto device = factory();
     if (!device) return fail(device.error());
-    if (auto added = vm->hot_add_virtio(slot, std::move(*device)); !added) {
+    if (auto added = machine_->hot_add_virtio(slot, std::move(*device)); !added) {
       return fail(added.error());
     }
   }
-  std::lock_guard lock(mutex_);
   if (index >= options_.virtio_devices.size()) options_.virtio_devices.resize(index + 1);
   options_.virtio_devices[index] = std::move(factory);
   return slot;
@@ -271,10 +267,12 @@ Result<void> VmRunner::unplug(uint8_t slot, std::chrono::milliseconds timeout) {
     std::lock_guard lock(mutex_);
     vm = machine_;
   }
+  // The wait for the guest without mutex_ (queries go on), the removal under it.
   if (vm != nullptr) {
-    if (auto removed = vm->hot_remove_virtio(slot, timeout); !removed) return removed;
+    if (auto released = vm->wait_for_virtio_release(slot, timeout); !released) return released;
   }
   std::lock_guard lock(mutex_);
+  if (vm != nullptr) vm->remove_virtio_function(slot);
   options_.virtio_devices.at(slot - 1) = nullptr;
   // Trailing empty slots go, so the next boot's slot count is what is used.
   while (!options_.virtio_devices.empty() && !options_.virtio_devices.back()) {
