@@ -238,8 +238,7 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
       }
       cpus = value.get<uint32_t>();
     } else if (key == "memory") {
-      auto bytes = value.is_string() ? parse_size(value.get<std::string>())
-                                     : Result<uint64_t>(fail(ErrorCode::kInvalidArgument, "x"));
+      auto bytes = parse_size(value.is_string() ? value.get<std::string>() : std::string());
       if (!bytes) return std::unexpected(ServiceError{400, key, "must be a size like \"512M\""});
       memory = *bytes;
     } else {
@@ -253,9 +252,16 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
   VmRecord record = **found;
   auto config = machine::vm_config_from_definition(record.definition, machine::HostChecks::kNone);
   if (!config) return std::unexpected(ServiceError{500, "", config.error().message()});
+  bool is_running = false;
+  {
+    std::lock_guard lock(mutex_);
+    is_running = running_.contains(name);
+  }
   const uint32_t current = config->cpus;
-  const uint32_t maximum = std::max(config->max_cpus, current);
-  if (cpus && *cpus != current && config->max_cpus <= 1) {
+  // A running VM moves within its headroom; a stopped one takes any count its max allows.
+  const uint32_t maximum =
+      config->max_cpus != 0 ? config->max_cpus : is_running ? current : machine::kMaxCpus;
+  if (cpus && *cpus != current && is_running && config->max_cpus <= 1) {
     return std::unexpected(ServiceError{
         400, "cpus",
         fmt::format("{} was created without vCPU headroom; give it --cpus N,max=M (stopped) "
@@ -264,8 +270,8 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
   }
   if (cpus && (*cpus < 1 || *cpus > maximum)) {
     return std::unexpected(ServiceError{
-        400, "cpus", fmt::format("{} vCPUs: {} takes 1 to {} (its max_cpus)", *cpus, name,
-                                 maximum)});
+        400, "cpus", fmt::format("{} vCPUs: {} takes 1 to {}{}", *cpus, name, maximum,
+                                 config->max_cpus != 0 ? " (its max_cpus)" : "")});
   }
   if (memory && config->max_memory_bytes != 0 &&
       (*memory > config->max_memory_bytes || *memory % (2 << 20) != 0)) {
