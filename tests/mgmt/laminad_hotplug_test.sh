@@ -9,7 +9,7 @@
 # itself, the guest fills the new memory with a pattern and checks it, and giving it back
 # lowers MemTotal and the worker's resident memory. A second guest that never releases a device keeps it: the detach times
 # out with a clear error and the image stays locked. vCPUs go from 1 to 3 (nproc says 3 with no command typed in the guest
-# to bring them up) and back to 1. Bad requests are refused with what is wrong and change
+# to bring them up), a busy loop pinned to each of them runs, and back to 1. Bad requests are refused with what is wrong and change
 # nothing. Prints the time from the API call to the guest seeing the disk and the vCPUs.
 #   laminad_hotplug_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
@@ -99,6 +99,9 @@ start_ms=$(date +%s%3N)
 wait_console "cpus-up-3" 400
 echo "hot-add of 2 vCPUs on the built-in CPU: nproc was 3 $(( $(date +%s%3N) - start_ms )) ms after the call"
 "$lamina" vm show hp | grep -q "^cpus: *3 (max 3)" || fail "show: $("$lamina" vm show hp)"
+# A parallel workload, one busy loop pinned to each vCPU, the new ones included.
+type_line 'for c in 0 1 2; do taskset -c $c sh -c "i=0; while [ \$i -lt 2000 ]; do i=\$((i+1)); done; echo ran-on-$c-\$(taskset -p \$\$ | sed s/.*:.//)" & done; wait'
+for c in 0 1 2; do wait_console "ran-on-$c-$((1 << c))" 400; done
 type_line 'while [ $(nproc) -gt 1 ]; do usleep 10000; done; echo cpus-down-$(nproc)'
 "$lamina" vm set hp --cpus 1 >"$work/out" || fail "set --cpus 1: $(cat "$work/out")"
 wait_console "cpus-down-1" 400
