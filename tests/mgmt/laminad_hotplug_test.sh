@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Hotplug through laminad and `lamina vm` (issue 12), with a real daemon and the default guest
-# (which onlines hot-added CPUs itself, guest/hotplug):
-# a VHD holding known data is attached to the running VM (ACPI PCI hotplug): the guest sees
-# /dev/vdb by itself and reads the data; `lamina vm show` lists it with its id and the stored
-# definition keeps it; detach asks the guest, which lets go, and the image is closed (its lock
-# released, so `lamina disk check` opens it). A network card on a virtual switch comes and
-# goes the same way. Memory goes from 256 MiB to 512 MiB (virtio-mem): MemTotal grows by
-# itself, the guest fills the new memory with a pattern and checks it, and giving it back
-# lowers MemTotal and the worker's resident memory. A second guest that never releases a device keeps it: the detach times
-# out with a clear error and the image stays locked. vCPUs go from 1 to 3 (nproc says 3 with no command typed in the guest
-# to bring them up), a busy loop pinned to each of them runs, and back to 1. Bad requests are refused with what is wrong and change
-# nothing. Prints the time from the API call to the guest seeing the disk and the vCPUs.
+# (which onlines hot-added CPUs and memory itself, guest/hotplug), nothing typed in the guest
+# but commands that watch and check:
+#  * a VHD holding known data is attached to the running VM (ACPI PCI hotplug): the guest sees
+#    /dev/vdb and reads the data; `lamina vm show` lists it with its id and the stored
+#    definition keeps it; detach asks the guest, which lets go, and the image is closed (its
+#    lock released, so `lamina disk check` opens it, with the guest's write in it);
+#  * a network card on a virtual switch comes and goes the same way;
+#  * vCPUs go from 1 to 3 (nproc says 3), a busy loop pinned to each runs, and back to 1;
+#  * memory goes from 256 MiB to 512 MiB (virtio-mem): MemTotal grows, a checkpoint of the
+#    grown VM continues with it, the guest fills a pattern and checks it, and giving it back
+#    lowers MemTotal and the worker's resident memory;
+#  * a second guest that never releases a device keeps it: the detach times out with a clear
+#    error and the image stays locked;
+#  * bad requests are refused with what is wrong and change nothing.
+# Prints the time from the API call to the guest seeing the disk, the vCPUs and the memory.
 #   laminad_hotplug_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
