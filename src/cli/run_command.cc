@@ -33,7 +33,7 @@ struct RunOptions {
   std::string kernel;
   std::string initrd;
   std::string cmdline;
-  uint32_t cpus = 1;
+  std::string cpus = "1";
   std::string memory = "512M";
   std::string accel = "emu";
   std::string serial = "stdio";
@@ -57,10 +57,14 @@ machine::VmConfig to_config(const RunOptions& options) {
   if (!options.kernel.empty()) config.kernel = options.kernel;
   if (!options.initrd.empty()) config.initrd = options.initrd;
   config.cmdline = options.cmdline;
-  config.cpus = options.cpus;
-  auto memory = parse_size(options.memory);
-  if (!memory) report_bad_option(memory.error().with_context("--memory"));
-  config.memory_bytes = *memory;
+  auto cpus = machine::parse_cpus(options.cpus);
+  if (!cpus) report_bad_option(cpus.error());
+  config.cpus = cpus->cpus;
+  config.max_cpus = cpus->max_cpus;
+  auto memory = machine::parse_memory(options.memory);
+  if (!memory) report_bad_option(memory.error());
+  config.memory_bytes = memory->bytes;
+  config.max_memory_bytes = memory->max_bytes;
   auto accel = machine::parse_accel(options.accel);
   if (!accel) report_bad_option(accel.error());
   config.accel = *accel;
@@ -196,8 +200,10 @@ void add_run_command(CLI::App& app) {
                   "guest from scripts/make-guest)");
   run->add_option("--initrd", options->initrd, "Initial RAM disk for the kernel");
   run->add_option("--cmdline", options->cmdline, "Kernel command line");
-  run->add_option("--cpus", options->cpus, "Number of vCPUs (1-64)")->capture_default_str();
-  run->add_option("--memory", options->memory, "Guest RAM, e.g. 256M or 4G")->capture_default_str();
+  run->add_option("--cpus", options->cpus,
+                  "Number of vCPUs (1-64); N,max=M lets a VM under laminad grow to M")
+      ->capture_default_str();
+  run->add_option("--memory", options->memory, "Guest RAM, e.g. 256M or 4G; SIZE,max=MAX adds a virtio-mem device")->capture_default_str();
   run->add_option("--accel", options->accel,
                   "CPU backend: emu (built-in x86-64 CPU), kvm (/dev/kvm; exit status 3 when "
                   "unusable) or auto (kvm when usable, else emu)")

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "base/json_text.h"
 #include "cli/api_client.h"
 #include "cli/commands.h"
+#include "machine/vm_config.h"
 #include "cli/console_client.h"
 #include "cli/vm_support.h"
 
@@ -24,7 +26,7 @@ namespace {
 struct CreateOptions {
   std::string name;
   std::string from;
-  std::optional<uint32_t> cpus;
+  std::string cpus;
   std::string memory, kernel, initrd, cmdline, serial, console_port, rng, accel, on_reboot;
   std::vector<std::string> disks, networks;
   bool autostart = false;
@@ -111,7 +113,12 @@ nlohmann::json definition_of(const CreateOptions& options) {
     // Either a whole create body or a bare definition.
     definition = loaded.contains("definition") ? loaded["definition"] : loaded;
   }
-  if (options.cpus) definition["cpus"] = *options.cpus;
+  if (!options.cpus.empty()) {
+    auto cpus = machine::parse_cpus(options.cpus);
+    if (!cpus) fail_verb("create", cpus.error().message(), 2);
+    definition["cpus"] = cpus->cpus;
+    if (cpus->max_cpus != 0) definition["max_cpus"] = cpus->max_cpus;
+  }
   auto set = [&](const char* key, const std::string& value) {
     if (!value.empty()) definition[key] = value;
   };
@@ -136,14 +143,18 @@ void print_vm(const nlohmann::json& vm) {
   fmt::print("state:      {}\n", vm.value("state", ""));
   if (vm.contains("pid")) fmt::print("worker pid: {}\n", vm["pid"].get<int64_t>());
   if (vm.contains("last_stop")) fmt::print("last stop:  {}\n", vm.value("last_stop", ""));
-  fmt::print("cpus:       {}\n", definition.value("cpus", 1));
-  fmt::print("memory:     {}\n", definition.value("memory", "512M"));
+  fmt::print("cpus:       {}{}\n", definition.value("cpus", 1),
+             definition.contains("max_cpus")
+                 ? fmt::format(" (max {})", definition.value("max_cpus", 0))
+                 : std::string());
+  fmt::print("memory:     {}{}\n", definition.value("memory", "512M"),
+             definition.contains("memory_target")
+                 ? fmt::format(" (set to {})", definition.value("memory_target", ""))
+                 : std::string());
   fmt::print("kernel:     {}\n", definition.value("kernel", "(the default guest)"));
-  for (const auto& disk : definition.value("disks", nlohmann::json::array())) {
-    fmt::print("disk:       {}\n", disk.get<std::string>());
-  }
-  for (const auto& net : definition.value("nets", nlohmann::json::array())) {
-    fmt::print("net:        {}\n", net.get<std::string>());
+  // Each disk and card with the id `vm detach` takes.
+  for (const auto& device : vm.value("devices", nlohmann::json::array())) {
+    fmt::print("{:<11} {}\n", device.value("id", "") + ":", device.value("spec", ""));
   }
   fmt::print("autostart:  {}\n", vm.value("autostart", false) ? "yes" : "no");
   fmt::print("on crash:   {}\n", vm.value("on_crash", "stay"));
@@ -195,7 +206,8 @@ void add_vm_command(CLI::App& app) {
   create_command->add_option("name", create->name, "Name: [A-Za-z0-9][A-Za-z0-9._-]{0,62}")
       ->required();
   create_command->add_option("--from", create->from, "A JSON definition (or create body)");
-  create_command->add_option("--cpus", create->cpus, "vCPUs (1-64)");
+  create_command->add_option("--cpus", create->cpus,
+                             "vCPUs (1-64); N,max=M: up to M while it runs (lamina vm set)");
   create_command->add_option("--memory", create->memory, "Guest RAM, e.g. 512M");
   create_command->add_option("--kernel", create->kernel, "Kernel (default: the default guest)");
   create_command->add_option("--initrd", create->initrd, "Initial RAM disk");
@@ -274,6 +286,100 @@ void add_vm_command(CLI::App& app) {
         call(*options, "stop", "POST", fmt::format("/v1/vms/{}/stop", stop_arguments->name), body);
     if (options->json) return print_json(result);
     fmt::print("stopped {} ({})\n", stop_arguments->name, result.value("how", ""));
+  });
+
+  struct AttachArguments {
+    std::string name;
+    std::string disk;
+    std::string net;
+  };
+  auto attach_arguments = std::make_shared<AttachArguments>();
+  auto* attach = vm->add_subcommand(
+      "attach", "Add a disk or network card; a running guest gets it at once (PCI hotplug)");
+  attach->add_option("name", attach_arguments->name, "The VM")->required();
+  auto* attach_disk = attach->add_option("--disk", attach_arguments->disk,
+                                         "PATH[,readonly][,serial=S]: a disk image");
+  auto* attach_net =
+      attach->add_option("--net", attach_arguments->net, "switch:NAME[,mac=M] or tap:IFNAME");
+  attach_disk->excludes(attach_net);
+  attach->callback([options, attach_arguments] {
+    if (attach_arguments->disk.empty() == attach_arguments->net.empty()) {
+      fail_verb("attach", "give one of --disk or --net", 2);
+    }
+    const nlohmann::json body = attach_arguments->disk.empty()
+                                    ? nlohmann::json{{"net", attach_arguments->net}}
+                                    : nlohmann::json{{"disk", absolute_spec(attach_arguments->disk)}};
+    auto result = call(*options, "attach", "POST",
+                       fmt::format("/v1/vms/{}/devices", attach_arguments->name), body);
+    if (options->json) return print_json(result);
+    fmt::print("attached {} to {}\n", result.value("attached", ""), attach_arguments->name);
+  });
+
+  struct SetArguments {
+    std::string name;
+    std::optional<uint32_t> cpus;
+    std::string memory;
+  };
+  auto set_arguments = std::make_shared<SetArguments>();
+  auto* set = vm->add_subcommand(
+      "set", "Change a VM's vCPUs and memory: live when it runs (up to its max), stored when stopped");
+  set->add_option("name", set_arguments->name, "The VM")->required();
+  set->add_option("--cpus", set_arguments->cpus, "vCPUs present (1 to the VM's max)");
+  set->add_option("--memory", set_arguments->memory,
+                  "Guest RAM (up to the VM's max; a running guest plugs it through virtio-mem)");
+  set->callback([options, set_arguments] {
+    nlohmann::json body = nlohmann::json::object();
+    if (set_arguments->cpus) body["cpus"] = *set_arguments->cpus;
+    if (!set_arguments->memory.empty()) body["memory"] = set_arguments->memory;
+    if (body.empty()) fail_verb("set", "give --cpus and/or --memory", 2);
+    auto result = call(*options, "set", "POST",
+                       fmt::format("/v1/vms/{}/resize", set_arguments->name), body);
+    if (options->json) return print_json(result);
+    const auto definition = result.value("definition", nlohmann::json::object());
+    fmt::print("{} has {} vCPUs and {} of memory\n", set_arguments->name,
+               definition.value("cpus", 1),
+               definition.value("memory_target", definition.value("memory", "512M")));
+  });
+
+  struct DetachArguments {
+    std::string name;
+    std::string device;
+    unsigned timeout = 10;
+  };
+  auto detach_arguments = std::make_shared<DetachArguments>();
+  auto* detach = vm->add_subcommand(
+      "detach", "Remove a disk or network card; a running guest is asked to release it first");
+  detach->add_option("name", detach_arguments->name, "The VM")->required();
+  detach->add_option("device", detach_arguments->device,
+                     "Its id from `lamina vm show` (disk1, net0) or a disk's path")
+      ->required();
+  detach->add_option("--timeout", detach_arguments->timeout,
+                     "Seconds for the guest to release it")
+      ->check(CLI::Range(1, 120))
+      ->capture_default_str();
+  detach->callback([options, detach_arguments] {
+    std::string device = detach_arguments->device;
+    // A path goes by its id: the API's path segment cannot hold one.
+    if (device.find('/') != std::string::npos) {
+      auto described = call(*options, "detach", "GET", "/v1/vms/" + detach_arguments->name);
+      const std::string wanted = absolute(device);
+      std::string id;
+      for (const auto& entry : described.value("devices", nlohmann::json::array())) {
+        const std::string spec = entry.value("spec", "");
+        if (entry.value("kind", "") == "disk" && spec.substr(0, spec.find(',')) == wanted) {
+          id = entry.value("id", "");
+        }
+      }
+      if (id.empty()) {
+        fail_verb("detach", fmt::format("{} has no disk {}", detach_arguments->name, wanted));
+      }
+      device = id;
+    }
+    auto result = call(*options, "detach", "DELETE",
+                       fmt::format("/v1/vms/{}/devices/{}?timeout={}", detach_arguments->name,
+                                   device, detach_arguments->timeout));
+    if (options->json) return print_json(result);
+    fmt::print("detached {} from {}\n", result.value("detached", ""), detach_arguments->name);
   });
 
   struct DeleteArguments {

@@ -5,13 +5,14 @@
 namespace lamina::hw {
 
 namespace {
-enum Window : unsigned { kEvent = 0, kControl = 1, kTimer = 2 };
+enum Window : unsigned { kEvent = 0, kControl = 1, kTimer = 2, kGpe = 3 };
 // PM1 status bits that are write-1-to-clear and the enables that route them to the SCI.
 constexpr uint16_t kStatusWritable = 0x8731;   // WAK, RTC, SLPBTN, PWRBTN, GBL, BM, TMR
 constexpr uint16_t kEnableWritable = 0x0721;   // RTC_EN, SLPBTN_EN, PWRBTN_EN, GBL_EN, TMR_EN
 constexpr uint16_t kControlWritable = 0x1c07;  // SCI_EN, BM_RLD, GBL_RLS, SLP_TYPx
 constexpr uint16_t kSleepEnable = 1u << 13;
-constexpr uint32_t kStateVersion = 1;
+// Version 2 added the GPE0 block; a version 1 state had none, so its GPEs are clear.
+constexpr uint32_t kStateVersion = 2;
 }  // namespace
 
 AcpiPm::AcpiPm(const Clock& clock, IrqLine& sci, std::function<void()> poweroff, bool timer_32bit,
@@ -23,7 +24,8 @@ AcpiPm::AcpiPm(const Clock& clock, IrqLine& sci, std::function<void()> poweroff,
       s5_sleep_type_(s5_sleep_type & 7),
       event_window_(*this, kEvent, "acpi-pm1a-event"),
       control_window_(*this, kControl, "acpi-pm1a-control"),
-      timer_window_(*this, kTimer, "acpi-pm-timer") {}
+      timer_window_(*this, kTimer, "acpi-pm-timer"),
+      gpe_window_(*this, kGpe, "acpi-gpe0") {}
 
 uint32_t AcpiPm::timer_value() const {
   const uint64_t ticks = ns_to_ticks(clock_.now_ns(), kTimerFrequencyHz) + timer_offset_;
@@ -39,7 +41,9 @@ void AcpiPm::update_timer_status() {
 
 void AcpiPm::update_sci() {
   // The timer's status does not interrupt (see the class comment); the rest do when enabled.
-  const bool level = (control_ & 1) && (status_ & enable_ & ~kTimerStatus & kEnableWritable) != 0;
+  const bool level = (control_ & 1) &&
+                     ((status_ & enable_ & ~kTimerStatus & kEnableWritable) != 0 ||
+                      (gpe_status_ & gpe_enable_) != 0);
   if (level != sci_level_) {
     sci_level_ = level;
     sci_.set_level(level);
@@ -49,6 +53,13 @@ void AcpiPm::update_sci() {
 void AcpiPm::press_power_button() {
   std::lock_guard lock(mutex_);
   status_ |= kPowerButtonStatus;
+  update_sci();
+}
+
+void AcpiPm::raise_gpe(unsigned gpe) {
+  if (gpe >= 16) return;
+  std::lock_guard lock(mutex_);
+  gpe_status_ |= static_cast<uint16_t>(1u << gpe);
   update_sci();
 }
 
@@ -70,6 +81,10 @@ void AcpiPm::window_read(unsigned window, uint64_t offset, std::span<std::byte> 
         value = timer_value() | 0xffffffff00000000ull;
         value >>= (offset & 3) * 8;
         break;
+      case kGpe:
+        value = gpe_status_ | (static_cast<uint64_t>(gpe_enable_) << 16) | 0xffffffff00000000ull;
+        value >>= (offset & 3) * 8;
+        break;
     }
   }
   store_le_sized(data, value);
@@ -89,6 +104,14 @@ void AcpiPm::window_write(unsigned window, uint64_t offset, std::span<const std:
         const auto enable_mask = static_cast<uint16_t>(mask >> 16);
         enable_ = static_cast<uint16_t>((enable_ & ~enable_mask) |
                                         ((value >> 16) & enable_mask & kEnableWritable));
+      }
+    } else if (window == kGpe) {
+      // GPE0_STS is write-1-to-clear, GPE0_EN read/write (4.8.4.1.1-2).
+      if (mask & 0xffff) gpe_status_ &= ~static_cast<uint16_t>(value & mask);
+      if (mask & 0xffff0000) {
+        const auto enable_mask = static_cast<uint16_t>(mask >> 16);
+        gpe_enable_ = static_cast<uint16_t>((gpe_enable_ & ~enable_mask) |
+                                            ((value >> 16) & enable_mask));
       }
     } else if (window == kControl) {
       const auto control_mask = static_cast<uint16_t>(mask);
@@ -119,19 +142,25 @@ void AcpiPm::save(StateWriter& writer) const {
   std::lock_guard lock(mutex_);
   writer.begin_section("acpi-pm", kStateVersion);
   writer.put(status_, enable_, control_, timer_value());
+  writer.put(gpe_status_, gpe_enable_);
   writer.end_section();
 }
 
 Result<void> AcpiPm::load(StateReader& reader) {
   auto version = reader.begin_section("acpi-pm");
   if (!version) return fail(version.error());
-  if (*version != kStateVersion) {
+  if (*version != 1 && *version != kStateVersion) {
     return fail(ErrorCode::kUnsupported,
                 fmt::format("acpi-pm: saved state version {} is not supported", *version));
   }
   std::lock_guard lock(mutex_);
   uint32_t timer = 0;
   if (auto result = reader.get(status_, enable_, control_, timer); !result) return result;
+  gpe_status_ = 0;
+  gpe_enable_ = 0;
+  if (*version >= 2) {
+    if (auto result = reader.get(gpe_status_, gpe_enable_); !result) return result;
+  }
   status_ &= kStatusWritable;
   enable_ &= kEnableWritable;
   control_ &= kControlWritable;

@@ -9,6 +9,9 @@
 // The power button (press_power_button) sets PWRBTN_STS and raises the SCI when enabled, which
 // is how a host asks an ACPI guest to shut down. TMR_STS is set when the timer's top bit
 // toggles, but the timer overflow does not raise the SCI (no guest relies on it).
+// GPE0 (4.8.4.1): a block of 16 general-purpose event status bits (write 1 to clear) and
+// their 16 enables; raise_gpe() sets a status bit, and the SCI is asserted while any enabled
+// status is set, so a device (PCI hotplug) can make the guest run its \_GPE._Exx method.
 // SCI_EN reads 1 from reset: there is no SMM, so the FADT's SMI_CMD is 0 and ACPI mode is fixed.
 //
 // Ownership: borrows clock and SCI line; owns its windows. Thread-safety: one mutex; the SCI
@@ -39,8 +42,12 @@ class AcpiPm final : public WindowedDevice, public Stateful {
   Device& event_block() { return event_window_; }      // PM1a_EVT_BLK, 4 bytes
   Device& control_block() { return control_window_; }  // PM1a_CNT_BLK, 2 bytes
   Device& timer_block() { return timer_window_; }      // PM_TMR_BLK, 4 bytes
+  Device& gpe0_block() { return gpe_window_; }         // GPE0_BLK, 4 bytes (status, enable)
+  static constexpr uint8_t kGpe0Length = 4;
 
   void press_power_button();
+  // Sets GPE0 status bit `gpe` (0-15), an edge the guest's _Exx method answers.
+  void raise_gpe(unsigned gpe);
 
   void window_read(unsigned window, uint64_t offset, std::span<std::byte> data) override;
   void window_write(unsigned window, uint64_t offset, std::span<const std::byte> data) override;
@@ -61,12 +68,15 @@ class AcpiPm final : public WindowedDevice, public Stateful {
   DeviceWindow event_window_;
   DeviceWindow control_window_;
   DeviceWindow timer_window_;
+  DeviceWindow gpe_window_;
   RateLimiter log_limiter_;
 
   mutable std::mutex mutex_;
   uint16_t status_ = 0;
   uint16_t enable_ = 0;
   uint16_t control_ = 1;       // SCI_EN
+  uint16_t gpe_status_ = 0;
+  uint16_t gpe_enable_ = 0;
   uint64_t timer_offset_ = 0;  // ticks added to the clock-derived count (restored state)
   bool last_top_bit_ = false;
   bool sci_level_ = false;

@@ -59,6 +59,7 @@ class PciDevice : public Stateful {
   void set_intx(bool level);
   // The machine's routing of this function's INTx pin (swizzled to a PIC/IOAPIC input).
   void set_intx_line(IrqLine* line);
+  IrqLine* intx_line() const { return intx_line_; }
 
   // Called after each config write, outside the lock (MSI-X watches its Message Control).
   void add_config_listener(std::function<void(uint16_t offset, unsigned size)> listener);

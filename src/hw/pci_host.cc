@@ -50,6 +50,20 @@ Result<void> PciHost::attach(uint8_t device, uint8_t function, PciDevice& pci_de
   return {};
 }
 
+Result<void> PciHost::detach(uint8_t device, uint8_t function) {
+  if (device == 0 || device >= 32 || function >= 8) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("pci: 00:{:02x}.{} cannot be unplugged", device, function));
+  }
+  std::lock_guard lock(mutex_);
+  PciDevice*& slot = functions_[device * 8u + function];
+  if (slot == nullptr) {
+    return fail(ErrorCode::kNotFound, fmt::format("pci: 00:{:02x}.{} is empty", device, function));
+  }
+  slot = nullptr;
+  return {};
+}
+
 PciDevice* PciHost::function_at(unsigned bus, unsigned device, unsigned function) const {
   if (bus != 0 || device >= 32 || function >= 8) return nullptr;
   return functions_[device * 8 + function];

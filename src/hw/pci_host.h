@@ -5,7 +5,7 @@
 // function << 12 | register, base and bus count chosen by the machine and declared in the MCFG
 // table), and presents its own function 00:00.0 (class 06/00/00, host bridge).
 //
-// Functions are plugged in at build time with attach(); the host hands them the port and MMIO
+// Functions are plugged in with attach() (at build time, or by hotplug) and out with detach(); the host hands them the port and MMIO
 // buses so their BARs map themselves when the guest enables decoding. Only bus 0 is populated
 // (no bridges), so accesses to other buses read all ones.
 //
@@ -49,6 +49,9 @@ class PciHost final : public WindowedDevice, public Stateful {
 
   // Plugs a function into bus 0. Fails when the slot is taken or the numbers are out of range.
   [[nodiscard]] Result<void> attach(uint8_t device, uint8_t function, PciDevice& pci_device);
+  // Unplugs what attach() plugged (hotplug; the caller holds the vCPUs, so no access to the
+  // function is in flight). kNotFound when the slot is empty.
+  [[nodiscard]] Result<void> detach(uint8_t device, uint8_t function);
   PciDevice& host_bridge() { return *bridge_; }
 
   void window_read(unsigned window, uint64_t offset, std::span<std::byte> data) override;

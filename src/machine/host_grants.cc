@@ -71,4 +71,16 @@ Result<WorkerGrants> grant_host_ends(const nlohmann::json& definition, std::stri
   return grants;
 }
 
+Result<GrantedFiles> grant_device(const VmConfig& device, std::string_view label,
+                                  const net::SwitchConnectOptions& switch_options) {
+  GrantedFiles files = GrantedFiles::recording();
+  if (auto opened = open_disks(device, &files); !opened) return fail(opened.error());
+  net::SwitchConnectOptions connect = switch_options;
+  connect.label = std::string(label);
+  if (auto opened = open_network_ports(device, connect, &files); !opened) {
+    return fail(opened.error());
+  }
+  return files;
+}
+
 }  // namespace lamina::machine

@@ -33,4 +33,10 @@ struct WorkerGrants {
 Result<WorkerGrants> grant_host_ends(const nlohmann::json& definition, std::string_view label,
                                      const net::SwitchConnectOptions& switch_options);
 
+// What laminad opens for one device hot-plugged into a running worker: a disk image (with
+// its chain and lock) or a network port, the way grant_host_ends opens those of a whole VM.
+// `device` holds that one disk or card (and nothing else).
+Result<GrantedFiles> grant_device(const VmConfig& device, std::string_view label,
+                                  const net::SwitchConnectOptions& switch_options);
+
 }  // namespace lamina::machine

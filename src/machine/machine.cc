@@ -1,5 +1,6 @@
 #include "machine/machine.h"
 
+#include <bit>
 #include <chrono>
 
 #include <fmt/format.h>
@@ -35,6 +36,173 @@ void Machine::resume() {
   paused_ = false;
   if (quiesced_ || holding_) return;
   for (auto& thread : vcpu_threads_) thread->set_paused(false);
+}
+
+void Machine::hold_vcpus() {
+  for (auto& thread : vcpu_threads_) thread->set_paused(true);
+  for (auto& thread : vcpu_threads_) thread->wait_parked();
+}
+
+void Machine::unhold_vcpus() {
+  std::lock_guard lock(timer_mutex_);
+  if (paused_ || quiesced_) return;
+  for (auto& thread : vcpu_threads_) thread->set_paused(false);
+}
+
+virtio::VirtioPciFunction* Machine::virtio_function_at(uint8_t slot) const {
+  for (size_t index = 0; index < virtio_slots_.size(); ++index) {
+    if (virtio_slots_[index] == slot) return virtio_functions_[index].get();
+  }
+  return nullptr;
+}
+
+Result<std::unique_ptr<virtio::VirtioPciFunction>> Machine::make_virtio_function(
+    uint8_t slot, std::unique_ptr<virtio::VirtioDevice> device) {
+  if (!dma_) {
+    return fail(ErrorCode::kInternal, "virtio functions need the machine's DMA memory");
+  }
+  if (slot == 0 || slot >= 32 || virtio_function_at(slot) != nullptr) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("PCI slot {:02x} is not free for a virtio device", slot));
+  }
+  auto function =
+      std::make_unique<virtio::VirtioPciFunction>(std::move(device), *dma_, apic_bus_);
+  // _PRT (acpi/dsdt.cc): INTA of slot S is GSI base + S % 4. The Interrupt Line register
+  // says so too, for guests that read it.
+  function->set_intx_line(&pci_intx_[slot % 4]->add_source());
+  function->config_write(0x3c, 1, pci_gsi_base_ + slot % 4);
+  return function;
+}
+
+void Machine::insert_virtio_function(uint8_t slot,
+                                     std::unique_ptr<virtio::VirtioPciFunction> function) {
+  // Slot order, so state names and traffic follow the bus.
+  size_t position = 0;
+  while (position < virtio_slots_.size() && virtio_slots_[position] < slot) ++position;
+  virtio_functions_.insert(virtio_functions_.begin() + static_cast<ptrdiff_t>(position),
+                           std::move(function));
+  virtio_slots_.insert(virtio_slots_.begin() + static_cast<ptrdiff_t>(position), slot);
+}
+
+Result<void> Machine::hot_add_virtio(uint8_t slot, std::unique_ptr<virtio::VirtioDevice> device) {
+  if (!(pci_hotplug_->hotplug_units() & (uint64_t{1} << (slot & 31))) || slot >= 32) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("PCI slot {:02x} does not take hotplug", slot));
+  }
+  auto function = make_virtio_function(slot, std::move(device));
+  if (!function) return fail(function.error());
+  hw::HotplugController& hotplug = *pci_hotplug_;
+  {
+    // The bus and the function list change only while no vCPU is inside a device.
+    hold_vcpus();
+    auto attached = pci_host_->attach(slot, 0, **function);
+    if (attached) insert_virtio_function(slot, std::move(*function));
+    unhold_vcpus();
+    if (!attached) return fail(attached.error());
+  }
+  hotplug.announce_insert(slot);
+  return {};
+}
+
+Result<void> Machine::hot_remove_virtio(uint8_t slot, std::chrono::milliseconds timeout) {
+  if (auto released = wait_for_virtio_release(slot, timeout); !released) return released;
+  remove_virtio_function(slot);
+  return {};
+}
+
+Result<void> Machine::wait_for_virtio_release(uint8_t slot, std::chrono::milliseconds timeout) {
+  if (virtio_function_at(slot) == nullptr) {
+    return fail(ErrorCode::kNotFound, fmt::format("PCI slot {:02x} holds no virtio device", slot));
+  }
+  hw::HotplugController& hotplug = *pci_hotplug_;
+  hotplug.request_removal(slot);
+  if (!hotplug.wait_for_eject(slot, timeout) && hotplug.cancel_removal(slot)) {
+    return fail(ErrorCode::kIo,
+                fmt::format("the guest did not release PCI slot {:02x} within {} ms (no ACPI "
+                            "PCI hotplug support, or the device is in use); it stays attached",
+                            slot, timeout.count()));
+  }
+  return {};
+}
+
+void Machine::remove_virtio_function(uint8_t slot) {
+  std::unique_ptr<virtio::VirtioPciFunction> removed;
+  hold_vcpus();
+  for (size_t index = 0; index < virtio_slots_.size(); ++index) {
+    if (virtio_slots_[index] != slot) continue;
+    removed = std::move(virtio_functions_[index]);
+    virtio_functions_.erase(virtio_functions_.begin() + static_cast<ptrdiff_t>(index));
+    virtio_slots_.erase(virtio_slots_.begin() + static_cast<ptrdiff_t>(index));
+    break;
+  }
+  (void)pci_host_->detach(slot, 0);
+  if (removed) {
+    // Its requests finish and its threads stop before its interrupt line and BARs go.
+    removed->reset();
+    hw::IrqLine* line = removed->intx_line();
+    removed->set_intx_line(nullptr);
+    if (line != nullptr) pci_intx_[slot % 4]->release_source(*line);
+    removed.reset();
+  }
+  unhold_vcpus();
+}
+
+uint32_t Machine::present_vcpus() const {
+  if (!cpu_hotplug_) return vcpu_count();
+  return static_cast<uint32_t>(std::popcount(cpu_hotplug_->present()));
+}
+
+Result<void> Machine::hot_add_vcpu(uint32_t index) {
+  if (!cpu_hotplug_) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the VM was created without vCPU headroom: give it --cpus N,max=M");
+  }
+  if (index >= vcpu_count()) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("vCPU {} is past the VM's maximum of {}", index, vcpu_count()));
+  }
+  if (cpu_hotplug_->present() & (uint64_t{1} << index)) {
+    return fail(ErrorCode::kInvalidArgument, fmt::format("vCPU {} is present already", index));
+  }
+  cpu_hotplug_->announce_insert(index);
+  return {};
+}
+
+Result<void> Machine::hot_remove_vcpu(uint32_t index, std::chrono::milliseconds timeout) {
+  if (!cpu_hotplug_) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the VM was created without vCPU headroom: give it --cpus N,max=M");
+  }
+  if (index == 0 || index >= vcpu_count() || !(cpu_hotplug_->present() & (uint64_t{1} << index))) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("vCPU {} is not a present vCPU that can be removed", index));
+  }
+  cpu_hotplug_->request_removal(index);
+  if (!cpu_hotplug_->wait_for_eject(index, timeout) && cpu_hotplug_->cancel_removal(index)) {
+    return fail(ErrorCode::kIo,
+                fmt::format("the guest did not offline and eject vCPU {} within {} ms (no ACPI "
+                            "CPU hotplug support, or it refused); it stays",
+                            index, timeout.count()));
+  }
+  return {};
+}
+
+Result<void> Machine::set_memory_size(uint64_t bytes) {
+  if (virtio_mem_ == nullptr) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the VM was created without memory headroom: give it --memory SIZE,max=MAX");
+  }
+  if (bytes < layout_.ram_size() || bytes - layout_.ram_size() > virtio_mem_->region_size()) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} MiB is outside the VM's {} MiB to {} MiB", bytes >> 20,
+                            layout_.ram_size() >> 20,
+                            (layout_.ram_size() + virtio_mem_->region_size()) >> 20));
+  }
+  return virtio_mem_->set_requested_size(bytes - layout_.ram_size());
+}
+
+uint64_t Machine::memory_size() const {
+  return layout_.ram_size() + (virtio_mem_ ? virtio_mem_->plugged_size() : 0);
 }
 
 void Machine::quiesce() {
@@ -129,10 +297,12 @@ std::vector<Machine::NamedState> Machine::stateful_devices() {
   devices.push_back({"reset-control", reset_control_.get()});
   devices.push_back({"hpet", hpet_.get()});
   devices.push_back({"pci-host", pci_host_.get()});
+  devices.push_back({"pci-hotplug", pci_hotplug_.get()});
+  if (cpu_hotplug_) devices.push_back({"cpu-hotplug", cpu_hotplug_.get()});
   for (size_t index = 0; index < virtio_functions_.size(); ++index) {
-    devices.push_back(
-        {fmt::format("pci-00:{:02x}.0-{}", index + 1, virtio_functions_[index]->device().name()),
-         virtio_functions_[index].get()});
+    devices.push_back({fmt::format("pci-00:{:02x}.0-{}", virtio_slots_[index],
+                                   virtio_functions_[index]->device().name()),
+                       virtio_functions_[index].get()});
   }
   return devices;
 }
@@ -200,6 +370,9 @@ MachineStop Machine::run() {
   std::optional<MachineStop> stop;
   while (!stop) stop = stops_.wait_for(std::chrono::seconds(1));
   stop_threads();
+  // No guest will eject anything now.
+  pci_hotplug_->abort_waits();
+  if (cpu_hotplug_) cpu_hotplug_->abort_waits();
   return *stop;
 }
 

@@ -32,6 +32,7 @@
 #include "hw/irq_fanout.h"
 #include "hw/local_apic.h"
 #include "hw/pci_host.h"
+#include "hw/hotplug_controller.h"
 #include "hw/pic8259.h"
 #include "hw/pit8254.h"
 #include "hw/port92.h"
@@ -47,6 +48,7 @@
 #include "machine/vcpu_environment.h"
 #include "machine/vcpu_thread.h"
 #include "virtio/dma_memory.h"
+#include "virtio/virtio_mem.h"
 #include "virtio/virtio_pci.h"
 
 namespace lamina::machine {
@@ -67,10 +69,51 @@ class Machine {
   GuestMemory& memory() { return memory_; }
   uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
   hw::PciHost& pci_host() { return *pci_host_; }
-  // The virtio PCI functions in slot order (00:01.0, 00:02.0, ...).
+  // The virtio PCI functions in slot order; virtio_slot(i) is function i's slot (00:SS.0).
   const std::vector<std::unique_ptr<virtio::VirtioPciFunction>>& virtio_functions() const {
     return virtio_functions_;
   }
+  uint8_t virtio_slot(size_t index) const { return virtio_slots_.at(index); }
+  // The function in `slot`, or null.
+  virtio::VirtioPciFunction* virtio_function_at(uint8_t slot) const;
+
+  // ACPI PCI hotplug (hw/hotplug_controller.h), from a host thread while run() runs (one hotplug
+  // operation at a time). hot_add_virtio plugs `device` into the free `slot` with the vCPUs
+  // held at an instruction boundary, then tells the guest, which finds it by rescanning the
+  // slot and assigns its BARs itself. hot_remove_virtio asks the guest to release the slot
+  // and waits up to `timeout` for its _EJ0; then, with the vCPUs held, the function leaves
+  // the bus and is destroyed (device reset: its I/O is complete and its threads joined).
+  // A guest that does not eject in time keeps the device: kTimedOut, and the request is
+  // withdrawn. Errors name the slot.
+  [[nodiscard]] Result<void> hot_add_virtio(uint8_t slot,
+                                            std::unique_ptr<virtio::VirtioDevice> device);
+  [[nodiscard]] Result<void> hot_remove_virtio(uint8_t slot, std::chrono::milliseconds timeout);
+  // hot_remove_virtio's two halves, for a caller that must hold its own lock over the second
+  // (the function list changes there) but not over the wait.
+  [[nodiscard]] Result<void> wait_for_virtio_release(uint8_t slot,
+                                                     std::chrono::milliseconds timeout);
+  void remove_virtio_function(uint8_t slot);
+  hw::HotplugController& pci_hotplug() { return *pci_hotplug_; }
+
+  // ACPI CPU hotplug, from a host thread while run() runs, on a machine built with
+  // MachineOptions::max_cpus above cpus (kInvalidArgument otherwise, naming what to change).
+  // hot_add_vcpu marks vCPU `index` present and tells the guest, which starts it with
+  // INIT/SIPI like a physical one (its thread already waits for them). hot_remove_vcpu asks the
+  // guest to offline and eject it and waits up to `timeout` (kIo naming the timeout when it
+  // does not; the request is withdrawn); the ejected vCPU stays parked where the guest left it
+  // (halted, offline) until it is added again. vCPU 0 stays.
+  [[nodiscard]] Result<void> hot_add_vcpu(uint32_t index);
+  [[nodiscard]] Result<void> hot_remove_vcpu(uint32_t index, std::chrono::milliseconds timeout);
+  // The vCPUs present now (all of them without CPU hotplug).
+  uint32_t present_vcpus() const;
+
+  // Memory (virtio-mem, MachineOptions::max_memory_bytes): the guest is asked to use `bytes`
+  // of RAM in all (boot RAM + plugged), from any thread; its driver plugs or unplugs blocks
+  // by itself, and unplugged memory goes back to the host. kInvalidArgument past the maximum,
+  // below the boot RAM, or on a machine without the device (naming what to change).
+  [[nodiscard]] Result<void> set_memory_size(uint64_t bytes);
+  // Boot RAM + what the guest has plugged now.
+  uint64_t memory_size() const;
   // Guest instructions retired by all vCPUs so far (exact after run() returned).
   uint64_t instructions() const;
   // Host requests while run() runs, from any thread: the ACPI power button (an orderly
@@ -120,6 +163,14 @@ class Machine {
   friend class MachineBuilder;
   Machine(MemoryLayout layout, GuestMemory memory);
   void service_timers(std::stop_token stop);
+  // Holds every vCPU at an instruction boundary for a change of the machine's wiring, and
+  // gives them back as pause()/quiesce() left them.
+  void hold_vcpus();
+  void unhold_vcpus();
+  // A function made for `slot`: BARs unassigned unless `resources` (the build) assigns them.
+  Result<std::unique_ptr<virtio::VirtioPciFunction>> make_virtio_function(
+      uint8_t slot, std::unique_ptr<virtio::VirtioDevice> device);
+  void insert_virtio_function(uint8_t slot, std::unique_ptr<virtio::VirtioPciFunction> function);
   void stop_threads();
 
   // Declaration order is construction order; destruction runs backwards, vCPUs first.
@@ -146,10 +197,11 @@ class Machine {
   std::unique_ptr<hw::PostCodePort> post_code_;
   std::unique_ptr<hw::DebugExit> debug_exit_;
   std::unique_ptr<hw::AcpiPm> acpi_pm_;
-  std::unique_ptr<hw::Device> gpe0_;
   std::unique_ptr<hw::ResetControl> reset_control_;
   std::unique_ptr<hw::Hpet> hpet_;
   std::unique_ptr<hw::PciHost> pci_host_;
+  std::unique_ptr<hw::HotplugController> pci_hotplug_;
+  std::unique_ptr<hw::HotplugController> cpu_hotplug_;  // null without CPU hotplug
   std::unique_ptr<accel::Accelerator> accelerator_;
   // Virtio PCI functions and what they use: device DMA reports to the accelerator, so these
   // come after it (and are destroyed, devices quiesced, before it); INTx of slot S goes to the
@@ -157,6 +209,9 @@ class Machine {
   std::unique_ptr<virtio::DmaMemory> dma_;
   std::vector<std::unique_ptr<SharedIrqLine>> pci_intx_;
   std::vector<std::unique_ptr<virtio::VirtioPciFunction>> virtio_functions_;
+  std::vector<uint8_t> virtio_slots_;  // virtio_functions_[i] sits in slot virtio_slots_[i]
+  virtio::VirtioMem* virtio_mem_ = nullptr;  // owned by its function; null without one
+  uint32_t pci_gsi_base_ = 16;
   std::vector<std::unique_ptr<VcpuEnvironment>> environments_;
   std::vector<std::unique_ptr<accel::Vcpu>> vcpus_;
   std::vector<std::unique_ptr<VcpuThread>> vcpu_threads_;

@@ -1,5 +1,7 @@
 #include "machine/machine_builder.h"
 
+#include <sys/mman.h>
+
 #include <ctime>
 #include <vector>
 
@@ -12,6 +14,7 @@
 #include "machine/boot_file.h"
 #include "machine/multiboot_loader.h"
 #include "machine/pci_resources.h"
+#include "virtio/virtio_mem.h"
 
 namespace lamina::machine {
 namespace {
@@ -26,14 +29,12 @@ constexpr unsigned kPciSlots = 32;
 constexpr uint32_t kPciIoStart = 0xc000;
 constexpr uint32_t kPciIoEnd = 0x10000;
 
-// Registers of a block the ACPI tables advertise but nothing implements (GPE0: no general
-// purpose events exist): they read as zero, so no event ever looks pending, and writes drop.
-class ZeroRegisters final : public hw::Device {
- public:
-  std::string_view name() const override { return "gpe0"; }
-  void read(uint64_t, std::span<std::byte> data) override { store_le_sized(data, 0); }
-  void write(uint64_t, std::span<const std::byte>) override {}
-};
+// ACPI PCI hotplug's register block (QEMU's PIIX4 uses the same port for its own) and
+// GPE0 (QEMU's PIIX4 GPE0 block is there too).
+constexpr uint16_t kPciHotplugPort = 0xae00;
+constexpr uint16_t kGpe0Port = 0xafe0;
+// ACPI CPU hotplug's register block (where QEMU's legacy CPU hotplug bitmap is).
+constexpr uint16_t kCpuHotplugPort = 0xaf00;
 
 cpu::x86::SegmentCache to_cache(const SegmentState& segment) {
   return cpu::x86::SegmentCache{segment.selector, segment.base, segment.limit, segment.attributes};
@@ -73,13 +74,26 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   if (options.cpus == 0 || options.cpus > 255) {
     return fail(ErrorCode::kInvalidArgument, "the vCPU count must be between 1 and 255");
   }
-  auto layout = MemoryLayout::create({.ram_size = options.memory_bytes});
+  if (options.max_cpus != 0 && (options.max_cpus < options.cpus || options.max_cpus > 64)) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the vCPU maximum must be between the vCPU count and 64 (CPU hotplug's bitmap)");
+  }
+  uint64_t hotplug_size = 0;
+  if (options.max_memory_bytes > options.memory_bytes) {
+    constexpr uint64_t kMemoryBlock = 128 * kMiB;
+    hotplug_size = (options.max_memory_bytes - options.memory_bytes + kMemoryBlock - 1) &
+                   ~(kMemoryBlock - 1);
+  }
+  auto layout =
+      MemoryLayout::create({.ram_size = options.memory_bytes, .hotplug_size = hotplug_size});
   if (!layout) return fail(layout.error().with_context("memory"));
   auto memory = GuestMemory::create(layout->ram_regions());
   if (!memory) return fail(memory.error().with_context("guest RAM"));
   std::unique_ptr<Machine> machine(new Machine(*layout, std::move(*memory)));
   Machine& m = *machine;
-  const uint32_t cpus = options.cpus;
+  // Every possible vCPU is built; those past options.cpus wait, absent, for CPU hotplug.
+  const uint32_t cpus = std::max(options.cpus, options.max_cpus);
+  const bool cpu_hotplug = cpus > options.cpus;
 
   // Interrupt controllers: one LAPIC per vCPU on the APIC bus, the IOAPIC sending to it, and
   // the 8259 pair whose INTR drives the BSP's LINT0 (virtual wire mode, MP spec 3.6.2.2).
@@ -90,7 +104,18 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   }
   acpi::AcpiConfig acpi_config;
   acpi_config.cpu_count = cpus;
+  if (cpu_hotplug) {
+    acpi_config.present_cpus = options.cpus;
+    acpi_config.cpu_hotplug_port = kCpuHotplugPort;
+  }
   acpi_config.has_i8042 = true;
+  acpi_config.gpe0_port = kGpe0Port;
+  acpi_config.gpe0_length = hw::AcpiPm::kGpe0Length;
+  acpi_config.pci_hotplug_port = kPciHotplugPort;
+  // Every slot but the host bridge's takes hotplug, the boot-time devices' included.
+  for (unsigned slot = kFirstPciSlot; slot < kPciSlots; ++slot) {
+    acpi_config.pci_hotplug_slots |= uint32_t{1} << slot;
+  }
   m.ioapic_ = std::make_unique<hw::IoApic>(acpi_config.io_apic_id, m.apic_bus_);
   m.apic_bus_.add_eoi_listener(*m.ioapic_);
   m.pic_ = std::make_unique<hw::Pic8259Pair>(m.apics_[0]->lint0());
@@ -113,7 +138,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   m.port61_ = std::make_unique<hw::SystemControlPort>(*m.pit_, m.clock_);
   m.rtc_ = std::make_unique<hw::Rtc>(m.timers_, isa(8), static_cast<int64_t>(std::time(nullptr)));
   m.rtc_->set_memory_size(m.layout_.below_4g_ram_end(), m.layout_.above_4g_ram_size());
-  m.rtc_->set_cpu_count(cpus);
+  m.rtc_->set_cpu_count(options.cpus);
   m.com1_ = std::make_unique<hw::Uart16550>("uart16550@0x3f8", isa(4), options.com1_backend);
   m.com2_ = std::make_unique<hw::Uart16550>("uart16550@0x2f8", isa(3), nullptr);
   StopQueue& stops = m.stops_;
@@ -141,7 +166,15 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
         stops.post({MachineExit::kPowerOff, "the guest powered off", 0});
       },
       true, acpi_config.s5_sleep_type);
-  m.gpe0_ = std::make_unique<ZeroRegisters>();
+  if (cpu_hotplug) {
+    const uint64_t all = cpus >= 64 ? ~0ull : (uint64_t{1} << cpus) - 1;
+    m.cpu_hotplug_ = std::make_unique<hw::HotplugController>(
+        "cpu-hotplug", all, (uint64_t{1} << options.cpus) - 1,
+        [pm = m.acpi_pm_.get(), gpe = acpi_config.cpu_hotplug_gpe] { pm->raise_gpe(gpe); });
+  }
+  m.pci_hotplug_ = std::make_unique<hw::HotplugController>(
+      "pci-hotplug", acpi_config.pci_hotplug_slots, 0,
+      [pm = m.acpi_pm_.get(), gpe = acpi_config.pci_hotplug_gpe] { pm->raise_gpe(gpe); });
   m.reset_control_ = std::make_unique<hw::ResetControl>([&stops] {
     stops.post({MachineExit::kReset, "reset through port 0xcf9", 0});
   });
@@ -185,7 +218,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
       {m.io_, acpi_config.pm1a_event_port, 4, m.acpi_pm_->event_block()},
       {m.io_, acpi_config.pm1a_control_port, 2, m.acpi_pm_->control_block()},
       {m.io_, acpi_config.pm_timer_port, 4, m.acpi_pm_->timer_block()},
-      {m.io_, acpi_config.gpe0_port, acpi_config.gpe0_length, *m.gpe0_},
+      {m.io_, acpi_config.gpe0_port, acpi_config.gpe0_length, m.acpi_pm_->gpe0_block()},
+      {m.io_, acpi_config.pci_hotplug_port, hw::HotplugController::kSize, *m.pci_hotplug_},
       {m.io_, hw::PciHost::kConfigAddressPort, 4, m.pci_host_->config_address_port()},
       {m.io_, hw::PciHost::kConfigDataPort, 4, m.pci_host_->config_data_port()},
       {m.mmio_, kEcamBase, m.pci_host_->ecam_size(), m.pci_host_->ecam()},
@@ -194,6 +228,12 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   };
   for (const Mapping& mapping : mappings) {
     if (auto mapped = map(mapping.bus, mapping.base, mapping.size, mapping.device); !mapped) {
+      return fail(mapped.error().with_context("machine wiring"));
+    }
+  }
+  if (cpu_hotplug) {
+    if (auto mapped = map(m.io_, kCpuHotplugPort, hw::HotplugController::kSize, *m.cpu_hotplug_);
+        !mapped) {
       return fail(mapped.error().with_context("machine wiring"));
     }
   }
@@ -294,36 +334,56 @@ Result<BootState> MachineBuilder::load_boot_images(Machine& m, const MachineOpti
 
 Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptions& options,
                                                   uint32_t pci_gsi_base) {
-  if (options.virtio_devices.empty()) return {};
-  if (options.virtio_devices.size() > kPciSlots - kFirstPciSlot) {
+  // Slot 31 is virtio-mem's when the machine has memory headroom.
+  const unsigned free_slots = kPciSlots - kFirstPciSlot - (m.layout_.hotplug_size() > 0 ? 1 : 0);
+  if (options.virtio_devices.size() > free_slots) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} virtio devices do not fit the {} free PCI slots",
-                            options.virtio_devices.size(), kPciSlots - kFirstPciSlot));
+                            options.virtio_devices.size(), free_slots));
   }
   // Every device write into guest RAM drops the vCPUs' translations of the pages it touched.
   m.dma_ = std::make_unique<virtio::DmaMemory>(
       m.memory_, [accelerator = m.accelerator_.get()](uint64_t address, uint64_t length) {
         accelerator->guest_memory_written(address, length);
       });
+  m.pci_gsi_base_ = pci_gsi_base;
   for (unsigned link = 0; link < 4; ++link) {
     m.pci_intx_.push_back(std::make_unique<SharedIrqLine>(m.ioapic_->input(pci_gsi_base + link)));
   }
   PciResourceAllocator resources(kPciMmio32Start, kPciMmio32End, kPciIoStart, kPciIoEnd);
-  for (size_t index = 0; index < options.virtio_devices.size(); ++index) {
-    auto device = options.virtio_devices[index]();
-    if (!device) return fail(device.error());
-    auto function =
-        std::make_unique<virtio::VirtioPciFunction>(std::move(*device), *m.dma_, m.apic_bus_);
-    const auto slot = static_cast<uint8_t>(kFirstPciSlot + index);
-    if (auto attached = m.pci_host_->attach(slot, 0, *function); !attached) {
+  // The virtio-mem device takes the last slot, outside the factories' range.
+  if (m.layout_.hotplug_size() > 0) {
+    auto memory_device = std::make_unique<virtio::VirtioMem>(
+        m.layout_.hotplug_base(), m.layout_.hotplug_size(),
+        [&memory = m.memory_](uint64_t address, uint64_t size) {
+          // Unplugged memory goes back to the host; the guest reads zeros there if it looks.
+          if (std::byte* host = memory.host_pointer(address, size)) {
+            (void)::madvise(host, size, MADV_DONTNEED);
+          }
+        });
+    m.virtio_mem_ = memory_device.get();
+    const auto slot = static_cast<uint8_t>(kPciSlots - 1);
+    auto function = m.make_virtio_function(slot, std::move(memory_device));
+    if (!function) return fail(function.error());
+    if (auto attached = m.pci_host_->attach(slot, 0, **function); !attached) {
       return fail(attached.error());
     }
-    // _PRT (acpi/dsdt.cc): INTA of slot S is GSI base + S % 4. The Interrupt Line register
-    // says so too, for guests that read it.
-    function->set_intx_line(&m.pci_intx_[slot % 4]->add_source());
-    function->config_write(0x3c, 1, pci_gsi_base + slot % 4);
-    if (auto assigned = resources.assign(*function); !assigned) return fail(assigned.error());
-    m.virtio_functions_.push_back(std::move(function));
+    if (auto assigned = resources.assign(**function); !assigned) return fail(assigned.error());
+    m.insert_virtio_function(slot, std::move(*function));
+  }
+  for (size_t index = 0; index < options.virtio_devices.size(); ++index) {
+    // An empty factory is an empty slot (a device hot-unplugged before this boot).
+    if (!options.virtio_devices[index]) continue;
+    auto device = options.virtio_devices[index]();
+    if (!device) return fail(device.error());
+    const auto slot = static_cast<uint8_t>(kFirstPciSlot + index);
+    auto function = m.make_virtio_function(slot, std::move(*device));
+    if (!function) return fail(function.error());
+    if (auto attached = m.pci_host_->attach(slot, 0, **function); !attached) {
+      return fail(attached.error());
+    }
+    if (auto assigned = resources.assign(**function); !assigned) return fail(assigned.error());
+    m.insert_virtio_function(slot, std::move(*function));
   }
   return {};
 }

@@ -7,8 +7,9 @@
 // loader asks for; the other vCPUs wait for INIT-SIPI-SIPI.
 //
 // Virtio devices are plugged into PCI bus 0 as virtio-pci functions, one per slot from 00:01.0
-// in the order of MachineOptions::virtio_devices, with BARs assigned as firmware would, INTx
-// routed per the DSDT's _PRT and MSI-X to the APIC bus.
+// in the order of MachineOptions::virtio_devices (an empty factory leaves its slot empty),
+// with BARs assigned as firmware would, INTx routed per the DSDT's _PRT and MSI-X to the APIC
+// bus. Slots 1-31 take ACPI PCI hotplug (Machine::hot_add_virtio/hot_remove_virtio).
 //
 // Stateless; the Machine it returns owns everything built.
 
@@ -44,7 +45,13 @@ struct MachineOptions {
   std::shared_ptr<const std::vector<std::byte>> initrd_image;
   std::string cmdline;
   uint32_t cpus = 1;
+  // vCPUs the machine is built with (0: cpus); those past `cpus` are absent until ACPI CPU
+  // hotplug brings them (Machine::hot_add_vcpu).
+  uint32_t max_cpus = 0;
   uint64_t memory_bytes = uint64_t{512} << 20;
+  // Guest RAM the machine may grow to while it runs (0: memory_bytes): the difference, rounded
+  // up to 128 MiB, is a virtio-mem device's region in PCI slot 31 (Machine::set_memory_size).
+  uint64_t max_memory_bytes = 0;
   LinuxEntry linux_entry = LinuxEntry::kDecompressed;
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
   bool kvm =
@@ -56,6 +63,7 @@ struct MachineOptions {
   // gets fresh devices, which is the devices' machine reset). A factory may borrow host-side
   // things that outlive the machines (a console backend, an open disk image); its error stops
   // the build.
+  // Factory i makes the device of PCI slot i + 1; an empty one leaves that slot empty.
   std::vector<VirtioDeviceFactory> virtio_devices;
   // Runs first on every vCPU thread, before its first guest instruction (a sandboxed worker
   // tightens that thread's seccomp filter here). Threads a vCPU thread starts — the device I/O

@@ -26,12 +26,26 @@ Result<MemoryLayout> MemoryLayout::create(const MemoryLayoutOptions& options) {
                             "16 MiB",
                             rom));
   }
-  return MemoryLayout(ram, std::min(ram, kPciHoleStart), rom);
+  const uint64_t hotplug = options.hotplug_size;
+  if (hotplug % (128 * kMiB) != 0 || hotplug > kMaxRamSize - ram) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("memory hotplug room of {} MiB is not whole 128 MiB blocks within "
+                            "{} GiB of RAM in all",
+                            hotplug / kMiB, kMaxRamSize / kGiB));
+  }
+  return MemoryLayout(ram, std::min(ram, kPciHoleStart), rom, hotplug);
 }
 
 uint64_t MemoryLayout::pci_mmio64_base() const {
-  const uint64_t ram_top = kAbove4GiBStart + above_4g_ram_size();
+  // Above RAM and the virtio-mem region.
+  const uint64_t ram_top = hotplug_size_ > 0 ? hotplug_base() + hotplug_size_
+                                             : kAbove4GiBStart + above_4g_ram_size();
   return std::max(kPciMmio64MinimumBase, (ram_top + kGiB - 1) & ~(kGiB - 1));
+}
+
+uint64_t MemoryLayout::hotplug_base() const {
+  const uint64_t ram_top = kAbove4GiBStart + above_4g_ram_size();
+  return (ram_top + kGiB - 1) & ~(kGiB - 1);
 }
 
 std::vector<RamRegion> MemoryLayout::ram_regions() const {
@@ -41,6 +55,7 @@ std::vector<RamRegion> MemoryLayout::ram_regions() const {
       {kHighMemoryStart, below_4g_end_ - kHighMemoryStart},
   };
   if (above_4g_ram_size() > 0) regions.push_back({kAbove4GiBStart, above_4g_ram_size()});
+  if (hotplug_size_ > 0) regions.push_back({hotplug_base(), hotplug_size_});
   return regions;
 }
 

@@ -82,6 +82,9 @@ inline constexpr uint64_t kPciMmio64Size = 64 * kGiB;
 struct MemoryLayoutOptions {
   uint64_t ram_size = 0;                 // bytes of RAM the guest sees; a multiple of 1 MiB
   uint64_t firmware_rom_size = 256 * kKiB;  // ROM mapped just below 4 GiB; power of two
+  // Room for memory the guest may get while it runs (virtio-mem): a whole number of 128 MiB
+  // (Linux's memory block on x86), 0 for none.
+  uint64_t hotplug_size = 0;
 };
 
 class MemoryLayout {
@@ -103,10 +106,15 @@ class MemoryLayout {
   uint64_t pci_mmio64_base() const;
   uint64_t pci_mmio64_size() const { return kPciMmio64Size; }
   uint64_t acpi_area_base() const { return below_4g_end_ - kAcpiAreaSize; }
+  // The virtio-mem region: at the first GiB boundary above RAM (at least 4 GiB), not in the
+  // e820 map (the guest learns of it from the device). Size 0 without memory hotplug.
+  uint64_t hotplug_base() const;
+  uint64_t hotplug_size() const { return hotplug_size_; }
   uint64_t acpi_area_size() const { return kAcpiAreaSize; }
 
   // Regions to hand to GuestMemory::create. The BIOS area (0xC0000-0xFFFFF) is backed by RAM so
-  // firmware can be loaded or shadowed there; it is not counted in ram_size().
+  // firmware can be loaded or shadowed there; it is not counted in ram_size(). The virtio-mem
+  // region comes last.
   std::vector<RamRegion> ram_regions() const;
 
   // The e820 map, sorted and non-overlapping: usable RAM, the EBDA and BIOS area, the ACPI
@@ -114,12 +122,17 @@ class MemoryLayout {
   std::vector<E820Entry> e820() const;
 
  private:
-  MemoryLayout(uint64_t ram_size, uint64_t below_4g_end, uint64_t rom_size)
-      : ram_size_(ram_size), below_4g_end_(below_4g_end), firmware_rom_size_(rom_size) {}
+  MemoryLayout(uint64_t ram_size, uint64_t below_4g_end, uint64_t rom_size,
+               uint64_t hotplug_size)
+      : ram_size_(ram_size),
+        below_4g_end_(below_4g_end),
+        firmware_rom_size_(rom_size),
+        hotplug_size_(hotplug_size) {}
 
   uint64_t ram_size_;
   uint64_t below_4g_end_;
   uint64_t firmware_rom_size_;
+  uint64_t hotplug_size_;
 };
 
 // True when [address, address + size) lies inside one usable e820 entry.

@@ -4,7 +4,9 @@
 // input is asserted while any of them asserts, as on a real board's open-drain line.
 //
 // Ownership: borrows the target line; owns the per-source inputs it hands out (stable
-// addresses). Thread-safety: add_source() at machine build time; set_level from any thread.
+// addresses; a released one is handed out again, so hotplug does not grow the list).
+// Thread-safety: add_source()/release_source() with the line's sources quiet (machine build,
+// or hotplug with the vCPUs held); set_level from any thread.
 
 #include <cstdint>
 #include <deque>
@@ -21,7 +23,25 @@ class SharedIrqLine {
   SharedIrqLine& operator=(const SharedIrqLine&) = delete;
 
   // A new input for one source (one PCI function's INTx).
-  hw::IrqLine& add_source() { return sources_.emplace_back(*this); }
+  hw::IrqLine& add_source() {
+    std::lock_guard lock(mutex_);
+    for (Source& source : sources_) {
+      if (!source.in_use) {
+        source.in_use = true;
+        return source;
+      }
+    }
+    return sources_.emplace_back(*this);
+  }
+  // The source's function is gone (hot-unplugged): its level leaves the OR.
+  void release_source(hw::IrqLine& line) {
+    for (Source& source : sources_) {
+      if (&source != &line) continue;
+      source.set_level(false);
+      std::lock_guard lock(mutex_);
+      source.in_use = false;
+    }
+  }
 
  private:
   class Source final : public hw::IrqLine {
@@ -29,6 +49,7 @@ class SharedIrqLine {
     explicit Source(SharedIrqLine& owner) : owner_(owner) {}
     void set_level(bool asserted) override { owner_.update(*this, asserted); }
     bool level = false;  // guarded by the owner's mutex
+    bool in_use = true;  // guarded by the owner's mutex
 
    private:
     SharedIrqLine& owner_;

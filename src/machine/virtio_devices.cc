@@ -105,20 +105,30 @@ void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOpt
   }
   // Disks in --disk order, so the first is /dev/vda in a Linux guest.
   for (const virtio::OpenedDisk& disk : ends.disks) {
-    options.virtio_devices.push_back([&disk]() -> DeviceResult {
-      auto device = virtio::make_virtio_block(disk);
-      if (!device) return fail(device.error());
-      return DeviceResult(std::move(*device));
-    });
+    options.virtio_devices.push_back(disk_device_factory(disk));
   }
   for (size_t i = 0; i < config.networks.size() && i < ends.network_ports.size(); ++i) {
     options.virtio_devices.push_back(
-        [port = ends.network_ports[i].get(), mac = config.networks[i].mac]() -> DeviceResult {
-          auto device = virtio::VirtioNet::create(std::make_unique<BorrowedFramePort>(*port), mac);
-          if (!device) return fail(device.error());
-          return std::move(*device);
-        });
+        network_device_factory(*ends.network_ports[i], config.networks[i].mac));
   }
+}
+
+VirtioDeviceFactory disk_device_factory(const virtio::OpenedDisk& disk) {
+  using DeviceResult = Result<std::unique_ptr<virtio::VirtioDevice>>;
+  return [disk]() -> DeviceResult {
+    auto device = virtio::make_virtio_block(disk);
+    if (!device) return fail(device.error());
+    return DeviceResult(std::move(*device));
+  };
+}
+
+VirtioDeviceFactory network_device_factory(net::FramePort& port, const net::MacAddress& mac) {
+  using DeviceResult = Result<std::unique_ptr<virtio::VirtioDevice>>;
+  return [port = &port, mac]() -> DeviceResult {
+    auto device = virtio::VirtioNet::create(std::make_unique<BorrowedFramePort>(*port), mac);
+    if (!device) return fail(device.error());
+    return std::move(*device);
+  };
 }
 
 }  // namespace lamina::machine

@@ -48,4 +48,9 @@ Result<std::vector<std::unique_ptr<net::FramePort>>> open_network_ports(
 // Appends one factory per virtio device of `config`.
 void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options);
 
+// The factory of one disk's device (it shares the opened image) and of one network card's
+// (it borrows the port, which must outlive it); for add_virtio_devices and hotplug.
+VirtioDeviceFactory disk_device_factory(const virtio::OpenedDisk& disk);
+VirtioDeviceFactory network_device_factory(net::FramePort& port, const net::MacAddress& mac);
+
 }  // namespace lamina::machine

@@ -1,5 +1,8 @@
 #include "machine/vm_config.h"
 
+#include <charconv>
+#include <optional>
+
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -76,15 +79,81 @@ Result<RebootAction> parse_reboot_action(std::string_view text) {
               fmt::format("--on-reboot: '{}' is not one of exit, restart", text));
 }
 
+Result<CpuCount> parse_cpus(std::string_view text) {
+  auto number = [&](std::string_view digits) -> std::optional<uint32_t> {
+    uint32_t value = 0;
+    auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (error != std::errc() || end != digits.data() + digits.size()) return std::nullopt;
+    return value;
+  };
+  const size_t comma = text.find(',');
+  CpuCount count;
+  const auto cpus = number(text.substr(0, comma));
+  std::optional<uint32_t> max = 0;
+  if (comma != std::string_view::npos) {
+    const std::string_view rest = text.substr(comma + 1);
+    max = rest.starts_with("max=") ? number(rest.substr(4)) : std::nullopt;
+  }
+  if (!cpus || !max) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--cpus: '{}' is not N or N,max=M (whole numbers)", text));
+  }
+  count.cpus = *cpus;
+  count.max_cpus = *max;
+  return count;
+}
+
+Result<MemorySize> parse_memory(std::string_view text) {
+  const size_t comma = text.find(',');
+  MemorySize size;
+  auto bytes = parse_size(text.substr(0, comma));
+  if (!bytes) return fail(bytes.error().with_context("--memory"));
+  size.bytes = *bytes;
+  if (comma != std::string_view::npos) {
+    const std::string_view rest = text.substr(comma + 1);
+    if (!rest.starts_with("max=")) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("--memory: '{}' is not SIZE or SIZE,max=MAX", text));
+    }
+    auto max = parse_size(rest.substr(4));
+    if (!max) return fail(max.error().with_context("--memory max"));
+    size.max_bytes = *max;
+  }
+  return size;
+}
+
 Result<void> validate(const VmConfig& config, HostChecks checks) {
   if (config.cpus < 1 || config.cpus > kMaxCpus) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("--cpus: {} is outside 1-{}", config.cpus, kMaxCpus));
   }
+  if (config.max_cpus != 0 && (config.max_cpus < config.cpus || config.max_cpus > kMaxCpus)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--cpus: max={} must be from the vCPU count ({}) to {}",
+                            config.max_cpus, config.cpus, kMaxCpus));
+  }
   if (config.memory_bytes < kMinMemoryBytes || config.memory_bytes > kMaxMemoryBytes) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("--memory: {} is outside {}-{}", format_size(config.memory_bytes),
                             format_size(kMinMemoryBytes), format_size(kMaxMemoryBytes)));
+  }
+  if (config.max_memory_bytes != 0 &&
+      (config.max_memory_bytes < config.memory_bytes || config.max_memory_bytes > kMaxMemoryBytes ||
+       config.max_memory_bytes % (uint64_t{2} << 20) != 0)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--memory: max={} must be whole 2 MiB from the memory size ({}) to {}",
+                            format_size(config.max_memory_bytes),
+                            format_size(config.memory_bytes), format_size(kMaxMemoryBytes)));
+  }
+  if (config.memory_target_bytes != 0 &&
+      (config.memory_target_bytes < config.memory_bytes ||
+       config.memory_target_bytes > std::max(config.memory_bytes, config.max_memory_bytes) ||
+       config.memory_target_bytes % (uint64_t{2} << 20) != 0)) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("memory_target: {} must be whole 2 MiB from the memory size ({}) to "
+                            "its max",
+                            format_size(config.memory_target_bytes),
+                            format_size(config.memory_bytes)));
   }
   if (config.memory_bytes % (uint64_t{1} << 20) != 0) {
     return fail(ErrorCode::kInvalidArgument,

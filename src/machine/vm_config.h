@@ -36,7 +36,15 @@ struct VmConfig {
   std::optional<std::filesystem::path> initrd;
   std::string cmdline;
   uint32_t cpus = 1;
+  // vCPUs the VM may grow to while it runs (ACPI CPU hotplug); 0: cpus, no headroom.
+  uint32_t max_cpus = 0;
   uint64_t memory_bytes = uint64_t{512} << 20;
+  // RAM the VM may grow to while it runs (virtio-mem); 0: memory_bytes, no headroom.
+  uint64_t max_memory_bytes = 0;
+  // RAM the guest is asked to use after it boots (virtio-mem plugs the difference): what a
+  // live `lamina vm set --memory` left; 0: memory_bytes. The machine's shape stays that of
+  // memory_bytes and max_memory_bytes, so a checkpoint restores.
+  uint64_t memory_target_bytes = 0;
   AccelKind accel = AccelKind::kEmu;
   SerialConfig serial;
   RebootAction on_reboot = RebootAction::kExit;
@@ -50,6 +58,21 @@ struct VmConfig {
 inline constexpr uint32_t kMaxCpus = 64;
 inline constexpr uint64_t kMinMemoryBytes = uint64_t{16} << 20;
 inline constexpr uint64_t kMaxMemoryBytes = uint64_t{1} << 40;
+
+// Parses --cpus "N" or "N,max=M" (M >= N: vCPUs that may be added while the VM runs).
+struct CpuCount {
+  uint32_t cpus = 1;
+  uint32_t max_cpus = 0;  // 0: none given
+};
+Result<CpuCount> parse_cpus(std::string_view text);
+
+// Parses --memory "SIZE" or "SIZE,max=MAX" (MAX >= SIZE: RAM that may be added while the VM
+// runs).
+struct MemorySize {
+  uint64_t bytes = 0;
+  uint64_t max_bytes = 0;  // 0: none given
+};
+Result<MemorySize> parse_memory(std::string_view text);
 
 // Parses "stdio", "none" or "file:PATH".
 Result<SerialConfig> parse_serial(std::string_view text);

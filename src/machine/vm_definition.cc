@@ -11,8 +11,8 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 12> kFields = {
-    "cpus", "memory", "kernel", "initrd", "cmdline", "disks",
+constexpr std::array<std::string_view, 14> kFields = {
+    "cpus", "max_cpus", "memory", "memory_target", "kernel", "initrd", "cmdline", "disks",
     "nets", "serial", "console_port", "rng", "accel", "on_reboot"};
 
 Error field_error(std::string_view field, std::string_view what) {
@@ -49,6 +49,14 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
     config.cpus = value.get<uint32_t>();
     return {};
   }
+  if (field == "max_cpus") {
+    const auto& value = definition.at("max_cpus");
+    if (!value.is_number_unsigned() || value.get<uint64_t>() > kMaxCpus) {
+      return fail(field_error(field, fmt::format("must be a whole number up to {}", kMaxCpus)));
+    }
+    config.max_cpus = value.get<uint32_t>();
+    return {};
+  }
   if (field == "disks") {
     auto list = string_list(definition, field);
     if (!list) return fail(list.error());
@@ -71,10 +79,15 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
   }
   auto text = string_field(definition, field);
   if (!text) return fail(text.error());
-  if (field == "memory") {
+  if (field == "memory_target") {
     auto bytes = parse_size(*text);
-    if (!bytes) return fail(bytes.error().with_context("--memory"));
-    config.memory_bytes = *bytes;
+    if (!bytes) return fail(bytes.error().with_context("memory_target"));
+    config.memory_target_bytes = *bytes;
+  } else if (field == "memory") {
+    auto size = parse_memory(*text);
+    if (!size) return fail(size.error());
+    config.memory_bytes = size->bytes;
+    config.max_memory_bytes = size->max_bytes;
   } else if (field == "kernel") {
     if (!text->empty()) config.kernel = *text;
   } else if (field == "initrd") {

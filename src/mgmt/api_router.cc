@@ -126,6 +126,17 @@ const std::vector<Route>& route_table() {
        [](VmService& s, const Call& c) { return s.control(c.path.at("name"), "resume"); }},
       {"POST", "/v1/vms/{name}/reset", false,
        [](VmService& s, const Call& c) { return s.control(c.path.at("name"), "reset"); }},
+      {"POST", "/v1/vms/{name}/resize", true,
+       [](VmService& s, const Call& c) { return s.resize(c.path.at("name"), c.body); }},
+      {"POST", "/v1/vms/{name}/devices", true,
+       [](VmService& s, const Call& c) { return s.attach(c.path.at("name"), c.body); }},
+      {"DELETE", "/v1/vms/{name}/devices/{device}", false,
+       [](VmService& s, const Call& c) -> ServiceResult<nlohmann::json> {
+         auto timeout = query_number(c, "timeout", 10, 120);
+         if (!timeout) return std::unexpected(timeout.error());
+         return s.detach(c.path.at("name"), c.path.at("device"),
+                         std::chrono::seconds(std::max<int64_t>(*timeout, 1)));
+       }},
       {"GET", "/v1/vms/{name}/checkpoints", false,
        [](VmService& s, const Call& c) { return s.checkpoints(c.path.at("name")); }},
       {"POST", "/v1/vms/{name}/checkpoints", true,

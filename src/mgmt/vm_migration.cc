@@ -212,8 +212,8 @@ void VmService::run_migration(std::string name, std::string host, std::string po
   }
   if (worker == nullptr) return failed("the VM stopped before its migration began");
   const int fds[] = {worker_end.get()};
-  if (auto started = worker->request("migrate", std::chrono::seconds(5), fds,
-                                     {{"max_downtime_ms", max_downtime_ms}});
+  if (auto started = worker->request({{"op", "migrate"}, {"max_downtime_ms", max_downtime_ms}},
+                                     std::chrono::seconds(5), fds, nullptr);
       !started) {
     return failed(started.error().message());
   }

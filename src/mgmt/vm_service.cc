@@ -120,14 +120,17 @@ std::string forbidden_syscall(const std::filesystem::path& log) {
 // runs away is stopped by the kernel instead of the host.
 uint64_t address_space_limit(const machine::VmConfig& config) {
   constexpr uint64_t kMiB = uint64_t{1} << 20;
-  return config.memory_bytes + 1024 * kMiB + 128 * kMiB * config.cpus;
+  // Every possible vCPU has its thread from the start (CPU hotplug only marks it present).
+  return std::max(config.memory_bytes, config.max_memory_bytes) + 1024 * kMiB +
+         128 * kMiB * std::max(config.cpus, config.max_cpus);
 }
 
 // The worker's memory cgroup limit: guest RAM plus what the worker itself uses (about 7 MiB,
 // bench/laminad_bench.sh), its page cache for image I/O and thread stacks, with a wide margin.
 uint64_t memory_cgroup_limit(const machine::VmConfig& config) {
   constexpr uint64_t kMiB = uint64_t{1} << 20;
-  return config.memory_bytes + 256 * kMiB + 32 * kMiB * config.cpus;
+  return std::max(config.memory_bytes, config.max_memory_bytes) + 256 * kMiB +
+         32 * kMiB * std::max(config.cpus, config.max_cpus);
 }
 
 }  // namespace
@@ -190,6 +193,7 @@ nlohmann::json VmService::describe(const VmRecord& record) {
                     {"on_crash", record.on_crash},
                     {"created", record.created},
                     {"definition", record.definition},
+                    {"devices", devices_of(record.definition)},
                     {"console_log", (vm_dir(record.name) / "console.log").string()}};
   std::lock_guard lock(mutex_);
   if (auto found = running_.find(record.name); found != running_.end()) {

@@ -111,6 +111,25 @@ class VmService {
   void record_event(const std::string& vm, const std::string& kind, const nlohmann::json& detail) {
     log_event(vm, kind, detail);
   }
+  // Hotplug (vm_devices.cc). A VM's devices are its definition's disks ("disk0", "disk1", ...)
+  // and network cards ("net0", ...) in definition order; get() lists them under "devices".
+  // attach: body {"disk": "PATH[,readonly]..."} or {"net": "switch:NAME[,mac=M]"}; a running
+  // VM gets the device at once (ACPI PCI hotplug; laminad opens the image or port for the
+  // worker), a stopped one at its next start; the definition follows either way. detach:
+  // DEVICE is an id or a disk's path; a running guest is asked to release it and waited for
+  // up to `timeout` (409 naming the timeout when it does not: the device stays), then the
+  // image is flushed and closed. Refusals change nothing: a bad or unknown device (400/404),
+  // an image that is in use (422), a paused VM on detach (409).
+  ServiceResult<nlohmann::json> attach(const std::string& name, const nlohmann::json& body);
+  ServiceResult<nlohmann::json> detach(const std::string& name, const std::string& device,
+                                       std::chrono::milliseconds timeout);
+  // resize: body {"cpus": N}: a running VM (created with max_cpus) gets or loses vCPUs at
+  // once (ACPI CPU hotplug: the guest starts the new ones itself, and offlines and ejects the
+  // ones that go, each waited for up to `timeout`), a stopped one at its next start; the
+  // definition follows. Refused: more than max_cpus, no headroom, a paused VM (409).
+  ServiceResult<nlohmann::json> resize(const std::string& name, const nlohmann::json& body);
+  // [{"id": "disk0", "kind": "disk", "spec": "PATH..."}, ...] of a definition.
+  static nlohmann::json devices_of(const nlohmann::json& definition);
 
   // Checkpoints (vm_checkpoints.cc). checkpoint: body {"name": CP} (optional; a time-based
   // name without it); a running VM is saved, its disks get differencing children, and it runs
@@ -165,7 +184,8 @@ class VmService {
   std::vector<std::shared_ptr<ConsoleHub>> finished_consoles_;
   std::vector<std::string> restart_;                       // on_crash=restart, to start again
   std::jthread reaper_;
-  std::mutex checkpoint_mutex_;  // one checkpoint operation at a time (they span worker restarts)
+  std::mutex checkpoint_mutex_;
+  std::mutex hotplug_mutex_;  // one attach/detach at a time (definition read-modify-write)  // one checkpoint operation at a time (they span worker restarts)
 };
 
 // "[A-Za-z0-9][A-Za-z0-9._-]{0,62}"

@@ -281,8 +281,14 @@ bool WorkerProcess::wait_exit(std::chrono::milliseconds timeout) {
 
 Result<nlohmann::json> WorkerProcess::request(std::string_view op,
                                               std::chrono::milliseconds timeout,
-                                              std::span<const int> fds,
-                                              const nlohmann::json& arguments) {
+                                              std::span<const int> fds) {
+  return request(nlohmann::json{{"op", std::string(op)}}, timeout, fds, nullptr);
+}
+
+Result<nlohmann::json> WorkerProcess::request(nlohmann::json fields,
+                                              std::chrono::milliseconds timeout,
+                                              std::span<const int> fds, nlohmann::json* refusal) {
+  const std::string op = fields.value("op", "");
   std::lock_guard one_at_a_time(request_mutex_);
   int id;
   {
@@ -290,10 +296,9 @@ Result<nlohmann::json> WorkerProcess::request(std::string_view op,
     if (exited_) return fail(ErrorCode::kIo, "the worker has exited");
     id = next_id_++;
   }
-  nlohmann::json message = arguments;
+  nlohmann::json message = std::move(fields);
   message["v"] = worker::kControlProtocolVersion;
   message["id"] = id;
-  message["op"] = std::string(op);
   if (auto sent = channel_.send(message, fds); !sent) return fail(sent.error());
   std::unique_lock lock(mutex_);
   if (!changed_.wait_for(lock, timeout, [&] { return replies_.contains(id) || exited_; }) ||
@@ -306,6 +311,7 @@ Result<nlohmann::json> WorkerProcess::request(std::string_view op,
     const std::string why = reply.contains("error") && reply["error"].is_string()
                                 ? reply["error"].get<std::string>()
                                 : "refused";
+    if (refusal != nullptr) *refusal = reply;
     return fail(ErrorCode::kInvalidArgument, fmt::format("the worker refused '{}': {}", op, why));
   }
   return reply;

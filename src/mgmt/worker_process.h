@@ -91,11 +91,15 @@ class WorkerProcess {
 
   pid_t pid() const { return pid_; }
   bool exited() const;
-  // Sends {"op": op} (plus the members of `arguments`) and waits for the reply; kIo when the worker is gone or did not answer.
+  // Sends {"op": op} and waits for the reply; kIo when the worker is gone or did not answer.
   Result<nlohmann::json> request(std::string_view op,
                                  std::chrono::milliseconds timeout = std::chrono::seconds(5),
-                                 std::span<const int> fds = {},
-                                 const nlohmann::json& arguments = nlohmann::json::object());
+                                 std::span<const int> fds = {});
+  // The same with the request's other fields in `fields` (an object; its "op" names it). A
+  // refusal keeps the reply: kInvalidArgument's message is the worker's "error", and
+  // `refusal`, when given, receives the whole reply.
+  Result<nlohmann::json> request(nlohmann::json fields, std::chrono::milliseconds timeout,
+                                 std::span<const int> fds, nlohmann::json* refusal);
   // SIGKILL through the pidfd (no-op once it has exited).
   void kill();
   // Waits until the process has ended (or the timeout passed); true when it has.

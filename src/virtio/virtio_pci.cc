@@ -28,7 +28,8 @@ uint32_t class_code_of(DeviceType type) {
     case DeviceType::kNet: return 0x020000;      // network controller, Ethernet
     case DeviceType::kBlock: return 0x010000;    // mass storage, SCSI (as other VMMs use)
     case DeviceType::kConsole: return 0x078000;  // communication controller, other
-    case DeviceType::kEntropy: break;
+    case DeviceType::kEntropy:
+    case DeviceType::kMemory: break;
   }
   return 0xff0000;  // device does not fit any defined class
 }

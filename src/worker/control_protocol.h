@@ -23,6 +23,23 @@
 //                                  answers; the VM then stops ("stopped", exit "host_stop").
 //                                  The reply adds "state_bytes", "ram_bytes", "ram_written",
 //                                  "file_bytes"; on an error the VM runs on
+//   controller → worker:          {"id": N, "op": "attach", "disk": SPEC | "net": SPEC,
+//                                  "grants": {...}} with the grants' fds: laminad opened the
+//                                  image (its chain, its lock) or the port; the device is
+//                                  hot-plugged (ACPI PCI hotplug) and the reply adds "slot"
+//   controller → worker:          {"id": N, "op": "detach", "disk": I | "net": I,
+//                                  "timeout_ms": T (<= 120000)}: the I-th disk or card in
+//                                  definition order leaves after the guest ejects it (the
+//                                  image flushed and closed); a guest that does not eject
+//                                  within T gets {"ok": false, "timed_out": true} and keeps it.
+//                                  An error reply says "detached": true when the device went
+//                                  but its last flush failed
+//   controller → worker:          {"id": N, "op": "set_vcpus", "vcpus": C, "timeout_ms": T}:
+//                                  ACPI CPU hotplug until C vCPUs are present; the reply (also
+//                                  an error's) says "vcpus" reached
+//   controller → worker:          {"id": N, "op": "set_memory", "bytes": B}: the guest is
+//                                  asked to use B bytes of RAM (virtio-mem); "query"'s
+//                                  "memory_bytes" then says what it has
 //   worker → controller replies:  {"id": N, "ok": true, ...} or {"id": N, "ok": false,
 //                                  "error": "why"}; "query" adds "state", "vcpus",
 //                                  "memory_bytes", "instructions", "boots", "disks" and

@@ -42,7 +42,9 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
                                              GrantedFiles* granted) {
   machine::MachineOptions options;
   options.cpus = config.cpus;
+  options.max_cpus = config.max_cpus;
   options.memory_bytes = config.memory_bytes;
+  options.max_memory_bytes = config.max_memory_bytes;
   options.cmdline = config.cmdline;
   options.debug_exit = config.debug_exit;
   if (config.kernel) {
@@ -107,6 +109,17 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
   if (!host_ends) return fail(host_ends.error());
   runner->host_ends_ = std::make_unique<machine::VirtioHostEnds>(std::move(*host_ends));
   machine::add_virtio_devices(config, *runner->host_ends_, runner->options_);
+  runner->memory_target_ = config.memory_target_bytes;
+  // add_virtio_devices' order: rng, console port, disks, network cards from slot 1.
+  const size_t others = runner->options_.virtio_devices.size() - runner->host_ends_->disks.size() -
+                        runner->host_ends_->network_ports.size();
+  for (size_t i = 0; i < runner->host_ends_->disks.size(); ++i) {
+    runner->disk_slots_.push_back(static_cast<uint8_t>(1 + others + i));
+  }
+  for (size_t i = 0; i < runner->host_ends_->network_ports.size(); ++i) {
+    runner->network_slots_.push_back(
+        static_cast<uint8_t>(1 + others + runner->host_ends_->disks.size() + i));
+  }
   return runner;
 }
 
@@ -118,20 +131,6 @@ uint64_t VmRunner::instructions() const {
 }
 
 namespace {
-
-// The traffic of one machine's devices, in slot order (disks, then network cards).
-VmRunner::Traffic machine_traffic(const machine::Machine& vm) {
-  VmRunner::Traffic traffic;
-  for (const auto& function : vm.virtio_functions()) {
-    virtio::VirtioDevice& device = function->device();
-    if (auto* block = dynamic_cast<virtio::VirtioBlock*>(&device)) {
-      traffic.disks.push_back(block->traffic());
-    } else if (auto* net = dynamic_cast<virtio::VirtioNet*>(&device)) {
-      traffic.nics.push_back(net->stats());
-    }
-  }
-  return traffic;
-}
 
 void add(VmRunner::Traffic& total, const VmRunner::Traffic& more) {
   total.disks.resize(std::max(total.disks.size(), more.disks.size()));
@@ -152,6 +151,255 @@ void add(VmRunner::Traffic& total, const VmRunner::Traffic& more) {
 }
 
 }  // namespace
+
+VmRunner::Traffic VmRunner::machine_traffic(const machine::Machine& vm) const {
+  // In definition order: each disk's and card's device found by its slot.
+  Traffic traffic;
+  for (uint8_t slot : disk_slots_) {
+    auto* function = vm.virtio_function_at(slot);
+    auto* block = function ? dynamic_cast<virtio::VirtioBlock*>(&function->device()) : nullptr;
+    traffic.disks.push_back(block ? block->traffic() : virtio::BlockRequestHandler::Traffic{});
+  }
+  for (uint8_t slot : network_slots_) {
+    auto* function = vm.virtio_function_at(slot);
+    auto* net = function ? dynamic_cast<virtio::VirtioNet*>(&function->device()) : nullptr;
+    traffic.nics.push_back(net ? net->stats() : virtio::VirtioNetStats{});
+  }
+  return traffic;
+}
+
+Result<void> VmRunner::set_vcpus(uint32_t count, std::chrono::milliseconds timeout) {
+  std::lock_guard hotplug(hotplug_mutex_);
+  machine::Machine* vm = nullptr;
+  uint32_t present = 0;
+  {
+    std::lock_guard lock(mutex_);
+    const uint32_t maximum = std::max(config_.cpus, config_.max_cpus);
+    if (config_.max_cpus <= 1 && count != config_.cpus) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "the VM was created without vCPU headroom: create it with --cpus N,max=M");
+    }
+    if (count < 1 || count > maximum) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("{} vCPUs: the VM takes 1 to {} (its max)", count, maximum));
+    }
+    vm = machine_;
+    present = config_.cpus;
+  }
+  // Added in order and removed from the top, so the present vCPUs are always 0..count-1.
+  Result<void> result;
+  while (present != count && result) {
+    if (present < count) {
+      if (vm) result = vm->hot_add_vcpu(present);
+      if (result) ++present;
+    } else {
+      if (vm) result = vm->hot_remove_vcpu(present - 1, timeout);
+      if (result) --present;
+    }
+  }
+  std::lock_guard lock(mutex_);
+  config_.cpus = present;
+  options_.cpus = present;
+  return result;
+}
+
+Result<void> VmRunner::set_memory(uint64_t bytes) {
+  std::lock_guard hotplug(hotplug_mutex_);
+  std::lock_guard lock(mutex_);
+  if (config_.max_memory_bytes <= config_.memory_bytes) {
+    return fail(ErrorCode::kInvalidArgument,
+                "the VM was created without memory headroom: create it with --memory SIZE,max=MAX");
+  }
+  if (bytes < config_.memory_bytes || bytes > config_.max_memory_bytes || bytes % (2 << 20) != 0) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} MiB: the running VM takes whole 2 MiB from the {} MiB it booted "
+                            "with to {} MiB (its max); stop it to shrink below that",
+                            bytes >> 20, config_.memory_bytes >> 20,
+                            config_.max_memory_bytes >> 20));
+  }
+  if (machine_) {
+    if (auto set = machine_->set_memory_size(bytes); !set) return set;
+  }
+  memory_target_ = bytes;
+  return {};
+}
+
+uint64_t VmRunner::memory_bytes() const {
+  std::lock_guard lock(mutex_);
+  return machine_ ? machine_->memory_size() : config_.memory_bytes;
+}
+
+size_t VmRunner::disk_count() const {
+  std::lock_guard lock(mutex_);
+  return config_.disks.size();
+}
+
+size_t VmRunner::network_count() const {
+  std::lock_guard lock(mutex_);
+  return config_.networks.size();
+}
+
+Result<uint8_t> VmRunner::plug(machine::VirtioDeviceFactory factory) {
+  // Under mutex_: traffic() looks at the machine's functions, which this changes (briefly).
+  std::lock_guard lock(mutex_);
+  size_t index = 0;
+  while (index < options_.virtio_devices.size() && options_.virtio_devices[index]) ++index;
+  // Slot 0 is the host bridge and slot 31 virtio-mem's: 30 functions at most.
+  if (index >= 30) {
+    return fail(ErrorCode::kInvalidArgument, "every PCI slot of the VM is taken (30 devices)");
+  }
+  const auto slot = static_cast<uint8_t>(index + 1);
+  if (machine_ != nullptr) {
+    auto device = factory();
+    if (!device) return fail(device.error());
+    if (auto added = machine_->hot_add_virtio(slot, std::move(*device)); !added) {
+      return fail(added.error());
+    }
+  }
+  if (index >= options_.virtio_devices.size()) options_.virtio_devices.resize(index + 1);
+  options_.virtio_devices[index] = std::move(factory);
+  return slot;
+}
+
+Result<void> VmRunner::unplug(uint8_t slot, std::chrono::milliseconds timeout) {
+  machine::Machine* vm = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    vm = machine_;
+  }
+  // The wait for the guest without mutex_ (queries go on), the removal under it.
+  if (vm != nullptr) {
+    if (auto released = vm->wait_for_virtio_release(slot, timeout); !released) return released;
+  }
+  std::lock_guard lock(mutex_);
+  if (vm != nullptr) vm->remove_virtio_function(slot);
+  options_.virtio_devices.at(slot - 1) = nullptr;
+  // Trailing empty slots go, so the next boot's slot count is what is used.
+  while (!options_.virtio_devices.empty() && !options_.virtio_devices.back()) {
+    options_.virtio_devices.pop_back();
+  }
+  return {};
+}
+
+Result<uint8_t> VmRunner::attach_disk(virtio::DiskSpec spec, GrantedFiles* granted) {
+  std::lock_guard hotplug(hotplug_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    // The rule of validate_disks at start (laminad checked the file itself).
+    for (const auto& disk : config_.disks) {
+      if (disk.path == spec.path && !(disk.read_only && spec.read_only)) {
+        return fail(ErrorCode::kInvalidArgument,
+                    fmt::format("{} is attached to this VM already; an image may be attached "
+                                "twice only read-only",
+                                spec.path));
+      }
+    }
+  }
+  spec.references.granted = granted;
+  auto opened = virtio::open_disk(spec);
+  if (!opened) return fail(opened.error().with_context(fmt::format("--disk {}", spec.path)));
+  spec.references.granted = nullptr;
+  auto slot = plug(machine::disk_device_factory(*opened));
+  if (!slot) return fail(slot.error());
+  std::lock_guard lock(mutex_);
+  config_.disks.push_back(std::move(spec));
+  disk_slots_.push_back(*slot);
+  host_ends_->disks.push_back(std::move(*opened));
+  return slot;
+}
+
+Result<uint8_t> VmRunner::attach_network(const net::NetworkOption& option, GrantedFiles* granted) {
+  std::lock_guard hotplug(hotplug_mutex_);
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& other : config_.networks) {
+      if (other.mac == option.mac) {
+        return fail(ErrorCode::kInvalidArgument,
+                    fmt::format("--net {}: another card of this VM has MAC {}",
+                                net::describe(option), option.mac.to_string()));
+      }
+    }
+  }
+  machine::VmConfig one;
+  one.networks.push_back(option);
+  net::SwitchConnectOptions switch_options;
+  switch_options.label = "lamina hotplug";
+  auto ports = machine::open_network_ports(one, switch_options, granted);
+  if (!ports) return fail(ports.error());
+  std::unique_ptr<net::FramePort> port = std::move(ports->front());
+  auto slot = plug(machine::network_device_factory(*port, option.mac));
+  if (!slot) return fail(slot.error());
+  std::lock_guard lock(mutex_);
+  config_.networks.push_back(option);
+  network_slots_.push_back(*slot);
+  host_ends_->network_ports.push_back(std::move(port));
+  return slot;
+}
+
+Result<void> VmRunner::detach_disk(size_t index, std::chrono::milliseconds timeout) {
+  std::lock_guard hotplug(hotplug_mutex_);
+  uint8_t slot = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (index >= disk_slots_.size()) {
+      return fail(ErrorCode::kNotFound,
+                  fmt::format("the VM has no disk {} (it has {})", index, disk_slots_.size()));
+    }
+    slot = disk_slots_[index];
+  }
+  if (auto removed = unplug(slot, timeout); !removed) return removed;
+  virtio::OpenedDisk disk;
+  std::string path;
+  {
+    std::lock_guard lock(mutex_);
+    disk = std::move(host_ends_->disks[index]);
+    host_ends_->disks.erase(host_ends_->disks.begin() + static_cast<ptrdiff_t>(index));
+    path = config_.disks[index].path;
+    config_.disks.erase(config_.disks.begin() + static_cast<ptrdiff_t>(index));
+    disk_slots_.erase(disk_slots_.begin() + static_cast<ptrdiff_t>(index));
+    if (index < finished_traffic_.disks.size()) {
+      finished_traffic_.disks.erase(finished_traffic_.disks.begin() +
+                                    static_cast<ptrdiff_t>(index));
+    }
+  }
+  // The device is gone with its requests complete; what the guest wrote reaches the disk
+  // before the image (and its lock) is let go.
+  auto flushed = disk.image->flush();
+  disk = {};
+  if (!flushed) {
+    return fail(flushed.error().with_context(
+        fmt::format("{} was detached, but its last flush failed", path)));
+  }
+  return {};
+}
+
+Result<void> VmRunner::detach_network(size_t index, std::chrono::milliseconds timeout) {
+  std::lock_guard hotplug(hotplug_mutex_);
+  uint8_t slot = 0;
+  {
+    std::lock_guard lock(mutex_);
+    if (index >= network_slots_.size()) {
+      return fail(ErrorCode::kNotFound, fmt::format("the VM has no network card {} (it has {})",
+                                                    index, network_slots_.size()));
+    }
+    slot = network_slots_[index];
+  }
+  if (auto removed = unplug(slot, timeout); !removed) return removed;
+  std::unique_ptr<net::FramePort> port;
+  {
+    std::lock_guard lock(mutex_);
+    port = std::move(host_ends_->network_ports[index]);
+    host_ends_->network_ports.erase(host_ends_->network_ports.begin() +
+                                    static_cast<ptrdiff_t>(index));
+    config_.networks.erase(config_.networks.begin() + static_cast<ptrdiff_t>(index));
+    network_slots_.erase(network_slots_.begin() + static_cast<ptrdiff_t>(index));
+    if (index < finished_traffic_.nics.size()) {
+      finished_traffic_.nics.erase(finished_traffic_.nics.begin() +
+                                   static_cast<ptrdiff_t>(index));
+    }
+  }
+  return {};
+}
 
 VmRunner::Traffic VmRunner::traffic() const {
   std::lock_guard lock(mutex_);
@@ -204,6 +452,7 @@ Result<void> VmRunner::attach_console(UniqueFd socket) {
 }
 
 Result<migration::SaveStatistics> VmRunner::save_and_stop(int state) {
+  std::lock_guard hotplug(hotplug_mutex_);
   std::lock_guard lock(mutex_);
   if (!machine_ || stop_requested_) {
     return fail(ErrorCode::kInvalidArgument, "the VM is not running, so there is nothing to save");
@@ -306,12 +555,18 @@ VmOutcome VmRunner::outcome_of(const machine::MachineStop& stop) const {
 
 VmOutcome VmRunner::run() {
   for (;;) {
+    // Hotplug waits while a machine is built, so what it changes is in this one or the next.
+    std::unique_lock hotplug(hotplug_mutex_);
     const bool restoring = restore_state_.valid();
     if (restoring && options_.kvm) {
       state_ = VmState::kStopped;
       return {machine::MachineExit::kError, 1, kvm_state_unsupported().message()};
     }
-    machine::MachineOptions options = options_;
+    machine::MachineOptions options;
+    {
+      std::lock_guard lock(mutex_);
+      options = options_;
+    }
     options.for_restore = restoring;
     auto built = machine::MachineBuilder::build(options);
     if (!built) {
@@ -327,6 +582,10 @@ VmOutcome VmRunner::run() {
                 restored.error().with_context("restoring the saved state").message()};
       }
     }
+    // The memory the host asked for outlives a reboot: the new guest's driver plugs it again.
+    if (memory_target_ > options.memory_bytes && !restoring) {
+      (void)vm->set_memory_size(memory_target_);
+    }
     console_->attach(vm->com1(), vm->stops());
     {
       std::lock_guard lock(mutex_);
@@ -336,10 +595,13 @@ VmOutcome VmRunner::run() {
       if (paused_) vm->pause();
       state_ = paused_ ? VmState::kPaused : VmState::kRunning;
     }
+    hotplug.unlock();
     boots_.fetch_add(1);
     const machine::MachineStop stop = vm->run();
     console_->detach();
     bool restart = false;
+    // A hotplug operation on this machine finishes first (its waits end: run() returned).
+    hotplug.lock();
     {
       std::unique_lock lock(mutex_);
       // A migration still reading this machine gives up first.

@@ -10,6 +10,7 @@
 // the host requests (power_button, pause, resume, reset, stop) and the queries from any other.
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -96,10 +97,38 @@ class VmRunner {
       int link, const migration::LiveMigrationOptions& options,
       std::function<void(const migration::LiveMigrationProgress&)> progress,
       const std::function<void(const Result<migration::LiveMigrationResult>&)>& finished = {});
+  // Hotplug (ACPI PCI hotplug, Machine::hot_add_virtio): a disk or network card joins the
+  // running VM and every machine booted after it, or leaves them. Attach opens the image or
+  // port (through `granted` in a worker), takes the lowest free PCI slot and returns it.
+  // Detach asks the guest to let go and waits up to `timeout` for its eject (kIo naming the
+  // timeout when it does not; the device then stays); then the device is gone, the image
+  // flushed and closed (its lock released) or the port closed. Disks and cards are numbered
+  // in definition order (config().disks, config().networks), which attach appends to and
+  // detach erases from. A failed call changes nothing. One hotplug operation at a time.
+  [[nodiscard]] Result<uint8_t> attach_disk(virtio::DiskSpec spec, GrantedFiles* granted);
+  [[nodiscard]] Result<uint8_t> attach_network(const net::NetworkOption& option,
+                                               GrantedFiles* granted);
+  [[nodiscard]] Result<void> detach_disk(size_t index, std::chrono::milliseconds timeout);
+  [[nodiscard]] Result<void> detach_network(size_t index, std::chrono::milliseconds timeout);
+  // vCPUs (ACPI CPU hotplug, Machine::hot_add_vcpu): adds or removes vCPUs until `count` are
+  // present, in the running VM and the machines booted after it; refused past the VM's
+  // maximum (config max_cpus) or on a VM without headroom. A removal the guest does not
+  // answer within `timeout` stops there with an error (those removed so far stay removed).
+  [[nodiscard]] Result<void> set_vcpus(uint32_t count, std::chrono::milliseconds timeout);
+  size_t disk_count() const;
+  size_t network_count() const;
 
   VmState state() const { return state_.load(); }
-  uint32_t vcpus() const { return config_.cpus; }
-  uint64_t memory_bytes() const { return config_.memory_bytes; }
+  uint32_t vcpus() const {
+    std::lock_guard lock(mutex_);
+    return config_.cpus;
+  }
+  // RAM the guest has now: boot RAM + what it plugged (virtio-mem).
+  uint64_t memory_bytes() const;
+  // Memory (virtio-mem, Machine::set_memory_size): the guest is asked to use `bytes` in all,
+  // now and after a reboot; it plugs or unplugs by itself (poll memory_bytes()). Refused past
+  // the VM's max, below its boot RAM, or on a VM without headroom.
+  [[nodiscard]] Result<void> set_memory(uint64_t bytes);
   // Guest instructions retired in this VM's life (all boots), from any thread.
   uint64_t instructions() const;
   // Guest I/O of the VM's disks and network cards (in definition order) over its life.
@@ -114,6 +143,11 @@ class VmRunner {
  private:
   explicit VmRunner(machine::VmConfig config) : config_(std::move(config)) {}
   VmOutcome outcome_of(const machine::MachineStop& stop) const;
+  Traffic machine_traffic(const machine::Machine& vm) const;  // mutex_ held
+  // Puts `factory` in the lowest free slot of options_ and, when a machine runs, into it.
+  Result<uint8_t> plug(machine::VirtioDeviceFactory factory);  // hotplug_mutex_ held
+  // Takes the device in `slot` out of the running machine and of options_.
+  Result<void> unplug(uint8_t slot, std::chrono::milliseconds timeout);  // hotplug_mutex_ held
 
   machine::VmConfig config_;
   bool console_is_socket_ = false;
@@ -121,7 +155,10 @@ class VmRunner {
   std::unique_ptr<machine::SerialConsole> console_;
   std::unique_ptr<machine::VirtioHostEnds> host_ends_;
 
-  mutable std::mutex mutex_;  // guards machine_ and the flags below
+  // Serializes hotplug operations; run() takes it before destroying a machine, so one that
+  // a hotplug operation uses stays alive until it is done. Taken before mutex_.
+  std::mutex hotplug_mutex_;
+  mutable std::mutex mutex_;  // guards machine_, options_, config_'s devices and the below
   machine::Machine* machine_ = nullptr;
   bool stop_requested_ = false;
   std::string stop_reason_;
@@ -135,6 +172,9 @@ class VmRunner {
   std::atomic<VmState> state_ = VmState::kStarting;
   std::atomic<uint64_t> boots_ = 0;
   UniqueFd restore_state_;  // restore_from(): the state the first machine restores
+  uint64_t memory_target_ = 0;          // set_memory(); 0: the boot RAM
+  std::vector<uint8_t> disk_slots_;     // PCI slot of config_.disks[i]
+  std::vector<uint8_t> network_slots_;  // PCI slot of config_.networks[i]
 };
 
 }  // namespace lamina::worker

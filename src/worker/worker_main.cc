@@ -23,6 +23,7 @@
 #include "base/granted_files.h"
 #include "base/message_channel.h"
 #include "machine/vm_definition.h"
+#include "virtio/virtio_block_setup.h"
 #include "migration/machine_state.h"
 #include "worker/control_protocol.h"
 #include "worker/sandbox.h"
@@ -187,6 +188,87 @@ nlohmann::json start_migration(ControlSender& sender, VmRunner& runner,
   return reply;
 }
 
+// "attach" with {"disk": SPEC} or {"net": SPEC} (`lamina run`'s --disk/--net values), the
+// grants laminad recorded while opening it and their fds: the device is plugged into the
+// running VM (ACPI PCI hotplug); the reply names its PCI slot.
+nlohmann::json attach_device(VmRunner& runner, const nlohmann::json& request,
+                             std::vector<UniqueFd> fds) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  auto refuse = [&](const Error& error) {
+    reply["ok"] = false;
+    reply["error"] = error.message();
+    return reply;
+  };
+  auto granted = GrantedFiles::from_wire(request.value("grants", nlohmann::json::object()),
+                                         std::move(fds));
+  if (!granted) return refuse(granted.error());
+  Result<uint8_t> slot = fail(ErrorCode::kInvalidArgument, "attach needs \"disk\" or \"net\"");
+  if (request.contains("disk") && request["disk"].is_string()) {
+    auto spec = virtio::parse_disk_spec(request["disk"].get<std::string>());
+    if (!spec) return refuse(spec.error());
+    slot = runner.attach_disk(std::move(*spec), &*granted);
+  } else if (request.contains("net") && request["net"].is_string()) {
+    auto option = machine::parse_network(request["net"].get<std::string>());
+    if (!option) return refuse(option.error());
+    slot = runner.attach_network(*option, &*granted);
+  }
+  if (!slot) return refuse(slot.error());
+  reply["slot"] = *slot;
+  return reply;
+}
+
+// "detach" with {"disk": INDEX} or {"net": INDEX} (definition order) and "timeout_ms": the
+// guest is asked to release the device and waited for; a guest that does not is answered
+// {"ok": false, "timed_out": true} and keeps the device.
+nlohmann::json detach_device(VmRunner& runner, const nlohmann::json& request) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  constexpr int64_t kMaxTimeoutMs = 120'000;
+  const nlohmann::json& timeout = request.contains("timeout_ms") ? request["timeout_ms"]
+                                                                 : nlohmann::json(10'000);
+  const bool disk = request.contains("disk") && request["disk"].is_number_unsigned();
+  const bool net = request.contains("net") && request["net"].is_number_unsigned();
+  if ((!disk && !net) || !timeout.is_number_unsigned() ||
+      timeout.get<int64_t>() > kMaxTimeoutMs) {
+    reply["ok"] = false;
+    reply["error"] = "detach needs \"disk\" or \"net\" (an index) and timeout_ms <= 120000";
+    return reply;
+  }
+  const std::chrono::milliseconds wait(timeout.get<int64_t>());
+  const size_t before = disk ? runner.disk_count() : runner.network_count();
+  auto detached = disk ? runner.detach_disk(request["disk"].get<size_t>(), wait)
+                       : runner.detach_network(request["net"].get<size_t>(), wait);
+  if (!detached) {
+    reply["ok"] = false;
+    reply["error"] = detached.error().message();
+    // Machine::hot_remove_virtio's kIo with the device still there: the guest kept it.
+    const size_t after = disk ? runner.disk_count() : runner.network_count();
+    if (detached.error().code() == ErrorCode::kIo && after == before) reply["timed_out"] = true;
+    reply["detached"] = after < before;
+  }
+  return reply;
+}
+
+// "set_vcpus" with "vcpus": N and "timeout_ms": vCPUs are added (ACPI CPU hotplug; the guest
+// starts them) or removed (each waits for the guest's eject) until N are present.
+nlohmann::json set_vcpus(VmRunner& runner, const nlohmann::json& request) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  const nlohmann::json timeout = request.value("timeout_ms", nlohmann::json(10'000));
+  if (!request.contains("vcpus") || !request["vcpus"].is_number_unsigned() ||
+      !timeout.is_number_unsigned() || timeout.get<int64_t>() > 120'000) {
+    reply["ok"] = false;
+    reply["error"] = "set_vcpus needs \"vcpus\" (a count) and timeout_ms <= 120000";
+    return reply;
+  }
+  auto set = runner.set_vcpus(request["vcpus"].get<uint32_t>(),
+                              std::chrono::milliseconds(timeout.get<int64_t>()));
+  if (!set) {
+    reply["ok"] = false;
+    reply["error"] = set.error().message();
+  }
+  reply["vcpus"] = runner.vcpus();
+  return reply;
+}
+
 // Serves the controller until it goes away, then waits on `listener` (laminad's per-VM control
 // socket, when given) for the next one: a restarted laminad re-adopts the running VM there.
 void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& name,
@@ -230,6 +312,30 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
     }
     if (op == "save") {
       sender.send(save_state(runner, request, (*received)->fds));
+      continue;
+    }
+    if (op == "attach") {
+      sender.send(attach_device(runner, request, std::move((*received)->fds)));
+      continue;
+    }
+    if (op == "set_memory") {
+      nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+      if (!request.contains("bytes") || !request["bytes"].is_number_unsigned()) {
+        reply["ok"] = false;
+        reply["error"] = "set_memory needs \"bytes\"";
+      } else if (auto set = runner.set_memory(request["bytes"].get<uint64_t>()); !set) {
+        reply["ok"] = false;
+        reply["error"] = set.error().message();
+      }
+      sender.send(reply);
+      continue;
+    }
+    if (op == "set_vcpus") {
+      sender.send(set_vcpus(runner, request));
+      continue;
+    }
+    if (op == "detach") {
+      sender.send(detach_device(runner, request));
       continue;
     }
     sender.send(handle(runner, request));
@@ -330,12 +436,14 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   if (restore) {
     auto shape = migration::read_state_shape(restore.get());
     if (!shape) return fail_start(sender, id, shape.error());
-    if (shape->vcpus != config->cpus || shape->memory_bytes != config->memory_bytes) {
+    const uint32_t built_cpus = std::max(config->cpus, config->max_cpus);
+    // The state's shape counts boot RAM (the virtio-mem region is a region of its own).
+    if (shape->vcpus != built_cpus || shape->memory_bytes != config->memory_bytes) {
       return fail_start(sender, id,
                         Error(ErrorCode::kInvalidArgument,
                               fmt::format("the saved state is of a VM with {} vCPUs and {} MiB, "
                                           "this definition has {} and {} MiB",
-                                          shape->vcpus, shape->memory_bytes >> 20, config->cpus,
+                                          shape->vcpus, shape->memory_bytes >> 20, built_cpus,
                                           config->memory_bytes >> 20)));
     }
     (*runner)->restore_from(std::move(restore));

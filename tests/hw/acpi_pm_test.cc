@@ -113,3 +113,33 @@ TEST(ResetControl, SaveAndLoadKeepsTheLatchedBits) {
 
 }  // namespace
 }  // namespace lamina::hw
+
+namespace lamina::hw {
+namespace {
+
+using testing::read_register;
+using testing::RecordingIrqLine;
+using testing::write_register;
+
+// GPE0 (ACPI 6.5 section 4.8.4.1): a raised GPE is a status bit; the SCI follows status &
+// enable; status bits are write-1-to-clear.
+TEST(AcpiPmGpe, RaisedGpeDrivesTheSciWhileEnabledAndUncleared) {
+  ManualClock clock{0};
+  RecordingIrqLine sci;
+  AcpiPm pm{clock, sci, nullptr, true, 5};
+  pm.raise_gpe(1);
+  EXPECT_EQ(read_register(pm.gpe0_block(), 0, 2), 0x2u);
+  EXPECT_FALSE(sci.level()) << "not enabled yet";
+  write_register(pm.gpe0_block(), 2, 2, 0x2);
+  EXPECT_TRUE(sci.level());
+  EXPECT_EQ(read_register(pm.gpe0_block(), 2, 2), 0x2u);
+  write_register(pm.gpe0_block(), 0, 2, 0x1);
+  EXPECT_TRUE(sci.level()) << "clearing another bit leaves it";
+  write_register(pm.gpe0_block(), 0, 2, 0x2);
+  EXPECT_FALSE(sci.level());
+  pm.raise_gpe(99);  // out of range: ignored
+  EXPECT_EQ(read_register(pm.gpe0_block(), 0, 2), 0u);
+}
+
+}  // namespace
+}  // namespace lamina::hw

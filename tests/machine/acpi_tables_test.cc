@@ -378,3 +378,118 @@ TEST(AcpiTables, AcpiexecEvaluatesTheDsdt) {
 
 }  // namespace
 }  // namespace lamina::machine::acpi
+
+namespace lamina::machine::acpi {
+namespace {
+
+AcpiConfig hotplug_config() {
+  AcpiConfig config;
+  config.gpe0_port = 0xAFE0;
+  config.gpe0_length = 4;
+  config.pci_hotplug_port = 0xAE00;
+  config.pci_hotplug_slots = 0xFFFFFFFE;  // slots 1-31
+  return config;
+}
+
+// ACPI PCI hotplug's AML (acpi/pci_hotplug.h) reads back as the ASL it stands for.
+TEST(AcpiTables, IaslDisassemblesThePciHotplugAml) {
+  if (run("iasl -v").status != 0) GTEST_FAIL() << "iasl missing: install acpica-tools";
+  const AcpiTables tables = build(hotplug_config());
+  ScratchFolder folder;
+  ASSERT_FALSE(folder.path().empty());
+  const std::string dsdt = disassemble(folder.path(), *tables.find("DSDT"), "dsdt");
+  for (const char* expected :
+       {"OperationRegion (PCST, SystemIO, 0xAE00, 0x28)",
+        "Field (PCST, DWordAcc, NoLock, WriteAsZeros)", "PCIU,   32", "PCID,   32",
+        "B0EJ,   32", "Device (S01)", "Device (S1F)", "Name (_ADR, 0x001F0000)",
+        "Name (_SUN, 0x1F)", "Method (_EJ0, 1, NotSerialized)", "B0EJ = 0x80000000",
+        "Method (PCNT, 0, Serialized)", "Notify (S1F, 0x03)", "Notify (S01, One)",
+        "Scope (\\_GPE)", "Method (_E01, 0, NotSerialized)", "\\_SB.PCI0.PCNT ()"}) {
+    EXPECT_NE(dsdt.find(expected), std::string::npos) << expected << "\n" << dsdt;
+  }
+  EXPECT_EQ(dsdt.find("Device (S00)"), std::string::npos) << "the host bridge is no hotplug slot";
+  const std::string fadt = disassemble(folder.path(), *tables.find("FACP"), "fadt");
+  EXPECT_NE(fadt.find("GPE0 Block Address : 0000AFE0"), std::string::npos) << fadt;
+  EXPECT_NE(fadt.find("GPE0 Block Length : 04"), std::string::npos) << fadt;
+}
+
+// acpiexec runs the event method and an eject (its SystemIO handler simulates the ports).
+TEST(AcpiTables, AcpiexecRunsThePciHotplugMethods) {
+  if (run("acpiexec -v").status != 0) GTEST_FAIL() << "acpiexec missing: install acpica-tools";
+  const AcpiTables tables = build(hotplug_config());
+  ScratchFolder folder;
+  ASSERT_FALSE(folder.path().empty());
+  const PlacedTable& dsdt = *tables.find("DSDT");
+  const fs::path file = folder.path() / "dsdt.dat";
+  std::ofstream(file, std::ios::binary)
+      .write(reinterpret_cast<const char*>(dsdt.bytes.data()),
+             static_cast<std::streamsize>(dsdt.bytes.size()));
+  const CommandResult result =
+      run("acpiexec -b 'evaluate \\_GPE._E01; evaluate \\_SB.PCI0.S05._EJ0 1; "
+          "evaluate \\_SB.PCI0.S05._ADR; evaluate \\_SB.PCI0.S05._SUN' '" +
+          file.string() + "'");
+  ASSERT_EQ(result.status, 0) << result.output;
+  EXPECT_NE(result.output.find("[Integer] = 0000000000050000"), std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.output.find("AE_"), std::string::npos) << result.output;
+}
+
+}  // namespace
+}  // namespace lamina::machine::acpi
+
+namespace lamina::machine::acpi {
+namespace {
+
+AcpiConfig cpu_hotplug_config() {
+  AcpiConfig config;
+  config.cpu_count = 34;  // vCPUs 32 and 33 use the registers' high dwords
+  config.present_cpus = 1;
+  config.gpe0_port = 0xAFE0;
+  config.gpe0_length = 4;
+  config.cpu_hotplug_port = 0xAF00;
+  return config;
+}
+
+// ACPI CPU hotplug (acpi/cpu_hotplug.h): the MADT lists every possible vCPU, the absent ones
+// disabled; the DSDT has a processor device per vCPU with _STA/_MAT/_EJ0 and the event method.
+TEST(AcpiTables, IaslDisassemblesTheCpuHotplugAml) {
+  if (run("iasl -v").status != 0) GTEST_FAIL() << "iasl missing: install acpica-tools";
+  const AcpiTables tables = build(cpu_hotplug_config());
+  ScratchFolder folder;
+  ASSERT_FALSE(folder.path().empty());
+  const std::string dsdt = disassemble(folder.path(), *tables.find("DSDT"), "dsdt");
+  for (const char* expected :
+       {"OperationRegion (CPST, SystemIO, 0xAF00, 0x28)", "CIN0,   32", "CRM1,   32",
+        "CEJ0,   32", "CPR1,   32", "Device (C000)", "Device (C021)",
+        "Name (_HID, \"ACPI0007\" /* Processor Device */)", "Method (_STA, 0, NotSerialized)",
+        "Method (_MAT, 0, NotSerialized)", "Method (CSCN, 0, Serialized)", "Notify (C021, 0x03)",
+        "Method (_E02, 0, NotSerialized)", "\\_SB.CSCN ()", "CEJ1 = 0x02"}) {
+    EXPECT_NE(dsdt.find(expected), std::string::npos) << expected << "\n" << dsdt;
+  }
+  const std::string madt = disassemble(folder.path(), *tables.find("APIC"), "madt");
+  EXPECT_NE(madt.find("Processor Enabled : 1"), std::string::npos) << madt;
+  EXPECT_NE(madt.find("Processor Enabled : 0"), std::string::npos) << madt;
+}
+
+// acpiexec: vCPU 0 is present (_STA 0xF, _MAT enabled), vCPU 5 is not (acpiexec's simulated
+// ports read zero); the event method and an eject run without errors.
+TEST(AcpiTables, AcpiexecRunsTheCpuHotplugMethods) {
+  if (run("acpiexec -v").status != 0) GTEST_FAIL() << "acpiexec missing: install acpica-tools";
+  const AcpiTables tables = build(cpu_hotplug_config());
+  ScratchFolder folder;
+  ASSERT_FALSE(folder.path().empty());
+  const PlacedTable& dsdt = *tables.find("DSDT");
+  const fs::path file = folder.path() / "dsdt.dat";
+  std::ofstream(file, std::ios::binary)
+      .write(reinterpret_cast<const char*>(dsdt.bytes.data()),
+             static_cast<std::streamsize>(dsdt.bytes.size()));
+  const CommandResult result =
+      run("acpiexec -b 'evaluate \\_GPE._E02; evaluate \\_SB.C005._STA; evaluate \\_SB.C005._MAT; "
+          "evaluate \\_SB.C021._EJ0 1; evaluate \\_SB.C005._UID' '" + file.string() + "'");
+  ASSERT_EQ(result.status, 0) << result.output;
+  EXPECT_NE(result.output.find("00 08 05 05 00 00 00 00"), std::string::npos) << result.output;
+  EXPECT_EQ(result.output.find("AE_"), std::string::npos) << result.output;
+}
+
+}  // namespace
+}  // namespace lamina::machine::acpi

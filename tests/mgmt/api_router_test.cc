@@ -203,6 +203,42 @@ TEST_F(ApiRouterTest, SwitchesThatDoNotRunAreNotFound) {
   EXPECT_EQ(call("GET", "/v1/switches").status, 200);
 }
 
+// A stopped VM's devices and resources: the definition follows; refusals change nothing.
+TEST_F(ApiRouterTest, AttachDetachAndResizeAStoppedVm) {
+  const fs::path image = dir_ / "data.raw";
+  std::ofstream(image) << std::string(512, '\0');
+  ASSERT_EQ(call("POST", "/v1/vms", R"({"name":"hp","definition":{"cpus":1,"max_cpus":4,"memory":"256M,max=1G"}})").status,
+            201);
+  auto attached = call("POST", "/v1/vms/hp/devices", nlohmann::json{{"disk", image.string()}}.dump());
+  ASSERT_EQ(attached.status, 200) << attached.body;
+  EXPECT_EQ(json(attached)["attached"], "disk0");
+  EXPECT_EQ(json(attached)["devices"][0]["spec"], image.string());
+  auto twice = call("POST", "/v1/vms/hp/devices", nlohmann::json{{"disk", image.string()}}.dump());
+  EXPECT_EQ(twice.status, 400) << "the same image twice, writable";
+  EXPECT_EQ(call("POST", "/v1/vms/hp/devices", R"({"disk":"/nonexistent/x.vhd"})").status, 400);
+  EXPECT_EQ(call("POST", "/v1/vms/hp/devices", R"({"floppy":"x"})").status, 400);
+  EXPECT_EQ(call("POST", "/v1/vms/hp/devices", R"({"net":"switch:lan"})").status, 200);
+  auto got = json(call("GET", "/v1/vms/hp"));
+  ASSERT_EQ(got["devices"].size(), 2u);
+  EXPECT_EQ(got["devices"][1]["id"], "net0");
+  EXPECT_NE(got["definition"]["nets"][0].get<std::string>().find("mac="), std::string::npos)
+      << "a card gets its MAC in the definition";
+  EXPECT_EQ(call("DELETE", "/v1/vms/hp/devices/disk7").status, 404);
+  EXPECT_EQ(call("DELETE", "/v1/vms/hp/devices/disk0").status, 200);
+  EXPECT_EQ(call("DELETE", "/v1/vms/hp/devices/net0").status, 200);
+  EXPECT_FALSE(json(call("GET", "/v1/vms/hp"))["definition"].contains("disks"));
+
+  EXPECT_EQ(call("POST", "/v1/vms/hp/resize", R"({"cpus":3})").status, 200);
+  EXPECT_EQ(json(call("GET", "/v1/vms/hp"))["definition"]["cpus"], 3);
+  EXPECT_EQ(call("POST", "/v1/vms/hp/resize", R"({"cpus":5})").status, 400) << "past max_cpus";
+  EXPECT_EQ(call("POST", "/v1/vms/hp/resize", R"({"memory":"2G"})").status, 400) << "past max";
+  EXPECT_EQ(call("POST", "/v1/vms/hp/resize", R"({"memory":"512M"})").status, 200);
+  EXPECT_EQ(json(call("GET", "/v1/vms/hp"))["definition"]["memory_target"], "512M");
+  EXPECT_EQ(call("POST", "/v1/vms/hp/resize", R"({"memory":"lots"})").status, 400);
+  EXPECT_EQ(call("POST", "/v1/vms/hp/resize", R"({"disks":1})").status, 400);
+  EXPECT_EQ(call("POST", "/v1/vms/nothere/resize", R"({"cpus":1})").status, 404);
+}
+
 TEST(QueryParsing, DecodesPercentEscapes) {
   auto values = parse_query("vm=a%2Fb&flag&x=1+2");
   EXPECT_EQ(values["vm"], "a/b");

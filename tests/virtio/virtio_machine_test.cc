@@ -166,3 +166,81 @@ TEST(VirtioMachineTest, SharedIrqLineIsAWiredOr) {
 
 }  // namespace
 }  // namespace lamina::machine
+
+namespace lamina::machine {
+namespace {
+
+using namespace std::chrono_literals;
+
+uint32_t read_port32(hw::Device& device, uint64_t offset) {
+  std::byte bytes[4];
+  device.read(offset, bytes);
+  return load_le<uint32_t>(bytes);
+}
+
+// Hotplug on a built machine (no vCPU runs, so the "guest" is this test): a function plugged
+// into a free slot and announced; a removal the guest never ejects times out and leaves it;
+// one it ejects takes the function off the bus.
+TEST(MachineHotplug, VirtioFunctionsComeAndGoThroughTheEject) {
+  HaltKernel kernel;
+  MachineOptions options = small_machine(kernel);
+  options.virtio_devices = {rng_factory()};
+  auto built = MachineBuilder::build(options);
+  ASSERT_TRUE(built) << built.error().message();
+  Machine& machine = **built;
+  EXPECT_FALSE(machine.hot_add_virtio(1, std::make_unique<virtio::VirtioRng>()))
+      << "slot 1 is taken";
+  EXPECT_FALSE(machine.hot_add_virtio(0, std::make_unique<virtio::VirtioRng>()));
+  ASSERT_TRUE(machine.hot_add_virtio(5, std::make_unique<virtio::VirtioRng>()));
+  ASSERT_NE(machine.virtio_function_at(5), nullptr);
+  EXPECT_EQ(read_port32(machine.pci_hotplug(), hw::HotplugController::kUp), 1u << 5);
+
+  auto kept = machine.hot_remove_virtio(5, 20ms);
+  ASSERT_FALSE(kept);
+  EXPECT_NE(kept.error().message().find("did not release PCI slot 05"), std::string::npos);
+  EXPECT_NE(machine.virtio_function_at(5), nullptr) << "a guest that keeps it keeps it";
+
+  std::jthread guest([&] {
+    std::this_thread::sleep_for(20ms);
+    std::byte eject[4];
+    store_le<uint32_t>(eject, 1u << 5);
+    machine.pci_hotplug().write(hw::HotplugController::kEject, eject);
+  });
+  ASSERT_TRUE(machine.hot_remove_virtio(5, 5s));
+  EXPECT_EQ(machine.virtio_function_at(5), nullptr);
+  EXPECT_EQ(machine.virtio_functions().size(), 1u);
+  EXPECT_FALSE(machine.hot_remove_virtio(5, 1ms)) << "nothing left there";
+}
+
+// vCPUs and memory need headroom; within it the rules hold.
+TEST(MachineHotplug, VcpusAndMemoryStayWithinTheirHeadroom) {
+  HaltKernel kernel;
+  MachineOptions options = small_machine(kernel);
+  auto plain = MachineBuilder::build(options);
+  ASSERT_TRUE(plain);
+  EXPECT_FALSE((*plain)->hot_add_vcpu(1));
+  EXPECT_FALSE((*plain)->set_memory_size(options.memory_bytes + (128 << 20)));
+
+  options.max_cpus = 3;
+  options.max_memory_bytes = options.memory_bytes + (128 << 20);
+  auto built = MachineBuilder::build(options);
+  ASSERT_TRUE(built) << built.error().message();
+  Machine& machine = **built;
+  EXPECT_EQ(machine.vcpu_count(), 3u);
+  EXPECT_EQ(machine.present_vcpus(), 1u);
+  ASSERT_TRUE(machine.hot_add_vcpu(1));
+  EXPECT_FALSE(machine.hot_add_vcpu(1)) << "present already";
+  EXPECT_FALSE(machine.hot_add_vcpu(3)) << "past the maximum";
+  EXPECT_FALSE(machine.hot_remove_vcpu(0, 1ms)) << "vCPU 0 stays";
+  EXPECT_EQ(machine.present_vcpus(), 2u);
+  auto* memory = machine.virtio_function_at(31);
+  ASSERT_NE(memory, nullptr) << "virtio-mem sits in slot 31";
+  EXPECT_EQ(memory->device().name(), "virtio-mem");
+  EXPECT_TRUE(machine.set_memory_size(options.max_memory_bytes));
+  EXPECT_FALSE(machine.set_memory_size(options.max_memory_bytes + (2 << 20)));
+  EXPECT_FALSE(machine.set_memory_size(options.memory_bytes - (2 << 20)));
+  EXPECT_EQ(machine.memory_size(), options.memory_bytes) << "nothing plugged by a guest yet";
+}
+
+}  // namespace
+}  // namespace lamina::machine

@@ -38,6 +38,15 @@ constexpr uint8_t kLEqualOp = 0x93;
 constexpr uint8_t kIfOp = 0xA0;
 constexpr uint8_t kElseOp = 0xA1;
 constexpr uint8_t kOnesOp = 0xFF;
+constexpr uint8_t kNotifyOp = 0x86;
+constexpr uint8_t kOpRegionOp = 0x80;  // after kExtOpPrefix
+constexpr uint8_t kFieldOp = 0x81;     // after kExtOpPrefix
+constexpr uint8_t kSystemIoSpace = 0x01;
+// MethodFlags bit 3 (20.2.5.2).
+constexpr uint8_t kSerializeFlag = 0x08;
+// FieldFlags (20.2.5.2): AccessType DWordAcc (3), LockRule NoLock (0), UpdateRule WriteAsZeros
+// (2 << 5).
+constexpr uint8_t kDWordAccWriteAsZeros = 0x03 | (2 << 5);
 
 void append(Bytes& out, const Bytes& more) {
   out.reserve(out.size() + more.size());
@@ -309,6 +318,60 @@ Bytes bitwise_or(const Bytes& a, const Bytes& b, const Bytes& target) {
   append(out, b);
   append(out, target);
   return out;
+}
+
+Bytes no_target() { return Bytes{std::byte{0x00}}; }
+
+Bytes call(std::string_view path, const std::vector<Bytes>& arguments) {
+  Bytes out = name_string(path);
+  append(out, concatenate(arguments));
+  return out;
+}
+
+Bytes notify(std::string_view object, const Bytes& value) {
+  Bytes out;
+  append_byte(out, kNotifyOp);
+  append(out, name_string(object));
+  append(out, value);
+  return out;
+}
+
+Bytes serialized_method(std::string_view path, uint8_t argument_count,
+                        const std::vector<Bytes>& terms) {
+  Bytes body = name_string(path);
+  append_byte(body, static_cast<uint8_t>((argument_count & 0x07) | kSerializeFlag));
+  append(body, concatenate(terms));
+  return with_pkg_length({kMethodOp}, body);
+}
+
+Bytes system_io_region(std::string_view name, uint16_t offset, uint16_t length) {
+  Bytes out;
+  append_byte(out, kExtOpPrefix);
+  append_byte(out, kOpRegionOp);
+  append(out, name_string(name));
+  append_byte(out, kSystemIoSpace);
+  append(out, integer(offset));
+  append(out, integer(length));
+  return out;
+}
+
+Bytes dword_field(std::string_view region, const std::vector<FieldUnit>& units) {
+  Bytes body = name_string(region);
+  append_byte(body, kDWordAccWriteAsZeros);
+  for (const FieldUnit& unit : units) {
+    // NamedField: NameSeg then the width as a PkgLength; ReservedField: 0x00 then the width.
+    if (unit.name.empty()) {
+      append_byte(body, 0x00);
+    } else {
+      assert(unit.name.size() == 4);
+      for (char c : unit.name) append_byte(body, static_cast<uint8_t>(c));
+    }
+    // The width is a PkgLength-style value that does not count itself; one byte holds up to 63
+    // bits, all these fields need.
+    assert(unit.bits > 0 && unit.bits < 0x40);
+    append_byte(body, static_cast<uint8_t>(unit.bits));
+  }
+  return with_pkg_length({kExtOpPrefix, kFieldOp}, body);
 }
 
 namespace resource {

@@ -61,6 +61,26 @@ Bytes store(const Bytes& value, const Bytes& target);
 Bytes bitwise_and(const Bytes& a, const Bytes& b, const Bytes& target);
 Bytes bitwise_or(const Bytes& a, const Bytes& b, const Bytes& target);
 
+// NullName (20.2.2) as a Target: the result is not stored.
+Bytes no_target();
+// A method call (20.2.5.4 MethodInvocation): the name, then each argument.
+Bytes call(std::string_view path, const std::vector<Bytes>& arguments = {});
+// Notify(object, value) (19.6.92)
+Bytes notify(std::string_view object, const Bytes& value);
+// Method(path, argument_count, Serialized){terms...}: one thread at a time runs it.
+Bytes serialized_method(std::string_view path, uint8_t argument_count,
+                        const std::vector<Bytes>& terms);
+
+// OperationRegion(name, SystemIO, offset, length) (19.6.100)
+Bytes system_io_region(std::string_view name, uint16_t offset, uint16_t length);
+// Field(region, DWordAcc, NoLock, WriteAsZeros){name, bits; ...} (19.6.48): the fields are
+// laid out in order from offset 0, each `bits` wide.
+struct FieldUnit {
+  std::string_view name;  // four characters, or empty for a reserved gap
+  uint32_t bits;          // 1..63
+};
+Bytes dword_field(std::string_view region, const std::vector<FieldUnit>& units);
+
 // Resource descriptors (6.4); resource_template() appends the End Tag and wraps a Buffer.
 namespace resource {
 Bytes io(uint16_t minimum, uint16_t maximum, uint8_t alignment, uint8_t length);  // Decode16

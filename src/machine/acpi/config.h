@@ -17,6 +17,12 @@ struct SerialPort {
 
 struct AcpiConfig {
   uint32_t cpu_count = 1;  // 1..255: xAPIC IDs 0..cpu_count-1, ACPI processor UIDs the same
+  // vCPUs present at boot (0: all); the others are listed disabled in the MADT and come and
+  // go through ACPI CPU hotplug (hw/hotplug_controller.h, acpi/cpu_hotplug.h) at
+  // cpu_hotplug_port (needs gpe0_port), announced by GPE0 bit cpu_hotplug_gpe.
+  uint32_t present_cpus = 0;
+  uint16_t cpu_hotplug_port = 0;
+  uint8_t cpu_hotplug_gpe = 2;
 
   // ACPI fixed hardware (FADT), all in I/O space.
   uint16_t pm1a_event_port = 0x600;    // PM1a_EVT_BLK, 4 bytes: PM1_STS (16), PM1_EN (16)
@@ -50,6 +56,12 @@ struct AcpiConfig {
   // PCI: INTx of slot S pin P (0=INTA) goes to IOAPIC input pci_gsi_base + ((S + P) % 4),
   // level-triggered, active low (the default for PCI interrupts from _PRT).
   uint32_t pci_gsi_base = 16;
+  // ACPI PCI hotplug on bus 0 (hw/hotplug_controller.h, acpi/pci_hotplug.h): the register block's
+  // I/O port (0: no hotplug), the slots that take it (bit n = slot n) and the GPE0 bit that
+  // announces a change (needs gpe0_port).
+  uint16_t pci_hotplug_port = 0;
+  uint32_t pci_hotplug_slots = 0;
+  uint8_t pci_hotplug_gpe = 1;
   // Optional 64-bit MMIO window for the host bridge (0 size: none).
   uint64_t pci_mmio64_base = 0;
   uint64_t pci_mmio64_size = 0;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include "machine/acpi/aml.h"
+#include "machine/acpi/cpu_hotplug.h"
+#include "machine/acpi/pci_hotplug.h"
 #include "machine/memory_layout.h"
 
 namespace lamina::machine::acpi {
@@ -65,17 +67,19 @@ aml::Bytes host_bridge(const AcpiConfig& config) {
                                      aml::integer(config.pci_gsi_base + (slot + pin) % 4)}));
     }
   }
-  return aml::device("PCI0", {
-                                 aml::name("_HID", aml::eisa_id("PNP0A08")),
-                                 aml::name("_CID", aml::eisa_id("PNP0A03")),
-                                 aml::name("_ADR", aml::integer(0)),
-                                 aml::name("_UID", aml::integer(0)),
-                                 aml::name("_SEG", aml::integer(0)),
-                                 aml::name("_BBN", aml::integer(0)),
-                                 aml::name("_CRS", aml::resource_template(resources)),
-                                 aml::name("_PRT", aml::package(routes)),
-                                 pci_osc(),
-                             });
+  std::vector<aml::Bytes> terms = {
+      aml::name("_HID", aml::eisa_id("PNP0A08")),
+      aml::name("_CID", aml::eisa_id("PNP0A03")),
+      aml::name("_ADR", aml::integer(0)),
+      aml::name("_UID", aml::integer(0)),
+      aml::name("_SEG", aml::integer(0)),
+      aml::name("_BBN", aml::integer(0)),
+      aml::name("_CRS", aml::resource_template(resources)),
+      aml::name("_PRT", aml::package(routes)),
+      pci_osc(),
+  };
+  for (aml::Bytes& slot : pci_hotplug_slots(config)) terms.push_back(std::move(slot));
+  return aml::device("PCI0", terms);
 }
 
 aml::Bytes motherboard_resources() {
@@ -118,6 +122,7 @@ Bytes build_dsdt(const AcpiConfig& config) {
   for (size_t i = 0; i < config.serial_ports.size(); ++i) {
     system_bus.push_back(serial_port(i, config.serial_ports[i]));
   }
+  for (aml::Bytes& term : cpu_hotplug_objects(config)) system_bus.push_back(std::move(term));
   // \_S5_: Package {SLP_TYPa, SLP_TYPb, reserved, reserved} (section 7.4.2).
   const aml::Bytes s5 = aml::name(
       "\\_S5", aml::package({aml::integer(config.s5_sleep_type),
@@ -126,6 +131,8 @@ Bytes build_dsdt(const AcpiConfig& config) {
   Table dsdt("DSDT", 2);
   dsdt.append(s5);
   dsdt.append(aml::scope("\\_SB", system_bus));
+  if (config.pci_hotplug_port != 0) dsdt.append(pci_hotplug_gpe_scope(config));
+  if (config.cpu_hotplug_port != 0) dsdt.append(cpu_hotplug_gpe_scope(config));
   return std::move(dsdt).finish();
 }
 

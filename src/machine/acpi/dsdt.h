@@ -6,6 +6,8 @@
 //    0-255, I/O 0-0xCF7 and 0xD00-0xFFFF, the config ports 0xCF8-0xCFF, the VGA window, the
 //    32-bit MMIO window and the optional 64-bit one), _PRT (INTx of every slot to GSIs) and
 //    _OSC (grants the OS native PCIe hotplug, PME, AER and capability control);
+//  * with PCI hotplug (acpi/pci_hotplug.h) its slot objects in PCI0 and a \_GPE method; with
+//    CPU hotplug (acpi/cpu_hotplug.h) the processor devices and a \_GPE method;
 //  * \_SB.MRES: motherboard resources (PNP0C02) reserving the ECAM window, so an OS can trust
 //    MCFG (PCI Firmware spec 3.2, section 4.1.2);
 //  * \_SB.RTC_: the CMOS real-time clock (PNP0B00), ports 0x70-0x71, IRQ 8;

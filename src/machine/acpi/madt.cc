@@ -41,7 +41,10 @@ Result<Bytes> build_madt(const AcpiConfig& config, uint64_t lapic_base, uint64_t
     madt.u8(8);
     madt.u8(static_cast<uint8_t>(cpu));  // ACPI processor UID
     madt.u8(static_cast<uint8_t>(cpu));  // APIC ID
-    madt.u32(1);                         // enabled
+    // Enabled, or (not present yet) 0: Linux counts a disabled entry as a possible CPU that
+    // ACPI hotplug may bring (as with QEMU's CPU hotplug).
+    const bool present = config.present_cpus == 0 || cpu < config.present_cpus;
+    madt.u32(present ? 1 : 0);
   }
   madt.u8(kIoApic);
   madt.u8(12);

@@ -1,7 +1,9 @@
 /* Hostile guest: random values into every device register it can reach, with interrupts off:
    16 rounds over the legacy port range 0x000-0x3ff (byte, word and dword writes), then the
    LAPIC page (0xfee00000), the IOAPIC (every register through IOREGSEL/IOWIN, and its window
-   directly) and the HPET block (0xfed00000), then it exits through the debug-exit port with
+   directly), the HPET block (0xfed00000) and the ACPI hotplug blocks (PCI hotplug 0xae00, CPU
+   hotplug 0xaf00, GPE0 0xafe0: random writes of every width, ejects of slots and CPUs never
+   offered included, each followed by a read), then it exits through the debug-exit port with
    status 0x21. The seed comes from the TSC and is printed first ("seed=...") so a failure can
    be replayed by hard-coding it.
    Left out, because a guest may legitimately use them to end or reset its VM, which would
@@ -87,8 +89,37 @@ _start: movl $stack_top, %esp
         cmpl $0x400, %ebx
         jb 9b
 
+        /* ACPI hotplug registers: ROUNDS passes over each block. */
+        movl $ROUNDS, %ebp
+10:     movl $hotplug_blocks, %esi
+11:     movl (%esi), %ebx                /* first port */
+        movl 4(%esi), %edi               /* end port */
+        testl %ebx, %ebx
+        jz 14f
+12:     call random
+        movl %ebx, %edx
+        testb $1, %ah
+        jz 13f
+        outb %al, %dx
+        jmp 15f
+13:     outl %eax, %dx
+15:     inl %dx, %eax
+        incl %ebx
+        cmpl %edi, %ebx
+        jb 12b
+        addl $8, %esi
+        jmp 11b
+14:     decl %ebp
+        jnz 10b
+
         movb $0x21, %al
         call exit_with
+
+        .data
+/* [first, end) port ranges of the ACPI hotplug blocks, ended by a zero. */
+hotplug_blocks:
+        .long 0xae00, 0xae28, 0xaf00, 0xaf28, 0xafe0, 0xafe4, 0, 0
+        .text
 
 /* skipped_port: carry set when port %ebx (or the word/dword write starting there) may touch
    a port left out above. */

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Hotplug through laminad and `lamina vm` (issue 12), with a real daemon and the default guest
+# (which onlines hot-added CPUs and memory itself, guest/hotplug), nothing typed in the guest
+# but commands that watch and check:
+#  * a VHD holding known data is attached to the running VM (ACPI PCI hotplug): the guest sees
+#    /dev/vdb and reads the data; `lamina vm show` lists it with its id and the stored
+#    definition keeps it; detach asks the guest, which lets go, and the image is closed (its
+#    lock released, so `lamina disk check` opens it, with the guest's write in it);
+#  * a network card on a virtual switch comes and goes the same way;
+#  * vCPUs go from 1 to 3 (nproc says 3), a busy loop pinned to each runs, and back to 1;
+#  * memory goes from 256 MiB to 512 MiB (virtio-mem): MemTotal grows, a checkpoint of the
+#    grown VM continues with it, the guest fills a pattern and checks it, and giving it back
+#    lowers MemTotal and the worker's resident memory;
+#  * a second guest that never releases a device keeps it: the detach times out with a clear
+#    error and the image stays locked;
+#  * bad requests are refused with what is wrong and change nothing.
+# Prints the time from the API call to the guest seeing the disk, the vCPUs and the memory.
+#   laminad_hotplug_test.sh LAMINA LAMINAD GUEST_DIR
+set -euo pipefail
+lamina=$1 laminad=$2 guest=$3
+[[ -f $guest/vmlinuz ]] || { echo "no default guest in $guest"; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/laminad_lib.sh"
+laminad_setup
+start_laminad
+
+console_log=$work/state/vms/hp/console.log
+# wait_console PATTERN [TRIES]: until the console log shows PATTERN (0.05 s per try).
+wait_console() {
+  for _ in $(seq "${2:-2400}"); do grep -q -- "$1" "$console_log" 2>/dev/null && return 0; sleep 0.05; done
+  fail "the console never showed '$1'"
+}
+type_line() { (printf '%s\n' "$1"; sleep 1) | timeout 3 "$lamina" vm console hp >/dev/null 2>&1 || true; }
+refused() {
+  local expected=$1; shift
+  "$@" >/dev/null 2>"$work/err" && fail "'$*' was not refused"
+  grep -q -- "$expected" "$work/err" || fail "'$*' said: $(cat "$work/err")"
+}
+definition() { "$lamina" vm --json show hp | python3 -c 'import json,sys; print(json.dumps(json.load(sys.stdin)["definition"]))'; }
+
+# A VHD whose first sector holds a known line.
+head -c 8M /dev/zero >"$work/data.raw"
+printf 'hotplug-data-4711\n' | dd of="$work/data.raw" conv=notrunc status=none
+"$lamina" disk convert "$work/data.raw" "$work/data.vhd" >/dev/null
+
+# The VM has a disk of its own (vda), so the attached one is vdb.
+"$lamina" disk create "$work/boot.vhd" --size 4M >/dev/null
+"$lamina" vm create hp --cpus 1,max=3 --memory 256M,max=512M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+  --cmdline "console=ttyS0 quiet panic=-1" --disk "$work/boot.vhd" >/dev/null || fail "create"
+"$lamina" vm start hp >/dev/null || fail "start"
+wait_console "lamina-guest:/#"
+# The guest only watches; nothing it runs makes the disk appear.
+type_line 'while [ ! -b /dev/vdb ]; do usleep 10000; done; echo seen-$((40+2)) $(head -c 17 /dev/vdb)'
+
+# Refusals first: none of them changes the definition.
+before=$(definition)
+refused "data-missing.vhd" "$lamina" vm attach hp --disk "$work/data-missing.vhd"
+refused "give one of --disk or --net" "$lamina" vm attach hp
+refused "has no device disk7" "$lamina" vm detach hp disk7
+refused "no VM named nothere" "$lamina" vm attach nothere --disk "$work/data.vhd"
+refused "takes 1 to 3" "$lamina" vm set hp --cpus 4
+refused "up to 512 MiB (its max)" "$lamina" vm set hp --memory 1G
+[[ $(definition) == "$before" ]] || fail "a refused request changed the definition: $(definition)"
+
+start_ms=$(date +%s%3N)
+"$lamina" vm attach hp --disk "$work/data.vhd" >"$work/out" || fail "attach: $(cat "$work/out")"
+api_ms=$(( $(date +%s%3N) - start_ms ))
+grep -q "attached disk1 to hp" "$work/out" || fail "attach said: $(cat "$work/out")"
+wait_console "seen-42 hotplug-data-4711"
+seen_ms=$(( $(date +%s%3N) - start_ms ))
+echo "hot-add of a disk on the built-in CPU: the API answered in $api_ms ms, the guest read it $seen_ms ms after the call"
+"$lamina" vm show hp | grep -q "^disk1: *$work/data.vhd" || fail "show: $("$lamina" vm show hp)"
+# The image is held: a second VM's writer cannot have it.
+refused "is attached to hp already (as disk1)" "$lamina" vm attach hp --disk "$work/data.vhd"
+"$lamina" disk check "$work/data.vhd" >/dev/null 2>&1 && fail "the attached image was not locked"
+
+# The guest writes to it, then it goes; the written data is flushed and the lock released.
+type_line 'echo written-by-guest | dd of=/dev/vdb bs=512 seek=1 conv=sync 2>/dev/null; sync; echo wrote-$((3+4))'
+wait_console "wrote-7"
+type_line 'while [ -b /dev/vdb ]; do usleep 10000; done; echo vdb-gone-$((5+5))'
+"$lamina" vm detach hp "$work/data.vhd" >"$work/out" || fail "detach: $(cat "$work/out")"
+grep -q "detached disk1 from hp" "$work/out" || fail "detach said: $(cat "$work/out")"
+wait_console "vdb-gone-10" 200
+"$lamina" disk check "$work/data.vhd" >"$work/out" 2>&1 || fail "disk check after detach: $(cat "$work/out")"
+"$lamina" disk convert --format raw "$work/data.vhd" "$work/back.raw" >/dev/null
+[[ $(dd if="$work/back.raw" bs=512 skip=1 count=1 status=none | head -c 16) == written-by-guest ]] ||
+  fail "the guest's write did not reach the image"
+[[ $(definition) == "$before" ]] || fail "the definition still names the disk: $(definition)"
+grep -q '"detached"' <("$lamina" vm --json events hp) || fail "no detached event"
+
+# A network card on a virtual switch comes and goes.
+type_line 'while [ ! -e /sys/class/net/eth0 ]; do usleep 10000; done; echo nic-$((6+6))'
+"$lamina" vm attach hp --net switch:hpnet >"$work/out" || fail "attach --net: $(cat "$work/out")"
+wait_console "nic-12" 400
+"$lamina" vm show hp | grep -q "^net0: *switch:hpnet" || fail "show: $("$lamina" vm show hp)"
+type_line 'while [ -e /sys/class/net/eth0 ]; do usleep 10000; done; echo nic-gone-$((7+7))'
+"$lamina" vm detach hp net0 >/dev/null || fail "detach net0"
+wait_console "nic-gone-14" 200
+
+# vCPUs: the guest only watches nproc; the new ones are started and onlined by the guest.
+type_line 'while [ $(nproc) -lt 3 ]; do usleep 10000; done; echo cpus-up-$(nproc)'
+start_ms=$(date +%s%3N)
+"$lamina" vm set hp --cpus 3 >"$work/out" || fail "set --cpus 3: $(cat "$work/out")"
+wait_console "cpus-up-3" 400
+echo "hot-add of 2 vCPUs on the built-in CPU: nproc was 3 $(( $(date +%s%3N) - start_ms )) ms after the call"
+"$lamina" vm show hp | grep -q "^cpus: *3 (max 3)" || fail "show: $("$lamina" vm show hp)"
+# A parallel workload, one busy loop pinned to each vCPU, the new ones included.
+type_line 'for c in 0 1 2; do taskset -c $c sh -c "i=0; while [ \$i -lt 2000 ]; do i=\$((i+1)); done; echo ran-on-$c-\$(taskset -p \$\$ | sed s/.*:.//)" & done; wait'
+for c in 0 1 2; do wait_console "ran-on-$c-$((1 << c))" 400; done
+type_line 'while [ $(nproc) -gt 1 ]; do usleep 10000; done; echo cpus-down-$(nproc)'
+"$lamina" vm set hp --cpus 1 >"$work/out" || fail "set --cpus 1: $(cat "$work/out")"
+wait_console "cpus-down-1" 400
+"$lamina" vm show hp | grep -q "^cpus: *1 (max 3)" || fail "show: $("$lamina" vm show hp)"
+
+# Memory: 256 MiB -> 512 MiB; the guest only watches MemTotal, then fills 48 MiB of tmpfs with
+# a pattern and checks it (page cache goes to the new memory first: the guest onlines it
+# movable, the highest zone) while a 200 MiB fill on the built-in CPU would take a minute;
+# giving it back frees the host's pages.
+type_line 'while [ $(awk "/MemTotal/ {print \$2}" /proc/meminfo) -lt 400000 ]; do usleep 20000; done; echo mem-up-$((9+9))'
+start_ms=$(date +%s%3N)
+"$lamina" vm set hp --memory 512M >"$work/out" || fail "set --memory 512M: $(cat "$work/out")"
+wait_console "mem-up-18" 400
+"$lamina" vm show hp | grep -q "^memory: *256M,max=512M (set to 512M)" || fail "show: $("$lamina" vm show hp)"
+echo "hot-add of 256 MiB on the built-in CPU: MemTotal grew $(( $(date +%s%3N) - start_ms )) ms after the call"
+# A checkpoint of the grown VM (the hotplug controllers, the CPUs present and the plugged
+# memory are machine state) continues with the memory it had.
+"$lamina" vm checkpoint hp grown >"$work/out" || fail "checkpoint: $(cat "$work/out")"
+type_line 'echo after-restore-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)-$(nproc)'
+wait_console "after-restore-4[0-9][0-9][0-9][0-9][0-9]-1" 400
+# 1 MiB of the pattern by doubling (few large writes: small ones are slow on the built-in CPU).
+fill='printf lamina-pattern-0123456789abc >/tmp/b; for i in $(seq 15); do cat /tmp/b /tmp/b >/tmp/c; mv /tmp/c /tmp/b; done; for i in $(seq 48); do cat /tmp/b; done >/tmp/fill; rm /tmp/b'
+expected=$(cd "$work" && bash -c "${fill//\/tmp/$work}; md5sum <$work/fill" | cut -d" " -f1)
+rm -f "$work/fill"
+type_line "mount -o remount,size=400M /tmp; $fill; echo sum-\$(md5sum </tmp/fill)"
+wait_console "sum-$expected" 800
+pid=$(pid_of hp)
+rss_full=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+type_line 'rm /tmp/fill; while [ $(awk "/MemTotal/ {print \$2}" /proc/meminfo) -gt 300000 ]; do usleep 20000; done; echo mem-down-$((10+10))'
+"$lamina" vm set hp --memory 256M >"$work/out" || fail "set --memory 256M: $(cat "$work/out")"
+wait_console "mem-down-20" 400
+sleep 0.5
+rss_back=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+echo "worker RSS with the memory filled: $rss_full kB, after giving it back: $rss_back kB"
+(( rss_back + 24576 < rss_full )) || fail "the worker's RSS did not fall: $rss_full kB -> $rss_back kB"
+"$lamina" vm show hp | grep -q "^memory: *256M,max=512M$" || fail "show: $("$lamina" vm show hp)"
+
+# The guest still runs normally.
+type_line 'echo alive-$((8+8))'
+wait_console "alive-16" 200
+"$lamina" vm stop hp --force >/dev/null
+
+# A guest that never lets go (its ACPI PCI hotplug driver is off): the detach waits its
+# timeout, says so, and the disk stays attached, its image still locked by the VM.
+console_log=$work/state/vms/deaf/console.log
+"$lamina" vm create deaf --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+  --cmdline "console=ttyS0 quiet panic=-1 acpiphp.disable=1" >/dev/null || fail "create deaf"
+"$lamina" vm start deaf >/dev/null || fail "start deaf"
+wait_console "lamina-guest:/#"
+"$lamina" vm attach deaf --disk "$work/data.vhd" >/dev/null || fail "attach to deaf"
+start_ms=$(date +%s%3N)
+refused "did not release disk0 within 2 s" "$lamina" vm detach deaf disk0 --timeout 2
+waited_ms=$(( $(date +%s%3N) - start_ms ))
+(( waited_ms >= 2000 && waited_ms < 8000 )) || fail "the refused detach took $waited_ms ms"
+"$lamina" vm show deaf | grep -q "^disk0: *$work/data.vhd" || fail "the kept disk left the definition"
+"$lamina" disk check "$work/data.vhd" >/dev/null 2>&1 && fail "the kept disk's image was not locked"
+"$lamina" vm stop deaf --force >/dev/null
+"$lamina" disk check "$work/data.vhd" >/dev/null || fail "the image stayed locked after the VM stopped"
+echo "PASS"
