@@ -192,7 +192,9 @@ TEST_P(LiveMigrationFailure, TheSourceRunsOn) {
     EXPECT_EQ(released, 1);
     EXPECT_EQ(reacquired, 1);
   } else {
-    EXPECT_EQ(released, 0);
+    // The link may close before or after the switchover was written (socket buffers): the
+    // locks were either never released or taken back.
+    EXPECT_EQ(released, reacquired);
   }
   EXPECT_FALSE(machine->memory().dirty_log().logging());
   // It runs on.
