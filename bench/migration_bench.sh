@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# Live migration against QEMU's, same machine, same run: the default guest with 512 MiB, idle
+# and then dirtying memory (a loop rewriting a tmpfs file, about 30 MiB/s), moved once between
+# two laminads (loopback, mutual TLS) and once between two QEMU TCG processes (QEMU's own
+# migration over TCP, its default settings). Prints total time and downtime of each and the
+# ratios (lamina / qemu; below 1 is better for Lamina). Downtime is each VMM's own figure:
+# Lamina's from source quiesce to the destination's "started", QEMU's "downtime" from
+# query-migrate.
+#   bench/migration_bench.sh [BUILD_DIR]   (default build/; needs qemu-system-x86_64, openssl)
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=$(cd "${1:-$top/build}" && pwd)
+lamina=$build/lamina laminad=$build/laminad
+guest=${LAMINA_GUEST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/lamina/guest}
+[[ -f $guest/vmlinuz ]] || "$top/scripts/make-guest" >/dev/null
+source "$top/tests/mgmt/laminad_lib.sh"
+laminad_setup
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; laminad_cleanup' EXIT
+cd "$work"
+cmdline="console=ttyS0 quiet no_timer_check"
+churn='while :; do yes 0123456789abcdef | head -c 3000000 >/tmp/churn; sleep 0.1; done &'
+
+# ---- Lamina: two laminads, certificates from a CA made here.
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=ca" 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout host.key -out host.csr -subj "/CN=laminad" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\n' >host.ext
+openssl x509 -req -in host.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out host.crt -days 2 \
+  -extfile host.ext 2>/dev/null
+tls=(--listen 127.0.0.1:0 --tls-cert host.crt --tls-key host.key --tls-ca ca.crt)
+start_laminad "${tls[@]}"
+"$laminad" --state-dir "$work/state-b" --socket "$work/b.sock" "${tls[@]}" 2>>"$work/b.log" &
+pids+=($!)
+port_of() {
+  for _ in $(seq 100); do
+    local port
+    port=$(sed -n 's/.*serving https on .* port \([0-9]*\)/\1/p' "$1" | head -1)
+    [[ -n $port ]] && { echo "$port"; return; }
+    sleep 0.1
+  done
+  echo "no TLS endpoint in $1" >&2; exit 1
+}
+port_a=$(port_of "$work/laminad.log") port_b=$(port_of "$work/b.log")
+lamina_case() { # NAME WORKLOAD (empty: idle) -> "total_ms downtime_ms"
+  local socket=$sock from=$work/state to_port=$port_b
+  LAMINA_CONNECT=unix:$sock "$lamina" vm create "$1" --memory 512M --kernel "$guest/vmlinuz" \
+    --initrd "$guest/initrd.img" --cmdline "$cmdline" >/dev/null
+  LAMINA_CONNECT=unix:$sock "$lamina" vm start "$1" >/dev/null
+  for _ in $(seq 240); do grep -q "lamina-guest:/#" "$from/vms/$1/console.log" 2>/dev/null && break; sleep 0.5; done
+  if [[ -n $2 ]]; then
+    (printf '%s\n' "$2"; sleep 1) | LAMINA_CONNECT=unix:$socket timeout 3 "$lamina" vm console "$1" >/dev/null 2>&1 || true
+    sleep 3
+  else
+    sleep 2
+  fi
+  LAMINA_CONNECT=unix:$sock "$lamina" vm migrate "$1" --to "127.0.0.1:$to_port" 2>/dev/null |
+    sed -n 's/.* in \([0-9]*\) ms: downtime \([0-9]*\) ms.*/\1 \2/p'
+  LAMINA_CONNECT=unix:$work/b.sock "$lamina" vm stop "$1" --force >/dev/null 2>&1 || true
+}
+
+# ---- QEMU: a source with QMP and its serial on a socket, a destination with -incoming.
+cat >qemu_case.py <<'PY'
+import json, os, socket, subprocess, sys, time
+guest, cmdline, workload, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+common = ["qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-smp", "1", "-display", "none",
+          "-no-reboot", "-kernel", f"{guest}/vmlinuz", "-initrd", f"{guest}/initrd.img",
+          "-append", cmdline]
+def qmp(path):
+    for _ in range(100):
+        try:
+            s = socket.socket(socket.AF_UNIX); s.connect(path); break
+        except OSError:
+            time.sleep(0.1)
+    f = s.makefile("rw")
+    f.readline()
+    def call(command, **arguments):
+        f.write(json.dumps({"execute": command, "arguments": arguments}) + "\n"); f.flush()
+        while True:
+            reply = json.loads(f.readline())
+            if "return" in reply or "error" in reply:
+                return reply
+    call("qmp_capabilities")
+    return call
+source = subprocess.Popen(common + ["-qmp", "unix:src.qmp,server=on,wait=off", "-chardev",
+                          "socket,id=serial,path=src.serial,server=on,wait=off", "-serial", "chardev:serial"])
+destination = subprocess.Popen(common + ["-qmp", "unix:dst.qmp,server=on,wait=off", "-serial", "null",
+                               "-incoming", f"tcp:127.0.0.1:{port}"])
+try:
+    for _ in range(100):
+        try:
+            serial = socket.socket(socket.AF_UNIX); serial.connect("src.serial"); break
+        except OSError:
+            time.sleep(0.1)
+    seen, deadline = b"", time.time() + 240
+    serial.settimeout(1)
+    while b"lamina-guest:/#" not in seen and time.time() < deadline:
+        try:
+            seen += serial.recv(4096)
+        except socket.timeout:
+            pass
+    if workload:
+        serial.sendall(workload.encode() + b"\n"); time.sleep(3)
+    else:
+        time.sleep(2)
+    call = qmp("src.qmp")
+    call("migrate", uri=f"tcp:127.0.0.1:{port}")
+    while True:
+        state = call("query-migrate")["return"]
+        if state.get("status") in ("completed", "failed", "cancelled"):
+            break
+        time.sleep(0.05)
+    print(state.get("total-time", 0), state.get("downtime", 0), state.get("status"))
+finally:
+    source.kill(); destination.kill()
+PY
+qemu_case() { python3 qemu_case.py "$guest" "$cmdline" "$1" 47123; }
+
+ratio() { python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); print(f'{a / b:.2f}' if b else 'n/a')" "$1" "$2"; }
+report() { # CASE LAMINA-"total down" QEMU-"total down status"
+  read -r lt ld <<<"$2"; read -r qt qd qs <<<"$3"
+  echo "$1: lamina total ${lt} ms, downtime ${ld} ms | qemu total ${qt} ms, downtime ${qd} ms ($qs)" \
+       "| ratio total $(ratio "$lt" "$qt"), downtime $(ratio "$ld" "$qd")"
+}
+report "idle 512 MiB" "$(lamina_case idle "")" "$(qemu_case "")"
+report "dirtying ~30 MiB/s" "$(lamina_case busy "$churn")" "$(qemu_case "$churn")"
