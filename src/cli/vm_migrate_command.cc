@@ -72,11 +72,14 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
       return fmt::print("migration of {} to {} started\n", arguments->vm, arguments->to);
     }
     const bool terminal = ::isatty(STDERR_FILENO) != 0;
-    nlohmann::json outcome;
+    nlohmann::json outcome = nlohmann::json::object();
     follow_events(*options, "migrate", fmt::format("vm={}&after={}", arguments->vm, after),
                   [&](const nlohmann::json& event) {
                     const std::string kind = event.value("kind", "");
-                    if (kind == "crashed" || kind == "stopped") {
+                    const bool completed = outcome.value("phase", "") == "completed";
+                    // Done once the source has let the VM go (its definition removed).
+                    if (kind == "migrated") return !completed;
+                    if ((kind == "crashed" || kind == "stopped") && !completed) {
                       outcome = {{"phase", "failed"},
                                  {"error", fmt::format("the VM {} during its migration", kind)}};
                       return false;
@@ -84,7 +87,11 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
                     if (kind != "migration") return true;
                     const auto detail = event.value("detail", nlohmann::json::object());
                     const std::string phase = detail.value("phase", "");
-                    if (phase == "completed" || phase == "failed") {
+                    if (phase == "completed") {
+                      outcome = detail;
+                      return true;
+                    }
+                    if (phase == "failed") {
                       outcome = detail;
                       return false;
                     }

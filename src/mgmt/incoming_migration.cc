@@ -36,6 +36,7 @@ IncomingMigration::IncomingMigration(VmService& service, std::string name,
 IncomingMigration::~IncomingMigration() {
   if (started_) return;
   // Nothing of an unfinished migration stays: the definition it created goes.
+  service_.mark_incoming(name_, false);
   (void)service_.remove(name_, false);
   service_.record_event(name_, "migration", {{"phase", "failed"}, {"direction", "incoming"},
                                               {"error", "the migration ended before the VM started here"}});
@@ -81,6 +82,7 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
   }
   auto created = service.create(create, machine::HostChecks::kNone);
   if (!created) return {nullptr, refusal(created.error().message)};
+  service.mark_incoming(name, true);
   const std::vector<RamRegion> regions = layout->ram_regions();
   uint64_t ram_length = 0;
   for (const RamRegion& region : regions) ram_length += region.size;
@@ -155,6 +157,7 @@ std::vector<std::byte> IncomingMigration::switchover() {
   auto started = service_.start(name_, state_.get());
   if (!started) return failed(started.error().message);
   started_ = true;
+  service_.mark_incoming(name_, false);
   service_.record_event(name_, "migration",
                         {{"phase", "completed"}, {"direction", "incoming"}, {"pages", pages_}});
   return migration::make_json_message(MessageType::kStarted, nlohmann::json::object());

@@ -154,6 +154,7 @@ Result<std::unique_ptr<VmService>> VmService::open(const ServiceOptions& options
   auto inventory = Inventory::open(options.state_dir / "inventory.db");
   if (!inventory) return fail(inventory.error());
   std::unique_ptr<VmService> service(new VmService(options, std::move(*inventory)));
+  service->drop_unfinished_incoming();
   service->adopt_running_workers();
   service->reaper_ = std::jthread([raw = service.get()](std::stop_token stop) { raw->reap(stop); });
   return service;
@@ -174,6 +175,34 @@ void VmService::detach_all() {
   }
   // Destroying the handles stops listening; the workers and their VMs run on.
   running.clear();
+}
+
+void VmService::mark_incoming(const std::string& name, bool incoming) {
+  const std::filesystem::path marker = vm_dir(name) / kIncomingMarker;
+  std::error_code error;
+  if (!incoming) {
+    std::filesystem::remove(marker, error);
+    return;
+  }
+  std::filesystem::create_directories(vm_dir(name), error);
+  std::ofstream(marker).put('\n');
+}
+
+void VmService::drop_unfinished_incoming() {
+  auto records = inventory_->list();
+  if (!records) return;
+  for (const VmRecord& record : *records) {
+    std::error_code error;
+    if (!std::filesystem::exists(vm_dir(record.name) / kIncomingMarker, error)) continue;
+    // A laminad that stopped during an incoming migration: the VM never ran here (the source
+    // ran on), so its definition goes.
+    (void)inventory_->remove(record.name);
+    std::filesystem::remove(vm_dir(record.name) / kIncomingMarker, error);
+    log_event(record.name, "migration",
+              {{"phase", "failed"},
+               {"direction", "incoming"},
+               {"error", "laminad stopped during the incoming migration; its definition was dropped"}});
+  }
 }
 
 std::filesystem::path VmService::vm_dir(const std::string& name) const {

@@ -107,6 +107,9 @@ class VmService {
   // (progress, then "completed" and the VM's "migrated" with its removal here, or "failed"
   // with the VM running on). The destination side is IncomingMigration.
   ServiceResult<nlohmann::json> migrate(const std::string& name, const nlohmann::json& body);
+  // An incoming migration's definition is marked until its VM starts here: a laminad that
+  // stops before that drops the definition when it starts again (IncomingMigration).
+  void mark_incoming(const std::string& name, bool incoming);
   // Records an event (for IncomingMigration).
   void record_event(const std::string& vm, const std::string& kind, const nlohmann::json& detail) {
     log_event(vm, kind, detail);
@@ -160,6 +163,8 @@ class VmService {
   void log_event(const std::string& vm, const std::string& kind, const nlohmann::json& detail);
   void on_worker_event(const std::string& name, const nlohmann::json& event);
   void on_worker_exit(const std::string& name, const WorkerExit& exit);
+  static constexpr const char* kIncomingMarker = "incoming-migration";
+  void drop_unfinished_incoming();
   // The source side's thread: the link to the destination and the relay for the worker.
   void run_migration(std::string name, std::string host, std::string port,
                      nlohmann::json offer, int64_t max_downtime_ms);

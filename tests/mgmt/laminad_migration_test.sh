@@ -6,8 +6,9 @@
 # continuous (none lost or repeated) and their guest uptime never goes backwards, and the VM's
 # definition lives only where the VM runs. A migration to a laminad that is not there, one
 # whose destination refuses (the name is taken there), one whose link is cut during the RAM
-# rounds (while the guest also churns memory) and one whose destination cannot start the VM at
-# the switchover all leave the VM running where it was, its disk lock held; under the churn a
+# rounds (while the guest also churns memory), one whose destination dies then, and one whose
+# destination cannot start the VM at the switchover all leave the VM running where it was, its
+# disk lock held (a restarted destination drops what it had received); under the churn a
 # migration converges by throttling the vCPUs; bad requests are refused with their reasons.
 #   laminad_migration_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
@@ -164,6 +165,26 @@ wait "$migrating" && fail "a migration over a cut link succeeded: $(cat "$work/o
 for _ in $(seq 50); do [[ $(state_of on_b mover) == absent ]] && break; sleep 0.1; done
 [[ $(state_of on_b mover) == absent ]] || fail "B kept the half-migrated VM"
 on_b vm events mover | grep -q "ended before the VM started" || fail "B recorded no failed incoming migration"
+
+# The destination dies (SIGKILL) during the RAM rounds: the source runs on, and the restarted
+# destination drops the definition the offer had created.
+relay_to_b "$work/relay3.port"
+relay=$!
+on_a vm migrate mover --to "127.0.0.1:$(cat "$work/relay3.port")" --max-downtime 1 \
+  >"$work/out" 2>"$work/progress" &
+migrating=$!
+for _ in $(seq 50); do [[ $(state_of on_b mover) != absent ]] && break; sleep 0.1; done
+sleep 0.5
+kill -9 "$daemon_b"
+wait "$migrating" && fail "a migration to a destination that died succeeded"
+kill "$relay"
+[[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after B died"
+"$laminad" --state-dir "$work/state-b" --socket "$sock_b" "${tls[@]}" 2>"$work/laminad-b.log" &
+daemon_b=$!
+port_b=$(port_of "$work/laminad-b.log")
+[[ $(state_of on_b mover) == absent ]] || fail "the restarted B kept the half-migrated VM"
+on_b vm events mover | grep -q "laminad stopped during the incoming migration" ||
+  fail "the restarted B did not say why it dropped the VM"
 
 # A destination that cannot start the VM at the switchover (its worker program fails): the
 # source takes its disk's lock back and runs on.
