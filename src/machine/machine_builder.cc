@@ -70,6 +70,15 @@ void apply_boot_state(const BootState& boot, cpu::x86::CpuState& state) {
   state.halted = false;
 }
 
+Result<MemoryLayout> machine_memory_layout(uint64_t memory_bytes, uint64_t max_memory_bytes) {
+  uint64_t hotplug_size = 0;
+  if (max_memory_bytes > memory_bytes) {
+    constexpr uint64_t kMemoryBlock = 128 * kMiB;
+    hotplug_size = (max_memory_bytes - memory_bytes + kMemoryBlock - 1) & ~(kMemoryBlock - 1);
+  }
+  return MemoryLayout::create({.ram_size = memory_bytes, .hotplug_size = hotplug_size});
+}
+
 Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& options) {
   if (options.cpus == 0 || options.cpus > 255) {
     return fail(ErrorCode::kInvalidArgument, "the vCPU count must be between 1 and 255");
@@ -78,14 +87,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
     return fail(ErrorCode::kInvalidArgument,
                 "the vCPU maximum must be between the vCPU count and 64 (CPU hotplug's bitmap)");
   }
-  uint64_t hotplug_size = 0;
-  if (options.max_memory_bytes > options.memory_bytes) {
-    constexpr uint64_t kMemoryBlock = 128 * kMiB;
-    hotplug_size = (options.max_memory_bytes - options.memory_bytes + kMemoryBlock - 1) &
-                   ~(kMemoryBlock - 1);
-  }
-  auto layout =
-      MemoryLayout::create({.ram_size = options.memory_bytes, .hotplug_size = hotplug_size});
+  auto layout = machine_memory_layout(options.memory_bytes, options.max_memory_bytes);
   if (!layout) return fail(layout.error().with_context("memory"));
   auto memory = GuestMemory::create(layout->ram_regions());
   if (!memory) return fail(memory.error().with_context("guest RAM"));

@@ -75,6 +75,11 @@ struct MachineOptions {
   bool for_restore = false;
 };
 
+// The memory layout of a machine with `memory_bytes` of RAM and, when `max_memory_bytes` is
+// larger, virtio-mem's hotplug region (rounded up to its 128 MiB blocks): what build() maps,
+// and what a live migration's receiver lays its state file out by.
+Result<MemoryLayout> machine_memory_layout(uint64_t memory_bytes, uint64_t max_memory_bytes);
+
 class MachineBuilder {
  public:
   // Errors name what is wrong: kInvalidArgument (sizes), kNotFound/kIo (files), the loaders'

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <filesystem>
 
-#include "machine/memory_layout.h"
+#include "machine/machine_builder.h"
 #include "machine/vm_definition.h"
 #include "migration/machine_state.h"
 #include "migration/migration_protocol.h"
@@ -64,7 +64,7 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
   if (body->value("memory_bytes", uint64_t{0}) != memory_bytes) {
     return {nullptr, refusal("the offer's memory size does not match its definition")};
   }
-  auto layout = machine::MemoryLayout::create({.ram_size = memory_bytes});
+  auto layout = machine::machine_memory_layout(memory_bytes, config->max_memory_bytes);
   if (!layout) return {nullptr, refusal(layout.error().message())};
   nlohmann::json create{{"name", name},
                         {"definition", definition},

@@ -74,7 +74,7 @@ refused() {
 }
 
 on_a disk create "$work/disk.vhdx" --size 16M >/dev/null
-on_a vm create mover --memory 192M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+on_a vm create mover --memory 192M,max=448M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
   --cmdline "console=ttyS0 quiet panic=-1 no_timer_check" --disk "$work/disk.vhdx" >/dev/null ||
   fail "create"
 refused "is not running" on_a vm migrate mover --to "127.0.0.1:$port_b"
