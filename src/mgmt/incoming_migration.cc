@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -149,6 +150,7 @@ std::vector<std::byte> IncomingMigration::switchover() {
     return migration::make_json_message(MessageType::kFailed, {{"error", why}});
   };
   if (!have_stream_) return failed("the switchover came before the machine state");
+  const auto switchover_at = std::chrono::steady_clock::now();
   if (auto written = migration::write_stream_and_header(state_.get(), stream_,
                                                         migration::kIncomingRamOffset, ram_length_);
       !written) {
@@ -158,8 +160,15 @@ std::vector<std::byte> IncomingMigration::switchover() {
   if (!started) return failed(started.error().message);
   started_ = true;
   service_.mark_incoming(name_, false);
+  // How long the VM took to start here: the destination's share of the downtime.
+  const auto start_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::steady_clock::now() - switchover_at)
+                            .count();
   service_.record_event(name_, "migration",
-                        {{"phase", "completed"}, {"direction", "incoming"}, {"pages", pages_}});
+                        {{"phase", "completed"},
+                         {"direction", "incoming"},
+                         {"pages", pages_},
+                         {"start_ms", start_ms}});
   return migration::make_json_message(MessageType::kStarted, nlohmann::json::object());
 }
 

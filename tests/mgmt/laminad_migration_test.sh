@@ -99,7 +99,7 @@ on_b vm delete mover >/dev/null
 # A -> B while the guest writes.
 on_a vm migrate mover --to "127.0.0.1:$port_b" >"$work/out" 2>"$work/progress" ||
   fail "migrate A->B: $(cat "$work/out" "$work/progress")"
-echo "A->B: $(cat "$work/out")"
+echo "A->B: $(cat "$work/out"); on B: $(on_b vm events mover | grep -o '"start_ms":[0-9]*')"
 grep -q "^migrated mover to 127.0.0.1:$port_b" "$work/out" || fail "migrate said: $(cat "$work/out")"
 grep -q "copying round" "$work/progress" || fail "no progress was shown: $(cat "$work/progress")"
 [[ $(state_of on_b mover) == running ]] || fail "the VM does not run on B"
