@@ -4,6 +4,10 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
+#include <chrono>
+#include <thread>
+
 #include <fmt/format.h>
 
 #include <boost/asio/ip/tcp.hpp>
@@ -70,10 +74,19 @@ class DestinationLink {
       if (!error) socket_.connect(endpoints.begin()->endpoint(), error);
     }
     if (error) return fail(ErrorCode::kIo, fmt::format("cannot reach {}:{}: {}", host, port, error.message()));
-    // A destination that stops answering ends the migration rather than hanging it.
-    timeval timeout{120, 0};
-    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
-    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
+    // A destination that stops answering ends the migration rather than hanging it: a
+    // watchdog shuts the socket down under an operation that takes too long (asio's blocking
+    // calls wait in poll(), which socket timeouts do not end).
+    watchdog_ = std::jthread([this, fd = socket_.native_handle()](std::stop_token stop) {
+      while (!stop.stop_requested()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        const int64_t deadline = deadline_ms_.load();
+        if (deadline != 0 && now_ms() > deadline) {
+          ::shutdown(fd, SHUT_RDWR);
+          return;
+        }
+      }
+    });
     stream_->set_verify_mode(ssl::verify_peer);
     stream_->set_verify_callback(ssl::host_name_verification(host));
     SSL_set_tlsext_host_name(stream_->native_handle(), host.c_str());
@@ -91,6 +104,7 @@ class DestinationLink {
 
   Result<void> send(std::span<const std::byte> message) {
     beast::error_code error;
+    const Deadline deadline(*this);
     ws_->write(asio::buffer(message.data(), message.size()), error);
     if (error) return fail(ErrorCode::kIo, fmt::format("the link to the destination: {}", error.message()));
     return {};
@@ -99,6 +113,7 @@ class DestinationLink {
   Result<std::vector<std::byte>> receive() {
     beast::flat_buffer buffer;
     beast::error_code error;
+    const Deadline deadline(*this);
     ws_->read(buffer, error);
     if (error) return fail(ErrorCode::kIo, fmt::format("the link to the destination: {}", error.message()));
     const auto* data = static_cast<const std::byte*>(buffer.data().data());
@@ -111,6 +126,23 @@ class DestinationLink {
   asio::ip::tcp::socket socket_;
   std::optional<ssl::stream<asio::ip::tcp::socket&>> stream_;
   std::optional<websocket::stream<ssl::stream<asio::ip::tcp::socket&>&>> ws_;
+
+  // One message each way may take this long (a megabyte on a slow link), no longer.
+  static constexpr int64_t kOperationLimitMs = 30000;
+  static int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  struct Deadline {
+    explicit Deadline(DestinationLink& link) : link_(link) {
+      link_.deadline_ms_.store(now_ms() + kOperationLimitMs);
+    }
+    ~Deadline() { link_.deadline_ms_.store(0); }
+    DestinationLink& link_;
+  };
+  std::atomic<int64_t> deadline_ms_{0};
+  std::jthread watchdog_;  // last: stopped and joined before the socket goes
 };
 
 }  // namespace

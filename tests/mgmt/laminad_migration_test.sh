@@ -140,6 +140,7 @@ def pipe(source, sink):
     for end in (source, sink):
         try:
             end.shutdown(socket.SHUT_RDWR)
+            end.close()
         except OSError:
             pass
 while True:
