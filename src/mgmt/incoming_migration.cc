@@ -126,17 +126,10 @@ Result<void> IncomingMigration::write_pages(std::span<const std::byte> message) 
         return fail(ErrorCode::kIo, fmt::format("incoming RAM: {}", std::strerror(errno)));
       }
     } else {
-      const std::byte* data = pages->data.data() + data_at;
+      const std::span<const std::byte> data(pages->data.data() + data_at, kPageBytes);
       data_at += kPageBytes;
-      size_t done = 0;
-      while (done < kPageBytes) {
-        const ssize_t written = ::pwrite(state_.get(), data + done, kPageBytes - done,
-                                         static_cast<off_t>(file_offset + done));
-        if (written < 0 && errno == EINTR) continue;
-        if (written <= 0) {
-          return fail(ErrorCode::kIo, fmt::format("incoming RAM: {}", std::strerror(errno)));
-        }
-        done += static_cast<size_t>(written);
+      if (auto written = migration::write_state_ram(state_.get(), file_offset, data); !written) {
+        return fail(written.error().with_context("incoming RAM"));
       }
     }
     ++pages_;

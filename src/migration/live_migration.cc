@@ -127,10 +127,9 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
     }
   }
   if (auto flushed = sender.flush(); !flushed) return give_up(flushed.error());
-  uint64_t round_bytes = progress.ram_bytes;
   uint64_t previous_dirty = 0;
   std::vector<uint64_t> dirty;
-  uint64_t sent_bytes = round_bytes;
+  uint64_t sent_bytes = progress.ram_bytes;  // RAM bytes sent (round 0: all of it)
   for (;;) {
     const double seconds =
         std::max(1e-4, std::chrono::duration<double>(Clock::now() - round_start).count());
@@ -161,8 +160,7 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
     if (auto sent = send_bitmap(sender, dirty, hooks.cancelled); !sent) {
       return give_up(sent.error());
     }
-    round_bytes = dirty_pages * kPageBytes;
-    sent_bytes += round_bytes;
+    sent_bytes += dirty_pages * kPageBytes;
   }
 
   // Switchover: the guest stops here.

@@ -276,6 +276,10 @@ Result<void> write_stream_and_header(int fd, std::span<const std::byte> stream,
   return {};
 }
 
+Result<void> write_state_ram(int fd, uint64_t file_offset, std::span<const std::byte> data) {
+  return write_all(fd, data, file_offset);
+}
+
 Result<SaveStatistics> save_machine_state(machine::Machine& machine, int fd) {
   SaveStatistics statistics;
   const std::vector<std::byte> stream = encode_machine_stream(machine);

@@ -64,6 +64,9 @@ inline constexpr uint64_t kIncomingRamOffset = kMaxStateStream + 4096;  // past 
 [[nodiscard]] std::vector<std::byte> encode_machine_stream(machine::Machine& machine);
 [[nodiscard]] Result<void> write_stream_and_header(int fd, std::span<const std::byte> stream,
                                                    uint64_t ram_offset, uint64_t ram_length);
+// Writes RAM bytes at `file_offset` of a state file being assembled (whole, or kIo).
+[[nodiscard]] Result<void> write_state_ram(int fd, uint64_t file_offset,
+                                           std::span<const std::byte> data);
 
 enum class RamLoad {
   kMap,   // map RAM from the file (MAP_PRIVATE): pages load when the guest touches them
