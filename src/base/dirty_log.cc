@@ -1,10 +1,13 @@
 #include "base/dirty_log.h"
 
+#include <bit>
+
 namespace lamina {
 
-DirtyLog::DirtyLog(uint64_t end)
-    : pages_((end + kPageSize - 1) / kPageSize),
-      words_count_((pages_ + 63) / 64),
+DirtyLog::DirtyLog(uint64_t end, uint64_t unit)
+    : unit_shift_(static_cast<unsigned>(std::countr_zero(std::bit_ceil(unit)))),
+      units_((end + unit_bytes() - 1) >> unit_shift_),
+      words_count_((units_ + 63) / 64),
       words_(std::make_unique<std::atomic<uint64_t>[]>(words_count_)) {}
 
 void DirtyLog::start() {
@@ -18,11 +21,11 @@ void DirtyLog::stop() {
 }
 
 void DirtyLog::mark_range(uint64_t physical, uint64_t length) {
-  const uint64_t first = physical / kPageSize;
+  const uint64_t first = physical >> unit_shift_;
   // Saturating: a range running past the address space is cut at the log's end.
   const uint64_t last_byte = length - 1 > UINT64_MAX - physical ? UINT64_MAX : physical + length - 1;
-  const uint64_t last = last_byte / kPageSize;
-  for (uint64_t page = first; page <= last && page < pages_; ++page) {
+  const uint64_t last = last_byte >> unit_shift_;
+  for (uint64_t page = first; page <= last && page < units_; ++page) {
     std::atomic<uint64_t>& word = words_[page / 64];
     const uint64_t bit = uint64_t{1} << (page % 64);
     // Most marks find the bit already set: a load first keeps the cache line shared.

@@ -20,6 +20,7 @@ struct MigrateArguments {
   std::string vm;
   std::string to;
   std::string storage = "shared";
+  std::string destination_dir;
   int64_t max_downtime_ms = 50;
   bool no_wait = false;
 };
@@ -39,16 +40,21 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
       "Live-migrate a running VM to another laminad: RAM is copied while the guest runs, then "
       "the guest stops for the last pages and its device state and runs on there. Both "
       "laminads run with --listen, --tls-cert, --tls-key and --tls-ca (mutual TLS); with "
-      "--storage shared both hosts see the VM's disks at the same paths. On any failure the "
-      "VM runs on here");
+      "--storage shared both hosts see the VM's disks at the same paths; with --storage copy "
+      "the disks are copied along while the guest keeps writing (shared-nothing). On any "
+      "failure the VM runs on here");
   migrate->add_option("name", arguments->vm, "The running VM")->required();
   migrate->add_option("--to", arguments->to, "The destination laminad's --listen HOST:PORT")
       ->required();
   migrate->add_option("--storage", arguments->storage,
-                      "shared (the disks stay where they are; their locks move) or copy (not "
-                      "built yet)")
+                      "shared (the disks stay where they are; their locks move) or copy (new "
+                      "images of the same formats are written on the destination, at the same "
+                      "paths or in --destination-dir; the source's images are kept)")
       ->check(CLI::IsMember({"shared", "copy"}))
       ->capture_default_str();
+  migrate->add_option("--destination-dir", arguments->destination_dir,
+                      "With --storage copy: the destination's folder for the disks (same file "
+                      "names); by default the same paths as here");
   migrate->add_option("--max-downtime", arguments->max_downtime_ms,
                       "Milliseconds the guest may be stopped at the switchover (1-600000)")
       ->check(CLI::Range(int64_t{1}, int64_t{600000}))
@@ -62,11 +68,12 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
     for (const auto& event : before.value("events", nlohmann::json::array())) {
       after = std::max(after, event.value("id", int64_t{0}));
     }
+    nlohmann::json body{{"to", arguments->to},
+                        {"storage", arguments->storage},
+                        {"max_downtime_ms", arguments->max_downtime_ms}};
+    if (!arguments->destination_dir.empty()) body["destination_dir"] = arguments->destination_dir;
     const auto started = call(*options, "migrate", "POST",
-                              fmt::format("/v1/vms/{}/migrate", arguments->vm),
-                              {{"to", arguments->to},
-                               {"storage", arguments->storage},
-                               {"max_downtime_ms", arguments->max_downtime_ms}});
+                              fmt::format("/v1/vms/{}/migrate", arguments->vm), body);
     if (arguments->no_wait) {
       if (options->json) return fmt::print("{}\n", json_text(started));
       return fmt::print("migration of {} to {} started\n", arguments->vm, arguments->to);
@@ -95,9 +102,11 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
                       outcome = detail;
                       return false;
                     }
-                    if (phase != "copying" && phase != "switchover") return true;
+                    if (phase != "disks" && phase != "copying" && phase != "switchover") return true;
                     if (options->json) return true;
-                    const std::string line = fmt::format(
+                    const std::string line = phase == "disks" ? fmt::format(
+                        "disks: {} of {} read, {} sent", mib(number(detail, "disk_copied_bytes")),
+                        mib(number(detail, "disk_bytes")), mib(number(detail, "transferred_bytes"))) : fmt::format(
                         "{} round {}: {} sent, {} dirty ({}/s), link {}/s, throttle {}%",
                         phase, number(detail, "round"), mib(number(detail, "transferred_bytes")),
                         mib(number(detail, "remaining_bytes")), mib(number(detail, "dirty_rate")),

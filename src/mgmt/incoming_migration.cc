@@ -14,6 +14,7 @@
 #include "machine/vm_definition.h"
 #include "migration/machine_state.h"
 #include "migration/migration_protocol.h"
+#include "storage/image_format.h"
 
 namespace lamina::mgmt {
 
@@ -26,21 +27,92 @@ std::vector<std::byte> refusal(const std::string& why) {
   return migration::make_json_message(MessageType::kRefuse, {{"error", why}});
 }
 
+// The largest disk --storage copy creates (VHDX's own limit is 64 TiB).
+constexpr uint64_t kMaxCopiedDisk = uint64_t{64} << 40;
+
+struct DiskCopyPlan {
+  std::string path;
+  const storage::ImageFormat* format;
+  uint64_t size;
+};
+
+// --storage copy: one {"format", "size"} per disk of the definition, each to be created empty
+// at the definition's path, which must be absolute and free, in a folder that exists.
+Result<std::vector<DiskCopyPlan>> plan_disk_copies(const nlohmann::json& offer,
+                                                   const machine::VmConfig& config) {
+  const auto& copies = offer.contains("disk_copies") ? offer["disk_copies"] : nlohmann::json();
+  if (!copies.is_array() || copies.size() != config.disks.size()) {
+    return fail(ErrorCode::kInvalidArgument, "the offer's disk_copies do not match its disks");
+  }
+  std::vector<DiskCopyPlan> plans;
+  for (size_t index = 0; index < copies.size(); ++index) {
+    const auto& copy = copies[index];
+    const std::string& path = config.disks[index].path;
+    const std::string format_name = copy.is_object() ? copy.value("format", std::string()) : "";
+    const storage::ImageFormat* format = storage::find_format(format_name);
+    if (format == nullptr || format->create == nullptr ||
+        (format_name != "raw" && format_name != "vhd" && format_name != "vhdx")) {
+      return fail(ErrorCode::kInvalidArgument, fmt::format("cannot create a '{}' disk", format_name));
+    }
+    const nlohmann::json size = copy.is_object() && copy.contains("size") ? copy["size"] : nlohmann::json();
+    if (!size.is_number_unsigned() || size.get<uint64_t>() == 0 || size.get<uint64_t>() % 512 != 0 ||
+        size.get<uint64_t>() > kMaxCopiedDisk) {
+      return fail(ErrorCode::kInvalidArgument, "a copied disk's size must be whole sectors, up to 64 TiB");
+    }
+    const std::filesystem::path where(path);
+    std::error_code error;
+    if (!where.is_absolute() || !std::filesystem::is_directory(where.parent_path(), error)) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("{}: --storage copy needs an absolute path in a folder that exists here", path));
+    }
+    if (std::filesystem::symlink_status(where, error).type() != std::filesystem::file_type::not_found) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("{} exists on this host; --storage copy writes new images (choose "
+                              "another --destination-dir)",
+                              path));
+    }
+    for (const DiskCopyPlan& earlier : plans) {
+      if (earlier.path == path) {
+        return fail(ErrorCode::kInvalidArgument, fmt::format("two disks would be copied to {}", path));
+      }
+    }
+    plans.push_back({path, format, size.get<uint64_t>()});
+  }
+  return plans;
+}
+
+void remove_copies(std::vector<IncomingMigration::CopiedDisk>& disks) {
+  for (IncomingMigration::CopiedDisk& disk : disks) {
+    disk.image.reset();
+    std::error_code ignored;
+    std::filesystem::remove(disk.path, ignored);
+  }
+  disks.clear();
+}
+
 }  // namespace
 
 IncomingMigration::IncomingMigration(VmService& service, std::string name,
-                                     std::vector<RamRegion> regions, UniqueFd state)
-    : service_(service), name_(std::move(name)), regions_(std::move(regions)), state_(std::move(state)) {
+                                     std::vector<RamRegion> regions, UniqueFd state,
+                                     std::vector<CopiedDisk> disks)
+    : service_(service),
+      name_(std::move(name)),
+      regions_(std::move(regions)),
+      state_(std::move(state)),
+      disks_(std::move(disks)) {
   for (const RamRegion& region : regions_) ram_length_ += region.size;
 }
 
-IncomingMigration::~IncomingMigration() {
-  if (started_) return;
-  // Nothing of an unfinished migration stays: the definition it created goes.
+IncomingMigration::~IncomingMigration() { discard("the migration ended before the VM started here"); }
+
+void IncomingMigration::discard(const std::string& why) {
+  if (started_ || discarded_) return;
+  discarded_ = true;
+  // Nothing of an unfinished migration stays: the images and the definition it created go.
+  remove_copies(disks_);
   service_.mark_incoming(name_, false);
   (void)service_.remove(name_, false);
-  service_.record_event(name_, "migration", {{"phase", "failed"}, {"direction", "incoming"},
-                                              {"error", "the migration ended before the VM started here"}});
+  service_.record_event(name_, "migration", {{"phase", "failed"}, {"direction", "incoming"}, {"error", why}});
 }
 
 IncomingMigration::Opened IncomingMigration::offer(VmService& service,
@@ -71,9 +143,18 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
                         {"definition", definition},
                         {"autostart", body->value("autostart", false)},
                         {"on_crash", body->value("on_crash", std::string("stay"))}};
+  const std::string storage = (*body)["storage"].is_string() ? (*body)["storage"].get<std::string>() : "shared";
+  if (storage != "shared" && storage != "copy") return {nullptr, refusal("storage is shared or copy")};
+  std::vector<DiskCopyPlan> copy_plans;
+  if (storage == "copy") {
+    auto plans = plan_disk_copies(*body, *config);
+    if (!plans) return {nullptr, refusal(plans.error().message())};
+    copy_plans = std::move(*plans);
+  }
   // Shared storage: this host must see every disk where the source does (the source holds
   // their locks until the switchover, so they are not opened yet).
   for (const auto& disk : config->disks) {
+    if (storage == "copy") break;
     std::error_code error;
     if (!std::filesystem::is_regular_file(disk.path, error)) {
       return {nullptr, refusal(fmt::format("this host does not see the disk {} (--storage shared "
@@ -83,19 +164,36 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
   }
   auto created = service.create(create, machine::HostChecks::kNone);
   if (!created) return {nullptr, refusal(created.error().message)};
-  service.mark_incoming(name, true);
+  std::vector<std::string> copy_paths;
+  for (const DiskCopyPlan& plan : copy_plans) copy_paths.push_back(plan.path);
+  service.mark_incoming(name, true, copy_paths);
+  std::vector<CopiedDisk> disks;
+  for (const DiskCopyPlan& plan : copy_plans) {
+    storage::CreateOptions options;
+    options.size = plan.size;
+    auto image = plan.format->create(plan.path, options);
+    if (!image) {
+      remove_copies(disks);
+      service.mark_incoming(name, false);
+      (void)service.remove(name, false);
+      return {nullptr, refusal(image.error().with_context(fmt::format("creating {}", plan.path)).message())};
+    }
+    disks.push_back({plan.path, std::move(*image)});
+  }
   const std::vector<RamRegion> regions = layout->ram_regions();
   uint64_t ram_length = 0;
   for (const RamRegion& region : regions) ram_length += region.size;
   UniqueFd state(::memfd_create(fmt::format("lamina-incoming-{}", name).c_str(), MFD_CLOEXEC));
   if (!state || ::ftruncate(state.get(), static_cast<off_t>(migration::kIncomingRamOffset + ram_length)) != 0) {
     const std::string why = std::strerror(errno);
+    remove_copies(disks);
+    service.mark_incoming(name, false);
     (void)service.remove(name, false);
     return {nullptr, refusal(fmt::format("cannot make room for the VM's memory here: {}", why))};
   }
   service.record_event(name, "migration", {{"phase", "incoming"}, {"ram_bytes", ram_length}});
   std::unique_ptr<IncomingMigration> migration(
-      new IncomingMigration(service, name, regions, std::move(state)));
+      new IncomingMigration(service, name, regions, std::move(state), std::move(disks)));
   return {std::move(migration), migration::make_json_message(MessageType::kAccept, nlohmann::json::object())};
 }
 
@@ -137,9 +235,27 @@ Result<void> IncomingMigration::write_pages(std::span<const std::byte> message) 
   return {};
 }
 
+Result<void> IncomingMigration::write_disk_chunk(std::span<const std::byte> message) {
+  auto chunk = migration::decode_disk_chunk(message);
+  if (!chunk) return fail(chunk.error());
+  if (chunk->disk >= disks_.size()) {
+    return fail(ErrorCode::kCorrupt, fmt::format("migration stream: a chunk of disk {}, which is not copied", chunk->disk));
+  }
+  storage::BlockDevice& image = *disks_[chunk->disk].image;
+  if (chunk->offset > image.size() || chunk->length > image.size() - chunk->offset) {
+    return fail(ErrorCode::kCorrupt, "migration stream: a disk chunk past the disk's end");
+  }
+  auto written = chunk->zero ? image.write_zeroes(chunk->offset, chunk->length, true)
+                             : image.write(chunk->offset, chunk->data);
+  if (!written) return fail(written.error().with_context(fmt::format("writing {}", disks_[chunk->disk].path)));
+  return {};
+}
+
 std::vector<std::byte> IncomingMigration::switchover() {
   finished_ = true;
+  // Undone before the source hears of it, so that it may offer the VM here again at once.
   auto failed = [&](const std::string& why) {
+    discard(fmt::format("the VM could not start here: {}", why));
     return migration::make_json_message(MessageType::kFailed, {{"error", why}});
   };
   if (!have_stream_) return failed("the switchover came before the machine state");
@@ -149,9 +265,17 @@ std::vector<std::byte> IncomingMigration::switchover() {
       !written) {
     return failed(written.error().message());
   }
+  // The copied images are complete: closed (their locks released) for the VM's worker.
+  for (CopiedDisk& disk : disks_) {
+    if (auto flushed = disk.image->flush(); !flushed) {
+      return failed(flushed.error().with_context(fmt::format("writing {}", disk.path)).message());
+    }
+    disk.image.reset();
+  }
   auto started = service_.start(name_, state_.get());
   if (!started) return failed(started.error().message);
   started_ = true;
+  disks_.clear();  // the VM's now
   service_.mark_incoming(name_, false);
   // How long the VM took to start here: the destination's share of the downtime.
   const auto start_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -183,6 +307,12 @@ Result<std::optional<std::vector<std::byte>>> IncomingMigration::receive(
       }
       stream_.assign(message.begin() + 1, message.end());
       have_stream_ = true;
+      return std::optional<std::vector<std::byte>>();
+    case MessageType::kDiskChunk:
+      if (have_stream_) {
+        return fail(ErrorCode::kCorrupt, "migration stream: disk chunks after the machine state");
+      }
+      if (auto written = write_disk_chunk(message); !written) return fail(written.error());
       return std::optional<std::vector<std::byte>>();
     case MessageType::kSwitchover: return std::optional<std::vector<std::byte>>(switchover());
     default:

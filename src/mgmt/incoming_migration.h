@@ -9,8 +9,12 @@
 // that the source has released them. The device and CPU state is parsed only there, in the
 // worker.
 //
+// With --storage copy the offer lists each disk's format and size: empty images are created
+// at the definition's paths (which must not exist), the source's chunks are written into them,
+// and they are closed at the switchover, before the VM's worker opens them.
+//
 // A migration that ends before the VM started (link cut, bad stream, the source gave up)
-// removes the definition it created: nothing is left behind.
+// removes the definition and the images it created: nothing is left behind.
 //
 // Ownership: owns the memfd; borrows the service. Thread-safety: one connection's thread.
 
@@ -25,6 +29,7 @@
 #include "base/guest_memory.h"
 #include "base/unique_fd.h"
 #include "mgmt/vm_service.h"
+#include "storage/block_device.h"
 
 namespace lamina::mgmt {
 
@@ -46,21 +51,32 @@ class IncomingMigration {
   Result<std::optional<std::vector<std::byte>>> receive(std::span<const std::byte> message);
   bool finished() const { return finished_; }
 
+  // An image --storage copy creates here.
+  struct CopiedDisk {
+    std::string path;
+    std::unique_ptr<storage::BlockDevice> image;  // closed at the switchover
+  };
+
  private:
   IncomingMigration(VmService& service, std::string name, std::vector<RamRegion> regions,
-                    UniqueFd state);
+                    UniqueFd state, std::vector<CopiedDisk> disks);
   Result<void> write_pages(std::span<const std::byte> message);
+  Result<void> write_disk_chunk(std::span<const std::byte> message);
   std::vector<std::byte> switchover();
+  // Removes what the migration created here (once; not after the VM started).
+  void discard(const std::string& why);
 
   VmService& service_;
   std::string name_;
   std::vector<RamRegion> regions_;
   uint64_t ram_length_ = 0;
   UniqueFd state_;  // the memfd
+  std::vector<CopiedDisk> disks_;
   std::vector<std::byte> stream_;
   bool have_stream_ = false;
   bool finished_ = false;
   bool started_ = false;  // the VM runs here: keep its definition
+  bool discarded_ = false;
   uint64_t pages_ = 0;
 };
 

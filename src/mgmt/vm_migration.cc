@@ -5,6 +5,8 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <filesystem>
+#include <optional>
 #include <chrono>
 #include <thread>
 
@@ -18,7 +20,9 @@
 
 #include "machine/vm_definition.h"
 #include "migration/migration_protocol.h"
+#include "mgmt/checkpoint_disks.h"
 #include "mgmt/vm_service.h"
+#include "storage/image_format.h"
 
 namespace lamina::mgmt {
 namespace {
@@ -45,6 +49,40 @@ std::optional<std::pair<std::string, std::string>> split_destination(const std::
     return std::nullopt;
   }
   return std::pair{host, port};
+}
+
+// --storage copy: the offer's "disk_copies" (each disk's format and size, for the destination
+// to create an empty image of) and the definition with the destination's paths: the same
+// paths, or the same file names in `destination_dir`.
+ServiceResult<nlohmann::json> plan_disk_copies(nlohmann::json& definition,
+                                              const std::optional<std::string>& destination_dir) {
+  nlohmann::json copies = nlohmann::json::array();
+  if (!definition.contains("disks")) return copies;
+  for (auto& text : definition["disks"]) {
+    auto spec = virtio::parse_disk_spec(text.get<std::string>());
+    if (!spec) return std::unexpected(ServiceError{500, "", spec.error().message()});
+    storage::ImageAccess access;
+    access.force_share = true;  // the running worker holds the lock
+    access.references = spec->references;
+    auto format = storage::detect_format(spec->path, access);
+    if (!format) return std::unexpected(ServiceError{409, "storage", format.error().message()});
+    const std::string_view name = (*format)->name;
+    if (name != "raw" && name != "vhd" && name != "vhdx") {
+      return std::unexpected(ServiceError{
+          409, "storage", fmt::format("--storage copy moves raw, VHD and VHDX disks; {} is {} "
+                                      "(convert it with `lamina disk convert`)",
+                                      spec->path, name)});
+    }
+    auto info = storage::inspect_image(**format, spec->path, access);
+    if (!info) return std::unexpected(ServiceError{409, "storage", info.error().message()});
+    if (destination_dir) {
+      const std::string moved =
+          (std::filesystem::path(*destination_dir) / std::filesystem::path(spec->path).filename()).string();
+      text = replace_disk_path(text.get<std::string>(), moved);
+    }
+    copies.push_back({{"format", name}, {"size", info->virtual_size}});
+  }
+  return copies;
 }
 
 // The link to the destination laminad: TCP, TLS with this laminad's certificate, the
@@ -150,7 +188,7 @@ class DestinationLink {
 ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const nlohmann::json& body) {
   if (!body.is_object()) return std::unexpected(bad_request("", "the body must be a JSON object"));
   for (const auto& [key, value] : body.items()) {
-    if (key != "to" && key != "storage" && key != "max_downtime_ms") {
+    if (key != "to" && key != "storage" && key != "max_downtime_ms" && key != "destination_dir") {
       return std::unexpected(bad_request(key, fmt::format("unknown field '{}'", key)));
     }
   }
@@ -161,14 +199,21 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
   if (!destination) {
     return std::unexpected(bad_request("to", "'to' must be HOST:PORT (the destination laminad's --listen)"));
   }
-  const std::string storage = body.value("storage", std::string("shared"));
-  if (storage == "copy") {
-    return std::unexpected(ServiceError{
-        501, "storage", "--storage copy (shared-nothing migration) is not built yet; with "
-                        "--storage shared both hosts must see the VM's disks at the same paths"});
-  }
-  if (storage != "shared") {
+  const auto& storage_field = body.contains("storage") ? body["storage"] : nlohmann::json("shared");
+  if (!storage_field.is_string() || (storage_field != "shared" && storage_field != "copy")) {
     return std::unexpected(bad_request("storage", "'storage' is shared or copy"));
+  }
+  const std::string storage = storage_field.get<std::string>();
+  std::optional<std::string> destination_dir;
+  if (body.contains("destination_dir")) {
+    const auto& dir = body["destination_dir"];
+    if (storage != "copy") {
+      return std::unexpected(bad_request("destination_dir", "destination_dir goes with storage copy"));
+    }
+    if (!dir.is_string() || dir.get<std::string>().empty() || dir.get<std::string>()[0] != '/') {
+      return std::unexpected(bad_request("destination_dir", "destination_dir is an absolute folder on the destination"));
+    }
+    destination_dir = dir.get<std::string>();
   }
   const auto& downtime = body.contains("max_downtime_ms") ? body["max_downtime_ms"] : nlohmann::json(50);
   if (!downtime.is_number_integer() || downtime.get<int64_t>() < 1 || downtime.get<int64_t>() > 600000) {
@@ -190,6 +235,12 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
   if (!config) return std::unexpected(ServiceError{500, "", config.error().message()});
   offer["vcpus"] = config->cpus;
   offer["memory_bytes"] = config->memory_bytes;
+  offer["storage"] = storage;
+  if (storage == "copy") {
+    auto copies = plan_disk_copies(offer["definition"], destination_dir);
+    if (!copies) return std::unexpected(copies.error());
+    offer["disk_copies"] = std::move(*copies);
+  }
   {
     std::lock_guard lock(mutex_);
     auto running = running_.find(name);
@@ -203,13 +254,13 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
   }
   log_event(name, "migration", {{"phase", "connecting"}, {"to", body["to"]}});
   std::thread(&VmService::run_migration, this, name, destination->first, destination->second,
-              std::move(offer), downtime.get<int64_t>())
+              std::move(offer), downtime.get<int64_t>(), storage)
       .detach();
   return nlohmann::json{{"name", name}, {"migration", "started"}, {"to", body["to"]}};
 }
 
 void VmService::run_migration(std::string name, std::string host, std::string port,
-                              nlohmann::json offer, int64_t max_downtime_ms) {
+                              nlohmann::json offer, int64_t max_downtime_ms, std::string storage) {
   auto failed = [&](const std::string& why) {
     log_event(name, "migration", {{"phase", "failed"}, {"error", why}});
     std::lock_guard lock(mutex_);
@@ -244,7 +295,7 @@ void VmService::run_migration(std::string name, std::string host, std::string po
   }
   if (worker == nullptr) return failed("the VM stopped before its migration began");
   const int fds[] = {worker_end.get()};
-  if (auto started = worker->request({{"op", "migrate"}, {"max_downtime_ms", max_downtime_ms}},
+  if (auto started = worker->request({{"op", "migrate"}, {"max_downtime_ms", max_downtime_ms}, {"storage", storage}},
                                      std::chrono::seconds(5), fds, nullptr);
       !started) {
     return failed(started.error().message());

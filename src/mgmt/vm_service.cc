@@ -177,7 +177,8 @@ void VmService::detach_all() {
   running.clear();
 }
 
-void VmService::mark_incoming(const std::string& name, bool incoming) {
+void VmService::mark_incoming(const std::string& name, bool incoming,
+                              const std::vector<std::string>& created_disks) {
   const std::filesystem::path marker = vm_dir(name) / kIncomingMarker;
   std::error_code error;
   if (!incoming) {
@@ -185,7 +186,7 @@ void VmService::mark_incoming(const std::string& name, bool incoming) {
     return;
   }
   std::filesystem::create_directories(vm_dir(name), error);
-  std::ofstream(marker).put('\n');
+  std::ofstream(marker) << nlohmann::json{{"created_disks", created_disks}}.dump() << '\n';
 }
 
 void VmService::drop_unfinished_incoming() {
@@ -195,7 +196,14 @@ void VmService::drop_unfinished_incoming() {
     std::error_code error;
     if (!std::filesystem::exists(vm_dir(record.name) / kIncomingMarker, error)) continue;
     // A laminad that stopped during an incoming migration: the VM never ran here (the source
-    // ran on), so its definition goes.
+    // ran on), so its definition goes, and the images --storage copy was writing.
+    std::ifstream marker(vm_dir(record.name) / kIncomingMarker);
+    const auto content = nlohmann::json::parse(marker, nullptr, false);
+    if (content.is_object() && content.contains("created_disks") && content["created_disks"].is_array()) {
+      for (const auto& path : content["created_disks"]) {
+        if (path.is_string()) std::filesystem::remove(path.get<std::string>(), error);
+      }
+    }
     (void)inventory_->remove(record.name);
     std::filesystem::remove(vm_dir(record.name) / kIncomingMarker, error);
     log_event(record.name, "migration",
@@ -470,7 +478,8 @@ void VmService::on_worker_event(const std::string& name, const nlohmann::json& e
     // Progress and outcome, kept in their expected shape (a worker's message is not trusted).
     const std::string phase = event["phase"].get<std::string>();
     nlohmann::json detail{{"phase", phase}};
-    for (const char* field : {"round", "ram_bytes", "transferred_bytes", "remaining_bytes",
+    for (const char* field : {"round", "ram_bytes", "disk_bytes", "disk_copied_bytes",
+                              "transferred_bytes", "remaining_bytes",
                               "dirty_rate", "bandwidth", "throttle_percent", "rounds",
                               "downtime_ms", "total_ms"}) {
       if (event.contains(field) && event[field].is_number_unsigned()) detail[field] = event[field];

@@ -102,14 +102,18 @@ class VmService {
   void detach_all();
 
   // Live migration (vm_migration.cc; protocol in migration/migration_protocol.h). migrate:
-  // body {"to": "HOST:PORT", "storage": "shared", "max_downtime_ms": N}; the VM must run;
+  // body {"to": "HOST:PORT", "storage": "shared"|"copy", "destination_dir": DIR (copy only),
+  // "max_downtime_ms": N}; the VM must run; with copy its disks travel too (the source's
+  // images stay where they are);
   // answers 202 at once and migrates in the background, reporting "migration" events
   // (progress, then "completed" and the VM's "migrated" with its removal here, or "failed"
   // with the VM running on). The destination side is IncomingMigration.
   ServiceResult<nlohmann::json> migrate(const std::string& name, const nlohmann::json& body);
   // An incoming migration's definition is marked until its VM starts here: a laminad that
-  // stops before that drops the definition when it starts again (IncomingMigration).
-  void mark_incoming(const std::string& name, bool incoming);
+  // stops before that drops the definition when it starts again (IncomingMigration), and
+  // deletes the images the migration was creating here (--storage copy).
+  void mark_incoming(const std::string& name, bool incoming,
+                     const std::vector<std::string>& created_disks = {});
   // Records an event (for IncomingMigration).
   void record_event(const std::string& vm, const std::string& kind, const nlohmann::json& detail) {
     log_event(vm, kind, detail);
@@ -167,7 +171,7 @@ class VmService {
   void drop_unfinished_incoming();
   // The source side's thread: the link to the destination and the relay for the worker.
   void run_migration(std::string name, std::string host, std::string port,
-                     nlohmann::json offer, int64_t max_downtime_ms);
+                     nlohmann::json offer, int64_t max_downtime_ms, std::string storage);
   nlohmann::json describe(const VmRecord& record);
   std::filesystem::path vm_dir(const std::string& name) const;
   ServiceResult<void> start_switches(const nlohmann::json& definition);

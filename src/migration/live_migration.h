@@ -4,7 +4,8 @@
 // pages the guest dirtied meanwhile, from GuestMemory's dirty log), compressed with zstd,
 // until what is left fits the downtime budget at the measured bandwidth (or the round limit
 // is reached); a guest that dirties faster than the link carries is throttled
-// (auto-converge). Then the machine is quiesced, the last pages and the machine stream go,
+// (auto-converge). With --storage copy the disks go first, whole (empty ranges skipped), and
+// then, with each RAM round, the 64 KiB chunks the guest rewrote (block dirty tracking). Then the machine is quiesced, the last pages and the machine stream go,
 // the disks are flushed and their locks released, and the destination says whether it runs
 // the VM now. Protocol: migration_protocol.h.
 //
@@ -19,9 +20,11 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "base/error.h"
 #include "machine/machine.h"
+#include "storage/tracked_block_device.h"
 
 namespace lamina::migration {
 
@@ -29,16 +32,20 @@ struct LiveMigrationOptions {
   // The longest the guest may be stopped at switchover, by the estimate from bandwidth.
   std::chrono::milliseconds max_downtime{50};
   uint32_t max_rounds = 30;
+  // --storage copy: the disks travel with the VM (hooks.copied_disks) instead of being shared.
+  bool copy_storage = false;
   // How long to wait for the destination's answer after the switchover.
   std::chrono::milliseconds reply_timeout{60000};
 };
 
 struct LiveMigrationProgress {
-  std::string phase;  // "copying", "switchover"
+  std::string phase;  // "disks" (--storage copy's first pass), "copying", "switchover"
   uint32_t round = 0;
   uint64_t ram_bytes = 0;          // the VM's RAM
+  uint64_t disk_bytes = 0;         // the copied disks' virtual sizes (--storage copy)
+  uint64_t disk_copied_bytes = 0;  // of which the first pass has read so far
   uint64_t transferred_bytes = 0;  // on the link so far (compressed)
-  uint64_t remaining_bytes = 0;    // dirty RAM still to send
+  uint64_t remaining_bytes = 0;    // dirty RAM and disk chunks still to send
   uint64_t dirty_rate = 0;         // bytes/s the guest dirtied in the last round
   uint64_t bandwidth = 0;          // RAM bytes/s sent in the last round
   unsigned throttle_percent = 0;
@@ -52,6 +59,9 @@ struct LiveMigrationHooks {
   // True when the VM is stopping on its own (guest poweroff): the migration gives up.
   std::function<bool()> cancelled;
   std::function<void(const LiveMigrationProgress&)> progress;
+  // --storage copy: every disk of the VM, in the definition's order (the kDiskChunk index);
+  // empty with shared storage.
+  std::vector<storage::TrackedBlockDevice*> copied_disks;
 };
 
 struct LiveMigrationResult {

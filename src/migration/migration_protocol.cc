@@ -15,6 +15,7 @@ namespace lamina::migration {
 namespace {
 
 constexpr size_t kPagesHeader = 12;
+constexpr size_t kDiskChunkHeader = 24;
 
 Error corrupt(std::string what) {
   return Error(ErrorCode::kCorrupt, "migration stream: " + what);
@@ -38,7 +39,7 @@ std::vector<std::byte> make_json_message(MessageType type, const nlohmann::json&
 Result<MessageType> message_type(std::span<const std::byte> message) {
   if (message.empty()) return fail(corrupt("an empty message"));
   const auto type = std::to_integer<uint8_t>(message[0]);
-  if (type < 1 || type > static_cast<uint8_t>(MessageType::kFailed)) {
+  if (type < 1 || type > static_cast<uint8_t>(MessageType::kDiskChunk)) {
     return fail(corrupt(fmt::format("unknown message type {}", type)));
   }
   return static_cast<MessageType>(type);
@@ -113,6 +114,57 @@ Result<DecodedPages> decode_pages(std::span<const std::byte> message) {
                                     ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short")));
   }
   return decoded;
+}
+
+std::vector<std::byte> encode_disk_chunk(uint32_t disk, uint64_t offset,
+                                         std::span<const std::byte> data, bool zero,
+                                         int compression_level) {
+  const size_t bound = zero ? 0 : ZSTD_compressBound(data.size());
+  std::vector<std::byte> message(kDiskChunkHeader + bound);
+  message[0] = static_cast<std::byte>(MessageType::kDiskChunk);
+  message[1] = static_cast<std::byte>(zero ? 1 : 0);
+  store_le<uint32_t>(message.data() + 4, disk);
+  store_le<uint64_t>(message.data() + 8, offset);
+  store_le<uint32_t>(message.data() + 16, static_cast<uint32_t>(data.size()));
+  size_t compressed = 0;
+  if (!zero) {
+    compressed = ZSTD_compress(message.data() + kDiskChunkHeader, bound, data.data(), data.size(),
+                               compression_level);
+    if (ZSTD_isError(compressed)) compressed = 0;
+  }
+  store_le<uint32_t>(message.data() + 20, static_cast<uint32_t>(compressed));
+  message.resize(kDiskChunkHeader + compressed);
+  return message;
+}
+
+Result<DiskChunk> decode_disk_chunk(std::span<const std::byte> message) {
+  if (message.size() < kDiskChunkHeader) return fail(corrupt("a disk chunk message is too short"));
+  DiskChunk chunk;
+  const auto flags = std::to_integer<uint8_t>(message[1]);
+  if ((flags & ~1u) != 0) return fail(corrupt(fmt::format("disk chunk flags {:#x}", flags)));
+  chunk.zero = (flags & 1) != 0;
+  chunk.disk = load_le<uint32_t>(message.data() + 4);
+  chunk.offset = load_le<uint64_t>(message.data() + 8);
+  chunk.length = load_le<uint32_t>(message.data() + 16);
+  const uint32_t compressed = load_le<uint32_t>(message.data() + 20);
+  if (chunk.length == 0 || chunk.length > kMaxDiskChunk || chunk.length % 512 != 0 ||
+      chunk.offset % 512 != 0) {
+    return fail(corrupt(fmt::format("a disk chunk of {} bytes at {}", chunk.length, chunk.offset)));
+  }
+  if (message.size() != kDiskChunkHeader + uint64_t{compressed} || (chunk.zero && compressed != 0)) {
+    return fail(corrupt("a disk chunk's length does not match its header"));
+  }
+  if (chunk.zero) return chunk;
+  const std::span<const std::byte> frame = message.subspan(kDiskChunkHeader);
+  if (ZSTD_getFrameContentSize(frame.data(), frame.size()) != chunk.length) {
+    return fail(corrupt("a disk chunk's data does not hold the bytes it claims"));
+  }
+  chunk.data.resize(chunk.length);
+  const size_t got = ZSTD_decompress(chunk.data.data(), chunk.data.size(), frame.data(), frame.size());
+  if (ZSTD_isError(got) || got != chunk.data.size()) {
+    return fail(corrupt("a disk chunk does not decompress"));
+  }
+  return chunk;
 }
 
 namespace {

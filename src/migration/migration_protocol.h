@@ -6,9 +6,16 @@
 // little-endian length, then the message. A message's first byte is its MessageType.
 //
 //   source laminad → destination   kOffer    JSON {"name", "definition", "autostart",
-//                                             "on_crash", "vcpus", "memory_bytes"}
+//                                             "on_crash", "vcpus", "memory_bytes",
+//                                             "storage": "shared"|"copy", with copy
+//                                             "disk_copies": [{"format", "size"}] one per
+//                                             entry of the definition's "disks", whose paths
+//                                             are the destination's}
 //   destination → source laminad   kAccept   JSON {}   or kRefuse JSON {"error"}
-//   source worker → destination    kPages*   RAM pages (encode_pages), any number of rounds
+//   source worker → destination    kDiskChunk*  with --storage copy: disk content
+//                                            (encode_disk_chunk), first all of it, then
+//                                            what the guest rewrote, alongside the pages
+//                                  kPages*   RAM pages (encode_pages), any number of rounds
 //                                  kState    the machine stream (machine_state.h) of the
 //                                            quiesced VM, after its last pages
 //                                  kSwitchover  the source has stopped for good unless told
@@ -42,6 +49,7 @@ enum class MessageType : uint8_t {
   kSwitchover = 6,
   kStarted = 7,
   kFailed = 8,
+  kDiskChunk = 9,
 };
 
 // The largest message: a kState of kMaxStateStream plus its type byte.
@@ -74,6 +82,23 @@ struct DecodedPages {
   std::vector<std::byte> data;  // the non-zero pages, in order
 };
 Result<DecodedPages> decode_pages(std::span<const std::byte> message);
+
+// kDiskChunk: u8 type, u8 flags (1: the range reads as zeros, no data), 2 bytes zero, u32 disk
+// (index in the definition's "disks"), u64 offset, u32 length, u32 compressed length, then one
+// zstd frame of the range's bytes. Offsets and lengths are whole 512-byte sectors; a chunk
+// holds at most kMaxDiskChunk bytes.
+inline constexpr uint32_t kMaxDiskChunk = 1 << 20;
+struct DiskChunk {
+  uint32_t disk = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool zero = false;
+  std::vector<std::byte> data;  // `length` bytes unless zero
+};
+std::vector<std::byte> encode_disk_chunk(uint32_t disk, uint64_t offset,
+                                         std::span<const std::byte> data, bool zero,
+                                         int compression_level = 1);
+Result<DiskChunk> decode_disk_chunk(std::span<const std::byte> message);
 
 // Frames on a stream socket (blocking). read_frame: kNotFound at a clean end of stream
 // before a frame starts, kIo on errors or after `timeout_ms` (-1: none) without data,

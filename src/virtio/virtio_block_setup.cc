@@ -125,7 +125,7 @@ Result<OpenedDisk> open_disk(const DiskSpec& disk) {
   auto image = storage::open_image(disk.path, !disk.read_only, access);
   if (!image) return fail(image.error().with_context(fmt::format("--disk {}", disk.path)));
   OpenedDisk opened;
-  opened.image = std::move(*image);
+  opened.image = std::make_shared<storage::TrackedBlockDevice>(std::move(*image));
   opened.serial = disk.serial.empty() ? derive_block_serial(disk.path) : disk.serial;
   return opened;
 }

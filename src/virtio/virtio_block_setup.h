@@ -12,6 +12,7 @@
 
 #include "base/error.h"
 #include "storage/image_reference_policy.h"
+#include "storage/tracked_block_device.h"
 #include "virtio/virtio_block.h"
 
 namespace lamina::virtio {
@@ -36,7 +37,8 @@ struct DiskSpec {
 // An image opened for a VM's lifetime (it outlives the Machines of a --on-reboot restart),
 // with the serial its devices answer.
 struct OpenedDisk {
-  std::shared_ptr<storage::BlockDevice> image;
+  // Tracked (storage/tracked_block_device.h): a live migration can copy it while it runs.
+  std::shared_ptr<storage::TrackedBlockDevice> image;
   std::string serial;
 };
 

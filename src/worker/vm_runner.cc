@@ -485,31 +485,39 @@ Result<migration::LiveMigrationResult> VmRunner::migrate_out(
     vm = machine_;
     migrating_ = true;
   }
-  // Every writable disk must be able to hand its lock over; asking to lock what is locked
-  // already is that check, before anything is sent.
+  // Shared storage: every writable disk must be able to hand its lock over; asking to lock
+  // what is locked already is that check, before anything is sent. Copied storage: the
+  // destination writes images of its own, so the locks stay here until the VM ends.
   std::vector<storage::BlockDevice*> writable;
+  std::vector<storage::TrackedBlockDevice*> copied;
   for (const virtio::OpenedDisk& disk : host_ends_->disks) {
+    copied.push_back(disk.image.get());
     if (disk.image->read_only()) continue;
     writable.push_back(disk.image.get());
   }
   Result<void> checked;
   for (storage::BlockDevice* disk : writable) {
+    if (options.copy_storage) break;
     if (checked = disk->set_write_lock(true); !checked) break;
   }
   Result<migration::LiveMigrationResult> result = fail(ErrorCode::kInternal, "not run");
   if (checked) {
     migration::LiveMigrationHooks hooks;
+    if (options.copy_storage) hooks.copied_disks = copied;
+    const bool hand_over_locks = !options.copy_storage;
     hooks.release_disks = [&]() -> Result<void> {
       for (storage::BlockDevice* disk : writable) {
         if (auto flushed = disk->flush(); !flushed) return flushed;
       }
       for (storage::BlockDevice* disk : writable) {
+        if (!hand_over_locks) break;
         if (auto released = disk->set_write_lock(false); !released) return released;
       }
       return {};
     };
     hooks.reacquire_disks = [&]() -> Result<void> {
       for (storage::BlockDevice* disk : writable) {
+        if (!hand_over_locks) break;
         if (auto taken = disk->set_write_lock(true); !taken) return taken;
       }
       return {};

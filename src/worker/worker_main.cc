@@ -145,6 +145,8 @@ nlohmann::json progress_event(const migration::LiveMigrationProgress& progress) 
           {"phase", progress.phase},
           {"round", progress.round},
           {"ram_bytes", progress.ram_bytes},
+          {"disk_bytes", progress.disk_bytes},
+          {"disk_copied_bytes", progress.disk_copied_bytes},
           {"transferred_bytes", progress.transferred_bytes},
           {"remaining_bytes", progress.remaining_bytes},
           {"dirty_rate", progress.dirty_rate},
@@ -159,13 +161,17 @@ nlohmann::json start_migration(ControlSender& sender, VmRunner& runner,
                                const nlohmann::json& request, std::span<UniqueFd> fds) {
   nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
   const auto downtime = request.value("max_downtime_ms", int64_t{50});
-  if (fds.size() != 1 || downtime < 1 || downtime > 600000) {
+  const std::string storage = request.value("storage", std::string("shared"));
+  if (fds.size() != 1 || downtime < 1 || downtime > 600000 ||
+      (storage != "shared" && storage != "copy")) {
     reply["ok"] = false;
-    reply["error"] = "migrate needs one file descriptor (the link) and max_downtime_ms of 1 to 600000";
+    reply["error"] = "migrate needs one file descriptor (the link), max_downtime_ms of 1 to "
+                     "600000 and storage shared or copy";
     return reply;
   }
   migration::LiveMigrationOptions options;
   options.max_downtime = std::chrono::milliseconds(downtime);
+  options.copy_storage = storage == "copy";
   std::thread([&sender, &runner, options, link = std::move(fds[0])] {
     auto report = [&sender](const Result<migration::LiveMigrationResult>& result) {
       if (!result) {

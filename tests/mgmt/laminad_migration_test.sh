@@ -8,8 +8,10 @@
 # whose destination refuses (the name is taken there), one whose link is cut during the RAM
 # rounds (while the guest also churns memory), one whose destination dies then, and one whose
 # destination cannot start the VM at the switchover all leave the VM running where it was, its
-# disk lock held (a restarted destination drops what it had received); under the churn a
-# migration converges by throttling the vCPUs; bad requests are refused with their reasons.
+# disk lock held (a restarted destination drops what it had received); --storage copy moves
+# the VM with its disk to new images (A -> B -> A, each time into another folder) while the
+# guest writes, and a failed copy leaves no image behind; under the churn a migration
+# converges by throttling the vCPUs; bad requests are refused with their reasons.
 #   laminad_migration_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
@@ -80,7 +82,8 @@ on_a vm create mover --memory 192M,max=448M --kernel "$guest/vmlinuz" --initrd "
 refused "is not running" on_a vm migrate mover --to "127.0.0.1:$port_b"
 on_a vm start mover >/dev/null || fail "start"
 wait_console state "lamina-guest:/#"
-locked() { [[ $("$lamina" disk info "$work/disk.vhdx" 2>&1) == *"in use by another process"* ]]; }
+image=$work/disk.vhdx  # where the VM's disk is now
+locked() { [[ $("$lamina" disk info "${1:-$image}" 2>&1) == *"in use by another process"* ]]; }
 locked || fail "the running VM does not hold its disk's lock"
 # The workload: record N (and the guest's uptime) at byte 32*N of the disk, forever.
 type_line on_a 'i=0; while :; do i=$((i+1)); printf "rec %08d %12s\n" $i "$(cut -d" " -f1 /proc/uptime)" | dd of=/dev/vda bs=32 seek=$i conv=notrunc 2>/dev/null; done &'
@@ -89,7 +92,9 @@ sleep 3
 # Refusals first: each leaves the VM running on A.
 [[ -n ${MIGRATION_TEST_PAUSE:-} ]] && { echo "worker: $(pid_of mover)"; sleep "$MIGRATION_TEST_PAUSE"; }
 refused "HOST:PORT" on_a vm migrate mover --to nowhere
-refused "not built yet" on_a vm migrate mover --to "127.0.0.1:$port_b" --storage copy
+refused "exists on this host" on_a vm migrate mover --to "127.0.0.1:$port_b" --storage copy
+refused "destination_dir goes with storage copy" on_a vm migrate mover --to "127.0.0.1:$port_b" \
+  --destination-dir "$work"
 refused "did not move and runs on here" on_a vm migrate mover --to "127.0.0.1:1"
 on_b vm create mover --memory 64M >/dev/null
 refused "a VM named mover exists" on_a vm migrate mover --to "127.0.0.1:$port_b"
@@ -196,9 +201,32 @@ port_b=$(port_of "$work/laminad-b.log")
 daemon_c=$!
 port_c=$(port_of "$work/laminad-c.log")
 refused "did not start the VM" on_a vm migrate mover --to "127.0.0.1:$port_c"
+mkdir "$work/c-disks" "$work/b-disks" "$work/a-disks"
+refused "did not start the VM" on_a vm migrate mover --to "127.0.0.1:$port_c" --storage copy \
+  --destination-dir "$work/c-disks"
+[[ -z $(ls -A "$work/c-disks") ]] || fail "a failed copy left $(ls "$work/c-disks") behind"
 kill "$daemon_c"
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the failed switchover"
 locked || fail "A does not hold its disk's lock again"
+
+# Shared-nothing: A -> B with the disk copied into b-disks, then back into a-disks, while the
+# guest writes its records; each move leaves the VM on its new image (locked) and the old
+# image free.
+on_a vm migrate mover --to "127.0.0.1:$port_b" --storage copy --destination-dir "$work/b-disks" \
+  >"$work/out" 2>"$work/progress" || fail "migrate A->B --storage copy: $(cat "$work/out" "$work/progress")"
+echo "A->B with its disk: $(cat "$work/out")"
+grep -q "^disks: " "$work/progress" || fail "no disk copy progress: $(cat "$work/progress")"
+[[ $(state_of on_b mover) == running ]] || fail "the VM does not run on B after the copy"
+[[ $(on_b vm --json show mover) == *"$work/b-disks/disk.vhdx"* ]] || fail "B's definition does not name the copy"
+locked "$work/b-disks/disk.vhdx" || fail "the VM on B does not hold its copied disk's lock"
+locked "$work/disk.vhdx" && fail "the source's image is still locked"
+type_line on_b 'echo on-copy-$((6*9))'
+wait_console state-b "on-copy-54"
+on_b vm migrate mover --to "127.0.0.1:$port_a" --storage copy --destination-dir "$work/a-disks" \
+  >"$work/out" 2>"$work/progress" || fail "migrate B->A --storage copy: $(cat "$work/out" "$work/progress")"
+image=$work/a-disks/disk.vhdx
+[[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the copy back"
+locked || fail "the VM on A does not hold its copied disk's lock"
 
 # Over the slow link the same churn converges only with the vCPUs throttled; it then stops
 # at B.
@@ -215,7 +243,7 @@ wait_console state-b "stopped-56"
 on_b vm stop mover --force >/dev/null || fail "stop"
 
 # The records: 1..N without a gap or a repeat, uptime never going backwards.
-python3 - "$work/disk.vhdx" "$lamina" <<'PY' || fail "the records on the disk are not continuous"
+python3 - "$image" "$lamina" <<'PY' || fail "the records on the disk are not continuous"
 import subprocess, sys, tempfile, os
 image, lamina = sys.argv[1], sys.argv[2]
 raw = tempfile.mktemp(suffix=".raw")

@@ -10,6 +10,8 @@
 
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "base/byte_order.h"
@@ -17,6 +19,8 @@
 #include "base/unique_fd.h"
 #include "machine/machine_builder.h"
 #include "migration/migration_protocol.h"
+#include "storage/image_format.h"
+#include "storage/tracked_block_device.h"
 
 namespace lamina::migration {
 namespace {
@@ -57,6 +61,8 @@ struct Receiver {
   std::vector<std::vector<std::byte>> ram;
   std::vector<std::byte> stream;
   uint64_t pages = 0;
+  std::vector<std::vector<std::byte>> disks;  // --storage copy: the disks' content, from zeros
+  uint64_t disk_chunks = 0;
 
   explicit Receiver(const std::vector<RamRegion>& layout) : regions(layout) {
     for (const RamRegion& region : regions) ram.emplace_back(region.size);
@@ -80,6 +86,19 @@ struct Receiver {
       if (*type == MessageType::kSwitchover) return true;
       if (*type == MessageType::kState) {
         stream.assign(message->begin() + 1, message->end());
+        continue;
+      }
+      if (*type == MessageType::kDiskChunk) {
+        auto chunk = decode_disk_chunk(*message);
+        if (!chunk || chunk->disk >= disks.size()) return false;
+        std::vector<std::byte>& disk = disks[chunk->disk];
+        if (chunk->offset + chunk->length > disk.size()) return false;
+        if (chunk->zero) {
+          std::memset(disk.data() + chunk->offset, 0, chunk->length);
+        } else {
+          std::memcpy(disk.data() + chunk->offset, chunk->data.data(), chunk->length);
+        }
+        ++disk_chunks;
         continue;
       }
       auto decoded = decode_pages(*message);
@@ -153,6 +172,101 @@ TEST(LiveMigrationTest, TheReceiverHoldsExactlyTheSourceRamAtTheSwitchover) {
   EXPECT_EQ(stored_value(*machine), held);
   EXPECT_FALSE(machine->memory().dirty_log().logging());
   machine->stops().post({machine::MachineExit::kHostStop, "test", 0});
+}
+
+// A raw image of `size` bytes with a pattern in its first MiB and at 5 MiB, the rest holes.
+std::unique_ptr<storage::TrackedBlockDevice> patterned_disk(const std::filesystem::path& path,
+                                                           uint64_t size) {
+  {
+    std::ofstream file(path, std::ios::binary);
+    std::vector<char> pattern(1 << 20);
+    for (size_t i = 0; i < pattern.size(); ++i) pattern[i] = static_cast<char>(i * 7 + 1);
+    file.write(pattern.data(), static_cast<std::streamsize>(pattern.size()));
+    file.seekp(5 << 20);
+    file.write(pattern.data(), 4096);
+  }
+  std::filesystem::resize_file(path, size);
+  auto image = storage::open_image(path.string(), true);
+  EXPECT_TRUE(image.has_value()) << image.error().message();
+  if (!image) return nullptr;
+  return std::make_unique<storage::TrackedBlockDevice>(std::move(*image));
+}
+
+std::vector<std::byte> disk_content(storage::BlockDevice& disk) {
+  std::vector<std::byte> content(disk.size());
+  EXPECT_TRUE(disk.read(0, content).has_value());
+  return content;
+}
+
+// --storage copy: the disk goes whole, then what is written behind the first pass and between
+// the rounds (new data, and data zeroed again) follows; at the switchover the receiver's disk
+// equals the source's byte for byte, and the RAM still does.
+TEST(LiveMigrationTest, CopiedStorageReachesTheReceiverWithEveryLaterWrite) {
+  const auto folder = std::filesystem::temp_directory_path() /
+                      ("lamina-copy-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(folder);
+  auto disk = patterned_disk(folder / "disk.raw", 8 << 20);
+  ASSERT_TRUE(disk);
+  auto machine = storing_machine();
+  ASSERT_TRUE(machine);
+  std::jthread runner([&machine] { (void)machine->run(); });
+  while (stored_value(*machine) < 5) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  Link ends = link();
+  Receiver receiver(machine->memory().regions());
+  receiver.disks.emplace_back(disk->size());
+  bool disk_identical = false;
+  bool ram_identical = false;
+  std::jthread destination([&] {
+    if (!receiver.receive_until_switchover(ends.destination.get())) return;
+    disk_identical = receiver.disks[0] == disk_content(*disk);
+    ram_identical = true;
+    for (size_t index = 0; index < receiver.regions.size(); ++index) {
+      const RamRegion& region = receiver.regions[index];
+      const std::byte* source = machine->memory().host_pointer(region.guest_physical, region.size);
+      if (std::memcmp(source, receiver.ram[index].data(), region.size) != 0) ram_identical = false;
+    }
+    (void)write_frame(ends.destination.get(), make_json_message(MessageType::kStarted, {}));
+  });
+  // The "guest" writes from the progress reports, i.e. between the migration's steps: during
+  // the first pass behind it (offset 0 was read already), and after each round's look at
+  // the dirty chunks (so only a later look or the switchover's can catch them).
+  const std::vector<std::byte> ones(8192, std::byte{0xee});
+  int writes = 0;
+  LiveMigrationOptions options;
+  options.max_downtime = std::chrono::milliseconds(1);
+  options.max_rounds = 4;
+  options.copy_storage = true;
+  LiveMigrationHooks hooks;
+  hooks.copied_disks = {disk.get()};
+  std::vector<LiveMigrationProgress> reports;
+  hooks.progress = [&](const LiveMigrationProgress& progress) {
+    reports.push_back(progress);
+    if (progress.phase == "disks") {
+      EXPECT_TRUE(disk->write(4096, ones).has_value());
+    } else if (progress.phase == "copying") {
+      const uint64_t at = (2 << 20) + static_cast<uint64_t>(writes++) * 100 * 1024;
+      EXPECT_TRUE(disk->write(at, ones).has_value());
+      EXPECT_TRUE(disk->write_zeroes(65536, 8192, false).has_value());  // pattern -> zeros
+    }
+  };
+  auto result = migrate_out(*machine, ends.source.get(), options, hooks);
+  destination.join();
+  ASSERT_TRUE(result.has_value()) << result.error().message();
+  EXPECT_GE(writes, 1);
+  EXPECT_TRUE(disk_identical) << "a disk write did not reach the destination";
+  EXPECT_TRUE(ram_identical);
+  ASSERT_FALSE(reports.empty());
+  EXPECT_EQ(reports.front().phase, "disks");
+  EXPECT_EQ(reports.front().disk_bytes, uint64_t{8} << 20);
+  // The holes were skipped: the first pass sent the two patterned MiB, not eight.
+  EXPECT_LT(result->transferred_bytes, machine->memory().total_size() + (uint64_t{6} << 20));
+  // Tracking ends with the migration.
+  EXPECT_TRUE(disk->write(0, ones).has_value());
+  EXPECT_EQ(disk->take_dirty()[0], 0u);
+  machine->stops().post({machine::MachineExit::kHostStop, "test", 0});
+  runner.join();
+  disk.reset();
+  std::filesystem::remove_all(folder);
 }
 
 // The destination refuses at the switchover (kFailed), or the link closes mid-way: the
@@ -254,6 +368,77 @@ TEST(MigrationProtocolTest, HostileMessagesAreRefusedNeverTrusted) {
   EXPECT_FALSE(message_type(std::vector<std::byte>{}).has_value());
   EXPECT_FALSE(message_type(std::vector<std::byte>{std::byte{99}}).has_value());
   EXPECT_FALSE(message_json(make_message(MessageType::kOffer, std::as_bytes(std::span("[1]", 3)))).has_value());
+}
+
+TEST(MigrationProtocolTest, DiskChunksRoundTripAndRefuseHostileHeaders) {
+  std::vector<std::byte> data(4096, std::byte{0x33});
+  auto decoded = decode_disk_chunk(encode_disk_chunk(2, 1 << 20, data, false));
+  ASSERT_TRUE(decoded.has_value()) << decoded.error().message();
+  EXPECT_EQ(decoded->disk, 2u);
+  EXPECT_EQ(decoded->offset, uint64_t{1} << 20);
+  EXPECT_EQ(decoded->data, data);
+  auto zero = decode_disk_chunk(encode_disk_chunk(0, 512, std::span(data).first(1024), true));
+  ASSERT_TRUE(zero.has_value());
+  EXPECT_TRUE(zero->zero);
+  EXPECT_EQ(zero->length, 1024u);
+  EXPECT_TRUE(zero->data.empty());
+  const std::vector<std::byte> good = encode_disk_chunk(0, 0, data, false);
+  for (size_t length = 0; length < good.size(); ++length) {
+    EXPECT_FALSE(decode_disk_chunk(std::span(good).first(length)).has_value()) << length;
+  }
+  auto altered = [&](size_t at, auto value) {
+    std::vector<std::byte> message = good;
+    store_le(message.data() + at, value);
+    return decode_disk_chunk(message).has_value();
+  };
+  EXPECT_FALSE(altered(16, uint32_t{kMaxDiskChunk + 512}));  // too long
+  EXPECT_FALSE(altered(16, uint32_t{4000}));                 // not whole sectors
+  EXPECT_FALSE(altered(8, uint64_t{100}));                   // unaligned offset
+  EXPECT_FALSE(altered(16, uint32_t{8192}));                 // the frame holds 4096
+  EXPECT_FALSE(altered(1, uint8_t{1}));                      // "zero", yet data follows
+  EXPECT_FALSE(altered(1, uint8_t{4}));                      // unknown flag
+  for (size_t at = 0; at < good.size(); ++at) {
+    std::vector<std::byte> flipped = good;
+    flipped[at] ^= std::byte{0x41};
+    auto chunk = decode_disk_chunk(flipped);
+    if (chunk && !chunk->zero) {
+      EXPECT_EQ(chunk->data.size(), chunk->length);
+    }
+  }
+}
+
+TEST(TrackedBlockDeviceTest, MarksTheChunksWritesTouchOnlyWhileTracking) {
+  const auto path = std::filesystem::temp_directory_path() / ("lamina-tracked-" + std::to_string(::getpid()));
+  { std::ofstream(path, std::ios::binary).put('\0'); }
+  std::filesystem::resize_file(path, 1 << 20);
+  auto image = storage::open_image(path.string(), true);
+  ASSERT_TRUE(image.has_value()) << image.error().message();
+  storage::TrackedBlockDevice disk(std::move(*image));
+  const std::vector<std::byte> sector(512, std::byte{1});
+  ASSERT_TRUE(disk.write(0, sector).has_value());
+  disk.start_tracking();
+  EXPECT_EQ(disk.take_dirty()[0], 0u) << "writes before tracking are not marked";
+  ASSERT_TRUE(disk.write(65536 - 512, std::vector<std::byte>(1024)).has_value());  // chunks 0, 1
+  ASSERT_TRUE(disk.discard(5 * 65536, 512).has_value());                           // chunk 5
+  ASSERT_TRUE(disk.write_zeroes(7 * 65536, 65536, true).has_value());               // chunk 7
+  std::vector<std::byte> back(512);
+  ASSERT_TRUE(disk.read(3 * 65536, back).has_value());                              // not a write
+  EXPECT_EQ(disk.take_dirty()[0], 0b10100011u);
+  EXPECT_EQ(disk.take_dirty()[0], 0u);
+  disk.stop_tracking();
+  ASSERT_TRUE(disk.write(0, sector).has_value());
+  EXPECT_EQ(disk.take_dirty()[0], 0u);
+  std::filesystem::remove(path);
+}
+
+TEST(DirtyLogTest, CountsInUnitsOfItsGranularity) {
+  DirtyLog log(1 << 20, 65536);
+  EXPECT_EQ(log.units(), 16u);
+  EXPECT_EQ(log.unit_bytes(), 65536u);
+  log.start();
+  log.mark(65535, 2);  // units 0 and 1
+  log.mark(15 * 65536 + 100, 1 << 20);  // the last unit, cut at the end
+  EXPECT_EQ(log.take()[0], 0b1000000000000011u);
 }
 
 TEST(MigrationProtocolTest, FramesRefuseOversizedAndTruncatedMessages) {
