@@ -2,9 +2,12 @@
 # Live migration between two laminads (issue 11), each with its own state folder, API socket
 # and TLS endpoint (mutual TLS from a CA the test makes), with the default guest on a VHDX both
 # see at the same path (--storage shared). The guest appends numbered, time-stamped records to
-# its disk in a loop while it moves A -> B -> A; afterwards the records on the image are
-# continuous (none lost or repeated) and their guest uptime never goes backwards, and the VM's
-# definition lives only where the VM runs. A migration to a laminad that is not there, one
+# its disk in a loop, and pings a port of the test's own on its virtual switch five times a
+# second, while it moves A -> B -> A; afterwards the records on the image are continuous (none
+# lost or repeated) and their guest uptime never goes backwards, the echo requests arrived
+# without a gap or a repeat (the longest pause in them is printed: the guest-visible
+# downtime) and their replies reached the guest, and the VM's definition lives only where the
+# VM runs. A migration to a laminad that is not there, one
 # whose destination refuses (the name is taken there), one whose link is cut during the RAM
 # rounds (while the guest also churns memory), one whose destination dies then, and one whose
 # destination cannot start the VM at the switchover all leave the VM running where it was, its
@@ -16,7 +19,8 @@
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
 [[ -f $guest/vmlinuz ]] || { echo "no default guest in $guest"; exit 1; }
-source "$(dirname "${BASH_SOURCE[0]}")/laminad_lib.sh"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$here/laminad_lib.sh"
 laminad_setup
 # Both hosts' logs on a failure.
 fail() {
@@ -26,8 +30,8 @@ fail() {
   done
   exit 1
 }
-daemon_b=0 daemon_c=0 relay=0
-trap 'for p in $daemon_b $daemon_c $relay; do [[ $p == 0 ]] || kill "$p" 2>/dev/null || true; done; laminad_cleanup' EXIT
+daemon_b=0 daemon_c=0 relay=0 pinger=0
+trap 'for p in $daemon_b $daemon_c $relay $pinger; do [[ $p == 0 ]] || kill "$p" 2>/dev/null || true; done; laminad_cleanup' EXIT
 
 cd "$work"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=ca" 2>/dev/null
@@ -77,8 +81,8 @@ refused() {
 
 on_a disk create "$work/disk.vhdx" --size 16M >/dev/null
 on_a vm create mover --memory 192M,max=448M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
-  --cmdline "console=ttyS0 quiet panic=-1 no_timer_check" --disk "$work/disk.vhdx" >/dev/null ||
-  fail "create"
+  --cmdline "console=ttyS0 quiet panic=-1 no_timer_check" --disk "$work/disk.vhdx" \
+  --net switch:mig,mac=02:00:00:00:00:10 >/dev/null || fail "create"
 refused "is not running" on_a vm migrate mover --to "127.0.0.1:$port_b"
 on_a vm start mover >/dev/null || fail "start"
 wait_console state "lamina-guest:/#"
@@ -87,7 +91,15 @@ locked() { [[ $("$lamina" disk info "${1:-$image}" 2>&1) == *"in use by another 
 locked || fail "the running VM does not hold its disk's lock"
 # The workload: record N (and the guest's uptime) at byte 32*N of the disk, forever.
 type_line on_a 'i=0; while :; do i=$((i+1)); printf "rec %08d %12s\n" $i "$(cut -d" " -f1 /proc/uptime)" | dd of=/dev/vda bs=32 seek=$i conv=notrunc 2>/dev/null; done &'
+# The ping stream, to the test's port on the switch laminad A started for the VM.
+switch_socket=$XDG_RUNTIME_DIR/lamina/switch/mig.sock
+for _ in $(seq 100); do [[ -S $switch_socket ]] && break; sleep 0.1; done
+python3 "$here/migration_pinger.py" "$switch_socket" "$work/pings" \
+  2>"$work/pinger.log" &
+pinger=$!
+type_line on_a 'nic=$(ls /sys/class/net | grep -v "^lo$" | head -n1); ip link set $nic up; ip addr add 10.0.9.2/24 dev $nic; ping -i 0.2 10.0.9.1 >/dev/null 2>&1 &'
 sleep 3
+[[ -s $work/pings ]] || fail "the guest's pings do not reach the switch: $(cat "$work/pinger.log")"
 
 # Refusals first: each leaves the VM running on A.
 [[ -n ${MIGRATION_TEST_PAUSE:-} ]] && { echo "worker: $(pid_of mover)"; sleep "$MIGRATION_TEST_PAUSE"; }
@@ -238,8 +250,26 @@ on_a vm migrate mover --to "127.0.0.1:$(cat "$work/relay2.port")" --max-downtime
   fail "migrate A->B under load: $(cat "$work/out" "$work/progress")"
 echo "A->B under load: $(cat "$work/out")"
 grep -q "throttle [1-9]" "$work/progress" || fail "auto-converge never throttled: $(cat "$work/progress")"
-type_line on_b 'kill %1 %2; wait; sync; echo stopped-$((7*8))'
+type_line on_b 'kill %1 %2 %3; wait; sync; echo stopped-$((7*8)) replies=$(awk "/^Icmp:/ { if (!c) { for (i = 1; i <= NF; i++) if (\$i == \"InEchoReps\") c = i } else print \$c }" /proc/net/snmp)'
 wait_console state-b "stopped-56"
+# The ping stream: every request from the first to the last arrived once; nearly every reply
+# reached the guest (those sent while it was stopped for a switchover may not).
+replies=$(sed -n 's/.*stopped-56 replies=\([0-9]*\).*/\1/p' "$(console_log state-b)" | tail -1)
+python3 - "$work/pings" "${replies:-0}" <<'PY' || fail "the ping stream was broken"
+import sys
+rows = [line.split() for line in open(sys.argv[1])]
+seqs = [int(seq) for seq, _ in rows]
+times = [float(at) for _, at in rows]
+for before, after in zip(seqs, seqs[1:]):
+    if after != (before + 1) % 65536:
+        sys.exit(f"echo request {after} followed {before}")
+replies = int(sys.argv[2])
+if len(seqs) < 50 or replies < len(seqs) - 30:
+    sys.exit(f"{len(seqs)} requests, {replies} replies reached the guest")
+gap = max(b - a for a, b in zip(times, times[1:]))
+print(f"{len(seqs)} echo requests in order, {replies} replies; longest pause {gap * 1000:.0f} ms"
+      " (0.2 s interval)")
+PY
 on_b vm stop mover --force >/dev/null || fail "stop"
 
 # The records: 1..N without a gap or a repeat, uptime never going backwards.
