@@ -289,7 +289,6 @@ Result<nlohmann::json> WorkerProcess::request(nlohmann::json fields,
                                               std::chrono::milliseconds timeout,
                                               std::span<const int> fds, nlohmann::json* refusal) {
   const std::string op = fields.value("op", "");
-  std::lock_guard one_at_a_time(request_mutex_);
   int id;
   {
     std::lock_guard lock(mutex_);
@@ -299,7 +298,12 @@ Result<nlohmann::json> WorkerProcess::request(nlohmann::json fields,
   nlohmann::json message = std::move(fields);
   message["v"] = worker::kControlProtocolVersion;
   message["id"] = id;
-  if (auto sent = channel_.send(message, fds); !sent) return fail(sent.error());
+  // Several requests may be in flight (a detach waiting for the guest while a query is
+  // answered): replies are matched by id; only the sends are one at a time.
+  {
+    std::lock_guard one_send_at_a_time(send_mutex_);
+    if (auto sent = channel_.send(message, fds); !sent) return fail(sent.error());
+  }
   std::unique_lock lock(mutex_);
   if (!changed_.wait_for(lock, timeout, [&] { return replies_.contains(id) || exited_; }) ||
       !replies_.contains(id)) {

@@ -11,8 +11,9 @@
 //
 // Ownership: owns the pidfd, the channel and the reader thread; destroying a WorkerProcess whose
 // worker still runs leaves the VM running (it is not tied to laminad's life) and only stops
-// listening. Thread-safety: request() from any thread (one at a time per worker is serialized
-// internally); callbacks run on the reader thread.
+// listening. Thread-safety: request() from any thread, several in flight at once (the worker
+// answers hotplug requests when the guest has acted, everything else at once); callbacks run
+// on the reader thread.
 
 #include <sys/types.h>
 
@@ -121,7 +122,7 @@ class WorkerProcess {
   std::map<int, nlohmann::json> replies_;
   int next_id_ = 2;  // 1 was the start request
   bool exited_ = false;
-  std::mutex request_mutex_;  // one request in flight per worker
+  std::mutex send_mutex_;  // one message (with its descriptors) on the channel at a time
   std::jthread reader_;
 };
 

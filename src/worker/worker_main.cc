@@ -10,7 +10,10 @@
 
 #include <cerrno>
 #include <climits>
+#include <condition_variable>
 #include <cstdio>
+#include <deque>
+#include <functional>
 #include <mutex>
 #include <span>
 #include <string>
@@ -53,6 +56,41 @@ class ControlSender {
  private:
   MessageChannel channel_;
   std::mutex mutex_;
+};
+
+// Hotplug requests (attach, detach, set_vcpus, set_memory) may wait seconds for the guest to
+// act: they run here, one after another in the order they came, and answer when done, so the
+// control thread keeps answering everything else meanwhile (queries, pause, stop, console).
+class HotplugRequests {
+ public:
+  explicit HotplugRequests(ControlSender& sender)
+      : sender_(sender), thread_([this](std::stop_token stop) { run(stop); }) {}
+  HotplugRequests(const HotplugRequests&) = delete;
+  HotplugRequests& operator=(const HotplugRequests&) = delete;
+
+  void post(std::move_only_function<nlohmann::json()> request) {
+    std::lock_guard lock(mutex_);
+    queue_.push_back(std::move(request));
+    posted_.notify_one();
+  }
+
+ private:
+  void run(std::stop_token stop) {
+    for (;;) {
+      std::unique_lock lock(mutex_);
+      if (!posted_.wait(lock, stop, [this] { return !queue_.empty(); })) return;
+      auto request = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      sender_.send(request());
+    }
+  }
+
+  ControlSender& sender_;
+  std::mutex mutex_;
+  std::condition_variable_any posted_;
+  std::deque<std::move_only_function<nlohmann::json()>> queue_;
+  std::jthread thread_;  // last: stopped and joined first
 };
 
 std::string_view exit_name(machine::MachineExit exit) {
@@ -279,6 +317,7 @@ nlohmann::json set_vcpus(VmRunner& runner, const nlohmann::json& request) {
 // socket, when given) for the next one: a restarted laminad re-adopts the running VM there.
 void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& name,
                     int listener) {
+  HotplugRequests hotplug(sender);
   for (;;) {
     auto received = sender.channel().receive();
     if (!received || !*received) {
@@ -321,27 +360,31 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
       continue;
     }
     if (op == "attach") {
-      sender.send(attach_device(runner, request, std::move((*received)->fds)));
+      hotplug.post([&runner, request, fds = std::move((*received)->fds)]() mutable {
+        return attach_device(runner, request, std::move(fds));
+      });
       continue;
     }
     if (op == "set_memory") {
-      nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
-      if (!request.contains("bytes") || !request["bytes"].is_number_unsigned()) {
-        reply["ok"] = false;
-        reply["error"] = "set_memory needs \"bytes\"";
-      } else if (auto set = runner.set_memory(request["bytes"].get<uint64_t>()); !set) {
-        reply["ok"] = false;
-        reply["error"] = set.error().message();
-      }
-      sender.send(reply);
+      hotplug.post([&runner, request] {
+        nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+        if (!request.contains("bytes") || !request["bytes"].is_number_unsigned()) {
+          reply["ok"] = false;
+          reply["error"] = "set_memory needs \"bytes\"";
+        } else if (auto set = runner.set_memory(request["bytes"].get<uint64_t>()); !set) {
+          reply["ok"] = false;
+          reply["error"] = set.error().message();
+        }
+        return reply;
+      });
       continue;
     }
     if (op == "set_vcpus") {
-      sender.send(set_vcpus(runner, request));
+      hotplug.post([&runner, request] { return set_vcpus(runner, request); });
       continue;
     }
     if (op == "detach") {
-      sender.send(detach_device(runner, request));
+      hotplug.post([&runner, request] { return detach_device(runner, request); });
       continue;
     }
     sender.send(handle(runner, request));

@@ -94,7 +94,7 @@ type_line on_a 'i=0; while :; do i=$((i+1)); printf "rec %08d %12s\n" $i "$(cut 
 # The ping stream, to the test's port on the switch laminad A started for the VM.
 switch_socket=$XDG_RUNTIME_DIR/lamina/switch/mig.sock
 for _ in $(seq 100); do [[ -S $switch_socket ]] && break; sleep 0.1; done
-python3 "$here/migration_pinger.py" "$switch_socket" "$work/pings" \
+python3 "$here/switch_pinger.py" "$switch_socket" "$work/pings" \
   2>"$work/pinger.log" &
 pinger=$!
 type_line on_a 'nic=$(ls /sys/class/net | grep -v "^lo$" | head -n1); ip link set $nic up; ip addr add 10.0.9.2/24 dev $nic; ping -i 0.2 10.0.9.1 >/dev/null 2>&1 &'
