@@ -159,11 +159,13 @@ void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std
     throw CLI::RuntimeError(kNotBuiltExitCode);
   }
   UniqueFd restore;
+  std::vector<std::string> saved_devices;
   if (!options.restore.empty()) {
     restore = UniqueFd(::open(options.restore.c_str(), O_RDONLY | O_CLOEXEC));
     if (!restore) finish(1, fmt::format("--restore {}: {}", options.restore, std::strerror(errno)));
     auto shape = migration::read_state_shape(restore.get());
     if (!shape) finish(1, shape.error().with_context("--restore " + options.restore).message());
+    saved_devices = shape->devices;
   }
   if (!options.state_file.empty()) {
     // Blocked before any thread starts, so only serve_save_signal takes it.
@@ -175,7 +177,11 @@ void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std
   auto runner =
       worker::VmRunner::open(config, fmt::format("lamina run pid {}", ::getpid()), *kvm);
   if (!runner) finish(1, runner.error().message());
-  if (restore) (*runner)->restore_from(std::move(restore));
+  if (restore) {
+    if (auto laid_out = (*runner)->restore_from(std::move(restore), saved_devices); !laid_out) {
+      finish(1, laid_out.error().with_context("--restore " + options.restore).message());
+    }
+  }
   std::jthread saver;
   if (!options.state_file.empty()) {
     saver = std::jthread([&runner, &options](std::stop_token stop) {

@@ -1,6 +1,9 @@
 #include "worker/vm_runner.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
 
 #include <fmt/format.h>
 
@@ -125,6 +128,53 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
 
 VmRunner::~VmRunner() = default;
 
+Result<void> VmRunner::restore_from(UniqueFd state, const std::vector<std::string>& saved_devices) {
+  // The saved virtio functions by kind, in slot order ("pci-00:SS.0-virtio-blk").
+  std::map<std::string, std::vector<uint8_t>> saved;
+  for (const std::string& name : saved_devices) {
+    unsigned slot = 0;
+    char kind[32] = {};
+    if (std::sscanf(name.c_str(), "pci-00:%2x.0-%31s", &slot, kind) != 2 || slot == 0 || slot > 30) {
+      continue;  // not a hotplug slot's device (virtio-mem sits in slot 31)
+    }
+    saved[kind].push_back(static_cast<uint8_t>(slot));
+  }
+  for (auto& [kind, slots] : saved) std::sort(slots.begin(), slots.end());
+  // add_virtio_devices' order: rng, console port, disks, network cards.
+  std::vector<std::string> other_kinds;
+  if (config_.rng) other_kinds.push_back("virtio-rng");
+  if (host_ends_->console_port) other_kinds.push_back("virtio-console");
+  const size_t others = other_kinds.size();
+  auto count = [&](const std::string& kind) { return saved.contains(kind) ? saved[kind].size() : 0; };
+  bool others_match = options_.virtio_devices.size() == others + disk_slots_.size() + network_slots_.size();
+  for (const std::string& kind : other_kinds) others_match = others_match && count(kind) == 1;
+  if (count("virtio-blk") != disk_slots_.size() || count("virtio-net") != network_slots_.size() ||
+      !others_match) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("the saved state has {} disks and {} network cards, this definition "
+                            "{} and {}",
+                            count("virtio-blk"), count("virtio-net"), disk_slots_.size(),
+                            network_slots_.size()));
+  }
+  std::vector<machine::VirtioDeviceFactory> laid_out;
+  auto place = [&](uint8_t slot, machine::VirtioDeviceFactory& factory) {
+    if (laid_out.size() < slot) laid_out.resize(slot);
+    laid_out[slot - 1] = std::move(factory);
+  };
+  for (size_t i = 0; i < others; ++i) place(saved[other_kinds[i]].front(), options_.virtio_devices[i]);
+  for (size_t i = 0; i < disk_slots_.size(); ++i) {
+    place(saved["virtio-blk"][i], options_.virtio_devices[others + i]);
+    disk_slots_[i] = saved["virtio-blk"][i];
+  }
+  for (size_t i = 0; i < network_slots_.size(); ++i) {
+    place(saved["virtio-net"][i], options_.virtio_devices[others + disk_slots_.size() + i]);
+    network_slots_[i] = saved["virtio-net"][i];
+  }
+  options_.virtio_devices = std::move(laid_out);
+  restore_state_ = std::move(state);
+  return {};
+}
+
 uint64_t VmRunner::instructions() const {
   std::lock_guard lock(mutex_);
   return finished_instructions_ + (machine_ ? machine_->instructions() : 0);
@@ -239,14 +289,20 @@ size_t VmRunner::network_count() const {
   return config_.networks.size();
 }
 
-Result<uint8_t> VmRunner::plug(machine::VirtioDeviceFactory factory) {
+Result<uint8_t> VmRunner::plug(machine::VirtioDeviceFactory factory,
+                               const std::vector<uint8_t>& same_kind) {
   // Under mutex_: traffic() looks at the machine's functions, which this changes (briefly).
   std::lock_guard lock(mutex_);
   size_t index = 0;
+  for (uint8_t slot : same_kind) index = std::max<size_t>(index, slot);  // slot - 1 + 1
   while (index < options_.virtio_devices.size() && options_.virtio_devices[index]) ++index;
   // Slot 0 is the host bridge and slot 31 virtio-mem's: 30 functions at most.
   if (index >= 30) {
-    return fail(ErrorCode::kInvalidArgument, "every PCI slot of the VM is taken (30 devices)");
+    return fail(ErrorCode::kInvalidArgument,
+                same_kind.empty() ? std::string("every PCI slot of the VM is taken (30 devices)")
+                                  : fmt::format("no PCI slot is free after the VM's last device of "
+                                                "this kind (slot {}); detach that one first",
+                                                same_kind.back()));
   }
   const auto slot = static_cast<uint8_t>(index + 1);
   if (machine_ != nullptr) {
@@ -299,7 +355,7 @@ Result<uint8_t> VmRunner::attach_disk(virtio::DiskSpec spec, GrantedFiles* grant
   auto opened = virtio::open_disk(spec);
   if (!opened) return fail(opened.error().with_context(fmt::format("--disk {}", spec.path)));
   spec.references.granted = nullptr;
-  auto slot = plug(machine::disk_device_factory(*opened));
+  auto slot = plug(machine::disk_device_factory(*opened), disk_slots_);
   if (!slot) return fail(slot.error());
   std::lock_guard lock(mutex_);
   config_.disks.push_back(std::move(spec));
@@ -327,7 +383,7 @@ Result<uint8_t> VmRunner::attach_network(const net::NetworkOption& option, Grant
   auto ports = machine::open_network_ports(one, switch_options, granted);
   if (!ports) return fail(ports.error());
   std::unique_ptr<net::FramePort> port = std::move(ports->front());
-  auto slot = plug(machine::network_device_factory(*port, option.mac));
+  auto slot = plug(machine::network_device_factory(*port, option.mac), network_slots_);
   if (!slot) return fail(slot.error());
   std::lock_guard lock(mutex_);
   config_.networks.push_back(option);

@@ -84,7 +84,11 @@ class VmRunner {
   // quiesces the machine, writes its state to `state` (flushed), and ends run() with
   // kHostStop, the machine held so nothing (disk writes included) happens after the saved
   // instant; when saving fails the VM runs on and the error says why.
-  void restore_from(UniqueFd state) { restore_state_ = std::move(state); }
+  // `saved_devices`: the state's device names (StateShape::devices); the virtio devices take
+  // the PCI slots the state has them in (hotplug can leave them elsewhere than a fresh boot
+  // would): disks in slot order are the definition's disks in order, network cards likewise.
+  // A state with other virtio devices than the definition is kInvalidArgument.
+  [[nodiscard]] Result<void> restore_from(UniqueFd state, const std::vector<std::string>& saved_devices);
   [[nodiscard]] Result<migration::SaveStatistics> save_and_stop(int state);
 
   // Live migration's source side (migration/live_migration.h), from a host thread while the
@@ -144,8 +148,11 @@ class VmRunner {
   explicit VmRunner(machine::VmConfig config) : config_(std::move(config)) {}
   VmOutcome outcome_of(const machine::MachineStop& stop) const;
   Traffic machine_traffic(const machine::Machine& vm) const;  // mutex_ held
-  // Puts `factory` in the lowest free slot of options_ and, when a machine runs, into it.
-  Result<uint8_t> plug(machine::VirtioDeviceFactory factory);  // hotplug_mutex_ held
+  // Puts `factory` in the lowest free slot of options_ above every slot in `same_kind` (the
+  // slots of the devices of its kind, so that their slot order stays the definition's order,
+  // which a restore relies on) and, when a machine runs, into it.
+  Result<uint8_t> plug(machine::VirtioDeviceFactory factory,
+                       const std::vector<uint8_t>& same_kind);  // hotplug_mutex_ held
   // Takes the device in `slot` out of the running machine and of options_.
   Result<void> unplug(uint8_t slot, std::chrono::milliseconds timeout);  // hotplug_mutex_ held
 

@@ -495,7 +495,9 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
                                           shape->vcpus, shape->memory_bytes >> 20, built_cpus,
                                           config->memory_bytes >> 20)));
     }
-    (*runner)->restore_from(std::move(restore));
+    if (auto laid_out = (*runner)->restore_from(std::move(restore), shape->devices); !laid_out) {
+      return fail_start(sender, id, laid_out.error());
+    }
   }
   sender.send({{"id", id}, {"ok", true}});
   const std::string name = start["name"].get<std::string>();

@@ -10,7 +10,7 @@
 #    guest pings a port of the test's own on that switch (switch_pinger.py) through it;
 #  * vCPUs go from 1 to 3 (nproc says 3), a busy loop pinned to each runs, and back to 1;
 #  * memory goes from 256 MiB to 512 MiB (virtio-mem): MemTotal grows, a checkpoint of the
-#    grown VM continues with it, the guest fills a pattern and checks it, and giving it back
+#    grown VM (its disk, hot-added, in a slot past a hole a detach left) continues with it, the guest fills a pattern and checks it, and giving it back
 #    lowers MemTotal and the worker's resident memory;
 #  * a second guest that never releases a device keeps it: the detach times out with a clear
 #    error and the image stays locked; while that detach waits, the worker still answers
@@ -132,9 +132,18 @@ wait_console "mem-up-18" 400
 echo "hot-add of 256 MiB on the built-in CPU: MemTotal grew $(( $(date +%s%3N) - start_ms )) ms after the call"
 # A checkpoint of the grown VM (the hotplug controllers, the CPUs present and the plugged
 # memory are machine state) continues with the memory it had.
+# Its disks in slots no fresh boot would give them: a second data disk attached after vda's
+# slot, then vda detached, leaving a hole; the checkpoint's restore puts each back in its slot.
+cp "$work/data.vhd" "$work/data2.vhd"
+type_line 'while [ ! -b /dev/vdb ]; do usleep 10000; done; echo again-$((20+1))'
+"$lamina" vm attach hp --disk "$work/data2.vhd" >"$work/out" || fail "attach data2: $(cat "$work/out")"
+wait_console "again-21" 400
+type_line 'while [ -b /dev/vda ]; do usleep 10000; done; echo vda-gone-$((20+2))'
+"$lamina" vm detach hp disk0 >"$work/out" || fail "detach disk0: $(cat "$work/out")"
+wait_console "vda-gone-22" 400
 "$lamina" vm checkpoint hp grown >"$work/out" || fail "checkpoint: $(cat "$work/out")"
-type_line 'echo after-restore-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)-$(nproc)'
-wait_console "after-restore-4[0-9][0-9][0-9][0-9][0-9]-1" 400
+type_line 'echo after-restore-$(awk "/MemTotal/ {print \$2}" /proc/meminfo)-$(nproc)-$(head -c 17 /dev/vdb)'
+wait_console "after-restore-4[0-9][0-9][0-9][0-9][0-9]-1-hotplug-data-4711" 400
 # 1 MiB of the pattern by doubling (few large writes: small ones are slow on the built-in CPU).
 fill='printf lamina-pattern-0123456789abc >/tmp/b; for i in $(seq 15); do cat /tmp/b /tmp/b >/tmp/c; mv /tmp/c /tmp/b; done; for i in $(seq 48); do cat /tmp/b; done >/tmp/fill; rm /tmp/b'
 expected=$(cd "$work" && bash -c "${fill//\/tmp/$work}; md5sum <$work/fill" | cut -d" " -f1)
