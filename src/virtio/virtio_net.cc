@@ -127,6 +127,7 @@ void VirtioNet::run(std::stop_token stop) {
   bool failed = false;
   bool more_work = false;
   while (!stop.stop_requested()) {
+    if (announce_pending_.exchange(false) && port_alive_) announce();
     pollfd polled[2] = {{wakeup_.fd(), POLLIN, 0}, {port_->poll_fd(), 0, 0}};
     nfds_t count = 1;
     if (port_alive_ && !failed) {
@@ -347,6 +348,27 @@ void VirtioNet::drop_receive(std::string_view why) {
   if (log_limiter_.allow()) log_warn("virtio-net ({}): dropped {}", port_->description(), why);
 }
 
+void VirtioNet::announce() {
+  // RFC 903: a "request reverse" (opcode 3) with the card's address as sender and target.
+  std::array<std::byte, 60> frame{};  // the Ethernet minimum without its FCS
+  const auto mac = std::as_bytes(std::span(mac_.bytes()));
+  std::fill_n(frame.begin(), 6, std::byte{0xff});
+  std::copy(mac.begin(), mac.end(), frame.begin() + 6);
+  store_be<uint16_t>(frame.data() + 12, 0x8035);  // RARP
+  store_be<uint16_t>(frame.data() + 14, 1);       // Ethernet
+  store_be<uint16_t>(frame.data() + 16, 0x0800);  // IPv4
+  frame[18] = std::byte{6};
+  frame[19] = std::byte{4};
+  store_be<uint16_t>(frame.data() + 20, 3);
+  std::copy(mac.begin(), mac.end(), frame.begin() + 22);
+  std::copy(mac.begin(), mac.end(), frame.begin() + 32);
+  auto sent = port_->send(frame);
+  if (!sent && log_limiter_.allow()) {
+    log_warn("virtio-net ({}): the announcement after a restore failed: {}", port_->description(),
+             sent.error().message());
+  }
+}
+
 void VirtioNet::backend_failed(const Error& error) {
   if (!port_alive_) return;
   port_alive_ = false;
@@ -414,6 +436,7 @@ Result<void> VirtioNet::load(StateReader& reader) {
   rx_length_ = receive_frame.size();
   // The backend of this run decides whether the link can be up.
   status_.store(*link && port_alive_ ? kNetStatusLinkUp : 0);
+  announce_pending_.store(true);
   return {};
 }
 

@@ -125,11 +125,16 @@ class VirtioNet final : public VirtioDevice {
   Result<std::optional<DescriptorChain>> take_receive_chain(Virtqueue& queue);
   void backend_failed(const Error& error);
   bool driver_error(const Error& error);
+  // A restored card (checkpoint, live migration) may sit behind another switch port or host
+  // now: one broadcast RARP from its MAC, as QEMU's self-announce sends, teaches learning
+  // switches and bridges where it is before the guest says anything.
+  void announce();
 
   std::unique_ptr<net::FramePort> port_;
   net::MacAddress mac_;
   WakeupEvent wakeup_;
   std::atomic<uint16_t> status_{kNetStatusLinkUp};
+  std::atomic<bool> announce_pending_{false};  // set by load(), sent by the I/O thread
 
   std::mutex control_mutex_;  // serializes activate/reset/load/destruction
   VirtioTransport* transport_ = nullptr;

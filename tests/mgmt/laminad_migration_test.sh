@@ -255,6 +255,9 @@ wait_console state-b "stopped-56"
 # The ping stream: every request from the first to the last arrived once; nearly every reply
 # reached the guest (those sent while it was stopped for a switchover may not).
 replies=$(sed -n 's/.*stopped-56 replies=\([0-9]*\).*/\1/p' "$(console_log state-b)" | tail -1)
+# Each of the five moves restored the card on its new host, which announced it (RARP).
+announced=$(grep -c "^02:00:00:00:00:10$" "$work/pings.rarp" || true)
+(( announced >= 5 )) || fail "the card announced itself $announced times after 5 moves"
 python3 - "$work/pings" "${replies:-0}" <<'PY' || fail "the ping stream was broken"
 import sys
 rows = [line.split() for line in open(sys.argv[1])]

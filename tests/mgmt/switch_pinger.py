@@ -34,6 +34,7 @@ def main():
     if "port" not in json.loads(port.recv(1024)):
         sys.exit("the switch refused the pinger")
     out = open(log, "a", buffering=1)
+    announcements = open(log + ".rarp", "a", buffering=1)
     while True:
         frame = port.recv(65536)
         if not frame:
@@ -41,7 +42,9 @@ def main():
         if len(frame) < 14:
             continue
         source, kind = frame[6:12], frame[12:14]
-        if kind == b"\x08\x06" and len(frame) >= 42 and frame[20:22] == b"\x00\x01" \
+        if kind == b"\x80\x35":
+            announcements.write(source.hex(":") + "\n")
+        elif kind == b"\x08\x06" and len(frame) >= 42 and frame[20:22] == b"\x00\x01" \
                 and frame[38:42] == ADDRESS:
             # ARP request for us: reply with our MAC.
             port.send(source + MAC + b"\x08\x06" + frame[14:20] + b"\x00\x02" + MAC + ADDRESS

@@ -353,6 +353,37 @@ TEST_F(VirtioNetTest, PauseAndSaveKeepAFrameInFlightAndGiveTheChainsBack) {
   EXPECT_EQ(device_->stats().receive_dropped, 0U);
 }
 
+// A card restored from a state (checkpoint, live migration) announces its MAC once with a
+// broadcast RARP, so learning switches find its new port at once; a booted card does not.
+TEST_F(VirtioNetTest, ARestoredCardAnnouncesItselfWithOneRarp) {
+  activate(0);
+  EXPECT_FALSE(receive_within(*peer_, 200ms)) << "a booted card announced itself";
+  device_->pause_io();
+  StateWriter writer;
+  device_->save(writer);
+  const auto saved = writer.data();
+  device_.reset();
+  auto restored = VirtioNet::create(plug("moved", kGuestMac), kGuestMac);
+  ASSERT_TRUE(restored);
+  StateReader reader(saved);
+  ASSERT_TRUE((*restored)->load(reader));
+  device_ = std::move(*restored);
+  ASSERT_TRUE(device_->activate(*transport_, kFeatureVersion1));
+  auto got = receive_within(*peer_);
+  ASSERT_TRUE(got);
+  const std::vector<std::byte>& rarp = *got;
+  ASSERT_GE(rarp.size(), 42U);
+  const auto guest_mac = std::as_bytes(std::span(kGuestMac.bytes()));
+  EXPECT_TRUE(std::all_of(rarp.begin(), rarp.begin() + 6, [](std::byte b) { return b == std::byte{0xff}; }));
+  EXPECT_TRUE(std::equal(guest_mac.begin(), guest_mac.end(), rarp.begin() + 6));
+  EXPECT_EQ(load_be<uint16_t>(rarp.data() + 12), 0x8035);
+  EXPECT_EQ(load_be<uint16_t>(rarp.data() + 20), 3) << "request reverse";
+  EXPECT_TRUE(std::equal(guest_mac.begin(), guest_mac.end(), rarp.begin() + 22));
+  EXPECT_TRUE(std::equal(guest_mac.begin(), guest_mac.end(), rarp.begin() + 32));
+  EXPECT_FALSE(receive_within(*peer_, 200ms)) << "one announcement only";
+  EXPECT_EQ(device_->stats().transmitted_frames, 0U) << "not the guest's traffic";
+}
+
 // A state saved by an older Lamina (section v1: no frames in flight) still loads.
 TEST_F(VirtioNetTest, AVersionOneSectionStillLoads) {
   StateWriter older;
