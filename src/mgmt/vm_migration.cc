@@ -148,6 +148,12 @@ class DestinationLink {
     return {};
   }
 
+  // Ends whatever send or receive is under way, from another thread (laminad stopping).
+  void cut() {
+    beast::error_code ignored;
+    socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+  }
+
   Result<std::vector<std::byte>> receive() {
     beast::flat_buffer buffer;
     beast::error_code error;
@@ -253,20 +259,29 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
     running->second.migrating = true;
   }
   log_event(name, "migration", {{"phase", "connecting"}, {"to", body["to"]}});
-  std::thread(&VmService::run_migration, this, name, destination->first, destination->second,
-              std::move(offer), downtime.get<int64_t>(), storage)
-      .detach();
+  {
+    std::lock_guard lock(migration_threads_mutex_);
+    // The VM's previous migration (if any) has finished: its flag was clear.
+    migration_threads_[name] = std::jthread(
+        [this, name, host = destination->first, port = destination->second,
+         offer = std::move(offer), downtime = downtime.get<int64_t>(),
+         storage](std::stop_token stop) mutable {
+          run_migration(std::move(stop), name, host, port, std::move(offer), downtime, storage);
+        });
+  }
   return nlohmann::json{{"name", name}, {"migration", "started"}, {"to", body["to"]}};
 }
 
-void VmService::run_migration(std::string name, std::string host, std::string port,
-                              nlohmann::json offer, int64_t max_downtime_ms, std::string storage) {
+void VmService::run_migration(std::stop_token stop, std::string name, std::string host,
+                              std::string port, nlohmann::json offer, int64_t max_downtime_ms,
+                              std::string storage) {
   auto failed = [&](const std::string& why) {
     log_event(name, "migration", {{"phase", "failed"}, {"error", why}});
     std::lock_guard lock(mutex_);
     if (auto running = running_.find(name); running != running_.end()) running->second.migrating = false;
   };
   DestinationLink link;
+  std::stop_callback cut_link(stop, [&link] { link.cut(); });
   if (auto opened = link.open(*options_.migration_tls, host, port); !opened) {
     return failed(opened.error().message());
   }
@@ -288,6 +303,7 @@ void VmService::run_migration(std::string name, std::string host, std::string po
   }
   UniqueFd relay(pair[0]);
   UniqueFd worker_end(pair[1]);
+  std::stop_callback cut_relay(stop, [fd = relay.get()] { ::shutdown(fd, SHUT_RDWR); });
   WorkerProcess* worker = nullptr;
   {
     std::lock_guard lock(mutex_);

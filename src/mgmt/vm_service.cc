@@ -168,6 +168,13 @@ VmService::~VmService() {
 }
 
 void VmService::detach_all() {
+  std::map<std::string, std::jthread> migrations;
+  {
+    std::lock_guard lock(migration_threads_mutex_);
+    migrations.swap(migration_threads_);
+  }
+  // Cut and joined here: each ends its worker's migration, whose VM runs on.
+  migrations.clear();
   std::map<std::string, RunningVm> running;
   {
     std::lock_guard lock(mutex_);

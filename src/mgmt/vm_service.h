@@ -170,7 +170,7 @@ class VmService {
   static constexpr const char* kIncomingMarker = "incoming-migration";
   void drop_unfinished_incoming();
   // The source side's thread: the link to the destination and the relay for the worker.
-  void run_migration(std::string name, std::string host, std::string port,
+  void run_migration(std::stop_token stop, std::string name, std::string host, std::string port,
                      nlohmann::json offer, int64_t max_downtime_ms, std::string storage);
   nlohmann::json describe(const VmRecord& record);
   std::filesystem::path vm_dir(const std::string& name) const;
@@ -193,8 +193,13 @@ class VmService {
   std::vector<std::shared_ptr<ConsoleHub>> finished_consoles_;
   std::vector<std::string> restart_;                       // on_crash=restart, to start again
   std::jthread reaper_;
-  std::mutex checkpoint_mutex_;
-  std::mutex hotplug_mutex_;  // one attach/detach at a time (definition read-modify-write)  // one checkpoint operation at a time (they span worker restarts)
+  std::mutex checkpoint_mutex_;  // one checkpoint operation at a time (they span worker restarts)
+  std::mutex hotplug_mutex_;  // one attach/detach at a time (definition read-modify-write)
+  // Outgoing live migrations, one thread per VM that migrated (the last one): stopping one
+  // cuts its link and relay, so the worker gives up and its VM runs on. Stopped and joined
+  // when laminad stops (detach_all), before anything they use goes.
+  std::mutex migration_threads_mutex_;
+  std::map<std::string, std::jthread> migration_threads_;
 };
 
 // "[A-Za-z0-9][A-Za-z0-9._-]{0,62}"

@@ -9,7 +9,8 @@
 # downtime) and their replies reached the guest, and the VM's definition lives only where the
 # VM runs. A migration to a laminad that is not there, one
 # whose destination refuses (the name is taken there), one whose link is cut during the RAM
-# rounds (while the guest also churns memory), one whose destination dies then, and one whose
+# rounds (while the guest also churns memory), one whose destination dies then, one whose
+# source laminad stops then, and one whose
 # destination cannot start the VM at the switchover all leave the VM running where it was, its
 # disk lock held (a restarted destination drops what it had received); --storage copy moves
 # the VM with its disk to new images (A -> B -> A, each time into another folder) while the
@@ -239,6 +240,28 @@ on_b vm migrate mover --to "127.0.0.1:$port_a" --storage copy --destination-dir 
 image=$work/a-disks/disk.vhdx
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the copy back"
 locked || fail "the VM on A does not hold its copied disk's lock"
+
+# laminad A stops (SIGTERM) during a migration: it cuts the migration and exits at once; the
+# VM runs on in its worker, and the restarted A adopts it.
+worker=$(pid_of mover)
+relay_to_b "$work/relay4.port" 2e6
+relay=$!
+on_a vm migrate mover --to "127.0.0.1:$(cat "$work/relay4.port")" --max-downtime 1 --no-wait >/dev/null ||
+  fail "the migration before laminad's stop did not start"
+sleep 1.5
+stop_at=$(date +%s%3N)
+kill -TERM "$daemon"
+wait "$daemon" || fail "laminad A did not exit cleanly while a migration was under way"
+daemon=0
+echo "laminad A stopped in $(( $(date +%s%3N) - stop_at )) ms during a migration"
+kill "$relay"
+kill -0 "$worker" 2>/dev/null || fail "the VM's worker died with laminad"
+rm -f "$sock"
+start_laminad "${tls[@]}"
+for _ in $(seq 50); do [[ $(state_of on_a mover) == running ]] && break; sleep 0.2; done
+[[ $(state_of on_a mover) == running ]] || fail "the restarted A does not run the VM: $(state_of on_a mover)"
+for _ in $(seq 50); do [[ $(state_of on_b mover) == absent ]] && break; sleep 0.1; done
+[[ $(state_of on_b mover) == absent ]] || fail "B kept the VM whose migration laminad A cut"
 
 # Over the slow link the same churn converges only with the vCPUs throttled; it then stops
 # at B.
