@@ -76,6 +76,15 @@ struct Receiver {
     }
     return nullptr;
   }
+  // True when the RAM built from the pages received equals the machine's, byte for byte.
+  bool holds_ram_of(machine::Machine& machine) {
+    for (size_t index = 0; index < regions.size(); ++index) {
+      const RamRegion& region = regions[index];
+      const std::byte* source = machine.memory().host_pointer(region.guest_physical, region.size);
+      if (std::memcmp(source, ram[index].data(), region.size) != 0) return false;
+    }
+    return true;
+  }
   // Reads until the switchover; false on a broken stream.
   bool receive_until_switchover(int link) {
     for (;;) {
@@ -142,12 +151,7 @@ TEST(LiveMigrationTest, TheReceiverHoldsExactlyTheSourceRamAtTheSwitchover) {
     if (!receiver.receive_until_switchover(ends.destination.get())) return;
     // The source is quiesced now: its RAM must be what the pages built here.
     value_at_switchover = stored_value(*machine);
-    identical = true;
-    for (size_t index = 0; index < receiver.regions.size(); ++index) {
-      const RamRegion& region = receiver.regions[index];
-      const std::byte* source = machine->memory().host_pointer(region.guest_physical, region.size);
-      if (std::memcmp(source, receiver.ram[index].data(), region.size) != 0) identical = false;
-    }
+    identical = receiver.holds_ram_of(*machine);
     (void)write_frame(ends.destination.get(), make_json_message(MessageType::kStarted, {}));
   });
   LiveMigrationOptions options;
@@ -219,12 +223,7 @@ TEST(LiveMigrationTest, CopiedStorageReachesTheReceiverWithEveryLaterWrite) {
   std::jthread destination([&] {
     if (!receiver.receive_until_switchover(ends.destination.get())) return;
     disk_identical = receiver.disks[0] == disk_content(*disk);
-    ram_identical = true;
-    for (size_t index = 0; index < receiver.regions.size(); ++index) {
-      const RamRegion& region = receiver.regions[index];
-      const std::byte* source = machine->memory().host_pointer(region.guest_physical, region.size);
-      if (std::memcmp(source, receiver.ram[index].data(), region.size) != 0) ram_identical = false;
-    }
+    ram_identical = receiver.holds_ram_of(*machine);
     (void)write_frame(ends.destination.get(), make_json_message(MessageType::kStarted, {}));
   });
   // The "guest" writes from the progress reports, i.e. between the migration's steps: during

@@ -103,6 +103,21 @@ class VirtioNetTest : public ::testing::Test {
     device_->queue_notify(VirtioNet::kTransmitQueue);
   }
 
+  // Saves the paused device's state and replaces it with a new card on a new port of the
+  // switch, loaded from that state (as a checkpoint's restore or a migration's destination).
+  void restore_into_new_device(const std::string& port) {
+    device_->pause_io();
+    StateWriter writer;
+    device_->save(writer);
+    const auto saved = writer.data();
+    device_.reset();
+    auto restored = VirtioNet::create(plug(port, kGuestMac), kGuestMac);
+    ASSERT_TRUE(restored);
+    StateReader reader(saved);
+    ASSERT_TRUE((*restored)->load(reader));
+    device_ = std::move(*restored);
+  }
+
   // The guest posts one receive buffer; returns its address.
   uint64_t guest_post_receive(uint32_t length) {
     uint64_t address = receive_->allocate(length, std::byte{0xee});
@@ -325,17 +340,7 @@ TEST_F(VirtioNetTest, PauseAndSaveKeepAFrameInFlightAndGiveTheChainsBack) {
   send_frame(*peer_, sent);
   std::this_thread::sleep_for(200ms);
   EXPECT_EQ(receive_->used_index(), 0) << "two buffers cannot hold it";
-  device_->pause_io();
-  StateWriter writer;
-  device_->save(writer);
-  const auto saved = writer.data();
-  device_.reset();
-
-  auto restored = VirtioNet::create(plug("restored", kGuestMac), kGuestMac);
-  ASSERT_TRUE(restored);
-  StateReader reader(saved);
-  ASSERT_TRUE((*restored)->load(reader));
-  device_ = std::move(*restored);
+  ASSERT_NO_FATAL_FAILURE(restore_into_new_device("restored"));
   ASSERT_TRUE(device_->activate(*transport_, kNetFeatureMergeableRxBuffers | kFeatureVersion1));
   for (int i = 0; i < 2; ++i) buffers.push_back(guest_post_receive(256));
   device_->queue_notify(VirtioNet::kReceiveQueue);
@@ -358,16 +363,7 @@ TEST_F(VirtioNetTest, PauseAndSaveKeepAFrameInFlightAndGiveTheChainsBack) {
 TEST_F(VirtioNetTest, ARestoredCardAnnouncesItselfWithOneRarp) {
   activate(0);
   EXPECT_FALSE(receive_within(*peer_, 200ms)) << "a booted card announced itself";
-  device_->pause_io();
-  StateWriter writer;
-  device_->save(writer);
-  const auto saved = writer.data();
-  device_.reset();
-  auto restored = VirtioNet::create(plug("moved", kGuestMac), kGuestMac);
-  ASSERT_TRUE(restored);
-  StateReader reader(saved);
-  ASSERT_TRUE((*restored)->load(reader));
-  device_ = std::move(*restored);
+  ASSERT_NO_FATAL_FAILURE(restore_into_new_device("moved"));
   ASSERT_TRUE(device_->activate(*transport_, kFeatureVersion1));
   auto got = receive_within(*peer_);
   ASSERT_TRUE(got);
