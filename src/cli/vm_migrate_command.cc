@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <fstream>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,7 @@ struct MigrateArguments {
   std::string to;
   std::string storage = "shared";
   std::string destination_dir;
+  std::string destination_token_file;
   int64_t max_downtime_ms = 50;
   bool no_wait = false;
 };
@@ -55,6 +57,10 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
   migrate->add_option("--destination-dir", arguments->destination_dir,
                       "With --storage copy: the destination's folder for the disks (same file "
                       "names); by default the same paths as here");
+  migrate->add_option("--destination-token-file", arguments->destination_token_file,
+                      "A file holding the destination laminad's bearer token, for a destination "
+                      "started with --token-file as well as --tls-ca")
+      ->check(CLI::ExistingFile);
   migrate->add_option("--max-downtime", arguments->max_downtime_ms,
                       "Milliseconds the guest may be stopped at the switchover (1-600000)")
       ->check(CLI::Range(int64_t{1}, int64_t{600000}))
@@ -72,6 +78,12 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
                         {"storage", arguments->storage},
                         {"max_downtime_ms", arguments->max_downtime_ms}};
     if (!arguments->destination_dir.empty()) body["destination_dir"] = arguments->destination_dir;
+    if (!arguments->destination_token_file.empty()) {
+      std::ifstream file(arguments->destination_token_file);
+      std::string token;
+      std::getline(file, token);
+      body["destination_token"] = token;
+    }
     const auto started = call(*options, "migrate", "POST",
                               fmt::format("/v1/vms/{}/migrate", arguments->vm), body);
     if (arguments->no_wait) {

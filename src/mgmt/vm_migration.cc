@@ -91,7 +91,10 @@ class DestinationLink {
  public:
   DestinationLink() : tls_(ssl::context::tls_client), socket_(io_) {}
 
-  Result<void> open(const MigrationTls& identity, const std::string& host, const std::string& port) {
+  // `token`: the destination's bearer token, for a destination whose --listen wants one
+  // besides the certificate (empty: none is sent).
+  Result<void> open(const MigrationTls& identity, const std::string& host, const std::string& port,
+                    const std::string& token) {
     beast::error_code error;
     tls_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
@@ -131,7 +134,21 @@ class DestinationLink {
     stream_->handshake(ssl::stream_base::client, error);
     if (error) return fail(ErrorCode::kIo, fmt::format("TLS with {}:{}: {}", host, port, error.message()));
     ws_->read_message_max(migration::kMaxMessage);
+    if (!token.empty()) {
+      ws_->set_option(websocket::stream_base::decorator([token](websocket::request_type& request) {
+        request.set(beast::http::field::authorization, "Bearer " + token);
+      }));
+    }
     ws_->handshake(host, "/v1/migrations/incoming", error);
+    if (error == websocket::error::upgrade_declined) {
+      // laminad answers a refused bearer token with 401 before any WebSocket.
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("{}:{} declined the migration: {}", host, port,
+                              token.empty() ? "a laminad started with --token-file as well wants "
+                                              "its token (lamina vm migrate "
+                                              "--destination-token-file)"
+                                            : "it did not accept the token given"));
+    }
     if (error) {
       return fail(ErrorCode::kIo, fmt::format("{}:{} did not take the migration: {}", host, port,
                                               error.message()));
@@ -194,7 +211,8 @@ class DestinationLink {
 ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const nlohmann::json& body) {
   if (!body.is_object()) return std::unexpected(bad_request("", "the body must be a JSON object"));
   for (const auto& [key, value] : body.items()) {
-    if (key != "to" && key != "storage" && key != "max_downtime_ms" && key != "destination_dir") {
+    if (key != "to" && key != "storage" && key != "max_downtime_ms" && key != "destination_dir" &&
+        key != "destination_token") {
       return std::unexpected(bad_request(key, fmt::format("unknown field '{}'", key)));
     }
   }
@@ -210,6 +228,16 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
     return std::unexpected(bad_request("storage", "'storage' is shared or copy"));
   }
   const std::string storage = storage_field.get<std::string>();
+  std::string token;
+  if (body.contains("destination_token")) {
+    const auto& given = body["destination_token"];
+    if (!given.is_string() || given.get<std::string>().size() < 16 ||
+        given.get<std::string>().find_first_of("\r\n") != std::string::npos) {
+      return std::unexpected(bad_request(
+          "destination_token", "destination_token is the destination's bearer token (16 or more characters, one line)"));
+    }
+    token = given.get<std::string>();
+  }
   std::optional<std::string> destination_dir;
   if (body.contains("destination_dir")) {
     const auto& dir = body["destination_dir"];
@@ -264,9 +292,10 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
     // The VM's previous migration (if any) has finished: its flag was clear.
     migration_threads_[name] = std::jthread(
         [this, name, host = destination->first, port = destination->second,
-         offer = std::move(offer), downtime = downtime.get<int64_t>(),
-         storage](std::stop_token stop) mutable {
-          run_migration(std::move(stop), name, host, port, std::move(offer), downtime, storage);
+         offer = std::move(offer), downtime = downtime.get<int64_t>(), storage,
+         token](std::stop_token stop) mutable {
+          run_migration(std::move(stop), name, host, port, std::move(offer), downtime, storage,
+                        token);
         });
   }
   return nlohmann::json{{"name", name}, {"migration", "started"}, {"to", body["to"]}};
@@ -274,7 +303,7 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
 
 void VmService::run_migration(std::stop_token stop, std::string name, std::string host,
                               std::string port, nlohmann::json offer, int64_t max_downtime_ms,
-                              std::string storage) {
+                              std::string storage, std::string token) {
   auto failed = [&](const std::string& why) {
     log_event(name, "migration", {{"phase", "failed"}, {"error", why}});
     std::lock_guard lock(mutex_);
@@ -282,7 +311,7 @@ void VmService::run_migration(std::stop_token stop, std::string name, std::strin
   };
   DestinationLink link;
   std::stop_callback cut_link(stop, [&link] { link.cut(); });
-  if (auto opened = link.open(*options_.migration_tls, host, port); !opened) {
+  if (auto opened = link.open(*options_.migration_tls, host, port, token); !opened) {
     return failed(opened.error().message());
   }
   if (auto sent = link.send(migration::make_json_message(MessageType::kOffer, offer)); !sent) {

@@ -103,7 +103,8 @@ class VmService {
 
   // Live migration (vm_migration.cc; protocol in migration/migration_protocol.h). migrate:
   // body {"to": "HOST:PORT", "storage": "shared"|"copy", "destination_dir": DIR (copy only),
-  // "max_downtime_ms": N}; the VM must run; with copy its disks travel too (the source's
+  // "max_downtime_ms": N, "destination_token": the destination's bearer token when its
+  // --listen wants one besides the certificate (never recorded)}; the VM must run; with copy its disks travel too (the source's
   // images stay where they are);
   // answers 202 at once and migrates in the background, reporting "migration" events
   // (progress, then "completed" and the VM's "migrated" with its removal here, or "failed"
@@ -171,7 +172,8 @@ class VmService {
   void drop_unfinished_incoming();
   // The source side's thread: the link to the destination and the relay for the worker.
   void run_migration(std::stop_token stop, std::string name, std::string host, std::string port,
-                     nlohmann::json offer, int64_t max_downtime_ms, std::string storage);
+                     nlohmann::json offer, int64_t max_downtime_ms, std::string storage,
+                     std::string token);
   nlohmann::json describe(const VmRecord& record);
   std::filesystem::path vm_dir(const std::string& name) const;
   ServiceResult<void> start_switches(const nlohmann::json& definition);

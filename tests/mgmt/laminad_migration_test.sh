@@ -31,8 +31,8 @@ fail() {
   done
   exit 1
 }
-daemon_b=0 daemon_c=0 relay=0 pinger=0
-trap 'for p in $daemon_b $daemon_c $relay $pinger; do [[ $p == 0 ]] || kill "$p" 2>/dev/null || true; done; laminad_cleanup' EXIT
+daemon_b=0 daemon_c=0 daemon_d=0 relay=0 pinger=0
+trap 'for p in $daemon_b $daemon_c $daemon_d $relay $pinger; do [[ $p == 0 ]] || kill "$p" 2>/dev/null || true; done; laminad_cleanup' EXIT
 
 cd "$work"
 openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=ca" 2>/dev/null
@@ -241,6 +241,27 @@ image=$work/a-disks/disk.vhdx
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the copy back"
 locked || fail "the VM on A does not hold its copied disk's lock"
 
+# A destination whose --listen wants a bearer token besides the certificate: refused without
+# it (the VM runs on), taken with it; then back to A.
+printf 'migration-token-0123456789\n' >"$work/token"
+printf 'wrong-token-0123456789\n' >"$work/wrong-token"
+"$laminad" --state-dir "$work/state-d" --socket "$work/d.sock" "${tls[@]}" --token-file "$work/token" \
+  2>>"$work/laminad-d.log" &
+daemon_d=$!
+port_d=$(port_of "$work/laminad-d.log")
+refused "wants its token" on_a vm migrate mover --to "127.0.0.1:$port_d"
+refused "did not accept the token given" on_a vm migrate mover --to "127.0.0.1:$port_d" \
+  --destination-token-file "$work/wrong-token"
+[[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the token refusals"
+on_a vm migrate mover --to "127.0.0.1:$port_d" --destination-token-file "$work/token" >/dev/null \
+  2>&1 || fail "migrate A->D with D's token"
+[[ $(on_a vm events) != *migration-token-0123456789* ]] || fail "the token was recorded in an event"
+LAMINA_CONNECT=unix:$work/d.sock "$lamina" vm migrate mover --to "127.0.0.1:$port_a" >/dev/null 2>&1 ||
+  fail "migrate D->A"
+kill "$daemon_d"
+daemon_d=0
+[[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after D"
+
 # laminad A stops (SIGTERM) during a migration: it cuts the migration and exits at once; the
 # VM runs on in its worker, and the restarted A adopts it.
 worker=$(pid_of mover)
@@ -278,9 +299,9 @@ wait_console state-b "stopped-56"
 # The ping stream: every request from the first to the last arrived once; nearly every reply
 # reached the guest (those sent while it was stopped for a switchover may not).
 replies=$(sed -n 's/.*stopped-56 replies=\([0-9]*\).*/\1/p' "$(console_log state-b)" | tail -1)
-# Each of the five moves restored the card on its new host, which announced it (RARP).
+# Each of the seven moves restored the card on its new host, which announced it (RARP).
 announced=$(grep -c "^02:00:00:00:00:10$" "$work/pings.rarp" || true)
-(( announced >= 5 )) || fail "the card announced itself $announced times after 5 moves"
+(( announced >= 7 )) || fail "the card announced itself $announced times after 7 moves"
 python3 - "$work/pings" "${replies:-0}" <<'PY' || fail "the ping stream was broken"
 import sys
 rows = [line.split() for line in open(sys.argv[1])]
