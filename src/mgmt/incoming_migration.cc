@@ -94,12 +94,13 @@ void remove_copies(std::vector<IncomingMigration::CopiedDisk>& disks) {
 
 IncomingMigration::IncomingMigration(VmService& service, std::string name,
                                      std::vector<RamRegion> regions, UniqueFd state,
-                                     std::vector<CopiedDisk> disks)
+                                     std::vector<CopiedDisk> disks, LaunchedWorker worker)
     : service_(service),
       name_(std::move(name)),
       regions_(std::move(regions)),
       state_(std::move(state)),
-      disks_(std::move(disks)) {
+      disks_(std::move(disks)),
+      worker_(std::move(worker)) {
   for (const RamRegion& region : regions_) ram_length_ += region.size;
 }
 
@@ -108,7 +109,9 @@ IncomingMigration::~IncomingMigration() { discard("the migration ended before th
 void IncomingMigration::discard(const std::string& why) {
   if (started_ || discarded_) return;
   discarded_ = true;
-  // Nothing of an unfinished migration stays: the images and the definition it created go.
+  // Nothing of an unfinished migration stays: the launched worker, the images and the
+  // definition it created go.
+  worker_ = LaunchedWorker();
   remove_copies(disks_);
   service_.mark_incoming(name_, false);
   (void)service_.remove(name_, false);
@@ -191,9 +194,14 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
     (void)service.remove(name, false);
     return {nullptr, refusal(fmt::format("cannot make room for the VM's memory here: {}", why))};
   }
-  service.record_event(name, "migration", {{"phase", "incoming"}, {"ram_bytes", ram_length}});
-  std::unique_ptr<IncomingMigration> migration(
-      new IncomingMigration(service, name, regions, std::move(state), std::move(disks)));
+  // The worker now, not at the switchover: its start is the guest's downtime. Without one
+  // (launching failed) the switchover starts a worker as any start does.
+  LaunchedWorker worker;
+  if (auto launched = service.launch_worker(name)) worker = std::move(*launched);
+  service.record_event(name, "migration",
+                       {{"phase", "incoming"}, {"ram_bytes", ram_length}, {"worker_launched", worker.process != nullptr}});
+  std::unique_ptr<IncomingMigration> migration(new IncomingMigration(
+      service, name, regions, std::move(state), std::move(disks), std::move(worker)));
   return {std::move(migration), migration::make_json_message(MessageType::kAccept, nlohmann::json::object())};
 }
 
@@ -272,7 +280,7 @@ std::vector<std::byte> IncomingMigration::switchover() {
     }
     disk.image.reset();
   }
-  auto started = service_.start(name_, state_.get());
+  auto started = service_.start(name_, state_.get(), &worker_);
   if (!started) return failed(started.error().message);
   started_ = true;
   disks_.clear();  // the VM's now

@@ -5,8 +5,9 @@
 // and a state file in memory (memfd) laid out as a checkpoint (migration/machine_state.h).
 // RAM pages are written into it as they arrive (every address checked against the VM's RAM
 // layout); at the switchover the machine stream and header complete it and the VM starts from
-// it exactly as from a checkpoint: a new sandboxed worker, the disks opened (and locked) now
-// that the source has released them. The device and CPU state is parsed only there, in the
+// it exactly as from a checkpoint: a sandboxed worker (launched when the offer came, so the
+// guest does not wait for a process to start), the disks opened (and locked) now that the
+// source has released them. The device and CPU state is parsed only there, in the
 // worker.
 //
 // With --storage copy the offer lists each disk's format and size: empty images are created
@@ -59,7 +60,7 @@ class IncomingMigration {
 
  private:
   IncomingMigration(VmService& service, std::string name, std::vector<RamRegion> regions,
-                    UniqueFd state, std::vector<CopiedDisk> disks);
+                    UniqueFd state, std::vector<CopiedDisk> disks, LaunchedWorker worker);
   Result<void> write_pages(std::span<const std::byte> message);
   Result<void> write_disk_chunk(std::span<const std::byte> message);
   std::vector<std::byte> switchover();
@@ -72,6 +73,9 @@ class IncomingMigration {
   uint64_t ram_length_ = 0;
   UniqueFd state_;  // the memfd
   std::vector<CopiedDisk> disks_;
+  // The VM's worker, launched at the offer so that the switchover only hands it the VM (none
+  // when launching failed: the switchover then starts one).
+  LaunchedWorker worker_;
   std::vector<std::byte> stream_;
   bool have_stream_ = false;
   bool finished_ = false;

@@ -387,7 +387,37 @@ ServiceResult<void> VmService::start_switches(const nlohmann::json& definition) 
   return {};
 }
 
-ServiceResult<nlohmann::json> VmService::start(const std::string& name, int restore_fd) {
+Result<LaunchedWorker> VmService::launch_worker(const std::string& name) {
+  auto found = inventory_->find(name);
+  if (!found) return fail(found.error());
+  if (!*found) return fail(ErrorCode::kNotFound, fmt::format("no VM named {}", name));
+  auto config = machine::vm_config_from_definition((*found)->definition, machine::HostChecks::kNone);
+  if (!config) return fail(config.error());
+  std::error_code error;
+  std::filesystem::create_directories(vm_dir(name), error);
+  LaunchedWorker launched;
+  WorkerSpawnOptions spawn;
+  spawn.program = options_.worker_program;
+  spawn.vm_name = name;
+  spawn.log_file = vm_dir(name) / "worker.log";
+  spawn.worker_uid = options_.worker_uid;
+  spawn.worker_gid = options_.worker_gid;
+  spawn.address_space_limit = address_space_limit(*config);
+  spawn.control_socket = vm_dir(name) / "control.sock";
+  if (auto cgroup = WorkerCgroup::create(name, memory_cgroup_limit(*config))) {
+    launched.cgroup.emplace(std::move(*cgroup));
+    spawn.cgroup = &*launched.cgroup;
+  }
+  auto process = WorkerProcess::launch(
+      spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
+      [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });
+  if (!process) return fail(process.error());
+  launched.process = std::move(*process);
+  return launched;
+}
+
+ServiceResult<nlohmann::json> VmService::start(const std::string& name, int restore_fd,
+                                               LaunchedWorker* launched) {
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(internal(found.error()));
   if (!*found) return std::unexpected(not_found(name));
@@ -446,11 +476,25 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name, int rest
                            .grants = &grants->files,
                            .restore_fd = restore_fd};
   // The kernel bounds the VM's memory where the host has a memory cgroup laminad may use.
-  auto cgroup = WorkerCgroup::create(name, memory_cgroup_limit(grants->config));
-  if (cgroup) spawn.cgroup = &*cgroup;
-  auto worker = WorkerProcess::spawn(
-      spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
-      [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });
+  Result<std::unique_ptr<WorkerProcess>> worker = fail(ErrorCode::kInternal, "not started");
+  std::string cgroup_path;
+  if (launched != nullptr && launched->process) {
+    // Launched ahead (a migration's destination): it only gets the VM now.
+    if (auto started = launched->process->start(spawn); !started) {
+      launched->process.reset();
+      worker = fail(started.error());
+    } else {
+      worker = std::move(launched->process);
+    }
+    cgroup_path = launched->cgroup ? launched->cgroup->path().string() : "none";
+  } else {
+    auto cgroup = WorkerCgroup::create(name, memory_cgroup_limit(grants->config));
+    if (cgroup) spawn.cgroup = &*cgroup;
+    cgroup_path = cgroup ? cgroup->path().string() : "none (" + cgroup.error().message() + ")";
+    worker = WorkerProcess::spawn(
+        spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
+        [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });
+  }
   if (!worker) {
     unclaim();
     log_event(name, "start_failed", {{"reason", worker.error().message()}});
@@ -466,10 +510,7 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name, int rest
     vm.started = utc_now();
     last_reason_.erase(name);
   }
-  log_event(name, "started",
-            {{"pid", pid},
-             {"memory_cgroup", cgroup ? cgroup->path().string()
-                                      : "none (" + cgroup.error().message() + ")"}});
+  log_event(name, "started", {{"pid", pid}, {"memory_cgroup", cgroup_path}});
   return describe(record);
 }
 

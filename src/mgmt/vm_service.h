@@ -24,9 +24,23 @@
 #include "machine/vm_config.h"
 #include "mgmt/console_hub.h"
 #include "mgmt/inventory.h"
+#include "mgmt/worker_cgroup.h"
 #include "mgmt/worker_process.h"
 
 namespace lamina::mgmt {
+
+// A VM's worker process launched ahead of its start (VmService::launch_worker), with its memory
+// cgroup; start() takes the process. One never started is ended when this goes.
+struct LaunchedWorker {
+  std::unique_ptr<WorkerProcess> process;
+  std::optional<WorkerCgroup> cgroup;
+  LaunchedWorker() = default;
+  LaunchedWorker(LaunchedWorker&&) = default;
+  LaunchedWorker& operator=(LaunchedWorker&&) = default;
+  ~LaunchedWorker() {
+    if (process) process->discard();
+  }
+};
 
 // An API-level failure: the HTTP status, the request field at fault (may be empty) and a
 // message a user can act on.
@@ -80,8 +94,13 @@ class VmService {
   ServiceResult<nlohmann::json> remove(const std::string& name, bool with_disks);
 
   // With restore_fd, the VM continues from a saved machine state (a checkpoint) instead of
-  // booting; the caller keeps the descriptor.
-  ServiceResult<nlohmann::json> start(const std::string& name, int restore_fd = -1);
+  // booting; the caller keeps the descriptor. With `launched` (launch_worker's), that worker
+  // gets the VM instead of a new one.
+  ServiceResult<nlohmann::json> start(const std::string& name, int restore_fd = -1,
+                                      LaunchedWorker* launched = nullptr);
+  // Starts the worker process of a defined VM ahead of start() (a live migration's
+  // destination does at the offer, so the switchover does not wait for a process to start).
+  Result<LaunchedWorker> launch_worker(const std::string& name);
   ServiceResult<nlohmann::json> stop(const std::string& name, const StopOptions& options);
   ServiceResult<nlohmann::json> kill(const std::string& name);
   // "pause", "resume", "reset" (the guest's reset; the VM keeps running).

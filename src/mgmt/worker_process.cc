@@ -83,6 +83,23 @@ WorkerProcess::~WorkerProcess() {
 Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOptions& options,
                                                             EventCallback on_event,
                                                             ExitCallback on_exit) {
+  auto worker = launch(options, std::move(on_event), std::move(on_exit));
+  if (!worker) return fail(worker.error());
+  if (auto started = (*worker)->start(options); !started) return fail(started.error());
+  return worker;
+}
+
+void WorkerProcess::discard() {
+  if (reader_.joinable()) return;  // started: not this function's to end
+  kill();
+  ::waitpid(pid_, nullptr, 0);
+  std::lock_guard lock(mutex_);
+  exited_ = true;
+}
+
+Result<std::unique_ptr<WorkerProcess>> WorkerProcess::launch(const WorkerSpawnOptions& options,
+                                                             EventCallback on_event,
+                                                             ExitCallback on_exit) {
   auto channels = MessageChannel::make_pair();
   if (!channels) return fail(channels.error());
   auto& [ours, theirs] = *channels;
@@ -185,18 +202,21 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
   std::unique_ptr<WorkerProcess> worker(new WorkerProcess(static_cast<pid_t>(pid),
                                                           std::move(owned_pidfd), std::move(ours),
                                                           std::move(on_event), std::move(on_exit)));
-  // Until the start answer, the worker is read here; a worker that fails is killed and reaped.
-  auto abandon = [&](Error error) -> Result<std::unique_ptr<WorkerProcess>> {
-    worker->kill();
-    ::waitpid(worker->pid_, nullptr, 0);
-    worker->exited_ = true;
-    return fail(std::move(error));
-  };
   auto hello = worker->channel_.receive(kHelloTimeout);
   if (!hello || !*hello || (*hello)->message.value("event", "") != "hello") {
-    return abandon(Error(ErrorCode::kIo, fmt::format("the worker did not start (see {})",
-                                                     options.log_file.string())));
+    worker->discard();
+    return fail(ErrorCode::kIo, fmt::format("the worker did not start (see {})",
+                                            options.log_file.string()));
   }
+  return worker;
+}
+
+Result<void> WorkerProcess::start(const WorkerSpawnOptions& options) {
+  // Until the start answer, the worker is read here; a worker that fails is killed and reaped.
+  auto abandon = [&](Error error) -> Result<void> {
+    discard();
+    return fail(std::move(error));
+  };
   nlohmann::json start{{"v", worker::kControlProtocolVersion},
                        {"id", 1},
                        {"op", "start"},
@@ -215,8 +235,8 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
     start["restore"] = true;
     fds.push_back(options.restore_fd);
   }
-  if (auto sent = worker->channel_.send(start, fds); !sent) return abandon(sent.error());
-  auto answer = worker->channel_.receive(kStartTimeout);
+  if (auto sent = channel_.send(start, fds); !sent) return abandon(sent.error());
+  auto answer = channel_.receive(kStartTimeout);
   if (!answer || !*answer || (*answer)->message.value("id", 0) != 1) {
     return abandon(Error(ErrorCode::kIo, fmt::format("the worker did not answer (see {})",
                                                      options.log_file.string())));
@@ -228,9 +248,8 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOpt
                           : std::string("the worker refused to start");
     return abandon(Error(ErrorCode::kInvalidArgument, why));
   }
-  worker->reader_ = std::jthread(
-      [raw = worker.get()](std::stop_token stop) { raw->read_messages(std::move(stop)); });
-  return worker;
+  reader_ = std::jthread([this](std::stop_token stop) { read_messages(std::move(stop)); });
+  return {};
 }
 
 Result<std::pair<std::unique_ptr<WorkerProcess>, nlohmann::json>> WorkerProcess::adopt(

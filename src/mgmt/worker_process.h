@@ -80,6 +80,17 @@ class WorkerProcess {
   static Result<std::unique_ptr<WorkerProcess>> spawn(const WorkerSpawnOptions& options,
                                                       EventCallback on_event,
                                                       ExitCallback on_exit);
+  // spawn() in two steps, for a VM that must start as soon as it may (a live migration's
+  // destination launches its worker when the offer comes): launch() starts the process (uses
+  // program, log_file, the worker ids, address_space_limit, control_socket and cgroup) and
+  // waits for its hello; start() sends it the VM (vm_name, definition, console, grants,
+  // restore) and waits for its answer. A launched worker that is never started is ended by
+  // discard().
+  static Result<std::unique_ptr<WorkerProcess>> launch(const WorkerSpawnOptions& options,
+                                                       EventCallback on_event,
+                                                       ExitCallback on_exit);
+  [[nodiscard]] Result<void> start(const WorkerSpawnOptions& options);
+  void discard();
   ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;
   WorkerProcess& operator=(const WorkerProcess&) = delete;

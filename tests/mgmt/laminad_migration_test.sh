@@ -120,6 +120,8 @@ on_a vm migrate mover --to "127.0.0.1:$port_b" >"$work/out" 2>"$work/progress" |
 echo "A->B: $(cat "$work/out"); on B: $(on_b vm events mover | grep -o '"start_ms":[0-9]*')"
 grep -q "^migrated mover to 127.0.0.1:$port_b" "$work/out" || fail "migrate said: $(cat "$work/out")"
 grep -q "copying round" "$work/progress" || fail "no progress was shown: $(cat "$work/progress")"
+[[ $(on_b vm events mover) == *'"worker_launched":true'* ]] ||
+  fail "B did not launch the VM's worker when the offer came"
 [[ $(state_of on_b mover) == running ]] || fail "the VM does not run on B"
 locked || fail "the VM on B does not hold its disk's lock"
 [[ $(state_of on_a mover) == absent ]] || fail "A still lists the VM"
