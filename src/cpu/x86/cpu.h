@@ -39,6 +39,11 @@ struct CpuExit {
   uint64_t instructions = 0;  // retired during this call
 };
 
+// How run() executes blocks: kInterpreter calls each instruction's handler from a loop;
+// kJit runs host code translated from the block (jit/), the interpreter staying the path for
+// single-step, breakpoints and whatever the translator does not cover.
+enum class CpuEngine : uint8_t { kInterpreter, kJit };
+
 struct CpuConfiguration {
   // The VM's CPU model (CPUID, and which MSRs exist), shared by its vCPUs; must outlive the
   // Cpu. Null means the default CpuFeatures model.
@@ -49,6 +54,9 @@ struct CpuConfiguration {
   MsrHooks msr_hooks;
   // The VM's shared code-page tracking (needed with more than one vCPU); must outlive the Cpu.
   SharedCodePages* shared_code = nullptr;
+  CpuEngine engine = CpuEngine::kInterpreter;
+  // The bound on this vCPU's translated code (kJit); the cache is flushed when it fills.
+  uint64_t code_cache_bytes = uint64_t{16} << 20;
 };
 
 class Cpu {
