@@ -7,6 +7,7 @@
 // Thread-safety: one cache per vCPU, used only by its thread.
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
@@ -32,6 +33,10 @@ struct Block {
   };
   Link links[2];
   uint8_t next_link = 0;
+  // The JIT's host code for this block (jit/jit_engine.h), valid while the code cache's epoch
+  // is still code_epoch; dropped with the block.
+  const std::byte* code = nullptr;
+  uint64_t code_epoch = 0;
 };
 
 class BlockCache {

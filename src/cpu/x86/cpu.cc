@@ -8,6 +8,8 @@
 #include "cpu/x86/core.h"
 #include "cpu/x86/decoder.h"
 #include "cpu/x86/handlers.h"
+#include "cpu/x86/jit/jit_engine.h"
+#include "base/log.h"
 
 namespace lamina::cpu::x86 {
 namespace {
@@ -172,6 +174,15 @@ Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration conf
   core_ = std::make_unique<CpuCore>(memory, environment, model, configuration.vcpu_index, std::move(hooks));
   core_->shared_code = configuration.shared_code;
   core_->owner = this;
+  if (configuration.engine == CpuEngine::kJit) {
+    auto engine = jit::JitEngine::create(*core_, configuration.code_cache_bytes);
+    // Without its code cache (the host refused the memory) the vCPU still runs, interpreted.
+    if (engine) {
+      jit_ = std::move(*engine);
+    } else {
+      log_warn("vCPU {}: {}; interpreting", configuration.vcpu_index, engine.error().message());
+    }
+  }
   if (core_->shared_code != nullptr) core_->shared_code->attach(this);
   reset();
 }
@@ -184,6 +195,8 @@ CpuState& Cpu::state() { return core_->state; }
 const CpuState& Cpu::state() const { return core_->state; }
 uint64_t Cpu::instructions_retired() const { return core_->retired; }
 size_t Cpu::cached_blocks() const { return core_->blocks.size(); }
+CpuEngine Cpu::engine() const { return jit_ != nullptr ? CpuEngine::kJit : CpuEngine::kInterpreter; }
+const jit::JitEngine* Cpu::jit() const { return jit_.get(); }
 
 void Cpu::state_changed() {
   core_->flush_tlb(true);
@@ -385,13 +398,23 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       core.running_block = block;
       core.stop_block = false;
       core.event_delivered = false;
-      for (cursor = begin; cursor != last;) {
-        const Instruction& instruction = *cursor;
-        core.instruction_rip = core.state.rip;
-        core.state.rip += instruction.length;
-        instruction.handler(core, instruction);
-        ++cursor;
-        if (core.stop_block) break;
+      bool translated = false;
+      if (jit_ != nullptr && !checked) {
+        const jit::BlockRun outcome = jit_->run(*block, translated);
+        cursor = begin + outcome.completed;
+        // The exception is rethrown here so that it is delivered below exactly as one thrown
+        // by a handler of the loop.
+        if (outcome.stopped_by_exception) jit_->rethrow_exception();
+      }
+      if (!translated) {
+        for (cursor = begin; cursor != last;) {
+          const Instruction& instruction = *cursor;
+          core.instruction_rip = core.state.rip;
+          core.state.rip += instruction.length;
+          instruction.handler(core, instruction);
+          ++cursor;
+          if (core.stop_block) break;
+        }
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
       if (checked && !finish_checked_step(exit)) [[unlikely]]

@@ -25,6 +25,9 @@ namespace lamina::cpu::x86 {
 
 struct CpuCore;
 struct Block;
+namespace jit {
+class JitEngine;
+}
 
 struct CpuExit {
   enum class Kind : uint8_t {
@@ -103,6 +106,10 @@ class Cpu {
 
   uint64_t instructions_retired() const;
   size_t cached_blocks() const;
+  // The engine in use (kInterpreter when kJit was asked for but its code cache could not be
+  // made), and the JIT's state for tests and statistics (null when interpreting).
+  CpuEngine engine() const;
+  const jit::JitEngine* jit() const;
 
  private:
   bool take_requests(CpuExit& exit);
@@ -129,6 +136,8 @@ class Cpu {
 
   std::optional<CpuidModel> default_model_;
   std::unique_ptr<CpuCore> core_;
+  // Declared after the core it borrows.
+  std::unique_ptr<jit::JitEngine> jit_;
   std::atomic<uint32_t> requests_{0};
   std::atomic<uint8_t> startup_vector_{0};
   std::atomic<bool> a20_enabled_{true};

@@ -1,0 +1,59 @@
+#pragma once
+// JitEngine: runs a vCPU's decoded blocks as translated host code. A block is translated the
+// first time it runs on this path (Translator), its code kept in the vCPU's CodeCache and
+// recorded on the Block with the cache's epoch; when the cache is full it is flushed whole and
+// every block translates again when it next runs. A block dropped by BlockCache (its page
+// written, a stale cross-vCPU generation) takes its code pointer with it, so that code is
+// never entered again.
+//
+// Ownership: owns the code cache and translator; borrows the core, which must outlive it.
+// Thread-safety: one per vCPU, used only by its thread.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "base/error.h"
+#include "cpu/x86/core.h"
+#include "cpu/x86/jit/code_cache.h"
+#include "cpu/x86/jit/runtime.h"
+
+namespace lamina::cpu::x86::jit {
+
+class Translator;
+
+// The outcome of running one block: how many instructions completed, and whether the next one
+// raised an exception (taken from the engine with take_exception()).
+struct BlockRun {
+  size_t completed = 0;
+  bool stopped_by_exception = false;
+};
+
+class JitEngine {
+ public:
+  static Result<std::unique_ptr<JitEngine>> create(CpuCore& core, size_t cache_bytes);
+  ~JitEngine();
+  JitEngine(const JitEngine&) = delete;
+  JitEngine& operator=(const JitEngine&) = delete;
+
+  // Runs `block` from its first instruction, as Cpu::run's handler loop would; false in
+  // `translated` when the block could not be translated (the caller interprets it).
+  BlockRun run(Block& block, bool& translated);
+  // Rethrows what stopped the last block (a GuestFault, or a host error as it was thrown).
+  [[noreturn]] void rethrow_exception();
+
+  const CodeCache& cache() const { return *cache_; }
+  uint64_t translations() const { return translations_; }
+
+ private:
+  JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache);
+  const std::byte* code_for(Block& block);
+
+  CpuCore& core_;
+  std::unique_ptr<CodeCache> cache_;
+  ExitRecord record_;
+  std::unique_ptr<Translator> translator_;
+  uint64_t translations_ = 0;
+};
+
+}  // namespace lamina::cpu::x86::jit

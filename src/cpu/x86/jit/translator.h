@@ -1,0 +1,101 @@
+#pragma once
+// Translator: turns one decoded Block into host x86-64 code that does exactly what Cpu::run's
+// handler loop does for it. Hot integer instructions (MOV, ADD/SUB/AND/OR/XOR/CMP/TEST, INC/DEC,
+// LEA, Jcc/JMP) are generated inline, reading and writing the guest registers in CpuState and
+// storing the lazy-flag operands as the handlers do (so any handler can read the flags); every
+// other instruction, and the rare path of an inlined one (a branch target that faults), calls
+// its interpreter handler through runtime.h's noexcept thunk.
+//
+// The code is one function `uint32_t (CpuCore*)`, position independent (calls go through
+// registers), so it runs wherever CodeCache puts it. It returns how many instructions
+// completed, with kFaulted set when the next one raised an exception (kept in the ExitRecord).
+// Guest RIP is advanced lazily across inlined instructions and written before any handler runs,
+// so a handler or a fault sees the interpreter's RIP and instruction_rip.
+//
+// Ownership: borrows the core and the exit record (both outlive it); owns its scratch buffer.
+// Thread-safety: one per vCPU, used only by its thread.
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <span>
+
+#include <xbyak/xbyak.h>
+
+#include "cpu/x86/core.h"
+#include "cpu/x86/jit/runtime.h"
+
+namespace lamina::cpu::x86::jit {
+
+class Translator {
+ public:
+  static constexpr uint32_t kFaulted = 0x10000;
+  using Code = uint32_t (*)(CpuCore* core);
+
+  Translator(CpuCore& core, ExitRecord& record);
+
+  // The host code for `block`, valid until the next call; empty when it cannot be generated
+  // (the block then runs on the interpreter).
+  std::span<const std::byte> translate(const Block& block);
+
+ private:
+  // Offsets of the fields generated code touches, from the core it runs on.
+  struct Layout {
+    int32_t rip, instruction_rip, stop_block, gpr, cs_limit;
+    int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
+  };
+  struct Exit {
+    Xbyak::Label label;
+    uint32_t value;
+  };
+  // What the lazy flags hold when the block reaches this point, if an inlined instruction of
+  // this block set them (a handler, or the code before the block, leaves them unknown).
+  struct KnownFlags {
+    FlagOp op;
+    uint8_t size;
+  };
+
+  void emit_block(const Block& block);
+  // One instruction inline; false when it is not one the translator inlines.
+  bool emit_inline(const Instruction& in, size_t index);
+  void emit_handler_call(const Instruction& in, size_t index);
+  // The handler call of an inlined instruction's rare path, RIP already past it.
+  void emit_handler_call_after_advance(const Instruction& in, size_t index);
+  void emit_call_and_checks(const Instruction& in, size_t index);
+  Xbyak::Label& exit_with(uint32_t value);
+
+  // translator_integer.cc
+  bool emit_move(const Instruction& in);
+  bool emit_alu(const Instruction& in);
+  bool emit_step(const Instruction& in);
+  bool emit_lea(const Instruction& in);
+  void emit_alu_operation(int operation, uint8_t size, bool writes, uint8_t destination,
+                          bool destination_rex);
+  // translator_branch.cc
+  bool emit_branch(const Instruction& in, size_t index);
+  // Sets the host flags as the lazy flags' condition `code` needs them, or returns false.
+  bool emit_host_flags_for(uint8_t code);
+
+  // Registers and fields.
+  Xbyak::Address field(int32_t offset, uint8_t size) const;
+  Xbyak::Address guest_register(uint8_t index, uint8_t size, bool rex) const;
+  void load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex);
+  void store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from);
+  static Xbyak::Reg sized(const Xbyak::Reg64& reg, uint8_t size);
+  void zero_extend(const Xbyak::Reg64& reg, uint8_t size);
+  void store_flags(FlagOp op, uint8_t size, bool keep_carry);
+  void flush_rip();
+
+  CpuCore& core_;
+  ExitRecord& record_;
+  Layout layout_;
+  Xbyak::CodeGenerator code_;
+  Xbyak::Label epilogue_;
+  std::deque<Exit> exits_;
+  uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
+  std::optional<KnownFlags> known_flags_;
+  CodeMode mode_ = CodeMode::k64;
+};
+
+}  // namespace lamina::cpu::x86::jit
