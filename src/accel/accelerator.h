@@ -79,8 +79,8 @@ class Accelerator {
 // How the built-in CPU runs code: `jit` translates blocks to host code within a cache of
 // `code_cache_bytes` for the whole VM (split evenly among its vCPUs); else it interprets.
 struct EmuOptions {
-  bool jit = false;
-  uint64_t code_cache_bytes = uint64_t{64} << 20;
+  bool jit = true;
+  uint64_t code_cache_bytes = uint64_t{16} << 20;
 };
 
 // The built-in CPU; always available. `features` is the VM's CPU model (CPUID, MSRs; its

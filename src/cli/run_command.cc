@@ -36,8 +36,8 @@ struct RunOptions {
   std::string cpus = "1";
   std::string memory = "512M";
   std::string accel = "emu";
-  std::string cpu_engine = "interp";
-  std::string code_cache = "64M";
+  std::string cpu_engine = "jit";
+  std::string code_cache = "16M";
   std::string serial = "stdio";
   std::string on_reboot = "exit";
   std::string rng = "host";

@@ -23,8 +23,9 @@ enum class RebootAction { kExit, kRestart };
 enum class CpuEngine { kJit, kInterp };
 
 // The translated-code cache of one VM (all its vCPUs together): a bound on host memory a guest
-// can make the JIT use, whatever code it runs.
-inline constexpr uint64_t kDefaultCodeCacheBytes = uint64_t{64} << 20;
+// can make the JIT use, whatever code it runs (resident: up to twice this, as the cache's pages
+// are mapped twice, writable and executable).
+inline constexpr uint64_t kDefaultCodeCacheBytes = uint64_t{16} << 20;
 inline constexpr uint64_t kMinCodeCacheBytes = uint64_t{1} << 20;
 inline constexpr uint64_t kMaxCodeCacheBytes = uint64_t{1} << 30;
 
@@ -55,7 +56,7 @@ struct VmConfig {
   // memory_bytes and max_memory_bytes, so a checkpoint restores.
   uint64_t memory_target_bytes = 0;
   AccelKind accel = AccelKind::kEmu;
-  CpuEngine cpu_engine = CpuEngine::kInterp;
+  CpuEngine cpu_engine = CpuEngine::kJit;
   uint64_t code_cache_bytes = kDefaultCodeCacheBytes;
   SerialConfig serial;
   RebootAction on_reboot = RebootAction::kExit;

@@ -129,15 +129,6 @@ Block* translate_block(CpuCore& core) {
   return core.blocks.insert(std::move(block));
 }
 
-// False when another vCPU stored into the block's pages since it was translated.
-bool block_current(CpuCore& core, const Block* block) {
-  SharedCodePages* shared = core.shared_code;
-  if (shared == nullptr || !shared->tracked(block->physical)) return true;
-  if (shared->generation(block->physical) != block->first_generation) return false;
-  return (block->last_page & ~uint64_t{0xfff}) == (block->physical & ~uint64_t{0xfff}) ||
-         !shared->tracked(block->last_page) || shared->generation(block->last_page) == block->last_generation;
-}
-
 void drop_stale(CpuCore& core, const Block* block) {
   const uint64_t first = block->physical & ~uint64_t{0xfff};
   const uint64_t last = block->last_page & ~uint64_t{0xfff};
@@ -150,13 +141,21 @@ Block* find_block(CpuCore& core) {
   // A fetch-TLB miss walks (and may fault) here, so that blocks survive TLB flushes.
   const uint64_t physical = core.code_physical(linear);
   if (Block* block = core.blocks.find(physical, core.code_mode)) {
-    if (block_current(core, block)) return block;
+    if (core.block_current(block)) return block;
     drop_stale(core, block);
   }
   return translate_block(core);
 }
 
 }  // namespace
+
+bool CpuCore::block_current(const Block* block) const {
+  if (shared_code == nullptr || !shared_code->tracked(block->physical)) return true;
+  if (shared_code->generation(block->physical) != block->first_generation) return false;
+  return (block->last_page & ~uint64_t{0xfff}) == (block->physical & ~uint64_t{0xfff}) ||
+         !shared_code->tracked(block->last_page) ||
+         shared_code->generation(block->last_page) == block->last_generation;
+}
 
 namespace {
 const CpuidModel& model_or_default(const CpuConfiguration& configuration, std::optional<CpuidModel>& storage) {
@@ -174,8 +173,10 @@ Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration conf
   core_ = std::make_unique<CpuCore>(memory, environment, model, configuration.vcpu_index, std::move(hooks));
   core_->shared_code = configuration.shared_code;
   core_->owner = this;
+  core_->requests = &requests_;
   if (configuration.engine == CpuEngine::kJit) {
-    auto engine = jit::JitEngine::create(*core_, configuration.code_cache_bytes);
+    auto engine = jit::JitEngine::create(*core_, configuration.code_cache_bytes,
+                                         configuration.translate_on_run);
     // Without its code cache (the host refused the memory) the vCPU still runs, interpreted.
     if (engine) {
       jit_ = std::move(*engine);
@@ -366,7 +367,7 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
         // Chained successor: same RIP after the same block, nothing invalidated since.
         for (const Block::Link& link : previous->links) {
           if (link.rip == core.state.rip && link.generation == core.blocks.generation() &&
-              block_current(core, link.block)) {
+              core.block_current(link.block)) {
             block = link.block;
             break;
           }
@@ -400,7 +401,14 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       core.event_delivered = false;
       bool translated = false;
       if (jit_ != nullptr && !checked) {
+        core.retired_limit = end;
         const jit::BlockRun outcome = jit_->run(*block, translated);
+        if (translated) {
+          // Translated code may have gone on through chained blocks: the last is the loop's.
+          block = jit_->last_block();
+          previous = block;
+          begin = block->instructions.data();
+        }
         cursor = begin + outcome.completed;
         // The exception is rethrown here so that it is delivered below exactly as one thrown
         // by a handler of the loop.

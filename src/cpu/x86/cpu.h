@@ -60,6 +60,9 @@ struct CpuConfiguration {
   CpuEngine engine = CpuEngine::kInterpreter;
   // The bound on this vCPU's translated code (kJit); the cache is flushed when it fills.
   uint64_t code_cache_bytes = uint64_t{16} << 20;
+  // A block is translated on this run of it (kJit); until then it is interpreted. 2 keeps code
+  // that runs once (churned, in MMIO) out of the cache; tests use 1 to translate everything.
+  uint32_t translate_on_run = 2;
 };
 
 class Cpu {

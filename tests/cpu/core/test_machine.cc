@@ -28,6 +28,8 @@ CpuConfiguration with_test_engine(CpuConfiguration configuration) {
   // ctest runs the CPU's test programs once per engine (tests/CMakeLists.txt: ENGINES).
   const char* engine = std::getenv("LAMINA_TEST_CPU_ENGINE");
   if (engine != nullptr && std::string_view(engine) == "jit") configuration.engine = CpuEngine::kJit;
+  // Straight-line test code runs once: translate it all.
+  configuration.translate_on_run = 1;
   return configuration;
 }
 }  // namespace

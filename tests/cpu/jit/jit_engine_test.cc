@@ -164,6 +164,44 @@ TEST(JitEngineTest, FlagsFromEveryInlinedOperationReachTheHandlers) {
   })));
 }
 
+TEST(JitEngineTest, MemoryAccessesMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, local;
+    c.mov(rsi, kData);
+    c.mov(ecx, 300);
+    c.L(loop);
+    c.mov(qword[rsi + rcx * 8], rcx);        // stores of every size
+    c.mov(dword[rsi + rcx * 4 + 0x1000], ecx);
+    c.mov(word[rsi + rcx * 2 + 0x2000], cx);
+    c.mov(byte[rsi + rcx + 0x3000], cl);
+    c.mov(byte[rsi + rcx + 0x3100], 0x5a);   // immediates
+    c.mov(dword[rsi + rcx * 4 + 0x4000], 0x12345678);
+    c.mov(qword[rsi + rcx * 8 + 0x5000], -2);
+    c.mov(rax, qword[rsi + rcx * 8]);        // loads of every size, merged and extended
+    c.add(rdi, rax);
+    c.mov(edx, dword[rsi + rcx * 4 + 0x1000]);
+    c.mov(dx, word[rsi + rcx * 2 + 0x2000]);
+    c.mov(dh, byte[rsi + rcx + 0x3000]);
+    c.mov(r9b, byte[rsi + rcx + 0x3100]);
+    c.add(r8, rdx);
+    c.mov(qword[rsi + 0xffd], rdi);          // crosses a page: the handler's path
+    c.mov(r10, qword[rsi + 0xffd]);
+    c.mov(qword[rip + local], r10);          // RIP-relative, a page after the code
+    c.push(rcx);
+    c.push(r8);
+    c.pop(r11);
+    c.pop(r12);
+    c.add(r13, r11);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.mov(rax, qword[rip + local]);
+    c.hlt();
+    c.align(4096);
+    c.L(local);
+    c.dq(0);
+  })));
+}
+
 TEST(JitEngineTest, PageFaultInTheMiddleOfABlockIsPrecise) {
   const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
     c.mov(eax, 5);
@@ -181,20 +219,25 @@ TEST(JitEngineTest, PageFaultInTheMiddleOfABlockIsPrecise) {
 
 TEST(JitEngineTest, SelfModifyingCodeRunsTheNewInstructions) {
   const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
-    Xbyak::Label loop, patched;
+    Xbyak::Label outer, inner, patched;
     c.mov(ecx, 20);
     c.xor_(ebx, ebx);
-    c.L(loop);
-    // Writes the loop counter into the immediate of the MOV below, in the running block.
+    c.L(outer);
+    // Writes the counter into the immediate of the MOV below: into the running block (this
+    // one runs on into it) and into the inner loop's block, translated by now.
     c.mov(dword[rip + patched + 1], ecx);
+    c.mov(edx, 5);
+    c.L(inner);
     c.L(patched);
     c.mov(eax, 0x11111111);
     c.add(ebx, eax);
+    c.dec(edx);
+    c.jnz(inner);
     c.dec(ecx);
-    c.jnz(loop);
+    c.jnz(outer);
     c.hlt();
   }));
-  EXPECT_EQ(outcome.state.gpr[kRbx], 210u);  // 20 + 19 + ... + 1
+  EXPECT_EQ(outcome.state.gpr[kRbx], 5u * 210u);  // five times 20 + 19 + ... + 1
 }
 
 TEST(JitEngineTest, AFullCodeCacheIsFlushedAndStaysWithinItsBound) {

@@ -54,6 +54,10 @@ const std::byte* CodeCache::install(std::span<const std::byte> code) {
 void CodeCache::flush() {
   used_ = 0;
   ++epoch_;
+  // The pages go back to the host (both mappings then read zeros until written again), so a
+  // guest that once filled the cache does not keep it resident. Advice only: on failure the
+  // pages stay and are reused.
+  (void)madvise(writable_, size_, MADV_REMOVE);
 }
 
 }  // namespace lamina::cpu::x86::jit

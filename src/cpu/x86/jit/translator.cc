@@ -18,10 +18,10 @@ int32_t offset_of(const CpuCore& core, const void* field) {
 
 }  // namespace
 
-Translator::Translator(CpuCore& core, ExitRecord& record)
+Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
     // DontSetProtectRWE: the scratch buffer stays plain read/write memory; code only ever
     // executes from CodeCache's executable mapping.
-    : core_(core), record_(record), code_(kScratchBytes, Xbyak::DontSetProtectRWE) {
+    : core_(core), record_(record), chain_(chain), code_(kScratchBytes, Xbyak::DontSetProtectRWE) {
   const LazyFlags& flags = core.state.flags;
   layout_ = Layout{
       .rip = offset_of(core, &core.state.rip),
@@ -35,6 +35,9 @@ Translator::Translator(CpuCore& core, ExitRecord& record)
       .flags_op = offset_of(core, &flags.op),
       .flags_size = offset_of(core, &flags.size),
       .flags_carry = offset_of(core, &flags.carry_in),
+      .cpl = offset_of(core, &core.state.cpl),
+      .tlb_entries = offset_of(core, core.tlb.entries()),
+      .effective_base = offset_of(core, core.effective_base.data()),
   };
 }
 
@@ -63,12 +66,24 @@ void Translator::emit_block(const Block& block) {
   code_.mov(rbx, rdi);
   code_.mov(r12, reinterpret_cast<uint64_t>(&record_));
   code_.mov(r13, reinterpret_cast<uint64_t>(&lamina_jit_call_handler));
+  body_offset_ = code_.getSize();
   const size_t count = block.instructions.size();
   for (size_t index = 0; index < count; ++index) {
     const Instruction& in = block.instructions[index];
     if (!emit_inline(in, index)) emit_handler_call(in, index);
   }
   flush_rip();
+  // Ran to its end: on to the successor's body when the run loop would go straight there.
+  Xbyak::Label to_loop;
+  code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
+  code_.mov(rsi, reinterpret_cast<uint64_t>(&block));
+  code_.mov(edx, static_cast<uint32_t>(count));
+  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.function));
+  code_.call(rax);
+  code_.test(rax, rax);
+  code_.jz(to_loop);
+  code_.jmp(rax);
+  code_.L(to_loop);
   code_.mov(eax, static_cast<uint32_t>(count));
   code_.L(epilogue_);
   code_.pop(r13);
@@ -86,7 +101,8 @@ void Translator::emit_block(const Block& block) {
 bool Translator::emit_inline(const Instruction& in, size_t index) {
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
-  return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_branch(in, index);
+  return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) ||
+         emit_memory_move(in, index) || emit_stack(in, index) || emit_branch(in, index);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {

@@ -33,7 +33,17 @@ class Translator {
   static constexpr uint32_t kFaulted = 0x10000;
   using Code = uint32_t (*)(CpuCore* core);
 
-  Translator(CpuCore& core, ExitRecord& record);
+  // Where translated code asks for its successor: `function(context, block, completed)`
+  // returns the body of the next translation to jump to, or null to return.
+  struct Chain {
+    void* context;
+    const void* function;
+  };
+
+  Translator(CpuCore& core, ExitRecord& record, Chain chain);
+  // Where the body of every translation starts (after the prologue, which is the same for
+  // all): chained blocks jump there, keeping the first block's frame.
+  size_t body_offset() const { return body_offset_; }
 
   // The host code for `block`, valid until the next call; empty when it cannot be generated
   // (the block then runs on the interpreter).
@@ -44,6 +54,7 @@ class Translator {
   struct Layout {
     int32_t rip, instruction_rip, stop_block, gpr, cs_limit;
     int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
+    int32_t cpl, tlb_entries, effective_base;
   };
   struct Exit {
     Xbyak::Label label;
@@ -72,6 +83,17 @@ class Translator {
   bool emit_lea(const Instruction& in);
   void emit_alu_operation(int operation, uint8_t size, bool writes, uint8_t destination,
                           bool destination_rex);
+  // translator_memory.cc (64-bit mode: the soft TLB's fast path inline, everything else —
+  // a miss, MMIO, a page crossing, a fault — through the handler)
+  bool emit_memory_move(const Instruction& in, size_t index);
+  bool emit_stack(const Instruction& in, size_t index);
+  // rax = the linear address of the memory operand; jumps to `slow` when it is not canonical.
+  void emit_linear_address(const Instruction& in, const Xbyak::Label& slow);
+  // rdx = the host address of `size` bytes at linear rax for `type`, or a jump to `slow`.
+  void emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Label& slow);
+  // The handler for an inlined access's slow path; RIP is left as the fast path leaves it.
+  void emit_slow_path(const Instruction& in, size_t index);
+
   // translator_branch.cc
   bool emit_branch(const Instruction& in, size_t index);
   // Sets the host flags as the lazy flags' condition `code` needs them, or returns false.
@@ -89,6 +111,8 @@ class Translator {
 
   CpuCore& core_;
   ExitRecord& record_;
+  Chain chain_;
+  size_t body_offset_ = 0;
   Layout layout_;
   Xbyak::CodeGenerator code_;
   Xbyak::Label epilogue_;

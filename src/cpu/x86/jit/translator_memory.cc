@@ -1,0 +1,152 @@
+// Inline memory forms in 64-bit mode: MOV between a register or an immediate and memory, and
+// PUSH/POP of a register. The fast path is CpuCore::read_linear/write_linear's: the operand
+// within one page and the soft TLB's host pointer for this access and privilege; anything else
+// (a miss, MMIO, a trapped write to a code page, a page crossing, a non-canonical address) runs
+// the handler, which walks, faults or invalidates exactly as the interpreter does.
+#include "cpu/x86/jit/translator.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+using namespace Xbyak::util;
+using Xbyak::CodeGenerator;
+
+}  // namespace
+
+void Translator::emit_linear_address(const Instruction& in, const Xbyak::Label& slow) {
+  // CpuCore::effective_address, then linear_address's 64-bit case.
+  code_.mov(rax, static_cast<uint64_t>(in.displacement));
+  if (in.base < 16) {
+    code_.add(rax, field(layout_.gpr + 8 * in.base, 8));
+  } else if (in.base == kRipRegister) {
+    code_.add(rax, field(layout_.rip, 8));
+    code_.add(rax, static_cast<uint32_t>(pending_rip_ + in.length));
+  }
+  if (in.index < 16) {
+    code_.mov(rcx, field(layout_.gpr + 8 * in.index, 8));
+    if (in.scale != 0) code_.shl(rcx, in.scale);
+    code_.add(rax, rcx);
+  }
+  if (in.address_size == 4) code_.mov(eax, eax);
+  if (in.address_size == 2) code_.movzx(eax, ax);
+  // ES, CS, SS and DS have base 0 in 64-bit mode (effective_base holds 0 for them).
+  if (in.segment == kFs || in.segment == kGs) code_.add(rax, field(layout_.effective_base + 8 * in.segment, 8));
+  code_.mov(rcx, rax);
+  code_.shl(rcx, 16);
+  code_.sar(rcx, 16);
+  code_.cmp(rcx, rax);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+}
+
+void Translator::emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Label& slow) {
+  // Within one page: (linear & 0xfff) <= 4096 - size.
+  code_.mov(esi, eax);
+  code_.and_(esi, 0xfff);
+  code_.cmp(esi, 4096 - size);
+  code_.ja(slow, CodeGenerator::T_NEAR);
+  // The entry: index (linear >> 12) & (kEntries - 1), 64 bytes each; its tag is the page.
+  code_.mov(rcx, rax);
+  code_.shr(rcx, 12);
+  code_.and_(ecx, static_cast<uint32_t>(Tlb::kEntries - 1));
+  code_.shl(ecx, 6);
+  code_.lea(rcx, ptr[rbx + rcx + layout_.tlb_entries]);
+  code_.mov(rdx, rax);
+  code_.and_(rdx, 0xfffff000u);  // sign-extended: ~0xfff
+  code_.cmp(rdx, qword[rcx + offsetof(TlbEntry, tag)]);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  // host[slot(type, user)]: user is CPL 3, the slot three pointers on.
+  code_.xor_(edx, edx);
+  code_.cmp(field(layout_.cpl, 1), 3);
+  code_.sete(dl);
+  code_.imul(edx, edx, 3 * 8);
+  code_.mov(rdx, qword[rcx + rdx + offsetof(TlbEntry, host) + 8 * static_cast<unsigned>(type)]);
+  code_.test(rdx, rdx);
+  code_.jz(slow, CodeGenerator::T_NEAR);
+  code_.add(rdx, rsi);
+}
+
+void Translator::emit_slow_path(const Instruction& in, size_t index) {
+  // The handler path advances RIP to past this instruction; the fast path leaves it pending.
+  // Both continue with RIP where the fast path has it and this instruction's bytes pending.
+  const uint64_t pending = pending_rip_;
+  const std::optional<KnownFlags> flags = known_flags_;
+  emit_handler_call(in, index);
+  code_.sub(field(layout_.rip, 8), static_cast<uint32_t>(pending + in.length));
+  pending_rip_ = pending;
+  known_flags_ = flags;  // MOV, PUSH and POP leave the flags alone
+}
+
+bool Translator::emit_memory_move(const Instruction& in, size_t index) {
+  const uint16_t op = in.opcode;
+  if (mode_ != CodeMode::k64 || !in.memory) return false;
+  const bool load = op == 0x8a || op == 0x8b;
+  const bool store_register_form = op == 0x88 || op == 0x89;
+  const bool store_immediate = (op == 0xc6 || op == 0xc7) && in.group_index() == 0;
+  if (!load && !store_register_form && !store_immediate) return false;
+  const uint8_t size = (op & 1) ? in.operand_size : 1;
+  Xbyak::Label slow, done;
+  emit_linear_address(in, slow);
+  emit_tlb_lookup(load ? AccessType::kRead : AccessType::kWrite, size, slow);
+  if (load) {
+    if (size <= 2) {
+      code_.movzx(eax, size == 1 ? static_cast<const Xbyak::Address&>(byte[rdx]) : word[rdx]);
+    } else {
+      code_.mov(sized(rax, size), size == 4 ? dword[rdx] : qword[rdx]);
+    }
+    store_register(in.reg, size, in.rex, rax);
+  } else {
+    if (store_immediate) {
+      code_.mov(rcx, size == 8 ? in.immediate : in.immediate & ((uint64_t{1} << (size * 8)) - 1));
+    } else {
+      load_register(rcx, in.reg, size, in.rex);
+    }
+    switch (size) {
+      case 1: code_.mov(byte[rdx], cl); break;
+      case 2: code_.mov(word[rdx], cx); break;
+      case 4: code_.mov(dword[rdx], ecx); break;
+      default: code_.mov(qword[rdx], rcx); break;
+    }
+  }
+  code_.jmp(done, CodeGenerator::T_NEAR);
+  code_.L(slow);
+  emit_slow_path(in, index);
+  code_.L(done);
+  pending_rip_ += in.length;
+  return true;
+}
+
+bool Translator::emit_stack(const Instruction& in, size_t index) {
+  const uint16_t op = in.opcode;
+  if (mode_ != CodeMode::k64 || op < 0x50 || op > 0x5f || in.operand_size != 8) return false;
+  const uint8_t reg = static_cast<uint8_t>((op & 7) | (in.rm & 8));
+  const bool push = op < 0x58;
+  const int32_t rsp = layout_.gpr + 8 * kRsp;
+  Xbyak::Label slow, done;
+  // CpuCore::push/pop's 64-bit case: SS has base 0, the address must be canonical.
+  code_.mov(rax, field(rsp, 8));
+  if (push) code_.sub(rax, 8);
+  code_.mov(rcx, rax);
+  code_.shl(rcx, 16);
+  code_.sar(rcx, 16);
+  code_.cmp(rcx, rax);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  emit_tlb_lookup(push ? AccessType::kWrite : AccessType::kRead, 8, slow);
+  if (push) {
+    code_.mov(rcx, field(layout_.gpr + 8 * reg, 8));
+    code_.mov(qword[rdx], rcx);
+    code_.mov(field(rsp, 8), rax);
+  } else {
+    code_.mov(rcx, qword[rdx]);
+    code_.add(field(rsp, 8), 8);
+    // POP RSP: the popped value wins over the increment.
+    code_.mov(field(layout_.gpr + 8 * reg, 8), rcx);
+  }
+  code_.jmp(done, CodeGenerator::T_NEAR);
+  code_.L(slow);
+  emit_slow_path(in, index);
+  code_.L(done);
+  pending_rip_ += in.length;
+  return true;
+}
+
+}  // namespace lamina::cpu::x86::jit
