@@ -36,6 +36,7 @@ struct Outcome {
 
 Outcome run_on(CpuEngine engine, const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20,
                uint64_t budget = 10'000'000) {
+  EXPECT_LT(program.size(), kHandler - kCode) << "the program runs into the handler";
   CpuConfiguration configuration;
   configuration.engine = engine;
   configuration.code_cache_bytes = cache_bytes;
@@ -129,11 +130,12 @@ TEST(JitEngineTest, FlagsFromEveryInlinedOperationReachTheHandlers) {
   expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
     c.mov(rsi, kData);
     c.mov(r15, 0);
-    const uint64_t values[] = {0, 1, 0x7f, 0x80, 0xff, 0x7fff, 0x8000, 0xffffffff, 0x80000000,
-                               0x7fffffffffffffffull, 0x8000000000000000ull, ~0ull};
+    // Kept below 64 KiB of code (the handler lies at kCode + 64 KiB).
+    const uint64_t values[] = {0, 0x7f, 0x80, 0x8000, 0xffffffff, 0x80000000,
+                               0x7fffffffffffffffull, ~0ull};
     for (uint64_t a : values) {
       for (uint64_t b : {uint64_t{1}, uint64_t{0x80}, ~uint64_t{0}}) {
-        for (int form = 0; form < 8; ++form) {
+        for (int form = 0; form < 16; ++form) {
           c.mov(rax, a);
           c.mov(rcx, b);
           switch (form) {
@@ -144,7 +146,15 @@ TEST(JitEngineTest, FlagsFromEveryInlinedOperationReachTheHandlers) {
             case 4: c.inc(rax); break;
             case 5: c.dec(eax); break;
             case 6: c.test(cl, al); break;
-            default: c.xor_(rax, rcx); break;
+            case 7: c.xor_(rax, rcx); break;
+            case 8: c.shl(eax, 3); break;
+            case 9: c.shr(ax, 1); break;
+            case 10: c.sar(rax, 63); break;
+            case 11: c.shl(al, 7); break;
+            case 12: c.imul(eax, ecx); break;
+            case 13: c.imul(rax, rcx, -3); break;
+            case 14: c.imul(cx, ax, 0x1234); break;
+            default: c.shr(rcx, 33); break;
           }
           c.pushfq();
           c.pop(rdx);

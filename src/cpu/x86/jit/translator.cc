@@ -38,6 +38,7 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .cpl = offset_of(core, &core.state.cpl),
       .tlb_entries = offset_of(core, core.tlb.entries()),
       .effective_base = offset_of(core, core.effective_base.data()),
+      .flags_materialized = offset_of(core, &flags.materialized),
   };
 }
 
@@ -101,7 +102,8 @@ void Translator::emit_block(const Block& block) {
 bool Translator::emit_inline(const Instruction& in, size_t index) {
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
-  return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) ||
+  return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_shift(in) ||
+         emit_multiply(in) ||
          emit_memory_move(in, index) || emit_stack(in, index) || emit_branch(in, index);
 }
 

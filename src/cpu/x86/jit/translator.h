@@ -54,7 +54,7 @@ class Translator {
   struct Layout {
     int32_t rip, instruction_rip, stop_block, gpr, cs_limit;
     int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
-    int32_t cpl, tlb_entries, effective_base;
+    int32_t cpl, tlb_entries, effective_base, flags_materialized;
   };
   struct Exit {
     Xbyak::Label label;
@@ -81,6 +81,13 @@ class Translator {
   bool emit_alu(const Instruction& in);
   bool emit_step(const Instruction& in);
   bool emit_lea(const Instruction& in);
+  // translator_shift.cc: SHL/SHR/SAR by an immediate and IMUL r, r/m[, imm] on registers,
+  // whose flags the handlers store materialized.
+  bool emit_shift(const Instruction& in);
+  bool emit_multiply(const Instruction& in);
+  // ecx |= SF, ZF, PF of the host flags (as set by a TEST of the result); stores ecx as the
+  // materialized flags.
+  void store_materialized_flags();
   void emit_alu_operation(int operation, uint8_t size, bool writes, uint8_t destination,
                           bool destination_rex);
   // translator_memory.cc (64-bit mode: the soft TLB's fast path inline, everything else —
