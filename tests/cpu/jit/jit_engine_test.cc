@@ -212,6 +212,39 @@ TEST(JitEngineTest, MemoryAccessesMatchTheInterpreter) {
   })));
 }
 
+TEST(JitEngineTest, CallsAndReturnsMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, function, leaf, done;
+    c.mov(ecx, 200);
+    c.L(loop);
+    c.call(function);
+    c.dec(ecx);
+    c.jnz(loop);
+    c.jmp(done);
+    c.L(function);
+    c.add(rax, rcx);
+    c.call(leaf);
+    c.ret();
+    c.L(leaf);
+    c.push(rax);
+    c.xor_(rax, rsi);
+    c.pop(rsi);
+    c.ret();
+    c.L(done);
+    c.hlt();
+  })));
+}
+
+TEST(JitEngineTest, AReturnToANonCanonicalAddressFaultsPrecisely) {
+  const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rax, 0x0000800000000000ull);  // not canonical
+    c.push(rax);
+    c.mov(ebx, 7);
+    c.ret();  // #GP(0) with RSP and RIP as before it
+  }));
+  EXPECT_EQ(outcome.state.gpr[kRbx], 7u);
+}
+
 TEST(JitEngineTest, PageFaultInTheMiddleOfABlockIsPrecise) {
   const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
     c.mov(eax, 5);

@@ -94,6 +94,10 @@ class Translator {
   // a miss, MMIO, a page crossing, a fault — through the handler)
   bool emit_memory_move(const Instruction& in, size_t index);
   bool emit_stack(const Instruction& in, size_t index);
+  // CALL rel and RET (no immediate) with 64-bit operands: the return address through the TLB.
+  bool emit_call_return(const Instruction& in, size_t index);
+  // Jumps to `slow` unless rax is canonical (clobbers rcx).
+  void emit_canonical_check(const Xbyak::Reg64& reg, const Xbyak::Label& slow);
   // rax = the linear address of the memory operand; jumps to `slow` when it is not canonical.
   void emit_linear_address(const Instruction& in, const Xbyak::Label& slow);
   // rdx = the host address of `size` bytes at linear rax for `type`, or a jump to `slow`.

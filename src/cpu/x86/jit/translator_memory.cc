@@ -149,4 +149,52 @@ bool Translator::emit_stack(const Instruction& in, size_t index) {
   return true;
 }
 
+void Translator::emit_canonical_check(const Xbyak::Reg64& reg, const Xbyak::Label& slow) {
+  code_.mov(rcx, reg);
+  code_.shl(rcx, 16);
+  code_.sar(rcx, 16);
+  code_.cmp(rcx, reg);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+}
+
+bool Translator::emit_call_return(const Instruction& in, size_t index) {
+  const uint16_t op = in.opcode;
+  if (mode_ != CodeMode::k64 || in.operand_size != 8) return false;
+  if (op != 0xe8 && !(op == 0xc3 && in.immediate == 0)) return false;
+  const int32_t rsp = layout_.gpr + 8 * kRsp;
+  // RIP past the instruction: CALL's return address.
+  pending_rip_ += in.length;
+  flush_rip();
+  Xbyak::Label slow, done;
+  if (op == 0xe8) {
+    // control_flow.cc call_relative: the checked target, then the push, then RIP.
+    code_.mov(r8, field(layout_.rip, 8));
+    code_.mov(rcx, in.immediate);
+    code_.add(r8, rcx);
+    emit_canonical_check(r8, slow);
+    code_.mov(rax, field(rsp, 8));
+    code_.sub(rax, 8);
+    emit_canonical_check(rax, slow);
+    emit_tlb_lookup(AccessType::kWrite, 8, slow);
+    code_.mov(rcx, field(layout_.rip, 8));
+    code_.mov(qword[rdx], rcx);
+    code_.mov(field(rsp, 8), rax);
+    code_.mov(field(layout_.rip, 8), r8);
+  } else {
+    // return_near's 64-bit case: read, check the target, then RSP and RIP.
+    code_.mov(rax, field(rsp, 8));
+    emit_canonical_check(rax, slow);
+    emit_tlb_lookup(AccessType::kRead, 8, slow);
+    code_.mov(r8, qword[rdx]);
+    emit_canonical_check(r8, slow);
+    code_.add(field(rsp, 8), 8);
+    code_.mov(field(layout_.rip, 8), r8);
+  }
+  code_.jmp(done, CodeGenerator::T_NEAR);
+  code_.L(slow);
+  emit_handler_call_after_advance(in, index);
+  code_.L(done);
+  return true;
+}
+
 }  // namespace lamina::cpu::x86::jit
