@@ -184,8 +184,8 @@ TEST(JitEngineTest, MemoryAccessesMatchTheInterpreter) {
     c.mov(dword[rsi + rcx * 4 + 0x1000], ecx);
     c.mov(word[rsi + rcx * 2 + 0x2000], cx);
     c.mov(byte[rsi + rcx + 0x3000], cl);
-    c.mov(byte[rsi + rcx + 0x3100], 0x5a);   // immediates
-    c.mov(dword[rsi + rcx * 4 + 0x4000], 0x12345678);
+    c.mov(byte[rsi + rcx + 0x3100], 0xa5);   // immediates (negative as bytes and words)
+    c.mov(dword[rsi + rcx * 4 + 0x4000], 0x9234c678);
     c.mov(qword[rsi + rcx * 8 + 0x5000], -2);
     c.mov(rax, qword[rsi + rcx * 8]);        // loads of every size, merged and extended
     c.add(rdi, rax);
@@ -194,6 +194,18 @@ TEST(JitEngineTest, MemoryAccessesMatchTheInterpreter) {
     c.mov(dh, byte[rsi + rcx + 0x3000]);
     c.mov(r9b, byte[rsi + rcx + 0x3100]);
     c.add(r8, rdx);
+    c.movzx(eax, byte[rsi + rcx + 0x3000]);   // extensions from memory and registers
+    c.movsx(r10, word[rsi + rcx * 4 + 0x4000]);
+    c.movsx(r11, byte[rsi + rcx + 0x3100]);
+    c.add(r8, r11);
+    c.movsx(bx, byte[rsi + rcx + 0x3100]);
+    c.movsx(r14d, ch);
+    c.movzx(r15, r9w);
+    c.add(r8, rax);
+    c.add(r8, r10);
+    c.add(r8, rbx);
+    c.add(r8, r14);
+    c.add(r8, r15);
     c.mov(qword[rsi + 0xffd], rdi);          // crosses a page: the handler's path
     c.mov(r10, qword[rsi + 0xffd]);
     c.mov(qword[rip + local], r10);          // RIP-relative, a page after the code

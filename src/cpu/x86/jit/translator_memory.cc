@@ -149,6 +149,47 @@ bool Translator::emit_stack(const Instruction& in, size_t index) {
   return true;
 }
 
+bool Translator::emit_extend(const Instruction& in, size_t index) {
+  const uint16_t op = in.opcode;
+  if (op != 0x1b6 && op != 0x1b7 && op != 0x1be && op != 0x1bf) return false;
+  if (in.memory && mode_ != CodeMode::k64) return false;
+  const uint8_t source_size = (op & 1) ? 2 : 1;
+  const bool sign = op >= 0x1be;
+  const uint8_t size = in.operand_size;
+  Xbyak::Label slow, done;
+  // data_handlers.cc move_extend: extended to the destination size, written as write_reg does.
+  const auto extend = [&](const Xbyak::Address& source) {
+    if (sign && size == 8) {
+      code_.movsx(rax, source);
+    } else if (sign) {
+      code_.movsx(eax, source);
+      if (size == 2) code_.movzx(eax, ax);
+    } else {
+      code_.movzx(eax, source);
+    }
+  };
+  if (in.memory) {
+    emit_linear_address(in, slow);
+    emit_tlb_lookup(AccessType::kRead, source_size, slow);
+    if (source_size == 1) {
+      extend(byte[rdx]);
+    } else {
+      extend(word[rdx]);
+    }
+  } else {
+    extend(guest_register(in.rm, source_size, in.rex));
+  }
+  store_register(in.reg, size, in.rex, rax);
+  if (in.memory) {
+    code_.jmp(done, CodeGenerator::T_NEAR);
+    code_.L(slow);
+    emit_slow_path(in, index);
+    code_.L(done);
+  }
+  pending_rip_ += in.length;
+  return true;
+}
+
 void Translator::emit_canonical_check(const Xbyak::Reg64& reg, const Xbyak::Label& slow) {
   code_.mov(rcx, reg);
   code_.shl(rcx, 16);
