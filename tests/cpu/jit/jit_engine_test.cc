@@ -206,6 +206,16 @@ TEST(JitEngineTest, MemoryAccessesMatchTheInterpreter) {
     c.add(r8, rbx);
     c.add(r8, r14);
     c.add(r8, r15);
+    c.add(r8, qword[rsi + rcx * 8]);          // ALU forms reading memory
+    c.sub(r8d, dword[rsi + rcx * 4 + 0x1000]);
+    c.xor_(r9b, byte[rsi + rcx + 0x3100]);
+    c.cmp(word[rsi + rcx * 2 + 0x2000], 150);
+    c.adc(r13, 0);
+    c.cmp(qword[rsi + rcx * 8 + 0x5000], r8);
+    c.sbb(r13, 0);
+    c.test(byte[rsi + rcx + 0x3000], 0x81);
+    c.setnz(al);
+    c.add(r13, rax);
     c.mov(qword[rsi + 0xffd], rdi);          // crosses a page: the handler's path
     c.mov(r10, qword[rsi + 0xffd]);
     c.mov(qword[rip + local], r10);          // RIP-relative, a page after the code

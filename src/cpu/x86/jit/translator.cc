@@ -104,7 +104,7 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
   if (in.lock || in.handler == &invalid_opcode) return false;
   return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_shift(in) ||
          emit_multiply(in) ||
-         emit_memory_move(in, index) || emit_extend(in, index) || emit_stack(in, index) || emit_call_return(in, index) ||
+         emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) || emit_stack(in, index) || emit_call_return(in, index) ||
          emit_branch(in, index);
 }
 

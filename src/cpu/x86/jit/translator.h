@@ -93,6 +93,8 @@ class Translator {
   // translator_memory.cc (64-bit mode: the soft TLB's fast path inline, everything else —
   // a miss, MMIO, a page crossing, a fault — through the handler)
   bool emit_memory_move(const Instruction& in, size_t index);
+  // ALU forms that only read memory (reg op= m; CMP/TEST m, reg/imm) in 64-bit mode.
+  bool emit_alu_memory(const Instruction& in, size_t index);
   // MOVZX/MOVSX from a register, or (64-bit mode) from memory through the TLB.
   bool emit_extend(const Instruction& in, size_t index);
   bool emit_stack(const Instruction& in, size_t index);

@@ -149,6 +149,66 @@ bool Translator::emit_stack(const Instruction& in, size_t index) {
   return true;
 }
 
+bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
+  const uint16_t op = in.opcode;
+  if (mode_ != CodeMode::k64 || !in.memory) return false;
+  // alu_handlers.cc: operation (0 ADD, 1 OR, 4 AND, 5 SUB, 6 XOR, 7 CMP, 8 TEST), whether the
+  // memory operand is the first one, an immediate second operand.
+  int operation = -1;
+  bool memory_first = true;
+  bool immediate = false;
+  uint8_t size = in.operand_size;
+  if (op < 0x40 && ((op & 7) == 2 || (op & 7) == 3)) {
+    operation = op >> 3;  // reg op= r/m
+    memory_first = false;
+    if ((op & 1) == 0) size = 1;
+  } else if (op == 0x38 || op == 0x39) {
+    operation = 7;  // CMP r/m, reg
+    if (op == 0x38) size = 1;
+  } else if (op == 0x84 || op == 0x85) {
+    operation = 8;
+    if (op == 0x84) size = 1;
+  } else if ((op == 0x80 || op == 0x81 || op == 0x83) && in.group_index() == 7) {
+    operation = 7;
+    immediate = true;
+    if (op == 0x80) size = 1;
+  } else if ((op == 0xf6 || op == 0xf7) && in.group_index() <= 1) {
+    operation = 8;
+    immediate = true;
+    if (op == 0xf6) size = 1;
+  } else {
+    return false;
+  }
+  if (operation == 2 || operation == 3) return false;  // ADC, SBB read the carry
+  const bool writes = operation != 7 && operation != 8;  // only the register of reg op= r/m
+  Xbyak::Label slow, done;
+  emit_linear_address(in, slow);
+  emit_tlb_lookup(AccessType::kRead, size, slow);
+  // rax: first operand, rcx: second.
+  const Xbyak::Reg64& memory_value = memory_first ? rax : rcx;
+  switch (size) {
+    case 1: code_.movzx(memory_value.cvt32(), byte[rdx]); break;
+    case 2: code_.movzx(memory_value.cvt32(), word[rdx]); break;
+    case 4: code_.mov(memory_value.cvt32(), dword[rdx]); break;
+    default: code_.mov(memory_value, qword[rdx]); break;
+  }
+  if (immediate) {
+    code_.mov(rcx, size == 8 ? in.immediate : in.immediate & ((uint64_t{1} << (size * 8)) - 1));
+  } else {
+    load_register(memory_first ? rcx : rax, in.reg, size, in.rex);
+  }
+  emit_alu_operation(operation, size, writes, in.reg, in.rex);
+  const std::optional<KnownFlags> flags = known_flags_;
+  code_.jmp(done, CodeGenerator::T_NEAR);
+  code_.L(slow);
+  emit_slow_path(in, index);
+  code_.L(done);
+  // Both paths leave the flags of this operation (the handler stores the same).
+  known_flags_ = flags;
+  pending_rip_ += in.length;
+  return true;
+}
+
 bool Translator::emit_extend(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
   if (op != 0x1b6 && op != 0x1b7 && op != 0x1be && op != 0x1bf) return false;
