@@ -1,10 +1,11 @@
 #pragma once
 // Translator: turns one decoded Block into host x86-64 code that does exactly what Cpu::run's
 // handler loop does for it. Hot integer instructions (MOV, ADD/SUB/AND/OR/XOR/CMP/TEST, INC/DEC,
-// LEA, Jcc/JMP) are generated inline, reading and writing the guest registers in CpuState and
-// storing the lazy-flag operands as the handlers do (so any handler can read the flags); every
-// other instruction, and the rare path of an inlined one (a branch target that faults), calls
-// its interpreter handler through runtime.h's noexcept thunk.
+// LEA, shifts by an immediate, IMUL, MOVZX/MOVSX, Jcc/JMP; in 64-bit mode also loads, stores,
+// PUSH/POP, CALL/RET through the soft TLB) are generated inline, reading and writing the guest
+// registers in CpuState and storing the flags as the handlers do (so any handler can read
+// them); every other instruction, and the rare path of an inlined one (a TLB miss, MMIO, a
+// branch target that faults), calls its interpreter handler through runtime.h's noexcept thunk.
 //
 // The code is one function `uint32_t (CpuCore*)`, position independent (calls go through
 // registers), so it runs wherever CodeCache puts it. It returns how many instructions
