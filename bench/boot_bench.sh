@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Boot and shell-loop time of the default guest on Lamina's built-in CPU against
-# qemu-system-x86_64 -accel tcg, same kernel, initrd, command line, memory and vCPUs, in one run.
-# Prints seconds (best of N) and the ratio lamina/qemu (below 1: Lamina is faster). Where KVM
+# Boot and shell-loop time of the default guest on Lamina's built-in CPU (the JIT, and the
+# interpreter: --cpu-engine interp) against qemu-system-x86_64 -accel tcg, same kernel, initrd,
+# command line, memory and vCPUs, in one run. Prints seconds (best of N) and the ratios
+# lamina/qemu (below 1: Lamina is faster). Where KVM
 # runs guest kernels in hardware, also `lamina run --accel kvm` against qemu -accel kvm -cpu host
 # (kvm columns; "n/a" otherwise: no usable /dev/kvm, or KVM's PVM flavour without hardware
 # virtualization, which cannot boot an unmodified kernel).
@@ -20,8 +21,9 @@ seconds() {
   cmdline="console=ttyS0 quiet lamina_run=\"$command\""
   start=$(date +%s.%N)
   case $vmm in
-    lamina | lamina-kvm)
-      "$lamina" run --accel "$([[ $vmm == lamina ]] && echo emu || echo kvm)" --cpus "$cpus" \
+    lamina | lamina-interp | lamina-kvm)
+      "$lamina" run --accel "$([[ $vmm == lamina-kvm ]] && echo kvm || echo emu)" --cpus "$cpus" \
+        --cpu-engine "$([[ $vmm == lamina-interp ]] && echo interp || echo jit)" \
         --memory 512M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
         --cmdline "$cmdline" </dev/null >/dev/null ;;
     qemu | qemu-kvm)
@@ -50,11 +52,12 @@ if [[ -r /dev/kvm && -w /dev/kvm ]] &&
   kvm=yes
 fi
 
-printf '%-28s %10s %10s %8s %12s %12s %10s\n' "workload ($cpus vCPU)" "lamina s" "qemu s" "ratio" \
-  "lamina kvm s" "qemu kvm s" "kvm ratio"
+printf '%-28s %10s %10s %10s %8s %8s %12s %12s %10s\n' "workload ($cpus vCPU)" "jit s" "interp s" \
+  "qemu s" "jit/q" "intp/q" "lamina kvm s" "qemu kvm s" "kvm ratio"
 for row in "boot to init and poweroff|true" "boot + shell loop 30000|$loop"; do
   name=${row%%|*} command=${row#*|}
   l=$(best lamina "$command")
+  li=$(best lamina-interp "$command")
   q=$(best qemu "$command")
   if [[ $kvm == yes ]]; then
     lk=$(best lamina-kvm "$command")
@@ -63,6 +66,7 @@ for row in "boot to init and poweroff|true" "boot + shell loop 30000|$loop"; do
   else
     kvm_columns=$(printf '%12s %12s %10s' n/a n/a n/a)
   fi
-  printf '%-28s %10.2f %10.2f %8.2f %s\n' "$name" "$l" "$q" "$(echo "$l / $q" | bc -l)" "$kvm_columns"
+  printf '%-28s %10.2f %10.2f %10.2f %8.2f %8.2f %s\n' "$name" "$l" "$li" "$q" \
+    "$(echo "$l / $q" | bc -l)" "$(echo "$li / $q" | bc -l)" "$kvm_columns"
 done
 [[ $kvm == yes ]] || echo "kvm: not measured (no /dev/kvm that runs guest kernels in hardware here)"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Guest MIPS of the built-in CPU against QEMU TCG on the same real-mode integer loop (a
+# Guest MIPS of the built-in CPU (JIT and interpreter) against QEMU TCG on the same real-mode integer loop (a
 # firmware image that runs the loop from RESET and exits through isa-debug-exit).
 # Usage: bench/cpu/compare_qemu.sh [build-dir] [million-instructions]
 set -eu
@@ -23,8 +23,16 @@ run_qemu() {  # prints wall seconds for one run of an image
 empty=$(run_qemu "$work/empty.bin")
 full=$(run_qemu "$work/loop.bin")
 qemu_mips=$(echo "$iterations * 8 / ($full - $empty) / 1000000" | bc -l)
-lamina_line=$("$bench" "$millions" | grep '^realmode')
-lamina_mips=$(echo "$lamina_line" | sed -E 's/.*: ([0-9.]+) MIPS wall.*/\1/')
-printf 'QEMU TCG: %.1f MIPS (%.3f s startup subtracted)\n' "$qemu_mips" "$empty"
-printf 'Lamina:   %.1f MIPS\n' "$lamina_mips"
-printf 'ratio Lamina/QEMU: %.2f\n' "$(echo "$lamina_mips / $qemu_mips" | bc -l)"
+# Both engines of the built-in CPU in the same run as QEMU.
+lamina_lines=$("$bench" "$millions" both)
+mips_of() {  # the wall MIPS of the real-mode loop on engine $1
+  echo "$lamina_lines" | grep -E "^realmode +$1 " | sed -E 's/.*: ([0-9.]+) MIPS wall.*/\1/'
+}
+jit_mips=$(mips_of jit)
+interp_mips=$(mips_of interp)
+printf 'QEMU TCG:      %.1f MIPS (%.3f s startup subtracted)\n' "$qemu_mips" "$empty"
+printf 'Lamina jit:    %.1f MIPS\n' "$jit_mips"
+printf 'Lamina interp: %.1f MIPS\n' "$interp_mips"
+printf 'ratio jit/QEMU: %.2f\n' "$(echo "$jit_mips / $qemu_mips" | bc -l)"
+printf 'ratio interp/QEMU: %.2f\n' "$(echo "$interp_mips / $qemu_mips" | bc -l)"
+printf 'ratio jit/interp: %.2f\n' "$(echo "$jit_mips / $interp_mips" | bc -l)"

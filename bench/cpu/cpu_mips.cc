@@ -1,7 +1,8 @@
 // Measures guest MIPS of the built-in CPU on integer loops in 64-bit mode: a register-only
 // ALU loop, a load/store loop over a 64 KiB array, and a call/return loop; plus the real-mode
-// ALU loop that compare_qemu.sh also runs under QEMU TCG. Prints one line per workload.
-// Usage: lamina_cpu_bench [million-instructions-per-workload]
+// ALU loop that compare_qemu.sh also runs under QEMU TCG. Prints one line per workload and
+// engine (interp: the interpreter, jit: translated code), so one run compares them.
+// Usage: lamina_cpu_bench [million-instructions-per-workload] [interp|jit|both]
 //        lamina_cpu_bench --write-bios FILE ITERATIONS   (the firmware image for QEMU)
 #include <fmt/format.h>
 
@@ -111,14 +112,22 @@ int main(int argc, char** argv) {
     return std::fclose(file) == 0 ? 0 : 1;
   }
   const uint64_t millions = argc > 1 ? std::strtoull(argv[1], nullptr, 10) : 200;
+  const std::string_view which = argc > 2 ? argv[2] : "both";
+  std::vector<CpuEngine> engines;
+  if (which != "jit") engines.push_back(CpuEngine::kInterpreter);
+  if (which != "interp") engines.push_back(CpuEngine::kJit);
   auto memory = GuestMemory::create({RamRegion{0, 64 << 20}});
   if (!memory) {
     fmt::print(stderr, "{}\n", memory.error().message());
     return 1;
   }
   QuietEnvironment environment;
+  for (const CpuEngine engine : engines) {
+  CpuConfiguration configuration;
+  configuration.engine = engine;
+  const char* engine_name = engine == CpuEngine::kJit ? "jit" : "interp";
   for (const Workload& workload : workloads()) {
-    Cpu cpu(*memory, environment);
+    Cpu cpu(*memory, environment, configuration);
     enter_long_mode(*memory, cpu);
     std::memcpy(memory->host_pointer(kCode, workload.code.size()), workload.code.data(), workload.code.size());
     cpu.invalidate_code(kCode, workload.code.size());
@@ -142,15 +151,15 @@ int main(int argc, char** argv) {
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu_end);
     const double cpu_seconds = static_cast<double>(cpu_end.tv_sec - cpu_start.tv_sec) +
                                static_cast<double>(cpu_end.tv_nsec - cpu_start.tv_nsec) * 1e-9;
-    fmt::print("{:8} {:12} guest instructions: {:.1f} MIPS wall ({:.3f} s), {:.1f} MIPS per CPU second\n",
-               workload.name, retired, retired / seconds / 1e6, seconds, retired / cpu_seconds / 1e6);
+    fmt::print("{:8} {:6} {:12} guest instructions: {:.1f} MIPS wall ({:.3f} s), {:.1f} MIPS per CPU second\n",
+               workload.name, engine_name, retired, retired / seconds / 1e6, seconds, retired / cpu_seconds / 1e6);
   }
   {
     // The QEMU comparison loop, from the same firmware image, in real mode from RESET.
     const uint32_t iterations = static_cast<uint32_t>(millions * 1000000 / 8);
     const auto image = real_mode_image(iterations);
     std::memcpy(memory->host_pointer(0xf0000, image.size()), image.data(), image.size());
-    Cpu cpu(*memory, environment);
+    Cpu cpu(*memory, environment, configuration);
     cpu.state().segment[kCs] = SegmentCache{0xf000, 0xf0000, 0xffff, 0x9b};
     cpu.state().rip = 0xfff0;
     cpu.state_changed();
@@ -162,8 +171,9 @@ int main(int argc, char** argv) {
       if (exit.kind != CpuExit::Kind::kBudgetExhausted) break;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    fmt::print("realmode {:12} guest instructions: {:.1f} MIPS wall ({:.3f} s)\n", retired,
-               retired / seconds / 1e6, seconds);
+    fmt::print("realmode {:6} {:12} guest instructions: {:.1f} MIPS wall ({:.3f} s)\n", engine_name,
+               retired, retired / seconds / 1e6, seconds);
+  }
   }
   return 0;
 }

@@ -76,10 +76,18 @@ class Accelerator {
   virtual void guest_memory_written(uint64_t physical, uint64_t length) = 0;
 };
 
+// How the built-in CPU runs code: `jit` translates blocks to host code within a cache of
+// `code_cache_bytes` for the whole VM (split evenly among its vCPUs); else it interprets.
+struct EmuOptions {
+  bool jit = true;
+  uint64_t code_cache_bytes = uint64_t{16} << 20;
+};
+
 // The built-in CPU; always available. `features` is the VM's CPU model (CPUID, MSRs; its
 // vcpu_count sets the topology); an invalid model is kInvalidArgument.
 Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
-                                                            const cpu::x86::CpuFeatures& features = {});
+                                                            const cpu::x86::CpuFeatures& features = {},
+                                                            EmuOptions options = {});
 
 // Hardware virtualization through /dev/kvm (kvm_*.h). The guest sees the host's instruction set
 // with Lamina's platform (CPUID filtered as kvm_cpuid.h says); from `features` it takes

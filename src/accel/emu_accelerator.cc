@@ -22,11 +22,21 @@ VcpuExit::Kind to_vcpu_exit(CpuExit::Kind kind) {
   return VcpuExit::Kind::kShutdown;
 }
 
+// The VM's code cache bound, shared evenly by every vCPU it may ever have.
+uint64_t per_vcpu_cache(const EmuOptions& options, const cpu::x86::CpuidModel& model) {
+  const uint64_t vcpus = std::max<uint64_t>(1, model.features().vcpu_count);
+  return options.code_cache_bytes / vcpus;
+}
+
 class EmuVcpu : public Vcpu {
  public:
   EmuVcpu(GuestMemory& memory, cpu::x86::CpuEnvironment& environment, const cpu::x86::CpuidModel& model,
-          uint32_t index, cpu::x86::SharedCodePages& shared_code)
-      : cpu_(memory, environment, cpu::x86::CpuConfiguration{&model, index, {}, &shared_code}) {
+          uint32_t index, cpu::x86::SharedCodePages& shared_code, const EmuOptions& options)
+      : cpu_(memory, environment,
+             cpu::x86::CpuConfiguration{&model, index, {}, &shared_code,
+                                        options.jit ? cpu::x86::CpuEngine::kJit
+                                                    : cpu::x86::CpuEngine::kInterpreter,
+                                        per_vcpu_cache(options, model)}) {
     // Application processors wait for INIT-SIPI-SIPI (MP spec B.4): they start in the state
     // an INIT leaves (RESET's registers, waiting for a SIPI), held in CpuState rather than as
     // a pending request, so a machine saved before an AP ever ran records it waiting.
@@ -72,13 +82,13 @@ class EmuVcpu : public Vcpu {
 
 class EmuAccelerator : public Accelerator {
  public:
-  EmuAccelerator(GuestMemory& memory, cpu::x86::CpuidModel model)
-      : memory_(memory), model_(std::move(model)), shared_code_(end_of_ram(memory)) {}
+  EmuAccelerator(GuestMemory& memory, cpu::x86::CpuidModel model, EmuOptions options)
+      : memory_(memory), model_(std::move(model)), options_(options), shared_code_(end_of_ram(memory)) {}
   std::string_view name() const override { return "emu"; }
   Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index, cpu::x86::CpuEnvironment& environment) override {
     if (index >= model_.features().vcpu_count)
       return fail(ErrorCode::kInvalidArgument, "vCPU index beyond the CPU model's vcpu_count");
-    return std::unique_ptr<Vcpu>(std::make_unique<EmuVcpu>(memory_, environment, model_, index, shared_code_));
+    return std::unique_ptr<Vcpu>(std::make_unique<EmuVcpu>(memory_, environment, model_, index, shared_code_, options_));
   }
   void guest_memory_written(uint64_t physical, uint64_t length) override {
     if (length == 0) return;
@@ -98,6 +108,7 @@ class EmuAccelerator : public Accelerator {
 
   GuestMemory& memory_;
   cpu::x86::CpuidModel model_;
+  EmuOptions options_;
   // Declared after the model and before any vCPU can exist: vCPUs detach from it on destruction,
   // so they must not outlive the accelerator.
   cpu::x86::SharedCodePages shared_code_;
@@ -106,10 +117,11 @@ class EmuAccelerator : public Accelerator {
 }  // namespace
 
 Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
-                                                            const cpu::x86::CpuFeatures& features) {
+                                                            const cpu::x86::CpuFeatures& features,
+                                                            EmuOptions options) {
   auto model = cpu::x86::CpuidModel::create(features);
   if (!model) return fail(model.error().with_context("emu accelerator"));
-  return std::unique_ptr<Accelerator>(std::make_unique<EmuAccelerator>(memory, std::move(*model)));
+  return std::unique_ptr<Accelerator>(std::make_unique<EmuAccelerator>(memory, std::move(*model), options));
 }
 
 }  // namespace lamina::accel

@@ -36,6 +36,8 @@ struct RunOptions {
   std::string cpus = "1";
   std::string memory = "512M";
   std::string accel = "emu";
+  std::string cpu_engine = "jit";
+  std::string code_cache = "16M";
   std::string serial = "stdio";
   std::string on_reboot = "exit";
   std::string rng = "host";
@@ -68,6 +70,12 @@ machine::VmConfig to_config(const RunOptions& options) {
   auto accel = machine::parse_accel(options.accel);
   if (!accel) report_bad_option(accel.error());
   config.accel = *accel;
+  auto engine = machine::parse_cpu_engine(options.cpu_engine);
+  if (!engine) report_bad_option(engine.error());
+  config.cpu_engine = *engine;
+  auto code_cache = machine::parse_code_cache(options.code_cache);
+  if (!code_cache) report_bad_option(code_cache.error());
+  config.code_cache_bytes = *code_cache;
   auto serial = machine::parse_serial(options.serial);
   if (!serial) report_bad_option(serial.error());
   config.serial = *serial;
@@ -213,6 +221,13 @@ void add_run_command(CLI::App& app) {
   run->add_option("--accel", options->accel,
                   "CPU backend: emu (built-in x86-64 CPU), kvm (/dev/kvm; exit status 3 when "
                   "unusable) or auto (kvm when usable, else emu)")
+      ->capture_default_str();
+  run->add_option("--cpu-engine", options->cpu_engine,
+                  "How the built-in CPU runs guest code: jit (translated to host code) or interp "
+                  "(the interpreter)")
+      ->capture_default_str();
+  run->add_option("--code-cache", options->code_cache,
+                  "Translated-code cache of the VM (jit engine), 1M to 1G; flushed when full")
       ->capture_default_str();
   run->add_option("--serial", options->serial,
                   "First serial port: stdio (the terminal; Ctrl-A x quits), file:PATH or none")

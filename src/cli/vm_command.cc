@@ -27,7 +27,8 @@ struct CreateOptions {
   std::string name;
   std::string from;
   std::string cpus;
-  std::string memory, kernel, initrd, cmdline, serial, console_port, rng, accel, on_reboot;
+  std::string memory, kernel, initrd, cmdline, serial, console_port, rng, accel, cpu_engine,
+      code_cache, on_reboot;
   std::vector<std::string> disks, networks;
   bool autostart = false;
   std::string on_crash;
@@ -130,6 +131,8 @@ nlohmann::json definition_of(const CreateOptions& options) {
   set("console_port", options.console_port);
   set("rng", options.rng);
   set("accel", options.accel);
+  set("cpu_engine", options.cpu_engine);
+  set("code_cache", options.code_cache);
   set("on_reboot", options.on_reboot);
   for (const auto& disk : options.disks) definition["disks"].push_back(absolute_spec(disk));
   for (const auto& net : options.networks) definition["nets"].push_back(net);
@@ -224,6 +227,8 @@ void add_vm_command(CLI::App& app) {
                              "none, file:PATH, socket:PATH");
   create_command->add_option("--rng", create->rng, "host or none");
   create_command->add_option("--accel", create->accel, "emu, kvm or auto");
+  create_command->add_option("--cpu-engine", create->cpu_engine, "jit or interp (built-in CPU)");
+  create_command->add_option("--code-cache", create->code_cache, "JIT code cache, 1M to 1G");
   create_command->add_option("--on-reboot", create->on_reboot, "exit or restart");
   create_command->add_flag("--autostart", create->autostart, "Start when laminad starts");
   create_command->add_option("--on-crash", create->on_crash, "stay or restart");

@@ -56,6 +56,10 @@ struct MachineOptions {
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
   bool kvm =
       false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
+  // The built-in CPU translates guest code to host code (false: it interprets); the
+  // translated code of all vCPUs together stays within code_cache_bytes.
+  bool jit = true;
+  uint64_t code_cache_bytes = uint64_t{16} << 20;
   // Map the debug-exit port (0xf4, QEMU's isa-debug-exit) so the guest can end the run with a
   // status of its choice. Off by default: only test guests may pick lamina's exit status.
   bool debug_exit = false;

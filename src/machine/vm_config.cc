@@ -72,6 +72,22 @@ Result<AccelKind> parse_accel(std::string_view text) {
               fmt::format("--accel: '{}' is not one of emu, kvm, auto", text));
 }
 
+Result<CpuEngine> parse_cpu_engine(std::string_view text) {
+  if (text == "jit") return CpuEngine::kJit;
+  if (text == "interp") return CpuEngine::kInterp;
+  return fail(ErrorCode::kInvalidArgument,
+              fmt::format("--cpu-engine: '{}' is not one of jit, interp", text));
+}
+
+Result<uint64_t> parse_code_cache(std::string_view text) {
+  auto bytes = parse_size(text);
+  if (!bytes || *bytes < kMinCodeCacheBytes || *bytes > kMaxCodeCacheBytes) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--code-cache: '{}' is not a size from 1M to 1G", text));
+  }
+  return *bytes;
+}
+
 Result<RebootAction> parse_reboot_action(std::string_view text) {
   if (text == "exit") return RebootAction::kExit;
   if (text == "restart") return RebootAction::kRestart;

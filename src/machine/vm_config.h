@@ -18,6 +18,16 @@ namespace lamina::machine {
 enum class AccelKind { kEmu, kKvm, kAuto };
 enum class SerialKind { kStdio, kFile, kNone };
 enum class RebootAction { kExit, kRestart };
+// How the built-in CPU runs guest code: translated to host code (kJit) or interpreted
+// (kInterp, the oracle and fallback). KVM ignores it.
+enum class CpuEngine { kJit, kInterp };
+
+// The translated-code cache of one VM (all its vCPUs together): a bound on host memory a guest
+// can make the JIT use, whatever code it runs (resident: up to twice this, as the cache's pages
+// are mapped twice, writable and executable).
+inline constexpr uint64_t kDefaultCodeCacheBytes = uint64_t{16} << 20;
+inline constexpr uint64_t kMinCodeCacheBytes = uint64_t{1} << 20;
+inline constexpr uint64_t kMaxCodeCacheBytes = uint64_t{1} << 30;
 
 // The extra console port (virtio-console, /dev/hvc0 in a Linux guest).
 enum class ConsolePortKind { kNone, kStdio, kFile, kSocket };
@@ -46,6 +56,8 @@ struct VmConfig {
   // memory_bytes and max_memory_bytes, so a checkpoint restores.
   uint64_t memory_target_bytes = 0;
   AccelKind accel = AccelKind::kEmu;
+  CpuEngine cpu_engine = CpuEngine::kJit;
+  uint64_t code_cache_bytes = kDefaultCodeCacheBytes;
   SerialConfig serial;
   RebootAction on_reboot = RebootAction::kExit;
   bool rng = true;  // virtio-rng fed from the host's getrandom
@@ -84,6 +96,10 @@ Result<bool> parse_rng(std::string_view text);
 Result<net::NetworkOption> parse_network(std::string_view text);
 // Parses "emu", "kvm" or "auto".
 Result<AccelKind> parse_accel(std::string_view text);
+// Parses "jit" or "interp".
+Result<CpuEngine> parse_cpu_engine(std::string_view text);
+// Parses a code cache size ("64M"), kMinCodeCacheBytes to kMaxCodeCacheBytes.
+Result<uint64_t> parse_code_cache(std::string_view text);
 // Parses "exit" or "restart".
 Result<RebootAction> parse_reboot_action(std::string_view text);
 

@@ -11,9 +11,10 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 14> kFields = {
-    "cpus", "max_cpus", "memory", "memory_target", "kernel", "initrd", "cmdline", "disks",
-    "nets", "serial", "console_port", "rng", "accel", "on_reboot"};
+constexpr std::array<std::string_view, 16> kFields = {
+    "cpus",   "max_cpus", "memory",       "memory_target", "kernel", "initrd",
+    "cmdline", "disks",   "nets",         "serial",        "console_port", "rng",
+    "accel",  "cpu_engine", "code_cache", "on_reboot"};
 
 Error field_error(std::string_view field, std::string_view what) {
   return Error(ErrorCode::kInvalidArgument, fmt::format("{}: {}", field, what));
@@ -116,6 +117,14 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
     auto accel = parse_accel(*text);
     if (!accel) return fail(accel.error());
     config.accel = *accel;
+  } else if (field == "cpu_engine") {
+    auto engine = parse_cpu_engine(*text);
+    if (!engine) return fail(engine.error());
+    config.cpu_engine = *engine;
+  } else if (field == "code_cache") {
+    auto bytes = parse_code_cache(*text);
+    if (!bytes) return fail(bytes.error());
+    config.code_cache_bytes = *bytes;
   } else if (field == "on_reboot") {
     auto action = parse_reboot_action(*text);
     if (!action) return fail(action.error());

@@ -4,7 +4,8 @@
 //   {"cpus": 2, "max_cpus": 4, "memory": "1G" (or "1G,max=4G"), "memory_target": "2G", "kernel": PATH, "initrd": PATH, "cmdline": "...",
 //    "disks": ["PATH[,readonly][,serial=S]", ...], "nets": ["switch:NAME[,mac=M]", ...],
 //    "serial": "none|file:PATH", "console_port": "none|file:PATH|socket:PATH",
-//    "rng": "host|none", "accel": "emu|kvm|auto", "on_reboot": "exit|restart"}
+//    "rng": "host|none", "accel": "emu|kvm|auto", "cpu_engine": "jit|interp",
+//    "code_cache": "64M", "on_reboot": "exit|restart"}
 // Every field is optional (the defaults are `lamina run`'s). Unknown fields, wrong types and
 // bad values are refused with an error naming the field.
 //

@@ -50,6 +50,8 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
   options.max_memory_bytes = config.max_memory_bytes;
   options.cmdline = config.cmdline;
   options.debug_exit = config.debug_exit;
+  options.jit = config.cpu_engine == machine::CpuEngine::kJit;
+  options.code_cache_bytes = config.code_cache_bytes;
   if (config.kernel) {
     options.kernel = *config.kernel;
     options.initrd = config.initrd;

@@ -8,7 +8,9 @@ namespace {
 constexpr uint64_t kPageMask = ~uint64_t{0xfff};
 }
 
-BlockCache::BlockCache() { lookup_.fill(nullptr); }
+BlockCache::BlockCache(size_t max_instructions) : max_instructions_(max_instructions) {
+  lookup_.fill(nullptr);
+}
 
 Block* BlockCache::find_slow(uint64_t key) {
   const auto found = blocks_.find(key);
@@ -20,6 +22,11 @@ Block* BlockCache::find_slow(uint64_t key) {
 Block* BlockCache::insert(std::unique_ptr<Block> block) {
   const uint64_t key = make_key(block->physical, block->mode);
   remove(key);
+  if (instructions_ + block->instructions.size() > max_instructions_) {
+    clear();
+    ++bound_flushes_;
+  }
+  instructions_ += block->instructions.size();
   Block* raw = block.get();
   page_blocks_[block->physical & kPageMask].push_back(key);
   if ((block->last_page & kPageMask) != (block->physical & kPageMask))
@@ -33,9 +40,22 @@ void BlockCache::remove(uint64_t key) {
   const auto found = blocks_.find(key);
   if (found == blocks_.end()) return;
   ++generation_;
-  if (lookup_[key % kLookupSize] == found->second.get()) lookup_[key % kLookupSize] = nullptr;
+  Block& block = *found->second;
+  if (lookup_[key % kLookupSize] == &block) lookup_[key % kLookupSize] = nullptr;
+  instructions_ -= block.instructions.size();
+  // Both pages' index entries go with the block (a page-crossing block's other page would
+  // otherwise keep a stale key for as long as that page is never written).
+  unindex(block.physical & kPageMask, key);
+  if ((block.last_page & kPageMask) != (block.physical & kPageMask)) unindex(block.last_page & kPageMask, key);
   retired_.push_back(std::move(found->second));
   blocks_.erase(found);
+}
+
+void BlockCache::unindex(uint64_t page, uint64_t key) {
+  const auto entry = page_blocks_.find(page);
+  if (entry == page_blocks_.end()) return;
+  std::erase(entry->second, key);
+  if (entry->second.empty()) page_blocks_.erase(entry);
 }
 
 bool BlockCache::invalidate_page(uint64_t physical_page, const Block* running) {
@@ -58,6 +78,7 @@ void BlockCache::clear() {
   for (auto& [key, block] : blocks_) retired_.push_back(std::move(block));
   blocks_.clear();
   page_blocks_.clear();
+  instructions_ = 0;
   lookup_.fill(nullptr);
 }
 

@@ -3,10 +3,15 @@
 // the code mode, with the bookkeeping to drop every block of a physical page when that page is
 // written (self-modifying code, DMA).
 //
+// Memory is bounded: when the decoded instructions of all blocks would pass max_instructions
+// the cache drops every block (as the JIT's code cache does when full), so no guest code,
+// however much of it runs, makes it grow further; the page index holds only live blocks' keys.
+//
 // Ownership: owns its blocks. A block invalidated while it runs is kept until release_retired().
 // Thread-safety: one cache per vCPU, used only by its thread.
 
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <unordered_map>
@@ -32,11 +37,22 @@ struct Block {
   };
   Link links[2];
   uint8_t next_link = 0;
+  // The JIT's host code for this block (jit/jit_engine.h), valid while the code cache's epoch
+  // is still code_epoch; dropped with the block.
+  const std::byte* code = nullptr;
+  uint64_t code_epoch = 0;
+  // Runs on the JIT's path before it is translated: code run once (churned, in MMIO) is not
+  // worth translating.
+  uint32_t runs = 0;
 };
 
 class BlockCache {
  public:
-  BlockCache();
+  // About 48 bytes per decoded instruction: 12 MiB of instructions, plus the blocks' overhead;
+  // several times the hot code of a Linux guest.
+  static constexpr size_t kDefaultMaxInstructions = size_t{256} * 1024;
+
+  explicit BlockCache(size_t max_instructions = kDefaultMaxInstructions);
 
   Block* find(uint64_t physical, CodeMode mode) {
     const uint64_t key = make_key(physical, mode);
@@ -57,6 +73,10 @@ class BlockCache {
   void release_retired() { retired_.clear(); }
   bool has_retired() const { return !retired_.empty(); }
   size_t size() const { return blocks_.size(); }
+  // Decoded instructions held by live blocks; pages indexed; times the bound dropped them all.
+  size_t instructions() const { return instructions_; }
+  size_t indexed_pages() const { return page_blocks_.size(); }
+  uint64_t bound_flushes() const { return bound_flushes_; }
 
  private:
   static constexpr size_t kLookupSize = 4096;
@@ -65,12 +85,16 @@ class BlockCache {
   }
   Block* find_slow(uint64_t key);
   void remove(uint64_t key);
+  void unindex(uint64_t page, uint64_t key);
 
   std::unordered_map<uint64_t, std::unique_ptr<Block>> blocks_;
   std::array<Block*, kLookupSize> lookup_{};
   std::unordered_map<uint64_t, std::vector<uint64_t>> page_blocks_;  // page -> block keys
   std::vector<std::unique_ptr<Block>> retired_;
   uint64_t generation_ = 1;
+  size_t max_instructions_;
+  size_t instructions_ = 0;
+  uint64_t bound_flushes_ = 0;
 };
 
 }  // namespace lamina::cpu::x86

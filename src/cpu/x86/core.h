@@ -11,6 +11,7 @@
 // must outlive it. Thread-safety: used only by its vCPU's thread.
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -86,11 +87,19 @@ struct CpuCore {
   // The block being executed (its invalidation by a store must stop it).
   const Block* running_block = nullptr;
   uint64_t retired = 0;
+  // Set by Cpu::run for translated code, which goes from block to block without the run loop
+  // while nothing needs it: the retired count at which run() must return, and the requests
+  // word of the Cpu (any bit set sends the JIT back to the loop).
+  uint64_t retired_limit = 0;
+  const std::atomic<uint32_t>* requests = nullptr;
   CodeMode code_mode = CodeMode::k16;
   // Applied to every physical address the core computes: bit 20 is clear while A20 is off.
   uint64_t physical_address_mask = ~uint64_t{0};
   // Segment bases as used for addressing (0 for ES/CS/SS/DS in 64-bit mode).
   std::array<uint64_t, 6> effective_base{};
+
+  // False when another vCPU stored into the block's pages since it was translated (cpu.cc).
+  bool block_current(const Block* block) const;
 
   // ---- debug and alignment checks (debug.cc) ----
   // After a write to DR0-DR3, DR7 or CR4, and after a state change from outside.

@@ -8,6 +8,8 @@
 #include "cpu/x86/core.h"
 #include "cpu/x86/decoder.h"
 #include "cpu/x86/handlers.h"
+#include "cpu/x86/jit/jit_engine.h"
+#include "base/log.h"
 
 namespace lamina::cpu::x86 {
 namespace {
@@ -127,15 +129,6 @@ Block* translate_block(CpuCore& core) {
   return core.blocks.insert(std::move(block));
 }
 
-// False when another vCPU stored into the block's pages since it was translated.
-bool block_current(CpuCore& core, const Block* block) {
-  SharedCodePages* shared = core.shared_code;
-  if (shared == nullptr || !shared->tracked(block->physical)) return true;
-  if (shared->generation(block->physical) != block->first_generation) return false;
-  return (block->last_page & ~uint64_t{0xfff}) == (block->physical & ~uint64_t{0xfff}) ||
-         !shared->tracked(block->last_page) || shared->generation(block->last_page) == block->last_generation;
-}
-
 void drop_stale(CpuCore& core, const Block* block) {
   const uint64_t first = block->physical & ~uint64_t{0xfff};
   const uint64_t last = block->last_page & ~uint64_t{0xfff};
@@ -148,13 +141,21 @@ Block* find_block(CpuCore& core) {
   // A fetch-TLB miss walks (and may fault) here, so that blocks survive TLB flushes.
   const uint64_t physical = core.code_physical(linear);
   if (Block* block = core.blocks.find(physical, core.code_mode)) {
-    if (block_current(core, block)) return block;
+    if (core.block_current(block)) return block;
     drop_stale(core, block);
   }
   return translate_block(core);
 }
 
 }  // namespace
+
+bool CpuCore::block_current(const Block* block) const {
+  if (shared_code == nullptr || !shared_code->tracked(block->physical)) return true;
+  if (shared_code->generation(block->physical) != block->first_generation) return false;
+  return (block->last_page & ~uint64_t{0xfff}) == (block->physical & ~uint64_t{0xfff}) ||
+         !shared_code->tracked(block->last_page) ||
+         shared_code->generation(block->last_page) == block->last_generation;
+}
 
 namespace {
 const CpuidModel& model_or_default(const CpuConfiguration& configuration, std::optional<CpuidModel>& storage) {
@@ -172,6 +173,17 @@ Cpu::Cpu(GuestMemory& memory, CpuEnvironment& environment, CpuConfiguration conf
   core_ = std::make_unique<CpuCore>(memory, environment, model, configuration.vcpu_index, std::move(hooks));
   core_->shared_code = configuration.shared_code;
   core_->owner = this;
+  core_->requests = &requests_;
+  if (configuration.engine == CpuEngine::kJit) {
+    auto engine = jit::JitEngine::create(*core_, configuration.code_cache_bytes,
+                                         configuration.translate_on_run);
+    // Without its code cache (the host refused the memory) the vCPU still runs, interpreted.
+    if (engine) {
+      jit_ = std::move(*engine);
+    } else {
+      log_warn("vCPU {}: {}; interpreting", configuration.vcpu_index, engine.error().message());
+    }
+  }
   if (core_->shared_code != nullptr) core_->shared_code->attach(this);
   reset();
 }
@@ -184,6 +196,8 @@ CpuState& Cpu::state() { return core_->state; }
 const CpuState& Cpu::state() const { return core_->state; }
 uint64_t Cpu::instructions_retired() const { return core_->retired; }
 size_t Cpu::cached_blocks() const { return core_->blocks.size(); }
+CpuEngine Cpu::engine() const { return jit_ != nullptr ? CpuEngine::kJit : CpuEngine::kInterpreter; }
+const jit::JitEngine* Cpu::jit() const { return jit_.get(); }
 
 void Cpu::state_changed() {
   core_->flush_tlb(true);
@@ -353,7 +367,7 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
         // Chained successor: same RIP after the same block, nothing invalidated since.
         for (const Block::Link& link : previous->links) {
           if (link.rip == core.state.rip && link.generation == core.blocks.generation() &&
-              block_current(core, link.block)) {
+              core.block_current(link.block)) {
             block = link.block;
             break;
           }
@@ -385,13 +399,30 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       core.running_block = block;
       core.stop_block = false;
       core.event_delivered = false;
-      for (cursor = begin; cursor != last;) {
-        const Instruction& instruction = *cursor;
-        core.instruction_rip = core.state.rip;
-        core.state.rip += instruction.length;
-        instruction.handler(core, instruction);
-        ++cursor;
-        if (core.stop_block) break;
+      bool translated = false;
+      if (jit_ != nullptr && !checked) {
+        core.retired_limit = end;
+        const jit::BlockRun outcome = jit_->run(*block, translated);
+        if (translated) {
+          // Translated code may have gone on through chained blocks: the last is the loop's.
+          block = jit_->last_block();
+          previous = block;
+          begin = block->instructions.data();
+        }
+        cursor = begin + outcome.completed;
+        // The exception is rethrown here so that it is delivered below exactly as one thrown
+        // by a handler of the loop.
+        if (outcome.stopped_by_exception) jit_->rethrow_exception();
+      }
+      if (!translated) {
+        for (cursor = begin; cursor != last;) {
+          const Instruction& instruction = *cursor;
+          core.instruction_rip = core.state.rip;
+          core.state.rip += instruction.length;
+          instruction.handler(core, instruction);
+          ++cursor;
+          if (core.stop_block) break;
+        }
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
       if (checked && !finish_checked_step(exit)) [[unlikely]]

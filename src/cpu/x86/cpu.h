@@ -25,6 +25,9 @@ namespace lamina::cpu::x86 {
 
 struct CpuCore;
 struct Block;
+namespace jit {
+class JitEngine;
+}
 
 struct CpuExit {
   enum class Kind : uint8_t {
@@ -39,6 +42,11 @@ struct CpuExit {
   uint64_t instructions = 0;  // retired during this call
 };
 
+// How run() executes blocks: kInterpreter calls each instruction's handler from a loop;
+// kJit runs host code translated from the block (jit/), the interpreter staying the path for
+// single-step, breakpoints and whatever the translator does not cover.
+enum class CpuEngine : uint8_t { kInterpreter, kJit };
+
 struct CpuConfiguration {
   // The VM's CPU model (CPUID, and which MSRs exist), shared by its vCPUs; must outlive the
   // Cpu. Null means the default CpuFeatures model.
@@ -49,6 +57,12 @@ struct CpuConfiguration {
   MsrHooks msr_hooks;
   // The VM's shared code-page tracking (needed with more than one vCPU); must outlive the Cpu.
   SharedCodePages* shared_code = nullptr;
+  CpuEngine engine = CpuEngine::kInterpreter;
+  // The bound on this vCPU's translated code (kJit); the cache is flushed when it fills.
+  uint64_t code_cache_bytes = uint64_t{16} << 20;
+  // A block is translated on this run of it (kJit); until then it is interpreted. 2 keeps code
+  // that runs once (churned, in MMIO) out of the cache; tests use 1 to translate everything.
+  uint32_t translate_on_run = 2;
 };
 
 class Cpu {
@@ -95,6 +109,10 @@ class Cpu {
 
   uint64_t instructions_retired() const;
   size_t cached_blocks() const;
+  // The engine in use (kInterpreter when kJit was asked for but its code cache could not be
+  // made), and the JIT's state for tests and statistics (null when interpreting).
+  CpuEngine engine() const;
+  const jit::JitEngine* jit() const;
 
  private:
   bool take_requests(CpuExit& exit);
@@ -121,6 +139,8 @@ class Cpu {
 
   std::optional<CpuidModel> default_model_;
   std::unique_ptr<CpuCore> core_;
+  // Declared after the core it borrows.
+  std::unique_ptr<jit::JitEngine> jit_;
   std::atomic<uint32_t> requests_{0};
   std::atomic<uint8_t> startup_vector_{0};
   std::atomic<bool> a20_enabled_{true};

@@ -1,7 +1,9 @@
 #include "test_machine.h"
 
 #include <cstring>
+#include <cstdlib>
 #include <stdexcept>
+#include <string_view>
 
 namespace lamina::cpu::x86::testing {
 
@@ -21,11 +23,20 @@ GuestMemory make_memory(uint64_t size) {
   if (!memory) throw std::runtime_error(memory.error().message());
   return std::move(*memory);
 }
+
+CpuConfiguration with_test_engine(CpuConfiguration configuration) {
+  // ctest runs the CPU's test programs once per engine (tests/CMakeLists.txt: ENGINES).
+  const char* engine = std::getenv("LAMINA_TEST_CPU_ENGINE");
+  if (engine != nullptr && std::string_view(engine) == "jit") configuration.engine = CpuEngine::kJit;
+  // Straight-line test code runs once: translate it all.
+  configuration.translate_on_run = 1;
+  return configuration;
+}
 }  // namespace
 
 TestMachine::TestMachine(uint64_t ram_size, CpuConfiguration configuration)
     : memory_(make_memory(ram_size)),
-      cpu_(std::make_unique<Cpu>(memory_, environment_, std::move(configuration))) {}
+      cpu_(std::make_unique<Cpu>(memory_, environment_, with_test_engine(std::move(configuration)))) {}
 
 void TestMachine::write(uint64_t physical, std::span<const uint8_t> bytes) {
   std::memcpy(memory_.host_pointer(physical, bytes.size()), bytes.data(), bytes.size());

@@ -102,6 +102,9 @@ class Tlb {
   void trap_data(bool user_only);
 
   static constexpr size_t size() { return kEntries; }
+  // The entries as an array indexed by (linear >> 12) & (kEntries - 1), for code that does the
+  // lookup itself (the JIT's inline memory accesses).
+  const TlbEntry* entries() const { return entries_.data(); }
 
  private:
   static constexpr uint64_t kPageMask = 0xfff;

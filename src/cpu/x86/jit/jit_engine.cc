@@ -1,0 +1,96 @@
+#include "cpu/x86/jit/jit_engine.h"
+
+#include <utility>
+
+#include "cpu/x86/jit/translator.h"
+
+namespace lamina::cpu::x86::jit {
+
+Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache_bytes,
+                                                     uint32_t translate_on_run) {
+  auto cache = CodeCache::create(cache_bytes);
+  if (!cache) return fail(cache.error());
+  return std::unique_ptr<JitEngine>(new JitEngine(core, std::move(*cache), translate_on_run));
+}
+
+JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, uint32_t translate_on_run)
+    : core_(core),
+      cache_(std::move(cache)),
+      translator_(std::make_unique<Translator>(
+          core, record_, Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain)})),
+      translate_on_run_(translate_on_run) {}
+
+JitEngine::~JitEngine() = default;
+
+const std::byte* JitEngine::code_for(Block& block) {
+  if (block.code != nullptr && block.code_epoch == cache_->epoch()) return block.code;
+  block.code = nullptr;
+  // Code that runs once and is rewritten or dropped (a guest churning code, code in MMIO) stays
+  // interpreted and costs no cache space when translate_on_run is 2 or more.
+  if (++block.runs < translate_on_run_) return nullptr;
+  const std::span<const std::byte> code = translator_->translate(block);
+  if (code.empty()) return nullptr;
+  const std::byte* installed = cache_->install(code);
+  if (installed == nullptr) {
+    // Full: drop every translation (their blocks see the new epoch) and start again.
+    cache_->flush();
+    installed = cache_->install(code);
+    if (installed == nullptr) return nullptr;
+  }
+  ++translations_;
+  block.code = installed;
+  block.code_epoch = cache_->epoch();
+  return installed;
+}
+
+const std::byte* JitEngine::chain(JitEngine* engine, const Block* finished, uint32_t completed) noexcept {
+  CpuCore& core = engine->core_;
+  CpuState& state = core.state;
+  // What Cpu::run looks at between blocks; anything there sends the block back to it.
+  if (core.requests->load(std::memory_order_relaxed) != 0 || state.waiting_for_startup ||
+      state.halted || core.retired + completed >= core.retired_limit || core.blocks.has_retired() ||
+      state.interrupt_shadow || (state.rflags & (rflags::kTf | rflags::kRf)) != 0 ||
+      core.breakpoints_armed) {
+    return nullptr;
+  }
+  Block* next = nullptr;
+  for (const Block::Link& link : finished->links) {
+    if (link.rip == state.rip && link.generation == core.blocks.generation() &&
+        core.block_current(link.block)) {
+      next = link.block;
+      break;
+    }
+  }
+  if (next == nullptr || next->code == nullptr || next->code_epoch != engine->cache_->epoch())
+    return nullptr;
+  core.retired += completed;
+  core.instruction_rip = state.rip;
+  core.running_block = next;
+  core.stop_block = false;
+  core.event_delivered = false;
+  engine->last_block_ = next;
+  return next->code + engine->translator_->body_offset();
+}
+
+BlockRun JitEngine::run(Block& block, bool& translated) {
+  const std::byte* code = code_for(block);
+  translated = code != nullptr;
+  if (!translated) return {};
+  last_block_ = &block;
+  const auto function = reinterpret_cast<Translator::Code>(const_cast<std::byte*>(code));
+  const uint32_t result = function(&core_);
+  return BlockRun{result & ~Translator::kFaulted, (result & Translator::kFaulted) != 0};
+}
+
+void JitEngine::rethrow_exception() {
+  if (record_.other) {
+    std::exception_ptr other = std::exchange(record_.other, nullptr);
+    record_.fault.reset();
+    std::rethrow_exception(other);
+  }
+  const GuestFault fault = *record_.fault;
+  record_.fault.reset();
+  throw fault;
+}
+
+}  // namespace lamina::cpu::x86::jit

@@ -1,0 +1,72 @@
+#pragma once
+// JitEngine: runs a vCPU's decoded blocks as translated host code. A block is translated on its
+// translate_on_run-th run on this path (Translator), its code kept in the vCPU's CodeCache and
+// recorded on the Block with the cache's epoch; when the cache is full it is flushed whole and
+// every block translates again when it next runs. A block dropped by BlockCache (its page
+// written, a stale cross-vCPU generation) takes its code pointer with it, so that code is
+// never entered again.
+//
+// Ownership: owns the code cache and translator; borrows the core, which must outlive it.
+// Thread-safety: one per vCPU, used only by its thread.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "base/error.h"
+#include "cpu/x86/core.h"
+#include "cpu/x86/jit/code_cache.h"
+#include "cpu/x86/jit/runtime.h"
+
+namespace lamina::cpu::x86::jit {
+
+class Translator;
+
+// The outcome of running one block: how many instructions completed, and whether the next one
+// raised an exception (taken from the engine with take_exception()).
+struct BlockRun {
+  size_t completed = 0;
+  bool stopped_by_exception = false;
+};
+
+class JitEngine {
+ public:
+
+  // Blocks translate on their `translate_on_run`th run (1: at once).
+  static Result<std::unique_ptr<JitEngine>> create(CpuCore& core, size_t cache_bytes,
+                                                   uint32_t translate_on_run = 1);
+  ~JitEngine();
+  JitEngine(const JitEngine&) = delete;
+  JitEngine& operator=(const JitEngine&) = delete;
+
+  // Runs `block` from its first instruction, as Cpu::run's handler loop would; false in
+  // `translated` when the block could not be translated (the caller interprets it). When a
+  // block completes, translated code goes on to its successor itself (chain()) while the run
+  // loop has nothing to do; `completed` then counts the instructions of last_block(), the
+  // earlier blocks' being added to the core's retired count already.
+  BlockRun run(Block& block, bool& translated);
+  Block* last_block() const { return last_block_; }
+  // Rethrows what stopped the last block (a GuestFault, or a host error as it was thrown).
+  [[noreturn]] void rethrow_exception();
+
+  const CodeCache& cache() const { return *cache_; }
+  uint64_t translations() const { return translations_; }
+
+ private:
+  JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, uint32_t translate_on_run);
+  const std::byte* code_for(Block& block);
+  // Called by translated code when `finished` ran to its end: the body of the successor's
+  // translation when the run loop would go straight there (no request, budget left, no
+  // checked path, a current chained block already translated), else null (back to the loop).
+  static const std::byte* chain(JitEngine* engine, const Block* finished, uint32_t completed) noexcept;
+
+  CpuCore& core_;
+  std::unique_ptr<CodeCache> cache_;
+  ExitRecord record_;
+  std::unique_ptr<Translator> translator_;
+  uint32_t translate_on_run_;
+  uint64_t translations_ = 0;
+  Block* last_block_ = nullptr;
+};
+
+}  // namespace lamina::cpu::x86::jit

@@ -1,0 +1,208 @@
+// The block frame, handler calls and the register/field helpers of the Translator.
+#include "cpu/x86/jit/translator.h"
+
+#include "cpu/x86/handlers.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+using namespace Xbyak::util;
+
+// Scratch space for one block: 64 instructions of the longest inline forms fit many times.
+constexpr size_t kScratchBytes = 256 * 1024;
+
+int32_t offset_of(const CpuCore& core, const void* field) {
+  return static_cast<int32_t>(static_cast<const std::byte*>(field) -
+                              reinterpret_cast<const std::byte*>(&core));
+}
+
+}  // namespace
+
+Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
+    // DontSetProtectRWE: the scratch buffer stays plain read/write memory; code only ever
+    // executes from CodeCache's executable mapping.
+    : core_(core), record_(record), chain_(chain), code_(kScratchBytes, Xbyak::DontSetProtectRWE) {
+  const LazyFlags& flags = core.state.flags;
+  layout_ = Layout{
+      .rip = offset_of(core, &core.state.rip),
+      .instruction_rip = offset_of(core, &core.instruction_rip),
+      .stop_block = offset_of(core, &core.stop_block),
+      .gpr = offset_of(core, core.state.gpr.data()),
+      .cs_limit = offset_of(core, &core.state.segment[kCs].limit),
+      .flags_result = offset_of(core, &flags.result),
+      .flags_first = offset_of(core, &flags.first),
+      .flags_second = offset_of(core, &flags.second),
+      .flags_op = offset_of(core, &flags.op),
+      .flags_size = offset_of(core, &flags.size),
+      .flags_carry = offset_of(core, &flags.carry_in),
+      .cpl = offset_of(core, &core.state.cpl),
+      .tlb_entries = offset_of(core, core.tlb.entries()),
+      .effective_base = offset_of(core, core.effective_base.data()),
+      .flags_materialized = offset_of(core, &flags.materialized),
+  };
+}
+
+std::span<const std::byte> Translator::translate(const Block& block) {
+  code_.reset();
+  exits_.clear();
+  epilogue_.clear();
+  pending_rip_ = 0;
+  known_flags_.reset();
+  mode_ = block.mode;
+  try {
+    emit_block(block);
+  } catch (const Xbyak::Error&) {
+    // Out of scratch space or an encoding the library refuses: the interpreter runs it.
+    return {};
+  }
+  return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
+}
+
+void Translator::emit_block(const Block& block) {
+  // rbx: the core; r12: the exit record; r13: the handler thunk. Three pushes leave the
+  // stack 16-byte aligned for the calls (SysV ABI).
+  code_.push(rbx);
+  code_.push(r12);
+  code_.push(r13);
+  code_.mov(rbx, rdi);
+  code_.mov(r12, reinterpret_cast<uint64_t>(&record_));
+  code_.mov(r13, reinterpret_cast<uint64_t>(&lamina_jit_call_handler));
+  body_offset_ = code_.getSize();
+  const size_t count = block.instructions.size();
+  for (size_t index = 0; index < count; ++index) {
+    const Instruction& in = block.instructions[index];
+    if (!emit_inline(in, index)) emit_handler_call(in, index);
+  }
+  flush_rip();
+  // Ran to its end: on to the successor's body when the run loop would go straight there.
+  Xbyak::Label to_loop;
+  code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
+  code_.mov(rsi, reinterpret_cast<uint64_t>(&block));
+  code_.mov(edx, static_cast<uint32_t>(count));
+  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.function));
+  code_.call(rax);
+  code_.test(rax, rax);
+  code_.jz(to_loop);
+  code_.jmp(rax);
+  code_.L(to_loop);
+  code_.mov(eax, static_cast<uint32_t>(count));
+  code_.L(epilogue_);
+  code_.pop(r13);
+  code_.pop(r12);
+  code_.pop(rbx);
+  code_.ret();
+  // The early exits, out of the straight-line path.
+  for (Exit& exit : exits_) {
+    code_.L(exit.label);
+    code_.mov(eax, exit.value);
+    code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
+  }
+}
+
+bool Translator::emit_inline(const Instruction& in, size_t index) {
+  // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
+  if (in.lock || in.handler == &invalid_opcode) return false;
+  return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_shift(in) ||
+         emit_multiply(in) ||
+         emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) || emit_stack(in, index) || emit_call_return(in, index) ||
+         emit_branch(in, index);
+}
+
+void Translator::emit_handler_call(const Instruction& in, size_t index) {
+  // As the interpreter: instruction_rip is where it starts, RIP already points past it.
+  code_.mov(rax, field(layout_.rip, 8));
+  if (pending_rip_ != 0) code_.add(rax, static_cast<uint32_t>(pending_rip_));
+  code_.mov(field(layout_.instruction_rip, 8), rax);
+  code_.add(rax, in.length);
+  code_.mov(field(layout_.rip, 8), rax);
+  pending_rip_ = 0;
+  emit_call_and_checks(in, index);
+}
+
+void Translator::emit_handler_call_after_advance(const Instruction& in, size_t index) {
+  code_.mov(rax, field(layout_.rip, 8));
+  code_.sub(rax, in.length);
+  code_.mov(field(layout_.instruction_rip, 8), rax);
+  emit_call_and_checks(in, index);
+}
+
+void Translator::emit_call_and_checks(const Instruction& in, size_t index) {
+  code_.mov(rdi, rbx);
+  code_.mov(rsi, reinterpret_cast<uint64_t>(&in));
+  code_.mov(rdx, r12);
+  code_.call(r13);
+  code_.test(eax, eax);
+  code_.jnz(exit_with(static_cast<uint32_t>(index) | kFaulted), Xbyak::CodeGenerator::T_NEAR);
+  // A handler may end the block (mode change, a store into this block's code, a #DB trap due).
+  code_.cmp(field(layout_.stop_block, 1), 0);
+  code_.jne(exit_with(static_cast<uint32_t>(index + 1)), Xbyak::CodeGenerator::T_NEAR);
+  known_flags_.reset();
+}
+
+Xbyak::Label& Translator::exit_with(uint32_t value) {
+  exits_.push_back(Exit{{}, value});
+  return exits_.back().label;
+}
+
+void Translator::flush_rip() {
+  if (pending_rip_ == 0) return;
+  code_.add(field(layout_.rip, 8), static_cast<uint32_t>(pending_rip_));
+  pending_rip_ = 0;
+}
+
+Xbyak::Address Translator::field(int32_t offset, uint8_t size) const {
+  switch (size) {
+    case 1: return code_.byte[rbx + offset];
+    case 2: return code_.word[rbx + offset];
+    case 4: return code_.dword[rbx + offset];
+    default: return code_.qword[rbx + offset];
+  }
+}
+
+Xbyak::Address Translator::guest_register(uint8_t index, uint8_t size, bool rex) const {
+  // Without REX, byte registers 4-7 are AH, CH, DH, BH: byte 1 of registers 0-3.
+  if (size == 1 && !rex && index >= 4 && index < 8) return field(layout_.gpr + 8 * (index - 4) + 1, 1);
+  return field(layout_.gpr + 8 * index, size);
+}
+
+Xbyak::Reg Translator::sized(const Xbyak::Reg64& reg, uint8_t size) {
+  switch (size) {
+    case 1: return reg.cvt8();
+    case 2: return reg.cvt16();
+    case 4: return reg.cvt32();
+    default: return reg;
+  }
+}
+
+void Translator::zero_extend(const Xbyak::Reg64& reg, uint8_t size) {
+  if (size == 1) code_.movzx(reg.cvt32(), reg.cvt8());
+  if (size == 2) code_.movzx(reg.cvt32(), reg.cvt16());
+  if (size == 4) code_.mov(reg.cvt32(), reg.cvt32());
+}
+
+void Translator::load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex) {
+  const Xbyak::Address source = guest_register(index, size, rex);
+  if (size == 1 || size == 2) {
+    code_.movzx(to.cvt32(), source);
+  } else {
+    code_.mov(sized(to, size), source);
+  }
+}
+
+void Translator::store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from) {
+  // 32-bit writes zero the upper half (SDM vol. 1, 3.4.1.1): `from` is zero-extended already.
+  code_.mov(guest_register(index, size == 4 ? 8 : size, rex), sized(from, size == 4 ? 8 : size));
+}
+
+void Translator::store_flags(FlagOp op, uint8_t size, bool keep_carry) {
+  // As LazyFlags::set: result in rdx, first operand in rax, second in rcx (zero-extended).
+  code_.mov(field(layout_.flags_result, 8), rdx);
+  code_.mov(field(layout_.flags_first, 8), rax);
+  code_.mov(field(layout_.flags_second, 8), rcx);
+  code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(op));
+  code_.mov(field(layout_.flags_size, 1), size);
+  if (!keep_carry) code_.mov(field(layout_.flags_carry, 1), 0);
+  known_flags_ = KnownFlags{op, size};
+}
+
+}  // namespace lamina::cpu::x86::jit

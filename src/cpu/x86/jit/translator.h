@@ -1,0 +1,141 @@
+#pragma once
+// Translator: turns one decoded Block into host x86-64 code that does exactly what Cpu::run's
+// handler loop does for it. Hot integer instructions (MOV, ADD/SUB/AND/OR/XOR/CMP/TEST, INC/DEC,
+// LEA, shifts by an immediate, IMUL, MOVZX/MOVSX, Jcc/JMP; in 64-bit mode also loads, stores,
+// PUSH/POP, CALL/RET through the soft TLB) are generated inline, reading and writing the guest
+// registers in CpuState and storing the flags as the handlers do (so any handler can read
+// them); every other instruction, and the rare path of an inlined one (a TLB miss, MMIO, a
+// branch target that faults), calls its interpreter handler through runtime.h's noexcept thunk.
+//
+// The code is one function `uint32_t (CpuCore*)`, position independent (calls go through
+// registers), so it runs wherever CodeCache puts it. It returns how many instructions
+// completed, with kFaulted set when the next one raised an exception (kept in the ExitRecord).
+// Guest RIP is advanced lazily across inlined instructions and written before any handler runs,
+// so a handler or a fault sees the interpreter's RIP and instruction_rip.
+//
+// Ownership: borrows the core and the exit record (both outlive it); owns its scratch buffer.
+// Thread-safety: one per vCPU, used only by its thread.
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <span>
+
+#include <xbyak/xbyak.h>
+
+#include "cpu/x86/core.h"
+#include "cpu/x86/jit/runtime.h"
+
+namespace lamina::cpu::x86::jit {
+
+class Translator {
+ public:
+  static constexpr uint32_t kFaulted = 0x10000;
+  using Code = uint32_t (*)(CpuCore* core);
+
+  // Where translated code asks for its successor: `function(context, block, completed)`
+  // returns the body of the next translation to jump to, or null to return.
+  struct Chain {
+    void* context;
+    const void* function;
+  };
+
+  Translator(CpuCore& core, ExitRecord& record, Chain chain);
+  // Where the body of every translation starts (after the prologue, which is the same for
+  // all): chained blocks jump there, keeping the first block's frame.
+  size_t body_offset() const { return body_offset_; }
+
+  // The host code for `block`, valid until the next call; empty when it cannot be generated
+  // (the block then runs on the interpreter).
+  std::span<const std::byte> translate(const Block& block);
+
+ private:
+  // Offsets of the fields generated code touches, from the core it runs on.
+  struct Layout {
+    int32_t rip, instruction_rip, stop_block, gpr, cs_limit;
+    int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
+    int32_t cpl, tlb_entries, effective_base, flags_materialized;
+  };
+  struct Exit {
+    Xbyak::Label label;
+    uint32_t value;
+  };
+  // What the lazy flags hold when the block reaches this point, if an inlined instruction of
+  // this block set them (a handler, or the code before the block, leaves them unknown).
+  struct KnownFlags {
+    FlagOp op;
+    uint8_t size;
+  };
+
+  void emit_block(const Block& block);
+  // One instruction inline; false when it is not one the translator inlines.
+  bool emit_inline(const Instruction& in, size_t index);
+  void emit_handler_call(const Instruction& in, size_t index);
+  // The handler call of an inlined instruction's rare path, RIP already past it.
+  void emit_handler_call_after_advance(const Instruction& in, size_t index);
+  void emit_call_and_checks(const Instruction& in, size_t index);
+  Xbyak::Label& exit_with(uint32_t value);
+
+  // translator_integer.cc
+  bool emit_move(const Instruction& in);
+  bool emit_alu(const Instruction& in);
+  bool emit_step(const Instruction& in);
+  bool emit_lea(const Instruction& in);
+  // translator_shift.cc: SHL/SHR/SAR by an immediate and IMUL r, r/m[, imm] on registers,
+  // whose flags the handlers store materialized.
+  bool emit_shift(const Instruction& in);
+  bool emit_multiply(const Instruction& in);
+  // ecx |= SF, ZF, PF of the host flags (as set by a TEST of the result); stores ecx as the
+  // materialized flags.
+  void store_materialized_flags();
+  void emit_alu_operation(int operation, uint8_t size, bool writes, uint8_t destination,
+                          bool destination_rex);
+  // translator_memory.cc (64-bit mode: the soft TLB's fast path inline, everything else —
+  // a miss, MMIO, a page crossing, a fault — through the handler)
+  bool emit_memory_move(const Instruction& in, size_t index);
+  // ALU forms that only read memory (reg op= m; CMP/TEST m, reg/imm) in 64-bit mode.
+  bool emit_alu_memory(const Instruction& in, size_t index);
+  // MOVZX/MOVSX from a register, or (64-bit mode) from memory through the TLB.
+  bool emit_extend(const Instruction& in, size_t index);
+  bool emit_stack(const Instruction& in, size_t index);
+  // CALL rel and RET (no immediate) with 64-bit operands: the return address through the TLB.
+  bool emit_call_return(const Instruction& in, size_t index);
+  // Jumps to `slow` unless rax is canonical (clobbers rcx).
+  void emit_canonical_check(const Xbyak::Reg64& reg, const Xbyak::Label& slow);
+  // rax = the linear address of the memory operand; jumps to `slow` when it is not canonical.
+  void emit_linear_address(const Instruction& in, const Xbyak::Label& slow);
+  // rdx = the host address of `size` bytes at linear rax for `type`, or a jump to `slow`.
+  void emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Label& slow);
+  // The handler for an inlined access's slow path; RIP is left as the fast path leaves it.
+  void emit_slow_path(const Instruction& in, size_t index);
+
+  // translator_branch.cc
+  bool emit_branch(const Instruction& in, size_t index);
+  // Sets the host flags as the lazy flags' condition `code` needs them, or returns false.
+  bool emit_host_flags_for(uint8_t code);
+
+  // Registers and fields.
+  Xbyak::Address field(int32_t offset, uint8_t size) const;
+  Xbyak::Address guest_register(uint8_t index, uint8_t size, bool rex) const;
+  void load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex);
+  void store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from);
+  static Xbyak::Reg sized(const Xbyak::Reg64& reg, uint8_t size);
+  void zero_extend(const Xbyak::Reg64& reg, uint8_t size);
+  void store_flags(FlagOp op, uint8_t size, bool keep_carry);
+  void flush_rip();
+
+  CpuCore& core_;
+  ExitRecord& record_;
+  Chain chain_;
+  size_t body_offset_ = 0;
+  Layout layout_;
+  Xbyak::CodeGenerator code_;
+  Xbyak::Label epilogue_;
+  std::deque<Exit> exits_;
+  uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
+  std::optional<KnownFlags> known_flags_;
+  CodeMode mode_ = CodeMode::k64;
+};
+
+}  // namespace lamina::cpu::x86::jit

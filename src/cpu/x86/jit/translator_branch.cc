@@ -1,0 +1,125 @@
+// Inline near branches: Jcc and JMP with a relative target. The condition comes from the host
+// flags when an inlined instruction of this block set the lazy flags (the operation is redone on
+// the stored operands, which gives the host the same six flags), else from the lazy flags through
+// runtime.h. A target that fails its check (non-canonical, past the CS limit) takes the handler,
+// which raises the #GP exactly as the interpreter does.
+#include "cpu/x86/jit/translator.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+using namespace Xbyak::util;
+using Xbyak::CodeGenerator;
+
+void jump_if(CodeGenerator& code, uint8_t condition, const Xbyak::Label& label) {
+  constexpr auto kNear = CodeGenerator::T_NEAR;
+  switch (condition & 15) {
+    case 0x0: code.jo(label, kNear); break;
+    case 0x1: code.jno(label, kNear); break;
+    case 0x2: code.jb(label, kNear); break;
+    case 0x3: code.jnb(label, kNear); break;
+    case 0x4: code.jz(label, kNear); break;
+    case 0x5: code.jnz(label, kNear); break;
+    case 0x6: code.jbe(label, kNear); break;
+    case 0x7: code.jnbe(label, kNear); break;
+    case 0x8: code.js(label, kNear); break;
+    case 0x9: code.jns(label, kNear); break;
+    case 0xa: code.jp(label, kNear); break;
+    case 0xb: code.jnp(label, kNear); break;
+    case 0xc: code.jl(label, kNear); break;
+    case 0xd: code.jnl(label, kNear); break;
+    case 0xe: code.jle(label, kNear); break;
+    default: code.jnle(label, kNear); break;
+  }
+}
+
+bool reads_carry(uint8_t condition) {
+  const uint8_t pair = (condition & 15) >> 1;
+  return pair == 1 || pair == 3;
+}
+
+}  // namespace
+
+bool Translator::emit_host_flags_for(uint8_t condition) {
+  if (!known_flags_) return false;
+  const uint8_t size = known_flags_->size;
+  switch (known_flags_->op) {
+    case FlagOp::kSub:
+      code_.mov(rax, field(layout_.flags_first, 8));
+      code_.mov(rcx, field(layout_.flags_second, 8));
+      code_.cmp(sized(rax, size), sized(rcx, size));
+      return true;
+    case FlagOp::kAdd:
+      code_.mov(rax, field(layout_.flags_first, 8));
+      code_.mov(rcx, field(layout_.flags_second, 8));
+      code_.add(sized(rax, size), sized(rcx, size));
+      return true;
+    case FlagOp::kLogic:
+      // TEST clears CF and OF and sets ZF, SF, PF from the result, as a logic operation does.
+      code_.mov(rax, field(layout_.flags_result, 8));
+      code_.test(sized(rax, size), sized(rax, size));
+      return true;
+    case FlagOp::kInc:
+    case FlagOp::kDec:
+      // The host's INC/DEC leave CF alone; its value here would not be the guest's.
+      if (reads_carry(condition)) return false;
+      code_.mov(rax, field(layout_.flags_first, 8));
+      if (known_flags_->op == FlagOp::kInc) {
+        code_.inc(sized(rax, size));
+      } else {
+        code_.dec(sized(rax, size));
+      }
+      return true;
+    default: return false;
+  }
+}
+
+bool Translator::emit_branch(const Instruction& in, size_t index) {
+  const uint16_t op = in.opcode;
+  const bool conditional = (op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f);
+  if (!conditional && op != 0xe9 && op != 0xeb) return false;
+  const uint8_t condition = static_cast<uint8_t>(op & 15);
+  // RIP past the branch: the not-taken result, and the base of the target.
+  pending_rip_ += in.length;
+  flush_rip();
+  Xbyak::Label taken, done, slow;
+  if (conditional) {
+    if (emit_host_flags_for(condition)) {
+      jump_if(code_, condition, taken);
+    } else {
+      code_.mov(rdi, rbx);
+      code_.mov(esi, condition);
+      code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_condition));
+      code_.call(rax);
+      code_.test(eax, eax);
+      code_.jnz(taken, CodeGenerator::T_NEAR);
+    }
+    code_.jmp(done, CodeGenerator::T_NEAR);
+  }
+  code_.L(taken);
+  code_.mov(rax, field(layout_.rip, 8));
+  code_.mov(rcx, in.immediate);
+  code_.add(rax, rcx);
+  // checked_target (operands.h): cut to the operand size, then canonical or within CS's limit.
+  zero_extend(rax, in.operand_size);
+  if (mode_ == CodeMode::k64) {
+    code_.mov(rcx, rax);
+    code_.shl(rcx, 16);
+    code_.sar(rcx, 16);
+    code_.cmp(rcx, rax);
+    code_.jne(slow, CodeGenerator::T_NEAR);
+  } else {
+    code_.mov(ecx, field(layout_.cs_limit, 4));
+    code_.cmp(rax, rcx);
+    code_.ja(slow, CodeGenerator::T_NEAR);
+  }
+  code_.mov(field(layout_.rip, 8), rax);
+  code_.jmp(done, CodeGenerator::T_NEAR);
+  code_.L(slow);
+  emit_handler_call_after_advance(in, index);
+  code_.L(done);
+  known_flags_.reset();
+  return true;
+}
+
+}  // namespace lamina::cpu::x86::jit

@@ -1,0 +1,227 @@
+// Inline integer forms: MOV between registers and from immediates, the register forms of
+// ADD/OR/AND/SUB/XOR/CMP/TEST, INC/DEC and LEA. Their results and lazy flags are bit for bit
+// what alu_handlers.cc/data_handlers.cc store; none of them can fault.
+#include "cpu/x86/jit/translator.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+using namespace Xbyak::util;
+
+uint64_t size_mask(uint8_t size) { return size == 8 ? ~uint64_t{0} : (uint64_t{1} << (size * 8)) - 1; }
+
+// ALU operation numbers as in the opcode (ADD OR ADC SBB AND SUB XOR CMP) plus 8 for TEST;
+// ADC and SBB (which read the carry) stay with their handlers.
+bool inlined_operation(int operation) { return operation != 2 && operation != 3; }
+
+FlagOp flag_op(int operation) {
+  switch (operation) {
+    case 0: return FlagOp::kAdd;
+    case 5: case 7: return FlagOp::kSub;
+    default: return FlagOp::kLogic;
+  }
+}
+
+}  // namespace
+
+bool Translator::emit_move(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  // NOP and PAUSE (90 without REX.B, which makes it XCHG r8, rAX): only RIP moves.
+  if (op == 0x90 && !(in.rm & 8)) {
+    pending_rip_ += in.length;
+    return true;
+  }
+  if ((op == 0x88 || op == 0x89 || op == 0x8a || op == 0x8b) && !in.memory) {
+    const uint8_t size = (op & 1) ? in.operand_size : 1;
+    const bool to_rm = op == 0x88 || op == 0x89;
+    load_register(rax, to_rm ? in.reg : in.rm, size, in.rex);
+    store_register(to_rm ? in.rm : in.reg, size, in.rex, rax);
+    pending_rip_ += in.length;
+    return true;
+  }
+  if (op >= 0xb0 && op <= 0xbf) {
+    const uint8_t size = op >= 0xb8 ? in.operand_size : 1;
+    const uint8_t index = static_cast<uint8_t>((op & 7) | (in.rm & 8));
+    code_.mov(rax, in.immediate & size_mask(size));
+    store_register(index, size, in.rex, rax);
+    pending_rip_ += in.length;
+    return true;
+  }
+  if ((op == 0xc6 || op == 0xc7) && !in.memory && in.group_index() == 0) {
+    const uint8_t size = op == 0xc7 ? in.operand_size : 1;
+    code_.mov(rax, in.immediate & size_mask(size));
+    store_register(in.rm, size, in.rex, rax);
+    pending_rip_ += in.length;
+    return true;
+  }
+  return false;
+}
+
+bool Translator::emit_alu(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if (in.memory) return false;
+  if (op < 0x40 && (op & 7) < 6) {
+    const int operation = op >> 3;
+    if (!inlined_operation(operation)) return false;
+    const uint8_t size = (op & 1) ? in.operand_size : 1;
+    const bool writes = operation != 7;
+    switch (op & 7) {
+      case 0: case 1:  // r/m op= reg
+        load_register(rax, in.rm, size, in.rex);
+        load_register(rcx, in.reg, size, in.rex);
+        emit_alu_operation(operation, size, writes, in.rm, in.rex);
+        break;
+      case 2: case 3:  // reg op= r/m
+        load_register(rax, in.reg, size, in.rex);
+        load_register(rcx, in.rm, size, in.rex);
+        emit_alu_operation(operation, size, writes, in.reg, in.rex);
+        break;
+      default:  // AL/eAX op= imm
+        load_register(rax, kRax, size, false);
+        code_.mov(rcx, in.immediate & size_mask(size));
+        emit_alu_operation(operation, size, writes, kRax, false);
+        break;
+    }
+    pending_rip_ += in.length;
+    return true;
+  }
+  int operation = -1;
+  uint8_t size = in.operand_size;
+  bool immediate = true;
+  uint8_t destination = in.rm;
+  bool rex = in.rex;
+  switch (op) {
+    case 0x80: case 0x81: case 0x83:
+      operation = in.group_index();
+      if (op == 0x80) size = 1;
+      break;
+    case 0x84: case 0x85:
+      operation = 8;
+      immediate = false;
+      if (op == 0x84) size = 1;
+      break;
+    case 0xa8: case 0xa9:
+      operation = 8;
+      destination = kRax;
+      rex = false;
+      if (op == 0xa8) size = 1;
+      break;
+    case 0xf6: case 0xf7:
+      if (in.group_index() > 1) return false;  // NOT, NEG, MUL, DIV...
+      operation = 8;
+      if (op == 0xf6) size = 1;
+      break;
+    default: return false;
+  }
+  if (!inlined_operation(operation)) return false;
+  load_register(rax, destination, size, rex);
+  if (immediate) {
+    code_.mov(rcx, in.immediate & size_mask(size));
+  } else {
+    load_register(rcx, in.reg, size, in.rex);
+  }
+  emit_alu_operation(operation, size, operation != 7 && operation != 8, destination, rex);
+  pending_rip_ += in.length;
+  return true;
+}
+
+// rax: first operand, rcx: second (both zero-extended); result into rdx, flags stored, the
+// destination written when `writes`.
+void Translator::emit_alu_operation(int operation, uint8_t size, bool writes, uint8_t destination,
+                                    bool destination_rex) {
+  code_.mov(rdx, rax);
+  const Xbyak::Reg result = sized(rdx, size);
+  const Xbyak::Reg second = sized(rcx, size);
+  switch (operation) {
+    case 0: code_.add(result, second); break;
+    case 1: code_.or_(result, second); break;
+    case 4: case 8: code_.and_(result, second); break;
+    case 5: case 7: code_.sub(result, second); break;
+    case 6: code_.xor_(result, second); break;
+    default: break;
+  }
+  zero_extend(rdx, size);
+  store_flags(flag_op(operation), size, false);
+  if (writes) store_register(destination, size, destination_rex, rdx);
+}
+
+bool Translator::emit_step(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  uint8_t size = in.operand_size;
+  uint8_t index = in.rm;
+  bool rex = in.rex;
+  bool increment = true;
+  if ((op == 0xfe || op == 0xff) && !in.memory && in.group_index() <= 1) {
+    if (op == 0xfe) size = 1;
+    increment = in.group_index() == 0;
+  } else if (op >= 0x40 && op <= 0x4f && mode_ != CodeMode::k64) {
+    index = op & 7;
+    rex = false;
+    increment = op < 0x48;
+  } else {
+    return false;
+  }
+  // INC/DEC keep CF: carry_in is the carry of whatever set the flags before.
+  bool keep_carry = false;
+  if (known_flags_ && (known_flags_->op == FlagOp::kInc || known_flags_->op == FlagOp::kDec)) {
+    keep_carry = true;  // carry_in already holds it
+  } else if (known_flags_ && known_flags_->op == FlagOp::kLogic) {
+    code_.mov(field(layout_.flags_carry, 1), 0);
+    keep_carry = true;
+  } else if (known_flags_ && (known_flags_->op == FlagOp::kAdd || known_flags_->op == FlagOp::kSub)) {
+    code_.mov(rax, field(layout_.flags_first, 8));
+    code_.mov(rcx, field(layout_.flags_second, 8));
+    if (known_flags_->op == FlagOp::kAdd) {
+      code_.add(sized(rax, known_flags_->size), sized(rcx, known_flags_->size));
+    } else {
+      code_.cmp(sized(rax, known_flags_->size), sized(rcx, known_flags_->size));
+    }
+    code_.setc(field(layout_.flags_carry, 1));
+    keep_carry = true;
+  } else {
+    code_.mov(rdi, rbx);
+    code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_carry));
+    code_.call(rax);
+    code_.mov(field(layout_.flags_carry, 1), al);
+    keep_carry = true;
+  }
+  load_register(rax, index, size, rex);
+  code_.mov(ecx, 1);
+  code_.mov(rdx, rax);
+  if (increment) {
+    code_.add(sized(rdx, size), 1);
+  } else {
+    code_.sub(sized(rdx, size), 1);
+  }
+  zero_extend(rdx, size);
+  store_flags(increment ? FlagOp::kInc : FlagOp::kDec, size, keep_carry);
+  store_register(index, size, rex, rdx);
+  pending_rip_ += in.length;
+  return true;
+}
+
+bool Translator::emit_lea(const Instruction& in) {
+  if (in.opcode != 0x8d || !in.memory) return false;
+  // CpuCore::effective_address: displacement + base + (index << scale), cut to the address size.
+  code_.mov(rax, static_cast<uint64_t>(in.displacement));
+  if (in.base < 16) {
+    code_.add(rax, field(layout_.gpr + 8 * in.base, 8));
+  } else if (in.base == kRipRegister) {
+    code_.add(rax, field(layout_.rip, 8));
+    const uint64_t after = pending_rip_ + in.length;
+    code_.add(rax, static_cast<uint32_t>(after));
+  }
+  if (in.index < 16) {
+    code_.mov(rcx, field(layout_.gpr + 8 * in.index, 8));
+    if (in.scale != 0) code_.shl(rcx, in.scale);
+    code_.add(rax, rcx);
+  }
+  if (in.address_size == 4) code_.mov(eax, eax);
+  if (in.address_size == 2) code_.movzx(eax, ax);
+  zero_extend(rax, in.operand_size);
+  store_register(in.reg, in.operand_size, in.rex, rax);
+  pending_rip_ += in.length;
+  return true;
+}
+
+}  // namespace lamina::cpu::x86::jit

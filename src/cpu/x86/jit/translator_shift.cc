@@ -1,0 +1,99 @@
+// Inline SHL/SAL, SHR and SAR of a register by an immediate count, and IMUL of registers: the
+// host instruction computes the result and CF; the other flags are built as shift_handlers.cc
+// and muldiv_handlers.cc build them (set_logic_flags: PF, ZF, SF from the result, AF clear,
+// OF per instruction) and stored materialized. Counts that mask to zero or reach the operand
+// width stay with the handler.
+#include "cpu/x86/jit/translator.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+using namespace Xbyak::util;
+
+constexpr uint32_t kArithmeticInAh = 0xc5;  // LAHF: SF ZF - AF - PF - CF; AF left out
+
+}  // namespace
+
+void Translator::store_materialized_flags() {
+  // LAHF gives SF, ZF, PF (and CF) of the last flag-setting host instruction.
+  code_.lahf();
+  code_.movzx(eax, ah);
+  code_.and_(eax, kArithmeticInAh & ~1u);
+  code_.or_(ecx, eax);
+  code_.mov(field(layout_.flags_materialized, 8), rcx);
+  code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
+  known_flags_.reset();
+}
+
+bool Translator::emit_shift(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if ((op != 0xc0 && op != 0xc1 && op != 0xd0 && op != 0xd1) || in.memory) return false;
+  const uint8_t operation = in.group_index();
+  if (operation != 4 && operation != 5 && operation != 6 && operation != 7) return false;
+  const uint8_t size = (op & 1) ? in.operand_size : 1;
+  const unsigned bits = size * 8u;
+  const unsigned raw = op >= 0xd0 ? 1u : static_cast<uint8_t>(in.immediate);
+  const unsigned count = raw & (bits == 64 ? 63u : 31u);
+  if (count == 0 || count >= bits) return false;
+  load_register(rax, in.rm, size, in.rex);
+  code_.mov(rdx, rax);
+  // OF: SHL top bit of the result != CF; SHR the value's top bit; SAR clear.
+  if (operation == 5) {
+    code_.mov(rsi, rax);
+    code_.shr(rsi, bits - 1);
+    code_.and_(esi, 1);
+  }
+  const Xbyak::Reg result = sized(rdx, size);
+  switch (operation) {
+    case 5: code_.shr(result, count); break;
+    case 7: code_.sar(result, count); break;
+    default: code_.shl(result, count); break;
+  }
+  code_.setc(cl);
+  code_.movzx(ecx, cl);
+  if (operation == 4 || operation == 6) {
+    code_.mov(rsi, rdx);
+    code_.shr(rsi, bits - 1);
+    code_.and_(esi, 1);
+    code_.xor_(esi, ecx);
+  }
+  if (operation != 7) {
+    code_.shl(esi, 11);
+    code_.or_(ecx, esi);
+  }
+  zero_extend(rdx, size);
+  // ZF, SF, PF of the result (the shift's own are the same for a count within the width).
+  code_.test(result, result);
+  store_materialized_flags();
+  store_register(in.rm, size, in.rex, rdx);
+  pending_rip_ += in.length;
+  return true;
+}
+
+bool Translator::emit_multiply(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if ((op != 0x1af && op != 0x69 && op != 0x6b) || in.memory) return false;
+  const uint8_t size = in.operand_size;
+  load_register(rdx, in.rm, size, in.rex);
+  if (op == 0x1af) {
+    load_register(rcx, in.reg, size, in.rex);
+  } else {
+    code_.mov(rcx, size == 8 ? in.immediate : in.immediate & ((uint64_t{1} << (size * 8)) - 1));
+  }
+  const Xbyak::Reg result = sized(rdx, size);
+  code_.imul(result, sized(rcx, size));
+  // CF = OF = the product did not fit.
+  code_.seto(cl);
+  code_.movzx(ecx, cl);
+  code_.mov(esi, ecx);
+  code_.shl(esi, 11);
+  code_.or_(ecx, esi);
+  zero_extend(rdx, size);
+  code_.test(result, result);
+  store_materialized_flags();
+  store_register(in.reg, size, in.rex, rdx);
+  pending_rip_ += in.length;
+  return true;
+}
+
+}  // namespace lamina::cpu::x86::jit

@@ -1,0 +1,333 @@
+// The JIT against the interpreter: the same 64-bit programs on both engines must end in the
+// same state with the same instruction count, through inlined forms, handler calls, faults in
+// the middle of a block, self-modifying code and code cache flushes.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include <xbyak/xbyak.h>
+
+#include "cpu/x86/jit/jit_engine.h"
+#include "test_machine.h"
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+using namespace Xbyak::util;
+
+constexpr uint64_t kCode = 0x100000, kHandler = 0x110000, kData = 0x120000, kStackTop = 0x180000;
+
+// Guest code assembled with xbyak: `body` writes it, the bytes are copied out.
+std::vector<uint8_t> assemble(const std::function<void(Xbyak::CodeGenerator&)>& body) {
+  Xbyak::CodeGenerator code(64 * 1024, Xbyak::DontSetProtectRWE);
+  body(code);
+  return {code.getCode(), code.getCode() + code.getSize()};
+}
+
+struct Outcome {
+  CpuState state;
+  uint64_t retired = 0;
+  CpuExit::Kind exit = CpuExit::Kind::kBudgetExhausted;
+  uint64_t stack_rip = 0;  // the RIP an exception frame pushed (error code below it)
+  uint64_t translations = 0, flushes = 0, cache_used = 0, cache_capacity = 0;
+};
+
+Outcome run_on(CpuEngine engine, const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20,
+               uint64_t budget = 10'000'000) {
+  EXPECT_LT(program.size(), kHandler - kCode) << "the program runs into the handler";
+  CpuConfiguration configuration;
+  configuration.engine = engine;
+  configuration.code_cache_bytes = cache_bytes;
+  TestMachine machine(16 << 20, configuration);
+  machine.enter_long_mode(0);
+  machine.write(kCode, program);
+  const uint8_t halt[] = {0xf4};
+  machine.write(kHandler, halt);
+  for (uint8_t vector = 0; vector < 32; ++vector) machine.set_long_gate(vector, kHandler);
+  CpuState& state = machine.state();
+  state.rip = kCode;
+  state.gpr[kRsp] = kStackTop;
+  state.halted = false;
+  Outcome outcome;
+  const CpuExit exit = machine.cpu().run(budget);
+  outcome.exit = exit.kind;
+  outcome.state = machine.state();
+  outcome.retired = machine.cpu().instructions_retired();
+  outcome.stack_rip = machine.read64(machine.state().gpr[kRsp] + 8);
+  if (const jit::JitEngine* jit = machine.cpu().jit()) {
+    outcome.translations = jit->translations();
+    outcome.flushes = jit->cache().flushes();
+    outcome.cache_used = jit->cache().used();
+    outcome.cache_capacity = jit->cache().capacity();
+  }
+  return outcome;
+}
+
+void expect_same(const Outcome& interpreted, const Outcome& translated) {
+  EXPECT_EQ(interpreted.exit, translated.exit);
+  for (int index = 0; index < 16; ++index)
+    EXPECT_EQ(interpreted.state.gpr[index], translated.state.gpr[index]) << "register " << index;
+  EXPECT_EQ(interpreted.state.rip, translated.state.rip);
+  EXPECT_EQ(interpreted.state.read_rflags(), translated.state.read_rflags());
+  EXPECT_EQ(interpreted.state.cr2, translated.state.cr2);
+  EXPECT_EQ(interpreted.retired, translated.retired);
+  EXPECT_EQ(interpreted.stack_rip, translated.stack_rip);
+}
+
+Outcome compare(const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20) {
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program);
+  const Outcome translated = run_on(CpuEngine::kJit, program, cache_bytes);
+  expect_same(interpreted, translated);
+  EXPECT_GT(translated.translations, 0u);
+  return translated;
+}
+
+// Ran to its final HLT without taking an exception (the handler is an HLT at kHandler).
+void expect_no_exception(const Outcome& outcome) { EXPECT_NE(outcome.state.rip, kHandler + 1); }
+
+TEST(JitEngineTest, IntegerLoopMatchesTheInterpreter) {
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, skip, below;
+    c.mov(ecx, 1000);
+    c.xor_(eax, eax);
+    c.mov(rbx, 0x123456789ull);
+    c.mov(r9, 0);
+    c.L(loop);
+    c.add(eax, ecx);
+    c.lea(rdx, ptr[rax + rcx * 4 + 7]);
+    c.sub(rbx, rdx);
+    c.xor_(ebx, 0x5a);
+    c.mov(r8b, al);
+    c.mov(ah, cl);
+    c.or_(dx, 0x4001);
+    c.and_(r11, rdx);
+    c.cmp(bl, 0x40);
+    c.adc(r10, 0);  // a handler reading the inlined CMP's flags
+    c.test(edx, 0x100);
+    c.jz(skip);
+    c.inc(r9);
+    c.L(skip);
+    c.push(rax);  // handler calls between inlined forms
+    c.imul(rsi, rdx, 3);
+    c.pop(rdi);
+    c.shl(rdi, 3);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.cmp(rbx, rax);
+    c.jb(below);
+    c.mov(r10, 1);
+    c.L(below);
+    c.mov(rcx, kData);
+    c.mov(qword[rcx], rbx);
+    c.hlt();
+  })));
+}
+
+TEST(JitEngineTest, FlagsFromEveryInlinedOperationReachTheHandlers) {
+  // Each inlined flag-setting form followed by PUSHF (a handler) and a Jcc on every condition.
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    // Kept below 64 KiB of code (the handler lies at kCode + 64 KiB).
+    const uint64_t values[] = {0, 0x7f, 0x80, 0x8000, 0xffffffff, 0x80000000,
+                               0x7fffffffffffffffull, ~0ull};
+    for (uint64_t a : values) {
+      for (uint64_t b : {uint64_t{1}, uint64_t{0x80}, ~uint64_t{0}}) {
+        for (int form = 0; form < 16; ++form) {
+          c.mov(rax, a);
+          c.mov(rcx, b);
+          switch (form) {
+            case 0: c.add(eax, ecx); break;
+            case 1: c.sub(al, cl); break;
+            case 2: c.cmp(rax, rcx); break;
+            case 3: c.and_(ax, cx); break;
+            case 4: c.inc(rax); break;
+            case 5: c.dec(eax); break;
+            case 6: c.test(cl, al); break;
+            case 7: c.xor_(rax, rcx); break;
+            case 8: c.shl(eax, 3); break;
+            case 9: c.shr(ax, 1); break;
+            case 10: c.sar(rax, 63); break;
+            case 11: c.shl(al, 7); break;
+            case 12: c.imul(eax, ecx); break;
+            case 13: c.imul(rax, rcx, -3); break;
+            case 14: c.imul(cx, ax, 0x1234); break;
+            default: c.shr(rcx, 33); break;
+          }
+          c.pushfq();
+          c.pop(rdx);
+          c.add(r15, rdx);
+          for (int condition = 0; condition < 16; ++condition) {
+            Xbyak::Label next;
+            c.db(0x70 | condition);  // Jcc rel8 to `next` (2 bytes on)
+            c.db(4);
+            c.add(r15, condition);  // 4 bytes: REX.W 83 /0 ib
+            c.L(next);
+          }
+          c.rol(r15, 7);
+        }
+      }
+    }
+    c.hlt();
+  })));
+}
+
+TEST(JitEngineTest, MemoryAccessesMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, local;
+    c.mov(rsi, kData);
+    c.mov(ecx, 300);
+    c.L(loop);
+    c.mov(qword[rsi + rcx * 8], rcx);        // stores of every size
+    c.mov(dword[rsi + rcx * 4 + 0x1000], ecx);
+    c.mov(word[rsi + rcx * 2 + 0x2000], cx);
+    c.mov(byte[rsi + rcx + 0x3000], cl);
+    c.mov(byte[rsi + rcx + 0x3100], 0xa5);   // immediates (negative as bytes and words)
+    c.mov(dword[rsi + rcx * 4 + 0x4000], 0x9234c678);
+    c.mov(qword[rsi + rcx * 8 + 0x5000], -2);
+    c.mov(rax, qword[rsi + rcx * 8]);        // loads of every size, merged and extended
+    c.add(rdi, rax);
+    c.mov(edx, dword[rsi + rcx * 4 + 0x1000]);
+    c.mov(dx, word[rsi + rcx * 2 + 0x2000]);
+    c.mov(dh, byte[rsi + rcx + 0x3000]);
+    c.mov(r9b, byte[rsi + rcx + 0x3100]);
+    c.add(r8, rdx);
+    c.movzx(eax, byte[rsi + rcx + 0x3000]);   // extensions from memory and registers
+    c.movsx(r10, word[rsi + rcx * 4 + 0x4000]);
+    c.movsx(r11, byte[rsi + rcx + 0x3100]);
+    c.add(r8, r11);
+    c.movsx(bx, byte[rsi + rcx + 0x3100]);
+    c.movsx(r14d, ch);
+    c.movzx(r15, r9w);
+    c.add(r8, rax);
+    c.add(r8, r10);
+    c.add(r8, rbx);
+    c.add(r8, r14);
+    c.add(r8, r15);
+    c.add(r8, qword[rsi + rcx * 8]);          // ALU forms reading memory
+    c.sub(r8d, dword[rsi + rcx * 4 + 0x1000]);
+    c.xor_(r9b, byte[rsi + rcx + 0x3100]);
+    c.cmp(word[rsi + rcx * 2 + 0x2000], 150);
+    c.adc(r13, 0);
+    c.cmp(qword[rsi + rcx * 8 + 0x5000], r8);
+    c.sbb(r13, 0);
+    c.test(byte[rsi + rcx + 0x3000], 0x81);
+    c.setnz(al);
+    c.add(r13, rax);
+    c.mov(qword[rsi + 0xffd], rdi);          // crosses a page: the handler's path
+    c.mov(r10, qword[rsi + 0xffd]);
+    c.mov(qword[rip + local], r10);          // RIP-relative, a page after the code
+    c.push(rcx);
+    c.push(r8);
+    c.pop(r11);
+    c.pop(r12);
+    c.add(r13, r11);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.mov(rax, qword[rip + local]);
+    c.hlt();
+    c.align(4096);
+    c.L(local);
+    c.dq(0);
+  })));
+}
+
+TEST(JitEngineTest, CallsAndReturnsMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, function, leaf, done;
+    c.mov(ecx, 200);
+    c.L(loop);
+    c.call(function);
+    c.dec(ecx);
+    c.jnz(loop);
+    c.jmp(done);
+    c.L(function);
+    c.add(rax, rcx);
+    c.call(leaf);
+    c.ret();
+    c.L(leaf);
+    c.push(rax);
+    c.xor_(rax, rsi);
+    c.pop(rsi);
+    c.ret();
+    c.L(done);
+    c.hlt();
+  })));
+}
+
+TEST(JitEngineTest, AReturnToANonCanonicalAddressFaultsPrecisely) {
+  const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rax, 0x0000800000000000ull);  // not canonical
+    c.push(rax);
+    c.mov(ebx, 7);
+    c.ret();  // #GP(0) with RSP and RIP as before it
+  }));
+  EXPECT_EQ(outcome.state.gpr[kRbx], 7u);
+}
+
+TEST(JitEngineTest, PageFaultInTheMiddleOfABlockIsPrecise) {
+  const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(eax, 5);
+    c.add(eax, 7);
+    c.mov(rcx, 0x40000000);  // not mapped: the store below raises #PF
+    c.mov(dword[rcx], eax);
+    c.mov(eax, 99);
+    c.hlt();
+  }));
+  EXPECT_EQ(outcome.state.gpr[kRax], 12u);
+  EXPECT_EQ(outcome.state.cr2, 0x40000000u);
+  // The handler ran (and halted) with the pushed RIP the interpreter pushes, compared above.
+  EXPECT_EQ(outcome.state.rip, kHandler + 1);
+}
+
+TEST(JitEngineTest, SelfModifyingCodeRunsTheNewInstructions) {
+  const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label outer, inner, patched;
+    c.mov(ecx, 20);
+    c.xor_(ebx, ebx);
+    c.L(outer);
+    // Writes the counter into the immediate of the MOV below: into the running block (this
+    // one runs on into it) and into the inner loop's block, translated by now.
+    c.mov(dword[rip + patched + 1], ecx);
+    c.mov(edx, 5);
+    c.L(inner);
+    c.L(patched);
+    c.mov(eax, 0x11111111);
+    c.add(ebx, eax);
+    c.dec(edx);
+    c.jnz(inner);
+    c.dec(ecx);
+    c.jnz(outer);
+    c.hlt();
+  }));
+  EXPECT_EQ(outcome.state.gpr[kRbx], 5u * 210u);  // five times 20 + 19 + ... + 1
+}
+
+TEST(JitEngineTest, AFullCodeCacheIsFlushedAndStaysWithinItsBound) {
+  const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
+                                    Xbyak::Label start;
+                                    c.mov(r8d, 3);
+                                    c.L(start);
+                                    // 400 blocks, each a few inlined forms and a JMP on.
+                                    for (int block = 0; block < 400; ++block) {
+                                      Xbyak::Label next;
+                                      c.add(eax, block);
+                                      c.xor_(edx, eax);
+                                      c.lea(rsi, ptr[rsi + rdx + block]);
+                                      c.jmp(next, Xbyak::CodeGenerator::T_NEAR);
+                                      c.L(next);
+                                    }
+                                    c.dec(r8d);
+                                    c.jnz(start, Xbyak::CodeGenerator::T_NEAR);
+                                    c.hlt();
+                                  }),
+                                  4096);
+  EXPECT_GT(outcome.flushes, 0u);
+  EXPECT_LE(outcome.cache_used, outcome.cache_capacity);
+  EXPECT_EQ(outcome.cache_capacity, 4096u);
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
