@@ -47,6 +47,16 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
   options.max_memory_bytes = config.max_memory_bytes;
   options.cmdline = config.cmdline;
   options.debug_exit = config.debug_exit;
+  if (const machine::FirmwareChoice firmware = machine::effective_firmware(config);
+      firmware.kind != machine::FirmwareKind::kNone) {
+    options.firmware = firmware.kind;
+    options.firmware_path = firmware.file;
+    auto image = machine::read_boot_file(firmware.file.string(), "firmware",
+                                         machine::kMaxFirmwareSize, granted);
+    if (!image) return fail(image.error());
+    options.firmware_image = std::make_shared<const std::vector<std::byte>>(std::move(*image));
+    return options;
+  }
   if (config.kernel) {
     options.kernel = *config.kernel;
     options.initrd = config.initrd;
