@@ -51,10 +51,14 @@ class FwCfgTest : public ::testing::Test {
     store_be<uint32_t>(descriptor.data(), control);
     store_be<uint32_t>(descriptor.data() + 4, length);
     store_be<uint64_t>(descriptor.data() + 8, address);
-    if (memory_.contains(at, 16)) EXPECT_TRUE(memory_.write(at, descriptor));
+    if (memory_.contains(at, 16)) {
+      EXPECT_TRUE(memory_.write(at, descriptor));
+    }
     start(at);
     std::array<std::byte, 4> answer{};
-    if (memory_.contains(at, 4)) EXPECT_TRUE(memory_.read(at, answer));
+    if (memory_.contains(at, 4)) {
+      EXPECT_TRUE(memory_.read(at, answer));
+    }
     return load_be<uint32_t>(answer.data());
   }
   void start(uint64_t at) {
@@ -138,7 +142,7 @@ TEST_F(FwCfgTest, DmaSelectReadAndSkip) {
   // Reads continue at the offset and fill zeros past the end.
   EXPECT_EQ(dma(fw_cfg::kDmaRead, 6, kBuffer), 0u);
   EXPECT_EQ(ram(kBuffer, 6), std::string("ghij\0\0", 6));
-  EXPECT_EQ(reported_, 10u) << "DMA writes are reported to the vCPUs";
+  EXPECT_EQ(reported_, 10u + 3 * 4) << "data and answers are reported to the vCPUs";
   // The data port follows the same offset (at the end now).
   EXPECT_EQ(read_data(1), std::string(1, '\0'));
   // A 64-bit write of the address starts a transfer too.

@@ -6,7 +6,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "base/byte_order.h"
@@ -16,6 +19,8 @@
 
 namespace lamina::machine {
 namespace {
+
+using acpi::Bytes;
 
 // Runs a table-loader command file over named blobs placed in one flat "memory".
 class TinyLoader {
