@@ -8,6 +8,8 @@
 # boot.img's code goes into the MBR before the partition table.
 #   make_bios_disk.sh GUEST_DIR OUTPUT.raw COMMAND
 # COMMAND runs in the guest (its lamina_run= parameter); the menu entry boots it on ttyS0.
+# COMMAND must not hold a single quote: GRUB takes the single-quoted word without expanding it
+# and hands it to the kernel in double quotes (it has spaces), which the kernel strips.
 set -euo pipefail
 guest=$1 output=$2 command=$3
 grub=/usr/lib/grub/i386-pc
@@ -37,7 +39,7 @@ set timeout=1
 set default=0
 menuentry 'Lamina default guest' {
   echo 'GRUB: loading the Lamina guest'
-  linux /vmlinuz console=ttyS0 quiet no_timer_check panic=-1 lamina_run="$command"
+  linux /vmlinuz console=ttyS0 quiet no_timer_check panic=-1 'lamina_run=$command'
   initrd /initrd.img
 }
 EOF
