@@ -7,7 +7,10 @@
 #   grub_vhd:  a VHD made by make_bios_disk.sh (MBR, FAT32, GRUB 2) and `lamina disk convert`
 #              boots on virtio-blk with no --firmware given (the default for a disk without a
 #              kernel): SeaBIOS, GRUB's menu, Linux, the default guest runs a command and
-#              powers off, exit 0. --vmm qemu boots the same raw disk in QEMU TCG (the oracle).
+#              powers off, exit 0. --vmm qemu boots the same raw disk in QEMU TCG (the oracle);
+#   memtest:   a GRUB 2 disk boots Debian's memtest86+ (linux16) through SeaBIOS with its
+#              console on ttyS0; it must see the RAM and reach its third test with no errors
+#              (a short check, not a full pass).
 set -euo pipefail
 vmm=lamina lamina="" guest="" scenario=""
 while [[ $# -gt 0 ]]; do
@@ -40,7 +43,7 @@ case $scenario in
   grub_vhd)
     [[ -f $guest/vmlinuz && -f $guest/initrd.img ]] || { echo "no default guest in '$guest'"; exit 1; }
     code=$((RANDOM % 200 + 3))
-    bash "$(dirname "$0")/make_bios_disk.sh" "$guest" "$work/disk.raw" \
+    bash "$(dirname "$0")/make_bios_disk.sh" guest "$guest" "$work/disk.raw" \
       "echo guest-says-\$((6*7)); exit $code" >/dev/null
     status=0
     if [[ $vmm == qemu ]]; then
@@ -59,6 +62,23 @@ case $scenario in
     has "Booting \`Lamina default guest'" || fail "GRUB did not boot the menu entry"
     has "guest-says-42" || fail "the guest's command did not run"
     has "LAMINA-EXIT-STATUS: $code" || fail "no 'LAMINA-EXIT-STATUS: $code' line"
+    ;;
+  memtest)
+    bash "$(dirname "$0")/make_bios_disk.sh" memtest "$work/disk.raw" >/dev/null
+    "$lamina" run --memory 128M --rng none --disk "$work/disk.raw" </dev/null >"$log" 2>&1 &
+    vm=$!
+    for _ in $(seq 240); do
+      grep -aq "#3  \[Moving inversions" "$log" 2>/dev/null && break
+      kill -0 $vm 2>/dev/null || break
+      sleep 1
+    done
+    kill $vm 2>/dev/null || true
+    wait $vm 2>/dev/null || true
+    has "Memtest86+ v6" || fail "memtest86+ did not start"
+    has "Memory  :  128MB" || fail "memtest86+ did not see 128 MB"
+    has "Address test" || fail "memtest86+ did not start testing"
+    has "#3  \[Moving inversions" || fail "memtest86+ did not reach test #3 in 4 minutes"
+    ! grep -aq "Errors: *[1-9]" "$log" || fail "memtest86+ reported errors"
     ;;
   *) echo "unknown scenario '$scenario'" >&2; exit 2 ;;
 esac
