@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstring>
+#include <random>
 #include <string>
 
 #include "base/byte_order.h"
@@ -195,6 +196,33 @@ TEST_F(FwCfgTest, HostileDescriptors) {
   std::array<std::byte, 2> half{};
   fw_cfg_.write(8, half);
   fw_cfg_.write(6, half);
+}
+
+// Hostile guest: random accesses of every size at every offset, with RAM full of random bytes
+// so every DMA descriptor is made up, must be survived, and the device must work afterwards.
+TEST_F(FwCfgTest, RandomAccessesAreSurvived) {
+  ASSERT_TRUE(fw_cfg_.add_file("etc/e820", std::vector<std::byte>(100, std::byte{7})));
+  std::mt19937_64 random(20261206);
+  std::vector<std::byte> noise(kRamSize);
+  for (std::byte& byte : noise) byte = static_cast<std::byte>(random());
+  ASSERT_TRUE(memory_.write(0, noise));
+  const size_t sizes[] = {1, 2, 4, 8};
+  for (int step = 0; step < 100'000; ++step) {
+    const size_t size = sizes[random() % 4];
+    const uint64_t offset = random() % (FwCfg::kPortSize + 4);
+    std::array<std::byte, 8> data{};
+    uint64_t value = random();
+    // Start transfers at descriptors inside RAM most of the time.
+    if (offset >= 4 && offset < FwCfg::kPortSize && random() % 4 != 0) value %= kRamSize;
+    for (size_t i = 0; i < 8; ++i) data[i] = static_cast<std::byte>(value >> (56 - 8 * i));
+    if (random() % 3 == 0) {
+      fw_cfg_.read(offset, std::span(data.data(), size));
+    } else {
+      fw_cfg_.write(offset, std::span<const std::byte>(data.data() + 8 - size, size));
+    }
+  }
+  select(fw_cfg::kSignature);
+  EXPECT_EQ(read_data(4), "QEMU");
 }
 
 TEST_F(FwCfgTest, StateKeepsTheSelectorAndOffset) {
