@@ -56,7 +56,7 @@ GuestMemory::GuestMemory(GuestMemory&& other) noexcept
       mappings_(std::move(other.mappings_)),
       dirty_(std::move(other.dirty_)),
       write_protected_(std::move(other.write_protected_)) {
-  other.write_protected_ = std::make_unique<ProtectionBits>();
+  // A moved-from GuestMemory has no regions and no protection bits; nothing may use it.
   other.mappings_.clear();
   other.regions_.clear();
 }
@@ -67,7 +67,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
     regions_ = std::move(other.regions_);
     mappings_ = std::move(other.mappings_);
     dirty_ = std::move(other.dirty_);
-    write_protected_.swap(other.write_protected_);
+    write_protected_ = std::move(other.write_protected_);
     other.mappings_.clear();
     other.regions_.clear();
   }
@@ -77,6 +77,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
 GuestMemory::~GuestMemory() { unmap_all(); }
 
 void GuestMemory::set_write_protected(uint64_t guest_physical, uint64_t length, bool on) {
+  if (!write_protected_) return;  // moved from
   const uint64_t end = std::min(guest_physical + length, kProtectableEnd);
   for (uint64_t page = guest_physical & ~uint64_t{0xfff}; page < end; page += 0x1000) {
     const uint64_t index = page >> 12;
