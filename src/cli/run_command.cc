@@ -206,7 +206,7 @@ void add_run_command(CLI::App& app) {
                       std::string(machine::kDefaultBiosPath) +
                       ") from the first bootable --disk, as a PC does, its screen mirrored to "
                       "the serial console; bios:FILE: another BIOS image. Default: bios for a "
-                      "VM with --disk and no --kernel, else none");
+                      "VM with --disk and no --kernel, --initrd or --cmdline, else none");
   run->add_option("--kernel", options->kernel,
                   "Linux bzImage or ELF vmlinux, or a Multiboot v1 kernel (default: the default "
                   "guest from scripts/make-guest)");

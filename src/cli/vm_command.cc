@@ -218,7 +218,7 @@ void add_vm_command(CLI::App& app) {
   create_command->add_option("--initrd", create->initrd, "Initial RAM disk");
   create_command->add_option("--cmdline", create->cmdline, "Kernel command line");
   create_command->add_option("--firmware", create->firmware,
-                             "none, bios or bios:FILE (default: bios with disks and no kernel)");
+                             "none, bios or bios:FILE (default: bios with disks and no kernel, initrd or cmdline)");
   create_command->add_option("--disk", create->disks, "PATH[,readonly][,serial=S], repeatable")
       ->take_all()
       ->allow_extra_args(false);

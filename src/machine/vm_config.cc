@@ -115,7 +115,9 @@ Result<FirmwareChoice> parse_firmware(std::string_view text) {
 
 FirmwareChoice effective_firmware(const VmConfig& config) {
   if (config.firmware) return *config.firmware;
-  if (!config.kernel && !config.disks.empty()) {
+  // A VM that names nothing of a direct kernel boot (kernel, initrd, command line) boots its
+  // disks as a PC does; naming any of them keeps the default guest's direct boot.
+  if (!config.kernel && !config.initrd && config.cmdline.empty() && !config.disks.empty()) {
     return FirmwareChoice{FirmwareKind::kBios, kDefaultBiosPath};
   }
   return FirmwareChoice{};

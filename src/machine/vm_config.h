@@ -33,8 +33,8 @@ struct SerialConfig {
 };
 
 struct VmConfig {
-  // --firmware; unset: a BIOS when the VM has disks and no kernel (it boots from its disk as
-  // a PC does), else none. See effective_firmware().
+  // --firmware; unset: a BIOS when the VM has disks and names no kernel, initrd or command
+  // line (it boots from its disk as a PC does), else none. See effective_firmware().
   std::optional<FirmwareChoice> firmware;
   std::optional<std::filesystem::path> kernel;  // none: the default guest (without firmware)
   std::optional<std::filesystem::path> initrd;
