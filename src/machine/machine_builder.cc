@@ -72,6 +72,19 @@ void apply_boot_state(const BootState& boot, cpu::x86::CpuState& state) {
   state.halted = false;
 }
 
+Result<void> check_firmware_image(std::span<const std::byte> image,
+                                  const std::filesystem::path& path) {
+  // The flash decodes a power-of-two window ending at 4 GiB, inside the layout's ROM window.
+  if (image.size() < 64 * kKiB || image.size() > kMaxFirmwareSize ||
+      !std::has_single_bit(image.size())) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("firmware {}: {} bytes is not a BIOS image (a power of two from 64 "
+                            "to {} KiB, like SeaBIOS's bios-256k.bin)",
+                            path.string(), image.size(), kMaxFirmwareSize / kKiB));
+  }
+  return {};
+}
+
 Result<MemoryLayout> machine_memory_layout(uint64_t memory_bytes, uint64_t max_memory_bytes) {
   uint64_t hotplug_size = 0;
   if (max_memory_bytes > memory_bytes) {
@@ -341,14 +354,8 @@ Result<void> MachineBuilder::add_firmware(Machine& m, const MachineOptions& opti
   }
   std::span<const std::byte> image =
       options.firmware_image ? std::span<const std::byte>(*options.firmware_image) : read;
-  // The flash decodes a power-of-two window ending at 4 GiB, inside the layout's ROM window.
-  if (image.size() < 64 * kKiB || image.size() > m.layout_.firmware_rom_size() ||
-      !std::has_single_bit(image.size())) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("firmware {}: {} bytes is not a BIOS image (a power of two from 64 "
-                            "to {} KiB, like SeaBIOS's bios-256k.bin)",
-                            options.firmware_path.string(), image.size(),
-                            m.layout_.firmware_rom_size() / kKiB));
+  if (auto checked = check_firmware_image(image, options.firmware_path); !checked) {
+    return fail(checked.error());
   }
   m.firmware_rom_ = std::make_unique<hw::FirmwareRom>(image);
   // A PAM change flushes every vCPU's cached write translations before its next block.

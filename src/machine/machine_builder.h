@@ -40,6 +40,11 @@ inline constexpr uint64_t kMaxBootFileSize = uint64_t{1} << 30;
 // Firmware images larger than this are refused (the flash window below 4 GiB is 256 KiB).
 inline constexpr uint64_t kMaxFirmwareSize = uint64_t{256} << 10;
 
+// kInvalidArgument unless `image` can be a BIOS flash image (a power of two from 64 KiB to
+// kMaxFirmwareSize, decoded up to 4 GiB); `path` names it in the message.
+Result<void> check_firmware_image(std::span<const std::byte> image,
+                                  const std::filesystem::path& path);
+
 struct MachineOptions {
   // How vCPU 0 starts: at a kernel the machine loads itself (Linux or Multiboot), or at the
   // reset vector of firmware (SeaBIOS) that boots the OS from a disk as a PC does.

@@ -54,6 +54,10 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
     auto image = machine::read_boot_file(firmware.file.string(), "firmware",
                                          machine::kMaxFirmwareSize, granted);
     if (!image) return fail(image.error());
+    // Refused here, before a worker says it started, rather than when the machine is built.
+    if (auto checked = machine::check_firmware_image(*image, firmware.file); !checked) {
+      return fail(checked.error());
+    }
     options.firmware_image = std::make_shared<const std::vector<std::byte>>(std::move(*image));
     return options;
   }
