@@ -159,7 +159,7 @@ void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std
 // Boots the VM and returns only by throwing the exit status (see finish()).
 [[noreturn]] void run_vm(const machine::VmConfig& config, const RunOptions& options) {
   // --accel kvm on a host without a usable /dev/kvm ends here with status 3 (not available).
-  auto kvm = worker::resolve_kvm(config.accel);
+  auto kvm = worker::resolve_kvm(config);
   if (!kvm) {
     fmt::print(stderr, "lamina run: {}\n", kvm.error().message());
     throw CLI::RuntimeError(kNotBuiltExitCode);

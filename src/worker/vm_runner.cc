@@ -21,8 +21,13 @@ std::string_view to_string(VmState state) {
   return "unknown";
 }
 
-Result<bool> resolve_kvm(machine::AccelKind accel) {
+Result<bool> resolve_kvm(const machine::VmConfig& config) {
+  const machine::AccelKind accel = config.accel;
   if (accel == machine::AccelKind::kEmu) return false;
+  if (accel == machine::AccelKind::kAuto &&
+      machine::effective_firmware(config).kind != machine::FirmwareKind::kNone) {
+    return false;
+  }
   auto host = accel::probe_kvm();
   if (accel == machine::AccelKind::kAuto) return host && !host->software_pvm;
   if (!host) return fail(host.error().with_context("--accel kvm"));
