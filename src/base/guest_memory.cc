@@ -54,7 +54,9 @@ Result<GuestMemory> GuestMemory::create(std::vector<RamRegion> regions) {
 GuestMemory::GuestMemory(GuestMemory&& other) noexcept
     : regions_(std::move(other.regions_)),
       mappings_(std::move(other.mappings_)),
-      dirty_(std::move(other.dirty_)) {
+      dirty_(std::move(other.dirty_)),
+      write_protected_(std::move(other.write_protected_)) {
+  // A moved-from GuestMemory has no regions and no protection bits; nothing may use it.
   other.mappings_.clear();
   other.regions_.clear();
 }
@@ -65,6 +67,7 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
     regions_ = std::move(other.regions_);
     mappings_ = std::move(other.mappings_);
     dirty_ = std::move(other.dirty_);
+    write_protected_ = std::move(other.write_protected_);
     other.mappings_.clear();
     other.regions_.clear();
   }
@@ -72,6 +75,20 @@ GuestMemory& GuestMemory::operator=(GuestMemory&& other) noexcept {
 }
 
 GuestMemory::~GuestMemory() { unmap_all(); }
+
+void GuestMemory::set_write_protected(uint64_t guest_physical, uint64_t length, bool on) {
+  if (!write_protected_) return;  // moved from
+  const uint64_t end = std::min(guest_physical + length, kProtectableEnd);
+  for (uint64_t page = guest_physical & ~uint64_t{0xfff}; page < end; page += 0x1000) {
+    const uint64_t index = page >> 12;
+    const uint64_t bit = uint64_t{1} << (index % 64);
+    if (on) {
+      (*write_protected_)[index / 64].fetch_or(bit, std::memory_order_relaxed);
+    } else {
+      (*write_protected_)[index / 64].fetch_and(~bit, std::memory_order_relaxed);
+    }
+  }
+}
 
 void GuestMemory::unmap_all() {
   for (const Mapping& mapping : mappings_) ::munmap(mapping.host, mapping.region.size);

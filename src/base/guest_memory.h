@@ -6,6 +6,8 @@
 // Ownership: owns the mappings (RAII). Thread-safety: the layout is fixed at construction and
 // may be queried from any thread; the content is shared by all vCPUs and devices, like real RAM.
 
+#include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -58,6 +60,18 @@ class GuestMemory {
     if (dirty_) dirty_->mark(guest_physical, length);
   }
 
+  // Shadow RAM below 1 MiB that the chipset made read-only (hw/shadow_ram.h, i440FX PAM):
+  // vCPUs send their writes to such pages down the MMIO path instead of into RAM. Device DMA
+  // and write() are not affected (as on a PC, where PAM filters CPU cycles). Any thread; the
+  // caller flushes the vCPUs' cached write translations after a change.
+  static constexpr uint64_t kProtectableEnd = uint64_t{1} << 20;
+  void set_write_protected(uint64_t guest_physical, uint64_t length, bool on);
+  bool write_protected(uint64_t page) const {
+    if (page >= kProtectableEnd) return false;
+    const uint64_t index = page >> 12;
+    return ((*write_protected_)[index / 64].load(std::memory_order_relaxed) >> (index % 64)) & 1;
+  }
+
   const std::vector<RamRegion>& regions() const { return regions_; }
   uint64_t total_size() const;
 
@@ -72,6 +86,9 @@ class GuestMemory {
   std::vector<RamRegion> regions_;
   std::vector<Mapping> mappings_;
   std::unique_ptr<DirtyLog> dirty_;  // on the heap: vCPUs keep its address across moves
+  // One bit per page below kProtectableEnd; on the heap for the same reason.
+  using ProtectionBits = std::array<std::atomic<uint64_t>, kProtectableEnd / 4096 / 64>;
+  std::unique_ptr<ProtectionBits> write_protected_ = std::make_unique<ProtectionBits>();
 };
 
 }  // namespace lamina

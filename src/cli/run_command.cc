@@ -30,6 +30,7 @@ namespace {
 
 // Raw option text as typed; turned into a VmConfig and validated before anything starts.
 struct RunOptions {
+  std::string firmware;  // empty: the default (see machine::effective_firmware)
   std::string kernel;
   std::string initrd;
   std::string cmdline;
@@ -56,6 +57,11 @@ struct RunOptions {
 
 machine::VmConfig to_config(const RunOptions& options) {
   machine::VmConfig config;
+  if (!options.firmware.empty()) {
+    auto firmware = machine::parse_firmware(options.firmware);
+    if (!firmware) report_bad_option(firmware.error());
+    config.firmware = *firmware;
+  }
   if (!options.kernel.empty()) config.kernel = options.kernel;
   if (!options.initrd.empty()) config.initrd = options.initrd;
   config.cmdline = options.cmdline;
@@ -102,7 +108,7 @@ machine::VmConfig to_config(const RunOptions& options) {
   if (auto valid = machine::validate(config); !valid) report_bad_option(valid.error());
   // Without --kernel the default guest boots; a missing one is a usage error saying how to
   // make it.
-  if (!config.kernel) {
+  if (!config.kernel && machine::effective_firmware(config).kind == machine::FirmwareKind::kNone) {
     if (auto guest = machine::find_default_guest(); !guest) report_bad_option(guest.error());
   }
   return config;
@@ -161,7 +167,7 @@ void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std
 // Boots the VM and returns only by throwing the exit status (see finish()).
 [[noreturn]] void run_vm(const machine::VmConfig& config, const RunOptions& options) {
   // --accel kvm on a host without a usable /dev/kvm ends here with status 3 (not available).
-  auto kvm = worker::resolve_kvm(config.accel);
+  auto kvm = worker::resolve_kvm(config);
   if (!kvm) {
     fmt::print(stderr, "lamina run: {}\n", kvm.error().message());
     throw CLI::RuntimeError(kNotBuiltExitCode);
@@ -209,6 +215,12 @@ void add_run_command(CLI::App& app) {
   auto options = std::make_shared<RunOptions>();
   auto* run = app.add_subcommand(
       "run", "Start one VM in the foreground with its first serial port on the terminal");
+  run->add_option("--firmware", options->firmware,
+                  "none: Lamina loads --kernel itself; bios: boot through SeaBIOS (" +
+                      std::string(machine::kDefaultBiosPath) +
+                      ") from the first bootable --disk, as a PC does, its screen mirrored to "
+                      "the serial console; bios:FILE: another BIOS image. Default: bios for a "
+                      "VM with --disk and no --kernel, --initrd or --cmdline, else none");
   run->add_option("--kernel", options->kernel,
                   "Linux bzImage or ELF vmlinux, or a Multiboot v1 kernel (default: the default "
                   "guest from scripts/make-guest)");

@@ -27,8 +27,8 @@ struct CreateOptions {
   std::string name;
   std::string from;
   std::string cpus;
-  std::string memory, kernel, initrd, cmdline, serial, console_port, rng, accel, cpu_engine,
-      code_cache, on_reboot;
+  std::string memory, firmware, kernel, initrd, cmdline, serial, console_port, rng, accel,
+      cpu_engine, code_cache, on_reboot;
   std::vector<std::string> disks, networks;
   bool autostart = false;
   std::string on_crash;
@@ -124,6 +124,11 @@ nlohmann::json definition_of(const CreateOptions& options) {
     if (!value.empty()) definition[key] = value;
   };
   set("memory", options.memory);
+  if (options.firmware.starts_with("bios:")) {
+    set("firmware", "bios:" + absolute(options.firmware.substr(5)));
+  } else {
+    set("firmware", options.firmware);
+  }
   set("kernel", absolute(options.kernel));
   set("initrd", absolute(options.initrd));
   set("cmdline", options.cmdline);
@@ -215,6 +220,8 @@ void add_vm_command(CLI::App& app) {
   create_command->add_option("--kernel", create->kernel, "Kernel (default: the default guest)");
   create_command->add_option("--initrd", create->initrd, "Initial RAM disk");
   create_command->add_option("--cmdline", create->cmdline, "Kernel command line");
+  create_command->add_option("--firmware", create->firmware,
+                             "none, bios or bios:FILE (default: bios with disks and no kernel, initrd or cmdline)");
   create_command->add_option("--disk", create->disks, "PATH[,readonly][,serial=S], repeatable")
       ->take_all()
       ->allow_extra_args(false);

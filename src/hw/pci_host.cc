@@ -27,9 +27,12 @@ PciHost::PciHost(Bus& io, Bus& mmio, Options options)
       address_window_(*this, kAddress, "pci-config-address"),
       data_window_(*this, kData, "pci-config-data"),
       ecam_window_(*this, kEcam, "pci-ecam"),
-      bridge_(std::make_unique<HostBridgeFunction>(options.vendor, options.device)) {
-  bridge_->attach_buses(io_, mmio_);
-  functions_[0] = bridge_.get();
+      bridge_(options.bridge ? nullptr
+                             : std::make_unique<HostBridgeFunction>(options.vendor,
+                                                                    options.device)),
+      bridge_function_(options.bridge ? options.bridge : bridge_.get()) {
+  bridge_function_->attach_buses(io_, mmio_);
+  functions_[0] = bridge_function_;
 }
 
 Result<void> PciHost::attach(uint8_t device, uint8_t function, PciDevice& pci_device) {
@@ -147,7 +150,7 @@ void PciHost::save(StateWriter& writer) const {
   writer.begin_section("pci-host", kStateVersion);
   writer.put(config_address_);
   writer.end_section();
-  bridge_->save(writer);
+  bridge_function_->save(writer);
 }
 
 Result<void> PciHost::load(StateReader& reader) {
@@ -163,7 +166,7 @@ Result<void> PciHost::load(StateReader& reader) {
     config_address_ &= kAddressWritable;
   }
   if (auto result = reader.end_section(); !result) return result;
-  return bridge_->load(reader);
+  return bridge_function_->load(reader);
 }
 
 }  // namespace lamina::hw

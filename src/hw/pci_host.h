@@ -38,6 +38,9 @@ class PciHost final : public WindowedDevice, public Stateful {
     uint16_t device = 0x0008;
     unsigned ecam_buses = 1;          // ECAM window size: ecam_buses MiB (1..256)
     Device* reset_control = nullptr;  // 0xcf9 byte accesses
+    // A chipset's own function 00:00.0 (borrowed; the i440FX with its PAM registers for
+    // firmware boots); null: a generic host bridge with vendor/device above.
+    PciDevice* bridge = nullptr;
   };
 
   PciHost(Bus& io, Bus& mmio, Options options);
@@ -52,7 +55,7 @@ class PciHost final : public WindowedDevice, public Stateful {
   // Unplugs what attach() plugged (hotplug; the caller holds the vCPUs, so no access to the
   // function is in flight). kNotFound when the slot is empty.
   [[nodiscard]] Result<void> detach(uint8_t device, uint8_t function);
-  PciDevice& host_bridge() { return *bridge_; }
+  PciDevice& host_bridge() { return *bridge_function_; }
 
   void window_read(unsigned window, uint64_t offset, std::span<std::byte> data) override;
   void window_write(unsigned window, uint64_t offset, std::span<const std::byte> data) override;
@@ -75,7 +78,8 @@ class PciHost final : public WindowedDevice, public Stateful {
   DeviceWindow address_window_;
   DeviceWindow data_window_;
   DeviceWindow ecam_window_;
-  std::unique_ptr<PciDevice> bridge_;
+  std::unique_ptr<PciDevice> bridge_;  // the generic bridge, when Options::bridge is null
+  PciDevice* bridge_function_;
   RateLimiter log_limiter_;
 
   mutable std::mutex mutex_;

@@ -16,6 +16,9 @@ namespace {
 Result<nlohmann::json> with_boot_files(const nlohmann::json& definition) {
   nlohmann::json named = definition;
   if (named.contains("kernel")) return named;
+  // A VM that boots through firmware loads no kernel.
+  auto parsed = vm_config_from_definition(definition, HostChecks::kNone);
+  if (parsed && effective_firmware(*parsed).kind != FirmwareKind::kNone) return named;
   auto guest = find_default_guest();
   if (!guest) return fail(guest.error());
   named["kernel"] = guest->kernel.string();
@@ -44,6 +47,12 @@ Result<WorkerGrants> grant_host_ends(const nlohmann::json& definition, std::stri
   }
   if (config->initrd) {
     if (auto opened = open_boot_file(config->initrd->string(), "initrd", files); !opened) {
+      return fail(opened.error());
+    }
+  }
+  if (const FirmwareChoice firmware = effective_firmware(*config);
+      firmware.kind != FirmwareKind::kNone) {
+    if (auto opened = open_boot_file(firmware.file.string(), "firmware", files); !opened) {
       return fail(opened.error());
     }
   }

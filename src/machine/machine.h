@@ -26,7 +26,10 @@
 #include "hw/bus.h"
 #include "hw/clock.h"
 #include "hw/debug_exit.h"
+#include "hw/firmware_rom.h"
+#include "hw/fw_cfg.h"
 #include "hw/hpet.h"
+#include "hw/i440fx_host_bridge.h"
 #include "hw/i8042.h"
 #include "hw/ioapic.h"
 #include "hw/irq_fanout.h"
@@ -38,6 +41,7 @@
 #include "hw/port92.h"
 #include "hw/post_code_port.h"
 #include "hw/reset_control.h"
+#include "hw/shadow_ram.h"
 #include "hw/rtc.h"
 #include "hw/system_control_port.h"
 #include "hw/timer_queue.h"
@@ -199,6 +203,14 @@ class Machine {
   std::unique_ptr<hw::AcpiPm> acpi_pm_;
   std::unique_ptr<hw::ResetControl> reset_control_;
   std::unique_ptr<hw::Hpet> hpet_;
+  // Device DMA into guest RAM (virtio, fw_cfg, shadow RAM); made first, so it outlives them.
+  std::unique_ptr<virtio::DmaMemory> dma_;
+  // Firmware boots only (null for a direct kernel boot): the BIOS flash below 4 GiB, its
+  // shadow at 0xC0000-0xFFFFF under the i440FX's PAM registers, and fw_cfg.
+  std::unique_ptr<hw::FirmwareRom> firmware_rom_;
+  std::unique_ptr<hw::ShadowRam> shadow_ram_;
+  std::unique_ptr<hw::I440fxHostBridge> host_bridge_;
+  std::unique_ptr<hw::FwCfg> fw_cfg_;
   std::unique_ptr<hw::PciHost> pci_host_;
   std::unique_ptr<hw::HotplugController> pci_hotplug_;
   std::unique_ptr<hw::HotplugController> cpu_hotplug_;  // null without CPU hotplug
@@ -206,7 +218,6 @@ class Machine {
   // Virtio PCI functions and what they use: device DMA reports to the accelerator, so these
   // come after it (and are destroyed, devices quiesced, before it); INTx of slot S goes to the
   // wired-OR line of GSI 16 + S % 4, as the DSDT's _PRT says.
-  std::unique_ptr<virtio::DmaMemory> dma_;
   std::vector<std::unique_ptr<SharedIrqLine>> pci_intx_;
   std::vector<std::unique_ptr<virtio::VirtioPciFunction>> virtio_functions_;
   std::vector<uint8_t> virtio_slots_;  // virtio_functions_[i] sits in slot virtio_slots_[i]

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <bit>
 #include <ctime>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "machine/acpi/acpi_tables.h"
 #include "machine/acpi/config.h"
 #include "machine/boot_file.h"
+#include "machine/firmware_config.h"
 #include "machine/multiboot_loader.h"
 #include "machine/pci_resources.h"
 #include "virtio/virtio_mem.h"
@@ -68,6 +70,19 @@ void apply_boot_state(const BootState& boot, cpu::x86::CpuState& state) {
   state.idtr = {boot.idt.base, boot.idt.limit};
   state.cpl = state.segment[kCs].dpl();
   state.halted = false;
+}
+
+Result<void> check_firmware_image(std::span<const std::byte> image,
+                                  const std::filesystem::path& path) {
+  // The flash decodes a power-of-two window ending at 4 GiB, inside the layout's ROM window.
+  if (image.size() < 64 * kKiB || image.size() > kMaxFirmwareSize ||
+      !std::has_single_bit(image.size())) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("firmware {}: {} bytes is not a BIOS image (a power of two from 64 "
+                            "to {} KiB, like SeaBIOS's bios-256k.bin)",
+                            path.string(), image.size(), kMaxFirmwareSize / kKiB));
+  }
+  return {};
 }
 
 Result<MemoryLayout> machine_memory_layout(uint64_t memory_bytes, uint64_t max_memory_bytes) {
@@ -134,6 +149,20 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   }
   auto isa = [&m](unsigned irq) -> hw::IrqLine& { return *m.isa_irqs_[irq]; };
 
+  // Every device write into guest RAM drops the vCPUs' translations of the pages it touched
+  // (the accelerator comes later; nothing writes before the guest runs).
+  m.dma_ = std::make_unique<virtio::DmaMemory>(m.memory_, [&m](uint64_t address, uint64_t length) {
+    if (m.accelerator_) m.accelerator_->guest_memory_written(address, length);
+  });
+  if (options.firmware != FirmwareKind::kNone) {
+    if (options.kvm) {
+      return fail(ErrorCode::kUnsupported,
+                  "--firmware bios needs the built-in CPU (--accel emu): the BIOS flash and its "
+                  "write-protected shadow are not wired to KVM yet");
+    }
+    if (auto added = add_firmware(m, options); !added) return fail(added.error());
+  }
+
   // Legacy devices.
   m.pit_irq0_ = std::make_unique<hw::GatedIrqLine>(isa(0));
   m.pit_ = std::make_unique<hw::Pit8254>(m.timers_, *m.pit_irq0_);
@@ -195,7 +224,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   m.pci_host_ = std::make_unique<hw::PciHost>(
       m.io_, m.mmio_,
       hw::PciHost::Options{.ecam_buses = static_cast<unsigned>(kEcamSize / kMiB),
-                           .reset_control = m.reset_control_.get()});
+                           .reset_control = m.reset_control_.get(),
+                           .bridge = m.host_bridge_.get()});
 
   // Port I/O map (PC/AT ports; ACPI blocks where the FADT says).
   struct Mapping {
@@ -239,6 +269,19 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
       return fail(mapped.error().with_context("machine wiring"));
     }
   }
+  if (m.fw_cfg_) {
+    const Mapping firmware_mappings[] = {
+        {m.io_, hw::FwCfg::kPortBase, hw::FwCfg::kPortSize, *m.fw_cfg_},
+        {m.mmio_, kFourGiB - m.firmware_rom_->size(), m.firmware_rom_->size(), *m.firmware_rom_},
+        // Reached only by writes to the pages PAM made read-only (the area is RAM).
+        {m.mmio_, hw::ShadowRam::kBase, hw::ShadowRam::kSize, *m.shadow_ram_},
+    };
+    for (const Mapping& mapping : firmware_mappings) {
+      if (auto mapped = map(mapping.bus, mapping.base, mapping.size, mapping.device); !mapped) {
+        return fail(mapped.error().with_context("firmware wiring"));
+      }
+    }
+  }
   // Without it, writes to 0xf4 are unmapped port writes: dropped and counted.
   if (options.debug_exit) {
     if (auto mapped = map(m.io_, hw::DebugExit::kPort, hw::DebugExit::kSize, *m.debug_exit_);
@@ -249,8 +292,18 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
 
   // Firmware tables, then the kernel (which is told where the RSDP is); a machine made to be
   // restored gets its RAM and vCPU state from the saved state instead.
+  // With firmware, fw_cfg carries the tables (also when restoring: a guest may read it again)
+  // and vCPU 0 starts at the reset vector, the state the CPU is built in.
   BootState boot;
-  if (!options.for_restore) {
+  if (m.fw_cfg_) {
+    FirmwareConfigOptions firmware{.cpus = options.cpus,
+                                   .max_cpus = cpus,
+                                   .boot_order = options.boot_order};
+    if (auto filled = populate_firmware_config(*m.fw_cfg_, m.layout_, acpi_config, firmware);
+        !filled) {
+      return fail(filled.error().with_context("firmware configuration"));
+    }
+  } else if (!options.for_restore) {
     auto booted = load_boot_images(m, options, acpi_config);
     if (!booted) return fail(booted.error());
     boot = *booted;
@@ -286,12 +339,34 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
                                      options.guest_thread_setup));
     m.apics_[index]->set_kick([thread = m.vcpu_threads_.back().get()] { thread->wake(); });
   }
-  if (!options.for_restore) {
+  if (!options.for_restore && !m.fw_cfg_) {
     cpu::x86::CpuState state = m.vcpus_[0]->state();
     apply_boot_state(boot, state);
     m.vcpus_[0]->set_state(state);
   }
   return machine;
+}
+
+Result<void> MachineBuilder::add_firmware(Machine& m, const MachineOptions& options) {
+  std::vector<std::byte> read;
+  if (!options.firmware_image) {
+    auto bytes = read_boot_file(options.firmware_path.string(), "firmware", kMaxFirmwareSize);
+    if (!bytes) return fail(bytes.error());
+    read = std::move(*bytes);
+  }
+  std::span<const std::byte> image =
+      options.firmware_image ? std::span<const std::byte>(*options.firmware_image) : read;
+  if (auto checked = check_firmware_image(image, options.firmware_path); !checked) {
+    return fail(checked.error());
+  }
+  m.firmware_rom_ = std::make_unique<hw::FirmwareRom>(image);
+  // A PAM change flushes every vCPU's cached write translations before its next block.
+  m.shadow_ram_ = std::make_unique<hw::ShadowRam>(*m.dma_, image, [&m] {
+    for (const auto& vcpu : m.vcpus_) vcpu->restart_write_logging();
+  });
+  m.host_bridge_ = std::make_unique<hw::I440fxHostBridge>(*m.shadow_ram_);
+  m.fw_cfg_ = std::make_unique<hw::FwCfg>(*m.dma_);
+  return {};
 }
 
 Result<BootState> MachineBuilder::load_boot_images(Machine& m, const MachineOptions& options,
@@ -345,16 +420,14 @@ Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptio
                 fmt::format("{} virtio devices do not fit the {} free PCI slots",
                             options.virtio_devices.size(), free_slots));
   }
-  // Every device write into guest RAM drops the vCPUs' translations of the pages it touched.
-  m.dma_ = std::make_unique<virtio::DmaMemory>(
-      m.memory_, [accelerator = m.accelerator_.get()](uint64_t address, uint64_t length) {
-        accelerator->guest_memory_written(address, length);
-      });
   m.pci_gsi_base_ = pci_gsi_base;
   for (unsigned link = 0; link < 4; ++link) {
     m.pci_intx_.push_back(std::make_unique<SharedIrqLine>(m.ioapic_->input(pci_gsi_base + link)));
   }
   PciResourceAllocator resources(kPciMmio32Start, kPciMmio32End, kPciIoStart, kPciIoEnd);
+  // Firmware sizes and places the BARs itself, as on a PC (BARs left decoding would map over
+  // its flash while it sizes them).
+  const bool assign_resources = !m.fw_cfg_;
   // The virtio-mem device takes the last slot, outside the factories' range.
   if (m.layout_.hotplug_size() > 0) {
     auto memory_device = std::make_unique<virtio::VirtioMem>(
@@ -372,7 +445,9 @@ Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptio
     if (auto attached = m.pci_host_->attach(slot, 0, **function); !attached) {
       return fail(attached.error());
     }
-    if (auto assigned = resources.assign(**function); !assigned) return fail(assigned.error());
+    if (assign_resources) {
+      if (auto assigned = resources.assign(**function); !assigned) return fail(assigned.error());
+    }
     m.insert_virtio_function(slot, std::move(*function));
   }
   for (size_t index = 0; index < options.virtio_devices.size(); ++index) {
@@ -386,7 +461,9 @@ Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptio
     if (auto attached = m.pci_host_->attach(slot, 0, **function); !attached) {
       return fail(attached.error());
     }
-    if (auto assigned = resources.assign(**function); !assigned) return fail(assigned.error());
+    if (assign_resources) {
+      if (auto assigned = resources.assign(**function); !assigned) return fail(assigned.error());
+    }
     m.insert_virtio_function(slot, std::move(*function));
   }
   return {};

@@ -25,6 +25,7 @@
 #include "hw/uart16550.h"
 #include "machine/acpi/config.h"
 #include "machine/boot_state.h"
+#include "machine/firmware_kind.h"
 #include "machine/linux_loader.h"
 #include "machine/machine.h"
 #include "virtio/virtio_device.h"
@@ -36,7 +37,23 @@ using VirtioDeviceFactory = std::function<Result<std::unique_ptr<virtio::VirtioD
 // Kernel and initrd files larger than this are refused before reading them into memory.
 inline constexpr uint64_t kMaxBootFileSize = uint64_t{1} << 30;
 
+// Firmware images larger than this are refused (the flash window below 4 GiB is 256 KiB).
+inline constexpr uint64_t kMaxFirmwareSize = uint64_t{256} << 10;
+
+// kInvalidArgument unless `image` can be a BIOS flash image (a power of two from 64 KiB to
+// kMaxFirmwareSize, decoded up to 4 GiB); `path` names it in the message.
+Result<void> check_firmware_image(std::span<const std::byte> image,
+                                  const std::filesystem::path& path);
+
 struct MachineOptions {
+  // How vCPU 0 starts: at a kernel the machine loads itself (Linux or Multiboot), or at the
+  // reset vector of firmware (SeaBIOS) that boots the OS from a disk as a PC does.
+  FirmwareKind firmware = FirmwareKind::kNone;
+  // The BIOS image (kBios): read from firmware_path unless firmware_image holds it already.
+  std::filesystem::path firmware_path;
+  std::shared_ptr<const std::vector<std::byte>> firmware_image;
+  // fw_cfg "bootorder" device paths for the firmware, first boots first (empty: its default).
+  std::vector<std::string> boot_order;
   std::filesystem::path kernel;
   std::optional<std::filesystem::path> initrd;
   // The kernel and initrd read ahead (by a worker before its sandbox closes the file system);
@@ -91,6 +108,7 @@ class MachineBuilder {
   static Result<std::unique_ptr<Machine>> build(const MachineOptions& options);
 
  private:
+  static Result<void> add_firmware(Machine& machine, const MachineOptions& options);
   static Result<BootState> load_boot_images(Machine& machine, const MachineOptions& options,
                                             const acpi::AcpiConfig& acpi_config);
   static Result<void> add_virtio_functions(Machine& machine, const MachineOptions& options,

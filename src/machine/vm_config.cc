@@ -119,6 +119,26 @@ Result<CpuCount> parse_cpus(std::string_view text) {
   return count;
 }
 
+Result<FirmwareChoice> parse_firmware(std::string_view text) {
+  if (text == "none") return FirmwareChoice{};
+  if (text == "bios") return FirmwareChoice{FirmwareKind::kBios, kDefaultBiosPath};
+  if (text.starts_with("bios:") && text.size() > 5) {
+    return FirmwareChoice{FirmwareKind::kBios, std::filesystem::path(text.substr(5))};
+  }
+  return fail(ErrorCode::kInvalidArgument,
+              fmt::format("--firmware: '{}' is not none, bios or bios:FILE", text));
+}
+
+FirmwareChoice effective_firmware(const VmConfig& config) {
+  if (config.firmware) return *config.firmware;
+  // A VM that names nothing of a direct kernel boot (kernel, initrd, command line) boots its
+  // disks as a PC does; naming any of them keeps the default guest's direct boot.
+  if (!config.kernel && !config.initrd && config.cmdline.empty() && !config.disks.empty()) {
+    return FirmwareChoice{FirmwareKind::kBios, kDefaultBiosPath};
+  }
+  return FirmwareChoice{};
+}
+
 Result<MemorySize> parse_memory(std::string_view text) {
   const size_t comma = text.find(',');
   MemorySize size;
@@ -178,6 +198,18 @@ Result<void> validate(const VmConfig& config, HostChecks checks) {
   if (!config.kernel && config.initrd) {
     return fail(ErrorCode::kInvalidArgument, "--initrd needs --kernel");
   }
+  const FirmwareChoice firmware = effective_firmware(config);
+  if (firmware.kind != FirmwareKind::kNone) {
+    if (config.kernel || !config.cmdline.empty()) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "--firmware bios boots the OS from a disk: --kernel, --initrd and --cmdline "
+                  "belong to a direct kernel boot (--firmware none)");
+    }
+    if (config.accel == AccelKind::kKvm) {
+      return fail(ErrorCode::kInvalidArgument,
+                  "--firmware bios runs on the built-in CPU only (--accel emu) for now");
+    }
+  }
   const ConsolePortConfig& port = config.console_port;
   if (port.kind == ConsolePortKind::kStdio && config.serial.kind == SerialKind::kStdio) {
     return fail(ErrorCode::kInvalidArgument,
@@ -188,6 +220,16 @@ Result<void> validate(const VmConfig& config, HostChecks checks) {
   if (checks == HostChecks::kNone) return {};
   if (config.kernel) {
     if (auto checked = check_readable_file("--kernel", *config.kernel); !checked) return checked;
+  }
+  if (firmware.kind != FirmwareKind::kNone) {
+    if (auto checked = check_readable_file("--firmware", firmware.file); !checked) {
+      if (!config.firmware) {
+        return fail(checked.error().with_context(
+            "a VM with disks and no kernel boots through SeaBIOS (install Debian's seabios "
+            "package, or give --kernel)"));
+      }
+      return checked;
+    }
   }
   if (config.initrd) {
     if (auto checked = check_readable_file("--initrd", *config.initrd); !checked) return checked;

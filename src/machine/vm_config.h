@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "machine/firmware_kind.h"
 #include "net/network_option.h"
 #include "virtio/virtio_block_setup.h"
 
@@ -42,7 +43,10 @@ struct SerialConfig {
 };
 
 struct VmConfig {
-  std::optional<std::filesystem::path> kernel;  // none: the default guest
+  // --firmware; unset: a BIOS when the VM has disks and names no kernel, initrd or command
+  // line (it boots from its disk as a PC does), else none. See effective_firmware().
+  std::optional<FirmwareChoice> firmware;
+  std::optional<std::filesystem::path> kernel;  // none: the default guest (without firmware)
   std::optional<std::filesystem::path> initrd;
   std::string cmdline;
   uint32_t cpus = 1;
@@ -94,6 +98,10 @@ Result<ConsolePortConfig> parse_console_port(std::string_view text);
 Result<bool> parse_rng(std::string_view text);
 // Parses one --net value: "switch:NAME[,mac=M]" or "tap:IFNAME[,mac=M]" (errors name --net).
 Result<net::NetworkOption> parse_network(std::string_view text);
+// Parses --firmware "none", "bios" (kDefaultBiosPath) or "bios:FILE".
+Result<FirmwareChoice> parse_firmware(std::string_view text);
+// The firmware a config boots through, its default applied.
+FirmwareChoice effective_firmware(const VmConfig& config);
 // Parses "emu", "kvm" or "auto".
 Result<AccelKind> parse_accel(std::string_view text);
 // Parses "jit" or "interp".

@@ -11,10 +11,10 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 16> kFields = {
-    "cpus",   "max_cpus", "memory",       "memory_target", "kernel", "initrd",
-    "cmdline", "disks",   "nets",         "serial",        "console_port", "rng",
-    "accel",  "cpu_engine", "code_cache", "on_reboot"};
+constexpr std::array<std::string_view, 17> kFields = {
+    "cpus",    "max_cpus", "memory",  "memory_target", "firmware",     "kernel",
+    "initrd",  "cmdline",  "disks",   "nets",          "serial",       "console_port",
+    "rng",     "accel",    "cpu_engine", "code_cache", "on_reboot"};
 
 Error field_error(std::string_view field, std::string_view what) {
   return Error(ErrorCode::kInvalidArgument, fmt::format("{}: {}", field, what));
@@ -89,6 +89,10 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
     if (!size) return fail(size.error());
     config.memory_bytes = size->bytes;
     config.max_memory_bytes = size->max_bytes;
+  } else if (field == "firmware") {
+    auto firmware = parse_firmware(*text);
+    if (!firmware) return fail(firmware.error());
+    config.firmware = *firmware;
   } else if (field == "kernel") {
     if (!text->empty()) config.kernel = *text;
   } else if (field == "initrd") {

@@ -125,8 +125,8 @@ Result<VmxMachine> parse_vmx(std::string_view text, const std::filesystem::path&
   machine.memory_mib = *memory_mib;
   if (const std::string firmware = lower(value_of(pairs, "firmware")); firmware == "efi") {
     machine.not_carried.push_back(
-        "firmware = efi: Lamina has no UEFI firmware yet; the VM boots Lamina's direct kernel "
-        "boot (the default guest unless you set a kernel)");
+        "firmware = efi: Lamina has no UEFI firmware yet; the VM boots its disk through "
+        "SeaBIOS (BIOS), or Lamina's direct kernel boot once you set a kernel or command line");
   }
 
   // Disks and CD-ROMs: CONTROLLERn:m.present with a fileName.

@@ -24,8 +24,13 @@ std::string_view to_string(VmState state) {
   return "unknown";
 }
 
-Result<bool> resolve_kvm(machine::AccelKind accel) {
+Result<bool> resolve_kvm(const machine::VmConfig& config) {
+  const machine::AccelKind accel = config.accel;
   if (accel == machine::AccelKind::kEmu) return false;
+  if (accel == machine::AccelKind::kAuto &&
+      machine::effective_firmware(config).kind != machine::FirmwareKind::kNone) {
+    return false;
+  }
   auto host = accel::probe_kvm();
   if (accel == machine::AccelKind::kAuto) return host && !host->software_pvm;
   if (!host) return fail(host.error().with_context("--accel kvm"));
@@ -52,6 +57,20 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
   options.debug_exit = config.debug_exit;
   options.jit = config.cpu_engine == machine::CpuEngine::kJit;
   options.code_cache_bytes = config.code_cache_bytes;
+  if (const machine::FirmwareChoice firmware = machine::effective_firmware(config);
+      firmware.kind != machine::FirmwareKind::kNone) {
+    options.firmware = firmware.kind;
+    options.firmware_path = firmware.file;
+    auto image = machine::read_boot_file(firmware.file.string(), "firmware",
+                                         machine::kMaxFirmwareSize, granted);
+    if (!image) return fail(image.error());
+    // Refused here, before a worker says it started, rather than when the machine is built.
+    if (auto checked = machine::check_firmware_image(*image, firmware.file); !checked) {
+      return fail(checked.error());
+    }
+    options.firmware_image = std::make_shared<const std::vector<std::byte>>(std::move(*image));
+    return options;
+  }
   if (config.kernel) {
     options.kernel = *config.kernel;
     options.initrd = config.initrd;

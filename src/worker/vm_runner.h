@@ -42,9 +42,10 @@ struct VmOutcome {
   std::string reason;
 };
 
-// Whether `accel` runs on KVM here: kAuto takes KVM only where it runs guest kernels in
-// hardware; kKvm on a host without a usable /dev/kvm is an error saying why.
-Result<bool> resolve_kvm(machine::AccelKind accel);
+// Whether the config's accel runs on KVM here: kAuto takes KVM only where it runs guest
+// kernels in hardware, and never for firmware boots (built-in CPU only for now); kKvm on a host
+// without a usable /dev/kvm is an error saying why.
+Result<bool> resolve_kvm(const machine::VmConfig& config);
 
 class VmRunner {
  public:

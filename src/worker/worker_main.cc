@@ -425,7 +425,7 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   auto config =
       machine::vm_config_from_definition(start["definition"], machine::HostChecks::kNone);
   if (!config) return fail_start(sender, id, config.error());
-  auto kvm = resolve_kvm(config->accel);
+  auto kvm = resolve_kvm(*config);
   if (!kvm) return fail_start(sender, id, kvm.error());
   // The fds: the serial console's socket to laminad ("console"), the grants' (base/
   // granted_files.h), then a saved state to continue from ("restore", always the last).

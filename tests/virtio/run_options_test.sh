@@ -35,4 +35,16 @@ check "run --disk with a comma written ,," 2 "^lamina run: --disk $folder/a,b.ra
   "$lamina" run --disk "$folder/a,,b.raw"
 check "run --disk takes one image per occurrence" 2 'not expected: b' -- \
   "$lamina" run --disk a b
+# --firmware (issue 15): values, combinations and images are checked before anything boots.
+check "run --help names --firmware" 0 '--firmware' -- "$lamina" run --help
+check "run --firmware bad" 2 "^lamina run: --firmware: 'uefi' is not none, bios or bios:FILE$" -- \
+  "$lamina" run --firmware uefi
+check "run --firmware bios with --kernel" 2 'belong to a direct kernel boot' -- \
+  "$lamina" run --firmware bios --kernel "$0"
+check "run --firmware bios on KVM" 2 'built-in CPU only' -- \
+  "$lamina" run --firmware bios --accel kvm
+check "run --firmware bios:FILE missing" 2 "^lamina run: --firmware: .*none.bin. is not a file" -- \
+  "$lamina" run --firmware "bios:$folder/none.bin"
+check "run --firmware bios:FILE that is no BIOS" 1 'is not a BIOS image' -- \
+  "$lamina" run --serial none --firmware "bios:$0"
 exit $((failures > 0))

@@ -112,6 +112,9 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
   if ((apic_base & (kApicBaseEnable | kApicBaseExtended)) == kApicBaseEnable &&
       (apic_base & kPageMask) == physical_page)
     return {physical, nullptr};
+  // Shadow RAM the chipset made read-only (PAM): the write goes to the MMIO bus, whose shadow
+  // device drops it or redirects it; such pages never get write pointers in the TLB.
+  if (access == Access::kWrite && memory.write_protected(physical_page)) return {physical, nullptr};
   std::byte* host = memory.host_pointer(physical_page, 4096);
   if (host == nullptr) return {physical, nullptr};
   if (access == Access::kWrite) {
