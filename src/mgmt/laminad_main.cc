@@ -21,6 +21,7 @@
 #include "base/unique_fd.h"
 #include "mgmt/api_router.h"
 #include "mgmt/default_paths.h"
+#include "mgmt/host_port.h"
 #include "mgmt/http_server.h"
 #include "mgmt/vm_service.h"
 
@@ -35,21 +36,6 @@ fs::path own_folder() {
 }
 
 // "HOST:PORT" or "[V6]:PORT".
-std::optional<std::pair<std::string, uint16_t>> parse_listen(const std::string& text) {
-  const size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0) return std::nullopt;
-  std::string host = text.substr(0, colon);
-  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  unsigned port = 0;
-  const std::string digits = text.substr(colon + 1);
-  if (digits.empty() || digits.size() > 5 ||
-      digits.find_first_not_of("0123456789") != std::string::npos) {
-    return std::nullopt;
-  }
-  port = static_cast<unsigned>(std::stoul(digits));
-  if (port > 65535) return std::nullopt;
-  return std::pair{host, static_cast<uint16_t>(port)};
-}
 
 struct TcpArguments {
   std::string listen;
@@ -67,7 +53,7 @@ std::expected<std::optional<lamina::mgmt::TcpListenOptions>, int> tcp_options(
     }
     return std::nullopt;
   }
-  auto endpoint = parse_listen(arguments.listen);
+  auto endpoint = lamina::mgmt::parse_host_port(arguments.listen);
   if (!endpoint) {
     fmt::print(stderr, "laminad: --listen {}: use HOST:PORT\n", arguments.listen);
     return std::unexpected(2);

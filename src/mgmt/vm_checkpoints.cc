@@ -35,11 +35,6 @@ namespace {
 constexpr auto kSaveTimeout = std::chrono::minutes(10);
 constexpr auto kWorkerExitTimeout = std::chrono::seconds(60);
 
-ServiceError conflict(std::string message) { return {409, "", std::move(message)}; }
-ServiceError internal(const std::string& message) { return {500, "", message}; }
-ServiceError missing_vm(const std::string& name) {
-  return {404, "name", fmt::format("no VM named {}", name)};
-}
 ServiceError missing_checkpoint(const std::string& vm, const std::string& name) {
   return {404, "checkpoint", fmt::format("{} has no checkpoint named {}", vm, name)};
 }
@@ -48,10 +43,10 @@ ServiceError missing_checkpoint(const std::string& vm, const std::string& name) 
 ServiceResult<std::pair<VmRecord, CheckpointRecord>> find_checkpoint_of(
     Inventory& inventory, const std::string& vm, const std::string& checkpoint) {
   auto found = inventory.find(vm);
-  if (!found) return std::unexpected(internal(found.error().message()));
-  if (!*found) return std::unexpected(missing_vm(vm));
+  if (!found) return std::unexpected(ServiceError::internal(found.error().message()));
+  if (!*found) return std::unexpected(ServiceError::no_vm(vm));
   auto record = inventory.find_checkpoint(vm, checkpoint);
-  if (!record) return std::unexpected(internal(record.error().message()));
+  if (!record) return std::unexpected(ServiceError::internal(record.error().message()));
   if (!*record) return std::unexpected(missing_checkpoint(vm, checkpoint));
   return std::pair{**found, **record};
 }
@@ -100,10 +95,10 @@ nlohmann::json describe_checkpoint(const CheckpointRecord& checkpoint) {
 
 ServiceResult<nlohmann::json> VmService::checkpoints(const std::string& name) {
   auto found = inventory_->find(name);
-  if (!found) return std::unexpected(internal(found.error().message()));
-  if (!*found) return std::unexpected(missing_vm(name));
+  if (!found) return std::unexpected(ServiceError::internal(found.error().message()));
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   auto records = inventory_->checkpoints(name);
-  if (!records) return std::unexpected(internal(records.error().message()));
+  if (!records) return std::unexpected(ServiceError::internal(records.error().message()));
   nlohmann::json list = nlohmann::json::array();
   for (const CheckpointRecord& record : *records) list.push_back(describe_checkpoint(record));
   return nlohmann::json{{"vm", name}, {"checkpoints", list}};
@@ -130,16 +125,16 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
   }
   std::lock_guard serial(checkpoint_mutex_);
   auto found = inventory_->find(name);
-  if (!found) return std::unexpected(internal(found.error().message()));
-  if (!*found) return std::unexpected(missing_vm(name));
+  if (!found) return std::unexpected(ServiceError::internal(found.error().message()));
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   VmRecord record = **found;
   if (auto existing = inventory_->find_checkpoint(name, checkpoint_name); !existing || *existing) {
-    if (!existing) return std::unexpected(internal(existing.error().message()));
+    if (!existing) return std::unexpected(ServiceError::internal(existing.error().message()));
     return std::unexpected(
-        conflict(fmt::format("{} has a checkpoint named {} already", name, checkpoint_name)));
+        ServiceError::conflict(fmt::format("{} has a checkpoint named {} already", name, checkpoint_name)));
   }
   auto disks = definition_disks(record.definition);
-  if (!disks) return std::unexpected(internal(disks.error().message()));
+  if (!disks) return std::unexpected(ServiceError::internal(disks.error().message()));
   for (const DiskEntry& disk : *disks) {
     if (disk.spec.read_only) continue;
     if (auto checked = check_checkpoint_format(disk.spec.path); !checked) {
@@ -153,7 +148,7 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
     std::lock_guard lock(mutex_);
     if (auto running = running_.find(name); running != running_.end()) {
       if (running->second.state != "running" && running->second.state != "paused") {
-        return std::unexpected(conflict(fmt::format("{} is {}", name, running->second.state)));
+        return std::unexpected(ServiceError::conflict(fmt::format("{} is {}", name, running->second.state)));
       }
       worker = running->second.worker.get();
       was_paused = running->second.state == "paused";
@@ -171,7 +166,7 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
     std::string temporary = (folder / ("." + checkpoint_name + ".state.XXXXXX")).string();
     UniqueFd file(::mkostemp(temporary.data(), O_CLOEXEC));
     if (!file) {
-      return std::unexpected(internal(fmt::format("{}: {}", temporary, std::strerror(errno))));
+      return std::unexpected(ServiceError::internal(fmt::format("{}: {}", temporary, std::strerror(errno))));
     }
     const int fds[] = {file.get()};
     auto reply = worker->request("save", kSaveTimeout, fds);
@@ -199,7 +194,7 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
     }
     if (::rename(temporary.c_str(), state_path.c_str()) != 0) {
       remove_file(temporary);
-      return std::unexpected(internal(fmt::format("{}: {}", state_path, std::strerror(errno))));
+      return std::unexpected(ServiceError::internal(fmt::format("{}: {}", state_path, std::strerror(errno))));
     }
     sync_folder(folder);
     saved_state = state_path;
@@ -210,7 +205,7 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
     if (saved_state.empty()) return {};
     UniqueFd state(::open(saved_state.c_str(), O_RDONLY | O_CLOEXEC));
     if (!state)
-      return std::unexpected(internal(fmt::format("{}: {}", saved_state, std::strerror(errno))));
+      return std::unexpected(ServiceError::internal(fmt::format("{}: {}", saved_state, std::strerror(errno))));
     auto started = start(name, state.get());
     if (!started) return std::unexpected(started.error());
     // A paused VM is paused again (its vCPUs ran for the moment of the worker's start).
@@ -248,7 +243,7 @@ ServiceResult<nlohmann::json> VmService::checkpoint(const std::string& name,
   }
   // 3. One transaction: the checkpoint and the definition on the children.
   if (auto added = inventory_->add_checkpoint(checkpoint, updated); !added) {
-    return undo(children, internal(added.error().message()));
+    return undo(children, ServiceError::internal(added.error().message()));
   }
   log_event(name, "checkpoint",
             {{"checkpoint", checkpoint_name}, {"state_saved", !saved_state.empty()}});
@@ -272,16 +267,16 @@ ServiceResult<nlohmann::json> VmService::restore(const std::string& name,
   {
     std::lock_guard lock(mutex_);
     if (running_.contains(name)) {
-      return std::unexpected(conflict(
+      return std::unexpected(ServiceError::conflict(
           fmt::format("{} is {}: stop it before restoring a checkpoint (lamina vm stop {})", name,
                       running_[name].state, name)));
     }
   }
   auto disks = definition_disks(record.definition);
-  if (!disks) return std::unexpected(internal(disks.error().message()));
+  if (!disks) return std::unexpected(ServiceError::internal(disks.error().message()));
   const nlohmann::json& frozen = checkpoint->disks;
   if (!frozen.is_array() || frozen.size() != disks->size()) {
-    return std::unexpected(conflict(
+    return std::unexpected(ServiceError::conflict(
         fmt::format("{}'s disks changed since checkpoint {} was taken; it cannot be restored", name,
                     checkpoint_name)));
   }
@@ -290,7 +285,7 @@ ServiceResult<nlohmann::json> VmService::restore(const std::string& name,
     state = UniqueFd(::open(checkpoint->state_file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!state) {
       return std::unexpected(
-          internal(fmt::format("checkpoint {}'s state {}: {}", checkpoint_name,
+          ServiceError::internal(fmt::format("checkpoint {}'s state {}: {}", checkpoint_name,
                                checkpoint->state_file, std::strerror(errno))));
     }
   }
@@ -304,12 +299,12 @@ ServiceResult<nlohmann::json> VmService::restore(const std::string& name,
   for (const DiskEntry& disk : *disks) {
     if (frozen[disk.index].is_null()) continue;
     if (!frozen[disk.index].is_string())
-      return std::unexpected(internal("a corrupt checkpoint row"));
+      return std::unexpected(ServiceError::internal("a corrupt checkpoint row"));
     const std::string parent = frozen[disk.index].get<std::string>();
     const std::string child = child_image_path(parent, checkpoint_name);
     if (auto made = storage::create_differencing(child, parent, false); !made) {
       discard_children();
-      return std::unexpected(internal(made.error().with_context("restore disk").message()));
+      return std::unexpected(ServiceError::internal(made.error().with_context("restore disk").message()));
     }
     children.push_back(child);
     replaced.push_back(disk.spec.path);
@@ -317,7 +312,7 @@ ServiceResult<nlohmann::json> VmService::restore(const std::string& name,
   }
   if (auto saved = inventory_->update(updated); !saved) {
     discard_children();
-    return std::unexpected(internal(saved.error().message()));
+    return std::unexpected(ServiceError::internal(saved.error().message()));
   }
   if (state) {
     if (auto started = start(name, state.get()); !started) {
@@ -357,9 +352,9 @@ ServiceResult<nlohmann::json> VmService::delete_checkpoint(const std::string& na
   VmRecord record = found->first;
   const CheckpointRecord* checkpoint = &found->second;
   auto all = inventory_->checkpoints(name);
-  if (!all) return std::unexpected(internal(all.error().message()));
+  if (!all) return std::unexpected(ServiceError::internal(all.error().message()));
   auto disks = definition_disks(record.definition);
-  if (!disks) return std::unexpected(internal(disks.error().message()));
+  if (!disks) return std::unexpected(ServiceError::internal(disks.error().message()));
   bool running;
   {
     std::lock_guard lock(mutex_);
@@ -412,7 +407,7 @@ ServiceResult<nlohmann::json> VmService::delete_checkpoint(const std::string& na
       }
     }
     if (!plan.merge_child.empty() && running) {
-      return std::unexpected(conflict(fmt::format(
+      return std::unexpected(ServiceError::conflict(fmt::format(
           "{} is running: deleting checkpoint {} merges {} into {}, which needs the VM stopped",
           name, checkpoint_name, plan.merge_child, plan.frozen)));
     }
@@ -427,7 +422,7 @@ ServiceResult<nlohmann::json> VmService::delete_checkpoint(const std::string& na
     auto done = storage::merge_image(plan.merge_child, {});
     if (!done) {
       return std::unexpected(
-          internal(done.error().with_context("merging " + plan.merge_child).message()));
+          ServiceError::internal(done.error().with_context("merging " + plan.merge_child).message()));
     }
     const DiskEntry& current = (*disks)[plan.disk_index];
     updated.definition["disks"][plan.disk_index] = replace_disk_path(current.text, plan.frozen);
@@ -437,7 +432,7 @@ ServiceResult<nlohmann::json> VmService::delete_checkpoint(const std::string& na
   if (auto removed = inventory_->remove_checkpoint(name, checkpoint_name,
                                                    definition_changed ? &updated : nullptr);
       !removed) {
-    return std::unexpected(internal(removed.error().message()));
+    return std::unexpected(ServiceError::internal(removed.error().message()));
   }
   nlohmann::json removed_files = nlohmann::json::array();
   if (!checkpoint->state_file.empty()) {

@@ -86,7 +86,7 @@ ServiceResult<nlohmann::json> VmService::attach(const std::string& name,
   std::lock_guard one_at_a_time(hotplug_mutex_);
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
-  if (!*found) return std::unexpected(ServiceError{404, "name", fmt::format("no VM named {}", name)});
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   VmRecord record = **found;
   // The whole definition without the host (a running VM's own images are locked by its
   // worker), the one host rule between disks (an image is attached twice only read-only),
@@ -126,7 +126,7 @@ ServiceResult<nlohmann::json> VmService::attach(const std::string& name,
     std::lock_guard lock(mutex_);
     if (auto running = running_.find(name); running != running_.end()) {
       if (!running->second.worker) {
-        return std::unexpected(ServiceError{409, "", fmt::format("{} is starting", name)});
+        return std::unexpected(ServiceError::conflict(fmt::format("{} is starting", name)));
       }
       worker = running->second.worker.get();
     }
@@ -168,7 +168,7 @@ ServiceResult<nlohmann::json> VmService::detach(const std::string& name, const s
   std::lock_guard one_at_a_time(hotplug_mutex_);
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
-  if (!*found) return std::unexpected(ServiceError{404, "name", fmt::format("no VM named {}", name)});
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   VmRecord record = **found;
   const auto where = find_device(record.definition, device);
   if (!where) {
@@ -182,7 +182,7 @@ ServiceResult<nlohmann::json> VmService::detach(const std::string& name, const s
     std::lock_guard lock(mutex_);
     if (auto running = running_.find(name); running != running_.end()) {
       if (!running->second.worker) {
-        return std::unexpected(ServiceError{409, "", fmt::format("{} is starting", name)});
+        return std::unexpected(ServiceError::conflict(fmt::format("{} is starting", name)));
       }
       if (running->second.state == "paused") {
         return std::unexpected(ServiceError{
@@ -248,7 +248,7 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
   std::lock_guard one_at_a_time(hotplug_mutex_);
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
-  if (!*found) return std::unexpected(ServiceError{404, "name", fmt::format("no VM named {}", name)});
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   VmRecord record = **found;
   auto config = machine::vm_config_from_definition(record.definition, machine::HostChecks::kNone);
   if (!config) return std::unexpected(ServiceError{500, "", config.error().message()});
@@ -284,7 +284,7 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
     std::lock_guard lock(mutex_);
     if (auto running = running_.find(name); running != running_.end()) {
       if (!running->second.worker) {
-        return std::unexpected(ServiceError{409, "", fmt::format("{} is starting", name)});
+        return std::unexpected(ServiceError::conflict(fmt::format("{} is starting", name)));
       }
       if (running->second.state == "paused" && cpus && *cpus < current) {
         return std::unexpected(ServiceError{

@@ -21,6 +21,7 @@
 #include "machine/vm_definition.h"
 #include "migration/migration_protocol.h"
 #include "mgmt/checkpoint_disks.h"
+#include "mgmt/host_port.h"
 #include "mgmt/vm_service.h"
 #include "storage/image_format.h"
 
@@ -33,23 +34,7 @@ namespace beast = boost::beast;
 namespace websocket = boost::beast::websocket;
 using migration::MessageType;
 
-ServiceError bad_request(std::string field, std::string message) {
-  return {400, std::move(field), std::move(message)};
-}
 
-// "HOST:PORT" or "[V6]:PORT".
-std::optional<std::pair<std::string, std::string>> split_destination(const std::string& text) {
-  const size_t colon = text.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) return std::nullopt;
-  std::string host = text.substr(0, colon);
-  const std::string port = text.substr(colon + 1);
-  if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  if (port.find_first_not_of("0123456789") != std::string::npos || port.size() > 5 ||
-      std::stoul(port) == 0 || std::stoul(port) > 65535) {
-    return std::nullopt;
-  }
-  return std::pair{host, port};
-}
 
 // --storage copy: the offer's "disk_copies" (each disk's format and size, for the destination
 // to create an empty image of) and the definition with the destination's paths: the same
@@ -209,23 +194,23 @@ class DestinationLink {
 }  // namespace
 
 ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const nlohmann::json& body) {
-  if (!body.is_object()) return std::unexpected(bad_request("", "the body must be a JSON object"));
+  if (!body.is_object()) return std::unexpected(ServiceError::bad_request("", "the body must be a JSON object"));
   for (const auto& [key, value] : body.items()) {
     if (key != "to" && key != "storage" && key != "max_downtime_ms" && key != "destination_dir" &&
         key != "destination_token") {
-      return std::unexpected(bad_request(key, fmt::format("unknown field '{}'", key)));
+      return std::unexpected(ServiceError::bad_request(key, fmt::format("unknown field '{}'", key)));
     }
   }
   if (!body.contains("to") || !body["to"].is_string()) {
-    return std::unexpected(bad_request("to", "'to' names the destination laminad as HOST:PORT"));
+    return std::unexpected(ServiceError::bad_request("to", "'to' names the destination laminad as HOST:PORT"));
   }
-  const auto destination = split_destination(body["to"].get<std::string>());
-  if (!destination) {
-    return std::unexpected(bad_request("to", "'to' must be HOST:PORT (the destination laminad's --listen)"));
+  const auto destination = parse_host_port(body["to"].get<std::string>());
+  if (!destination || destination->second == 0) {
+    return std::unexpected(ServiceError::bad_request("to", "'to' must be HOST:PORT (the destination laminad's --listen)"));
   }
   const auto& storage_field = body.contains("storage") ? body["storage"] : nlohmann::json("shared");
   if (!storage_field.is_string() || (storage_field != "shared" && storage_field != "copy")) {
-    return std::unexpected(bad_request("storage", "'storage' is shared or copy"));
+    return std::unexpected(ServiceError::bad_request("storage", "'storage' is shared or copy"));
   }
   const std::string storage = storage_field.get<std::string>();
   std::string token;
@@ -233,7 +218,7 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
     const auto& given = body["destination_token"];
     if (!given.is_string() || given.get<std::string>().size() < 16 ||
         given.get<std::string>().find_first_of("\r\n") != std::string::npos) {
-      return std::unexpected(bad_request(
+      return std::unexpected(ServiceError::bad_request(
           "destination_token", "destination_token is the destination's bearer token (16 or more characters, one line)"));
     }
     token = given.get<std::string>();
@@ -242,16 +227,16 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
   if (body.contains("destination_dir")) {
     const auto& dir = body["destination_dir"];
     if (storage != "copy") {
-      return std::unexpected(bad_request("destination_dir", "destination_dir goes with storage copy"));
+      return std::unexpected(ServiceError::bad_request("destination_dir", "destination_dir goes with storage copy"));
     }
     if (!dir.is_string() || dir.get<std::string>().empty() || dir.get<std::string>()[0] != '/') {
-      return std::unexpected(bad_request("destination_dir", "destination_dir is an absolute folder on the destination"));
+      return std::unexpected(ServiceError::bad_request("destination_dir", "destination_dir is an absolute folder on the destination"));
     }
     destination_dir = dir.get<std::string>();
   }
   const auto& downtime = body.contains("max_downtime_ms") ? body["max_downtime_ms"] : nlohmann::json(50);
   if (!downtime.is_number_integer() || downtime.get<int64_t>() < 1 || downtime.get<int64_t>() > 600000) {
-    return std::unexpected(bad_request("max_downtime_ms", "max_downtime_ms is a whole number of 1 to 600000"));
+    return std::unexpected(ServiceError::bad_request("max_downtime_ms", "max_downtime_ms is a whole number of 1 to 600000"));
   }
   if (!options_.migration_tls) {
     return std::unexpected(ServiceError{
@@ -260,7 +245,7 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
   }
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(ServiceError{500, "", found.error().message()});
-  if (!*found) return std::unexpected(ServiceError{404, "", fmt::format("no VM named {}", name)});
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   nlohmann::json offer{{"name", name},
                        {"definition", (*found)->definition},
                        {"autostart", (*found)->autostart},
@@ -279,10 +264,10 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
     std::lock_guard lock(mutex_);
     auto running = running_.find(name);
     if (running == running_.end()) {
-      return std::unexpected(ServiceError{409, "", fmt::format("{} is not running: only a running VM migrates", name)});
+      return std::unexpected(ServiceError::conflict(fmt::format("{} is not running: only a running VM migrates", name)));
     }
     if (running->second.migrating) {
-      return std::unexpected(ServiceError{409, "", fmt::format("{} is already migrating", name)});
+      return std::unexpected(ServiceError::conflict(fmt::format("{} is already migrating", name)));
     }
     running->second.migrating = true;
   }
@@ -291,7 +276,7 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
     std::lock_guard lock(migration_threads_mutex_);
     // The VM's previous migration (if any) has finished: its flag was clear.
     migration_threads_[name] = std::jthread(
-        [this, name, host = destination->first, port = destination->second,
+        [this, name, host = destination->first, port = std::to_string(destination->second),
          offer = std::move(offer), downtime = downtime.get<int64_t>(), storage,
          token](std::stop_token stop) mutable {
           run_migration(std::move(stop), name, host, port, std::move(offer), downtime, storage,

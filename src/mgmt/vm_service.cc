@@ -23,14 +23,6 @@
 namespace lamina::mgmt {
 namespace {
 
-ServiceError bad_request(std::string field, std::string message) {
-  return {400, std::move(field), std::move(message)};
-}
-ServiceError not_found(const std::string& name) {
-  return {404, "name", fmt::format("no VM named {}", name)};
-}
-ServiceError conflict(std::string message) { return {409, "", std::move(message)}; }
-ServiceError internal(const Error& error) { return {500, "", error.message()}; }
 
 std::string random_uuid() {
   std::array<uint8_t, 16> bytes{};
@@ -61,19 +53,19 @@ ServiceError definition_error(const Error& error) {
              colon != std::string::npos && message.find(' ') > colon) {
     field += "." + message.substr(0, colon);
   }
-  return bad_request(field, message);
+  return ServiceError::bad_request(field, message);
 }
 
 ServiceResult<void> check_policy(const nlohmann::json& body, VmRecord& record,
                                  machine::HostChecks checks = machine::HostChecks::kHost) {
   if (body.contains("autostart")) {
-    if (!body["autostart"].is_boolean()) return std::unexpected(bad_request("autostart", "must be true or false"));
+    if (!body["autostart"].is_boolean()) return std::unexpected(ServiceError::bad_request("autostart", "must be true or false"));
     record.autostart = body["autostart"].get<bool>();
   }
   if (body.contains("on_crash")) {
     const auto& value = body["on_crash"];
     if (!value.is_string() || (value != "stay" && value != "restart")) {
-      return std::unexpected(bad_request("on_crash", "must be \"stay\" or \"restart\""));
+      return std::unexpected(ServiceError::bad_request("on_crash", "must be \"stay\" or \"restart\""));
     }
     record.on_crash = value.get<std::string>();
   }
@@ -88,10 +80,10 @@ ServiceResult<void> check_policy(const nlohmann::json& body, VmRecord& record,
 
 ServiceResult<void> check_fields(const nlohmann::json& body,
                                  std::initializer_list<std::string_view> allowed) {
-  if (!body.is_object()) return std::unexpected(bad_request("", "the body must be a JSON object"));
+  if (!body.is_object()) return std::unexpected(ServiceError::bad_request("", "the body must be a JSON object"));
   for (const auto& [key, value] : body.items()) {
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-      return std::unexpected(bad_request(key, "unknown field"));
+      return std::unexpected(ServiceError::bad_request(key, "unknown field"));
     }
   }
   return {};
@@ -261,7 +253,7 @@ ServiceResult<nlohmann::json> VmService::create(const nlohmann::json& body,
   }
   if (!body.contains("name") || !body["name"].is_string() ||
       !valid_vm_name(body["name"].get<std::string>())) {
-    return std::unexpected(bad_request(
+    return std::unexpected(ServiceError::bad_request(
         "name", "must match [A-Za-z0-9][A-Za-z0-9._-]{0,62}"));
   }
   VmRecord record{.name = body["name"].get<std::string>(),
@@ -280,9 +272,9 @@ ServiceResult<nlohmann::json> VmService::create(const nlohmann::json& body,
   }
   if (auto inserted = inventory_->insert(record); !inserted) {
     if (inserted.error().code() == ErrorCode::kInvalidArgument) {
-      return std::unexpected(conflict(inserted.error().message()));
+      return std::unexpected(ServiceError::conflict(inserted.error().message()));
     }
-    return std::unexpected(internal(inserted.error()));
+    return std::unexpected(ServiceError::internal(inserted.error()));
   }
   std::error_code error;
   std::filesystem::create_directories(vm_dir(record.name), error);
@@ -292,7 +284,7 @@ ServiceResult<nlohmann::json> VmService::create(const nlohmann::json& body,
 
 ServiceResult<nlohmann::json> VmService::list() {
   auto records = inventory_->list();
-  if (!records) return std::unexpected(internal(records.error()));
+  if (!records) return std::unexpected(ServiceError::internal(records.error()));
   nlohmann::json vms = nlohmann::json::array();
   for (const VmRecord& record : *records) vms.push_back(describe(record));
   return nlohmann::json{{"vms", vms}};
@@ -300,8 +292,8 @@ ServiceResult<nlohmann::json> VmService::list() {
 
 ServiceResult<nlohmann::json> VmService::get(const std::string& name) {
   auto found = inventory_->find(name);
-  if (!found) return std::unexpected(internal(found.error()));
-  if (!*found) return std::unexpected(not_found(name));
+  if (!found) return std::unexpected(ServiceError::internal(found.error()));
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   return describe(**found);
 }
 
@@ -311,18 +303,18 @@ ServiceResult<nlohmann::json> VmService::update(const std::string& name,
     return std::unexpected(checked.error());
   }
   auto found = inventory_->find(name);
-  if (!found) return std::unexpected(internal(found.error()));
-  if (!*found) return std::unexpected(not_found(name));
+  if (!found) return std::unexpected(ServiceError::internal(found.error()));
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   VmRecord record = **found;
   if (auto checked = check_policy(body, record); !checked) return std::unexpected(checked.error());
   {
     std::lock_guard lock(mutex_);
     if (body.contains("definition") && running_.contains(name)) {
-      return std::unexpected(conflict(fmt::format("{} is running: stop it to change its definition", name)));
+      return std::unexpected(ServiceError::conflict(fmt::format("{} is running: stop it to change its definition", name)));
     }
   }
   if (auto updated = inventory_->update(record); !updated) {
-    return std::unexpected(internal(updated.error()));
+    return std::unexpected(ServiceError::internal(updated.error()));
   }
   log_event(name, "updated", nlohmann::json::object());
   return describe(record);
@@ -330,12 +322,12 @@ ServiceResult<nlohmann::json> VmService::update(const std::string& name,
 
 ServiceResult<nlohmann::json> VmService::remove(const std::string& name, bool with_disks) {
   auto found = inventory_->find(name);
-  if (!found) return std::unexpected(internal(found.error()));
-  if (!*found) return std::unexpected(not_found(name));
+  if (!found) return std::unexpected(ServiceError::internal(found.error()));
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   {
     std::lock_guard lock(mutex_);
     if (running_.contains(name)) {
-      return std::unexpected(conflict(fmt::format("{} is running: stop it first", name)));
+      return std::unexpected(ServiceError::conflict(fmt::format("{} is running: stop it first", name)));
     }
     last_reason_.erase(name);
   }
@@ -349,7 +341,7 @@ ServiceResult<nlohmann::json> VmService::remove(const std::string& name, bool wi
     }
   }
   if (auto removed = inventory_->remove(name); !removed) {
-    return std::unexpected(internal(removed.error()));
+    return std::unexpected(ServiceError::internal(removed.error()));
   }
   nlohmann::json removed_disks = nlohmann::json::array();
   if (with_disks) {
@@ -376,7 +368,7 @@ ServiceResult<void> VmService::start_switches(const nlohmann::json& definition) 
                                                 ? std::string::npos
                                                 : spec.find(',') - 7);
     auto paths = net::switch_paths(name, /*create=*/true);
-    if (!paths) return std::unexpected(bad_request("definition.nets", paths.error().message()));
+    if (!paths) return std::unexpected(ServiceError::bad_request("definition.nets", paths.error().message()));
     // The daemon runs beside laminad (a worker's PID namespace would take it down with the
     // VM); "busy" means one serves the switch already.
     auto launched = net::launch_switch_daemon(
@@ -419,13 +411,13 @@ Result<LaunchedWorker> VmService::launch_worker(const std::string& name) {
 ServiceResult<nlohmann::json> VmService::start(const std::string& name, int restore_fd,
                                                LaunchedWorker* launched) {
   auto found = inventory_->find(name);
-  if (!found) return std::unexpected(internal(found.error()));
-  if (!*found) return std::unexpected(not_found(name));
+  if (!found) return std::unexpected(ServiceError::internal(found.error()));
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
   const VmRecord& record = **found;
   {
     std::lock_guard lock(mutex_);
     if (running_.contains(name)) {
-      return std::unexpected(conflict(fmt::format("{} is {}", name, running_[name].state)));
+      return std::unexpected(ServiceError::conflict(fmt::format("{} is {}", name, running_[name].state)));
     }
     // Claimed while the worker starts, so a second start is refused.
     running_[name].state = "starting";
@@ -460,7 +452,7 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name, int rest
     auto hub = link_console(name, worker_console, /*append=*/false);
     if (!hub) {
       unclaim();
-      return std::unexpected(internal(hub.error()));
+      return std::unexpected(ServiceError::internal(hub.error()));
     }
     console = std::move(*hub);
   }
@@ -633,9 +625,9 @@ ServiceResult<nlohmann::json> VmService::stop(const std::string& name,
     auto found = running_.find(name);
     if (found == running_.end() || !found->second.worker) {
       if (auto record = inventory_->find(name); record && !*record) {
-        return std::unexpected(not_found(name));
+        return std::unexpected(ServiceError::no_vm(name));
       }
-      return std::unexpected(conflict(fmt::format("{} is not running", name)));
+      return std::unexpected(ServiceError::conflict(fmt::format("{} is not running", name)));
     }
     worker = found->second.worker.get();
     found->second.state = "stopping";
@@ -663,7 +655,7 @@ ServiceResult<nlohmann::json> VmService::kill(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto found = running_.find(name);
   if (found == running_.end() || !found->second.worker) {
-    return std::unexpected(conflict(fmt::format("{} is not running", name)));
+    return std::unexpected(ServiceError::conflict(fmt::format("{} is not running", name)));
   }
   found->second.worker->kill();
   return nlohmann::json{{"name", name}, {"killed", true}};
@@ -675,13 +667,13 @@ ServiceResult<nlohmann::json> VmService::control(const std::string& name, std::s
     std::lock_guard lock(mutex_);
     auto found = running_.find(name);
     if (found == running_.end() || !found->second.worker) {
-      return std::unexpected(conflict(fmt::format("{} is not running", name)));
+      return std::unexpected(ServiceError::conflict(fmt::format("{} is not running", name)));
     }
     if (op == "pause" && found->second.state == "paused") {
-      return std::unexpected(conflict(fmt::format("{} is paused already", name)));
+      return std::unexpected(ServiceError::conflict(fmt::format("{} is paused already", name)));
     }
     if (op == "resume" && found->second.state != "paused") {
-      return std::unexpected(conflict(fmt::format("{} is not paused", name)));
+      return std::unexpected(ServiceError::conflict(fmt::format("{} is not paused", name)));
     }
     worker = found->second.worker.get();
   }
@@ -755,15 +747,15 @@ ServiceResult<std::shared_ptr<ConsoleHub>> VmService::console(const std::string&
     if (auto found = running_.find(name); found != running_.end() && found->second.worker) {
       if (!found->second.console) {
         return std::unexpected(
-            conflict(fmt::format("{}'s serial port goes to its definition's \"serial\"", name)));
+            ServiceError::conflict(fmt::format("{}'s serial port goes to its definition's \"serial\"", name)));
       }
       return found->second.console;
     }
   }
   if (auto record = inventory_->find(name); record && !*record) {
-    return std::unexpected(not_found(name));
+    return std::unexpected(ServiceError::no_vm(name));
   }
-  return std::unexpected(conflict(fmt::format("{} is not running", name)));
+  return std::unexpected(ServiceError::conflict(fmt::format("{} is not running", name)));
 }
 
 ServiceResult<nlohmann::json> VmService::events(int64_t after, const std::string& vm,
@@ -771,7 +763,7 @@ ServiceResult<nlohmann::json> VmService::events(int64_t after, const std::string
   const auto deadline = std::chrono::steady_clock::now() + wait;
   for (;;) {
     auto events = inventory_->events(after, vm, 1000);
-    if (!events) return std::unexpected(internal(events.error()));
+    if (!events) return std::unexpected(ServiceError::internal(events.error()));
     if (!events->empty() || std::chrono::steady_clock::now() >= deadline) {
       nlohmann::json list = nlohmann::json::array();
       for (const EventRecord& event : *events) {

@@ -48,6 +48,17 @@ struct ServiceError {
   int status = 400;
   std::string field;
   std::string message;
+
+  // The usual answers, one place for their statuses and wording.
+  static ServiceError bad_request(std::string field, std::string message) {
+    return {400, std::move(field), std::move(message)};
+  }
+  static ServiceError no_vm(const std::string& name) {
+    return {404, "name", "no VM named " + name};
+  }
+  static ServiceError conflict(std::string message) { return {409, "", std::move(message)}; }
+  static ServiceError internal(std::string message) { return {500, "", std::move(message)}; }
+  static ServiceError internal(const Error& error) { return internal(error.message()); }
 };
 template <typename T>
 using ServiceResult = std::expected<T, ServiceError>;
