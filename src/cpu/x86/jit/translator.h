@@ -109,6 +109,9 @@ class Translator {
   void emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Label& slow);
   // The handler for an inlined access's slow path; RIP is left as the fast path leaves it.
   void emit_slow_path(const Instruction& in, size_t index);
+  // Ends an inlined fast path: it jumps to `done` over the out-of-line `slow` path, which
+  // runs the instruction's handler (emit_slow_path).
+  void join_slow_path(const Instruction& in, size_t index, Xbyak::Label& slow, Xbyak::Label& done);
 
   // translator_branch.cc
   bool emit_branch(const Instruction& in, size_t index);

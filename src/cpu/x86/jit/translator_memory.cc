@@ -65,6 +65,14 @@ void Translator::emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Lab
   code_.add(rdx, rsi);
 }
 
+void Translator::join_slow_path(const Instruction& in, size_t index, Xbyak::Label& slow,
+                                Xbyak::Label& done) {
+  code_.jmp(done, CodeGenerator::T_NEAR);
+  code_.L(slow);
+  emit_slow_path(in, index);
+  code_.L(done);
+}
+
 void Translator::emit_slow_path(const Instruction& in, size_t index) {
   // The handler path advances RIP to past this instruction; the fast path leaves it pending.
   // Both continue with RIP where the fast path has it and this instruction's bytes pending.
@@ -107,10 +115,7 @@ bool Translator::emit_memory_move(const Instruction& in, size_t index) {
       default: code_.mov(qword[rdx], rcx); break;
     }
   }
-  code_.jmp(done, CodeGenerator::T_NEAR);
-  code_.L(slow);
-  emit_slow_path(in, index);
-  code_.L(done);
+  join_slow_path(in, index, slow, done);
   pending_rip_ += in.length;
   return true;
 }
@@ -141,10 +146,7 @@ bool Translator::emit_stack(const Instruction& in, size_t index) {
     // POP RSP: the popped value wins over the increment.
     code_.mov(field(layout_.gpr + 8 * reg, 8), rcx);
   }
-  code_.jmp(done, CodeGenerator::T_NEAR);
-  code_.L(slow);
-  emit_slow_path(in, index);
-  code_.L(done);
+  join_slow_path(in, index, slow, done);
   pending_rip_ += in.length;
   return true;
 }
@@ -199,10 +201,7 @@ bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
   }
   emit_alu_operation(operation, size, writes, in.reg, in.rex);
   const std::optional<KnownFlags> flags = known_flags_;
-  code_.jmp(done, CodeGenerator::T_NEAR);
-  code_.L(slow);
-  emit_slow_path(in, index);
-  code_.L(done);
+  join_slow_path(in, index, slow, done);
   // Both paths leave the flags of this operation (the handler stores the same).
   known_flags_ = flags;
   pending_rip_ += in.length;
@@ -241,10 +240,7 @@ bool Translator::emit_extend(const Instruction& in, size_t index) {
   }
   store_register(in.reg, size, in.rex, rax);
   if (in.memory) {
-    code_.jmp(done, CodeGenerator::T_NEAR);
-    code_.L(slow);
-    emit_slow_path(in, index);
-    code_.L(done);
+    join_slow_path(in, index, slow, done);
   }
   pending_rip_ += in.length;
   return true;
