@@ -22,25 +22,11 @@ cmdline="console=ttyS0 quiet no_timer_check"
 churn='while :; do yes 0123456789abcdef | head -c 3000000 >/tmp/churn; sleep 0.1; done &'
 
 # ---- Lamina: two laminads, certificates from a CA made here.
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=ca" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout host.key -out host.csr -subj "/CN=laminad" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' >host.ext
-openssl x509 -req -in host.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out host.crt -days 2 \
-  -extfile host.ext 2>/dev/null
-tls=(--listen 127.0.0.1:0 --tls-cert host.crt --tls-key host.key --tls-ca ca.crt)
+make_loopback_tls
 start_laminad "${tls[@]}"
 "$laminad" --state-dir "$work/state-b" --socket "$work/b.sock" "${tls[@]}" 2>>"$work/b.log" &
 pids+=($!)
-port_of() {
-  for _ in $(seq 100); do
-    local port
-    port=$(sed -n 's/.*serving https on .* port \([0-9]*\)/\1/p' "$1" | head -1)
-    [[ -n $port ]] && { echo "$port"; return; }
-    sleep 0.1
-  done
-  echo "no TLS endpoint in $1" >&2; exit 1
-}
-port_a=$(port_of "$work/laminad.log") port_b=$(port_of "$work/b.log")
+port_a=$(tls_port_of "$work/laminad.log") port_b=$(tls_port_of "$work/b.log")
 lamina_case() { # NAME WORKLOAD (empty: idle) -> "total_ms downtime_ms"
   local socket=$sock from=$work/state to_port=$port_b
   LAMINA_CONNECT=unix:$sock "$lamina" vm create "$1" --memory 512M --kernel "$guest/vmlinuz" \

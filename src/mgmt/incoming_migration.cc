@@ -51,7 +51,7 @@ Result<std::vector<DiskCopyPlan>> plan_disk_copies(const nlohmann::json& offer,
     const std::string format_name = copy.is_object() ? copy.value("format", std::string()) : "";
     const storage::ImageFormat* format = storage::find_format(format_name);
     if (format == nullptr || format->create == nullptr ||
-        (format_name != "raw" && format_name != "vhd" && format_name != "vhdx")) {
+        !migration::copyable_disk_format(format_name)) {
       return fail(ErrorCode::kInvalidArgument, fmt::format("cannot create a '{}' disk", format_name));
     }
     const nlohmann::json size = copy.is_object() && copy.contains("size") ? copy["size"] : nlohmann::json();

@@ -52,7 +52,7 @@ ServiceResult<nlohmann::json> plan_disk_copies(nlohmann::json& definition,
     auto format = storage::detect_format(spec->path, access);
     if (!format) return std::unexpected(ServiceError{409, "storage", format.error().message()});
     const std::string_view name = (*format)->name;
-    if (name != "raw" && name != "vhd" && name != "vhdx") {
+    if (!migration::copyable_disk_format(name)) {
       return std::unexpected(ServiceError{
           409, "storage", fmt::format("--storage copy moves raw, VHD and VHDX disks; {} is {} "
                                       "(convert it with `lamina disk convert`)",

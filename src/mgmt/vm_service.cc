@@ -385,20 +385,28 @@ Result<LaunchedWorker> VmService::launch_worker(const std::string& name) {
   if (!*found) return fail(ErrorCode::kNotFound, fmt::format("no VM named {}", name));
   auto config = machine::vm_config_from_definition((*found)->definition, machine::HostChecks::kNone);
   if (!config) return fail(config.error());
+  return launch_worker(name, *config);
+}
+
+Result<LaunchedWorker> VmService::launch_worker(const std::string& name,
+                                                const machine::VmConfig& config) {
   std::error_code error;
   std::filesystem::create_directories(vm_dir(name), error);
   LaunchedWorker launched;
   WorkerSpawnOptions spawn;
   spawn.program = options_.worker_program;
-  spawn.vm_name = name;
   spawn.log_file = vm_dir(name) / "worker.log";
   spawn.worker_uid = options_.worker_uid;
   spawn.worker_gid = options_.worker_gid;
-  spawn.address_space_limit = address_space_limit(*config);
+  spawn.address_space_limit = address_space_limit(config);
   spawn.control_socket = vm_dir(name) / "control.sock";
-  if (auto cgroup = WorkerCgroup::create(name, memory_cgroup_limit(*config))) {
+  // The kernel bounds the VM's memory where the host has a memory cgroup laminad may use.
+  if (auto cgroup = WorkerCgroup::create(name, memory_cgroup_limit(config))) {
     launched.cgroup.emplace(std::move(*cgroup));
     spawn.cgroup = &*launched.cgroup;
+    launched.memory_cgroup = launched.cgroup->path().string();
+  } else {
+    launched.memory_cgroup = "none (" + cgroup.error().message() + ")";
   }
   auto process = WorkerProcess::launch(
       spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
@@ -456,37 +464,32 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name, int rest
     }
     console = std::move(*hub);
   }
-  WorkerSpawnOptions spawn{.program = options_.worker_program,
-                           .vm_name = name,
-                           .definition = grants->definition,
-                           .log_file = vm_dir(name) / "worker.log",
-                           .worker_uid = options_.worker_uid,
-                           .worker_gid = options_.worker_gid,
-                           .address_space_limit = address_space_limit(grants->config),
-                           .console_fd = worker_console.get(),
-                           .control_socket = vm_dir(name) / "control.sock",
-                           .grants = &grants->files,
-                           .restore_fd = restore_fd};
-  // The kernel bounds the VM's memory where the host has a memory cgroup laminad may use.
-  Result<std::unique_ptr<WorkerProcess>> worker = fail(ErrorCode::kInternal, "not started");
-  std::string cgroup_path;
-  if (launched != nullptr && launched->process) {
-    // Launched ahead (a migration's destination): it only gets the VM now.
-    if (auto started = launched->process->start(spawn); !started) {
-      launched->process.reset();
-      worker = fail(started.error());
+  // A migration's destination launched the worker ahead; any other start launches it now.
+  LaunchedWorker own;
+  Result<void> started;
+  if (launched == nullptr || !launched->process) {
+    auto fresh = launch_worker(name, grants->config);
+    if (fresh) {
+      own = std::move(*fresh);
     } else {
-      worker = std::move(launched->process);
+      started = fail(fresh.error());
     }
-    cgroup_path = launched->cgroup ? launched->cgroup->path().string() : "none";
-  } else {
-    auto cgroup = WorkerCgroup::create(name, memory_cgroup_limit(grants->config));
-    if (cgroup) spawn.cgroup = &*cgroup;
-    cgroup_path = cgroup ? cgroup->path().string() : "none (" + cgroup.error().message() + ")";
-    worker = WorkerProcess::spawn(
-        spawn, [this, name](const nlohmann::json& event) { on_worker_event(name, event); },
-        [this, name](const WorkerExit& exit) { on_worker_exit(name, exit); });
+    launched = &own;
   }
+  if (started) {
+    WorkerSpawnOptions spawn;
+    spawn.vm_name = name;
+    spawn.definition = grants->definition;
+    spawn.log_file = vm_dir(name) / "worker.log";
+    spawn.console_fd = worker_console.get();
+    spawn.grants = &grants->files;
+    spawn.restore_fd = restore_fd;
+    started = launched->process->start(spawn);
+  }
+  Result<std::unique_ptr<WorkerProcess>> worker =
+      started ? Result<std::unique_ptr<WorkerProcess>>(std::move(launched->process))
+              : fail(started.error());
+  launched->process.reset();
   if (!worker) {
     unclaim();
     log_event(name, "start_failed", {{"reason", worker.error().message()}});
@@ -502,7 +505,7 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name, int rest
     vm.started = utc_now();
     last_reason_.erase(name);
   }
-  log_event(name, "started", {{"pid", pid}, {"memory_cgroup", cgroup_path}});
+  log_event(name, "started", {{"pid", pid}, {"memory_cgroup", launched->memory_cgroup}});
   return describe(record);
 }
 

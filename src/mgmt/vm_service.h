@@ -34,6 +34,7 @@ namespace lamina::mgmt {
 struct LaunchedWorker {
   std::unique_ptr<WorkerProcess> process;
   std::optional<WorkerCgroup> cgroup;
+  std::string memory_cgroup;  // for the "started" event: the cgroup's path, or why there is none
   LaunchedWorker() = default;
   LaunchedWorker(LaunchedWorker&&) = default;
   LaunchedWorker& operator=(LaunchedWorker&&) = default;
@@ -201,6 +202,7 @@ class VmService {
   static constexpr const char* kIncomingMarker = "incoming-migration";
   void drop_unfinished_incoming();
   // The source side's thread: the link to the destination and the relay for the worker.
+  Result<LaunchedWorker> launch_worker(const std::string& name, const machine::VmConfig& config);
   void run_migration(std::stop_token stop, std::string name, std::string host, std::string port,
                      nlohmann::json offer, int64_t max_downtime_ms, std::string storage,
                      std::string token);

@@ -80,15 +80,6 @@ WorkerProcess::~WorkerProcess() {
   }
 }
 
-Result<std::unique_ptr<WorkerProcess>> WorkerProcess::spawn(const WorkerSpawnOptions& options,
-                                                            EventCallback on_event,
-                                                            ExitCallback on_exit) {
-  auto worker = launch(options, std::move(on_event), std::move(on_exit));
-  if (!worker) return fail(worker.error());
-  if (auto started = (*worker)->start(options); !started) return fail(started.error());
-  return worker;
-}
-
 void WorkerProcess::discard() {
   if (reader_.joinable()) return;  // started: not this function's to end
   kill();

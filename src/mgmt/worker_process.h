@@ -1,9 +1,9 @@
 #pragma once
-// WorkerProcess: laminad's handle on one running lamina-vm. spawn() starts the worker in new
+// WorkerProcess: laminad's handle on one running lamina-vm. launch() starts the worker in a new
 // PID namespace (and, when laminad is not root, a new user namespace mapping the worker's root
-// to laminad's own uid), hands it the control channel, sends the start request and waits for
-// the answer, by which time the worker has opened everything its definition names and closed
-// its sandbox. Afterwards a reader thread delivers the worker's replies to request() and its
+// to laminad's own uid) and hands it the control channel; start() sends the start request and
+// waits for the answer, by which time the worker has opened everything its definition names
+// and closed its sandbox. Afterwards a reader thread delivers the worker's replies to request() and its
 // events to the callback; when the worker's process ends, on_exit gets how it ended.
 //
 // A worker is untrusted: its messages are bounded (MessageChannel), checked for shape, and a
@@ -75,17 +75,13 @@ class WorkerProcess {
   using EventCallback = std::function<void(const nlohmann::json& event)>;
   using ExitCallback = std::function<void(const WorkerExit& exit)>;
 
-  // Starts the worker and its VM. The error is the worker's own when it refused the definition
-  // or could not open something (kInvalidArgument / kNotFound / kIo as it said).
-  static Result<std::unique_ptr<WorkerProcess>> spawn(const WorkerSpawnOptions& options,
-                                                      EventCallback on_event,
-                                                      ExitCallback on_exit);
-  // spawn() in two steps, for a VM that must start as soon as it may (a live migration's
-  // destination launches its worker when the offer comes): launch() starts the process (uses
-  // program, log_file, the worker ids, address_space_limit, control_socket and cgroup) and
-  // waits for its hello; start() sends it the VM (vm_name, definition, console, grants,
-  // restore) and waits for its answer. A launched worker that is never started is ended by
-  // discard().
+  // Two steps, so a VM can start as soon as it may (a live migration's destination launches
+  // its worker when the offer comes): launch() starts the process (uses program, log_file, the
+  // worker ids, address_space_limit, control_socket and cgroup) and waits for its hello;
+  // start() sends it the VM (vm_name, definition, console, grants, restore) and waits for its
+  // answer, whose error is the worker's own when it refused the definition or could not open
+  // something (kInvalidArgument / kNotFound / kIo as it said). A launched worker that is never
+  // started is ended by discard().
   static Result<std::unique_ptr<WorkerProcess>> launch(const WorkerSpawnOptions& options,
                                                        EventCallback on_event,
                                                        ExitCallback on_exit);

@@ -32,6 +32,7 @@
 #include <cstdint>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -82,6 +83,12 @@ struct DecodedPages {
   std::vector<std::byte> data;  // the non-zero pages, in order
 };
 Result<DecodedPages> decode_pages(std::span<const std::byte> message);
+
+// The image formats --storage copy moves (the destination creates an empty one of the same
+// format): the ones Lamina writes with dirty tracking and can create.
+inline bool copyable_disk_format(std::string_view format) {
+  return format == "raw" || format == "vhd" || format == "vhdx";
+}
 
 // kDiskChunk: u8 type, u8 flags (1: the range reads as zeros, no data), 2 bytes zero, u32 disk
 // (index in the definition's "disks"), u64 offset, u32 length, u32 compressed length, then one

@@ -572,29 +572,28 @@ Result<migration::LiveMigrationResult> VmRunner::migrate_out(
     if (disk.image->read_only()) continue;
     writable.push_back(disk.image.get());
   }
+  // The disks whose write locks move to the destination at the switchover.
+  const std::vector<storage::BlockDevice*> handed_over =
+      options.copy_storage ? std::vector<storage::BlockDevice*>() : writable;
   Result<void> checked;
-  for (storage::BlockDevice* disk : writable) {
-    if (options.copy_storage) break;
+  for (storage::BlockDevice* disk : handed_over) {
     if (checked = disk->set_write_lock(true); !checked) break;
   }
   Result<migration::LiveMigrationResult> result = fail(ErrorCode::kInternal, "not run");
   if (checked) {
     migration::LiveMigrationHooks hooks;
     if (options.copy_storage) hooks.copied_disks = copied;
-    const bool hand_over_locks = !options.copy_storage;
     hooks.release_disks = [&]() -> Result<void> {
       for (storage::BlockDevice* disk : writable) {
         if (auto flushed = disk->flush(); !flushed) return flushed;
       }
-      for (storage::BlockDevice* disk : writable) {
-        if (!hand_over_locks) break;
+      for (storage::BlockDevice* disk : handed_over) {
         if (auto released = disk->set_write_lock(false); !released) return released;
       }
       return {};
     };
     hooks.reacquire_disks = [&]() -> Result<void> {
-      for (storage::BlockDevice* disk : writable) {
-        if (!hand_over_locks) break;
+      for (storage::BlockDevice* disk : handed_over) {
         if (auto taken = disk->set_write_lock(true); !taken) return taken;
       }
       return {};

@@ -38,6 +38,33 @@ start_laminad() {
   fail "laminad did not listen"
 }
 
+# Two or more laminads that migrate VMs among themselves on loopback: a CA and one host
+# certificate (for 127.0.0.1) made in $work, and in `tls` the options of a TLS endpoint on a
+# free port that presents it and takes peers the CA signed (mutual TLS).
+make_loopback_tls() {
+  (
+    cd "$work"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=ca" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout host.key -out host.csr -subj "/CN=laminad" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >host.ext
+    openssl x509 -req -in host.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out host.crt -days 2 \
+      -extfile host.ext 2>/dev/null
+  )
+  tls=(--listen 127.0.0.1:0 --tls-cert "$work/host.crt" --tls-key "$work/host.key" --tls-ca "$work/ca.crt")
+}
+
+# tls_port_of LOG: the port of the TLS endpoint the laminad logging to LOG serves (the first
+# one it logged; fails after 10 s without one).
+tls_port_of() {
+  local port
+  for _ in $(seq 100); do
+    port=$(sed -n 's/.*serving https on .* port \([0-9]*\)/\1/p' "$1" | head -1)
+    [[ -n $port ]] && { echo "$port"; return; }
+    sleep 0.1
+  done
+  fail "no TLS endpoint in $1"
+}
+
 fail() {
   echo "FAIL: $*"
   echo "---- laminad.log ----"; cat "$work/laminad.log" 2>/dev/null || true

@@ -35,28 +35,15 @@ daemon_b=0 daemon_c=0 daemon_d=0 relay=0 pinger=0
 trap 'for p in $daemon_b $daemon_c $daemon_d $relay $pinger; do [[ $p == 0 ]] || kill "$p" 2>/dev/null || true; done; laminad_cleanup' EXIT
 
 cd "$work"
-openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=ca" 2>/dev/null
-openssl req -newkey rsa:2048 -nodes -keyout host.key -out host.csr -subj "/CN=laminad" 2>/dev/null
-printf 'subjectAltName=IP:127.0.0.1\n' >host.ext
-openssl x509 -req -in host.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out host.crt -days 2 \
-  -extfile host.ext 2>/dev/null
-tls=(--listen 127.0.0.1:0 --tls-cert host.crt --tls-key host.key --tls-ca ca.crt)
+make_loopback_tls
 
 # Host A on $sock (laminad_lib's), host B on its own socket and state folder.
 start_laminad "${tls[@]}"
 sock_b=$work/b.sock
 "$laminad" --state-dir "$work/state-b" --socket "$sock_b" "${tls[@]}" 2>>"$work/laminad-b.log" &
 daemon_b=$!
-port_of() {
-  for _ in $(seq 100); do
-    port=$(sed -n 's/.*serving https on .* port \([0-9]*\)/\1/p' "$1" | head -1)
-    [[ -n $port ]] && { echo "$port"; return; }
-    sleep 0.1
-  done
-  fail "no TLS endpoint in $1"
-}
-port_a=$(port_of "$work/laminad.log")
-port_b=$(port_of "$work/laminad-b.log")
+port_a=$(tls_port_of "$work/laminad.log")
+port_b=$(tls_port_of "$work/laminad-b.log")
 on_a() { LAMINA_CONNECT=unix:$sock "$lamina" "$@"; }
 on_b() { LAMINA_CONNECT=unix:$sock_b "$lamina" "$@"; }
 state_of() { # HOST-FUNCTION VM: its state there, or "absent"
@@ -204,7 +191,7 @@ kill "$relay"
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after B died"
 "$laminad" --state-dir "$work/state-b" --socket "$sock_b" "${tls[@]}" 2>"$work/laminad-b.log" &
 daemon_b=$!
-port_b=$(port_of "$work/laminad-b.log")
+port_b=$(tls_port_of "$work/laminad-b.log")
 [[ $(state_of on_b mover) == absent ]] || fail "the restarted B kept the half-migrated VM"
 [[ $(on_b vm events mover) == *"laminad stopped during the incoming migration"* ]] ||
   fail "the restarted B did not say why it dropped the VM"
@@ -214,7 +201,7 @@ port_b=$(port_of "$work/laminad-b.log")
 "$laminad" --state-dir "$work/state-c" --socket "$work/c.sock" --worker /bin/false "${tls[@]}" \
   2>>"$work/laminad-c.log" &
 daemon_c=$!
-port_c=$(port_of "$work/laminad-c.log")
+port_c=$(tls_port_of "$work/laminad-c.log")
 refused "did not start the VM" on_a vm migrate mover --to "127.0.0.1:$port_c"
 mkdir "$work/c-disks" "$work/b-disks" "$work/a-disks"
 refused "did not start the VM" on_a vm migrate mover --to "127.0.0.1:$port_c" --storage copy \
@@ -250,7 +237,7 @@ printf 'wrong-token-0123456789\n' >"$work/wrong-token"
 "$laminad" --state-dir "$work/state-d" --socket "$work/d.sock" "${tls[@]}" --token-file "$work/token" \
   2>>"$work/laminad-d.log" &
 daemon_d=$!
-port_d=$(port_of "$work/laminad-d.log")
+port_d=$(tls_port_of "$work/laminad-d.log")
 refused "wants its token" on_a vm migrate mover --to "127.0.0.1:$port_d"
 refused "did not accept the token given" on_a vm migrate mover --to "127.0.0.1:$port_d" \
   --destination-token-file "$work/wrong-token"
