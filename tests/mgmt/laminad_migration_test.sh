@@ -277,13 +277,20 @@ for _ in $(seq 50); do [[ $(state_of on_b mover) == absent ]] && break; sleep 0.
 # at B.
 # (2 MB/s: slow enough that the churn cannot fit the 1 ms budget without the throttle,
 # whatever the socket buffers make the first rounds look like)
+# The churn started before the other moves was twice found no longer dirtying anything here
+# (in about fifteen runs; cause not found yet): this move gets a churn of its own, and the
+# test says whether the old one still ran.
+type_line on_a 'echo churning-$((2*21)) $(ps | grep -c "[y]es 0123")'
+wait_console state "churning-42"
+echo "churn processes before the converging move: $(grep -o 'churning-42 [0-9]*' "$(console_log state)" | tail -1)"
+type_line on_a 'while :; do yes 0123456789abcdef | head -c 6000000 >/tmp/churn2; done &'
 relay_to_b "$work/relay2.port" 2e6
 relay=$!
 on_a vm migrate mover --to "127.0.0.1:$(cat "$work/relay2.port")" --max-downtime 1 >"$work/out" 2>"$work/progress" ||
   fail "migrate A->B under load: $(cat "$work/out" "$work/progress")"
 echo "A->B under load: $(cat "$work/out")"
 grep -q "throttle [1-9]" "$work/progress" || fail "auto-converge never throttled: $(cat "$work/progress")"
-type_line on_b 'kill %1 %2 %3; wait; sync; echo stopped-$((7*8)) replies=$(awk "/^Icmp:/ { if (!c) { for (i = 1; i <= NF; i++) if (\$i == \"InEchoReps\") c = i } else print \$c }" /proc/net/snmp)'
+type_line on_b 'kill %1 %2 %3 %4; wait; sync; echo stopped-$((7*8)) replies=$(awk "/^Icmp:/ { if (!c) { for (i = 1; i <= NF; i++) if (\$i == \"InEchoReps\") c = i } else print \$c }" /proc/net/snmp)'
 wait_console state-b "stopped-56"
 # The ping stream: every request from the first to the last arrived once; nearly every reply
 # reached the guest (those sent while it was stopped for a switchover may not).
