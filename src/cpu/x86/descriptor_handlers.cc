@@ -152,7 +152,10 @@ void load_access(CpuCore& core, const Instruction& in) {
   const std::optional<uint64_t> raw = core.read_descriptor(selector);
   const auto descriptor = visible_descriptor(core, selector, raw, system_allowed);
   if (descriptor) {
-    const uint64_t value = lar ? (*raw >> 32) & 0x00f0ff00 : descriptor->limit;
+    // LAR: the descriptor's high dword masked with 00FFFF00h, limit bits 19:16 included, as
+    // AMD's APM (vol. 3, LAR) says and Intel and AMD hardware both do (Intel leaves 19:16
+    // undefined); the differential test compares it with the host.
+    const uint64_t value = lar ? (*raw >> 32) & 0x00ffff00 : descriptor->limit;
     core.write_register_sized(in.reg, in.operand_size, in.rex, value);
   }
   update_flags(core, rflags::kZf, descriptor ? rflags::kZf : 0);

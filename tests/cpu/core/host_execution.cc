@@ -5,6 +5,7 @@
 #include <sys/ucontext.h>
 
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 namespace lamina::cpu::x86::testing {
@@ -24,6 +25,9 @@ sigjmp_buf* active_jump = nullptr;
 HostOutcome* active_outcome = nullptr;
 
 void on_signal(int signal_number, siginfo_t*, void* raw_context) {
+  // The test code may have set RFLAGS.AC, which the kernel keeps for the handler; with CR0.AM
+  // on (as Linux runs), any misaligned access of ours would raise #AC again. Clear it first.
+  asm volatile("pushfq; andq $~0x40000, (%%rsp); popfq" ::: "memory", "cc");
   auto* context = static_cast<ucontext_t*>(raw_context);
   const greg_t* g = context->uc_mcontext.gregs;
   RegisterFile& r = active_outcome->registers;
@@ -34,6 +38,9 @@ void on_signal(int signal_number, siginfo_t*, void* raw_context) {
   r.rip = g[REG_RIP];
   r.rflags = g[REG_EFL];
   active_outcome->signal = signal_number;
+  active_outcome->trap_number = static_cast<uint64_t>(g[REG_TRAPNO]);
+  active_outcome->error_code = static_cast<uint64_t>(g[REG_ERR]);
+  active_outcome->fault_address = static_cast<uint64_t>(g[REG_CR2]);
   siglongjmp(*active_jump, 1);
 }
 
@@ -58,9 +65,31 @@ class Emitter {
 
 constexpr size_t kPrologueSpace = 256;
 
+void load_data_selectors(const HostSelectors& selectors) {
+  asm volatile("movw %0, %%ds; movw %1, %%es; movw %2, %%gs; movw %3, %%ss"
+               :: "r"(selectors.ds), "r"(selectors.es), "r"(selectors.gs), "r"(selectors.ss) : "memory");
+}
+
 }  // namespace
 
-HostExecutor::HostExecutor(uint8_t* code_page) : page_(code_page), alternate_stack_(1 << 16) {
+HostSelectors read_host_selectors() {
+  HostSelectors s;
+  asm volatile("movw %%cs, %0; movw %%ss, %1; movw %%ds, %2; movw %%es, %3; movw %%fs, %4; movw %%gs, %5"
+               : "=r"(s.cs), "=r"(s.ss), "=r"(s.ds), "=r"(s.es), "=r"(s.fs), "=r"(s.gs));
+  return s;
+}
+
+std::optional<HostDescriptor> probe_host_descriptor(uint16_t selector) {
+  uint32_t access = 0, limit = 0;
+  uint8_t visible = 0, has_limit = 0;
+  asm volatile("larl %k3, %0; setz %1; lsll %k3, %2; setz %4"
+               : "=&r"(access), "=&r"(visible), "=&r"(limit), "+r"(selector), "=&r"(has_limit) :: "cc");
+  if (!visible || !has_limit) return std::nullopt;
+  return HostDescriptor{access, limit};
+}
+
+HostExecutor::HostExecutor(uint8_t* code_page)
+    : page_(code_page), alternate_stack_(1 << 16), selectors_(read_host_selectors()) {
   stack_t alternate{};
   alternate.ss_sp = alternate_stack_.data();
   alternate.ss_size = alternate_stack_.size();
@@ -110,6 +139,7 @@ HostOutcome HostExecutor::run(std::span<const uint8_t> code, const RegisterFile&
   for (uint8_t reg = 1; reg < 16; ++reg) epilogue.move(false, reg, 0, reg * 8);
   epilogue.move(true, 4, 0, 136);                                      // back to the host stack
   epilogue.bytes({0x9c, 0x59});                                        // pushfq; pop rcx
+  epilogue.bytes({0x68, 0x02, 0x02, 0x00, 0x00, 0x9d});                // push 0x202; popfq (AC off)
   epilogue.move(false, 1, 0, 128);
   epilogue.move(true, 1, 0, 144);
   epilogue.move(false, 1, 0, 0);
@@ -129,6 +159,7 @@ HostOutcome HostExecutor::run(std::span<const uint8_t> code, const RegisterFile&
   }
   active_jump = nullptr;
   active_outcome = nullptr;
+  load_data_selectors(selectors_);
   return outcome;
 }
 

@@ -402,6 +402,127 @@ void stack(Builder& b) {
   }
 }
 
+
+// A selector worth loading: any GDT index up to past the host's 16-entry GDT, sometimes in the
+// (absent) LDT, with any RPL, or null.
+uint16_t any_selector(Builder& b) {
+  if (b.chance(10)) return static_cast<uint16_t>(b.pick(4));
+  const uint16_t table = b.chance(10) ? 4 : 0;
+  return static_cast<uint16_t>((b.pick(20) << 3) | table | b.pick(4));
+}
+
+// User-mode system behaviour (CPL 3 under a 64-bit kernel): what POPF may change, segment
+// loads and their faults, LAR/LSL/VERR/VERW, instructions that #GP or #UD at CPL 3, software
+// interrupts through the host kernel's IDT, and alignment checks once RFLAGS.AC is set.
+void system(Builder& b) {
+  switch (b.pick(12)) {
+    case 0: {  // POPF of any value; with TF set, the single-step trap after the next instruction
+      constexpr uint64_t kTf = 0x100;
+      const uint8_t reg = b.any_register();
+      uint64_t value = b.random_value();
+      if (b.chance(50)) value &= 0x3fffff;
+      const bool single_step = b.chance(15);
+      value = single_step ? value | kTf : value & ~kTf;
+      b.raw({static_cast<uint8_t>((reg & 8) ? 0x49 : 0x48), static_cast<uint8_t>(0xb8 | (reg & 7))});
+      b.immediate(8, value);
+      if (reg & 8) b.raw({0x41});
+      b.raw({static_cast<uint8_t>(0x50 | (reg & 7)), 0x9d});  // push reg; popfq
+      b.effect(kAll, 0);
+      // Something to step over, so the trap never falls on the harness's own code after it.
+      if (single_step) b.raw({0x90});
+      return;
+    }
+    case 1: {  // PUSHF; POP reg
+      b.need_flags(kAll);
+      const uint8_t reg = b.any_register();
+      b.raw({0x9c});
+      if (reg & 8) b.raw({0x41});
+      b.raw({static_cast<uint8_t>(0x58 | (reg & 7))});
+      return;
+    }
+    case 2: case 3: {  // MOV Sreg, r16 (ES, CS, SS, DS, GS: never FS, the host's TLS)
+      static constexpr uint8_t kTargets[] = {0, 1, 2, 3, 5};
+      const uint8_t reg = b.any_register();
+      b.set_register(reg, any_selector(b));
+      b.instruction(4, {0x8e}, kTargets[b.pick(5)], Operand{false, reg, 0});
+      return;
+    }
+    case 4: {  // MOV r/m, Sreg at 16, 32 or 64 bits (memory stores are always 16)
+      static constexpr uint8_t kSizes[] = {2, 4, 8};
+      b.instruction(kSizes[b.pick(3)], {0x8c}, static_cast<uint8_t>(b.pick(6)), b.rm_operand());
+      return;
+    }
+    case 5: {  // LAR / LSL
+      static constexpr uint8_t kSizes[] = {2, 4, 8};
+      const uint8_t source = b.any_register();
+      b.set_register(source, b.chance(80) ? any_selector(b) : static_cast<uint32_t>(b.random_value()));
+      b.instruction(kSizes[b.pick(3)], {0x0f, static_cast<uint8_t>(b.chance(50) ? 0x02 : 0x03)}, b.any_register(),
+                    Operand{false, source, 0});
+      b.effect(kZf, 0);
+      return;
+    }
+    case 6: {  // VERR / VERW
+      const uint8_t source = b.any_register();
+      b.set_register(source, any_selector(b));
+      b.instruction(2, {0x0f, 0x00}, static_cast<uint8_t>(b.chance(50) ? 4 : 5), Operand{false, source, 0});
+      b.effect(kZf, 0);
+      return;
+    }
+    case 7: {  // PUSH GS / POP GS, PUSH FS; a selector through the stack into GS
+      const uint8_t reg = b.any_register();
+      b.set_register(reg, any_selector(b));
+      if (reg & 8) b.raw({0x41});
+      b.raw({static_cast<uint8_t>(0x50 | (reg & 7))});
+      b.raw({0x0f, 0xa9});  // POP GS
+      // PUSH FS/GS may write only the selector's 16 bits (SDM vol. 2B, PUSH): zero the slot
+      // first (PUSH 0; LEA RSP, [RSP + 8]) so either behaviour leaves the same stack.
+      b.raw({0x6a, 0x00, 0x48, 0x8d, 0x64, 0x24, 0x08});
+      b.raw({0x0f, static_cast<uint8_t>(b.chance(50) ? 0xa0 : 0xa8)});
+      return;
+    }
+    case 8: {  // Privileged or invalid at CPL 3 in 64-bit mode: #GP(0) or #UD
+      static constexpr std::initializer_list<uint8_t> kForms[] = {
+          {0xf4},                    // HLT
+          {0xfa}, {0xfb},            // CLI, STI (IOPL 0)
+          {0xec}, {0xee}, {0xe4, 0x80}, {0xe7, 0x71}, {0x6c},  // IN/OUT/INS with no I/O permission
+          {0x0f, 0x32}, {0x0f, 0x30},                 // RDMSR, WRMSR
+          {0x0f, 0x20, 0xc0}, {0x0f, 0x22, 0xd8},     // MOV rax, CR0; MOV CR3, rax
+          {0x0f, 0x21, 0xf8}, {0x0f, 0x06},           // MOV rax, DR7; CLTS
+          {0x0f, 0x08}, {0x0f, 0x09},                 // INVD, WBINVD
+          {0x0f, 0x01, 0xf8}, {0x0f, 0x07},           // SWAPGS, SYSRET
+          {0x0f, 0x00, 0xd0}, {0x0f, 0x00, 0xd8},     // LLDT ax, LTR ax
+          {0x41, 0x0f, 0x01, 0x57, 0x10},             // LGDT [r15 + 16]
+          {0x41, 0x0f, 0x01, 0x7f, 0x20},             // INVLPG [r15 + 32]
+          {0x0f, 0x0b}, {0xce},                       // UD2; INTO (invalid in 64-bit mode)
+          {0x06}, {0x07}, {0x0e}, {0x16}, {0x17}, {0x1e}, {0x1f},  // PUSH/POP ES, CS, SS, DS
+          {0x27}, {0x37}, {0x60}, {0xd4, 0x0a},       // DAA, AAA, PUSHA, AAM
+      };
+      const auto& form = kForms[b.pick(std::size(kForms))];
+      b.code().insert(b.code().end(), form.begin(), form.end());
+      return;
+    }
+    case 9: {  // INT3, INT1 (ICEBP), INT n through gates user mode may or may not use
+      switch (b.pick(3)) {
+        case 0: b.raw({0xcc}); return;
+        case 1: b.raw({0xf1}); return;
+        default: {
+          uint8_t vector = static_cast<uint8_t>(b.pick(256));
+          if (vector == 0x80) vector = 0x81;  // INT 0x80 is a real system call on the host
+          b.raw({0xcd, vector});
+          return;
+        }
+      }
+    }
+    default: {  // a data access at any alignment: #AC(0) when RFLAGS.AC is on
+      static constexpr uint8_t kSizes[] = {2, 4, 8};
+      Operand rm = b.rm_operand(true);
+      rm.memory = true;
+      b.instruction(kSizes[b.pick(3)], {static_cast<uint8_t>(b.chance(50) ? 0x8b : 0x89)}, b.any_register(), rm);
+      return;
+    }
+  }
+}
+
 }  // namespace
 
 GeneratedSequence generate_sequence(std::mt19937_64& random, InstructionClass kind, int length,
@@ -416,6 +537,7 @@ GeneratedSequence generate_sequence(std::mt19937_64& random, InstructionClass ki
       case InstructionClass::kMove: move(builder); break;
       case InstructionClass::kString: string(builder); break;
       case InstructionClass::kStack: stack(builder); break;
+      case InstructionClass::kSystem: system(builder); break;
     }
   }
   return {std::move(builder.code()), builder.defined};

@@ -10,7 +10,7 @@
 
 namespace lamina::cpu::x86::testing {
 
-enum class InstructionClass { kAlu, kShift, kMultiplyDivide, kBit, kMove, kString, kStack };
+enum class InstructionClass { kAlu, kShift, kMultiplyDivide, kBit, kMove, kString, kStack, kSystem };
 
 struct GeneratedSequence {
   std::vector<uint8_t> code;
