@@ -112,8 +112,8 @@ void breakpoint(CpuCore& core, const Instruction&) { core.deliver(vector::kBreak
 void interrupt_on_overflow(CpuCore& core, const Instruction&) {
   if (core.state.flags.of()) core.deliver(vector::kOverflow, false, 0, true, false);
 }
-// INT1 (ICEBP) delivers #DB like a hardware event: no gate DPL check.
-void debug_trap(CpuCore& core, const Instruction&) { core.deliver(vector::kDebug, false, 0, false, false); }
+// INT1 (ICEBP) delivers #DB like a hardware event: no gate DPL check, EXT in nested faults.
+void debug_trap(CpuCore& core, const Instruction&) { core.deliver(vector::kDebug, false, 0, false, true); }
 
 void interrupt_return(CpuCore& core, const Instruction& in) { core.interrupt_return(in.operand_size); }
 

@@ -353,11 +353,16 @@ struct CpuCore {
 
   // ---- exceptions and interrupts (exceptions.cc) ----
   // Delivers an exception or interrupt through the IVT/IDT. `software` is INT n/INT3/INTO
-  // (gate DPL checked, RIP after the instruction pushed); `fault` is a fault-class exception,
+  // (gate DPL checked, RIP after the instruction pushed); `external` is every other event
+  // (interrupts, NMI, exceptions, INT1): faults while delivering it carry EXT in their selector
+  // error codes (SDM 6.13); `fault` is a fault-class exception,
   // whose pushed RFLAGS image has RF set (SDM 17.3.1.1) so IRET back to the instruction
   // does not hit its instruction breakpoint again.
   void deliver(uint8_t vector, bool has_error_code, uint32_t error_code, bool software,
                bool external, bool fault = false);
+  // deliver's work, without the EXT bit added to the faults it raises.
+  void enter_handler(uint8_t vector, bool has_error_code, uint32_t error_code, bool software,
+                     bool external, bool fault);
 
  private:
   struct PageTarget {

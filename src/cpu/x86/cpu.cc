@@ -254,7 +254,7 @@ bool Cpu::deliver_event(uint8_t vector_number, bool error, uint32_t error_code, 
         current_error = second.has_error_code;
         current_code = second.error_code;
       }
-      current_external = false;
+      current_external = true;  // a fault while delivering an event is delivered as one too
       current_fault = fault_class(current);
     }
   }
@@ -448,7 +448,7 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       const bool fault_frame = fault_class(fault.vector) || fault.vector == vector::kDebug;
       if (code_breakpoints != 0) [[unlikely]] {
         if (!raise_instruction_breakpoint(code_breakpoints, exit)) break;
-      } else if (!deliver_event(fault.vector, error, fault.error_code, false, fault_frame, exit)) {
+      } else if (!deliver_event(fault.vector, error, fault.error_code, true, fault_frame, exit)) {
         break;
       }
     }

@@ -78,7 +78,7 @@ bool Cpu::raise_instruction_breakpoint(uint8_t hits, CpuExit& exit) {
   // RF as it is (0 here), so the handler sets RF to resume (SDM 17.3.1.1).
   state.dr[6] = (state.dr[6] & ~dr6::kBreakpointHits) | hits;
   core_->instruction_rip = state.rip;
-  return deliver_event(vector::kDebug, false, 0, false, false, exit);
+  return deliver_event(vector::kDebug, false, 0, true, false, exit);
 }
 
 bool Cpu::finish_checked_step(CpuExit& exit) {
@@ -104,7 +104,7 @@ bool Cpu::finish_checked_step(CpuExit& exit) {
   state.dr[6] = (state.dr[6] & ~dr6::kBreakpointHits) | bits;
   state.interrupt_shadow = false;
   core.instruction_rip = state.rip;
-  return deliver_event(vector::kDebug, false, 0, false, false, exit);
+  return deliver_event(vector::kDebug, false, 0, true, false, exit);
 }
 
 }  // namespace lamina::cpu::x86

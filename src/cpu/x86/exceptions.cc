@@ -28,6 +28,21 @@ void push_virtual_8086_frame(CpuCore& core, uint8_t size, const std::array<uint1
 
 void CpuCore::deliver(uint8_t vector_number, bool has_error_code, uint32_t error_code,
                       bool software, bool external, bool fault) {
+  try {
+    enter_handler(vector_number, has_error_code, error_code, software, external, fault);
+  } catch (GuestFault& nested) {
+    // SDM 6.13: a fault raised while delivering an event other than INT n/INT3/INTO has EXT
+    // (bit 0) set in its selector error code: the checks of system/ set it themselves, this
+    // covers the rest (the frame's pushes, a task switch through a task gate and its loads).
+    const bool selector_code = nested.vector == vector::kInvalidTss || nested.vector == vector::kSegmentNotPresent ||
+                               nested.vector == vector::kStackFault || nested.vector == vector::kGeneralProtection;
+    if (external && nested.has_error_code && selector_code) nested.error_code |= 1;
+    throw;
+  }
+}
+
+void CpuCore::enter_handler(uint8_t vector_number, bool has_error_code, uint32_t error_code,
+                            bool software, bool external, bool fault) {
   state.halted = false;
   stop_block = true;
   event_delivered = true;

@@ -123,6 +123,9 @@ TEST_F(TaskSwitchTest, JumpToSixteenBitTss) {
   ASSERT_EQ(machine.cpu().run(50).kind, CpuExit::Kind::kHalted);
   EXPECT_EQ(s.rip, kCode16 + 1);
   EXPECT_EQ(s.gpr[kRax], 0xdead0077u);  // a 16-bit TSS loads the low word only
+  // A 16-bit TSS has no FS or GS: they are loaded null, as Bochs and QEMU do.
+  EXPECT_EQ(s.segment[kFs].selector, 0);
+  EXPECT_EQ(s.segment[kGs].selector, 0);
   EXPECT_EQ(s.tr.selector, kSelector16);
   EXPECT_EQ(descriptor_type(kSelector16), 0x3);  // busy 16-bit TSS
   EXPECT_EQ(descriptor_type(kSelectorA), 0x9);   // JMP released A
@@ -156,6 +159,56 @@ TEST_F(TaskSwitchTest, TrapFlagInTheNewTssRaisesDebugBeforeItsFirstInstruction) 
   EXPECT_EQ(s.tr.selector, kSelectorB);
   EXPECT_TRUE(s.dr[6] & dr6::kBt);
   EXPECT_EQ(read32(s.gpr[kRsp]), kCodeB);  // the #DB came before B's first instruction
+}
+
+// SDM 6.13: EXT (bit 0 of a selector error code) says the fault arose while delivering an
+// event from outside the program (an interrupt, an earlier exception), not INT n.
+class ExtBitTest : public TaskSwitchTest {
+ protected:
+  // Vector 0x40 is a task gate to B, whose TSS descriptor is not present.
+  void gate_to_absent_tss() {
+    machine.write64(kIdt + 0x40 * 8, (uint64_t{kSelectorB} << 16) | (uint64_t{0x85} << 40));
+    machine.write64(kGdt + kSelectorB, segment_descriptor(kTssB, 0x67, 0x09));
+    halting_handler(vector::kSegmentNotPresent);
+  }
+  uint32_t error_code_after_run() {
+    EXPECT_EQ(machine.cpu().run(50).kind, CpuExit::Kind::kHalted);
+    EXPECT_EQ(machine.state().rip, kHandler + 1);
+    return read32(machine.state().gpr[kRsp]);
+  }
+};
+
+TEST_F(ExtBitTest, ExternalInterruptThroughTaskGateToAbsentTss) {
+  gate_to_absent_tss();
+  machine.write(kCodeA, std::vector<uint8_t>{0xfb, 0x90, 0xf4});  // sti; nop; hlt
+  machine.environment().interrupts.push_back(0x40);
+  machine.cpu().post(request::kInterrupt);
+  EXPECT_EQ(error_code_after_run(), kSelectorB | 1u);
+  EXPECT_EQ(machine.state().tr.selector, kSelectorA);  // no switch happened
+}
+
+TEST_F(ExtBitTest, SoftwareInterruptThroughTaskGateToAbsentTss) {
+  gate_to_absent_tss();
+  machine.write(kCodeA, std::vector<uint8_t>{0xcd, 0x40, 0xf4});  // int 0x40
+  EXPECT_EQ(error_code_after_run(), uint32_t{kSelectorB});
+}
+
+TEST_F(ExtBitTest, ExceptionWhoseGateIsAbsent) {
+  // UD2 with IDT entry 6 present-bit clear: #NP(6 * 8 + 2 + EXT) while delivering #UD.
+  machine.write64(kIdt + 6 * 8, kHandler | (uint64_t{0x08} << 16) | (uint64_t{0x0e} << 40));
+  halting_handler(vector::kSegmentNotPresent);
+  machine.write(kCodeA, std::vector<uint8_t>{0x0f, 0x0b});
+  EXPECT_EQ(error_code_after_run(), 6u * 8 + 2 + 1);
+}
+
+TEST_F(ExtBitTest, ExceptionThroughTaskGateWhoseNewTaskHasABadDataSegment) {
+  // #UD through a task gate to B, whose DS is past the GDT limit: #TS(0x40 | EXT) in task B.
+  machine.write64(kIdt + 6 * 8, (uint64_t{kSelectorB} << 16) | (uint64_t{0x85} << 40));
+  write32(kTssB + 0x54, 0x40);
+  halting_handler(vector::kInvalidTss);
+  machine.write(kCodeA, std::vector<uint8_t>{0x0f, 0x0b});
+  EXPECT_EQ(error_code_after_run(), 0x41u);
+  EXPECT_EQ(machine.state().tr.selector, kSelectorB);
 }
 
 }  // namespace
