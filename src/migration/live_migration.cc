@@ -238,8 +238,6 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
     return give_up(copied.error());
   }
   progress.disk_copied_bytes = progress.disk_bytes;
-  // Disk bytes read so far count towards the bandwidth, as RAM bytes do.
-  uint64_t sent_bytes = progress.disk_bytes;
 
   // Round 0: all of RAM (the destination starts from zeros).
   auto round_start = Clock::now();
@@ -256,14 +254,16 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
   if (auto flushed = sender.flush(); !flushed) return give_up(flushed.error());
   uint64_t previous_dirty = 0;
   std::vector<uint64_t> dirty;
-  sent_bytes += progress.ram_bytes;  // RAM bytes sent (round 0: all of it)
   for (;;) {
     const double seconds =
         std::max(1e-4, std::chrono::duration<double>(Clock::now() - round_start).count());
-    // Bandwidth over the whole migration so far: a round that only filled socket buffers
-    // does not make the link look faster than it is.
+    // Bandwidth: the bytes written to the link over the whole migration so far. Not the
+    // bytes of RAM and disk covered: zero pages and unallocated ranges cost next to nothing
+    // to send, and counting them made a slow link look tens of times faster than it was, so
+    // a small dirty set seemed to fit the downtime budget. The whole duration, so a round
+    // that only filled socket buffers does not make the link look faster either.
     progress.bandwidth = static_cast<uint64_t>(
-        static_cast<double>(sent_bytes) /
+        static_cast<double>(sender.transferred()) /
         std::max(1e-4, std::chrono::duration<double>(Clock::now() - started).count()));
     dirty = machine.take_dirty_pages();
     const uint64_t dirty_pages = count_pages(dirty);
@@ -272,8 +272,8 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
     progress.dirty_rate = static_cast<uint64_t>(static_cast<double>(dirty_bytes) / seconds);
     report("copying", dirty_bytes);
     ++progress.round;
-    const double estimate_ms =
-        static_cast<double>(dirty_bytes) * 1000.0 / static_cast<double>(progress.bandwidth);
+    const double estimate_ms = static_cast<double>(dirty_bytes) * 1000.0 /
+                               std::max(1.0, static_cast<double>(progress.bandwidth));
     if (estimate_ms <= static_cast<double>(options.max_downtime.count()) ||
         progress.round >= options.max_rounds) {
       break;
@@ -290,7 +290,6 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
     if (auto sent = send_bitmap(sender, dirty, hooks.cancelled); !sent) {
       return give_up(sent.error());
     }
-    sent_bytes += dirty_bytes;
   }
 
   // Switchover: the guest stops here.
