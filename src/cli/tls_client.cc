@@ -1,5 +1,7 @@
 #include "cli/tls_client.h"
 
+#include "mgmt/tls_setup.h"
+
 #include <openssl/ssl.h>
 
 #include <cstdlib>
@@ -22,15 +24,12 @@ std::string environment(const char* name) {
 
 Result<std::unique_ptr<TlsClientContext>> TlsClientContext::from_environment() {
   std::unique_ptr<TlsClientContext> tls(new TlsClientContext());
-  boost::system::error_code error;
-  tls->context_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                            ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                            ssl::context::no_tlsv1_1);
+  mgmt::require_modern_tls(tls->context_);
   tls->context_.set_verify_mode(ssl::verify_peer);
   if (const std::string ca = environment("LAMINA_TLS_CA"); !ca.empty()) {
-    tls->context_.load_verify_file(ca, error);
-    if (error) return fail(ErrorCode::kInvalidArgument, fmt::format("LAMINA_TLS_CA {}: {}", ca, error.message()));
+    if (auto loaded = mgmt::load_tls_ca(tls->context_, ca, "LAMINA_TLS_CA"); !loaded) return fail(loaded.error());
   } else {
+    boost::system::error_code error;
     tls->context_.set_default_verify_paths(error);
   }
   const std::string certificate = environment("LAMINA_TLS_CERT");
@@ -39,14 +38,9 @@ Result<std::unique_ptr<TlsClientContext>> TlsClientContext::from_environment() {
     return fail(ErrorCode::kInvalidArgument, "LAMINA_TLS_CERT and LAMINA_TLS_KEY go together");
   }
   if (!certificate.empty()) {
-    tls->context_.use_certificate_chain_file(certificate, error);
-    if (error) {
-      return fail(ErrorCode::kInvalidArgument,
-                  fmt::format("LAMINA_TLS_CERT {}: {}", certificate, error.message()));
-    }
-    tls->context_.use_private_key_file(key, ssl::context::pem, error);
-    if (error) {
-      return fail(ErrorCode::kInvalidArgument, fmt::format("LAMINA_TLS_KEY {}: {}", key, error.message()));
+    if (auto loaded = mgmt::load_tls_identity(tls->context_, certificate, "LAMINA_TLS_CERT", key, "LAMINA_TLS_KEY");
+        !loaded) {
+      return fail(loaded.error());
     }
   }
   return tls;

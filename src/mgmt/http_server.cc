@@ -16,6 +16,7 @@
 #include <openssl/crypto.h>
 
 #include "base/json_text.h"
+#include "mgmt/tls_setup.h"
 #include "base/log.h"
 #include "mgmt/console_session.h"
 #include "mgmt/incoming_migration.h"
@@ -188,26 +189,13 @@ void serve_requests(asio::io_context& io, Stream& stream, ApiRouter& router,
 }
 
 Result<void> load_tls(ssl::context& context, const TcpListenOptions& options) {
-  beast::error_code error;
-  context.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                      ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
-                      ssl::context::no_tlsv1_1);
-  context.use_certificate_chain_file(options.certificate.string(), error);
-  if (error) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("--tls-cert {}: {}", options.certificate.string(), error.message()));
-  }
-  context.use_private_key_file(options.key.string(), ssl::context::pem, error);
-  if (error) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("--tls-key {}: {}", options.key.string(), error.message()));
+  require_modern_tls(context);
+  if (auto loaded = load_tls_identity(context, options.certificate, "--tls-cert", options.key, "--tls-key");
+      !loaded) {
+    return loaded;
   }
   if (!options.client_ca.empty()) {
-    context.load_verify_file(options.client_ca.string(), error);
-    if (error) {
-      return fail(ErrorCode::kInvalidArgument,
-                  fmt::format("--tls-ca {}: {}", options.client_ca.string(), error.message()));
-    }
+    if (auto loaded = load_tls_ca(context, options.client_ca, "--tls-ca"); !loaded) return loaded;
     context.set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
   }
   return {};

@@ -22,6 +22,7 @@
 #include "migration/migration_protocol.h"
 #include "mgmt/checkpoint_disks.h"
 #include "mgmt/host_port.h"
+#include "mgmt/tls_setup.h"
 #include "mgmt/vm_service.h"
 #include "storage/image_format.h"
 
@@ -81,12 +82,13 @@ class DestinationLink {
   Result<void> open(const MigrationTls& identity, const std::string& host, const std::string& port,
                     const std::string& token) {
     beast::error_code error;
-    tls_.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
-                     ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
-    tls_.use_certificate_chain_file(identity.certificate.string(), error);
-    if (!error) tls_.use_private_key_file(identity.key.string(), ssl::context::pem, error);
-    if (!error) tls_.load_verify_file(identity.ca.string(), error);
-    if (error) return fail(ErrorCode::kInvalidArgument, fmt::format("migration TLS files: {}", error.message()));
+    require_modern_tls(tls_);
+    if (auto loaded = load_tls_identity(tls_, identity.certificate, "migration certificate", identity.key,
+                                        "migration key");
+        !loaded) {
+      return loaded;
+    }
+    if (auto loaded = load_tls_ca(tls_, identity.ca, "migration CA"); !loaded) return loaded;
     // The stream copies the context's certificate when it is made: after loading it.
     stream_.emplace(socket_, tls_);
     ws_.emplace(*stream_);

@@ -57,6 +57,10 @@ LAMINA_TLS_CA=ca.crt LAMINA_TLS_CERT=client.crt LAMINA_TLS_KEY=client.key LAMINA
 LAMINA_TLS_CA=ca.crt LAMINA_TLS_CERT=client.crt LAMINA_TLS_KEY=client.key \
   "$lamina" vm --connect "$url" list 2>err && fail "no token got in"
 grep -q "a valid bearer token is needed" err || fail "no token said: $(cat err)"
+# A client key that is not there: the error names the variable and the file.
+LAMINA_TLS_CA=ca.crt LAMINA_TLS_CERT=client.crt LAMINA_TLS_KEY=missing.key LAMINA_TOKEN=$token \
+  "$lamina" vm --connect "$url" list 2>err && fail "a missing client key was accepted"
+grep -q "LAMINA_TLS_KEY missing.key" err || fail "a missing client key said: $(cat err)"
 LAMINA_TLS_CA=ca.crt LAMINA_TLS_CERT=client.crt LAMINA_TLS_KEY=client.key LAMINA_TOKEN=$token \
   "$lamina" vm --connect "$url" list | grep -q "^tls-vm " || fail "list over TLS"
 # Without a client certificate the handshake fails (the CA demands one).
