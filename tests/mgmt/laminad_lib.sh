@@ -7,6 +7,9 @@
 #   fail MESSAGE            prints it with laminad's log and the VMs' last lines, exits 1
 #   api CURL-ARGS...        a request on $sock; the status code printed, the body in $work/body
 #   pid_of VM               its worker's pid (0 when it runs none)
+#   make_loopback_tls [IP...]  a CA and a host certificate for 127.0.0.1 (and each IP) in $work;
+#                           tls_files=(--tls-cert/--tls-key/--tls-ca), tls=(--listen 127.0.0.1:0 ...)
+#   make_host_namespaces    two network namespaces joined by a veth pair, as two hosts
 
 laminad_setup() {
   work=$(mktemp -d)
@@ -21,6 +24,7 @@ laminad_setup() {
 
 laminad_cleanup() {
   [[ $daemon == 0 ]] || kill "$daemon" 2>/dev/null || true
+  # The namespaces go last: killing what runs in them ends them (and their veth pair).
   # Workers outlive laminad by design: this run's are the ones whose environment names $work.
   for pid in $(pgrep -f "lamina-vm --control-fd" || true); do
     grep -q "$work" "/proc/$pid/environ" 2>/dev/null && kill -9 "$pid" 2>/dev/null || true
@@ -28,11 +32,13 @@ laminad_cleanup() {
   for pid in $(pgrep -f "switch serve" || true); do
     grep -q "$work" "/proc/$pid/environ" 2>/dev/null && kill "$pid" 2>/dev/null || true
   done
+  for namespace in ${ns_a:-} ${ns_b:-}; do ip netns del "$namespace" 2>/dev/null || true; done
   rm -rf "$work"
 }
 
 start_laminad() {
-  "$laminad" --state-dir "$work/state" --socket "$sock" "$@" 2>>"$work/laminad.log" &
+  # ${in_a[@]}: the command prefix that runs it on host A (a network namespace's ip netns exec).
+  ${in_a[@]+"${in_a[@]}"} "$laminad" --state-dir "$work/state" --socket "$sock" "$@" 2>>"$work/laminad.log" &
   daemon=$!
   for _ in $(seq 100); do [[ -S $sock ]] && return 0; sleep 0.1; done
   fail "laminad did not listen"
@@ -42,15 +48,43 @@ start_laminad() {
 # certificate (for 127.0.0.1) made in $work, and in `tls` the options of a TLS endpoint on a
 # free port that presents it and takes peers the CA signed (mutual TLS).
 make_loopback_tls() {
+  local names=IP:127.0.0.1 address
+  for address in "$@"; do names+=",IP:$address"; done
   (
     cd "$work"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=ca" 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -keyout host.key -out host.csr -subj "/CN=laminad" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1\n' >host.ext
+    printf 'subjectAltName=%s\n' "$names" >host.ext
     openssl x509 -req -in host.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out host.crt -days 2 \
       -extfile host.ext 2>/dev/null
   )
-  tls=(--listen 127.0.0.1:0 --tls-cert "$work/host.crt" --tls-key "$work/host.key" --tls-ca "$work/ca.crt")
+  tls_files=(--tls-cert "$work/host.crt" --tls-key "$work/host.key" --tls-ca "$work/ca.crt")
+  tls=(--listen 127.0.0.1:0 "${tls_files[@]}")
+}
+
+# make_host_namespaces: hosts A and B as two network namespaces joined by a veth pair, A at
+# 10.77.0.1 and B at 10.77.0.2 (/24), loopback up in each; in_a/in_b are the command prefixes
+# that run a program on each host, addr_a/addr_b their addresses. Needs root and ip(8); where
+# namespaces cannot be made it returns 1 having made nothing (in_a/in_b empty, both addresses
+# 127.0.0.1). The namespaces are removed on exit.
+make_host_namespaces() {
+  in_a=() in_b=() addr_a=127.0.0.1 addr_b=127.0.0.1
+  [[ $(id -u) == 0 ]] && command -v ip >/dev/null || return 1
+  ns_a=lamina-a-$$ ns_b=lamina-b-$$
+  if ! ip netns add "$ns_a" 2>/dev/null; then ns_a=""; ns_b=""; return 1; fi
+  if ! { ip netns add "$ns_b" &&
+         ip link add "lma$$" type veth peer name "lmb$$" &&
+         ip link set "lma$$" netns "$ns_a" && ip link set "lmb$$" netns "$ns_b" &&
+         ip -n "$ns_a" addr add 10.77.0.1/24 dev "lma$$" && ip -n "$ns_b" addr add 10.77.0.2/24 dev "lmb$$" &&
+         ip -n "$ns_a" link set "lma$$" up && ip -n "$ns_b" link set "lmb$$" up &&
+         ip -n "$ns_a" link set lo up && ip -n "$ns_b" link set lo up; } 2>/dev/null; then
+    ip netns del "$ns_a" 2>/dev/null || true
+    ip netns del "$ns_b" 2>/dev/null || true
+    ip link del "lma$$" 2>/dev/null || true
+    ns_a="" ns_b=""
+    return 1
+  fi
+  in_a=(ip netns exec "$ns_a") in_b=(ip netns exec "$ns_b") addr_a=10.77.0.1 addr_b=10.77.0.2
 }
 
 # tls_port_of LOG: the port of the TLS endpoint the laminad logging to LOG serves (the first

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Live migration between two laminads (issue 11), each with its own state folder, API socket
-# and TLS endpoint (mutual TLS from a CA the test makes), with the default guest on a VHDX both
+# and TLS endpoint (mutual TLS from a CA the test makes), each in a network namespace of its
+# own joined by a veth pair (as root; else both on loopback), with the default guest on a VHDX both
 # see at the same path (--storage shared). The guest appends numbered, time-stamped records to
 # its disk in a loop, and pings a port of the test's own on its virtual switch five times a
 # second, while it moves A -> B -> A; afterwards the records on the image are continuous (none
@@ -35,12 +36,21 @@ daemon_b=0 daemon_c=0 daemon_d=0 relay=0 pinger=0
 trap 'for p in $daemon_b $daemon_c $daemon_d $relay $pinger; do [[ $p == 0 ]] || kill "$p" 2>/dev/null || true; done; laminad_cleanup' EXIT
 
 cd "$work"
-make_loopback_tls
+# Two hosts: two network namespaces joined by a veth pair where this runs as root (CI does),
+# else both on this namespace's loopback.
+if make_host_namespaces; then
+  echo "hosts: network namespaces $ns_a ($addr_a) and $ns_b ($addr_b), joined by a veth pair"
+else
+  echo "hosts: both on this network namespace's loopback (namespaces need root and ip(8))"
+fi
+make_loopback_tls "$addr_a" "$addr_b"
+tls_a=(--listen "$addr_a:0" "${tls_files[@]}")
+tls_b=(--listen "$addr_b:0" "${tls_files[@]}")
 
 # Host A on $sock (laminad_lib's), host B on its own socket and state folder.
-start_laminad "${tls[@]}"
+start_laminad "${tls_a[@]}"
 sock_b=$work/b.sock
-"$laminad" --state-dir "$work/state-b" --socket "$sock_b" "${tls[@]}" 2>>"$work/laminad-b.log" &
+"${in_b[@]}" "$laminad" --state-dir "$work/state-b" --socket "$sock_b" "${tls_b[@]}" 2>>"$work/laminad-b.log" &
 daemon_b=$!
 port_a=$(tls_port_of "$work/laminad.log")
 port_b=$(tls_port_of "$work/laminad-b.log")
@@ -71,7 +81,7 @@ on_a disk create "$work/disk.vhdx" --size 16M >/dev/null
 on_a vm create mover --memory 192M,max=448M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
   --cmdline "console=ttyS0 quiet panic=-1 no_timer_check" --disk "$work/disk.vhdx" \
   --net switch:mig,mac=02:00:00:00:00:10 >/dev/null || fail "create"
-refused "is not running" on_a vm migrate mover --to "127.0.0.1:$port_b"
+refused "is not running" on_a vm migrate mover --to "$addr_b:$port_b"
 on_a vm start mover >/dev/null || fail "start"
 wait_console state "lamina-guest:/#"
 image=$work/disk.vhdx  # where the VM's disk is now
@@ -92,20 +102,20 @@ sleep 3
 # Refusals first: each leaves the VM running on A.
 [[ -n ${MIGRATION_TEST_PAUSE:-} ]] && { echo "worker: $(pid_of mover)"; sleep "$MIGRATION_TEST_PAUSE"; }
 refused "HOST:PORT" on_a vm migrate mover --to nowhere
-refused "exists on this host" on_a vm migrate mover --to "127.0.0.1:$port_b" --storage copy
-refused "destination_dir goes with storage copy" on_a vm migrate mover --to "127.0.0.1:$port_b" \
+refused "exists on this host" on_a vm migrate mover --to "$addr_b:$port_b" --storage copy
+refused "destination_dir goes with storage copy" on_a vm migrate mover --to "$addr_b:$port_b" \
   --destination-dir "$work"
 refused "did not move and runs on here" on_a vm migrate mover --to "127.0.0.1:1"
 on_b vm create mover --memory 64M >/dev/null
-refused "a VM named mover exists" on_a vm migrate mover --to "127.0.0.1:$port_b"
+refused "a VM named mover exists" on_a vm migrate mover --to "$addr_b:$port_b"
 on_b vm delete mover >/dev/null
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the refusals"
 
 # A -> B while the guest writes.
-on_a vm migrate mover --to "127.0.0.1:$port_b" >"$work/out" 2>"$work/progress" ||
+on_a vm migrate mover --to "$addr_b:$port_b" >"$work/out" 2>"$work/progress" ||
   fail "migrate A->B: $(cat "$work/out" "$work/progress")"
 echo "A->B: $(cat "$work/out"); on B: $(on_b vm events mover | grep -o '"start_ms":[0-9]*')"
-grep -q "^migrated mover to 127.0.0.1:$port_b" "$work/out" || fail "migrate said: $(cat "$work/out")"
+grep -q "^migrated mover to $addr_b:$port_b" "$work/out" || fail "migrate said: $(cat "$work/out")"
 grep -q "copying round" "$work/progress" || fail "no progress was shown: $(cat "$work/progress")"
 [[ $(on_b vm events mover) == *'"worker_launched":true'* ]] ||
   fail "B did not launch the VM's worker when the offer came"
@@ -119,7 +129,7 @@ wait_console state-b "on-b-42"
 sleep 2
 
 # B -> A.
-on_b vm migrate mover --to "127.0.0.1:$port_a" >"$work/out" 2>/dev/null ||
+on_b vm migrate mover --to "$addr_a:$port_a" >"$work/out" 2>/dev/null ||
   fail "migrate B->A: $(cat "$work/out")"
 echo "B->A: $(cat "$work/out")"
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A again"
@@ -132,7 +142,7 @@ type_line on_a 'while :; do yes 0123456789abcdef | head -c 6000000 >/tmp/churn; 
 # 8 MB/s: a slow link), its port in PORT-FILE; $! is its pid.
 cat >"$work/relay.py" <<'PY'
 import socket, sys, threading, time
-rate = float(sys.argv[2]) if len(sys.argv) > 2 else 8e6
+rate = float(sys.argv[2])
 listener = socket.socket()
 # Small buffers: the link's speed shows at the sender, as on a real slow link.
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -154,12 +164,12 @@ def pipe(source, sink):
             pass
 while True:
     client, _ = listener.accept()
-    upstream = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    upstream = socket.create_connection((sys.argv[3], int(sys.argv[1])))
     for ends in ((client, upstream), (upstream, client)):
         threading.Thread(target=pipe, args=ends, daemon=True).start()
 PY
 relay_to_b() { # PORT-FILE [BYTES-PER-SECOND]
-  python3 "$work/relay.py" "$port_b" ${2:-} >"$1" &
+  "${in_a[@]}" python3 "$work/relay.py" "$port_b" "${2:-8e6}" "$addr_b" >"$1" &
   for _ in $(seq 50); do [[ -s $1 ]] && return; sleep 0.1; done
   fail "the relay did not start"
 }
@@ -189,7 +199,7 @@ kill -9 "$daemon_b"
 wait "$migrating" && fail "a migration to a destination that died succeeded"
 kill "$relay"
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after B died"
-"$laminad" --state-dir "$work/state-b" --socket "$sock_b" "${tls[@]}" 2>"$work/laminad-b.log" &
+"${in_b[@]}" "$laminad" --state-dir "$work/state-b" --socket "$sock_b" "${tls_b[@]}" 2>"$work/laminad-b.log" &
 daemon_b=$!
 port_b=$(tls_port_of "$work/laminad-b.log")
 [[ $(state_of on_b mover) == absent ]] || fail "the restarted B kept the half-migrated VM"
@@ -198,13 +208,13 @@ port_b=$(tls_port_of "$work/laminad-b.log")
 
 # A destination that cannot start the VM at the switchover (its worker program fails): the
 # source takes its disk's lock back and runs on.
-"$laminad" --state-dir "$work/state-c" --socket "$work/c.sock" --worker /bin/false "${tls[@]}" \
+"${in_b[@]}" "$laminad" --state-dir "$work/state-c" --socket "$work/c.sock" --worker /bin/false "${tls_b[@]}" \
   2>>"$work/laminad-c.log" &
 daemon_c=$!
 port_c=$(tls_port_of "$work/laminad-c.log")
-refused "did not start the VM" on_a vm migrate mover --to "127.0.0.1:$port_c"
+refused "did not start the VM" on_a vm migrate mover --to "$addr_b:$port_c"
 mkdir "$work/c-disks" "$work/b-disks" "$work/a-disks"
-refused "did not start the VM" on_a vm migrate mover --to "127.0.0.1:$port_c" --storage copy \
+refused "did not start the VM" on_a vm migrate mover --to "$addr_b:$port_c" --storage copy \
   --destination-dir "$work/c-disks"
 [[ -z $(ls -A "$work/c-disks") ]] || fail "a failed copy left $(ls "$work/c-disks") behind"
 kill "$daemon_c"
@@ -214,7 +224,7 @@ locked || fail "A does not hold its disk's lock again"
 # Shared-nothing: A -> B with the disk copied into b-disks, then back into a-disks, while the
 # guest writes its records; each move leaves the VM on its new image (locked) and the old
 # image free.
-on_a vm migrate mover --to "127.0.0.1:$port_b" --storage copy --destination-dir "$work/b-disks" \
+on_a vm migrate mover --to "$addr_b:$port_b" --storage copy --destination-dir "$work/b-disks" \
   >"$work/out" 2>"$work/progress" || fail "migrate A->B --storage copy: $(cat "$work/out" "$work/progress")"
 echo "A->B with its disk: $(cat "$work/out")"
 grep -q "^disks: " "$work/progress" || fail "no disk copy progress: $(cat "$work/progress")"
@@ -224,7 +234,7 @@ locked "$work/b-disks/disk.vhdx" || fail "the VM on B does not hold its copied d
 locked "$work/disk.vhdx" && fail "the source's image is still locked"
 type_line on_b 'echo on-copy-$((6*9))'
 wait_console state-b "on-copy-54"
-on_b vm migrate mover --to "127.0.0.1:$port_a" --storage copy --destination-dir "$work/a-disks" \
+on_b vm migrate mover --to "$addr_a:$port_a" --storage copy --destination-dir "$work/a-disks" \
   >"$work/out" 2>"$work/progress" || fail "migrate B->A --storage copy: $(cat "$work/out" "$work/progress")"
 image=$work/a-disks/disk.vhdx
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the copy back"
@@ -234,18 +244,18 @@ locked || fail "the VM on A does not hold its copied disk's lock"
 # it (the VM runs on), taken with it; then back to A.
 printf 'migration-token-0123456789\n' >"$work/token"
 printf 'wrong-token-0123456789\n' >"$work/wrong-token"
-"$laminad" --state-dir "$work/state-d" --socket "$work/d.sock" "${tls[@]}" --token-file "$work/token" \
+"${in_b[@]}" "$laminad" --state-dir "$work/state-d" --socket "$work/d.sock" "${tls_b[@]}" --token-file "$work/token" \
   2>>"$work/laminad-d.log" &
 daemon_d=$!
 port_d=$(tls_port_of "$work/laminad-d.log")
-refused "wants its token" on_a vm migrate mover --to "127.0.0.1:$port_d"
-refused "did not accept the token given" on_a vm migrate mover --to "127.0.0.1:$port_d" \
+refused "wants its token" on_a vm migrate mover --to "$addr_b:$port_d"
+refused "did not accept the token given" on_a vm migrate mover --to "$addr_b:$port_d" \
   --destination-token-file "$work/wrong-token"
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A after the token refusals"
-on_a vm migrate mover --to "127.0.0.1:$port_d" --destination-token-file "$work/token" >/dev/null \
+on_a vm migrate mover --to "$addr_b:$port_d" --destination-token-file "$work/token" >/dev/null \
   2>&1 || fail "migrate A->D with D's token"
 [[ $(on_a vm events) != *migration-token-0123456789* ]] || fail "the token was recorded in an event"
-LAMINA_CONNECT=unix:$work/d.sock "$lamina" vm migrate mover --to "127.0.0.1:$port_a" >/dev/null 2>&1 ||
+LAMINA_CONNECT=unix:$work/d.sock "$lamina" vm migrate mover --to "$addr_a:$port_a" >/dev/null 2>&1 ||
   fail "migrate D->A"
 kill "$daemon_d"
 daemon_d=0
@@ -267,7 +277,7 @@ echo "laminad A stopped in $(( $(date +%s%3N) - stop_at )) ms during a migration
 kill "$relay"
 kill -0 "$worker" 2>/dev/null || fail "the VM's worker died with laminad"
 rm -f "$sock"
-start_laminad "${tls[@]}"
+start_laminad "${tls_a[@]}"
 for _ in $(seq 50); do [[ $(state_of on_a mover) == running ]] && break; sleep 0.2; done
 [[ $(state_of on_a mover) == running ]] || fail "the restarted A does not run the VM: $(state_of on_a mover)"
 for _ in $(seq 50); do [[ $(state_of on_b mover) == absent ]] && break; sleep 0.1; done
