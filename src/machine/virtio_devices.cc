@@ -62,7 +62,9 @@ Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string
   switch_options.label = std::string(label);
   auto ports = open_network_ports(config, switch_options, granted);
   if (!ports) return fail(ports.error());
-  ends.network_ports = std::move(*ports);
+  for (auto& opened_port : *ports) {
+    ends.network_ports.push_back(std::make_unique<net::ReplaceablePort>(std::move(opened_port)));
+  }
   return ends;
 }
 
@@ -92,7 +94,8 @@ Result<std::vector<std::unique_ptr<net::FramePort>>> open_network_ports(
   return ports;
 }
 
-void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options) {
+void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options,
+                        const NetworkFailureListener& on_network_failure) {
   using DeviceResult = Result<std::unique_ptr<virtio::VirtioDevice>>;
   if (config.rng) {
     options.virtio_devices.push_back(
@@ -109,7 +112,7 @@ void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOpt
   }
   for (size_t i = 0; i < config.networks.size() && i < ends.network_ports.size(); ++i) {
     options.virtio_devices.push_back(
-        network_device_factory(*ends.network_ports[i], config.networks[i].mac));
+        network_device_factory(*ends.network_ports[i], config.networks[i].mac, on_network_failure));
   }
 }
 
@@ -122,11 +125,15 @@ VirtioDeviceFactory disk_device_factory(const virtio::OpenedDisk& disk) {
   };
 }
 
-VirtioDeviceFactory network_device_factory(net::FramePort& port, const net::MacAddress& mac) {
+VirtioDeviceFactory network_device_factory(net::FramePort& port, const net::MacAddress& mac,
+                                           NetworkFailureListener on_failure) {
   using DeviceResult = Result<std::unique_ptr<virtio::VirtioDevice>>;
-  return [port = &port, mac]() -> DeviceResult {
+  return [port = &port, mac, on_failure = std::move(on_failure)]() -> DeviceResult {
     auto device = virtio::VirtioNet::create(std::make_unique<BorrowedFramePort>(*port), mac);
     if (!device) return fail(device.error());
+    if (on_failure) {
+      (*device)->set_backend_failure_listener([on_failure, mac](const Error& error) { on_failure(mac, error); });
+    }
     return std::move(*device);
   };
 }

@@ -10,6 +10,7 @@
 // Ownership: VirtioHostEnds owns the host ends; the factories borrow them, so the ends must
 // outlive every Machine built with those options. Thread-safety: build-time only.
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "machine/machine_builder.h"
 #include "machine/vm_config.h"
 #include "net/frame_port.h"
+#include "net/replaceable_port.h"
 #include "virtio/host_console_port.h"
 #include "virtio/virtio_block_setup.h"
 
@@ -26,8 +28,9 @@ struct VirtioHostEnds {
   std::unique_ptr<virtio::HostConsolePort> console_port;  // null for --console-port none
   std::vector<virtio::OpenedDisk> disks;  // one per --disk, images open for the whole run
   // One per --net, in order: a switch port or a tap. Each boot's VirtioNet borrows its port
-  // through an adapter, so the switch keeps the VM's port and MAC across restarts.
-  std::vector<std::unique_ptr<net::FramePort>> network_ports;
+  // through an adapter, so the switch keeps the VM's port and MAC across restarts; the port's
+  // backend can be replaced (a worker's card reconnected to a restarted switch).
+  std::vector<std::unique_ptr<net::ReplaceablePort>> network_ports;
 };
 
 // Opens what the config's devices need on the host (errors name the option). `label` names
@@ -45,12 +48,18 @@ Result<std::vector<std::unique_ptr<net::FramePort>>> open_network_ports(
     const VmConfig& config, const net::SwitchConnectOptions& switch_options,
     GrantedFiles* granted = nullptr);
 
+// Told when a network card's backend fails (VirtioNet::set_backend_failure_listener), with the
+// card's MAC; from the card's I/O thread, so it must not block.
+using NetworkFailureListener = std::function<void(const net::MacAddress&, const Error&)>;
+
 // Appends one factory per virtio device of `config`.
-void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options);
+void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options,
+                        const NetworkFailureListener& on_network_failure = {});
 
 // The factory of one disk's device (it shares the opened image) and of one network card's
 // (it borrows the port, which must outlive it); for add_virtio_devices and hotplug.
 VirtioDeviceFactory disk_device_factory(const virtio::OpenedDisk& disk);
-VirtioDeviceFactory network_device_factory(net::FramePort& port, const net::MacAddress& mac);
+VirtioDeviceFactory network_device_factory(net::FramePort& port, const net::MacAddress& mac,
+                                           NetworkFailureListener on_failure = {});
 
 }  // namespace lamina::machine

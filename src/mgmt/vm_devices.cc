@@ -354,4 +354,75 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
   return get(name);
 }
 
+void VmService::reconnect_cards(std::stop_token stop) {
+  constexpr int kAttempts = 10;
+  for (;;) {
+    CardToReconnect card;
+    {
+      std::unique_lock lock(reconnect_mutex_);
+      if (!reconnect_wanted_.wait(lock, stop, [this] { return !reconnect_queue_.empty(); })) return;
+      card = std::move(reconnect_queue_.front());
+      reconnect_queue_.pop_front();
+    }
+    for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+      auto reconnected = reconnect_card(card.vm, card.mac);
+      if (reconnected) {
+        log_event(card.vm, "net_reconnected", {{"mac", card.mac.to_string()}, {"attempt", attempt}});
+        break;
+      }
+      // The VM stopped or the card was detached meanwhile: nothing to reconnect.
+      if (reconnected.error().code() == ErrorCode::kNotFound) break;
+      if (attempt == kAttempts) {
+        log_event(card.vm, "net_reconnect_failed",
+                  {{"mac", card.mac.to_string()}, {"error", reconnected.error().message()}});
+        break;
+      }
+      // A second between tries (the switch may take a moment to come back); stop cuts it.
+      std::unique_lock lock(reconnect_mutex_);
+      if (reconnect_wanted_.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; }) ||
+          stop.stop_requested()) {
+        return;
+      }
+    }
+  }
+}
+
+Result<void> VmService::reconnect_card(const std::string& name, const net::MacAddress& mac) {
+  std::lock_guard one_at_a_time(hotplug_mutex_);
+  auto found = inventory_->find(name);
+  if (!found) return fail(found.error());
+  if (!*found) return fail(ErrorCode::kNotFound, fmt::format("no VM named {}", name));
+  const VmRecord& record = **found;
+  auto config = machine::vm_config_from_definition(record.definition, machine::HostChecks::kNone);
+  if (!config) return fail(config.error());
+  size_t index = 0;
+  while (index < config->networks.size() && config->networks[index].mac != mac) ++index;
+  if (index == config->networks.size() || !record.definition.contains("nets") ||
+      index >= record.definition["nets"].size()) {
+    return fail(ErrorCode::kNotFound, fmt::format("{} has no card with MAC {}", name, mac.to_string()));
+  }
+  WorkerProcess* worker = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto running = running_.find(name); running != running_.end()) worker = running->second.worker.get();
+  }
+  if (worker == nullptr) return fail(ErrorCode::kNotFound, fmt::format("{} is not running", name));
+  const std::string spec = record.definition["nets"][index].get<std::string>();
+  if (auto switches = start_switches({{"nets", {spec}}}); !switches) {
+    return fail(ErrorCode::kIo, switches.error().message);
+  }
+  machine::VmConfig device;
+  device.networks.push_back(config->networks[index]);
+  net::SwitchConnectOptions switch_options;
+  switch_options.daemon = {.program = options_.lamina_program, .arguments = {"--idle-exit", "10"}};
+  auto grants = machine::grant_device(device, name, switch_options);
+  if (!grants) return fail(grants.error());
+  const std::vector<int> fds = grants->descriptors();
+  auto reply = worker->request(
+      nlohmann::json{{"op", "reconnect_net"}, {"mac", mac.to_string()}, {"grants", grants->to_json()}},
+      std::chrono::seconds(10), fds, nullptr);
+  if (!reply) return fail(reply.error());
+  return {};
+}
+
 }  // namespace lamina::mgmt

@@ -160,6 +160,14 @@ VmService::~VmService() {
 }
 
 void VmService::detach_all() {
+  {
+    std::jthread reconnector;
+    {
+      std::lock_guard lock(reconnect_mutex_);
+      reconnector.swap(reconnector_);
+    }
+    // Stopped and joined here, before the workers it talks to are let go.
+  }
   std::map<std::string, std::jthread> migrations;
   {
     std::lock_guard lock(migration_threads_mutex_);
@@ -531,6 +539,20 @@ void VmService::on_worker_event(const std::string& name, const nlohmann::json& e
     if (phase == "completed") found->second.migrated = true;
     if (phase == "completed" || phase == "failed") found->second.migrating = false;
     log_event(name, "migration", detail);
+  } else if (kind == "net_backend_failed" && event.contains("mac") && event["mac"].is_string()) {
+    // A card's switch daemon went away: reconnect it in the background (vm_devices.cc).
+    auto mac = net::MacAddress::parse(event["mac"].get<std::string>());
+    if (!mac) return;
+    const std::string error = event.contains("error") && event["error"].is_string()
+                                  ? event["error"].get<std::string>().substr(0, 300)
+                                  : "";
+    log_event(name, "net_backend_failed", {{"mac", mac->to_string()}, {"error", error}});
+    std::lock_guard reconnect(reconnect_mutex_);
+    reconnect_queue_.push_back({name, *mac});
+    if (!reconnector_.joinable()) {
+      reconnector_ = std::jthread([this](std::stop_token stop) { reconnect_cards(std::move(stop)); });
+    }
+    reconnect_wanted_.notify_one();
   } else if (kind == "stopped") {
     // Kept only in its expected shape: a worker's message is not trusted.
     nlohmann::json stop{{"exit", event.value("exit", "")},

@@ -10,6 +10,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <expected>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -26,6 +27,7 @@
 #include "mgmt/inventory.h"
 #include "mgmt/worker_cgroup.h"
 #include "mgmt/worker_process.h"
+#include "net/mac_address.h"
 
 namespace lamina::mgmt {
 
@@ -234,6 +236,20 @@ class VmService {
   // when laminad stops (detach_all), before anything they use goes.
   std::mutex migration_threads_mutex_;
   std::map<std::string, std::jthread> migration_threads_;
+
+  // Network cards whose backend died (a worker's "net_backend_failed": the switch daemon went
+  // away): one thread reconnects them in turn (vm_devices.cc), restarting the switch and
+  // handing the worker a new port, retrying for a while; stopped by detach_all.
+  struct CardToReconnect {
+    std::string vm;
+    net::MacAddress mac;
+  };
+  void reconnect_cards(std::stop_token stop);
+  Result<void> reconnect_card(const std::string& name, const net::MacAddress& mac);
+  std::mutex reconnect_mutex_;
+  std::condition_variable_any reconnect_wanted_;
+  std::deque<CardToReconnect> reconnect_queue_;
+  std::jthread reconnector_;
 };
 
 // "[A-Za-z0-9][A-Za-z0-9._-]{0,62}"

@@ -375,6 +375,26 @@ void VirtioNet::backend_failed(const Error& error) {
   log_warn("virtio-net: {}; the guest's link is down", error.message());
   status_.fetch_and(static_cast<uint16_t>(~kNetStatusLinkUp));
   if (transport_ != nullptr) transport_->signal_config_change();
+  if (backend_failure_listener_) backend_failure_listener_(error);
+}
+
+void VirtioNet::replace_backend(const std::function<void()>& swap) {
+  std::lock_guard lock(control_mutex_);
+  const bool running = worker_.joinable();
+  if (running) {
+    worker_.request_stop();
+    wakeup_.signal();
+    worker_.join();
+    worker_ = std::jthread();
+  }
+  swap();
+  // A frame held for the old backend goes to the new one; the link is up again.
+  port_alive_ = true;
+  status_.fetch_or(kNetStatusLinkUp);
+  announce_pending_ = true;
+  log_line(LogLevel::kInfo, fmt::format("virtio-net ({}): connected to a new backend; the guest's link is up", port_->description()));
+  if (transport_ != nullptr) transport_->signal_config_change();
+  if (running) start_worker();
 }
 
 bool VirtioNet::driver_error(const Error& error) {

@@ -19,7 +19,8 @@
 // queues or drops and counts, like a switch port); when the backend is busy the thread keeps
 // the one frame in hand and waits for POLLOUT before taking more from the transmit queue. When
 // the backend dies (the switch daemon went away), the link goes down (status bit, config
-// interrupt) and transmitted frames are dropped and counted.
+// interrupt) and transmitted frames are dropped and counted, until replace_backend() plugs the
+// card into a new one (laminad reconnects the switch) and the link comes up again.
 //
 // Ownership: owns the FramePort and the I/O thread; borrows the transport between activate()
 // and reset(). Thread-safety: as VirtioDevice says; read_config may race with the I/O thread
@@ -28,6 +29,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -100,6 +102,17 @@ class VirtioNet final : public VirtioDevice {
   void save(StateWriter& writer) const override;
   [[nodiscard]] Result<void> load(StateReader& reader) override;
 
+  // Called once, on the I/O thread, when the backend fails (the link has just gone down): a
+  // worker tells laminad, which may connect a new backend (replace_backend). Set before the
+  // device is activated; it must not block.
+  void set_backend_failure_listener(std::function<void(const Error&)> listener) {
+    backend_failure_listener_ = std::move(listener);
+  }
+  // Plugs the card into a new backend: the I/O thread stops, `swap` runs (it replaces what
+  // the card's port forwards to, net::ReplaceablePort), and the link comes up again (config
+  // interrupt) with one RARP announcement so learning switches find the card's new port.
+  void replace_backend(const std::function<void()>& swap);
+
   net::MacAddress mac() const { return mac_; }
   bool link_up() const { return (status_.load() & kNetStatusLinkUp) != 0; }
   VirtioNetStats stats() const;
@@ -147,7 +160,8 @@ class VirtioNet final : public VirtioDevice {
   size_t rx_length_ = 0;                   // bytes of header + frame in hand; 0: none
   bool rx_starved_ = false;                // no guest buffers: stop reading the port until a kick
   std::deque<DescriptorChain> rx_chains_;  // taken from the queue, not yet filled
-  std::atomic<bool> port_alive_{true};     // false once the backend failed; never true again
+  std::atomic<bool> port_alive_{true};     // false once the backend failed, until replace_backend
+  std::function<void(const Error&)> backend_failure_listener_;
 
   std::atomic<uint64_t> transmitted_frames_{0};
   std::atomic<uint64_t> transmit_dropped_{0};

@@ -132,7 +132,10 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
   auto host_ends = machine::open_virtio_host_ends(config, label, granted);
   if (!host_ends) return fail(host_ends.error());
   runner->host_ends_ = std::make_unique<machine::VirtioHostEnds>(std::move(*host_ends));
-  machine::add_virtio_devices(config, *runner->host_ends_, runner->options_);
+  machine::add_virtio_devices(config, *runner->host_ends_, runner->options_,
+                              [raw = runner.get()](const net::MacAddress& mac, const Error& error) {
+                                raw->network_failed(mac, error);
+                              });
   runner->memory_target_ = config.memory_target_bytes;
   // add_virtio_devices' order: rng, console port, disks, network cards from slot 1.
   const size_t others = runner->options_.virtio_devices.size() - runner->host_ends_->disks.size() -
@@ -403,14 +406,53 @@ Result<uint8_t> VmRunner::attach_network(const net::NetworkOption& option, Grant
   switch_options.label = "lamina hotplug";
   auto ports = machine::open_network_ports(one, switch_options, granted);
   if (!ports) return fail(ports.error());
-  std::unique_ptr<net::FramePort> port = std::move(ports->front());
-  auto slot = plug(machine::network_device_factory(*port, option.mac), network_slots_);
+  auto port = std::make_unique<net::ReplaceablePort>(std::move(ports->front()));
+  auto slot = plug(machine::network_device_factory(*port, option.mac,
+                                                   [this](const net::MacAddress& mac, const Error& error) {
+                                                     network_failed(mac, error);
+                                                   }),
+                   network_slots_);
   if (!slot) return fail(slot.error());
   std::lock_guard lock(mutex_);
   config_.networks.push_back(option);
   network_slots_.push_back(*slot);
   host_ends_->network_ports.push_back(std::move(port));
   return slot;
+}
+
+Result<void> VmRunner::reconnect_network(const net::MacAddress& mac, GrantedFiles* granted) {
+  std::lock_guard hotplug(hotplug_mutex_);
+  machine::VmConfig one;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& card : config_.networks) {
+      if (card.mac == mac) one.networks.push_back(card);
+    }
+  }
+  if (one.networks.empty()) {
+    return fail(ErrorCode::kNotFound, fmt::format("the VM has no network card with MAC {}", mac.to_string()));
+  }
+  net::SwitchConnectOptions switch_options;
+  switch_options.label = "lamina reconnect";
+  auto ports = machine::open_network_ports(one, switch_options, granted);
+  if (!ports) return fail(ports.error());
+  std::unique_ptr<net::FramePort> backend = std::move(ports->front());
+  std::lock_guard lock(mutex_);
+  for (size_t index = 0; index < config_.networks.size(); ++index) {
+    if (config_.networks[index].mac != mac) continue;
+    net::ReplaceablePort& port = *host_ends_->network_ports[index];
+    auto swap = [&] { port.replace(std::move(backend)); };
+    auto* function = machine_ != nullptr ? machine_->virtio_function_at(network_slots_[index]) : nullptr;
+    auto* card = function != nullptr ? dynamic_cast<virtio::VirtioNet*>(&function->device()) : nullptr;
+    // Between two boots no card uses the port: the next boot's card starts on the new backend.
+    if (card != nullptr) {
+      card->replace_backend(swap);
+    } else {
+      swap();
+    }
+    return {};
+  }
+  return fail(ErrorCode::kNotFound, fmt::format("the card with MAC {} went while it was reconnected", mac.to_string()));
 }
 
 Result<void> VmRunner::detach_disk(size_t index, std::chrono::milliseconds timeout) {
@@ -462,7 +504,7 @@ Result<void> VmRunner::detach_network(size_t index, std::chrono::milliseconds ti
     slot = network_slots_[index];
   }
   if (auto removed = unplug(slot, timeout); !removed) return removed;
-  std::unique_ptr<net::FramePort> port;
+  std::unique_ptr<net::ReplaceablePort> port;
   {
     std::lock_guard lock(mutex_);
     port = std::move(host_ends_->network_ports[index]);

@@ -113,6 +113,15 @@ class VmRunner {
   [[nodiscard]] Result<uint8_t> attach_disk(virtio::DiskSpec spec, GrantedFiles* granted);
   [[nodiscard]] Result<uint8_t> attach_network(const net::NetworkOption& option,
                                                GrantedFiles* granted);
+  // The card with `mac` gets a new backend (the port `granted` holds, opened as attach opens
+  // one): the card stays in its slot and its link comes up again (VirtioNet::replace_backend).
+  // laminad calls this after a card's switch daemon died (set_network_failure_listener).
+  [[nodiscard]] Result<void> reconnect_network(const net::MacAddress& mac, GrantedFiles* granted);
+  // Told (from the card's I/O thread; must not block) when a card's backend fails.
+  void set_network_failure_listener(machine::NetworkFailureListener listener) {
+    std::lock_guard lock(listener_mutex_);
+    network_failure_listener_ = std::move(listener);
+  }
   [[nodiscard]] Result<void> detach_disk(size_t index, std::chrono::milliseconds timeout);
   [[nodiscard]] Result<void> detach_network(size_t index, std::chrono::milliseconds timeout);
   // vCPUs (ACPI CPU hotplug, Machine::hot_add_vcpu): adds or removes vCPUs until `count` are
@@ -166,6 +175,12 @@ class VmRunner {
   // Serializes hotplug operations; run() takes it before destroying a machine, so one that
   // a hotplug operation uses stays alive until it is done. Taken before mutex_.
   std::mutex hotplug_mutex_;
+  void network_failed(const net::MacAddress& mac, const Error& error) {
+    std::lock_guard lock(listener_mutex_);
+    if (network_failure_listener_) network_failure_listener_(mac, error);
+  }
+  std::mutex listener_mutex_;  // guards network_failure_listener_ (taken on cards' I/O threads)
+  machine::NetworkFailureListener network_failure_listener_;
   mutable std::mutex mutex_;  // guards machine_, options_, config_'s devices and the below
   machine::Machine* machine_ = nullptr;
   bool stop_requested_ = false;

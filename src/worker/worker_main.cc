@@ -261,6 +261,31 @@ nlohmann::json attach_device(VmRunner& runner, const nlohmann::json& request,
   return reply;
 }
 
+// "reconnect_net" with {"mac": MAC}, the grants of the port laminad opened anew and their fds:
+// the card with that MAC moves to the new port (its switch daemon had died) and its link
+// comes up again.
+nlohmann::json reconnect_network(VmRunner& runner, const nlohmann::json& request,
+                                 std::vector<UniqueFd> fds) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  auto refuse = [&](const Error& error) {
+    reply["ok"] = false;
+    reply["error"] = error.message();
+    return reply;
+  };
+  auto granted = GrantedFiles::from_wire(request.value("grants", nlohmann::json::object()),
+                                         std::move(fds));
+  if (!granted) return refuse(granted.error());
+  if (!request.contains("mac") || !request["mac"].is_string()) {
+    return refuse(Error(ErrorCode::kInvalidArgument, "reconnect_net needs \"mac\""));
+  }
+  auto mac = net::MacAddress::parse(request["mac"].get<std::string>());
+  if (!mac) return refuse(mac.error());
+  if (auto reconnected = runner.reconnect_network(*mac, &*granted); !reconnected) {
+    return refuse(reconnected.error());
+  }
+  return reply;
+}
+
 // "detach" with {"disk": INDEX} or {"net": INDEX} (definition order) and "timeout_ms": the
 // guest is asked to release the device and waited for; a guest that does not is answered
 // {"ok": false, "timed_out": true} and keeps the device.
@@ -365,6 +390,12 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
       });
       continue;
     }
+    if (op == "reconnect_net") {
+      hotplug.post([&runner, request, fds = std::move((*received)->fds)]() mutable {
+        return reconnect_network(runner, request, std::move(fds));
+      });
+      continue;
+    }
     if (op == "set_memory") {
       hotplug.post([&runner, request] {
         nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
@@ -457,6 +488,11 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
                           &*granted);
   }();
   if (!runner) return fail_start(sender, id, runner.error());
+  // A card whose backend died (its switch daemon went away): laminad hears of it and may
+  // connect the card anew (reconnect_net).
+  (*runner)->set_network_failure_listener([&sender](const net::MacAddress& mac, const Error& error) {
+    sender.send({{"event", "net_backend_failed"}, {"mac", mac.to_string()}, {"error", error.message()}});
+  });
   if (thread_count() != 1) {
     return fail_start(sender, id,
                       Error(ErrorCode::kInternal, "sandbox: the worker has threads before it"));

@@ -7,7 +7,8 @@
 #    definition keeps it; detach asks the guest, which lets go, and the image is closed (its
 #    lock released, so `lamina disk check` opens it, with the guest's write in it);
 #  * a network card on a virtual switch comes and goes the same way; while it is there the
-#    guest pings a port of the test's own on that switch (switch_pinger.py) through it;
+#    guest pings a port of the test's own on that switch (switch_pinger.py) through it, and
+#    again after the switch daemon was killed (laminad reconnects the card to a new one);
 #  * vCPUs go from 1 to 3 (nproc says 3), a busy loop pinned to each runs, and back to 1;
 #  * memory goes from 256 MiB to 512 MiB (virtio-mem): MemTotal grows, a checkpoint of the
 #    grown VM (its disk, hot-added, in a slot past a hole a detach left) continues with it, the guest fills a pattern and checks it, and giving it back
@@ -101,6 +102,32 @@ wait_console "nic-pinged-25" 400
 kill "$pinger"
 [[ -s $work/pings ]] || fail "no echo request reached the switch: $(cat "$work/pinger.log")"
 "$lamina" vm show hp | grep -q "^net0: *switch:hpnet" || fail "show: $("$lamina" vm show hp)"
+# The card's switch daemon dies (surprise removal of its backend): laminad hears it from the
+# worker, restarts the switch and hands the worker a new port; the card's link comes up again
+# and the guest pings through it once more, with no command about it.
+switch_pid=""
+for pid in $(pgrep -f "switch serve hpnet" || true); do
+  grep -q "$work" "/proc/$pid/environ" 2>/dev/null && switch_pid=$pid
+done
+[[ -n $switch_pid ]] || fail "no switch daemon serves hpnet"
+kill -9 "$switch_pid"
+events=""
+for _ in $(seq 100); do
+  events=$("$lamina" vm events hp)
+  [[ $events == *net_reconnected* ]] && break
+  sleep 0.1
+done
+[[ $events == *net_backend_failed* ]] || fail "laminad did not hear that the card's backend died: $events"
+[[ $events == *net_reconnected* ]] || fail "the card was not reconnected: $events"
+for _ in $(seq 50); do [[ -S $XDG_RUNTIME_DIR/lamina/switch/hpnet.sock ]] && break; sleep 0.1; done
+: >"$work/pings"
+python3 "$here/switch_pinger.py" "$XDG_RUNTIME_DIR/lamina/switch/hpnet.sock" "$work/pings" \
+  2>"$work/pinger.log" &
+pinger=$!
+type_line 'ping -c 3 -W 5 10.0.9.1 >/dev/null && echo nic-again-$((6*6)) carrier=$(cat /sys/class/net/eth0/carrier)'
+wait_console "nic-again-36 carrier=1" 400
+kill "$pinger"
+[[ -s $work/pings ]] || fail "no echo request reached the restarted switch: $(cat "$work/pinger.log")"
 type_line 'while [ -e /sys/class/net/eth0 ]; do usleep 10000; done; echo nic-gone-$((7+7))'
 "$lamina" vm detach hp net0 >/dev/null || fail "detach net0"
 wait_console "nic-gone-14" 200
