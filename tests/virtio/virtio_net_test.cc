@@ -16,6 +16,7 @@
 #include "../net/net_test_support.h"
 #include "base/byte_order.h"
 #include "base/state_stream.h"
+#include "net/replaceable_port.h"
 #include "net/switch_daemon.h"
 #include "net/switch_port.h"
 #include "recording_transport.h"
@@ -299,6 +300,53 @@ TEST_F(VirtioNetTest, BackendLossTakesTheLinkDown) {
   guest_transmit(frame(MacAddress::broadcast(), kGuestMac, 6));
   ASSERT_TRUE(wait_until([&] { return transmit_->used_index() == 1; }));
   EXPECT_EQ(device_->stats().transmit_dropped, 1U);
+}
+
+// The backend dies, the listener hears it once; a new backend (a restarted switch) plugged in
+// with replace_backend brings the link back, the card announces itself there, and frames flow.
+TEST_F(VirtioNetTest, ANewBackendAfterALossBringsTheLinkBack) {
+  auto replaceable = std::make_unique<net::ReplaceablePort>(plug("guest", kGuestMac));
+  net::ReplaceablePort& port = *replaceable;
+  auto device = VirtioNet::create(std::move(replaceable), kGuestMac);
+  ASSERT_TRUE(device);
+  device_ = std::move(*device);
+  std::atomic<int> failures = 0;
+  device_->set_backend_failure_listener([&](const Error&) { ++failures; });
+  receive_.emplace(*memory_, 16, 0x10000, 0x100000);
+  transmit_.emplace(*memory_, 16, 0x20000, 0x400000);
+  transport_->queues_[0] = *Virtqueue::create(*dma_, receive_->layout(), false, false);
+  transport_->queues_[1] = *Virtqueue::create(*dma_, transmit_->layout(), false, false);
+  ASSERT_TRUE(device_->activate(*transport_, kFeatureVersion1));
+  guest_post_receive(1526);
+  device_->queue_notify(VirtioNet::kReceiveQueue);
+  peer_.reset();
+  stop_daemon();
+  ASSERT_TRUE(wait_until([&] { return !device_->link_up(); }));
+  ASSERT_TRUE(wait_until([&] { return failures.load() == 1; }));
+  const int changes_when_down = transport_->config_changes_.load();
+
+  // The switch comes back; the card moves to a new port on it.
+  stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));  // the old daemon's stop was signalled
+  auto daemon = net::SwitchDaemon::start("lab", {});
+  ASSERT_TRUE(daemon && *daemon);
+  daemon_ = std::move(*daemon);
+  daemon_thread_ = std::jthread([this] { (void)daemon_->run(stop_.get()); });
+  peer_ = plug("peer", mac(9));
+  ASSERT_TRUE(peer_);
+  device_->replace_backend([&] { port.replace(plug("guest again", kGuestMac)); });
+  EXPECT_TRUE(device_->link_up());
+  EXPECT_GT(transport_->config_changes_.load(), changes_when_down) << "the guest was told";
+  auto announcement = receive_within(*peer_);
+  ASSERT_TRUE(announcement) << "no RARP from the reconnected card";
+  EXPECT_EQ(load_be<uint16_t>(announcement->data() + 12), 0x8035);
+  // Both ways again.
+  guest_transmit(frame(mac(9), kGuestMac, 7));
+  auto sent = receive_within(*peer_);
+  ASSERT_TRUE(sent);
+  EXPECT_EQ(tag_of(*sent), 7U);
+  send_frame(*peer_, frame(kGuestMac, mac(9), 8));
+  ASSERT_TRUE(wait_until([&] { return receive_->used_index() == 1; }));
+  EXPECT_EQ(failures.load(), 1);
 }
 
 TEST_F(VirtioNetTest, SaveAndLoadKeepTheAddressAndRefuseAGroupOne) {
