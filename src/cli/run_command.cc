@@ -13,6 +13,7 @@
 
 #include "accel/accelerator.h"
 #include "base/log.h"
+#include "base/retrying_worker.h"
 #include "base/size.h"
 #include "base/unique_fd.h"
 #include "cli/commands.h"
@@ -196,6 +197,20 @@ void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std
       finish(1, laid_out.error().with_context("--restore " + options.restore).message());
     }
   }
+  // A card whose switch daemon dies is plugged into a restarted one (the switch is started
+  // again from this binary, as at boot), ten tries a second apart.
+  RetryingWorker reconnector(10, std::chrono::seconds(1));
+  (*runner)->set_network_failure_listener([&reconnector, &runner](const net::MacAddress& mac, const Error&) {
+    reconnector.post([&runner, mac] { return (*runner)->reconnect_network(mac, nullptr); },
+                     [mac](const Result<void>& last, int tries) {
+                       if (last) {
+                         log_line(LogLevel::kInfo, fmt::format("network card {}: reconnected ({} tries)",
+                                                               mac.to_string(), tries));
+                       } else {
+                         log_warn("network card {}: not reconnected: {}", mac.to_string(), last.error().message());
+                       }
+                     });
+  });
   std::jthread saver;
   if (!options.state_file.empty()) {
     saver = std::jthread([&runner, &options](std::stop_token stop) {
@@ -204,6 +219,7 @@ void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std
   }
   const worker::VmOutcome outcome = (*runner)->run();
   saver = std::jthread();
+  reconnector.stop();
   // Closing the console first leaves the terminal's raw mode before the last line.
   runner->reset();
   finish(outcome.status, outcome.status == 0 ? std::string_view{} : outcome.reason);

@@ -354,39 +354,6 @@ ServiceResult<nlohmann::json> VmService::resize(const std::string& name,
   return get(name);
 }
 
-void VmService::reconnect_cards(std::stop_token stop) {
-  constexpr int kAttempts = 10;
-  for (;;) {
-    CardToReconnect card;
-    {
-      std::unique_lock lock(reconnect_mutex_);
-      if (!reconnect_wanted_.wait(lock, stop, [this] { return !reconnect_queue_.empty(); })) return;
-      card = std::move(reconnect_queue_.front());
-      reconnect_queue_.pop_front();
-    }
-    for (int attempt = 1; attempt <= kAttempts; ++attempt) {
-      auto reconnected = reconnect_card(card.vm, card.mac);
-      if (reconnected) {
-        log_event(card.vm, "net_reconnected", {{"mac", card.mac.to_string()}, {"attempt", attempt}});
-        break;
-      }
-      // The VM stopped or the card was detached meanwhile: nothing to reconnect.
-      if (reconnected.error().code() == ErrorCode::kNotFound) break;
-      if (attempt == kAttempts) {
-        log_event(card.vm, "net_reconnect_failed",
-                  {{"mac", card.mac.to_string()}, {"error", reconnected.error().message()}});
-        break;
-      }
-      // A second between tries (the switch may take a moment to come back); stop cuts it.
-      std::unique_lock lock(reconnect_mutex_);
-      if (reconnect_wanted_.wait_for(lock, stop, std::chrono::seconds(1), [] { return false; }) ||
-          stop.stop_requested()) {
-        return;
-      }
-    }
-  }
-}
-
 Result<void> VmService::reconnect_card(const std::string& name, const net::MacAddress& mac) {
   std::lock_guard one_at_a_time(hotplug_mutex_);
   auto found = inventory_->find(name);

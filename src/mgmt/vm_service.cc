@@ -160,14 +160,8 @@ VmService::~VmService() {
 }
 
 void VmService::detach_all() {
-  {
-    std::jthread reconnector;
-    {
-      std::lock_guard lock(reconnect_mutex_);
-      reconnector.swap(reconnector_);
-    }
-    // Stopped and joined here, before the workers it talks to are let go.
-  }
+  // Stopped and joined here, before the workers it talks to are let go.
+  reconnector_.stop();
   std::map<std::string, std::jthread> migrations;
   {
     std::lock_guard lock(migration_threads_mutex_);
@@ -547,12 +541,16 @@ void VmService::on_worker_event(const std::string& name, const nlohmann::json& e
                                   ? event["error"].get<std::string>().substr(0, 300)
                                   : "";
     log_event(name, "net_backend_failed", {{"mac", mac->to_string()}, {"error", error}});
-    std::lock_guard reconnect(reconnect_mutex_);
-    reconnect_queue_.push_back({name, *mac});
-    if (!reconnector_.joinable()) {
-      reconnector_ = std::jthread([this](std::stop_token stop) { reconnect_cards(std::move(stop)); });
-    }
-    reconnect_wanted_.notify_one();
+    reconnector_.post([this, name, card = *mac] { return reconnect_card(name, card); },
+                      [this, name, card = *mac](const Result<void>& last, int tries) {
+                        // kNotFound: the VM stopped or the card was detached meanwhile.
+                        if (last) {
+                          log_event(name, "net_reconnected", {{"mac", card.to_string()}, {"attempt", tries}});
+                        } else if (last.error().code() != ErrorCode::kNotFound) {
+                          log_event(name, "net_reconnect_failed",
+                                    {{"mac", card.to_string()}, {"error", last.error().message()}});
+                        }
+                      });
   } else if (kind == "stopped") {
     // Kept only in its expected shape: a worker's message is not trusted.
     nlohmann::json stop{{"exit", event.value("exit", "")},

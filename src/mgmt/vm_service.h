@@ -10,7 +10,6 @@
 #include <condition_variable>
 #include <cstdint>
 #include <expected>
-#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -22,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "base/retrying_worker.h"
 #include "machine/vm_config.h"
 #include "mgmt/console_hub.h"
 #include "mgmt/inventory.h"
@@ -238,18 +238,10 @@ class VmService {
   std::map<std::string, std::jthread> migration_threads_;
 
   // Network cards whose backend died (a worker's "net_backend_failed": the switch daemon went
-  // away): one thread reconnects them in turn (vm_devices.cc), restarting the switch and
-  // handing the worker a new port, retrying for a while; stopped by detach_all.
-  struct CardToReconnect {
-    std::string vm;
-    net::MacAddress mac;
-  };
-  void reconnect_cards(std::stop_token stop);
+  // away) are reconnected in turn (reconnect_card, vm_devices.cc): the switch restarted and
+  // the worker handed a new port, ten tries a second apart; stopped by detach_all.
   Result<void> reconnect_card(const std::string& name, const net::MacAddress& mac);
-  std::mutex reconnect_mutex_;
-  std::condition_variable_any reconnect_wanted_;
-  std::deque<CardToReconnect> reconnect_queue_;
-  std::jthread reconnector_;
+  RetryingWorker reconnector_{10, std::chrono::seconds(1)};
 };
 
 // "[A-Za-z0-9][A-Za-z0-9._-]{0,62}"

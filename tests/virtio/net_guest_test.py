@@ -290,16 +290,95 @@ def run_spoof(args):
             daemon.wait(timeout=10)
 
 
+def daemon_pids(switch, runtime):
+    """The pids of the daemons serving `switch` for this test (their environment names it)."""
+    found = subprocess.run(["pgrep", "-f", f"switch serve {switch}"], capture_output=True, text=True)
+    pids = []
+    for pid in found.stdout.split():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
+                if runtime.encode() in environ.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+def run_reconnect(args):
+    """The switch daemon of a running `lamina run` VM is killed: lamina run starts the switch
+    again and plugs the card into it, and the guest's pings get answers again."""
+    pinger_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mgmt",
+                                 "switch_pinger.py")
+    with tempfile.TemporaryDirectory() as folder:
+        runtime = os.path.join(folder, "run")
+        os.mkdir(runtime, 0o700)
+        env = dict(os.environ, XDG_RUNTIME_DIR=runtime)
+        switch = f"back{random.randrange(10**6)}"
+        socket_path = os.path.join(runtime, "lamina", "switch", f"{switch}.sock")
+        command = (
+            "nic=$(ls /sys/class/net | grep -v '^lo$' | head -n1); "
+            "ip link set $nic up && ip addr add 10.0.9.2/24 dev $nic || exit 3; "
+            "ok=0; lost=0; n=0; "
+            f"while [ $n -lt {GUEST_TRIES} ]; do n=$((n + 1)); "
+            "if ping -c 1 -W 1 10.0.9.1 >/dev/null 2>&1; then ok=$((ok + 1)); "
+            "[ $lost -gt 0 ] && { echo answered-again ok=$ok lost=$lost "
+            "carrier=$(cat /sys/class/net/$nic/carrier); exit 0; }; "
+            "elif [ $ok -gt 0 ]; then lost=$((lost + 1)); fi; done; "
+            "echo ok=$ok lost=$lost; exit 4")
+        vm, log = start_vm(args, folder, "vm", f"switch:{switch},mac={random_mac(7)}", command, env)
+        failures = []
+        pings = os.path.join(folder, "pings")
+        deadline = time.monotonic() + 200
+
+        def start_pinger():
+            while not os.path.exists(socket_path) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return subprocess.Popen([sys.executable, pinger_script, socket_path, pings],
+                                    stderr=subprocess.DEVNULL)
+
+        pinger = start_pinger()
+        while (not os.path.exists(pings) or os.path.getsize(pings) == 0) and \
+                time.monotonic() < deadline and vm.poll() is None:
+            time.sleep(0.2)
+        first = daemon_pids(switch, runtime)
+        if not os.path.exists(pings) or os.path.getsize(pings) == 0:
+            failures.append("the guest's pings never reached the switch")
+        elif not first:
+            failures.append(f"no daemon serves {switch}")
+        else:
+            for pid in first:
+                os.kill(pid, 9)
+            pinger.wait(timeout=10)
+            # lamina run starts a new daemon (a new pid) and plugs the card into it.
+            while time.monotonic() < deadline and not [p for p in daemon_pids(switch, runtime)
+                                                       if p not in first]:
+                time.sleep(0.1)
+            pinger = start_pinger()
+        serial = wait_vm("vm", vm, log, failures)
+        pinger.kill()
+        pinger.wait()
+        if "answered-again" not in serial:
+            failures.append("the guest's pings were not answered after the switch came back")
+        if "carrier=1" not in serial:
+            failures.append("the card's link is not up after the reconnection")
+        if "reconnected" not in serial:
+            failures.append("lamina run did not say it reconnected the card")
+        report(failures, {"vm": serial})
+    print("ok: a card whose switch daemon died was plugged into the restarted switch")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lamina", required=True)
     parser.add_argument("--guest", required=True)
-    parser.add_argument("--mode", choices=["switch", "tap", "spoof"], default="switch")
+    parser.add_argument("--mode", choices=["switch", "tap", "spoof", "reconnect"], default="switch")
     args = parser.parse_args()
     if args.mode == "switch":
         run_switch(args)
     elif args.mode == "spoof":
         run_spoof(args)
+    elif args.mode == "reconnect":
+        run_reconnect(args)
     else:
         run_tap(args)
 
