@@ -162,7 +162,12 @@ void print_vm(const nlohmann::json& vm) {
   fmt::print("kernel:     {}\n", definition.value("kernel", "(the default guest)"));
   // Each disk and card with the id `vm detach` takes.
   for (const auto& device : vm.value("devices", nlohmann::json::array())) {
-    fmt::print("{:<11} {}\n", device.value("id", "") + ":", device.value("spec", ""));
+    // A running VM's: where it sits on PCI now, and a card's link.
+    std::string live;
+    if (device.contains("pci_slot")) live = "PCI " + device.value("pci_slot", "");
+    if (device.contains("link")) live += ", link " + device.value("link", "");
+    fmt::print("{:<11} {}{}\n", device.value("id", "") + ":", device.value("spec", ""),
+               live.empty() ? "" : fmt::format("  ({})", live));
   }
   fmt::print("autostart:  {}\n", vm.value("autostart", false) ? "yes" : "no");
   fmt::print("on crash:   {}\n", vm.value("on_crash", "stay"));

@@ -296,7 +296,33 @@ ServiceResult<nlohmann::json> VmService::get(const std::string& name) {
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(ServiceError::internal(found.error()));
   if (!*found) return std::unexpected(ServiceError::no_vm(name));
-  return describe(**found);
+  nlohmann::json vm = describe(**found);
+  WorkerProcess* worker = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto running = running_.find(name); running != running_.end()) worker = running->second.worker.get();
+  }
+  // A running VM's devices: the PCI slot each sits in now, and whether each card's link is
+  // up, as its worker says (kept only in their expected shape).
+  if (worker != nullptr) {
+    if (auto reply = worker->request("query", std::chrono::seconds(1))) {
+      size_t disk = 0, card = 0;
+      for (auto& device : vm["devices"]) {
+        const bool is_disk = device["kind"] == "disk";
+        const char* list = is_disk ? "disks" : "nics";
+        const size_t index = is_disk ? disk++ : card++;
+        if (!reply->contains(list) || !(*reply)[list].is_array() || index >= (*reply)[list].size()) continue;
+        const nlohmann::json& live = (*reply)[list][index];
+        if (live.contains("slot") && live["slot"].is_number_unsigned() && live["slot"].get<uint64_t>() < 32) {
+          device["pci_slot"] = fmt::format("00:{:02x}.0", live["slot"].get<uint64_t>());
+        }
+        if (live.contains("link_up") && live["link_up"].is_boolean()) {
+          device["link"] = live["link_up"].get<bool>() ? "up" : "down";
+        }
+      }
+    }
+  }
+  return vm;
 }
 
 ServiceResult<nlohmann::json> VmService::update(const std::string& name,

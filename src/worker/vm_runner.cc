@@ -527,6 +527,17 @@ VmRunner::Traffic VmRunner::traffic() const {
   return total;
 }
 
+VmRunner::Placement VmRunner::placement() const {
+  std::lock_guard lock(mutex_);
+  Placement placement{disk_slots_, network_slots_, {}};
+  for (uint8_t slot : network_slots_) {
+    auto* function = machine_ ? machine_->virtio_function_at(slot) : nullptr;
+    auto* card = function ? dynamic_cast<virtio::VirtioNet*>(&function->device()) : nullptr;
+    placement.links_up.push_back(card != nullptr && card->link_up());
+  }
+  return placement;
+}
+
 void VmRunner::power_button() {
   std::lock_guard lock(mutex_);
   if (machine_) machine_->press_power_button();

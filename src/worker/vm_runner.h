@@ -151,6 +151,14 @@ class VmRunner {
     std::vector<virtio::VirtioNetStats> nics;
   };
   Traffic traffic() const;
+  // Where each disk and card sits now (PCI slot on bus 0, definition order) and whether each
+  // card's link is up (false while no machine runs or its backend is gone).
+  struct Placement {
+    std::vector<uint8_t> disk_slots;
+    std::vector<uint8_t> network_slots;
+    std::vector<bool> links_up;
+  };
+  Placement placement() const;
   // Machines booted (1 + restarts).
   uint64_t boots() const { return boots_.load(); }
 

@@ -121,18 +121,26 @@ nlohmann::json handle(VmRunner& runner, const nlohmann::json& request) {
     reply["instructions"] = runner.instructions();
     reply["boots"] = runner.boots();
     const VmRunner::Traffic traffic = runner.traffic();
-    for (const auto& disk : traffic.disks) {
+    const VmRunner::Placement placement = runner.placement();
+    for (size_t i = 0; i < traffic.disks.size(); ++i) {
+      const auto& disk = traffic.disks[i];
       reply["disks"].push_back({{"read_ops", disk.read_ops},
                                 {"read_bytes", disk.read_bytes},
                                 {"write_ops", disk.write_ops},
                                 {"write_bytes", disk.write_bytes},
                                 {"flushes", disk.flushes}});
+      if (i < placement.disk_slots.size()) reply["disks"].back()["slot"] = placement.disk_slots[i];
     }
-    for (const auto& nic : traffic.nics) {
+    for (size_t i = 0; i < traffic.nics.size(); ++i) {
+      const auto& nic = traffic.nics[i];
       reply["nics"].push_back({{"tx_frames", nic.transmitted_frames},
                                {"tx_dropped", nic.transmit_dropped},
                                {"rx_frames", nic.received_frames},
                                {"rx_dropped", nic.receive_dropped}});
+      if (i < placement.network_slots.size()) {
+        reply["nics"].back()["slot"] = placement.network_slots[i];
+        reply["nics"].back()["link_up"] = bool(placement.links_up[i]);
+      }
     }
   } else if (op == "pause") {
     runner.pause();

@@ -101,7 +101,10 @@ wait_console "nic-12" 400
 wait_console "nic-pinged-25" 400
 kill "$pinger"
 [[ -s $work/pings ]] || fail "no echo request reached the switch: $(cat "$work/pinger.log")"
-"$lamina" vm show hp | grep -q "^net0: *switch:hpnet" || fail "show: $("$lamina" vm show hp)"
+shown=$("$lamina" vm show hp)
+# (captured first: grep -q would close the pipe early, and pipefail count that)
+[[ $shown =~ net0:\ *switch:hpnet[^$'\n']*\(PCI\ 00:[0-9a-f]{2}\.0,\ link\ up\) ]] ||
+  fail "show does not list the card with its slot and link: $shown"
 # The card's switch daemon dies (surprise removal of its backend): laminad hears it from the
 # worker, restarts the switch and hands the worker a new port; the card's link comes up again
 # and the guest pings through it once more, with no command about it.
@@ -126,6 +129,8 @@ python3 "$here/switch_pinger.py" "$XDG_RUNTIME_DIR/lamina/switch/hpnet.sock" "$w
 pinger=$!
 type_line 'ping -c 3 -W 5 10.0.9.1 >/dev/null && echo nic-again-$((6*6)) carrier=$(cat /sys/class/net/eth0/carrier)'
 wait_console "nic-again-36 carrier=1" 400
+shown=$("$lamina" vm show hp)
+[[ $shown =~ net0:[^$'\n']*link\ up ]] || fail "show after the reconnection: $shown"
 kill "$pinger"
 [[ -s $work/pings ]] || fail "no echo request reached the restarted switch: $(cat "$work/pinger.log")"
 type_line 'while [ -e /sys/class/net/eth0 ]; do usleep 10000; done; echo nic-gone-$((7+7))'
