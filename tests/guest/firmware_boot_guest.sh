@@ -11,6 +11,8 @@
 #   memtest:   a GRUB 2 disk boots Debian's memtest86+ (linux16) through SeaBIOS with its
 #              console on ttyS0; it must see the RAM and reach its third test with no errors
 #              (a short check, not a full pass).
+#   memtest_smp: the same on two vCPUs with memtest86+'s smp option: both CPUs test in
+#              parallel.
 set -euo pipefail
 vmm=lamina lamina="" guest="" scenario=""
 while [[ $# -gt 0 ]]; do
@@ -63,9 +65,13 @@ case $scenario in
     has "guest-says-42" || fail "the guest's command did not run"
     has "LAMINA-EXIT-STATUS: $code" || fail "no 'LAMINA-EXIT-STATUS: $code' line"
     ;;
-  memtest)
-    bash "$(dirname "$0")/make_bios_disk.sh" memtest "$work/disk.raw" >/dev/null
-    "$lamina" run --memory 128M --rng none --disk "$work/disk.raw" </dev/null >"$log" 2>&1 &
+  memtest|memtest_smp)
+    # memtest_smp: two vCPUs, and memtest86+ told to use both (its SMP start-up of the second
+    # through INIT/SIPI, then both testing in parallel).
+    cpus=1 options=""
+    [[ $scenario == memtest_smp ]] && cpus=2 options=smp
+    bash "$(dirname "$0")/make_bios_disk.sh" memtest "$work/disk.raw" "$options" >/dev/null
+    "$lamina" run --cpus "$cpus" --memory 128M --rng none --disk "$work/disk.raw" </dev/null >"$log" 2>&1 &
     vm=$!
     for _ in $(seq 240); do
       grep -aq "#3  \[Moving inversions" "$log" 2>/dev/null && break
@@ -79,6 +85,9 @@ case $scenario in
     has "Address test" || fail "memtest86+ did not start testing"
     has "#3  \[Moving inversions" || fail "memtest86+ did not reach test #3 in 4 minutes"
     ! grep -aq "Errors: *[1-9]" "$log" || fail "memtest86+ reported errors"
+    if [[ $scenario == memtest_smp ]]; then
+      has "SMP: 2T" || fail "memtest86+ did not run on both vCPUs"
+    fi
     ;;
   *) echo "unknown scenario '$scenario'" >&2; exit 2 ;;
 esac

@@ -7,17 +7,17 @@
 # where boot.img's default kernel sector and diskboot.img's default blocklist point), and
 # boot.img's code goes into the MBR before the partition table.
 #   make_bios_disk.sh guest GUEST_DIR OUTPUT.raw COMMAND
-#   make_bios_disk.sh memtest OUTPUT.raw
+#   make_bios_disk.sh memtest OUTPUT.raw [MEMTEST-OPTIONS]
 # guest: the menu entry boots the default guest on ttyS0 and COMMAND runs in it (its
 # lamina_run= parameter). memtest: it boots Debian's memtest86+ (a 16-bit Linux boot protocol
-# image for GRUB's linux16) with its console on ttyS0.
+# image for GRUB's linux16) with its console on ttyS0, and MEMTEST-OPTIONS (e.g. smp) after it.
 # COMMAND must not hold a single quote: GRUB takes the single-quoted word without expanding it
 # and hands it to the kernel in double quotes (it has spaces), which the kernel strips.
 set -euo pipefail
 kind=$1
 case $kind in
   guest) guest=$2 output=$3 command=$4 ;;
-  memtest) output=$2 memtest=/boot/memtest86+x64.bin
+  memtest) output=$2 memtest=/boot/memtest86+x64.bin memtest_options=${3:-}
            [[ -f $memtest ]] || { echo "make_bios_disk: no $memtest (package memtest86+)"; exit 1; } ;;
   *) echo "make_bios_disk: guest or memtest, not '$kind'" >&2; exit 2 ;;
 esac
@@ -59,7 +59,7 @@ else
   cat >>"$work/grub.cfg" <<EOF
 menuentry 'memtest86+' {
   echo 'GRUB: loading memtest86+'
-  linux16 /memtest.bin console=ttyS0,115200
+  linux16 /memtest.bin console=ttyS0,115200 $memtest_options
 }
 EOF
 fi
