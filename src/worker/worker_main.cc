@@ -240,33 +240,42 @@ nlohmann::json start_migration(ControlSender& sender, VmRunner& runner,
   return reply;
 }
 
+// A request that carries grants (laminad opened the files or ports; their fds came with it):
+// `act` gets them and returns what to add to the reply, or the error to answer with.
+nlohmann::json granted_request(const nlohmann::json& request, std::vector<UniqueFd> fds,
+                               const std::function<Result<nlohmann::json>(GrantedFiles&)>& act) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  auto granted = GrantedFiles::from_wire(request.value("grants", nlohmann::json::object()),
+                                         std::move(fds));
+  Result<nlohmann::json> done = granted ? act(*granted) : fail(granted.error());
+  if (!done) {
+    reply["ok"] = false;
+    reply["error"] = done.error().message();
+    return reply;
+  }
+  reply.update(*done);
+  return reply;
+}
+
 // "attach" with {"disk": SPEC} or {"net": SPEC} (`lamina run`'s --disk/--net values), the
 // grants laminad recorded while opening it and their fds: the device is plugged into the
 // running VM (ACPI PCI hotplug); the reply names its PCI slot.
 nlohmann::json attach_device(VmRunner& runner, const nlohmann::json& request,
                              std::vector<UniqueFd> fds) {
-  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
-  auto refuse = [&](const Error& error) {
-    reply["ok"] = false;
-    reply["error"] = error.message();
-    return reply;
-  };
-  auto granted = GrantedFiles::from_wire(request.value("grants", nlohmann::json::object()),
-                                         std::move(fds));
-  if (!granted) return refuse(granted.error());
-  Result<uint8_t> slot = fail(ErrorCode::kInvalidArgument, "attach needs \"disk\" or \"net\"");
-  if (request.contains("disk") && request["disk"].is_string()) {
-    auto spec = virtio::parse_disk_spec(request["disk"].get<std::string>());
-    if (!spec) return refuse(spec.error());
-    slot = runner.attach_disk(std::move(*spec), &*granted);
-  } else if (request.contains("net") && request["net"].is_string()) {
-    auto option = machine::parse_network(request["net"].get<std::string>());
-    if (!option) return refuse(option.error());
-    slot = runner.attach_network(*option, &*granted);
-  }
-  if (!slot) return refuse(slot.error());
-  reply["slot"] = *slot;
-  return reply;
+  return granted_request(request, std::move(fds), [&](GrantedFiles& granted) -> Result<nlohmann::json> {
+    Result<uint8_t> slot = fail(ErrorCode::kInvalidArgument, "attach needs \"disk\" or \"net\"");
+    if (request.contains("disk") && request["disk"].is_string()) {
+      auto spec = virtio::parse_disk_spec(request["disk"].get<std::string>());
+      if (!spec) return fail(spec.error());
+      slot = runner.attach_disk(std::move(*spec), &granted);
+    } else if (request.contains("net") && request["net"].is_string()) {
+      auto option = machine::parse_network(request["net"].get<std::string>());
+      if (!option) return fail(option.error());
+      slot = runner.attach_network(*option, &granted);
+    }
+    if (!slot) return fail(slot.error());
+    return nlohmann::json{{"slot", *slot}};
+  });
 }
 
 // "reconnect_net" with {"mac": MAC}, the grants of the port laminad opened anew and their fds:
@@ -274,24 +283,17 @@ nlohmann::json attach_device(VmRunner& runner, const nlohmann::json& request,
 // comes up again.
 nlohmann::json reconnect_network(VmRunner& runner, const nlohmann::json& request,
                                  std::vector<UniqueFd> fds) {
-  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
-  auto refuse = [&](const Error& error) {
-    reply["ok"] = false;
-    reply["error"] = error.message();
-    return reply;
-  };
-  auto granted = GrantedFiles::from_wire(request.value("grants", nlohmann::json::object()),
-                                         std::move(fds));
-  if (!granted) return refuse(granted.error());
-  if (!request.contains("mac") || !request["mac"].is_string()) {
-    return refuse(Error(ErrorCode::kInvalidArgument, "reconnect_net needs \"mac\""));
-  }
-  auto mac = net::MacAddress::parse(request["mac"].get<std::string>());
-  if (!mac) return refuse(mac.error());
-  if (auto reconnected = runner.reconnect_network(*mac, &*granted); !reconnected) {
-    return refuse(reconnected.error());
-  }
-  return reply;
+  return granted_request(request, std::move(fds), [&](GrantedFiles& granted) -> Result<nlohmann::json> {
+    if (!request.contains("mac") || !request["mac"].is_string()) {
+      return fail(ErrorCode::kInvalidArgument, "reconnect_net needs \"mac\"");
+    }
+    auto mac = net::MacAddress::parse(request["mac"].get<std::string>());
+    if (!mac) return fail(mac.error());
+    if (auto reconnected = runner.reconnect_network(*mac, &granted); !reconnected) {
+      return fail(reconnected.error());
+    }
+    return nlohmann::json::object();
+  });
 }
 
 // "detach" with {"disk": INDEX} or {"net": INDEX} (definition order) and "timeout_ms": the
