@@ -15,7 +15,7 @@ cap=${4:-2400}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 options=""
-(( cpus > 1 )) && options=smp
+if (( cpus > 1 )); then options=smp; fi
 bash "$top/tests/guest/make_bios_disk.sh" memtest "$work/disk.raw" "$options" >/dev/null
 
 # run VMM: boots the disk, logs "SECONDS EVENT" lines to $work/VMM.events until the first pass
@@ -35,7 +35,7 @@ run() {
   while kill -0 "$pid" 2>/dev/null; do
     local now screen
     now=$(echo "$(date +%s.%N) - $start" | bc -l)
-    screen=$(sed 's/\x1b\[[0-9;?]*[a-zA-Z]/\n/g' "$log" 2>/dev/null | tr -d '\r')
+    screen=$(sed 's/\x1b\[[0-9;?]*[a-zA-Z]/\n/g' "$log" 2>/dev/null | tr -d '\r' || true)
     for test in $(grep -ao '#[0-9]\+  \[' <<<"$screen" | tr -d '#[ ' | sort -un); do
       [[ " $seen " == *" $test "* ]] && continue
       seen+=" $test"
@@ -45,12 +45,13 @@ run() {
       printf '%.1f pass\n' "$now" >>"$work/$vmm.events"
       break
     fi
-    (( ${now%.*} >= cap )) && break
+    local whole=${now%.*}
+    if (( ${whole:-0} >= cap )); then break; fi
     sleep 1
   done
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  errors=$(sed 's/\x1b\[[0-9;?]*[a-zA-Z]/\n/g' "$log" | grep -ao "Errors: *[0-9]*" | tail -1 | tr -dc 0-9)
+  errors=$(sed 's/\x1b\[[0-9;?]*[a-zA-Z]/\n/g' "$log" | grep -ao "Errors: *[0-9]*" | tail -1 | tr -dc 0-9 || true)
   echo "${errors:-?}" >"$work/$vmm.errors"
 }
 
