@@ -566,9 +566,16 @@ void VmService::on_worker_event(const std::string& name, const nlohmann::json& e
     const std::string error = event.contains("error") && event["error"].is_string()
                                   ? event["error"].get<std::string>().substr(0, 300)
                                   : "";
+    const std::string key = name + " " + mac->to_string();
+    if (reconnecting_.contains(key) || reconnecting_.size() >= kMaxReconnecting) return;
+    reconnecting_.insert(key);
     log_event(name, "net_backend_failed", {{"mac", mac->to_string()}, {"error", error}});
     reconnector_.post([this, name, card = *mac] { return reconnect_card(name, card); },
-                      [this, name, card = *mac](const Result<void>& last, int tries) {
+                      [this, name, key, card = *mac](const Result<void>& last, int tries) {
+                        {
+                          std::lock_guard done_lock(mutex_);
+                          reconnecting_.erase(key);
+                        }
                         // kNotFound: the VM stopped or the card was detached meanwhile.
                         if (last) {
                           log_event(name, "net_reconnected", {{"mac", card.to_string()}, {"attempt", tries}});

@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -241,6 +242,10 @@ class VmService {
   // away) are reconnected in turn (reconnect_card, vm_devices.cc): the switch restarted and
   // the worker handed a new port, ten tries a second apart; stopped by detach_all.
   Result<void> reconnect_card(const std::string& name, const net::MacAddress& mac);
+  // The cards queued or being reconnected ("VM MAC"; mutex_): a worker that repeats its
+  // event (a hostile one could) neither queues a card twice nor floods the event log.
+  std::set<std::string> reconnecting_;
+  static constexpr size_t kMaxReconnecting = 256;
   RetryingWorker reconnector_{10, std::chrono::seconds(1)};
 };
 
