@@ -70,10 +70,19 @@ ServiceResult<void> check_policy(const nlohmann::json& body, VmRecord& record,
     record.on_crash = value.get<std::string>();
   }
   if (body.contains("definition")) {
-    if (auto config = machine::vm_config_from_definition(body["definition"], checks); !config) {
-      return std::unexpected(definition_error(config.error()));
-    }
+    auto config = machine::vm_config_from_definition(body["definition"], checks);
+    if (!config) return std::unexpected(definition_error(config.error()));
     record.definition = body["definition"];
+    // A card given without a MAC keeps the one made for it now: every start (and the grants
+    // laminad opens for it) then agrees on it, and the guest sees the same card each boot.
+    if (record.definition.contains("nets") && record.definition["nets"].is_array()) {
+      auto& nets = record.definition["nets"];
+      for (size_t index = 0; index < nets.size() && index < config->networks.size(); ++index) {
+        if (nets[index].is_string() && nets[index].get<std::string>().find("mac=") == std::string::npos) {
+          nets[index] = nets[index].get<std::string>() + ",mac=" + config->networks[index].mac.to_string();
+        }
+      }
+    }
   }
   return {};
 }

@@ -51,9 +51,12 @@ mkdir -p "$work/images" "$work/elsewhere"
 "$lamina" disk create "$work/images/base.vhd" --size 64M >/dev/null || fail "create base.vhd"
 "$lamina" disk create "$work/images/gamma.vhd" --parent "$work/images/base.vhd" >/dev/null ||
   fail "create gamma.vhd"
+# beta has a network card given without a MAC: laminad fixes one in the definition, so the
+# grants it opens and the worker agree on it at every start.
 for name in beta gamma; do
   disk=()
   [[ $name == gamma ]] && disk=(--disk "$work/images/gamma.vhd")
+  [[ $name == beta ]] && disk=(--net switch:sysnet)
   "$lamina" vm create "$name" --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" "${disk[@]}" \
     --cmdline "console=ttyS0 quiet no_timer_check panic=-1 lamina_run=\"echo hello-from-$name-\$((6*7)); sleep 600\"" >/dev/null ||
     fail "create $name"
@@ -74,6 +77,8 @@ grep -q "exists" "$work/err" || fail "duplicate create said: $(cat "$work/err")"
 # beta's events as they happen, over Server-Sent Events, from before it starts.
 curl -sN --unix-socket "$sock" "http://laminad/v1/events/stream?vm=beta" >"$work/stream.txt" 2>/dev/null &
 streamer=$!
+shown=$("$lamina" vm --json show beta)
+[[ $shown =~ \"switch:sysnet,mac=[0-9a-f:]{17}\" ]] || fail "beta's card has no MAC in its definition: $shown"
 for name in alpha beta gamma; do "$lamina" vm start "$name" || fail "start $name"; done
 "$lamina" vm start alpha 2>"$work/err" && fail "a running VM started twice"
 grep -q "alpha is running" "$work/err" || fail "double start said: $(cat "$work/err")"
