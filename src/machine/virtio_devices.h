@@ -11,6 +11,7 @@
 // outlive every Machine built with those options. Thread-safety: build-time only.
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "base/error.h"
@@ -22,12 +23,20 @@
 
 namespace lamina::machine {
 
+// The AHCI controller's drives (--disk ...,bus=sata and --cdrom), images open for the whole
+// run like the virtio disks'.
+struct SataHostEnds {
+  std::vector<virtio::OpenedDisk> disks;
+  std::optional<virtio::OpenedDisk> cdrom;
+};
+
 struct VirtioHostEnds {
   std::unique_ptr<virtio::HostConsolePort> console_port;  // null for --console-port none
   std::vector<virtio::OpenedDisk> disks;  // one per --disk, images open for the whole run
   // One per --net, in order: a switch port or a tap. Each boot's VirtioNet borrows its port
   // through an adapter, so the switch keeps the VM's port and MAC across restarts.
   std::vector<std::unique_ptr<net::FramePort>> network_ports;
+  SataHostEnds sata;
 };
 
 // Opens what the config's devices need on the host (errors name the option). `label` names
@@ -44,6 +53,11 @@ Result<std::vector<virtio::OpenedDisk>> open_disks(const VmConfig& config,
 Result<std::vector<std::unique_ptr<net::FramePort>>> open_network_ports(
     const VmConfig& config, const net::SwitchConnectOptions& switch_options,
     GrantedFiles* granted = nullptr);
+
+// Opens the bus=sata disks and the CD-ROM (read-only) of `config`.
+Result<SataHostEnds> open_sata_drives(const VmConfig& config, GrantedFiles* granted = nullptr);
+// The SATA drives for MachineOptions::sata_drives: disks on ports 0.. in order, then the CD-ROM.
+void add_sata_drives(const SataHostEnds& ends, MachineOptions& options);
 
 // Appends one factory per virtio device of `config`.
 void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOptions& options);

@@ -17,8 +17,13 @@
 
 namespace lamina::virtio {
 
+// Which controller a disk sits on: virtio-blk (its own PCI function) or a port of the AHCI
+// SATA controller (src/ahci), for guests without virtio drivers.
+enum class DiskBus { kVirtio, kSata };
+
 struct DiskSpec {
   std::string path;
+  DiskBus bus = DiskBus::kVirtio;
   bool read_only = false;
   std::string serial;  // empty: derived from the path (derive_block_serial)
   // Where the image's parents and backing files may lie besides its own folder
@@ -26,7 +31,8 @@ struct DiskSpec {
   storage::ReferencePolicy references = {};
 };
 
-// "PATH[,readonly][,serial=S][,allow-parent-dir][,allow-dir=DIR]..." (options in any order);
+// "PATH[,readonly][,serial=S][,bus=virtio|sata][,allow-parent-dir][,allow-dir=DIR]..." (options
+// in any order);
 // a comma inside the path (or a value) is written ",,", as in QEMU.
 [[nodiscard]] Result<DiskSpec> parse_disk_spec(std::string_view text);
 
