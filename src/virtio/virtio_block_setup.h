@@ -23,12 +23,12 @@ enum class DiskBus { kVirtio, kSata };
 
 struct DiskSpec {
   std::string path;
-  DiskBus bus = DiskBus::kVirtio;
   bool read_only = false;
   std::string serial;  // empty: derived from the path (derive_block_serial)
   // Where the image's parents and backing files may lie besides its own folder
   // (`allow-parent-dir`, `allow-dir=DIR`).
   storage::ReferencePolicy references = {};
+  DiskBus bus = DiskBus::kVirtio;
 };
 
 // "PATH[,readonly][,serial=S][,bus=virtio|sata][,allow-parent-dir][,allow-dir=DIR]..." (options
