@@ -95,10 +95,17 @@ uint32_t AhciController::read_register(uint64_t offset) {
 }
 
 void AhciController::write_register(uint64_t offset, uint32_t value) {
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   if (offset >= kPortBase && offset < kPortBase + kPorts * kPortStride) {
-    write_port(static_cast<unsigned>((offset - kPortBase) / kPortStride),
-               (offset - kPortBase) % kPortStride, value);
+    const auto index = static_cast<unsigned>((offset - kPortBase) / kPortStride);
+    const uint64_t port_offset = (offset - kPortBase) % kPortStride;
+    write_port(index, port_offset, value);
+    if (port_offset == kPortCommandIssue && !(host_control_ & kGhcInterruptEnable)) {
+      // Polled mode (GHC.IE clear: firmware and bootloaders spin on PxIS/PxCI): the issuing
+      // vCPU runs the port's commands itself, so its poll loop never waits for the I/O thread
+      // to get a CPU (virtio-blk under SeaBIOS does; see "Firmware boot" in ARCHITECTURE.md).
+      while (!stopping_ && ready(ports_[index])) serve(lock, index);
+    }
     return;
   }
   switch (offset) {
@@ -216,6 +223,8 @@ void AhciController::write_port(unsigned index, uint64_t offset, uint32_t value)
       // Section 3.3.14: software sets bits only while ST is set; the HBA clears them.
       if (!(port.command & kCmdStart) || value == 0) break;
       port.command_issue |= value;
+      // In polled mode write_register serves the slots on this thread.
+      if (!(host_control_ & kGhcInterruptEnable)) break;
       if (!worker_.joinable() && !stopping_) {
         // Started by the first command, from a vCPU thread, so it inherits that thread's
         // setup (a sandboxed worker's seccomp filter), as virtio-blk's I/O thread does.
@@ -304,6 +313,10 @@ void AhciController::update_interrupt() {
   set_intx((host_control_ & kGhcInterruptEnable) != 0 && host_interrupt_status_ != 0);
 }
 
+bool AhciController::ready(const Port& port) {
+  return (port.command & kCmdStart) && port.command_issue != 0 && port.running_slot == kNoSlot;
+}
+
 bool AhciController::has_work() const {
   return std::any_of(ports_.begin(), ports_.end(), [](const Port& port) {
     return (port.command & kCmdStart) && port.command_issue != 0;
@@ -316,39 +329,40 @@ void AhciController::run(std::stop_token stop) {
   for (;;) {
     work_.wait(lock, [&] {
       return stopping_ || stop.stop_requested() ||
-             std::any_of(ports_.begin(), ports_.end(), [](const Port& port) {
-               return (port.command & kCmdStart) && port.command_issue != 0 &&
-                      port.running_slot == kNoSlot;
-             });
+             std::any_of(ports_.begin(), ports_.end(),
+                         [](const Port& port) { return ready(port); });
     });
     if (stopping_ || stop.stop_requested()) return;
     // Ports take turns; within a port, the lowest issued slot goes first.
     for (unsigned turn = 0; turn < kPorts; ++turn) {
       const unsigned index = (next_port + turn) % kPorts;
-      Port& port = ports_[index];
-      if (!(port.command & kCmdStart) || port.command_issue == 0 || port.running_slot != kNoSlot) {
-        continue;
-      }
+      if (!ready(ports_[index])) continue;
       next_port = index + 1;
-      const auto slot = static_cast<unsigned>(std::countr_zero(port.command_issue));
-      const Job job{index, slot, port.command_list, port.generation};
-      port.running_slot = slot;
-      SataDrive* drive = port.drive.get();
-      const bool reset_drive = std::exchange(port.drive_reset_pending, false);
-      Outcome outcome;
-      if (drive == nullptr) {
-        outcome.result = CommandResult::aborted();
-      } else {
-        // The drive belongs to this thread; the lock is only for the registers.
-        lock.unlock();
-        if (reset_drive) drive->reset();
-        outcome = execute(job, *drive);
-        lock.lock();
-      }
-      complete(job, outcome);
+      serve(lock, index);
       break;
     }
   }
+}
+
+void AhciController::serve(std::unique_lock<std::mutex>& lock, unsigned index) {
+  Port& port = ports_[index];
+  const auto slot = static_cast<unsigned>(std::countr_zero(port.command_issue));
+  const Job job{index, slot, port.command_list, port.generation};
+  port.running_slot = slot;
+  SataDrive* drive = port.drive.get();
+  const bool reset_drive = std::exchange(port.drive_reset_pending, false);
+  Outcome outcome;
+  if (drive == nullptr) {
+    outcome.result = CommandResult::aborted();
+  } else {
+    // Whoever marked the slot running owns the drive until it completes; the lock is only for
+    // the registers.
+    lock.unlock();
+    if (reset_drive) drive->reset();
+    outcome = execute(job, *drive);
+    lock.lock();
+  }
+  complete(job, outcome);
 }
 
 AhciController::Outcome AhciController::execute(const Job& job, SataDrive& drive) {

@@ -4,8 +4,11 @@
 // bind to it. Its registers (HBA and six ports) are the memory BAR 5 (ABAR); each port may
 // hold a SataDrive (ata_disk.h, atapi_cdrom.h). Interrupts are INTx (level, INTA).
 //
-// Commands run on the controller's own I/O thread, as virtio-blk's do: a write of PxCI only
-// records the slots and wakes the thread, which reads the command header, FIS and PRDT from
+// With interrupts on (GHC.IE, as Linux runs it) commands run on the controller's own I/O thread,
+// as virtio-blk's do: a write of PxCI only records the slots and wakes the thread. In polled
+// mode (GHC.IE clear: SeaBIOS, bootloaders) the vCPU that wrote PxCI runs them before its write
+// returns, so a firmware poll loop never waits for another thread to be scheduled. Either way
+// the runner reads the command header, FIS and PRDT from
 // guest RAM (every address and count checked: prdt_cursor.h), has the drive execute it with
 // no lock held, then posts the result (PxTFD, the PIO Setup and D2H Register FISes in the
 // received-FIS area, PxIS) and clears the slot in PxCI. Commands run one at a time, in slot
@@ -99,9 +102,14 @@ class AhciController final : public hw::PciDevice, private hw::WindowedDevice {
   void post_d2h(Port& port, uint8_t status, uint8_t error, uint8_t count, uint32_t signature);
   void post_pio_setup(Port& port, uint8_t status);
   void update_interrupt();
+  // A port with an issued slot nobody is running yet.
+  static bool ready(const Port& port);
   bool has_work() const;
 
   void run(std::stop_token stop);
+  // Runs the lowest issued slot of port `index` (ready() holds) to completion, releasing the
+  // lock while the drive works.
+  void serve(std::unique_lock<std::mutex>& lock, unsigned index);
   Outcome execute(const Job& job, SataDrive& drive);
   void complete(const Job& job, const Outcome& outcome);
 

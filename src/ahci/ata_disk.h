@@ -7,7 +7,7 @@
 // is aborted (ABRT), as a drive does with a command it does not implement.
 //
 // Ownership: shares the BlockDevice (a --on-reboot restart keeps the image open). Thread-safety:
-// as SataDrive: the controller's I/O thread only.
+// as SataDrive: one command at a time.
 
 #include <memory>
 #include <string>

@@ -11,7 +11,7 @@
 // then reports (fixed format, SPC-3 section 4.5.3). The medium is always present and never
 // changes.
 //
-// Ownership: shares the BlockDevice. Thread-safety: as SataDrive: the controller's I/O thread.
+// Ownership: shares the BlockDevice. Thread-safety: as SataDrive: one command at a time.
 
 #include <cstdint>
 #include <memory>

@@ -5,8 +5,9 @@
 // storage::BlockDevice) and AtapiCdrom (a read-only CD-ROM speaking SCSI/MMC through PACKET)
 // implement it.
 //
-// Thread-safety: the controller calls execute() and reset() from its I/O thread only (one
-// command at a time per drive); signature() from any thread (it is constant).
+// Thread-safety: the controller calls execute() and reset() for one command at a time per
+// drive, from whichever thread runs the port's slot (its I/O thread, or in polled mode the
+// vCPU that issued it); signature() from any thread (it is constant).
 
 #include <array>
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Hostile guest: command lists, FISes, ATAPI packets and PRDTs full of random bytes, random
-// register writes in between. The controller must neither crash nor hang, complete every
+// register writes in between, polled and with interrupts on. The controller must neither crash nor hang, complete every
 // issued slot, report errors through PxTFD/PxIS, and still serve a good command afterwards.
 #include <random>
 
@@ -25,6 +25,9 @@ TEST_F(AhciRobustnessTest, RandomCommandTablesNeverStopTheController) {
   start_port(1);
   unsigned errors = 0;
   for (int iteration = 0; iteration < 100000; ++iteration) {
+    // The first half runs polled (the issuing thread runs commands), the second on the I/O
+    // thread (GHC.IE on).
+    if (iteration == 50000) set_reg(kHostControl, kGhcAhciEnable | kGhcInterruptEnable);
     const unsigned port = static_cast<unsigned>(pick(2));
     const uint64_t list = kCommandList + port * 0x1000;
     const unsigned slot = static_cast<unsigned>(pick(32));

@@ -119,6 +119,26 @@ TEST_F(AhciTest, CompletionInterruptsThroughIntxWhenEnabled) {
   EXPECT_TRUE(line_.level.load());
 }
 
+TEST_F(AhciTest, WithInterruptsOnCommandsRunOnTheIoThread) {
+  start_port(0);
+  start_port(1);
+  set_reg(kHostControl, kGhcAhciEnable | kGhcInterruptEnable);
+  set_reg(port_reg(0, kPortInterruptEnable), kPortIrqD2hRegister);
+  for (int round = 0; round < 20; ++round) {
+    const uint64_t lba = 7 * round;
+    EXPECT_EQ(issue(0, {.command = 0x25, .lba = lba, .count = 3,
+                        .regions = {{kBuffer, 1536}}}) & 0xff,
+              kStatusGood);
+    const auto read = get(kBuffer, 1536);
+    EXPECT_TRUE(std::equal(read.begin(), read.end(), disk_->bytes_.begin() + lba * 512));
+    EXPECT_TRUE(line_.level.load());
+    EXPECT_EQ(issue(1, {.command = 0xa0, .features = 1,
+                        .packet = cdb({0x28, 0, 0, 0, 0, round, 0, 0, 1}),
+                        .regions = {{kBuffer, 2048}}}) & 0xff,
+              kStatusGood);
+  }
+}
+
 TEST_F(AhciTest, StoppingThePortClearsIssuedCommandsAndResetRestoresTheSignature) {
   start_port(0);
   set_reg(port_reg(0, kPortCommand), kCmdFisReceiveEnable);

@@ -15,6 +15,9 @@
 #              beside the bootable GRUB disk on SATA, no --boot: the CD boots (SeaBIOS's AHCI
 #              ATAPI path and El Torito), ISOLINUX's console reaches the serial port, and the
 #              default guest runs its command and powers off;
+#   installer_iso: Debian 12's netboot installer on an ISOLINUX CD (--cdrom, 1 GiB of RAM)
+#              reaches its first screen, "Select a language", on the serial console (minutes:
+#              not in the default test set, see tests/guest/CMakeLists.txt);
 #   memtest:   a GRUB 2 disk boots Debian's memtest86+ (linux16) through SeaBIOS with its
 #              console on ttyS0; it must see the RAM and reach its third test with no errors
 #              (a short check, not a full pass).
@@ -77,7 +80,7 @@ case $scenario in
       "echo guest-says-from-disk; exit $disk_code" >/dev/null
     "$lamina" disk convert "$work/disk.raw" "$work/disk.vhd" >/dev/null
     rm "$work/disk.raw"
-    bash "$(dirname "$0")/make_iso.sh" "$guest" "$work/cd.iso" \
+    bash "$(dirname "$0")/make_iso.sh" guest "$guest" "$work/cd.iso" \
       "echo guest-says-from-cd; exit $cd_code" >/dev/null
     boot=() code=$cd_code
     if [[ $scenario == sata_vhd ]]; then boot=(--boot disk) code=$disk_code; fi
@@ -93,10 +96,26 @@ case $scenario in
     else
       has "Booting from DVD/CD" || fail "SeaBIOS did not boot the CD"
       has "ISOLINUX 6" || fail "no ISOLINUX banner on the serial console"
-      has "ISOLINUX: booting the Lamina guest" || fail "ISOLINUX did not read its configuration"
+      has "ISOLINUX: booting guest" || fail "ISOLINUX did not read its configuration"
       has "guest-says-from-cd" || fail "the guest's command did not run"
     fi
     has "LAMINA-EXIT-STATUS: $code" || fail "no 'LAMINA-EXIT-STATUS: $code' line"
+    ;;
+  installer_iso)
+    bash "$(dirname "$0")/make_iso.sh" installer "$work/cd.iso" >/dev/null
+    "$lamina" run --memory 1G --rng none --cdrom "$work/cd.iso" </dev/null >"$log" 2>&1 &
+    vm=$!
+    for _ in $(seq 400); do
+      grep -aq "Select a language" "$log" 2>/dev/null && break
+      kill -0 $vm 2>/dev/null || break
+      sleep 1
+    done
+    kill $vm 2>/dev/null || true
+    wait $vm 2>/dev/null || true
+    has "Booting from DVD/CD" || fail "SeaBIOS did not boot the CD"
+    has "ISOLINUX: booting installer" || fail "ISOLINUX did not start"
+    has "Run /init as init process" || fail "the installer's kernel did not start its init"
+    has "Select a language" || fail "the installer's first screen did not appear in 400 s"
     ;;
   memtest)
     bash "$(dirname "$0")/make_bios_disk.sh" memtest "$work/disk.raw" >/dev/null
