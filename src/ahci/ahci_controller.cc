@@ -314,7 +314,8 @@ void AhciController::update_interrupt() {
 }
 
 bool AhciController::ready(const Port& port) {
-  return (port.command & kCmdStart) && port.command_issue != 0 && port.running_slot == kNoSlot;
+  return (port.command & kCmdStart) && port.command_issue != 0 && port.running_slot == kNoSlot &&
+         !port.drive_busy;
 }
 
 bool AhciController::has_work() const {
@@ -357,12 +358,18 @@ void AhciController::serve(std::unique_lock<std::mutex>& lock, unsigned index) {
   } else {
     // Whoever marked the slot running owns the drive until it completes; the lock is only for
     // the registers.
+    port.drive_busy = true;
     lock.unlock();
     if (reset_drive) drive->reset();
     outcome = execute(job, *drive);
     lock.lock();
+    port.drive_busy = false;
   }
   complete(job, outcome);
+  // Slots issued while the drive was busy with an abandoned command wait for the I/O thread.
+  if (ready(port) && (host_control_ & kGhcInterruptEnable) && worker_.joinable()) {
+    work_.notify_one();
+  }
 }
 
 AhciController::Outcome AhciController::execute(const Job& job, SataDrive& drive) {

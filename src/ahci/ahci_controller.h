@@ -73,6 +73,9 @@ class AhciController final : public hw::PciDevice, private hw::WindowedDevice {
     uint32_t running_slot = kCommandSlots;  // kCommandSlots: none
     // Bumped by whatever abandons a running command, so its late outcome is dropped.
     uint64_t generation = 0;
+    // The drive is executing a command (perhaps an abandoned one): nothing else may start on
+    // it until that returns, as drives and their images serve one thread at a time.
+    bool drive_busy = false;
     bool drive_reset_pending = false;
   };
   // A command as the I/O thread found it, with what it needs outside the lock.

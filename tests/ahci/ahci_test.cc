@@ -220,3 +220,94 @@ TEST_F(AhciTest, UnknownScsiCommandsEndInCheckConditionWithIllegalRequestSense) 
 
 }  // namespace
 }  // namespace lamina::ahci::testing
+
+namespace lamina::ahci::testing {
+namespace {
+
+// A disk whose reads wait until released, counting how many run at once.
+class GatedDisk final : public storage::BlockDevice {
+ public:
+  uint64_t size() const override { return 1 << 20; }
+  bool read_only() const override { return false; }
+  Result<void> read(uint64_t, std::span<std::byte> data) override {
+    const int now = ++inside;
+    int seen = most;
+    while (now > seen && !most.compare_exchange_weak(seen, now)) {
+    }
+    std::unique_lock lock(mutex);
+    ++reads;
+    changed.notify_all();
+    changed.wait(lock, [this] { return open; });
+    std::fill(data.begin(), data.end(), std::byte{0x5a});
+    --inside;
+    return {};
+  }
+  Result<void> write(uint64_t, std::span<const std::byte>) override { return {}; }
+  Result<void> flush() override { return {}; }
+  Result<void> discard(uint64_t, uint64_t) override { return {}; }
+  void wait_reads(int count) {
+    std::unique_lock lock(mutex);
+    changed.wait(lock, [&] { return reads >= count; });
+  }
+  void release() {
+    std::lock_guard lock(mutex);
+    open = true;
+    changed.notify_all();
+  }
+
+  std::atomic<int> inside{0};
+  std::atomic<int> most{0};
+  std::mutex mutex;
+  std::condition_variable changed;
+  int reads = 0;
+  bool open = false;
+};
+
+class AhciAbandonTest : public AhciBench {};
+
+TEST_F(AhciAbandonTest, AnAbandonedCommandFinishesBeforeTheDriveTakesAnother) {
+  auto gated = std::make_shared<GatedDisk>();
+  std::vector<std::unique_ptr<SataDrive>> drives;
+  drives.push_back(std::make_unique<AtaDisk>(gated, "gated"));
+  controller_ = std::make_unique<AhciController>(dma_, std::move(drives));
+  start_port(0);
+  set_reg(kHostControl, kGhcAhciEnable | kGhcInterruptEnable);
+  // Slot 0: a read the drive blocks in, on the I/O thread.
+  Command read{.command = 0x25, .lba = 0, .count = 1, .regions = {{kBuffer, 512}}};
+  std::array<std::byte, 32> header{};
+  store_le<uint32_t>(header.data(), 5 | 1u << 16);
+  store_le<uint64_t>(header.data() + 8, kTable);
+  put(kCommandList, header);
+  std::array<std::byte, 0x90> table{};
+  table[0] = std::byte{kFisRegisterH2d};
+  table[1] = std::byte{0x80};
+  table[2] = std::byte{read.command};
+  table[12] = std::byte{1};
+  store_le<uint64_t>(table.data() + kCommandTablePrdt, kBuffer);
+  store_le<uint32_t>(table.data() + kCommandTablePrdt + 12, 511);
+  put(kTable, table);
+  set_reg(port_reg(0, kPortCommandIssue), 1);
+  gated->wait_reads(1);
+  // The driver gives up on it (ST off), starts the port again and issues the same read.
+  set_reg(port_reg(0, kPortCommand), kCmdFisReceiveEnable);
+  EXPECT_EQ(reg(port_reg(0, kPortCommandIssue)), 0u);
+  set_reg(port_reg(0, kPortCommand), kCmdFisReceiveEnable | kCmdStart);
+  // Polled now: the issuing thread would run the read itself, beside the abandoned one, if
+  // the controller let it (then `most` shows 2; the releaser ends both reads either way).
+  set_reg(kHostControl, kGhcAhciEnable);
+  std::jthread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    gated->release();
+  });
+  set_reg(port_reg(0, kPortCommandIssue), 1);
+  releaser.join();
+  controller_->wait_idle();
+  EXPECT_EQ(reg(port_reg(0, kPortCommandIssue)), 0u);
+  EXPECT_EQ(gated->reads, 2);
+  EXPECT_EQ(gated->most.load(), 1) << "two commands ran on the drive at once";
+  EXPECT_EQ(reg(port_reg(0, kPortTaskFile)) & 0xff, kStatusGood);
+  EXPECT_EQ(get8(kBuffer), 0x5a);
+}
+
+}  // namespace
+}  // namespace lamina::ahci::testing
