@@ -36,19 +36,18 @@ port_a=$(tls_port_of "$work/laminad.log") port_b=$(tls_port_of "$work/b.log")
 type_on() { # SOCKET VM LINE
   (printf '%s\n' "$3"; sleep 1) | LAMINA_CONNECT=unix:$1 timeout 3 "$lamina" vm console "$2" >/dev/null 2>&1 || true
 }
-pinger=0
+# The guest's peer on its switch, once laminad A has started the switch (with the first VM).
+(
+  for _ in $(seq 600); do [[ -S $XDG_RUNTIME_DIR/lamina/switch/mbench.sock ]] && break; sleep 0.2; done
+  exec python3 "$top/tests/mgmt/switch_pinger.py" "$XDG_RUNTIME_DIR/lamina/switch/mbench.sock" "$work/pings"
+) >/dev/null 2>&1 &
+pids+=($!)
 lamina_case() { # NAME WORKLOAD (empty: idle) -> "total_ms downtime_ms gap_ms"
   local from=$work/state moved before
   LAMINA_CONNECT=unix:$sock "$lamina" vm create "$1" --memory 512M --kernel "$guest/vmlinuz" \
     --initrd "$guest/initrd.img" --cmdline "$cmdline" --net switch:mbench >/dev/null
   LAMINA_CONNECT=unix:$sock "$lamina" vm start "$1" >/dev/null
   for _ in $(seq 240); do grep -q "lamina-guest:/#" "$from/vms/$1/console.log" 2>/dev/null && break; sleep 0.5; done
-  if [[ $pinger == 0 ]]; then
-    python3 "$top/tests/mgmt/switch_pinger.py" "$XDG_RUNTIME_DIR/lamina/switch/mbench.sock" "$work/pings" \
-      2>/dev/null &
-    pinger=$!
-    pids+=($pinger)
-  fi
   type_on "$sock" "$1" "$ping_start"
   if [[ -n $2 ]]; then
     type_on "$sock" "$1" "$2"

@@ -45,6 +45,8 @@ struct RunOptions {
   std::string rng = "host";
   std::string console_port = "none";
   std::vector<std::string> disks;
+  std::string cdrom;  // --cdrom ISO
+  std::string boot;   // --boot
   std::vector<std::string> networks;  // --net, repeatable
   bool debug_exit = false;
   std::string state_file;  // --state-file: SIGUSR1 saves the VM there and ends the run
@@ -98,7 +100,13 @@ machine::VmConfig to_config(const RunOptions& options) {
   for (const std::string& text : options.disks) {
     auto disk = virtio::parse_disk_spec(text);
     if (!disk) report_bad_option(disk.error());
-    config.disks.push_back(std::move(*disk));
+    machine::add_disk(config, std::move(*disk));
+  }
+  if (!options.cdrom.empty()) config.cdrom = options.cdrom;
+  if (!options.boot.empty()) {
+    auto boot = machine::parse_boot(options.boot);
+    if (!boot) report_bad_option(boot.error());
+    config.boot = std::move(*boot);
   }
   for (const std::string& text : options.networks) {
     auto network = machine::parse_network(text);
@@ -269,12 +277,21 @@ void add_run_command(CLI::App& app) {
                   "socket lamina listens on; one client at a time)")
       ->capture_default_str();
   run->add_option("--disk", options->disks,
-                  "A virtio disk: PATH[,readonly][,serial=S]; repeat for more disks (the first "
-                  "is /dev/vda in Linux). Any image format `lamina disk` reads; qcow2 and VMDK "
-                  "need readonly. The serial (at most 20 characters) defaults to one derived "
-                  "from the path")
+                  "A disk: PATH[,readonly][,serial=S][,bus=virtio|sata]; repeat for more disks. "
+                  "bus=virtio (the default) is virtio-blk (the first is /dev/vda in Linux); "
+                  "bus=sata puts it on the AHCI SATA controller (ports 0-5 in order, /dev/sda "
+                  "first), for guests without virtio drivers. Any image format `lamina disk` "
+                  "reads; qcow2 and VMDK need readonly. The serial (at most 20 characters) "
+                  "defaults to one derived from the path")
       ->take_all()
       ->allow_extra_args(false);
+  run->add_option("--cdrom", options->cdrom,
+                  "An ISO image as a read-only ATAPI CD-ROM on the AHCI SATA controller (the port "
+                  "after the bus=sata disks); the BIOS boots it first unless --boot says "
+                  "otherwise (El Torito)");
+  run->add_option("--boot", options->boot,
+                  "What the BIOS boots first: disk, cdrom or order=KIND,KIND (default: cdrom "
+                  "when --cdrom is given, else SeaBIOS's own order)");
   run->add_option("--net", options->networks,
                   "Network card (virtio-net), once per card: switch:NAME[,mac=M][,mac-spoofing="
                   "on|off] (the Lamina virtual switch NAME, started when none runs; it drops "

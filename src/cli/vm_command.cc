@@ -28,7 +28,7 @@ struct CreateOptions {
   std::string from;
   std::string cpus;
   std::string memory, firmware, kernel, initrd, cmdline, serial, console_port, rng, accel,
-      cpu_engine, code_cache, on_reboot;
+      cpu_engine, code_cache, on_reboot, cdrom, boot;
   std::vector<std::string> disks, networks;
   bool autostart = false;
   std::string on_crash;
@@ -139,6 +139,8 @@ nlohmann::json definition_of(const CreateOptions& options) {
   set("cpu_engine", options.cpu_engine);
   set("code_cache", options.code_cache);
   set("on_reboot", options.on_reboot);
+  set("cdrom", absolute(options.cdrom));
+  set("boot", options.boot);
   for (const auto& disk : options.disks) definition["disks"].push_back(absolute_spec(disk));
   for (const auto& net : options.networks) definition["nets"].push_back(net);
   return definition;
@@ -227,9 +229,12 @@ void add_vm_command(CLI::App& app) {
   create_command->add_option("--cmdline", create->cmdline, "Kernel command line");
   create_command->add_option("--firmware", create->firmware,
                              "none, bios or bios:FILE (default: bios with disks and no kernel, initrd or cmdline)");
-  create_command->add_option("--disk", create->disks, "PATH[,readonly][,serial=S], repeatable")
+  create_command->add_option("--disk", create->disks,
+                             "PATH[,readonly][,serial=S][,bus=virtio|sata], repeatable")
       ->take_all()
       ->allow_extra_args(false);
+  create_command->add_option("--cdrom", create->cdrom, "An ISO image as a SATA CD-ROM");
+  create_command->add_option("--boot", create->boot, "disk, cdrom or order=KIND,KIND");
   create_command->add_option("--net", create->networks, "switch:NAME[,mac=M] or tap:IFNAME[,mac=M]")
       ->take_all()
       ->allow_extra_args(false);

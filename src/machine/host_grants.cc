@@ -72,6 +72,7 @@ Result<WorkerGrants> grant_host_ends(const nlohmann::json& definition, std::stri
     }
   }
   if (auto opened = open_disks(*config, files); !opened) return fail(opened.error());
+  if (auto opened = open_sata_drives(*config, files); !opened) return fail(opened.error());
   net::SwitchConnectOptions connect = switch_options;
   connect.label = std::string(label);
   if (auto opened = open_network_ports(*config, connect, files); !opened) {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "accel/accelerator.h"
+#include "ahci/ahci_controller.h"
 #include "base/guest_memory.h"
 #include "hw/acpi_pm.h"
 #include "hw/apic_bus.h"
@@ -221,6 +222,9 @@ class Machine {
   std::vector<std::unique_ptr<SharedIrqLine>> pci_intx_;
   std::vector<std::unique_ptr<virtio::VirtioPciFunction>> virtio_functions_;
   std::vector<uint8_t> virtio_slots_;  // virtio_functions_[i] sits in slot virtio_slots_[i]
+  // The AHCI SATA controller in slot kAhciSlot (null without SATA drives); its INTx line is
+  // one of pci_intx_'s, so it comes after them.
+  std::unique_ptr<ahci::AhciController> ahci_;
   virtio::VirtioMem* virtio_mem_ = nullptr;  // owned by its function; null without one
   uint32_t pci_gsi_base_ = 16;
   std::vector<std::unique_ptr<VcpuEnvironment>> environments_;

@@ -16,6 +16,8 @@
 #include "machine/firmware_config.h"
 #include "machine/multiboot_loader.h"
 #include "machine/pci_resources.h"
+#include "ahci/ata_disk.h"
+#include "ahci/atapi_cdrom.h"
 #include "virtio/virtio_mem.h"
 
 namespace lamina::machine {
@@ -131,6 +133,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   acpi_config.pci_hotplug_port = kPciHotplugPort;
   // Every slot but the host bridge's takes hotplug, the boot-time devices' included.
   for (unsigned slot = kFirstPciSlot; slot < kPciSlots; ++slot) {
+    if (slot == kAhciSlot && !options.sata_drives.empty()) continue;
     acpi_config.pci_hotplug_slots |= uint32_t{1} << slot;
   }
   m.ioapic_ = std::make_unique<hw::IoApic>(acpi_config.io_apic_id, m.apic_bus_);
@@ -328,6 +331,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   if (auto added = add_virtio_functions(m, options, acpi_config.pci_gsi_base); !added) {
     return fail(added.error());
   }
+
   for (uint32_t index = 0; index < cpus; ++index) {
     m.environments_.push_back(
         std::make_unique<VcpuEnvironment>(m.io_, m.mmio_, *m.apics_[index], m.clock_));
@@ -411,10 +415,45 @@ Result<BootState> MachineBuilder::load_boot_images(Machine& m, const MachineOpti
   return boot;
 }
 
+std::string sata_boot_path(unsigned port) {
+  return fmt::format("/pci@i0cf8/sata@{:x}/drive@{:x}/disk@0", kAhciSlot, port);
+}
+
+Result<void> MachineBuilder::add_ahci(Machine& m, const MachineOptions& options,
+                                      PciResourceAllocator* resources) {
+  if (options.sata_drives.empty()) return {};
+  if (options.sata_drives.size() > ahci::AhciController::kPorts) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("{} SATA drives do not fit the AHCI controller's {} ports",
+                            options.sata_drives.size(), ahci::AhciController::kPorts));
+  }
+  std::vector<std::unique_ptr<ahci::SataDrive>> drives;
+  for (const SataDriveOption& drive : options.sata_drives) {
+    if (drive.cdrom) {
+      drives.push_back(std::make_unique<ahci::AtapiCdrom>(drive.image, drive.serial));
+    } else {
+      drives.push_back(std::make_unique<ahci::AtaDisk>(drive.image, drive.serial));
+    }
+  }
+  m.ahci_ = std::make_unique<ahci::AhciController>(*m.dma_, std::move(drives));
+  // INTA routed as a virtio function's in the same slot (_PRT: GSI base + slot % 4).
+  m.ahci_->set_intx_line(&m.pci_intx_[kAhciSlot % 4]->add_source());
+  m.ahci_->config_write(0x3c, 1, m.pci_gsi_base_ + kAhciSlot % 4);
+  if (auto attached = m.pci_host_->attach(kAhciSlot, 0, *m.ahci_); !attached) {
+    return fail(attached.error().with_context("the AHCI controller"));
+  }
+  if (resources) {
+    if (auto assigned = resources->assign(*m.ahci_); !assigned) return fail(assigned.error());
+  }
+  return {};
+}
+
 Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptions& options,
                                                   uint32_t pci_gsi_base) {
   // Slot 31 is virtio-mem's when the machine has memory headroom.
-  const unsigned free_slots = kPciSlots - kFirstPciSlot - (m.layout_.hotplug_size() > 0 ? 1 : 0);
+  // Slot 30 is the AHCI controller's when the machine has SATA drives.
+  const unsigned free_slots = kPciSlots - kFirstPciSlot - (m.layout_.hotplug_size() > 0 ? 1 : 0) -
+                              (options.sata_drives.empty() ? 0 : 1);
   if (options.virtio_devices.size() > free_slots) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} virtio devices do not fit the {} free PCI slots",
@@ -466,7 +505,7 @@ Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptio
     }
     m.insert_virtio_function(slot, std::move(*function));
   }
-  return {};
+  return add_ahci(m, options, assign_resources ? &resources : nullptr);
 }
 
 }  // namespace lamina::machine

@@ -28,11 +28,27 @@
 #include "machine/firmware_kind.h"
 #include "machine/linux_loader.h"
 #include "machine/machine.h"
+#include "machine/pci_resources.h"
+#include "storage/block_device.h"
 #include "virtio/virtio_device.h"
 
 namespace lamina::machine {
 
 using VirtioDeviceFactory = std::function<Result<std::unique_ptr<virtio::VirtioDevice>>()>;
+
+// One drive on the AHCI SATA controller: a disk, or a CD-ROM whose image holds 2048-byte
+// blocks. The image is shared with the run (a --on-reboot restart keeps it open).
+struct SataDriveOption {
+  std::shared_ptr<storage::BlockDevice> image;
+  std::string serial;
+  bool cdrom = false;
+};
+
+// The PCI slot of the AHCI controller when a machine has SATA drives (00:1e.0; slot 31 is
+// virtio-mem's), and its firmware device paths: SeaBIOS matches "/pci@i0cf8/*@SLOT/drive@PORT/
+// disk@0" against bootorder lines (src/boot.c, build_ata_path).
+inline constexpr uint8_t kAhciSlot = 30;
+std::string sata_boot_path(unsigned port);
 
 // Kernel and initrd files larger than this are refused before reading them into memory.
 inline constexpr uint64_t kMaxBootFileSize = uint64_t{1} << 30;
@@ -86,6 +102,9 @@ struct MachineOptions {
   // the build.
   // Factory i makes the device of PCI slot i + 1; an empty one leaves that slot empty.
   std::vector<VirtioDeviceFactory> virtio_devices;
+  // Drives of the AHCI controller, on ports 0, 1, ... in order (at most 6); none: no
+  // controller. Its slot (kAhciSlot) then takes no virtio device or hotplug.
+  std::vector<SataDriveOption> sata_drives;
   // Runs first on every vCPU thread, before its first guest instruction (a sandboxed worker
   // tightens that thread's seccomp filter here). Threads a vCPU thread starts — the device I/O
   // threads a guest's DRIVER_OK starts — inherit what it did. Empty: nothing.
@@ -113,6 +132,8 @@ class MachineBuilder {
                                             const acpi::AcpiConfig& acpi_config);
   static Result<void> add_virtio_functions(Machine& machine, const MachineOptions& options,
                                            uint32_t pci_gsi_base);
+  static Result<void> add_ahci(Machine& machine, const MachineOptions& options,
+                               PciResourceAllocator* resources);
 };
 
 // Loads a BootState into a CPU's architectural state (both use the descriptor access-rights

@@ -57,6 +57,9 @@ Result<VirtioHostEnds> open_virtio_host_ends(const VmConfig& config, std::string
   auto disks = open_disks(config, granted);
   if (!disks) return fail(disks.error());
   ends.disks = std::move(*disks);
+  auto sata = open_sata_drives(config, granted);
+  if (!sata) return fail(sata.error());
+  ends.sata = std::move(*sata);
   // A missing switch daemon is started from this binary (`lamina switch serve NAME`).
   net::SwitchConnectOptions switch_options;
   switch_options.label = std::string(label);
@@ -78,6 +81,33 @@ Result<std::vector<virtio::OpenedDisk>> open_disks(const VmConfig& config,
     disks.push_back(std::move(*image));
   }
   return disks;
+}
+
+Result<SataHostEnds> open_sata_drives(const VmConfig& config, GrantedFiles* granted) {
+  SataHostEnds ends;
+  for (virtio::DiskSpec disk : config.sata_disks) {
+    disk.references.granted = granted;
+    auto image = virtio::open_disk(disk);
+    if (!image) return fail(image.error());
+    ends.disks.push_back(std::move(*image));
+  }
+  if (config.cdrom) {
+    virtio::DiskSpec disc;
+    disc.path = config.cdrom->string();
+    disc.read_only = true;
+    disc.references.granted = granted;
+    auto image = virtio::open_disk(disc);
+    if (!image) return fail(image.error().with_context("--cdrom"));
+    ends.cdrom = std::move(*image);
+  }
+  return ends;
+}
+
+void add_sata_drives(const SataHostEnds& ends, MachineOptions& options) {
+  for (const virtio::OpenedDisk& disk : ends.disks) {
+    options.sata_drives.push_back({disk.image, disk.serial, false});
+  }
+  if (ends.cdrom) options.sata_drives.push_back({ends.cdrom->image, ends.cdrom->serial, true});
 }
 
 Result<std::vector<std::unique_ptr<net::FramePort>>> open_network_ports(

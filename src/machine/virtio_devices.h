@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "base/error.h"
@@ -24,6 +25,13 @@
 
 namespace lamina::machine {
 
+// The AHCI controller's drives (--disk ...,bus=sata and --cdrom), images open for the whole
+// run like the virtio disks'.
+struct SataHostEnds {
+  std::vector<virtio::OpenedDisk> disks;
+  std::optional<virtio::OpenedDisk> cdrom;
+};
+
 struct VirtioHostEnds {
   std::unique_ptr<virtio::HostConsolePort> console_port;  // null for --console-port none
   std::vector<virtio::OpenedDisk> disks;  // one per --disk, images open for the whole run
@@ -31,6 +39,7 @@ struct VirtioHostEnds {
   // through an adapter, so the switch keeps the VM's port and MAC across restarts; the port's
   // backend can be replaced (a worker's card reconnected to a restarted switch).
   std::vector<std::unique_ptr<net::ReplaceablePort>> network_ports;
+  SataHostEnds sata;
 };
 
 // Opens what the config's devices need on the host (errors name the option). `label` names
@@ -47,6 +56,11 @@ Result<std::vector<virtio::OpenedDisk>> open_disks(const VmConfig& config,
 Result<std::vector<std::unique_ptr<net::FramePort>>> open_network_ports(
     const VmConfig& config, const net::SwitchConnectOptions& switch_options,
     GrantedFiles* granted = nullptr);
+
+// Opens the bus=sata disks and the CD-ROM (read-only) of `config`.
+Result<SataHostEnds> open_sata_drives(const VmConfig& config, GrantedFiles* granted = nullptr);
+// The SATA drives for MachineOptions::sata_drives: disks on ports 0.. in order, then the CD-ROM.
+void add_sata_drives(const SataHostEnds& ends, MachineOptions& options);
 
 // Told when a network card's backend fails (VirtioNet::set_backend_failure_listener), with the
 // card's MAC; from the card's I/O thread, so it must not block.

@@ -1,5 +1,6 @@
 #include "machine/vm_config.h"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 
@@ -129,11 +130,61 @@ Result<FirmwareChoice> parse_firmware(std::string_view text) {
               fmt::format("--firmware: '{}' is not none, bios or bios:FILE", text));
 }
 
+void add_disk(VmConfig& config, virtio::DiskSpec disk) {
+  if (disk.bus == virtio::DiskBus::kSata) {
+    config.sata_disks.push_back(std::move(disk));
+  } else {
+    config.disks.push_back(std::move(disk));
+  }
+}
+
+Result<std::vector<BootDevice>> parse_boot(std::string_view text) {
+  auto kind = [](std::string_view name) -> std::optional<BootDevice> {
+    if (name == "disk") return BootDevice::kDisk;
+    if (name == "cdrom") return BootDevice::kCdrom;
+    return std::nullopt;
+  };
+  auto bad = [&] {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--boot: '{}' is not disk, cdrom or order=KIND,... (kinds disk and "
+                            "cdrom, each at most once)",
+                            text));
+  };
+  std::vector<BootDevice> order;
+  if (auto single = kind(text)) {
+    order.push_back(*single);
+  } else if (text.starts_with("order=")) {
+    std::string_view rest = text.substr(6);
+    while (true) {
+      const size_t comma = rest.find(',');
+      auto next = kind(rest.substr(0, comma));
+      if (!next || std::find(order.begin(), order.end(), *next) != order.end()) return bad();
+      order.push_back(*next);
+      if (comma == std::string_view::npos) break;
+      rest = rest.substr(comma + 1);
+    }
+  } else {
+    return bad();
+  }
+  // The kinds left out follow, so naming one only moves it to the front.
+  for (BootDevice device : {BootDevice::kDisk, BootDevice::kCdrom}) {
+    if (std::find(order.begin(), order.end(), device) == order.end()) order.push_back(device);
+  }
+  return order;
+}
+
+std::vector<BootDevice> effective_boot_order(const VmConfig& config) {
+  if (!config.boot.empty()) return config.boot;
+  if (config.cdrom) return {BootDevice::kCdrom, BootDevice::kDisk};
+  return {};
+}
+
 FirmwareChoice effective_firmware(const VmConfig& config) {
   if (config.firmware) return *config.firmware;
   // A VM that names nothing of a direct kernel boot (kernel, initrd, command line) boots its
   // disks as a PC does; naming any of them keeps the default guest's direct boot.
-  if (!config.kernel && !config.initrd && config.cmdline.empty() && !config.disks.empty()) {
+  const bool has_drive = !config.disks.empty() || !config.sata_disks.empty() || config.cdrom;
+  if (!config.kernel && !config.initrd && config.cmdline.empty() && has_drive) {
     return FirmwareChoice{FirmwareKind::kBios, kDefaultBiosPath};
   }
   return FirmwareChoice{};
@@ -210,6 +261,17 @@ Result<void> validate(const VmConfig& config, HostChecks checks) {
                   "--firmware bios runs on the built-in CPU only (--accel emu) for now");
     }
   }
+  if (!config.boot.empty() && firmware.kind == FirmwareKind::kNone) {
+    return fail(ErrorCode::kInvalidArgument,
+                "--boot orders what the BIOS boots; a direct kernel boot (--kernel, or "
+                "--firmware none) has no boot order");
+  }
+  if (config.sata_disks.size() + (config.cdrom ? 1 : 0) > kSataPorts) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("the SATA controller has {} ports: at most {} disks with bus=sata "
+                            "(one fewer with --cdrom)",
+                            kSataPorts, kSataPorts));
+  }
   const ConsolePortConfig& port = config.console_port;
   if (port.kind == ConsolePortKind::kStdio && config.serial.kind == SerialKind::kStdio) {
     return fail(ErrorCode::kInvalidArgument,
@@ -250,7 +312,13 @@ Result<void> validate(const VmConfig& config, HostChecks checks) {
                                                     parent.string()));
     }
   }
-  if (auto disks = virtio::validate_disks(config.disks); !disks) return disks;
+  // Across both buses, so one image is not attached twice for writing.
+  std::vector<virtio::DiskSpec> all_disks = config.disks;
+  all_disks.insert(all_disks.end(), config.sata_disks.begin(), config.sata_disks.end());
+  if (auto disks = virtio::validate_disks(all_disks); !disks) return disks;
+  if (config.cdrom) {
+    if (auto checked = check_readable_file("--cdrom", *config.cdrom); !checked) return checked;
+  }
   return {};
 }
 

@@ -37,6 +37,12 @@ struct ConsolePortConfig {
   std::filesystem::path path;  // for kFile and kSocket
 };
 
+// What --boot puts first in the firmware's boot order.
+enum class BootDevice { kDisk, kCdrom };
+
+// Ports of the AHCI controller (ahci::AhciController::kPorts): SATA disks and the CD-ROM.
+inline constexpr size_t kSataPorts = 6;
+
 struct SerialConfig {
   SerialKind kind = SerialKind::kStdio;
   std::filesystem::path file;  // for kFile
@@ -68,6 +74,12 @@ struct VmConfig {
   ConsolePortConfig console_port;
   std::vector<virtio::DiskSpec> disks;       // --disk, in order (vda, vdb, ...)
   std::vector<net::NetworkOption> networks;  // one virtio-net card per --net, in order
+  // Disks on the AHCI SATA controller (--disk PATH,bus=sata), on ports 0, 1, ... in order;
+  // the CD-ROM (--cdrom, an ISO image, read-only) on the port after them.
+  std::vector<virtio::DiskSpec> sata_disks;
+  std::optional<std::filesystem::path> cdrom;
+  // --boot: the firmware's boot order by kind (empty: see effective_boot_order()).
+  std::vector<BootDevice> boot;
   bool debug_exit = false;  // --debug-exit: the guest may end the run with a status (port 0xf4)
 };
 
@@ -102,6 +114,13 @@ Result<net::NetworkOption> parse_network(std::string_view text);
 Result<FirmwareChoice> parse_firmware(std::string_view text);
 // The firmware a config boots through, its default applied.
 FirmwareChoice effective_firmware(const VmConfig& config);
+// Adds a parsed --disk to the list of its bus (disks or sata_disks).
+void add_disk(VmConfig& config, virtio::DiskSpec disk);
+// Parses --boot "disk", "cdrom" or "order=KIND,KIND..." (kinds disk and cdrom, each once).
+Result<std::vector<BootDevice>> parse_boot(std::string_view text);
+// The boot order a config asks of the firmware: --boot's, else the CD-ROM first when there is
+// one (then the disks), else none (the firmware's own order).
+std::vector<BootDevice> effective_boot_order(const VmConfig& config);
 // Parses "emu", "kvm" or "auto".
 Result<AccelKind> parse_accel(std::string_view text);
 // Parses "jit" or "interp".

@@ -11,10 +11,11 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 17> kFields = {
+constexpr std::array<std::string_view, 19> kFields = {
     "cpus",    "max_cpus", "memory",  "memory_target", "firmware",     "kernel",
-    "initrd",  "cmdline",  "disks",   "nets",          "serial",       "console_port",
-    "rng",     "accel",    "cpu_engine", "code_cache", "on_reboot"};
+    "initrd",  "cmdline",  "disks",   "cdrom",         "boot",         "nets",
+    "serial",  "console_port", "rng", "accel",         "cpu_engine",   "code_cache",
+    "on_reboot"};
 
 Error field_error(std::string_view field, std::string_view what) {
   return Error(ErrorCode::kInvalidArgument, fmt::format("{}: {}", field, what));
@@ -64,7 +65,7 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
     for (const std::string& text : *list) {
       auto disk = virtio::parse_disk_spec(text);
       if (!disk) return fail(disk.error());
-      config.disks.push_back(std::move(*disk));
+      add_disk(config, std::move(*disk));
     }
     return {};
   }
@@ -93,6 +94,12 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
     auto firmware = parse_firmware(*text);
     if (!firmware) return fail(firmware.error());
     config.firmware = *firmware;
+  } else if (field == "cdrom") {
+    if (!text->empty()) config.cdrom = *text;
+  } else if (field == "boot") {
+    auto boot = parse_boot(*text);
+    if (!boot) return fail(boot.error());
+    config.boot = std::move(*boot);
   } else if (field == "kernel") {
     if (!text->empty()) config.kernel = *text;
   } else if (field == "initrd") {

@@ -2,7 +2,8 @@
 // A VM definition as JSON: what laminad stores, serves in its API and hands a worker, with the
 // same vocabulary as `lamina run`'s options:
 //   {"cpus": 2, "max_cpus": 4, "memory": "1G" (or "1G,max=4G"), "memory_target": "2G", "kernel": PATH, "initrd": PATH, "cmdline": "...",
-//    "disks": ["PATH[,readonly][,serial=S]", ...], "nets": ["switch:NAME[,mac=M]", ...],
+//    "disks": ["PATH[,readonly][,serial=S][,bus=virtio|sata]", ...], "cdrom": ISO,
+//    "boot": "disk|cdrom|order=...", "nets": ["switch:NAME[,mac=M]", ...],
 //    "serial": "none|file:PATH", "console_port": "none|file:PATH|socket:PATH",
 //    "rng": "host|none", "accel": "emu|kvm|auto", "cpu_engine": "jit|interp",
 //    "code_cache": "64M", "on_reboot": "exit|restart"}

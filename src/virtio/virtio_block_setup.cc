@@ -45,6 +45,8 @@ Result<DiskSpec> parse_disk_spec(std::string_view text) {
     const std::string_view option = fields[index];
     if (option == "readonly") {
       disk.read_only = true;
+    } else if (option == "bus=virtio" || option == "bus=sata") {
+      disk.bus = option == "bus=sata" ? DiskBus::kSata : DiskBus::kVirtio;
     } else if (option == "allow-parent-dir") {
       // The image reference policy (storage/image_reference_policy.h) for its parents.
       disk.references.allow_parent_folder = true;
@@ -63,7 +65,7 @@ Result<DiskSpec> parse_disk_spec(std::string_view text) {
     } else {
       return fail(ErrorCode::kInvalidArgument,
                   fmt::format("--disk '{}': unknown or repeated option '{}' (options are "
-                              "readonly, serial=S, allow-parent-dir and allow-dir=DIR; write a "
+                              "readonly, serial=S, bus=virtio|sata, allow-parent-dir and allow-dir=DIR; write a "
                               "comma in the path as ',,')",
                               text, option));
     }

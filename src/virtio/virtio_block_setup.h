@@ -17,6 +17,10 @@
 
 namespace lamina::virtio {
 
+// Which controller a disk sits on: virtio-blk (its own PCI function) or a port of the AHCI
+// SATA controller (src/ahci), for guests without virtio drivers.
+enum class DiskBus { kVirtio, kSata };
+
 struct DiskSpec {
   std::string path;
   bool read_only = false;
@@ -24,9 +28,11 @@ struct DiskSpec {
   // Where the image's parents and backing files may lie besides its own folder
   // (`allow-parent-dir`, `allow-dir=DIR`).
   storage::ReferencePolicy references = {};
+  DiskBus bus = DiskBus::kVirtio;
 };
 
-// "PATH[,readonly][,serial=S][,allow-parent-dir][,allow-dir=DIR]..." (options in any order);
+// "PATH[,readonly][,serial=S][,bus=virtio|sata][,allow-parent-dir][,allow-dir=DIR]..." (options
+// in any order);
 // a comma inside the path (or a value) is written ",,", as in QEMU.
 [[nodiscard]] Result<DiskSpec> parse_disk_spec(std::string_view text);
 

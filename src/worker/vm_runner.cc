@@ -10,6 +10,7 @@
 #include "accel/accelerator.h"
 #include "base/log.h"
 #include "machine/boot_file.h"
+#include "machine/boot_order.h"
 #include "machine/default_guest.h"
 
 namespace lamina::worker {
@@ -100,6 +101,13 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
   return options;
 }
 
+// The AHCI controller's registers and commands in flight are not part of a machine state.
+Error sata_state_unsupported() {
+  return Error(ErrorCode::kUnsupported,
+               "saving, restoring and migrating a VM with SATA drives (--disk ...,bus=sata or "
+               "--cdrom) is not supported yet; use virtio disks (bus=virtio) for such VMs");
+}
+
 // The KVM backend's CpuState conversion leaves out the TSC, PAT/MTRRs, AVX state and KVM's
 // pending events (ARCHITECTURE.md, KVM), so its machines are not saved or restored yet.
 Error kvm_state_unsupported() {
@@ -147,12 +155,17 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
     runner->network_slots_.push_back(
         static_cast<uint8_t>(1 + others + runner->host_ends_->disks.size() + i));
   }
+  machine::add_sata_drives(runner->host_ends_->sata, runner->options_);
+  if (runner->options_.firmware != machine::FirmwareKind::kNone) {
+    runner->options_.boot_order = machine::firmware_boot_order(config, runner->disk_slots_);
+  }
   return runner;
 }
 
 VmRunner::~VmRunner() = default;
 
 Result<void> VmRunner::restore_from(UniqueFd state, const std::vector<std::string>& saved_devices) {
+  if (!options_.sata_drives.empty()) return fail(sata_state_unsupported());
   // The saved virtio functions by kind, in slot order ("pci-00:SS.0-virtio-blk").
   std::map<std::string, std::vector<uint8_t>> saved;
   for (const std::string& name : saved_devices) {
@@ -362,6 +375,11 @@ Result<void> VmRunner::unplug(uint8_t slot, std::chrono::milliseconds timeout) {
 }
 
 Result<uint8_t> VmRunner::attach_disk(virtio::DiskSpec spec, GrantedFiles* granted) {
+  if (spec.bus == virtio::DiskBus::kSata) {
+    return fail(ErrorCode::kUnsupported,
+                "SATA disks are fixed at start; a disk attached while the VM runs is a virtio "
+                "disk (leave out bus=sata)");
+  }
   std::lock_guard hotplug(hotplug_mutex_);
   {
     std::lock_guard lock(mutex_);
@@ -588,6 +606,7 @@ Result<migration::SaveStatistics> VmRunner::save_and_stop(int state) {
     return fail(ErrorCode::kInvalidArgument, "the VM is not running, so there is nothing to save");
   }
   if (options_.kvm) return fail(kvm_state_unsupported());
+  if (!options_.sata_drives.empty()) return fail(sata_state_unsupported());
   machine_->quiesce();
   auto saved = migration::save_machine_state(*machine_, state);
   if (!saved) {
@@ -611,6 +630,7 @@ Result<migration::LiveMigrationResult> VmRunner::migrate_out(
       return fail(ErrorCode::kInvalidArgument, "the VM is not running, so there is nothing to migrate");
     }
     if (options_.kvm) return fail(kvm_state_unsupported());
+    if (!options_.sata_drives.empty()) return fail(sata_state_unsupported());
     if (migrating_) return fail(ErrorCode::kInvalidArgument, "the VM is already migrating");
     vm = machine_;
     migrating_ = true;

@@ -8,6 +8,16 @@
 #              boots on virtio-blk with no --firmware given (the default for a disk without a
 #              kernel): SeaBIOS, GRUB's menu, Linux, the default guest runs a command and
 #              powers off, exit 0. --vmm qemu boots the same raw disk in QEMU TCG (the oracle);
+#   sata_vhd:  the same VHD on the AHCI SATA controller (--disk PATH,bus=sata) with an ISOLINUX
+#              CD (make_iso.sh) on the next port and --boot disk: SeaBIOS boots the disk through
+#              its AHCI driver, as the fw_cfg boot order says, not the CD it would try first;
+#   cdrom_iso: an El Torito ISOLINUX CD on --cdrom (an ATAPI CD-ROM on the AHCI controller)
+#              beside the bootable GRUB disk on SATA, no --boot: the CD boots (SeaBIOS's AHCI
+#              ATAPI path and El Torito), ISOLINUX's console reaches the serial port, and the
+#              default guest runs its command and powers off;
+#   installer_iso: Debian 12's netboot installer on an ISOLINUX CD (--cdrom, 1 GiB of RAM)
+#              reaches its first screen, "Select a language", on the serial console (minutes:
+#              not in the default test set, see tests/guest/CMakeLists.txt);
 #   memtest:   a GRUB 2 disk boots Debian's memtest86+ (linux16) through SeaBIOS with its
 #              console on ttyS0; it must see the RAM and reach its third test with no errors
 #              (a short check, not a full pass).
@@ -64,6 +74,50 @@ case $scenario in
     has "Booting \`Lamina default guest'" || fail "GRUB did not boot the menu entry"
     has "guest-says-42" || fail "the guest's command did not run"
     has "LAMINA-EXIT-STATUS: $code" || fail "no 'LAMINA-EXIT-STATUS: $code' line"
+    ;;
+  sata_vhd|cdrom_iso)
+    [[ -f $guest/vmlinuz && -f $guest/initrd.img ]] || { echo "no default guest in '$guest'"; exit 1; }
+    disk_code=$((RANDOM % 100 + 3)) cd_code=$((RANDOM % 100 + 103))
+    bash "$(dirname "$0")/make_bios_disk.sh" guest "$guest" "$work/disk.raw" \
+      "echo guest-says-from-disk; exit $disk_code" >/dev/null
+    "$lamina" disk convert "$work/disk.raw" "$work/disk.vhd" >/dev/null
+    rm "$work/disk.raw"
+    bash "$(dirname "$0")/make_iso.sh" guest "$guest" "$work/cd.iso" \
+      "echo guest-says-from-cd; exit $cd_code" >/dev/null
+    boot=() code=$cd_code
+    if [[ $scenario == sata_vhd ]]; then boot=(--boot disk) code=$disk_code; fi
+    status=0
+    timeout 300 "$lamina" run --memory 256M --rng none --disk "$work/disk.vhd,bus=sata" \
+      --cdrom "$work/cd.iso" "${boot[@]}" </dev/null >"$log" 2>&1 || status=$?
+    [[ $status -eq 0 ]] || fail "lamina exited with status $status"
+    has "SeaBIOS (version" || fail "no SeaBIOS banner"
+    if [[ $scenario == sata_vhd ]]; then
+      has "Booting from Hard Disk" || fail "SeaBIOS did not boot the SATA disk"
+      has "Booting \`Lamina default guest'" || fail "GRUB did not boot the menu entry"
+      has "guest-says-from-disk" || fail "the guest's command did not run"
+    else
+      has "Booting from DVD/CD" || fail "SeaBIOS did not boot the CD"
+      has "ISOLINUX 6" || fail "no ISOLINUX banner on the serial console"
+      has "ISOLINUX: booting guest" || fail "ISOLINUX did not read its configuration"
+      has "guest-says-from-cd" || fail "the guest's command did not run"
+    fi
+    has "LAMINA-EXIT-STATUS: $code" || fail "no 'LAMINA-EXIT-STATUS: $code' line"
+    ;;
+  installer_iso)
+    bash "$(dirname "$0")/make_iso.sh" installer "$work/cd.iso" >/dev/null
+    "$lamina" run --memory 1G --rng none --cdrom "$work/cd.iso" </dev/null >"$log" 2>&1 &
+    vm=$!
+    for _ in $(seq 400); do
+      grep -aq "Select a language" "$log" 2>/dev/null && break
+      kill -0 $vm 2>/dev/null || break
+      sleep 1
+    done
+    kill $vm 2>/dev/null || true
+    wait $vm 2>/dev/null || true
+    has "Booting from DVD/CD" || fail "SeaBIOS did not boot the CD"
+    has "ISOLINUX: booting installer" || fail "ISOLINUX did not start"
+    has "Run /init as init process" || fail "the installer's kernel did not start its init"
+    has "Select a language" || fail "the installer's first screen did not appear in 400 s"
     ;;
   memtest|memtest_smp)
     # memtest_smp: two vCPUs, and memtest86+ told to use both (its SMP start-up of the second

@@ -12,7 +12,8 @@
 #                       readonly: /sys/block/vda/ro is 1, a write fails, the image is unchanged;
 #                       formats: a qcow2 (read-only) and a VHDX disk read back in the guest;
 #                       discard: blkdiscard in the guest frees the VHD's blocks;
-#                       cli_errors: bad --disk values stop `lamina run` before it boots, with
+#                       cli_errors: bad --disk (also bus=sata), --cdrom and --boot values stop
+#                         `lamina run` before it boots, with
 #                         exit status 2 and a line naming the problem (no guest needed).
 set -euo pipefail
 vmm="" lamina="" guest="" scenario=""
@@ -93,6 +94,18 @@ case $scenario in
       "$lamina" run "${kernel[@]}" --disk "$work/disk.qcow2"
     check "one image twice" 2 "attached twice" -- \
       "$lamina" run "${kernel[@]}" --disk "$work/disk.raw" --disk "$work/disk.raw,readonly"
+    # SATA drives and the boot order (src/ahci).
+    check "unknown bus" 2 "unknown or repeated option 'bus=ide'" -- \
+      "$lamina" run "${kernel[@]}" --disk "$work/disk.raw,bus=ide"
+    check "one image on both buses" 2 "attached twice" -- \
+      "$lamina" run "${kernel[@]}" --disk "$work/disk.raw" --disk "$work/disk.raw,bus=sata"
+    check "missing ISO" 2 "--cdrom: '$work/none.iso' is not a file" -- \
+      "$lamina" run --cdrom "$work/none.iso"
+    check "bad --boot" 2 "--boot: 'floppy' is not" -- "$lamina" run --cdrom "$work/disk.raw" --boot floppy
+    check "--boot without firmware" 2 "--boot orders what the BIOS boots" -- \
+      "$lamina" run "${kernel[@]}" --boot cdrom
+    check "seven SATA drives" 2 "6 ports" -- "$lamina" run --cdrom "$work/disk.raw" \
+      $(for i in 1 2 3 4 5 6; do echo --disk "$work/disk.raw,bus=sata,readonly"; done)
     [[ $failures -eq 0 ]] || exit 1
     ;;
   vhd_pattern)

@@ -2,6 +2,8 @@
 # A managed VM that boots through SeaBIOS (issue 15): `lamina vm create --disk` with no kernel
 # gets the BIOS by default; laminad grants the firmware image to the sandboxed worker like a
 # kernel; SeaBIOS boots memtest86+ from a GRUB disk, and the console log shows it testing.
+# The same disk on the AHCI controller (bus=sata) beside a CD (--cdrom, --boot disk) boots too,
+# both images granted to the worker; a checkpoint of that VM is refused with the reason.
 #   laminad_firmware_test.sh LAMINA LAMINAD
 set -euo pipefail
 lamina=$1 laminad=$2
@@ -21,6 +23,23 @@ grep -aq "SeaBIOS (version" "$log" || fail "no SeaBIOS banner in the console log
 grep -aq "Memtest86+ v6" "$log" || fail "memtest86+ did not start under laminad"
 grep -aq "Address test" "$log" || fail "memtest86+ did not start testing"
 "$lamina" vm stop fw --force >/dev/null 2>&1 || true
+
+"$lamina" disk convert "$work/memtest.raw" "$work/memtest-sata.vhd" >/dev/null || fail "convert"
+mkdir "$work/cd" && echo data >"$work/cd/data.txt"
+xorriso -as mkisofs -quiet -o "$work/data.iso" "$work/cd" 2>/dev/null || fail "xorriso"
+"$lamina" vm create sata --memory 128M --rng none --disk "$work/memtest-sata.vhd,bus=sata" \
+  --cdrom "$work/data.iso" --boot disk >/dev/null || fail "create sata"
+"$lamina" vm start sata >/dev/null || fail "start sata"
+log=$work/state/vms/sata/console.log
+for _ in $(seq 120); do grep -aq "Address test" "$log" 2>/dev/null && break; sleep 1; done
+grep -aq "Booting from Hard Disk" "$log" || fail "SeaBIOS did not boot the SATA disk"
+grep -aq "Address test" "$log" || fail "memtest86+ did not start testing from the SATA disk"
+"$lamina" vm checkpoint sata first >"$work/out" 2>&1 && fail "a VM with SATA drives was checkpointed"
+grep -q "SATA drives" "$work/out" || fail "the checkpoint refusal did not say why: $(cat "$work/out")"
+[[ $("$lamina" vm --json show sata | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == running ]] ||
+  fail "the VM did not run on after the refused checkpoint"
+"$lamina" vm checkpoints sata | grep -q first && fail "the refused checkpoint was recorded"
+"$lamina" vm stop sata --force >/dev/null 2>&1 || true
 # An explicit firmware that is not a BIOS image is refused when the VM starts.
 "$lamina" vm create bad --memory 64M --firmware "bios:$0" >/dev/null || fail "create bad"
 "$lamina" vm start bad >"$work/out" 2>&1 && fail "a script started as a BIOS"

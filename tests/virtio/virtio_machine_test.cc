@@ -1,7 +1,8 @@
 // The machine wiring of virtio devices: MachineBuilder plugs one virtio-pci function per
 // factory into bus 0 from slot 1 with BARs assigned inside the PCI window and decoding on; a
 // factory's error or too many devices stop the build; SharedIrqLine is a wired OR; and
-// add_virtio_devices turns a VmConfig into the right factories.
+// add_virtio_devices turns a VmConfig into the right factories; SATA drives bring the AHCI
+// controller into its slot.
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -60,6 +61,43 @@ VirtioDeviceFactory rng_factory() {
   return [] {
     return Result<std::unique_ptr<virtio::VirtioDevice>>(std::make_unique<virtio::VirtioRng>());
   };
+}
+
+// A 1 MiB disk in memory for the AHCI wiring test.
+class TinyDisk final : public storage::BlockDevice {
+ public:
+  uint64_t size() const override { return 1 << 20; }
+  bool read_only() const override { return true; }
+  Result<void> read(uint64_t, std::span<std::byte> data) override {
+    std::fill(data.begin(), data.end(), std::byte{0});
+    return {};
+  }
+  Result<void> write(uint64_t, std::span<const std::byte>) override {
+    return fail(ErrorCode::kInvalidArgument, "read-only");
+  }
+  Result<void> flush() override { return {}; }
+  Result<void> discard(uint64_t, uint64_t) override { return {}; }
+};
+
+TEST(VirtioMachineTest, SataDrivesBringTheAhciControllerInItsSlot) {
+  HaltKernel kernel;
+  MachineOptions options = small_machine(kernel);
+  options.virtio_devices = {rng_factory()};
+  options.sata_drives = {{std::make_shared<TinyDisk>(), "disk", false},
+                         {std::make_shared<TinyDisk>(), "cd", true}};
+  auto machine = MachineBuilder::build(options);
+  ASSERT_TRUE(machine) << machine.error().message();
+  EXPECT_EQ(ecam_read(**machine, kAhciSlot, 0x00), 0x29228086u);
+  EXPECT_EQ(ecam_read(**machine, kAhciSlot, 0x08) >> 8, 0x010601u);
+  EXPECT_EQ(ecam_read(**machine, kAhciSlot, 0x04) & 0x2, 0x2u) << "memory decoding on";
+  EXPECT_NE(ecam_read(**machine, kAhciSlot, 0x24), 0u) << "ABAR assigned without firmware";
+  EXPECT_EQ(ecam_read(**machine, kAhciSlot, 0x3c) & 0xff, 16u + kAhciSlot % 4) << "GSI per _PRT";
+  EXPECT_EQ((*machine)->pci_hotplug().hotplug_units() & (uint64_t{1} << kAhciSlot), 0u)
+      << "the controller's slot takes no hotplug";
+  EXPECT_EQ(sata_boot_path(1), "/pci@i0cf8/sata@1e/drive@1/disk@0");
+  // Its slot is not free for virtio devices.
+  options.virtio_devices.assign(30, rng_factory());
+  EXPECT_FALSE(MachineBuilder::build(options));
 }
 
 TEST(VirtioMachineTest, FunctionsGetSlotsBarsAndDecoding) {
