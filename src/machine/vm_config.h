@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "machine/display_option.h"
 #include "machine/firmware_kind.h"
 #include "net/network_option.h"
 #include "virtio/virtio_block_setup.h"
@@ -68,6 +69,8 @@ struct VmConfig {
   ConsolePortConfig console_port;
   std::vector<virtio::DiskSpec> disks;       // --disk, in order (vda, vdb, ...)
   std::vector<net::NetworkOption> networks;  // one virtio-net card per --net, in order
+  std::optional<VgaKind> vga;  // --vga; unset: see effective_vga()
+  DisplayOption display;       // --display
   bool debug_exit = false;  // --debug-exit: the guest may end the run with a status (port 0xf4)
 };
 

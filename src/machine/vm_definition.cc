@@ -11,7 +11,8 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 17> kFields = {
+constexpr std::array<std::string_view, 19> kFields = {
+    "vga",     "display",
     "cpus",    "max_cpus", "memory",  "memory_target", "firmware",     "kernel",
     "initrd",  "cmdline",  "disks",   "nets",          "serial",       "console_port",
     "rng",     "accel",    "cpu_engine", "code_cache", "on_reboot"};
@@ -93,6 +94,14 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
     auto firmware = parse_firmware(*text);
     if (!firmware) return fail(firmware.error());
     config.firmware = *firmware;
+  } else if (field == "vga") {
+    auto vga = parse_vga(*text);
+    if (!vga) return fail(vga.error());
+    config.vga = *vga;
+  } else if (field == "display") {
+    auto display = parse_display(*text);
+    if (!display) return fail(display.error());
+    config.display = *display;
   } else if (field == "kernel") {
     if (!text->empty()) config.kernel = *text;
   } else if (field == "initrd") {

@@ -45,6 +45,21 @@ Result<bool> resolve_kvm(const machine::VmConfig& config) {
 
 namespace {
 
+// The VGA adapter and, with firmware, its option ROM (read now: a worker's sandbox closes the
+// file system before the machine is built).
+Result<void> display_options(const machine::VmConfig& config, GrantedFiles* granted,
+                             machine::MachineOptions& options) {
+  const machine::FirmwareKind firmware = machine::effective_firmware(config).kind;
+  options.vga = machine::effective_vga(config.vga, firmware, config.display) ==
+                machine::VgaKind::kStd;
+  if (!options.vga || firmware == machine::FirmwareKind::kNone) return {};
+  auto rom = machine::read_boot_file(machine::kDefaultVgaRomPath, "VGA option ROM",
+                                     machine::kMaxVgaRomSize, granted);
+  if (!rom) return fail(rom.error());
+  options.vga_rom_image = std::make_shared<const std::vector<std::byte>>(std::move(*rom));
+  return {};
+}
+
 // The kernel, initrd and command line the config boots: its own, or the default guest's.
 Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
                                              GrantedFiles* granted) {
@@ -69,7 +84,13 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
       return fail(checked.error());
     }
     options.firmware_image = std::make_shared<const std::vector<std::byte>>(std::move(*image));
+    if (auto display = display_options(config, granted, options); !display) {
+      return fail(display.error());
+    }
     return options;
+  }
+  if (auto display = display_options(config, granted, options); !display) {
+    return fail(display.error());
   }
   if (config.kernel) {
     options.kernel = *config.kernel;
@@ -693,6 +714,7 @@ VmOutcome VmRunner::run() {
       migration_done_.wait(lock, [this] { return !migrating_; });
       machine_stopping_ = false;
       finished_instructions_ += vm->instructions();
+      if (hw::StdVga* vga = vm->vga()) vga->render(last_frame_);
       add(finished_traffic_, machine_traffic(*vm));
       machine_ = nullptr;
       if (stop.exit == machine::MachineExit::kReset && !stop_requested_) {
@@ -709,6 +731,45 @@ VmOutcome VmRunner::run() {
     }
     return outcome_of(stop);
   }
+}
+
+Result<hw::Frame> VmRunner::screenshot() const {
+  if (!options_.vga) {
+    return fail(ErrorCode::kNotFound, "the VM has no VGA adapter (--vga none, or no firmware)");
+  }
+  hw::Frame frame;
+  {
+    std::lock_guard lock(mutex_);
+    if (machine_ == nullptr) {
+      frame = last_frame_;
+    } else if (hw::StdVga* vga = machine_->vga()) {
+      vga->render(frame);
+    }
+  }
+  if (frame.width == 0) {
+    return fail(ErrorCode::kUnsupported,
+                "the screen shows nothing to capture (display off, or a mode Lamina does not "
+                "draw)");
+  }
+  return frame;
+}
+
+uint64_t VmRunner::screen_generation() const {
+  std::lock_guard lock(mutex_);
+  if (machine_ == nullptr) return boots_.load();
+  hw::StdVga* vga = machine_->vga();
+  // A new machine is a new screen even when its counter starts where the last one was.
+  return (vga ? vga->generation() : 0) + (boots_.load() << 48);
+}
+
+void VmRunner::keyboard_input(std::span<const uint8_t> set1_bytes) {
+  std::lock_guard lock(mutex_);
+  if (machine_ != nullptr) machine_->i8042().keyboard_input(set1_bytes);
+}
+
+void VmRunner::mouse_input(int dx, int dy, uint8_t buttons) {
+  std::lock_guard lock(mutex_);
+  if (machine_ != nullptr) machine_->i8042().mouse_input(dx, dy, buttons);
 }
 
 }  // namespace lamina::worker
