@@ -4,6 +4,9 @@
 
 #include <fmt/format.h>
 
+#include "base/unix_listener.h"
+#include "display/vnc_server.h"
+
 namespace lamina::machine {
 
 Result<VgaKind> parse_vga(std::string_view text) {
@@ -50,6 +53,27 @@ VgaKind effective_vga(std::optional<VgaKind> vga, FirmwareKind firmware,
   if (vga) return *vga;
   if (firmware != FirmwareKind::kNone || display.kind != DisplayKind::kNone) return VgaKind::kStd;
   return VgaKind::kNone;
+}
+
+Result<UniqueFd> open_display_listener(const DisplayOption& display, GrantedFiles* granted) {
+  GrantedFiles::Opener open;
+  std::string key;
+  switch (display.kind) {
+    case DisplayKind::kNone:
+      return fail(ErrorCode::kInvalidArgument, "--display none has no socket");
+    case DisplayKind::kVncTcp:
+      key = fmt::format("vnc:{}:{}", display.host, display.port);
+      open = [&display] { return display::listen_tcp(display.host, display.port); };
+      break;
+    case DisplayKind::kVncUnix:
+      key = display.path.string();
+      open = [&display] { return listen_unix_socket(display.path, "--display"); };
+      break;
+  }
+  if (!granted) return open();
+  auto obtained = granted->obtain(key, FileAccess::kListen, open);
+  if (!obtained) return fail(obtained.error());
+  return std::move(obtained->fd);
 }
 
 }  // namespace lamina::machine

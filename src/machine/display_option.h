@@ -10,6 +10,8 @@
 #include <string_view>
 
 #include "base/error.h"
+#include "base/granted_files.h"
+#include "base/unique_fd.h"
 #include "machine/firmware_kind.h"
 
 namespace lamina::machine {
@@ -39,5 +41,10 @@ Result<DisplayOption> parse_display(std::string_view text);
 // screen a VGA BIOS draws) or has a display, else none.
 VgaKind effective_vga(std::optional<VgaKind> vga, FirmwareKind firmware,
                       const DisplayOption& display);
+
+// The listening socket of a VNC display (kInvalidArgument for kNone): opened here, or, with
+// `granted`, obtained through it (laminad opens it and the worker gets the descriptor, so a
+// sandboxed worker never binds a socket itself).
+Result<UniqueFd> open_display_listener(const DisplayOption& display, GrantedFiles* granted);
 
 }  // namespace lamina::machine

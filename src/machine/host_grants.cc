@@ -61,6 +61,11 @@ Result<WorkerGrants> grant_host_ends(const nlohmann::json& definition, std::stri
       }
     }
   }
+  if (config->display.kind != DisplayKind::kNone) {
+    if (auto opened = open_display_listener(config->display, files); !opened) {
+      return fail(opened.error());
+    }
+  }
   if (config->serial.kind == SerialKind::kFile) {
     if (auto opened = open_output_file(config->serial.file, "--serial", files); !opened) {
       return fail(opened.error());

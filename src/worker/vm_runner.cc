@@ -149,6 +149,21 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
     runner->console_ = std::move(*console);
   }
   runner->options_.com1_backend = runner->console_.get();
+  if (config.display.kind != machine::DisplayKind::kNone) {
+    auto listening = machine::open_display_listener(config.display, granted);
+    if (!listening) return fail(listening.error());
+    VmRunner* self = runner.get();
+    display::ScreenSource source{
+        .generation = [self] { return self->screen_generation(); },
+        .frame = [self] { return self->screenshot(); },
+        .keyboard = [self](std::span<const uint8_t> bytes) { self->keyboard_input(bytes); },
+        .mouse = [self](int dx, int dy, uint8_t buttons) { self->mouse_input(dx, dy, buttons); },
+    };
+    auto vnc = display::VncServer::start(std::move(*listening), std::move(source),
+                                         std::string(label));
+    if (!vnc) return fail(vnc.error());
+    runner->vnc_ = std::move(*vnc);
+  }
   // Host ends of the virtio devices live across restarts, like the serial console.
   auto host_ends = machine::open_virtio_host_ends(config, label, granted);
   if (!host_ends) return fail(host_ends.error());
@@ -734,12 +749,13 @@ VmOutcome VmRunner::run() {
 }
 
 Result<hw::Frame> VmRunner::screenshot() const {
-  if (!options_.vga) {
-    return fail(ErrorCode::kNotFound, "the VM has no VGA adapter (--vga none, or no firmware)");
-  }
   hw::Frame frame;
   {
     std::lock_guard lock(mutex_);
+    if (!options_.vga) {
+      return fail(ErrorCode::kNotFound,
+                  "the VM has no VGA adapter (--vga none, or no firmware and no --display)");
+    }
     if (machine_ == nullptr) {
       frame = last_frame_;
     } else if (hw::StdVga* vga = machine_->vga()) {

@@ -19,6 +19,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "display/vnc_server.h"
 #include "hw/display/frame.h"
 #include "machine/machine.h"
 #include "machine/machine_builder.h"
@@ -195,6 +196,8 @@ class VmRunner {
   uint64_t memory_target_ = 0;          // set_memory(); 0: the boot RAM
   std::vector<uint8_t> disk_slots_;     // PCI slot of config_.disks[i]
   std::vector<uint8_t> network_slots_;  // PCI slot of config_.networks[i]
+  // Last: it calls into the above from its own thread until it is destroyed.
+  std::unique_ptr<display::VncServer> vnc_;
 };
 
 }  // namespace lamina::worker
