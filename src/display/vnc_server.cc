@@ -114,8 +114,8 @@ VncServer::VncServer(UniqueFd listening, ScreenSource source, std::string name)
       name_(std::move(name)),
       screen_(std::make_unique<Screen>()) {}
 
-Result<std::unique_ptr<VncServer>> VncServer::start(UniqueFd listening, ScreenSource source,
-                                                    std::string name) {
+Result<std::unique_ptr<VncServer>> VncServer::create(UniqueFd listening, ScreenSource source,
+                                                     std::string name) {
   // A client that goes away makes libvncserver's write() fail; without this it would be a
   // SIGPIPE that ends the whole process.
   ::signal(SIGPIPE, SIG_IGN);
@@ -165,8 +165,11 @@ Result<std::unique_ptr<VncServer>> VncServer::start(UniqueFd listening, ScreenSo
   };
   rfbInitServer(rfb);
   log_line(LogLevel::kInfo, fmt::format("VNC server on {}", bound_address(server->listening_.get())));
-  server->thread_ = std::jthread([raw = server.get()](std::stop_token stop) { raw->serve(stop); });
   return server;
+}
+
+void VncServer::start() {
+  if (!thread_.joinable()) thread_ = std::jthread([this](std::stop_token stop) { serve(stop); });
 }
 
 VncServer::~VncServer() {

@@ -45,10 +45,13 @@ struct ScreenSource {
 
 class VncServer {
  public:
-  // Starts serving on `listening` (a listening stream socket); `name` is the desktop name
-  // clients show.
-  static Result<std::unique_ptr<VncServer>> start(UniqueFd listening, ScreenSource source,
-                                                  std::string name);
+  // Prepares serving on `listening` (a listening stream socket); `name` is the desktop name
+  // clients show. No thread yet: a worker creates the server before its sandbox (libvncserver
+  // asks the host's name) and starts it after (the sandbox needs a single thread).
+  static Result<std::unique_ptr<VncServer>> create(UniqueFd listening, ScreenSource source,
+                                                   std::string name);
+  // Starts the serving thread (once).
+  void start();
   ~VncServer();
   VncServer(const VncServer&) = delete;
   VncServer& operator=(const VncServer&) = delete;

@@ -149,6 +149,8 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
     runner->console_ = std::move(*console);
   }
   runner->options_.com1_backend = runner->console_.get();
+  // The display's socket and server are made now; its thread starts with run() (a worker
+  // enters its sandbox, which needs a single thread, in between).
   if (config.display.kind != machine::DisplayKind::kNone) {
     auto listening = machine::open_display_listener(config.display, granted);
     if (!listening) return fail(listening.error());
@@ -159,8 +161,8 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
         .keyboard = [self](std::span<const uint8_t> bytes) { self->keyboard_input(bytes); },
         .mouse = [self](int dx, int dy, uint8_t buttons) { self->mouse_input(dx, dy, buttons); },
     };
-    auto vnc = display::VncServer::start(std::move(*listening), std::move(source),
-                                         std::string(label));
+    auto vnc = display::VncServer::create(std::move(*listening), std::move(source),
+                                          std::string(label));
     if (!vnc) return fail(vnc.error());
     runner->vnc_ = std::move(*vnc);
   }
@@ -674,6 +676,7 @@ VmOutcome VmRunner::outcome_of(const machine::MachineStop& stop) const {
 }
 
 VmOutcome VmRunner::run() {
+  if (vnc_) vnc_->start();
   for (;;) {
     // Hotplug waits while a machine is built, so what it changes is in this one or the next.
     std::unique_lock hotplug(hotplug_mutex_);

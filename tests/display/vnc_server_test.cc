@@ -120,9 +120,10 @@ class VncServerTest : public ::testing::Test {
     auto listening = listen_tcp("127.0.0.1", 0);
     ASSERT_TRUE(listening) << listening.error().message();
     port = port_of(listening->get());
-    auto started = VncServer::start(std::move(*listening), screen.source(), "test");
-    ASSERT_TRUE(started) << started.error().message();
-    server = std::move(*started);
+    auto created = VncServer::create(std::move(*listening), screen.source(), "test");
+    ASSERT_TRUE(created) << created.error().message();
+    server = std::move(*created);
+    server->start();
   }
 
   FakeScreen screen;

@@ -49,7 +49,7 @@ case $scenario in
     vm=$!
     client=0
     timeout 100 python3 "$here/vnc_client.py" "$work/vnc.sock" "$work/last.rgb" --keys Down \
-      --last-keys Return || client=$?
+      --last-keys Return --wait-close || client=$?
     wait $vm || status=$?
     ((client == 0)) || fail "the VNC client failed (status $client)"
     [[ $status -eq 1 ]] && grep -aq "the guest rebooted" "$log" ||

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """A small RFB 3.8 client (RFC 6143) for the display test: connects to a VNC server on a Unix
 socket, keeps a framebuffer from raw-encoded updates (and DesktopSize changes), and runs a script:
-  wait for a stable non-uniform screen, press keys and check that the screen changed, then read
-until the server closes and write the last frame.
-  vnc_client.py SOCKET OUT.rgb --keys Down,Return
+  wait for a stable non-uniform screen, press keys and check that the screen changed, then (with
+--wait-close, after --last-keys) read until the server closes, and write the last frame.
+  vnc_client.py SOCKET OUT.rgb --keys Down [--last-keys Return --wait-close]
 OUT.rgb: "WIDTH HEIGHT\n" then WIDTH*HEIGHT*3 bytes of RGB. Exit 0 when every key changed the
 screen, 1 otherwise (with the reason)."""
 import argparse
@@ -142,6 +142,8 @@ def main():
     parser.add_argument("output")
     parser.add_argument("--keys", default="")
     parser.add_argument("--last-keys", default="", help="keys sent at the end, not checked")
+    parser.add_argument("--wait-close", action="store_true",
+                        help="read until the server closes (the VM stopped) before writing the frame")
     args = parser.parse_args()
     client = Client(args.socket)
     if not client.wait_stable(1.5, 40):
@@ -160,11 +162,12 @@ def main():
     for name in filter(None, args.last_keys.split(",")):
         client.key(KEYSYMS[name])
     # The server sends the last screen when the VM stops, then closes.
-    try:
-        while True:
-            client.pump(5)
-    except EOFError:
-        pass
+    if args.wait_close:
+        try:
+            while True:
+                client.pump(5)
+        except EOFError:
+            pass
     write_frame(client, args.output)
     if failures:
         print(f"keys that did not change the screen: {failures}")
