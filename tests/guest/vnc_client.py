@@ -115,11 +115,12 @@ class Client:
             else:
                 raise RuntimeError(f"unknown server message {kind}")
 
-    def wait_stable(self, quiet, limit):
-        """Pumps until no change for `quiet` seconds (and the screen is not uniform)."""
+    def wait_stable(self, quiet, limit, size=None):
+        """Pumps until no change for `quiet` seconds, the screen not uniform (and `size`)."""
         deadline = time.time() + limit
         while time.time() < deadline:
-            if not self.pump(quiet) and len(set(bytes(self.pixels[i:i + 4]) for i in range(0, len(self.pixels), 4 * 97))) > 1:
+            if (not self.pump(quiet) and (size is None or (self.width, self.height) == size) and
+                    len(set(bytes(self.pixels[i:i + 4]) for i in range(0, len(self.pixels), 4 * 97))) > 1):
                 return True
         return False
 
@@ -142,18 +143,24 @@ def main():
     parser.add_argument("output")
     parser.add_argument("--keys", default="")
     parser.add_argument("--last-keys", default="", help="keys sent at the end, not checked")
+    parser.add_argument("--size", default="", help="WIDTHxHEIGHT the screen must have first")
     parser.add_argument("--wait-close", action="store_true",
                         help="read until the server closes (the VM stopped) before writing the frame")
     args = parser.parse_args()
     client = Client(args.socket)
-    if not client.wait_stable(1.5, 40):
+    size = tuple(map(int, args.size.split("x"))) if args.size else None
+    if not client.wait_stable(1.5, 60, size):
         print("the screen never settled on a picture")
         return 1
     failures = []
     for name in filter(None, args.keys.split(",")):
         before = bytes(client.pixels)
         client.key(KEYSYMS[name])
-        client.wait_stable(1.0, 10)
+        # The guest may take a while to redraw (GRUB's gfxterm repaints through the framebuffer).
+        deadline = time.time() + 30
+        while bytes(client.pixels) == before and time.time() < deadline:
+            client.pump(0.5)
+        client.wait_stable(1.0, 30)
         if bytes(client.pixels) == before:
             failures.append(name)
         else:

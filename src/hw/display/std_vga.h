@@ -83,7 +83,8 @@ class StdVga final : public WindowedDevice {
   static constexpr uint64_t kLegacyPortBase = 0x3b0;
   static constexpr uint64_t kLegacyPortSize = 0x30;
   static constexpr uint64_t kDispiPortBase = 0x1ce;
-  static constexpr uint64_t kDispiPortSize = 2;
+  // 0x1CE index, 0x1CF data: a 16-bit access at 0x1CF reaches 0x1D0.
+  static constexpr uint64_t kDispiPortSize = 3;
   static constexpr uint64_t kLegacyMemoryBase = 0xa0000;
   static constexpr uint64_t kLegacyMemorySize = 0x20000;
   static constexpr uint64_t kMmioSize = 0x1000;
@@ -94,7 +95,7 @@ class StdVga final : public WindowedDevice {
   explicit StdVga(uint64_t video_memory = kDefaultVideoMemory);
 
   Device& legacy_ports() { return legacy_ports_; }    // io 0x3b0, size 0x30
-  Device& dispi_ports() { return dispi_ports_; }      // io 0x1ce, size 2
+  Device& dispi_ports() { return dispi_ports_; }      // io 0x1ce, size 3
   Device& legacy_memory() { return legacy_memory_; }  // mmio 0xa0000, size 0x20000
   Device& framebuffer() { return framebuffer_; }      // BAR0, video_memory() bytes
   Device& mmio() { return mmio_; }                    // BAR2, kMmioSize bytes
