@@ -201,52 +201,49 @@ void VncServer::serve(std::stop_token stop) {
 void VncServer::refresh() {
   Screen& screen = *screen_;
   rfbScreenInfoPtr rfb = screen.rfb;
-  {
-    const uint64_t generation = source_.generation ? source_.generation() : 0;
-    if (!screen.drawn || generation != screen.generation) {
-      screen.generation = generation;
-      screen.drawn = true;
-      Result<hw::Frame> frame = source_.frame ? source_.frame() : Result<hw::Frame>(hw::Frame{});
-      hw::Frame blank;
-      const hw::Frame& shown =
-          frame && frame->width != 0 && frame->pixels.size() == size_t{frame->width} * frame->height
-              ? *frame
-              : blank;
-      const uint32_t width = shown.width != 0 ? shown.width : kBlankWidth;
-      const uint32_t height = shown.width != 0 ? shown.height : kBlankHeight;
-      std::vector<uint32_t> pixels(size_t{width} * height, 0);
-      for (size_t index = 0; index < shown.pixels.size(); ++index) {
-        const uint32_t color = shown.pixels[index];
-        pixels[index] = ((color >> 16) & 0xff) | (color & 0xff00) | ((color & 0xff) << 16);
+  const uint64_t generation = source_.generation ? source_.generation() : 0;
+  if (screen.drawn && generation == screen.generation) return;
+  screen.generation = generation;
+  screen.drawn = true;
+  Result<hw::Frame> frame = source_.frame ? source_.frame() : Result<hw::Frame>(hw::Frame{});
+  hw::Frame blank;
+  const hw::Frame& shown =
+      frame && frame->width != 0 && frame->pixels.size() == size_t{frame->width} * frame->height
+          ? *frame
+          : blank;
+  const uint32_t width = shown.width != 0 ? shown.width : kBlankWidth;
+  const uint32_t height = shown.width != 0 ? shown.height : kBlankHeight;
+  std::vector<uint32_t> pixels(size_t{width} * height, 0);
+  for (size_t index = 0; index < shown.pixels.size(); ++index) {
+    const uint32_t color = shown.pixels[index];
+    pixels[index] = ((color >> 16) & 0xff) | (color & 0xff00) | ((color & 0xff) << 16);
+  }
+  if (width != screen.width || height != screen.height) {
+    // A mode change: clients that support it get the new size (DesktopSize).
+    std::swap(screen.buffer, pixels);
+    screen.width = width;
+    screen.height = height;
+    rfbNewFramebuffer(rfb, reinterpret_cast<char*>(screen.buffer.data()),
+                      static_cast<int>(width), static_cast<int>(height), 8, 3, 4);
+    rfbMarkRectAsModified(rfb, 0, 0, static_cast<int>(width), static_cast<int>(height));
+  } else {
+    // Only the band of rows that changed is sent.
+    uint32_t first = height;
+    uint32_t last = 0;
+    for (uint32_t y = 0; y < height; ++y) {
+      const size_t row = size_t{y} * width;
+      if (!std::equal(pixels.begin() + row, pixels.begin() + row + width,
+                      screen.buffer.begin() + row)) {
+        first = std::min(first, y);
+        last = y;
       }
-      if (width != screen.width || height != screen.height) {
-        // A mode change: clients that support it get the new size (DesktopSize).
-        std::swap(screen.buffer, pixels);
-        screen.width = width;
-        screen.height = height;
-        rfbNewFramebuffer(rfb, reinterpret_cast<char*>(screen.buffer.data()),
-                          static_cast<int>(width), static_cast<int>(height), 8, 3, 4);
-        rfbMarkRectAsModified(rfb, 0, 0, static_cast<int>(width), static_cast<int>(height));
-      } else {
-        // Only the band of rows that changed is sent.
-        uint32_t first = height;
-        uint32_t last = 0;
-        for (uint32_t y = 0; y < height; ++y) {
-          const size_t row = size_t{y} * width;
-          if (!std::equal(pixels.begin() + row, pixels.begin() + row + width,
-                          screen.buffer.begin() + row)) {
-            first = std::min(first, y);
-            last = y;
-          }
-        }
-        if (first <= last) {
-          std::copy(pixels.begin() + size_t{first} * width,
-                    pixels.begin() + (size_t{last} + 1) * width,
-                    screen.buffer.begin() + size_t{first} * width);
-          rfbMarkRectAsModified(rfb, 0, static_cast<int>(first), static_cast<int>(width),
-                                static_cast<int>(last + 1));
-        }
-      }
+    }
+    if (first <= last) {
+      std::copy(pixels.begin() + size_t{first} * width,
+                pixels.begin() + (size_t{last} + 1) * width,
+                screen.buffer.begin() + size_t{first} * width);
+      rfbMarkRectAsModified(rfb, 0, static_cast<int>(first), static_cast<int>(width),
+                            static_cast<int>(last + 1));
     }
   }
 }

@@ -1,5 +1,7 @@
 #include "machine/display_option.h"
 
+#include "machine/vm_config.h"
+
 #include <gtest/gtest.h>
 
 namespace lamina::machine {
@@ -45,6 +47,20 @@ TEST(DisplayOptionTest, VgaDefaultsToStdWithFirmwareOrADisplay) {
   EXPECT_EQ(effective_vga(VgaKind::kNone, FirmwareKind::kBios, none), VgaKind::kNone);
   EXPECT_TRUE(parse_vga("std"));
   EXPECT_FALSE(parse_vga("cirrus"));
+}
+
+TEST(DisplayOptionTest, ADisplayWithoutAVgaAdapterIsRefused) {
+  VmConfig config;
+  config.firmware = FirmwareChoice{FirmwareKind::kNone, {}};
+  config.kernel = "/nonexistent";
+  config.vga = VgaKind::kNone;
+  config.display.kind = DisplayKind::kVncUnix;
+  config.display.path = "/tmp/x.sock";
+  auto valid = validate(config, HostChecks::kNone);
+  ASSERT_FALSE(valid);
+  EXPECT_NE(valid.error().message().find("--vga std"), std::string::npos);
+  config.vga = VgaKind::kStd;
+  EXPECT_TRUE(validate(config, HostChecks::kNone)) << validate(config, HostChecks::kNone).error().message();
 }
 
 }  // namespace

@@ -55,6 +55,10 @@ case $scenario in
       --display "vnc:unix:$work/vnc.sock" --screenshot-on-exit "$work/screen.png" \
       --screen-text-on-exit "$work/screen.txt" </dev/null >"$log" 2>&1 &
     vm=$!
+    if [[ $scenario == vnc ]]; then
+      # SeaBIOS mirrors GRUB's text menu to the serial port: once it is there, keys reach the menu.
+      for _ in $(seq 120); do grep -aq "Lamina menu: reboot" "$log" && break; sleep 0.5; done
+    fi
     client=0
     timeout 100 python3 "$here/vnc_client.py" "$work/vnc.sock" "$work/last.rgb" --keys Down \
       --size $size --last-keys Return --wait-close || client=$?
