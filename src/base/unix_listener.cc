@@ -19,7 +19,8 @@ std::string errno_text() { return std::strerror(errno); }
 
 // Removes a socket file at `path` that nobody listens on any more (a run that was killed);
 // refuses anything else there: a non-socket, another user's socket, a live socket.
-Result<void> remove_stale_socket(std::string_view option, const std::string& path, const sockaddr_un& address) {
+Result<void> remove_stale_socket(std::string_view option, const std::string& path,
+                                 const sockaddr_un& address) {
   struct stat existing {};
   if (::lstat(path.c_str(), &existing) != 0) {
     if (errno == ENOENT) return {};
@@ -43,14 +44,17 @@ Result<void> remove_stale_socket(std::string_view option, const std::string& pat
   if (live) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{}: '{}' is in use (another VM listens there); "
-                            "choose another path", option, path));
+                            "choose another path",
+                            option, path));
   }
   if (connect_error != ECONNREFUSED) {
     return fail(ErrorCode::kIo, fmt::format("{}: cannot tell whether '{}' is in "
-                                            "use: {}", option, path, std::strerror(connect_error)));
+                                            "use: {}",
+                                            option, path, std::strerror(connect_error)));
   }
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return fail(ErrorCode::kIo, fmt::format("{}: cannot remove the stale '{}': {}", option, path, errno_text()));
+    return fail(ErrorCode::kIo,
+                fmt::format("{}: cannot remove the stale '{}': {}", option, path, errno_text()));
   }
   return {};
 }

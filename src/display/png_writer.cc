@@ -23,8 +23,8 @@ void put_chunk(std::vector<std::byte>& out, const char (&type)[5], const std::by
   const size_t type_at = out.size();
   for (int index = 0; index < 4; ++index) out.push_back(static_cast<std::byte>(type[index]));
   out.insert(out.end(), data, data + size);
-  const uLong crc = ::crc32(0, reinterpret_cast<const Bytef*>(out.data() + type_at),
-                            static_cast<uInt>(size + 4));
+  const uLong crc =
+      ::crc32(0, reinterpret_cast<const Bytef*>(out.data() + type_at), static_cast<uInt>(size + 4));
   put_be32(out, static_cast<uint32_t>(crc));
 }
 

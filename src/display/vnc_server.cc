@@ -71,7 +71,8 @@ Result<UniqueFd> listen_tcp(const std::string& host, uint16_t port) {
     }
     const int one = 1;
     ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(fd.get(), address->ai_addr, address->ai_addrlen) != 0 || ::listen(fd.get(), 4) != 0) {
+    if (::bind(fd.get(), address->ai_addr, address->ai_addrlen) != 0 ||
+        ::listen(fd.get(), 4) != 0) {
       last_error = std::strerror(errno);
       continue;
     }
@@ -103,8 +104,7 @@ std::string bound_address(int listening) {
     }
     case AF_UNIX:
       return fmt::format("unix:{}", reinterpret_cast<const sockaddr_un&>(address).sun_path);
-    default:
-      return "?";
+    default: return "?";
   }
 }
 
@@ -164,7 +164,8 @@ Result<std::unique_ptr<VncServer>> VncServer::create(UniqueFd listening, ScreenS
     state.buttons = buttons;
   };
   rfbInitServer(rfb);
-  log_line(LogLevel::kInfo, fmt::format("VNC server on {}", bound_address(server->listening_.get())));
+  log_line(LogLevel::kInfo,
+           fmt::format("VNC server on {}", bound_address(server->listening_.get())));
   return server;
 }
 
@@ -223,8 +224,8 @@ void VncServer::refresh() {
     std::swap(screen.buffer, pixels);
     screen.width = width;
     screen.height = height;
-    rfbNewFramebuffer(rfb, reinterpret_cast<char*>(screen.buffer.data()),
-                      static_cast<int>(width), static_cast<int>(height), 8, 3, 4);
+    rfbNewFramebuffer(rfb, reinterpret_cast<char*>(screen.buffer.data()), static_cast<int>(width),
+                      static_cast<int>(height), 8, 3, 4);
     rfbMarkRectAsModified(rfb, 0, 0, static_cast<int>(width), static_cast<int>(height));
   } else {
     // Only the band of rows that changed is sent.
@@ -239,8 +240,7 @@ void VncServer::refresh() {
       }
     }
     if (first <= last) {
-      std::copy(pixels.begin() + size_t{first} * width,
-                pixels.begin() + (size_t{last} + 1) * width,
+      std::copy(pixels.begin() + size_t{first} * width, pixels.begin() + (size_t{last} + 1) * width,
                 screen.buffer.begin() + size_t{first} * width);
       rfbMarkRectAsModified(rfb, 0, static_cast<int>(first), static_cast<int>(width),
                             static_cast<int>(last + 1));

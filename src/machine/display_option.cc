@@ -17,8 +17,9 @@ Result<VgaKind> parse_vga(std::string_view text) {
 
 Result<DisplayOption> parse_display(std::string_view text) {
   auto bad = [text](std::string_view why) {
-    return Error(ErrorCode::kInvalidArgument,
-                 fmt::format("--display: '{}' {} (none, vnc:HOST:PORT or vnc:unix:PATH)", text, why));
+    return Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("--display: '{}' {} (none, vnc:HOST:PORT or vnc:unix:PATH)", text, why));
   };
   if (text == "none") return DisplayOption{};
   if (!text.starts_with("vnc:")) return fail(bad("is not a display"));

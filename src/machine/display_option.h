@@ -27,9 +27,9 @@ inline constexpr uint64_t kMaxVgaRomSize = uint64_t{128} << 10;
 enum class DisplayKind { kNone, kVncTcp, kVncUnix };
 struct DisplayOption {
   DisplayKind kind = DisplayKind::kNone;
-  std::string host;             // kVncTcp
-  uint16_t port = 0;            // kVncTcp (0: the kernel picks one)
-  std::filesystem::path path;   // kVncUnix
+  std::string host;            // kVncTcp
+  uint16_t port = 0;           // kVncTcp (0: the kernel picks one)
+  std::filesystem::path path;  // kVncUnix
   bool operator==(const DisplayOption&) const = default;
 };
 

@@ -35,10 +35,12 @@ ServiceResult<std::string> VmService::screenshot(const std::string& name) {
   }
   // The worker writes the PNG into an anonymous file of ours (it opens no files itself).
   UniqueFd file(::memfd_create("lamina-screenshot", MFD_CLOEXEC));
-  if (!file) return std::unexpected(ServiceError::internal(fmt::format("memfd: {}", std::strerror(errno))));
+  if (!file)
+    return std::unexpected(ServiceError::internal(fmt::format("memfd: {}", std::strerror(errno))));
   const int fds[] = {file.get()};
   nlohmann::json refusal;
-  auto reply = worker->request(nlohmann::json{{"op", "screenshot"}}, kScreenshotTimeout, fds, &refusal);
+  auto reply =
+      worker->request(nlohmann::json{{"op", "screenshot"}}, kScreenshotTimeout, fds, &refusal);
   if (!reply) {
     // No VGA adapter, or nothing renderable on it: the VM's state, not the request, is why.
     if (reply.error().code() == ErrorCode::kInvalidArgument) {
@@ -48,13 +50,17 @@ ServiceResult<std::string> VmService::screenshot(const std::string& name) {
     return std::unexpected(ServiceError{502, "", reply.error().message()});
   }
   struct stat status {};
-  if (::fstat(file.get(), &status) != 0 || status.st_size <= 0 || status.st_size > kMaxScreenshotBytes) {
-    return std::unexpected(ServiceError{502, "", fmt::format("{}: the worker wrote no screenshot", name)});
+  if (::fstat(file.get(), &status) != 0 || status.st_size <= 0 ||
+      status.st_size > kMaxScreenshotBytes) {
+    return std::unexpected(
+        ServiceError{502, "", fmt::format("{}: the worker wrote no screenshot", name)});
   }
   std::string png(static_cast<size_t>(status.st_size), '\0');
   for (size_t done = 0; done < png.size();) {
-    const ssize_t got = ::pread(file.get(), png.data() + done, png.size() - done, static_cast<off_t>(done));
-    if (got <= 0) return std::unexpected(ServiceError::internal("reading the screenshot back failed"));
+    const ssize_t got =
+        ::pread(file.get(), png.data() + done, png.size() - done, static_cast<off_t>(done));
+    if (got <= 0)
+      return std::unexpected(ServiceError::internal("reading the screenshot back failed"));
     done += static_cast<size_t>(got);
   }
   return png;

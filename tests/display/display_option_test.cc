@@ -60,7 +60,8 @@ TEST(DisplayOptionTest, ADisplayWithoutAVgaAdapterIsRefused) {
   ASSERT_FALSE(valid);
   EXPECT_NE(valid.error().message().find("--vga std"), std::string::npos);
   config.vga = VgaKind::kStd;
-  EXPECT_TRUE(validate(config, HostChecks::kNone)) << validate(config, HostChecks::kNone).error().message();
+  EXPECT_TRUE(validate(config, HostChecks::kNone))
+      << validate(config, HostChecks::kNone).error().message();
 }
 
 }  // namespace

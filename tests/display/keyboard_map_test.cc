@@ -18,12 +18,12 @@ TEST(KeyboardMapTest, LettersDigitsAndShiftedSymbolsUseTheirKeys) {
 }
 
 TEST(KeyboardMapTest, ExtendedKeysCarryTheE0Prefix) {
-  EXPECT_EQ(set1_scancodes(0xff54, true), (Bytes{0xe0, 0x50}));   // Down
+  EXPECT_EQ(set1_scancodes(0xff54, true), (Bytes{0xe0, 0x50}));  // Down
   EXPECT_EQ(set1_scancodes(0xff54, false), (Bytes{0xe0, 0xd0}));
-  EXPECT_EQ(set1_scancodes(0xff0d, true), Bytes{0x1c});           // Return
-  EXPECT_EQ(set1_scancodes(0xffbe, true), Bytes{0x3b});           // F1
-  EXPECT_EQ(set1_scancodes(0xffc9, true), Bytes{0x58});           // F12
-  EXPECT_EQ(set1_scancodes(0xffe4, true), (Bytes{0xe0, 0x1d}));   // Control_R
+  EXPECT_EQ(set1_scancodes(0xff0d, true), Bytes{0x1c});          // Return
+  EXPECT_EQ(set1_scancodes(0xffbe, true), Bytes{0x3b});          // F1
+  EXPECT_EQ(set1_scancodes(0xffc9, true), Bytes{0x58});          // F12
+  EXPECT_EQ(set1_scancodes(0xffe4, true), (Bytes{0xe0, 0x1d}));  // Control_R
 }
 
 TEST(KeyboardMapTest, KeysymsWithoutAKeyGiveNothing) {

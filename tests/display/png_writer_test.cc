@@ -10,7 +10,8 @@ namespace {
 
 uint32_t be32(const std::byte* bytes) {
   uint32_t value = 0;
-  for (int index = 0; index < 4; ++index) value = value << 8 | std::to_integer<uint32_t>(bytes[index]);
+  for (int index = 0; index < 4; ++index)
+    value = value << 8 | std::to_integer<uint32_t>(bytes[index]);
   return value;
 }
 

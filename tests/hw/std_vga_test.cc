@@ -50,14 +50,14 @@ class StdVgaTest : public ::testing::Test {
     sequencer(3, 0x00);
     sequencer(4, 0x02);  // odd/even
     graphics(5, 0x10);
-    graphics(6, 0x0e);   // text, window at 0xB8000
-    graphics(8, 0xff);   // planar writes change every bit
+    graphics(6, 0x0e);  // text, window at 0xB8000
+    graphics(8, 0xff);  // planar writes change every bit
     crtc(0x01, 79);
-    crtc(0x07, 0x1f);    // vertical display end bit 8
-    crtc(0x09, 0x0f);    // 16 scan lines per character
-    crtc(0x12, 0x8f);    // 400 lines
+    crtc(0x07, 0x1f);  // vertical display end bit 8
+    crtc(0x09, 0x0f);  // 16 scan lines per character
+    crtc(0x12, 0x8f);  // 400 lines
     crtc(0x13, 40);
-    crtc(0x0a, 0x20);    // no cursor
+    crtc(0x0a, 0x20);  // no cursor
     for (uint8_t index = 0; index < 16; ++index) attribute(index, index);
     attribute(0x10, 0x0c);
     dac(0, 0, 0, 0);

@@ -4,8 +4,6 @@
 #include <bit>
 #include <cstring>
 
-#include "base/byte_order.h"
-
 namespace lamina::hw {
 namespace {
 
@@ -100,8 +98,7 @@ void StdVga::window_read(unsigned window, uint64_t offset, std::span<std::byte> 
       }
       // Everything else (EDID, QEMU's extended registers) reads zero: no EDID, no extensions.
       return;
-    default:
-      std::ranges::fill(data, std::byte{0xff});
+    default: std::ranges::fill(data, std::byte{0xff});
   }
 }
 
@@ -148,31 +145,24 @@ void StdVga::window_write(unsigned window, uint64_t offset, std::span<const std:
                                           std::to_integer<uint8_t>(data[1]) << 8));
       }
       return;
-    default:
-      return;
+    default: return;
   }
 }
 
 uint8_t StdVga::port_read(uint16_t port) {
   switch (port) {
-    case kAttributeIndex:
-      return attribute_index_;
+    case kAttributeIndex: return attribute_index_;
     case kAttributeDataRead: {
       const unsigned index = attribute_index_ & 0x1f;
       return index < attribute_.size() ? attribute_[index] : 0;
     }
     case kMiscOutputWrite:  // input status 0: no switch sense, no CRT interrupt
       return 0;
-    case kSequencerIndex:
-      return sequencer_index_;
-    case kSequencerData:
-      return sequencer_[sequencer_index_ & 7];
-    case kDacMask:
-      return dac_mask_;
-    case kDacReadIndex:
-      return dac_reading_ ? 0x03 : 0x00;
-    case kDacWriteIndex:
-      return dac_write_index_;
+    case kSequencerIndex: return sequencer_index_;
+    case kSequencerData: return sequencer_[sequencer_index_ & 7];
+    case kDacMask: return dac_mask_;
+    case kDacReadIndex: return dac_reading_ ? 0x03 : 0x00;
+    case kDacWriteIndex: return dac_write_index_;
     case kDacData: {
       const uint8_t value = dac_[dac_read_index_ * 3u + dac_component_];
       if (++dac_component_ == 3) {
@@ -181,20 +171,14 @@ uint8_t StdVga::port_read(uint16_t port) {
       }
       return value;
     }
-    case kFeatureControlRead:
-      return feature_control_;
-    case kMiscOutputRead:
-      return misc_output_;
-    case kGraphicsIndex:
-      return graphics_index_;
-    case kGraphicsData:
-      return graphics_[graphics_index_ & 0x0f];
+    case kFeatureControlRead: return feature_control_;
+    case kMiscOutputRead: return misc_output_;
+    case kGraphicsIndex: return graphics_index_;
+    case kGraphicsData: return graphics_[graphics_index_ & 0x0f];
     case kCrtcIndexMono:
-    case kCrtcIndexColor:
-      return crtc_index_;
+    case kCrtcIndexColor: return crtc_index_;
     case kCrtcDataMono:
-    case kCrtcDataColor:
-      return crtc_index_ < crtc_.size() ? crtc_[crtc_index_] : 0;
+    case kCrtcDataColor: return crtc_index_ < crtc_.size() ? crtc_[crtc_index_] : 0;
     case kInputStatus1Mono:
     case kInputStatus1Color:
       // Reading it resets the attribute flip-flop. Display-enable and vertical retrace toggle
@@ -202,8 +186,7 @@ uint8_t StdVga::port_read(uint16_t port) {
       attribute_expects_data_ = false;
       status_toggle_ ^= 0x09;
       return status_toggle_;
-    default:
-      return 0xff;
+    default: return 0xff;
   }
 }
 
@@ -218,18 +201,10 @@ void StdVga::port_write(uint16_t port, uint8_t value) {
       }
       attribute_expects_data_ = !attribute_expects_data_;
       return;
-    case kMiscOutputWrite:
-      misc_output_ = value;
-      return;
-    case kSequencerIndex:
-      sequencer_index_ = value;
-      return;
-    case kSequencerData:
-      sequencer_[sequencer_index_ & 7] = value;
-      return;
-    case kDacMask:
-      dac_mask_ = value;
-      return;
+    case kMiscOutputWrite: misc_output_ = value; return;
+    case kSequencerIndex: sequencer_index_ = value; return;
+    case kSequencerData: sequencer_[sequencer_index_ & 7] = value; return;
+    case kDacMask: dac_mask_ = value; return;
     case kDacReadIndex:
       dac_read_index_ = value;
       dac_component_ = 0;
@@ -247,24 +222,16 @@ void StdVga::port_write(uint16_t port, uint8_t value) {
         ++dac_write_index_;
       }
       return;
-    case kGraphicsIndex:
-      graphics_index_ = value;
-      return;
-    case kGraphicsData:
-      graphics_[graphics_index_ & 0x0f] = value;
-      return;
+    case kGraphicsIndex: graphics_index_ = value; return;
+    case kGraphicsData: graphics_[graphics_index_ & 0x0f] = value; return;
     case kCrtcIndexMono:
-    case kCrtcIndexColor:
-      crtc_index_ = value;
-      return;
+    case kCrtcIndexColor: crtc_index_ = value; return;
     case kCrtcDataMono:
     case kCrtcDataColor:
       if (crtc_index_ < crtc_.size()) crtc_[crtc_index_] = value;
       return;
     case kInputStatus1Mono:
-    case kInputStatus1Color:
-      feature_control_ = value;
-      return;
+    case kInputStatus1Color: feature_control_ = value; return;
     default:
       if (log_limiter_.allow()) log_warn("vga: write {:#04x} to unknown port {:#x}", value, port);
   }
@@ -273,16 +240,12 @@ void StdVga::port_write(uint16_t port, uint8_t value) {
 uint16_t StdVga::dispi_read(uint16_t index) const {
   const bool caps = (dispi_[dispi::kIndexEnable] & dispi::kGetCaps) != 0;
   switch (index) {
-    case dispi::kIndexXres:
-      return caps ? dispi::kMaxXres : dispi_[index];
-    case dispi::kIndexYres:
-      return caps ? dispi::kMaxYres : dispi_[index];
-    case dispi::kIndexBpp:
-      return caps ? dispi::kMaxBpp : dispi_[index];
+    case dispi::kIndexXres: return caps ? dispi::kMaxXres : dispi_[index];
+    case dispi::kIndexYres: return caps ? dispi::kMaxYres : dispi_[index];
+    case dispi::kIndexBpp: return caps ? dispi::kMaxBpp : dispi_[index];
     case dispi::kIndexVideoMemory64k:
       return static_cast<uint16_t>(std::min<uint64_t>(vram_.size() >> 16, 0xffff));
-    default:
-      return index < dispi::kRegisters ? dispi_[index] : 0;
+    default: return index < dispi::kRegisters ? dispi_[index] : 0;
   }
 }
 
@@ -308,7 +271,8 @@ void StdVga::dispi_write(uint16_t index, uint16_t value) {
       if (!dispi_enabled() || was_enabled) return;
       // A mode set: the virtual screen starts as the visible one, at offset 0.
       const uint64_t bytes_per_pixel = (dispi_[dispi::kIndexBpp] + 7u) / 8u;
-      const uint64_t line = uint64_t{dispi_[dispi::kIndexXres]} * std::max<uint64_t>(bytes_per_pixel, 1);
+      const uint64_t line =
+          uint64_t{dispi_[dispi::kIndexXres]} * std::max<uint64_t>(bytes_per_pixel, 1);
       dispi_[dispi::kIndexVirtWidth] = dispi_[dispi::kIndexXres];
       dispi_[dispi::kIndexVirtHeight] =
           static_cast<uint16_t>(line == 0 ? 0 : std::min<uint64_t>(vram_.size() / line, 0xffff));
@@ -353,8 +317,9 @@ uint8_t StdVga::memory_read(uint32_t address) {
   uint8_t result = 0xff;
   for (unsigned plane = 0; plane < 4; ++plane) {
     if ((graphics_[vga::kGrColorDontCare] >> plane) & 1) {
-      result &= (graphics_[vga::kGrColorCompare] >> plane) & 1 ? latch_[plane]
-                                                           : static_cast<uint8_t>(~latch_[plane]);
+      result &= (graphics_[vga::kGrColorCompare] >> plane) & 1
+                    ? latch_[plane]
+                    : static_cast<uint8_t>(~latch_[plane]);
     }
   }
   return result;
@@ -396,15 +361,9 @@ void StdVga::memory_write(uint32_t address, uint8_t value) {
                             ? expand_bits(graphics_[vga::kGrSetReset], plane)
                             : rotated;
         break;
-      case 1:
-        planes[plane] = latch_[plane];
-        break;
-      case 2:
-        planes[plane] = expand_bits(value, plane);
-        break;
-      default:
-        planes[plane] = expand_bits(graphics_[vga::kGrSetReset], plane);
-        break;
+      case 1: planes[plane] = latch_[plane]; break;
+      case 2: planes[plane] = expand_bits(value, plane); break;
+      default: planes[plane] = expand_bits(graphics_[vga::kGrSetReset], plane); break;
     }
   }
   if (write_mode == 3) bit_mask &= rotated;

@@ -16,14 +16,29 @@ char text_of(uint8_t code) {
   if (code >= 0x20 && code < 0x7f) return static_cast<char>(code);
   if (code == 0) return ' ';
   switch (code) {
-    case 0xb3: case 0xba: return '|';
-    case 0xc4: case 0xcd: return '-';
-    case 0xda: case 0xbf: case 0xc0: case 0xd9: case 0xc9: case 0xbb: case 0xc8: case 0xbc:
-    case 0xc3: case 0xb4: case 0xc2: case 0xc1: case 0xc5: case 0xcc: case 0xb9: case 0xcb:
-    case 0xca: case 0xce:
-      return '+';
-    default:
-      return '.';
+    case 0xb3:
+    case 0xba: return '|';
+    case 0xc4:
+    case 0xcd: return '-';
+    case 0xda:
+    case 0xbf:
+    case 0xc0:
+    case 0xd9:
+    case 0xc9:
+    case 0xbb:
+    case 0xc8:
+    case 0xbc:
+    case 0xc3:
+    case 0xb4:
+    case 0xc2:
+    case 0xc1:
+    case 0xc5:
+    case 0xcc:
+    case 0xb9:
+    case 0xcb:
+    case 0xca:
+    case 0xce: return '+';
+    default: return '.';
   }
 }
 
@@ -157,19 +172,19 @@ bool StdVga::render_dispi(Frame& frame) const {
     uint32_t* target = &frame.pixels[size_t{y} * width];
     for (uint32_t x = 0; x < visible; ++x, source += bytes_per_pixel) {
       switch (bpp) {
-        case 8:
-          target[x] = palette_color(source[0]);
-          break;
+        case 8: target[x] = palette_color(source[0]); break;
         case 15: {
           const uint32_t value = source[0] | (source[1] << 8);
-          const uint32_t red = (value >> 10) & 0x1f, green = (value >> 5) & 0x1f, blue = value & 0x1f;
+          const uint32_t red = (value >> 10) & 0x1f, green = (value >> 5) & 0x1f,
+                         blue = value & 0x1f;
           target[x] = ((red << 3 | red >> 2) << 16) | ((green << 3 | green >> 2) << 8) |
                       (blue << 3 | blue >> 2);
           break;
         }
         case 16: {
           const uint32_t value = source[0] | (source[1] << 8);
-          const uint32_t red = (value >> 11) & 0x1f, green = (value >> 5) & 0x3f, blue = value & 0x1f;
+          const uint32_t red = (value >> 11) & 0x1f, green = (value >> 5) & 0x3f,
+                         blue = value & 0x1f;
           target[x] = ((red << 3 | red >> 2) << 16) | ((green << 2 | green >> 4) << 8) |
                       (blue << 3 | blue >> 2);
           break;
@@ -196,7 +211,8 @@ bool StdVga::render_chain4(Frame& frame) const {
   for (uint32_t y = 0; y < height; ++y) {
     for (uint32_t x = 0; x < width; ++x) {
       const uint64_t address = start + y * stride + x;
-      if (address < vram_.size()) frame.pixels[size_t{y} * width + x] = palette_color(vram_[address]);
+      if (address < vram_.size())
+        frame.pixels[size_t{y} * width + x] = palette_color(vram_[address]);
     }
   }
   return true;
