@@ -204,6 +204,31 @@ TEST_F(StdVgaTest, HostileRegisterValuesStayInsideVideoMemory) {
   }
 }
 
+TEST_F(StdVgaTest, SaveAndLoadKeepTheScreen) {
+  text_mode();
+  glyph('A', {0x00, 0x00, 0x10, 0x38, 0x6c, 0xc6, 0xc6, 0xfe, 0xc6, 0xc6, 0xc6, 0xc6, 0x00, 0x00,
+              0x00, 0x00});
+  memory(0x18000, 'A');
+  memory(0x18001, 0x07);
+  dispi(dispi::kIndexXres, 800);
+  Frame before;
+  ASSERT_TRUE(vga.render(before));
+  StateWriter writer;
+  vga.save(writer);
+  StdVga restored{uint64_t{1} << 20};
+  StateReader reader(writer.data());
+  ASSERT_TRUE(restored.load(reader));
+  EXPECT_TRUE(reader.at_end());
+  Frame after;
+  ASSERT_TRUE(restored.render(after));
+  EXPECT_EQ(after.pixels, before.pixels);
+  EXPECT_EQ(after.text, before.text);
+  // A truncated state is an error, not a crash.
+  std::vector<std::byte> cut(writer.data().begin(), writer.data().begin() + 100);
+  StateReader short_reader(cut);
+  EXPECT_FALSE(restored.load(short_reader));
+}
+
 TEST(StdVgaPciTest, IdentifiesAsTheBochsStandardVga) {
   StdVgaPci function;
   EXPECT_EQ(function.config_read(0x00, 4), 0x11111234u);

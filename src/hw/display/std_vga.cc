@@ -4,6 +4,8 @@
 #include <bit>
 #include <cstring>
 
+#include <fmt/format.h>
+
 namespace lamina::hw {
 namespace {
 
@@ -32,6 +34,12 @@ constexpr uint16_t kInputStatus1Color = 0x3da;
 // registers (16 bits each) at 0x500, QEMU's extended registers at 0x600.
 constexpr uint64_t kMmioVgaPorts = 0x400;
 constexpr uint64_t kMmioDispi = 0x500;
+
+constexpr uint32_t kStateVersion = 1;
+
+std::span<const std::byte> as_bytes_of(std::span<const uint8_t> bytes) {
+  return std::as_bytes(bytes);
+}
 
 uint8_t expand_bits(uint8_t plane_bits, unsigned plane) {
   return (plane_bits >> plane) & 1 ? 0xff : 0x00;
@@ -383,6 +391,63 @@ void StdVga::memory_write(uint32_t address, uint8_t value) {
   for (unsigned plane = 0; plane < 4; ++plane) {
     if ((map_mask >> plane) & 1) vram_[base + plane] = planes[plane];
   }
+}
+
+void StdVga::save(StateWriter& writer) const {
+  std::lock_guard lock(mutex_);
+  writer.begin_section("std-vga", kStateVersion);
+  writer.put_bytes(as_bytes_of(sequencer_));
+  writer.put_bytes(as_bytes_of(graphics_));
+  writer.put_bytes(as_bytes_of(attribute_));
+  writer.put_bytes(as_bytes_of(crtc_));
+  writer.put_bytes(as_bytes_of(dac_));
+  writer.put_bytes(as_bytes_of(latch_));
+  writer.put(sequencer_index_, graphics_index_, attribute_index_, attribute_expects_data_,
+             crtc_index_, misc_output_, feature_control_, dac_write_index_, dac_read_index_,
+             dac_component_, dac_reading_, dac_mask_, dispi_index_);
+  for (uint16_t value : dispi_) writer.put(value);
+  constexpr size_t kBlock = 0x10000;
+  size_t used = vram_.size();
+  while (used > 0 && std::all_of(vram_.begin() + static_cast<ptrdiff_t>(used - kBlock),
+                                 vram_.begin() + static_cast<ptrdiff_t>(used),
+                                 [](uint8_t byte) { return byte == 0; })) {
+    used -= kBlock;
+  }
+  writer.put_bytes(as_bytes_of(std::span(vram_.data(), used)));
+  writer.end_section();
+}
+
+Result<void> StdVga::load(StateReader& reader) {
+  auto version = reader.begin_section("std-vga");
+  if (!version) return fail(version.error());
+  if (*version != kStateVersion) {
+    return fail(ErrorCode::kUnsupported,
+                fmt::format("std-vga: saved state version {} is not supported", *version));
+  }
+  std::lock_guard lock(mutex_);
+  for (std::span<uint8_t> registers :
+       {std::span<uint8_t>(sequencer_), std::span<uint8_t>(graphics_),
+        std::span<uint8_t>(attribute_), std::span<uint8_t>(crtc_), std::span<uint8_t>(dac_),
+        std::span<uint8_t>(latch_)}) {
+    if (auto read = reader.get_bytes(std::as_writable_bytes(registers)); !read) return read;
+  }
+  if (auto read = reader.get(sequencer_index_, graphics_index_, attribute_index_,
+                             attribute_expects_data_, crtc_index_, misc_output_, feature_control_,
+                             dac_write_index_, dac_read_index_, dac_component_, dac_reading_,
+                             dac_mask_, dispi_index_);
+      !read) {
+    return read;
+  }
+  if (dac_component_ > 2) return fail(ErrorCode::kCorrupt, "std-vga: DAC component out of range");
+  for (uint16_t& value : dispi_) {
+    if (auto read = reader.get(value); !read) return read;
+  }
+  auto memory = reader.get_blob(vram_.size());
+  if (!memory) return fail(memory.error());
+  std::fill(vram_.begin(), vram_.end(), uint8_t{0});
+  std::memcpy(vram_.data(), memory->data(), memory->size());
+  mark_changed();
+  return reader.end_section();
 }
 
 }  // namespace lamina::hw

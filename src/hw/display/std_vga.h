@@ -27,6 +27,7 @@
 #include "base/log.h"
 #include "hw/device_window.h"
 #include "hw/display/frame.h"
+#include "hw/stateful.h"
 
 namespace lamina::hw {
 
@@ -77,7 +78,7 @@ inline constexpr unsigned kArColorPlaneEnable = 0x12;
 inline constexpr unsigned kArColorSelect = 0x14;
 }  // namespace vga
 
-class StdVga final : public WindowedDevice {
+class StdVga final : public WindowedDevice, public Stateful {
  public:
   static constexpr uint64_t kDefaultVideoMemory = uint64_t{16} << 20;
   static constexpr uint64_t kLegacyPortBase = 0x3b0;
@@ -110,6 +111,10 @@ class StdVga final : public WindowedDevice {
 
   void window_read(unsigned window, uint64_t offset, std::span<std::byte> data) override;
   void window_write(unsigned window, uint64_t offset, std::span<const std::byte> data) override;
+
+  // Registers and video memory up to its last non-zero 64 KiB (the rest loads as zeros).
+  void save(StateWriter& writer) const override;
+  [[nodiscard]] Result<void> load(StateReader& reader) override;
 
  private:
   enum Window : unsigned { kLegacyPorts, kDispiPorts, kLegacyMemory, kFramebuffer, kMmio };

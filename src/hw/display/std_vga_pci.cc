@@ -10,4 +10,14 @@ StdVgaPci::StdVgaPci(uint64_t video_memory)
   add_bar(2, PciBarKind::kMemory32, StdVga::kMmioSize, vga_.mmio());
 }
 
+void StdVgaPci::save(StateWriter& writer) const {
+  PciDevice::save(writer);
+  vga_.save(writer);
+}
+
+Result<void> StdVgaPci::load(StateReader& reader) {
+  if (auto loaded = PciDevice::load(reader); !loaded) return loaded;
+  return vga_.load(reader);
+}
+
 }  // namespace lamina::hw

@@ -20,6 +20,10 @@ class StdVgaPci final : public PciDevice {
 
   StdVga& vga() { return vga_; }
 
+  // Config space, then the adapter's registers and video memory.
+  void save(StateWriter& writer) const override;
+  [[nodiscard]] Result<void> load(StateReader& reader) override;
+
  private:
   StdVga vga_;
 };
