@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 #include "accel/accelerator.h"
@@ -18,6 +19,7 @@
 #include "base/unique_fd.h"
 #include "cli/commands.h"
 #include "cli/not_built.h"
+#include "display/png_writer.h"
 #include "machine/default_guest.h"
 #include "machine/vm_config.h"
 #include "migration/machine_state.h"
@@ -48,6 +50,10 @@ struct RunOptions {
   std::string cdrom;  // --cdrom ISO
   std::string boot;   // --boot
   std::vector<std::string> networks;  // --net, repeatable
+  std::string vga;            // empty: the default (see machine::effective_vga)
+  std::string display = "none";
+  std::string screenshot_on_exit;   // PNG of the screen when the run ends
+  std::string screen_text_on_exit;  // the text-mode screen as text when the run ends
   bool debug_exit = false;
   std::string state_file;  // --state-file: SIGUSR1 saves the VM there and ends the run
   std::string restore;     // --restore: continue a saved VM
@@ -113,6 +119,14 @@ machine::VmConfig to_config(const RunOptions& options) {
     if (!network) report_bad_option(network.error());
     config.networks.push_back(*network);
   }
+  if (!options.vga.empty()) {
+    auto vga = machine::parse_vga(options.vga);
+    if (!vga) report_bad_option(vga.error());
+    config.vga = *vga;
+  }
+  auto display = machine::parse_display(options.display);
+  if (!display) report_bad_option(display.error());
+  config.display = *display;
   config.debug_exit = options.debug_exit;
   if (auto valid = machine::validate(config); !valid) report_bad_option(valid.error());
   // Without --kernel the default guest boots; a missing one is a usage error saying how to
@@ -173,6 +187,28 @@ void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std
   }
 }
 
+// --screenshot-on-exit and --screen-text-on-exit: the last screen, written after the run; a
+// failure is reported and does not change the exit status.
+void save_screen(const worker::VmRunner& runner, const RunOptions& options) {
+  if (options.screenshot_on_exit.empty() && options.screen_text_on_exit.empty()) return;
+  auto frame = runner.screenshot();
+  if (!frame) {
+    log_warn("no screenshot: {}", frame.error().message());
+    return;
+  }
+  if (!options.screenshot_on_exit.empty()) {
+    if (auto written = display::write_png(*frame, options.screenshot_on_exit); !written) {
+      log_warn("--screenshot-on-exit: {}", written.error().message());
+    }
+  }
+  if (!options.screen_text_on_exit.empty()) {
+    std::ofstream file(options.screen_text_on_exit, std::ios::trunc);
+    file << frame->text;
+    file.close();
+    if (!file) log_warn("--screen-text-on-exit: cannot write {}", options.screen_text_on_exit);
+  }
+}
+
 // Boots the VM and returns only by throwing the exit status (see finish()).
 [[noreturn]] void run_vm(const machine::VmConfig& config, const RunOptions& options) {
   // --accel kvm on a host without a usable /dev/kvm ends here with status 3 (not available).
@@ -228,6 +264,7 @@ void serve_save_signal(std::stop_token stop, worker::VmRunner& runner, const std
   const worker::VmOutcome outcome = (*runner)->run();
   saver = std::jthread();
   reconnector.stop();
+  save_screen(**runner, options);
   // Closing the console first leaves the terminal's raw mode before the last line.
   runner->reset();
   finish(outcome.status, outcome.status == 0 ? std::string_view{} : outcome.reason);
@@ -299,6 +336,18 @@ void add_run_command(CLI::App& app) {
                   "without mac= a random local address")
       ->take_all()
       ->allow_extra_args(false);
+  run->add_option("--vga", options->vga,
+                  "Display adapter: std (a Bochs-compatible standard VGA with SeaBIOS's VGA "
+                  "BIOS) or none. Default: std with --firmware bios or a --display, else none");
+  run->add_option("--display", options->display,
+                  "Where the screen goes: none, vnc:HOST:PORT (a VNC server; port 0 picks a "
+                  "free one and logs it) or vnc:unix:PATH (a VNC server on a Unix socket)")
+      ->capture_default_str();
+  run->add_option("--screenshot-on-exit", options->screenshot_on_exit,
+                  "Write the screen as it was when the run ended to this PNG file");
+  run->add_option("--screen-text-on-exit", options->screen_text_on_exit,
+                  "Write the text-mode screen as it was when the run ended to this file, one "
+                  "line per row");
   run->add_flag("--debug-exit", options->debug_exit,
                 "Give the guest the debug-exit port 0xf4 (QEMU's isa-debug-exit): writing N ends "
                 "the run with status (N << 1) | 1. For test guests; without it writes there are "

@@ -28,7 +28,7 @@ struct CreateOptions {
   std::string from;
   std::string cpus;
   std::string memory, firmware, kernel, initrd, cmdline, serial, console_port, rng, accel,
-      cpu_engine, code_cache, on_reboot, cdrom, boot;
+      cpu_engine, code_cache, on_reboot, cdrom, boot, vga, display;
   std::vector<std::string> disks, networks;
   bool autostart = false;
   std::string on_crash;
@@ -134,6 +134,12 @@ nlohmann::json definition_of(const CreateOptions& options) {
   set("cmdline", options.cmdline);
   set("serial", options.serial);
   set("console_port", options.console_port);
+  set("vga", options.vga);
+  if (options.display.starts_with("vnc:unix:")) {
+    set("display", "vnc:unix:" + absolute(options.display.substr(9)));
+  } else {
+    set("display", options.display);
+  }
   set("rng", options.rng);
   set("accel", options.accel);
   set("cpu_engine", options.cpu_engine);
@@ -203,6 +209,32 @@ void add_simple_action(CLI::App& vm, const std::shared_ptr<VmOptions>& options, 
 
 }  // namespace
 
+// `lamina vm screenshot NAME FILE.png`: GET /v1/vms/{name}/screenshot, written to FILE.
+void add_screenshot_command(CLI::App& vm, const std::shared_ptr<VmOptions>& options) {
+  auto name = std::make_shared<std::string>();
+  auto file = std::make_shared<std::string>();
+  auto* command = vm.add_subcommand("screenshot", "Save a running VM's screen as a PNG file");
+  command->add_option("name", *name, "The VM")->required();
+  command->add_option("file", *file, "The PNG file to write")->required();
+  command->callback([options, name, file] {
+    auto client = ApiClient::connect(options->connect);
+    if (!client) fail_verb("screenshot", client.error().message());
+    auto reply = (*client)->call("GET", fmt::format("/v1/vms/{}/screenshot", *name));
+    if (!reply) fail_verb("screenshot", reply.error().message());
+    if (reply->status >= 400) {
+      const auto& error = reply->body.is_object() && reply->body.contains("error")
+                              ? reply->body["error"]
+                              : nlohmann::json::object();
+      fail_verb("screenshot", error.value("message", fmt::format("HTTP {}", reply->status)));
+    }
+    std::ofstream out(*file, std::ios::binary | std::ios::trunc);
+    out.write(reply->text.data(), static_cast<std::streamsize>(reply->text.size()));
+    out.close();
+    if (!out) fail_verb("screenshot", fmt::format("cannot write {}", *file));
+    if (options->json) print_json({{"file", *file}, {"bytes", reply->text.size()}});
+  });
+}
+
 void add_vm_command(CLI::App& app) {
   auto options = std::make_shared<VmOptions>();
   auto* vm = app.add_subcommand("vm", "Manage VMs through laminad, the management service");
@@ -243,6 +275,9 @@ void add_vm_command(CLI::App& app) {
   create_command->add_option("--console-port", create->console_port,
                              "none, file:PATH, socket:PATH");
   create_command->add_option("--rng", create->rng, "host or none");
+  create_command->add_option("--vga", create->vga, "std or none (default: std with firmware)");
+  create_command->add_option("--display", create->display,
+                             "none, vnc:HOST:PORT or vnc:unix:PATH (laminad opens the socket)");
   create_command->add_option("--accel", create->accel, "emu, kvm or auto");
   create_command->add_option("--cpu-engine", create->cpu_engine, "jit or interp (built-in CPU)");
   create_command->add_option("--code-cache", create->code_cache, "JIT code cache, 1M to 1G");
@@ -287,6 +322,7 @@ void add_vm_command(CLI::App& app) {
   add_simple_action(*vm, options, "start", "Start a VM (a sandboxed worker boots it)");
   add_simple_action(*vm, options, "kill", "Kill a VM's worker at once");
   add_simple_action(*vm, options, "pause", "Hold a VM's vCPUs");
+  add_screenshot_command(*vm, options);
   add_simple_action(*vm, options, "resume", "Let a paused VM run");
   add_simple_action(*vm, options, "reset", "Reset a VM's machine");
 

@@ -1,5 +1,7 @@
 #include "hw/i8042.h"
 
+#include <algorithm>
+
 #include "base/byte_order.h"
 
 namespace lamina::hw {
@@ -28,6 +30,19 @@ constexpr uint8_t kResend = 0xfe;
 constexpr uint16_t kAuxFlag = 0x100;
 constexpr size_t kOutputLimit = 16;
 constexpr uint32_t kStateVersion = 1;
+// Host input waiting for the guest beyond this is dropped (a guest that stopped reading).
+constexpr size_t kHostInputLimit = 512;
+
+// Scan code set 2 of each set 1 make code 0x00-0x58 (the inverse of the 8042's translation,
+// IBM PS/2 technical reference, keyboard scan code tables); 0: no such key.
+constexpr uint8_t kSet1ToSet2[0x59] = {
+    0x00, 0x76, 0x16, 0x1e, 0x26, 0x25, 0x2e, 0x36, 0x3d, 0x3e, 0x46, 0x45, 0x4e, 0x55, 0x66,
+    0x0d, 0x15, 0x1d, 0x24, 0x2d, 0x2c, 0x35, 0x3c, 0x43, 0x44, 0x4d, 0x54, 0x5b, 0x5a, 0x14,
+    0x1c, 0x1b, 0x23, 0x2b, 0x34, 0x33, 0x3b, 0x42, 0x4b, 0x4c, 0x52, 0x0e, 0x12, 0x5d, 0x1a,
+    0x22, 0x21, 0x2a, 0x32, 0x31, 0x3a, 0x41, 0x49, 0x4a, 0x59, 0x7c, 0x11, 0x29, 0x58, 0x05,
+    0x06, 0x04, 0x0c, 0x03, 0x0b, 0x83, 0x0a, 0x01, 0x09, 0x77, 0x7e, 0x6c, 0x75, 0x7d, 0x7b,
+    0x6b, 0x73, 0x74, 0x79, 0x69, 0x72, 0x7a, 0x70, 0x71, 0x00, 0x00, 0x00, 0x78, 0x07,
+};
 }  // namespace
 
 I8042::I8042(IrqLine& keyboard_irq, IrqLine& mouse_irq, std::function<void()> reset_request,
@@ -49,6 +64,52 @@ void I8042::queue(uint8_t value, bool aux) {
   // they would be on the wire.
   if (output_.size() >= kOutputLimit) return;
   output_.push_back(static_cast<uint16_t>(value | (aux ? kAuxFlag : 0)));
+}
+
+void I8042::queue_host_input(uint16_t value) {
+  if (host_input_.size() < kHostInputLimit) host_input_.push_back(value);
+}
+
+void I8042::feed_host_input() {
+  if (output_.empty() && !host_input_.empty()) {
+    output_.push_back(host_input_.front());
+    host_input_.pop_front();
+  }
+}
+
+void I8042::keyboard_input(std::span<const uint8_t> set1_bytes) {
+  std::lock_guard lock(mutex_);
+  if (!keyboard_scanning_) return;
+  const bool translated = (command_byte_ & kCommandTranslate) != 0;
+  for (const uint8_t byte : set1_bytes) {
+    if (translated || byte == 0xe0) {
+      queue_host_input(byte);
+      continue;
+    }
+    // Set 2: a release is 0xF0 before the make code (after any 0xE0 prefix).
+    const uint8_t make = byte & 0x7f;
+    const uint8_t code = make < sizeof(kSet1ToSet2) ? kSet1ToSet2[make] : 0;
+    if (code == 0) continue;
+    if (byte & 0x80) queue_host_input(0xf0);
+    queue_host_input(code);
+  }
+  feed_host_input();
+  update_irqs(false);
+}
+
+void I8042::mouse_input(int dx, int dy, uint8_t buttons) {
+  std::lock_guard lock(mutex_);
+  if (!mouse_reporting_) return;
+  // Standard packet: buttons, bit 3 always set, the 9th (sign) bits of X and Y; then X and Y.
+  dx = std::clamp(dx, -255, 255);
+  dy = std::clamp(dy, -255, 255);
+  const auto head = static_cast<uint8_t>((buttons & 7) | 0x08 | (dx < 0 ? 0x10 : 0) |
+                                         (dy < 0 ? 0x20 : 0));
+  queue_host_input(head | kAuxFlag);
+  queue_host_input(static_cast<uint8_t>(dx) | kAuxFlag);
+  queue_host_input(static_cast<uint8_t>(dy) | kAuxFlag);
+  feed_host_input();
+  update_irqs(false);
 }
 
 uint8_t I8042::status() const {
@@ -297,6 +358,7 @@ void I8042::window_read(unsigned window, uint64_t offset, std::span<std::byte> d
       if (!output_.empty()) {
         value = static_cast<uint8_t>(output_.front());
         output_.pop_front();
+        feed_host_input();
         popped = true;
       } else {
         value = 0x00;  // reading an empty buffer repeats stale data; 0 is as good

@@ -1,8 +1,8 @@
 #pragma once
 // I8042: the PS/2 keyboard controller at ports 0x60 (data) and 0x64 (status/command), with a
 // keyboard and a mouse that answer the probes Linux, SeaBIOS and Windows send (reset, identify,
-// enable, LEDs, typematic rate, scan set; mouse reset, identify, rate, resolution, status) but
-// never produce input. It matters for two things: the reset line (command 0xfe, or output port
+// enable, LEDs, typematic rate, scan set; mouse reset, identify, rate, resolution, status), and
+// the host's input (a display's keyboard and pointer) through keyboard_input() and mouse_input(). It matters for two things: the reset line (command 0xfe, or output port
 // bit 0 cleared via 0xd1), reported through a callback, and the A20 gate (output port bit 1, or
 // 0xdd/0xdf), reported through another. Also self-test (0xaa -> 0x55), interface tests, the
 // command byte, and the aux loopback (0xd3) Linux uses to detect the mouse port and rule out a
@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <span>
 #include <functional>
 #include <mutex>
 
@@ -35,6 +36,15 @@ class I8042 final : public WindowedDevice, public Stateful {
 
   bool a20_enabled() const;
 
+  // Host input, from any thread. Keys arrive as scan code set 1 bytes (what the controller's
+  // translation makes of the keyboard's set 2); when the guest turned translation off they go
+  // out in set 2. Dropped while the guest disabled scanning; held in a bounded queue and handed
+  // out one byte at a time, each when the guest has read the one before.
+  void keyboard_input(std::span<const uint8_t> set1_bytes);
+  // A relative pointer move (dy > 0 is up) and the buttons held (bit 0 left, 1 right, 2
+  // middle), as one standard PS/2 packet; dropped unless the guest enabled mouse reporting.
+  void mouse_input(int dx, int dy, uint8_t buttons);
+
   void window_read(unsigned window, uint64_t offset, std::span<std::byte> data) override;
   void window_write(unsigned window, uint64_t offset, std::span<const std::byte> data) override;
 
@@ -48,6 +58,8 @@ class I8042 final : public WindowedDevice, public Stateful {
     bool a20 = false;
   };
   void queue(uint8_t value, bool aux);
+  void queue_host_input(uint16_t value);  // low byte data, kAuxFlag for mouse data
+  void feed_host_input();                 // the next host byte, when the buffer is empty
   void controller_command(uint8_t command, Effects& effects);
   void data_write(uint8_t value, Effects& effects);
   void write_output_port(uint8_t value, Effects& effects);
@@ -67,6 +79,7 @@ class I8042 final : public WindowedDevice, public Stateful {
 
   mutable std::mutex mutex_;
   std::deque<uint16_t> output_;  // low byte data, bit 8 set for mouse data
+  std::deque<uint16_t> host_input_;  // host keys and mouse packets waiting for output_
   uint8_t command_byte_ = 0x47;  // keyboard and mouse interrupts, system flag, translation
   uint8_t output_port_ = 0xcf;   // reset line high (not in reset), A20 enabled
   uint8_t pending_command_ = 0;  // controller command waiting for its data byte

@@ -55,6 +55,16 @@ Result<WorkerGrants> grant_host_ends(const nlohmann::json& definition, std::stri
     if (auto opened = open_boot_file(firmware.file.string(), "firmware", files); !opened) {
       return fail(opened.error());
     }
+    if (effective_vga(config->vga, firmware.kind, config->display) == VgaKind::kStd) {
+      if (auto opened = open_boot_file(kDefaultVgaRomPath, "VGA option ROM", files); !opened) {
+        return fail(opened.error());
+      }
+    }
+  }
+  if (config->display.kind != DisplayKind::kNone) {
+    if (auto opened = open_display_listener(config->display, files); !opened) {
+      return fail(opened.error());
+    }
   }
   if (config->serial.kind == SerialKind::kFile) {
     if (auto opened = open_output_file(config->serial.file, "--serial", files); !opened) {

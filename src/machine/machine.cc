@@ -301,6 +301,7 @@ std::vector<Machine::NamedState> Machine::stateful_devices() {
   if (cpu_hotplug_) devices.push_back({"cpu-hotplug", cpu_hotplug_.get()});
   if (shadow_ram_) devices.push_back({"shadow-ram", shadow_ram_.get()});
   if (fw_cfg_) devices.push_back({"fw-cfg", fw_cfg_.get()});
+  if (vga_) devices.push_back({"std-vga", vga_.get()});
   for (size_t index = 0; index < virtio_functions_.size(); ++index) {
     devices.push_back({fmt::format("pci-00:{:02x}.0-{}", virtio_slots_[index],
                                    virtio_functions_[index]->device().name()),

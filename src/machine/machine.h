@@ -27,6 +27,7 @@
 #include "hw/bus.h"
 #include "hw/clock.h"
 #include "hw/debug_exit.h"
+#include "hw/display/std_vga_pci.h"
 #include "hw/firmware_rom.h"
 #include "hw/fw_cfg.h"
 #include "hw/hpet.h"
@@ -71,6 +72,9 @@ class Machine {
 
   StopQueue& stops() { return stops_; }
   hw::Uart16550& com1() { return *com1_; }
+  // The VGA adapter (null without one) and the PS/2 controller, for a display's screen and input.
+  hw::StdVga* vga() { return vga_ ? &vga_->vga() : nullptr; }
+  hw::I8042& i8042() { return *i8042_; }
   GuestMemory& memory() { return memory_; }
   uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
   hw::PciHost& pci_host() { return *pci_host_; }
@@ -213,6 +217,7 @@ class Machine {
   std::unique_ptr<hw::I440fxHostBridge> host_bridge_;
   std::unique_ptr<hw::FwCfg> fw_cfg_;
   std::unique_ptr<hw::PciHost> pci_host_;
+  std::unique_ptr<hw::StdVgaPci> vga_;  // null without a display adapter
   std::unique_ptr<hw::HotplugController> pci_hotplug_;
   std::unique_ptr<hw::HotplugController> cpu_hotplug_;  // null without CPU hotplug
   std::unique_ptr<accel::Accelerator> accelerator_;

@@ -29,6 +29,11 @@ constexpr unsigned kIsaIrqs = 16;
 // PCI bus 0 slots for plugged functions: 0 is the host bridge.
 constexpr unsigned kFirstPciSlot = 1;
 constexpr unsigned kPciSlots = 32;
+// The VGA adapter's slot: below virtio-mem's (31), above those virtio devices fill from 1.
+constexpr unsigned kDisplaySlot = 29;  // 30 is the AHCI controller's, 31 virtio-mem's
+// SeaBIOS loads a PCI device's option ROM from the fw_cfg file "pciVVVV,DDDD.rom" before
+// looking at its ROM BAR (SeaBIOS src/optionroms.c, init_pcirom).
+constexpr char kVgaRomFile[] = "pci1234,1111.rom";
 // I/O ports firmware hands to PCI BARs (above the legacy and ACPI ports).
 constexpr uint32_t kPciIoStart = 0xc000;
 constexpr uint32_t kPciIoEnd = 0x10000;
@@ -134,6 +139,7 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   // Every slot but the host bridge's takes hotplug, the boot-time devices' included.
   for (unsigned slot = kFirstPciSlot; slot < kPciSlots; ++slot) {
     if (slot == kAhciSlot && !options.sata_drives.empty()) continue;
+    if (options.vga && slot == kDisplaySlot) continue;
     acpi_config.pci_hotplug_slots |= uint32_t{1} << slot;
   }
   m.ioapic_ = std::make_unique<hw::IoApic>(acpi_config.io_apic_id, m.apic_bus_);
@@ -230,6 +236,10 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
                            .reset_control = m.reset_control_.get(),
                            .bridge = m.host_bridge_.get()});
 
+  if (options.vga) {
+    if (auto added = add_display(m); !added) return fail(added.error());
+  }
+
   // Port I/O map (PC/AT ports; ACPI blocks where the FADT says).
   struct Mapping {
     hw::Bus& bus;
@@ -306,6 +316,11 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
         !filled) {
       return fail(filled.error().with_context("firmware configuration"));
     }
+    if (m.vga_ && options.vga_rom_image) {
+      if (auto added = m.fw_cfg_->add_file(kVgaRomFile, *options.vga_rom_image); !added) {
+        return fail(added.error().with_context("VGA option ROM"));
+      }
+    }
   } else if (!options.for_restore) {
     auto booted = load_boot_images(m, options, acpi_config);
     if (!booted) return fail(booted.error());
@@ -370,6 +385,31 @@ Result<void> MachineBuilder::add_firmware(Machine& m, const MachineOptions& opti
   });
   m.host_bridge_ = std::make_unique<hw::I440fxHostBridge>(*m.shadow_ram_);
   m.fw_cfg_ = std::make_unique<hw::FwCfg>(*m.dma_);
+  return {};
+}
+
+Result<void> MachineBuilder::add_display(Machine& m) {
+  m.vga_ = std::make_unique<hw::StdVgaPci>();
+  hw::StdVga& vga = m.vga_->vga();
+  // The legacy VGA ranges decode whatever the PCI Command register says (the primary adapter).
+  const struct {
+    hw::Bus& bus;
+    uint64_t base;
+    uint64_t size;
+    hw::Device& device;
+  } mappings[] = {
+      {m.io_, hw::StdVga::kLegacyPortBase, hw::StdVga::kLegacyPortSize, vga.legacy_ports()},
+      {m.io_, hw::StdVga::kDispiPortBase, hw::StdVga::kDispiPortSize, vga.dispi_ports()},
+      {m.mmio_, hw::StdVga::kLegacyMemoryBase, hw::StdVga::kLegacyMemorySize, vga.legacy_memory()},
+  };
+  for (const auto& mapping : mappings) {
+    if (auto mapped = map(mapping.bus, mapping.base, mapping.size, mapping.device); !mapped) {
+      return fail(mapped.error().with_context("VGA wiring"));
+    }
+  }
+  if (auto attached = m.pci_host_->attach(kDisplaySlot, 0, *m.vga_); !attached) {
+    return fail(attached.error().with_context("VGA"));
+  }
   return {};
 }
 
@@ -451,9 +491,9 @@ Result<void> MachineBuilder::add_ahci(Machine& m, const MachineOptions& options,
 Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptions& options,
                                                   uint32_t pci_gsi_base) {
   // Slot 31 is virtio-mem's when the machine has memory headroom.
-  // Slot 30 is the AHCI controller's when the machine has SATA drives.
+  // Slot 30 is the AHCI controller's when the machine has SATA drives, 29 the VGA adapter's.
   const unsigned free_slots = kPciSlots - kFirstPciSlot - (m.layout_.hotplug_size() > 0 ? 1 : 0) -
-                              (options.sata_drives.empty() ? 0 : 1);
+                              (options.sata_drives.empty() ? 0 : 1) - (m.vga_ ? 1 : 0);
   if (options.virtio_devices.size() > free_slots) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("{} virtio devices do not fit the {} free PCI slots",
@@ -488,6 +528,10 @@ Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptio
       if (auto assigned = resources.assign(**function); !assigned) return fail(assigned.error());
     }
     m.insert_virtio_function(slot, std::move(*function));
+  }
+  // Without firmware to place them, the VGA adapter's BARs are assigned here too.
+  if (m.vga_ && assign_resources) {
+    if (auto assigned = resources.assign(*m.vga_); !assigned) return fail(assigned.error());
   }
   for (size_t index = 0; index < options.virtio_devices.size(); ++index) {
     // An empty factory is an empty slot (a device hot-unplugged before this boot).

@@ -70,6 +70,10 @@ struct MachineOptions {
   std::shared_ptr<const std::vector<std::byte>> firmware_image;
   // fw_cfg "bootorder" device paths for the firmware, first boots first (empty: its default).
   std::vector<std::string> boot_order;
+  // The standard VGA adapter (hw/display/std_vga_pci.h) in PCI slot kDisplaySlot, with this
+  // option ROM (SeaBIOS's vgabios-stdvga.bin) for the firmware in fw_cfg; null: no VGA.
+  std::shared_ptr<const std::vector<std::byte>> vga_rom_image;
+  bool vga = false;
   std::filesystem::path kernel;
   std::optional<std::filesystem::path> initrd;
   // The kernel and initrd read ahead (by a worker before its sandbox closes the file system);
@@ -128,6 +132,7 @@ class MachineBuilder {
 
  private:
   static Result<void> add_firmware(Machine& machine, const MachineOptions& options);
+  static Result<void> add_display(Machine& machine);
   static Result<BootState> load_boot_images(Machine& machine, const MachineOptions& options,
                                             const acpi::AcpiConfig& acpi_config);
   static Result<void> add_virtio_functions(Machine& machine, const MachineOptions& options,

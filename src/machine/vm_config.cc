@@ -210,6 +210,10 @@ Result<MemorySize> parse_memory(std::string_view text) {
 }
 
 Result<void> validate(const VmConfig& config, HostChecks checks) {
+  if (config.display.kind != DisplayKind::kNone && config.vga == VgaKind::kNone) {
+    return fail(ErrorCode::kInvalidArgument,
+                "--display shows the VGA adapter's screen: it needs --vga std");
+  }
   if (config.cpus < 1 || config.cpus > kMaxCpus) {
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("--cpus: {} is outside 1-{}", config.cpus, kMaxCpus));

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "base/error.h"
+#include "machine/display_option.h"
 #include "machine/firmware_kind.h"
 #include "net/network_option.h"
 #include "virtio/virtio_block_setup.h"
@@ -80,6 +81,8 @@ struct VmConfig {
   std::optional<std::filesystem::path> cdrom;
   // --boot: the firmware's boot order by kind (empty: see effective_boot_order()).
   std::vector<BootDevice> boot;
+  std::optional<VgaKind> vga;  // --vga; unset: see effective_vga()
+  DisplayOption display;       // --display
   bool debug_exit = false;  // --debug-exit: the guest may end the run with a status (port 0xf4)
 };
 

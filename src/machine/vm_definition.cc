@@ -11,7 +11,8 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 19> kFields = {
+constexpr std::array<std::string_view, 21> kFields = {
+    "vga",     "display",
     "cpus",    "max_cpus", "memory",  "memory_target", "firmware",     "kernel",
     "initrd",  "cmdline",  "disks",   "cdrom",         "boot",         "nets",
     "serial",  "console_port", "rng", "accel",         "cpu_engine",   "code_cache",
@@ -100,6 +101,14 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
     auto boot = parse_boot(*text);
     if (!boot) return fail(boot.error());
     config.boot = std::move(*boot);
+  } else if (field == "vga") {
+    auto vga = parse_vga(*text);
+    if (!vga) return fail(vga.error());
+    config.vga = *vga;
+  } else if (field == "display") {
+    auto display = parse_display(*text);
+    if (!display) return fail(display.error());
+    config.display = *display;
   } else if (field == "kernel") {
     if (!text->empty()) config.kernel = *text;
   } else if (field == "initrd") {

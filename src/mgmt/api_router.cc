@@ -16,6 +16,7 @@ using Parameters = std::map<std::string, std::string>;
 
 // The console: a WebSocket (HttpServer) or, without an upgrade, the recent output as text.
 constexpr std::string_view kConsolePath = "/v1/vms/{name}/console";
+constexpr std::string_view kScreenshotPath = "/v1/vms/{name}/screenshot";
 // Events as they happen: Server-Sent Events on a response that stays open (HttpServer).
 constexpr std::string_view kEventStreamPath = "/v1/events/stream";
 // Another laminad's live migration into this one: a WebSocket (HttpServer, IncomingMigration).
@@ -308,6 +309,7 @@ std::vector<RouteInfo> ApiRouter::routes() {
   std::vector<RouteInfo> list;
   for (const Route& route : route_table()) list.push_back({route.method, route.path});
   list.push_back({"GET", kConsolePath});
+  list.push_back({"GET", kScreenshotPath});
   list.push_back({"GET", kEventStreamPath});
   list.push_back({"GET", kIncomingMigrationPath});
   list.push_back({"GET", "/openapi.json"});
@@ -344,6 +346,12 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
     auto hub = service_.console(parameters.at("name"));
     if (!hub) return error_response(hub.error());
     return {200, "text/plain; charset=utf-8", (*hub)->backlog()};
+  }
+  if (Parameters parameters; match(kScreenshotPath, path, parameters)) {
+    if (request.method != "GET") return error_response({405, "", "use GET"});
+    auto png = service_.screenshot(parameters.at("name"));
+    if (!png) return error_response(png.error());
+    return {200, "image/png", std::move(*png)};
   }
   bool path_known = false;
   for (const Route& route : route_table()) {

@@ -170,6 +170,9 @@ class VmService {
   // ones that go, each waited for up to `timeout`), a stopped one at its next start; the
   // definition follows. Refused: more than max_cpus, no headroom, a paused VM (409).
   ServiceResult<nlohmann::json> resize(const std::string& name, const nlohmann::json& body);
+  // The running VM's screen as a PNG (its VGA adapter's current picture): 404 no such VM, 409
+  // not running, no VGA adapter or nothing on the screen to draw.
+  ServiceResult<std::string> screenshot(const std::string& name);
   // [{"id": "disk0", "kind": "disk", "spec": "PATH..."}, ...] of a definition.
   static nlohmann::json devices_of(const nlohmann::json& definition);
 

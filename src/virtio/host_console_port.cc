@@ -1,6 +1,6 @@
 #include "virtio/host_console_port.h"
 
-#include "base/unix_address.h"
+#include "base/unix_listener.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -24,48 +24,6 @@ namespace {
 // Bytes moved per read/write system call; a pipe that polled writable takes this much.
 constexpr size_t kChunk = 4096;
 
-std::string errno_text() { return std::strerror(errno); }
-
-// Removes a socket file at `path` that nobody listens on any more (a run that was killed);
-// refuses anything else there: a non-socket, another user's socket, a live socket.
-Result<void> remove_stale_socket(const std::string& path, const sockaddr_un& address) {
-  struct stat existing {};
-  if (::lstat(path.c_str(), &existing) != 0) {
-    if (errno == ENOENT) return {};
-    return fail(ErrorCode::kIo, fmt::format("--console-port: '{}': {}", path, errno_text()));
-  }
-  if (!S_ISSOCK(existing.st_mode)) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("--console-port: '{}' exists and is not a socket", path));
-  }
-  if (existing.st_uid != ::getuid()) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("--console-port: the socket '{}' belongs to uid {}, not to you", path,
-                            existing.st_uid));
-  }
-  const int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (probe < 0) return fail(ErrorCode::kIo, "--console-port: socket(): " + errno_text());
-  const bool live =
-      ::connect(probe, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
-  const int connect_error = errno;
-  ::close(probe);
-  if (live) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("--console-port: '{}' is in use (another VM's console listens "
-                            "there); choose another path",
-                            path));
-  }
-  if (connect_error != ECONNREFUSED) {
-    return fail(ErrorCode::kIo, fmt::format("--console-port: cannot tell whether '{}' is in "
-                                            "use: {}",
-                                            path, std::strerror(connect_error)));
-  }
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return fail(ErrorCode::kIo, fmt::format("--console-port: cannot remove the stale '{}': {}",
-                                            path, errno_text()));
-  }
-  return {};
-}
 
 }  // namespace
 
@@ -91,26 +49,7 @@ Result<std::unique_ptr<HostConsolePort>> HostConsolePort::open_file(
 Result<UniqueFd> HostConsolePort::listen_socket(const std::filesystem::path& path,
                                                 GrantedFiles* granted) {
   const auto listen_here = [&]() -> Result<UniqueFd> {
-    auto made = unix_socket_address(path);
-    if (!made) return fail(made.error().with_context("--console-port"));
-    const sockaddr_un& address = *made;
-    const std::string text = path.string();
-    // A stale socket of ours from an earlier run is replaced; a live one (another VM's
-    // console) or anything else is left alone.
-    if (auto replaced = remove_stale_socket(text, address); !replaced) {
-      return fail(replaced.error());
-    }
-    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!fd) return fail(ErrorCode::kIo, "--console-port: socket(): " + errno_text());
-    // The console is the guest's: only the user may connect. bind() creates the file with the
-    // socket's own mode less the umask, so this holds from the first moment.
-    if (::fchmod(fd.get(), 0600) != 0 ||
-        ::bind(fd.get(), reinterpret_cast<const sockaddr*>(&address), sizeof(address)) != 0 ||
-        ::chmod(text.c_str(), 0600) != 0 || ::listen(fd.get(), 1) != 0) {
-      return fail(ErrorCode::kIo, fmt::format("--console-port: cannot listen on '{}': {}", text,
-                                              errno_text()));
-    }
-    return fd;
+    return listen_unix_socket(path, "--console-port");
   };
   if (!granted) return listen_here();
   auto obtained = granted->obtain(path.string(), FileAccess::kListen, listen_here);

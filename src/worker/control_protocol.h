@@ -23,6 +23,10 @@
 //                                  answers; the VM then stops ("stopped", exit "host_stop").
 //                                  The reply adds "state_bytes", "ram_bytes", "ram_written",
 //                                  "file_bytes"; on an error the VM runs on
+//   controller → worker:          {"id": N, "op": "screenshot"} with one fd: a file the
+//                                  worker writes the screen into as PNG (from offset 0); the
+//                                  reply adds "width", "height", "png_bytes" and, in a VGA
+//                                  text mode, "text" (the characters, a line per row)
 //   controller → worker:          {"id": N, "op": "attach", "disk": SPEC | "net": SPEC,
 //                                  "grants": {...}} with the grants' fds: laminad opened the
 //                                  image (its chain, its lock) or the port; the device is

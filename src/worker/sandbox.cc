@@ -28,7 +28,7 @@ Error system_error(std::string_view what) {
 }
 
 // What the worker does once sandboxed, and nothing else. Why each is there:
-constexpr std::array<std::string_view, 41> kAllowlist = {
+constexpr std::array<std::string_view, 44> kAllowlist = {
     // guest I/O, disk images, sockets and eventfds already open (fcntl: O_NONBLOCK on a
     // console client; lseek: SEEK_DATA/SEEK_HOLE in sparse images)
     "read", "write", "pread64", "pwrite64", "close", "lseek", "newfstatat", "fcntl",
@@ -37,6 +37,9 @@ constexpr std::array<std::string_view, 41> kAllowlist = {
     "flock",
     // the control channel, switch ports, the console socket and its one client
     "sendmsg", "recvmsg", "sendto", "recvfrom", "accept", "accept4",
+    // the VNC display (libvncserver) on the socket laminad opened: it waits in select()
+    // (glibc: pselect6), and rfbNewClient names each client (getpeername) and sets TCP_NODELAY
+    "pselect6", "getpeername", "setsockopt",
     // waiting: I/O threads poll their fds and eventfds, vCPUs sleep on futexes
     "poll", "futex", "clock_nanosleep", "eventfd2",
     // memory: guest RAM and device buffers of a rebooted machine, thread stacks

@@ -46,6 +46,21 @@ Result<bool> resolve_kvm(const machine::VmConfig& config) {
 
 namespace {
 
+// The VGA adapter and, with firmware, its option ROM (read now: a worker's sandbox closes the
+// file system before the machine is built).
+Result<void> display_options(const machine::VmConfig& config, GrantedFiles* granted,
+                             machine::MachineOptions& options) {
+  const machine::FirmwareKind firmware = machine::effective_firmware(config).kind;
+  options.vga = machine::effective_vga(config.vga, firmware, config.display) ==
+                machine::VgaKind::kStd;
+  if (!options.vga || firmware == machine::FirmwareKind::kNone) return {};
+  auto rom = machine::read_boot_file(machine::kDefaultVgaRomPath, "VGA option ROM",
+                                     machine::kMaxVgaRomSize, granted);
+  if (!rom) return fail(rom.error());
+  options.vga_rom_image = std::make_shared<const std::vector<std::byte>>(std::move(*rom));
+  return {};
+}
+
 // The kernel, initrd and command line the config boots: its own, or the default guest's.
 Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
                                              GrantedFiles* granted) {
@@ -70,7 +85,13 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
       return fail(checked.error());
     }
     options.firmware_image = std::make_shared<const std::vector<std::byte>>(std::move(*image));
+    if (auto display = display_options(config, granted, options); !display) {
+      return fail(display.error());
+    }
     return options;
+  }
+  if (auto display = display_options(config, granted, options); !display) {
+    return fail(display.error());
   }
   if (config.kernel) {
     options.kernel = *config.kernel;
@@ -136,6 +157,23 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
     runner->console_ = std::move(*console);
   }
   runner->options_.com1_backend = runner->console_.get();
+  // The display's socket and server are made now; its thread starts with run() (a worker
+  // enters its sandbox, which needs a single thread, in between).
+  if (config.display.kind != machine::DisplayKind::kNone) {
+    auto listening = machine::open_display_listener(config.display, granted);
+    if (!listening) return fail(listening.error());
+    VmRunner* self = runner.get();
+    display::ScreenSource source{
+        .generation = [self] { return self->screen_generation(); },
+        .frame = [self] { return self->screenshot(); },
+        .keyboard = [self](std::span<const uint8_t> bytes) { self->keyboard_input(bytes); },
+        .mouse = [self](int dx, int dy, uint8_t buttons) { self->mouse_input(dx, dy, buttons); },
+    };
+    auto vnc = display::VncServer::create(std::move(*listening), std::move(source),
+                                          std::string(label));
+    if (!vnc) return fail(vnc.error());
+    runner->vnc_ = std::move(*vnc);
+  }
   // Host ends of the virtio devices live across restarts, like the serial console.
   auto host_ends = machine::open_virtio_host_ends(config, label, granted);
   if (!host_ends) return fail(host_ends.error());
@@ -711,6 +749,7 @@ VmOutcome VmRunner::outcome_of(const machine::MachineStop& stop) const {
 }
 
 VmOutcome VmRunner::run() {
+  if (vnc_) vnc_->start();
   for (;;) {
     // Hotplug waits while a machine is built, so what it changes is in this one or the next.
     std::unique_lock hotplug(hotplug_mutex_);
@@ -766,6 +805,7 @@ VmOutcome VmRunner::run() {
       migration_done_.wait(lock, [this] { return !migrating_; });
       machine_stopping_ = false;
       finished_instructions_ += vm->instructions();
+      if (hw::StdVga* vga = vm->vga()) vga->render(last_frame_);
       add(finished_traffic_, machine_traffic(*vm));
       machine_ = nullptr;
       if (stop.exit == machine::MachineExit::kReset && !stop_requested_) {
@@ -782,6 +822,46 @@ VmOutcome VmRunner::run() {
     }
     return outcome_of(stop);
   }
+}
+
+Result<hw::Frame> VmRunner::screenshot() const {
+  hw::Frame frame;
+  {
+    std::lock_guard lock(mutex_);
+    if (!options_.vga) {
+      return fail(ErrorCode::kNotFound,
+                  "the VM has no VGA adapter (--vga none, or no firmware and no --display)");
+    }
+    if (machine_ == nullptr) {
+      frame = last_frame_;
+    } else if (hw::StdVga* vga = machine_->vga()) {
+      vga->render(frame);
+    }
+  }
+  if (frame.width == 0) {
+    return fail(ErrorCode::kUnsupported,
+                "the screen shows nothing to capture (display off, or a mode Lamina does not "
+                "draw)");
+  }
+  return frame;
+}
+
+uint64_t VmRunner::screen_generation() const {
+  std::lock_guard lock(mutex_);
+  if (machine_ == nullptr) return boots_.load();
+  hw::StdVga* vga = machine_->vga();
+  // A new machine is a new screen even when its counter starts where the last one was.
+  return (vga ? vga->generation() : 0) + (boots_.load() << 48);
+}
+
+void VmRunner::keyboard_input(std::span<const uint8_t> set1_bytes) {
+  std::lock_guard lock(mutex_);
+  if (machine_ != nullptr) machine_->i8042().keyboard_input(set1_bytes);
+}
+
+void VmRunner::mouse_input(int dx, int dy, uint8_t buttons) {
+  std::lock_guard lock(mutex_);
+  if (machine_ != nullptr) machine_->i8042().mouse_input(dx, dy, buttons);
 }
 
 }  // namespace lamina::worker

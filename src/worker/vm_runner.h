@@ -19,6 +19,8 @@
 #include <string>
 
 #include "base/error.h"
+#include "display/vnc_server.h"
+#include "hw/display/frame.h"
 #include "machine/machine.h"
 #include "machine/machine_builder.h"
 #include "machine/serial_console.h"
@@ -159,6 +161,16 @@ class VmRunner {
     std::vector<bool> links_up;
   };
   Placement placement() const;
+  // The screen (hw/display/std_vga.h): what the running machine's VGA shows, or the last
+  // machine's last picture once it stopped. kNotFound for a VM without a VGA adapter,
+  // kUnsupported while the screen shows nothing renderable.
+  [[nodiscard]] Result<hw::Frame> screenshot() const;
+  // Changes when the running machine's screen may have changed (display/vnc_server.h polls it).
+  uint64_t screen_generation() const;
+  // Host keyboard (scan code set 1 bytes) and pointer input to the running machine's i8042;
+  // dropped while no machine runs.
+  void keyboard_input(std::span<const uint8_t> set1_bytes);
+  void mouse_input(int dx, int dy, uint8_t buttons);
   // Machines booted (1 + restarts).
   uint64_t boots() const { return boots_.load(); }
 
@@ -203,9 +215,12 @@ class VmRunner {
   std::atomic<VmState> state_ = VmState::kStarting;
   std::atomic<uint64_t> boots_ = 0;
   UniqueFd restore_state_;  // restore_from(): the state the first machine restores
+  hw::Frame last_frame_;               // the last stopped machine's screen
   uint64_t memory_target_ = 0;          // set_memory(); 0: the boot RAM
   std::vector<uint8_t> disk_slots_;     // PCI slot of config_.disks[i]
   std::vector<uint8_t> network_slots_;  // PCI slot of config_.networks[i]
+  // Last: it calls into the above from its own thread until it is destroyed.
+  std::unique_ptr<display::VncServer> vnc_;
 };
 
 }  // namespace lamina::worker

@@ -25,6 +25,7 @@
 
 #include "base/granted_files.h"
 #include "base/message_channel.h"
+#include "display/png_writer.h"
 #include "machine/vm_definition.h"
 #include "virtio/virtio_block_setup.h"
 #include "migration/machine_state.h"
@@ -183,6 +184,34 @@ nlohmann::json save_state(VmRunner& runner, const nlohmann::json& request,
   reply["ram_bytes"] = saved->ram_bytes;
   reply["ram_written"] = saved->ram_written;
   reply["file_bytes"] = saved->file_bytes;
+  return reply;
+}
+
+// "screenshot" with one fd, a file laminad made: the screen as PNG, written from offset 0; the
+// reply adds "width", "height", "png_bytes" and, in a text mode, "text" (the characters).
+nlohmann::json take_screenshot(VmRunner& runner, const nlohmann::json& request,
+                               std::span<UniqueFd> fds) {
+  nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
+  auto refuse = [&reply](std::string why) {
+    reply["ok"] = false;
+    reply["error"] = std::move(why);
+    return reply;
+  };
+  if (fds.size() != 1) return refuse("screenshot needs one file descriptor: the PNG's file");
+  auto frame = runner.screenshot();
+  if (!frame) return refuse(frame.error().message());
+  auto png = display::encode_png(*frame);
+  if (!png) return refuse(png.error().message());
+  for (size_t done = 0; done < png->size();) {
+    const ssize_t wrote = ::pwrite(fds[0].get(), png->data() + done, png->size() - done,
+                                   static_cast<off_t>(done));
+    if (wrote <= 0) return refuse(fmt::format("writing the screenshot: {}", std::strerror(errno)));
+    done += static_cast<size_t>(wrote);
+  }
+  reply["width"] = frame->width;
+  reply["height"] = frame->height;
+  reply["png_bytes"] = png->size();
+  if (!frame->text.empty()) reply["text"] = frame->text;
   return reply;
 }
 
@@ -392,6 +421,10 @@ void serve_requests(ControlSender& sender, VmRunner& runner, const std::string& 
     }
     if (op == "save") {
       sender.send(save_state(runner, request, (*received)->fds));
+      continue;
+    }
+    if (op == "screenshot") {
+      sender.send(take_screenshot(runner, request, (*received)->fds));
       continue;
     }
     if (op == "attach") {

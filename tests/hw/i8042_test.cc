@@ -87,6 +87,51 @@ TEST_F(I8042Test, KeyboardAnswersIdentifyWithAnInterruptPerByte) {
   EXPECT_EQ(drain(), (std::vector<uint8_t>{0xfa, 0xab, 0x41}));
 }
 
+TEST_F(I8042Test, HostKeysArriveOneByteAtATimeInTheGuestsScanSet) {
+  // Translation on (the reset default): set 1 as given, one interrupt per byte.
+  keyboard_irq.reset_count();
+  const uint8_t down_arrow[] = {0xe0, 0x50, 0xe0, 0xd0};  // press, release
+  controller.keyboard_input(down_arrow);
+  EXPECT_TRUE(keyboard_irq.level());
+  EXPECT_EQ(drain(), (std::vector<uint8_t>{0xe0, 0x50, 0xe0, 0xd0}));
+  EXPECT_EQ(keyboard_irq.rising_edges(), 4);
+  // Translation off: set 2, a release is 0xF0 before the make code.
+  command(0x60);
+  write_data(0x07);
+  const uint8_t a_key[] = {0x1e, 0x9e};
+  controller.keyboard_input(a_key);
+  controller.keyboard_input(down_arrow);
+  EXPECT_EQ(drain(), (std::vector<uint8_t>{0x1c, 0xf0, 0x1c, 0xe0, 0x72, 0xe0, 0xf0, 0x72}));
+  // Scanning disabled (0xF5): host keys are dropped.
+  write_data(0xf5);
+  EXPECT_EQ(drain(), (std::vector<uint8_t>{0xfa}));
+  controller.keyboard_input(a_key);
+  EXPECT_TRUE(drain().empty());
+}
+
+TEST_F(I8042Test, HostInputWaitingForTheGuestIsBounded) {
+  std::vector<uint8_t> flood(100000, 0x1e);
+  controller.keyboard_input(flood);
+  const std::vector<uint8_t> read = drain();
+  EXPECT_GT(read.size(), 16u);
+  EXPECT_LT(read.size(), 4096u);
+}
+
+TEST_F(I8042Test, HostPointerMovesAreStandardPackets) {
+  controller.mouse_input(5, -3, 1);  // reporting is off: dropped
+  EXPECT_TRUE(drain().empty());
+  command(0xd4);
+  write_data(0xf4);
+  EXPECT_EQ(drain(), (std::vector<uint8_t>{0xfa}));
+  mouse_irq.reset_count();
+  controller.mouse_input(5, -3, 1);
+  EXPECT_TRUE(status() & 0x20) << "aux data";
+  EXPECT_EQ(drain(), (std::vector<uint8_t>{0x29, 0x05, 0xfd}));
+  EXPECT_EQ(mouse_irq.rising_edges(), 3);
+  controller.mouse_input(1000, 0, 0);  // clamped to what 9 bits hold
+  EXPECT_EQ(drain(), (std::vector<uint8_t>{0x08, 0xff, 0x00}));
+}
+
 TEST_F(I8042Test, KeyboardCommandsWithParameters) {
   write_data(0xff);
   EXPECT_EQ(drain(), (std::vector<uint8_t>{0xfa, 0xaa}));

@@ -21,8 +21,8 @@ void restrict_or_die() {
 }
 
 TEST(SandboxFilter, AllowlistStaysWithinBudget) {
-  // ARCHITECTURE.md: at most 41 syscalls for the worker in all.
-  EXPECT_LE(syscall_allowlist().size(), 41u);
+  // ARCHITECTURE.md: at most 44 syscalls for the worker in all (41 before the VNC display).
+  EXPECT_LE(syscall_allowlist().size(), 44u);
 }
 
 TEST(SandboxFilter, AllowedCallsWork) {

@@ -103,6 +103,25 @@ aml::Bytes rtc() {
                             });
 }
 
+// The PS/2 keyboard (PNP0303, the i8042's ports 0x60 and 0x64 with IRQ 1) and mouse (PNP0F13,
+// IRQ 12). SeaBIOS sets up its keyboard only when the DSDT has PNP0303 (src/hw/ps2port.c).
+std::vector<aml::Bytes> ps2_devices() {
+  return {
+      aml::device("KBD", {
+                             aml::name("_HID", aml::eisa_id("PNP0303")),
+                             aml::name("_STA", aml::integer(0x0F)),
+                             aml::name("_CRS", aml::resource_template(
+                                                   {r::io(0x60, 0x60, 1, 1), r::io(0x64, 0x64, 1, 1),
+                                                    r::irq_no_flags(1)})),
+                         }),
+      aml::device("MOU", {
+                             aml::name("_HID", aml::eisa_id("PNP0F13")),
+                             aml::name("_STA", aml::integer(0x0F)),
+                             aml::name("_CRS", aml::resource_template({r::irq_no_flags(12)})),
+                         }),
+  };
+}
+
 aml::Bytes serial_port(size_t index, const SerialPort& port) {
   return aml::device(fmt::format("COM{}", index + 1),
                      {
@@ -121,6 +140,9 @@ Bytes build_dsdt(const AcpiConfig& config) {
   std::vector<aml::Bytes> system_bus = {host_bridge(config), motherboard_resources(), rtc()};
   for (size_t i = 0; i < config.serial_ports.size(); ++i) {
     system_bus.push_back(serial_port(i, config.serial_ports[i]));
+  }
+  if (config.has_i8042) {
+    for (aml::Bytes& device : ps2_devices()) system_bus.push_back(std::move(device));
   }
   for (aml::Bytes& term : cpu_hotplug_objects(config)) system_bus.push_back(std::move(term));
   // \_S5_: Package {SLP_TYPa, SLP_TYPb, reserved, reserved} (section 7.4.2).

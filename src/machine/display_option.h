@@ -1,0 +1,50 @@
+#pragma once
+// How a VM shows its screen: whether it has a VGA adapter (`--vga`) and where its screen goes
+// (`--display`): nowhere, or a VNC server on a TCP address or a Unix socket. Plain values and
+// their parsers; the VNC server itself is display/vnc_server.h.
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "base/error.h"
+#include "base/granted_files.h"
+#include "base/unique_fd.h"
+#include "machine/firmware_kind.h"
+
+namespace lamina::machine {
+
+// kStd: the Bochs-compatible standard VGA (hw/display/std_vga_pci.h).
+enum class VgaKind { kNone, kStd };
+
+// SeaBIOS's option ROM for the standard VGA (Debian's seabios package).
+inline constexpr char kDefaultVgaRomPath[] = "/usr/share/seabios/vgabios-stdvga.bin";
+// Option ROMs larger than this are refused (the PC's option ROM area is 128 KiB).
+inline constexpr uint64_t kMaxVgaRomSize = uint64_t{128} << 10;
+
+enum class DisplayKind { kNone, kVncTcp, kVncUnix };
+struct DisplayOption {
+  DisplayKind kind = DisplayKind::kNone;
+  std::string host;            // kVncTcp
+  uint16_t port = 0;           // kVncTcp (0: the kernel picks one)
+  std::filesystem::path path;  // kVncUnix
+  bool operator==(const DisplayOption&) const = default;
+};
+
+// Parses "std" or "none".
+Result<VgaKind> parse_vga(std::string_view text);
+// Parses "none", "vnc:HOST:PORT" or "vnc:unix:PATH".
+Result<DisplayOption> parse_display(std::string_view text);
+// The adapter a VM gets: the one asked for, else std when it boots through firmware (whose
+// screen a VGA BIOS draws) or has a display, else none.
+VgaKind effective_vga(std::optional<VgaKind> vga, FirmwareKind firmware,
+                      const DisplayOption& display);
+
+// The listening socket of a VNC display (kInvalidArgument for kNone): opened here, or, with
+// `granted`, obtained through it (laminad opens it and the worker gets the descriptor, so a
+// sandboxed worker never binds a socket itself).
+Result<UniqueFd> open_display_listener(const DisplayOption& display, GrantedFiles* granted);
+
+}  // namespace lamina::machine

@@ -1,0 +1,200 @@
+#include "display/vnc_server.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <rfb/rfbclient.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace lamina::display {
+namespace {
+
+using namespace std::chrono_literals;
+
+// A screen that changes when the test says so, and records the input the server passes on.
+struct FakeScreen {
+  std::mutex mutex;
+  hw::Frame frame;
+  std::atomic<uint64_t> generation{1};
+  std::vector<uint8_t> keys;
+  std::vector<std::tuple<int, int, uint8_t>> moves;
+
+  ScreenSource source() {
+    return {
+        .generation = [this] { return generation.load(); },
+        .frame = [this]() -> Result<hw::Frame> {
+          std::lock_guard lock(mutex);
+          return frame;
+        },
+        .keyboard =
+            [this](std::span<const uint8_t> bytes) {
+              std::lock_guard lock(mutex);
+              keys.insert(keys.end(), bytes.begin(), bytes.end());
+            },
+        .mouse =
+            [this](int dx, int dy, uint8_t buttons) {
+              std::lock_guard lock(mutex);
+              moves.emplace_back(dx, dy, buttons);
+            },
+    };
+  }
+};
+
+uint16_t port_of(int listening) {
+  sockaddr_in address{};
+  socklen_t length = sizeof(address);
+  ::getsockname(listening, reinterpret_cast<sockaddr*>(&address), &length);
+  return ntohs(address.sin_port);
+}
+
+// libvncclient with its default pixel format (red in the lowest byte).
+class Client {
+ public:
+  explicit Client(uint16_t port) {
+    client_ = rfbGetClient(8, 3, 4);
+    client_->serverHost = strdup("127.0.0.1");
+    client_->serverPort = port;
+    client_->canHandleNewFBSize = TRUE;
+    // Lossless encodings only (tight would send this test's noise as JPEG).
+    client_->appData.encodingsString = "zlib raw";
+    int argc = 0;
+    if (!rfbInitClient(client_, &argc, nullptr)) client_ = nullptr;  // freed by libvncclient
+  }
+  ~Client() {
+    if (client_ != nullptr) rfbClientCleanup(client_);
+  }
+  bool connected() const { return client_ != nullptr; }
+  rfbClient* get() { return client_; }
+  // Handles server messages until `done` holds or the time is up.
+  bool pump_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (done()) return true;
+      if (WaitForMessage(client_, 50'000) > 0 && !HandleRFBServerMessage(client_)) return false;
+    }
+    return done();
+  }
+  uint32_t pixel(int x, int y) const {
+    const auto* bytes = reinterpret_cast<const uint8_t*>(client_->frameBuffer) +
+                        (size_t(y) * client_->width + x) * 4;
+    return uint32_t{bytes[0]} << 16 | uint32_t{bytes[1]} << 8 | bytes[2];
+  }
+
+ private:
+  rfbClient* client_ = nullptr;
+};
+
+hw::Frame pattern(uint32_t width, uint32_t height, uint32_t seed) {
+  hw::Frame frame;
+  frame.resize(width, height);
+  for (size_t index = 0; index < frame.pixels.size(); ++index) {
+    frame.pixels[index] = static_cast<uint32_t>((index * 2654435761u + seed) & 0xffffff);
+  }
+  return frame;
+}
+
+bool matches(Client& client, const hw::Frame& frame) {
+  if (client.get()->width != int(frame.width) || client.get()->height != int(frame.height)) {
+    return false;
+  }
+  for (uint32_t y = 0; y < frame.height; ++y) {
+    for (uint32_t x = 0; x < frame.width; ++x) {
+      if (client.pixel(int(x), int(y)) != frame.pixels[y * frame.width + x]) return false;
+    }
+  }
+  return true;
+}
+
+class VncServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    screen.frame = pattern(64, 32, 1);
+    auto listening = listen_tcp("127.0.0.1", 0);
+    ASSERT_TRUE(listening) << listening.error().message();
+    port = port_of(listening->get());
+    auto created = VncServer::create(std::move(*listening), screen.source(), "test");
+    ASSERT_TRUE(created) << created.error().message();
+    server = std::move(*created);
+    server->start();
+  }
+
+  FakeScreen screen;
+  uint16_t port = 0;
+  std::unique_ptr<VncServer> server;
+};
+
+TEST_F(VncServerTest, ClientGetsTheScreenAndItsChangesAndResizes) {
+  Client client(port);
+  ASSERT_TRUE(client.connected());
+  EXPECT_TRUE(client.pump_until([&] { return matches(client, screen.frame); }));
+  {
+    std::lock_guard lock(screen.mutex);
+    screen.frame.pixels[5 * 64 + 7] = 0x123456;
+  }
+  screen.generation++;
+  EXPECT_TRUE(client.pump_until([&] { return client.pixel(7, 5) == 0x123456; }));
+  {
+    std::lock_guard lock(screen.mutex);
+    screen.frame = pattern(40, 24, 9);
+  }
+  screen.generation++;
+  EXPECT_TRUE(client.pump_until([&] { return matches(client, screen.frame); }));
+}
+
+TEST_F(VncServerTest, KeysAndPointerReachTheInputFunctions) {
+  Client client(port);
+  ASSERT_TRUE(client.connected());
+  SendKeyEvent(client.get(), 'a', TRUE);
+  SendKeyEvent(client.get(), 'a', FALSE);
+  SendKeyEvent(client.get(), 0xff52, TRUE);  // Up
+  SendPointerEvent(client.get(), 10, 10, 0);
+  SendPointerEvent(client.get(), 13, 8, rfbButton1Mask | rfbButton3Mask);
+  auto received = [&] {
+    std::lock_guard lock(screen.mutex);
+    return screen.keys.size() >= 4 && !screen.moves.empty();
+  };
+  EXPECT_TRUE(client.pump_until(received));
+  std::lock_guard lock(screen.mutex);
+  EXPECT_EQ(screen.keys, (std::vector<uint8_t>{0x1e, 0x9e, 0xe0, 0x48}));
+  // The first pointer event only sets the position; the second moves right 3, up 2, with the
+  // left and right buttons (PS/2 bits 0 and 1).
+  ASSERT_EQ(screen.moves.size(), 1u);
+  EXPECT_EQ(screen.moves[0], std::make_tuple(3, 2, uint8_t{3}));
+}
+
+TEST_F(VncServerTest, GarbageFromAClientLeavesTheServerServing) {
+  std::mt19937 random(7);
+  for (int round = 0; round < 20; ++round) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    std::vector<uint8_t> junk(1 + random() % 4096);
+    for (uint8_t& byte : junk) byte = static_cast<uint8_t>(random());
+    // Half the rounds speak the protocol's start first, so the junk reaches the message parser.
+    if (round % 2 == 0) {
+      char version[12];
+      (void)::recv(fd, version, sizeof(version), MSG_WAITALL);
+      const char hello[] = "RFB 003.008\n\x01\x01";
+      (void)::send(fd, hello, sizeof(hello) - 1, MSG_NOSIGNAL);
+    }
+    (void)::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
+    ::close(fd);
+  }
+  Client client(port);
+  ASSERT_TRUE(client.connected());
+  EXPECT_TRUE(client.pump_until([&] { return matches(client, screen.frame); }));
+}
+
+}  // namespace
+}  // namespace lamina::display

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The screen (issue 15): the standard VGA adapter with SeaBIOS's VGA BIOS, screenshots, the text
+# dump and the VNC server.
+#   display_guest.sh --lamina PATH --scenario S
+#   banner: SeaBIOS alone (no disk) draws its banner in VGA text mode; at the reset that ends the
+#           run, --screen-text-on-exit has it as text and --screenshot-on-exit is a valid PNG of
+#           the 720x400 text screen with more than one colour;
+#   vnc:    a GRUB 2 disk (make_bios_disk.sh menu) shows its menu on the screen; a VNC client
+#           (vnc_client.py, RFB 3.8 on a Unix socket) sees it, presses Down (the highlight moves)
+#           and Return on the reboot entry; its last frame equals the exit screenshot, and the
+#           text dump holds GRUB's last words.
+#   vbe:    the same menu in GRUB's gfxterm, 800x600 in 32 bits through the VGA BIOS's VBE (the
+#           DISPI registers and the linear framebuffer): the client waits for that mode, the key
+#           moves the menu, and its last frame equals the 800x600 exit screenshot.
+set -euo pipefail
+lamina="" scenario=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --lamina) lamina=$2; shift 2 ;;
+    --scenario) scenario=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+[[ -x $lamina ]] || { echo "--lamina PATH is needed"; exit 2; }
+here=$(dirname "$0")
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+log=$work/console.log
+fail() { echo "FAIL: $*"; echo "---- screen ----"; cat "$work/screen.txt" 2>/dev/null || true
+         echo "---- log ----"; tail -c 2000 "$log" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g'; exit 1; }
+
+case $scenario in
+  banner)
+    status=0
+    timeout 120 "$lamina" run --firmware bios --memory 64M --rng none \
+      --screenshot-on-exit "$work/screen.png" --screen-text-on-exit "$work/screen.txt" \
+      </dev/null >"$log" 2>&1 || status=$?
+    [[ $status -eq 1 ]] || fail "the run did not end at the reset (status $status)"
+    grep -q "^SeaBIOS (version" "$work/screen.txt" || fail "no SeaBIOS banner on the VGA text screen"
+    grep -q "No bootable device" "$work/screen.txt" || fail "SeaBIOS's last words are not on the screen"
+    read -r width height colours < <(python3 "$here/png_check.py" "$work/screen.png") ||
+      fail "the screenshot is not a valid PNG"
+    [[ $width -eq 720 && $height -eq 400 ]] || fail "screenshot is ${width}x${height}, not 720x400"
+    ((colours > 1)) || fail "the screenshot is one colour"
+    ;;
+  vnc|vbe)
+    if [[ $scenario == vnc ]]; then
+      disk_kind=menu size=720x400
+    else
+      disk_kind=gfxmenu size=800x600
+    fi
+    bash "$here/make_bios_disk.sh" $disk_kind "$work/disk.raw" >/dev/null
+    status=0
+    timeout 120 "$lamina" run --memory 64M --rng none --disk "$work/disk.raw" \
+      --display "vnc:unix:$work/vnc.sock" --screenshot-on-exit "$work/screen.png" \
+      --screen-text-on-exit "$work/screen.txt" </dev/null >"$log" 2>&1 &
+    vm=$!
+    if [[ $scenario == vnc ]]; then
+      # SeaBIOS mirrors GRUB's text menu to the serial port: once it is there, keys reach the menu.
+      for _ in $(seq 120); do grep -aq "Lamina menu: reboot" "$log" && break; sleep 0.5; done
+    fi
+    client=0
+    timeout 100 python3 "$here/vnc_client.py" "$work/vnc.sock" "$work/last.rgb" --keys Down \
+      --size $size --last-keys Return --wait-close || client=$?
+    wait $vm || status=$?
+    ((client == 0)) || fail "the VNC client failed (status $client)"
+    [[ $status -eq 1 ]] && grep -aq "the guest rebooted" "$log" ||
+      fail "the reboot entry did not end the run (status $status)"
+    if [[ $scenario == vnc ]]; then
+      grep -q "GRUB: rebooting now" "$work/screen.txt" || fail "GRUB's last line is not on the screen"
+    fi
+    read -r width height colours < <(python3 "$here/png_check.py" "$work/screen.png" \
+      --same-as "$work/last.rgb") || fail "the VNC client's last frame is not the exit screenshot"
+    [[ ${width}x$height == "$size" ]] || fail "the exit screenshot is ${width}x$height, not $size"
+    ((colours > 1)) || fail "the exit screenshot is one colour"
+    ;;
+  *) echo "unknown scenario '$scenario'" >&2; exit 2 ;;
+esac
+echo PASS

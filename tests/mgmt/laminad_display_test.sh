@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# A managed VM's screen (issue 15): laminad opens the VNC socket a definition names and grants
+# it to the sandboxed worker, whose VNC server serves it from inside the sandbox; GRUB's menu
+# from a BIOS disk shows there, a key moves it, and `lamina vm screenshot` (GET
+# /v1/vms/{name}/screenshot) returns a PNG equal to the frame the VNC client holds.
+#   laminad_display_test.sh LAMINA LAMINAD
+set -euo pipefail
+lamina=$1 laminad=$2
+here=$(dirname "${BASH_SOURCE[0]}")
+source "$here/laminad_lib.sh"
+laminad_setup
+start_laminad
+
+bash "$here/../guest/make_bios_disk.sh" menu "$work/menu.raw" >/dev/null
+"$lamina" vm create screen --memory 64M --rng none --disk "$work/menu.raw" \
+  --display "vnc:unix:$work/vnc.sock" >/dev/null || fail "create"
+"$lamina" vm start screen >/dev/null || fail "start"
+timeout 60 python3 "$here/../guest/vnc_client.py" "$work/vnc.sock" "$work/frame.rgb" --keys Down ||
+  fail "the VNC client under laminad failed: $(tail -5 "$work/state/vms/screen/worker.log" 2>/dev/null)"
+"$lamina" vm screenshot screen "$work/screen.png" || fail "screenshot"
+python3 "$here/../guest/png_check.py" "$work/screen.png" --same-as "$work/frame.rgb" ||
+  fail "the API's screenshot differs from the VNC client's frame"
+"$lamina" vm stop screen --force >/dev/null 2>&1 || true
+# A stopped VM has no screen to take.
+"$lamina" vm screenshot screen "$work/none.png" 2>"$work/out" && fail "a stopped VM gave a screenshot"
+grep -q "not running" "$work/out" || fail "the refusal did not say why: $(cat "$work/out")"
+echo PASS
