@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <chrono>
 #include <functional>
+#include <thread>
 #include <vector>
 
 #include <xbyak/xbyak.h>
@@ -35,7 +37,8 @@ struct Outcome {
 };
 
 Outcome run_on(CpuEngine engine, const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20,
-               uint64_t budget = 10'000'000) {
+               uint64_t budget = 10'000'000,
+               const std::function<void(TestMachine&)>& setup = {}) {
   EXPECT_LT(program.size(), kHandler - kCode) << "the program runs into the handler";
   CpuConfiguration configuration;
   configuration.engine = engine;
@@ -50,6 +53,7 @@ Outcome run_on(CpuEngine engine, const std::vector<uint8_t>& program, uint64_t c
   state.rip = kCode;
   state.gpr[kRsp] = kStackTop;
   state.halted = false;
+  if (setup) setup(machine);
   Outcome outcome;
   const CpuExit exit = machine.cpu().run(budget);
   outcome.exit = exit.kind;
@@ -328,6 +332,153 @@ TEST(JitEngineTest, AFullCodeCacheIsFlushedAndStaysWithinItsBound) {
   EXPECT_LE(outcome.cache_used, outcome.cache_capacity);
   EXPECT_EQ(outcome.cache_capacity, 4096u);
 }
+
+// The physical address of the page-table entry that maps `linear` in a TestMachine after
+// enter_long_mode and map_page (the tables are laid out the same way every time).
+uint64_t pte_address(uint64_t linear, uint64_t physical) {
+  TestMachine machine;
+  machine.enter_long_mode(0);
+  machine.map_page(linear, physical, false, true);
+  uint64_t table = machine.state().cr3 & ~uint64_t{0xfff};
+  for (int level = 3; level > 0; --level)
+    table = machine.read64(table + ((linear >> (12 + 9 * level)) & 511) * 8) & 0x000ffffffffff000ull;
+  return table + ((linear >> 12) & 511) * 8;
+}
+
+TEST(JitEngineTest, ABudgetEndsATightChainedLoopAtTheSameInstruction) {
+  // Translated code goes from block to block without the run loop: the budget check must
+  // still stop it where the interpreter stops.
+  const std::vector<uint8_t> program = assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, other;
+    c.L(loop);
+    c.add(rax, 3);
+    c.jmp(other, Xbyak::CodeGenerator::T_NEAR);
+    c.L(other);
+    c.xor_(rbx, rax);
+    c.inc(rcx);
+    c.jmp(loop, Xbyak::CodeGenerator::T_NEAR);
+  });
+  for (const uint64_t budget : {uint64_t{1000}, uint64_t{1001}, uint64_t{77777}}) {
+    const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, budget);
+    const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, budget);
+    expect_same(interpreted, translated);
+    EXPECT_EQ(translated.exit, CpuExit::Kind::kBudgetExhausted);
+    EXPECT_GE(translated.retired, budget);
+  }
+}
+
+TEST(JitEngineTest, AnInterruptReachesATightChainedLoop) {
+  // An endless loop of two chained blocks; another thread posts an interrupt while it runs.
+  // Its handler (HLT) must run long before the budget.
+  const std::vector<uint8_t> program = assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, other;
+    c.L(loop);
+    c.inc(rax);
+    c.jmp(other, Xbyak::CodeGenerator::T_NEAR);
+    c.L(other);
+    c.dec(rbx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.jmp(loop, Xbyak::CodeGenerator::T_NEAR);
+  });
+  constexpr uint64_t kBudget = 20'000'000'000;
+  CpuConfiguration configuration;
+  configuration.engine = CpuEngine::kJit;
+  TestMachine machine(16 << 20, configuration);
+  machine.enter_long_mode(0);
+  machine.write(kCode, program);
+  const uint8_t halt[] = {0xf4};
+  machine.write(kHandler, halt);
+  machine.set_long_gate(0x40, kHandler);
+  machine.state().rip = kCode;
+  machine.state().gpr[kRsp] = kStackTop;
+  machine.state().rflags |= rflags::kIf;
+  machine.environment().interrupts.push_back(0x40);
+  CpuExit exit;
+  {
+    std::jthread poster([&machine] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      machine.cpu().post(request::kInterrupt);
+    });
+    exit = machine.cpu().run(kBudget);
+  }
+  EXPECT_EQ(exit.kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(machine.state().rip, kHandler + 1);
+  EXPECT_LT(exit.instructions, kBudget);
+  ASSERT_NE(machine.cpu().jit(), nullptr);
+  EXPECT_GT(machine.cpu().jit()->translations(), 0u);
+}
+
+TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {
+  // Block A jumps to block B and B back to A; after they are chained, A rewrites B's
+  // immediate. Every round must add the value just written.
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label a, b, patched, done;
+    c.mov(ecx, 40);
+    c.xor_(ebx, ebx);
+    c.L(a);
+    c.cmp(ecx, 20);
+    c.jb(b, Xbyak::CodeGenerator::T_NEAR);  // from round 20 on, rewrite B each time
+    c.mov(dword[rip + patched + 1], ecx);
+    c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+    c.align(256);
+    c.L(b);
+    c.L(patched);
+    c.mov(eax, 1);
+    c.add(ebx, eax);
+    c.dec(ecx);
+    c.jnz(a, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  })));
+}
+
+// A function at one linear address calls through the jump cache (an indirect CALL, a RET);
+// then its page is mapped to other code, with INVLPG or a CR3 reload, and called again.
+void remapped_function_runs_the_new_code(bool reload_cr3) {
+  constexpr uint64_t kFunction = 0x40000000, kFirst = 0x130000, kSecond = 0x140000;
+  const uint64_t pte = pte_address(kFunction, kFirst);
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    for (int phase = 0; phase < 2; ++phase) {
+      Xbyak::Label loop;
+      c.mov(ecx, 50);
+      c.L(loop);
+      c.mov(rax, kFunction);
+      c.call(rax);
+      c.add(rbx, rax);
+      c.dec(ecx);
+      c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+      if (phase == 0) {
+        c.mov(rdx, pte);
+        c.mov(rax, kSecond | 3);
+        c.mov(qword[rdx], rax);
+        // xbyak has no control-register or INVLPG forms: their encodings (SDM vol. 2).
+        if (reload_cr3) {
+          c.db(0x0f), c.db(0x20), c.db(0xd8);  // mov rax, cr3
+          c.db(0x0f), c.db(0x22), c.db(0xd8);  // mov cr3, rax
+        } else {
+          c.mov(rax, kFunction);
+          c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
+        }
+      }
+    }
+    c.hlt();
+  });
+  const auto setup = [](TestMachine& machine) {
+    machine.map_page(kFunction, kFirst, false, true);
+    const uint8_t first[] = {0xb8, 1, 0, 0, 0, 0xc3};   // mov eax, 1; ret
+    const uint8_t second[] = {0xb8, 2, 0, 0, 0, 0xc3};  // mov eax, 2; ret
+    machine.write(kFirst, first);
+    machine.write(kSecond, second);
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+}
+
+TEST(JitEngineTest, AJumpCacheEntryDiesWithInvlpgOfItsPage) { remapped_function_runs_the_new_code(false); }
+
+TEST(JitEngineTest, AJumpCacheEntryDiesWithACr3Reload) { remapped_function_runs_the_new_code(true); }
 
 }  // namespace
 }  // namespace lamina::cpu::x86::testing

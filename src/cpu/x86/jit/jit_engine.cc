@@ -17,7 +17,9 @@ JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, uint32_t t
     : core_(core),
       cache_(std::move(cache)),
       translator_(std::make_unique<Translator>(
-          core, record_, Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain)})),
+          core, record_,
+          Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain), &last_block_,
+                            jump_cache_.entries()})),
       translate_on_run_(translate_on_run) {}
 
 JitEngine::~JitEngine() = default;
@@ -32,8 +34,10 @@ const std::byte* JitEngine::code_for(Block& block) {
   if (code.empty()) return nullptr;
   const std::byte* installed = cache_->install(code);
   if (installed == nullptr) {
-    // Full: drop every translation (their blocks see the new epoch) and start again.
+    // Full: drop every translation (their blocks see the new epoch) and start again; the new
+    // chaining generation retires every link body and jump cache entry pointing into it.
     cache_->flush();
+    core_.blocks.new_generation();
     installed = cache_->install(code);
     if (installed == nullptr) return nullptr;
   }
@@ -43,7 +47,7 @@ const std::byte* JitEngine::code_for(Block& block) {
   return installed;
 }
 
-const std::byte* JitEngine::chain(JitEngine* engine, const Block* finished, uint32_t completed) noexcept {
+const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t completed) noexcept {
   CpuCore& core = engine->core_;
   CpuState& state = core.state;
   // What Cpu::run looks at between blocks; anything there sends the block back to it.
@@ -53,23 +57,34 @@ const std::byte* JitEngine::chain(JitEngine* engine, const Block* finished, uint
       core.breakpoints_armed) {
     return nullptr;
   }
+  const uint64_t generation = core.blocks.generation();
   Block* next = nullptr;
-  for (const Block::Link& link : finished->links) {
-    if (link.rip == state.rip && link.generation == core.blocks.generation() &&
-        core.block_current(link.block)) {
+  Block::Link* found = nullptr;
+  for (Block::Link& link : finished->links) {
+    if (link.rip == state.rip && link.generation == generation && core.block_current(link.block)) {
       next = link.block;
+      found = &link;
       break;
     }
   }
+  // An indirect target, or a third successor: the jump cache holds what the run loop found.
+  if (next == nullptr) {
+    next = engine->jump_cache_.find(state.rip, generation);
+    if (next != nullptr && !core.block_current(next)) next = nullptr;
+  }
   if (next == nullptr || next->code == nullptr || next->code_epoch != engine->cache_->epoch())
     return nullptr;
+  const std::byte* body = next->code + engine->translator_->body_offset();
+  // From now on translated code follows it inline while the generation holds.
+  if (found != nullptr) found->body = body;
+  engine->jump_cache_.record(state.rip, generation, body, next);
   core.retired += completed;
   core.instruction_rip = state.rip;
   core.running_block = next;
   core.stop_block = false;
   core.event_delivered = false;
   engine->last_block_ = next;
-  return next->code + engine->translator_->body_offset();
+  return body;
 }
 
 BlockRun JitEngine::run(Block& block, bool& translated) {
@@ -77,6 +92,8 @@ BlockRun JitEngine::run(Block& block, bool& translated) {
   translated = code != nullptr;
   if (!translated) return {};
   last_block_ = &block;
+  // What the run loop found for this RIP, for the inline lookups of indirect exits.
+  jump_cache_.record(core_.state.rip, core_.blocks.generation(), code + translator_->body_offset(), &block);
   const auto function = reinterpret_cast<Translator::Code>(const_cast<std::byte*>(code));
   const uint32_t result = function(&core_);
   return BlockRun{result & ~Translator::kFaulted, (result & Translator::kFaulted) != 0};

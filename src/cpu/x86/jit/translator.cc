@@ -39,6 +39,17 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .tlb_entries = offset_of(core, core.tlb.entries()),
       .effective_base = offset_of(core, core.effective_base.data()),
       .flags_materialized = offset_of(core, &flags.materialized),
+      .retired = offset_of(core, &core.retired),
+      .retired_limit = offset_of(core, &core.retired_limit),
+      .requests = offset_of(core, &core.requests),
+      .generation = offset_of(core, core.blocks.generation_address()),
+      .running_block = offset_of(core, &core.running_block),
+      .event_delivered = offset_of(core, &core.event_delivered),
+      .halted = offset_of(core, &core.state.halted),
+      .waiting_for_startup = offset_of(core, &core.state.waiting_for_startup),
+      .interrupt_shadow = offset_of(core, &core.state.interrupt_shadow),
+      .rflags = offset_of(core, &core.state.rflags),
+      .breakpoints_armed = offset_of(core, &core.breakpoints_armed),
   };
 }
 
@@ -48,6 +59,7 @@ std::span<const std::byte> Translator::translate(const Block& block) {
   epilogue_.clear();
   pending_rip_ = 0;
   known_flags_.reset();
+  called_handlers_ = false;
   mode_ = block.mode;
   try {
     emit_block(block);
@@ -74,18 +86,7 @@ void Translator::emit_block(const Block& block) {
     if (!emit_inline(in, index)) emit_handler_call(in, index);
   }
   flush_rip();
-  // Ran to its end: on to the successor's body when the run loop would go straight there.
-  Xbyak::Label to_loop;
-  code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
-  code_.mov(rsi, reinterpret_cast<uint64_t>(&block));
-  code_.mov(edx, static_cast<uint32_t>(count));
-  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.function));
-  code_.call(rax);
-  code_.test(rax, rax);
-  code_.jz(to_loop);
-  code_.jmp(rax);
-  code_.L(to_loop);
-  code_.mov(eax, static_cast<uint32_t>(count));
+  emit_chain(block, called_handlers_);
   code_.L(epilogue_);
   code_.pop(r13);
   code_.pop(r12);
@@ -116,6 +117,7 @@ void Translator::emit_handler_call(const Instruction& in, size_t index) {
   code_.add(rax, in.length);
   code_.mov(field(layout_.rip, 8), rax);
   pending_rip_ = 0;
+  called_handlers_ = true;
   emit_call_and_checks(in, index);
 }
 

@@ -25,6 +25,7 @@
 #include <xbyak/xbyak.h>
 
 #include "cpu/x86/core.h"
+#include "cpu/x86/jit/jump_cache.h"
 #include "cpu/x86/jit/runtime.h"
 
 namespace lamina::cpu::x86::jit {
@@ -34,11 +35,15 @@ class Translator {
   static constexpr uint32_t kFaulted = 0x10000;
   using Code = uint32_t (*)(CpuCore* core);
 
-  // Where translated code asks for its successor: `function(context, block, completed)`
-  // returns the body of the next translation to jump to, or null to return.
+  // Where translated code asks for its successor when its inline lookups (the block's link
+  // bodies, the jump cache) miss: `function(context, block, completed)` returns the body of
+  // the next translation to jump to, or null to return. `last_block` is where the engine keeps
+  // the block being run (written on every inline chaining); `jump_cache` its entries.
   struct Chain {
     void* context;
     const void* function;
+    Block** last_block;
+    const JumpCache::Entry* jump_cache;
   };
 
   Translator(CpuCore& core, ExitRecord& record, Chain chain);
@@ -56,6 +61,9 @@ class Translator {
     int32_t rip, instruction_rip, stop_block, gpr, cs_limit;
     int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
     int32_t cpl, tlb_entries, effective_base, flags_materialized;
+    // The between-blocks checks of inline chaining (translator_chain.cc).
+    int32_t retired, retired_limit, requests, generation, running_block, event_delivered;
+    int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
   };
   struct Exit {
     Xbyak::Label label;
@@ -69,6 +77,12 @@ class Translator {
   };
 
   void emit_block(const Block& block);
+  // translator_chain.cc: the end of a block that ran to its end. Makes the run loop's
+  // between-blocks checks inline (budget, requests word, and after a handler call the checked
+  // path's conditions) and jumps straight into the successor's body found through the
+  // block's links or the jump cache; otherwise calls Chain::function, which may still find
+  // one, or returns to the run loop.
+  void emit_chain(const Block& block, bool called_handlers);
   // One instruction inline; false when it is not one the translator inlines.
   bool emit_inline(const Instruction& in, size_t index);
   void emit_handler_call(const Instruction& in, size_t index);
@@ -138,6 +152,7 @@ class Translator {
   std::deque<Exit> exits_;
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
+  bool called_handlers_ = false;  // a full handler call in this block (it may set TF, HLT...)
   CodeMode mode_ = CodeMode::k64;
 };
 

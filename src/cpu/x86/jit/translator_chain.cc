@@ -1,0 +1,103 @@
+// Inline block chaining: at the end of a block that ran to its end, the run loop's
+// between-blocks checks as a few compares, then a jump straight into the successor's
+// translated body, found through this block's two links (direct exits) or the jump cache
+// (indirect exits). A link's body and a jump cache entry are only used while the BlockCache's
+// chaining generation is the one they were recorded under: it moves on every event that can
+// make them wrong (a dropped block, TLB flush, mode or CS change, code cache flush, another
+// vCPU's write to a code page), so no invalidation ever has to find and unpatch code.
+#include <cstddef>
+
+#include "cpu/x86/jit/translator.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+using namespace Xbyak::util;
+using Xbyak::CodeGenerator;
+
+constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
+
+}  // namespace
+
+void Translator::emit_chain(const Block& block, bool called_handlers) {
+  const uint32_t count = static_cast<uint32_t>(block.instructions.size());
+  Xbyak::Label slow, enter, to_loop;
+  // The budget (Cpu::run's instruction limit): rax is the retired count after this block.
+  code_.mov(rax, field(layout_.retired, 8));
+  code_.add(rax, count);
+  code_.cmp(rax, field(layout_.retired_limit, 8));
+  code_.jae(slow, CodeGenerator::T_NEAR);
+  // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop.
+  code_.mov(rcx, field(layout_.requests, 8));
+  code_.cmp(dword[rcx], 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  if (called_handlers) {
+    // Only a handler sets these (HLT, STI/MOV SS, POPF/IRET, MOV DR...); the inlined forms
+    // and their slow paths never do.
+    code_.cmp(field(layout_.halted, 1), 0);
+    code_.jne(slow, CodeGenerator::T_NEAR);
+    code_.cmp(field(layout_.waiting_for_startup, 1), 0);
+    code_.jne(slow, CodeGenerator::T_NEAR);
+    code_.cmp(field(layout_.interrupt_shadow, 1), 0);
+    code_.jne(slow, CodeGenerator::T_NEAR);
+    code_.cmp(field(layout_.breakpoints_armed, 1), 0);
+    code_.jne(slow, CodeGenerator::T_NEAR);
+    code_.test(field(layout_.rflags, 4), kTrapFlags);
+    code_.jnz(slow, CodeGenerator::T_NEAR);
+  }
+  // rcx: RIP, rdx: the generation; the hit leaves the body in rdi and the block in rsi.
+  code_.mov(rcx, field(layout_.rip, 8));
+  code_.mov(rdx, field(layout_.generation, 8));
+  for (const Block::Link& link : block.links) {
+    Xbyak::Label next;
+    code_.mov(rsi, reinterpret_cast<uint64_t>(&link));
+    code_.cmp(rcx, qword[rsi + offsetof(Block::Link, rip)]);
+    code_.jne(next);
+    code_.cmp(rdx, qword[rsi + offsetof(Block::Link, generation)]);
+    code_.jne(next);
+    code_.mov(rdi, qword[rsi + offsetof(Block::Link, body)]);
+    code_.test(rdi, rdi);
+    code_.jz(next);
+    code_.mov(rsi, qword[rsi + offsetof(Block::Link, block)]);
+    code_.jmp(enter, CodeGenerator::T_NEAR);
+    code_.L(next);
+  }
+  // JumpCache::index_of(rip) * sizeof(Entry).
+  code_.mov(rsi, rcx);
+  code_.shr(rsi, 12);
+  code_.xor_(esi, ecx);
+  code_.and_(esi, JumpCache::kEntries - 1);
+  code_.shl(esi, 5);
+  code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.jump_cache));
+  code_.add(rsi, rdi);
+  code_.cmp(rcx, qword[rsi + offsetof(JumpCache::Entry, rip)]);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.cmp(rdx, qword[rsi + offsetof(JumpCache::Entry, generation)]);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.mov(rdi, qword[rsi + offsetof(JumpCache::Entry, body)]);
+  code_.mov(rsi, qword[rsi + offsetof(JumpCache::Entry, block)]);
+  // What JitEngine::chain does on the way into the successor.
+  code_.L(enter);
+  code_.mov(field(layout_.retired, 8), rax);
+  code_.mov(field(layout_.instruction_rip, 8), rcx);
+  code_.mov(field(layout_.running_block, 8), rsi);
+  code_.mov(field(layout_.stop_block, 1), 0);
+  code_.mov(field(layout_.event_delivered, 1), 0);
+  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.last_block));
+  code_.mov(qword[rax], rsi);
+  code_.jmp(rdi);
+  // No inline successor: the engine looks (and fills the link or jump cache for next time).
+  code_.L(slow);
+  code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
+  code_.mov(rsi, reinterpret_cast<uint64_t>(&block));
+  code_.mov(edx, count);
+  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.function));
+  code_.call(rax);
+  code_.test(rax, rax);
+  code_.jz(to_loop);
+  code_.jmp(rax);
+  code_.L(to_loop);
+  code_.mov(eax, count);
+}
+
+}  // namespace lamina::cpu::x86::jit
