@@ -286,6 +286,35 @@ TEST(JitEngineTest, PageFaultInTheMiddleOfABlockIsPrecise) {
   EXPECT_EQ(outcome.state.rip, kHandler + 1);
 }
 
+TEST(JitEngineTest, CachedRegistersAreWrittenBackBeforeAMidBlockPageFault) {
+  // More guest registers than the five host registers that cache them, partial writes (AH,
+  // AL, AX, EAX), and flags set and overwritten before the faulting store sees them.
+  const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rax, 0x1122334455667788ull);
+    c.mov(rbx, 0x0102030405060708ull);
+    c.mov(rsi, 0x8000000000000001ull);
+    c.add(ah, bl);
+    c.sub(al, bh);
+    c.xor_(ax, si);
+    c.mov(rcx, rax);
+    c.add(ecx, ebx);
+    c.movzx(edx, ah);
+    c.movsx(rdi, cx);
+    c.lea(r8, ptr[rax + rbx * 2 + 5]);
+    c.imul(r9, r8, 7);
+    c.shr(r9, 3);
+    c.or_(r10, r9);
+    c.and_(r11, r8);
+    c.sub(rsi, rdi);  // the flags the fault sees
+    c.mov(rcx, 0x40000000);  // not mapped: the store below raises #PF
+    c.mov(dword[rcx], eax);
+    c.mov(eax, 99);
+    c.hlt();
+  }));
+  EXPECT_EQ(outcome.state.cr2, 0x40000000u);
+  EXPECT_EQ(outcome.state.rip, kHandler + 1);
+}
+
 TEST(JitEngineTest, SelfModifyingCodeRunsTheNewInstructions) {
   const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
     Xbyak::Label outer, inner, patched;

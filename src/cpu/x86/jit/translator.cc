@@ -71,25 +71,46 @@ std::span<const std::byte> Translator::translate(const Block& block) {
 }
 
 void Translator::emit_block(const Block& block) {
-  // rbx: the core; r12: the exit record; r13: the handler thunk. Three pushes leave the
-  // stack 16-byte aligned for the calls (SysV ABI).
+  // rbx: the core; r12-r15 and rbp: cached guest registers (translator_registers.cc). Six
+  // pushes and 8 bytes leave the stack 16-byte aligned for the calls (SysV ABI).
   code_.push(rbx);
+  code_.push(rbp);
   code_.push(r12);
   code_.push(r13);
+  code_.push(r14);
+  code_.push(r15);
+  code_.sub(rsp, 8);
   code_.mov(rbx, rdi);
-  code_.mov(r12, reinterpret_cast<uint64_t>(&record_));
-  code_.mov(r13, reinterpret_cast<uint64_t>(&lamina_jit_call_handler));
   body_offset_ = code_.getSize();
+  cached_.fill(CachedRegister{});
+  slot_of_.fill(-1);
   const size_t count = block.instructions.size();
   for (size_t index = 0; index < count; ++index) {
     const Instruction& in = block.instructions[index];
+    if (register_only(in)) {
+      flags_live_ = flags_observed_after(block, index);
+      caching_ = true;
+      const bool inlined = emit_register_only(in);
+      caching_ = false;
+      flags_live_ = true;
+      // The liveness above assumed it inlined: a disagreement is a translator bug, and the
+      // block is left to the interpreter rather than run with a flag store missing.
+      if (!inlined) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+      continue;
+    }
+    forget_registers();
     if (!emit_inline(in, index)) emit_handler_call(in, index);
   }
+  forget_registers();
   flush_rip();
   emit_chain(block, called_handlers_);
   code_.L(epilogue_);
+  code_.add(rsp, 8);
+  code_.pop(r15);
+  code_.pop(r14);
   code_.pop(r13);
   code_.pop(r12);
+  code_.pop(rbp);
   code_.pop(rbx);
   code_.ret();
   // The early exits, out of the straight-line path.
@@ -100,13 +121,16 @@ void Translator::emit_block(const Block& block) {
   }
 }
 
+bool Translator::emit_register_only(const Instruction& in) {
+  return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_shift(in) ||
+         emit_multiply(in) || emit_extend_register(in);
+}
+
 bool Translator::emit_inline(const Instruction& in, size_t index) {
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
-  return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_shift(in) ||
-         emit_multiply(in) ||
-         emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) || emit_stack(in, index) || emit_call_return(in, index) ||
-         emit_branch(in, index);
+  return emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
+         emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {
@@ -131,8 +155,9 @@ void Translator::emit_handler_call_after_advance(const Instruction& in, size_t i
 void Translator::emit_call_and_checks(const Instruction& in, size_t index) {
   code_.mov(rdi, rbx);
   code_.mov(rsi, reinterpret_cast<uint64_t>(&in));
-  code_.mov(rdx, r12);
-  code_.call(r13);
+  code_.mov(rdx, reinterpret_cast<uint64_t>(&record_));
+  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_call_handler));
+  code_.call(rax);
   code_.test(eax, eax);
   code_.jnz(exit_with(static_cast<uint32_t>(index) | kFaulted), Xbyak::CodeGenerator::T_NEAR);
   // A handler may end the block (mode change, a store into this block's code, a #DB trap due).
@@ -182,21 +207,12 @@ void Translator::zero_extend(const Xbyak::Reg64& reg, uint8_t size) {
   if (size == 4) code_.mov(reg.cvt32(), reg.cvt32());
 }
 
-void Translator::load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex) {
-  const Xbyak::Address source = guest_register(index, size, rex);
-  if (size == 1 || size == 2) {
-    code_.movzx(to.cvt32(), source);
-  } else {
-    code_.mov(sized(to, size), source);
-  }
-}
-
-void Translator::store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from) {
-  // 32-bit writes zero the upper half (SDM vol. 1, 3.4.1.1): `from` is zero-extended already.
-  code_.mov(guest_register(index, size == 4 ? 8 : size, rex), sized(from, size == 4 ? 8 : size));
-}
-
 void Translator::store_flags(FlagOp op, uint8_t size, bool keep_carry) {
+  if (!flags_live_) {
+    // Overwritten by a later instruction of this block before anything can see them.
+    known_flags_.reset();
+    return;
+  }
   // As LazyFlags::set: result in rdx, first operand in rax, second in rcx (zero-extended).
   code_.mov(field(layout_.flags_result, 8), rdx);
   code_.mov(field(layout_.flags_first, 8), rax);

@@ -16,6 +16,7 @@
 // Ownership: borrows the core and the exit record (both outlive it); owns its scratch buffer.
 // Thread-safety: one per vCPU, used only by its thread.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -77,6 +78,16 @@ class Translator {
   };
 
   void emit_block(const Block& block);
+  // translator_liveness.cc: which instructions run as register-only inline code (no memory
+  // access, no handler, no way to fault: guest registers may stay in host registers across
+  // them), and whether the flags an instruction sets can be seen before the next one of this
+  // block overwrites them all (a handler, a fault, a branch or the block's end sees them).
+  bool register_only(const Instruction& in) const;
+  bool overwrites_flags(const Instruction& in) const;
+  static bool leaves_flags(const Instruction& in);
+  bool flags_observed_after(const Block& block, size_t index) const;
+  // The register-only emitters; false when `in` is not one of their forms.
+  bool emit_register_only(const Instruction& in);
   // translator_chain.cc: the end of a block that ran to its end. Makes the run loop's
   // between-blocks checks inline (budget, requests word, and after a handler call the checked
   // path's conditions) and jumps straight into the successor's body found through the
@@ -111,6 +122,7 @@ class Translator {
   // ALU forms that only read memory (reg op= m; CMP/TEST m, reg/imm) in 64-bit mode.
   bool emit_alu_memory(const Instruction& in, size_t index);
   // MOVZX/MOVSX from a register, or (64-bit mode) from memory through the TLB.
+  bool emit_extend_register(const Instruction& in);
   bool emit_extend(const Instruction& in, size_t index);
   bool emit_stack(const Instruction& in, size_t index);
   // CALL rel and RET (no immediate) with 64-bit operands: the return address through the TLB.
@@ -138,6 +150,15 @@ class Translator {
   void load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex);
   void store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from);
   static Xbyak::Reg sized(const Xbyak::Reg64& reg, uint8_t size);
+  // translator_registers.cc: while `caching_` (a register-only instruction), guest registers
+  // live in the callee-saved host registers r12-r15 and rbp, loaded on first use and written
+  // back (forget_registers) before any other instruction, and at the block's end, so handlers,
+  // faults and the next block always find them in CpuState.
+  Xbyak::Reg64 cached_register(uint8_t index, bool load);
+  void evict(size_t slot);
+  void forget_registers();
+  // rax += the 64-bit guest register (cached or in CpuState).
+  void add_guest_register(const Xbyak::Reg64& to, uint8_t index);
   void zero_extend(const Xbyak::Reg64& reg, uint8_t size);
   void store_flags(FlagOp op, uint8_t size, bool keep_carry);
   void flush_rip();
@@ -153,6 +174,17 @@ class Translator {
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
   bool called_handlers_ = false;  // a full handler call in this block (it may set TF, HLT...)
+  bool flags_live_ = true;        // the current instruction's flags must be stored
+  bool caching_ = false;          // the current instruction may keep registers in host ones
+  struct CachedRegister {
+    int8_t guest = -1;  // the guest register held, or -1
+    bool dirty = false;
+    uint32_t used = 0;
+  };
+  static constexpr size_t kCachedRegisters = 5;
+  std::array<CachedRegister, kCachedRegisters> cached_{};
+  std::array<int8_t, 16> slot_of_{};
+  uint32_t use_clock_ = 0;
   CodeMode mode_ = CodeMode::k64;
 };
 

@@ -161,9 +161,12 @@ bool Translator::emit_step(const Instruction& in) {
   } else {
     return false;
   }
-  // INC/DEC keep CF: carry_in is the carry of whatever set the flags before.
+  // INC/DEC keep CF: carry_in is the carry of whatever set the flags before (not needed when
+  // a later instruction overwrites the flags first).
   bool keep_carry = false;
-  if (known_flags_ && (known_flags_->op == FlagOp::kInc || known_flags_->op == FlagOp::kDec)) {
+  if (!flags_live_) {
+    keep_carry = true;
+  } else if (known_flags_ && (known_flags_->op == FlagOp::kInc || known_flags_->op == FlagOp::kDec)) {
     keep_carry = true;  // carry_in already holds it
   } else if (known_flags_ && known_flags_->op == FlagOp::kLogic) {
     code_.mov(field(layout_.flags_carry, 1), 0);
@@ -205,14 +208,14 @@ bool Translator::emit_lea(const Instruction& in) {
   // CpuCore::effective_address: displacement + base + (index << scale), cut to the address size.
   code_.mov(rax, static_cast<uint64_t>(in.displacement));
   if (in.base < 16) {
-    code_.add(rax, field(layout_.gpr + 8 * in.base, 8));
+    add_guest_register(rax, in.base);
   } else if (in.base == kRipRegister) {
     code_.add(rax, field(layout_.rip, 8));
     const uint64_t after = pending_rip_ + in.length;
     code_.add(rax, static_cast<uint32_t>(after));
   }
   if (in.index < 16) {
-    code_.mov(rcx, field(layout_.gpr + 8 * in.index, 8));
+    load_register(rcx, in.index, 8, true);
     if (in.scale != 0) code_.shl(rcx, in.scale);
     code_.add(rax, rcx);
   }

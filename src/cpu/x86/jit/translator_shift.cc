@@ -37,13 +37,26 @@ bool Translator::emit_shift(const Instruction& in) {
   if (count == 0 || count >= bits) return false;
   load_register(rax, in.rm, size, in.rex);
   code_.mov(rdx, rax);
+  const Xbyak::Reg result = sized(rdx, size);
+  if (!flags_live_) {
+    // A later instruction of the block overwrites the flags before anything sees them.
+    switch (operation) {
+      case 5: code_.shr(result, count); break;
+      case 7: code_.sar(result, count); break;
+      default: code_.shl(result, count); break;
+    }
+    zero_extend(rdx, size);
+    known_flags_.reset();
+    store_register(in.rm, size, in.rex, rdx);
+    pending_rip_ += in.length;
+    return true;
+  }
   // OF: SHL top bit of the result != CF; SHR the value's top bit; SAR clear.
   if (operation == 5) {
     code_.mov(rsi, rax);
     code_.shr(rsi, bits - 1);
     code_.and_(esi, 1);
   }
-  const Xbyak::Reg result = sized(rdx, size);
   switch (operation) {
     case 5: code_.shr(result, count); break;
     case 7: code_.sar(result, count); break;
@@ -82,6 +95,13 @@ bool Translator::emit_multiply(const Instruction& in) {
   }
   const Xbyak::Reg result = sized(rdx, size);
   code_.imul(result, sized(rcx, size));
+  if (!flags_live_) {
+    zero_extend(rdx, size);
+    known_flags_.reset();
+    store_register(in.reg, size, in.rex, rdx);
+    pending_rip_ += in.length;
+    return true;
+  }
   // CF = OF = the product did not fit.
   code_.seto(cl);
   code_.movzx(ecx, cl);
