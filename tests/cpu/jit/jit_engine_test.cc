@@ -374,10 +374,10 @@ uint64_t pte_address(uint64_t linear, uint64_t physical) {
   return table + ((linear >> 12) & 511) * 8;
 }
 
-TEST(JitEngineTest, ABudgetEndsATightChainedLoopAtTheSameInstruction) {
-  // Translated code goes from block to block without the run loop: the budget check must
-  // still stop it where the interpreter stops.
-  const std::vector<uint8_t> program = assemble([](Xbyak::CodeGenerator& c) {
+// An endless loop of two chained blocks, and one of a single block that branches to its own
+// start (translated code loops inside its own body there).
+std::vector<uint8_t> two_block_loop() {
+  return assemble([](Xbyak::CodeGenerator& c) {
     Xbyak::Label loop, other;
     c.L(loop);
     c.add(rax, 3);
@@ -387,54 +387,65 @@ TEST(JitEngineTest, ABudgetEndsATightChainedLoopAtTheSameInstruction) {
     c.inc(rcx);
     c.jmp(loop, Xbyak::CodeGenerator::T_NEAR);
   });
-  for (const uint64_t budget : {uint64_t{1000}, uint64_t{1001}, uint64_t{77777}}) {
-    const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, budget);
-    const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, budget);
-    expect_same(interpreted, translated);
-    EXPECT_EQ(translated.exit, CpuExit::Kind::kBudgetExhausted);
-    EXPECT_GE(translated.retired, budget);
+}
+
+std::vector<uint8_t> one_block_loop() {
+  return assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop;
+    c.L(loop);
+    c.add(rax, 3);
+    c.xor_(rbx, rax);
+    c.dec(rcx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.jmp(loop, Xbyak::CodeGenerator::T_NEAR);
+  });
+}
+
+TEST(JitEngineTest, ABudgetEndsATightChainedLoopAtTheSameInstruction) {
+  // Translated code goes from block to block (or round its own body) without the run loop:
+  // the budget check must still stop it where the interpreter stops.
+  for (const std::vector<uint8_t>& program : {two_block_loop(), one_block_loop()}) {
+    for (const uint64_t budget : {uint64_t{1000}, uint64_t{1001}, uint64_t{77777}}) {
+      const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, budget);
+      const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, budget);
+      expect_same(interpreted, translated);
+      EXPECT_EQ(translated.exit, CpuExit::Kind::kBudgetExhausted);
+      EXPECT_GE(translated.retired, budget);
+    }
   }
 }
 
 TEST(JitEngineTest, AnInterruptReachesATightChainedLoop) {
-  // An endless loop of two chained blocks; another thread posts an interrupt while it runs.
-  // Its handler (HLT) must run long before the budget.
-  const std::vector<uint8_t> program = assemble([](Xbyak::CodeGenerator& c) {
-    Xbyak::Label loop, other;
-    c.L(loop);
-    c.inc(rax);
-    c.jmp(other, Xbyak::CodeGenerator::T_NEAR);
-    c.L(other);
-    c.dec(rbx);
-    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
-    c.jmp(loop, Xbyak::CodeGenerator::T_NEAR);
-  });
-  constexpr uint64_t kBudget = 20'000'000'000;
-  CpuConfiguration configuration;
-  configuration.engine = CpuEngine::kJit;
-  TestMachine machine(16 << 20, configuration);
-  machine.enter_long_mode(0);
-  machine.write(kCode, program);
-  const uint8_t halt[] = {0xf4};
-  machine.write(kHandler, halt);
-  machine.set_long_gate(0x40, kHandler);
-  machine.state().rip = kCode;
-  machine.state().gpr[kRsp] = kStackTop;
-  machine.state().rflags |= rflags::kIf;
-  machine.environment().interrupts.push_back(0x40);
-  CpuExit exit;
-  {
-    std::jthread poster([&machine] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      machine.cpu().post(request::kInterrupt);
-    });
-    exit = machine.cpu().run(kBudget);
+  // Another thread posts an interrupt while an endless loop runs; its handler (HLT) must run
+  // long before the budget.
+  for (const std::vector<uint8_t>& program : {two_block_loop(), one_block_loop()}) {
+    constexpr uint64_t kBudget = 20'000'000'000;
+    CpuConfiguration configuration;
+    configuration.engine = CpuEngine::kJit;
+    TestMachine machine(16 << 20, configuration);
+    machine.enter_long_mode(0);
+    machine.write(kCode, program);
+    const uint8_t halt[] = {0xf4};
+    machine.write(kHandler, halt);
+    machine.set_long_gate(0x40, kHandler);
+    machine.state().rip = kCode;
+    machine.state().gpr[kRsp] = kStackTop;
+    machine.state().rflags |= rflags::kIf;
+    machine.environment().interrupts.push_back(0x40);
+    CpuExit exit;
+    {
+      std::jthread poster([&machine] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        machine.cpu().post(request::kInterrupt);
+      });
+      exit = machine.cpu().run(kBudget);
+    }
+    EXPECT_EQ(exit.kind, CpuExit::Kind::kHalted);
+    EXPECT_EQ(machine.state().rip, kHandler + 1);
+    EXPECT_LT(exit.instructions, kBudget);
+    ASSERT_NE(machine.cpu().jit(), nullptr);
+    EXPECT_GT(machine.cpu().jit()->translations(), 0u);
   }
-  EXPECT_EQ(exit.kind, CpuExit::Kind::kHalted);
-  EXPECT_EQ(machine.state().rip, kHandler + 1);
-  EXPECT_LT(exit.instructions, kBudget);
-  ASSERT_NE(machine.cpu().jit(), nullptr);
-  EXPECT_GT(machine.cpu().jit()->translations(), 0u);
 }
 
 TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {

@@ -57,9 +57,16 @@ std::span<const std::byte> Translator::translate(const Block& block) {
   code_.reset();
   exits_.clear();
   epilogue_.clear();
+  body_.clear();
+  block_ = &block;
+  block_bytes_ = 0;
+  for (const Instruction& in : block.instructions) block_bytes_ += in.length;
   pending_rip_ = 0;
   known_flags_.reset();
   called_handlers_ = false;
+  // A translation abandoned by an exception may have left these set.
+  flags_live_ = true;
+  caching_ = false;
   mode_ = block.mode;
   try {
     emit_block(block);
@@ -82,6 +89,7 @@ void Translator::emit_block(const Block& block) {
   code_.sub(rsp, 8);
   code_.mov(rbx, rdi);
   body_offset_ = code_.getSize();
+  code_.L(body_);
   cached_.fill(CachedRegister{});
   slot_of_.fill(-1);
   const size_t count = block.instructions.size();
@@ -209,8 +217,13 @@ void Translator::zero_extend(const Xbyak::Reg64& reg, uint8_t size) {
 
 void Translator::store_flags(FlagOp op, uint8_t size, bool keep_carry) {
   if (!flags_live_) {
-    // Overwritten by a later instruction of this block before anything can see them.
-    known_flags_.reset();
+    // Overwritten by a later instruction of this block before anything can see them; only
+    // the kind is kept for a following INC/DEC, which takes CF from a logic operation as clear.
+    if (op == FlagOp::kLogic) {
+      known_flags_ = KnownFlags{op, size};
+    } else {
+      known_flags_.reset();
+    }
     return;
   }
   // As LazyFlags::set: result in rdx, first operand in rax, second in rcx (zero-extended).

@@ -94,6 +94,11 @@ class Translator {
   // block's links or the jump cache; otherwise calls Chain::function, which may still find
   // one, or returns to the run loop.
   void emit_chain(const Block& block, bool called_handlers);
+  // A final branch whose target is this block's own start (a loop of one block), with no
+  // handler call in the block: the budget and requests checks, then straight back to the
+  // body. Falls through (RIP already the target) when they say stop.
+  void emit_self_loop();
+  bool branches_to_own_start(const Instruction& in, size_t index) const;
   // One instruction inline; false when it is not one the translator inlines.
   bool emit_inline(const Instruction& in, size_t index);
   void emit_handler_call(const Instruction& in, size_t index);
@@ -116,6 +121,11 @@ class Translator {
   void store_materialized_flags();
   void emit_alu_operation(int operation, uint8_t size, bool writes, uint8_t destination,
                           bool destination_rex);
+  // With its flags dead and registers cached: the operation straight on the host registers
+  // (no operands or flags stored). False for forms it cannot do so (AH-BH, a 64-bit
+  // immediate that does not fit 32 bits); the caller then emits the general form.
+  bool emit_alu_on_host(int operation, uint8_t size, uint8_t destination, bool destination_rex,
+                        uint8_t source, std::optional<uint64_t> immediate);
   // translator_memory.cc (64-bit mode: the soft TLB's fast path inline, everything else —
   // a miss, MMIO, a page crossing, a fault — through the handler)
   bool emit_memory_move(const Instruction& in, size_t index);
@@ -170,6 +180,9 @@ class Translator {
   Layout layout_;
   Xbyak::CodeGenerator code_;
   Xbyak::Label epilogue_;
+  Xbyak::Label body_;
+  const Block* block_ = nullptr;  // the block being translated
+  uint64_t block_bytes_ = 0;      // its length in guest bytes
   std::deque<Exit> exits_;
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;

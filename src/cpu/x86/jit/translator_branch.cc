@@ -114,6 +114,7 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
     code_.ja(slow, CodeGenerator::T_NEAR);
   }
   code_.mov(field(layout_.rip, 8), rax);
+  if (branches_to_own_start(in, index)) emit_self_loop();
   code_.jmp(done, CodeGenerator::T_NEAR);
   code_.L(slow);
   emit_handler_call_after_advance(in, index);

@@ -100,4 +100,30 @@ void Translator::emit_chain(const Block& block, bool called_handlers) {
   code_.mov(eax, count);
 }
 
+bool Translator::branches_to_own_start(const Instruction& in, size_t index) const {
+  // The target is RIP after the branch plus the displacement; RIP after the last instruction
+  // is the block's start plus its length. Only without handler calls: nothing but a handler
+  // changes the mode, the mapping of this code, TF or the other checked-path conditions, and
+  // a store that drops this block stops it before it gets here.
+  return index + 1 == block_->instructions.size() && !called_handlers_ &&
+         static_cast<int64_t>(in.immediate) == -static_cast<int64_t>(block_bytes_);
+}
+
+void Translator::emit_self_loop() {
+  Xbyak::Label stop;
+  const uint32_t count = static_cast<uint32_t>(block_->instructions.size());
+  code_.mov(rax, field(layout_.retired, 8));
+  code_.add(rax, count);
+  code_.cmp(rax, field(layout_.retired_limit, 8));
+  code_.jae(stop, CodeGenerator::T_NEAR);
+  code_.mov(rcx, field(layout_.requests, 8));
+  code_.cmp(dword[rcx], 0);
+  code_.jne(stop, CodeGenerator::T_NEAR);
+  code_.mov(field(layout_.retired, 8), rax);
+  code_.mov(rcx, field(layout_.rip, 8));
+  code_.mov(field(layout_.instruction_rip, 8), rcx);
+  code_.jmp(body_, CodeGenerator::T_NEAR);
+  code_.L(stop);
+}
+
 }  // namespace lamina::cpu::x86::jit

@@ -65,6 +65,17 @@ bool Translator::emit_alu(const Instruction& in) {
     if (!inlined_operation(operation)) return false;
     const uint8_t size = (op & 1) ? in.operand_size : 1;
     const bool writes = operation != 7;
+    if (!flags_live_ && caching_) {
+      // Nothing sees the flags: the operation on the cached registers themselves.
+      const bool register_second = (op & 7) < 4;
+      const bool to_rm = (op & 7) < 2;
+      if (emit_alu_on_host(operation, size, register_second ? (to_rm ? in.rm : in.reg) : uint8_t{kRax},
+                           register_second ? in.rex : false, to_rm ? in.reg : in.rm,
+                           register_second ? std::nullopt : std::optional<uint64_t>(in.immediate))) {
+        pending_rip_ += in.length;
+        return true;
+      }
+    }
     switch (op & 7) {
       case 0: case 1:  // r/m op= reg
         load_register(rax, in.rm, size, in.rex);
@@ -114,6 +125,12 @@ bool Translator::emit_alu(const Instruction& in) {
     default: return false;
   }
   if (!inlined_operation(operation)) return false;
+  if (!flags_live_ && caching_ &&
+      emit_alu_on_host(operation, size, destination, rex, in.reg,
+                       immediate ? std::optional<uint64_t>(in.immediate) : std::nullopt)) {
+    pending_rip_ += in.length;
+    return true;
+  }
   load_register(rax, destination, size, rex);
   if (immediate) {
     code_.mov(rcx, in.immediate & size_mask(size));
@@ -140,9 +157,56 @@ void Translator::emit_alu_operation(int operation, uint8_t size, bool writes, ui
     case 6: code_.xor_(result, second); break;
     default: break;
   }
-  zero_extend(rdx, size);
+  // A 32-bit operation has zeroed the upper half already.
+  if (size != 4) zero_extend(rdx, size);
   store_flags(flag_op(operation), size, false);
   if (writes) store_register(destination, size, destination_rex, rdx);
+}
+
+bool Translator::emit_alu_on_host(int operation, uint8_t size, uint8_t destination, bool destination_rex,
+                                  uint8_t source, std::optional<uint64_t> immediate) {
+  // AH-BH are not host registers of their own.
+  const auto high_byte = [&](uint8_t index) { return size == 1 && !destination_rex && index >= 4 && index < 8; };
+  if (high_byte(destination) || (!immediate && high_byte(source))) return false;
+  if (immediate && size == 8 && static_cast<int64_t>(*immediate) != static_cast<int32_t>(*immediate)) return false;
+  // CMP and TEST only set flags, which nothing sees (but a following INC/DEC knows CF clear).
+  const auto forget_flags = [&] {
+    if (flag_op(operation) == FlagOp::kLogic) {
+      known_flags_ = KnownFlags{FlagOp::kLogic, size};
+    } else {
+      known_flags_.reset();
+    }
+  };
+  if (operation == 7 || operation == 8) {
+    forget_flags();
+    return true;
+  }
+  const Xbyak::Reg64 target = cached_register(destination, true);
+  const Xbyak::Reg first = sized(target, size);
+  const auto apply = [&](const auto& second) {
+    switch (operation) {
+      case 0: code_.add(first, second); break;
+      case 1: code_.or_(first, second); break;
+      case 4: code_.and_(first, second); break;
+      case 5: code_.sub(first, second); break;
+      default: code_.xor_(first, second); break;
+    }
+  };
+  if (immediate) {
+    // The immediate as the host encoding takes it: sign-extended from the operand size.
+    const uint64_t value = *immediate & size_mask(size);
+    int32_t encoded = static_cast<int32_t>(value);
+    if (size == 1) encoded = static_cast<int8_t>(value);
+    if (size == 2) encoded = static_cast<int16_t>(value);
+    apply(static_cast<uint32_t>(encoded));
+  } else {
+    apply(sized(cached_register(source, true), size));
+  }
+  // 8/16-bit host operations keep the rest of the register as the guest's do; 32-bit ones
+  // zero the upper half as the guest's do (SDM vol. 1, 3.4.1.1).
+  cached_[static_cast<size_t>(slot_of_[destination])].dirty = true;
+  forget_flags();
+  return true;
 }
 
 bool Translator::emit_step(const Instruction& in) {

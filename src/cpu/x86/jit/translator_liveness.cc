@@ -53,6 +53,21 @@ bool register_shift(const Instruction& in) {
   return count != 0 && count < bits;
 }
 
+// OR, AND, XOR, TEST on registers: CF is known to be clear after them.
+bool register_logic(const Instruction& in) {
+  if (!register_alu(in)) return false;
+  const uint16_t op = in.opcode;
+  if (op < 0x40) return (op >> 3) == 1 || (op >> 3) == 4 || (op >> 3) == 6;
+  if (op == 0x80 || op == 0x81 || op == 0x83) return in.group_index() == 1 || in.group_index() == 4 || in.group_index() == 6;
+  return true;  // TEST
+}
+
+bool register_step(const Instruction& in, CodeMode mode) {
+  const uint16_t op = in.opcode;
+  return ((op == 0xfe || op == 0xff) && !in.memory && in.group_index() <= 1) ||
+         (op >= 0x40 && op <= 0x4f && mode != CodeMode::k64);
+}
+
 bool register_multiply(const Instruction& in) {
   const uint16_t op = in.opcode;
   return (op == 0x1af || op == 0x69 || op == 0x6b) && !in.memory;
@@ -62,10 +77,7 @@ bool register_multiply(const Instruction& in) {
 
 bool Translator::register_only(const Instruction& in) const {
   if (!plain(in)) return false;
-  const uint16_t op = in.opcode;
-  const bool step = ((op == 0xfe || op == 0xff) && !in.memory && in.group_index() <= 1) ||
-                    (op >= 0x40 && op <= 0x4f && mode_ != CodeMode::k64);
-  return step || register_move(in) || lea(in) || register_extend(in) || overwrites_flags(in);
+  return register_step(in, mode_) || register_move(in) || lea(in) || register_extend(in) || overwrites_flags(in);
 }
 
 bool Translator::overwrites_flags(const Instruction& in) const {
@@ -78,10 +90,13 @@ bool Translator::leaves_flags(const Instruction& in) {
 
 bool Translator::flags_observed_after(const Block& block, size_t index) const {
   // Anything else (INC/DEC keep CF, Jcc, a handler, a memory form that may fault, the block's
-  // end) sees the flags as this instruction leaves them.
+  // end) sees the flags as this instruction leaves them. INC/DEC after a logic operation
+  // takes CF as clear from the translator's known flags, not from CpuState.
+  const bool logic = register_logic(block.instructions[index]);
   for (size_t next = index + 1; next < block.instructions.size(); ++next) {
     const Instruction& in = block.instructions[next];
     if (overwrites_flags(in)) return false;
+    if (logic && plain(in) && register_step(in, mode_)) return false;
     if (!leaves_flags(in)) return true;
   }
   return true;
