@@ -401,6 +401,34 @@ std::vector<uint8_t> one_block_loop() {
   });
 }
 
+TEST(JitEngineTest, AOneBlockLoopKeepsItsRegistersAcrossRoundsExactly) {
+  // A loop of one block keeps its registers in host registers over the back edge and writes
+  // them back on the way out (the loop's end, the budget), with partial and 16-bit writes.
+  const std::vector<uint8_t> program = assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop;
+    c.mov(ecx, 3000);
+    c.mov(rax, 0x0123456789abcdefull);
+    c.L(loop);
+    c.add(rax, rbx);
+    c.xor_(edx, eax);
+    c.lea(rbx, ptr[rbx + rdx * 2 + 1]);
+    c.imul(si, ax, 7);
+    c.shr(rdi, 3);
+    c.or_(rdi, rsi);
+    c.add(al, cl);
+    c.sub(r9w, dx);
+    c.movzx(r10d, r9b);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  for (const uint64_t budget : {uint64_t{10'000'000}, uint64_t{12345}}) {
+    const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, budget);
+    const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, budget);
+    expect_same(interpreted, translated);
+  }
+}
+
 TEST(JitEngineTest, ABudgetEndsATightChainedLoopAtTheSameInstruction) {
   // Translated code goes from block to block (or round its own body) without the run loop:
   // the budget check must still stop it where the interpreter stops.

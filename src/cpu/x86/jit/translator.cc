@@ -54,27 +54,49 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
 }
 
 std::span<const std::byte> Translator::translate(const Block& block) {
+  block_ = &block;
+  block_bytes_ = 0;
+  for (const Instruction& in : block.instructions) block_bytes_ += in.length;
+  mode_ = block.mode;
+  preload_.reset();
+  try {
+    emit_pass(block);
+    // A loop of one block: again, with the registers it ends with loaded before the body,
+    // so that its back edge can keep them (emit_self_loop).
+    if (self_loop_mapping_) {
+      preload_ = self_loop_mapping_;
+      emit_pass(block);
+    }
+  } catch (const Xbyak::Error&) {
+    // Out of scratch space or an encoding the library refuses: the interpreter runs it.
+    preload_.reset();
+    return {};
+  }
+  preload_.reset();
+  return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
+}
+
+void Translator::emit_pass(const Block& block) {
   code_.reset();
   exits_.clear();
   epilogue_.clear();
   body_.clear();
-  block_ = &block;
-  block_bytes_ = 0;
-  for (const Instruction& in : block.instructions) block_bytes_ += in.length;
+  loop_entry_.clear();
   pending_rip_ = 0;
   known_flags_.reset();
   called_handlers_ = false;
+  branch_calls_out_ = false;
+  registers_over_back_edge_ = false;
+  rip_flushed_ = false;
+  // A second pass is made for a loop of one block only (no handler call, so nothing but
+  // the final branch moves RIP).
+  rip_on_stack_ = preload_.has_value();
+  self_loop_mapping_.reset();
+  mapping_before_last_.fill(-1);
   // A translation abandoned by an exception may have left these set.
   flags_live_ = true;
   caching_ = false;
-  mode_ = block.mode;
-  try {
-    emit_block(block);
-  } catch (const Xbyak::Error&) {
-    // Out of scratch space or an encoding the library refuses: the interpreter runs it.
-    return {};
-  }
-  return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
+  emit_block(block);
 }
 
 void Translator::emit_block(const Block& block) {
@@ -92,9 +114,18 @@ void Translator::emit_block(const Block& block) {
   code_.L(body_);
   cached_.fill(CachedRegister{});
   slot_of_.fill(-1);
+  if (rip_on_stack_) {
+    // The RIP this body starts at, for the final branch (translator_branch.cc); the slot
+    // is the 8 bytes of alignment below the pushes.
+    code_.mov(rax, field(layout_.rip, 8));
+    code_.mov(qword[rsp], rax);
+  }
+  if (preload_) preload_registers(*preload_);
+  code_.L(loop_entry_);
   const size_t count = block.instructions.size();
   for (size_t index = 0; index < count; ++index) {
     const Instruction& in = block.instructions[index];
+    if (index + 1 == count) mapping_before_last_ = current_mapping();
     if (register_only(in)) {
       flags_live_ = flags_observed_after(block, index);
       caching_ = true;
@@ -106,8 +137,11 @@ void Translator::emit_block(const Block& block) {
       if (!inlined) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
       continue;
     }
-    forget_registers();
+    registers_over_back_edge_ = keeps_registers_over_back_edge(in, index);
+    if (!registers_over_back_edge_) forget_registers();
     if (!emit_inline(in, index)) emit_handler_call(in, index);
+    if (registers_over_back_edge_) drop_registers();
+    registers_over_back_edge_ = false;
   }
   forget_registers();
   flush_rip();
@@ -181,6 +215,7 @@ Xbyak::Label& Translator::exit_with(uint32_t value) {
 
 void Translator::flush_rip() {
   if (pending_rip_ == 0) return;
+  rip_flushed_ = true;
   code_.add(field(layout_.rip, 8), static_cast<uint32_t>(pending_rip_));
   pending_rip_ = 0;
 }

@@ -77,6 +77,8 @@ class Translator {
     uint8_t size;
   };
 
+  // One translation of the block (translate() makes a second for a loop of one block).
+  void emit_pass(const Block& block);
   void emit_block(const Block& block);
   // translator_liveness.cc: which instructions run as register-only inline code (no memory
   // access, no handler, no way to fault: guest registers may stay in host registers across
@@ -99,6 +101,9 @@ class Translator {
   // body. Falls through (RIP already the target) when they say stop.
   void emit_self_loop();
   bool branches_to_own_start(const Instruction& in, size_t index) const;
+  // Whether the final branch `in` may keep the cached registers over the back edge: a second
+  // pass whose registers sit where it preloaded them, and no C call in the branch.
+  bool keeps_registers_over_back_edge(const Instruction& in, size_t index) const;
   // One instruction inline; false when it is not one the translator inlines.
   bool emit_inline(const Instruction& in, size_t index);
   void emit_handler_call(const Instruction& in, size_t index);
@@ -153,6 +158,7 @@ class Translator {
   bool emit_branch(const Instruction& in, size_t index);
   // Sets the host flags as the lazy flags' condition `code` needs them, or returns false.
   bool emit_host_flags_for(uint8_t code);
+  bool host_flags_available(uint8_t code) const;
 
   // Registers and fields.
   Xbyak::Address field(int32_t offset, uint8_t size) const;
@@ -161,12 +167,25 @@ class Translator {
   void store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from);
   static Xbyak::Reg sized(const Xbyak::Reg64& reg, uint8_t size);
   // translator_registers.cc: while `caching_` (a register-only instruction), guest registers
-  // live in the callee-saved host registers r12-r15 and rbp, loaded on first use and written
+  // live in host registers (r12-r15, rbp, r8-r11), loaded on first use and written
   // back (forget_registers) before any other instruction, and at the block's end, so handlers,
   // faults and the next block always find them in CpuState.
   Xbyak::Reg64 cached_register(uint8_t index, bool load);
   void evict(size_t slot);
   void forget_registers();
+  void forget_caller_saved_registers();
+  // Which guest register each host register slot holds (-1: none), with kMappedDirty when it
+  // differs from CpuState.
+  using RegisterMapping = std::array<int8_t, 9>;
+  static constexpr int8_t kMappedGuest = 0x1f, kMappedDirty = 0x20;
+  RegisterMapping current_mapping() const;
+  // Stores the dirty cached registers, the cache staying as it is (for one path of several).
+  void write_back_registers();
+  // Forgets the cache without code (every path has written it back).
+  void drop_registers();
+  // Loads the guest registers of `mapping` into their slots (clean), as at a loop's entry.
+  void preload_registers(const RegisterMapping& mapping);
+  static bool holds_caller_saved(const RegisterMapping& mapping);
   // rax += the 64-bit guest register (cached or in CpuState).
   void add_guest_register(const Xbyak::Reg64& to, uint8_t index);
   void zero_extend(const Xbyak::Reg64& reg, uint8_t size);
@@ -181,6 +200,16 @@ class Translator {
   Xbyak::CodeGenerator code_;
   Xbyak::Label epilogue_;
   Xbyak::Label body_;
+  Xbyak::Label loop_entry_;  // after the preloads: where a one-block loop's back edge goes
+  std::optional<RegisterMapping> preload_;            // this pass loads these at the body
+  std::optional<RegisterMapping> self_loop_mapping_;  // the mapping a back edge left with
+  RegisterMapping mapping_before_last_{};            // the mapping before the last instruction
+  bool branch_calls_out_ = false;  // the final branch calls lamina_jit_condition
+  // The final branch of a one-block loop keeps the registers over its back edge and writes
+  // them back only on its other paths.
+  bool registers_over_back_edge_ = false;
+  bool rip_on_stack_ = false;      // the body's starting RIP is kept at [rsp]
+  bool rip_flushed_ = false;       // RIP was written since the body's start
   const Block* block_ = nullptr;  // the block being translated
   uint64_t block_bytes_ = 0;      // its length in guest bytes
   std::deque<Exit> exits_;
@@ -194,7 +223,7 @@ class Translator {
     bool dirty = false;
     uint32_t used = 0;
   };
-  static constexpr size_t kCachedRegisters = 5;
+  static constexpr size_t kCachedRegisters = 9;
   std::array<CachedRegister, kCachedRegisters> cached_{};
   std::array<int8_t, 16> slot_of_{};
   uint32_t use_clock_ = 0;

@@ -5,6 +5,7 @@
 // chaining generation is the one they were recorded under: it moves on every event that can
 // make them wrong (a dropped block, TLB flush, mode or CS change, code cache flush, another
 // vCPU's write to a code page), so no invalidation ever has to find and unpatch code.
+#include <algorithm>
 #include <cstddef>
 
 #include "cpu/x86/jit/translator.h"
@@ -109,6 +110,14 @@ bool Translator::branches_to_own_start(const Instruction& in, size_t index) cons
          static_cast<int64_t>(in.immediate) == -static_cast<int64_t>(block_bytes_);
 }
 
+bool Translator::keeps_registers_over_back_edge(const Instruction& in, size_t index) const {
+  const uint16_t op = in.opcode;
+  const bool conditional = (op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f);
+  const bool direct = conditional || op == 0xe9 || op == 0xeb;
+  return direct && !in.lock && preload_ && rip_on_stack_ && !rip_flushed_ && *preload_ == current_mapping() &&
+         branches_to_own_start(in, index) && (!conditional || host_flags_available(static_cast<uint8_t>(op & 15)));
+}
+
 void Translator::emit_self_loop() {
   Xbyak::Label stop;
   const uint32_t count = static_cast<uint32_t>(block_->instructions.size());
@@ -119,10 +128,21 @@ void Translator::emit_self_loop() {
   code_.mov(rcx, field(layout_.requests, 8));
   code_.cmp(dword[rcx], 0);
   code_.jne(stop, CodeGenerator::T_NEAR);
+  // instruction_rip is left alone: nothing reads it before the next handler call, a chain or
+  // the run loop writes it.
   code_.mov(field(layout_.retired, 8), rax);
-  code_.mov(rcx, field(layout_.rip, 8));
-  code_.mov(field(layout_.instruction_rip, 8), rcx);
-  code_.jmp(body_, CodeGenerator::T_NEAR);
+  // The registers were written back before the branch but are still in their host
+  // registers: when they sit where this pass preloaded them (and no C call since has
+  // clobbered a caller-saved one), the next round starts with them in place.
+  const bool clobbered = branch_calls_out_ && holds_caller_saved(mapping_before_last_);
+  if (preload_ && *preload_ == mapping_before_last_ && !clobbered) {
+    code_.jmp(loop_entry_, CodeGenerator::T_NEAR);
+  } else {
+    code_.jmp(body_, CodeGenerator::T_NEAR);
+    const bool holds_any = std::any_of(mapping_before_last_.begin(), mapping_before_last_.end(),
+                                       [](int8_t guest) { return guest >= 0; });
+    if (!preload_ && !clobbered && holds_any) self_loop_mapping_ = mapping_before_last_;
+  }
   code_.L(stop);
 }
 

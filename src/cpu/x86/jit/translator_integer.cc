@@ -246,6 +246,8 @@ bool Translator::emit_step(const Instruction& in) {
     code_.setc(field(layout_.flags_carry, 1));
     keep_carry = true;
   } else {
+    // A C call: the cached registers it may clobber go back to CpuState first.
+    forget_caller_saved_registers();
     code_.mov(rdi, rbx);
     code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_carry));
     code_.call(rax);
@@ -269,6 +271,23 @@ bool Translator::emit_step(const Instruction& in) {
 
 bool Translator::emit_lea(const Instruction& in) {
   if (in.opcode != 0x8d || !in.memory) return false;
+  const auto displacement = static_cast<int64_t>(in.displacement);
+  if (caching_ && in.base != kRipRegister && displacement == static_cast<int32_t>(displacement)) {
+    // One host LEA over the cached registers; a 32-bit one cuts to the address size itself.
+    Xbyak::RegExp address(static_cast<int32_t>(displacement));
+    if (in.base < 16) address = address + cached_register(in.base, true);
+    if (in.index < 16) address = address + cached_register(in.index, true) * (1 << in.scale);
+    if (in.address_size == 8) {
+      code_.lea(rax, code_.ptr[address]);
+    } else {
+      code_.lea(eax, code_.ptr[address]);
+      if (in.address_size == 2) code_.movzx(eax, ax);
+    }
+    if (in.operand_size == 2 || (in.operand_size == 4 && in.address_size == 8)) zero_extend(rax, in.operand_size);
+    store_register(in.reg, in.operand_size, in.rex, rax);
+    pending_rip_ += in.length;
+    return true;
+  }
   // CpuCore::effective_address: displacement + base + (index << scale), cut to the address size.
   code_.mov(rax, static_cast<uint64_t>(in.displacement));
   if (in.base < 16) {

@@ -5,19 +5,27 @@
 // difference: the next handler call, fault or block finds every register in CpuState.
 #include "cpu/x86/jit/translator.h"
 
+#include <iterator>
+
 namespace lamina::cpu::x86::jit {
 namespace {
 
 using namespace Xbyak::util;
 
-// Callee-saved (SysV): they survive the C calls inside register-only code (lamina_jit_carry).
-const Xbyak::Reg64 kHostRegisters[] = {r12, r13, r14, r15, rbp};
+// Callee-saved (SysV) first: they survive the one C call inside register-only code
+// (lamina_jit_carry), before which the caller-saved ones are given up. The emitters' scratch
+// registers (rax, rcx, rdx, rsi, rdi) and the core (rbx) are not among them; r8 is scratch only
+// outside register-only code, where nothing is cached.
+const Xbyak::Reg64 kHostRegisters[] = {r12, r13, r14, r15, rbp, r8, r9, r10, r11};
+constexpr size_t kFirstCallerSaved = 5;
 
 bool high_byte(uint8_t index, uint8_t size, bool rex) { return size == 1 && !rex && index >= 4 && index < 8; }
 
 }  // namespace
 
 Xbyak::Reg64 Translator::cached_register(uint8_t index, bool load) {
+  static_assert(std::size(kHostRegisters) == kCachedRegisters);
+  static_assert(std::tuple_size_v<RegisterMapping> == kCachedRegisters);
   int8_t slot = slot_of_[index];
   if (slot < 0) {
     // A free slot, else the least recently used one (an instruction uses at most three).
@@ -49,6 +57,50 @@ void Translator::evict(size_t slot) {
 
 void Translator::forget_registers() {
   for (size_t slot = 0; slot < kCachedRegisters; ++slot) evict(slot);
+}
+
+void Translator::preload_registers(const RegisterMapping& mapping) {
+  for (size_t slot = 0; slot < kCachedRegisters; ++slot) {
+    if (mapping[slot] < 0) continue;
+    const auto guest = static_cast<int8_t>(mapping[slot] & kMappedGuest);
+    // Dirty as the back edge leaves it (written back there only on the way out); for the
+    // entry from outside that only costs a store of an unchanged value.
+    cached_[slot] = CachedRegister{guest, (mapping[slot] & kMappedDirty) != 0, ++use_clock_};
+    slot_of_[static_cast<size_t>(guest)] = static_cast<int8_t>(slot);
+    code_.mov(kHostRegisters[slot], field(layout_.gpr + 8 * guest, 8));
+  }
+}
+
+Translator::RegisterMapping Translator::current_mapping() const {
+  RegisterMapping mapping;
+  for (size_t slot = 0; slot < kCachedRegisters; ++slot) {
+    const CachedRegister& cached = cached_[slot];
+    mapping[slot] = cached.guest < 0 ? int8_t{-1}
+                                     : static_cast<int8_t>(cached.guest | (cached.dirty ? kMappedDirty : 0));
+  }
+  return mapping;
+}
+
+void Translator::write_back_registers() {
+  for (size_t slot = 0; slot < kCachedRegisters; ++slot) {
+    const CachedRegister& cached = cached_[slot];
+    if (cached.guest >= 0 && cached.dirty) code_.mov(field(layout_.gpr + 8 * cached.guest, 8), kHostRegisters[slot]);
+  }
+}
+
+void Translator::drop_registers() {
+  cached_.fill(CachedRegister{});
+  slot_of_.fill(-1);
+}
+
+bool Translator::holds_caller_saved(const RegisterMapping& mapping) {
+  for (size_t slot = kFirstCallerSaved; slot < kCachedRegisters; ++slot)
+    if (mapping[slot] >= 0) return true;
+  return false;
+}
+
+void Translator::forget_caller_saved_registers() {
+  for (size_t slot = kFirstCallerSaved; slot < kCachedRegisters; ++slot) evict(slot);
 }
 
 void Translator::add_guest_register(const Xbyak::Reg64& to, uint8_t index) {
