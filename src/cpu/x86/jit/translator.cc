@@ -87,6 +87,7 @@ void Translator::emit_pass(const Block& block) {
   called_handlers_ = false;
   branch_calls_out_ = false;
   registers_over_back_edge_ = false;
+  deferred_step_.reset();
   rip_flushed_ = false;
   // A second pass is made for a loop of one block only (no handler call, so nothing but
   // the final branch moves RIP).
@@ -125,6 +126,7 @@ void Translator::emit_block(const Block& block) {
   const size_t count = block.instructions.size();
   for (size_t index = 0; index < count; ++index) {
     const Instruction& in = block.instructions[index];
+    current_index_ = index;
     if (index + 1 == count) mapping_before_last_ = current_mapping();
     if (register_only(in)) {
       flags_live_ = flags_observed_after(block, index);
@@ -138,10 +140,16 @@ void Translator::emit_block(const Block& block) {
       continue;
     }
     registers_over_back_edge_ = keeps_registers_over_back_edge(in, index);
-    if (!registers_over_back_edge_) forget_registers();
+    if (!registers_over_back_edge_) {
+      // The deferred flags go to CpuState with the registers unless the branch keeps both.
+      store_deferred_step_flags();
+      deferred_step_.reset();
+      forget_registers();
+    }
     if (!emit_inline(in, index)) emit_handler_call(in, index);
     if (registers_over_back_edge_) drop_registers();
     registers_over_back_edge_ = false;
+    deferred_step_.reset();
   }
   forget_registers();
   flush_rip();

@@ -104,6 +104,12 @@ class Translator {
   // Whether the final branch `in` may keep the cached registers over the back edge: a second
   // pass whose registers sit where it preloaded them, and no C call in the branch.
   bool keeps_registers_over_back_edge(const Instruction& in, size_t index) const;
+  // Whether the current INC/DEC, the one before a one-block loop's final Jcc, may leave its
+  // flags unstored until the loop is left: second pass, CF known clear, the Jcc reads no CF,
+  // and nothing in the body reads the flags before overwriting them all.
+  bool defers_step_flags() const;
+  // Stores the deferred INC/DEC's lazy flags as store_flags would have (on a way out).
+  void store_deferred_step_flags();
   // One instruction inline; false when it is not one the translator inlines.
   bool emit_inline(const Instruction& in, size_t index);
   void emit_handler_call(const Instruction& in, size_t index);
@@ -208,6 +214,15 @@ class Translator {
   // The final branch of a one-block loop keeps the registers over its back edge and writes
   // them back only on its other paths.
   bool registers_over_back_edge_ = false;
+  // The loop counter's INC/DEC whose lazy flags are not stored yet (defers_step_flags): the
+  // result is the cached register, CF clear (a logic operation came before).
+  struct DeferredStep {
+    uint8_t index;
+    uint8_t size;
+    bool increment;
+  };
+  std::optional<DeferredStep> deferred_step_;
+  size_t current_index_ = 0;  // the instruction being emitted
   bool rip_on_stack_ = false;      // the body's starting RIP is kept at [rsp]
   bool rip_flushed_ = false;       // RIP was written since the body's start
   const Block* block_ = nullptr;  // the block being translated

@@ -107,7 +107,10 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   }
   Xbyak::Label taken, done, slow;
   if (conditional) {
-    if (emit_host_flags_for(condition)) {
+    if (deferred_step_) {
+      // The INC/DEC just before left these host flags (all but CF, which this Jcc ignores).
+      jump_if(code_, condition, taken);
+    } else if (emit_host_flags_for(condition)) {
       jump_if(code_, condition, taken);
     } else {
       code_.mov(rdi, rbx);
@@ -149,12 +152,18 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   Xbyak::Label after;
   code_.L(slow);
   if (from_stack) store_rip_past();
-  if (registers_over_back_edge_) write_back_registers();
+  if (registers_over_back_edge_) {
+    store_deferred_step_flags();
+    write_back_registers();
+  }
   emit_handler_call_after_advance(in, index);
   code_.jmp(after, CodeGenerator::T_NEAR);
   code_.L(done);
-  // Every other way out but the back edge: the registers go back to CpuState.
-  if (registers_over_back_edge_) write_back_registers();
+  // Every other way out but the back edge: the flags and registers go back to CpuState.
+  if (registers_over_back_edge_) {
+    store_deferred_step_flags();
+    write_back_registers();
+  }
   code_.L(after);
   known_flags_.reset();
   return true;

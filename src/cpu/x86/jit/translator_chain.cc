@@ -118,6 +118,48 @@ bool Translator::keeps_registers_over_back_edge(const Instruction& in, size_t in
          branches_to_own_start(in, index) && (!conditional || host_flags_available(static_cast<uint8_t>(op & 15)));
 }
 
+bool Translator::defers_step_flags() const {
+  const auto& instructions = block_->instructions;
+  if (!caching_ || !preload_ || !rip_on_stack_ || rip_flushed_ || current_index_ + 2 != instructions.size()) return false;
+  if (!known_flags_ || known_flags_->op != FlagOp::kLogic) return false;
+  const Instruction& branch = instructions.back();
+  const uint16_t op = branch.opcode;
+  const bool conditional = (op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f);
+  // Jcc on CF (B, AE, BE, A) would need the kept carry in the host flags.
+  const uint8_t pair = (op & 15) >> 1;
+  if (!conditional || branch.lock || pair == 1 || pair == 3) return false;
+  if (!branches_to_own_start(branch, instructions.size() - 1)) return false;
+  // The flags stay stale in CpuState over the back edge: the body must overwrite them all
+  // before anything reads them.
+  for (const Instruction& in : instructions) {
+    if (overwrites_flags(in)) return true;
+    if (!leaves_flags(in)) return false;
+  }
+  return false;
+}
+
+void Translator::store_deferred_step_flags() {
+  if (!deferred_step_) return;
+  const DeferredStep& step = *deferred_step_;
+  // As emit_step stores them: result, the value before, 1, the operation and size; CF clear.
+  const Xbyak::Reg64 value = cached_register(step.index, true);
+  code_.mov(rdx, value);
+  zero_extend(rdx, step.size);
+  code_.mov(rax, rdx);
+  if (step.increment) {
+    code_.sub(rax, 1);
+  } else {
+    code_.add(rax, 1);
+  }
+  zero_extend(rax, step.size);
+  code_.mov(field(layout_.flags_result, 8), rdx);
+  code_.mov(field(layout_.flags_first, 8), rax);
+  code_.mov(field(layout_.flags_second, 8), 1);
+  code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(step.increment ? FlagOp::kInc : FlagOp::kDec));
+  code_.mov(field(layout_.flags_size, 1), step.size);
+  code_.mov(field(layout_.flags_carry, 1), 0);
+}
+
 void Translator::emit_self_loop() {
   Xbyak::Label stop;
   const uint32_t count = static_cast<uint32_t>(block_->instructions.size());

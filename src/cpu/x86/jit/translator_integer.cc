@@ -225,6 +225,22 @@ bool Translator::emit_step(const Instruction& in) {
   } else {
     return false;
   }
+  const bool high_byte = size == 1 && !rex && index >= 4 && index < 8;
+  if (!high_byte && defers_step_flags()) {
+    // The counter of a one-block loop: the step on the cached register, its flags left in the
+    // host flags for the branch and stored only on the loop's ways out.
+    const Xbyak::Reg target = sized(cached_register(index, true), size);
+    if (increment) {
+      code_.add(target, 1);
+    } else {
+      code_.sub(target, 1);
+    }
+    cached_[static_cast<size_t>(slot_of_[index])].dirty = true;
+    deferred_step_ = DeferredStep{index, size, increment};
+    known_flags_ = KnownFlags{increment ? FlagOp::kInc : FlagOp::kDec, size};
+    pending_rip_ += in.length;
+    return true;
+  }
   // INC/DEC keep CF: carry_in is the carry of whatever set the flags before (not needed when
   // a later instruction overwrites the flags first).
   bool keep_carry = false;
