@@ -10,12 +10,24 @@ Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache
                                                      uint32_t translate_on_run) {
   auto cache = CodeCache::create(cache_bytes);
   if (!cache) return fail(cache.error());
-  return std::unique_ptr<JitEngine>(new JitEngine(core, std::move(*cache), translate_on_run));
+  auto stubs = CodeCache::create(4096);
+  if (!stubs) return fail(stubs.error());
+  auto engine = std::unique_ptr<JitEngine>(new JitEngine(core, std::move(*cache), std::move(*stubs), translate_on_run));
+  // Where Block::links lie in a Block (not standard layout, so not offsetof).
+  const Block probe;
+  const auto links_offset = static_cast<int32_t>(reinterpret_cast<const std::byte*>(&probe.links[0]) -
+                                                 reinterpret_cast<const std::byte*>(&probe));
+  const std::byte* stub = engine->stubs_->install(engine->translator_->chain_stub(links_offset));
+  if (stub == nullptr) return fail(ErrorCode::kInternal, "JIT chaining stub: does not fit its page");
+  engine->translator_->set_chain_stub(stub);
+  return engine;
 }
 
-JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, uint32_t translate_on_run)
+JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::unique_ptr<CodeCache> stubs,
+                     uint32_t translate_on_run)
     : core_(core),
       cache_(std::move(cache)),
+      stubs_(std::move(stubs)),
       translator_(std::make_unique<Translator>(
           core, record_,
           Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain), &last_block_,

@@ -54,7 +54,8 @@ class JitEngine {
   uint64_t translations() const { return translations_; }
 
  private:
-  JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, uint32_t translate_on_run);
+  JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::unique_ptr<CodeCache> stubs,
+            uint32_t translate_on_run);
   const std::byte* code_for(Block& block);
   // Called by translated code when `finished` ran to its end and its inline chaining (the
   // links' bodies, the jump cache) found nothing: the body of the successor's translation when
@@ -65,6 +66,8 @@ class JitEngine {
 
   CpuCore& core_;
   std::unique_ptr<CodeCache> cache_;
+  // The chaining stub (Translator::chain_stub), apart from the flushed cache.
+  std::unique_ptr<CodeCache> stubs_;
   ExitRecord record_;
   JumpCache jump_cache_;
   std::unique_ptr<Translator> translator_;

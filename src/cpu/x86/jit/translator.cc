@@ -153,8 +153,18 @@ void Translator::emit_block(const Block& block) {
   }
   forget_registers();
   flush_rip();
-  emit_chain(block, called_handlers_);
+  emit_chain(block);
   code_.L(epilogue_);
+  emit_epilogue();
+  // The early exits, out of the straight-line path.
+  for (Exit& exit : exits_) {
+    code_.L(exit.label);
+    code_.mov(eax, exit.value);
+    code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
+  }
+}
+
+void Translator::emit_epilogue() {
   code_.add(rsp, 8);
   code_.pop(r15);
   code_.pop(r14);
@@ -163,12 +173,6 @@ void Translator::emit_block(const Block& block) {
   code_.pop(rbp);
   code_.pop(rbx);
   code_.ret();
-  // The early exits, out of the straight-line path.
-  for (Exit& exit : exits_) {
-    code_.L(exit.label);
-    code_.mov(eax, exit.value);
-    code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
-  }
 }
 
 bool Translator::emit_register_only(const Instruction& in) {

@@ -52,6 +52,15 @@ class Translator {
   // all): chained blocks jump there, keeping the first block's frame.
   size_t body_offset() const { return body_offset_; }
 
+  // The chaining stub every block's end jumps to (one per vCPU, installed by the engine where
+  // it stays; set_chain_stub tells the translator where): it makes the run loop's
+  // between-blocks checks (budget, requests word, the checked path's conditions) and jumps
+  // straight into the successor's body found through the block's links or the jump cache;
+  // otherwise it calls Chain::function, which may still find one, or returns to the run loop.
+  // `links_offset` is where Block::links lie in a Block. Valid until the next call.
+  std::span<const std::byte> chain_stub(int32_t links_offset);
+  void set_chain_stub(const void* stub) { chain_stub_ = stub; }
+
   // The host code for `block`, valid until the next call; empty when it cannot be generated
   // (the block then runs on the interpreter).
   std::span<const std::byte> translate(const Block& block);
@@ -90,12 +99,10 @@ class Translator {
   bool flags_observed_after(const Block& block, size_t index) const;
   // The register-only emitters; false when `in` is not one of their forms.
   bool emit_register_only(const Instruction& in);
-  // translator_chain.cc: the end of a block that ran to its end. Makes the run loop's
-  // between-blocks checks inline (budget, requests word, and after a handler call the checked
-  // path's conditions) and jumps straight into the successor's body found through the
-  // block's links or the jump cache; otherwise calls Chain::function, which may still find
-  // one, or returns to the run loop.
-  void emit_chain(const Block& block, bool called_handlers);
+  // translator_chain.cc: the end of a block that ran to its end: a jump to the chaining stub.
+  void emit_chain(const Block& block);
+  // Returns from translated code (the frame is the same in every body and the stub).
+  void emit_epilogue();
   // A final branch whose target is this block's own start (a loop of one block), with no
   // handler call in the block: the budget and requests checks, then straight back to the
   // body. Falls through (RIP already the target) when they say stop.
@@ -201,6 +208,7 @@ class Translator {
   CpuCore& core_;
   ExitRecord& record_;
   Chain chain_;
+  const void* chain_stub_ = nullptr;
   size_t body_offset_ = 0;
   Layout layout_;
   Xbyak::CodeGenerator code_;

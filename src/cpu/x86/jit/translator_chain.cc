@@ -20,38 +20,47 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 
 }  // namespace
 
-void Translator::emit_chain(const Block& block, bool called_handlers) {
-  const uint32_t count = static_cast<uint32_t>(block.instructions.size());
+void Translator::emit_chain(const Block& block) {
+  // The shared chaining stub does the rest (chain_stub): the block in rsi, its count in edx.
+  code_.mov(rsi, reinterpret_cast<uint64_t>(&block));
+  code_.mov(edx, static_cast<uint32_t>(block.instructions.size()));
+  code_.mov(rax, reinterpret_cast<uint64_t>(chain_stub_));
+  code_.jmp(rax);
+}
+
+std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
+  code_.reset();
   Xbyak::Label slow, enter, to_loop;
+  // Entered by a jump from a block's end, in the translated code's frame: rsi the block, edx
+  // its instruction count. r8/r9 keep them (nothing is cached in host registers any more).
+  code_.mov(r8, rsi);
+  code_.mov(r9d, edx);
   // The budget (Cpu::run's instruction limit): rax is the retired count after this block.
   code_.mov(rax, field(layout_.retired, 8));
-  code_.add(rax, count);
+  code_.add(rax, r9);
   code_.cmp(rax, field(layout_.retired_limit, 8));
   code_.jae(slow, CodeGenerator::T_NEAR);
   // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop.
   code_.mov(rcx, field(layout_.requests, 8));
   code_.cmp(dword[rcx], 0);
   code_.jne(slow, CodeGenerator::T_NEAR);
-  if (called_handlers) {
-    // Only a handler sets these (HLT, STI/MOV SS, POPF/IRET, MOV DR...); the inlined forms
-    // and their slow paths never do.
-    code_.cmp(field(layout_.halted, 1), 0);
-    code_.jne(slow, CodeGenerator::T_NEAR);
-    code_.cmp(field(layout_.waiting_for_startup, 1), 0);
-    code_.jne(slow, CodeGenerator::T_NEAR);
-    code_.cmp(field(layout_.interrupt_shadow, 1), 0);
-    code_.jne(slow, CodeGenerator::T_NEAR);
-    code_.cmp(field(layout_.breakpoints_armed, 1), 0);
-    code_.jne(slow, CodeGenerator::T_NEAR);
-    code_.test(field(layout_.rflags, 4), kTrapFlags);
-    code_.jnz(slow, CodeGenerator::T_NEAR);
-  }
+  // What a handler may have set (HLT, STI/MOV SS, POPF/IRET, MOV DR...) sends it there too.
+  code_.cmp(field(layout_.halted, 1), 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.waiting_for_startup, 1), 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.interrupt_shadow, 1), 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.breakpoints_armed, 1), 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.test(field(layout_.rflags, 4), kTrapFlags);
+  code_.jnz(slow, CodeGenerator::T_NEAR);
   // rcx: RIP, rdx: the generation; the hit leaves the body in rdi and the block in rsi.
   code_.mov(rcx, field(layout_.rip, 8));
   code_.mov(rdx, field(layout_.generation, 8));
-  for (const Block::Link& link : block.links) {
+  for (int32_t link = 0; link < 2; ++link) {
     Xbyak::Label next;
-    code_.mov(rsi, reinterpret_cast<uint64_t>(&link));
+    code_.lea(rsi, ptr[r8 + links_offset + link * static_cast<int32_t>(sizeof(Block::Link))]);
     code_.cmp(rcx, qword[rsi + offsetof(Block::Link, rip)]);
     code_.jne(next);
     code_.cmp(rdx, qword[rsi + offsetof(Block::Link, generation)]);
@@ -88,17 +97,21 @@ void Translator::emit_chain(const Block& block, bool called_handlers) {
   code_.mov(qword[rax], rsi);
   code_.jmp(rdi);
   // No inline successor: the engine looks (and fills the link or jump cache for next time).
+  // The count waits in the frame's spare slot across the call.
   code_.L(slow);
+  code_.mov(dword[rsp], r9d);
   code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
-  code_.mov(rsi, reinterpret_cast<uint64_t>(&block));
-  code_.mov(edx, count);
+  code_.mov(rsi, r8);
+  code_.mov(edx, r9d);
   code_.mov(rax, reinterpret_cast<uint64_t>(chain_.function));
   code_.call(rax);
   code_.test(rax, rax);
   code_.jz(to_loop);
   code_.jmp(rax);
   code_.L(to_loop);
-  code_.mov(eax, count);
+  code_.mov(eax, dword[rsp]);
+  emit_epilogue();
+  return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
 }
 
 bool Translator::branches_to_own_start(const Instruction& in, size_t index) const {
