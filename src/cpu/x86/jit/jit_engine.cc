@@ -20,6 +20,9 @@ Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache
   const std::byte* stub = engine->stubs_->install(engine->translator_->chain_stub(links_offset));
   if (stub == nullptr) return fail(ErrorCode::kInternal, "JIT chaining stub: does not fit its page");
   engine->translator_->set_chain_stub(stub);
+  const std::byte* handler = engine->stubs_->install(engine->translator_->handler_stub());
+  if (handler == nullptr) return fail(ErrorCode::kInternal, "JIT handler stub: does not fit its page");
+  engine->translator_->set_handler_stub(handler);
   return engine;
 }
 

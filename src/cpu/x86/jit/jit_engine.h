@@ -66,7 +66,8 @@ class JitEngine {
 
   CpuCore& core_;
   std::unique_ptr<CodeCache> cache_;
-  // The chaining stub (Translator::chain_stub), apart from the flushed cache.
+  // The chaining and handler stubs (Translator::chain_stub, handler_stub), apart from the
+  // flushed cache.
   std::unique_ptr<CodeCache> stubs_;
   ExitRecord record_;
   JumpCache jump_cache_;

@@ -78,7 +78,7 @@ std::span<const std::byte> Translator::translate(const Block& block) {
 
 void Translator::emit_pass(const Block& block) {
   code_.reset();
-  exits_.clear();
+  handler_exits_.clear();
   epilogue_.clear();
   body_.clear();
   loop_entry_.clear();
@@ -156,10 +156,16 @@ void Translator::emit_block(const Block& block) {
   emit_chain(block);
   code_.L(epilogue_);
   emit_epilogue();
-  // The early exits, out of the straight-line path.
-  for (Exit& exit : exits_) {
+  // The early exits, out of the straight-line path. After handler `index`: raised (1), the next one faulted; stopped (2), it completed.
+  for (HandlerExit& exit : handler_exits_) {
+    Xbyak::Label raised;
     code_.L(exit.label);
-    code_.mov(eax, exit.value);
+    code_.cmp(eax, 1);
+    code_.je(raised);
+    code_.mov(eax, exit.index + 1);
+    code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
+    code_.L(raised);
+    code_.mov(eax, exit.index | kFaulted);
     code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
   }
 }
@@ -207,22 +213,40 @@ void Translator::emit_handler_call_after_advance(const Instruction& in, size_t i
 }
 
 void Translator::emit_call_and_checks(const Instruction& in, size_t index) {
-  code_.mov(rdi, rbx);
+  // The handler stub (handler_stub) returns 0 to go on, 1 when the handler raised, 2 when it
+  // ended the block (mode change, a store into this block's code, a #DB trap due).
   code_.mov(rsi, reinterpret_cast<uint64_t>(&in));
-  code_.mov(rdx, reinterpret_cast<uint64_t>(&record_));
-  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_call_handler));
+  code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));
   code_.call(rax);
   code_.test(eax, eax);
-  code_.jnz(exit_with(static_cast<uint32_t>(index) | kFaulted), Xbyak::CodeGenerator::T_NEAR);
-  // A handler may end the block (mode change, a store into this block's code, a #DB trap due).
-  code_.cmp(field(layout_.stop_block, 1), 0);
-  code_.jne(exit_with(static_cast<uint32_t>(index + 1)), Xbyak::CodeGenerator::T_NEAR);
+  code_.jnz(exit_after_handler(static_cast<uint32_t>(index)), Xbyak::CodeGenerator::T_NEAR);
   known_flags_.reset();
 }
 
-Xbyak::Label& Translator::exit_with(uint32_t value) {
-  exits_.push_back(Exit{{}, value});
-  return exits_.back().label;
+std::span<const std::byte> Translator::handler_stub() {
+  code_.reset();
+  Xbyak::Label raised;
+  // Called from a block's body (the call's return address makes 8 bytes to realign).
+  code_.sub(rsp, 8);
+  code_.mov(rdi, rbx);
+  code_.mov(rdx, reinterpret_cast<uint64_t>(&record_));
+  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_call_handler));
+  code_.call(rax);
+  code_.add(rsp, 8);
+  code_.test(eax, eax);
+  code_.jnz(raised);
+  code_.movzx(eax, field(layout_.stop_block, 1));
+  code_.add(eax, eax);
+  code_.ret();
+  code_.L(raised);
+  code_.mov(eax, 1);
+  code_.ret();
+  return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
+}
+
+Xbyak::Label& Translator::exit_after_handler(uint32_t index) {
+  handler_exits_.push_back(HandlerExit{{}, index});
+  return handler_exits_.back().label;
 }
 
 void Translator::flush_rip() {

@@ -60,6 +60,10 @@ class Translator {
   // `links_offset` is where Block::links lie in a Block. Valid until the next call.
   std::span<const std::byte> chain_stub(int32_t links_offset);
   void set_chain_stub(const void* stub) { chain_stub_ = stub; }
+  // The stub every handler call goes through (calls lamina_jit_call_handler with the core and
+  // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
+  std::span<const std::byte> handler_stub();
+  void set_handler_stub(const void* stub) { handler_stub_ = stub; }
 
   // The host code for `block`, valid until the next call; empty when it cannot be generated
   // (the block then runs on the interpreter).
@@ -74,10 +78,6 @@ class Translator {
     // The between-blocks checks of inline chaining (translator_chain.cc).
     int32_t retired, retired_limit, requests, generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
-  };
-  struct Exit {
-    Xbyak::Label label;
-    uint32_t value;
   };
   // What the lazy flags hold when the block reaches this point, if an inlined instruction of
   // this block set them (a handler, or the code before the block, leaves them unknown).
@@ -123,7 +123,13 @@ class Translator {
   // The handler call of an inlined instruction's rare path, RIP already past it.
   void emit_handler_call_after_advance(const Instruction& in, size_t index);
   void emit_call_and_checks(const Instruction& in, size_t index);
-  Xbyak::Label& exit_with(uint32_t value);
+  // Where a handler call at `index` goes when the handler stub returns nonzero.
+  Xbyak::Label& exit_after_handler(uint32_t index);
+  struct HandlerExit {
+    Xbyak::Label label;
+    uint32_t index;
+  };
+  std::deque<HandlerExit> handler_exits_;
 
   // translator_integer.cc
   bool emit_move(const Instruction& in);
@@ -209,6 +215,7 @@ class Translator {
   ExitRecord& record_;
   Chain chain_;
   const void* chain_stub_ = nullptr;
+  const void* handler_stub_ = nullptr;
   size_t body_offset_ = 0;
   Layout layout_;
   Xbyak::CodeGenerator code_;
@@ -235,7 +242,6 @@ class Translator {
   bool rip_flushed_ = false;       // RIP was written since the body's start
   const Block* block_ = nullptr;  // the block being translated
   uint64_t block_bytes_ = 0;      // its length in guest bytes
-  std::deque<Exit> exits_;
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
   bool called_handlers_ = false;  // a full handler call in this block (it may set TF, HLT...)
