@@ -195,27 +195,23 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {
   // As the interpreter: instruction_rip is where it starts, RIP already points past it.
-  code_.mov(rax, field(layout_.rip, 8));
-  if (pending_rip_ != 0) code_.add(rax, static_cast<uint32_t>(pending_rip_));
-  code_.mov(field(layout_.instruction_rip, 8), rax);
-  code_.add(rax, in.length);
-  code_.mov(field(layout_.rip, 8), rax);
+  const auto delta = static_cast<int32_t>(pending_rip_);
   pending_rip_ = 0;
   called_handlers_ = true;
-  emit_call_and_checks(in, index);
+  emit_call_and_checks(in, index, delta);
 }
 
 void Translator::emit_handler_call_after_advance(const Instruction& in, size_t index) {
-  code_.mov(rax, field(layout_.rip, 8));
-  code_.sub(rax, in.length);
-  code_.mov(field(layout_.instruction_rip, 8), rax);
-  emit_call_and_checks(in, index);
+  // RIP is past the instruction already: instruction_rip is RIP - length, RIP stays.
+  emit_call_and_checks(in, index, -static_cast<int32_t>(in.length));
 }
 
-void Translator::emit_call_and_checks(const Instruction& in, size_t index) {
-  // The handler stub (handler_stub) returns 0 to go on, 1 when the handler raised, 2 when it
-  // ended the block (mode change, a store into this block's code, a #DB trap due).
+void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32_t rip_delta) {
+  // The handler stub (handler_stub) sets instruction_rip = RIP + rip_delta and RIP past the
+  // instruction, and returns 0 to go on, 1 when the handler raised, 2 when it ended the
+  // block (mode change, a store into this block's code, a #DB trap due).
   code_.mov(rsi, reinterpret_cast<uint64_t>(&in));
+  code_.mov(rdx, static_cast<int64_t>(rip_delta));
   code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));
   code_.call(rax);
   code_.test(eax, eax);
@@ -226,6 +222,13 @@ void Translator::emit_call_and_checks(const Instruction& in, size_t index) {
 std::span<const std::byte> Translator::handler_stub() {
   code_.reset();
   Xbyak::Label raised;
+  // rsi: the instruction, rdx: instruction_rip's distance from RIP.
+  code_.mov(rax, field(layout_.rip, 8));
+  code_.add(rax, rdx);
+  code_.mov(field(layout_.instruction_rip, 8), rax);
+  code_.movzx(ecx, byte[rsi + offsetof(Instruction, length)]);
+  code_.add(rax, rcx);
+  code_.mov(field(layout_.rip, 8), rax);
   // Called from a block's body (the call's return address makes 8 bytes to realign).
   code_.sub(rsp, 8);
   code_.mov(rdi, rbx);

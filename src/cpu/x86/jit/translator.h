@@ -122,7 +122,7 @@ class Translator {
   void emit_handler_call(const Instruction& in, size_t index);
   // The handler call of an inlined instruction's rare path, RIP already past it.
   void emit_handler_call_after_advance(const Instruction& in, size_t index);
-  void emit_call_and_checks(const Instruction& in, size_t index);
+  void emit_call_and_checks(const Instruction& in, size_t index, int32_t rip_delta);
   // Where a handler call at `index` goes when the handler stub returns nonzero.
   Xbyak::Label& exit_after_handler(uint32_t index);
   struct HandlerExit {
