@@ -12,6 +12,7 @@
 #include <xbyak/xbyak.h>
 
 #include "cpu/x86/jit/jit_engine.h"
+#include "cpu/x86/shared_code_pages.h"
 #include "test_machine.h"
 
 namespace lamina::cpu::x86::testing {
@@ -543,6 +544,67 @@ void remapped_function_runs_the_new_code(bool reload_cr3) {
   expect_same(interpreted, translated);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+}
+
+TEST(JitEngineTest, AnotherVcpusWriteReachesAChainedLoop) {
+  // vCPU 0 loops through two chained blocks, X and Y, until Y's immediate becomes nonzero;
+  // vCPU 1, on another thread, writes it. Translated code chaining from X into Y's old
+  // translation must notice (request::kCodeWritten), retranslate Y and halt.
+  constexpr uint64_t kWriter = 0x130000;
+  uint64_t immediate = 0;
+  const std::vector<uint8_t> program = assemble([&immediate](Xbyak::CodeGenerator& c) {
+    Xbyak::Label x, y;
+    c.L(x);
+    c.inc(rbx);
+    c.jmp(y, Xbyak::CodeGenerator::T_NEAR);
+    c.align(256);
+    c.L(y);
+    immediate = kCode + c.getSize() + 1;
+    c.mov(eax, 0);
+    c.test(eax, eax);
+    c.jz(x, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  SharedCodePages shared(16 << 20);
+  CpuConfiguration configuration;
+  configuration.engine = CpuEngine::kJit;
+  configuration.shared_code = &shared;
+  TestMachine machine(16 << 20, configuration);
+  machine.enter_long_mode(0);
+  machine.write(kCode, program);
+  CpuConfiguration other_configuration = configuration;
+  other_configuration.vcpu_index = 1;
+  Cpu other(machine.memory(), machine.environment(), other_configuration);
+  // vCPU 1: hlt (a first run marks its own code page, so that the write later posts nothing
+  // but what the write itself must); mov dword [immediate], 1; hlt
+  const std::vector<uint8_t> writer = assemble([immediate](Xbyak::CodeGenerator& c) {
+    c.hlt();
+    c.mov(rcx, immediate);
+    c.mov(dword[rcx], 1);
+    c.hlt();
+  });
+  machine.write(kWriter, writer);
+  machine.state().rip = kCode;
+  machine.state().gpr[kRsp] = kStackTop;
+  other.state() = machine.state();
+  other.state().rip = kWriter;
+  other.state_changed();
+  ASSERT_EQ(other.run(100).kind, CpuExit::Kind::kHalted);
+  other.state().halted = false;
+  constexpr uint64_t kBudget = 20'000'000'000;
+  CpuExit exit;
+  CpuExit::Kind writer_exit = CpuExit::Kind::kBudgetExhausted;
+  {
+    std::jthread second([&other, &writer_exit] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      writer_exit = other.run(100).kind;
+    });
+    exit = machine.cpu().run(kBudget);
+  }
+  EXPECT_EQ(writer_exit, CpuExit::Kind::kHalted);
+  EXPECT_EQ(exit.kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(machine.state().gpr[kRax], 1u);
+  EXPECT_LT(exit.instructions, kBudget);
 }
 
 TEST(JitEngineTest, AJumpCacheEntryDiesWithInvlpgOfItsPage) { remapped_function_runs_the_new_code(false); }
