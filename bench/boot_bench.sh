@@ -6,12 +6,14 @@
 # runs guest kernels in hardware, also `lamina run --accel kvm` against qemu -accel kvm -cpu host
 # (kvm columns; "n/a" otherwise: no usable /dev/kvm, or KVM's PVM flavour without hardware
 # virtualization, which cannot boot an unmodified kernel).
-#   bench/boot_bench.sh [build/lamina] [runs=3] [cpus=1]
+#   bench/boot_bench.sh [build/lamina] [runs=3] [cpus=1] [interp=yes|no]
+# (interp=no skips the interpreter's column, the slowest by far)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 lamina=${1:-$top/build/lamina}
 runs=${2:-3}
 cpus=${3:-1}
+with_interp=${4:-yes}
 guest=$("$top/scripts/make-guest")
 loop='i=0; while [ $i -lt 30000 ]; do i=$((i+1)); done'
 
@@ -57,7 +59,7 @@ printf '%-28s %10s %10s %10s %8s %8s %12s %12s %10s\n' "workload ($cpus vCPU)" "
 for row in "boot to init and poweroff|true" "boot + shell loop 30000|$loop"; do
   name=${row%%|*} command=${row#*|}
   l=$(best lamina "$command")
-  li=$(best lamina-interp "$command")
+  if [[ $with_interp == yes ]]; then li=$(best lamina-interp "$command"); else li=nan; fi
   q=$(best qemu "$command")
   if [[ $kvm == yes ]]; then
     lk=$(best lamina-kvm "$command")
@@ -67,6 +69,7 @@ for row in "boot to init and poweroff|true" "boot + shell loop 30000|$loop"; do
     kvm_columns=$(printf '%12s %12s %10s' n/a n/a n/a)
   fi
   printf '%-28s %10.2f %10.2f %10.2f %8.2f %8.2f %s\n' "$name" "$l" "$li" "$q" \
-    "$(echo "$l / $q" | bc -l)" "$(echo "$li / $q" | bc -l)" "$kvm_columns"
+    "$(echo "$l / $q" | bc -l)" "$(if [[ $li == nan ]]; then echo nan; else echo "$li / $q" | bc -l; fi)" \
+    "$kvm_columns"
 done
 [[ $kvm == yes ]] || echo "kvm: not measured (no /dev/kvm that runs guest kernels in hardware here)"

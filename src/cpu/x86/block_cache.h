@@ -30,10 +30,13 @@ struct Block {
   uint32_t first_generation = 0, last_generation = 0;
   // Successor cache ("chaining"): the block found last time RIP was `rip` after this one. Valid
   // only while the cache's generation is unchanged (no invalidation, TLB flush or mode change).
+  // `body` is the successor's translated body once the JIT has seen it translated under that
+  // generation (translated code then jumps there without leaving generated code).
   struct Link {
     uint64_t rip = ~uint64_t{0};
     uint64_t generation = 0;
     Block* block = nullptr;
+    const std::byte* body = nullptr;
   };
   Link links[2];
   uint8_t next_link = 0;
@@ -68,6 +71,8 @@ class BlockCache {
   void clear();
   // Bumped whenever a chained successor may have become wrong.
   uint64_t generation() const { return generation_; }
+  // Where the generation lives, for translated code that compares it inline.
+  const uint64_t* generation_address() const { return &generation_; }
   void new_generation() { ++generation_; }
   // Frees blocks invalidated while they were executing.
   void release_retired() { retired_.clear(); }

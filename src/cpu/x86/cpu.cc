@@ -274,6 +274,10 @@ bool Cpu::take_requests(CpuExit& exit) {
     requests_.fetch_and(~request::kFlushWrites);
     core.tlb.trap_all_writes();
   }
+  if (pending & request::kCodeWritten) {
+    requests_.fetch_and(~request::kCodeWritten);
+    core.blocks.new_generation();
+  }
   if (pending & request::kA20) {
     requests_.fetch_and(~request::kA20);
     const bool enabled = a20_enabled_.load(std::memory_order_relaxed);

@@ -54,6 +54,8 @@ inline constexpr uint32_t kInit = 1u << 3;       // INIT: reset to the wait-for-
 inline constexpr uint32_t kStartup = 1u << 4;    // SIPI (vector given with post_startup)
 inline constexpr uint32_t kFlushWrites = 1u << 5;  // drop write-TLB entries (SharedCodePages)
 inline constexpr uint32_t kA20 = 1u << 6;          // the A20 gate changed (Cpu::set_a20_enabled)
+// A vCPU wrote a page holding translated code (SharedCodePages): chained successors may be stale.
+inline constexpr uint32_t kCodeWritten = 1u << 7;
 }  // namespace request
 
 }  // namespace lamina::cpu::x86

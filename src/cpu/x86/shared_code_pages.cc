@@ -38,6 +38,12 @@ void SharedCodePages::note_write(uint64_t physical) {
   uint32_t value = entry.load(std::memory_order_acquire);
   while ((value & 1) && !entry.compare_exchange_weak(value, (value & ~1u) + 2, std::memory_order_acq_rel)) {
   }
+  if (!(value & 1)) return;
+  // The page was code: every vCPU starts a new chaining generation at its next boundary, so
+  // translated code that jumps block to block without the run loop's checks (jit/) stops
+  // following links into it. Posted after the bump, so a vCPU that sees the request sees it.
+  std::lock_guard lock(cpus_mutex_);
+  for (Cpu* cpu : cpus_) cpu->post(request::kCodeWritten);
 }
 
 }  // namespace lamina::cpu::x86

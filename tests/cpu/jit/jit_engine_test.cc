@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <chrono>
 #include <functional>
+#include <thread>
 #include <vector>
 
 #include <xbyak/xbyak.h>
 
 #include "cpu/x86/jit/jit_engine.h"
+#include "cpu/x86/shared_code_pages.h"
 #include "test_machine.h"
 
 namespace lamina::cpu::x86::testing {
@@ -35,7 +38,8 @@ struct Outcome {
 };
 
 Outcome run_on(CpuEngine engine, const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20,
-               uint64_t budget = 10'000'000) {
+               uint64_t budget = 10'000'000,
+               const std::function<void(TestMachine&)>& setup = {}) {
   EXPECT_LT(program.size(), kHandler - kCode) << "the program runs into the handler";
   CpuConfiguration configuration;
   configuration.engine = engine;
@@ -50,6 +54,7 @@ Outcome run_on(CpuEngine engine, const std::vector<uint8_t>& program, uint64_t c
   state.rip = kCode;
   state.gpr[kRsp] = kStackTop;
   state.halted = false;
+  if (setup) setup(machine);
   Outcome outcome;
   const CpuExit exit = machine.cpu().run(budget);
   outcome.exit = exit.kind;
@@ -282,6 +287,35 @@ TEST(JitEngineTest, PageFaultInTheMiddleOfABlockIsPrecise) {
   EXPECT_EQ(outcome.state.rip, kHandler + 1);
 }
 
+TEST(JitEngineTest, CachedRegistersAreWrittenBackBeforeAMidBlockPageFault) {
+  // More guest registers than the five host registers that cache them, partial writes (AH,
+  // AL, AX, EAX), and flags set and overwritten before the faulting store sees them.
+  const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rax, 0x1122334455667788ull);
+    c.mov(rbx, 0x0102030405060708ull);
+    c.mov(rsi, 0x8000000000000001ull);
+    c.add(ah, bl);
+    c.sub(al, bh);
+    c.xor_(ax, si);
+    c.mov(rcx, rax);
+    c.add(ecx, ebx);
+    c.movzx(edx, ah);
+    c.movsx(rdi, cx);
+    c.lea(r8, ptr[rax + rbx * 2 + 5]);
+    c.imul(r9, r8, 7);
+    c.shr(r9, 3);
+    c.or_(r10, r9);
+    c.and_(r11, r8);
+    c.sub(rsi, rdi);  // the flags the fault sees
+    c.mov(rcx, 0x40000000);  // not mapped: the store below raises #PF
+    c.mov(dword[rcx], eax);
+    c.mov(eax, 99);
+    c.hlt();
+  }));
+  EXPECT_EQ(outcome.state.cr2, 0x40000000u);
+  EXPECT_EQ(outcome.state.rip, kHandler + 1);
+}
+
 TEST(JitEngineTest, SelfModifyingCodeRunsTheNewInstructions) {
   const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
     Xbyak::Label outer, inner, patched;
@@ -328,6 +362,254 @@ TEST(JitEngineTest, AFullCodeCacheIsFlushedAndStaysWithinItsBound) {
   EXPECT_LE(outcome.cache_used, outcome.cache_capacity);
   EXPECT_EQ(outcome.cache_capacity, 4096u);
 }
+
+// The physical address of the page-table entry that maps `linear` in a TestMachine after
+// enter_long_mode and map_page (the tables are laid out the same way every time).
+uint64_t pte_address(uint64_t linear, uint64_t physical) {
+  TestMachine machine;
+  machine.enter_long_mode(0);
+  machine.map_page(linear, physical, false, true);
+  uint64_t table = machine.state().cr3 & ~uint64_t{0xfff};
+  for (int level = 3; level > 0; --level)
+    table = machine.read64(table + ((linear >> (12 + 9 * level)) & 511) * 8) & 0x000ffffffffff000ull;
+  return table + ((linear >> 12) & 511) * 8;
+}
+
+// An endless loop of two chained blocks, and one of a single block that branches to its own
+// start (translated code loops inside its own body there).
+std::vector<uint8_t> two_block_loop() {
+  return assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, other;
+    c.L(loop);
+    c.add(rax, 3);
+    c.jmp(other, Xbyak::CodeGenerator::T_NEAR);
+    c.L(other);
+    c.xor_(rbx, rax);
+    c.inc(rcx);
+    c.jmp(loop, Xbyak::CodeGenerator::T_NEAR);
+  });
+}
+
+std::vector<uint8_t> one_block_loop() {
+  return assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop;
+    c.L(loop);
+    c.add(rax, 3);
+    c.xor_(rbx, rax);
+    c.dec(rcx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.jmp(loop, Xbyak::CodeGenerator::T_NEAR);
+  });
+}
+
+TEST(JitEngineTest, AOneBlockLoopKeepsItsRegistersAcrossRoundsExactly) {
+  // A loop of one block keeps its registers in host registers over the back edge and writes
+  // them back on the way out (the loop's end, the budget), with partial and 16-bit writes.
+  const std::vector<uint8_t> program = assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop;
+    c.mov(ecx, 3000);
+    c.mov(rax, 0x0123456789abcdefull);
+    c.L(loop);
+    c.add(rax, rbx);
+    c.xor_(edx, eax);
+    c.lea(rbx, ptr[rbx + rdx * 2 + 1]);
+    c.imul(si, ax, 7);
+    c.shr(rdi, 3);
+    c.or_(rdi, rsi);
+    c.add(al, cl);
+    c.sub(r9w, dx);
+    c.movzx(r10d, r9b);
+    c.and_(r11d, edi);  // CF clear before the counter's DEC, whose flags the loop defers
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  for (const uint64_t budget : {uint64_t{10'000'000}, uint64_t{12345}, uint64_t{12346}}) {
+    const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, budget);
+    const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, budget);
+    expect_same(interpreted, translated);
+  }
+}
+
+TEST(JitEngineTest, ABudgetEndsATightChainedLoopAtTheSameInstruction) {
+  // Translated code goes from block to block (or round its own body) without the run loop:
+  // the budget check must still stop it where the interpreter stops.
+  for (const std::vector<uint8_t>& program : {two_block_loop(), one_block_loop()}) {
+    for (const uint64_t budget : {uint64_t{1000}, uint64_t{1001}, uint64_t{77777}}) {
+      const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, budget);
+      const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, budget);
+      expect_same(interpreted, translated);
+      EXPECT_EQ(translated.exit, CpuExit::Kind::kBudgetExhausted);
+      EXPECT_GE(translated.retired, budget);
+    }
+  }
+}
+
+TEST(JitEngineTest, AnInterruptReachesATightChainedLoop) {
+  // Another thread posts an interrupt while an endless loop runs; its handler (HLT) must run
+  // long before the budget.
+  for (const std::vector<uint8_t>& program : {two_block_loop(), one_block_loop()}) {
+    constexpr uint64_t kBudget = 20'000'000'000;
+    CpuConfiguration configuration;
+    configuration.engine = CpuEngine::kJit;
+    TestMachine machine(16 << 20, configuration);
+    machine.enter_long_mode(0);
+    machine.write(kCode, program);
+    const uint8_t halt[] = {0xf4};
+    machine.write(kHandler, halt);
+    machine.set_long_gate(0x40, kHandler);
+    machine.state().rip = kCode;
+    machine.state().gpr[kRsp] = kStackTop;
+    machine.state().rflags |= rflags::kIf;
+    machine.environment().interrupts.push_back(0x40);
+    CpuExit exit;
+    {
+      std::jthread poster([&machine] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        machine.cpu().post(request::kInterrupt);
+      });
+      exit = machine.cpu().run(kBudget);
+    }
+    EXPECT_EQ(exit.kind, CpuExit::Kind::kHalted);
+    EXPECT_EQ(machine.state().rip, kHandler + 1);
+    EXPECT_LT(exit.instructions, kBudget);
+    ASSERT_NE(machine.cpu().jit(), nullptr);
+    EXPECT_GT(machine.cpu().jit()->translations(), 0u);
+  }
+}
+
+TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {
+  // Block A jumps to block B and B back to A; after they are chained, A rewrites B's
+  // immediate. Every round must add the value just written.
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label a, b, patched, done;
+    c.mov(ecx, 40);
+    c.xor_(ebx, ebx);
+    c.L(a);
+    c.cmp(ecx, 20);
+    c.jb(b, Xbyak::CodeGenerator::T_NEAR);  // from round 20 on, rewrite B each time
+    c.mov(dword[rip + patched + 1], ecx);
+    c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+    c.align(256);
+    c.L(b);
+    c.L(patched);
+    c.mov(eax, 1);
+    c.add(ebx, eax);
+    c.dec(ecx);
+    c.jnz(a, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  })));
+}
+
+// A function at one linear address calls through the jump cache (an indirect CALL, a RET);
+// then its page is mapped to other code, with INVLPG or a CR3 reload, and called again.
+void remapped_function_runs_the_new_code(bool reload_cr3) {
+  constexpr uint64_t kFunction = 0x40000000, kFirst = 0x130000, kSecond = 0x140000;
+  const uint64_t pte = pte_address(kFunction, kFirst);
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    for (int phase = 0; phase < 2; ++phase) {
+      Xbyak::Label loop;
+      c.mov(ecx, 50);
+      c.L(loop);
+      c.mov(rax, kFunction);
+      c.call(rax);
+      c.add(rbx, rax);
+      c.dec(ecx);
+      c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+      if (phase == 0) {
+        c.mov(rdx, pte);
+        c.mov(rax, kSecond | 3);
+        c.mov(qword[rdx], rax);
+        // xbyak has no control-register or INVLPG forms: their encodings (SDM vol. 2).
+        if (reload_cr3) {
+          c.db(0x0f), c.db(0x20), c.db(0xd8);  // mov rax, cr3
+          c.db(0x0f), c.db(0x22), c.db(0xd8);  // mov cr3, rax
+        } else {
+          c.mov(rax, kFunction);
+          c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
+        }
+      }
+    }
+    c.hlt();
+  });
+  const auto setup = [](TestMachine& machine) {
+    machine.map_page(kFunction, kFirst, false, true);
+    const uint8_t first[] = {0xb8, 1, 0, 0, 0, 0xc3};   // mov eax, 1; ret
+    const uint8_t second[] = {0xb8, 2, 0, 0, 0, 0xc3};  // mov eax, 2; ret
+    machine.write(kFirst, first);
+    machine.write(kSecond, second);
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+}
+
+TEST(JitEngineTest, AnotherVcpusWriteReachesAChainedLoop) {
+  // vCPU 0 loops through two chained blocks, X and Y, until Y's immediate becomes nonzero;
+  // vCPU 1, on another thread, writes it. Translated code chaining from X into Y's old
+  // translation must notice (request::kCodeWritten), retranslate Y and halt.
+  constexpr uint64_t kWriter = 0x130000;
+  uint64_t immediate = 0;
+  const std::vector<uint8_t> program = assemble([&immediate](Xbyak::CodeGenerator& c) {
+    Xbyak::Label x, y;
+    c.L(x);
+    c.inc(rbx);
+    c.jmp(y, Xbyak::CodeGenerator::T_NEAR);
+    c.align(256);
+    c.L(y);
+    immediate = kCode + c.getSize() + 1;
+    c.mov(eax, 0);
+    c.test(eax, eax);
+    c.jz(x, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  SharedCodePages shared(16 << 20);
+  CpuConfiguration configuration;
+  configuration.engine = CpuEngine::kJit;
+  configuration.shared_code = &shared;
+  TestMachine machine(16 << 20, configuration);
+  machine.enter_long_mode(0);
+  machine.write(kCode, program);
+  CpuConfiguration other_configuration = configuration;
+  other_configuration.vcpu_index = 1;
+  Cpu other(machine.memory(), machine.environment(), other_configuration);
+  // vCPU 1: hlt (a first run marks its own code page, so that the write later posts nothing
+  // but what the write itself must); mov dword [immediate], 1; hlt
+  const std::vector<uint8_t> writer = assemble([immediate](Xbyak::CodeGenerator& c) {
+    c.hlt();
+    c.mov(rcx, immediate);
+    c.mov(dword[rcx], 1);
+    c.hlt();
+  });
+  machine.write(kWriter, writer);
+  machine.state().rip = kCode;
+  machine.state().gpr[kRsp] = kStackTop;
+  other.state() = machine.state();
+  other.state().rip = kWriter;
+  other.state_changed();
+  ASSERT_EQ(other.run(100).kind, CpuExit::Kind::kHalted);
+  other.state().halted = false;
+  constexpr uint64_t kBudget = 20'000'000'000;
+  CpuExit exit;
+  CpuExit::Kind writer_exit = CpuExit::Kind::kBudgetExhausted;
+  {
+    std::jthread second([&other, &writer_exit] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      writer_exit = other.run(100).kind;
+    });
+    exit = machine.cpu().run(kBudget);
+  }
+  EXPECT_EQ(writer_exit, CpuExit::Kind::kHalted);
+  EXPECT_EQ(exit.kind, CpuExit::Kind::kHalted);
+  EXPECT_EQ(machine.state().gpr[kRax], 1u);
+  EXPECT_LT(exit.instructions, kBudget);
+}
+
+TEST(JitEngineTest, AJumpCacheEntryDiesWithInvlpgOfItsPage) { remapped_function_runs_the_new_code(false); }
+
+TEST(JitEngineTest, AJumpCacheEntryDiesWithACr3Reload) { remapped_function_runs_the_new_code(true); }
 
 }  // namespace
 }  // namespace lamina::cpu::x86::testing

@@ -10,14 +10,31 @@ Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache
                                                      uint32_t translate_on_run) {
   auto cache = CodeCache::create(cache_bytes);
   if (!cache) return fail(cache.error());
-  return std::unique_ptr<JitEngine>(new JitEngine(core, std::move(*cache), translate_on_run));
+  auto stubs = CodeCache::create(4096);
+  if (!stubs) return fail(stubs.error());
+  auto engine = std::unique_ptr<JitEngine>(new JitEngine(core, std::move(*cache), std::move(*stubs), translate_on_run));
+  // Where Block::links lie in a Block (not standard layout, so not offsetof).
+  const Block probe;
+  const auto links_offset = static_cast<int32_t>(reinterpret_cast<const std::byte*>(&probe.links[0]) -
+                                                 reinterpret_cast<const std::byte*>(&probe));
+  const std::byte* stub = engine->stubs_->install(engine->translator_->chain_stub(links_offset));
+  if (stub == nullptr) return fail(ErrorCode::kInternal, "JIT chaining stub: does not fit its page");
+  engine->translator_->set_chain_stub(stub);
+  const std::byte* handler = engine->stubs_->install(engine->translator_->handler_stub());
+  if (handler == nullptr) return fail(ErrorCode::kInternal, "JIT handler stub: does not fit its page");
+  engine->translator_->set_handler_stub(handler);
+  return engine;
 }
 
-JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, uint32_t translate_on_run)
+JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::unique_ptr<CodeCache> stubs,
+                     uint32_t translate_on_run)
     : core_(core),
       cache_(std::move(cache)),
+      stubs_(std::move(stubs)),
       translator_(std::make_unique<Translator>(
-          core, record_, Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain)})),
+          core, record_,
+          Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain), &last_block_,
+                            jump_cache_.entries()})),
       translate_on_run_(translate_on_run) {}
 
 JitEngine::~JitEngine() = default;
@@ -32,8 +49,10 @@ const std::byte* JitEngine::code_for(Block& block) {
   if (code.empty()) return nullptr;
   const std::byte* installed = cache_->install(code);
   if (installed == nullptr) {
-    // Full: drop every translation (their blocks see the new epoch) and start again.
+    // Full: drop every translation (their blocks see the new epoch) and start again; the new
+    // chaining generation retires every link body and jump cache entry pointing into it.
     cache_->flush();
+    core_.blocks.new_generation();
     installed = cache_->install(code);
     if (installed == nullptr) return nullptr;
   }
@@ -43,7 +62,7 @@ const std::byte* JitEngine::code_for(Block& block) {
   return installed;
 }
 
-const std::byte* JitEngine::chain(JitEngine* engine, const Block* finished, uint32_t completed) noexcept {
+const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t completed) noexcept {
   CpuCore& core = engine->core_;
   CpuState& state = core.state;
   // What Cpu::run looks at between blocks; anything there sends the block back to it.
@@ -53,23 +72,34 @@ const std::byte* JitEngine::chain(JitEngine* engine, const Block* finished, uint
       core.breakpoints_armed) {
     return nullptr;
   }
+  const uint64_t generation = core.blocks.generation();
   Block* next = nullptr;
-  for (const Block::Link& link : finished->links) {
-    if (link.rip == state.rip && link.generation == core.blocks.generation() &&
-        core.block_current(link.block)) {
+  Block::Link* found = nullptr;
+  for (Block::Link& link : finished->links) {
+    if (link.rip == state.rip && link.generation == generation && core.block_current(link.block)) {
       next = link.block;
+      found = &link;
       break;
     }
   }
+  // An indirect target, or a third successor: the jump cache holds what the run loop found.
+  if (next == nullptr) {
+    next = engine->jump_cache_.find(state.rip, generation);
+    if (next != nullptr && !core.block_current(next)) next = nullptr;
+  }
   if (next == nullptr || next->code == nullptr || next->code_epoch != engine->cache_->epoch())
     return nullptr;
+  const std::byte* body = next->code + engine->translator_->body_offset();
+  // From now on translated code follows it inline while the generation holds.
+  if (found != nullptr) found->body = body;
+  engine->jump_cache_.record(state.rip, generation, body, next);
   core.retired += completed;
   core.instruction_rip = state.rip;
   core.running_block = next;
   core.stop_block = false;
   core.event_delivered = false;
   engine->last_block_ = next;
-  return next->code + engine->translator_->body_offset();
+  return body;
 }
 
 BlockRun JitEngine::run(Block& block, bool& translated) {
@@ -77,6 +107,8 @@ BlockRun JitEngine::run(Block& block, bool& translated) {
   translated = code != nullptr;
   if (!translated) return {};
   last_block_ = &block;
+  // What the run loop found for this RIP, for the inline lookups of indirect exits.
+  jump_cache_.record(core_.state.rip, core_.blocks.generation(), code + translator_->body_offset(), &block);
   const auto function = reinterpret_cast<Translator::Code>(const_cast<std::byte*>(code));
   const uint32_t result = function(&core_);
   return BlockRun{result & ~Translator::kFaulted, (result & Translator::kFaulted) != 0};

@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "cpu/x86/core.h"
 #include "cpu/x86/jit/code_cache.h"
+#include "cpu/x86/jit/jump_cache.h"
 #include "cpu/x86/jit/runtime.h"
 
 namespace lamina::cpu::x86::jit {
@@ -53,16 +54,23 @@ class JitEngine {
   uint64_t translations() const { return translations_; }
 
  private:
-  JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, uint32_t translate_on_run);
+  JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::unique_ptr<CodeCache> stubs,
+            uint32_t translate_on_run);
   const std::byte* code_for(Block& block);
-  // Called by translated code when `finished` ran to its end: the body of the successor's
-  // translation when the run loop would go straight there (no request, budget left, no
-  // checked path, a current chained block already translated), else null (back to the loop).
-  static const std::byte* chain(JitEngine* engine, const Block* finished, uint32_t completed) noexcept;
+  // Called by translated code when `finished` ran to its end and its inline chaining (the
+  // links' bodies, the jump cache) found nothing: the body of the successor's translation when
+  // the run loop would go straight there (no request, budget left, no checked path, a current
+  // chained block already translated), else null (back to the loop). Fills the link's body
+  // and the jump cache, so the next time the inline path finds it.
+  static const std::byte* chain(JitEngine* engine, Block* finished, uint32_t completed) noexcept;
 
   CpuCore& core_;
   std::unique_ptr<CodeCache> cache_;
+  // The chaining and handler stubs (Translator::chain_stub, handler_stub), apart from the
+  // flushed cache.
+  std::unique_ptr<CodeCache> stubs_;
   ExitRecord record_;
+  JumpCache jump_cache_;
   std::unique_ptr<Translator> translator_;
   uint32_t translate_on_run_;
   uint64_t translations_ = 0;

@@ -39,113 +39,222 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .tlb_entries = offset_of(core, core.tlb.entries()),
       .effective_base = offset_of(core, core.effective_base.data()),
       .flags_materialized = offset_of(core, &flags.materialized),
+      .retired = offset_of(core, &core.retired),
+      .retired_limit = offset_of(core, &core.retired_limit),
+      .requests = offset_of(core, &core.requests),
+      .generation = offset_of(core, core.blocks.generation_address()),
+      .running_block = offset_of(core, &core.running_block),
+      .event_delivered = offset_of(core, &core.event_delivered),
+      .halted = offset_of(core, &core.state.halted),
+      .waiting_for_startup = offset_of(core, &core.state.waiting_for_startup),
+      .interrupt_shadow = offset_of(core, &core.state.interrupt_shadow),
+      .rflags = offset_of(core, &core.state.rflags),
+      .breakpoints_armed = offset_of(core, &core.breakpoints_armed),
   };
 }
 
 std::span<const std::byte> Translator::translate(const Block& block) {
-  code_.reset();
-  exits_.clear();
-  epilogue_.clear();
-  pending_rip_ = 0;
-  known_flags_.reset();
+  block_ = &block;
+  block_bytes_ = 0;
+  for (const Instruction& in : block.instructions) block_bytes_ += in.length;
   mode_ = block.mode;
+  preload_.reset();
   try {
-    emit_block(block);
+    emit_pass(block);
+    // A loop of one block: again, with the registers it ends with loaded before the body,
+    // so that its back edge can keep them (emit_self_loop).
+    if (self_loop_mapping_) {
+      preload_ = self_loop_mapping_;
+      emit_pass(block);
+    }
   } catch (const Xbyak::Error&) {
     // Out of scratch space or an encoding the library refuses: the interpreter runs it.
+    preload_.reset();
     return {};
   }
+  preload_.reset();
   return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
 }
 
+void Translator::emit_pass(const Block& block) {
+  code_.reset();
+  handler_exits_.clear();
+  epilogue_.clear();
+  body_.clear();
+  loop_entry_.clear();
+  pending_rip_ = 0;
+  known_flags_.reset();
+  called_handlers_ = false;
+  branch_calls_out_ = false;
+  registers_over_back_edge_ = false;
+  deferred_step_.reset();
+  rip_flushed_ = false;
+  // A second pass is made for a loop of one block only (no handler call, so nothing but
+  // the final branch moves RIP).
+  rip_on_stack_ = preload_.has_value();
+  self_loop_mapping_.reset();
+  mapping_before_last_.fill(-1);
+  // A translation abandoned by an exception may have left these set.
+  flags_live_ = true;
+  caching_ = false;
+  emit_block(block);
+}
+
 void Translator::emit_block(const Block& block) {
-  // rbx: the core; r12: the exit record; r13: the handler thunk. Three pushes leave the
-  // stack 16-byte aligned for the calls (SysV ABI).
+  // rbx: the core; r12-r15 and rbp: cached guest registers (translator_registers.cc). Six
+  // pushes and 8 bytes leave the stack 16-byte aligned for the calls (SysV ABI).
   code_.push(rbx);
+  code_.push(rbp);
   code_.push(r12);
   code_.push(r13);
+  code_.push(r14);
+  code_.push(r15);
+  code_.sub(rsp, 8);
   code_.mov(rbx, rdi);
-  code_.mov(r12, reinterpret_cast<uint64_t>(&record_));
-  code_.mov(r13, reinterpret_cast<uint64_t>(&lamina_jit_call_handler));
   body_offset_ = code_.getSize();
+  code_.L(body_);
+  cached_.fill(CachedRegister{});
+  slot_of_.fill(-1);
+  if (rip_on_stack_) {
+    // The RIP this body starts at, for the final branch (translator_branch.cc); the slot
+    // is the 8 bytes of alignment below the pushes.
+    code_.mov(rax, field(layout_.rip, 8));
+    code_.mov(qword[rsp], rax);
+  }
+  if (preload_) preload_registers(*preload_);
+  code_.L(loop_entry_);
   const size_t count = block.instructions.size();
   for (size_t index = 0; index < count; ++index) {
     const Instruction& in = block.instructions[index];
+    current_index_ = index;
+    if (index + 1 == count) mapping_before_last_ = current_mapping();
+    if (register_only(in)) {
+      flags_live_ = flags_observed_after(block, index);
+      caching_ = true;
+      const bool inlined = emit_register_only(in);
+      caching_ = false;
+      flags_live_ = true;
+      // The liveness above assumed it inlined: a disagreement is a translator bug, and the
+      // block is left to the interpreter rather than run with a flag store missing.
+      if (!inlined) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+      continue;
+    }
+    registers_over_back_edge_ = keeps_registers_over_back_edge(in, index);
+    if (!registers_over_back_edge_) {
+      // The deferred flags go to CpuState with the registers unless the branch keeps both.
+      store_deferred_step_flags();
+      deferred_step_.reset();
+      forget_registers();
+    }
     if (!emit_inline(in, index)) emit_handler_call(in, index);
+    if (registers_over_back_edge_) drop_registers();
+    registers_over_back_edge_ = false;
+    deferred_step_.reset();
   }
+  forget_registers();
   flush_rip();
-  // Ran to its end: on to the successor's body when the run loop would go straight there.
-  Xbyak::Label to_loop;
-  code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
-  code_.mov(rsi, reinterpret_cast<uint64_t>(&block));
-  code_.mov(edx, static_cast<uint32_t>(count));
-  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.function));
-  code_.call(rax);
-  code_.test(rax, rax);
-  code_.jz(to_loop);
-  code_.jmp(rax);
-  code_.L(to_loop);
-  code_.mov(eax, static_cast<uint32_t>(count));
+  emit_chain(block);
   code_.L(epilogue_);
-  code_.pop(r13);
-  code_.pop(r12);
-  code_.pop(rbx);
-  code_.ret();
-  // The early exits, out of the straight-line path.
-  for (Exit& exit : exits_) {
+  emit_epilogue();
+  // The early exits, out of the straight-line path. After handler `index`: raised (1), the next one faulted; stopped (2), it completed.
+  for (HandlerExit& exit : handler_exits_) {
+    Xbyak::Label raised;
     code_.L(exit.label);
-    code_.mov(eax, exit.value);
+    code_.cmp(eax, 1);
+    code_.je(raised);
+    code_.mov(eax, exit.index + 1);
+    code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
+    code_.L(raised);
+    code_.mov(eax, exit.index | kFaulted);
     code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
   }
+}
+
+void Translator::emit_epilogue() {
+  code_.add(rsp, 8);
+  code_.pop(r15);
+  code_.pop(r14);
+  code_.pop(r13);
+  code_.pop(r12);
+  code_.pop(rbp);
+  code_.pop(rbx);
+  code_.ret();
+}
+
+bool Translator::emit_register_only(const Instruction& in) {
+  return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_shift(in) ||
+         emit_multiply(in) || emit_extend_register(in);
 }
 
 bool Translator::emit_inline(const Instruction& in, size_t index) {
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
-  return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_shift(in) ||
-         emit_multiply(in) ||
-         emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) || emit_stack(in, index) || emit_call_return(in, index) ||
-         emit_branch(in, index);
+  return emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
+         emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {
   // As the interpreter: instruction_rip is where it starts, RIP already points past it.
-  code_.mov(rax, field(layout_.rip, 8));
-  if (pending_rip_ != 0) code_.add(rax, static_cast<uint32_t>(pending_rip_));
-  code_.mov(field(layout_.instruction_rip, 8), rax);
-  code_.add(rax, in.length);
-  code_.mov(field(layout_.rip, 8), rax);
+  const auto delta = static_cast<int32_t>(pending_rip_);
   pending_rip_ = 0;
-  emit_call_and_checks(in, index);
+  called_handlers_ = true;
+  emit_call_and_checks(in, index, delta);
 }
 
 void Translator::emit_handler_call_after_advance(const Instruction& in, size_t index) {
-  code_.mov(rax, field(layout_.rip, 8));
-  code_.sub(rax, in.length);
-  code_.mov(field(layout_.instruction_rip, 8), rax);
-  emit_call_and_checks(in, index);
+  // RIP is past the instruction already: instruction_rip is RIP - length, RIP stays.
+  emit_call_and_checks(in, index, -static_cast<int32_t>(in.length));
 }
 
-void Translator::emit_call_and_checks(const Instruction& in, size_t index) {
-  code_.mov(rdi, rbx);
+void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32_t rip_delta) {
+  // The handler stub (handler_stub) sets instruction_rip = RIP + rip_delta and RIP past the
+  // instruction, and returns 0 to go on, 1 when the handler raised, 2 when it ended the
+  // block (mode change, a store into this block's code, a #DB trap due).
   code_.mov(rsi, reinterpret_cast<uint64_t>(&in));
-  code_.mov(rdx, r12);
-  code_.call(r13);
+  code_.mov(rdx, static_cast<int64_t>(rip_delta));
+  code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));
+  code_.call(rax);
   code_.test(eax, eax);
-  code_.jnz(exit_with(static_cast<uint32_t>(index) | kFaulted), Xbyak::CodeGenerator::T_NEAR);
-  // A handler may end the block (mode change, a store into this block's code, a #DB trap due).
-  code_.cmp(field(layout_.stop_block, 1), 0);
-  code_.jne(exit_with(static_cast<uint32_t>(index + 1)), Xbyak::CodeGenerator::T_NEAR);
+  code_.jnz(exit_after_handler(static_cast<uint32_t>(index)), Xbyak::CodeGenerator::T_NEAR);
   known_flags_.reset();
 }
 
-Xbyak::Label& Translator::exit_with(uint32_t value) {
-  exits_.push_back(Exit{{}, value});
-  return exits_.back().label;
+std::span<const std::byte> Translator::handler_stub() {
+  code_.reset();
+  Xbyak::Label raised;
+  // rsi: the instruction, rdx: instruction_rip's distance from RIP.
+  code_.mov(rax, field(layout_.rip, 8));
+  code_.add(rax, rdx);
+  code_.mov(field(layout_.instruction_rip, 8), rax);
+  code_.movzx(ecx, byte[rsi + offsetof(Instruction, length)]);
+  code_.add(rax, rcx);
+  code_.mov(field(layout_.rip, 8), rax);
+  // Called from a block's body (the call's return address makes 8 bytes to realign).
+  code_.sub(rsp, 8);
+  code_.mov(rdi, rbx);
+  code_.mov(rdx, reinterpret_cast<uint64_t>(&record_));
+  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_call_handler));
+  code_.call(rax);
+  code_.add(rsp, 8);
+  code_.test(eax, eax);
+  code_.jnz(raised);
+  code_.movzx(eax, field(layout_.stop_block, 1));
+  code_.add(eax, eax);
+  code_.ret();
+  code_.L(raised);
+  code_.mov(eax, 1);
+  code_.ret();
+  return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
+}
+
+Xbyak::Label& Translator::exit_after_handler(uint32_t index) {
+  handler_exits_.push_back(HandlerExit{{}, index});
+  return handler_exits_.back().label;
 }
 
 void Translator::flush_rip() {
   if (pending_rip_ == 0) return;
+  rip_flushed_ = true;
   code_.add(field(layout_.rip, 8), static_cast<uint32_t>(pending_rip_));
   pending_rip_ = 0;
 }
@@ -180,21 +289,17 @@ void Translator::zero_extend(const Xbyak::Reg64& reg, uint8_t size) {
   if (size == 4) code_.mov(reg.cvt32(), reg.cvt32());
 }
 
-void Translator::load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex) {
-  const Xbyak::Address source = guest_register(index, size, rex);
-  if (size == 1 || size == 2) {
-    code_.movzx(to.cvt32(), source);
-  } else {
-    code_.mov(sized(to, size), source);
-  }
-}
-
-void Translator::store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from) {
-  // 32-bit writes zero the upper half (SDM vol. 1, 3.4.1.1): `from` is zero-extended already.
-  code_.mov(guest_register(index, size == 4 ? 8 : size, rex), sized(from, size == 4 ? 8 : size));
-}
-
 void Translator::store_flags(FlagOp op, uint8_t size, bool keep_carry) {
+  if (!flags_live_) {
+    // Overwritten by a later instruction of this block before anything can see them; only
+    // the kind is kept for a following INC/DEC, which takes CF from a logic operation as clear.
+    if (op == FlagOp::kLogic) {
+      known_flags_ = KnownFlags{op, size};
+    } else {
+      known_flags_.reset();
+    }
+    return;
+  }
   // As LazyFlags::set: result in rdx, first operand in rax, second in rcx (zero-extended).
   code_.mov(field(layout_.flags_result, 8), rdx);
   code_.mov(field(layout_.flags_first, 8), rax);

@@ -16,6 +16,7 @@
 // Ownership: borrows the core and the exit record (both outlive it); owns its scratch buffer.
 // Thread-safety: one per vCPU, used only by its thread.
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -25,6 +26,7 @@
 #include <xbyak/xbyak.h>
 
 #include "cpu/x86/core.h"
+#include "cpu/x86/jit/jump_cache.h"
 #include "cpu/x86/jit/runtime.h"
 
 namespace lamina::cpu::x86::jit {
@@ -34,17 +36,34 @@ class Translator {
   static constexpr uint32_t kFaulted = 0x10000;
   using Code = uint32_t (*)(CpuCore* core);
 
-  // Where translated code asks for its successor: `function(context, block, completed)`
-  // returns the body of the next translation to jump to, or null to return.
+  // Where translated code asks for its successor when its inline lookups (the block's link
+  // bodies, the jump cache) miss: `function(context, block, completed)` returns the body of
+  // the next translation to jump to, or null to return. `last_block` is where the engine keeps
+  // the block being run (written on every inline chaining); `jump_cache` its entries.
   struct Chain {
     void* context;
     const void* function;
+    Block** last_block;
+    const JumpCache::Entry* jump_cache;
   };
 
   Translator(CpuCore& core, ExitRecord& record, Chain chain);
   // Where the body of every translation starts (after the prologue, which is the same for
   // all): chained blocks jump there, keeping the first block's frame.
   size_t body_offset() const { return body_offset_; }
+
+  // The chaining stub every block's end jumps to (one per vCPU, installed by the engine where
+  // it stays; set_chain_stub tells the translator where): it makes the run loop's
+  // between-blocks checks (budget, requests word, the checked path's conditions) and jumps
+  // straight into the successor's body found through the block's links or the jump cache;
+  // otherwise it calls Chain::function, which may still find one, or returns to the run loop.
+  // `links_offset` is where Block::links lie in a Block. Valid until the next call.
+  std::span<const std::byte> chain_stub(int32_t links_offset);
+  void set_chain_stub(const void* stub) { chain_stub_ = stub; }
+  // The stub every handler call goes through (calls lamina_jit_call_handler with the core and
+  // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
+  std::span<const std::byte> handler_stub();
+  void set_handler_stub(const void* stub) { handler_stub_ = stub; }
 
   // The host code for `block`, valid until the next call; empty when it cannot be generated
   // (the block then runs on the interpreter).
@@ -56,10 +75,9 @@ class Translator {
     int32_t rip, instruction_rip, stop_block, gpr, cs_limit;
     int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
     int32_t cpl, tlb_entries, effective_base, flags_materialized;
-  };
-  struct Exit {
-    Xbyak::Label label;
-    uint32_t value;
+    // The between-blocks checks of inline chaining (translator_chain.cc).
+    int32_t retired, retired_limit, requests, generation, running_block, event_delivered;
+    int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
   };
   // What the lazy flags hold when the block reaches this point, if an inlined instruction of
   // this block set them (a handler, or the code before the block, leaves them unknown).
@@ -68,14 +86,50 @@ class Translator {
     uint8_t size;
   };
 
+  // One translation of the block (translate() makes a second for a loop of one block).
+  void emit_pass(const Block& block);
   void emit_block(const Block& block);
+  // translator_liveness.cc: which instructions run as register-only inline code (no memory
+  // access, no handler, no way to fault: guest registers may stay in host registers across
+  // them), and whether the flags an instruction sets can be seen before the next one of this
+  // block overwrites them all (a handler, a fault, a branch or the block's end sees them).
+  bool register_only(const Instruction& in) const;
+  bool overwrites_flags(const Instruction& in) const;
+  static bool leaves_flags(const Instruction& in);
+  bool flags_observed_after(const Block& block, size_t index) const;
+  // The register-only emitters; false when `in` is not one of their forms.
+  bool emit_register_only(const Instruction& in);
+  // translator_chain.cc: the end of a block that ran to its end: a jump to the chaining stub.
+  void emit_chain(const Block& block);
+  // Returns from translated code (the frame is the same in every body and the stub).
+  void emit_epilogue();
+  // A final branch whose target is this block's own start (a loop of one block), with no
+  // handler call in the block: the budget and requests checks, then straight back to the
+  // body. Falls through (RIP already the target) when they say stop.
+  void emit_self_loop();
+  bool branches_to_own_start(const Instruction& in, size_t index) const;
+  // Whether the final branch `in` may keep the cached registers over the back edge: a second
+  // pass whose registers sit where it preloaded them, and no C call in the branch.
+  bool keeps_registers_over_back_edge(const Instruction& in, size_t index) const;
+  // Whether the current INC/DEC, the one before a one-block loop's final Jcc, may leave its
+  // flags unstored until the loop is left: second pass, CF known clear, the Jcc reads no CF,
+  // and nothing in the body reads the flags before overwriting them all.
+  bool defers_step_flags() const;
+  // Stores the deferred INC/DEC's lazy flags as store_flags would have (on a way out).
+  void store_deferred_step_flags();
   // One instruction inline; false when it is not one the translator inlines.
   bool emit_inline(const Instruction& in, size_t index);
   void emit_handler_call(const Instruction& in, size_t index);
   // The handler call of an inlined instruction's rare path, RIP already past it.
   void emit_handler_call_after_advance(const Instruction& in, size_t index);
-  void emit_call_and_checks(const Instruction& in, size_t index);
-  Xbyak::Label& exit_with(uint32_t value);
+  void emit_call_and_checks(const Instruction& in, size_t index, int32_t rip_delta);
+  // Where a handler call at `index` goes when the handler stub returns nonzero.
+  Xbyak::Label& exit_after_handler(uint32_t index);
+  struct HandlerExit {
+    Xbyak::Label label;
+    uint32_t index;
+  };
+  std::deque<HandlerExit> handler_exits_;
 
   // translator_integer.cc
   bool emit_move(const Instruction& in);
@@ -91,12 +145,18 @@ class Translator {
   void store_materialized_flags();
   void emit_alu_operation(int operation, uint8_t size, bool writes, uint8_t destination,
                           bool destination_rex);
+  // With its flags dead and registers cached: the operation straight on the host registers
+  // (no operands or flags stored). False for forms it cannot do so (AH-BH, a 64-bit
+  // immediate that does not fit 32 bits); the caller then emits the general form.
+  bool emit_alu_on_host(int operation, uint8_t size, uint8_t destination, bool destination_rex,
+                        uint8_t source, std::optional<uint64_t> immediate);
   // translator_memory.cc (64-bit mode: the soft TLB's fast path inline, everything else —
   // a miss, MMIO, a page crossing, a fault — through the handler)
   bool emit_memory_move(const Instruction& in, size_t index);
   // ALU forms that only read memory (reg op= m; CMP/TEST m, reg/imm) in 64-bit mode.
   bool emit_alu_memory(const Instruction& in, size_t index);
   // MOVZX/MOVSX from a register, or (64-bit mode) from memory through the TLB.
+  bool emit_extend_register(const Instruction& in);
   bool emit_extend(const Instruction& in, size_t index);
   bool emit_stack(const Instruction& in, size_t index);
   // CALL rel and RET (no immediate) with 64-bit operands: the return address through the TLB.
@@ -117,6 +177,7 @@ class Translator {
   bool emit_branch(const Instruction& in, size_t index);
   // Sets the host flags as the lazy flags' condition `code` needs them, or returns false.
   bool emit_host_flags_for(uint8_t code);
+  bool host_flags_available(uint8_t code) const;
 
   // Registers and fields.
   Xbyak::Address field(int32_t offset, uint8_t size) const;
@@ -124,6 +185,28 @@ class Translator {
   void load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex);
   void store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from);
   static Xbyak::Reg sized(const Xbyak::Reg64& reg, uint8_t size);
+  // translator_registers.cc: while `caching_` (a register-only instruction), guest registers
+  // live in host registers (r12-r15, rbp, r8-r11), loaded on first use and written
+  // back (forget_registers) before any other instruction, and at the block's end, so handlers,
+  // faults and the next block always find them in CpuState.
+  Xbyak::Reg64 cached_register(uint8_t index, bool load);
+  void evict(size_t slot);
+  void forget_registers();
+  void forget_caller_saved_registers();
+  // Which guest register each host register slot holds (-1: none), with kMappedDirty when it
+  // differs from CpuState.
+  using RegisterMapping = std::array<int8_t, 9>;
+  static constexpr int8_t kMappedGuest = 0x1f, kMappedDirty = 0x20;
+  RegisterMapping current_mapping() const;
+  // Stores the dirty cached registers, the cache staying as it is (for one path of several).
+  void write_back_registers();
+  // Forgets the cache without code (every path has written it back).
+  void drop_registers();
+  // Loads the guest registers of `mapping` into their slots (clean), as at a loop's entry.
+  void preload_registers(const RegisterMapping& mapping);
+  static bool holds_caller_saved(const RegisterMapping& mapping);
+  // rax += the 64-bit guest register (cached or in CpuState).
+  void add_guest_register(const Xbyak::Reg64& to, uint8_t index);
   void zero_extend(const Xbyak::Reg64& reg, uint8_t size);
   void store_flags(FlagOp op, uint8_t size, bool keep_carry);
   void flush_rip();
@@ -131,13 +214,48 @@ class Translator {
   CpuCore& core_;
   ExitRecord& record_;
   Chain chain_;
+  const void* chain_stub_ = nullptr;
+  const void* handler_stub_ = nullptr;
   size_t body_offset_ = 0;
   Layout layout_;
   Xbyak::CodeGenerator code_;
   Xbyak::Label epilogue_;
-  std::deque<Exit> exits_;
+  Xbyak::Label body_;
+  Xbyak::Label loop_entry_;  // after the preloads: where a one-block loop's back edge goes
+  std::optional<RegisterMapping> preload_;            // this pass loads these at the body
+  std::optional<RegisterMapping> self_loop_mapping_;  // the mapping a back edge left with
+  RegisterMapping mapping_before_last_{};            // the mapping before the last instruction
+  bool branch_calls_out_ = false;  // the final branch calls lamina_jit_condition
+  // The final branch of a one-block loop keeps the registers over its back edge and writes
+  // them back only on its other paths.
+  bool registers_over_back_edge_ = false;
+  // The loop counter's INC/DEC whose lazy flags are not stored yet (defers_step_flags): the
+  // result is the cached register, CF clear (a logic operation came before).
+  struct DeferredStep {
+    uint8_t index;
+    uint8_t size;
+    bool increment;
+  };
+  std::optional<DeferredStep> deferred_step_;
+  size_t current_index_ = 0;  // the instruction being emitted
+  bool rip_on_stack_ = false;      // the body's starting RIP is kept at [rsp]
+  bool rip_flushed_ = false;       // RIP was written since the body's start
+  const Block* block_ = nullptr;  // the block being translated
+  uint64_t block_bytes_ = 0;      // its length in guest bytes
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
+  bool called_handlers_ = false;  // a full handler call in this block (it may set TF, HLT...)
+  bool flags_live_ = true;        // the current instruction's flags must be stored
+  bool caching_ = false;          // the current instruction may keep registers in host ones
+  struct CachedRegister {
+    int8_t guest = -1;  // the guest register held, or -1
+    bool dirty = false;
+    uint32_t used = 0;
+  };
+  static constexpr size_t kCachedRegisters = 9;
+  std::array<CachedRegister, kCachedRegisters> cached_{};
+  std::array<int8_t, 16> slot_of_{};
+  uint32_t use_clock_ = 0;
   CodeMode mode_ = CodeMode::k64;
 };
 

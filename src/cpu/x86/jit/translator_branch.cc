@@ -40,6 +40,15 @@ bool reads_carry(uint8_t condition) {
 
 }  // namespace
 
+bool Translator::host_flags_available(uint8_t condition) const {
+  if (!known_flags_) return false;
+  switch (known_flags_->op) {
+    case FlagOp::kSub: case FlagOp::kAdd: case FlagOp::kLogic: return true;
+    case FlagOp::kInc: case FlagOp::kDec: return !reads_carry(condition);
+    default: return false;
+  }
+}
+
 bool Translator::emit_host_flags_for(uint8_t condition) {
   if (!known_flags_) return false;
   const uint8_t size = known_flags_->size;
@@ -81,23 +90,47 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   const uint8_t condition = static_cast<uint8_t>(op & 15);
   // RIP past the branch: the not-taken result, and the base of the target.
   pending_rip_ += in.length;
-  flush_rip();
+  const bool from_stack = rip_on_stack_ && !rip_flushed_;
+  // RIP past the branch, from the copy taken at the body's entry rather than from CpuState
+  // (a one-block loop then carries no dependency through memory from one round's RIP store
+  // to the next's load); written on the paths that leave RIP there.
+  const uint32_t past = static_cast<uint32_t>(pending_rip_);
+  const auto store_rip_past = [&] {
+    code_.mov(rax, qword[rsp]);
+    code_.add(rax, past);
+    code_.mov(field(layout_.rip, 8), rax);
+  };
+  if (from_stack) {
+    pending_rip_ = 0;
+  } else {
+    flush_rip();
+  }
   Xbyak::Label taken, done, slow;
   if (conditional) {
-    if (emit_host_flags_for(condition)) {
+    if (deferred_step_) {
+      // The INC/DEC just before left these host flags (all but CF, which this Jcc ignores).
+      jump_if(code_, condition, taken);
+    } else if (emit_host_flags_for(condition)) {
       jump_if(code_, condition, taken);
     } else {
       code_.mov(rdi, rbx);
       code_.mov(esi, condition);
+      branch_calls_out_ = true;
       code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_condition));
       code_.call(rax);
       code_.test(eax, eax);
       code_.jnz(taken, CodeGenerator::T_NEAR);
     }
+    if (from_stack) store_rip_past();
     code_.jmp(done, CodeGenerator::T_NEAR);
   }
   code_.L(taken);
-  code_.mov(rax, field(layout_.rip, 8));
+  if (from_stack) {
+    code_.mov(rax, qword[rsp]);
+    code_.add(rax, past);
+  } else {
+    code_.mov(rax, field(layout_.rip, 8));
+  }
   code_.mov(rcx, in.immediate);
   code_.add(rax, rcx);
   // checked_target (operands.h): cut to the operand size, then canonical or within CS's limit.
@@ -114,10 +147,24 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
     code_.ja(slow, CodeGenerator::T_NEAR);
   }
   code_.mov(field(layout_.rip, 8), rax);
+  if (branches_to_own_start(in, index)) emit_self_loop();
   code_.jmp(done, CodeGenerator::T_NEAR);
+  Xbyak::Label after;
   code_.L(slow);
+  if (from_stack) store_rip_past();
+  if (registers_over_back_edge_) {
+    store_deferred_step_flags();
+    write_back_registers();
+  }
   emit_handler_call_after_advance(in, index);
+  code_.jmp(after, CodeGenerator::T_NEAR);
   code_.L(done);
+  // Every other way out but the back edge: the flags and registers go back to CpuState.
+  if (registers_over_back_edge_) {
+    store_deferred_step_flags();
+    write_back_registers();
+  }
+  code_.L(after);
   known_flags_.reset();
   return true;
 }

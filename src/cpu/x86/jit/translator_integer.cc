@@ -65,6 +65,17 @@ bool Translator::emit_alu(const Instruction& in) {
     if (!inlined_operation(operation)) return false;
     const uint8_t size = (op & 1) ? in.operand_size : 1;
     const bool writes = operation != 7;
+    if (!flags_live_ && caching_) {
+      // Nothing sees the flags: the operation on the cached registers themselves.
+      const bool register_second = (op & 7) < 4;
+      const bool to_rm = (op & 7) < 2;
+      if (emit_alu_on_host(operation, size, register_second ? (to_rm ? in.rm : in.reg) : uint8_t{kRax},
+                           register_second ? in.rex : false, to_rm ? in.reg : in.rm,
+                           register_second ? std::nullopt : std::optional<uint64_t>(in.immediate))) {
+        pending_rip_ += in.length;
+        return true;
+      }
+    }
     switch (op & 7) {
       case 0: case 1:  // r/m op= reg
         load_register(rax, in.rm, size, in.rex);
@@ -114,6 +125,12 @@ bool Translator::emit_alu(const Instruction& in) {
     default: return false;
   }
   if (!inlined_operation(operation)) return false;
+  if (!flags_live_ && caching_ &&
+      emit_alu_on_host(operation, size, destination, rex, in.reg,
+                       immediate ? std::optional<uint64_t>(in.immediate) : std::nullopt)) {
+    pending_rip_ += in.length;
+    return true;
+  }
   load_register(rax, destination, size, rex);
   if (immediate) {
     code_.mov(rcx, in.immediate & size_mask(size));
@@ -140,9 +157,56 @@ void Translator::emit_alu_operation(int operation, uint8_t size, bool writes, ui
     case 6: code_.xor_(result, second); break;
     default: break;
   }
-  zero_extend(rdx, size);
+  // A 32-bit operation has zeroed the upper half already.
+  if (size != 4) zero_extend(rdx, size);
   store_flags(flag_op(operation), size, false);
   if (writes) store_register(destination, size, destination_rex, rdx);
+}
+
+bool Translator::emit_alu_on_host(int operation, uint8_t size, uint8_t destination, bool destination_rex,
+                                  uint8_t source, std::optional<uint64_t> immediate) {
+  // AH-BH are not host registers of their own.
+  const auto high_byte = [&](uint8_t index) { return size == 1 && !destination_rex && index >= 4 && index < 8; };
+  if (high_byte(destination) || (!immediate && high_byte(source))) return false;
+  if (immediate && size == 8 && static_cast<int64_t>(*immediate) != static_cast<int32_t>(*immediate)) return false;
+  // CMP and TEST only set flags, which nothing sees (but a following INC/DEC knows CF clear).
+  const auto forget_flags = [&] {
+    if (flag_op(operation) == FlagOp::kLogic) {
+      known_flags_ = KnownFlags{FlagOp::kLogic, size};
+    } else {
+      known_flags_.reset();
+    }
+  };
+  if (operation == 7 || operation == 8) {
+    forget_flags();
+    return true;
+  }
+  const Xbyak::Reg64 target = cached_register(destination, true);
+  const Xbyak::Reg first = sized(target, size);
+  const auto apply = [&](const auto& second) {
+    switch (operation) {
+      case 0: code_.add(first, second); break;
+      case 1: code_.or_(first, second); break;
+      case 4: code_.and_(first, second); break;
+      case 5: code_.sub(first, second); break;
+      default: code_.xor_(first, second); break;
+    }
+  };
+  if (immediate) {
+    // The immediate as the host encoding takes it: sign-extended from the operand size.
+    const uint64_t value = *immediate & size_mask(size);
+    int32_t encoded = static_cast<int32_t>(value);
+    if (size == 1) encoded = static_cast<int8_t>(value);
+    if (size == 2) encoded = static_cast<int16_t>(value);
+    apply(static_cast<uint32_t>(encoded));
+  } else {
+    apply(sized(cached_register(source, true), size));
+  }
+  // 8/16-bit host operations keep the rest of the register as the guest's do; 32-bit ones
+  // zero the upper half as the guest's do (SDM vol. 1, 3.4.1.1).
+  cached_[static_cast<size_t>(slot_of_[destination])].dirty = true;
+  forget_flags();
+  return true;
 }
 
 bool Translator::emit_step(const Instruction& in) {
@@ -161,9 +225,28 @@ bool Translator::emit_step(const Instruction& in) {
   } else {
     return false;
   }
-  // INC/DEC keep CF: carry_in is the carry of whatever set the flags before.
+  const bool high_byte = size == 1 && !rex && index >= 4 && index < 8;
+  if (!high_byte && defers_step_flags()) {
+    // The counter of a one-block loop: the step on the cached register, its flags left in the
+    // host flags for the branch and stored only on the loop's ways out.
+    const Xbyak::Reg target = sized(cached_register(index, true), size);
+    if (increment) {
+      code_.add(target, 1);
+    } else {
+      code_.sub(target, 1);
+    }
+    cached_[static_cast<size_t>(slot_of_[index])].dirty = true;
+    deferred_step_ = DeferredStep{index, size, increment};
+    known_flags_ = KnownFlags{increment ? FlagOp::kInc : FlagOp::kDec, size};
+    pending_rip_ += in.length;
+    return true;
+  }
+  // INC/DEC keep CF: carry_in is the carry of whatever set the flags before (not needed when
+  // a later instruction overwrites the flags first).
   bool keep_carry = false;
-  if (known_flags_ && (known_flags_->op == FlagOp::kInc || known_flags_->op == FlagOp::kDec)) {
+  if (!flags_live_) {
+    keep_carry = true;
+  } else if (known_flags_ && (known_flags_->op == FlagOp::kInc || known_flags_->op == FlagOp::kDec)) {
     keep_carry = true;  // carry_in already holds it
   } else if (known_flags_ && known_flags_->op == FlagOp::kLogic) {
     code_.mov(field(layout_.flags_carry, 1), 0);
@@ -179,6 +262,8 @@ bool Translator::emit_step(const Instruction& in) {
     code_.setc(field(layout_.flags_carry, 1));
     keep_carry = true;
   } else {
+    // A C call: the cached registers it may clobber go back to CpuState first.
+    forget_caller_saved_registers();
     code_.mov(rdi, rbx);
     code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_carry));
     code_.call(rax);
@@ -202,17 +287,34 @@ bool Translator::emit_step(const Instruction& in) {
 
 bool Translator::emit_lea(const Instruction& in) {
   if (in.opcode != 0x8d || !in.memory) return false;
+  const auto displacement = static_cast<int64_t>(in.displacement);
+  if (caching_ && in.base != kRipRegister && displacement == static_cast<int32_t>(displacement)) {
+    // One host LEA over the cached registers; a 32-bit one cuts to the address size itself.
+    Xbyak::RegExp address(static_cast<int32_t>(displacement));
+    if (in.base < 16) address = address + cached_register(in.base, true);
+    if (in.index < 16) address = address + cached_register(in.index, true) * (1 << in.scale);
+    if (in.address_size == 8) {
+      code_.lea(rax, code_.ptr[address]);
+    } else {
+      code_.lea(eax, code_.ptr[address]);
+      if (in.address_size == 2) code_.movzx(eax, ax);
+    }
+    if (in.operand_size == 2 || (in.operand_size == 4 && in.address_size == 8)) zero_extend(rax, in.operand_size);
+    store_register(in.reg, in.operand_size, in.rex, rax);
+    pending_rip_ += in.length;
+    return true;
+  }
   // CpuCore::effective_address: displacement + base + (index << scale), cut to the address size.
   code_.mov(rax, static_cast<uint64_t>(in.displacement));
   if (in.base < 16) {
-    code_.add(rax, field(layout_.gpr + 8 * in.base, 8));
+    add_guest_register(rax, in.base);
   } else if (in.base == kRipRegister) {
     code_.add(rax, field(layout_.rip, 8));
     const uint64_t after = pending_rip_ + in.length;
     code_.add(rax, static_cast<uint32_t>(after));
   }
   if (in.index < 16) {
-    code_.mov(rcx, field(layout_.gpr + 8 * in.index, 8));
+    load_register(rcx, in.index, 8, true);
     if (in.scale != 0) code_.shl(rcx, in.scale);
     code_.add(rax, rcx);
   }

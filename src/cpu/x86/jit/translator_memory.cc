@@ -208,40 +208,50 @@ bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
   return true;
 }
 
+namespace {
+
+// data_handlers.cc move_extend: from the source size to the destination size in eax/rax,
+// written as write_reg does.
+template <typename Source>
+void extend_into_rax(CodeGenerator& code, bool sign, uint8_t size, const Source& source) {
+  if (sign && size == 8) {
+    code.movsx(rax, source);
+  } else if (sign) {
+    code.movsx(eax, source);
+    if (size == 2) code.movzx(eax, ax);
+  } else {
+    code.movzx(eax, source);
+  }
+}
+
+}  // namespace
+
+bool Translator::emit_extend_register(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if ((op != 0x1b6 && op != 0x1b7 && op != 0x1be && op != 0x1bf) || in.memory) return false;
+  const uint8_t source_size = (op & 1) ? 2 : 1;
+  load_register(rax, in.rm, source_size, in.rex);
+  extend_into_rax(code_, op >= 0x1be, in.operand_size, source_size == 1 ? Xbyak::Reg(al) : Xbyak::Reg(ax));
+  store_register(in.reg, in.operand_size, in.rex, rax);
+  pending_rip_ += in.length;
+  return true;
+}
+
 bool Translator::emit_extend(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
   if (op != 0x1b6 && op != 0x1b7 && op != 0x1be && op != 0x1bf) return false;
-  if (in.memory && mode_ != CodeMode::k64) return false;
+  if (!in.memory || mode_ != CodeMode::k64) return false;
   const uint8_t source_size = (op & 1) ? 2 : 1;
-  const bool sign = op >= 0x1be;
-  const uint8_t size = in.operand_size;
   Xbyak::Label slow, done;
-  // data_handlers.cc move_extend: extended to the destination size, written as write_reg does.
-  const auto extend = [&](const Xbyak::Address& source) {
-    if (sign && size == 8) {
-      code_.movsx(rax, source);
-    } else if (sign) {
-      code_.movsx(eax, source);
-      if (size == 2) code_.movzx(eax, ax);
-    } else {
-      code_.movzx(eax, source);
-    }
-  };
-  if (in.memory) {
-    emit_linear_address(in, slow);
-    emit_tlb_lookup(AccessType::kRead, source_size, slow);
-    if (source_size == 1) {
-      extend(byte[rdx]);
-    } else {
-      extend(word[rdx]);
-    }
+  emit_linear_address(in, slow);
+  emit_tlb_lookup(AccessType::kRead, source_size, slow);
+  if (source_size == 1) {
+    extend_into_rax(code_, op >= 0x1be, in.operand_size, byte[rdx]);
   } else {
-    extend(guest_register(in.rm, source_size, in.rex));
+    extend_into_rax(code_, op >= 0x1be, in.operand_size, word[rdx]);
   }
-  store_register(in.reg, size, in.rex, rax);
-  if (in.memory) {
-    join_slow_path(in, index, slow, done);
-  }
+  store_register(in.reg, in.operand_size, in.rex, rax);
+  join_slow_path(in, index, slow, done);
   pending_rip_ += in.length;
   return true;
 }

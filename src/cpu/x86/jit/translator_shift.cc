@@ -35,15 +35,43 @@ bool Translator::emit_shift(const Instruction& in) {
   const unsigned raw = op >= 0xd0 ? 1u : static_cast<uint8_t>(in.immediate);
   const unsigned count = raw & (bits == 64 ? 63u : 31u);
   if (count == 0 || count >= bits) return false;
+  const bool high_byte = size == 1 && !in.rex && in.rm >= 4 && in.rm < 8;
+  if (!flags_live_ && caching_ && !high_byte) {
+    // Nothing sees the flags: the shift on the cached register itself (8/16-bit shifts keep
+    // the rest of it, 32-bit ones zero the upper half, as the guest's do).
+    const Xbyak::Reg target = sized(cached_register(in.rm, true), size);
+    switch (operation) {
+      case 5: code_.shr(target, count); break;
+      case 7: code_.sar(target, count); break;
+      default: code_.shl(target, count); break;
+    }
+    cached_[static_cast<size_t>(slot_of_[in.rm])].dirty = true;
+    known_flags_.reset();
+    pending_rip_ += in.length;
+    return true;
+  }
   load_register(rax, in.rm, size, in.rex);
   code_.mov(rdx, rax);
+  const Xbyak::Reg result = sized(rdx, size);
+  if (!flags_live_) {
+    // A later instruction of the block overwrites the flags before anything sees them.
+    switch (operation) {
+      case 5: code_.shr(result, count); break;
+      case 7: code_.sar(result, count); break;
+      default: code_.shl(result, count); break;
+    }
+    zero_extend(rdx, size);
+    known_flags_.reset();
+    store_register(in.rm, size, in.rex, rdx);
+    pending_rip_ += in.length;
+    return true;
+  }
   // OF: SHL top bit of the result != CF; SHR the value's top bit; SAR clear.
   if (operation == 5) {
     code_.mov(rsi, rax);
     code_.shr(rsi, bits - 1);
     code_.and_(esi, 1);
   }
-  const Xbyak::Reg result = sized(rdx, size);
   switch (operation) {
     case 5: code_.shr(result, count); break;
     case 7: code_.sar(result, count); break;
@@ -74,6 +102,23 @@ bool Translator::emit_multiply(const Instruction& in) {
   const uint16_t op = in.opcode;
   if ((op != 0x1af && op != 0x69 && op != 0x6b) || in.memory) return false;
   const uint8_t size = in.operand_size;
+  if (!flags_live_ && caching_) {
+    // Nothing sees the flags: the product straight into the cached destination register.
+    const Xbyak::Reg source = sized(cached_register(in.rm, true), size);
+    // A 16-bit product keeps the rest of the register: it must be loaded then too.
+    const Xbyak::Reg target = sized(cached_register(in.reg, op == 0x1af || size == 2), size);
+    if (op == 0x1af) {
+      code_.imul(target, source);
+    } else {
+      // The immediate sign-extended from the operand size, as the host encoding takes it.
+      const uint64_t value = in.immediate & (size == 8 ? ~uint64_t{0} : (uint64_t{1} << (size * 8)) - 1);
+      code_.imul(target, source, size == 2 ? static_cast<int16_t>(value) : static_cast<int32_t>(value));
+    }
+    cached_[static_cast<size_t>(slot_of_[in.reg])].dirty = true;
+    known_flags_.reset();
+    pending_rip_ += in.length;
+    return true;
+  }
   load_register(rdx, in.rm, size, in.rex);
   if (op == 0x1af) {
     load_register(rcx, in.reg, size, in.rex);
@@ -82,6 +127,13 @@ bool Translator::emit_multiply(const Instruction& in) {
   }
   const Xbyak::Reg result = sized(rdx, size);
   code_.imul(result, sized(rcx, size));
+  if (!flags_live_) {
+    zero_extend(rdx, size);
+    known_flags_.reset();
+    store_register(in.reg, size, in.rex, rdx);
+    pending_rip_ += in.length;
+    return true;
+  }
   // CF = OF = the product did not fit.
   code_.seto(cl);
   code_.movzx(ecx, cl);

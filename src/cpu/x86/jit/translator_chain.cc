@@ -1,0 +1,204 @@
+// Inline block chaining: at the end of a block that ran to its end, the run loop's
+// between-blocks checks as a few compares, then a jump straight into the successor's
+// translated body, found through this block's two links (direct exits) or the jump cache
+// (indirect exits). A link's body and a jump cache entry are only used while the BlockCache's
+// chaining generation is the one they were recorded under: it moves on every event that can
+// make them wrong (a dropped block, TLB flush, mode or CS change, code cache flush, another
+// vCPU's write to a code page), so no invalidation ever has to find and unpatch code.
+#include <algorithm>
+#include <cstddef>
+
+#include "cpu/x86/jit/translator.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+using namespace Xbyak::util;
+using Xbyak::CodeGenerator;
+
+constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
+
+}  // namespace
+
+void Translator::emit_chain(const Block& block) {
+  // The shared chaining stub does the rest (chain_stub): the block in rsi, its count in edx.
+  code_.mov(rsi, reinterpret_cast<uint64_t>(&block));
+  code_.mov(edx, static_cast<uint32_t>(block.instructions.size()));
+  code_.mov(rax, reinterpret_cast<uint64_t>(chain_stub_));
+  code_.jmp(rax);
+}
+
+std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
+  code_.reset();
+  Xbyak::Label slow, enter, to_loop;
+  // Entered by a jump from a block's end, in the translated code's frame: rsi the block, edx
+  // its instruction count. r8/r9 keep them (nothing is cached in host registers any more).
+  code_.mov(r8, rsi);
+  code_.mov(r9d, edx);
+  // The budget (Cpu::run's instruction limit): rax is the retired count after this block.
+  code_.mov(rax, field(layout_.retired, 8));
+  code_.add(rax, r9);
+  code_.cmp(rax, field(layout_.retired_limit, 8));
+  code_.jae(slow, CodeGenerator::T_NEAR);
+  // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop.
+  code_.mov(rcx, field(layout_.requests, 8));
+  code_.cmp(dword[rcx], 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  // What a handler may have set (HLT, STI/MOV SS, POPF/IRET, MOV DR...) sends it there too.
+  code_.cmp(field(layout_.halted, 1), 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.waiting_for_startup, 1), 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.interrupt_shadow, 1), 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.breakpoints_armed, 1), 0);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.test(field(layout_.rflags, 4), kTrapFlags);
+  code_.jnz(slow, CodeGenerator::T_NEAR);
+  // rcx: RIP, rdx: the generation; the hit leaves the body in rdi and the block in rsi.
+  code_.mov(rcx, field(layout_.rip, 8));
+  code_.mov(rdx, field(layout_.generation, 8));
+  for (int32_t link = 0; link < 2; ++link) {
+    Xbyak::Label next;
+    code_.lea(rsi, ptr[r8 + links_offset + link * static_cast<int32_t>(sizeof(Block::Link))]);
+    code_.cmp(rcx, qword[rsi + offsetof(Block::Link, rip)]);
+    code_.jne(next);
+    code_.cmp(rdx, qword[rsi + offsetof(Block::Link, generation)]);
+    code_.jne(next);
+    code_.mov(rdi, qword[rsi + offsetof(Block::Link, body)]);
+    code_.test(rdi, rdi);
+    code_.jz(next);
+    code_.mov(rsi, qword[rsi + offsetof(Block::Link, block)]);
+    code_.jmp(enter, CodeGenerator::T_NEAR);
+    code_.L(next);
+  }
+  // JumpCache::index_of(rip) * sizeof(Entry).
+  code_.mov(rsi, rcx);
+  code_.shr(rsi, 12);
+  code_.xor_(esi, ecx);
+  code_.and_(esi, JumpCache::kEntries - 1);
+  code_.shl(esi, 5);
+  code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.jump_cache));
+  code_.add(rsi, rdi);
+  code_.cmp(rcx, qword[rsi + offsetof(JumpCache::Entry, rip)]);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.cmp(rdx, qword[rsi + offsetof(JumpCache::Entry, generation)]);
+  code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.mov(rdi, qword[rsi + offsetof(JumpCache::Entry, body)]);
+  code_.mov(rsi, qword[rsi + offsetof(JumpCache::Entry, block)]);
+  // What JitEngine::chain does on the way into the successor.
+  code_.L(enter);
+  code_.mov(field(layout_.retired, 8), rax);
+  code_.mov(field(layout_.instruction_rip, 8), rcx);
+  code_.mov(field(layout_.running_block, 8), rsi);
+  code_.mov(field(layout_.stop_block, 1), 0);
+  code_.mov(field(layout_.event_delivered, 1), 0);
+  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.last_block));
+  code_.mov(qword[rax], rsi);
+  code_.jmp(rdi);
+  // No inline successor: the engine looks (and fills the link or jump cache for next time).
+  // The count waits in the frame's spare slot across the call.
+  code_.L(slow);
+  code_.mov(dword[rsp], r9d);
+  code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
+  code_.mov(rsi, r8);
+  code_.mov(edx, r9d);
+  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.function));
+  code_.call(rax);
+  code_.test(rax, rax);
+  code_.jz(to_loop);
+  code_.jmp(rax);
+  code_.L(to_loop);
+  code_.mov(eax, dword[rsp]);
+  emit_epilogue();
+  return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
+}
+
+bool Translator::branches_to_own_start(const Instruction& in, size_t index) const {
+  // The target is RIP after the branch plus the displacement; RIP after the last instruction
+  // is the block's start plus its length. Only without handler calls: nothing but a handler
+  // changes the mode, the mapping of this code, TF or the other checked-path conditions, and
+  // a store that drops this block stops it before it gets here.
+  return index + 1 == block_->instructions.size() && !called_handlers_ &&
+         static_cast<int64_t>(in.immediate) == -static_cast<int64_t>(block_bytes_);
+}
+
+bool Translator::keeps_registers_over_back_edge(const Instruction& in, size_t index) const {
+  const uint16_t op = in.opcode;
+  const bool conditional = (op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f);
+  const bool direct = conditional || op == 0xe9 || op == 0xeb;
+  return direct && !in.lock && preload_ && rip_on_stack_ && !rip_flushed_ && *preload_ == current_mapping() &&
+         branches_to_own_start(in, index) && (!conditional || host_flags_available(static_cast<uint8_t>(op & 15)));
+}
+
+bool Translator::defers_step_flags() const {
+  const auto& instructions = block_->instructions;
+  if (!caching_ || !preload_ || !rip_on_stack_ || rip_flushed_ || current_index_ + 2 != instructions.size()) return false;
+  if (!known_flags_ || known_flags_->op != FlagOp::kLogic) return false;
+  const Instruction& branch = instructions.back();
+  const uint16_t op = branch.opcode;
+  const bool conditional = (op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f);
+  // Jcc on CF (B, AE, BE, A) would need the kept carry in the host flags.
+  const uint8_t pair = (op & 15) >> 1;
+  if (!conditional || branch.lock || pair == 1 || pair == 3) return false;
+  if (!branches_to_own_start(branch, instructions.size() - 1)) return false;
+  // The flags stay stale in CpuState over the back edge: the body must overwrite them all
+  // before anything reads them.
+  for (const Instruction& in : instructions) {
+    if (overwrites_flags(in)) return true;
+    if (!leaves_flags(in)) return false;
+  }
+  return false;
+}
+
+void Translator::store_deferred_step_flags() {
+  if (!deferred_step_) return;
+  const DeferredStep& step = *deferred_step_;
+  // As emit_step stores them: result, the value before, 1, the operation and size; CF clear.
+  const Xbyak::Reg64 value = cached_register(step.index, true);
+  code_.mov(rdx, value);
+  zero_extend(rdx, step.size);
+  code_.mov(rax, rdx);
+  if (step.increment) {
+    code_.sub(rax, 1);
+  } else {
+    code_.add(rax, 1);
+  }
+  zero_extend(rax, step.size);
+  code_.mov(field(layout_.flags_result, 8), rdx);
+  code_.mov(field(layout_.flags_first, 8), rax);
+  code_.mov(field(layout_.flags_second, 8), 1);
+  code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(step.increment ? FlagOp::kInc : FlagOp::kDec));
+  code_.mov(field(layout_.flags_size, 1), step.size);
+  code_.mov(field(layout_.flags_carry, 1), 0);
+}
+
+void Translator::emit_self_loop() {
+  Xbyak::Label stop;
+  const uint32_t count = static_cast<uint32_t>(block_->instructions.size());
+  code_.mov(rax, field(layout_.retired, 8));
+  code_.add(rax, count);
+  code_.cmp(rax, field(layout_.retired_limit, 8));
+  code_.jae(stop, CodeGenerator::T_NEAR);
+  code_.mov(rcx, field(layout_.requests, 8));
+  code_.cmp(dword[rcx], 0);
+  code_.jne(stop, CodeGenerator::T_NEAR);
+  // instruction_rip is left alone: nothing reads it before the next handler call, a chain or
+  // the run loop writes it.
+  code_.mov(field(layout_.retired, 8), rax);
+  // The registers were written back before the branch but are still in their host
+  // registers: when they sit where this pass preloaded them (and no C call since has
+  // clobbered a caller-saved one), the next round starts with them in place.
+  const bool clobbered = branch_calls_out_ && holds_caller_saved(mapping_before_last_);
+  if (preload_ && *preload_ == mapping_before_last_ && !clobbered) {
+    code_.jmp(loop_entry_, CodeGenerator::T_NEAR);
+  } else {
+    code_.jmp(body_, CodeGenerator::T_NEAR);
+    const bool holds_any = std::any_of(mapping_before_last_.begin(), mapping_before_last_.end(),
+                                       [](int8_t guest) { return guest >= 0; });
+    if (!preload_ && !clobbered && holds_any) self_loop_mapping_ = mapping_before_last_;
+  }
+  code_.L(stop);
+}
+
+}  // namespace lamina::cpu::x86::jit

@@ -1,0 +1,105 @@
+// Which instructions the translator runs as register-only inline code, and flag liveness
+// within a block. These predicates are the exact acceptance conditions of the register-only
+// emitters (translator_integer.cc, translator_shift.cc, emit_extend_register): emit_block
+// refuses a translation where they disagree, since a flag store left out on their word would
+// otherwise be missing where a handler reads it.
+#include "cpu/x86/jit/translator.h"
+
+#include "cpu/x86/handlers.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+// LOCK on these forms is #UD and an unimplemented form raises it: the handler's business.
+bool plain(const Instruction& in) { return !in.lock && in.handler != &invalid_opcode; }
+
+bool register_move(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if (op == 0x90) return !(in.rm & 8);  // NOP, PAUSE (not XCHG r8, rAX)
+  if (op >= 0x88 && op <= 0x8b) return !in.memory;
+  if (op >= 0xb0 && op <= 0xbf) return true;
+  return (op == 0xc6 || op == 0xc7) && !in.memory && in.group_index() == 0;
+}
+
+bool lea(const Instruction& in) { return in.opcode == 0x8d && in.memory; }
+
+bool register_extend(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  return (op == 0x1b6 || op == 0x1b7 || op == 0x1be || op == 0x1bf) && !in.memory;
+}
+
+// ADD OR AND SUB XOR CMP TEST on registers and immediates (not ADC/SBB, which read CF).
+bool register_alu(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if (in.memory) return false;
+  if (op < 0x40 && (op & 7) < 6) return (op >> 3) != 2 && (op >> 3) != 3;
+  switch (op) {
+    case 0x80: case 0x81: case 0x83: return in.group_index() != 2 && in.group_index() != 3;
+    case 0x84: case 0x85: case 0xa8: case 0xa9: return true;
+    case 0xf6: case 0xf7: return in.group_index() <= 1;
+    default: return false;
+  }
+}
+
+// SHL/SHR/SAR by an immediate count within the operand width.
+bool register_shift(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if ((op != 0xc0 && op != 0xc1 && op != 0xd0 && op != 0xd1) || in.memory) return false;
+  const uint8_t operation = in.group_index();
+  if (operation < 4) return false;
+  const unsigned bits = ((op & 1) ? in.operand_size : 1u) * 8u;
+  const unsigned raw = op >= 0xd0 ? 1u : static_cast<uint8_t>(in.immediate);
+  const unsigned count = raw & (bits == 64 ? 63u : 31u);
+  return count != 0 && count < bits;
+}
+
+// OR, AND, XOR, TEST on registers: CF is known to be clear after them.
+bool register_logic(const Instruction& in) {
+  if (!register_alu(in)) return false;
+  const uint16_t op = in.opcode;
+  if (op < 0x40) return (op >> 3) == 1 || (op >> 3) == 4 || (op >> 3) == 6;
+  if (op == 0x80 || op == 0x81 || op == 0x83) return in.group_index() == 1 || in.group_index() == 4 || in.group_index() == 6;
+  return true;  // TEST
+}
+
+bool register_step(const Instruction& in, CodeMode mode) {
+  const uint16_t op = in.opcode;
+  return ((op == 0xfe || op == 0xff) && !in.memory && in.group_index() <= 1) ||
+         (op >= 0x40 && op <= 0x4f && mode != CodeMode::k64);
+}
+
+bool register_multiply(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  return (op == 0x1af || op == 0x69 || op == 0x6b) && !in.memory;
+}
+
+}  // namespace
+
+bool Translator::register_only(const Instruction& in) const {
+  if (!plain(in)) return false;
+  return register_step(in, mode_) || register_move(in) || lea(in) || register_extend(in) || overwrites_flags(in);
+}
+
+bool Translator::overwrites_flags(const Instruction& in) const {
+  return plain(in) && (register_alu(in) || register_shift(in) || register_multiply(in));
+}
+
+bool Translator::leaves_flags(const Instruction& in) {
+  return plain(in) && (register_move(in) || lea(in) || register_extend(in));
+}
+
+bool Translator::flags_observed_after(const Block& block, size_t index) const {
+  // Anything else (INC/DEC keep CF, Jcc, a handler, a memory form that may fault, the block's
+  // end) sees the flags as this instruction leaves them. INC/DEC after a logic operation
+  // takes CF as clear from the translator's known flags, not from CpuState.
+  const bool logic = register_logic(block.instructions[index]);
+  for (size_t next = index + 1; next < block.instructions.size(); ++next) {
+    const Instruction& in = block.instructions[next];
+    if (overwrites_flags(in)) return false;
+    if (logic && plain(in) && register_step(in, mode_)) return false;
+    if (!leaves_flags(in)) return true;
+  }
+  return true;
+}
+
+}  // namespace lamina::cpu::x86::jit
