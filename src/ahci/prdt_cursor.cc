@@ -27,8 +27,10 @@ Result<bool> PrdtCursor::advance() {
   return true;
 }
 
-Result<void> PrdtCursor::to_guest(std::span<const std::byte> data) {
-  while (!data.empty()) {
+Result<void> PrdtCursor::walk(uint64_t total,
+                              const std::function<bool(uint64_t address, uint64_t done, uint64_t length)>& copy) {
+  uint64_t done = 0;
+  while (done < total) {
     auto more = advance();
     if (!more) return fail(more.error());
     if (!*more) {
@@ -36,46 +38,37 @@ Result<void> PrdtCursor::to_guest(std::span<const std::byte> data) {
                   fmt::format("the PRDT's {} entries end before the command's data does",
                               entries_));
     }
-    const uint64_t length = std::min<uint64_t>(region_left_, data.size());
-    std::span<std::byte> host = memory_.map_for_write(region_address_, length);
-    if (host.empty()) {
+    const uint64_t length = std::min<uint64_t>(region_left_, total - done);
+    if (!copy(region_address_, done, length)) {
       return fail(ErrorCode::kInvalidArgument,
                   fmt::format("PRDT region {:#x}+{} is outside guest RAM", region_address_,
                               length));
     }
-    std::memcpy(host.data(), data.data(), length);
-    memory_.written(region_address_, length);
     region_address_ += length;
     region_left_ -= length;
     transferred_ += length;
-    data = data.subspan(length);
+    done += length;
   }
   return {};
 }
 
+Result<void> PrdtCursor::to_guest(std::span<const std::byte> data) {
+  return walk(data.size(), [&](uint64_t address, uint64_t done, uint64_t length) {
+    std::span<std::byte> host = memory_.map_for_write(address, length);
+    if (host.empty()) return false;
+    std::memcpy(host.data(), data.data() + done, length);
+    memory_.written(address, length);
+    return true;
+  });
+}
+
 Result<void> PrdtCursor::from_guest(std::span<std::byte> data) {
-  while (!data.empty()) {
-    auto more = advance();
-    if (!more) return fail(more.error());
-    if (!*more) {
-      return fail(ErrorCode::kInvalidArgument,
-                  fmt::format("the PRDT's {} entries end before the command's data does",
-                              entries_));
-    }
-    const uint64_t length = std::min<uint64_t>(region_left_, data.size());
-    std::span<const std::byte> host = memory_.map_for_read(region_address_, length);
-    if (host.empty()) {
-      return fail(ErrorCode::kInvalidArgument,
-                  fmt::format("PRDT region {:#x}+{} is outside guest RAM", region_address_,
-                              length));
-    }
-    std::memcpy(data.data(), host.data(), length);
-    region_address_ += length;
-    region_left_ -= length;
-    transferred_ += length;
-    data = data.subspan(length);
-  }
-  return {};
+  return walk(data.size(), [&](uint64_t address, uint64_t done, uint64_t length) {
+    std::span<const std::byte> host = memory_.map_for_read(address, length);
+    if (host.empty()) return false;
+    std::memcpy(data.data() + done, host.data(), length);
+    return true;
+  });
 }
 
 }  // namespace lamina::ahci

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 
 #include "base/dma_memory.h"
@@ -37,6 +38,11 @@ class PrdtCursor {
  private:
   // Loads the next entry when the current one is used up; false at the table's end.
   [[nodiscard]] Result<bool> advance();
+  // Moves the cursor over `total` bytes, one region piece at a time: `copy` gets the piece's
+  // guest address, the bytes done before it and its length, and says false when the piece is
+  // not in guest RAM.
+  [[nodiscard]] Result<void> walk(uint64_t total,
+                                  const std::function<bool(uint64_t address, uint64_t done, uint64_t length)>& copy);
 
   const DmaMemory& memory_;
   uint64_t table_;

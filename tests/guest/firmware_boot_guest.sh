@@ -41,6 +41,21 @@ log=$work/console.log
 fail() { echo "FAIL: $*"; echo "---- console ----"; sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' "$log" | tr -d '\r' | tail -60; exit 1; }
 # Output captured first, then matched (grep -q closing a pipe fails under pipefail).
 has() { grep -aq -- "$1" "$log"; }
+# run_until PATTERN SECONDS COMMAND...: runs COMMAND (console in $log) until PATTERN shows,
+# it exits or SECONDS pass, then stops it.
+run_until() {
+  local pattern=$1 seconds=$2
+  shift 2
+  "$@" </dev/null >"$log" 2>&1 &
+  local vm=$!
+  for _ in $(seq "$seconds"); do
+    grep -aq -- "$pattern" "$log" 2>/dev/null && break
+    kill -0 $vm 2>/dev/null || break
+    sleep 1
+  done
+  kill $vm 2>/dev/null || true
+  wait $vm 2>/dev/null || true
+}
 
 case $scenario in
   banner)
@@ -105,15 +120,7 @@ case $scenario in
     ;;
   installer_iso)
     bash "$(dirname "$0")/make_iso.sh" installer "$work/cd.iso" >/dev/null
-    "$lamina" run --memory 1G --rng none --cdrom "$work/cd.iso" </dev/null >"$log" 2>&1 &
-    vm=$!
-    for _ in $(seq 400); do
-      grep -aq "Select a language" "$log" 2>/dev/null && break
-      kill -0 $vm 2>/dev/null || break
-      sleep 1
-    done
-    kill $vm 2>/dev/null || true
-    wait $vm 2>/dev/null || true
+    run_until "Select a language" 400 "$lamina" run --memory 1G --rng none --cdrom "$work/cd.iso"
     has "Booting from DVD/CD" || fail "SeaBIOS did not boot the CD"
     has "ISOLINUX: booting installer" || fail "ISOLINUX did not start"
     has "Run /init as init process" || fail "the installer's kernel did not start its init"
@@ -125,15 +132,7 @@ case $scenario in
     cpus=1 options=""
     [[ $scenario == memtest_smp ]] && cpus=2 options=smp
     bash "$(dirname "$0")/make_bios_disk.sh" memtest "$work/disk.raw" "$options" >/dev/null
-    "$lamina" run --cpus "$cpus" --memory 128M --rng none --disk "$work/disk.raw" </dev/null >"$log" 2>&1 &
-    vm=$!
-    for _ in $(seq 240); do
-      grep -aq "#3  \[Moving inversions" "$log" 2>/dev/null && break
-      kill -0 $vm 2>/dev/null || break
-      sleep 1
-    done
-    kill $vm 2>/dev/null || true
-    wait $vm 2>/dev/null || true
+    run_until "#3  \[Moving inversions" 240 "$lamina" run --cpus "$cpus" --memory 128M --rng none --disk "$work/disk.raw"
     has "Memtest86+ v6" || fail "memtest86+ did not start"
     has "Memory  :  128MB" || fail "memtest86+ did not see 128 MB"
     has "Address test" || fail "memtest86+ did not start testing"
