@@ -21,18 +21,9 @@ constexpr off_t kMaxScreenshotBytes = off_t{64} << 20;
 }  // namespace
 
 ServiceResult<std::string> VmService::screenshot(const std::string& name) {
-  WorkerProcess* worker = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    auto found = running_.find(name);
-    if (found == running_.end() || !found->second.worker) {
-      if (auto record = inventory_->find(name); record && !*record) {
-        return std::unexpected(ServiceError::no_vm(name));
-      }
-      return std::unexpected(ServiceError::conflict(fmt::format("{} is not running", name)));
-    }
-    worker = found->second.worker.get();
-  }
+  auto running = running_worker(name);
+  if (!running) return std::unexpected(running.error());
+  WorkerProcess* worker = *running;
   // The worker writes the PNG into an anonymous file of ours (it opens no files itself).
   UniqueFd file(::memfd_create("lamina-screenshot", MFD_CLOEXEC));
   if (!file)

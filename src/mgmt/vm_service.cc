@@ -682,21 +682,25 @@ void VmService::reap(std::stop_token stop) {
   }
 }
 
+ServiceResult<WorkerProcess*> VmService::running_worker(const std::string& name,
+                                                       const std::function<void(RunningVm&)>& while_locked) {
+  std::lock_guard lock(mutex_);
+  auto found = running_.find(name);
+  if (found == running_.end() || !found->second.worker) {
+    if (auto record = inventory_->find(name); record && !*record) {
+      return std::unexpected(ServiceError::no_vm(name));
+    }
+    return std::unexpected(ServiceError::conflict(fmt::format("{} is not running", name)));
+  }
+  if (while_locked) while_locked(found->second);
+  return found->second.worker.get();
+}
+
 ServiceResult<nlohmann::json> VmService::stop(const std::string& name,
                                               const StopOptions& options) {
-  WorkerProcess* worker = nullptr;
-  {
-    std::lock_guard lock(mutex_);
-    auto found = running_.find(name);
-    if (found == running_.end() || !found->second.worker) {
-      if (auto record = inventory_->find(name); record && !*record) {
-        return std::unexpected(ServiceError::no_vm(name));
-      }
-      return std::unexpected(ServiceError::conflict(fmt::format("{} is not running", name)));
-    }
-    worker = found->second.worker.get();
-    found->second.state = "stopping";
-  }
+  auto running = running_worker(name, [](RunningVm& vm) { vm.state = "stopping"; });
+  if (!running) return std::unexpected(running.error());
+  WorkerProcess* worker = *running;
   // The handle stays valid until on_worker_exit hands it to the reaper, which needs the
   // reaper's next turn, so waiting on it here is safe.
   bool gone = false;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <expected>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -215,6 +216,10 @@ class VmService {
   nlohmann::json describe(const VmRecord& record);
   std::filesystem::path vm_dir(const std::string& name) const;
   ServiceResult<void> start_switches(const nlohmann::json& definition);
+  // The worker of a running VM, or the answer: no such VM (404) or not running (409).
+  // `while_locked` runs on its entry under mutex_ (to mark it stopping, say).
+  ServiceResult<WorkerProcess*> running_worker(const std::string& name,
+                                               const std::function<void(RunningVm&)>& while_locked = {});
   void reap(std::stop_token stop);
   // laminad's start: takes over the workers an earlier laminad left running.
   void adopt_running_workers();
