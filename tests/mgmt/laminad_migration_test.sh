@@ -301,7 +301,13 @@ relay=$!
 on_a vm migrate mover --to "127.0.0.1:$(cat "$work/relay2.port")" --max-downtime 1 >"$work/out" 2>"$work/progress" ||
   fail "migrate A->B under load: $(cat "$work/out" "$work/progress")"
 echo "A->B under load: $(cat "$work/out")"
-grep -q "throttle [1-9]" "$work/progress" || fail "auto-converge never throttled: $(cat "$work/progress")"
+# It converges only by throttling, unless a round found the guest had dirtied nothing at all
+# (a starved vCPU on a loaded host: then there was nothing to send and the move may end).
+if ! grep -q "throttle [1-9]" "$work/progress"; then
+  grep -q "^copying round [1-9][0-9]*: .* 0.0 MiB dirty" "$work/progress" ||
+    fail "auto-converge never throttled while the guest dirtied memory: $(cat "$work/progress")"
+  echo "converged without throttling: a round found nothing dirty (the guest got no CPU then)"
+fi
 type_line on_b 'kill %1 %2 %3 %4; wait; sync; echo stopped-$((7*8)) replies=$(awk "/^Icmp:/ { if (!c) { for (i = 1; i <= NF; i++) if (\$i == \"InEchoReps\") c = i } else print \$c }" /proc/net/snmp)'
 wait_console state-b "stopped-56"
 # The ping stream: every request from the first to the last arrived once; nearly every reply
