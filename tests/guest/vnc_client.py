@@ -64,7 +64,12 @@ class Client:
         return data
 
     def request(self, incremental=True):
-        self.sock.sendall(struct.pack(">BBHHHH", 3, 1 if incremental else 0, 0, 0, self.width, self.height))
+        # A server that stopped (the VM ended) may have closed its end already: what it sent
+        # before is still read, up to the end of the stream.
+        try:
+            self.sock.sendall(struct.pack(">BBHHHH", 3, 1 if incremental else 0, 0, 0, self.width, self.height))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
 
     def key(self, keysym):
         for down in (1, 0):
@@ -173,7 +178,7 @@ def main():
         try:
             while True:
                 client.pump(5)
-        except EOFError:
+        except (EOFError, ConnectionResetError):
             pass
     write_frame(client, args.output)
     if failures:
