@@ -39,8 +39,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 log=$work/console.log
 fail() { echo "FAIL: $*"; echo "---- console ----"; sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' "$log" | tr -d '\r' | tail -60; exit 1; }
-# Output captured first, then matched (grep -q closing a pipe fails under pipefail).
-has() { grep -aq -- "$1" "$log"; }
+# Matched on the console as fail() shows it, escape sequences and CRs out (a firmware's or
+# bootloader's screen codes can fall inside a line); captured first, then matched (grep -q
+# closing a pipe fails under pipefail).
+has() {
+  local text
+  text=$(sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g' "$log" | tr -d '\r')
+  grep -aq -- "$1" <<<"$text"
+}
 # run_until PATTERN SECONDS COMMAND...: runs COMMAND (console in $log) until PATTERN shows,
 # it exits or SECONDS pass, then stops it.
 run_until() {
