@@ -17,6 +17,7 @@
 #include "base/byte_order.h"
 #include "base/dirty_log.h"
 #include "base/unique_fd.h"
+#include "cpu/x86/system/control_bits.h"
 #include "machine/machine_builder.h"
 #include "migration/migration_protocol.h"
 #include "storage/image_format.h"
@@ -26,11 +27,20 @@ namespace lamina::migration {
 namespace {
 
 constexpr uint64_t kCodeAddress = 0x7c00;
-constexpr uint64_t kStoreArea = 0x10000;
 
-// vCPU 0 in real mode: `inc eax; xor di, di; mov cx, 0x4000; rep stosd; jmp` with ES at
-// 0x1000, so every pass writes 64 KiB at 0x10000 with the next value.
-std::unique_ptr<machine::Machine> storing_machine(uint64_t memory_bytes = 32 << 20) {
+// Where each guest program keeps the value it stores on every pass.
+enum class Program { kRealModeRepStos, kLongModeStores };
+uint64_t store_area(Program program) { return program == Program::kRealModeRepStos ? 0x10000 : 0x200000; }
+
+// kRealModeRepStos: vCPU 0 in real mode runs `inc eax; xor di, di; mov cx, 0x4000; rep stosd;
+// jmp` with ES at 0x1000, so every pass writes 64 KiB at 0x10000 with the next value (the
+// string handler's stores). kLongModeStores: in 64-bit mode with the first 32 MiB identity-
+// mapped by 2 MiB pages, `inc rax; mov edi, 0x200000; mov ecx, 1024; 1: mov [rdi], rax;
+// mov [rdi+0x800], eax; add rdi, 0x1000; dec ecx; jnz 1b; jmp` writes two words into each of
+// 1024 pages (4 MiB) per pass: plain MOV stores, which the JIT inlines through the soft TLB's
+// write pointers, so a dirty log that missed inlined stores fails the RAM comparison.
+std::unique_ptr<machine::Machine> storing_machine(uint64_t memory_bytes = 32 << 20,
+                                                  Program program = Program::kRealModeRepStos) {
   machine::MachineOptions options;
   options.cpus = 1;
   options.memory_bytes = memory_bytes;
@@ -39,19 +49,57 @@ std::unique_ptr<machine::Machine> storing_machine(uint64_t memory_bytes = 32 << 
   EXPECT_TRUE(built.has_value()) << built.error().message();
   if (!built) return nullptr;
   auto machine = std::move(*built);
-  const uint8_t code[] = {0x66, 0x40, 0x31, 0xff, 0xb9, 0x00, 0x40, 0xf3, 0x66, 0xab, 0xeb, 0xf4};
-  EXPECT_TRUE(machine->memory().write(kCodeAddress, std::as_bytes(std::span(code))).has_value());
+  GuestMemory& memory = machine->memory();
+  auto put = [&memory](uint64_t address, std::span<const uint8_t> bytes) {
+    EXPECT_TRUE(memory.write(address, std::as_bytes(bytes)).has_value());
+  };
+  auto put64 = [&put](uint64_t address, uint64_t value) {
+    std::array<uint8_t, 8> bytes{};
+    store_le<uint64_t>(bytes.data(), value);
+    put(address, bytes);
+  };
   cpu::x86::CpuState state = machine->vcpu(0).state();
-  state.segment[cpu::x86::kCs] = {0, 0, 0xffff, 0x9b};
-  state.segment[cpu::x86::kEs] = {0x1000, 0x10000, 0xffff, 0x93};
+  if (program == Program::kRealModeRepStos) {
+    const uint8_t code[] = {0x66, 0x40, 0x31, 0xff, 0xb9, 0x00, 0x40, 0xf3, 0x66, 0xab, 0xeb, 0xf4};
+    put(kCodeAddress, code);
+    state.segment[cpu::x86::kCs] = {0, 0, 0xffff, 0x9b};
+    state.segment[cpu::x86::kEs] = {0x1000, 0x10000, 0xffff, 0x93};
+  } else {
+    const uint8_t code[] = {0x48, 0xff, 0xc0,                          // inc rax
+                            0xbf, 0x00, 0x00, 0x20, 0x00,              // mov edi, 0x200000
+                            0xb9, 0x00, 0x04, 0x00, 0x00,              // mov ecx, 1024
+                            0x48, 0x89, 0x07,                          // mov [rdi], rax
+                            0x89, 0x87, 0x00, 0x08, 0x00, 0x00,        // mov [rdi+0x800], eax
+                            0x48, 0x81, 0xc7, 0x00, 0x10, 0x00, 0x00,  // add rdi, 0x1000
+                            0xff, 0xc9,                                // dec ecx
+                            0x75, 0xec,                                // jnz -20
+                            0xeb, 0xdd};                               // jmp -35
+    put(kCodeAddress, code);
+    put64(0x1000, 0x2000 | 3);  // PML4[0] -> PDPT
+    put64(0x2000, 0x3000 | 3);  // PDPT[0] -> PD
+    for (uint64_t i = 0; i < 16; ++i) put64(0x3000 + 8 * i, (i << 21) | 0x83);
+    put64(0x4000, 0);
+    put64(0x4008, 0x00af9b000000ffff);  // 64-bit code
+    put64(0x4010, 0x00cf93000000ffff);  // data
+    state.cr0 = cpu::x86::cr0::kPe | cpu::x86::cr0::kEt | cpu::x86::cr0::kPg;
+    state.cr3 = 0x1000;
+    state.cr4 = 0x20;        // PAE
+    state.msr.efer = 0x500;  // LME | LMA
+    state.segment[cpu::x86::kCs] = {0x08, 0, 0xffffffff, 0xa09b};
+    for (auto segment : {cpu::x86::kDs, cpu::x86::kEs, cpu::x86::kSs}) {
+      state.segment[segment] = {0x10, 0, 0xffffffff, 0xc093};
+    }
+    state.gdtr = {0x4000, 23};
+    state.cpl = 0;
+  }
   state.rip = kCodeAddress;
   machine->vcpu(0).set_state(state);
   return machine;
 }
 
-uint32_t stored_value(machine::Machine& machine) {
+uint32_t stored_value(machine::Machine& machine, Program program = Program::kRealModeRepStos) {
   std::array<std::byte, 4> bytes{};
-  EXPECT_TRUE(machine.memory().read(kStoreArea, bytes).has_value());
+  EXPECT_TRUE(machine.memory().read(store_area(program), bytes).has_value());
   return load_le<uint32_t>(bytes.data());
 }
 
@@ -147,11 +195,14 @@ Link link() {
   return {UniqueFd(pair[0]), UniqueFd(pair[1])};
 }
 
-TEST(LiveMigrationTest, TheReceiverHoldsExactlyTheSourceRamAtTheSwitchover) {
-  auto machine = storing_machine();
+class StoringPrograms : public testing::TestWithParam<Program> {};
+
+TEST_P(StoringPrograms, TheReceiverHoldsExactlyTheSourceRamAtTheSwitchover) {
+  const Program program = GetParam();
+  auto machine = storing_machine(32 << 20, program);
   ASSERT_TRUE(machine);
   std::jthread runner([&machine] { (void)machine->run(); });
-  while (stored_value(*machine) < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  while (stored_value(*machine, program) < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   Link ends = link();
   Receiver receiver(machine->memory().regions());
   bool identical = false;
@@ -159,7 +210,7 @@ TEST(LiveMigrationTest, TheReceiverHoldsExactlyTheSourceRamAtTheSwitchover) {
   std::jthread destination([&] {
     if (!receiver.receive_until_switchover(ends.destination.get())) return;
     // The source is quiesced now: its RAM must be what the pages built here.
-    value_at_switchover = stored_value(*machine);
+    value_at_switchover = stored_value(*machine, program);
     identical = receiver.holds_ram_of(*machine);
     (void)write_frame(ends.destination.get(), make_json_message(MessageType::kStarted, {}));
   });
@@ -176,16 +227,23 @@ TEST(LiveMigrationTest, TheReceiverHoldsExactlyTheSourceRamAtTheSwitchover) {
   EXPECT_GT(value_at_switchover, 50u);
   EXPECT_FALSE(receiver.stream.empty());
   ASSERT_FALSE(reports.empty());
-  // The guest rewrote its 64 KiB while the first round went: the log saw those pages.
+  // The guest rewrote its pages while the first round went: the log saw them.
   EXPECT_GE(reports.front().remaining_bytes, 16 * kPageBytes);
   EXPECT_EQ(reports.back().phase, "switchover");
   // Held after a successful switchover: the VM runs elsewhere now.
-  const uint32_t held = stored_value(*machine);
+  const uint32_t held = stored_value(*machine, program);
   std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_EQ(stored_value(*machine), held);
+  EXPECT_EQ(stored_value(*machine, program), held);
   EXPECT_FALSE(machine->memory().dirty_log().logging());
   machine->stops().post({machine::MachineExit::kHostStop, "test", 0});
 }
+
+INSTANTIATE_TEST_SUITE_P(LiveMigrationTest, StoringPrograms,
+                         testing::Values(Program::kRealModeRepStos, Program::kLongModeStores),
+                         [](const testing::TestParamInfo<Program>& param_info) {
+                           return param_info.param == Program::kRealModeRepStos ? "RealModeRepStos"
+                                                                          : "LongModeInlinedStores";
+                         });
 
 // Over a slow link, a guest whose RAM is mostly zero pages: the bandwidth the rounds estimate
 // the downtime with is the bytes the link carried, not the RAM the first round covered (zero
