@@ -2,9 +2,15 @@
 
 #include <fmt/format.h>
 
-#include <bit>
 #include <algorithm>
+#include <atomic>
+#include <bit>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -17,30 +23,165 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Sends pages in kPages messages of up to kMaxPagesPerMessage.
-class PageSender {
- public:
-  PageSender(GuestMemory& memory, int link) : memory_(memory), link_(link) {}
-
-  // `skip_zero`: the first round, where the destination's RAM is all zeros already.
-  Result<void> add(uint64_t guest_physical, bool skip_zero) {
-    const std::byte* host = memory_.host_pointer(guest_physical, kPageBytes);
-    if (host == nullptr) return {};  // a marked address outside RAM (MMIO): nothing to send
+// One kPages message of the pages at `addresses` as they are now (`skip_zero`: the first
+// round, where the destination's RAM is all zeros already); nothing when every page was
+// skipped. `sent` counts the pages the message holds.
+std::optional<std::vector<std::byte>> encode_batch(GuestMemory& memory,
+                                                   std::span<const uint64_t> addresses,
+                                                   bool skip_zero, uint16_t round,
+                                                   uint64_t& sent) {
+  std::vector<Page> pages;
+  pages.reserve(addresses.size());
+  for (uint64_t address : addresses) {
+    const std::byte* host = memory.host_pointer(address, kPageBytes);
+    if (host == nullptr) continue;  // a marked address outside RAM (MMIO): nothing to send
     const bool zero = storage::is_all_zero({host, kPageBytes});
-    if (zero && skip_zero) return {};
-    pages_.push_back({guest_physical, zero ? std::span<const std::byte>()
-                                           : std::span<const std::byte>(host, kPageBytes)});
-    ++sent_pages_;
-    if (pages_.size() == kMaxPagesPerMessage) return flush();
+    if (zero && skip_zero) continue;
+    pages.push_back({address, zero ? std::span<const std::byte>()
+                                   : std::span<const std::byte>(host, kPageBytes)});
+  }
+  if (pages.empty()) return std::nullopt;
+  sent += pages.size();
+  return encode_pages(pages, round);
+}
+
+// The lanes: further connections that carry only pages, each with a thread that reads,
+// compresses and writes the batches it is given (zstd is where a migration's CPU time goes,
+// and one connection's TCP window need not limit the link). Batches go round-robin; each
+// lane's queue is short, so the batches a lane holds are read close to when they are sent.
+class Lanes {
+ public:
+  Lanes(GuestMemory& memory, std::span<const int> links) : memory_(memory) {
+    queues_.resize(links.size());
+    for (size_t index = 0; index < links.size(); ++index) {
+      threads_.emplace_back([this, index, link = links[index]] { serve(index, link); });
+    }
+  }
+  ~Lanes() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_all();
+    threads_.clear();  // joins
+  }
+  Lanes(const Lanes&) = delete;
+  Lanes& operator=(const Lanes&) = delete;
+
+  bool empty() const { return threads_.empty(); }
+
+  Result<void> push(std::vector<uint64_t> addresses, bool skip_zero, uint16_t round) {
+    std::unique_lock lock(mutex_);
+    auto& queue = queues_[next_];
+    next_ = (next_ + 1) % queues_.size();
+    changed_.wait(lock, [&] { return queue.size() < kQueueDepth || error_; });
+    if (error_) return fail(*error_);
+    queue.push_back({std::move(addresses), skip_zero, round});
+    ++pending_;
+    changed_.notify_all();
     return {};
   }
 
+  // Until every batch given so far is on its lane's link; the first lane's error.
+  Result<void> drain() {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [&] { return pending_ == 0 || error_; });
+    if (error_) return fail(*error_);
+    return {};
+  }
+
+  // The lanes' last message, after the last pages (drained).
+  Result<void> end(std::span<const int> links) {
+    for (int link : links) {
+      if (auto sent = write_frame(link, make_message(MessageType::kLaneEnd)); !sent) return sent;
+      transferred_ += 5;
+    }
+    return {};
+  }
+
+  uint64_t transferred() const { return transferred_.load(); }
+  uint64_t sent_pages() const { return sent_pages_.load(); }
+
+ private:
+  struct Batch {
+    std::vector<uint64_t> addresses;
+    bool skip_zero = false;
+    uint16_t round = 0;
+  };
+  static constexpr size_t kQueueDepth = 4;
+
+  void serve(size_t index, int link) {
+    for (;;) {
+      Batch batch;
+      {
+        std::unique_lock lock(mutex_);
+        changed_.wait(lock, [&] { return stopping_ || !queues_[index].empty(); });
+        if (queues_[index].empty()) return;
+        batch = std::move(queues_[index].front());
+        queues_[index].pop_front();
+        changed_.notify_all();
+      }
+      Result<void> written;
+      bool failed_before = false;
+      {
+        std::lock_guard lock(mutex_);
+        failed_before = error_.has_value();
+      }
+      if (!failed_before) {
+        uint64_t sent = 0;
+        if (auto message = encode_batch(memory_, batch.addresses, batch.skip_zero, batch.round, sent)) {
+          transferred_ += message->size() + 4;
+          written = write_frame(link, *message);
+        }
+        sent_pages_ += sent;
+      }
+      std::lock_guard lock(mutex_);
+      if (!written && !error_) error_ = written.error().with_context("a migration connection");
+      --pending_;
+      changed_.notify_all();
+    }
+  }
+
+  GuestMemory& memory_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::vector<std::deque<Batch>> queues_;
+  size_t next_ = 0;
+  size_t pending_ = 0;
+  std::optional<Error> error_;
+  bool stopping_ = false;
+  std::atomic<uint64_t> transferred_{0};
+  std::atomic<uint64_t> sent_pages_{0};
+  std::vector<std::jthread> threads_;  // last: joined first
+};
+
+// Sends pages in kPages messages of up to kMaxPagesPerMessage: on the main link, or over the
+// lanes when there are any. Other messages go on the main link.
+class PageSender {
+ public:
+  PageSender(GuestMemory& memory, int link, std::span<const int> lanes)
+      : memory_(memory), link_(link), lanes_(memory, lanes) {}
+
+  // The round the pages added from now on belong to (the destination keeps the latest).
+  void set_round(uint32_t round) {
+    round_ = static_cast<uint16_t>(std::min<uint32_t>(round, UINT16_MAX));
+  }
+
+  // `skip_zero`: the first round, where the destination's RAM is all zeros already.
+  Result<void> add(uint64_t guest_physical, bool skip_zero) {
+    if (!batch_.empty() && skip_zero != batch_skips_zero_) {
+      if (auto sent = dispatch(); !sent) return sent;
+    }
+    batch_skips_zero_ = skip_zero;
+    batch_.push_back(guest_physical);
+    if (batch_.size() == kMaxPagesPerMessage) return dispatch();
+    return {};
+  }
+
+  // Everything added so far is on its link.
   Result<void> flush() {
-    if (pages_.empty()) return {};
-    const std::vector<std::byte> message = encode_pages(pages_);
-    pages_.clear();
-    transferred_ += message.size() + 4;
-    return write_frame(link_, message);
+    if (auto sent = dispatch(); !sent) return sent;
+    return lanes_.empty() ? Result<void>() : lanes_.drain();
   }
 
   Result<void> send(std::span<const std::byte> message) {
@@ -48,13 +189,32 @@ class PageSender {
     return write_frame(link_, message);
   }
 
-  uint64_t transferred() const { return transferred_; }
-  uint64_t sent_pages() const { return sent_pages_; }
+  // After the last pages: each lane's kLaneEnd.
+  Result<void> end_lanes(std::span<const int> lanes) {
+    if (auto flushed = flush(); !flushed) return flushed;
+    return lanes_.end(lanes);
+  }
+
+  uint64_t transferred() const { return transferred_ + lanes_.transferred(); }
+  uint64_t sent_pages() const { return sent_pages_ + lanes_.sent_pages(); }
 
  private:
+  Result<void> dispatch() {
+    if (batch_.empty()) return {};
+    std::vector<uint64_t> batch = std::exchange(batch_, {});
+    if (!lanes_.empty()) return lanes_.push(std::move(batch), batch_skips_zero_, round_);
+    auto message = encode_batch(memory_, batch, batch_skips_zero_, round_, sent_pages_);
+    if (!message) return {};
+    transferred_ += message->size() + 4;
+    return write_frame(link_, *message);
+  }
+
   GuestMemory& memory_;
   int link_;
-  std::vector<Page> pages_;
+  Lanes lanes_;
+  std::vector<uint64_t> batch_;
+  bool batch_skips_zero_ = false;
+  uint16_t round_ = 0;
   uint64_t transferred_ = 0;
   uint64_t sent_pages_ = 0;
 };
@@ -209,7 +369,7 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
                 "does not log the guest's writes yet");
   }
   GuestMemory& memory = machine.memory();
-  PageSender sender(memory, link);
+  PageSender sender(memory, link, options.lanes);
   DiskCopier disks(hooks.copied_disks, sender);
   LiveMigrationProgress progress;
   progress.ram_bytes = memory.total_size();
@@ -286,6 +446,7 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
     }
     previous_dirty = dirty_bytes;
     round_start = Clock::now();
+    sender.set_round(progress.round);
     if (auto sent = disks.send_dirty(); !sent) return give_up(sent.error());
     if (auto sent = send_bitmap(sender, dirty, hooks.cancelled); !sent) {
       return give_up(sent.error());
@@ -316,7 +477,9 @@ Result<LiveMigrationResult> migrate_out(machine::Machine& machine, int link,
     return fail(std::move(error));
   };
   if (auto sent = disks.send_dirty(); !sent) return abandon(sent.error(), false);
+  sender.set_round(progress.round + 1);
   if (auto sent = send_bitmap(sender, dirty, {}); !sent) return abandon(sent.error(), false);
+  if (auto ended = sender.end_lanes(options.lanes); !ended) return abandon(ended.error(), false);
   const std::vector<std::byte> stream = encode_machine_stream(machine);
   if (auto sent = sender.send(make_message(MessageType::kState, stream)); !sent) {
     return abandon(sent.error(), false);

@@ -7,7 +7,8 @@
 // (auto-converge). With --storage copy the disks go first, whole (empty ranges skipped), and
 // then, with each RAM round, the 64 KiB chunks the guest rewrote (block dirty tracking). Then the machine is quiesced, the last pages and the machine stream go,
 // the disks are flushed and their locks released, and the destination says whether it runs
-// the VM now. Protocol: migration_protocol.h.
+// the VM now. With lanes (further connections) the pages go over them in parallel, each
+// message marked with its round. Protocol: migration_protocol.h.
 //
 // On success the machine stays quiesced (the caller ends it: the VM runs elsewhere). On any
 // failure (link cut, destination refused or died, timeout) the disks' locks are taken back,
@@ -34,6 +35,10 @@ struct LiveMigrationOptions {
   uint32_t max_rounds = 30;
   // --storage copy: the disks travel with the VM (hooks.copied_disks) instead of being shared.
   bool copy_storage = false;
+  // Further connections to the destination (borrowed; laminad joined them to the migration)
+  // that carry the pages, each compressed and written by a thread of its own; empty: the
+  // pages go on the main link.
+  std::vector<int> lanes;
   // How long to wait for the destination's answer after the switchover.
   std::chrono::milliseconds reply_timeout{60000};
 };

@@ -39,7 +39,7 @@ std::vector<std::byte> make_json_message(MessageType type, const nlohmann::json&
 Result<MessageType> message_type(std::span<const std::byte> message) {
   if (message.empty()) return fail(corrupt("an empty message"));
   const auto type = std::to_integer<uint8_t>(message[0]);
-  if (type < 1 || type > static_cast<uint8_t>(MessageType::kDiskChunk)) {
+  if (type < 1 || type > static_cast<uint8_t>(MessageType::kLaneEnd)) {
     return fail(corrupt(fmt::format("unknown message type {}", type)));
   }
   return static_cast<MessageType>(type);
@@ -53,12 +53,14 @@ Result<nlohmann::json> message_json(std::span<const std::byte> message) {
   return body;
 }
 
-std::vector<std::byte> encode_pages(std::span<const Page> pages, int compression_level) {
+std::vector<std::byte> encode_pages(std::span<const Page> pages, uint16_t round,
+                                    int compression_level) {
   std::vector<std::byte> raw;
   for (const Page& page : pages) raw.insert(raw.end(), page.data.begin(), page.data.end());
   const size_t bound = ZSTD_compressBound(raw.size());
   std::vector<std::byte> message(kPagesHeader + pages.size() * 8 + bound);
   message[0] = static_cast<std::byte>(MessageType::kPages);
+  store_le<uint16_t>(message.data() + 1, round);
   store_le<uint32_t>(message.data() + 4, static_cast<uint32_t>(pages.size()));
   std::byte* entry = message.data() + kPagesHeader;
   for (const Page& page : pages) {
@@ -85,6 +87,7 @@ Result<DecodedPages> decode_pages(std::span<const std::byte> message) {
     return fail(corrupt("a page message's length does not match its header"));
   }
   DecodedPages decoded;
+  decoded.round = load_le<uint16_t>(message.data() + 1);
   decoded.addresses.reserve(count);
   decoded.zero.reserve(count);
   size_t data_pages = 0;

@@ -10,8 +10,15 @@
 //                                             "storage": "shared"|"copy", with copy
 //                                             "disk_copies": [{"format", "size"}] one per
 //                                             entry of the definition's "disks", whose paths
-//                                             are the destination's}
-//   destination → source laminad   kAccept   JSON {}   or kRefuse JSON {"error"}
+//                                             are the destination's,
+//                                             "connections": how many it would like, 1-8}
+//   destination → source laminad   kAccept   JSON {"connections": granted, "join": id} or
+//                                            kRefuse JSON {"error"}
+//   source laminad → destination   kJoin     JSON {"join", "lane": 1..granted-1}: the first
+//                                            message of each further connection (a lane),
+//                                            answered kAccept {} or kRefuse; a lane then
+//                                            carries kPages only and ends with kLaneEnd (the
+//                                            switchover waits for every lane's end)
 //   source worker → destination    kDiskChunk*  with --storage copy: disk content
 //                                            (encode_disk_chunk), first all of it, then
 //                                            what the guest rewrote, alongside the pages
@@ -51,7 +58,13 @@ enum class MessageType : uint8_t {
   kStarted = 7,
   kFailed = 8,
   kDiskChunk = 9,
+  kJoin = 10,
+  kLaneEnd = 11,
 };
+
+// Connections per migration: the main one (offer, disks, state, switchover) and up to
+// kMaxConnections - 1 lanes that carry only pages.
+inline constexpr uint32_t kMaxConnections = 8;
 
 // The largest message: a kState of kMaxStateStream plus its type byte.
 inline constexpr uint32_t kMaxMessage = (uint32_t{64} << 20) + 16;
@@ -72,12 +85,16 @@ struct Page {
   uint64_t guest_physical = 0;
   std::span<const std::byte> data;
 };
-// kPages: u8 type, 3 bytes zero, u32 count, u32 compressed length, count x u64 (address | 1
-// for a zero page), then one zstd frame of the non-zero pages back to back.
-std::vector<std::byte> encode_pages(std::span<const Page> pages, int compression_level = 1);
+// kPages: u8 type, u16 round, 1 byte zero, u32 count, u32 compressed length, count x u64
+// (address | 1 for a zero page), then one zstd frame of the non-zero pages back to back. The
+// round orders copies of a page that travel on different connections: the destination keeps
+// a page's copy from the latest round (PageRounds).
+std::vector<std::byte> encode_pages(std::span<const Page> pages, uint16_t round = 0,
+                                    int compression_level = 1);
 // Decodes into `out` (the non-zero pages' bytes, kPageBytes each, in order) and the addresses
 // with their zero flags; sizes are checked before anything is allocated.
 struct DecodedPages {
+  uint16_t round = 0;
   std::vector<uint64_t> addresses;
   std::vector<bool> zero;
   std::vector<std::byte> data;  // the non-zero pages, in order

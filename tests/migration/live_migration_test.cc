@@ -20,6 +20,7 @@
 #include "cpu/x86/system/control_bits.h"
 #include "machine/machine_builder.h"
 #include "migration/migration_protocol.h"
+#include "migration/page_rounds.h"
 #include "storage/image_format.h"
 #include "storage/tracked_block_device.h"
 
@@ -103,19 +104,28 @@ uint32_t stored_value(machine::Machine& machine, Program program = Program::kRea
   return load_le<uint32_t>(bytes.data());
 }
 
+uint64_t total_pages(const std::vector<RamRegion>& regions) {
+  uint64_t pages = 0;
+  for (const RamRegion& region : regions) pages += region.size / kPageBytes;
+  return pages;
+}
+
 // The destination's side, as laminad's IncomingMigration does it, into plain buffers.
 struct Receiver {
   std::vector<RamRegion> regions;
   std::vector<std::vector<std::byte>> ram;
   std::vector<std::byte> stream;
-  uint64_t pages = 0;
+  std::atomic<uint64_t> pages = 0;
+  std::atomic<bool> state_seen = false;
+  PageRounds rounds;
   std::vector<std::vector<std::byte>> disks;  // --storage copy: the disks' content, from zeros
   uint64_t disk_chunks = 0;
   // A slow link: reads no faster than this many bytes a second (0: as fast as they come).
   double bytes_per_second = 0;
   uint64_t received_bytes = 0;
 
-  explicit Receiver(const std::vector<RamRegion>& layout) : regions(layout) {
+  explicit Receiver(const std::vector<RamRegion>& layout)
+      : regions(layout), rounds(total_pages(layout)) {
     for (const RamRegion& region : regions) ram.emplace_back(region.size);
   }
   std::byte* page(uint64_t address) {
@@ -152,6 +162,7 @@ struct Receiver {
       if (*type == MessageType::kSwitchover) return true;
       if (*type == MessageType::kState) {
         stream.assign(message->begin() + 1, message->end());
+        state_seen = true;
         continue;
       }
       if (*type == MessageType::kDiskChunk) {
@@ -167,21 +178,62 @@ struct Receiver {
         ++disk_chunks;
         continue;
       }
-      auto decoded = decode_pages(*message);
-      if (!decoded) return false;
-      size_t at = 0;
-      for (size_t index = 0; index < decoded->addresses.size(); ++index) {
-        std::byte* target = page(decoded->addresses[index]);
-        if (target == nullptr) return false;
-        if (decoded->zero[index]) {
+      if (!apply_pages(*message)) return false;
+    }
+  }
+  // A lane: pages until its kLaneEnd (false on anything else). `delay`: a pause before
+  // applying each message; `hold`: read nothing until the main link has brought the machine
+  // state (or 2 s passed: the sender may wait for room in this lane's socket), so copies of a
+  // page from different rounds arrive out of order.
+  bool receive_lane(int lane, std::chrono::microseconds delay, bool hold) {
+    const auto held_until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+    while (hold && !state_seen && std::chrono::steady_clock::now() < held_until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    for (;;) {
+      auto message = read_frame(lane, 20000);
+      if (!message) return false;
+      auto type = message_type(*message);
+      if (!type) return false;
+      if (*type == MessageType::kLaneEnd) return true;
+      if (*type != MessageType::kPages) return false;
+      std::this_thread::sleep_for(delay);
+      if (!apply_pages(*message)) return false;
+    }
+  }
+  // Pages from the main link and the lanes: each copy goes in unless a later round's copy of
+  // that page already did (PageRounds, as the destination laminad keeps them).
+  bool apply_pages(std::span<const std::byte> message) {
+    auto decoded = decode_pages(message);
+    if (!decoded) return false;
+    size_t at = 0;
+    for (size_t index = 0; index < decoded->addresses.size(); ++index) {
+      std::byte* target = page(decoded->addresses[index]);
+      if (target == nullptr) return false;
+      const std::byte* data = decoded->zero[index] ? nullptr : decoded->data.data() + at;
+      if (data != nullptr) at += kPageBytes;
+      const bool applied = rounds.apply(page_index(decoded->addresses[index]), decoded->round, [&] {
+        if (data == nullptr) {
           std::memset(target, 0, kPageBytes);
         } else {
-          std::memcpy(target, decoded->data.data() + at, kPageBytes);
-          at += kPageBytes;
+          std::memcpy(target, data, kPageBytes);
         }
-        ++pages;
-      }
+        return true;
+      });
+      if (!applied) return false;
+      ++pages;
     }
+    return true;
+  }
+  uint64_t page_index(uint64_t address) const {
+    uint64_t index = 0;
+    for (const RamRegion& region : regions) {
+      if (address >= region.guest_physical && address - region.guest_physical < region.size) {
+        return index + (address - region.guest_physical) / kPageBytes;
+      }
+      index += region.size / kPageBytes;
+    }
+    return index;
   }
 };
 
@@ -244,6 +296,80 @@ INSTANTIATE_TEST_SUITE_P(LiveMigrationTest, StoringPrograms,
                            return param_info.param == Program::kRealModeRepStos ? "RealModeRepStos"
                                                                           : "LongModeInlinedStores";
                          });
+
+// Several connections: the pages go over three lanes, each read here by a thread of its own
+// at its own pace (one reads nothing until the others are done), so a page's copy from one
+// round often arrives after its copy from the next; with the rounds kept per page the RAM at the switchover is still the
+// source's byte for byte (applied in arrival order it is not: a stale copy wins).
+TEST(LiveMigrationTest, PagesOnSeveralLanesArriveOutOfOrderAndTheLatestRoundWins) {
+  auto machine = storing_machine(32 << 20, Program::kLongModeStores);
+  ASSERT_TRUE(machine);
+  std::jthread runner([&machine] { (void)machine->run(); });
+  while (stored_value(*machine, Program::kLongModeStores) < 50) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  Link ends = link();
+  std::vector<Link> lanes;
+  for (int index = 0; index < 3; ++index) lanes.push_back(link());
+  Receiver receiver(machine->memory().regions());
+  std::atomic<int> lanes_ended = 0;
+  std::vector<std::jthread> lane_readers;
+  const std::chrono::microseconds delays[] = {std::chrono::microseconds(0),
+                                              std::chrono::microseconds(300),
+                                              std::chrono::microseconds(100)};
+  for (size_t index = 0; index < lanes.size(); ++index) {
+    lane_readers.emplace_back([&, index] {
+      if (receiver.receive_lane(lanes[index].destination.get(), delays[index], index == 2)) {
+        ++lanes_ended;
+      }
+    });
+  }
+  bool identical = false;
+  std::jthread destination([&] {
+    if (!receiver.receive_until_switchover(ends.destination.get())) return;
+    for (auto& reader : lane_readers) reader.join();
+    identical = lanes_ended == 3 && receiver.holds_ram_of(*machine);
+    (void)write_frame(ends.destination.get(), make_json_message(MessageType::kStarted, {}));
+  });
+  LiveMigrationOptions options;
+  options.max_downtime = std::chrono::milliseconds(1);
+  options.max_rounds = 8;
+  for (const Link& lane : lanes) options.lanes.push_back(lane.source.get());
+  uint32_t rounds = 0;
+  auto result = migrate_out(*machine, ends.source.get(), options, {});
+  destination.join();
+  ASSERT_TRUE(result.has_value()) << result.error().message();
+  rounds = result->rounds;
+  EXPECT_EQ(lanes_ended.load(), 3);
+  EXPECT_TRUE(identical) << "the RAM built from the lanes' pages differs from the source's after "
+                         << rounds << " rounds";
+  EXPECT_GT(receiver.pages.load(), 1024u);
+  machine->stops().post({machine::MachineExit::kHostStop, "test", 0});
+}
+
+// Copies of one page from different rounds, in any order: the latest round's stays.
+TEST(PageRoundsTest, KeepsTheLatestRoundsCopyWhateverOrderTheyArriveIn) {
+  PageRounds rounds(4);
+  std::vector<int> page(4, -1);
+  auto put = [&](uint64_t index, uint16_t round) {
+    return rounds.apply(index, round, [&] {
+      page[index] = round;
+      return true;
+    });
+  };
+  EXPECT_TRUE(put(1, 3));
+  EXPECT_TRUE(put(1, 2));  // older: dropped
+  EXPECT_EQ(page[1], 3);
+  EXPECT_TRUE(put(1, 3));  // the same round again (a page sent twice in one round) is written
+  EXPECT_TRUE(put(1, 5));
+  EXPECT_EQ(page[1], 5);
+  EXPECT_TRUE(put(2, 0));  // the first copy of a page, round 0
+  EXPECT_EQ(page[2], 0);
+  EXPECT_FALSE(rounds.apply(4, 1, [] { return true; }));  // outside the table
+  EXPECT_FALSE(rounds.apply(0, 1, [] { return false; }));  // a failed write is not recorded
+  EXPECT_TRUE(put(0, 0));
+  EXPECT_EQ(page[0], 0);
+}
 
 // Over a slow link, a guest whose RAM is mostly zero pages: the bandwidth the rounds estimate
 // the downtime with is the bytes the link carried, not the RAM the first round covered (zero
