@@ -24,6 +24,7 @@ struct MigrateArguments {
   std::string destination_dir;
   std::string destination_token_file;
   int64_t max_downtime_ms = 50;
+  int64_t connections = 4;
   bool no_wait = false;
 };
 
@@ -65,6 +66,12 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
                       "Milliseconds the guest may be stopped at the switchover (1-600000)")
       ->check(CLI::Range(int64_t{1}, int64_t{600000}))
       ->capture_default_str();
+  migrate->add_option("--connections", arguments->connections,
+                      "TCP connections to the destination (1-8): the first carries the offer, "
+                      "the disks and the device state; the others carry RAM pages, each "
+                      "compressed on a thread of its own (the destination may grant fewer)")
+      ->check(CLI::Range(int64_t{1}, int64_t{8}))
+      ->capture_default_str();
   migrate->add_flag("--no-wait", arguments->no_wait,
                     "Return once the migration started (follow it with `lamina vm events -f`)");
   migrate->callback([options, arguments] {
@@ -76,7 +83,8 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
     }
     nlohmann::json body{{"to", arguments->to},
                         {"storage", arguments->storage},
-                        {"max_downtime_ms", arguments->max_downtime_ms}};
+                        {"max_downtime_ms", arguments->max_downtime_ms},
+                        {"connections", arguments->connections}};
     if (!arguments->destination_dir.empty()) body["destination_dir"] = arguments->destination_dir;
     if (!arguments->destination_token_file.empty()) {
       std::ifstream file(arguments->destination_token_file);

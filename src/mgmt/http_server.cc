@@ -89,6 +89,44 @@ void serve_event_stream(Stream& stream, unsigned version, ApiRouter& router,
   if (!error) asio::write(stream, http::make_chunk_last(), error);
 }
 
+// A further connection of an incoming migration (its first message a kJoin {"join", "lane"}):
+// pages for the migration it joins, until the lane's kLaneEnd.
+template <typename WebSocket, typename Next>
+void serve_migration_lane(WebSocket& ws, std::span<const std::byte> join, VmService& service,
+                          Next& next) {
+  beast::error_code error;
+  auto refuse = [&](const std::string& why) {
+    const auto reply = migration::make_json_message(migration::MessageType::kRefuse, {{"error", why}});
+    ws.write(asio::buffer(reply), error);
+  };
+  auto body = migration::message_json(join);
+  if (!body || !body->is_object() || !(*body)["join"].is_string() ||
+      !(*body)["lane"].is_number_unsigned()) {
+    return refuse("a join names its migration (join) and its lane");
+  }
+  auto migration = service.migration_joins().find((*body)["join"].get<std::string>());
+  if (!migration) return refuse("no such migration here (it ended, or the join id is wrong)");
+  const uint64_t lane = (*body)["lane"].get<uint64_t>();
+  if (lane > migration::kMaxConnections) return refuse("no such lane");
+  if (auto joined = migration->join_lane(static_cast<uint32_t>(lane)); !joined) {
+    return refuse(joined.error().message());
+  }
+  const auto accepted = migration::make_json_message(migration::MessageType::kAccept, nlohmann::json::object());
+  ws.write(asio::buffer(accepted), error);
+  if (error) return;
+  for (;;) {
+    auto message = next();
+    if (!message) return;
+    auto done = migration->receive_lane(static_cast<uint32_t>(lane), *message);
+    if (!done) {
+      log_warn("incoming migration lane {}: {}", lane, done.error().message());
+      return;
+    }
+    if (*done) break;
+  }
+  ws.close(beast::websocket::close_code::normal, error);
+}
+
 // An incoming live migration (GET /v1/migrations/incoming with a WebSocket upgrade): each
 // binary message goes to IncomingMigration, whose answers go back; the connection ends with
 // the migration. A peer that stops sending for two minutes ends it too.
@@ -113,9 +151,21 @@ void serve_incoming_migration(Stream& stream, const http::request<http::string_b
   };
   auto first = next();
   if (!first) return;
+  auto first_type = migration::message_type(*first);
+  if (first_type && *first_type == migration::MessageType::kJoin) {
+    return serve_migration_lane(ws, *first, service, next);
+  }
   auto opened = IncomingMigration::offer(service, *first);
   ws.write(asio::buffer(opened.reply), error);
-  if (error || !opened.migration) return;
+  if (error || !opened.migration) {
+    if (opened.migration) opened.migration->close();
+    return;
+  }
+  // Ends the migration here (unless its VM started) however this connection ends.
+  struct Closer {
+    IncomingMigration& migration;
+    ~Closer() { migration.close(); }
+  } closer{*opened.migration};
   while (!opened.migration->finished()) {
     auto message = next();
     if (!message) return;

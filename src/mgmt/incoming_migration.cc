@@ -3,8 +3,11 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -81,6 +84,25 @@ Result<std::vector<DiskCopyPlan>> plan_disk_copies(const nlohmann::json& offer,
   return plans;
 }
 
+uint64_t ram_pages(const std::vector<RamRegion>& regions) {
+  uint64_t pages = 0;
+  for (const RamRegion& region : regions) pages += region.size / kPageBytes;
+  return pages;
+}
+
+// 16 random bytes as hex: a lane presents it to join its migration.
+std::string random_join_id() {
+  std::array<uint8_t, 16> bytes{};
+  size_t got = 0;
+  while (got < bytes.size()) {
+    const ssize_t n = ::getrandom(bytes.data() + got, bytes.size() - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+  }
+  std::string id;
+  for (uint8_t byte : bytes) id += fmt::format("{:02x}", byte);
+  return id;
+}
+
 void remove_copies(std::vector<IncomingMigration::CopiedDisk>& disks) {
   for (IncomingMigration::CopiedDisk& disk : disks) {
     disk.image.reset();
@@ -94,21 +116,66 @@ void remove_copies(std::vector<IncomingMigration::CopiedDisk>& disks) {
 
 IncomingMigration::IncomingMigration(VmService& service, std::string name,
                                      std::vector<RamRegion> regions, UniqueFd state,
-                                     std::vector<CopiedDisk> disks, LaunchedWorker worker)
+                                     std::vector<CopiedDisk> disks, LaunchedWorker worker,
+                                     uint32_t connections, std::string join_id)
     : service_(service),
       name_(std::move(name)),
       regions_(std::move(regions)),
       state_(std::move(state)),
       disks_(std::move(disks)),
-      worker_(std::move(worker)) {
+      worker_(std::move(worker)),
+      rounds_(ram_pages(regions_)),
+      connections_(connections),
+      join_id_(std::move(join_id)),
+      lane_joined_(connections, false) {
   for (const RamRegion& region : regions_) ram_length_ += region.size;
 }
 
-IncomingMigration::~IncomingMigration() { discard("the migration ended before the VM started here"); }
+IncomingMigration::~IncomingMigration() {
+  service_.migration_joins().remove(join_id_);
+  discard("the migration ended before the VM started here");
+}
+
+void IncomingMigration::close() {
+  service_.migration_joins().remove(join_id_);
+  finished_ = true;
+  discard("the migration ended before the VM started here");
+  lanes_changed_.notify_all();
+}
+
+Result<void> IncomingMigration::join_lane(uint32_t lane) {
+  std::lock_guard lock(lanes_mutex_);
+  if (finished_ || discarded_) return fail(ErrorCode::kInvalidArgument, "the migration is over");
+  if (lane == 0 || lane >= connections_) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("lane {} was not granted ({} connections)", lane, connections_));
+  }
+  if (lane_joined_[lane]) return fail(ErrorCode::kInvalidArgument, fmt::format("lane {} joined twice", lane));
+  lane_joined_[lane] = true;
+  return {};
+}
+
+Result<bool> IncomingMigration::receive_lane(uint32_t lane, std::span<const std::byte> message) {
+  // Not finished_: the main link's switchover may arrive before a lane's last pages, and it
+  // waits for them; once it gave up (or the migration ended otherwise) discarded_ is set.
+  if (discarded_) return fail(ErrorCode::kInvalidArgument, "migration lane: the migration is over");
+  auto type = migration::message_type(message);
+  if (!type) return fail(type.error());
+  if (*type == MessageType::kLaneEnd) {
+    std::lock_guard lock(lanes_mutex_);
+    ++lanes_ended_;
+    lanes_changed_.notify_all();
+    return true;
+  }
+  if (*type != MessageType::kPages) {
+    return fail(ErrorCode::kCorrupt, fmt::format("migration lane {}: only pages may come on a lane", lane));
+  }
+  if (auto written = write_pages(message); !written) return fail(written.error());
+  return false;
+}
 
 void IncomingMigration::discard(const std::string& why) {
-  if (started_ || discarded_) return;
-  discarded_ = true;
+  if (started_ || discarded_.exchange(true)) return;
   // Nothing of an unfinished migration stays: the launched worker, the images and the
   // definition it created go.
   worker_ = LaunchedWorker();
@@ -125,6 +192,14 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
   auto body = migration::message_json(message);
   if (!body) return {nullptr, refusal(body.error().message())};
   const std::string name = body->value("name", std::string());
+  // Connections the source would like: granted up to kMaxConnections (an older source asks
+  // for none: one).
+  const auto& asked = body->contains("connections") ? (*body)["connections"] : nlohmann::json(1);
+  if (!asked.is_number_unsigned() || asked.get<uint64_t>() < 1) {
+    return {nullptr, refusal("connections must be a whole number of 1 or more")};
+  }
+  const uint32_t connections =
+      static_cast<uint32_t>(std::min<uint64_t>(asked.get<uint64_t>(), migration::kMaxConnections));
   if (!body->contains("definition") || !(*body)["definition"].is_object()) {
     return {nullptr, refusal("the offer has no definition")};
   }
@@ -199,10 +274,14 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
   LaunchedWorker worker;
   if (auto launched = service.launch_worker(name)) worker = std::move(*launched);
   service.record_event(name, "migration",
-                       {{"phase", "incoming"}, {"ram_bytes", ram_length}, {"worker_launched", worker.process != nullptr}});
-  std::unique_ptr<IncomingMigration> migration(new IncomingMigration(
-      service, name, regions, std::move(state), std::move(disks), std::move(worker)));
-  return {std::move(migration), migration::make_json_message(MessageType::kAccept, nlohmann::json::object())};
+                       {{"phase", "incoming"}, {"ram_bytes", ram_length}, {"worker_launched", worker.process != nullptr},
+                        {"connections", connections}});
+  const std::string join_id = random_join_id();
+  std::shared_ptr<IncomingMigration> migration(new IncomingMigration(
+      service, name, regions, std::move(state), std::move(disks), std::move(worker), connections, join_id));
+  service.migration_joins().add(join_id, migration);
+  return {std::move(migration),
+          migration::make_json_message(MessageType::kAccept, {{"connections", connections}, {"join", join_id}})};
 }
 
 Result<void> IncomingMigration::write_pages(std::span<const std::byte> message) {
@@ -226,18 +305,27 @@ Result<void> IncomingMigration::write_pages(std::span<const std::byte> message) 
       return fail(ErrorCode::kCorrupt,
                   fmt::format("migration stream: page {:#x} is not in the VM's RAM", address));
     }
-    if (pages->zero[index]) {
-      if (::fallocate(state_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                      static_cast<off_t>(file_offset), kPageBytes) != 0) {
-        return fail(ErrorCode::kIo, fmt::format("incoming RAM: {}", std::strerror(errno)));
-      }
-    } else {
-      const std::span<const std::byte> data(pages->data.data() + data_at, kPageBytes);
+    std::span<const std::byte> data;
+    if (!pages->zero[index]) {
+      data = std::span<const std::byte>(pages->data.data() + data_at, kPageBytes);
       data_at += kPageBytes;
-      if (auto written = migration::write_state_ram(state_.get(), file_offset, data); !written) {
-        return fail(written.error().with_context("incoming RAM"));
-      }
     }
+    // Another connection may have brought a later round's copy of this page already.
+    Result<void> written;
+    const uint64_t page = (file_offset - migration::kIncomingRamOffset) / kPageBytes;
+    rounds_.apply(page, pages->round, [&] {
+      if (data.empty()) {
+        if (::fallocate(state_.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                        static_cast<off_t>(file_offset), kPageBytes) != 0) {
+          written = fail(ErrorCode::kIo, fmt::format("incoming RAM: {}", std::strerror(errno)));
+        }
+      } else {
+        written = migration::write_state_ram(state_.get(), file_offset, data);
+        if (!written) written = fail(written.error().with_context("incoming RAM"));
+      }
+      return written.has_value();
+    });
+    if (!written) return written;
     ++pages_;
   }
   return {};
@@ -268,6 +356,20 @@ std::vector<std::byte> IncomingMigration::switchover() {
   };
   if (!have_stream_) return failed("the switchover came before the machine state");
   const auto switchover_at = std::chrono::steady_clock::now();
+  {
+    // The lanes' last pages left the source before its switchover, on other connections:
+    // wait for each lane's end (a lane that never joined or stalls fails the migration).
+    std::unique_lock lock(lanes_mutex_);
+    const uint32_t lanes = connections_ - 1;
+    if (!lanes_changed_.wait_for(lock, std::chrono::seconds(30),
+                                 [&] { return lanes_ended_ >= lanes || discarded_; }) ||
+        lanes_ended_ < lanes) {
+      const uint32_t ended = lanes_ended_;
+      lock.unlock();
+      return failed(fmt::format("{} of the {} further connections did not bring all their pages",
+                                lanes - ended, lanes));
+    }
+  }
   if (auto written = migration::write_stream_and_header(state_.get(), stream_,
                                                         migration::kIncomingRamOffset, ram_length_);
       !written) {
@@ -292,7 +394,7 @@ std::vector<std::byte> IncomingMigration::switchover() {
   service_.record_event(name_, "migration",
                         {{"phase", "completed"},
                          {"direction", "incoming"},
-                         {"pages", pages_},
+                         {"pages", pages_.load()},
                          {"start_ms", start_ms}});
   return migration::make_json_message(MessageType::kStarted, nlohmann::json::object());
 }

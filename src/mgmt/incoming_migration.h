@@ -17,10 +17,21 @@
 // A migration that ends before the VM started (link cut, bad stream, the source gave up)
 // removes the definition and the images it created: nothing is left behind.
 //
-// Ownership: owns the memfd; borrows the service. Thread-safety: one connection's thread.
+// Several connections: the offer asks for up to kMaxConnections; the kAccept grants them
+// with a join id (MigrationJoins), and each further connection (a lane, joined with kJoin)
+// brings pages only, ended by kLaneEnd. Copies of a page from different rounds may arrive out
+// of order across connections: the latest round's is kept (migration/page_rounds.h). The
+// switchover waits for every lane's end.
+//
+// Ownership: owns the memfd; borrows the service; shared by its connections. Thread-safety:
+// receive() and close() on the main connection's thread; join_lane()/receive_lane() on the
+// lanes' threads.
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -29,6 +40,7 @@
 #include "base/error.h"
 #include "base/guest_memory.h"
 #include "base/unique_fd.h"
+#include "migration/page_rounds.h"
 #include "mgmt/vm_service.h"
 #include "storage/block_device.h"
 
@@ -39,18 +51,26 @@ class IncomingMigration {
   // The first message: a kOffer. Returns the migration and the kAccept to send, or (no
   // migration) the kRefuse to send.
   struct Opened {
-    std::unique_ptr<IncomingMigration> migration;
+    std::shared_ptr<IncomingMigration> migration;
     std::vector<std::byte> reply;
   };
   static Opened offer(VmService& service, std::span<const std::byte> message);
   ~IncomingMigration();
+
+  // A further connection: its kJoin body's "lane" must be one granted and not joined yet.
+  Result<void> join_lane(uint32_t lane);
+  // A lane's messages: kPages, then kLaneEnd (true: the lane is done).
+  Result<bool> receive_lane(uint32_t lane, std::span<const std::byte> message);
+  // The main connection ended: a migration whose VM has not started here is undone now (its
+  // lanes end at their next message).
+  void close();
   IncomingMigration(const IncomingMigration&) = delete;
   IncomingMigration& operator=(const IncomingMigration&) = delete;
 
   // Every later message. A reply to send (after kSwitchover: kStarted or kFailed, and the
   // migration is over), nothing, or an error that ends the connection.
   Result<std::optional<std::vector<std::byte>>> receive(std::span<const std::byte> message);
-  bool finished() const { return finished_; }
+  bool finished() const { return finished_.load(); }
 
   // An image --storage copy creates here.
   struct CopiedDisk {
@@ -60,7 +80,8 @@ class IncomingMigration {
 
  private:
   IncomingMigration(VmService& service, std::string name, std::vector<RamRegion> regions,
-                    UniqueFd state, std::vector<CopiedDisk> disks, LaunchedWorker worker);
+                    UniqueFd state, std::vector<CopiedDisk> disks, LaunchedWorker worker,
+                    uint32_t connections, std::string join_id);
   Result<void> write_pages(std::span<const std::byte> message);
   Result<void> write_disk_chunk(std::span<const std::byte> message);
   std::vector<std::byte> switchover();
@@ -78,10 +99,18 @@ class IncomingMigration {
   LaunchedWorker worker_;
   std::vector<std::byte> stream_;
   bool have_stream_ = false;
-  bool finished_ = false;
+  std::atomic<bool> finished_ = false;
   bool started_ = false;  // the VM runs here: keep its definition
-  bool discarded_ = false;
-  uint64_t pages_ = 0;
+  std::atomic<bool> discarded_ = false;
+  std::atomic<uint64_t> pages_ = 0;
+  migration::PageRounds rounds_;
+  // Lanes 1..connections_-1: joined, ended.
+  const uint32_t connections_;
+  const std::string join_id_;
+  std::mutex lanes_mutex_;
+  std::condition_variable lanes_changed_;
+  std::vector<bool> lane_joined_;
+  uint32_t lanes_ended_ = 0;
 };
 
 }  // namespace lamina::mgmt

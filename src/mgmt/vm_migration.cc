@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <filesystem>
+#include <memory>
+#include <vector>
 #include <optional>
 #include <chrono>
 #include <thread>
@@ -193,13 +195,27 @@ class DestinationLink {
   std::jthread watchdog_;  // last: stopped and joined before the socket goes
 };
 
+// Connections to the destination when the request names none: the main one and three lanes
+// that carry pages, each compressed on a thread of its own.
+constexpr int64_t kDefaultConnections = 4;
+
+// The source laminad's side of a lane: frames from the worker's end of a socket pair go out
+// as messages on the lane's own link, until the worker closes its end.
+void relay_lane(int relay, DestinationLink& link) {
+  for (;;) {
+    auto frame = migration::read_frame(relay);
+    if (!frame) return;
+    if (!link.send(*frame)) return;
+  }
+}
+
 }  // namespace
 
 ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const nlohmann::json& body) {
   if (!body.is_object()) return std::unexpected(ServiceError::bad_request("", "the body must be a JSON object"));
   for (const auto& [key, value] : body.items()) {
     if (key != "to" && key != "storage" && key != "max_downtime_ms" && key != "destination_dir" &&
-        key != "destination_token") {
+        key != "destination_token" && key != "connections") {
       return std::unexpected(ServiceError::bad_request(key, fmt::format("unknown field '{}'", key)));
     }
   }
@@ -240,6 +256,12 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
   if (!downtime.is_number_integer() || downtime.get<int64_t>() < 1 || downtime.get<int64_t>() > 600000) {
     return std::unexpected(ServiceError::bad_request("max_downtime_ms", "max_downtime_ms is a whole number of 1 to 600000"));
   }
+  const auto& connections = body.contains("connections") ? body["connections"] : nlohmann::json(kDefaultConnections);
+  if (!connections.is_number_integer() || connections.get<int64_t>() < 1 ||
+      connections.get<int64_t>() > migration::kMaxConnections) {
+    return std::unexpected(ServiceError::bad_request(
+        "connections", fmt::format("connections is a whole number of 1 to {}", migration::kMaxConnections)));
+  }
   if (!options_.migration_tls) {
     return std::unexpected(ServiceError{
         409, "", "this laminad cannot send VMs away: start it with --listen, --tls-cert, "
@@ -257,6 +279,7 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
   offer["vcpus"] = config->cpus;
   offer["memory_bytes"] = config->memory_bytes;
   offer["storage"] = storage;
+  offer["connections"] = connections.get<int64_t>();
   if (storage == "copy") {
     auto copies = plan_disk_copies(offer["definition"], destination_dir);
     if (!copies) return std::unexpected(copies.error());
@@ -307,12 +330,51 @@ void VmService::run_migration(std::stop_token stop, std::string name, std::strin
   auto answer = link.receive();
   if (!answer) return failed(answer.error().message());
   auto type = migration::message_type(*answer);
+  auto accepted = migration::message_json(*answer);
   if (!type || *type != MessageType::kAccept) {
-    auto body = migration::message_json(*answer);
     return failed(fmt::format("the destination refused: {}",
-                              body ? body->value("error", std::string("no reason given"))
-                                   : std::string("an answer that is not JSON")));
+                              accepted ? accepted->value("error", std::string("no reason given"))
+                                       : std::string("an answer that is not JSON")));
   }
+  // The lanes the destination granted (one connection from a laminad that knows no lanes),
+  // each joined to this migration by the id it gave.
+  uint64_t granted = 1;
+  std::string join;
+  if (accepted && accepted->is_object() && accepted->contains("connections")) {
+    const auto& given = (*accepted)["connections"];
+    if (!given.is_number_unsigned() || given.get<uint64_t>() < 1 ||
+        given.get<uint64_t>() > offer.value("connections", uint64_t{1}) ||
+        !(*accepted)["join"].is_string()) {
+      return failed("the destination's acceptance is malformed (connections, join)");
+    }
+    granted = given.get<uint64_t>();
+    join = (*accepted)["join"].get<std::string>();
+  }
+  std::vector<std::unique_ptr<DestinationLink>> lane_links;
+  for (uint64_t lane = 1; lane < granted; ++lane) {
+    auto lane_link = std::make_unique<DestinationLink>();
+    if (auto opened = lane_link->open(*options_.migration_tls, host, port, token); !opened) {
+      return failed(opened.error().with_context(fmt::format("connection {}", lane + 1)).message());
+    }
+    if (auto sent = lane_link->send(migration::make_json_message(MessageType::kJoin,
+                                                                 {{"join", join}, {"lane", lane}}));
+        !sent) {
+      return failed(sent.error().message());
+    }
+    auto joined = lane_link->receive();
+    if (!joined) return failed(joined.error().message());
+    auto joined_type = migration::message_type(*joined);
+    if (!joined_type || *joined_type != MessageType::kAccept) {
+      auto body = migration::message_json(*joined);
+      return failed(fmt::format("the destination refused connection {}: {}", lane + 1,
+                                body ? body->value("error", std::string("no reason given"))
+                                     : std::string("an answer that is not JSON")));
+    }
+    lane_links.push_back(std::move(lane_link));
+  }
+  std::stop_callback cut_lanes(stop, [&lane_links] {
+    for (auto& lane_link : lane_links) lane_link->cut();
+  });
   int pair[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
     return failed(fmt::format("socketpair: {}", std::strerror(errno)));
@@ -320,19 +382,39 @@ void VmService::run_migration(std::stop_token stop, std::string name, std::strin
   UniqueFd relay(pair[0]);
   UniqueFd worker_end(pair[1]);
   std::stop_callback cut_relay(stop, [fd = relay.get()] { ::shutdown(fd, SHUT_RDWR); });
+  std::vector<UniqueFd> lane_relays;
+  std::vector<UniqueFd> lane_worker_ends;
+  for (size_t lane = 0; lane < lane_links.size(); ++lane) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0) {
+      return failed(fmt::format("socketpair: {}", std::strerror(errno)));
+    }
+    lane_relays.emplace_back(pair[0]);
+    lane_worker_ends.emplace_back(pair[1]);
+  }
   WorkerProcess* worker = nullptr;
   {
     std::lock_guard lock(mutex_);
     if (auto running = running_.find(name); running != running_.end()) worker = running->second.worker.get();
   }
   if (worker == nullptr) return failed("the VM stopped before its migration began");
-  const int fds[] = {worker_end.get()};
+  std::vector<int> fds = {worker_end.get()};
+  for (const UniqueFd& end : lane_worker_ends) fds.push_back(end.get());
   if (auto started = worker->request({{"op", "migrate"}, {"max_downtime_ms", max_downtime_ms}, {"storage", storage}},
                                      std::chrono::seconds(5), fds, nullptr);
       !started) {
     return failed(started.error().message());
   }
   worker_end.reset();
+  lane_worker_ends.clear();
+  // Each lane relays on a thread of its own; a lane whose link breaks closes its relay,
+  // which the worker takes as a failed migration.
+  std::vector<std::jthread> lane_threads;
+  for (size_t lane = 0; lane < lane_links.size(); ++lane) {
+    lane_threads.emplace_back([relay_fd = lane_relays[lane].get(), &lane_link = *lane_links[lane]] {
+      relay_lane(relay_fd, lane_link);
+      ::shutdown(relay_fd, SHUT_RDWR);
+    });
+  }
   // The relay: the worker's frames go out as messages; the destination's one answer, after
   // the switchover, comes back as a frame. A broken link closes the relay, which the worker
   // takes as a failed migration (its VM runs on). The worker reports the outcome itself.
@@ -346,6 +428,10 @@ void VmService::run_migration(std::stop_token stop, std::string name, std::strin
       if (!reply || !migration::write_frame(relay.get(), *reply)) break;
     }
   }
+  // A worker still writing (the link broke) fails at once; it then closes its lanes' ends,
+  // which ends their relays (joined before this returns).
+  ::shutdown(relay.get(), SHUT_RDWR);
+  lane_threads.clear();
   std::lock_guard lock(mutex_);
   if (auto running = running_.find(name); running != running_.end()) running->second.migrating = false;
 }

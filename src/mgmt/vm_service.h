@@ -27,6 +27,7 @@
 #include "machine/vm_config.h"
 #include "mgmt/console_hub.h"
 #include "mgmt/inventory.h"
+#include "mgmt/migration_joins.h"
 #include "mgmt/worker_cgroup.h"
 #include "mgmt/worker_process.h"
 #include "net/mac_address.h"
@@ -150,6 +151,8 @@ class VmService {
   // deletes the images the migration was creating here (--storage copy).
   void mark_incoming(const std::string& name, bool incoming,
                      const std::vector<std::string>& created_disks = {});
+  // The incoming migrations that further connections (lanes) may join.
+  MigrationJoins& migration_joins() { return migration_joins_; }
   // Records an event (for IncomingMigration).
   void record_event(const std::string& vm, const std::string& kind, const nlohmann::json& detail) {
     log_event(vm, kind, detail);
@@ -191,6 +194,7 @@ class VmService {
                                                   const std::string& checkpoint);
 
  private:
+  MigrationJoins migration_joins_;
   struct RunningVm {
     std::unique_ptr<WorkerProcess> worker;
     std::shared_ptr<ConsoleHub> console;  // null when the definition sends serial elsewhere

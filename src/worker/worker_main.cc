@@ -29,6 +29,7 @@
 #include "machine/vm_definition.h"
 #include "virtio/virtio_block_setup.h"
 #include "migration/machine_state.h"
+#include "migration/migration_protocol.h"
 #include "worker/control_protocol.h"
 #include "worker/sandbox.h"
 #include "worker/vm_runner.h"
@@ -229,25 +230,31 @@ nlohmann::json progress_event(const migration::LiveMigrationProgress& progress) 
           {"throttle_percent", progress.throttle_percent}};
 }
 
-// "migrate" with one fd, the link to the destination (laminad relays it, already past the
-// offer): answers at once and migrates on a thread of its own, reporting "migration" events
+// "migrate" with the link to the destination (laminad relays it, already past the offer)
+// and the lanes' links after it (further connections that carry pages), as fds: answers at once and migrates on a thread of its own, reporting "migration" events
 // (progress, then "completed" or "failed"); on success the VM stops ("migrated").
 nlohmann::json start_migration(ControlSender& sender, VmRunner& runner,
                                const nlohmann::json& request, std::span<UniqueFd> fds) {
   nlohmann::json reply{{"id", request.value("id", 0)}, {"ok", true}};
   const auto downtime = request.value("max_downtime_ms", int64_t{50});
   const std::string storage = request.value("storage", std::string("shared"));
-  if (fds.size() != 1 || downtime < 1 || downtime > 600000 ||
+  if (fds.empty() || fds.size() > migration::kMaxConnections || downtime < 1 || downtime > 600000 ||
       (storage != "shared" && storage != "copy")) {
     reply["ok"] = false;
-    reply["error"] = "migrate needs one file descriptor (the link), max_downtime_ms of 1 to "
-                     "600000 and storage shared or copy";
+    reply["error"] = fmt::format("migrate needs 1 to {} file descriptors (the link, then the lanes), "
+                                 "max_downtime_ms of 1 to 600000 and storage shared or copy",
+                                 migration::kMaxConnections);
     return reply;
   }
   migration::LiveMigrationOptions options;
   options.max_downtime = std::chrono::milliseconds(downtime);
   options.copy_storage = storage == "copy";
-  std::thread([&sender, &runner, options, link = std::move(fds[0])] {
+  std::vector<UniqueFd> lanes;
+  for (size_t index = 1; index < fds.size(); ++index) {
+    options.lanes.push_back(fds[index].get());
+    lanes.push_back(std::move(fds[index]));
+  }
+  std::thread([&sender, &runner, options, link = std::move(fds[0]), lanes = std::move(lanes)] {
     auto report = [&sender](const Result<migration::LiveMigrationResult>& result) {
       if (!result) {
         sender.send({{"event", "migration"}, {"phase", "failed"}, {"error", result.error().message()}});

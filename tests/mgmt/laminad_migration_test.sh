@@ -106,6 +106,10 @@ refused "exists on this host" on_a vm migrate mover --to "$addr_b:$port_b" --sto
 refused "destination_dir goes with storage copy" on_a vm migrate mover --to "$addr_b:$port_b" \
   --destination-dir "$work"
 refused "did not move and runs on here" on_a vm migrate mover --to "127.0.0.1:1"
+code=$(curl -sS --unix-socket "$sock" -o "$work/body" -w '%{http_code}' \
+  -d "{\"to\": \"$addr_b:$port_b\", \"connections\": 9}" http://lamina/v1/vms/mover/migrate)
+[[ $code == 400 && $(cat "$work/body") == *"connections is a whole number of 1 to 8"* ]] ||
+  fail "nine connections were not refused: $code $(cat "$work/body")"
 on_b vm create mover --memory 64M >/dev/null
 refused "a VM named mover exists" on_a vm migrate mover --to "$addr_b:$port_b"
 on_b vm delete mover >/dev/null
@@ -119,6 +123,8 @@ grep -q "^migrated mover to $addr_b:$port_b" "$work/out" || fail "migrate said: 
 grep -q "copying round" "$work/progress" || fail "no progress was shown: $(cat "$work/progress")"
 [[ $(on_b vm events mover) == *'"worker_launched":true'* ]] ||
   fail "B did not launch the VM's worker when the offer came"
+# Four connections by default: the pages came over three lanes besides the main link.
+[[ $(on_b vm events mover) == *'"connections":4'* ]] || fail "B did not grant four connections"
 [[ $(state_of on_b mover) == running ]] || fail "the VM does not run on B"
 locked || fail "the VM on B does not hold its disk's lock"
 [[ $(state_of on_a mover) == absent ]] || fail "A still lists the VM"
@@ -128,9 +134,9 @@ type_line on_b 'echo on-b-$((6*7)) $(cat /proc/uptime)'
 wait_console state-b "on-b-42"
 sleep 2
 
-# B -> A.
-on_b vm migrate mover --to "$addr_a:$port_a" >"$work/out" 2>/dev/null ||
-  fail "migrate B->A: $(cat "$work/out")"
+# B -> A on one connection (everything on the main link, as before lanes).
+on_b vm migrate mover --to "$addr_a:$port_a" --connections 1 >"$work/out" 2>"$work/progress" ||
+  fail "migrate B->A: $(cat "$work/out" "$work/progress")"
 echo "B->A: $(cat "$work/out")"
 [[ $(state_of on_a mover) == running ]] || fail "the VM does not run on A again"
 [[ $(state_of on_b mover) == absent ]] || fail "B still lists the VM"
@@ -143,6 +149,15 @@ type_line on_a 'while :; do yes 0123456789abcdef | head -c 6000000 >/tmp/churn; 
 cat >"$work/relay.py" <<'PY'
 import socket, sys, threading, time
 rate = float(sys.argv[2])
+# One link: every connection through the relay shares its rate (a migration opens several).
+link_lock = threading.Lock()
+link_free_at = [0.0]
+def carry(length):
+    with link_lock:
+        start = max(time.monotonic(), link_free_at[0])
+        link_free_at[0] = start + length / rate
+        done = link_free_at[0]
+    time.sleep(max(0.0, done - time.monotonic()))
 listener = socket.socket()
 # Small buffers: the link's speed shows at the sender, as on a real slow link.
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -153,7 +168,7 @@ def pipe(source, sink):
     try:
         while data := source.recv(65536):
             sink.sendall(data)
-            time.sleep(len(data) / rate)
+            carry(len(data))
     except OSError:
         pass
     for end in (source, sink):
