@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Live migration against QEMU's, same machine, same run: the default guest with 512 MiB, idle
 # and then dirtying memory (a loop rewriting a tmpfs file, about 30 MiB/s), moved once between
-# two laminads (loopback, mutual TLS) and once between two QEMU TCG processes (QEMU's own
+# two laminads (loopback, mutual TLS; four connections, and idle once more on one) and once between two QEMU TCG processes (QEMU's own
 # migration over TCP, its default settings). Prints total time and downtime of each and the
 # ratios (lamina / qemu; below 1 is better for Lamina). Downtime is each VMM's own figure:
 # Lamina's from source quiesce to the destination's "started", QEMU's "downtime" from
@@ -42,7 +42,7 @@ type_on() { # SOCKET VM LINE
   exec python3 "$top/tests/mgmt/switch_pinger.py" "$XDG_RUNTIME_DIR/lamina/switch/mbench.sock" "$work/pings"
 ) >/dev/null 2>&1 &
 pids+=($!)
-lamina_case() { # NAME WORKLOAD (empty: idle) -> "total_ms downtime_ms gap_ms"
+lamina_case() { # NAME WORKLOAD (empty: idle) [CONNECTIONS, default 4] -> "total_ms downtime_ms gap_ms"
   local from=$work/state moved before
   LAMINA_CONNECT=unix:$sock "$lamina" vm create "$1" --memory 512M --kernel "$guest/vmlinuz" \
     --initrd "$guest/initrd.img" --cmdline "$cmdline" --net switch:mbench >/dev/null
@@ -56,7 +56,8 @@ lamina_case() { # NAME WORKLOAD (empty: idle) -> "total_ms downtime_ms gap_ms"
     sleep 2
   fi
   before=$(wc -l <"$work/pings" 2>/dev/null || echo 0)
-  moved=$(LAMINA_CONNECT=unix:$sock "$lamina" vm migrate "$1" --to "127.0.0.1:$port_b" 2>/dev/null |
+  moved=$(LAMINA_CONNECT=unix:$sock "$lamina" vm migrate "$1" --to "127.0.0.1:$port_b" \
+    --connections "${3:-4}" 2>/dev/null |
     sed -n 's/.* in \([0-9]*\) ms: downtime \([0-9]*\) ms.*/\1 \2/p')
   sleep 1
   # The longest pause between two requests that reached the pinger during the move (ms).
@@ -140,5 +141,7 @@ report() { # CASE LAMINA-"total down gap" QEMU-"total down status"
   echo "$1: lamina total ${lt} ms, downtime ${ld} ms, ping gap ${lg:-n/a} ms | qemu total ${qt} ms," \
        "downtime ${qd} ms ($qs) | ratio total $(ratio "$lt" "$qt"), downtime $(ratio "$ld" "$qd")"
 }
-report "idle 512 MiB" "$(lamina_case idle "")" "$(qemu_case "")"
+qemu_idle=$(qemu_case "")
+report "idle 512 MiB" "$(lamina_case idle "")" "$qemu_idle"
+report "idle 512 MiB, Lamina on one connection" "$(lamina_case idle1 "" 1)" "$qemu_idle"
 report "dirtying ~30 MiB/s" "$(lamina_case busy "$churn")" "$(qemu_case "$churn")"
