@@ -1,8 +1,11 @@
 #include "ahci/ahci_controller.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <string>
 
 #include "ahci/ahci_registers.h"
 #include "base/byte_order.h"
@@ -11,6 +14,7 @@ namespace lamina::ahci {
 namespace {
 
 constexpr uint32_t kNoSlot = AhciController::kCommandSlots;
+constexpr uint32_t kStateVersion = 1;
 // Interface speed, command slots and port count as CAP reports them (section 3.1.1).
 constexpr uint32_t kCapabilities = kCapS64a | kCapSclo | kCapIssGen1 | kCapSam |
                                    (AhciController::kCommandSlots - 1) << kCapNcsShift |
@@ -447,6 +451,71 @@ void AhciController::complete(const Job& job, const Outcome& outcome) {
   }
   update_interrupt();
   idle_.notify_all();
+}
+
+void AhciController::save(StateWriter& writer) const {
+  PciDevice::save(writer);
+  std::lock_guard lock(mutex_);
+  writer.begin_section("ahci", kStateVersion);
+  writer.put(host_control_, host_interrupt_status_);
+  for (const Port& port : ports_) {
+    writer.put(port.command_list, port.fis_base, port.interrupt_status, port.interrupt_enable,
+               port.command, port.task_file, port.signature, port.sata_control, port.sata_error,
+               port.sata_active, port.command_issue, port.drive_reset_pending);
+    const std::string kind = port.drive ? port.drive->kind() : "";
+    writer.put_bytes(std::as_bytes(std::span(kind.data(), kind.size())));
+    if (port.drive) port.drive->save(writer);
+  }
+  writer.end_section();
+}
+
+Result<void> AhciController::load(StateReader& reader) {
+  if (auto loaded = PciDevice::load(reader); !loaded) return loaded;
+  auto version = reader.begin_section("ahci");
+  if (!version) return fail(version.error());
+  if (*version != kStateVersion) {
+    return fail(ErrorCode::kUnsupported, fmt::format("ahci: saved state version {} is not supported", *version));
+  }
+  std::lock_guard lock(mutex_);
+  if (auto got = reader.get(host_control_, host_interrupt_status_); !got) return got;
+  host_control_ = kGhcAhciEnable | (host_control_ & kGhcInterruptEnable);
+  host_interrupt_status_ &= (1u << kPorts) - 1;
+  for (unsigned index = 0; index < kPorts; ++index) {
+    Port& port = ports_[index];
+    if (auto got = reader.get(port.command_list, port.fis_base, port.interrupt_status,
+                              port.interrupt_enable, port.command, port.task_file, port.signature,
+                              port.sata_control, port.sata_error, port.sata_active,
+                              port.command_issue, port.drive_reset_pending);
+        !got) {
+      return got;
+    }
+    auto kind = reader.get_blob(16);
+    if (!kind) return fail(kind.error());
+    const std::string saved(reinterpret_cast<const char*>(kind->data()), kind->size());
+    const std::string here = port.drive ? port.drive->kind() : "";
+    if (saved != here) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("ahci: port {} held {} when saved and holds {} now", index,
+                              saved.empty() ? "nothing" : saved, here.empty() ? "nothing" : here));
+    }
+    if (port.drive) {
+      if (auto loaded = port.drive->load(reader); !loaded) return loaded;
+    }
+    port.running_slot = kNoSlot;
+    port.drive_busy = false;
+    ++port.generation;
+    // Only slots below the controller's count exist; a hostile state cannot add others.
+    port.command_issue &= port.command & kCmdStart ? ~0u : 0u;
+  }
+  if (auto ended = reader.end_section(); !ended) return ended;
+  update_interrupt();
+  // Slots issued before the save run once the I/O thread sees them (started by the next
+  // command in interrupt mode; a polled guest issues again).
+  if (has_work() && (host_control_ & kGhcInterruptEnable) && !worker_.joinable()) {
+    worker_ = std::jthread([this](std::stop_token stop) { run(std::move(stop)); });
+  }
+  work_.notify_one();
+  return {};
 }
 
 }  // namespace lamina::ahci

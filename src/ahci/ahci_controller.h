@@ -13,7 +13,8 @@
 // no lock held, then posts the result (PxTFD, the PIO Setup and D2H Register FISes in the
 // received-FIS area, PxIS) and clears the slot in PxCI. Commands run one at a time, in slot
 // order per port. Stopping a port (PxCMD.ST 1 -> 0), COMRESET or an HBA reset drop the
-// outcome of a command still running. No NCQ, port multipliers or staggered spin-up.
+// outcome of a command still running. No NCQ, port multipliers or staggered spin-up. Its state
+// (registers and drives) is part of a machine state: checkpoints and live migration.
 //
 // Errors a guest causes (a bad FIS type, a short or out-of-RAM PRDT, an unknown command) end
 // that command with ERR in PxTFD and PxIS.TFES; they never stop the controller or the host.
@@ -53,8 +54,15 @@ class AhciController final : public hw::PciDevice, private hw::WindowedDevice {
   // The register window the PCI host maps at BAR 5 (exposed for tests).
   hw::Device& abar() { return abar_; }
 
-  // Returns once no command is issued or running (or the I/O thread is stopped); for tests.
+  // Returns once no command is issued or running (or the I/O thread is stopped). With the
+  // vCPUs stopped (a machine's quiesce) nothing is issued after that.
   void wait_idle();
+
+  // Config space, the HBA and port registers, and each drive's own state; saved while idle
+  // (wait_idle with the vCPUs stopped). load() checks that each port holds the same kind of
+  // drive as when saved; a command the guest had issued then runs once the machine resumes.
+  void save(StateWriter& writer) const override;
+  [[nodiscard]] Result<void> load(StateReader& reader) override;
 
  private:
   struct Port {
@@ -120,7 +128,7 @@ class AhciController final : public hw::PciDevice, private hw::WindowedDevice {
   hw::DeviceWindow abar_;
   RateLimiter log_limiter_;
 
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::condition_variable work_;  // a slot was issued, or the thread is to stop
   std::condition_variable idle_;  // a command completed
   uint32_t host_control_ = kGhcAhciEnable;

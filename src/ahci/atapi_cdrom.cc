@@ -334,4 +334,10 @@ std::vector<std::byte> AtapiCdrom::event_status(uint8_t classes) const {
   return out;
 }
 
+void AtapiCdrom::save(StateWriter& writer) const {
+  writer.put(sense_.key, sense_.asc, sense_.ascq);
+}
+
+Result<void> AtapiCdrom::load(StateReader& reader) { return reader.get(sense_.key, sense_.asc, sense_.ascq); }
+
 }  // namespace lamina::ahci

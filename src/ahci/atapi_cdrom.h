@@ -35,6 +35,9 @@ class AtapiCdrom final : public SataDrive {
   CommandResult execute(const TaskFile& task, PrdtCursor& data) override;
   void reset() override { sense_ = {}; }
   const char* kind() const override { return "cdrom"; }
+  // The sense data a REQUEST SENSE would report next.
+  void save(StateWriter& writer) const override;
+  [[nodiscard]] Result<void> load(StateReader& reader) override;
 
   uint64_t blocks() const { return blocks_; }
 

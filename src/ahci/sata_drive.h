@@ -13,6 +13,8 @@
 #include <cstdint>
 
 #include "ahci/prdt_cursor.h"
+#include "base/error.h"
+#include "base/state_stream.h"
 
 namespace lamina::ahci {
 
@@ -63,8 +65,14 @@ class SataDrive {
   virtual CommandResult execute(const TaskFile& task, PrdtCursor& data) = 0;
   // A device reset (COMRESET, HBA reset): pending sense data and feature settings are dropped.
   virtual void reset() {}
-  // "disk" or "cdrom", for logs.
+  // "disk" or "cdrom", for logs and saved states.
   virtual const char* kind() const = 0;
+  // What the drive keeps between commands, for a machine state (saved between commands).
+  virtual void save(StateWriter& writer) const { (void)writer; }
+  [[nodiscard]] virtual Result<void> load(StateReader& reader) {
+    (void)reader;
+    return {};
+  }
 };
 
 }  // namespace lamina::ahci

@@ -221,6 +221,9 @@ void Machine::quiesce() {
     timer_idle_.wait(lock, [this] { return !timers_servicing_; });
   }
   for (auto& function : virtio_functions_) function->device().pause_io();
+  // The SATA commands the guest issued before its vCPUs stopped complete now (the AHCI
+  // controller saves its registers between commands).
+  if (ahci_) ahci_->wait_idle();
 }
 
 void Machine::release() {
@@ -302,6 +305,7 @@ std::vector<Machine::NamedState> Machine::stateful_devices() {
   if (shadow_ram_) devices.push_back({"shadow-ram", shadow_ram_.get()});
   if (fw_cfg_) devices.push_back({"fw-cfg", fw_cfg_.get()});
   if (vga_) devices.push_back({"std-vga", vga_.get()});
+  if (ahci_) devices.push_back({"ahci", ahci_.get()});
   for (size_t index = 0; index < virtio_functions_.size(); ++index) {
     devices.push_back({fmt::format("pci-00:{:02x}.0-{}", virtio_slots_[index],
                                    virtio_functions_[index]->device().name()),

@@ -122,11 +122,12 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
   return options;
 }
 
-// The AHCI controller's registers and commands in flight are not part of a machine state.
-Error sata_state_unsupported() {
+// --storage copy sends the virtio disks (block dirty tracking, in the definition's order);
+// SATA disks are not among them.
+Error sata_copy_unsupported() {
   return Error(ErrorCode::kUnsupported,
-               "saving, restoring and migrating a VM with SATA drives (--disk ...,bus=sata or "
-               "--cdrom) is not supported yet; use virtio disks (bus=virtio) for such VMs");
+               "--storage copy moves virtio disks only; this VM has SATA disks (bus=sata): "
+               "migrate it with --storage shared");
 }
 
 // The KVM backend's CpuState conversion leaves out the TSC, PAT/MTRRs, AVX state and KVM's
@@ -203,7 +204,6 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
 VmRunner::~VmRunner() = default;
 
 Result<void> VmRunner::restore_from(UniqueFd state, const std::vector<std::string>& saved_devices) {
-  if (!options_.sata_drives.empty()) return fail(sata_state_unsupported());
   // The saved virtio functions by kind, in slot order ("pci-00:SS.0-virtio-blk").
   std::map<std::string, std::vector<uint8_t>> saved;
   for (const std::string& name : saved_devices) {
@@ -644,7 +644,6 @@ Result<migration::SaveStatistics> VmRunner::save_and_stop(int state) {
     return fail(ErrorCode::kInvalidArgument, "the VM is not running, so there is nothing to save");
   }
   if (options_.kvm) return fail(kvm_state_unsupported());
-  if (!options_.sata_drives.empty()) return fail(sata_state_unsupported());
   machine_->quiesce();
   auto saved = migration::save_machine_state(*machine_, state);
   if (!saved) {
@@ -668,7 +667,7 @@ Result<migration::LiveMigrationResult> VmRunner::migrate_out(
       return fail(ErrorCode::kInvalidArgument, "the VM is not running, so there is nothing to migrate");
     }
     if (options_.kvm) return fail(kvm_state_unsupported());
-    if (!options_.sata_drives.empty()) return fail(sata_state_unsupported());
+    if (options.copy_storage && !host_ends_->sata.disks.empty()) return fail(sata_copy_unsupported());
     if (migrating_) return fail(ErrorCode::kInvalidArgument, "the VM is already migrating");
     vm = machine_;
     migrating_ = true;
@@ -682,6 +681,10 @@ Result<migration::LiveMigrationResult> VmRunner::migrate_out(
     copied.push_back(disk.image.get());
     if (disk.image->read_only()) continue;
     writable.push_back(disk.image.get());
+  }
+  // SATA disks hand their locks over as virtio disks do (the CD-ROM is read-only).
+  for (const virtio::OpenedDisk& disk : host_ends_->sata.disks) {
+    if (!disk.image->read_only()) writable.push_back(disk.image.get());
   }
   // The disks whose write locks move to the destination at the switchover.
   const std::vector<storage::BlockDevice*> handed_over =

@@ -218,6 +218,75 @@ TEST_F(AhciTest, UnknownScsiCommandsEndInCheckConditionWithIllegalRequestSense) 
                         .regions = {{kBuffer, 512}}}) & kStatusError);
 }
 
+// A machine state: the registers of both ports, the pending interrupt and the CD-ROM's sense
+// data survive a save into a new controller on the same drives, which then runs commands; a
+// controller whose ports hold other drives refuses the state.
+TEST_F(AhciTest, SaveAndLoadCarryRegistersInterruptsAndSenseData) {
+  start_port(0);
+  start_port(1);
+  set_reg(kHostControl, kGhcAhciEnable | kGhcInterruptEnable);
+  // A failed READ past the disc leaves LBA OUT OF RANGE sense data and an error interrupt.
+  issue(1, {.command = 0xa0, .features = 1, .packet = cdb({0x28, 0, 0, 0, 0, 64, 0, 0, 1}),
+            .regions = {{kBuffer, 2048}}});
+  set_reg(port_reg(1, kPortInterruptEnable), kPortIrqTaskFileError | kPortIrqD2hRegister);
+  ASSERT_TRUE(line_.level.load());
+  controller_->wait_idle();
+  StateWriter writer;
+  controller_->save(writer);
+
+  std::vector<std::unique_ptr<SataDrive>> drives;
+  drives.push_back(std::make_unique<AtaDisk>(disk_, "disk-serial"));
+  drives.push_back(std::make_unique<AtapiCdrom>(disc_, "cd-serial"));
+  auto restored = std::make_unique<AhciController>(dma_, std::move(drives));
+  CountingLine restored_line;
+  restored->set_intx_line(&restored_line);
+  StateReader reader(writer.data());
+  ASSERT_TRUE(restored->load(reader).has_value());
+  EXPECT_TRUE(restored_line.level.load()) << "the pending interrupt was not asserted again";
+  auto restored_reg = [&](uint64_t offset) {
+    std::array<std::byte, 4> value{};
+    restored->abar().read(offset, value);
+    return load_le<uint32_t>(value.data());
+  };
+  for (uint64_t offset : {kHostControl, kHostInterruptStatus}) {
+    EXPECT_EQ(restored_reg(offset), reg(offset)) << "HBA register " << offset;
+  }
+  for (unsigned port = 0; port < 2; ++port) {
+    for (uint64_t offset : {kPortCommandListBase, kPortFisBase, kPortInterruptStatus,
+                            kPortInterruptEnable, kPortCommand, kPortTaskFile, kPortSignature,
+                            kPortSataStatus, kPortSataControl, kPortSataError}) {
+      EXPECT_EQ(restored_reg(port_reg(port, offset)), reg(port_reg(port, offset)))
+          << "port " << port << " register " << offset;
+    }
+  }
+  // The restored controller answers REQUEST SENSE with the saved sense, and reads the disk.
+  controller_ = std::move(restored);
+  line_.level = false;
+  controller_->set_intx_line(&line_);
+  set_reg(port_reg(1, kPortInterruptStatus), ~0u);
+  set_reg(kHostInterruptStatus, ~0u);
+  EXPECT_EQ(issue(1, {.command = 0xa0, .features = 1, .packet = cdb({0x03, 0, 0, 0, 18}),
+                      .regions = {{kBuffer, 18}}}) & 0xff,
+            kStatusGood);
+  EXPECT_EQ(get8(kBuffer + 2), 0x05);
+  EXPECT_EQ(get8(kBuffer + 12), 0x21);
+  EXPECT_EQ(issue(0, {.command = 0x25, .lba = 3, .count = 1, .regions = {{kBuffer, 512}}}) & 0xff,
+            kStatusGood);
+  auto sector = get(kBuffer, 512);
+  EXPECT_TRUE(std::equal(sector.begin(), sector.end(), disk_->bytes_.begin() + 3 * 512));
+
+  // Port 1 empty now: the state says it held a CD-ROM.
+  std::vector<std::unique_ptr<SataDrive>> disk_only;
+  disk_only.push_back(std::make_unique<AtaDisk>(disk_, "disk-serial"));
+  AhciController other(dma_, std::move(disk_only));
+  StateReader again(writer.data());
+  auto refused = other.load(again);
+  ASSERT_FALSE(refused.has_value());
+  EXPECT_NE(refused.error().message().find("port 1 held cdrom when saved and holds nothing now"),
+            std::string::npos)
+      << refused.error().message();
+}
+
 }  // namespace
 }  // namespace lamina::ahci::testing
 

@@ -5,7 +5,8 @@
 # guest changes a file in RAM and a block on its disk; deleting the second (refused while the
 # VM runs) merges its disk; restoring the first (refused while the VM runs) brings back both
 # old contents; deleting it merges the disk back into the original image. Every refusal names
-# its cause.
+# its cause. A VM with a SATA disk and a CD-ROM is checkpointed and restored with its AHCI
+# controller's state, its guest driver reading and writing on after the restore.
 #   laminad_checkpoint_test.sh LAMINA LAMINAD GUEST_DIR
 set -euo pipefail
 lamina=$1 laminad=$2 guest=$3
@@ -120,4 +121,33 @@ grep -q "disks frozen (the VM was stopped)" "$work/out" || fail "stopped checkpo
 "$lamina" vm create plain --disk "$work/plain.raw" >/dev/null
 refused "checkpoints need VHD or VHDX disks" "$lamina" vm checkpoint plain
 [[ -z $("$lamina" vm checkpoints plain | tail -n +2) ]] || fail "a refused checkpoint was recorded"
+# SATA drives are part of the machine state: the guest's AHCI driver (interrupts on) reads a
+# VHD on /dev/sda and the CD's volume descriptor on /dev/sr0, the running VM is checkpointed,
+# the guest overwrites the disk's first sector, and after the restore (page cache dropped)
+# the driver reads the checkpoint's sector and the CD again, and writes on.
+printf 'sata-v1\n' | dd of="$work/sata.raw" bs=512 conv=sync status=none
+truncate -s 8M "$work/sata.raw"
+"$lamina" disk convert "$work/sata.raw" "$work/sata.vhd" >/dev/null || fail "convert the SATA disk"
+mkdir "$work/cd" && echo cd-token >"$work/cd/token.txt"
+xorriso -as mkisofs -quiet -o "$work/data.iso" "$work/cd" 2>/dev/null || fail "xorriso"
+"$lamina" vm create sata --memory 192M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+  --cmdline "console=ttyS0 quiet panic=-1" --disk "$work/sata.vhd,bus=sata" \
+  --cdrom "$work/data.iso" >/dev/null || fail "create sata"
+"$lamina" vm start sata >/dev/null || fail "start sata"
+console_log=$work/state/vms/sata/console.log
+type_sata() { (printf '%s\n' "$1"; sleep 1) | timeout 3 "$lamina" vm console sata >/dev/null 2>&1 || true; }
+wait_console "lamina-guest:/#"
+type_sata 'for m in $(cat /etc/modules.storage); do insmod /lib/modules/$m.ko; done; i=0; while [ ! -b /dev/sda ] || [ ! -b /dev/sr0 ]; do sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done; echo sata-up-$((3*3)) $(dd if=/dev/sda bs=512 count=1 2>/dev/null | head -c 7)'
+wait_console "sata-up-9 sata-v1"
+"$lamina" vm checkpoint sata s1 >"$work/out" || fail "checkpoint of a VM with SATA drives: $(cat "$work/out")"
+grep -q "state saved" "$work/out" || fail "the SATA checkpoint said: $(cat "$work/out")"
+type_sata 'echo sata-v2 | dd of=/dev/sda bs=512 conv=sync,fsync 2>/dev/null; echo sata-changed-$((2*5))'
+wait_console "sata-changed-10"
+"$lamina" vm stop sata --force >/dev/null || fail "stop sata"
+"$lamina" vm restore sata s1 >"$work/out" || fail "restore of the SATA VM: $(cat "$work/out")"
+type_sata 'echo 3 >/proc/sys/vm/drop_caches; echo sata-restored-$((4*4)) $(dd if=/dev/sda bs=512 count=1 2>/dev/null | head -c 7) $(dd if=/dev/sr0 bs=2048 skip=16 count=1 2>/dev/null | head -c 6 | tail -c 5)'
+wait_console "sata-restored-16 sata-v1 CD001"
+type_sata 'echo sata-v3 | dd of=/dev/sda bs=512 conv=sync,fsync 2>/dev/null; echo 3 >/proc/sys/vm/drop_caches; echo sata-wrote-$((5*5)) $(dd if=/dev/sda bs=512 count=1 2>/dev/null | head -c 7)'
+wait_console "sata-wrote-25 sata-v3"
+"$lamina" vm stop sata --force >/dev/null || fail "stop sata after the restore"
 echo "ok: checkpoints through laminad"

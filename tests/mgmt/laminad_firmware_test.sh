@@ -3,7 +3,7 @@
 # gets the BIOS by default; laminad grants the firmware image to the sandboxed worker like a
 # kernel; SeaBIOS boots memtest86+ from a GRUB disk, and the console log shows it testing.
 # The same disk on the AHCI controller (bus=sata) beside a CD (--cdrom, --boot disk) boots too,
-# both images granted to the worker; a checkpoint of that VM is refused with the reason.
+# both images granted to the worker, and that VM is checkpointed (its AHCI state saved).
 #   laminad_firmware_test.sh LAMINA LAMINAD
 set -euo pipefail
 lamina=$1 laminad=$2
@@ -34,11 +34,10 @@ log=$work/state/vms/sata/console.log
 for _ in $(seq 120); do grep -aq "Address test" "$log" 2>/dev/null && break; sleep 1; done
 grep -aq "Booting from Hard Disk" "$log" || fail "SeaBIOS did not boot the SATA disk"
 grep -aq "Address test" "$log" || fail "memtest86+ did not start testing from the SATA disk"
-"$lamina" vm checkpoint sata first >"$work/out" 2>&1 && fail "a VM with SATA drives was checkpointed"
-grep -q "SATA drives" "$work/out" || fail "the checkpoint refusal did not say why: $(cat "$work/out")"
+"$lamina" vm checkpoint sata first >"$work/out" 2>&1 || fail "checkpoint of the SATA VM: $(cat "$work/out")"
 [[ $("$lamina" vm --json show sata | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == running ]] ||
-  fail "the VM did not run on after the refused checkpoint"
-"$lamina" vm checkpoints sata | grep -q first && fail "the refused checkpoint was recorded"
+  fail "the VM did not run on after its checkpoint"
+"$lamina" vm checkpoints sata | grep -q first || fail "the checkpoint was not recorded"
 "$lamina" vm stop sata --force >/dev/null 2>&1 || true
 # An explicit firmware that is not a BIOS image is refused when the VM starts.
 "$lamina" vm create bad --memory 64M --firmware "bios:$0" >/dev/null || fail "create bad"
