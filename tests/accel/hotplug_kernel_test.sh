@@ -79,8 +79,9 @@ timed "NIC" "net 0[0-9a-f] mac 52:54:00:12:34:77" "$lamina" vm attach hk --net s
 "$lamina" vm detach hk net0 >"$work/out" 2>&1 || fail "detach net0: $(cat "$work/out")"
 (( $(grep -c "pci 0[0-9a-f] ejected" "$console_log") == 2 )) || fail "the NIC was not ejected"
 
-timed "memory 64 -> 192 MiB" "mem plugged 128 MiB pattern" "$lamina" vm set hk --memory 192M
-grep -q "mem plugged 128 MiB pattern ok" "$console_log" || fail "the pattern in the new memory broke"
+timed "memory 64 -> 192 MiB" "mem plugged 128 MiB" "$lamina" vm set hk --memory 192M
+wait_console "mem pattern 128 MiB"
+grep -q "mem pattern 128 MiB ok" "$console_log" || fail "the pattern in the new memory broke"
 timed "memory 192 -> 96 MiB" "mem unplugged to 32 MiB" "$lamina" vm set hk --memory 96M
 
 grep -q "failed\|did not start" "$console_log" && fail "the kernel reported a failure"

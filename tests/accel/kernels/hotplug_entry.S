@@ -59,6 +59,83 @@ ap_entry32:
         hlt
         jmp 3b
 
+/* u32 check_memory_long_mode(u32 pml4, u64 start, u64 end): enters long mode with the page
+   tables at `pml4`, writes a word at each 4 KiB page's start and end in [start, end), reads
+   them back, leaves long mode and returns the number of mismatches. Long mode because KVM's
+   PVM flavour runs neither 32-bit nor PAE paging (a triple fault at the first access), and
+   the memory lies above 4 GiB. SDM Vol. 3A 9.8.5 (initializing IA-32e mode), 9.8.5.4
+   (leaving it). cdecl; keeps EBX, ESI, EDI, EBP. */
+        .globl check_memory_long_mode
+check_memory_long_mode:
+        pushl %ebx
+        pushl %esi
+        pushl %edi
+        pushl %ebp
+        movl 20(%esp), %eax
+        movl %eax, %cr3
+        movl %cr4, %eax
+        orl $0x20, %eax                  /* PAE */
+        movl %eax, %cr4
+        movl $0xc0000080, %ecx           /* EFER.LME */
+        rdmsr
+        orl $0x100, %eax
+        wrmsr
+        movl %cr0, %eax
+        orl $0x80000000, %eax            /* PG: IA-32e mode, compatibility mode */
+        movl %eax, %cr0
+        ljmp $0x18, $4f
+        .code64
+4:      movl %esp, %esp                  /* the stack pointer's upper half zeroed */
+        movq 24(%rsp), %rsi
+        movq 32(%rsp), %rdi
+        xorl %eax, %eax
+        movq %rsi, %rcx
+5:      cmpq %rdi, %rcx
+        jae 6f
+        movl %ecx, %edx
+        xorl $0x5a000000, %edx
+        movl %edx, (%rcx)
+        notl %edx
+        movl %edx, 4092(%rcx)
+        addq $4096, %rcx
+        jmp 5b
+6:      movq %rsi, %rcx
+7:      cmpq %rdi, %rcx
+        jae 9f
+        movl %ecx, %edx
+        xorl $0x5a000000, %edx
+        cmpl %edx, (%rcx)
+        je 8f
+        incl %eax
+8:      notl %edx
+        cmpl %edx, 4092(%rcx)
+        je 10f
+        incl %eax
+10:     addq $4096, %rcx
+        jmp 7b
+9:      pushq $0x08                      /* back to 32-bit code (compatibility mode) */
+        leaq 11f(%rip), %rdx
+        pushq %rdx
+        lretq
+        .code32
+11:     movl %eax, %ebx
+        movl %cr0, %eax                  /* PG off leaves IA-32e mode */
+        andl $0x7fffffff, %eax
+        movl %eax, %cr0
+        movl $0xc0000080, %ecx
+        rdmsr
+        andl $~0x100, %eax
+        wrmsr
+        movl %cr4, %eax
+        andl $~0x20, %eax
+        movl %eax, %cr4
+        movl %ebx, %eax
+        popl %ebp
+        popl %edi
+        popl %esi
+        popl %ebx
+        ret
+
 /* Runs at 0000:8000 (CS = 0x0800, IP = 0): position independent. */
         .code16
 trampoline:
@@ -79,6 +156,7 @@ trampoline_end:
 gdt:    .quad 0
         .quad 0x00cf9b000000ffff         /* 0x08: flat 32-bit code */
         .quad 0x00cf93000000ffff         /* 0x10: flat 32-bit data */
+        .quad 0x00af9b000000ffff         /* 0x18: 64-bit code (L = 1) */
 gdt_end:
 gdt_descriptor:
         .word gdt_end - gdt - 1
