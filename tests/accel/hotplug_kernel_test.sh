@@ -9,7 +9,7 @@
 #   * a VHD holding a known line: the kernel reads sector 0 through the hot-added virtio-blk
 #     (capacity and data); a NIC on a switch: its MAC; detach of each: reset and ejected;
 #   * memory 64 MiB -> 192 MiB: virtio-mem plugs 128 MiB above 4 GiB and the kernel's pattern
-#     holds there; back to 64 MiB: unplugged.
+#     holds there; back to 96 MiB: 96 MiB unplugged, and the worker's RSS falls.
 # Prints the time from each API call to the kernel's line (see bench/hotplug_bench.py for more).
 #   hotplug_kernel_test.sh LAMINA LAMINAD ACCEL KERNEL
 # Exit status 77 (ctest SKIP_RETURN_CODE) when ACCEL is kvm and /dev/kvm is unusable.
@@ -82,7 +82,14 @@ timed "NIC" "net 0[0-9a-f] mac 52:54:00:12:34:77" "$lamina" vm attach hk --net s
 timed "memory 64 -> 192 MiB" "mem plugged 128 MiB" "$lamina" vm set hk --memory 192M
 wait_console "mem pattern 128 MiB"
 grep -q "mem pattern 128 MiB ok" "$console_log" || fail "the pattern in the new memory broke"
+rss() { awk '/^VmRSS/ {print $2}' "/proc/$(pid_of hk)/status"; }
+grown=$(rss)
 timed "memory 192 -> 96 MiB" "mem unplugged to 32 MiB" "$lamina" vm set hk --memory 96M
+# The kernel touched every page it got; the 96 MiB it gave back leave the worker's memory (on
+# KVM too: the memory slot stays, the host pages go).
+shrunk=$(rss)
+(( grown - shrunk >= 64 * 1024 )) || fail "the worker's RSS went from $grown KiB to $shrunk KiB after the unplug"
+echo "$accel worker RSS: $grown KiB with 192 MiB, $shrunk KiB after giving 96 MiB back"
 
 grep -q "failed\|did not start" "$console_log" && fail "the kernel reported a failure"
 "$lamina" vm stop hk --force >/dev/null || fail "stop"
