@@ -48,9 +48,9 @@ constexpr std::array<std::string_view, 46> kAllowlist = {
     // its thread-cancellation handler and the KVM kick handler is installed per vCPU
     "clone", "set_robust_list", "rseq", "exit", "exit_group", "rt_sigprocmask",
     "rt_sigreturn", "rt_sigaction",
-    // a sleep (clock_nanosleep, poll with a timeout) that the KVM kick signal interrupted goes
-    // on through restart_syscall (signal(7)); without it the first kick of a sleeping thread
-    // killed a KVM worker
+    // a timed sleep (clock_nanosleep, futex or poll with a timeout) interrupted by a stop goes
+    // on through restart_syscall (signal(7)): without it a worker stopped and continued
+    // (SIGSTOP/SIGCONT, a debugger attaching) died of SIGSYS
     "restart_syscall",
     // vCPU kicks (a signal to one thread: glibc's pthread_kill asks getpid, then tgkill), KVM
     // and tap ioctls, virtio-rng
