@@ -98,9 +98,8 @@ Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
 // vCPU count the host cannot run.
 // `open_device` (borrowed; -1 opens kvm_device_path()) is the KVM device opened earlier with
 // open_kvm_device(), for a caller whose sandbox forbids opening files (the worker).
-Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
-                                                            const cpu::x86::CpuFeatures& features = {},
-                                                            int open_device = -1);
+Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(
+    GuestMemory& memory, const cpu::x86::CpuFeatures& features = {}, int open_device = -1);
 // Opens the KVM device with create_kvm_accelerator's checks and errors, before a sandbox.
 Result<UniqueFd> open_kvm_device();
 // What probe_kvm found out about the host's KVM.

@@ -82,8 +82,8 @@ Result<UniqueFd> open_kvm_device() {
   if (!system) return fail(system.error());
   UniqueFd device(::fcntl(system->fd(), F_DUPFD_CLOEXEC, 0));
   if (!device.valid()) {
-    return fail(ErrorCode::kIo, fmt::format("duplicating {}: {}", kvm::kvm_device_path(),
-                                            std::strerror(errno)));
+    return fail(ErrorCode::kIo,
+                fmt::format("duplicating {}: {}", kvm::kvm_device_path(), std::strerror(errno)));
   }
   return device;
 }
