@@ -10,7 +10,7 @@
 #     (capacity and data); a NIC on a switch: its MAC; detach of each: reset and ejected;
 #   * memory 64 MiB -> 192 MiB: virtio-mem plugs 128 MiB above 4 GiB and the kernel's pattern
 #     holds there; back to 96 MiB: 96 MiB unplugged, and the worker's RSS falls.
-# Prints the time from each API call to the kernel's line (see bench/hotplug_bench.py for more).
+# Prints the time from each API call to the kernel's line (bench/hotplug_kernel_bench.py takes medians).
 #   hotplug_kernel_test.sh LAMINA LAMINAD ACCEL KERNEL
 # Exit status 77 (ctest SKIP_RETURN_CODE) when ACCEL is kvm and /dev/kvm is unusable.
 set -euo pipefail
