@@ -15,6 +15,7 @@
 
 #include "base/error.h"
 #include "base/guest_memory.h"
+#include "base/unique_fd.h"
 #include "cpu/x86/cpu_environment.h"
 #include "cpu/x86/cpu_state.h"
 #include "cpu/x86/system/cpu_features.h"
@@ -95,8 +96,12 @@ Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
 // guest TSC is the host's, which the LAPIC's deadline timer does not follow). kUnsupported with a
 // message naming the cause when KVM is missing, not permitted or too old; kInvalidArgument for a
 // vCPU count the host cannot run.
-Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
-                                                            const cpu::x86::CpuFeatures& features = {});
+// `open_device` (borrowed; -1 opens kvm_device_path()) is the KVM device opened earlier with
+// open_kvm_device(), for a caller whose sandbox forbids opening files (the worker).
+Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(
+    GuestMemory& memory, const cpu::x86::CpuFeatures& features = {}, int open_device = -1);
+// Opens the KVM device with create_kvm_accelerator's checks and errors, before a sandbox.
+Result<UniqueFd> open_kvm_device();
 // What probe_kvm found out about the host's KVM.
 struct KvmHost {
   // KVM's PVM flavour (module kvm_pvm, no kvm_intel/kvm_amd): a software hypervisor for

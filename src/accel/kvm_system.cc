@@ -69,9 +69,14 @@ bool host_kvm_is_software_pvm() {
   return loaded("kvm_pvm") && !loaded("kvm_intel") && !loaded("kvm_amd");
 }
 
-Result<KvmSystem> KvmSystem::open() {
+Result<KvmSystem> KvmSystem::open(int open_device) {
   const std::string path(kvm_device_path());
-  UniqueFd device(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  UniqueFd device(open_device >= 0 ? ::fcntl(open_device, F_DUPFD_CLOEXEC, 0)
+                                   : ::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  if (!device.valid() && open_device >= 0) {
+    return fail(ErrorCode::kIo,
+                fmt::format("duplicating the open KVM device: {}", std::strerror(errno)));
+  }
   if (!device.valid()) {
     const int error = errno;
     if (error == ENOENT || error == ENXIO || error == ENODEV) {

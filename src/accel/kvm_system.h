@@ -45,8 +45,11 @@ class KvmSystem {
   static constexpr int kApiVersion = 12;
 
   // Opens the device and checks the API version and the capabilities Lamina needs. kUnsupported
-  // with an actionable message when KVM is missing, not permitted, or too old.
-  static Result<KvmSystem> open();
+  // with an actionable message when KVM is missing, not permitted, or too old. With
+  // `open_device` (an fd of the device a caller opened earlier, borrowed), a duplicate of it is
+  // checked instead: a process inside a sandbox that cannot open files (the worker) makes its
+  // VMs that way.
+  static Result<KvmSystem> open(int open_device = -1);
 
   int fd() const { return device_.get(); }
   // KVM_CHECK_EXTENSION on the device (0 when absent).

@@ -336,10 +336,11 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   // routes their MSRs).
   features.tsc_deadline = true;
   features.x2apic = true;
-  auto accelerator = options.kvm ? accel::create_kvm_accelerator(m.memory_, features)
-                                 : accel::create_emu_accelerator(
-                                       m.memory_, features,
-                                       accel::EmuOptions{options.jit, options.code_cache_bytes});
+  auto accelerator =
+      options.kvm
+          ? accel::create_kvm_accelerator(m.memory_, features, options.kvm_device)
+          : accel::create_emu_accelerator(m.memory_, features,
+                                          accel::EmuOptions{options.jit, options.code_cache_bytes});
   if (!accelerator)
     return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));
   m.accelerator_ = std::move(*accelerator);

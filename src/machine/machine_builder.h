@@ -93,6 +93,9 @@ struct MachineOptions {
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
   bool kvm =
       false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
+  // With kvm: the KVM device opened before a sandbox (borrowed; accel::open_kvm_device), or
+  // -1 to open it while building.
+  int kvm_device = -1;
   // The built-in CPU translates guest code to host code (false: it interprets); the
   // translated code of all vCPUs together stays within code_cache_bytes.
   bool jit = true;

@@ -149,6 +149,14 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
   if (!options) return fail(options.error());
   runner->options_ = std::move(*options);
   runner->options_.kvm = kvm;
+  if (kvm) {
+    // Every boot's machine makes its KVM VM from this device: the worker's sandbox, entered
+    // before the first boot, cannot open /dev/kvm (nor see it in its new root).
+    auto device = accel::open_kvm_device();
+    if (!device) return fail(device.error().with_context("--accel kvm"));
+    runner->kvm_device_ = std::move(*device);
+    runner->options_.kvm_device = runner->kvm_device_.get();
+  }
   if (console_socket) {
     runner->console_ = machine::SerialConsole::open_socket(std::move(console_socket));
     runner->console_is_socket_ = true;

@@ -214,6 +214,7 @@ class VmRunner {
   Traffic finished_traffic_;            // of machines already destroyed
   std::atomic<VmState> state_ = VmState::kStarting;
   std::atomic<uint64_t> boots_ = 0;
+  UniqueFd kvm_device_;     // with --accel kvm: /dev/kvm, opened before the sandbox
   UniqueFd restore_state_;  // restore_from(): the state the first machine restores
   hw::Frame last_frame_;               // the last stopped machine's screen
   uint64_t memory_target_ = 0;          // set_memory(); 0: the boot RAM

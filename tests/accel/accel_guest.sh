@@ -6,6 +6,9 @@
 #   triple_fault  triple_fault_multiboot.elf: non-zero exit, one stderr line naming it
 #   timer_smp     timer_smp_multiboot.elf (real mode + IVT): 200 APIC timer ticks at 100 Hz
 #                 take ~2 s of host time; with 2+ vCPUs the AP starts through INIT-SIPI
+#   register_fuzz register_fuzz_multiboot.elf with vCPU and memory headroom: random writes into
+#                 every device register, the hotplug blocks included; the run ends through
+#                 the kernel's debug-exit (status 67), lamina reports no crash
 #   debian        the default guest runs a command (output, exit status, nproc, `sleep 2` ~2 s)
 # Exit status 77 (ctest SKIP_RETURN_CODE) when ACCEL is kvm and /dev/kvm is unusable, and for the
 # debian scenario when the host's KVM is PVM without a hardware backend (it emulates unmodified
@@ -73,6 +76,13 @@ case $scenario in
     else
       grep -q " ap-missing$" "$out" || fail "an AP answered with one vCPU"
     fi
+    ;;
+  register_fuzz)
+    run_stamped timeout 120 "$lamina" run --debug-exit --accel "$accel" --cpus "$cpus,max=$((cpus + 1))" \
+      --memory 64M,max=192M --rng none --kernel "$input"
+    [[ $code -eq 67 ]] || fail "exit status $code, expected 67 (the kernel's debug-exit 0x21)"
+    grep -q " seed=" "$out" || fail "the kernel did not start"
+    grep -qi "abort\|sanitizer\|terminate called" "$err" && fail "lamina reported a crash"
     ;;
   debian)
     [[ -f $input/vmlinuz && -f $input/initrd.img ]] || fail "no default guest in '$input'"

@@ -53,5 +53,28 @@ TEST(KvmAvailability, TooManyVcpusAreRefused) {
   EXPECT_EQ((*two)->name(), "kvm");
 }
 
+TEST(KvmAvailability, ADeviceOpenedEarlierServesWhenThePathCannot) {
+  // The worker opens /dev/kvm before its sandbox and makes each boot's VM from that fd.
+  auto device = open_kvm_device();
+  if (!device) GTEST_SKIP() << device.error().message();
+  const DeviceOverride unreachable("/nonexistent/kvm");
+  auto memory = GuestMemory::create({RamRegion{0, 1 << 20}});
+  ASSERT_TRUE(memory.has_value());
+  for (int boot = 0; boot < 2; ++boot) {
+    auto accelerator = create_kvm_accelerator(*memory, {}, device->get());
+    ASSERT_TRUE(accelerator.has_value()) << accelerator.error().message();
+    EXPECT_EQ((*accelerator)->name(), "kvm");
+  }
+  EXPECT_FALSE(create_kvm_accelerator(*memory).has_value());
+}
+
+TEST(KvmAvailability, OpeningAMissingDeviceSaysSo) {
+  const DeviceOverride device("/nonexistent/kvm");
+  auto opened = open_kvm_device();
+  ASSERT_FALSE(opened.has_value());
+  EXPECT_EQ(opened.error().code(), ErrorCode::kUnsupported);
+  EXPECT_NE(opened.error().message().find("/nonexistent/kvm does not exist"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace lamina::accel
