@@ -48,6 +48,11 @@ class KvmAccelerator : public Accelerator {
         kvm::guest_cpuid(supported_, features_, index, host_tsc_khz().value_or(tsc_khz)),
         kick_.number());
     if (!vcpu) return fail(vcpu.error().with_context("kvm"));
+    if (features_.mca) {
+      if (auto set = (*vcpu)->setup_machine_check(system_, features_.machine_check_banks); !set) {
+        return fail(set.error().with_context("kvm"));
+      }
+    }
     return std::unique_ptr<Vcpu>(std::move(*vcpu));
   }
 

@@ -72,6 +72,27 @@ Result<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmSystem& system, const 
   return vcpu;
 }
 
+Result<void> KvmVcpu::setup_machine_check(const KvmSystem& system, uint8_t banks) {
+  // KVM_CAP_MCE answers the most banks KVM emulates; KVM_X86_GET_MCE_CAP_SUPPORTED the
+  // MCG_CAP bits it can offer (api.rst, KVM_X86_SETUP_MCE).
+  const int most_banks = system.capability(KVM_CAP_MCE);
+  if (most_banks <= 0 || banks == 0) return {};
+  uint64_t supported = 0;
+  if (auto got = checked_ioctl(system.fd(), KVM_X86_GET_MCE_CAP_SUPPORTED, &supported,
+                               "KVM_X86_GET_MCE_CAP_SUPPORTED");
+      !got) {
+    return fail(got.error());
+  }
+  // MCG_CAP (SDM 15.3.1.1): the bank count in 7:0, MCG_CTL_P in bit 8.
+  constexpr uint64_t kMcgCtlPresent = uint64_t{1} << 8;
+  uint64_t capabilities =
+      std::min<uint64_t>(banks, static_cast<uint64_t>(most_banks)) | (supported & kMcgCtlPresent);
+  if (auto set = checked_ioctl(fd_.get(), KVM_X86_SETUP_MCE, &capabilities, "KVM_X86_SETUP_MCE"); !set) {
+    return fail(set.error());
+  }
+  return {};
+}
+
 KvmVcpu::KvmVcpu(UniqueFd fd, RunArea run, cpu::x86::CpuEnvironment& environment,
                  uint32_t index, int kick_signal)
     : fd_(std::move(fd)),

@@ -58,6 +58,11 @@ class KvmVcpu final : public Vcpu {
                                                  std::span<const kvm_cpuid_entry2> cpuid,
                                                  int kick_signal);
 
+  // Machine-check architecture as the built-in CPU's model has it (MCG_CAP with `banks` banks
+  // and MCG_CTL_P), as far as this host's KVM supports (KVM_X86_SETUP_MCE; without it KVM's
+  // MCG_CAP is 0, and a guest's MCE setup finds no banks). No KVM_CAP_MCE: nothing to do.
+  Result<void> setup_machine_check(const KvmSystem& system, uint8_t banks);
+
   VcpuExit run(uint64_t budget) override;
   void kick() override;
   void request_interrupt() override;

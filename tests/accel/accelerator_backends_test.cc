@@ -152,6 +152,28 @@ TEST_P(Backends, LongModeMmioAndCpuid) {
   EXPECT_TRUE(state.long_mode_active());
 }
 
+// Machine-check architecture as the model has it on both backends: MCG_CAP names the banks
+// (KVM's as far as it emulates them) with MCG_CTL_P, and MC0_CTL reports everything after
+// reset, so a guest's MCE setup finds banks (KVM's MCG_CAP is 0 without KVM_X86_SETUP_MCE).
+TEST_P(Backends, MachineCheckBanksAsTheModelHasThem) {
+  auto accelerator = make_accelerator(1);
+  auto vcpu = make_vcpu(*accelerator, 0);
+  ASSERT_TRUE(vcpu);
+  // mov ecx, 0x179; rdmsr; mov r8d, eax; mov ecx, 0x400; rdmsr; mov r9d, eax; mov r10d, edx;
+  // hlt
+  write(0x20000, {0xb9, 0x79, 0x01, 0x00, 0x00, 0x0f, 0x32, 0x41, 0x89, 0xc0, 0xb9, 0x00,
+                  0x04, 0x00, 0x00, 0x0f, 0x32, 0x41, 0x89, 0xc1, 0x41, 0x89, 0xd2, 0xf4});
+  enter_long_mode(*vcpu, 0x20000);
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  const CpuState state = vcpu->state();
+  const uint64_t capabilities = state.gpr[x86::kR8];
+  EXPECT_EQ(capabilities & 0x100, 0x100u) << "MCG_CTL_P";
+  EXPECT_GE(capabilities & 0xff, 1u);
+  EXPECT_LE(capabilities & 0xff, x86::CpuFeatures{}.machine_check_banks);
+  EXPECT_EQ(state.gpr[x86::kR9], 0xffffffffu);
+  EXPECT_EQ(state.gpr[x86::kR10], 0xffffffffu);
+}
+
 TEST_P(Backends, InjectedInterruptWakesTheHaltedVcpu) {
   auto accelerator = make_accelerator(1);
   auto vcpu = make_vcpu(*accelerator, 0);

@@ -1,8 +1,8 @@
 /* Conformance test kernel: machine-check architecture as a guest's MCE setup sees it (SDM vol.
    3B chapter 15): CPUID.1:EDX advertises MCE (7) and MCA (14); MCG_CAP (0x179) gives the bank
-   count with MCG_CTL_P; MCG_CTL takes all ones; every bank's CTL/STATUS/ADDR/MISC reads 0, CTL
-   takes all ones and STATUS only 0 (non-zero is #GP); CR4.MCE can be set. Prints PASS and
-   exits with status 0x55. */
+   count with MCG_CTL_P; MCG_CTL takes all ones; every bank's CTL reads all ones after reset (as
+   KVM and QEMU set it) and STATUS/ADDR/MISC read 0, CTL takes all ones and STATUS only 0
+   (non-zero is #GP); CR4.MCE can be set. Prints PASS and exits with status 0x55. */
         .code32
         .include "multiboot_header.inc"
         .include "harness_macros.inc"
@@ -37,7 +37,13 @@ _start:
         /* Banks: %ebx = MCi_CTL index. */
         movl $0x400, %ebx
 2:      movl $0, %esi
-3:      leal (%ebx, %esi), %ecx           /* CTL, STATUS, ADDR, MISC read 0 */
+        movl %ebx, %ecx                   /* CTL reads all ones after reset (as on KVM) */
+        try rdmsr
+        expect fault_vector, $-1, 17
+        expect %eax, $-1, 18
+        expect %edx, $-1, 19
+        incl %esi
+3:      leal (%ebx, %esi), %ecx           /* STATUS, ADDR, MISC read 0 */
         try rdmsr
         expect fault_vector, $-1, 7
         expect %eax, $0, 8

@@ -54,6 +54,11 @@ MsrState msr_power_on_state(bool bootstrap) {
   MsrState state;
   // SDM 10.4.4: APIC_BASE resets to 0xfee00000 with the global enable set, BSP flag on the BSP.
   state.apic_base = kDefaultApicBase | kApicBaseEnable | (bootstrap ? kApicBaseBsp : 0);
+  // Every bank's MCi_CTL reports all errors after reset, as KVM (KVM_X86_SETUP_MCE) and QEMU
+  // set them; the hardware leaves them to firmware, which writes all ones (SDM 15.8).
+  for (size_t bank = 0; bank < kMaxMachineCheckBanks; ++bank) {
+    state.machine_check_banks[4 * bank] = ~uint64_t{0};
+  }
   return state;
 }
 
