@@ -7,7 +7,8 @@
 #   grub_vhd:  a VHD made by make_bios_disk.sh (MBR, FAT32, GRUB 2) and `lamina disk convert`
 #              boots on virtio-blk with no --firmware given (the default for a disk without a
 #              kernel): SeaBIOS, GRUB's menu, Linux, the default guest runs a command and
-#              powers off, exit 0. --vmm qemu boots the same raw disk in QEMU TCG (the oracle);
+#              powers off, exit 0; a line it writes to /dev/tty0 is on the VGA text screen
+#              (Linux's vgacon) when the run ends. --vmm qemu boots the same raw disk in QEMU TCG (the oracle);
 #   sata_vhd:  the same VHD on the AHCI SATA controller (--disk PATH,bus=sata) with an ISOLINUX
 #              CD (make_iso.sh) on the next port and --boot disk: SeaBIOS boots the disk through
 #              its AHCI driver, as the fw_cfg boot order says, not the CD it would try first;
@@ -77,7 +78,7 @@ case $scenario in
     [[ -f $guest/vmlinuz && -f $guest/initrd.img ]] || { echo "no default guest in '$guest'"; exit 1; }
     code=$((RANDOM % 200 + 3))
     bash "$(dirname "$0")/make_bios_disk.sh" guest "$guest" "$work/disk.raw" \
-      "echo guest-says-\$((6*7)); exit $code" >/dev/null
+      "echo guest-says-\$((6*7)); echo vga-says-\$((6*8)) >/dev/tty0; exit $code" >/dev/null
     status=0
     if [[ $vmm == qemu ]]; then
       timeout 300 qemu-system-x86_64 -accel tcg -m 256 -display none -monitor none -serial stdio \
@@ -86,9 +87,13 @@ case $scenario in
     else
       "$lamina" disk convert "$work/disk.raw" "$work/disk.vhd" >/dev/null
       rm "$work/disk.raw"
-      timeout 300 "$lamina" run --memory 256M --disk "$work/disk.vhd" </dev/null >"$log" 2>&1 ||
-        status=$?
+      timeout 300 "$lamina" run --memory 256M --disk "$work/disk.vhd" \
+        --screen-text-on-exit "$work/screen.txt" </dev/null >"$log" 2>&1 || status=$?
       has "SeaBIOS (version" || fail "no SeaBIOS banner"
+      # Linux's own console on the VGA adapter (vgacon, in the text mode GRUB left): what the
+      # guest wrote to /dev/tty0 is on the screen when the run ends.
+      grep -q "vga-says-48" "$work/screen.txt" 2>/dev/null ||
+        fail "the guest's line on /dev/tty0 is not on the VGA screen: $(cat "$work/screen.txt" 2>&1)"
     fi
     [[ $status -eq 0 ]] || fail "the VMM exited with status $status"
     has "GNU GRUB" || fail "no GRUB menu"
