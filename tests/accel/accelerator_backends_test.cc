@@ -11,6 +11,7 @@
 
 #include "accel/accelerator.h"
 #include "test_environment.h"
+#include "../lib/flat_long_mode.h"
 
 namespace lamina::accel {
 namespace {
@@ -67,26 +68,11 @@ class Backends : public ::testing::TestWithParam<std::string> {
 
   // 64-bit mode: the first GiB identity-mapped with 2 MiB pages, a flat GDT, RIP = `rip`.
   void enter_long_mode(Vcpu& vcpu, uint64_t rip) {
-    write64(0x10000, 0x11000 | 3);  // PML4[0] -> PDPT
-    write64(0x11000, 0x12000 | 3);  // PDPT[0] -> PD
-    for (uint64_t i = 0; i < 512; ++i) write64(0x12000 + 8 * i, (i << 21) | 0x83);
-    write64(0x13000, 0);
-    write64(0x13008, 0x00af9b000000ffff);  // 64-bit code
-    write64(0x13010, 0x00cf93000000ffff);  // data
+    ASSERT_TRUE(lamina::test_support::write_flat_long_mode_tables(*memory_, 0x10000, 512));
     CpuState state = vcpu.state();
-    state.cr0 = x86::cr0::kPe | x86::cr0::kEt | x86::cr0::kPg;
-    state.cr3 = 0x10000;
-    state.cr4 = 0x20;    // PAE
-    state.msr.efer = 0x500;  // LME | LMA
-    state.segment[x86::kCs] = SegmentCache{0x08, 0, 0xffffffff, 0xa09b};
-    for (auto segment : {x86::kDs, x86::kEs, x86::kSs, x86::kFs, x86::kGs}) {
-      state.segment[segment] = SegmentCache{0x10, 0, 0xffffffff, 0xc093};
-    }
-    state.gdtr = {0x13000, 23};
+    lamina::test_support::enter_flat_long_mode(state, 0x10000, rip);
     state.idtr = {0, 0xfff};
     state.gpr[x86::kRsp] = 0x70000;
-    state.rip = rip;
-    state.cpl = 0;
     vcpu.set_state(state);
   }
 

@@ -25,15 +25,6 @@ laminad_setup
 start_laminad
 
 console_log=$work/state/vms/hk/console.log
-# wait_console PATTERN [COUNT]: until the console log holds COUNT (1) lines matching PATTERN
-# (20 s at most).
-wait_console() {
-  for _ in $(seq 400); do
-    (( $(grep -c -- "$1" "$console_log" 2>/dev/null || true) >= ${2:-1} )) && return 0
-    sleep 0.05
-  done
-  fail "the console never showed '$1'${2:+ $2 times}"
-}
 ms() { date +%s%3N; }
 # timed NAME PATTERN COMMAND...: runs the API command, waits for PATTERN, prints the times.
 timed() {
@@ -64,7 +55,7 @@ grep -q "cpu 1 online apic 1" "$console_log" || fail "vCPU 1 did not report"
 grep -q "cpu 2 ejected" "$console_log" && grep -q "cpu 1 ejected" "$console_log" ||
   fail "the vCPUs were not ejected before the API answered"
 timed "vCPU 1 again" "cpu 1 online apic 1" "$lamina" vm set hk --cpus 2
-wait_console "cpu 1 online apic 1" 2
+wait_console "cpu 1 online apic 1" 20 2
 
 timed "disk" "blk 0[0-9a-f] capacity 8192 data $(cat "$work/line")" \
   "$lamina" vm attach hk --disk "$work/data.vhd"

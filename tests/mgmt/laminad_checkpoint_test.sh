@@ -16,12 +16,6 @@ laminad_setup
 start_laminad
 
 console_log=$work/state/vms/cp/console.log
-# wait_console PATTERN: until the VM's console log shows PATTERN (the log restarts with each
-# worker, so a restored VM's log holds only what it printed since).
-wait_console() {
-  for _ in $(seq 240); do grep -q -- "$1" "$console_log" 2>/dev/null && return 0; sleep 0.5; done
-  fail "the console never showed '$1'"
-}
 # type_line TEXT: one line typed into the VM's shell through `lamina vm console`.
 type_line() { (printf '%s\n' "$1"; sleep 1) | timeout 3 "$lamina" vm console cp >/dev/null 2>&1 || true; }
 # refused EXPECTED-TEXT COMMAND...: the command fails and says EXPECTED-TEXT.

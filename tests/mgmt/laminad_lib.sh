@@ -107,6 +107,16 @@ fail() {
   done
   exit 1
 }
+# wait_console PATTERN [SECONDS] [COUNT]: until $console_log (the script sets it) holds COUNT
+# (1) lines matching PATTERN, looked at every 0.05 s for SECONDS (120) at most; else fail.
+wait_console() {
+  local tries=$(( ${2:-120} * 20 ))
+  for _ in $(seq "$tries"); do
+    (( $(grep -c -- "$1" "$console_log" 2>/dev/null || true) >= ${3:-1} )) && return 0
+    sleep 0.05
+  done
+  fail "the console never showed '$1'${3:+ $3 times}"
+}
 
 api() { curl -sS --unix-socket "$sock" -o "$work/body" -w '%{http_code}' "$@"; }
 

@@ -17,12 +17,12 @@
 #include "base/byte_order.h"
 #include "base/dirty_log.h"
 #include "base/unique_fd.h"
-#include "cpu/x86/system/control_bits.h"
 #include "machine/machine_builder.h"
 #include "migration/migration_protocol.h"
 #include "migration/page_rounds.h"
 #include "storage/image_format.h"
 #include "storage/tracked_block_device.h"
+#include "../lib/flat_long_mode.h"
 
 namespace lamina::migration {
 namespace {
@@ -54,11 +54,6 @@ std::unique_ptr<machine::Machine> storing_machine(uint64_t memory_bytes = 32 << 
   auto put = [&memory](uint64_t address, std::span<const uint8_t> bytes) {
     EXPECT_TRUE(memory.write(address, std::as_bytes(bytes)).has_value());
   };
-  auto put64 = [&put](uint64_t address, uint64_t value) {
-    std::array<uint8_t, 8> bytes{};
-    store_le<uint64_t>(bytes.data(), value);
-    put(address, bytes);
-  };
   cpu::x86::CpuState state = machine->vcpu(0).state();
   if (program == Program::kRealModeRepStos) {
     const uint8_t code[] = {0x66, 0x40, 0x31, 0xff, 0xb9, 0x00, 0x40, 0xf3, 0x66, 0xab, 0xeb, 0xf4};
@@ -76,22 +71,8 @@ std::unique_ptr<machine::Machine> storing_machine(uint64_t memory_bytes = 32 << 
                             0x75, 0xec,                                // jnz -20
                             0xeb, 0xdd};                               // jmp -35
     put(kCodeAddress, code);
-    put64(0x1000, 0x2000 | 3);  // PML4[0] -> PDPT
-    put64(0x2000, 0x3000 | 3);  // PDPT[0] -> PD
-    for (uint64_t i = 0; i < 16; ++i) put64(0x3000 + 8 * i, (i << 21) | 0x83);
-    put64(0x4000, 0);
-    put64(0x4008, 0x00af9b000000ffff);  // 64-bit code
-    put64(0x4010, 0x00cf93000000ffff);  // data
-    state.cr0 = cpu::x86::cr0::kPe | cpu::x86::cr0::kEt | cpu::x86::cr0::kPg;
-    state.cr3 = 0x1000;
-    state.cr4 = 0x20;        // PAE
-    state.msr.efer = 0x500;  // LME | LMA
-    state.segment[cpu::x86::kCs] = {0x08, 0, 0xffffffff, 0xa09b};
-    for (auto segment : {cpu::x86::kDs, cpu::x86::kEs, cpu::x86::kSs}) {
-      state.segment[segment] = {0x10, 0, 0xffffffff, 0xc093};
-    }
-    state.gdtr = {0x4000, 23};
-    state.cpl = 0;
+    EXPECT_TRUE(lamina::test_support::write_flat_long_mode_tables(memory, 0x1000, 16));
+    lamina::test_support::enter_flat_long_mode(state, 0x1000, kCodeAddress);
   }
   state.rip = kCodeAddress;
   machine->vcpu(0).set_state(state);
