@@ -91,7 +91,19 @@ struct CpuCore {
   // while nothing needs it: the retired count at which run() must return, and the requests
   // word of the Cpu (any bit set sends the JIT back to the loop).
   uint64_t retired_limit = 0;
-  const std::atomic<uint32_t>* requests = nullptr;
+  std::atomic<uint32_t>* requests = nullptr;
+  // An interrupt request that came while IF was clear is parked here rather than left in
+  // `requests` (cpu.cc, take_requests): translated code would otherwise leave every block to
+  // look at an interrupt it cannot take (memtest86+, which runs with IF clear while the
+  // firmware's timer interrupt waits, ran at dispatcher speed). Whatever may set IF calls
+  // interrupt_window_may_open(), which puts the request back.
+  bool interrupt_parked = false;
+  void interrupt_window_may_open() {
+    if (interrupt_parked && (state.rflags & rflags::kIf)) {
+      interrupt_parked = false;
+      requests->fetch_or(request::kInterrupt, std::memory_order_release);
+    }
+  }
   CodeMode code_mode = CodeMode::k16;
   // Applied to every physical address the core computes: bit 20 is clear while A20 is off.
   uint64_t physical_address_mask = ~uint64_t{0};

@@ -203,6 +203,7 @@ void Cpu::state_changed() {
   core_->flush_tlb(true);
   core_->update_mode();
   core_->update_breakpoints();
+  core_->interrupt_window_may_open();
 }
 
 void Cpu::reset() {
@@ -325,6 +326,12 @@ bool Cpu::take_requests(CpuExit& exit) {
       state.nmi_blocked = true;
     }
   }
+  if ((pending & request::kInterrupt) && !(state.rflags & rflags::kIf)) {
+    // Parked until IF is set (CpuCore::interrupt_window_may_open): the controller keeps the
+    // interrupt pending meanwhile, and a request posted after the load above is parked too.
+    core.interrupt_parked = true;
+    requests_.fetch_and(~request::kInterrupt);
+  }
   if ((pending & request::kInterrupt) && (state.rflags & rflags::kIf)) {
     requests_.fetch_and(~request::kInterrupt);
     if (core.environment.interrupt_pending()) {
@@ -344,6 +351,9 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
   const uint64_t start = core.retired;
   const uint64_t end = start + instruction_budget;
   Block* previous = nullptr;
+  // Every IF-setting instruction reopens the window itself; this bounds what a missed one
+  // could cost to one time slice.
+  core.interrupt_window_may_open();
   for (;;) {
     // A vCPU waiting for its SIPI (an AP from creation, or a restored one) runs nothing.
     if ((requests_.load(std::memory_order_relaxed) != 0 || core.state.waiting_for_startup) &&

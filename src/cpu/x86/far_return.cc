@@ -100,6 +100,7 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
     if (operand_size == 2) changeable &= 0xffff;
     state.write_rflags((current & ~changeable) | (flags & changeable));
     update_mode();
+    interrupt_window_may_open();
     stop_block = true;
     return;
   }
@@ -126,6 +127,7 @@ void CpuCore::interrupt_return(uint8_t operand_size) {
                   code_mode == CodeMode::k64);
   state.write_rflags(new_flags);
   update_alignment_check();
+  interrupt_window_may_open();
 }
 
 // SDM vol. 2 IRET, RETURN-TO-VIRTUAL-8086-MODE: from CPL 0 with VM in the EFLAGS image, IRET
@@ -137,6 +139,7 @@ void CpuCore::return_to_virtual_8086(uint64_t top) {
   const Virtual8086Return next = checked(decode_virtual_8086_return(popped));
   // From CPL 0 every flag of the image loads, IOPL and VM included.
   state.write_rflags(next.eflags);
+  interrupt_window_may_open();
   for (size_t i = 0; i < next.segments.size(); ++i) {
     state.segment[i] = SegmentCache{next.segments[i], virtual_8086_segment_base(next.segments[i]),
                                     kVirtual8086SegmentLimit, 0xf3};

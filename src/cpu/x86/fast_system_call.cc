@@ -56,6 +56,7 @@ void system_return(CpuCore& core, const Instruction& in) {
     target &= 0xffffffffu;
   }
   state.write_rflags((state.gpr[kR11] & 0x3c7fd7) | rflags::kFixed1);
+  core.interrupt_window_may_open();
   state.segment[kSs] = flat_stack(static_cast<uint16_t>((base + 8) | 3), 3);
   const uint16_t code_selector = static_cast<uint16_t>((in.rex_w ? base + 16 : base) | 3);
   core.set_code_segment(flat_code(code_selector, 3, in.rex_w), 3);

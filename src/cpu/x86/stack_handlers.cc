@@ -117,6 +117,7 @@ void pop_flags(CpuCore& core, const Instruction& in) {
   const uint64_t current = core.read_rflags();
   state.write_rflags((current & ~changeable) | (value & changeable));
   core.update_alignment_check();
+  core.interrupt_window_may_open();
   core.stop_block = true;  // IF may have opened an interrupt window; TF starts single steps
 }
 

@@ -31,6 +31,7 @@ void set_interrupts(CpuCore& core, const Instruction&) {
     raise_fault(vector::kGeneralProtection, 0);
   if (!(core.state.rflags & rflags::kIf)) core.state.interrupt_shadow = true;
   core.state.rflags |= rflags::kIf;
+  core.interrupt_window_may_open();
   core.stop_block = true;
 }
 

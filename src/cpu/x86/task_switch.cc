@@ -122,6 +122,7 @@ void CpuCore::switch_task(uint16_t selector, uint64_t descriptor, TaskSwitchReas
     for (size_t i = 0; i < next.gpr.size(); ++i)
       state.gpr[i] = (state.gpr[i] & ~uint64_t{0xffff}) | (next.gpr[i] & 0xffff);
   }
+  interrupt_window_may_open();
   // The selectors are loaded before their descriptors (SDM 7.3 step 12): a fault while
   // checking leaves them visible but unusable.
   state.ldtr = SegmentCache{next.ldt, 0, 0, 0};

@@ -478,6 +478,64 @@ TEST(JitEngineTest, AnInterruptReachesATightChainedLoop) {
   }
 }
 
+// An interrupt posted while IF is clear is parked (the JIT does not leave every block for it)
+// and arrives where the instruction that sets IF lets it: after the instruction behind STI
+// (its shadow), right after POPF and IRETQ. On both engines, in one run() call, so a window
+// that did not reopen at once (only at the next time slice) reaches the final HLT instead.
+TEST(JitEngineTest, AnInterruptPostedWhileIfIsClearArrivesWhenIfIsSet) {
+  enum class Opener { kSti, kPopf, kIretq };
+  for (Opener opener : {Opener::kSti, Opener::kPopf, Opener::kIretq}) {
+    const std::vector<uint8_t> program = assemble([opener](Xbyak::CodeGenerator& c) {
+      Xbyak::Label loop, resume;
+      c.mov(ecx, 200000);
+      c.L(loop);
+      c.dec(ecx);
+      c.jnz(loop);
+      c.mov(ebx, 0x1234);
+      switch (opener) {
+        case Opener::kSti: c.sti(); break;
+        case Opener::kPopf:
+          c.pushfq();
+          c.or_(qword[rsp], 0x200);
+          c.popfq();
+          break;
+        case Opener::kIretq:
+          // An IRETQ frame back to `resume` at CPL 0 with IF set: SS, RSP, RFLAGS, CS, RIP.
+          c.mov(rax, rsp);
+          c.push(0x10);
+          c.push(rax);
+          c.pushfq();
+          c.or_(qword[rsp], 0x200);
+          c.push(0x08);
+          c.mov(rax, resume);
+          c.push(rax);
+          c.db(0x48);  // REX.W IRET: IRETQ
+          c.db(0xcf);
+          break;
+      }
+      c.L(resume);
+      c.nop();
+      c.mov(ebx, 0x5678);
+      c.mov(edx, 0x9abc);
+      c.hlt();
+    });
+    for (CpuEngine engine : {CpuEngine::kInterpreter, CpuEngine::kJit}) {
+      const Outcome outcome = run_on(engine, program, 1 << 20, 10'000'000, [](TestMachine& machine) {
+        machine.set_long_gate(0x40, kHandler);
+        machine.environment().interrupts.push_back(0x40);
+        machine.cpu().post(request::kInterrupt);
+      });
+      const char* name = opener == Opener::kSti ? "sti" : opener == Opener::kPopf ? "popf" : "iretq";
+      EXPECT_EQ(outcome.exit, CpuExit::Kind::kHalted) << name;
+      EXPECT_EQ(outcome.state.rip, kHandler + 1) << name << ": the interrupt never came";
+      EXPECT_EQ(outcome.state.gpr[kRcx], 0u) << name << ": it came while IF was clear";
+      EXPECT_NE(outcome.state.gpr[kRdx], 0x9abcu) << name << ": it came late";
+      // STI's shadow lets the NOP run first; POPF and IRETQ open the window at once.
+      EXPECT_EQ(outcome.state.gpr[kRbx], 0x1234u) << name;
+    }
+  }
+}
+
 TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {
   // Block A jumps to block B and B back to A; after they are chained, A rewrites B's
   // immediate. Every round must add the value just written.
