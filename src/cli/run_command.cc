@@ -341,7 +341,9 @@ void add_run_command(CLI::App& app) {
                   "BIOS) or none. Default: std with --firmware bios or a --display, else none");
   run->add_option("--display", options->display,
                   "Where the screen goes: none, vnc:HOST:PORT (a VNC server; port 0 picks a "
-                  "free one and logs it) or vnc:unix:PATH (a VNC server on a Unix socket)")
+                  "free one and logs it) or vnc:unix:PATH (a VNC server on a Unix socket); "
+                  "append ,password-file=FILE to make clients give the password on the file's "
+                  "first line (1-8 characters, RFB's VNC Authentication)")
       ->capture_default_str();
   run->add_option("--screenshot-on-exit", options->screenshot_on_exit,
                   "Write the screen as it was when the run ended to this PNG file");

@@ -135,10 +135,17 @@ nlohmann::json definition_of(const CreateOptions& options) {
   set("serial", options.serial);
   set("console_port", options.console_port);
   set("vga", options.vga);
-  if (options.display.starts_with("vnc:unix:")) {
-    set("display", "vnc:unix:" + absolute(options.display.substr(9)));
-  } else {
-    set("display", options.display);
+  {
+    // Paths in the display (a socket, a password file) are made absolute: laminad opens them.
+    std::string display = options.display;
+    std::string password;
+    constexpr std::string_view kPasswordFile = ",password-file=";
+    if (const size_t at = display.rfind(kPasswordFile); at != std::string::npos) {
+      password = std::string(kPasswordFile) + absolute(display.substr(at + kPasswordFile.size()));
+      display.resize(at);
+    }
+    if (display.starts_with("vnc:unix:")) display = "vnc:unix:" + absolute(display.substr(9));
+    set("display", display.empty() ? display : display + password);
   }
   set("rng", options.rng);
   set("accel", options.accel);
@@ -277,7 +284,9 @@ void add_vm_command(CLI::App& app) {
   create_command->add_option("--rng", create->rng, "host or none");
   create_command->add_option("--vga", create->vga, "std or none (default: std with firmware)");
   create_command->add_option("--display", create->display,
-                             "none, vnc:HOST:PORT or vnc:unix:PATH (laminad opens the socket)");
+                             "none, vnc:HOST:PORT or vnc:unix:PATH (laminad opens the socket), then optionally "
+                             ",password-file=FILE (clients must give the password on its first "
+                             "line, 1-8 characters: RFB's VNC Authentication)");
   create_command->add_option("--accel", create->accel, "emu, kvm or auto");
   create_command->add_option("--cpu-engine", create->cpu_engine, "jit or interp (built-in CPU)");
   create_command->add_option("--code-cache", create->code_cache, "JIT code cache, 1M to 1G");

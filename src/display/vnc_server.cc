@@ -11,6 +11,8 @@
 #include <rfb/rfb.h>
 
 #include <algorithm>
+#include <array>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -47,6 +49,9 @@ struct VncServer::Screen {
   int pointer_x = -1;
   int pointer_y = -1;
   uint8_t buttons = 0;
+  // The password list libvncserver's rfbCheckPasswordByList reads (null-terminated).
+  std::string password;
+  std::array<char*, 2> passwords{};
 };
 
 Result<UniqueFd> listen_tcp(const std::string& host, uint16_t port) {
@@ -115,7 +120,7 @@ VncServer::VncServer(UniqueFd listening, ScreenSource source, std::string name)
       screen_(std::make_unique<Screen>()) {}
 
 Result<std::unique_ptr<VncServer>> VncServer::create(UniqueFd listening, ScreenSource source,
-                                                     std::string name) {
+                                                     std::string name, std::string password) {
   // A client that goes away makes libvncserver's write() fail; without this it would be a
   // SIGPIPE that ends the whole process.
   ::signal(SIGPIPE, SIG_IGN);
@@ -145,6 +150,14 @@ Result<std::unique_ptr<VncServer>> VncServer::create(UniqueFd listening, ScreenS
   // No server-drawn cursor: the framebuffer clients get is exactly the guest's screen.
   rfb->cursor = nullptr;
   rfb->screenData = server.get();
+  if (!password.empty()) {
+    // Only VNC Authentication is offered then (libvncserver's security type list follows
+    // authPasswdData); a wrong answer closes the connection.
+    screen.password = std::move(password);
+    screen.passwords = {screen.password.data(), nullptr};
+    rfb->authPasswdData = screen.passwords.data();
+    rfb->passwordCheck = rfbCheckPasswordByList;
+  }
   rfb->kbdAddEvent = [](rfbBool down, rfbKeySym keysym, rfbClientPtr client) {
     auto* self = static_cast<VncServer*>(client->screen->screenData);
     const std::vector<uint8_t> bytes = set1_scancodes(keysym, down != 0);

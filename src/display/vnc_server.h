@@ -46,10 +46,12 @@ struct ScreenSource {
 class VncServer {
  public:
   // Prepares serving on `listening` (a listening stream socket); `name` is the desktop name
-  // clients show. No thread yet: a worker creates the server before its sandbox (libvncserver
-  // asks the host's name) and starts it after (the sandbox needs a single thread).
+  // clients show; a non-empty `password` makes every client pass RFB's VNC Authentication
+  // (RFB 6.2.2, DES challenge-response) first. No thread yet: a worker creates the server
+  // before its sandbox (libvncserver asks the host's name) and starts it after (the sandbox
+  // needs a single thread).
   static Result<std::unique_ptr<VncServer>> create(UniqueFd listening, ScreenSource source,
-                                                   std::string name);
+                                                   std::string name, std::string password = {});
   // Starts the serving thread (once).
   void start();
   ~VncServer();

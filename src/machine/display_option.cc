@@ -1,10 +1,12 @@
 #include "machine/display_option.h"
 
 #include <charconv>
+#include <functional>
 
 #include <fmt/format.h>
 
 #include "base/unix_listener.h"
+#include "machine/boot_file.h"
 #include "display/vnc_server.h"
 
 namespace lamina::machine {
@@ -15,15 +17,11 @@ Result<VgaKind> parse_vga(std::string_view text) {
   return fail(ErrorCode::kInvalidArgument, fmt::format("--vga: '{}' is not std or none", text));
 }
 
-Result<DisplayOption> parse_display(std::string_view text) {
-  auto bad = [text](std::string_view why) {
-    return Error(
-        ErrorCode::kInvalidArgument,
-        fmt::format("--display: '{}' {} (none, vnc:HOST:PORT or vnc:unix:PATH)", text, why));
-  };
-  if (text == "none") return DisplayOption{};
-  if (!text.starts_with("vnc:")) return fail(bad("is not a display"));
-  std::string_view rest = text.substr(4);
+namespace {
+
+// "HOST:PORT" or "unix:PATH" after "vnc:"; `bad` words the error.
+Result<DisplayOption> parse_vnc_address(std::string_view rest,
+                                        const std::function<Error(std::string_view)>& bad) {
   if (rest.starts_with("unix:")) {
     const std::string_view path = rest.substr(5);
     if (path.empty()) return fail(bad("names no socket path"));
@@ -47,6 +45,51 @@ Result<DisplayOption> parse_display(std::string_view text) {
   option.host = std::string(rest.substr(0, colon));
   option.port = static_cast<uint16_t>(port);
   return option;
+}
+
+}  // namespace
+
+Result<DisplayOption> parse_display(std::string_view text) {
+  auto bad = [text](std::string_view why) {
+    return Error(
+        ErrorCode::kInvalidArgument,
+        fmt::format("--display: '{}' {} (none, vnc:HOST:PORT or vnc:unix:PATH, then "
+                    "optionally ,password-file=PATH)",
+                    text, why));
+  };
+  if (text == "none") return DisplayOption{};
+  if (!text.starts_with("vnc:")) return fail(bad("is not a display"));
+  std::string_view rest = text.substr(4);
+  std::filesystem::path password_file;
+  constexpr std::string_view kPasswordFile = ",password-file=";
+  if (const size_t at = rest.rfind(kPasswordFile); at != std::string_view::npos) {
+    password_file = std::filesystem::path(rest.substr(at + kPasswordFile.size()));
+    if (password_file.empty()) return fail(bad("names no password file"));
+    rest = rest.substr(0, at);
+  }
+  auto parsed = parse_vnc_address(rest, bad);
+  if (!parsed) return parsed;
+  parsed->password_file = std::move(password_file);
+  return parsed;
+}
+
+Result<std::string> read_display_password(const DisplayOption& display, GrantedFiles* granted) {
+  if (display.password_file.empty()) return std::string();
+  const std::string path = display.password_file.string();
+  auto bytes = read_boot_file(path, "VNC password", 4096, granted);
+  if (!bytes) return fail(bytes.error());
+  std::string password(reinterpret_cast<const char*>(bytes->data()), bytes->size());
+  password = password.substr(0, password.find('\n'));
+  if (!password.empty() && password.back() == '\r') password.pop_back();
+  // RFB 6.2.2: VNC Authentication encrypts the challenge with the first 8 bytes of the
+  // password; a longer one would only seem stronger.
+  if (password.empty() || password.size() > 8) {
+    return fail(ErrorCode::kInvalidArgument,
+                fmt::format("--display: the VNC password in {} must be 1 to 8 characters on its "
+                            "first line (RFB's VNC Authentication uses 8)",
+                            path));
+  }
+  return password;
 }
 
 VgaKind effective_vga(std::optional<VgaKind> vga, FirmwareKind firmware,

@@ -30,13 +30,20 @@ struct DisplayOption {
   std::string host;            // kVncTcp
   uint16_t port = 0;           // kVncTcp (0: the kernel picks one)
   std::filesystem::path path;  // kVncUnix
+  // ",password-file=PATH": clients must pass RFB's VNC Authentication with the password on
+  // the file's first line (1 to 8 characters: the scheme uses 8); empty: no authentication.
+  std::filesystem::path password_file;
   bool operator==(const DisplayOption&) const = default;
 };
 
 // Parses "std" or "none".
 Result<VgaKind> parse_vga(std::string_view text);
-// Parses "none", "vnc:HOST:PORT" or "vnc:unix:PATH".
+// Parses "none", "vnc:HOST:PORT" or "vnc:unix:PATH", each optionally followed by
+// ",password-file=PATH".
 Result<DisplayOption> parse_display(std::string_view text);
+// The VNC password of `display` (empty without a password file), read through `granted`
+// when given (laminad grants the file to the worker like a boot file). Errors name the file.
+Result<std::string> read_display_password(const DisplayOption& display, GrantedFiles* granted);
 // The adapter a VM gets: the one asked for, else std when it boots through firmware (whose
 // screen a VGA BIOS draws) or has a display, else none.
 VgaKind effective_vga(std::optional<VgaKind> vga, FirmwareKind firmware,

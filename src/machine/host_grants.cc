@@ -65,6 +65,10 @@ Result<WorkerGrants> grant_host_ends(const nlohmann::json& definition, std::stri
     if (auto opened = open_display_listener(config->display, files); !opened) {
       return fail(opened.error());
     }
+    // The password file is granted like a boot file (and checked now, before the start).
+    if (auto password = read_display_password(config->display, files); !password) {
+      return fail(password.error());
+    }
   }
   if (config->serial.kind == SerialKind::kFile) {
     if (auto opened = open_output_file(config->serial.file, "--serial", files); !opened) {

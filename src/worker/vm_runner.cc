@@ -171,6 +171,8 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
   if (config.display.kind != machine::DisplayKind::kNone) {
     auto listening = machine::open_display_listener(config.display, granted);
     if (!listening) return fail(listening.error());
+    auto password = machine::read_display_password(config.display, granted);
+    if (!password) return fail(password.error());
     VmRunner* self = runner.get();
     display::ScreenSource source{
         .generation = [self] { return self->screen_generation(); },
@@ -179,7 +181,7 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
         .mouse = [self](int dx, int dy, uint8_t buttons) { self->mouse_input(dx, dy, buttons); },
     };
     auto vnc = display::VncServer::create(std::move(*listening), std::move(source),
-                                          std::string(label));
+                                          std::string(label), std::move(*password));
     if (!vnc) return fail(vnc.error());
     runner->vnc_ = std::move(*vnc);
   }

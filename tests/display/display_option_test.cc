@@ -3,6 +3,10 @@
 #include "machine/vm_config.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 namespace lamina::machine {
 namespace {
@@ -26,6 +30,42 @@ TEST(DisplayOptionTest, ParsesNoneTcpAndUnix) {
   EXPECT_EQ(unix_socket->path, "/run/vm.vnc");
 }
 
+// ",password-file=PATH" after either address; the password is the file's first line, 1 to 8
+// characters (RFB's VNC Authentication uses 8), and a missing file names itself.
+TEST(DisplayOptionTest, APasswordFileFollowsTheAddress) {
+  auto tcp = parse_display("vnc:127.0.0.1:5901,password-file=/etc/lamina/vnc.pass");
+  ASSERT_TRUE(tcp);
+  EXPECT_EQ(tcp->host, "127.0.0.1");
+  EXPECT_EQ(tcp->port, 5901);
+  EXPECT_EQ(tcp->password_file, "/etc/lamina/vnc.pass");
+  auto unix_socket = parse_display("vnc:unix:/run/a,b.vnc,password-file=/p");
+  ASSERT_TRUE(unix_socket);
+  EXPECT_EQ(unix_socket->path, "/run/a,b.vnc");
+  EXPECT_EQ(unix_socket->password_file, "/p");
+  EXPECT_TRUE(parse_display("vnc:unix:/run/vm.vnc")->password_file.empty());
+  EXPECT_FALSE(parse_display("vnc:unix:/run/vm.vnc,password-file="));
+
+  const auto folder = std::filesystem::temp_directory_path() / ("lamina-vncpass-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(folder);
+  auto password_in = [&](const std::string& name, const std::string& content) {
+    std::ofstream(folder / name) << content;
+    DisplayOption option = *parse_display("vnc:unix:/x,password-file=" + (folder / name).string());
+    return read_display_password(option, nullptr);
+  };
+  EXPECT_EQ(*password_in("good", "s3cret!\nignored\n"), "s3cret!");
+  EXPECT_EQ(*password_in("crlf", "12345678\r\n"), "12345678");
+  auto long_one = password_in("long", "123456789\n");
+  ASSERT_FALSE(long_one);
+  EXPECT_NE(long_one.error().message().find("1 to 8 characters"), std::string::npos);
+  EXPECT_FALSE(password_in("empty", "\n"));
+  DisplayOption missing = *parse_display("vnc:unix:/x,password-file=" + (folder / "none").string());
+  auto absent = read_display_password(missing, nullptr);
+  ASSERT_FALSE(absent);
+  EXPECT_NE(absent.error().message().find("VNC password"), std::string::npos);
+  EXPECT_EQ(*read_display_password(*parse_display("vnc:unix:/x"), nullptr), "");
+  std::filesystem::remove_all(folder);
+}
+
 TEST(DisplayOptionTest, RefusesWhatIsNotADisplay) {
   for (const char* text : {"", "vnc", "vnc:", "vnc:host", "vnc:host:", "vnc:host:65536",
                            "vnc:host:12x", "vnc:unix:", "sdl", "vnc::5900"}) {
@@ -40,7 +80,8 @@ TEST(DisplayOptionTest, RefusesWhatIsNotADisplay) {
 
 TEST(DisplayOptionTest, VgaDefaultsToStdWithFirmwareOrADisplay) {
   const DisplayOption none;
-  const DisplayOption vnc{.kind = DisplayKind::kVncTcp, .host = "::1", .port = 0, .path = {}};
+  const DisplayOption vnc{.kind = DisplayKind::kVncTcp, .host = "::1", .port = 0, .path = {},
+                          .password_file = {}};
   EXPECT_EQ(effective_vga(std::nullopt, FirmwareKind::kNone, none), VgaKind::kNone);
   EXPECT_EQ(effective_vga(std::nullopt, FirmwareKind::kBios, none), VgaKind::kStd);
   EXPECT_EQ(effective_vga(std::nullopt, FirmwareKind::kNone, vnc), VgaKind::kStd);

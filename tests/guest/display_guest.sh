@@ -50,18 +50,32 @@ case $scenario in
       disk_kind=gfxmenu size=800x600
     fi
     bash "$here/make_bios_disk.sh" $disk_kind "$work/disk.raw" >/dev/null
+    # The text-mode run asks for a password (VNC Authentication); the VBE one for none.
+    display="vnc:unix:$work/vnc.sock" password_option=()
+    if [[ $scenario == vnc ]]; then
+      echo "pw$RANDOM" >"$work/vnc.pass"
+      display+=",password-file=$work/vnc.pass"
+      password_option=(--password "$(cat "$work/vnc.pass")")
+    fi
     status=0
     timeout 120 "$lamina" run --memory 64M --rng none --disk "$work/disk.raw" \
-      --display "vnc:unix:$work/vnc.sock" --screenshot-on-exit "$work/screen.png" \
+      --display "$display" --screenshot-on-exit "$work/screen.png" \
       --screen-text-on-exit "$work/screen.txt" </dev/null >"$log" 2>&1 &
     vm=$!
+    if [[ $scenario == vnc ]]; then
+      python3 "$here/vnc_client.py" "$work/vnc.sock" "$work/none.rgb" --expect-refusal ||
+        fail "a client without the password was let in"
+      python3 "$here/vnc_client.py" "$work/vnc.sock" "$work/none.rgb" --expect-refusal \
+        --password wrong ||
+        fail "a client with a wrong password was let in"
+    fi
     if [[ $scenario == vnc ]]; then
       # SeaBIOS mirrors GRUB's text menu to the serial port: once it is there, keys reach the menu.
       for _ in $(seq 120); do grep -aq "Lamina menu: reboot" "$log" && break; sleep 0.5; done
     fi
     client=0
     timeout 100 python3 "$here/vnc_client.py" "$work/vnc.sock" "$work/last.rgb" --keys Down \
-      --size $size --last-keys Return --wait-close || client=$?
+      --size $size --last-keys Return --wait-close "${password_option[@]}" || client=$?
     wait $vm || status=$?
     ((client == 0)) || fail "the VNC client failed (status $client)"
     [[ $status -eq 1 ]] && grep -aq "the guest rebooted" "$log" ||

@@ -10,6 +10,7 @@ import argparse
 import os
 import select
 import socket
+import subprocess
 import struct
 import sys
 import time
@@ -17,8 +18,19 @@ import time
 KEYSYMS = {"Down": 0xFF54, "Up": 0xFF52, "Return": 0xFF0D, "Escape": 0xFF1B}
 
 
+def vnc_response(password, challenge):
+    """RFB 6.2.2 VNC Authentication: the challenge DES-encrypted (ECB) with the password,
+    padded to 8 bytes, each byte's bits reversed, as the key. openssl's legacy provider does
+    the DES (no DES in Python's standard library)."""
+    key = bytes(int(f"{byte:08b}"[::-1], 2) for byte in password.encode()[:8].ljust(8, b"\0"))
+    done = subprocess.run(["openssl", "enc", "-des-ecb", "-nopad", "-K", key.hex(),
+                           "-provider", "legacy", "-provider", "default"],
+                          input=challenge, capture_output=True, check=True)
+    return done.stdout
+
+
 class Client:
-    def __init__(self, path):
+    def __init__(self, path, password=None):
         deadline = time.time() + 30
         while True:
             try:
@@ -37,9 +49,12 @@ class Client:
         self.sock.sendall(b"RFB 003.008\n")
         count = self.read(1)[0]
         types = self.read(count)
-        if 1 not in types:
-            raise RuntimeError(f"no None security type in {list(types)}")
-        self.sock.sendall(bytes([1]))
+        wanted = 1 if password is None else 2  # None, or VNC Authentication
+        if wanted not in types:
+            raise RuntimeError(f"no security type {wanted} in {list(types)}")
+        self.sock.sendall(bytes([wanted]))
+        if wanted == 2:
+            self.sock.sendall(vnc_response(password, self.read(16)))
         if struct.unpack(">I", self.read(4))[0] != 0:
             raise RuntimeError("security handshake failed")
         self.sock.sendall(bytes([1]))  # shared
@@ -149,10 +164,21 @@ def main():
     parser.add_argument("--keys", default="")
     parser.add_argument("--last-keys", default="", help="keys sent at the end, not checked")
     parser.add_argument("--size", default="", help="WIDTHxHEIGHT the screen must have first")
+    parser.add_argument("--password", default=None, help="answer VNC Authentication with it")
+    parser.add_argument("--expect-refusal", action="store_true",
+                        help="succeed only if the server refuses the handshake")
     parser.add_argument("--wait-close", action="store_true",
                         help="read until the server closes (the VM stopped) before writing the frame")
     args = parser.parse_args()
-    client = Client(args.socket)
+    if args.expect_refusal:
+        try:
+            Client(args.socket, args.password)
+        except (RuntimeError, EOFError, ConnectionResetError) as refusal:
+            print(f"refused: {refusal}")
+            return 0
+        print("the server took the handshake")
+        return 1
+    client = Client(args.socket, args.password)
     size = tuple(map(int, args.size.split("x"))) if args.size else None
     if not client.wait_stable(1.5, 60, size):
         print("the screen never settled on a picture")
