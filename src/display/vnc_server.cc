@@ -157,6 +157,11 @@ Result<std::unique_ptr<VncServer>> VncServer::create(UniqueFd listening, ScreenS
     screen.passwords = {screen.password.data(), nullptr};
     rfb->authPasswdData = screen.passwords.data();
     rfb->passwordCheck = rfbCheckPasswordByList;
+    // libvncserver's challenge and DES come from libgcrypt, which opens its random source and
+    // configuration on first use: done here, before a worker's sandbox forbids opening files.
+    std::array<unsigned char, 16> challenge{};
+    rfbRandomBytes(challenge.data());
+    rfbEncryptBytes(challenge.data(), screen.password.data());
   }
   rfb->kbdAddEvent = [](rfbBool down, rfbKeySym keysym, rfbClientPtr client) {
     auto* self = static_cast<VncServer*>(client->screen->screenData);

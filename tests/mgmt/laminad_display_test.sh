@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A managed VM's screen (issue 15): laminad opens the VNC socket a definition names and grants
 # it to the sandboxed worker, whose VNC server serves it from inside the sandbox; GRUB's menu
-# from a BIOS disk shows there, a key moves it, and `lamina vm screenshot` (GET
+# from a BIOS disk shows there (to a client with the password file's password), a key moves
+# it, and `lamina vm screenshot` (GET
 # /v1/vms/{name}/screenshot) returns a PNG equal to the frame the VNC client holds.
 #   laminad_display_test.sh LAMINA LAMINAD
 set -euo pipefail
@@ -12,10 +13,15 @@ laminad_setup
 start_laminad
 
 bash "$here/../guest/make_bios_disk.sh" menu "$work/menu.raw" >/dev/null
+# The VNC password file is granted to the worker like the socket.
+echo "pw-$((RANDOM % 1000))" >"$work/vnc.pass"
 "$lamina" vm create screen --memory 64M --rng none --disk "$work/menu.raw" \
-  --display "vnc:unix:$work/vnc.sock" >/dev/null || fail "create"
+  --display "vnc:unix:$work/vnc.sock,password-file=$work/vnc.pass" >/dev/null || fail "create"
 "$lamina" vm start screen >/dev/null || fail "start"
-timeout 60 python3 "$here/../guest/vnc_client.py" "$work/vnc.sock" "$work/frame.rgb" --keys Down ||
+python3 "$here/../guest/vnc_client.py" "$work/vnc.sock" "$work/none.rgb" --expect-refusal \
+  --password wrong || fail "a client with a wrong password was let in"
+timeout 60 python3 "$here/../guest/vnc_client.py" "$work/vnc.sock" "$work/frame.rgb" --keys Down \
+  --password "$(cat "$work/vnc.pass")" ||
   fail "the VNC client under laminad failed: $(tail -5 "$work/state/vms/screen/worker.log" 2>/dev/null)"
 "$lamina" vm screenshot screen "$work/screen.png" || fail "screenshot"
 python3 "$here/../guest/png_check.py" "$work/screen.png" --same-as "$work/frame.rgb" ||
