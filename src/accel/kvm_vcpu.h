@@ -70,6 +70,9 @@ class KvmVcpu final : public Vcpu {
   void restore_state(const cpu::x86::CpuState& state) override;
   // The hardware reads guest RAM directly: there are no cached translations to drop.
   void invalidate_code(uint64_t, uint64_t) override {}
+  // The VM's dirty log (KvmDirtyLog, driven by the accelerator) sees every store this vCPU
+  // makes; there are no write translations to drop.
+  bool restart_write_logging() override { return true; }
 
  private:
   KvmVcpu(UniqueFd fd, RunArea run, cpu::x86::CpuEnvironment& environment, uint32_t index,

@@ -484,6 +484,49 @@ TEST_P(Backends, PendingEventsAreDeliveredFirst) {
   EXPECT_FALSE(vcpu->state().pending_events.any());
 }
 
+// Live migration's dirty log: after the accelerator and the vCPU restart logging, exactly the
+// pages the guest stored to are marked, round after round (KVM through its slots' dirty
+// bitmaps, the built-in CPU through its write translations).
+TEST_P(Backends, GuestStoresReachTheDirtyLog) {
+  auto accelerator = make_accelerator(1);
+  auto vcpu = make_vcpu(*accelerator, 0);
+  ASSERT_TRUE(vcpu);
+  // Round 1 at 0x7c00: mov [0x3000], al; mov [0x9ffe], ax; hlt
+  write(0x7c00, {0xa2, 0x00, 0x30, 0x89, 0x06, 0xfe, 0x9f, 0xf4});
+  // Round 2 at 0x7d00: mov [0x3004], al; mov [0x11000 - 0x10000] with DS = 0x1000; hlt
+  write(0x7d00, {0xa2, 0x04, 0x30, 0xba, 0x00, 0x10, 0x8e, 0xda, 0xa2, 0x00, 0x10, 0xf4});
+  enter_real_mode(*vcpu, 0x7c00);
+  auto pages = [](const std::vector<uint64_t>& bitmap) {
+    std::vector<uint64_t> result;
+    for (size_t word = 0; word < bitmap.size(); ++word) {
+      for (unsigned bit = 0; bit < 64; ++bit) {
+        if ((bitmap[word] >> bit) & 1) result.push_back(word * 64 + bit);
+      }
+    }
+    return result;
+  };
+  ASSERT_TRUE(accelerator->start_dirty_logging().has_value());
+  ASSERT_TRUE(vcpu->restart_write_logging());
+  memory_->dirty_log().start();
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  ASSERT_TRUE(accelerator->collect_dirty_pages().has_value());
+  EXPECT_EQ(pages(memory_->dirty_log().take()), (std::vector<uint64_t>{3, 9}));
+
+  ASSERT_TRUE(vcpu->restart_write_logging());
+  CpuState state = vcpu->state();
+  state.rip = 0x7d00;
+  state.halted = false;
+  vcpu->set_state(state);
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  ASSERT_TRUE(accelerator->collect_dirty_pages().has_value());
+  EXPECT_EQ(pages(memory_->dirty_log().take()), (std::vector<uint64_t>{3, 0x11}));
+  // Nothing stored since: nothing marked.
+  ASSERT_TRUE(accelerator->collect_dirty_pages().has_value());
+  EXPECT_EQ(pages(memory_->dirty_log().take()), std::vector<uint64_t>{});
+  accelerator->stop_dirty_logging();
+  memory_->dirty_log().stop();
+}
+
 // One guest moved between the backends at HLTs: emu -> kvm -> emu -> kvm. Each pass adds to a
 // counter register and a RAM total, which must come out as if it had stayed; the SSE, PAT and
 // TSC state set at the start must survive the moves. (No SSE instruction in the loop: PVM's
