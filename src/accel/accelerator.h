@@ -15,6 +15,7 @@
 
 #include "base/error.h"
 #include "base/guest_memory.h"
+#include "base/unique_fd.h"
 #include "cpu/x86/cpu_environment.h"
 #include "cpu/x86/cpu_state.h"
 #include "cpu/x86/system/cpu_features.h"
@@ -104,8 +105,14 @@ Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
 // guest TSC is the host's, which the LAPIC's deadline timer does not follow). kUnsupported with a
 // message naming the cause when KVM is missing, not permitted or too old; kInvalidArgument for a
 // vCPU count the host cannot run.
+// `device_fd`: an open KVM device (open_kvm_device, borrowed and duplicated) for a process whose
+// sandbox opens no files; -1 opens it here.
 Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
-                                                            const cpu::x86::CpuFeatures& features = {});
+                                                            const cpu::x86::CpuFeatures& features = {},
+                                                            int device_fd = -1);
+// The host's KVM device (LAMINA_KVM_DEVICE or /dev/kvm), checked as create_kvm_accelerator
+// checks it, for a later create_kvm_accelerator inside a sandbox.
+Result<UniqueFd> open_kvm_device();
 // What probe_kvm found out about the host's KVM.
 struct KvmHost {
   // KVM's PVM flavour (module kvm_pvm, no kvm_intel/kvm_amd): a software hypervisor for

@@ -1,5 +1,6 @@
 // The `kvm` accelerator: guest code runs on the host CPU through /dev/kvm; Lamina's devices,
 // including every interrupt controller, stay in user space (kvm_vcpu.h).
+#include <fcntl.h>
 #include <sys/ioctl.h>
 
 #include <algorithm>
@@ -81,9 +82,18 @@ Result<KvmHost> probe_kvm() {
   return KvmHost{kvm::host_kvm_is_software_pvm()};
 }
 
-Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
-                                                            const cpu::x86::CpuFeatures& features) {
+Result<UniqueFd> open_kvm_device() {
   auto system = KvmSystem::open();
+  if (!system) return fail(system.error());
+  UniqueFd device(::fcntl(system->fd(), F_DUPFD_CLOEXEC, 0));
+  if (!device.valid()) return fail(ErrorCode::kIo, "duplicating the KVM device's descriptor");
+  return device;
+}
+
+Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
+                                                            const cpu::x86::CpuFeatures& features,
+                                                            int device_fd) {
+  auto system = KvmSystem::open(device_fd);
   if (!system) return fail(system.error());
   const int max_vcpus = system->max_vcpus();
   if (features.vcpu_count < 1 || features.vcpu_count > 255 ||

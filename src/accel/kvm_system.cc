@@ -69,9 +69,10 @@ bool host_kvm_is_software_pvm() {
   return loaded("kvm_pvm") && !loaded("kvm_intel") && !loaded("kvm_amd");
 }
 
-Result<KvmSystem> KvmSystem::open() {
+Result<KvmSystem> KvmSystem::open(int device_fd) {
   const std::string path(kvm_device_path());
-  UniqueFd device(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+  UniqueFd device(device_fd >= 0 ? ::fcntl(device_fd, F_DUPFD_CLOEXEC, 0)
+                                 : ::open(path.c_str(), O_RDWR | O_CLOEXEC));
   if (!device.valid()) {
     const int error = errno;
     if (error == ENOENT || error == ENXIO || error == ENODEV) {

@@ -44,9 +44,10 @@ class KvmSystem {
   // The API version every KVM since Linux 2.6.22 reports (api.rst 4.1).
   static constexpr int kApiVersion = 12;
 
-  // Opens the device and checks the API version and the capabilities Lamina needs. kUnsupported
-  // with an actionable message when KVM is missing, not permitted, or too old.
-  static Result<KvmSystem> open();
+  // Opens the device (or duplicates `device_fd`, one opened before a sandbox closed the file
+  // system) and checks the API version and the capabilities Lamina needs. kUnsupported with an
+  // actionable message when KVM is missing, not permitted, or too old.
+  static Result<KvmSystem> open(int device_fd = -1);
 
   int fd() const { return device_.get(); }
   // KVM_CHECK_EXTENSION on the device (0 when absent).

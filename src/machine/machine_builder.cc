@@ -336,7 +336,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   // routes their MSRs).
   features.tsc_deadline = true;
   features.x2apic = true;
-  auto accelerator = options.kvm ? accel::create_kvm_accelerator(m.memory_, features)
+  auto accelerator = options.kvm ? accel::create_kvm_accelerator(m.memory_, features,
+                                                                  options.kvm_device_fd)
                                  : accel::create_emu_accelerator(
                                        m.memory_, features,
                                        accel::EmuOptions{options.jit, options.code_cache_bytes});

@@ -93,6 +93,9 @@ struct MachineOptions {
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
   bool kvm =
       false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
+  // With kvm: an open KVM device (accel::open_kvm_device; borrowed), for a sandboxed worker
+  // that can open no file when it builds the machine; -1 opens it then.
+  int kvm_device_fd = -1;
   // The built-in CPU translates guest code to host code (false: it interprets); the
   // translated code of all vCPUs together stays within code_cache_bytes.
   bool jit = true;

@@ -28,7 +28,7 @@ Error system_error(std::string_view what) {
 }
 
 // What the worker does once sandboxed, and nothing else. Why each is there:
-constexpr std::array<std::string_view, 44> kAllowlist = {
+constexpr std::array<std::string_view, 45> kAllowlist = {
     // guest I/O, disk images, sockets and eventfds already open (fcntl: O_NONBLOCK on a
     // console client; lseek: SEEK_DATA/SEEK_HOLE in sparse images)
     "read", "write", "pread64", "pwrite64", "close", "lseek", "newfstatat", "fcntl",
@@ -48,8 +48,9 @@ constexpr std::array<std::string_view, 44> kAllowlist = {
     // its thread-cancellation handler and the KVM kick handler is installed per vCPU
     "clone", "set_robust_list", "rseq", "exit", "exit_group", "rt_sigprocmask",
     "rt_sigreturn", "rt_sigaction",
-    // vCPU kicks (a signal to one thread), KVM and tap ioctls, virtio-rng
-    "tgkill", "ioctl", "getrandom",
+    // vCPU kicks (a signal to one thread: glibc's pthread_kill asks getpid for tgkill's
+    // process ID; a KVM vCPU inside KVM_RUN is kicked so), KVM and tap ioctls, virtio-rng
+    "tgkill", "getpid", "ioctl", "getrandom",
     // a vCPU thread stacks its tighter filter (restrict_guest_thread); a filter can only take
     // away, and the strictest answer of all filters wins
     "seccomp"};

@@ -140,6 +140,14 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
   if (!options) return fail(options.error());
   runner->options_ = std::move(*options);
   runner->options_.kvm = kvm;
+  if (kvm) {
+    // Opened now: the machine is built (and rebuilt on a reboot) inside a worker's sandbox,
+    // which opens no file.
+    auto device = accel::open_kvm_device();
+    if (!device) return fail(device.error().with_context("--accel kvm"));
+    runner->kvm_device_ = std::move(*device);
+    runner->options_.kvm_device_fd = runner->kvm_device_.get();
+  }
   if (console_socket) {
     runner->console_ = machine::SerialConsole::open_socket(std::move(console_socket));
     runner->console_is_socket_ = true;

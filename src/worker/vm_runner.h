@@ -214,7 +214,8 @@ class VmRunner {
   Traffic finished_traffic_;            // of machines already destroyed
   std::atomic<VmState> state_ = VmState::kStarting;
   std::atomic<uint64_t> boots_ = 0;
-  UniqueFd restore_state_;  // restore_from(): the state the first machine restores
+  UniqueFd restore_state_;
+  UniqueFd kvm_device_;  // with --accel kvm: the KVM device every machine of this run uses  // restore_from(): the state the first machine restores
   hw::Frame last_frame_;               // the last stopped machine's screen
   uint64_t memory_target_ = 0;          // set_memory(); 0: the boot RAM
   std::vector<uint8_t> disk_slots_;     // PCI slot of config_.disks[i]

@@ -3,18 +3,20 @@
    in real mode with FS a 4 GiB flat segment ("unreal" mode, which KVM's instruction emulator on
    PVM hosts can run), interrupts through the IVT.
    The LAPIC timer ticks at 100 Hz (vector 0x30); its handler counts each tick twice, in TICKS
-   and in TICKS_COPY. The main loop, once per wake-up from STI; HLT (the STI shadow keeps the
-   tick from landing between the two):
+   and in TICKS_COPY. The main loop first spins for about half a tick with interrupts on,
+   adding 1 to ESI and to its RAM copy SPIN and comparing them at every step (so RAM is written
+   all the time: a live migration that missed a dirty page leaves a stale copy), then waits in
+   HLT for a tick and, with interrupts off:
      - adds 1 to a register counter (EBX) and to its RAM copy (COUNT), and EBX to a register
        sum (EBP) and its RAM copy (SUM): a register or RAM page lost or stale in a move differs;
      - reads the TSC: it must be above the last reading (LAST_TSC), never equal or below;
-     - with interrupts off, TICKS must equal TICKS_COPY and be no less than the last seen;
+     - TICKS must equal TICKS_COPY and be no less than the last seen;
      - FS's hidden 4 GiB limit must survive: the LAPIC's EOI goes through it (a lost limit is a
        #GP, vector 13, which reports a failure; so does #UD).
    COM1: "state-check-start", then "progress TICKS COUNT" (hex) every 50 ticks, and "state-ok
    TICKS COUNT" after TOTAL_TICKS ticks, then debug-exit status 7 (lamina exits 15). A failed
    check prints "STATE-FAIL what" and exits with status 1 (lamina exits 3).
-   SDM Vol. 3A 10.5.4 (APIC timer), 17.17 (TSC), 6.8.3 (the STI shadow), 9.9.2 (real mode). */
+   Run it with 64 MiB of RAM. SDM Vol. 3A 10.5.4 (APIC timer), 17.17 (TSC), 6.8.3 (the STI shadow), 9.9.2 (real mode). */
         .code32
         .include "multiboot_header.inc"
 
@@ -25,13 +27,23 @@
         .set SUM, 0x60c
         .set LAST_TSC, 0x610              /* 8 bytes */
         .set SEEN, 0x618                  /* the last tick count the loop saw */
+        .set SPIN, 0x61c                  /* the spin counter's RAM copy */
+        .set SPIN_TSC, 10000000           /* ~5 ms of TSC at 2 GHz */
         .set LAPIC, 0xfee00000
-        .set TOTAL_TICKS, 600             /* 6 s of guest time */
+        .set TOTAL_TICKS, 800             /* 8 s of guest time */
 
         .text
         .globl _start
 _start:
         cli
+        /* One word in each page from 2 MiB to 62 MiB (a 64 MiB VM): no zero page there, so a
+           live migration's first round reads all of it while the guest runs on, and a page
+           the guest writes meanwhile must come again from the dirty log. */
+        movl $0x200000, %edi
+1:      movl %edi, (%edi)
+        addl $4096, %edi
+        cmpl $0x3e00000, %edi
+        jb 1b
         lgdt gdt_descriptor
         cld
         movl $real_start, %esi
@@ -68,6 +80,7 @@ real_mode:
         movl %eax, LAST_TSC
         movl %eax, LAST_TSC + 4
         movl %eax, SEEN
+        movl %eax, SPIN
         /* IVT: the timer, the APIC's spurious vector, and the faults a damaged state raises. */
         movw $(tick - real_start + REAL_BASE), 0x30 * 4
         movw $0, 0x30 * 4 + 2
@@ -82,12 +95,23 @@ real_mode:
         call puts
         xorl %ebx, %ebx                   /* the register counter */
         xorl %ebp, %ebp                   /* the register sum */
+        xorl %esi, %esi                   /* the spin counter */
         addr32 movl $0x1ff, %fs:LAPIC + 0xf0      /* SVR: software-enable, spurious 0xff */
         addr32 movl $0xb, %fs:LAPIC + 0x3e0       /* divide by 1 */
         addr32 movl $0x20030, %fs:LAPIC + 0x320   /* LVT timer: periodic, vector 0x30 */
         addr32 movl $10000000, %fs:LAPIC + 0x380  /* 10 ms at the 1 GHz bus clock */
 
 loop:   sti
+        rdtsc
+        movl %eax, %edi
+spin:   incl %esi
+        incl SPIN
+        cmpl SPIN, %esi
+        jne bad_count
+        rdtsc
+        subl %edi, %eax
+        cmpl $SPIN_TSC, %eax
+        jb spin
         hlt
         cli
         incl %ebx
@@ -120,8 +144,10 @@ tsc_ok: movl %eax, LAST_TSC
         divl %ecx
         testl %edx, %edx
         jnz 1f
+        pushl %esi                        /* the spin counter; SI points at text */
         movw $(msg_progress - real_start + REAL_BASE), %si
         call report
+        popl %esi
 1:      cmpl $TOTAL_TICKS, SEEN
         jb loop
         addr32 movl $0, %fs:LAPIC + 0x380         /* stop the timer */
@@ -163,7 +189,7 @@ report: call putstr
         movb $'\n', %al
         jmp putc
 
-/* " " and EAX as eight hex digits. Clobbers EAX, ECX, EDX, DI. */
+/* " " and EAX as eight hex digits. Clobbers EAX, ECX, EDX, EDI. */
 puthex: movl %eax, %edi
         movb $' ', %al
         call putc
