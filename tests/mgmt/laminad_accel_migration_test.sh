@@ -3,8 +3,8 @@
 # (tests/accel/kernels/state_check_multiboot.S: counters in registers and RAM, LAPIC timer
 # ticks, a TSC that must always move forward, each checked at every tick) starts on the
 # built-in CPU under laminad A, moves to laminad B onto KVM (`lamina vm migrate --accel kvm`:
-# KVM's dirty log tracks its RAM there), and back to A onto the built-in CPU (`--accel emu`),
-# while it runs. Each console must show the kernel's progress going on from where the last one
+# KVM's dirty log tracks its RAM there), is checkpointed there (saved and continued on KVM),
+# and goes back to A onto the built-in CPU (`--accel emu`), while it runs. Each console must show the kernel's progress going on from where the last one
 # stopped and no STATE-FAIL line; the kernel reaches state-ok on A. Both laminads on loopback
 # with mutual TLS. A destination that cannot run KVM refuses `--accel kvm` with the reason (a
 # laminad B' pointed at a missing KVM device), and the VM runs on.
@@ -92,6 +92,11 @@ cp "$(console state)" "$work/a1.console" 2>/dev/null || true
 [[ $(accel_of on_b) == kvm ]] || fail "B's definition does not say kvm"
 grep -q "kvm" "$work/state-b/vms/mover/worker.log" 2>/dev/null || true
 second=$(wait_progress state-b "$first")
+# A checkpoint of the VM running on KVM: saved by B's sandboxed worker, which a new worker
+# continues on KVM from the state.
+on_b vm checkpoint mover on-kvm >/dev/null 2>"$work/err" || fail "checkpoint on B: $(cat "$work/err")"
+[[ $(state_of on_b) == running ]] || fail "the VM does not run on B after its checkpoint"
+second=$(wait_progress state-b "$second")
 
 # B (kvm) -> A (emu): KVM's dirty log carries what the guest wrote meanwhile.
 on_b vm migrate mover --to "127.0.0.1:$port_a" --accel emu >"$work/out" 2>"$work/progress" ||

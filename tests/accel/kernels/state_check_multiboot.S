@@ -30,7 +30,7 @@
         .set SPIN, 0x61c                  /* the spin counter's RAM copy */
         .set SPIN_TSC, 10000000           /* ~5 ms of TSC at 2 GHz */
         .set LAPIC, 0xfee00000
-        .set TOTAL_TICKS, 800             /* 8 s of guest time */
+        .set TOTAL_TICKS, 1200            /* 12 s of guest time */
 
         .text
         .globl _start
