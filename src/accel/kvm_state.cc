@@ -51,15 +51,20 @@ static_assert(kVariableMtrrsAt + std::tuple_size_v<decltype(cpu::x86::MsrState::
 
 }  // namespace
 
-uint64_t& state_msr(cpu::x86::MsrState& msrs, size_t index) {
+namespace {
+
+// The field of kStateMsrs[index] in `msrs` (const or not).
+template <typename Msrs>
+auto& msr_field(Msrs& msrs, size_t index) {
   if (index < kFixedMtrrsAt) return msrs.*kMsrFields[index];
   if (index < kVariableMtrrsAt) return msrs.mtrr_fixed[index - kFixedMtrrsAt];
   return msrs.mtrr_variable[index - kVariableMtrrsAt];
 }
 
-uint64_t state_msr(const cpu::x86::MsrState& msrs, size_t index) {
-  return state_msr(const_cast<cpu::x86::MsrState&>(msrs), index);
-}
+}  // namespace
+
+uint64_t& state_msr(cpu::x86::MsrState& msrs, size_t index) { return msr_field(msrs, index); }
+uint64_t state_msr(const cpu::x86::MsrState& msrs, size_t index) { return msr_field(msrs, index); }
 
 kvm_segment to_kvm_segment(const SegmentCache& segment) {
   const uint16_t a = segment.attributes;

@@ -527,6 +527,26 @@ TEST_P(Backends, GuestStoresReachTheDirtyLog) {
   memory_->dirty_log().stop();
 }
 
+// An exception KVM held (one its emulator raised, or one cut short in delivery) is delivered
+// before the next instruction on either backend, through its IVT entry.
+TEST_P(Backends, PendingExceptionIsDeliveredFirst) {
+  auto accelerator = make_accelerator(1);
+  auto vcpu = make_vcpu(*accelerator, 0);
+  ASSERT_TRUE(vcpu);
+  write(6 * 4, {0x00, 0x82, 0x00, 0x00});          // #UD -> 0:0x8200
+  write(0x8200, {0xb0, 0x06, 0xe6, 0xe9, 0xcf});  // mov al, 6; out 0xe9, al; iret
+  write(0x7c00, {0xb0, 0x55, 0xe6, 0xe9, 0xf4});  // mov al, 0x55; out 0xe9, al; hlt
+  enter_real_mode(*vcpu, 0x7c00);
+  CpuState state = vcpu->state();
+  state.idtr = {0, 0x3ff};
+  state.pending_events.exception = true;
+  state.pending_events.exception_vector = 6;
+  vcpu->set_state(state);
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  EXPECT_EQ(environment_.io_writes,
+            (std::vector<TestEnvironment::Access>{{0xe9, 1, 6}, {0xe9, 1, 0x55}}));
+}
+
 // One guest moved between the backends at HLTs: emu -> kvm -> emu -> kvm. Each pass adds to a
 // counter register and a RAM total, which must come out as if it had stayed; the SSE, PAT and
 // TSC state set at the start must survive the moves. (No SSE instruction in the loop: PVM's

@@ -3,7 +3,9 @@
 // (general registers, RIP, RFLAGS, segments with their hidden descriptor caches, descriptor
 // table registers, control/debug registers with the #DB traps a MOV SS holds, and every MSR
 // in `msr`: the one store that RDMSR/WRMSR (system/msr_file), SYSCALL, SWAPGS, RDTSC and the
-// page walks read).
+// page walks read), and what only a hardware-run vCPU (KVM) leaves for a move to the built-in
+// CPU: events it held (PendingEvents) and XSAVE state past SSE (ExtendedSimdState). One format
+// for both accelerators: a state read from either restores on the other.
 //
 // Ownership: plain data, owned by its Cpu. Thread-safety: used only by its vCPU's thread (or
 // by others while that vCPU is stopped, e.g. for migration).
