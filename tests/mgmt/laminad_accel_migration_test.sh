@@ -7,7 +7,8 @@
 # and goes back to A onto the built-in CPU (`--accel emu`), while it runs. Each console must show the kernel's progress going on from where the last one
 # stopped and no STATE-FAIL line; the kernel reaches state-ok on A. Both laminads on loopback
 # with mutual TLS. A destination that cannot run KVM refuses `--accel kvm` with the reason (a
-# laminad B' pointed at a missing KVM device), and the VM runs on.
+# laminad C pointed at a missing KVM device), and the VM runs on; an unknown accelerator is a
+# 400 naming the field.
 #   laminad_accel_migration_test.sh LAMINA LAMINAD KERNEL
 # Exit status 77 when /dev/kvm is unusable here.
 set -euo pipefail
@@ -78,6 +79,11 @@ on_a vm create mover --memory 64M --kernel "$kernel" --accel emu >/dev/null || f
 on_a vm start mover >/dev/null || fail "start"
 first=$(wait_progress state 0)
 
+# An accelerator that does not exist is refused by the API with its field named.
+code=$(api -X POST -H 'Content-Type: application/json' \
+  -d "{\"to\": \"127.0.0.1:$port_b\", \"accel\": \"xen\"}" http://laminad/v1/vms/mover/migrate)
+[[ $code == 400 ]] && grep -q "accel is emu, kvm or auto" "$work/body" ||
+  fail "accel xen answered $code: $(cat "$work/body")"
 # A destination without KVM refuses a VM that is to run on KVM there, and the VM runs on.
 on_a vm migrate mover --to "127.0.0.1:$port_c" --accel kvm >/dev/null 2>"$work/err" &&
   fail "a destination without KVM took the VM"
