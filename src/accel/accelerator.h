@@ -60,8 +60,9 @@ class Vcpu {
   virtual void set_a20_enabled(bool) {}
   // Live migration: GuestMemory's dirty log was just taken; every guest store from here on
   // must mark its page again (the built-in CPU drops its write translations, which mark the
-  // page when they are made). False when this backend cannot log its writes (KVM, whose
-  // dirty log is not wired up yet). Call it while the vCPU is held at a boundary.
+  // page when they are made; KVM's vCPUs need nothing: the accelerator's dirty log sees their
+  // stores). False when this backend cannot log its writes. Call it while the vCPU is held at
+  // a boundary.
   virtual bool restart_write_logging() { return false; }
 };
 
@@ -75,6 +76,14 @@ class Accelerator {
   // (device DMA, a loader): every vCPU drops translations of those pages at its next block
   // boundary. Thread-safe; devices must call it for every DMA write into guest RAM.
   virtual void guest_memory_written(uint64_t physical, uint64_t length) = 0;
+
+  // Live migration, for backends whose vCPUs store to guest RAM unseen (KVM): start/stop
+  // logging those stores, and collect_dirty_pages() marks the pages stored to since the last
+  // call in GuestMemory's dirty log (call it with the vCPUs held, before the log is taken).
+  // The built-in CPU marks the log itself, so these do nothing there.
+  [[nodiscard]] virtual Result<void> start_dirty_logging() { return {}; }
+  virtual void stop_dirty_logging() {}
+  [[nodiscard]] virtual Result<void> collect_dirty_pages() { return {}; }
 };
 
 // How the built-in CPU runs code: `jit` translates blocks to host code within a cache of

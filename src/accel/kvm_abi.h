@@ -29,10 +29,6 @@ static_assert(sizeof(XsaveRegion) == 4096);
 inline constexpr unsigned long kGetXsave = _IOR(KVMIO, 0xa4, XsaveRegion);
 inline constexpr unsigned long kSetXsave = _IOW(KVMIO, 0xa5, XsaveRegion);
 inline constexpr unsigned long kGetXsave2 = _IOR(KVMIO, 0xcf, XsaveRegion);
-// Offsets in the XSAVE area (SDM Vol. 1 table 10-2 and 13.4.2): MXCSR in the legacy region,
-// XSTATE_BV in the header.
-inline constexpr size_t kXsaveMxcsrOffset = 24;
-inline constexpr size_t kXsaveStateBitmapOffset = 512;
 
 // nent/nmsrs and the padding that follows it.
 struct FlexibleHeader {

@@ -12,6 +12,7 @@
 
 #include "accel/accelerator.h"
 #include "accel/kvm_cpuid.h"
+#include "accel/kvm_dirty_log.h"
 #include "accel/kvm_kick.h"
 #include "accel/kvm_system.h"
 #include "accel/kvm_vcpu.h"
@@ -26,12 +27,13 @@ using kvm::KvmVm;
 class KvmAccelerator : public Accelerator {
  public:
   KvmAccelerator(KvmSystem system, KvmVm vm, KickSignal kick, cpu::x86::CpuFeatures features,
-                 std::vector<kvm_cpuid_entry2> supported)
+                 std::vector<kvm_cpuid_entry2> supported, GuestMemory& memory)
       : system_(std::move(system)),
         vm_(std::move(vm)),
         kick_(std::move(kick)),
         features_(std::move(features)),
-        supported_(std::move(supported)) {}
+        supported_(std::move(supported)),
+        dirty_log_(vm_.fd(), memory) {}
 
   std::string_view name() const override { return "kvm"; }
 
@@ -59,6 +61,10 @@ class KvmAccelerator : public Accelerator {
   // The hardware reads guest RAM directly; nothing caches decoded code.
   void guest_memory_written(uint64_t, uint64_t) override {}
 
+  Result<void> start_dirty_logging() override { return dirty_log_.start(); }
+  void stop_dirty_logging() override { dirty_log_.stop(); }
+  Result<void> collect_dirty_pages() override { return dirty_log_.collect(); }
+
  private:
   std::optional<uint32_t> host_tsc_khz() const {
     // KVM_GET_TSC_KHZ on the VM (Linux 5.17+); older kernels answer only per vCPU.
@@ -72,6 +78,7 @@ class KvmAccelerator : public Accelerator {
   KickSignal kick_;
   cpu::x86::CpuFeatures features_;
   std::vector<kvm_cpuid_entry2> supported_;
+  kvm::KvmDirtyLog dirty_log_;
 };
 
 }  // namespace
@@ -118,7 +125,7 @@ Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
   model.tsc_deadline = false;
   return std::unique_ptr<Accelerator>(
       std::make_unique<KvmAccelerator>(std::move(*system), std::move(*vm), std::move(*kick),
-                                       std::move(model), std::move(*supported)));
+                                       std::move(model), std::move(*supported), memory));
 }
 
 }  // namespace lamina::accel

@@ -72,6 +72,22 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::span<const kvm_cpuid_entry2> supp
         if (((leaf.eax >> 5) & 7) >= 3) leaf.eax |= (count - 1) << 14;
         break;
       case 0x5: continue;  // MONITOR/MWAIT is withdrawn
+      case 0xd:
+        // XSAVE components: x87, SSE and AVX only, the state CpuState carries (a guest could
+        // otherwise enable AVX-512, PKRU or AMX in XCR0, which no state could move). Subleaf
+        // 0: XCR0's supported bits in EDX:EAX, the largest area in ECX; subleaf 1: IA32_XSS's
+        // supervisor components in EDX:ECX (SDM Vol. 2A CPUID leaf 0DH).
+        if (leaf.index == 0) {
+          leaf.eax &= 7;
+          leaf.edx = 0;
+          leaf.ecx = (leaf.eax & 4) != 0 ? 832 : 576;
+        } else if (leaf.index == 1) {
+          leaf.ecx = 0;
+          leaf.edx = 0;
+        } else if (leaf.index > 2) {
+          continue;
+        }
+        break;
       case 0xa: continue;  // architectural PMU
       case 0xb: has_leaf_b = true; continue;
       case 0x1f: has_leaf_1f = true; continue;

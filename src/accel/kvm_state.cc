@@ -1,6 +1,7 @@
 #include "accel/kvm_state.h"
 
 #include <cstring>
+#include <tuple>
 
 namespace lamina::accel::kvm {
 namespace {
@@ -34,18 +35,36 @@ constexpr SegmentSlot kSegmentSlots[] = {
     {cpu::x86::kFs, &kvm_sregs::fs}, {cpu::x86::kGs, &kvm_sregs::gs},
 };
 
-// MsrState fields in kStateMsrs order.
+// MsrState's scalar fields among kStateMsrs, in order; the MTRR arrays follow them.
 constexpr uint64_t cpu::x86::MsrState::*kMsrFields[] = {
     &cpu::x86::MsrState::sysenter_cs,  &cpu::x86::MsrState::sysenter_esp,
     &cpu::x86::MsrState::sysenter_eip, &cpu::x86::MsrState::star,
     &cpu::x86::MsrState::lstar,        &cpu::x86::MsrState::cstar,
     &cpu::x86::MsrState::sfmask,       &cpu::x86::MsrState::kernel_gs_base,
-    &cpu::x86::MsrState::tsc_aux,
+    &cpu::x86::MsrState::tsc_aux,      &cpu::x86::MsrState::pat,
+    &cpu::x86::MsrState::misc_enable,  &cpu::x86::MsrState::mtrr_default_type,
 };
-static_assert(std::size(kMsrFields) == kStateMsrs.size());
-
+constexpr size_t kFixedMtrrsAt = std::size(kMsrFields);
+constexpr size_t kVariableMtrrsAt = kFixedMtrrsAt + std::tuple_size_v<decltype(cpu::x86::MsrState::mtrr_fixed)>;
+static_assert(kVariableMtrrsAt + std::tuple_size_v<decltype(cpu::x86::MsrState::mtrr_variable)> ==
+              kStateMsrs.size());
 
 }  // namespace
+
+namespace {
+
+// The field of kStateMsrs[index] in `msrs` (const or not).
+template <typename Msrs>
+auto& msr_field(Msrs& msrs, size_t index) {
+  if (index < kFixedMtrrsAt) return msrs.*kMsrFields[index];
+  if (index < kVariableMtrrsAt) return msrs.mtrr_fixed[index - kFixedMtrrsAt];
+  return msrs.mtrr_variable[index - kVariableMtrrsAt];
+}
+
+}  // namespace
+
+uint64_t& state_msr(cpu::x86::MsrState& msrs, size_t index) { return msr_field(msrs, index); }
+uint64_t state_msr(const cpu::x86::MsrState& msrs, size_t index) { return msr_field(msrs, index); }
 
 kvm_segment to_kvm_segment(const SegmentCache& segment) {
   const uint16_t a = segment.attributes;
@@ -75,7 +94,7 @@ SegmentCache from_kvm_segment(const kvm_segment& segment) {
   return SegmentCache{segment.selector, segment.base, segment.limit, attributes};
 }
 
-KvmCpuState to_kvm(const CpuState& state) {
+KvmCpuState to_kvm(const CpuState& state, uint64_t tsc_base) {
   KvmCpuState result;
   for (const GprSlot& slot : kGprSlots) result.regs.*slot.field = state.gpr[slot.gpr];
   result.regs.rip = state.rip;
@@ -116,15 +135,35 @@ KvmCpuState to_kvm(const CpuState& state) {
   for (size_t i = 0; i < 16; ++i) std::memcpy(result.fpu.xmm[i], simd.xmm[i].bytes.data(), 16);
   result.fpu.mxcsr = simd.mxcsr;
 
-  for (size_t i = 0; i < kStateMsrs.size(); ++i) result.msrs[i] = state.msr.*kMsrFields[i];
-  result.interrupt_shadow = state.interrupt_shadow || state.debug_shadow;
-  result.mov_ss_shadow = state.debug_shadow;
-  result.nmi_masked = state.nmi_blocked;
+  for (size_t i = 0; i < kStateMsrs.size(); ++i) result.msrs[i] = state_msr(state.msr, i);
+  result.tsc = tsc_base + state.msr.tsc_offset;
+  result.xcrs.nr_xcrs = 1;
+  result.xcrs.xcrs[0] = {0, 0, state.extended_simd.xcr0};
+  result.ymm_high = state.extended_simd.ymm_high;
+
+  // api.rst 4.31 KVM_SET_VCPU_EVENTS. A MOV SS shadow also holds #DB; an STI shadow only
+  // interrupts. No SIPI vector (it is KVM's in-kernel APIC's) and no SMM.
+  kvm_vcpu_events& events = result.events;
+  const cpu::x86::PendingEvents& pending = state.pending_events;
+  events.flags = KVM_VCPUEVENT_VALID_SHADOW | KVM_VCPUEVENT_VALID_NMI_PENDING;
+  events.interrupt.shadow = state.debug_shadow       ? KVM_X86_SHADOW_INT_MOV_SS
+                            : state.interrupt_shadow ? KVM_X86_SHADOW_INT_STI
+                                                     : 0;
+  events.exception.injected = pending.exception ? 1 : 0;
+  events.exception.nr = pending.exception_vector;
+  events.exception.has_error_code = pending.exception_has_error_code ? 1 : 0;
+  events.exception.error_code = pending.exception_error_code;
+  events.interrupt.injected = pending.interrupt ? 1 : 0;
+  events.interrupt.nr = pending.interrupt_vector;
+  events.nmi.pending = pending.nmi ? 1 : 0;
+  events.nmi.masked = state.nmi_blocked ? 1 : 0;
   return result;
 }
 
-CpuState from_kvm(const KvmCpuState& kvm) {
+CpuState from_kvm(const KvmCpuState& kvm, uint64_t tsc_base,
+                  const cpu::x86::MsrState& other_msrs) {
   CpuState state;
+  state.msr = other_msrs;
   for (const GprSlot& slot : kGprSlots) state.gpr[slot.gpr] = kvm.regs.*slot.field;
   state.rip = kvm.regs.rip;
   state.write_rflags(kvm.regs.rflags);
@@ -166,12 +205,60 @@ CpuState from_kvm(const KvmCpuState& kvm) {
   for (size_t i = 0; i < 16; ++i) std::memcpy(simd.xmm[i].bytes.data(), kvm.fpu.xmm[i], 16);
   simd.mxcsr = kvm.fpu.mxcsr;
 
-  for (size_t i = 0; i < kStateMsrs.size(); ++i) state.msr.*kMsrFields[i] = kvm.msrs[i];
-  state.interrupt_shadow = kvm.interrupt_shadow;
-  state.debug_shadow = kvm.interrupt_shadow && kvm.mov_ss_shadow;
-  state.nmi_blocked = kvm.nmi_masked;
+  for (size_t i = 0; i < kStateMsrs.size(); ++i) state_msr(state.msr, i) = kvm.msrs[i];
+  state.msr.tsc_offset = kvm.tsc - tsc_base;
+  for (uint32_t i = 0; i < kvm.xcrs.nr_xcrs && i < KVM_MAX_XCRS; ++i) {
+    if (kvm.xcrs.xcrs[i].xcr == 0) state.extended_simd.xcr0 = kvm.xcrs.xcrs[i].value;
+  }
+  state.extended_simd.ymm_high = kvm.ymm_high;
+
+  const kvm_vcpu_events& events = kvm.events;
+  state.interrupt_shadow = events.interrupt.shadow != 0;
+  state.debug_shadow = (events.interrupt.shadow & KVM_X86_SHADOW_INT_MOV_SS) != 0;
+  state.nmi_blocked = events.nmi.masked != 0;
+  cpu::x86::PendingEvents& pending = state.pending_events;
+  // Without KVM_CAP_EXCEPTION_PAYLOAD `injected` covers a pending exception too.
+  pending.exception = events.exception.injected != 0 || events.exception.pending != 0;
+  pending.exception_vector = pending.exception ? events.exception.nr : 0;
+  pending.exception_has_error_code = pending.exception && events.exception.has_error_code != 0;
+  pending.exception_error_code = pending.exception_has_error_code ? events.exception.error_code : 0;
+  // A software interrupt (INT n) whose delivery was cut short is dropped: RIP is still at the
+  // instruction, which runs again (KVM re-injects it with an instruction length it does not
+  // report).
+  pending.interrupt = events.interrupt.injected != 0 && events.interrupt.soft == 0;
+  pending.interrupt_vector = pending.interrupt ? events.interrupt.nr : 0;
+  // An NMI KVM was delivering or holds: delivered once NMIs are unblocked.
+  pending.nmi = events.nmi.injected != 0 || events.nmi.pending != 0;
   state.halted = false;
   return state;
+}
+
+void store_xsave(const KvmCpuState& state, std::span<std::byte> area) {
+  std::memcpy(area.data() + kXsaveMxcsrOffset, &state.fpu.mxcsr, 4);
+  // XRSTOR loads MXCSR when XSTATE_BV has SSE (bit 1) or AVX, and a component whose bit is
+  // clear to its initial state, zeros (SDM Vol. 1 13.8.1).
+  uint64_t state_bitmap = 0;
+  std::memcpy(&state_bitmap, area.data() + kXsaveStateBitmapOffset, 8);
+  state_bitmap |= 2;
+  // AVX's bit only when its registers are not all zero (its initial state): a host without
+  // AVX refuses the bit.
+  state_bitmap &= ~kXcr0Avx;
+  if (state.ymm_high != decltype(state.ymm_high){} &&
+      area.size() >= kXsaveAvxOffset + kXsaveAvxBytes) {
+    std::memcpy(area.data() + kXsaveAvxOffset, state.ymm_high.data(), kXsaveAvxBytes);
+    state_bitmap |= kXcr0Avx;
+  }
+  std::memcpy(area.data() + kXsaveStateBitmapOffset, &state_bitmap, 8);
+}
+
+void load_xsave(std::span<const std::byte> area, KvmCpuState& state) {
+  std::memcpy(&state.fpu.mxcsr, area.data() + kXsaveMxcsrOffset, 4);
+  uint64_t state_bitmap = 0;
+  std::memcpy(&state_bitmap, area.data() + kXsaveStateBitmapOffset, 8);
+  state.ymm_high = {};
+  if ((state_bitmap & kXcr0Avx) != 0 && area.size() >= kXsaveAvxOffset + kXsaveAvxBytes) {
+    std::memcpy(state.ymm_high.data(), area.data() + kXsaveAvxOffset, kXsaveAvxBytes);
+  }
 }
 
 }  // namespace lamina::accel::kvm

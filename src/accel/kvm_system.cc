@@ -157,6 +157,7 @@ Result<KvmVm> KvmVm::create(const KvmSystem& system, GuestMemory& memory) {
     return fail(ErrorCode::kIo, fmt::format("KVM_CREATE_VM: {}", std::strerror(errno)));
   KvmVm vm{UniqueFd(vm_fd)};
 
+  // Slot i is regions()[i]: KvmDirtyLog (kvm_dirty_log.h) addresses the slots so.
   uint32_t slot = 0;
   for (const RamRegion& region : memory.regions()) {
     std::byte* host = memory.host_pointer(region.guest_physical, region.size);

@@ -59,6 +59,7 @@ Result<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmSystem& system, const 
   }
   std::unique_ptr<KvmVcpu> vcpu(
       new KvmVcpu(std::move(fd), std::move(*run), environment, index, kick_signal));
+  vcpu->xcrs_ = system.capability(KVM_CAP_XCRS) > 0;
   if (const int xsave2 = system.capability(KVM_CAP_XSAVE2); xsave2 > 0) {
     vcpu->xsave2_ = true;
     vcpu->xsave_bytes_ = std::max(vcpu->xsave_bytes_, static_cast<size_t>(xsave2));
@@ -66,9 +67,9 @@ Result<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmSystem& system, const 
   // IA32_APIC_BASE is the LAPIC's; KVM keeps a copy for CPUID.1:EDX.APIC (api.rst 4.14).
   auto state = vcpu->read_state();
   if (!state) return fail(state.error());
-  if (auto written = vcpu->write_state(*state); !written) return fail(written.error());
   // Application processors wait for INIT-SIPI-SIPI (MP spec B.4).
-  vcpu->wait_for_startup_ = index != 0;
+  state->waiting_for_startup = index != 0;
+  if (auto written = vcpu->write_state(*state); !written) return fail(written.error());
   return vcpu;
 }
 
@@ -156,7 +157,9 @@ void KvmVcpu::enter_wait_for_startup() {
   cpu::x86::CpuState state;
   // Reset/INIT: CS = F000h with base FFFF0000h, RIP = FFF0h; the rest as CpuState's defaults.
   state.segment[cpu::x86::kCs] = cpu::x86::SegmentCache{0xf000, 0xffff0000, 0xffff, 0x9b};
-  if (auto written = write_state(state); !written) failure_ = written.error().message();
+  if (auto written = write_state(state, StateScope::kRegisters); !written) {
+    failure_ = written.error().message();
+  }
   wait_for_startup_ = true;
   halted_ = false;
 }
@@ -167,7 +170,9 @@ void KvmVcpu::start_at(uint8_t vector) {
   state.segment[cpu::x86::kCs] = cpu::x86::SegmentCache{static_cast<uint16_t>(vector << 8),
                                                         uint64_t{vector} << 12, 0xffff, 0x9b};
   state.rip = 0;
-  if (auto written = write_state(state); !written) failure_ = written.error().message();
+  if (auto written = write_state(state, StateScope::kRegisters); !written) {
+    failure_ = written.error().message();
+  }
   wait_for_startup_ = false;
   halted_ = false;
 }
@@ -325,8 +330,9 @@ void KvmVcpu::handle_msr(bool write) {
   }
 }
 
-Result<void> KvmVcpu::write_state(const cpu::x86::CpuState& state) {
-  KvmCpuState kvm = to_kvm(state);
+Result<void> KvmVcpu::write_state(const cpu::x86::CpuState& state, StateScope scope) {
+  const bool whole = scope == StateScope::kWhole;
+  KvmCpuState kvm = to_kvm(state, environment_.read_tsc());
   kvm.sregs.apic_base =
       environment_.platform_msr(kMsrApicBase)
           ? environment_.read_platform_msr(kMsrApicBase).value_or(kDefaultApicBase)
@@ -341,34 +347,22 @@ Result<void> KvmVcpu::write_state(const cpu::x86::CpuState& state) {
   if (auto set = checked_ioctl(fd, KVM_SET_DEBUGREGS, &kvm.debug, "KVM_SET_DEBUGREGS"); !set) {
     return fail(set.error());
   }
-  if (auto set = write_mxcsr(kvm.fpu.mxcsr); !set) return fail(set.error());
-  FlexibleList<kvm_msr_entry> msrs(kStateMsrs.size());
-  for (size_t i = 0; i < kStateMsrs.size(); ++i) {
-    kvm_msr_entry entry{};
-    entry.index = kStateMsrs[i];
-    entry.data = kvm.msrs[i];
-    msrs.set(i, entry);
+  // XCR0 before the XSAVE area: KVM checks the area's components against it.
+  if (whole && xcrs_) {
+    if (auto set = checked_ioctl(fd, KVM_SET_XCRS, &kvm.xcrs, "KVM_SET_XCRS"); !set) {
+      return fail(set.error().with_context(
+          fmt::format("XCR0 {:#x} (the guest's CPUID must offer its components)",
+                      state.extended_simd.xcr0)));
+    }
   }
-  auto written = checked_ioctl(fd, kSetMsrs, msrs.data(), "KVM_SET_MSRS");
-  if (!written) return fail(written.error());
-  // KVM_SET_MSRS stops at the first MSR it refuses. TSC_AUX (last) exists only with RDTSCP or
-  // RDPID in the guest's CPUID; a zero there is the reset value and needs no write.
-  const size_t accepted = static_cast<size_t>(*written);
-  const bool only_absent_tsc_aux = accepted == kStateMsrs.size() - 1 && kvm.msrs.back() == 0;
-  if (accepted < kStateMsrs.size() && !only_absent_tsc_aux) {
-    return fail(ErrorCode::kInvalidArgument,
-                fmt::format("KVM refused MSR {:#x} of the vCPU state", kStateMsrs[accepted]));
+  if (auto set = write_xsave(kvm); !set) return fail(set.error());
+  if (whole) {
+    if (auto set = write_msrs(kvm); !set) return fail(set.error());
+    carried_msrs_ = state.msr;
+    wait_for_startup_ = state.waiting_for_startup;
   }
-  kvm_vcpu_events events{};
-  if (auto got = checked_ioctl(fd, KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS"); !got) {
-    return fail(got.error());
-  }
-  events.interrupt.shadow = kvm.mov_ss_shadow      ? KVM_X86_SHADOW_INT_MOV_SS
-                            : kvm.interrupt_shadow ? KVM_X86_SHADOW_INT_STI
-                                                   : 0;
-  events.nmi.masked = state.nmi_blocked ? 1 : 0;
-  events.flags = KVM_VCPUEVENT_VALID_SHADOW;
-  if (auto set = checked_ioctl(fd, KVM_SET_VCPU_EVENTS, &events, "KVM_SET_VCPU_EVENTS"); !set) {
+  if (auto set = checked_ioctl(fd, KVM_SET_VCPU_EVENTS, &kvm.events, "KVM_SET_VCPU_EVENTS");
+      !set) {
     return fail(set.error());
   }
   // Without an in-kernel APIC, KVM loads CR8 from the run area on every entry (api.rst 5,
@@ -377,6 +371,57 @@ Result<void> KvmVcpu::write_state(const cpu::x86::CpuState& state) {
   run_state_current_ = false;
   halted_ = state.halted;
   return {};
+}
+
+Result<void> KvmVcpu::write_msrs(const KvmCpuState& kvm) {
+  std::vector<kvm_msr_entry> entries;
+  for (size_t i = 0; i < kStateMsrs.size(); ++i) {
+    entries.push_back(kvm_msr_entry{kStateMsrs[i], 0, kvm.msrs[i]});
+  }
+  // The TSC last, so that the value computed from the clock is written soon after.
+  entries.push_back(kvm_msr_entry{kMsrTsc, 0, kvm.tsc});
+  // KVM_SET_MSRS stops at the first MSR it refuses and answers how many it took; the rest go
+  // again without it. An MSR the guest's CPUID lacks (TSC_AUX without RDTSCP) may be refused
+  // at its reset value only: any other value would be lost.
+  const cpu::x86::MsrState reset = cpu::x86::msr_power_on_state(false);
+  for (size_t first = 0; first < entries.size();) {
+    const std::span<const kvm_msr_entry> rest(entries.begin() + static_cast<ptrdiff_t>(first),
+                                              entries.end());
+    FlexibleList<kvm_msr_entry> list(rest);
+    auto written = checked_ioctl(fd_.get(), kSetMsrs, list.data(), "KVM_SET_MSRS");
+    if (!written) return fail(written.error());
+    first += static_cast<size_t>(*written);
+    if (first >= entries.size()) break;
+    const size_t refused = first;
+    if (refused >= kStateMsrs.size() || entries[refused].data != state_msr(reset, refused)) {
+      return fail(ErrorCode::kInvalidArgument,
+                  fmt::format("KVM refused MSR {:#x} = {:#x} of the vCPU state",
+                              entries[refused].index, entries[refused].data));
+    }
+    ++first;
+  }
+  return {};
+}
+
+void KvmVcpu::read_msrs(KvmCpuState& kvm) const {
+  std::vector<kvm_msr_entry> entries;
+  for (size_t i = 0; i < kStateMsrs.size(); ++i) {
+    entries.push_back(kvm_msr_entry{kStateMsrs[i], 0, state_msr(carried_msrs_, i)});
+  }
+  entries.push_back(kvm_msr_entry{kMsrTsc, 0, 0});
+  // As in write_msrs: KVM_GET_MSRS stops at an MSR it does not have, which keeps the value
+  // last set.
+  for (size_t first = 0; first < entries.size();) {
+    const std::span<const kvm_msr_entry> rest(entries.begin() + static_cast<ptrdiff_t>(first),
+                                              entries.end());
+    FlexibleList<kvm_msr_entry> list(rest);
+    auto read = checked_ioctl(fd_.get(), kGetMsrs, list.data(), "KVM_GET_MSRS");
+    const size_t count = read ? static_cast<size_t>(*read) : 0;
+    for (size_t i = 0; i < count && i < rest.size(); ++i) entries[first + i] = list.get(i);
+    first += count + 1;
+  }
+  for (size_t i = 0; i < kStateMsrs.size(); ++i) kvm.msrs[i] = entries[i].data;
+  kvm.tsc = entries.back().data;
 }
 
 Result<cpu::x86::CpuState> KvmVcpu::read_state() const {
@@ -393,27 +438,28 @@ Result<cpu::x86::CpuState> KvmVcpu::read_state() const {
   }
   auto xsave = read_xsave();
   if (!xsave) return fail(xsave.error());
-  std::memcpy(&kvm.fpu.mxcsr, reinterpret_cast<const std::byte*>(xsave->data()) + kXsaveMxcsrOffset,
-              4);
-  FlexibleList<kvm_msr_entry> msrs(kStateMsrs.size());
-  for (size_t i = 0; i < kStateMsrs.size(); ++i) {
-    kvm_msr_entry entry{};
-    entry.index = kStateMsrs[i];
-    msrs.set(i, entry);
+  load_xsave(std::as_bytes(std::span(*xsave)), kvm);
+  if (xcrs_) {
+    if (auto got = checked_ioctl(fd, KVM_GET_XCRS, &kvm.xcrs, "KVM_GET_XCRS"); !got)
+      return fail(got.error());
+  } else {
+    kvm.xcrs.nr_xcrs = 1;
+    kvm.xcrs.xcrs[0] = {0, 0, 1};
   }
-  auto read = checked_ioctl(fd, kGetMsrs, msrs.data(), "KVM_GET_MSRS");
-  if (!read) return fail(read.error());
-  for (size_t i = 0; i < kStateMsrs.size() && i < static_cast<size_t>(*read); ++i)
-    kvm.msrs[i] = msrs.get(i).data;
-  kvm_vcpu_events events{};
-  if (auto got = checked_ioctl(fd, KVM_GET_VCPU_EVENTS, &events, "KVM_GET_VCPU_EVENTS"); !got) {
+  if (auto got = checked_ioctl(fd, KVM_GET_VCPU_EVENTS, &kvm.events, "KVM_GET_VCPU_EVENTS");
+      !got) {
     return fail(got.error());
   }
-  kvm.interrupt_shadow = events.interrupt.shadow != 0;
-  kvm.mov_ss_shadow = (events.interrupt.shadow & KVM_X86_SHADOW_INT_MOV_SS) != 0;
-  kvm.nmi_masked = events.nmi.masked != 0;
-  cpu::x86::CpuState state = from_kvm(kvm);
+  read_msrs(kvm);
+  // The clock right after the TSC, so the offset between them is the guest's.
+  const uint64_t tsc_base = environment_.read_tsc();
+  cpu::x86::MsrState other = carried_msrs_;
+  if (environment_.platform_msr(kMsrApicBase)) {
+    other.apic_base = environment_.read_platform_msr(kMsrApicBase).value_or(other.apic_base);
+  }
+  cpu::x86::CpuState state = from_kvm(kvm, tsc_base, other);
   state.halted = halted_;
+  state.waiting_for_startup = wait_for_startup_;
   return state;
 }
 
@@ -425,16 +471,10 @@ Result<std::vector<uint32_t>> KvmVcpu::read_xsave() const {
   return area;
 }
 
-Result<void> KvmVcpu::write_mxcsr(uint32_t mxcsr) {
+Result<void> KvmVcpu::write_xsave(const KvmCpuState& kvm) {
   auto area = read_xsave();
   if (!area) return fail(area.error());
-  auto* bytes = reinterpret_cast<std::byte*>(area->data());
-  std::memcpy(bytes + kXsaveMxcsrOffset, &mxcsr, 4);
-  // XRSTOR loads MXCSR when XSTATE_BV has SSE (bit 1) or AVX (SDM Vol. 1 13.8.1).
-  uint64_t state_bitmap = 0;
-  std::memcpy(&state_bitmap, bytes + kXsaveStateBitmapOffset, 8);
-  state_bitmap |= 2;
-  std::memcpy(bytes + kXsaveStateBitmapOffset, &state_bitmap, 8);
+  store_xsave(kvm, std::as_writable_bytes(std::span(*area)));
   auto set = checked_ioctl(fd_.get(), kSetXsave, area->data(), "KVM_SET_XSAVE");
   if (!set) return fail(set.error());
   return {};
@@ -447,6 +487,14 @@ cpu::x86::CpuState KvmVcpu::state() const {
     return cpu::x86::CpuState{};
   }
   return *state;
+}
+
+void KvmVcpu::restore_state(const cpu::x86::CpuState& state) {
+  // INIT and SIPI requests still queued (an application processor is created with one
+  // pending in effect) belong to the machine before the restore.
+  init_requested_.store(false);
+  startup_vector_.store(-1);
+  set_state(state);
 }
 
 void KvmVcpu::set_state(const cpu::x86::CpuState& state) {

@@ -26,6 +26,7 @@
 
 #include "accel/accelerator.h"
 #include "accel/kvm_abi.h"
+#include "accel/kvm_state.h"
 #include "accel/kvm_system.h"
 
 namespace lamina::accel::kvm {
@@ -71,8 +72,12 @@ class KvmVcpu final : public Vcpu {
   void startup(uint8_t vector) override;
   cpu::x86::CpuState state() const override;
   void set_state(const cpu::x86::CpuState& state) override;
+  void restore_state(const cpu::x86::CpuState& state) override;
   // The hardware reads guest RAM directly: there are no cached translations to drop.
   void invalidate_code(uint64_t, uint64_t) override {}
+  // The VM's dirty log (KvmDirtyLog, driven by the accelerator) sees every store this vCPU
+  // makes; there are no write translations to drop.
+  bool restart_write_logging() override { return true; }
 
  private:
   KvmVcpu(UniqueFd fd, RunArea run, cpu::x86::CpuEnvironment& environment, uint32_t index,
@@ -90,11 +95,19 @@ class KvmVcpu final : public Vcpu {
   void start_at(uint8_t vector);
   VcpuExit shutdown(std::string reason) const;
   VcpuExit internal_error() const;
-  Result<void> write_state(const cpu::x86::CpuState& state);
+  // What write_state writes: the registers only (INIT and SIPI keep the MSRs, the TSC and
+  // XCR0), or the whole state (set_state, restores).
+  enum class StateScope : uint8_t { kRegisters, kWhole };
+  Result<void> write_state(const cpu::x86::CpuState& state,
+                           StateScope scope = StateScope::kWhole);
   Result<cpu::x86::CpuState> read_state() const;
-  // MXCSR: KVM_GET_FPU/KVM_SET_FPU leave it out, so it goes through the XSAVE area.
+  // MXCSR and AVX: KVM_GET_FPU/KVM_SET_FPU leave them out, so they go through the XSAVE area.
   Result<std::vector<uint32_t>> read_xsave() const;
-  Result<void> write_mxcsr(uint32_t mxcsr);
+  Result<void> write_xsave(const KvmCpuState& state);
+  // kStateMsrs and IA32_TSC. KVM refuses MSRs the guest's CPUID lacks (TSC_AUX without RDTSCP);
+  // such an MSR keeps its value in carried_msrs_.
+  Result<void> write_msrs(const KvmCpuState& state);
+  void read_msrs(KvmCpuState& state) const;
 
   UniqueFd fd_;
   RunArea run_area_;
@@ -104,6 +117,7 @@ class KvmVcpu final : public Vcpu {
   const int kick_signal_;
   size_t xsave_bytes_ = sizeof(XsaveRegion);  // larger with KVM_CAP_XSAVE2 (e.g. AMX state)
   bool xsave2_ = false;
+  bool xcrs_ = false;  // KVM_CAP_XCRS
 
   // Requests from other threads.
   std::atomic<bool> kick_requested_{false};
@@ -122,6 +136,9 @@ class KvmVcpu final : public Vcpu {
   // after set_state until the next exit).
   bool run_state_current_ = false;
   std::string failure_;  // a set_state() that KVM refused: the next run() stops with it
+  // The MSR values of the last state set; KVM keeps those it has (kStateMsrs), the rest are
+  // answered from here (the guest cannot change them on KVM: unknown MSRs are #GP).
+  cpu::x86::MsrState carried_msrs_ = cpu::x86::msr_power_on_state(false);
 };
 
 }  // namespace lamina::accel::kvm

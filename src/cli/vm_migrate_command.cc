@@ -22,6 +22,7 @@ struct MigrateArguments {
   std::string to;
   std::string storage = "shared";
   std::string destination_dir;
+  std::string accel;
   std::string destination_token_file;
   int64_t max_downtime_ms = 50;
   int64_t connections = 4;
@@ -72,6 +73,11 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
                       "compressed on a thread of its own (the destination may grant fewer)")
       ->check(CLI::Range(int64_t{1}, int64_t{8}))
       ->capture_default_str();
+  migrate->add_option("--accel", arguments->accel,
+                      "The accelerator the VM runs on at the destination: emu, kvm or auto (by "
+                      "default its definition's; a VM moves between the built-in CPU and KVM "
+                      "without a reset)")
+      ->check(CLI::IsMember({"emu", "kvm", "auto"}));
   migrate->add_flag("--no-wait", arguments->no_wait,
                     "Return once the migration started (follow it with `lamina vm events -f`)");
   migrate->callback([options, arguments] {
@@ -86,6 +92,7 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
                         {"max_downtime_ms", arguments->max_downtime_ms},
                         {"connections", arguments->connections}};
     if (!arguments->destination_dir.empty()) body["destination_dir"] = arguments->destination_dir;
+    if (!arguments->accel.empty()) body["accel"] = arguments->accel;
     if (!arguments->destination_token_file.empty()) {
       std::ifstream file(arguments->destination_token_file);
       std::string token;

@@ -243,9 +243,18 @@ void Machine::release() {
 }
 
 bool Machine::start_dirty_logging() {
+  // A backend whose vCPUs store unseen (KVM) logs in the accelerator, from before the log is
+  // on, so no store between the two goes unmarked.
+  if (auto started = accelerator_->start_dirty_logging(); !started) {
+    log_warn("live migration: {}", started.error().message());
+    return false;
+  }
   for (auto& vcpu : vcpus_) {
     // Asking each vCPU now also drops write translations made before the log started.
-    if (!vcpu->restart_write_logging()) return false;
+    if (!vcpu->restart_write_logging()) {
+      accelerator_->stop_dirty_logging();
+      return false;
+    }
   }
   memory_.dirty_log().start();
   // Translations made between the request above and start() did not mark their pages: take
@@ -254,7 +263,10 @@ bool Machine::start_dirty_logging() {
   return true;
 }
 
-void Machine::stop_dirty_logging() { memory_.dirty_log().stop(); }
+void Machine::stop_dirty_logging() {
+  memory_.dirty_log().stop();
+  accelerator_->stop_dirty_logging();
+}
 
 std::vector<uint64_t> Machine::take_dirty_pages() {
   {
@@ -266,6 +278,14 @@ std::vector<uint64_t> Machine::take_dirty_pages() {
   // No vCPU stores now. A page written through a translation made since the last take was
   // marked when the translation was made, so it is in this bitmap and is read after this;
   // the translations go before the vCPUs run again, so later stores mark the next bitmap.
+  // What the accelerator logged (KVM's slots) joins the log first; a failure there cannot be
+  // told apart from "nothing written", so every page counts as dirty then.
+  if (auto collected = accelerator_->collect_dirty_pages(); !collected) {
+    log_warn("live migration: {}; sending all of RAM again", collected.error().message());
+    for (const RamRegion& region : memory_.regions()) {
+      memory_.dirty_log().mark(region.guest_physical, region.size);
+    }
+  }
   std::vector<uint64_t> dirty = memory_.dirty_log().take();
   for (auto& vcpu : vcpus_) (void)vcpu->restart_write_logging();
   std::lock_guard lock(timer_mutex_);

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "accel/accelerator.h"
 #include "machine/machine_builder.h"
 #include "machine/vm_definition.h"
 #include "migration/machine_state.h"
@@ -204,13 +205,19 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
     return {nullptr, refusal("the offer has no definition")};
   }
   const nlohmann::json& definition = (*body)["definition"];
-  if (definition.value("accel", std::string("emu")) == "kvm") {
-    return {nullptr, refusal("this laminad takes live migrations on the built-in CPU only")};
-  }
   // The RAM layout comes from the definition, as the worker that restores will build it; the
   // offer's own figure must agree (the restore checks every detail again).
   auto config = machine::vm_config_from_definition(definition, machine::HostChecks::kNone);
   if (!config) return {nullptr, refusal(config.error().message())};
+  // A VM that is to run on KVM here needs a KVM that works here (auto falls back to the
+  // built-in CPU, which restores the same state).
+  if (config->accel == machine::AccelKind::kKvm) {
+    if (auto host = accel::probe_kvm(); !host) {
+      return {nullptr, refusal(fmt::format("this host cannot run the VM on KVM ({}); migrate it "
+                                           "with --accel emu or --accel auto",
+                                           host.error().message()))};
+    }
+  }
   const uint64_t memory_bytes = config->memory_bytes;
   if (body->value("memory_bytes", uint64_t{0}) != memory_bytes) {
     return {nullptr, refusal("the offer's memory size does not match its definition")};

@@ -215,7 +215,7 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
   if (!body.is_object()) return std::unexpected(ServiceError::bad_request("", "the body must be a JSON object"));
   for (const auto& [key, value] : body.items()) {
     if (key != "to" && key != "storage" && key != "max_downtime_ms" && key != "destination_dir" &&
-        key != "destination_token" && key != "connections") {
+        key != "destination_token" && key != "connections" && key != "accel") {
       return std::unexpected(ServiceError::bad_request(key, fmt::format("unknown field '{}'", key)));
     }
   }
@@ -262,6 +262,14 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
     return std::unexpected(ServiceError::bad_request(
         "connections", fmt::format("connections is a whole number of 1 to {}", migration::kMaxConnections)));
   }
+  // Another accelerator at the destination: the machine state is the same on both.
+  std::optional<std::string> accel;
+  if (body.contains("accel")) {
+    if (!body["accel"].is_string() || !machine::parse_accel(body["accel"].get<std::string>())) {
+      return std::unexpected(ServiceError::bad_request("accel", "accel is emu, kvm or auto"));
+    }
+    accel = body["accel"].get<std::string>();
+  }
   if (!options_.migration_tls) {
     return std::unexpected(ServiceError{
         409, "", "this laminad cannot send VMs away: start it with --listen, --tls-cert, "
@@ -274,6 +282,7 @@ ServiceResult<nlohmann::json> VmService::migrate(const std::string& name, const 
                        {"definition", (*found)->definition},
                        {"autostart", (*found)->autostart},
                        {"on_crash", (*found)->on_crash}};
+  if (accel) offer["definition"]["accel"] = *accel;
   auto config = machine::vm_config_from_definition((*found)->definition, machine::HostChecks::kNone);
   if (!config) return std::unexpected(ServiceError{500, "", config.error().message()});
   offer["vcpus"] = config->cpus;

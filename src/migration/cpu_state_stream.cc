@@ -140,6 +140,14 @@ void save_cpu_state(StateWriter& writer, const CpuState& state) {
   writer.put(state.pae_pdptes_loaded);
   // Appended: the #DB a MOV SS/POP SS holds (a stream without them holds none).
   writer.put(state.debug_shadow, state.pending_debug);
+  // Appended (state format 1.1): the events a KVM vCPU held, XCR0 and AVX's upper halves.
+  const cpu::x86::PendingEvents& events = state.pending_events;
+  writer.put(events.exception, events.exception_vector, events.exception_has_error_code,
+             events.exception_error_code, events.interrupt, events.interrupt_vector, events.nmi);
+  writer.put(state.extended_simd.xcr0);
+  for (const auto& half : state.extended_simd.ymm_high) {
+    writer.put_bytes(std::as_bytes(std::span(half)));
+  }
   writer.end_section();
 }
 
@@ -194,6 +202,32 @@ Result<CpuState> load_cpu_state(StateReader& reader) {
   if (reader.remaining() > 0) {
     if (auto got = reader.get(state.debug_shadow, state.pending_debug); !got) {
       return fail(got.error());
+    }
+  }
+  if (reader.remaining() > 0) {
+    cpu::x86::PendingEvents& events = state.pending_events;
+    if (auto got = reader.get(events.exception, events.exception_vector,
+                              events.exception_has_error_code, events.exception_error_code,
+                              events.interrupt, events.interrupt_vector, events.nmi);
+        !got) {
+      return fail(got.error());
+    }
+    if (auto got = reader.get(state.extended_simd.xcr0); !got) return fail(got.error());
+    for (auto& half : state.extended_simd.ymm_high) {
+      if (auto got = reader.get_bytes(std::as_writable_bytes(std::span(half))); !got) {
+        return fail(got.error());
+      }
+    }
+    // Exception vectors are 0-31 (SDM 6.3.1); XCR0 always has x87 and only AVX may follow SSE
+    // here (SDM Vol. 1 13.3).
+    if ((events.exception && events.exception_vector > 31) ||
+        (events.exception_has_error_code && !events.exception) ||
+        (state.extended_simd.xcr0 & 1) == 0 || (state.extended_simd.xcr0 & ~uint64_t{7}) != 0 ||
+        ((state.extended_simd.xcr0 & 4) != 0 && (state.extended_simd.xcr0 & 2) == 0)) {
+      return fail(ErrorCode::kCorrupt,
+                  fmt::format("saved vCPU state: a pending exception {} or XCR0 {:#x} no vCPU "
+                              "can hold",
+                              events.exception_vector, state.extended_simd.xcr0));
     }
   }
   if (auto left = reader.end_section(); !left) return fail(left.error());

@@ -2,8 +2,9 @@
 // The "vcpu" section of a machine state: one vCPU's whole architectural state (CpuState:
 // general registers, RIP/RFLAGS, segments with their hidden caches, descriptor tables,
 // control and debug registers, every MSR of the one MSR store, x87/MMX/SSE, PAE PDPTEs,
-// halted / wait-for-SIPI / interrupt shadow / NMI blocking). The built-in CPU has no AVX or
-// XSAVE state beyond SSE (ARCHITECTURE.md, the x87/MMX/SSE unit), so there is none to save.
+// halted / wait-for-SIPI / interrupt shadow / NMI blocking, and since format 1.1 the events a
+// KVM vCPU held and XCR0 with AVX's upper YMM halves, which only KVM uses: the built-in CPU has
+// no XSAVE, ARCHITECTURE.md). A 1.0 section without them loads with none.
 //
 // Stateless functions; thread-safety: the CpuState's (a stopped vCPU).
 

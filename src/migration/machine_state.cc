@@ -231,6 +231,13 @@ std::string join(const std::vector<std::string>& names) {
 std::vector<std::byte> encode_machine_stream(machine::Machine& machine) {
   const auto devices = machine.stateful_devices();
   const std::vector<RamRegion>& regions = machine.memory().regions();
+  // The vCPUs first, then the clock: a KVM vCPU's TSC keeps running on the host while it is
+  // held, and its saved offset from the clock must not let the restored TSC start below
+  // what the guest read (a clock read later only moves it on).
+  std::vector<cpu::x86::CpuState> vcpus;
+  for (uint32_t index = 0; index < machine.vcpu_count(); ++index) {
+    vcpus.push_back(machine.vcpu(index).state());
+  }
   StateWriter writer;
   writer.begin_section("machine", kSectionVersion);
   writer.put(machine.vcpu_count(), machine.layout().ram_size(), machine.clock().now_ns(),
@@ -239,9 +246,7 @@ std::vector<std::byte> encode_machine_stream(machine::Machine& machine) {
   writer.put(static_cast<uint32_t>(devices.size()));
   for (const auto& device : devices) writer.put_bytes(std::as_bytes(std::span(device.name)));
   writer.end_section();
-  for (uint32_t index = 0; index < machine.vcpu_count(); ++index) {
-    save_cpu_state(writer, machine.vcpu(index).state());
-  }
+  for (const cpu::x86::CpuState& state : vcpus) save_cpu_state(writer, state);
   writer.begin_section("devices", kSectionVersion);
   for (const auto& device : devices) {
     writer.begin_section(device.name, kSectionVersion);

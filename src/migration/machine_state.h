@@ -37,7 +37,8 @@
 namespace lamina::migration {
 
 inline constexpr uint16_t kStateMajor = 1;
-inline constexpr uint16_t kStateMinor = 0;
+// Minor 1: the vcpu section carries XCR0/AVX state and the events a KVM vCPU held.
+inline constexpr uint16_t kStateMinor = 1;
 inline constexpr size_t kHeaderSize = 64;
 // The stream holds registers and device state only (RAM is separate); anything larger is not a
 // state file this Lamina wrote.

@@ -130,14 +130,6 @@ Error sata_copy_unsupported() {
                "migrate it with --storage shared");
 }
 
-// The KVM backend's CpuState conversion leaves out the TSC, PAT/MTRRs, AVX state and KVM's
-// pending events (ARCHITECTURE.md, KVM), so its machines are not saved or restored yet.
-Error kvm_state_unsupported() {
-  return Error(ErrorCode::kUnsupported,
-               "saving and restoring a VM's state works on the built-in CPU only (--accel emu); "
-               "the KVM backend does not carry all of a vCPU's state yet");
-}
-
 }  // namespace
 
 Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config,
@@ -653,7 +645,6 @@ Result<migration::SaveStatistics> VmRunner::save_and_stop(int state) {
   if (!machine_ || stop_requested_) {
     return fail(ErrorCode::kInvalidArgument, "the VM is not running, so there is nothing to save");
   }
-  if (options_.kvm) return fail(kvm_state_unsupported());
   machine_->quiesce();
   auto saved = migration::save_machine_state(*machine_, state);
   if (!saved) {
@@ -676,7 +667,6 @@ Result<migration::LiveMigrationResult> VmRunner::migrate_out(
     if (!machine_ || stop_requested_ || machine_stopping_) {
       return fail(ErrorCode::kInvalidArgument, "the VM is not running, so there is nothing to migrate");
     }
-    if (options_.kvm) return fail(kvm_state_unsupported());
     if (options.copy_storage && !host_ends_->sata.disks.empty()) return fail(sata_copy_unsupported());
     if (migrating_) return fail(ErrorCode::kInvalidArgument, "the VM is already migrating");
     vm = machine_;
@@ -767,10 +757,6 @@ VmOutcome VmRunner::run() {
     // Hotplug waits while a machine is built, so what it changes is in this one or the next.
     std::unique_lock hotplug(hotplug_mutex_);
     const bool restoring = restore_state_.valid();
-    if (restoring && options_.kvm) {
-      state_ = VmState::kStopped;
-      return {machine::MachineExit::kError, 1, kvm_state_unsupported().message()};
-    }
     machine::MachineOptions options;
     {
       std::lock_guard lock(mutex_);

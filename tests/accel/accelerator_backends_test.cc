@@ -3,6 +3,7 @@
 // backends are held to the same behaviour. KVM cases skip when /dev/kvm is unusable here.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -421,6 +422,214 @@ TEST_P(Backends, StateRoundTrips) {
   EXPECT_EQ(back.simd.mxcsr, state.simd.mxcsr);
   EXPECT_EQ(back.simd.control, state.simd.control);
   EXPECT_EQ(back.dr[0], state.dr[0]);
+}
+
+// The state KVM adds to CpuState: PAT, MTRRs, MISC_ENABLE, the TSC offset, XCR0 and AVX's upper
+// halves, and the pending events come back as they were set (the TSC, which runs on KVM,
+// never below its setting and less than a minute past it).
+TEST_P(Backends, CompleteStateRoundTrips) {
+  auto accelerator = make_accelerator(1);
+  auto vcpu = make_vcpu(*accelerator, 0);
+  ASSERT_TRUE(vcpu);
+  enter_long_mode(*vcpu, 0x20000);
+  CpuState state = vcpu->state();
+  state.msr.pat = 0x0007010600070106;
+  state.msr.mtrr_default_type = 0xc06;
+  state.msr.mtrr_fixed[0] = 0x0606060606060606;
+  state.msr.mtrr_fixed[10] = 0x0505050505050505;
+  state.msr.mtrr_variable[0] = 0x80000006;
+  state.msr.mtrr_variable[1] = 0xff80000800;
+  state.msr.tsc_offset = uint64_t{1} << 40;
+  state.cr4 |= x86::cr4::kOsxsave;
+  state.extended_simd.xcr0 = 7;
+  for (size_t i = 0; i < 16; ++i) state.extended_simd.ymm_high[i].fill(static_cast<uint8_t>(i + 1));
+  state.pending_events.interrupt = true;
+  state.pending_events.interrupt_vector = 0x41;
+  state.pending_events.nmi = true;
+  state.nmi_blocked = true;
+  vcpu->set_state(state);
+  const CpuState back = vcpu->state();
+  EXPECT_EQ(back.msr.pat, state.msr.pat);
+  EXPECT_EQ(back.msr.mtrr_default_type, state.msr.mtrr_default_type);
+  EXPECT_EQ(back.msr.mtrr_fixed, state.msr.mtrr_fixed);
+  EXPECT_EQ(back.msr.mtrr_variable, state.msr.mtrr_variable);
+  EXPECT_EQ(back.msr.misc_enable, state.msr.misc_enable);
+  EXPECT_GE(back.msr.tsc_offset, state.msr.tsc_offset);
+  // PVM runs guests on the host's TSC and ignores IA32_TSC writes (ARCHITECTURE.md, KVM).
+  if (GetParam() == "emu" || !probe_kvm()->software_pvm) {
+    EXPECT_LT(back.msr.tsc_offset - state.msr.tsc_offset, uint64_t{60} * 10'000'000'000);
+  }
+  EXPECT_EQ(back.extended_simd, state.extended_simd);
+  EXPECT_EQ(back.pending_events, state.pending_events);
+  EXPECT_TRUE(back.nmi_blocked);
+}
+
+// Events a stopped KVM vCPU held (an interrupt whose delivery had begun, an NMI) are delivered
+// before the next instruction on either backend: the handlers report, then the main code.
+TEST_P(Backends, PendingEventsAreDeliveredFirst) {
+  auto accelerator = make_accelerator(1);
+  auto vcpu = make_vcpu(*accelerator, 0);
+  ASSERT_TRUE(vcpu);
+  // IVT: vector 2 (NMI) -> 0:0x8100, vector 0x31 -> 0:0x8000.
+  write(2 * 4, {0x00, 0x81, 0x00, 0x00});
+  write(0x31 * 4, {0x00, 0x80, 0x00, 0x00});
+  write(0x8000, {0xb0, 0x31, 0xe6, 0xe9, 0xcf});  // mov al, 0x31; out 0xe9, al; iret
+  write(0x8100, {0xb0, 0x02, 0xe6, 0xe9, 0xcf});  // mov al, 2; out 0xe9, al; iret
+  write(0x7c00, {0xb0, 0x55, 0xe6, 0xe9, 0xf4});  // mov al, 0x55; out 0xe9, al; hlt
+  enter_real_mode(*vcpu, 0x7c00);
+  CpuState state = vcpu->state();
+  state.idtr = {0, 0x3ff};
+  state.pending_events.interrupt = true;  // with IF clear: its delivery had begun
+  state.pending_events.interrupt_vector = 0x31;
+  state.pending_events.nmi = true;
+  vcpu->set_state(state);
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  std::vector<uint32_t> values;
+  for (const auto& access : environment_.io_writes) values.push_back(access.value);
+  ASSERT_EQ(values.size(), 3u);
+  EXPECT_EQ(values.back(), 0x55u);
+  EXPECT_TRUE(std::ranges::count(values, 0x31u) == 1 && std::ranges::count(values, 2u) == 1);
+  EXPECT_FALSE(vcpu->state().pending_events.any());
+}
+
+// Live migration's dirty log: after the accelerator and the vCPU restart logging, exactly the
+// pages the guest stored to are marked, round after round (KVM through its slots' dirty
+// bitmaps, the built-in CPU through its write translations).
+TEST_P(Backends, GuestStoresReachTheDirtyLog) {
+  auto accelerator = make_accelerator(1);
+  auto vcpu = make_vcpu(*accelerator, 0);
+  ASSERT_TRUE(vcpu);
+  // Round 1 at 0x7c00: mov [0x3000], al; mov [0x9ffe], ax; hlt
+  write(0x7c00, {0xa2, 0x00, 0x30, 0x89, 0x06, 0xfe, 0x9f, 0xf4});
+  // Round 2 at 0x7d00: mov [0x3004], al; mov [0x11000 - 0x10000] with DS = 0x1000; hlt
+  write(0x7d00, {0xa2, 0x04, 0x30, 0xba, 0x00, 0x10, 0x8e, 0xda, 0xa2, 0x00, 0x10, 0xf4});
+  enter_real_mode(*vcpu, 0x7c00);
+  auto pages = [](const std::vector<uint64_t>& bitmap) {
+    std::vector<uint64_t> result;
+    for (size_t word = 0; word < bitmap.size(); ++word) {
+      for (unsigned bit = 0; bit < 64; ++bit) {
+        if ((bitmap[word] >> bit) & 1) result.push_back(word * 64 + bit);
+      }
+    }
+    return result;
+  };
+  ASSERT_TRUE(accelerator->start_dirty_logging().has_value());
+  ASSERT_TRUE(vcpu->restart_write_logging());
+  memory_->dirty_log().start();
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  ASSERT_TRUE(accelerator->collect_dirty_pages().has_value());
+  EXPECT_EQ(pages(memory_->dirty_log().take()), (std::vector<uint64_t>{3, 9}));
+
+  ASSERT_TRUE(vcpu->restart_write_logging());
+  CpuState state = vcpu->state();
+  state.rip = 0x7d00;
+  state.halted = false;
+  vcpu->set_state(state);
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  ASSERT_TRUE(accelerator->collect_dirty_pages().has_value());
+  EXPECT_EQ(pages(memory_->dirty_log().take()), (std::vector<uint64_t>{3, 0x11}));
+  // Nothing stored since: nothing marked.
+  ASSERT_TRUE(accelerator->collect_dirty_pages().has_value());
+  EXPECT_EQ(pages(memory_->dirty_log().take()), std::vector<uint64_t>{});
+  accelerator->stop_dirty_logging();
+  memory_->dirty_log().stop();
+}
+
+// An exception KVM held (one its emulator raised, or one cut short in delivery) is delivered
+// before the next instruction on either backend, through its IVT entry.
+TEST_P(Backends, PendingExceptionIsDeliveredFirst) {
+  auto accelerator = make_accelerator(1);
+  auto vcpu = make_vcpu(*accelerator, 0);
+  ASSERT_TRUE(vcpu);
+  write(6 * 4, {0x00, 0x82, 0x00, 0x00});          // #UD -> 0:0x8200
+  write(0x8200, {0xb0, 0x06, 0xe6, 0xe9, 0xcf});  // mov al, 6; out 0xe9, al; iret
+  write(0x7c00, {0xb0, 0x55, 0xe6, 0xe9, 0xf4});  // mov al, 0x55; out 0xe9, al; hlt
+  enter_real_mode(*vcpu, 0x7c00);
+  CpuState state = vcpu->state();
+  state.idtr = {0, 0x3ff};
+  state.pending_events.exception = true;
+  state.pending_events.exception_vector = 6;
+  vcpu->set_state(state);
+  ASSERT_EQ(run(*vcpu).kind, VcpuExit::Kind::kHalted);
+  EXPECT_EQ(environment_.io_writes,
+            (std::vector<TestEnvironment::Access>{{0xe9, 1, 6}, {0xe9, 1, 0x55}}));
+}
+
+// One guest moved between the backends at HLTs: emu -> kvm -> emu -> kvm. Each pass adds to a
+// counter register and a RAM total, which must come out as if it had stayed; the SSE, PAT and
+// TSC state set at the start must survive the moves. (No SSE instruction in the loop: PVM's
+// instruction emulator has none of the arithmetic ones.)
+TEST(CrossAccelerator, GuestMovesEmuKvmEmu) {
+  if (auto usable = probe_kvm(); !usable) GTEST_SKIP() << usable.error().message();
+  auto memory = GuestMemory::create({RamRegion{0, kRamSize}});
+  ASSERT_TRUE(memory);
+  auto write_bytes = [&](uint64_t address, std::vector<uint8_t> bytes) {
+    ASSERT_TRUE(memory->write(address, std::as_bytes(std::span(bytes))).has_value());
+  };
+  auto write64 = [&](uint64_t address, uint64_t value) {
+    ASSERT_TRUE(memory->write(address, std::as_bytes(std::span(&value, 1))).has_value());
+  };
+  write64(0x10000, 0x11000 | 3);
+  write64(0x11000, 0x12000 | 3);
+  for (uint64_t i = 0; i < 512; ++i) write64(0x12000 + 8 * i, (i << 21) | 0x83);
+  write64(0x13008, 0x00af9b000000ffff);
+  write64(0x13010, 0x00cf93000000ffff);
+  // loop: inc r12; add [0x30000], r12; hlt; jmp loop
+  write_bytes(0x20000, {0x49, 0xff, 0xc4, 0x4c, 0x01, 0x24, 0x25, 0x00, 0x00, 0x03, 0x00,
+                        0xf4, 0xeb, 0xf2});
+  TestEnvironment environment;
+  x86::CpuFeatures features;
+  auto emu = create_emu_accelerator(*memory, features);
+  auto kvm = create_kvm_accelerator(*memory, features);
+  ASSERT_TRUE(emu && kvm) << (kvm ? "" : kvm.error().message());
+  auto emu_vcpu = (*emu)->create_vcpu(0, environment);
+  auto kvm_vcpu = (*kvm)->create_vcpu(0, environment);
+  ASSERT_TRUE(emu_vcpu && kvm_vcpu);
+
+  CpuState state = (*emu_vcpu)->state();
+  state.cr0 = x86::cr0::kPe | x86::cr0::kEt | x86::cr0::kPg | x86::cr0::kMp;
+  state.cr3 = 0x10000;
+  state.cr4 = x86::cr4::kPae | x86::cr4::kOsfxsr;
+  state.msr.efer = 0x500;
+  state.segment[x86::kCs] = SegmentCache{0x08, 0, 0xffffffff, 0xa09b};
+  for (auto segment : {x86::kDs, x86::kEs, x86::kSs, x86::kFs, x86::kGs}) {
+    state.segment[segment] = SegmentCache{0x10, 0, 0xffffffff, 0xc093};
+  }
+  state.gdtr = {0x13000, 23};
+  state.gpr[x86::kRsp] = 0x70000;
+  state.rip = 0x20000;
+  state.cpl = 0;
+  state.simd.xmm[1].set_lane<uint64_t>(1, 0x0123456789abcdef);
+  state.simd.xmm[15].set_lane<uint32_t>(0, 0xfeedf00d);
+  state.simd.mxcsr = 0x1f80 | 0x2000;
+  state.msr.pat = 0x0007010600070106;
+  state.msr.tsc_offset = 1'000'000;
+  (*emu_vcpu)->set_state(state);
+  // Three passes on `from`, then its state goes to `to`.
+  auto passes = [&](Vcpu& from, Vcpu& to) {
+    for (int pass = 0; pass < 3; ++pass) {
+      const VcpuExit exit = from.run(1'000'000);
+      ASSERT_EQ(exit.kind, VcpuExit::Kind::kHalted) << exit.reason;
+      CpuState running = from.state();
+      running.halted = false;
+      from.set_state(running);
+    }
+    to.restore_state(from.state());
+  };
+  passes(**emu_vcpu, **kvm_vcpu);
+  passes(**kvm_vcpu, **emu_vcpu);
+  passes(**emu_vcpu, **kvm_vcpu);
+  const CpuState end = (*kvm_vcpu)->state();
+  EXPECT_EQ(end.gpr[x86::kR12], 9u);
+  uint64_t total = 0;
+  ASSERT_TRUE(memory->read(0x30000, std::as_writable_bytes(std::span(&total, 1))).has_value());
+  EXPECT_EQ(total, 45u);  // 1 + 2 + ... + 9
+  EXPECT_EQ(end.simd.xmm[1], state.simd.xmm[1]);
+  EXPECT_EQ(end.simd.xmm[15], state.simd.xmm[15]);
+  EXPECT_EQ(end.simd.mxcsr, state.simd.mxcsr);
+  EXPECT_EQ(end.msr.pat, state.msr.pat);
+  EXPECT_GE(end.msr.tsc_offset, state.msr.tsc_offset);
+  EXPECT_EQ(end.rip, 0x2000cu);  // at the JMP after the ninth HLT
 }
 
 INSTANTIATE_TEST_SUITE_P(Accelerators, Backends, ::testing::Values("emu", "kvm"),

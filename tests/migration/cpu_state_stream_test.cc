@@ -12,6 +12,10 @@ namespace {
 
 using cpu::x86::CpuState;
 
+// Format 1.1's bytes at the section's end: the events (bool, u8, bool, u32, bool, u8, bool),
+// XCR0 and sixteen 16-byte YMM halves, each a blob with its u64 length.
+constexpr size_t kAppendedInOneOne = 10 + 8 + 16 * (8 + 16);
+
 CpuState random_state(uint64_t seed) {
   std::mt19937_64 random(seed);
   CpuState state;
@@ -53,6 +57,15 @@ CpuState random_state(uint64_t seed) {
   state.simd.mxcsr = 0x9fc0;
   state.pae_pdptes[2] = random();
   state.pae_pdptes_loaded = true;
+  state.pending_events.exception = true;
+  state.pending_events.exception_vector = static_cast<uint8_t>(random() & 31);
+  state.pending_events.exception_has_error_code = true;
+  state.pending_events.exception_error_code = static_cast<uint32_t>(random());
+  state.pending_events.interrupt = true;
+  state.pending_events.interrupt_vector = static_cast<uint8_t>(random());
+  state.pending_events.nmi = true;
+  state.extended_simd.xcr0 = 7;
+  for (auto& half : state.extended_simd.ymm_high) half[random() & 15] = static_cast<uint8_t>(random());
   return state;
 }
 
@@ -81,6 +94,8 @@ TEST(CpuStateStreamTest, EveryFieldSurvivesARoundTrip) {
     EXPECT_EQ(loaded->waiting_for_startup, state.waiting_for_startup);
     EXPECT_EQ(loaded->halted, state.halted);
     EXPECT_EQ(loaded->pae_pdptes, state.pae_pdptes);
+    EXPECT_EQ(loaded->pending_events, state.pending_events);
+    EXPECT_EQ(loaded->extended_simd, state.extended_simd);
     // Whatever the comparisons above miss, a second save must be the same bytes.
     EXPECT_EQ(saved(*loaded), bytes);
   }
@@ -109,7 +124,33 @@ TEST(CpuStateStreamTest, RefusesStatesNoVcpuCanBeIn) {
     s.interrupt_shadow = s.debug_shadow = true;
     s.pending_debug = 0x2000;  // BD is a fault, never held
   }));
+  // Events and XSAVE state (format 1.1): an exception vector past 31, an error code without
+  // an exception, XCR0 without x87, AVX without SSE, or components no vCPU here can have.
+  EXPECT_TRUE(refused([](CpuState& s) { s.pending_events.exception_vector = 32; }));
+  EXPECT_TRUE(refused([](CpuState& s) { s.pending_events.exception = false; }));
+  EXPECT_TRUE(refused([](CpuState& s) { s.extended_simd.xcr0 = 6; }));
+  EXPECT_TRUE(refused([](CpuState& s) { s.extended_simd.xcr0 = 5; }));
+  EXPECT_TRUE(refused([](CpuState& s) { s.extended_simd.xcr0 = 0xe7; }));
   EXPECT_FALSE(refused([](CpuState&) {}));
+}
+
+// A section of format 1.0 (no events, no XSAVE state) loads with none pending and XCR0 = x87.
+TEST(CpuStateStreamTest, FormatOneZeroSectionsLoadWithoutEvents) {
+  const CpuState state = random_state(5);
+  const std::vector<std::byte> bytes = saved(state);
+  std::vector<std::byte> older(bytes.begin(), bytes.end() - kAppendedInOneOne);
+  const size_t name_length = static_cast<size_t>(older[0]) | static_cast<size_t>(older[1]) << 8;
+  const size_t length_at = 2 + name_length + 4;
+  uint64_t payload = 0;
+  std::memcpy(&payload, older.data() + length_at, 8);
+  payload -= kAppendedInOneOne;
+  std::memcpy(older.data() + length_at, &payload, 8);
+  StateReader reader(older);
+  auto loaded = load_cpu_state(reader);
+  ASSERT_TRUE(loaded.has_value()) << loaded.error().message();
+  EXPECT_FALSE(loaded->pending_events.any());
+  EXPECT_EQ(loaded->extended_simd, cpu::x86::ExtendedSimdState{});
+  EXPECT_EQ(loaded->gpr, state.gpr);
 }
 
 // The #DB a MOV SS holds crosses a checkpoint; a stream from before those fields holds none.
@@ -123,14 +164,14 @@ TEST(CpuStateStreamTest, HeldDebugTrapsSurviveAndOlderStreamsHoldNone) {
   ASSERT_TRUE(loaded.has_value()) << loaded.error().message();
   EXPECT_TRUE(loaded->debug_shadow);
   EXPECT_EQ(loaded->pending_debug, 0x4001);
-  // The same section without its last three bytes (bool + u16), with its length patched, is
-  // what the first writer of version 1 wrote.
-  std::vector<std::byte> older(bytes.begin(), bytes.end() - 3);
+  // The same section without its last three bytes (bool + u16) before format 1.1's, with its
+  // length patched, is what the first writer of version 1 wrote.
+  std::vector<std::byte> older(bytes.begin(), bytes.end() - 3 - kAppendedInOneOne);
   const size_t name_length = static_cast<size_t>(older[0]) | static_cast<size_t>(older[1]) << 8;
   const size_t length_at = 2 + name_length + 4;
   uint64_t payload = 0;
   std::memcpy(&payload, older.data() + length_at, 8);
-  payload -= 3;
+  payload -= 3 + kAppendedInOneOne;
   std::memcpy(older.data() + length_at, &payload, 8);
   StateReader older_reader(older);
   auto from_older = load_cpu_state(older_reader);

@@ -345,9 +345,41 @@ bool Cpu::take_requests(CpuExit& exit) {
   return false;
 }
 
+bool Cpu::deliver_pending_events(CpuExit& exit) {
+  CpuCore& core = *core_;
+  PendingEvents& events = core.state.pending_events;
+  core.instruction_rip = core.state.rip;
+  // An event whose delivery had begun goes first, as the hardware re-injects it (SDM Vol. 3C
+  // 27.2.4: IDT-vectoring information); an exception before an interrupt.
+  if (events.exception) {
+    events.exception = false;
+    const uint8_t number = events.exception_vector;
+    if (!deliver_event(number, events.exception_has_error_code, events.exception_error_code,
+                       false, fault_class(number) || number == vector::kDebug, exit)) {
+      return false;
+    }
+  }
+  if (events.interrupt) {
+    events.interrupt = false;
+    if (!deliver_event(events.interrupt_vector, false, 0, true, false, exit)) return false;
+  }
+  // NMIs wait for the IRET that unblocks them (SDM 6.7.1) and for no shadow; the next run()
+  // looks again.
+  if (events.nmi && !core.state.nmi_blocked && !core.state.interrupt_shadow) {
+    events.nmi = false;
+    if (!deliver_event(vector::kNmi, false, 0, true, false, exit)) return false;
+    core.state.nmi_blocked = true;
+  }
+  return true;
+}
+
 CpuExit Cpu::run(uint64_t instruction_budget) {
   CpuCore& core = *core_;
   CpuExit exit;
+  if (core.state.pending_events.any() && !core.state.waiting_for_startup) [[unlikely]] {
+    if (!deliver_pending_events(exit)) return exit;
+    core.state.halted = core.state.halted && core.state.pending_events.any();
+  }
   const uint64_t start = core.retired;
   const uint64_t end = start + instruction_budget;
   Block* previous = nullptr;

@@ -116,6 +116,9 @@ class Cpu {
 
  private:
   bool take_requests(CpuExit& exit);
+  // Delivers the events a restored state carries (CpuState::pending_events, left by KVM);
+  // false when run() must return `exit` (a triple fault).
+  bool deliver_pending_events(CpuExit& exit);
   // `fault_frame`: the pushed RFLAGS image gets RF set (fault-class exceptions, SDM 17.3.1.1).
   bool deliver_event(uint8_t vector, bool has_error_code, uint32_t error_code, bool external,
                      bool fault_frame, CpuExit& exit);

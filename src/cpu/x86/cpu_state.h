@@ -3,7 +3,9 @@
 // (general registers, RIP, RFLAGS, segments with their hidden descriptor caches, descriptor
 // table registers, control/debug registers with the #DB traps a MOV SS holds, and every MSR
 // in `msr`: the one store that RDMSR/WRMSR (system/msr_file), SYSCALL, SWAPGS, RDTSC and the
-// page walks read).
+// page walks read), and what only a hardware-run vCPU (KVM) leaves for a move to the built-in
+// CPU: events it held (PendingEvents) and XSAVE state past SSE (ExtendedSimdState). One format
+// for both accelerators: a state read from either restores on the other.
 //
 // Ownership: plain data, owned by its Cpu. Thread-safety: used only by its vCPU's thread (or
 // by others while that vCPU is stopped, e.g. for migration).
@@ -41,6 +43,31 @@ struct SegmentCache {
   bool default_big() const { return attributes & 0x4000; }
   uint8_t type() const { return attributes & 0xf; }
   bool code_or_data() const { return attributes & 0x10; }
+};
+
+// An event whose delivery had begun, or that was queued for delivery, when a hardware-run vCPU
+// (KVM) stopped: KVM reports these through KVM_GET_VCPU_EVENTS (an interrupt acknowledged at
+// the LAPIC and handed to KVM_INTERRUPT, an exception its emulator raised, an NMI taken from
+// the LAPIC). The built-in CPU delivers events at once and never leaves one here itself; it
+// delivers a restored one before its next instruction (Cpu::run).
+struct PendingEvents {
+  bool exception = false;  // `exception_vector` with its error code, before anything else
+  uint8_t exception_vector = 0;
+  bool exception_has_error_code = false;
+  uint32_t exception_error_code = 0;
+  bool interrupt = false;  // external interrupt `interrupt_vector` (already acknowledged)
+  uint8_t interrupt_vector = 0;
+  bool nmi = false;        // an NMI taken from the platform, delivered when NMIs are unblocked
+  bool any() const { return exception || interrupt || nmi; }
+  friend bool operator==(const PendingEvents&, const PendingEvents&) = default;
+};
+
+// XSAVE state past x87/SSE (SDM Vol. 1 13.1): XCR0 and AVX's upper YMM halves (component 2).
+// The built-in CPU offers no XSAVE, so it only carries these; a vCPU on KVM uses them.
+struct ExtendedSimdState {
+  uint64_t xcr0 = 1;  // x87 only: the value after RESET (SDM Vol. 1 13.3)
+  std::array<std::array<uint8_t, 16>, 16> ymm_high{};
+  friend bool operator==(const ExtendedSimdState&, const ExtendedSimdState&) = default;
 };
 
 struct DescriptorTableRegister {
@@ -87,6 +114,8 @@ struct CpuState {
   uint16_t pending_debug = 0;
   // x87/MMX/SSE registers, operated on by the SIMD unit (simd/simd_unit.h).
   SimdState simd;
+  PendingEvents pending_events;
+  ExtendedSimdState extended_simd;
   // PAE paging's PDPTE registers, loaded by MOV to CR0/CR3/CR4 (system/control_registers);
   // without them (a loader or a restore set CR3 directly) page walks read the PDPTEs.
   std::array<uint64_t, 4> pae_pdptes{};

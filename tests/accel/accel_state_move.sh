@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Moves a running guest between accelerators by checkpoint and restore (issue 11): the
+# state-check kernel (kernels/state_check_multiboot.S: counters in registers and RAM, LAPIC
+# timer ticks, a TSC that must always move forward) starts on the built-in CPU, is saved by
+# `lamina run --state-file` on SIGUSR1, continued by `--restore` on KVM, saved again, and
+# finished on the built-in CPU. The kernel checks itself at every tick and fails loudly when a
+# move disturbed it; the test also wants its progress to go on across each move.
+#   accel_state_move.sh LAMINA KERNEL
+# Exit status 77 when /dev/kvm is unusable here.
+set -euo pipefail
+lamina=$1 kernel=$2
+work=$(mktemp -d)
+pid=
+cleanup() {
+  [[ -n $pid ]] && kill "$pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# To stderr: leg's output is captured.
+fail() {
+  {
+    echo "FAIL: $*"
+    for log in "$work"/*.log; do echo "--- $log"; cat "$log"; done
+  } >&2
+  exit 1
+}
+skip() { echo "SKIP: $*"; exit 77; }
+
+device=${LAMINA_KVM_DEVICE:-/dev/kvm}
+[[ -r $device && -w $device ]] || skip "$device is missing or not accessible"
+
+common=(--debug-exit --memory 64M --kernel "$kernel")
+
+# The last "progress TICKS COUNT" tick count of a log, as a number (0 without one).
+last_ticks() {
+  local line
+  line=$(grep -a '^progress ' "$1" | tail -1)
+  [[ -n $line ]] && echo $((16#$(echo "$line" | cut -d' ' -f2))) || echo 0
+}
+
+# Runs one leg on ACCEL (restoring FROM when given) until its progress passes AFTER ticks, then
+# saves it to TO with SIGUSR1.
+leg() {
+  local name=$1 accel=$2 from=$3 to=$4 after=$5
+  local log=$work/$name.log
+  local restore=()
+  [[ -n $from ]] && restore=(--restore "$from")
+  "$lamina" run "${common[@]}" --accel "$accel" "${restore[@]}" --state-file "$to" \
+    </dev/null >"$log" 2>&1 &
+  pid=$!
+  for _ in $(seq 300); do
+    (($(last_ticks "$log") > after)) && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  grep -q STATE-FAIL "$log" && fail "$name: the kernel found its state disturbed"
+  (($(last_ticks "$log") > after)) || fail "$name: no progress past tick $after on $accel"
+  kill -USR1 "$pid"
+  wait "$pid" || fail "$name: lamina run did not exit 0 after saving"
+  pid=
+  [[ -s $to ]] || fail "$name: no state file"
+  last_ticks "$log"
+}
+
+first=$(leg emu-start emu "" "$work/1.state" 60)
+second=$(leg kvm-middle kvm "$work/1.state" "$work/2.state" "$first")
+# The last leg runs to the end on the built-in CPU.
+log=$work/emu-end.log
+set +e
+timeout 60 "$lamina" run "${common[@]}" --accel emu --restore "$work/2.state" </dev/null >"$log" 2>&1
+code=$?
+set -e
+grep -q STATE-FAIL "$log" && fail "emu-end: the kernel found its state disturbed"
+[[ $code -eq 15 ]] || fail "emu-end: exit status $code, expected 15 (debug-exit 7)"
+grep -q '^state-ok ' "$log" || fail "emu-end: no state-ok line"
+third=$(last_ticks "$log")
+((first < second && second < third)) || fail "progress did not go on: $first, $second, $third ticks"
+echo "ok: emu (to tick $first) -> kvm (to $second) -> emu (to $third, state-ok)"

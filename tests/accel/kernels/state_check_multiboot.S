@@ -1,0 +1,245 @@
+/* A Multiboot v1 test kernel that checks its own state while it is moved between accelerators
+   (checkpoint/restore, live migration): emu -> kvm -> emu. Like timer_smp_multiboot.S it runs
+   in real mode with FS a 4 GiB flat segment ("unreal" mode, which KVM's instruction emulator on
+   PVM hosts can run), interrupts through the IVT.
+   The LAPIC timer ticks at 100 Hz (vector 0x30); its handler counts each tick twice, in TICKS
+   and in TICKS_COPY. The main loop first spins for about half a tick with interrupts on,
+   adding 1 to ESI and to its RAM copy SPIN and comparing them at every step (so RAM is written
+   all the time: a live migration that missed a dirty page leaves a stale copy), then waits in
+   HLT for a tick and, with interrupts off:
+     - adds 1 to a register counter (EBX) and to its RAM copy (COUNT), and EBX to a register
+       sum (EBP) and its RAM copy (SUM): a register or RAM page lost or stale in a move differs;
+     - reads the TSC: it must be above the last reading (LAST_TSC), never equal or below;
+     - TICKS must equal TICKS_COPY and be no less than the last seen;
+     - FS's hidden 4 GiB limit must survive: the LAPIC's EOI goes through it (a lost limit is a
+       #GP, vector 13, which reports a failure; so does #UD).
+   COM1: "state-check-start", then "progress TICKS COUNT" (hex) every 50 ticks, and "state-ok
+   TICKS COUNT" after TOTAL_TICKS ticks, then debug-exit status 7 (lamina exits 15). A failed
+   check prints "STATE-FAIL what" and exits with status 1 (lamina exits 3).
+   Run it with 64 MiB of RAM. SDM Vol. 3A 10.5.4 (APIC timer), 17.17 (TSC), 6.8.3 (the STI shadow), 9.9.2 (real mode). */
+        .code32
+        .include "multiboot_header.inc"
+
+        .set REAL_BASE, 0x1000
+        .set TICKS, 0x600
+        .set TICKS_COPY, 0x604
+        .set COUNT, 0x608
+        .set SUM, 0x60c
+        .set LAST_TSC, 0x610              /* 8 bytes */
+        .set SEEN, 0x618                  /* the last tick count the loop saw */
+        .set SPIN, 0x61c                  /* the spin counter's RAM copy */
+        .set SPIN_TSC, 10000000           /* ~5 ms of TSC at 2 GHz */
+        .set LAPIC, 0xfee00000
+        .set TOTAL_TICKS, 1200            /* 12 s of guest time */
+
+        .text
+        .globl _start
+_start:
+        cli
+        /* One word in each page from 2 MiB to 62 MiB (a 64 MiB VM): no zero page there, so a
+           live migration's first round reads all of it while the guest runs on, and a page
+           the guest writes meanwhile must come again from the dirty log. */
+        movl $0x200000, %edi
+1:      movl %edi, (%edi)
+        addl $4096, %edi
+        cmpl $0x3e00000, %edi
+        jb 1b
+        lgdt gdt_descriptor
+        cld
+        movl $real_start, %esi
+        movl $REAL_BASE, %edi
+        movl $(real_end - real_start), %ecx
+        rep movsb
+        movw $0x18, %ax
+        movw %ax, %ds
+        movw %ax, %es
+        movw %ax, %ss
+        movw %ax, %gs
+        movw $0x20, %ax
+        movw %ax, %fs
+        ljmp $0x10, $REAL_BASE
+
+        .code16
+real_start:
+        movl %cr0, %eax
+        andl $~1, %eax
+        movl %eax, %cr0
+        ljmp $0, $(real_mode - real_start + REAL_BASE)
+real_mode:
+        xorw %ax, %ax
+        movw %ax, %ds
+        movw %ax, %es
+        movw %ax, %ss
+        movw $0x7000, %sp
+        lidt (ivt_descriptor - real_start + REAL_BASE)
+        xorl %eax, %eax
+        movl %eax, TICKS
+        movl %eax, TICKS_COPY
+        movl %eax, COUNT
+        movl %eax, SUM
+        movl %eax, LAST_TSC
+        movl %eax, LAST_TSC + 4
+        movl %eax, SEEN
+        movl %eax, SPIN
+        /* IVT: the timer, the APIC's spurious vector, and the faults a damaged state raises. */
+        movw $(tick - real_start + REAL_BASE), 0x30 * 4
+        movw $0, 0x30 * 4 + 2
+        movw $(ignore - real_start + REAL_BASE), 0xff * 4
+        movw $0, 0xff * 4 + 2
+        .irp vector, 6, 13
+        movw $(fault - real_start + REAL_BASE), \vector * 4
+        movw $0, \vector * 4 + 2
+        .endr
+
+        movw $(msg_start - real_start + REAL_BASE), %si
+        call puts
+        xorl %ebx, %ebx                   /* the register counter */
+        xorl %ebp, %ebp                   /* the register sum */
+        xorl %esi, %esi                   /* the spin counter */
+        addr32 movl $0x1ff, %fs:LAPIC + 0xf0      /* SVR: software-enable, spurious 0xff */
+        addr32 movl $0xb, %fs:LAPIC + 0x3e0       /* divide by 1 */
+        addr32 movl $0x20030, %fs:LAPIC + 0x320   /* LVT timer: periodic, vector 0x30 */
+        addr32 movl $10000000, %fs:LAPIC + 0x380  /* 10 ms at the 1 GHz bus clock */
+
+loop:   sti
+        rdtsc
+        movl %eax, %edi
+spin:   incl %esi
+        incl SPIN
+        cmpl SPIN, %esi
+        jne bad_count
+        rdtsc
+        subl %edi, %eax
+        cmpl $SPIN_TSC, %eax
+        jb spin
+        hlt
+        cli
+        incl %ebx
+        incl COUNT
+        addl %ebx, %ebp
+        addl %ebx, SUM
+        cmpl COUNT, %ebx
+        jne bad_count
+        cmpl SUM, %ebp
+        jne bad_count
+        rdtsc
+        cmpl LAST_TSC + 4, %edx
+        ja tsc_ok
+        jb bad_tsc
+        cmpl LAST_TSC, %eax
+        jbe bad_tsc
+tsc_ok: movl %eax, LAST_TSC
+        movl %edx, LAST_TSC + 4
+        movl TICKS, %eax
+        cmpl TICKS_COPY, %eax
+        jne bad_ticks
+        cmpl SEEN, %eax
+        jb bad_ticks
+        /* Every 50th tick (once per tick value), a progress line. */
+        cmpl SEEN, %eax
+        movl %eax, SEEN
+        je loop
+        xorl %edx, %edx
+        movl $50, %ecx
+        divl %ecx
+        testl %edx, %edx
+        jnz 1f
+        pushl %esi                        /* the spin counter; SI points at text */
+        movw $(msg_progress - real_start + REAL_BASE), %si
+        call report
+        popl %esi
+1:      cmpl $TOTAL_TICKS, SEEN
+        jb loop
+        addr32 movl $0, %fs:LAPIC + 0x380         /* stop the timer */
+        movw $(msg_ok - real_start + REAL_BASE), %si
+        call report
+        movb $7, %al
+        jmp exit
+
+bad_count:
+        movw $(msg_bad_count - real_start + REAL_BASE), %si
+        jmp failed
+bad_tsc:
+        movw $(msg_bad_tsc - real_start + REAL_BASE), %si
+        jmp failed
+bad_ticks:
+        movw $(msg_bad_ticks - real_start + REAL_BASE), %si
+        jmp failed
+fault:  movw $(msg_fault - real_start + REAL_BASE), %si
+failed: call puts
+        movb $1, %al
+exit:   movw $0xf4, %dx
+        outb %al, %dx
+2:      cli
+        hlt
+        jmp 2b
+
+tick:   incl TICKS
+        incl TICKS_COPY
+        addr32 movl $0, %fs:LAPIC + 0xb0          /* EOI */
+        iret
+ignore: iret
+
+/* Prints the string at SI, then " TICKS COUNT" in hex and a newline. */
+report: call putstr
+        movl TICKS, %eax
+        call puthex
+        movl COUNT, %eax
+        call puthex
+        movb $'\n', %al
+        jmp putc
+
+/* " " and EAX as eight hex digits. Clobbers EAX, ECX, EDX, EDI. */
+puthex: movl %eax, %edi
+        movb $' ', %al
+        call putc
+        movw $8, %cx
+3:      roll $4, %edi
+        movl %edi, %eax
+        andb $0xf, %al
+        addb $'0', %al
+        cmpb $'9', %al
+        jbe 4f
+        addb $('a' - '9' - 1), %al
+4:      pushw %cx
+        call putc
+        popw %cx
+        loop 3b
+        ret
+
+/* The NUL-terminated string at DS:SI, then a newline. */
+puts:   call putstr
+        movb $'\n', %al
+        jmp putc
+putstr: movb (%si), %al
+        testb %al, %al
+        jz 5f
+        call putc
+        incw %si
+        jmp putstr
+5:      ret
+
+        .include "com1_putc.inc"
+
+ivt_descriptor:
+        .word 0x3ff
+        .long 0
+msg_start:      .asciz "state-check-start"
+msg_progress:   .asciz "progress"
+msg_ok:         .asciz "state-ok"
+msg_bad_count:  .asciz "STATE-FAIL counter or sum (register and RAM differ)"
+msg_bad_tsc:    .asciz "STATE-FAIL the TSC did not move forward"
+msg_bad_ticks:  .asciz "STATE-FAIL tick counts differ or went back"
+msg_fault:      .asciz "STATE-FAIL an exception (lost segment or register state)"
+real_end:
+
+        .data
+        .align 8
+gdt:    .quad 0
+        .quad 0x00cf9b000000ffff
+        .quad 0x00009b000000ffff         /* 0x10: 16-bit code, base 0, limit 64 KiB */
+        .quad 0x000093000000ffff         /* 0x18: 16-bit data */
+        .quad 0x008f93000000ffff         /* 0x20: data, 4 GiB limit (G), 16-bit */
+gdt_descriptor:
+        .word gdt_descriptor - gdt - 1
+        .long gdt
