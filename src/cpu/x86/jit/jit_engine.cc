@@ -1,5 +1,6 @@
 #include "cpu/x86/jit/jit_engine.h"
 
+#include <chrono>
 #include <utility>
 
 #include "cpu/x86/jit/translator.h"
@@ -31,27 +32,38 @@ JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::uniqu
     : core_(core),
       cache_(std::move(cache)),
       stubs_(std::move(stubs)),
+      profile_(JitProfile::from_environment(core.vcpu_index)),
       translator_(std::make_unique<Translator>(
           core, record_,
           Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain), &last_block_,
                             jump_cache_.entries()})),
-      translate_on_run_(translate_on_run) {}
+      translate_on_run_(translate_on_run) {
+  translator_->set_profile(profile_.get());
+}
 
-JitEngine::~JitEngine() = default;
+JitEngine::~JitEngine() {
+  if (profile_ != nullptr) profile_->write(core_.retired);
+}
 
 const std::byte* JitEngine::code_for(Block& block) {
   if (block.code != nullptr && block.code_epoch == cache_->epoch()) return block.code;
   block.code = nullptr;
   // Code that runs once and is rewritten or dropped (a guest churning code, code in MMIO) stays
   // interpreted and costs no cache space when translate_on_run is 2 or more.
-  if (++block.runs < translate_on_run_) return nullptr;
+  if (++block.runs < translate_on_run_) {
+    if (profile_ != nullptr) profile_->note_interpreted_block();
+    return nullptr;
+  }
+  const auto start = profile_ != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   const std::span<const std::byte> code = translator_->translate(block);
+  if (profile_ != nullptr) profile_->note_translation(std::chrono::steady_clock::now() - start, code.size());
   if (code.empty()) return nullptr;
   const std::byte* installed = cache_->install(code);
   if (installed == nullptr) {
     // Full: drop every translation (their blocks see the new epoch) and start again; the new
     // chaining generation retires every link body and jump cache entry pointing into it.
     cache_->flush();
+    if (profile_ != nullptr) profile_->note_flush();
     core_.blocks.new_generation();
     installed = cache_->install(code);
     if (installed == nullptr) return nullptr;
@@ -65,6 +77,7 @@ const std::byte* JitEngine::code_for(Block& block) {
 const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t completed) noexcept {
   CpuCore& core = engine->core_;
   CpuState& state = core.state;
+  if (engine->profile_ != nullptr) engine->profile_->note_chain_call();
   // What Cpu::run looks at between blocks; anything there sends the block back to it.
   if (core.requests->load(std::memory_order_relaxed) != 0 || state.waiting_for_startup ||
       state.halted || core.retired + completed >= core.retired_limit || core.blocks.has_retired() ||

@@ -203,13 +203,19 @@ void Translator::emit_handler_call(const Instruction& in, size_t index) {
 
 void Translator::emit_handler_call_after_advance(const Instruction& in, size_t index) {
   // RIP is past the instruction already: instruction_rip is RIP - length, RIP stays.
+  in_slow_path_ = true;
   emit_call_and_checks(in, index, -static_cast<int32_t>(in.length));
+  in_slow_path_ = false;
 }
 
 void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32_t rip_delta) {
   // The handler stub (handler_stub) sets instruction_rip = RIP + rip_delta and RIP past the
   // instruction, and returns 0 to go on, 1 when the handler raised, 2 when it ended the
   // block (mode change, a store into this block's code, a #DB trap due).
+  if (profile_ != nullptr) {
+    code_.mov(rax, reinterpret_cast<uint64_t>(profile_->handler_counter(in, in_slow_path_)));
+    code_.inc(qword[rax]);
+  }
   code_.mov(rsi, reinterpret_cast<uint64_t>(&in));
   code_.mov(rdx, static_cast<int64_t>(rip_delta));
   code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));

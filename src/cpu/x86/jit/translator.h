@@ -27,6 +27,7 @@
 
 #include "cpu/x86/core.h"
 #include "cpu/x86/jit/jump_cache.h"
+#include "cpu/x86/jit/profile.h"
 #include "cpu/x86/jit/runtime.h"
 
 namespace lamina::cpu::x86::jit {
@@ -64,6 +65,8 @@ class Translator {
   // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
   std::span<const std::byte> handler_stub();
   void set_handler_stub(const void* stub) { handler_stub_ = stub; }
+  // With a profile, every handler call first counts itself there (profile.h).
+  void set_profile(JitProfile* profile) { profile_ = profile; }
 
   // The host code for `block`, valid until the next call; empty when it cannot be generated
   // (the block then runs on the interpreter).
@@ -216,6 +219,8 @@ class Translator {
   Chain chain_;
   const void* chain_stub_ = nullptr;
   const void* handler_stub_ = nullptr;
+  JitProfile* profile_ = nullptr;
+  bool in_slow_path_ = false;  // the handler call being emitted is an inlined form's slow path
   size_t body_offset_ = 0;
   Layout layout_;
   Xbyak::CodeGenerator code_;

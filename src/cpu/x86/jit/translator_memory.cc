@@ -78,7 +78,9 @@ void Translator::emit_slow_path(const Instruction& in, size_t index) {
   // Both continue with RIP where the fast path has it and this instruction's bytes pending.
   const uint64_t pending = pending_rip_;
   const std::optional<KnownFlags> flags = known_flags_;
+  in_slow_path_ = true;
   emit_handler_call(in, index);
+  in_slow_path_ = false;
   code_.sub(field(layout_.rip, 8), static_cast<uint32_t>(pending + in.length));
   pending_rip_ = pending;
   known_flags_ = flags;  // MOV, PUSH and POP leave the flags alone
