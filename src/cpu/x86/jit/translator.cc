@@ -128,7 +128,9 @@ void Translator::emit_block(const Block& block) {
     const Instruction& in = block.instructions[index];
     current_index_ = index;
     if (index + 1 == count) mapping_before_last_ = current_mapping();
-    if (register_only(in)) {
+    // A shift or rotate whose flags nothing reads is register-only too (the host instruction).
+    if (register_only(in) || (!in.lock && in.handler != &invalid_opcode && shift_without_flags(in) &&
+                              !flags_observed_after(block, index))) {
       flags_live_ = flags_observed_after(block, index);
       caching_ = true;
       const bool inlined = emit_register_only(in);
@@ -183,14 +185,16 @@ void Translator::emit_epilogue() {
 
 bool Translator::emit_register_only(const Instruction& in) {
   return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_shift(in) ||
-         emit_multiply(in) || emit_extend_register(in);
+         emit_multiply(in) || emit_extend_register(in) || emit_data(in) || emit_negate(in) ||
+         emit_carry_alu(in) || emit_shift_without_flags(in);
 }
 
 bool Translator::emit_inline(const Instruction& in, size_t index) {
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
   return emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
-         emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index);
+         emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index) ||
+         emit_condition_forms(in);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {

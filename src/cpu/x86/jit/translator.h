@@ -100,6 +100,12 @@ class Translator {
   bool overwrites_flags(const Instruction& in) const;
   static bool leaves_flags(const Instruction& in);
   bool flags_observed_after(const Block& block, size_t index) const;
+  // Forms of translator_data.cc: the hint NOPs (0F 0D, 0F 18-1F: no memory access), ADC/SBB of
+  // registers and immediates, and shifts/rotates of a register run as the host instruction
+  // alone (register-only when nothing reads their flags).
+  static bool hint_nop(const Instruction& in);
+  static bool carry_alu(const Instruction& in);
+  static bool shift_without_flags(const Instruction& in);
   // The register-only emitters; false when `in` is not one of their forms.
   bool emit_register_only(const Instruction& in);
   // translator_chain.cc: the end of a block that ran to its end: a jump to the chaining stub.
@@ -139,6 +145,15 @@ class Translator {
   bool emit_alu(const Instruction& in);
   bool emit_step(const Instruction& in);
   bool emit_lea(const Instruction& in);
+  // translator_data.cc
+  bool emit_data(const Instruction& in);
+  bool emit_negate(const Instruction& in);
+  bool emit_shift_without_flags(const Instruction& in);
+  bool emit_carry_alu(const Instruction& in);
+  // esi = CF as the lazy flags hold it (from the known producer, else a C call).
+  void emit_carry_into_esi();
+  // SETcc and CMOVcc of registers (outside register-only code: may call lamina_jit_condition).
+  bool emit_condition_forms(const Instruction& in);
   // translator_shift.cc: SHL/SHR/SAR by an immediate and IMUL r, r/m[, imm] on registers,
   // whose flags the handlers store materialized.
   bool emit_shift(const Instruction& in);

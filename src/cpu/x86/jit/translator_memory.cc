@@ -241,13 +241,23 @@ bool Translator::emit_extend_register(const Instruction& in) {
 
 bool Translator::emit_extend(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
-  if (op != 0x1b6 && op != 0x1b7 && op != 0x1be && op != 0x1bf) return false;
+  // MOVSXD (64-bit mode only: 63 is ARPL elsewhere): a dword sign-extended, or a plain MOV.
+  const bool sign_extend_dword = op == 0x63;
+  if (op != 0x1b6 && op != 0x1b7 && op != 0x1be && op != 0x1bf && !sign_extend_dword) return false;
   if (!in.memory || mode_ != CodeMode::k64) return false;
-  const uint8_t source_size = (op & 1) ? 2 : 1;
+  const uint8_t source_size = sign_extend_dword ? (in.operand_size == 2 ? 2 : 4) : (op & 1) ? 2 : 1;
   Xbyak::Label slow, done;
   emit_linear_address(in, slow);
   emit_tlb_lookup(AccessType::kRead, source_size, slow);
-  if (source_size == 1) {
+  if (sign_extend_dword) {
+    if (in.operand_size == 8) {
+      code_.movsxd(rax, dword[rdx]);
+    } else if (in.operand_size == 4) {
+      code_.mov(eax, dword[rdx]);
+    } else {
+      code_.movzx(eax, word[rdx]);
+    }
+  } else if (source_size == 1) {
     extend_into_rax(code_, op >= 0x1be, in.operand_size, byte[rdx]);
   } else {
     extend_into_rax(code_, op >= 0x1be, in.operand_size, word[rdx]);
