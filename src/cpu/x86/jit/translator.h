@@ -22,6 +22,7 @@
 #include <deque>
 #include <optional>
 #include <span>
+#include <variant>
 
 #include <xbyak/xbyak.h>
 
@@ -116,6 +117,10 @@ class Translator {
   // handler call in the block: the budget and requests checks, then straight back to the
   // body. Falls through (RIP already the target) when they say stop.
   void emit_self_loop();
+  // The between-blocks checks both of those make (the chaining stub, a one-block loop's back
+  // edge): rax = the retired count after `count` more instructions (a register or an
+  // immediate); jumps to `stop` when that reaches the budget or a request is posted.
+  void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count, const Xbyak::Label& stop);
   bool branches_to_own_start(const Instruction& in, size_t index) const;
   // Whether the final branch `in` may keep the cached registers over the back edge: a second
   // pass whose registers sit where it preloaded them, and no C call in the branch.
