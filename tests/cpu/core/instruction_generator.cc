@@ -384,7 +384,27 @@ void string(Builder& b) {
 }
 
 void stack(Builder& b) {
-  switch (b.pick(7)) {
+  switch (b.pick(8)) {
+    case 7: {  // JMP/CALL r/m64 to the next instruction (its address from a RIP-relative LEA)
+      static constexpr uint8_t kTargets[] = {0, 1, 2, 3, 5, 6, 7};
+      const uint8_t reg = kTargets[b.pick(std::size(kTargets))];
+      const bool call = b.chance(50);
+      const bool memory = b.chance(50);
+      const auto displacement = static_cast<uint8_t>(b.pick(14) * 8);
+      const auto lea = [&](uint8_t distance) {
+        b.raw({0x48, 0x8d, static_cast<uint8_t>(0x05 | reg << 3), distance, 0, 0, 0});
+      };
+      if (memory) {
+        lea(8);
+        b.raw({0x49, 0x89, static_cast<uint8_t>(0x47 | reg << 3), displacement});  // mov [r15 + d], reg
+        b.raw({0x41, 0xff, static_cast<uint8_t>(call ? 0x57 : 0x67), displacement});
+      } else {
+        lea(2);
+        b.raw({0xff, static_cast<uint8_t>((call ? 0xd0 : 0xe0) | reg)});
+      }
+      if (call) b.raw({static_cast<uint8_t>(0x58 | reg)});  // POP the return address
+      return;
+    }
     case 0: {
       const uint8_t reg = b.any_register();
       if (reg & 8) b.raw({0x41});

@@ -328,6 +328,51 @@ TEST(JitEngineTest, AReturnToANonCanonicalAddressFaultsPrecisely) {
   EXPECT_EQ(outcome.state.gpr[kRbx], 7u);
 }
 
+// JMP/CALL r/m64 inline: a non-canonical target raises #GP(0) before CALL pushes anything,
+// with RIP at the branch (the pushed RIP and RSP are compared).
+TEST(JitEngineTest, IndirectBranchesToNonCanonicalAddressesFaultPrecisely) {
+  for (int form = 0; form < 4; ++form) {
+    SCOPED_TRACE(form);
+    const Outcome outcome = compare(assemble([form](Xbyak::CodeGenerator& c) {
+      c.mov(rax, 0x0000800000000000ull);  // not canonical
+      c.mov(rsi, kData);
+      c.mov(qword[rsi + 8], rax);
+      c.mov(ebx, 7);
+      switch (form) {
+        case 0: c.jmp(rax); break;
+        case 1: c.call(rax); break;
+        case 2: c.jmp(qword[rsi + 8]); break;
+        default: c.call(qword[rsi + 8]); break;
+      }
+      c.mov(ebx, 9);
+      c.hlt();
+    }));
+    EXPECT_EQ(outcome.state.gpr[kRbx], 7u);
+    EXPECT_EQ(outcome.state.rip, kHandler + 1);
+  }
+}
+
+// ADD/INC of memory inline: a #PF on the access leaves the flags of the instruction before.
+TEST(JitEngineTest, PageFaultInAReadModifyWriteKeepsTheFlagsBeforeIt) {
+  for (int form = 0; form < 3; ++form) {
+    SCOPED_TRACE(form);
+    const Outcome outcome = compare(assemble([form](Xbyak::CodeGenerator& c) {
+      c.mov(eax, 0x7fffffff);
+      c.mov(rcx, 0x40000000);  // not mapped
+      c.add(eax, 1);           // OF, SF, AF set: they must survive the fault
+      switch (form) {
+        case 0: c.add(dword[rcx], eax); break;
+        case 1: c.inc(qword[rcx]); break;
+        default: c.sub(byte[rcx + 5], 3); break;
+      }
+      c.mov(eax, 99);
+      c.hlt();
+    }));
+    EXPECT_EQ(outcome.state.cr2 & ~uint64_t{0xf}, 0x40000000u);
+    EXPECT_EQ(outcome.state.rip, kHandler + 1);
+  }
+}
+
 TEST(JitEngineTest, PageFaultInTheMiddleOfABlockIsPrecise) {
   const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
     c.mov(eax, 5);

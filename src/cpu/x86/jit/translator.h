@@ -180,6 +180,10 @@ class Translator {
   bool emit_alu_memory(const Instruction& in, size_t index);
   // MOVZX/MOVSX from a register, or (64-bit mode) from memory through the TLB.
   bool emit_extend_register(const Instruction& in);
+  // ADD/OR/AND/SUB/XOR m, reg/imm and INC/DEC m (64-bit mode), through the TLB's write slot.
+  bool emit_alu_memory_write(const Instruction& in, size_t index);
+  // JMP/CALL r/m64 (64-bit mode).
+  bool emit_indirect_branch(const Instruction& in, size_t index);
   bool emit_extend(const Instruction& in, size_t index);
   bool emit_stack(const Instruction& in, size_t index);
   // CALL rel and RET (no immediate) with 64-bit operands: the return address through the TLB.
