@@ -69,11 +69,13 @@ class BlockCache {
   // Drops every block touching the page; returns true when `running` was one of them.
   bool invalidate_page(uint64_t physical_page, const Block* running);
   void clear();
-  // Bumped whenever a chained successor may have become wrong.
+  // Moves on whenever a chained successor may have become wrong; its low bit is the privilege
+  // side (set_user_context), so user and supervisor code each find only their own links.
   uint64_t generation() const { return generation_; }
   // Where the generation lives, for translated code that compares it inline.
   const uint64_t* generation_address() const { return &generation_; }
-  void new_generation() { ++generation_; }
+  void new_generation() { generation_ += 2; }
+  void set_user_context(bool user) { generation_ = (generation_ & ~uint64_t{1}) | (user ? 1 : 0); }
   // Frees blocks invalidated while they were executing.
   void release_retired() { retired_.clear(); }
   bool has_retired() const { return !retired_.empty(); }
@@ -96,7 +98,7 @@ class BlockCache {
   std::array<Block*, kLookupSize> lookup_{};
   std::unordered_map<uint64_t, std::vector<uint64_t>> page_blocks_;  // page -> block keys
   std::vector<std::unique_ptr<Block>> retired_;
-  uint64_t generation_ = 1;
+  uint64_t generation_ = 2;  // never 0, a Link's or jump cache entry's initial generation
   size_t max_instructions_;
   size_t instructions_ = 0;
   uint64_t bound_flushes_ = 0;

@@ -42,7 +42,7 @@ JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::uniqu
 }
 
 JitEngine::~JitEngine() {
-  if (profile_ != nullptr) profile_->write(core_.retired);
+  if (profile_ != nullptr) profile_->write(core_.retired, core_.blocks.generation());
 }
 
 const std::byte* JitEngine::code_for(Block& block) {
@@ -77,12 +77,13 @@ const std::byte* JitEngine::code_for(Block& block) {
 const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t completed) noexcept {
   CpuCore& core = engine->core_;
   CpuState& state = core.state;
-  if (engine->profile_ != nullptr) engine->profile_->note_chain_call();
+  JitProfile* profile = engine->profile_.get();
   // What Cpu::run looks at between blocks; anything there sends the block back to it.
   if (core.requests->load(std::memory_order_relaxed) != 0 || state.waiting_for_startup ||
       state.halted || core.retired + completed >= core.retired_limit || core.blocks.has_retired() ||
       state.interrupt_shadow || (state.rflags & (rflags::kTf | rflags::kRf)) != 0 ||
       core.breakpoints_armed) {
+    if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kStopped);
     return nullptr;
   }
   const uint64_t generation = core.blocks.generation();
@@ -100,8 +101,11 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
     next = engine->jump_cache_.find(state.rip, generation);
     if (next != nullptr && !core.block_current(next)) next = nullptr;
   }
-  if (next == nullptr || next->code == nullptr || next->code_epoch != engine->cache_->epoch())
+  if (next == nullptr || next->code == nullptr || next->code_epoch != engine->cache_->epoch()) {
+    if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kNotFound);
     return nullptr;
+  }
+  if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kFound);
   const std::byte* body = next->code + engine->translator_->body_offset();
   // From now on translated code follows it inline while the generation holds.
   if (found != nullptr) found->body = body;
@@ -119,6 +123,7 @@ BlockRun JitEngine::run(Block& block, bool& translated) {
   const std::byte* code = code_for(block);
   translated = code != nullptr;
   if (!translated) return {};
+  if (profile_ != nullptr) profile_->note_run();
   last_block_ = &block;
   // What the run loop found for this RIP, for the inline lookups of indirect exits.
   jump_cache_.record(core_.state.rip, core_.blocks.generation(), code + translator_->body_offset(), &block);

@@ -9,6 +9,7 @@
 // Ownership: owns its counters; their addresses are stable (the translator bakes them into
 // code). Thread-safety: one per vCPU, used only by its thread (the counters are plain adds).
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -31,11 +32,15 @@ class JitProfile {
   void note_translation(std::chrono::nanoseconds took, size_t code_bytes);
   void note_flush() { ++flushes_; }
   void note_interpreted_block() { ++interpreted_blocks_; }
-  void note_chain_call() { ++chain_calls_; }
+  // JitEngine::chain's outcome: a successor found (its link or the jump cache), none (back
+  // to the run loop), or a between-blocks condition (request, budget...) that sends it there.
+  enum class ChainOutcome { kFound, kNotFound, kStopped };
+  void note_chain_call(ChainOutcome outcome) { ++chain_outcomes_[static_cast<size_t>(outcome)]; }
+  void note_run() { ++runs_; }
 
   // Appends the report (totals, then the forms by calls) to the file; `retired` is the vCPU's
   // instruction count, for the calls' share.
-  void write(uint64_t retired) const;
+  void write(uint64_t retired, uint64_t generations) const;
 
   // "add r/m32 mem" and the like: the mnemonic and the operand form (for the report; tests).
   static std::string describe(const Instruction& in);
@@ -56,7 +61,8 @@ class JitProfile {
   uint64_t code_bytes_ = 0;
   uint64_t flushes_ = 0;
   uint64_t interpreted_blocks_ = 0;
-  uint64_t chain_calls_ = 0;
+  std::array<uint64_t, 3> chain_outcomes_{};
+  uint64_t runs_ = 0;
 };
 
 }  // namespace lamina::cpu::x86::jit
