@@ -74,7 +74,22 @@ class BlockCache {
   uint64_t generation() const { return generation_; }
   // Where the generation lives, for translated code that compares it inline.
   const uint64_t* generation_address() const { return &generation_; }
-  void new_generation() { generation_ += 2; }
+  void new_generation() {
+    generation_ += 2;
+    linked_pages_.fill(0);
+  }
+  // The linear pages (64-bit code) of every block a link or jump cache entry of this generation
+  // leads to, hashed into a bitmap: an INVLPG of any other page cannot make one of them wrong
+  // and leaves the generation as it is (a hash collision only costs a new generation).
+  // `block` crossing into the next page marks that one too.
+  void note_linked(uint64_t rip, const Block& block) {
+    mark_page(rip >> 12);
+    if (((block.last_page ^ block.physical) >> 12) != 0) mark_page((rip >> 12) + 1);
+  }
+  bool page_linked(uint64_t linear) const {
+    const uint64_t bit = (linear >> 12) % kLinkedPageBits;
+    return (linked_pages_[bit / 64] >> (bit % 64)) & 1;
+  }
   void set_user_context(bool user) { generation_ = (generation_ & ~uint64_t{1}) | (user ? 1 : 0); }
   // Frees blocks invalidated while they were executing.
   void release_retired() { retired_.clear(); }
@@ -87,6 +102,12 @@ class BlockCache {
 
  private:
   static constexpr size_t kLookupSize = 4096;
+  static constexpr uint64_t kLinkedPageBits = 4096;
+  void mark_page(uint64_t page) {
+    const uint64_t bit = page % kLinkedPageBits;
+    linked_pages_[bit / 64] |= uint64_t{1} << (bit % 64);
+  }
+  std::array<uint64_t, kLinkedPageBits / 64> linked_pages_{};
   static uint64_t make_key(uint64_t physical, CodeMode mode) {
     return (physical << 2) | static_cast<uint64_t>(mode);
   }

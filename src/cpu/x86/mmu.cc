@@ -255,7 +255,9 @@ void CpuCore::flush_tlb(bool include_global) {
 }
 
 void CpuCore::invalidate_tlb_page(uint64_t linear) {
-  blocks.new_generation();
+  // In 64-bit code (CS base 0, RIP is linear) a page no chained successor lies on changes no
+  // link; elsewhere every INVLPG starts a new generation.
+  if (code_mode != CodeMode::k64 || blocks.page_linked(linear)) blocks.new_generation();
   tlb.invalidate_page(linear);
 }
 

@@ -91,5 +91,23 @@ TEST(BlockCacheTest, GenerationsSeparatePrivilegeSidesAndNeverComeBack) {
   }
 }
 
+// INVLPG of a page no link or jump cache entry leads to keeps the generation: the pages of the
+// blocks they lead to (both of a page-crossing one) are known until the generation moves on.
+TEST(BlockCacheTest, LinkedPagesAreKnownUntilTheNextGeneration) {
+  BlockCache cache;
+  const auto within = make_block(0x7000, 0x7000, 2);
+  const auto crossing = make_block(0x9ffc, 0xa000, 2);
+  cache.note_linked(0x401000, *within);
+  cache.note_linked(0x402ffc, *crossing);
+  EXPECT_TRUE(cache.page_linked(0x401abc));
+  EXPECT_TRUE(cache.page_linked(0x402000));
+  EXPECT_TRUE(cache.page_linked(0x403000));  // the crossing block's second page
+  EXPECT_FALSE(cache.page_linked(0x404000));
+  EXPECT_FALSE(cache.page_linked(0x400000));
+  cache.new_generation();
+  EXPECT_FALSE(cache.page_linked(0x401000));
+  EXPECT_FALSE(cache.page_linked(0x403000));
+}
+
 }  // namespace
 }  // namespace lamina::cpu::x86

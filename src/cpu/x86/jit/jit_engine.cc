@@ -110,6 +110,7 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   // From now on translated code follows it inline while the generation holds.
   if (found != nullptr) found->body = body;
   engine->jump_cache_.record(state.rip, generation, body, next);
+  core.blocks.note_linked(state.rip, *next);
   core.retired += completed;
   core.instruction_rip = state.rip;
   core.running_block = next;
@@ -127,6 +128,7 @@ BlockRun JitEngine::run(Block& block, bool& translated) {
   last_block_ = &block;
   // What the run loop found for this RIP, for the inline lookups of indirect exits.
   jump_cache_.record(core_.state.rip, core_.blocks.generation(), code + translator_->body_offset(), &block);
+  core_.blocks.note_linked(core_.state.rip, block);
   const auto function = reinterpret_cast<Translator::Code>(const_cast<std::byte*>(code));
   const uint32_t result = function(&core_);
   return BlockRun{result & ~Translator::kFaulted, (result & Translator::kFaulted) != 0};

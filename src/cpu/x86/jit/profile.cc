@@ -227,7 +227,7 @@ void JitProfile::write(uint64_t retired, uint64_t generations) const {
       static_cast<double>(code_bytes_) / 1024.0, flushes_, interpreted_blocks_, runs_,
       chain_outcomes_[0] + chain_outcomes_[1] + chain_outcomes_[2], chain_outcomes_[0], chain_outcomes_[1],
       chain_outcomes_[2], generations, "calls", "%", "slow paths");
-  constexpr size_t kTop = 60;
+  constexpr size_t kTop = 200;
   for (size_t i = 0; i < sorted.size() && i < kTop; ++i) {
     text += fmt::format("{:>12} {:>7.2f} {:>12}  {}\n", sorted[i]->calls, share(sorted[i]->calls),
                         sorted[i]->slow_paths, sorted[i]->form);
