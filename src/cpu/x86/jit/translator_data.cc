@@ -138,21 +138,14 @@ bool Translator::emit_shift_without_flags(const Instruction& in) {
   // The count: CL (D2/D3), 1 (D0/D1) or the immediate, masked by the host as by the guest.
   const bool by_cl = op == 0xd2 || op == 0xd3;
   if (by_cl) load_register(rcx, kRcx, 1, false);
+  const auto count = static_cast<uint8_t>(op >= 0xd0 ? 1 : in.immediate);
   const auto apply = [&](const Xbyak::Reg& target) {
-    const auto count = static_cast<uint8_t>(op >= 0xd0 ? 1 : in.immediate);
-    const auto run = [&](auto&& by_count, auto&& by_immediate) {
-      if (by_cl) {
-        by_count(target);
-      } else {
-        by_immediate(target, count);
-      }
-    };
     switch (operation) {
-      case 0: run([&](const Xbyak::Reg& r) { code_.rol(r, cl); }, [&](const Xbyak::Reg& r, uint8_t n) { code_.rol(r, n); }); break;
-      case 1: run([&](const Xbyak::Reg& r) { code_.ror(r, cl); }, [&](const Xbyak::Reg& r, uint8_t n) { code_.ror(r, n); }); break;
-      case 5: run([&](const Xbyak::Reg& r) { code_.shr(r, cl); }, [&](const Xbyak::Reg& r, uint8_t n) { code_.shr(r, n); }); break;
-      case 7: run([&](const Xbyak::Reg& r) { code_.sar(r, cl); }, [&](const Xbyak::Reg& r, uint8_t n) { code_.sar(r, n); }); break;
-      default: run([&](const Xbyak::Reg& r) { code_.shl(r, cl); }, [&](const Xbyak::Reg& r, uint8_t n) { code_.shl(r, n); }); break;
+      case 0: by_cl ? code_.rol(target, cl) : code_.rol(target, count); break;
+      case 1: by_cl ? code_.ror(target, cl) : code_.ror(target, count); break;
+      case 5: by_cl ? code_.shr(target, cl) : code_.shr(target, count); break;
+      case 7: by_cl ? code_.sar(target, cl) : code_.sar(target, count); break;
+      default: by_cl ? code_.shl(target, cl) : code_.shl(target, count); break;
     }
   };
   const bool high_byte = size == 1 && !in.rex && in.rm >= 4 && in.rm < 8;
