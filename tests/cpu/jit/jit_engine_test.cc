@@ -207,7 +207,7 @@ TEST(JitEngineTest, ProfiledFormsMatchTheInterpreter) {
             case 5: c.neg(rax); c.adc(cl, ah); break;
             case 6: c.neg(cx); break;
             case 7: c.rol(eax, 7); c.ror(rcx, 63); c.mov(rdx, rcx); c.shl(cl, 1); c.ror(rdx, cl); c.add(rdx, rax); break;
-            case 8: c.sar(rax, cl); c.rol(dx, 1); c.shr(ecx, 3); break;  // by CL, then overwritten
+            case 8: c.sar(rax, cl); c.rol(dx, 1); c.shr(ecx, 3); c.ror(ah, 3); c.rol(rdx, 8); c.ror(cl, 17); break;
             case 9: c.movsxd(rdx, eax); c.cdqe(); c.cqo(); c.sub(rdx, rcx); break;
             case 10: bytes({0x63, 0xd1}); c.cwde(); c.cdq(); c.bswap(rcx); c.bswap(edx); c.not_(ax); c.cmp(ecx, edx); break;
             default: bytes({0x0f, 0x1f, 0x44, 0x00, 0x00}); c.not_(rdx); c.cbw(); c.cwd(); c.neg(dl); c.sbb(eax, edx); break;

@@ -194,7 +194,8 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
   if (in.lock || in.handler == &invalid_opcode) return false;
   return emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
          emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index) ||
-         emit_condition_forms(in) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index);
+         emit_condition_forms(in) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
+         emit_rotate(in);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {

@@ -154,6 +154,9 @@ class Translator {
   bool emit_data(const Instruction& in);
   bool emit_negate(const Instruction& in);
   bool emit_shift_without_flags(const Instruction& in);
+  // ROL/ROR of a register by an immediate whose flags are read (outside register-only code):
+  // CF and OF replaced in the materialized flags, as shift_handlers.cc's update_flags does.
+  bool emit_rotate(const Instruction& in);
   bool emit_carry_alu(const Instruction& in);
   // esi = CF as the lazy flags hold it (from the known producer, else a C call).
   void emit_carry_into_esi();

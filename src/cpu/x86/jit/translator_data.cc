@@ -164,6 +164,55 @@ bool Translator::emit_shift_without_flags(const Instruction& in) {
   return true;
 }
 
+bool Translator::emit_rotate(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if ((op != 0xc0 && op != 0xc1 && op != 0xd0 && op != 0xd1) || in.memory || in.group_index() > 1) return false;
+  const uint8_t size = (op & 1) ? in.operand_size : 1;
+  const unsigned bits = size * 8u;
+  const unsigned count = (op >= 0xd0 ? 1u : static_cast<uint8_t>(in.immediate)) & (bits == 64 ? 63u : 31u);
+  if (count == 0) return false;  // no flags, no change: the handler's (rare) business
+  const bool left = in.group_index() == 0;
+  // r8 = the flags before it (a C call: nothing is cached outside register-only code).
+  code_.mov(rdi, rbx);
+  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_materialized_flags));
+  code_.call(rax);
+  code_.mov(r8, rax);
+  load_register(rax, in.rm, size, in.rex);
+  // The host rotate gives the guest's result for any count (both reduce it modulo the width).
+  if (left) {
+    code_.rol(sized(rax, size), static_cast<uint8_t>(count));
+  } else {
+    code_.ror(sized(rax, size), static_cast<uint8_t>(count));
+  }
+  store_register(in.rm, size, in.rex, rax);
+  // ROL: CF the result's low bit, OF its top bit xor CF; ROR: CF the top bit, OF the top two
+  // bits' xor.
+  code_.mov(rcx, rax);
+  code_.shr(rcx, bits - 1);
+  code_.and_(ecx, 1);  // top bit
+  if (left) {
+    code_.mov(edx, eax);
+    code_.and_(edx, 1);    // CF
+    code_.xor_(ecx, edx);  // OF
+    code_.shl(ecx, 11);
+    code_.or_(ecx, edx);
+  } else {
+    code_.mov(rdx, rax);
+    code_.shr(rdx, bits - 2);
+    code_.and_(edx, 1);
+    code_.xor_(edx, ecx);  // OF
+    code_.shl(edx, 11);
+    code_.or_(ecx, edx);   // CF = the top bit
+  }
+  code_.and_(r8, ~uint64_t{0x801} & 0xffffffffu);
+  code_.or_(r8, rcx);
+  code_.mov(field(layout_.flags_materialized, 8), r8);
+  code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
+  known_flags_.reset();
+  pending_rip_ += in.length;
+  return true;
+}
+
 void Translator::emit_carry_into_esi() {
   // CF as the lazy flags hold it (LazyFlags::cf), from this block's known producer.
   const std::optional<KnownFlags> known = known_flags_;
