@@ -39,7 +39,7 @@ Block* BlockCache::insert(std::unique_ptr<Block> block) {
 void BlockCache::remove(uint64_t key) {
   const auto found = blocks_.find(key);
   if (found == blocks_.end()) return;
-  ++generation_;
+  new_generation();
   Block& block = *found->second;
   if (lookup_[key % kLookupSize] == &block) lookup_[key % kLookupSize] = nullptr;
   instructions_ -= block.instructions.size();
@@ -74,7 +74,7 @@ bool BlockCache::invalidate_page(uint64_t physical_page, const Block* running) {
 }
 
 void BlockCache::clear() {
-  ++generation_;
+  new_generation();
   for (auto& [key, block] : blocks_) retired_.push_back(std::move(block));
   blocks_.clear();
   page_blocks_.clear();

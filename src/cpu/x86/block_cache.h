@@ -69,11 +69,28 @@ class BlockCache {
   // Drops every block touching the page; returns true when `running` was one of them.
   bool invalidate_page(uint64_t physical_page, const Block* running);
   void clear();
-  // Bumped whenever a chained successor may have become wrong.
+  // Moves on whenever a chained successor may have become wrong; its low bit is the privilege
+  // side (set_user_context), so user and supervisor code each find only their own links.
   uint64_t generation() const { return generation_; }
   // Where the generation lives, for translated code that compares it inline.
   const uint64_t* generation_address() const { return &generation_; }
-  void new_generation() { ++generation_; }
+  void new_generation() {
+    generation_ += 2;
+    linked_pages_.fill(0);
+  }
+  // The linear pages (64-bit code) of every block a link or jump cache entry of this generation
+  // leads to, hashed into a bitmap: an INVLPG of any other page cannot make one of them wrong
+  // and leaves the generation as it is (a hash collision only costs a new generation).
+  // `block` crossing into the next page marks that one too.
+  void note_linked(uint64_t rip, const Block& block) {
+    mark_page(rip >> 12);
+    if (((block.last_page ^ block.physical) >> 12) != 0) mark_page((rip >> 12) + 1);
+  }
+  bool page_linked(uint64_t linear) const {
+    const uint64_t bit = (linear >> 12) % kLinkedPageBits;
+    return (linked_pages_[bit / 64] >> (bit % 64)) & 1;
+  }
+  void set_user_context(bool user) { generation_ = (generation_ & ~uint64_t{1}) | (user ? 1 : 0); }
   // Frees blocks invalidated while they were executing.
   void release_retired() { retired_.clear(); }
   bool has_retired() const { return !retired_.empty(); }
@@ -85,6 +102,12 @@ class BlockCache {
 
  private:
   static constexpr size_t kLookupSize = 4096;
+  static constexpr uint64_t kLinkedPageBits = 4096;
+  void mark_page(uint64_t page) {
+    const uint64_t bit = page % kLinkedPageBits;
+    linked_pages_[bit / 64] |= uint64_t{1} << (bit % 64);
+  }
+  std::array<uint64_t, kLinkedPageBits / 64> linked_pages_{};
   static uint64_t make_key(uint64_t physical, CodeMode mode) {
     return (physical << 2) | static_cast<uint64_t>(mode);
   }
@@ -96,7 +119,7 @@ class BlockCache {
   std::array<Block*, kLookupSize> lookup_{};
   std::unordered_map<uint64_t, std::vector<uint64_t>> page_blocks_;  // page -> block keys
   std::vector<std::unique_ptr<Block>> retired_;
-  uint64_t generation_ = 1;
+  uint64_t generation_ = 2;  // never 0, a Link's or jump cache entry's initial generation
   size_t max_instructions_;
   size_t instructions_ = 0;
   uint64_t bound_flushes_ = 0;

@@ -105,6 +105,18 @@ struct CpuCore {
     }
   }
   CodeMode code_mode = CodeMode::k16;
+  // How code is fetched when the chaining generation last moved on in update_mode(): a CS or
+  // segment reload that leaves all of it as it was (a kernel's SWAPGS, IRET to itself) keeps
+  // chained successors; a privilege change between user and supervisor only selects the links
+  // of that side (BlockCache::set_user_context).
+  struct FetchContext {
+    CodeMode mode = CodeMode::k16;
+    uint64_t cs_base = 0;
+    uint32_t cs_limit = 0;
+    uint64_t cr0 = 0, cr3 = 0, cr4 = 0;
+    bool operator==(const FetchContext&) const = default;
+  };
+  FetchContext fetch_context;
   // Applied to every physical address the core computes: bit 20 is clear while A20 is off.
   uint64_t physical_address_mask = ~uint64_t{0};
   // Segment bases as used for addressing (0 for ES/CS/SS/DS in 64-bit mode).

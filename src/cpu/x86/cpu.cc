@@ -425,6 +425,7 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
           Block::Link& link = previous->links[previous->next_link];
           previous->next_link ^= 1;
           link = {core.state.rip, core.blocks.generation(), block};
+          core.blocks.note_linked(core.state.rip, *block);
         }
       }
       previous = block;

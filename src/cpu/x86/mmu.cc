@@ -255,7 +255,9 @@ void CpuCore::flush_tlb(bool include_global) {
 }
 
 void CpuCore::invalidate_tlb_page(uint64_t linear) {
-  blocks.new_generation();
+  // In 64-bit code (CS base 0, RIP is linear) a page no chained successor lies on changes no
+  // link; elsewhere every INVLPG starts a new generation.
+  if (code_mode != CodeMode::k64 || blocks.page_linked(linear)) blocks.new_generation();
   tlb.invalidate_page(linear);
 }
 
@@ -297,7 +299,6 @@ uint64_t CpuCore::pop_slow(uint8_t size) {
 }
 
 void CpuCore::update_mode() {
-  blocks.new_generation();
   const SegmentCache& code = state.segment[kCs];
   if (state.long_mode_active() && code.long_mode()) {
     code_mode = CodeMode::k64;
@@ -306,6 +307,16 @@ void CpuCore::update_mode() {
                     ? CodeMode::k32
                     : CodeMode::k16;
   }
+  // Chained successors map a RIP to a block as fetching code did when they were recorded: they
+  // stay valid while nothing that fetching depends on has changed (TLB flushes, INVLPG and code
+  // writes move the generation on elsewhere). Supervisor and user code keep separate links
+  // (the TLB's permissions differ).
+  const FetchContext context{code_mode, code.base, code.limit, state.cr0, state.cr3, state.cr4};
+  if (context != fetch_context) {
+    fetch_context = context;
+    blocks.new_generation();
+  }
+  blocks.set_user_context(state.cpl == 3);
   for (size_t i = 0; i < effective_base.size(); ++i) {
     effective_base[i] = (code_mode == CodeMode::k64 && i < kFs) ? 0 : state.segment[i].base;
   }

@@ -1,5 +1,7 @@
 #include "instruction_generator.h"
 
+#include <iterator>
+
 namespace lamina::cpu::x86::testing {
 namespace {
 
@@ -90,6 +92,24 @@ class Builder {
     defined = kAll;
   }
   void effect(uint64_t defines, uint64_t undefines) { defined = (defined | defines) & ~undefines; }
+  // A register-form ADD, SUB, ADC, SBB, NEG or CMP of 64 bits right before a flag reader (so
+  // a translator reads the flags of its own inlined producer); ADC/SBB read a CF that
+  // need_flags(kAll) has defined. All six flags are defined after each.
+  void flag_producer() {
+    need_flags(kAll);
+    static constexpr uint8_t kOpcodes[] = {0x01, 0x29, 0x11, 0x19, 0x39};
+    const unsigned pick_one = pick(6);
+    static constexpr uint8_t kWritable[] = {0, 1, 2, 3, 5, 6, 7};  // not RSP
+    const auto modrm = [&](uint8_t reg) {
+      return static_cast<uint8_t>(0xc0 | (reg & 7) << 3 | kWritable[pick(std::size(kWritable))]);
+    };
+    if (pick_one == 5) {
+      raw({0x48, 0xf7, modrm(3)});  // NEG
+    } else {
+      raw({0x48, kOpcodes[pick_one], modrm(any_register())});
+    }
+    defined = kAll;
+  }
 
   std::vector<uint8_t>& code() { return code_; }
   uint64_t defined = 0;
@@ -258,12 +278,14 @@ void move(Builder& b) {
     case 0: {
       const unsigned cc = b.pick(16);
       b.need_flags(condition_reads(cc));
+      if (b.chance(40)) b.flag_producer();
       b.instruction(size == 1 ? 4 : size, {0x0f, static_cast<uint8_t>(0x40 | cc)}, b.any_register(), b.rm_operand());
       return;
     }
     case 1: {
       const unsigned cc = b.pick(16);
       b.need_flags(condition_reads(cc));
+      if (b.chance(40)) b.flag_producer();
       b.instruction(1, {0x0f, static_cast<uint8_t>(0x90 | cc)}, 0, b.rm_operand());
       return;
     }
@@ -274,7 +296,11 @@ void move(Builder& b) {
       b.instruction(wide, {0x0f, opcode}, b.any_register(), b.rm_operand());
       return;
     }
-    case 3: b.instruction(8, {0x63}, b.any_register(), b.rm_operand()); return;  // MOVSXD
+    case 3: {  // MOVSXD (32-bit: a MOV), sometimes after a hint NOP (0F 1F /0, any operand)
+      if (b.chance(25)) b.instruction(b.chance(50) ? 2 : 4, {0x0f, 0x1f}, 0, b.rm_operand());
+      b.instruction(size == 8 ? 8 : 4, {0x63}, b.any_register(), b.rm_operand());
+      return;
+    }
     case 4: b.instruction(size, {width_opcode(size, 0x86)}, b.any_register(), b.rm_operand()); return;
     case 5: b.instruction(size, {width_opcode(size, 0x88 + 2 * b.pick(2))}, b.any_register(), b.rm_operand(b.chance(50))); return;
     case 6: {
@@ -358,7 +384,27 @@ void string(Builder& b) {
 }
 
 void stack(Builder& b) {
-  switch (b.pick(7)) {
+  switch (b.pick(8)) {
+    case 7: {  // JMP/CALL r/m64 to the next instruction (its address from a RIP-relative LEA)
+      static constexpr uint8_t kTargets[] = {0, 1, 2, 3, 5, 6, 7};
+      const uint8_t reg = kTargets[b.pick(std::size(kTargets))];
+      const bool call = b.chance(50);
+      const bool memory = b.chance(50);
+      const auto displacement = static_cast<uint8_t>(b.pick(14) * 8);
+      const auto lea = [&](uint8_t distance) {
+        b.raw({0x48, 0x8d, static_cast<uint8_t>(0x05 | reg << 3), distance, 0, 0, 0});
+      };
+      if (memory) {
+        lea(8);
+        b.raw({0x49, 0x89, static_cast<uint8_t>(0x47 | reg << 3), displacement});  // mov [r15 + d], reg
+        b.raw({0x41, 0xff, static_cast<uint8_t>(call ? 0x57 : 0x67), displacement});
+      } else {
+        lea(2);
+        b.raw({0xff, static_cast<uint8_t>((call ? 0xd0 : 0xe0) | reg)});
+      }
+      if (call) b.raw({static_cast<uint8_t>(0x58 | reg)});  // POP the return address
+      return;
+    }
     case 0: {
       const uint8_t reg = b.any_register();
       if (reg & 8) b.raw({0x41});

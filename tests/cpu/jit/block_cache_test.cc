@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 
 #include <memory>
+#include <set>
+#include <utility>
 
 namespace lamina::cpu::x86 {
 namespace {
@@ -48,6 +50,63 @@ TEST(BlockCacheTest, ReplacingABlockKeepsTheCountsRight) {
   EXPECT_EQ(cache.size(), 1u);
   EXPECT_EQ(cache.instructions(), 4u);
   EXPECT_EQ(cache.indexed_pages(), 1u);
+}
+
+// The chaining generation: user and supervisor code each see their own value (links recorded
+// on one side are not followed on the other), a new generation retires both sides' values for
+// good, and so does dropping a block (links to it must never be followed again).
+TEST(BlockCacheTest, GenerationsSeparatePrivilegeSidesAndNeverComeBack) {
+  BlockCache cache;
+  std::set<uint64_t> retired;
+  cache.set_user_context(false);
+  const uint64_t supervisor = cache.generation();
+  cache.set_user_context(true);
+  const uint64_t user = cache.generation();
+  EXPECT_NE(supervisor, user);
+  EXPECT_NE(supervisor, 0u);  // a Link's initial generation
+  cache.set_user_context(false);
+  EXPECT_EQ(cache.generation(), supervisor);  // back on its side: its links hold again
+  const auto both_sides = [&cache] {
+    cache.set_user_context(false);
+    const uint64_t supervisor_side = cache.generation();
+    cache.set_user_context(true);
+    return std::pair{supervisor_side, cache.generation()};
+  };
+  retired = {supervisor, user};
+  for (int action = 0; action < 3; ++action) {
+    for (bool from_user : {false, true}) {
+      cache.set_user_context(from_user);
+      switch (action) {
+        case 0: cache.new_generation(); break;
+        case 1: cache.insert(make_block(0x5000, 0x5000, 3)); cache.invalidate_page(0x5000, nullptr); break;
+        default: cache.clear(); break;
+      }
+      cache.release_retired();
+      const auto [now_supervisor, now_user] = both_sides();
+      EXPECT_FALSE(retired.contains(now_supervisor)) << "action " << action << " from user " << from_user;
+      EXPECT_FALSE(retired.contains(now_user)) << "action " << action << " from user " << from_user;
+      retired.insert(now_supervisor);
+      retired.insert(now_user);
+    }
+  }
+}
+
+// INVLPG of a page no link or jump cache entry leads to keeps the generation: the pages of the
+// blocks they lead to (both of a page-crossing one) are known until the generation moves on.
+TEST(BlockCacheTest, LinkedPagesAreKnownUntilTheNextGeneration) {
+  BlockCache cache;
+  const auto within = make_block(0x7000, 0x7000, 2);
+  const auto crossing = make_block(0x9ffc, 0xa000, 2);
+  cache.note_linked(0x401000, *within);
+  cache.note_linked(0x402ffc, *crossing);
+  EXPECT_TRUE(cache.page_linked(0x401abc));
+  EXPECT_TRUE(cache.page_linked(0x402000));
+  EXPECT_TRUE(cache.page_linked(0x403000));  // the crossing block's second page
+  EXPECT_FALSE(cache.page_linked(0x404000));
+  EXPECT_FALSE(cache.page_linked(0x400000));
+  cache.new_generation();
+  EXPECT_FALSE(cache.page_linked(0x401000));
+  EXPECT_FALSE(cache.page_linked(0x403000));
 }
 
 }  // namespace

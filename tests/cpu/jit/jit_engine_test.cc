@@ -179,6 +179,62 @@ TEST(JitEngineTest, FlagsFromEveryInlinedOperationReachTheHandlers) {
   })));
 }
 
+// The forms the profile of the default guest put next (translator_data.cc), within one block
+// so that each reads the flags of the inlined producer before it: ADC/SBB after every kind of
+// producer (and after themselves), NEG, SETcc and CMOVcc on all 16 conditions, shifts and
+// rotates whose flags the next instruction overwrites, MOVSXD, CBW/CWD, BSWAP, NOT, hint NOPs.
+TEST(JitEngineTest, ProfiledFormsMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    const auto bytes = [&c](std::initializer_list<uint8_t> list) {
+      for (uint8_t byte : list) c.db(byte);
+    };
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    // Kept below 64 KiB of code (the handler lies at kCode + 64 KiB).
+    const uint64_t values[] = {0, 0x80, 0x80000000, 0x7fffffffffffffffull, ~0ull};
+    for (uint64_t a : values) {
+      for (uint64_t b : {uint64_t{1}, ~uint64_t{0}}) {
+        for (int form = 0; form < 12; ++form) {
+          c.mov(rax, a);
+          c.mov(rcx, b);
+          c.mov(rdx, a ^ b);
+          switch (form) {
+            case 0: c.cmp(rax, rcx); c.adc(rdx, rcx); break;       // carry of a SUB
+            case 1: c.add(eax, ecx); c.sbb(dx, ax); break;         // of an ADD
+            case 2: c.test(eax, ecx); c.adc(dl, 0x7f); break;      // of a logic operation
+            case 3: c.inc(rcx); c.sbb(rdx, -2); break;             // kept by INC (unknown before)
+            case 4: c.sub(rax, rcx); c.adc(rax, rdx); c.adc(ecx, eax); c.sbb(rdx, rcx); break;  // chains
+            case 5: c.neg(rax); c.adc(cl, ah); break;
+            case 6: c.neg(cx); break;
+            case 7: c.rol(eax, 7); c.ror(rcx, 63); c.mov(rdx, rcx); c.shl(cl, 1); c.ror(rdx, cl); c.add(rdx, rax); break;
+            case 8: c.sar(rax, cl); c.rol(dx, 1); c.shr(ecx, 3); c.ror(ah, 3); c.rol(rdx, 8); c.ror(cl, 17); break;
+            case 9: c.movsxd(rdx, eax); c.cdqe(); c.cqo(); c.sub(rdx, rcx); break;
+            case 10: bytes({0x63, 0xd1}); c.cwde(); c.cdq(); c.bswap(rcx); c.bswap(edx); c.not_(ax); c.cmp(ecx, edx); break;
+            default: bytes({0x0f, 0x1f, 0x44, 0x00, 0x00}); c.not_(rdx); c.cbw(); c.cwd(); c.neg(dl); c.sbb(eax, edx); break;
+          }
+          // Every condition of the producer's flags, by SETcc and CMOVcc.
+          for (int condition = 0; condition < 16; ++condition) {
+            bytes({0x0f, static_cast<uint8_t>(0x90 | condition), static_cast<uint8_t>(0xc0 | (condition & 7))});  // SETcc AL..BH
+            c.mov(r8, static_cast<uint64_t>(condition) * 0x1111);
+            bytes({0x4d, 0x0f, static_cast<uint8_t>(0x40 | condition), 0xc8});  // cmovcc r9, r8
+            bytes({0x44, 0x0f, static_cast<uint8_t>(0x40 | condition), 0xd0});  // cmovcc r10d, eax
+            c.add(r15, r9);
+            c.add(r15, r10);
+          }
+          c.pushfq();
+          c.pop(r11);
+          c.add(r15, r11);
+          c.add(r15, rax);
+          c.add(r15, rcx);
+          c.add(r15, rdx);
+          c.rol(r15, 7);
+        }
+      }
+    }
+    c.hlt();
+  })));
+}
+
 TEST(JitEngineTest, MemoryAccessesMatchTheInterpreter) {
   expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
     Xbyak::Label loop, local;
@@ -270,6 +326,51 @@ TEST(JitEngineTest, AReturnToANonCanonicalAddressFaultsPrecisely) {
     c.ret();  // #GP(0) with RSP and RIP as before it
   }));
   EXPECT_EQ(outcome.state.gpr[kRbx], 7u);
+}
+
+// JMP/CALL r/m64 inline: a non-canonical target raises #GP(0) before CALL pushes anything,
+// with RIP at the branch (the pushed RIP and RSP are compared).
+TEST(JitEngineTest, IndirectBranchesToNonCanonicalAddressesFaultPrecisely) {
+  for (int form = 0; form < 4; ++form) {
+    SCOPED_TRACE(form);
+    const Outcome outcome = compare(assemble([form](Xbyak::CodeGenerator& c) {
+      c.mov(rax, 0x0000800000000000ull);  // not canonical
+      c.mov(rsi, kData);
+      c.mov(qword[rsi + 8], rax);
+      c.mov(ebx, 7);
+      switch (form) {
+        case 0: c.jmp(rax); break;
+        case 1: c.call(rax); break;
+        case 2: c.jmp(qword[rsi + 8]); break;
+        default: c.call(qword[rsi + 8]); break;
+      }
+      c.mov(ebx, 9);
+      c.hlt();
+    }));
+    EXPECT_EQ(outcome.state.gpr[kRbx], 7u);
+    EXPECT_EQ(outcome.state.rip, kHandler + 1);
+  }
+}
+
+// ADD/INC of memory inline: a #PF on the access leaves the flags of the instruction before.
+TEST(JitEngineTest, PageFaultInAReadModifyWriteKeepsTheFlagsBeforeIt) {
+  for (int form = 0; form < 3; ++form) {
+    SCOPED_TRACE(form);
+    const Outcome outcome = compare(assemble([form](Xbyak::CodeGenerator& c) {
+      c.mov(eax, 0x7fffffff);
+      c.mov(rcx, 0x40000000);  // not mapped
+      c.add(eax, 1);           // OF, SF, AF set: they must survive the fault
+      switch (form) {
+        case 0: c.add(dword[rcx], eax); break;
+        case 1: c.inc(qword[rcx]); break;
+        default: c.sub(byte[rcx + 5], 3); break;
+      }
+      c.mov(eax, 99);
+      c.hlt();
+    }));
+    EXPECT_EQ(outcome.state.cr2 & ~uint64_t{0xf}, 0x40000000u);
+    EXPECT_EQ(outcome.state.rip, kHandler + 1);
+  }
 }
 
 TEST(JitEngineTest, PageFaultInTheMiddleOfABlockIsPrecise) {

@@ -1,5 +1,6 @@
 #include "cpu/x86/jit/jit_engine.h"
 
+#include <chrono>
 #include <utility>
 
 #include "cpu/x86/jit/translator.h"
@@ -31,27 +32,38 @@ JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::uniqu
     : core_(core),
       cache_(std::move(cache)),
       stubs_(std::move(stubs)),
+      profile_(JitProfile::from_environment(core.vcpu_index)),
       translator_(std::make_unique<Translator>(
           core, record_,
           Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain), &last_block_,
                             jump_cache_.entries()})),
-      translate_on_run_(translate_on_run) {}
+      translate_on_run_(translate_on_run) {
+  translator_->set_profile(profile_.get());
+}
 
-JitEngine::~JitEngine() = default;
+JitEngine::~JitEngine() {
+  if (profile_ != nullptr) profile_->write(core_.retired, core_.blocks.generation());
+}
 
 const std::byte* JitEngine::code_for(Block& block) {
   if (block.code != nullptr && block.code_epoch == cache_->epoch()) return block.code;
   block.code = nullptr;
   // Code that runs once and is rewritten or dropped (a guest churning code, code in MMIO) stays
   // interpreted and costs no cache space when translate_on_run is 2 or more.
-  if (++block.runs < translate_on_run_) return nullptr;
+  if (++block.runs < translate_on_run_) {
+    if (profile_ != nullptr) profile_->note_interpreted_block();
+    return nullptr;
+  }
+  const auto start = profile_ != nullptr ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   const std::span<const std::byte> code = translator_->translate(block);
+  if (profile_ != nullptr) profile_->note_translation(std::chrono::steady_clock::now() - start, code.size());
   if (code.empty()) return nullptr;
   const std::byte* installed = cache_->install(code);
   if (installed == nullptr) {
     // Full: drop every translation (their blocks see the new epoch) and start again; the new
     // chaining generation retires every link body and jump cache entry pointing into it.
     cache_->flush();
+    if (profile_ != nullptr) profile_->note_flush();
     core_.blocks.new_generation();
     installed = cache_->install(code);
     if (installed == nullptr) return nullptr;
@@ -65,11 +77,13 @@ const std::byte* JitEngine::code_for(Block& block) {
 const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t completed) noexcept {
   CpuCore& core = engine->core_;
   CpuState& state = core.state;
+  JitProfile* profile = engine->profile_.get();
   // What Cpu::run looks at between blocks; anything there sends the block back to it.
   if (core.requests->load(std::memory_order_relaxed) != 0 || state.waiting_for_startup ||
       state.halted || core.retired + completed >= core.retired_limit || core.blocks.has_retired() ||
       state.interrupt_shadow || (state.rflags & (rflags::kTf | rflags::kRf)) != 0 ||
       core.breakpoints_armed) {
+    if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kStopped);
     return nullptr;
   }
   const uint64_t generation = core.blocks.generation();
@@ -87,12 +101,16 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
     next = engine->jump_cache_.find(state.rip, generation);
     if (next != nullptr && !core.block_current(next)) next = nullptr;
   }
-  if (next == nullptr || next->code == nullptr || next->code_epoch != engine->cache_->epoch())
+  if (next == nullptr || next->code == nullptr || next->code_epoch != engine->cache_->epoch()) {
+    if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kNotFound);
     return nullptr;
+  }
+  if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kFound);
   const std::byte* body = next->code + engine->translator_->body_offset();
   // From now on translated code follows it inline while the generation holds.
   if (found != nullptr) found->body = body;
   engine->jump_cache_.record(state.rip, generation, body, next);
+  core.blocks.note_linked(state.rip, *next);
   core.retired += completed;
   core.instruction_rip = state.rip;
   core.running_block = next;
@@ -106,9 +124,11 @@ BlockRun JitEngine::run(Block& block, bool& translated) {
   const std::byte* code = code_for(block);
   translated = code != nullptr;
   if (!translated) return {};
+  if (profile_ != nullptr) profile_->note_run();
   last_block_ = &block;
   // What the run loop found for this RIP, for the inline lookups of indirect exits.
   jump_cache_.record(core_.state.rip, core_.blocks.generation(), code + translator_->body_offset(), &block);
+  core_.blocks.note_linked(core_.state.rip, block);
   const auto function = reinterpret_cast<Translator::Code>(const_cast<std::byte*>(code));
   const uint32_t result = function(&core_);
   return BlockRun{result & ~Translator::kFaulted, (result & Translator::kFaulted) != 0};

@@ -17,6 +17,7 @@
 #include "cpu/x86/core.h"
 #include "cpu/x86/jit/code_cache.h"
 #include "cpu/x86/jit/jump_cache.h"
+#include "cpu/x86/jit/profile.h"
 #include "cpu/x86/jit/runtime.h"
 
 namespace lamina::cpu::x86::jit {
@@ -71,6 +72,9 @@ class JitEngine {
   std::unique_ptr<CodeCache> stubs_;
   ExitRecord record_;
   JumpCache jump_cache_;
+  // LAMINA_JIT_PROFILE's counters (null when off); declared before the translator, whose
+  // code points into it.
+  std::unique_ptr<JitProfile> profile_;
   std::unique_ptr<Translator> translator_;
   uint32_t translate_on_run_;
   uint64_t translations_ = 0;

@@ -19,6 +19,10 @@ extern "C" uint32_t lamina_jit_condition(const CpuCore* core, uint32_t code) noe
   return core->state.flags.condition(static_cast<uint8_t>(code)) ? 1 : 0;
 }
 
+extern "C" uint64_t lamina_jit_materialized_flags(const CpuCore* core) noexcept {
+  return core->state.flags.materialize();
+}
+
 extern "C" uint32_t lamina_jit_carry(const CpuCore* core) noexcept {
   return core->state.flags.cf() ? 1 : 0;
 }

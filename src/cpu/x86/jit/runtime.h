@@ -27,6 +27,9 @@ extern "C" uint32_t lamina_jit_call_handler(CpuCore* core, const Instruction* in
 // The Jcc condition `code` (0-15) on the core's lazy flags, for flags the translator cannot
 // see statically: 1 taken, 0 not.
 extern "C" uint32_t lamina_jit_condition(const CpuCore* core, uint32_t code) noexcept;
+// The six arithmetic flags as RFLAGS bits (LazyFlags::materialize), for an inlined ROL/ROR
+// that replaces only CF and OF.
+extern "C" uint64_t lamina_jit_materialized_flags(const CpuCore* core) noexcept;
 // The lazy carry flag (INC/DEC keep it as carry_in) when the translator cannot see it.
 extern "C" uint32_t lamina_jit_carry(const CpuCore* core) noexcept;
 

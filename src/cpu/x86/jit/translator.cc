@@ -128,7 +128,9 @@ void Translator::emit_block(const Block& block) {
     const Instruction& in = block.instructions[index];
     current_index_ = index;
     if (index + 1 == count) mapping_before_last_ = current_mapping();
-    if (register_only(in)) {
+    // A shift or rotate whose flags nothing reads is register-only too (the host instruction).
+    if (register_only(in) || (!in.lock && in.handler != &invalid_opcode && shift_without_flags(in) &&
+                              !flags_observed_after(block, index))) {
       flags_live_ = flags_observed_after(block, index);
       caching_ = true;
       const bool inlined = emit_register_only(in);
@@ -183,14 +185,17 @@ void Translator::emit_epilogue() {
 
 bool Translator::emit_register_only(const Instruction& in) {
   return emit_move(in) || emit_alu(in) || emit_step(in) || emit_lea(in) || emit_shift(in) ||
-         emit_multiply(in) || emit_extend_register(in);
+         emit_multiply(in) || emit_extend_register(in) || emit_data(in) || emit_negate(in) ||
+         emit_carry_alu(in) || emit_shift_without_flags(in);
 }
 
 bool Translator::emit_inline(const Instruction& in, size_t index) {
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
   return emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
-         emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index);
+         emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index) ||
+         emit_condition_forms(in) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
+         emit_rotate(in);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {
@@ -203,13 +208,19 @@ void Translator::emit_handler_call(const Instruction& in, size_t index) {
 
 void Translator::emit_handler_call_after_advance(const Instruction& in, size_t index) {
   // RIP is past the instruction already: instruction_rip is RIP - length, RIP stays.
+  in_slow_path_ = true;
   emit_call_and_checks(in, index, -static_cast<int32_t>(in.length));
+  in_slow_path_ = false;
 }
 
 void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32_t rip_delta) {
   // The handler stub (handler_stub) sets instruction_rip = RIP + rip_delta and RIP past the
   // instruction, and returns 0 to go on, 1 when the handler raised, 2 when it ended the
   // block (mode change, a store into this block's code, a #DB trap due).
+  if (profile_ != nullptr) {
+    code_.mov(rax, reinterpret_cast<uint64_t>(profile_->handler_counter(in, in_slow_path_)));
+    code_.inc(qword[rax]);
+  }
   code_.mov(rsi, reinterpret_cast<uint64_t>(&in));
   code_.mov(rdx, static_cast<int64_t>(rip_delta));
   code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));

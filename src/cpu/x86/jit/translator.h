@@ -2,9 +2,10 @@
 // Translator: turns one decoded Block into host x86-64 code that does exactly what Cpu::run's
 // handler loop does for it. Hot integer instructions (MOV, ADD/SUB/AND/OR/XOR/CMP/TEST, INC/DEC,
 // LEA, shifts by an immediate, IMUL, MOVZX/MOVSX, Jcc/JMP; in 64-bit mode also loads, stores,
-// PUSH/POP, CALL/RET through the soft TLB) are generated inline, reading and writing the guest
-// registers in CpuState and storing the flags as the handlers do (so any handler can read
-// them); every other instruction, and the rare path of an inlined one (a TLB miss, MMIO, a
+// PUSH/POP, CALL/RET, read-modify-write ALU forms and JMP/CALL r/m64 through the soft TLB;
+// translator_data.cc's forms chosen by the LAMINA_JIT_PROFILE counts) are generated inline,
+// reading and writing the guest registers in CpuState and storing the flags as the handlers
+// do (so any handler can read them); every other instruction, and the rare path of an inlined one (a TLB miss, MMIO, a
 // branch target that faults), calls its interpreter handler through runtime.h's noexcept thunk.
 //
 // The code is one function `uint32_t (CpuCore*)`, position independent (calls go through
@@ -22,11 +23,13 @@
 #include <deque>
 #include <optional>
 #include <span>
+#include <variant>
 
 #include <xbyak/xbyak.h>
 
 #include "cpu/x86/core.h"
 #include "cpu/x86/jit/jump_cache.h"
+#include "cpu/x86/jit/profile.h"
 #include "cpu/x86/jit/runtime.h"
 
 namespace lamina::cpu::x86::jit {
@@ -64,6 +67,8 @@ class Translator {
   // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
   std::span<const std::byte> handler_stub();
   void set_handler_stub(const void* stub) { handler_stub_ = stub; }
+  // With a profile, every handler call first counts itself there (profile.h).
+  void set_profile(JitProfile* profile) { profile_ = profile; }
 
   // The host code for `block`, valid until the next call; empty when it cannot be generated
   // (the block then runs on the interpreter).
@@ -97,6 +102,12 @@ class Translator {
   bool overwrites_flags(const Instruction& in) const;
   static bool leaves_flags(const Instruction& in);
   bool flags_observed_after(const Block& block, size_t index) const;
+  // Forms of translator_data.cc: the hint NOPs (0F 0D, 0F 18-1F: no memory access), ADC/SBB of
+  // registers and immediates, and shifts/rotates of a register run as the host instruction
+  // alone (register-only when nothing reads their flags).
+  static bool hint_nop(const Instruction& in);
+  static bool carry_alu(const Instruction& in);
+  static bool shift_without_flags(const Instruction& in);
   // The register-only emitters; false when `in` is not one of their forms.
   bool emit_register_only(const Instruction& in);
   // translator_chain.cc: the end of a block that ran to its end: a jump to the chaining stub.
@@ -107,6 +118,10 @@ class Translator {
   // handler call in the block: the budget and requests checks, then straight back to the
   // body. Falls through (RIP already the target) when they say stop.
   void emit_self_loop();
+  // The between-blocks checks both of those make (the chaining stub, a one-block loop's back
+  // edge): rax = the retired count after `count` more instructions (a register or an
+  // immediate); jumps to `stop` when that reaches the budget or a request is posted.
+  void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count, const Xbyak::Label& stop);
   bool branches_to_own_start(const Instruction& in, size_t index) const;
   // Whether the final branch `in` may keep the cached registers over the back edge: a second
   // pass whose registers sit where it preloaded them, and no C call in the branch.
@@ -136,6 +151,18 @@ class Translator {
   bool emit_alu(const Instruction& in);
   bool emit_step(const Instruction& in);
   bool emit_lea(const Instruction& in);
+  // translator_data.cc
+  bool emit_data(const Instruction& in);
+  bool emit_negate(const Instruction& in);
+  bool emit_shift_without_flags(const Instruction& in);
+  // ROL/ROR of a register by an immediate whose flags are read (outside register-only code):
+  // CF and OF replaced in the materialized flags, as shift_handlers.cc's update_flags does.
+  bool emit_rotate(const Instruction& in);
+  bool emit_carry_alu(const Instruction& in);
+  // esi = CF as the lazy flags hold it (from the known producer, else a C call).
+  void emit_carry_into_esi();
+  // SETcc and CMOVcc of registers (outside register-only code: may call lamina_jit_condition).
+  bool emit_condition_forms(const Instruction& in);
   // translator_shift.cc: SHL/SHR/SAR by an immediate and IMUL r, r/m[, imm] on registers,
   // whose flags the handlers store materialized.
   bool emit_shift(const Instruction& in);
@@ -157,6 +184,10 @@ class Translator {
   bool emit_alu_memory(const Instruction& in, size_t index);
   // MOVZX/MOVSX from a register, or (64-bit mode) from memory through the TLB.
   bool emit_extend_register(const Instruction& in);
+  // ADD/OR/AND/SUB/XOR m, reg/imm and INC/DEC m (64-bit mode), through the TLB's write slot.
+  bool emit_alu_memory_write(const Instruction& in, size_t index);
+  // JMP/CALL r/m64 (64-bit mode).
+  bool emit_indirect_branch(const Instruction& in, size_t index);
   bool emit_extend(const Instruction& in, size_t index);
   bool emit_stack(const Instruction& in, size_t index);
   // CALL rel and RET (no immediate) with 64-bit operands: the return address through the TLB.
@@ -216,6 +247,8 @@ class Translator {
   Chain chain_;
   const void* chain_stub_ = nullptr;
   const void* handler_stub_ = nullptr;
+  JitProfile* profile_ = nullptr;
+  bool in_slow_path_ = false;  // the handler call being emitted is an inlined form's slow path
   size_t body_offset_ = 0;
   Layout layout_;
   Xbyak::CodeGenerator code_;

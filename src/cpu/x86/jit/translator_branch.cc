@@ -43,7 +43,7 @@ bool reads_carry(uint8_t condition) {
 bool Translator::host_flags_available(uint8_t condition) const {
   if (!known_flags_) return false;
   switch (known_flags_->op) {
-    case FlagOp::kSub: case FlagOp::kAdd: case FlagOp::kLogic: return true;
+    case FlagOp::kSub: case FlagOp::kAdd: case FlagOp::kLogic: case FlagOp::kAdc: case FlagOp::kSbb: return true;
     case FlagOp::kInc: case FlagOp::kDec: return !reads_carry(condition);
     default: return false;
   }
@@ -62,6 +62,19 @@ bool Translator::emit_host_flags_for(uint8_t condition) {
       code_.mov(rax, field(layout_.flags_first, 8));
       code_.mov(rcx, field(layout_.flags_second, 8));
       code_.add(sized(rax, size), sized(rcx, size));
+      return true;
+    case FlagOp::kAdc:
+    case FlagOp::kSbb:
+      // The operation again with the kept carry in the host CF.
+      code_.mov(rax, field(layout_.flags_first, 8));
+      code_.mov(rcx, field(layout_.flags_second, 8));
+      code_.movzx(edx, field(layout_.flags_carry, 1));
+      code_.bt(edx, 0);
+      if (known_flags_->op == FlagOp::kAdc) {
+        code_.adc(sized(rax, size), sized(rcx, size));
+      } else {
+        code_.sbb(sized(rax, size), sized(rcx, size));
+      }
       return true;
     case FlagOp::kLogic:
       // TEST clears CF and OF and sets ZF, SF, PF from the result, as a logic operation does.

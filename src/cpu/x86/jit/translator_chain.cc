@@ -35,15 +35,7 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   // its instruction count. r8/r9 keep them (nothing is cached in host registers any more).
   code_.mov(r8, rsi);
   code_.mov(r9d, edx);
-  // The budget (Cpu::run's instruction limit): rax is the retired count after this block.
-  code_.mov(rax, field(layout_.retired, 8));
-  code_.add(rax, r9);
-  code_.cmp(rax, field(layout_.retired_limit, 8));
-  code_.jae(slow, CodeGenerator::T_NEAR);
-  // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop.
-  code_.mov(rcx, field(layout_.requests, 8));
-  code_.cmp(dword[rcx], 0);
-  code_.jne(slow, CodeGenerator::T_NEAR);
+  emit_budget_and_requests_check(r9, slow);
   // What a handler may have set (HLT, STI/MOV SS, POPF/IRET, MOV DR...) sends it there too.
   code_.cmp(field(layout_.halted, 1), 0);
   code_.jne(slow, CodeGenerator::T_NEAR);
@@ -173,16 +165,26 @@ void Translator::store_deferred_step_flags() {
   code_.mov(field(layout_.flags_carry, 1), 0);
 }
 
-void Translator::emit_self_loop() {
-  Xbyak::Label stop;
-  const uint32_t count = static_cast<uint32_t>(block_->instructions.size());
+void Translator::emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count,
+                                                const Xbyak::Label& stop) {
+  // The budget (Cpu::run's instruction limit): rax is the retired count after the block.
   code_.mov(rax, field(layout_.retired, 8));
-  code_.add(rax, count);
+  if (const auto* reg = std::get_if<Xbyak::Reg64>(&count)) {
+    code_.add(rax, *reg);
+  } else {
+    code_.add(rax, std::get<uint32_t>(count));
+  }
   code_.cmp(rax, field(layout_.retired_limit, 8));
   code_.jae(stop, CodeGenerator::T_NEAR);
+  // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop.
   code_.mov(rcx, field(layout_.requests, 8));
   code_.cmp(dword[rcx], 0);
   code_.jne(stop, CodeGenerator::T_NEAR);
+}
+
+void Translator::emit_self_loop() {
+  Xbyak::Label stop;
+  emit_budget_and_requests_check(static_cast<uint32_t>(block_->instructions.size()), stop);
   // instruction_rip is left alone: nothing reads it before the next handler call, a chain or
   // the run loop writes it.
   code_.mov(field(layout_.retired, 8), rax);

@@ -68,6 +68,20 @@ bool register_step(const Instruction& in, CodeMode mode) {
          (op >= 0x40 && op <= 0x4f && mode != CodeMode::k64);
 }
 
+// MOVSXD (64-bit mode), CBW/CWDE/CDQE, CWD/CDQ/CQO, BSWAP, NOT of a register and the hint
+// NOPs (Translator::hint_nop): no flags touched (translator_data.cc).
+bool register_data(const Instruction& in, CodeMode mode) {
+  const uint16_t op = in.opcode;
+  if (in.memory) return false;
+  if (op == 0x63) return mode == CodeMode::k64;
+  if (op == 0x98 || op == 0x99 || (op >= 0x1c8 && op <= 0x1cf)) return true;
+  return (op == 0xf6 || op == 0xf7) && in.group_index() == 2;
+}
+
+bool register_negate(const Instruction& in) {
+  return (in.opcode == 0xf6 || in.opcode == 0xf7) && in.group_index() == 3 && !in.memory;
+}
+
 bool register_multiply(const Instruction& in) {
   const uint16_t op = in.opcode;
   return (op == 0x1af || op == 0x69 || op == 0x6b) && !in.memory;
@@ -75,17 +89,39 @@ bool register_multiply(const Instruction& in) {
 
 }  // namespace
 
+bool Translator::hint_nop(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  // The handler check keeps out whatever a prefix turns these opcodes into elsewhere.
+  return (op == 0x10d || (op >= 0x118 && op <= 0x11f)) && in.handler == select_data_handler(in);
+}
+
+bool Translator::carry_alu(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if (in.memory) return false;
+  if (op < 0x40 && (op & 7) < 6) return (op >> 3) == 2 || (op >> 3) == 3;
+  return (op == 0x80 || op == 0x81 || op == 0x83) && (in.group_index() == 2 || in.group_index() == 3);
+}
+
+bool Translator::shift_without_flags(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if (in.memory || !(op == 0xc0 || op == 0xc1 || (op >= 0xd0 && op <= 0xd3))) return false;
+  return in.group_index() != 2 && in.group_index() != 3;  // RCL/RCR read CF
+}
+
 bool Translator::register_only(const Instruction& in) const {
   if (!plain(in)) return false;
-  return register_step(in, mode_) || register_move(in) || lea(in) || register_extend(in) || overwrites_flags(in);
+  return register_step(in, mode_) || register_move(in) || lea(in) || register_extend(in) ||
+         register_data(in, mode_) || hint_nop(in) || carry_alu(in) || overwrites_flags(in);
 }
 
 bool Translator::overwrites_flags(const Instruction& in) const {
-  return plain(in) && (register_alu(in) || register_shift(in) || register_multiply(in));
+  return plain(in) && (register_alu(in) || register_shift(in) || register_multiply(in) || register_negate(in));
 }
 
 bool Translator::leaves_flags(const Instruction& in) {
-  return plain(in) && (register_move(in) || lea(in) || register_extend(in));
+  // register_data's 0x63 is ARPL outside 64-bit mode: that one is a handler (not plain here).
+  return plain(in) && (register_move(in) || lea(in) || register_extend(in) || hint_nop(in) ||
+                       (register_data(in, in.mode) && (in.opcode != 0x63 || in.mode == CodeMode::k64)));
 }
 
 bool Translator::flags_observed_after(const Block& block, size_t index) const {

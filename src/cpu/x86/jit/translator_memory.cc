@@ -78,7 +78,9 @@ void Translator::emit_slow_path(const Instruction& in, size_t index) {
   // Both continue with RIP where the fast path has it and this instruction's bytes pending.
   const uint64_t pending = pending_rip_;
   const std::optional<KnownFlags> flags = known_flags_;
+  in_slow_path_ = true;
   emit_handler_call(in, index);
+  in_slow_path_ = false;
   code_.sub(field(layout_.rip, 8), static_cast<uint32_t>(pending + in.length));
   pending_rip_ = pending;
   known_flags_ = flags;  // MOV, PUSH and POP leave the flags alone
@@ -239,13 +241,23 @@ bool Translator::emit_extend_register(const Instruction& in) {
 
 bool Translator::emit_extend(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
-  if (op != 0x1b6 && op != 0x1b7 && op != 0x1be && op != 0x1bf) return false;
+  // MOVSXD (64-bit mode only: 63 is ARPL elsewhere): a dword sign-extended, or a plain MOV.
+  const bool sign_extend_dword = op == 0x63;
+  if (op != 0x1b6 && op != 0x1b7 && op != 0x1be && op != 0x1bf && !sign_extend_dword) return false;
   if (!in.memory || mode_ != CodeMode::k64) return false;
-  const uint8_t source_size = (op & 1) ? 2 : 1;
+  const uint8_t source_size = sign_extend_dword ? (in.operand_size == 2 ? 2 : 4) : (op & 1) ? 2 : 1;
   Xbyak::Label slow, done;
   emit_linear_address(in, slow);
   emit_tlb_lookup(AccessType::kRead, source_size, slow);
-  if (source_size == 1) {
+  if (sign_extend_dword) {
+    if (in.operand_size == 8) {
+      code_.movsxd(rax, dword[rdx]);
+    } else if (in.operand_size == 4) {
+      code_.mov(eax, dword[rdx]);
+    } else {
+      code_.movzx(eax, word[rdx]);
+    }
+  } else if (source_size == 1) {
     extend_into_rax(code_, op >= 0x1be, in.operand_size, byte[rdx]);
   } else {
     extend_into_rax(code_, op >= 0x1be, in.operand_size, word[rdx]);
@@ -301,6 +313,123 @@ bool Translator::emit_call_return(const Instruction& in, size_t index) {
   code_.L(slow);
   emit_handler_call_after_advance(in, index);
   code_.L(done);
+  return true;
+}
+
+}  // namespace lamina::cpu::x86::jit
+
+namespace lamina::cpu::x86::jit {
+
+bool Translator::emit_alu_memory_write(const Instruction& in, size_t index) {
+  const uint16_t op = in.opcode;
+  if (mode_ != CodeMode::k64 || !in.memory) return false;
+  // ADD/OR/AND/SUB/XOR m, reg/imm (alu_handlers.cc's modify_rm forms; not ADC/SBB, whose carry
+  // the handler reads, nor CMP) and INC/DEC m. LOCK has sent them to the handler already.
+  int operation = -1;
+  bool immediate = false;
+  bool step = false;
+  uint8_t size = in.operand_size;
+  if (op < 0x40 && (op & 7) < 2) {
+    operation = op >> 3;
+    if ((op & 1) == 0) size = 1;
+  } else if (op == 0x80 || op == 0x81 || op == 0x83) {
+    operation = in.group_index();
+    immediate = true;
+    if (op == 0x80) size = 1;
+  } else if ((op == 0xfe || op == 0xff) && in.group_index() <= 1) {
+    step = true;
+    if (op == 0xfe) size = 1;
+  } else {
+    return false;
+  }
+  if (!step && (operation == 2 || operation == 3 || operation == 7)) return false;
+  // INC/DEC keep CF: taken before the access (a C call may be made), kept in r8.
+  if (step) {
+    emit_carry_into_esi();
+    code_.mov(r8d, esi);
+  }
+  Xbyak::Label slow, done;
+  emit_linear_address(in, slow);
+  emit_tlb_lookup(AccessType::kWrite, size, slow);
+  code_.mov(rdi, rdx);
+  switch (size) {
+    case 1: code_.movzx(eax, byte[rdi]); break;
+    case 2: code_.movzx(eax, word[rdi]); break;
+    case 4: code_.mov(eax, dword[rdi]); break;
+    default: code_.mov(rax, qword[rdi]); break;
+  }
+  if (step) {
+    const bool increment = in.group_index() == 0;
+    code_.mov(ecx, 1);
+    code_.mov(rdx, rax);
+    if (increment) {
+      code_.add(sized(rdx, size), 1);
+    } else {
+      code_.sub(sized(rdx, size), 1);
+    }
+    zero_extend(rdx, size);
+    code_.mov(field(layout_.flags_carry, 1), r8b);
+    store_flags(increment ? FlagOp::kInc : FlagOp::kDec, size, true);
+  } else {
+    if (immediate) {
+      code_.mov(rcx, size == 8 ? in.immediate : in.immediate & ((uint64_t{1} << (size * 8)) - 1));
+    } else {
+      load_register(rcx, in.reg, size, in.rex);
+    }
+    emit_alu_operation(operation, size, false, in.reg, in.rex);
+  }
+  switch (size) {
+    case 1: code_.mov(byte[rdi], dl); break;
+    case 2: code_.mov(word[rdi], dx); break;
+    case 4: code_.mov(dword[rdi], edx); break;
+    default: code_.mov(qword[rdi], rdx); break;
+  }
+  const std::optional<KnownFlags> flags = known_flags_;
+  join_slow_path(in, index, slow, done);
+  // Both paths leave the flags of this operation (the handler stores the same).
+  known_flags_ = flags;
+  pending_rip_ += in.length;
+  return true;
+}
+
+bool Translator::emit_indirect_branch(const Instruction& in, size_t index) {
+  // JMP and CALL r/m64 in 64-bit mode (control_flow.cc jump_indirect, call_indirect): the
+  // target read and checked, CALL's push, then RIP; any slow case runs the handler, which
+  // does all of it again exactly.
+  const uint16_t op = in.opcode;
+  if (mode_ != CodeMode::k64 || op != 0xff || in.operand_size != 8) return false;
+  const bool call = in.group_index() == 2;
+  if (!call && in.group_index() != 4) return false;
+  const int32_t rsp = layout_.gpr + 8 * kRsp;
+  const uint64_t pending = pending_rip_;
+  Xbyak::Label slow, done;
+  if (in.memory) {
+    emit_linear_address(in, slow);
+    emit_tlb_lookup(AccessType::kRead, 8, slow);
+    code_.mov(r8, qword[rdx]);
+  } else {
+    code_.mov(r8, field(layout_.gpr + 8 * in.rm, 8));
+  }
+  emit_canonical_check(r8, slow);
+  if (call) {
+    code_.mov(rax, field(rsp, 8));
+    code_.sub(rax, 8);
+    emit_canonical_check(rax, slow);
+    emit_tlb_lookup(AccessType::kWrite, 8, slow);
+    // The return address: RIP past this instruction.
+    code_.mov(rcx, field(layout_.rip, 8));
+    code_.add(rcx, static_cast<uint32_t>(pending + in.length));
+    code_.mov(qword[rdx], rcx);
+    code_.mov(field(rsp, 8), rax);
+  }
+  code_.mov(field(layout_.rip, 8), r8);
+  code_.jmp(done, Xbyak::CodeGenerator::T_NEAR);
+  code_.L(slow);
+  emit_handler_call(in, index);
+  code_.L(done);
+  rip_flushed_ = true;
+  pending_rip_ = 0;
+  known_flags_.reset();
   return true;
 }
 
