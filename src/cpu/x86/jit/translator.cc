@@ -300,6 +300,17 @@ void Translator::zero_extend(const Xbyak::Reg64& reg, uint8_t size) {
   if (size == 4) code_.mov(reg.cvt32(), reg.cvt32());
 }
 
+void Translator::emit_step(uint8_t size, bool increment) {
+  code_.mov(ecx, 1);
+  code_.mov(rdx, rax);
+  if (increment) {
+    code_.add(sized(rdx, size), 1);
+  } else {
+    code_.sub(sized(rdx, size), 1);
+  }
+  zero_extend(rdx, size);
+}
+
 void Translator::store_flags(FlagOp op, uint8_t size, bool keep_carry) {
   if (!flags_live_) {
     // Overwritten by a later instruction of this block before anything can see them; only

@@ -239,6 +239,9 @@ class Translator {
   // rax += the 64-bit guest register (cached or in CpuState).
   void add_guest_register(const Xbyak::Reg64& to, uint8_t index);
   void zero_extend(const Xbyak::Reg64& reg, uint8_t size);
+  // INC/DEC of the `size`-byte value in rax: rdx = the result (zero-extended), rcx = 1, the
+  // operands store_flags(kInc/kDec) reads.
+  void emit_step(uint8_t size, bool increment);
   void store_flags(FlagOp op, uint8_t size, bool keep_carry);
   void flush_rip();
 

@@ -271,14 +271,7 @@ bool Translator::emit_step(const Instruction& in) {
     keep_carry = true;
   }
   load_register(rax, index, size, rex);
-  code_.mov(ecx, 1);
-  code_.mov(rdx, rax);
-  if (increment) {
-    code_.add(sized(rdx, size), 1);
-  } else {
-    code_.sub(sized(rdx, size), 1);
-  }
-  zero_extend(rdx, size);
+  emit_step(size, increment);
   store_flags(increment ? FlagOp::kInc : FlagOp::kDec, size, keep_carry);
   store_register(index, size, rex, rdx);
   pending_rip_ += in.length;

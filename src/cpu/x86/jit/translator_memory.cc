@@ -360,14 +360,7 @@ bool Translator::emit_alu_memory_write(const Instruction& in, size_t index) {
   }
   if (step) {
     const bool increment = in.group_index() == 0;
-    code_.mov(ecx, 1);
-    code_.mov(rdx, rax);
-    if (increment) {
-      code_.add(sized(rdx, size), 1);
-    } else {
-      code_.sub(sized(rdx, size), 1);
-    }
-    zero_extend(rdx, size);
+    emit_step(size, increment);
     code_.mov(field(layout_.flags_carry, 1), r8b);
     store_flags(increment ? FlagOp::kInc : FlagOp::kDec, size, true);
   } else {
