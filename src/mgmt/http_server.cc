@@ -1,5 +1,7 @@
 #include "mgmt/http_server.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -136,6 +138,9 @@ void serve_incoming_migration(Stream& stream, const http::request<http::string_b
   const int fd = beast::get_lowest_layer(stream).native_handle();
   timeval timeout{120, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  // The answers (kAccept, kStarted) are small and the source waits for them: no Nagle delay.
+  const int no_delay = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &no_delay, sizeof(no_delay));
   beast::websocket::stream<Stream&> ws(stream);
   ws.read_message_max(migration::kMaxMessage);
   beast::error_code error;
