@@ -37,7 +37,9 @@ complaints='unstable|skew|Marking clocksource|soft lockup|hard lockup|rcu.*stall
 
 coproc VMM { exec "$lamina" run "${common[@]}" --state-file "$work/state" 2>&1; }
 wait_for "poweroff' stops the VM" || fail "no shell banner"
-echo '(i=0; while :; do i=$((i+1)); echo $i >/tmp/count; sleep 0.05; done) &' >&"${VMM[1]}"
+# The count goes to a new file renamed over the old one: a reader never sees it empty (`echo
+# >/tmp/count` truncates first, and a read in between came back empty in a CI run).
+echo '(i=0; while :; do i=$((i+1)); echo $i >/tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.05; done) &' >&"${VMM[1]}"
 echo 'echo ram-$((6*7)) >/tmp/file; echo disk-$((7*8)) | dd of=/dev/vda bs=512 conv=sync 2>/dev/null; sync' >&"${VMM[1]}"
 echo 'sleep 1; echo before-$((1+1)) $(cut -d" " -f1 /proc/uptime) $(dmesg | grep -ciE "'"$complaints"'") $(cat /tmp/count)' >&"${VMM[1]}"
 wait_for "before-2 " || fail "the guest did not report its uptime"
