@@ -25,11 +25,10 @@ using Clock = std::chrono::steady_clock;
 
 // One kPages message of the pages at `addresses` as they are now (`skip_zero`: the first
 // round, where the destination's RAM is all zeros already); nothing when every page was
-// skipped. `sent` counts the pages the message holds.
+// skipped.
 std::optional<std::vector<std::byte>> encode_batch(GuestMemory& memory,
                                                    std::span<const uint64_t> addresses,
-                                                   bool skip_zero, uint16_t round,
-                                                   uint64_t& sent) {
+                                                   bool skip_zero, uint16_t round) {
   std::vector<Page> pages;
   pages.reserve(addresses.size());
   for (uint64_t address : addresses) {
@@ -41,7 +40,6 @@ std::optional<std::vector<std::byte>> encode_batch(GuestMemory& memory,
                                    : std::span<const std::byte>(host, kPageBytes)});
   }
   if (pages.empty()) return std::nullopt;
-  sent += pages.size();
   return encode_pages(pages, round);
 }
 
@@ -100,7 +98,6 @@ class Lanes {
   }
 
   uint64_t transferred() const { return transferred_.load(); }
-  uint64_t sent_pages() const { return sent_pages_.load(); }
 
  private:
   struct Batch {
@@ -113,27 +110,22 @@ class Lanes {
   void serve(size_t index, int link) {
     for (;;) {
       Batch batch;
+      bool failed_before = false;  // after a lane's error, batches are only counted off
       {
         std::unique_lock lock(mutex_);
         changed_.wait(lock, [&] { return stopping_ || !queues_[index].empty(); });
         if (queues_[index].empty()) return;
         batch = std::move(queues_[index].front());
         queues_[index].pop_front();
+        failed_before = error_.has_value();
         changed_.notify_all();
       }
       Result<void> written;
-      bool failed_before = false;
-      {
-        std::lock_guard lock(mutex_);
-        failed_before = error_.has_value();
-      }
       if (!failed_before) {
-        uint64_t sent = 0;
-        if (auto message = encode_batch(memory_, batch.addresses, batch.skip_zero, batch.round, sent)) {
+        if (auto message = encode_batch(memory_, batch.addresses, batch.skip_zero, batch.round)) {
           transferred_ += message->size() + 4;
           written = write_frame(link, *message);
         }
-        sent_pages_ += sent;
       }
       std::lock_guard lock(mutex_);
       if (!written && !error_) error_ = written.error().with_context("a migration connection");
@@ -151,7 +143,6 @@ class Lanes {
   std::optional<Error> error_;
   bool stopping_ = false;
   std::atomic<uint64_t> transferred_{0};
-  std::atomic<uint64_t> sent_pages_{0};
   std::vector<std::jthread> threads_;  // last: joined first
 };
 
@@ -196,14 +187,13 @@ class PageSender {
   }
 
   uint64_t transferred() const { return transferred_ + lanes_.transferred(); }
-  uint64_t sent_pages() const { return sent_pages_ + lanes_.sent_pages(); }
 
  private:
   Result<void> dispatch() {
     if (batch_.empty()) return {};
     std::vector<uint64_t> batch = std::exchange(batch_, {});
     if (!lanes_.empty()) return lanes_.push(std::move(batch), batch_skips_zero_, round_);
-    auto message = encode_batch(memory_, batch, batch_skips_zero_, round_, sent_pages_);
+    auto message = encode_batch(memory_, batch, batch_skips_zero_, round_);
     if (!message) return {};
     transferred_ += message->size() + 4;
     return write_frame(link_, *message);
@@ -216,7 +206,6 @@ class PageSender {
   bool batch_skips_zero_ = false;
   uint16_t round_ = 0;
   uint64_t transferred_ = 0;
-  uint64_t sent_pages_ = 0;
 };
 
 uint64_t count_pages(const std::vector<uint64_t>& bitmap) {
