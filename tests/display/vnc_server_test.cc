@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
-#include <rfb/rfbclient.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -13,6 +12,8 @@
 #include <mutex>
 #include <random>
 #include <thread>
+
+#include "vnc_test_client.h"
 
 namespace lamina::display {
 namespace {
@@ -55,42 +56,7 @@ uint16_t port_of(int listening) {
   return ntohs(address.sin_port);
 }
 
-// libvncclient with its default pixel format (red in the lowest byte).
-class Client {
- public:
-  explicit Client(uint16_t port) {
-    client_ = rfbGetClient(8, 3, 4);
-    client_->serverHost = strdup("127.0.0.1");
-    client_->serverPort = port;
-    client_->canHandleNewFBSize = TRUE;
-    // Lossless encodings only (tight would send this test's noise as JPEG).
-    client_->appData.encodingsString = "zlib raw";
-    int argc = 0;
-    if (!rfbInitClient(client_, &argc, nullptr)) client_ = nullptr;  // freed by libvncclient
-  }
-  ~Client() {
-    if (client_ != nullptr) rfbClientCleanup(client_);
-  }
-  bool connected() const { return client_ != nullptr; }
-  rfbClient* get() { return client_; }
-  // Handles server messages until `done` holds or the time is up.
-  bool pump_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
-    const auto deadline = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (done()) return true;
-      if (WaitForMessage(client_, 50'000) > 0 && !HandleRFBServerMessage(client_)) return false;
-    }
-    return done();
-  }
-  uint32_t pixel(int x, int y) const {
-    const auto* bytes = reinterpret_cast<const uint8_t*>(client_->frameBuffer) +
-                        (size_t(y) * client_->width + x) * 4;
-    return uint32_t{bytes[0]} << 16 | uint32_t{bytes[1]} << 8 | bytes[2];
-  }
-
- private:
-  rfbClient* client_ = nullptr;
-};
+using Client = test_support::VncTestClient;
 
 hw::Frame pattern(uint32_t width, uint32_t height, uint32_t seed) {
   hw::Frame frame;
@@ -132,7 +98,7 @@ class VncServerTest : public ::testing::Test {
 };
 
 TEST_F(VncServerTest, ClientGetsTheScreenAndItsChangesAndResizes) {
-  Client client(port);
+  Client client("127.0.0.1", port);
   ASSERT_TRUE(client.connected());
   EXPECT_TRUE(client.pump_until([&] { return matches(client, screen.frame); }));
   {
@@ -150,7 +116,7 @@ TEST_F(VncServerTest, ClientGetsTheScreenAndItsChangesAndResizes) {
 }
 
 TEST_F(VncServerTest, KeysAndPointerReachTheInputFunctions) {
-  Client client(port);
+  Client client("127.0.0.1", port);
   ASSERT_TRUE(client.connected());
   SendKeyEvent(client.get(), 'a', TRUE);
   SendKeyEvent(client.get(), 'a', FALSE);
@@ -191,7 +157,7 @@ TEST_F(VncServerTest, GarbageFromAClientLeavesTheServerServing) {
     (void)::send(fd, junk.data(), junk.size(), MSG_NOSIGNAL);
     ::close(fd);
   }
-  Client client(port);
+  Client client("127.0.0.1", port);
   ASSERT_TRUE(client.connected());
   EXPECT_TRUE(client.pump_until([&] { return matches(client, screen.frame); }));
 }

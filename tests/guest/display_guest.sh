@@ -5,23 +5,27 @@
 #   banner: SeaBIOS alone (no disk) draws its banner in VGA text mode; at the reset that ends the
 #           run, --screen-text-on-exit has it as text and --screenshot-on-exit is a valid PNG of
 #           the 720x400 text screen with more than one colour;
-#   vnc:    a GRUB 2 disk (make_bios_disk.sh menu) shows its menu on the screen; a VNC client
-#           (vnc_client.py, RFB 3.8 on a Unix socket) sees it, presses Down (the highlight moves)
+#   vnc:    a GRUB 2 disk (make_bios_disk.sh menu) shows its menu on the screen; clients without
+#           the password or with a wrong one are refused; a VNC client (vnc_probe, on
+#           libvncclient, over a Unix socket, with the password) sees it, presses Down (the
+#           highlight moves)
 #           and Return on the reboot entry; its last frame equals the exit screenshot, and the
 #           text dump holds GRUB's last words.
 #   vbe:    the same menu in GRUB's gfxterm, 800x600 in 32 bits through the VGA BIOS's VBE (the
 #           DISPI registers and the linear framebuffer): the client waits for that mode, the key
 #           moves the menu, and its last frame equals the 800x600 exit screenshot.
 set -euo pipefail
-lamina="" scenario=""
+lamina="" scenario="" probe=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --lamina) lamina=$2; shift 2 ;;
     --scenario) scenario=$2; shift 2 ;;
+    --vnc-probe) probe=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [[ -x $lamina ]] || { echo "--lamina PATH is needed"; exit 2; }
+[[ $scenario == banner || -x $probe ]] || { echo "--vnc-probe PATH is needed"; exit 2; }
 here=$(dirname "$0")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -63,10 +67,11 @@ case $scenario in
       --screen-text-on-exit "$work/screen.txt" </dev/null >"$log" 2>&1 &
     vm=$!
     if [[ $scenario == vnc ]]; then
-      python3 "$here/vnc_client.py" "$work/vnc.sock" "$work/none.rgb" --expect-refusal ||
+      # The socket appears once the VM has set its screen up.
+      for _ in $(seq 100); do [[ -S $work/vnc.sock ]] && break; sleep 0.1; done
+      "$probe" "$work/vnc.sock" --expect-refusal ||
         fail "a client without the password was let in"
-      python3 "$here/vnc_client.py" "$work/vnc.sock" "$work/none.rgb" --expect-refusal \
-        --password wrong ||
+      "$probe" "$work/vnc.sock" --expect-refusal --password wrong ||
         fail "a client with a wrong password was let in"
     fi
     if [[ $scenario == vnc ]]; then
@@ -74,7 +79,7 @@ case $scenario in
       for _ in $(seq 120); do grep -aq "Lamina menu: reboot" "$log" && break; sleep 0.5; done
     fi
     client=0
-    timeout 100 python3 "$here/vnc_client.py" "$work/vnc.sock" "$work/last.rgb" --keys Down \
+    timeout 100 "$probe" "$work/vnc.sock" "$work/last.rgb" --keys Down \
       --size $size --last-keys Return --wait-close "${password_option[@]}" || client=$?
     wait $vm || status=$?
     ((client == 0)) || fail "the VNC client failed (status $client)"

@@ -2,7 +2,7 @@
 """Decodes a PNG as Lamina writes it (8-bit RGB, filter type 0 rows) with zlib only, checks the
 signature, the chunk CRCs and the size, and prints "WIDTH HEIGHT COLOURS".
   png_check.py FILE.png [--same-as FRAME.rgb]
---same-as: exit 1 unless the pixels equal a frame vnc_client.py wrote."""
+--same-as: exit 1 unless the pixels equal a frame vnc_probe wrote."""
 import struct
 import sys
 import zlib
