@@ -124,8 +124,12 @@ Block* translate_block(CpuCore& core) {
     core.blocks.invalidate_page(raw->physical & ~uint64_t{0xfff}, raw);
     return raw;
   }
-  core.protect_code_page(block->physical & ~uint64_t{0xfff});
-  core.protect_code_page(block->last_page);
+  // A page that already holds blocks has no write pointer in the TLB (a write walk drops its
+  // blocks before it fills one), so only a page that becomes code now needs the TLB scan.
+  const uint64_t first_page = block->physical & ~uint64_t{0xfff};
+  if (!core.blocks.is_code_page(first_page)) core.protect_code_page(first_page);
+  if (block->last_page != first_page && !core.blocks.is_code_page(block->last_page))
+    core.protect_code_page(block->last_page);
   return core.blocks.insert(std::move(block));
 }
 
