@@ -14,18 +14,26 @@
 #   vbe:    the same menu in GRUB's gfxterm, 800x600 in 32 bits through the VGA BIOS's VBE (the
 #           DISPI registers and the linear framebuffer): the client waits for that mode, the key
 #           moves the menu, and its last frame equals the 800x600 exit screenshot.
+#   bochs_drm: the default guest (--guest DIR, direct kernel boot) with --vga std loads Linux's
+#           bochs-drm (display-modules.cpio.gz from scripts/make-guest, appended to its
+#           initramfs): it finds the adapter, sets 1024x768 in 32 bits through DISPI and its
+#           framebuffer console comes up; the guest clears it and writes ten cells with a red
+#           background at its top left, which the exit screenshot holds there (and black below).
+#           (A write() to /dev/fb0 at 1024x768 without EDID does not reach the screen on QEMU
+#           either, so the test draws through the console.)
 set -euo pipefail
-lamina="" scenario="" probe=""
+lamina="" scenario="" probe="" guest=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --lamina) lamina=$2; shift 2 ;;
     --scenario) scenario=$2; shift 2 ;;
     --vnc-probe) probe=$2; shift 2 ;;
+    --guest) guest=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 [[ -x $lamina ]] || { echo "--lamina PATH is needed"; exit 2; }
-[[ $scenario == banner || -x $probe ]] || { echo "--vnc-probe PATH is needed"; exit 2; }
+[[ $scenario == banner || $scenario == bochs_drm || -x $probe ]] || { echo "--vnc-probe PATH is needed"; exit 2; }
 here=$(dirname "$0")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -92,6 +100,37 @@ case $scenario in
       --same-as "$work/last.rgb") || fail "the VNC client's last frame is not the exit screenshot"
     [[ ${width}x$height == "$size" ]] || fail "the exit screenshot is ${width}x$height, not $size"
     ((colours > 1)) || fail "the exit screenshot is one colour"
+    ;;
+  bochs_drm)
+    [[ -f $guest/vmlinuz && -f $guest/initrd.img ]] || { echo "no default guest in '$guest'"; exit 1; }
+    [[ -f $guest/display-modules.cpio.gz ]] ||
+      { echo "SKIP: the default guest has no display modules (rebuild it: scripts/make-guest)"; exit 77; }
+    # The kernel unpacks concatenated archives: the display modules join the default initramfs.
+    cat "$guest/initrd.img" "$guest/display-modules.cpio.gz" >"$work/initrd.img"
+    # Ten character cells with a red background at the top left of the framebuffer console.
+    command="for m in \$(cat /etc/modules.display); do insmod /lib/modules/\$m.ko || exit 10; done
+i=0; while [ ! -e /dev/fb0 ]; do sleep 1; i=\$((i+1)); [ \$i -lt 60 ] || exit 11; done
+echo fb: \$(cat /proc/fb) \$(cat /sys/class/graphics/fb0/virtual_size) \$(cat /sys/class/graphics/fb0/stride)
+printf '\\033[H\\033[2J\\033[41m          \\033[0m' >/dev/tty1 || exit 12
+sleep 1
+echo block-written"
+    status=0
+    timeout 240 "$lamina" run --memory 256M --rng none --vga std --kernel "$guest/vmlinuz" \
+      --initrd "$work/initrd.img" --screenshot-on-exit "$work/screen.png" \
+      --cmdline "console=ttyS0 quiet no_timer_check panic=-1 lamina_run=\"$command\"" \
+      </dev/null >"$log" 2>&1 || status=$?
+    [[ $status -eq 0 ]] || fail "the guest did not power off cleanly (status $status)"
+    grep -aq "LAMINA-EXIT-STATUS: 0" "$log" || fail "the guest's command failed"
+    grep -aq "fb: 0 bochs-drmdrmfb 1024,768 4096" "$log" ||
+      fail "bochs-drm did not bring up a 1024x768x32 framebuffer"
+    ! grep -aq "unknown DISPI" "$log" || fail "bochs-drm used a DISPI register the adapter lacks"
+    read -r width height _ block < <(python3 "$here/png_check.py" "$work/screen.png" --pixel 40,8) ||
+      fail "the screenshot is not a valid PNG"
+    [[ ${width}x$height == 1024x768 ]] || fail "the exit screenshot is ${width}x$height, not 1024x768"
+    # fbcon's red is the VGA palette's (0xaa0000); the 8x16 cells span x 0-79, y 0-15.
+    [[ $block == aa0000 ]] || fail "the red cells the guest wrote are not on the screen (pixel $block)"
+    read -r _ _ _ below < <(python3 "$here/png_check.py" "$work/screen.png" --pixel 40,200)
+    [[ $below == 000000 ]] || fail "the screen below the cells is not black (pixel $below)"
     ;;
   *) echo "unknown scenario '$scenario'" >&2; exit 2 ;;
 esac

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Decodes a PNG as Lamina writes it (8-bit RGB, filter type 0 rows) with zlib only, checks the
 signature, the chunk CRCs and the size, and prints "WIDTH HEIGHT COLOURS".
-  png_check.py FILE.png [--same-as FRAME.rgb]
---same-as: exit 1 unless the pixels equal a frame vnc_probe wrote."""
+  png_check.py FILE.png [--same-as FRAME.rgb | --pixel X,Y]
+--same-as: exit 1 unless the pixels equal a frame vnc_probe wrote.
+--pixel: also prints the colour at (X, Y) as RRGGBB (a fourth field)."""
 import struct
 import sys
 import zlib
@@ -39,6 +40,13 @@ def decode(path):
 def main():
     width, height, pixels = decode(sys.argv[1])
     colours = len(set(pixels[i:i + 3] for i in range(0, len(pixels), 3)))
+    if len(sys.argv) > 3 and sys.argv[2] == "--pixel":
+        x, y = map(int, sys.argv[3].split(","))
+        if not (0 <= x < width and 0 <= y < height):
+            raise SystemExit(f"({x}, {y}) is outside the {width}x{height} picture")
+        offset = (y * width + x) * 3
+        print(width, height, colours, pixels[offset:offset + 3].hex())
+        return 0
     print(width, height, colours)
     if len(sys.argv) > 3 and sys.argv[2] == "--same-as":
         frame = open(sys.argv[3], "rb").read()

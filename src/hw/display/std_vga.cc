@@ -272,6 +272,10 @@ void StdVga::dispi_write(uint16_t index, uint16_t value) {
       // Stored as written; every use checks them against video memory.
       dispi_[index] = value;
       return;
+    case dispi::kIndexVirtHeight:
+      // Follows from the virtual width and video memory; Linux's bochs-drm writes it anyway at
+      // each mode set, and the adapter ignores it, as QEMU's does.
+      return;
     case dispi::kIndexEnable: {
       const bool was_enabled = dispi_enabled();
       dispi_[index] = value & (dispi::kEnabled | dispi::kGetCaps | dispi::kEightBitDac |
