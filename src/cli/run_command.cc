@@ -52,6 +52,7 @@ struct RunOptions {
   std::vector<std::string> networks;  // --net, repeatable
   std::string vga;            // empty: the default (see machine::effective_vga)
   std::string display = "none";
+  std::string tablet;  // empty: the default (see machine::effective_tablet)
   std::string screenshot_on_exit;   // PNG of the screen when the run ends
   std::string screen_text_on_exit;  // the text-mode screen as text when the run ends
   bool debug_exit = false;
@@ -127,6 +128,11 @@ machine::VmConfig to_config(const RunOptions& options) {
   auto display = machine::parse_display(options.display);
   if (!display) report_bad_option(display.error());
   config.display = *display;
+  if (!options.tablet.empty()) {
+    auto tablet = machine::parse_tablet(options.tablet);
+    if (!tablet) report_bad_option(tablet.error());
+    config.tablet = *tablet;
+  }
   config.debug_exit = options.debug_exit;
   if (auto valid = machine::validate(config); !valid) report_bad_option(valid.error());
   // Without --kernel the default guest boots; a missing one is a usage error saying how to
@@ -345,6 +351,10 @@ void add_run_command(CLI::App& app) {
                   "append ,password-file=FILE to make clients give the password on the file's "
                   "first line (1-8 characters, RFB's VNC Authentication)")
       ->capture_default_str();
+  run->add_option("--tablet", options->tablet,
+                  "An absolute pointer (virtio-input tablet) for the VNC client's pointer: on or "
+                  "off. Default: on with a --display. The guest needs a driver (Linux's "
+                  "virtio_input); until it has one, the pointer moves the PS/2 mouse");
   run->add_option("--screenshot-on-exit", options->screenshot_on_exit,
                   "Write the screen as it was when the run ended to this PNG file");
   run->add_option("--screen-text-on-exit", options->screen_text_on_exit,

@@ -28,7 +28,7 @@ struct CreateOptions {
   std::string from;
   std::string cpus;
   std::string memory, firmware, kernel, initrd, cmdline, serial, console_port, rng, accel,
-      cpu_engine, code_cache, on_reboot, cdrom, boot, vga, display;
+      cpu_engine, code_cache, on_reboot, cdrom, boot, vga, display, tablet;
   std::vector<std::string> disks, networks;
   bool autostart = false;
   std::string on_crash;
@@ -135,6 +135,7 @@ nlohmann::json definition_of(const CreateOptions& options) {
   set("serial", options.serial);
   set("console_port", options.console_port);
   set("vga", options.vga);
+  set("tablet", options.tablet);
   {
     // Paths in the display (a socket, a password file) are made absolute: laminad opens them.
     std::string display = options.display;
@@ -287,6 +288,8 @@ void add_vm_command(CLI::App& app) {
                              "none, vnc:HOST:PORT or vnc:unix:PATH (laminad opens the socket), then optionally "
                              ",password-file=FILE (clients must give the password on its first "
                              "line, 1-8 characters: RFB's VNC Authentication)");
+  create_command->add_option("--tablet", create->tablet,
+                             "on or off: an absolute pointer for VNC (default: on with a --display)");
   create_command->add_option("--accel", create->accel, "emu, kvm or auto");
   create_command->add_option("--cpu-engine", create->cpu_engine, "jit or interp (built-in CPU)");
   create_command->add_option("--code-cache", create->code_cache, "JIT code cache, 1M to 1G");

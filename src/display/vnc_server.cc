@@ -172,12 +172,24 @@ Result<std::unique_ptr<VncServer>> VncServer::create(UniqueFd listening, ScreenS
     auto* self = static_cast<VncServer*>(client->screen->screenData);
     Screen& state = *self->screen_;
     const uint8_t buttons = ps2_buttons(mask);
+    // RFB buttons 4 and 5 (mask bits 3 and 4) are the wheel's clicks up and down, sent as a
+    // press and a release: the press counts.
+    const int wheel = ((mask & 8) ? 1 : 0) - ((mask & 16) ? 1 : 0);
     const int dx = state.pointer_x < 0 ? 0 : x - state.pointer_x;
     const int dy = state.pointer_y < 0 ? 0 : state.pointer_y - y;
+    const bool first = state.pointer_x < 0;
     state.pointer_x = x;
     state.pointer_y = y;
-    if ((dx != 0 || dy != 0 || buttons != state.buttons) && self->source_.mouse) {
-      self->source_.mouse(dx, dy, buttons);
+    if ((first || dx != 0 || dy != 0 || buttons != state.buttons || wheel != 0) &&
+        self->source_.pointer) {
+      self->source_.pointer({.x = static_cast<uint32_t>(std::max(x, 0)),
+                             .y = static_cast<uint32_t>(std::max(y, 0)),
+                             .width = state.width,
+                             .height = state.height,
+                             .dx = dx,
+                             .dy = dy,
+                             .buttons = buttons,
+                             .wheel = wheel});
     }
     state.buttons = buttons;
   };

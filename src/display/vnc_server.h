@@ -32,6 +32,18 @@ Result<UniqueFd> listen_tcp(const std::string& host, uint16_t port);
 // "HOST:PORT" or the Unix socket path a listening socket is bound to, for logs.
 std::string bound_address(int listening);
 
+struct PointerEvent {
+  uint32_t x = 0;
+  uint32_t y = 0;
+  uint32_t width = 0;  // the screen the position is on
+  uint32_t height = 0;
+  int dx = 0;
+  int dy = 0;
+  uint8_t buttons = 0;
+  int wheel = 0;
+  bool operator==(const PointerEvent&) const = default;
+};
+
 struct ScreenSource {
   // Changes when the screen may have changed.
   std::function<uint64_t()> generation;
@@ -39,8 +51,11 @@ struct ScreenSource {
   std::function<Result<hw::Frame>()> frame;
   // Scan code set 1 bytes for the guest's keyboard.
   std::function<void(std::span<const uint8_t>)> keyboard;
-  // A relative pointer move (dy > 0 is up) and the PS/2 buttons held.
-  std::function<void(int dx, int dy, uint8_t buttons)> mouse;
+  // The client's pointer: where it is on the screen it was sent, the move since the last
+  // event (dy > 0 is up, for a relative PS/2 mouse), the buttons held (PS/2's bits: 0 left,
+  // 1 right, 2 middle) and wheel clicks (positive: up). The worker hands it to the guest's
+  // tablet when its driver is ready, else to the PS/2 mouse.
+  std::function<void(const PointerEvent&)> pointer;
 };
 
 class VncServer {

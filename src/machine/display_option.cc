@@ -99,6 +99,16 @@ VgaKind effective_vga(std::optional<VgaKind> vga, FirmwareKind firmware,
   return VgaKind::kNone;
 }
 
+Result<bool> parse_tablet(std::string_view text) {
+  if (text == "on") return true;
+  if (text == "off") return false;
+  return fail(ErrorCode::kInvalidArgument, fmt::format("--tablet: '{}' is not one of on, off", text));
+}
+
+bool effective_tablet(std::optional<bool> tablet, const DisplayOption& display) {
+  return tablet.value_or(display.kind != DisplayKind::kNone);
+}
+
 Result<UniqueFd> open_display_listener(const DisplayOption& display, GrantedFiles* granted) {
   GrantedFiles::Opener open;
   std::string key;

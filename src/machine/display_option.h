@@ -49,6 +49,12 @@ Result<std::string> read_display_password(const DisplayOption& display, GrantedF
 VgaKind effective_vga(std::optional<VgaKind> vga, FirmwareKind firmware,
                       const DisplayOption& display);
 
+// Parses --tablet "on" or "off".
+Result<bool> parse_tablet(std::string_view text);
+// Whether a VM gets the virtio tablet (virtio/virtio_tablet.h): as asked, else when it has a
+// VNC display (whose pointer is absolute).
+bool effective_tablet(std::optional<bool> tablet, const DisplayOption& display);
+
 // The listening socket of a VNC display (kInvalidArgument for kNone): opened here, or, with
 // `granted`, obtained through it (laminad opens it and the worker gets the descriptor, so a
 // sandboxed worker never binds a socket itself).

@@ -131,6 +131,7 @@ void Machine::remove_virtio_function(uint8_t slot) {
   for (size_t index = 0; index < virtio_slots_.size(); ++index) {
     if (virtio_slots_[index] != slot) continue;
     removed = std::move(virtio_functions_[index]);
+    if (&removed->device() == tablet_) tablet_ = nullptr;
     virtio_functions_.erase(virtio_functions_.begin() + static_cast<ptrdiff_t>(index));
     virtio_slots_.erase(virtio_slots_.begin() + static_cast<ptrdiff_t>(index));
     break;

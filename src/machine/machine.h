@@ -56,6 +56,7 @@
 #include "virtio/dma_memory.h"
 #include "virtio/virtio_mem.h"
 #include "virtio/virtio_pci.h"
+#include "virtio/virtio_tablet.h"
 
 namespace lamina::machine {
 
@@ -75,6 +76,8 @@ class Machine {
   // The VGA adapter (null without one) and the PS/2 controller, for a display's screen and input.
   hw::StdVga* vga() { return vga_ ? &vga_->vga() : nullptr; }
   hw::I8042& i8042() { return *i8042_; }
+  // The virtio tablet (null without one), for the display's absolute pointer.
+  virtio::VirtioTablet* tablet() { return tablet_; }
   GuestMemory& memory() { return memory_; }
   uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
   hw::PciHost& pci_host() { return *pci_host_; }
@@ -231,6 +234,7 @@ class Machine {
   // one of pci_intx_'s, so it comes after them.
   std::unique_ptr<ahci::AhciController> ahci_;
   virtio::VirtioMem* virtio_mem_ = nullptr;  // owned by its function; null without one
+  virtio::VirtioTablet* tablet_ = nullptr;   // owned by its function; null without one
   uint32_t pci_gsi_base_ = 16;
   std::vector<std::unique_ptr<VcpuEnvironment>> environments_;
   std::vector<std::unique_ptr<accel::Vcpu>> vcpus_;

@@ -539,6 +539,10 @@ Result<void> MachineBuilder::add_virtio_functions(Machine& m, const MachineOptio
     if (!options.virtio_devices[index]) continue;
     auto device = options.virtio_devices[index]();
     if (!device) return fail(device.error());
+    // The tablet is never hot-plugged: the machine keeps it for the display's pointer.
+    if ((*device)->type() == virtio::DeviceType::kInput) {
+      m.tablet_ = static_cast<virtio::VirtioTablet*>(device->get());
+    }
     const auto slot = static_cast<uint8_t>(kFirstPciSlot + index);
     auto function = m.make_virtio_function(slot, std::move(*device));
     if (!function) return fail(function.error());

@@ -6,6 +6,7 @@
 #include "virtio/virtio_console.h"
 #include "virtio/virtio_net.h"
 #include "virtio/virtio_rng.h"
+#include "virtio/virtio_tablet.h"
 
 namespace lamina::machine {
 
@@ -143,6 +144,11 @@ void add_virtio_devices(const VmConfig& config, VirtioHostEnds& ends, MachineOpt
   for (size_t i = 0; i < config.networks.size() && i < ends.network_ports.size(); ++i) {
     options.virtio_devices.push_back(
         network_device_factory(*ends.network_ports[i], config.networks[i].mac, on_network_failure));
+  }
+  // The tablet last, so the slots of the devices above stay as they were without it.
+  if (effective_tablet(config.tablet, config.display)) {
+    options.virtio_devices.push_back(
+        [] { return DeviceResult(std::make_unique<virtio::VirtioTablet>()); });
   }
 }
 

@@ -4,8 +4,8 @@
 // network ports) are opened once per `lamina run` and outlive the Machines built from the
 // config, so a --on-reboot restart gives the guest fresh devices on the same host ends.
 //
-// PCI slot order is the order add_virtio_devices() appends: rng, console port, disks, then
-// network cards (--disk and --net order).
+// PCI slot order is the order add_virtio_devices() appends: rng, console port, disks, network
+// cards (--disk and --net order), then the tablet.
 //
 // Ownership: VirtioHostEnds owns the host ends; the factories borrow them, so the ends must
 // outlive every Machine built with those options. Thread-safety: build-time only.

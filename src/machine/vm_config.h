@@ -83,6 +83,7 @@ struct VmConfig {
   std::vector<BootDevice> boot;
   std::optional<VgaKind> vga;  // --vga; unset: see effective_vga()
   DisplayOption display;       // --display
+  std::optional<bool> tablet;  // --tablet; unset: see effective_tablet()
   bool debug_exit = false;  // --debug-exit: the guest may end the run with a status (port 0xf4)
 };
 

@@ -11,8 +11,8 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 21> kFields = {
-    "vga",     "display",
+constexpr std::array<std::string_view, 22> kFields = {
+    "vga",     "display",  "tablet",
     "cpus",    "max_cpus", "memory",  "memory_target", "firmware",     "kernel",
     "initrd",  "cmdline",  "disks",   "cdrom",         "boot",         "nets",
     "serial",  "console_port", "rng", "accel",         "cpu_engine",   "code_cache",
@@ -105,6 +105,10 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
     auto vga = parse_vga(*text);
     if (!vga) return fail(vga.error());
     config.vga = *vga;
+  } else if (field == "tablet") {
+    auto tablet = parse_tablet(*text);
+    if (!tablet) return fail(tablet.error());
+    config.tablet = *tablet;
   } else if (field == "display") {
     auto display = parse_display(*text);
     if (!display) return fail(display.error());

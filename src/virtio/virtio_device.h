@@ -29,7 +29,14 @@
 namespace lamina::virtio {
 
 // Device types (section 5).
-enum class DeviceType : uint16_t { kNet = 1, kBlock = 2, kConsole = 3, kEntropy = 4, kMemory = 24 };
+enum class DeviceType : uint16_t {
+  kNet = 1,
+  kBlock = 2,
+  kConsole = 3,
+  kEntropy = 4,
+  kInput = 18,
+  kMemory = 24,
+};
 
 // Reserved feature bits the transport negotiates itself (section 6).
 inline constexpr uint64_t kFeatureIndirectDescriptors = uint64_t{1} << 28;

@@ -28,6 +28,7 @@ uint32_t class_code_of(DeviceType type) {
     case DeviceType::kNet: return 0x020000;      // network controller, Ethernet
     case DeviceType::kBlock: return 0x010000;    // mass storage, SCSI (as other VMMs use)
     case DeviceType::kConsole: return 0x078000;  // communication controller, other
+    case DeviceType::kInput: return 0x098000;    // input device controller, other
     case DeviceType::kEntropy:
     case DeviceType::kMemory: break;
   }

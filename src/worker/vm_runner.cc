@@ -170,7 +170,7 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
         .generation = [self] { return self->screen_generation(); },
         .frame = [self] { return self->screenshot(); },
         .keyboard = [self](std::span<const uint8_t> bytes) { self->keyboard_input(bytes); },
-        .mouse = [self](int dx, int dy, uint8_t buttons) { self->mouse_input(dx, dy, buttons); },
+        .pointer = [self](const display::PointerEvent& event) { self->pointer_input(event); },
     };
     auto vnc = display::VncServer::create(std::move(*listening), std::move(source),
                                           std::string(label), std::move(*password));
@@ -858,9 +858,18 @@ void VmRunner::keyboard_input(std::span<const uint8_t> set1_bytes) {
   if (machine_ != nullptr) machine_->i8042().keyboard_input(set1_bytes);
 }
 
-void VmRunner::mouse_input(int dx, int dy, uint8_t buttons) {
+void VmRunner::pointer_input(const display::PointerEvent& event) {
   std::lock_guard lock(mutex_);
-  if (machine_ != nullptr) machine_->i8042().mouse_input(dx, dy, buttons);
+  if (machine_ == nullptr) return;
+  if (virtio::VirtioTablet* tablet = machine_->tablet(); tablet != nullptr && tablet->driver_ready()) {
+    tablet->post_pointer(event.x, event.y, event.width, event.height, event.buttons, event.wheel);
+    return;
+  }
+  // The PS/2 mouse moves relatively; the first event of a client only places its pointer.
+  if (event.dx != 0 || event.dy != 0 || event.buttons != ps2_buttons_) {
+    machine_->i8042().mouse_input(event.dx, event.dy, event.buttons);
+  }
+  ps2_buttons_ = event.buttons;
 }
 
 }  // namespace lamina::worker

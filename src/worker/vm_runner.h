@@ -170,7 +170,8 @@ class VmRunner {
   // Host keyboard (scan code set 1 bytes) and pointer input to the running machine's i8042;
   // dropped while no machine runs.
   void keyboard_input(std::span<const uint8_t> set1_bytes);
-  void mouse_input(int dx, int dy, uint8_t buttons);
+  // The VNC client's pointer: to the tablet once its driver is ready, else the PS/2 mouse.
+  void pointer_input(const display::PointerEvent& event);
   // Machines booted (1 + restarts).
   uint64_t boots() const { return boots_.load(); }
 
@@ -218,6 +219,7 @@ class VmRunner {
   UniqueFd restore_state_;  // restore_from(): the state the first machine restores
   hw::Frame last_frame_;               // the last stopped machine's screen
   uint64_t memory_target_ = 0;          // set_memory(); 0: the boot RAM
+  uint8_t ps2_buttons_ = 0;             // the buttons the PS/2 mouse last reported
   std::vector<uint8_t> disk_slots_;     // PCI slot of config_.disks[i]
   std::vector<uint8_t> network_slots_;  // PCI slot of config_.networks[i]
   // Last: it calls into the above from its own thread until it is destroyed.

@@ -5,6 +5,8 @@
 //   vnc_probe SOCKET OUT.rgb [--keys Down,...] [--last-keys Return] [--size WxH]
 //             [--password P] [--wait-close]
 //   vnc_probe SOCKET --expect-refusal [--password P]
+//   vnc_probe SOCKET --pointer X,Y [--size WxH] [--password P]: once the screen has that size,
+//             moves the pointer to (X, Y) and clicks the left button there (no picture needed)
 // OUT.rgb: "WIDTH HEIGHT\n" then WIDTH*HEIGHT*3 bytes of RGB (png_check.py --same-as reads it).
 // Exit 0 when every step held, 1 with the reason otherwise, 2 for bad arguments.
 #include <rfb/keysym.h>
@@ -12,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -90,6 +93,7 @@ void quiet_log(const char*, ...) {}
 int main(int argc, char** argv) {
   CLI::App app("A libvncclient probe for Lamina's display tests");
   std::string socket_path, output, keys, last_keys, size, password;
+  std::string pointer;
   bool expect_refusal = false, wait_close = false;
   app.add_option("socket", socket_path, "the VNC server's Unix socket")->required();
   app.add_option("output", output, "where the last frame goes (RGB with a size line)");
@@ -97,6 +101,7 @@ int main(int argc, char** argv) {
   app.add_option("--last-keys", last_keys, "keys pressed at the end, not checked");
   app.add_option("--size", size, "WIDTHxHEIGHT the screen must have before the keys");
   app.add_option("--password", password, "answer VNC Authentication with it");
+  app.add_option("--pointer", pointer, "X,Y: move the pointer there and click the left button");
   app.add_flag("--expect-refusal", expect_refusal, "succeed only if the handshake is refused");
   app.add_flag("--wait-close", wait_close, "read until the server closes (the VM stopped)");
   CLI11_PARSE(app, argc, argv);
@@ -106,6 +111,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  // A server that closes (the VM stopped) must fail a write, not kill the probe.
+  std::signal(SIGPIPE, SIG_IGN);
   rfbClientLog = quiet_log;
   rfbClientErr = quiet_log;
   const auto given_password = password.empty() ? std::nullopt : std::optional(password);
@@ -118,6 +125,31 @@ int main(int argc, char** argv) {
     }
     std::puts("refused");
     return 0;
+  }
+  if (!pointer.empty()) {
+    int x = 0, y = 0;
+    if (std::sscanf(pointer.c_str(), "%d,%d", &x, &y) != 2 || x < 0 || y < 0) {
+      std::fputs("--pointer wants X,Y\n", stderr);
+      return 2;
+    }
+    VncTestClient client(socket_path, 5900, given_password);
+    if (!client.connected()) {
+      std::puts("could not connect (or the handshake was refused)");
+      return 1;
+    }
+    const bool sized = client.pump_until([&] {
+      return size.empty() ||
+             std::to_string(client.width()) + "x" + std::to_string(client.height()) == size;
+    }, 60s);
+    if (!sized) {
+      std::printf("the screen is %dx%d, not %s\n", client.width(), client.height(), size.c_str());
+      return 1;
+    }
+    const bool sent = SendPointerEvent(client.get(), x, y, 0) &&
+                      SendPointerEvent(client.get(), x, y, rfbButton1Mask) &&
+                      SendPointerEvent(client.get(), x, y, 0);
+    client.pump_until([] { return false; }, 1s);  // the server handles them before we go
+    return sent ? 0 : 1;
   }
   if (output.empty()) {
     std::fputs("an OUTPUT file is needed\n", stderr);

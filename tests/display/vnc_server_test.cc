@@ -26,7 +26,7 @@ struct FakeScreen {
   hw::Frame frame;
   std::atomic<uint64_t> generation{1};
   std::vector<uint8_t> keys;
-  std::vector<std::tuple<int, int, uint8_t>> moves;
+  std::vector<PointerEvent> moves;
 
   ScreenSource source() {
     return {
@@ -40,10 +40,10 @@ struct FakeScreen {
               std::lock_guard lock(mutex);
               keys.insert(keys.end(), bytes.begin(), bytes.end());
             },
-        .mouse =
-            [this](int dx, int dy, uint8_t buttons) {
+        .pointer =
+            [this](const PointerEvent& event) {
               std::lock_guard lock(mutex);
-              moves.emplace_back(dx, dy, buttons);
+              moves.push_back(event);
             },
     };
   }
@@ -123,17 +123,22 @@ TEST_F(VncServerTest, KeysAndPointerReachTheInputFunctions) {
   SendKeyEvent(client.get(), 0xff52, TRUE);  // Up
   SendPointerEvent(client.get(), 10, 10, 0);
   SendPointerEvent(client.get(), 13, 8, rfbButton1Mask | rfbButton3Mask);
+  SendPointerEvent(client.get(), 13, 8, rfbButton4Mask);  // a wheel click up, buttons let go
   auto received = [&] {
     std::lock_guard lock(screen.mutex);
-    return screen.keys.size() >= 4 && !screen.moves.empty();
+    return screen.keys.size() >= 4 && screen.moves.size() >= 3;
   };
   EXPECT_TRUE(client.pump_until(received));
   std::lock_guard lock(screen.mutex);
   EXPECT_EQ(screen.keys, (std::vector<uint8_t>{0x1e, 0x9e, 0xe0, 0x48}));
-  // The first pointer event only sets the position; the second moves right 3, up 2, with the
-  // left and right buttons (PS/2 bits 0 and 1).
-  ASSERT_EQ(screen.moves.size(), 1u);
-  EXPECT_EQ(screen.moves[0], std::make_tuple(3, 2, uint8_t{3}));
+  // The first pointer event gives the position on the 64x32 screen and no move; the second
+  // moves right 3, up 2, with the left and right buttons (PS/2 bits 0 and 1); the third is
+  // the wheel.
+  ASSERT_EQ(screen.moves.size(), 3u);
+  EXPECT_EQ(screen.moves[0], (PointerEvent{.x = 10, .y = 10, .width = 64, .height = 32}));
+  EXPECT_EQ(screen.moves[1], (PointerEvent{.x = 13, .y = 8, .width = 64, .height = 32, .dx = 3,
+                                           .dy = 2, .buttons = 3}));
+  EXPECT_EQ(screen.moves[2], (PointerEvent{.x = 13, .y = 8, .width = 64, .height = 32, .wheel = 1}));
 }
 
 TEST_F(VncServerTest, GarbageFromAClientLeavesTheServerServing) {

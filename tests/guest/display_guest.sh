@@ -21,6 +21,11 @@
 #           background at its top left, which the exit screenshot holds there (and black below).
 #           (A write() to /dev/fb0 at 1024x768 without EDID does not reach the screen on QEMU
 #           either, so the test draws through the console.)
+#   tablet: the same guest with a VNC display, so it has Lamina's virtio tablet: virtio_input
+#           binds it as "Lamina tablet"; once the guest reads its event device, vnc_probe
+#           moves the pointer to (300, 200) on the 1024x768 screen and clicks: the guest
+#           reads ABS_X/ABS_Y scaled to 0..32767 and BTN_LEFT down and up, each report ended
+#           by SYN_REPORT.
 set -euo pipefail
 lamina="" scenario="" probe="" guest=""
 while [[ $# -gt 0 ]]; do
@@ -40,6 +45,15 @@ trap 'rm -rf "$work"' EXIT
 log=$work/console.log
 fail() { echo "FAIL: $*"; echo "---- screen ----"; cat "$work/screen.txt" 2>/dev/null || true
          echo "---- log ----"; tail -c 2000 "$log" | sed 's/\x1b\[[0-9;?]*[a-zA-Z]//g'; exit 1; }
+
+# The default guest's initramfs with the display modules appended (the kernel unpacks
+# concatenated archives).
+display_initrd() {
+  [[ -f $guest/vmlinuz && -f $guest/initrd.img ]] || { echo "no default guest in '$guest'"; exit 1; }
+  [[ -f $guest/display-modules.cpio.gz ]] ||
+    { echo "SKIP: the default guest has no display modules (rebuild it: scripts/make-guest)"; exit 77; }
+  cat "$guest/initrd.img" "$guest/display-modules.cpio.gz" >"$work/initrd.img"
+}
 
 case $scenario in
   banner)
@@ -102,11 +116,7 @@ case $scenario in
     ((colours > 1)) || fail "the exit screenshot is one colour"
     ;;
   bochs_drm)
-    [[ -f $guest/vmlinuz && -f $guest/initrd.img ]] || { echo "no default guest in '$guest'"; exit 1; }
-    [[ -f $guest/display-modules.cpio.gz ]] ||
-      { echo "SKIP: the default guest has no display modules (rebuild it: scripts/make-guest)"; exit 77; }
-    # The kernel unpacks concatenated archives: the display modules join the default initramfs.
-    cat "$guest/initrd.img" "$guest/display-modules.cpio.gz" >"$work/initrd.img"
+    display_initrd
     # Ten character cells with a red background at the top left of the framebuffer console.
     command="for m in \$(cat /etc/modules.display); do insmod /lib/modules/\$m.ko || exit 10; done
 i=0; while [ ! -e /dev/fb0 ]; do sleep 1; i=\$((i+1)); [ \$i -lt 60 ] || exit 11; done
@@ -131,6 +141,43 @@ echo block-written"
     [[ $block == aa0000 ]] || fail "the red cells the guest wrote are not on the screen (pixel $block)"
     read -r _ _ _ below < <(python3 "$here/png_check.py" "$work/screen.png" --pixel 40,200)
     [[ $below == 000000 ]] || fail "the screen below the cells is not black (pixel $below)"
+    ;;
+  tablet)
+    display_initrd
+    zcat "$guest/display-modules.cpio.gz" | cpio -t 2>/dev/null | grep -q virtio_input.ko ||
+      { echo "SKIP: the default guest has no virtio_input (rebuild it: scripts/make-guest)"; exit 77; }
+    # Seven events of 24 bytes (struct input_event on x86-64: time, type, code, value) as
+    # unsigned 16-bit words: type is word 9, code word 10, the value words 11 and 12. (No
+    # double quotes in the command: the kernel's command line quotes it with them.)
+    command="for m in \$(cat /etc/modules.display); do insmod /lib/modules/\$m.ko || exit 10; done
+i=0; while [ ! -e /dev/fb0 ]; do sleep 1; i=\$((i+1)); [ \$i -lt 60 ] || exit 11; done
+event=\$(awk '/^N: Name=.Lamina tablet./ {found=1} found && /^H: Handlers=/ {for (f = 1; f <= NF; f++) if (\$f ~ /^event/) print \$f; exit}' /proc/bus/input/devices)
+case \$event in event*) ;; *) cat /proc/bus/input/devices; exit 12 ;; esac
+dd if=/dev/input/\$event bs=24 count=7 of=/tmp/events 2>/dev/null &
+sleep 1
+echo tablet-ready \$event
+wait
+od -An -v -tu2 -w24 /tmp/events | while read -r _ _ _ _ _ _ _ _ type code low high; do echo ev \$type \$code \$((low + high * 65536)); done"
+    "$lamina" run --memory 256M --rng none --kernel "$guest/vmlinuz" --initrd "$work/initrd.img" \
+      --display "vnc:unix:$work/vnc.sock" \
+      --cmdline "console=ttyS0 quiet no_timer_check panic=-1 lamina_run=\"$command\"" \
+      </dev/null >"$log" 2>&1 &
+    vm=$!
+    for _ in $(seq 240); do grep -aqs "tablet-ready" "$log" && break; kill -0 $vm 2>/dev/null || break; sleep 0.5; done
+    grep -aq "tablet-ready" "$log" || { kill $vm 2>/dev/null || true; fail "the guest found no tablet"; }
+    probe_status=0
+    timeout 90 "$probe" "$work/vnc.sock" --pointer 300,200 --size 1024x768 >"$work/probe.out" 2>&1 || probe_status=$?
+    ((probe_status == 0)) ||
+      { kill $vm 2>/dev/null || true; fail "the VNC client could not send the pointer ($probe_status: $(cat "$work/probe.out"))"; }
+    status=0
+    timeout 60 tail --pid=$vm -f /dev/null || { kill $vm 2>/dev/null || true; status=124; }
+    wait $vm || status=$?
+    [[ $status -eq 0 ]] && grep -aq "LAMINA-EXIT-STATUS: 0" "$log" ||
+      fail "the guest did not read its events (status $status)"
+    # (300, 200) on 1024x768 is 300 * 32767 / 1023 and 200 * 32767 / 767 on the tablet's axes.
+    events=$(grep -a "^ev " "$log" | tr -d '\r' | tr '\n' ';')
+    expected="ev 3 0 9609;ev 3 1 8544;ev 0 0 0;ev 1 272 1;ev 0 0 0;ev 1 272 0;ev 0 0 0;"
+    [[ $events == "$expected" ]] || fail "the guest read '$events', not '$expected'"
     ;;
   *) echo "unknown scenario '$scenario'" >&2; exit 2 ;;
 esac
