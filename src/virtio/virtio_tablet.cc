@@ -160,6 +160,11 @@ bool VirtioTablet::driver_ready() const {
   return transport_ != nullptr && !broken_ && buffers_seen_;
 }
 
+uint64_t VirtioTablet::events_delivered() const {
+  std::lock_guard lock(mutex_);
+  return events_delivered_;
+}
+
 void VirtioTablet::post_pointer(uint32_t x, uint32_t y, uint32_t width, uint32_t height,
                                 uint8_t buttons, int wheel) {
   std::lock_guard lock(mutex_);
@@ -223,6 +228,7 @@ void VirtioTablet::deliver_locked() {
       return;
     }
     pending_.pop_front();
+    ++events_delivered_;
     returned = true;
   }
   if (returned && queue->should_signal()) transport_->signal_queue(0);

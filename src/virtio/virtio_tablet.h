@@ -60,6 +60,8 @@ class VirtioTablet final : public VirtioDevice {
                     int wheel);
   // The driver is active and has offered event buffers: pointer input should come here.
   bool driver_ready() const;
+  // Events written into the driver's buffers so far (tests, diagnostics).
+  uint64_t events_delivered() const;
 
   void save(StateWriter& writer) const override;
   [[nodiscard]] Result<void> load(StateReader& reader) override;
@@ -82,6 +84,7 @@ class VirtioTablet final : public VirtioDevice {
   // What the guest was last told, so only changes are posted.
   uint32_t last_x_ = UINT32_MAX, last_y_ = UINT32_MAX;
   uint8_t last_buttons_ = 0;
+  uint64_t events_delivered_ = 0;
 };
 
 }  // namespace lamina::virtio

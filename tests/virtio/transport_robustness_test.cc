@@ -50,9 +50,14 @@ TEST_P(TransportRobustnessTest, RunningDeviceUnderRingScribbles) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, TransportRobustnessTest,
-                         ::testing::Values(Device::kRng, Device::kConsole),
+                         ::testing::Values(Device::kRng, Device::kConsole, Device::kTablet),
                          [](const ::testing::TestParamInfo<Device>& parameter) {
-                           return parameter.param == Device::kRng ? "Rng" : "Console";
+                           switch (parameter.param) {
+                             case Device::kRng: return "Rng";
+                             case Device::kConsole: return "Console";
+                             case Device::kTablet: return "Tablet";
+                           }
+                           return "Unknown";
                          });
 
 }  // namespace

@@ -42,12 +42,19 @@ TransportProgram::TransportProgram(Device device)
     harness_.emplace(std::make_unique<VirtioConsole>(console_end_), dma_);
     return;
   }
+  if (device_ == Device::kTablet) {
+    auto tablet = std::make_unique<VirtioTablet>();
+    tablet_ = tablet.get();
+    harness_.emplace(std::move(tablet), dma_);
+    return;
+  }
   auto rng = std::make_unique<VirtioRng>();
   rng_ = rng.get();
   harness_.emplace(std::move(rng), dma_);
 }
 
 uint64_t TransportProgram::bytes_served() const {
+  if (tablet_ != nullptr) return tablet_->events_delivered() * 8;
   return rng_ != nullptr ? rng_->bytes_served() : console_end_.written;
 }
 
@@ -56,6 +63,10 @@ void TransportProgram::run(std::span<const uint8_t> bytes) {
   PciHarness& h = *harness_;
   for (unsigned step = 0; step < 4096 && !input.done(); ++step) {
     const uint8_t op = input.byte();
+    // The tablet has work only when the host posts: a pointer move before every other step.
+    if (tablet_ != nullptr && step % 2 == 0) {
+      tablet_->post_pointer(op, step, 256, 4096, static_cast<uint8_t>(op & 7), 0);
+    }
     switch (op % 11) {
       case 0: {  // common configuration write
         const auto offset = static_cast<uint16_t>(input.byte() % 0x48);
@@ -177,12 +188,17 @@ bool TransportProgram::recovers() {
   TestDriver driver(memory_, 8, 0x20000, 0x30000);
   h.setup_queue(0, driver.layout());
   TestDriver transmit(memory_, 8, 0x24000, 0x34000);
-  if (device_ == Device::kConsole) h.setup_queue(1, transmit.layout());
+  if (device_ != Device::kRng) h.setup_queue(1, transmit.layout());
   h.driver_ok();
   if (h.status() & pci::status::kDeviceNeedsReset) return false;
   // Queue 0 takes device-writable buffers on both devices (entropy, console input).
   driver.add_chain({{driver.allocate(32), 32, true}});
   h.kick(0);
+  if (device_ == Device::kTablet) {
+    // A fresh driver gets the pointer as one event per buffer.
+    tablet_->post_pointer(1, 2, 10, 10, 0, 0);
+    return driver.used_index() == 1 && driver.used_element(0).second == 8;
+  }
   if (driver.used_index() != 1 || driver.used_element(0).second != 32) return false;
   if (device_ == Device::kRng) return true;
   const uint64_t before = console_end_.written;

@@ -16,6 +16,7 @@
 #include "../pci_harness.h"
 #include "base/guest_memory.h"
 #include "virtio/console_backend.h"
+#include "virtio/virtio_tablet.h"
 #include "virtio/dma_memory.h"
 #include "virtio/virtio_rng.h"
 
@@ -38,14 +39,14 @@ class EndlessConsoleEnd final : public ConsoleBackend {
 class TransportProgram {
  public:
   static constexpr uint64_t kRamSize = 1 << 20;
-  enum class Device { kRng, kConsole };
+  enum class Device { kRng, kConsole, kTablet };
 
   explicit TransportProgram(Device device = Device::kRng);
   void run(std::span<const uint8_t> input);
   // Reset, program the BARs, negotiate, start a fresh queue and have one request served.
   bool recovers();
-  // Bytes the device moved so far (entropy served, or console output taken): shows the
-  // programs reach the data path.
+  // Bytes the device moved so far (entropy served, console output taken, or tablet events
+  // delivered): shows the programs reach the data path.
   uint64_t bytes_served() const;
 
  private:
@@ -54,6 +55,7 @@ class TransportProgram {
   Device device_;
   EndlessConsoleEnd console_end_;  // before the harness, which the console detaches from
   VirtioRng* rng_ = nullptr;
+  VirtioTablet* tablet_ = nullptr;
   std::optional<PciHarness> harness_;
 };
 
