@@ -127,7 +127,27 @@ void VirtioNet::run(std::stop_token stop) {
   bool failed = false;
   bool more_work = false;
   while (!stop.stop_requested()) {
-    if (announce_pending_.exchange(false) && port_alive_) announce();
+    if (announce_pending_.exchange(false)) {
+      announce_rounds_left_ = kAnnounceRounds;
+      next_announce_ = std::chrono::steady_clock::now();
+    }
+    int timeout_ms = more_work ? 0 : -1;
+    if (announce_rounds_left_ > 0) {
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= next_announce_) {
+        if (port_alive_) announce();
+        --announce_rounds_left_;
+        if (announce_rounds_left_ > 0) {
+          next_announce_ = now + std::chrono::milliseconds(
+                                     kAnnounceGapsMs[kAnnounceRounds - 1 - announce_rounds_left_]);
+        }
+      }
+      if (announce_rounds_left_ > 0 && !more_work) {
+        const auto wait = std::chrono::ceil<std::chrono::milliseconds>(
+            next_announce_ - std::chrono::steady_clock::now());
+        timeout_ms = static_cast<int>(std::max<int64_t>(wait.count(), 0));
+      }
+    }
     pollfd polled[2] = {{wakeup_.fd(), POLLIN, 0}, {port_->poll_fd(), 0, 0}};
     nfds_t count = 1;
     if (port_alive_ && !failed) {
@@ -135,7 +155,7 @@ void VirtioNet::run(std::stop_token stop) {
       if (tx_length_ != 0) polled[1].events |= POLLOUT;
       count = 2;
     }
-    if (::poll(polled, count, more_work ? 0 : -1) < 0 && errno != EINTR) {
+    if (::poll(polled, count, timeout_ms) < 0 && errno != EINTR) {
       backend_failed(Error(ErrorCode::kIo, fmt::format("poll: {}", std::strerror(errno))));
       continue;
     }

@@ -26,7 +26,9 @@
 // and reset(). Thread-safety: as VirtioDevice says; read_config may race with the I/O thread
 // (the status is atomic), and stats() may be called from any thread.
 
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -113,6 +115,10 @@ class VirtioNet final : public VirtioDevice {
   // interrupt) with one RARP announcement so learning switches find the card's new port.
   void replace_backend(const std::function<void()>& swap);
 
+  // A restored card's RARP announcements (see announce()).
+  static constexpr int kAnnounceRounds = 5;
+  static constexpr std::array<int, kAnnounceRounds - 1> kAnnounceGapsMs = {50, 150, 250, 350};
+
   net::MacAddress mac() const { return mac_; }
   bool link_up() const { return (status_.load() & kNetStatusLinkUp) != 0; }
   VirtioNetStats stats() const;
@@ -139,8 +145,10 @@ class VirtioNet final : public VirtioDevice {
   void backend_failed(const Error& error);
   bool driver_error(const Error& error);
   // A restored card (checkpoint, live migration) may sit behind another switch port or host
-  // now: one broadcast RARP from its MAC, as QEMU's self-announce sends, teaches learning
-  // switches and bridges where it is before the guest says anything.
+  // now: a broadcast RARP from its MAC, as QEMU's self-announce sends, teaches learning
+  // switches and bridges where it is before the guest says anything. kAnnounceRounds of them,
+  // the first at once and then after kAnnounceGaps (QEMU's defaults: 5 rounds, 50 ms then
+  // 100 ms steps), so one lost frame does not leave a switch pointing at the old port.
   void announce();
 
   std::unique_ptr<net::FramePort> port_;
@@ -148,6 +156,8 @@ class VirtioNet final : public VirtioDevice {
   WakeupEvent wakeup_;
   std::atomic<uint16_t> status_{kNetStatusLinkUp};
   std::atomic<bool> announce_pending_{false};  // set by load(), sent by the I/O thread
+  int announce_rounds_left_ = 0;                 // I/O thread: announcements still to send
+  std::chrono::steady_clock::time_point next_announce_;  // I/O thread: when the next one goes
 
   std::mutex control_mutex_;  // serializes activate/reset/load/destruction
   VirtioTransport* transport_ = nullptr;
