@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "base/byte_order.h"
+#include "virtio/queue_service.h"
 
 namespace lamina::virtio {
 
@@ -83,61 +84,36 @@ void VirtioConsole::fail_locked(const Error& error) {
 
 void VirtioConsole::receive_locked() {
   if (transport_ == nullptr || broken_) return;
-  Virtqueue* queue = transport_->queue(kReceiveQueue);
-  if (queue == nullptr) return;
-  bool returned = false;
   std::array<std::byte, kChunk> buffer;
-  for (uint32_t round = 0; round < queue->layout().size && backend_.input_pending() > 0; ++round) {
-    auto popped = queue->pop();
-    if (!popped) {
-      fail_locked(popped.error());
-      break;
-    }
-    if (!*popped) break;
-    const DescriptorChain& chain = **popped;
-    // Only this device reads the backend, so pending input cannot shrink under it.
-    const size_t wanted = std::min<uint64_t>(chain.writable_length, buffer.size());
-    const size_t got = backend_.read(std::span(buffer).first(wanted));
-    const size_t copied = queue->copy_to(chain, 0, std::span(buffer).first(got));
-    if (auto pushed = queue->push(chain.head, static_cast<uint32_t>(copied)); !pushed) {
-      fail_locked(pushed.error());
-      break;
-    }
-    returned = true;
-  }
-  if (returned && queue->should_signal()) transport_->signal_queue(kReceiveQueue);
+  auto served = serve_queue(
+      *transport_, kReceiveQueue, [this] { return backend_.input_pending() > 0; },
+      [&](Virtqueue& queue, const DescriptorChain& chain) -> Result<uint32_t> {
+        // Only this device reads the backend, so pending input cannot shrink under it.
+        const size_t wanted = std::min<uint64_t>(chain.writable_length, buffer.size());
+        const size_t got = backend_.read(std::span(buffer).first(wanted));
+        return static_cast<uint32_t>(queue.copy_to(chain, 0, std::span(buffer).first(got)));
+      });
+  if (!served) fail_locked(served.error());
 }
 
 void VirtioConsole::transmit_locked() {
   if (transport_ == nullptr || broken_) return;
-  Virtqueue* queue = transport_->queue(kTransmitQueue);
-  if (queue == nullptr) return;
-  bool returned = false;
   std::array<std::byte, kChunk> buffer;
-  for (uint32_t round = 0; round < queue->layout().size && backend_.output_ready(); ++round) {
-    auto popped = queue->pop();
-    if (!popped) {
-      fail_locked(popped.error());
-      break;
-    }
-    if (!*popped) break;
-    const DescriptorChain& chain = **popped;
-    const uint64_t length = std::min<uint64_t>(chain.readable_length, kMaxTransmitBytes);
-    for (uint64_t offset = 0; offset < length;) {
-      const size_t piece = std::min<uint64_t>(buffer.size(), length - offset);
-      const size_t got = queue->copy_from(chain, offset, std::span(buffer).first(piece));
-      if (got == 0) break;
-      backend_.write(std::span<const std::byte>(buffer).first(got));
-      offset += got;
-    }
-    // The used length counts bytes the device wrote into the chain: none for output.
-    if (auto pushed = queue->push(chain.head, 0); !pushed) {
-      fail_locked(pushed.error());
-      break;
-    }
-    returned = true;
-  }
-  if (returned && queue->should_signal()) transport_->signal_queue(kTransmitQueue);
+  auto served = serve_queue(
+      *transport_, kTransmitQueue, [this] { return backend_.output_ready(); },
+      [&](Virtqueue& queue, const DescriptorChain& chain) -> Result<uint32_t> {
+        const uint64_t length = std::min<uint64_t>(chain.readable_length, kMaxTransmitBytes);
+        for (uint64_t offset = 0; offset < length;) {
+          const size_t piece = std::min<uint64_t>(buffer.size(), length - offset);
+          const size_t got = queue.copy_from(chain, offset, std::span(buffer).first(piece));
+          if (got == 0) break;
+          backend_.write(std::span<const std::byte>(buffer).first(got));
+          offset += got;
+        }
+        // The used length counts bytes the device wrote into the chain: none for output.
+        return 0u;
+      });
+  if (!served) fail_locked(served.error());
 }
 
 void VirtioConsole::save(StateWriter& writer) const {

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "base/byte_order.h"
+#include "virtio/queue_service.h"
 
 namespace lamina::virtio {
 
@@ -132,39 +133,24 @@ void VirtioMem::queue_notify(uint16_t index) {
 }
 
 void VirtioMem::serve_locked() {
-  Virtqueue* queue = transport_->queue(0);
-  if (queue == nullptr) return;
-  bool returned = false;
-  for (uint32_t served = 0; served < queue->layout().size; ++served) {
-    auto popped = queue->pop();
-    if (!popped) {
-      broken_ = true;
-      transport_->device_error(popped.error().message());
-      return;
-    }
-    if (!*popped) break;
-    const DescriptorChain& chain = **popped;
+  auto served = serve_queue(*transport_, 0, [] { return true; },
+                            [this](Virtqueue& queue, const DescriptorChain& chain) -> Result<uint32_t> {
     if (chain.writable_length < kResponseSize) {
-      broken_ = true;
-      transport_->device_error("virtio-mem: a request without room for its response");
-      return;
+      return fail(ErrorCode::kGuestFatal, "virtio-mem: a request without room for its response");
     }
     std::array<std::byte, kRequestSize> request{};
-    const Response response = queue->copy_from(chain, 0, request) == request.size()
+    const Response response = queue.copy_from(chain, 0, request) == request.size()
                                   ? handle(request)
                                   : Response{kError};
     std::array<std::byte, kResponseSize> reply{};
     store_le<uint16_t>(reply.data(), response.type);
     store_le<uint16_t>(reply.data() + 8, response.state);
-    const size_t written = queue->copy_to(chain, 0, reply);
-    if (auto pushed = queue->push(chain.head, static_cast<uint32_t>(written)); !pushed) {
-      broken_ = true;
-      transport_->device_error(pushed.error().message());
-      return;
-    }
-    returned = true;
+    return static_cast<uint32_t>(queue.copy_to(chain, 0, reply));
+  });
+  if (!served) {
+    broken_ = true;
+    transport_->device_error(served.error().message());
   }
-  if (returned && queue->should_signal()) transport_->signal_queue(0);
 }
 
 void VirtioMem::save(StateWriter& writer) const {

@@ -6,6 +6,8 @@
 
 #include <fmt/format.h>
 
+#include "virtio/queue_service.h"
+
 namespace lamina::virtio {
 
 namespace {
@@ -47,39 +49,26 @@ void VirtioRng::queue_notify(uint16_t index) {
 }
 
 void VirtioRng::serve_locked() {
-  Virtqueue* queue = transport_->queue(0);
-  if (queue == nullptr) return;
-  const uint32_t limit = queue->layout().size;
-  bool returned = false;
   std::array<std::byte, 4096> block;
-  for (uint32_t served = 0; served < limit; ++served) {
-    auto popped = queue->pop();
-    if (!popped) {
-      broken_ = true;
-      transport_->device_error(popped.error().message());
-      break;
-    }
-    if (!*popped) break;
-    const DescriptorChain& chain = **popped;
+  auto served = serve_queue(*transport_, 0, [] { return true; },
+                            [&](Virtqueue& queue, const DescriptorChain& chain) -> Result<uint32_t> {
     // 5.4.6.2: only device-writable buffers are filled; readable ones are ignored.
     const uint64_t wanted = std::min<uint64_t>(chain.writable_length, kMaxBytesPerRequest);
     uint64_t written = 0;
     while (written < wanted) {
       const auto piece = std::span(block).first(std::min<size_t>(block.size(), wanted - written));
       if (!fill_random(piece)) break;  // the used length tells the driver what it got
-      const size_t copied = queue->copy_to(chain, written, piece);
+      const size_t copied = queue.copy_to(chain, written, piece);
       written += copied;
       if (copied < piece.size()) break;
     }
     bytes_served_ += written;
-    if (auto pushed = queue->push(chain.head, static_cast<uint32_t>(written)); !pushed) {
-      broken_ = true;
-      transport_->device_error(pushed.error().message());
-      break;
-    }
-    returned = true;
+    return static_cast<uint32_t>(written);
+  });
+  if (!served) {
+    broken_ = true;
+    transport_->device_error(served.error().message());
   }
-  if (returned && queue->should_signal()) transport_->signal_queue(0);
 }
 
 uint64_t VirtioRng::bytes_served() const {

@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "base/byte_order.h"
+#include "virtio/queue_service.h"
 
 namespace lamina::virtio {
 
@@ -198,63 +199,38 @@ void VirtioTablet::post_pointer(uint32_t x, uint32_t y, uint32_t width, uint32_t
 
 void VirtioTablet::deliver_locked() {
   if (transport_ == nullptr || broken_ || paused_ || pending_.empty()) return;
-  Virtqueue* queue = transport_->queue(0);
-  if (queue == nullptr) return;
-  bool returned = false;
-  while (!pending_.empty()) {
-    auto popped = queue->pop();
-    if (!popped) {
-      broken_ = true;
-      transport_->device_error(popped.error().message());
-      return;
-    }
-    if (!*popped) break;  // no buffer now: the rest waits for the next kick
-    const DescriptorChain& chain = **popped;
-    if (chain.writable_length < kEventBytes) {
-      broken_ = true;
-      transport_->device_error(fmt::format("virtio-tablet: an event buffer of {} bytes (5.8.6.1 wants 8)",
-                                           chain.writable_length));
-      return;
-    }
-    std::array<std::byte, kEventBytes> bytes{};
-    const InputEvent& event = pending_.front();
-    store_le<uint16_t>(bytes.data(), event.type);
-    store_le<uint16_t>(bytes.data() + 2, event.code);
-    store_le<uint32_t>(bytes.data() + 4, event.value);
-    const size_t copied = queue->copy_to(chain, 0, bytes);
-    if (auto pushed = queue->push(chain.head, static_cast<uint32_t>(copied)); !pushed) {
-      broken_ = true;
-      transport_->device_error(pushed.error().message());
-      return;
-    }
-    pending_.pop_front();
-    ++events_delivered_;
-    returned = true;
-  }
-  if (returned && queue->should_signal()) transport_->signal_queue(0);
+  // One event per buffer; what finds no buffer now waits for the next kick.
+  auto served = serve_queue(*transport_, 0, [this] { return !pending_.empty(); },
+                            [this](Virtqueue& queue, const DescriptorChain& chain) -> Result<uint32_t> {
+                              if (chain.writable_length < kEventBytes) {
+                                return fail(ErrorCode::kGuestFatal,
+                                            fmt::format("virtio-tablet: an event buffer of {} bytes "
+                                                        "(5.8.6.1 wants 8)",
+                                                        chain.writable_length));
+                              }
+                              std::array<std::byte, kEventBytes> bytes{};
+                              const InputEvent& event = pending_.front();
+                              store_le<uint16_t>(bytes.data(), event.type);
+                              store_le<uint16_t>(bytes.data() + 2, event.code);
+                              store_le<uint32_t>(bytes.data() + 4, event.value);
+                              const size_t copied = queue.copy_to(chain, 0, bytes);
+                              pending_.pop_front();
+                              ++events_delivered_;
+                              return static_cast<uint32_t>(copied);
+                            });
+  if (!served) fail_locked(served.error());
 }
 
 void VirtioTablet::drain_status_locked() {
-  Virtqueue* queue = transport_->queue(1);
-  if (queue == nullptr) return;
-  bool returned = false;
   // LED and similar events mean nothing to a tablet: each buffer goes back unread.
-  for (uint32_t taken = 0; taken < queue->layout().size; ++taken) {
-    auto popped = queue->pop();
-    if (!popped) {
-      broken_ = true;
-      transport_->device_error(popped.error().message());
-      return;
-    }
-    if (!*popped) break;
-    if (auto pushed = queue->push((**popped).head, 0); !pushed) {
-      broken_ = true;
-      transport_->device_error(pushed.error().message());
-      return;
-    }
-    returned = true;
-  }
-  if (returned && queue->should_signal()) transport_->signal_queue(1);
+  auto served = serve_queue(*transport_, 1, [] { return true; },
+                            [](Virtqueue&, const DescriptorChain&) -> Result<uint32_t> { return 0; });
+  if (!served) fail_locked(served.error());
+}
+
+void VirtioTablet::fail_locked(const Error& error) {
+  broken_ = true;
+  transport_->device_error(error.message());
 }
 
 void VirtioTablet::save(StateWriter& writer) const {

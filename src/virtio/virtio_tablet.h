@@ -71,6 +71,7 @@ class VirtioTablet final : public VirtioDevice {
   void fill_config_locked();
   void deliver_locked();
   void drain_status_locked();
+  void fail_locked(const Error& error);  // the driver broke the protocol
 
   mutable std::mutex mutex_;
   VirtioTransport* transport_ = nullptr;  // set while active
