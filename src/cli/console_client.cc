@@ -18,8 +18,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
-#include "cli/api_client.h"
-#include "cli/tls_client.h"
+#include "cli/laminad_websocket.h"
 #include "machine/terminal_escape.h"
 #include "machine/terminal_mode.h"
 
@@ -40,42 +39,9 @@ void write_stdout(std::string_view bytes) {
   }
 }
 
-// The session on a connected stream (Unix socket or TLS), bound to io.
-template <typename Stream>
-Result<void> run_console(asio::io_context& io, Stream& stream,
-                         const ConsoleAttachOptions& options) {
-  websocket::stream<Stream&> ws(stream);
-  beast::error_code error;
-  if (const char* token = std::getenv("LAMINA_TOKEN"); token && *token) {
-    ws.set_option(websocket::stream_base::decorator([value = std::string(token)](
-                                                        websocket::request_type& request) {
-      request.set(http::field::authorization, "Bearer " + value);
-    }));
-  }
-  const std::string target =
-      fmt::format("/v1/vms/{}/console?mode={}", options.vm, options.read_only ? "ro" : "rw");
-  websocket::response_type response;
-  ws.handshake(response, "laminad", target, error);
-  if (error) {
-    // A refused upgrade carries laminad's JSON error.
-    const auto body = nlohmann::json::parse(response.body(), nullptr, false);
-    if (body.is_object() && body.contains("error")) {
-      return fail(ErrorCode::kInvalidArgument, body["error"].value("message", error.message()));
-    }
-    // Without the body, laminad's status says it.
-    switch (response.result_int()) {
-      case 401: return fail(ErrorCode::kInvalidArgument, "a valid bearer token is needed");
-      case 404: return fail(ErrorCode::kNotFound, fmt::format("no VM named {}", options.vm));
-      case 409:
-        return fail(ErrorCode::kInvalidArgument,
-                    fmt::format("{} is not running (or its serial port goes elsewhere)",
-                                options.vm));
-      default: break;
-    }
-    return fail(ErrorCode::kIo, fmt::format("console: {}", error.message()));
-  }
-  ws.binary(true);
-
+// The session on the console's open WebSocket (over a Unix socket or TLS), bound to io.
+template <typename WebSocket>
+Result<void> run_console(asio::io_context& io, WebSocket& ws, const ConsoleAttachOptions& options) {
   const bool terminal = ::isatty(STDIN_FILENO) != 0;
   std::optional<machine::TerminalRawMode> raw;
   if (terminal && !options.read_only) raw.emplace(STDIN_FILENO);
@@ -152,47 +118,15 @@ Result<void> run_console(asio::io_context& io, Stream& stream,
 }  // namespace
 
 Result<void> attach_console(const ConsoleAttachOptions& options) {
-  auto address = resolve_api_address(options.connect);
-  if (!address) return fail(address.error());
-  // Boost 1.74's WebSocket client drops a refused upgrade's body, so laminad's reason (no such
-  // VM, not running, no token) is asked for first with a plain GET of the same resource.
-  {
-    auto client = ApiClient::connect(options.connect);
-    if (!client) return fail(client.error());
-    auto reply = (*client)->call("GET", fmt::format("/v1/vms/{}/console", options.vm));
-    if (!reply) return fail(reply.error());
-    if (reply->status != 200) {
-      const auto& body = reply->body;
-      if (body.is_object() && body.contains("error") && body["error"].is_object()) {
-        return fail(ErrorCode::kInvalidArgument,
-                    body["error"].value("message", fmt::format("HTTP {}", reply->status)));
-      }
-      return fail(ErrorCode::kIo, fmt::format("laminad answered HTTP {}", reply->status));
-    }
+  if (auto checked = check_websocket_resource(options.connect,
+                                              fmt::format("/v1/vms/{}/console", options.vm));
+      !checked) {
+    return checked;
   }
-  asio::io_context io;
-  if (const auto* unix_address = std::get_if<UnixAddress>(&*address)) {
-    Local::socket socket(io);
-    beast::error_code error;
-    socket.connect(Local::endpoint(unix_address->path), error);
-    if (error) {
-      return fail(ErrorCode::kNotFound, fmt::format("cannot reach laminad at {}: {}",
-                                                    unix_address->path, error.message()));
-    }
-    return run_console(io, socket, options);
-  }
-  const auto& tls_address = std::get<TlsAddress>(*address);
-  auto context = TlsClientContext::from_environment();
-  if (!context) return fail(context.error());
-  asio::ip::tcp::socket socket(io);
-  if (auto connected = connect_tcp(socket, tls_address.host, tls_address.port); !connected) {
-    return fail(connected.error());
-  }
-  asio::ssl::stream<asio::ip::tcp::socket&> stream(socket, (*context)->context());
-  if (auto handshaken = handshake(stream, tls_address.host); !handshaken) {
-    return fail(handshaken.error());
-  }
-  return run_console(io, stream, options);
+  return with_laminad_websocket(
+      options.connect,
+      fmt::format("/v1/vms/{}/console?mode={}", options.vm, options.read_only ? "ro" : "rw"),
+      [&](asio::io_context& io, auto& ws) { return run_console(io, ws, options); });
 }
 
 }  // namespace lamina::cli

@@ -17,6 +17,7 @@
 #include "cli/commands.h"
 #include "machine/vm_config.h"
 #include "cli/console_client.h"
+#include "cli/vnc_client.h"
 #include "cli/vm_support.h"
 
 namespace lamina::cli {
@@ -514,6 +515,21 @@ void add_vm_command(CLI::App& app) {
     if (auto attached = attach_console(*console_options); !attached) {
       fail_verb("console", attached.error().message());
     }
+  });
+
+  auto vnc_options = std::make_shared<VncRelayOptions>();
+  auto* vnc = vm->add_subcommand(
+      "vnc", "Show a running VM's screen to VNC viewers here, through laminad's relay (over the "
+             "API's TLS and token to a remote laminad); the VM's VNC password still applies");
+  vnc->add_option("name", vnc_options->vm, "The VM (its definition has a --display vnc:...)")
+      ->required();
+  vnc->add_option("--listen", vnc_options->listen,
+                  "Where viewers connect: HOST:PORT (port 0 picks one, printed) or unix:PATH")
+      ->capture_default_str();
+  vnc->add_flag("--once", vnc_options->once, "End after the first viewer's session");
+  vnc->callback([options, vnc_options] {
+    vnc_options->connect = options->connect;
+    if (auto relayed = relay_vnc(*vnc_options); !relayed) fail_verb("vnc", relayed.error().message());
   });
 }
 

@@ -99,6 +99,15 @@ VgaKind effective_vga(std::optional<VgaKind> vga, FirmwareKind firmware,
   return VgaKind::kNone;
 }
 
+std::string describe(const DisplayOption& display) {
+  switch (display.kind) {
+    case DisplayKind::kNone: return "none";
+    case DisplayKind::kVncTcp: return fmt::format("vnc:{}:{}", display.host, display.port);
+    case DisplayKind::kVncUnix: return "vnc:unix:" + display.path.string();
+  }
+  return "none";
+}
+
 Result<bool> parse_tablet(std::string_view text) {
   if (text == "on") return true;
   if (text == "off") return false;

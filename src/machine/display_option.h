@@ -49,6 +49,9 @@ Result<std::string> read_display_password(const DisplayOption& display, GrantedF
 VgaKind effective_vga(std::optional<VgaKind> vga, FirmwareKind firmware,
                       const DisplayOption& display);
 
+// "none", "vnc:HOST:PORT" or "vnc:unix:PATH" (without the password file).
+std::string describe(const DisplayOption& display);
+
 // Parses --tablet "on" or "off".
 Result<bool> parse_tablet(std::string_view text);
 // Whether a VM gets the virtio tablet (virtio/virtio_tablet.h): as asked, else when it has a

@@ -16,6 +16,8 @@ using Parameters = std::map<std::string, std::string>;
 
 // The console: a WebSocket (HttpServer) or, without an upgrade, the recent output as text.
 constexpr std::string_view kConsolePath = "/v1/vms/{name}/console";
+// The VM's VNC server relayed over a WebSocket (HttpServer, VncRelay).
+constexpr std::string_view kVncPath = "/v1/vms/{name}/vnc";
 constexpr std::string_view kScreenshotPath = "/v1/vms/{name}/screenshot";
 // Events as they happen: Server-Sent Events on a response that stays open (HttpServer).
 constexpr std::string_view kEventStreamPath = "/v1/events/stream";
@@ -269,6 +271,22 @@ std::expected<ApiRouter::ConsoleRequest, ApiResponse> ApiRouter::open_console(
   return request;
 }
 
+bool ApiRouter::is_vnc(std::string_view target) {
+  Parameters parameters;
+  return match(kVncPath, target.substr(0, target.find('?')), parameters);
+}
+
+std::expected<machine::DisplayOption, ApiResponse> ApiRouter::open_vnc(const std::string& target) {
+  const std::string_view view = target;
+  Parameters parameters;
+  if (!match(kVncPath, view.substr(0, view.find('?')), parameters)) {
+    return std::unexpected(error_response({404, "", "no such resource"}));
+  }
+  auto display = service_.vnc_display(parameters.at("name"));
+  if (!display) return std::unexpected(error_response(display.error()));
+  return *display;
+}
+
 bool ApiRouter::is_event_stream(std::string_view target) {
   return target.substr(0, target.find('?')) == kEventStreamPath;
 }
@@ -309,6 +327,7 @@ std::vector<RouteInfo> ApiRouter::routes() {
   std::vector<RouteInfo> list;
   for (const Route& route : route_table()) list.push_back({route.method, route.path});
   list.push_back({"GET", kConsolePath});
+  list.push_back({"GET", kVncPath});
   list.push_back({"GET", kScreenshotPath});
   list.push_back({"GET", kEventStreamPath});
   list.push_back({"GET", kIncomingMigrationPath});
@@ -346,6 +365,17 @@ ApiResponse ApiRouter::handle(const ApiRequest& request) {
     auto hub = service_.console(parameters.at("name"));
     if (!hub) return error_response(hub.error());
     return {200, "text/plain; charset=utf-8", (*hub)->backlog()};
+  }
+  if (Parameters parameters; match(kVncPath, path, parameters)) {
+    // The relay itself is a WebSocket (HttpServer); a plain GET says whether one would open.
+    if (request.method != "GET") return error_response({405, "", "use GET (or a WebSocket)"});
+    auto display = service_.vnc_display(parameters.at("name"));
+    if (!display) return error_response(display.error());
+    return {200, "application/json",
+            json_text(nlohmann::json{{"vnc", machine::describe(*display)},
+                                     {"relay", "open this resource as a WebSocket (binary "
+                                               "messages carry RFB both ways)"}}) +
+                "\n"};
   }
   if (Parameters parameters; match(kScreenshotPath, path, parameters)) {
     if (request.method != "GET") return error_response({405, "", "use GET"});

@@ -63,6 +63,12 @@ class ApiRouter {
                                                             std::string_view last_event_id);
   ServiceResult<nlohmann::json> next_events(EventStream& stream, std::chrono::milliseconds wait);
 
+  // A VNC relay's target ("/v1/vms/NAME/vnc" with a WebSocket upgrade): where the running
+  // VM's VNC server listens, which HttpServer connects to and relays; the error as a response
+  // otherwise (no such VM, not running, no VNC display).
+  static bool is_vnc(std::string_view target);
+  std::expected<machine::DisplayOption, ApiResponse> open_vnc(const std::string& target);
+
   // An incoming live migration's target (a WebSocket HttpServer hands to IncomingMigration,
   // with the service).
   static bool is_incoming_migration(std::string_view target);

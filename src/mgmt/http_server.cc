@@ -22,6 +22,7 @@
 #include "base/log.h"
 #include "mgmt/console_session.h"
 #include "mgmt/incoming_migration.h"
+#include "mgmt/vnc_relay.h"
 #include "migration/migration_protocol.h"
 
 namespace lamina::mgmt {
@@ -219,6 +220,13 @@ void serve_requests(asio::io_context& io, Stream& stream, ApiRouter& router,
     }
     if (beast::websocket::is_upgrade(request) && ApiRouter::is_incoming_migration(std::string_view(request.target().data(), request.target().size()))) {
       return serve_incoming_migration(stream, request, router.service());
+    }
+    if (beast::websocket::is_upgrade(request) &&
+        ApiRouter::is_vnc(std::string_view(request.target().data(), request.target().size()))) {
+      auto display = router.open_vnc(std::string(request.target()));
+      if (display) return serve_vnc_relay(io, stream, request, *display);
+      http::write(stream, to_reply(display.error(), request.version(), false), error);
+      return;
     }
     if (beast::websocket::is_upgrade(request)) {
       auto console = router.open_console(std::string(request.target()));

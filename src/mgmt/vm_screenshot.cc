@@ -1,4 +1,5 @@
-// VmService::screenshot: the running VM's screen as PNG, from its worker.
+// The running VM's screen: VmService::screenshot (PNG, from its worker) and vnc_display (where
+// its VNC server listens, for the API's relay).
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "base/unique_fd.h"
+#include "machine/vm_definition.h"
 #include "mgmt/vm_service.h"
 
 namespace lamina::mgmt {
@@ -55,6 +57,23 @@ ServiceResult<std::string> VmService::screenshot(const std::string& name) {
     done += static_cast<size_t>(got);
   }
   return png;
+}
+
+ServiceResult<machine::DisplayOption> VmService::vnc_display(const std::string& name) {
+  if (auto running = running_worker(name); !running) return std::unexpected(running.error());
+  auto found = inventory_->find(name);
+  if (!found) return std::unexpected(ServiceError::internal(found.error().message()));
+  if (!*found) return std::unexpected(ServiceError::no_vm(name));
+  auto config =
+      machine::vm_config_from_definition((*found)->definition, machine::HostChecks::kNone);
+  if (!config) return std::unexpected(ServiceError::internal(config.error().message()));
+  if (config->display.kind == machine::DisplayKind::kNone) {
+    return std::unexpected(ServiceError::conflict(fmt::format(
+        "{} has no VNC display (its definition's display is none; create it with --display "
+        "vnc:unix:PATH or vnc:HOST:PORT)",
+        name)));
+  }
+  return config->display;
 }
 
 }  // namespace lamina::mgmt

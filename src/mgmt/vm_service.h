@@ -177,6 +177,9 @@ class VmService {
   // The running VM's screen as a PNG (its VGA adapter's current picture): 404 no such VM, 409
   // not running, no VGA adapter or nothing on the screen to draw.
   ServiceResult<std::string> screenshot(const std::string& name);
+  // Where the running VM's VNC server listens (its definition's display), for laminad's
+  // WebSocket relay (GET /v1/vms/NAME/vnc): 404 no such VM, 409 not running or no VNC display.
+  ServiceResult<machine::DisplayOption> vnc_display(const std::string& name);
   // [{"id": "disk0", "kind": "disk", "spec": "PATH..."}, ...] of a definition.
   static nlohmann::json devices_of(const nlohmann::json& definition);
 
