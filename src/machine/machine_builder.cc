@@ -332,13 +332,24 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   features.vcpu_count = cpus;
   features.tsc_khz = static_cast<uint32_t>(kTscHz / 1000);
   features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
-  // The LAPIC implements the TSC-deadline timer mode and x2APIC mode (and the environment
-  // routes their MSRs).
-  features.tsc_deadline = true;
+  // The LAPIC implements x2APIC mode (and the environment routes its MSRs). Its TSC-deadline
+  // mode stays out of the model: one model serves both backends, and on KVM the guest's TSC is
+  // the host's, which the deadline timer does not count (kvm_cpuid.h).
   features.x2apic = true;
+  if (options.cpu_model == accel::CpuModelKind::kHost && !options.kvm) {
+    return fail(ErrorCode::kInvalidArgument,
+                "--cpu-model host needs --accel kvm: the built-in CPU presents Lamina's CPU model "
+                "only");
+  }
+  if (options.cpu_support_limit && options.cpu_model == accel::CpuModelKind::kLamina) {
+    auto reduced = cpu::x86::reduce_to_support(features, *options.cpu_support_limit);
+    if (!reduced) return fail(reduced.error().with_context("CPU model"));
+    features = reduced->features;
+  }
   auto accelerator =
       options.kvm
-          ? accel::create_kvm_accelerator(m.memory_, features, options.kvm_device)
+          ? accel::create_kvm_accelerator(m.memory_, features, options.kvm_device,
+                                          options.cpu_model)
           : accel::create_emu_accelerator(m.memory_, features,
                                           accel::EmuOptions{options.jit, options.code_cache_bytes});
   if (!accelerator)

@@ -93,6 +93,12 @@ struct MachineOptions {
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
   bool kvm =
       false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
+  // The CPU model the guest sees (accel::CpuModelKind); kHost needs kvm.
+  accel::CpuModelKind cpu_model = accel::CpuModelKind::kLamina;
+  // With kLamina: present the model without what this backend lacks, on the built-in CPU too
+  // (`--cpu-model lamina-kvm`: this host's KVM's support, accel::kvm_cpuid_support), so the VM
+  // can move to that KVM.
+  std::optional<cpu::x86::CpuidSupport> cpu_support_limit;
   // With kvm: the KVM device opened before a sandbox (borrowed; accel::open_kvm_device), or
   // -1 to open it while building.
   int kvm_device = -1;

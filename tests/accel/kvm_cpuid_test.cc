@@ -49,7 +49,7 @@ std::vector<kvm_cpuid_entry2> host_table() {
 TEST(KvmCpuid, WithdrawsWhatThePlatformLacks) {
   cpu::x86::CpuFeatures features;
   features.vcpu_count = 3;
-  const auto table = guest_cpuid(host_table(), features, 2, 2'500'000);
+  const auto table = guest_cpuid_from_host(host_table(), features, 2, 2'500'000);
   const kvm_cpuid_entry2* one = find(table, 1);
   ASSERT_NE(one, nullptr);
   EXPECT_EQ(one->ecx & ((1u << 21) | (1u << 24) | (1u << 5) | (1u << 3)), 0u);
@@ -74,7 +74,7 @@ TEST(KvmCpuid, WithdrawsWhatThePlatformLacks) {
 
 TEST(KvmCpuid, HypervisorLeavesAreLaminas) {
   cpu::x86::CpuFeatures features;
-  const auto table = guest_cpuid(host_table(), features, 0, 2'500'000);
+  const auto table = guest_cpuid_from_host(host_table(), features, 0, 2'500'000);
   const kvm_cpuid_entry2* signature = find(table, 0x40000000);
   ASSERT_NE(signature, nullptr);
   char text[13] = {};
@@ -92,7 +92,7 @@ TEST(KvmCpuid, HypervisorLeavesAreLaminas) {
 TEST(KvmCpuid, TopologyLeavesDescribeTheVm) {
   cpu::x86::CpuFeatures features;
   features.vcpu_count = 5;
-  const auto table = guest_cpuid(host_table(), features, 4, 1);
+  const auto table = guest_cpuid_from_host(host_table(), features, 4, 1);
   const kvm_cpuid_entry2* smt = find(table, 0xb, 0);
   const kvm_cpuid_entry2* core = find(table, 0xb, 1);
   const kvm_cpuid_entry2* end = find(table, 0xb, 2);
@@ -110,7 +110,7 @@ TEST(KvmCpuid, TopologyLeavesDescribeTheVm) {
 TEST(KvmCpuid, OneVcpuHasNoHyperThreadingFlags) {
   cpu::x86::CpuFeatures features;
   features.x2apic = true;
-  const auto table = guest_cpuid(host_table(), features, 0, 1);
+  const auto table = guest_cpuid_from_host(host_table(), features, 0, 1);
   const kvm_cpuid_entry2* one = find(table, 1);
   ASSERT_NE(one, nullptr);
   EXPECT_EQ(one->edx & (1u << 28), 0u);
