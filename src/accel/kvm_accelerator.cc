@@ -50,9 +50,10 @@ class KvmAccelerator : public Accelerator {
     if (index >= features_.vcpu_count) {
       return fail(ErrorCode::kInvalidArgument, "vCPU index beyond the CPU model's vcpu_count");
     }
-    auto vcpu =
-        kvm::KvmVcpu::create(system_, vm_, index, environment, cpuid_for(index), kick_.number());
+    const std::vector<kvm_cpuid_entry2> cpuid = cpuid_for(index);
+    auto vcpu = kvm::KvmVcpu::create(system_, vm_, index, environment, cpuid, kick_.number());
     if (!vcpu) return fail(vcpu.error().with_context("kvm"));
+    if (index == 0) warn_about_overrides(**vcpu, cpuid);
     if (features_.mca) {
       if (auto set = (*vcpu)->setup_machine_check(system_, features_.machine_check_banks); !set) {
         return fail(set.error().with_context("kvm"));
@@ -71,6 +72,19 @@ class KvmAccelerator : public Accelerator {
   Result<void> collect_dirty_pages() override { return dirty_log_.collect(); }
 
  private:
+  // A KVM that does not apply the feature bits it was given (PVM: the hardware's, in leaves 1
+  // and 7) shows the guest features outside the model; a move of this VM to another backend
+  // checks the model's bits only (machine state "cpu_model"), so say so once per VM.
+  void warn_about_overrides(const kvm::KvmVcpu& vcpu, std::span<const kvm_cpuid_entry2> given) {
+    auto applied = vcpu.applied_cpuid();
+    if (!applied) return;
+    const std::vector<std::string> overrides = kvm::feature_overrides(given, *applied);
+    if (overrides.empty()) return;
+    log_warn("kvm: this host's KVM shows the guest other CPUID feature bits than the CPU model "
+             "({}) gives it ({}); a guest that uses one cannot move to another backend safely",
+             cpu_model_name(presented_.kind), fmt::join(overrides, "; "));
+  }
+
   std::vector<kvm_cpuid_entry2> cpuid_for(uint32_t index) const {
     // The guest's TSC runs at the rate KVM gives this vCPU (the host's, without TSC scaling);
     // the hypervisor timing leaf reports it.

@@ -1,5 +1,7 @@
 #include "accel/kvm_cpuid.h"
 
+#include <fmt/format.h>
+
 #include <bit>
 #include <string>
 
@@ -169,6 +171,24 @@ std::vector<kvm_cpuid_entry2> guest_cpuid_from_model(const cpu::x86::CpuidModel&
                           leaf.value.edx, leaf.indexed));
   }
   return table;
+}
+
+std::vector<std::string> feature_overrides(std::span<const kvm_cpuid_entry2> given,
+                                           std::span<const kvm_cpuid_entry2> applied) {
+  const std::vector<cpu::x86::CpuidEntry> asked = to_cpuid_table(given);
+  const std::vector<cpu::x86::CpuidEntry> got = to_cpuid_table(applied);
+  std::vector<std::string> lines;
+  for (const cpu::x86::CpuidWord& word : cpu::x86::kFeatureWords) {
+    const cpu::x86::CpuidEntry* a = cpu::x86::find_leaf(asked, word.leaf, word.subleaf);
+    const cpu::x86::CpuidEntry* b = cpu::x86::find_leaf(got, word.leaf, word.subleaf);
+    const uint32_t want = a ? cpu::x86::register_value(a->value, word.name) : 0;
+    const uint32_t have = b ? cpu::x86::register_value(b->value, word.name) : 0;
+    if (want != have) {
+      lines.push_back(fmt::format("CPUID {:#x}.{} {} {:#010x} -> {:#010x}", word.leaf,
+                                  word.subleaf, cpu::x86::register_name(word.name), want, have));
+    }
+  }
+  return lines;
 }
 
 std::vector<cpu::x86::CpuidEntry> to_cpuid_table(std::span<const kvm_cpuid_entry2> table) {

@@ -56,6 +56,11 @@ cpu::x86::CpuidSupport kvm_support(std::span<const kvm_cpuid_entry2> supported);
 std::vector<kvm_cpuid_entry2> guest_cpuid_from_model(const cpu::x86::CpuidModel& model,
                                                      uint32_t vcpu_index, uint32_t tsc_khz);
 
+// The feature words (cpuid_table.h) KVM applied differently from the table it was given, one
+// line each ("CPUID 0x1.0 ECX 0x80202000 -> 0xf6f83203"); empty when it applied them as given.
+std::vector<std::string> feature_overrides(std::span<const kvm_cpuid_entry2> given,
+                                           std::span<const kvm_cpuid_entry2> applied);
+
 // A KVM table in the backend-neutral form (for comparing what two machines present).
 std::vector<cpu::x86::CpuidEntry> to_cpuid_table(std::span<const kvm_cpuid_entry2> table);
 
