@@ -92,11 +92,25 @@ FeatureWordValues feature_words(const CpuFeatures& features) {
   return values;
 }
 
-// Whether the backend runs every bit `flag` turns on.
+// `features` without what builds on `flag` (AVX on XSAVE, SSE4.2 on SSE4.1 on ...).
+CpuFeatures without_dependents(CpuFeatures features, bool CpuFeatures::*flag) {
+  for (const FeatureDependency& dependency : kFeatureDependencies) {
+    if (dependency.prerequisite == flag && features.*dependency.feature) {
+      features = without_dependents(features, dependency.feature);
+      features.*dependency.feature = false;
+    }
+  }
+  return features;
+}
+
+// Whether the backend runs every bit `flag` itself turns on: the bits that go with it when
+// what builds on it is gone already (so XSAVE's leaf 0xD bits are x87 and SSE, not AVX's).
 bool supported(const CpuFeatures& features, bool CpuFeatures::*flag,
-               const FeatureWordValues& with, const CpuidSupport& support) {
-  CpuFeatures without = features;
+               const CpuidSupport& support) {
+  const CpuFeatures base = without_dependents(features, flag);
+  CpuFeatures without = base;
   without.*flag = false;
+  const FeatureWordValues with = feature_words(base);
   const FeatureWordValues cleared = feature_words(without);
   for (size_t index = 0; index < kWordCount; ++index) {
     const uint32_t bits = with[index] & ~cleared[index];
@@ -177,9 +191,8 @@ Result<ReducedFeatures> reduce_to_support(const CpuFeatures& features,
                                           const CpuidSupport& support) {
   if (auto valid = CpuidModel::create(features); !valid) return fail(valid.error());
   ReducedFeatures reduced{features, {}};
-  const FeatureWordValues with = feature_words(features);
   for (const FeatureFlag& flag : kFeatureFlags) {
-    if (!(features.*flag.flag) || supported(features, flag.flag, with, support)) continue;
+    if (!(features.*flag.flag) || supported(features, flag.flag, support)) continue;
     reduced.features.*flag.flag = false;
     reduced.dropped.emplace_back(flag.name);
   }
