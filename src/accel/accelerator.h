@@ -127,7 +127,7 @@ Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
 // open_kvm_device(), for a caller whose sandbox forbids opening files (the worker).
 Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(
     GuestMemory& memory, const cpu::x86::CpuFeatures& features = {}, int open_device = -1,
-    CpuModelKind model = CpuModelKind::kLamina);
+    CpuModelKind model = CpuModelKind::kLamina, bool log_dropped_features = true);
 // What this host's KVM runs (kvm_cpuid.h, kvm_support), for presenting Lamina's model reduced
 // to it on the built-in CPU too, so the VM can move to KVM here. `open_device` as above.
 Result<cpu::x86::CpuidSupport> kvm_cpuid_support(int open_device = -1);

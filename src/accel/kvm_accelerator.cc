@@ -131,7 +131,8 @@ Result<UniqueFd> open_kvm_device() {
 
 Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
                                                             const cpu::x86::CpuFeatures& features,
-                                                            int open_device, CpuModelKind kind) {
+                                                            int open_device, CpuModelKind kind,
+                                                            bool log_dropped_features) {
   auto system = KvmSystem::open(open_device);
   if (!system) return fail(system.error());
   const int max_vcpus = system->max_vcpus();
@@ -155,7 +156,7 @@ Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
   if (kind == CpuModelKind::kLamina) {
     auto reduced = cpu::x86::reduce_to_support(features, kvm::kvm_support(*supported));
     if (!reduced) return fail(reduced.error().with_context("kvm: CPU model"));
-    if (!reduced->dropped.empty()) {
+    if (!reduced->dropped.empty() && log_dropped_features) {
       // Once per VM: the guest never sees these, and a migration here of a guest that did is
       // refused (migration/cpu_model_check.h).
       log_warn("kvm: this host's KVM cannot run {} of Lamina's CPU model; the guest does not see "

@@ -139,7 +139,15 @@ class MachineBuilder {
   // kCorrupt/kUnsupported for a kernel they cannot boot.
   static Result<std::unique_ptr<Machine>> build(const MachineOptions& options);
 
+  // The CPU model a machine built from `options` would present (its accelerator's, made on a
+  // page of RAM: a KVM one opens a VM), so a restore can be refused before anything starts.
+  static Result<accel::PresentedCpu> presented_cpu(const MachineOptions& options);
+
  private:
+  // The machine's CPU model and the accelerator that runs it on `memory`.
+  // `quiet`: without the log of the model's features KVM lacks (the machine built next logs it).
+  static Result<std::unique_ptr<accel::Accelerator>> make_accelerator(
+      GuestMemory& memory, const MachineOptions& options, bool quiet = false);
   static Result<void> add_firmware(Machine& machine, const MachineOptions& options);
   static Result<void> add_display(Machine& machine);
   static Result<BootState> load_boot_images(Machine& machine, const MachineOptions& options,

@@ -322,6 +322,11 @@ Result<StateShape> read_state_shape(int fd) {
   StateReader reader(*stream);
   auto saved = read_machine_section(reader, *header);
   if (!saved) return fail(saved.error());
+  if (StateReader probe = reader; probe.begin_section("cpu_model").has_value()) {
+    auto cpu = load_cpu_model(reader);
+    if (!cpu) return fail(cpu.error());
+    saved->shape.cpu = std::move(*cpu);
+  }
   return saved->shape;
 }
 

@@ -29,6 +29,7 @@
 // machine half-loaded: discard it.
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -85,6 +86,8 @@ struct StateShape {
   uint32_t vcpus = 0;
   uint64_t memory_bytes = 0;
   std::vector<std::string> devices;
+  // The CPU model the guest was started with (format 1.2; absent in older states).
+  std::optional<accel::PresentedCpu> cpu;
 };
 [[nodiscard]] Result<StateShape> read_state_shape(int fd);
 

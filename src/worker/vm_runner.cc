@@ -219,6 +219,11 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
 
 VmRunner::~VmRunner() = default;
 
+Result<accel::PresentedCpu> VmRunner::presented_cpu() const {
+  std::lock_guard lock(mutex_);
+  return machine::MachineBuilder::presented_cpu(options_);
+}
+
 Result<void> VmRunner::restore_from(UniqueFd state, const std::vector<std::string>& saved_devices) {
   // The saved virtio functions by kind, in slot order ("pci-00:SS.0-virtio-blk").
   std::map<std::string, std::vector<uint8_t>> saved;

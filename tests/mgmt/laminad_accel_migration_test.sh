@@ -106,6 +106,8 @@ cp "$(console state)" "$work/a1.console" 2>/dev/null || true
 [[ $(accel_of on_b) == kvm ]] || fail "B's definition does not say kvm"
 grep -q "kvm" "$work/state-b/vms/mover/worker.log" 2>/dev/null || true
 second=$(wait_progress state-b "$first")
+# What Lamina's CPU model loses on this host's KVM, as B's worker logged it ("" when nothing).
+dropped=$(grep -o -m1 'cannot run .* of Lamina' "$work/state-b/vms/mover/worker.log" 2>/dev/null || true)
 # A checkpoint of the VM running on KVM: saved by B's sandboxed worker, which a new worker
 # continues on KVM from the state.
 on_b vm checkpoint mover on-kvm >/dev/null 2>"$work/err" || fail "checkpoint on B: $(cat "$work/err")"
@@ -138,3 +140,17 @@ grep -q "cpu-model host" "$work/err" || fail "the host-model refusal said: $(cat
 [[ $(on_a vm --json show hostcpu | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == running ]] ||
   fail "the host-model VM does not run on A after the refusal"
 echo "ok: host-model VM refused onto emu: $(head -c 200 "$work/err")"
+
+# A VM that saw all of Lamina's model on the built-in CPU cannot move onto a KVM that lacks some
+# of it: B's restore refuses, naming the bits, and the VM runs on at A.
+if [[ -n $dropped ]]; then
+  on_a vm create fullcpu --memory 64M --kernel "$kernel" --accel emu "${cmdline[@]}" >/dev/null ||
+    fail "create fullcpu"
+  on_a vm start fullcpu >/dev/null || fail "start fullcpu"
+  on_a vm migrate fullcpu --to "127.0.0.1:$port_b" --accel kvm >/dev/null 2>"$work/err" &&
+    fail "B took a VM whose CPU features its KVM lacks"
+  grep -q "are missing here" "$work/err" || fail "the full-model refusal said: $(cat "$work/err")"
+  [[ $(on_a vm --json show fullcpu | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == running ]] ||
+    fail "the full-model VM does not run on A after the refusal"
+  echo "ok: full-model VM refused onto this KVM ($dropped's model): $(grep -o 'CPUID.*' "$work/err" | head -c 160)"
+fi
