@@ -158,7 +158,7 @@ Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
     if (!reduced) return fail(reduced.error().with_context("kvm: CPU model"));
     if (!reduced->dropped.empty() && log_dropped_features) {
       // Once per VM: the guest never sees these, and a migration here of a guest that did is
-      // refused (migration/cpu_model_check.h).
+      // refused (migration/cpu_model_stream.h).
       log_warn("kvm: this host's KVM cannot run {} of Lamina's CPU model; the guest does not see "
                "them",
                fmt::join(reduced->dropped, ", "));
