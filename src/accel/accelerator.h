@@ -19,6 +19,7 @@
 #include "cpu/x86/cpu_environment.h"
 #include "cpu/x86/cpu_state.h"
 #include "cpu/x86/system/cpu_features.h"
+#include "cpu/x86/system/cpuid_table.h"
 
 namespace lamina::accel {
 
@@ -66,6 +67,20 @@ class Vcpu {
   virtual bool restart_write_logging() { return false; }
 };
 
+// The CPU model a guest sees (--cpu-model). kLamina: CpuidModel's leaves for the machine's
+// CpuFeatures, the same on every backend (on KVM without what the host cannot run), so a VM
+// moves between them without its CPUID changing. kHost: the host's instruction set through KVM
+// (kvm_cpuid.h), faster for code that checks CPUID for newer extensions; KVM only.
+enum class CpuModelKind : uint8_t { kLamina = 0, kHost = 1 };
+std::string_view cpu_model_name(CpuModelKind kind);
+
+// What vCPU 0 presents at reset, for comparing two machines (a migration's source and
+// destination, a checkpoint and the machine restoring it).
+struct PresentedCpu {
+  CpuModelKind kind = CpuModelKind::kLamina;
+  std::vector<cpu::x86::CpuidEntry> leaves;
+};
+
 class Accelerator {
  public:
   virtual ~Accelerator() = default;
@@ -76,6 +91,7 @@ class Accelerator {
   // (device DMA, a loader): every vCPU drops translations of those pages at its next block
   // boundary. Thread-safe; devices must call it for every DMA write into guest RAM.
   virtual void guest_memory_written(uint64_t physical, uint64_t length) = 0;
+  virtual const PresentedCpu& presented_cpu() const = 0;
 
   // Live migration, for backends whose vCPUs store to guest RAM unseen (KVM): start/stop
   // logging those stores, and collect_dirty_pages() marks the pages stored to since the last
@@ -99,16 +115,22 @@ Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
                                                             const cpu::x86::CpuFeatures& features = {},
                                                             EmuOptions options = {});
 
-// Hardware virtualization through /dev/kvm (kvm_*.h). The guest sees the host's instruction set
-// with Lamina's platform (CPUID filtered as kvm_cpuid.h says); from `features` it takes
-// vcpu_count, the hypervisor signature, bus_khz and x2apic. TSC-deadline is not offered (the
-// guest TSC is the host's, which the LAPIC's deadline timer does not follow). kUnsupported with a
+// Hardware virtualization through /dev/kvm (kvm_*.h). With kLamina the guest sees CpuidModel's
+// leaves for `features` less what this host's KVM cannot run (each dropped feature logged once
+// per VM); with kHost the host's instruction set with Lamina's platform, taking vcpu_count, the
+// hypervisor signature, bus_khz and x2apic from `features`. Either way TSC-deadline is not
+// offered (the guest TSC is the host's, which the LAPIC's deadline timer does not follow), and
+// the timing leaf reports the host's TSC rate (kvm_cpuid.h). kUnsupported with a
 // message naming the cause when KVM is missing, not permitted or too old; kInvalidArgument for a
 // vCPU count the host cannot run.
 // `open_device` (borrowed; -1 opens kvm_device_path()) is the KVM device opened earlier with
 // open_kvm_device(), for a caller whose sandbox forbids opening files (the worker).
 Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(
-    GuestMemory& memory, const cpu::x86::CpuFeatures& features = {}, int open_device = -1);
+    GuestMemory& memory, const cpu::x86::CpuFeatures& features = {}, int open_device = -1,
+    CpuModelKind model = CpuModelKind::kLamina, bool log_dropped_features = true);
+// What this host's KVM runs (kvm_cpuid.h, kvm_support), for presenting Lamina's model reduced
+// to it on the built-in CPU too, so the VM can move to KVM here. `open_device` as above.
+Result<cpu::x86::CpuidSupport> kvm_cpuid_support(int open_device = -1);
 // Opens the KVM device with create_kvm_accelerator's checks and errors, before a sandbox.
 Result<UniqueFd> open_kvm_device();
 // What probe_kvm found out about the host's KVM.

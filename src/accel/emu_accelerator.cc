@@ -83,7 +83,11 @@ class EmuVcpu : public Vcpu {
 class EmuAccelerator : public Accelerator {
  public:
   EmuAccelerator(GuestMemory& memory, cpu::x86::CpuidModel model, EmuOptions options)
-      : memory_(memory), model_(std::move(model)), options_(options), shared_code_(end_of_ram(memory)) {}
+      : memory_(memory),
+        model_(std::move(model)),
+        presented_{CpuModelKind::kLamina, cpu::x86::cpuid_table(model_, 0)},
+        options_(options),
+        shared_code_(end_of_ram(memory)) {}
   std::string_view name() const override { return "emu"; }
   Result<std::unique_ptr<Vcpu>> create_vcpu(uint32_t index, cpu::x86::CpuEnvironment& environment) override {
     if (index >= model_.features().vcpu_count)
@@ -98,6 +102,7 @@ class EmuAccelerator : public Accelerator {
       if (page == last) break;
     }
   }
+  const PresentedCpu& presented_cpu() const override { return presented_; }
 
  private:
   static uint64_t end_of_ram(const GuestMemory& memory) {
@@ -108,6 +113,7 @@ class EmuAccelerator : public Accelerator {
 
   GuestMemory& memory_;
   cpu::x86::CpuidModel model_;
+  PresentedCpu presented_;
   EmuOptions options_;
   // Declared after the model and before any vCPU can exist: vCPUs detach from it on destruction,
   // so they must not outlive the accelerator.
@@ -115,6 +121,10 @@ class EmuAccelerator : public Accelerator {
 };
 
 }  // namespace
+
+std::string_view cpu_model_name(CpuModelKind kind) {
+  return kind == CpuModelKind::kHost ? "host" : "lamina";
+}
 
 Result<std::unique_ptr<Accelerator>> create_emu_accelerator(GuestMemory& memory,
                                                             const cpu::x86::CpuFeatures& features,

@@ -40,6 +40,7 @@ static_assert(offsetof(kvm_fpu, mxcsr) == 408 && sizeof(kvm_fpu) == 416, "kvm_fp
 
 inline constexpr unsigned long kGetSupportedCpuid = _IOWR(KVMIO, 0x05, FlexibleHeader);
 inline constexpr unsigned long kSetCpuid2 = _IOW(KVMIO, 0x90, FlexibleHeader);
+inline constexpr unsigned long kGetCpuid2 = _IOWR(KVMIO, 0x91, FlexibleHeader);
 inline constexpr unsigned long kGetMsrs = _IOWR(KVMIO, 0x88, FlexibleHeader);
 inline constexpr unsigned long kSetMsrs = _IOW(KVMIO, 0x89, FlexibleHeader);
 

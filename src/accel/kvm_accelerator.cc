@@ -9,6 +9,7 @@
 #include <optional>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "accel/accelerator.h"
 #include "accel/kvm_cpuid.h"
@@ -16,6 +17,7 @@
 #include "accel/kvm_kick.h"
 #include "accel/kvm_system.h"
 #include "accel/kvm_vcpu.h"
+#include "base/log.h"
 
 namespace lamina::accel {
 namespace {
@@ -26,14 +28,20 @@ using kvm::KvmVm;
 
 class KvmAccelerator : public Accelerator {
  public:
+  // `model` is set with kLamina (the features reduced to what KVM runs here), null with kHost.
   KvmAccelerator(KvmSystem system, KvmVm vm, KickSignal kick, cpu::x86::CpuFeatures features,
+                 std::optional<cpu::x86::CpuidModel> model,
                  std::vector<kvm_cpuid_entry2> supported, GuestMemory& memory)
       : system_(std::move(system)),
         vm_(std::move(vm)),
         kick_(std::move(kick)),
         features_(std::move(features)),
+        model_(std::move(model)),
         supported_(std::move(supported)),
-        dirty_log_(vm_.fd(), memory) {}
+        dirty_log_(vm_.fd(), memory) {
+    presented_.kind = model_ ? CpuModelKind::kLamina : CpuModelKind::kHost;
+    presented_.leaves = kvm::to_cpuid_table(cpuid_for(0));
+  }
 
   std::string_view name() const override { return "kvm"; }
 
@@ -42,14 +50,10 @@ class KvmAccelerator : public Accelerator {
     if (index >= features_.vcpu_count) {
       return fail(ErrorCode::kInvalidArgument, "vCPU index beyond the CPU model's vcpu_count");
     }
-    // The guest's TSC runs at the rate KVM gives this vCPU (the host's, without TSC scaling);
-    // the hypervisor timing leaf reports it.
-    uint32_t tsc_khz = features_.tsc_khz;
-    auto vcpu = kvm::KvmVcpu::create(
-        system_, vm_, index, environment,
-        kvm::guest_cpuid(supported_, features_, index, host_tsc_khz().value_or(tsc_khz)),
-        kick_.number());
+    const std::vector<kvm_cpuid_entry2> cpuid = cpuid_for(index);
+    auto vcpu = kvm::KvmVcpu::create(system_, vm_, index, environment, cpuid, kick_.number());
     if (!vcpu) return fail(vcpu.error().with_context("kvm"));
+    if (index == 0) warn_about_overrides(**vcpu, cpuid);
     if (features_.mca) {
       if (auto set = (*vcpu)->setup_machine_check(system_, features_.machine_check_banks); !set) {
         return fail(set.error().with_context("kvm"));
@@ -61,11 +65,34 @@ class KvmAccelerator : public Accelerator {
   // The hardware reads guest RAM directly; nothing caches decoded code.
   void guest_memory_written(uint64_t, uint64_t) override {}
 
+  const PresentedCpu& presented_cpu() const override { return presented_; }
+
   Result<void> start_dirty_logging() override { return dirty_log_.start(); }
   void stop_dirty_logging() override { dirty_log_.stop(); }
   Result<void> collect_dirty_pages() override { return dirty_log_.collect(); }
 
  private:
+  // A KVM that does not apply the feature bits it was given (PVM: the hardware's, in leaves 1
+  // and 7) shows the guest features outside the model; a move of this VM to another backend
+  // checks the model's bits only (machine state "cpu_model"), so say so once per VM.
+  void warn_about_overrides(const kvm::KvmVcpu& vcpu, std::span<const kvm_cpuid_entry2> given) {
+    auto applied = vcpu.applied_cpuid();
+    if (!applied) return;
+    const std::vector<std::string> overrides = kvm::feature_overrides(given, *applied);
+    if (overrides.empty()) return;
+    log_warn("kvm: this host's KVM shows the guest other CPUID feature bits than the CPU model "
+             "({}) gives it ({}); a guest that uses one cannot move to another backend safely",
+             cpu_model_name(presented_.kind), fmt::join(overrides, "; "));
+  }
+
+  std::vector<kvm_cpuid_entry2> cpuid_for(uint32_t index) const {
+    // The guest's TSC runs at the rate KVM gives this vCPU (the host's, without TSC scaling);
+    // the hypervisor timing leaf reports it.
+    const uint32_t tsc_khz = host_tsc_khz().value_or(features_.tsc_khz);
+    if (model_) return kvm::guest_cpuid_from_model(*model_, index, tsc_khz);
+    return kvm::guest_cpuid_from_host(supported_, features_, index, tsc_khz);
+  }
+
   std::optional<uint32_t> host_tsc_khz() const {
     // KVM_GET_TSC_KHZ on the VM (Linux 5.17+); older kernels answer only per vCPU.
     const int khz = ::ioctl(vm_.fd(), KVM_GET_TSC_KHZ, 0);
@@ -77,7 +104,9 @@ class KvmAccelerator : public Accelerator {
   KvmVm vm_;
   KickSignal kick_;
   cpu::x86::CpuFeatures features_;
+  std::optional<cpu::x86::CpuidModel> model_;
   std::vector<kvm_cpuid_entry2> supported_;
+  PresentedCpu presented_;
   kvm::KvmDirtyLog dirty_log_;
 };
 
@@ -102,7 +131,8 @@ Result<UniqueFd> open_kvm_device() {
 
 Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
                                                             const cpu::x86::CpuFeatures& features,
-                                                            int open_device) {
+                                                            int open_device, CpuModelKind kind,
+                                                            bool log_dropped_features) {
   auto system = KvmSystem::open(open_device);
   if (!system) return fail(system.error());
   const int max_vcpus = system->max_vcpus();
@@ -121,11 +151,35 @@ Result<std::unique_ptr<Accelerator>> create_kvm_accelerator(GuestMemory& memory,
   if (!vm) return fail(vm.error().with_context("kvm"));
   auto kick = KickSignal::install();
   if (!kick) return fail(kick.error().with_context("kvm"));
-  cpu::x86::CpuFeatures model = features;
-  model.tsc_deadline = false;
-  return std::unique_ptr<Accelerator>(
-      std::make_unique<KvmAccelerator>(std::move(*system), std::move(*vm), std::move(*kick),
-                                       std::move(model), std::move(*supported), memory));
+  cpu::x86::CpuFeatures effective = features;
+  std::optional<cpu::x86::CpuidModel> model;
+  if (kind == CpuModelKind::kLamina) {
+    auto reduced = cpu::x86::reduce_to_support(features, kvm::kvm_support(*supported));
+    if (!reduced) return fail(reduced.error().with_context("kvm: CPU model"));
+    if (!reduced->dropped.empty() && log_dropped_features) {
+      // Once per VM: the guest never sees these, and a migration here of a guest that did is
+      // refused (migration/cpu_model_stream.h).
+      log_warn("kvm: this host's KVM cannot run {} of Lamina's CPU model; the guest does not see "
+               "them",
+               fmt::join(reduced->dropped, ", "));
+    }
+    effective = reduced->features;
+    auto created = cpu::x86::CpuidModel::create(effective);
+    if (!created) return fail(created.error().with_context("kvm: CPU model"));
+    model = std::move(*created);
+  }
+  effective.tsc_deadline = false;
+  return std::unique_ptr<Accelerator>(std::make_unique<KvmAccelerator>(
+      std::move(*system), std::move(*vm), std::move(*kick), std::move(effective), std::move(model),
+      std::move(*supported), memory));
+}
+
+Result<cpu::x86::CpuidSupport> kvm_cpuid_support(int open_device) {
+  auto system = KvmSystem::open(open_device);
+  if (!system) return fail(system.error());
+  auto supported = system->supported_cpuid();
+  if (!supported) return fail(supported.error().with_context("kvm"));
+  return kvm::kvm_support(*supported);
 }
 
 }  // namespace lamina::accel

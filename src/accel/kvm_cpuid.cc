@@ -1,5 +1,7 @@
 #include "accel/kvm_cpuid.h"
 
+#include <fmt/format.h>
+
 #include <bit>
 #include <string>
 
@@ -43,7 +45,7 @@ void add_topology_leaf(std::vector<kvm_cpuid_entry2>& table, uint32_t function, 
 
 }  // namespace
 
-std::vector<kvm_cpuid_entry2> guest_cpuid(std::span<const kvm_cpuid_entry2> supported,
+std::vector<kvm_cpuid_entry2> guest_cpuid_from_host(std::span<const kvm_cpuid_entry2> supported,
                                           const cpu::x86::CpuFeatures& features,
                                           uint32_t vcpu_index, uint32_t tsc_khz) {
   const uint32_t count = features.vcpu_count == 0 ? 1 : features.vcpu_count;
@@ -121,6 +123,82 @@ std::vector<kvm_cpuid_entry2> guest_cpuid(std::span<const kvm_cpuid_entry2> supp
       entry(0x40000000, 0, 0x40000010, chars(name, 0), chars(name, 4), chars(name, 8), false));
   table.push_back(entry(0x40000010, 0, tsc_khz, features.bus_khz, 0, 0, false));
   return table;
+}
+
+cpu::x86::CpuidSupport kvm_support(std::span<const kvm_cpuid_entry2> supported) {
+  using cpu::x86::CpuidRegister;
+  using cpu::x86::CpuidWord;
+  std::vector<kvm_cpuid_entry2> table(supported.begin(), supported.end());
+  auto platform_bits = [](const CpuidWord& word) -> uint32_t {
+    // Leaf 1 ECX: 21 x2APIC, 31 hypervisor; EDX: 9 APIC, 28 HTT. 0x80000001 ECX: 1 CmpLegacy;
+    // EDX: 9 APIC.
+    if (word.leaf == 1 && word.name == CpuidRegister::kEcx) return bit(21) | bit(31);
+    if (word.leaf == 1 && word.name == CpuidRegister::kEdx) return bit(9) | bit(28);
+    if (word.leaf == 0x80000001 && word.name == CpuidRegister::kEcx) return bit(1);
+    if (word.leaf == 0x80000001 && word.name == CpuidRegister::kEdx) return bit(9);
+    return 0;
+  };
+  auto withheld_bits = [](const CpuidWord& word) -> uint32_t {
+    return word.leaf == 1 && word.name == CpuidRegister::kEcx ? bit(24) : 0;  // TSC-deadline
+  };
+  cpu::x86::CpuidSupport support;
+  support.feature_bits = [table = std::move(table), platform_bits,
+                          withheld_bits](const CpuidWord& word) -> uint32_t {
+    uint32_t host = 0;
+    for (const kvm_cpuid_entry2& leaf : table) {
+      if (leaf.function != word.leaf || leaf.index != word.subleaf) continue;
+      cpu::x86::CpuidResult value{leaf.eax, leaf.ebx, leaf.ecx, leaf.edx};
+      host = cpu::x86::register_value(value, word.name);
+      break;
+    }
+    return (host | platform_bits(word)) & ~withheld_bits(word);
+  };
+  for (const kvm_cpuid_entry2& leaf : supported) {
+    if (leaf.function == 0x80000008 && (leaf.eax & 0xff) != 0) {
+      support.physical_address_bits = static_cast<uint8_t>(leaf.eax & 0xff);
+    }
+  }
+  return support;
+}
+
+std::vector<kvm_cpuid_entry2> guest_cpuid_from_model(const cpu::x86::CpuidModel& model,
+                                                     uint32_t vcpu_index, uint32_t tsc_khz) {
+  std::vector<kvm_cpuid_entry2> table;
+  for (const cpu::x86::CpuidEntry& leaf : cpu::x86::cpuid_table(model, vcpu_index)) {
+    const uint32_t eax =
+        leaf.leaf == cpu::x86::cpuid_leaf::kHypervisorTiming ? tsc_khz : leaf.value.eax;
+    table.push_back(entry(leaf.leaf, leaf.subleaf, eax, leaf.value.ebx, leaf.value.ecx,
+                          leaf.value.edx, leaf.indexed));
+  }
+  return table;
+}
+
+std::vector<std::string> feature_overrides(std::span<const kvm_cpuid_entry2> given,
+                                           std::span<const kvm_cpuid_entry2> applied) {
+  const std::vector<cpu::x86::CpuidEntry> asked = to_cpuid_table(given);
+  const std::vector<cpu::x86::CpuidEntry> got = to_cpuid_table(applied);
+  std::vector<std::string> lines;
+  for (const cpu::x86::CpuidWord& word : cpu::x86::kFeatureWords) {
+    const cpu::x86::CpuidEntry* a = cpu::x86::find_leaf(asked, word.leaf, word.subleaf);
+    const cpu::x86::CpuidEntry* b = cpu::x86::find_leaf(got, word.leaf, word.subleaf);
+    const uint32_t want = a ? cpu::x86::register_value(a->value, word.name) : 0;
+    const uint32_t have = b ? cpu::x86::register_value(b->value, word.name) : 0;
+    if (want != have) {
+      lines.push_back(fmt::format("CPUID {:#x}.{} {} {:#010x} -> {:#010x}", word.leaf,
+                                  word.subleaf, cpu::x86::register_name(word.name), want, have));
+    }
+  }
+  return lines;
+}
+
+std::vector<cpu::x86::CpuidEntry> to_cpuid_table(std::span<const kvm_cpuid_entry2> table) {
+  std::vector<cpu::x86::CpuidEntry> result;
+  for (const kvm_cpuid_entry2& leaf : table) {
+    result.push_back(cpu::x86::CpuidEntry{leaf.function, leaf.index,
+                                          (leaf.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) != 0,
+                                          {leaf.eax, leaf.ebx, leaf.ecx, leaf.edx}});
+  }
+  return result;
 }
 
 }  // namespace lamina::accel::kvm

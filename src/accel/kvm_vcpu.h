@@ -63,6 +63,10 @@ class KvmVcpu final : public Vcpu {
   // and MCG_CTL_P), as far as this host's KVM supports (KVM_X86_SETUP_MCE; without it KVM's
   // MCG_CAP is 0, and a guest's MCE setup finds no banks). No KVM_CAP_MCE: nothing to do.
   Result<void> setup_machine_check(const KvmSystem& system, uint8_t banks);
+  // The CPUID table KVM applied (KVM_GET_CPUID2), which a KVM may have changed from the one
+  // given: PVM puts the hardware's feature bits into leaves 1 and 7, as its guests run their
+  // instructions natively.
+  Result<std::vector<kvm_cpuid_entry2>> applied_cpuid() const;
 
   VcpuExit run(uint64_t budget) override;
   void kick() override;

@@ -41,6 +41,7 @@ struct RunOptions {
   std::string memory = "512M";
   std::string accel = "emu";
   std::string cpu_engine = "jit";
+  std::string cpu_model = "lamina";
   std::string code_cache = "16M";
   std::string serial = "stdio";
   std::string on_reboot = "exit";
@@ -89,6 +90,9 @@ machine::VmConfig to_config(const RunOptions& options) {
   auto engine = machine::parse_cpu_engine(options.cpu_engine);
   if (!engine) report_bad_option(engine.error());
   config.cpu_engine = *engine;
+  auto cpu_model = machine::parse_cpu_model(options.cpu_model);
+  if (!cpu_model) report_bad_option(cpu_model.error());
+  config.cpu_model = *cpu_model;
   auto code_cache = machine::parse_code_cache(options.code_cache);
   if (!code_cache) report_bad_option(code_cache.error());
   config.code_cache_bytes = *code_cache;
@@ -300,6 +304,11 @@ void add_run_command(CLI::App& app) {
   run->add_option("--accel", options->accel,
                   "CPU backend: emu (built-in x86-64 CPU), kvm (/dev/kvm; exit status 3 when "
                   "unusable) or auto (kvm when usable, else emu)")
+      ->capture_default_str();
+  run->add_option("--cpu-model", options->cpu_model,
+                  "CPU model the guest sees: lamina (the same on emu and kvm, so the VM can move "
+                  "between them), lamina-kvm (lamina without what this host's KVM lacks, also on "
+                  "emu) or host (the host's instruction set; --accel kvm only)")
       ->capture_default_str();
   run->add_option("--cpu-engine", options->cpu_engine,
                   "How the built-in CPU runs guest code: jit (translated to host code) or interp "

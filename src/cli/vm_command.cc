@@ -29,7 +29,7 @@ struct CreateOptions {
   std::string from;
   std::string cpus;
   std::string memory, firmware, kernel, initrd, cmdline, serial, console_port, rng, accel,
-      cpu_engine, code_cache, on_reboot, cdrom, boot, vga, display, tablet;
+      cpu_engine, cpu_model, code_cache, on_reboot, cdrom, boot, vga, display, tablet;
   std::vector<std::string> disks, networks;
   bool autostart = false;
   std::string on_crash;
@@ -152,6 +152,7 @@ nlohmann::json definition_of(const CreateOptions& options) {
   set("rng", options.rng);
   set("accel", options.accel);
   set("cpu_engine", options.cpu_engine);
+  set("cpu_model", options.cpu_model);
   set("code_cache", options.code_cache);
   set("on_reboot", options.on_reboot);
   set("cdrom", absolute(options.cdrom));
@@ -293,6 +294,8 @@ void add_vm_command(CLI::App& app) {
                              "on or off: an absolute pointer for VNC (default: on with a --display)");
   create_command->add_option("--accel", create->accel, "emu, kvm or auto");
   create_command->add_option("--cpu-engine", create->cpu_engine, "jit or interp (built-in CPU)");
+  create_command->add_option("--cpu-model", create->cpu_model,
+                             "lamina, lamina-kvm or host (KVM only): the CPU model the guest sees");
   create_command->add_option("--code-cache", create->code_cache, "JIT code cache, 1M to 1G");
   create_command->add_option("--on-reboot", create->on_reboot, "exit or restart");
   create_command->add_flag("--autostart", create->autostart, "Start when laminad starts");

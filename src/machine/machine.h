@@ -80,6 +80,8 @@ class Machine {
   virtio::VirtioTablet* tablet() { return tablet_; }
   GuestMemory& memory() { return memory_; }
   uint32_t vcpu_count() const { return static_cast<uint32_t>(vcpus_.size()); }
+  // The CPU model the guest sees (vCPU 0's CPUID at reset), for the machine state.
+  const accel::PresentedCpu& presented_cpu() const { return accelerator_->presented_cpu(); }
   hw::PciHost& pci_host() { return *pci_host_; }
   // The virtio PCI functions in slot order; virtio_slot(i) is function i's slot (00:SS.0).
   const std::vector<std::unique_ptr<virtio::VirtioPciFunction>>& virtio_functions() const {

@@ -328,21 +328,8 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
   }
 
   // vCPUs: vCPU 0 starts where the loader says; the others wait for INIT-SIPI-SIPI.
-  cpu::x86::CpuFeatures features;
-  features.vcpu_count = cpus;
-  features.tsc_khz = static_cast<uint32_t>(kTscHz / 1000);
-  features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
-  // The LAPIC implements the TSC-deadline timer mode and x2APIC mode (and the environment
-  // routes their MSRs).
-  features.tsc_deadline = true;
-  features.x2apic = true;
-  auto accelerator =
-      options.kvm
-          ? accel::create_kvm_accelerator(m.memory_, features, options.kvm_device)
-          : accel::create_emu_accelerator(m.memory_, features,
-                                          accel::EmuOptions{options.jit, options.code_cache_bytes});
-  if (!accelerator)
-    return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));
+  auto accelerator = make_accelerator(m.memory_, options);
+  if (!accelerator) return fail(accelerator.error());
   m.accelerator_ = std::move(*accelerator);
   if (auto added = add_virtio_functions(m, options, acpi_config.pci_gsi_base); !added) {
     return fail(added.error());
@@ -365,6 +352,45 @@ Result<std::unique_ptr<Machine>> MachineBuilder::build(const MachineOptions& opt
     m.vcpus_[0]->set_state(state);
   }
   return machine;
+}
+
+Result<std::unique_ptr<accel::Accelerator>> MachineBuilder::make_accelerator(
+    GuestMemory& memory, const MachineOptions& options, bool quiet) {
+  cpu::x86::CpuFeatures features;
+  features.vcpu_count = std::max(options.cpus, options.max_cpus);
+  features.tsc_khz = static_cast<uint32_t>(kTscHz / 1000);
+  features.bus_khz = static_cast<uint32_t>(hw::LocalApic::kBusFrequencyHz / 1000);
+  // The LAPIC implements x2APIC mode (and the environment routes its MSRs). Its TSC-deadline
+  // mode stays out of the model: one model serves both backends, and on KVM the guest's TSC is
+  // the host's, which the deadline timer does not count (kvm_cpuid.h).
+  features.x2apic = true;
+  if (options.cpu_model == accel::CpuModelKind::kHost && !options.kvm) {
+    return fail(ErrorCode::kInvalidArgument,
+                "--cpu-model host needs --accel kvm: the built-in CPU presents Lamina's CPU model "
+                "only");
+  }
+  if (options.cpu_support_limit && options.cpu_model == accel::CpuModelKind::kLamina) {
+    auto reduced = cpu::x86::reduce_to_support(features, *options.cpu_support_limit);
+    if (!reduced) return fail(reduced.error().with_context("CPU model"));
+    features = reduced->features;
+  }
+  auto accelerator =
+      options.kvm
+          ? accel::create_kvm_accelerator(memory, features, options.kvm_device, options.cpu_model,
+                                          !quiet)
+          : accel::create_emu_accelerator(memory, features,
+                                          accel::EmuOptions{options.jit, options.code_cache_bytes});
+  if (!accelerator)
+    return fail(accelerator.error().with_context(options.kvm ? "--accel kvm" : "CPU model"));
+  return std::move(*accelerator);
+}
+
+Result<accel::PresentedCpu> MachineBuilder::presented_cpu(const MachineOptions& options) {
+  auto memory = GuestMemory::create({RamRegion{0, 4096}});
+  if (!memory) return fail(memory.error());
+  auto accelerator = make_accelerator(*memory, options, true);
+  if (!accelerator) return fail(accelerator.error());
+  return (*accelerator)->presented_cpu();
 }
 
 Result<void> MachineBuilder::add_firmware(Machine& m, const MachineOptions& options) {

@@ -93,6 +93,12 @@ struct MachineOptions {
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
   bool kvm =
       false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
+  // The CPU model the guest sees (accel::CpuModelKind); kHost needs kvm.
+  accel::CpuModelKind cpu_model = accel::CpuModelKind::kLamina;
+  // With kLamina: present the model without what this backend lacks, on the built-in CPU too
+  // (`--cpu-model lamina-kvm`: this host's KVM's support, accel::kvm_cpuid_support), so the VM
+  // can move to that KVM.
+  std::optional<cpu::x86::CpuidSupport> cpu_support_limit;
   // With kvm: the KVM device opened before a sandbox (borrowed; accel::open_kvm_device), or
   // -1 to open it while building.
   int kvm_device = -1;
@@ -133,7 +139,15 @@ class MachineBuilder {
   // kCorrupt/kUnsupported for a kernel they cannot boot.
   static Result<std::unique_ptr<Machine>> build(const MachineOptions& options);
 
+  // The CPU model a machine built from `options` would present (its accelerator's, made on a
+  // page of RAM: a KVM one opens a VM), so a restore can be refused before anything starts.
+  static Result<accel::PresentedCpu> presented_cpu(const MachineOptions& options);
+
  private:
+  // The machine's CPU model and the accelerator that runs it on `memory`.
+  // `quiet`: without the log of the model's features KVM lacks (the machine built next logs it).
+  static Result<std::unique_ptr<accel::Accelerator>> make_accelerator(
+      GuestMemory& memory, const MachineOptions& options, bool quiet = false);
   static Result<void> add_firmware(Machine& machine, const MachineOptions& options);
   static Result<void> add_display(Machine& machine);
   static Result<BootState> load_boot_images(Machine& machine, const MachineOptions& options,

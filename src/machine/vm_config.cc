@@ -80,6 +80,14 @@ Result<CpuEngine> parse_cpu_engine(std::string_view text) {
               fmt::format("--cpu-engine: '{}' is not one of jit, interp", text));
 }
 
+Result<CpuModel> parse_cpu_model(std::string_view text) {
+  if (text == "lamina") return CpuModel::kLamina;
+  if (text == "lamina-kvm") return CpuModel::kLaminaKvm;
+  if (text == "host") return CpuModel::kHost;
+  return fail(ErrorCode::kInvalidArgument,
+              fmt::format("--cpu-model: '{}' is not one of lamina, lamina-kvm, host", text));
+}
+
 Result<uint64_t> parse_code_cache(std::string_view text) {
   auto bytes = parse_size(text);
   if (!bytes || *bytes < kMinCodeCacheBytes || *bytes > kMaxCodeCacheBytes) {
@@ -264,6 +272,11 @@ Result<void> validate(const VmConfig& config, HostChecks checks) {
       return fail(ErrorCode::kInvalidArgument,
                   "--firmware bios runs on the built-in CPU only (--accel emu) for now");
     }
+  }
+  if (config.cpu_model == CpuModel::kHost && config.accel == AccelKind::kEmu) {
+    return fail(ErrorCode::kInvalidArgument,
+                "--cpu-model host presents the host's CPU through KVM: it needs --accel kvm (or "
+                "auto); the built-in CPU presents Lamina's model only");
   }
   if (!config.boot.empty() && firmware.kind == FirmwareKind::kNone) {
     return fail(ErrorCode::kInvalidArgument,

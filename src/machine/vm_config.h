@@ -23,6 +23,11 @@ enum class RebootAction { kExit, kRestart };
 // How the built-in CPU runs guest code: translated to host code (kJit) or interpreted
 // (kInterp, the oracle and fallback). KVM ignores it.
 enum class CpuEngine { kJit, kInterp };
+// The CPU model the guest sees (accel::CpuModelKind): kLamina, Lamina's on every backend (on KVM
+// without what the host lacks); kLaminaKvm, that model reduced to this host's KVM on the
+// built-in CPU too, so a VM started there can move to KVM here; kHost, the host's instruction
+// set (KVM only).
+enum class CpuModel { kLamina, kLaminaKvm, kHost };
 
 // The translated-code cache of one VM (all its vCPUs together): a bound on host memory a guest
 // can make the JIT use, whatever code it runs (resident: up to twice this, as the cache's pages
@@ -68,6 +73,7 @@ struct VmConfig {
   uint64_t memory_target_bytes = 0;
   AccelKind accel = AccelKind::kEmu;
   CpuEngine cpu_engine = CpuEngine::kJit;
+  CpuModel cpu_model = CpuModel::kLamina;
   uint64_t code_cache_bytes = kDefaultCodeCacheBytes;
   SerialConfig serial;
   RebootAction on_reboot = RebootAction::kExit;
@@ -129,6 +135,8 @@ std::vector<BootDevice> effective_boot_order(const VmConfig& config);
 Result<AccelKind> parse_accel(std::string_view text);
 // Parses "jit" or "interp".
 Result<CpuEngine> parse_cpu_engine(std::string_view text);
+// Parses "lamina", "lamina-kvm" or "host".
+Result<CpuModel> parse_cpu_model(std::string_view text);
 // Parses a code cache size ("64M"), kMinCodeCacheBytes to kMaxCodeCacheBytes.
 Result<uint64_t> parse_code_cache(std::string_view text);
 // Parses "exit" or "restart".

@@ -11,12 +11,12 @@
 namespace lamina::machine {
 namespace {
 
-constexpr std::array<std::string_view, 22> kFields = {
+constexpr std::array<std::string_view, 23> kFields = {
     "vga",     "display",  "tablet",
     "cpus",    "max_cpus", "memory",  "memory_target", "firmware",     "kernel",
     "initrd",  "cmdline",  "disks",   "cdrom",         "boot",         "nets",
     "serial",  "console_port", "rng", "accel",         "cpu_engine",   "code_cache",
-    "on_reboot"};
+    "on_reboot", "cpu_model"};
 
 Error field_error(std::string_view field, std::string_view what) {
   return Error(ErrorCode::kInvalidArgument, fmt::format("{}: {}", field, what));
@@ -145,6 +145,10 @@ Result<void> apply_field(VmConfig& config, const nlohmann::json& definition,
     auto engine = parse_cpu_engine(*text);
     if (!engine) return fail(engine.error());
     config.cpu_engine = *engine;
+  } else if (field == "cpu_model") {
+    auto model = parse_cpu_model(*text);
+    if (!model) return fail(model.error());
+    config.cpu_model = *model;
   } else if (field == "code_cache") {
     auto bytes = parse_code_cache(*text);
     if (!bytes) return fail(bytes.error());

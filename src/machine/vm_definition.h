@@ -6,6 +6,7 @@
 //    "boot": "disk|cdrom|order=...", "nets": ["switch:NAME[,mac=M]", ...],
 //    "serial": "none|file:PATH", "console_port": "none|file:PATH|socket:PATH",
 //    "rng": "host|none", "accel": "emu|kvm|auto", "cpu_engine": "jit|interp",
+//    "cpu_model": "lamina|lamina-kvm|host",
 //    "code_cache": "64M", "on_reboot": "exit|restart"}
 // Every field is optional (the defaults are `lamina run`'s). Unknown fields, wrong types and
 // bad values are refused with an error naming the field.

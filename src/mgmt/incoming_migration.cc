@@ -211,6 +211,15 @@ IncomingMigration::Opened IncomingMigration::offer(VmService& service,
   if (!config) return {nullptr, refusal(config.error().message())};
   // A VM that is to run on KVM here needs a KVM that works here (auto falls back to the
   // built-in CPU, which restores the same state).
+  // The host's CPU model exists on KVM only (the definition's check refuses it with emu).
+  if (config->cpu_model == machine::CpuModel::kHost && config->accel == machine::AccelKind::kAuto) {
+    if (auto host = accel::probe_kvm(); !host) {
+      return {nullptr, refusal(fmt::format("the VM runs the host's CPU model (cpu_model host), "
+                                           "which only KVM presents, and this host has no usable "
+                                           "KVM ({})",
+                                           host.error().message()))};
+    }
+  }
   if (config->accel == machine::AccelKind::kKvm) {
     if (auto host = accel::probe_kvm(); !host) {
       return {nullptr, refusal(fmt::format("this host cannot run the VM on KVM ({}); migrate it "

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "base/byte_order.h"
+#include "migration/cpu_model_stream.h"
 #include "migration/cpu_state_stream.h"
 #include "storage/crc32c.h"
 #include "storage/host_file.h"
@@ -246,6 +247,7 @@ std::vector<std::byte> encode_machine_stream(machine::Machine& machine) {
   writer.put(static_cast<uint32_t>(devices.size()));
   for (const auto& device : devices) writer.put_bytes(std::as_bytes(std::span(device.name)));
   writer.end_section();
+  save_cpu_model(writer, machine.presented_cpu());
   for (const cpu::x86::CpuState& state : vcpus) save_cpu_state(writer, state);
   writer.begin_section("devices", kSectionVersion);
   for (const auto& device : devices) {
@@ -320,6 +322,11 @@ Result<StateShape> read_state_shape(int fd) {
   StateReader reader(*stream);
   auto saved = read_machine_section(reader, *header);
   if (!saved) return fail(saved.error());
+  if (StateReader probe = reader; probe.begin_section("cpu_model").has_value()) {
+    auto cpu = load_cpu_model(reader);
+    if (!cpu) return fail(cpu.error());
+    saved->shape.cpu = std::move(*cpu);
+  }
   return saved->shape;
 }
 
@@ -354,6 +361,15 @@ Result<void> restore_machine_state(machine::Machine& machine, int fd, RamLoad ra
     return fail(ErrorCode::kInvalidArgument,
                 fmt::format("the saved machine's devices ({}) are not this VM's ({})",
                             join(saved->shape.devices), join(names)));
+  }
+  // The CPU the guest was started with (format 1.2). An older state, or the stream of an older
+  // migration source (whose destination writes the header), has none and is restored unchecked.
+  if (StateReader probe = reader; probe.begin_section("cpu_model").has_value()) {
+    auto cpu = load_cpu_model(reader);
+    if (!cpu) return fail(cpu.error());
+    if (auto same = check_cpu_model(*cpu, machine.presented_cpu()); !same) {
+      return fail(same.error());
+    }
   }
 
   // RAM first: devices re-activated by their load() may read their rings right away.

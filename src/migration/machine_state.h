@@ -12,6 +12,8 @@
 //     section "machine" v1: vcpus u32, memory_bytes u64, clock_ns u64, a20 bool,
 //       RAM regions (count u32, then guest_physical u64 + size u64 each),
 //       devices (count u32, then each name as a blob) -- the machine's shape
+//     section "cpu_model" v1 (format 1.2): the CPU model the guest was started with
+//       (cpu_model_stream.h); a restore refuses a machine that cannot present it
 //     section "vcpu" v1, once per vCPU (cpu_state_stream.h)
 //     section "devices" v1: per device, a section named after it holding its own save()
 //   guest RAM at ram_offset: the regions back to back, each 4 KiB-aligned; pages that were all
@@ -27,6 +29,7 @@
 // machine half-loaded: discard it.
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -38,7 +41,9 @@ namespace lamina::migration {
 
 inline constexpr uint16_t kStateMajor = 1;
 // Minor 1: the vcpu section carries XCR0/AVX state and the events a KVM vCPU held.
-inline constexpr uint16_t kStateMinor = 1;
+// Minor 2: a "cpu_model" section after "machine" (cpu_model_stream.h): the CPUID the guest
+// was started with, which a restore checks against the machine's.
+inline constexpr uint16_t kStateMinor = 2;
 inline constexpr size_t kHeaderSize = 64;
 // The stream holds registers and device state only (RAM is separate); anything larger is not a
 // state file this Lamina wrote.
@@ -81,6 +86,8 @@ struct StateShape {
   uint32_t vcpus = 0;
   uint64_t memory_bytes = 0;
   std::vector<std::string> devices;
+  // The CPU model the guest was started with (format 1.2; absent in older states).
+  std::optional<accel::PresentedCpu> cpu;
 };
 [[nodiscard]] Result<StateShape> read_state_shape(int fd);
 

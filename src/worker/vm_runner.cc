@@ -26,8 +26,10 @@ std::string_view to_string(VmState state) {
 }
 
 Result<bool> resolve_kvm(const machine::VmConfig& config) {
-  const machine::AccelKind accel = config.accel;
+  machine::AccelKind accel = config.accel;
   if (accel == machine::AccelKind::kEmu) return false;
+  // The host's CPU model exists on KVM only: auto cannot fall back to the built-in CPU.
+  if (config.cpu_model == machine::CpuModel::kHost) accel = machine::AccelKind::kKvm;
   if (accel == machine::AccelKind::kAuto &&
       machine::effective_firmware(config).kind != machine::FirmwareKind::kNone) {
     return false;
@@ -141,6 +143,18 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
   if (!options) return fail(options.error());
   runner->options_ = std::move(*options);
   runner->options_.kvm = kvm;
+  runner->options_.cpu_model = config.cpu_model == machine::CpuModel::kHost
+                                   ? accel::CpuModelKind::kHost
+                                   : accel::CpuModelKind::kLamina;
+  if (config.cpu_model == machine::CpuModel::kLaminaKvm && !kvm) {
+    // Read now: the worker's sandbox hides /dev/kvm from the machines it builds later.
+    auto support = accel::kvm_cpuid_support();
+    if (!support) {
+      return fail(support.error().with_context(
+          "--cpu-model lamina-kvm (Lamina's model as this host's KVM runs it)"));
+    }
+    runner->options_.cpu_support_limit = std::move(*support);
+  }
   if (kvm) {
     // Every boot's machine makes its KVM VM from this device: the worker's sandbox, entered
     // before the first boot, cannot open /dev/kvm (nor see it in its new root).
@@ -204,6 +218,11 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
 }
 
 VmRunner::~VmRunner() = default;
+
+Result<accel::PresentedCpu> VmRunner::presented_cpu() const {
+  std::lock_guard lock(mutex_);
+  return machine::MachineBuilder::presented_cpu(options_);
+}
 
 Result<void> VmRunner::restore_from(UniqueFd state, const std::vector<std::string>& saved_devices) {
   // The saved virtio functions by kind, in slot order ("pci-00:SS.0-virtio-blk").

@@ -92,6 +92,9 @@ class VmRunner {
   // would): disks in slot order are the definition's disks in order, network cards likewise.
   // A state with other virtio devices than the definition is kInvalidArgument.
   [[nodiscard]] Result<void> restore_from(UniqueFd state, const std::vector<std::string>& saved_devices);
+  // The CPU model this VM's machines present (MachineBuilder::presented_cpu), for checking a
+  // saved state's before the start is answered.
+  [[nodiscard]] Result<accel::PresentedCpu> presented_cpu() const;
   [[nodiscard]] Result<migration::SaveStatistics> save_and_stop(int state);
 
   // Live migration's source side (migration/live_migration.h), from a host thread while the

@@ -28,6 +28,7 @@
 #include "display/png_writer.h"
 #include "machine/vm_definition.h"
 #include "virtio/virtio_block_setup.h"
+#include "migration/cpu_model_stream.h"
 #include "migration/machine_state.h"
 #include "migration/migration_protocol.h"
 #include "worker/control_protocol.h"
@@ -580,6 +581,14 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
                                           "this definition has {} and {} MiB",
                                           shape->vcpus, shape->memory_bytes >> 20, built_cpus,
                                           config->memory_bytes >> 20)));
+    }
+    // The CPU the guest was started with: refused now, while a migration's source still runs.
+    if (shape->cpu) {
+      auto here = (*runner)->presented_cpu();
+      if (!here) return fail_start(sender, id, here.error());
+      if (auto same = migration::check_cpu_model(*shape->cpu, *here); !same) {
+        return fail_start(sender, id, same.error());
+      }
     }
     if (auto laid_out = (*runner)->restore_from(std::move(restore), shape->devices); !laid_out) {
       return fail_start(sender, id, laid_out.error());

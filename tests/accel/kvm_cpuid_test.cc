@@ -1,5 +1,6 @@
-// The KVM CPUID filter on a made-up "supported" table: what Lamina's platform lacks is withdrawn,
-// the hypervisor leaves are Lamina's, and the topology is the VM's.
+// The KVM CPUID tables on a made-up "supported" table. Lamina's model: CpuidModel's leaves, less
+// what KVM lacks, with the host's TSC rate; the host's model: what Lamina's platform lacks is
+// withdrawn, the hypervisor leaves are Lamina's, and the topology is the VM's.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -49,7 +50,7 @@ std::vector<kvm_cpuid_entry2> host_table() {
 TEST(KvmCpuid, WithdrawsWhatThePlatformLacks) {
   cpu::x86::CpuFeatures features;
   features.vcpu_count = 3;
-  const auto table = guest_cpuid(host_table(), features, 2, 2'500'000);
+  const auto table = guest_cpuid_from_host(host_table(), features, 2, 2'500'000);
   const kvm_cpuid_entry2* one = find(table, 1);
   ASSERT_NE(one, nullptr);
   EXPECT_EQ(one->ecx & ((1u << 21) | (1u << 24) | (1u << 5) | (1u << 3)), 0u);
@@ -74,7 +75,7 @@ TEST(KvmCpuid, WithdrawsWhatThePlatformLacks) {
 
 TEST(KvmCpuid, HypervisorLeavesAreLaminas) {
   cpu::x86::CpuFeatures features;
-  const auto table = guest_cpuid(host_table(), features, 0, 2'500'000);
+  const auto table = guest_cpuid_from_host(host_table(), features, 0, 2'500'000);
   const kvm_cpuid_entry2* signature = find(table, 0x40000000);
   ASSERT_NE(signature, nullptr);
   char text[13] = {};
@@ -92,7 +93,7 @@ TEST(KvmCpuid, HypervisorLeavesAreLaminas) {
 TEST(KvmCpuid, TopologyLeavesDescribeTheVm) {
   cpu::x86::CpuFeatures features;
   features.vcpu_count = 5;
-  const auto table = guest_cpuid(host_table(), features, 4, 1);
+  const auto table = guest_cpuid_from_host(host_table(), features, 4, 1);
   const kvm_cpuid_entry2* smt = find(table, 0xb, 0);
   const kvm_cpuid_entry2* core = find(table, 0xb, 1);
   const kvm_cpuid_entry2* end = find(table, 0xb, 2);
@@ -110,13 +111,92 @@ TEST(KvmCpuid, TopologyLeavesDescribeTheVm) {
 TEST(KvmCpuid, OneVcpuHasNoHyperThreadingFlags) {
   cpu::x86::CpuFeatures features;
   features.x2apic = true;
-  const auto table = guest_cpuid(host_table(), features, 0, 1);
+  const auto table = guest_cpuid_from_host(host_table(), features, 0, 1);
   const kvm_cpuid_entry2* one = find(table, 1);
   ASSERT_NE(one, nullptr);
   EXPECT_EQ(one->edx & (1u << 28), 0u);
   EXPECT_EQ((one->ebx >> 16) & 0xff, 1u);
   EXPECT_NE(one->ecx & (1u << 21), 0u);  // x2APIC when the model asks for it
   EXPECT_EQ(find(table, 0x80000001)->ecx & (1u << 1), 0u);
+}
+
+// A host that runs the default model's feature bits except SSE4.2 (leaf 1 ECX bit 20) and
+// RDTSCP (0x80000001 EDX bit 27), offers TSC-deadline and AVX, has 39 address bits and lacks the
+// platform bits (APIC, x2APIC, hypervisor).
+std::vector<kvm_cpuid_entry2> lesser_host() {
+  cpu::x86::CpuFeatures all;
+  auto model = cpu::x86::CpuidModel::create(all);
+  const cpu::x86::CpuidResult one = model->query(1, 0, {});
+  const cpu::x86::CpuidResult extended = model->query(0x80000001, 0, {});
+  return {
+      leaf(1, 0, 0, 0,
+           (one.ecx & ~((1u << 20) | (1u << 21) | (1u << 31))) | (1u << 24) | (1u << 28),
+           one.edx & ~(1u << 9)),
+      leaf(0x80000001, 0, 0, 0, extended.ecx, extended.edx & ~(1u << 27)),
+      leaf(0x80000007, 0, 0, 0, 0, 1u << 8),
+      leaf(0x80000008, 0, 0x3027, 0, 0, 0),
+  };
+}
+
+TEST(KvmCpuid, LaminasModelIsTheModelLessWhatKvmLacks) {
+  cpu::x86::CpuFeatures features;
+  features.vcpu_count = 2;
+  features.x2apic = true;
+  auto reduced = cpu::x86::reduce_to_support(features, kvm_support(lesser_host()));
+  ASSERT_TRUE(reduced) << reduced.error().message();
+  EXPECT_EQ(reduced->dropped, (std::vector<std::string>{"sse4_2", "rdtscp",
+                                                        "physical address bits 40 -> 39"}));
+  // Platform bits stay although the host table lacks them.
+  EXPECT_TRUE(reduced->features.apic);
+  EXPECT_TRUE(reduced->features.x2apic);
+  auto model = cpu::x86::CpuidModel::create(reduced->features);
+  ASSERT_TRUE(model);
+  const auto table = guest_cpuid_from_model(*model, 1, 2'345'678);
+  // Every leaf is the model's (the one CpuidModel), except the timing leaf's TSC rate.
+  const auto expected = cpu::x86::cpuid_table(*model, 1);
+  ASSERT_EQ(table.size(), expected.size());
+  for (size_t index = 0; index < table.size(); ++index) {
+    const kvm_cpuid_entry2& got = table[index];
+    const cpu::x86::CpuidEntry& want = expected[index];
+    EXPECT_EQ(got.function, want.leaf);
+    EXPECT_EQ(got.index, want.subleaf);
+    EXPECT_EQ((got.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX) != 0, want.indexed);
+    EXPECT_EQ(got.eax, want.leaf == 0x40000010 ? 2'345'678u : want.value.eax);
+    EXPECT_EQ(got.ebx, want.value.ebx);
+    EXPECT_EQ(got.ecx, want.value.ecx);
+    EXPECT_EQ(got.edx, want.value.edx);
+  }
+  const kvm_cpuid_entry2* one = find(table, 1);
+  ASSERT_NE(one, nullptr);
+  EXPECT_EQ(one->ecx & (1u << 20), 0u);    // SSE4.2 dropped
+  EXPECT_NE(one->ecx & (1u << 19), 0u);    // SSE4.1 kept
+  EXPECT_EQ(one->ecx & (1u << 24), 0u);    // TSC-deadline withheld although KVM offers it
+  EXPECT_EQ(one->ecx & (1u << 28), 0u);    // AVX: the host has it, the model does not
+  EXPECT_EQ(one->ebx >> 24, 1u);           // the vCPU's APIC ID
+  EXPECT_EQ(find(table, 0x80000001)->edx & (1u << 27), 0u);
+  EXPECT_EQ(find(table, 0x80000008)->eax & 0xff, 39u);
+  const kvm_cpuid_entry2* vendor = find(table, 0);
+  ASSERT_NE(vendor, nullptr);
+  EXPECT_EQ(vendor->ebx, 0x68747541u);  // "Auth": Lamina's vendor, not the host table's
+}
+
+TEST(KvmCpuid, TscDeadlineIsWithheldFromTheModel) {
+  cpu::x86::CpuFeatures features;
+  features.tsc_deadline = true;
+  auto reduced = cpu::x86::reduce_to_support(features, kvm_support(lesser_host()));
+  ASSERT_TRUE(reduced);
+  EXPECT_FALSE(reduced->features.tsc_deadline);
+}
+
+TEST(KvmCpuid, FeatureOverridesNameTheChangedWords) {
+  std::vector<kvm_cpuid_entry2> given = {leaf(1, 0, 0x60fb1, 0, 0x80202000, 0x078bf3fd)};
+  EXPECT_TRUE(feature_overrides(given, given).empty());
+  std::vector<kvm_cpuid_entry2> applied = {leaf(1, 0, 0x60fb1, 0, 0xf6f83203, 0x078bf3fd),
+                                           leaf(7, 0, 0, 0x219c01ab, 0, 0)};
+  applied[1].flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+  EXPECT_EQ(feature_overrides(given, applied),
+            (std::vector<std::string>{"CPUID 0x1.0 ECX 0x80202000 -> 0xf6f83203",
+                                      "CPUID 0x7.0 EBX 0x00000000 -> 0x219c01ab"}));
 }
 
 }  // namespace

@@ -8,7 +8,10 @@
 # stopped and no STATE-FAIL line; the kernel reaches state-ok on A. Both laminads on loopback
 # with mutual TLS. A destination that cannot run KVM refuses `--accel kvm` with the reason (a
 # laminad C pointed at a missing KVM device), and the VM runs on; an unknown accelerator is a
-# 400 naming the field.
+# 400 naming the field. The VM presents Lamina's CPU model as this host's KVM runs it
+# (cpu_model lamina-kvm) on both backends, and the kernel checks its CPUID leaves at every tick
+# (on PVM without the feature words the hardware fills in there). A VM with the host's CPU
+# model (cpu_model host) asked to move onto the built-in CPU is refused with the reason.
 #   laminad_accel_migration_test.sh LAMINA LAMINAD KERNEL
 # Exit status 77 when /dev/kvm is unusable here.
 set -euo pipefail
@@ -75,7 +78,12 @@ wait_progress() {
   fail "no progress past tick $2 in $1"
 }
 
-on_a vm create mover --memory 64M --kernel "$kernel" --accel emu >/dev/null || fail "create"
+cmdline=()
+if [[ -e /sys/module/kvm_pvm && ! -e /sys/module/kvm_intel && ! -e /sys/module/kvm_amd ]]; then
+  cmdline=(--cmdline pvm)
+fi
+on_a vm create mover --memory 64M --kernel "$kernel" --accel emu --cpu-model lamina-kvm \
+  "${cmdline[@]}" >/dev/null || fail "create"
 on_a vm start mover >/dev/null || fail "start"
 first=$(wait_progress state 0)
 
@@ -98,6 +106,8 @@ cp "$(console state)" "$work/a1.console" 2>/dev/null || true
 [[ $(accel_of on_b) == kvm ]] || fail "B's definition does not say kvm"
 grep -q "kvm" "$work/state-b/vms/mover/worker.log" 2>/dev/null || true
 second=$(wait_progress state-b "$first")
+# What Lamina's CPU model loses on this host's KVM, as B's worker logged it ("" when nothing).
+dropped=$(grep -o -m1 'cannot run .* of Lamina' "$work/state-b/vms/mover/worker.log" 2>/dev/null || true)
 # A checkpoint of the VM running on KVM: saved by B's sandboxed worker, which a new worker
 # continues on KVM from the state.
 on_b vm checkpoint mover on-kvm >/dev/null 2>"$work/err" || fail "checkpoint on B: $(cat "$work/err")"
@@ -119,3 +129,28 @@ done
 grep -aq '^state-ok ' "$(console state)" || fail "the kernel did not reach state-ok on A"
 ((first < second && second < third)) || fail "progress did not go on: $first, $second, $third ticks"
 echo "ok: emu on A (tick $first) -> kvm on B (tick $second) -> emu on A (tick $third, state-ok)"
+
+# The host's CPU model cannot move onto the built-in CPU: B refuses the offer, the VM runs on.
+on_a vm create hostcpu --memory 64M --kernel "$kernel" --accel kvm --cpu-model host \
+  "${cmdline[@]}" >/dev/null || fail "create hostcpu"
+on_a vm start hostcpu >/dev/null || fail "start hostcpu"
+on_a vm migrate hostcpu --to "127.0.0.1:$port_b" --accel emu >/dev/null 2>"$work/err" &&
+  fail "B took a host-model VM onto the built-in CPU"
+grep -q "cpu-model host" "$work/err" || fail "the host-model refusal said: $(cat "$work/err")"
+[[ $(on_a vm --json show hostcpu | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == running ]] ||
+  fail "the host-model VM does not run on A after the refusal"
+echo "ok: host-model VM refused onto emu: $(head -c 200 "$work/err")"
+
+# A VM that saw all of Lamina's model on the built-in CPU cannot move onto a KVM that lacks some
+# of it: B's restore refuses, naming the bits, and the VM runs on at A.
+if [[ -n $dropped ]]; then
+  on_a vm create fullcpu --memory 64M --kernel "$kernel" --accel emu "${cmdline[@]}" >/dev/null ||
+    fail "create fullcpu"
+  on_a vm start fullcpu >/dev/null || fail "start fullcpu"
+  on_a vm migrate fullcpu --to "127.0.0.1:$port_b" --accel kvm >/dev/null 2>"$work/err" &&
+    fail "B took a VM whose CPU features its KVM lacks"
+  grep -q "are missing here" "$work/err" || fail "the full-model refusal said: $(cat "$work/err")"
+  [[ $(on_a vm --json show fullcpu | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == running ]] ||
+    fail "the full-model VM does not run on A after the refusal"
+  echo "ok: full-model VM refused onto this KVM ($dropped's model): $(grep -o 'CPUID.*' "$work/err" | head -c 160)"
+fi

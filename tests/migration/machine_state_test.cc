@@ -276,6 +276,53 @@ TEST_F(MachineStateRefusal, AnotherShape) {
   EXPECT_NE(refusal(good_, no_rng).find("devices"), std::string::npos);
 }
 
+// A machine that cannot present the CPU the guest saw refuses, before anything is loaded: here
+// the built-in CPU with the model reduced to a backend without SSE4.2, as `--cpu-model
+// lamina-kvm` does on such a KVM host.
+TEST_F(MachineStateRefusal, AnotherCpuModel) {
+  MachineOptions lesser = options();
+  cpu::x86::CpuidSupport support;
+  support.feature_bits = [](const cpu::x86::CpuidWord& word) -> uint32_t {
+    return word.leaf == 1 && word.name == cpu::x86::CpuidRegister::kEcx ? ~(1u << 20) : ~0u;
+  };
+  lesser.cpu_support_limit = support;
+  const std::string why = refusal(good_, lesser);
+  EXPECT_NE(why.find("cannot present the CPU the guest was started with: CPUID 0x1.0 ECX bits "
+                     "20 are missing here"),
+            std::string::npos)
+      << why;
+  // The host's model needs KVM: the built-in CPU's machine is not even built.
+  MachineOptions host = options();
+  host.cpu_model = accel::CpuModelKind::kHost;
+  auto built = MachineBuilder::build(host);
+  ASSERT_FALSE(built);
+  EXPECT_NE(built.error().message().find("--cpu-model host needs --accel kvm"), std::string::npos);
+}
+
+// A format 1.1 file (before the cpu_model section) restores, unchecked.
+TEST_F(MachineStateRefusal, AnOlderFileWithoutTheCpuModelRestores) {
+  const uint64_t state_length = load_le<uint64_t>(good_.data() + 24);
+  const std::string_view stream(reinterpret_cast<const char*>(good_.data()) + 64, state_length);
+  const size_t name = stream.find("cpu_model");
+  ASSERT_NE(name, std::string_view::npos);
+  // The section: u16 name length, the name, u32 version, u64 payload length, the payload.
+  const size_t start = 64 + name - 2;
+  const uint64_t payload = load_le<uint64_t>(good_.data() + 64 + name + 9 + 4);
+  const size_t length = 2 + 9 + 4 + 8 + payload;
+  auto old = good_;
+  old.erase(old.begin() + static_cast<ptrdiff_t>(start),
+            old.begin() + static_cast<ptrdiff_t>(start + length));
+  // RAM stays where it was: pad the end of the stream's old room with zeros.
+  old.insert(old.begin() + static_cast<ptrdiff_t>(64 + state_length - length), length,
+             std::byte{0});
+  store_le<uint16_t>(old.data() + 10, 1);
+  store_le<uint64_t>(old.data() + 24, state_length - length);
+  store_le<uint32_t>(old.data() + 48,
+                     storage::crc32c(std::span(old).subspan(64, state_length - length)));
+  reseal_header(old);
+  EXPECT_EQ(refusal(old), "");
+}
+
 // The fuzz harness on mutations of a real file, with the stream checksum made right again so
 // the mutations reach the parsers behind it: no crash, no hang, and a clear error or success.
 TEST_F(MachineStateRefusal, MutatedStreamsNeverCrash) {

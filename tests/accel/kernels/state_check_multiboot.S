@@ -12,7 +12,12 @@
      - reads the TSC: it must be above the last reading (LAST_TSC), never equal or below;
      - TICKS must equal TICKS_COPY and be no less than the last seen;
      - FS's hidden 4 GiB limit must survive: the LAPIC's EOI goes through it (a lost limit is a
-       #GP, vector 13, which reports a failure; so does #UD).
+       #GP, vector 13, which reports a failure; so does #UD);
+     - CPUID leaves 0, 1, 7 and 0x80000001 must read as they did at the start (CPUID_SAVED):
+       a guest checks CPUID once, so a move to a machine presenting another CPU model would
+       leave it using what is no longer there. With "pvm" in the Multiboot command line the
+       feature words of leaves 1 and 7 are left out: PVM shows a guest the hardware's there,
+       whatever CPUID table it was given (ARCHITECTURE.md, KVM).
    COM1: "state-check-start", then "progress TICKS COUNT" (hex) every 50 ticks, and "state-ok
    TICKS COUNT" after TOTAL_TICKS ticks, then debug-exit status 7 (lamina exits 15). A failed
    check prints "STATE-FAIL what" and exits with status 1 (lamina exits 3).
@@ -28,6 +33,9 @@
         .set LAST_TSC, 0x610              /* 8 bytes */
         .set SEEN, 0x618                  /* the last tick count the loop saw */
         .set SPIN, 0x61c                  /* the spin counter's RAM copy */
+        .set CPUID_SAVED, 0x640           /* 4 leaves x EAX, EBX, ECX, EDX */
+        .set CPUID_NOW, 0x680             /* a leaf that differs: EAX, EBX, ECX, EDX now */
+        .set PVM_FLAG, 0x690              /* 1: "pvm" in the command line */
         .set SPIN_TSC, 10000000           /* ~5 ms of TSC at 2 GHz */
         .set LAPIC, 0xfee00000
         .set TOTAL_TICKS, 1200            /* 12 s of guest time */
@@ -36,6 +44,24 @@
         .globl _start
 _start:
         cli
+        /* Multiboot: EBX is the information structure; flags bit 2, the command line at 16. */
+        movb $0, PVM_FLAG
+        testb $4, (%ebx)
+        jz 2f
+        movl 16(%ebx), %esi
+3:      cmpb $0, (%esi)
+        je 2f
+        cmpb $'p', (%esi)
+        jne 4f
+        cmpb $'v', 1(%esi)
+        jne 4f
+        cmpb $'m', 2(%esi)
+        jne 4f
+        movb $1, PVM_FLAG
+        jmp 2f
+4:      incl %esi
+        jmp 3b
+2:
         /* One word in each page from 2 MiB to 62 MiB (a 64 MiB VM): no zero page there, so a
            live migration's first round reads all of it while the guest runs on, and a page
            the guest writes meanwhile must come again from the dirty log. */
@@ -93,6 +119,7 @@ real_mode:
 
         movw $(msg_start - real_start + REAL_BASE), %si
         call puts
+        call record_cpuid
         xorl %ebx, %ebx                   /* the register counter */
         xorl %ebp, %ebp                   /* the register sum */
         xorl %esi, %esi                   /* the spin counter */
@@ -114,6 +141,7 @@ spin:   incl %esi
         jb spin
         hlt
         cli
+        call check_cpuid
         incl %ebx
         incl COUNT
         addl %ebx, %ebp
@@ -174,6 +202,90 @@ exit:   movw $0xf4, %dx
         hlt
         jmp 2b
 
+/* CPUID of each leaf in cpuid_leaves into CPUID_SAVED (record_cpuid), or compared with it
+   (check_cpuid, which fails naming the leaf). Both keep every register. */
+record_cpuid:
+        pushal
+        movw $0, %bp
+        jmp 6f
+check_cpuid:
+        pushal
+        movw $1, %bp
+6:      movw $(cpuid_leaves - real_start + REAL_BASE), %si
+        movw $CPUID_SAVED, %di
+        movw $4, %cx
+7:      pushw %cx
+        movl (%si), %eax
+        xorl %ecx, %ecx
+        cpuid
+        cmpb $0, PVM_FLAG
+        je 11f
+        cmpl $1, (%si)
+        jne 12f
+        xorl %ecx, %ecx                   /* PVM: leaf 1's features are the hardware's */
+        xorl %edx, %edx
+        jmp 11f
+12:     cmpl $7, (%si)
+        jne 11f
+        xorl %ebx, %ebx                   /* PVM: leaf 7's too */
+        xorl %ecx, %ecx
+        xorl %edx, %edx
+11:     testw %bp, %bp
+        jnz 8f
+        movl %eax, (%di)
+        movl %ebx, 4(%di)
+        movl %ecx, 8(%di)
+        movl %edx, 12(%di)
+        jmp 9f
+8:      movl %eax, CPUID_NOW
+        movl %ebx, CPUID_NOW + 4
+        movl %ecx, CPUID_NOW + 8
+        movl %edx, CPUID_NOW + 12
+        cmpl (%di), %eax
+        jne bad_cpuid
+        cmpl 4(%di), %ebx
+        jne bad_cpuid
+        cmpl 8(%di), %ecx
+        jne bad_cpuid
+        cmpl 12(%di), %edx
+        jne bad_cpuid
+9:      popw %cx
+        addw $4, %si
+        addw $16, %di
+        loop 7b
+        popal
+        ret
+/* "STATE-FAIL CPUID changed: leaf L, now A B C D, was A B C D". */
+bad_cpuid:
+        pushw %di                         /* puthex clobbers EDI */
+        movl (%si), %ebx
+        movw $(msg_bad_cpuid - real_start + REAL_BASE), %si
+        call putstr
+        movl %ebx, %eax
+        call puthex
+        movw $(msg_now - real_start + REAL_BASE), %si
+        movw $CPUID_NOW, %bx
+        call put4hex
+        movw $(msg_was - real_start + REAL_BASE), %si
+        popw %bx
+        call put4hex
+        movb $'\n', %al
+        call putc
+        movb $1, %al
+        jmp exit
+
+/* The string at SI, then the four dwords at BX in hex. */
+put4hex:
+        call putstr
+        movw $4, %cx
+10:     pushw %cx
+        movl (%bx), %eax
+        call puthex
+        popw %cx
+        addw $4, %bx
+        loop 10b
+        ret
+
 tick:   incl TICKS
         incl TICKS_COPY
         addr32 movl $0, %fs:LAPIC + 0xb0          /* EOI */
@@ -221,6 +333,8 @@ putstr: movb (%si), %al
 
         .include "com1_putc.inc"
 
+cpuid_leaves:
+        .long 0, 1, 7, 0x80000001
 ivt_descriptor:
         .word 0x3ff
         .long 0
@@ -231,6 +345,9 @@ msg_bad_count:  .asciz "STATE-FAIL counter or sum (register and RAM differ)"
 msg_bad_tsc:    .asciz "STATE-FAIL the TSC did not move forward"
 msg_bad_ticks:  .asciz "STATE-FAIL tick counts differ or went back"
 msg_fault:      .asciz "STATE-FAIL an exception (lost segment or register state)"
+msg_bad_cpuid:  .asciz "STATE-FAIL CPUID changed: leaf"
+msg_now:        .asciz ", now"
+msg_was:        .asciz ", was"
 real_end:
 
         .data

@@ -59,26 +59,10 @@ Result<CpuidModel> CpuidModel::create(const CpuFeatures& features) {
   if (features.pcid || features.la57) {
     return fail(ErrorCode::kUnsupported, "CPU model: PCID and LA57 are not implemented");
   }
-  struct Dependency {
-    bool feature;
-    bool prerequisite;
-    const char* text;
-  };
-  for (const Dependency& dependency : {
-           Dependency{features.avx, features.xsave, "AVX requires XSAVE"},
-           Dependency{features.xsave, features.fxsr, "XSAVE requires FXSR"},
-           Dependency{features.sse, features.fxsr, "SSE requires FXSR"},
-           Dependency{features.sse2, features.sse, "SSE2 requires SSE"},
-           Dependency{features.sse3, features.sse2, "SSE3 requires SSE2"},
-           Dependency{features.ssse3, features.sse3, "SSSE3 requires SSE3"},
-           Dependency{features.sse4_1, features.ssse3, "SSE4.1 requires SSSE3"},
-           Dependency{features.sse4_2, features.sse4_1, "SSE4.2 requires SSE4.1"},
-           Dependency{features.long_mode, features.pae, "long mode requires PAE"},
-           Dependency{features.tsc_deadline, features.apic, "TSC-deadline requires the APIC"},
-           Dependency{features.x2apic, features.apic, "x2APIC requires the APIC"},
-           Dependency{features.mca, features.mce, "MCA requires MCE"},
-       }) {
-    if (dependency.feature && !dependency.prerequisite) return invalid(dependency.text);
+  for (const FeatureDependency& dependency : kFeatureDependencies) {
+    if (features.*dependency.feature && !(features.*dependency.prerequisite)) {
+      return invalid(dependency.text);
+    }
   }
   return CpuidModel(features);
 }

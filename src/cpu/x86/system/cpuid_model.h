@@ -52,12 +52,37 @@ inline constexpr uint32_t kPowerManagement = 0x80000007;
 inline constexpr uint32_t kAddressSizes = 0x80000008;
 }  // namespace cpuid_leaf
 
+// A feature that needs another (CpuidModel::create refuses the model without it; a model reduced
+// to what a backend runs drops it with its prerequisite).
+struct FeatureDependency {
+  bool CpuFeatures::*feature;
+  bool CpuFeatures::*prerequisite;
+  const char* text;
+};
+inline constexpr FeatureDependency kFeatureDependencies[] = {
+    {&CpuFeatures::avx, &CpuFeatures::xsave, "AVX requires XSAVE"},
+    {&CpuFeatures::xsave, &CpuFeatures::fxsr, "XSAVE requires FXSR"},
+    {&CpuFeatures::sse, &CpuFeatures::fxsr, "SSE requires FXSR"},
+    {&CpuFeatures::sse2, &CpuFeatures::sse, "SSE2 requires SSE"},
+    {&CpuFeatures::sse3, &CpuFeatures::sse2, "SSE3 requires SSE2"},
+    {&CpuFeatures::ssse3, &CpuFeatures::sse3, "SSSE3 requires SSE3"},
+    {&CpuFeatures::sse4_1, &CpuFeatures::ssse3, "SSE4.1 requires SSSE3"},
+    {&CpuFeatures::sse4_2, &CpuFeatures::sse4_1, "SSE4.2 requires SSE4.1"},
+    {&CpuFeatures::long_mode, &CpuFeatures::pae, "long mode requires PAE"},
+    {&CpuFeatures::tsc_deadline, &CpuFeatures::apic, "TSC-deadline requires the APIC"},
+    {&CpuFeatures::x2apic, &CpuFeatures::apic, "x2APIC requires the APIC"},
+    {&CpuFeatures::mca, &CpuFeatures::mce, "MCA requires MCE"},
+};
+
 class CpuidModel {
  public:
   // Checks the model: vendor strings of 12 characters, brand of at most 47, 1-255 vCPUs, address
   // sizes in range, feature dependencies (AVX needs XSAVE, XSAVE needs FXSR, SSE levels build on
   // each other), and nothing the rest of Lamina cannot do (PCID, LA57).
   static Result<CpuidModel> create(const CpuFeatures& features);
+  // Without create()'s checks: only for comparing the leaves of two feature sets (which bits a
+  // flag turns on, cpuid_table.h), never for a vCPU.
+  static CpuidModel unchecked(const CpuFeatures& features) { return CpuidModel(features); }
 
   CpuidResult query(uint32_t leaf, uint32_t subleaf, const CpuidState& state) const;
 
