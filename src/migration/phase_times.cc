@@ -53,8 +53,10 @@ Result<PhaseTimes> PhaseTimes::from_json(const nlohmann::json& list) {
   }
   PhaseTimes times;
   for (const auto& entry : list) {
+    // A whole number: parsed text makes it unsigned, a json built in memory signed.
     if (!entry.is_object() || !entry.contains("phase") || !entry["phase"].is_string() ||
-        !entry.contains("us") || !entry["us"].is_number_unsigned() ||
+        !entry.contains("us") || !entry["us"].is_number_integer() ||
+        (!entry["us"].is_number_unsigned() && entry["us"].get<int64_t>() < 0) ||
         !valid_name(entry["phase"].get_ref<const std::string&>()) ||
         entry["us"].get<uint64_t>() > kMaxMicroseconds) {
       return fail(ErrorCode::kInvalidArgument,
