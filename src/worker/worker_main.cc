@@ -494,6 +494,9 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   if (listener && ::listen(listener.get(), 2) != 0) listener.reset();
   ControlSender sender{MessageChannel(UniqueFd(control_fd))};
   sender.send({{"event", "hello"}, {"pid", ::getpid()}});
+  // While laminad gets the VM ready (a migration's destination: while RAM arrives). Should
+  // it fail, enter_sandbox makes these namespaces and says why it cannot.
+  const bool namespaces_entered = enter_isolated_namespaces().has_value();
   auto received = sender.channel().receive(std::chrono::seconds(30));
   if (!received || !*received) {
     fmt::print(stderr, "lamina-vm: no start request on the control channel\n");
@@ -561,7 +564,8 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   ::mallopt(M_ARENA_MAX, 8);
   ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   ::mallopt(M_TRIM_THRESHOLD, INT_MAX);
-  if (auto sandboxed = enter_sandbox({drop_to, address_space_limit}); !sandboxed) {
+  if (auto sandboxed = enter_sandbox({drop_to, address_space_limit, namespaces_entered});
+      !sandboxed) {
     return fail_start(sender, id, sandboxed.error());
   }
   phases.mark("sandbox");
