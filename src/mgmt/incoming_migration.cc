@@ -156,7 +156,7 @@ void IncomingMigration::record_start() {
                         {{"phase", "completed"},
                          {"direction", "incoming"},
                          {"pages", pages_.load()},
-                         {"start_ms", switchover_phases_.total_microseconds() / 1000},
+                         {"start_ms", start_ms_},
                          {"switchover", switchover_phases_.to_json()}});
 }
 
@@ -379,6 +379,7 @@ std::vector<std::byte> IncomingMigration::switchover() {
   };
   if (!have_stream_) return failed("the switchover came before the machine state");
   // Where the destination's share of the downtime goes, sent back with kStarted.
+  const auto switchover_at = std::chrono::steady_clock::now();
   migration::PhaseTimes& phases = switchover_phases_;
   phases = migration::PhaseTimes();
   {
@@ -415,6 +416,10 @@ std::vector<std::byte> IncomingMigration::switchover() {
   if (!started) return failed(started.error().message);
   started_ = true;
   disks_.clear();  // the VM's now
+  // How long the VM took to start here: the destination's share of the downtime.
+  start_ms_ = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - switchover_at)
+                                        .count());
   // The marker and the event (a synchronous inventory write) wait until the source has its
   // answer (close(), after the reply is sent): they are no part of the guest's downtime.
   return migration::make_json_message(MessageType::kStarted, {{"phases", phases.to_json()}});

@@ -107,6 +107,7 @@ class IncomingMigration {
   bool started_ = false;  // the VM runs here: keep its definition
   bool recorded_ = false;  // record_start() ran
   migration::PhaseTimes switchover_phases_;
+  uint64_t start_ms_ = 0;  // kSwitchover to the VM started here
   std::atomic<bool> discarded_ = false;
   std::atomic<uint64_t> pages_ = 0;
   migration::PageRounds rounds_;

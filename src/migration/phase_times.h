@@ -38,10 +38,12 @@ class PhaseTimes {
   // Ends the phase that began at the last mark (or at construction) and names it.
   void mark(std::string_view name);
   // Appends `other`'s phases, each name prefixed with `prefix` (e.g. "destination."), as far
-  // as kMaxPhases allows.
+  // as kMaxPhases allows. Appended phases are nested: they ran inside the phase that waited
+  // for them (the destination's inside the source's destination_answer).
   void append(const PhaseTimes& other, std::string_view prefix);
 
   const std::vector<Phase>& phases() const { return phases_; }
+  // The sum of every phase: the elapsed time only when nothing was appended.
   uint64_t total_microseconds() const;
 
   // [{"phase": NAME, "us": MICROSECONDS}, ...]
