@@ -528,7 +528,9 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name, int rest
       phases->mark("worker_start");
       // The worker's own breakdown of its start (a worker's message: checked).
       if (answer.is_object() && answer.contains("phases")) {
-        if (auto theirs = migration::PhaseTimes::from_json(answer["phases"])) phases->append(*theirs, "worker.");
+        if (auto theirs = migration::PhaseTimes::from_json(answer["phases"])) {
+          phases->append(*theirs, "worker.");
+        }
       }
     }
   }

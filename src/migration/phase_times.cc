@@ -26,7 +26,8 @@ void PhaseTimes::mark(std::string_view name) {
 }
 
 void PhaseTimes::append(const PhaseTimes& other, std::string_view prefix) {
-  for (const Phase& phase : other.phases_) add(std::string(prefix) + phase.name, phase.microseconds);
+  for (const Phase& phase : other.phases_)
+    add(std::string(prefix) + phase.name, phase.microseconds);
 }
 
 void PhaseTimes::add(std::string name, uint64_t microseconds) {
@@ -42,7 +43,8 @@ uint64_t PhaseTimes::total_microseconds() const {
 
 nlohmann::json PhaseTimes::to_json() const {
   nlohmann::json list = nlohmann::json::array();
-  for (const Phase& phase : phases_) list.push_back({{"phase", phase.name}, {"us", phase.microseconds}});
+  for (const Phase& phase : phases_)
+    list.push_back({{"phase", phase.name}, {"us", phase.microseconds}});
   return list;
 }
 

@@ -29,7 +29,8 @@ struct SandboxOptions {
   // user namespace, where the worker's ids are already mapped to an unprivileged user.
   std::optional<std::pair<uid_t, gid_t>> drop_to;
   uint64_t address_space_limit = 0;  // RLIMIT_AS in bytes; 0 leaves it unlimited
-  bool namespaces_entered = false;  // enter_isolated_namespaces() ran: step 1 makes only the mount namespace
+  // enter_isolated_namespaces() ran: step 1 makes only the mount namespace.
+  bool namespaces_entered = false;
 };
 
 [[nodiscard]] Result<void> enter_sandbox(const SandboxOptions& options);

@@ -39,13 +39,13 @@ TEST(PhaseTimesTest, RoundTripsThroughJsonAndAppendsWithAPrefix) {
 
 TEST(PhaseTimesTest, APeersHostileListIsRefusedWhole) {
   const char* hostile[] = {
-      R"({"phase": "x", "us": 1})",                       // not a list
-      R"([{"phase": "x"}])",                               // no duration
-      R"([{"phase": "x", "us": -1}])",                     // negative
-      R"([{"phase": "x", "us": 1.5}])",                    // not whole
-      R"([{"phase": "x", "us": 3600000001}])",             // over an hour
-      R"([{"phase": "", "us": 1}])",                       // no name
-      R"([{"phase": "Quiesce", "us": 1}])",                // outside [a-z0-9_.]
+      R"({"phase": "x", "us": 1})",             // not a list
+      R"([{"phase": "x"}])",                    // no duration
+      R"([{"phase": "x", "us": -1}])",          // negative
+      R"([{"phase": "x", "us": 1.5}])",         // not whole
+      R"([{"phase": "x", "us": 3600000001}])",  // over an hour
+      R"([{"phase": "", "us": 1}])",            // no name
+      R"([{"phase": "Quiesce", "us": 1}])",     // outside [a-z0-9_.]
       R"([{"phase": "a b", "us": 1}])",
       R"([{"phase": "x\n", "us": 1}])",
       R"([{"phase": 7, "us": 1}])",
