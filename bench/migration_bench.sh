@@ -4,7 +4,8 @@
 # two laminads (loopback, mutual TLS; four connections, and idle once more on one) and once between two QEMU TCG processes (QEMU's own
 # migration over TCP, its default settings). Prints total time and downtime of each and the
 # ratios (lamina / qemu; below 1 is better for Lamina). Downtime is each VMM's own figure:
-# Lamina's from source quiesce to the destination's "started", QEMU's "downtime" from
+# Lamina's from source quiesce to the destination's "started" (its machine built and restored, the
+# vCPUs about to run; a per-phase line for each move follows the figures), QEMU's "downtime" from
 # query-migrate. The ping gap (Lamina only) is what the network saw: the guest pings a port of
 # this script's on its virtual switch (tests/mgmt/switch_pinger.py) every 10 ms throughout, and
 # the gap is the longest pause between two echo requests arriving there during the move. QEMU's
@@ -56,9 +57,11 @@ lamina_case() { # NAME WORKLOAD (empty: idle) [CONNECTIONS, default 4] -> "total
     sleep 2
   fi
   before=$(wc -l <"$work/pings" 2>/dev/null || echo 0)
-  moved=$(LAMINA_CONNECT=unix:$sock "$lamina" vm migrate "$1" --to "127.0.0.1:$port_b" \
-    --connections "${3:-4}" 2>/dev/null |
-    sed -n 's/.* in \([0-9]*\) ms: downtime \([0-9]*\) ms.*/\1 \2/p')
+  LAMINA_CONNECT=unix:$sock "$lamina" vm migrate "$1" --to "127.0.0.1:$port_b" \
+    --connections "${3:-4}" >"$work/moved-$1" 2>/dev/null || true
+  moved=$(sed -n 's/.* in \([0-9]*\) ms: downtime \([0-9]*\) ms.*/\1 \2/p' "$work/moved-$1")
+  # Where Lamina's downtime went (lamina vm migrate's per-phase line), after the figures.
+  sed -n 's/^switchover (ms): /  lamina switchover (ms): /p' "$work/moved-$1" >>"$work/phases"
   sleep 1
   # The longest pause between two requests that reached the pinger during the move (ms).
   echo "$moved $(tail -n +"$((before + 1))" "$work/pings" |
@@ -145,3 +148,6 @@ qemu_idle=$(qemu_case "")
 report "idle 512 MiB" "$(lamina_case idle "")" "$qemu_idle"
 report "idle 512 MiB, Lamina on one connection" "$(lamina_case idle1 "" 1)" "$qemu_idle"
 report "dirtying ~30 MiB/s" "$(lamina_case busy "$churn")" "$(qemu_case "$churn")"
+echo "Lamina's switchover phases, one line per move above (source.*: the source worker;"
+echo "destination.*: the destination laminad, destination.worker.*: its new worker):"
+cat "$work/phases"

@@ -155,6 +155,16 @@ void add_vm_migrate_command(CLI::App& vm, const std::shared_ptr<VmOptions>& opti
     fmt::print("migrated {} to {} in {} ms: downtime {} ms, {} rounds, {} sent\n", arguments->vm,
                arguments->to, number(outcome, "total_ms"), number(outcome, "downtime_ms"),
                number(outcome, "rounds"), mib(number(outcome, "transferred_bytes")));
+    // Where the downtime went, phase by phase (the destination's inside its answer's wait).
+    if (outcome.contains("switchover") && outcome["switchover"].is_array()) {
+      std::string phases;
+      for (const auto& phase : outcome["switchover"]) {
+        if (!phase.is_object()) continue;
+        phases += fmt::format("{}{} {:.2f}", phases.empty() ? "" : ", ", phase.value("phase", "?"),
+                              static_cast<double>(phase.value("us", uint64_t{0})) / 1000.0);
+      }
+      fmt::print("switchover (ms): {}\n", phases);
+    }
   });
 }
 

@@ -33,9 +33,16 @@ Result<UniqueFd> open_boot_file(const std::string& path, std::string_view what,
 
 Result<std::vector<std::byte>> read_boot_file(const std::string& path, std::string_view what,
                                               uint64_t max_size, GrantedFiles* granted) {
+  auto file = BootFile::open(path, what, max_size, granted);
+  if (!file) return fail(file.error());
+  return file->read();
+}
+
+Result<BootFile> BootFile::open(const std::string& path, std::string_view what, uint64_t max_size,
+                                GrantedFiles* granted) {
   auto opened = open_boot_file(path, what, granted);
   if (!opened) return fail(opened.error());
-  const UniqueFd file = std::move(*opened);
+  UniqueFd file = std::move(*opened);
   struct stat status{};
   if (::fstat(file.get(), &status) != 0) {
     return fail(ErrorCode::kIo, fmt::format("cannot inspect the {} file '{}': {}", what, path,
@@ -54,21 +61,25 @@ Result<std::vector<std::byte>> read_boot_file(const std::string& path, std::stri
                 fmt::format("the {} file '{}' is {} bytes; the limit is {}", what, path, size,
                             max_size));
   }
-  std::vector<std::byte> bytes(size);
+  return BootFile(std::move(file), path, what, size);
+}
+
+Result<std::vector<std::byte>> BootFile::read() const {
+  std::vector<std::byte> bytes(size_);
   uint64_t done = 0;
-  while (done < size) {
+  while (done < size_) {
     // Positional: a granted descriptor shares its file offset with the grant's copy.
-    const ssize_t got = ::pread(file.get(), bytes.data() + done, size - done,
+    const ssize_t got = ::pread(file_.get(), bytes.data() + done, size_ - done,
                                 static_cast<off_t>(done));
     if (got < 0 && errno == EINTR) continue;
     if (got < 0) {
-      return fail(ErrorCode::kIo, fmt::format("cannot read the {} file '{}': {}", what, path,
+      return fail(ErrorCode::kIo, fmt::format("cannot read the {} file '{}': {}", what_, path_,
                                               std::strerror(errno)));
     }
     // The file shrank while we read it.
     if (got == 0) {
       return fail(ErrorCode::kIo,
-                  fmt::format("the {} file '{}' changed while being read", what, path));
+                  fmt::format("the {} file '{}' changed while being read", what_, path_));
     }
     done += static_cast<uint64_t>(got);
   }

@@ -27,4 +27,24 @@ Result<UniqueFd> open_boot_file(const std::string& path, std::string_view what,
 Result<std::vector<std::byte>> read_boot_file(const std::string& path, std::string_view what,
                                               uint64_t max_size, GrantedFiles* granted = nullptr);
 
+// A boot file opened and checked (as read_boot_file checks it) now, and read when needed: a
+// worker that restores a VM keeps its kernel and initrd this way, for the reboot that may come,
+// instead of reading tens of megabytes while the guest waits to resume. The descriptor is
+// read positionally, so a sandbox that opens no path may read it later. Owns the descriptor.
+class BootFile {
+ public:
+  [[nodiscard]] static Result<BootFile> open(const std::string& path, std::string_view what,
+                                             uint64_t max_size, GrantedFiles* granted = nullptr);
+  // The whole file; kIo when it cannot be read or shrank since open().
+  [[nodiscard]] Result<std::vector<std::byte>> read() const;
+
+ private:
+  BootFile(UniqueFd file, std::string path, std::string_view what, uint64_t size)
+      : file_(std::move(file)), path_(std::move(path)), what_(what), size_(size) {}
+  UniqueFd file_;
+  std::string path_;
+  std::string what_;
+  uint64_t size_ = 0;
+};
+
 }  // namespace lamina::machine

@@ -140,8 +140,24 @@ IncomingMigration::~IncomingMigration() {
 void IncomingMigration::close() {
   service_.migration_joins().remove(join_id_);
   finished_ = true;
-  discard("the migration ended before the VM started here");
+  if (started_) {
+    record_start();
+  } else {
+    discard("the migration ended before the VM started here");
+  }
   lanes_changed_.notify_all();
+}
+
+void IncomingMigration::record_start() {
+  if (recorded_) return;
+  recorded_ = true;
+  service_.mark_incoming(name_, false);
+  service_.record_event(name_, "migration",
+                        {{"phase", "completed"},
+                         {"direction", "incoming"},
+                         {"pages", pages_.load()},
+                         {"start_ms", start_ms_},
+                         {"switchover", switchover_phases_.to_json()}});
 }
 
 Result<void> IncomingMigration::join_lane(uint32_t lane) {
@@ -371,7 +387,10 @@ std::vector<std::byte> IncomingMigration::switchover() {
     return migration::make_json_message(MessageType::kFailed, {{"error", why}});
   };
   if (!have_stream_) return failed("the switchover came before the machine state");
+  // Where the destination's share of the downtime goes, sent back with kStarted.
   const auto switchover_at = std::chrono::steady_clock::now();
+  migration::PhaseTimes& phases = switchover_phases_;
+  phases = migration::PhaseTimes();
   {
     // The lanes' last pages left the source before its switchover, on other connections:
     // wait for each lane's end (a lane that never joined or stalls fails the migration).
@@ -386,11 +405,13 @@ std::vector<std::byte> IncomingMigration::switchover() {
                                 lanes - ended, lanes));
     }
   }
+  phases.mark("lanes_end");
   if (auto written = migration::write_stream_and_header(state_.get(), stream_,
                                                         migration::kIncomingRamOffset, ram_length_);
       !written) {
     return failed(written.error().message());
   }
+  phases.mark("state_file");
   // The copied images are complete: closed (their locks released) for the VM's worker.
   for (CopiedDisk& disk : disks_) {
     if (auto flushed = disk.image->flush(); !flushed) {
@@ -398,21 +419,19 @@ std::vector<std::byte> IncomingMigration::switchover() {
     }
     disk.image.reset();
   }
-  auto started = service_.start(name_, state_.get(), &worker_);
+  if (!disks_.empty()) phases.mark("copied_disks_close");
+  // The worker answers once the VM's machine is built and restored: it runs from here on.
+  auto started = service_.start(name_, state_.get(), &worker_, &phases);
   if (!started) return failed(started.error().message);
   started_ = true;
   disks_.clear();  // the VM's now
-  service_.mark_incoming(name_, false);
   // How long the VM took to start here: the destination's share of the downtime.
-  const auto start_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                            std::chrono::steady_clock::now() - switchover_at)
-                            .count();
-  service_.record_event(name_, "migration",
-                        {{"phase", "completed"},
-                         {"direction", "incoming"},
-                         {"pages", pages_.load()},
-                         {"start_ms", start_ms}});
-  return migration::make_json_message(MessageType::kStarted, nlohmann::json::object());
+  start_ms_ = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - switchover_at)
+                                        .count());
+  // The marker and the event (a synchronous inventory write) wait until the source has its
+  // answer (close(), after the reply is sent): they are no part of the guest's downtime.
+  return migration::make_json_message(MessageType::kStarted, {{"phases", phases.to_json()}});
 }
 
 Result<std::optional<std::vector<std::byte>>> IncomingMigration::receive(

@@ -24,7 +24,8 @@
 // switchover waits for every lane's end.
 //
 // Ownership: owns the memfd; borrows the service; shared by its connections. Thread-safety:
-// receive() and close() on the main connection's thread; join_lane()/receive_lane() on the
+// receive() and close() on the main connection's thread (the answer to kSwitchover is sent
+// before close(), which records the start); join_lane()/receive_lane() on the
 // lanes' threads.
 
 #include <atomic>
@@ -41,6 +42,7 @@
 #include "base/guest_memory.h"
 #include "base/unique_fd.h"
 #include "migration/page_rounds.h"
+#include "migration/phase_times.h"
 #include "mgmt/vm_service.h"
 #include "storage/block_device.h"
 
@@ -85,6 +87,8 @@ class IncomingMigration {
   Result<void> write_pages(std::span<const std::byte> message);
   Result<void> write_disk_chunk(std::span<const std::byte> message);
   std::vector<std::byte> switchover();
+  // After a start: the definition is kept (its marker goes) and the "completed" event.
+  void record_start();
   // Removes what the migration created here (once; not after the VM started).
   void discard(const std::string& why);
 
@@ -101,6 +105,9 @@ class IncomingMigration {
   bool have_stream_ = false;
   std::atomic<bool> finished_ = false;
   bool started_ = false;  // the VM runs here: keep its definition
+  bool recorded_ = false;  // record_start() ran
+  migration::PhaseTimes switchover_phases_;
+  uint64_t start_ms_ = 0;  // kSwitchover to the VM started here
   std::atomic<bool> discarded_ = false;
   std::atomic<uint64_t> pages_ = 0;
   migration::PageRounds rounds_;

@@ -454,7 +454,8 @@ Result<LaunchedWorker> VmService::launch_worker(const std::string& name,
 }
 
 ServiceResult<nlohmann::json> VmService::start(const std::string& name, int restore_fd,
-                                               LaunchedWorker* launched) {
+                                               LaunchedWorker* launched,
+                                               migration::PhaseTimes* phases) {
   auto found = inventory_->find(name);
   if (!found) return std::unexpected(ServiceError::internal(found.error()));
   if (!*found) return std::unexpected(ServiceError::no_vm(name));
@@ -472,16 +473,16 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name, int rest
     running_.erase(name);
   };
   const nlohmann::json& definition = record.definition;
-  if (auto switches = start_switches(definition); !switches) {
-    unclaim();
-    return std::unexpected(switches.error());
-  }
+  // No start_switches() here: granting a switch port below connects to the switch's daemon
+  // and starts one beside laminad when none serves it. Launching one every start (to hear it
+  // say "busy") cost a fork and exec, 8-15 ms of a live migration's downtime.
   // laminad opens everything the VM uses (images under the reference policy with their locks,
   // boot files, taps, switch ports) and hands the descriptors over: the worker's sandbox can
   // open no host path. Held until the worker answers, then laminad's copies close.
   net::SwitchConnectOptions switch_options;
   switch_options.daemon = {.program = options_.lamina_program, .arguments = {"--idle-exit", "10"}};
   auto grants = machine::grant_host_ends(definition, name, switch_options);
+  if (phases) phases->mark("grants");
   if (!grants) {
     unclaim();
     log_event(name, "start_failed", {{"reason", grants.error().message()}});
@@ -521,7 +522,17 @@ ServiceResult<nlohmann::json> VmService::start(const std::string& name, int rest
     spawn.console_fd = worker_console.get();
     spawn.grants = &grants->files;
     spawn.restore_fd = restore_fd;
-    started = launched->process->start(spawn);
+    nlohmann::json answer;
+    started = launched->process->start(spawn, &answer);
+    if (phases) {
+      phases->mark("worker_start");
+      // The worker's own breakdown of its start (a worker's message: checked).
+      if (answer.is_object() && answer.contains("phases")) {
+        if (auto theirs = migration::PhaseTimes::from_json(answer["phases"])) {
+          phases->append(*theirs, "worker.");
+        }
+      }
+    }
   }
   Result<std::unique_ptr<WorkerProcess>> worker =
       started ? Result<std::unique_ptr<WorkerProcess>>(std::move(launched->process))
@@ -561,8 +572,14 @@ void VmService::on_worker_event(const std::string& name, const nlohmann::json& e
     for (const char* field : {"round", "ram_bytes", "disk_bytes", "disk_copied_bytes",
                               "transferred_bytes", "remaining_bytes",
                               "dirty_rate", "bandwidth", "throttle_percent", "rounds",
-                              "downtime_ms", "total_ms"}) {
+                              "downtime_ms", "downtime_us", "total_ms"}) {
       if (event.contains(field) && event[field].is_number_unsigned()) detail[field] = event[field];
+    }
+    // The switchover's breakdown, only in its checked shape.
+    if (event.contains("switchover")) {
+      if (auto phases = migration::PhaseTimes::from_json(event["switchover"])) {
+        detail["switchover"] = phases->to_json();
+      }
     }
     if (event.contains("error") && event["error"].is_string()) detail["error"] = event["error"];
     if (phase == "completed") found->second.migrated = true;

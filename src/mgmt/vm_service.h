@@ -30,6 +30,7 @@
 #include "mgmt/migration_joins.h"
 #include "mgmt/worker_cgroup.h"
 #include "mgmt/worker_process.h"
+#include "migration/phase_times.h"
 #include "net/mac_address.h"
 
 namespace lamina::mgmt {
@@ -112,9 +113,11 @@ class VmService {
 
   // With restore_fd, the VM continues from a saved machine state (a checkpoint) instead of
   // booting; the caller keeps the descriptor. With `launched` (launch_worker's), that worker
-  // gets the VM instead of a new one.
+  // gets the VM instead of a new one. With `phases`, where the start's time went is marked
+  // there (a migration's switchover reports it).
   ServiceResult<nlohmann::json> start(const std::string& name, int restore_fd = -1,
-                                      LaunchedWorker* launched = nullptr);
+                                      LaunchedWorker* launched = nullptr,
+                                      migration::PhaseTimes* phases = nullptr);
   // Starts the worker process of a defined VM ahead of start() (a live migration's
   // destination does at the offer, so the switchover does not wait for a process to start).
   Result<LaunchedWorker> launch_worker(const std::string& name);

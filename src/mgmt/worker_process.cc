@@ -202,7 +202,7 @@ Result<std::unique_ptr<WorkerProcess>> WorkerProcess::launch(const WorkerSpawnOp
   return worker;
 }
 
-Result<void> WorkerProcess::start(const WorkerSpawnOptions& options) {
+Result<void> WorkerProcess::start(const WorkerSpawnOptions& options, nlohmann::json* answer) {
   // Until the start answer, the worker is read here; a worker that fails is killed and reaped.
   auto abandon = [&](Error error) -> Result<void> {
     discard();
@@ -227,12 +227,13 @@ Result<void> WorkerProcess::start(const WorkerSpawnOptions& options) {
     fds.push_back(options.restore_fd);
   }
   if (auto sent = channel_.send(start, fds); !sent) return abandon(sent.error());
-  auto answer = channel_.receive(kStartTimeout);
-  if (!answer || !*answer || (*answer)->message.value("id", 0) != 1) {
+  auto received = channel_.receive(kStartTimeout);
+  if (!received || !*received || (*received)->message.value("id", 0) != 1) {
     return abandon(Error(ErrorCode::kIo, fmt::format("the worker did not answer (see {})",
                                                      options.log_file.string())));
   }
-  const nlohmann::json& reply = (*answer)->message;
+  const nlohmann::json& reply = (*received)->message;
+  if (answer) *answer = reply;
   if (!reply.value("ok", false)) {
     const auto& why = reply.contains("error") && reply["error"].is_string()
                           ? reply["error"].get<std::string>()

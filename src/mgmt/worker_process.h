@@ -81,11 +81,12 @@ class WorkerProcess {
   // start() sends it the VM (vm_name, definition, console, grants, restore) and waits for its
   // answer, whose error is the worker's own when it refused the definition or could not open
   // something (kInvalidArgument / kNotFound / kIo as it said). A launched worker that is never
-  // started is ended by discard().
+  // started is ended by discard(). `answer`, when given, gets the worker's answer.
   static Result<std::unique_ptr<WorkerProcess>> launch(const WorkerSpawnOptions& options,
                                                        EventCallback on_event,
                                                        ExitCallback on_exit);
-  [[nodiscard]] Result<void> start(const WorkerSpawnOptions& options);
+  [[nodiscard]] Result<void> start(const WorkerSpawnOptions& options,
+                                   nlohmann::json* answer = nullptr);
   void discard();
   ~WorkerProcess();
   WorkerProcess(const WorkerProcess&) = delete;

@@ -25,6 +25,7 @@
 
 #include "base/error.h"
 #include "machine/machine.h"
+#include "migration/phase_times.h"
 #include "storage/tracked_block_device.h"
 
 namespace lamina::migration {
@@ -72,7 +73,11 @@ struct LiveMigrationHooks {
 struct LiveMigrationResult {
   uint32_t rounds = 0;
   uint64_t transferred_bytes = 0;
-  std::chrono::milliseconds downtime{0};  // quiesce to the destination's answer
+  // Quiesce to the destination's answer, which it sends once the VM's first machine there is
+  // built and restored and its vCPUs are about to run.
+  std::chrono::microseconds downtime{0};
+  // Where the downtime went: "source.*" phases, then the destination's ("destination.*").
+  PhaseTimes switchover;
   std::chrono::milliseconds total{0};
 };
 

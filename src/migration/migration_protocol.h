@@ -28,7 +28,10 @@
 //                                  kSwitchover  the source has stopped for good unless told
 //                                            otherwise, flushed its disks and released their
 //                                            locks: the destination may take them and start
-//   destination → source worker    kStarted  JSON {} (the VM runs there; the source ends it)
+//   destination → source worker    kStarted  JSON {"phases": [...]} (the VM runs there: its
+//                                            machine is built and restored; the source ends
+//                                            it; "phases": the destination's share of the
+//                                            downtime, migration/phase_times.h, optional)
 //                                  kFailed   JSON {"error"} (the source runs on)
 //
 // Everything received is checked (bounded sizes, page addresses inside RAM), so a corrupt or

@@ -230,10 +230,16 @@ Result<void> drop_capabilities() {
 
 }  // namespace
 
-Result<void> enter_sandbox(const SandboxOptions& options) {
-  if (::unshare(CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) != 0) {
-    return fail(system_error("new namespaces"));
+Result<void> enter_isolated_namespaces() {
+  if (::unshare(CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET) != 0) {
+    return fail(system_error("new IPC, UTS and network namespaces"));
   }
+  return {};
+}
+
+Result<void> enter_sandbox(const SandboxOptions& options) {
+  const int isolated = options.namespaces_entered ? 0 : CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+  if (::unshare(CLONE_NEWNS | isolated) != 0) return fail(system_error("new namespaces"));
   if (auto pivoted = pivot_to_empty_root(); !pivoted) return pivoted;
   if (auto dropped = drop_bounding_set(); !dropped) return dropped;
   if (options.drop_to && ::geteuid() == 0) {

@@ -29,9 +29,17 @@ struct SandboxOptions {
   // user namespace, where the worker's ids are already mapped to an unprivileged user.
   std::optional<std::pair<uid_t, gid_t>> drop_to;
   uint64_t address_space_limit = 0;  // RLIMIT_AS in bytes; 0 leaves it unlimited
+  // enter_isolated_namespaces() ran: step 1 makes only the mount namespace.
+  bool namespaces_entered = false;
 };
 
 [[nodiscard]] Result<void> enter_sandbox(const SandboxOptions& options);
+
+// Step 1's IPC, UTS and network namespaces alone, ahead of the rest: a worker enters them
+// while it waits for its VM, since nothing it opens for the VM needs the host's network
+// (laminad hands it sockets, taps and switch ports as descriptors), and making a network
+// namespace (about 0.3 ms) is then no part of a migration's switchover.
+[[nodiscard]] Result<void> enter_isolated_namespaces();
 
 // Steps 4 and 5 alone (what enter_sandbox ends with); a test applies them to a child process.
 [[nodiscard]] Result<void> restrict_process(uint64_t address_space_limit);

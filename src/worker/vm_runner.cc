@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -63,9 +64,10 @@ Result<void> display_options(const machine::VmConfig& config, GrantedFiles* gran
   return {};
 }
 
-// The kernel, initrd and command line the config boots: its own, or the default guest's.
+// The kernel, initrd and command line the config boots: its own, or the default guest's. The
+// kernel and initrd are opened and checked here, and read by VmRunner::read_boot_files().
 Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
-                                             GrantedFiles* granted) {
+                                             GrantedFiles* granted, VmRunner::BootFiles& files) {
   machine::MachineOptions options;
   options.cpus = config.cpus;
   options.max_cpus = config.max_cpus;
@@ -111,15 +113,15 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
       entry && std::string_view(entry) == "bzimage") {
     options.linux_entry = machine::LinuxEntry::kBzImage64;
   }
-  auto kernel = machine::read_boot_file(options.kernel.string(), "kernel",
+  auto kernel = machine::BootFile::open(options.kernel.string(), "kernel",
                                         machine::kMaxBootFileSize, granted);
   if (!kernel) return fail(kernel.error());
-  options.kernel_image = std::make_shared<const std::vector<std::byte>>(std::move(*kernel));
+  files.kernel.emplace(std::move(*kernel));
   if (options.initrd) {
-    auto initrd = machine::read_boot_file(options.initrd->string(), "initrd",
+    auto initrd = machine::BootFile::open(options.initrd->string(), "initrd",
                                           machine::kMaxBootFileSize, granted);
     if (!initrd) return fail(initrd.error());
-    options.initrd_image = std::make_shared<const std::vector<std::byte>>(std::move(*initrd));
+    files.initrd.emplace(std::move(*initrd));
   }
   return options;
 }
@@ -139,7 +141,7 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
                                                  UniqueFd console_socket,
                                                  GrantedFiles* granted) {
   std::unique_ptr<VmRunner> runner(new VmRunner(config));
-  auto options = boot_options(config, granted);
+  auto options = boot_options(config, granted, runner->boot_files_);
   if (!options) return fail(options.error());
   runner->options_ = std::move(*options);
   runner->options_.kvm = kvm;
@@ -200,9 +202,9 @@ Result<std::unique_ptr<VmRunner>> VmRunner::open(const machine::VmConfig& config
                                 raw->network_failed(mac, error);
                               });
   runner->memory_target_ = config.memory_target_bytes;
-  // add_virtio_devices' order: rng, console port, disks, network cards from slot 1.
-  const size_t others = runner->options_.virtio_devices.size() - runner->host_ends_->disks.size() -
-                        runner->host_ends_->network_ports.size();
+  // add_virtio_devices' order: rng, console port, disks, network cards from slot 1, then the
+  // tablet.
+  const size_t others = (config.rng ? 1 : 0) + (runner->host_ends_->console_port ? 1 : 0);
   for (size_t i = 0; i < runner->host_ends_->disks.size(); ++i) {
     runner->disk_slots_.push_back(static_cast<uint8_t>(1 + others + i));
   }
@@ -222,6 +224,26 @@ VmRunner::~VmRunner() = default;
 Result<accel::PresentedCpu> VmRunner::presented_cpu() const {
   std::lock_guard lock(mutex_);
   return machine::MachineBuilder::presented_cpu(options_);
+}
+
+Result<void> VmRunner::read_boot_files() {
+  std::shared_ptr<const std::vector<std::byte>> kernel;
+  std::shared_ptr<const std::vector<std::byte>> initrd;
+  if (boot_files_.kernel) {
+    auto bytes = boot_files_.kernel->read();
+    if (!bytes) return fail(bytes.error());
+    kernel = std::make_shared<const std::vector<std::byte>>(std::move(*bytes));
+  }
+  if (boot_files_.initrd) {
+    auto bytes = boot_files_.initrd->read();
+    if (!bytes) return fail(bytes.error());
+    initrd = std::make_shared<const std::vector<std::byte>>(std::move(*bytes));
+  }
+  std::lock_guard lock(mutex_);
+  if (kernel) options_.kernel_image = std::move(kernel);
+  if (initrd) options_.initrd_image = std::move(initrd);
+  boot_files_ = {};
+  return {};
 }
 
 Result<void> VmRunner::restore_from(UniqueFd state, const std::vector<std::string>& saved_devices) {
@@ -776,6 +798,13 @@ VmOutcome VmRunner::run() {
     // Hotplug waits while a machine is built, so what it changes is in this one or the next.
     std::unique_lock hotplug(hotplug_mutex_);
     const bool restoring = restore_state_.valid();
+    // A restored VM reads its kernel and initrd at its first reboot, not while it resumes.
+    if (!restoring) {
+      if (auto read = read_boot_files(); !read) {
+        state_ = VmState::kStopped;
+        return {machine::MachineExit::kError, 1, read.error().message()};
+      }
+    }
     machine::MachineOptions options;
     {
       std::lock_guard lock(mutex_);
@@ -810,6 +839,7 @@ VmOutcome VmRunner::run() {
       state_ = paused_ ? VmState::kPaused : VmState::kRunning;
     }
     hotplug.unlock();
+    if (first_machine_ready_) std::exchange(first_machine_ready_, {})();
     boots_.fetch_add(1);
     const machine::MachineStop stop = vm->run();
     console_->detach();

@@ -16,11 +16,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "base/error.h"
 #include "display/vnc_server.h"
 #include "hw/display/frame.h"
+#include "machine/boot_file.h"
 #include "machine/machine.h"
 #include "machine/machine_builder.h"
 #include "machine/serial_console.h"
@@ -51,6 +53,13 @@ Result<bool> resolve_kvm(const machine::VmConfig& config);
 
 class VmRunner {
  public:
+  // The kernel and initrd, opened and checked by open(), read before the first machine that
+  // boots rather than restores (read_boot_files()).
+  struct BootFiles {
+    std::optional<machine::BootFile> kernel;
+    std::optional<machine::BootFile> initrd;
+  };
+
   // `label` names the VM to the virtual switch. kvm: from resolve_kvm(). A valid `console`
   // socket carries the first serial port instead of config.serial (a worker's link to laminad).
   // With `granted` every host end (kernel, initrd, images, output files, sockets, taps, switch
@@ -77,6 +86,12 @@ class VmRunner {
   // MachineOptions::guest_thread_setup.
   void set_guest_thread_setup(std::function<void()> setup) {
     options_.guest_thread_setup = std::move(setup);
+  }
+  // Called once, on run()'s thread, when the first machine is built (and restored, after
+  // restore_from()) and its vCPUs are about to start: a restoring worker answers its start
+  // then, so "started" means the VM runs. Set before run().
+  void set_first_machine_listener(std::function<void()> listener) {
+    first_machine_ready_ = std::move(listener);
   }
   // A new console link (laminad restarted); only for a VM opened with a console socket.
   [[nodiscard]] Result<void> attach_console(UniqueFd socket);
@@ -199,6 +214,8 @@ class VmRunner {
   // Serializes hotplug operations; run() takes it before destroying a machine, so one that
   // a hotplug operation uses stays alive until it is done. Taken before mutex_.
   std::mutex hotplug_mutex_;
+  // Reads boot_files_ into options_ (once; later boots reuse the bytes).
+  [[nodiscard]] Result<void> read_boot_files();
   void network_failed(const net::MacAddress& mac, const Error& error) {
     std::lock_guard lock(listener_mutex_);
     if (network_failure_listener_) network_failure_listener_(mac, error);
@@ -220,6 +237,8 @@ class VmRunner {
   std::atomic<uint64_t> boots_ = 0;
   UniqueFd kvm_device_;     // with --accel kvm: /dev/kvm, opened before the sandbox
   UniqueFd restore_state_;  // restore_from(): the state the first machine restores
+  BootFiles boot_files_;    // until read_boot_files() (run()'s thread)
+  std::function<void()> first_machine_ready_;  // set_first_machine_listener()
   hw::Frame last_frame_;               // the last stopped machine's screen
   uint64_t memory_target_ = 0;          // set_memory(); 0: the boot RAM
   uint8_t ps2_buttons_ = 0;             // the buttons the PS/2 mouse last reported

@@ -31,6 +31,7 @@
 #include "migration/cpu_model_stream.h"
 #include "migration/machine_state.h"
 #include "migration/migration_protocol.h"
+#include "migration/phase_times.h"
 #include "worker/control_protocol.h"
 #include "worker/sandbox.h"
 #include "worker/vm_runner.h"
@@ -265,7 +266,9 @@ nlohmann::json start_migration(ControlSender& sender, VmRunner& runner,
                    {"phase", "completed"},
                    {"rounds", result->rounds},
                    {"transferred_bytes", result->transferred_bytes},
-                   {"downtime_ms", static_cast<uint64_t>(result->downtime.count())},
+                   {"downtime_ms", static_cast<uint64_t>(result->downtime.count() / 1000)},
+                   {"downtime_us", static_cast<uint64_t>(result->downtime.count())},
+                   {"switchover", result->switchover.to_json()},
                    {"total_ms", static_cast<uint64_t>(result->total.count())}});
     };
     (void)runner.migrate_out(link.get(), options,
@@ -492,6 +495,9 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   if (listener && ::listen(listener.get(), 2) != 0) listener.reset();
   ControlSender sender{MessageChannel(UniqueFd(control_fd))};
   sender.send({{"event", "hello"}, {"pid", ::getpid()}});
+  // While laminad gets the VM ready (a migration's destination: while RAM arrives). Should
+  // it fail, enter_sandbox makes these namespaces and says why it cannot.
+  const bool namespaces_entered = enter_isolated_namespaces().has_value();
   auto received = sender.channel().receive(std::chrono::seconds(30));
   if (!received || !*received) {
     fmt::print(stderr, "lamina-vm: no start request on the control channel\n");
@@ -499,6 +505,8 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   }
   const nlohmann::json& start = (*received)->message;
   const int id = start.value("id", 0);
+  // Where the start's time goes (a migration's destination reports it with its answer).
+  migration::PhaseTimes phases;
   if (start.value("v", 0) != kControlProtocolVersion || start.value("op", "") != "start" ||
       !start.contains("definition") || !start["name"].is_string()) {
     return fail_start(sender, id, Error(ErrorCode::kInvalidArgument, "expected a start request"));
@@ -539,6 +547,7 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
                           &*granted);
   }();
   if (!runner) return fail_start(sender, id, runner.error());
+  phases.mark("open");
   // A card whose backend died (its switch daemon went away): laminad hears of it and may
   // connect the card anew (reconnect_net).
   (*runner)->set_network_failure_listener([&sender](const net::MacAddress& mac, const Error& error) {
@@ -556,9 +565,11 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
   ::mallopt(M_ARENA_MAX, 8);
   ::mallopt(M_MMAP_THRESHOLD, 128 * 1024);
   ::mallopt(M_TRIM_THRESHOLD, INT_MAX);
-  if (auto sandboxed = enter_sandbox({drop_to, address_space_limit}); !sandboxed) {
+  if (auto sandboxed = enter_sandbox({drop_to, address_space_limit, namespaces_entered});
+      !sandboxed) {
     return fail_start(sender, id, sandboxed.error());
   }
+  phases.mark("sandbox");
   // Each vCPU thread (and the device threads it starts) narrows its own filter first.
   (*runner)->set_guest_thread_setup([kvm = *kvm] {
     if (auto restricted = restrict_guest_thread(kvm); !restricted) {
@@ -593,12 +604,34 @@ int run_worker(int control_fd, int listen_fd, std::optional<std::pair<uid_t, gid
     if (auto laid_out = (*runner)->restore_from(std::move(restore), shape->devices); !laid_out) {
       return fail_start(sender, id, laid_out.error());
     }
+    phases.mark("state_shape");
   }
-  sender.send({{"id", id}, {"ok", true}});
   const std::string name = start["name"].get<std::string>();
-  std::jthread control([&] { serve_requests(sender, **runner, name, listener.get()); });
-  control.detach();
+  // The answer, then the control thread that serves laminad from then on.
+  auto answer = [&] {
+    nlohmann::json reply{{"id", id}, {"ok", true}};
+    if (restoring) {
+      phases.mark("machine_restore");
+      reply["phases"] = phases.to_json();
+    }
+    sender.send(reply);
+    std::jthread control([&] { serve_requests(sender, **runner, name, listener.get()); });
+    control.detach();
+  };
+  // A restored VM answers once its machine is built and has taken the state, just before its
+  // vCPUs run (a migration's source stops for good when it hears it, so a state that does not
+  // load must be a failed start, not a crash after one); a booting VM answers now.
+  bool answered = !restoring;
+  if (restoring) {
+    (*runner)->set_first_machine_listener([&] {
+      answered = true;
+      answer();
+    });
+  } else {
+    answer();
+  }
   const VmOutcome outcome = (*runner)->run();
+  if (!answered) return fail_start(sender, id, Error(ErrorCode::kInvalidArgument, outcome.reason));
   sender.send({{"event", "stopped"},
                {"exit", exit_name(outcome.exit)},
                {"status", outcome.status},

@@ -121,6 +121,10 @@ on_a vm migrate mover --to "$addr_b:$port_b" >"$work/out" 2>"$work/progress" ||
 echo "A->B: $(cat "$work/out"); on B: $(on_b vm events mover | grep -o '"start_ms":[0-9]*')"
 grep -q "^migrated mover to $addr_b:$port_b" "$work/out" || fail "migrate said: $(cat "$work/out")"
 grep -q "copying round" "$work/progress" || fail "no progress was shown: $(cat "$work/progress")"
+# Where the downtime went: the source's phases (the shared disk flushed and unlocked), then B's
+# and its new worker's, which came back with kStarted.
+grep -q "^switchover (ms): source.quiesce .*source.disks_release .*destination.grants .*destination.worker.machine_restore [0-9.]*$" "$work/out" ||
+  fail "no switchover breakdown: $(cat "$work/out")"
 [[ $(on_b vm events mover) == *'"worker_launched":true'* ]] ||
   fail "B did not launch the VM's worker when the offer came"
 # Four connections by default: the pages came over three lanes besides the main link.
