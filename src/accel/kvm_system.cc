@@ -130,20 +130,22 @@ int KvmSystem::max_vcpus() const {
 }
 
 Result<std::vector<kvm_cpuid_entry2>> KvmSystem::supported_cpuid() const {
-  // The kernel answers E2BIG while the buffer is too small (api.rst 4.46).
+  return read_cpuid_list(device_.get(), kGetSupportedCpuid, "KVM_GET_SUPPORTED_CPUID");
+}
+
+Result<std::vector<kvm_cpuid_entry2>> KvmSystem::read_cpuid_list(int fd, unsigned long request,
+                                                                 std::string_view what) {
   for (uint32_t entries = 64; entries <= 4096; entries *= 2) {
     FlexibleList<kvm_cpuid_entry2> list(entries);
-    if (::ioctl(device_.get(), kGetSupportedCpuid, list.data()) == 0) {
+    if (::ioctl(fd, request, list.data()) == 0) {
       std::vector<kvm_cpuid_entry2> result;
       const size_t count = std::min<size_t>(list.count(), list.capacity());
       for (size_t index = 0; index < count; ++index) result.push_back(list.get(index));
       return result;
     }
-    if (errno != E2BIG) {
-      return fail(ErrorCode::kIo, fmt::format("KVM_GET_SUPPORTED_CPUID: {}", std::strerror(errno)));
-    }
+    if (errno != E2BIG) return fail(ErrorCode::kIo, fmt::format("{}: {}", what, std::strerror(errno)));
   }
-  return fail(ErrorCode::kIo, "KVM_GET_SUPPORTED_CPUID: more than 4096 entries");
+  return fail(ErrorCode::kIo, fmt::format("{}: more than 4096 entries", what));
 }
 
 Result<KvmVm> KvmVm::create(const KvmSystem& system, GuestMemory& memory) {

@@ -57,6 +57,11 @@ class KvmSystem {
   size_t vcpu_run_size() const { return vcpu_run_size_; }
   // The CPUID entries KVM can virtualize on this host (KVM_GET_SUPPORTED_CPUID).
   Result<std::vector<kvm_cpuid_entry2>> supported_cpuid() const;
+  // A CPUID list ioctl (`request` on `fd`: KVM_GET_SUPPORTED_CPUID on the device,
+  // KVM_GET_CPUID2 on a vCPU), its buffer grown while the kernel answers E2BIG (api.rst 4.46,
+  // 4.48); `what` names the ioctl in errors.
+  static Result<std::vector<kvm_cpuid_entry2>> read_cpuid_list(int fd, unsigned long request,
+                                                               std::string_view what);
   // Upper bound on vCPUs per VM.
   int max_vcpus() const;
 

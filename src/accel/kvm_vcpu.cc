@@ -43,20 +43,7 @@ RunArea::~RunArea() {
 }
 
 Result<std::vector<kvm_cpuid_entry2>> KvmVcpu::applied_cpuid() const {
-  // E2BIG while the buffer is too small (api.rst 4.48).
-  for (uint32_t entries = 64; entries <= 4096; entries *= 2) {
-    FlexibleList<kvm_cpuid_entry2> list(entries);
-    if (::ioctl(fd_.get(), kGetCpuid2, list.data()) == 0) {
-      std::vector<kvm_cpuid_entry2> result;
-      const size_t count = std::min<size_t>(list.count(), list.capacity());
-      for (size_t index = 0; index < count; ++index) result.push_back(list.get(index));
-      return result;
-    }
-    if (errno != E2BIG) {
-      return fail(ErrorCode::kIo, fmt::format("KVM_GET_CPUID2: {}", std::strerror(errno)));
-    }
-  }
-  return fail(ErrorCode::kIo, "KVM_GET_CPUID2: more than 4096 entries");
+  return KvmSystem::read_cpuid_list(fd_.get(), kGetCpuid2, "KVM_GET_CPUID2");
 }
 
 Result<std::unique_ptr<KvmVcpu>> KvmVcpu::create(const KvmSystem& system, const KvmVm& vm,
