@@ -130,27 +130,27 @@ grep -aq '^state-ok ' "$(console state)" || fail "the kernel did not reach state
 ((first < second && second < third)) || fail "progress did not go on: $first, $second, $third ticks"
 echo "ok: emu on A (tick $first) -> kvm on B (tick $second) -> emu on A (tick $third, state-ok)"
 
-# The host's CPU model cannot move onto the built-in CPU: B refuses the offer, the VM runs on.
-on_a vm create hostcpu --memory 64M --kernel "$kernel" --accel kvm --cpu-model host \
-  "${cmdline[@]}" >/dev/null || fail "create hostcpu"
-on_a vm start hostcpu >/dev/null || fail "start hostcpu"
-on_a vm migrate hostcpu --to "127.0.0.1:$port_b" --accel emu >/dev/null 2>"$work/err" &&
-  fail "B took a host-model VM onto the built-in CPU"
-grep -q "cpu-model host" "$work/err" || fail "the host-model refusal said: $(cat "$work/err")"
-[[ $(on_a vm --json show hostcpu | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == running ]] ||
-  fail "the host-model VM does not run on A after the refusal"
-echo "ok: host-model VM refused onto emu: $(head -c 200 "$work/err")"
-
+# refused_move VM ACCEL REASON WHAT CREATE-OPTIONS...: a VM created and started on A with the
+# options, moved to B with --accel ACCEL, is refused with REASON in the error and runs on at A.
+refused_move() {
+  local vm=$1 accel=$2 reason=$3 what=$4
+  shift 4
+  on_a vm create "$vm" --memory 64M --kernel "$kernel" "$@" "${cmdline[@]}" >/dev/null ||
+    fail "create $vm"
+  on_a vm start "$vm" >/dev/null || fail "start $vm"
+  on_a vm migrate "$vm" --to "127.0.0.1:$port_b" --accel "$accel" >/dev/null 2>"$work/err" &&
+    fail "B took $what"
+  grep -q "$reason" "$work/err" || fail "the refusal of $what said: $(cat "$work/err")"
+  [[ $(on_a vm --json show "$vm" | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == running ]] ||
+    fail "$vm does not run on A after the refusal"
+  echo "ok: refused $what: $(grep -o "$reason.*" "$work/err" | head -c 160)"
+}
+# The host's CPU model cannot move onto the built-in CPU: B refuses the offer.
+refused_move hostcpu emu "cpu-model host" "a host-model VM onto the built-in CPU" \
+  --accel kvm --cpu-model host
 # A VM that saw all of Lamina's model on the built-in CPU cannot move onto a KVM that lacks some
-# of it: B's restore refuses, naming the bits, and the VM runs on at A.
+# of it: B's restore refuses, naming the bits.
 if [[ -n $dropped ]]; then
-  on_a vm create fullcpu --memory 64M --kernel "$kernel" --accel emu "${cmdline[@]}" >/dev/null ||
-    fail "create fullcpu"
-  on_a vm start fullcpu >/dev/null || fail "start fullcpu"
-  on_a vm migrate fullcpu --to "127.0.0.1:$port_b" --accel kvm >/dev/null 2>"$work/err" &&
-    fail "B took a VM whose CPU features its KVM lacks"
-  grep -q "are missing here" "$work/err" || fail "the full-model refusal said: $(cat "$work/err")"
-  [[ $(on_a vm --json show fullcpu | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])') == running ]] ||
-    fail "the full-model VM does not run on A after the refusal"
-  echo "ok: full-model VM refused onto this KVM ($dropped's model): $(grep -o 'CPUID.*' "$work/err" | head -c 160)"
+  refused_move fullcpu kvm "are missing here" "a VM whose CPU features its KVM ($dropped) lacks" \
+    --accel emu
 fi
