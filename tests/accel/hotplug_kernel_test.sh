@@ -50,10 +50,12 @@ wait_console "hotplug-guest ready cpus 01 mem yes"
 
 timed "vCPUs 1 -> 3" "cpu 2 online apic 2" "$lamina" vm set hk --cpus 3
 grep -q "cpu 1 online apic 1" "$console_log" || fail "vCPU 1 did not report"
-# The API answers only after the guest ejected: the lines are there when it returns.
+# The API answers only after the guest ejected. The guest prints its line before the eject,
+# but the line reaches the console log through laminad's console hub, apart from the API's
+# answer: it may land a moment later.
 "$lamina" vm set hk --cpus 1 >"$work/out" 2>&1 || fail "set --cpus 1: $(cat "$work/out")"
-grep -q "cpu 2 ejected" "$console_log" && grep -q "cpu 1 ejected" "$console_log" ||
-  fail "the vCPUs were not ejected before the API answered"
+wait_console "cpu 2 ejected" 5
+wait_console "cpu 1 ejected" 5
 timed "vCPU 1 again" "cpu 1 online apic 1" "$lamina" vm set hk --cpus 2
 wait_console "cpu 1 online apic 1" 20 2
 
@@ -62,7 +64,7 @@ timed "disk" "blk 0[0-9a-f] capacity 8192 data $(cat "$work/line")" \
 grep -q "pci 0[0-9a-f] added 1af4:1042" "$console_log" || fail "no virtio-blk function in config space"
 slot=$(sed -n 's/^blk \([0-9a-f]*\) capacity.*/\1/p' "$console_log" | head -1)
 "$lamina" vm detach hk disk0 >"$work/out" 2>&1 || fail "detach: $(cat "$work/out")"
-grep -q "pci $slot ejected" "$console_log" || fail "slot $slot was not ejected before the API answered"
+wait_console "pci $slot ejected" 5
 # The image is closed: a checker can open it.
 "$lamina" disk check "$work/data.vhd" >/dev/null 2>&1 || fail "the detached image is still held"
 

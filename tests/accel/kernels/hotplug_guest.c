@@ -129,8 +129,9 @@ static void start_cpu(unsigned id) {
 static void remove_cpu(unsigned id) {
   send_ipi(id, 0x4500);  /* INIT: back to wait-for-SIPI */
   cpu_online[id] = 0;
-  eject(CPU_HOTPLUG, id);
+  /* The line goes before the eject, which lets the host's API answer. */
   lock_console(); puts("cpu "); put_dec(id); puts(" ejected\n"); unlock_console();
+  eject(CPU_HOTPLUG, id);
 }
 
 /* ---- PCI configuration space (mechanism #1) and BARs ---- */
@@ -348,8 +349,9 @@ static void pci_added(unsigned slot) {
 static void pci_removed(unsigned slot) {
   virtio_stop(slot, common_of_slot[slot]);
   common_of_slot[slot] = 0;
-  eject(PCI_HOTPLUG, slot);
+  /* The line goes before the eject, which lets the host's API answer. */
   lock_console(); puts("pci "); put_hex(slot, 2); puts(" ejected\n"); unlock_console();
+  eject(PCI_HOTPLUG, slot);
 }
 
 /* ---- virtio-mem: plugged memory above 4 GiB, reached from long mode ---- */
