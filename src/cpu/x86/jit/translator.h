@@ -40,13 +40,12 @@ class Translator {
   using Code = uint32_t (*)(CpuCore* core);
 
   // Where translated code asks for its successor when its inline lookups (the block's link
-  // bodies, the jump cache) miss: `function(context, block, completed)` returns the body of
-  // the next translation to jump to, or null to return. `last_block` is where the engine keeps
-  // the block being run (written on every inline chaining); `jump_cache` its entries.
+  // bodies, the jump cache) miss: `function(context, block, completed, site)` returns the body
+  // of the next translation to jump to, or null to return; with a `site` (an ExitSite whose
+  // generation is stale) it patches that exit to the body. `jump_cache` is the engine's.
   struct Chain {
     void* context;
     const void* function;
-    Block** last_block;
     const JumpCache::Entry* jump_cache;
   };
 
@@ -61,8 +60,21 @@ class Translator {
   // straight into the successor's body found through the block's links or the jump cache;
   // otherwise it calls Chain::function, which may still find one, or returns to the run loop.
   // `links_offset` is where Block::links lie in a Block. Valid until the next call.
+  // Entered from an exit site (exit_site.h) with its record in rdi and the exit check's answer
+  // in eax.
   std::span<const std::byte> chain_stub(int32_t links_offset);
   void set_chain_stub(const void* stub) { chain_stub_ = stub; }
+  // The exit check exit sites call (exit_site.h): answers an ExitCheck in eax, and on kEnter
+  // has made the bookkeeping of entering the record's successor. `after_handlers`: the check
+  // for blocks that called a handler, which may have set what the checked path or the run
+  // loop must see (HLT, an interrupt shadow, TF, armed breakpoints, a delivered event); the
+  // other is for blocks of inlined forms only, which change none of them. Valid until the
+  // next call.
+  std::span<const std::byte> exit_check_stub(bool after_handlers);
+  void set_exit_check_stubs(const void* light, const void* after_handlers) {
+    exit_check_stub_ = light;
+    exit_check_after_handlers_stub_ = after_handlers;
+  }
   // The stub every handler call goes through (calls lamina_jit_call_handler with the core and
   // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
   std::span<const std::byte> handler_stub();
@@ -110,7 +122,8 @@ class Translator {
   static bool shift_without_flags(const Instruction& in);
   // The register-only emitters; false when `in` is not one of their forms.
   bool emit_register_only(const Instruction& in);
-  // translator_chain.cc: the end of a block that ran to its end: a jump to the chaining stub.
+  // translator_chain.cc: the end of a block that ran to its end (RIP in CpuState, registers
+  // written back): an exit site.
   void emit_chain(const Block& block);
   // Returns from translated code (the frame is the same in every body and the stub).
   void emit_epilogue();
@@ -249,6 +262,8 @@ class Translator {
   ExitRecord& record_;
   Chain chain_;
   const void* chain_stub_ = nullptr;
+  const void* exit_check_stub_ = nullptr;
+  const void* exit_check_after_handlers_stub_ = nullptr;
   const void* handler_stub_ = nullptr;
   JitProfile* profile_ = nullptr;
   bool in_slow_path_ = false;  // the handler call being emitted is an inlined form's slow path
