@@ -13,84 +13,13 @@
 
 #include "cpu/x86/jit/jit_engine.h"
 #include "cpu/x86/shared_code_pages.h"
+#include "jit_test_program.h"
 #include "test_machine.h"
 
 namespace lamina::cpu::x86::testing {
 namespace {
 
 using namespace Xbyak::util;
-
-constexpr uint64_t kCode = 0x100000, kHandler = 0x110000, kData = 0x120000, kStackTop = 0x180000;
-
-// Guest code assembled with xbyak: `body` writes it, the bytes are copied out.
-std::vector<uint8_t> assemble(const std::function<void(Xbyak::CodeGenerator&)>& body) {
-  Xbyak::CodeGenerator code(64 * 1024, Xbyak::DontSetProtectRWE);
-  body(code);
-  return {code.getCode(), code.getCode() + code.getSize()};
-}
-
-struct Outcome {
-  CpuState state;
-  uint64_t retired = 0;
-  CpuExit::Kind exit = CpuExit::Kind::kBudgetExhausted;
-  uint64_t stack_rip = 0;  // the RIP an exception frame pushed (error code below it)
-  uint64_t translations = 0, flushes = 0, cache_used = 0, cache_capacity = 0;
-};
-
-Outcome run_on(CpuEngine engine, const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20,
-               uint64_t budget = 10'000'000,
-               const std::function<void(TestMachine&)>& setup = {}) {
-  EXPECT_LT(program.size(), kHandler - kCode) << "the program runs into the handler";
-  CpuConfiguration configuration;
-  configuration.engine = engine;
-  configuration.code_cache_bytes = cache_bytes;
-  TestMachine machine(16 << 20, configuration);
-  machine.enter_long_mode(0);
-  machine.write(kCode, program);
-  const uint8_t halt[] = {0xf4};
-  machine.write(kHandler, halt);
-  for (uint8_t vector = 0; vector < 32; ++vector) machine.set_long_gate(vector, kHandler);
-  CpuState& state = machine.state();
-  state.rip = kCode;
-  state.gpr[kRsp] = kStackTop;
-  state.halted = false;
-  if (setup) setup(machine);
-  Outcome outcome;
-  const CpuExit exit = machine.cpu().run(budget);
-  outcome.exit = exit.kind;
-  outcome.state = machine.state();
-  outcome.retired = machine.cpu().instructions_retired();
-  outcome.stack_rip = machine.read64(machine.state().gpr[kRsp] + 8);
-  if (const jit::JitEngine* jit = machine.cpu().jit()) {
-    outcome.translations = jit->translations();
-    outcome.flushes = jit->cache().flushes();
-    outcome.cache_used = jit->cache().used();
-    outcome.cache_capacity = jit->cache().capacity();
-  }
-  return outcome;
-}
-
-void expect_same(const Outcome& interpreted, const Outcome& translated) {
-  EXPECT_EQ(interpreted.exit, translated.exit);
-  for (int index = 0; index < 16; ++index)
-    EXPECT_EQ(interpreted.state.gpr[index], translated.state.gpr[index]) << "register " << index;
-  EXPECT_EQ(interpreted.state.rip, translated.state.rip);
-  EXPECT_EQ(interpreted.state.read_rflags(), translated.state.read_rflags());
-  EXPECT_EQ(interpreted.state.cr2, translated.state.cr2);
-  EXPECT_EQ(interpreted.retired, translated.retired);
-  EXPECT_EQ(interpreted.stack_rip, translated.stack_rip);
-}
-
-Outcome compare(const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20) {
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program);
-  const Outcome translated = run_on(CpuEngine::kJit, program, cache_bytes);
-  expect_same(interpreted, translated);
-  EXPECT_GT(translated.translations, 0u);
-  return translated;
-}
-
-// Ran to its final HLT without taking an exception (the handler is an HLT at kHandler).
-void expect_no_exception(const Outcome& outcome) { EXPECT_NE(outcome.state.rip, kHandler + 1); }
 
 TEST(JitEngineTest, IntegerLoopMatchesTheInterpreter) {
   expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
@@ -535,13 +464,18 @@ TEST(JitEngineTest, AOneBlockLoopKeepsItsRegistersAcrossRoundsExactly) {
 TEST(JitEngineTest, ABudgetEndsATightChainedLoopAtTheSameInstruction) {
   // Translated code goes from block to block (or round its own body) without the run loop:
   // the budget check must still stop it where the interpreter stops.
-  for (const std::vector<uint8_t>& program : {two_block_loop(), one_block_loop()}) {
+  const std::vector<std::vector<uint8_t>> loops = {two_block_loop(), one_block_loop()};
+  for (const std::vector<uint8_t>& program : loops) {
     for (const uint64_t budget : {uint64_t{1000}, uint64_t{1001}, uint64_t{77777}}) {
       const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, budget);
       const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, budget);
       expect_same(interpreted, translated);
       EXPECT_EQ(translated.exit, CpuExit::Kind::kBudgetExhausted);
       EXPECT_GE(translated.retired, budget);
+      // The two blocks jump to each other through patched exits (exit_site.h).
+      if (&program != &loops.back()) {
+        EXPECT_GT(translated.patched_exits, 0u);
+      }
     }
   }
 }
@@ -576,6 +510,10 @@ TEST(JitEngineTest, AnInterruptReachesATightChainedLoop) {
     EXPECT_LT(exit.instructions, kBudget);
     ASSERT_NE(machine.cpu().jit(), nullptr);
     EXPECT_GT(machine.cpu().jit()->translations(), 0u);
+    // The endless loop ran through patched exits when it was the two-block one.
+    if (program.size() == two_block_loop().size()) {
+      EXPECT_GT(machine.cpu().jit()->patched_exits(), 0u);
+    }
   }
 }
 
@@ -640,7 +578,7 @@ TEST(JitEngineTest, AnInterruptPostedWhileIfIsClearArrivesWhenIfIsSet) {
 TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {
   // Block A jumps to block B and B back to A; after they are chained, A rewrites B's
   // immediate. Every round must add the value just written.
-  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+  const Outcome translated = compare(assemble([](Xbyak::CodeGenerator& c) {
     Xbyak::Label a, b, patched, done;
     c.mov(ecx, 40);
     c.xor_(ebx, ebx);
@@ -657,7 +595,10 @@ TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {
     c.dec(ecx);
     c.jnz(a, Xbyak::CodeGenerator::T_NEAR);
     c.hlt();
-  })));
+  }));
+  expect_no_exception(translated);
+  // A patched exit led into B before it was rewritten.
+  EXPECT_GT(translated.patched_exits, 0u);
 }
 
 // A function at one linear address calls through the jump cache (an indirect CALL, a RET);
@@ -703,6 +644,8 @@ void remapped_function_runs_the_new_code(bool reload_cr3) {
   expect_same(interpreted, translated);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+  // The call and the return went through patched exits, which the remapping made stale.
+  EXPECT_GT(translated.patched_exits, 0u);
 }
 
 TEST(JitEngineTest, AnotherVcpusWriteReachesAChainedLoop) {

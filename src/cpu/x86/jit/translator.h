@@ -34,6 +34,25 @@
 
 namespace lamina::cpu::x86::jit {
 
+// An SSE form translator_simd.cc runs inline, and how.
+enum class SimdKind : uint8_t {
+  kNone,
+  kLoad,             // xmm <- xmm/m (16 bytes, or MOVQ's 8 with the upper half cleared)
+  kStore,            // xmm/m <- xmm
+  kMoveFromGeneral,  // MOVD/MOVQ xmm, r/m32|64
+  kMoveToGeneral,    // MOVD/MOVQ r/m32|64, xmm
+  kMoveMask,         // PMOVMSKB r32, xmm
+  kBinary,           // xmm op= xmm/m128 (imm8), the host's same instruction
+  kShiftImmediate,   // PSxx xmm, imm8
+};
+struct SimdForm {
+  SimdKind kind = SimdKind::kNone;
+  uint8_t prefix = 0, opcode = 0;
+  uint8_t size = 0;        // memory operand bytes
+  bool aligned = false;    // a 16-byte memory operand must be 16-byte aligned
+  bool immediate = false;  // an imm8 follows (PSHUFD and friends)
+};
+
 class Translator {
  public:
   static constexpr uint32_t kFaulted = 0x10000;
@@ -79,6 +98,8 @@ class Translator {
   // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
   std::span<const std::byte> handler_stub();
   void set_handler_stub(const void* stub) { handler_stub_ = stub; }
+  // translator_simd.cc: the SSE form `in` is, when it is one inlined in 64-bit mode.
+  static SimdForm simd_form(const Instruction& in);
   // With a profile, every handler call first counts itself there (profile.h).
   void set_profile(JitProfile* profile) { profile_ = profile; }
 
@@ -95,6 +116,8 @@ class Translator {
     // The between-blocks checks of inline chaining (translator_chain.cc).
     int32_t retired, retired_limit, requests, generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
+    // translator_simd.cc
+    int32_t cr0, cr4, xmm;
   };
   // What the lazy flags hold when the block reaches this point, if an inlined instruction of
   // this block set them (a handler, or the code before the block, leaves them unknown).
@@ -217,6 +240,17 @@ class Translator {
   // runs the instruction's handler (emit_slow_path).
   void join_slow_path(const Instruction& in, size_t index, Xbyak::Label& slow, Xbyak::Label& done);
 
+  // translator_simd.cc (64-bit mode).
+  bool emit_simd(const Instruction& in, size_t index);
+  Xbyak::Address xmm_register(uint8_t index) const;
+  // Jumps to `slow` unless SSE may run (CR0.EM, CR0.TS clear, CR4.OSFXSR set); emits nothing
+  // when an earlier inlined SSE form of this run of code checked already (simd_checked_).
+  void emit_simd_available_check(const Xbyak::Label& slow);
+  // rdx = the host address of the memory operand, or a jump to `slow` (misaligned, TLB miss).
+  void emit_simd_memory(const Instruction& in, const SimdForm& form, AccessType type, uint8_t size,
+                        const Xbyak::Label& slow);
+  void emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::optional<uint8_t> immediate);
+
   // translator_branch.cc
   bool emit_branch(const Instruction& in, size_t index);
   // Sets the host flags as the lazy flags' condition `code` needs them, or returns false.
@@ -296,6 +330,8 @@ class Translator {
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
   bool called_handlers_ = false;  // a full handler call in this block (it may set TF, HLT...)
+  // CR0/CR4 were checked for SSE since the block's start or the last full handler call.
+  bool simd_checked_ = false;
   bool flags_live_ = true;        // the current instruction's flags must be stored
   bool caching_ = false;          // the current instruction may keep registers in host ones
   struct CachedRegister {
