@@ -147,8 +147,9 @@ TEST(JitEngineTest, ProfiledFormsMatchTheInterpreter) {
             c.mov(r8, static_cast<uint64_t>(condition) * 0x1111);
             bytes({0x4d, 0x0f, static_cast<uint8_t>(0x40 | condition), 0xc8});  // cmovcc r9, r8
             bytes({0x44, 0x0f, static_cast<uint8_t>(0x40 | condition), 0xd0});  // cmovcc r10d, eax
-            c.add(r15, r9);
-            c.add(r15, r10);
+            // LEA leaves the flags alone: every condition reads the producer's.
+            c.lea(r15, ptr[r15 + r9]);
+            c.lea(r15, ptr[r15 + r10]);
           }
           c.pushfq();
           c.pop(r11);
@@ -162,6 +163,70 @@ TEST(JitEngineTest, ProfiledFormsMatchTheInterpreter) {
     }
     c.hlt();
   })));
+}
+
+TEST(JitEngineTest, BitScansBitTestsMultipliesAndMemoryCmovMatchTheInterpreter) {
+  // translator_bits.cc's forms and CMOVcc from memory, with their flags read by every
+  // condition and PUSHF, and with their flags overwritten before anything reads them.
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    const uint64_t values[] = {0, 1, 0x80, 0x80000000, 0x7fffffffffffffffull, ~0ull, 0x123456789abcdef0ull};
+    for (uint64_t a : values) {
+      for (uint64_t b : {uint64_t{0}, uint64_t{3}, ~uint64_t{0} - 5}) {
+        for (int form = 0; form < 8; ++form) {
+          c.mov(rax, a);
+          c.mov(rcx, b);
+          c.mov(rdx, a ^ 0x5555);
+          c.mov(qword[rsi + 8], rcx);
+          c.mov(qword[rsi + 16], rdx);
+          c.cmp(rax, rcx);  // flags from before, partly kept by BSF/BT
+          switch (form) {
+            case 0: c.bsf(rdx, rax); break;
+            case 1: c.bsr(edx, ecx); c.bsf(dx, ax); break;
+            case 2: c.bt(rax, rcx); break;
+            case 3: c.bts(ecx, eax); c.btr(rdx, 63); c.btc(ax, 5); c.bt(rcx, 7); break;
+            case 4: c.mul(rcx); break;
+            case 5: c.mul(ecx); break;
+            case 6: c.cmovz(r9, qword[rsi + 8]); c.cmovnz(r10d, dword[rsi + 16]); c.cmovb(dx, word[rsi + 8]); break;
+            default: c.bsr(rdx, rax); c.add(rdx, rcx); c.bt(rax, 3); c.sub(rax, rdx); c.mul(rdx); c.xor_(rax, rcx); break;
+          }
+          // Every condition, with nothing between that changes the flags: SETcc to memory.
+          for (int condition = 0; condition < 16; ++condition) {
+            c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | condition)), c.db(0x46), c.db(static_cast<uint8_t>(0x40 + condition));  // setcc [rsi + 0x40 + condition]
+          }
+          c.pushfq();
+          c.pop(r11);
+          c.add(r15, r11);
+          c.add(r15, qword[rsi + 0x40]);
+          c.rol(r15, 3);
+          c.add(r15, qword[rsi + 0x48]);
+          c.add(r15, rax);
+          c.add(r15, rcx);
+          c.add(r15, rdx);
+          c.add(r15, r9);
+          c.add(r15, r10);
+          c.rol(r15, 7);
+        }
+      }
+    }
+    c.hlt();
+  })));
+}
+
+TEST(JitEngineTest, ACmovThatDoesNotMoveStillFaultsOnItsSource) {
+  // CMOVcc reads its memory source whether or not the condition holds (SDM vol. 2, CMOVcc).
+  const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(rax, qword[rsi]);  // a warm TLB for the data page, then an unmapped page
+    c.mov(rsi, 0x40000000);
+    c.xor_(eax, eax);
+    c.cmovnz(rax, qword[rsi]);
+    c.mov(ebx, 0x1234);
+    c.hlt();
+  }));
+  EXPECT_EQ(outcome.state.rip, kHandler + 1);
+  EXPECT_EQ(outcome.state.cr2, 0x40000000u);
 }
 
 TEST(JitEngineTest, MemoryAccessesMatchTheInterpreter) {

@@ -198,8 +198,9 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
   if (in.lock || in.handler == &invalid_opcode) return false;
   return emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
          emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index) ||
-         emit_condition_forms(in) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
-         emit_rotate(in) || emit_simd(in, index);
+         emit_condition_forms(in, index) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
+         emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
+         emit_multiply_accumulator(in, index);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {

@@ -198,7 +198,8 @@ class Translator {
   // esi = CF as the lazy flags hold it (from the known producer, else a C call).
   void emit_carry_into_esi();
   // SETcc and CMOVcc of registers (outside register-only code: may call lamina_jit_condition).
-  bool emit_condition_forms(const Instruction& in);
+  // CMOVcc also from memory in 64-bit mode (read whether or not it moves, as the handler does).
+  bool emit_condition_forms(const Instruction& in, size_t index);
   // translator_shift.cc: SHL/SHR/SAR by an immediate and IMUL r, r/m[, imm] on registers,
   // whose flags the handlers store materialized.
   bool emit_shift(const Instruction& in);
@@ -240,6 +241,13 @@ class Translator {
   // runs the instruction's handler (emit_slow_path).
   void join_slow_path(const Instruction& in, size_t index, Xbyak::Label& slow, Xbyak::Label& done);
 
+  // translator_bits.cc: BSF/BSR, BT/BTS/BTR/BTC and MUL of registers.
+  bool emit_bit_scan(const Instruction& in, size_t index);
+  bool emit_bit_test(const Instruction& in, size_t index);
+  bool emit_multiply_accumulator(const Instruction& in, size_t index);
+  // r8 = the materialized flags before the instruction (a C call); stores r8 as the flags.
+  void emit_flags_before_into_r8();
+  void store_r8_as_materialized_flags();
   // translator_simd.cc (64-bit mode).
   bool emit_simd(const Instruction& in, size_t index);
   Xbyak::Address xmm_register(uint8_t index) const;
