@@ -124,8 +124,11 @@ Block* translate_block(CpuCore& core) {
     core.blocks.invalidate_page(raw->physical & ~uint64_t{0xfff}, raw);
     return raw;
   }
-  core.protect_code_page(block->physical & ~uint64_t{0xfff});
-  core.protect_code_page(block->last_page);
+  // A page that holds blocks already has no write pointers in the TLB (a write walk drops its
+  // blocks before it fills them), so only a page becoming a code page needs the TLB pass.
+  for (const uint64_t page : {block->physical & ~uint64_t{0xfff}, block->last_page}) {
+    if (!core.blocks.is_code_page(page)) core.protect_code_page(page);
+  }
   return core.blocks.insert(std::move(block));
 }
 
