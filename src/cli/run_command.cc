@@ -41,7 +41,7 @@ struct RunOptions {
   std::string memory = "512M";
   std::string accel = "emu";
   std::string cpu_engine = "jit";
-  std::string code_cache = "16M";
+  std::string code_cache = fmt::format("{}M", machine::kDefaultCodeCacheBytes >> 20);
   std::string serial = "stdio";
   std::string on_reboot = "exit";
   std::string rng = "host";
