@@ -1,9 +1,10 @@
 #pragma once
 // ExitSite: the record behind one exit of a translated block (its end, and the taken path of
-// a final Jcc), lying in the code cache right after the exit's code. The exit calls the shared
-// exit check (Translator::exit_check_stub) with the record in rdi: when the record's generation
-// and RIP are the current ones and the between-blocks checks pass, the check makes the run
-// loop's bookkeeping and the exit takes its `jmp rel32`, patched by JitEngine::chain to the
+// a final Jcc), lying in the code cache right after the exit's code. The exit checks, inline
+// (a block of inlined forms only) or through the shared exit check with the record in rdi (a
+// block that called a handler: Translator::exit_check_stub), that the record's generation and
+// RIP are the current ones and that the between-blocks checks pass; then it makes the run
+// loop's bookkeeping and takes its `jmp rel32`, patched by JitEngine::chain to the
 // successor's body: a direct jump, no lookup. Otherwise the exit goes to the chaining stub's
 // site entry (links, jump cache, JitEngine::chain, which patches the record when its
 // generation was stale). A patch is only ever followed under the BlockCache generation it was
@@ -22,7 +23,7 @@
 namespace lamina::cpu::x86::jit {
 
 struct ExitSite {
-  const void* check;        // the shared exit check, called through this slot
+  const void* check;        // the shared exit check, called through this slot (not inline)
   const void* chain_entry;  // the chaining stub's site entry, jumped to through this slot
   uint64_t generation;      // the generation the patch was made in; 0: not patched
   uint64_t rip;             // the successor's RIP

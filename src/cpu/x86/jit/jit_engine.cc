@@ -24,10 +24,9 @@ Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache
   const std::byte* handler = engine->stubs_->install(engine->translator_->handler_stub());
   if (handler == nullptr) return fail(ErrorCode::kInternal, "JIT handler stub: does not fit its page");
   engine->translator_->set_handler_stub(handler);
-  const std::byte* light = engine->stubs_->install(engine->translator_->exit_check_stub(false));
-  const std::byte* full = engine->stubs_->install(engine->translator_->exit_check_stub(true));
-  if (light == nullptr || full == nullptr) return fail(ErrorCode::kInternal, "JIT exit checks: do not fit their page");
-  engine->translator_->set_exit_check_stubs(light, full);
+  const std::byte* check = engine->stubs_->install(engine->translator_->exit_check_stub());
+  if (check == nullptr) return fail(ErrorCode::kInternal, "JIT exit check: does not fit its page");
+  engine->translator_->set_exit_check_stub(check);
   return engine;
 }
 

@@ -83,17 +83,14 @@ class Translator {
   // in eax.
   std::span<const std::byte> chain_stub(int32_t links_offset);
   void set_chain_stub(const void* stub) { chain_stub_ = stub; }
-  // The exit check exit sites call (exit_site.h): answers an ExitCheck in eax, and on kEnter
-  // has made the bookkeeping of entering the record's successor. `after_handlers`: the check
-  // for blocks that called a handler, which may have set what the checked path or the run
-  // loop must see (HLT, an interrupt shadow, TF, armed breakpoints, a delivered event); the
-  // other is for blocks of inlined forms only, which change none of them. Valid until the
+  // The exit check the exit sites of blocks that called a handler call (exit_site.h): answers
+  // an ExitCheck in eax, and on kEnter has made the bookkeeping of entering the record's
+  // successor. A handler may have set what the checked path or the run loop must see (HLT, an
+  // interrupt shadow, TF, armed breakpoints, a delivered event); blocks of inlined forms only,
+  // which change none of them, make the lighter check inline (emit_chain). Valid until the
   // next call.
-  std::span<const std::byte> exit_check_stub(bool after_handlers);
-  void set_exit_check_stubs(const void* light, const void* after_handlers) {
-    exit_check_stub_ = light;
-    exit_check_after_handlers_stub_ = after_handlers;
-  }
+  std::span<const std::byte> exit_check_stub();
+  void set_exit_check_stub(const void* stub) { exit_check_stub_ = stub; }
   // The stub every handler call goes through (calls lamina_jit_call_handler with the core and
   // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
   std::span<const std::byte> handler_stub();
@@ -305,7 +302,6 @@ class Translator {
   Chain chain_;
   const void* chain_stub_ = nullptr;
   const void* exit_check_stub_ = nullptr;
-  const void* exit_check_after_handlers_stub_ = nullptr;
   const void* handler_stub_ = nullptr;
   JitProfile* profile_ = nullptr;
   bool in_slow_path_ = false;  // the handler call being emitted is an inlined form's slow path

@@ -23,21 +23,59 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 }  // namespace
 
 void Translator::emit_chain(const Block& block) {
-  // An exit site (exit_site.h): the shared check with the record in rdi, then the jump that
-  // JitEngine::chain patches to the successor's body (first to the stub's site entry).
-  Xbyak::Label record, look_up;
-  code_.lea(rdi, ptr[rip + record]);
-  code_.call(qword[rdi + offsetof(ExitSite, check)]);
-  code_.test(eax, eax);
-  code_.jnz(look_up);
-  code_.jmp(look_up, CodeGenerator::T_NEAR);
-  const size_t jump_field = code_.getSize() - 4;
-  code_.L(look_up);
+  // An exit site (exit_site.h): the exit check, then the jump that JitEngine::chain patches to
+  // the successor's body (first to the stub's site entry, with the check's answer in eax).
+  Xbyak::Label record, look_up, to_stub;
+  size_t jump_field = 0;
+  if (called_handlers_) {
+    // The full check, shared: the record in rdi.
+    code_.lea(rdi, ptr[rip + record]);
+    code_.call(qword[rdi + offsetof(ExitSite, check)]);
+    code_.test(eax, eax);
+    code_.jnz(to_stub);
+    code_.jmp(to_stub, CodeGenerator::T_NEAR);
+    jump_field = code_.getSize() - 4;
+  } else {
+    // The light check inline: only handlers set halted, the interrupt shadow, TF, armed
+    // breakpoints, stop_block or event_delivered, so the budget and the requests word are
+    // all a block of inlined forms must look at (an inlined form's slow path that stops the
+    // block leaves through the handler exits). The hot way from block to block is then
+    // straight-line code and a direct jump.
+    Xbyak::Label patch;
+    code_.mov(rdx, field(layout_.generation, 8));
+    code_.cmp(rdx, qword[rip + record + static_cast<int>(offsetof(ExitSite, generation))]);
+    code_.jne(patch, CodeGenerator::T_NEAR);
+    code_.mov(rcx, field(layout_.rip, 8));
+    code_.cmp(rcx, qword[rip + record + static_cast<int>(offsetof(ExitSite, rip))]);
+    code_.jne(look_up, CodeGenerator::T_NEAR);
+    code_.mov(rax, field(layout_.retired, 8));
+    code_.add(rax, static_cast<uint32_t>(block.instructions.size()));
+    code_.cmp(rax, field(layout_.retired_limit, 8));
+    code_.jae(look_up, CodeGenerator::T_NEAR);
+    code_.mov(rdx, field(layout_.requests, 8));
+    code_.cmp(dword[rdx], 0);
+    code_.jne(look_up, CodeGenerator::T_NEAR);
+    code_.mov(field(layout_.retired, 8), rax);
+    code_.mov(field(layout_.instruction_rip, 8), rcx);
+    code_.mov(rax, qword[rip + record + static_cast<int>(offsetof(ExitSite, block))]);
+    code_.mov(field(layout_.running_block, 8), rax);
+    code_.jmp(patch, CodeGenerator::T_NEAR);
+    jump_field = code_.getSize() - 4;
+    Xbyak::Label load_record;
+    code_.L(patch);
+    code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
+    code_.jmp(load_record);
+    code_.L(look_up);
+    code_.mov(eax, static_cast<uint32_t>(ExitCheck::kLookUp));
+    code_.L(load_record);
+    code_.lea(rdi, ptr[rip + record]);
+  }
+  code_.L(to_stub);
   code_.jmp(qword[rdi + offsetof(ExitSite, chain_entry)]);
   code_.align(8);
   const size_t at = code_.getSize();
   code_.L(record);
-  code_.dq(reinterpret_cast<uint64_t>(called_handlers_ ? exit_check_after_handlers_stub_ : exit_check_stub_));
+  code_.dq(reinterpret_cast<uint64_t>(exit_check_stub_));
   code_.dq(reinterpret_cast<uint64_t>(chain_stub_));
   code_.dq(0);  // never a generation: not patched yet
   code_.dq(~uint64_t{0});
@@ -48,7 +86,7 @@ void Translator::emit_chain(const Block& block) {
   static_assert(sizeof(ExitSite) == 6 * 8 + 2 * 4, "the record above is an ExitSite");
 }
 
-std::span<const std::byte> Translator::exit_check_stub(bool after_handlers) {
+std::span<const std::byte> Translator::exit_check_stub() {
   code_.reset();
   Xbyak::Label patch, look_up;
   // Called from an exit site with its record in rdi (kept): eax = ExitCheck.
@@ -66,29 +104,23 @@ std::span<const std::byte> Translator::exit_check_stub(bool after_handlers) {
   code_.mov(rdx, field(layout_.requests, 8));
   code_.cmp(dword[rdx], 0);
   code_.jne(look_up, CodeGenerator::T_NEAR);
-  if (after_handlers) {
-    code_.cmp(field(layout_.halted, 1), 0);
-    code_.jne(look_up, CodeGenerator::T_NEAR);
-    code_.cmp(field(layout_.waiting_for_startup, 1), 0);
-    code_.jne(look_up, CodeGenerator::T_NEAR);
-    code_.cmp(field(layout_.interrupt_shadow, 1), 0);
-    code_.jne(look_up, CodeGenerator::T_NEAR);
-    code_.cmp(field(layout_.breakpoints_armed, 1), 0);
-    code_.jne(look_up, CodeGenerator::T_NEAR);
-    code_.test(field(layout_.rflags, 4), kTrapFlags);
-    code_.jnz(look_up, CodeGenerator::T_NEAR);
-  }
-  // What JitEngine::chain does on the way into the successor. Without a handler call,
-  // stop_block and event_delivered are still clear (an inlined form's slow path that sets
-  // either leaves the block through the handler exits).
+  code_.cmp(field(layout_.halted, 1), 0);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.waiting_for_startup, 1), 0);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.interrupt_shadow, 1), 0);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.breakpoints_armed, 1), 0);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  code_.test(field(layout_.rflags, 4), kTrapFlags);
+  code_.jnz(look_up, CodeGenerator::T_NEAR);
+  // What JitEngine::chain does on the way into the successor.
   code_.mov(field(layout_.retired, 8), rax);
   code_.mov(field(layout_.instruction_rip, 8), rcx);
   code_.mov(rax, qword[rdi + offsetof(ExitSite, block)]);
   code_.mov(field(layout_.running_block, 8), rax);
-  if (after_handlers) {
-    code_.mov(field(layout_.stop_block, 1), 0);
-    code_.mov(field(layout_.event_delivered, 1), 0);
-  }
+  code_.mov(field(layout_.stop_block, 1), 0);
+  code_.mov(field(layout_.event_delivered, 1), 0);
   code_.xor_(eax, eax);
   code_.ret();
   code_.L(patch);
