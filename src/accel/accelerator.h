@@ -106,7 +106,7 @@ class Accelerator {
 // `code_cache_bytes` for the whole VM (split evenly among its vCPUs); else it interprets.
 struct EmuOptions {
   bool jit = true;
-  uint64_t code_cache_bytes = uint64_t{16} << 20;
+  uint64_t code_cache_bytes = uint64_t{64} << 20;  // machine/vm_config.h's kDefaultCodeCacheBytes
 };
 
 // The built-in CPU; always available. `features` is the VM's CPU model (CPUID, MSRs; its

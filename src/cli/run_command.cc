@@ -42,7 +42,7 @@ struct RunOptions {
   std::string accel = "emu";
   std::string cpu_engine = "jit";
   std::string cpu_model = "lamina";
-  std::string code_cache = "16M";
+  std::string code_cache = fmt::format("{}M", machine::kDefaultCodeCacheBytes >> 20);
   std::string serial = "stdio";
   std::string on_reboot = "exit";
   std::string rng = "host";

@@ -105,7 +105,7 @@ struct MachineOptions {
   // The built-in CPU translates guest code to host code (false: it interprets); the
   // translated code of all vCPUs together stays within code_cache_bytes.
   bool jit = true;
-  uint64_t code_cache_bytes = uint64_t{16} << 20;
+  uint64_t code_cache_bytes = uint64_t{64} << 20;  // vm_config.h's kDefaultCodeCacheBytes
   // Map the debug-exit port (0xf4, QEMU's isa-debug-exit) so the guest can end the run with a
   // status of its choice. Off by default: only test guests may pick lamina's exit status.
   bool debug_exit = false;

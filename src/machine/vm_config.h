@@ -31,8 +31,10 @@ enum class CpuModel { kLamina, kLaminaKvm, kHost };
 
 // The translated-code cache of one VM (all its vCPUs together): a bound on host memory a guest
 // can make the JIT use, whatever code it runs (resident: up to twice this, as the cache's pages
-// are mapped twice, writable and executable).
-inline constexpr uint64_t kDefaultCodeCacheBytes = uint64_t{16} << 20;
+// are mapped twice, writable and executable). 64 MiB: booting the default guest translates
+// about 63 MiB of code; with 16 MiB the cache was flushed 12 times and retranslation took a
+// quarter of the boot + shell loop's CPU time (bench/boot_bench.sh, ARCHITECTURE "The JIT").
+inline constexpr uint64_t kDefaultCodeCacheBytes = uint64_t{64} << 20;
 inline constexpr uint64_t kMinCodeCacheBytes = uint64_t{1} << 20;
 inline constexpr uint64_t kMaxCodeCacheBytes = uint64_t{1} << 30;
 

@@ -85,7 +85,7 @@ struct CpuCore {
   // slow path. Kept beside the flags the run loop writes per block (one cache line).
   bool breakpoints_armed = false;
   // The block being executed (its invalidation by a store must stop it).
-  const Block* running_block = nullptr;
+  Block* running_block = nullptr;
   uint64_t retired = 0;
   // Set by Cpu::run for translated code, which goes from block to block without the run loop
   // while nothing needs it: the retired count at which run() must return, and the requests

@@ -124,12 +124,11 @@ Block* translate_block(CpuCore& core) {
     core.blocks.invalidate_page(raw->physical & ~uint64_t{0xfff}, raw);
     return raw;
   }
-  // A page that already holds blocks has no write pointer in the TLB (a write walk drops its
-  // blocks before it fills one), so only a page that becomes code now needs the TLB scan.
-  const uint64_t first_page = block->physical & ~uint64_t{0xfff};
-  if (!core.blocks.is_code_page(first_page)) core.protect_code_page(first_page);
-  if (block->last_page != first_page && !core.blocks.is_code_page(block->last_page))
-    core.protect_code_page(block->last_page);
+  // A page that holds blocks already has no write pointers in the TLB (a write walk drops its
+  // blocks before it fills them), so only a page becoming a code page needs the TLB pass.
+  for (const uint64_t page : {block->physical & ~uint64_t{0xfff}, block->last_page}) {
+    if (!core.blocks.is_code_page(page)) core.protect_code_page(page);
+  }
   return core.blocks.insert(std::move(block));
 }
 

@@ -7,90 +7,20 @@
 #include <chrono>
 #include <functional>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <xbyak/xbyak.h>
 
 #include "cpu/x86/jit/jit_engine.h"
 #include "cpu/x86/shared_code_pages.h"
+#include "jit_test_program.h"
 #include "test_machine.h"
 
 namespace lamina::cpu::x86::testing {
 namespace {
 
 using namespace Xbyak::util;
-
-constexpr uint64_t kCode = 0x100000, kHandler = 0x110000, kData = 0x120000, kStackTop = 0x180000;
-
-// Guest code assembled with xbyak: `body` writes it, the bytes are copied out.
-std::vector<uint8_t> assemble(const std::function<void(Xbyak::CodeGenerator&)>& body) {
-  Xbyak::CodeGenerator code(64 * 1024, Xbyak::DontSetProtectRWE);
-  body(code);
-  return {code.getCode(), code.getCode() + code.getSize()};
-}
-
-struct Outcome {
-  CpuState state;
-  uint64_t retired = 0;
-  CpuExit::Kind exit = CpuExit::Kind::kBudgetExhausted;
-  uint64_t stack_rip = 0;  // the RIP an exception frame pushed (error code below it)
-  uint64_t translations = 0, flushes = 0, cache_used = 0, cache_capacity = 0;
-};
-
-Outcome run_on(CpuEngine engine, const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20,
-               uint64_t budget = 10'000'000,
-               const std::function<void(TestMachine&)>& setup = {}) {
-  EXPECT_LT(program.size(), kHandler - kCode) << "the program runs into the handler";
-  CpuConfiguration configuration;
-  configuration.engine = engine;
-  configuration.code_cache_bytes = cache_bytes;
-  TestMachine machine(16 << 20, configuration);
-  machine.enter_long_mode(0);
-  machine.write(kCode, program);
-  const uint8_t halt[] = {0xf4};
-  machine.write(kHandler, halt);
-  for (uint8_t vector = 0; vector < 32; ++vector) machine.set_long_gate(vector, kHandler);
-  CpuState& state = machine.state();
-  state.rip = kCode;
-  state.gpr[kRsp] = kStackTop;
-  state.halted = false;
-  if (setup) setup(machine);
-  Outcome outcome;
-  const CpuExit exit = machine.cpu().run(budget);
-  outcome.exit = exit.kind;
-  outcome.state = machine.state();
-  outcome.retired = machine.cpu().instructions_retired();
-  outcome.stack_rip = machine.read64(machine.state().gpr[kRsp] + 8);
-  if (const jit::JitEngine* jit = machine.cpu().jit()) {
-    outcome.translations = jit->translations();
-    outcome.flushes = jit->cache().flushes();
-    outcome.cache_used = jit->cache().used();
-    outcome.cache_capacity = jit->cache().capacity();
-  }
-  return outcome;
-}
-
-void expect_same(const Outcome& interpreted, const Outcome& translated) {
-  EXPECT_EQ(interpreted.exit, translated.exit);
-  for (int index = 0; index < 16; ++index)
-    EXPECT_EQ(interpreted.state.gpr[index], translated.state.gpr[index]) << "register " << index;
-  EXPECT_EQ(interpreted.state.rip, translated.state.rip);
-  EXPECT_EQ(interpreted.state.read_rflags(), translated.state.read_rflags());
-  EXPECT_EQ(interpreted.state.cr2, translated.state.cr2);
-  EXPECT_EQ(interpreted.retired, translated.retired);
-  EXPECT_EQ(interpreted.stack_rip, translated.stack_rip);
-}
-
-Outcome compare(const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20) {
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program);
-  const Outcome translated = run_on(CpuEngine::kJit, program, cache_bytes);
-  expect_same(interpreted, translated);
-  EXPECT_GT(translated.translations, 0u);
-  return translated;
-}
-
-// Ran to its final HLT without taking an exception (the handler is an HLT at kHandler).
-void expect_no_exception(const Outcome& outcome) { EXPECT_NE(outcome.state.rip, kHandler + 1); }
 
 TEST(JitEngineTest, IntegerLoopMatchesTheInterpreter) {
   expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
@@ -218,8 +148,9 @@ TEST(JitEngineTest, ProfiledFormsMatchTheInterpreter) {
             c.mov(r8, static_cast<uint64_t>(condition) * 0x1111);
             bytes({0x4d, 0x0f, static_cast<uint8_t>(0x40 | condition), 0xc8});  // cmovcc r9, r8
             bytes({0x44, 0x0f, static_cast<uint8_t>(0x40 | condition), 0xd0});  // cmovcc r10d, eax
-            c.add(r15, r9);
-            c.add(r15, r10);
+            // LEA leaves the flags alone: every condition reads the producer's.
+            c.lea(r15, ptr[r15 + r9]);
+            c.lea(r15, ptr[r15 + r10]);
           }
           c.pushfq();
           c.pop(r11);
@@ -233,6 +164,70 @@ TEST(JitEngineTest, ProfiledFormsMatchTheInterpreter) {
     }
     c.hlt();
   })));
+}
+
+TEST(JitEngineTest, BitScansBitTestsMultipliesAndMemoryCmovMatchTheInterpreter) {
+  // translator_bits.cc's forms and CMOVcc from memory, with their flags read by every
+  // condition and PUSHF, and with their flags overwritten before anything reads them.
+  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    const uint64_t values[] = {0, 1, 0x80, 0x80000000, 0x7fffffffffffffffull, ~0ull, 0x123456789abcdef0ull};
+    for (uint64_t a : values) {
+      for (uint64_t b : {uint64_t{0}, uint64_t{3}, ~uint64_t{0} - 5}) {
+        for (int form = 0; form < 8; ++form) {
+          c.mov(rax, a);
+          c.mov(rcx, b);
+          c.mov(rdx, a ^ 0x5555);
+          c.mov(qword[rsi + 8], rcx);
+          c.mov(qword[rsi + 16], rdx);
+          c.cmp(rax, rcx);  // flags from before, partly kept by BSF/BT
+          switch (form) {
+            case 0: c.bsf(rdx, rax); break;
+            case 1: c.bsr(edx, ecx); c.bsf(dx, ax); break;
+            case 2: c.bt(rax, rcx); break;
+            case 3: c.bts(ecx, eax); c.btr(rdx, 63); c.btc(ax, 5); c.bt(rcx, 7); break;
+            case 4: c.mul(rcx); break;
+            case 5: c.mul(ecx); break;
+            case 6: c.cmovz(r9, qword[rsi + 8]); c.cmovnz(r10d, dword[rsi + 16]); c.cmovb(dx, word[rsi + 8]); break;
+            default: c.bsr(rdx, rax); c.add(rdx, rcx); c.bt(rax, 3); c.sub(rax, rdx); c.mul(rdx); c.xor_(rax, rcx); break;
+          }
+          // Every condition, with nothing between that changes the flags: SETcc to memory.
+          for (int condition = 0; condition < 16; ++condition) {
+            c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | condition)), c.db(0x46), c.db(static_cast<uint8_t>(0x40 + condition));  // setcc [rsi + 0x40 + condition]
+          }
+          c.pushfq();
+          c.pop(r11);
+          c.add(r15, r11);
+          c.add(r15, qword[rsi + 0x40]);
+          c.rol(r15, 3);
+          c.add(r15, qword[rsi + 0x48]);
+          c.add(r15, rax);
+          c.add(r15, rcx);
+          c.add(r15, rdx);
+          c.add(r15, r9);
+          c.add(r15, r10);
+          c.rol(r15, 7);
+        }
+      }
+    }
+    c.hlt();
+  })));
+}
+
+TEST(JitEngineTest, ACmovThatDoesNotMoveStillFaultsOnItsSource) {
+  // CMOVcc reads its memory source whether or not the condition holds (SDM vol. 2, CMOVcc).
+  const Outcome outcome = compare(assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(rax, qword[rsi]);  // a warm TLB for the data page, then an unmapped page
+    c.mov(rsi, 0x40000000);
+    c.xor_(eax, eax);
+    c.cmovnz(rax, qword[rsi]);
+    c.mov(ebx, 0x1234);
+    c.hlt();
+  }));
+  EXPECT_EQ(outcome.state.rip, kHandler + 1);
+  EXPECT_EQ(outcome.state.cr2, 0x40000000u);
 }
 
 TEST(JitEngineTest, MemoryAccessesMatchTheInterpreter) {
@@ -535,13 +530,18 @@ TEST(JitEngineTest, AOneBlockLoopKeepsItsRegistersAcrossRoundsExactly) {
 TEST(JitEngineTest, ABudgetEndsATightChainedLoopAtTheSameInstruction) {
   // Translated code goes from block to block (or round its own body) without the run loop:
   // the budget check must still stop it where the interpreter stops.
-  for (const std::vector<uint8_t>& program : {two_block_loop(), one_block_loop()}) {
+  const std::vector<std::vector<uint8_t>> loops = {two_block_loop(), one_block_loop()};
+  for (const std::vector<uint8_t>& program : loops) {
     for (const uint64_t budget : {uint64_t{1000}, uint64_t{1001}, uint64_t{77777}}) {
       const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, budget);
       const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, budget);
       expect_same(interpreted, translated);
       EXPECT_EQ(translated.exit, CpuExit::Kind::kBudgetExhausted);
       EXPECT_GE(translated.retired, budget);
+      // The two blocks jump to each other through patched exits (exit_site.h).
+      if (&program != &loops.back()) {
+        EXPECT_GT(translated.patched_exits, 0u);
+      }
     }
   }
 }
@@ -576,6 +576,10 @@ TEST(JitEngineTest, AnInterruptReachesATightChainedLoop) {
     EXPECT_LT(exit.instructions, kBudget);
     ASSERT_NE(machine.cpu().jit(), nullptr);
     EXPECT_GT(machine.cpu().jit()->translations(), 0u);
+    // The endless loop ran through patched exits when it was the two-block one.
+    if (program.size() == two_block_loop().size()) {
+      EXPECT_GT(machine.cpu().jit()->patched_exits(), 0u);
+    }
   }
 }
 
@@ -640,7 +644,7 @@ TEST(JitEngineTest, AnInterruptPostedWhileIfIsClearArrivesWhenIfIsSet) {
 TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {
   // Block A jumps to block B and B back to A; after they are chained, A rewrites B's
   // immediate. Every round must add the value just written.
-  expect_no_exception(compare(assemble([](Xbyak::CodeGenerator& c) {
+  const Outcome translated = compare(assemble([](Xbyak::CodeGenerator& c) {
     Xbyak::Label a, b, patched, done;
     c.mov(ecx, 40);
     c.xor_(ebx, ebx);
@@ -657,7 +661,10 @@ TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {
     c.dec(ecx);
     c.jnz(a, Xbyak::CodeGenerator::T_NEAR);
     c.hlt();
-  })));
+  }));
+  expect_no_exception(translated);
+  // A patched exit led into B before it was rewritten.
+  EXPECT_GT(translated.patched_exits, 0u);
 }
 
 // A function at one linear address calls through the jump cache (an indirect CALL, a RET);
@@ -703,6 +710,8 @@ void remapped_function_runs_the_new_code(bool reload_cr3) {
   expect_same(interpreted, translated);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+  // The call and the return went through patched exits, which the remapping made stale.
+  EXPECT_GT(translated.patched_exits, 0u);
 }
 
 TEST(JitEngineTest, AnotherVcpusWriteReachesAChainedLoop) {
@@ -765,6 +774,71 @@ TEST(JitEngineTest, AnotherVcpusWriteReachesAChainedLoop) {
   EXPECT_EQ(machine.state().gpr[kRax], 1u);
   EXPECT_LT(exit.instructions, kBudget);
 }
+
+// The same block A jumps straight (JMP rel32) into a function at one linear address, whose
+// block jumps straight back: both exits are patched. Then the function's page is mapped to
+// other code, with INVLPG or a CR3 reload, and A runs again: its patched jump is stale and
+// must not be taken (the generation moved on).
+void remapped_direct_target_runs_the_new_code(bool reload_cr3) {
+  constexpr uint64_t kFunction = 0x40000000, kFirst = 0x130000, kSecond = 0x140000;
+  const uint64_t pte = pte_address(kFunction, kFirst);
+  uint64_t back = 0;
+  const auto jump_to = [](Xbyak::CodeGenerator& c, uint64_t from, uint64_t to) {
+    const auto relative = static_cast<uint32_t>(to - (from + 5));
+    c.db(0xe9);
+    for (int shift = 0; shift < 32; shift += 8) c.db(static_cast<uint8_t>(relative >> shift));
+  };
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label outer, inner, skip;
+    c.mov(r8d, 2);
+    c.L(outer);
+    c.mov(ecx, 50);
+    c.L(inner);
+    c.inc(r9);  // block A: inlined forms only, then the direct jump
+    jump_to(c, kCode + c.getSize(), kFunction);
+    back = kCode + c.getSize();
+    c.add(rbx, rax);
+    c.dec(ecx);
+    c.jnz(inner, Xbyak::CodeGenerator::T_NEAR);
+    c.cmp(r8d, 2);
+    c.jne(skip, Xbyak::CodeGenerator::T_NEAR);
+    c.mov(rdx, pte);
+    c.mov(rax, kSecond | 3);
+    c.mov(qword[rdx], rax);
+    if (reload_cr3) {
+      c.db(0x0f), c.db(0x20), c.db(0xd8);  // mov rax, cr3
+      c.db(0x0f), c.db(0x22), c.db(0xd8);  // mov cr3, rax
+    } else {
+      c.mov(rax, kFunction);
+      c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
+    }
+    c.L(skip);
+    c.dec(r8d);
+    c.jnz(outer, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    machine.map_page(kFunction, kFirst, false, true);
+    for (const auto& [physical, value] : {std::pair{kFirst, 1}, std::pair{kSecond, 2}}) {
+      // mov eax, value; jmp back
+      const std::vector<uint8_t> function = assemble([&](Xbyak::CodeGenerator& c) {
+        c.mov(eax, value);
+        jump_to(c, kFunction + c.getSize(), back);
+      });
+      machine.write(physical, function);
+    }
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
+TEST(JitEngineTest, APatchedDirectExitDiesWithInvlpgOfItsTarget) { remapped_direct_target_runs_the_new_code(false); }
+
+TEST(JitEngineTest, APatchedDirectExitDiesWithACr3Reload) { remapped_direct_target_runs_the_new_code(true); }
 
 TEST(JitEngineTest, AJumpCacheEntryDiesWithInvlpgOfItsPage) { remapped_function_runs_the_new_code(false); }
 

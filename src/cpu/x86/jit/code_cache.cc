@@ -51,6 +51,16 @@ const std::byte* CodeCache::install(std::span<const std::byte> code) {
   return executable_ + start;
 }
 
+bool CodeCache::patch(const std::byte* address, std::span<const std::byte> bytes) {
+  if (address < executable_ || address > executable_ + used_) return false;
+  const auto offset = static_cast<size_t>(address - executable_);
+  if (bytes.size() > used_ - offset) return false;
+  // Coherent with instruction fetch as install() is: the patched jump is only executed after
+  // the chaining code returns into generated code again.
+  std::memcpy(writable_ + offset, bytes.data(), bytes.size());
+  return true;
+}
+
 void CodeCache::flush() {
   used_ = 0;
   ++epoch_;

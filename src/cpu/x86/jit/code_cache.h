@@ -32,6 +32,10 @@ class CodeCache {
   // Copies `code` in and returns where it executes; nullptr when it does not fit in what is
   // left (flush() and try again; code larger than the whole cache never fits).
   const std::byte* install(std::span<const std::byte> code);
+  // Rewrites `bytes.size()` bytes of installed code at `address` (in the executable mapping)
+  // through the writable mapping: an exit's patched jump (exit_site.h). False when the range
+  // is not wholly inside what was installed since the last flush.
+  bool patch(const std::byte* address, std::span<const std::byte> bytes);
   // Drops every translation at once.
   void flush();
 

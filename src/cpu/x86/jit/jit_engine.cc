@@ -24,6 +24,9 @@ Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache
   const std::byte* handler = engine->stubs_->install(engine->translator_->handler_stub());
   if (handler == nullptr) return fail(ErrorCode::kInternal, "JIT handler stub: does not fit its page");
   engine->translator_->set_handler_stub(handler);
+  const std::byte* check = engine->stubs_->install(engine->translator_->exit_check_stub());
+  if (check == nullptr) return fail(ErrorCode::kInternal, "JIT exit check: does not fit its page");
+  engine->translator_->set_exit_check_stub(check);
   return engine;
 }
 
@@ -35,7 +38,7 @@ JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::uniqu
       profile_(JitProfile::from_environment(core.vcpu_index)),
       translator_(std::make_unique<Translator>(
           core, record_,
-          Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain), &last_block_,
+          Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain),
                             jump_cache_.entries()})),
       translate_on_run_(translate_on_run) {
   translator_->set_profile(profile_.get());
@@ -74,7 +77,8 @@ const std::byte* JitEngine::code_for(Block& block) {
   return installed;
 }
 
-const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t completed) noexcept {
+const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t completed,
+                                  const ExitSite* site) noexcept {
   CpuCore& core = engine->core_;
   CpuState& state = core.state;
   JitProfile* profile = engine->profile_.get();
@@ -111,13 +115,37 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   if (found != nullptr) found->body = body;
   engine->jump_cache_.record(state.rip, generation, body, next);
   core.blocks.note_linked(state.rip, *next);
+  if (site != nullptr) engine->patch(*site, *next, body, generation, state.rip);
   core.retired += completed;
   core.instruction_rip = state.rip;
   core.running_block = next;
   core.stop_block = false;
   core.event_delivered = false;
-  engine->last_block_ = next;
   return body;
+}
+
+void JitEngine::patch(const ExitSite& site, Block& next, const std::byte* body, uint64_t generation,
+                      uint64_t rip) {
+  const auto* record = reinterpret_cast<const std::byte*>(&site);
+  const std::byte* field = record + site.jump_offset;
+  // The rel32 of a jmp ends at field + 4; the cache is far smaller than 2 GiB, but a record
+  // that is not the cache's own is left alone rather than trusted.
+  const int64_t distance = body - (field + 4);
+  if (!cache_->contains(record) || !cache_->contains(field) || !cache_->contains(body) ||
+      distance != static_cast<int32_t>(distance)) {
+    return;
+  }
+  ExitSite updated = site;
+  updated.generation = generation;
+  updated.rip = rip;
+  updated.block = &next;
+  const auto jump = static_cast<int32_t>(distance);
+  if (!cache_->patch(record, std::as_bytes(std::span(&updated, 1))) ||
+      !cache_->patch(field, std::as_bytes(std::span(&jump, 1)))) {
+    return;
+  }
+  ++patched_exits_;
+  if (profile_ != nullptr) profile_->note_patch();
 }
 
 BlockRun JitEngine::run(Block& block, bool& translated) {
@@ -125,7 +153,6 @@ BlockRun JitEngine::run(Block& block, bool& translated) {
   translated = code != nullptr;
   if (!translated) return {};
   if (profile_ != nullptr) profile_->note_run();
-  last_block_ = &block;
   // What the run loop found for this RIP, for the inline lookups of indirect exits.
   jump_cache_.record(core_.state.rip, core_.blocks.generation(), code + translator_->body_offset(), &block);
   core_.blocks.note_linked(core_.state.rip, block);

@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "cpu/x86/core.h"
 #include "cpu/x86/jit/code_cache.h"
+#include "cpu/x86/jit/exit_site.h"
 #include "cpu/x86/jit/jump_cache.h"
 #include "cpu/x86/jit/profile.h"
 #include "cpu/x86/jit/runtime.h"
@@ -47,12 +48,15 @@ class JitEngine {
   // loop has nothing to do; `completed` then counts the instructions of last_block(), the
   // earlier blocks' being added to the core's retired count already.
   BlockRun run(Block& block, bool& translated);
-  Block* last_block() const { return last_block_; }
+  // Translated code keeps the block it runs in the core's running_block.
+  Block* last_block() const { return core_.running_block; }
   // Rethrows what stopped the last block (a GuestFault, or a host error as it was thrown).
   [[noreturn]] void rethrow_exception();
 
   const CodeCache& cache() const { return *cache_; }
   uint64_t translations() const { return translations_; }
+  // Exits patched to jump straight to their successor (exit_site.h), all told.
+  uint64_t patched_exits() const { return patched_exits_; }
 
  private:
   JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::unique_ptr<CodeCache> stubs,
@@ -63,7 +67,11 @@ class JitEngine {
   // the run loop would go straight there (no request, budget left, no checked path, a current
   // chained block already translated), else null (back to the loop). Fills the link's body
   // and the jump cache, so the next time the inline path finds it.
-  static const std::byte* chain(JitEngine* engine, Block* finished, uint32_t completed) noexcept;
+  // With `site` (an exit whose record is from an older generation) the exit is patched to the
+  // body found.
+  static const std::byte* chain(JitEngine* engine, Block* finished, uint32_t completed,
+                                const ExitSite* site) noexcept;
+  void patch(const ExitSite& site, Block& next, const std::byte* body, uint64_t generation, uint64_t rip);
 
   CpuCore& core_;
   std::unique_ptr<CodeCache> cache_;
@@ -78,7 +86,7 @@ class JitEngine {
   std::unique_ptr<Translator> translator_;
   uint32_t translate_on_run_;
   uint64_t translations_ = 0;
-  Block* last_block_ = nullptr;
+  uint64_t patched_exits_ = 0;
 };
 
 }  // namespace lamina::cpu::x86::jit

@@ -37,6 +37,7 @@ class JitProfile {
   enum class ChainOutcome { kFound, kNotFound, kStopped };
   void note_chain_call(ChainOutcome outcome) { ++chain_outcomes_[static_cast<size_t>(outcome)]; }
   void note_run() { ++runs_; }
+  void note_patch() { ++patches_; }
 
   // Appends the report (totals, then the forms by calls) to the file; `retired` is the vCPU's
   // instruction count, for the calls' share.
@@ -63,6 +64,7 @@ class JitProfile {
   uint64_t interpreted_blocks_ = 0;
   std::array<uint64_t, 3> chain_outcomes_{};
   uint64_t runs_ = 0;
+  uint64_t patches_ = 0;
 };
 
 }  // namespace lamina::cpu::x86::jit

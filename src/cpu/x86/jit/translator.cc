@@ -50,6 +50,9 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .interrupt_shadow = offset_of(core, &core.state.interrupt_shadow),
       .rflags = offset_of(core, &core.state.rflags),
       .breakpoints_armed = offset_of(core, &core.breakpoints_armed),
+      .cr0 = offset_of(core, &core.state.cr0),
+      .cr4 = offset_of(core, &core.state.cr4),
+      .xmm = offset_of(core, core.state.simd.xmm.data()),
   };
 }
 
@@ -85,6 +88,7 @@ void Translator::emit_pass(const Block& block) {
   pending_rip_ = 0;
   known_flags_.reset();
   called_handlers_ = false;
+  simd_checked_ = false;
   branch_calls_out_ = false;
   registers_over_back_edge_ = false;
   deferred_step_.reset();
@@ -194,8 +198,9 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
   if (in.lock || in.handler == &invalid_opcode) return false;
   return emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
          emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index) ||
-         emit_condition_forms(in) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
-         emit_rotate(in);
+         emit_condition_forms(in, index) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
+         emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
+         emit_multiply_accumulator(in, index);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {
@@ -203,6 +208,8 @@ void Translator::emit_handler_call(const Instruction& in, size_t index) {
   const auto delta = static_cast<int32_t>(pending_rip_);
   pending_rip_ = 0;
   called_handlers_ = true;
+  // A handler may change CR0 or CR4 (an inlined form's slow path runs its own instruction's).
+  if (!in_slow_path_) simd_checked_ = false;
   emit_call_and_checks(in, index, delta);
 }
 

@@ -34,19 +34,37 @@
 
 namespace lamina::cpu::x86::jit {
 
+// An SSE form translator_simd.cc runs inline, and how.
+enum class SimdKind : uint8_t {
+  kNone,
+  kLoad,             // xmm <- xmm/m (16 bytes, or MOVQ's 8 with the upper half cleared)
+  kStore,            // xmm/m <- xmm
+  kMoveFromGeneral,  // MOVD/MOVQ xmm, r/m32|64
+  kMoveToGeneral,    // MOVD/MOVQ r/m32|64, xmm
+  kMoveMask,         // PMOVMSKB r32, xmm
+  kBinary,           // xmm op= xmm/m128 (imm8), the host's same instruction
+  kShiftImmediate,   // PSxx xmm, imm8
+};
+struct SimdForm {
+  SimdKind kind = SimdKind::kNone;
+  uint8_t prefix = 0, opcode = 0;
+  uint8_t size = 0;        // memory operand bytes
+  bool aligned = false;    // a 16-byte memory operand must be 16-byte aligned
+  bool immediate = false;  // an imm8 follows (PSHUFD and friends)
+};
+
 class Translator {
  public:
   static constexpr uint32_t kFaulted = 0x10000;
   using Code = uint32_t (*)(CpuCore* core);
 
   // Where translated code asks for its successor when its inline lookups (the block's link
-  // bodies, the jump cache) miss: `function(context, block, completed)` returns the body of
-  // the next translation to jump to, or null to return. `last_block` is where the engine keeps
-  // the block being run (written on every inline chaining); `jump_cache` its entries.
+  // bodies, the jump cache) miss: `function(context, block, completed, site)` returns the body
+  // of the next translation to jump to, or null to return; with a `site` (an ExitSite whose
+  // generation is stale) it patches that exit to the body. `jump_cache` is the engine's.
   struct Chain {
     void* context;
     const void* function;
-    Block** last_block;
     const JumpCache::Entry* jump_cache;
   };
 
@@ -61,12 +79,24 @@ class Translator {
   // straight into the successor's body found through the block's links or the jump cache;
   // otherwise it calls Chain::function, which may still find one, or returns to the run loop.
   // `links_offset` is where Block::links lie in a Block. Valid until the next call.
+  // Entered from an exit site (exit_site.h) with its record in rdi and the exit check's answer
+  // in eax.
   std::span<const std::byte> chain_stub(int32_t links_offset);
   void set_chain_stub(const void* stub) { chain_stub_ = stub; }
+  // The exit check the exit sites of blocks that called a handler call (exit_site.h): answers
+  // an ExitCheck in eax, and on kEnter has made the bookkeeping of entering the record's
+  // successor. A handler may have set what the checked path or the run loop must see (HLT, an
+  // interrupt shadow, TF, armed breakpoints, a delivered event); blocks of inlined forms only,
+  // which change none of them, make the lighter check inline (emit_chain). Valid until the
+  // next call.
+  std::span<const std::byte> exit_check_stub();
+  void set_exit_check_stub(const void* stub) { exit_check_stub_ = stub; }
   // The stub every handler call goes through (calls lamina_jit_call_handler with the core and
   // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
   std::span<const std::byte> handler_stub();
   void set_handler_stub(const void* stub) { handler_stub_ = stub; }
+  // translator_simd.cc: the SSE form `in` is, when it is one inlined in 64-bit mode.
+  static SimdForm simd_form(const Instruction& in);
   // With a profile, every handler call first counts itself there (profile.h).
   void set_profile(JitProfile* profile) { profile_ = profile; }
 
@@ -83,6 +113,8 @@ class Translator {
     // The between-blocks checks of inline chaining (translator_chain.cc).
     int32_t retired, retired_limit, requests, generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
+    // translator_simd.cc
+    int32_t cr0, cr4, xmm;
   };
   // What the lazy flags hold when the block reaches this point, if an inlined instruction of
   // this block set them (a handler, or the code before the block, leaves them unknown).
@@ -110,7 +142,8 @@ class Translator {
   static bool shift_without_flags(const Instruction& in);
   // The register-only emitters; false when `in` is not one of their forms.
   bool emit_register_only(const Instruction& in);
-  // translator_chain.cc: the end of a block that ran to its end: a jump to the chaining stub.
+  // translator_chain.cc: the end of a block that ran to its end (RIP in CpuState, registers
+  // written back): an exit site.
   void emit_chain(const Block& block);
   // Returns from translated code (the frame is the same in every body and the stub).
   void emit_epilogue();
@@ -162,7 +195,8 @@ class Translator {
   // esi = CF as the lazy flags hold it (from the known producer, else a C call).
   void emit_carry_into_esi();
   // SETcc and CMOVcc of registers (outside register-only code: may call lamina_jit_condition).
-  bool emit_condition_forms(const Instruction& in);
+  // CMOVcc also from memory in 64-bit mode (read whether or not it moves, as the handler does).
+  bool emit_condition_forms(const Instruction& in, size_t index);
   // translator_shift.cc: SHL/SHR/SAR by an immediate and IMUL r, r/m[, imm] on registers,
   // whose flags the handlers store materialized.
   bool emit_shift(const Instruction& in);
@@ -203,6 +237,24 @@ class Translator {
   // Ends an inlined fast path: it jumps to `done` over the out-of-line `slow` path, which
   // runs the instruction's handler (emit_slow_path).
   void join_slow_path(const Instruction& in, size_t index, Xbyak::Label& slow, Xbyak::Label& done);
+
+  // translator_bits.cc: BSF/BSR, BT/BTS/BTR/BTC and MUL of registers.
+  bool emit_bit_scan(const Instruction& in, size_t index);
+  bool emit_bit_test(const Instruction& in, size_t index);
+  bool emit_multiply_accumulator(const Instruction& in, size_t index);
+  // r8 = the materialized flags before the instruction (a C call); stores r8 as the flags.
+  void emit_flags_before_into_r8();
+  void store_r8_as_materialized_flags();
+  // translator_simd.cc (64-bit mode).
+  bool emit_simd(const Instruction& in, size_t index);
+  Xbyak::Address xmm_register(uint8_t index) const;
+  // Jumps to `slow` unless SSE may run (CR0.EM, CR0.TS clear, CR4.OSFXSR set); emits nothing
+  // when an earlier inlined SSE form of this run of code checked already (simd_checked_).
+  void emit_simd_available_check(const Xbyak::Label& slow);
+  // rdx = the host address of the memory operand, or a jump to `slow` (misaligned, TLB miss).
+  void emit_simd_memory(const Instruction& in, const SimdForm& form, AccessType type, uint8_t size,
+                        const Xbyak::Label& slow);
+  void emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::optional<uint8_t> immediate);
 
   // translator_branch.cc
   bool emit_branch(const Instruction& in, size_t index);
@@ -249,6 +301,7 @@ class Translator {
   ExitRecord& record_;
   Chain chain_;
   const void* chain_stub_ = nullptr;
+  const void* exit_check_stub_ = nullptr;
   const void* handler_stub_ = nullptr;
   JitProfile* profile_ = nullptr;
   bool in_slow_path_ = false;  // the handler call being emitted is an inlined form's slow path
@@ -281,6 +334,8 @@ class Translator {
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
   bool called_handlers_ = false;  // a full handler call in this block (it may set TF, HLT...)
+  // CR0/CR4 were checked for SSE since the block's start or the last full handler call.
+  bool simd_checked_ = false;
   bool flags_live_ = true;        // the current instruction's flags must be stored
   bool caching_ = false;          // the current instruction may keep registers in host ones
   struct CachedRegister {

@@ -161,7 +161,13 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   }
   code_.mov(field(layout_.rip, 8), rax);
   if (branches_to_own_start(in, index)) emit_self_loop();
-  code_.jmp(done, CodeGenerator::T_NEAR);
+  if (index + 1 == block_->instructions.size() && !registers_over_back_edge_) {
+    // The block's last instruction: the taken path gets its own exit site, so each direction
+    // keeps its own patched jump (the other one is the block's end).
+    emit_chain(*block_);
+  } else {
+    code_.jmp(done, CodeGenerator::T_NEAR);
+  }
   Xbyak::Label after;
   code_.L(slow);
   if (from_stack) store_rip_past();

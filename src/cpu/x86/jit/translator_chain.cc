@@ -1,13 +1,15 @@
-// Inline block chaining: at the end of a block that ran to its end, the run loop's
-// between-blocks checks as a few compares, then a jump straight into the successor's
-// translated body, found through this block's two links (direct exits) or the jump cache
-// (indirect exits). A link's body and a jump cache entry are only used while the BlockCache's
+// Inline block chaining: at the end of a block that ran to its end, an exit site
+// (exit_site.h) whose patched direct jump goes straight into the successor's body after the
+// run loop's between-blocks checks (the shared exit check); when its record does not match,
+// the chaining stub finds the successor through this block's two links or the jump cache
+// (indirect exits), else asks JitEngine::chain, which patches the record. A link's body and a jump cache entry are only used while the BlockCache's
 // chaining generation is the one they were recorded under: it moves on every event that can
 // make them wrong (a dropped block, TLB flush, mode or CS change, code cache flush, another
 // vCPU's write to a code page), so no invalidation ever has to find and unpatch code.
 #include <algorithm>
 #include <cstddef>
 
+#include "cpu/x86/jit/exit_site.h"
 #include "cpu/x86/jit/translator.h"
 
 namespace lamina::cpu::x86::jit {
@@ -21,21 +23,129 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 }  // namespace
 
 void Translator::emit_chain(const Block& block) {
-  // The shared chaining stub does the rest (chain_stub): the block in rsi, its count in edx.
-  code_.mov(rsi, reinterpret_cast<uint64_t>(&block));
-  code_.mov(edx, static_cast<uint32_t>(block.instructions.size()));
-  code_.mov(rax, reinterpret_cast<uint64_t>(chain_stub_));
-  code_.jmp(rax);
+  // An exit site (exit_site.h): the exit check, then the jump that JitEngine::chain patches to
+  // the successor's body (first to the stub's site entry, with the check's answer in eax).
+  Xbyak::Label record, look_up, to_stub;
+  size_t jump_field = 0;
+  if (called_handlers_) {
+    // The full check, shared: the record in rdi.
+    code_.lea(rdi, ptr[rip + record]);
+    code_.call(qword[rdi + offsetof(ExitSite, check)]);
+    code_.test(eax, eax);
+    code_.jnz(to_stub);
+    code_.jmp(to_stub, CodeGenerator::T_NEAR);
+    jump_field = code_.getSize() - 4;
+  } else {
+    // The light check inline: only handlers set halted, the interrupt shadow, TF, armed
+    // breakpoints, stop_block or event_delivered, so the budget and the requests word are
+    // all a block of inlined forms must look at (an inlined form's slow path that stops the
+    // block leaves through the handler exits). The hot way from block to block is then
+    // straight-line code and a direct jump.
+    Xbyak::Label patch;
+    code_.mov(rdx, field(layout_.generation, 8));
+    code_.cmp(rdx, qword[rip + record + static_cast<int>(offsetof(ExitSite, generation))]);
+    code_.jne(patch, CodeGenerator::T_NEAR);
+    code_.mov(rcx, field(layout_.rip, 8));
+    code_.cmp(rcx, qword[rip + record + static_cast<int>(offsetof(ExitSite, rip))]);
+    code_.jne(look_up, CodeGenerator::T_NEAR);
+    code_.mov(rax, field(layout_.retired, 8));
+    code_.add(rax, static_cast<uint32_t>(block.instructions.size()));
+    code_.cmp(rax, field(layout_.retired_limit, 8));
+    code_.jae(look_up, CodeGenerator::T_NEAR);
+    code_.mov(rdx, field(layout_.requests, 8));
+    code_.cmp(dword[rdx], 0);
+    code_.jne(look_up, CodeGenerator::T_NEAR);
+    code_.mov(field(layout_.retired, 8), rax);
+    code_.mov(field(layout_.instruction_rip, 8), rcx);
+    code_.mov(rax, qword[rip + record + static_cast<int>(offsetof(ExitSite, block))]);
+    code_.mov(field(layout_.running_block, 8), rax);
+    code_.jmp(patch, CodeGenerator::T_NEAR);
+    jump_field = code_.getSize() - 4;
+    Xbyak::Label load_record;
+    code_.L(patch);
+    code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
+    code_.jmp(load_record);
+    code_.L(look_up);
+    code_.mov(eax, static_cast<uint32_t>(ExitCheck::kLookUp));
+    code_.L(load_record);
+    code_.lea(rdi, ptr[rip + record]);
+  }
+  code_.L(to_stub);
+  code_.jmp(qword[rdi + offsetof(ExitSite, chain_entry)]);
+  code_.align(8);
+  const size_t at = code_.getSize();
+  code_.L(record);
+  code_.dq(reinterpret_cast<uint64_t>(exit_check_stub_));
+  code_.dq(reinterpret_cast<uint64_t>(chain_stub_));
+  code_.dq(0);  // never a generation: not patched yet
+  code_.dq(~uint64_t{0});
+  code_.dq(0);
+  code_.dq(reinterpret_cast<uint64_t>(&block));
+  code_.dd(static_cast<uint32_t>(block.instructions.size()));
+  code_.dd(static_cast<uint32_t>(static_cast<int32_t>(jump_field) - static_cast<int32_t>(at)));
+  static_assert(sizeof(ExitSite) == 6 * 8 + 2 * 4, "the record above is an ExitSite");
+}
+
+std::span<const std::byte> Translator::exit_check_stub() {
+  code_.reset();
+  Xbyak::Label patch, look_up;
+  // Called from an exit site with its record in rdi (kept): eax = ExitCheck.
+  code_.mov(rcx, field(layout_.generation, 8));
+  code_.cmp(rcx, qword[rdi + offsetof(ExitSite, generation)]);
+  code_.jne(patch, CodeGenerator::T_NEAR);
+  code_.mov(rcx, field(layout_.rip, 8));
+  code_.cmp(rcx, qword[rdi + offsetof(ExitSite, rip)]);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  // The run loop's between-blocks checks, as the chaining stub makes them.
+  code_.mov(eax, dword[rdi + offsetof(ExitSite, count)]);
+  code_.add(rax, field(layout_.retired, 8));
+  code_.cmp(rax, field(layout_.retired_limit, 8));
+  code_.jae(look_up, CodeGenerator::T_NEAR);
+  code_.mov(rdx, field(layout_.requests, 8));
+  code_.cmp(dword[rdx], 0);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.halted, 1), 0);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.waiting_for_startup, 1), 0);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.interrupt_shadow, 1), 0);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.breakpoints_armed, 1), 0);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  code_.test(field(layout_.rflags, 4), kTrapFlags);
+  code_.jnz(look_up, CodeGenerator::T_NEAR);
+  // What JitEngine::chain does on the way into the successor.
+  code_.mov(field(layout_.retired, 8), rax);
+  code_.mov(field(layout_.instruction_rip, 8), rcx);
+  code_.mov(rax, qword[rdi + offsetof(ExitSite, block)]);
+  code_.mov(field(layout_.running_block, 8), rax);
+  code_.mov(field(layout_.stop_block, 1), 0);
+  code_.mov(field(layout_.event_delivered, 1), 0);
+  code_.xor_(eax, eax);
+  code_.ret();
+  code_.L(patch);
+  code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
+  code_.ret();
+  code_.L(look_up);
+  code_.mov(eax, static_cast<uint32_t>(ExitCheck::kLookUp));
+  code_.ret();
+  return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
 }
 
 std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.reset();
-  Xbyak::Label slow, enter, to_loop;
-  // Entered by a jump from a block's end, in the translated code's frame: rsi the block, edx
-  // its instruction count. r8/r9 keep them (nothing is cached in host registers any more).
-  code_.mov(r8, rsi);
-  code_.mov(r9d, edx);
+  Xbyak::Label slow, call_chain, enter, to_loop;
+  // Jumped to from an exit site whose check said no, in the translated code's frame: rdi the
+  // site's record, eax the ExitCheck. r8/r9 keep the block and its instruction count (nothing
+  // is cached in host registers any more).
+  code_.mov(r8, qword[rdi + offsetof(ExitSite, source)]);
+  code_.mov(r9d, dword[rdi + offsetof(ExitSite, count)]);
+  // A record from another generation: the engine looks and patches it (rcx the record).
+  code_.mov(rcx, rdi);
+  code_.cmp(eax, static_cast<uint32_t>(ExitCheck::kPatch));
+  code_.je(call_chain, CodeGenerator::T_NEAR);
   emit_budget_and_requests_check(r9, slow);
+
   // What a handler may have set (HLT, STI/MOV SS, POPF/IRET, MOV DR...) sends it there too.
   code_.cmp(field(layout_.halted, 1), 0);
   code_.jne(slow, CodeGenerator::T_NEAR);
@@ -85,12 +195,13 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.mov(field(layout_.running_block, 8), rsi);
   code_.mov(field(layout_.stop_block, 1), 0);
   code_.mov(field(layout_.event_delivered, 1), 0);
-  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.last_block));
-  code_.mov(qword[rax], rsi);
   code_.jmp(rdi);
-  // No inline successor: the engine looks (and fills the link or jump cache for next time).
-  // The count waits in the frame's spare slot across the call.
+  // No inline successor: the engine looks (and fills the link or jump cache for next time);
+  // with a record in rcx (call_chain) it patches that too. The count waits in the frame's
+  // spare slot across the call.
   code_.L(slow);
+  code_.xor_(ecx, ecx);
+  code_.L(call_chain);
   code_.mov(dword[rsp], r9d);
   code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
   code_.mov(rsi, r8);

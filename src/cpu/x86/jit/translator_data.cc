@@ -289,12 +289,25 @@ bool Translator::emit_carry_alu(const Instruction& in) {
   return true;
 }
 
-bool Translator::emit_condition_forms(const Instruction& in) {
+bool Translator::emit_condition_forms(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
   const bool set = op >= 0x190 && op <= 0x19f;
   const bool move = op >= 0x140 && op <= 0x14f;
-  if ((!set && !move) || in.memory) return false;
+  if ((!set && !move) || (in.memory && (set || mode_ != CodeMode::k64))) return false;
   const auto condition = static_cast<uint8_t>(op & 15);
+  const uint8_t size = in.operand_size;
+  Xbyak::Label slow, done;
+  if (in.memory) {
+    // The source first, through the TLB (a miss or fault: the handler), into r12, which
+    // nothing caches outside register-only code and the C call below keeps.
+    emit_linear_address(in, slow);
+    emit_tlb_lookup(AccessType::kRead, size, slow);
+    switch (size) {
+      case 2: code_.movzx(r12d, word[rdx]); break;
+      case 4: code_.mov(r12d, dword[rdx]); break;
+      default: code_.mov(r12, qword[rdx]); break;
+    }
+  }
   // ecx = 0/1 or the host flags for `condition`.
   const bool host = emit_host_flags_for(condition);
   if (!host) {
@@ -315,12 +328,16 @@ bool Translator::emit_condition_forms(const Instruction& in) {
   } else {
     // conditional_move: the source is read either way; a 32-bit one zero-extends the
     // destination even when not taken, as the host CMOVcc does.
-    const uint8_t size = in.operand_size;
-    load_register(rcx, in.rm, size, in.rex);
+    if (in.memory) {
+      code_.mov(rcx, r12);
+    } else {
+      load_register(rcx, in.rm, size, in.rex);
+    }
     load_register(rax, in.reg, size, in.rex);
     move_if(code_, host ? condition : uint8_t{5}, sized(rax, size == 2 ? 4 : size), sized(rcx, size == 2 ? 4 : size));
     store_register(in.reg, size, in.rex, rax);
   }
+  if (in.memory) join_slow_path(in, index, slow, done);
   pending_rip_ += in.length;
   return true;
 }

@@ -1,0 +1,260 @@
+// Inline SSE integer forms (64-bit mode): the moves, logic, compares, PMOVMSKB and the
+// other SSE2 integer operations that libc's string functions (memcpy, strlen, memchr...) run
+// on, done by the same host instruction on xmm0/xmm1 loaded from and stored to the guest's
+// SimdState. Only forms whose host result is the guest's by definition (integer or bitwise,
+// no MXCSR, no exception but the ones checked here) are taken. The fast path checks CR0.EM,
+// CR0.TS and CR4.OSFXSR (once per run of inlined code: only a handler changes them), the
+// 16-byte alignment of an aligned form's memory operand and the soft TLB's fast path; anything
+// else (#UD, #NM, #GP, a miss, MMIO, a page crossing) runs the SIMD unit through the handler,
+// which raises exactly what the interpreter raises.
+#include "cpu/x86/jit/translator.h"
+
+#include "cpu/x86/system/control_bits.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+using namespace Xbyak::util;
+using Xbyak::CodeGenerator;
+
+// SSE2 integer operations of 66 0F xx whose operands are xmm, xmm/m128 (SDM Vol. 2 appendix
+// A, table A-3): unpacks, packs, compares, add/subtract, multiplies, min/max, averages, logic,
+// shifts by an xmm count, PSADBW, PMADDWD. No MXCSR, no exception past the checks here.
+bool integer_binary(uint8_t opcode) {
+  return (opcode >= 0x60 && opcode <= 0x6d) || (opcode >= 0x74 && opcode <= 0x76) ||
+         (opcode >= 0xd1 && opcode <= 0xd5) || (opcode >= 0xd8 && opcode <= 0xdf) ||
+         (opcode >= 0xe0 && opcode <= 0xe5) || (opcode >= 0xe8 && opcode <= 0xef) ||
+         (opcode >= 0xf1 && opcode <= 0xf6) || (opcode >= 0xf8 && opcode <= 0xfe);
+}
+
+}  // namespace
+
+SimdForm Translator::simd_form(const Instruction& in) {
+  if ((in.opcode & 0xff00) != kMap0F || in.lock) return {};
+  const uint8_t opcode = in.opcode_byte();
+  const uint8_t prefix = in.mandatory_prefix;
+  const bool memory = in.memory;
+  SimdForm form;
+  form.prefix = prefix;
+  form.opcode = opcode;
+  // MOVUPS/MOVUPD, MOVAPS/MOVAPD, MOVDQA/MOVDQU loads and stores.
+  const bool moves_16 = opcode == 0x10 || opcode == 0x11 || opcode == 0x28 || opcode == 0x29;
+  if (moves_16 && (prefix == 0 || prefix == 0x66)) {
+    form.kind = (opcode & 1) ? SimdKind::kStore : SimdKind::kLoad;
+    form.size = 16;
+    form.aligned = opcode >= 0x28;
+    return form;
+  }
+  if ((opcode == 0x6f || opcode == 0x7f) && (prefix == 0x66 || prefix == 0xf3)) {
+    form.kind = opcode == 0x7f ? SimdKind::kStore : SimdKind::kLoad;
+    form.size = 16;
+    form.aligned = prefix == 0x66;
+    return form;
+  }
+  // MOVNTDQ, MOVNTPS/MOVNTPD: memory only, aligned (the host is TSO; no fence needed).
+  if (((opcode == 0xe7 && prefix == 0x66) || (opcode == 0x2b && (prefix == 0 || prefix == 0x66))) && memory) {
+    form.kind = SimdKind::kStore;
+    form.size = 16;
+    form.aligned = true;
+    return form;
+  }
+  // MOVQ xmm, xmm/m64 (F3 0F 7E) and MOVQ xmm/m64, xmm (66 0F D6): the upper half cleared.
+  if (opcode == 0x7e && prefix == 0xf3) {
+    form.kind = SimdKind::kLoad;
+    form.size = 8;
+    return form;
+  }
+  if (opcode == 0xd6 && prefix == 0x66) {
+    form.kind = SimdKind::kStore;
+    form.size = 8;
+    return form;
+  }
+  // MOVD/MOVQ xmm, r/m32|64 and r/m32|64, xmm.
+  if ((opcode == 0x6e || opcode == 0x7e) && prefix == 0x66) {
+    form.kind = opcode == 0x6e ? SimdKind::kMoveFromGeneral : SimdKind::kMoveToGeneral;
+    form.size = in.rex_w ? 8 : 4;
+    return form;
+  }
+  if (opcode == 0xd7 && prefix == 0x66 && !memory) {
+    form.kind = SimdKind::kMoveMask;
+    return form;
+  }
+  // ANDPS/ANDNPS/ORPS/XORPS and their PD forms: bitwise, never an SIMD FP exception.
+  if (opcode >= 0x54 && opcode <= 0x57 && (prefix == 0 || prefix == 0x66)) {
+    form.kind = SimdKind::kBinary;
+    form.size = 16;
+    form.aligned = true;
+    return form;
+  }
+  if (prefix == 0x66 && integer_binary(opcode)) {
+    form.kind = SimdKind::kBinary;
+    form.size = 16;
+    form.aligned = true;
+    return form;
+  }
+  // PSHUFD/PSHUFHW/PSHUFLW xmm, xmm/m128, imm8.
+  if (opcode == 0x70 && (prefix == 0x66 || prefix == 0xf2 || prefix == 0xf3)) {
+    form.kind = SimdKind::kBinary;
+    form.size = 16;
+    form.aligned = true;
+    form.immediate = true;
+    return form;
+  }
+  // Shifts of an xmm register by an immediate: 66 0F 71/72 /2 /4 /6, 66 0F 73 /2 /3 /6 /7.
+  if (opcode >= 0x71 && opcode <= 0x73 && prefix == 0x66 && !memory) {
+    const uint8_t group = (in.modrm >> 3) & 7;
+    const bool valid = opcode == 0x73 ? (group == 2 || group == 3 || group == 6 || group == 7)
+                                      : (group == 2 || group == 4 || group == 6);
+    if (!valid) return {};
+    form.kind = SimdKind::kShiftImmediate;
+    return form;
+  }
+  return {};
+}
+
+Xbyak::Address Translator::xmm_register(uint8_t index) const {
+  return code_.xword[rbx + layout_.xmm + 16 * (index & 15)];
+}
+
+void Translator::emit_simd_available_check(const Xbyak::Label& slow) {
+  if (simd_checked_) return;
+  // SDM vol. 3A 2.5, vol. 1 13.1: #UD with CR0.EM or without CR4.OSFXSR, #NM with CR0.TS.
+  code_.test(field(layout_.cr0, 1), static_cast<uint8_t>(cr0::kEm | cr0::kTs));
+  code_.jnz(slow, CodeGenerator::T_NEAR);
+  code_.test(field(layout_.cr4 + 1, 1), static_cast<uint8_t>(cr4::kOsfxsr >> 8));
+  code_.jz(slow, CodeGenerator::T_NEAR);
+  simd_checked_ = true;
+}
+
+void Translator::emit_simd_memory(const Instruction& in, const SimdForm& form, AccessType type,
+                                  uint8_t size, const Xbyak::Label& slow) {
+  emit_linear_address(in, slow);
+  // A legacy-SSE 16-byte operand of an aligned form: #GP(0) when misaligned (SDM vol. 1
+  // 11.4.1), before the access.
+  if (form.aligned && size == 16) {
+    code_.test(al, 15);
+    code_.jnz(slow, CodeGenerator::T_NEAR);
+  }
+  emit_tlb_lookup(type, size, slow);
+}
+
+void Translator::emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::optional<uint8_t> immediate) {
+  // The guest's own operation on the host: prefix, 0F, opcode, a register ModRM on xmm0
+  // (and xmm1, or the group digit), the immediate.
+  if (form.prefix != 0) code_.db(form.prefix);
+  code_.db(0x0f);
+  code_.db(form.opcode);
+  code_.db(0xc0 | modrm_low);
+  if (immediate) code_.db(*immediate);
+}
+
+bool Translator::emit_simd(const Instruction& in, size_t index) {
+  if (mode_ != CodeMode::k64) return false;
+  const SimdForm form = simd_form(in);
+  if (form.kind == SimdKind::kNone) return false;
+  Xbyak::Label slow, done;
+  const bool checked_before = simd_checked_;
+  emit_simd_available_check(slow);
+  switch (form.kind) {
+    case SimdKind::kLoad:
+      if (in.memory) {
+        emit_simd_memory(in, form, AccessType::kRead, form.size, slow);
+        if (form.size == 16) {
+          code_.movdqu(xmm0, ptr[rdx]);
+        } else {
+          code_.movq(xmm0, ptr[rdx]);
+        }
+      } else if (form.size == 16) {
+        code_.movdqu(xmm0, xmm_register(in.rm));
+      } else {
+        code_.movq(xmm0, code_.qword[rbx + layout_.xmm + 16 * (in.rm & 15)]);
+      }
+      code_.movdqu(xmm_register(in.reg), xmm0);
+      break;
+    case SimdKind::kStore:
+      if (in.memory) {
+        emit_simd_memory(in, form, AccessType::kWrite, form.size, slow);
+        if (form.size == 16) {
+          code_.movdqu(xmm0, xmm_register(in.reg));
+          code_.movdqu(ptr[rdx], xmm0);
+        } else {
+          code_.mov(rcx, code_.qword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
+          code_.mov(qword[rdx], rcx);
+        }
+      } else if (form.size == 16) {
+        code_.movdqu(xmm0, xmm_register(in.reg));
+        code_.movdqu(xmm_register(in.rm), xmm0);
+      } else {
+        code_.movq(xmm0, code_.qword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
+        code_.movdqu(xmm_register(in.rm), xmm0);
+      }
+      break;
+    case SimdKind::kMoveFromGeneral:
+      if (in.memory) {
+        emit_simd_memory(in, form, AccessType::kRead, form.size, slow);
+        if (form.size == 8) {
+          code_.mov(rcx, qword[rdx]);
+        } else {
+          code_.mov(ecx, dword[rdx]);
+        }
+      } else if (form.size == 8) {
+        code_.mov(rcx, field(layout_.gpr + 8 * (in.rm & 15), 8));
+      } else {
+        code_.mov(ecx, field(layout_.gpr + 8 * (in.rm & 15), 4));
+      }
+      code_.movq(xmm0, rcx);
+      code_.movdqu(xmm_register(in.reg), xmm0);
+      break;
+    case SimdKind::kMoveToGeneral:
+      if (in.memory) {
+        emit_simd_memory(in, form, AccessType::kWrite, form.size, slow);
+        code_.mov(rcx, code_.qword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
+        if (form.size == 8) {
+          code_.mov(qword[rdx], rcx);
+        } else {
+          code_.mov(dword[rdx], ecx);
+        }
+      } else {
+        // A 32-bit write zero-extends into the 64-bit register.
+        if (form.size == 8) {
+          code_.mov(rax, code_.qword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
+        } else {
+          code_.mov(eax, code_.dword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
+        }
+        code_.mov(field(layout_.gpr + 8 * (in.rm & 15), 8), rax);
+      }
+      break;
+    case SimdKind::kMoveMask:
+      code_.movdqu(xmm0, xmm_register(in.rm));
+      code_.pmovmskb(eax, xmm0);
+      code_.mov(field(layout_.gpr + 8 * (in.reg & 15), 8), rax);
+      break;
+    case SimdKind::kBinary: {
+      if (in.memory) {
+        emit_simd_memory(in, form, AccessType::kRead, 16, slow);
+        code_.movdqu(xmm1, ptr[rdx]);
+      } else {
+        code_.movdqu(xmm1, xmm_register(in.rm));
+      }
+      code_.movdqu(xmm0, xmm_register(in.reg));
+      emit_host_simd(form, 0x01, form.immediate ? std::optional<uint8_t>(static_cast<uint8_t>(in.immediate))
+                                                : std::nullopt);
+      code_.movdqu(xmm_register(in.reg), xmm0);
+      break;
+    }
+    case SimdKind::kShiftImmediate:
+      code_.movdqu(xmm0, xmm_register(in.rm));
+      emit_host_simd(form, static_cast<uint8_t>(in.modrm & 0x38), static_cast<uint8_t>(in.immediate));
+      code_.movdqu(xmm_register(in.rm), xmm0);
+      break;
+    case SimdKind::kNone: break;
+  }
+  // A failed availability check reaches `done` only through a handler that did not raise,
+  // so SSE is available after it either way. A register form after the check has no slow
+  // path: nothing in it can fail.
+  if (in.memory || !checked_before) join_slow_path(in, index, slow, done);
+  pending_rip_ += in.length;
+  return true;
+}
+
+}  // namespace lamina::cpu::x86::jit

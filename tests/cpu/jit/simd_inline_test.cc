@@ -1,0 +1,274 @@
+// The JIT's inline SSE forms (translator_simd.cc) against the interpreter and the host CPU: the
+// same code runs natively (a function on a host buffer) and as a guest on both engines, from
+// random data, at aligned and misaligned addresses; then the faults an inlined form must leave
+// to the SIMD unit (#GP for a misaligned aligned form, #PF across a page, #NM with CR0.TS, #UD
+// with CR0.EM or without CR4.OSFXSR, CR0.TS set by a handler between two inlined forms).
+#include <gtest/gtest.h>
+
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include <xbyak/xbyak.h>
+
+#include "cpu/x86/system/control_bits.h"
+#include "jit_test_program.h"
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+using namespace Xbyak::util;
+using Xbyak::CodeGenerator;
+
+// Where the body keeps things, from its data base (rsi): random input below kOutput, stores
+// from kOutput, the XMM registers loaded from kXmmIn and saved at kXmmOut.
+constexpr uint32_t kInputBytes = 0x400, kOutput = 0x400, kXmmIn = 0x600, kXmmOut = 0x700;
+
+// SSE forms the translator inlines, operating on the data at rsi; rax, rcx, rdx, r9-r11 are
+// scratch (r8 is the callers' loop counter).
+void simd_body(CodeGenerator& c) {
+  // Loads: aligned forms at 16-byte offsets, unaligned ones anywhere.
+  c.movdqu(xmm0, ptr[rsi + 0x00]);
+  c.movdqu(xmm1, ptr[rsi + 0x13]);
+  c.movdqa(xmm2, ptr[rsi + 0x20]);
+  c.movaps(xmm3, ptr[rsi + 0x30]);
+  c.movups(xmm4, ptr[rsi + 0x45]);
+  c.movapd(xmm5, ptr[rsi + 0x60]);
+  c.movupd(xmm6, ptr[rsi + 0x71]);
+  c.movq(xmm7, ptr[rsi + 0x88]);
+  c.movd(xmm8, ptr[rsi + 0x93]);
+  c.mov(rax, ptr[rsi + 0x98]);
+  c.movq(xmm9, rax);
+  c.movd(xmm10, eax);
+  // Compares, logic, arithmetic, shuffles, shifts (register and memory sources).
+  c.pcmpeqb(xmm0, xmm1);
+  c.pcmpeqb(xmm2, ptr[rsi + 0xa0]);
+  c.pcmpeqw(xmm11, xmm3);
+  c.pcmpeqd(xmm12, xmm4);
+  c.pcmpgtb(xmm13, xmm5);
+  c.pxor(xmm3, xmm4);
+  c.por(xmm5, ptr[rsi + 0xb0]);
+  c.pand(xmm6, xmm7);
+  c.pandn(xmm7, xmm1);
+  c.pminub(xmm1, ptr[rsi + 0xc0]);
+  c.pmaxub(xmm14, xmm6);
+  c.pminsw(xmm15, xmm2);
+  c.psubb(xmm4, xmm1);
+  c.paddd(xmm8, xmm6);
+  c.paddq(xmm9, ptr[rsi + 0xd0]);
+  c.paddusb(xmm10, xmm5);
+  c.psubsw(xmm11, xmm6);
+  c.pmullw(xmm12, xmm3);
+  c.pmulhuw(xmm13, xmm4);
+  c.pmuludq(xmm14, xmm5);
+  c.pmaddwd(xmm15, xmm6);
+  c.psadbw(xmm0, xmm7);
+  c.pavgb(xmm1, xmm8);
+  c.punpcklbw(xmm2, xmm9);
+  c.punpckhqdq(xmm3, xmm10);
+  c.packuswb(xmm4, xmm11);
+  c.packsswb(xmm5, xmm12);
+  c.psrlw(xmm6, xmm7);
+  c.pslld(xmm7, ptr[rsi + 0xe0]);
+  c.pshufd(xmm10, xmm0, 0x1b);
+  c.pshufd(xmm11, ptr[rsi + 0xf0], 0x4e);
+  c.pshuflw(xmm12, xmm1, 0x93);
+  c.pshufhw(xmm13, xmm2, 0x39);
+  c.psrldq(xmm12, 3);
+  c.pslldq(xmm13, 5);
+  c.psrlw(xmm14, 4);
+  c.psraw(xmm15, 3);
+  c.psllq(xmm0, 33);
+  c.psrad(xmm1, 7);
+  c.xorps(xmm2, xmm3);
+  c.andps(xmm4, ptr[rsi + 0x100]);
+  c.orps(xmm5, xmm6);
+  c.andnps(xmm7, xmm8);
+  c.andpd(xmm9, xmm10);
+  c.xorpd(xmm11, xmm11);
+  // Register moves, MOVUPS's store-form encoding among them (0F 11 /r: xmm0 <- xmm9).
+  c.movdqa(xmm15, xmm1);
+  c.movdqu(xmm14, xmm2);
+  c.movaps(xmm13, xmm3);
+  c.db(0x0f), c.db(0x11), c.db(0xc8 | 0);  // movups xmm0, xmm1 (store form)
+  c.movq(xmm12, xmm4);                     // F3 0F 7E
+  c.db(0x66), c.db(0x0f), c.db(0xd6), c.db(0xeb);  // movq xmm3, xmm5 (66 0F D6, store form)
+  // To general registers and memory.
+  c.pmovmskb(eax, xmm0);
+  c.mov(ptr[rsi + kOutput], eax);
+  c.pmovmskb(r9d, xmm14);
+  c.mov(ptr[rsi + kOutput + 4], r9d);
+  c.movd(ecx, xmm4);
+  c.mov(ptr[rsi + kOutput + 8], ecx);
+  c.movq(rdx, xmm5);
+  c.mov(ptr[rsi + kOutput + 0x10], rdx);
+  c.movd(ptr[rsi + kOutput + 0x18], xmm2);
+  c.movq(ptr[rsi + kOutput + 0x1c], xmm3);  // 66 0F D6 m64
+  c.movdqa(ptr[rsi + kOutput + 0x30], xmm0);
+  c.movdqu(ptr[rsi + kOutput + 0x43], xmm1);
+  c.movaps(ptr[rsi + kOutput + 0x60], xmm2);
+  c.movups(ptr[rsi + kOutput + 0x75], xmm3);
+  c.movntdq(ptr[rsi + kOutput + 0x90], xmm4);
+  c.movntps(ptr[rsi + kOutput + 0xa0], xmm5);
+  c.movapd(ptr[rsi + kOutput + 0xb0], xmm6);
+  c.movupd(ptr[rsi + kOutput + 0xc1], xmm7);
+}
+
+void load_xmm(CodeGenerator& c) {
+  for (int index = 0; index < 16; ++index) c.movdqu(Xbyak::Xmm(index), ptr[rsi + kXmmIn + 16 * index]);
+}
+void save_xmm(CodeGenerator& c) {
+  for (int index = 0; index < 16; ++index) c.movdqu(ptr[rsi + kXmmOut + 16 * index], Xbyak::Xmm(index));
+}
+
+// The body three times over (so the JIT runs chained and retranslated code), between loading
+// and saving the XMM registers.
+void simd_program(CodeGenerator& c) {
+  Xbyak::Label round;
+  load_xmm(c);
+  c.mov(r8d, 3);
+  c.L(round);
+  simd_body(c);
+  c.dec(r8d);
+  c.jnz(round, CodeGenerator::T_NEAR);
+  save_xmm(c);
+}
+
+std::vector<uint8_t> random_data(uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::vector<uint8_t> data(kDataBytes);
+  for (uint32_t offset = 0; offset < kOutput; ++offset) data[offset] = static_cast<uint8_t>(random());
+  // Some equal bytes and bytes with the top bit set, so compares and masks see both answers.
+  for (uint32_t offset = 0x13; offset < 0x30; offset += 2) data[offset] = data[offset - 0x13];
+  for (uint32_t offset = 0xa0; offset < 0xb0; offset += 3) data[offset] = 0x80 | data[offset];
+  for (uint32_t offset = 0; offset < 0x100; ++offset) data[kXmmIn + offset] = static_cast<uint8_t>(random());
+  return data;
+}
+
+// The program run natively on `data` (rsi = its start).
+std::vector<uint8_t> run_on_host(std::vector<uint8_t> data) {
+  void* buffer = std::aligned_alloc(4096, kDataBytes);
+  std::memcpy(buffer, data.data(), kDataBytes);
+  CodeGenerator host(64 * 1024);
+  host.mov(rsi, rdi);
+  simd_program(host);
+  host.ret();
+  host.ready();
+  host.getCode<void (*)(void*)>()(buffer);
+  std::memcpy(data.data(), buffer, kDataBytes);
+  std::free(buffer);
+  return data;
+}
+
+TEST(JitSimdInlineTest, RandomDataMatchesTheInterpreterAndTheHost) {
+  for (const uint64_t seed : {uint64_t{1}, uint64_t{0x5eed}, uint64_t{20261207}}) {
+    const std::vector<uint8_t> data = random_data(seed);
+    const std::vector<uint8_t> program = assemble([](CodeGenerator& c) {
+      c.mov(rsi, kData);
+      simd_program(c);
+      c.hlt();
+    });
+    const auto setup = [&data](TestMachine& machine) { machine.write(kData, data); };
+    const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+    const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+    expect_same(interpreted, translated);
+    expect_no_exception(translated);
+    EXPECT_GT(translated.translations, 0u);
+    const std::vector<uint8_t> host = run_on_host(data);
+    EXPECT_EQ(translated.data, host) << "seed " << seed;
+  }
+}
+
+// One SSE instruction (after `before`) that must raise on both engines: the exception frame's
+// RIP is the instruction's, and the state and data are the interpreter's.
+void expect_fault(const char* name, bool error_code, const std::function<void(CodeGenerator&)>& before,
+                  const std::function<void(CodeGenerator&)>& instruction,
+                  const std::function<void(TestMachine&)>& setup = {}) {
+  uint64_t faulting = 0;
+  const std::vector<uint8_t> program = assemble([&](CodeGenerator& c) {
+    c.mov(rsi, kData);
+    // A load and a store fill the TLB's read and write slots for the data page, so that the
+    // inline fast path, not a TLB miss, meets the fault.
+    c.mov(eax, ptr[rsi]);
+    c.mov(ptr[rsi + 0x800], eax);
+    before(c);
+    faulting = kCode + c.getSize();
+    instruction(c);
+    c.mov(ebx, 0x1234);
+    c.hlt();
+  });
+  const auto prepare = [&](TestMachine& machine) {
+    machine.write(kData, random_data(7));
+    if (setup) setup(machine);
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, prepare);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, prepare);
+  SCOPED_TRACE(name);
+  expect_same(interpreted, translated);
+  EXPECT_EQ(translated.state.rip, kHandler + 1) << "no exception";
+  EXPECT_NE(translated.state.gpr[kRbx], 0x1234u);
+  // A fault with an error code (#GP, #PF) pushes it below the faulting RIP.
+  EXPECT_EQ(error_code ? translated.stack_rip : translated.stack_word, faulting);
+  EXPECT_GT(translated.translations, 0u);
+}
+
+TEST(JitSimdInlineTest, FaultsAreTheSimdUnits) {
+  const auto nothing = [](CodeGenerator&) {};
+  // #GP(0): misaligned operands of the aligned forms, loads, stores and operations.
+  expect_fault("movdqa load", true, nothing, [](CodeGenerator& c) { c.movdqa(xmm0, ptr[rsi + 8]); });
+  expect_fault("movaps store", true, nothing, [](CodeGenerator& c) { c.movaps(ptr[rsi + 0x404], xmm5); });
+  expect_fault("pxor m128", true, nothing, [](CodeGenerator& c) { c.pxor(xmm0, ptr[rsi + 1]); });
+  expect_fault("pshufd m128", true, nothing, [](CodeGenerator& c) { c.pshufd(xmm0, ptr[rsi + 0x18], 1); });
+  expect_fault("movntdq", true, nothing, [](CodeGenerator& c) { c.movntdq(ptr[rsi + 0x408], xmm5); });
+  // #PF across a page: a mapped page (the data's second page) then an unmapped one. The store
+  // writes nothing (expect_same compares the data).
+  constexpr uint64_t kEdge = 0x40000000;
+  const auto map_edge = [](TestMachine& machine) {
+    machine.map_page(kEdge, kData + 0x1000, false, true);
+  };
+  expect_fault("movdqu load across", true, [](CodeGenerator& c) { c.mov(rax, kEdge + 0xff8); },
+               [](CodeGenerator& c) { c.movdqu(xmm0, ptr[rax]); },
+               map_edge);
+  expect_fault("movdqu store across", true, [](CodeGenerator& c) { c.mov(rax, kEdge + 0xff4); },
+               [](CodeGenerator& c) { c.movdqu(ptr[rax], xmm5); },
+               map_edge);
+  expect_fault("movq store unmapped", true, [](CodeGenerator& c) { c.mov(rax, kEdge + 0x1000); },
+               [](CodeGenerator& c) { c.movq(ptr[rax], xmm5); },
+               map_edge);
+  // #NM with CR0.TS, #UD with CR0.EM or without CR4.OSFXSR: register and memory forms.
+  using Setup = std::function<void(TestMachine&)>;
+  const Setup task_switched = [](TestMachine& machine) { machine.state().cr0 |= cr0::kTs; };
+  const Setup emulation = [](TestMachine& machine) { machine.state().cr0 |= cr0::kEm; };
+  const Setup no_osfxsr = [](TestMachine& machine) { machine.state().cr4 &= ~cr4::kOsfxsr; };
+  for (const Setup& setup : {task_switched, emulation, no_osfxsr}) {
+    const auto run_first = [&setup](TestMachine& machine) {
+      setup(machine);
+      machine.cpu().state_changed();
+    };
+    expect_fault("pxor reg", false, [](CodeGenerator& c) { c.nop(); }, [](CodeGenerator& c) { c.pxor(xmm0, xmm1); },
+                 run_first);
+    expect_fault("movdqu load", false, nothing, [](CodeGenerator& c) { c.movdqu(xmm0, ptr[rsi]); }, run_first);
+    expect_fault("pmovmskb", false, nothing, [](CodeGenerator& c) { c.pmovmskb(eax, xmm1); }, run_first);
+  }
+}
+
+TEST(JitSimdInlineTest, CrZeroTsSetBetweenTwoInlinedFormsFaultsTheSecond) {
+  // The first PXOR checks CR0/CR4 inline; MOV CR0 (a handler) sets TS; the next PXOR, in the
+  // same run of code if the block goes on, must take #NM.
+  expect_fault("pxor after mov cr0", false,
+               [](CodeGenerator& c) {
+                 c.pxor(xmm0, xmm1);
+                 c.db(0x0f), c.db(0x20), c.db(0xc0);  // mov rax, cr0
+                 c.or_(eax, 8);
+                 c.db(0x0f), c.db(0x22), c.db(0xc0);  // mov cr0, rax
+               },
+               [](CodeGenerator& c) { c.pxor(xmm2, xmm3); });
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
