@@ -91,6 +91,21 @@ void simd_body(CodeGenerator& c) {
   c.andnps(xmm7, xmm8);
   c.andpd(xmm9, xmm10);
   c.xorpd(xmm11, xmm11);
+  // SSSE3 (66 0F 38, 66 0F 3A): shuffles, aligns, horizontal sums, signs, absolute values.
+  c.pshufb(xmm3, xmm0);
+  c.pshufb(xmm4, ptr[rsi + 0x110]);
+  c.palignr(xmm5, xmm1, 7);
+  c.palignr(xmm6, ptr[rsi + 0x120], 19);
+  c.phaddw(xmm7, xmm2);
+  c.phsubd(xmm8, ptr[rsi + 0x130]);
+  c.phaddsw(xmm9, xmm3);
+  c.pmaddubsw(xmm10, xmm4);
+  c.psignb(xmm11, xmm5);
+  c.psignd(xmm12, ptr[rsi + 0x140]);
+  c.pmulhrsw(xmm13, xmm6);
+  c.pabsb(xmm14, xmm7);
+  c.pabsw(xmm15, ptr[rsi + 0x150]);
+  c.pabsd(xmm0, xmm8);
   // Register moves, MOVUPS's store-form encoding among them (0F 11 /r: xmm0 <- xmm9).
   c.movdqa(xmm15, xmm1);
   c.movdqu(xmm14, xmm2);
@@ -225,6 +240,8 @@ TEST(JitSimdInlineTest, FaultsAreTheSimdUnits) {
   expect_fault("pxor m128", true, nothing, [](CodeGenerator& c) { c.pxor(xmm0, ptr[rsi + 1]); });
   expect_fault("pshufd m128", true, nothing, [](CodeGenerator& c) { c.pshufd(xmm0, ptr[rsi + 0x18], 1); });
   expect_fault("movntdq", true, nothing, [](CodeGenerator& c) { c.movntdq(ptr[rsi + 0x408], xmm5); });
+  expect_fault("pshufb m128", true, nothing, [](CodeGenerator& c) { c.pshufb(xmm0, ptr[rsi + 4]); });
+  expect_fault("palignr m128", true, nothing, [](CodeGenerator& c) { c.palignr(xmm0, ptr[rsi + 0x21], 3); });
   // #PF across a page: a mapped page (the data's second page) then an unmapped one. The store
   // writes nothing (expect_same compares the data).
   constexpr uint64_t kEdge = 0x40000000;

@@ -48,6 +48,7 @@ enum class SimdKind : uint8_t {
 struct SimdForm {
   SimdKind kind = SimdKind::kNone;
   uint8_t prefix = 0, opcode = 0;
+  uint8_t escape = 0;      // the three-byte maps' second byte (0x38, 0x3a); 0: the 0F map
   uint8_t size = 0;        // memory operand bytes
   bool aligned = false;    // a 16-byte memory operand must be 16-byte aligned
   bool immediate = false;  // an imm8 follows (PSHUFD and friends)

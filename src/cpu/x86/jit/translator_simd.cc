@@ -1,6 +1,6 @@
-// Inline SSE integer forms (64-bit mode): the moves, logic, compares, PMOVMSKB and the
-// other SSE2 integer operations that libc's string functions (memcpy, strlen, memchr...) run
-// on, done by the same host instruction on xmm0/xmm1 loaded from and stored to the guest's
+// Inline SSE integer forms (64-bit mode): the moves, logic, compares, PMOVMSKB, the other
+// SSE2 integer operations and the SSSE3 ones (PSHUFB, PALIGNR...) that libc's string functions
+// (memcpy, strlen, memchr...) run on, done by the same host instruction on xmm0/xmm1 loaded from and stored to the guest's
 // SimdState. Only forms whose host result is the guest's by definition (integer or bitwise,
 // no MXCSR, no exception but the ones checked here) are taken. The fast path checks CR0.EM,
 // CR0.TS and CR4.OSFXSR (once per run of inlined code: only a handler changes them), the
@@ -27,10 +27,26 @@ bool integer_binary(uint8_t opcode) {
          (opcode >= 0xf1 && opcode <= 0xf6) || (opcode >= 0xf8 && opcode <= 0xfe);
 }
 
+// SSSE3 operations of 66 0F 38 xx on xmm, xmm/m128 (SDM Vol. 2 appendix A, table A-4):
+// PSHUFB, PHADD*/PHSUB*, PMADDUBSW, PSIGN*, PMULHRSW, PABS*; the SIMD unit runs them whatever
+// CPUID says, so the host's (which has SSSE3) is the same answer.
+bool ssse3_binary(uint8_t opcode) { return opcode <= 0x0b || (opcode >= 0x1c && opcode <= 0x1e); }
+
 }  // namespace
 
 SimdForm Translator::simd_form(const Instruction& in) {
-  if ((in.opcode & 0xff00) != kMap0F || in.lock) return {};
+  if (in.lock) return {};
+  // The three-byte maps' SSSE3 forms: 66 0F 38 00-0B/1C-1E and PALIGNR (66 0F 3A 0F ib), as
+  // legacy-SSE 16-byte operations their memory operand aligned.
+  if ((in.opcode & 0xff00) == kMap0F38 && in.mandatory_prefix == 0x66 && ssse3_binary(in.opcode_byte())) {
+    return {.kind = SimdKind::kBinary, .prefix = 0x66, .opcode = in.opcode_byte(), .escape = 0x38,
+            .size = 16, .aligned = true};
+  }
+  if ((in.opcode & 0xff00) == kMap0F3A && in.mandatory_prefix == 0x66 && in.opcode_byte() == 0x0f) {
+    return {.kind = SimdKind::kBinary, .prefix = 0x66, .opcode = 0x0f, .escape = 0x3a, .size = 16,
+            .aligned = true, .immediate = true};
+  }
+  if ((in.opcode & 0xff00) != kMap0F) return {};
   const uint8_t opcode = in.opcode_byte();
   const uint8_t prefix = in.mandatory_prefix;
   const bool memory = in.memory;
@@ -143,6 +159,7 @@ void Translator::emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::op
   // (and xmm1, or the group digit), the immediate.
   if (form.prefix != 0) code_.db(form.prefix);
   code_.db(0x0f);
+  if (form.escape != 0) code_.db(form.escape);
   code_.db(form.opcode);
   code_.db(0xc0 | modrm_low);
   if (immediate) code_.db(*immediate);
