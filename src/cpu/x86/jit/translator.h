@@ -152,10 +152,14 @@ class Translator {
   // handler call in the block: the budget and requests checks, then straight back to the
   // body. Falls through (RIP already the target) when they say stop.
   void emit_self_loop();
-  // The between-blocks checks both of those make (the chaining stub, a one-block loop's back
-  // edge): rax = the retired count after `count` more instructions (a register or an
-  // immediate); jumps to `stop` when that reaches the budget or a request is posted.
+  // The between-blocks checks (the chaining stub, the exit sites' checks, a one-block loop's
+  // back edge): rax = the retired count after `count` more instructions (a register or an
+  // immediate); jumps to `stop` when that reaches the budget or a request is posted. Clobbers
+  // rdx (and `count`'s register only if it is rdx), keeps rcx.
   void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count, const Xbyak::Label& stop);
+  // Jumps to `bail` when the vCPU must go back to the run loop for state a handler set
+  // (halted, waiting for SIPI, an interrupt shadow, armed breakpoints, TF/RF).
+  void emit_handler_state_check(const Xbyak::Label& bail);
   bool branches_to_own_start(const Instruction& in, size_t index) const;
   // Whether the final branch `in` may keep the cached registers over the back edge: a second
   // pass whose registers sit where it preloaded them, and no C call in the branch.

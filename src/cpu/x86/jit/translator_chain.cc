@@ -48,13 +48,7 @@ void Translator::emit_chain(const Block& block) {
     code_.mov(rcx, field(layout_.rip, 8));
     code_.cmp(rcx, qword[rip + record + static_cast<int>(offsetof(ExitSite, rip))]);
     code_.jne(look_up, CodeGenerator::T_NEAR);
-    code_.mov(rax, field(layout_.retired, 8));
-    code_.add(rax, static_cast<uint32_t>(block.instructions.size()));
-    code_.cmp(rax, field(layout_.retired_limit, 8));
-    code_.jae(look_up, CodeGenerator::T_NEAR);
-    code_.mov(rdx, field(layout_.requests, 8));
-    code_.cmp(dword[rdx], 0);
-    code_.jne(look_up, CodeGenerator::T_NEAR);
+    emit_budget_and_requests_check(static_cast<uint32_t>(block.instructions.size()), look_up);
     code_.mov(field(layout_.retired, 8), rax);
     code_.mov(field(layout_.instruction_rip, 8), rcx);
     code_.mov(rax, qword[rip + record + static_cast<int>(offsetof(ExitSite, block))]);
@@ -97,23 +91,9 @@ std::span<const std::byte> Translator::exit_check_stub() {
   code_.cmp(rcx, qword[rdi + offsetof(ExitSite, rip)]);
   code_.jne(look_up, CodeGenerator::T_NEAR);
   // The run loop's between-blocks checks, as the chaining stub makes them.
-  code_.mov(eax, dword[rdi + offsetof(ExitSite, count)]);
-  code_.add(rax, field(layout_.retired, 8));
-  code_.cmp(rax, field(layout_.retired_limit, 8));
-  code_.jae(look_up, CodeGenerator::T_NEAR);
-  code_.mov(rdx, field(layout_.requests, 8));
-  code_.cmp(dword[rdx], 0);
-  code_.jne(look_up, CodeGenerator::T_NEAR);
-  code_.cmp(field(layout_.halted, 1), 0);
-  code_.jne(look_up, CodeGenerator::T_NEAR);
-  code_.cmp(field(layout_.waiting_for_startup, 1), 0);
-  code_.jne(look_up, CodeGenerator::T_NEAR);
-  code_.cmp(field(layout_.interrupt_shadow, 1), 0);
-  code_.jne(look_up, CodeGenerator::T_NEAR);
-  code_.cmp(field(layout_.breakpoints_armed, 1), 0);
-  code_.jne(look_up, CodeGenerator::T_NEAR);
-  code_.test(field(layout_.rflags, 4), kTrapFlags);
-  code_.jnz(look_up, CodeGenerator::T_NEAR);
+  code_.mov(edx, dword[rdi + offsetof(ExitSite, count)]);
+  emit_budget_and_requests_check(rdx, look_up);
+  emit_handler_state_check(look_up);
   // What JitEngine::chain does on the way into the successor.
   code_.mov(field(layout_.retired, 8), rax);
   code_.mov(field(layout_.instruction_rip, 8), rcx);
@@ -146,17 +126,7 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.je(call_chain, CodeGenerator::T_NEAR);
   emit_budget_and_requests_check(r9, slow);
 
-  // What a handler may have set (HLT, STI/MOV SS, POPF/IRET, MOV DR...) sends it there too.
-  code_.cmp(field(layout_.halted, 1), 0);
-  code_.jne(slow, CodeGenerator::T_NEAR);
-  code_.cmp(field(layout_.waiting_for_startup, 1), 0);
-  code_.jne(slow, CodeGenerator::T_NEAR);
-  code_.cmp(field(layout_.interrupt_shadow, 1), 0);
-  code_.jne(slow, CodeGenerator::T_NEAR);
-  code_.cmp(field(layout_.breakpoints_armed, 1), 0);
-  code_.jne(slow, CodeGenerator::T_NEAR);
-  code_.test(field(layout_.rflags, 4), kTrapFlags);
-  code_.jnz(slow, CodeGenerator::T_NEAR);
+  emit_handler_state_check(slow);
   // rcx: RIP, rdx: the generation; the hit leaves the body in rdi and the block in rsi.
   code_.mov(rcx, field(layout_.rip, 8));
   code_.mov(rdx, field(layout_.generation, 8));
@@ -276,6 +246,21 @@ void Translator::store_deferred_step_flags() {
   code_.mov(field(layout_.flags_carry, 1), 0);
 }
 
+void Translator::emit_handler_state_check(const Xbyak::Label& bail) {
+  // What a handler may have set (HLT, INIT, STI/MOV SS, MOV DR, POPF/IRET setting TF or RF):
+  // each sends the vCPU to the run loop instead of into the next block.
+  code_.cmp(field(layout_.halted, 1), 0);
+  code_.jne(bail, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.waiting_for_startup, 1), 0);
+  code_.jne(bail, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.interrupt_shadow, 1), 0);
+  code_.jne(bail, CodeGenerator::T_NEAR);
+  code_.cmp(field(layout_.breakpoints_armed, 1), 0);
+  code_.jne(bail, CodeGenerator::T_NEAR);
+  code_.test(field(layout_.rflags, 4), kTrapFlags);
+  code_.jnz(bail, CodeGenerator::T_NEAR);
+}
+
 void Translator::emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count,
                                                 const Xbyak::Label& stop) {
   // The budget (Cpu::run's instruction limit): rax is the retired count after the block.
@@ -287,9 +272,10 @@ void Translator::emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint3
   }
   code_.cmp(rax, field(layout_.retired_limit, 8));
   code_.jae(stop, CodeGenerator::T_NEAR);
-  // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop.
-  code_.mov(rcx, field(layout_.requests, 8));
-  code_.cmp(dword[rcx], 0);
+  // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop. rdx is
+  // the scratch register: callers keep RIP in rcx across the check.
+  code_.mov(rdx, field(layout_.requests, 8));
+  code_.cmp(dword[rdx], 0);
   code_.jne(stop, CodeGenerator::T_NEAR);
 }
 
