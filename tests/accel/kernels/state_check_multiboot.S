@@ -24,6 +24,7 @@
    Run it with 64 MiB of RAM. SDM Vol. 3A 10.5.4 (APIC timer), 17.17 (TSC), 6.8.3 (the STI shadow), 9.9.2 (real mode). */
         .code32
         .include "multiboot_header.inc"
+        .include "unreal_mode.inc"
 
         .set REAL_BASE, 0x1000
         .set TICKS, 0x600
@@ -76,28 +77,9 @@ _start:
         movl $REAL_BASE, %edi
         movl $(real_end - real_start), %ecx
         rep movsb
-        movw $0x18, %ax
-        movw %ax, %ds
-        movw %ax, %es
-        movw %ax, %ss
-        movw %ax, %gs
-        movw $0x20, %ax
-        movw %ax, %fs
-        ljmp $0x10, $REAL_BASE
+        ENTER_REAL_MODE
 
-        .code16
-real_start:
-        movl %cr0, %eax
-        andl $~1, %eax
-        movl %eax, %cr0
-        ljmp $0, $(real_mode - real_start + REAL_BASE)
-real_mode:
-        xorw %ax, %ax
-        movw %ax, %ds
-        movw %ax, %es
-        movw %ax, %ss
-        movw $0x7000, %sp
-        lidt (ivt_descriptor - real_start + REAL_BASE)
+        REAL_MODE_START
         xorl %eax, %eax
         movl %eax, TICKS
         movl %eax, TICKS_COPY
@@ -335,9 +317,7 @@ putstr: movb (%si), %al
 
 cpuid_leaves:
         .long 0, 1, 7, 0x80000001
-ivt_descriptor:
-        .word 0x3ff
-        .long 0
+        IVT_DESCRIPTOR
 msg_start:      .asciz "state-check-start"
 msg_progress:   .asciz "progress"
 msg_ok:         .asciz "state-ok"
@@ -350,13 +330,4 @@ msg_now:        .asciz ", now"
 msg_was:        .asciz ", was"
 real_end:
 
-        .data
-        .align 8
-gdt:    .quad 0
-        .quad 0x00cf9b000000ffff
-        .quad 0x00009b000000ffff         /* 0x10: 16-bit code, base 0, limit 64 KiB */
-        .quad 0x000093000000ffff         /* 0x18: 16-bit data */
-        .quad 0x008f93000000ffff         /* 0x20: data, 4 GiB limit (G), 16-bit */
-gdt_descriptor:
-        .word gdt_descriptor - gdt - 1
-        .long gdt
+        UNREAL_GDT

@@ -14,6 +14,7 @@
    mode); Multiboot 0.6.96 section 3.2. */
         .code32
         .include "multiboot_header.inc"
+        .include "unreal_mode.inc"
 
         .set REAL_BASE, 0x1000           /* where the real-mode part runs (CS = 0) */
         .set TICKS, 0x600                /* 16-bit tick counter */
@@ -35,28 +36,9 @@ _start:
         movl $0x8000, %edi
         movl $(trampoline_end - trampoline), %ecx
         rep movsb
-        movw $0x18, %ax                  /* 16-bit data segments; FS with a 4 GiB limit */
-        movw %ax, %ds
-        movw %ax, %es
-        movw %ax, %ss
-        movw %ax, %gs
-        movw $0x20, %ax
-        movw %ax, %fs
-        ljmp $0x10, $REAL_BASE           /* 16-bit protected mode, then real mode */
+        ENTER_REAL_MODE
 
-        .code16
-real_start:
-        movl %cr0, %eax
-        andl $~1, %eax
-        movl %eax, %cr0
-        ljmp $0, $(real_mode - real_start + REAL_BASE)
-real_mode:
-        xorw %ax, %ax
-        movw %ax, %ds
-        movw %ax, %es
-        movw %ax, %ss
-        movw $0x7000, %sp
-        lidt (ivt_descriptor - real_start + REAL_BASE)
+        REAL_MODE_START
         movw $0, TICKS
         movb $0, AP_FLAG
         /* IVT: vector 0x30 (the timer) and 0xff (APIC spurious). */
@@ -114,9 +96,7 @@ puts:   movb (%si), %al
 
         .include "com1_putc.inc"
 
-ivt_descriptor:
-        .word 0x3ff
-        .long 0
+        IVT_DESCRIPTOR
 msg_start:      .asciz "ticks-start"
 msg_done:       .asciz "ticks-done"
 msg_ap_started: .asciz "ap-started"
@@ -133,13 +113,4 @@ trampoline:
         jmp 6b
 trampoline_end:
 
-        .data
-        .align 8
-gdt:    .quad 0
-        .quad 0x00cf9b000000ffff         /* 0x08: flat 32-bit code (unused) */
-        .quad 0x00009b000000ffff         /* 0x10: 16-bit code, base 0, limit 64 KiB */
-        .quad 0x000093000000ffff         /* 0x18: 16-bit data, base 0, limit 64 KiB */
-        .quad 0x008f93000000ffff         /* 0x20: data, base 0, limit 4 GiB (G), 16-bit */
-gdt_descriptor:
-        .word gdt_descriptor - gdt - 1
-        .long gdt
+        UNREAL_GDT
