@@ -224,9 +224,19 @@ void serve_requests(asio::io_context& io, Stream& stream, ApiRouter& router,
     if (beast::websocket::is_upgrade(request) &&
         ApiRouter::is_vnc(std::string_view(request.target().data(), request.target().size()))) {
       auto display = router.open_vnc(std::string(request.target()));
-      if (display) return serve_vnc_relay(io, stream, request, *display);
-      http::write(stream, to_reply(display.error(), request.version(), false), error);
-      return;
+      if (!display) {
+        http::write(stream, to_reply(display.error(), request.version(), false), error);
+        return;
+      }
+      boost::asio::generic::stream_protocol::socket vnc(io);
+      if (const auto refused = connect_to_vnc(io, *display, vnc)) {
+        http::write(stream,
+                    to_reply(plain_error(502, "the VM's VNC server does not answer: " + refused.message()),
+                             request.version(), false),
+                    error);
+        return;
+      }
+      return serve_vnc_relay(io, stream, request, std::move(vnc));
     }
     if (beast::websocket::is_upgrade(request)) {
       auto console = router.open_console(std::string(request.target()));

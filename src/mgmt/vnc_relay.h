@@ -123,24 +123,12 @@ class WebSocketBridge : public std::enable_shared_from_this<WebSocketBridge<WebS
   bool writing_ = false;  // a message to the WebSocket is being written
 };
 
-// Serves one relay on the connection's thread: connects to the VM's VNC server (a 502 when it
-// does not answer), accepts the upgrade and copies until either side closes.
+// Serves one relay on the connection's thread with `vnc` connected to the VM's VNC server
+// (connect_to_vnc): accepts the upgrade and copies until either side closes.
 template <typename Stream>
 void serve_vnc_relay(boost::asio::io_context& io, Stream& stream,
                      const boost::beast::http::request<boost::beast::http::string_body>& request,
-                     const machine::DisplayOption& display) {
-  namespace http = boost::beast::http;
-  boost::asio::generic::stream_protocol::socket vnc(io);
-  if (const auto error = connect_to_vnc(io, display, vnc)) {
-    http::response<http::string_body> reply{http::status::bad_gateway, request.version()};
-    reply.set(http::field::content_type, "application/json");
-    reply.body() = "{\"error\": {\"status\": 502, \"field\": \"\", \"message\": \"the VM's VNC "
-                   "server does not answer: " + error.message() + "\"}}\n";
-    reply.prepare_payload();
-    boost::beast::error_code ignored;
-    http::write(stream, reply, ignored);
-    return;
-  }
+                     boost::asio::generic::stream_protocol::socket vnc) {
   boost::beast::websocket::stream<Stream&> ws(stream);
   boost::beast::error_code error;
   ws.accept(request, error);

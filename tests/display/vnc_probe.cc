@@ -63,6 +63,11 @@ bool has_content(const Picture& shown) {
   return colours.size() > 1;
 }
 
+// The screen is WIDTHxHEIGHT `size` (any size when empty).
+bool has_size(int width, int height, const std::string& size) {
+  return size.empty() || std::to_string(width) + "x" + std::to_string(height) == size;
+}
+
 // Pumps until the screen has not changed for `quiet`, shows a picture, and has `size` if one
 // is asked for.
 bool wait_stable(VncTestClient& client, std::chrono::milliseconds quiet, std::chrono::seconds limit,
@@ -72,9 +77,7 @@ bool wait_stable(VncTestClient& client, std::chrono::milliseconds quiet, std::ch
     const Picture before = picture(client);
     client.pump_until([] { return false; }, quiet);
     const Picture after = picture(client);
-    const bool right_size = size.empty() || std::to_string(after.width) + "x" +
-                                                    std::to_string(after.height) == size;
-    if (after == before && right_size && has_content(after)) return true;
+    if (after == before && has_size(after.width, after.height, size) && has_content(after)) return true;
   }
   return false;
 }
@@ -126,32 +129,12 @@ int main(int argc, char** argv) {
     std::puts("refused");
     return 0;
   }
-  if (!pointer.empty()) {
-    int x = 0, y = 0;
-    if (std::sscanf(pointer.c_str(), "%d,%d", &x, &y) != 2 || x < 0 || y < 0) {
-      std::fputs("--pointer wants X,Y\n", stderr);
-      return 2;
-    }
-    VncTestClient client(socket_path, 5900, given_password);
-    if (!client.connected()) {
-      std::puts("could not connect (or the handshake was refused)");
-      return 1;
-    }
-    const bool sized = client.pump_until([&] {
-      return size.empty() ||
-             std::to_string(client.width()) + "x" + std::to_string(client.height()) == size;
-    }, 60s);
-    if (!sized) {
-      std::printf("the screen is %dx%d, not %s\n", client.width(), client.height(), size.c_str());
-      return 1;
-    }
-    const bool sent = SendPointerEvent(client.get(), x, y, 0) &&
-                      SendPointerEvent(client.get(), x, y, rfbButton1Mask) &&
-                      SendPointerEvent(client.get(), x, y, 0);
-    client.pump_until([] { return false; }, 1s);  // the server handles them before we go
-    return sent ? 0 : 1;
+  int x = 0, y = 0;
+  if (!pointer.empty() && (std::sscanf(pointer.c_str(), "%d,%d", &x, &y) != 2 || x < 0 || y < 0)) {
+    std::fputs("--pointer wants X,Y\n", stderr);
+    return 2;
   }
-  if (output.empty()) {
+  if (pointer.empty() && output.empty()) {
     std::fputs("an OUTPUT file is needed\n", stderr);
     return 2;
   }
@@ -166,6 +149,18 @@ int main(int argc, char** argv) {
   if (!client) {
     std::puts("could not connect (or the handshake was refused)");
     return 1;
+  }
+  if (!pointer.empty()) {
+    const bool sized = client->pump_until([&] { return has_size(client->width(), client->height(), size); }, 60s);
+    if (!sized) {
+      std::printf("the screen is %dx%d, not %s\n", client->width(), client->height(), size.c_str());
+      return 1;
+    }
+    const bool sent = SendPointerEvent(client->get(), x, y, 0) &&
+                      SendPointerEvent(client->get(), x, y, rfbButton1Mask) &&
+                      SendPointerEvent(client->get(), x, y, 0);
+    client->pump_until([] { return false; }, 1s);  // the server handles them before we go
+    return sent ? 0 : 1;
   }
   if (!wait_stable(*client, 1500ms, 60s, size)) {
     std::puts("the screen never settled on a picture");
