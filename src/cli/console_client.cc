@@ -39,9 +39,35 @@ void write_stdout(std::string_view bytes) {
   }
 }
 
+// Types `line` and a newline as one message and closes normally: the server forwards messages
+// in order, so the guest has the line before the close is handled. A server that refused the
+// input closes first, with its reason.
+template <typename WebSocket>
+Result<void> send_line(asio::io_context& io, WebSocket& ws, const std::string& line) {
+  const std::string message = line + "\n";
+  beast::error_code failure;
+  ws.async_write(asio::buffer(message), [&](beast::error_code write_error, size_t) {
+    if (write_error) {
+      failure = write_error;
+      return io.stop();
+    }
+    ws.async_close(websocket::close_code::normal, [&](beast::error_code close_error) {
+      failure = close_error;
+      io.stop();
+    });
+  });
+  io.run();
+  // A refusal (another writer, the VM gone) arrives as the server's close reason.
+  const auto& reason = ws.reason().reason;
+  if (!reason.empty()) return fail(ErrorCode::kInvalidArgument, std::string(reason.data(), reason.size()));
+  if (failure) return fail(ErrorCode::kIo, fmt::format("sending to the console: {}", failure.message()));
+  return {};
+}
+
 // The session on the console's open WebSocket (over a Unix socket or TLS), bound to io.
 template <typename WebSocket>
 Result<void> run_console(asio::io_context& io, WebSocket& ws, const ConsoleAttachOptions& options) {
+  if (options.send) return send_line(io, ws, *options.send);
   const bool terminal = ::isatty(STDIN_FILENO) != 0;
   std::optional<machine::TerminalRawMode> raw;
   if (terminal && !options.read_only) raw.emplace(STDIN_FILENO);

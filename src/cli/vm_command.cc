@@ -513,6 +513,10 @@ void add_vm_command(CLI::App& app) {
   console->add_option("name", console_options->vm, "The VM")->required();
   console->add_flag("--read-only", console_options->read_only,
                     "Watch only (any number of readers; one client at a time may type)");
+  console->add_option("--send", console_options->send,
+                      "Type this line (and Enter) into the console and detach at once, for scripts; "
+                      "fails while another client holds the input")
+      ->excludes("--read-only");
   console->callback([options, console_options] {
     console_options->connect = options->connect;
     if (auto attached = attach_console(*console_options); !attached) {

@@ -17,7 +17,7 @@ start_laminad
 
 console_log=$work/state/vms/cp/console.log
 # type_line TEXT: one line typed into the VM's shell through `lamina vm console`.
-type_line() { (printf '%s\n' "$1"; sleep 1) | timeout 3 "$lamina" vm console cp >/dev/null 2>&1 || true; }
+type_line() { console_send cp "$1"; }
 # refused EXPECTED-TEXT COMMAND...: the command fails and says EXPECTED-TEXT.
 refused() {
   local expected=$1; shift
@@ -129,7 +129,7 @@ xorriso -as mkisofs -quiet -o "$work/data.iso" "$work/cd" 2>/dev/null || fail "x
   --cdrom "$work/data.iso" >/dev/null || fail "create sata"
 "$lamina" vm start sata >/dev/null || fail "start sata"
 console_log=$work/state/vms/sata/console.log
-type_sata() { (printf '%s\n' "$1"; sleep 1) | timeout 3 "$lamina" vm console sata >/dev/null 2>&1 || true; }
+type_sata() { console_send sata "$1"; }
 wait_console "lamina-guest:/#"
 type_sata 'for m in $(cat /etc/modules.storage); do insmod /lib/modules/$m.ko; done; i=0; while [ ! -b /dev/sda ] || [ ! -b /dev/sr0 ]; do sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done; echo sata-up-$((3*3)) $(dd if=/dev/sda bs=512 count=1 2>/dev/null | head -c 7)'
 wait_console "sata-up-9 sata-v1"

@@ -28,7 +28,7 @@ laminad_setup
 start_laminad
 
 console_log=$work/state/vms/hp/console.log
-type_line() { (printf '%s\n' "$1"; sleep 1) | timeout 3 "$lamina" vm console hp >/dev/null 2>&1 || true; }
+type_line() { console_send hp "$1"; }
 refused() {
   local expected=$1; shift
   "$@" >/dev/null 2>"$work/err" && fail "'$*' was not refused"

@@ -118,6 +118,18 @@ wait_console() {
   fail "the console never showed '$1'${3:+ $3 times}"
 }
 
+# console_send VM TEXT: types one line into VM's console (`lamina vm console --send`, through
+# whatever LAMINA_CONNECT names). Retried for 2 s while the previous sender's session is still
+# being closed (the input is one client's at a time); fails the test if it never gets in.
+console_send() {
+  for _ in $(seq 20); do
+    "$lamina" vm console "$1" --send "$2" 2>"$work/send.err" && return 0
+    grep -q "another client holds" "$work/send.err" || break
+    sleep 0.1
+  done
+  fail "could not type into $1's console: $(cat "$work/send.err")"
+}
+
 api() { curl -sS --unix-socket "$sock" -o "$work/body" -w '%{http_code}' "$@"; }
 
 pid_of() {

@@ -68,8 +68,7 @@ wait_console() { # STATE-FOLDER PATTERN
 type_line() { # HOST-FUNCTION TEXT
   local socket=$sock
   [[ $1 == on_b ]] && socket=$sock_b
-  (printf '%s\n' "$2"; sleep 1) |
-    LAMINA_CONNECT=unix:$socket timeout 3 "$lamina" vm console mover >/dev/null 2>&1 || true
+  LAMINA_CONNECT=unix:$socket console_send mover "$2"
 }
 refused() {
   local expected=$1; shift

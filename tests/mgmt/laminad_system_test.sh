@@ -166,10 +166,17 @@ writer=$!
 sleep 1
 echo x | "$lamina" vm console alpha 2>"$work/err" >/dev/null && fail "a second writer was let in"
 grep -q "another client holds the console's input" "$work/err" || fail "second writer said: $(cat "$work/err")"
+"$lamina" vm console alpha --send 'echo refused-send' 2>"$work/err" && fail "--send got past the writer"
+grep -q "another client holds the console's input" "$work/err" || fail "--send said: $(cat "$work/err")"
 wait $writer || true
 wait $watcher || true
 grep -q "console-says-42" "$work/console.txt" || fail "no answer on the console: $(tail -c 300 "$work/console.txt")"
 grep -q "console-says-42" "$work/watch.txt" || fail "the reader did not see it: $(tail -c 300 "$work/watch.txt")"
+# A script types one line and leaves at once.
+console_send alpha 'echo sent-by-$((40+3))'
+console_log=$work/state/vms/alpha/console.log
+wait_console "sent-by-43" 20
+grep -q "refused-send" "$console_log" && fail "a refused --send reached the guest"
 [[ $(api http://laminad/v1/vms/alpha/console) == 200 ]] || fail "GET console"
 grep -q "console-says-42" "$work/body" || fail "the console's text lacks the answer"
 grep -q "console-says-42" "$work/state/vms/alpha/console.log" || fail "the console log lacks the answer"
