@@ -18,6 +18,10 @@ check "vm without laminad says how to start it" 1 'cannot reach laminad at /none
 check "vm --connect with a bad scheme is refused" 1 'use unix:PATH' -- "$lamina" vm --connect ftp://x list
 check "vm console without laminad says so" 1 'cannot reach laminad' -- \
   "$lamina" vm --connect unix:/nonexistent/l.sock console x
+check "vm console --send without laminad says so" 1 'cannot reach laminad' -- \
+  "$lamina" vm --connect unix:/nonexistent/l.sock console x --send hello
+check "vm console --send with --read-only is a usage error" 2 'excludes|Excludes' -- \
+  "$lamina" vm console x --send hello --read-only
 check "vm import of a missing file" 1 'cannot read it' -- \
   "$lamina" vm --connect unix:/nonexistent/l.sock import /nonexistent/x.vmx
 check "vm without a verb is a usage error" 2 'subcommand' -- "$lamina" vm
