@@ -80,6 +80,38 @@ TEST(JitMemoryInlineTest, SlowPathsBetweenCachedRegisterWritesKeepTheRegisters) 
   }));
 }
 
+TEST(JitMemoryInlineTest, MemoryFormsWhoseFlagsAreOverwrittenStoreNoneOnEitherPath) {
+  // Flag producers with memory whose flags a register-only instruction overwrites before
+  // anything reads them, on the fast path (rsi's page hits) and the slow path (rdi's page
+  // evicts rsi's entry every round), with INC/DEC after a logic operation (CF taken as clear)
+  // and the flags read by ADC, SETcc and Jcc after the producers that stay observed.
+  compare(assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, skip;
+    c.mov(rsi, kData);
+    c.mov(rdi, kConflicting);
+    c.mov(ecx, 40);
+    c.L(loop);
+    c.add(rax, qword[rsi + rcx * 8]);  // dead: the SUB overwrites
+    c.sub(rbx, rcx);
+    c.adc(rdx, 0);
+    c.and_(r8d, dword[rdi + 4]);       // dead: INC takes CF clear from it
+    c.inc(r9);
+    c.adc(r10, 0);
+    c.inc(dword[rsi + 64]);            // dead (CF not taken): the CMP overwrites
+    c.cmp(r9, rcx);
+    c.setb(r11b);
+    c.xor_(r12, qword[rdi + 8]);       // dead: the ADD overwrites
+    c.add(r12, 1);
+    c.sub(qword[rdi + 16], rcx);       // observed: the Jcc reads it
+    c.jbe(skip);
+    c.add(r13, 1);
+    c.L(skip);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  }));
+}
+
 TEST(JitMemoryInlineTest, AFaultInTheMiddleOfABlockSeesTheCachedRegisterWrites) {
   // A one-block loop (registers kept over its back edge) that reads through a pointer until it
   // reaches the unmapped page: the #PF comes in a later round with every register written

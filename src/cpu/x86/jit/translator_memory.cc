@@ -442,8 +442,8 @@ bool Translator::emit_alu_memory_write(const Instruction& in, size_t index) {
   }
   if (!step && (operation == 2 || operation == 3 || operation == 7)) return false;
   // INC/DEC keep CF: taken before the access (a C call may be made), kept in edi, which
-  // neither the address nor the lookup touches.
-  if (step) {
+  // neither the address nor the lookup touches; not needed when nothing sees the flags.
+  if (step && flags_live_) {
     emit_carry_into_esi();
     code_.mov(edi, esi);
   }
@@ -461,7 +461,7 @@ bool Translator::emit_alu_memory_write(const Instruction& in, size_t index) {
   if (step) {
     const bool increment = in.group_index() == 0;
     emit_step(size, increment);
-    code_.mov(field(layout_.flags_carry, 1), dil);
+    if (flags_live_) code_.mov(field(layout_.flags_carry, 1), dil);
     store_flags(increment ? FlagOp::kInc : FlagOp::kDec, size, true);
   } else {
     if (immediate) {
