@@ -102,7 +102,11 @@ TEST(JitMemoryInlineTest, MemoryFormsWhoseFlagsAreOverwrittenStoreNoneOnEitherPa
     c.setb(r11b);
     c.xor_(r12, qword[rdi + 8]);       // dead: the ADD overwrites
     c.add(r12, 1);
-    c.sub(qword[rdi + 16], rcx);       // observed: the Jcc reads it
+    c.sub(qword[rsi + 16], rcx);       // observed (a hit): the SETcc reads it
+    c.setbe(r14b);
+    c.cmp(qword[rsi + 24], rcx);       // observed (a hit): ADC reads CF
+    c.adc(r15, 0);
+    c.sub(qword[rdi + 16], rcx);       // observed (a miss): the Jcc reads it
     c.jbe(skip);
     c.add(r13, 1);
     c.L(skip);
