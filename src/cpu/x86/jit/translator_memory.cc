@@ -1,8 +1,11 @@
-// Inline memory forms in 64-bit mode: MOV between a register or an immediate and memory, and
-// PUSH/POP of a register. The fast path is CpuCore::read_linear/write_linear's: the operand
-// within one page and the soft TLB's host pointer for this access and privilege; anything else
-// (a miss, MMIO, a trapped write to a code page, a page crossing, a non-canonical address) runs
-// the handler, which walks, faults or invalidates exactly as the interpreter does.
+// Inline memory forms in 64-bit mode: MOV between a register or an immediate and memory,
+// MOVZX/MOVSX/MOVSXD, ALU forms reading or writing memory, INC/DEC m, PUSH/POP of a register,
+// CALL/RET and JMP/CALL r/m64. The fast path is CpuCore::read_linear/write_linear's: the
+// operand within one page and the soft TLB's host pointer for this access and privilege;
+// anything else (a miss, MMIO, a trapped write to a code page, a page crossing, a
+// non-canonical address) runs the handler, which walks, faults or invalidates exactly as the
+// interpreter does. The forms up to PUSH/POP keep the cached guest registers: their slow paths
+// lie after the block's end (translator_registers.cc says how the registers survive them).
 #include "cpu/x86/jit/translator.h"
 
 #include <optional>
@@ -205,24 +208,18 @@ bool Translator::emit_memory_move(const Instruction& in, size_t index) {
 
 bool Translator::emit_stack(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
-  if (mode_ != CodeMode::k64 || op < 0x50 || op > 0x5f || in.operand_size != 8) return false;
+  // Only with the registers cached (emit_cached_memory).
+  if (mode_ != CodeMode::k64 || op < 0x50 || op > 0x5f || in.operand_size != 8 || !caching_) return false;
   const uint8_t reg = static_cast<uint8_t>((op & 7) | (in.rm & 8));
   const bool push = op < 0x58;
   DeferredSlowPath& path = begin_deferred_slow_path();
   // CpuCore::push/pop's 64-bit case: SS has base 0; a non-canonical address misses the TLB
   // (the handler raises #SS).
-  const Xbyak::Reg64 stack = caching_ ? cached_register(kRsp, true) : rcx;
-  if (!caching_) code_.mov(rcx, field(layout_.gpr + 8 * kRsp, 8));
-  code_.lea(rax, ptr[stack - (push ? 8 : 0)]);
+  code_.lea(rax, ptr[cached_register(kRsp, true) - (push ? 8 : 0)]);
   emit_tlb_host_offset(push ? AccessType::kWrite : AccessType::kRead, 8, path.slow);
   if (push) {
     // PUSH RSP pushes the value before the decrement.
-    if (caching_) {
-      code_.mov(qword[rdx + rax], cached_register(reg, true));
-    } else {
-      code_.mov(rcx, field(layout_.gpr + 8 * reg, 8));
-      code_.mov(qword[rdx + rax], rcx);
-    }
+    code_.mov(qword[rdx + rax], cached_register(reg, true));
     store_register(kRsp, 8, true, rax);
   } else {
     code_.mov(rcx, qword[rdx + rax]);
