@@ -4,9 +4,11 @@
 // LEA, shifts by an immediate, IMUL, MOVZX/MOVSX, Jcc/JMP; in 64-bit mode also loads, stores,
 // PUSH/POP, CALL/RET, read-modify-write ALU forms and JMP/CALL r/m64 through the soft TLB;
 // translator_data.cc's forms chosen by the LAMINA_JIT_PROFILE counts) are generated inline,
-// reading and writing the guest registers in CpuState and storing the flags as the handlers
-// do (so any handler can read them); every other instruction, and the rare path of an inlined one (a TLB miss, MMIO, a
-// branch target that faults), calls its interpreter handler through runtime.h's noexcept thunk.
+// keeping guest registers in host registers across register-only and memory forms
+// (translator_registers.cc) and storing the flags as the handlers do wherever something may
+// read them; every other instruction, and the rare path of an inlined one (a TLB miss, MMIO,
+// a branch target that faults), calls its interpreter handler through runtime.h's noexcept
+// thunk with every register in CpuState.
 //
 // The code is one function `uint32_t (CpuCore*)`, position independent (calls go through
 // registers), so it runs wherever CodeCache puts it. It returns how many instructions
@@ -132,9 +134,9 @@ class Translator {
   void emit_pass(const Block& block);
   void emit_block(const Block& block);
   // translator_liveness.cc: which instructions run as register-only inline code (no memory
-  // access, no handler, no way to fault: guest registers may stay in host registers across
-  // them), and whether the flags an instruction sets can be seen before the next one of this
-  // block overwrites them all (a handler, a fault, a branch or the block's end sees them).
+  // access, no handler, no way to fault), and whether the flags an instruction sets can be
+  // seen before the next one of this block overwrites them all (a handler, a fault, a branch
+  // or the block's end sees them; so does a memory form, whose slow path may fault).
   bool register_only(const Instruction& in) const;
   bool overwrites_flags(const Instruction& in) const;
   static bool leaves_flags(const Instruction& in);
