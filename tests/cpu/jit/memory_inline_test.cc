@@ -93,6 +93,15 @@ TEST(JitMemoryInlineTest, MemoryFormsWhoseFlagsAreOverwrittenStoreNoneOnEitherPa
     c.L(loop);
     c.add(rax, qword[rsi + rcx * 8]);  // dead: the SUB overwrites
     c.sub(rbx, rcx);
+    c.add(r9d, dword[rsi + rcx * 4]);  // dead, of every size: the CMP overwrites
+    c.sub(bp, word[rdi + rcx * 2]);
+    c.xor_(r10b, byte[rsi + rcx]);
+    c.or_(dh, byte[rsi + rcx + 1]);    // AH-BH: the general form
+    c.stc();                           // CF set in CpuState: the AND clears it
+    c.and_(r11, qword[rsi + rcx * 8]);
+    c.inc(r14d);                       // CF clear after the AND
+    c.adc(r15, 0);
+    c.cmp(rbx, rax);
     c.adc(rdx, 0);
     c.and_(r8d, dword[rdi + 4]);       // dead: INC takes CF clear from it
     c.inc(r9);

@@ -268,6 +268,29 @@ bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
   DeferredSlowPath& path = begin_deferred_slow_path();
   emit_linear_address(in, path.slow);
   emit_tlb_host_offset(AccessType::kRead, size, path.slow);
+  if (!flags_live_ && writes && caching_ && !high_byte(in.reg, size, in.rex)) {
+    // reg op= m whose flags nothing sees: the host's operation on the cached register, as
+    // emit_alu_on_host does (8/16-bit ones keep the rest of it, 32-bit ones zero it).
+    const Xbyak::Reg target = sized(cached_register(in.reg, true), size);
+    const Xbyak::Address source = sized_memory(rdx + rax, size);
+    switch (operation) {
+      case 0: code_.add(target, source); break;
+      case 1: code_.or_(target, source); break;
+      case 4: code_.and_(target, source); break;
+      case 5: code_.sub(target, source); break;
+      default: code_.xor_(target, source); break;
+    }
+    mark_written(in.reg);
+    // A following INC/DEC takes CF as clear after a logic operation.
+    if (operation == 1 || operation == 4 || operation == 6) {
+      known_flags_ = KnownFlags{FlagOp::kLogic, size};
+    } else {
+      known_flags_.reset();
+    }
+    end_deferred_slow_path(in, index, path);
+    pending_rip_ += in.length;
+    return true;
+  }
   // rax: first operand, rcx: second.
   const Xbyak::Reg64& memory_value = memory_first ? rax : rcx;
   switch (size) {
