@@ -84,7 +84,7 @@ TEST(JitMemoryInlineTest, MemoryFormsWhoseFlagsAreOverwrittenStoreNoneOnEitherPa
   // Flag producers with memory whose flags a register-only instruction overwrites before
   // anything reads them, on the fast path (rsi's page hits) and the slow path (rdi's page
   // evicts rsi's entry every round), with INC/DEC after a logic operation (CF taken as clear)
-  // and the flags read by ADC, SETcc and Jcc after the producers that stay observed.
+  // and the flags read by INC, ADC, SETcc and Jcc after the producers that stay observed.
   compare(assemble([](Xbyak::CodeGenerator& c) {
     Xbyak::Label loop, skip;
     c.mov(rsi, kData);
@@ -98,8 +98,8 @@ TEST(JitMemoryInlineTest, MemoryFormsWhoseFlagsAreOverwrittenStoreNoneOnEitherPa
     c.xor_(r10b, byte[rsi + rcx]);
     c.or_(dh, byte[rsi + rcx + 1]);    // AH-BH: the general form
     c.stc();                           // CF set in CpuState: the AND clears it
-    c.and_(r11, qword[rsi + rcx * 8]);
-    c.inc(r14d);                       // CF clear after the AND
+    c.and_(r11, qword[rsi + rcx * 8]);  // observed: INC keeps its CF for the ADC
+    c.inc(r14d);
     c.adc(r15, 0);
     c.cmp(rbx, rax);
     c.adc(rdx, 0);

@@ -281,12 +281,9 @@ bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
       default: code_.xor_(target, source); break;
     }
     mark_written(in.reg);
-    // A following INC/DEC takes CF as clear after a logic operation.
-    if (operation == 1 || operation == 4 || operation == 6) {
-      known_flags_ = KnownFlags{FlagOp::kLogic, size};
-    } else {
-      known_flags_.reset();
-    }
+    // Dead here means a register-only instruction overwrites them all next (a memory form is
+    // no register_logic producer, whose CF a following INC/DEC could take).
+    known_flags_.reset();
     end_deferred_slow_path(in, index, path);
     pending_rip_ += in.length;
     return true;
