@@ -94,7 +94,7 @@ TEST(JitMemoryInlineTest, MemoryFormsWhoseFlagsAreOverwrittenStoreNoneOnEitherPa
     c.add(rax, qword[rsi + rcx * 8]);  // dead: the SUB overwrites
     c.sub(rbx, rcx);
     c.add(r9d, dword[rsi + rcx * 4]);  // dead, of every size: the CMP overwrites
-    c.sub(bp, word[rdi + rcx * 2]);
+    c.sub(bp, word[rsi + rcx * 2]);
     c.xor_(r10b, byte[rsi + rcx]);
     c.or_(dh, byte[rsi + rcx + 1]);    // AH-BH: the general form
     c.stc();                           // CF set in CpuState: the AND clears it
