@@ -93,10 +93,16 @@ TEST(JitMemoryInlineTest, MemoryFormsWhoseFlagsAreOverwrittenStoreNoneOnEitherPa
     c.L(loop);
     c.add(rax, qword[rsi + rcx * 8]);  // dead: the SUB overwrites
     c.sub(rbx, rcx);
-    c.add(r9d, dword[rsi + rcx * 4]);  // dead, of every size: the CMP overwrites
+    c.add(r9d, dword[rsi + rcx * 4]);  // dead, of every size: each CMP overwrites
+    c.cmp(r9, rcx);
     c.sub(bp, word[rsi + rcx * 2]);
+    c.cmp(rbp, rcx);
     c.xor_(r10b, byte[rsi + rcx]);
+    c.cmp(r10, rcx);
     c.or_(dh, byte[rsi + rcx + 1]);    // AH-BH: the general form
+    c.cmp(rdx, rcx);
+    c.and_(r13, qword[rsi + rcx * 8 + 8]);
+    c.cmp(r13, rcx);
     c.stc();                           // CF set in CpuState: the AND clears it
     c.and_(r11, qword[rsi + rcx * 8]);  // observed: INC keeps its CF for the ADC
     c.inc(r14d);
