@@ -317,6 +317,7 @@ void CpuCore::update_mode() {
     blocks.new_generation();
   }
   blocks.set_user_context(state.cpl == 3);
+  tlb_privilege_offset = static_cast<uint32_t>(TlbEntry::slot(AccessType::kRead, user_access()) * sizeof(std::byte*));
   for (size_t i = 0; i < effective_base.size(); ++i) {
     effective_base[i] = (code_mode == CodeMode::k64 && i < kFs) ? 0 : state.segment[i].base;
   }

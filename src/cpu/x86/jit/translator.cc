@@ -37,6 +37,7 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .flags_carry = offset_of(core, &flags.carry_in),
       .cpl = offset_of(core, &core.state.cpl),
       .tlb_entries = offset_of(core, core.tlb.entries()),
+      .tlb_privilege_offset = offset_of(core, &core.tlb_privilege_offset),
       .effective_base = offset_of(core, core.effective_base.data()),
       .flags_materialized = offset_of(core, &flags.materialized),
       .retired = offset_of(core, &core.retired),
@@ -82,6 +83,7 @@ std::span<const std::byte> Translator::translate(const Block& block) {
 void Translator::emit_pass(const Block& block) {
   code_.reset();
   handler_exits_.clear();
+  deferred_slow_paths_.clear();
   epilogue_.clear();
   body_.clear();
   loop_entry_.clear();
@@ -150,6 +152,8 @@ void Translator::emit_block(const Block& block) {
       // The deferred flags go to CpuState with the registers unless the branch keeps both.
       store_deferred_step_flags();
       deferred_step_.reset();
+      // The inlined memory forms keep the cached registers (their slow paths write back).
+      if (emit_cached_memory(in, index)) continue;
       forget_registers();
     }
     if (!emit_inline(in, index)) emit_handler_call(in, index);
@@ -162,6 +166,7 @@ void Translator::emit_block(const Block& block) {
   emit_chain(block);
   code_.L(epilogue_);
   emit_epilogue();
+  emit_deferred_slow_paths();
   // The early exits, out of the straight-line path. After handler `index`: raised (1), the next one faulted; stopped (2), it completed.
   for (HandlerExit& exit : handler_exits_) {
     Xbyak::Label raised;
@@ -196,18 +201,34 @@ bool Translator::emit_register_only(const Instruction& in) {
 bool Translator::emit_inline(const Instruction& in, size_t index) {
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
-  return emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
-         emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index) ||
-         emit_condition_forms(in, index) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
+  return emit_call_return(in, index) || emit_branch(in, index) ||
+         emit_condition_forms(in, index) || emit_indirect_branch(in, index) ||
          emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
          emit_multiply_accumulator(in, index);
+}
+
+bool Translator::emit_cached_memory(const Instruction& in, size_t index) {
+  if (mode_ != CodeMode::k64 || in.lock || in.handler == &invalid_opcode) return false;
+  // The fast path cannot fault, so its flags are dead as a register-only producer's are when
+  // a later register-only instruction overwrites them first (the slow path's handler stores
+  // its own).
+  flags_live_ = flags_observed_after(*block_, index);
+  caching_ = true;
+  const bool inlined = emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
+                       emit_alu_memory_write(in, index) || emit_stack(in, index);
+  caching_ = false;
+  flags_live_ = true;
+  return inlined;
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {
   // As the interpreter: instruction_rip is where it starts, RIP already points past it.
   const auto delta = static_cast<int32_t>(pending_rip_);
   pending_rip_ = 0;
-  called_handlers_ = true;
+  // An inlined form's slow path runs that form's own handler, which sets none of what the
+  // full exit check looks for (HLT, a shadow, TF, breakpoints): one that stops the block
+  // (a store into its code, a data breakpoint hit) or raises leaves through the handler exits.
+  if (!in_slow_path_) called_handlers_ = true;
   // A handler may change CR0 or CR4 (an inlined form's slow path runs its own instruction's).
   if (!in_slow_path_) simd_checked_ = false;
   emit_call_and_checks(in, index, delta);

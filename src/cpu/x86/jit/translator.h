@@ -4,9 +4,11 @@
 // LEA, shifts by an immediate, IMUL, MOVZX/MOVSX, Jcc/JMP; in 64-bit mode also loads, stores,
 // PUSH/POP, CALL/RET, read-modify-write ALU forms and JMP/CALL r/m64 through the soft TLB;
 // translator_data.cc's forms chosen by the LAMINA_JIT_PROFILE counts) are generated inline,
-// reading and writing the guest registers in CpuState and storing the flags as the handlers
-// do (so any handler can read them); every other instruction, and the rare path of an inlined one (a TLB miss, MMIO, a
-// branch target that faults), calls its interpreter handler through runtime.h's noexcept thunk.
+// keeping guest registers in host registers across register-only and memory forms
+// (translator_registers.cc) and storing the flags as the handlers do wherever something may
+// read them; every other instruction, and the rare path of an inlined one (a TLB miss, MMIO,
+// a branch target that faults), calls its interpreter handler through runtime.h's noexcept
+// thunk with every register in CpuState.
 //
 // The code is one function `uint32_t (CpuCore*)`, position independent (calls go through
 // registers), so it runs wherever CodeCache puts it. It returns how many instructions
@@ -106,11 +108,15 @@ class Translator {
   std::span<const std::byte> translate(const Block& block);
 
  private:
+  // Which guest register each host register slot holds (-1: none), with kMappedDirty when it
+  // differs from CpuState.
+  using RegisterMapping = std::array<int8_t, 9>;
+  static constexpr int8_t kMappedGuest = 0x1f, kMappedDirty = 0x20;
   // Offsets of the fields generated code touches, from the core it runs on.
   struct Layout {
     int32_t rip, instruction_rip, stop_block, gpr, cs_limit;
     int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
-    int32_t cpl, tlb_entries, effective_base, flags_materialized;
+    int32_t cpl, tlb_entries, tlb_privilege_offset, effective_base, flags_materialized;
     // The between-blocks checks of inline chaining (translator_chain.cc).
     int32_t retired, retired_limit, requests, generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
@@ -128,9 +134,9 @@ class Translator {
   void emit_pass(const Block& block);
   void emit_block(const Block& block);
   // translator_liveness.cc: which instructions run as register-only inline code (no memory
-  // access, no handler, no way to fault: guest registers may stay in host registers across
-  // them), and whether the flags an instruction sets can be seen before the next one of this
-  // block overwrites them all (a handler, a fault, a branch or the block's end sees them).
+  // access, no handler, no way to fault), and whether the flags an instruction sets can be
+  // seen before the next one of this block overwrites them all (a handler, a fault, a branch
+  // or the block's end sees them; so does a memory form, whose slow path may fault).
   bool register_only(const Instruction& in) const;
   bool overwrites_flags(const Instruction& in) const;
   static bool leaves_flags(const Instruction& in);
@@ -217,7 +223,10 @@ class Translator {
   bool emit_alu_on_host(int operation, uint8_t size, uint8_t destination, bool destination_rex,
                         uint8_t source, std::optional<uint64_t> immediate);
   // translator_memory.cc (64-bit mode: the soft TLB's fast path inline, everything else —
-  // a miss, MMIO, a page crossing, a fault — through the handler)
+  // a miss, MMIO, a page crossing, a fault — through the handler). The forms below down to
+  // emit_stack keep the cached guest registers (emit_cached_memory); their slow paths are
+  // emitted out of line after the block's end (emit_deferred_slow_paths).
+  bool emit_cached_memory(const Instruction& in, size_t index);
   bool emit_memory_move(const Instruction& in, size_t index);
   // ALU forms that only read memory (reg op= m; CMP/TEST m, reg/imm) in 64-bit mode.
   bool emit_alu_memory(const Instruction& in, size_t index);
@@ -233,15 +242,36 @@ class Translator {
   bool emit_call_return(const Instruction& in, size_t index);
   // Jumps to `slow` unless rax is canonical (clobbers rcx).
   void emit_canonical_check(const Xbyak::Reg64& reg, const Xbyak::Label& slow);
-  // rax = the linear address of the memory operand; jumps to `slow` when it is not canonical.
+  // rax = the linear address of the memory operand (clobbers rcx; the base and index from
+  // the host registers while caching_). Emits no jump: a non-canonical address misses the
+  // TLB (tlb.h), so the lookup's `slow` takes it to the handler, which raises #GP/#SS.
   void emit_linear_address(const Instruction& in, const Xbyak::Label& slow);
-  // rdx = the host address of `size` bytes at linear rax for `type`, or a jump to `slow`.
+  // rdx = the host address of `size` bytes at linear rax for `type`, or a jump to `slow`
+  // (rax kept; clobbers rcx and rsi).
   void emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Label& slow);
+  // The same lookup leaving rdx = host address - linear, for a [rdx + rax] operand. While
+  // caching_, it records the register mapping its jumps leave with (slow_path_mapping_).
+  void emit_tlb_host_offset(AccessType type, uint8_t size, const Xbyak::Label& slow);
   // The handler for an inlined access's slow path; RIP is left as the fast path leaves it.
   void emit_slow_path(const Instruction& in, size_t index);
   // Ends an inlined fast path: it jumps to `done` over the out-of-line `slow` path, which
   // runs the instruction's handler (emit_slow_path).
   void join_slow_path(const Instruction& in, size_t index, Xbyak::Label& slow, Xbyak::Label& done);
+  // The slow path of a form that keeps the cached registers, emitted after the block's end:
+  // the fast path falls through to `done`; `slow` writes back the registers dirty at its
+  // jumps (`at_jump`), runs the handler and loads `at_join` again before jumping back.
+  struct DeferredSlowPath {
+    Xbyak::Label slow, done;
+    const Instruction* in = nullptr;
+    size_t index = 0;
+    uint64_t pending_rip = 0;
+    RegisterMapping at_jump{}, at_join{};
+  };
+  DeferredSlowPath& begin_deferred_slow_path();
+  void end_deferred_slow_path(const Instruction& in, size_t index, DeferredSlowPath& path);
+  void emit_deferred_slow_paths();
+  std::deque<DeferredSlowPath> deferred_slow_paths_;
+  RegisterMapping slow_path_mapping_{};  // the mapping at the last TLB lookup's jumps
 
   // translator_bits.cc: BSF/BSR, BT/BTS/BTR/BTC and MUL of registers.
   bool emit_bit_scan(const Instruction& in, size_t index);
@@ -273,18 +303,25 @@ class Translator {
   void load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex);
   void store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from);
   static Xbyak::Reg sized(const Xbyak::Reg64& reg, uint8_t size);
-  // translator_registers.cc: while `caching_` (a register-only instruction), guest registers
-  // live in host registers (r12-r15, rbp, r8-r11), loaded on first use and written
-  // back (forget_registers) before any other instruction, and at the block's end, so handlers,
-  // faults and the next block always find them in CpuState.
+  // translator_registers.cc: while `caching_` (a register-only instruction or a memory form
+  // of emit_cached_memory), guest registers live in host registers (r12-r15, rbp, r8-r11),
+  // loaded on first use and written back (forget_registers) before any other instruction, and
+  // at the block's end, so handlers, faults and the next block always find them in CpuState
+  // (a cached memory form's slow path writes them back before its handler).
   Xbyak::Reg64 cached_register(uint8_t index, bool load);
   void evict(size_t slot);
   void forget_registers();
   void forget_caller_saved_registers();
-  // Which guest register each host register slot holds (-1: none), with kMappedDirty when it
-  // differs from CpuState.
-  using RegisterMapping = std::array<int8_t, 9>;
-  static constexpr int8_t kMappedGuest = 0x1f, kMappedDirty = 0x20;
+  // AH, CH, DH, BH: byte 1 of registers 0-3, not a host register of their own.
+  static bool high_byte(uint8_t index, uint8_t size, bool rex);
+  // The cached guest register `index` now differs from CpuState.
+  void mark_written(uint8_t index);
+  // Stores the registers `mapping` marks dirty from their host registers (code only).
+  void write_back_mapping(const RegisterMapping& mapping);
+  // After a C call made with the registers of `before` in place: loads the slots of
+  // `mapping` the call may have clobbered (caller-saved), that held another register before
+  // it, or that the handler may have written (dirty: what the fast path wrote), from CpuState.
+  void reload_mapping_after_call(const RegisterMapping& before, const RegisterMapping& mapping);
   RegisterMapping current_mapping() const;
   // Stores the dirty cached registers, the cache staying as it is (for one path of several).
   void write_back_registers();

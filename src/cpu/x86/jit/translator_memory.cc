@@ -1,9 +1,14 @@
-// Inline memory forms in 64-bit mode: MOV between a register or an immediate and memory, and
-// PUSH/POP of a register. The fast path is CpuCore::read_linear/write_linear's: the operand
-// within one page and the soft TLB's host pointer for this access and privilege; anything else
-// (a miss, MMIO, a trapped write to a code page, a page crossing, a non-canonical address) runs
-// the handler, which walks, faults or invalidates exactly as the interpreter does.
+// Inline memory forms in 64-bit mode: MOV between a register or an immediate and memory,
+// MOVZX/MOVSX/MOVSXD, ALU forms reading or writing memory, INC/DEC m, PUSH/POP of a register,
+// CALL/RET and JMP/CALL r/m64. The fast path is CpuCore::read_linear/write_linear's: the
+// operand within one page and the soft TLB's host pointer for this access and privilege;
+// anything else (a miss, MMIO, a trapped write to a code page, a page crossing, a
+// non-canonical address) runs the handler, which walks, faults or invalidates exactly as the
+// interpreter does. The forms up to PUSH/POP keep the cached guest registers: their slow paths
+// lie after the block's end (translator_registers.cc says how the registers survive them).
 #include "cpu/x86/jit/translator.h"
+
+#include <optional>
 
 namespace lamina::cpu::x86::jit {
 namespace {
@@ -14,55 +19,117 @@ using Xbyak::CodeGenerator;
 }  // namespace
 
 void Translator::emit_linear_address(const Instruction& in, const Xbyak::Label& slow) {
-  // CpuCore::effective_address, then linear_address's 64-bit case.
-  code_.mov(rax, static_cast<uint64_t>(in.displacement));
+  // CpuCore::effective_address, then linear_address's 64-bit case, whose canonical check the
+  // TLB makes: it caches only canonical pages (tlb.h), so such an address misses and takes
+  // `slow` at the lookup, where the handler raises the fault.
+  static_cast<void>(slow);
+  int64_t displacement = static_cast<int64_t>(in.displacement);
+  std::optional<Xbyak::Reg64> base, index;
   if (in.base < 16) {
-    code_.add(rax, field(layout_.gpr + 8 * in.base, 8));
+    if (caching_) {
+      base = cached_register(in.base, true);
+    } else {
+      code_.mov(rax, field(layout_.gpr + 8 * in.base, 8));
+      base = rax;
+    }
   } else if (in.base == kRipRegister) {
-    code_.add(rax, field(layout_.rip, 8));
-    code_.add(rax, static_cast<uint32_t>(pending_rip_ + in.length));
+    // RIP past this instruction: the bytes still pending go into the displacement.
+    code_.mov(rax, field(layout_.rip, 8));
+    displacement += static_cast<int64_t>(pending_rip_ + in.length);
+    base = rax;
   }
   if (in.index < 16) {
-    code_.mov(rcx, field(layout_.gpr + 8 * in.index, 8));
-    if (in.scale != 0) code_.shl(rcx, in.scale);
-    code_.add(rax, rcx);
+    if (caching_) {
+      index = cached_register(in.index, true);
+    } else {
+      code_.mov(rcx, field(layout_.gpr + 8 * in.index, 8));
+      index = rcx;
+    }
   }
-  if (in.address_size == 4) code_.mov(eax, eax);
+  const bool any = base || index;
+  const bool fits = displacement == static_cast<int32_t>(displacement);
+  Xbyak::RegExp address(fits ? static_cast<int32_t>(displacement) : 0);
+  if (base) address = address + *base;
+  if (index) address = address + *index * (1 << in.scale);
+  if (!any) {
+    code_.mov(rax, static_cast<uint64_t>(displacement));
+  } else if (fits && in.address_size != 8) {
+    // A 32-bit LEA cuts the sum to the address size itself.
+    code_.lea(eax, code_.ptr[address]);
+  } else {
+    code_.lea(rax, code_.ptr[address]);
+    if (!fits) {
+      code_.mov(rcx, static_cast<uint64_t>(displacement));
+      code_.add(rax, rcx);
+    }
+  }
+  if (in.address_size == 4 && (!any || !fits)) code_.mov(eax, eax);
   if (in.address_size == 2) code_.movzx(eax, ax);
   // ES, CS, SS and DS have base 0 in 64-bit mode (effective_base holds 0 for them).
   if (in.segment == kFs || in.segment == kGs) code_.add(rax, field(layout_.effective_base + 8 * in.segment, 8));
-  code_.mov(rcx, rax);
-  code_.shl(rcx, 16);
-  code_.sar(rcx, 16);
-  code_.cmp(rcx, rax);
+}
+
+void Translator::emit_tlb_host_offset(AccessType type, uint8_t size, const Xbyak::Label& slow) {
+  if (caching_) slow_path_mapping_ = current_mapping();
+  // The entry: index (linear >> 12) & (kEntries - 1), 64 bytes each, so its byte offset is
+  // bits 12.. of the address moved down to bit 6.
+  static_assert(sizeof(TlbEntry) == 64);
+  code_.mov(ecx, eax);
+  code_.shr(ecx, 12 - 6);
+  code_.and_(ecx, static_cast<uint32_t>((Tlb::kEntries - 1) << 6));
+  // The tag against the page of the operand's last byte: an entry holds only a page of its
+  // own index, and only a canonical one (tlb.h), so a page crossing or a non-canonical
+  // address misses here too.
+  if (size == 1) {
+    code_.mov(rsi, rax);
+  } else {
+    code_.lea(rsi, ptr[rax + (size - 1)]);
+  }
+  code_.and_(rsi, 0xfffff000u);  // sign-extended: ~0xfff
+  code_.cmp(rsi, qword[rbx + rcx + layout_.tlb_entries + static_cast<int32_t>(offsetof(TlbEntry, tag))]);
   code_.jne(slow, CodeGenerator::T_NEAR);
+  // host[slot(type, user)]: the privilege's three pointers start tlb_privilege_offset on.
+  code_.add(ecx, field(layout_.tlb_privilege_offset, 4));
+  code_.mov(rdx, qword[rbx + rcx + layout_.tlb_entries +
+                       static_cast<int32_t>(offsetof(TlbEntry, host) + 8 * static_cast<unsigned>(type))]);
+  code_.test(rdx, rdx);
+  code_.jz(slow, CodeGenerator::T_NEAR);
+  // rsi is the page of the first byte as well (a hit does not cross).
+  code_.sub(rdx, rsi);
 }
 
 void Translator::emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Label& slow) {
-  // Within one page: (linear & 0xfff) <= 4096 - size.
-  code_.mov(esi, eax);
-  code_.and_(esi, 0xfff);
-  code_.cmp(esi, 4096 - size);
-  code_.ja(slow, CodeGenerator::T_NEAR);
-  // The entry: index (linear >> 12) & (kEntries - 1), 64 bytes each; its tag is the page.
-  code_.mov(rcx, rax);
-  code_.shr(rcx, 12);
-  code_.and_(ecx, static_cast<uint32_t>(Tlb::kEntries - 1));
-  code_.shl(ecx, 6);
-  code_.lea(rcx, ptr[rbx + rcx + layout_.tlb_entries]);
-  code_.mov(rdx, rax);
-  code_.and_(rdx, 0xfffff000u);  // sign-extended: ~0xfff
-  code_.cmp(rdx, qword[rcx + offsetof(TlbEntry, tag)]);
-  code_.jne(slow, CodeGenerator::T_NEAR);
-  // host[slot(type, user)]: user is CPL 3, the slot three pointers on.
-  code_.xor_(edx, edx);
-  code_.cmp(field(layout_.cpl, 1), 3);
-  code_.sete(dl);
-  code_.imul(edx, edx, 3 * 8);
-  code_.mov(rdx, qword[rcx + rdx + offsetof(TlbEntry, host) + 8 * static_cast<unsigned>(type)]);
-  code_.test(rdx, rdx);
-  code_.jz(slow, CodeGenerator::T_NEAR);
-  code_.add(rdx, rsi);
+  emit_tlb_host_offset(type, size, slow);
+  code_.add(rdx, rax);
+}
+
+Translator::DeferredSlowPath& Translator::begin_deferred_slow_path() { return deferred_slow_paths_.emplace_back(); }
+
+void Translator::end_deferred_slow_path(const Instruction& in, size_t index, DeferredSlowPath& path) {
+  path.in = &in;
+  path.index = index;
+  path.pending_rip = pending_rip_;
+  path.at_jump = slow_path_mapping_;
+  path.at_join = current_mapping();
+  code_.L(path.done);
+}
+
+void Translator::emit_deferred_slow_paths() {
+  for (DeferredSlowPath& path : deferred_slow_paths_) {
+    code_.L(path.slow);
+    // The handler and a fault see every register in CpuState.
+    write_back_mapping(path.at_jump);
+    // As emit_slow_path: the handler advances RIP past the instruction; back to where the
+    // fast path has it, with this instruction's bytes pending.
+    pending_rip_ = path.pending_rip;
+    in_slow_path_ = true;
+    emit_handler_call(*path.in, path.index);
+    in_slow_path_ = false;
+    code_.sub(field(layout_.rip, 8), static_cast<uint32_t>(path.pending_rip + path.in->length));
+    reload_mapping_after_call(path.at_jump, path.at_join);
+    code_.jmp(path.done, CodeGenerator::T_NEAR);
+  }
+  pending_rip_ = 0;
 }
 
 void Translator::join_slow_path(const Instruction& in, size_t index, Xbyak::Label& slow,
@@ -86,6 +153,19 @@ void Translator::emit_slow_path(const Instruction& in, size_t index) {
   known_flags_ = flags;  // MOV, PUSH and POP leave the flags alone
 }
 
+namespace {
+
+Xbyak::Address sized_memory(const Xbyak::RegExp& address, uint8_t size) {
+  switch (size) {
+    case 1: return byte[address];
+    case 2: return word[address];
+    case 4: return dword[address];
+    default: return qword[address];
+  }
+}
+
+}  // namespace
+
 bool Translator::emit_memory_move(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
   if (mode_ != CodeMode::k64 || !in.memory) return false;
@@ -94,61 +174,61 @@ bool Translator::emit_memory_move(const Instruction& in, size_t index) {
   const bool store_immediate = (op == 0xc6 || op == 0xc7) && in.group_index() == 0;
   if (!load && !store_register_form && !store_immediate) return false;
   const uint8_t size = (op & 1) ? in.operand_size : 1;
-  Xbyak::Label slow, done;
-  emit_linear_address(in, slow);
-  emit_tlb_lookup(load ? AccessType::kRead : AccessType::kWrite, size, slow);
-  if (load) {
+  DeferredSlowPath& path = begin_deferred_slow_path();
+  emit_linear_address(in, path.slow);
+  emit_tlb_host_offset(load ? AccessType::kRead : AccessType::kWrite, size, path.slow);
+  const Xbyak::Address memory = sized_memory(rdx + rax, size);
+  const bool direct = caching_ && !high_byte(in.reg, size, in.rex);
+  if (load && direct) {
+    // Straight into the cached register: 8/16-bit loads keep the rest of it, 32-bit ones zero
+    // the upper half, as the guest's do.
+    const Xbyak::Reg64 target = cached_register(in.reg, size <= 2);
+    code_.mov(sized(target, size), memory);
+    mark_written(in.reg);
+  } else if (load) {
     if (size <= 2) {
-      code_.movzx(eax, size == 1 ? static_cast<const Xbyak::Address&>(byte[rdx]) : word[rdx]);
+      code_.movzx(ecx, memory);
     } else {
-      code_.mov(sized(rax, size), size == 4 ? dword[rdx] : qword[rdx]);
+      code_.mov(sized(rcx, size), memory);
     }
-    store_register(in.reg, size, in.rex, rax);
+    store_register(in.reg, size, in.rex, rcx);
+  } else if (store_immediate) {
+    // A 64-bit store takes the imm32 sign-extended, as the guest's does.
+    code_.mov(memory, size == 8 ? in.immediate : in.immediate & ((uint64_t{1} << (size * 8)) - 1));
+  } else if (direct) {
+    code_.mov(memory, sized(cached_register(in.reg, true), size));
   } else {
-    if (store_immediate) {
-      code_.mov(rcx, size == 8 ? in.immediate : in.immediate & ((uint64_t{1} << (size * 8)) - 1));
-    } else {
-      load_register(rcx, in.reg, size, in.rex);
-    }
-    switch (size) {
-      case 1: code_.mov(byte[rdx], cl); break;
-      case 2: code_.mov(word[rdx], cx); break;
-      case 4: code_.mov(dword[rdx], ecx); break;
-      default: code_.mov(qword[rdx], rcx); break;
-    }
+    load_register(rcx, in.reg, size, in.rex);
+    code_.mov(memory, sized(rcx, size));
   }
-  join_slow_path(in, index, slow, done);
+  end_deferred_slow_path(in, index, path);
   pending_rip_ += in.length;
   return true;
 }
 
 bool Translator::emit_stack(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
-  if (mode_ != CodeMode::k64 || op < 0x50 || op > 0x5f || in.operand_size != 8) return false;
+  // Only with the registers cached (emit_cached_memory).
+  if (mode_ != CodeMode::k64 || op < 0x50 || op > 0x5f || in.operand_size != 8 || !caching_) return false;
   const uint8_t reg = static_cast<uint8_t>((op & 7) | (in.rm & 8));
   const bool push = op < 0x58;
-  const int32_t rsp = layout_.gpr + 8 * kRsp;
-  Xbyak::Label slow, done;
-  // CpuCore::push/pop's 64-bit case: SS has base 0, the address must be canonical.
-  code_.mov(rax, field(rsp, 8));
-  if (push) code_.sub(rax, 8);
-  code_.mov(rcx, rax);
-  code_.shl(rcx, 16);
-  code_.sar(rcx, 16);
-  code_.cmp(rcx, rax);
-  code_.jne(slow, CodeGenerator::T_NEAR);
-  emit_tlb_lookup(push ? AccessType::kWrite : AccessType::kRead, 8, slow);
+  DeferredSlowPath& path = begin_deferred_slow_path();
+  // CpuCore::push/pop's 64-bit case: SS has base 0; a non-canonical address misses the TLB
+  // (the handler raises #SS).
+  code_.lea(rax, ptr[cached_register(kRsp, true) - (push ? 8 : 0)]);
+  emit_tlb_host_offset(push ? AccessType::kWrite : AccessType::kRead, 8, path.slow);
   if (push) {
-    code_.mov(rcx, field(layout_.gpr + 8 * reg, 8));
-    code_.mov(qword[rdx], rcx);
-    code_.mov(field(rsp, 8), rax);
+    // PUSH RSP pushes the value before the decrement.
+    code_.mov(qword[rdx + rax], cached_register(reg, true));
+    store_register(kRsp, 8, true, rax);
   } else {
-    code_.mov(rcx, qword[rdx]);
-    code_.add(field(rsp, 8), 8);
+    code_.mov(rcx, qword[rdx + rax]);
+    code_.add(rax, 8);
+    store_register(kRsp, 8, true, rax);
     // POP RSP: the popped value wins over the increment.
-    code_.mov(field(layout_.gpr + 8 * reg, 8), rcx);
+    store_register(reg, 8, true, rcx);
   }
-  join_slow_path(in, index, slow, done);
+  end_deferred_slow_path(in, index, path);
   pending_rip_ += in.length;
   return true;
 }
@@ -185,16 +265,36 @@ bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
   }
   if (operation == 2 || operation == 3) return false;  // ADC, SBB read the carry
   const bool writes = operation != 7 && operation != 8;  // only the register of reg op= r/m
-  Xbyak::Label slow, done;
-  emit_linear_address(in, slow);
-  emit_tlb_lookup(AccessType::kRead, size, slow);
+  DeferredSlowPath& path = begin_deferred_slow_path();
+  emit_linear_address(in, path.slow);
+  emit_tlb_host_offset(AccessType::kRead, size, path.slow);
+  if (!flags_live_ && writes && caching_ && !high_byte(in.reg, size, in.rex)) {
+    // reg op= m whose flags nothing sees: the host's operation on the cached register, as
+    // emit_alu_on_host does (8/16-bit ones keep the rest of it, 32-bit ones zero it).
+    const Xbyak::Reg target = sized(cached_register(in.reg, true), size);
+    const Xbyak::Address source = sized_memory(rdx + rax, size);
+    switch (operation) {
+      case 0: code_.add(target, source); break;
+      case 1: code_.or_(target, source); break;
+      case 4: code_.and_(target, source); break;
+      case 5: code_.sub(target, source); break;
+      default: code_.xor_(target, source); break;
+    }
+    mark_written(in.reg);
+    // Dead here means a register-only instruction overwrites them all next (a memory form is
+    // no register_logic producer, whose CF a following INC/DEC could take).
+    known_flags_.reset();
+    end_deferred_slow_path(in, index, path);
+    pending_rip_ += in.length;
+    return true;
+  }
   // rax: first operand, rcx: second.
   const Xbyak::Reg64& memory_value = memory_first ? rax : rcx;
   switch (size) {
-    case 1: code_.movzx(memory_value.cvt32(), byte[rdx]); break;
-    case 2: code_.movzx(memory_value.cvt32(), word[rdx]); break;
-    case 4: code_.mov(memory_value.cvt32(), dword[rdx]); break;
-    default: code_.mov(memory_value, qword[rdx]); break;
+    case 1: code_.movzx(memory_value.cvt32(), byte[rdx + rax]); break;
+    case 2: code_.movzx(memory_value.cvt32(), word[rdx + rax]); break;
+    case 4: code_.mov(memory_value.cvt32(), dword[rdx + rax]); break;
+    default: code_.mov(memory_value, qword[rdx + rax]); break;
   }
   if (immediate) {
     code_.mov(rcx, size == 8 ? in.immediate : in.immediate & ((uint64_t{1} << (size * 8)) - 1));
@@ -202,10 +302,8 @@ bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
     load_register(memory_first ? rcx : rax, in.reg, size, in.rex);
   }
   emit_alu_operation(operation, size, writes, in.reg, in.rex);
-  const std::optional<KnownFlags> flags = known_flags_;
-  join_slow_path(in, index, slow, done);
   // Both paths leave the flags of this operation (the handler stores the same).
-  known_flags_ = flags;
+  end_deferred_slow_path(in, index, path);
   pending_rip_ += in.length;
   return true;
 }
@@ -246,24 +344,43 @@ bool Translator::emit_extend(const Instruction& in, size_t index) {
   if (op != 0x1b6 && op != 0x1b7 && op != 0x1be && op != 0x1bf && !sign_extend_dword) return false;
   if (!in.memory || mode_ != CodeMode::k64) return false;
   const uint8_t source_size = sign_extend_dword ? (in.operand_size == 2 ? 2 : 4) : (op & 1) ? 2 : 1;
-  Xbyak::Label slow, done;
-  emit_linear_address(in, slow);
-  emit_tlb_lookup(AccessType::kRead, source_size, slow);
-  if (sign_extend_dword) {
-    if (in.operand_size == 8) {
-      code_.movsxd(rax, dword[rdx]);
-    } else if (in.operand_size == 4) {
-      code_.mov(eax, dword[rdx]);
+  DeferredSlowPath& path = begin_deferred_slow_path();
+  emit_linear_address(in, path.slow);
+  emit_tlb_host_offset(AccessType::kRead, source_size, path.slow);
+  const Xbyak::Address source = sized_memory(rdx + rax, source_size);
+  const bool sign = sign_extend_dword || op >= 0x1be;
+  if (caching_ && in.operand_size >= 4) {
+    // Straight into the cached register (a 32-bit destination zeroes the upper half).
+    const Xbyak::Reg64 target = cached_register(in.reg, false);
+    if (sign && in.operand_size == 8) {
+      if (source_size == 4) {
+        code_.movsxd(target, source);
+      } else {
+        code_.movsx(target, source);
+      }
+    } else if (source_size == 4) {
+      code_.mov(target.cvt32(), source);
+    } else if (sign) {
+      code_.movsx(target.cvt32(), source);
     } else {
-      code_.movzx(eax, word[rdx]);
+      code_.movzx(target.cvt32(), source);
     }
-  } else if (source_size == 1) {
-    extend_into_rax(code_, op >= 0x1be, in.operand_size, byte[rdx]);
+    mark_written(in.reg);
   } else {
-    extend_into_rax(code_, op >= 0x1be, in.operand_size, word[rdx]);
+    if (sign_extend_dword) {
+      if (in.operand_size == 8) {
+        code_.movsxd(rax, source);
+      } else if (in.operand_size == 4) {
+        code_.mov(eax, source);
+      } else {
+        code_.movzx(eax, source);
+      }
+    } else {
+      extend_into_rax(code_, sign, in.operand_size, source);
+    }
+    store_register(in.reg, in.operand_size, in.rex, rax);
   }
-  store_register(in.reg, in.operand_size, in.rex, rax);
-  join_slow_path(in, index, slow, done);
+  end_deferred_slow_path(in, index, path);
   pending_rip_ += in.length;
   return true;
 }
@@ -293,7 +410,6 @@ bool Translator::emit_call_return(const Instruction& in, size_t index) {
     emit_canonical_check(r8, slow);
     code_.mov(rax, field(rsp, 8));
     code_.sub(rax, 8);
-    emit_canonical_check(rax, slow);
     emit_tlb_lookup(AccessType::kWrite, 8, slow);
     code_.mov(rcx, field(layout_.rip, 8));
     code_.mov(qword[rdx], rcx);
@@ -302,7 +418,6 @@ bool Translator::emit_call_return(const Instruction& in, size_t index) {
   } else {
     // return_near's 64-bit case: read, check the target, then RSP and RIP.
     code_.mov(rax, field(rsp, 8));
-    emit_canonical_check(rax, slow);
     emit_tlb_lookup(AccessType::kRead, 8, slow);
     code_.mov(r8, qword[rdx]);
     emit_canonical_check(r8, slow);
@@ -343,25 +458,27 @@ bool Translator::emit_alu_memory_write(const Instruction& in, size_t index) {
     return false;
   }
   if (!step && (operation == 2 || operation == 3 || operation == 7)) return false;
-  // INC/DEC keep CF: taken before the access (a C call may be made), kept in r8.
-  if (step) {
+  // INC/DEC keep CF: taken before the access (a C call may be made), kept in edi, which
+  // neither the address nor the lookup touches; not needed when nothing sees the flags.
+  if (step && flags_live_) {
     emit_carry_into_esi();
-    code_.mov(r8d, esi);
+    code_.mov(edi, esi);
   }
-  Xbyak::Label slow, done;
-  emit_linear_address(in, slow);
-  emit_tlb_lookup(AccessType::kWrite, size, slow);
-  code_.mov(rdi, rdx);
+  DeferredSlowPath& path = begin_deferred_slow_path();
+  emit_linear_address(in, path.slow);
+  emit_tlb_host_offset(AccessType::kWrite, size, path.slow);
+  // rsi: the host address (the step and the operation use rax, rcx and rdx).
+  code_.lea(rsi, ptr[rdx + rax]);
   switch (size) {
-    case 1: code_.movzx(eax, byte[rdi]); break;
-    case 2: code_.movzx(eax, word[rdi]); break;
-    case 4: code_.mov(eax, dword[rdi]); break;
-    default: code_.mov(rax, qword[rdi]); break;
+    case 1: code_.movzx(eax, byte[rsi]); break;
+    case 2: code_.movzx(eax, word[rsi]); break;
+    case 4: code_.mov(eax, dword[rsi]); break;
+    default: code_.mov(rax, qword[rsi]); break;
   }
   if (step) {
     const bool increment = in.group_index() == 0;
     emit_step(size, increment);
-    code_.mov(field(layout_.flags_carry, 1), r8b);
+    if (flags_live_) code_.mov(field(layout_.flags_carry, 1), dil);
     store_flags(increment ? FlagOp::kInc : FlagOp::kDec, size, true);
   } else {
     if (immediate) {
@@ -372,15 +489,13 @@ bool Translator::emit_alu_memory_write(const Instruction& in, size_t index) {
     emit_alu_operation(operation, size, false, in.reg, in.rex);
   }
   switch (size) {
-    case 1: code_.mov(byte[rdi], dl); break;
-    case 2: code_.mov(word[rdi], dx); break;
-    case 4: code_.mov(dword[rdi], edx); break;
-    default: code_.mov(qword[rdi], rdx); break;
+    case 1: code_.mov(byte[rsi], dl); break;
+    case 2: code_.mov(word[rsi], dx); break;
+    case 4: code_.mov(dword[rsi], edx); break;
+    default: code_.mov(qword[rsi], rdx); break;
   }
-  const std::optional<KnownFlags> flags = known_flags_;
-  join_slow_path(in, index, slow, done);
   // Both paths leave the flags of this operation (the handler stores the same).
-  known_flags_ = flags;
+  end_deferred_slow_path(in, index, path);
   pending_rip_ += in.length;
   return true;
 }
@@ -407,7 +522,6 @@ bool Translator::emit_indirect_branch(const Instruction& in, size_t index) {
   if (call) {
     code_.mov(rax, field(rsp, 8));
     code_.sub(rax, 8);
-    emit_canonical_check(rax, slow);
     emit_tlb_lookup(AccessType::kWrite, 8, slow);
     // The return address: RIP past this instruction.
     code_.mov(rcx, field(layout_.rip, 8));

@@ -1,8 +1,10 @@
 // Guest registers in host registers: within a run of register-only instructions (no handler,
-// no memory access, no fault) a guest register is loaded from CpuState into one of five
-// callee-saved host registers on first use and stays there, written back only when evicted,
-// before any other instruction and at the block's end. Nothing outside that run can see the
-// difference: the next handler call, fault or block finds every register in CpuState.
+// no memory access, no fault) and the inlined memory forms of translator_memory.cc, a guest
+// register is loaded from CpuState into one of nine host registers on first use and stays
+// there, written back when evicted, before any other instruction and at the block's end. A
+// memory form's fast path cannot fault; its out-of-line slow path writes the dirty registers
+// back before the handler runs (so a fault sees exact registers in CpuState) and loads the
+// mapping the fast path ends with again after it, so both paths join with the same mapping.
 #include "cpu/x86/jit/translator.h"
 
 #include <iterator>
@@ -19,9 +21,33 @@ using namespace Xbyak::util;
 const Xbyak::Reg64 kHostRegisters[] = {r12, r13, r14, r15, rbp, r8, r9, r10, r11};
 constexpr size_t kFirstCallerSaved = 5;
 
-bool high_byte(uint8_t index, uint8_t size, bool rex) { return size == 1 && !rex && index >= 4 && index < 8; }
-
 }  // namespace
+
+bool Translator::high_byte(uint8_t index, uint8_t size, bool rex) {
+  return size == 1 && !rex && index >= 4 && index < 8;
+}
+
+void Translator::mark_written(uint8_t index) {
+  cached_[static_cast<size_t>(slot_of_[index])].dirty = true;
+}
+
+void Translator::write_back_mapping(const RegisterMapping& mapping) {
+  for (size_t slot = 0; slot < kCachedRegisters; ++slot) {
+    if (mapping[slot] < 0 || (mapping[slot] & kMappedDirty) == 0) continue;
+    code_.mov(field(layout_.gpr + 8 * (mapping[slot] & kMappedGuest), 8), kHostRegisters[slot]);
+  }
+}
+
+void Translator::reload_mapping_after_call(const RegisterMapping& before, const RegisterMapping& mapping) {
+  for (size_t slot = 0; slot < kCachedRegisters; ++slot) {
+    if (mapping[slot] < 0) continue;
+    // A callee-saved register that held the same guest register before the call and that the
+    // instruction does not write (clean) survived it.
+    const bool same = before[slot] >= 0 && (before[slot] & kMappedGuest) == (mapping[slot] & kMappedGuest);
+    if (slot < kFirstCallerSaved && same && (mapping[slot] & kMappedDirty) == 0) continue;
+    code_.mov(kHostRegisters[slot], field(layout_.gpr + 8 * (mapping[slot] & kMappedGuest), 8));
+  }
+}
 
 Xbyak::Reg64 Translator::cached_register(uint8_t index, bool load) {
   static_assert(std::size(kHostRegisters) == kCachedRegisters);
@@ -149,7 +175,7 @@ void Translator::store_register(uint8_t index, uint8_t size, bool rex, const Xby
     code_.ror(host, 8);
     code_.mov(host.cvt8(), from.cvt8());
     code_.rol(host, 8);
-    cached_[static_cast<size_t>(slot_of_[index - 4])].dirty = true;
+    mark_written(static_cast<uint8_t>(index - 4));
     return;
   }
   // 8- and 16-bit writes keep the rest of the register; 32-bit ones zero the upper half.
@@ -160,7 +186,7 @@ void Translator::store_register(uint8_t index, uint8_t size, bool rex, const Xby
     case 4: code_.mov(host.cvt32(), from.cvt32()); break;
     default: code_.mov(host, from); break;
   }
-  cached_[static_cast<size_t>(slot_of_[index])].dirty = true;
+  mark_written(index);
 }
 
 }  // namespace lamina::cpu::x86::jit

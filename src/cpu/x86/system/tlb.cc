@@ -6,6 +6,10 @@ namespace lamina::cpu::x86 {
 
 void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRegisters& registers,
                  std::byte* host_page, TlbTraps traps) {
+  // Only canonical pages are cached (tlb.h): a non-canonical address then never hits, and
+  // translated code's inline lookup needs no canonical check of its own. The core walks one
+  // only for the second half of a split access.
+  if (!is_canonical(linear)) return;
   uint64_t page = linear & ~kPageMask;
   TlbEntry& entry = entries_[index(linear)];
   entry.tag = page;

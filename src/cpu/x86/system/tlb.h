@@ -15,7 +15,10 @@
 // PCID is not supported: every CR3 load flushes non-global entries.
 //
 // Keys are the linear addresses the core forms (32-bit in legacy modes). An access crossing a
-// page boundary must be split by the core before lookup.
+// page boundary must be split by the core before lookup. Only canonical pages are ever cached
+// (insert drops others), and an entry only ever holds a page whose index is its own: so a
+// lookup that compares the tag with the page of an operand's last byte misses both for a
+// non-canonical address and for an access that crosses a page (the JIT's inline lookup).
 //
 // Ownership: owns its entries; host pointers borrow GuestMemory, which outlives the TLB.
 // Thread-safety: one TLB per vCPU, used only by that vCPU's thread; remote shootdowns arrive
