@@ -24,9 +24,6 @@ Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache
   const std::byte* handler = engine->stubs_->install(engine->translator_->handler_stub());
   if (handler == nullptr) return fail(ErrorCode::kInternal, "JIT handler stub: does not fit its page");
   engine->translator_->set_handler_stub(handler);
-  const std::byte* check = engine->stubs_->install(engine->translator_->exit_check_stub());
-  if (check == nullptr) return fail(ErrorCode::kInternal, "JIT exit check: does not fit its page");
-  engine->translator_->set_exit_check_stub(check);
   return engine;
 }
 

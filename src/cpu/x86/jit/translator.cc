@@ -256,8 +256,16 @@ std::span<const std::byte> Translator::handler_stub() {
   code_.add(rsp, 8);
   code_.test(eax, eax);
   code_.jnz(raised);
-  code_.movzx(eax, field(layout_.stop_block, 1));
-  code_.add(eax, eax);
+  // A handler that leaves what the run loop must see before the next block (HLT, an
+  // interrupt shadow, TF/RF, armed breakpoints: SYSRET and IRET may set TF without ending
+  // the block) ends it here, so every exit site needs only the light check (emit_chain).
+  Xbyak::Label stopped;
+  code_.cmp(field(layout_.stop_block, 1), 0);
+  code_.jne(stopped);
+  emit_handler_state_check(stopped);
+  code_.ret();
+  code_.L(stopped);
+  code_.mov(eax, 2);
   code_.ret();
   code_.L(raised);
   code_.mov(eax, 1);

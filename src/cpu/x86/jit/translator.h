@@ -84,16 +84,10 @@ class Translator {
   // in eax.
   std::span<const std::byte> chain_stub(int32_t links_offset);
   void set_chain_stub(const void* stub) { chain_stub_ = stub; }
-  // The exit check the exit sites of blocks that called a handler call (exit_site.h): answers
-  // an ExitCheck in eax, and on kEnter has made the bookkeeping of entering the record's
-  // successor. A handler may have set what the checked path or the run loop must see (HLT, an
-  // interrupt shadow, TF, armed breakpoints, a delivered event); blocks of inlined forms only,
-  // which change none of them, make the lighter check inline (emit_chain). Valid until the
-  // next call.
-  std::span<const std::byte> exit_check_stub();
-  void set_exit_check_stub(const void* stub) { exit_check_stub_ = stub; }
   // The stub every handler call goes through (calls lamina_jit_call_handler with the core and
-  // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
+  // exit record; returns 0 to go on, 1 raised, 2 the block must end: stop_block, or state the
+  // run loop must see before the next block, emit_handler_state_check). Valid until the next
+  // call.
   std::span<const std::byte> handler_stub();
   void set_handler_stub(const void* stub) { handler_stub_ = stub; }
   // translator_simd.cc: the SSE form `in` is, when it is one inlined in 64-bit mode.
@@ -306,7 +300,6 @@ class Translator {
   ExitRecord& record_;
   Chain chain_;
   const void* chain_stub_ = nullptr;
-  const void* exit_check_stub_ = nullptr;
   const void* handler_stub_ = nullptr;
   JitProfile* profile_ = nullptr;
   bool in_slow_path_ = false;  // the handler call being emitted is an inlined form's slow path
@@ -338,7 +331,7 @@ class Translator {
   uint64_t block_bytes_ = 0;      // its length in guest bytes
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
-  bool called_handlers_ = false;  // a full handler call in this block (it may set TF, HLT...)
+  bool called_handlers_ = false;  // a full handler call in this block
   // CR0/CR4 were checked for SSE since the block's start or the last full handler call.
   bool simd_checked_ = false;
   bool flags_live_ = true;        // the current instruction's flags must be stored
