@@ -102,12 +102,22 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
     next = engine->jump_cache_.find(state.rip, generation);
     if (next != nullptr && !core.block_current(next)) next = nullptr;
   }
+  // Nothing of this generation: the run loop's own lookup, where it needs no walk, so that a
+  // new generation costs one call here per successor instead of a trip through the run loop.
+  const bool looked_up = next == nullptr;
+  if (looked_up) next = engine->find_block(state.rip);
   if (next == nullptr || next->code == nullptr || next->code_epoch != engine->cache_->epoch()) {
     if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kNotFound);
     return nullptr;
   }
   if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kFound);
   const std::byte* body = next->code + engine->translator_->body_offset();
+  if (looked_up) {
+    // As the run loop links the block it ran before to the one it found.
+    found = &finished->links[finished->next_link];
+    finished->next_link ^= 1;
+    *found = Block::Link{state.rip, generation, next, nullptr};
+  }
   // From now on translated code follows it inline while the generation holds.
   if (found != nullptr) found->body = body;
   engine->jump_cache_.record(state.rip, generation, body, next);
@@ -119,6 +129,16 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   core.stop_block = false;
   core.event_delivered = false;
   return body;
+}
+
+Block* JitEngine::find_block(uint64_t rip) const {
+  // As Cpu::run's find_block, in 64-bit code (RIP is linear) and from the TLB only: a page
+  // that is not there must be walked, which may fault, and that is the run loop's business.
+  if (core_.code_mode != CodeMode::k64) return nullptr;
+  const TlbEntry* entry = core_.tlb.find(rip);
+  if (entry == nullptr || !entry->permits(AccessType::kExecute, core_.user_access())) return nullptr;
+  Block* block = core_.blocks.find(entry->physical_page() | (rip & 0xfff), CodeMode::k64);
+  return block != nullptr && core_.block_current(block) ? block : nullptr;
 }
 
 void JitEngine::patch(const ExitSite& site, Block& next, const std::byte* body, uint64_t generation,
