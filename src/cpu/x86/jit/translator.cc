@@ -43,6 +43,7 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .retired_limit = offset_of(core, &core.retired_limit),
       .requests = offset_of(core, &core.requests),
       .generation = offset_of(core, core.blocks.generation_address()),
+      .global_generation = offset_of(core, core.blocks.global_generation_address()),
       .running_block = offset_of(core, &core.running_block),
       .event_delivered = offset_of(core, &core.event_delivered),
       .halted = offset_of(core, &core.state.halted),

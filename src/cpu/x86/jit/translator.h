@@ -106,7 +106,7 @@ class Translator {
     int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
     int32_t cpl, tlb_entries, effective_base, flags_materialized;
     // The between-blocks checks of inline chaining (translator_chain.cc).
-    int32_t retired, retired_limit, requests, generation, running_block, event_delivered;
+    int32_t retired, retired_limit, requests, generation, global_generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
     // translator_simd.cc
     int32_t cr0, cr4, xmm;

@@ -2,10 +2,12 @@
 // (exit_site.h) whose patched direct jump goes straight into the successor's body after the
 // run loop's between-blocks checks (the shared exit check); when its record does not match,
 // the chaining stub finds the successor through this block's two links or the jump cache
-// (indirect exits), else asks JitEngine::chain, which patches the record. A link's body and a jump cache entry are only used while the BlockCache's
-// chaining generation is the one they were recorded under: it moves on every event that can
-// make them wrong (a dropped block, TLB flush, mode or CS change, code cache flush, another
-// vCPU's write to a code page), so no invalidation ever has to find and unpatch code.
+// (indirect exits), else asks JitEngine::chain, which patches the record. A link's body and a
+// jump cache entry are only used while the BlockCache's chaining generation (or its global
+// generation, for a successor on a global page) is the one they were recorded under: those
+// move on every event that can make them wrong (a dropped block, TLB flush or CR3 load, mode
+// or CS change, code cache flush, another vCPU's write to a code page), so no invalidation
+// ever has to find and unpatch code.
 #include <algorithm>
 #include <cstddef>
 
@@ -29,10 +31,16 @@ void Translator::emit_chain(const Block& block) {
   // shadow, TF, armed breakpoints, stop_block, event_delivered) ends the block through its
   // handler exit (handler_stub), so the budget and the requests word are all an exit must
   // look at. The hot way from block to block is then straight-line code and a direct jump.
-  Xbyak::Label record, look_up, patch, load_record;
+  Xbyak::Label record, look_up, patch, load_record, current;
+  // The record holds under the generation, or the global one (a successor on a global page).
+  const Xbyak::Address recorded = qword[rip + record + static_cast<int>(offsetof(ExitSite, generation))];
   code_.mov(rdx, field(layout_.generation, 8));
-  code_.cmp(rdx, qword[rip + record + static_cast<int>(offsetof(ExitSite, generation))]);
+  code_.cmp(rdx, recorded);
+  code_.je(current);
+  code_.mov(rdx, field(layout_.global_generation, 8));
+  code_.cmp(rdx, recorded);
   code_.jne(patch, CodeGenerator::T_NEAR);
+  code_.L(current);
   code_.mov(rcx, field(layout_.rip, 8));
   code_.cmp(rcx, qword[rip + record + static_cast<int>(offsetof(ExitSite, rip))]);
   code_.jne(look_up, CodeGenerator::T_NEAR);
@@ -79,16 +87,21 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   emit_budget_and_requests_check(r9, slow);
 
   emit_handler_state_check(slow);
-  // rcx: RIP, rdx: the generation; the hit leaves the body in rdi and the block in rsi.
+  // rcx: RIP, rdx: the generation, r10: the global generation (BlockCache::current); the
+  // hit leaves the body in rdi and the block in rsi.
   code_.mov(rcx, field(layout_.rip, 8));
   code_.mov(rdx, field(layout_.generation, 8));
+  code_.mov(r10, field(layout_.global_generation, 8));
   for (int32_t link = 0; link < 2; ++link) {
-    Xbyak::Label next;
+    Xbyak::Label next, current;
     code_.lea(rsi, ptr[r8 + links_offset + link * static_cast<int32_t>(sizeof(Block::Link))]);
     code_.cmp(rcx, qword[rsi + offsetof(Block::Link, rip)]);
     code_.jne(next);
     code_.cmp(rdx, qword[rsi + offsetof(Block::Link, generation)]);
+    code_.je(current);
+    code_.cmp(r10, qword[rsi + offsetof(Block::Link, generation)]);
     code_.jne(next);
+    code_.L(current);
     code_.mov(rdi, qword[rsi + offsetof(Block::Link, body)]);
     code_.test(rdi, rdi);
     code_.jz(next);
@@ -106,8 +119,12 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.add(rsi, rdi);
   code_.cmp(rcx, qword[rsi + offsetof(JumpCache::Entry, rip)]);
   code_.jne(slow, CodeGenerator::T_NEAR);
+  Xbyak::Label entry_current;
   code_.cmp(rdx, qword[rsi + offsetof(JumpCache::Entry, generation)]);
+  code_.je(entry_current);
+  code_.cmp(r10, qword[rsi + offsetof(JumpCache::Entry, generation)]);
   code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.L(entry_current);
   code_.mov(rdi, qword[rsi + offsetof(JumpCache::Entry, body)]);
   code_.mov(rsi, qword[rsi + offsetof(JumpCache::Entry, block)]);
   // What JitEngine::chain does on the way into the successor.
