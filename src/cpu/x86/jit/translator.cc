@@ -286,15 +286,6 @@ void Translator::flush_rip() {
   pending_rip_ = 0;
 }
 
-Xbyak::Address Translator::field(int32_t offset, uint8_t size) const {
-  switch (size) {
-    case 1: return code_.byte[rbx + offset];
-    case 2: return code_.word[rbx + offset];
-    case 4: return code_.dword[rbx + offset];
-    default: return code_.qword[rbx + offset];
-  }
-}
-
 Xbyak::Address Translator::guest_register(uint8_t index, uint8_t size, bool rex) const {
   // Without REX, byte registers 4-7 are AH, CH, DH, BH: byte 1 of registers 0-3.
   if (size == 1 && !rex && index >= 4 && index < 8) return field(layout_.gpr + 8 * (index - 4) + 1, 1);

@@ -262,7 +262,16 @@ class Translator {
   bool host_flags_available(uint8_t code) const;
 
   // Registers and fields.
-  Xbyak::Address field(int32_t offset, uint8_t size) const;
+  // Inline: every emitter calls it, and translation time is the JIT's start-up cost.
+  Xbyak::Address field(int32_t offset, uint8_t size) const {
+    using Xbyak::util::rbx;
+    switch (size) {
+      case 1: return code_.byte[rbx + offset];
+      case 2: return code_.word[rbx + offset];
+      case 4: return code_.dword[rbx + offset];
+      default: return code_.qword[rbx + offset];
+    }
+  }
   Xbyak::Address guest_register(uint8_t index, uint8_t size, bool rex) const;
   void load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex);
   void store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from);
