@@ -9,6 +9,7 @@
 
 #include <xbyak/xbyak.h>
 
+#include "cpu/x86/cpu_state.h"
 #include "cpu/x86/jit/jit_engine.h"
 #include "cpu/x86/system/control_bits.h"
 #include "jit_test_program.h"
@@ -200,6 +201,43 @@ TEST(ChainingTest, PatchedExitsBetweenGlobalPagesOutliveCr3Reloads) {
   EXPECT_EQ(translated.state.gpr[kRbx], 3u * kRounds);
   EXPECT_GT(translated.patched_exits, 0u);
   EXPECT_LT(translated.patched_exits, 20u);
+}
+
+// SYSRET sets TF from R11 in the sixth round, in the same translated block as the rounds
+// before: the #DB trap must come after the first user instruction. (SYSRET ends its block
+// today; a handler that chained on with TF set would be ended by the handler stub's check.)
+TEST(ChainingTest, TfSetBySysretTrapsAfterTheFirstUserInstruction) {
+  constexpr uint64_t kUser = kCode + 0x400;
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    c.inc(r8);  // the kernel's entry (LSTAR): count the rounds
+    // RFLAGS for SYSRET, in the same block every round: TF from the sixth round on.
+    c.xor_(r11d, r11d);
+    c.cmp(r8d, 6);
+    c.setae(r11b);
+    c.shl(r11d, 8);
+    c.or_(r11d, 2);
+    c.mov(rcx, kUser);
+    c.db(0x48), c.db(0x0f), c.db(0x07);  // o64 sysret
+    c.align(0x400);
+    c.inc(rbx);  // the user code at kUser
+    c.db(0x0f), c.db(0x05);  // syscall
+  });
+  const auto setup = [](TestMachine& machine) {
+    CpuState& state = machine.state();
+    state.msr.lstar = kCode;
+    state.msr.star = (uint64_t{0x13} << 48) | (uint64_t{0x08} << 32);
+    state.msr.sfmask = rflags::kTf | rflags::kIf;
+    // The #DB from CPL 3 switches to RSP0.
+    machine.write64(TestMachine::kTss + 4, kStackTop);
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 100'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 100'000, setup);
+  expect_same(interpreted, translated);
+  EXPECT_EQ(translated.exit, CpuExit::Kind::kHalted);
+  EXPECT_EQ(translated.state.rip, kHandler + 1);
+  EXPECT_EQ(translated.state.gpr[kRbx], 6u);
+  EXPECT_EQ(translated.stack_word, kUser + 3);  // the #DB trap's RIP: after the first INC
+  EXPECT_GT(translated.translations, 0u);
 }
 
 }  // namespace
