@@ -258,8 +258,8 @@ std::span<const std::byte> Translator::handler_stub() {
   code_.test(eax, eax);
   code_.jnz(raised);
   // A handler that leaves what the run loop must see before the next block (HLT, an
-  // interrupt shadow, TF/RF, armed breakpoints: SYSRET and IRET may set TF without ending
-  // the block) ends it here, so every exit site needs only the light check (emit_chain).
+  // interrupt shadow, TF/RF, armed breakpoints) ends it here, also one that did not set
+  // stop_block, so every exit site needs only the light check (emit_chain).
   Xbyak::Label stopped;
   code_.cmp(field(layout_.stop_block, 1), 0);
   code_.jne(stopped);
