@@ -76,7 +76,8 @@ class Translator {
 
   // The chaining stub every block's end jumps to (one per vCPU, installed by the engine where
   // it stays; set_chain_stub tells the translator where): it makes the run loop's
-  // between-blocks checks (budget, requests word, the checked path's conditions) and jumps
+  // between-blocks checks (budget, requests word: the checked path's conditions end their
+  // block in the handler stub) and jumps
   // straight into the successor's body found through the block's links or the jump cache;
   // otherwise it calls Chain::function, which may still find one, or returns to the run loop.
   // `links_offset` is where Block::links lie in a Block. Valid until the next call.

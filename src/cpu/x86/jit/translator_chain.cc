@@ -84,9 +84,9 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.mov(rcx, rdi);
   code_.cmp(eax, static_cast<uint32_t>(ExitCheck::kPatch));
   code_.je(call_chain, CodeGenerator::T_NEAR);
+  // What else the run loop looks at between blocks only a handler sets, and the handler stub
+  // ends the block then: the budget and the requests word are all that is left to check.
   emit_budget_and_requests_check(r9, slow);
-
-  emit_handler_state_check(slow);
   // rcx: RIP, rdx: the generation, r10: the global generation (BlockCache::current); the
   // hit leaves the body in rdi and the block in rsi.
   code_.mov(rcx, field(layout_.rip, 8));
