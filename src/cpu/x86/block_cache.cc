@@ -15,7 +15,7 @@ BlockCache::BlockCache(size_t max_instructions) : max_instructions_(max_instruct
 Block* BlockCache::find_slow(uint64_t key) {
   const auto found = blocks_.find(key);
   if (found == blocks_.end()) return nullptr;
-  lookup_[key % kLookupSize] = found->second.get();
+  lookup_[lookup_index(key)] = found->second.get();
   return found->second.get();
 }
 
@@ -32,16 +32,17 @@ Block* BlockCache::insert(std::unique_ptr<Block> block) {
   if ((block->last_page & kPageMask) != (block->physical & kPageMask))
     page_blocks_[block->last_page & kPageMask].push_back(key);
   blocks_[key] = std::move(block);
-  lookup_[key % kLookupSize] = raw;
+  lookup_[lookup_index(key)] = raw;
   return raw;
 }
 
 void BlockCache::remove(uint64_t key) {
   const auto found = blocks_.find(key);
   if (found == blocks_.end()) return;
-  new_generation();
   Block& block = *found->second;
-  if (lookup_[key % kLookupSize] == &block) lookup_[key % kLookupSize] = nullptr;
+  // Links, jump cache entries and patched exits of older epochs are dead already.
+  if (linked_in_epoch(block)) new_generation();
+  if (lookup_[lookup_index(key)] == &block) lookup_[lookup_index(key)] = nullptr;
   instructions_ -= block.instructions.size();
   // Both pages' index entries go with the block (a page-crossing block's other page would
   // otherwise keep a stale key for as long as that page is never written).

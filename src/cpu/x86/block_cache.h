@@ -47,6 +47,10 @@ struct Block {
   // Runs on the JIT's path before it is translated: code run once (churned, in MMIO) is not
   // worth translating.
   uint32_t runs = 0;
+  // The cache's generation when a link, jump cache entry or patched exit last led here
+  // (BlockCache::note_linked): a block nothing of the current generation leads to is dropped
+  // without a new generation.
+  uint64_t linked_generation = 0;
 };
 
 class BlockCache {
@@ -59,7 +63,7 @@ class BlockCache {
 
   Block* find(uint64_t physical, CodeMode mode) {
     const uint64_t key = make_key(physical, mode);
-    Block* block = lookup_[key % kLookupSize];
+    Block* block = lookup_[lookup_index(key)];
     if (block != nullptr && block->physical == physical && block->mode == mode) return block;
     return find_slow(key);
   }
@@ -69,20 +73,38 @@ class BlockCache {
   // Drops every block touching the page; returns true when `running` was one of them.
   bool invalidate_page(uint64_t physical_page, const Block* running);
   void clear();
-  // Moves on whenever a chained successor may have become wrong; its low bit is the privilege
-  // side (set_user_context), so user and supervisor code each find only their own links.
+  // Moves on whenever a chained successor may have become wrong. Bits 32-63 count epochs
+  // (new_generation: anything that can make any link wrong), bits 1-30 address spaces within
+  // the epoch (new_address_space: a flush of the non-global TLB entries, i.e. a CR3 load); bit
+  // 0 is the privilege side (set_user_context), so user and supervisor code each find only
+  // their own links.
   uint64_t generation() const { return generation_; }
-  // Where the generation lives, for translated code that compares it inline.
+  // What a link to a block on a global page (64-bit code, the whole block in one page) is
+  // recorded under: it holds in every address space of the epoch, as the TLB keeps global
+  // translations over CR3 loads (SDM 4.10.2.4). Never equal to a generation() value.
+  uint64_t global_generation() const { return global_generation_; }
+  // Whether a link, jump cache entry or patched exit recorded under `recorded` still holds.
+  bool current(uint64_t recorded) const { return recorded == generation_ || recorded == global_generation_; }
+  // Where the generations live, for translated code that compares them inline.
   const uint64_t* generation_address() const { return &generation_; }
+  const uint64_t* global_generation_address() const { return &global_generation_; }
   void new_generation() {
-    generation_ += 2;
+    generation_ = (((generation_ >> 32) + 1) << 32) | (generation_ & 1);
+    global_generation_ = global_of(generation_);
     linked_pages_.fill(0);
+  }
+  void new_address_space() {
+    const uint64_t space = ((generation_ & kSpaceBits) + 2) & kSpaceBits;
+    // 2^30 address spaces in one epoch: a new epoch rather than a value seen before.
+    if (space == 0) return new_generation();
+    generation_ = (generation_ & ~kSpaceBits) | space;
   }
   // The linear pages (64-bit code) of every block a link or jump cache entry of this generation
   // leads to, hashed into a bitmap: an INVLPG of any other page cannot make one of them wrong
   // and leaves the generation as it is (a hash collision only costs a new generation).
   // `block` crossing into the next page marks that one too.
-  void note_linked(uint64_t rip, const Block& block) {
+  void note_linked(uint64_t rip, Block& block) {
+    block.linked_generation = generation_;
     mark_page(rip >> 12);
     if (((block.last_page ^ block.physical) >> 12) != 0) mark_page((rip >> 12) + 1);
   }
@@ -90,7 +112,12 @@ class BlockCache {
     const uint64_t bit = (linear >> 12) % kLinkedPageBits;
     return (linked_pages_[bit / 64] >> (bit % 64)) & 1;
   }
-  void set_user_context(bool user) { generation_ = (generation_ & ~uint64_t{1}) | (user ? 1 : 0); }
+  void set_user_context(bool user) {
+    generation_ = (generation_ & ~uint64_t{1}) | (user ? 1 : 0);
+    global_generation_ = global_of(generation_);
+  }
+  // Whether a link of this epoch may lead to `block` (it must not be dropped without a new one).
+  bool linked_in_epoch(const Block& block) const { return (block.linked_generation >> 32) == (generation_ >> 32); }
   // Frees blocks invalidated while they were executing.
   void release_retired() { retired_.clear(); }
   bool has_retired() const { return !retired_.empty(); }
@@ -101,7 +128,10 @@ class BlockCache {
   uint64_t bound_flushes() const { return bound_flushes_; }
 
  private:
-  static constexpr size_t kLookupSize = 4096;
+  static constexpr size_t kLookupSize = 8192;
+  // The page offset mixed with the page number: blocks at one offset of many pages (function
+  // starts, page starts) must not all land in one slot.
+  static size_t lookup_index(uint64_t key) { return (key ^ (key >> 14) ^ (key >> 27)) % kLookupSize; }
   static constexpr uint64_t kLinkedPageBits = 4096;
   void mark_page(uint64_t page) {
     const uint64_t bit = page % kLinkedPageBits;
@@ -119,7 +149,12 @@ class BlockCache {
   std::array<Block*, kLookupSize> lookup_{};
   std::unordered_map<uint64_t, std::vector<uint64_t>> page_blocks_;  // page -> block keys
   std::vector<std::unique_ptr<Block>> retired_;
-  uint64_t generation_ = 2;  // never 0, a Link's or jump cache entry's initial generation
+  static constexpr uint64_t kSpaceBits = 0x7ffffffe;
+  static constexpr uint64_t kGlobalMark = uint64_t{1} << 31;
+  static uint64_t global_of(uint64_t generation) { return (generation & ~kSpaceBits) | kGlobalMark; }
+  // Epoch 1: never 0, a Link's or jump cache entry's initial generation.
+  uint64_t generation_ = uint64_t{1} << 32;
+  uint64_t global_generation_ = global_of(uint64_t{1} << 32);
   size_t max_instructions_;
   size_t instructions_ = 0;
   uint64_t bound_flushes_ = 0;

@@ -113,7 +113,7 @@ struct CpuCore {
     CodeMode mode = CodeMode::k16;
     uint64_t cs_base = 0;
     uint32_t cs_limit = 0;
-    uint64_t cr0 = 0, cr3 = 0, cr4 = 0;
+    uint64_t cr0 = 0, cr4 = 0;
     bool operator==(const FetchContext&) const = default;
   };
   FetchContext fetch_context;

@@ -415,7 +415,7 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       if (previous != nullptr) {
         // Chained successor: same RIP after the same block, nothing invalidated since.
         for (const Block::Link& link : previous->links) {
-          if (link.rip == core.state.rip && link.generation == core.blocks.generation() &&
+          if (link.rip == core.state.rip && core.blocks.current(link.generation) &&
               core.block_current(link.block)) {
             block = link.block;
             break;

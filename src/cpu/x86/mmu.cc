@@ -246,10 +246,12 @@ size_t CpuCore::fetch_code(uint64_t linear, uint8_t* out, size_t count, uint64_t
 }
 
 void CpuCore::flush_tlb(bool include_global) {
-  blocks.new_generation();
+  // Links to code on global pages hold over a CR3 load as the TLB's global entries do.
   if (include_global) {
+    blocks.new_generation();
     tlb.flush_all();
   } else {
+    blocks.new_address_space();
     tlb.flush_non_global();
   }
 }
@@ -257,8 +259,10 @@ void CpuCore::flush_tlb(bool include_global) {
 void CpuCore::invalidate_tlb_page(uint64_t linear) {
   // In 64-bit code (CS base 0, RIP is linear) a page no chained successor lies on changes no
   // link; elsewhere every INVLPG starts a new generation.
-  if (code_mode != CodeMode::k64 || blocks.page_linked(linear)) blocks.new_generation();
-  tlb.invalidate_page(linear);
+  // An INVLPG in a large page's range flushes the whole TLB (Tlb::invalidate_page): links to
+  // its other 4 KiB slices go too.
+  const bool flushed_all = tlb.invalidate_page(linear);
+  if (flushed_all || code_mode != CodeMode::k64 || blocks.page_linked(linear)) blocks.new_generation();
 }
 
 uint8_t CpuCore::stack_address_size() const {
@@ -308,10 +312,10 @@ void CpuCore::update_mode() {
                     : CodeMode::k16;
   }
   // Chained successors map a RIP to a block as fetching code did when they were recorded: they
-  // stay valid while nothing that fetching depends on has changed (TLB flushes, INVLPG and code
-  // writes move the generation on elsewhere). Supervisor and user code keep separate links
+  // stay valid while nothing that fetching depends on has changed (TLB flushes, CR3 loads,
+  // INVLPG and code writes move the generation on elsewhere). Supervisor and user code keep separate links
   // (the TLB's permissions differ).
-  const FetchContext context{code_mode, code.base, code.limit, state.cr0, state.cr3, state.cr4};
+  const FetchContext context{code_mode, code.base, code.limit, state.cr0, state.cr4};
   if (context != fetch_context) {
     fetch_context = context;
     blocks.new_generation();

@@ -54,7 +54,7 @@ TEST(BlockCacheTest, ReplacingABlockKeepsTheCountsRight) {
 
 // The chaining generation: user and supervisor code each see their own value (links recorded
 // on one side are not followed on the other), a new generation retires both sides' values for
-// good, and so does dropping a block (links to it must never be followed again).
+// good, and so does dropping a block a link leads to (links to it must never be followed again).
 TEST(BlockCacheTest, GenerationsSeparatePrivilegeSidesAndNeverComeBack) {
   BlockCache cache;
   std::set<uint64_t> retired;
@@ -78,7 +78,13 @@ TEST(BlockCacheTest, GenerationsSeparatePrivilegeSidesAndNeverComeBack) {
       cache.set_user_context(from_user);
       switch (action) {
         case 0: cache.new_generation(); break;
-        case 1: cache.insert(make_block(0x5000, 0x5000, 3)); cache.invalidate_page(0x5000, nullptr); break;
+        case 1: {
+          // A block a link of this epoch leads to.
+          Block* block = cache.insert(make_block(0x5000, 0x5000, 3));
+          cache.note_linked(0x5000, *block);
+          cache.invalidate_page(0x5000, nullptr);
+          break;
+        }
         default: cache.clear(); break;
       }
       cache.release_retired();
@@ -107,6 +113,50 @@ TEST(BlockCacheTest, LinkedPagesAreKnownUntilTheNextGeneration) {
   cache.new_generation();
   EXPECT_FALSE(cache.page_linked(0x401000));
   EXPECT_FALSE(cache.page_linked(0x403000));
+}
+
+// A CR3 load (new_address_space) retires what was recorded under the generation but keeps the
+// global generation, of links to code on global pages; a new epoch retires both, on both
+// privilege sides.
+TEST(BlockCacheTest, AnAddressSpaceKeepsOnlyTheGlobalGenerationAndAnEpochNeither) {
+  BlockCache cache;
+  cache.set_user_context(true);
+  const uint64_t user_global = cache.global_generation();
+  cache.set_user_context(false);
+  const uint64_t generation = cache.generation();
+  const uint64_t global = cache.global_generation();
+  EXPECT_NE(generation, global);
+  EXPECT_NE(global, user_global);
+  EXPECT_TRUE(cache.current(generation));
+  EXPECT_TRUE(cache.current(global));
+  EXPECT_FALSE(cache.current(user_global));
+  cache.new_address_space();
+  EXPECT_FALSE(cache.current(generation));
+  EXPECT_TRUE(cache.current(global));
+  EXPECT_NE(cache.generation(), global);
+  cache.set_user_context(true);
+  EXPECT_TRUE(cache.current(user_global));
+  cache.set_user_context(false);
+  cache.new_generation();
+  EXPECT_FALSE(cache.current(global));
+  cache.set_user_context(true);
+  EXPECT_FALSE(cache.current(user_global));
+}
+
+// Dropping a block that a link of this epoch leads to starts a new epoch, also after a CR3
+// load (a global link may still lead there); one nothing of the epoch leads to keeps it.
+TEST(BlockCacheTest, DroppingALinkedBlockStartsANewEpoch) {
+  BlockCache cache;
+  const uint64_t global = cache.global_generation();
+  cache.insert(make_block(0x5000, 0x5000, 3));
+  cache.invalidate_page(0x5000, nullptr);
+  EXPECT_TRUE(cache.current(global));
+  Block* linked = cache.insert(make_block(0x6000, 0x6000, 3));
+  cache.note_linked(0x406000, *linked);
+  cache.new_address_space();
+  EXPECT_TRUE(cache.current(global));
+  cache.invalidate_page(0x6000, nullptr);
+  EXPECT_FALSE(cache.current(global));
 }
 
 }  // namespace

@@ -1,9 +1,9 @@
 #pragma once
 // ExitSite: the record behind one exit of a translated block (its end, and the taken path of
-// a final Jcc), lying in the code cache right after the exit's code. The exit checks, inline
-// (a block of inlined forms only) or through the shared exit check with the record in rdi (a
-// block that called a handler: Translator::exit_check_stub), that the record's generation and
-// RIP are the current ones and that the between-blocks checks pass; then it makes the run
+// a final Jcc), lying in the code cache right after the exit's code. The exit checks inline
+// that the record's generation and RIP are the current ones and that the budget and requests
+// word let it go on (a handler that sets anything else the run loop must see ends its block
+// through the handler stub instead: Translator::handler_stub); then it makes the run
 // loop's bookkeeping and takes its `jmp rel32`, patched by JitEngine::chain to the
 // successor's body: a direct jump, no lookup. Otherwise the exit goes to the chaining stub's
 // site entry (links, jump cache, JitEngine::chain, which patches the record when its
@@ -23,7 +23,6 @@
 namespace lamina::cpu::x86::jit {
 
 struct ExitSite {
-  const void* check;        // the shared exit check, called through this slot (not inline)
   const void* chain_entry;  // the chaining stub's site entry, jumped to through this slot
   uint64_t generation;      // the generation the patch was made in; 0: not patched
   uint64_t rip;             // the successor's RIP
@@ -32,7 +31,7 @@ struct ExitSite {
   uint32_t count;           // the source block's instruction count
   int32_t jump_offset;      // from this record to the rel32 of the exit's patched jump
 };
-static_assert(sizeof(ExitSite) == 56);
+static_assert(sizeof(ExitSite) == 48);
 
 // What the exit check answers in eax.
 enum class ExitCheck : uint32_t { kEnter = 0, kLookUp = 1, kPatch = 2 };

@@ -24,9 +24,6 @@ Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache
   const std::byte* handler = engine->stubs_->install(engine->translator_->handler_stub());
   if (handler == nullptr) return fail(ErrorCode::kInternal, "JIT handler stub: does not fit its page");
   engine->translator_->set_handler_stub(handler);
-  const std::byte* check = engine->stubs_->install(engine->translator_->exit_check_stub());
-  if (check == nullptr) return fail(ErrorCode::kInternal, "JIT exit check: does not fit its page");
-  engine->translator_->set_exit_check_stub(check);
   return engine;
 }
 
@@ -45,7 +42,7 @@ JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::uniqu
 }
 
 JitEngine::~JitEngine() {
-  if (profile_ != nullptr) profile_->write(core_.retired, core_.blocks.generation());
+  if (profile_ != nullptr) profile_->write(core_.retired, core_.blocks.generation() >> 32);
 }
 
 const std::byte* JitEngine::code_for(Block& block) {
@@ -94,7 +91,7 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   Block* next = nullptr;
   Block::Link* found = nullptr;
   for (Block::Link& link : finished->links) {
-    if (link.rip == state.rip && link.generation == generation && core.block_current(link.block)) {
+    if (link.rip == state.rip && core.blocks.current(link.generation) && core.block_current(link.block)) {
       next = link.block;
       found = &link;
       break;
@@ -102,26 +99,58 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   }
   // An indirect target, or a third successor: the jump cache holds what the run loop found.
   if (next == nullptr) {
-    next = engine->jump_cache_.find(state.rip, generation);
+    next = engine->jump_cache_.find(state.rip, generation, core.blocks.global_generation());
     if (next != nullptr && !core.block_current(next)) next = nullptr;
   }
+  // Nothing of this generation: the run loop's own lookup, where it needs no walk, so that a
+  // new generation costs one call here per successor instead of a trip through the run loop.
+  const bool looked_up = next == nullptr;
+  if (looked_up) next = engine->find_block(state.rip);
   if (next == nullptr || next->code == nullptr || next->code_epoch != engine->cache_->epoch()) {
     if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kNotFound);
     return nullptr;
   }
   if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kFound);
   const std::byte* body = next->code + engine->translator_->body_offset();
+  const uint64_t recorded = engine->on_global_page(state.rip, *next) ? core.blocks.global_generation() : generation;
+  if (looked_up) {
+    // As the run loop links the block it ran before to the one it found.
+    found = &finished->links[finished->next_link];
+    finished->next_link ^= 1;
+    *found = Block::Link{state.rip, recorded, next, nullptr};
+  }
   // From now on translated code follows it inline while the generation holds.
-  if (found != nullptr) found->body = body;
-  engine->jump_cache_.record(state.rip, generation, body, next);
+  if (found != nullptr) {
+    found->body = body;
+    found->generation = recorded;
+  }
+  engine->jump_cache_.record(state.rip, recorded, body, next);
   core.blocks.note_linked(state.rip, *next);
-  if (site != nullptr) engine->patch(*site, *next, body, generation, state.rip);
+  if (site != nullptr) engine->patch(*site, *next, body, recorded, state.rip);
   core.retired += completed;
   core.instruction_rip = state.rip;
   core.running_block = next;
   core.stop_block = false;
   core.event_delivered = false;
   return body;
+}
+
+Block* JitEngine::find_block(uint64_t rip) const {
+  // As Cpu::run's find_block, in 64-bit code (RIP is linear) and from the TLB only: a page
+  // that is not there must be walked, which may fault, and that is the run loop's business.
+  if (core_.code_mode != CodeMode::k64) return nullptr;
+  const TlbEntry* entry = core_.tlb.find(rip);
+  if (entry == nullptr || !entry->permits(AccessType::kExecute, core_.user_access())) return nullptr;
+  Block* block = core_.blocks.find(entry->physical_page() | (rip & 0xfff), CodeMode::k64);
+  return block != nullptr && core_.block_current(block) ? block : nullptr;
+}
+
+bool JitEngine::on_global_page(uint64_t rip, const Block& block) const {
+  // 64-bit code (RIP is linear), the whole block in the page the TLB holds for `rip`: its
+  // translation then outlives a CR3 load, and so may a link to the block.
+  if (core_.code_mode != CodeMode::k64 || ((block.last_page ^ block.physical) >> 12) != 0) return false;
+  const TlbEntry* entry = core_.tlb.find(rip);
+  return entry != nullptr && entry->global() && entry->physical_page() == (block.physical & ~uint64_t{0xfff});
 }
 
 void JitEngine::patch(const ExitSite& site, Block& next, const std::byte* body, uint64_t generation,

@@ -71,6 +71,11 @@ class JitEngine {
   // body found.
   static const std::byte* chain(JitEngine* engine, Block* finished, uint32_t completed,
                                 const ExitSite* site) noexcept;
+  // The current block at `rip` when the run loop would find it without walking the page
+  // tables (64-bit code, its page in the TLB), else null.
+  Block* find_block(uint64_t rip) const;
+  // Whether links to `block`, found at `rip`, may be recorded under the global generation.
+  bool on_global_page(uint64_t rip, const Block& block) const;
   void patch(const ExitSite& site, Block& next, const std::byte* body, uint64_t generation, uint64_t rip);
 
   CpuCore& core_;

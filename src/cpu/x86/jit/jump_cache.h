@@ -2,8 +2,9 @@
 // JumpCache: guest RIP -> translated successor, for the block exits whose target is known only
 // at run time (RET, indirect JMP/CALL, and direct exits whose two per-block links are taken).
 // Translated code looks it up inline at a block's end; an entry is valid only while the
-// BlockCache's chaining generation is the one it was recorded under, and that generation moves
-// on every TLB flush, mode or CS change, dropped block, code cache flush and cross-vCPU code
+// BlockCache's chaining generation (or, for a block on a global page, its global generation)
+// is the one it was recorded under, and those move on every TLB flush (CR3 loads: the
+// generation only), mode or CS change, dropped block, code cache flush and cross-vCPU code
 // write, so a hit is always the block the run loop's lookup would find for that RIP.
 //
 // Ownership: holds borrowed Block pointers, never dereferenced by C++ unless the generation
@@ -36,9 +37,11 @@ class JumpCache {
   void record(uint64_t rip, uint64_t generation, const std::byte* body, Block* block) {
     entries_[index_of(rip)] = Entry{rip, generation, body, block};
   }
-  Block* find(uint64_t rip, uint64_t generation) const {
+  // The entry's block when it was recorded under `generation` or `global_generation`.
+  Block* find(uint64_t rip, uint64_t generation, uint64_t global_generation) const {
     const Entry& entry = entries_[index_of(rip)];
-    return entry.rip == rip && entry.generation == generation ? entry.block : nullptr;
+    const bool current = entry.generation == generation || entry.generation == global_generation;
+    return entry.rip == rip && current ? entry.block : nullptr;
   }
   const Entry* entries() const { return entries_.data(); }
 

@@ -41,7 +41,7 @@ class JitProfile {
 
   // Appends the report (totals, then the forms by calls) to the file; `retired` is the vCPU's
   // instruction count, for the calls' share.
-  void write(uint64_t retired, uint64_t generations) const;
+  void write(uint64_t retired, uint64_t epochs) const;
 
   // "add r/m32 mem" and the like: the mnemonic and the operand form (for the report; tests).
   static std::string describe(const Instruction& in);

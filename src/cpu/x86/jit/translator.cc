@@ -44,6 +44,7 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .retired_limit = offset_of(core, &core.retired_limit),
       .requests = offset_of(core, &core.requests),
       .generation = offset_of(core, core.blocks.generation_address()),
+      .global_generation = offset_of(core, core.blocks.global_generation_address()),
       .running_block = offset_of(core, &core.running_block),
       .event_delivered = offset_of(core, &core.event_delivered),
       .halted = offset_of(core, &core.state.halted),
@@ -277,8 +278,16 @@ std::span<const std::byte> Translator::handler_stub() {
   code_.add(rsp, 8);
   code_.test(eax, eax);
   code_.jnz(raised);
-  code_.movzx(eax, field(layout_.stop_block, 1));
-  code_.add(eax, eax);
+  // A handler that leaves what the run loop must see before the next block (HLT, an
+  // interrupt shadow, TF/RF, armed breakpoints) ends it here, also one that did not set
+  // stop_block, so every exit site needs only the light check (emit_chain).
+  Xbyak::Label stopped;
+  code_.cmp(field(layout_.stop_block, 1), 0);
+  code_.jne(stopped);
+  emit_handler_state_check(stopped);
+  code_.ret();
+  code_.L(stopped);
+  code_.mov(eax, 2);
   code_.ret();
   code_.L(raised);
   code_.mov(eax, 1);
@@ -296,15 +305,6 @@ void Translator::flush_rip() {
   rip_flushed_ = true;
   code_.add(field(layout_.rip, 8), static_cast<uint32_t>(pending_rip_));
   pending_rip_ = 0;
-}
-
-Xbyak::Address Translator::field(int32_t offset, uint8_t size) const {
-  switch (size) {
-    case 1: return code_.byte[rbx + offset];
-    case 2: return code_.word[rbx + offset];
-    case 4: return code_.dword[rbx + offset];
-    default: return code_.qword[rbx + offset];
-  }
 }
 
 Xbyak::Address Translator::guest_register(uint8_t index, uint8_t size, bool rex) const {

@@ -78,7 +78,8 @@ class Translator {
 
   // The chaining stub every block's end jumps to (one per vCPU, installed by the engine where
   // it stays; set_chain_stub tells the translator where): it makes the run loop's
-  // between-blocks checks (budget, requests word, the checked path's conditions) and jumps
+  // between-blocks checks (budget, requests word: the checked path's conditions end their
+  // block in the handler stub) and jumps
   // straight into the successor's body found through the block's links or the jump cache;
   // otherwise it calls Chain::function, which may still find one, or returns to the run loop.
   // `links_offset` is where Block::links lie in a Block. Valid until the next call.
@@ -86,16 +87,10 @@ class Translator {
   // in eax.
   std::span<const std::byte> chain_stub(int32_t links_offset);
   void set_chain_stub(const void* stub) { chain_stub_ = stub; }
-  // The exit check the exit sites of blocks that called a handler call (exit_site.h): answers
-  // an ExitCheck in eax, and on kEnter has made the bookkeeping of entering the record's
-  // successor. A handler may have set what the checked path or the run loop must see (HLT, an
-  // interrupt shadow, TF, armed breakpoints, a delivered event); blocks of inlined forms only,
-  // which change none of them, make the lighter check inline (emit_chain). Valid until the
-  // next call.
-  std::span<const std::byte> exit_check_stub();
-  void set_exit_check_stub(const void* stub) { exit_check_stub_ = stub; }
   // The stub every handler call goes through (calls lamina_jit_call_handler with the core and
-  // exit record; returns 0 to go on, 1 raised, 2 the block must end). Valid until the next call.
+  // exit record; returns 0 to go on, 1 raised, 2 the block must end: stop_block, or state the
+  // run loop must see before the next block, emit_handler_state_check). Valid until the next
+  // call.
   std::span<const std::byte> handler_stub();
   void set_handler_stub(const void* stub) { handler_stub_ = stub; }
   // translator_simd.cc: the SSE form `in` is, when it is one inlined in 64-bit mode.
@@ -118,7 +113,7 @@ class Translator {
     int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
     int32_t cpl, tlb_entries, tlb_privilege_offset, effective_base, flags_materialized;
     // The between-blocks checks of inline chaining (translator_chain.cc).
-    int32_t retired, retired_limit, requests, generation, running_block, event_delivered;
+    int32_t retired, retired_limit, requests, generation, global_generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
     // translator_simd.cc
     int32_t cr0, cr4, xmm;
@@ -298,7 +293,16 @@ class Translator {
   bool host_flags_available(uint8_t code) const;
 
   // Registers and fields.
-  Xbyak::Address field(int32_t offset, uint8_t size) const;
+  // Inline: every emitter calls it, and translation time is the JIT's start-up cost.
+  Xbyak::Address field(int32_t offset, uint8_t size) const {
+    using Xbyak::util::rbx;
+    switch (size) {
+      case 1: return code_.byte[rbx + offset];
+      case 2: return code_.word[rbx + offset];
+      case 4: return code_.dword[rbx + offset];
+      default: return code_.qword[rbx + offset];
+    }
+  }
   Xbyak::Address guest_register(uint8_t index, uint8_t size, bool rex) const;
   void load_register(const Xbyak::Reg64& to, uint8_t index, uint8_t size, bool rex);
   void store_register(uint8_t index, uint8_t size, bool rex, const Xbyak::Reg64& from);
@@ -343,7 +347,6 @@ class Translator {
   ExitRecord& record_;
   Chain chain_;
   const void* chain_stub_ = nullptr;
-  const void* exit_check_stub_ = nullptr;
   const void* handler_stub_ = nullptr;
   JitProfile* profile_ = nullptr;
   bool in_slow_path_ = false;  // the handler call being emitted is an inlined form's slow path
@@ -375,7 +378,7 @@ class Translator {
   uint64_t block_bytes_ = 0;      // its length in guest bytes
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
-  bool called_handlers_ = false;  // a full handler call in this block (it may set TF, HLT...)
+  bool called_handlers_ = false;  // a full handler call in this block
   // CR0/CR4 were checked for SSE since the block's start or the last full handler call.
   bool simd_checked_ = false;
   bool flags_live_ = true;        // the current instruction's flags must be stored

@@ -2,10 +2,12 @@
 // (exit_site.h) whose patched direct jump goes straight into the successor's body after the
 // run loop's between-blocks checks (the shared exit check); when its record does not match,
 // the chaining stub finds the successor through this block's two links or the jump cache
-// (indirect exits), else asks JitEngine::chain, which patches the record. A link's body and a jump cache entry are only used while the BlockCache's
-// chaining generation is the one they were recorded under: it moves on every event that can
-// make them wrong (a dropped block, TLB flush, mode or CS change, code cache flush, another
-// vCPU's write to a code page), so no invalidation ever has to find and unpatch code.
+// (indirect exits), else asks JitEngine::chain, which patches the record. A link's body and a
+// jump cache entry are only used while the BlockCache's chaining generation (or its global
+// generation, for a successor on a global page) is the one they were recorded under: those
+// move on every event that can make them wrong (a dropped block, TLB flush or CR3 load, mode
+// or CS change, code cache flush, another vCPU's write to a code page), so no invalidation
+// ever has to find and unpatch code.
 #include <algorithm>
 #include <cstddef>
 
@@ -25,51 +27,41 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 void Translator::emit_chain(const Block& block) {
   // An exit site (exit_site.h): the exit check, then the jump that JitEngine::chain patches to
   // the successor's body (first to the stub's site entry, with the check's answer in eax).
-  Xbyak::Label record, look_up, to_stub;
-  size_t jump_field = 0;
-  if (called_handlers_) {
-    // The full check, shared: the record in rdi.
-    code_.lea(rdi, ptr[rip + record]);
-    code_.call(qword[rdi + offsetof(ExitSite, check)]);
-    code_.test(eax, eax);
-    code_.jnz(to_stub);
-    code_.jmp(to_stub, CodeGenerator::T_NEAR);
-    jump_field = code_.getSize() - 4;
-  } else {
-    // The light check inline: only handlers set halted, the interrupt shadow, TF, armed
-    // breakpoints, stop_block or event_delivered, so the budget and the requests word are
-    // all a block of inlined forms must look at (an inlined form's slow path that stops the
-    // block leaves through the handler exits). The hot way from block to block is then
-    // straight-line code and a direct jump.
-    Xbyak::Label patch;
-    code_.mov(rdx, field(layout_.generation, 8));
-    code_.cmp(rdx, qword[rip + record + static_cast<int>(offsetof(ExitSite, generation))]);
-    code_.jne(patch, CodeGenerator::T_NEAR);
-    code_.mov(rcx, field(layout_.rip, 8));
-    code_.cmp(rcx, qword[rip + record + static_cast<int>(offsetof(ExitSite, rip))]);
-    code_.jne(look_up, CodeGenerator::T_NEAR);
-    emit_budget_and_requests_check(static_cast<uint32_t>(block.instructions.size()), look_up);
-    code_.mov(field(layout_.retired, 8), rax);
-    code_.mov(field(layout_.instruction_rip, 8), rcx);
-    code_.mov(rax, qword[rip + record + static_cast<int>(offsetof(ExitSite, block))]);
-    code_.mov(field(layout_.running_block, 8), rax);
-    code_.jmp(patch, CodeGenerator::T_NEAR);
-    jump_field = code_.getSize() - 4;
-    Xbyak::Label load_record;
-    code_.L(patch);
-    code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
-    code_.jmp(load_record);
-    code_.L(look_up);
-    code_.mov(eax, static_cast<uint32_t>(ExitCheck::kLookUp));
-    code_.L(load_record);
-    code_.lea(rdi, ptr[rip + record]);
-  }
-  code_.L(to_stub);
+  // The check inline: a handler that sets what the run loop must see (halted, an interrupt
+  // shadow, TF, armed breakpoints, stop_block, event_delivered) ends the block through its
+  // handler exit (handler_stub), so the budget and the requests word are all an exit must
+  // look at. The hot way from block to block is then straight-line code and a direct jump.
+  Xbyak::Label record, look_up, patch, load_record, current;
+  // The record holds under the generation, or the global one (a successor on a global page).
+  const Xbyak::Address recorded = qword[rip + record + static_cast<int>(offsetof(ExitSite, generation))];
+  code_.mov(rdx, field(layout_.generation, 8));
+  code_.cmp(rdx, recorded);
+  code_.je(current);
+  code_.mov(rdx, field(layout_.global_generation, 8));
+  code_.cmp(rdx, recorded);
+  code_.jne(patch, CodeGenerator::T_NEAR);
+  code_.L(current);
+  code_.mov(rcx, field(layout_.rip, 8));
+  code_.cmp(rcx, qword[rip + record + static_cast<int>(offsetof(ExitSite, rip))]);
+  code_.jne(look_up, CodeGenerator::T_NEAR);
+  emit_budget_and_requests_check(static_cast<uint32_t>(block.instructions.size()), look_up);
+  code_.mov(field(layout_.retired, 8), rax);
+  code_.mov(field(layout_.instruction_rip, 8), rcx);
+  code_.mov(rax, qword[rip + record + static_cast<int>(offsetof(ExitSite, block))]);
+  code_.mov(field(layout_.running_block, 8), rax);
+  code_.jmp(patch, CodeGenerator::T_NEAR);
+  const size_t jump_field = code_.getSize() - 4;
+  code_.L(patch);
+  code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
+  code_.jmp(load_record);
+  code_.L(look_up);
+  code_.mov(eax, static_cast<uint32_t>(ExitCheck::kLookUp));
+  code_.L(load_record);
+  code_.lea(rdi, ptr[rip + record]);
   code_.jmp(qword[rdi + offsetof(ExitSite, chain_entry)]);
   code_.align(8);
   const size_t at = code_.getSize();
   code_.L(record);
-  code_.dq(reinterpret_cast<uint64_t>(exit_check_stub_));
   code_.dq(reinterpret_cast<uint64_t>(chain_stub_));
   code_.dq(0);  // never a generation: not patched yet
   code_.dq(~uint64_t{0});
@@ -77,39 +69,7 @@ void Translator::emit_chain(const Block& block) {
   code_.dq(reinterpret_cast<uint64_t>(&block));
   code_.dd(static_cast<uint32_t>(block.instructions.size()));
   code_.dd(static_cast<uint32_t>(static_cast<int32_t>(jump_field) - static_cast<int32_t>(at)));
-  static_assert(sizeof(ExitSite) == 6 * 8 + 2 * 4, "the record above is an ExitSite");
-}
-
-std::span<const std::byte> Translator::exit_check_stub() {
-  code_.reset();
-  Xbyak::Label patch, look_up;
-  // Called from an exit site with its record in rdi (kept): eax = ExitCheck.
-  code_.mov(rcx, field(layout_.generation, 8));
-  code_.cmp(rcx, qword[rdi + offsetof(ExitSite, generation)]);
-  code_.jne(patch, CodeGenerator::T_NEAR);
-  code_.mov(rcx, field(layout_.rip, 8));
-  code_.cmp(rcx, qword[rdi + offsetof(ExitSite, rip)]);
-  code_.jne(look_up, CodeGenerator::T_NEAR);
-  // The run loop's between-blocks checks, as the chaining stub makes them.
-  code_.mov(edx, dword[rdi + offsetof(ExitSite, count)]);
-  emit_budget_and_requests_check(rdx, look_up);
-  emit_handler_state_check(look_up);
-  // What JitEngine::chain does on the way into the successor.
-  code_.mov(field(layout_.retired, 8), rax);
-  code_.mov(field(layout_.instruction_rip, 8), rcx);
-  code_.mov(rax, qword[rdi + offsetof(ExitSite, block)]);
-  code_.mov(field(layout_.running_block, 8), rax);
-  code_.mov(field(layout_.stop_block, 1), 0);
-  code_.mov(field(layout_.event_delivered, 1), 0);
-  code_.xor_(eax, eax);
-  code_.ret();
-  code_.L(patch);
-  code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
-  code_.ret();
-  code_.L(look_up);
-  code_.mov(eax, static_cast<uint32_t>(ExitCheck::kLookUp));
-  code_.ret();
-  return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
+  static_assert(sizeof(ExitSite) == 5 * 8 + 2 * 4, "the record above is an ExitSite");
 }
 
 std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
@@ -124,19 +84,24 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.mov(rcx, rdi);
   code_.cmp(eax, static_cast<uint32_t>(ExitCheck::kPatch));
   code_.je(call_chain, CodeGenerator::T_NEAR);
+  // What else the run loop looks at between blocks only a handler sets, and the handler stub
+  // ends the block then: the budget and the requests word are all that is left to check.
   emit_budget_and_requests_check(r9, slow);
-
-  emit_handler_state_check(slow);
-  // rcx: RIP, rdx: the generation; the hit leaves the body in rdi and the block in rsi.
+  // rcx: RIP, rdx: the generation, r10: the global generation (BlockCache::current); the
+  // hit leaves the body in rdi and the block in rsi.
   code_.mov(rcx, field(layout_.rip, 8));
   code_.mov(rdx, field(layout_.generation, 8));
+  code_.mov(r10, field(layout_.global_generation, 8));
   for (int32_t link = 0; link < 2; ++link) {
-    Xbyak::Label next;
+    Xbyak::Label next, current;
     code_.lea(rsi, ptr[r8 + links_offset + link * static_cast<int32_t>(sizeof(Block::Link))]);
     code_.cmp(rcx, qword[rsi + offsetof(Block::Link, rip)]);
     code_.jne(next);
     code_.cmp(rdx, qword[rsi + offsetof(Block::Link, generation)]);
+    code_.je(current);
+    code_.cmp(r10, qword[rsi + offsetof(Block::Link, generation)]);
     code_.jne(next);
+    code_.L(current);
     code_.mov(rdi, qword[rsi + offsetof(Block::Link, body)]);
     code_.test(rdi, rdi);
     code_.jz(next);
@@ -154,8 +119,12 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.add(rsi, rdi);
   code_.cmp(rcx, qword[rsi + offsetof(JumpCache::Entry, rip)]);
   code_.jne(slow, CodeGenerator::T_NEAR);
+  Xbyak::Label entry_current;
   code_.cmp(rdx, qword[rsi + offsetof(JumpCache::Entry, generation)]);
+  code_.je(entry_current);
+  code_.cmp(r10, qword[rsi + offsetof(JumpCache::Entry, generation)]);
   code_.jne(slow, CodeGenerator::T_NEAR);
+  code_.L(entry_current);
   code_.mov(rdi, qword[rsi + offsetof(JumpCache::Entry, body)]);
   code_.mov(rsi, qword[rsi + offsetof(JumpCache::Entry, block)]);
   // What JitEngine::chain does on the way into the successor.

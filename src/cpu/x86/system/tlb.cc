@@ -50,13 +50,14 @@ void Tlb::flush_non_global() {
   }
 }
 
-void Tlb::invalidate_page(uint64_t linear) {
+bool Tlb::invalidate_page(uint64_t linear) {
   if (linear >= large_low_ && linear <= large_high_) {
     flush_all();
-    return;
+    return true;
   }
   TlbEntry& entry = entries_[index(linear)];
   if (entry.tag == (linear & ~kPageMask)) entry.tag = TlbEntry::kInvalidTag;
+  return false;
 }
 
 void Tlb::trap_writes_to_physical(uint64_t physical_page) {

@@ -93,8 +93,9 @@ class Tlb {
   void flush_all();
   // A CR3 load: drops every entry not marked global.
   void flush_non_global();
-  // INVLPG: drops the page of `linear` (global or not), or everything inside a large-page range.
-  void invalidate_page(uint64_t linear);
+  // INVLPG: drops the page of `linear` (global or not), or everything when it lies in the range
+  // of a cached large page; true in that case.
+  bool invalidate_page(uint64_t linear);
   // Sends writes to the guest-physical page at `physical_page` (4 KiB aligned) to the slow path
   // in every entry that maps it, e.g. when the core decodes code from that page.
   void trap_writes_to_physical(uint64_t physical_page);
