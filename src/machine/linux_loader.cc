@@ -127,7 +127,9 @@ Result<LinuxLoadResult> load_linux(GuestMemory& memory, const MemoryLayout& layo
       auto compression = detect_compression(image->payload);
       if (!compression) return fail(compression.error());
       result.compression = *compression;
-      auto vmlinux = decompress_kernel_payload(image->payload, options.max_decompressed_size);
+      auto vmlinux = options.kernel_cache != nullptr
+                         ? options.kernel_cache->decompress(image->payload, options.max_decompressed_size)
+                         : decompress_kernel_payload(image->payload, options.max_decompressed_size);
       if (!vmlinux) return fail(vmlinux.error());
       auto loaded = load_vmlinux(memory, map, vmlinux->bytes());
       if (!loaded) return fail(loaded.error());

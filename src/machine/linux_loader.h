@@ -34,6 +34,7 @@
 #include "base/error.h"
 #include "base/guest_memory.h"
 #include "machine/boot_state.h"
+#include "machine/kernel_cache.h"
 #include "machine/kernel_decompressor.h"
 #include "machine/memory_layout.h"
 
@@ -51,6 +52,7 @@ struct LinuxLoadOptions {
   LinuxEntry entry = LinuxEntry::kDecompressed;
   uint64_t acpi_rsdp_address = 0;  // written to boot_params.acpi_rsdp_addr (0: kernel scans)
   uint64_t max_decompressed_size = 512 * kMiB;  // bomb limit for the native decompression
+  const KernelCache* kernel_cache = nullptr;     // where decompressed kernels are kept (borrowed)
 };
 
 struct LinuxLoadResult {

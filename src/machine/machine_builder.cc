@@ -469,11 +469,14 @@ Result<BootState> MachineBuilder::load_boot_images(Machine& m, const MachineOpti
     if (!loaded) return fail(loaded.error().with_context(options.kernel.string()));
     boot = loaded->state;
   } else {
+    std::optional<KernelCache> cache;
+    if (options.kernel_cache) cache.emplace(*options.kernel_cache);
     LinuxLoadOptions load{.kernel = *kernel,
                           .initrd = initrd,
                           .command_line = options.cmdline,
                           .entry = options.linux_entry,
-                          .acpi_rsdp_address = tables->rsdp_address};
+                          .acpi_rsdp_address = tables->rsdp_address,
+                          .kernel_cache = cache ? &*cache : nullptr};
     auto loaded = load_linux(m.memory_, m.layout_, load);
     if (!loaded) return fail(loaded.error().with_context(options.kernel.string()));
     boot = loaded->state;

@@ -90,6 +90,9 @@ struct MachineOptions {
   // up to 128 MiB, is a virtio-mem device's region in PCI slot 31 (Machine::set_memory_size).
   uint64_t max_memory_bytes = 0;
   LinuxEntry linux_entry = LinuxEntry::kDecompressed;
+  // Where a bzImage's decompressed kernel is kept for the next boot (KernelCache); none: always
+  // decompress.
+  std::optional<std::filesystem::path> kernel_cache;
   hw::SerialBackend* com1_backend = nullptr;  // borrowed; null drops COM1 output
   bool kvm =
       false;  // run the vCPUs on KVM (accel::create_kvm_accelerator) instead of the built-in CPU
