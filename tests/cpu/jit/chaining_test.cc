@@ -52,10 +52,15 @@ void reload_cr3(Xbyak::CodeGenerator& c) {
 
 enum class Remap { kCr3Reload, kInvlpg, kPgeToggle };
 
-// Global pages on; the program's code page global; the function's page global when asked.
-void set_up_global_pages(TestMachine& machine, bool function_global) {
+// Which pages are global (PTE.G, with CR4.PGE on): the program's code page, the function's.
+struct Globals {
+  bool code = true;
+  bool function = false;
+};
+
+void set_up_global_pages(TestMachine& machine, Globals globals) {
   machine.map_page(kFunction, kFirst, false, true);
-  for (const auto& [linear, global] : {std::pair{kCode, true}, std::pair{kFunction, function_global}}) {
+  for (const auto& [linear, global] : {std::pair{kCode, globals.code}, std::pair{kFunction, globals.function}}) {
     const uint64_t pte = pte_of(machine, linear);
     if (global) machine.write64(pte, machine.read64(pte) | kGlobalBit);
   }
@@ -66,7 +71,7 @@ void set_up_global_pages(TestMachine& machine, bool function_global) {
 // Block A (on a global page) jumps straight into a function, whose block jumps straight
 // back: both exits are patched. Then the function's page is mapped to other code and `remap`
 // makes that visible; A must run the new code.
-void remapped_target_runs_the_new_code(Remap remap, bool function_global) {
+void remapped_target_runs_the_new_code(Remap remap, Globals globals) {
   const uint64_t pte = pte_address(kFunction, kFirst);
   uint64_t back = 0;
   const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
@@ -84,7 +89,7 @@ void remapped_target_runs_the_new_code(Remap remap, bool function_global) {
     c.cmp(r8d, 2);
     c.jne(skip, Xbyak::CodeGenerator::T_NEAR);
     c.mov(rdx, pte);
-    c.mov(rax, kSecond | 3 | (function_global ? kGlobalBit : 0));
+    c.mov(rax, kSecond | 3 | (globals.function ? kGlobalBit : 0));
     c.mov(qword[rdx], rax);
     switch (remap) {
       case Remap::kCr3Reload: reload_cr3(c); break;
@@ -106,7 +111,7 @@ void remapped_target_runs_the_new_code(Remap remap, bool function_global) {
     c.hlt();
   });
   const auto setup = [&](TestMachine& machine) {
-    set_up_global_pages(machine, function_global);
+    set_up_global_pages(machine, globals);
     for (const auto& [physical, value] : {std::pair{kFirst, 1}, std::pair{kSecond, 2}}) {
       // mov eax, value; jmp back
       machine.write(physical, assemble([&](Xbyak::CodeGenerator& c) {
@@ -124,18 +129,28 @@ void remapped_target_runs_the_new_code(Remap remap, bool function_global) {
 }
 
 TEST(ChainingTest, ACr3ReloadRetiresLinksToANonGlobalPageFromGlobalCode) {
-  remapped_target_runs_the_new_code(Remap::kCr3Reload, false);
+  remapped_target_runs_the_new_code(Remap::kCr3Reload, {.code = true, .function = false});
 }
 
-TEST(ChainingTest, InvlpgRetiresLinksToAGlobalPage) { remapped_target_runs_the_new_code(Remap::kInvlpg, true); }
+TEST(ChainingTest, ACr3ReloadRetiresLinksBetweenNonGlobalPages) {
+  remapped_target_runs_the_new_code(Remap::kCr3Reload, {.code = false, .function = false});
+}
+
+TEST(ChainingTest, InvlpgRetiresLinksToANonGlobalPage) {
+  remapped_target_runs_the_new_code(Remap::kInvlpg, {.code = false, .function = false});
+}
+
+TEST(ChainingTest, InvlpgRetiresLinksToAGlobalPage) {
+  remapped_target_runs_the_new_code(Remap::kInvlpg, {.code = true, .function = true});
+}
 
 TEST(ChainingTest, ACr4PgeToggleRetiresLinksToAGlobalPage) {
-  remapped_target_runs_the_new_code(Remap::kPgeToggle, true);
+  remapped_target_runs_the_new_code(Remap::kPgeToggle, {.code = true, .function = true});
 }
 
-// The same indirect way (CALL through a register, RET: the jump cache) to a function on a
-// non-global page, across a CR3 load that maps other code there.
-TEST(ChainingTest, ACr3ReloadRetiresJumpCacheEntriesOfANonGlobalPage) {
+// The same indirect way (CALL through a register, RET: the jump cache) to the function, whose
+// page is then mapped to other code and `remap` makes that visible.
+void remapped_function_runs_the_new_code(Remap remap, Globals globals) {
   const uint64_t pte = pte_address(kFunction, kFirst);
   const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
     for (int phase = 0; phase < 2; ++phase) {
@@ -149,15 +164,20 @@ TEST(ChainingTest, ACr3ReloadRetiresJumpCacheEntriesOfANonGlobalPage) {
       c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
       if (phase == 0) {
         c.mov(rdx, pte);
-        c.mov(rax, kSecond | 3);
+        c.mov(rax, kSecond | 3 | (globals.function ? kGlobalBit : 0));
         c.mov(qword[rdx], rax);
-        reload_cr3(c);
+        if (remap == Remap::kCr3Reload) {
+          reload_cr3(c);
+        } else {
+          c.mov(rax, kFunction);
+          c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
+        }
       }
     }
     c.hlt();
   });
-  const auto setup = [](TestMachine& machine) {
-    set_up_global_pages(machine, false);
+  const auto setup = [&](TestMachine& machine) {
+    set_up_global_pages(machine, globals);
     const uint8_t first[] = {0xb8, 1, 0, 0, 0, 0xc3};   // mov eax, 1; ret
     const uint8_t second[] = {0xb8, 2, 0, 0, 0, 0xc3};  // mov eax, 2; ret
     machine.write(kFirst, first);
@@ -166,7 +186,22 @@ TEST(ChainingTest, ACr3ReloadRetiresJumpCacheEntriesOfANonGlobalPage) {
   const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
   const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
   expect_same(interpreted, translated);
+  expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+  // The call and the return went through patched exits, which the remapping made stale.
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
+TEST(ChainingTest, ACr3ReloadRetiresJumpCacheEntriesOfANonGlobalPage) {
+  remapped_function_runs_the_new_code(Remap::kCr3Reload, {.code = true, .function = false});
+}
+
+TEST(ChainingTest, ACr3ReloadRetiresJumpCacheEntriesBetweenNonGlobalPages) {
+  remapped_function_runs_the_new_code(Remap::kCr3Reload, {.code = false, .function = false});
+}
+
+TEST(ChainingTest, InvlpgRetiresJumpCacheEntriesOfItsPage) {
+  remapped_function_runs_the_new_code(Remap::kInvlpg, {.code = false, .function = false});
 }
 
 // A loop through a function on a global page that reloads CR3 every round: the patched exits
@@ -188,7 +223,7 @@ TEST(ChainingTest, PatchedExitsBetweenGlobalPagesOutliveCr3Reloads) {
     c.hlt();
   });
   const auto setup = [&](TestMachine& machine) {
-    set_up_global_pages(machine, true);
+    set_up_global_pages(machine, {.code = true, .function = true});
     machine.write(kFirst, assemble([&](Xbyak::CodeGenerator& c) {
       c.mov(eax, 3);
       jump_to(c, kFunction + c.getSize(), back);

@@ -459,18 +459,6 @@ TEST(JitEngineTest, AFullCodeCacheIsFlushedAndStaysWithinItsBound) {
   EXPECT_EQ(outcome.cache_capacity, 4096u);
 }
 
-// The physical address of the page-table entry that maps `linear` in a TestMachine after
-// enter_long_mode and map_page (the tables are laid out the same way every time).
-uint64_t pte_address(uint64_t linear, uint64_t physical) {
-  TestMachine machine;
-  machine.enter_long_mode(0);
-  machine.map_page(linear, physical, false, true);
-  uint64_t table = machine.state().cr3 & ~uint64_t{0xfff};
-  for (int level = 3; level > 0; --level)
-    table = machine.read64(table + ((linear >> (12 + 9 * level)) & 511) * 8) & 0x000ffffffffff000ull;
-  return table + ((linear >> 12) & 511) * 8;
-}
-
 // An endless loop of two chained blocks, and one of a single block that branches to its own
 // start (translated code loops inside its own body there).
 std::vector<uint8_t> two_block_loop() {
@@ -667,53 +655,6 @@ TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {
   EXPECT_GT(translated.patched_exits, 0u);
 }
 
-// A function at one linear address calls through the jump cache (an indirect CALL, a RET);
-// then its page is mapped to other code, with INVLPG or a CR3 reload, and called again.
-void remapped_function_runs_the_new_code(bool reload_cr3) {
-  constexpr uint64_t kFunction = 0x40000000, kFirst = 0x130000, kSecond = 0x140000;
-  const uint64_t pte = pte_address(kFunction, kFirst);
-  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
-    for (int phase = 0; phase < 2; ++phase) {
-      Xbyak::Label loop;
-      c.mov(ecx, 50);
-      c.L(loop);
-      c.mov(rax, kFunction);
-      c.call(rax);
-      c.add(rbx, rax);
-      c.dec(ecx);
-      c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
-      if (phase == 0) {
-        c.mov(rdx, pte);
-        c.mov(rax, kSecond | 3);
-        c.mov(qword[rdx], rax);
-        // xbyak has no control-register or INVLPG forms: their encodings (SDM vol. 2).
-        if (reload_cr3) {
-          c.db(0x0f), c.db(0x20), c.db(0xd8);  // mov rax, cr3
-          c.db(0x0f), c.db(0x22), c.db(0xd8);  // mov cr3, rax
-        } else {
-          c.mov(rax, kFunction);
-          c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
-        }
-      }
-    }
-    c.hlt();
-  });
-  const auto setup = [](TestMachine& machine) {
-    machine.map_page(kFunction, kFirst, false, true);
-    const uint8_t first[] = {0xb8, 1, 0, 0, 0, 0xc3};   // mov eax, 1; ret
-    const uint8_t second[] = {0xb8, 2, 0, 0, 0, 0xc3};  // mov eax, 2; ret
-    machine.write(kFirst, first);
-    machine.write(kSecond, second);
-  };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
-  expect_no_exception(translated);
-  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
-  // The call and the return went through patched exits, which the remapping made stale.
-  EXPECT_GT(translated.patched_exits, 0u);
-}
-
 TEST(JitEngineTest, AnotherVcpusWriteReachesAChainedLoop) {
   // vCPU 0 loops through two chained blocks, X and Y, until Y's immediate becomes nonzero;
   // vCPU 1, on another thread, writes it. Translated code chaining from X into Y's old
@@ -775,74 +716,6 @@ TEST(JitEngineTest, AnotherVcpusWriteReachesAChainedLoop) {
   EXPECT_LT(exit.instructions, kBudget);
 }
 
-// The same block A jumps straight (JMP rel32) into a function at one linear address, whose
-// block jumps straight back: both exits are patched. Then the function's page is mapped to
-// other code, with INVLPG or a CR3 reload, and A runs again: its patched jump is stale and
-// must not be taken (the generation moved on).
-void remapped_direct_target_runs_the_new_code(bool reload_cr3) {
-  constexpr uint64_t kFunction = 0x40000000, kFirst = 0x130000, kSecond = 0x140000;
-  const uint64_t pte = pte_address(kFunction, kFirst);
-  uint64_t back = 0;
-  const auto jump_to = [](Xbyak::CodeGenerator& c, uint64_t from, uint64_t to) {
-    const auto relative = static_cast<uint32_t>(to - (from + 5));
-    c.db(0xe9);
-    for (int shift = 0; shift < 32; shift += 8) c.db(static_cast<uint8_t>(relative >> shift));
-  };
-  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
-    Xbyak::Label outer, inner, skip;
-    c.mov(r8d, 2);
-    c.L(outer);
-    c.mov(ecx, 50);
-    c.L(inner);
-    c.inc(r9);  // block A: inlined forms only, then the direct jump
-    jump_to(c, kCode + c.getSize(), kFunction);
-    back = kCode + c.getSize();
-    c.add(rbx, rax);
-    c.dec(ecx);
-    c.jnz(inner, Xbyak::CodeGenerator::T_NEAR);
-    c.cmp(r8d, 2);
-    c.jne(skip, Xbyak::CodeGenerator::T_NEAR);
-    c.mov(rdx, pte);
-    c.mov(rax, kSecond | 3);
-    c.mov(qword[rdx], rax);
-    if (reload_cr3) {
-      c.db(0x0f), c.db(0x20), c.db(0xd8);  // mov rax, cr3
-      c.db(0x0f), c.db(0x22), c.db(0xd8);  // mov cr3, rax
-    } else {
-      c.mov(rax, kFunction);
-      c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
-    }
-    c.L(skip);
-    c.dec(r8d);
-    c.jnz(outer, Xbyak::CodeGenerator::T_NEAR);
-    c.hlt();
-  });
-  const auto setup = [&](TestMachine& machine) {
-    machine.map_page(kFunction, kFirst, false, true);
-    for (const auto& [physical, value] : {std::pair{kFirst, 1}, std::pair{kSecond, 2}}) {
-      // mov eax, value; jmp back
-      const std::vector<uint8_t> function = assemble([&](Xbyak::CodeGenerator& c) {
-        c.mov(eax, value);
-        jump_to(c, kFunction + c.getSize(), back);
-      });
-      machine.write(physical, function);
-    }
-  };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
-  expect_no_exception(translated);
-  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
-  EXPECT_GT(translated.patched_exits, 0u);
-}
-
-TEST(JitEngineTest, APatchedDirectExitDiesWithInvlpgOfItsTarget) { remapped_direct_target_runs_the_new_code(false); }
-
-TEST(JitEngineTest, APatchedDirectExitDiesWithACr3Reload) { remapped_direct_target_runs_the_new_code(true); }
-
-TEST(JitEngineTest, AJumpCacheEntryDiesWithInvlpgOfItsPage) { remapped_function_runs_the_new_code(false); }
-
-TEST(JitEngineTest, AJumpCacheEntryDiesWithACr3Reload) { remapped_function_runs_the_new_code(true); }
 
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
