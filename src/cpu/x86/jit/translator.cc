@@ -194,13 +194,15 @@ bool Translator::emit_register_only(const Instruction& in) {
 }
 
 bool Translator::emit_inline(const Instruction& in, size_t index) {
+  // XCHG, CMPXCHG and XADD of memory are host atomics, LOCK or not.
+  if (emit_atomic(in, index)) return true;
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
   return emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
          emit_stack(in, index) || emit_call_return(in, index) || emit_branch(in, index) ||
          emit_condition_forms(in, index) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
          emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
-         emit_multiply_accumulator(in, index);
+         emit_multiply_accumulator(in, index) || emit_shift_count_forms(in, index) || emit_divide(in, index);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {

@@ -44,6 +44,7 @@ enum class SimdKind : uint8_t {
   kMoveMask,         // PMOVMSKB r32, xmm
   kBinary,           // xmm op= xmm/m128 (imm8), the host's same instruction
   kShiftImmediate,   // PSxx xmm, imm8
+  kScalarMove,       // MOVSS/MOVSD: a register's low lane merged, memory's zero-extended
 };
 struct SimdForm {
   SimdKind kind = SimdKind::kNone;
@@ -206,6 +207,23 @@ class Translator {
   // whose flags the handlers store materialized.
   bool emit_shift(const Instruction& in);
   bool emit_multiply(const Instruction& in);
+  // SHL/SHR/SAR by CL, of memory by 1 or an immediate, SHLD/SHRD (32/64-bit), with their
+  // flags when something of this block may see them.
+  bool emit_shift_count_forms(const Instruction& in, size_t index);
+  // How OF of a shift is built (store_shift_flags): SHL, SHR, SAR, SHLD/SHRD.
+  enum class ShiftFlags : uint8_t { kLeft, kRight, kArithmetic, kDouble };
+  // After the host shift (its CF live): the materialized flags as set_logic_flags stores them,
+  // from rax (the operand before) and rdx (the result).
+  void store_shift_flags(ShiftFlags kind, uint8_t size);
+  // rax = the shifted operand (a register, or [rdi] for memory); the result in rdx stored back.
+  void load_shift_operand(const Instruction& in, uint8_t size);
+  void store_shift_result(const Instruction& in, uint8_t size);
+  // translator_divide.cc: DIV/IDIV r/m32|64; #DE cases (zero divisor, a quotient that does
+  // not fit, IDIV's unusual dividends) run the handler.
+  bool emit_divide(const Instruction& in, size_t index);
+  // translator_atomic.cc: XCHG, CMPXCHG and XADD with a memory operand (64-bit mode), LOCK or
+  // not, as host atomics on the TLB's host pointer (aligned operands only).
+  bool emit_atomic(const Instruction& in, size_t index);
   // ecx |= SF, ZF, PF of the host flags (as set by a TEST of the result); stores ecx as the
   // materialized flags.
   void store_materialized_flags();

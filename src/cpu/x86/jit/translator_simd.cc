@@ -61,6 +61,12 @@ SimdForm Translator::simd_form(const Instruction& in) {
     form.aligned = opcode >= 0x28;
     return form;
   }
+  // MOVSS/MOVSD (F3/F2 0F 10/11): moves of the low lane, no MXCSR, no alignment.
+  if ((opcode == 0x10 || opcode == 0x11) && (prefix == 0xf3 || prefix == 0xf2)) {
+    form.kind = SimdKind::kScalarMove;
+    form.size = prefix == 0xf3 ? 4 : 8;
+    return form;
+  }
   if ((opcode == 0x6f || opcode == 0x7f) && (prefix == 0x66 || prefix == 0xf3)) {
     form.kind = opcode == 0x7f ? SimdKind::kStore : SimdKind::kLoad;
     form.size = 16;
@@ -264,6 +270,33 @@ bool Translator::emit_simd(const Instruction& in, size_t index) {
       emit_host_simd(form, static_cast<uint8_t>(in.modrm & 0x38), static_cast<uint8_t>(in.immediate));
       code_.movdqu(xmm_register(in.rm), xmm0);
       break;
+    case SimdKind::kScalarMove: {
+      const bool load = form.opcode == 0x10;
+      const auto low_lane = [&](uint8_t xmm) {
+        return form.size == 4 ? code_.dword[rbx + layout_.xmm + 16 * (xmm & 15)]
+                              : code_.qword[rbx + layout_.xmm + 16 * (xmm & 15)];
+      };
+      const Xbyak::Reg value = sized(rcx, form.size);
+      if (in.memory && load) {
+        // SDM vol. 2, MOVSS/MOVSD: a load from memory clears the rest of the register.
+        emit_simd_memory(in, form, AccessType::kRead, form.size, slow);
+        if (form.size == 4) {
+          code_.movd(xmm0, ptr[rdx]);
+        } else {
+          code_.movq(xmm0, ptr[rdx]);
+        }
+        code_.movdqu(xmm_register(in.reg), xmm0);
+      } else if (in.memory) {
+        emit_simd_memory(in, form, AccessType::kWrite, form.size, slow);
+        code_.mov(value, low_lane(in.reg));
+        code_.mov(form.size == 4 ? code_.dword[rdx] : code_.qword[rdx], value);
+      } else {
+        // Between registers only the low lane moves (0F 10: reg <- rm, 0F 11: rm <- reg).
+        code_.mov(value, low_lane(load ? in.rm : in.reg));
+        code_.mov(low_lane(load ? in.reg : in.rm), value);
+      }
+      break;
+    }
     case SimdKind::kNone: break;
   }
   // A failed availability check reaches `done` only through a handler that did not raise,

@@ -1,0 +1,283 @@
+// The forms the mixed workload's profile sent through handlers, now inline (translator_shift.cc's
+// shifts by CL, of memory and SHLD/SHRD, translator_divide.cc, translator_atomic.cc, the scalar
+// SSE moves): random operands and the edge counts on both engines, every flag read back by
+// PUSHF and by Jcc, the flags seen and not seen by the next instruction, and the faults that
+// must stay precise in the middle of a block (#DE, #PF, misaligned atomics).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include <xbyak/xbyak.h>
+
+#include "jit_test_program.h"
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+using namespace Xbyak::util;
+using Xbyak::CodeGenerator;
+
+// Counts at the edges of every operand width (masking, zero, the width itself) and random ones.
+uint8_t pick_count(std::mt19937_64& random) {
+  static constexpr uint8_t kEdges[] = {0, 1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 63, 64, 65, 255};
+  if (random() % 3 != 0) return kEdges[random() % std::size(kEdges)];
+  return static_cast<uint8_t>(random());
+}
+
+uint64_t pick_value(std::mt19937_64& random) {
+  static constexpr uint64_t kEdges[] = {0, 1, 0x80, 0x8000, 0x80000000u, 0x8000000000000000ull, ~0ull,
+                                        0x7fffffffffffffffull};
+  if (random() % 4 == 0) return kEdges[random() % std::size(kEdges)];
+  return random();
+}
+
+// After the form: the flags into r15 by PUSHF and by two Jcc (conditions chosen by `round`),
+// or, with `overwrite`, a CMP first so that nothing sees the form's own flags.
+void fold_flags(CodeGenerator& c, int round, bool overwrite) {
+  if (overwrite) c.cmp(rax, rdx);
+  for (const int condition : {round & 15, (round * 7 + 3) & 15}) {
+    c.db(0x70 | condition);  // Jcc rel8 over the 4-byte ADD
+    c.db(4);
+    c.add(r15, condition + 1);
+  }
+  c.pushfq();
+  c.pop(r11);
+  c.add(r15, r11);
+  c.add(r15, rax);
+  c.add(r15, rdx);
+  c.add(r15, r9);
+  c.add(r15, qword[rsi]);
+  c.add(r15, qword[rsi + 8]);
+  c.rol(r15, 9);
+}
+
+// One shift form (0-21) on rax/r9/rdx and the qwords at rsi..rsi+16, count in CL.
+void shift_form(CodeGenerator& c, int form, uint8_t immediate) {
+  switch (form) {
+    case 0: c.shl(eax, cl); break;
+    case 1: c.shr(rax, cl); break;
+    case 2: c.sar(r9d, cl); break;
+    case 3: c.shl(ax, cl); break;
+    case 4: c.shr(al, cl); break;
+    case 5: c.sar(ah, cl); break;
+    case 6: c.shl(r9, cl); break;
+    case 7: c.shl(dword[rsi + 4], cl); break;
+    case 8: c.shr(qword[rsi], cl); break;
+    case 9: c.sar(word[rsi + 6], cl); break;
+    case 10: c.shl(byte[rsi + 9], cl); break;
+    case 11: c.shl(byte[rsi + 3], 1); break;
+    case 12: c.sar(dword[rsi + 8], 1); break;
+    case 13: c.shr(qword[rsi + 8], immediate); break;
+    case 14: c.shl(word[rsi + 2], immediate); break;
+    case 15: c.shld(rax, rdx, cl); break;
+    case 16: c.shrd(eax, edx, cl); break;
+    case 17: c.shld(r9d, eax, immediate); break;
+    case 18: c.shrd(qword[rsi + 8], rdx, cl); break;
+    case 19: c.shld(dword[rsi + 4], edx, immediate); break;
+    case 20: c.sar(qword[rsi], cl); break;
+    default: c.shr(r9w, cl); break;
+  }
+}
+
+std::vector<uint8_t> shift_program(uint64_t seed) {
+  return assemble([seed](CodeGenerator& c) {
+    std::mt19937_64 random(seed);
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    for (int round = 0; round < 360; ++round) {
+      c.mov(rax, pick_value(random));
+      c.mov(rdx, pick_value(random));
+      c.mov(r9, pick_value(random));
+      c.mov(rcx, pick_value(random));
+      c.mov(qword[rsi], rcx);
+      c.mov(rcx, pick_value(random));
+      c.mov(qword[rsi + 8], rcx);
+      c.mov(ecx, pick_count(random));
+      // Flags before the form, which a count of zero must leave as they are.
+      c.add(rdx, rax);
+      shift_form(c, round % 22, static_cast<uint8_t>(pick_count(random) | 1));
+      fold_flags(c, round, round % 5 == 4);
+    }
+    c.hlt();
+  });
+}
+
+TEST(JitInlineFormsTest, ShiftsByClOfMemoryAndDoubleShiftsMatchTheInterpreter) {
+  for (const uint64_t seed : {uint64_t{1}, uint64_t{42}, uint64_t{20261207}}) {
+    SCOPED_TRACE(seed);
+    expect_no_exception(compare(shift_program(seed)));
+  }
+}
+
+TEST(JitInlineFormsTest, DividesMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](CodeGenerator& c) {
+    std::mt19937_64 random(7);
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    for (int round = 0; round < 400; ++round) {
+      // Divisors of every magnitude (odd: never zero in any width), dividends that fit.
+      const uint64_t divisor = (random() >> (random() % 64)) | 1;
+      const uint64_t dividend = random();
+      c.mov(r9, divisor);
+      c.mov(qword[rsi + 8], r9);
+      c.mov(rax, dividend);
+      switch (round % 6) {
+        case 0: c.xor_(edx, edx); c.div(r9); break;
+        case 1: c.mov(edx, static_cast<uint32_t>(dividend >> 40) % static_cast<uint32_t>(divisor)); c.div(r9d); break;
+        case 2: c.cqo(); c.idiv(r9); break;
+        case 3: c.cdq(); c.idiv(dword[rsi + 8]); break;
+        case 4: c.mov(rdx, (dividend >> 3) % divisor); c.div(qword[rsi + 8]); break;
+        default:
+          // A dividend that is not its low half sign-extended (the handler's path), that fits.
+          c.mov(r9d, 0x10001 | static_cast<uint32_t>(divisor & 0x3fff0000));
+          c.mov(edx, 1);
+          c.idiv(r9d);
+          break;
+      }
+      fold_flags(c, round, false);
+    }
+    c.hlt();
+  })));
+}
+
+// A #DE (no error code) from `divide`, after `before`, in the middle of a block, with the
+// flags of the ADD before them kept.
+void expect_divide_error(const std::function<void(CodeGenerator&)>& before,
+                         const std::function<void(CodeGenerator&)>& divide) {
+  uint64_t faulting = 0;
+  const Outcome outcome = compare(assemble([&](CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(r8, 0x7fffffffffffffffull);
+    c.add(r8, 1);
+    before(c);
+    faulting = kCode + c.getSize();
+    divide(c);
+    c.mov(ebx, 0x1234);
+    c.hlt();
+  }));
+  EXPECT_EQ(outcome.state.rip, kHandler + 1) << "no exception";
+  EXPECT_EQ(outcome.stack_word, faulting);
+  EXPECT_NE(outcome.state.gpr[kRbx], 0x1234u);
+}
+
+TEST(JitInlineFormsTest, DivideErrorsArePrecise) {
+  const auto div_r9 = [](CodeGenerator& c) { c.div(r9); };
+  expect_divide_error([](CodeGenerator& c) { c.xor_(r9d, r9d); c.mov(eax, 5); c.xor_(edx, edx); }, div_r9);
+  expect_divide_error([](CodeGenerator& c) { c.mov(qword[rsi], 0); },
+                      [](CodeGenerator& c) { c.div(dword[rsi]); });
+  // The quotient does not fit: RDX >= the divisor.
+  expect_divide_error([](CodeGenerator& c) { c.mov(r9, 5); c.mov(rdx, 5); }, div_r9);
+  // IDIV's one overflow with a sign-extended dividend: the minimum by -1.
+  expect_divide_error([](CodeGenerator& c) { c.mov(rax, 0x8000000000000000ull); c.cqo(); c.mov(r9, -1); },
+                      [](CodeGenerator& c) { c.idiv(r9); });
+  expect_divide_error([](CodeGenerator& c) { c.mov(eax, 0x80000000u); c.cdq(); c.mov(qword[rsi], -1); },
+                      [](CodeGenerator& c) { c.idiv(dword[rsi]); });
+  // A dividend that is not sign-extended whose quotient does not fit.
+  expect_divide_error([](CodeGenerator& c) { c.mov(eax, 0); c.mov(edx, 0x40000000); c.mov(r9d, 2); },
+                      [](CodeGenerator& c) { c.idiv(r9d); });
+}
+
+TEST(JitInlineFormsTest, ExchangesCompareExchangesAndExchangeAddsMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](CodeGenerator& c) {
+    std::mt19937_64 random(11);
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    for (int round = 0; round < 400; ++round) {
+      const uint64_t memory = pick_value(random);
+      c.mov(rcx, memory);
+      c.mov(qword[rsi], rcx);
+      c.mov(qword[rsi + 8], rcx);
+      // The accumulator equal to memory (in some width) half of the time.
+      c.mov(rax, round % 2 == 0 ? memory : pick_value(random));
+      c.mov(rdx, pick_value(random));
+      c.mov(r9, pick_value(random));
+      switch (round % 14) {
+        case 0: c.lock(); c.cmpxchg(dword[rsi], edx); break;
+        case 1: c.cmpxchg(qword[rsi], rdx); break;
+        case 2: c.lock(); c.cmpxchg(word[rsi + 8], r9w); break;
+        case 3: c.cmpxchg(byte[rsi + 8], dh); break;
+        case 4: c.xchg(dword[rsi], edx); break;
+        case 5: c.xchg(qword[rsi + 8], r9); break;
+        case 6: c.xchg(byte[rsi + 1], ah); break;
+        case 7: c.lock(); c.xadd(dword[rsi + 4], edx); break;
+        case 8: c.xadd(qword[rsi], r9); break;
+        case 9: c.lock(); c.xadd(byte[rsi + 3], al); break;
+        case 10: c.lock(); c.cmpxchg(dword[rsi + 2], edx); break;  // misaligned: the handler
+        case 11: c.xchg(qword[rsi + 4], rdx); break;               // misaligned
+        case 12: c.lock(); c.xadd(word[rsi + 7], r9w); break;       // misaligned
+        default: c.lock(); c.cmpxchg(qword[rsi + 8], rax); break;  // source = accumulator
+      }
+      fold_flags(c, round, round % 7 == 6);
+    }
+    c.hlt();
+  })));
+}
+
+TEST(JitInlineFormsTest, ScalarSseMovesMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](CodeGenerator& c) {
+    std::mt19937_64 random(5);
+    c.mov(rsi, kData);
+    for (int slot = 0; slot < 64; ++slot) {
+      c.mov(rax, random());
+      c.mov(qword[rsi + 8 * slot], rax);
+    }
+    for (int index = 0; index < 16; ++index) c.movdqu(Xbyak::Xmm(index), ptr[rsi + 16 * (index % 8)]);
+    c.movss(xmm0, ptr[rsi + 0x13]);
+    c.movsd(xmm1, ptr[rsi + 0x25]);
+    c.movss(xmm2, xmm3);
+    c.movsd(xmm4, xmm5);
+    c.movss(ptr[rsi + 0x101], xmm6);
+    c.movsd(ptr[rsi + 0x109], xmm7);
+    c.db(0xf3), c.db(0x45), c.db(0x0f), c.db(0x11), c.db(0xc1);  // movss xmm9, xmm8 (0F 11 form)
+    c.db(0xf2), c.db(0x45), c.db(0x0f), c.db(0x11), c.db(0xd3);  // movsd xmm11, xmm10 (0F 11 form)
+    c.movsd(xmm12, ptr[rsi + 0x101]);
+    c.movss(xmm13, ptr[rsi + 0x109]);
+    c.hlt();
+  })));
+}
+
+// `instruction` after a warm TLB for the data page raises #PF at an unmapped page; the flags
+// of the ADD before it and every register are the interpreter's.
+void expect_page_fault(const char* name, const std::function<void(CodeGenerator&)>& instruction,
+                       const std::function<void(CodeGenerator&)>& before = {}) {
+  SCOPED_TRACE(name);
+  uint64_t faulting = 0;
+  const Outcome outcome = compare(assemble([&](CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(eax, ptr[rsi]);
+    c.mov(ptr[rsi + 0x800], eax);
+    c.mov(rdi, 0x40000000);  // not mapped
+    c.mov(ecx, 3);
+    c.mov(r8, 0x7fffffffffffffffull);
+    c.add(r8, 1);
+    if (before) before(c);
+    faulting = kCode + c.getSize();
+    instruction(c);
+    c.mov(ebx, 0x1234);
+    c.hlt();
+  }));
+  EXPECT_EQ(outcome.state.rip, kHandler + 1) << "no exception";
+  EXPECT_EQ(outcome.stack_rip, faulting);
+  EXPECT_EQ(outcome.state.cr2 & ~uint64_t{0xfff}, 0x40000000u);
+}
+
+TEST(JitInlineFormsTest, PageFaultsOfInlinedMemoryFormsArePrecise) {
+  expect_page_fault("shl m32, cl", [](CodeGenerator& c) { c.shl(dword[rdi + 4], cl); });
+  expect_page_fault("shr m8, 1", [](CodeGenerator& c) { c.shr(byte[rdi], 1); });
+  expect_page_fault("shrd m64, r64, cl", [](CodeGenerator& c) { c.shrd(qword[rdi], rdx, cl); });
+  expect_page_fault("div m64", [](CodeGenerator& c) { c.div(qword[rdi + 8]); });
+  expect_page_fault("lock cmpxchg m32", [](CodeGenerator& c) { c.lock(); c.cmpxchg(dword[rdi], edx); });
+  expect_page_fault("xchg m64", [](CodeGenerator& c) { c.xchg(qword[rdi], rdx); });
+  expect_page_fault("xadd m32", [](CodeGenerator& c) { c.xadd(dword[rdi + 12], edx); });
+  expect_page_fault("movss load", [](CodeGenerator& c) { c.movss(xmm3, ptr[rdi]); });
+  expect_page_fault("movsd store", [](CodeGenerator& c) { c.movsd(ptr[rdi + 16], xmm3); });
+  // A count of zero still accesses the operand.
+  expect_page_fault("sar m16, cl=0", [](CodeGenerator& c) { c.sar(word[rdi], cl); },
+                    [](CodeGenerator& c) { c.mov(ecx, 0x40); });
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
