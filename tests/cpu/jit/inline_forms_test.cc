@@ -239,6 +239,120 @@ TEST(JitInlineFormsTest, ScalarSseMovesMatchTheInterpreter) {
   })));
 }
 
+// Operands for the floating-point forms: zeros, denormals, infinities, quiet and signalling
+// NaNs, values that round, and random bits, as doubles and as pairs of singles.
+uint64_t pick_float_bits(std::mt19937_64& random) {
+  static constexpr uint64_t kEdges[] = {
+      0, 0x8000000000000000ull, 0x0000000000000001ull, 0x000fffffffffffffull, 0x7ff0000000000000ull,
+      0xfff0000000000000ull, 0x7ff8000000000000ull, 0x7ff0000000000001ull, 0x3ff0000000000000ull,
+      0x3fb999999999999aull, 0x0000000100000001ull, 0x7f8000007fc00000ull, 0x7f80000100400000ull,
+      0x3f8000003dcccccdull, 0xc1e0000000000000ull, 0x43e0000000000000ull};
+  if (random() % 3 == 0) return kEdges[random() % std::size(kEdges)];
+  // Random signs and mantissas with exponents near 1.0 (double and single lanes alike).
+  return (random() & 0x800fffff807fffffull) | 0x3fe000003f000000ull;
+}
+
+// SSE arithmetic, compares, (U)COMIS and CVTSI2SS/SD under several MXCSR settings, every one
+// masking all exceptions: the JIT's host instruction against the SIMD unit.
+void float_body(CodeGenerator& c, int round) {
+  switch (round % 12) {
+    case 0: c.addsd(xmm0, xmm1); c.mulsd(xmm2, ptr[rsi + 0x18]); c.subss(xmm3, xmm4); break;
+    case 1: c.addss(xmm5, ptr[rsi + 0x24]); c.mulss(xmm6, xmm7); c.divsd(xmm8, xmm9); break;
+    case 2: c.minsd(xmm10, xmm11); c.maxss(xmm12, ptr[rsi + 0x30]); c.sqrtsd(xmm13, xmm14); break;
+    case 3: c.addps(xmm0, ptr[rsi + 0x40]); c.mulpd(xmm1, xmm2); c.subpd(xmm3, ptr[rsi + 0x50]); break;
+    case 4: c.divps(xmm4, xmm5); c.minpd(xmm6, xmm7); c.maxps(xmm8, xmm9); c.sqrtps(xmm10, xmm11); break;
+    case 5: c.rsqrtss(xmm12, xmm13); c.rcpps(xmm14, xmm15); c.sqrtss(xmm15, ptr[rsi + 0x2c]); break;
+    case 6: c.cmpsd(xmm0, xmm1, round & 7); c.cmpps(xmm2, ptr[rsi + 0x60], (round >> 3) & 7); break;
+    case 7: c.cmpss(xmm3, ptr[rsi + 0x14], round & 7); c.cmppd(xmm4, xmm5, 3); break;
+    case 8: c.cvtsi2sd(xmm6, rax); c.cvtsi2ss(xmm7, ecx); c.cvtsi2sd(xmm8, dword[rsi + 0x10]); break;
+    case 9: c.cvtsi2ss(xmm9, qword[rsi + 0x20]); c.cvtsi2ss(xmm10, rdx); c.subsd(xmm10, ptr[rsi + 0x28]); break;
+    case 10: c.comisd(xmm0, xmm1); break;
+    default: c.ucomiss(xmm2, ptr[rsi + 0x34]); break;
+  }
+  if (round % 12 >= 10 || round % 5 == 0) {
+    switch (round % 4) {
+      case 0: c.ucomisd(xmm3, xmm4); break;
+      case 1: c.comiss(xmm5, ptr[rsi + 0x1c]); break;
+      case 2: c.ucomisd(xmm6, ptr[rsi + 0x38]); break;
+      default: c.comisd(xmm7, xmm8); break;
+    }
+  }
+}
+
+TEST(JitInlineFormsTest, SseFloatFormsMatchTheSimdUnit) {
+  // Round to nearest, down, up, toward zero, then FTZ, DAZ, both; all exceptions masked.
+  static constexpr uint32_t kMxcsr[] = {0x1f80, 0x3f80, 0x5f80, 0x7f80, 0x9f80, 0x1fc0, 0xffc0};
+  constexpr uint32_t kInput = 0x800, kScratch = 0x7f0, kRounds = 24;
+  for (const uint64_t seed : {uint64_t{3}, uint64_t{99}}) {
+    for (const uint32_t mxcsr : kMxcsr) {
+      SCOPED_TRACE(::testing::Message() << "seed " << seed << " mxcsr " << std::hex << mxcsr);
+      std::mt19937_64 random(seed ^ mxcsr);
+      std::vector<uint8_t> data(kDataBytes);
+      for (uint32_t offset = 0; offset < kInput; offset += 8) {
+        const uint64_t bits = pick_float_bits(random);
+        for (int byte = 0; byte < 8; ++byte) data[offset + byte] = static_cast<uint8_t>(bits >> (8 * byte));
+      }
+      const std::vector<uint8_t> program = assemble([&](CodeGenerator& c) {
+        c.mov(rdi, kData);
+        c.mov(r15, 0);
+        c.mov(dword[rdi + kScratch], mxcsr);
+        c.ldmxcsr(dword[rdi + kScratch]);
+        for (uint32_t round = 0; round < kRounds; ++round) {
+          c.lea(rsi, ptr[rdi + (round * 0x50) % 0x700]);  // 16-byte aligned: packed operands
+          for (int index = 0; index < 16; ++index) c.movdqu(Xbyak::Xmm(index), ptr[rsi + 8 * index]);
+          c.mov(rax, pick_value(random));
+          c.mov(rcx, pick_value(random));
+          c.mov(rdx, pick_value(random));
+          c.add(rdx, rcx);  // flags a COMIS replaces
+          float_body(c, static_cast<int>(round + seed));
+          c.pushfq();
+          c.pop(r11);
+          c.add(r15, r11);
+          c.db(0x70 | (round & 15));  // a Jcc reading the flags over a 4-byte ADD
+          c.db(4);
+          c.add(r15, 1);
+          // MXCSR's flags are sticky: read after every round.
+          c.stmxcsr(dword[rdi + kScratch + 4]);
+          c.add(r15d, dword[rdi + kScratch + 4]);
+          c.rol(r15, 5);
+          for (int index = 0; index < 16; ++index)
+            c.movdqu(ptr[rdi + kInput + 0x100 * round + 16 * index], Xbyak::Xmm(index));
+        }
+        c.hlt();
+      });
+      const auto setup = [&data](TestMachine& machine) { machine.write(kData, data); };
+      const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+      const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+      expect_same(interpreted, translated);
+      expect_no_exception(translated);
+    }
+  }
+}
+
+// An unmasked exception in the guest's MXCSR: the SIMD unit raises #XM (CR4.OSXMMEXCPT) at
+// the instruction, not the host.
+TEST(JitInlineFormsTest, AnUnmaskedSseExceptionIsTheSimdUnits) {
+  uint64_t faulting = 0;
+  const Outcome outcome = compare(assemble([&](CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(rax, 0x3ff0000000000000ull);  // 1.0
+    c.movq(xmm0, rax);
+    c.mov(rax, 0x4008000000000000ull);  // 3.0
+    c.movq(xmm1, rax);
+    c.addsd(xmm0, xmm1);                 // exact, masked: inline
+    c.mov(dword[rsi], 0x0f80);           // precision unmasked
+    c.ldmxcsr(dword[rsi]);
+    c.addsd(xmm0, xmm1);                 // exact: no exception
+    faulting = kCode + c.getSize();
+    c.divsd(xmm0, xmm1);                 // 7/3 is inexact: #XM
+    c.mov(ebx, 0x1234);
+    c.hlt();
+  }), 1 << 20);
+  EXPECT_EQ(outcome.state.rip, kHandler + 1) << "no exception";
+  EXPECT_EQ(outcome.stack_word, faulting);
+  EXPECT_NE(outcome.state.gpr[kRbx], 0x1234u);
+}
+
 // `instruction` after a warm TLB for the data page raises #PF at an unmapped page; the flags
 // of the ADD before it and every register are the interpreter's.
 void expect_page_fault(const char* name, const std::function<void(CodeGenerator&)>& instruction,

@@ -115,8 +115,8 @@ class Translator {
     // The between-blocks checks of inline chaining (translator_chain.cc).
     int32_t retired, retired_limit, requests, generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
-    // translator_simd.cc
-    int32_t cr0, cr4, xmm;
+    // translator_simd.cc, translator_sse_float.cc
+    int32_t cr0, cr4, xmm, mxcsr;
   };
   // What the lazy flags hold when the block reaches this point, if an inlined instruction of
   // this block set them (a handler, or the code before the block, leaves them unknown).
@@ -278,6 +278,9 @@ class Translator {
   void emit_simd_memory(const Instruction& in, const SimdForm& form, AccessType type, uint8_t size,
                         const Xbyak::Label& slow);
   void emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::optional<uint8_t> immediate);
+  // translator_sse_float.cc (64-bit mode): SSE floating-point arithmetic, CMPcc, (U)COMIS and
+  // CVTSI2SS/SD as the host's instruction under the guest's MXCSR, when it masks every exception.
+  bool emit_sse_float(const Instruction& in, size_t index);
 
   // translator_branch.cc
   bool emit_branch(const Instruction& in, size_t index);
