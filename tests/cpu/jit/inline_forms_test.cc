@@ -239,6 +239,67 @@ TEST(JitInlineFormsTest, ScalarSseMovesMatchTheInterpreter) {
   })));
 }
 
+// The flags of every kind of inlined producer read by the forms that take them from the
+// translator's knowledge of the producer rather than a C call: ROL/ROR and BT/BSF (all six
+// flags before them), ADC/SBB and INC/DEC (CF), Jcc and SETcc (materialized flags).
+TEST(JitInlineFormsTest, KnownFlagProducersFeedTheirConsumers) {
+  expect_no_exception(compare(assemble([](CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    const uint64_t values[] = {0, 0x7f, 0x80000000, 0xffffffffffffff80ull};
+    for (uint64_t a : values) {
+      for (uint64_t b : {uint64_t{1}, uint64_t{0x81}, ~uint64_t{0}}) {
+        for (int producer = 0; producer < 14; ++producer) {
+          for (int consumer = 0; consumer < 8; ++consumer) {
+            c.mov(rax, a);
+            c.mov(rcx, b);
+            c.mov(rdx, a ^ b);
+            switch (producer) {
+              case 0: c.add(eax, ecx); break;
+              case 1: c.sub(rax, rcx); break;
+              case 2: c.stc(); c.adc(al, cl); break;
+              case 3: c.stc(); c.sbb(rax, rcx); break;
+              case 4: c.and_(eax, ecx); break;
+              case 5: c.xor_(ax, cx); break;
+              case 6: c.inc(rax); break;
+              case 7: c.dec(cl); break;
+              case 8: c.shl(eax, 5); break;
+              case 9: c.imul(rax, rcx); break;
+              case 10: c.ror(rax, 3); break;
+              case 11: c.bsr(rdx, rcx); break;
+              case 12: c.shr(rax, cl); break;
+              default: c.neg(rcx); break;
+            }
+            switch (consumer) {
+              case 0: c.rol(edx, 7); break;
+              case 1: c.bt(rax, 3); break;
+              case 2: c.bsf(rdx, rax); break;
+              case 3: c.adc(rdx, rcx); break;
+              case 4: c.inc(edx); break;
+              case 5: c.dec(qword[rsi]); break;
+              case 6: c.sbb(dl, 1); break;
+              default: break;  // the Jcc below reads the producer's own flags
+            }
+            const int condition = (producer + consumer * 3) & 15;
+            c.db(0x70 | condition);  // Jcc rel8 over the 4-byte ADD
+            c.db(4);
+            c.add(r15, condition + 1);
+            c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | ((condition + 5) & 15))), c.db(0xc3);  // SETcc bl
+            c.pushfq();
+            c.pop(r11);
+            c.add(r15, r11);
+            c.add(r15, rdx);
+            c.add(r15, rbx);
+            c.rol(r15, 11);
+          }
+        }
+      }
+    }
+    c.mov(rax, qword[rsi]);
+    c.hlt();
+  })));
+}
+
 // Operands for the floating-point forms: zeros, denormals, infinities, quiet and signalling
 // NaNs, values that round, and random bits, as doubles and as pairs of singles.
 uint64_t pick_float_bits(std::mt19937_64& random) {

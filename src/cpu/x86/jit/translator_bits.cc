@@ -12,11 +12,34 @@ namespace {
 using namespace Xbyak::util;
 using Xbyak::CodeGenerator;
 
-constexpr uint32_t kCarry = 0x1, kZero = 0x40;
+constexpr uint32_t kCarry = 0x1, kZero = 0x40, kAdjust = 0x10, kOverflow = 0x800;
+constexpr uint32_t kArithmetic = 0x8d5;  // CF PF AF ZF SF OF
 
 }  // namespace
 
 void Translator::emit_flags_before_into_r8() {
+  // LazyFlags::materialize from this block's known producer: stored materialized, or its
+  // operation redone on the host, whose six flags are the lazy ones but for AF of a logic
+  // operation (taken as clear) and CF of INC/DEC (kept in carry_in). Clobbers rax, rcx, rdx.
+  if (known_flags_ && known_flags_->op == FlagOp::kMaterialized) {
+    code_.mov(r8, field(layout_.flags_materialized, 8));
+    return;
+  }
+  const std::optional<FlagOp> known = known_flags_ ? std::optional<FlagOp>(known_flags_->op) : std::nullopt;
+  if (known && emit_host_flags_for(4)) {  // Z: a condition INC/DEC's host flags can give
+    code_.pushfq();
+    code_.pop(r8);
+    if (*known == FlagOp::kLogic) {
+      code_.and_(r8d, kArithmetic & ~(kCarry | kAdjust | kOverflow));
+    } else if (*known == FlagOp::kInc || *known == FlagOp::kDec) {
+      code_.and_(r8d, kArithmetic & ~kCarry);
+      code_.movzx(eax, field(layout_.flags_carry, 1));
+      code_.or_(r8d, eax);
+    } else {
+      code_.and_(r8d, kArithmetic);
+    }
+    return;
+  }
   // A C call: nothing is cached in host registers outside register-only code.
   code_.mov(rdi, rbx);
   code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_materialized_flags));
@@ -27,6 +50,7 @@ void Translator::emit_flags_before_into_r8() {
 void Translator::store_r8_as_materialized_flags() {
   code_.mov(field(layout_.flags_materialized, 8), r8);
   code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
+  known_flags_ = KnownFlags{FlagOp::kMaterialized, 8};
 }
 
 bool Translator::emit_bit_scan(const Instruction& in, size_t index) {
@@ -51,8 +75,8 @@ bool Translator::emit_bit_scan(const Instruction& in, size_t index) {
   code_.L(zero);
   if (observed) code_.or_(r8, kZero);
   code_.L(done);
-  if (observed) store_r8_as_materialized_flags();
   known_flags_.reset();
+  if (observed) store_r8_as_materialized_flags();
   pending_rip_ += in.length;
   return true;
 }
@@ -97,8 +121,9 @@ bool Translator::emit_bit_test(const Instruction& in, size_t index) {
     code_.and_(r8, ~uint64_t{kCarry} & 0xffffffffu);
     code_.or_(r8, rdx);
     store_r8_as_materialized_flags();
+  } else {
+    known_flags_.reset();
   }
-  known_flags_.reset();
   pending_rip_ += in.length;
   return true;
 }
@@ -122,8 +147,9 @@ bool Translator::emit_multiply_accumulator(const Instruction& in, size_t index) 
     code_.or_(ecx, esi);
     code_.test(sized(rax, size), sized(rax, size));
     store_materialized_flags();
+  } else {
+    known_flags_.reset();
   }
-  known_flags_.reset();
   pending_rip_ += in.length;
   return true;
 }

@@ -172,11 +172,9 @@ bool Translator::emit_rotate(const Instruction& in) {
   const unsigned count = (op >= 0xd0 ? 1u : static_cast<uint8_t>(in.immediate)) & (bits == 64 ? 63u : 31u);
   if (count == 0) return false;  // no flags, no change: the handler's (rare) business
   const bool left = in.group_index() == 0;
-  // r8 = the flags before it (a C call: nothing is cached outside register-only code).
-  code_.mov(rdi, rbx);
-  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_materialized_flags));
-  code_.call(rax);
-  code_.mov(r8, rax);
+  // r8 = the flags before it (from the known producer, else a C call: nothing is cached
+  // outside register-only code).
+  emit_flags_before_into_r8();
   load_register(rax, in.rm, size, in.rex);
   // The host rotate gives the guest's result for any count (both reduce it modulo the width).
   if (left) {
@@ -206,9 +204,7 @@ bool Translator::emit_rotate(const Instruction& in) {
   }
   code_.and_(r8, ~uint64_t{0x801} & 0xffffffffu);
   code_.or_(r8, rcx);
-  code_.mov(field(layout_.flags_materialized, 8), r8);
-  code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
-  known_flags_.reset();
+  store_r8_as_materialized_flags();
   pending_rip_ += in.length;
   return true;
 }
@@ -222,6 +218,11 @@ void Translator::emit_carry_into_esi() {
   }
   if (known && (known->op == FlagOp::kInc || known->op == FlagOp::kDec)) {
     code_.movzx(esi, field(layout_.flags_carry, 1));
+    return;
+  }
+  if (known && known->op == FlagOp::kMaterialized) {
+    code_.movzx(esi, field(layout_.flags_materialized, 1));
+    code_.and_(esi, 1);
     return;
   }
   if (known && (known->op == FlagOp::kAdd || known->op == FlagOp::kSub || known->op == FlagOp::kAdc ||

@@ -261,6 +261,11 @@ bool Translator::emit_step(const Instruction& in) {
     }
     code_.setc(field(layout_.flags_carry, 1));
     keep_carry = true;
+  } else if (known_flags_ && known_flags_->op == FlagOp::kMaterialized) {
+    code_.movzx(eax, field(layout_.flags_materialized, 1));
+    code_.and_(eax, 1);
+    code_.mov(field(layout_.flags_carry, 1), al);
+    keep_carry = true;
   } else {
     // A C call: the cached registers it may clobber go back to CpuState first.
     forget_caller_saved_registers();

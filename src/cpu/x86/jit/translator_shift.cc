@@ -27,7 +27,7 @@ void Translator::store_materialized_flags() {
   code_.or_(ecx, eax);
   code_.mov(field(layout_.flags_materialized, 8), rcx);
   code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
-  known_flags_.reset();
+  known_flags_ = KnownFlags{FlagOp::kMaterialized, 8};
 }
 
 bool Translator::emit_shift(const Instruction& in) {
