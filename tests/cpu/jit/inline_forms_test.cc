@@ -12,6 +12,7 @@
 
 #include <xbyak/xbyak.h>
 
+#include "cpu/x86/system/control_bits.h"
 #include "jit_test_program.h"
 
 namespace lamina::cpu::x86::testing {
@@ -300,6 +301,108 @@ TEST(JitInlineFormsTest, KnownFlagProducersFeedTheirConsumers) {
   })));
 }
 
+// BSF/BSR from memory and BT/BTS/BTR/BTC of memory by an immediate (every bit offset the
+// immediate can give, masked to the operand), their flags read and not read.
+TEST(JitInlineFormsTest, BitFormsOfMemoryMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](CodeGenerator& c) {
+    std::mt19937_64 random(17);
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    for (int round = 0; round < 300; ++round) {
+      c.mov(rax, round % 7 == 0 ? 0 : pick_value(random));
+      c.mov(qword[rsi], rax);
+      c.mov(rax, pick_value(random));
+      c.mov(qword[rsi + 8], rax);
+      c.mov(rdx, pick_value(random));
+      c.mov(r9, pick_value(random));
+      c.sub(rdx, r9);  // flags the forms keep in part
+      const auto bit = static_cast<uint8_t>(random());
+      switch (round % 9) {
+        case 0: c.bsr(rdx, qword[rsi]); break;
+        case 1: c.bsf(edx, dword[rsi + 4]); break;
+        case 2: c.bsr(dx, word[rsi + 2]); break;
+        case 3: c.bt(qword[rsi + 8], bit); break;
+        case 4: c.bts(dword[rsi], bit); break;
+        case 5: c.btr(qword[rsi], bit); break;
+        case 6: c.btc(word[rsi + 6], bit); break;
+        case 7: c.btr(qword[rsi + 8], bit); c.bsf(r9, qword[rsi + 8]); break;
+        default: c.bsr(rax, qword[rsi]); c.add(rdx, rax); break;  // flags overwritten
+      }
+      fold_flags(c, round, round % 4 == 3);
+    }
+    c.hlt();
+  })));
+}
+
+// RDTSC (the test machine's clock advances by 1000 a read: both engines read it as often),
+// CLI and PUSHF after every kind of flag producer, and SETcc to memory.
+TEST(JitInlineFormsTest, SystemFormsMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    for (int round = 0; round < 64; ++round) {
+      c.rdtsc();
+      c.shl(rdx, 32);
+      c.or_(rax, rdx);
+      c.add(r15, rax);
+      if (round % 4 == 0) c.sti();
+      c.mov(rax, 0x8000000000000000ull >> round);
+      c.mov(rcx, round * 0x1234567ull);
+      switch (round % 6) {
+        case 0: c.add(rax, rcx); break;
+        case 1: c.shl(rax, 3); break;
+        case 2: c.and_(eax, ecx); break;
+        case 3: c.dec(rcx); break;
+        case 4: c.bsf(rdx, rcx); break;
+        default: c.sbb(rax, rcx); break;
+      }
+      if (round % 3 == 0) c.cli();
+      c.pushfq();
+      c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | (round & 15))), c.db(0x46), c.db(static_cast<uint8_t>(round));  // setcc [rsi + round]
+      c.pop(r11);
+      c.add(r15, r11);
+      c.rol(r15, 3);
+    }
+    c.hlt();
+  })));
+}
+
+// At CPL 3 with IOPL 0 and CR4.TSD: RDTSC and CLI raise #GP(0) at themselves.
+TEST(JitInlineFormsTest, PrivilegedSystemFormsFaultAtCplThree) {
+  for (const bool time_stamp : {true, false}) {
+    SCOPED_TRACE(time_stamp);
+    uint64_t faulting = 0;
+    const std::vector<uint8_t> program = assemble([&](CodeGenerator& c) {
+      c.mov(eax, 5);
+      c.add(eax, 7);
+      c.pushfq();  // inline at CPL 3 too
+      c.pop(r11);
+      faulting = kCode + c.getSize();
+      if (time_stamp) {
+        c.rdtsc();
+      } else {
+        c.cli();
+      }
+      c.mov(ebx, 0x1234);
+      c.hlt();
+    });
+    const auto user_mode = [](TestMachine& machine) {
+      machine.enter_long_mode(3);
+      for (uint8_t vector = 0; vector < 32; ++vector) machine.set_long_gate(vector, kHandler);
+      machine.write64(TestMachine::kTss + 4, kStackTop - 0x1000);  // RSP0
+      machine.state().cr4 |= cr4::kTsd;
+      machine.cpu().state_changed();
+    };
+    const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, user_mode);
+    const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, user_mode);
+    expect_same(interpreted, translated);
+    EXPECT_EQ(translated.state.rip, kHandler + 1) << "no exception";
+    EXPECT_EQ(translated.stack_rip, faulting);
+    EXPECT_NE(translated.state.gpr[kRbx], 0x1234u);
+    EXPECT_EQ(translated.state.gpr[kR11] & 0x8d5, 0x4u);  // PUSHF saw ADD's flags: PF only
+  }
+}
+
 // Operands for the floating-point forms: zeros, denormals, infinities, quiet and signalling
 // NaNs, values that round, and random bits, as doubles and as pairs of singles.
 uint64_t pick_float_bits(std::mt19937_64& random) {
@@ -450,8 +553,21 @@ TEST(JitInlineFormsTest, PageFaultsOfInlinedMemoryFormsArePrecise) {
   expect_page_fault("movss load", [](CodeGenerator& c) { c.movss(xmm3, ptr[rdi]); });
   expect_page_fault("movsd store", [](CodeGenerator& c) { c.movsd(ptr[rdi + 16], xmm3); });
   // A count of zero still accesses the operand.
+  expect_page_fault("bsr m64", [](CodeGenerator& c) { c.bsr(rax, qword[rdi]); });
+  expect_page_fault("btr m64, imm", [](CodeGenerator& c) { c.btr(qword[rdi], 40); });
+  expect_page_fault("setne m8", [](CodeGenerator& c) { c.setne(byte[rdi + 5]); });
   expect_page_fault("sar m16, cl=0", [](CodeGenerator& c) { c.sar(word[rdi], cl); },
                     [](CodeGenerator& c) { c.mov(ecx, 0x40); });
+  // PUSHF onto an unmapped stack: the #PF cannot be delivered either (a triple fault), the same
+  // on both engines. (Below the test machine's 16 MiB, where run_on reads the stack.)
+  const Outcome outcome = compare(assemble([](CodeGenerator& c) {
+    c.mov(rsp, 0x900000);
+    c.add(eax, 1);
+    c.pushfq();
+    c.mov(ebx, 0x1234);
+    c.hlt();
+  }));
+  EXPECT_NE(outcome.state.gpr[kRbx], 0x1234u);
 }
 
 }  // namespace

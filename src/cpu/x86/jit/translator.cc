@@ -204,7 +204,7 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
          emit_condition_forms(in, index) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
          emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
          emit_multiply_accumulator(in, index) || emit_shift_count_forms(in, index) || emit_divide(in, index) ||
-         emit_sse_float(in, index);
+         emit_sse_float(in, index) || emit_system(in, index);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {

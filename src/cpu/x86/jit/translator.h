@@ -224,6 +224,8 @@ class Translator {
   // translator_atomic.cc: XCHG, CMPXCHG and XADD with a memory operand (64-bit mode), LOCK or
   // not, as host atomics on the TLB's host pointer (aligned operands only).
   bool emit_atomic(const Instruction& in, size_t index);
+  // translator_system.cc: RDTSC, CLI and PUSHF (64-bit mode).
+  bool emit_system(const Instruction& in, size_t index);
   // ecx |= SF, ZF, PF of the host flags (as set by a TEST of the result); stores ecx as the
   // materialized flags.
   void store_materialized_flags();
@@ -265,6 +267,10 @@ class Translator {
   bool emit_bit_scan(const Instruction& in, size_t index);
   bool emit_bit_test(const Instruction& in, size_t index);
   bool emit_multiply_accumulator(const Instruction& in, size_t index);
+  // `to` = the r/m operand of a bit instruction: a register, or memory through the TLB (the
+  // host address left in rdi), else a jump to `slow`.
+  void load_bit_operand(const Xbyak::Reg64& to, const Instruction& in, uint8_t size, AccessType type,
+                        const Xbyak::Label& slow);
   // r8 = the materialized flags before the instruction (a C call); stores r8 as the flags.
   void emit_flags_before_into_r8();
   void store_r8_as_materialized_flags();

@@ -4,8 +4,8 @@
 // (the carry from this block's known flag producer, else lamina_jit_carry; flags stored as
 // kAdc/kSbb with the carry in); shifts and rotates whose flags a later instruction of the block
 // overwrites before anything reads them (the host instruction alone); and, outside register-only
-// code, SETcc/CMOVcc of registers (the condition from host flags recomputed from this block's
-// known producer, else lamina_jit_condition). Results are bit for bit data_handlers.cc's.
+// code, SETcc/CMOVcc of registers, CMOVcc from and SETcc to memory (the condition from host flags
+// recomputed from this block's known producer, else lamina_jit_condition). Results are bit for bit data_handlers.cc's.
 #include "cpu/x86/jit/translator.h"
 
 #include "cpu/x86/handlers.h"
@@ -294,11 +294,11 @@ bool Translator::emit_condition_forms(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
   const bool set = op >= 0x190 && op <= 0x19f;
   const bool move = op >= 0x140 && op <= 0x14f;
-  if ((!set && !move) || (in.memory && (set || mode_ != CodeMode::k64))) return false;
+  if ((!set && !move) || (in.memory && mode_ != CodeMode::k64)) return false;
   const auto condition = static_cast<uint8_t>(op & 15);
   const uint8_t size = in.operand_size;
   Xbyak::Label slow, done;
-  if (in.memory) {
+  if (in.memory && move) {
     // The source first, through the TLB (a miss or fault: the handler), into r12, which
     // nothing caches outside register-only code and the C call below keeps.
     emit_linear_address(in, slow);
@@ -320,12 +320,21 @@ bool Translator::emit_condition_forms(const Instruction& in, size_t index) {
   }
   // Only MOVs between here and the host SETcc/CMOVcc: the flags stay.
   if (set) {
+    // A memory destination: the condition in r12b (kept by the lookup), then the byte written
+    // through the TLB's write slot (setcc writes it whatever the condition).
+    const Xbyak::Reg8 value = in.memory ? r12b : al;
     if (host) {
-      set_if(code_, condition, al);
+      set_if(code_, condition, value);
     } else {
-      code_.setnz(al);
+      code_.setnz(value);
     }
-    store_register(in.rm, 1, in.rex, rax);
+    if (in.memory) {
+      emit_linear_address(in, slow);
+      emit_tlb_lookup(AccessType::kWrite, 1, slow);
+      code_.mov(byte[rdx], r12b);
+    } else {
+      store_register(in.rm, 1, in.rex, rax);
+    }
   } else {
     // conditional_move: the source is read either way; a 32-bit one zero-extends the
     // destination even when not taken, as the host CMOVcc does.
