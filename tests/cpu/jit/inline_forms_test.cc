@@ -334,6 +334,41 @@ TEST(JitInlineFormsTest, BitFormsOfMemoryMatchTheInterpreter) {
   })));
 }
 
+// PUSH imm8/imm32 (sign-extended), PUSH r/m64 (FF /6), LEAVE and MOV r, Sreg.
+TEST(JitInlineFormsTest, StackFormsMatchTheInterpreter) {
+  expect_no_exception(compare(assemble([](CodeGenerator& c) {
+    std::mt19937_64 random(23);
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    for (int round = 0; round < 100; ++round) {
+      c.mov(rax, pick_value(random));
+      c.mov(qword[rsi + 8 * (round % 16)], rax);
+      c.push(rbp);
+      c.mov(rbp, rsp);
+      c.push(static_cast<int8_t>(round - 50));                   // 6A
+      c.push(static_cast<int32_t>(0x80000000u >> (round % 32)));  // 68
+      c.push(qword[rsi + 8 * (round % 16)]);                      // FF /6 m64
+      c.db(0xff), c.db(0xf0 | (round % 8 == 4 ? 0 : round % 8));  // FF /6 r64 (not RSP)
+      c.mov(rdx, rsp);
+      c.sub(rdx, rbp);
+      c.add(r15, rdx);
+      c.pop(rdx);
+      c.add(r15, rdx);
+      c.pop(rdx);
+      c.add(r15, rdx);
+      c.mov(eax, round % 2 == 0 ? ds : ss);  // 8C r32
+      c.db(0x66), c.db(0x8c), c.db(0xe1);    // mov cx, fs
+      c.db(0x48), c.db(0x8c), c.db(0xea);    // mov rdx, gs
+      c.add(r15, rax);
+      c.add(r15, rcx);
+      c.add(r15, rdx);
+      c.leave();
+      c.rol(r15, 7);
+    }
+    c.hlt();
+  })));
+}
+
 // RDTSC (the test machine's clock advances by 1000 a read: both engines read it as often),
 // CLI and PUSHF after every kind of flag producer, and SETcc to memory.
 TEST(JitInlineFormsTest, SystemFormsMatchTheInterpreter) {
@@ -558,6 +593,8 @@ TEST(JitInlineFormsTest, PageFaultsOfInlinedMemoryFormsArePrecise) {
   expect_page_fault("setne m8", [](CodeGenerator& c) { c.setne(byte[rdi + 5]); });
   expect_page_fault("sar m16, cl=0", [](CodeGenerator& c) { c.sar(word[rdi], cl); },
                     [](CodeGenerator& c) { c.mov(ecx, 0x40); });
+  expect_page_fault("push m64", [](CodeGenerator& c) { c.push(qword[rdi + 8]); });
+  expect_page_fault("leave", [](CodeGenerator& c) { c.leave(); }, [](CodeGenerator& c) { c.mov(rbp, rdi); });
   // PUSHF onto an unmapped stack: the #PF cannot be delivered either (a triple fault), the same
   // on both engines. (Below the test machine's 16 MiB, where run_on reads the stack.)
   const Outcome outcome = compare(assemble([](CodeGenerator& c) {

@@ -54,6 +54,8 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .cr4 = offset_of(core, &core.state.cr4),
       .xmm = offset_of(core, core.state.simd.xmm.data()),
       .mxcsr = offset_of(core, &core.state.simd.mxcsr),
+      .segment_selectors = offset_of(core, &core.state.segment[0].selector),
+      .segment_stride = static_cast<int32_t>(sizeof(SegmentCache)),
   };
 }
 
@@ -204,7 +206,8 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
          emit_condition_forms(in, index) || emit_alu_memory_write(in, index) || emit_indirect_branch(in, index) ||
          emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
          emit_multiply_accumulator(in, index) || emit_shift_count_forms(in, index) || emit_divide(in, index) ||
-         emit_sse_float(in, index) || emit_system(in, index);
+         emit_sse_float(in, index) || emit_system(in, index) ||
+         emit_stack_forms(in, index);
 }
 
 void Translator::emit_handler_call(const Instruction& in, size_t index) {

@@ -117,6 +117,8 @@ class Translator {
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
     // translator_simd.cc, translator_sse_float.cc
     int32_t cr0, cr4, xmm, mxcsr;
+    // translator_stack.cc: segment[0].selector, and the distance between two segments.
+    int32_t segment_selectors, segment_stride;
   };
   // What the lazy flags hold when the block reaches this point, if an inlined instruction of
   // this block set them (a handler, or the code before the block, leaves them unknown).
@@ -224,6 +226,8 @@ class Translator {
   // translator_atomic.cc: XCHG, CMPXCHG and XADD with a memory operand (64-bit mode), LOCK or
   // not, as host atomics on the TLB's host pointer (aligned operands only).
   bool emit_atomic(const Instruction& in, size_t index);
+  // translator_stack.cc: PUSH imm, PUSH r/m64, LEAVE, MOV r, Sreg (64-bit mode).
+  bool emit_stack_forms(const Instruction& in, size_t index);
   // translator_system.cc: RDTSC, CLI and PUSHF (64-bit mode).
   bool emit_system(const Instruction& in, size_t index);
   // ecx |= SF, ZF, PF of the host flags (as set by a TEST of the result); stores ecx as the
