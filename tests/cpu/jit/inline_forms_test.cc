@@ -340,6 +340,10 @@ TEST(JitInlineFormsTest, StackFormsMatchTheInterpreter) {
     std::mt19937_64 random(23);
     c.mov(rsi, kData);
     c.mov(r15, 0);
+    // ES and FS get another selector than the others (the DPL 3 data segment, 0x23).
+    c.mov(eax, 0x23);
+    c.mov(es, eax);
+    c.mov(fs, eax);
     for (int round = 0; round < 100; ++round) {
       c.mov(rax, pick_value(random));
       c.mov(qword[rsi + 8 * (round % 16)], rax);
@@ -352,13 +356,14 @@ TEST(JitInlineFormsTest, StackFormsMatchTheInterpreter) {
       c.mov(rdx, rsp);
       c.sub(rdx, rbp);
       c.add(r15, rdx);
-      c.pop(rdx);
-      c.add(r15, rdx);
-      c.pop(rdx);
-      c.add(r15, rdx);
-      c.mov(eax, round % 2 == 0 ? ds : ss);  // 8C r32
+      for (int popped = 0; popped < 4; ++popped) {
+        c.pop(rdx);
+        c.add(r15, rdx);
+        c.rol(r15, 1);
+      }
+      c.mov(eax, round % 2 == 0 ? ds : es);  // 8C r32
       c.db(0x66), c.db(0x8c), c.db(0xe1);    // mov cx, fs
-      c.db(0x48), c.db(0x8c), c.db(0xea);    // mov rdx, gs
+      c.db(0x48), c.db(0x8c), c.db(round % 2 == 0 ? 0xea : 0xca);  // mov rdx, gs / cs
       c.add(r15, rax);
       c.add(r15, rcx);
       c.add(r15, rdx);
