@@ -380,6 +380,11 @@ TEST(JitInlineFormsTest, SystemFormsMatchTheInterpreter) {
   expect_no_exception(compare(assemble([](CodeGenerator& c) {
     c.mov(rsi, kData);
     c.mov(r15, 0);
+    // IA32_TIME_STAMP_COUNTER set past 32 bits, so EDX and EAX both carry bits.
+    c.mov(ecx, 0x10);
+    c.mov(eax, 0xfffff000u);
+    c.mov(edx, 0x1234);
+    c.wrmsr();
     for (int round = 0; round < 64; ++round) {
       c.rdtsc();
       c.shl(rdx, 32);
