@@ -388,7 +388,7 @@ TEST(JitInlineFormsTest, SystemFormsMatchTheInterpreter) {
     for (int round = 0; round < 64; ++round) {
       c.rdtsc();
       c.shl(rdx, 32);
-      c.or_(rax, rdx);
+      c.xor_(rax, rdx);  // RAX's upper half must be clear
       c.add(r15, rax);
       if (round % 4 == 0) c.sti();
       c.mov(rax, 0x8000000000000000ull >> round);
