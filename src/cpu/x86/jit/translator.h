@@ -3,7 +3,9 @@
 // handler loop does for it. Hot integer instructions (MOV, ADD/SUB/AND/OR/XOR/CMP/TEST, INC/DEC,
 // LEA, shifts by an immediate, IMUL, MOVZX/MOVSX, Jcc/JMP; in 64-bit mode also loads, stores,
 // PUSH/POP, CALL/RET, read-modify-write ALU forms and JMP/CALL r/m64 through the soft TLB;
-// translator_data.cc's forms chosen by the LAMINA_JIT_PROFILE counts) are generated inline,
+// the forms of translator_data.cc and the other translator_*.cc files, chosen by the
+// LAMINA_JIT_PROFILE counts: shifts by CL, DIV, atomics, SSE float, stack and system forms) are
+// generated inline,
 // reading and writing the guest registers in CpuState and storing the flags as the handlers
 // do (so any handler can read them); every other instruction, and the rare path of an inlined one (a TLB miss, MMIO, a
 // branch target that faults), calls its interpreter handler through runtime.h's noexcept thunk.
