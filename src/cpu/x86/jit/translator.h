@@ -47,6 +47,7 @@ enum class SimdKind : uint8_t {
   kBinary,           // xmm op= xmm/m128 (imm8), the host's same instruction
   kShiftImmediate,   // PSxx xmm, imm8
   kScalarMove,       // MOVSS/MOVSD: a register's low lane merged, memory's zero-extended
+  kStringCompare,    // PCMPISTRI (ECX) / PCMPISTRM (XMM0), their flags materialized
 };
 struct SimdForm {
   SimdKind kind = SimdKind::kNone;
