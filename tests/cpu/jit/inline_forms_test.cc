@@ -514,12 +514,15 @@ TEST(JitInlineFormsTest, SseFloatFormsMatchTheSimdUnit) {
           c.mov(rdx, pick_value(random));
           c.add(rdx, rcx);  // flags a COMIS replaces
           float_body(c, static_cast<int>(round + seed));
+          // A Jcc and SETcc reading the flags (a COMIS's, when one came last), then PUSHF.
+          c.db(0x70 | (round & 15));  // Jcc over the 4-byte ADD
+          c.db(4);
+          c.add(r15, 1);
+          c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | ((round + 7) & 15))), c.db(0xc3);  // SETcc bl
           c.pushfq();
           c.pop(r11);
           c.add(r15, r11);
-          c.db(0x70 | (round & 15));  // a Jcc reading the flags over a 4-byte ADD
-          c.db(4);
-          c.add(r15, 1);
+          c.add(r15, rbx);
           // MXCSR's flags are sticky: read after every round.
           c.stmxcsr(dword[rdi + kScratch + 4]);
           c.add(r15d, dword[rdi + kScratch + 4]);

@@ -118,7 +118,8 @@ bool Translator::emit_sse_float(const Instruction& in, size_t index) {
   }
   join_slow_path(in, index, slow, done);
   if (kind == FloatKind::kCompareToFlags) {
-    known_flags_.reset();
+    // Both paths leave materialized flags (the SIMD unit writes them through write_rflags).
+    known_flags_ = KnownFlags{FlagOp::kMaterialized, 8};
   } else {
     known_flags_ = flags;
   }
