@@ -448,6 +448,66 @@ TEST(JitInlineFormsTest, PrivilegedSystemFormsFaultAtCplThree) {
   }
 }
 
+// The same consumers at the start of a block, where the translator does not know the producer
+// (the block before ended in a JMP): the flags are read inline when stored materialized, else
+// through runtime.h; both must give the interpreter's answer.
+TEST(JitInlineFormsTest, ConsumersAtABlockStartReadTheFlagsOfTheBlockBefore) {
+  expect_no_exception(compare(assemble([](CodeGenerator& c) {
+    c.mov(rsi, kData);
+    c.mov(r15, 0);
+    const uint64_t values[] = {0, 0x80000000, 0xffffffffffffff80ull};
+    for (uint64_t a : values) {
+      for (uint64_t b : {uint64_t{1}, ~uint64_t{0}}) {
+        for (int producer = 0; producer < 10; ++producer) {
+          for (int consumer = 0; consumer < 9; ++consumer) {
+            c.mov(rax, a);
+            c.mov(rcx, b);
+            c.mov(rdx, a ^ b);
+            switch (producer) {
+              case 0: c.shl(eax, 5); break;
+              case 1: c.imul(rax, rcx); break;
+              case 2: c.ror(rax, 3); break;
+              case 3: c.bsf(rdx, rcx); break;
+              case 4: c.shr(rax, cl); break;
+              case 5: c.movq(xmm0, rax); c.movq(xmm1, rcx); c.ucomisd(xmm0, xmm1); break;
+              case 6: c.add(eax, ecx); break;
+              case 7: c.sub(rax, rcx); break;
+              case 8: c.and_(eax, ecx); break;
+              default: c.inc(cl); break;
+            }
+            Xbyak::Label next;
+            c.jmp(next);  // the consumer starts a block of its own
+            c.L(next);
+            const int condition = (producer * 5 + consumer) & 15;
+            switch (consumer) {
+              case 0: c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | condition)), c.db(0xc3); break;  // SETcc bl
+              case 1: c.db(0x48), c.db(0x0f), c.db(static_cast<uint8_t>(0x40 | condition)), c.db(0xd1); break;  // CMOVcc rdx, rcx
+              case 2: c.rol(edx, 7); break;
+              case 3: c.bt(rax, 3); break;
+              case 4: c.adc(rdx, rcx); break;
+              case 5: c.inc(edx); break;
+              case 6: c.sbb(dl, 1); break;
+              case 7: c.dec(qword[rsi]); break;
+              default: break;  // the Jcc below reads the producer's flags
+            }
+            c.db(0x70 | condition);  // Jcc rel8 over the 4-byte ADD
+            c.db(4);
+            c.add(r15, condition + 1);
+            c.pushfq();
+            c.pop(r11);
+            c.add(r15, r11);
+            c.add(r15, rdx);
+            c.add(r15, rbx);
+            c.rol(r15, 11);
+          }
+        }
+      }
+    }
+    c.mov(rax, qword[rsi]);
+    c.hlt();
+  })));
+}
+
 // Operands for the floating-point forms: zeros, denormals, infinities, quiet and signalling
 // NaNs, values that round, and random bits, as doubles and as pairs of singles.
 uint64_t pick_float_bits(std::mt19937_64& random) {

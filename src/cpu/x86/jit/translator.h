@@ -229,6 +229,20 @@ class Translator {
   // translator_atomic.cc: XCHG, CMPXCHG and XADD with a memory operand (64-bit mode), LOCK or
   // not, as host atomics on the TLB's host pointer (aligned operands only).
   bool emit_atomic(const Instruction& in, size_t index);
+  // translator_flags.cc: the lazy flags of an unknown producer, inline when they are stored
+  // materialized, else through runtime.h (clobbers the caller-saved registers).
+  // Host flags for `condition` from the materialized flags in rax (clobbers rax, rcx).
+  void emit_sahf_flags(uint8_t condition);
+  // rax = the materialized flags, or a jump to `other` when the lazy flags are not stored so.
+  void emit_materialized_or(const Xbyak::Label& other);
+  // eax = `condition` (0/1), tested (ZF clear when it holds).
+  void emit_unknown_condition(uint8_t condition);
+  // eax = CF.
+  void emit_unknown_carry();
+  // rax = LazyFlags::materialize().
+  void emit_unknown_materialized_flags();
+  // SETcc of `condition` into `to` (translator_data.cc).
+  void set_condition(uint8_t condition, const Xbyak::Reg8& to);
   // translator_stack.cc: PUSH imm, PUSH r/m64, LEAVE, MOV r, Sreg (64-bit mode).
   bool emit_stack_forms(const Instruction& in, size_t index);
   // translator_system.cc: RDTSC, CLI and PUSHF (64-bit mode).

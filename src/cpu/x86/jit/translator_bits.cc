@@ -42,10 +42,8 @@ void Translator::emit_flags_before_into_r8() {
     }
     return;
   }
-  // A C call: nothing is cached in host registers outside register-only code.
-  code_.mov(rdi, rbx);
-  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_materialized_flags));
-  code_.call(rax);
+  // Maybe a C call: nothing is cached in host registers outside register-only code.
+  emit_unknown_materialized_flags();
   code_.mov(r8, rax);
 }
 

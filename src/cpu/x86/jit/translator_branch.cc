@@ -97,15 +97,7 @@ bool Translator::emit_host_flags_for(uint8_t condition) {
       // SAHF loads SF, ZF, AF, PF and CF from byte 0 of the flags; OF (bit 11) is set by an
       // ADD of 0x7f to it that overflows exactly when it is 1, before.
       code_.mov(rax, field(layout_.flags_materialized, 8));
-      const uint8_t pair = (condition & 15) >> 1;
-      if (pair == 0 || pair == 6 || pair == 7) {
-        code_.mov(ecx, eax);
-        code_.shr(ecx, 11);
-        code_.and_(ecx, 1);
-        code_.add(cl, 0x7f);
-      }
-      code_.mov(ah, al);
-      code_.sahf();
+      emit_sahf_flags(condition);
       return true;
     }
     default: return false;
@@ -142,12 +134,8 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
     } else if (emit_host_flags_for(condition)) {
       jump_if(code_, condition, taken);
     } else {
-      code_.mov(rdi, rbx);
-      code_.mov(esi, condition);
       branch_calls_out_ = true;
-      code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_condition));
-      code_.call(rax);
-      code_.test(eax, eax);
+      emit_unknown_condition(condition);
       code_.jnz(taken, CodeGenerator::T_NEAR);
     }
     if (from_stack) store_rip_past();

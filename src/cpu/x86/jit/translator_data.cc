@@ -62,6 +62,8 @@ void move_if(CodeGenerator& code, uint8_t condition, const Xbyak::Reg& to, const
 
 }  // namespace
 
+void Translator::set_condition(uint8_t condition, const Xbyak::Reg8& to) { set_if(code_, condition, to); }
+
 bool Translator::emit_data(const Instruction& in) {
   const uint16_t op = in.opcode;
   if (in.memory && !hint_nop(in)) return false;
@@ -232,11 +234,9 @@ void Translator::emit_carry_into_esi() {
     code_.movzx(esi, sil);
     return;
   }
-  // A C call: the cached registers it may clobber go back to CpuState first.
+  // Maybe a C call: the cached registers it may clobber go back to CpuState first.
   forget_caller_saved_registers();
-  code_.mov(rdi, rbx);
-  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_carry));
-  code_.call(rax);
+  emit_unknown_carry();
   code_.mov(esi, eax);
 }
 
@@ -311,13 +311,7 @@ bool Translator::emit_condition_forms(const Instruction& in, size_t index) {
   }
   // ecx = 0/1 or the host flags for `condition`.
   const bool host = emit_host_flags_for(condition);
-  if (!host) {
-    code_.mov(rdi, rbx);
-    code_.mov(esi, condition);
-    code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_condition));
-    code_.call(rax);
-    code_.test(eax, eax);
-  }
+  if (!host) emit_unknown_condition(condition);
   // Only MOVs between here and the host SETcc/CMOVcc: the flags stay.
   if (set) {
     // A memory destination: the condition in r12b (kept by the lookup), then the byte written

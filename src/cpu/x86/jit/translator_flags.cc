@@ -1,0 +1,78 @@
+// The lazy flags when the translator does not know their producer (the block's start, after a
+// handler): a runtime check first, whether they are stored materialized (what shifts, rotates,
+// multiplies, bit instructions, (U)COMIS and most handlers leave), read inline then, and only
+// otherwise runtime.h's C call. Materialized flags reach the host flags through SAHF (SF, ZF,
+// AF, PF, CF from byte 0) and an ADD of 0x7f to OF (bit 11), which overflows exactly when it is 1.
+#include "cpu/x86/jit/translator.h"
+
+namespace lamina::cpu::x86::jit {
+namespace {
+
+using namespace Xbyak::util;
+using Xbyak::CodeGenerator;
+
+// Whether the Jcc condition pair (SDM vol. 1, appendix B) reads OF: O/NO, L/GE, LE/G.
+bool reads_overflow(uint8_t condition) {
+  const uint8_t pair = (condition & 15) >> 1;
+  return pair == 0 || pair == 6 || pair == 7;
+}
+
+}  // namespace
+
+void Translator::emit_sahf_flags(uint8_t condition) {
+  if (reads_overflow(condition)) {
+    code_.mov(ecx, eax);
+    code_.shr(ecx, 11);
+    code_.and_(ecx, 1);
+    code_.add(cl, 0x7f);
+  }
+  code_.mov(ah, al);
+  code_.sahf();
+}
+
+void Translator::emit_materialized_or(const Xbyak::Label& other) {
+  code_.cmp(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
+  code_.jne(other, CodeGenerator::T_NEAR);
+  code_.mov(rax, field(layout_.flags_materialized, 8));
+}
+
+void Translator::emit_unknown_condition(uint8_t condition) {
+  Xbyak::Label call, decided;
+  emit_materialized_or(call);
+  emit_sahf_flags(condition);
+  code_.mov(eax, 0);
+  set_condition(condition, al);
+  code_.jmp(decided, CodeGenerator::T_NEAR);
+  code_.L(call);
+  code_.mov(rdi, rbx);
+  code_.mov(esi, condition);
+  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_condition));
+  code_.call(rax);
+  code_.L(decided);
+  code_.test(eax, eax);
+}
+
+void Translator::emit_unknown_carry() {
+  Xbyak::Label call, decided;
+  emit_materialized_or(call);
+  code_.and_(eax, 1);
+  code_.jmp(decided, CodeGenerator::T_NEAR);
+  code_.L(call);
+  code_.mov(rdi, rbx);
+  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_carry));
+  code_.call(rax);
+  code_.L(decided);
+}
+
+void Translator::emit_unknown_materialized_flags() {
+  Xbyak::Label call, decided;
+  emit_materialized_or(call);
+  code_.jmp(decided, CodeGenerator::T_NEAR);
+  code_.L(call);
+  code_.mov(rdi, rbx);
+  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_materialized_flags));
+  code_.call(rax);
+  code_.L(decided);
+}
+
+}  // namespace lamina::cpu::x86::jit
