@@ -23,14 +23,15 @@ using Xbyak::CodeGenerator;
 
 // Counts at the edges of every operand width (masking, zero, the width itself) and random ones.
 uint8_t pick_count(std::mt19937_64& random) {
-  static constexpr uint8_t kEdges[] = {0, 1, 2, 7, 8, 9, 15, 16, 17, 24, 31, 32, 33, 63, 64, 65, 255};
+  static constexpr uint8_t kEdges[] = {0,  1,  2,  7,  8,  9,  15, 16, 17,
+                                       24, 31, 32, 33, 63, 64, 65, 255};
   if (random() % 3 != 0) return kEdges[random() % std::size(kEdges)];
   return static_cast<uint8_t>(random());
 }
 
 uint64_t pick_value(std::mt19937_64& random) {
-  static constexpr uint64_t kEdges[] = {0, 1, 0x80, 0x8000, 0x80000000u, 0x8000000000000000ull, ~0ull,
-                                        0x7fffffffffffffffull};
+  static constexpr uint64_t kEdges[] = {
+      0, 1, 0x80, 0x8000, 0x80000000u, 0x8000000000000000ull, ~0ull, 0x7fffffffffffffffull};
   if (random() % 4 == 0) return kEdges[random() % std::size(kEdges)];
   return random();
 }
@@ -126,11 +127,26 @@ TEST(JitInlineFormsTest, DividesMatchTheInterpreter) {
       c.mov(qword[rsi + 8], r9);
       c.mov(rax, dividend);
       switch (round % 6) {
-        case 0: c.xor_(edx, edx); c.div(r9); break;
-        case 1: c.mov(edx, static_cast<uint32_t>(dividend >> 40) % static_cast<uint32_t>(divisor)); c.div(r9d); break;
-        case 2: c.cqo(); c.idiv(r9); break;
-        case 3: c.cdq(); c.idiv(dword[rsi + 8]); break;
-        case 4: c.mov(rdx, (dividend >> 3) % divisor); c.div(qword[rsi + 8]); break;
+        case 0:
+          c.xor_(edx, edx);
+          c.div(r9);
+          break;
+        case 1:
+          c.mov(edx, static_cast<uint32_t>(dividend >> 40) % static_cast<uint32_t>(divisor));
+          c.div(r9d);
+          break;
+        case 2:
+          c.cqo();
+          c.idiv(r9);
+          break;
+        case 3:
+          c.cdq();
+          c.idiv(dword[rsi + 8]);
+          break;
+        case 4:
+          c.mov(rdx, (dividend >> 3) % divisor);
+          c.div(qword[rsi + 8]);
+          break;
         default:
           // A dividend that is not its low half sign-extended (the handler's path), that fits.
           c.mov(r9d, 0x10001 | static_cast<uint32_t>(divisor & 0x3fff0000));
@@ -166,19 +182,45 @@ void expect_divide_error(const std::function<void(CodeGenerator&)>& before,
 
 TEST(JitInlineFormsTest, DivideErrorsArePrecise) {
   const auto div_r9 = [](CodeGenerator& c) { c.div(r9); };
-  expect_divide_error([](CodeGenerator& c) { c.xor_(r9d, r9d); c.mov(eax, 5); c.xor_(edx, edx); }, div_r9);
+  expect_divide_error(
+      [](CodeGenerator& c) {
+        c.xor_(r9d, r9d);
+        c.mov(eax, 5);
+        c.xor_(edx, edx);
+      },
+      div_r9);
   expect_divide_error([](CodeGenerator& c) { c.mov(qword[rsi], 0); },
                       [](CodeGenerator& c) { c.div(dword[rsi]); });
   // The quotient does not fit: RDX >= the divisor.
-  expect_divide_error([](CodeGenerator& c) { c.mov(r9, 5); c.mov(rdx, 5); }, div_r9);
+  expect_divide_error(
+      [](CodeGenerator& c) {
+        c.mov(r9, 5);
+        c.mov(rdx, 5);
+      },
+      div_r9);
   // IDIV's one overflow with a sign-extended dividend: the minimum by -1.
-  expect_divide_error([](CodeGenerator& c) { c.mov(rax, 0x8000000000000000ull); c.cqo(); c.mov(r9, -1); },
-                      [](CodeGenerator& c) { c.idiv(r9); });
-  expect_divide_error([](CodeGenerator& c) { c.mov(eax, 0x80000000u); c.cdq(); c.mov(qword[rsi], -1); },
-                      [](CodeGenerator& c) { c.idiv(dword[rsi]); });
+  expect_divide_error(
+      [](CodeGenerator& c) {
+        c.mov(rax, 0x8000000000000000ull);
+        c.cqo();
+        c.mov(r9, -1);
+      },
+      [](CodeGenerator& c) { c.idiv(r9); });
+  expect_divide_error(
+      [](CodeGenerator& c) {
+        c.mov(eax, 0x80000000u);
+        c.cdq();
+        c.mov(qword[rsi], -1);
+      },
+      [](CodeGenerator& c) { c.idiv(dword[rsi]); });
   // A dividend that is not sign-extended whose quotient does not fit.
-  expect_divide_error([](CodeGenerator& c) { c.mov(eax, 0); c.mov(edx, 0x40000000); c.mov(r9d, 2); },
-                      [](CodeGenerator& c) { c.idiv(r9d); });
+  expect_divide_error(
+      [](CodeGenerator& c) {
+        c.mov(eax, 0);
+        c.mov(edx, 0x40000000);
+        c.mov(r9d, 2);
+      },
+      [](CodeGenerator& c) { c.idiv(r9d); });
 }
 
 TEST(JitInlineFormsTest, ExchangesCompareExchangesAndExchangeAddsMatchTheInterpreter) {
@@ -196,20 +238,41 @@ TEST(JitInlineFormsTest, ExchangesCompareExchangesAndExchangeAddsMatchTheInterpr
       c.mov(rdx, pick_value(random));
       c.mov(r9, pick_value(random));
       switch (round % 14) {
-        case 0: c.lock(); c.cmpxchg(dword[rsi], edx); break;
+        case 0:
+          c.lock();
+          c.cmpxchg(dword[rsi], edx);
+          break;
         case 1: c.cmpxchg(qword[rsi], rdx); break;
-        case 2: c.lock(); c.cmpxchg(word[rsi + 8], r9w); break;
+        case 2:
+          c.lock();
+          c.cmpxchg(word[rsi + 8], r9w);
+          break;
         case 3: c.cmpxchg(byte[rsi + 8], dh); break;
         case 4: c.xchg(dword[rsi], edx); break;
         case 5: c.xchg(qword[rsi + 8], r9); break;
         case 6: c.xchg(byte[rsi + 1], ah); break;
-        case 7: c.lock(); c.xadd(dword[rsi + 4], edx); break;
+        case 7:
+          c.lock();
+          c.xadd(dword[rsi + 4], edx);
+          break;
         case 8: c.xadd(qword[rsi], r9); break;
-        case 9: c.lock(); c.xadd(byte[rsi + 3], al); break;
-        case 10: c.lock(); c.cmpxchg(dword[rsi + 2], edx); break;  // misaligned: the handler
-        case 11: c.xchg(qword[rsi + 4], rdx); break;               // misaligned
-        case 12: c.lock(); c.xadd(word[rsi + 7], r9w); break;       // misaligned
-        default: c.lock(); c.cmpxchg(qword[rsi + 8], rax); break;  // source = accumulator
+        case 9:
+          c.lock();
+          c.xadd(byte[rsi + 3], al);
+          break;
+        case 10:
+          c.lock();
+          c.cmpxchg(dword[rsi + 2], edx);
+          break;                                      // misaligned: the handler
+        case 11: c.xchg(qword[rsi + 4], rdx); break;  // misaligned
+        case 12:
+          c.lock();
+          c.xadd(word[rsi + 7], r9w);
+          break;  // misaligned
+        default:
+          c.lock();
+          c.cmpxchg(qword[rsi + 8], rax);
+          break;  // source = accumulator
       }
       fold_flags(c, round, round % 7 == 6);
     }
@@ -225,7 +288,8 @@ TEST(JitInlineFormsTest, ScalarSseMovesMatchTheInterpreter) {
       c.mov(rax, random());
       c.mov(qword[rsi + 8 * slot], rax);
     }
-    for (int index = 0; index < 16; ++index) c.movdqu(Xbyak::Xmm(index), ptr[rsi + 16 * (index % 8)]);
+    for (int index = 0; index < 16; ++index)
+      c.movdqu(Xbyak::Xmm(index), ptr[rsi + 16 * (index % 8)]);
     c.movss(xmm0, ptr[rsi + 0x13]);
     c.movsd(xmm1, ptr[rsi + 0x25]);
     c.movss(xmm2, xmm3);
@@ -258,8 +322,14 @@ TEST(JitInlineFormsTest, KnownFlagProducersFeedTheirConsumers) {
             switch (producer) {
               case 0: c.add(eax, ecx); break;
               case 1: c.sub(rax, rcx); break;
-              case 2: c.stc(); c.adc(al, cl); break;
-              case 3: c.stc(); c.sbb(rax, rcx); break;
+              case 2:
+                c.stc();
+                c.adc(al, cl);
+                break;
+              case 3:
+                c.stc();
+                c.sbb(rax, rcx);
+                break;
               case 4: c.and_(eax, ecx); break;
               case 5: c.xor_(ax, cx); break;
               case 6: c.inc(rax); break;
@@ -285,7 +355,8 @@ TEST(JitInlineFormsTest, KnownFlagProducersFeedTheirConsumers) {
             c.db(0x70 | condition);  // Jcc rel8 over the 4-byte ADD
             c.db(4);
             c.add(r15, condition + 1);
-            c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | ((condition + 5) & 15))), c.db(0xc3);  // SETcc bl
+            c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | ((condition + 5) & 15))),
+                c.db(0xc3);  // SETcc bl
             c.pushfq();
             c.pop(r11);
             c.add(r15, r11);
@@ -325,8 +396,14 @@ TEST(JitInlineFormsTest, BitFormsOfMemoryMatchTheInterpreter) {
         case 4: c.bts(dword[rsi], bit); break;
         case 5: c.btr(qword[rsi], bit); break;
         case 6: c.btc(word[rsi + 6], bit); break;
-        case 7: c.btr(qword[rsi + 8], bit); c.bsf(r9, qword[rsi + 8]); break;
-        default: c.bsr(rax, qword[rsi]); c.add(rdx, rax); break;  // flags overwritten
+        case 7:
+          c.btr(qword[rsi + 8], bit);
+          c.bsf(r9, qword[rsi + 8]);
+          break;
+        default:
+          c.bsr(rax, qword[rsi]);
+          c.add(rdx, rax);
+          break;  // flags overwritten
       }
       fold_flags(c, round, round % 4 == 3);
     }
@@ -349,7 +426,7 @@ TEST(JitInlineFormsTest, StackFormsMatchTheInterpreter) {
       c.mov(qword[rsi + 8 * (round % 16)], rax);
       c.push(rbp);
       c.mov(rbp, rsp);
-      c.push(static_cast<int8_t>(round - 50));                   // 6A
+      c.push(static_cast<int8_t>(round - 50));                    // 6A
       c.push(static_cast<int32_t>(0x80000000u >> (round % 32)));  // 68
       c.push(qword[rsi + 8 * (round % 16)]);                      // FF /6 m64
       c.db(0xff), c.db(0xf0 | (round % 8 == 4 ? 0 : round % 8));  // FF /6 r64 (not RSP)
@@ -361,8 +438,8 @@ TEST(JitInlineFormsTest, StackFormsMatchTheInterpreter) {
         c.add(r15, rdx);
         c.rol(r15, 1);
       }
-      c.mov(eax, round % 2 == 0 ? ds : es);  // 8C r32
-      c.db(0x66), c.db(0x8c), c.db(0xe1);    // mov cx, fs
+      c.mov(eax, round % 2 == 0 ? ds : es);                        // 8C r32
+      c.db(0x66), c.db(0x8c), c.db(0xe1);                          // mov cx, fs
       c.db(0x48), c.db(0x8c), c.db(round % 2 == 0 ? 0xea : 0xca);  // mov rdx, gs / cs
       c.add(r15, rax);
       c.add(r15, rcx);
@@ -403,7 +480,8 @@ TEST(JitInlineFormsTest, SystemFormsMatchTheInterpreter) {
       }
       if (round % 3 == 0) c.cli();
       c.pushfq();
-      c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | (round & 15))), c.db(0x46), c.db(static_cast<uint8_t>(round));  // setcc [rsi + round]
+      c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | (round & 15))), c.db(0x46),
+          c.db(static_cast<uint8_t>(round));  // setcc [rsi + round]
       c.pop(r11);
       c.add(r15, r11);
       c.rol(r15, 3);
@@ -438,7 +516,8 @@ TEST(JitInlineFormsTest, PrivilegedSystemFormsFaultAtCplThree) {
       machine.state().cr4 |= cr4::kTsd;
       machine.cpu().state_changed();
     };
-    const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, user_mode);
+    const Outcome interpreted =
+        run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, user_mode);
     const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, user_mode);
     expect_same(interpreted, translated);
     EXPECT_EQ(translated.state.rip, kHandler + 1) << "no exception";
@@ -469,7 +548,11 @@ TEST(JitInlineFormsTest, ConsumersAtABlockStartReadTheFlagsOfTheBlockBefore) {
               case 2: c.ror(rax, 3); break;
               case 3: c.bsf(rdx, rcx); break;
               case 4: c.shr(rax, cl); break;
-              case 5: c.movq(xmm0, rax); c.movq(xmm1, rcx); c.ucomisd(xmm0, xmm1); break;
+              case 5:
+                c.movq(xmm0, rax);
+                c.movq(xmm1, rcx);
+                c.ucomisd(xmm0, xmm1);
+                break;
               case 6: c.add(eax, ecx); break;
               case 7: c.sub(rax, rcx); break;
               case 8: c.and_(eax, ecx); break;
@@ -480,8 +563,12 @@ TEST(JitInlineFormsTest, ConsumersAtABlockStartReadTheFlagsOfTheBlockBefore) {
             c.L(next);
             const int condition = (producer * 5 + consumer) & 15;
             switch (consumer) {
-              case 0: c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | condition)), c.db(0xc3); break;  // SETcc bl
-              case 1: c.db(0x48), c.db(0x0f), c.db(static_cast<uint8_t>(0x40 | condition)), c.db(0xd1); break;  // CMOVcc rdx, rcx
+              case 0:
+                c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | condition)), c.db(0xc3);
+                break;  // SETcc bl
+              case 1:
+                c.db(0x48), c.db(0x0f), c.db(static_cast<uint8_t>(0x40 | condition)), c.db(0xd1);
+                break;  // CMOVcc rdx, rcx
               case 2: c.rol(edx, 7); break;
               case 3: c.bt(rax, 3); break;
               case 4: c.adc(rdx, rcx); break;
@@ -511,11 +598,22 @@ TEST(JitInlineFormsTest, ConsumersAtABlockStartReadTheFlagsOfTheBlockBefore) {
 // Operands for the floating-point forms: zeros, denormals, infinities, quiet and signalling
 // NaNs, values that round, and random bits, as doubles and as pairs of singles.
 uint64_t pick_float_bits(std::mt19937_64& random) {
-  static constexpr uint64_t kEdges[] = {
-      0, 0x8000000000000000ull, 0x0000000000000001ull, 0x000fffffffffffffull, 0x7ff0000000000000ull,
-      0xfff0000000000000ull, 0x7ff8000000000000ull, 0x7ff0000000000001ull, 0x3ff0000000000000ull,
-      0x3fb999999999999aull, 0x0000000100000001ull, 0x7f8000007fc00000ull, 0x7f80000100400000ull,
-      0x3f8000003dcccccdull, 0xc1e0000000000000ull, 0x43e0000000000000ull};
+  static constexpr uint64_t kEdges[] = {0,
+                                        0x8000000000000000ull,
+                                        0x0000000000000001ull,
+                                        0x000fffffffffffffull,
+                                        0x7ff0000000000000ull,
+                                        0xfff0000000000000ull,
+                                        0x7ff8000000000000ull,
+                                        0x7ff0000000000001ull,
+                                        0x3ff0000000000000ull,
+                                        0x3fb999999999999aull,
+                                        0x0000000100000001ull,
+                                        0x7f8000007fc00000ull,
+                                        0x7f80000100400000ull,
+                                        0x3f8000003dcccccdull,
+                                        0xc1e0000000000000ull,
+                                        0x43e0000000000000ull};
   if (random() % 3 == 0) return kEdges[random() % std::size(kEdges)];
   // Random signs and mantissas with exponents near 1.0 (double and single lanes alike).
   return (random() & 0x800fffff807fffffull) | 0x3fe000003f000000ull;
@@ -525,16 +623,55 @@ uint64_t pick_float_bits(std::mt19937_64& random) {
 // masking all exceptions: the JIT's host instruction against the SIMD unit.
 void float_body(CodeGenerator& c, int round) {
   switch (round % 12) {
-    case 0: c.addsd(xmm0, xmm1); c.mulsd(xmm2, ptr[rsi + 0x18]); c.subss(xmm3, xmm4); break;
-    case 1: c.addss(xmm5, ptr[rsi + 0x24]); c.mulss(xmm6, xmm7); c.divsd(xmm8, xmm9); break;
-    case 2: c.minsd(xmm10, xmm11); c.maxss(xmm12, ptr[rsi + 0x30]); c.sqrtsd(xmm13, xmm14); break;
-    case 3: c.addps(xmm0, ptr[rsi + 0x40]); c.mulpd(xmm1, xmm2); c.subpd(xmm3, ptr[rsi + 0x50]); break;
-    case 4: c.divps(xmm4, xmm5); c.minpd(xmm6, xmm7); c.maxps(xmm8, xmm9); c.sqrtps(xmm10, xmm11); break;
-    case 5: c.rsqrtss(xmm12, xmm13); c.rcpps(xmm14, xmm15); c.sqrtss(xmm15, ptr[rsi + 0x2c]); break;
-    case 6: c.cmpsd(xmm0, xmm1, round & 7); c.cmpps(xmm2, ptr[rsi + 0x60], (round >> 3) & 7); break;
-    case 7: c.cmpss(xmm3, ptr[rsi + 0x14], round & 7); c.cmppd(xmm4, xmm5, 3); break;
-    case 8: c.cvtsi2sd(xmm6, rax); c.cvtsi2ss(xmm7, ecx); c.cvtsi2sd(xmm8, dword[rsi + 0x10]); break;
-    case 9: c.cvtsi2ss(xmm9, qword[rsi + 0x20]); c.cvtsi2ss(xmm10, rdx); c.subsd(xmm10, ptr[rsi + 0x28]); break;
+    case 0:
+      c.addsd(xmm0, xmm1);
+      c.mulsd(xmm2, ptr[rsi + 0x18]);
+      c.subss(xmm3, xmm4);
+      break;
+    case 1:
+      c.addss(xmm5, ptr[rsi + 0x24]);
+      c.mulss(xmm6, xmm7);
+      c.divsd(xmm8, xmm9);
+      break;
+    case 2:
+      c.minsd(xmm10, xmm11);
+      c.maxss(xmm12, ptr[rsi + 0x30]);
+      c.sqrtsd(xmm13, xmm14);
+      break;
+    case 3:
+      c.addps(xmm0, ptr[rsi + 0x40]);
+      c.mulpd(xmm1, xmm2);
+      c.subpd(xmm3, ptr[rsi + 0x50]);
+      break;
+    case 4:
+      c.divps(xmm4, xmm5);
+      c.minpd(xmm6, xmm7);
+      c.maxps(xmm8, xmm9);
+      c.sqrtps(xmm10, xmm11);
+      break;
+    case 5:
+      c.rsqrtss(xmm12, xmm13);
+      c.rcpps(xmm14, xmm15);
+      c.sqrtss(xmm15, ptr[rsi + 0x2c]);
+      break;
+    case 6:
+      c.cmpsd(xmm0, xmm1, round & 7);
+      c.cmpps(xmm2, ptr[rsi + 0x60], (round >> 3) & 7);
+      break;
+    case 7:
+      c.cmpss(xmm3, ptr[rsi + 0x14], round & 7);
+      c.cmppd(xmm4, xmm5, 3);
+      break;
+    case 8:
+      c.cvtsi2sd(xmm6, rax);
+      c.cvtsi2ss(xmm7, ecx);
+      c.cvtsi2sd(xmm8, dword[rsi + 0x10]);
+      break;
+    case 9:
+      c.cvtsi2ss(xmm9, qword[rsi + 0x20]);
+      c.cvtsi2ss(xmm10, rdx);
+      c.subsd(xmm10, ptr[rsi + 0x28]);
+      break;
     case 10: c.comisd(xmm0, xmm1); break;
     default: c.ucomiss(xmm2, ptr[rsi + 0x34]); break;
   }
@@ -559,7 +696,8 @@ TEST(JitInlineFormsTest, SseFloatFormsMatchTheSimdUnit) {
       std::vector<uint8_t> data(kDataBytes);
       for (uint32_t offset = 0; offset < kInput; offset += 8) {
         const uint64_t bits = pick_float_bits(random);
-        for (int byte = 0; byte < 8; ++byte) data[offset + byte] = static_cast<uint8_t>(bits >> (8 * byte));
+        for (int byte = 0; byte < 8; ++byte)
+          data[offset + byte] = static_cast<uint8_t>(bits >> (8 * byte));
       }
       const std::vector<uint8_t> program = assemble([&](CodeGenerator& c) {
         c.mov(rdi, kData);
@@ -568,7 +706,8 @@ TEST(JitInlineFormsTest, SseFloatFormsMatchTheSimdUnit) {
         c.ldmxcsr(dword[rdi + kScratch]);
         for (uint32_t round = 0; round < kRounds; ++round) {
           c.lea(rsi, ptr[rdi + (round * 0x50) % 0x700]);  // 16-byte aligned: packed operands
-          for (int index = 0; index < 16; ++index) c.movdqu(Xbyak::Xmm(index), ptr[rsi + 8 * index]);
+          for (int index = 0; index < 16; ++index)
+            c.movdqu(Xbyak::Xmm(index), ptr[rsi + 8 * index]);
           c.mov(rax, pick_value(random));
           c.mov(rcx, pick_value(random));
           c.mov(rdx, pick_value(random));
@@ -578,7 +717,8 @@ TEST(JitInlineFormsTest, SseFloatFormsMatchTheSimdUnit) {
           c.db(0x70 | (round & 15));  // Jcc over the 4-byte ADD
           c.db(4);
           c.add(r15, 1);
-          c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | ((round + 7) & 15))), c.db(0xc3);  // SETcc bl
+          c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | ((round + 7) & 15))),
+              c.db(0xc3);  // SETcc bl
           c.pushfq();
           c.pop(r11);
           c.add(r15, r11);
@@ -593,7 +733,8 @@ TEST(JitInlineFormsTest, SseFloatFormsMatchTheSimdUnit) {
         c.hlt();
       });
       const auto setup = [&data](TestMachine& machine) { machine.write(kData, data); };
-      const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+      const Outcome interpreted =
+          run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
       const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
       expect_same(interpreted, translated);
       expect_no_exception(translated);
@@ -606,20 +747,21 @@ TEST(JitInlineFormsTest, SseFloatFormsMatchTheSimdUnit) {
 TEST(JitInlineFormsTest, AnUnmaskedSseExceptionIsTheSimdUnits) {
   uint64_t faulting = 0;
   const Outcome outcome = compare(assemble([&](CodeGenerator& c) {
-    c.mov(rsi, kData);
-    c.mov(rax, 0x3ff0000000000000ull);  // 1.0
-    c.movq(xmm0, rax);
-    c.mov(rax, 0x4008000000000000ull);  // 3.0
-    c.movq(xmm1, rax);
-    c.addsd(xmm0, xmm1);                 // exact, masked: inline
-    c.mov(dword[rsi], 0x0f80);           // precision unmasked
-    c.ldmxcsr(dword[rsi]);
-    c.addsd(xmm0, xmm1);                 // exact: no exception
-    faulting = kCode + c.getSize();
-    c.divsd(xmm0, xmm1);                 // 7/3 is inexact: #XM
-    c.mov(ebx, 0x1234);
-    c.hlt();
-  }), 1 << 20);
+                                    c.mov(rsi, kData);
+                                    c.mov(rax, 0x3ff0000000000000ull);  // 1.0
+                                    c.movq(xmm0, rax);
+                                    c.mov(rax, 0x4008000000000000ull);  // 3.0
+                                    c.movq(xmm1, rax);
+                                    c.addsd(xmm0, xmm1);        // exact, masked: inline
+                                    c.mov(dword[rsi], 0x0f80);  // precision unmasked
+                                    c.ldmxcsr(dword[rsi]);
+                                    c.addsd(xmm0, xmm1);  // exact: no exception
+                                    faulting = kCode + c.getSize();
+                                    c.divsd(xmm0, xmm1);  // 7/3 is inexact: #XM
+                                    c.mov(ebx, 0x1234);
+                                    c.hlt();
+                                  }),
+                                  1 << 20);
   EXPECT_EQ(outcome.state.rip, kHandler + 1) << "no exception";
   EXPECT_EQ(outcome.stack_word, faulting);
   EXPECT_NE(outcome.state.gpr[kRbx], 0x1234u);
@@ -655,7 +797,10 @@ TEST(JitInlineFormsTest, PageFaultsOfInlinedMemoryFormsArePrecise) {
   expect_page_fault("shr m8, 1", [](CodeGenerator& c) { c.shr(byte[rdi], 1); });
   expect_page_fault("shrd m64, r64, cl", [](CodeGenerator& c) { c.shrd(qword[rdi], rdx, cl); });
   expect_page_fault("div m64", [](CodeGenerator& c) { c.div(qword[rdi + 8]); });
-  expect_page_fault("lock cmpxchg m32", [](CodeGenerator& c) { c.lock(); c.cmpxchg(dword[rdi], edx); });
+  expect_page_fault("lock cmpxchg m32", [](CodeGenerator& c) {
+    c.lock();
+    c.cmpxchg(dword[rdi], edx);
+  });
   expect_page_fault("xchg m64", [](CodeGenerator& c) { c.xchg(qword[rdi], rdx); });
   expect_page_fault("xadd m32", [](CodeGenerator& c) { c.xadd(dword[rdi + 12], edx); });
   expect_page_fault("movss load", [](CodeGenerator& c) { c.movss(xmm3, ptr[rdi]); });
@@ -664,10 +809,12 @@ TEST(JitInlineFormsTest, PageFaultsOfInlinedMemoryFormsArePrecise) {
   expect_page_fault("bsr m64", [](CodeGenerator& c) { c.bsr(rax, qword[rdi]); });
   expect_page_fault("btr m64, imm", [](CodeGenerator& c) { c.btr(qword[rdi], 40); });
   expect_page_fault("setne m8", [](CodeGenerator& c) { c.setne(byte[rdi + 5]); });
-  expect_page_fault("sar m16, cl=0", [](CodeGenerator& c) { c.sar(word[rdi], cl); },
-                    [](CodeGenerator& c) { c.mov(ecx, 0x40); });
+  expect_page_fault(
+      "sar m16, cl=0", [](CodeGenerator& c) { c.sar(word[rdi], cl); },
+      [](CodeGenerator& c) { c.mov(ecx, 0x40); });
   expect_page_fault("push m64", [](CodeGenerator& c) { c.push(qword[rdi + 8]); });
-  expect_page_fault("leave", [](CodeGenerator& c) { c.leave(); }, [](CodeGenerator& c) { c.mov(rbp, rdi); });
+  expect_page_fault(
+      "leave", [](CodeGenerator& c) { c.leave(); }, [](CodeGenerator& c) { c.mov(rbp, rdi); });
   // PUSHF onto an unmapped stack: the #PF cannot be delivered either (a triple fault), the same
   // on both engines. (Below the test machine's 16 MiB, where run_on reads the stack.)
   const Outcome outcome = compare(assemble([](CodeGenerator& c) {

@@ -25,11 +25,14 @@ FloatKind float_kind(const Instruction& in) {
   const uint8_t opcode = in.opcode_byte();
   const uint8_t prefix = in.mandatory_prefix;
   // SDM vol. 2 appendix A, table A-3: 0F 51-5F (less the logic and conversion rows), 0F C2.
-  const bool arithmetic = opcode == 0x51 || opcode == 0x58 || opcode == 0x59 || (opcode >= 0x5c && opcode <= 0x5f);
+  const bool arithmetic =
+      opcode == 0x51 || opcode == 0x58 || opcode == 0x59 || (opcode >= 0x5c && opcode <= 0x5f);
   if (arithmetic) return FloatKind::kArithmetic;
-  if ((opcode == 0x52 || opcode == 0x53) && (prefix == 0 || prefix == 0xf3)) return FloatKind::kArithmetic;
+  if ((opcode == 0x52 || opcode == 0x53) && (prefix == 0 || prefix == 0xf3))
+    return FloatKind::kArithmetic;
   if (opcode == 0xc2) return FloatKind::kCompare;
-  if ((opcode == 0x2e || opcode == 0x2f) && (prefix == 0 || prefix == 0x66)) return FloatKind::kCompareToFlags;
+  if ((opcode == 0x2e || opcode == 0x2f) && (prefix == 0 || prefix == 0x66))
+    return FloatKind::kCompareToFlags;
   if (opcode == 0x2a && (prefix == 0xf2 || prefix == 0xf3)) return FloatKind::kFromInteger;
   return FloatKind::kNone;
 }
@@ -50,7 +53,10 @@ bool Translator::emit_sse_float(const Instruction& in, size_t index) {
   } else if (scalar) {
     size = doubles ? 8 : 4;
   }
-  const SimdForm form{.kind = SimdKind::kBinary, .prefix = prefix, .opcode = in.opcode_byte(), .size = size,
+  const SimdForm form{.kind = SimdKind::kBinary,
+                      .prefix = prefix,
+                      .opcode = in.opcode_byte(),
+                      .size = size,
                       .aligned = !scalar && kind != FloatKind::kFromInteger,
                       .immediate = kind == FloatKind::kCompare};
   const std::optional<KnownFlags> flags = known_flags_;
@@ -96,7 +102,8 @@ bool Translator::emit_sse_float(const Instruction& in, size_t index) {
   } else {
     // CMPcc takes predicates 0-7 (imm8 bits 2:0), as the SIMD unit does.
     const std::optional<uint8_t> immediate =
-        kind == FloatKind::kCompare ? std::optional<uint8_t>(static_cast<uint8_t>(in.immediate & 7)) : std::nullopt;
+        kind == FloatKind::kCompare ? std::optional<uint8_t>(static_cast<uint8_t>(in.immediate & 7))
+                                    : std::nullopt;
     emit_host_simd(form, 0x01, immediate);
   }
   if (kind == FloatKind::kCompareToFlags) {

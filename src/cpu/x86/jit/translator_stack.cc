@@ -24,7 +24,8 @@ bool Translator::emit_stack_forms(const Instruction& in, size_t index) {
   if (from_segment) {
     // move_from_segment: the selector zero-extended into 16 or 32 bits (a 32-bit write
     // clears the upper half).
-    code_.movzx(eax, field(layout_.segment_selectors + layout_.segment_stride * in.group_index(), 2));
+    code_.movzx(eax,
+                field(layout_.segment_selectors + layout_.segment_stride * in.group_index(), 2));
     store_register(in.rm, in.operand_size == 2 ? 2 : 4, false, rax);
     pending_rip_ += in.length;
     return true;

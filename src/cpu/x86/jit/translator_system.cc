@@ -17,7 +17,9 @@ using Xbyak::CodeGenerator;
 
 bool Translator::emit_system(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
-  if (mode_ != CodeMode::k64 || (op != 0x131 && op != 0xfa && !(op == 0x9c && in.operand_size == 8))) return false;
+  if (mode_ != CodeMode::k64 ||
+      (op != 0x131 && op != 0xfa && !(op == 0x9c && in.operand_size == 8)))
+    return false;
   const std::optional<KnownFlags> flags = known_flags_;
   Xbyak::Label slow, done;
   if (op == 0x131) {
