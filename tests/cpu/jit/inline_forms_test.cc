@@ -537,7 +537,7 @@ TEST(JitInlineFormsTest, ConsumersAtABlockStartReadTheFlagsOfTheBlockBefore) {
     const uint64_t values[] = {0, 0x80000000, 0xffffffffffffff80ull};
     for (uint64_t a : values) {
       for (uint64_t b : {uint64_t{1}, ~uint64_t{0}}) {
-        for (int producer = 0; producer < 10; ++producer) {
+        for (int producer = 0; producer < 12; ++producer) {
           for (int consumer = 0; consumer < 9; ++consumer) {
             c.mov(rax, a);
             c.mov(rcx, b);
@@ -556,6 +556,8 @@ TEST(JitInlineFormsTest, ConsumersAtABlockStartReadTheFlagsOfTheBlockBefore) {
               case 6: c.add(eax, ecx); break;
               case 7: c.sub(rax, rcx); break;
               case 8: c.and_(eax, ecx); break;
+              case 9: c.sub(ax, cx); break;
+              case 10: c.add(cl, al); break;
               default: c.inc(cl); break;
             }
             Xbyak::Label next;

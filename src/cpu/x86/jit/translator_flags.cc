@@ -53,8 +53,57 @@ void Translator::emit_unknown_condition(uint8_t condition) {
 }
 
 void Translator::emit_unknown_carry() {
-  Xbyak::Label call, decided;
-  emit_materialized_or(call);
+  // LazyFlags::cf by the stored operation: bit 0 of materialized flags, clear after a logic
+  // operation, the kept carry of INC/DEC, and for ADD/SUB the unsigned compare of the operands
+  // moved to the top of 64-bit registers (the operation's size taken at run time); ADC/SBB
+  // through the C call.
+  Xbyak::Label materialized, logic, kept, add, call, decided;
+  code_.movzx(eax, field(layout_.flags_op, 1));
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kMaterialized));
+  code_.je(materialized, CodeGenerator::T_NEAR);
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kLogic));
+  code_.je(logic, CodeGenerator::T_NEAR);
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kInc));
+  code_.jae(kept, CodeGenerator::T_NEAR);  // kInc, kDec
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kAdd));
+  code_.je(add, CodeGenerator::T_NEAR);
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kSub));
+  code_.jne(call, CodeGenerator::T_NEAR);
+  // SUB: first < second; cl = 64 - 8 * size.
+  code_.movzx(ecx, field(layout_.flags_size, 1));
+  code_.shl(ecx, 3);
+  code_.neg(ecx);
+  code_.add(ecx, 64);
+  code_.mov(rax, field(layout_.flags_first, 8));
+  code_.mov(rdx, field(layout_.flags_second, 8));
+  code_.shl(rax, cl);
+  code_.shl(rdx, cl);
+  code_.cmp(rax, rdx);
+  code_.setb(al);
+  code_.movzx(eax, al);
+  code_.jmp(decided, CodeGenerator::T_NEAR);
+  code_.L(add);
+  // ADD: result < first.
+  code_.movzx(ecx, field(layout_.flags_size, 1));
+  code_.shl(ecx, 3);
+  code_.neg(ecx);
+  code_.add(ecx, 64);
+  code_.mov(rax, field(layout_.flags_result, 8));
+  code_.mov(rdx, field(layout_.flags_first, 8));
+  code_.shl(rax, cl);
+  code_.shl(rdx, cl);
+  code_.cmp(rax, rdx);
+  code_.setb(al);
+  code_.movzx(eax, al);
+  code_.jmp(decided, CodeGenerator::T_NEAR);
+  code_.L(kept);
+  code_.movzx(eax, field(layout_.flags_carry, 1));
+  code_.jmp(decided, CodeGenerator::T_NEAR);
+  code_.L(logic);
+  code_.xor_(eax, eax);
+  code_.jmp(decided, CodeGenerator::T_NEAR);
+  code_.L(materialized);
+  code_.mov(rax, field(layout_.flags_materialized, 8));
   code_.and_(eax, 1);
   code_.jmp(decided, CodeGenerator::T_NEAR);
   code_.L(call);
