@@ -241,6 +241,8 @@ class Translator {
   void emit_unknown_carry();
   // rax = LazyFlags::materialize().
   void emit_unknown_materialized_flags();
+  // cl = 64 - 8 * the stored operation's size.
+  void emit_operand_shift_into_cl();
   // SETcc of `condition` into `to` (translator_data.cc).
   void set_condition(uint8_t condition, const Xbyak::Reg8& to);
   // translator_stack.cc: PUSH imm, PUSH r/m64, LEAVE, MOV r, Sreg (64-bit mode).

@@ -70,10 +70,7 @@ void Translator::emit_unknown_carry() {
   code_.cmp(eax, static_cast<uint8_t>(FlagOp::kSub));
   code_.jne(call, CodeGenerator::T_NEAR);
   // SUB: first < second; cl = 64 - 8 * size.
-  code_.movzx(ecx, field(layout_.flags_size, 1));
-  code_.shl(ecx, 3);
-  code_.neg(ecx);
-  code_.add(ecx, 64);
+  emit_operand_shift_into_cl();
   code_.mov(rax, field(layout_.flags_first, 8));
   code_.mov(rdx, field(layout_.flags_second, 8));
   code_.shl(rax, cl);
@@ -84,10 +81,7 @@ void Translator::emit_unknown_carry() {
   code_.jmp(decided, CodeGenerator::T_NEAR);
   code_.L(add);
   // ADD: result < first.
-  code_.movzx(ecx, field(layout_.flags_size, 1));
-  code_.shl(ecx, 3);
-  code_.neg(ecx);
-  code_.add(ecx, 64);
+  emit_operand_shift_into_cl();
   code_.mov(rax, field(layout_.flags_result, 8));
   code_.mov(rdx, field(layout_.flags_first, 8));
   code_.shl(rax, cl);
@@ -113,9 +107,73 @@ void Translator::emit_unknown_carry() {
   code_.L(decided);
 }
 
+void Translator::emit_operand_shift_into_cl() {
+  // cl = 64 - 8 * the stored operation's size: its operands moved to the top of a register.
+  code_.movzx(ecx, field(layout_.flags_size, 1));
+  code_.shl(ecx, 3);
+  code_.neg(ecx);
+  code_.add(ecx, 64);
+}
+
 void Translator::emit_unknown_materialized_flags() {
-  Xbyak::Label call, decided;
-  emit_materialized_or(call);
+  // LazyFlags::materialize for the common stored operations: ADD/SUB redone on the operands
+  // at the top of 64-bit registers give CF, ZF, SF and OF of the sized operation; PF (the
+  // result's low byte) and AF (bit 4 of first ^ second ^ result) apart. A logic operation
+  // has ZF, SF and PF of its result and the rest clear. The others: the C call.
+  constexpr uint32_t kCarryZeroSignOverflow = 0x8c1, kZeroSign = 0xc0, kAdjust = 0x10;
+  Xbyak::Label materialized, logic, add, arithmetic, parity, call, decided;
+  code_.movzx(eax, field(layout_.flags_op, 1));
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kMaterialized));
+  code_.je(materialized, CodeGenerator::T_NEAR);
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kLogic));
+  code_.je(logic, CodeGenerator::T_NEAR);
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kAdd));
+  code_.je(add, CodeGenerator::T_NEAR);
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kSub));
+  code_.jne(call, CodeGenerator::T_NEAR);
+  emit_operand_shift_into_cl();
+  code_.mov(rax, field(layout_.flags_first, 8));
+  code_.mov(rdx, field(layout_.flags_second, 8));
+  code_.shl(rax, cl);
+  code_.shl(rdx, cl);
+  code_.cmp(rax, rdx);
+  code_.jmp(arithmetic, CodeGenerator::T_NEAR);
+  code_.L(add);
+  emit_operand_shift_into_cl();
+  code_.mov(rax, field(layout_.flags_first, 8));
+  code_.mov(rdx, field(layout_.flags_second, 8));
+  code_.shl(rax, cl);
+  code_.shl(rdx, cl);
+  code_.add(rax, rdx);
+  code_.L(arithmetic);
+  code_.pushfq();
+  code_.pop(rdx);
+  code_.and_(edx, kCarryZeroSignOverflow);
+  code_.mov(rax, field(layout_.flags_first, 8));
+  code_.xor_(rax, field(layout_.flags_second, 8));
+  code_.xor_(rax, field(layout_.flags_result, 8));
+  code_.and_(eax, kAdjust);
+  code_.or_(edx, eax);
+  code_.jmp(parity, CodeGenerator::T_NEAR);
+  code_.L(logic);
+  emit_operand_shift_into_cl();
+  code_.mov(rax, field(layout_.flags_result, 8));
+  code_.shl(rax, cl);
+  code_.test(rax, rax);
+  code_.pushfq();
+  code_.pop(rdx);
+  code_.and_(edx, kZeroSign);
+  code_.L(parity);
+  // PF: the result's low byte has an even number of ones.
+  code_.mov(rax, field(layout_.flags_result, 8));
+  code_.test(al, al);
+  code_.setp(al);
+  code_.movzx(eax, al);
+  code_.shl(eax, 2);
+  code_.or_(eax, edx);
+  code_.jmp(decided, CodeGenerator::T_NEAR);
+  code_.L(materialized);
+  code_.mov(rax, field(layout_.flags_materialized, 8));
   code_.jmp(decided, CodeGenerator::T_NEAR);
   code_.L(call);
   code_.mov(rdi, rbx);
