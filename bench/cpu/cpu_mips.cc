@@ -1,5 +1,6 @@
 // Measures guest MIPS of the built-in CPU on integer loops in 64-bit mode: a register-only
-// ALU loop, a load/store loop over a 64 KiB array, and a call/return loop; plus the real-mode
+// ALU loop, a load/store loop over a 64 KiB array, a call/return loop, a loop with one handler
+// call and its inlined twin; plus the real-mode
 // ALU loop that compare_qemu.sh also runs under QEMU TCG. Prints one line per workload and
 // engine (interp: the interpreter, jit: translated code), so one run compares them.
 // Usage: lamina_cpu_bench [million-instructions-per-workload] [interp|jit|both]
@@ -75,6 +76,12 @@ std::vector<Workload> workloads() {
        7},
       // loop: call f; dec ecx; jnz loop; hlt; f: add rax,1; ret
       {"call", {0xe8, 0x06, 0x00, 0x00, 0x00, 0xff, 0xc9, 0x75, 0xf7, 0xf4, 0x48, 0x83, 0xc0, 0x01, 0xc3}, 5},
+      // What one handler call costs translated code (the stub, lamina_jit_call_handler, the
+      // handler and the heavier exit of a block that called one): the same three-instruction
+      // loop with an inlined ADD ("inline") and with CLD, which always runs its handler.
+      // loop: add rax,1 / cld; dec ecx; jnz loop; hlt
+      {"inline", {0x48, 0x83, 0xc0, 0x01, 0xff, 0xc9, 0x75, 0xf8, 0xf4}, 3},
+      {"handler", {0xfc, 0xff, 0xc9, 0x75, 0xfb, 0xf4}, 3},
   };
 }
 

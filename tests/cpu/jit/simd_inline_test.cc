@@ -106,6 +106,29 @@ void simd_body(CodeGenerator& c) {
   c.pabsb(xmm14, xmm7);
   c.pabsw(xmm15, ptr[rsi + 0x150]);
   c.pabsd(xmm0, xmm8);
+  // SSE4.2 implicit-length string compares: the index into ECX or the mask into XMM0, and the
+  // flags (AF and PF clear) kept from each.
+  c.pcmpistri(xmm3, xmm4, 0x0c);  // equal ordered, bytes
+  c.mov(ptr[rsi + kOutput + 0xe0], ecx);
+  c.pushfq();
+  c.pop(r9);
+  c.and_(r9d, 0x8d5);
+  c.mov(ptr[rsi + kOutput + 0xe4], r9d);
+  c.pcmpistri(xmm5, ptr[rsi + 0x163], 0x4a);  // unaligned memory, ranges... signed, last index
+  c.mov(ptr[rsi + kOutput + 0xe8], ecx);
+  c.pushfq();
+  c.pop(r9);
+  c.and_(r9d, 0x8d5);
+  c.mov(ptr[rsi + kOutput + 0xec], r9d);
+  c.pcmpistri(xmm9, xmm10, 0x01);  // equal any, words
+  c.mov(ptr[rsi + kOutput + 0xf0], ecx);
+  c.pcmpistrm(xmm6, xmm7, 0x44);   // ranges, byte mask
+  c.movdqu(xmm15, xmm0);
+  c.pcmpistrm(xmm8, ptr[rsi + 0x171], 0x38);  // equal each, negated valid, bit mask
+  c.pushfq();
+  c.pop(r9);
+  c.and_(r9d, 0x8d5);
+  c.mov(ptr[rsi + kOutput + 0xf4], r9d);
   // Register moves, MOVUPS's store-form encoding among them (0F 11 /r: xmm0 <- xmm9).
   c.movdqa(xmm15, xmm1);
   c.movdqu(xmm14, xmm2);
@@ -161,6 +184,10 @@ std::vector<uint8_t> random_data(uint64_t seed) {
   // Some equal bytes and bytes with the top bit set, so compares and masks see both answers.
   for (uint32_t offset = 0x13; offset < 0x30; offset += 2) data[offset] = data[offset - 0x13];
   for (uint32_t offset = 0xa0; offset < 0xb0; offset += 3) data[offset] = 0x80 | data[offset];
+  // Zero bytes end the implicit-length string operands early.
+  data[0x16a] = 0;
+  data[0x17c] = 0;
+  data[0x17d] = 0;
   for (uint32_t offset = 0; offset < 0x100; ++offset) data[kXmmIn + offset] = static_cast<uint8_t>(random());
   return data;
 }
@@ -253,6 +280,9 @@ TEST(JitSimdInlineTest, FaultsAreTheSimdUnits) {
                map_edge);
   expect_fault("movdqu store across", true, [](CodeGenerator& c) { c.mov(rax, kEdge + 0xff4); },
                [](CodeGenerator& c) { c.movdqu(ptr[rax], xmm5); },
+               map_edge);
+  expect_fault("pcmpistri across", true, [](CodeGenerator& c) { c.mov(rax, kEdge + 0xffc); },
+               [](CodeGenerator& c) { c.pcmpistri(xmm0, ptr[rax], 0); },
                map_edge);
   expect_fault("movq store unmapped", true, [](CodeGenerator& c) { c.mov(rax, kEdge + 0x1000); },
                [](CodeGenerator& c) { c.movq(ptr[rax], xmm5); },

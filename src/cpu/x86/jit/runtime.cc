@@ -23,6 +23,8 @@ extern "C" uint64_t lamina_jit_materialized_flags(const CpuCore* core) noexcept 
   return core->state.flags.materialize();
 }
 
+extern "C" uint64_t lamina_jit_read_time_stamp(const CpuCore* core) noexcept { return core->msr_file.tsc(); }
+
 extern "C" uint32_t lamina_jit_carry(const CpuCore* core) noexcept {
   return core->state.flags.cf() ? 1 : 0;
 }

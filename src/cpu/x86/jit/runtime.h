@@ -30,6 +30,8 @@ extern "C" uint32_t lamina_jit_condition(const CpuCore* core, uint32_t code) noe
 // The six arithmetic flags as RFLAGS bits (LazyFlags::materialize), for an inlined ROL/ROR
 // that replaces only CF and OF.
 extern "C" uint64_t lamina_jit_materialized_flags(const CpuCore* core) noexcept;
+// The time stamp counter RDTSC reads (MsrFile::tsc), for an inlined RDTSC.
+extern "C" uint64_t lamina_jit_read_time_stamp(const CpuCore* core) noexcept;
 // The lazy carry flag (INC/DEC keep it as carry_in) when the translator cannot see it.
 extern "C" uint32_t lamina_jit_carry(const CpuCore* core) noexcept;
 

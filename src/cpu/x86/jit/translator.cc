@@ -55,6 +55,9 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .cr0 = offset_of(core, &core.state.cr0),
       .cr4 = offset_of(core, &core.state.cr4),
       .xmm = offset_of(core, core.state.simd.xmm.data()),
+      .mxcsr = offset_of(core, &core.state.simd.mxcsr),
+      .segment_selectors = offset_of(core, &core.state.segment[0].selector),
+      .segment_stride = static_cast<int32_t>(sizeof(SegmentCache)),
   };
 }
 
@@ -200,12 +203,16 @@ bool Translator::emit_register_only(const Instruction& in) {
 }
 
 bool Translator::emit_inline(const Instruction& in, size_t index) {
+  // XCHG, CMPXCHG and XADD of memory are host atomics, LOCK or not.
+  if (emit_atomic(in, index)) return true;
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
   return emit_call_return(in, index) || emit_branch(in, index) ||
          emit_condition_forms(in, index) || emit_indirect_branch(in, index) ||
          emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
-         emit_multiply_accumulator(in, index);
+         emit_multiply_accumulator(in, index) || emit_shift_count_forms(in, index) || emit_divide(in, index) ||
+         emit_sse_float(in, index) || emit_system(in, index) ||
+         emit_stack_forms(in, index);
 }
 
 bool Translator::emit_cached_memory(const Instruction& in, size_t index) {

@@ -3,12 +3,13 @@
 // handler loop does for it. Hot integer instructions (MOV, ADD/SUB/AND/OR/XOR/CMP/TEST, INC/DEC,
 // LEA, shifts by an immediate, IMUL, MOVZX/MOVSX, Jcc/JMP; in 64-bit mode also loads, stores,
 // PUSH/POP, CALL/RET, read-modify-write ALU forms and JMP/CALL r/m64 through the soft TLB;
-// translator_data.cc's forms chosen by the LAMINA_JIT_PROFILE counts) are generated inline,
-// keeping guest registers in host registers across register-only and memory forms
-// (translator_registers.cc) and storing the flags as the handlers do wherever something may
-// read them; every other instruction, and the rare path of an inlined one (a TLB miss, MMIO,
-// a branch target that faults), calls its interpreter handler through runtime.h's noexcept
-// thunk with every register in CpuState.
+// the forms of translator_data.cc and the other translator_*.cc files, chosen by the
+// LAMINA_JIT_PROFILE counts: shifts by CL, DIV, atomics, SSE float, stack and system forms) are
+// generated inline, keeping guest registers in host registers across register-only and memory
+// forms (translator_registers.cc) and storing the flags as the handlers do wherever something
+// may read them; every other instruction, and the rare path of an inlined one (a TLB miss,
+// MMIO, a branch target that faults), calls its interpreter handler through runtime.h's
+// noexcept thunk with every register in CpuState.
 //
 // The code is one function `uint32_t (CpuCore*)`, position independent (calls go through
 // registers), so it runs wherever CodeCache puts it. It returns how many instructions
@@ -46,6 +47,8 @@ enum class SimdKind : uint8_t {
   kMoveMask,         // PMOVMSKB r32, xmm
   kBinary,           // xmm op= xmm/m128 (imm8), the host's same instruction
   kShiftImmediate,   // PSxx xmm, imm8
+  kScalarMove,       // MOVSS/MOVSD: a register's low lane merged, memory's zero-extended
+  kStringCompare,    // PCMPISTRI (ECX) / PCMPISTRM (XMM0), their flags materialized
 };
 struct SimdForm {
   SimdKind kind = SimdKind::kNone;
@@ -115,8 +118,10 @@ class Translator {
     // The between-blocks checks of inline chaining (translator_chain.cc).
     int32_t retired, retired_limit, requests, generation, global_generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
-    // translator_simd.cc
-    int32_t cr0, cr4, xmm;
+    // translator_simd.cc, translator_sse_float.cc
+    int32_t cr0, cr4, xmm, mxcsr;
+    // translator_stack.cc: segment[0].selector, and the distance between two segments.
+    int32_t segment_selectors, segment_stride;
   };
   // What the lazy flags hold when the block reaches this point, if an inlined instruction of
   // this block set them (a handler, or the code before the block, leaves them unknown).
@@ -207,6 +212,43 @@ class Translator {
   // whose flags the handlers store materialized.
   bool emit_shift(const Instruction& in);
   bool emit_multiply(const Instruction& in);
+  // SHL/SHR/SAR by CL, of memory by 1 or an immediate, SHLD/SHRD (32/64-bit), with their
+  // flags when something of this block may see them.
+  bool emit_shift_count_forms(const Instruction& in, size_t index);
+  // How OF of a shift is built (store_shift_flags): SHL, SHR, SAR, SHLD/SHRD.
+  enum class ShiftFlags : uint8_t { kLeft, kRight, kArithmetic, kDouble };
+  // After the host shift (its CF live): the materialized flags as set_logic_flags stores them,
+  // from rax (the operand before) and rdx (the result).
+  void store_shift_flags(ShiftFlags kind, uint8_t size);
+  // rax = the shifted operand (a register, or [rdi] for memory); the result in rdx stored back.
+  void load_shift_operand(const Instruction& in, uint8_t size);
+  void store_shift_result(const Instruction& in, uint8_t size);
+  // translator_divide.cc: DIV/IDIV r/m32|64; #DE cases (zero divisor, a quotient that does
+  // not fit, IDIV's unusual dividends) run the handler.
+  bool emit_divide(const Instruction& in, size_t index);
+  // translator_atomic.cc: XCHG, CMPXCHG and XADD with a memory operand (64-bit mode), LOCK or
+  // not, as host atomics on the TLB's host pointer (aligned operands only).
+  bool emit_atomic(const Instruction& in, size_t index);
+  // translator_flags.cc: the lazy flags of an unknown producer, inline when they are stored
+  // materialized, else through runtime.h (clobbers the caller-saved registers).
+  // Host flags for `condition` from the materialized flags in rax (clobbers rax, rcx).
+  void emit_sahf_flags(uint8_t condition);
+  // rax = the materialized flags, or a jump to `other` when the lazy flags are not stored so.
+  void emit_materialized_or(const Xbyak::Label& other);
+  // eax = `condition` (0/1), tested (ZF clear when it holds).
+  void emit_unknown_condition(uint8_t condition);
+  // eax = CF.
+  void emit_unknown_carry();
+  // rax = LazyFlags::materialize().
+  void emit_unknown_materialized_flags();
+  // cl = 64 - 8 * the stored operation's size.
+  void emit_operand_shift_into_cl();
+  // SETcc of `condition` into `to` (translator_data.cc).
+  void set_condition(uint8_t condition, const Xbyak::Reg8& to);
+  // translator_stack.cc: PUSH imm, PUSH r/m64, LEAVE, MOV r, Sreg (64-bit mode).
+  bool emit_stack_forms(const Instruction& in, size_t index);
+  // translator_system.cc: RDTSC, CLI and PUSHF (64-bit mode).
+  bool emit_system(const Instruction& in, size_t index);
   // ecx |= SF, ZF, PF of the host flags (as set by a TEST of the result); stores ecx as the
   // materialized flags.
   void store_materialized_flags();
@@ -272,6 +314,10 @@ class Translator {
   bool emit_bit_scan(const Instruction& in, size_t index);
   bool emit_bit_test(const Instruction& in, size_t index);
   bool emit_multiply_accumulator(const Instruction& in, size_t index);
+  // `to` = the r/m operand of a bit instruction: a register, or memory through the TLB (the
+  // host address left in rdi), else a jump to `slow`.
+  void load_bit_operand(const Xbyak::Reg64& to, const Instruction& in, uint8_t size, AccessType type,
+                        const Xbyak::Label& slow);
   // r8 = the materialized flags before the instruction (a C call); stores r8 as the flags.
   void emit_flags_before_into_r8();
   void store_r8_as_materialized_flags();
@@ -285,6 +331,9 @@ class Translator {
   void emit_simd_memory(const Instruction& in, const SimdForm& form, AccessType type, uint8_t size,
                         const Xbyak::Label& slow);
   void emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::optional<uint8_t> immediate);
+  // translator_sse_float.cc (64-bit mode): SSE floating-point arithmetic, CMPcc, (U)COMIS and
+  // CVTSI2SS/SD as the host's instruction under the guest's MXCSR, when it masks every exception.
+  bool emit_sse_float(const Instruction& in, size_t index);
 
   // translator_branch.cc
   bool emit_branch(const Instruction& in, size_t index);

@@ -1,7 +1,7 @@
 // Inline near branches: Jcc and JMP with a relative target. The condition comes from the host
 // flags when an inlined instruction of this block set the lazy flags (the operation is redone on
-// the stored operands, which gives the host the same six flags), else from the lazy flags through
-// runtime.h. A target that fails its check (non-canonical, past the CS limit) takes the handler,
+// the stored operands, which gives the host the same six flags; materialized flags are loaded
+// by SAHF and an overflowing ADD), else from the lazy flags through runtime.h. A target that fails its check (non-canonical, past the CS limit) takes the handler,
 // which raises the #GP exactly as the interpreter does.
 #include "cpu/x86/jit/translator.h"
 
@@ -43,7 +43,8 @@ bool reads_carry(uint8_t condition) {
 bool Translator::host_flags_available(uint8_t condition) const {
   if (!known_flags_) return false;
   switch (known_flags_->op) {
-    case FlagOp::kSub: case FlagOp::kAdd: case FlagOp::kLogic: case FlagOp::kAdc: case FlagOp::kSbb: return true;
+    case FlagOp::kSub: case FlagOp::kAdd: case FlagOp::kLogic: case FlagOp::kAdc: case FlagOp::kSbb:
+    case FlagOp::kMaterialized: return true;
     case FlagOp::kInc: case FlagOp::kDec: return !reads_carry(condition);
     default: return false;
   }
@@ -92,6 +93,13 @@ bool Translator::emit_host_flags_for(uint8_t condition) {
         code_.dec(sized(rax, size));
       }
       return true;
+    case FlagOp::kMaterialized: {
+      // SAHF loads SF, ZF, AF, PF and CF from byte 0 of the flags; OF (bit 11) is set by an
+      // ADD of 0x7f to it that overflows exactly when it is 1, before.
+      code_.mov(rax, field(layout_.flags_materialized, 8));
+      emit_sahf_flags(condition);
+      return true;
+    }
     default: return false;
   }
 }
@@ -126,12 +134,8 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
     } else if (emit_host_flags_for(condition)) {
       jump_if(code_, condition, taken);
     } else {
-      code_.mov(rdi, rbx);
-      code_.mov(esi, condition);
       branch_calls_out_ = true;
-      code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_condition));
-      code_.call(rax);
-      code_.test(eax, eax);
+      emit_unknown_condition(condition);
       code_.jnz(taken, CodeGenerator::T_NEAR);
     }
     if (from_stack) store_rip_past();

@@ -4,8 +4,8 @@
 // (the carry from this block's known flag producer, else lamina_jit_carry; flags stored as
 // kAdc/kSbb with the carry in); shifts and rotates whose flags a later instruction of the block
 // overwrites before anything reads them (the host instruction alone); and, outside register-only
-// code, SETcc/CMOVcc of registers (the condition from host flags recomputed from this block's
-// known producer, else lamina_jit_condition). Results are bit for bit data_handlers.cc's.
+// code, SETcc/CMOVcc of registers, CMOVcc from and SETcc to memory (the condition from host flags
+// recomputed from this block's known producer, else lamina_jit_condition). Results are bit for bit data_handlers.cc's.
 #include "cpu/x86/jit/translator.h"
 
 #include "cpu/x86/handlers.h"
@@ -61,6 +61,8 @@ void move_if(CodeGenerator& code, uint8_t condition, const Xbyak::Reg& to, const
 }
 
 }  // namespace
+
+void Translator::set_condition(uint8_t condition, const Xbyak::Reg8& to) { set_if(code_, condition, to); }
 
 bool Translator::emit_data(const Instruction& in) {
   const uint16_t op = in.opcode;
@@ -172,11 +174,9 @@ bool Translator::emit_rotate(const Instruction& in) {
   const unsigned count = (op >= 0xd0 ? 1u : static_cast<uint8_t>(in.immediate)) & (bits == 64 ? 63u : 31u);
   if (count == 0) return false;  // no flags, no change: the handler's (rare) business
   const bool left = in.group_index() == 0;
-  // r8 = the flags before it (a C call: nothing is cached outside register-only code).
-  code_.mov(rdi, rbx);
-  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_materialized_flags));
-  code_.call(rax);
-  code_.mov(r8, rax);
+  // r8 = the flags before it (from the known producer, else a C call: nothing is cached
+  // outside register-only code).
+  emit_flags_before_into_r8();
   load_register(rax, in.rm, size, in.rex);
   // The host rotate gives the guest's result for any count (both reduce it modulo the width).
   if (left) {
@@ -206,9 +206,7 @@ bool Translator::emit_rotate(const Instruction& in) {
   }
   code_.and_(r8, ~uint64_t{0x801} & 0xffffffffu);
   code_.or_(r8, rcx);
-  code_.mov(field(layout_.flags_materialized, 8), r8);
-  code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
-  known_flags_.reset();
+  store_r8_as_materialized_flags();
   pending_rip_ += in.length;
   return true;
 }
@@ -224,6 +222,11 @@ void Translator::emit_carry_into_esi() {
     code_.movzx(esi, field(layout_.flags_carry, 1));
     return;
   }
+  if (known && known->op == FlagOp::kMaterialized) {
+    code_.movzx(esi, field(layout_.flags_materialized, 1));
+    code_.and_(esi, 1);
+    return;
+  }
   if (known && (known->op == FlagOp::kAdd || known->op == FlagOp::kSub || known->op == FlagOp::kAdc ||
                 known->op == FlagOp::kSbb)) {
     emit_host_flags_for(2);  // B: CF
@@ -231,11 +234,9 @@ void Translator::emit_carry_into_esi() {
     code_.movzx(esi, sil);
     return;
   }
-  // A C call: the cached registers it may clobber go back to CpuState first.
+  // Maybe a C call: the cached registers it may clobber go back to CpuState first.
   forget_caller_saved_registers();
-  code_.mov(rdi, rbx);
-  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_carry));
-  code_.call(rax);
+  emit_unknown_carry();
   code_.mov(esi, eax);
 }
 
@@ -293,11 +294,11 @@ bool Translator::emit_condition_forms(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
   const bool set = op >= 0x190 && op <= 0x19f;
   const bool move = op >= 0x140 && op <= 0x14f;
-  if ((!set && !move) || (in.memory && (set || mode_ != CodeMode::k64))) return false;
+  if ((!set && !move) || (in.memory && mode_ != CodeMode::k64)) return false;
   const auto condition = static_cast<uint8_t>(op & 15);
   const uint8_t size = in.operand_size;
   Xbyak::Label slow, done;
-  if (in.memory) {
+  if (in.memory && move) {
     // The source first, through the TLB (a miss or fault: the handler), into r12, which
     // nothing caches outside register-only code and the C call below keeps.
     emit_linear_address(in, slow);
@@ -310,21 +311,24 @@ bool Translator::emit_condition_forms(const Instruction& in, size_t index) {
   }
   // ecx = 0/1 or the host flags for `condition`.
   const bool host = emit_host_flags_for(condition);
-  if (!host) {
-    code_.mov(rdi, rbx);
-    code_.mov(esi, condition);
-    code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_condition));
-    code_.call(rax);
-    code_.test(eax, eax);
-  }
+  if (!host) emit_unknown_condition(condition);
   // Only MOVs between here and the host SETcc/CMOVcc: the flags stay.
   if (set) {
+    // A memory destination: the condition in r12b (kept by the lookup), then the byte written
+    // through the TLB's write slot (setcc writes it whatever the condition).
+    const Xbyak::Reg8 value = in.memory ? r12b : al;
     if (host) {
-      set_if(code_, condition, al);
+      set_if(code_, condition, value);
     } else {
-      code_.setnz(al);
+      code_.setnz(value);
     }
-    store_register(in.rm, 1, in.rex, rax);
+    if (in.memory) {
+      emit_linear_address(in, slow);
+      emit_tlb_lookup(AccessType::kWrite, 1, slow);
+      code_.mov(byte[rdx], r12b);
+    } else {
+      store_register(in.rm, 1, in.rex, rax);
+    }
   } else {
     // conditional_move: the source is read either way; a 32-bit one zero-extends the
     // destination even when not taken, as the host CMOVcc does.

@@ -261,12 +261,15 @@ bool Translator::emit_step(const Instruction& in) {
     }
     code_.setc(field(layout_.flags_carry, 1));
     keep_carry = true;
+  } else if (known_flags_ && known_flags_->op == FlagOp::kMaterialized) {
+    code_.movzx(eax, field(layout_.flags_materialized, 1));
+    code_.and_(eax, 1);
+    code_.mov(field(layout_.flags_carry, 1), al);
+    keep_carry = true;
   } else {
-    // A C call: the cached registers it may clobber go back to CpuState first.
+    // Maybe a C call: the cached registers it may clobber go back to CpuState first.
     forget_caller_saved_registers();
-    code_.mov(rdi, rbx);
-    code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_carry));
-    code_.call(rax);
+    emit_unknown_carry();
     code_.mov(field(layout_.flags_carry, 1), al);
     keep_carry = true;
   }

@@ -32,6 +32,11 @@ bool integer_binary(uint8_t opcode) {
 // CPUID says, so the host's (which has SSSE3) is the same answer.
 bool ssse3_binary(uint8_t opcode) { return opcode <= 0x0b || (opcode >= 0x1c && opcode <= 0x1e); }
 
+bool host_has_sse42() {
+  static const bool has = __builtin_cpu_supports("sse4.2");
+  return has;
+}
+
 }  // namespace
 
 SimdForm Translator::simd_form(const Instruction& in) {
@@ -41,6 +46,14 @@ SimdForm Translator::simd_form(const Instruction& in) {
   if ((in.opcode & 0xff00) == kMap0F38 && in.mandatory_prefix == 0x66 && ssse3_binary(in.opcode_byte())) {
     return {.kind = SimdKind::kBinary, .prefix = 0x66, .opcode = in.opcode_byte(), .escape = 0x38,
             .size = 16, .aligned = true};
+  }
+  // PCMPISTRM/PCMPISTRI (66 0F 3A 62/63 ib): defined bit for bit by the SDM (vol. 2, 4.1), so
+  // the host's (x86-64-v2 has SSE4.2) is sse42_strings.cc's answer; no alignment (vol. 1,
+  // 12.10.3). A reserved imm8 bit 7 stays with the unit.
+  if ((in.opcode & 0xff00) == kMap0F3A && in.mandatory_prefix == 0x66 &&
+      (in.opcode_byte() == 0x62 || in.opcode_byte() == 0x63) && !(in.immediate & 0x80) && host_has_sse42()) {
+    return {.kind = SimdKind::kStringCompare, .prefix = 0x66, .opcode = in.opcode_byte(), .escape = 0x3a,
+            .size = 16, .immediate = true};
   }
   if ((in.opcode & 0xff00) == kMap0F3A && in.mandatory_prefix == 0x66 && in.opcode_byte() == 0x0f) {
     return {.kind = SimdKind::kBinary, .prefix = 0x66, .opcode = 0x0f, .escape = 0x3a, .size = 16,
@@ -59,6 +72,12 @@ SimdForm Translator::simd_form(const Instruction& in) {
     form.kind = (opcode & 1) ? SimdKind::kStore : SimdKind::kLoad;
     form.size = 16;
     form.aligned = opcode >= 0x28;
+    return form;
+  }
+  // MOVSS/MOVSD (F3/F2 0F 10/11): moves of the low lane, no MXCSR, no alignment.
+  if ((opcode == 0x10 || opcode == 0x11) && (prefix == 0xf3 || prefix == 0xf2)) {
+    form.kind = SimdKind::kScalarMove;
+    form.size = prefix == 0xf3 ? 4 : 8;
     return form;
   }
   if ((opcode == 0x6f || opcode == 0x7f) && (prefix == 0x66 || prefix == 0xf3)) {
@@ -263,6 +282,55 @@ bool Translator::emit_simd(const Instruction& in, size_t index) {
       code_.movdqu(xmm0, xmm_register(in.rm));
       emit_host_simd(form, static_cast<uint8_t>(in.modrm & 0x38), static_cast<uint8_t>(in.immediate));
       code_.movdqu(xmm_register(in.rm), xmm0);
+      break;
+    case SimdKind::kScalarMove: {
+      const bool load = form.opcode == 0x10;
+      const auto low_lane = [&](uint8_t xmm) {
+        return form.size == 4 ? code_.dword[rbx + layout_.xmm + 16 * (xmm & 15)]
+                              : code_.qword[rbx + layout_.xmm + 16 * (xmm & 15)];
+      };
+      const Xbyak::Reg value = sized(rcx, form.size);
+      if (in.memory && load) {
+        // SDM vol. 2, MOVSS/MOVSD: a load from memory clears the rest of the register.
+        emit_simd_memory(in, form, AccessType::kRead, form.size, slow);
+        if (form.size == 4) {
+          code_.movd(xmm0, ptr[rdx]);
+        } else {
+          code_.movq(xmm0, ptr[rdx]);
+        }
+        code_.movdqu(xmm_register(in.reg), xmm0);
+      } else if (in.memory) {
+        emit_simd_memory(in, form, AccessType::kWrite, form.size, slow);
+        code_.mov(value, low_lane(in.reg));
+        code_.mov(form.size == 4 ? code_.dword[rdx] : code_.qword[rdx], value);
+      } else {
+        // Between registers only the low lane moves (0F 10: reg <- rm, 0F 11: rm <- reg).
+        code_.mov(value, low_lane(load ? in.rm : in.reg));
+        code_.mov(low_lane(load ? in.reg : in.rm), value);
+      }
+      break;
+    }
+    case SimdKind::kStringCompare:
+      if (in.memory) {
+        emit_simd_memory(in, form, AccessType::kRead, 16, slow);
+        code_.movdqu(xmm1, ptr[rdx]);
+      } else {
+        code_.movdqu(xmm1, xmm_register(in.rm));
+      }
+      code_.movdqu(xmm0, xmm_register(in.reg));
+      emit_host_simd(form, 0x01, static_cast<uint8_t>(in.immediate));
+      // CF, ZF, SF, OF as the host set them, AF and PF clear (it clears them too).
+      code_.pushfq();
+      code_.pop(rax);
+      code_.and_(eax, 0x8d5);
+      code_.mov(field(layout_.flags_materialized, 8), rax);
+      code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
+      if (form.opcode == 0x63) {
+        code_.mov(field(layout_.gpr + 8 * kRcx, 8), rcx);  // the index, a 32-bit write
+      } else {
+        code_.movdqu(xmm_register(0), xmm0);  // the mask goes to XMM0 whatever the operands
+      }
+      known_flags_ = KnownFlags{FlagOp::kMaterialized, 8};
       break;
     case SimdKind::kNone: break;
   }
