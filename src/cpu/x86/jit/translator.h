@@ -26,6 +26,7 @@
 #include <optional>
 #include <span>
 #include <variant>
+#include <vector>
 
 #include <xbyak/xbyak.h>
 
@@ -125,6 +126,26 @@ class Translator {
     uint8_t size;
   };
 
+  // A forward jump's condition: the Jcc condition code (SDM vol. 2A, Jcc: 0x70 + cc), or an
+  // unconditional JMP.
+  enum class Jump : uint8_t { kAboveOrEqual = 0x3, kEqual = 0x4, kNotEqual = 0x5, kAlways = 0x10 };
+  // A forward jump target patched by hand: the jumps to it record where their displacement
+  // ends, and bind() fills them in. An Xbyak::Label allocates hash-map nodes for its
+  // definition and for each use before it, a large part of translation time for the targets
+  // every block has (exit sites, handler exits). Holds at most kJumps jumps.
+  struct ForwardTarget {
+    static constexpr size_t kJumps = 8;
+    std::array<uint32_t, kJumps> ends{};
+    std::array<uint8_t, kJumps> sizes{};
+    size_t count = 0;
+  };
+  // Emits the jump with a zero displacement (rel32 when `near`, else rel8) and returns the
+  // offset just past it; patch_jump points it at the current position.
+  size_t emit_forward_jump(Jump condition, bool near);
+  void patch_jump(size_t end, uint8_t size);
+  void jump_to(ForwardTarget& target, Jump condition, bool near);
+  void bind(ForwardTarget& target);
+
   // One translation of the block (translate() makes a second for a loop of one block).
   void emit_pass(const Block& block);
   void emit_block(const Block& block);
@@ -157,10 +178,10 @@ class Translator {
   // back edge): rax = the retired count after `count` more instructions (a register or an
   // immediate); jumps to `stop` when that reaches the budget or a request is posted. Clobbers
   // rdx (and `count`'s register only if it is rdx), keeps rcx.
-  void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count, const Xbyak::Label& stop);
+  void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count, ForwardTarget& stop);
   // Jumps to `bail` when the vCPU must go back to the run loop for state a handler set
   // (halted, waiting for SIPI, an interrupt shadow, armed breakpoints, TF/RF).
-  void emit_handler_state_check(const Xbyak::Label& bail);
+  void emit_handler_state_check(ForwardTarget& bail);
   bool branches_to_own_start(const Instruction& in, size_t index) const;
   // Whether the final branch `in` may keep the cached registers over the back edge: a second
   // pass whose registers sit where it preloaded them, and no C call in the branch.
@@ -177,13 +198,14 @@ class Translator {
   // The handler call of an inlined instruction's rare path, RIP already past it.
   void emit_handler_call_after_advance(const Instruction& in, size_t index);
   void emit_call_and_checks(const Instruction& in, size_t index, int32_t rip_delta);
-  // Where a handler call at `index` goes when the handler stub returns nonzero.
-  Xbyak::Label& exit_after_handler(uint32_t index);
+  // Where a handler call at `index` goes when the handler stub returns nonzero: `jump_end`
+  // is the end of its JNZ rel32, patched when the exit is emitted after the block.
   struct HandlerExit {
-    Xbyak::Label label;
+    size_t jump_end;
     uint32_t index;
   };
-  std::deque<HandlerExit> handler_exits_;
+  // Cleared by every pass; a vector, so its storage is reused from block to block.
+  std::vector<HandlerExit> handler_exits_;
 
   // translator_integer.cc
   bool emit_move(const Instruction& in);
