@@ -56,6 +56,15 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .cr4 = offset_of(core, &core.state.cr4),
       .xmm = offset_of(core, core.state.simd.xmm.data()),
   };
+  code_.reset();
+  emit_prologue();
+  prologue_.assign(code_.getCode(), code_.getCode() + code_.getSize());
+  code_.reset();
+  emit_epilogue();
+  epilogue_.assign(code_.getCode(), code_.getCode() + code_.getSize());
+  assemble_exit_site(false);
+  assemble_exit_site(true);
+  code_.reset();
 }
 
 std::span<const std::byte> Translator::translate(const Block& block) {
@@ -85,9 +94,6 @@ void Translator::emit_pass(const Block& block) {
   code_.reset();
   handler_exits_.clear();
   deferred_slow_paths_.clear();
-  epilogue_.clear();
-  body_.clear();
-  loop_entry_.clear();
   pending_rip_ = 0;
   known_flags_.reset();
   called_handlers_ = false;
@@ -108,18 +114,8 @@ void Translator::emit_pass(const Block& block) {
 }
 
 void Translator::emit_block(const Block& block) {
-  // rbx: the core; r12-r15 and rbp: cached guest registers (translator_registers.cc). Six
-  // pushes and 8 bytes leave the stack 16-byte aligned for the calls (SysV ABI).
-  code_.push(rbx);
-  code_.push(rbp);
-  code_.push(r12);
-  code_.push(r13);
-  code_.push(r14);
-  code_.push(r15);
-  code_.sub(rsp, 8);
-  code_.mov(rbx, rdi);
+  emit_bytes(prologue_);
   body_offset_ = code_.getSize();
-  code_.L(body_);
   cached_.fill(CachedRegister{});
   slot_of_.fill(-1);
   if (rip_on_stack_) {
@@ -129,7 +125,7 @@ void Translator::emit_block(const Block& block) {
     code_.mov(qword[rsp], rax);
   }
   if (preload_) preload_registers(*preload_);
-  code_.L(loop_entry_);
+  loop_entry_offset_ = code_.getSize();
   const size_t count = block.instructions.size();
   for (size_t index = 0; index < count; ++index) {
     const Instruction& in = block.instructions[index];
@@ -165,8 +161,8 @@ void Translator::emit_block(const Block& block) {
   forget_registers();
   flush_rip();
   emit_chain(block);
-  code_.L(epilogue_);
-  emit_epilogue();
+  epilogue_offset_ = code_.getSize();
+  emit_bytes(epilogue_);
   emit_deferred_slow_paths();
   // The early exits, out of the straight-line path. After handler `index`: raised (1), the next one faulted; stopped (2), it completed.
   for (const HandlerExit& exit : handler_exits_) {
@@ -174,10 +170,10 @@ void Translator::emit_block(const Block& block) {
     code_.cmp(eax, 1);
     const size_t raised = emit_forward_jump(Jump::kEqual, false);
     code_.mov(eax, exit.index + 1);
-    code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
+    emit_backward_jump(epilogue_offset_);
     patch_jump(raised, 1);
     code_.mov(eax, exit.index | kFaulted);
-    code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
+    emit_backward_jump(epilogue_offset_);
   }
 }
 
@@ -217,6 +213,25 @@ void Translator::jump_to(ForwardTarget& target, Jump condition, bool near) {
 void Translator::bind(ForwardTarget& target) {
   for (size_t jump = 0; jump < target.count; ++jump) patch_jump(target.ends[jump], target.sizes[jump]);
   target.count = 0;
+}
+
+void Translator::emit_prologue() {
+  // rbx: the core; r12-r15 and rbp: cached guest registers (translator_registers.cc). Six
+  // pushes and 8 bytes leave the stack 16-byte aligned for the calls (SysV ABI).
+  code_.push(rbx);
+  code_.push(rbp);
+  code_.push(r12);
+  code_.push(r13);
+  code_.push(r14);
+  code_.push(r15);
+  code_.sub(rsp, 8);
+  code_.mov(rbx, rdi);
+}
+
+void Translator::emit_backward_jump(size_t target) {
+  // SDM vol. 2A, JMP: E9 rel32, relative to the end of the instruction.
+  code_.db(0xe9);
+  code_.dd(static_cast<uint32_t>(target - (code_.getSize() + 4)));
 }
 
 void Translator::emit_epilogue() {

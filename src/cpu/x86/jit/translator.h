@@ -168,8 +168,16 @@ class Translator {
   // translator_chain.cc: the end of a block that ran to its end (RIP in CpuState, registers
   // written back): an exit site.
   void emit_chain(const Block& block);
+  // Assembles exit_sites_[wide] (emit_chain's template) in code_.
+  void assemble_exit_site(bool wide);
+  // The frame every translation opens with (rbx: the core; the callee-saved registers).
+  void emit_prologue();
   // Returns from translated code (the frame is the same in every body and the stub).
   void emit_epilogue();
+  // A JMP rel32 back to `target`, an offset already emitted.
+  void emit_backward_jump(size_t target);
+  // Appends bytes assembled earlier.
+  void emit_bytes(const std::vector<uint8_t>& bytes) { code_.db(bytes.data(), bytes.size()); }
   // A final branch whose target is this block's own start (a loop of one block), with no
   // handler call in the block: the budget and requests checks, then straight back to the
   // body. Falls through (RIP already the target) when they say stop.
@@ -375,9 +383,29 @@ class Translator {
   size_t body_offset_ = 0;
   Layout layout_;
   Xbyak::CodeGenerator code_;
-  Xbyak::Label epilogue_;
-  Xbyak::Label body_;
-  Xbyak::Label loop_entry_;  // after the preloads: where a one-block loop's back edge goes
+  // Offsets in the translation being emitted: the epilogue, and the point after the preloads
+  // where a one-block loop's back edge goes (the body starts at body_offset_).
+  size_t epilogue_offset_ = 0;
+  size_t loop_entry_offset_ = 0;
+  // Code every block has, assembled once by the constructor (translation time): the prologue,
+  // the epilogue, and an exit site's code before its record for a block of up to 127
+  // instructions (an imm8 count) and for a longer one (exit_sites_[1]); emit_chain copies one
+  // and fills in the count and the record's RIP-relative displacements.
+  struct RecordUse {
+    size_t end;       // the end of an instruction whose last 4 bytes are the displacement
+    int32_t member;   // the ExitSite field it reads
+  };
+  struct ExitSiteTemplate {
+    std::vector<uint8_t> bytes;
+    size_t count_end = 0;  // the end of the budget check's count immediate
+    uint8_t count_size = 0;
+    std::array<RecordUse, 4> uses{};
+    size_t lea_end = 0;     // the LEA of the record's address
+    size_t jump_field = 0;  // the rel32 JitEngine::chain patches
+  };
+  std::vector<uint8_t> prologue_, epilogue_;
+  std::array<ExitSiteTemplate, 2> exit_sites_{};
+  size_t count_end_ = 0;  // emit_budget_and_requests_check: where its immediate count ended
   std::optional<RegisterMapping> preload_;            // this pass loads these at the body
   std::optional<RegisterMapping> self_loop_mapping_;  // the mapping a back edge left with
   RegisterMapping mapping_before_last_{};            // the mapping before the last instruction

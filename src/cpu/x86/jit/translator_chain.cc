@@ -28,22 +28,45 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 void Translator::emit_chain(const Block& block) {
   // An exit site (exit_site.h): the exit check, then the jump that JitEngine::chain patches to
   // the successor's body (first to the stub's site entry, with the check's answer in eax).
+  // Its code is the same for every block but for the count and the record's displacements:
+  // a copy of the template assemble_exit_site made, filled in.
+  const auto count = static_cast<uint32_t>(block.instructions.size());
+  const ExitSiteTemplate& site = exit_sites_[count > 127 ? 1 : 0];
+  const size_t start = code_.getSize();
+  emit_bytes(site.bytes);
+  code_.rewrite(start + site.count_end - site.count_size, count, site.count_size);
+  code_.align(8);
+  const size_t at = code_.getSize();
+  for (const RecordUse& use : site.uses) {
+    const size_t end = start + use.end;
+    code_.rewrite(end - 4, at + static_cast<size_t>(use.member) - end, 4);
+  }
+  code_.rewrite(start + site.lea_end - 4, at - (start + site.lea_end), 4);
+  const size_t jump_field = start + site.jump_field;
+  code_.dq(reinterpret_cast<uint64_t>(chain_stub_));
+  code_.dq(0);  // never a generation: not patched yet
+  code_.dq(~uint64_t{0});
+  code_.dq(0);
+  code_.dq(reinterpret_cast<uint64_t>(&block));
+  code_.dd(count);
+  code_.dd(static_cast<uint32_t>(static_cast<int32_t>(jump_field) - static_cast<int32_t>(at)));
+  static_assert(sizeof(ExitSite) == 5 * 8 + 2 * 4, "the record above is an ExitSite");
+}
+
+void Translator::assemble_exit_site(bool wide) {
+  ExitSiteTemplate& site = exit_sites_[wide ? 1 : 0];
+  code_.reset();
   // The check inline: a handler that sets what the run loop must see (halted, an interrupt
   // shadow, TF, armed breakpoints, stop_block, event_delivered) ends the block through its
   // handler exit (handler_stub), so the budget and the requests word are all an exit must
   // look at. The hot way from block to block is then straight-line code and a direct jump.
   ForwardTarget look_up, patch, load_record, current;
-  // The record's fields are read RIP-relative; their displacements are filled in once the
-  // record's place is known (the end of each such instruction, and the field it reads).
-  struct RecordUse {
-    size_t end;
-    int32_t member;
-  };
-  std::array<RecordUse, 4> uses{};
+  // The record's fields are read RIP-relative; emit_chain fills in their displacements once
+  // the record's place is known.
   size_t use_count = 0;
   const auto record_field = [&](size_t member) { return qword[rip + static_cast<int32_t>(member)]; };
   const auto note_use = [&](size_t member) {
-    uses[use_count++] = RecordUse{code_.getSize(), static_cast<int32_t>(member)};
+    site.uses.at(use_count++) = RecordUse{code_.getSize(), static_cast<int32_t>(member)};
   };
   // The record holds under the generation, or the global one (a successor on a global page).
   code_.mov(rdx, field(layout_.generation, 8));
@@ -59,14 +82,17 @@ void Translator::emit_chain(const Block& block) {
   code_.cmp(rcx, record_field(offsetof(ExitSite, rip)));
   note_use(offsetof(ExitSite, rip));
   jump_to(look_up, Jump::kNotEqual, true);
-  emit_budget_and_requests_check(static_cast<uint32_t>(block.instructions.size()), look_up);
+  // A count of 1 takes the imm8 form of the ADD, 128 the imm32 one (emit_chain writes it).
+  emit_budget_and_requests_check(wide ? 128u : 1u, look_up);
+  site.count_end = count_end_;
+  site.count_size = wide ? 4 : 1;
   code_.mov(field(layout_.retired, 8), rax);
   code_.mov(field(layout_.instruction_rip, 8), rcx);
   code_.mov(rax, record_field(offsetof(ExitSite, block)));
   note_use(offsetof(ExitSite, block));
   code_.mov(field(layout_.running_block, 8), rax);
   jump_to(patch, Jump::kAlways, true);
-  const size_t jump_field = code_.getSize() - 4;
+  site.jump_field = code_.getSize() - 4;
   bind(patch);
   code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
   jump_to(load_record, Jump::kAlways, false);
@@ -74,22 +100,9 @@ void Translator::emit_chain(const Block& block) {
   code_.mov(eax, static_cast<uint32_t>(ExitCheck::kLookUp));
   bind(load_record);
   code_.lea(rdi, ptr[rip]);
-  const size_t lea_end = code_.getSize();
+  site.lea_end = code_.getSize();
   code_.jmp(qword[rdi + offsetof(ExitSite, chain_entry)]);
-  code_.align(8);
-  const size_t at = code_.getSize();
-  for (size_t use = 0; use < use_count; ++use) {
-    code_.rewrite(uses[use].end - 4, at + static_cast<size_t>(uses[use].member) - uses[use].end, 4);
-  }
-  code_.rewrite(lea_end - 4, at - lea_end, 4);
-  code_.dq(reinterpret_cast<uint64_t>(chain_stub_));
-  code_.dq(0);  // never a generation: not patched yet
-  code_.dq(~uint64_t{0});
-  code_.dq(0);
-  code_.dq(reinterpret_cast<uint64_t>(&block));
-  code_.dd(static_cast<uint32_t>(block.instructions.size()));
-  code_.dd(static_cast<uint32_t>(static_cast<int32_t>(jump_field) - static_cast<int32_t>(at)));
-  static_assert(sizeof(ExitSite) == 5 * 8 + 2 * 4, "the record above is an ExitSite");
+  site.bytes.assign(code_.getCode(), code_.getCode() + code_.getSize());
 }
 
 std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
@@ -260,6 +273,7 @@ void Translator::emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint3
   } else {
     code_.add(rax, std::get<uint32_t>(count));
   }
+  count_end_ = code_.getSize();
   code_.cmp(rax, field(layout_.retired_limit, 8));
   jump_to(stop, Jump::kAboveOrEqual, true);
   // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop. rdx is
@@ -280,9 +294,9 @@ void Translator::emit_self_loop() {
   // clobbered a caller-saved one), the next round starts with them in place.
   const bool clobbered = branch_calls_out_ && holds_caller_saved(mapping_before_last_);
   if (preload_ && *preload_ == mapping_before_last_ && !clobbered) {
-    code_.jmp(loop_entry_, CodeGenerator::T_NEAR);
+    emit_backward_jump(loop_entry_offset_);
   } else {
-    code_.jmp(body_, CodeGenerator::T_NEAR);
+    emit_backward_jump(body_offset_);
     const bool holds_any = std::any_of(mapping_before_last_.begin(), mapping_before_last_.end(),
                                        [](int8_t guest) { return guest >= 0; });
     if (!preload_ && !clobbered && holds_any) self_loop_mapping_ = mapping_before_last_;
