@@ -1,6 +1,8 @@
 // The block frame, handler calls and the register/field helpers of the Translator.
 #include "cpu/x86/jit/translator.h"
 
+#include <cstring>
+
 #include "cpu/x86/handlers.h"
 
 namespace lamina::cpu::x86::jit {
@@ -226,6 +228,14 @@ void Translator::emit_prologue() {
   code_.push(r15);
   code_.sub(rsp, 8);
   code_.mov(rbx, rdi);
+}
+
+void Translator::emit_bytes(std::span<const uint8_t> bytes) {
+  const size_t at = code_.getSize();
+  // Throws past the scratch buffer's end, as db would (the block is then interpreted).
+  code_.setSize(at + bytes.size());
+  // The scratch buffer is this translator's own writable memory (DontSetProtectRWE).
+  std::memcpy(const_cast<uint8_t*>(code_.getCode()) + at, bytes.data(), bytes.size());
 }
 
 void Translator::emit_backward_jump(size_t target) {

@@ -176,8 +176,8 @@ class Translator {
   void emit_epilogue();
   // A JMP rel32 back to `target`, an offset already emitted.
   void emit_backward_jump(size_t target);
-  // Appends bytes assembled earlier.
-  void emit_bytes(const std::vector<uint8_t>& bytes) { code_.db(bytes.data(), bytes.size()); }
+  // Appends bytes assembled earlier (one copy, not Xbyak's byte-at-a-time db).
+  void emit_bytes(std::span<const uint8_t> bytes);
   // A final branch whose target is this block's own start (a loop of one block), with no
   // handler call in the block: the budget and requests checks, then straight back to the
   // body. Falls through (RIP already the target) when they say stop.

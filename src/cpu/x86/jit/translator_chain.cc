@@ -43,14 +43,16 @@ void Translator::emit_chain(const Block& block) {
   }
   code_.rewrite(start + site.lea_end - 4, at - (start + site.lea_end), 4);
   const size_t jump_field = start + site.jump_field;
-  code_.dq(reinterpret_cast<uint64_t>(chain_stub_));
-  code_.dq(0);  // never a generation: not patched yet
-  code_.dq(~uint64_t{0});
-  code_.dq(0);
-  code_.dq(reinterpret_cast<uint64_t>(&block));
-  code_.dd(count);
-  code_.dd(static_cast<uint32_t>(static_cast<int32_t>(jump_field) - static_cast<int32_t>(at)));
-  static_assert(sizeof(ExitSite) == 5 * 8 + 2 * 4, "the record above is an ExitSite");
+  const ExitSite record{
+      .chain_entry = chain_stub_,
+      .generation = 0,  // never a generation: not patched yet
+      .rip = ~uint64_t{0},
+      .block = nullptr,
+      .source = const_cast<Block*>(&block),
+      .count = count,
+      .jump_offset = static_cast<int32_t>(jump_field) - static_cast<int32_t>(at),
+  };
+  emit_bytes({reinterpret_cast<const uint8_t*>(&record), sizeof(record)});
 }
 
 void Translator::assemble_exit_site(bool wide) {
