@@ -213,7 +213,8 @@ void Translator::jump_to(ForwardTarget& target, Jump condition, bool near) {
 }
 
 void Translator::bind(ForwardTarget& target) {
-  for (size_t jump = 0; jump < target.count; ++jump) patch_jump(target.ends[jump], target.sizes[jump]);
+  for (size_t jump = 0; jump < target.count; ++jump)
+    patch_jump(target.ends[jump], target.sizes[jump]);
   target.count = 0;
 }
 
@@ -317,7 +318,8 @@ void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32
   code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));
   code_.call(rax);
   code_.test(eax, eax);
-  handler_exits_.push_back(HandlerExit{emit_forward_jump(Jump::kNotEqual, true), static_cast<uint32_t>(index)});
+  handler_exits_.push_back(
+      HandlerExit{emit_forward_jump(Jump::kNotEqual, true), static_cast<uint32_t>(index)});
   known_flags_.reset();
 }
 

@@ -186,7 +186,8 @@ class Translator {
   // back edge): rax = the retired count after `count` more instructions (a register or an
   // immediate); jumps to `stop` when that reaches the budget or a request is posted. Clobbers
   // rdx (and `count`'s register only if it is rdx), keeps rcx.
-  void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count, ForwardTarget& stop);
+  void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count,
+                                      ForwardTarget& stop);
   // Jumps to `bail` when the vCPU must go back to the run loop for state a handler set
   // (halted, waiting for SIPI, an interrupt shadow, armed breakpoints, TF/RF).
   void emit_handler_state_check(ForwardTarget& bail);
@@ -392,8 +393,8 @@ class Translator {
   // instructions (an imm8 count) and for a longer one (exit_sites_[1]); emit_chain copies one
   // and fills in the count and the record's RIP-relative displacements.
   struct RecordUse {
-    size_t end;       // the end of an instruction whose last 4 bytes are the displacement
-    int32_t member;   // the ExitSite field it reads
+    size_t end;      // the end of an instruction whose last 4 bytes are the displacement
+    int32_t member;  // the ExitSite field it reads
   };
   struct ExitSiteTemplate {
     std::vector<uint8_t> bytes;

@@ -66,7 +66,9 @@ void Translator::assemble_exit_site(bool wide) {
   // The record's fields are read RIP-relative; emit_chain fills in their displacements once
   // the record's place is known.
   size_t use_count = 0;
-  const auto record_field = [&](size_t member) { return qword[rip + static_cast<int32_t>(member)]; };
+  const auto record_field = [&](size_t member) {
+    return qword[rip + static_cast<int32_t>(member)];
+  };
   const auto note_use = [&](size_t member) {
     site.uses.at(use_count++) = RecordUse{code_.getSize(), static_cast<int32_t>(member)};
   };
