@@ -1,6 +1,8 @@
 // The block frame, handler calls and the register/field helpers of the Translator.
 #include "cpu/x86/jit/translator.h"
 
+#include <cstring>
+
 #include "cpu/x86/handlers.h"
 
 namespace lamina::cpu::x86::jit {
@@ -59,6 +61,15 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .segment_selectors = offset_of(core, &core.state.segment[0].selector),
       .segment_stride = static_cast<int32_t>(sizeof(SegmentCache)),
   };
+  code_.reset();
+  emit_prologue();
+  prologue_.assign(code_.getCode(), code_.getCode() + code_.getSize());
+  code_.reset();
+  emit_epilogue();
+  epilogue_.assign(code_.getCode(), code_.getCode() + code_.getSize());
+  assemble_exit_site(false);
+  assemble_exit_site(true);
+  code_.reset();
 }
 
 std::span<const std::byte> Translator::translate(const Block& block) {
@@ -88,9 +99,6 @@ void Translator::emit_pass(const Block& block) {
   code_.reset();
   handler_exits_.clear();
   deferred_slow_paths_.clear();
-  epilogue_.clear();
-  body_.clear();
-  loop_entry_.clear();
   pending_rip_ = 0;
   known_flags_.reset();
   called_handlers_ = false;
@@ -111,18 +119,8 @@ void Translator::emit_pass(const Block& block) {
 }
 
 void Translator::emit_block(const Block& block) {
-  // rbx: the core; r12-r15 and rbp: cached guest registers (translator_registers.cc). Six
-  // pushes and 8 bytes leave the stack 16-byte aligned for the calls (SysV ABI).
-  code_.push(rbx);
-  code_.push(rbp);
-  code_.push(r12);
-  code_.push(r13);
-  code_.push(r14);
-  code_.push(r15);
-  code_.sub(rsp, 8);
-  code_.mov(rbx, rdi);
+  emit_bytes(prologue_);
   body_offset_ = code_.getSize();
-  code_.L(body_);
   cached_.fill(CachedRegister{});
   slot_of_.fill(-1);
   if (rip_on_stack_) {
@@ -132,7 +130,7 @@ void Translator::emit_block(const Block& block) {
     code_.mov(qword[rsp], rax);
   }
   if (preload_) preload_registers(*preload_);
-  code_.L(loop_entry_);
+  loop_entry_offset_ = code_.getSize();
   const size_t count = block.instructions.size();
   for (size_t index = 0; index < count; ++index) {
     const Instruction& in = block.instructions[index];
@@ -168,21 +166,86 @@ void Translator::emit_block(const Block& block) {
   forget_registers();
   flush_rip();
   emit_chain(block);
-  code_.L(epilogue_);
-  emit_epilogue();
+  epilogue_offset_ = code_.getSize();
+  emit_bytes(epilogue_);
   emit_deferred_slow_paths();
   // The early exits, out of the straight-line path. After handler `index`: raised (1), the next one faulted; stopped (2), it completed.
-  for (HandlerExit& exit : handler_exits_) {
-    Xbyak::Label raised;
-    code_.L(exit.label);
+  for (const HandlerExit& exit : handler_exits_) {
+    patch_jump(exit.jump_end, 4);
     code_.cmp(eax, 1);
-    code_.je(raised);
+    const size_t raised = emit_forward_jump(Jump::kEqual, false);
     code_.mov(eax, exit.index + 1);
-    code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
-    code_.L(raised);
+    emit_backward_jump(epilogue_offset_);
+    patch_jump(raised, 1);
     code_.mov(eax, exit.index | kFaulted);
-    code_.jmp(epilogue_, Xbyak::CodeGenerator::T_NEAR);
+    emit_backward_jump(epilogue_offset_);
   }
+}
+
+size_t Translator::emit_forward_jump(Jump condition, bool near) {
+  // SDM vol. 2A, JMP and Jcc: EB rel8, E9 rel32, 70+cc rel8, 0F 80+cc rel32.
+  const auto code = static_cast<uint8_t>(condition);
+  if (condition == Jump::kAlways) {
+    code_.db(near ? 0xe9 : 0xeb);
+  } else if (near) {
+    code_.db(0x0f);
+    code_.db(0x80 | code);
+  } else {
+    code_.db(0x70 | code);
+  }
+  if (near) {
+    code_.dd(0);
+  } else {
+    code_.db(0);
+  }
+  return code_.getSize();
+}
+
+void Translator::patch_jump(size_t end, uint8_t size) {
+  const size_t distance = code_.getSize() - end;
+  // A short jump reaches 127 bytes on (a translator bug past that: the block is interpreted).
+  if (size == 1 && distance > 127) throw Xbyak::Error(Xbyak::ERR_LABEL_IS_TOO_FAR);
+  code_.rewrite(end - size, distance, size);
+}
+
+void Translator::jump_to(ForwardTarget& target, Jump condition, bool near) {
+  if (target.count == ForwardTarget::kJumps) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+  target.ends[target.count] = static_cast<uint32_t>(emit_forward_jump(condition, near));
+  target.sizes[target.count] = near ? 4 : 1;
+  ++target.count;
+}
+
+void Translator::bind(ForwardTarget& target) {
+  for (size_t jump = 0; jump < target.count; ++jump)
+    patch_jump(target.ends[jump], target.sizes[jump]);
+  target.count = 0;
+}
+
+void Translator::emit_prologue() {
+  // rbx: the core; r12-r15 and rbp: cached guest registers (translator_registers.cc). Six
+  // pushes and 8 bytes leave the stack 16-byte aligned for the calls (SysV ABI).
+  code_.push(rbx);
+  code_.push(rbp);
+  code_.push(r12);
+  code_.push(r13);
+  code_.push(r14);
+  code_.push(r15);
+  code_.sub(rsp, 8);
+  code_.mov(rbx, rdi);
+}
+
+void Translator::emit_bytes(std::span<const uint8_t> bytes) {
+  const size_t at = code_.getSize();
+  // Throws past the scratch buffer's end, as db would (the block is then interpreted).
+  code_.setSize(at + bytes.size());
+  // The scratch buffer is this translator's own writable memory (DontSetProtectRWE).
+  std::memcpy(const_cast<uint8_t*>(code_.getCode()) + at, bytes.data(), bytes.size());
+}
+
+void Translator::emit_backward_jump(size_t target) {
+  // SDM vol. 2A, JMP: E9 rel32, relative to the end of the instruction.
+  code_.db(0xe9);
+  code_.dd(static_cast<uint32_t>(target - (code_.getSize() + 4)));
 }
 
 void Translator::emit_epilogue() {
@@ -262,7 +325,8 @@ void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32
   code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));
   code_.call(rax);
   code_.test(eax, eax);
-  code_.jnz(exit_after_handler(static_cast<uint32_t>(index)), Xbyak::CodeGenerator::T_NEAR);
+  handler_exits_.push_back(
+      HandlerExit{emit_forward_jump(Jump::kNotEqual, true), static_cast<uint32_t>(index)});
   known_flags_.reset();
 }
 
@@ -288,23 +352,18 @@ std::span<const std::byte> Translator::handler_stub() {
   // A handler that leaves what the run loop must see before the next block (HLT, an
   // interrupt shadow, TF/RF, armed breakpoints) ends it here, also one that did not set
   // stop_block, so every exit site needs only the light check (emit_chain).
-  Xbyak::Label stopped;
+  ForwardTarget stopped;
   code_.cmp(field(layout_.stop_block, 1), 0);
-  code_.jne(stopped);
+  jump_to(stopped, Jump::kNotEqual, false);
   emit_handler_state_check(stopped);
   code_.ret();
-  code_.L(stopped);
+  bind(stopped);
   code_.mov(eax, 2);
   code_.ret();
   code_.L(raised);
   code_.mov(eax, 1);
   code_.ret();
   return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
-}
-
-Xbyak::Label& Translator::exit_after_handler(uint32_t index) {
-  handler_exits_.push_back(HandlerExit{{}, index});
-  return handler_exits_.back().label;
 }
 
 void Translator::flush_rip() {

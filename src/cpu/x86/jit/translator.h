@@ -27,6 +27,7 @@
 #include <optional>
 #include <span>
 #include <variant>
+#include <vector>
 
 #include <xbyak/xbyak.h>
 
@@ -130,6 +131,26 @@ class Translator {
     uint8_t size;
   };
 
+  // A forward jump's condition: the Jcc condition code (SDM vol. 2A, Jcc: 0x70 + cc), or an
+  // unconditional JMP.
+  enum class Jump : uint8_t { kAboveOrEqual = 0x3, kEqual = 0x4, kNotEqual = 0x5, kAlways = 0x10 };
+  // A forward jump target patched by hand: the jumps to it record where their displacement
+  // ends, and bind() fills them in. An Xbyak::Label allocates hash-map nodes for its
+  // definition and for each use before it, a large part of translation time for the targets
+  // every block has (exit sites, handler exits). Holds at most kJumps jumps.
+  struct ForwardTarget {
+    static constexpr size_t kJumps = 8;
+    std::array<uint32_t, kJumps> ends{};
+    std::array<uint8_t, kJumps> sizes{};
+    size_t count = 0;
+  };
+  // Emits the jump with a zero displacement (rel32 when `near`, else rel8) and returns the
+  // offset just past it; patch_jump points it at the current position.
+  size_t emit_forward_jump(Jump condition, bool near);
+  void patch_jump(size_t end, uint8_t size);
+  void jump_to(ForwardTarget& target, Jump condition, bool near);
+  void bind(ForwardTarget& target);
+
   // One translation of the block (translate() makes a second for a loop of one block).
   void emit_pass(const Block& block);
   void emit_block(const Block& block);
@@ -152,8 +173,16 @@ class Translator {
   // translator_chain.cc: the end of a block that ran to its end (RIP in CpuState, registers
   // written back): an exit site.
   void emit_chain(const Block& block);
+  // Assembles exit_sites_[wide] (emit_chain's template) in code_.
+  void assemble_exit_site(bool wide);
+  // The frame every translation opens with (rbx: the core; the callee-saved registers).
+  void emit_prologue();
   // Returns from translated code (the frame is the same in every body and the stub).
   void emit_epilogue();
+  // A JMP rel32 back to `target`, an offset already emitted.
+  void emit_backward_jump(size_t target);
+  // Appends bytes assembled earlier (one copy, not Xbyak's byte-at-a-time db).
+  void emit_bytes(std::span<const uint8_t> bytes);
   // A final branch whose target is this block's own start (a loop of one block), with no
   // handler call in the block: the budget and requests checks, then straight back to the
   // body. Falls through (RIP already the target) when they say stop.
@@ -162,10 +191,11 @@ class Translator {
   // back edge): rax = the retired count after `count` more instructions (a register or an
   // immediate); jumps to `stop` when that reaches the budget or a request is posted. Clobbers
   // rdx (and `count`'s register only if it is rdx), keeps rcx.
-  void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count, const Xbyak::Label& stop);
+  void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count,
+                                      ForwardTarget& stop);
   // Jumps to `bail` when the vCPU must go back to the run loop for state a handler set
   // (halted, waiting for SIPI, an interrupt shadow, armed breakpoints, TF/RF).
-  void emit_handler_state_check(const Xbyak::Label& bail);
+  void emit_handler_state_check(ForwardTarget& bail);
   bool branches_to_own_start(const Instruction& in, size_t index) const;
   // Whether the final branch `in` may keep the cached registers over the back edge: a second
   // pass whose registers sit where it preloaded them, and no C call in the branch.
@@ -182,13 +212,14 @@ class Translator {
   // The handler call of an inlined instruction's rare path, RIP already past it.
   void emit_handler_call_after_advance(const Instruction& in, size_t index);
   void emit_call_and_checks(const Instruction& in, size_t index, int32_t rip_delta);
-  // Where a handler call at `index` goes when the handler stub returns nonzero.
-  Xbyak::Label& exit_after_handler(uint32_t index);
+  // Where a handler call at `index` goes when the handler stub returns nonzero: `jump_end`
+  // is the end of its JNZ rel32, patched when the exit is emitted after the block.
   struct HandlerExit {
-    Xbyak::Label label;
+    size_t jump_end;
     uint32_t index;
   };
-  std::deque<HandlerExit> handler_exits_;
+  // Cleared by every pass; a vector, so its storage is reused from block to block.
+  std::vector<HandlerExit> handler_exits_;
 
   // translator_integer.cc
   bool emit_move(const Instruction& in);
@@ -402,9 +433,29 @@ class Translator {
   size_t body_offset_ = 0;
   Layout layout_;
   Xbyak::CodeGenerator code_;
-  Xbyak::Label epilogue_;
-  Xbyak::Label body_;
-  Xbyak::Label loop_entry_;  // after the preloads: where a one-block loop's back edge goes
+  // Offsets in the translation being emitted: the epilogue, and the point after the preloads
+  // where a one-block loop's back edge goes (the body starts at body_offset_).
+  size_t epilogue_offset_ = 0;
+  size_t loop_entry_offset_ = 0;
+  // Code every block has, assembled once by the constructor (translation time): the prologue,
+  // the epilogue, and an exit site's code before its record for a block of up to 127
+  // instructions (an imm8 count) and for a longer one (exit_sites_[1]); emit_chain copies one
+  // and fills in the count and the record's RIP-relative displacements.
+  struct RecordUse {
+    size_t end;      // the end of an instruction whose last 4 bytes are the displacement
+    int32_t member;  // the ExitSite field it reads
+  };
+  struct ExitSiteTemplate {
+    std::vector<uint8_t> bytes;
+    size_t count_end = 0;  // the end of the budget check's count immediate
+    uint8_t count_size = 0;
+    std::array<RecordUse, 4> uses{};
+    size_t lea_end = 0;     // the LEA of the record's address
+    size_t jump_field = 0;  // the rel32 JitEngine::chain patches
+  };
+  std::vector<uint8_t> prologue_, epilogue_;
+  std::array<ExitSiteTemplate, 2> exit_sites_{};
+  size_t count_end_ = 0;  // emit_budget_and_requests_check: where its immediate count ended
   std::optional<RegisterMapping> preload_;            // this pass loads these at the body
   std::optional<RegisterMapping> self_loop_mapping_;  // the mapping a back edge left with
   RegisterMapping mapping_before_last_{};            // the mapping before the last instruction

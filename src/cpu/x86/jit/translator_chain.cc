@@ -9,6 +9,7 @@
 // or CS change, code cache flush, another vCPU's write to a code page), so no invalidation
 // ever has to find and unpatch code.
 #include <algorithm>
+#include <array>
 #include <cstddef>
 
 #include "cpu/x86/jit/exit_site.h"
@@ -27,54 +28,91 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 void Translator::emit_chain(const Block& block) {
   // An exit site (exit_site.h): the exit check, then the jump that JitEngine::chain patches to
   // the successor's body (first to the stub's site entry, with the check's answer in eax).
+  // Its code is the same for every block but for the count and the record's displacements:
+  // a copy of the template assemble_exit_site made, filled in.
+  const auto count = static_cast<uint32_t>(block.instructions.size());
+  const ExitSiteTemplate& site = exit_sites_[count > 127 ? 1 : 0];
+  const size_t start = code_.getSize();
+  emit_bytes(site.bytes);
+  code_.rewrite(start + site.count_end - site.count_size, count, site.count_size);
+  code_.align(8);
+  const size_t at = code_.getSize();
+  for (const RecordUse& use : site.uses) {
+    const size_t end = start + use.end;
+    code_.rewrite(end - 4, at + static_cast<size_t>(use.member) - end, 4);
+  }
+  code_.rewrite(start + site.lea_end - 4, at - (start + site.lea_end), 4);
+  const size_t jump_field = start + site.jump_field;
+  const ExitSite record{
+      .chain_entry = chain_stub_,
+      .generation = 0,  // never a generation: not patched yet
+      .rip = ~uint64_t{0},
+      .block = nullptr,
+      .source = const_cast<Block*>(&block),
+      .count = count,
+      .jump_offset = static_cast<int32_t>(jump_field) - static_cast<int32_t>(at),
+  };
+  emit_bytes({reinterpret_cast<const uint8_t*>(&record), sizeof(record)});
+}
+
+void Translator::assemble_exit_site(bool wide) {
+  ExitSiteTemplate& site = exit_sites_[wide ? 1 : 0];
+  code_.reset();
   // The check inline: a handler that sets what the run loop must see (halted, an interrupt
   // shadow, TF, armed breakpoints, stop_block, event_delivered) ends the block through its
   // handler exit (handler_stub), so the budget and the requests word are all an exit must
   // look at. The hot way from block to block is then straight-line code and a direct jump.
-  Xbyak::Label record, look_up, patch, load_record, current;
+  ForwardTarget look_up, patch, load_record, current;
+  // The record's fields are read RIP-relative; emit_chain fills in their displacements once
+  // the record's place is known.
+  size_t use_count = 0;
+  const auto record_field = [&](size_t member) {
+    return qword[rip + static_cast<int32_t>(member)];
+  };
+  const auto note_use = [&](size_t member) {
+    site.uses.at(use_count++) = RecordUse{code_.getSize(), static_cast<int32_t>(member)};
+  };
   // The record holds under the generation, or the global one (a successor on a global page).
-  const Xbyak::Address recorded = qword[rip + record + static_cast<int>(offsetof(ExitSite, generation))];
   code_.mov(rdx, field(layout_.generation, 8));
-  code_.cmp(rdx, recorded);
-  code_.je(current);
+  code_.cmp(rdx, record_field(offsetof(ExitSite, generation)));
+  note_use(offsetof(ExitSite, generation));
+  jump_to(current, Jump::kEqual, false);
   code_.mov(rdx, field(layout_.global_generation, 8));
-  code_.cmp(rdx, recorded);
-  code_.jne(patch, CodeGenerator::T_NEAR);
-  code_.L(current);
+  code_.cmp(rdx, record_field(offsetof(ExitSite, generation)));
+  note_use(offsetof(ExitSite, generation));
+  jump_to(patch, Jump::kNotEqual, true);
+  bind(current);
   code_.mov(rcx, field(layout_.rip, 8));
-  code_.cmp(rcx, qword[rip + record + static_cast<int>(offsetof(ExitSite, rip))]);
-  code_.jne(look_up, CodeGenerator::T_NEAR);
-  emit_budget_and_requests_check(static_cast<uint32_t>(block.instructions.size()), look_up);
+  code_.cmp(rcx, record_field(offsetof(ExitSite, rip)));
+  note_use(offsetof(ExitSite, rip));
+  jump_to(look_up, Jump::kNotEqual, true);
+  // A count of 1 takes the imm8 form of the ADD, 128 the imm32 one (emit_chain writes it).
+  emit_budget_and_requests_check(wide ? 128u : 1u, look_up);
+  site.count_end = count_end_;
+  site.count_size = wide ? 4 : 1;
   code_.mov(field(layout_.retired, 8), rax);
   code_.mov(field(layout_.instruction_rip, 8), rcx);
-  code_.mov(rax, qword[rip + record + static_cast<int>(offsetof(ExitSite, block))]);
+  code_.mov(rax, record_field(offsetof(ExitSite, block)));
+  note_use(offsetof(ExitSite, block));
   code_.mov(field(layout_.running_block, 8), rax);
-  code_.jmp(patch, CodeGenerator::T_NEAR);
-  const size_t jump_field = code_.getSize() - 4;
-  code_.L(patch);
+  jump_to(patch, Jump::kAlways, true);
+  site.jump_field = code_.getSize() - 4;
+  bind(patch);
   code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
-  code_.jmp(load_record);
-  code_.L(look_up);
+  jump_to(load_record, Jump::kAlways, false);
+  bind(look_up);
   code_.mov(eax, static_cast<uint32_t>(ExitCheck::kLookUp));
-  code_.L(load_record);
-  code_.lea(rdi, ptr[rip + record]);
+  bind(load_record);
+  code_.lea(rdi, ptr[rip]);
+  site.lea_end = code_.getSize();
   code_.jmp(qword[rdi + offsetof(ExitSite, chain_entry)]);
-  code_.align(8);
-  const size_t at = code_.getSize();
-  code_.L(record);
-  code_.dq(reinterpret_cast<uint64_t>(chain_stub_));
-  code_.dq(0);  // never a generation: not patched yet
-  code_.dq(~uint64_t{0});
-  code_.dq(0);
-  code_.dq(reinterpret_cast<uint64_t>(&block));
-  code_.dd(static_cast<uint32_t>(block.instructions.size()));
-  code_.dd(static_cast<uint32_t>(static_cast<int32_t>(jump_field) - static_cast<int32_t>(at)));
-  static_assert(sizeof(ExitSite) == 5 * 8 + 2 * 4, "the record above is an ExitSite");
+  site.bytes.assign(code_.getCode(), code_.getCode() + code_.getSize());
 }
 
 std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.reset();
-  Xbyak::Label slow, call_chain, enter, to_loop;
+  ForwardTarget slow, call_chain, enter;
+  Xbyak::Label to_loop;
   // Jumped to from an exit site whose check said no, in the translated code's frame: rdi the
   // site's record, eax the ExitCheck. r8/r9 keep the block and its instruction count (nothing
   // is cached in host registers any more).
@@ -83,7 +121,7 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   // A record from another generation: the engine looks and patches it (rcx the record).
   code_.mov(rcx, rdi);
   code_.cmp(eax, static_cast<uint32_t>(ExitCheck::kPatch));
-  code_.je(call_chain, CodeGenerator::T_NEAR);
+  jump_to(call_chain, Jump::kEqual, true);
   // What else the run loop looks at between blocks only a handler sets, and the handler stub
   // ends the block then: the budget and the requests word are all that is left to check.
   emit_budget_and_requests_check(r9, slow);
@@ -93,21 +131,21 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.mov(rdx, field(layout_.generation, 8));
   code_.mov(r10, field(layout_.global_generation, 8));
   for (int32_t link = 0; link < 2; ++link) {
-    Xbyak::Label next, current;
+    ForwardTarget next, current;
     code_.lea(rsi, ptr[r8 + links_offset + link * static_cast<int32_t>(sizeof(Block::Link))]);
     code_.cmp(rcx, qword[rsi + offsetof(Block::Link, rip)]);
-    code_.jne(next);
+    jump_to(next, Jump::kNotEqual, false);
     code_.cmp(rdx, qword[rsi + offsetof(Block::Link, generation)]);
-    code_.je(current);
+    jump_to(current, Jump::kEqual, false);
     code_.cmp(r10, qword[rsi + offsetof(Block::Link, generation)]);
-    code_.jne(next);
-    code_.L(current);
+    jump_to(next, Jump::kNotEqual, false);
+    bind(current);
     code_.mov(rdi, qword[rsi + offsetof(Block::Link, body)]);
     code_.test(rdi, rdi);
-    code_.jz(next);
+    jump_to(next, Jump::kEqual, false);
     code_.mov(rsi, qword[rsi + offsetof(Block::Link, block)]);
-    code_.jmp(enter, CodeGenerator::T_NEAR);
-    code_.L(next);
+    jump_to(enter, Jump::kAlways, true);
+    bind(next);
   }
   // JumpCache::index_of(rip) * sizeof(Entry).
   code_.mov(rsi, rcx);
@@ -118,17 +156,17 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.jump_cache));
   code_.add(rsi, rdi);
   code_.cmp(rcx, qword[rsi + offsetof(JumpCache::Entry, rip)]);
-  code_.jne(slow, CodeGenerator::T_NEAR);
-  Xbyak::Label entry_current;
+  jump_to(slow, Jump::kNotEqual, true);
+  ForwardTarget entry_current;
   code_.cmp(rdx, qword[rsi + offsetof(JumpCache::Entry, generation)]);
-  code_.je(entry_current);
+  jump_to(entry_current, Jump::kEqual, false);
   code_.cmp(r10, qword[rsi + offsetof(JumpCache::Entry, generation)]);
-  code_.jne(slow, CodeGenerator::T_NEAR);
-  code_.L(entry_current);
+  jump_to(slow, Jump::kNotEqual, true);
+  bind(entry_current);
   code_.mov(rdi, qword[rsi + offsetof(JumpCache::Entry, body)]);
   code_.mov(rsi, qword[rsi + offsetof(JumpCache::Entry, block)]);
   // What JitEngine::chain does on the way into the successor.
-  code_.L(enter);
+  bind(enter);
   code_.mov(field(layout_.retired, 8), rax);
   code_.mov(field(layout_.instruction_rip, 8), rcx);
   code_.mov(field(layout_.running_block, 8), rsi);
@@ -138,9 +176,9 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   // No inline successor: the engine looks (and fills the link or jump cache for next time);
   // with a record in rcx (call_chain) it patches that too. The count waits in the frame's
   // spare slot across the call.
-  code_.L(slow);
+  bind(slow);
   code_.xor_(ecx, ecx);
-  code_.L(call_chain);
+  bind(call_chain);
   code_.mov(dword[rsp], r9d);
   code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
   code_.mov(rsi, r8);
@@ -215,23 +253,23 @@ void Translator::store_deferred_step_flags() {
   code_.mov(field(layout_.flags_carry, 1), 0);
 }
 
-void Translator::emit_handler_state_check(const Xbyak::Label& bail) {
+void Translator::emit_handler_state_check(ForwardTarget& bail) {
   // What a handler may have set (HLT, INIT, STI/MOV SS, MOV DR, POPF/IRET setting TF or RF):
   // each sends the vCPU to the run loop instead of into the next block.
   code_.cmp(field(layout_.halted, 1), 0);
-  code_.jne(bail, CodeGenerator::T_NEAR);
+  jump_to(bail, Jump::kNotEqual, true);
   code_.cmp(field(layout_.waiting_for_startup, 1), 0);
-  code_.jne(bail, CodeGenerator::T_NEAR);
+  jump_to(bail, Jump::kNotEqual, true);
   code_.cmp(field(layout_.interrupt_shadow, 1), 0);
-  code_.jne(bail, CodeGenerator::T_NEAR);
+  jump_to(bail, Jump::kNotEqual, true);
   code_.cmp(field(layout_.breakpoints_armed, 1), 0);
-  code_.jne(bail, CodeGenerator::T_NEAR);
+  jump_to(bail, Jump::kNotEqual, true);
   code_.test(field(layout_.rflags, 4), kTrapFlags);
-  code_.jnz(bail, CodeGenerator::T_NEAR);
+  jump_to(bail, Jump::kNotEqual, true);
 }
 
 void Translator::emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count,
-                                                const Xbyak::Label& stop) {
+                                                ForwardTarget& stop) {
   // The budget (Cpu::run's instruction limit): rax is the retired count after the block.
   code_.mov(rax, field(layout_.retired, 8));
   if (const auto* reg = std::get_if<Xbyak::Reg64>(&count)) {
@@ -239,17 +277,18 @@ void Translator::emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint3
   } else {
     code_.add(rax, std::get<uint32_t>(count));
   }
+  count_end_ = code_.getSize();
   code_.cmp(rax, field(layout_.retired_limit, 8));
-  code_.jae(stop, CodeGenerator::T_NEAR);
+  jump_to(stop, Jump::kAboveOrEqual, true);
   // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop. rdx is
   // the scratch register: callers keep RIP in rcx across the check.
   code_.mov(rdx, field(layout_.requests, 8));
   code_.cmp(dword[rdx], 0);
-  code_.jne(stop, CodeGenerator::T_NEAR);
+  jump_to(stop, Jump::kNotEqual, true);
 }
 
 void Translator::emit_self_loop() {
-  Xbyak::Label stop;
+  ForwardTarget stop;
   emit_budget_and_requests_check(static_cast<uint32_t>(block_->instructions.size()), stop);
   // instruction_rip is left alone: nothing reads it before the next handler call, a chain or
   // the run loop writes it.
@@ -259,14 +298,14 @@ void Translator::emit_self_loop() {
   // clobbered a caller-saved one), the next round starts with them in place.
   const bool clobbered = branch_calls_out_ && holds_caller_saved(mapping_before_last_);
   if (preload_ && *preload_ == mapping_before_last_ && !clobbered) {
-    code_.jmp(loop_entry_, CodeGenerator::T_NEAR);
+    emit_backward_jump(loop_entry_offset_);
   } else {
-    code_.jmp(body_, CodeGenerator::T_NEAR);
+    emit_backward_jump(body_offset_);
     const bool holds_any = std::any_of(mapping_before_last_.begin(), mapping_before_last_.end(),
                                        [](int8_t guest) { return guest >= 0; });
     if (!preload_ && !clobbered && holds_any) self_loop_mapping_ = mapping_before_last_;
   }
-  code_.L(stop);
+  bind(stop);
 }
 
 }  // namespace lamina::cpu::x86::jit
