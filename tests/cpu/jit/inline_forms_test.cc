@@ -36,15 +36,28 @@ uint64_t pick_value(std::mt19937_64& random) {
   return random();
 }
 
+// A Jcc of `condition` over an ADD to r15: r15 says whether it was taken.
+void jump_over_add(CodeGenerator& c, int condition) {
+  c.db(0x70 | condition);  // Jcc rel8 over the 4-byte ADD
+  c.db(4);
+  c.add(r15, condition + 1);
+}
+
+// The consumer tests' end: the flags (PUSHF), rdx and rbx folded into r15.
+void fold_consumer_results(CodeGenerator& c) {
+  c.pushfq();
+  c.pop(r11);
+  c.add(r15, r11);
+  c.add(r15, rdx);
+  c.add(r15, rbx);
+  c.rol(r15, 11);
+}
+
 // After the form: the flags into r15 by PUSHF and by two Jcc (conditions chosen by `round`),
 // or, with `overwrite`, a CMP first so that nothing sees the form's own flags.
 void fold_flags(CodeGenerator& c, int round, bool overwrite) {
   if (overwrite) c.cmp(rax, rdx);
-  for (const int condition : {round & 15, (round * 7 + 3) & 15}) {
-    c.db(0x70 | condition);  // Jcc rel8 over the 4-byte ADD
-    c.db(4);
-    c.add(r15, condition + 1);
-  }
+  for (const int condition : {round & 15, (round * 7 + 3) & 15}) jump_over_add(c, condition);
   c.pushfq();
   c.pop(r11);
   c.add(r15, r11);
@@ -352,17 +365,10 @@ TEST(JitInlineFormsTest, KnownFlagProducersFeedTheirConsumers) {
               default: break;  // the Jcc below reads the producer's own flags
             }
             const int condition = (producer + consumer * 3) & 15;
-            c.db(0x70 | condition);  // Jcc rel8 over the 4-byte ADD
-            c.db(4);
-            c.add(r15, condition + 1);
+            jump_over_add(c, condition);
             c.db(0x0f), c.db(static_cast<uint8_t>(0x90 | ((condition + 5) & 15))),
                 c.db(0xc3);  // SETcc bl
-            c.pushfq();
-            c.pop(r11);
-            c.add(r15, r11);
-            c.add(r15, rdx);
-            c.add(r15, rbx);
-            c.rol(r15, 11);
+            fold_consumer_results(c);
           }
         }
       }
@@ -579,15 +585,8 @@ TEST(JitInlineFormsTest, ConsumersAtABlockStartReadTheFlagsOfTheBlockBefore) {
               case 7: c.dec(qword[rsi]); break;
               default: break;  // the Jcc below reads the producer's flags
             }
-            c.db(0x70 | condition);  // Jcc rel8 over the 4-byte ADD
-            c.db(4);
-            c.add(r15, condition + 1);
-            c.pushfq();
-            c.pop(r11);
-            c.add(r15, r11);
-            c.add(r15, rdx);
-            c.add(r15, rbx);
-            c.rol(r15, 11);
+            jump_over_add(c, condition);
+            fold_consumer_results(c);
           }
         }
       }

@@ -272,6 +272,8 @@ class Translator {
   void emit_unknown_carry();
   // rax = LazyFlags::materialize().
   void emit_unknown_materialized_flags();
+  // rax, rdx = the stored fields `first`, `second` shifted left by 64 - 8 * the stored size.
+  void emit_operands_at_top(int32_t first, int32_t second);
   // cl = 64 - 8 * the stored operation's size.
   void emit_operand_shift_into_cl();
   // SETcc of `condition` into `to` (translator_data.cc).

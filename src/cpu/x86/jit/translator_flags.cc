@@ -70,22 +70,14 @@ void Translator::emit_unknown_carry() {
   code_.cmp(eax, static_cast<uint8_t>(FlagOp::kSub));
   code_.jne(call, CodeGenerator::T_NEAR);
   // SUB: first < second; cl = 64 - 8 * size.
-  emit_operand_shift_into_cl();
-  code_.mov(rax, field(layout_.flags_first, 8));
-  code_.mov(rdx, field(layout_.flags_second, 8));
-  code_.shl(rax, cl);
-  code_.shl(rdx, cl);
+  emit_operands_at_top(layout_.flags_first, layout_.flags_second);
   code_.cmp(rax, rdx);
   code_.setb(al);
   code_.movzx(eax, al);
   code_.jmp(decided, CodeGenerator::T_NEAR);
   code_.L(add);
   // ADD: result < first.
-  emit_operand_shift_into_cl();
-  code_.mov(rax, field(layout_.flags_result, 8));
-  code_.mov(rdx, field(layout_.flags_first, 8));
-  code_.shl(rax, cl);
-  code_.shl(rdx, cl);
+  emit_operands_at_top(layout_.flags_result, layout_.flags_first);
   code_.cmp(rax, rdx);
   code_.setb(al);
   code_.movzx(eax, al);
@@ -115,6 +107,16 @@ void Translator::emit_operand_shift_into_cl() {
   code_.add(ecx, 64);
 }
 
+void Translator::emit_operands_at_top(int32_t first, int32_t second) {
+  // The sized operation's operands at the top of rax and rdx: a 64-bit compare or add of them
+  // sets CF, ZF, SF and OF as the sized one did.
+  emit_operand_shift_into_cl();
+  code_.mov(rax, field(first, 8));
+  code_.mov(rdx, field(second, 8));
+  code_.shl(rax, cl);
+  code_.shl(rdx, cl);
+}
+
 void Translator::emit_unknown_materialized_flags() {
   // LazyFlags::materialize for the common stored operations: ADD/SUB redone on the operands
   // at the top of 64-bit registers give CF, ZF, SF and OF of the sized operation; PF (the
@@ -131,19 +133,11 @@ void Translator::emit_unknown_materialized_flags() {
   code_.je(add, CodeGenerator::T_NEAR);
   code_.cmp(eax, static_cast<uint8_t>(FlagOp::kSub));
   code_.jne(call, CodeGenerator::T_NEAR);
-  emit_operand_shift_into_cl();
-  code_.mov(rax, field(layout_.flags_first, 8));
-  code_.mov(rdx, field(layout_.flags_second, 8));
-  code_.shl(rax, cl);
-  code_.shl(rdx, cl);
+  emit_operands_at_top(layout_.flags_first, layout_.flags_second);
   code_.cmp(rax, rdx);
   code_.jmp(arithmetic, CodeGenerator::T_NEAR);
   code_.L(add);
-  emit_operand_shift_into_cl();
-  code_.mov(rax, field(layout_.flags_first, 8));
-  code_.mov(rdx, field(layout_.flags_second, 8));
-  code_.shl(rax, cl);
-  code_.shl(rdx, cl);
+  emit_operands_at_top(layout_.flags_first, layout_.flags_second);
   code_.add(rax, rdx);
   code_.L(arithmetic);
   code_.pushfq();
