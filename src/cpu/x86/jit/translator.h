@@ -363,6 +363,9 @@ class Translator {
   // rdx = the host address of the memory operand, or a jump to `slow` (misaligned, TLB miss).
   void emit_simd_memory(const Instruction& in, const SimdForm& form, AccessType type, uint8_t size,
                         const Xbyak::Label& slow);
+  // xmm0 = the destination register, xmm1 = the source (a register, or 16 bytes of memory
+  // through emit_simd_memory, which jumps to `slow`).
+  void emit_simd_operands(const Instruction& in, const SimdForm& form, const Xbyak::Label& slow);
   void emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::optional<uint8_t> immediate);
   // translator_sse_float.cc (64-bit mode): SSE floating-point arithmetic, CMPcc, (U)COMIS and
   // CVTSI2SS/SD as the host's instruction under the guest's MXCSR, when it masks every exception.

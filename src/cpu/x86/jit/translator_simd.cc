@@ -173,6 +173,16 @@ void Translator::emit_simd_memory(const Instruction& in, const SimdForm& form, A
   emit_tlb_lookup(type, size, slow);
 }
 
+void Translator::emit_simd_operands(const Instruction& in, const SimdForm& form, const Xbyak::Label& slow) {
+  if (in.memory) {
+    emit_simd_memory(in, form, AccessType::kRead, 16, slow);
+    code_.movdqu(xmm1, ptr[rdx]);
+  } else {
+    code_.movdqu(xmm1, xmm_register(in.rm));
+  }
+  code_.movdqu(xmm0, xmm_register(in.reg));
+}
+
 void Translator::emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::optional<uint8_t> immediate) {
   // The guest's own operation on the host: prefix, 0F, opcode, a register ModRM on xmm0
   // (and xmm1, or the group digit), the immediate.
@@ -266,13 +276,7 @@ bool Translator::emit_simd(const Instruction& in, size_t index) {
       code_.mov(field(layout_.gpr + 8 * (in.reg & 15), 8), rax);
       break;
     case SimdKind::kBinary: {
-      if (in.memory) {
-        emit_simd_memory(in, form, AccessType::kRead, 16, slow);
-        code_.movdqu(xmm1, ptr[rdx]);
-      } else {
-        code_.movdqu(xmm1, xmm_register(in.rm));
-      }
-      code_.movdqu(xmm0, xmm_register(in.reg));
+      emit_simd_operands(in, form, slow);
       emit_host_simd(form, 0x01, form.immediate ? std::optional<uint8_t>(static_cast<uint8_t>(in.immediate))
                                                 : std::nullopt);
       code_.movdqu(xmm_register(in.reg), xmm0);
@@ -311,13 +315,7 @@ bool Translator::emit_simd(const Instruction& in, size_t index) {
       break;
     }
     case SimdKind::kStringCompare:
-      if (in.memory) {
-        emit_simd_memory(in, form, AccessType::kRead, 16, slow);
-        code_.movdqu(xmm1, ptr[rdx]);
-      } else {
-        code_.movdqu(xmm1, xmm_register(in.rm));
-      }
-      code_.movdqu(xmm0, xmm_register(in.reg));
+      emit_simd_operands(in, form, slow);
       emit_host_simd(form, 0x01, static_cast<uint8_t>(in.immediate));
       // CF, ZF, SF, OF as the host set them, AF and PF clear (it clears them too).
       code_.pushfq();
