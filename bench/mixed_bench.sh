@@ -5,12 +5,14 @@
 # interpreter) against qemu-system-x86_64 -accel tcg, same kernel, initrd, memory and command,
 # in one run; each guest's results must equal the host's (the same commands with coreutils).
 # Prints seconds (best of N) and the ratios lamina/qemu (below 1: Lamina is faster).
-#   bench/mixed_bench.sh [build/lamina] [runs=2] [lines=400000]
+#   bench/mixed_bench.sh [build/lamina] [runs=2] [lines=400000] [interp=yes|no]
+# (interp=no skips the interpreter's column, the slowest by far)
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 lamina=${1:-$top/build/lamina}
 runs=${2:-2}
 lines=${3:-400000}
+with_interp=${4:-yes}
 guest=$("$top/scripts/make-guest")
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -60,9 +62,11 @@ best() {
 }
 
 l=$(best lamina)
-li=$(best lamina-interp)
+li=n/a
+[[ $with_interp == yes ]] && li=$(best lamina-interp)
 q=$(best qemu)
+ratio() { [[ $1 == n/a ]] && echo n/a || printf '%.2f' "$(echo "$1 / $2" | bc -l)"; }
 printf '%-34s %8s %10s %8s %8s %8s\n' workload "jit s" "interp s" "qemu s" jit/q intp/q
-printf '%-34s %8.2f %10.2f %8.2f %8.2f %8.2f\n' "seq/sha256/md5/sort/gzip $lines" "$l" "$li" "$q" \
-  "$(echo "$l / $q" | bc -l)" "$(echo "$li / $q" | bc -l)"
+printf '%-34s %8s %10s %8s %8s %8s\n' "seq/sha256/md5/sort/gzip $lines" "$l" "$li" "$q" \
+  "$(ratio "$l" "$q")" "$(ratio "$li" "$q")"
 echo "results equal the host's on every run"
