@@ -95,18 +95,6 @@ void GuestMemory::unmap_all() {
   mappings_.clear();
 }
 
-std::byte* GuestMemory::host_pointer(uint64_t guest_physical, uint64_t length) const {
-  for (const Mapping& mapping : mappings_) {
-    const RamRegion& region = mapping.region;
-    if (guest_physical < region.guest_physical) continue;
-    uint64_t offset = guest_physical - region.guest_physical;
-    // Written as subtractions so a huge guest value cannot wrap the comparison.
-    if (offset >= region.size || length > region.size - offset) continue;
-    return mapping.host + offset;
-  }
-  return nullptr;
-}
-
 Result<void> GuestMemory::read(uint64_t guest_physical, std::span<std::byte> data) const {
   // An empty span may carry a null pointer, which memcpy must never see.
   if (data.empty()) return {};

@@ -37,7 +37,18 @@ class GuestMemory {
 
   // Host pointer to [guest_physical, guest_physical + length) when the range lies entirely in
   // one RAM region, else nullptr (MMIO, holes, or a range running past the end).
-  std::byte* host_pointer(uint64_t guest_physical, uint64_t length) const;
+  // Inline: every page walk asks it once per level.
+  std::byte* host_pointer(uint64_t guest_physical, uint64_t length) const {
+    for (const Mapping& mapping : mappings_) {
+      const RamRegion& region = mapping.region;
+      if (guest_physical < region.guest_physical) continue;
+      const uint64_t offset = guest_physical - region.guest_physical;
+      // Written as subtractions so a huge guest value cannot wrap the comparison.
+      if (offset >= region.size || length > region.size - offset) continue;
+      return mapping.host + offset;
+    }
+    return nullptr;
+  }
   bool contains(uint64_t guest_physical, uint64_t length) const {
     return host_pointer(guest_physical, length) != nullptr;
   }

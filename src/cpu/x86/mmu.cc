@@ -129,8 +129,16 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
     if (shared_code != nullptr && shared_code->tracked(physical_page))
       shared_code->note_write(physical_page);
   }
-  // Only a write fills the write pointers: the code-page checks above must come first.
-  const TlbTraps traps{.writes = access != Access::kWrite,
+  // A write fills the write pointers after the checks above. A read or fetch fills them too
+  // when those checks would have nothing to do: the page's dirty flag is set already (no walk
+  // needed to set it), it holds no translated code and is no shadow ROM, no other vCPU tracks
+  // its code, and the dirty log is off (starting it flushes write pointers: kFlushWrites). A
+  // page that later becomes a code page loses them in protect_code_page as any other.
+  const bool writes_checked =
+      access == Access::kWrite ||
+      (translation->dirty && shared_code == nullptr && !memory.dirty_log().logging() &&
+       !memory.write_protected(physical_page) && !blocks.is_code_page(physical_page));
+  const TlbTraps traps{.writes = !writes_checked,
                        .data = breakpoints.data_mask != 0 &&
                                data_breakpoint_in_page(breakpoints, linear & kPageMask),
                        .user_data = alignment_check};

@@ -19,9 +19,11 @@ namespace {
 using namespace Xbyak::util;
 
 constexpr uint64_t kUnmapped = 0x800000;  // the first byte past run_on's identity mapping
-// Four MiB after kData: the same soft TLB entry (1024 entries of 4 KiB), so alternating
-// accesses to the two evict each other and every one takes the slow path.
-constexpr uint64_t kConflicting = kData + 0x400000;
+// Tlb::size() pages after kData: the same soft TLB entry, so alternating accesses to the two
+// evict each other and every one takes the slow path. Past run_on's identity mapping, so
+// with_conflicting_page maps it (to RAM four MiB after kData).
+constexpr uint64_t kConflicting = kData + Tlb::size() * 4096;
+constexpr uint64_t kConflictingPhysical = kData + 0x400000;
 
 Outcome compare_with_setup(const std::vector<uint8_t>& program, const std::function<void(TestMachine&)>& setup) {
   const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
@@ -29,6 +31,25 @@ Outcome compare_with_setup(const std::vector<uint8_t>& program, const std::funct
   expect_same(interpreted, translated);
   EXPECT_GT(translated.translations, 0u);
   return translated;
+}
+
+// compare() for programs that use kConflicting.
+Outcome compare_with_conflicting_page(const std::vector<uint8_t>& program) {
+  static_assert(kConflicting >= kUnmapped);
+  const Outcome outcome = compare_with_setup(program, [](TestMachine& machine) {
+    machine.map_page(kConflicting, kConflictingPhysical, false, true);
+  });
+  expect_no_exception(outcome);
+  return outcome;
+}
+
+// The physical address of the page-table entry that maps `linear` (4 KiB pages).
+uint64_t pte_address(TestMachine& machine, uint64_t linear) {
+  uint64_t table = TestMachine::kTableRoot;
+  for (int level = 3; level > 0; --level) {
+    table = machine.read64(table + ((linear >> (12 + 9 * level)) & 511) * 8) & 0xffffffffff000;
+  }
+  return table + ((linear >> 12) & 511) * 8;
 }
 
 // Nine and more guest registers written (dirty in host registers, the caller-saved ones
@@ -50,7 +71,7 @@ void dirty_registers(Xbyak::CodeGenerator& c) {
 }
 
 TEST(JitMemoryInlineTest, SlowPathsBetweenCachedRegisterWritesKeepTheRegisters) {
-  compare(assemble([](Xbyak::CodeGenerator& c) {
+  compare_with_conflicting_page(assemble([](Xbyak::CodeGenerator& c) {
     Xbyak::Label loop;
     c.mov(rsi, kData);
     c.mov(rdi, kConflicting);
@@ -80,12 +101,73 @@ TEST(JitMemoryInlineTest, SlowPathsBetweenCachedRegisterWritesKeepTheRegisters) 
   }));
 }
 
+TEST(JitMemoryInlineTest, AReadOfACleanPageLeavesTheFirstWriteToSetTheDirtyFlag) {
+  // A read fills the TLB without write pointers while the PTE's dirty flag is clear: the
+  // first write walks and sets it (SDM 4.8).
+  const auto program = assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rdi, kConflicting);
+    c.mov(rdx, kData + 0x100);
+    c.mov(rdx, qword[rdx]);  // the PTE's address (setup)
+    c.mov(rax, qword[rdi]);
+    c.mov(r8, qword[rdx]);  // after the read: accessed, not dirty
+    c.mov(qword[rdi + 8], rax);
+    c.mov(r9, qword[rdx]);  // after the write: dirty
+    c.hlt();
+  });
+  const Outcome outcome = compare_with_setup(program, [](TestMachine& machine) {
+    machine.map_page(kConflicting, kConflictingPhysical, false, true);
+    machine.write64(kData + 0x100, pte_address(machine, kConflicting));
+  });
+  expect_no_exception(outcome);
+  EXPECT_EQ(outcome.state.gpr[8] & 0x60, 0x20u);
+  EXPECT_EQ(outcome.state.gpr[9] & 0x60, 0x60u);
+}
+
+TEST(JitMemoryInlineTest, WritesToCodeOnADirtyPageReadBeforeOrAfterItsCodeRanAreSeen) {
+  // A dirty page's read fills write pointers too (mmu.cc), unless the page holds code; code
+  // run from it later must take them away again. Both orders, each followed by a store into
+  // the code's immediate and a second run that must return the new value.
+  const auto program = assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rdi, kConflicting);
+    c.mov(rax, qword[rdi + 0x800]);  // read first: write pointers filled
+    c.call(rdi);                     // mov eax, 1; ret: now a code page
+    c.mov(r8, rax);
+    c.mov(byte[rdi + 1], 2);
+    c.call(rdi);
+    c.mov(r9, rax);
+    c.mov(rsi, kConflicting + 0x1000);
+    c.call(rsi);                     // code first
+    c.mov(r10, rax);
+    c.mov(rax, qword[rsi + 0x800]);  // then a read: no write pointers for a code page
+    c.mov(byte[rsi + 1], 4);
+    c.call(rsi);
+    c.mov(r11, rax);
+    c.hlt();
+  });
+  const Outcome outcome = compare_with_setup(program, [](TestMachine& machine) {
+    const uint8_t code[] = {0xb8, 1, 0, 0, 0, 0xc3};   // mov eax, 1; ret
+    const uint8_t code3[] = {0xb8, 3, 0, 0, 0, 0xc3};  // mov eax, 3; ret
+    for (uint64_t page : {uint64_t{0}, uint64_t{0x1000}}) {
+      machine.map_page(kConflicting + page, kConflictingPhysical + page, false, true);
+      const uint64_t pte = pte_address(machine, kConflicting + page);
+      machine.write64(pte, machine.read64(pte) | 0x60);  // accessed and dirty already
+    }
+    machine.write(kConflictingPhysical, code);
+    machine.write(kConflictingPhysical + 0x1000, code3);
+  });
+  expect_no_exception(outcome);
+  EXPECT_EQ(outcome.state.gpr[8], 1u);
+  EXPECT_EQ(outcome.state.gpr[9], 2u);
+  EXPECT_EQ(outcome.state.gpr[10], 3u);
+  EXPECT_EQ(outcome.state.gpr[11], 4u);
+}
+
 TEST(JitMemoryInlineTest, MemoryFormsWhoseFlagsAreOverwrittenStoreNoneOnEitherPath) {
   // Flag producers with memory whose flags a register-only instruction overwrites before
   // anything reads them, on the fast path (rsi's page hits) and the slow path (rdi's page
   // evicts rsi's entry every round), with INC/DEC after a logic operation (CF taken as clear)
   // and the flags read by INC, ADC, SETcc and Jcc after the producers that stay observed.
-  compare(assemble([](Xbyak::CodeGenerator& c) {
+  compare_with_conflicting_page(assemble([](Xbyak::CodeGenerator& c) {
     Xbyak::Label loop, skip;
     c.mov(rsi, kData);
     c.mov(rdi, kConflicting);

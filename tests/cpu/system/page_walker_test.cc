@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "cpu/x86/system/control_bits.h"
 
@@ -360,6 +361,41 @@ TEST_F(PageWalkerTest, LongModeTranslatesAllPageSizes) {
   EXPECT_EQ(get64(0x2008) & (A | D), A);
   // Only bits 47:0 select the entries: canonical checking is the core's job.
   EXPECT_EQ(walk(0x0000ff8000003000, kUserRead)->physical, 0x703000u);
+}
+
+// The pages (4 KiB units) marked in the dirty log since the last look.
+std::vector<uint64_t> marked_pages(GuestMemory& memory) {
+  std::vector<uint64_t> pages;
+  const std::vector<uint64_t> words = memory.dirty_log().take();
+  for (size_t word = 0; word < words.size(); ++word) {
+    for (unsigned bit = 0; bit < 64; ++bit) {
+      if ((words[word] >> bit) & 1) pages.push_back((word * 64 + bit) * 4096);
+    }
+  }
+  return pages;
+}
+
+TEST_F(PageWalkerTest, DirtyLogMarksOnlyTablesWhoseFlagsTheWalkSet) {
+  build_long();
+  memory_->dirty_log().start();
+  // First walk: A on every level, D on the PTE: all four table pages written.
+  ASSERT_TRUE(walk(kLongBase + 0x3000, kUserWrite).has_value());
+  EXPECT_EQ(marked_pages(*memory_), (std::vector<uint64_t>{0x1000, 0x2000, 0x3000, 0x4000}));
+  // Again: every flag is set already, nothing is written.
+  ASSERT_TRUE(walk(kLongBase + 0x3000, kUserWrite).has_value());
+  ASSERT_TRUE(walk(kLongBase + 0x3000, kUserRead).has_value());
+  EXPECT_EQ(marked_pages(*memory_), std::vector<uint64_t>{});
+  // A read of another page of the same table sets only that PTE's A; its D stays clear.
+  ASSERT_TRUE(walk(kLongBase + 0x4000, kSupervisorRead).has_value());
+  EXPECT_EQ(marked_pages(*memory_), std::vector<uint64_t>{0x4000});
+  EXPECT_EQ(get64(0x4020) & (A | D), A);
+  // The first write to it sets D (A was set): written again.
+  ASSERT_TRUE(walk(kLongBase + 0x4000, kSupervisorWrite).has_value());
+  EXPECT_EQ(marked_pages(*memory_), std::vector<uint64_t>{0x4000});
+  EXPECT_EQ(get64(0x4020) & (A | D), A | D);
+  // A faulting walk sets nothing and marks nothing.
+  EXPECT_FALSE(walk(kLongBase + 0x4000, kUserRead).has_value());
+  EXPECT_EQ(marked_pages(*memory_), std::vector<uint64_t>{});
 }
 
 TEST_F(PageWalkerTest, LongModeReservedAndIgnoredBits) {

@@ -136,6 +136,87 @@ TEST_F(TlbTest, GlobalPagesSurviveCr3Reload) {
   EXPECT_EQ(tlb_.lookup(0xffff'ffff'8100'0008, kRead, false), nullptr);
 }
 
+TEST_F(TlbTest, FlushesDropExactlyTheNonGlobalEntriesOfAFullTable) {
+  // Every index filled, every third page global.
+  const auto linear = [](size_t i) { return 0x40'0000 + i * 4096; };
+  const auto global = [](size_t i) { return i % 3 == 0; };
+  for (size_t i = 0; i < Tlb::size(); ++i) {
+    tlb_.insert(linear(i), page(0x1000, true, true, true, true, global(i)), registers_,
+                host((i % 16) * 4096));
+  }
+  for (int round = 0; round < 2; ++round) {  // the kept entries are still tracked after one
+    tlb_.flush_non_global();
+    for (size_t i = 0; i < Tlb::size(); ++i) {
+      EXPECT_EQ(tlb_.find(linear(i)) != nullptr, global(i)) << i << " round " << round;
+    }
+  }
+  // A global entry replaced by a non-global page of the same index goes at the next flush.
+  tlb_.insert(linear(3) + Tlb::size() * 4096, page(0x2000, true, true, true, true), registers_,
+              host(0));
+  tlb_.flush_non_global();
+  EXPECT_EQ(tlb_.find(linear(3) + Tlb::size() * 4096), nullptr);
+  EXPECT_EQ(tlb_.find(linear(3)), nullptr);
+  EXPECT_NE(tlb_.find(linear(6)), nullptr);
+  tlb_.flush_all();
+  for (size_t i = 0; i < Tlb::size(); ++i) EXPECT_EQ(tlb_.find(linear(i)), nullptr) << i;
+}
+
+TEST_F(TlbTest, EntriesFilledAfterAFlushAreFoundAndFlushedAgain) {
+  tlb_.insert(0x5000, page(0x1000, true, true, true, true), registers_, host(0));
+  tlb_.flush_non_global();
+  EXPECT_EQ(tlb_.lookup(0x5000, kRead, true), nullptr);
+  tlb_.insert(0x5000, page(0x2000, true, true, true, true), registers_, host(0x1000));
+  EXPECT_EQ(tlb_.lookup(0x5000, kRead, true), host(0x1000));
+  // Refilled after an INVLPG too: the next CR3 load still drops it.
+  tlb_.invalidate_page(0x5000);
+  EXPECT_EQ(tlb_.lookup(0x5000, kRead, true), nullptr);
+  tlb_.insert(0x5000, page(0x3000, true, true, true, true), registers_, host(0x2000));
+  EXPECT_EQ(tlb_.lookup(0x5000, kRead, true), host(0x2000));
+  tlb_.flush_non_global();
+  EXPECT_EQ(tlb_.lookup(0x5000, kRead, true), nullptr);
+  // After a full flush as well.
+  tlb_.insert(0x6000, page(0x3000, true, true, true, true, true), registers_, host(0x2000));
+  tlb_.flush_all();
+  tlb_.insert(0x6000, page(0x3000, true, true, true, true), registers_, host(0x3000));
+  EXPECT_EQ(tlb_.lookup(0x6000, kWrite, false), host(0x3000));
+  tlb_.flush_non_global();
+  EXPECT_EQ(tlb_.lookup(0x6000, kWrite, false), nullptr);
+}
+
+TEST_F(TlbTest, TrapPassesReachEntriesFilledAfterAFlush) {
+  tlb_.insert(0x1000, page(0x7000, true, true, true, true), registers_, host(0));
+  tlb_.flush_non_global();
+  // Two linear pages mapping physical 0x7000, filled after the flush, and one other page.
+  tlb_.insert(0x2000, page(0x7000, true, true, true, true), registers_, host(0x1000));
+  tlb_.insert(0x9000, page(0x7000, true, true, true, true, true), registers_, host(0x1000));
+  tlb_.insert(0x3000, page(0x8000, true, true, true, true), registers_, host(0x2000));
+  tlb_.trap_writes_to_physical(0x7000);
+  for (bool user : {false, true}) {
+    EXPECT_EQ(tlb_.lookup(0x2000, kWrite, user), nullptr);
+    EXPECT_EQ(tlb_.lookup(0x9000, kWrite, user), nullptr);
+    EXPECT_EQ(tlb_.lookup(0x2000, kRead, user), host(0x1000));
+    EXPECT_EQ(tlb_.lookup(0x3000, kWrite, user), host(0x2000));
+  }
+  tlb_.trap_all_writes();
+  EXPECT_EQ(tlb_.lookup(0x3000, kWrite, false), nullptr);
+  tlb_.trap_data(false);
+  EXPECT_EQ(tlb_.lookup(0x3000, kRead, false), nullptr);
+  EXPECT_EQ(tlb_.lookup(0x3000, kExecute, false), host(0x2000));
+}
+
+TEST_F(TlbTest, InvalidateOfALargePageAfterCr3LoadStillFlushesItsGlobalSlices) {
+  // A global 2 MiB page's slices survive a CR3 load, and an INVLPG anywhere in it drops them.
+  Translation large = page(0x60'0000, true, false, true, true, true, 2 * kMiB);
+  tlb_.insert(0xffff'ffff'8100'0000, large, registers_, host(0));
+  large.physical = 0x60'1000;
+  tlb_.insert(0xffff'ffff'8100'1000, large, registers_, host(0x1000));
+  tlb_.flush_non_global();
+  EXPECT_EQ(tlb_.lookup(0xffff'ffff'8100'1000, kRead, false), host(0x1000));
+  EXPECT_TRUE(tlb_.invalidate_page(0xffff'ffff'811f'f000));
+  EXPECT_EQ(tlb_.find(0xffff'ffff'8100'0000), nullptr);
+  EXPECT_EQ(tlb_.find(0xffff'ffff'8100'1000), nullptr);
+}
+
 TEST_F(TlbTest, InvalidatePageDropsOnePageIncludingGlobal) {
   tlb_.insert(0x1000, page(0x1000, true, true, true, true, true), registers_, host(0));
   tlb_.insert(0x2000, page(0x2000, true, true, true, true), registers_, host(0x1000));

@@ -48,7 +48,6 @@ uint64_t load_entry(std::byte* host, bool wide) {
 
 // Sets `bits` in the entry if it still holds the value the walk used. False: it changed.
 bool set_entry_bits(const UsedEntry& entry, uint64_t bits, bool force) {
-  if ((entry.value & bits) == bits) return true;
   if (entry.wide) {
     std::atomic_ref<uint64_t> ref(*reinterpret_cast<uint64_t*>(entry.host));
     if (force) {
@@ -98,6 +97,8 @@ class Walker {
     for (int i = 0; i < used_count_; ++i) {
       uint64_t bits = kEntryAccessed;
       if (i == used_count_ - 1 && context_.type == AccessType::kWrite) bits |= kEntryDirty;
+      // Flags already set: the entry is not written, so neither is the dirty log marked.
+      if ((used_[i].value & bits) == bits) continue;
       if (!set_entry_bits(used_[i], bits, force)) return false;
       memory_.note_written(used_[i].physical, used_[i].wide ? 8 : 4);
     }
@@ -262,28 +263,6 @@ PagingMode paging_mode(const PagingRegisters& registers) {
   if ((registers.cr4 & cr4::kPae) == 0) return PagingMode::k32Bit;
   if ((registers.efer & efer::kLma) != 0) return PagingMode::kFourLevel;
   return PagingMode::kPae;
-}
-
-bool access_permitted(const Translation& translation, const PagingRegisters& registers,
-                      const AccessContext& context) {
-  // Without paging there are no page rights; CR4.SMEP/SMAP only act once CR0.PG is set.
-  if ((registers.cr0 & cr0::kPg) == 0) return true;
-  // SDM 4.6.1: a supervisor data access to a user-mode address is refused under SMAP unless it
-  // is explicit with EFLAGS.AC = 1.
-  bool smap_blocks =
-      !context.user && translation.user && (registers.cr4 & cr4::kSmap) != 0 && !context.eflags_ac;
-  switch (context.type) {
-    case AccessType::kRead: return context.user ? translation.user : !smap_blocks;
-    case AccessType::kWrite:
-      if (context.user) return translation.user && translation.writable;
-      if (smap_blocks) return false;
-      return translation.writable || (registers.cr0 & cr0::kWp) == 0;
-    case AccessType::kExecute:
-      if (!translation.executable) return false;
-      if (context.user) return translation.user;
-      return !(translation.user && (registers.cr4 & cr4::kSmep) != 0);
-  }
-  return false;
 }
 
 uint32_t page_fault_error_code(const PagingRegisters& registers, const AccessContext& context,

@@ -28,6 +28,7 @@
 #include <optional>
 
 #include "base/guest_memory.h"
+#include "cpu/x86/system/control_bits.h"
 
 namespace lamina::cpu::x86 {
 
@@ -106,9 +107,29 @@ inline bool paging_enabled(const PagingRegisters& registers) {
 }
 
 // Whether an access with `context` is permitted to a page with the rights of `translation`
-// under CR0.WP, CR4.SMEP/SMAP (SDM 4.6). The walker uses it; the TLB uses it to fill entries.
-bool access_permitted(const Translation& translation, const PagingRegisters& registers,
-                      const AccessContext& context);
+// under CR0.WP, CR4.SMEP/SMAP (SDM 4.6). The walker uses it; the TLB uses it to fill entries
+// (inline: an insert asks it for all six access kinds of one page).
+inline bool access_permitted(const Translation& translation, const PagingRegisters& registers,
+                             const AccessContext& context) {
+  // Without paging there are no page rights; CR4.SMEP/SMAP only act once CR0.PG is set.
+  if ((registers.cr0 & cr0::kPg) == 0) return true;
+  // SDM 4.6.1: a supervisor data access to a user-mode address is refused under SMAP unless it
+  // is explicit with EFLAGS.AC = 1.
+  bool smap_blocks =
+      !context.user && translation.user && (registers.cr4 & cr4::kSmap) != 0 && !context.eflags_ac;
+  switch (context.type) {
+    case AccessType::kRead: return context.user ? translation.user : !smap_blocks;
+    case AccessType::kWrite:
+      if (context.user) return translation.user && translation.writable;
+      if (smap_blocks) return false;
+      return translation.writable || (registers.cr0 & cr0::kWp) == 0;
+    case AccessType::kExecute:
+      if (!translation.executable) return false;
+      if (context.user) return translation.user;
+      return !(translation.user && (registers.cr4 & cr4::kSmep) != 0);
+  }
+  return false;
+}
 
 // The page-fault error code for `context` with the given P/RSVD bits (SDM 4.7).
 uint32_t page_fault_error_code(const PagingRegisters& registers, const AccessContext& context,

@@ -1,8 +1,23 @@
 #include "cpu/x86/system/tlb.h"
 
 #include <algorithm>
+#include <bit>
 
 namespace lamina::cpu::x86 {
+
+template <typename Visit>
+void Tlb::for_each_filled(Visit visit) {
+  for (size_t word = 0; word < filled_.size(); ++word) {
+    uint64_t bits = filled_[word];
+    uint64_t kept = bits;
+    while (bits != 0) {
+      const unsigned bit = static_cast<unsigned>(std::countr_zero(bits));
+      bits &= bits - 1;
+      if (!visit(entries_[word * 64 + bit])) kept &= ~(uint64_t{1} << bit);
+    }
+    filled_[word] = kept;
+  }
+}
 
 void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRegisters& registers,
                  std::byte* host_page, TlbTraps traps) {
@@ -11,8 +26,10 @@ void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRe
   // only for the second half of a split access.
   if (!is_canonical(linear)) return;
   uint64_t page = linear & ~kPageMask;
-  TlbEntry& entry = entries_[index(linear)];
+  const size_t slot_index = index(linear);
+  TlbEntry& entry = entries_[slot_index];
   entry.tag = page;
+  filled_[slot_index / 64] |= uint64_t{1} << (slot_index % 64);
   uint64_t flags = translation.global ? TlbEntry::kGlobal : 0;
   for (bool user : {false, true}) {
     for (AccessType type : {AccessType::kRead, AccessType::kWrite, AccessType::kExecute}) {
@@ -38,16 +55,21 @@ void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRe
 }
 
 void Tlb::flush_all() {
-  for (TlbEntry& entry : entries_) entry.tag = TlbEntry::kInvalidTag;
+  for_each_filled([](TlbEntry& entry) {
+    entry.tag = TlbEntry::kInvalidTag;
+    return false;
+  });
   large_low_ = ~uint64_t{0};
   large_high_ = 0;
 }
 
 void Tlb::flush_non_global() {
   // The large-page range is kept: a global large page may still be cached.
-  for (TlbEntry& entry : entries_) {
-    if (!entry.global()) entry.tag = TlbEntry::kInvalidTag;
-  }
+  for_each_filled([](TlbEntry& entry) {
+    if (entry.tag != TlbEntry::kInvalidTag && entry.global()) return true;
+    entry.tag = TlbEntry::kInvalidTag;
+    return false;
+  });
 }
 
 bool Tlb::invalidate_page(uint64_t linear) {
@@ -62,28 +84,34 @@ bool Tlb::invalidate_page(uint64_t linear) {
 
 void Tlb::trap_writes_to_physical(uint64_t physical_page) {
   uint64_t page = physical_page & ~kPageMask;
-  for (TlbEntry& entry : entries_) {
-    if (entry.tag == TlbEntry::kInvalidTag || entry.physical_page() != page) continue;
-    entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
-    entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
-  }
+  // Entries never filled, or dropped by a flush, have no pointers a lookup could use: insert
+  // writes all six before the tag can match again.
+  for_each_filled([page](TlbEntry& entry) {
+    if (entry.physical_page() == page) {
+      entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
+      entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
+    }
+    return true;
+  });
 }
 
 void Tlb::trap_all_writes() {
-  for (TlbEntry& entry : entries_) {
+  for_each_filled([](TlbEntry& entry) {
     entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
     entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
-  }
+    return true;
+  });
 }
 
 void Tlb::trap_data(bool user_only) {
-  for (TlbEntry& entry : entries_) {
+  for_each_filled([user_only](TlbEntry& entry) {
     for (bool user : {false, true}) {
       if (!user && user_only) continue;
       entry.host[TlbEntry::slot(AccessType::kRead, user)] = nullptr;
       entry.host[TlbEntry::slot(AccessType::kWrite, user)] = nullptr;
     }
-  }
+    return true;
+  });
 }
 
 }  // namespace lamina::cpu::x86

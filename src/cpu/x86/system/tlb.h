@@ -67,8 +67,9 @@ struct TlbTraps {
 class Tlb {
  public:
   // A power of two. Fixed, so the core's fast path indexes an array at a known place in its
-  // working set (no pointer or size to load first).
-  static constexpr size_t kEntries = 1024;
+  // working set (no pointer or size to load first). 4096 entries (256 KiB) keep the conflict
+  // misses of a kernel plus a few processes rare; flushes cost what was filled (`filled_`).
+  static constexpr size_t kEntries = 4096;
 
   // Host pointer to the byte at `linear` when this access may go straight to RAM, else nullptr.
   std::byte* lookup(uint64_t linear, AccessType type, bool user) const {
@@ -114,8 +115,16 @@ class Tlb {
   static constexpr uint64_t kPageMask = 0xfff;
 
   static size_t index(uint64_t linear) { return (linear >> 12) & (kEntries - 1); }
+  // Calls `visit(entry)` for every entry filled since it was last dropped by a flush; a visit
+  // returning false clears the entry's bit (the flush dropped it).
+  template <typename Visit>
+  void for_each_filled(Visit visit);
 
   std::array<TlbEntry, kEntries> entries_{};
+  // One bit per entry that insert() filled and no flush has dropped since (an INVLPG leaves the
+  // bit: the entry is then invalid, which every pass tolerates). Flushes and the trap passes
+  // walk only these, so a CR3 load costs what the address space used, not kEntries.
+  std::array<uint64_t, kEntries / 64> filled_{};
   // Smallest range covering every large page cached since the last flush_all.
   uint64_t large_low_ = ~uint64_t{0};
   uint64_t large_high_ = 0;  // inclusive
