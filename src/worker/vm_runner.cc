@@ -113,8 +113,10 @@ Result<machine::MachineOptions> boot_options(const machine::VmConfig& config,
       entry && std::string_view(entry) == "bzimage") {
     options.linux_entry = machine::LinuxEntry::kBzImage64;
   }
-  // The second boot of a kernel reads its decompressed copy instead of running xz again.
-  options.kernel_cache = machine::KernelCache::default_folder();
+  // The second boot of a kernel reads its decompressed copy instead of running xz again. Not
+  // in a laminad worker (`granted`): its sandbox has no file system to keep a cache in, and
+  // its seccomp filter ends the process at the first open.
+  if (granted == nullptr) options.kernel_cache = machine::KernelCache::default_folder();
   auto kernel = machine::BootFile::open(options.kernel.string(), "kernel",
                                         machine::kMaxBootFileSize, granted);
   if (!kernel) return fail(kernel.error());
