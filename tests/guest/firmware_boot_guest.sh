@@ -145,11 +145,14 @@ case $scenario in
     cpus=1 options=""
     [[ $scenario == memtest_smp ]] && cpus=2 options=smp
     bash "$(dirname "$0")/make_bios_disk.sh" memtest "$work/disk.raw" "$options" >/dev/null
-    run_until "#3  \[Moving inversions" 240 "$lamina" run --cpus "$cpus" --memory 128M --rng none --disk "$work/disk.raw"
+    # Test #3 or any later one: the console shows memtest's screen every 2 s, and a fast CPU
+    # can finish a short test between two of them.
+    past_three='#\([3-9]\|1[0-9]\) \+\['
+    run_until "$past_three" 240 "$lamina" run --cpus "$cpus" --memory 128M --rng none --disk "$work/disk.raw"
     has "Memtest86+ v6" || fail "memtest86+ did not start"
     has "Memory  :  128MB" || fail "memtest86+ did not see 128 MB"
     has "Address test" || fail "memtest86+ did not start testing"
-    has "#3  \[Moving inversions" || fail "memtest86+ did not reach test #3 in 4 minutes"
+    has "$past_three" || fail "memtest86+ did not reach test #3 in 4 minutes"
     ! grep -aq "Errors: *[1-9]" "$log" || fail "memtest86+ reported errors"
     if [[ $scenario == memtest_smp ]]; then
       has "SMP: 2T" || fail "memtest86+ did not run on both vCPUs"
