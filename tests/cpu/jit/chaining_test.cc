@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <xbyak/xbyak.h>
@@ -68,6 +69,39 @@ void set_up_global_pages(TestMachine& machine, Globals globals) {
   machine.cpu().state_changed();
 }
 
+// The function's page mapped to kSecond through its PTE at `pte`, made visible by `remap`.
+void remap_function_page(Xbyak::CodeGenerator& c, uint64_t pte, Remap remap, Globals globals) {
+  c.mov(rdx, pte);
+  c.mov(rax, kSecond | 3 | (globals.function ? kGlobalBit : 0));
+  c.mov(qword[rdx], rax);
+  switch (remap) {
+    case Remap::kCr3Reload: reload_cr3(c); break;
+    case Remap::kInvlpg:
+      c.mov(rax, kFunction);
+      c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
+      break;
+    case Remap::kPgeToggle:
+      c.db(0x0f), c.db(0x20), c.db(0xe0);  // mov rax, cr4
+      c.btr(rax, 7);
+      c.db(0x0f), c.db(0x22), c.db(0xe0);  // mov cr4, rax
+      c.bts(rax, 7);
+      c.db(0x0f), c.db(0x22), c.db(0xe0);  // mov cr4, rax
+      break;
+  }
+}
+
+// Runs `program` on both engines: the same end, and both rounds of 50 calls (the first
+// function's 1, the second's 2) through patched exits the remapping made stale.
+void expect_the_new_code_ran(const std::vector<uint8_t>& program,
+                             const std::function<void(TestMachine&)>& setup) {
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
 // Block A (on a global page) jumps straight into a function, whose block jumps straight
 // back: both exits are patched. Then the function's page is mapped to other code and `remap`
 // makes that visible; A must run the new code.
@@ -88,23 +122,7 @@ void remapped_target_runs_the_new_code(Remap remap, Globals globals) {
     c.jnz(inner, Xbyak::CodeGenerator::T_NEAR);
     c.cmp(r8d, 2);
     c.jne(skip, Xbyak::CodeGenerator::T_NEAR);
-    c.mov(rdx, pte);
-    c.mov(rax, kSecond | 3 | (globals.function ? kGlobalBit : 0));
-    c.mov(qword[rdx], rax);
-    switch (remap) {
-      case Remap::kCr3Reload: reload_cr3(c); break;
-      case Remap::kInvlpg:
-        c.mov(rax, kFunction);
-        c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
-        break;
-      case Remap::kPgeToggle:
-        c.db(0x0f), c.db(0x20), c.db(0xe0);  // mov rax, cr4
-        c.btr(rax, 7);
-        c.db(0x0f), c.db(0x22), c.db(0xe0);  // mov cr4, rax
-        c.bts(rax, 7);
-        c.db(0x0f), c.db(0x22), c.db(0xe0);  // mov cr4, rax
-        break;
-    }
+    remap_function_page(c, pte, remap, globals);
     c.L(skip);
     c.dec(r8d);
     c.jnz(outer, Xbyak::CodeGenerator::T_NEAR);
@@ -120,12 +138,7 @@ void remapped_target_runs_the_new_code(Remap remap, Globals globals) {
       }));
     }
   };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
-  expect_no_exception(translated);
-  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
-  EXPECT_GT(translated.patched_exits, 0u);
+  expect_the_new_code_ran(program, setup);
 }
 
 TEST(ChainingTest, ACr3ReloadRetiresLinksToANonGlobalPageFromGlobalCode) {
@@ -163,15 +176,7 @@ void remapped_function_runs_the_new_code(Remap remap, Globals globals) {
       c.dec(ecx);
       c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
       if (phase == 0) {
-        c.mov(rdx, pte);
-        c.mov(rax, kSecond | 3 | (globals.function ? kGlobalBit : 0));
-        c.mov(qword[rdx], rax);
-        if (remap == Remap::kCr3Reload) {
-          reload_cr3(c);
-        } else {
-          c.mov(rax, kFunction);
-          c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
-        }
+        remap_function_page(c, pte, remap, globals);
       }
     }
     c.hlt();
@@ -183,13 +188,7 @@ void remapped_function_runs_the_new_code(Remap remap, Globals globals) {
     machine.write(kFirst, first);
     machine.write(kSecond, second);
   };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
-  expect_no_exception(translated);
-  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
-  // The call and the return went through patched exits, which the remapping made stale.
-  EXPECT_GT(translated.patched_exits, 0u);
+  expect_the_new_code_ran(program, setup);
 }
 
 TEST(ChainingTest, ACr3ReloadRetiresJumpCacheEntriesOfANonGlobalPage) {
