@@ -37,6 +37,7 @@ JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::uniqu
           core, record_,
           Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain),
                             jump_cache_.entries()})),
+      perf_map_(PerfMap::from_environment()),
       translate_on_run_(translate_on_run) {
   translator_->set_profile(profile_.get());
 }
@@ -69,6 +70,7 @@ const std::byte* JitEngine::code_for(Block& block) {
     if (installed == nullptr) return nullptr;
   }
   ++translations_;
+  if (perf_map_ != nullptr) perf_map_->note(installed, code, core_.state.rip, block);
   block.code = installed;
   block.code_epoch = cache_->epoch();
   return installed;

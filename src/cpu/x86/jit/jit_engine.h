@@ -18,6 +18,7 @@
 #include "cpu/x86/jit/code_cache.h"
 #include "cpu/x86/jit/exit_site.h"
 #include "cpu/x86/jit/jump_cache.h"
+#include "cpu/x86/jit/perf_map.h"
 #include "cpu/x86/jit/profile.h"
 #include "cpu/x86/jit/runtime.h"
 
@@ -89,6 +90,7 @@ class JitEngine {
   // code points into it.
   std::unique_ptr<JitProfile> profile_;
   std::unique_ptr<Translator> translator_;
+  std::unique_ptr<PerfMap> perf_map_;  // LAMINA_JIT_PERF_MAP's files (null when off)
   uint32_t translate_on_run_;
   uint64_t translations_ = 0;
   uint64_t patched_exits_ = 0;
