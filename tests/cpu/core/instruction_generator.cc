@@ -460,7 +460,7 @@ uint16_t any_selector(Builder& b) {
 // User-mode system behaviour (CPL 3 under a 64-bit kernel): what POPF may change, segment
 // loads and their faults, LAR/LSL/VERR/VERW, instructions that #GP or #UD at CPL 3, software
 // interrupts through the host kernel's IDT, and alignment checks once RFLAGS.AC is set.
-void system(Builder& b) {
+void system(Builder& b, const GeneratorOptions& options) {
   switch (b.pick(12)) {
     case 0: {  // POPF of any value; with TF set, the single-step trap after the next instruction
       constexpr uint64_t kTf = 0x100;
@@ -553,6 +553,10 @@ void system(Builder& b) {
         case 1: b.raw({0xf1}); return;
         default: {
           uint8_t vector = static_cast<uint8_t>(b.pick(256));
+          if (!options.int_n) {
+            b.raw({0xcc});
+            return;
+          }
           if (vector == 0x80) vector = 0x81;  // INT 0x80 is a real system call on the host
           b.raw({0xcd, vector});
           return;
@@ -572,7 +576,7 @@ void system(Builder& b) {
 }  // namespace
 
 GeneratedSequence generate_sequence(std::mt19937_64& random, InstructionClass kind, int length,
-                                    uint64_t data_base, uint64_t data_size) {
+                                    uint64_t data_base, uint64_t data_size, GeneratorOptions options) {
   Builder builder(random, data_base, data_size);
   for (int i = 0; i < length; ++i) {
     switch (kind) {
@@ -583,7 +587,7 @@ GeneratedSequence generate_sequence(std::mt19937_64& random, InstructionClass ki
       case InstructionClass::kMove: move(builder); break;
       case InstructionClass::kString: string(builder); break;
       case InstructionClass::kStack: stack(builder); break;
-      case InstructionClass::kSystem: system(builder); break;
+      case InstructionClass::kSystem: system(builder, options); break;
     }
   }
   return {std::move(builder.code()), builder.defined};

@@ -17,8 +17,15 @@ struct GeneratedSequence {
   uint64_t defined_flags = 0;  // arithmetic flags whose final value is defined
 };
 
+// What the generated code may contain beyond the defaults.
+struct GeneratorOptions {
+  // INT n with a random vector (the system class); off where the host that checks the
+  // results does not deliver it architecturally (Differential's host probes).
+  bool int_n = true;
+};
+
 // `data_base` and `data_size`: the buffer R15 points into (R15 = data_base + data_size / 4).
 GeneratedSequence generate_sequence(std::mt19937_64& random, InstructionClass kind, int length,
-                                    uint64_t data_base, uint64_t data_size);
+                                    uint64_t data_base, uint64_t data_size, GeneratorOptions options = {});
 
 }  // namespace lamina::cpu::x86::testing
