@@ -78,7 +78,8 @@ class PinnedToCpu {
 // INT 0x1a from user mode does not fault at all (the SDM: #GP(0x1a * 8 + 2), its gate being DPL
 // 0), and RFLAGS.NT is lost when the hypervisor takes the thread out for an interrupt. What such
 // a host cannot check is left out of the comparisons (INT n not generated, NT neither set nor
-// compared), with a note in the test's output; everything else is still compared.
+// compared, nor set by the generated POPFs), with a note in the test's output; everything else
+// is still compared.
 struct HostFidelity {
   bool int_n = true;
   bool keeps_nt = true;
@@ -149,8 +150,8 @@ class Differential {
   std::string run_case(std::mt19937_64& random, InstructionClass kind) {
     const int length = 1 + static_cast<int>(random() % 6);
     const uint64_t data = reinterpret_cast<uint64_t>(data_);
-    const GeneratedSequence sequence =
-        generate_sequence(random, kind, length, data, kDataSize, GeneratorOptions{.int_n = fidelity_.int_n});
+    const GeneratorOptions options{.int_n = fidelity_.int_n, .nt = fidelity_.keeps_nt};
+    const GeneratedSequence sequence = generate_sequence(random, kind, length, data, kDataSize, options);
 
     RegisterFile initial;
     for (uint64_t& value : initial.gpr) {

@@ -469,6 +469,7 @@ void system(Builder& b, const GeneratorOptions& options) {
       if (b.chance(50)) value &= 0x3fffff;
       const bool single_step = b.chance(15);
       value = single_step ? value | kTf : value & ~kTf;
+      if (!options.nt) value &= ~uint64_t{0x4000};
       b.raw({static_cast<uint8_t>((reg & 8) ? 0x49 : 0x48), static_cast<uint8_t>(0xb8 | (reg & 7))});
       b.immediate(8, value);
       if (reg & 8) b.raw({0x41});

@@ -22,6 +22,8 @@ struct GeneratorOptions {
   // INT n with a random vector (the system class); off where the host that checks the
   // results does not deliver it architecturally (Differential's host probes).
   bool int_n = true;
+  // RFLAGS.NT set by POPF (the system class); off where the host loses it.
+  bool nt = true;
 };
 
 // `data_base` and `data_size`: the buffer R15 points into (R15 = data_base + data_size / 4).
