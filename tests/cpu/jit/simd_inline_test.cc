@@ -2,7 +2,9 @@
 // same code runs natively (a function on a host buffer) and as a guest on both engines, from
 // random data, at aligned and misaligned addresses; then the faults an inlined form must leave
 // to the SIMD unit (#GP for a misaligned aligned form, #PF across a page, #NM with CR0.TS, #UD
-// with CR0.EM or without CR4.OSFXSR, CR0.TS set by a handler between two inlined forms).
+// with CR0.EM or without CR4.OSFXSR, CR0.TS set by a handler between two inlined forms), and
+// the guest XMM registers cached in host ones (translator_xmm.cc) at a fault, a handler call
+// and an eviction.
 #include <gtest/gtest.h>
 
 #include <sys/mman.h>
@@ -302,6 +304,79 @@ TEST(JitSimdInlineTest, FaultsAreTheSimdUnits) {
     expect_fault("movdqu load", false, nothing, [](CodeGenerator& c) { c.movdqu(xmm0, ptr[rsi]); }, run_first);
     expect_fault("pmovmskb", false, nothing, [](CodeGenerator& c) { c.pmovmskb(eax, xmm1); }, run_first);
   }
+}
+
+// All 16 XMM registers loaded and changed (more than the cache's 14 host registers: some are
+// evicted), so that the translation has dirty cached registers at what comes next.
+void dirty_every_xmm_register(CodeGenerator& c) {
+  for (int index = 0; index < 16; ++index) c.movdqu(Xbyak::Xmm(index), ptr[rsi + 16 * index]);
+  for (int index = 0; index < 16; ++index) c.paddb(Xbyak::Xmm(index), Xbyak::Xmm((index + 5) % 16));
+}
+
+TEST(JitSimdInlineTest, CachedXmmRegistersAreInCpuStateAtAFault) {
+  // The cached registers are stored before the faulting form's handler; its destination keeps
+  // the value it had (expect_same compares every XMM register).
+  constexpr uint64_t kEdge = 0x40000000;
+  const auto map_edge = [](TestMachine& machine) { machine.map_page(kEdge, kData + 0x1000, false, true); };
+  expect_fault("movdqu load across, registers dirty", true,
+               [](CodeGenerator& c) {
+                 dirty_every_xmm_register(c);
+                 c.mov(rax, kEdge + 0xff8);
+               },
+               [](CodeGenerator& c) { c.movdqu(xmm3, ptr[rax]); }, map_edge);
+  expect_fault("paddb from unmapped memory, registers dirty", true,
+               [](CodeGenerator& c) {
+                 dirty_every_xmm_register(c);
+                 c.mov(rax, kEdge + 0x1000);
+               },
+               [](CodeGenerator& c) { c.paddb(xmm14, ptr[rax]); }, map_edge);
+  // A destination the cache does not hold yet: its new host register is not loaded, and must
+  // not be stored over the guest's on the way to the handler.
+  expect_fault("movdqu load into an uncached register", true,
+               [](CodeGenerator& c) {
+                 c.movdqu(xmm0, ptr[rsi]);
+                 c.paddb(xmm0, xmm0);
+                 c.mov(rax, kEdge + 0xff8);
+               },
+               [](CodeGenerator& c) { c.movdqu(xmm9, ptr[rax]); }, map_edge);
+  expect_fault("movdqa misaligned, registers dirty", true, dirty_every_xmm_register,
+               [](CodeGenerator& c) { c.movdqa(xmm0, ptr[rsi + 8]); });
+}
+
+TEST(JitSimdInlineTest, CachedXmmRegistersSurviveHandlersAndSlowPaths) {
+  const std::vector<uint8_t> program = assemble([](CodeGenerator& c) {
+    c.mov(rsi, kData);
+    dirty_every_xmm_register(c);
+    // A handler call between cached forms: the registers go to CpuState before it and come
+    // back after it (host XMM registers are caller-saved).
+    c.xor_(eax, eax);
+    c.cpuid();
+    c.paddq(xmm3, xmm4);
+    c.psrldq(xmm6, 3);
+    c.pmovmskb(eax, xmm5);
+    c.movss(xmm7, xmm8);
+    c.movsd(xmm9, ptr[rsi + 8]);
+    c.movq(xmm10, xmm11);
+    c.movq(rdx, xmm12);
+    c.movd(xmm13, eax);
+    c.pcmpistri(xmm14, xmm15, 0x0c);
+    c.pcmpistrm(xmm1, xmm2, 0x40);
+    // Stores to a page the TLB does not hold yet: the first one's slow path runs its handler
+    // with the registers cached.
+    c.lea(rdi, ptr[rsi + 0x2000]);
+    for (int index = 0; index < 16; ++index) c.movdqu(ptr[rdi + 16 * index], Xbyak::Xmm(index));
+    // Register-only integer code between SSE forms keeps them cached.
+    c.add(rdx, rcx);
+    c.paddw(xmm2, xmm0);
+    c.movdqu(ptr[rdi + 0x100], xmm2);
+    c.hlt();
+  });
+  const auto setup = [](TestMachine& machine) { machine.write(kData, random_data(11)); };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_GT(translated.translations, 0u);
 }
 
 TEST(JitSimdInlineTest, CrZeroTsSetBetweenTwoInlinedFormsFaultsTheSecond) {

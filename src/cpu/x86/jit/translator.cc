@@ -123,6 +123,7 @@ void Translator::emit_block(const Block& block) {
   body_offset_ = code_.getSize();
   cached_.fill(CachedRegister{});
   slot_of_.fill(-1);
+  drop_xmms();
   if (rip_on_stack_) {
     // The RIP this body starts at, for the final branch (translator_branch.cc); the slot
     // is the 8 bytes of alignment below the pushes.
@@ -137,8 +138,11 @@ void Translator::emit_block(const Block& block) {
     current_index_ = index;
     if (index + 1 == count) mapping_before_last_ = current_mapping();
     // A shift or rotate whose flags nothing reads is register-only too (the host instruction).
-    if (register_only(in) || (!in.lock && in.handler != &invalid_opcode && shift_without_flags(in) &&
-                              !flags_observed_after(block, index))) {
+    const bool register_form = register_only(in) || (!in.lock && in.handler != &invalid_opcode &&
+                                                     shift_without_flags(in) && !flags_observed_after(block, index));
+    // Cached XMM registers stay across inlined SSE forms and register-only code only.
+    if (!register_form && (mode_ != CodeMode::k64 || simd_form(in).kind == SimdKind::kNone)) forget_xmms();
+    if (register_form) {
       flags_live_ = flags_observed_after(block, index);
       caching_ = true;
       const bool inlined = emit_register_only(in);
@@ -164,6 +168,7 @@ void Translator::emit_block(const Block& block) {
     deferred_step_.reset();
   }
   forget_registers();
+  forget_xmms();
   flush_rip();
   emit_chain(block);
   epilogue_offset_ = code_.getSize();
@@ -322,11 +327,15 @@ void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32
   }
   code_.mov(rsi, reinterpret_cast<uint64_t>(&in));
   code_.mov(rdx, static_cast<int64_t>(rip_delta));
+  // Cached XMM registers (an inlined SSE form's slow path) go to CpuState for the handler,
+  // and come back from it after (host XMM registers are caller-saved; it may write them).
+  store_dirty_xmms();
   code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));
   code_.call(rax);
   code_.test(eax, eax);
   handler_exits_.push_back(
       HandlerExit{emit_forward_jump(Jump::kNotEqual, true), static_cast<uint32_t>(index)});
+  reload_xmms();
   known_flags_.reset();
 }
 

@@ -363,10 +363,35 @@ class Translator {
   // rdx = the host address of the memory operand, or a jump to `slow` (misaligned, TLB miss).
   void emit_simd_memory(const Instruction& in, const SimdForm& form, AccessType type, uint8_t size,
                         const Xbyak::Label& slow);
-  // xmm0 = the destination register, xmm1 = the source (a register, or 16 bytes of memory
-  // through emit_simd_memory, which jumps to `slow`).
-  void emit_simd_operands(const Instruction& in, const SimdForm& form, const Xbyak::Label& slow);
-  void emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::optional<uint8_t> immediate);
+  // The guest's own operation on host registers: ModRM reg = `reg` (an xmm, or a group
+  // digit), rm = xmm `rm`, with the REX prefix xmm8-15 need.
+  void emit_host_simd(const SimdForm& form, uint8_t reg, uint8_t rm, std::optional<uint8_t> immediate);
+  // translator_xmm.cc: guest XMM registers cached in host xmm2-xmm15 across inlined SSE forms
+  // and the register-only code between them. simd_slot returns the host register holding
+  // guest `guest` (loaded from CpuState when `load`), taking the least recently used slot
+  // (stored first when dirty); take every slot an instruction needs before its first jump to
+  // its slow path.
+  Xbyak::Xmm simd_slot(uint8_t guest, bool load);
+  void mark_xmm_written(uint8_t guest);
+  // Stores the dirty cached XMM registers, the cache staying as it is (one path of several).
+  void store_dirty_xmms();
+  // Loads every cached XMM register from CpuState again (after a C call clobbered them).
+  void reload_xmms();
+  // Writes back the dirty ones and forgets the cache (before any other instruction).
+  void forget_xmms();
+  // Forgets the cache without code.
+  void drop_xmms();
+  // `mov rax, function; call rax`, the cached XMM registers stored before and loaded after.
+  void emit_runtime_call(const void* function);
+  struct CachedXmm {
+    int8_t guest = -1;
+    bool dirty = false;
+    uint32_t used = 0;
+  };
+  static constexpr size_t kCachedXmms = 14;
+  std::array<CachedXmm, kCachedXmms> cached_xmms_{};
+  std::array<int8_t, 16> xmm_slot_of_{};
+  uint32_t xmm_clock_ = 0;
   // translator_sse_float.cc (64-bit mode): SSE floating-point arithmetic, CMPcc, (U)COMIS and
   // CVTSI2SS/SD as the host's instruction under the guest's MXCSR, when it masks every exception.
   bool emit_sse_float(const Instruction& in, size_t index);

@@ -46,8 +46,7 @@ void Translator::emit_unknown_condition(uint8_t condition) {
   code_.L(call);
   code_.mov(rdi, rbx);
   code_.mov(esi, condition);
-  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_condition));
-  code_.call(rax);
+  emit_runtime_call(reinterpret_cast<const void*>(&lamina_jit_condition));
   code_.L(decided);
   code_.test(eax, eax);
 }
@@ -94,8 +93,7 @@ void Translator::emit_unknown_carry() {
   code_.jmp(decided, CodeGenerator::T_NEAR);
   code_.L(call);
   code_.mov(rdi, rbx);
-  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_carry));
-  code_.call(rax);
+  emit_runtime_call(reinterpret_cast<const void*>(&lamina_jit_carry));
   code_.L(decided);
 }
 
@@ -171,8 +169,7 @@ void Translator::emit_unknown_materialized_flags() {
   code_.jmp(decided, CodeGenerator::T_NEAR);
   code_.L(call);
   code_.mov(rdi, rbx);
-  code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_materialized_flags));
-  code_.call(rax);
+  emit_runtime_call(reinterpret_cast<const void*>(&lamina_jit_materialized_flags));
   code_.L(decided);
 }
 

@@ -1,7 +1,7 @@
 // Inline SSE integer forms (64-bit mode): the moves, logic, compares, PMOVMSKB, the other
 // SSE2 integer operations and the SSSE3 ones (PSHUFB, PALIGNR...) that libc's string functions
-// (memcpy, strlen, memchr...) run on, done by the same host instruction on xmm0/xmm1 loaded from and stored to the guest's
-// SimdState. Only forms whose host result is the guest's by definition (integer or bitwise,
+// (memcpy, strlen, memchr...) run on, done by the same host instruction on the host XMM
+// registers that cache the guest's (translator_xmm.cc; xmm1 holds a memory operand). Only forms whose host result is the guest's by definition (integer or bitwise,
 // no MXCSR, no exception but the ones checked here) are taken. The fast path checks CR0.EM,
 // CR0.TS and CR4.OSFXSR (once per run of inlined code: only a handler changes them), the
 // 16-byte alignment of an aligned form's memory operand and the soft TLB's fast path; anything
@@ -173,24 +173,15 @@ void Translator::emit_simd_memory(const Instruction& in, const SimdForm& form, A
   emit_tlb_lookup(type, size, slow);
 }
 
-void Translator::emit_simd_operands(const Instruction& in, const SimdForm& form, const Xbyak::Label& slow) {
-  if (in.memory) {
-    emit_simd_memory(in, form, AccessType::kRead, 16, slow);
-    code_.movdqu(xmm1, ptr[rdx]);
-  } else {
-    code_.movdqu(xmm1, xmm_register(in.rm));
-  }
-  code_.movdqu(xmm0, xmm_register(in.reg));
-}
-
-void Translator::emit_host_simd(const SimdForm& form, uint8_t modrm_low, std::optional<uint8_t> immediate) {
-  // The guest's own operation on the host: prefix, 0F, opcode, a register ModRM on xmm0
-  // (and xmm1, or the group digit), the immediate.
+void Translator::emit_host_simd(const SimdForm& form, uint8_t reg, uint8_t rm, std::optional<uint8_t> immediate) {
+  // prefix, REX (xmm8-15: R for the ModRM reg field, B for rm), 0F, escape, opcode, a
+  // register ModRM, the immediate (SDM vol. 2A 2.2.1: REX comes after the mandatory prefix).
   if (form.prefix != 0) code_.db(form.prefix);
+  if (((reg | rm) & 8) != 0) code_.db(0x40 | ((reg & 8) >> 1) | ((rm & 8) >> 3));
   code_.db(0x0f);
   if (form.escape != 0) code_.db(form.escape);
   code_.db(form.opcode);
-  code_.db(0xc0 | modrm_low);
+  code_.db(0xc0 | ((reg & 7) << 3) | (rm & 7));
   if (immediate) code_.db(*immediate);
 }
 
@@ -200,42 +191,62 @@ bool Translator::emit_simd(const Instruction& in, size_t index) {
   if (form.kind == SimdKind::kNone) return false;
   Xbyak::Label slow, done;
   const bool checked_before = simd_checked_;
-  emit_simd_available_check(slow);
+  // Every case takes its XMM slots (translator_xmm.cc) before its first jump to `slow`, the
+  // sources before the destination (which may be the same guest register), then checks that
+  // SSE may run.
+  // The guest register the fast path wrote: marked dirty only after the slow path is
+  // emitted, whose handler call must not store the host register (the handler writes it, or
+  // raises with the old value in CpuState).
+  std::optional<uint8_t> written;
+  const auto immediate = [&]() -> std::optional<uint8_t> {
+    return form.immediate ? std::optional<uint8_t>(static_cast<uint8_t>(in.immediate)) : std::nullopt;
+  };
   switch (form.kind) {
-    case SimdKind::kLoad:
+    case SimdKind::kLoad: {
+      // (xmm1: nothing, the operand is memory)
+      const Xbyak::Xmm source = in.memory ? xmm1 : simd_slot(in.rm, true);
+      const Xbyak::Xmm destination = simd_slot(in.reg, false);
+      emit_simd_available_check(slow);
       if (in.memory) {
         emit_simd_memory(in, form, AccessType::kRead, form.size, slow);
         if (form.size == 16) {
-          code_.movdqu(xmm0, ptr[rdx]);
+          code_.movdqu(destination, ptr[rdx]);
         } else {
-          code_.movq(xmm0, ptr[rdx]);
+          code_.movq(destination, ptr[rdx]);  // the upper half cleared
         }
       } else if (form.size == 16) {
-        code_.movdqu(xmm0, xmm_register(in.rm));
+        if (destination.getIdx() != source.getIdx()) code_.movdqa(destination, source);
       } else {
-        code_.movq(xmm0, code_.qword[rbx + layout_.xmm + 16 * (in.rm & 15)]);
+        code_.movq(destination, source);  // F3 0F 7E: the upper half cleared
       }
-      code_.movdqu(xmm_register(in.reg), xmm0);
+      written = in.reg;
       break;
-    case SimdKind::kStore:
+    }
+    case SimdKind::kStore: {
+      const Xbyak::Xmm source = simd_slot(in.reg, true);
       if (in.memory) {
+        emit_simd_available_check(slow);
         emit_simd_memory(in, form, AccessType::kWrite, form.size, slow);
         if (form.size == 16) {
-          code_.movdqu(xmm0, xmm_register(in.reg));
-          code_.movdqu(ptr[rdx], xmm0);
+          code_.movdqu(ptr[rdx], source);
         } else {
-          code_.mov(rcx, code_.qword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
-          code_.mov(qword[rdx], rcx);
+          code_.movq(ptr[rdx], source);
         }
-      } else if (form.size == 16) {
-        code_.movdqu(xmm0, xmm_register(in.reg));
-        code_.movdqu(xmm_register(in.rm), xmm0);
-      } else {
-        code_.movq(xmm0, code_.qword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
-        code_.movdqu(xmm_register(in.rm), xmm0);
+        break;
       }
+      const Xbyak::Xmm destination = simd_slot(in.rm, false);
+      emit_simd_available_check(slow);
+      if (form.size == 16) {
+        if (destination.getIdx() != source.getIdx()) code_.movdqa(destination, source);
+      } else {
+        code_.movq(destination, source);  // 66 0F D6 to a register clears the upper half
+      }
+      written = in.rm;
       break;
-    case SimdKind::kMoveFromGeneral:
+    }
+    case SimdKind::kMoveFromGeneral: {
+      const Xbyak::Xmm destination = simd_slot(in.reg, false);
+      emit_simd_available_check(slow);
       if (in.memory) {
         emit_simd_memory(in, form, AccessType::kRead, form.size, slow);
         if (form.size == 8) {
@@ -248,94 +259,125 @@ bool Translator::emit_simd(const Instruction& in, size_t index) {
       } else {
         code_.mov(ecx, field(layout_.gpr + 8 * (in.rm & 15), 4));
       }
-      code_.movq(xmm0, rcx);
-      code_.movdqu(xmm_register(in.reg), xmm0);
+      code_.movq(destination, rcx);  // the rest of the register cleared
+      written = in.reg;
       break;
-    case SimdKind::kMoveToGeneral:
+    }
+    case SimdKind::kMoveToGeneral: {
+      const Xbyak::Xmm source = simd_slot(in.reg, true);
+      emit_simd_available_check(slow);
       if (in.memory) {
         emit_simd_memory(in, form, AccessType::kWrite, form.size, slow);
-        code_.mov(rcx, code_.qword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
         if (form.size == 8) {
-          code_.mov(qword[rdx], rcx);
+          code_.movq(ptr[rdx], source);
         } else {
-          code_.mov(dword[rdx], ecx);
+          code_.movd(ptr[rdx], source);
         }
       } else {
         // A 32-bit write zero-extends into the 64-bit register.
         if (form.size == 8) {
-          code_.mov(rax, code_.qword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
+          code_.movq(rax, source);
         } else {
-          code_.mov(eax, code_.dword[rbx + layout_.xmm + 16 * (in.reg & 15)]);
+          code_.movd(eax, source);
         }
         code_.mov(field(layout_.gpr + 8 * (in.rm & 15), 8), rax);
       }
       break;
-    case SimdKind::kMoveMask:
-      code_.movdqu(xmm0, xmm_register(in.rm));
-      code_.pmovmskb(eax, xmm0);
+    }
+    case SimdKind::kMoveMask: {
+      const Xbyak::Xmm source = simd_slot(in.rm, true);
+      emit_simd_available_check(slow);
+      code_.pmovmskb(eax, source);
       code_.mov(field(layout_.gpr + 8 * (in.reg & 15), 8), rax);
       break;
-    case SimdKind::kBinary: {
-      emit_simd_operands(in, form, slow);
-      emit_host_simd(form, 0x01, form.immediate ? std::optional<uint8_t>(static_cast<uint8_t>(in.immediate))
-                                                : std::nullopt);
-      code_.movdqu(xmm_register(in.reg), xmm0);
-      break;
     }
-    case SimdKind::kShiftImmediate:
-      code_.movdqu(xmm0, xmm_register(in.rm));
-      emit_host_simd(form, static_cast<uint8_t>(in.modrm & 0x38), static_cast<uint8_t>(in.immediate));
-      code_.movdqu(xmm_register(in.rm), xmm0);
-      break;
-    case SimdKind::kScalarMove: {
-      const bool load = form.opcode == 0x10;
-      const auto low_lane = [&](uint8_t xmm) {
-        return form.size == 4 ? code_.dword[rbx + layout_.xmm + 16 * (xmm & 15)]
-                              : code_.qword[rbx + layout_.xmm + 16 * (xmm & 15)];
-      };
-      const Xbyak::Reg value = sized(rcx, form.size);
-      if (in.memory && load) {
-        // SDM vol. 2, MOVSS/MOVSD: a load from memory clears the rest of the register.
-        emit_simd_memory(in, form, AccessType::kRead, form.size, slow);
-        if (form.size == 4) {
-          code_.movd(xmm0, ptr[rdx]);
-        } else {
-          code_.movq(xmm0, ptr[rdx]);
-        }
-        code_.movdqu(xmm_register(in.reg), xmm0);
-      } else if (in.memory) {
-        emit_simd_memory(in, form, AccessType::kWrite, form.size, slow);
-        code_.mov(value, low_lane(in.reg));
-        code_.mov(form.size == 4 ? code_.dword[rdx] : code_.qword[rdx], value);
-      } else {
-        // Between registers only the low lane moves (0F 10: reg <- rm, 0F 11: rm <- reg).
-        code_.mov(value, low_lane(load ? in.rm : in.reg));
-        code_.mov(low_lane(load ? in.reg : in.rm), value);
+    case SimdKind::kBinary:
+    case SimdKind::kStringCompare: {
+      // A memory operand is loaded into xmm1.
+      const Xbyak::Xmm source = in.memory ? xmm1 : simd_slot(in.rm, true);
+      const Xbyak::Xmm destination = simd_slot(in.reg, true);
+      // PCMPISTRM's mask goes to XMM0 whatever the operands (the host's to xmm0 too).
+      const bool mask = form.kind == SimdKind::kStringCompare && form.opcode == 0x62;
+      const Xbyak::Xmm mask_register = mask ? simd_slot(0, false) : xmm0;
+      emit_simd_available_check(slow);
+      if (in.memory) {
+        emit_simd_memory(in, form, AccessType::kRead, 16, slow);
+        code_.movdqu(xmm1, ptr[rdx]);
       }
-      break;
-    }
-    case SimdKind::kStringCompare:
-      emit_simd_operands(in, form, slow);
-      emit_host_simd(form, 0x01, static_cast<uint8_t>(in.immediate));
+      emit_host_simd(form, static_cast<uint8_t>(destination.getIdx()), static_cast<uint8_t>(source.getIdx()),
+                     immediate());
+      if (form.kind == SimdKind::kBinary) {
+        written = in.reg;
+        break;
+      }
       // CF, ZF, SF, OF as the host set them, AF and PF clear (it clears them too).
       code_.pushfq();
       code_.pop(rax);
       code_.and_(eax, 0x8d5);
       code_.mov(field(layout_.flags_materialized, 8), rax);
       code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
-      if (form.opcode == 0x63) {
-        code_.mov(field(layout_.gpr + 8 * kRcx, 8), rcx);  // the index, a 32-bit write
+      if (mask) {
+        code_.movdqa(mask_register, xmm0);
+        written = 0;
       } else {
-        code_.movdqu(xmm_register(0), xmm0);  // the mask goes to XMM0 whatever the operands
+        code_.mov(field(layout_.gpr + 8 * kRcx, 8), rcx);  // the index, a 32-bit write
       }
       known_flags_ = KnownFlags{FlagOp::kMaterialized, 8};
       break;
+    }
+    case SimdKind::kShiftImmediate: {
+      const Xbyak::Xmm operand = simd_slot(in.rm, true);
+      emit_simd_available_check(slow);
+      emit_host_simd(form, static_cast<uint8_t>((in.modrm >> 3) & 7), static_cast<uint8_t>(operand.getIdx()),
+                     static_cast<uint8_t>(in.immediate));
+      written = in.rm;
+      break;
+    }
+    case SimdKind::kScalarMove: {
+      const bool load = form.opcode == 0x10;
+      if (in.memory && load) {
+        // SDM vol. 2, MOVSS/MOVSD: a load from memory clears the rest of the register.
+        const Xbyak::Xmm destination = simd_slot(in.reg, false);
+        emit_simd_available_check(slow);
+        emit_simd_memory(in, form, AccessType::kRead, form.size, slow);
+        if (form.size == 4) {
+          code_.movd(destination, ptr[rdx]);
+        } else {
+          code_.movq(destination, ptr[rdx]);
+        }
+        written = in.reg;
+      } else if (in.memory) {
+        const Xbyak::Xmm source = simd_slot(in.reg, true);
+        emit_simd_available_check(slow);
+        emit_simd_memory(in, form, AccessType::kWrite, form.size, slow);
+        if (form.size == 4) {
+          code_.movd(ptr[rdx], source);
+        } else {
+          code_.movq(ptr[rdx], source);
+        }
+      } else {
+        // Between registers only the low lane moves (0F 10: reg <- rm, 0F 11: rm <- reg).
+        const uint8_t from = load ? in.rm : in.reg, to = load ? in.reg : in.rm;
+        const Xbyak::Xmm source = simd_slot(from, true);
+        const Xbyak::Xmm destination = simd_slot(to, true);
+        emit_simd_available_check(slow);
+        if (form.size == 4) {
+          code_.movss(destination, source);
+        } else {
+          code_.movsd(destination, source);
+        }
+        written = to;
+      }
+      break;
+    }
     case SimdKind::kNone: break;
   }
   // A failed availability check reaches `done` only through a handler that did not raise,
   // so SSE is available after it either way. A register form after the check has no slow
-  // path: nothing in it can fail.
+  // path: nothing in it can fail. The slow path's handler call stores the cached XMM
+  // registers first and loads them again after (emit_call_and_checks).
   if (in.memory || !checked_before) join_slow_path(in, index, slow, done);
+  if (written) mark_xmm_written(*written);
   pending_rip_ += in.length;
   return true;
 }

@@ -104,7 +104,7 @@ bool Translator::emit_sse_float(const Instruction& in, size_t index) {
     const std::optional<uint8_t> immediate =
         kind == FloatKind::kCompare ? std::optional<uint8_t>(static_cast<uint8_t>(in.immediate & 7))
                                     : std::nullopt;
-    emit_host_simd(form, 0x01, immediate);
+    emit_host_simd(form, 0, 1, immediate);  // xmm0 op= xmm1
   }
   if (kind == FloatKind::kCompareToFlags) {
     // ZF, PF, CF from the comparison; OF, SF, AF clear (the host clears them too).

@@ -31,8 +31,7 @@ bool Translator::emit_system(const Instruction& in, size_t index) {
     code_.jne(slow, CodeGenerator::T_NEAR);
     code_.L(allowed);
     code_.mov(rdi, rbx);
-    code_.mov(rax, reinterpret_cast<uint64_t>(&lamina_jit_read_time_stamp));
-    code_.call(rax);
+    emit_runtime_call(reinterpret_cast<const void*>(&lamina_jit_read_time_stamp));
     // EDX:EAX, each a 32-bit write (zero-extended).
     code_.mov(ecx, eax);
     code_.mov(field(layout_.gpr + 8 * kRax, 8), rcx);
