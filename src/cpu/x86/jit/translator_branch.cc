@@ -50,6 +50,15 @@ bool Translator::host_flags_available(uint8_t condition) const {
   }
 }
 
+void Translator::note_host_flags(uint8_t destination, uint8_t size, bool rex) {
+  if (flags_live_ && !(caching_ && high_byte(destination, size, rex))) host_flags_producer_ = current_index_;
+}
+
+bool Translator::host_flags_set_by_previous(size_t index, uint8_t condition) const {
+  // Between the two, only the Jcc's own MOVs: the registers written back, RIP (flush_rip).
+  return host_flags_producer_ + 1 == index && host_flags_available(condition);
+}
+
 bool Translator::emit_host_flags_for(uint8_t condition) {
   if (!known_flags_) return false;
   const uint8_t size = known_flags_->size;
@@ -121,15 +130,17 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
     code_.add(rax, past);
     code_.mov(field(layout_.rip, 8), rax);
   };
+  const bool host_flags = conditional && host_flags_set_by_previous(index, condition);
   if (from_stack) {
     pending_rip_ = 0;
   } else {
-    flush_rip();
+    flush_rip(host_flags);
   }
   Xbyak::Label taken, done, slow;
   if (conditional) {
-    if (deferred_step_) {
-      // The INC/DEC just before left these host flags (all but CF, which this Jcc ignores).
+    if (deferred_step_ || host_flags) {
+      // The instruction just before left these host flags (a deferred INC/DEC all but CF,
+      // which this Jcc ignores).
       jump_if(code_, condition, taken);
     } else if (emit_host_flags_for(condition)) {
       jump_if(code_, condition, taken);
