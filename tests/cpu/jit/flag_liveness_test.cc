@@ -229,17 +229,21 @@ TEST(JitFlagLivenessTest, APageFaultSeesTheFlagsOfEveryWriterBeforeIt) {
 }
 
 // A Jcc right after the producer branches on the host flags it left: every condition after
-// each producer kind, taken and not, with RIP advanced past instructions before it.
+// each producer kind, taken and not, with RIP advanced past instructions before it; for the
+// ALU forms of memory also after their slow path (a page crossing: the handler), which sets
+// the host flags again.
 TEST(JitFlagLivenessTest, AJccRightAfterItsProducerTakesEveryConditionAsTheInterpreter) {
   expect_no_exception(compare(assemble([](CodeGenerator& c) {
     c.xor_(r15d, r15d);
-    const uint64_t values[] = {0, 0x7f, 0x80000000u, ~uint64_t{0}};
+    c.mov(rsi, kData);
+    const uint64_t values[] = {0, 0x80000000u, ~uint64_t{0}};
     for (const uint64_t a : values) {
       for (const uint64_t b : {uint64_t{1}, ~uint64_t{0}}) {
-        for (int producer = 0; producer < 9; ++producer) {
+        for (int producer = 0; producer < 12; ++producer) {
           for (int code = 0; code < 16; ++code) {
             c.mov(rax, a);
             c.mov(rcx, b);
+            if (producer >= 9) c.mov(qword[rsi + (producer == 9 ? 0xffc : 0)], rcx);
             c.stc();
             switch (producer) {
               case 0: c.cmp(eax, ecx); break;
@@ -250,7 +254,10 @@ TEST(JitFlagLivenessTest, AJccRightAfterItsProducerTakesEveryConditionAsTheInter
               case 5: c.adc(eax, ecx); break;
               case 6: c.sbb(rax, rcx); break;
               case 7: c.dec(eax); break;
-              default: c.neg(cl); break;
+              case 8: c.neg(cl); break;
+              case 9: c.cmp(eax, dword[rsi + 0xffe]); break;  // crosses into the next page
+              case 10: c.cmp(qword[rsi], rax); break;
+              default: c.sub(ax, word[rsi + 1]); break;
             }
             jump_over_add(c, code);
           }

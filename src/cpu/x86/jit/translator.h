@@ -356,6 +356,9 @@ class Translator {
     size_t index = 0;
     uint64_t pending_rip = 0;
     RegisterMapping at_jump{}, at_join{};
+    // The stored flags the fast path leaves in the host flags too (an ALU form of memory whose
+    // flags are stored), set in the host flags again after the handler.
+    std::optional<KnownFlags> host_flags;
   };
   DeferredSlowPath& begin_deferred_slow_path();
   void end_deferred_slow_path(const Instruction& in, size_t index, DeferredSlowPath& path);
@@ -509,9 +512,10 @@ class Translator {
   uint64_t block_bytes_ = 0;      // its length in guest bytes
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
-  // The register-only instruction whose code left the host flags as its stored lazy flags
-  // (known_flags_) give them, only MOVs after its operation: a Jcc right after it branches on
-  // them (host_flags_set_by_previous). SIZE_MAX: none.
+  // The instruction whose code left the host flags as its stored lazy flags (known_flags_)
+  // give them, only MOVs after its operation (and on its slow path, if any, set again after
+  // the handler): a Jcc right after it branches on them (host_flags_set_by_previous).
+  // SIZE_MAX: none.
   size_t host_flags_producer_ = SIZE_MAX;
   bool called_handlers_ = false;  // a full handler call in this block
   // CR0/CR4 were checked for SSE since the block's start or the last full handler call.
