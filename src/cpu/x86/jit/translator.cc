@@ -283,8 +283,8 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
 bool Translator::emit_cached_memory(const Instruction& in, size_t index) {
   if (mode_ != CodeMode::k64 || in.lock || in.handler == &invalid_opcode) return false;
   // The fast path cannot fault, so its flags are dead as a register-only producer's are when
-  // a later register-only instruction overwrites them first (the slow path's handler stores
-  // its own).
+  // later register-only instructions overwrite every bit first (the slow path's handler
+  // stores its own).
   flags_live_ = flags_needed(index);
   caching_ = true;
   const bool inlined = emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||

@@ -1,8 +1,10 @@
 // Inline near branches: Jcc and JMP with a relative target. The condition comes from the host
-// flags when an inlined instruction of this block set the lazy flags (the operation is redone on
-// the stored operands, which gives the host the same six flags; materialized flags are loaded
-// by SAHF and an overflowing ADD), else from the lazy flags through runtime.h. A target that fails its check (non-canonical, past the CS limit) takes the handler,
-// which raises the #GP exactly as the interpreter does.
+// flags when an inlined instruction of this block set the lazy flags: as its own host operation
+// left them when it is the instruction just before (only MOVs after it), else from the operation
+// redone on the stored operands, which gives the host the same six flags (materialized flags
+// are loaded by SAHF and an overflowing ADD); otherwise from the lazy flags through runtime.h.
+// A target that fails its check (non-canonical, past the CS limit) takes the handler, which
+// raises the #GP exactly as the interpreter does.
 #include "cpu/x86/jit/translator.h"
 
 namespace lamina::cpu::x86::jit {

@@ -288,8 +288,8 @@ bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
       default: code_.xor_(target, source); break;
     }
     mark_written(in.reg);
-    // Dead here means a register-only instruction overwrites them all next (a memory form is
-    // no register_logic producer, whose CF a following INC/DEC could take).
+    // Dead here means later register-only instructions overwrite every bit before any is read
+    // (a memory form is no register_logic producer, whose CF a following INC/DEC could take).
     known_flags_.reset();
     end_deferred_slow_path(in, index, path);
     pending_rip_ += in.length;
