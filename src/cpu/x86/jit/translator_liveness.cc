@@ -96,6 +96,28 @@ bool register_multiply(const Instruction& in) {
   return (op == 0x1af || op == 0x69 || op == 0x6b) && !in.memory;
 }
 
+// The six status flags as a mask (any order: only the translator reads it).
+constexpr uint8_t kCarryFlag = 1, kParityFlag = 2, kAdjustFlag = 4, kZeroFlag = 8, kSignFlag = 16,
+                  kOverflowFlag = 32;
+constexpr uint8_t kAllFlags = kCarryFlag | kParityFlag | kAdjustFlag | kZeroFlag | kSignFlag | kOverflowFlag;
+
+// The flags the Jcc/SETcc/CMOVcc condition `code` reads (SDM vol. 1, appendix B).
+uint8_t condition_reads(uint8_t code) {
+  switch ((code & 15) >> 1) {
+    case 0: return kOverflowFlag;
+    case 1: return kCarryFlag;
+    case 2: return kZeroFlag;
+    case 3: return kCarryFlag | kZeroFlag;
+    case 4: return kSignFlag;
+    case 5: return kParityFlag;
+    case 6: return kSignFlag | kOverflowFlag;
+    default: return kZeroFlag | kSignFlag | kOverflowFlag;
+  }
+}
+
+constexpr uint8_t kRotatedFlags = kCarryFlag | kOverflowFlag;
+constexpr auto kAllButCarry = static_cast<uint8_t>(kAllFlags & ~kCarryFlag);
+
 }  // namespace
 
 bool Translator::hint_nop(const Instruction& in) {
@@ -132,32 +154,6 @@ bool Translator::leaves_flags(const Instruction& in) {
   return plain(in) && (register_move(in) || lea(in) || register_extend(in) || hint_nop(in) ||
                        (register_data(in, in.mode) && (in.opcode != 0x63 || in.mode == CodeMode::k64)));
 }
-
-namespace {
-
-// The six status flags as a mask (any order: only the translator reads it).
-constexpr uint8_t kCarryFlag = 1, kParityFlag = 2, kAdjustFlag = 4, kZeroFlag = 8, kSignFlag = 16,
-                  kOverflowFlag = 32;
-constexpr uint8_t kAllFlags = kCarryFlag | kParityFlag | kAdjustFlag | kZeroFlag | kSignFlag | kOverflowFlag;
-
-// The flags the Jcc/SETcc/CMOVcc condition `code` reads (SDM vol. 1, appendix B).
-uint8_t condition_reads(uint8_t code) {
-  switch ((code & 15) >> 1) {
-    case 0: return kOverflowFlag;
-    case 1: return kCarryFlag;
-    case 2: return kZeroFlag;
-    case 3: return kCarryFlag | kZeroFlag;
-    case 4: return kSignFlag;
-    case 5: return kParityFlag;
-    case 6: return kSignFlag | kOverflowFlag;
-    default: return kZeroFlag | kSignFlag | kOverflowFlag;
-  }
-}
-
-constexpr uint8_t kRotatedFlags = kCarryFlag | kOverflowFlag;
-constexpr auto kAllButCarry = static_cast<uint8_t>(kAllFlags & ~kCarryFlag);
-
-}  // namespace
 
 Translator::FlagEffect Translator::flag_effect(const Instruction& in, bool carry_known_clear) const {
   constexpr FlagEffect kUnknown{kAllFlags, 0, kAllFlags, 0};
