@@ -77,6 +77,7 @@ std::span<const std::byte> Translator::translate(const Block& block) {
   block_bytes_ = 0;
   for (const Instruction& in : block.instructions) block_bytes_ += in.length;
   mode_ = block.mode;
+  compute_flag_liveness(block);
   preload_.reset();
   try {
     emit_pass(block);
@@ -101,6 +102,7 @@ void Translator::emit_pass(const Block& block) {
   deferred_slow_paths_.clear();
   pending_rip_ = 0;
   known_flags_.reset();
+  host_flags_producer_ = SIZE_MAX;
   called_handlers_ = false;
   simd_checked_ = false;
   branch_calls_out_ = false;
@@ -139,11 +141,11 @@ void Translator::emit_block(const Block& block) {
     if (index + 1 == count) mapping_before_last_ = current_mapping();
     // A shift or rotate whose flags nothing reads is register-only too (the host instruction).
     const bool register_form = register_only(in) || (!in.lock && in.handler != &invalid_opcode &&
-                                                     shift_without_flags(in) && !flags_observed_after(block, index));
+                                                     shift_without_flags(in) && !flags_needed(index));
     // Cached XMM registers stay across inlined SSE forms and register-only code only.
     if (!register_form && (mode_ != CodeMode::k64 || simd_form(in).kind == SimdKind::kNone)) forget_xmms();
     if (register_form) {
-      flags_live_ = flags_observed_after(block, index);
+      flags_live_ = flags_needed(index);
       caching_ = true;
       const bool inlined = emit_register_only(in);
       caching_ = false;
@@ -286,9 +288,9 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
 bool Translator::emit_cached_memory(const Instruction& in, size_t index) {
   if (mode_ != CodeMode::k64 || in.lock || in.handler == &invalid_opcode) return false;
   // The fast path cannot fault, so its flags are dead as a register-only producer's are when
-  // a later register-only instruction overwrites them first (the slow path's handler stores
-  // its own).
-  flags_live_ = flags_observed_after(*block_, index);
+  // later register-only instructions overwrite every bit first (the slow path's handler
+  // stores its own).
+  flags_live_ = flags_needed(index);
   caching_ = true;
   const bool inlined = emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
                        emit_alu_memory_write(in, index) || emit_stack(in, index);
@@ -375,10 +377,16 @@ std::span<const std::byte> Translator::handler_stub() {
   return {reinterpret_cast<const std::byte*>(code_.getCode()), code_.getSize()};
 }
 
-void Translator::flush_rip() {
+void Translator::flush_rip(bool keep_host_flags) {
   if (pending_rip_ == 0) return;
   rip_flushed_ = true;
-  code_.add(field(layout_.rip, 8), static_cast<uint32_t>(pending_rip_));
+  if (keep_host_flags) {
+    code_.mov(rax, field(layout_.rip, 8));
+    code_.lea(rax, ptr[rax + static_cast<uint32_t>(pending_rip_)]);
+    code_.mov(field(layout_.rip, 8), rax);
+  } else {
+    code_.add(field(layout_.rip, 8), static_cast<uint32_t>(pending_rip_));
+  }
   pending_rip_ = 0;
 }
 

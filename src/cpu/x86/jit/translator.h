@@ -155,13 +155,31 @@ class Translator {
   void emit_pass(const Block& block);
   void emit_block(const Block& block);
   // translator_liveness.cc: which instructions run as register-only inline code (no memory
-  // access, no handler, no way to fault), and whether the flags an instruction sets can be
-  // seen before the next one of this block overwrites them all (a handler, a fault, a branch
-  // or the block's end sees them; so does a memory form, whose slow path may fault).
+  // access, no handler, no way to fault), and which of them store their lazy flags: the
+  // liveness of each of the six status flags, backwards from the block's end (where all are
+  // live; a handler, a fault, a memory form, whose slow path may fault, and any form not known
+  // there read all of them).
   bool register_only(const Instruction& in) const;
-  bool overwrites_flags(const Instruction& in) const;
+  static bool overwrites_flags(const Instruction& in);
   static bool leaves_flags(const Instruction& in);
-  bool flags_observed_after(const Block& block, size_t index) const;
+  // What an instruction does to the flags (bit masks of CF PF AF ZF SF OF): the bits it sets
+  // when it stores its flags, those it always overwrites, those it always reads, and those it
+  // keeps from the flags before (reads) only when it stores its own.
+  struct FlagEffect {
+    uint8_t writes, kills, reads, merges;
+  };
+  FlagEffect flag_effect(const Instruction& in, bool carry_known_clear) const;
+  // Once per block, before its passes: flag_liveness_ and flags_live_at_start_.
+  void compute_flag_liveness(const Block& block);
+  // Whether instruction `index` must store its flags: a bit it writes is live after it.
+  bool flags_needed(size_t index) const;
+  struct FlagLiveness {
+    bool stores = false;             // flags_needed
+    bool carry_known_clear = false;  // INC/DEC after a logic operation: CF clear, not read
+  };
+  // Per instruction of the block being translated (a vector reused from block to block).
+  std::vector<FlagLiveness> flag_liveness_;
+  uint8_t flags_live_at_start_ = 0;  // the bits some instruction reads before all are overwritten
   // Forms of translator_data.cc: the hint NOPs (0F 0D, 0F 18-1F: no memory access), ADC/SBB of
   // registers and immediates, and shifts/rotates of a register run as the host instruction
   // alone (register-only when nothing reads their flags).
@@ -223,6 +241,8 @@ class Translator {
 
   // translator_integer.cc
   bool emit_move(const Instruction& in);
+  // The guest register `index` (`size` bytes) = `value`, zero-extended as a MOV of that size.
+  void move_immediate(uint8_t index, uint8_t size, bool rex, uint64_t value);
   bool emit_alu(const Instruction& in);
   bool emit_step(const Instruction& in);
   bool emit_lea(const Instruction& in);
@@ -336,6 +356,9 @@ class Translator {
     size_t index = 0;
     uint64_t pending_rip = 0;
     RegisterMapping at_jump{}, at_join{};
+    // The stored flags the fast path leaves in the host flags too (an ALU form of memory whose
+    // flags are stored), set in the host flags again after the handler.
+    std::optional<KnownFlags> host_flags;
   };
   DeferredSlowPath& begin_deferred_slow_path();
   void end_deferred_slow_path(const Instruction& in, size_t index, DeferredSlowPath& path);
@@ -401,6 +424,11 @@ class Translator {
   // Sets the host flags as the lazy flags' condition `code` needs them, or returns false.
   bool emit_host_flags_for(uint8_t code);
   bool host_flags_available(uint8_t code) const;
+  // Records that the current instruction's host operation left its stored flags in the host
+  // flags, unless a write of AH-BH (a rotate of the cached register) came after it.
+  void note_host_flags(uint8_t destination, uint8_t size, bool rex);
+  // Whether the host flags are still those of the instruction before `index`, for `code`.
+  bool host_flags_set_by_previous(size_t index, uint8_t code) const;
 
   // Registers and fields.
   // Inline: every emitter calls it, and translation time is the JIT's start-up cost.
@@ -451,7 +479,8 @@ class Translator {
   // operands store_flags(kInc/kDec) reads.
   void emit_step(uint8_t size, bool increment);
   void store_flags(FlagOp op, uint8_t size, bool keep_carry);
-  void flush_rip();
+  // Adds the pending RIP to CpuState's; `keep_host_flags`: without changing the host flags.
+  void flush_rip(bool keep_host_flags = false);
 
   CpuCore& core_;
   ExitRecord& record_;
@@ -508,6 +537,11 @@ class Translator {
   uint64_t block_bytes_ = 0;      // its length in guest bytes
   uint64_t pending_rip_ = 0;  // bytes of inlined instructions not yet added to RIP
   std::optional<KnownFlags> known_flags_;
+  // The instruction whose code left the host flags as its stored lazy flags (known_flags_)
+  // give them, only MOVs after its operation (and on its slow path, if any, set again after
+  // the handler): a Jcc right after it branches on them (host_flags_set_by_previous).
+  // SIZE_MAX: none.
+  size_t host_flags_producer_ = SIZE_MAX;
   bool called_handlers_ = false;  // a full handler call in this block
   // CR0/CR4 were checked for SSE since the block's start or the last full handler call.
   bool simd_checked_ = false;

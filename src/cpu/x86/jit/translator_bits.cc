@@ -76,7 +76,7 @@ bool Translator::emit_bit_scan(const Instruction& in, size_t index) {
   if ((op != 0x1bc && op != 0x1bd) || in.operand_size == 1) return false;
   if (in.memory && mode_ != CodeMode::k64) return false;
   const uint8_t size = in.operand_size;
-  const bool observed = flags_observed_after(*block_, index);
+  const bool observed = flags_needed(index);
   if (observed) emit_flags_before_into_r8();
   Xbyak::Label zero, done, slow, after;
   load_bit_operand(rcx, in, size, AccessType::kRead, slow);
@@ -115,7 +115,7 @@ bool Translator::emit_bit_test(const Instruction& in, size_t index) {
   if (operation < 0 || in.operand_size == 1) return false;
   if (in.memory && (!immediate || mode_ != CodeMode::k64)) return false;
   const uint8_t size = in.operand_size;
-  const bool observed = flags_observed_after(*block_, index);
+  const bool observed = flags_needed(index);
   if (observed) emit_flags_before_into_r8();
   Xbyak::Label slow, after;
   load_bit_operand(rax, in, size, operation == 4 ? AccessType::kRead : AccessType::kWrite, slow);
@@ -170,7 +170,7 @@ bool Translator::emit_multiply_accumulator(const Instruction& in, size_t index) 
   code_.setc(cl);
   store_register(kRax, size, false, rax);
   store_register(kRdx, size, false, rdx);
-  if (flags_observed_after(*block_, index)) {
+  if (flags_needed(index)) {
     code_.movzx(ecx, cl);
     code_.mov(esi, ecx);
     code_.shl(esi, 11);

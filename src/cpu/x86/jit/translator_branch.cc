@@ -1,8 +1,10 @@
 // Inline near branches: Jcc and JMP with a relative target. The condition comes from the host
-// flags when an inlined instruction of this block set the lazy flags (the operation is redone on
-// the stored operands, which gives the host the same six flags; materialized flags are loaded
-// by SAHF and an overflowing ADD), else from the lazy flags through runtime.h. A target that fails its check (non-canonical, past the CS limit) takes the handler,
-// which raises the #GP exactly as the interpreter does.
+// flags when an inlined instruction of this block set the lazy flags: as its own host operation
+// left them when it is the instruction just before (only MOVs after it), else from the operation
+// redone on the stored operands, which gives the host the same six flags (materialized flags
+// are loaded by SAHF and an overflowing ADD); otherwise from the lazy flags through runtime.h.
+// A target that fails its check (non-canonical, past the CS limit) takes the handler, which
+// raises the #GP exactly as the interpreter does.
 #include "cpu/x86/jit/translator.h"
 
 namespace lamina::cpu::x86::jit {
@@ -48,6 +50,15 @@ bool Translator::host_flags_available(uint8_t condition) const {
     case FlagOp::kInc: case FlagOp::kDec: return !reads_carry(condition);
     default: return false;
   }
+}
+
+void Translator::note_host_flags(uint8_t destination, uint8_t size, bool rex) {
+  if (flags_live_ && !(caching_ && high_byte(destination, size, rex))) host_flags_producer_ = current_index_;
+}
+
+bool Translator::host_flags_set_by_previous(size_t index, uint8_t condition) const {
+  // Between the two, only the Jcc's own MOVs: the registers written back, RIP (flush_rip).
+  return host_flags_producer_ + 1 == index && host_flags_available(condition);
 }
 
 bool Translator::emit_host_flags_for(uint8_t condition) {
@@ -121,15 +132,17 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
     code_.add(rax, past);
     code_.mov(field(layout_.rip, 8), rax);
   };
+  const bool host_flags = conditional && host_flags_set_by_previous(index, condition);
   if (from_stack) {
     pending_rip_ = 0;
   } else {
-    flush_rip();
+    flush_rip(host_flags);
   }
   Xbyak::Label taken, done, slow;
   if (conditional) {
-    if (deferred_step_) {
-      // The INC/DEC just before left these host flags (all but CF, which this Jcc ignores).
+    if (deferred_step_ || host_flags) {
+      // The instruction just before left these host flags (a deferred INC/DEC all but CF,
+      // which this Jcc ignores).
       jump_if(code_, condition, taken);
     } else if (emit_host_flags_for(condition)) {
       jump_if(code_, condition, taken);

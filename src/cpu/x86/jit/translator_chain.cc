@@ -222,13 +222,9 @@ bool Translator::defers_step_flags() const {
   const uint8_t pair = (op & 15) >> 1;
   if (!conditional || branch.lock || pair == 1 || pair == 3) return false;
   if (!branches_to_own_start(branch, instructions.size() - 1)) return false;
-  // The flags stay stale in CpuState over the back edge: the body must overwrite them all
-  // before anything reads them.
-  for (const Instruction& in : instructions) {
-    if (overwrites_flags(in)) return true;
-    if (!leaves_flags(in)) return false;
-  }
-  return false;
+  // The flags stay stale in CpuState over the back edge: the body must overwrite every one
+  // before anything reads it.
+  return flags_live_at_start_ == 0;
 }
 
 void Translator::store_deferred_step_flags() {

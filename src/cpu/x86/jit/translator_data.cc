@@ -110,9 +110,15 @@ bool Translator::emit_data(const Instruction& in) {
     store_register(index, size, false, rax);
   } else if ((op == 0xf6 || op == 0xf7) && in.group_index() == 2) {
     const uint8_t size = op == 0xf6 ? 1 : in.operand_size;
-    load_register(rax, in.rm, size, in.rex);
-    code_.not_(sized(rax, size));  // a 32-bit NOT zero-extends, as store_register expects
-    store_register(in.rm, size, in.rex, rax);
+    if (caching_ && !high_byte(in.rm, size, in.rex)) {
+      // On the cached register itself (8/16-bit ones keep the rest of it, 32-bit ones zero it).
+      code_.not_(sized(cached_register(in.rm, true), size));
+      mark_written(in.rm);
+    } else {
+      load_register(rax, in.rm, size, in.rex);
+      code_.not_(sized(rax, size));  // a 32-bit NOT zero-extends, as store_register expects
+      store_register(in.rm, size, in.rex, rax);
+    }
   } else {
     return false;
   }
@@ -128,6 +134,7 @@ bool Translator::emit_negate(const Instruction& in) {
   load_register(rcx, in.rm, size, in.rex);
   code_.xor_(eax, eax);
   emit_alu_operation(5, size, true, in.rm, in.rex);
+  note_host_flags(in.rm, size, in.rex);
   pending_rip_ += in.length;
   return true;
 }
@@ -286,6 +293,7 @@ bool Translator::emit_carry_alu(const Instruction& in) {
   if (flags_live_) code_.mov(field(layout_.flags_carry, 1), sil);
   store_flags(operation == 2 ? FlagOp::kAdc : FlagOp::kSbb, size, true);
   store_register(destination, size, rex, rdx);
+  note_host_flags(destination, size, rex);
   pending_rip_ += in.length;
   return true;
 }

@@ -34,27 +34,52 @@ bool Translator::emit_move(const Instruction& in) {
   if ((op == 0x88 || op == 0x89 || op == 0x8a || op == 0x8b) && !in.memory) {
     const uint8_t size = (op & 1) ? in.operand_size : 1;
     const bool to_rm = op == 0x88 || op == 0x89;
-    load_register(rax, to_rm ? in.reg : in.rm, size, in.rex);
-    store_register(to_rm ? in.rm : in.reg, size, in.rex, rax);
+    const uint8_t source = to_rm ? in.reg : in.rm, destination = to_rm ? in.rm : in.reg;
+    if (caching_ && !high_byte(source, size, in.rex) && !high_byte(destination, size, in.rex)) {
+      // One host MOV between the cached registers (8/16-bit ones keep the rest of the
+      // destination, which is loaded then; 32-bit ones zero its upper half, as the guest's do).
+      const Xbyak::Reg64 from = cached_register(source, true);
+      const Xbyak::Reg64 to = cached_register(destination, size <= 2);
+      code_.mov(sized(to, size), sized(from, size));
+      mark_written(destination);
+      pending_rip_ += in.length;
+      return true;
+    }
+    load_register(rax, source, size, in.rex);
+    store_register(destination, size, in.rex, rax);
     pending_rip_ += in.length;
     return true;
   }
   if (op >= 0xb0 && op <= 0xbf) {
     const uint8_t size = op >= 0xb8 ? in.operand_size : 1;
     const uint8_t index = static_cast<uint8_t>((op & 7) | (in.rm & 8));
-    code_.mov(rax, in.immediate & size_mask(size));
-    store_register(index, size, in.rex, rax);
+    move_immediate(index, size, in.rex, in.immediate & size_mask(size));
     pending_rip_ += in.length;
     return true;
   }
   if ((op == 0xc6 || op == 0xc7) && !in.memory && in.group_index() == 0) {
     const uint8_t size = op == 0xc7 ? in.operand_size : 1;
-    code_.mov(rax, in.immediate & size_mask(size));
-    store_register(in.rm, size, in.rex, rax);
+    move_immediate(in.rm, size, in.rex, in.immediate & size_mask(size));
     pending_rip_ += in.length;
     return true;
   }
   return false;
+}
+
+void Translator::move_immediate(uint8_t index, uint8_t size, bool rex, uint64_t value) {
+  if (caching_ && !high_byte(index, size, rex)) {
+    // Straight into the cached register (8/16-bit ones keep the rest of it, loaded then).
+    const Xbyak::Reg64 to = cached_register(index, size <= 2);
+    if (size == 8) {
+      code_.mov(to, value);
+    } else {
+      code_.mov(sized(to, size), static_cast<uint32_t>(value));
+    }
+    mark_written(index);
+    return;
+  }
+  code_.mov(rax, value);
+  store_register(index, size, rex, rax);
 }
 
 bool Translator::emit_alu(const Instruction& in) {
@@ -81,16 +106,19 @@ bool Translator::emit_alu(const Instruction& in) {
         load_register(rax, in.rm, size, in.rex);
         load_register(rcx, in.reg, size, in.rex);
         emit_alu_operation(operation, size, writes, in.rm, in.rex);
+        note_host_flags(in.rm, size, in.rex);
         break;
       case 2: case 3:  // reg op= r/m
         load_register(rax, in.reg, size, in.rex);
         load_register(rcx, in.rm, size, in.rex);
         emit_alu_operation(operation, size, writes, in.reg, in.rex);
+        note_host_flags(in.reg, size, in.rex);
         break;
       default:  // AL/eAX op= imm
         load_register(rax, kRax, size, false);
         code_.mov(rcx, in.immediate & size_mask(size));
         emit_alu_operation(operation, size, writes, kRax, false);
+        note_host_flags(kRax, size, false);
         break;
     }
     pending_rip_ += in.length;
@@ -138,6 +166,7 @@ bool Translator::emit_alu(const Instruction& in) {
     load_register(rcx, in.reg, size, in.rex);
   }
   emit_alu_operation(operation, size, operation != 7 && operation != 8, destination, rex);
+  note_host_flags(destination, size, rex);
   pending_rip_ += in.length;
   return true;
 }
@@ -241,6 +270,20 @@ bool Translator::emit_step(const Instruction& in) {
     pending_rip_ += in.length;
     return true;
   }
+  if (!flags_live_ && caching_ && !high_byte) {
+    // Nothing sees the flags: the step on the cached register itself; the lazy flags in
+    // CpuState stay those of an earlier producer, unknown here from now on.
+    const Xbyak::Reg target = sized(cached_register(index, true), size);
+    if (increment) {
+      code_.add(target, 1);
+    } else {
+      code_.sub(target, 1);
+    }
+    mark_written(index);
+    known_flags_.reset();
+    pending_rip_ += in.length;
+    return true;
+  }
   // INC/DEC keep CF: carry_in is the carry of whatever set the flags before (not needed when
   // a later instruction overwrites the flags first).
   bool keep_carry = false;
@@ -277,6 +320,7 @@ bool Translator::emit_step(const Instruction& in) {
   emit_step(size, increment);
   store_flags(increment ? FlagOp::kInc : FlagOp::kDec, size, keep_carry);
   store_register(index, size, rex, rdx);
+  note_host_flags(index, size, rex);
   pending_rip_ += in.length;
   return true;
 }

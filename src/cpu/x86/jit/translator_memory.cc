@@ -127,6 +127,13 @@ void Translator::emit_deferred_slow_paths() {
     in_slow_path_ = false;
     code_.sub(field(layout_.rip, 8), static_cast<uint32_t>(path.pending_rip + path.in->length));
     reload_mapping_after_call(path.at_jump, path.at_join);
+    if (path.host_flags) {
+      // A Jcc after the instruction branches on the host flags its fast path left.
+      const std::optional<KnownFlags> known = known_flags_;
+      known_flags_ = path.host_flags;
+      if (!emit_host_flags_for(static_cast<uint8_t>(Jump::kEqual))) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+      known_flags_ = known;
+    }
     code_.jmp(path.done, CodeGenerator::T_NEAR);
   }
   pending_rip_ = 0;
@@ -281,8 +288,8 @@ bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
       default: code_.xor_(target, source); break;
     }
     mark_written(in.reg);
-    // Dead here means a register-only instruction overwrites them all next (a memory form is
-    // no register_logic producer, whose CF a following INC/DEC could take).
+    // Dead here means later register-only instructions overwrite every bit before any is read
+    // (a memory form is no register_logic producer, whose CF a following INC/DEC could take).
     known_flags_.reset();
     end_deferred_slow_path(in, index, path);
     pending_rip_ += in.length;
@@ -302,7 +309,10 @@ bool Translator::emit_alu_memory(const Instruction& in, size_t index) {
     load_register(memory_first ? rcx : rax, in.reg, size, in.rex);
   }
   emit_alu_operation(operation, size, writes, in.reg, in.rex);
-  // Both paths leave the flags of this operation (the handler stores the same).
+  // Both paths leave the flags of this operation (the handler stores the same), the slow
+  // one in the host flags too, set again from the stored ones (emit_deferred_slow_paths).
+  note_host_flags(in.reg, size, in.rex);
+  if (host_flags_producer_ == current_index_) path.host_flags = known_flags_;
   end_deferred_slow_path(in, index, path);
   pending_rip_ += in.length;
   return true;

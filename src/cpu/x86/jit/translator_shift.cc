@@ -232,7 +232,7 @@ bool Translator::emit_shift_count_forms(const Instruction& in, size_t index) {
     count = (op == 0xd0 || op == 0xd1 ? 1u : static_cast<uint8_t>(in.immediate)) & mask;
     if (count == 0 || count >= bits) return false;
   }
-  const bool observed = flags_observed_after(*block_, index);
+  const bool observed = flags_needed(index);
   Xbyak::Label slow, zero, done;
   bool slow_used = false, zero_used = false;
   if (in.memory) {

@@ -1,0 +1,273 @@
+// Flag liveness per status flag (translator_liveness.cc) against the interpreter: blocks that
+// mix partial flag writers (ROL/ROR: CF and OF; INC/DEC: all but CF) with full ones, and the
+// consumers of a few flags (ADC/SBB: CF, SETcc/CMOVcc, Jcc) or of all (PUSHF, a handler, a
+// fault, the block's end). A flag store left out where some bit is still read shows as a
+// different register, RFLAGS or stack word at the end.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <vector>
+
+#include <xbyak/xbyak.h>
+
+#include "jit_test_program.h"
+
+namespace lamina::cpu::x86::testing {
+namespace {
+
+using namespace Xbyak::util;
+using Xbyak::CodeGenerator;
+
+// The registers the random programs work on (rsi: kData, r15: the fold, r10: scratch).
+const Xbyak::Reg64 kWorking[] = {rax, rbx, rcx, rdx, rdi, r8, r9, r11};
+
+// The flags as PUSHF sees them, folded into r15 (the ADD after it sets flags of its own).
+void fold_pushf(CodeGenerator& c) {
+  c.pushfq();
+  c.pop(r10);
+  c.add(r15, r10);
+  c.rol(r15, 7);
+}
+
+// SETcc r8 / CMOVcc r32, r32 / Jcc over an ADD to r15, condition `code`.
+void setcc(CodeGenerator& c, int code, const Xbyak::Reg8& to) {
+  c.db(0x0f);
+  c.db(static_cast<uint8_t>(0x90 | (code & 15)));
+  c.db(static_cast<uint8_t>(0xc0 | to.getIdx()));
+}
+void cmovcc(CodeGenerator& c, int code, const Xbyak::Reg32& to, const Xbyak::Reg32& from) {
+  c.db(0x0f);
+  c.db(static_cast<uint8_t>(0x40 | (code & 15)));
+  c.db(static_cast<uint8_t>(0xc0 | (to.getIdx() << 3) | from.getIdx()));
+}
+void jump_over_add(CodeGenerator& c, int code) {
+  c.db(static_cast<uint8_t>(0x70 | (code & 15)));
+  c.db(4);
+  c.add(r15, code + 1);
+}
+
+// One instruction of the random programs: `form` picks the kind, `random` the operands.
+void random_form(CodeGenerator& c, int form, std::mt19937_64& random) {
+  const auto pick = [&] { return kWorking[random() % std::size(kWorking)]; };
+  const auto count = [&] { return static_cast<uint8_t>(random() % 4 == 0 ? random() % 3 : random() % 70); };
+  const Xbyak::Reg64 a = pick(), b = pick();
+  const int code = static_cast<int>(random() % 16);
+  switch (form) {
+    case 0: c.xor_(a.cvt32(), b.cvt32()); break;
+    case 1: c.and_(a, b); break;
+    case 2: c.or_(a.cvt8(), 0x41); break;
+    case 3: c.add(a.cvt32(), b.cvt32()); break;
+    case 4: c.sub(a, b); break;
+    case 5: c.cmp(a.cvt32(), static_cast<uint32_t>(random() % 3 == 0 ? 0 : random())); break;
+    case 6: c.test(a.cvt16(), b.cvt16()); break;
+    case 7: c.rol(a.cvt32(), count()); break;
+    case 8: c.ror(a, count()); break;
+    case 9: random() % 2 ? c.rol(a.cvt8(), 1) : c.ror(a.cvt16(), count()); break;
+    case 10: random() % 2 ? c.rol(a, cl) : c.ror(a.cvt32(), cl); break;
+    case 11: c.inc(a.cvt32()); break;
+    case 12: c.dec(a); break;
+    case 13: c.inc(a.cvt8()); break;
+    case 14: c.adc(a.cvt32(), b.cvt32()); break;
+    case 15: c.sbb(a, static_cast<uint32_t>(random() % 5)); break;
+    // rax-rdi only (no REX: SETcc of rdi's number writes BH).
+    case 16: setcc(c, code, Xbyak::Reg8(static_cast<int>(random() % 8 == 4 ? 0 : random() % 8))); break;
+    case 17: cmovcc(c, code, eax, Xbyak::Reg32(a.getIdx() < 8 ? a.getIdx() : 3)); break;
+    case 18: fold_pushf(c); break;
+    case 19: c.mov(a.cvt32(), b.cvt32()); break;
+    case 20: c.mov(a, random()); break;
+    case 21: c.not_(a.cvt32()); break;
+    case 22: c.lea(a, ptr[a + b * 2 + 3]); break;
+    case 23: c.shl(a.cvt32(), static_cast<uint8_t>(1 + random() % 31)); break;
+    case 24: c.shr(a, cl); break;
+    case 25: c.neg(a.cvt32()); break;
+    case 26: c.imul(a, b); break;
+    case 27: c.bt(a, static_cast<uint8_t>(random() % 64)); break;
+    case 28: c.add(dword[rsi + 8 * (random() % 8)], a.cvt32()); break;
+    case 29: c.mov(a.cvt32(), dword[rsi + 4 * (random() % 16)]); break;
+    case 30: jump_over_add(c, code); break;
+    case 31: c.jmp("@f"); c.L("@@"); break;  // a block end with the flags as they are
+    case 32: c.mov(a.cvt8(), b.cvt8()); break;
+    case 33: random() % 2 ? c.mov(a.cvt16(), static_cast<uint32_t>(random() & 0xffff))
+                          : c.mov(a.cvt8(), static_cast<uint32_t>(random() & 0xff)); break;
+    case 34: random() % 2 ? c.mov(ah, bl) : c.mov(a.cvt16(), b.cvt16()); break;
+    case 35: c.xor_(a.cvt32(), a.cvt32()); break;
+    default: random() % 2 ? c.inc(a.cvt16()) : c.dec(a.cvt32()); break;
+  }
+}
+
+std::vector<uint8_t> random_program(uint64_t seed) {
+  return assemble([seed](CodeGenerator& c) {
+    std::mt19937_64 random(seed);
+    c.mov(rsi, kData);
+    c.xor_(r15d, r15d);
+    for (const Xbyak::Reg64& reg : kWorking) c.mov(reg, random());
+    for (int index = 0; index < 1200; ++index) random_form(c, static_cast<int>(random() % 37), random);
+    for (const Xbyak::Reg64& reg : kWorking) c.add(r15, reg);
+    fold_pushf(c);
+    c.hlt();
+  });
+}
+
+TEST(JitFlagLivenessTest, RandomMixesOfPartialAndFullFlagWritersMatchTheInterpreter) {
+  for (const uint64_t seed : {uint64_t{3}, uint64_t{77}, uint64_t{20261207}, uint64_t{9001}}) {
+    SCOPED_TRACE(seed);
+    expect_no_exception(compare(random_program(seed)));
+  }
+}
+
+// Each program: its operands chosen so that a flag the JIT dropped would read differently.
+TEST(JitFlagLivenessTest, BitsAPartialWriterKeepsReachTheirReaders) {
+  const std::function<void(CodeGenerator&)> programs[] = {
+      // XOR's ZF, SF, PF survive the ROR (which writes CF and OF only): PUSHF sees them.
+      [](CodeGenerator& c) {
+        c.mov(eax, 0x80000000u);
+        c.xor_(eax, 0x80000001u);  // ZF clear, SF clear, PF clear
+        c.ror(ebx, 5);
+        fold_pushf(c);
+      },
+      // The same, with the block's end after the ROR: the next block reads them.
+      [](CodeGenerator& c) {
+        c.mov(eax, 5);
+        c.xor_(eax, 5);  // ZF set
+        c.rol(rbx, 3);
+        c.jmp("@f");
+        c.L("@@");
+        c.setz(dl);
+        fold_pushf(c);
+      },
+      // ADD's CF survives INC (all but CF) into ADC.
+      [](CodeGenerator& c) {
+        c.mov(eax, 0xffffffffu);
+        c.add(eax, 1);  // CF set
+        c.inc(ebx);
+        c.adc(edx, 0);
+      },
+      // SUB's CF survives DEC and a ROR's CF is overwritten by the SUB after it.
+      [](CodeGenerator& c) {
+        c.mov(ebx, 0x80000000u);
+        c.ror(ebx, 31);  // CF set
+        c.mov(eax, 1);
+        c.sub(eax, 2);  // CF set, ZF clear
+        c.dec(ecx);
+        c.setb(dl);
+        c.sbb(edi, edi);
+      },
+      // ROR's CF into ADC, with XOR's ZF read by CMOVZ after both.
+      [](CodeGenerator& c) {
+        c.mov(ebx, 1);
+        c.xor_(eax, eax);  // ZF set, CF clear
+        c.ror(ebx, 1);     // CF set
+        c.mov(ecx, 7);
+        c.cmovz(edx, ecx);
+        c.adc(edi, 0);
+      },
+      // INC after a logic operation takes CF as clear; then a ROR sets it; INC keeps it.
+      [](CodeGenerator& c) {
+        c.mov(ebx, 3);
+        c.and_(eax, eax);
+        c.inc(ecx);
+        c.ror(ebx, 1);  // CF set
+        c.inc(ecx);
+        fold_pushf(c);
+      },
+      // ROL by CL (maybe zero): stored by the handler, the flags before it kept.
+      [](CodeGenerator& c) {
+        c.mov(eax, 0);
+        c.sub(eax, 1);  // CF, SF set
+        c.xor_(ecx, ecx);
+        c.mov(ecx, 0x20);  // a count of zero after masking
+        c.rol(ebx, cl);
+        c.ror(edx, 4);
+        c.jmp("@f");
+        c.L("@@");
+        fold_pushf(c);
+      },
+  };
+  for (size_t index = 0; index < std::size(programs); ++index) {
+    SCOPED_TRACE(index);
+    expect_no_exception(compare(assemble([&](CodeGenerator& c) {
+      c.xor_(r15d, r15d);
+      c.mov(rbx, 0x1234567890abcdefull);
+      c.mov(rcx, 0);
+      c.mov(rdx, 0);
+      c.mov(rdi, 0);
+      programs[index](c);
+      fold_pushf(c);
+      c.hlt();
+    })));
+  }
+}
+
+// A #PF in a memory form after an ALU operation and a partial writer: the flags the fault
+// delivers (seen in RFLAGS at the handler) are the ALU operation's with the ROR's CF and OF.
+TEST(JitFlagLivenessTest, APageFaultSeesTheFlagsOfEveryWriterBeforeIt) {
+  for (int form = 0; form < 4; ++form) {
+    SCOPED_TRACE(form);
+    const Outcome outcome = compare(assemble([form](CodeGenerator& c) {
+      c.mov(eax, 0x7fffffff);
+      c.mov(rbx, 0x8000000000000000ull);
+      c.mov(rcx, 0x40000000);  // not mapped
+      c.add(eax, 1);           // OF, SF, AF set, ZF, CF clear
+      c.rol(rbx, 1);           // CF set, OF set
+      c.inc(edx);
+      if (form == 1) c.dec(rdx);
+      switch (form) {
+        case 0: c.mov(edi, dword[rcx]); break;
+        case 1: c.add(dword[rcx + 8], eax); break;
+        case 2: c.cmp(qword[rcx], 3); break;
+        default: c.mov(byte[rcx + 5], al); break;
+      }
+      c.xor_(eax, eax);  // would clear them, after the fault
+      c.mov(eax, 99);
+      c.hlt();
+    }));
+    EXPECT_EQ(outcome.state.cr2 & ~uint64_t{0xf}, 0x40000000u);
+    EXPECT_EQ(outcome.state.rip, kHandler + 1);
+  }
+}
+
+// A Jcc right after the producer branches on the host flags it left: every condition after
+// each producer kind, taken and not, with RIP advanced past instructions before it; for the
+// ALU forms of memory also after their slow path (a page crossing: the handler), which sets
+// the host flags again.
+TEST(JitFlagLivenessTest, AJccRightAfterItsProducerTakesEveryConditionAsTheInterpreter) {
+  expect_no_exception(compare(assemble([](CodeGenerator& c) {
+    c.xor_(r15d, r15d);
+    c.mov(rsi, kData);
+    const uint64_t values[] = {0, 0x80000000u, ~uint64_t{0}};
+    for (const uint64_t a : values) {
+      for (const uint64_t b : {uint64_t{1}, ~uint64_t{0}}) {
+        for (int producer = 0; producer < 12; ++producer) {
+          for (int code = 0; code < 16; ++code) {
+            c.mov(rax, a);
+            c.mov(rcx, b);
+            if (producer >= 9) c.mov(qword[rsi + (producer == 9 ? 0xffc : 0)], rcx);
+            c.stc();
+            switch (producer) {
+              case 0: c.cmp(eax, ecx); break;
+              case 1: c.sub(al, cl); break;
+              case 2: c.add(rax, rcx); break;
+              case 3: c.test(eax, ecx); break;
+              case 4: c.xor_(cx, ax); break;
+              case 5: c.adc(eax, ecx); break;
+              case 6: c.sbb(rax, rcx); break;
+              case 7: c.dec(eax); break;
+              case 8: c.neg(cl); break;
+              case 9: c.cmp(eax, dword[rsi + 0xffe]); break;  // crosses into the next page
+              case 10: c.cmp(qword[rsi], rax); break;
+              default: c.sub(ax, word[rsi + 1]); break;
+            }
+            jump_over_add(c, code);
+          }
+        }
+      }
+    }
+    fold_pushf(c);
+    c.hlt();
+  })));
+}
+
+}  // namespace
+}  // namespace lamina::cpu::x86::testing
