@@ -8,7 +8,8 @@
 // instruction boundary by the run loop, which rolls RIP back and delivers them.
 //
 // Ownership: owns its state, TLB and blocks; borrows guest memory and the environment, which
-// must outlive it. Thread-safety: used only by its vCPU's thread.
+// must outlive it. Thread-safety: used only by its vCPU's thread, but for post_requests (any
+// thread, through Cpu::post).
 
 #include <array>
 #include <atomic>
