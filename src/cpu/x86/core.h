@@ -8,7 +8,8 @@
 // instruction boundary by the run loop, which rolls RIP back and delivers them.
 //
 // Ownership: owns its state, TLB and blocks; borrows guest memory and the environment, which
-// must outlive it. Thread-safety: used only by its vCPU's thread.
+// must outlive it. Thread-safety: used only by its vCPU's thread, but for post_requests (any
+// thread, through Cpu::post).
 
 #include <array>
 #include <atomic>
@@ -84,14 +85,31 @@ struct CpuCore {
   // breakpoints also keep their pages out of the read/write TLB, so those accesses reach the
   // slow path. Kept beside the flags the run loop writes per block (one cache line).
   bool breakpoints_armed = false;
-  // The block being executed (its invalidation by a store must stop it).
+  // The block being executed (its invalidation by a store must stop it). Translated code does
+  // not write it when it goes from block to block: the run loop sets it before entering, and
+  // each handler call (Translator::handler_stub) and the chaining stub's way back to the run
+  // loop set it, so it is right wherever it is read (a handler, the run loop).
   Block* running_block = nullptr;
   uint64_t retired = 0;
   // Set by Cpu::run for translated code, which goes from block to block without the run loop
-  // while nothing needs it: the retired count at which run() must return, and the requests
-  // word of the Cpu (any bit set sends the JIT back to the loop).
-  uint64_t retired_limit = 0;
+  // while nothing needs it: the retired count at which it must go back to the run loop. A
+  // posted request (post_requests) sets it to 0 as well, so translated code's one compare
+  // between blocks sees both the budget and the requests. Written from other threads.
+  std::atomic<uint64_t> retired_limit{0};
+  static_assert(std::atomic<uint64_t>::is_always_lock_free && sizeof(std::atomic<uint64_t>) == 8,
+                "translated code reads retired_limit as a plain qword");
+  // The Cpu's requests word.
   std::atomic<uint32_t>* requests = nullptr;
+  // Posts request bits (any thread) and ends translated code's run at its next block boundary.
+  // seq_cst, against arm_retired_limit: if the run loop's load of the requests after it arms
+  // misses these bits, the arming store came before the 0 stored here, which then stays.
+  void post_requests(uint32_t bits) {
+    requests->fetch_or(bits, std::memory_order_seq_cst);
+    retired_limit.store(0, std::memory_order_seq_cst);
+  }
+  // The run loop (the vCPU's thread) sets the limit, then must load the requests (seq_cst)
+  // before it runs translated code: a request a poster's 0 raced with is seen there.
+  void arm_retired_limit(uint64_t end) { retired_limit.store(end, std::memory_order_seq_cst); }
   // An interrupt request that came while IF was clear is parked here rather than left in
   // `requests` (cpu.cc, take_requests): translated code would otherwise leave every block to
   // look at an interrupt it cannot take (memtest86+, which runs with IF clear while the
@@ -101,7 +119,7 @@ struct CpuCore {
   void interrupt_window_may_open() {
     if (interrupt_parked && (state.rflags & rflags::kIf)) {
       interrupt_parked = false;
-      requests->fetch_or(request::kInterrupt, std::memory_order_release);
+      post_requests(request::kInterrupt);
     }
   }
   CodeMode code_mode = CodeMode::k16;

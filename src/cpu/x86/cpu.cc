@@ -202,6 +202,8 @@ size_t Cpu::cached_blocks() const { return core_->blocks.size(); }
 CpuEngine Cpu::engine() const { return jit_ != nullptr ? CpuEngine::kJit : CpuEngine::kInterpreter; }
 const jit::JitEngine* Cpu::jit() const { return jit_.get(); }
 
+void Cpu::post(uint32_t requests) { core_->post_requests(requests); }
+
 void Cpu::state_changed() {
   core_->flush_tlb(true);
   core_->update_mode();
@@ -340,7 +342,7 @@ bool Cpu::take_requests(CpuExit& exit) {
     if (core.environment.interrupt_pending()) {
       const uint8_t vector_number = core.environment.acknowledge_interrupt();
       // More may be pending behind this one: look again at the next boundary.
-      requests_.fetch_or(request::kInterrupt);
+      core.post_requests(request::kInterrupt);
       core.instruction_rip = state.rip;
       if (!deliver_event(vector_number, false, 0, true, false, exit)) return true;
     }
@@ -390,11 +392,17 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
   // could cost to one time slice.
   core.interrupt_window_may_open();
   for (;;) {
+    // Translated code's limit, again after a request set it to 0; the requests are loaded
+    // after it (CpuCore::arm_retired_limit).
+    if (core.retired_limit.load(std::memory_order_relaxed) != end) core.arm_retired_limit(end);
     // A vCPU waiting for its SIPI (an AP from creation, or a restored one) runs nothing.
-    if ((requests_.load(std::memory_order_relaxed) != 0 || core.state.waiting_for_startup) &&
+    if ((requests_.load(std::memory_order_seq_cst) != 0 || core.state.waiting_for_startup) &&
         take_requests(exit)) {
       break;
     }
+    // A request left pending (an NMI blocked until IRET, an interrupt behind a shadow) sends
+    // translated code back after every block, as the requests word itself would.
+    if (requests_.load(std::memory_order_relaxed) != 0) core.retired_limit.store(0, std::memory_order_relaxed);
     if (core.state.halted) {
       exit.kind = CpuExit::Kind::kHalted;
       break;
@@ -451,7 +459,6 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
       core.event_delivered = false;
       bool translated = false;
       if (jit_ != nullptr && !checked) {
-        core.retired_limit = end;
         const jit::BlockRun outcome = jit_->run(*block, translated);
         if (translated) {
           // Translated code may have gone on through chained blocks: the last is the loop's.

@@ -83,8 +83,9 @@ class Cpu {
   void reset();
 
   // Thread-safe requests (request::kKick, kInterrupt, kNmi, kInit). The interrupt controller
-  // posts kInterrupt whenever an interrupt may have become pending for this vCPU.
-  void post(uint32_t requests) { requests_.fetch_or(requests, std::memory_order_release); }
+  // posts kInterrupt whenever an interrupt may have become pending for this vCPU. Translated
+  // code sees it at its next block boundary (CpuCore::post_requests).
+  void post(uint32_t requests);
   // Drops INIT and SIPI requests not yet taken (a restored state replaces what vCPU creation
   // queued, such as an application processor's initial INIT).
   void discard_startup_requests() {

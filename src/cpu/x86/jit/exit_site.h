@@ -1,11 +1,12 @@
 #pragma once
 // ExitSite: the record behind one exit of a translated block (its end, and the taken path of
 // a final Jcc), lying in the code cache right after the exit's code. The exit checks inline
-// that the record's generation and RIP are the current ones and that the budget and requests
-// word let it go on (a handler that sets anything else the run loop must see ends its block
-// through the handler stub instead: Translator::handler_stub); then it makes the run
-// loop's bookkeeping and takes its `jmp rel32`, patched by JitEngine::chain to the
-// successor's body: a direct jump, no lookup. Otherwise the exit goes to the chaining stub's
+// that the record's generation and RIP are the current ones and that the budget lets it go on
+// (a posted request ends the budget: CpuCore::post_requests; a handler that sets anything else
+// the run loop must see ends its block through the handler stub instead:
+// Translator::handler_stub); then it adds the block's instructions to the retired count and
+// takes its `jmp rel32`, patched by JitEngine::chain to the successor's body: a direct jump,
+// no lookup. Otherwise the exit goes to the chaining stub's
 // site entry (links, jump cache, JitEngine::chain, which patches the record when its
 // generation was stale). A patch is only ever followed under the BlockCache generation it was
 // made in, which moves on every event that can make it wrong (a dropped block, TLB flush,
@@ -26,12 +27,11 @@ struct ExitSite {
   const void* chain_entry;  // the chaining stub's site entry, jumped to through this slot
   uint64_t generation;      // the generation the patch was made in; 0: not patched
   uint64_t rip;             // the successor's RIP
-  Block* block;             // the successor
   Block* source;            // the block this exit ends
   uint32_t count;           // the source block's instruction count
   int32_t jump_offset;      // from this record to the rel32 of the exit's patched jump
 };
-static_assert(sizeof(ExitSite) == 48);
+static_assert(sizeof(ExitSite) == 40);
 
 // What the exit check answers in eax.
 enum class ExitCheck : uint32_t { kEnter = 0, kLookUp = 1, kPatch = 2 };

@@ -83,7 +83,7 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   JitProfile* profile = engine->profile_.get();
   // What Cpu::run looks at between blocks; anything there sends the block back to it.
   if (core.requests->load(std::memory_order_relaxed) != 0 || state.waiting_for_startup ||
-      state.halted || core.retired + completed >= core.retired_limit || core.blocks.has_retired() ||
+      state.halted || core.retired + completed >= core.retired_limit.load(std::memory_order_relaxed) || core.blocks.has_retired() ||
       state.interrupt_shadow || (state.rflags & (rflags::kTf | rflags::kRf)) != 0 ||
       core.breakpoints_armed) {
     if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kStopped);
@@ -128,12 +128,11 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   }
   engine->jump_cache_.record(state.rip, recorded, body, next);
   core.blocks.note_linked(state.rip, *next);
-  if (site != nullptr) engine->patch(*site, *next, body, recorded, state.rip);
+  if (site != nullptr) engine->patch(*site, body, recorded, state.rip);
+  // Nothing else to write on the way in, as for a patched exit: instruction_rip and
+  // running_block are set by the next handler call (or by the chaining stub on the way out),
+  // and stop_block and event_delivered are clear (a handler that sets them ends its block).
   core.retired += completed;
-  core.instruction_rip = state.rip;
-  core.running_block = next;
-  core.stop_block = false;
-  core.event_delivered = false;
   return body;
 }
 
@@ -155,7 +154,7 @@ bool JitEngine::on_global_page(uint64_t rip, const Block& block) const {
   return entry != nullptr && entry->global() && entry->physical_page() == (block.physical & ~uint64_t{0xfff});
 }
 
-void JitEngine::patch(const ExitSite& site, Block& next, const std::byte* body, uint64_t generation,
+void JitEngine::patch(const ExitSite& site, const std::byte* body, uint64_t generation,
                       uint64_t rip) {
   const auto* record = reinterpret_cast<const std::byte*>(&site);
   const std::byte* field = record + site.jump_offset;
@@ -169,7 +168,6 @@ void JitEngine::patch(const ExitSite& site, Block& next, const std::byte* body, 
   ExitSite updated = site;
   updated.generation = generation;
   updated.rip = rip;
-  updated.block = &next;
   const auto jump = static_cast<int32_t>(distance);
   if (!cache_->patch(record, std::as_bytes(std::span(&updated, 1))) ||
       !cache_->patch(field, std::as_bytes(std::span(&jump, 1)))) {

@@ -49,7 +49,7 @@ class JitEngine {
   // loop has nothing to do; `completed` then counts the instructions of last_block(), the
   // earlier blocks' being added to the core's retired count already.
   BlockRun run(Block& block, bool& translated);
-  // Translated code keeps the block it runs in the core's running_block.
+  // The block translated code ran last: the core's running_block, which it sets on its way out.
   Block* last_block() const { return core_.running_block; }
   // Rethrows what stopped the last block (a GuestFault, or a host error as it was thrown).
   [[noreturn]] void rethrow_exception();
@@ -77,7 +77,7 @@ class JitEngine {
   Block* find_block(uint64_t rip) const;
   // Whether links to `block`, found at `rip`, may be recorded under the global generation.
   bool on_global_page(uint64_t rip, const Block& block) const;
-  void patch(const ExitSite& site, Block& next, const std::byte* body, uint64_t generation, uint64_t rip);
+  void patch(const ExitSite& site, const std::byte* body, uint64_t generation, uint64_t rip);
 
   CpuCore& core_;
   std::unique_ptr<CodeCache> cache_;

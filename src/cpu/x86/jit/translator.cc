@@ -44,7 +44,6 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .flags_materialized = offset_of(core, &flags.materialized),
       .retired = offset_of(core, &core.retired),
       .retired_limit = offset_of(core, &core.retired_limit),
-      .requests = offset_of(core, &core.requests),
       .generation = offset_of(core, core.blocks.generation_address()),
       .global_generation = offset_of(core, core.blocks.global_generation_address()),
       .running_block = offset_of(core, &core.running_block),
@@ -332,6 +331,7 @@ void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32
   // Cached XMM registers (an inlined SSE form's slow path) go to CpuState for the handler,
   // and come back from it after (host XMM registers are caller-saved; it may write them).
   store_dirty_xmms();
+  code_.mov(rcx, reinterpret_cast<uint64_t>(block_));
   code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));
   code_.call(rax);
   code_.test(eax, eax);
@@ -344,7 +344,9 @@ void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32
 std::span<const std::byte> Translator::handler_stub() {
   code_.reset();
   Xbyak::Label raised;
-  // rsi: the instruction, rdx: instruction_rip's distance from RIP.
+  // rsi: the instruction, rdx: instruction_rip's distance from RIP, rcx: its block (the
+  // running block, which chained transitions leave unwritten: CpuCore::running_block).
+  code_.mov(field(layout_.running_block, 8), rcx);
   code_.mov(rax, field(layout_.rip, 8));
   code_.add(rax, rdx);
   code_.mov(field(layout_.instruction_rip, 8), rax);

@@ -82,17 +82,18 @@ class Translator {
 
   // The chaining stub every block's end jumps to (one per vCPU, installed by the engine where
   // it stays; set_chain_stub tells the translator where): it makes the run loop's
-  // between-blocks checks (budget, requests word: the checked path's conditions end their
-  // block in the handler stub) and jumps
+  // between-blocks check (the budget, which a posted request ends too: the checked path's
+  // conditions end their block in the handler stub) and jumps
   // straight into the successor's body found through the block's links or the jump cache;
-  // otherwise it calls Chain::function, which may still find one, or returns to the run loop.
+  // otherwise it calls Chain::function, which may still find one, or returns to the run loop
+  // (with the finished block as the core's running_block).
   // `links_offset` is where Block::links lie in a Block. Valid until the next call.
   // Entered from an exit site (exit_site.h) with its record in rdi and the exit check's answer
   // in eax.
   std::span<const std::byte> chain_stub(int32_t links_offset);
   void set_chain_stub(const void* stub) { chain_stub_ = stub; }
-  // The stub every handler call goes through (calls lamina_jit_call_handler with the core and
-  // exit record; returns 0 to go on, 1 raised, 2 the block must end: stop_block, or state the
+  // The stub every handler call goes through (sets the core's running_block to the calling
+  // block, calls lamina_jit_call_handler with the core and exit record; returns 0 to go on, 1 raised, 2 the block must end: stop_block, or state the
   // run loop must see before the next block, emit_handler_state_check). Valid until the next
   // call.
   std::span<const std::byte> handler_stub();
@@ -117,7 +118,7 @@ class Translator {
     int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
     int32_t cpl, tlb_entries, tlb_privilege_offset, effective_base, flags_materialized;
     // The between-blocks checks of inline chaining (translator_chain.cc).
-    int32_t retired, retired_limit, requests, generation, global_generation, running_block, event_delivered;
+    int32_t retired, retired_limit, generation, global_generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
     // translator_simd.cc, translator_sse_float.cc
     int32_t cr0, cr4, xmm, mxcsr;
@@ -202,15 +203,15 @@ class Translator {
   // Appends bytes assembled earlier (one copy, not Xbyak's byte-at-a-time db).
   void emit_bytes(std::span<const uint8_t> bytes);
   // A final branch whose target is this block's own start (a loop of one block), with no
-  // handler call in the block: the budget and requests checks, then straight back to the
-  // body. Falls through (RIP already the target) when they say stop.
+  // handler call in the block: the budget check, then straight back to the body. Falls
+  // through (RIP already the target) when it says stop.
   void emit_self_loop();
-  // The between-blocks checks (the chaining stub, the exit sites' checks, a one-block loop's
-  // back edge): rax = the retired count after `count` more instructions (a register or an
-  // immediate); jumps to `stop` when that reaches the budget or a request is posted. Clobbers
-  // rdx (and `count`'s register only if it is rdx), keeps rcx.
-  void emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count,
-                                      ForwardTarget& stop);
+  // The between-blocks check (the chaining stub, the exit sites, a one-block loop's back
+  // edge): rax = the retired count after `count` more instructions (a register or an
+  // immediate); jumps to `stop` when that reaches the core's retired_limit, which a posted
+  // request sets to 0 (CpuCore::post_requests). Clobbers only rax; `count_end_` is where the
+  // immediate count ends.
+  void emit_budget_check(std::variant<Xbyak::Reg64, uint32_t> count, ForwardTarget& stop);
   // Jumps to `bail` when the vCPU must go back to the run loop for state a handler set
   // (halted, waiting for SIPI, an interrupt shadow, armed breakpoints, TF/RF).
   void emit_handler_state_check(ForwardTarget& bail);
@@ -508,13 +509,13 @@ class Translator {
     std::vector<uint8_t> bytes;
     size_t count_end = 0;  // the end of the budget check's count immediate
     uint8_t count_size = 0;
-    std::array<RecordUse, 4> uses{};
+    std::array<RecordUse, 3> uses{};  // both generation compares and the RIP compare
     size_t lea_end = 0;     // the LEA of the record's address
     size_t jump_field = 0;  // the rel32 JitEngine::chain patches
   };
   std::vector<uint8_t> prologue_, epilogue_;
   std::array<ExitSiteTemplate, 2> exit_sites_{};
-  size_t count_end_ = 0;  // emit_budget_and_requests_check: where its immediate count ended
+  size_t count_end_ = 0;  // emit_budget_check: where its immediate count ended
   std::optional<RegisterMapping> preload_;            // this pass loads these at the body
   std::optional<RegisterMapping> self_loop_mapping_;  // the mapping a back edge left with
   RegisterMapping mapping_before_last_{};            // the mapping before the last instruction

@@ -47,7 +47,6 @@ void Translator::emit_chain(const Block& block) {
       .chain_entry = chain_stub_,
       .generation = 0,  // never a generation: not patched yet
       .rip = ~uint64_t{0},
-      .block = nullptr,
       .source = const_cast<Block*>(&block),
       .count = count,
       .jump_offset = static_cast<int32_t>(jump_field) - static_cast<int32_t>(at),
@@ -60,9 +59,13 @@ void Translator::assemble_exit_site(bool wide) {
   code_.reset();
   // The check inline: a handler that sets what the run loop must see (halted, an interrupt
   // shadow, TF, armed breakpoints, stop_block, event_delivered) ends the block through its
-  // handler exit (handler_stub), so the budget and the requests word are all an exit must
-  // look at. The hot way from block to block is then straight-line code and a direct jump.
-  ForwardTarget look_up, patch, load_record, current;
+  // handler exit (handler_stub), and a posted request ends the budget, so the budget is all an
+  // exit must look at besides its record. The hot way from block to block is then
+  // straight-line code (no taken branch) and a direct jump that writes nothing but the
+  // retired count: instruction_rip and running_block are written where they are read (the
+  // handler stub, the chaining stub on the way out).
+  ForwardTarget look_up, patch, load_record, global;
+  Xbyak::Label current;
   // The record's fields are read RIP-relative; emit_chain fills in their displacements once
   // the record's place is known.
   size_t use_count = 0;
@@ -72,31 +75,29 @@ void Translator::assemble_exit_site(bool wide) {
   const auto note_use = [&](size_t member) {
     site.uses.at(use_count++) = RecordUse{code_.getSize(), static_cast<int32_t>(member)};
   };
-  // The record holds under the generation, or the global one (a successor on a global page).
+  // The record holds under the generation, or the global one (a successor on a global page,
+  // checked out of line).
   code_.mov(rdx, field(layout_.generation, 8));
   code_.cmp(rdx, record_field(offsetof(ExitSite, generation)));
   note_use(offsetof(ExitSite, generation));
-  jump_to(current, Jump::kEqual, false);
-  code_.mov(rdx, field(layout_.global_generation, 8));
-  code_.cmp(rdx, record_field(offsetof(ExitSite, generation)));
-  note_use(offsetof(ExitSite, generation));
-  jump_to(patch, Jump::kNotEqual, true);
-  bind(current);
+  jump_to(global, Jump::kNotEqual, false);
+  code_.L(current);
   code_.mov(rcx, field(layout_.rip, 8));
   code_.cmp(rcx, record_field(offsetof(ExitSite, rip)));
   note_use(offsetof(ExitSite, rip));
   jump_to(look_up, Jump::kNotEqual, true);
   // A count of 1 takes the imm8 form of the ADD, 128 the imm32 one (emit_chain writes it).
-  emit_budget_and_requests_check(wide ? 128u : 1u, look_up);
+  emit_budget_check(wide ? 128u : 1u, look_up);
   site.count_end = count_end_;
   site.count_size = wide ? 4 : 1;
   code_.mov(field(layout_.retired, 8), rax);
-  code_.mov(field(layout_.instruction_rip, 8), rcx);
-  code_.mov(rax, record_field(offsetof(ExitSite, block)));
-  note_use(offsetof(ExitSite, block));
-  code_.mov(field(layout_.running_block, 8), rax);
   jump_to(patch, Jump::kAlways, true);
   site.jump_field = code_.getSize() - 4;
+  bind(global);
+  code_.mov(rdx, field(layout_.global_generation, 8));
+  code_.cmp(rdx, record_field(offsetof(ExitSite, generation)));
+  note_use(offsetof(ExitSite, generation));
+  code_.je(current);
   bind(patch);
   code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
   jump_to(load_record, Jump::kAlways, false);
@@ -106,6 +107,7 @@ void Translator::assemble_exit_site(bool wide) {
   code_.lea(rdi, ptr[rip]);
   site.lea_end = code_.getSize();
   code_.jmp(qword[rdi + offsetof(ExitSite, chain_entry)]);
+  if (use_count != site.uses.size()) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
   site.bytes.assign(code_.getCode(), code_.getCode() + code_.getSize());
 }
 
@@ -123,10 +125,10 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.cmp(eax, static_cast<uint32_t>(ExitCheck::kPatch));
   jump_to(call_chain, Jump::kEqual, true);
   // What else the run loop looks at between blocks only a handler sets, and the handler stub
-  // ends the block then: the budget and the requests word are all that is left to check.
-  emit_budget_and_requests_check(r9, slow);
+  // ends the block then: the budget (which a posted request ends too) is all that is left.
+  emit_budget_check(r9, slow);
   // rcx: RIP, rdx: the generation, r10: the global generation (BlockCache::current); the
-  // hit leaves the body in rdi and the block in rsi.
+  // hit leaves the body in rdi.
   code_.mov(rcx, field(layout_.rip, 8));
   code_.mov(rdx, field(layout_.generation, 8));
   code_.mov(r10, field(layout_.global_generation, 8));
@@ -143,7 +145,6 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
     code_.mov(rdi, qword[rsi + offsetof(Block::Link, body)]);
     code_.test(rdi, rdi);
     jump_to(next, Jump::kEqual, false);
-    code_.mov(rsi, qword[rsi + offsetof(Block::Link, block)]);
     jump_to(enter, Jump::kAlways, true);
     bind(next);
   }
@@ -164,21 +165,18 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   jump_to(slow, Jump::kNotEqual, true);
   bind(entry_current);
   code_.mov(rdi, qword[rsi + offsetof(JumpCache::Entry, body)]);
-  code_.mov(rsi, qword[rsi + offsetof(JumpCache::Entry, block)]);
-  // What JitEngine::chain does on the way into the successor.
+  // What JitEngine::chain does on the way into the successor, as a patched exit does.
   bind(enter);
   code_.mov(field(layout_.retired, 8), rax);
-  code_.mov(field(layout_.instruction_rip, 8), rcx);
-  code_.mov(field(layout_.running_block, 8), rsi);
-  code_.mov(field(layout_.stop_block, 1), 0);
-  code_.mov(field(layout_.event_delivered, 1), 0);
   code_.jmp(rdi);
   // No inline successor: the engine looks (and fills the link or jump cache for next time);
   // with a record in rcx (call_chain) it patches that too. The count waits in the frame's
-  // spare slot across the call.
+  // spare slot across the call. The finished block is the running one for the run loop
+  // when the engine finds nothing (JitEngine::last_block).
   bind(slow);
   code_.xor_(ecx, ecx);
   bind(call_chain);
+  code_.mov(field(layout_.running_block, 8), r8);
   code_.mov(dword[rsp], r9d);
   code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
   code_.mov(rsi, r8);
@@ -264,9 +262,10 @@ void Translator::emit_handler_state_check(ForwardTarget& bail) {
   jump_to(bail, Jump::kNotEqual, true);
 }
 
-void Translator::emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint32_t> count,
-                                                ForwardTarget& stop) {
-  // The budget (Cpu::run's instruction limit): rax is the retired count after the block.
+void Translator::emit_budget_check(std::variant<Xbyak::Reg64, uint32_t> count, ForwardTarget& stop) {
+  // The budget (Cpu::run's instruction limit): rax is the retired count after the block. Any
+  // request (interrupt, kick, INIT, a code write...) sets the limit to 0 and so goes back to
+  // the run loop too (CpuCore::post_requests).
   code_.mov(rax, field(layout_.retired, 8));
   if (const auto* reg = std::get_if<Xbyak::Reg64>(&count)) {
     code_.add(rax, *reg);
@@ -276,16 +275,11 @@ void Translator::emit_budget_and_requests_check(std::variant<Xbyak::Reg64, uint3
   count_end_ = code_.getSize();
   code_.cmp(rax, field(layout_.retired_limit, 8));
   jump_to(stop, Jump::kAboveOrEqual, true);
-  // Any request (interrupt, kick, INIT, a code write...) goes back to the run loop. rdx is
-  // the scratch register: callers keep RIP in rcx across the check.
-  code_.mov(rdx, field(layout_.requests, 8));
-  code_.cmp(dword[rdx], 0);
-  jump_to(stop, Jump::kNotEqual, true);
 }
 
 void Translator::emit_self_loop() {
   ForwardTarget stop;
-  emit_budget_and_requests_check(static_cast<uint32_t>(block_->instructions.size()), stop);
+  emit_budget_check(static_cast<uint32_t>(block_->instructions.size()), stop);
   // instruction_rip is left alone: nothing reads it before the next handler call, a chain or
   // the run loop writes it.
   code_.mov(field(layout_.retired, 8), rax);
