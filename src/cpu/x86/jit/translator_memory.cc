@@ -229,6 +229,23 @@ bool Translator::emit_stack(const Instruction& in, size_t index) {
   const uint8_t reg = static_cast<uint8_t>((op & 7) | (in.rm & 8));
   const bool push = op < 0x58;
   DeferredSlowPath& path = begin_deferred_slow_path();
+  if (fused_stack_ && reg != kRsp) {
+    // In a fused run (never PUSH/POP RSP): straight between the slot and the registers.
+    const Xbyak::Reg64 stack = cached_register(kRsp, true);
+    emit_access_host_offset(push ? AccessType::kWrite : AccessType::kRead, 8, path);
+    if (push) {
+      code_.mov(qword[rdx + stack - 8], cached_register(reg, true));
+      code_.lea(stack, ptr[stack - 8]);
+    } else {
+      code_.mov(cached_register(reg, false), qword[rdx + stack]);
+      mark_written(reg);
+      code_.lea(stack, ptr[stack + 8]);
+    }
+    mark_written(kRsp);
+    end_deferred_slow_path(in, index, path);
+    pending_rip_ += in.length;
+    return true;
+  }
   // CpuCore::push/pop's 64-bit case: SS has base 0; a non-canonical address misses the TLB
   // (the handler raises #SS).
   code_.lea(rax, ptr[cached_register(kRsp, true) - (push ? 8 : 0)]);
