@@ -25,8 +25,9 @@ constexpr uint64_t kBelow = 0x40000000;
 constexpr uint64_t kAbove = kBelow + 0x1000;
 // Exceptions run on IST1 with this stack, the frame within kData's compared bytes too.
 constexpr uint64_t kExceptionStack = kData + 0x1800;
-// The slots `function` pushes below its return address.
+// The slots `function` pushes below its return address, and its frame below them.
 constexpr int kPushes = 6;
+constexpr int kFrame = 24;
 
 enum class Below { kUnmapped, kReadOnly, kWritable };
 
@@ -63,12 +64,13 @@ void function(CodeGenerator& c) {
   c.push(rbp);
   c.lea(rbp, ptr[rsp + 16]);  // reads RSP: exact inside the run
   c.push(rbx);
+  c.sub(rsp, kFrame);  // a frame: RSP moved by a constant inside the run
   c.mov(qword[rsp + 8], rax);
   c.mov(r9, qword[rsp + 16]);
   c.mov(dword[rsp + 4], 0x77);
   c.mov(r10d, dword[rsp + 4]);
   c.mov(byte[rsp + 1], al);
-  c.mov(rdx, qword[rsp + 8 * kPushes]);  // the return address
+  c.mov(rdx, qword[rsp + 8 * kPushes + kFrame]);  // the return address
   c.movzx(r11d, word[rsp]);  // not one of the run's forms: ends it
   c.add(rax, r15);
   c.xor_(ebx, ebx);
@@ -77,6 +79,8 @@ void function(CodeGenerator& c) {
   c.lea(r14, ptr[rax + rbp]);
   c.add(rbp, 3);
   c.mov(r8, rbp);
+  c.mov(r11, qword[rsp + 16]);
+  c.add(rsp, kFrame);
   c.pop(rbx);
   c.pop(rbp);
   c.mov(rsi, r12);
@@ -127,8 +131,10 @@ Outcome compare_stack(uint64_t entry, Below below) {
 }
 
 // RSP on the final call such that the function's push number `push` (1-based) is the first
-// one below kAbove; the CALL's own push lands in kAbove.
+// one below kAbove (kPushes + 1: its first store into the frame, at kAbove - 16); the CALL's
+// own push lands in kAbove.
 uint64_t entry_faulting_at(int push) { return kAbove + 8 + 8 * static_cast<uint64_t>(push - 1); }
+uint64_t first_address_below(int push) { return push <= kPushes ? kAbove - 8 : kAbove - 16; }
 
 TEST(JitStackRunTest, RunsWithinAPageMatchTheInterpreter) {
   const Outcome outcome = compare_stack(kAbove + 0x800, Below::kUnmapped);
@@ -137,7 +143,7 @@ TEST(JitStackRunTest, RunsWithinAPageMatchTheInterpreter) {
 }
 
 TEST(JitStackRunTest, ARunCrossingIntoTheNextPageMatchesTheInterpreter) {
-  for (int push = 1; push <= kPushes; ++push) {
+  for (int push = 1; push <= kPushes + 1; ++push) {
     SCOPED_TRACE(push);
     const Outcome outcome = compare_stack(entry_faulting_at(push), Below::kWritable);
     expect_no_exception(outcome);
@@ -145,21 +151,22 @@ TEST(JitStackRunTest, ARunCrossingIntoTheNextPageMatchesTheInterpreter) {
 }
 
 TEST(JitStackRunTest, APageFaultAtAnyPushOfARunLeavesTheInterpretersState) {
-  // The first, a middle and the last push of the prologue, and every other one.
-  for (int push = 1; push <= kPushes; ++push) {
+  // The first, a middle and the last push of the prologue, every other one, and the first
+  // store into the frame after them.
+  for (int push = 1; push <= kPushes + 1; ++push) {
     SCOPED_TRACE(push);
     const Outcome outcome = compare_stack(entry_faulting_at(push), Below::kUnmapped);
     EXPECT_EQ(outcome.state.rip, kHandler + 1);
-    EXPECT_EQ(outcome.state.cr2, kAbove - 8);
+    EXPECT_EQ(outcome.state.cr2, first_address_below(push));
   }
 }
 
 TEST(JitStackRunTest, PushesCrossingIntoAReadOnlyPageFault) {
-  for (int push : {1, 3, kPushes}) {
+  for (int push : {1, 3, kPushes, kPushes + 1}) {
     SCOPED_TRACE(push);
     const Outcome outcome = compare_stack(entry_faulting_at(push), Below::kReadOnly);
     EXPECT_EQ(outcome.state.rip, kHandler + 1);
-    EXPECT_EQ(outcome.state.cr2, kAbove - 8);
+    EXPECT_EQ(outcome.state.cr2, first_address_below(push));
     EXPECT_EQ(outcome.stack_word, 3u);  // the error code: present, write
   }
 }

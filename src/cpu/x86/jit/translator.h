@@ -315,8 +315,9 @@ class Translator {
   // RSP in its cached register.
   bool emit_call_return(const Instruction& in, size_t index);
   // translator_stack_run.cc: a run of stack accesses (PUSH/POP r64, MOV to or from [RSP+d],
-  // moves between them that leave RSP alone, a final CALL rel or RET) with one TLB lookup for
-  // all its bytes; on a miss, a copy of the run emitted the per-instruction way.
+  // moves between them that leave RSP alone, ADD/SUB RSP, imm, a final CALL rel or RET) with
+  // one TLB lookup for all its bytes; on a miss, a copy of the run emitted the per-instruction
+  // way.
   struct StackRun {
     size_t end = 0;           // the index past the run's last instruction
     int32_t low = 0, high = 0;  // its bytes: [RSP + low, RSP + high) for RSP at its start

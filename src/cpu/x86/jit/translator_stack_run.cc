@@ -1,6 +1,6 @@
 // Runs of stack accesses in 64-bit mode (function prologues, epilogues and calls): PUSH/POP of
 // a register, MOV between a register or an immediate and [RSP + disp], the moves between them
-// that leave RSP alone, and a final CALL rel or RET. Their bytes lie at offsets from RSP at the
+// that leave RSP alone or ADD/SUB it an immediate (a frame), and a final CALL rel or RET. Their bytes lie at offsets from RSP at the
 // run's start known when translating, so one soft-TLB lookup of the whole range (the page of
 // its lowest byte compared with the page of its highest: a crossing misses) lets each access
 // go straight to its slot. The run is emitted twice: the fused copy after that lookup, and the
@@ -75,6 +75,17 @@ std::optional<uint8_t> move_destination(const Instruction& in) {
   return std::nullopt;
 }
 
+// ADD/SUB RSP, imm (a frame allocated or freed): how far it moves RSP.
+std::optional<int32_t> stack_adjustment(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  if ((op != 0x81 && op != 0x83) || in.memory || in.rm != kRsp || in.operand_size != 8) return std::nullopt;
+  if (in.group_index() != 0 && in.group_index() != 5) return std::nullopt;
+  // The imm8/imm32, sign-extended by the decoder.
+  const auto amount = static_cast<int64_t>(in.immediate);
+  if (amount < -kMaxRunBytes || amount > kMaxRunBytes) return std::nullopt;
+  return static_cast<int32_t>(in.group_index() == 0 ? amount : -amount);
+}
+
 }  // namespace
 
 Translator::StackRun Translator::stack_run(const Block& block, size_t first) const {
@@ -99,10 +110,16 @@ Translator::StackRun Translator::stack_run(const Block& block, size_t first) con
       if (access->last) break;
       continue;
     }
-    // A move that leaves RSP alone (RSP exact in its host register all along: it may read it)
-    // inside the run; trailing ones are not part of it.
+    // Inside the run (trailing ones are not part of it): a move that leaves RSP alone (RSP is
+    // exact in its host register all along: it may read it), or one that moves RSP by a
+    // constant, so that the slots after it are still known.
+    if (index == first || !register_only(in)) break;
+    if (const std::optional<int32_t> adjustment = stack_adjustment(in)) {
+      moved += *adjustment;
+      continue;
+    }
     const std::optional<uint8_t> destination = move_destination(in);
-    if (index == first || !register_only(in) || !leaves_flags(in) || !destination || *destination == kRsp) break;
+    if (!leaves_flags(in) || !destination || *destination == kRsp) break;
   }
   run.low = low;
   run.high = high;
