@@ -1,5 +1,6 @@
 // Measures guest MIPS of the built-in CPU on integer loops in 64-bit mode: a register-only
-// ALU loop, a load/store loop over a 64 KiB array, a call/return loop, a loop with one handler
+// ALU loop, a load/store loop over a 64 KiB array, a call/return loop, a call of a function
+// with a prologue and an epilogue, a loop with one handler
 // call and its inlined twin; plus the real-mode
 // ALU loop that compare_qemu.sh also runs under QEMU TCG. Prints one line per workload and
 // engine (interp: the interpreter, jit: translated code), so one run compares them.
@@ -76,6 +77,13 @@ std::vector<Workload> workloads() {
        7},
       // loop: call f; dec ecx; jnz loop; hlt; f: add rax,1; ret
       {"call", {0xe8, 0x06, 0x00, 0x00, 0x00, 0xff, 0xc9, 0x75, 0xf7, 0xf4, 0x48, 0x83, 0xc0, 0x01, 0xc3}, 5},
+      // A compiler's prologue and epilogue (the JIT's fused stack runs):
+      // loop: call f; dec ecx; jnz loop; hlt; f: push rbx, rbp, r12-r15; mov rax,rdi;
+      //       pop r15-r12, rbp, rbx; ret
+      {"prologue", {0xe8, 0x05, 0x00, 0x00, 0x00, 0xff, 0xc9, 0x75, 0xf7, 0xf4,
+                    0x53, 0x55, 0x41, 0x54, 0x41, 0x55, 0x41, 0x56, 0x41, 0x57, 0x48, 0x89, 0xf8,
+                    0x41, 0x5f, 0x41, 0x5e, 0x41, 0x5d, 0x41, 0x5c, 0x5d, 0x5b, 0xc3},
+       17},
       // What one handler call costs translated code (the stub, lamina_jit_call_handler, the
       // handler and the heavier exit of a block that called one): the same three-instruction
       // loop with an inlined ADD ("inline") and with CLD, which always runs its handler.

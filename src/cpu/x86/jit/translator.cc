@@ -116,6 +116,7 @@ void Translator::emit_pass(const Block& block) {
   // A translation abandoned by an exception may have left these set.
   flags_live_ = true;
   caching_ = false;
+  fused_stack_ = false;
   emit_block(block);
 }
 
@@ -134,39 +135,17 @@ void Translator::emit_block(const Block& block) {
   if (preload_) preload_registers(*preload_);
   loop_entry_offset_ = code_.getSize();
   const size_t count = block.instructions.size();
-  for (size_t index = 0; index < count; ++index) {
-    const Instruction& in = block.instructions[index];
-    current_index_ = index;
-    if (index + 1 == count) mapping_before_last_ = current_mapping();
-    // A shift or rotate whose flags nothing reads is register-only too (the host instruction).
-    const bool register_form = register_only(in) || (!in.lock && in.handler != &invalid_opcode &&
-                                                     shift_without_flags(in) && !flags_needed(index));
-    // Cached XMM registers stay across inlined SSE forms and register-only code only.
-    if (!register_form && (mode_ != CodeMode::k64 || simd_form(in).kind == SimdKind::kNone)) forget_xmms();
-    if (register_form) {
-      flags_live_ = flags_needed(index);
-      caching_ = true;
-      const bool inlined = emit_register_only(in);
-      caching_ = false;
-      flags_live_ = true;
-      // The liveness above assumed it inlined: a disagreement is a translator bug, and the
-      // block is left to the interpreter rather than run with a flag store missing.
-      if (!inlined) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+  for (size_t index = 0; index < count;) {
+    // Prologues, epilogues and calls: one TLB lookup for a run of stack accesses. Both of its
+    // copies start from the same translator state, with no XMM register cached.
+    if (const StackRun run = stack_run(block, index); run.accesses > 1) {
+      forget_xmms();
+      emit_stack_run(block, index, run);
+      index = run.end;
       continue;
     }
-    registers_over_back_edge_ = keeps_registers_over_back_edge(in, index);
-    if (!registers_over_back_edge_) {
-      // The deferred flags go to CpuState with the registers unless the branch keeps both.
-      store_deferred_step_flags();
-      deferred_step_.reset();
-      // The inlined memory forms keep the cached registers (their slow paths write back).
-      if (emit_cached_memory(in, index)) continue;
-      forget_registers();
-    }
-    if (!emit_inline(in, index)) emit_handler_call(in, index);
-    if (registers_over_back_edge_) drop_registers();
-    registers_over_back_edge_ = false;
-    deferred_step_.reset();
+    emit_instruction(block, index);
+    ++index;
   }
   forget_registers();
   forget_xmms();
@@ -186,6 +165,41 @@ void Translator::emit_block(const Block& block) {
     code_.mov(eax, exit.index | kFaulted);
     emit_backward_jump(epilogue_offset_);
   }
+}
+
+void Translator::emit_instruction(const Block& block, size_t index) {
+  const Instruction& in = block.instructions[index];
+  current_index_ = index;
+  if (index + 1 == block.instructions.size()) mapping_before_last_ = current_mapping();
+  // A shift or rotate whose flags nothing reads is register-only too (the host instruction).
+  const bool register_form = register_only(in) || (!in.lock && in.handler != &invalid_opcode &&
+                                                   shift_without_flags(in) && !flags_needed(index));
+  // Cached XMM registers stay across inlined SSE forms and register-only code only.
+  if (!register_form && (mode_ != CodeMode::k64 || simd_form(in).kind == SimdKind::kNone)) forget_xmms();
+  if (register_form) {
+    flags_live_ = flags_needed(index);
+    caching_ = true;
+    const bool inlined = emit_register_only(in);
+    caching_ = false;
+    flags_live_ = true;
+    // The liveness above assumed it inlined: a disagreement is a translator bug, and the
+    // block is left to the interpreter rather than run with a flag store missing.
+    if (!inlined) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+    return;
+  }
+  registers_over_back_edge_ = keeps_registers_over_back_edge(in, index);
+  if (!registers_over_back_edge_) {
+    // The deferred flags go to CpuState with the registers unless the branch keeps both.
+    store_deferred_step_flags();
+    deferred_step_.reset();
+    // The inlined memory forms keep the cached registers (their slow paths write back).
+    if (emit_cached_memory(in, index)) return;
+    forget_registers();
+  }
+  if (!emit_inline(in, index)) emit_handler_call(in, index);
+  if (registers_over_back_edge_) drop_registers();
+  registers_over_back_edge_ = false;
+  deferred_step_.reset();
 }
 
 size_t Translator::emit_forward_jump(Jump condition, bool near) {
@@ -229,14 +243,15 @@ void Translator::bind(ForwardTarget& target) {
 
 void Translator::emit_prologue() {
   // rbx: the core; r12-r15 and rbp: cached guest registers (translator_registers.cc). Six
-  // pushes and 8 bytes leave the stack 16-byte aligned for the calls (SysV ABI).
+  // pushes and 24 bytes leave the stack 16-byte aligned for the calls (SysV ABI); the 24 are
+  // the slots of [rsp] (a loop's RIP, the chaining stub's count) and of kStackRunOffsetSlot.
   code_.push(rbx);
   code_.push(rbp);
   code_.push(r12);
   code_.push(r13);
   code_.push(r14);
   code_.push(r15);
-  code_.sub(rsp, 8);
+  code_.sub(rsp, 24);
   code_.mov(rbx, rdi);
 }
 
@@ -255,7 +270,7 @@ void Translator::emit_backward_jump(size_t target) {
 }
 
 void Translator::emit_epilogue() {
-  code_.add(rsp, 8);
+  code_.add(rsp, 24);
   code_.pop(r15);
   code_.pop(r14);
   code_.pop(r13);
@@ -276,8 +291,7 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
   if (emit_atomic(in, index)) return true;
   // LOCK on these forms is #UD, and an unimplemented form raises it: the handler's business.
   if (in.lock || in.handler == &invalid_opcode) return false;
-  return emit_call_return(in, index) || emit_branch(in, index) ||
-         emit_condition_forms(in, index) || emit_indirect_branch(in, index) ||
+  return emit_branch(in, index) || emit_condition_forms(in, index) ||
          emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
          emit_multiply_accumulator(in, index) || emit_shift_count_forms(in, index) || emit_divide(in, index) ||
          emit_sse_float(in, index) || emit_system(in, index) ||
@@ -292,7 +306,8 @@ bool Translator::emit_cached_memory(const Instruction& in, size_t index) {
   flags_live_ = flags_needed(index);
   caching_ = true;
   const bool inlined = emit_memory_move(in, index) || emit_alu_memory(in, index) || emit_extend(in, index) ||
-                       emit_alu_memory_write(in, index) || emit_stack(in, index);
+                       emit_alu_memory_write(in, index) || emit_stack(in, index) ||
+                       emit_call_return(in, index) || emit_indirect_branch(in, index);
   caching_ = false;
   flags_live_ = true;
   return inlined;

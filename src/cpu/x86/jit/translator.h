@@ -5,7 +5,7 @@
 // PUSH/POP, CALL/RET, read-modify-write ALU forms and JMP/CALL r/m64 through the soft TLB;
 // the forms of translator_data.cc and the other translator_*.cc files, chosen by the
 // LAMINA_JIT_PROFILE counts: shifts by CL, DIV, atomics, SSE float, stack and system forms) are
-// generated inline, keeping guest registers in host registers across register-only and memory
+// generated inline (a run of stack accesses with one TLB lookup: translator_stack_run.cc), keeping guest registers in host registers across register-only and memory
 // forms (translator_registers.cc) and storing the flags as the handlers do wherever something
 // may read them; every other instruction, and the rare path of an inlined one (a TLB miss,
 // MMIO, a branch target that faults), calls its interpreter handler through runtime.h's
@@ -155,6 +155,9 @@ class Translator {
   // One translation of the block (translate() makes a second for a loop of one block).
   void emit_pass(const Block& block);
   void emit_block(const Block& block);
+  // Instruction `index` of the block as emit_block's loop emits it (register-only, a cached
+  // memory form, another inline form or its handler).
+  void emit_instruction(const Block& block, size_t index);
   // translator_liveness.cc: which instructions run as register-only inline code (no memory
   // access, no handler, no way to fault), and which of them store their lazy flags: the
   // liveness of each of the six status flags, backwards from the block's end (where all are
@@ -329,8 +332,21 @@ class Translator {
   bool emit_indirect_branch(const Instruction& in, size_t index);
   bool emit_extend(const Instruction& in, size_t index);
   bool emit_stack(const Instruction& in, size_t index);
-  // CALL rel and RET (no immediate) with 64-bit operands: the return address through the TLB.
+  // CALL rel and RET (no immediate) with 64-bit operands: the return address through the TLB,
+  // RSP in its cached register.
   bool emit_call_return(const Instruction& in, size_t index);
+  // translator_stack_run.cc: a run of stack accesses (PUSH/POP r64, MOV to or from [RSP+d],
+  // moves between them that leave RSP alone, ADD/SUB RSP, imm, a final CALL rel or RET) with
+  // one TLB lookup for all its bytes; on a miss, a copy of the run emitted the per-instruction
+  // way.
+  struct StackRun {
+    size_t end = 0;           // the index past the run's last instruction
+    int32_t low = 0, high = 0;  // its bytes: [RSP + low, RSP + high) for RSP at its start
+    bool writes = false;
+    size_t accesses = 0;
+  };
+  StackRun stack_run(const Block& block, size_t first) const;
+  void emit_stack_run(const Block& block, size_t first, const StackRun& run);
   // Jumps to `slow` unless rax is canonical (clobbers rcx).
   void emit_canonical_check(const Xbyak::Reg64& reg, const Xbyak::Label& slow);
   // rax = the linear address of the memory operand (clobbers rcx; the base and index from
@@ -338,11 +354,11 @@ class Translator {
   // TLB (tlb.h), so the lookup's `slow` takes it to the handler, which raises #GP/#SS.
   void emit_linear_address(const Instruction& in, const Xbyak::Label& slow);
   // rdx = the host address of `size` bytes at linear rax for `type`, or a jump to `slow`
-  // (rax kept; clobbers rcx and rsi).
+  // (rax kept; clobbers rcx and rsi). `size` may span more than one operand (a stack run).
   void emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Label& slow);
   // The same lookup leaving rdx = host address - linear, for a [rdx + rax] operand. While
   // caching_, it records the register mapping its jumps leave with (slow_path_mapping_).
-  void emit_tlb_host_offset(AccessType type, uint8_t size, const Xbyak::Label& slow);
+  void emit_tlb_host_offset(AccessType type, uint32_t size, const Xbyak::Label& slow);
   // The handler for an inlined access's slow path; RIP is left as the fast path leaves it.
   void emit_slow_path(const Instruction& in, size_t index);
   // Ends an inlined fast path: it jumps to `done` over the out-of-line `slow` path, which
@@ -360,10 +376,17 @@ class Translator {
     // The stored flags the fast path leaves in the host flags too (an ALU form of memory whose
     // flags are stored), set in the host flags again after the handler.
     std::optional<KnownFlags> host_flags;
+    // Something jumps to `slow` (not so for the accesses of a fused stack run).
+    bool reachable = true;
+    // A branch's handler sets RIP itself: no step back to the fast path's RIP after it.
+    bool branch = false;
   };
   DeferredSlowPath& begin_deferred_slow_path();
   void end_deferred_slow_path(const Instruction& in, size_t index, DeferredSlowPath& path);
   void emit_deferred_slow_paths();
+  // emit_tlb_host_offset for the access of `path`'s form; inside a fused stack run
+  // (fused_stack_), rdx = the run's host offset instead: no lookup, no jump.
+  void emit_access_host_offset(AccessType type, uint8_t size, DeferredSlowPath& path);
   std::deque<DeferredSlowPath> deferred_slow_paths_;
   RegisterMapping slow_path_mapping_{};  // the mapping at the last TLB lookup's jumps
 
@@ -558,6 +581,24 @@ class Translator {
   std::array<int8_t, 16> slot_of_{};
   uint32_t use_clock_ = 0;
   CodeMode mode_ = CodeMode::k64;
+  // The frame slot (from the host RSP) of a fused stack run's host offset, host - linear.
+  static constexpr int32_t kStackRunOffsetSlot = 8;
+  bool fused_stack_ = false;           // emitting the fused copy of a stack run
+  bool stack_offset_in_rdx_ = false;   // rdx still holds that run's host offset
+  size_t fused_accesses_ = 0;          // accesses emitted with that offset
+  // What emitting an instruction changes in the translator, saved to emit a stack run twice.
+  struct EmitState {
+    std::array<CachedRegister, kCachedRegisters> cached;
+    std::array<int8_t, 16> slot_of;
+    uint32_t use_clock;
+    uint64_t pending_rip;
+    std::optional<KnownFlags> known_flags;
+    std::optional<DeferredStep> deferred_step;
+    bool rip_flushed;
+    RegisterMapping mapping_before_last;
+  };
+  EmitState current_emit_state() const;
+  void restore_emit_state(const EmitState& state);
 };
 
 }  // namespace lamina::cpu::x86::jit

@@ -4,8 +4,9 @@
 // operand within one page and the soft TLB's host pointer for this access and privilege;
 // anything else (a miss, MMIO, a trapped write to a code page, a page crossing, a
 // non-canonical address) runs the handler, which walks, faults or invalidates exactly as the
-// interpreter does. The forms up to PUSH/POP keep the cached guest registers: their slow paths
-// lie after the block's end (translator_registers.cc says how the registers survive them).
+// interpreter does. All of them keep the cached guest registers: their slow paths lie after
+// the block's end (translator_registers.cc says how the registers survive them). The stack
+// accesses of a fused run (translator_stack_run.cc) skip their own lookups.
 #include "cpu/x86/jit/translator.h"
 
 #include <optional>
@@ -69,7 +70,7 @@ void Translator::emit_linear_address(const Instruction& in, const Xbyak::Label& 
   if (in.segment == kFs || in.segment == kGs) code_.add(rax, field(layout_.effective_base + 8 * in.segment, 8));
 }
 
-void Translator::emit_tlb_host_offset(AccessType type, uint8_t size, const Xbyak::Label& slow) {
+void Translator::emit_tlb_host_offset(AccessType type, uint32_t size, const Xbyak::Label& slow) {
   if (caching_) slow_path_mapping_ = current_mapping();
   // The entry: index (linear >> 12) & (kEntries - 1), 64 bytes each, so its byte offset is
   // bits 12.. of the address moved down to bit 6.
@@ -105,6 +106,20 @@ void Translator::emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Lab
 
 Translator::DeferredSlowPath& Translator::begin_deferred_slow_path() { return deferred_slow_paths_.emplace_back(); }
 
+void Translator::emit_access_host_offset(AccessType type, uint8_t size, DeferredSlowPath& path) {
+  if (!fused_stack_) {
+    emit_tlb_host_offset(type, size, path.slow);
+    return;
+  }
+  // The run's lookup covered this access (emit_stack_run); a later check of the form (CALL's
+  // and RET's target) may still jump, with the registers as they are here.
+  path.reachable = false;
+  slow_path_mapping_ = current_mapping();
+  ++fused_accesses_;
+  if (!stack_offset_in_rdx_) code_.mov(rdx, qword[rsp + kStackRunOffsetSlot]);
+  stack_offset_in_rdx_ = true;
+}
+
 void Translator::end_deferred_slow_path(const Instruction& in, size_t index, DeferredSlowPath& path) {
   path.in = &in;
   path.index = index;
@@ -116,6 +131,7 @@ void Translator::end_deferred_slow_path(const Instruction& in, size_t index, Def
 
 void Translator::emit_deferred_slow_paths() {
   for (DeferredSlowPath& path : deferred_slow_paths_) {
+    if (!path.reachable) continue;
     code_.L(path.slow);
     // The handler and a fault see every register in CpuState.
     write_back_mapping(path.at_jump);
@@ -125,7 +141,7 @@ void Translator::emit_deferred_slow_paths() {
     in_slow_path_ = true;
     emit_handler_call(*path.in, path.index);
     in_slow_path_ = false;
-    code_.sub(field(layout_.rip, 8), static_cast<uint32_t>(path.pending_rip + path.in->length));
+    if (!path.branch) code_.sub(field(layout_.rip, 8), static_cast<uint32_t>(path.pending_rip + path.in->length));
     reload_mapping_after_call(path.at_jump, path.at_join);
     if (path.host_flags) {
       // A Jcc after the instruction branches on the host flags its fast path left.
@@ -183,7 +199,7 @@ bool Translator::emit_memory_move(const Instruction& in, size_t index) {
   const uint8_t size = (op & 1) ? in.operand_size : 1;
   DeferredSlowPath& path = begin_deferred_slow_path();
   emit_linear_address(in, path.slow);
-  emit_tlb_host_offset(load ? AccessType::kRead : AccessType::kWrite, size, path.slow);
+  emit_access_host_offset(load ? AccessType::kRead : AccessType::kWrite, size, path);
   const Xbyak::Address memory = sized_memory(rdx + rax, size);
   const bool direct = caching_ && !high_byte(in.reg, size, in.rex);
   if (load && direct) {
@@ -220,10 +236,27 @@ bool Translator::emit_stack(const Instruction& in, size_t index) {
   const uint8_t reg = static_cast<uint8_t>((op & 7) | (in.rm & 8));
   const bool push = op < 0x58;
   DeferredSlowPath& path = begin_deferred_slow_path();
+  if (fused_stack_ && reg != kRsp) {
+    // In a fused run (never PUSH/POP RSP): straight between the slot and the registers.
+    const Xbyak::Reg64 stack = cached_register(kRsp, true);
+    emit_access_host_offset(push ? AccessType::kWrite : AccessType::kRead, 8, path);
+    if (push) {
+      code_.mov(qword[rdx + stack - 8], cached_register(reg, true));
+      code_.lea(stack, ptr[stack - 8]);
+    } else {
+      code_.mov(cached_register(reg, false), qword[rdx + stack]);
+      mark_written(reg);
+      code_.lea(stack, ptr[stack + 8]);
+    }
+    mark_written(kRsp);
+    end_deferred_slow_path(in, index, path);
+    pending_rip_ += in.length;
+    return true;
+  }
   // CpuCore::push/pop's 64-bit case: SS has base 0; a non-canonical address misses the TLB
   // (the handler raises #SS).
   code_.lea(rax, ptr[cached_register(kRsp, true) - (push ? 8 : 0)]);
-  emit_tlb_host_offset(push ? AccessType::kWrite : AccessType::kRead, 8, path.slow);
+  emit_access_host_offset(push ? AccessType::kWrite : AccessType::kRead, 8, path);
   if (push) {
     // PUSH RSP pushes the value before the decrement.
     code_.mov(qword[rdx + rax], cached_register(reg, true));
@@ -405,39 +438,39 @@ void Translator::emit_canonical_check(const Xbyak::Reg64& reg, const Xbyak::Labe
 
 bool Translator::emit_call_return(const Instruction& in, size_t index) {
   const uint16_t op = in.opcode;
-  if (mode_ != CodeMode::k64 || in.operand_size != 8) return false;
+  // Only with the registers cached (emit_cached_memory).
+  if (mode_ != CodeMode::k64 || in.operand_size != 8 || !caching_) return false;
   if (op != 0xe8 && !(op == 0xc3 && in.immediate == 0)) return false;
-  const int32_t rsp = layout_.gpr + 8 * kRsp;
-  // RIP past the instruction: CALL's return address.
-  pending_rip_ += in.length;
-  flush_rip();
-  Xbyak::Label slow, done;
+  DeferredSlowPath& path = begin_deferred_slow_path();
+  path.branch = true;
+  const Xbyak::Reg64 stack = cached_register(kRsp, true);
+  // Every check before anything is written: the slow path's handler does it all again.
   if (op == 0xe8) {
-    // control_flow.cc call_relative: the checked target, then the push, then RIP.
-    code_.mov(r8, field(layout_.rip, 8));
-    code_.mov(rcx, in.immediate);
-    code_.add(r8, rcx);
-    emit_canonical_check(r8, slow);
-    code_.mov(rax, field(rsp, 8));
-    code_.sub(rax, 8);
-    emit_tlb_lookup(AccessType::kWrite, 8, slow);
+    // control_flow.cc call_relative: the push of RIP past the instruction, RIP = the checked
+    // target (rdi).
+    code_.lea(rax, ptr[stack - 8]);
+    emit_access_host_offset(AccessType::kWrite, 8, path);
     code_.mov(rcx, field(layout_.rip, 8));
-    code_.mov(qword[rdx], rcx);
-    code_.mov(field(rsp, 8), rax);
-    code_.mov(field(layout_.rip, 8), r8);
+    code_.add(rcx, static_cast<uint32_t>(pending_rip_ + in.length));
+    code_.mov(rdi, in.immediate);
+    code_.add(rdi, rcx);
+    code_.mov(rsi, rcx);
+    emit_canonical_check(rdi, path.slow);
+    code_.mov(qword[rdx + rax], rsi);
   } else {
     // return_near's 64-bit case: read, check the target, then RSP and RIP.
-    code_.mov(rax, field(rsp, 8));
-    emit_tlb_lookup(AccessType::kRead, 8, slow);
-    code_.mov(r8, qword[rdx]);
-    emit_canonical_check(r8, slow);
-    code_.add(field(rsp, 8), 8);
-    code_.mov(field(layout_.rip, 8), r8);
+    code_.mov(rax, stack);
+    emit_access_host_offset(AccessType::kRead, 8, path);
+    code_.mov(rdi, qword[rdx + rax]);
+    emit_canonical_check(rdi, path.slow);
+    code_.add(rax, 8);
   }
-  code_.jmp(done, CodeGenerator::T_NEAR);
-  code_.L(slow);
-  emit_handler_call_after_advance(in, index);
-  code_.L(done);
+  path.reachable = true;
+  store_register(kRsp, 8, true, rax);
+  code_.mov(field(layout_.rip, 8), rdi);
+  end_deferred_slow_path(in, index, path);
+  pending_rip_ = 0;
+  rip_flushed_ = true;
   return true;
 }
 
@@ -513,39 +546,38 @@ bool Translator::emit_alu_memory_write(const Instruction& in, size_t index) {
 bool Translator::emit_indirect_branch(const Instruction& in, size_t index) {
   // JMP and CALL r/m64 in 64-bit mode (control_flow.cc jump_indirect, call_indirect): the
   // target read and checked, CALL's push, then RIP; any slow case runs the handler, which
-  // does all of it again exactly.
+  // does all of it again exactly. Only with the registers cached (emit_cached_memory).
   const uint16_t op = in.opcode;
-  if (mode_ != CodeMode::k64 || op != 0xff || in.operand_size != 8) return false;
+  if (mode_ != CodeMode::k64 || op != 0xff || in.operand_size != 8 || !caching_) return false;
   const bool call = in.group_index() == 2;
   if (!call && in.group_index() != 4) return false;
-  const int32_t rsp = layout_.gpr + 8 * kRsp;
-  const uint64_t pending = pending_rip_;
-  Xbyak::Label slow, done;
+  DeferredSlowPath& path = begin_deferred_slow_path();
+  path.branch = true;
+  // RSP first, so that every jump to the slow path leaves with one mapping.
+  const std::optional<Xbyak::Reg64> stack = call ? std::optional(cached_register(kRsp, true)) : std::nullopt;
+  // rdi = the target (the lookups clobber rcx and rsi).
   if (in.memory) {
-    emit_linear_address(in, slow);
-    emit_tlb_lookup(AccessType::kRead, 8, slow);
-    code_.mov(r8, qword[rdx]);
+    emit_linear_address(in, path.slow);
+    emit_tlb_host_offset(AccessType::kRead, 8, path.slow);
+    code_.mov(rdi, qword[rdx + rax]);
   } else {
-    code_.mov(r8, field(layout_.gpr + 8 * in.rm, 8));
+    code_.mov(rdi, cached_register(in.rm, true));
+    slow_path_mapping_ = current_mapping();
   }
-  emit_canonical_check(r8, slow);
-  if (call) {
-    code_.mov(rax, field(rsp, 8));
-    code_.sub(rax, 8);
-    emit_tlb_lookup(AccessType::kWrite, 8, slow);
+  emit_canonical_check(rdi, path.slow);
+  if (stack) {
+    code_.lea(rax, ptr[*stack - 8]);
+    emit_tlb_host_offset(AccessType::kWrite, 8, path.slow);
     // The return address: RIP past this instruction.
     code_.mov(rcx, field(layout_.rip, 8));
-    code_.add(rcx, static_cast<uint32_t>(pending + in.length));
-    code_.mov(qword[rdx], rcx);
-    code_.mov(field(rsp, 8), rax);
+    code_.add(rcx, static_cast<uint32_t>(pending_rip_ + in.length));
+    code_.mov(qword[rdx + rax], rcx);
+    store_register(kRsp, 8, true, rax);
   }
-  code_.mov(field(layout_.rip, 8), r8);
-  code_.jmp(done, Xbyak::CodeGenerator::T_NEAR);
-  code_.L(slow);
-  emit_handler_call(in, index);
-  code_.L(done);
-  rip_flushed_ = true;
+  code_.mov(field(layout_.rip, 8), rdi);
+  end_deferred_slow_path(in, index, path);
   pending_rip_ = 0;
+  rip_flushed_ = true;
   known_flags_.reset();
   return true;
 }
