@@ -108,6 +108,15 @@ class Translator {
   std::span<const std::byte> translate(const Block& block);
 
  private:
+  // A host register that caches a guest one (general registers, translator_registers.cc; XMM
+  // registers, translator_xmm.cc).
+  struct CachedRegister {
+    int8_t guest = -1;  // the guest register held, or -1
+    bool dirty = false;
+    uint32_t used = 0;
+  };
+  // A free slot of `slots`, else the least recently used one.
+  static size_t slot_to_take(std::span<const CachedRegister> slots);
   // Which guest register each host register slot holds (-1: none), with kMappedDirty when it
   // differs from CpuState.
   using RegisterMapping = std::array<int8_t, 9>;
@@ -430,13 +439,8 @@ class Translator {
   void drop_xmms();
   // `mov rax, function; call rax`, the cached XMM registers stored before and loaded after.
   void emit_runtime_call(const void* function);
-  struct CachedXmm {
-    int8_t guest = -1;
-    bool dirty = false;
-    uint32_t used = 0;
-  };
   static constexpr size_t kCachedXmms = 14;
-  std::array<CachedXmm, kCachedXmms> cached_xmms_{};
+  std::array<CachedRegister, kCachedXmms> cached_xmms_{};
   std::array<int8_t, 16> xmm_slot_of_{};
   uint32_t xmm_clock_ = 0;
   // translator_sse_float.cc (64-bit mode): SSE floating-point arithmetic, CMPcc, (U)COMIS and
@@ -571,11 +575,6 @@ class Translator {
   bool simd_checked_ = false;
   bool flags_live_ = true;        // the current instruction's flags must be stored
   bool caching_ = false;          // the current instruction may keep registers in host ones
-  struct CachedRegister {
-    int8_t guest = -1;  // the guest register held, or -1
-    bool dirty = false;
-    uint32_t used = 0;
-  };
   static constexpr size_t kCachedRegisters = 9;
   std::array<CachedRegister, kCachedRegisters> cached_{};
   std::array<int8_t, 16> slot_of_{};

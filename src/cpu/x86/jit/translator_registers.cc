@@ -49,20 +49,22 @@ void Translator::reload_mapping_after_call(const RegisterMapping& before, const 
   }
 }
 
+size_t Translator::slot_to_take(std::span<const CachedRegister> slots) {
+  size_t pick = 0;
+  for (size_t candidate = 0; candidate < slots.size(); ++candidate) {
+    if (slots[candidate].guest < 0) return candidate;
+    if (slots[candidate].used < slots[pick].used) pick = candidate;
+  }
+  return pick;
+}
+
 Xbyak::Reg64 Translator::cached_register(uint8_t index, bool load) {
   static_assert(std::size(kHostRegisters) == kCachedRegisters);
   static_assert(std::tuple_size_v<RegisterMapping> == kCachedRegisters);
   int8_t slot = slot_of_[index];
   if (slot < 0) {
-    // A free slot, else the least recently used one (an instruction uses at most three).
-    size_t pick = 0;
-    for (size_t candidate = 0; candidate < kCachedRegisters; ++candidate) {
-      if (cached_[candidate].guest < 0) {
-        pick = candidate;
-        break;
-      }
-      if (cached_[candidate].used < cached_[pick].used) pick = candidate;
-    }
+    // (an instruction uses at most three)
+    const size_t pick = slot_to_take(cached_);
     evict(pick);
     slot = static_cast<int8_t>(pick);
     cached_[pick].guest = static_cast<int8_t>(index);

@@ -25,25 +25,17 @@ Xbyak::Xmm Translator::simd_slot(uint8_t guest, bool load) {
   guest &= 15;
   ++xmm_clock_;
   if (xmm_slot_of_[guest] >= 0) {
-    CachedXmm& slot = cached_xmms_[static_cast<size_t>(xmm_slot_of_[guest])];
-    slot.used = xmm_clock_;
+    cached_xmms_[static_cast<size_t>(xmm_slot_of_[guest])].used = xmm_clock_;
     return Xbyak::Xmm(kFirstSlotXmm + xmm_slot_of_[guest]);
   }
-  size_t chosen = 0;
-  for (size_t slot = 0; slot < kCachedXmms; ++slot) {
-    if (cached_xmms_[slot].guest < 0) {
-      chosen = slot;
-      break;
-    }
-    if (cached_xmms_[slot].used < cached_xmms_[chosen].used) chosen = slot;
-  }
-  CachedXmm& slot = cached_xmms_[chosen];
+  const size_t chosen = slot_to_take(cached_xmms_);
+  CachedRegister& slot = cached_xmms_[chosen];
   const Xbyak::Xmm host(kFirstSlotXmm + static_cast<int>(chosen));
   if (slot.guest >= 0) {
     if (slot.dirty) code_.movdqu(xmm_register(static_cast<uint8_t>(slot.guest)), host);
     xmm_slot_of_[static_cast<size_t>(slot.guest)] = -1;
   }
-  slot = CachedXmm{static_cast<int8_t>(guest), false, xmm_clock_};
+  slot = CachedRegister{static_cast<int8_t>(guest), false, xmm_clock_};
   xmm_slot_of_[guest] = static_cast<int8_t>(chosen);
   if (load) code_.movdqu(host, xmm_register(guest));
   return host;
@@ -56,7 +48,7 @@ void Translator::mark_xmm_written(uint8_t guest) {
 
 void Translator::store_dirty_xmms() {
   for (size_t slot = 0; slot < kCachedXmms; ++slot) {
-    const CachedXmm& cached = cached_xmms_[slot];
+    const CachedRegister& cached = cached_xmms_[slot];
     if (cached.guest >= 0 && cached.dirty) {
       code_.movdqu(xmm_register(static_cast<uint8_t>(cached.guest)), Xbyak::Xmm(kFirstSlotXmm + static_cast<int>(slot)));
     }
@@ -65,7 +57,7 @@ void Translator::store_dirty_xmms() {
 
 void Translator::reload_xmms() {
   for (size_t slot = 0; slot < kCachedXmms; ++slot) {
-    const CachedXmm& cached = cached_xmms_[slot];
+    const CachedRegister& cached = cached_xmms_[slot];
     if (cached.guest >= 0) {
       code_.movdqu(Xbyak::Xmm(kFirstSlotXmm + static_cast<int>(slot)), xmm_register(static_cast<uint8_t>(cached.guest)));
     }
@@ -78,7 +70,7 @@ void Translator::forget_xmms() {
 }
 
 void Translator::drop_xmms() {
-  cached_xmms_.fill(CachedXmm{});
+  cached_xmms_.fill(CachedRegister{});
   xmm_slot_of_.fill(-1);
 }
 
