@@ -1,6 +1,7 @@
 // The block frame, handler calls and the register/field helpers of the Translator.
 #include "cpu/x86/jit/translator.h"
 
+#include <cstddef>
 #include <cstring>
 
 #include "cpu/x86/handlers.h"
@@ -454,9 +455,17 @@ void Translator::store_flags(FlagOp op, uint8_t size, bool keep_carry) {
   code_.mov(field(layout_.flags_result, 8), rdx);
   code_.mov(field(layout_.flags_first, 8), rax);
   code_.mov(field(layout_.flags_second, 8), rcx);
-  code_.mov(field(layout_.flags_op, 1), static_cast<uint8_t>(op));
-  code_.mov(field(layout_.flags_size, 1), size);
-  if (!keep_carry) code_.mov(field(layout_.flags_carry, 1), 0);
+  // op, size and carry_in are adjacent bytes with LazyFlags' padding after them: one store of
+  // op and size (and a clear carry) instead of two or three.
+  static_assert(offsetof(LazyFlags, size) == offsetof(LazyFlags, op) + 1 &&
+                offsetof(LazyFlags, carry_in) == offsetof(LazyFlags, op) + 2 &&
+                offsetof(LazyFlags, carry_in) + 2 <= sizeof(LazyFlags) && sizeof(FlagOp) == 1);
+  const uint32_t op_and_size = static_cast<uint32_t>(op) | uint32_t{size} << 8;
+  if (keep_carry) {
+    code_.mov(field(layout_.flags_op, 2), static_cast<uint16_t>(op_and_size));
+  } else {
+    code_.mov(field(layout_.flags_op, 4), op_and_size);  // carry_in 0, a padding byte
+  }
   known_flags_ = KnownFlags{op, size};
 }
 
