@@ -344,16 +344,13 @@ void Translator::emit_call_and_checks(const Instruction& in, size_t index, int32
   }
   code_.mov(rsi, reinterpret_cast<uint64_t>(&in));
   code_.mov(rdx, static_cast<int64_t>(rip_delta));
+  code_.mov(rcx, reinterpret_cast<uint64_t>(block_));
   // Cached XMM registers (an inlined SSE form's slow path) go to CpuState for the handler,
   // and come back from it after (host XMM registers are caller-saved; it may write them).
-  store_dirty_xmms();
-  code_.mov(rcx, reinterpret_cast<uint64_t>(block_));
-  code_.mov(rax, reinterpret_cast<uint64_t>(handler_stub_));
-  code_.call(rax);
+  emit_runtime_call(handler_stub_);
   code_.test(eax, eax);
   handler_exits_.push_back(
       HandlerExit{emit_forward_jump(Jump::kNotEqual, true), static_cast<uint32_t>(index)});
-  reload_xmms();
   known_flags_.reset();
 }
 

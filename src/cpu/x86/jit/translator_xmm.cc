@@ -3,7 +3,7 @@
 // xmm2-xmm15, loaded on first use and written back before anything else: any other
 // instruction forgets them (forget_xmms), so handlers, faults, translator_sse_float.cc and
 // the next block always find them in CpuState. Host XMM registers are caller-saved, so a C
-// call made while some are cached (emit_runtime_call, a handler call) stores the dirty ones
+// call made while some are cached (emit_runtime_call, handler calls too) stores the dirty ones
 // first and loads every cached one after it: a handler may have written them.
 //
 // Slots are taken before an instruction's first jump to its slow path (simd_slot), so the
