@@ -295,7 +295,7 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
   return emit_branch(in, index) || emit_condition_forms(in, index) ||
          emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
          emit_multiply_accumulator(in, index) || emit_shift_count_forms(in, index) || emit_divide(in, index) ||
-         emit_sse_float(in, index) || emit_system(in, index) ||
+         emit_sse_float(in, index) || emit_system(in, index) || emit_repeat_string(in, index) ||
          emit_stack_forms(in, index);
 }
 

@@ -315,6 +315,8 @@ class Translator {
   bool emit_stack_forms(const Instruction& in, size_t index);
   // translator_system.cc: RDTSC, CLI and PUSHF (64-bit mode).
   bool emit_system(const Instruction& in, size_t index);
+  // translator_string.cc: REP MOVS and REP STOS forwards within pages (64-bit mode).
+  bool emit_repeat_string(const Instruction& in, size_t index);
   // ecx |= SF, ZF, PF of the host flags (as set by a TEST of the result); stores ecx as the
   // materialized flags.
   void store_materialized_flags();
