@@ -103,7 +103,7 @@ TEST_F(TlbTest, CleanPagesSendWritesToTheWalker) {
 TEST_F(TlbTest, MmioPagesAreCachedWithoutHostPointers) {
   tlb_.insert(0xfee0'0000, page(0xfee0'0000, true, false, false, true), registers_, nullptr);
   EXPECT_EQ(tlb_.lookup(0xfee0'0030, kRead, false), nullptr);
-  const TlbEntry* entry = tlb_.find(0xfee0'0030);
+  const TlbPage* entry = tlb_.find(0xfee0'0030);
   ASSERT_NE(entry, nullptr);
   EXPECT_EQ(entry->physical_page(), 0xfee0'0000u);
   EXPECT_TRUE(entry->permits(kWrite, false));
