@@ -74,14 +74,33 @@ bool Translator::emit_data(const Instruction& in) {
   if (op == 0x63 && mode_ == CodeMode::k64) {
     // move_sign_extend_dword: 64-bit sign-extends the low dword, 32/16-bit is a MOV.
     const uint8_t size = in.operand_size;
-    load_register(rax, in.rm, size == 8 ? 4 : size, in.rex);
-    if (size == 8) code_.movsxd(rax, eax);
-    store_register(in.reg, size, in.rex, rax);
+    if (caching_ && size == 8) {
+      // One host MOVSXD between the cached registers (the source is taken first, so the
+      // destination's slot cannot evict it).
+      const Xbyak::Reg64 source = cached_register(in.rm, true);
+      const Xbyak::Reg64 destination = cached_register(in.reg, false);
+      code_.movsxd(destination, source.cvt32());
+      mark_written(in.reg);
+    } else {
+      load_register(rax, in.rm, size == 8 ? 4 : size, in.rex);
+      if (size == 8) code_.movsxd(rax, eax);
+      store_register(in.reg, size, in.rex, rax);
+    }
   } else if (op == 0x98) {
     switch (in.operand_size) {
       case 2: load_register(rax, kRax, 1, false); code_.movsx(eax, al); break;
       case 4: load_register(rax, kRax, 2, false); code_.movsx(eax, ax); break;
-      default: load_register(rax, kRax, 4, false); code_.movsxd(rax, eax); break;
+      default:
+        if (caching_) {
+          const Xbyak::Reg64 accumulator = cached_register(kRax, true);
+          code_.movsxd(accumulator, accumulator.cvt32());
+          mark_written(kRax);
+          pending_rip_ += in.length;
+          return true;
+        }
+        load_register(rax, kRax, 4, false);
+        code_.movsxd(rax, eax);
+        break;
     }
     store_register(kRax, in.operand_size, false, rax);
   } else if (op == 0x99) {
