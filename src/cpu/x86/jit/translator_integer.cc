@@ -333,6 +333,20 @@ bool Translator::emit_lea(const Instruction& in) {
     Xbyak::RegExp address(static_cast<int32_t>(displacement));
     if (in.base < 16) address = address + cached_register(in.base, true);
     if (in.index < 16) address = address + cached_register(in.index, true) * (1 << in.scale);
+    if ((in.operand_size == 8 && in.address_size == 8) || (in.operand_size == 4 && in.address_size != 2)) {
+      // Straight into the destination's host register (taken after the address's, so it
+      // cannot evict them): a 32-bit LEA keeps the sum's low half and zeroes the rest, as a
+      // 32-bit register write does, whatever the address size.
+      const Xbyak::Reg64 destination = cached_register(in.reg, false);
+      if (in.operand_size == 8) {
+        code_.lea(destination, code_.ptr[address]);
+      } else {
+        code_.lea(destination.cvt32(), code_.ptr[address]);
+      }
+      mark_written(in.reg);
+      pending_rip_ += in.length;
+      return true;
+    }
     if (in.address_size == 8) {
       code_.lea(rax, code_.ptr[address]);
     } else {
