@@ -274,8 +274,8 @@ void Translator::emit_backward_jump(size_t target) {
 }
 
 void Translator::emit_epilogue() {
-  // Back to C++ with the host's MXCSR (eax: the count returned).
-  emit_mxcsr_switch_out(0, ecx);
+  // No MXCSR to switch back: the epilogue is reached only through a handler call's exit and
+  // the chaining stub's call into the engine, both made with the host's MXCSR in place.
   code_.add(rsp, 24);
   code_.pop(r15);
   code_.pop(r14);
