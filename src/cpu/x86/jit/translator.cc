@@ -246,7 +246,8 @@ void Translator::bind(ForwardTarget& target) {
 void Translator::emit_prologue() {
   // rbx: the core; r12-r15 and rbp: cached guest registers (translator_registers.cc). Six
   // pushes and 24 bytes leave the stack 16-byte aligned for the calls (SysV ABI); the 24 are
-  // the slots of [rsp] (a loop's RIP, the chaining stub's count) and of kStackRunOffsetSlot.
+  // the slots of [rsp] (a loop's RIP, the chaining stub's count), of kStackRunOffsetSlot and
+  // of kHostMxcsrSlot/kGuestMxcsrSlot.
   code_.push(rbx);
   code_.push(rbp);
   code_.push(r12);
