@@ -1,13 +1,16 @@
 // Inline SSE floating-point forms (64-bit mode): ADD, MUL, SUB, MIN, DIV, MAX, SQRT (and
 // RSQRT/RCP of singles) in packed and scalar forms, CMPcc, COMISS/COMISD/UCOMISS/UCOMISD and
-// CVTSI2SS/SD, by the host's own instruction on copies of the guest's registers. The SIMD unit
-// computes them on the host too (simd/sse_host.h): under the guest's rounding control, DAZ and
-// FTZ with every exception masked, then ORs the flags the host raised into the guest's MXCSR.
-// When the guest's MXCSR masks every exception that is the whole of its semantics (commit_sse:
-// nothing is unmasked, so nothing faults and no lane is inspected), and it is what this code
-// does: the guest's MXCSR, flags cleared, loaded for the one instruction, the host's raised
-// flags ORed into the guest's, the host's MXCSR restored. An unmasked exception in the guest's
-// MXCSR, CR0/CR4 that forbid SSE, a misaligned packed operand or any TLB slow case: the handler.
+// CVTSI2SS/SD, by the host's own instruction on the host XMM registers that cache the guest's
+// (translator_xmm.cc; a memory source through xmm1). The SIMD unit computes them on the host
+// too (simd/sse_host.h): under the guest's rounding control, DAZ and FTZ with every exception
+// masked, then ORs the flags the host raised into the guest's MXCSR. When the guest's MXCSR
+// masks every exception that is the whole of its semantics (commit_sse: nothing is unmasked,
+// so nothing faults and no lane is inspected), and it is what this code does, with the
+// guest's control bits (flags clear) in the host's MXCSR from the first float form on until
+// C++ runs next (the handler stub, emit_runtime_call, the chaining stub's call switch back,
+// ORing the raised flags into the guest's): over inlined code and chained blocks alike. An
+// unmasked exception in the guest's MXCSR, CR0/CR4 that forbid SSE, a misaligned packed
+// operand or any TLB slow case: the handler.
 #include "cpu/x86/jit/translator.h"
 
 namespace lamina::cpu::x86::jit {
