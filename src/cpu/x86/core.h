@@ -139,10 +139,6 @@ struct CpuCore {
   uint64_t physical_address_mask = ~uint64_t{0};
   // Segment bases as used for addressing (0 for ES/CS/SS/DS in 64-bit mode).
   std::array<uint64_t, 6> effective_base{};
-  // Where this privilege's host pointers start in a TlbEntry, from its `host` array: 0 for
-  // supervisor, three pointers on for CPL 3 (TlbEntry::slot). Kept with state.cpl by
-  // update_mode(), which every CPL change calls, for translated code's inline TLB lookups.
-  uint32_t tlb_privilege_offset = 0;
 
   // False when another vCPU stored into the block's pages since it was translated (cpu.cc).
   bool block_current(const Block* block) const;
@@ -419,7 +415,7 @@ struct CpuCore {
   PageTarget translate_page(uint64_t linear, Access access, bool user);
 
  public:
-  // The one soft TLB (system/tlb): read, write and fetch pointers per privilege in one entry.
+  // The one soft TLB (system/tlb): per privilege, read, write and fetch tags and one addend.
   Tlb tlb;
 
   // ---- debug and alignment check state (debug.cc), after the TLBs: the hot fields above keep

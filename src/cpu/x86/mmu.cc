@@ -226,7 +226,7 @@ std::byte* CpuCore::writable_host_pointer(uint64_t linear, uint8_t size) {
 }
 
 uint64_t CpuCore::code_physical(uint64_t linear) {
-  const TlbEntry* entry = tlb.find(linear);
+  const TlbPage* entry = tlb.find(linear);
   if (entry != nullptr && entry->permits(AccessType::kExecute, user_access()))
     return entry->physical_page() | (linear & 0xfff);
   return translate(linear, Access::kExecute, user_access());
@@ -329,7 +329,7 @@ void CpuCore::update_mode() {
     blocks.new_generation();
   }
   blocks.set_user_context(state.cpl == 3);
-  tlb_privilege_offset = static_cast<uint32_t>(TlbEntry::slot(AccessType::kRead, user_access()) * sizeof(std::byte*));
+  tlb.set_user(user_access());
   for (size_t i = 0; i < effective_base.size(); ++i) {
     effective_base[i] = (code_mode == CodeMode::k64 && i < kFs) ? 0 : state.segment[i].base;
   }

@@ -16,7 +16,7 @@
      - CPUID leaves 0, 1, 7 and 0x80000001 must read as they did at the start (CPUID_SAVED):
        a guest checks CPUID once, so a move to a machine presenting another CPU model would
        leave it using what is no longer there. With "pvm" in the Multiboot command line the
-       feature words of leaves 1 and 7 are left out: PVM shows a guest the hardware's there,
+       feature words of leaves 1 and 7 (and leaf 7's subleaf count) are left out: PVM shows a guest the hardware's there,
        whatever CPUID table it was given (ARCHITECTURE.md, KVM).
    COM1: "state-check-start", then "progress TICKS COUNT" (hex) every 50 ticks, and "state-ok
    TICKS COUNT" after TOTAL_TICKS ticks, then debug-exit status 7 (lamina exits 15). A failed
@@ -209,7 +209,8 @@ check_cpuid:
         jmp 11f
 12:     cmpl $7, (%si)
         jne 11f
-        xorl %ebx, %ebx                   /* PVM: leaf 7's too */
+        xorl %eax, %eax                   /* PVM: leaf 7's too, and (some builds) its */
+        xorl %ebx, %ebx                   /* subleaf count */
         xorl %ecx, %ecx
         xorl %edx, %edx
 11:     testw %bp, %bp

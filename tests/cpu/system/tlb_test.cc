@@ -103,7 +103,7 @@ TEST_F(TlbTest, CleanPagesSendWritesToTheWalker) {
 TEST_F(TlbTest, MmioPagesAreCachedWithoutHostPointers) {
   tlb_.insert(0xfee0'0000, page(0xfee0'0000, true, false, false, true), registers_, nullptr);
   EXPECT_EQ(tlb_.lookup(0xfee0'0030, kRead, false), nullptr);
-  const TlbEntry* entry = tlb_.find(0xfee0'0030);
+  const TlbPage* entry = tlb_.find(0xfee0'0030);
   ASSERT_NE(entry, nullptr);
   EXPECT_EQ(entry->physical_page(), 0xfee0'0000u);
   EXPECT_TRUE(entry->permits(kWrite, false));
@@ -287,6 +287,149 @@ TEST_F(TlbTest, WithoutPagingEveryAccessIsPermittedEvenWithSmapSet) {
   for (bool user : {false, true}) {
     for (AccessType type : {kRead, kWrite, kExecute}) {
       EXPECT_EQ(tlb_.lookup(0x5000, type, user), host(0));
+    }
+  }
+}
+
+// The access the JIT's inline lookup makes (translator_memory.cc, emit_tlb_host_offset): the
+// current privilege's table, index (linear >> 12) & (kEntries - 1), the tag of `type` against
+// the page of the operand's last byte, then linear + addend. nullptr: the slow path.
+std::byte* inline_lookup(const Tlb& tlb, uint64_t linear, uint32_t size, AccessType type) {
+  const TlbEntry& entry = (*tlb.current_table())[(linear >> 12) & (Tlb::kEntries - 1)];
+  const uint64_t last_page = (linear + size - 1) & ~uint64_t{0xfff};
+  if (entry.tag[static_cast<unsigned>(type)] != last_page) return nullptr;
+  return reinterpret_cast<std::byte*>(linear + entry.addend);
+}
+
+// Whether an access may go straight to RAM, by the SDM's rules (4.6) rather than through
+// access_permitted: user pages only for user accesses; writes need R/W (supervisor: or CR0.WP
+// clear) and a set dirty flag; fetches need an executable page, and no user page for a
+// supervisor fetch under SMEP; supervisor data accesses to user pages go slow under SMAP
+// (EFLAGS.AC is the slow path's); traps and MMIO keep what they cover off the fast path.
+bool expect_fast(const Translation& t, bool wp, bool smep, bool smap, const TlbTraps& traps,
+                 bool ram, bool user, AccessType type) {
+  if (!ram) return false;
+  if (user && !t.user) return false;
+  if (!user && t.user && (type == kExecute ? smep : smap)) return false;
+  if (type == kWrite && (!t.dirty || (!t.writable && (user || wp)))) return false;
+  if (type == kExecute && !t.executable) return false;
+  if (type == kWrite && traps.writes) return false;
+  if (type != kExecute && (traps.data || (user && traps.user_data))) return false;
+  return true;
+}
+
+TEST_F(TlbTest, EveryPermissionAndTrapCombinationGivesTheFastPathExactlyWhenAllowed) {
+  const uint64_t linear = 0x7fff'1234'5000;
+  size_t fast = 0, slow = 0;
+  for (unsigned bits = 0; bits < (1u << 12); ++bits) {
+    const auto bit = [bits](unsigned n) { return ((bits >> n) & 1) != 0; };
+    const Translation t = page(0x9000, bit(0), bit(1), bit(2), bit(3), bit(4));
+    const bool wp = bit(5), smep = bit(6), smap = bit(7), ram = bit(11);
+    const TlbTraps traps{.writes = bit(8), .data = bit(9), .user_data = bit(10)};
+    PagingRegisters registers = long_mode();
+    if (!wp) registers.cr0 &= ~cr0::kWp;
+    if (smep) registers.cr4 |= cr4::kSmep;
+    if (smap) registers.cr4 |= cr4::kSmap;
+    tlb_.insert(linear + 0x234, t, registers, ram ? host(0x3000) : nullptr, traps);
+    const TlbPage* cached = tlb_.find(linear);
+    ASSERT_NE(cached, nullptr);
+    EXPECT_EQ(cached->physical_page(), 0x9000u);
+    EXPECT_EQ(cached->global(), t.global);
+    for (bool user : {false, true}) {
+      tlb_.set_user(user);
+      for (AccessType type : {kRead, kWrite, kExecute}) {
+        const bool expected = expect_fast(t, wp, smep, smap, traps, ram, user, type);
+        const TlbEntry& entry = tlb_.entry(linear, user);
+        SCOPED_TRACE(::testing::Message() << "bits " << std::hex << bits << " user " << user
+                                          << " type " << static_cast<int>(type));
+        // The tag alone decides: it holds the page exactly when the access may go to RAM.
+        EXPECT_EQ(entry.tag[static_cast<unsigned>(type)],
+                  expected ? linear : TlbEntry::kInvalidTag);
+        EXPECT_EQ(tlb_.lookup(linear + 0x10, type, user), expected ? host(0x3010) : nullptr);
+        EXPECT_EQ(inline_lookup(tlb_, linear + 0x10, 8, type), expected ? host(0x3010) : nullptr);
+        // The rights the slow paths read (code_physical, find_block): the same without the
+        // traps and for MMIO too (a clean page's writes still walk).
+        EXPECT_EQ(cached->permits(type, user),
+                  expect_fast(t, wp, smep, smap, TlbTraps{}, true, user, type));
+        (expected ? fast : slow)++;
+      }
+    }
+  }
+  EXPECT_GT(fast, 0u);
+  EXPECT_GT(slow, 0u);
+}
+
+TEST_F(TlbTest, InlineLookupUsesThePrivilegeOfTheCurrentTable) {
+  // Supervisor-only page, and a user page read-only for both.
+  tlb_.insert(0x1000, page(0x1000, true, false, true, true), registers_, host(0));
+  tlb_.insert(0x2000, page(0x2000, false, true, false, true), registers_, host(0x1000));
+  tlb_.set_user(false);
+  EXPECT_EQ(inline_lookup(tlb_, 0x1008, 8, kWrite), host(8));
+  EXPECT_EQ(inline_lookup(tlb_, 0x2008, 8, kRead), host(0x1008));
+  EXPECT_EQ(inline_lookup(tlb_, 0x2008, 8, kWrite), nullptr);  // CR0.WP
+  tlb_.set_user(true);
+  EXPECT_EQ(inline_lookup(tlb_, 0x1008, 8, kRead), nullptr);
+  EXPECT_EQ(inline_lookup(tlb_, 0x2008, 8, kRead), host(0x1008));
+  EXPECT_EQ(inline_lookup(tlb_, 0x2008, 8, kWrite), nullptr);
+  tlb_.set_user(false);
+  EXPECT_EQ(inline_lookup(tlb_, 0x1008, 8, kRead), host(8));
+}
+
+TEST_F(TlbTest, InlineLookupMissesForCrossingsAndNonCanonicalAddresses) {
+  tlb_.insert(0x1000, page(0x1000, true, true, true, true), registers_, host(0));
+  tlb_.insert(0x2000, page(0x2000, true, true, true, true), registers_, host(0x1000));
+  EXPECT_EQ(inline_lookup(tlb_, 0x1ff8, 8, kRead), host(0xff8));
+  // Both pages cached, but the operand's last byte is in the next page: the tag of the first
+  // page's index is not the page of the last byte.
+  EXPECT_EQ(inline_lookup(tlb_, 0x1ff9, 8, kRead), nullptr);
+  EXPECT_EQ(inline_lookup(tlb_, 0x1fff, 2, kWrite), nullptr);
+  // A 16-byte run ending in the next page.
+  EXPECT_EQ(inline_lookup(tlb_, 0x1ff8, 16, kRead), nullptr);
+  // A non-canonical page is never cached, so nothing at its index matches it.
+  const uint64_t non_canonical = 0x0000'8000'0000'1000;
+  tlb_.insert(non_canonical, page(0x3000, true, true, true, true), registers_, host(0x2000));
+  EXPECT_EQ(inline_lookup(tlb_, non_canonical, 1, kRead), nullptr);
+  EXPECT_EQ(tlb_.find(non_canonical), nullptr);
+  EXPECT_EQ(inline_lookup(tlb_, 0x1000, 1, kRead), host(0));  // its index kept its page
+}
+
+TEST_F(TlbTest, DropsAndTrapsReachEveryTagOfBothPrivileges) {
+  const auto all_invalid = [this](uint64_t linear) {
+    for (bool user : {false, true}) {
+      for (uint64_t tag : tlb_.entry(linear, user).tag) {
+        if (tag != TlbEntry::kInvalidTag) return false;
+      }
+    }
+    return true;
+  };
+  const auto fill = [this](uint64_t linear, uint64_t physical, bool global = false) {
+    tlb_.insert(linear, page(physical, true, true, true, true, global), registers_, host(0));
+  };
+  fill(0x1000, 0x1000);
+  ASSERT_FALSE(all_invalid(0x1000));
+  tlb_.invalidate_page(0x1000);
+  EXPECT_TRUE(all_invalid(0x1000));
+  fill(0x1000, 0x1000);
+  fill(0x2000, 0x2000, true);
+  tlb_.flush_non_global();
+  EXPECT_TRUE(all_invalid(0x1000));
+  EXPECT_FALSE(all_invalid(0x2000));
+  tlb_.flush_all();
+  EXPECT_TRUE(all_invalid(0x2000));
+  // Trapped writes to a code page: the write tags of both privileges, nothing else.
+  fill(0x3000, 0x7000);
+  tlb_.trap_writes_to_physical(0x7000);
+  for (bool user : {false, true}) {
+    EXPECT_EQ(tlb_.entry(0x3000, user).tag[static_cast<unsigned>(kWrite)], TlbEntry::kInvalidTag);
+    EXPECT_EQ(tlb_.entry(0x3000, user).tag[static_cast<unsigned>(kRead)], 0x3000u);
+    EXPECT_EQ(tlb_.entry(0x3000, user).tag[static_cast<unsigned>(kExecute)], 0x3000u);
+  }
+  // A stale TlbPage tag left by no drop: insert of another page at the index replaces all.
+  fill(0x3000 + Tlb::size() * 4096, 0x8000);
+  for (bool user : {false, true}) {
+    for (AccessType type : {kRead, kWrite, kExecute}) {
+      EXPECT_EQ(tlb_.lookup(0x3000, type, user), nullptr);
+      EXPECT_EQ(tlb_.lookup(0x3000 + Tlb::size() * 4096, type, user), host(0));
     }
   }
 }

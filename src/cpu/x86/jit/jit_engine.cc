@@ -140,7 +140,7 @@ Block* JitEngine::find_block(uint64_t rip) const {
   // As Cpu::run's find_block, in 64-bit code (RIP is linear) and from the TLB only: a page
   // that is not there must be walked, which may fault, and that is the run loop's business.
   if (core_.code_mode != CodeMode::k64) return nullptr;
-  const TlbEntry* entry = core_.tlb.find(rip);
+  const TlbPage* entry = core_.tlb.find(rip);
   if (entry == nullptr || !entry->permits(AccessType::kExecute, core_.user_access())) return nullptr;
   Block* block = core_.blocks.find(entry->physical_page() | (rip & 0xfff), CodeMode::k64);
   return block != nullptr && core_.block_current(block) ? block : nullptr;
@@ -150,7 +150,7 @@ bool JitEngine::on_global_page(uint64_t rip, const Block& block) const {
   // 64-bit code (RIP is linear), the whole block in the page the TLB holds for `rip`: its
   // translation then outlives a CR3 load, and so may a link to the block.
   if (core_.code_mode != CodeMode::k64 || ((block.last_page ^ block.physical) >> 12) != 0) return false;
-  const TlbEntry* entry = core_.tlb.find(rip);
+  const TlbPage* entry = core_.tlb.find(rip);
   return entry != nullptr && entry->global() && entry->physical_page() == (block.physical & ~uint64_t{0xfff});
 }
 

@@ -39,8 +39,7 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
       .flags_size = offset_of(core, &flags.size),
       .flags_carry = offset_of(core, &flags.carry_in),
       .cpl = offset_of(core, &core.state.cpl),
-      .tlb_entries = offset_of(core, core.tlb.entries()),
-      .tlb_privilege_offset = offset_of(core, &core.tlb_privilege_offset),
+      .tlb_table = offset_of(core, core.tlb.current_table()),
       .effective_base = offset_of(core, core.effective_base.data()),
       .flags_materialized = offset_of(core, &flags.materialized),
       .retired = offset_of(core, &core.retired),
@@ -301,7 +300,7 @@ bool Translator::emit_inline(const Instruction& in, size_t index) {
   return emit_branch(in, index) || emit_condition_forms(in, index) ||
          emit_rotate(in) || emit_simd(in, index) || emit_bit_scan(in, index) || emit_bit_test(in, index) ||
          emit_multiply_accumulator(in, index) || emit_shift_count_forms(in, index) || emit_divide(in, index) ||
-         emit_sse_float(in, index) || emit_system(in, index) ||
+         emit_sse_float(in, index) || emit_system(in, index) || emit_repeat_string(in, index) ||
          emit_stack_forms(in, index);
 }
 

@@ -125,7 +125,7 @@ class Translator {
   struct Layout {
     int32_t rip, instruction_rip, stop_block, gpr, cs_limit;
     int32_t flags_result, flags_first, flags_second, flags_op, flags_size, flags_carry;
-    int32_t cpl, tlb_entries, tlb_privilege_offset, effective_base, flags_materialized;
+    int32_t cpl, tlb_table, effective_base, flags_materialized;
     // The between-blocks checks of inline chaining (translator_chain.cc).
     int32_t retired, retired_limit, generation, global_generation, running_block, event_delivered;
     int32_t halted, waiting_for_startup, interrupt_shadow, rflags, breakpoints_armed;
@@ -315,6 +315,8 @@ class Translator {
   bool emit_stack_forms(const Instruction& in, size_t index);
   // translator_system.cc: RDTSC, CLI and PUSHF (64-bit mode).
   bool emit_system(const Instruction& in, size_t index);
+  // translator_string.cc: REP MOVS and REP STOS forwards within pages (64-bit mode).
+  bool emit_repeat_string(const Instruction& in, size_t index);
   // ecx |= SF, ZF, PF of the host flags (as set by a TEST of the result); stores ecx as the
   // materialized flags.
   void store_materialized_flags();

@@ -1,7 +1,7 @@
 // Inline memory forms in 64-bit mode: MOV between a register or an immediate and memory,
 // MOVZX/MOVSX/MOVSXD, ALU forms reading or writing memory, INC/DEC m, PUSH/POP of a register,
 // CALL/RET and JMP/CALL r/m64. The fast path is CpuCore::read_linear/write_linear's: the
-// operand within one page and the soft TLB's host pointer for this access and privilege;
+// operand within one page and the soft TLB entry of this privilege with a valid tag for this access;
 // anything else (a miss, MMIO, a trapped write to a code page, a page crossing, a
 // non-canonical address) runs the handler, which walks, faults or invalidates exactly as the
 // interpreter does. All of them keep the cached guest registers: their slow paths lie after
@@ -72,31 +72,28 @@ void Translator::emit_linear_address(const Instruction& in, const Xbyak::Label& 
 
 void Translator::emit_tlb_host_offset(AccessType type, uint32_t size, const Xbyak::Label& slow) {
   if (caching_) slow_path_mapping_ = current_mapping();
-  // The entry: index (linear >> 12) & (kEntries - 1), 64 bytes each, so its byte offset is
-  // bits 12.. of the address moved down to bit 6.
-  static_assert(sizeof(TlbEntry) == 64);
+  // The entry: index (linear >> 12) & (kEntries - 1), 32 bytes each, so its byte offset is
+  // bits 12.. of the address moved down to bit 5.
+  static_assert(sizeof(TlbEntry) == 32);
   code_.mov(ecx, eax);
-  code_.shr(ecx, 12 - 6);
-  code_.and_(ecx, static_cast<uint32_t>((Tlb::kEntries - 1) << 6));
+  code_.shr(ecx, 12 - 5);
+  code_.and_(ecx, static_cast<uint32_t>((Tlb::kEntries - 1) << 5));
+  // This privilege's table (Tlb::current_table, kept with the CPL): a load that depends on
+  // nothing here, so it is done by the time the index is.
+  code_.mov(rdx, field(layout_.tlb_table, 8));
   // The tag against the page of the operand's last byte: an entry holds only a page of its
   // own index, and only a canonical one (tlb.h), so a page crossing or a non-canonical
-  // address misses here too.
+  // address misses here too. The tag is the page only when this access may go to RAM.
   if (size == 1) {
     code_.mov(rsi, rax);
   } else {
     code_.lea(rsi, ptr[rax + (size - 1)]);
   }
   code_.and_(rsi, 0xfffff000u);  // sign-extended: ~0xfff
-  code_.cmp(rsi, qword[rbx + rcx + layout_.tlb_entries + static_cast<int32_t>(offsetof(TlbEntry, tag))]);
+  code_.cmp(rsi, qword[rdx + rcx + static_cast<int32_t>(offsetof(TlbEntry, tag) + 8 * static_cast<unsigned>(type))]);
   code_.jne(slow, CodeGenerator::T_NEAR);
-  // host[slot(type, user)]: the privilege's three pointers start tlb_privilege_offset on.
-  code_.add(ecx, field(layout_.tlb_privilege_offset, 4));
-  code_.mov(rdx, qword[rbx + rcx + layout_.tlb_entries +
-                       static_cast<int32_t>(offsetof(TlbEntry, host) + 8 * static_cast<unsigned>(type))]);
-  code_.test(rdx, rdx);
-  code_.jz(slow, CodeGenerator::T_NEAR);
-  // rsi is the page of the first byte as well (a hit does not cross).
-  code_.sub(rdx, rsi);
+  // host - linear for the whole page (a hit does not cross).
+  code_.mov(rdx, qword[rdx + rcx + static_cast<int32_t>(offsetof(TlbEntry, addend))]);
 }
 
 void Translator::emit_tlb_lookup(AccessType type, uint8_t size, const Xbyak::Label& slow) {

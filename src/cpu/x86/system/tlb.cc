@@ -13,10 +13,15 @@ void Tlb::for_each_filled(Visit visit) {
     while (bits != 0) {
       const unsigned bit = static_cast<unsigned>(std::countr_zero(bits));
       bits &= bits - 1;
-      if (!visit(entries_[word * 64 + bit])) kept &= ~(uint64_t{1} << bit);
+      if (!visit(word * 64 + bit)) kept &= ~(uint64_t{1} << bit);
     }
     filled_[word] = kept;
   }
+}
+
+void Tlb::drop(size_t index) {
+  pages_[index].tag = TlbEntry::kInvalidTag;
+  for (Table& table : tables_) table[index].tag.fill(TlbEntry::kInvalidTag);
 }
 
 void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRegisters& registers,
@@ -25,28 +30,29 @@ void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRe
   // translated code's inline lookup needs no canonical check of its own. The core walks one
   // only for the second half of a split access.
   if (!is_canonical(linear)) return;
-  uint64_t page = linear & ~kPageMask;
+  const uint64_t page = linear & ~kPageMask;
   const size_t slot_index = index(linear);
-  TlbEntry& entry = entries_[slot_index];
-  entry.tag = page;
   filled_[slot_index / 64] |= uint64_t{1} << (slot_index % 64);
-  uint64_t flags = translation.global ? TlbEntry::kGlobal : 0;
+  uint64_t flags = translation.global ? TlbPage::kGlobal : 0;
+  // Wraps modulo 2^64 as intended: linear + addend is the host address.
+  const uint64_t addend = reinterpret_cast<uintptr_t>(host_page) - page;
   for (bool user : {false, true}) {
+    TlbEntry& entry = tables_[user ? 1 : 0][slot_index];
+    entry.addend = addend;
     for (AccessType type : {AccessType::kRead, AccessType::kWrite, AccessType::kExecute}) {
-      unsigned slot = TlbEntry::slot(type, user);
       // SMAP's EFLAGS.AC exception is left to the slow path: the entry assumes AC = 0.
       bool permitted = access_permitted(translation, registers, AccessContext{type, user, false});
       // A write through a page whose dirty flag is clear must walk so the flag gets set.
       if (type == AccessType::kWrite && !translation.dirty) permitted = false;
-      if (permitted) flags |= uint64_t{1} << slot;
+      if (permitted) flags |= uint64_t{1} << TlbPage::slot(type, user);
       const bool data = type != AccessType::kExecute;
       const bool trapped = (type == AccessType::kWrite && traps.writes) ||
                            (data && (traps.data || (user && traps.user_data)));
-      bool fast = permitted && host_page != nullptr && !trapped;
-      entry.host[slot] = fast ? host_page : nullptr;
+      const bool fast = permitted && host_page != nullptr && !trapped;
+      entry.tag[static_cast<unsigned>(type)] = fast ? page : TlbEntry::kInvalidTag;
     }
   }
-  entry.physical_and_flags = (translation.physical & ~kPageMask) | flags;
+  pages_[slot_index] = TlbPage{.tag = page, .physical_and_flags = (translation.physical & ~kPageMask) | flags};
   if (translation.page_size > 4096) {
     uint64_t base = linear & ~(translation.page_size - 1);
     large_low_ = std::min(large_low_, base);
@@ -55,8 +61,8 @@ void Tlb::insert(uint64_t linear, const Translation& translation, const PagingRe
 }
 
 void Tlb::flush_all() {
-  for_each_filled([](TlbEntry& entry) {
-    entry.tag = TlbEntry::kInvalidTag;
+  for_each_filled([this](size_t index) {
+    drop(index);
     return false;
   });
   large_low_ = ~uint64_t{0};
@@ -65,9 +71,10 @@ void Tlb::flush_all() {
 
 void Tlb::flush_non_global() {
   // The large-page range is kept: a global large page may still be cached.
-  for_each_filled([](TlbEntry& entry) {
-    if (entry.tag != TlbEntry::kInvalidTag && entry.global()) return true;
-    entry.tag = TlbEntry::kInvalidTag;
+  for_each_filled([this](size_t index) {
+    const TlbPage& page = pages_[index];
+    if (page.tag != TlbEntry::kInvalidTag && page.global()) return true;
+    drop(index);
     return false;
   });
 }
@@ -77,38 +84,38 @@ bool Tlb::invalidate_page(uint64_t linear) {
     flush_all();
     return true;
   }
-  TlbEntry& entry = entries_[index(linear)];
-  if (entry.tag == (linear & ~kPageMask)) entry.tag = TlbEntry::kInvalidTag;
+  const size_t slot_index = index(linear);
+  if (pages_[slot_index].tag == (linear & ~kPageMask)) drop(slot_index);
   return false;
 }
 
 void Tlb::trap_writes_to_physical(uint64_t physical_page) {
   uint64_t page = physical_page & ~kPageMask;
-  // Entries never filled, or dropped by a flush, have no pointers a lookup could use: insert
-  // writes all six before the tag can match again.
-  for_each_filled([page](TlbEntry& entry) {
-    if (entry.physical_page() == page) {
-      entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
-      entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
+  // Entries never filled, or dropped, have no valid tags a lookup could use: insert writes all
+  // six before one can match again.
+  for_each_filled([this, page](size_t index) {
+    if (pages_[index].physical_page() == page) {
+      trap(index, false, AccessType::kWrite);
+      trap(index, true, AccessType::kWrite);
     }
     return true;
   });
 }
 
 void Tlb::trap_all_writes() {
-  for_each_filled([](TlbEntry& entry) {
-    entry.host[TlbEntry::slot(AccessType::kWrite, false)] = nullptr;
-    entry.host[TlbEntry::slot(AccessType::kWrite, true)] = nullptr;
+  for_each_filled([this](size_t index) {
+    trap(index, false, AccessType::kWrite);
+    trap(index, true, AccessType::kWrite);
     return true;
   });
 }
 
 void Tlb::trap_data(bool user_only) {
-  for_each_filled([user_only](TlbEntry& entry) {
+  for_each_filled([this, user_only](size_t index) {
     for (bool user : {false, true}) {
       if (!user && user_only) continue;
-      entry.host[TlbEntry::slot(AccessType::kRead, user)] = nullptr;
-      entry.host[TlbEntry::slot(AccessType::kWrite, user)] = nullptr;
+      trap(index, user, AccessType::kRead);
+      trap(index, user, AccessType::kWrite);
     }
     return true;
   });
