@@ -828,5 +828,190 @@ TEST(JitInlineFormsTest, PageFaultsOfInlinedMemoryFormsArePrecise) {
   EXPECT_NE(outcome.state.gpr[kRbx], 0x1234u);
 }
 
+// A loop whose float forms run across chained blocks, register-only code, handlers that read
+// and write MXCSR (CVTTSD2SI raising its flags, STMXCSR, LDMXCSR clearing the flags) and
+// Jcc after UCOMISD, under every rounding mode, FTZ and DAZ: the XMM registers, MXCSR and
+// what STMXCSR read along the way are the SIMD unit's.
+TEST(JitInlineFormsTest, SseFloatRunsAcrossHandlersAndChainedBlocksMatchTheSimdUnit) {
+  static constexpr uint32_t kMxcsr[] = {0x1f80, 0x3f80, 0x5f80, 0x7f80, 0x9f80, 0x1fc0, 0xffc0};
+  constexpr uint32_t kScratch = 0x7f0, kOut = 0x1000;
+  for (const uint32_t mxcsr : kMxcsr) {
+    SCOPED_TRACE(::testing::Message() << "mxcsr " << std::hex << mxcsr);
+    std::mt19937_64 random(mxcsr);
+    std::vector<uint8_t> data(kDataBytes);
+    for (uint32_t offset = 0; offset < 0x700; offset += 8) {
+      const uint64_t bits = pick_float_bits(random);
+      for (int byte = 0; byte < 8; ++byte) data[offset + byte] = static_cast<uint8_t>(bits >> (8 * byte));
+    }
+    const std::vector<uint8_t> program = assemble([&](CodeGenerator& c) {
+      Xbyak::Label top, second, over, keep;
+      c.mov(rdi, kData);
+      c.mov(r15, 0);
+      c.mov(rax, 0x123456789);
+      c.mov(dword[rdi + kScratch], mxcsr);
+      c.ldmxcsr(dword[rdi + kScratch]);
+      for (int index = 0; index < 16; ++index) c.movdqu(Xbyak::Xmm(index), ptr[rdi + 16 * index]);
+      c.mov(r8d, 40);
+      c.L(top);
+      c.addsd(xmm0, xmm1);
+      c.mulsd(xmm2, ptr[rdi + 0x118]);
+      c.divsd(xmm3, xmm4);
+      c.cvtsi2sd(xmm5, rax);
+      c.add(rax, 0x7654321);  // register-only, within the run
+      c.subps(xmm6, xmm7);
+      c.sqrtsd(xmm8, xmm0);
+      c.mulpd(xmm9, ptr[rdi + 0x120]);
+      c.jmp(second, CodeGenerator::T_NEAR);  // a chained block boundary
+      c.L(second);
+      c.addss(xmm11, ptr[rdi + 0x124]);
+      c.divps(xmm12, xmm13);
+      c.cvttsd2si(rdx, xmm3);  // the SIMD unit's handler: invalid or inexact flags too
+      c.add(r15, rdx);
+      c.mulsd(xmm3, xmm8);
+      c.ucomisd(xmm0, xmm2);
+      c.ja(over);
+      c.add(r15, 1);
+      c.L(over);
+      c.minsd(xmm10, xmm9);
+      c.cvtsi2ss(xmm14, rdx);
+      c.maxpd(xmm15, xmm1);
+      c.test(r8b, 7);
+      c.jnz(keep, CodeGenerator::T_NEAR);
+      // Every eighth round: the flags so far, then cleared.
+      c.stmxcsr(dword[rdi + kScratch + 4]);
+      c.add(r15d, dword[rdi + kScratch + 4]);
+      c.rol(r15, 7);
+      c.ldmxcsr(dword[rdi + kScratch]);
+      c.L(keep);
+      c.dec(r8d);
+      c.jnz(top, CodeGenerator::T_NEAR);
+      c.stmxcsr(dword[rdi + kScratch + 8]);
+      for (int index = 0; index < 16; ++index) c.movdqu(ptr[rdi + kOut + 16 * index], Xbyak::Xmm(index));
+      c.hlt();
+    });
+    const auto setup = [&data](TestMachine& machine) { machine.write(kData, data); };
+    const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+    const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+    expect_same(interpreted, translated);
+    expect_no_exception(translated);
+    EXPECT_GT(translated.patched_exits, 0u);
+  }
+}
+
+// MXCSR's flags as the instructions raised them, across a chained block boundary, a STMXCSR
+// and a LDMXCSR that clears them (what the host raised before it must not come back).
+TEST(JitInlineFormsTest, SseExceptionFlagsAccumulateExactly) {
+  constexpr uint32_t kScratch = 0x700;
+  constexpr uint32_t kInvalid = 0x01, kZero = 0x04, kOverflow = 0x08, kUnderflow = 0x10, kPrecision = 0x20;
+  const Outcome outcome = compare(assemble([](CodeGenerator& c) {
+    Xbyak::Label second, third;
+    c.mov(rdi, kData);
+    const auto load = [&c](const Xbyak::Xmm& xmm, uint64_t bits) {
+      c.mov(rax, bits);
+      c.movq(xmm, rax);
+    };
+    load(xmm0, 0x3ff0000000000000ull);  // 1.0
+    load(xmm1, 0x4008000000000000ull);  // 3.0
+    load(xmm2, 0x7fefffffffffffffull);  // the largest double
+    load(xmm3, 0x0010000000000000ull);  // the smallest normal
+    load(xmm4, 0);
+    load(xmm5, 0xbff0000000000000ull);  // -1.0
+    load(xmm7, 0x3ff0000000000000ull);
+    c.divsd(xmm0, xmm1);  // inexact
+    c.jmp(second, CodeGenerator::T_NEAR);
+    c.L(second);
+    c.mulsd(xmm2, xmm2);  // overflow, inexact
+    c.stmxcsr(dword[rdi + kScratch]);
+    c.mov(dword[rdi + kScratch + 4], 0x1f80);
+    c.ldmxcsr(dword[rdi + kScratch + 4]);
+    c.addsd(xmm4, xmm4);  // exact
+    c.stmxcsr(dword[rdi + kScratch + 8]);
+    c.mulsd(xmm3, xmm3);  // underflow, inexact
+    c.jmp(third, CodeGenerator::T_NEAR);
+    c.L(third);
+    c.sqrtsd(xmm6, xmm5);  // invalid
+    c.divsd(xmm7, xmm4);   // divide by zero
+    c.hlt();
+  }));
+  expect_no_exception(outcome);
+  const auto word = [&outcome](uint32_t offset) {
+    return uint32_t{outcome.data[offset]} | uint32_t{outcome.data[offset + 1]} << 8 |
+           uint32_t{outcome.data[offset + 2]} << 16 | uint32_t{outcome.data[offset + 3]} << 24;
+  };
+  EXPECT_EQ(word(kScratch), 0x1f80 | kOverflow | kPrecision);
+  EXPECT_EQ(word(kScratch + 8), 0x1f80u);
+  EXPECT_EQ(outcome.state.simd.mxcsr, 0x1f80 | kInvalid | kZero | kUnderflow | kPrecision);
+}
+
+// A #PF in the middle of a run of float forms (a MOVSD load, a float form's own memory
+// operand, in the run's first block or in a chained one): the fault sees the flags the forms
+// before it raised and their XMM results (expect_same compares both with the interpreter's).
+TEST(JitInlineFormsTest, PageFaultsInAFloatRunSeeItsFlagsAndRegisters) {
+  for (const bool chained : {false, true}) {
+    const auto before = [chained](CodeGenerator& c) {
+      c.mov(rax, 0x3ff0000000000000ull);
+      c.movq(xmm0, rax);
+      c.mov(rax, 0x4008000000000000ull);
+      c.movq(xmm1, rax);
+      c.movq(xmm2, rax);
+      c.divsd(xmm0, xmm1);  // inexact
+      c.mulsd(xmm2, xmm0);
+      c.cvtsi2sd(xmm3, r8);  // 2^63, exact
+      if (chained) {
+        Xbyak::Label next;
+        c.jmp(next, CodeGenerator::T_NEAR);
+        c.L(next);
+        c.addsd(xmm2, xmm2);
+      }
+    };
+    const uint32_t inexact = 0x1f80 | 0x20;
+    expect_page_fault("movsd load", [](CodeGenerator& c) { c.movsd(xmm4, ptr[rdi]); }, before);
+    expect_page_fault("mulsd m64", [](CodeGenerator& c) { c.mulsd(xmm2, ptr[rdi + 8]); }, before);
+    expect_page_fault("comisd m64", [](CodeGenerator& c) { c.comisd(xmm0, ptr[rdi]); }, before);
+    expect_page_fault("cvtsi2sd m64", [](CodeGenerator& c) { c.cvtsi2sd(xmm3, qword[rdi]); }, before);
+    expect_page_fault("addps m128", [](CodeGenerator& c) { c.addps(xmm1, ptr[rdi + 16]); }, before);
+    // The interpreter's MXCSR, and that it holds the flags of the forms before the fault.
+    const Outcome outcome = compare(assemble([&](CodeGenerator& c) {
+      c.mov(rdi, 0x40000000);
+      c.mov(r8, 0x7fffffffffffffffull);
+      c.add(r8, 1);
+      before(c);
+      c.movsd(xmm4, ptr[rdi]);
+      c.hlt();
+    }));
+    EXPECT_EQ(outcome.state.rip, kHandler + 1);
+    EXPECT_EQ(outcome.state.simd.mxcsr, inexact);
+  }
+}
+
+// (U)COMISD whose memory operand misses the TLB (its slow path, the SIMD unit) before a Jcc of
+// every condition that branches on the host flags the fast path leaves: the slow path sets
+// them again from the unit's flags.
+TEST(JitInlineFormsTest, ComparesToFlagsOnTheirSlowPathFeedTheJcc) {
+  static constexpr uint64_t kValues[] = {0xbff0000000000000ull, 0, 0x3ff0000000000000ull,
+                                         0x7ff8000000000000ull};
+  const Outcome outcome = compare(assemble([](CodeGenerator& c) {
+    c.mov(r15, 0);
+    uint64_t page = 0x300000;  // pages nothing touched before: each access misses the TLB
+    for (const uint64_t value : kValues) {
+      c.mov(rax, value);
+      c.movq(xmm0, rax);
+      for (int condition = 0; condition < 16; ++condition) {
+        c.mov(rsi, page);
+        page += 0x1000;
+        if (condition % 2 == 0) {
+          c.comisd(xmm0, ptr[rsi]);
+        } else {
+          c.ucomisd(xmm0, ptr[rsi + 8]);
+        }
+        jump_over_add(c, condition);
+        c.rol(r15, 3);
+      }
+    }
+    c.hlt();
+  }));
+  expect_no_exception(outcome);
+}
+
 }  // namespace
 }  // namespace lamina::cpu::x86::testing

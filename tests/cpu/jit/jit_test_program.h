@@ -84,6 +84,7 @@ inline void expect_same(const Outcome& interpreted, const Outcome& translated) {
   for (int index = 0; index < 16; ++index) {
     EXPECT_EQ(interpreted.state.simd.xmm[index].bytes, translated.state.simd.xmm[index].bytes) << "xmm" << index;
   }
+  EXPECT_EQ(interpreted.state.simd.mxcsr, translated.state.simd.mxcsr);
   EXPECT_EQ(interpreted.data, translated.data);
 }
 

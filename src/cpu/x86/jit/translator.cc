@@ -175,7 +175,8 @@ void Translator::emit_instruction(const Block& block, size_t index) {
   const bool register_form = register_only(in) || (!in.lock && in.handler != &invalid_opcode &&
                                                    shift_without_flags(in) && !flags_needed(index));
   // Cached XMM registers stay across inlined SSE forms and register-only code only.
-  if (!register_form && (mode_ != CodeMode::k64 || simd_form(in).kind == SimdKind::kNone)) forget_xmms();
+  if (!register_form && (mode_ != CodeMode::k64 || (simd_form(in).kind == SimdKind::kNone && !sse_float(in))))
+    forget_xmms();
   if (register_form) {
     flags_live_ = flags_needed(index);
     caching_ = true;
@@ -244,7 +245,8 @@ void Translator::bind(ForwardTarget& target) {
 void Translator::emit_prologue() {
   // rbx: the core; r12-r15 and rbp: cached guest registers (translator_registers.cc). Six
   // pushes and 24 bytes leave the stack 16-byte aligned for the calls (SysV ABI); the 24 are
-  // the slots of [rsp] (a loop's RIP, the chaining stub's count) and of kStackRunOffsetSlot.
+  // the slots of [rsp] (a loop's RIP, the chaining stub's count), of kStackRunOffsetSlot and
+  // of kHostMxcsrSlot/kGuestMxcsrSlot.
   code_.push(rbx);
   code_.push(rbp);
   code_.push(r12);
@@ -253,6 +255,8 @@ void Translator::emit_prologue() {
   code_.push(r15);
   code_.sub(rsp, 24);
   code_.mov(rbx, rdi);
+  // Entered from C++: the host's MXCSR is in place (emit_mxcsr_switch_in).
+  code_.mov(dword[rsp + kGuestMxcsrSlot], 0);
 }
 
 void Translator::emit_bytes(std::span<const uint8_t> bytes) {
@@ -270,6 +274,8 @@ void Translator::emit_backward_jump(size_t target) {
 }
 
 void Translator::emit_epilogue() {
+  // No MXCSR to switch back: the epilogue is reached only through a handler call's exit and
+  // the chaining stub's call into the engine, both made with the host's MXCSR in place.
   code_.add(rsp, 24);
   code_.pop(r15);
   code_.pop(r14);
@@ -365,7 +371,9 @@ std::span<const std::byte> Translator::handler_stub() {
   code_.movzx(ecx, byte[rsi + offsetof(Instruction, length)]);
   code_.add(rax, rcx);
   code_.mov(field(layout_.rip, 8), rax);
-  // Called from a block's body (the call's return address makes 8 bytes to realign).
+  // Called from a block's body (the call's return address makes 8 bytes to realign). The
+  // handler runs with the host's MXCSR and finds the guest's flags merged.
+  emit_mxcsr_switch_out(8, eax);
   code_.sub(rsp, 8);
   code_.mov(rdi, rbx);
   code_.mov(rdx, reinterpret_cast<uint64_t>(&record_));

@@ -446,8 +446,21 @@ class Translator {
   std::array<int8_t, 16> xmm_slot_of_{};
   uint32_t xmm_clock_ = 0;
   // translator_sse_float.cc (64-bit mode): SSE floating-point arithmetic, CMPcc, (U)COMIS and
-  // CVTSI2SS/SD as the host's instruction under the guest's MXCSR, when it masks every exception.
+  // CVTSI2SS/SD as the host's instruction on the XMM cache's registers under the guest's
+  // MXCSR, when it masks every exception.
   bool emit_sse_float(const Instruction& in, size_t index);
+  static bool sse_float(const Instruction& in);
+  // The guest's MXCSR in the host: its control bits (flags clear) go in at the first float
+  // form after the host's was in place and stay, over inlined code and chained blocks, until
+  // the next C call or return to the run loop. The frame's two slots: the host's MXCSR, and
+  // the guest's as loaded (0 while the host's is in place; set to 0 by the prologue).
+  static constexpr int32_t kHostMxcsrSlot = 16, kGuestMxcsrSlot = 20;
+  // When the guest's is in: ORs the flags the host raised into the guest's MXCSR and loads
+  // the host's (frame: the block frame's distance from RSP; clobbers `scratch` and the flags).
+  void emit_mxcsr_switch_out(int32_t frame, const Xbyak::Reg32& scratch);
+  // When the host's is in: jumps to `slow` unless the guest's MXCSR masks every exception,
+  // else loads its control bits (clobbers eax, ecx and the flags).
+  void emit_mxcsr_switch_in(const Xbyak::Label& slow);
 
   // translator_branch.cc
   bool emit_branch(const Instruction& in, size_t index);

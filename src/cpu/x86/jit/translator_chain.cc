@@ -176,6 +176,7 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   bind(slow);
   code_.xor_(ecx, ecx);
   bind(call_chain);
+  emit_mxcsr_switch_out(0, eax);  // C++ runs with the host's MXCSR (eax: the ExitCheck, read)
   code_.mov(field(layout_.running_block, 8), r8);
   code_.mov(dword[rsp], r9d);
   code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));

@@ -1,8 +1,8 @@
 // Guest XMM registers in host ones (64-bit mode): while a block runs inlined SSE forms
-// (translator_simd.cc) and register-only integer code between them, guest xmm0-15 live in host
-// xmm2-xmm15, loaded on first use and written back before anything else: any other
-// instruction forgets them (forget_xmms), so handlers, faults, translator_sse_float.cc and
-// the next block always find them in CpuState. Host XMM registers are caller-saved, so a C
+// (translator_simd.cc, translator_sse_float.cc) and register-only integer code between them,
+// guest xmm0-15 live in host xmm2-xmm15, loaded on first use and written back before anything
+// else: any other instruction forgets them (forget_xmms), so handlers, faults and the next
+// block always find them in CpuState. Host XMM registers are caller-saved, so a C
 // call made while some are cached (emit_runtime_call, handler calls too) stores the dirty ones
 // first and loads every cached one after it: a handler may have written them.
 //
@@ -75,6 +75,9 @@ void Translator::drop_xmms() {
 }
 
 void Translator::emit_runtime_call(const void* function) {
+  // C++ runs with the host's MXCSR (the handler stub switches itself; the arguments are in
+  // rdi-r9 already, the flags are the call's to clobber).
+  if (function != handler_stub_) emit_mxcsr_switch_out(0, eax);
   store_dirty_xmms();
   code_.mov(rax, reinterpret_cast<uint64_t>(function));
   code_.call(rax);
