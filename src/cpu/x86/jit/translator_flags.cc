@@ -37,9 +37,53 @@ void Translator::emit_materialized_or(const Xbyak::Label& other) {
 }
 
 void Translator::emit_unknown_condition(uint8_t condition) {
-  Xbyak::Label call, decided;
-  emit_materialized_or(call);
+  // Materialized flags through SAHF; ADD, SUB (CMP), INC, DEC and logic operations redone on
+  // their operands at the top of 64-bit registers, which sets CF, ZF, SF and OF as the sized
+  // operation did (a logic operation's TEST of its result: ZF and SF, CF = OF = 0 as stored).
+  // A condition after a compare in the block before is the common case: `cmp; jb; ja` leaves
+  // the second Jcc a block of its own. The C call is left for PF (P/NP), ADC/SBB, and CF of
+  // INC/DEC (their kept carry).
+  Xbyak::Label call, decided, stored, add, sub, logic, host;
+  const uint8_t pair = (condition & 15) >> 1;
+  const bool reads_parity = pair == 5;
+  const bool reads_carry = pair == 1 || pair == 3;
+  emit_materialized_or(stored);
   emit_sahf_flags(condition);
+  code_.jmp(host, CodeGenerator::T_NEAR);
+  code_.L(stored);
+  if (reads_parity) {
+    code_.jmp(call, CodeGenerator::T_NEAR);
+  } else {
+    code_.movzx(eax, field(layout_.flags_op, 1));
+    code_.cmp(eax, static_cast<uint8_t>(FlagOp::kSub));
+    code_.je(sub, CodeGenerator::T_NEAR);
+    code_.cmp(eax, static_cast<uint8_t>(FlagOp::kAdd));
+    code_.je(add, CodeGenerator::T_NEAR);
+    code_.cmp(eax, static_cast<uint8_t>(FlagOp::kLogic));
+    code_.je(logic, CodeGenerator::T_NEAR);
+    if (!reads_carry) {
+      // INC and DEC store 1 as their second operand (emit_step, alu_handlers.cc).
+      code_.cmp(eax, static_cast<uint8_t>(FlagOp::kInc));
+      code_.je(add, CodeGenerator::T_NEAR);
+      code_.cmp(eax, static_cast<uint8_t>(FlagOp::kDec));
+      code_.je(sub, CodeGenerator::T_NEAR);
+    }
+    code_.jmp(call, CodeGenerator::T_NEAR);
+    code_.L(sub);
+    emit_operands_at_top(layout_.flags_first, layout_.flags_second);
+    code_.cmp(rax, rdx);
+    code_.jmp(host, CodeGenerator::T_NEAR);
+    code_.L(add);
+    emit_operands_at_top(layout_.flags_first, layout_.flags_second);
+    code_.add(rax, rdx);
+    code_.jmp(host, CodeGenerator::T_NEAR);
+    code_.L(logic);
+    emit_operand_shift_into_cl();
+    code_.mov(rax, field(layout_.flags_result, 8));
+    code_.shl(rax, cl);
+    code_.test(rax, rax);
+  }
+  code_.L(host);
   code_.mov(eax, 0);
   set_condition(condition, al);
   code_.jmp(decided, CodeGenerator::T_NEAR);
