@@ -155,33 +155,50 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
     code_.jmp(done, CodeGenerator::T_NEAR);
   }
   code_.L(taken);
+  // The target into rcx (the exit check compares it with its record's RIP): RIP past the
+  // branch plus the displacement, in one ADD when both fit an imm32.
+  const auto displacement = static_cast<int64_t>(in.immediate);
+  const int64_t from_base = (from_stack ? static_cast<int64_t>(past) : 0) + displacement;
   if (from_stack) {
-    code_.mov(rax, qword[rsp]);
-    code_.add(rax, past);
+    code_.mov(rcx, qword[rsp]);
   } else {
-    code_.mov(rax, field(layout_.rip, 8));
+    code_.mov(rcx, field(layout_.rip, 8));
   }
-  code_.mov(rcx, in.immediate);
-  code_.add(rax, rcx);
-  // checked_target (operands.h): cut to the operand size, then canonical or within CS's limit.
-  zero_extend(rax, in.operand_size);
-  if (mode_ == CodeMode::k64) {
-    code_.mov(rcx, rax);
-    code_.shl(rcx, 16);
-    code_.sar(rcx, 16);
-    code_.cmp(rcx, rax);
-    code_.jne(slow, CodeGenerator::T_NEAR);
+  if (from_base == static_cast<int32_t>(from_base)) {
+    if (from_base != 0) code_.add(rcx, static_cast<int32_t>(from_base));
   } else {
-    code_.mov(ecx, field(layout_.cs_limit, 4));
-    code_.cmp(rax, rcx);
+    if (from_stack) code_.add(rcx, past);
+    code_.mov(rax, in.immediate);
+    code_.add(rcx, rax);
+  }
+  // checked_target (operands.h): cut to the operand size, then canonical or within CS's limit.
+  zero_extend(rcx, in.operand_size);
+  // The target's distance from the block's start: the branch ends the block.
+  const int64_t target = static_cast<int64_t>(block_bytes_) + displacement;
+  const bool final_branch = index + 1 == block_->instructions.size();
+  // A target in the page the block starts in is canonical (target_in_start_page). In 16- and
+  // 32-bit code the limit check stays: blocks are found by physical address without looking
+  // at the CS limit again, so that the block's bytes lie within it is not known here.
+  const bool in_page = final_branch && in.operand_size == 8 && target_in_start_page(target);
+  if (mode_ == CodeMode::k64) {
+    if (!in_page) {
+      code_.mov(rax, rcx);
+      code_.shl(rax, 16);
+      code_.sar(rax, 16);
+      code_.cmp(rax, rcx);
+      code_.jne(slow, CodeGenerator::T_NEAR);
+    }
+  } else {
+    code_.mov(eax, field(layout_.cs_limit, 4));
+    code_.cmp(rcx, rax);
     code_.ja(slow, CodeGenerator::T_NEAR);
   }
-  code_.mov(field(layout_.rip, 8), rax);
+  code_.mov(field(layout_.rip, 8), rcx);
   if (branches_to_own_start(in, index)) emit_self_loop();
   if (index + 1 == block_->instructions.size() && !registers_over_back_edge_) {
     // The block's last instruction: the taken path gets its own exit site, so each direction
     // keeps its own patched jump (the other one is the block's end).
-    emit_chain(*block_);
+    emit_chain(*block_, in_page && same_page_exit(target));
   } else {
     code_.jmp(done, CodeGenerator::T_NEAR);
   }
@@ -202,6 +219,8 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   }
   code_.L(after);
   known_flags_.reset();
+  // The block's end after a final Jcc not taken is a direct exit too.
+  fallthrough_direct_ = conditional && final_branch;
   return true;
 }
 
