@@ -141,10 +141,15 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   engine->jump_cache_.record(state.rip, recorded, body, next);
   core.blocks.note_linked(state.rip, *next);
   if (site != nullptr) {
+    if (profile != nullptr) profile->note_stale_site();
     // A direct exit to the block's own page holds in every address space of the epoch too
     // (same_page_successor); its link and jump cache entry above, keyed by RIP alone, do not.
-    const bool any_space = global || same_page_successor(*site, *finished, state.rip, *next);
-    engine->patch(*site, body, any_space ? core.blocks.global_generation() : generation, state.rip);
+    const bool same_page = !global && same_page_successor(*site, *finished, state.rip, *next);
+    const auto kind = global      ? JitProfile::PatchKind::kGlobalPage
+                      : same_page ? JitProfile::PatchKind::kSamePage
+                                  : JitProfile::PatchKind::kAddressSpace;
+    engine->patch(*site, body, global || same_page ? core.blocks.global_generation() : generation, state.rip,
+                  kind);
   }
   // Nothing else to write on the way in, as for a patched exit: instruction_rip and
   // running_block are set by the next handler call (or by the chaining stub on the way out),
@@ -190,7 +195,7 @@ bool JitEngine::same_page_successor(const ExitSite& site, const Block& finished,
 }
 
 void JitEngine::patch(const ExitSite& site, const std::byte* body, uint64_t generation,
-                      uint64_t rip) {
+                      uint64_t rip, JitProfile::PatchKind kind) {
   const auto* record = reinterpret_cast<const std::byte*>(&site);
   const std::byte* field = record + site.jump_offset;
   // The rel32 of a jmp ends at field + 4; the cache is far smaller than 2 GiB, but a record
@@ -209,7 +214,7 @@ void JitEngine::patch(const ExitSite& site, const std::byte* body, uint64_t gene
     return;
   }
   ++patched_exits_;
-  if (profile_ != nullptr) profile_->note_patch();
+  if (profile_ != nullptr) profile_->note_patch(kind);
 }
 
 BlockRun JitEngine::run(Block& block, bool& translated) {

@@ -81,7 +81,8 @@ class JitEngine {
   // generation: a direct exit of 64-bit code within one page to a block in that same page.
   static bool same_page_successor(const ExitSite& site, const Block& finished, uint64_t rip,
                                   const Block& next);
-  void patch(const ExitSite& site, const std::byte* body, uint64_t generation, uint64_t rip);
+  void patch(const ExitSite& site, const std::byte* body, uint64_t generation, uint64_t rip,
+             JitProfile::PatchKind kind);
 
   CpuCore& core_;
   std::unique_ptr<CodeCache> cache_;
