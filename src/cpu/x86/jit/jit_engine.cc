@@ -179,8 +179,9 @@ bool JitEngine::on_global_page(uint64_t rip, const Block& block) const {
 bool JitEngine::same_page_successor(const ExitSite& site, const Block& finished, uint64_t rip,
                                     const Block& next) {
   // `finished` ran (64-bit code) at a RIP whose page maps to its physical page: it was
-  // entered through a lookup or a link valid in this address space, and nothing it ran
-  // changed the mapping without ending it (MOV CR3 and INVLPG end their block). The site's
+  // entered through a lookup or a link valid in this address space, and what it ran could
+  // change that only by a MOV CR3 (which ends its block) or an INVLPG of the page (which
+  // starts a new epoch when a patch of the epoch leads into the page, below). The site's
   // target lies in that linear page (the translator checked the page offsets: same_page), so
   // it maps to the same physical page and the block there is `next`, in any address space
   // where the exit's RIP is this one: the site compares RIP before it jumps. What can make
