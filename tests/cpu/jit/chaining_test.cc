@@ -383,6 +383,52 @@ TEST(ChainingTest, ASamePageExitSeesACodeWriteAfterACr3Reload) {
   EXPECT_GT(translated.patched_exits, 0u);
 }
 
+// A, at kHigh, writes kHigh's PTE from R10 and INVLPGs kHigh every round, then jumps to B in
+// the same page: its exit is patched under the global generation. In round 50 R10 maps
+// kHigh to other code; A's decoded instructions go on, and its jump must reach the new B.
+TEST(ChainingTest, AnInvlpgInsideABlockRetiresItsSamePageExit) {
+  const uint64_t pte = low_pte_address() + 8;  // kHigh's
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, keep;
+    c.mov(ecx, 100);
+    c.mov(r10, kFirst | 3);
+    c.L(loop);
+    c.cmp(ecx, 51);
+    c.jne(keep, Xbyak::CodeGenerator::T_NEAR);
+    c.mov(r10, kSecond | 3);
+    c.L(keep);
+    c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
+    jump_to(c, kCode + c.getSize(), kHigh);
+    c.add(rbx, rax);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    map_low_and_high(machine);
+    for (const auto& [physical, value] : {std::pair{kFirst, 1}, std::pair{kSecond, 2}}) {
+      machine.write(physical, assemble([&](Xbyak::CodeGenerator& c) {
+        Xbyak::Label b;
+        c.mov(rdx, pte);  // A
+        c.mov(qword[rdx], r10);
+        c.mov(rax, kHigh);
+        c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
+        c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+        c.align(0x100);
+        c.L(b);
+        c.mov(eax, value);
+        c.jmp(r11);
+      }));
+    }
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 49u * 1 + 51u * 2);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
 // A ends at the last byte of its page with a Jcc to the page's start (a same-page exit) and
 // falls through into the next page. 50 rounds taken at kHigh (B at kHigh returns 1); then the
 // page is mapped at kLow too, kHigh to other code (returning 2), CR3 reloaded, and A runs at
