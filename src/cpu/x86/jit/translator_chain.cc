@@ -156,6 +156,11 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.mov(rcx, rdi);
   code_.cmp(eax, static_cast<uint32_t>(ExitCheck::kPatch));
   jump_to(call_chain, Jump::kEqual, true);
+  // A same-page exit patched for another RIP (the same code at another address in another
+  // address space: a shared library) is patched again for this one, as a stale exit is,
+  // rather than looked up on every run while that patch holds.
+  code_.cmp(byte[rdi + offsetof(ExitSite, same_page)], 0);
+  jump_to(call_chain, Jump::kNotEqual, true);
   // What else the run loop looks at between blocks only a handler sets, and the handler stub
   // ends the block then: the budget (which a posted request ends too) is all that is left.
   emit_budget_check(r9, slow);
