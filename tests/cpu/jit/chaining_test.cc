@@ -429,6 +429,50 @@ TEST(ChainingTest, AnInvlpgInsideABlockRetiresItsSamePageExit) {
   EXPECT_GT(translated.patched_exits, 0u);
 }
 
+// The same code page at two addresses in turn (a shared library in two processes): A jumps to
+// B within it, patched under the global generation for the first address; at the second the
+// patch's RIP differs, so the exit is patched again for it (and must reach the same B there),
+// then for the first once more.
+TEST(ChainingTest, ASamePageExitAtAnotherAddressIsPatchedForIt) {
+  const uint64_t pte = low_pte_address();
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    for (int phase = 0; phase < 3; ++phase) {
+      Xbyak::Label loop;
+      c.mov(ecx, 30);
+      c.L(loop);
+      c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
+      jump_to(c, kCode + c.getSize(), phase == 1 ? kLow : kHigh);
+      c.add(rbx, rax);
+      c.dec(ecx);
+      c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+      // kFirst at kLow (kHigh: kSecond), then back at kHigh.
+      if (phase == 0) switch_address_space(c, pte, kFirst, kSecond);
+      if (phase == 1) switch_address_space(c, pte, kCode, kFirst);
+    }
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    map_low_and_high(machine);
+    for (const auto& [physical, value] : {std::pair{kFirst, 1}, std::pair{kSecond, 7}}) {
+      machine.write(physical, assemble([&](Xbyak::CodeGenerator& c) {
+        Xbyak::Label b;
+        c.inc(r9);  // A
+        c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+        c.align(0x100);
+        c.L(b);
+        c.mov(eax, value);
+        c.jmp(r11);
+      }));
+    }
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 90u);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
 // A ends at the last byte of its page with a Jcc to the page's start (a same-page exit) and
 // falls through into the next page. 50 rounds taken at kHigh (B at kHigh returns 1); then the
 // page is mapped at kLow too, kHigh to other code (returning 2), CR3 reloaded, and A runs at
