@@ -40,9 +40,8 @@ void BlockCache::remove(uint64_t key) {
   const auto found = blocks_.find(key);
   if (found == blocks_.end()) return;
   Block& block = *found->second;
-  // Links, jump cache entries and patched exits of older epochs and address spaces are dead
-  // already (dropped blocks of exited processes: ~880 epochs of the mixed run before).
-  if (may_be_linked(block)) new_generation();
+  // Links, jump cache entries and patched exits of older epochs are dead already.
+  if (linked_in_epoch(block)) new_generation();
   if (lookup_[lookup_index(key)] == &block) lookup_[lookup_index(key)] = nullptr;
   instructions_ -= block.instructions.size();
   // Both pages' index entries go with the block (a page-crossing block's other page would

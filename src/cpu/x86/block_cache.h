@@ -48,10 +48,9 @@ struct Block {
   // worth translating.
   uint32_t runs = 0;
   // The cache's generation when a link, jump cache entry or patched exit last led here
-  // (BlockCache::note_linked), and the epoch when one recorded under the global generation
-  // did: a block nothing that still holds leads to is dropped without a new generation.
+  // (BlockCache::note_linked): a block nothing of the current generation leads to is dropped
+  // without a new generation.
   uint64_t linked_generation = 0;
-  uint64_t linked_any_space_epoch = 0;
 };
 
 class BlockCache {
@@ -103,11 +102,9 @@ class BlockCache {
   // The linear pages (64-bit code) of every block a link or jump cache entry of this generation
   // leads to, hashed into a bitmap: an INVLPG of any other page cannot make one of them wrong
   // and leaves the generation as it is (a hash collision only costs a new generation).
-  // `block` crossing into the next page marks that one too. `any_space`: the link is recorded
-  // under the global generation.
-  void note_linked(uint64_t rip, Block& block, bool any_space = false) {
+  // `block` crossing into the next page marks that one too.
+  void note_linked(uint64_t rip, Block& block) {
     block.linked_generation = generation_;
-    if (any_space) block.linked_any_space_epoch = generation_ >> 32;
     mark_page(rip >> 12);
     if (((block.last_page ^ block.physical) >> 12) != 0) mark_page((rip >> 12) + 1);
   }
@@ -119,13 +116,8 @@ class BlockCache {
     generation_ = (generation_ & ~uint64_t{1}) | (user ? 1 : 0);
     global_generation_ = global_of(generation_);
   }
-  // Whether a link that still holds may lead to `block` (it must not be dropped without a new
-  // epoch): one recorded in this address space (either privilege side), or under the global
-  // generation in this epoch. One of an earlier address space never holds again: a CR3 load
-  // takes a new one (new_address_space), and its links with it.
-  bool may_be_linked(const Block& block) const {
-    return (block.linked_generation | 1) == (generation_ | 1) || block.linked_any_space_epoch == (generation_ >> 32);
-  }
+  // Whether a link of this epoch may lead to `block` (it must not be dropped without a new one).
+  bool linked_in_epoch(const Block& block) const { return (block.linked_generation >> 32) == (generation_ >> 32); }
   // Frees blocks invalidated while they were executing.
   void release_retired() { retired_.clear(); }
   bool has_retired() const { return !retired_.empty(); }

@@ -139,12 +139,12 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
     found->generation = recorded;
   }
   engine->jump_cache_.record(state.rip, recorded, body, next);
-  // A direct exit to the block's own page holds in every address space of the epoch too
-  // (same_page_successor); its link and jump cache entry above, keyed by RIP alone, do not.
-  const bool same_page = site != nullptr && !global && same_page_successor(*site, *finished, state.rip, *next);
-  core.blocks.note_linked(state.rip, *next, global || same_page);
+  core.blocks.note_linked(state.rip, *next);
   if (site != nullptr) {
     if (profile != nullptr) profile->note_stale_site();
+    // A direct exit to the block's own page holds in every address space of the epoch too
+    // (same_page_successor); its link and jump cache entry above, keyed by RIP alone, do not.
+    const bool same_page = !global && same_page_successor(*site, *finished, state.rip, *next);
     const auto kind = global      ? JitProfile::PatchKind::kGlobalPage
                       : same_page ? JitProfile::PatchKind::kSamePage
                                   : JitProfile::PatchKind::kAddressSpace;
