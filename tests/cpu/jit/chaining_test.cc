@@ -473,6 +473,45 @@ TEST(ChainingTest, ASamePageExitAtAnotherAddressIsPatchedForIt) {
   EXPECT_GT(translated.patched_exits, 0u);
 }
 
+// Block A on a global page jumps to a function on another global page, patched under the
+// global generation. In round 50 CR3 is reloaded and the function's immediate rewritten at
+// once: nothing of the new address space leads to the function yet, but A's patch, which
+// holds in every address space, does, so its drop must start a new epoch.
+TEST(ChainingTest, ACodeWriteAfterACr3ReloadRetiresAGlobalPatch) {
+  uint64_t back = 0;
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, skip;
+    c.mov(ecx, 100);
+    c.L(loop);
+    c.inc(r9);
+    jump_to(c, kCode + c.getSize(), kFunction);
+    back = kCode + c.getSize();
+    c.add(rbx, rax);
+    c.cmp(ecx, 51);
+    c.jne(skip, Xbyak::CodeGenerator::T_NEAR);
+    reload_cr3(c);
+    c.mov(rdx, kFunction + 1);  // mov eax, imm32's immediate
+    c.mov(dword[rdx], 2);
+    c.L(skip);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    set_up_global_pages(machine, {.code = true, .function = true});
+    machine.write(kFirst, assemble([&](Xbyak::CodeGenerator& c) {
+      c.mov(eax, 1);
+      jump_to(c, kFunction + c.getSize(), back);
+    }));
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
 // A ends at the last byte of its page with a Jcc to the page's start (a same-page exit) and
 // falls through into the next page. 50 rounds taken at kHigh (B at kHigh returns 1); then the
 // page is mapped at kLow too, kHigh to other code (returning 2), CR3 reloaded, and A runs at
