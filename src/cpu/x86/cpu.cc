@@ -231,7 +231,7 @@ void Cpu::invalidate_code(uint64_t physical, uint64_t length) {
   const uint64_t last = (physical + length - 1) & ~uint64_t{0xfff};
   for (uint64_t page = first;; page += 0x1000) {
     core_->blocks.invalidate_page(page, nullptr);
-    if (core_->shared_code != nullptr && core_->shared_code->tracked(page)) core_->shared_code->note_write(page);
+    if (core_->shared_code != nullptr && core_->shared_code->tracked(page)) core_->shared_code->note_write(page, this);
     if (page == last) break;
   }
 }

@@ -127,7 +127,7 @@ CpuCore::PageTarget CpuCore::translate_page(uint64_t linear, Access access, bool
       if (blocks.invalidate_page(physical_page, running_block)) stop_block = true;
     }
     if (shared_code != nullptr && shared_code->tracked(physical_page))
-      shared_code->note_write(physical_page);
+      shared_code->note_write(physical_page, owner);
   }
   // A write fills the write pointers after the checks above. A read or fetch fills them too
   // when those checks would have nothing to do: the page's dirty flag is set already (no walk

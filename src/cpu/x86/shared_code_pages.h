@@ -41,8 +41,10 @@ class SharedCodePages {
   }
   // Marks the page as holding translated code of `marker`; returns its generation.
   uint32_t mark_code(uint64_t physical, const Cpu* marker);
-  // A store reached the page: its translations are stale everywhere.
-  void note_write(uint64_t physical);
+  // A store reached the page: its translations are stale everywhere. `writer`, the vCPU that
+  // stored (null: a device), has dropped its own blocks of the page already and is not asked
+  // to start a new chaining generation (which would retire all its links and patched exits).
+  void note_write(uint64_t physical, const Cpu* writer = nullptr);
 
  private:
   uint64_t page_count_;

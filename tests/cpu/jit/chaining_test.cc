@@ -237,6 +237,325 @@ TEST(ChainingTest, PatchedExitsBetweenGlobalPagesOutliveCr3Reloads) {
   EXPECT_LT(translated.patched_exits, 20u);
 }
 
+// Direct exits within one non-global page (a jump to the same page) are patched under the
+// global generation: a loop whose every round reloads CR3 patches them a few times in all, not
+// every round (with the address space's generation, three exits a round).
+TEST(ChainingTest, PatchedExitsWithinAPageOutliveCr3Reloads) {
+  constexpr int kRounds = 200;
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, second, third;
+    c.mov(ecx, kRounds);
+    c.L(loop);
+    c.inc(r9);
+    c.jmp(second, Xbyak::CodeGenerator::T_NEAR);
+    c.L(second);
+    c.add(rbx, 3);
+    c.jmp(third, Xbyak::CodeGenerator::T_NEAR);
+    c.L(third);
+    reload_cr3(c);  // ends its block
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program);
+  const Outcome translated = run_on(CpuEngine::kJit, program);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 3u * kRounds);
+  EXPECT_GT(translated.patched_exits, 0u);
+  EXPECT_LT(translated.patched_exits, 20u);
+}
+
+// Two linear pages, kLow and kHigh = kLow + 4 KiB, whose PTEs are adjacent (one page table):
+// kHigh maps kFirst, kLow kCode's page (unused), until the program remaps them.
+constexpr uint64_t kLow = 0x50000000, kHigh = kLow + 0x1000;
+
+uint64_t low_pte_address() {
+  TestMachine machine;
+  machine.enter_long_mode(0);
+  machine.map_page(kLow, kCode, false, true);
+  machine.map_page(kHigh, kFirst, false, true);
+  return pte_of(machine, kLow);
+}
+
+void map_low_and_high(TestMachine& machine) {
+  machine.map_page(kLow, kCode, false, true);
+  machine.map_page(kHigh, kFirst, false, true);
+}
+
+// Maps kLow to `low` and kHigh to `high` (physical pages) and reloads CR3.
+void switch_address_space(Xbyak::CodeGenerator& c, uint64_t pte, uint64_t low, uint64_t high) {
+  c.mov(rdx, pte);
+  c.mov(rax, low | 3);
+  c.mov(qword[rdx], rax);
+  c.mov(rax, high | 3);
+  c.mov(qword[rdx + 8], rax);
+  reload_cr3(c);
+}
+
+// A: a jump within kHigh's page to B, which jumps back through R11. After 50 rounds the page
+// maps other code (B' at B's offset) and CR3 is reloaded; then kCode jumps to B's address
+// through a register 50 times. The same-page exit A -> B is patched under the global
+// generation, but the jump cache entry its chaining made must not be: B's address is B' now.
+TEST(ChainingTest, AJumpCacheEntryOfASamePageExitDiesWithItsAddressSpace) {
+  constexpr uint64_t kB = kHigh + 0x100;
+  const uint64_t pte = low_pte_address();
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label first, second;
+    c.mov(ecx, 50);
+    c.L(first);
+    c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
+    jump_to(c, kCode + c.getSize(), kHigh);
+    c.add(rbx, rax);
+    c.dec(ecx);
+    c.jnz(first, Xbyak::CodeGenerator::T_NEAR);
+    switch_address_space(c, pte, kCode, kSecond);
+    c.mov(ecx, 50);
+    c.L(second);
+    c.mov(rdx, kB);
+    c.lea(r11, ptr[rip + 2]);
+    c.jmp(rdx);
+    c.add(rbx, rax);
+    c.dec(ecx);
+    c.jnz(second, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    map_low_and_high(machine);
+    for (const auto& [physical, value] : {std::pair{kFirst, 1}, std::pair{kSecond, 2}}) {
+      machine.write(physical, assemble([&](Xbyak::CodeGenerator& c) {
+        Xbyak::Label b;
+        c.inc(r9);  // A
+        c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+        c.align(0x100);
+        c.L(b);
+        c.mov(eax, value);
+        c.jmp(r11);
+      }));
+    }
+  };
+  expect_the_new_code_ran(program, setup);
+}
+
+TEST(ChainingTest, ASamePageExitSeesACodeWriteAfterACr3Reload) {
+  // One loop of 150 rounds: its block jumps to A, A to B within kHigh's page, B back through
+  // R11. After 50 rounds CR3 is reloaded (the loop's exit to A is patched again), after 100
+  // B's immediate is rewritten through kHigh: A and B are dropped, and the patches to them
+  // (the loop's to A, A's same-page one to B) must not be followed.
+  constexpr uint64_t kImmediate = kHigh + 0x100 + 1;  // mov eax, imm32 at B
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, no_reload, no_write;
+    c.mov(ecx, 150);
+    c.L(loop);
+    c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
+    jump_to(c, kCode + c.getSize(), kHigh);
+    c.add(rbx, rax);
+    c.cmp(ecx, 101);
+    c.jne(no_reload, Xbyak::CodeGenerator::T_NEAR);
+    reload_cr3(c);
+    c.L(no_reload);
+    c.cmp(ecx, 51);
+    c.jne(no_write, Xbyak::CodeGenerator::T_NEAR);
+    c.mov(rdx, kImmediate);
+    c.mov(dword[rdx], 2);
+    c.L(no_write);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    map_low_and_high(machine);
+    machine.write(kFirst, assemble([&](Xbyak::CodeGenerator& c) {
+      Xbyak::Label b;
+      c.inc(r9);  // A
+      c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+      c.align(0x100);
+      c.L(b);
+      c.mov(eax, 1);
+      c.jmp(r11);
+    }));
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 100u * 1 + 50u * 2);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
+// A, at kHigh, writes kHigh's PTE from R10 and INVLPGs kHigh every round, then jumps to B in
+// the same page: its exit is patched under the global generation. In round 50 R10 maps
+// kHigh to other code; A's decoded instructions go on, and its jump must reach the new B.
+TEST(ChainingTest, AnInvlpgInsideABlockRetiresItsSamePageExit) {
+  const uint64_t pte = low_pte_address() + 8;  // kHigh's
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, keep;
+    c.mov(ecx, 100);
+    c.mov(r10, kFirst | 3);
+    c.L(loop);
+    c.cmp(ecx, 51);
+    c.jne(keep, Xbyak::CodeGenerator::T_NEAR);
+    c.mov(r10, kSecond | 3);
+    c.L(keep);
+    c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
+    jump_to(c, kCode + c.getSize(), kHigh);
+    c.add(rbx, rax);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    map_low_and_high(machine);
+    for (const auto& [physical, value] : {std::pair{kFirst, 1}, std::pair{kSecond, 2}}) {
+      machine.write(physical, assemble([&](Xbyak::CodeGenerator& c) {
+        Xbyak::Label b;
+        c.mov(rdx, pte);  // A
+        c.mov(qword[rdx], r10);
+        c.mov(rax, kHigh);
+        c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
+        c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+        c.align(0x100);
+        c.L(b);
+        c.mov(eax, value);
+        c.jmp(r11);
+      }));
+    }
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 49u * 1 + 51u * 2);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
+// The same code page at two addresses in turn (a shared library in two processes): A jumps to
+// B within it, patched under the global generation for the first address; at the second the
+// patch's RIP differs, so the exit is patched again for it (and must reach the same B there),
+// then for the first once more.
+TEST(ChainingTest, ASamePageExitAtAnotherAddressIsPatchedForIt) {
+  const uint64_t pte = low_pte_address();
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    for (int phase = 0; phase < 3; ++phase) {
+      Xbyak::Label loop;
+      c.mov(ecx, 30);
+      c.L(loop);
+      c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
+      jump_to(c, kCode + c.getSize(), phase == 1 ? kLow : kHigh);
+      c.add(rbx, rax);
+      c.dec(ecx);
+      c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+      // kFirst at kLow (kHigh: kSecond), then back at kHigh.
+      if (phase == 0) switch_address_space(c, pte, kFirst, kSecond);
+      if (phase == 1) switch_address_space(c, pte, kCode, kFirst);
+    }
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    map_low_and_high(machine);
+    for (const auto& [physical, value] : {std::pair{kFirst, 1}, std::pair{kSecond, 7}}) {
+      machine.write(physical, assemble([&](Xbyak::CodeGenerator& c) {
+        Xbyak::Label b;
+        c.inc(r9);  // A
+        c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+        c.align(0x100);
+        c.L(b);
+        c.mov(eax, value);
+        c.jmp(r11);
+      }));
+    }
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 90u);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
+// Block A on a global page jumps to a function on another global page, patched under the
+// global generation. In round 50 CR3 is reloaded and the function's immediate rewritten at
+// once: nothing of the new address space leads to the function yet, but A's patch, which
+// holds in every address space, does, so its drop must start a new epoch.
+TEST(ChainingTest, ACodeWriteAfterACr3ReloadRetiresAGlobalPatch) {
+  uint64_t back = 0;
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, skip;
+    c.mov(ecx, 100);
+    c.L(loop);
+    c.inc(r9);
+    jump_to(c, kCode + c.getSize(), kFunction);
+    back = kCode + c.getSize();
+    c.add(rbx, rax);
+    c.cmp(ecx, 51);
+    c.jne(skip, Xbyak::CodeGenerator::T_NEAR);
+    reload_cr3(c);
+    c.mov(rdx, kFunction + 1);  // mov eax, imm32's immediate
+    c.mov(dword[rdx], 2);
+    c.L(skip);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    set_up_global_pages(machine, {.code = true, .function = true});
+    machine.write(kFirst, assemble([&](Xbyak::CodeGenerator& c) {
+      c.mov(eax, 1);
+      jump_to(c, kFunction + c.getSize(), back);
+    }));
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
+// A ends at the last byte of its page with a Jcc to the page's start (a same-page exit) and
+// falls through into the next page. 50 rounds taken at kHigh (B at kHigh returns 1); then the
+// page is mapped at kLow too, kHigh to other code (returning 2), CR3 reloaded, and A runs at
+// kLow 50 times not taken: its fall-through reaches kHigh, the RIP the taken exit's link was
+// made for. The link (shared by both exits) must not outlive the address space.
+TEST(ChainingTest, ALinkOfASamePageExitDiesWithItsAddressSpace) {
+  const uint64_t pte = low_pte_address();
+  constexpr uint64_t kA = 0xff0;  // A's offset in its page
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    for (int phase = 0; phase < 2; ++phase) {
+      Xbyak::Label loop;
+      c.mov(ecx, 50);
+      c.mov(r10d, phase == 0 ? 1 : 0);
+      c.L(loop);
+      c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
+      jump_to(c, kCode + c.getSize(), (phase == 0 ? kHigh : kLow) + kA);
+      c.add(rbx, rax);
+      c.dec(ecx);
+      c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+      if (phase == 0) switch_address_space(c, pte, kFirst, kSecond);
+    }
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    map_low_and_high(machine);
+    for (const auto& [physical, value] : {std::pair{kFirst, 1}, std::pair{kSecond, 2}}) {
+      machine.write(physical, assemble([&](Xbyak::CodeGenerator& c) {
+        c.mov(eax, value);  // at the page's start
+        c.jmp(r11);
+      }));
+    }
+    // A at kA: test r10d, r10d (3 bytes); jnz rel32 to the page's start (6 bytes), ending at
+    // 0xff9; NOPs before it so that it ends at the page's end.
+    std::vector<uint8_t> a(0x1000 - kA, 0x90);
+    const size_t jcc = a.size() - 6;
+    a[jcc - 3] = 0x45, a[jcc - 2] = 0x85, a[jcc - 1] = 0xd2;  // test r10d, r10d
+    const auto relative = static_cast<uint32_t>(-static_cast<int64_t>(0x1000));
+    a[jcc] = 0x0f, a[jcc + 1] = 0x85;
+    for (int i = 0; i < 4; ++i) a[jcc + 2 + i] = static_cast<uint8_t>(relative >> (8 * i));
+    machine.write(kFirst + kA, a);
+  };
+  expect_the_new_code_ran(program, setup);
+}
+
 // SYSRET sets TF from R11 in the sixth round, in the same translated block as the rounds
 // before: the #DB trap must come after the first user instruction. (SYSRET ends its block
 // today; a handler that chained on with TF set would be ended by the handler stub's check.)

@@ -142,5 +142,44 @@ TEST(JitExitSiteTest, AStoreIntoABlockEnteredThroughAPatchedExitStopsIt) {
   EXPECT_GT(translated.patched_exits, 0u);
 }
 
+// The last page of the lower canonical half: a Jcc within it needs no canonical check (its
+// target is in the block's page), one past its end must still raise #GP at the Jcc, as the
+// interpreter does, with the loop before it done.
+TEST(JitExitSiteTest, AJccPastTheLastCanonicalPageRaisesGp) {
+  constexpr uint64_t kTop = 0x00007ffffffff000, kTopPhysical = 0x130000;
+  uint64_t jz = 0;  // the JZ's address
+  const std::vector<uint8_t> program = assemble([](Xbyak::CodeGenerator& c) {
+    c.mov(rax, kTop + 0x800);
+    c.jmp(rax);
+  });
+  const auto setup = [&jz](TestMachine& machine) {
+    machine.map_page(kTop, kTopPhysical, false, true);
+    // At kTop + 0x800: a loop of 20 rounds within the page, then a JZ taken to
+    // 0x0000800000000000 + 0x10, which is not canonical.
+    machine.write(kTopPhysical + 0x800, assemble([&jz](Xbyak::CodeGenerator& c) {
+      Xbyak::Label loop;
+      c.mov(ecx, 20);
+      c.L(loop);
+      c.add(rbx, 2);
+      c.dec(ecx);
+      c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+      c.xor_(eax, eax);
+      // jz rel32 to kTop + 0x1010, 6 bytes from here.
+      jz = kTop + 0x800 + c.getSize();
+      const auto relative = static_cast<uint32_t>(kTop + 0x1010 - (jz + 6));
+      c.db(0x0f), c.db(0x84);
+      for (int shift = 0; shift < 32; shift += 8) c.db(static_cast<uint8_t>(relative >> shift));
+      c.hlt();
+    }));
+  };
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  EXPECT_EQ(translated.state.rip, kHandler + 1);
+  EXPECT_EQ(translated.state.gpr[kRbx], 40u);
+  EXPECT_EQ(translated.stack_rip, jz);  // #GP is a fault: the JZ's own address
+  EXPECT_GT(translated.translations, 0u);
+}
+
 }  // namespace
 }  // namespace lamina::cpu::x86::testing

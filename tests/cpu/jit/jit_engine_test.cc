@@ -655,6 +655,45 @@ TEST(JitEngineTest, AJumpTargetRewrittenWhileChainedRunsTheNewCode) {
   EXPECT_GT(translated.patched_exits, 0u);
 }
 
+TEST(JitEngineTest, AVcpusOwnWriteToSharedCodeReachesAChainedLoop) {
+  // One vCPU with the VM's SharedCodePages (as every emulated VM has): its store into a code
+  // page posts no request to itself (SharedCodePages::note_write), so the store's own drop of
+  // the page's blocks must retire the patched exit into the rewritten block. A jumps to B on
+  // the next page, B back to A; from round 20 on, A rewrites B's immediate first.
+  SharedCodePages shared(16 << 20);
+  CpuConfiguration configuration;
+  configuration.engine = CpuEngine::kJit;
+  configuration.shared_code = &shared;
+  TestMachine machine(16 << 20, configuration);
+  machine.enter_long_mode(0);
+  machine.write(kCode, assemble([](Xbyak::CodeGenerator& c) {
+    Xbyak::Label a, b, patched, skip;
+    c.mov(ecx, 40);
+    c.xor_(ebx, ebx);
+    c.L(a);
+    c.cmp(ecx, 20);
+    c.ja(skip, Xbyak::CodeGenerator::T_NEAR);
+    c.mov(dword[rip + patched + 1], ecx);
+    c.L(skip);
+    c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+    c.align(4096);
+    c.L(b);
+    c.L(patched);
+    c.mov(eax, 1);
+    c.add(ebx, eax);
+    c.dec(ecx);
+    c.jnz(a, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  }));
+  machine.state().rip = kCode;
+  machine.state().gpr[kRsp] = kStackTop;
+  const CpuExit exit = machine.cpu().run(1'000'000);
+  EXPECT_EQ(exit.kind, CpuExit::Kind::kHalted);
+  // Rounds with ECX 40..21 add 1, then each adds the ECX it wrote: 20 + (20 + 19 + ... + 1).
+  EXPECT_EQ(machine.state().gpr[kRbx], 20u + 210u);
+  EXPECT_GT(machine.cpu().jit()->patched_exits(), 0u);
+}
+
 TEST(JitEngineTest, AnotherVcpusWriteReachesAChainedLoop) {
   // vCPU 0 loops through two chained blocks, X and Y, until Y's immediate becomes nonzero;
   // vCPU 1, on another thread, writes it. Translated code chaining from X into Y's old

@@ -11,7 +11,8 @@
 // generation was stale). A patch is only ever followed under the BlockCache generation it was
 // made in, which moves on every event that can make it wrong (a dropped block, TLB flush,
 // INVLPG of a linked page, mode or CS change, code cache flush, another vCPU's code write):
-// no invalidation has to find and unpatch the jump.
+// no invalidation has to find and unpatch the jump. The exit's code expects the successor's
+// RIP in rcx (stored to CpuState already), so the RIP compare needs no load.
 //
 // Ownership: lives in CodeCache memory, written only through its writable mapping (CodeCache::
 // patch). Thread-safety: one vCPU's cache, used only by its thread.
@@ -29,7 +30,12 @@ struct ExitSite {
   uint64_t rip;             // the successor's RIP
   Block* source;            // the block this exit ends
   uint32_t count;           // the source block's instruction count
-  int32_t jump_offset;      // from this record to the rel32 of the exit's patched jump
+  int16_t jump_offset;      // from this record to the rel32 of the exit's patched jump
+  // A direct exit (Jcc/JMP rel) of 64-bit code lying in one page, whose target lies in that
+  // page too: its successor there may be patched under the global generation
+  // (JitEngine::same_page_successor).
+  bool same_page;
+  uint8_t reserved = 0;
 };
 static_assert(sizeof(ExitSite) == 40);
 

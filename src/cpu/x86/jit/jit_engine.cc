@@ -6,6 +6,17 @@
 #include "cpu/x86/jit/translator.h"
 
 namespace lamina::cpu::x86::jit {
+namespace {
+
+// Whether `block`'s bytes lie in one page: its start's offset plus its length. (Its last
+// page equal to its first says less: two linear pages may map one physical page.)
+bool within_one_page(const Block& block) {
+  uint64_t end = block.physical & 0xfff;
+  for (const Instruction& in : block.instructions) end += in.length;
+  return end <= 4096;
+}
+
+}  // namespace
 
 Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache_bytes,
                                                      uint32_t translate_on_run) {
@@ -114,7 +125,8 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   }
   if (profile != nullptr) profile->note_chain_call(JitProfile::ChainOutcome::kFound);
   const std::byte* body = next->code + engine->translator_->body_offset();
-  const uint64_t recorded = engine->on_global_page(state.rip, *next) ? core.blocks.global_generation() : generation;
+  const bool global = engine->on_global_page(state.rip, *next);
+  const uint64_t recorded = global ? core.blocks.global_generation() : generation;
   if (looked_up) {
     // As the run loop links the block it ran before to the one it found.
     found = &finished->links[finished->next_link];
@@ -128,7 +140,17 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
   }
   engine->jump_cache_.record(state.rip, recorded, body, next);
   core.blocks.note_linked(state.rip, *next);
-  if (site != nullptr) engine->patch(*site, body, recorded, state.rip);
+  if (site != nullptr) {
+    if (profile != nullptr) profile->note_stale_site();
+    // A direct exit to the block's own page holds in every address space of the epoch too
+    // (same_page_successor); its link and jump cache entry above, keyed by RIP alone, do not.
+    const bool same_page = !global && same_page_successor(*site, *finished, state.rip, *next);
+    const auto kind = global      ? JitProfile::PatchKind::kGlobalPage
+                      : same_page ? JitProfile::PatchKind::kSamePage
+                                  : JitProfile::PatchKind::kAddressSpace;
+    engine->patch(*site, body, global || same_page ? core.blocks.global_generation() : generation, state.rip,
+                  kind);
+  }
   // Nothing else to write on the way in, as for a patched exit: instruction_rip and
   // running_block are set by the next handler call (or by the chaining stub on the way out),
   // and stop_block and event_delivered are clear (a handler that sets them ends its block).
@@ -149,13 +171,32 @@ Block* JitEngine::find_block(uint64_t rip) const {
 bool JitEngine::on_global_page(uint64_t rip, const Block& block) const {
   // 64-bit code (RIP is linear), the whole block in the page the TLB holds for `rip`: its
   // translation then outlives a CR3 load, and so may a link to the block.
-  if (core_.code_mode != CodeMode::k64 || ((block.last_page ^ block.physical) >> 12) != 0) return false;
+  if (core_.code_mode != CodeMode::k64 || !within_one_page(block)) return false;
   const TlbPage* entry = core_.tlb.find(rip);
   return entry != nullptr && entry->global() && entry->physical_page() == (block.physical & ~uint64_t{0xfff});
 }
 
+bool JitEngine::same_page_successor(const ExitSite& site, const Block& finished, uint64_t rip,
+                                    const Block& next) {
+  // `finished` ran (64-bit code) at a RIP whose page maps to its physical page: it was
+  // entered through a lookup or a link valid in this address space, and what it ran could
+  // change that only by a MOV CR3 (which ends its block) or an INVLPG of the page (which
+  // starts a new epoch when a patch of the epoch leads into the page, below). The site's
+  // target lies in that linear page (the translator checked the page offsets: same_page), so
+  // it maps to the same physical page and the block there is `next`, in any address space
+  // where the exit's RIP is this one: the site compares RIP before it jumps. What can make
+  // the patch wrong moves the epoch, and with it the global generation: `next` dropped (it
+  // is linked in the epoch: note_linked), an INVLPG of the target's page (marked by
+  // note_linked), a TLB flush, a mode, CS, CR0 or CR4 change, a code cache flush, another
+  // vCPU's code write. The privilege side is in the global generation too.
+  constexpr uint64_t kPage = ~uint64_t{0xfff};
+  return site.same_page && site.source == &finished && finished.mode == CodeMode::k64 &&
+         next.mode == CodeMode::k64 && within_one_page(finished) && within_one_page(next) &&
+         next.physical == ((finished.physical & kPage) | (rip & 0xfff));
+}
+
 void JitEngine::patch(const ExitSite& site, const std::byte* body, uint64_t generation,
-                      uint64_t rip) {
+                      uint64_t rip, JitProfile::PatchKind kind) {
   const auto* record = reinterpret_cast<const std::byte*>(&site);
   const std::byte* field = record + site.jump_offset;
   // The rel32 of a jmp ends at field + 4; the cache is far smaller than 2 GiB, but a record
@@ -174,7 +215,7 @@ void JitEngine::patch(const ExitSite& site, const std::byte* body, uint64_t gene
     return;
   }
   ++patched_exits_;
-  if (profile_ != nullptr) profile_->note_patch();
+  if (profile_ != nullptr) profile_->note_patch(kind);
 }
 
 BlockRun JitEngine::run(Block& block, bool& translated) {

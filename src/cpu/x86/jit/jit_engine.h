@@ -77,7 +77,12 @@ class JitEngine {
   Block* find_block(uint64_t rip) const;
   // Whether links to `block`, found at `rip`, may be recorded under the global generation.
   bool on_global_page(uint64_t rip, const Block& block) const;
-  void patch(const ExitSite& site, const std::byte* body, uint64_t generation, uint64_t rip);
+  // Whether `site`, an exit of `finished`, may be patched to `next` at `rip` under the global
+  // generation: a direct exit of 64-bit code within one page to a block in that same page.
+  static bool same_page_successor(const ExitSite& site, const Block& finished, uint64_t rip,
+                                  const Block& next);
+  void patch(const ExitSite& site, const std::byte* body, uint64_t generation, uint64_t rip,
+             JitProfile::PatchKind kind);
 
   CpuCore& core_;
   std::unique_ptr<CodeCache> cache_;

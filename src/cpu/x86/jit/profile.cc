@@ -219,14 +219,16 @@ void JitProfile::write(uint64_t retired, uint64_t epochs) const {
       "translations {} in {:.3f} s ({:.1f} us each, {:.1f} KiB code), cache flushes {}, blocks interpreted "
       "before translation {}\n"
       "run loop entries into translated code {}; chain calls into C++ {} (found {}, not found {}, "
-      "stopped {}); exits patched {}; chaining epochs {}\n"
+      "stopped {}; from stale exits {}); exits patched {} (to global pages {}, within their page {}); "
+      "chaining epochs {}\n"
       "{:>12} {:>7} {:>12}  form\n",
       vcpu_index_, retired, calls, share(calls), slow, share(slow), translations_,
       static_cast<double>(translation_nanoseconds_) / 1e9,
       translations_ == 0 ? 0.0 : static_cast<double>(translation_nanoseconds_) / 1e3 / static_cast<double>(translations_),
       static_cast<double>(code_bytes_) / 1024.0, flushes_, interpreted_blocks_, runs_,
       chain_outcomes_[0] + chain_outcomes_[1] + chain_outcomes_[2], chain_outcomes_[0], chain_outcomes_[1],
-      chain_outcomes_[2], patches_, epochs, "calls", "%", "slow paths");
+      chain_outcomes_[2], stale_sites_, patches_[0] + patches_[1] + patches_[2], patches_[1], patches_[2], epochs,
+      "calls", "%", "slow paths");
   constexpr size_t kTop = 200;
   for (size_t i = 0; i < sorted.size() && i < kTop; ++i) {
     text += fmt::format("{:>12} {:>7.2f} {:>12}  {}\n", sorted[i]->calls, share(sorted[i]->calls),

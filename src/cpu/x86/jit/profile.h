@@ -37,7 +37,12 @@ class JitProfile {
   enum class ChainOutcome { kFound, kNotFound, kStopped };
   void note_chain_call(ChainOutcome outcome) { ++chain_outcomes_[static_cast<size_t>(outcome)]; }
   void note_run() { ++runs_; }
-  void note_patch() { ++patches_; }
+  // An exit patched under the address space's generation, or under the global one: its
+  // successor on a global page, or a direct exit within its block's page (exit_site.h).
+  enum class PatchKind { kAddressSpace, kGlobalPage, kSamePage };
+  void note_patch(PatchKind kind) { ++patches_[static_cast<size_t>(kind)]; }
+  // A chain call from an exit whose record was from an older generation (to be patched).
+  void note_stale_site() { ++stale_sites_; }
 
   // Appends the report (totals, then the forms by calls) to the file; `retired` is the vCPU's
   // instruction count, for the calls' share.
@@ -64,7 +69,8 @@ class JitProfile {
   uint64_t interpreted_blocks_ = 0;
   std::array<uint64_t, 3> chain_outcomes_{};
   uint64_t runs_ = 0;
-  uint64_t patches_ = 0;
+  std::array<uint64_t, 3> patches_{};
+  uint64_t stale_sites_ = 0;
 };
 
 }  // namespace lamina::cpu::x86::jit

@@ -106,6 +106,7 @@ void Translator::emit_pass(const Block& block) {
   simd_checked_ = false;
   branch_calls_out_ = false;
   registers_over_back_edge_ = false;
+  fallthrough_direct_ = false;
   deferred_step_.reset();
   rip_flushed_ = false;
   // A second pass is made for a loop of one block only (no handler call, so nothing but
@@ -149,8 +150,9 @@ void Translator::emit_block(const Block& block) {
   }
   forget_registers();
   forget_xmms();
-  flush_rip();
-  emit_chain(block);
+  emit_exit_rip();
+  // The way out past a final Jcc not taken is a direct exit to the next instruction.
+  emit_chain(block, fallthrough_direct_ && same_page_exit(static_cast<int64_t>(block_bytes_)));
   epilogue_offset_ = code_.getSize();
   emit_bytes(epilogue_);
   emit_deferred_slow_paths();

@@ -201,9 +201,17 @@ class Translator {
   static bool shift_without_flags(const Instruction& in);
   // The register-only emitters; false when `in` is not one of their forms.
   bool emit_register_only(const Instruction& in);
-  // translator_chain.cc: the end of a block that ran to its end (RIP in CpuState, registers
-  // written back): an exit site.
-  void emit_chain(const Block& block);
+  // translator_chain.cc: the end of a block that ran to its end (RIP in CpuState and in rcx,
+  // registers written back): an exit site; `same_page`: a direct exit within the block's page
+  // (same_page_exit).
+  void emit_chain(const Block& block, bool same_page);
+  // rcx = RIP past the block (the pending bytes added), stored to CpuState.
+  void emit_exit_rip();
+  // Whether RIP at the block's start + `target` stays in the start's page in 64-bit code
+  // (then canonical for every RIP the block runs at), and whether moreover the whole block
+  // lies in that page (a same-page exit site).
+  bool target_in_start_page(int64_t target) const;
+  bool same_page_exit(int64_t target) const;
   // Assembles exit_sites_[wide] (emit_chain's template) in code_.
   void assemble_exit_site(bool wide);
   // The frame every translation opens with (rbx: the core; the callee-saved registers).
@@ -586,6 +594,8 @@ class Translator {
   // SIZE_MAX: none.
   size_t host_flags_producer_ = SIZE_MAX;
   bool called_handlers_ = false;  // a full handler call in this block
+  // The block ends in a Jcc whose not-taken way is the block's end: a direct exit.
+  bool fallthrough_direct_ = false;
   // CR0/CR4 were checked for SSE since the block's start or the last full handler call.
   bool simd_checked_ = false;
   bool flags_live_ = true;        // the current instruction's flags must be stored

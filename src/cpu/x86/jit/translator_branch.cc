@@ -120,24 +120,25 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   const bool conditional = (op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f);
   if (!conditional && op != 0xe9 && op != 0xeb) return false;
   const uint8_t condition = static_cast<uint8_t>(op & 15);
+  const bool final_branch = index + 1 == block_->instructions.size();
   // RIP past the branch: the not-taken result, and the base of the target.
   pending_rip_ += in.length;
   const bool from_stack = rip_on_stack_ && !rip_flushed_;
-  // RIP past the branch, from the copy taken at the body's entry rather than from CpuState
-  // (a one-block loop then carries no dependency through memory from one round's RIP store
-  // to the next's load); written on the paths that leave RIP there.
+  const bool host_flags = conditional && host_flags_set_by_previous(index, condition);
+  // RIP is not written before the branch: each way out computes its own from a base, RIP at
+  // the body's entry (the copy in the frame: a one-block loop then carries no dependency
+  // through memory from one round's RIP store to the next's load) or RIP in CpuState, plus
+  // `past`; the taken way stores only its target.
+  if (!from_stack && !final_branch) flush_rip(host_flags);
   const uint32_t past = static_cast<uint32_t>(pending_rip_);
+  pending_rip_ = 0;
+  const Xbyak::Address base = from_stack ? qword[rsp] : field(layout_.rip, 8);
   const auto store_rip_past = [&] {
-    code_.mov(rax, qword[rsp]);
+    if (past == 0) return;
+    code_.mov(rax, base);
     code_.add(rax, past);
     code_.mov(field(layout_.rip, 8), rax);
   };
-  const bool host_flags = conditional && host_flags_set_by_previous(index, condition);
-  if (from_stack) {
-    pending_rip_ = 0;
-  } else {
-    flush_rip(host_flags);
-  }
   Xbyak::Label taken, done, slow;
   if (conditional) {
     if (deferred_step_ || host_flags) {
@@ -151,43 +152,64 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
       emit_unknown_condition(condition);
       code_.jnz(taken, CodeGenerator::T_NEAR);
     }
-    if (from_stack) store_rip_past();
+    store_rip_past();
     code_.jmp(done, CodeGenerator::T_NEAR);
   }
   code_.L(taken);
-  if (from_stack) {
-    code_.mov(rax, qword[rsp]);
-    code_.add(rax, past);
-  } else {
-    code_.mov(rax, field(layout_.rip, 8));
+  const auto displacement = static_cast<int64_t>(in.immediate);
+  // The target's distance from the block's start (the branch ends the block), and from base.
+  const int64_t target = static_cast<int64_t>(block_bytes_) + displacement;
+  const int64_t from_base = static_cast<int64_t>(past) + displacement;
+  // A target in the page the block starts in is canonical (target_in_start_page). In 16- and
+  // 32-bit code the limit check stays: blocks are found by physical address without looking
+  // at the CS limit again, so that the block's bytes lie within it is not known here.
+  const bool in_page = final_branch && in.operand_size == 8 && target_in_start_page(target);
+  // A target equal to the base (a one-block loop's back edge) in 64-bit code: CpuState holds
+  // it already (the frame's copy is RIP at the body's entry, and nothing in the body wrote RIP
+  // then: a slow path's handler steps it back), so there is nothing to compute, check or store.
+  const bool rip_kept = in_page && from_base == 0;
+  if (!rip_kept) {
+    // The target into rcx (the exit check compares it with its record's RIP), in one ADD
+    // when the distance fits an imm32.
+    code_.mov(rcx, base);
+    if (from_base == static_cast<int32_t>(from_base)) {
+      if (from_base != 0) code_.add(rcx, static_cast<int32_t>(from_base));
+    } else {
+      code_.add(rcx, past);
+      code_.mov(rax, in.immediate);
+      code_.add(rcx, rax);
+    }
+    // checked_target (operands.h): cut to the operand size, then canonical or within CS's
+    // limit.
+    zero_extend(rcx, in.operand_size);
+    if (mode_ == CodeMode::k64) {
+      if (!in_page) {
+        code_.mov(rax, rcx);
+        code_.shl(rax, 16);
+        code_.sar(rax, 16);
+        code_.cmp(rax, rcx);
+        code_.jne(slow, CodeGenerator::T_NEAR);
+      }
+    } else {
+      code_.mov(eax, field(layout_.cs_limit, 4));
+      code_.cmp(rcx, rax);
+      code_.ja(slow, CodeGenerator::T_NEAR);
+    }
+    code_.mov(field(layout_.rip, 8), rcx);
   }
-  code_.mov(rcx, in.immediate);
-  code_.add(rax, rcx);
-  // checked_target (operands.h): cut to the operand size, then canonical or within CS's limit.
-  zero_extend(rax, in.operand_size);
-  if (mode_ == CodeMode::k64) {
-    code_.mov(rcx, rax);
-    code_.shl(rcx, 16);
-    code_.sar(rcx, 16);
-    code_.cmp(rcx, rax);
-    code_.jne(slow, CodeGenerator::T_NEAR);
-  } else {
-    code_.mov(ecx, field(layout_.cs_limit, 4));
-    code_.cmp(rax, rcx);
-    code_.ja(slow, CodeGenerator::T_NEAR);
-  }
-  code_.mov(field(layout_.rip, 8), rax);
   if (branches_to_own_start(in, index)) emit_self_loop();
-  if (index + 1 == block_->instructions.size() && !registers_over_back_edge_) {
+  // The way out (a loop's when the budget says stop): RIP, the target, into rcx for the exit.
+  if (rip_kept) code_.mov(rcx, base);
+  if (final_branch && !registers_over_back_edge_) {
     // The block's last instruction: the taken path gets its own exit site, so each direction
     // keeps its own patched jump (the other one is the block's end).
-    emit_chain(*block_);
+    emit_chain(*block_, in_page && same_page_exit(target));
   } else {
     code_.jmp(done, CodeGenerator::T_NEAR);
   }
   Xbyak::Label after;
   code_.L(slow);
-  if (from_stack) store_rip_past();
+  store_rip_past();
   if (registers_over_back_edge_) {
     store_deferred_step_flags();
     write_back_registers();
@@ -202,6 +224,8 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   }
   code_.L(after);
   known_flags_.reset();
+  // The block's end after a final Jcc not taken is a direct exit too.
+  fallthrough_direct_ = conditional && final_branch;
   return true;
 }
 

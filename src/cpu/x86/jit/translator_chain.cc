@@ -25,11 +25,11 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 
 }  // namespace
 
-void Translator::emit_chain(const Block& block) {
+void Translator::emit_chain(const Block& block, bool same_page) {
   // An exit site (exit_site.h): the exit check, then the jump that JitEngine::chain patches to
   // the successor's body (first to the stub's site entry, with the check's answer in eax).
   // Its code is the same for every block but for the count and the record's displacements:
-  // a copy of the template assemble_exit_site made, filled in.
+  // a copy of the template assemble_exit_site made, filled in. RIP is in rcx.
   const auto count = static_cast<uint32_t>(block.instructions.size());
   const ExitSiteTemplate& site = exit_sites_[count > 127 ? 1 : 0];
   const size_t start = code_.getSize();
@@ -43,15 +43,47 @@ void Translator::emit_chain(const Block& block) {
   }
   code_.rewrite(start + site.lea_end - 4, at - (start + site.lea_end), 4);
   const size_t jump_field = start + site.jump_field;
+  // The site's code is a few dozen bytes: the jump's field lies just before the record.
+  const auto jump_offset = static_cast<int64_t>(jump_field) - static_cast<int64_t>(at);
+  if (jump_offset != static_cast<int16_t>(jump_offset)) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
   const ExitSite record{
       .chain_entry = chain_stub_,
       .generation = 0,  // never a generation: not patched yet
       .rip = ~uint64_t{0},
       .source = const_cast<Block*>(&block),
       .count = count,
-      .jump_offset = static_cast<int32_t>(jump_field) - static_cast<int32_t>(at),
+      .jump_offset = static_cast<int16_t>(jump_offset),
+      .same_page = same_page,
   };
   emit_bytes({reinterpret_cast<const uint8_t*>(&record), sizeof(record)});
+}
+
+void Translator::emit_exit_rip() {
+  // RIP after the block's last instruction into rcx and CpuState (one load, no
+  // read-modify-write of RIP that the exit check would load again).
+  code_.mov(rcx, field(layout_.rip, 8));
+  if (pending_rip_ != 0) {
+    rip_flushed_ = true;
+    code_.add(rcx, static_cast<uint32_t>(pending_rip_));
+    code_.mov(field(layout_.rip, 8), rcx);
+    pending_rip_ = 0;
+  }
+}
+
+bool Translator::target_in_start_page(int64_t target) const {
+  // 64-bit code: every RIP this block runs at has the page offset of its physical address
+  // (blocks are keyed by it), and the page it starts in is canonical (code was fetched from
+  // it), so a target `target` bytes from the block's start that stays in that page is
+  // canonical whatever RIP the block runs at.
+  if (mode_ != CodeMode::k64) return false;
+  const int64_t offset = static_cast<int64_t>(block_->physical & 0xfff) + target;
+  return offset >= 0 && offset < 4096;
+}
+
+bool Translator::same_page_exit(int64_t target) const {
+  // The whole block in one page and the target in it (target_in_start_page): JitEngine::chain
+  // may then record the patch under the global generation (exit_site.h).
+  return target_in_start_page(target) && (block_->physical & 0xfff) + block_bytes_ <= 4096;
 }
 
 void Translator::assemble_exit_site(bool wide) {
@@ -82,7 +114,7 @@ void Translator::assemble_exit_site(bool wide) {
   note_use(offsetof(ExitSite, generation));
   jump_to(global, Jump::kNotEqual, false);
   code_.L(current);
-  code_.mov(rcx, field(layout_.rip, 8));
+  // RIP is in rcx already (emit_exit_rip, emit_branch).
   code_.cmp(rcx, record_field(offsetof(ExitSite, rip)));
   note_use(offsetof(ExitSite, rip));
   jump_to(look_up, Jump::kNotEqual, true);
@@ -124,6 +156,11 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   code_.mov(rcx, rdi);
   code_.cmp(eax, static_cast<uint32_t>(ExitCheck::kPatch));
   jump_to(call_chain, Jump::kEqual, true);
+  // A same-page exit patched for another RIP (the same code at another address in another
+  // address space: a shared library) is patched again for this one, as a stale exit is,
+  // rather than looked up on every run while that patch holds.
+  code_.cmp(byte[rdi + offsetof(ExitSite, same_page)], 0);
+  jump_to(call_chain, Jump::kNotEqual, true);
   // What else the run loop looks at between blocks only a handler sets, and the handler stub
   // ends the block then: the budget (which a posted request ends too) is all that is left.
   emit_budget_check(r9, slow);
