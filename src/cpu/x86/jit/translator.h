@@ -313,6 +313,10 @@ class Translator {
   void emit_unknown_carry();
   // rax = LazyFlags::materialize().
   void emit_unknown_materialized_flags();
+  // The host flags as the stored operation left CF, ZF, SF and OF: SUB/CMP and ADD (and INC/DEC
+  // when `steps`, all but CF) redone on their operands at the top of 64-bit registers, a logic
+  // operation's TEST of its result (then to `logic_done` when given); any other to `other`.
+  void emit_stored_operation_in_host_flags(const Xbyak::Label& other, bool steps, const Xbyak::Label* logic_done);
   // rax, rdx = the stored fields `first`, `second` shifted left by 64 - 8 * the stored size.
   void emit_operands_at_top(int32_t first, int32_t second);
   // cl = 64 - 8 * the stored operation's size.

@@ -43,7 +43,7 @@ void Translator::emit_unknown_condition(uint8_t condition) {
   // A condition after a compare in the block before is the common case: `cmp; jb; ja` leaves
   // the second Jcc a block of its own. The C call is left for PF (P/NP), ADC/SBB, and CF of
   // INC/DEC (their kept carry).
-  Xbyak::Label call, decided, stored, add, sub, logic, host;
+  Xbyak::Label call, decided, stored, host;
   const uint8_t pair = (condition & 15) >> 1;
   const bool reads_parity = pair == 5;
   const bool reads_carry = pair == 1 || pair == 3;
@@ -54,34 +54,7 @@ void Translator::emit_unknown_condition(uint8_t condition) {
   if (reads_parity) {
     code_.jmp(call, CodeGenerator::T_NEAR);
   } else {
-    code_.movzx(eax, field(layout_.flags_op, 1));
-    code_.cmp(eax, static_cast<uint8_t>(FlagOp::kSub));
-    code_.je(sub, CodeGenerator::T_NEAR);
-    code_.cmp(eax, static_cast<uint8_t>(FlagOp::kAdd));
-    code_.je(add, CodeGenerator::T_NEAR);
-    code_.cmp(eax, static_cast<uint8_t>(FlagOp::kLogic));
-    code_.je(logic, CodeGenerator::T_NEAR);
-    if (!reads_carry) {
-      // INC and DEC store 1 as their second operand (emit_step, alu_handlers.cc).
-      code_.cmp(eax, static_cast<uint8_t>(FlagOp::kInc));
-      code_.je(add, CodeGenerator::T_NEAR);
-      code_.cmp(eax, static_cast<uint8_t>(FlagOp::kDec));
-      code_.je(sub, CodeGenerator::T_NEAR);
-    }
-    code_.jmp(call, CodeGenerator::T_NEAR);
-    code_.L(sub);
-    emit_operands_at_top(layout_.flags_first, layout_.flags_second);
-    code_.cmp(rax, rdx);
-    code_.jmp(host, CodeGenerator::T_NEAR);
-    code_.L(add);
-    emit_operands_at_top(layout_.flags_first, layout_.flags_second);
-    code_.add(rax, rdx);
-    code_.jmp(host, CodeGenerator::T_NEAR);
-    code_.L(logic);
-    emit_operand_shift_into_cl();
-    code_.mov(rax, field(layout_.flags_result, 8));
-    code_.shl(rax, cl);
-    code_.test(rax, rax);
+    emit_stored_operation_in_host_flags(call, !reads_carry, nullptr);
   }
   code_.L(host);
   code_.mov(eax, 0);
@@ -159,29 +132,51 @@ void Translator::emit_operands_at_top(int32_t first, int32_t second) {
   code_.shl(rdx, cl);
 }
 
+void Translator::emit_stored_operation_in_host_flags(const Xbyak::Label& other, bool steps,
+                                                      const Xbyak::Label* logic_done) {
+  Xbyak::Label add, sub, logic, done;
+  code_.movzx(eax, field(layout_.flags_op, 1));
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kSub));
+  code_.je(sub, CodeGenerator::T_NEAR);
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kAdd));
+  code_.je(add, CodeGenerator::T_NEAR);
+  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kLogic));
+  code_.je(logic, CodeGenerator::T_NEAR);
+  if (steps) {
+    // INC and DEC store 1 as their second operand (emit_step, alu_handlers.cc).
+    code_.cmp(eax, static_cast<uint8_t>(FlagOp::kInc));
+    code_.je(add, CodeGenerator::T_NEAR);
+    code_.cmp(eax, static_cast<uint8_t>(FlagOp::kDec));
+    code_.je(sub, CodeGenerator::T_NEAR);
+  }
+  code_.jmp(other, CodeGenerator::T_NEAR);
+  code_.L(sub);
+  emit_operands_at_top(layout_.flags_first, layout_.flags_second);
+  code_.cmp(rax, rdx);
+  code_.jmp(done, CodeGenerator::T_NEAR);
+  code_.L(add);
+  emit_operands_at_top(layout_.flags_first, layout_.flags_second);
+  code_.add(rax, rdx);
+  code_.jmp(done, CodeGenerator::T_NEAR);
+  code_.L(logic);
+  emit_operand_shift_into_cl();
+  code_.mov(rax, field(layout_.flags_result, 8));
+  code_.shl(rax, cl);
+  code_.test(rax, rax);
+  if (logic_done != nullptr) code_.jmp(*logic_done, CodeGenerator::T_NEAR);
+  code_.L(done);
+}
+
 void Translator::emit_unknown_materialized_flags() {
   // LazyFlags::materialize for the common stored operations: ADD/SUB redone on the operands
   // at the top of 64-bit registers give CF, ZF, SF and OF of the sized operation; PF (the
   // result's low byte) and AF (bit 4 of first ^ second ^ result) apart. A logic operation
   // has ZF, SF and PF of its result and the rest clear. The others: the C call.
   constexpr uint32_t kCarryZeroSignOverflow = 0x8c1, kZeroSign = 0xc0, kAdjust = 0x10;
-  Xbyak::Label materialized, logic, add, arithmetic, parity, call, decided;
-  code_.movzx(eax, field(layout_.flags_op, 1));
-  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kMaterialized));
+  Xbyak::Label materialized, logic, parity, call, decided;
+  code_.cmp(field(layout_.flags_op, 1), static_cast<uint8_t>(FlagOp::kMaterialized));
   code_.je(materialized, CodeGenerator::T_NEAR);
-  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kLogic));
-  code_.je(logic, CodeGenerator::T_NEAR);
-  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kAdd));
-  code_.je(add, CodeGenerator::T_NEAR);
-  code_.cmp(eax, static_cast<uint8_t>(FlagOp::kSub));
-  code_.jne(call, CodeGenerator::T_NEAR);
-  emit_operands_at_top(layout_.flags_first, layout_.flags_second);
-  code_.cmp(rax, rdx);
-  code_.jmp(arithmetic, CodeGenerator::T_NEAR);
-  code_.L(add);
-  emit_operands_at_top(layout_.flags_first, layout_.flags_second);
-  code_.add(rax, rdx);
-  code_.L(arithmetic);
+  emit_stored_operation_in_host_flags(call, false, &logic);
   code_.pushfq();
   code_.pop(rdx);
   code_.and_(edx, kCarryZeroSignOverflow);
@@ -192,10 +187,6 @@ void Translator::emit_unknown_materialized_flags() {
   code_.or_(edx, eax);
   code_.jmp(parity, CodeGenerator::T_NEAR);
   code_.L(logic);
-  emit_operand_shift_into_cl();
-  code_.mov(rax, field(layout_.flags_result, 8));
-  code_.shl(rax, cl);
-  code_.test(rax, rax);
   code_.pushfq();
   code_.pop(rdx);
   code_.and_(edx, kZeroSign);
