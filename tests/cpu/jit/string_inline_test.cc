@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <xbyak/xbyak.h>
@@ -77,6 +78,14 @@ std::vector<uint8_t> repeat_program(Operation operation, uint8_t size, uint64_t 
     c.cld();
     c.hlt();
   });
+}
+
+// Both engines on `code` with `setup` (a mapping of the test's own), the same outcome.
+Outcome compare_with(const std::vector<uint8_t>& code, const std::function<void(TestMachine&)>& setup) {
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, code, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, code, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  return translated;
 }
 
 void expect_like_the_interpreter(const std::vector<uint8_t>& code) {
@@ -154,9 +163,7 @@ TEST(JitStringTest, CopiesCrossingIntoAPageMappedElsewhereMatchTheInterpreter) {
       c.jnz(loop);
       c.hlt();
     });
-    const Outcome interpreted = run_on(CpuEngine::kInterpreter, code, 1 << 20, 10'000'000, setup);
-    const Outcome translated = run_on(CpuEngine::kJit, code, 1 << 20, 10'000'000, setup);
-    expect_same(interpreted, translated);
+    const Outcome translated = compare_with(code, setup);
     expect_no_exception(translated);
   }
 }
@@ -196,9 +203,7 @@ TEST(JitStringTest, APageFaultAfterAFirstChunkLeavesTheInterpretersRegisters) {
       c.jnz(loop);
       c.hlt();
     });
-    const Outcome interpreted = run_on(CpuEngine::kInterpreter, code, 1 << 20, 10'000'000, setup);
-    const Outcome translated = run_on(CpuEngine::kJit, code, 1 << 20, 10'000'000, setup);
-    expect_same(interpreted, translated);
+    const Outcome translated = compare_with(code, setup);
     EXPECT_EQ(translated.state.rip, kHandler + 1);  // the #PF
     EXPECT_EQ(translated.state.cr2, kWindow + 0x1000);
     EXPECT_EQ(translated.state.gpr[kRcx], 0x40u);  // 0x40 bytes done before it
