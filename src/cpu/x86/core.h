@@ -413,6 +413,11 @@ struct CpuCore {
   };
   // Translates and, for RAM, fills the TLBs the access allows.
   PageTarget translate_page(uint64_t linear, Access access, bool user);
+  // After a store through translate_page's host pointer landed: another vCPU may have
+  // translated the page again between the write's note_write and the store (it then read the
+  // old bytes and marked the page as code once more); it is told again, now that the store
+  // is visible (SharedCodePages' protocol: store, then bump, then request).
+  void note_store_landed(uint64_t physical);
 
  public:
   // The one soft TLB (system/tlb): per privilege, read, write and fetch tags and one addend.

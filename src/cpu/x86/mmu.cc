@@ -207,6 +207,8 @@ void CpuCore::write_linear_unchecked(uint64_t linear, uint8_t size, uint64_t val
         environment.mmio_write(target.physical + offset, 1, byte);
       }
     }
+    if (low.host != nullptr) note_store_landed(low.physical);
+    if (high.host != nullptr) note_store_landed(high.physical);
     return;
   }
   const PageTarget target = translate_page(linear, Access::kWrite, user);
@@ -215,6 +217,13 @@ void CpuCore::write_linear_unchecked(uint64_t linear, uint8_t size, uint64_t val
     return;
   }
   std::memcpy(target.host, &value, size);
+  note_store_landed(target.physical);
+}
+
+void CpuCore::note_store_landed(uint64_t physical) {
+  const uint64_t page = physical & kPageMask;
+  if (shared_code != nullptr && shared_code->tracked(page) && shared_code->is_code(page))
+    shared_code->note_write(page, owner);
 }
 
 std::byte* CpuCore::writable_host_pointer(uint64_t linear, uint8_t size) {

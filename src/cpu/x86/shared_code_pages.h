@@ -6,7 +6,9 @@
 // Protocol: a vCPU that translates code on a page marks it (mark_code returns the page's
 // generation, kept in the block). A store that reaches a marked page through the slow path
 // bumps the generation and clears the mark; every vCPU compares its block's generation on block
-// entry and retranslates on a mismatch. When a page becomes marked, the other vCPUs are asked
+// entry and retranslates on a mismatch. Once the store has landed, a page marked again in
+// between (another vCPU retranslated it from the bytes before the store) is bumped again
+// (CpuCore::note_store_landed), so no translation of the old bytes outlives the store. When a page becomes marked, the other vCPUs are asked
 // (request::kFlushWrites) to drop their write-TLB entries so their next store to it takes the
 // slow path. As on hardware (SDM vol. 3A, 8.1.3), the executing vCPU sees another's store at
 // its next block boundary, not mid-block.
