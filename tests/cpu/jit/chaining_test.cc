@@ -94,9 +94,7 @@ void remap_function_page(Xbyak::CodeGenerator& c, uint64_t pte, Remap remap, Glo
 // function's 1, the second's 2) through patched exits the remapping made stale.
 void expect_the_new_code_ran(const std::vector<uint8_t>& program,
                              const std::function<void(TestMachine&)>& setup) {
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
+  const Outcome translated = compare_with(program, setup);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
   EXPECT_GT(translated.patched_exits, 0u);
@@ -228,9 +226,7 @@ TEST(ChainingTest, PatchedExitsBetweenGlobalPagesOutliveCr3Reloads) {
       jump_to(c, kFunction + c.getSize(), back);
     }));
   };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
+  const Outcome translated = compare_with(program, setup);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 3u * kRounds);
   EXPECT_GT(translated.patched_exits, 0u);
@@ -375,9 +371,7 @@ TEST(ChainingTest, ASamePageExitSeesACodeWriteAfterACr3Reload) {
       c.jmp(r11);
     }));
   };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
+  const Outcome translated = compare_with(program, setup);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 100u * 1 + 50u * 2);
   EXPECT_GT(translated.patched_exits, 0u);
@@ -421,9 +415,7 @@ TEST(ChainingTest, AnInvlpgInsideABlockRetiresItsSamePageExit) {
       }));
     }
   };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
+  const Outcome translated = compare_with(program, setup);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 49u * 1 + 51u * 2);
   EXPECT_GT(translated.patched_exits, 0u);
@@ -465,9 +457,7 @@ TEST(ChainingTest, ASamePageExitAtAnotherAddressIsPatchedForIt) {
       }));
     }
   };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
+  const Outcome translated = compare_with(program, setup);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 90u);
   EXPECT_GT(translated.patched_exits, 0u);
@@ -504,9 +494,7 @@ TEST(ChainingTest, ACodeWriteAfterACr3ReloadRetiresAGlobalPatch) {
       jump_to(c, kFunction + c.getSize(), back);
     }));
   };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
+  const Outcome translated = compare_with(program, setup);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 2);
   EXPECT_GT(translated.patched_exits, 0u);

@@ -88,6 +88,15 @@ inline void expect_same(const Outcome& interpreted, const Outcome& translated) {
   EXPECT_EQ(interpreted.data, translated.data);
 }
 
+// Both engines on `program` after `setup` (mappings or memory of the test's own): the same
+// outcome; the JIT's returned.
+inline Outcome compare_with(const std::vector<uint8_t>& program, const std::function<void(TestMachine&)>& setup) {
+  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
+  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
+  expect_same(interpreted, translated);
+  return translated;
+}
+
 inline Outcome compare(const std::vector<uint8_t>& program, uint64_t cache_bytes = 1 << 20) {
   const Outcome interpreted = run_on(CpuEngine::kInterpreter, program);
   const Outcome translated = run_on(CpuEngine::kJit, program, cache_bytes);

@@ -218,9 +218,7 @@ TEST(JitSimdInlineTest, RandomDataMatchesTheInterpreterAndTheHost) {
       c.hlt();
     });
     const auto setup = [&data](TestMachine& machine) { machine.write(kData, data); };
-    const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-    const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-    expect_same(interpreted, translated);
+    const Outcome translated = compare_with(program, setup);
     expect_no_exception(translated);
     EXPECT_GT(translated.translations, 0u);
     const std::vector<uint8_t> host = run_on_host(data);
@@ -372,9 +370,7 @@ TEST(JitSimdInlineTest, CachedXmmRegistersSurviveHandlersAndSlowPaths) {
     c.hlt();
   });
   const auto setup = [](TestMachine& machine) { machine.write(kData, random_data(11)); };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, program, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, program, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
+  const Outcome translated = compare_with(program, setup);
   expect_no_exception(translated);
   EXPECT_GT(translated.translations, 0u);
 }

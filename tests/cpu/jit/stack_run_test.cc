@@ -123,9 +123,7 @@ std::vector<uint8_t> program(uint64_t entry) {
 Outcome compare_stack(uint64_t entry, Below below) {
   const auto setup = [below](TestMachine& machine) { stack_pages(machine, below); };
   const std::vector<uint8_t> code = program(entry);
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, code, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, code, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
+  const Outcome translated = compare_with(code, setup);
   EXPECT_GT(translated.translations, 0u);
   return translated;
 }
@@ -206,9 +204,7 @@ Outcome compare_last_round_fault(bool read_only_pushes) {
     stack_pages(machine, Below::kReadOnly);
     for (uint64_t slot = 0; slot < 4; ++slot) machine.write64(kData + 0x1100 + 8 * slot, 0x100 + slot);
   };
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, code, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, code, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
+  const Outcome translated = compare_with(code, setup);
   EXPECT_EQ(translated.state.rip, kHandler + 1);
   return translated;
 }

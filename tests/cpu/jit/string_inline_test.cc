@@ -6,7 +6,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 #include <xbyak/xbyak.h>
@@ -78,14 +77,6 @@ std::vector<uint8_t> repeat_program(Operation operation, uint8_t size, uint64_t 
     c.cld();
     c.hlt();
   });
-}
-
-// Both engines on `code` with `setup` (a mapping of the test's own), the same outcome.
-Outcome compare_with(const std::vector<uint8_t>& code, const std::function<void(TestMachine&)>& setup) {
-  const Outcome interpreted = run_on(CpuEngine::kInterpreter, code, 1 << 20, 10'000'000, setup);
-  const Outcome translated = run_on(CpuEngine::kJit, code, 1 << 20, 10'000'000, setup);
-  expect_same(interpreted, translated);
-  return translated;
 }
 
 void expect_like_the_interpreter(const std::vector<uint8_t>& code) {
