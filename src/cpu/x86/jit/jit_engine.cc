@@ -148,7 +148,8 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
     const auto kind = global      ? JitProfile::PatchKind::kGlobalPage
                       : same_page ? JitProfile::PatchKind::kSamePage
                                   : JitProfile::PatchKind::kAddressSpace;
-    engine->patch(*site, body, global || same_page ? core.blocks.global_generation() : generation, state.rip,
+    const bool under_global = global || same_page;
+    engine->patch(*site, body, under_global, under_global ? core.blocks.global_generation() : generation, state.rip,
                   kind);
   }
   // Nothing else to write on the way in, as for a patched exit: instruction_rip and
@@ -195,22 +196,26 @@ bool JitEngine::same_page_successor(const ExitSite& site, const Block& finished,
          next.physical == ((finished.physical & kPage) | (rip & 0xfff));
 }
 
-void JitEngine::patch(const ExitSite& site, const std::byte* body, uint64_t generation,
+void JitEngine::patch(const ExitSite& site, const std::byte* body, bool global, uint64_t generation,
                       uint64_t rip, JitProfile::PatchKind kind) {
   const auto* record = reinterpret_cast<const std::byte*>(&site);
   const std::byte* field = record + site.jump_offset;
+  const std::byte* check = record + site.check_offset;
   // The rel32 of a jmp ends at field + 4; the cache is far smaller than 2 GiB, but a record
   // that is not the cache's own is left alone rather than trusted.
   const int64_t distance = body - (field + 4);
-  if (!cache_->contains(record) || !cache_->contains(field) || !cache_->contains(body) ||
-      distance != static_cast<int32_t>(distance)) {
+  if (!cache_->contains(record) || !cache_->contains(field) || !cache_->contains(check) ||
+      !cache_->contains(body) || distance != static_cast<int32_t>(distance)) {
     return;
   }
-  ExitSite updated = site;
-  updated.generation = generation;
-  updated.rip = rip;
+  // The check's operands (exit_site.h): which generation it loads, the value it holds under,
+  // the successor's RIP; then the jump. Nothing runs this code while it is written (its
+  // vCPU is here), and the jump is written last.
+  const int32_t generation_field = translator_->exit_generation_field(global);
   const auto jump = static_cast<int32_t>(distance);
-  if (!cache_->patch(record, std::as_bytes(std::span(&updated, 1))) ||
+  if (!cache_->patch(check + kExitCheckGenerationFieldAt, std::as_bytes(std::span(&generation_field, 1))) ||
+      !cache_->patch(check + kExitCheckGenerationAt, std::as_bytes(std::span(&generation, 1))) ||
+      !cache_->patch(check + kExitCheckRipAt, std::as_bytes(std::span(&rip, 1))) ||
       !cache_->patch(field, std::as_bytes(std::span(&jump, 1)))) {
     return;
   }

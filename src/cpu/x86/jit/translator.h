@@ -79,6 +79,9 @@ class Translator {
   // Where the body of every translation starts (after the prologue, which is the same for
   // all): chained blocks jump there, keeping the first block's frame.
   size_t body_offset() const { return body_offset_; }
+  // The core field an exit check loads for a patch under the global generation or the
+  // address space's (exit_site.h, kExitCheckGenerationFieldAt).
+  int32_t exit_generation_field(bool global) const;
 
   // The chaining stub every block's end jumps to (one per vCPU, installed by the engine where
   // it stays; set_chain_stub tells the translator where): it makes the run loop's
@@ -555,15 +558,10 @@ class Translator {
   // the epilogue, and an exit site's code before its record for a block of up to 127
   // instructions (an imm8 count) and for a longer one (exit_sites_[1]); emit_chain copies one
   // and fills in the count and the record's RIP-relative displacements.
-  struct RecordUse {
-    size_t end;      // the end of an instruction whose last 4 bytes are the displacement
-    int32_t member;  // the ExitSite field it reads
-  };
   struct ExitSiteTemplate {
     std::vector<uint8_t> bytes;
     size_t count_end = 0;  // the end of the budget check's count immediate
     uint8_t count_size = 0;
-    std::array<RecordUse, 3> uses{};  // both generation compares and the RIP compare
     size_t lea_end = 0;     // the LEA of the record's address
     size_t jump_field = 0;  // the rel32 JitEngine::chain patches
   };

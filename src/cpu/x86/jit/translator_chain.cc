@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstring>
 
 #include "cpu/x86/jit/exit_site.h"
 #include "cpu/x86/jit/translator.h"
@@ -28,7 +29,7 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 void Translator::emit_chain(const Block& block, bool same_page) {
   // An exit site (exit_site.h): the exit check, then the jump that JitEngine::chain patches to
   // the successor's body (first to the stub's site entry, with the check's answer in eax).
-  // Its code is the same for every block but for the count and the record's displacements:
+  // Its code is the same for every block but for the count and the record's displacement:
   // a copy of the template assemble_exit_site made, filled in. RIP is in rcx.
   const auto count = static_cast<uint32_t>(block.instructions.size());
   const ExitSiteTemplate& site = exit_sites_[count > 127 ? 1 : 0];
@@ -37,25 +38,26 @@ void Translator::emit_chain(const Block& block, bool same_page) {
   code_.rewrite(start + site.count_end - site.count_size, count, site.count_size);
   code_.align(8);
   const size_t at = code_.getSize();
-  for (const RecordUse& use : site.uses) {
-    const size_t end = start + use.end;
-    code_.rewrite(end - 4, at + static_cast<size_t>(use.member) - end, 4);
-  }
   code_.rewrite(start + site.lea_end - 4, at - (start + site.lea_end), 4);
   const size_t jump_field = start + site.jump_field;
   // The site's code is a few dozen bytes: the jump's field lies just before the record.
   const auto jump_offset = static_cast<int64_t>(jump_field) - static_cast<int64_t>(at);
-  if (jump_offset != static_cast<int16_t>(jump_offset)) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+  const auto check_offset = static_cast<int64_t>(start) - static_cast<int64_t>(at);
+  if (jump_offset != static_cast<int16_t>(jump_offset) || check_offset != static_cast<int16_t>(check_offset))
+    throw Xbyak::Error(Xbyak::ERR_INTERNAL);
   const ExitSite record{
       .chain_entry = chain_stub_,
-      .generation = 0,  // never a generation: not patched yet
-      .rip = ~uint64_t{0},
       .source = const_cast<Block*>(&block),
       .count = count,
       .jump_offset = static_cast<int16_t>(jump_offset),
+      .check_offset = static_cast<int16_t>(check_offset),
       .same_page = same_page,
   };
   emit_bytes({reinterpret_cast<const uint8_t*>(&record), sizeof(record)});
+}
+
+int32_t Translator::exit_generation_field(bool global) const {
+  return global ? layout_.global_generation : layout_.generation;
 }
 
 void Translator::emit_exit_rip() {
@@ -96,28 +98,26 @@ void Translator::assemble_exit_site(bool wide) {
   // straight-line code (no taken branch) and a direct jump that writes nothing but the
   // retired count: instruction_rip and running_block are written where they are read (the
   // handler stub, the chaining stub on the way out).
-  ForwardTarget look_up, patch, load_record, global;
-  Xbyak::Label current;
-  // The record's fields are read RIP-relative; emit_chain fills in their displacements once
-  // the record's place is known.
-  size_t use_count = 0;
-  const auto record_field = [&](size_t member) {
-    return qword[rip + static_cast<int32_t>(member)];
-  };
-  const auto note_use = [&](size_t member) {
-    site.uses.at(use_count++) = RecordUse{code_.getSize(), static_cast<int32_t>(member)};
-  };
-  // The record holds under the generation, or the global one (a successor on a global page,
-  // checked out of line).
+  ForwardTarget look_up, patch, load_record;
+  // The generation and RIP the patch holds for are the check's own operands (exit_site.h:
+  // JitEngine::patch writes them), not the record's: no data cache line per exit. Assembled
+  // with placeholders that need the 64-bit immediate forms, set to "not patched" below.
+  constexpr uint64_t kPlaceholder = 0x8000000000000001;
   code_.mov(rdx, field(layout_.generation, 8));
-  code_.cmp(rdx, record_field(offsetof(ExitSite, generation)));
-  note_use(offsetof(ExitSite, generation));
-  jump_to(global, Jump::kNotEqual, false);
-  code_.L(current);
+  const size_t generation_field_end = code_.getSize();
+  code_.mov(rax, kPlaceholder);
+  const size_t generation_end = code_.getSize();
+  code_.cmp(rdx, rax);
+  jump_to(patch, Jump::kNotEqual, true);
   // RIP is in rcx already (emit_exit_rip, emit_branch).
-  code_.cmp(rcx, record_field(offsetof(ExitSite, rip)));
-  note_use(offsetof(ExitSite, rip));
+  code_.mov(rax, kPlaceholder);
+  const size_t rip_end = code_.getSize();
+  code_.cmp(rcx, rax);
   jump_to(look_up, Jump::kNotEqual, true);
+  if (generation_field_end != kExitCheckGenerationFieldAt + 4 || generation_end != kExitCheckGenerationAt + 8 ||
+      rip_end != kExitCheckRipAt + 8) {
+    throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+  }
   // A count of 1 takes the imm8 form of the ADD, 128 the imm32 one (emit_chain writes it).
   emit_budget_check(wide ? 128u : 1u, look_up);
   site.count_end = count_end_;
@@ -125,11 +125,6 @@ void Translator::assemble_exit_site(bool wide) {
   code_.mov(field(layout_.retired, 8), rax);
   jump_to(patch, Jump::kAlways, true);
   site.jump_field = code_.getSize() - 4;
-  bind(global);
-  code_.mov(rdx, field(layout_.global_generation, 8));
-  code_.cmp(rdx, record_field(offsetof(ExitSite, generation)));
-  note_use(offsetof(ExitSite, generation));
-  code_.je(current);
   bind(patch);
   code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
   jump_to(load_record, Jump::kAlways, false);
@@ -139,8 +134,13 @@ void Translator::assemble_exit_site(bool wide) {
   code_.lea(rdi, ptr[rip]);
   site.lea_end = code_.getSize();
   code_.jmp(qword[rdi + offsetof(ExitSite, chain_entry)]);
-  if (use_count != site.uses.size()) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
   site.bytes.assign(code_.getCode(), code_.getCode() + code_.getSize());
+  // Not patched: generation 0 is never one, and RIP ~0 never canonical.
+  const auto set = [&](size_t at, uint64_t value) {
+    std::memcpy(site.bytes.data() + at, &value, sizeof(value));
+  };
+  set(kExitCheckGenerationAt, 0);
+  set(kExitCheckRipAt, ~uint64_t{0});
 }
 
 std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
