@@ -83,6 +83,9 @@ class JitEngine {
                                   const Block& next);
   void patch(const ExitSite& site, const std::byte* body, uint64_t generation, uint64_t rip,
              JitProfile::PatchKind kind);
+  // Marks a same-page `site` look_up_only: its successor does not hold at every RIP, so it is
+  // never patched (exit_site.h).
+  void keep_unpatched(const ExitSite& site);
 
   CpuCore& core_;
   std::unique_ptr<CodeCache> cache_;
