@@ -152,16 +152,16 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   // registers any more).
   code_.mov(r8, qword[rdi + offsetof(ExitSite, source)]);
   code_.mov(r9d, dword[rdi + offsetof(ExitSite, count)]);
-  // A record of neither generation is stale (or not patched yet): the engine looks and
-  // patches it (rcx the record), unless it said it never would (look_up_only). A current one
-  // said no for another RIP or the budget: the links and the jump cache, as for an indirect
-  // exit.
+  // The exit's generation check again, as it made it (the load's displacement, which the
+  // patch pointed at the generation it was made in): a record it found stale (or not patched
+  // yet) is looked at and patched by the engine (rcx the record), unless it said it never
+  // would (look_up_only). A current one said no for another RIP or the budget: the links and
+  // the jump cache, as for an indirect exit.
   ForwardTarget record_current;
   code_.mov(rcx, rdi);
-  code_.mov(rdx, field(layout_.generation, 8));
-  code_.cmp(rdx, qword[rdi + offsetof(ExitSite, generation)]);
-  jump_to(record_current, Jump::kEqual, false);
-  code_.mov(rdx, field(layout_.global_generation, 8));
+  code_.movsx(rax, byte[rdi + offsetof(ExitSite, generation_offset)]);
+  code_.movsxd(rax, dword[rdi + rax]);
+  code_.mov(rdx, qword[rbx + rax]);
   code_.cmp(rdx, qword[rdi + offsetof(ExitSite, generation)]);
   jump_to(record_current, Jump::kEqual, false);
   code_.cmp(byte[rdi + offsetof(ExitSite, look_up_only)], 0);
