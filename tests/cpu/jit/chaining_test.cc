@@ -422,10 +422,10 @@ TEST(ChainingTest, AnInvlpgInsideABlockRetiresItsSamePageExit) {
 }
 
 // The same code page at two addresses in turn (a shared library in two processes): A jumps to
-// B within it, patched under the global generation for the first address; at the second the
-// patch's RIP differs, so the exit is patched again for it (and must reach the same B there),
-// then for the first once more.
-TEST(ChainingTest, ASamePageExitAtAnotherAddressIsPatchedForIt) {
+// B within it, patched under the global generation for the first address; its patch holds at
+// the second too (a same-page exit compares no RIP) and must reach the same B there, then at
+// the first once more.
+TEST(ChainingTest, ASamePageExitAtAnotherAddressReachesTheSameSuccessor) {
   const uint64_t pte = low_pte_address();
   const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
     for (int phase = 0; phase < 3; ++phase) {
@@ -460,6 +460,88 @@ TEST(ChainingTest, ASamePageExitAtAnotherAddressIsPatchedForIt) {
   const Outcome translated = compare_with(program, setup);
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 90u);
+  EXPECT_GT(translated.patched_exits, 0u);
+}
+
+// One code page mapped at kLow and kHigh at once (one address space): each round runs A at
+// both. A jumps to B within the page (a same-page exit, which compares no RIP: its patch holds
+// at either address), B adds its own address (LEA of RIP) to RBX: RIP past the patched jump
+// must be the alias's. The exit is patched once, not again at each address.
+TEST(ChainingTest, ASamePageExitHoldsAtEveryAddressOfItsPage) {
+  constexpr int kRounds = 60;
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop;
+    c.mov(ecx, kRounds);
+    c.L(loop);
+    for (const uint64_t alias : {kLow, kHigh}) {
+      c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
+      jump_to(c, kCode + c.getSize(), alias);
+    }
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    machine.map_page(kLow, kFirst, false, true);
+    machine.map_page(kHigh, kFirst, false, true);
+    machine.write(kFirst, assemble([&](Xbyak::CodeGenerator& c) {
+      Xbyak::Label b;
+      c.inc(r9);  // A
+      c.jmp(b, Xbyak::CodeGenerator::T_NEAR);
+      c.align(0x100);
+      c.L(b);
+      c.lea(rax, ptr[rip]);  // B at 0x100: RAX = its address + 7
+      c.add(rbx, rax);
+      c.jmp(r11);
+    }));
+  };
+  const Outcome translated = compare_with(program, setup);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], kRounds * (kLow + 0x107 + kHigh + 0x107));
+  EXPECT_GT(translated.patched_exits, 0u);
+  EXPECT_LT(translated.patched_exits, 10u);
+}
+
+// A's same-page jump leads to B, whose one instruction (MOV EAX, imm32) crosses into the next
+// page (kSecond): B's block does not lie in A's page, so A's exit may not be patched under the
+// global generation (JitEngine::same_page_successor) and has no RIP compare: it finds B
+// through links and the jump cache every time (look_up_only). In round 50 the immediate's
+// last byte, in kSecond, is rewritten: B is dropped and the new value must be seen.
+TEST(ChainingTest, ASamePageExitToABlockAcrossItsPageEndIsLookedUp) {
+  constexpr uint64_t kB = 0xffc;  // B's offset in A's page: MOV EAX, imm32 ends at 0x1001
+  constexpr uint64_t kNext = kHigh + 0x1000;
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop, same;
+    c.mov(ecx, 100);
+    c.L(loop);
+    c.cmp(ecx, 50);
+    c.jne(same, Xbyak::CodeGenerator::T_NEAR);
+    c.mov(rdx, kNext);
+    c.mov(byte[rdx], 0x02);
+    c.L(same);
+    c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
+    jump_to(c, kCode + c.getSize(), kHigh);
+    c.add(rbx, rax);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    machine.map_page(kHigh, kFirst, false, true);
+    machine.map_page(kNext, kSecond, false, true);
+    // A: inc r9; jmp rel32 to B.
+    std::vector<uint8_t> a = {0x49, 0xff, 0xc1, 0xe9};
+    const auto relative = static_cast<uint32_t>(kB - 8);
+    for (int i = 0; i < 4; ++i) a.push_back(static_cast<uint8_t>(relative >> (8 * i)));
+    machine.write(kFirst, a);
+    const uint8_t b[] = {0xb8, 0x01, 0x00, 0x00};  // mov eax, 0x??000001: its last byte next page
+    machine.write(kFirst + kB, b);
+    const uint8_t next[] = {0x00, 0x41, 0xff, 0xe3};  // the immediate's last byte; jmp r11
+    machine.write(kSecond, next);
+  };
+  const Outcome translated = compare_with(program, setup);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 0x02000001);
   EXPECT_GT(translated.patched_exits, 0u);
 }
 

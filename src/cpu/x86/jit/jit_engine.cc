@@ -144,13 +144,17 @@ const std::byte* JitEngine::chain(JitEngine* engine, Block* finished, uint32_t c
     if (profile != nullptr) profile->note_stale_site();
     // A direct exit to the block's own page holds in every address space of the epoch too
     // (same_page_successor); its link and jump cache entry above, keyed by RIP alone, do not.
-    const bool same_page = !global && same_page_successor(*site, *finished, state.rip, *next);
+    // A same-page site compares no RIP, so it takes no patch that needs one.
+    const bool same_page = same_page_successor(*site, *finished, state.rip, *next);
     const auto kind = global      ? JitProfile::PatchKind::kGlobalPage
                       : same_page ? JitProfile::PatchKind::kSamePage
                                   : JitProfile::PatchKind::kAddressSpace;
-    const bool under_global = global || same_page;
-    engine->patch(*site, body, under_global, under_global ? core.blocks.global_generation() : generation, state.rip,
-                  kind);
+    if (site->same_page && !same_page) {
+      engine->keep_unpatched(*site);
+    } else {
+      engine->patch(*site, body, global || same_page ? core.blocks.global_generation() : generation, state.rip,
+                    kind);
+    }
   }
   // Nothing else to write on the way in, as for a patched exit: instruction_rip and
   // running_block are set by the next handler call (or by the chaining stub on the way out),
@@ -179,44 +183,62 @@ bool JitEngine::on_global_page(uint64_t rip, const Block& block) const {
 
 bool JitEngine::same_page_successor(const ExitSite& site, const Block& finished, uint64_t rip,
                                     const Block& next) {
-  // `finished` ran (64-bit code) at a RIP whose page maps to its physical page: it was
-  // entered through a lookup or a link valid in this address space, and what it ran could
-  // change that only by a MOV CR3 (which ends its block) or an INVLPG of the page (which
-  // starts a new epoch when a patch of the epoch leads into the page, below). The site's
-  // target lies in that linear page (the translator checked the page offsets: same_page), so
-  // it maps to the same physical page and the block there is `next`, in any address space
-  // where the exit's RIP is this one: the site compares RIP before it jumps. What can make
-  // the patch wrong moves the epoch, and with it the global generation: `next` dropped (it
-  // is linked in the epoch: note_linked), an INVLPG of the target's page (marked by
-  // note_linked), a TLB flush, a mode, CS, CR0 or CR4 change, a code cache flush, another
-  // vCPU's code write. The privilege side is in the global generation too.
+  // `finished` ran (64-bit code) at a RIP whose page maps to its physical page, with the
+  // page offset of its physical address: it was entered through a lookup, a link or jump
+  // cache entry keyed by that RIP, or a patched exit whose successor holds at that RIP (this
+  // argument, inductively), and what it ran could change that mapping only by a MOV CR3
+  // (which ends its block) or an INVLPG of the page (which starts a new epoch when a patch of
+  // the epoch leads into the page, below). The site's target lies at a fixed offset from the
+  // block's start within that linear page (the translator checked the page offsets:
+  // same_page), so it maps to the same physical page at the same offset, whatever RIP the
+  // block runs at, in any address space: the block there is `next` (when it lies in that
+  // page too: a block's bytes in the next page would map differently elsewhere), and the
+  // site needs no RIP compare (it has none). What can make the patch wrong moves the epoch,
+  // and with it the global generation: `next` dropped (it is linked in the epoch:
+  // note_linked), an INVLPG of the target's page (marked by note_linked), a TLB flush, a
+  // mode, CS, CR0 or CR4 change, a code cache flush, another vCPU's code write. The
+  // privilege side is in the global generation too.
   constexpr uint64_t kPage = ~uint64_t{0xfff};
   return site.same_page && site.source == &finished && finished.mode == CodeMode::k64 &&
          next.mode == CodeMode::k64 && within_one_page(finished) && within_one_page(next) &&
          next.physical == ((finished.physical & kPage) | (rip & 0xfff));
 }
 
-void JitEngine::patch(const ExitSite& site, const std::byte* body, bool global, uint64_t generation,
+void JitEngine::keep_unpatched(const ExitSite& site) {
+  const auto* record = reinterpret_cast<const std::byte*>(&site);
+  if (site.look_up_only || !cache_->contains(record)) return;
+  ExitSite updated = site;
+  updated.look_up_only = true;
+  cache_->patch(record, std::as_bytes(std::span(&updated, 1)));
+}
+
+void JitEngine::patch(const ExitSite& site, const std::byte* body, uint64_t generation,
                       uint64_t rip, JitProfile::PatchKind kind) {
   const auto* record = reinterpret_cast<const std::byte*>(&site);
   const std::byte* field = record + site.jump_offset;
-  const std::byte* check = record + site.check_offset;
+  const std::byte* generation_field = record + site.generation_offset;
   // The rel32 of a jmp ends at field + 4; the cache is far smaller than 2 GiB, but a record
   // that is not the cache's own is left alone rather than trusted.
   const int64_t distance = body - (field + 4);
-  if (!cache_->contains(record) || !cache_->contains(field) || !cache_->contains(check) ||
+  if (!cache_->contains(record) || !cache_->contains(field) || !cache_->contains(generation_field) ||
       !cache_->contains(body) || distance != static_cast<int32_t>(distance)) {
     return;
   }
-  // The check's operands (exit_site.h): which generation it loads, the value it holds under,
-  // the successor's RIP; then the jump. Nothing runs this code while it is written (its
-  // vCPU is here), and the jump is written last.
-  const int32_t generation_field = translator_->exit_generation_field(global);
+  ExitSite updated = site;
+  updated.generation = generation;
+  updated.rip = rip;
   const auto jump = static_cast<int32_t>(distance);
-  if (!cache_->patch(check + kExitCheckGenerationFieldAt, std::as_bytes(std::span(&generation_field, 1))) ||
-      !cache_->patch(check + kExitCheckGenerationAt, std::as_bytes(std::span(&generation, 1))) ||
-      !cache_->patch(check + kExitCheckRipAt, std::as_bytes(std::span(&rip, 1))) ||
-      !cache_->patch(field, std::as_bytes(std::span(&jump, 1)))) {
+  // The exit's generation load ([rbx+disp32], rbx the core) reads the generation the patch
+  // holds under (exit_site.h).
+  const uint64_t* compared = generation == core_.blocks.global_generation() ? core_.blocks.global_generation_address()
+                                                                             : core_.blocks.generation_address();
+  const auto displacement = static_cast<int32_t>(reinterpret_cast<const std::byte*>(compared) -
+                                                 reinterpret_cast<const std::byte*>(&core_));
+  // The record last: until it is current (it is stale now) the exit follows neither the jump
+  // nor the displacement.
+  if (!cache_->patch(field, std::as_bytes(std::span(&jump, 1))) ||
+      !cache_->patch(generation_field, std::as_bytes(std::span(&displacement, 1))) ||
+      !cache_->patch(record, std::as_bytes(std::span(&updated, 1)))) {
     return;
   }
   ++patched_exits_;

@@ -81,10 +81,11 @@ class JitEngine {
   // generation: a direct exit of 64-bit code within one page to a block in that same page.
   static bool same_page_successor(const ExitSite& site, const Block& finished, uint64_t rip,
                                   const Block& next);
-  // Patches `site` to jump to `body` while RIP is `rip` and the generation (the global one
-  // when `global`) is `generation`.
-  void patch(const ExitSite& site, const std::byte* body, bool global, uint64_t generation, uint64_t rip,
+  void patch(const ExitSite& site, const std::byte* body, uint64_t generation, uint64_t rip,
              JitProfile::PatchKind kind);
+  // Marks a same-page `site` look_up_only: its successor does not hold at every RIP, so it is
+  // never patched (exit_site.h).
+  void keep_unpatched(const ExitSite& site);
 
   CpuCore& core_;
   std::unique_ptr<CodeCache> cache_;

@@ -66,8 +66,10 @@ Translator::Translator(CpuCore& core, ExitRecord& record, Chain chain)
   code_.reset();
   emit_epilogue();
   epilogue_.assign(code_.getCode(), code_.getCode() + code_.getSize());
-  assemble_exit_site(false);
-  assemble_exit_site(true);
+  for (const bool same_page : {false, true}) {
+    assemble_exit_site(false, same_page);
+    assemble_exit_site(true, same_page);
+  }
   code_.reset();
 }
 

@@ -79,9 +79,6 @@ class Translator {
   // Where the body of every translation starts (after the prologue, which is the same for
   // all): chained blocks jump there, keeping the first block's frame.
   size_t body_offset() const { return body_offset_; }
-  // The core field an exit check loads for a patch under the global generation or the
-  // address space's (exit_site.h, kExitCheckGenerationFieldAt).
-  int32_t exit_generation_field(bool global) const;
 
   // The chaining stub every block's end jumps to (one per vCPU, installed by the engine where
   // it stays; set_chain_stub tells the translator where): it makes the run loop's
@@ -215,8 +212,10 @@ class Translator {
   // lies in that page (a same-page exit site).
   bool target_in_start_page(int64_t target) const;
   bool same_page_exit(int64_t target) const;
-  // Assembles exit_sites_[wide] (emit_chain's template) in code_.
-  void assemble_exit_site(bool wide);
+  // Assembles the template of an exit site (emit_chain's) in code_: for a count above 127
+  // (`wide`), for a same-page exit (no RIP compare).
+  void assemble_exit_site(bool wide, bool same_page);
+  static size_t exit_site_index(bool wide, bool same_page) { return (wide ? 1 : 0) + (same_page ? 2 : 0); }
   // The frame every translation opens with (rbx: the core; the callee-saved registers).
   void emit_prologue();
   // Returns from translated code (the frame is the same in every body and the stub).
@@ -234,7 +233,7 @@ class Translator {
   // immediate); jumps to `stop` when that reaches the core's retired_limit, which a posted
   // request sets to 0 (CpuCore::post_requests). Clobbers only rax; `count_end_` is where the
   // immediate count ends.
-  void emit_budget_check(std::variant<Xbyak::Reg64, uint32_t> count, ForwardTarget& stop);
+  void emit_budget_check(std::variant<Xbyak::Reg64, uint32_t> count, ForwardTarget& stop, bool near = true);
   // Jumps to `bail` when the vCPU must go back to the run loop for state a handler set
   // (halted, waiting for SIPI, an interrupt shadow, armed breakpoints, TF/RF).
   void emit_handler_state_check(ForwardTarget& bail);
@@ -555,18 +554,26 @@ class Translator {
   size_t epilogue_offset_ = 0;
   size_t loop_entry_offset_ = 0;
   // Code every block has, assembled once by the constructor (translation time): the prologue,
-  // the epilogue, and an exit site's code before its record for a block of up to 127
-  // instructions (an imm8 count) and for a longer one (exit_sites_[1]); emit_chain copies one
-  // and fills in the count and the record's RIP-relative displacements.
+  // the epilogue, and an exit site's code before its record, for a block of up to 127
+  // instructions (an imm8 count) or a longer one, with or without the RIP compare
+  // (exit_site_index); emit_chain copies one and fills in the count and the record's
+  // RIP-relative displacements.
+  struct RecordUse {
+    size_t end;      // the end of an instruction whose last 4 bytes are the displacement
+    int32_t member;  // the ExitSite field it reads
+  };
   struct ExitSiteTemplate {
     std::vector<uint8_t> bytes;
     size_t count_end = 0;  // the end of the budget check's count immediate
     uint8_t count_size = 0;
-    size_t lea_end = 0;     // the LEA of the record's address
-    size_t jump_field = 0;  // the rel32 JitEngine::chain patches
+    std::array<RecordUse, 2> uses{};  // the generation compare and the RIP compare
+    size_t use_count = 0;
+    size_t generation_field = 0;  // the disp32 of the generation load, which a patch rewrites
+    size_t lea_end = 0;           // the LEA of the record's address
+    size_t jump_field = 0;        // the rel32 JitEngine::chain patches
   };
   std::vector<uint8_t> prologue_, epilogue_;
-  std::array<ExitSiteTemplate, 2> exit_sites_{};
+  std::array<ExitSiteTemplate, 4> exit_sites_{};
   size_t count_end_ = 0;  // emit_budget_check: where its immediate count ended
   std::optional<RegisterMapping> preload_;            // this pass loads these at the body
   std::optional<RegisterMapping> self_loop_mapping_;  // the mapping a back edge left with

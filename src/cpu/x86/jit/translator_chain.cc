@@ -28,36 +28,38 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 
 void Translator::emit_chain(const Block& block, bool same_page) {
   // An exit site (exit_site.h): the exit check, then the jump that JitEngine::chain patches to
-  // the successor's body (first to the stub's site entry, with the check's answer in eax).
-  // Its code is the same for every block but for the count and the record's displacement:
-  // a copy of the template assemble_exit_site made, filled in. RIP is in rcx.
+  // the successor's body (first to the stub's site entry). Its code is the same for every
+  // block but for the count and the record's displacements: a copy of the template
+  // assemble_exit_site made, filled in. RIP is in rcx.
   const auto count = static_cast<uint32_t>(block.instructions.size());
-  const ExitSiteTemplate& site = exit_sites_[count > 127 ? 1 : 0];
+  const ExitSiteTemplate& site = exit_sites_[exit_site_index(count > 127, same_page)];
   const size_t start = code_.getSize();
   emit_bytes(site.bytes);
   code_.rewrite(start + site.count_end - site.count_size, count, site.count_size);
   code_.align(8);
   const size_t at = code_.getSize();
+  for (size_t use = 0; use < site.use_count; ++use) {
+    const size_t end = start + site.uses[use].end;
+    code_.rewrite(end - 4, at + static_cast<size_t>(site.uses[use].member) - end, 4);
+  }
   code_.rewrite(start + site.lea_end - 4, at - (start + site.lea_end), 4);
-  const size_t jump_field = start + site.jump_field;
-  // The site's code is a few dozen bytes: the jump's field lies just before the record.
-  const auto jump_offset = static_cast<int64_t>(jump_field) - static_cast<int64_t>(at);
-  const auto check_offset = static_cast<int64_t>(start) - static_cast<int64_t>(at);
-  if (jump_offset != static_cast<int16_t>(jump_offset) || check_offset != static_cast<int16_t>(check_offset))
-    throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+  // The site's code is a few dozen bytes: its fields lie less than 128 bytes before the record.
+  const auto back = [&](size_t field) {
+    const auto offset = static_cast<int64_t>(start + field) - static_cast<int64_t>(at);
+    if (offset != static_cast<int8_t>(offset)) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+    return static_cast<int8_t>(offset);
+  };
   const ExitSite record{
       .chain_entry = chain_stub_,
+      .generation = 0,  // never a generation: not patched yet
+      .rip = ~uint64_t{0},
       .source = const_cast<Block*>(&block),
       .count = count,
-      .jump_offset = static_cast<int16_t>(jump_offset),
-      .check_offset = static_cast<int16_t>(check_offset),
+      .jump_offset = back(site.jump_field),
+      .generation_offset = back(site.generation_field),
       .same_page = same_page,
   };
   emit_bytes({reinterpret_cast<const uint8_t*>(&record), sizeof(record)});
-}
-
-int32_t Translator::exit_generation_field(bool global) const {
-  return global ? layout_.global_generation : layout_.generation;
 }
 
 void Translator::emit_exit_rip() {
@@ -88,8 +90,8 @@ bool Translator::same_page_exit(int64_t target) const {
   return target_in_start_page(target) && (block_->physical & 0xfff) + block_bytes_ <= 4096;
 }
 
-void Translator::assemble_exit_site(bool wide) {
-  ExitSiteTemplate& site = exit_sites_[wide ? 1 : 0];
+void Translator::assemble_exit_site(bool wide, bool same_page) {
+  ExitSiteTemplate& site = exit_sites_[exit_site_index(wide, same_page)];
   code_.reset();
   // The check inline: a handler that sets what the run loop must see (halted, an interrupt
   // shadow, TF, armed breakpoints, stop_block, event_delivered) ends the block through its
@@ -97,50 +99,48 @@ void Translator::assemble_exit_site(bool wide) {
   // exit must look at besides its record. The hot way from block to block is then
   // straight-line code (no taken branch) and a direct jump that writes nothing but the
   // retired count: instruction_rip and running_block are written where they are read (the
-  // handler stub, the chaining stub on the way out).
-  ForwardTarget look_up, patch, load_record;
-  // The generation and RIP the patch holds for are the check's own operands (exit_site.h:
-  // JitEngine::patch writes them), not the record's: no data cache line per exit. Assembled
-  // with placeholders that need the 64-bit immediate forms, set to "not patched" below.
-  constexpr uint64_t kPlaceholder = 0x8000000000000001;
+  // handler stub, the chaining stub on the way out). Whatever says no goes to one tail, the
+  // stub's site entry, which looks again at what it was (chain_stub).
+  ForwardTarget out;
+  // The record's fields are read RIP-relative; emit_chain fills in their displacements once
+  // the record's place is known.
+  const auto record_field = [&](size_t member) {
+    return qword[rip + static_cast<int32_t>(member)];
+  };
+  const auto note_use = [&](size_t member) {
+    site.uses.at(site.use_count++) = RecordUse{code_.getSize(), static_cast<int32_t>(member)};
+  };
+  // The record holds under the generation this load reads: BlockCache's, or its global one
+  // for a patch that holds in every address space (JitEngine::patch points the displacement
+  // at the one the patch was made in). The displacement must be a disp32 to take either.
   code_.mov(rdx, field(layout_.generation, 8));
-  const size_t generation_field_end = code_.getSize();
-  code_.mov(rax, kPlaceholder);
-  const size_t generation_end = code_.getSize();
-  code_.cmp(rdx, rax);
-  jump_to(patch, Jump::kNotEqual, true);
-  // RIP is in rcx already (emit_exit_rip, emit_branch).
-  code_.mov(rax, kPlaceholder);
-  const size_t rip_end = code_.getSize();
-  code_.cmp(rcx, rax);
-  jump_to(look_up, Jump::kNotEqual, true);
-  if (generation_field_end != kExitCheckGenerationFieldAt + 4 || generation_end != kExitCheckGenerationAt + 8 ||
-      rip_end != kExitCheckRipAt + 8) {
-    throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+  site.generation_field = code_.getSize() - 4;
+  int32_t displacement = 0;
+  std::memcpy(&displacement, code_.getCode() + site.generation_field, 4);
+  if (displacement != layout_.generation) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+  code_.cmp(rdx, record_field(offsetof(ExitSite, generation)));
+  note_use(offsetof(ExitSite, generation));
+  jump_to(out, Jump::kNotEqual, false);
+  // RIP is in rcx already (emit_exit_rip, emit_branch). A same-page exit's successor is the
+  // same at every RIP its block runs at (exit_site.h), so it compares none.
+  if (!same_page) {
+    code_.cmp(rcx, record_field(offsetof(ExitSite, rip)));
+    note_use(offsetof(ExitSite, rip));
+    jump_to(out, Jump::kNotEqual, false);
   }
   // A count of 1 takes the imm8 form of the ADD, 128 the imm32 one (emit_chain writes it).
-  emit_budget_check(wide ? 128u : 1u, look_up);
+  emit_budget_check(wide ? 128u : 1u, out, false);
   site.count_end = count_end_;
   site.count_size = wide ? 4 : 1;
   code_.mov(field(layout_.retired, 8), rax);
-  jump_to(patch, Jump::kAlways, true);
+  // Not patched yet: to the stub, which sees the stale record.
+  jump_to(out, Jump::kAlways, true);
   site.jump_field = code_.getSize() - 4;
-  bind(patch);
-  code_.mov(eax, static_cast<uint32_t>(ExitCheck::kPatch));
-  jump_to(load_record, Jump::kAlways, false);
-  bind(look_up);
-  code_.mov(eax, static_cast<uint32_t>(ExitCheck::kLookUp));
-  bind(load_record);
+  bind(out);
   code_.lea(rdi, ptr[rip]);
   site.lea_end = code_.getSize();
   code_.jmp(qword[rdi + offsetof(ExitSite, chain_entry)]);
   site.bytes.assign(code_.getCode(), code_.getCode() + code_.getSize());
-  // Not patched: generation 0 is never one, and RIP ~0 never canonical.
-  const auto set = [&](size_t at, uint64_t value) {
-    std::memcpy(site.bytes.data() + at, &value, sizeof(value));
-  };
-  set(kExitCheckGenerationAt, 0);
-  set(kExitCheckRipAt, ~uint64_t{0});
 }
 
 std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
@@ -148,19 +148,25 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   ForwardTarget slow, call_chain, enter;
   Xbyak::Label to_loop;
   // Jumped to from an exit site whose check said no, in the translated code's frame: rdi the
-  // site's record, eax the ExitCheck. r8/r9 keep the block and its instruction count (nothing
-  // is cached in host registers any more).
+  // site's record. r8/r9 keep the block and its instruction count (nothing is cached in host
+  // registers any more).
   code_.mov(r8, qword[rdi + offsetof(ExitSite, source)]);
   code_.mov(r9d, dword[rdi + offsetof(ExitSite, count)]);
-  // A record from another generation: the engine looks and patches it (rcx the record).
+  // The exit's generation check again, as it made it (the load's displacement, which the
+  // patch pointed at the generation it was made in): a record it found stale (or not patched
+  // yet) is looked at and patched by the engine (rcx the record), unless it said it never
+  // would (look_up_only). A current one said no for another RIP or the budget: the links and
+  // the jump cache, as for an indirect exit.
+  ForwardTarget record_current;
   code_.mov(rcx, rdi);
-  code_.cmp(eax, static_cast<uint32_t>(ExitCheck::kPatch));
+  code_.movsx(rax, byte[rdi + offsetof(ExitSite, generation_offset)]);
+  code_.movsxd(rax, dword[rdi + rax]);
+  code_.mov(rdx, qword[rbx + rax]);
+  code_.cmp(rdx, qword[rdi + offsetof(ExitSite, generation)]);
+  jump_to(record_current, Jump::kEqual, false);
+  code_.cmp(byte[rdi + offsetof(ExitSite, look_up_only)], 0);
   jump_to(call_chain, Jump::kEqual, true);
-  // A same-page exit patched for another RIP (the same code at another address in another
-  // address space: a shared library) is patched again for this one, as a stale exit is,
-  // rather than looked up on every run while that patch holds.
-  code_.cmp(byte[rdi + offsetof(ExitSite, same_page)], 0);
-  jump_to(call_chain, Jump::kNotEqual, true);
+  bind(record_current);
   // What else the run loop looks at between blocks only a handler sets, and the handler stub
   // ends the block then: the budget (which a posted request ends too) is all that is left.
   emit_budget_check(r9, slow);
@@ -213,7 +219,7 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   bind(slow);
   code_.xor_(ecx, ecx);
   bind(call_chain);
-  emit_mxcsr_switch_out(0, eax);  // C++ runs with the host's MXCSR (eax: the ExitCheck, read)
+  emit_mxcsr_switch_out(0, eax);  // C++ runs with the host's MXCSR
   code_.mov(field(layout_.running_block, 8), r8);
   code_.mov(dword[rsp], r9d);
   code_.mov(rdi, reinterpret_cast<uint64_t>(chain_.context));
@@ -300,7 +306,7 @@ void Translator::emit_handler_state_check(ForwardTarget& bail) {
   jump_to(bail, Jump::kNotEqual, true);
 }
 
-void Translator::emit_budget_check(std::variant<Xbyak::Reg64, uint32_t> count, ForwardTarget& stop) {
+void Translator::emit_budget_check(std::variant<Xbyak::Reg64, uint32_t> count, ForwardTarget& stop, bool near) {
   // The budget (Cpu::run's instruction limit): rax is the retired count after the block. Any
   // request (interrupt, kick, INIT, a code write...) sets the limit to 0 and so goes back to
   // the run loop too (CpuCore::post_requests).
@@ -312,7 +318,7 @@ void Translator::emit_budget_check(std::variant<Xbyak::Reg64, uint32_t> count, F
   }
   count_end_ = code_.getSize();
   code_.cmp(rax, field(layout_.retired_limit, 8));
-  jump_to(stop, Jump::kAboveOrEqual, true);
+  jump_to(stop, Jump::kAboveOrEqual, near);
 }
 
 void Translator::emit_self_loop() {
