@@ -231,6 +231,42 @@ TEST(ChainingTest, PatchedExitsBetweenGlobalPagesOutliveCr3Reloads) {
   EXPECT_EQ(translated.state.gpr[kRbx], 3u * kRounds);
   EXPECT_GT(translated.patched_exits, 0u);
   EXPECT_LT(translated.patched_exits, 20u);
+  // Every round after the first few takes the patched jumps between the pages (the exits
+  // compare RIP there): the chaining stub runs only where the budget or a new patch sends it,
+  // and for the CR3 load's own block (a handler ends it).
+  EXPECT_LT(translated.stub_entries, 40u);
+}
+
+// A loop over two pages whose exits into each other compare RIP (not same-page) follows the
+// patched jumps: the chaining stub sees only the first rounds (its generation, the RIP and
+// the budget patched into the exit's own code, exit_site.h).
+TEST(ChainingTest, PatchedExitsBetweenPagesSkipTheChainingStub) {
+  constexpr int kRounds = 500;
+  uint64_t back = 0;
+  const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
+    Xbyak::Label loop;
+    c.mov(ecx, kRounds);
+    c.L(loop);
+    c.inc(r9);
+    jump_to(c, kCode + c.getSize(), kFunction);
+    back = kCode + c.getSize();
+    c.add(rbx, rax);
+    c.dec(ecx);
+    c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
+    c.hlt();
+  });
+  const auto setup = [&](TestMachine& machine) {
+    set_up_global_pages(machine, {.code = true, .function = true});
+    machine.write(kFirst, assemble([&](Xbyak::CodeGenerator& c) {
+      c.mov(eax, 3);
+      jump_to(c, kFunction + c.getSize(), back);
+    }));
+  };
+  const Outcome translated = compare_with(program, setup);
+  expect_no_exception(translated);
+  EXPECT_EQ(translated.state.gpr[kRbx], 3u * kRounds);
+  EXPECT_GT(translated.patched_exits, 0u);
+  EXPECT_LT(translated.stub_entries, 20u);
 }
 
 // Direct exits within one non-global page (a jump to the same page) are patched under the

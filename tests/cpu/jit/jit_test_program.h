@@ -32,6 +32,7 @@ struct Outcome {
   uint64_t stack_rip = 0;  // the RIP an exception frame pushed (error code below it)
   uint64_t stack_word = 0;  // the top of the stack (an exception frame's RIP without an error code)
   uint64_t translations = 0, flushes = 0, cache_used = 0, cache_capacity = 0, patched_exits = 0;
+  uint64_t stub_entries = 0;
   std::vector<uint8_t> data;  // kDataBytes at kData when the run ended
 };
 inline constexpr uint64_t kDataBytes = 0x2000;
@@ -68,6 +69,7 @@ inline Outcome run_on(CpuEngine engine, const std::vector<uint8_t>& program, uin
     outcome.cache_used = jit->cache().used();
     outcome.cache_capacity = jit->cache().capacity();
     outcome.patched_exits = jit->patched_exits();
+    outcome.stub_entries = jit->stub_entries();
   }
   return outcome;
 }

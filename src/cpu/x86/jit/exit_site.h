@@ -35,8 +35,6 @@ namespace lamina::cpu::x86::jit {
 
 struct ExitSite {
   const void* chain_entry;  // the chaining stub's site entry, jumped to through this slot
-  uint64_t generation;      // the generation the patch was made in; 0: not patched
-  uint64_t rip;             // the successor's RIP (not compared by a same-page exit)
   Block* source;            // the block this exit ends
   uint32_t count;           // the source block's instruction count
   int8_t jump_offset;       // from this record to the rel32 of the exit's patched jump
@@ -51,6 +49,17 @@ struct ExitSite {
   // engine never patches it, the chaining stub finds its successors by links and jump cache.
   bool look_up_only = false;
 };
-static_assert(sizeof(ExitSite) == 40);
+static_assert(sizeof(ExitSite) == 24);
+
+// What the exit compares with is in its own code, not in the record: the generation load's
+// disp32 (at generation_offset) is followed by `mov rax, imm64` with the generation the patch
+// was made in (0, never a generation, until patched) and `cmp rdx, rax; jne`; an exit that
+// compares RIP then has `mov rax, imm64` with the successor's RIP and `cmp rcx, rax; jne`
+// (SDM vol. 2A: REX.W B8+r io, 39 /r, 75 cb). The record lies on a data cache line of its own,
+// and hot user code runs through thousands of exits: two loads of it per exit were ~11% of a
+// `seq` run's samples on an AMD EPYC host, where the immediates come with the code's fetch.
+// Offsets from the displacement's first byte:
+constexpr int kExitGenerationValueAt = 4 + 2;
+constexpr int kExitRipValueAt = kExitGenerationValueAt + 8 + 3 + 2 + 2;
 
 }  // namespace lamina::cpu::x86::jit

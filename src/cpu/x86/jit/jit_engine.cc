@@ -47,7 +47,7 @@ JitEngine::JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::uniqu
       translator_(std::make_unique<Translator>(
           core, record_,
           Translator::Chain{this, reinterpret_cast<const void*>(&JitEngine::chain),
-                            jump_cache_.entries()})),
+                            jump_cache_.entries(), &stub_entries_})),
       perf_map_(PerfMap::from_environment()),
       translate_on_run_(translate_on_run) {
   translator_->set_profile(profile_.get());
@@ -221,24 +221,23 @@ void JitEngine::patch(const ExitSite& site, const std::byte* body, uint64_t gene
   // that is not the cache's own is left alone rather than trusted.
   const int64_t distance = body - (field + 4);
   if (!cache_->contains(record) || !cache_->contains(field) || !cache_->contains(generation_field) ||
-      !cache_->contains(body) || distance != static_cast<int32_t>(distance)) {
+      !cache_->contains(generation_field + kExitRipValueAt + 7) || !cache_->contains(body) ||
+      distance != static_cast<int32_t>(distance)) {
     return;
   }
-  ExitSite updated = site;
-  updated.generation = generation;
-  updated.rip = rip;
   const auto jump = static_cast<int32_t>(distance);
   // The exit's generation load ([rbx+disp32], rbx the core) reads the generation the patch
-  // holds under (exit_site.h).
+  // holds under, and the check compares it and RIP with its immediates (exit_site.h).
   const uint64_t* compared = generation == core_.blocks.global_generation() ? core_.blocks.global_generation_address()
                                                                              : core_.blocks.generation_address();
   const auto displacement = static_cast<int32_t>(reinterpret_cast<const std::byte*>(compared) -
                                                  reinterpret_cast<const std::byte*>(&core_));
-  // The record last: until it is current (it is stale now) the exit follows neither the jump
-  // nor the displacement.
+  // The generation last: until it is current (it is stale now) the exit follows neither the
+  // jump nor the displacement.
   if (!cache_->patch(field, std::as_bytes(std::span(&jump, 1))) ||
       !cache_->patch(generation_field, std::as_bytes(std::span(&displacement, 1))) ||
-      !cache_->patch(record, std::as_bytes(std::span(&updated, 1)))) {
+      (!site.same_page && !cache_->patch(generation_field + kExitRipValueAt, std::as_bytes(std::span(&rip, 1)))) ||
+      !cache_->patch(generation_field + kExitGenerationValueAt, std::as_bytes(std::span(&generation, 1)))) {
     return;
   }
   ++patched_exits_;

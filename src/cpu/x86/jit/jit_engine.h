@@ -58,6 +58,9 @@ class JitEngine {
   uint64_t translations() const { return translations_; }
   // Exits patched to jump straight to their successor (exit_site.h), all told.
   uint64_t patched_exits() const { return patched_exits_; }
+  // Exits that went to the chaining stub instead of their patched jump (not patched, stale,
+  // another RIP, the budget, an indirect exit), all told.
+  uint64_t stub_entries() const { return stub_entries_; }
 
  private:
   JitEngine(CpuCore& core, std::unique_ptr<CodeCache> cache, std::unique_ptr<CodeCache> stubs,
@@ -102,6 +105,7 @@ class JitEngine {
   uint32_t translate_on_run_;
   uint64_t translations_ = 0;
   uint64_t patched_exits_ = 0;
+  uint64_t stub_entries_ = 0;  // written by the chaining stub
 };
 
 }  // namespace lamina::cpu::x86::jit

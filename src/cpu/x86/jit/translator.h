@@ -73,6 +73,7 @@ class Translator {
     void* context;
     const void* function;
     const JumpCache::Entry* jump_cache;
+    uint64_t* stub_entries;  // counts the exits that took the chaining stub
   };
 
   Translator(CpuCore& core, ExitRecord& record, Chain chain);
@@ -558,16 +559,10 @@ class Translator {
   // instructions (an imm8 count) or a longer one, with or without the RIP compare
   // (exit_site_index); emit_chain copies one and fills in the count and the record's
   // RIP-relative displacements.
-  struct RecordUse {
-    size_t end;      // the end of an instruction whose last 4 bytes are the displacement
-    int32_t member;  // the ExitSite field it reads
-  };
   struct ExitSiteTemplate {
     std::vector<uint8_t> bytes;
     size_t count_end = 0;  // the end of the budget check's count immediate
     uint8_t count_size = 0;
-    std::array<RecordUse, 2> uses{};  // the generation compare and the RIP compare
-    size_t use_count = 0;
     size_t generation_field = 0;  // the disp32 of the generation load, which a patch rewrites
     size_t lea_end = 0;           // the LEA of the record's address
     size_t jump_field = 0;        // the rel32 JitEngine::chain patches

@@ -38,10 +38,6 @@ void Translator::emit_chain(const Block& block, bool same_page) {
   code_.rewrite(start + site.count_end - site.count_size, count, site.count_size);
   code_.align(8);
   const size_t at = code_.getSize();
-  for (size_t use = 0; use < site.use_count; ++use) {
-    const size_t end = start + site.uses[use].end;
-    code_.rewrite(end - 4, at + static_cast<size_t>(site.uses[use].member) - end, 4);
-  }
   code_.rewrite(start + site.lea_end - 4, at - (start + site.lea_end), 4);
   // The site's code is a few dozen bytes: its fields lie less than 128 bytes before the record.
   const auto back = [&](size_t field) {
@@ -51,8 +47,6 @@ void Translator::emit_chain(const Block& block, bool same_page) {
   };
   const ExitSite record{
       .chain_entry = chain_stub_,
-      .generation = 0,  // never a generation: not patched yet
-      .rip = ~uint64_t{0},
       .source = const_cast<Block*>(&block),
       .count = count,
       .jump_offset = back(site.jump_field),
@@ -102,30 +96,27 @@ void Translator::assemble_exit_site(bool wide, bool same_page) {
   // handler stub, the chaining stub on the way out). Whatever says no goes to one tail, the
   // stub's site entry, which looks again at what it was (chain_stub).
   ForwardTarget out;
-  // The record's fields are read RIP-relative; emit_chain fills in their displacements once
-  // the record's place is known.
-  const auto record_field = [&](size_t member) {
-    return qword[rip + static_cast<int32_t>(member)];
-  };
-  const auto note_use = [&](size_t member) {
-    site.uses.at(site.use_count++) = RecordUse{code_.getSize(), static_cast<int32_t>(member)};
-  };
   // The record holds under the generation this load reads: BlockCache's, or its global one
   // for a patch that holds in every address space (JitEngine::patch points the displacement
   // at the one the patch was made in). The displacement must be a disp32 to take either.
+  // What it is compared with, and the RIP, are immediates the patch writes (exit_site.h),
+  // assembled with a placeholder that needs the 64-bit form and set to "not patched" below.
+  constexpr uint64_t kPlaceholder = 0x8000000000000001;
   code_.mov(rdx, field(layout_.generation, 8));
   site.generation_field = code_.getSize() - 4;
   int32_t displacement = 0;
   std::memcpy(&displacement, code_.getCode() + site.generation_field, 4);
   if (displacement != layout_.generation) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
-  code_.cmp(rdx, record_field(offsetof(ExitSite, generation)));
-  note_use(offsetof(ExitSite, generation));
+  code_.mov(rax, kPlaceholder);
+  if (code_.getSize() - 8 != site.generation_field + kExitGenerationValueAt) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+  code_.cmp(rdx, rax);
   jump_to(out, Jump::kNotEqual, false);
   // RIP is in rcx already (emit_exit_rip, emit_branch). A same-page exit's successor is the
   // same at every RIP its block runs at (exit_site.h), so it compares none.
   if (!same_page) {
-    code_.cmp(rcx, record_field(offsetof(ExitSite, rip)));
-    note_use(offsetof(ExitSite, rip));
+    code_.mov(rax, kPlaceholder);
+    if (code_.getSize() - 8 != site.generation_field + kExitRipValueAt) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+    code_.cmp(rcx, rax);
     jump_to(out, Jump::kNotEqual, false);
   }
   // A count of 1 takes the imm8 form of the ADD, 128 the imm32 one (emit_chain writes it).
@@ -141,6 +132,12 @@ void Translator::assemble_exit_site(bool wide, bool same_page) {
   site.lea_end = code_.getSize();
   code_.jmp(qword[rdi + offsetof(ExitSite, chain_entry)]);
   site.bytes.assign(code_.getCode(), code_.getCode() + code_.getSize());
+  // Not patched: generation 0 is never one, RIP ~0 never canonical.
+  const auto set = [&](int at, uint64_t value) {
+    std::memcpy(site.bytes.data() + site.generation_field + static_cast<size_t>(at), &value, sizeof(value));
+  };
+  set(kExitGenerationValueAt, 0);
+  if (!same_page) set(kExitRipValueAt, ~uint64_t{0});
 }
 
 std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
@@ -150,6 +147,8 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   // Jumped to from an exit site whose check said no, in the translated code's frame: rdi the
   // site's record. r8/r9 keep the block and its instruction count (nothing is cached in host
   // registers any more).
+  code_.mov(rax, reinterpret_cast<uint64_t>(chain_.stub_entries));
+  code_.inc(qword[rax]);
   code_.mov(r8, qword[rdi + offsetof(ExitSite, source)]);
   code_.mov(r9d, dword[rdi + offsetof(ExitSite, count)]);
   // The exit's generation check again, as it made it (the load's displacement, which the
@@ -159,10 +158,10 @@ std::span<const std::byte> Translator::chain_stub(int32_t links_offset) {
   // the jump cache, as for an indirect exit.
   ForwardTarget record_current;
   code_.mov(rcx, rdi);
-  code_.movsx(rax, byte[rdi + offsetof(ExitSite, generation_offset)]);
-  code_.movsxd(rax, dword[rdi + rax]);
+  code_.movsx(rsi, byte[rdi + offsetof(ExitSite, generation_offset)]);
+  code_.movsxd(rax, dword[rdi + rsi]);
   code_.mov(rdx, qword[rbx + rax]);
-  code_.cmp(rdx, qword[rdi + offsetof(ExitSite, generation)]);
+  code_.cmp(rdx, qword[rdi + rsi + kExitGenerationValueAt]);
   jump_to(record_current, Jump::kEqual, false);
   code_.cmp(byte[rdi + offsetof(ExitSite, look_up_only)], 0);
   jump_to(call_chain, Jump::kEqual, true);
