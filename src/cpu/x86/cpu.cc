@@ -54,6 +54,14 @@ bool has_error_code(uint8_t vector_number) {
   return vector_number == 8 || (vector_number >= 10 && vector_number <= 14) || vector_number == 17;
 }
 
+// A conditional branch with a relative target (Jcc rel8/rel32; not LOOP/JCXZ) of the 64-bit
+// operand size, which a block may run on past.
+bool runs_on_past(const Instruction& in) {
+  const uint16_t op = in.opcode;
+  const bool conditional = (op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f);
+  return conditional && !in.lock && in.operand_size == 8;
+}
+
 // Decodes a basic block starting at RIP; faults (fetch #PF, #UD, CS limit) are raised only
 // for the first instruction, later ones end the block before them.
 Block* translate_block(CpuCore& core) {
@@ -113,7 +121,10 @@ Block* translate_block(CpuCore& core) {
     block->instructions.push_back(instruction);
     block->last_page = last_page;
     rip += instruction.length;
-    if (ends_block(instruction)) break;
+    // 64-bit code runs on past a conditional branch (its taken way leaves the block there:
+    // Cpu::run, the JIT's side exit), so that the path not taken stays in one block; the page
+    // check below still ends it where the fall-through lies in another page.
+    if (ends_block(instruction) && !(core.code_mode == CodeMode::k64 && runs_on_past(instruction))) break;
     if ((last_page != (block->physical & ~uint64_t{0xfff})) || ((linear + instruction.length) & 0xfff) == 0)
       break;  // never run on into another page without translating it
   }
@@ -479,6 +490,8 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
           instruction.handler(core, instruction);
           ++cursor;
           if (core.stop_block) break;
+          // A branch taken before the block's end (a Jcc the block runs on past) ends it there.
+          if (core.state.rip != core.instruction_rip + instruction.length) break;
         }
       }
       core.retired += static_cast<uint64_t>(cursor - begin);

@@ -154,7 +154,8 @@ void Translator::emit_block(const Block& block) {
   forget_xmms();
   emit_exit_rip();
   // The way out past a final Jcc not taken is a direct exit to the next instruction.
-  emit_chain(block, fallthrough_direct_ && same_page_exit(static_cast<int64_t>(block_bytes_)));
+  emit_chain(block, fallthrough_direct_ && same_page_exit(static_cast<int64_t>(block_bytes_)),
+             static_cast<uint32_t>(count));
   epilogue_offset_ = code_.getSize();
   emit_bytes(epilogue_);
   emit_deferred_slow_paths();
@@ -190,6 +191,13 @@ void Translator::emit_instruction(const Block& block, size_t index) {
     // The liveness above assumed it inlined: a disagreement is a translator bug, and the
     // block is left to the interpreter rather than run with a flag store missing.
     if (!inlined) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
+    return;
+  }
+  if (side_exit_branch(in, index)) {
+    // Not taken, the block goes on: the registers stay cached, the flags' producer known.
+    store_deferred_step_flags();
+    deferred_step_.reset();
+    emit_side_exit_branch(in, index);
     return;
   }
   registers_over_back_edge_ = keeps_registers_over_back_edge(in, index);

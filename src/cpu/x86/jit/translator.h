@@ -204,8 +204,9 @@ class Translator {
   bool emit_register_only(const Instruction& in);
   // translator_chain.cc: the end of a block that ran to its end (RIP in CpuState and in rcx,
   // registers written back): an exit site; `same_page`: a direct exit within the block's page
-  // (same_page_exit).
-  void emit_chain(const Block& block, bool same_page);
+  // (same_page_exit); `count`: the instructions completed on this way out (the block's, or
+  // those up to a mid-block Jcc for its side exit).
+  void emit_chain(const Block& block, bool same_page, uint32_t count);
   // rcx = RIP past the block (the pending bytes added), stored to CpuState.
   void emit_exit_rip();
   // Whether RIP at the block's start + `target` stays in the start's page in 64-bit code
@@ -479,6 +480,12 @@ class Translator {
 
   // translator_branch.cc
   bool emit_branch(const Instruction& in, size_t index);
+  // A Jcc before the block's end (64-bit code: translate_block runs on past a Jcc whose
+  // fall-through lies in the page): whether `index` is one, and its code, whose taken way is
+  // a side exit (registers written back there, an exit site counting up to the Jcc) and whose
+  // fall-through goes on with the registers cached and the flag producer known.
+  bool side_exit_branch(const Instruction& in, size_t index) const;
+  void emit_side_exit_branch(const Instruction& in, size_t index);
   // Sets the host flags as the lazy flags' condition `code` needs them, or returns false.
   bool emit_host_flags_for(uint8_t code);
   bool host_flags_available(uint8_t code) const;

@@ -7,6 +7,8 @@
 // raises the #GP exactly as the interpreter does.
 #include "cpu/x86/jit/translator.h"
 
+#include "cpu/x86/handlers.h"
+
 namespace lamina::cpu::x86::jit {
 namespace {
 
@@ -121,6 +123,9 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   if (!conditional && op != 0xe9 && op != 0xeb) return false;
   const uint8_t condition = static_cast<uint8_t>(op & 15);
   const bool final_branch = index + 1 == block_->instructions.size();
+  // Only a Jcc goes on past itself (emit_side_exit_branch); a branch before the end that is
+  // not one is a translator bug, and the block is interpreted.
+  if (!final_branch) throw Xbyak::Error(Xbyak::ERR_INTERNAL);
   // RIP past the branch: the not-taken result, and the base of the target.
   pending_rip_ += in.length;
   const bool from_stack = rip_on_stack_ && !rip_flushed_;
@@ -203,7 +208,7 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   if (final_branch && !registers_over_back_edge_) {
     // The block's last instruction: the taken path gets its own exit site, so each direction
     // keeps its own patched jump (the other one is the block's end).
-    emit_chain(*block_, in_page && same_page_exit(target));
+    emit_chain(*block_, in_page && same_page_exit(target), static_cast<uint32_t>(block_->instructions.size()));
   } else {
     code_.jmp(done, CodeGenerator::T_NEAR);
   }
@@ -227,6 +232,80 @@ bool Translator::emit_branch(const Instruction& in, size_t index) {
   // The block's end after a final Jcc not taken is a direct exit too.
   fallthrough_direct_ = conditional && final_branch;
   return true;
+}
+
+bool Translator::side_exit_branch(const Instruction& in, size_t index) const {
+  const uint16_t op = in.opcode;
+  const bool conditional = (op >= 0x70 && op <= 0x7f) || (op >= 0x180 && op <= 0x18f);
+  return conditional && index + 1 < block_->instructions.size() && mode_ == CodeMode::k64 &&
+         in.operand_size == 8 && !in.lock && in.handler != &invalid_opcode;
+}
+
+void Translator::emit_side_exit_branch(const Instruction& in, size_t index) {
+  const auto condition = static_cast<uint8_t>(in.opcode & 15);
+  const bool host_flags = host_flags_set_by_previous(index, condition);
+  // RIP is not written on the way on: the fall-through leaves it pending.
+  pending_rip_ += in.length;
+  // The inverse condition (SDM vol. 2A, Jcc: the low bit of the code negates it) jumps over
+  // the side exit, so the way on is one not-taken jump.
+  size_t not_taken = 0;
+  if (host_flags) {
+    not_taken = emit_forward_jump(static_cast<Jump>(condition ^ 1), true);
+  } else if (host_flags_available(condition)) {
+    emit_host_flags_for(condition);
+    not_taken = emit_forward_jump(static_cast<Jump>(condition ^ 1), true);
+  } else {
+    // The condition may call C: the caller-saved registers are given up first, on both ways.
+    forget_caller_saved_registers();
+    emit_unknown_condition(condition);
+    not_taken = emit_forward_jump(Jump::kEqual, true);
+  }
+  // Taken: the side exit. Every flag was stored before a Jcc (flag liveness: a branch reads
+  // all); the dirty registers go to CpuState here only, and stay cached and dirty on the way on.
+  write_back_registers();
+  const bool from_stack = rip_on_stack_ && !rip_flushed_;
+  const Xbyak::Address base = from_stack ? qword[rsp] : field(layout_.rip, 8);
+  const auto past = static_cast<uint32_t>(pending_rip_);
+  const auto displacement = static_cast<int64_t>(in.immediate);
+  int64_t end = 0;  // the fall-through's distance from the block's start
+  for (size_t at = 0; at <= index; ++at) end += block_->instructions[at].length;
+  const int64_t target = end + displacement;
+  const int64_t from_base = static_cast<int64_t>(past) + displacement;
+  const bool in_page = target_in_start_page(target);
+  code_.mov(rcx, base);
+  if (from_base == static_cast<int32_t>(from_base)) {
+    if (from_base != 0) code_.add(rcx, static_cast<int32_t>(from_base));
+  } else {
+    code_.add(rcx, past);
+    code_.mov(rax, in.immediate);
+    code_.add(rcx, rax);
+  }
+  ForwardTarget slow;
+  if (!in_page) {
+    // checked_target: a non-canonical target is the Jcc's #GP.
+    code_.mov(rax, rcx);
+    code_.shl(rax, 16);
+    code_.sar(rax, 16);
+    code_.cmp(rax, rcx);
+    jump_to(slow, Jump::kNotEqual, true);
+  }
+  code_.mov(field(layout_.rip, 8), rcx);
+  const size_t exit = code_.getSize();
+  emit_chain(*block_, in_page && same_page_exit(target), static_cast<uint32_t>(index + 1));
+  if (!in_page) {
+    bind(slow);
+    // The handler raises the #GP with RIP past the Jcc, the registers and flags in CpuState;
+    // should it return, the exit goes wherever it left RIP, counting the Jcc.
+    const std::optional<KnownFlags> known = known_flags_;
+    code_.mov(rax, base);
+    if (past != 0) code_.add(rax, past);
+    code_.mov(field(layout_.rip, 8), rax);
+    emit_handler_call_after_advance(in, index);
+    known_flags_ = known;
+    code_.mov(rcx, field(layout_.rip, 8));
+    emit_backward_jump(exit);
+  }
+  patch_jump(not_taken, 4);
 }
 
 }  // namespace lamina::cpu::x86::jit

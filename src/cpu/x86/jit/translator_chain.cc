@@ -26,12 +26,11 @@ constexpr uint32_t kTrapFlags = 0x100 | 0x10000;  // TF, RF (SDM vol. 3A, 2.3)
 
 }  // namespace
 
-void Translator::emit_chain(const Block& block, bool same_page) {
+void Translator::emit_chain(const Block& block, bool same_page, uint32_t count) {
   // An exit site (exit_site.h): the exit check, then the jump that JitEngine::chain patches to
   // the successor's body (first to the stub's site entry). Its code is the same for every
   // block but for the count and the record's displacements: a copy of the template
   // assemble_exit_site made, filled in. RIP is in rcx.
-  const auto count = static_cast<uint32_t>(block.instructions.size());
   const ExitSiteTemplate& site = exit_sites_[exit_site_index(count > 127, same_page)];
   const size_t start = code_.getSize();
   emit_bytes(site.bytes);
