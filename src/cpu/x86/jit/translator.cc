@@ -101,6 +101,7 @@ void Translator::emit_pass(const Block& block) {
   code_.reset();
   handler_exits_.clear();
   deferred_slow_paths_.clear();
+  side_exits_.clear();
   pending_rip_ = 0;
   known_flags_.reset();
   host_flags_producer_ = SIZE_MAX;
@@ -159,6 +160,7 @@ void Translator::emit_block(const Block& block) {
   epilogue_offset_ = code_.getSize();
   emit_bytes(epilogue_);
   emit_deferred_slow_paths();
+  emit_side_exits();
   // The early exits, out of the straight-line path. After handler `index`: raised (1), the next one faulted; stopped (2), it completed.
   for (const HandlerExit& exit : handler_exits_) {
     patch_jump(exit.jump_end, 4);

@@ -486,6 +486,18 @@ class Translator {
   // fall-through goes on with the registers cached and the flag producer known.
   bool side_exit_branch(const Instruction& in, size_t index) const;
   void emit_side_exit_branch(const Instruction& in, size_t index);
+  // A side exit's code, out of line after the block (emit_side_exits): the Jcc's rel32 ends
+  // at `jump_end`; the registers dirty in `mapping` are written back there.
+  struct SideExit {
+    size_t jump_end = 0;
+    const Instruction* in = nullptr;
+    size_t index = 0;
+    RegisterMapping mapping{};
+    uint32_t past = 0;  // RIP past the Jcc from the base
+    bool from_stack = false;  // the base: RIP at the body's entry in the frame, else CpuState's
+  };
+  void emit_side_exits();
+  std::vector<SideExit> side_exits_;
   // Sets the host flags as the lazy flags' condition `code` needs them, or returns false.
   bool emit_host_flags_for(uint8_t code);
   bool host_flags_available(uint8_t code) const;

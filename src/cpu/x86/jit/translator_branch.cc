@@ -246,66 +246,73 @@ void Translator::emit_side_exit_branch(const Instruction& in, size_t index) {
   const bool host_flags = host_flags_set_by_previous(index, condition);
   // RIP is not written on the way on: the fall-through leaves it pending.
   pending_rip_ += in.length;
-  // The inverse condition (SDM vol. 2A, Jcc: the low bit of the code negates it) jumps over
-  // the side exit, so the way on is one not-taken jump.
-  size_t not_taken = 0;
+  // Taken, a jump to the side exit out of line (emit_side_exits), so that the way on is one
+  // jump not taken and the hot code stays compact.
+  size_t taken = 0;
   if (host_flags) {
-    not_taken = emit_forward_jump(static_cast<Jump>(condition ^ 1), true);
+    taken = emit_forward_jump(static_cast<Jump>(condition), true);
   } else if (host_flags_available(condition)) {
     emit_host_flags_for(condition);
-    not_taken = emit_forward_jump(static_cast<Jump>(condition ^ 1), true);
+    taken = emit_forward_jump(static_cast<Jump>(condition), true);
   } else {
     // The condition may call C: the caller-saved registers are given up first, on both ways.
     forget_caller_saved_registers();
     emit_unknown_condition(condition);
-    not_taken = emit_forward_jump(Jump::kEqual, true);
+    taken = emit_forward_jump(Jump::kNotEqual, true);
   }
-  // Taken: the side exit. Every flag was stored before a Jcc (flag liveness: a branch reads
-  // all); the dirty registers go to CpuState here only, and stay cached and dirty on the way on.
-  write_back_registers();
-  const bool from_stack = rip_on_stack_ && !rip_flushed_;
-  const Xbyak::Address base = from_stack ? qword[rsp] : field(layout_.rip, 8);
-  const auto past = static_cast<uint32_t>(pending_rip_);
-  const auto displacement = static_cast<int64_t>(in.immediate);
-  int64_t end = 0;  // the fall-through's distance from the block's start
-  for (size_t at = 0; at <= index; ++at) end += block_->instructions[at].length;
-  const int64_t target = end + displacement;
-  const int64_t from_base = static_cast<int64_t>(past) + displacement;
-  const bool in_page = target_in_start_page(target);
-  code_.mov(rcx, base);
-  if (from_base == static_cast<int32_t>(from_base)) {
-    if (from_base != 0) code_.add(rcx, static_cast<int32_t>(from_base));
-  } else {
-    code_.add(rcx, past);
-    code_.mov(rax, in.immediate);
-    code_.add(rcx, rax);
-  }
-  ForwardTarget slow;
-  if (!in_page) {
-    // checked_target: a non-canonical target is the Jcc's #GP.
-    code_.mov(rax, rcx);
-    code_.shl(rax, 16);
-    code_.sar(rax, 16);
-    code_.cmp(rax, rcx);
-    jump_to(slow, Jump::kNotEqual, true);
-  }
-  code_.mov(field(layout_.rip, 8), rcx);
-  const size_t exit = code_.getSize();
-  emit_chain(*block_, in_page && same_page_exit(target), static_cast<uint32_t>(index + 1));
-  if (!in_page) {
+  side_exits_.push_back(SideExit{.jump_end = taken,
+                                 .in = &in,
+                                 .index = index,
+                                 .mapping = current_mapping(),
+                                 .past = static_cast<uint32_t>(pending_rip_),
+                                 .from_stack = rip_on_stack_ && !rip_flushed_});
+}
+
+void Translator::emit_side_exits() {
+  for (const SideExit& exit : side_exits_) {
+    const Instruction& in = *exit.in;
+    patch_jump(exit.jump_end, 4);
+    // Every flag was stored before the Jcc (flag liveness: a branch reads all); the registers
+    // dirty at the Jcc go to CpuState here only (on the way on they stay cached and dirty).
+    write_back_mapping(exit.mapping);
+    const Xbyak::Address base = exit.from_stack ? qword[rsp] : field(layout_.rip, 8);
+    const auto displacement = static_cast<int64_t>(in.immediate);
+    int64_t end = 0;  // the fall-through's distance from the block's start
+    for (size_t at = 0; at <= exit.index; ++at) end += block_->instructions[at].length;
+    const int64_t target = end + displacement;
+    const int64_t from_base = static_cast<int64_t>(exit.past) + displacement;
+    const bool in_page = target_in_start_page(target);
+    code_.mov(rcx, base);
+    if (from_base == static_cast<int32_t>(from_base)) {
+      if (from_base != 0) code_.add(rcx, static_cast<int32_t>(from_base));
+    } else {
+      code_.add(rcx, exit.past);
+      code_.mov(rax, in.immediate);
+      code_.add(rcx, rax);
+    }
+    ForwardTarget slow;
+    if (!in_page) {
+      // checked_target: a non-canonical target is the Jcc's #GP.
+      code_.mov(rax, rcx);
+      code_.shl(rax, 16);
+      code_.sar(rax, 16);
+      code_.cmp(rax, rcx);
+      jump_to(slow, Jump::kNotEqual, true);
+    }
+    code_.mov(field(layout_.rip, 8), rcx);
+    const size_t site = code_.getSize();
+    emit_chain(*block_, in_page && same_page_exit(target), static_cast<uint32_t>(exit.index + 1));
+    if (in_page) continue;
     bind(slow);
     // The handler raises the #GP with RIP past the Jcc, the registers and flags in CpuState;
     // should it return, the exit goes wherever it left RIP, counting the Jcc.
-    const std::optional<KnownFlags> known = known_flags_;
     code_.mov(rax, base);
-    if (past != 0) code_.add(rax, past);
+    if (exit.past != 0) code_.add(rax, exit.past);
     code_.mov(field(layout_.rip, 8), rax);
-    emit_handler_call_after_advance(in, index);
-    known_flags_ = known;
+    emit_handler_call_after_advance(in, exit.index);
     code_.mov(rcx, field(layout_.rip, 8));
-    emit_backward_jump(exit);
+    emit_backward_jump(site);
   }
-  patch_jump(not_taken, 4);
 }
 
 }  // namespace lamina::cpu::x86::jit
