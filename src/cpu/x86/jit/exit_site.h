@@ -1,6 +1,7 @@
 #pragma once
-// ExitSite: the record behind one exit of a translated block (its end, and the taken path of
-// a final Jcc), lying in the code cache right after the exit's code. The exit checks inline
+// ExitSite: the record behind one exit of a translated block (its end, the taken path of a
+// final Jcc, and the side exit of each Jcc the block runs on past), lying in the code cache
+// right after the exit's code. The exit checks inline
 // that the record's generation is current, that its RIP is the exit's (not for a same-page
 // exit: below) and that the budget lets it go on (a posted request ends the budget:
 // CpuCore::post_requests; a handler that sets anything else the run loop must see ends its
@@ -36,7 +37,7 @@ namespace lamina::cpu::x86::jit {
 struct ExitSite {
   const void* chain_entry;  // the chaining stub's site entry, jumped to through this slot
   Block* source;            // the block this exit ends
-  uint32_t count;           // the source block's instruction count
+  uint32_t count;           // the instructions completed this way out (up to a side exit's Jcc)
   int8_t jump_offset;       // from this record to the rel32 of the exit's patched jump
   // From this record to the disp32 of the exit's generation load ([rbx+disp32]): the patch
   // points it at the generation it was made in (BlockCache's generation or global one).

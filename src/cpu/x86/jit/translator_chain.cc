@@ -1,4 +1,5 @@
-// Inline block chaining: at the end of a block that ran to its end, an exit site
+// Inline block chaining: at the end of a block that ran to its end (and at the side exit of
+// each Jcc it runs on past), an exit site
 // (exit_site.h) whose patched direct jump goes straight into the successor's body after the
 // run loop's between-blocks checks (the shared exit check); when its record does not match,
 // the chaining stub finds the successor through this block's two links or the jump cache
