@@ -79,6 +79,9 @@ struct CpuCore {
   // Set by an instruction that changes how the following code must be decoded or checked
   // (mode switch, CR writes, self-modifying store into the running block): leave the block.
   bool stop_block = false;
+  // Set with stop_block by a Jcc taken before its block's end (select_side_exit_handler): the
+  // block ended there, but may be chained from.
+  bool side_exit = false;
   // Set by deliver(): the instruction raised an interrupt itself (INT n), no single-step trap.
   bool event_delivered = false;
   // Any DR7 breakpoint enabled (debug.cc): every block takes the run loop's checked path. Data

@@ -117,17 +117,24 @@ Block* translate_block(CpuCore& core) {
       if (first) raise_fault(vector::kGeneralProtection, 0);
       break;
     }
-    instruction.handler = select_handler(instruction);
+    // 64-bit code runs on past a conditional branch, so that the path not taken stays in one
+    // block: taken, its handler ends the block there (select_side_exit_handler; the JIT's side
+    // exit). The page check below still ends the block where the fall-through lies in
+    // another page.
+    const bool ends = ends_block(instruction);
+    const bool runs_on = ends && core.code_mode == CodeMode::k64 && runs_on_past(instruction);
+    instruction.handler = runs_on ? select_side_exit_handler(instruction) : select_handler(instruction);
     block->instructions.push_back(instruction);
     block->last_page = last_page;
     rip += instruction.length;
-    // 64-bit code runs on past a conditional branch (its taken way leaves the block there:
-    // Cpu::run, the JIT's side exit), so that the path not taken stays in one block; the page
-    // check below still ends it where the fall-through lies in another page.
-    if (ends_block(instruction) && !(core.code_mode == CodeMode::k64 && runs_on_past(instruction))) break;
+    if (ends && !runs_on) break;
     if ((last_page != (block->physical & ~uint64_t{0xfff})) || ((linear + instruction.length) & 0xfff) == 0)
       break;  // never run on into another page without translating it
   }
+  // A Jcc that ends the block after all (the page's end, the cap, nothing decodable after it)
+  // takes the plain handler, which leaves the block as its last instruction.
+  if (Instruction& last = block->instructions.back(); core.code_mode == CodeMode::k64 && runs_on_past(last))
+    last.handler = select_handler(last);
   if (!cacheable) {
     // Code in MMIO is executed once and not kept.
     Block* raw = block.get();
@@ -490,9 +497,13 @@ CpuExit Cpu::run(uint64_t instruction_budget) {
           instruction.handler(core, instruction);
           ++cursor;
           if (core.stop_block) break;
-          // A branch taken before the block's end (a Jcc the block runs on past) ends it there.
-          if (core.state.rip != core.instruction_rip + instruction.length) break;
         }
+      }
+      // A Jcc taken before the block's end (one the block runs on past) ended it through
+      // stop_block; the block is still one to chain from.
+      if (core.side_exit) [[unlikely]] {
+        core.side_exit = false;
+        core.stop_block = false;
       }
       core.retired += static_cast<uint64_t>(cursor - begin);
       if (checked && !finish_checked_step(exit)) [[unlikely]]

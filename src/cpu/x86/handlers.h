@@ -18,6 +18,8 @@ Handler select_muldiv_handler(const Instruction& in);     // muldiv_handlers.cc
 Handler select_bit_handler(const Instruction& in);        // bit_handlers.cc
 Handler select_string_handler(const Instruction& in);     // string_handlers.cc
 Handler select_control_handler(const Instruction& in);    // control_flow.cc
+// A Jcc before its block's end: taken, it ends the block (stop_block and side_exit).
+Handler select_side_exit_handler(const Instruction& in);  // control_flow.cc
 Handler select_stack_handler(const Instruction& in);      // stack_handlers.cc
 Handler select_system_handler(const Instruction& in);     // system_handlers.cc
 Handler select_fast_system_call_handler(const Instruction& in);  // fast_system_call.cc
