@@ -1,9 +1,9 @@
 #pragma once
 // ExitSite: the record behind one exit of a translated block (its end, the taken path of a
 // final Jcc, and the side exit of each Jcc the block runs on past), lying in the code cache
-// right after the exit's code. The exit checks inline
-// that the record's generation is current, that its RIP is the exit's (not for a same-page
-// exit: below) and that the budget lets it go on (a posted request ends the budget:
+// right after the exit's code. The exit checks inline that the generation its patch was made
+// in is current and that the patch's RIP is the exit's (not for a same-page exit: below),
+// both immediates in its code (kExitGenerationValueAt), and that the budget lets it go on (a posted request ends the budget:
 // CpuCore::post_requests; a handler that sets anything else the run loop must see ends its
 // block through the handler stub instead: Translator::handler_stub); then it adds the block's
 // instructions to the retired count and takes its `jmp rel32`, patched by JitEngine::chain to
@@ -15,8 +15,8 @@
 // flush, INVLPG of a linked page, mode or CS change, code cache flush, another vCPU's code
 // write): no invalidation has to find and unpatch the jump. The generation compared is the
 // address space's or the global one (a successor on a global page, or a same-page exit): the
-// patch rewrites the displacement of the exit's generation load with the record, so either
-// kind is one compare on the hot path. The exit's code expects the successor's RIP in rcx
+// patch rewrites the displacement of the exit's generation load, so either kind is one
+// compare on the hot path. The exit's code expects the successor's RIP in rcx
 // (stored to CpuState already), so the RIP compare needs no load.
 //
 // A same-page exit (a direct exit of 64-bit code whose block and target lie in one page) has
