@@ -157,12 +157,29 @@ void drop_stale(CpuCore& core, const Block* block) {
   if (last != first) core.blocks.invalidate_page(last, nullptr);
 }
 
+// Whether the page after `linear`'s maps to the last page of `block`, which starts at `linear`
+// and whose last instruction runs into that page. Blocks are found by their first page alone,
+// and another address space (or a remapping since) may map the next page elsewhere. A next
+// page that does not translate (a fault) does not match: the block is decoded again and ends
+// before the instruction, whose fetch then faults where it starts.
+bool next_page_matches(CpuCore& core, const Block& block, uint64_t linear) {
+  constexpr uint64_t kPage = ~uint64_t{0xfff};
+  if (((block.last_page ^ block.physical) & kPage) == 0) return true;
+  uint64_t next = (linear & kPage) + 0x1000;
+  if (core.code_mode != CodeMode::k64) next &= 0xffffffff;
+  try {
+    return (core.code_physical(next) & kPage) == (block.last_page & kPage);
+  } catch (const GuestFault&) {
+    return false;
+  }
+}
+
 Block* find_block(CpuCore& core) {
   const uint64_t linear = core.code_linear(core.state.rip);
   // A fetch-TLB miss walks (and may fault) here, so that blocks survive TLB flushes.
   const uint64_t physical = core.code_physical(linear);
   if (Block* block = core.blocks.find(physical, core.code_mode)) {
-    if (core.block_current(block)) return block;
+    if (core.block_current(block) && next_page_matches(core, *block, linear)) return block;
     drop_stale(core, block);
   }
   return translate_block(core);

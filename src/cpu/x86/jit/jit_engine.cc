@@ -170,7 +170,18 @@ Block* JitEngine::find_block(uint64_t rip) const {
   const TlbPage* entry = core_.tlb.find(rip);
   if (entry == nullptr || !entry->permits(AccessType::kExecute, core_.user_access())) return nullptr;
   Block* block = core_.blocks.find(entry->physical_page() | (rip & 0xfff), CodeMode::k64);
-  return block != nullptr && core_.block_current(block) ? block : nullptr;
+  if (block == nullptr || !core_.block_current(block)) return nullptr;
+  // A block found by its first page whose last instruction runs into the next: that page must
+  // still map to the block's last page here (else the run loop decodes it again).
+  constexpr uint64_t kPage = ~uint64_t{0xfff};
+  if (((block->last_page ^ block->physical) & kPage) != 0) {
+    const TlbPage* next = core_.tlb.find((rip & kPage) + 0x1000);
+    if (next == nullptr || !next->permits(AccessType::kExecute, core_.user_access()) ||
+        next->physical_page() != (block->last_page & kPage)) {
+      return nullptr;
+    }
+  }
+  return block;
 }
 
 bool JitEngine::on_global_page(uint64_t rip, const Block& block) const {
