@@ -389,5 +389,35 @@ TEST(JitSideExitTest, TheInterpreterEndsABlockWhereItsJccIsTaken) {
   EXPECT_EQ(machine.cpu().cached_blocks(), 1u);
 }
 
+// A block runs on past at most two Jcc (the third ends it: longer blocks overlapped so much
+// that the mixed workload's code outgrew the 64 MiB cache): straight code with four Jcc never
+// taken is two blocks, on both engines.
+TEST(JitSideExitTest, ABlockRunsOnPastAtMostTwoJcc) {
+  for (const CpuEngine engine : {CpuEngine::kInterpreter, CpuEngine::kJit}) {
+    CpuConfiguration configuration;
+    configuration.engine = engine;
+    TestMachine machine(16 << 20, configuration);
+    machine.enter_long_mode(0);
+    machine.write(kCode, assemble([](CodeGenerator& c) {
+      Xbyak::Label never;
+      c.mov(eax, 1);
+      for (int i = 0; i < 4; ++i) {
+        c.cmp(eax, 100);
+        c.je(never);
+        c.add(eax, 1);
+      }
+      c.hlt();
+      c.L(never);
+      c.hlt();
+    }));
+    machine.state().rip = kCode;
+    machine.state().halted = false;
+    machine.cpu().run(1000);
+    EXPECT_EQ(machine.state().gpr[kRax], 5u);
+    EXPECT_EQ(machine.cpu().instructions_retired(), 14u);
+    EXPECT_EQ(machine.cpu().cached_blocks(), 2u);
+  }
+}
+
 }  // namespace
 }  // namespace lamina::cpu::x86::testing
