@@ -53,6 +53,14 @@ struct Block {
   uint64_t linked_generation = 0;
 };
 
+// Whether `block`'s bytes lie in one page: its start's offset plus its length. (Its last
+// page equal to its first says less: two linear pages may map one physical page.)
+inline bool within_one_page(const Block& block) {
+  uint64_t end = block.physical & 0xfff;
+  for (const Instruction& in : block.instructions) end += in.length;
+  return end <= 4096;
+}
+
 class BlockCache {
  public:
   // About 48 bytes per decoded instruction: 12 MiB of instructions, plus the blocks' overhead;

@@ -165,14 +165,15 @@ void drop_stale(CpuCore& core, const Block* block) {
   if (last != first) core.blocks.invalidate_page(last, nullptr);
 }
 
-// Whether the page after `linear`'s maps to the last page of `block`, which starts at `linear`
-// and whose last instruction runs into that page. Blocks are found by their first page alone,
-// and another address space (or a remapping since) may map the next page elsewhere. A next
-// page that does not translate (a fault) does not match: the block is decoded again and ends
-// before the instruction, whose fetch then faults where it starts.
+// Whether the page after `linear`'s maps to the last page of `block`, which starts at `linear`,
+// when its last instruction runs into that page. Blocks are found by their first page alone,
+// and another address space (or a remapping since) may map the next page elsewhere; its bytes
+// decide, not its last page (both pages may map one physical page where it was decoded). A
+// next page that does not translate (a fault) does not match: the block is decoded again and
+// ends before the instruction, whose fetch then faults where it starts.
 bool next_page_matches(CpuCore& core, const Block& block, uint64_t linear) {
   constexpr uint64_t kPage = ~uint64_t{0xfff};
-  if (((block.last_page ^ block.physical) & kPage) == 0) return true;
+  if (within_one_page(block)) return true;
   uint64_t next = (linear & kPage) + 0x1000;
   if (core.code_mode != CodeMode::k64) next &= 0xffffffff;
   try {

@@ -584,9 +584,11 @@ TEST(ChainingTest, ASamePageExitToABlockAcrossItsPageEndIsLookedUp) {
 // Blocks are found by their first page. B's last instruction (MOV EAX, imm32) runs into the
 // next page, which round 50 maps to another physical page (its PTE rewritten, CR3 reloaded):
 // B must not run on with the old page's byte, on either engine (the interpreter is no oracle
-// here: both find blocks the same way, so the sum is checked as such).
-TEST(ChainingTest, ABlockAcrossAPageEndSeesItsNextPageRemapped) {
-  constexpr uint64_t kB = 0xffc;
+// here: both find blocks the same way, so the sum is checked as such). The next page first
+// maps to `next_physical`: another page, or B's own (then B's last page equals its first, and
+// only its bytes tell that it crosses the page end).
+void block_across_a_page_end_sees_its_next_page_remapped(uint64_t next_physical) {
+  constexpr uint64_t kA = 0x100, kB = 0xffc;
   constexpr uint64_t kNext = kHigh + 0x1000;
   constexpr uint64_t kThird = 0x150000;
   const std::vector<uint8_t> program = assemble([&](Xbyak::CodeGenerator& c) {
@@ -595,15 +597,15 @@ TEST(ChainingTest, ABlockAcrossAPageEndSeesItsNextPageRemapped) {
     c.L(loop);
     c.cmp(ecx, 50);
     c.jne(same, Xbyak::CodeGenerator::T_NEAR);
-    // r12: the next page's PTE (setup); kSecond -> kThird.
+    // r12: the next page's PTE (setup); next_physical -> kThird.
     c.mov(rax, qword[r12]);
-    c.mov(rdx, kSecond ^ kThird);
+    c.mov(rdx, next_physical ^ kThird);
     c.xor_(rax, rdx);
     c.mov(qword[r12], rax);
     reload_cr3(c);
     c.L(same);
     c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
-    jump_to(c, kCode + c.getSize(), kHigh);
+    jump_to(c, kCode + c.getSize(), kHigh + kA);
     c.add(rbx, rax);
     c.dec(ecx);
     c.jnz(loop, Xbyak::CodeGenerator::T_NEAR);
@@ -611,17 +613,17 @@ TEST(ChainingTest, ABlockAcrossAPageEndSeesItsNextPageRemapped) {
   });
   const auto setup = [&](TestMachine& machine) {
     machine.map_page(kHigh, kFirst, false, true);
-    machine.map_page(kNext, kSecond, false, true);
+    machine.map_page(kNext, next_physical, false, true);
     // A: inc r9; jmp rel32 to B.
     std::vector<uint8_t> a = {0x49, 0xff, 0xc1, 0xe9};
-    const auto relative = static_cast<uint32_t>(kB - 8);
+    const auto relative = static_cast<uint32_t>(kB - (kA + 8));
     for (int i = 0; i < 4; ++i) a.push_back(static_cast<uint8_t>(relative >> (8 * i)));
-    machine.write(kFirst, a);
+    machine.write(kFirst + kA, a);
     const uint8_t b[] = {0xb8, 0x01, 0x00, 0x00};  // mov eax, 0x??000001: its last byte next page
     machine.write(kFirst + kB, b);
     const uint8_t old_next[] = {0x00, 0x41, 0xff, 0xe3};  // the immediate's last byte; jmp r11
     const uint8_t new_next[] = {0x02, 0x41, 0xff, 0xe3};
-    machine.write(kSecond, old_next);
+    machine.write(next_physical, old_next);
     machine.write(kThird, new_next);
     machine.state().gpr[kR12] = pte_of(machine, kNext);
     machine.cpu().state_changed();
@@ -630,6 +632,14 @@ TEST(ChainingTest, ABlockAcrossAPageEndSeesItsNextPageRemapped) {
   expect_no_exception(translated);
   EXPECT_EQ(translated.state.gpr[kRbx], 50u * 1 + 50u * 0x02000001);
   EXPECT_EQ(translated.state.gpr[kR9], 100u);
+}
+
+TEST(ChainingTest, ABlockAcrossAPageEndSeesItsNextPageRemapped) {
+  block_across_a_page_end_sees_its_next_page_remapped(kSecond);
+}
+
+TEST(ChainingTest, ABlockAcrossAPageEndOntoItsOwnPageSeesItsNextPageRemapped) {
+  block_across_a_page_end_sees_its_next_page_remapped(kFirst);
 }
 
 // Block A on a global page jumps to a function on another global page, patched under the

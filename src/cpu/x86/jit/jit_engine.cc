@@ -6,18 +6,6 @@
 #include "cpu/x86/jit/translator.h"
 
 namespace lamina::cpu::x86::jit {
-namespace {
-
-// Whether `block`'s bytes lie in one page: its start's offset plus its length. (Its last
-// page equal to its first says less: two linear pages may map one physical page.)
-bool within_one_page(const Block& block) {
-  uint64_t end = block.physical & 0xfff;
-  for (const Instruction& in : block.instructions) end += in.length;
-  return end <= 4096;
-}
-
-}  // namespace
-
 Result<std::unique_ptr<JitEngine>> JitEngine::create(CpuCore& core, size_t cache_bytes,
                                                      uint32_t translate_on_run) {
   auto cache = CodeCache::create(cache_bytes);
@@ -174,7 +162,7 @@ Block* JitEngine::find_block(uint64_t rip) const {
   // A block found by its first page whose last instruction runs into the next: that page must
   // still map to the block's last page here (else the run loop decodes it again).
   constexpr uint64_t kPage = ~uint64_t{0xfff};
-  if (((block->last_page ^ block->physical) & kPage) != 0) {
+  if (!within_one_page(*block)) {
     const TlbPage* next = core_.tlb.find((rip & kPage) + 0x1000);
     if (next == nullptr || !next->permits(AccessType::kExecute, core_.user_access()) ||
         next->physical_page() != (block->last_page & kPage)) {
