@@ -35,7 +35,7 @@ printf '%s\n' "$cd_token" >"$work/cd/token.txt"
 xorriso -as mkisofs -quiet -o "$work/cd.iso" -V LAMINA_DATA "$work/cd" 2>/dev/null
 
 command="for m in \$(cat /etc/modules.storage); do insmod /lib/modules/\$m.ko || exit 10; done
-i=0; while [ ! -b /dev/sda ] || [ ! -b /dev/sr0 ]; do sleep 1; i=\$((i+1)); [ \$i -lt 60 ] || exit 11; done
+i=0; while ! dd if=/dev/sda of=/dev/null count=1 2>/dev/null || ! dd if=/dev/sr0 of=/dev/null bs=2048 count=1 2>/dev/null; do sleep 1; i=\$((i+1)); [ \$i -lt 60 ] || exit 11; done
 echo model: \$(cat /sys/block/sda/device/model) / \$(cat /sys/block/sr0/device/model)
 echo sr0-ro: \$(cat /sys/block/sr0/ro)
 echo disk-read: \$(dd if=/dev/sda bs=512 skip=2048 count=1 2>/dev/null | head -n 1)

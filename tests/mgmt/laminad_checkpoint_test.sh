@@ -131,7 +131,7 @@ xorriso -as mkisofs -quiet -o "$work/data.iso" "$work/cd" 2>/dev/null || fail "x
 console_log=$work/state/vms/sata/console.log
 type_sata() { console_send sata "$1"; }
 wait_console "lamina-guest:/#"
-type_sata 'for m in $(cat /etc/modules.storage); do insmod /lib/modules/$m.ko; done; i=0; while [ ! -b /dev/sda ] || [ ! -b /dev/sr0 ]; do sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done; echo sata-up-$((3*3)) $(dd if=/dev/sda bs=512 count=1 2>/dev/null | head -c 7)'
+type_sata 'for m in $(cat /etc/modules.storage); do insmod /lib/modules/$m.ko; done; i=0; while ! dd if=/dev/sda of=/dev/null count=1 2>/dev/null || ! dd if=/dev/sr0 of=/dev/null bs=2048 count=1 2>/dev/null; do sleep 1; i=$((i+1)); [ $i -lt 60 ] || break; done; echo sata-up-$((3*3)) $(dd if=/dev/sda bs=512 count=1 2>/dev/null | head -c 7)'
 wait_console "sata-up-9 sata-v1"
 "$lamina" vm checkpoint sata s1 >"$work/out" || fail "checkpoint of a VM with SATA drives: $(cat "$work/out")"
 grep -q "state saved" "$work/out" || fail "the SATA checkpoint said: $(cat "$work/out")"

@@ -47,8 +47,10 @@ printf 'hotplug-data-4711\n' | dd of="$work/data.raw" conv=notrunc status=none
   --cmdline "console=ttyS0 quiet panic=-1" --disk "$work/boot.vhd" >/dev/null || fail "create"
 "$lamina" vm start hp >/dev/null || fail "start"
 wait_console "lamina-guest:/#"
-# The guest only watches; nothing it runs makes the disk appear.
-type_line 'while [ ! -b /dev/vdb ]; do usleep 10000; done; echo seen-$((40+2)) $(head -c 17 /dev/vdb)'
+# The guest only watches; nothing it runs makes the disk appear. It waits for a read, not for
+# the node: the guest kernel makes /dev/vdb before the disk opens (device_add comes before
+# bdev_add), and a read in between fails with ENXIO.
+type_line 'until head -c 17 /dev/vdb >/tmp/vdb 2>/dev/null; do usleep 10000; done; echo seen-$((40+2)) $(cat /tmp/vdb)'
 
 # Refusals first: none of them changes the definition.
 before=$(definition)
@@ -162,7 +164,7 @@ echo "hot-add of 256 MiB on the built-in CPU: MemTotal grew $(( $(date +%s%3N) -
 # Its disks in slots no fresh boot would give them: a second data disk attached after vda's
 # slot, then vda detached, leaving a hole; the checkpoint's restore puts each back in its slot.
 cp "$work/data.vhd" "$work/data2.vhd"
-type_line 'while [ ! -b /dev/vdb ]; do usleep 10000; done; echo again-$((20+1))'
+type_line 'until head -c 1 /dev/vdb >/dev/null 2>&1; do usleep 10000; done; echo again-$((20+1))'
 "$lamina" vm attach hp --disk "$work/data2.vhd" >"$work/out" || fail "attach data2: $(cat "$work/out")"
 wait_console "again-21" 20
 type_line 'while [ -b /dev/vda ]; do usleep 10000; done; echo vda-gone-$((20+2))'
