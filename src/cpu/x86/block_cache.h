@@ -24,6 +24,9 @@ namespace lamina::cpu::x86 {
 struct Block {
   uint64_t physical = 0;    // guest-physical address of the first byte
   uint64_t last_page = 0;   // physical page of the last byte (differs when it crosses a page)
+  // Whether its last instruction runs into the next linear page. (Its last page equal to its
+  // first says less: two linear pages may map one physical page.)
+  bool crosses_page = false;
   CodeMode mode = CodeMode::k64;
   std::vector<Instruction> instructions;
   // SharedCodePages generations of the first and last page when translated.
@@ -53,13 +56,8 @@ struct Block {
   uint64_t linked_generation = 0;
 };
 
-// Whether `block`'s bytes lie in one page: its start's offset plus its length. (Its last
-// page equal to its first says less: two linear pages may map one physical page.)
-inline bool within_one_page(const Block& block) {
-  uint64_t end = block.physical & 0xfff;
-  for (const Instruction& in : block.instructions) end += in.length;
-  return end <= 4096;
-}
+// Whether `block`'s bytes lie in one page.
+inline bool within_one_page(const Block& block) { return !block.crosses_page; }
 
 class BlockCache {
  public:
@@ -110,11 +108,11 @@ class BlockCache {
   // The linear pages (64-bit code) of every block a link or jump cache entry of this generation
   // leads to, hashed into a bitmap: an INVLPG of any other page cannot make one of them wrong
   // and leaves the generation as it is (a hash collision only costs a new generation).
-  // `block` crossing into the next page marks that one too.
+  // `block` crossing into the next page marks that one too (whatever physical page it maps).
   void note_linked(uint64_t rip, Block& block) {
     block.linked_generation = generation_;
     mark_page(rip >> 12);
-    if (((block.last_page ^ block.physical) >> 12) != 0) mark_page((rip >> 12) + 1);
+    if (block.crosses_page) mark_page((rip >> 12) + 1);
   }
   bool page_linked(uint64_t linear) const {
     const uint64_t bit = (linear >> 12) % kLinkedPageBits;

@@ -95,7 +95,8 @@ Block* translate_block(CpuCore& core) {
     Instruction instruction;
     DecodeStatus status = decode(std::span<const uint8_t>(bytes, available), core.code_mode, instruction);
     uint64_t last_page = physical & ~uint64_t{0xfff};
-    if (status == DecodeStatus::kTruncated) {
+    const bool crosses_page = status == DecodeStatus::kTruncated;
+    if (crosses_page) {
       // The instruction continues on the next page.
       try {
         uint64_t next_physical = 0;
@@ -134,10 +135,13 @@ Block* translate_block(CpuCore& core) {
     instruction.handler = runs_on ? select_side_exit_handler(instruction) : select_handler(instruction);
     block->instructions.push_back(instruction);
     block->last_page = last_page;
+    block->crosses_page = crosses_page;
     rip += instruction.length;
     if (ends && !runs_on) break;
-    if ((last_page != (block->physical & ~uint64_t{0xfff})) || ((linear + instruction.length) & 0xfff) == 0)
-      break;  // never run on into another page without translating it
+    // Never run on into another page without translating it, nor past an instruction that
+    // crossed into it (even onto the block's own physical page: within_one_page holds only of
+    // the block's last instruction).
+    if (crosses_page || ((linear + instruction.length) & 0xfff) == 0) break;
   }
   // A Jcc that ends the block after all (the page's end, the cap, nothing decodable after it)
   // takes the plain handler, which leaves the block as its last instruction.

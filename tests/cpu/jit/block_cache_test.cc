@@ -103,6 +103,11 @@ TEST(BlockCacheTest, LinkedPagesAreKnownUntilTheNextGeneration) {
   BlockCache cache;
   const auto within = make_block(0x7000, 0x7000, 2);
   const auto crossing = make_block(0x9ffc, 0xa000, 2);
+  crossing->crosses_page = true;
+  // Crossing onto its own page (two linear pages, one physical page): its bytes still run on.
+  const auto aliased = make_block(0xbffc, 0xb000, 2);
+  aliased->crosses_page = true;
+  cache.note_linked(0x405ffc, *aliased);
   cache.note_linked(0x401000, *within);
   cache.note_linked(0x402ffc, *crossing);
   EXPECT_TRUE(cache.page_linked(0x401abc));
@@ -110,6 +115,7 @@ TEST(BlockCacheTest, LinkedPagesAreKnownUntilTheNextGeneration) {
   EXPECT_TRUE(cache.page_linked(0x403000));  // the crossing block's second page
   EXPECT_FALSE(cache.page_linked(0x404000));
   EXPECT_FALSE(cache.page_linked(0x400000));
+  EXPECT_TRUE(cache.page_linked(0x406000));  // the aliased block's next linear page
   cache.new_generation();
   EXPECT_FALSE(cache.page_linked(0x401000));
   EXPECT_FALSE(cache.page_linked(0x403000));

@@ -586,8 +586,10 @@ TEST(ChainingTest, ASamePageExitToABlockAcrossItsPageEndIsLookedUp) {
 // B must not run on with the old page's byte, on either engine (the interpreter is no oracle
 // here: both find blocks the same way, so the sum is checked as such). The next page first
 // maps to `next_physical`: another page, or B's own (then B's last page equals its first, and
-// only its bytes tell that it crosses the page end).
-void block_across_a_page_end_sees_its_next_page_remapped(uint64_t next_physical) {
+// only its bytes tell that it crosses the page end). The remap is made known by a CR3 load or
+// by an INVLPG of the next page alone (`invlpg`): then the links and jump cache entries that
+// lead to B must die with it (BlockCache::note_linked marks B's next page).
+void block_across_a_page_end_sees_its_next_page_remapped(uint64_t next_physical, bool invlpg = false) {
   constexpr uint64_t kA = 0x100, kB = 0xffc;
   constexpr uint64_t kNext = kHigh + 0x1000;
   constexpr uint64_t kThird = 0x150000;
@@ -602,7 +604,12 @@ void block_across_a_page_end_sees_its_next_page_remapped(uint64_t next_physical)
     c.mov(rdx, next_physical ^ kThird);
     c.xor_(rax, rdx);
     c.mov(qword[r12], rax);
-    reload_cr3(c);
+    if (invlpg) {
+      c.mov(rax, kNext);
+      c.db(0x0f), c.db(0x01), c.db(0x38);  // invlpg [rax]
+    } else {
+      reload_cr3(c);
+    }
     c.L(same);
     c.lea(r11, ptr[rip + 5]);  // past the rel32 jump
     jump_to(c, kCode + c.getSize(), kHigh + kA);
@@ -640,6 +647,14 @@ TEST(ChainingTest, ABlockAcrossAPageEndSeesItsNextPageRemapped) {
 
 TEST(ChainingTest, ABlockAcrossAPageEndOntoItsOwnPageSeesItsNextPageRemapped) {
   block_across_a_page_end_sees_its_next_page_remapped(kFirst);
+}
+
+TEST(ChainingTest, ABlockAcrossAPageEndSeesItsNextPageRemappedByInvlpg) {
+  block_across_a_page_end_sees_its_next_page_remapped(kSecond, true);
+}
+
+TEST(ChainingTest, ABlockAcrossAPageEndOntoItsOwnPageSeesItsNextPageRemappedByInvlpg) {
+  block_across_a_page_end_sees_its_next_page_remapped(kFirst, true);
 }
 
 // Block A on a global page jumps to a function on another global page, patched under the
