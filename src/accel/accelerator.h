@@ -36,6 +36,23 @@ struct VcpuExit {
   uint64_t instructions = 0;  // guest instructions retired (0 when not counted)
 };
 
+// The built-in CPU's translated code (the JIT's code cache), for metrics; all zero on backends
+// that translate nothing (KVM, the interpreter).
+struct CodeCacheStats {
+  uint64_t translations = 0;    // blocks translated so far
+  uint64_t flushes = 0;         // times the cache was full and dropped everything
+  uint64_t used_bytes = 0;      // host code in the cache now
+  uint64_t capacity_bytes = 0;  // the cache's bound
+
+  CodeCacheStats& operator+=(const CodeCacheStats& other) {
+    translations += other.translations;
+    flushes += other.flushes;
+    used_bytes += other.used_bytes;
+    capacity_bytes += other.capacity_bytes;
+    return *this;
+  }
+};
+
 class Vcpu {
  public:
   virtual ~Vcpu() = default;
@@ -65,6 +82,8 @@ class Vcpu {
   // stores). False when this backend cannot log its writes. Call it while the vCPU is held at
   // a boundary.
   virtual bool restart_write_logging() { return false; }
+  // This vCPU's code cache; call it on the vCPU's thread, between run() calls.
+  virtual CodeCacheStats code_cache_stats() const { return {}; }
 };
 
 // The CPU model a guest sees (--cpu-model). kLamina: CpuidModel's leaves for the machine's

@@ -4,6 +4,7 @@
 
 #include "accel/accelerator.h"
 #include "cpu/x86/cpu.h"
+#include "cpu/x86/jit/jit_engine.h"
 
 namespace lamina::accel {
 namespace {
@@ -69,6 +70,11 @@ class EmuVcpu : public Vcpu {
   }
   void invalidate_code(uint64_t physical, uint64_t length) override { cpu_.invalidate_code(physical, length); }
   void set_a20_enabled(bool enabled) override { cpu_.set_a20_enabled(enabled); }
+  CodeCacheStats code_cache_stats() const override {
+    const cpu::x86::jit::JitEngine* jit = cpu_.jit();
+    if (jit == nullptr) return {};
+    return {jit->translations(), jit->cache().flushes(), jit->cache().used(), jit->cache().capacity()};
+  }
   // Applied at the next block boundary, before any further store (a parked vCPU: before its
   // first instruction).
   bool restart_write_logging() override {

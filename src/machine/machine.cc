@@ -25,6 +25,12 @@ uint64_t Machine::instructions() const {
   return total;
 }
 
+accel::CodeCacheStats Machine::code_cache_stats() const {
+  accel::CodeCacheStats total;
+  for (const auto& thread : vcpu_threads_) total += thread->code_cache_stats();
+  return total;
+}
+
 void Machine::pause() {
   std::lock_guard lock(timer_mutex_);
   paused_ = true;

@@ -130,6 +130,8 @@ class Machine {
   uint64_t memory_size() const;
   // Guest instructions retired by all vCPUs so far (exact after run() returned).
   uint64_t instructions() const;
+  // The vCPUs' code caches together (built-in CPU with the JIT; else zero), from any thread.
+  accel::CodeCacheStats code_cache_stats() const;
   // Host requests while run() runs, from any thread: the ACPI power button (an orderly
   // shutdown request), and holding every vCPU at an instruction boundary (devices and timers
   // keep running, so interrupts wait in the LAPICs).

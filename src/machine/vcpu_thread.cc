@@ -117,6 +117,11 @@ void VcpuThread::run_slices(const std::stop_token& stop) {
     const auto slice_start = std::chrono::steady_clock::now();
     const accel::VcpuExit exit = vcpu_.run(kSliceInstructions);
     instructions_.fetch_add(exit.instructions, std::memory_order_relaxed);
+    const accel::CodeCacheStats cache = vcpu_.code_cache_stats();
+    translations_.store(cache.translations, std::memory_order_relaxed);
+    flushes_.store(cache.flushes, std::memory_order_relaxed);
+    cache_used_.store(cache.used_bytes, std::memory_order_relaxed);
+    cache_capacity_.store(cache.capacity_bytes, std::memory_order_relaxed);
     if (throttle != 0) throttle_sleep(stop, std::chrono::steady_clock::now() - slice_start, throttle);
     switch (exit.kind) {
       case accel::VcpuExit::Kind::kYield:

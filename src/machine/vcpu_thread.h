@@ -56,6 +56,11 @@ class VcpuThread {
 
   // Guest instructions retired so far; from any thread (exact after join).
   uint64_t instructions() const { return instructions_.load(std::memory_order_relaxed); }
+  // The vCPU's code cache as of its last slice; from any thread.
+  accel::CodeCacheStats code_cache_stats() const {
+    return {translations_.load(std::memory_order_relaxed), flushes_.load(std::memory_order_relaxed),
+            cache_used_.load(std::memory_order_relaxed), cache_capacity_.load(std::memory_order_relaxed)};
+  }
 
  private:
   void loop(std::stop_token stop);
@@ -84,6 +89,8 @@ class VcpuThread {
   bool finished_ = false;  // the loop has returned (stopped, or a triple fault)
   bool started_ = false;   // start() was called
   std::atomic<uint64_t> instructions_ = 0;
+  // code_cache_stats(), published after each slice (the vCPU's own counters are its thread's).
+  std::atomic<uint64_t> translations_ = 0, flushes_ = 0, cache_used_ = 0, cache_capacity_ = 0;
   std::atomic<unsigned> throttle_percent_ = 0;
   std::jthread thread_;
 };

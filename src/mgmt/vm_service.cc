@@ -928,6 +928,15 @@ std::string VmService::metrics() {
                       "Frames each network card sent (tx) and received (rx).", {}};
   MetricFamily dropped{"lamina_vm_network_dropped_frames_total", "counter",
                        "Frames dropped by each network card, by direction.", {}};
+  // The built-in CPU's translator (VMs on --cpu-engine jit only).
+  MetricFamily translations{"lamina_vm_jit_translations_total", "counter",
+                            "Blocks of guest code the built-in CPU translated (all vCPUs).", {}};
+  MetricFamily cache_flushes{"lamina_vm_jit_code_cache_flushes_total", "counter",
+                             "Times a vCPU's code cache was full and emptied.", {}};
+  MetricFamily cache_used{"lamina_vm_jit_code_cache_bytes", "gauge",
+                          "Translated host code held in the VM's code caches.", {}};
+  MetricFamily cache_limit{"lamina_vm_jit_code_cache_limit_bytes", "gauge",
+                           "The bound on the VM's code caches (code_cache, all vCPUs).", {}};
   auto records = inventory_->list();
   if (records) {
     for (const VmRecord& record : *records) {
@@ -960,6 +969,17 @@ std::string VmService::metrics() {
       memory.samples += fmt::format("lamina_vm_memory_bytes{{{}}} {}\n", vm,
                                     number(*reply, "memory_bytes"));
       vcpus.samples += fmt::format("lamina_vm_vcpus{{{}}} {}\n", vm, number(*reply, "vcpus"));
+      if (reply->contains("code_cache") && (*reply)["code_cache"].is_object()) {
+        const nlohmann::json& cache = (*reply)["code_cache"];
+        translations.samples += fmt::format("lamina_vm_jit_translations_total{{{}}} {}\n", vm,
+                                            number(cache, "translations"));
+        cache_flushes.samples += fmt::format("lamina_vm_jit_code_cache_flushes_total{{{}}} {}\n",
+                                             vm, number(cache, "flushes"));
+        cache_used.samples += fmt::format("lamina_vm_jit_code_cache_bytes{{{}}} {}\n", vm,
+                                          number(cache, "used_bytes"));
+        cache_limit.samples += fmt::format("lamina_vm_jit_code_cache_limit_bytes{{{}}} {}\n", vm,
+                                           number(cache, "capacity_bytes"));
+      }
       const auto empty = nlohmann::json::array();
       const auto& disks = reply->contains("disks") && (*reply)["disks"].is_array()
                               ? (*reply)["disks"] : empty;
@@ -993,7 +1013,8 @@ std::string VmService::metrics() {
   }
   std::string text;
   for (const MetricFamily* family : {&running, &vcpus, &memory, &resident, &cpu, &instructions,
-                                     &disk_ops, &disk_bytes, &frames, &dropped}) {
+                                     &disk_ops, &disk_bytes, &frames, &dropped, &translations,
+                                     &cache_flushes, &cache_used, &cache_limit}) {
     text += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}", family->name, family->help,
                         family->name, family->type, family->samples);
   }

@@ -302,6 +302,13 @@ uint64_t VmRunner::instructions() const {
   return finished_instructions_ + (machine_ ? machine_->instructions() : 0);
 }
 
+accel::CodeCacheStats VmRunner::code_cache_stats() const {
+  std::lock_guard lock(mutex_);
+  accel::CodeCacheStats total = finished_code_cache_;
+  if (machine_) total += machine_->code_cache_stats();
+  return total;
+}
+
 namespace {
 
 void add(VmRunner::Traffic& total, const VmRunner::Traffic& more) {
@@ -857,6 +864,9 @@ VmOutcome VmRunner::run() {
       migration_done_.wait(lock, [this] { return !migrating_; });
       machine_stopping_ = false;
       finished_instructions_ += vm->instructions();
+      const accel::CodeCacheStats cache = vm->code_cache_stats();
+      finished_code_cache_.translations += cache.translations;
+      finished_code_cache_.flushes += cache.flushes;
       if (hw::StdVga* vga = vm->vga()) vga->render(last_frame_);
       add(finished_traffic_, machine_traffic(*vm));
       machine_ = nullptr;

@@ -165,6 +165,9 @@ class VmRunner {
   [[nodiscard]] Result<void> set_memory(uint64_t bytes);
   // Guest instructions retired in this VM's life (all boots), from any thread.
   uint64_t instructions() const;
+  // The built-in CPU's code caches: translations and flushes over the VM's life, the bytes used
+  // and the bound of the machine running now.
+  accel::CodeCacheStats code_cache_stats() const;
   // Guest I/O of the VM's disks and network cards (in definition order) over its life.
   struct Traffic {
     std::vector<virtio::BlockRequestHandler::Traffic> disks;
@@ -232,6 +235,7 @@ class VmRunner {
   bool machine_stopping_ = false;   // machine_'s run() returned: a migration gives up
   std::condition_variable migration_done_;
   uint64_t finished_instructions_ = 0;  // of machines already destroyed
+  accel::CodeCacheStats finished_code_cache_;  // translations and flushes of those machines
   Traffic finished_traffic_;            // of machines already destroyed
   std::atomic<VmState> state_ = VmState::kStarting;
   std::atomic<uint64_t> boots_ = 0;

@@ -124,6 +124,12 @@ nlohmann::json handle(VmRunner& runner, const nlohmann::json& request) {
     reply["memory_bytes"] = runner.memory_bytes();
     reply["instructions"] = runner.instructions();
     reply["boots"] = runner.boots();
+    if (const accel::CodeCacheStats cache = runner.code_cache_stats(); cache.capacity_bytes != 0) {
+      reply["code_cache"] = {{"translations", cache.translations},
+                             {"flushes", cache.flushes},
+                             {"used_bytes", cache.used_bytes},
+                             {"capacity_bytes", cache.capacity_bytes}};
+    }
     const VmRunner::Traffic traffic = runner.traffic();
     const VmRunner::Placement placement = runner.placement();
     for (size_t i = 0; i < traffic.disks.size(); ++i) {

@@ -43,7 +43,7 @@ grep -q '"field": "definition.memory"' "$work/body" || fail "memory error: $(cat
 # Three VMs of the default guest through the CLI; each prints its name and waits, so the
 # sandbox can be looked at while it runs.
 # alpha gives a shell on its console; beta and gamma run a command.
-"$lamina" vm create alpha --memory 256M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
+"$lamina" vm create alpha --memory 256M --code-cache 32M --kernel "$guest/vmlinuz" --initrd "$guest/initrd.img" \
   --cmdline "console=ttyS0 quiet no_timer_check panic=-1" >/dev/null || fail "create alpha"
 # gamma's disk is a differencing VHD over a parent: laminad opens both (under the reference
 # policy, locks taken) and hands the worker their descriptors.
@@ -153,6 +153,17 @@ for name in beta gamma; do
   for _ in $(seq 300); do grep -q "hello-from-$name-42" "$work/state/vms/$name/console.log" 2>/dev/null && break; sleep 1; done
   grep -q "hello-from-$name-42" "$work/state/vms/$name/console.log" || fail "$name did not boot"
 done
+
+# The metrics show what the built-in CPU's translator holds: alpha booted on it, its code
+# within the 32 MiB it was given.
+[[ $(api http://laminad/metrics) == 200 ]] || fail "GET /metrics"
+grep -Eq '^lamina_vm_jit_translations_total\{vm="alpha"\} [1-9][0-9]*$' "$work/body" ||
+  fail "no translations in the metrics: $(grep jit "$work/body")"
+grep -q '^lamina_vm_jit_code_cache_limit_bytes{vm="alpha"} 33554432$' "$work/body" ||
+  fail "alpha's code cache limit: $(grep jit "$work/body")"
+used=$(sed -n 's/^lamina_vm_jit_code_cache_bytes{vm="alpha"} \([0-9]*\)$/\1/p' "$work/body")
+[[ -n $used ]] && (( used > 0 && used <= 33554432 )) || fail "alpha's code cache holds '$used' bytes"
+grep -q '^# TYPE lamina_vm_jit_code_cache_flushes_total counter$' "$work/body" || fail "no flush counter"
 
 # The console over the WebSocket: alpha's shell answers a command typed through `lamina vm
 # console`; a second writer is refused while the first is attached; a reader may watch; the
