@@ -5,6 +5,14 @@
 
 namespace lamina::storage {
 
+Result<void> BlockDevice::read_scattered(uint64_t offset, ScatterList buffers) {
+  for (const std::span<std::byte>& buffer : buffers) {
+    if (auto done = read(offset, buffer); !done) return done;
+    offset += buffer.size();
+  }
+  return {};
+}
+
 Result<void> BlockDevice::write_zeroes(uint64_t offset, uint64_t length, bool may_unmap) {
   (void)may_unmap;  // writing zeros keeps whatever allocation the format makes for a write
   if (read_only()) return fail(ErrorCode::kInvalidArgument, "the disk is open read-only");

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "base/error.h"
+#include "storage/scatter_list.h"
 
 namespace lamina::storage {
 
@@ -28,6 +29,11 @@ class BlockDevice {
 
   // Reads data.size() bytes at offset; unallocated ranges read as zeros (or the parent's data).
   [[nodiscard]] virtual Result<void> read(uint64_t offset, std::span<std::byte> data) = 0;
+  // Reads total_bytes(buffers) bytes at offset into the buffers one after another, as read()
+  // of their concatenation would (the same alignment rules). The default reads each buffer with
+  // read(); formats whose data lies in one stretch of a file override it with one vectored read
+  // per stretch (a 1 MiB guest request is up to 256 scattered pages).
+  [[nodiscard]] virtual Result<void> read_scattered(uint64_t offset, ScatterList buffers);
   [[nodiscard]] virtual Result<void> write(uint64_t offset, std::span<const std::byte> data) = 0;
   // Makes every acknowledged write durable (data, then metadata) before returning.
   [[nodiscard]] virtual Result<void> flush() = 0;

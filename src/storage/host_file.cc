@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -12,6 +13,7 @@
 #include <linux/falloc.h>
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 namespace lamina::storage {
@@ -211,6 +213,64 @@ Result<size_t> HostFile::read_until_end(uint64_t offset, std::span<std::byte> da
     done += static_cast<size_t>(n);
   }
   return done;
+}
+
+Result<size_t> HostFile::read_vectored_until_end(uint64_t offset, ScatterList buffers) const {
+  std::array<iovec, kVectoredPieces> batch;
+  size_t done = 0;
+  size_t index = 0, skip = 0;  // the next byte's buffer and its offset there
+  while (true) {
+    while (index < buffers.size() && skip == buffers[index].size()) ++index, skip = 0;
+    if (index == buffers.size()) break;
+    size_t count = 0;
+    for (size_t i = index; i < buffers.size() && count < batch.size(); ++i) {
+      const std::span<std::byte> rest = buffers[i].subspan(i == index ? skip : 0);
+      if (!rest.empty()) batch[count++] = iovec{rest.data(), rest.size()};
+    }
+    const ssize_t n = ::preadv(fd_, batch.data(), static_cast<int>(count), static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail(io_error(path_, fmt::format("read at offset {}", offset + done)));
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+    // A short read resumes where it stopped, possibly inside a buffer.
+    for (size_t left = static_cast<size_t>(n); left > 0;) {
+      const size_t in_buffer = std::min(left, buffers[index].size() - skip);
+      left -= in_buffer;
+      skip += in_buffer;
+      if (skip == buffers[index].size()) ++index, skip = 0;
+    }
+  }
+  return done;
+}
+
+Result<void> HostFile::read_vectored_at(uint64_t offset, ScatterList buffers,
+                                        std::string_view what) const {
+  const uint64_t length = total_bytes(buffers);
+  if (!contains(offset, length)) {
+    return fail(ErrorCode::kCorrupt,
+                fmt::format("{}: {} at offset {:#x} ({} bytes) lies outside the file ({} bytes)",
+                            name(), what, offset, length, size_));
+  }
+  auto done = read_vectored_until_end(offset, buffers);
+  if (!done) return fail(done.error());
+  if (*done < length) {
+    return fail(ErrorCode::kCorrupt, fmt::format("{}: file shrank while reading {}", name(), what));
+  }
+  return {};
+}
+
+Result<void> HostFile::read_vectored_padded(uint64_t offset, ScatterList buffers) const {
+  auto done = read_vectored_until_end(offset, buffers);
+  if (!done) return fail(done.error());
+  // What lies past the end of the file reads as zeros.
+  ScatterCursor cursor(buffers);
+  std::vector<std::span<std::byte>> pieces;
+  cursor.take(*done, pieces);
+  cursor.take(total_bytes(buffers) - *done, pieces);
+  for (const std::span<std::byte>& piece : pieces) std::memset(piece.data(), 0, piece.size());
+  return {};
 }
 
 Result<void> HostFile::read_at(uint64_t offset, std::span<std::byte> data,

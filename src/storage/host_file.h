@@ -24,6 +24,7 @@
 
 #include "base/error.h"
 #include "base/granted_files.h"
+#include "storage/scatter_list.h"
 
 namespace lamina::storage {
 
@@ -86,6 +87,12 @@ class HostFile {
                                      std::string_view what = "data") const;
   // Reads up to data.size() bytes and zero-fills what lies past the end of the file.
   [[nodiscard]] Result<void> read_padded(uint64_t offset, std::span<std::byte> data) const;
+  // As read_at and read_padded, into `buffers` one after another: preadv, one call for up to
+  // kVectoredPieces of them.
+  [[nodiscard]] Result<void> read_vectored_at(uint64_t offset, ScatterList buffers,
+                                              std::string_view what = "data") const;
+  [[nodiscard]] Result<void> read_vectored_padded(uint64_t offset, ScatterList buffers) const;
+  static constexpr size_t kVectoredPieces = 256;
   [[nodiscard]] Result<void> write_at(uint64_t offset, std::span<const std::byte> data);
   // fdatasync: data and the metadata needed to read it back are on stable storage.
   [[nodiscard]] Result<void> flush();
@@ -116,6 +123,7 @@ class HostFile {
   static Result<HostFile> open_path(const std::string& path, Mode mode, const Options& options);
   // Reads until data is full or the file ends; returns how many bytes were read.
   Result<size_t> read_until_end(uint64_t offset, std::span<std::byte> data) const;
+  Result<size_t> read_vectored_until_end(uint64_t offset, ScatterList buffers) const;
   Result<void> refuse_read_only() const;
 
   int fd_ = -1;

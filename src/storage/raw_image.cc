@@ -39,6 +39,11 @@ Result<void> RawImage::read(uint64_t offset, std::span<std::byte> data) {
   return file_.read_padded(offset, data);
 }
 
+Result<void> RawImage::read_scattered(uint64_t offset, ScatterList buffers) {
+  if (auto r = check_range(offset, total_bytes(buffers)); !r) return r;
+  return file_.read_vectored_padded(offset, buffers);
+}
+
 Result<void> RawImage::write(uint64_t offset, std::span<const std::byte> data) {
   if (auto r = check_range(offset, data.size()); !r) return r;
   if (read_only()) {

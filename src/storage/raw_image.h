@@ -27,6 +27,7 @@ class RawImage final : public BlockDevice {
   uint64_t size() const override { return size_; }
   bool read_only() const override { return !file_.writable(); }
   Result<void> read(uint64_t offset, std::span<std::byte> data) override;
+  Result<void> read_scattered(uint64_t offset, ScatterList buffers) override;
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override;
   Result<void> set_write_lock(bool locked) override { return file_.set_locked(locked); }

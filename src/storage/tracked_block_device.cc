@@ -10,6 +10,11 @@ Result<void> TrackedBlockDevice::read(uint64_t offset, std::span<std::byte> data
   return image_->read(offset, data);
 }
 
+Result<void> TrackedBlockDevice::read_scattered(uint64_t offset, ScatterList buffers) {
+  std::lock_guard lock(mutex_);
+  return image_->read_scattered(offset, buffers);
+}
+
 // Marked after the write whether or not it succeeded: a failed write may have changed part of
 // the range, and an extra chunk sent again costs little.
 Result<void> TrackedBlockDevice::write(uint64_t offset, std::span<const std::byte> data) {

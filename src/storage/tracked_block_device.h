@@ -26,6 +26,7 @@ class TrackedBlockDevice final : public BlockDevice {
   uint64_t size() const override { return image_->size(); }
   bool read_only() const override { return image_->read_only(); }
   Result<void> read(uint64_t offset, std::span<std::byte> data) override;
+  Result<void> read_scattered(uint64_t offset, ScatterList buffers) override;
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override;
   Result<void> discard(uint64_t offset, uint64_t length) override;

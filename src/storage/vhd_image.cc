@@ -205,6 +205,38 @@ Result<void> VhdImage::read(uint64_t offset, std::span<std::byte> data) {
   return {};
 }
 
+Result<void> VhdImage::read_scattered(uint64_t offset, ScatterList buffers) {
+  const uint64_t length = total_bytes(buffers);
+  if (auto r = check_range(offset, length, false); !r) return r;
+  if (!header_) return file_.read_vectored_at(offset, buffers);
+  const uint64_t block_size = header_->block_size;
+  ScatterCursor cursor(buffers);
+  for (uint64_t left = length; left > 0;) {
+    const auto block = static_cast<uint32_t>(offset / block_size);
+    const uint64_t in_block = offset % block_size;
+    const uint64_t piece = std::min(left, block_size - in_block);
+    cursor.take(piece, scattered_pieces_);
+    const bool allocated = bat_[block] != vhd::kUnusedBatEntry;
+    if (allocated && bitmap_state_[block] == 0) {
+      if (auto loaded = read_bitmap(block); !loaded) return fail(loaded.error());
+    }
+    if (allocated && bitmap_state_[block] == 1) {
+      // Every sector present: the block's data is one stretch of the file.
+      const uint64_t data_start = uint64_t{bat_[block]} * kSectorSize + bitmap_size_;
+      if (auto r = file_.read_vectored_at(data_start + in_block, scattered_pieces_); !r) return r;
+    } else {
+      uint64_t at = in_block;
+      for (const std::span<std::byte>& part : scattered_pieces_) {
+        if (auto r = read_block(block, at, part); !r) return r;
+        at += part.size();
+      }
+    }
+    offset += piece;
+    left -= piece;
+  }
+  return {};
+}
+
 Result<std::vector<std::byte>> VhdImage::read_bitmap(uint32_t block) {
   std::vector<std::byte> bitmap(bitmap_size_);
   if (auto r = file_.read_at(uint64_t{bat_[block]} * kSectorSize, bitmap); !r) {

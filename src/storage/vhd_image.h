@@ -45,6 +45,8 @@ class VhdImage final : public BlockDevice {
   uint64_t size() const override { return footer_.current_size / kSectorSize * kSectorSize; }
   bool read_only() const override { return !file_.writable(); }
   Result<void> read(uint64_t offset, std::span<std::byte> data) override;
+  // One preadv per block whose sectors are all present here; read_block per piece elsewhere.
+  Result<void> read_scattered(uint64_t offset, ScatterList buffers) override;
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override;
   Result<void> set_write_lock(bool locked) override { return file_.set_locked(locked); }
@@ -93,6 +95,7 @@ class VhdImage final : public BlockDevice {
   std::vector<uint32_t> bat_;
   // Per BAT entry: 0 bitmap not read yet, 1 every sector present, 2 some sectors absent.
   std::vector<uint8_t> bitmap_state_;
+  std::vector<std::span<std::byte>> scattered_pieces_;  // read_scattered's, reused
   uint64_t bitmap_size_ = 0;
   uint64_t footer_offset_ = 0;  // where the trailing footer is; new blocks go here
   bool durable_ = true;

@@ -161,19 +161,21 @@ BlockStatus BlockRequestHandler::read(Request& request) {
   }
   uint64_t offset = request.sector * kSectorSize;
   if (gather_runs(request.memory, request.chain.writable, 0, length, runs_)) {
-    // Zero-copy: the image reads straight into guest RAM.
+    // Zero-copy: the image reads straight into guest RAM, all of the request's runs in one
+    // call (a 1 MiB read is up to 256 scattered pages: one preadv, not 256 reads).
+    targets_.clear();
     for (const GuestRun& run : runs_) {
       std::span<std::byte> target = request.memory.map_for_write(run.address, run.length);
       if (target.size() != run.length) {
         return refuse(BlockStatus::kIoError, "read buffer outside guest RAM");
       }
-      auto done = disk_.read(offset, target);
-      // Reported even on failure: the image may have written part of the range.
-      request.memory.written(run.address, run.length);
-      if (!done) return io_failure(done.error());
-      offset += run.length;
-      request.filled += run.length;
+      targets_.push_back(target);
     }
+    auto done = disk_.read_scattered(offset, targets_);
+    // Reported even on failure: the image may have written part of the range.
+    for (const GuestRun& run : runs_) request.memory.written(run.address, run.length);
+    if (!done) return io_failure(done.error());
+    request.filled += length;
     return BlockStatus::kOk;
   }
   bounce_.resize(kBounceSize);

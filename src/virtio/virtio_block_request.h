@@ -154,6 +154,7 @@ class BlockRequestHandler {
   std::atomic<uint64_t> flushes_ = 0;
   std::vector<std::byte> bounce_;
   std::vector<GuestRun> runs_;  // scratch for gather_runs(), kept to avoid allocations
+  std::vector<std::span<std::byte>> targets_;  // the runs in guest RAM, for read_scattered()
   RateLimiter limiter_;
 };
 
