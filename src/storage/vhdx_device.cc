@@ -79,6 +79,34 @@ Result<void> VhdxDevice::read(uint64_t offset, std::span<std::byte> data) {
   return {};
 }
 
+Result<void> VhdxDevice::read_scattered(uint64_t offset, ScatterList buffers) {
+  const uint64_t length = total_bytes(buffers);
+  if (auto checked = check_range(offset, length, false); !checked) return checked;
+  ScatterCursor cursor(buffers);
+  for (uint64_t left = length; left > 0;) {
+    const uint64_t block = offset / layout_.block_size;
+    const uint64_t in_block = offset % layout_.block_size;
+    const uint64_t piece = std::min(left, layout_.block_size - in_block);
+    cursor.take(piece, scattered_pieces_);
+    const uint64_t entry = bat_[layout_.payload_index(block)];
+    if (bat_state(entry) == BlockState::kFullyPresent && !overlay_) {
+      // The block's payload is one stretch of the file.
+      if (auto done = file_.read_vectored_at(bat_file_offset(entry) + in_block, scattered_pieces_, "payload block");
+          !done)
+        return done;
+    } else {
+      uint64_t at = in_block;
+      for (const std::span<std::byte>& part : scattered_pieces_) {
+        if (auto done = read_piece(block, at, part); !done) return done;
+        at += part.size();
+      }
+    }
+    offset += piece;
+    left -= piece;
+  }
+  return {};
+}
+
 Result<void> VhdxDevice::read_piece(uint64_t block, uint64_t in_block, std::span<std::byte> out) {
   uint64_t entry = bat_[layout_.payload_index(block)];
   switch (bat_state(entry)) {

@@ -31,6 +31,9 @@ class VhdxDevice final : public BlockDevice {
   uint64_t size() const override { return layout_.virtual_size; }
   bool read_only() const override { return file_.read_only(); }
   Result<void> read(uint64_t offset, std::span<std::byte> data) override;
+  // One preadv per fully present payload block (no log replayed in memory); read_piece per
+  // piece elsewhere.
+  Result<void> read_scattered(uint64_t offset, ScatterList buffers) override;
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override { return file_.flush(); }
   Result<void> set_write_lock(bool locked) override { return file_.set_locked(locked); }
@@ -72,6 +75,7 @@ class VhdxDevice final : public BlockDevice {
   FileView view() const { return FileView(file_, overlay_.get()); }
   Result<void> check_range(uint64_t offset, uint64_t length, bool writing) const;
   Result<void> read_piece(uint64_t block, uint64_t in_block, std::span<std::byte> out);
+  std::vector<std::span<std::byte>> scattered_pieces_;  // read_scattered's, reused
   Result<void> read_partial(uint64_t block, uint64_t in_block, std::span<std::byte> out);
   Result<void> read_parent(uint64_t offset, std::span<std::byte> out);
   Result<const std::vector<std::byte>*> sector_bitmap(uint64_t chunk);

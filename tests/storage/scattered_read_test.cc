@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "storage/host_file.h"
+#include "storage/image_format.h"
 #include "storage/image_operations.h"
 #include "storage/raw_image.h"
 #include "storage/vhd_image.h"
@@ -114,6 +115,37 @@ TEST(ScatteredRead, FixedVhdAndRawReadAsRead) {
   ASSERT_TRUE(raw) << raw.error().message();
   ASSERT_TRUE((*raw)->write(512 * kKiB, pattern(2 * kMiB, 8)));
   expect_scattered_reads_match(**raw, 15);
+}
+
+// VHDX: fully present payload blocks by preadv, not-present ones through the parent (a
+// differencing child), and both again reopened read-only.
+TEST(ScatteredRead, VhdxBlocksAndItsParentReadAsRead) {
+  test::TempDir dir;
+  CreateOptions options;
+  options.size = 12 * kMiB;
+  options.block_size = kMiB;
+  auto created = create_image(dir.file("base.vhdx"), "vhdx", options, false);
+  ASSERT_TRUE(created) << created.error().message();
+  {
+    auto base = open_image(dir.file("base.vhdx"), true);
+    ASSERT_TRUE(base) << base.error().message();
+    ASSERT_TRUE((*base)->write(0, pattern(5 * kMiB, 17)));
+    ASSERT_TRUE((*base)->write(7 * kMiB + 4096, pattern(8192, 18)));
+  }
+  ASSERT_TRUE(create_differencing(dir.file("child.vhdx"), dir.file("base.vhdx"), false));
+  {
+    auto child = open_image(dir.file("child.vhdx"), true);
+    ASSERT_TRUE(child) << child.error().message();
+    ASSERT_TRUE((*child)->write(2 * kMiB + 1024, pattern(2048, 19)));  // a partial block
+    ASSERT_TRUE((*child)->write(9 * kMiB, pattern(kMiB, 20)));          // a whole one
+    expect_scattered_reads_match(**child, 21);
+  }
+  auto base = open_image(dir.file("base.vhdx"), false);
+  ASSERT_TRUE(base) << base.error().message();
+  expect_scattered_reads_match(**base, 22);
+  auto child = open_image(dir.file("child.vhdx"), false);
+  ASSERT_TRUE(child) << child.error().message();
+  expect_scattered_reads_match(**child, 23);
 }
 
 // More pieces than one preadv takes, pieces of every size down to a byte, and a read that runs
