@@ -60,9 +60,14 @@ struct CpuConfiguration {
   CpuEngine engine = CpuEngine::kInterpreter;
   // The bound on this vCPU's translated code (kJit); the cache is flushed when it fills.
   uint64_t code_cache_bytes = uint64_t{16} << 20;
-  // A block is translated on this run of it (kJit); until then it is interpreted. 2 keeps code
-  // that runs once (churned, in MMIO) out of the cache; tests use 1 to translate everything.
-  uint32_t translate_on_run = 2;
+  // A block is translated on this run of it (kJit); until then it is interpreted. A translation
+  // costs ~13 us, about as much as interpreting the block 30-50 times, so code that runs a few
+  // times (boot, churned code, MMIO) is left to the interpreter and the cache to hot code. 16
+  // against 2 (interleaved, same host): boot 2.6-2.8 -> 2.35-2.45 s; 4 vCPUs (16 MiB of cache
+  // each) boot + mixed bench 10.2-10.4 -> 8.5-9.9 CPU s, 12-15 -> 2 flushes, 206-236K -> 68K
+  // translations; 1 vCPU: 50K -> 30K translations, the mixed bench the same (2.52-2.78 against
+  // 2.54-2.67 s). Tests use 1 to translate everything.
+  uint32_t translate_on_run = 16;
 };
 
 class Cpu {
