@@ -200,21 +200,6 @@ Result<void> HostFile::refuse_read_only() const {
   return fail(ErrorCode::kInvalidArgument, fmt::format("{} is open read-only", name()));
 }
 
-Result<size_t> HostFile::read_until_end(uint64_t offset, std::span<std::byte> data) const {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::pread(fd_, data.data() + done, data.size() - done,
-                        static_cast<off_t>(offset + done));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return fail(io_error(path_, fmt::format("read at offset {}", offset + done)));
-    }
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  return done;
-}
-
 Result<size_t> HostFile::read_vectored_until_end(uint64_t offset, ScatterList buffers) const {
   std::array<iovec, kVectoredPieces> batch;
   size_t done = 0;
@@ -264,35 +249,26 @@ Result<void> HostFile::read_vectored_at(uint64_t offset, ScatterList buffers,
 Result<void> HostFile::read_vectored_padded(uint64_t offset, ScatterList buffers) const {
   auto done = read_vectored_until_end(offset, buffers);
   if (!done) return fail(done.error());
+  const uint64_t length = total_bytes(buffers);
+  if (*done == length) return {};
   // What lies past the end of the file reads as zeros.
   ScatterCursor cursor(buffers);
   std::vector<std::span<std::byte>> pieces;
   cursor.take(*done, pieces);
-  cursor.take(total_bytes(buffers) - *done, pieces);
+  cursor.take(length - *done, pieces);
   for (const std::span<std::byte>& piece : pieces) std::memset(piece.data(), 0, piece.size());
   return {};
 }
 
 Result<void> HostFile::read_at(uint64_t offset, std::span<std::byte> data,
                                std::string_view what) const {
-  if (!contains(offset, data.size())) {
-    return fail(ErrorCode::kCorrupt,
-                fmt::format("{}: {} at offset {:#x} ({} bytes) lies outside the file ({} bytes)",
-                            name(), what, offset, data.size(), size_));
-  }
-  auto done = read_until_end(offset, data);
-  if (!done) return fail(done.error());
-  if (*done < data.size()) {
-    return fail(ErrorCode::kCorrupt, fmt::format("{}: file shrank while reading {}", name(), what));
-  }
-  return {};
+  const std::span<std::byte> whole[] = {data};
+  return read_vectored_at(offset, whole, what);
 }
 
 Result<void> HostFile::read_padded(uint64_t offset, std::span<std::byte> data) const {
-  auto done = read_until_end(offset, data);
-  if (!done) return fail(done.error());
-  std::memset(data.data() + *done, 0, data.size() - *done);
-  return {};
+  const std::span<std::byte> whole[] = {data};
+  return read_vectored_padded(offset, whole);
 }
 
 Result<void> HostFile::write_at(uint64_t offset, std::span<const std::byte> data) {

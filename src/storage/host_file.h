@@ -88,7 +88,7 @@ class HostFile {
   // Reads up to data.size() bytes and zero-fills what lies past the end of the file.
   [[nodiscard]] Result<void> read_padded(uint64_t offset, std::span<std::byte> data) const;
   // As read_at and read_padded, into `buffers` one after another: preadv, one call for up to
-  // kVectoredPieces of them.
+  // kVectoredPieces of them (read_at and read_padded are these with one buffer).
   [[nodiscard]] Result<void> read_vectored_at(uint64_t offset, ScatterList buffers,
                                               std::string_view what = "data") const;
   [[nodiscard]] Result<void> read_vectored_padded(uint64_t offset, ScatterList buffers) const;
@@ -121,8 +121,7 @@ class HostFile {
 
  private:
   static Result<HostFile> open_path(const std::string& path, Mode mode, const Options& options);
-  // Reads until data is full or the file ends; returns how many bytes were read.
-  Result<size_t> read_until_end(uint64_t offset, std::span<std::byte> data) const;
+  // Reads until the buffers are full or the file ends; returns how many bytes were read.
   Result<size_t> read_vectored_until_end(uint64_t offset, ScatterList buffers) const;
   Result<void> refuse_read_only() const;
 

@@ -191,18 +191,8 @@ Result<void> VhdImage::check_range(uint64_t offset, uint64_t length, bool for_wr
 }
 
 Result<void> VhdImage::read(uint64_t offset, std::span<std::byte> data) {
-  if (auto r = check_range(offset, data.size(), false); !r) return r;
-  if (!header_) return file_.read_at(offset, data);
-  const uint64_t block_size = header_->block_size;
-  while (!data.empty()) {
-    auto block = static_cast<uint32_t>(offset / block_size);
-    uint64_t in_block = offset % block_size;
-    size_t length = static_cast<size_t>(std::min<uint64_t>(data.size(), block_size - in_block));
-    if (auto r = read_block(block, in_block, data.first(length)); !r) return r;
-    data = data.subspan(length);
-    offset += length;
-  }
-  return {};
+  const std::span<std::byte> whole[] = {data};
+  return read_scattered(offset, whole);
 }
 
 Result<void> VhdImage::read_scattered(uint64_t offset, ScatterList buffers) {

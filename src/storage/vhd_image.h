@@ -45,7 +45,8 @@ class VhdImage final : public BlockDevice {
   uint64_t size() const override { return footer_.current_size / kSectorSize * kSectorSize; }
   bool read_only() const override { return !file_.writable(); }
   Result<void> read(uint64_t offset, std::span<std::byte> data) override;
-  // One preadv per block whose sectors are all present here; read_block per piece elsewhere.
+  // One preadv per block whose sectors are all present here; read_block per piece elsewhere
+  // (read() is this with one buffer).
   Result<void> read_scattered(uint64_t offset, ScatterList buffers) override;
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override;

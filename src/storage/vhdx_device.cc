@@ -64,19 +64,8 @@ Result<void> VhdxDevice::check_range(uint64_t offset, uint64_t length, bool writ
 }
 
 Result<void> VhdxDevice::read(uint64_t offset, std::span<std::byte> data) {
-  if (auto checked = check_range(offset, data.size(), false); !checked) return checked;
-  for (size_t done = 0; done < data.size();) {
-    uint64_t position = offset + done;
-    uint64_t in_block = position % layout_.block_size;
-    size_t piece =
-        static_cast<size_t>(std::min<uint64_t>(layout_.block_size - in_block, data.size() - done));
-    if (auto result =
-            read_piece(position / layout_.block_size, in_block, data.subspan(done, piece));
-        !result)
-      return result;
-    done += piece;
-  }
-  return {};
+  const std::span<std::byte> whole[] = {data};
+  return read_scattered(offset, whole);
 }
 
 Result<void> VhdxDevice::read_scattered(uint64_t offset, ScatterList buffers) {

@@ -32,7 +32,7 @@ class VhdxDevice final : public BlockDevice {
   bool read_only() const override { return file_.read_only(); }
   Result<void> read(uint64_t offset, std::span<std::byte> data) override;
   // One preadv per fully present payload block (no log replayed in memory); read_piece per
-  // piece elsewhere.
+  // piece elsewhere (read() is this with one buffer).
   Result<void> read_scattered(uint64_t offset, ScatterList buffers) override;
   Result<void> write(uint64_t offset, std::span<const std::byte> data) override;
   Result<void> flush() override { return file_.flush(); }
