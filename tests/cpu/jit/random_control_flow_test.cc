@@ -65,13 +65,9 @@ class RandomProgram {
       for (const Xbyak::Reg64& reg : kWorking) c.mov(reg, random_());
       const int loops = 4 + static_cast<int>(random_() % 6);
       for (int loop = 0; loop < loops; ++loop) {
-        Xbyak::Label top;
-        c.mov(r13d, static_cast<uint32_t>(3 + random_() % 30));
-        c.L(top);
+        const auto rounds = static_cast<uint32_t>(3 + random_() % 30);
         const int items = 4 + static_cast<int>(random_() % 30);
-        for (int item = 0; item < items; ++item) emit_item(c, Place::kLoop);
-        c.dec(r13d);
-        c.jnz(top, CodeGenerator::T_NEAR);
+        emit_loop(c, r13d, rounds, items, Place::kLoop);
         if (random_() % 2 == 0) pad(c);
       }
       for (const Xbyak::Reg64& reg : kWorking) c.add(r15, reg);
@@ -112,6 +108,16 @@ class RandomProgram {
 
   void forms(CodeGenerator& c, int count) {
     for (int i = 0; i < count; ++i) random_form(c, static_cast<int>(random_() % 37), random_);
+  }
+
+  // `rounds` rounds of `items` random items, counted down in `counter`; the back edge a Jcc.
+  void emit_loop(CodeGenerator& c, const Xbyak::Reg32& counter, uint32_t rounds, int items, Place place) {
+    Xbyak::Label top;
+    c.mov(counter, rounds);
+    c.L(top);
+    for (int item = 0; item < items; ++item) emit_item(c, place);
+    c.dec(counter);
+    c.jnz(top, CodeGenerator::T_NEAR);
   }
 
   // JMP over 0-3000 bytes of INT3: what follows starts at another page offset, so that blocks
@@ -175,13 +181,9 @@ class RandomProgram {
       }
       case 6: {  // a nested loop
         if (place != Place::kLoop) return forms(c, 1);
-        Xbyak::Label top;
-        c.mov(r14d, static_cast<uint32_t>(2 + random_() % 6));
-        c.L(top);
+        const auto rounds = static_cast<uint32_t>(2 + random_() % 6);
         const int items = 1 + static_cast<int>(random_() % 6);
-        for (int item = 0; item < items; ++item) emit_item(c, Place::kInner);
-        c.dec(r14d);
-        c.jnz(top, CodeGenerator::T_NEAR);
+        emit_loop(c, r14d, rounds, items, Place::kInner);
         break;
       }
       case 7:  // self-modifying code: a function's immediate rewritten
